@@ -1,0 +1,231 @@
+"""Guard's one configuration schema, loaded from YAML with errors that name the key path and line."""
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from guard.audit.settings import AuditSettings
+from guard.policy.settings import PolicySettings
+
+
+class ConfigError(Exception):
+    """A configuration problem a person can fix: names the file, the line and the key path."""
+
+    exit_code = 2
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Listen(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=0, le=65535)
+
+
+class TLS(Strict):
+    cert: Path
+    key: Path
+    client_ca: Path
+    crl: Path | None = None
+    min_version: Literal["1.2", "1.3"] = "1.2"
+    trusted_proxies: list[str] = []
+    enabled: bool = True  # false only for benchmarks and tests on loopback; clients are then anonymous
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            ipaddress.ip_network(c, strict=False)
+        return v
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(c, strict=False) for c in self.trusted_proxies]
+
+
+class Admin(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=0, le=65535)
+    enabled: bool = True
+
+
+class Upstream(Strict):
+    url: str
+    api: Literal["openai", "azure-openai", "ollama"] = "openai"
+    api_key_env: str | None = None
+    api_version: str | None = None  # azure-openai only
+    external: bool = False  # the model runs outside our network (policy attribute obj.external)
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_byte_timeout_s: float | None = Field(None, gt=0)  # default: timeout_s
+    idle_timeout_s: float | None = Field(None, gt=0)  # between stream chunks; default: timeout_s
+    max_connections: int = Field(256, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class Route(Strict):
+    model: str  # glob on the requested model
+    upstream: str
+    fallbacks: list[str] = []
+    upstream_model: str | None = None  # rename the model for the upstream (e.g. an Azure deployment)
+
+
+class Limits(Strict):
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    max_json_depth: int = Field(64, ge=2)
+
+
+class Filters(Strict):
+    dir: Path = Path("filters")
+
+
+class Telemetry(Strict):
+    metrics: bool = True
+    otlp_endpoint: str | None = None  # OTLP/HTTP traces endpoint; off when unset
+    service_name: str = "guard"
+
+
+class Config(Strict):
+    listen: Listen = Listen()
+    tls: TLS
+    admin: Admin = Admin()
+    upstreams: dict[str, Upstream]
+    routes: list[Route]
+    limits: Limits = Limits()
+    policy: PolicySettings = PolicySettings()
+    filters: Filters = Filters()
+    audit: AuditSettings = AuditSettings()
+    telemetry: Telemetry = Telemetry()
+    workers: int = Field(1, ge=1, le=64)
+    shutdown_deadline_s: float = Field(30.0, ge=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    source: Path | None = Field(None, exclude=True)
+
+    def model_post_init(self, _: Any) -> None:
+        for i, r in enumerate(self.routes):
+            for name in [r.upstream, *r.fallbacks]:
+                if name not in self.upstreams:
+                    raise ValueError(f"routes[{i}] names unknown upstream {name!r}")
+
+    def route(self, model: str) -> Route | None:
+        for r in self.routes:
+            if fnmatch.fnmatchcase(model, r.model):
+                return r
+        return None
+
+    def resolve(self, base: Path) -> Config:
+        """Make relative file paths relative to the config file's folder."""
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None or p.is_absolute() else (base / p)
+
+        for sect, keys in (("tls", ("cert", "key", "client_ca", "crl")), ("filters", ("dir",))):
+            obj = getattr(self, sect)
+            for k in keys:
+                v = getattr(obj, k)
+                if v is not None and not Path(v).is_absolute():
+                    setattr(obj, k, fix(Path(v)))
+        self.policy.resolve(base)
+        self.audit.resolve(base)
+        return self
+
+
+# --- YAML with line numbers -----------------------------------------------------------------------------
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    out = {} if out is None else out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _lines(v, path + (key,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, path + (i,), out)
+    return out
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    """Parse a YAML file; return the data and a map from key path to line number."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    return data, (_lines(node) if node is not None else {})
+
+
+def format_validation_error(path: Path, err: ValidationError, lines: dict[tuple, int]) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                line = lines[loc[:n]]
+                break
+        key = ".".join(str(x) for x in loc) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        msgs.append(f"{path}:{line or 1}: {key}: {msg}")
+    return "\n".join(msgs)
+
+
+def validate(model: type[BaseModel], data: Any, path: Path, lines: dict[tuple, int]) -> Any:
+    """Validate ``data`` against ``model``; raise ConfigError naming file, line and key path."""
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(path, e, lines)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    path = Path(path)
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the configuration must be a mapping")
+    cfg = validate(Config, data, path, lines)
+    cfg.source = path
+    return cfg.resolve(path.parent)

@@ -1,0 +1,45 @@
+"""The Exchange: one client request, parsed once by its API adapter, read and rewritten by later stages."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from guard.identity import Principal
+
+
+@dataclass
+class Exchange:
+    """One request on its way through Guard.
+
+    ``body`` is the parsed JSON body; adapters expose the screened text through ``texts()`` and write it
+    back with ``set_texts()`` so screens never need to know the wire format.
+    """
+
+    request_id: str
+    api: str  # openai | ollama  (wire API of the client request)
+    operation: str  # chat | completion | embeddings | models
+    model: str
+    path: str
+    body: dict[str, Any]
+    stream: bool = False
+    principal: Principal | None = None
+    client_ip: str = ""
+    body_bytes: int = 0
+    upstream: str = ""  # upstream name chosen by routing
+    upstream_api: str = ""  # openai | azure-openai | ollama
+    external: bool = False
+    trace_id: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    # Filled by later stages.
+    access: Any = None  # policy Decision
+    content: Any = None  # policy Decision
+    verdicts: list[Any] = field(default_factory=list)  # screen Verdicts
+    profile: str = "default"  # screening profile chosen by policy
+    context: dict[str, Any] = field(default_factory=dict)  # per-request private state (e.g. pseudonym maps)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        skip = {"model", "messages", "prompt", "input", "stream"}
+        return {k: v for k, v in self.body.items() if k not in skip}

@@ -1,0 +1,169 @@
+"""Principal: who is calling, from the client certificate or a trusted sidecar's XFCC header."""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str = ""
+    cn: str = ""
+    o: tuple[str, ...] = ()
+    ou: tuple[str, ...] = ()
+    san_dns: tuple[str, ...] = ()
+    san_uri: tuple[str, ...] = ()
+    san_email: tuple[str, ...] = ()
+    spiffe_id: str = ""
+    serial: str = ""
+    fingerprint: str = ""  # SHA-256 of the DER certificate, lower-case hex
+    not_after: str = ""  # RFC 3339, UTC
+    source: str = "tls"  # tls | xfcc
+
+    def attrs(self) -> dict[str, Any]:
+        """Attributes as policy and audit see them (lists, not tuples)."""
+        d = asdict(self)
+        for k in ("o", "ou", "san_dns", "san_uri", "san_email"):
+            d[k] = list(d[k])
+        return d
+
+
+ANONYMOUS = Principal(source="none")
+
+
+def _names(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
+    return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(oid))
+
+
+def principal_from_der(der: bytes) -> Principal:
+    cert = x509.load_der_x509_certificate(der)
+    dns: tuple[str, ...] = ()
+    uri: tuple[str, ...] = ()
+    email: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        dns = tuple(san.get_values_for_type(x509.DNSName))
+        uri = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        email = tuple(san.get_values_for_type(x509.RFC822Name))
+    except x509.ExtensionNotFound:
+        pass
+    cns = _names(cert, NameOID.COMMON_NAME)
+    return Principal(
+        subject=cert.subject.rfc4514_string(),
+        cn=cns[0] if cns else "",
+        o=_names(cert, NameOID.ORGANIZATION_NAME),
+        ou=_names(cert, NameOID.ORGANIZATIONAL_UNIT_NAME),
+        san_dns=dns,
+        san_uri=uri,
+        san_email=email,
+        spiffe_id=next((u for u in uri if u.startswith("spiffe://")), ""),
+        serial=format(cert.serial_number, "x"),
+        fingerprint=hashlib.sha256(der).hexdigest(),
+        not_after=cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        source="tls",
+    )
+
+
+def principal_from_pem(pem: bytes) -> Principal:
+    cert = x509.load_pem_x509_certificate(pem)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return principal_from_der(cert.public_bytes(Encoding.DER))
+
+
+# --- Envoy x-forwarded-client-cert -------------------------------------------------------------------
+
+def _split(s: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside double quotes (XFCC quotes values that contain , ; or =)."""
+    out, cur, quoted, esc = [], [], False, False
+    for ch in s:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+            cur.append(ch)
+        elif ch == '"':
+            quoted = not quoted
+            cur.append(ch)
+        elif ch == sep and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return out
+
+
+def _unquote(v: str) -> str:
+    v = v.strip()
+    if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
+        v = v[1:-1].replace('\\"', '"')
+    return v
+
+
+class XFCCError(ValueError):
+    pass
+
+
+def principal_from_xfcc(header: str) -> Principal:
+    """Principal from the LAST element of an XFCC header (the one the nearest trusted proxy added).
+
+    Prefers the full ``Cert`` (URL-encoded PEM) when present; otherwise uses Subject/URI/DNS/Hash.
+    """
+    if len(header) > 65536:
+        raise XFCCError("x-forwarded-client-cert too long")
+    elements = [e for e in _split(header, ",") if e.strip()]
+    if not elements:
+        raise XFCCError("empty x-forwarded-client-cert")
+    fields: dict[str, list[str]] = {}
+    for pair in _split(elements[-1], ";"):
+        if not pair.strip():
+            continue
+        if "=" not in pair:
+            raise XFCCError(f"malformed x-forwarded-client-cert element: {pair[:40]!r}")
+        k, v = pair.split("=", 1)
+        fields.setdefault(k.strip().lower(), []).append(_unquote(v))
+    if "cert" in fields:
+        try:
+            p = principal_from_pem(unquote(fields["cert"][0]).encode())
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad header
+            raise XFCCError(f"unreadable Cert in x-forwarded-client-cert: {e}") from None
+        return Principal(**{**asdict(p), "source": "xfcc"})
+    subject = fields.get("subject", [""])[0]
+    uris = tuple(fields.get("uri", []))
+    cn = o = ou = None
+    try:
+        name = x509.Name.from_rfc4514_string(subject) if subject else x509.Name([])
+        cn = [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        o = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+        ou = tuple(str(a.value) for a in name.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME))
+    except ValueError as e:
+        raise XFCCError(f"bad Subject in x-forwarded-client-cert: {e}") from None
+    return Principal(
+        subject=subject,
+        cn=cn[0] if cn else "",
+        o=o or (),
+        ou=ou or (),
+        san_dns=tuple(fields.get("dns", [])),
+        san_uri=uris,
+        spiffe_id=next((u for u in uris if u.startswith("spiffe://")), ""),
+        fingerprint=fields.get("hash", [""])[0].lower(),
+        source="xfcc",
+    )
+
+
+def peer_is_trusted(peer_ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    if not networks or not peer_ip:
+        return False
+    try:
+        ip = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
