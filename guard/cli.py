@@ -1,0 +1,56 @@
+"""`guard` command line: serve, demo, pki, policy, scan, audit, bench.
+
+Subcommands live beside the code they drive; each module exposes ``register(subparsers)``.
+Exit codes: 0 ok, 1 check failed, 2 usage or configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+_COMMAND_MODULES = (
+    "guard.serve_cli",  # serve
+    "guard.pki",  # pki
+    "guard.demo.cli",  # demo
+    "guard.policy.cli",  # policy check|test|explain
+    "guard.filters.cli",  # scan
+    "guard.audit.cli",  # audit keygen|verify|export|tail
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2 (argparse default) with our prefix
+        self.print_usage(sys.stderr)
+        self.exit(2, f"guard: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="guard", description="Security and compliance reverse proxy for LLM endpoints.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue  # not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from guard.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"guard: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
