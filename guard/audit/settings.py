@@ -4,7 +4,40 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SinkSettings(BaseModel):
+    """One SIEM destination fed from the journal through its own persisted cursor."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    type: Literal["splunk_hec", "syslog", "webhook", "file"]
+    format: Literal["json", "ocsf", "cef", "ecs"] = "json"
+    url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook
+    host: str | None = None  # syslog
+    port: int | None = Field(None, ge=1, le=65535)  # syslog (default 6514 with TLS, 601 without)
+    path: Path | None = None  # file
+    token_env: str | None = None  # splunk_hec: env var holding the HEC token
+    secret_env: str | None = None  # webhook: env var holding the HMAC-SHA256 secret
+    tls: bool = False  # syslog over TLS (RFC 5425); HTTPS sinks use TLS from the URL scheme
+    ca: Path | None = None  # CA bundle to verify the server (system store when unset); verification is always on
+    batch_size: int = Field(500, ge=1, le=100_000)
+    timeout_s: float = Field(10.0, gt=0)
+    backoff_min_s: float = Field(0.2, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    replay_window_s: float = Field(2.0, ge=0)  # syslog: unacknowledged TCP data re-sent after a reconnect
+    index: str | None = None  # splunk_hec
+    sourcetype: str = "guard:audit"  # splunk_hec
+
+    @model_validator(mode="after")
+    def _needs(self) -> SinkSettings:
+        need = {"splunk_hec": ("url", "token_env"), "webhook": ("url", "secret_env"),
+                "syslog": ("host",), "file": ("path",)}[self.type]
+        missing = [k for k in need if getattr(self, k) in (None, "")]
+        if missing:
+            raise ValueError(f"sink {self.name!r} ({self.type}) needs {', '.join(missing)}")
+        return self
 
 
 class AuditSettings(BaseModel):
@@ -12,10 +45,33 @@ class AuditSettings(BaseModel):
     dir: Path = Path("var/audit")
     signing_key: Path | None = None  # Ed25519 private key PEM; generated beside the journal when unset
     durability: Literal["fsync", "batch"] = "fsync"
+    batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
+    hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)
+    hash_key_env: str | None = None  # capture=hash: env var holding the HMAC key (wins over the file)
+    writer_id: str | None = None  # chain id; default "<hostname>-w<worker index>" (stable across restarts)
+    checkpoint_events: int = Field(1000, ge=1)  # signed audit.checkpoint every N events ...
+    checkpoint_seconds: float = Field(10.0, gt=0)  # ... or T seconds, whichever first
+    segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
+    segment_max_seconds: float = Field(3600.0, gt=0)
+    sinks: list[SinkSettings] = []
+
+    @model_validator(mode="after")
+    def _unique_sinks(self) -> AuditSettings:
+        names = [s.name for s in self.sinks]
+        if len(names) != len(set(names)):
+            raise ValueError("audit sink names must be unique")
+        return self
 
     def resolve(self, base: Path) -> None:
         fix = lambda p: p if p.is_absolute() else base / p  # noqa: E731
         self.dir = fix(self.dir)
         if self.signing_key:
             self.signing_key = fix(self.signing_key)
+        if self.hash_key_file:
+            self.hash_key_file = fix(self.hash_key_file)
+        for s in self.sinks:
+            if s.path:
+                s.path = fix(s.path)
+            if s.ca:
+                s.ca = fix(s.ca)

@@ -1,0 +1,186 @@
+"""OpenAI wire API: chat completions, completions, embeddings, models; SSE streams."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+from guard.errors import bad_request
+from guard.filters.base import Segment
+
+STREAM_MEDIA_TYPE = b"text/event-stream"
+
+
+def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
+    """Check the request shape the proxy relies on; return (model, stream)."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required and must be a non-empty string", "invalid_model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean", "invalid_value")
+    if operation == "chat":
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise bad_request("'messages' must be a non-empty array", "invalid_messages")
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+                raise bad_request(f"messages[{i}] must be an object with a 'role'", "invalid_messages")
+            c = m.get("content")
+            if c is not None and not isinstance(c, (str, list)):
+                raise bad_request(f"messages[{i}].content must be a string or an array", "invalid_messages")
+    elif operation == "completion":
+        p = body.get("prompt")
+        if not isinstance(p, (str, list)):
+            raise bad_request("'prompt' must be a string or an array", "invalid_prompt")
+    elif operation == "embeddings":
+        if not isinstance(body.get("input"), (str, list)):
+            raise bad_request("'input' must be a string or an array", "invalid_input")
+        stream = False
+    return model, stream
+
+
+def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
+    segs: list[Segment] = []
+    if operation == "chat":
+        for i, m in enumerate(body.get("messages", [])):
+            role = m.get("role", "user")
+            kind = {"system": "system", "developer": "system", "tool": "tool_result"}.get(role, "content")
+            c = m.get("content")
+            if isinstance(c, str):
+                segs.append(Segment(c, role, kind, ("messages", i, "content")))
+            elif isinstance(c, list):
+                for j, part in enumerate(c):
+                    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                        segs.append(Segment(part["text"], role, kind, ("messages", i, "content", j, "text")))
+            for j, tc in enumerate(m.get("tool_calls") or []):
+                args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+                if isinstance(args, str):
+                    segs.append(Segment(args, role, "tool_arguments",
+                                        ("messages", i, "tool_calls", j, "function", "arguments")))
+    elif operation == "completion":
+        p = body.get("prompt")
+        if isinstance(p, str):
+            segs.append(Segment(p, "user", "prompt", ("prompt",)))
+        elif isinstance(p, list):
+            segs += [Segment(s, "user", "prompt", ("prompt", i)) for i, s in enumerate(p) if isinstance(s, str)]
+    elif operation == "embeddings":
+        x = body.get("input")
+        if isinstance(x, str):
+            segs.append(Segment(x, "user", "input", ("input",)))
+        elif isinstance(x, list):
+            segs += [Segment(s, "user", "input", ("input", i)) for i, s in enumerate(x) if isinstance(s, str)]
+    return segs
+
+
+def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
+    segs: list[Segment] = []
+    for i, ch in enumerate(body.get("choices") or []):
+        if not isinstance(ch, dict):
+            continue
+        if operation == "completion":
+            if isinstance(ch.get("text"), str):
+                segs.append(Segment(ch["text"], "assistant", "content", ("choices", i, "text")))
+            continue
+        msg = ch.get("message") or {}
+        if isinstance(msg.get("content"), str):
+            segs.append(Segment(msg["content"], "assistant", "content", ("choices", i, "message", "content")))
+        for j, tc in enumerate(msg.get("tool_calls") or []):
+            args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+            if isinstance(args, str):
+                segs.append(Segment(args, "assistant", "tool_arguments",
+                                    ("choices", i, "message", "tool_calls", j, "function", "arguments")))
+    return segs
+
+
+def usage(body: dict[str, Any]) -> dict[str, int] | None:
+    u = body.get("usage")
+    if isinstance(u, dict):
+        return {"input_tokens": int(u.get("prompt_tokens") or 0),
+                "output_tokens": int(u.get("completion_tokens") or 0)}
+    return None
+
+
+def finish_reasons(body: dict[str, Any]) -> list[str]:
+    return [c["finish_reason"] for c in body.get("choices") or []
+            if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
+
+
+# --- streams ---------------------------------------------------------------------------------------------
+
+def split_events(buf: bytearray) -> Iterator[bytes]:
+    """Pop complete SSE events (terminated by a blank line) off ``buf``; yields each event's raw bytes."""
+    while True:
+        idx = buf.find(b"\n\n")
+        crlf = buf.find(b"\r\n\r\n")
+        if crlf != -1 and (idx == -1 or crlf < idx):
+            end, sep = crlf, 4
+        elif idx != -1:
+            end, sep = idx, 2
+        else:
+            return
+        ev = bytes(buf[:end])
+        del buf[:end + sep]
+        yield ev
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The joined ``data:`` payload of one SSE event, or None for comments/keep-alives."""
+    lines = [ln[5:].lstrip(b" ") for ln in event.replace(b"\r\n", b"\n").split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
+
+
+def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
+    """(channel key, path, text) for each piece of streamed text in a chunk."""
+    for ci, ch in enumerate(chunk.get("choices") or []):
+        if not isinstance(ch, dict):
+            continue
+        idx = ch.get("index", ci)
+        if operation == "completion":
+            if isinstance(ch.get("text"), str):
+                yield (idx, "text"), ("choices", ci, "text"), ch["text"]
+            continue
+        delta = ch.get("delta") or {}
+        if isinstance(delta.get("content"), str):
+            yield (idx, "content"), ("choices", ci, "delta", "content"), delta["content"]
+        for tj, tc in enumerate(delta.get("tool_calls") or []):
+            args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+            if isinstance(args, str):
+                yield ((idx, "tool", tc.get("index", tj)),
+                       ("choices", ci, "delta", "tool_calls", tj, "function", "arguments"), args)
+
+
+def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
+    """Choice indexes whose finish_reason is set in this chunk."""
+    return [ch.get("index", i) for i, ch in enumerate(chunk.get("choices") or [])
+            if isinstance(ch, dict) and ch.get("finish_reason")]
+
+
+def encode_event(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
+    """A synthetic chunk carrying held-back text for one channel."""
+    base = {"id": (like or {}).get("id", "guard"), "object": (like or {}).get("object", "chat.completion.chunk"),
+            "created": (like or {}).get("created", int(time.time())), "model": (like or {}).get("model", model)}
+    if operation == "completion":
+        return {**base, "choices": [{"index": key[0], "text": text, "finish_reason": None}]}
+    if key[1] == "tool":
+        delta = {"tool_calls": [{"index": key[2], "function": {"arguments": text}}]}
+    else:
+        delta = {"content": text}
+    return {**base, "choices": [{"index": key[0], "delta": delta, "finish_reason": None}]}
+
+
+def stop_events(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
+    """Final chunk with finish_reason content_filter, then [DONE] (DESIGN.md contract)."""
+    chunk = flush_chunk(operation, like, model, (0, "content"), "")
+    ch = chunk["choices"][0]
+    ch["finish_reason"] = "content_filter"
+    if operation != "completion":
+        ch["delta"] = {}
+    return encode_event(chunk) + b"data: [DONE]\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,96 @@
+"""Assembles Guard from its configuration: services, the public ASGI app and the admin app."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from guard import telemetry
+from guard.config import Config
+from guard.errors import error_body
+from guard.pipeline import Pipeline, ScreenSet, Services
+from guard.upstream import Upstreams
+
+log = logging.getLogger("guard.app")
+
+
+class GuardApp:
+    """The public ASGI app: every HTTP request goes through the Pipeline. Lifespan starts and stops the
+    services that run beside requests (journal, forwarder, policy watcher)."""
+
+    def __init__(self, svc: Services, runtime: Any = None) -> None:
+        self.svc = svc
+        self.pipeline = Pipeline(svc)
+        self.runtime = runtime
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await self.pipeline(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets are not part of any LLM API Guard serves
+            return
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if self.runtime is not None:
+                        await self.runtime.start()
+                except Exception as e:  # noqa: BLE001
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                try:
+                    if self.runtime is not None:
+                        await self.runtime.stop()
+                    await self.svc.upstreams.close()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def admin_app(runtime: Any) -> Starlette:
+    """Health, readiness, metrics and reload: loopback by default, never on the public port."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        checks = await runtime.readiness()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(telemetry.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def reload(_: Request) -> Response:
+        result = await runtime.reload()
+        return JSONResponse(result, status_code=200 if result.get("ok") else 422)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return Response(error_body("not found", "invalid_request_error", "not_found"), status_code=404,
+                        media_type="application/json")
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+                             Route("/admin/reload", reload, methods=["POST"])],
+                     exception_handlers={404: not_found})
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def build_services(config: Config, policy: Any, recorder: Any, screens: Callable[[str], ScreenSet],
+                   clock: Callable[[], datetime] | None = None) -> Services:
+    return Services(config=config, upstreams=Upstreams(config), policy=policy, recorder=recorder,
+                    screens=screens, clock=clock or utc_now)

@@ -1,0 +1,238 @@
+"""AuditEvent: the versioned record of what Guard did, built as a plain dict the journal seals.
+
+The pipeline calls the builders below; they never see certificates, headers or secrets, and screens
+contribute only their ``Verdict.to_audit()`` summaries (types and counts, never values).
+Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+EVENT_TYPES = (
+    "exchange.started", "exchange.completed", "exchange.denied", "policy.reloaded", "policy.reload_failed",
+    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint",
+)
+CAPTURE_LEVELS = ("none", "hash", "redacted", "full")
+_PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
+
+
+def uuid7() -> str:
+    """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version 7, 74 random bits (time-ordered ids)."""
+    ms = time.time_ns() // 1_000_000
+    r = int.from_bytes(secrets.token_bytes(10), "big")
+    n = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (r >> 68 & 0xFFF) << 64 | 0b10 << 62 | (r & ((1 << 62) - 1))
+    return str(uuid.UUID(int=n))
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC with microseconds, e.g. 2026-11-25T01:20:27.123456Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_event(type: str, **fields: Any) -> dict[str, Any]:
+    """A bare event of ``type``; ``None`` fields are dropped so the schema sees absent, not null."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown audit event type {type!r}")
+    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(), "time": utc_now(), "type": type}
+    ev.update({k: v for k, v in fields.items() if v is not None})
+    return ev
+
+
+def principal_summary(principal: Any) -> dict[str, Any] | None:
+    """Principal fields the journal keeps (never the certificate itself)."""
+    if principal is None:
+        return None
+    attrs = principal.attrs() if hasattr(principal, "attrs") else dict(principal)
+    out = {k: attrs.get(k, "" if k != "ou" else []) for k in _PRINCIPAL_KEYS}
+    out["ou"] = list(out["ou"] or [])
+    return out
+
+
+def decision_summary(decision: Any) -> dict[str, Any] | None:
+    """Accepts a policy Decision object or a dict with effect, rule, policy_version (and optional extras)."""
+    if decision is None:
+        return None
+    if isinstance(decision, dict):
+        d = dict(decision)
+    elif hasattr(decision, "to_audit"):
+        d = decision.to_audit()
+    else:
+        d = {k: getattr(decision, k) for k in ("effect", "rule", "policy_version", "reason", "profile")
+             if getattr(decision, k, None) is not None}
+    d.setdefault("rule", "")
+    d.setdefault("policy_version", "")
+    return d
+
+
+class ContentCapture:
+    """How prompts and answers enter the journal: none, hash (keyed HMAC-SHA256), redacted or full text.
+
+    With ``hash`` an auditor holding the key can prove that a given text was (or was not) exchanged, while
+    the journal alone reveals nothing. The key never enters the journal; ``key_id`` names it.
+    """
+
+    def __init__(self, level: str = "hash", key: bytes | None = None) -> None:
+        if level not in CAPTURE_LEVELS:
+            raise ValueError(f"capture must be one of {CAPTURE_LEVELS}")
+        if level == "hash" and not key:
+            raise ValueError("capture=hash needs an HMAC key")
+        self.level = level
+        self._key = key or b""
+        self.key_id = hashlib.sha256(b"guard-content-hmac:" + self._key).hexdigest()[:16] if key else ""
+
+    def __repr__(self) -> str:
+        return f"ContentCapture(level={self.level!r}, key_id={self.key_id!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ContentCapture:
+        if settings.capture != "hash":
+            return cls(settings.capture)
+        return cls("hash", _hmac_key(settings))
+
+    def record(self, prompt: str | None = None, answer: str | None = None) -> dict[str, Any] | None:
+        """The ``content`` member: for ``redacted`` pass the texts as screens rewrote them."""
+        if self.level == "none" or (prompt is None and answer is None):
+            return None
+        out: dict[str, Any] = {"capture": self.level}
+        if self.level == "hash":
+            out["key_id"] = self.key_id
+            if prompt is not None:
+                out["prompt_hmac"] = hmac.new(self._key, prompt.encode(), hashlib.sha256).hexdigest()
+            if answer is not None:
+                out["answer_hmac"] = hmac.new(self._key, answer.encode(), hashlib.sha256).hexdigest()
+            return out
+        if prompt is not None:
+            out["prompt"] = prompt
+        if answer is not None:
+            out["answer"] = answer
+        return out
+
+
+def _hmac_key(settings: Any) -> bytes:
+    if settings.hash_key_env:
+        v = os.environ.get(settings.hash_key_env, "")
+        if not v:
+            raise ValueError(f"audit.hash_key_env: environment variable {settings.hash_key_env} is empty")
+        return v.encode()
+    path = Path(settings.hash_key_file) if settings.hash_key_file else Path(settings.dir) / "keys" / "content-hmac.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        except FileExistsError:
+            pass
+    return path.read_bytes()
+
+
+def _exchange_common(ex: Any) -> dict[str, Any]:
+    return {
+        "request_id": ex.request_id, "trace_id": ex.trace_id or None,
+        "principal": principal_summary(ex.principal), "client_ip": ex.client_ip or None,
+        "api": ex.api, "operation": ex.operation, "model": ex.model, "upstream": ex.upstream or None,
+    }
+
+
+def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if ex.access is not None:
+        d["access"] = decision_summary(ex.access)
+    if ex.content is not None:
+        d["content"] = decision_summary(ex.content)
+    if shadow:
+        d["shadow"] = shadow
+    return d
+
+
+def _stages(ex: Any, extra: dict[str, float] | None = None) -> dict[str, float]:
+    st = {k: round(float(v), 3) for k, v in (ex.stage_ms or {}).items()}
+    st.update({k: round(float(v), 3) for k, v in (extra or {}).items()})
+    return st
+
+
+def exchange_started(ex: Any, capture: ContentCapture | None = None, prompt: str | None = None,
+                     shadow: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange."""
+    return new_event(
+        "exchange.started", **_exchange_common(ex), stream=bool(ex.stream),
+        decisions=decisions_of(ex, shadow), screens=[v.to_audit() for v in ex.verdicts if v.direction == "prompt"],
+        request={"bytes": ex.body_bytes}, latency_ms=_stages(ex),
+        content=capture.record(prompt=prompt) if capture else None,
+    )
+
+
+def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
+                       usage: dict[str, int] | None = None, capture: ContentCapture | None = None,
+                       prompt: str | None = None, answer: str | None = None,
+                       latency_ms: dict[str, float] | None = None, error: str | None = None) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"status": int(status), "bytes": int(bytes_out)}
+    if finish_reason:
+        outcome["finish_reason"] = finish_reason
+    if error:
+        outcome["error"] = error
+    return new_event(
+        "exchange.completed", **_exchange_common(ex), stream=bool(ex.stream), decisions=decisions_of(ex),
+        screens=[v.to_audit() for v in ex.verdicts], usage=_usage(usage), outcome=outcome,
+        latency_ms=_stages(ex, latency_ms), content=capture.record(prompt=prompt, answer=answer) if capture else None,
+    )
+
+
+def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: ContentCapture | None = None,
+                    prompt: str | None = None, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
+    return new_event(
+        "exchange.denied", **_exchange_common(ex), stream=bool(ex.stream), decisions=decisions_of(ex, shadow),
+        screens=[v.to_audit() for v in ex.verdicts], outcome={"status": int(status), "bytes": 0},
+        denial={"stage": stage, "code": code}, latency_ms=_stages(ex),
+        content=capture.record(prompt=prompt) if capture else None,
+    )
+
+
+def _usage(u: dict[str, int] | None) -> dict[str, int] | None:
+    if not u:
+        return None
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {k: int(u[k]) for k in keys if u.get(k) is not None}
+
+
+def policy_reloaded(policy_version: str, rules: int, source: str = "", shadow_version: str | None = None) -> dict[str, Any]:
+    return new_event("policy.reloaded", policy={"version": policy_version, "rules": int(rules), "source": source,
+                                                **({"shadow_version": shadow_version} if shadow_version else {})})
+
+
+def policy_reload_failed(error: str, kept_version: str, source: str = "") -> dict[str, Any]:
+    return new_event("policy.reload_failed", policy={"error": error[:2000], "kept_version": kept_version,
+                                                     "source": source})
+
+
+def config_loaded(path: str, digest: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``digest``: SHA-256 of the config file; ``summary``: non-secret facts (upstream names, routes...)."""
+    return new_event("config.loaded", config={"path": path, "sha256": digest, **({"summary": summary} if summary else {})})
+
+
+def guard_started(version: str, worker: int = 0, pid: int | None = None) -> dict[str, Any]:
+    return new_event("guard.started", guard={"version": version, "worker": worker, "pid": pid or os.getpid()})
+
+
+def guard_stopped(reason: str = "shutdown", worker: int = 0, pid: int | None = None) -> dict[str, Any]:
+    return new_event("guard.stopped", guard={"reason": reason, "worker": worker, "pid": pid or os.getpid()})
+
+
+def checkpoint(chain: str, seq: int, head: str, count: int, prev_checkpoint: str | None, reason: str,
+               final: bool = False, recovery: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Signed statement: chain ``chain`` holds events 1..``seq``, the last one hashing to ``head``."""
+    cp: dict[str, Any] = {"seq": seq, "head": head, "count": count, "reason": reason, "final": final,
+                          "prev_checkpoint": prev_checkpoint or ""}
+    if recovery:
+        cp["recovery"] = recovery
+    return new_event("audit.checkpoint", checkpoint=cp)

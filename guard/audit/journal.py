@@ -1,0 +1,367 @@
+"""Journal: the append-only, signed, hash-chained audit log of one writer (one chain per process).
+
+Events are sealed in the caller's thread (so ``seq`` follows call order) and handed to a writer thread
+that writes whole batches and fsyncs once per batch (group commit). ``append`` resolves after the fsync
+that covers its event (durability ``fsync``) or at once with the fsync due within ``batch_window_ms``
+(durability ``batch``). A failed write rolls the chain back to its last durable event, fails every event
+not yet durable with JournalError and marks the journal unhealthy; the next append opens a new segment
+that starts with a recovery checkpoint.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from guard import telemetry as tm
+from guard.audit import event as ev
+from guard.audit import layout
+from guard.audit.seal import GENESIS, Signer, canonical, load_or_create_signer, normalize_floats
+from guard.audit.settings import AuditSettings
+
+
+class JournalError(Exception):
+    """The journal cannot make events durable (disk full, permissions, read-only); refuse the request."""
+
+
+class _Waiter:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+def default_writer_id(worker: int | None = None) -> str:
+    host = socket.gethostname().split(".")[0] or "guard"
+    return f"{host}-w{worker}" if worker is not None else f"{host}-{os.getpid()}"
+
+
+class Journal:
+    def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, signer: Signer | None = None) -> None:
+        self.settings = settings
+        self.root = Path(settings.dir)
+        self.chain = layout.safe_chain(writer_id or settings.writer_id or default_writer_id())
+        self.dir = layout.chains_dir(self.root) / self.chain
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[tuple[bytes, int, str, Any]] = []  # line, seq, type, waiter
+        self._fd = -1
+        self._seg_size = 0
+        self._seg_opened = 0.0
+        self._healthy = False
+        self._closing = False
+        self._broken: dict[str, Any] | None = None
+        try:
+            self.signer = signer or load_or_create_signer(settings.signing_key, self.root)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._take_lock()
+            self._publish_key()
+            self._resume()
+        except OSError as e:
+            tm.AUDIT_WRITE_FAILURES.inc()
+            raise JournalError(f"audit journal {self.dir}: {e.strerror or e}") from None
+        self._thread = threading.Thread(target=self._run, name=f"audit-journal-{self.chain}", daemon=True)
+        self._thread.start()
+
+    # --- public API ------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy and not self._closing
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    async def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Seal ``event`` and return it once durable (see the module docstring). Raises JournalError."""
+        loop = asyncio.get_running_loop()
+        if self.settings.durability == "batch":
+            return self._submit(event, None)
+        fut = loop.create_future()
+        sealed = self._submit(event, (loop, fut))
+        await fut
+        return sealed
+
+    def append_sync(self, event: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+        """Blocking append for start-up, shutdown and tools; always waits for the fsync."""
+        w = _Waiter()
+        sealed = self._submit(event, w)
+        if not w.done.wait(timeout):
+            raise JournalError("audit journal: timed out waiting for fsync")
+        if w.error:
+            raise w.error
+        return sealed
+
+    def close(self) -> None:
+        """Seal a final checkpoint, flush everything, stop the writer, release the chain."""
+        with self._cond:
+            if self._closing:
+                return
+            if self._healthy:
+                self._seal_checkpoint("close", final=True)
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        os.close(self._lock_fd)
+
+    # --- sealing (caller threads, under the condition's lock) ------------------------------------------
+
+    def _submit(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]:
+        with self._cond:
+            if self._closing:
+                raise JournalError("audit journal is closed")
+            if not self._healthy:
+                self._recover()
+            sealed = self._seal(event, waiter)
+            if self._since_cp >= self.settings.checkpoint_events:
+                self._seal_checkpoint("count")
+            self._cond.notify()
+        return sealed
+
+    def _seal(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]:
+        seq = self._seq + 1
+        try:
+            line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
+        except (TypeError, ValueError, UnicodeError):
+            event = normalize_floats(_clean(event))
+            line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
+        self._seq, self._prev = seq, h
+        self._since_cp += 1
+        self._pending.append((line, seq, event["type"], waiter))
+        return event
+
+    def _seal_checkpoint(self, reason: str, final: bool = False, recovery: dict[str, Any] | None = None) -> None:
+        cp = ev.checkpoint(self.chain, self._seq, self._prev, self._since_cp, self._last_cp, reason, final, recovery)
+        self._seal(cp, None)
+        self._last_cp, self._since_cp, self._cp_time = self._prev, 0, time.monotonic()
+
+    # --- opening, resuming, recovering ----------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        fd = os.open(self.dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JournalError(f"audit chain {self.chain!r} is being written by another process") from None
+        return fd
+
+    def _publish_key(self) -> None:
+        """Public key beside the journal for convenience; verify does not trust it by default."""
+        keys = self.root / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        pub = keys / f"{self.signer.key_id}.pub.pem"
+        if not pub.exists():
+            pub.write_bytes(self.signer.public_pem())
+
+    def _resume(self) -> None:
+        """Continue the chain after the last intact event on disk; a new segment is always started."""
+        last, torn = _last_intact(layout.segments(self.root, self.chain))
+        self._seq, self._prev = (last["seq"], last["hash"]) if last else (0, GENESIS)
+        self._durable = (self._seq, self._prev)
+        self._since_cp, self._cp_time = 0, time.monotonic()
+        self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
+        old = layout.read_head(self.root, self.chain) or {}
+        if int(old.get("seq", 0)) > self._seq:  # events the head record promised are gone: say so, signed
+            torn["head_seq_missing"] = int(old["seq"])
+        self._write_head(self._seq, self._prev, final=False)
+        self._open_segment(self._seq + 1)
+        self._healthy = True
+        if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
+            self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
+
+    def _recover(self) -> None:
+        """Next append after a failure: new segment, recovery checkpoint; JournalError if still failing."""
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            self._open_segment(self._seq + 1)
+        except OSError as e:
+            tm.AUDIT_WRITE_FAILURES.inc()
+            raise JournalError(f"audit journal {self.dir}: {e.strerror or e}") from None
+        self._healthy = True
+        self._seal_checkpoint("recovery", recovery={"write_error": True, **(self._broken or {})})
+
+    def _open_segment(self, first_seq: int) -> None:
+        path, n = self.dir / layout.segment_name(first_seq), 0
+        while path.exists() and path.stat().st_size:  # never append after bytes we could not remove
+            n += 1
+            path = self.dir / layout.segment_name(first_seq, n)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        self._fd = os.open(path, flags, 0o640)
+        self._seg_path = path
+        self._seg_size = os.fstat(self._fd).st_size
+        self._seg_opened = time.monotonic()
+
+    def _write_head(self, seq: int, head: str, final: bool) -> None:
+        rec = {"chain": self.chain, "seq": seq, "head": head, "final": final, "time": ev.utc_now(),
+               "key_id": self.signer.key_id}
+        sig = self.signer.seal_line(dict(rec), self.chain, seq, head)[0]  # signed like an event
+        layout.write_atomic(self.dir / "HEAD.json", sig)
+
+    # --- writer thread --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        s = self.settings
+        while True:
+            with self._cond:
+                while True:
+                    due = s.checkpoint_seconds - (time.monotonic() - self._cp_time)
+                    if due <= 0:
+                        if self._since_cp and self._healthy and not self._closing:
+                            self._seal_checkpoint("interval")
+                        else:
+                            self._cp_time = time.monotonic()
+                        due = s.checkpoint_seconds
+                    if self._pending or self._closing:
+                        break
+                    self._cond.wait(due)
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            if batch and s.durability == "batch" and not closing:
+                time.sleep(s.batch_window_ms / 1000.0)
+                with self._cond:
+                    batch += self._pending
+                    self._pending = []
+            if batch:
+                self._write(batch)
+            if closing:
+                with self._cond:
+                    if not self._pending:
+                        return
+
+    def _write(self, batch: list[tuple[bytes, int, str, Any]]) -> None:
+        try:
+            if self._fd < 0:
+                raise OSError(5, "journal segment is not open")
+            s = self.settings
+            if self._seg_size >= s.segment_max_bytes or time.monotonic() - self._seg_opened >= s.segment_max_seconds:
+                if self._seg_size:
+                    os.close(self._fd)
+                    self._fd = -1
+                    self._open_segment(batch[0][1])
+            data = b"".join(b[0] for b in batch)
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            t0 = time.perf_counter()
+            os.fdatasync(self._fd)
+            tm.AUDIT_FSYNC_SECONDS.observe(time.perf_counter() - t0)
+        except OSError as e:
+            self._fail(batch, e)
+            return
+        self._seg_size += len(data)
+        self._durable = (batch[-1][1], _hash_of(batch[-1][0]))
+        self._settle(batch, None)
+        for line, seq, typ, _ in batch:
+            tm.AUDIT_EVENTS.labels(typ).inc()
+            if typ == "audit.checkpoint":
+                final = b'"final":true' in line
+                try:
+                    self._write_head(seq, _hash_of(line), final)
+                except OSError:
+                    pass  # HEAD only ever lags; the chain itself is durable
+
+    def _fail(self, batch: list[tuple[bytes, int, str, Any]], err: OSError) -> None:
+        tm.AUDIT_WRITE_FAILURES.inc()
+        with self._cond:
+            failed = batch + self._pending
+            self._pending = []
+            self._seq, self._prev = self._durable
+            self._since_cp = 0
+            self._healthy = False
+            self._broken = {"segment": self._seg_path.name, "error": os.strerror(err.errno or 5)}
+            if self._fd >= 0:
+                try:  # drop our own unacknowledged partial bytes; if impossible, the recovery checkpoint says so
+                    os.ftruncate(self._fd, self._seg_size)
+                except OSError:
+                    self._broken["torn_after_bytes"] = self._seg_size
+                os.close(self._fd)
+                self._fd = -1
+            if self._seg_size == 0:
+                try:
+                    self._seg_path.unlink()
+                except OSError:
+                    pass
+        self._settle(failed, JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))
+
+    @staticmethod
+    def _settle(batch: list[tuple[bytes, int, str, Any]], err: BaseException | None) -> None:
+        by_loop: dict[Any, list[Any]] = {}
+        for *_, w in batch:
+            if w is None:
+                continue
+            if isinstance(w, _Waiter):
+                w.error = err
+                w.done.set()
+            else:
+                by_loop.setdefault(w[0], []).append(w[1])
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, futs, err)
+            except RuntimeError:
+                pass  # loop closed
+
+
+def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
+    for f in futs:
+        if not f.done():
+            if err is None:
+                f.set_result(None)
+            else:
+                f.set_exception(err)
+
+
+def _hash_of(line: bytes) -> str:
+    i = line.rindex(b'"hash":"') + 8
+    return line[i:i + 64].decode()
+
+
+def _clean(o: Any) -> Any:
+    """Make arbitrary client-supplied strings encodable (lone surrogates) and containers plain."""
+    if isinstance(o, str):
+        return o.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if o is None or isinstance(o, (bool, int, float)):
+        return o
+    return str(o)
+
+
+def _last_intact(segs: list[Path]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The last complete event of a chain and a note about torn bytes after it."""
+    torn: dict[str, Any] = {}
+    for seg in reversed(segs):
+        data = seg.read_bytes()
+        if not data:
+            continue
+        end = len(data)
+        if not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            torn = {"torn_segment": seg.name, "torn_bytes": end - cut}
+            data = data[:cut]
+        for line in reversed(data.splitlines()):
+            try:
+                e = json.loads(line)
+                if isinstance(e, dict) and "seq" in e and "hash" in e:
+                    return e, torn
+            except ValueError:
+                continue
+    return None, torn
+
+
+__all__ = ["Journal", "JournalError", "default_writer_id", "canonical"]

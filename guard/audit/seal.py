@@ -1,0 +1,189 @@
+"""Integrity of audit events: RFC 8785 canonical form, the chained SHA-256 hash, Ed25519 signatures, keys.
+
+Definition (audit/INTEGRITY.md says the same for people who verify with other tools):
+
+    body  = the event object without its "hash" and "sig" members
+            (it keeps "chain", "seq", "prev" and "key_id", so those are covered too)
+    hash  = lower-case hex SHA-256 of the RFC 8785 (JCS) UTF-8 serialisation of body
+    sig   = base64 (standard, padded) Ed25519 signature over the 32 raw bytes of hash
+    key_id = first 16 hex digits of SHA-256 over the raw 32-byte Ed25519 public key
+    prev  = hash of the previous event of the same chain; 64 zeros for seq 1
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+GENESIS = "0" * 64
+INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
+_MAX_SAFE = 2**53
+
+
+def _fast_ok(o: Any) -> bool:
+    """True when Python's sorted compact JSON equals RFC 8785 for ``o``.
+
+    They differ only for floats outside [1e-4, 1e16) or integral floats, integers beyond 2**53, and
+    non-ASCII keys (JCS sorts by UTF-16 units); those take the reference encoder.
+    """
+    t = type(o)
+    if t is str or t is bool or o is None:
+        return True
+    if t is int:
+        return -_MAX_SAFE < o < _MAX_SAFE
+    if t is dict:
+        for k, v in o.items():
+            if type(k) is not str or not k.isascii() or not _fast_ok(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(_fast_ok(v) for v in o)
+    if t is float:
+        a = abs(o)
+        return 1e-4 <= a < 1e16 and not o.is_integer()
+    return False
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 serialisation (fast path through the C JSON encoder where provably identical)."""
+    if _fast_ok(obj):
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return rfc8785.dumps(obj)
+
+
+def body_of(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "hash" and k != "sig"}
+
+
+def event_hash(event: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(body_of(event))).hexdigest()
+
+
+def key_id_of(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def normalize_floats(obj: Any) -> Any:
+    """Integral floats become ints so stored lines read the way their canonical form hashes."""
+    t = type(obj)
+    if t is float:
+        return int(obj) if obj.is_integer() and abs(obj) < _MAX_SAFE else obj
+    if t is dict:
+        return {k: normalize_floats(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [normalize_floats(v) for v in obj]
+    return obj
+
+
+class Signer:
+    """Seals events with one Ed25519 key. Never exposes or logs the private key bytes."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._key = private
+        self.public = private.public_key()
+        self.key_id = key_id_of(self.public)
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.key_id!r})"
+
+    @classmethod
+    def from_file(cls, path: Path) -> Signer:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key")
+        return cls(key)
+
+    def seal_line(self, event: dict[str, Any], chain: str, seq: int, prev: str) -> tuple[bytes, str]:
+        """Add integrity fields to ``event`` (in place) and return (journal line, hash).
+
+        The line is the canonical body with hash and sig appended, so it is serialised only once.
+        """
+        event["chain"], event["seq"], event["prev"], event["key_id"] = chain, seq, prev, self.key_id
+        body = canonical(event)
+        digest = hashlib.sha256(body).digest()
+        h = digest.hex()
+        sig = base64.b64encode(self._key.sign(digest)).decode()
+        event["hash"], event["sig"] = h, sig
+        line = body[:-1] + b',"hash":"' + h.encode() + b'","sig":"' + sig.encode() + b'"}\n'
+        return line, h
+
+    def public_pem(self) -> bytes:
+        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_signature(public: Ed25519PublicKey, hash_hex: str, sig_b64: str) -> bool:
+    try:
+        public.verify(base64.b64decode(sig_b64, validate=True), bytes.fromhex(hash_hex))
+        return True
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+
+
+def load_public_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
+    """Public keys by key_id from PEM files or folders of them (*.pem, *.pub). Private keys are refused."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(x for x in p.iterdir() if x.suffix in (".pem", ".pub") and x.is_file())
+        else:
+            files.append(p)
+    for f in files:
+        data = f.read_bytes()
+        if b"PRIVATE KEY" in data:
+            continue  # a folder from keygen holds the private key too; only public keys are evidence
+        key = serialization.load_pem_public_key(data)
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{f}: not an Ed25519 public key")
+        keys[key_id_of(key)] = key
+    return keys
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def keygen(out: Path) -> tuple[Path, Path, str]:
+    """Write ``signing-key.pem`` (0600) and ``<key_id>.pub.pem`` into ``out``; return both paths and key_id."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    signer = Signer(key)
+    priv = out / "signing-key.pem"
+    if priv.exists():
+        priv = out / f"signing-key-{signer.key_id}.pem"
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    _write_private(priv, pem)
+    pub = out / f"{signer.key_id}.pub.pem"
+    pub.write_bytes(signer.public_pem())
+    return priv, pub, signer.key_id
+
+
+def load_or_create_signer(key_path: Path | None, audit_dir: Path) -> Signer:
+    """The configured key, or one kept in ``<audit.dir>/keys`` (created on first start)."""
+    if key_path is not None:
+        return Signer.from_file(key_path)
+    keys = Path(audit_dir) / "keys"
+    own = keys / "signing-key.pem"
+    if not own.exists():
+        keys.mkdir(parents=True, exist_ok=True)
+        try:
+            keygen(keys)
+        except FileExistsError:
+            pass  # another worker created it first
+    return Signer.from_file(own)

@@ -1,0 +1,237 @@
+"""A built-in model server that speaks the OpenAI and Ollama wire protocols, with deterministic replies.
+
+It is the demo's model and the tests' and benchmarks' upstream stand-in. The last user message may carry
+directives that change the reply, so demos can show redaction and blocking:
+
+  [[reply: TEXT]]        answer exactly TEXT (until the closing ]])
+  [[echo]]               answer with the whole last user message (shows what the model was sent)
+  [[delay_ms=N]]         wait N ms between streamed chunks
+  [[first_byte_ms=N]]    wait N ms before answering at all
+  [[chunks=N]]           split the streamed answer into N chunks (default: one per word)
+  [[status=N]]           answer with HTTP status N and an OpenAI error body
+  [[tool: NAME ARGS]]    answer with a tool call NAME whose arguments are the JSON text ARGS
+  [[garbage]]            stream a chunk that is not JSON
+  [[reset]]              drop the connection in the middle of the stream
+  [[forever]]            stream until the client goes away
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any, Callable
+
+_DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
+
+
+def directives(text: str) -> dict[str, str]:
+    return {m.group(1): (m.group(2) or "") for m in _DIRECTIVE.finditer(text)}
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    if isinstance(body.get("prompt"), str):
+        return body["prompt"]
+    if isinstance(body.get("prompt"), list) and body["prompt"]:
+        return str(body["prompt"][-1])
+    for m in reversed(body.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return c or ""
+    return ""
+
+
+def reply_for(model: str, text: str, d: dict[str, str]) -> str:
+    if "reply" in d:
+        return d["reply"]
+    if "echo" in d:
+        return text
+    return f"Hello from {model}. This is a deterministic demo reply to a prompt of {len(text)} characters."
+
+
+def _pieces(text: str, n: int | None) -> list[str]:
+    if n and n > 0:
+        size = max(1, -(-len(text) // n))
+        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    words = re.findall(r"\S+\s*|\s+", text)
+    return words or [""]
+
+
+class ModelServer:
+    """ASGI app. ``requests`` keeps the last requests seen (headers and body) for tests."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.keep = keep
+        self.cancelled = 0  # streams whose client went away before the end
+        self.finished = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                await send({"type": msg["type"] + ".complete"})
+                if msg["type"] == "lifespan.shutdown":
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path in ("/v1/models", "/api/tags"):
+            body = ({"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
+                    if path == "/v1/models" else {"models": [{"name": "demo-model", "model": "demo-model"}]})
+            return await self._json(send, 200, body)
+        if method == "GET" and path == "/_requests":
+            return await self._json(send, 200, {"requests": self.requests, "cancelled": self.cancelled,
+                                                "finished": self.finished})
+        raw = b""
+        while True:
+            msg = await receive()
+            raw += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            return await self._json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
+        self.requests.append({"path": path, "headers": {k.decode(): v.decode("latin-1") for k, v in scope["headers"]},
+                              "body": body})
+        del self.requests[:-self.keep]
+        model = body.get("model", "demo-model")
+        text = _last_user(body)
+        d = directives(text)
+        if "first_byte_ms" in d:
+            await asyncio.sleep(int(d["first_byte_ms"]) / 1000)
+        if "status" in d:
+            return await self._json(send, int(d["status"]), {"error": {"message": "demo error", "type": "demo",
+                                                                       "code": d["status"]}})
+        if path.endswith("/embeddings") or path == "/api/embed":
+            inputs = body.get("input")
+            n = len(inputs) if isinstance(inputs, list) else 1
+            if path == "/api/embed":
+                return await self._json(send, 200, {"model": model, "embeddings": [[0.1, 0.2, 0.3]] * n})
+            return await self._json(send, 200, {"object": "list", "model": model, "usage": {"prompt_tokens": 3,
+                                                "total_tokens": 3}, "data": [{"object": "embedding", "index": i,
+                                                "embedding": [0.1, 0.2, 0.3]} for i in range(n)]})
+        answer = reply_for(model, text, d)
+        ollama = path.startswith("/api/")
+        op = "completion" if path in ("/v1/completions", "/api/generate") else "chat"
+        stream = body.get("stream", ollama)
+        if stream:
+            return await self._stream(send, receive, ollama, op, model, answer, d)
+        return await self._json(send, 200, _whole(ollama, op, model, answer, d, len(text)))
+
+    async def _json(self, send: Callable, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _stream(self, send: Callable, receive: Callable, ollama: bool, op: str, model: str, answer: str,
+                      d: dict[str, str]) -> None:
+        ctype = b"application/x-ndjson" if ollama else b"text/event-stream"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
+        delay = int(d.get("delay_ms", "0") or 0) / 1000
+        pieces = _pieces(answer, int(d["chunks"]) if d.get("chunks") else None)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        w = asyncio.ensure_future(watch())
+        try:
+            i = 0
+            while True:
+                if "forever" in d:
+                    piece = f"tick {i} "
+                elif i < len(pieces):
+                    piece = pieces[i]
+                else:
+                    break
+                if "garbage" in d and i == 1:
+                    await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": True})
+                if "reset" in d and i == 2:
+                    raise ConnectionResetError("demo reset")
+                await send({"type": "http.response.body", "body": _chunk(ollama, op, model, piece), "more_body": True})
+                i += 1
+                if delay or "forever" in d:
+                    try:
+                        await asyncio.wait_for(gone.wait(), delay or 0.01)
+                    except asyncio.TimeoutError:
+                        pass
+                if gone.is_set():
+                    self.cancelled += 1
+                    return
+            if "tool" in d:
+                name, _, args = d["tool"].partition(" ")
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": _tool_chunk(model, name, args)})
+            await send({"type": "http.response.body", "body": _final(ollama, op, model, "tool" in d), "more_body": False})
+            self.finished += 1
+        finally:
+            w.cancel()
+
+
+def _whole(ollama: bool, op: str, model: str, answer: str, d: dict[str, str], prompt_len: int) -> dict[str, Any]:
+    usage = {"prompt_tokens": max(1, prompt_len // 4), "completion_tokens": len(answer.split()),
+             "total_tokens": max(1, prompt_len // 4) + len(answer.split())}
+    if ollama:
+        base = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+                "prompt_eval_count": usage["prompt_tokens"], "eval_count": usage["completion_tokens"]}
+        if op == "completion":
+            return {**base, "response": answer}
+        return {**base, "message": {"role": "assistant", "content": answer}}
+    if op == "completion":
+        return {"id": "cmpl-demo", "object": "text_completion", "created": int(time.time()), "model": model,
+                "choices": [{"index": 0, "text": answer, "finish_reason": "stop"}], "usage": usage}
+    msg: dict[str, Any] = {"role": "assistant", "content": answer}
+    finish = "stop"
+    if "tool" in d:
+        name, _, args = d["tool"].partition(" ")
+        msg = {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_demo", "type": "function", "function": {"name": name, "arguments": args}}]}
+        finish = "tool_calls"
+    return {"id": "chatcmpl-demo", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage}
+
+
+def _chunk(ollama: bool, op: str, model: str, piece: str) -> bytes:
+    if ollama:
+        c: dict[str, Any] = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": False}
+        c.update({"response": piece} if op == "completion" else {"message": {"role": "assistant", "content": piece}})
+        return json.dumps(c).encode() + b"\n"
+    if op == "completion":
+        c = {"id": "cmpl-demo", "object": "text_completion", "created": 0, "model": model,
+             "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
+    else:
+        c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
+             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+
+def _tool_chunk(model: str, name: str, args: str) -> bytes:
+    c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
+         "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_demo", "type": "function",
+                                                            "function": {"name": name, "arguments": args}}]},
+                      "finish_reason": None}]}
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+
+def _final(ollama: bool, op: str, model: str, tool: bool) -> bytes:
+    if ollama:
+        c: dict[str, Any] = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+                             "prompt_eval_count": 5, "eval_count": 7}
+        c.update({"response": ""} if op == "completion" else {"message": {"role": "assistant", "content": ""}})
+        return json.dumps(c).encode() + b"\n"
+    finish = "tool_calls" if tool else "stop"
+    if op == "completion":
+        c = {"id": "cmpl-demo", "object": "text_completion", "created": 0, "model": model,
+             "choices": [{"index": 0, "text": "", "finish_reason": finish}]}
+    else:
+        c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
+             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+             "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+    return b"data: " + json.dumps(c).encode() + b"\n\ndata: [DONE]\n\n"

@@ -1,0 +1,115 @@
+"""A whole Guard stack on loopback — throwaway PKI, the built-in model server, Guard itself — for the demo,
+the tests and the benchmarks. Servers run in threads with their own event loops."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import uvicorn
+import yaml
+
+from guard import pki
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """Runs uvicorn servers in a daemon thread; ``start`` waits until they listen."""
+
+    def __init__(self, make_servers: Callable[[], list[uvicorn.Server]], use_uvloop: bool = True) -> None:
+        self._make = make_servers
+        self.servers: list[uvicorn.Server] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._uvloop = use_uvloop
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        if self._uvloop:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        else:
+            loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self.servers = self._make()
+            loop.run_until_complete(asyncio.gather(*(s.serve() for s in self.servers)))
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            loop.close()
+
+    def start(self, timeout: float = 20) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.error or not self.thread.is_alive():
+                raise RuntimeError(f"server failed to start: {self.error!r}")
+            if self.servers and all(s.started for s in self.servers):
+                return self
+            time.sleep(0.01)
+        raise TimeoutError("server did not start")
+
+    def stop(self, timeout: float = 10) -> None:
+        for s in self.servers:
+            s.should_exit = True
+        self.thread.join(timeout)
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the servers' loop (e.g. a reload) and wait for it."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+
+def start_model_server(port: int | None = None, host: str = "127.0.0.1") -> tuple[Any, ServerThread, str]:
+    from guard.demo.modelserver import ModelServer
+
+    app = ModelServer()
+    port = port or free_port()
+    th = ServerThread(lambda: [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                             access_log=False, lifespan="off"))]).start()
+    return app, th, f"http://{host}:{port}"
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """CA, server certificate for localhost, and a few client identities used by the demo and tests."""
+    pki.init_ca(d)
+    pki.issue(d, "server", server=True, cn="localhost", san_dns=["localhost"], san_ip=["127.0.0.1"])
+    pki.issue(d, "app", client=True, cn="billing-app", o=["Example Corp"], ou=["apps"])
+    pki.issue(d, "staff", client=True, cn="alice", o=["Example Corp"], ou=["staff"])
+    pki.issue(d, "contractor", client=True, cn="bob-contractor", o=["Example Corp"], ou=["contractors"])
+    pki.issue(d, "prod-workload", client=True, cn="batch-job",
+              san_uri=["spiffe://example.org/ns/prod/sa/batch"])
+    return {"ca": d / "ca.pem", "server": d / "server.pem", "server_key": d / "server-key.pem"}
+
+
+def guard_config(pki_dir: Path, upstream_url: str, port: int, admin_port: int, **over: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "tls": {"cert": str(pki_dir / "server.pem"), "key": str(pki_dir / "server-key.pem"),
+                "client_ca": str(pki_dir / "ca.pem")},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10}},
+        "routes": [{"model": "*", "upstream": "local"}],
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

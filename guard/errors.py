@@ -1,0 +1,40 @@
+"""Client-facing errors in the OpenAI error shape: {"error": {"message", "type", "code"}}."""
+from __future__ import annotations
+
+import json
+
+
+class GuardError(Exception):
+    """Stops the exchange with an HTTP status and an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 outcome: str = "error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.outcome = outcome  # audit outcome label: error | denied | blocked | fail_closed
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.type, self.code)
+
+
+def error_body(message: str, type_: str, code: str | None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+
+
+def bad_request(message: str, code: str = "invalid_request") -> GuardError:
+    return GuardError(400, message, "invalid_request_error", code)
+
+
+def policy_violation(message: str, code: str) -> GuardError:
+    return GuardError(400, message, "guard_policy_violation", code, outcome="blocked")
+
+
+def forbidden(message: str, code: str = "access_denied") -> GuardError:
+    return GuardError(403, message, "permission_denied", code, outcome="denied")
+
+
+def unavailable(message: str, code: str) -> GuardError:
+    return GuardError(503, message, "service_unavailable", code, outcome="fail_closed")

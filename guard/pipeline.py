@@ -1,0 +1,518 @@
+"""The request path, top to bottom (DESIGN.md):
+
+identity -> parse (Exchange) -> access decision -> prompt screens -> content decision
+-> audit "exchange.started" (durable) -> upstream -> response screens -> audit "exchange.completed"
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Protocol
+
+from guard import telemetry
+from guard.apis import ROUTES, ollama, openai, set_path
+from guard.config import Config
+from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
+from guard.exchange import Exchange
+from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
+from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.relay import Relay, UpstreamStreamError, scan_tail
+from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, read_error
+
+log = logging.getLogger("guard.pipeline")
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+APIS = {"openai": openai, "ollama": ollama}
+
+
+class Policy(Protocol):
+    def decide_access(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+
+    def decide_content(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+
+
+class Recorder(Protocol):
+    """Writes the audit trail of an exchange (guard.audit). ``started`` returns once durable."""
+
+    async def started(self, ex: Exchange) -> None: ...
+
+    async def finished(self, ex: Exchange, kind: str, outcome: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class ScreenSet:
+    prompt: list[PromptScreen] = field(default_factory=list)
+    response: list[ResponseScreen] = field(default_factory=list)
+    stream_screens: bool = True  # False when every response screen only records (audit_only)
+
+
+@dataclass
+class Services:
+    config: Config
+    upstreams: Upstreams
+    policy: Policy
+    recorder: Recorder
+    screens: Callable[[str], ScreenSet]  # profile name -> screens
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+
+
+class ClientGone(Exception):
+    pass
+
+
+# --- small helpers -------------------------------------------------------------------------------------
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
+async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error",
+                                 "body_too_large")
+        except ValueError:
+            raise bad_request("invalid Content-Length", "invalid_request") from None
+    chunks, n = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        body = msg.get("body", b"")
+        n += len(body)
+        if n > limit:
+            raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large")
+        chunks.append(body)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _depth_ok(obj: Any, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return True
+
+
+def identify(scope: dict[str, Any], config: Config) -> Principal:
+    """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
+    xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
+    client = scope.get("client") or ("", 0)
+    if xfcc is not None and peer_is_trusted(client[0], config.tls.networks()):
+        try:
+            return principal_from_xfcc(xfcc.decode("latin-1"))
+        except XFCCError as e:
+            raise forbidden(f"unusable x-forwarded-client-cert: {e}", "bad_client_identity") from None
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    return tls.get("guard.principal") or ANONYMOUS
+
+
+def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
+    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": now.weekday(),
+            "client_ip": ex.client_ip, "body_bytes": ex.body_bytes, "stream": ex.stream}
+
+
+def _obj(ex: Exchange) -> dict[str, Any]:
+    return {"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
+            "external": ex.external, "path": ex.path}
+
+
+# --- the exchange ----------------------------------------------------------------------------------------
+
+class Pipeline:
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self._trusted = svc.config.tls.networks()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        rid = os.urandom(12).hex()
+        ex = Exchange(request_id=rid, api="", operation="", model="", path=scope["path"], body={})
+        ex.client_ip = (scope.get("client") or ("",))[0]
+        ex.trace_id = os.urandom(16).hex()
+        started = False
+        try:
+            started = await self._run(ex, scope, receive, send)
+        except GuardError as e:
+            await self._refuse(ex, e, send, started)
+        except ClientGone:
+            await self._after(ex, started, {"status": 499, "reason": "client_disconnected"})
+
+    async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:
+        outcome = {"status": e.status, "reason": e.code or e.type, "error_type": e.type}
+        try:
+            await self._after(ex, started, outcome)
+        except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
+            e = je
+        await _send_error(send, e, ex.request_id)
+        telemetry.REQUESTS.labels(ex.api or "none", ex.operation or "none", ex.model or "",
+                                  _decision(ex), str(e.status)).inc()
+
+    async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
+        kind = "exchange.completed" if started else "exchange.denied"
+        try:
+            await self.svc.recorder.finished(ex, kind, outcome)
+        except Exception as err:  # noqa: BLE001
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            log.error("audit record for %s failed: %s", ex.request_id, err)
+            if not started:
+                raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
+
+    async def _run(self, ex: Exchange, scope: dict[str, Any], receive: Receive, send: Send) -> bool:
+        svc, cfg = self.svc, self.svc.config
+        t0 = time.perf_counter()
+        route = ROUTES.get((scope["method"], scope["path"]))
+        ex.principal = identify(scope, cfg)
+        if route is None:
+            raise GuardError(404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error",
+                             "not_found")
+        ex.api, ex.operation = route
+        if ex.operation == "models":
+            await self._models(ex, scope, send)
+            return False
+        headers = scope["headers"]
+        ctype = _header(headers, b"content-type") or b""
+        if not ctype.split(b";")[0].strip().lower() == b"application/json":
+            raise GuardError(415, "Content-Type must be application/json", "invalid_request_error",
+                             "unsupported_media_type")
+        raw = await _read_body(receive, cfg.limits.max_body_bytes, _header(headers, b"content-length"))
+        ex.body_bytes = len(raw)
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("request body is not valid JSON", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise bad_request("request body must be a JSON object", "invalid_json")
+        if not _depth_ok(body, cfg.limits.max_json_depth):
+            raise bad_request(f"JSON nested deeper than {cfg.limits.max_json_depth}", "invalid_json")
+        ex.body = body
+        api = APIS[ex.api]
+        ex.model, ex.stream = api.validate(ex.operation, body)
+        r = cfg.route(ex.model)
+        if r is None:
+            raise GuardError(404, f"model {ex.model!r} is not routed by this gateway", "invalid_request_error",
+                             "model_not_found")
+        ex.upstream = r.upstream
+        up = cfg.upstreams[r.upstream]
+        ex.upstream_api, ex.external = up.api, up.external
+        ex.stage_ms["parse"] = (time.perf_counter() - t0) * 1000
+
+        env = await self._access(ex)
+        screens = svc.screens(ex.profile)
+        prompt = await self._screen_prompt(ex, screens, api)
+        await self._content(ex, env)
+
+        t = time.perf_counter()
+        try:
+            await svc.recorder.started(ex)
+        except Exception as err:  # noqa: BLE001 - any journal failure refuses the request
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            log.error("audit journal failed, refusing %s: %s", ex.request_id, err)
+            raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
+        ex.stage_ms["audit"] = (time.perf_counter() - t) * 1000
+        telemetry.STAGE_SECONDS.labels("audit").observe(ex.stage_ms["audit"] / 1000)
+        await self._forward(ex, scope, r, raw, prompt, screens, receive, send)
+        return True
+
+    async def _access(self, ex: Exchange) -> dict[str, Any]:
+        t = time.perf_counter()
+        env = policy_env(ex, self.svc.clock())
+        assert ex.principal is not None
+        ex.access = d = self.svc.policy.decide_access(ex.principal.attrs(), _obj(ex), ex.operation, env)
+        ex.stage_ms["policy"] = (time.perf_counter() - t) * 1000
+        telemetry.STAGE_SECONDS.labels("policy").observe(ex.stage_ms["policy"] / 1000)
+        if d.effect != "allow":
+            raise forbidden(f"access denied by policy ({d.rule or 'no rule allows this request'})")
+        ex.profile = getattr(d, "profile", None) or "default"
+        return env
+
+    async def _content(self, ex: Exchange, env: dict[str, Any]) -> None:
+        pii = sorted({t for v in ex.verdicts if v.screen == "pii" for t in v.entities})
+        cats = sorted({c for v in ex.verdicts if v.screen == "safety" for c in v.categories})
+        scores = [v.score for v in ex.verdicts if v.screen == "safety" and v.score is not None]
+        env = {**env, "pii": pii, "safety": cats, "safety_score": max(scores) if scores else 0.0}
+        assert ex.principal is not None
+        ex.content = d = self.svc.policy.decide_content(ex.principal.attrs(), _obj(ex), ex.operation, env)
+        if d.effect != "allow":
+            raise GuardError(403, f"content denied by policy ({d.rule or 'no rule allows this content'})",
+                             "guard_policy_violation", "content_denied", outcome="denied")
+
+    async def _screen_prompt(self, ex: Exchange, screens: ScreenSet, api: Any) -> list[Segment]:
+        segs = api.prompt_segments(ex.operation, ex.body)
+        if not screens.prompt:
+            return segs
+        t = time.perf_counter()
+        before = [s.text for s in segs]
+        verdicts = await asyncio.gather(*(s.screen_prompt(segs, ex.context) for s in screens.prompt))
+        ex.stage_ms["screens_prompt"] = (time.perf_counter() - t) * 1000
+        _count(verdicts)
+        ex.verdicts.extend(verdicts)
+        for v in verdicts:
+            if v.blocked:
+                raise policy_violation(v.message or f"prompt blocked by the {v.screen} screen",
+                                       v.code or f"{v.screen}_blocked")
+        changed = False
+        for s, old in zip(segs, before):
+            if s.text != old:
+                changed = True
+                if s.path and s.path[-1] == "__json__":
+                    set_path(ex.body, s.path[:-1], json.loads(s.text))
+                else:
+                    set_path(ex.body, s.path, s.text)
+        if changed:
+            ex.context["body_changed"] = True
+        return segs
+
+    async def _models(self, ex: Exchange, scope: dict[str, Any], send: Send) -> None:
+        ex.model = "*"
+        await self._access(ex)
+        names = [r.model for r in self.svc.config.routes if not any(c in r.model for c in "*?[")]
+        now = int(time.time())
+        if ex.api == "openai":
+            body = {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"}
+                                               for n in names]}
+        else:
+            body = {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0}
+                               for n in names]}
+        await self.svc.recorder.finished(ex, "exchange.completed", {"status": 200})
+        await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
+
+    async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, raw: bytes, prompt: list[Segment],
+                       screens: ScreenSet, receive: Receive, send: Send) -> None:
+        cfg = self.svc.config
+        if route.upstream_model:
+            ex.body["model"] = route.upstream_model
+            ex.context["body_changed"] = True
+        body = json.dumps(ex.body).encode() if ex.context.get("body_changed") else raw
+        extra = {"x-guard-request-id": ex.request_id, "traceparent": f"00-{ex.trace_id}-{os.urandom(8).hex()}-01",
+                 "content-type": "application/json"}
+        t = time.perf_counter()
+        resp = None
+        for name in [route.upstream, *route.fallbacks]:
+            model = route.upstream_model or ex.model
+            target = self.svc.upstreams.target(name, ex.api, ex.operation, _upstream_path(ex, cfg.upstreams[name].api),
+                                               model, scope["headers"], extra)
+            try:
+                resp = await self.svc.upstreams.send(target, "POST", body)
+                ex.upstream = name
+                break
+            except UpstreamUnreachable as e:
+                last = e
+        if resp is None:
+            raise GuardError(502, str(last), "upstream_error", "upstream_unreachable")
+        ex.stage_ms["upstream_first_byte"] = (time.perf_counter() - t) * 1000
+        telemetry.STAGE_SECONDS.labels("upstream_first_byte").observe(ex.stage_ms["upstream_first_byte"] / 1000)
+        try:
+            ctype = resp.headers.get("content-type", "")
+            is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
+            if is_stream:
+                await self._stream(ex, resp, prompt, screens, receive, send)
+            else:
+                await self._whole(ex, resp, prompt, screens, send)
+        finally:
+            resp.release()
+        ex.stage_ms["upstream_total"] = (time.perf_counter() - t) * 1000
+
+    async def _whole(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, send: Send) -> None:
+        try:
+            data = await resp.read()
+        except Exception as e:  # noqa: BLE001
+            raise read_error(e, ex.upstream) from None
+        outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
+        if resp.status == 200:
+            try:
+                body = json.loads(data)
+                if not isinstance(body, dict):
+                    raise ValueError
+            except ValueError:
+                telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
+                raise GuardError(502, f"upstream {ex.upstream!r} returned a body that is not a JSON object",
+                                 "upstream_error", "upstream_bad_response") from None
+            api = APIS[ex.api]
+            outcome["usage"] = api.usage(body)
+            if screens.response and ex.operation != "embeddings":
+                data = await self._screen_whole(ex, body, prompt, screens, api) or data
+            outcome["finish_reasons"] = api.finish_reasons(body)
+            outcome["bytes"] = len(data)
+            ex.context["answer"] = body
+        await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+        headers = drop_response_headers(resp.headers)
+        await _send_raw(send, resp.status, headers, data, ex.request_id)
+        telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
+
+    async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
+                            api: Any) -> bytes | None:
+        segs = api.response_segments(ex.operation, body)
+        before = [s.text for s in segs]
+        t = time.perf_counter()
+        verdicts: list[Verdict] = []
+        for s in screens.response:
+            v = await s.screen_response(segs, prompt, ex.context)
+            verdicts.append(v)
+            if v.blocked:
+                break
+        ex.stage_ms["screens_response"] = (time.perf_counter() - t) * 1000
+        _count(verdicts)
+        ex.verdicts.extend(verdicts)
+        if any(v.blocked for v in verdicts):
+            _filter_whole(ex, body)
+            return json.dumps(body).encode()
+        changed = False
+        for s, old in zip(segs, before):
+            if s.text != old:
+                changed = True
+                if s.path[-1] == "__json__":
+                    set_path(body, s.path[:-1], json.loads(s.text))
+                else:
+                    set_path(body, s.path, s.text)
+        return json.dumps(body).encode() if changed else None
+
+    async def _stream(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive,
+                      send: Send) -> None:
+        api = APIS[ex.api]
+        headers = [(b"content-type", api.STREAM_MEDIA_TYPE), (b"cache-control", b"no-cache"),
+                   (b"x-guard-request-id", ex.request_id.encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        telemetry.ACTIVE_STREAMS.inc()
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        outcome: dict[str, Any] = {"status": 200}
+        screened = bool(screens.response) and screens.stream_screens
+        relay = Relay(ex.api, ex.operation, ex.model,
+                      lambda: [s.open_stream(prompt, ex.context) for s in screens.response]) if screened else None
+        sent, tail = 0, b""
+        try:
+            stop = None
+            it = resp.content.iter_any().__aiter__()
+            while True:
+                nxt = asyncio.ensure_future(it.__anext__())
+                done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    raise ClientGone()
+                try:
+                    data = nxt.result()
+                except StopAsyncIteration:
+                    break
+                if relay is None:
+                    tail = (tail + data)[-4096:]
+                    sent += len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                    continue
+                out, stop = await relay.feed(data)
+                if out:
+                    sent += len(out)
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                if stop:
+                    break
+            if relay is not None and stop is None:
+                out, stop = await relay.finish()
+                if out:
+                    sent += len(out)
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if stop is not None:
+                ex.verdicts.append(stop)
+                _count([stop])
+                end = relay.stop_bytes() if relay else b""
+                sent += len(end)
+                outcome["finish_reasons"] = ["content_filter"]
+                await send({"type": "http.response.body", "body": end, "more_body": False})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if relay is None:
+                    outcome["usage"], outcome["finish_reasons"] = scan_tail(ex.api, tail)
+                else:
+                    outcome["usage"], outcome["finish_reasons"] = relay.usage, relay.finish_reasons
+        except ClientGone:
+            outcome.update(status=499, reason="client_disconnected")
+        except UpstreamStreamError as e:
+            outcome.update(status=502, reason="upstream_bad_stream", error=str(e))
+            await send({"type": "http.response.body", "body": relay.stop_bytes() if relay else b"",
+                        "more_body": False})
+        except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream
+            err = read_error(e, ex.upstream)
+            outcome.update(status=err.status, reason=err.code)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            telemetry.ACTIVE_STREAMS.dec()
+        outcome["bytes"] = sent
+        await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+        telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(outcome["status"])).inc()
+
+
+def _upstream_path(ex: Exchange, upstream_api: str) -> str:
+    if ex.api == "ollama":
+        if upstream_api != "ollama":
+            return {"chat": "/v1/chat/completions"}.get(ex.operation, "") or _no_translation(ex)
+        return ex.path
+    return ex.path
+
+
+def _no_translation(ex: Exchange) -> str:
+    raise bad_request(f"model {ex.model!r} is served by an upstream that does not speak the Ollama API; "
+                      "use the OpenAI API for it", "api_mismatch")
+
+
+def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
+    """A blocked non-streamed answer: empty content and finish_reason content_filter."""
+    if ex.api == "openai":
+        for ch in body.get("choices") or []:
+            if isinstance(ch, dict):
+                ch["finish_reason"] = "content_filter"
+                if isinstance(ch.get("message"), dict):
+                    ch["message"] = {"role": "assistant", "content": ""}
+                if "text" in ch:
+                    ch["text"] = ""
+    else:
+        body["done_reason"] = "content_filter"
+        if "message" in body:
+            body["message"] = {"role": "assistant", "content": ""}
+        if "response" in body:
+            body["response"] = ""
+
+
+def _count(verdicts: list[Verdict]) -> None:
+    for v in verdicts:
+        telemetry.SCREEN_RESULTS.labels(v.screen, v.direction, v.status, v.action).inc()
+
+
+def _decision(ex: Exchange) -> str:
+    for d in (ex.content, ex.access):
+        if d is not None:
+            return d.effect
+    return "none"
+
+
+async def _send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, rid: str) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-guard-request-id", rid.encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
+    await _send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
+
+
+async def _send_error(send: Send, e: GuardError, rid: str) -> None:
+    await _send_json(send, e.status, e.body(), rid)

@@ -1,0 +1,36 @@
+"""Decision: what the policy said about one request at one stage, and which rule said it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    stage: str  # access | content
+    effect: str  # allow | deny
+    rule: str  # deciding rule "policies/policy.csv:4"; "" when no rule matched (default deny)
+    policy_version: str  # SHA-256 hex over the model and rule files
+    matched: tuple[str, ...] = ()  # every rule (file:line) whose condition held, in file order
+    profile: str = "default"  # screening profile selected by the rules
+    error: str = ""  # a rule failed at run time (the request was denied: fail closed)
+    shadow: dict[str, Any] | None = field(default=None, compare=False)  # the shadow policy's decision
+    # when it disagreed
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == "allow"
+
+    def to_audit(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "stage": self.stage,
+            "effect": self.effect,
+            "rule": self.rule,
+            "policy_version": self.policy_version,
+            "matched": list(self.matched),
+            "profile": self.profile,
+            "error": self.error,
+        }
+        if self.shadow is not None:
+            out["shadow"] = self.shadow
+        return out

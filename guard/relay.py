@@ -1,0 +1,181 @@
+"""Relay: moves a streamed answer (SSE or NDJSON) to the client through per-channel stream screens.
+
+Each piece of streamed text belongs to a channel (choice index + content or tool-call arguments). A channel
+has its own chain of StreamScreens; what a chain holds back is released in later chunks or flushed, in a
+synthetic chunk, before the choice's finish chunk or the end of the stream.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from guard.apis import ollama, openai, set_path
+from guard.filters.base import StreamScreen, Verdict
+
+
+class UpstreamStreamError(Exception):
+    """The upstream sent something that is not a valid stream chunk."""
+
+
+class _Chain:
+    def __init__(self, screens: list[StreamScreen]) -> None:
+        self.screens = screens
+        self.done = False
+
+    async def feed(self, text: str) -> tuple[str, Verdict | None]:
+        for s in self.screens:
+            step = await s.feed(text)
+            if step.stop is not None:
+                return "", step.stop
+            text = step.release
+            if not text:
+                return "", None
+        return text, None
+
+    async def finish(self) -> tuple[str, Verdict | None]:
+        self.done = True
+        out = ""
+        for s in self.screens:
+            if out:
+                step = await s.feed(out)
+                if step.stop is not None:
+                    return "", step.stop
+                out = step.release
+            step = await s.finish()
+            if step.stop is not None:
+                return "", step.stop
+            out += step.release
+        return out, None
+
+
+class Relay:
+    """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict."""
+
+    def __init__(self, api: str, operation: str, model: str, open_chain: Callable[[], list[StreamScreen]]) -> None:
+        self.api = api
+        self.operation = operation
+        self.model = model
+        self._open_chain = open_chain
+        self._chains: dict[tuple, _Chain] = {}
+        self._buf = bytearray()
+        self._like: dict[str, Any] | None = None
+        self.usage: dict[str, int] | None = None
+        self.finish_reasons: list[str] = []
+        self.done_sent = False
+
+    def _chain(self, key: tuple) -> _Chain:
+        c = self._chains.get(key)
+        if c is None:
+            c = self._chains[key] = _Chain(self._open_chain())
+        return c
+
+    def stop_bytes(self) -> bytes:
+        if self.api == "openai":
+            return openai.stop_events(self.operation, self._like, self.model)
+        return ollama.stop_line(self.operation, self._like, self.model)
+
+    async def feed(self, data: bytes) -> tuple[bytes, Verdict | None]:
+        self._buf += data
+        out = bytearray()
+        items = openai.split_events(self._buf) if self.api == "openai" else ollama.split_lines(self._buf)
+        for raw in items:
+            payload = openai.event_data(raw) if self.api == "openai" else raw
+            if payload is None:
+                continue  # SSE comment / keep-alive
+            if self.api == "openai" and payload.strip() == b"[DONE]":
+                flushed, stop = await self._flush_all()
+                if stop:
+                    return bytes(out), stop
+                out += flushed + openai.DONE
+                self.done_sent = True
+                continue
+            try:
+                chunk = json.loads(payload)
+                if not isinstance(chunk, dict):
+                    raise ValueError("not an object")
+            except ValueError as e:
+                raise UpstreamStreamError(f"unparseable stream chunk: {e}") from None
+            emitted, stop = await self._chunk(chunk)
+            if stop:
+                return bytes(out), stop
+            out += emitted
+        return bytes(out), None
+
+    async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
+        self._like = chunk
+        self._note(chunk)
+        mod = openai if self.api == "openai" else ollama
+        for key, path, text in list(mod.chunk_channels(self.operation, chunk)):
+            released, stop = await self._chain(key).feed(text)
+            if stop:
+                return b"", stop
+            set_path(chunk, path, released)
+        out = bytearray()
+        finished = (openai.chunk_finished(chunk) if self.api == "openai"
+                    else ([0] if chunk.get("done") else []))
+        for idx in finished:
+            for key, chain in list(self._chains.items()):
+                if key[0] == idx and not chain.done:
+                    text, stop = await chain.finish()
+                    if stop:
+                        return b"", stop
+                    if text:
+                        out += self._encode(self._flush_chunk(key, text))
+        out += self._encode(chunk)
+        return bytes(out), None
+
+    async def _flush_all(self) -> tuple[bytes, Verdict | None]:
+        out = bytearray()
+        for key, chain in list(self._chains.items()):
+            if chain.done:
+                continue
+            text, stop = await chain.finish()
+            if stop:
+                return b"", stop
+            if text:
+                out += self._encode(self._flush_chunk(key, text))
+        return bytes(out), None
+
+    async def finish(self) -> tuple[bytes, Verdict | None]:
+        """End of the upstream body: flush what is held back (a stream without [DONE] is ended as-is)."""
+        if self._buf.strip():
+            data, stop = await self.feed(b"\n\n" if self.api == "openai" else b"\n")
+            if stop:
+                return data, stop
+        flushed, stop = await self._flush_all()
+        return flushed, stop
+
+    def _flush_chunk(self, key: tuple, text: str) -> dict[str, Any]:
+        if self.api == "openai":
+            return openai.flush_chunk(self.operation, self._like, self.model, key, text)
+        return ollama.flush_chunk(self.operation, self._like, self.model, text)
+
+    def _encode(self, chunk: dict[str, Any]) -> bytes:
+        return openai.encode_event(chunk) if self.api == "openai" else ollama.encode_line(chunk)
+
+    def _note(self, chunk: dict[str, Any]) -> None:
+        mod = openai if self.api == "openai" else ollama
+        u = mod.usage(chunk)
+        if u:
+            self.usage = u
+        self.finish_reasons += mod.finish_reasons(chunk)
+
+
+def scan_tail(api: str, tail: bytes) -> tuple[dict[str, int] | None, list[str]]:
+    """Usage and finish reasons from the last bytes of an unscreened stream (the fast path parses nothing
+    else)."""
+    usage, reasons = None, []
+    sep = b"\n\n" if api == "openai" else b"\n"
+    mod = openai if api == "openai" else ollama
+    for raw in tail.split(sep)[-6:]:
+        payload = openai.event_data(raw) if api == "openai" else raw.strip()
+        if not payload or payload == b"[DONE]":
+            continue
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue
+        if isinstance(chunk, dict):
+            usage = mod.usage(chunk) or usage
+            reasons += mod.finish_reasons(chunk)
+    return usage, reasons

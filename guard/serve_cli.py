@@ -1,0 +1,34 @@
+"""`guard serve --config FILE [--workers N]`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from guard.config import load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from guard.runtime import Runtime
+    from guard.serve import serve
+
+    cfg = load_config(args.config)
+    if args.workers:
+        cfg.workers = args.workers
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = Runtime(cfg)
+    rt.load()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(serve(rt))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("--config", required=True, help="guard.yaml")
+    p.add_argument("--workers", type=int, default=0, help="worker processes (default: config 'workers')")
+    p.set_defaults(func=_serve)

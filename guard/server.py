@@ -1,0 +1,189 @@
+"""uvicorn with mTLS that Guard controls: handshake failures are counted by reason, the server certificate
+and client CA can be swapped for new handshakes, and the peer certificate reaches the app through the ASGI
+``tls`` extension (uvicorn itself does not fill it; DESIGN.md).
+
+TLS is done with ``loop.start_tls`` on an accepted plain connection instead of ``create_server(ssl=...)``,
+so a failed handshake surfaces here as an exception with a reason instead of a debug log line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from guard import telemetry
+from guard.identity import Principal, principal_from_der
+
+log = logging.getLogger("guard.server")
+
+# OpenSSL reasons for refused handshakes, folded into a few stable metric labels.
+_REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_certificate",
+    "CERTIFICATE_VERIFY_FAILED": "verify_failed",
+    "UNSUPPORTED_PROTOCOL": "protocol_version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
+    "WRONG_VERSION_NUMBER": "not_tls",
+    "HTTP_REQUEST": "not_tls",
+    "NO_SHARED_CIPHER": "no_shared_cipher",
+    "NO_CIPHERS_AVAILABLE": "no_shared_cipher",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no_shared_cipher",
+    "UNSUPPORTED_CERTIFICATE_PURPOSE": "bad_certificate_purpose",
+}
+
+
+def handshake_failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        msg = (exc.verify_message or "").lower()
+        for key, label in (("expired", "certificate_expired"), ("not yet valid", "certificate_not_yet_valid"),
+                           ("revoked", "certificate_revoked"), ("unsupported certificate purpose",
+                                                                "bad_certificate_purpose"),
+                           ("unable to get local issuer", "unknown_ca"), ("self-signed", "unknown_ca"),
+                           ("self signed", "unknown_ca"), ("crl", "crl_error")):
+            if key in msg:
+                return label
+        return "verify_failed"
+    if isinstance(exc, ssl.SSLError):
+        return _REASONS.get(exc.reason or "", (exc.reason or "ssl_error").lower())
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return "connection_closed"
+    return "other"
+
+
+def build_server_context(cert: Path, key: Path, client_ca: Path, crl: Path | None = None,
+                         min_version: str = "1.2") -> ssl.SSLContext:
+    """TLS 1.2+ server context that requires a client certificate signed by ``client_ca``."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.load_verify_locations(cafile=str(client_ca))
+    if crl is not None:
+        ctx.load_verify_locations(cafile=str(crl))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    # Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are always strong).
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@lru_cache(maxsize=4096)
+def _principal(der: bytes) -> Principal:
+    return principal_from_der(der)
+
+
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
+def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
+    """ASGI TLS extension for a connection (client_cert_chain as PEM, plus the parsed Principal)."""
+    obj = transport.get_extra_info("ssl_object")
+    if obj is None:
+        return None
+    der = obj.getpeercert(binary_form=True)
+    principal = _principal(der) if der else None
+    cipher = obj.cipher()
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": principal.subject if principal else None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS.get(obj.version() or "", None),
+        "cipher_suite": None,
+        "cipher_name": cipher[0] if cipher else None,
+        "guard.principal": principal,
+    }
+
+
+class _TLSHttpTools(HttpToolsProtocol):
+    _tls: dict[str, Any] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._tls = tls_extension(transport)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._tls is not None:
+            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+
+
+class _TLSH11(H11Protocol):
+    """h11 builds its scope inline, so the extension is added by a per-connection app wrapper."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        tls = tls_extension(transport)
+        if tls is not None:
+            app = self.app
+
+            async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
+                scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
+                await app(scope, receive, send)
+
+            self.app = with_tls  # type: ignore[assignment]
+
+
+class ContextHolder:
+    """The SSLContext for new handshakes; ``replace`` swaps it (certificate rotation) without touching open
+    connections."""
+
+    def __init__(self, ctx: ssl.SSLContext | None) -> None:
+        self.ctx = ctx
+
+    def replace(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+
+
+def make_protocol_class(holder: ContextHolder, http: str = "httptools",
+                        handshake_timeout: float = 10.0) -> type[asyncio.Protocol]:
+    """A uvicorn ``http`` protocol class that performs the TLS handshake itself (or none when the holder has
+    no context: plain HTTP for benchmarks)."""
+    inner_cls: type = _TLSHttpTools if http == "httptools" else _TLSH11
+
+    if holder.ctx is None:
+        return inner_cls
+
+    class TLSAcceptor(asyncio.Protocol):
+        def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
+                     _loop: asyncio.AbstractEventLoop | None = None) -> None:
+            self._args = (config, server_state, app_state, _loop)
+            self._loop = _loop or asyncio.get_event_loop()
+            self._task: asyncio.Task | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transport.pause_reading()  # type: ignore[attr-defined]
+            self._task = self._loop.create_task(self._handshake(transport))
+
+        async def _handshake(self, transport: asyncio.BaseTransport) -> None:
+            inner = inner_cls(*self._args)
+            try:
+                tls = await self._loop.start_tls(transport, inner, holder.ctx, server_side=True,  # type: ignore
+                                                 ssl_handshake_timeout=handshake_timeout)
+            except BaseException as e:  # noqa: BLE001 - every refused handshake is counted, never raised
+                reason = handshake_failure_reason(e)
+                telemetry.TLS_HANDSHAKE_FAILURES.labels(reason).inc()
+                log.info("tls handshake refused: %s", reason)
+                transport.abort()  # type: ignore[attr-defined]
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                return
+            if tls is None:
+                return
+            inner.connection_made(tls)
+
+        def data_received(self, data: bytes) -> None:  # only before start_tls took over; never expected
+            pass
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            pass
+
+    return TLSAcceptor
