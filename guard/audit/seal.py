@@ -28,33 +28,48 @@ INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
 _MAX_SAFE = 2**53
 
 
-def _fast_ok(o: Any) -> bool:
-    """True when Python's sorted compact JSON equals RFC 8785 for ``o``.
-
-    They differ only for floats outside [1e-4, 1e16) or integral floats, integers beyond 2**53, and
-    non-ASCII keys (JCS sorts by UTF-16 units); those take the reference encoder.
+def _scan(o: Any) -> int:
+    """2: Python's sorted compact JSON equals RFC 8785 for ``o``; 1: it does once integral floats are ints;
+    0: neither (floats outside [1e-4, 1e16), integers beyond 2**53, non-ASCII keys: JCS sorts by UTF-16
+    units), so the reference encoder runs.
     """
     t = type(o)
     if t is str or t is bool or o is None:
-        return True
+        return 2
     if t is int:
-        return -_MAX_SAFE < o < _MAX_SAFE
+        return 2 if -_MAX_SAFE < o < _MAX_SAFE else 0
+    if t is float:
+        if o.is_integer():
+            return 1 if abs(o) < _MAX_SAFE else 0
+        return 2 if 1e-4 <= abs(o) < 1e16 else 0
+    r = 2
     if t is dict:
         for k, v in o.items():
-            if type(k) is not str or not k.isascii() or not _fast_ok(v):
-                return False
-        return True
+            if type(k) is not str or not k.isascii():
+                return 0
+            x = _scan(v)
+            if x < r:
+                if not x:
+                    return 0
+                r = x
+        return r
     if t is list or t is tuple:
-        return all(_fast_ok(v) for v in o)
-    if t is float:
-        a = abs(o)
-        return 1e-4 <= a < 1e16 and not o.is_integer()
-    return False
+        for v in o:
+            x = _scan(v)
+            if x < r:
+                if not x:
+                    return 0
+                r = x
+        return r
+    return 0
 
 
 def canonical(obj: Any) -> bytes:
     """RFC 8785 serialisation (fast path through the C JSON encoder where provably identical)."""
-    if _fast_ok(obj):
+    r = _scan(obj)
+    if r:
+        if r == 1:
+            obj = normalize_floats(obj)  # JCS writes 1.0 as 1: same bytes as the int
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return rfc8785.dumps(obj)
 
@@ -111,10 +126,14 @@ class Signer:
         body = canonical(event)
         digest = hashlib.sha256(body).digest()
         h = digest.hex()
-        sig = base64.b64encode(self._key.sign(digest)).decode()
+        sig = self.sign(digest)
         event["hash"], event["sig"] = h, sig
         line = body[:-1] + b',"hash":"' + h.encode() + b'","sig":"' + sig.encode() + b'"}\n'
         return line, h
+
+    def sign(self, digest: bytes) -> str:
+        """Base64 Ed25519 signature over ``digest`` (used for manifests and head records)."""
+        return base64.b64encode(self._key.sign(digest)).decode()
 
     def public_pem(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

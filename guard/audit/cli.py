@@ -1,0 +1,170 @@
+"""`guard audit keygen|verify|export|tail`: the compliance officer's tools.
+
+``verify`` needs only the journal files and the public key(s). Keys that Guard published beside the
+journal (``DIR/keys``) are not evidence (whoever could edit the journal could replace them), so they are
+used only when asked with ``--trust-local-keys``, and the report says so.
+Exit codes: 0 ok, 1 tampered / check failed, 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from guard.audit import layout
+from guard.audit.export import FORMATS, Filter, run_export
+from guard.audit.formats import as_text, to_cef, to_ocsf
+from guard.audit.seal import Signer, keygen, load_public_keys
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("audit", help="audit journal: keygen, verify, export, tail")
+    sub = p.add_subparsers(dest="audit_command", required=True)
+
+    k = sub.add_parser("keygen", help="write an Ed25519 signing key and its public key")
+    k.add_argument("--out", required=True, type=Path, help="folder for signing-key.pem and <key_id>.pub.pem")
+    k.set_defaults(func=cmd_keygen)
+
+    v = sub.add_parser("verify", help="check signatures, chain links, sequence, checkpoints, torn lines")
+    v.add_argument("dir", type=Path)
+    v.add_argument("--public-key", action="append", type=Path, default=[],
+                   help="public key PEM or a folder of them (repeatable)")
+    v.add_argument("--trust-local-keys", action="store_true",
+                   help="use the public keys published in DIR/keys (not independent evidence)")
+    v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument("--jobs", type=int, default=None, help="processes for signature checks (default: CPUs)")
+    v.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser("export", help="export a time range with a signed manifest")
+    e.add_argument("dir", type=Path)
+    e.add_argument("--since", required=True)
+    e.add_argument("--until", required=True)
+    e.add_argument("--principal")
+    e.add_argument("--model", help="model name or glob")
+    e.add_argument("--decision", choices=("allow", "deny"))
+    e.add_argument("--format", choices=FORMATS, default="jsonl")
+    e.add_argument("-o", "--output", type=Path, help="export file (default stdout; manifest in the cwd)")
+    e.add_argument("--signing-key", type=Path, help="key that signs the manifest (default DIR/keys/signing-key.pem)")
+    e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("tail", help="print the latest events and follow new ones")
+    t.add_argument("dir", type=Path)
+    t.add_argument("-n", "--lines", type=int, default=10, help="events to show first (default 10)")
+    t.add_argument("--once", action="store_true", help="print and exit instead of following")
+    t.add_argument("--format", choices=("json", "ocsf", "cef"), default="json")
+    t.add_argument("--interval", type=float, default=0.5, help="seconds between polls when following")
+    t.set_defaults(func=cmd_tail)
+
+
+def _err(msg: str) -> int:
+    print(f"guard audit: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        priv, pub, kid = keygen(args.out)
+    except OSError as e:
+        return _err(f"{args.out}: {e.strerror}")
+    print(json.dumps({"key_id": kid, "signing_key": str(priv), "public_key": str(pub)}))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from guard.audit.verify import verify_dir
+
+    root: Path = args.dir
+    if not layout.chains_dir(root).is_dir():
+        return _err(f"{root}: no audit journal here (expected {layout.chains_dir(root)})")
+    sources = list(args.public_key)
+    if args.trust_local_keys:
+        sources.append(root / "keys")
+    if not sources:
+        return _err("verify needs --public-key PEM|DIR (the key Guard signs with); "
+                    "--trust-local-keys uses the keys beside the journal, which prove nothing on their own")
+    try:
+        keys = load_public_keys(sources)
+    except (OSError, ValueError) as e:
+        return _err(f"cannot load public keys: {e}")
+    if not keys:
+        return _err("no public keys found")
+    t0 = time.perf_counter()
+    progress = (lambda n: print(f"\rverify: {n} events", end="", file=sys.stderr)) if sys.stderr.isatty() else None
+    report = verify_dir(root, keys, jobs=args.jobs, progress=progress)
+    if progress:
+        print(file=sys.stderr)
+    doc = report.to_dict()
+    doc["keys"] = {"trusted": sorted(keys), "source": "local (not independent)" if args.trust_local_keys else "given"}
+    doc["seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_report(doc)
+    return 0 if report.ok else 1
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    for c in doc["chains"]:
+        line = f"{c['chain']}: {c['status']}, {c['events']} events, seq {c['first_seq']}..{c['last_seq']}, " \
+               f"{c['segments']} segments, {c['checkpoints']} checkpoints, {'closed' if c['closed'] else 'open'}"
+        print(line)
+        b = c.get("broken")
+        if b:
+            print(f"  BROKEN at {b['file']}:{b['line']} seq {b['seq']}: {b['reason']} {b['detail']}".rstrip())
+        for t in c["torn"]:
+            note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
+            print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")
+    verdict = "INTACT" if doc["ok"] else "TAMPERED"
+    print(f"{verdict}: {doc['events']} events in {len(doc['chains'])} chains, {doc['seconds']}s")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
+    if not key.exists():
+        return _err(f"export signs its manifest: {key} not found (use --signing-key)")
+    try:
+        flt = Filter(args.since, args.until, args.principal, args.model, args.decision)
+        signer = Signer.from_file(key)
+    except (ValueError, OSError) as e:
+        return _err(str(e))
+    if not layout.chains_dir(args.dir).is_dir():
+        return _err(f"{args.dir}: no audit journal here")
+    m = run_export(args.dir, flt, args.format, args.output, signer)
+    print(json.dumps({"exported": m["counts"]["exported"], "manifest": m["manifest_path"]}), file=sys.stderr)
+    return 0
+
+
+def _fmt(e: dict[str, Any], fmt: str) -> str:
+    return as_text(to_ocsf(e) if fmt == "ocsf" else to_cef(e) if fmt == "cef" else e)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from guard.audit.forwarder import Reader
+
+    if not layout.chains_dir(args.dir).is_dir():
+        return _err(f"{args.dir}: no audit journal here")
+    events = [e for _, _, e in layout.iter_events(args.dir)]
+    events.sort(key=lambda e: e.get("time", ""))
+    for e in events[-args.lines:] if args.lines > 0 else []:
+        print(_fmt(e, args.format), flush=True)
+    if args.once:
+        return 0
+    reader = Reader(args.dir, None)
+    pos: dict[str, dict[str, Any]] = {}
+    for chain in layout.chain_names(args.dir):
+        segs = layout.segments(args.dir, chain)
+        if segs:
+            pos[chain] = {"segment": segs[-1].name, "offset": segs[-1].stat().st_size, "seq": 0}
+    reader.seek(pos)
+    try:
+        while True:
+            batch = reader.read(1000)
+            for e in batch:
+                print(_fmt(e, args.format), flush=True)
+            if not batch:
+                time.sleep(args.interval)
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0

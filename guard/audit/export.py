@@ -1,0 +1,145 @@
+"""Export a time range of the journal for an auditor, with a signed manifest that proves what it covers.
+
+The manifest records the range, the filters, counts, and per chain the first and last event of the range
+(seq and hash) and the hash of the event just before it, so anyone holding the journal (or the SIEM copy)
+and the public key can check that the export is complete for its range and was not edited.
+"""
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from guard.audit import layout
+from guard.audit.event import utc_now
+from guard.audit.formats import CSV_COLUMNS, effect, to_cef, to_csv_row, to_ocsf
+from guard.audit.seal import Signer, canonical
+
+FORMATS = ("jsonl", "csv", "ocsf", "cef")
+
+
+def parse_time(s: str) -> str:
+    """A date or RFC 3339 time -> the journal's own UTC microsecond form (so strings compare in time order)."""
+    t = s.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        d = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(f"not a date or RFC 3339 time: {s!r}") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Filter:
+    def __init__(self, since: str | None = None, until: str | None = None, principal: str | None = None,
+                 model: str | None = None, decision: str | None = None) -> None:
+        self.since = parse_time(since) if since else None
+        self.until = parse_time(until) if until else None
+        self.principal, self.model, self.decision = principal, model, decision
+
+    def in_range(self, e: dict[str, Any]) -> bool:
+        t = e.get("time", "")
+        return (self.since is None or t >= self.since) and (self.until is None or t < self.until)
+
+    def matches(self, e: dict[str, Any]) -> bool:
+        if self.principal:
+            p = e.get("principal") or {}
+            if self.principal not in (p.get("cn"), p.get("subject"), p.get("spiffe_id"), p.get("fingerprint")):
+                return False
+        if self.model and not fnmatch.fnmatchcase(str(e.get("model", "")), self.model):
+            return False
+        if self.decision and effect(e) != self.decision:
+            return False
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"principal": self.principal, "model": self.model, "decision": self.decision}
+
+
+class _Writer:
+    def __init__(self, fmt: str, out: IO[str]) -> None:
+        self.fmt, self.out = fmt, out
+        self.csv = csv.writer(out) if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(CSV_COLUMNS)
+
+    def write(self, e: dict[str, Any]) -> None:
+        if self.csv:
+            self.csv.writerow(to_csv_row(e))
+        elif self.fmt == "cef":
+            self.out.write(to_cef(e) + "\n")
+        else:
+            obj = to_ocsf(e) if self.fmt == "ocsf" else e
+            self.out.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+
+def export(root: Path, flt: Filter, fmt: str, out: IO[str], progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Write matching events to ``out``; return the (unsigned) manifest body."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}")
+    w = _Writer(fmt, out)
+    chains: dict[str, dict[str, Any]] = {}
+    by_type: dict[str, int] = {}
+    scanned = written = 0
+    for chain, _seg, e in layout.iter_events(root):
+        scanned += 1
+        if progress and scanned % 10000 == 0:
+            progress(scanned)
+        c = chains.setdefault(chain, {"events_in_range": 0, "exported": 0, "before_range": None})
+        if not flt.in_range(e):
+            if flt.since and e.get("time", "") < flt.since:
+                c["before_range"] = {"seq": e.get("seq"), "hash": e.get("hash")}
+            continue
+        c["events_in_range"] += 1
+        c.setdefault("first", {"seq": e.get("seq"), "hash": e.get("hash"), "time": e.get("time")})
+        c["last"] = {"seq": e.get("seq"), "hash": e.get("hash"), "time": e.get("time")}
+        if not flt.matches(e):
+            continue
+        c["exported"] += 1
+        written += 1
+        by_type[e.get("type", "")] = by_type.get(e.get("type", ""), 0) + 1
+        w.write(e)
+    return {
+        "manifest_version": "1", "generated": utc_now(), "source": str(root), "format": fmt,
+        "range": {"since": flt.since, "until": flt.until, "semantics": "since <= time < until"},
+        "filters": flt.describe(), "counts": {"scanned": scanned, "exported": written, "by_type": by_type},
+        "chains": chains,
+    }
+
+
+def sign_manifest(manifest: dict[str, Any], export_bytes_sha256: str, signer: Signer) -> dict[str, Any]:
+    """Add the export file digest, key_id, hash (SHA-256 of the JCS form) and an Ed25519 signature."""
+    m = dict(manifest, export_sha256=export_bytes_sha256, key_id=signer.key_id)
+    digest = hashlib.sha256(canonical(m)).digest()
+    m["hash"], m["sig"] = digest.hex(), signer.sign(digest)
+    return m
+
+
+def run_export(root: Path, flt: Filter, fmt: str, out_path: Path | None, signer: Signer) -> dict[str, Any]:
+    """Export to ``out_path`` (or stdout) and write ``<out>.manifest.json`` beside it; return the manifest."""
+    tty = sys.stderr.isatty()
+    progress = (lambda n: print(f"\rexport: {n} events scanned", end="", file=sys.stderr)) if tty else None
+    if out_path is None:
+        buf = io.StringIO()
+        body = export(root, flt, fmt, buf, progress)
+        data = buf.getvalue().encode()
+        sys.stdout.write(buf.getvalue())
+        manifest_path = Path(f"guard-audit-export-{utc_now()[:19].replace(':', '')}.manifest.json")
+    else:
+        with open(out_path, "w", encoding="utf-8", newline="") as f:
+            body = export(root, flt, fmt, f, progress)
+        data = Path(out_path).read_bytes()
+        manifest_path = Path(f"{out_path}.manifest.json")
+    if tty:
+        print(file=sys.stderr)
+    body["export"] = out_path.name if out_path else "-"
+    m = sign_manifest(body, hashlib.sha256(data).hexdigest(), signer)
+    manifest_path.write_text(json.dumps(m, indent=2, ensure_ascii=False) + "\n")
+    m["manifest_path"] = str(manifest_path)
+    return m
