@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from guard.audit import event as ev
+from guard.audit import layout
+from guard.audit.journal import Journal, JournalError
+from guard.audit.seal import GENESIS, event_hash, load_public_keys
+from guard.audit.verify import verify_dir
+
+from .conftest import fill, make_settings, sample
+
+
+def _verify(root: Path):
+    return verify_dir(root, load_public_keys([root / "keys"]), jobs=1)
+
+
+def test_append_seals_chains_and_is_durable_when_it_returns(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+
+    async def go() -> list[dict]:
+        return list(await asyncio.gather(*(j.append(sample(i)) for i in range(25))))
+
+    out = asyncio.run(go())
+    seg = layout.segments(tmp_path, "w1")[0]
+    on_disk = [json.loads(x) for x in seg.read_bytes().splitlines()]
+    assert len(on_disk) >= 25  # events plus count checkpoints, all written before append returned
+    assert {e["id"] for e in out} <= {e["id"] for e in on_disk}
+    assert on_disk[0]["seq"] == 1 and on_disk[0]["prev"] == GENESIS
+    for a, b in zip(on_disk, on_disk[1:]):
+        assert b["seq"] == a["seq"] + 1 and b["prev"] == a["hash"]
+    assert all(event_hash(e) == e["hash"] for e in on_disk)
+    j.close()
+    assert _verify(tmp_path).ok
+
+
+def test_count_and_interval_checkpoints_and_final_checkpoint_on_close(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path, checkpoint_events=5, checkpoint_seconds=0.2), "w1")
+    fill(j, 12)
+    time.sleep(0.5)
+    j.close()
+    evs = [e for _, _, e in layout.iter_events(tmp_path)]
+    cps = [e["checkpoint"] for e in evs if e["type"] == "audit.checkpoint"]
+    assert [c["reason"] for c in cps] == ["count", "count", "interval", "close"]
+    assert cps[-1]["final"] is True and cps[-1]["seq"] == evs[-2]["seq"]
+    rep = _verify(tmp_path)
+    assert rep.ok and rep.chains[0].closed and rep.chains[0].checkpoints == 4
+
+
+def test_segments_rotate_by_size_and_the_chain_spans_them(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path, segment_max_bytes=4096), "w1")
+    fill(j, 40)
+    j.close()
+    assert len(layout.segments(tmp_path, "w1")) > 3
+    assert _verify(tmp_path).ok
+
+
+def test_a_second_process_cannot_write_the_same_chain(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+    with pytest.raises(JournalError, match="another process"):
+        Journal(make_settings(tmp_path), "w1")
+    other = Journal(make_settings(tmp_path), "w2")  # a second chain in the same dir is fine
+    fill(other, 3)
+    other.close()
+    j.close()
+    assert {c.chain for c in _verify(tmp_path).chains} == {"w1", "w2"}
+
+
+def test_restart_with_the_same_writer_id_continues_the_chain_in_a_new_segment(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+    last = fill(j, 3)[-1]
+    j.close()
+    j2 = Journal(make_settings(tmp_path), "w1")
+    nxt = j2.append_sync(sample(99))
+    j2.close()
+    assert nxt["seq"] == last["seq"] + 2  # after the final checkpoint
+    assert len(layout.segments(tmp_path, "w1")) == 2
+    assert _verify(tmp_path).ok
+
+
+_CRASHER = """
+import sys
+from pathlib import Path
+from guard.audit.journal import Journal
+from guard.audit.settings import AuditSettings
+from tests.audit.conftest import sample
+j = Journal(AuditSettings(dir=Path(sys.argv[1]), checkpoint_events=7), "w1")
+i = 0
+while True:
+    j.append_sync(sample(i))
+    i += 1
+    if i == 20:
+        print("ready", flush=True)
+"""
+
+
+def test_kill_9_then_torn_line_is_reported_as_torn_and_restart_acknowledges_it(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    proc = subprocess.Popen([sys.executable, "-c", _CRASHER, str(root)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout and proc.stdout.readline().strip() == b"ready"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    seg = layout.segments(root, "w1")[-1]
+    with open(seg, "ab") as f:  # the crash cut a line in half
+        f.write(b'{"schema_version":"1.0","id":"0190')
+    rep = _verify(root)
+    assert rep.ok and rep.chains[0].status == "torn" and not rep.chains[0].torn[0]["acknowledged"]
+    j = Journal(make_settings(root), "w1")
+    e = j.append_sync(sample(1000))
+    j.close()
+    cps = [x for _, _, x in layout.iter_events(root) if x["type"] == "audit.checkpoint"]
+    rec = [c for c in cps if c["checkpoint"]["reason"] == "recovery"][0]["checkpoint"]["recovery"]
+    assert rec["unclean_stop"] and rec["torn_segment"] == seg.name
+    rep = _verify(root)
+    assert rep.ok and rep.chains[0].status == "torn" and rep.chains[0].torn[0]["acknowledged"]
+    assert rep.chains[0].last_seq > e["seq"]
+
+
+def test_batch_durability_returns_before_fsync_and_flushes_within_the_window(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path, durability="batch", batch_window_ms=20), "w1")
+
+    async def go() -> dict:
+        return await j.append(sample(1))
+
+    out = asyncio.run(go())
+    time.sleep(0.3)
+    ids = [e["id"] for _, _, e in layout.iter_events(tmp_path)]
+    assert out["id"] in ids
+    j.close()
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def test_disk_full_raises_journal_error_and_the_next_append_recovers(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    if not _mount_tmpfs(mnt, "256k"):
+        pytest.skip("needs root and tmpfs")
+    try:
+        root = mnt / "audit"
+        j = Journal(make_settings(root, checkpoint_events=1000), "w1")
+        fill(j, 5)
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        with pytest.raises(JournalError):
+            for i in range(200):
+                j.append_sync(sample(i, model="x" * 2000))
+        assert not j.healthy
+        filler.unlink()  # space again: the next append opens a new segment with a recovery checkpoint
+        ok = j.append_sync(sample(7))
+        assert j.healthy and ok["seq"] > 5
+        j.close()
+        rep = _verify(root)
+        assert rep.ok, rep.to_dict()
+        recs = [e for _, _, e in layout.iter_events(root) if e.get("checkpoint", {}).get("reason") == "recovery"]
+        assert recs and recs[0]["checkpoint"]["recovery"]["write_error"]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_read_only_journal_fails_closed_and_works_again_when_writable(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    if not _mount_tmpfs(mnt, "1m"):
+        pytest.skip("needs root and tmpfs")
+    try:
+        root = mnt / "audit"
+        j = Journal(make_settings(root), "w1")
+        fill(j, 2)
+        j.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        with pytest.raises(JournalError, match="Read-only"):
+            Journal(make_settings(root), "w1")
+        subprocess.run(["mount", "-o", "remount,rw", str(mnt)], check=True)
+        j = Journal(make_settings(root), "w1")
+        j.append_sync(sample(3))
+        j.close()
+        assert _verify(root).ok
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_journal_without_write_permission_fails_closed(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("switches the effective uid to nobody")
+    root = tmp_path / "audit"
+    root.mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    os.seteuid(65534)  # root ignores file modes; an ordinary service user does not
+    try:
+        with pytest.raises(JournalError, match="Permission denied"):
+            Journal(make_settings(root), "w1")
+    finally:
+        os.seteuid(0)
+
+
+def test_events_carry_no_signing_key_material(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+    fill(j, 3)
+    j.close()
+    priv = (tmp_path / "keys" / "signing-key.pem").read_text()
+    body = "".join(l for l in priv.splitlines() if "-----" not in l)
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(priv.encode(), None)
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    import base64
+
+    for seg in layout.segments(tmp_path, "w1"):
+        data = seg.read_bytes()
+        assert body.encode() not in data and raw.hex().encode() not in data
+        assert base64.b64encode(raw) not in data
+    assert "signing" not in repr(j.signer).lower() or "key_id" in repr(j.signer)
