@@ -9,7 +9,7 @@ import logging
 import threading
 import types
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import spacy
 import tldextract
@@ -17,13 +17,12 @@ from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegist
 from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     EmailRecognizer,
-    IbanRecognizer,
     IpRecognizer,
     UsSsnRecognizer,
 )
 from spacy.language import Language
 
-from guard.filters.pii_recognizers import CreditCardRecognizer, PhoneRecognizer
+from guard.filters.pii_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
 
 LANGUAGE = "en"
 BUILTIN_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")
@@ -106,10 +105,11 @@ _LOCK = threading.Lock()
 _ENGINES: dict[Any, AnalyzerEngine] = {}
 
 
-def shared_engine(key: Any = (), extra: Iterable[EntityRecognizer] = ()) -> AnalyzerEngine:
-    """One engine per process per ``key`` (the identity of the custom recognizers)."""
+def shared_engine(key: Any = (), extra: Callable[[], Iterable[EntityRecognizer]] = tuple) -> AnalyzerEngine:
+    """One engine per process per ``key`` (the identity of the custom recognizers and NER model);
+    ``extra`` builds those recognizers, only when the engine is new."""
     with _LOCK:
         eng = _ENGINES.get(key)
         if eng is None:
-            eng = _ENGINES[key] = build_engine(extra)
+            eng = _ENGINES[key] = build_engine(extra())
         return eng
