@@ -184,8 +184,10 @@ class Syslog:
         return sock
 
     def send(self, events: list[dict[str, Any]]) -> None:
-        if self.sock is None or not self.alive():
-            self.reset()
+        if self.sock is not None and not self.alive():
+            self.reset()  # what went out on the old connection may be lost: the forwarder replays it
+            raise SinkError(f"sink {self.name}: connection closed by the server")
+        if self.sock is None:
             self.sock = self._connect()
         frames = []
         for e in events:

@@ -1,0 +1,115 @@
+"""Every event the builders produce validates against audit/event.schema.json, sealed as in the journal."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guard.audit import event as ev
+from guard.audit.journal import Journal
+from guard.audit.schema import SCHEMA_PATH, assert_journal_valid, event_errors, journal_errors
+from guard.exchange import Exchange
+from guard.filters.base import Verdict
+from guard.identity import Principal
+
+from .conftest import make_settings
+
+
+@dataclass
+class _Decision:
+    effect: str
+    rule: str
+    policy_version: str
+
+
+def _exchange() -> Exchange:
+    ex = Exchange(request_id="req-1", api="openai", operation="chat", model="gpt-4o", path="/v1/chat/completions",
+                  body={"model": "gpt-4o", "messages": []}, stream=True, client_ip="10.0.0.7", body_bytes=321,
+                  upstream="local", trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+    ex.principal = Principal(subject="CN=app-a,OU=team-x", cn="app-a", ou=("team-x",),
+                             spiffe_id="spiffe://example.org/app-a", fingerprint="cd" * 32)
+    ex.access = _Decision("allow", "p, team-x, gpt-*, chat", "sha256:abc")
+    ex.content = {"effect": "allow", "rule": "c1", "policy_version": "sha256:abc", "profile": "default"}
+    ex.stage_ms = {"identity": 0.02, "access": 0.1, "screens": 3.0}
+    ex.verdicts = [
+        Verdict("pii", "prompt", action="redact", entities={"EMAIL_ADDRESS": 2}, latency_ms=2.5, modified=True),
+        Verdict("safety", "prompt", score=0.01, latency_ms=12.0),
+        Verdict("safety", "response", status="ok", categories=["S2"], score=1.0, action="block", blocked=True,
+                code="unsafe_content", latency_ms=9.0),
+    ]
+    return ex
+
+
+def all_events(capture: ev.ContentCapture) -> list[dict[str, Any]]:
+    ex = _exchange()
+    return [
+        ev.guard_started("0.1.0", worker=0),
+        ev.config_loaded("/etc/guard/guard.yaml", "ab" * 32, {"upstreams": ["local"], "routes": 1}),
+        ev.policy_reloaded("sha256:abc", 12, "policies/policy.csv", shadow_version="sha256:def"),
+        ev.policy_reload_failed("line 3: bad rule", "sha256:abc", "policies/policy.csv"),
+        ev.exchange_started(ex, capture, prompt="hello alice@example.com", shadow={"access": {"effect": "deny"}}),
+        ev.exchange_completed(ex, 200, "stop", 1234, {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                              capture, prompt="hello", answer="hi there", latency_ms={"upstream": 40.0, "total": 55.5}),
+        ev.exchange_completed(ex, 502, None, 0, None, capture, error="upstream_timeout"),
+        ev.exchange_denied(ex, 403, "access_denied", "access", capture, prompt="hello"),
+        ev.guard_stopped("shutdown"),
+    ]
+
+
+@pytest.mark.parametrize("level", ["none", "hash", "redacted", "full"])
+def test_every_event_type_validates_when_sealed_in_the_journal(tmp_path: Path, level: str) -> None:
+    settings = make_settings(tmp_path, capture=level, checkpoint_events=3)
+    capture = ev.ContentCapture.from_settings(settings)
+    j = Journal(settings, "w1")
+    for e in all_events(capture):
+        j.append_sync(e)
+    j.close()
+    n = assert_journal_valid(tmp_path)
+    types = {json.loads(l)["type"] for s in (tmp_path / "chains" / "w1").glob("*.jsonl") for l in s.read_bytes().splitlines()}
+    assert types == set(ev.EVENT_TYPES) and n >= 9
+
+
+def test_schema_is_draft_2020_12_and_lists_every_type() -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["type"]["enum"] == list(ev.EVENT_TYPES)
+    assert schema["properties"]["schema_version"]["const"] == ev.SCHEMA_VERSION
+
+
+def test_schema_rejects_values_where_only_counts_belong(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+    e = j.append_sync(ev.exchange_started(_exchange()))
+    j.close()
+    bad = dict(e, screens=[dict(e["screens"][0], entities={"EMAIL_ADDRESS": "alice@example.com"})])
+    assert event_errors(bad)
+    assert event_errors({k: v for k, v in e.items() if k != "sig"})
+    assert not event_errors(e)
+    assert journal_errors(tmp_path) == []
+
+
+def test_ids_are_uuid7_in_time_order_and_times_have_microseconds() -> None:
+    ids = [ev.uuid7() for _ in range(50)]
+    assert all(i[14] == "7" and i[19] in "89ab" for i in ids)
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+    assert len(ev.utc_now()) == len("2026-11-25T01:20:27.123456Z") and ev.utc_now().endswith("Z")
+
+
+def test_hash_capture_is_keyed_and_never_stores_text_or_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GUARD_TEST_HMAC", "k" * 32)
+    settings = make_settings(tmp_path, capture="hash", hash_key_env="GUARD_TEST_HMAC")
+    c = ev.ContentCapture.from_settings(settings)
+    rec = c.record(prompt="secret prompt", answer="secret answer")
+    assert rec and set(rec) == {"capture", "key_id", "prompt_hmac", "answer_hmac"}
+    assert "k" * 32 not in json.dumps(rec) and "secret" not in json.dumps(rec)
+    other = ev.ContentCapture("hash", b"another key").record(prompt="secret prompt")
+    assert other and other["prompt_hmac"] != rec["prompt_hmac"]
+    assert ev.ContentCapture("none").record(prompt="x") is None
+    # default: a generated key file beside the journal, mode 0600
+    c2 = ev.ContentCapture.from_settings(make_settings(tmp_path / "b"))
+    key = tmp_path / "b" / "keys" / "content-hmac.key"
+    assert c2.level == "hash" and key.exists() and (key.stat().st_mode & 0o777) == 0o600
+    assert "key" not in repr(c2).replace("key_id", "")
