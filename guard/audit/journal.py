@@ -265,14 +265,16 @@ class Journal:
         self._seg_size += len(data)
         self._durable = (batch[-1][1], _hash_of(batch[-1][0]))
         self._settle(batch, None)
+        counts: dict[str, int] = {}
         for line, seq, typ, _ in batch:
-            tm.AUDIT_EVENTS.labels(typ).inc()
+            counts[typ] = counts.get(typ, 0) + 1
             if typ == "audit.checkpoint":
-                final = b'"final":true' in line
                 try:
-                    self._write_head(seq, _hash_of(line), final)
+                    self._write_head(seq, _hash_of(line), b'"final":true' in line)
                 except OSError:
                     pass  # HEAD only ever lags; the chain itself is durable
+        for typ, n in counts.items():
+            tm.AUDIT_EVENTS.labels(typ).inc(n)
 
     def _fail(self, batch: list[tuple[bytes, int, str, Any]], err: OSError) -> None:
         tm.AUDIT_WRITE_FAILURES.inc()

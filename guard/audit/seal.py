@@ -31,37 +31,43 @@ _MAX_SAFE = 2**53
 def _scan(o: Any) -> int:
     """2: Python's sorted compact JSON equals RFC 8785 for ``o``; 1: it does once integral floats are ints;
     0: neither (floats outside [1e-4, 1e16), integers beyond 2**53, non-ASCII keys: JCS sorts by UTF-16
-    units), so the reference encoder runs.
+    units), so the reference encoder runs. Iterative: this runs for every event sealed.
     """
-    t = type(o)
-    if t is str or t is bool or o is None:
-        return 2
-    if t is int:
-        return 2 if -_MAX_SAFE < o < _MAX_SAFE else 0
-    if t is float:
-        if o.is_integer():
-            return 1 if abs(o) < _MAX_SAFE else 0
-        return 2 if 1e-4 <= abs(o) < 1e16 else 0
     r = 2
-    if t is dict:
-        for k, v in o.items():
-            if type(k) is not str or not k.isascii():
+    stack = [o]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is str or t is bool or v is None:
+            continue
+        if t is dict:
+            for k, x in v.items():
+                if type(k) is not str or not k.isascii():
+                    return 0
+                tx = type(x)
+                if tx is not str and tx is not bool:
+                    push(x)
+        elif t is list or t is tuple:
+            stack.extend(v)
+        elif t is int:
+            if not -_MAX_SAFE < v < _MAX_SAFE:
                 return 0
-            x = _scan(v)
-            if x < r:
-                if not x:
+        elif t is float:
+            if v.is_integer():
+                if abs(v) >= _MAX_SAFE:
                     return 0
-                r = x
-        return r
-    if t is list or t is tuple:
-        for v in o:
-            x = _scan(v)
-            if x < r:
-                if not x:
-                    return 0
-                r = x
-        return r
-    return 0
+                r = 1
+            elif not 1e-4 <= abs(v) < 1e16:
+                return 0
+        else:
+            return 0
+    return r
+
+
+def dumps_sorted(obj: Any) -> bytes:
+    """Sorted compact JSON: RFC 8785 exactly when ``_scan(obj) == 2`` (verify tries it first)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def canonical(obj: Any) -> bytes:
@@ -70,7 +76,7 @@ def canonical(obj: Any) -> bytes:
     if r:
         if r == 1:
             obj = normalize_floats(obj)  # JCS writes 1.0 as 1: same bytes as the int
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return dumps_sorted(obj)
     return rfc8785.dumps(obj)
 
 

@@ -113,3 +113,27 @@ def test_hash_capture_is_keyed_and_never_stores_text_or_key(tmp_path: Path, monk
     key = tmp_path / "b" / "keys" / "content-hmac.key"
     assert c2.level == "hash" and key.exists() and (key.stat().st_mode & 0o777) == 0o600
     assert "key" not in repr(c2).replace("key_id", "")
+
+
+def test_canonical_form_equals_rfc8785_for_any_json_value() -> None:
+    import rfc8785
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from guard.audit.seal import canonical
+
+    scalars = st.none() | st.booleans() | st.integers(-2**53 + 1, 2**53 - 1) | \
+        st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+                          max_leaves=20)
+
+    @settings(max_examples=400, deadline=None, database=None)
+    @given(values)
+    def check(v: object) -> None:
+        try:
+            ref = rfc8785.dumps(v)
+        except Exception:  # noqa: BLE001 - lone surrogates and the like: JCS refuses them too
+            return
+        assert canonical(v) == ref
+
+    check()

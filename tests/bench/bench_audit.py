@@ -1,0 +1,158 @@
+"""Audit benchmarks: journal appends (group-commit fsync, one core), forwarding to a local HEC receiver,
+and verification. ``python -m tests.bench.bench_audit [--quick]`` prints a table and JSON.
+
+Targets (issue 6): append >= 20,000 events/s, forwarder >= 20,000 events/s, verify >= 50,000 events/s.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from guard.audit import event as ev
+from guard.audit.forwarder import Forwarder
+from guard.audit.journal import Journal
+from guard.audit.seal import load_public_keys
+from guard.audit.settings import AuditSettings, SinkSettings
+from guard.audit.verify import verify_dir
+
+TARGETS = {"append_events_per_s": 20_000, "forward_events_per_s": 20_000, "verify_events_per_s": 50_000}
+_RECEIVER = """
+import sys, time
+from tests.audit.receivers import Receiver
+with Receiver(token="bench", parse=False) as rx:
+    print(rx.port, flush=True)
+    sys.stdin.read()
+"""
+
+
+def _event(i: int) -> dict[str, Any]:
+    return ev.new_event(
+        "exchange.completed", request_id=f"req-{i}", trace_id="4bf92f3577b34da6a3ce929d0e0e4736", api="openai",
+        operation="chat", model="gpt-4o", upstream="local", client_ip="10.1.2.3", stream=False,
+        principal={"subject": "CN=app-a,OU=team-x", "cn": "app-a", "ou": ["team-x"], "spiffe_id": "",
+                   "fingerprint": "ab" * 32},
+        decisions={"access": {"effect": "allow", "rule": "p, team-x, gpt-*, chat", "policy_version": "v1"},
+                   "content": {"effect": "allow", "rule": "c1", "policy_version": "v1"}},
+        screens=[{"name": "pii", "direction": "prompt", "status": "ok", "action": "allow", "blocked": False,
+                  "entities": {"EMAIL_ADDRESS": 1}, "latency_ms": 2.125},
+                 {"name": "safety", "direction": "response", "status": "ok", "action": "allow", "blocked": False,
+                  "score": 0.0125, "latency_ms": 9.5}],
+        usage={"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
+        outcome={"status": 200, "finish_reason": "stop", "bytes": 812},
+        latency_ms={"access": 0.081, "screens": 11.625, "upstream": 42.25, "total": 55.5},
+        content={"capture": "hash", "key_id": "0123456789abcdef", "prompt_hmac": "cd" * 32, "answer_hmac": "ef" * 32},
+    )
+
+
+def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
+    """Appends from ``concurrency`` asyncio tasks; events are pre-built, so this measures the journal."""
+    j = Journal(AuditSettings(dir=root), "bench")
+    events = [_event(i) for i in range(n)]
+    per = n // concurrency
+
+    async def run() -> float:
+        async def worker(k: int) -> None:
+            for e in events[k * per:(k + 1) * per]:
+                await j.append(e)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return time.perf_counter() - t0
+
+    dt = asyncio.run(run())
+    j.close()
+    from guard import telemetry as tm
+
+    fsyncs = tm.AUDIT_FSYNC_SECONDS._sum.get(), sum(b.get() for b in tm.AUDIT_FSYNC_SECONDS._buckets)
+    return {"events": per * concurrency, "seconds": round(dt, 3), "append_events_per_s": round(per * concurrency / dt),
+            "fsyncs": int(fsyncs[1]), "events_per_fsync": round(per * concurrency / max(1, fsyncs[1]), 1)}
+
+
+def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
+    """Deliver the whole journal to a HEC receiver running in another process."""
+    rx = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert rx.stdout
+        port = int(rx.stdout.readline())
+        os.environ["GUARD_BENCH_HEC_TOKEN"] = "bench"
+        s = AuditSettings(dir=root, sinks=[SinkSettings(name="hec", type="splunk_hec", url=f"http://127.0.0.1:{port}",
+                                                        token_env="GUARD_BENCH_HEC_TOKEN", batch_size=1000)])
+        fwd = Forwarder(s, poll_s=0.01)
+        t0 = time.perf_counter()
+        fwd.start()
+        w = fwd.workers[0]
+        while w.delivered < n_expected and time.perf_counter() - t0 < 120:
+            time.sleep(0.005)
+        dt = time.perf_counter() - t0
+        fwd.stop()
+        return {"events": w.delivered, "seconds": round(dt, 3), "forward_events_per_s": round(w.delivered / dt)}
+    finally:
+        rx.kill()
+        rx.wait()
+
+
+def bench_verify(root: Path, jobs: int) -> dict[str, Any]:
+    keys = load_public_keys([root / "keys"])
+    t0 = time.perf_counter()
+    rep = verify_dir(root, keys, jobs=jobs)
+    dt = time.perf_counter() - t0
+    assert rep.ok
+    return {"events": rep.events, "jobs": jobs, "seconds": round(dt, 3), "verify_events_per_s": round(rep.events / dt)}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    n = 20_000 if quick else 100_000
+    cpus = len(os.sched_getaffinity(0))
+    out: dict[str, Any] = {"cpus": cpus, "cpu": _cpu_name()}
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        root = Path(tmp) / "audit"
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {min(allowed)})  # one core for the writer and the event loop together
+        try:
+            out["append"] = bench_append(root, n)
+        finally:
+            os.sched_setaffinity(0, allowed)
+        total = out["append"]["events"] + 3
+        out["forward"] = bench_forward(root, total)
+        os.sched_setaffinity(0, {min(allowed)})
+        try:
+            out["verify_1core"] = bench_verify(root, 1)
+        finally:
+            os.sched_setaffinity(0, allowed)
+        out["verify_all_cores"] = bench_verify(root, cpus)
+    out["targets"] = TARGETS
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _table(r: dict[str, Any]) -> str:
+    rows = [("journal append, group-commit fsync, 1 core", r["append"]["append_events_per_s"], TARGETS["append_events_per_s"]),
+            ("forwarder -> local HEC receiver", r["forward"]["forward_events_per_s"], TARGETS["forward_events_per_s"]),
+            ("verify, 1 core", r["verify_1core"]["verify_events_per_s"], TARGETS["verify_events_per_s"]),
+            (f"verify, {r['cpus']} cores", r["verify_all_cores"]["verify_events_per_s"], TARGETS["verify_events_per_s"])]
+    lines = [f"{'scenario':<46}{'events/s':>12}{'target':>10}", "-" * 68]
+    lines += [f"{name:<46}{v:>12,}{t:>10,}" for name, v, t in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    result = run(quick="--quick" in sys.argv)
+    print(_table(result))
+    print(json.dumps(result, indent=2))
