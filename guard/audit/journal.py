@@ -57,6 +57,7 @@ class Journal:
         self._healthy = False
         self._closing = False
         self._broken: dict[str, Any] | None = None
+        self._kick_pending = False
         try:
             self.signer = signer or load_or_create_signer(settings.signing_key, self.root)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -85,9 +86,17 @@ class Journal:
         if self.settings.durability == "batch":
             return self._submit(event, None)
         fut = loop.create_future()
-        sealed = self._submit(event, (loop, fut))
+        sealed = self._submit(event, (loop, fut), notify=False)
+        if not self._kick_pending:  # wake the writer once per loop iteration, not once per event
+            self._kick_pending = True
+            loop.call_soon(self._kick)
         await fut
         return sealed
+
+    def _kick(self) -> None:
+        self._kick_pending = False
+        with self._cond:
+            self._cond.notify()
 
     def append_sync(self, event: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
         """Blocking append for start-up, shutdown and tools; always waits for the fsync."""
@@ -116,7 +125,7 @@ class Journal:
 
     # --- sealing (caller threads, under the condition's lock) ------------------------------------------
 
-    def _submit(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]:
+    def _submit(self, event: dict[str, Any], waiter: Any, notify: bool = True) -> dict[str, Any]:
         with self._cond:
             if self._closing:
                 raise JournalError("audit journal is closed")
@@ -125,7 +134,8 @@ class Journal:
             sealed = self._seal(event, waiter)
             if self._since_cp >= self.settings.checkpoint_events:
                 self._seal_checkpoint("count")
-            self._cond.notify()
+            if notify:
+                self._cond.notify()
         return sealed
 
     def _seal(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]:

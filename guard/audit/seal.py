@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,25 @@ def dumps_sorted(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Number tokens (they follow ':', '[' or ',' in compact JSON) that Python writes unlike RFC 8785: with an
+# exponent, integral floats (1.0), integers that may exceed 2**53. Text inside strings can only cause a
+# false alarm, which costs time, never a wrong hash.
+_SUSPECT = re.compile(r"[:\[,]-?[0-9]+(?:\.[0-9]+)?e|[:\[,]-?[0-9]+\.0(?:[,\]}]|$)|[:\[,]-?[0-9]{16}")
+
+
 def canonical(obj: Any) -> bytes:
-    """RFC 8785 serialisation (fast path through the C JSON encoder where provably identical)."""
+    """RFC 8785 serialisation of ``obj``.
+
+    Fast path: the C JSON encoder's sorted compact output of an object or array, when it provably equals
+    JCS (ASCII only, so key order agrees, and no number written differently); otherwise the value is
+    scanned and, if need be, the reference encoder runs.
+    """
+    try:
+        s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError):
+        return rfc8785.dumps(obj)  # raises for what JCS cannot represent
+    if s[:1] in "{[" and s.isascii() and _SUSPECT.search(s) is None:
+        return s.encode()
     r = _scan(obj)
     if r:
         if r == 1:

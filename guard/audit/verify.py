@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
-from guard.audit.seal import GENESIS, canonical, check_signature, dumps_sorted
+from guard.audit.seal import GENESIS, canonical, check_signature
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")
 _CHUNK = 4 << 20
@@ -88,8 +88,8 @@ def _check_line(line: bytes) -> Line:
     if key is None:
         status = "unknown_key"
     else:
-        try:  # sorted JSON equals JCS for what Guard writes; anything else gets the full canonical form
-            ok = hashlib.sha256(dumps_sorted(body)).hexdigest() == h or hashlib.sha256(canonical(body)).hexdigest() == h
+        try:
+            ok = hashlib.sha256(canonical(body)).hexdigest() == h
         except (ValueError, TypeError, UnicodeError):
             ok = False
         status = "ok" if ok and check_signature(key, h, sig) else ("bad_signature" if ok else "hash_mismatch")
