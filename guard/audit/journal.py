@@ -181,6 +181,7 @@ class Journal:
         self._durable = (self._seq, self._prev)
         self._since_cp, self._cp_time = 0, time.monotonic()
         self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
+        self._durable_cp = self._last_cp
         old = layout.read_head(self.root, self.chain) or {}
         if int(old.get("seq", 0)) > self._seq:  # events the head record promised are gone: say so, signed
             torn["head_seq_missing"] = int(old["seq"])
@@ -279,8 +280,9 @@ class Journal:
         for line, seq, typ, _ in batch:
             counts[typ] = counts.get(typ, 0) + 1
             if typ == "audit.checkpoint":
+                self._durable_cp = _hash_of(line)
                 try:
-                    self._write_head(seq, _hash_of(line), b'"final":true' in line)
+                    self._write_head(seq, self._durable_cp, b'"final":true' in line)
                 except OSError:
                     pass  # HEAD only ever lags; the chain itself is durable
         for typ, n in counts.items():
@@ -292,7 +294,7 @@ class Journal:
             failed = batch + self._pending
             self._pending = []
             self._seq, self._prev = self._durable
-            self._since_cp = 0
+            self._since_cp, self._last_cp = 0, self._durable_cp
             self._healthy = False
             self._broken = {"segment": self._seg_path.name, "error": os.strerror(err.errno or 5)}
             if self._fd >= 0:
