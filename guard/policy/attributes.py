@@ -54,6 +54,19 @@ class Attrs:
         return f"Attrs({self.__dict__!r})"
 
 
+def principal(**given: Any) -> dict[str, Any]:
+    """Every principal attribute, with ``given`` over the empty defaults (as a certificate lacking a
+    field yields); policy tests and explain use it so a case lists only the attributes it is about."""
+    from guard.identity import Principal
+
+    return {**Principal(source="tls").attrs(), **given}
+
+
+def resource(**given: Any) -> dict[str, Any]:
+    """Every obj attribute, with ``given`` over the defaults."""
+    return {"model": "", "upstream": "", "api": "openai", "external": False, "path": "", **given}
+
+
 def wrap(data: Mapping[str, Any] | Attrs | None) -> Attrs:
     return data if isinstance(data, Attrs) else Attrs(data)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ShadowPolicy(BaseModel):
@@ -19,6 +19,8 @@ class PolicySettings(BaseModel):
     tests: list[Path] = []  # policy test files run before a reload is accepted
     shadow: ShadowPolicy | None = None
     watch: bool = True  # reload when the files change
+    watch_interval_s: float = Field(1.0, gt=0)  # how often the watcher polls the files
+    cache: bool = True  # cache decisions per attribute tuple (off only to measure or debug)
 
     def resolve(self, base: Path) -> None:
         fix = lambda p: p if p.is_absolute() else base / p  # noqa: E731

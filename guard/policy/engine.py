@@ -1,0 +1,154 @@
+"""Engine: decides one request with casbin's semantics, fast.
+
+Effect (the only one Guard's models use): ``some(where (p.eft == allow)) && !some(where (p.eft == deny))``.
+A rule whose condition raises, or returns something other than a bool or a float (casbin raises then
+too), denies the request: fail closed. Decisions are cached per candidate-rule set and the values of
+exactly the attributes those rules read, so a rule that reads ``r.env.hour`` makes the hour part of
+the key and a rule that reads ``r.env.time`` makes the cache useless for those requests, never wrong.
+"""
+from __future__ import annotations
+
+import ast
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from guard.policy.attributes import Attrs, freeze, wrap
+from guard.policy.decision import Decision
+from guard.policy.index import Node, Rule, build_index, collect, lambda_of
+from guard.telemetry import POLICY_ERRORS
+
+log = logging.getLogger("guard.policy")
+
+CACHE_SIZE = 65_536  # entries per candidate set; cleared when full (cheap, and rarely reached)
+_NO_PROFILE = ("", "-")
+
+
+class _Combo:
+    """The candidate rules of one walk through the index, their cache key function and cache."""
+
+    __slots__ = ("rules", "key", "cache")
+
+    def __init__(self, rules: tuple[Rule, ...], key: Callable[..., Any] | None) -> None:
+        self.rules = rules
+        self.key = key
+        self.cache: dict[Any, Decision] = {}
+
+
+def _key_function(rules: Sequence[Rule], rtokens: tuple[str, ...]) -> Callable[..., Any]:
+    """``lambda r_sub, ...: (freeze(r_sub.ou), ...)`` over the paths the rules read, str fast path."""
+    paths = sorted({p for r in rules for p in r.reads})
+    elts: list[ast.expr] = []
+    for path in paths:
+        node: ast.expr = ast.Name(f"r_{path[0]}", ast.Load())
+        for a in path[1:]:
+            node = ast.Attribute(node, a, ast.Load())
+        v = ast.NamedExpr(ast.Name("_v", ast.Store()), node)
+        is_str = ast.Compare(ast.Call(ast.Name("type", ast.Load()), [v], []), [ast.Is()],
+                             [ast.Name("str", ast.Load())])
+        frozen = ast.Call(ast.Name("freeze", ast.Load()), [ast.Name("_v", ast.Load())], [])
+        elts.append(ast.IfExp(is_str, ast.Name("_v", ast.Load()), frozen))
+    return lambda_of(ast.Tuple(elts, ast.Load()), rtokens, {"type": type, "str": str, "freeze": freeze})
+
+
+class Engine:
+    """Immutable after construction except for its decision cache (safe to share between threads)."""
+
+    def __init__(self, rules: Sequence[Rule], rtokens: tuple[str, ...], version: str,
+                 cache: bool = True) -> None:
+        self.rules = tuple(rules)
+        self.rtokens = rtokens
+        self.version = version
+        self.cache_enabled = cache
+        self.root, _ = build_index(self.rules, rtokens)
+        self._combos: dict[tuple[int, ...], _Combo] = {}
+        names = [t[2:] for t in rtokens]
+        self._order = lambda d: tuple(d[n] for n in names)  # noqa: E731
+
+    def decide(self, stage: str, sub: Mapping[str, Any] | Attrs, obj: Mapping[str, Any] | Attrs,
+               act: str, env: Mapping[str, Any] | Attrs) -> Decision:
+        args = self._order({"stage": stage, "sub": wrap(sub), "obj": wrap(obj), "act": act,
+                            "env": wrap(env)})
+        return self.decide_args(stage, args)
+
+    def decide_args(self, stage: str, args: tuple[Any, ...]) -> Decision:
+        nodes: list[Node] = []
+        exact = collect(self.root, args, nodes)
+        if not exact:
+            return self._evaluate(stage, _merge(nodes), args)
+        ids = tuple(n.id for n in nodes)
+        combo = self._combos.get(ids)
+        if combo is None:
+            combo = self._combo(ids, nodes)
+        if combo.key is None:
+            return self._evaluate(stage, combo.rules, args)
+        try:
+            k = (stage, combo.key(*args))
+            hit = combo.cache.get(k)
+        except Exception:  # noqa: BLE001 - a missing attribute or an unhashable value: no caching
+            return self._evaluate(stage, combo.rules, args)
+        if hit is not None:
+            return hit
+        d = self._evaluate(stage, combo.rules, args)
+        if not d.error:
+            if len(combo.cache) >= CACHE_SIZE:
+                combo.cache.clear()
+            combo.cache[k] = d
+        return d
+
+    def _combo(self, ids: tuple[int, ...], nodes: list[Node]) -> _Combo:
+        rules = _merge(nodes)
+        key = _key_function(rules, self.rtokens) if self.cache_enabled else None
+        combo = _Combo(rules, key)
+        if len(self._combos) >= CACHE_SIZE:
+            self._combos.clear()
+        self._combos[ids] = combo
+        return combo
+
+    def _evaluate(self, stage: str, rules: Sequence[Rule], args: tuple[Any, ...]) -> Decision:
+        matched: list[Rule] = []
+        errors: list[tuple[Rule, str]] = []
+        for r in rules:
+            try:
+                res = r.fn(*args)
+            except Exception as e:  # noqa: BLE001 - any failure denies (fail closed)
+                errors.append((r, f"{type(e).__name__}: {e}"))
+                continue
+            if res is True:
+                matched.append(r)
+            elif res is False:
+                continue
+            elif isinstance(res, float) and not isinstance(res, bool):
+                if res != 0:
+                    matched.append(r)
+            else:
+                errors.append((r, f"condition returned {type(res).__name__}, not a bool"))
+        return self._conclude(stage, matched, errors)
+
+    def _conclude(self, stage: str, matched: list[Rule], errors: list[tuple[Rule, str]]) -> Decision:
+        deny = next((r for r in matched if r.eft == "deny"), None)
+        allow = next((r for r in matched if r.eft == "allow"), None)
+        profile = next((r.profile for r in matched
+                        if r.eft in ("allow", "profile") and r.profile not in _NO_PROFILE), "default")
+        locs = tuple(r.loc for r in matched)
+        if errors:
+            for r, msg in errors:
+                POLICY_ERRORS.inc()
+                log.warning("policy rule %s failed at run time, request denied: %s", r.loc, msg)
+            first = errors[0]
+            return Decision(stage, "deny", deny.loc if deny else first[0].loc, self.version, locs, profile,
+                            "; ".join(f"{r.loc}: {m}" for r, m in errors))
+        if deny is not None:
+            return Decision(stage, "deny", deny.loc, self.version, locs, profile)
+        if allow is not None:
+            return Decision(stage, "allow", allow.loc, self.version, locs, profile)
+        return Decision(stage, "deny", "", self.version, locs, profile)
+
+    def rule_at(self, loc: str) -> Rule | None:
+        return next((r for r in self.rules if r.loc == loc), None)
+
+
+def _merge(nodes: Sequence[Node]) -> tuple[Rule, ...]:
+    if len(nodes) == 1:
+        return nodes[0].rules
+    return tuple(sorted((r for n in nodes for r in n.rules), key=lambda r: r.index))
