@@ -462,14 +462,12 @@ class Pipeline:
 
 
 def _upstream_path(ex: Exchange, upstream_api: str) -> str:
-    if ex.api == "ollama":
-        if upstream_api != "ollama":
-            return {"chat": "/v1/chat/completions"}.get(ex.operation, "") or _no_translation(ex)
-        return ex.path
+    if ex.api == "ollama" and upstream_api != "ollama":
+        _no_translation(ex)
     return ex.path
 
 
-def _no_translation(ex: Exchange) -> str:
+def _no_translation(ex: Exchange) -> None:
     raise bad_request(f"model {ex.model!r} is served by an upstream that does not speak the Ollama API; "
                       "use the OpenAI API for it", "api_mismatch")
 

@@ -11,7 +11,7 @@ import uvicorn
 
 from guard.app import GuardApp, admin_app
 from guard.runtime import Runtime
-from guard.server import make_protocol_class
+from guard.server import protocol_class
 
 log = logging.getLogger("guard.serve")
 
@@ -27,7 +27,9 @@ class _Server(uvicorn.Server):
 def public_server(rt: Runtime, http: str = "httptools", sockets: Any = None) -> _Server:
     cfg = rt.config
     app = GuardApp(rt.services(), rt)
-    ucfg = uvicorn.Config(app, host=cfg.listen.host, port=cfg.listen.port, http=make_protocol_class(rt.tls, http),
+    tls_front = rt.tls.front
+    ucfg = uvicorn.Config(app, host=cfg.listen.host, port=cfg.listen.port, http=protocol_class(http),
+                          ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
                           lifespan="on", log_level="warning", access_log=False, server_header=False,
                           date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
                           timeout_keep_alive=30, limit_max_requests=None, h11_max_incomplete_event_size=65536)

@@ -2,7 +2,7 @@
 and client CA can be swapped for new handshakes, and the peer certificate reaches the app through the ASGI
 ``tls`` extension (uvicorn itself does not fill it; DESIGN.md).
 
-TLS is done with ``loop.start_tls`` on an accepted plain connection instead of ``create_server(ssl=...)``,
+
 so a failed handshake surfaces here as an exception with a reason instead of a debug log line.
 """
 from __future__ import annotations
@@ -132,58 +132,47 @@ class _TLSH11(H11Protocol):
             self.app = with_tls  # type: ignore[assignment]
 
 
+class _CountingSSLObject(ssl.SSLObject):
+    """Counts refused handshakes by reason: asyncio and uvloop only log them at debug level."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except Exception as e:
+            reason = handshake_failure_reason(e)
+            telemetry.TLS_HANDSHAKE_FAILURES.labels(reason).inc()
+            log.info("tls handshake refused: %s", reason)
+            raise
+
+
 class ContextHolder:
-    """The SSLContext for new handshakes; ``replace`` swaps it (certificate rotation) without touching open
-    connections."""
+    """The TLS context for new handshakes. The listener keeps one front context whose SNI callback (called
+    for every ClientHello, with or without a server name) switches the connection to the current one, so
+    ``replace`` rotates certificates, CA bundle and CRL without touching open connections."""
 
     def __init__(self, ctx: ssl.SSLContext | None) -> None:
         self.ctx = ctx
+        self.front: ssl.SSLContext | None = None
+        if ctx is not None:
+            self._install_front(ctx)
+
+    def _install_front(self, ctx: ssl.SSLContext) -> None:
+        self.front = ctx
+        ctx.sslobject_class = _CountingSSLObject
+        ctx.sni_callback = self._switch
+
+    def _switch(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self.ctx is not None and self.ctx is not self.front:
+            sslobj.context = self.ctx
 
     def replace(self, ctx: ssl.SSLContext) -> None:
+        if self.front is None:
+            self._install_front(ctx)
         self.ctx = ctx
 
 
-def make_protocol_class(holder: ContextHolder, http: str = "httptools",
-                        handshake_timeout: float = 10.0) -> type[asyncio.Protocol]:
-    """A uvicorn ``http`` protocol class that performs the TLS handshake itself (or none when the holder has
-    no context: plain HTTP for benchmarks)."""
-    inner_cls: type = _TLSHttpTools if http == "httptools" else _TLSH11
-
-    if holder.ctx is None:
-        return inner_cls
-
-    class TLSAcceptor(asyncio.Protocol):
-        def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                     _loop: asyncio.AbstractEventLoop | None = None) -> None:
-            self._args = (config, server_state, app_state, _loop)
-            self._loop = _loop or asyncio.get_event_loop()
-            self._task: asyncio.Task | None = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            transport.pause_reading()  # type: ignore[attr-defined]
-            self._task = self._loop.create_task(self._handshake(transport))
-
-        async def _handshake(self, transport: asyncio.BaseTransport) -> None:
-            inner = inner_cls(*self._args)
-            try:
-                tls = await self._loop.start_tls(transport, inner, holder.ctx, server_side=True,  # type: ignore
-                                                 ssl_handshake_timeout=handshake_timeout)
-            except BaseException as e:  # noqa: BLE001 - every refused handshake is counted, never raised
-                reason = handshake_failure_reason(e)
-                telemetry.TLS_HANDSHAKE_FAILURES.labels(reason).inc()
-                log.info("tls handshake refused: %s", reason)
-                transport.abort()  # type: ignore[attr-defined]
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                return
-            if tls is None:
-                return
-            inner.connection_made(tls)
-
-        def data_received(self, data: bytes) -> None:  # only before start_tls took over; never expected
-            pass
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            pass
-
-    return TLSAcceptor
+def protocol_class(http: str = "httptools") -> type[asyncio.Protocol]:
+    """uvicorn ``http`` protocol class that adds the ASGI TLS extension."""
+    return _TLSHttpTools if http == "httptools" else _TLSH11

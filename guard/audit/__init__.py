@@ -1,0 +1,16 @@
+"""Audit: signed, hash-chained journal of everything Guard decides, forwarded to SIEMs.
+
+What the rest of Guard uses:
+    Journal(settings, writer_id)  ->  await journal.append(event) / append_sync(event) / healthy / close()
+    JournalError                      the journal cannot make events durable: refuse with 503 (fail closed)
+    event.*                           builders: exchange_started, exchange_completed, exchange_denied, ...
+    ContentCapture.from_settings      prompt/answer capture per ``audit.capture``
+    Forwarder(settings)               start() / stop(): delivery to the configured sinks, one per audit.dir
+"""
+from __future__ import annotations
+
+from guard.audit.event import ContentCapture
+from guard.audit.forwarder import Forwarder
+from guard.audit.journal import Journal, JournalError, default_writer_id
+
+__all__ = ["ContentCapture", "Forwarder", "Journal", "JournalError", "default_writer_id"]

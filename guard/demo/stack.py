@@ -99,8 +99,9 @@ def guard_config(pki_dir: Path, upstream_url: str, port: int, admin_port: int, *
         "tls": {"cert": str(pki_dir / "server.pem"), "key": str(pki_dir / "server-key.pem"),
                 "client_ca": str(pki_dir / "ca.pem")},
         "admin": {"host": "127.0.0.1", "port": admin_port},
-        "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10}},
-        "routes": [{"model": "*", "upstream": "local"}],
+        "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10},
+                      "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10}},
+        "routes": [{"model": "llama3*", "upstream": "ollama"}, {"model": "*", "upstream": "local"}],
     }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+GQA_REPEAT = True  # expand K/V heads before SDPA: keeps the flash kernel (enable_gqa may fall back to math)
 LEN_BUCKETS = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
@@ -94,7 +96,9 @@ class FastLlama:
         q, k, v = qkv.split([h, kv, kv], dim=1)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h)
+        if kv != h and GQA_REPEAT:
+            k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h and not GQA_REPEAT)
         return o.transpose(1, 2).reshape(b, t, h * d)
 
     def _mlp(self, x: Tensor, w: dict[str, Any]) -> Tensor:
@@ -126,11 +130,12 @@ class FastLlama:
         n, longest = len(seqs), max(len(s) for s in seqs)
         t = _bucket(longest, LEN_BUCKETS) if self.graphs_on else longest
         bsz = _bucket(n, self.batch_buckets) if self.graphs_on else n
-        ids = torch.full((bsz, t), pad_id, dtype=torch.long)
-        last = torch.zeros(bsz, dtype=torch.long)
+        arr = np.full((bsz, t), pad_id, dtype=np.int64)
+        lens = np.ones(bsz, dtype=np.int64)
         for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-            last[i] = len(s) - 1
+            arr[i, : len(s)] = s
+            lens[i] = len(s)
+        ids, last = torch.from_numpy(arr), torch.from_numpy(lens - 1)
         tok = torch.as_tensor(list(token_ids), dtype=torch.long, device=self.device)
         if not self.graphs_on:
             return self._forward(ids.to(self.device), last.to(self.device), tok)[:n].cpu()
@@ -141,8 +146,8 @@ class FastLlama:
         if key not in self._graphs:
             self._graphs[key] = self._capture(ids, last, tok)
         graph, s_ids, s_last, out = self._graphs[key]
-        s_ids.copy_(ids, non_blocking=True)
-        s_last.copy_(last, non_blocking=True)
+        s_ids.copy_(ids.pin_memory(), non_blocking=True)
+        s_last.copy_(last.pin_memory(), non_blocking=True)
         graph.replay()
         return out.clone()
 

@@ -18,7 +18,6 @@ from guard.filters.base import Segment, Verdict
 from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_transform import (
     Pseudonyms,
-    json_escape,
     map_json_strings,
     parse_json_container,
     pseudonyms_of,
@@ -40,14 +39,10 @@ class ScanPass:
         self.counts: Counter[str] = Counter()
 
     def text(self, text: str, json_safe: bool = False) -> str:
-        restoring = self.direction == "response"
-        exclude = self.pseudonyms.known_spans(text) if restoring else []
-        found = self.profile.findings(text, exclude)
+        restore = self.pseudonyms.known_spans(text) if self.direction == "response" else []
+        found = self.profile.findings(text, restore)
         self.counts.update(f.entity_type for f in found)
-        out = self.rewriter.apply(text, found, json_safe=json_safe)
-        if restoring:
-            out = self.pseudonyms.restore(out, json_escape if json_safe else None)
-        return out
+        return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
         return self.json_text(seg.text) if seg.kind in JSON_KINDS else self.text(seg.text)

@@ -22,7 +22,7 @@ from guard.filters.base import StreamStep, Verdict
 from guard.filters.pii import ScanPass, error_verdict
 from guard.filters.pii_engine import Finding
 from guard.filters.pii_profile import PIIProfile
-from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms, json_escape
+from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms
 
 _LEFT = 256  # released characters kept as left context for the next scan
 _MIN_RELEASE = 16  # scan again only when at least this much could be released
@@ -75,23 +75,25 @@ class PIIStream:
         window, off = self.left + self.held, len(self.left)
         restoring = self.scan.direction == "response"
         try:
-            exclude = self.scan.pseudonyms.known_spans(window) if restoring else []
-            found = self.profile.findings(window, exclude)
+            known = self.scan.pseudonyms.known_spans(window) if restoring else []
+            found = self.profile.findings(window, known)
         except Exception as e:  # noqa: BLE001
             return self._error(e, self.held)
         cut = len(window) if final else _safe_cut(len(window) - self.holdback, window, found)
         if cut <= off:
             return StreamStep()
-        mine = [Finding(f.entity_type, f.start - off, f.end - off, f.score)
-                for f in found if f.start >= off and f.end <= cut]
+        mine = [_shift(f, off) for f in found if f.start >= off and f.end <= cut]
+        restore = [(a - off, b - off) for a, b in known if a >= off and b <= cut]
         raw = window[off:cut]
         blocked = [f for f in mine if self.profile.action(f.entity_type, self.scan.direction) == "block"]
         if blocked:
-            raw, mine = raw[:blocked[0].start], [f for f in mine if f.end <= blocked[0].start] + blocked[:1]
+            stop_at = blocked[0].start
+            raw = raw[:stop_at]
+            self.scan.counts[blocked[0].entity_type] += 1
+            mine = [f for f in mine if f.end <= stop_at]
+            restore = [(a, b) for a, b in restore if b <= stop_at]
         self.scan.counts.update(f.entity_type for f in mine)
-        out = self.scan.rewriter.apply(raw, [f for f in mine if f.end <= len(raw)], json_safe=self.json_safe)
-        if restoring:
-            out = self.scan.pseudonyms.restore(out, json_escape if self.json_safe else None)
+        out = self.scan.rewriter.apply(raw, mine, restore, self.json_safe)
         self.left = _trim_left(self.left + window[off:cut])
         self.held = window[cut:]
         return self._stop_if_blocked(StreamStep(release=out))
@@ -132,3 +134,7 @@ def _trim_left(released: str) -> str:
         if released[p - 1] == " " and not released[p].isspace() and not released[p - 2].isspace():
             return released[p:]
     return ""
+
+
+def _shift(f: Finding, off: int) -> Finding:
+    return Finding(f.entity_type, f.start - off, f.end - off, f.score)

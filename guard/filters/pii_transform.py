@@ -97,13 +97,20 @@ class Rewriter:
             return value
         return f"<{f.entity_type}>"
 
-    def apply(self, text: str, findings: list[Finding], json_safe: bool = False) -> str:
-        """``findings`` do not overlap. ``json_safe``: ``text`` is raw JSON, keep its escapes whole."""
+    def apply(self, text: str, findings: list[Finding], restore: list[tuple[int, int]] = (),  # type: ignore[assignment]
+              json_safe: bool = False) -> str:
+        """Rewrite ``findings`` and put original values back at ``restore`` spans (known placeholders);
+        none of these overlap. ``json_safe``: ``text`` is raw JSON, keep its escapes and quoting whole."""
+        edits = [(f.start, f.end, f) for f in findings] + [(a, b, None) for a, b in restore]
         out, pos = [], 0
-        for f in sorted(findings, key=lambda f: f.start):
-            out.append(text[pos:f.start])
-            out.append(self.replacement(f, text[f.start:f.end], json_safe))
-            pos = f.end
+        for a, b, f in sorted(edits, key=lambda e: e[0]):
+            out.append(text[pos:a])
+            if f is None:
+                value = self.pseudonyms.by_placeholder[text[a:b]]
+                out.append(json_escape(value) if json_safe else value)
+            else:
+                out.append(self.replacement(f, text[a:b], json_safe))
+            pos = b
         out.append(text[pos:])
         return "".join(out)
 

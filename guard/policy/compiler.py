@@ -255,7 +255,7 @@ def compile_rule(matcher: str, rtokens: tuple[str, ...], params: dict[str, str],
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
-        raise RuleError(f"syntax error in {text.strip()!r}: {e.msg} (column {e.offset})") from None
+        raise RuleError(f"syntax error ({e.msg}) in the condition as casbin evaluates it: {text.strip()}") from None
     tr = _Translator(rtokens, params, stage)
     tree = tr.visit(tree)
     body = tree.body

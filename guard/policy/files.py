@@ -7,7 +7,6 @@ There is no quoting: wrap an expression that needs a comma in parentheses.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,10 @@ class ModelText:
 def display_path(path: Path | str) -> str:
     """The path as a person typed it: relative to the working directory when it lies under it."""
     p = Path(path)
+    if not p.is_absolute():
+        return str(p)
     try:
-        return os.path.relpath(p.resolve(), Path.cwd().resolve()) if p.is_absolute() else str(p)
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(p)
 

@@ -78,6 +78,28 @@ def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
             "fsyncs": int(fsyncs[1]), "events_per_fsync": round(per * concurrency / max(1, fsyncs[1]), 1)}
 
 
+def bench_latency(root: Path, durability: str, n: int = 2000, concurrency: int = 16) -> dict[str, Any]:
+    """Per-append latency (p50/p99 ms) at ``concurrency`` concurrent requests, as the request path sees it."""
+    j = Journal(AuditSettings(dir=root, durability=durability), f"lat-{durability}")  # type: ignore[arg-type]
+    lat: list[float] = []
+
+    async def run() -> None:
+        async def worker(k: int) -> None:
+            for i in range(n // concurrency):
+                e = _event(i)
+                t0 = time.perf_counter()
+                await j.append(e)
+                lat.append((time.perf_counter() - t0) * 1000)
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+
+    asyncio.run(run())
+    j.close()
+    lat.sort()
+    return {"durability": durability, "concurrency": concurrency, "p50_ms": round(lat[len(lat) // 2], 3),
+            "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
+
+
 def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
     """Deliver the whole journal to a HEC receiver running in another process."""
     rx = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -138,8 +160,21 @@ def run(quick: bool = False) -> dict[str, Any]:
         finally:
             os.sched_setaffinity(0, allowed)
         out["verify_all_cores"] = bench_verify(root, cpus)
+        out["latency"] = [bench_latency(Path(tmp) / "lat", d) for d in ("fsync", "batch")]
+        out["fsync_ms"] = _fsync_ms(Path(tmp))
     out["targets"] = TARGETS
     return out
+
+
+def _fsync_ms(d: Path, n: int = 200) -> float:
+    """What one fdatasync of a small append costs on this disk (the floor of durability: fsync)."""
+    fd = os.open(d / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        os.write(fd, b"x" * 900 + b"\n")
+        os.fdatasync(fd)
+    os.close(fd)
+    return round((time.perf_counter() - t0) / n * 1000, 3)
 
 
 def _cpu_name() -> str:
@@ -160,6 +195,10 @@ def _table(r: dict[str, Any]) -> str:
     cpu = {0: r["append"]["append_events_per_cpu_s"], 2: r["verify_1core"]["verify_events_per_cpu_s"]}
     lines = [f"{'scenario':<46}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 80]
     lines += [f"{name:<46}{v:>12,}{cpu[i] if i in cpu else '':>12}{t:>10,}" for i, (name, v, t) in enumerate(rows)]
+    for x in r["latency"]:
+        lines.append(f"append latency, durability={x['durability']}, {x['concurrency']} concurrent: "
+                     f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
+    lines.append(f"one fdatasync on this disk: {r['fsync_ms']} ms")
     return "\n".join(lines)
 
 
