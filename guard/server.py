@@ -1,9 +1,6 @@
 """uvicorn with mTLS that Guard controls: handshake failures are counted by reason, the server certificate
 and client CA can be swapped for new handshakes, and the peer certificate reaches the app through the ASGI
 ``tls`` extension (uvicorn itself does not fill it; DESIGN.md).
-
-
-so a failed handshake surfaces here as an exception with a reason instead of a debug log line.
 """
 from __future__ import annotations
 
