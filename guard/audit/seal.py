@@ -15,7 +15,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -71,30 +70,48 @@ def dumps_sorted(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-# Number tokens (they follow ':', '[' or ',' in compact JSON) that Python writes unlike RFC 8785: with an
-# exponent, integral floats (1.0), integers that may exceed 2**53. Text inside strings can only cause a
-# false alarm, which costs time, never a wrong hash.
-_SUSPECT = re.compile(r"[:\[,]-?[0-9]+(?:\.[0-9]+)?e|[:\[,]-?[0-9]+\.0(?:[,\]}]|$)|[:\[,]-?[0-9]{16}")
+def _numbers(o: Any) -> int:
+    """Like ``_scan`` for numbers only (keys are checked by the ASCII test of the output)."""
+    r = 2
+    stack = [o]
+    pop, extend = stack.pop, stack.extend
+    while stack:
+        v = pop()
+        t = type(v)
+        if t is dict:
+            extend(v.values())
+        elif t is list or t is tuple:
+            extend(v)
+        elif t is int:
+            if not -_MAX_SAFE < v < _MAX_SAFE:
+                return 0
+        elif t is float:
+            if v.is_integer():
+                if abs(v) >= _MAX_SAFE:
+                    return 0
+                r = 1
+            elif not 1e-4 <= abs(v) < 1e16:
+                return 0
+    return r
 
 
 def canonical(obj: Any) -> bytes:
     """RFC 8785 serialisation of ``obj``.
 
-    Fast path: the C JSON encoder's sorted compact output of an object or array, when it provably equals
-    JCS (ASCII only, so key order agrees, and no number written differently); otherwise the value is
-    scanned and, if need be, the reference encoder runs.
+    Fast path: the C JSON encoder's sorted compact output, when it provably equals JCS: every number is one
+    both write alike (integral floats become ints first: JCS writes 1.0 as 1) and the text is ASCII, so key
+    order by code points equals JCS's order by UTF-16 units. Anything else takes the reference encoder.
     """
-    try:
-        s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError):
-        return rfc8785.dumps(obj)  # raises for what JCS cannot represent
-    if s[:1] in "{[" and s.isascii() and _SUSPECT.search(s) is None:
-        return s.encode()
-    r = _scan(obj)
+    r = _numbers(obj)
     if r:
         if r == 1:
-            obj = normalize_floats(obj)  # JCS writes 1.0 as 1: same bytes as the int
-        return dumps_sorted(obj)
+            obj = normalize_floats(obj)
+        try:
+            s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (ValueError, TypeError):
+            return rfc8785.dumps(obj)  # raises for what JCS cannot represent
+        if s.isascii() or _scan(obj):
+            return s.encode()
     return rfc8785.dumps(obj)
 
 
