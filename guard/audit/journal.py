@@ -38,16 +38,25 @@ class _Waiter:
         self.error: BaseException | None = None
 
 
-def default_writer_id(worker: int | None = None) -> str:
+def default_writer_id(worker: int | None = None, template: str = "{host}-w{worker}") -> str:
+    """The chain id for a worker: ``template`` with {host}, {worker}, {pid}; without a worker index the
+    process id stands in (a restart then starts a new chain)."""
     host = socket.gethostname().split(".")[0] or "guard"
-    return f"{host}-w{worker}" if worker is not None else f"{host}-{os.getpid()}"
+    if worker is None and "{worker}" in template:
+        template = template.replace("w{worker}", "{pid}").replace("{worker}", "{pid}")
+    return template.format(host=host, worker=worker, pid=os.getpid())
 
 
 class Journal:
-    def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, signer: Signer | None = None) -> None:
+    def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None,
+                 signer: Signer | None = None) -> None:
+        """Open (or continue) chain ``writer_id``, by default ``settings.writer_id`` filled in for ``worker``.
+
+        Raises JournalError when the directory cannot be written or another process holds the chain.
+        """
         self.settings = settings
         self.root = Path(settings.dir)
-        self.chain = layout.safe_chain(writer_id or settings.writer_id or default_writer_id())
+        self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
         self.dir = layout.chains_dir(self.root) / self.chain
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[tuple[bytes, int, str, Any]] = []  # line, seq, type, waiter

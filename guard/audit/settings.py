@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SinkSettings(BaseModel):
@@ -49,12 +49,23 @@ class AuditSettings(BaseModel):
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)
     hash_key_env: str | None = None  # capture=hash: env var holding the HMAC key (wins over the file)
-    writer_id: str | None = None  # chain id; default "<hostname>-w<worker index>" (stable across restarts)
+    # Chain id template: {host}, {worker} (the server's worker index), {pid}. Keep it stable across restarts
+    # (no {pid}) so a restarted worker continues its chain; it must differ between concurrent workers.
+    writer_id: str = "{host}-w{worker}"
     checkpoint_events: int = Field(1000, ge=1)  # signed audit.checkpoint every N events ...
     checkpoint_seconds: float = Field(10.0, gt=0)  # ... or T seconds, whichever first
     segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     segment_max_seconds: float = Field(3600.0, gt=0)
     sinks: list[SinkSettings] = []
+
+    @field_validator("writer_id")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            v.format(host="h", worker=0, pid=1)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"writer_id may use only {{host}}, {{worker}}, {{pid}}: {e}") from None
+        return v
 
     @model_validator(mode="after")
     def _unique_sinks(self) -> AuditSettings:

@@ -69,3 +69,34 @@ def test_client_supplied_text_that_json_cannot_encode_is_cleaned_not_fatal(tmp_p
     from guard.audit.verify import verify_dir
 
     assert verify_dir(tmp_path, load_public_keys([tmp_path / "keys"]), jobs=1).ok
+
+
+def test_writer_id_template_gives_each_worker_its_own_stable_chain(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    s = make_settings(tmp_path)
+    j0, j1 = Journal(s, worker=0), Journal(s, worker=1)
+    assert (j0.chain, j1.chain) == (f"{host}-w0", f"{host}-w1")
+    j0.close()
+    j1.close()
+    assert default_writer_id(None) == f"{host}-{os.getpid()}"
+    assert default_writer_id(2, "guard-{worker}-{host}") == f"guard-2-{host}"
+    with pytest.raises(ValidationError, match="writer_id"):
+        AuditSettings(writer_id="{hostname}")
+
+
+def test_segments_also_rotate_by_age(tmp_path: Path) -> None:
+    import time
+
+    from guard.audit import layout
+
+    from .conftest import fill
+
+    j = Journal(make_settings(tmp_path, segment_max_seconds=0.1), "w1")
+    fill(j, 2)
+    time.sleep(0.15)
+    fill(j, 2)
+    j.close()
+    assert len(layout.segments(tmp_path, "w1")) == 2
