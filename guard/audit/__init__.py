@@ -5,6 +5,7 @@ What the rest of Guard uses:
     JournalError                      the journal cannot make events durable: refuse with 503 (fail closed)
     event.*                           builders: exchange_started, exchange_completed, exchange_denied, ...
     ContentCapture.from_settings      prompt/answer capture per ``audit.capture``
+    JournalRecorder(journal)          the pipeline's Recorder (started / finished) over the journal
     Forwarder(settings)               start() / stop(): delivery to the configured sinks, one per audit.dir
 """
 from __future__ import annotations
@@ -12,5 +13,6 @@ from __future__ import annotations
 from guard.audit.event import ContentCapture
 from guard.audit.forwarder import Forwarder
 from guard.audit.journal import Journal, JournalError, default_writer_id
+from guard.audit.recorder import JournalRecorder
 
-__all__ = ["ContentCapture", "Forwarder", "Journal", "JournalError", "default_writer_id"]
+__all__ = ["ContentCapture", "Forwarder", "Journal", "JournalError", "JournalRecorder", "default_writer_id"]

@@ -1,0 +1,67 @@
+"""The pipeline's Recorder protocol, backed by the journal: what the lead's proxy writes validates."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from guard.audit import layout
+from guard.audit.journal import Journal
+from guard.audit.recorder import JournalRecorder, prompt_text
+from guard.audit.schema import assert_journal_valid
+from guard.exchange import Exchange
+from guard.filters.base import Verdict
+from guard.identity import Principal
+from guard.policy.decision import Decision
+
+from .conftest import make_settings
+
+
+def _ex(rid: str) -> Exchange:
+    ex = Exchange(request_id=rid, api="openai", operation="chat", model="gpt-4o", path="/v1/chat/completions",
+                  body={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi <EMAIL_ADDRESS>"},
+                                                       {"role": "user", "content": [{"type": "text", "text": "more"}]}]},
+                  client_ip="10.0.0.1", upstream="local", trace_id="ab" * 16)
+    ex.principal = Principal(subject="CN=a", cn="a", ou=("x",), fingerprint="ef" * 32)
+    ex.access = Decision("access", "allow", "policies/policy.csv:4", "f" * 64, ("policies/policy.csv:4",))
+    ex.content = Decision("content", "allow", "policies/policy.csv:9", "f" * 64)
+    ex.verdicts = [Verdict("pii", "prompt", action="redact", entities={"EMAIL_ADDRESS": 1}, latency_ms=1.0)]
+    ex.stage_ms = {"parse": 0.05, "access": 0.02}
+    return ex
+
+
+def test_recorder_writes_started_completed_and_denied_events_that_validate(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path, capture="redacted"), "w1")
+    rec = JournalRecorder(j)
+
+    async def go() -> None:
+        ok = _ex("r1")
+        await rec.started(ok)
+        await rec.finished(ok, "exchange.completed", {"status": 200, "bytes": 99, "finish_reasons": ["stop", "stop"],
+                                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                                                               "total_tokens": 5}, "answer_text": "hello"})
+        denied = _ex("r2")
+        denied.access = Decision("access", "deny", "", "f" * 64, error="")
+        await rec.finished(denied, "exchange.denied", {"status": 403, "reason": "access_denied",
+                                                      "error_type": "permission_denied"})
+        broken = _ex("r3")
+        await rec.started(broken)
+        await rec.finished(broken, "exchange.completed", {"status": 502, "reason": "upstream_bad_stream", "bytes": 0})
+
+    asyncio.run(go())
+    j.close()
+    assert_journal_valid(tmp_path)
+    evs = {(e["type"], e.get("request_id")): e for _, _, e in layout.iter_events(tmp_path)}
+    done = evs[("exchange.completed", "r1")]
+    assert done["outcome"] == {"status": 200, "bytes": 99, "finish_reason": "stop"}
+    assert done["content"] == {"capture": "redacted", "prompt": "hi <EMAIL_ADDRESS>\nmore", "answer": "hello"}
+    assert done["decisions"]["access"]["rule"] == "policies/policy.csv:4" and "total" in done["latency_ms"]
+    den = evs[("exchange.denied", "r2")]
+    assert den["denial"] == {"stage": "access", "code": "access_denied"} and den["outcome"]["status"] == 403
+    assert evs[("exchange.completed", "r3")]["outcome"]["error"] == "upstream_bad_stream"
+
+
+def test_prompt_text_reads_chat_completion_embedding_and_ollama_bodies() -> None:
+    assert prompt_text({"prompt": "p"}) == "p"
+    assert prompt_text({"input": ["a", "b"]}) == "a\nb"
+    assert prompt_text({"model": "x", "messages": [], "system": "s"}) == "s"
+    assert prompt_text({"model": "x"}) is None
