@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class Journal:
         self._healthy = False
         self._closing = False
         self._broken: dict[str, Any] | None = None
-        self._kick_pending = False
+        self._kicks: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops with a wake-up queued
         try:
             self.signer = signer or load_or_create_signer(settings.signing_key, self.root)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -96,14 +97,14 @@ class Journal:
             return self._submit(event, None)
         fut = loop.create_future()
         sealed = self._submit(event, (loop, fut), notify=False)
-        if not self._kick_pending:  # wake the writer once per loop iteration, not once per event
-            self._kick_pending = True
-            loop.call_soon(self._kick)
+        if loop not in self._kicks:  # wake the writer once per loop iteration, not once per event
+            self._kicks.add(loop)
+            loop.call_soon(self._kick, loop)
         await fut
         return sealed
 
-    def _kick(self) -> None:
-        self._kick_pending = False
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._kicks.discard(loop)
         with self._cond:
             self._cond.notify()
 

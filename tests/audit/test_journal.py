@@ -232,3 +232,22 @@ def test_events_carry_no_signing_key_material(tmp_path: Path) -> None:
         assert body.encode() not in data and raw.hex().encode() not in data
         assert base64.b64encode(raw) not in data
     assert "signing" not in repr(j.signer).lower() or "key_id" in repr(j.signer)
+
+
+def test_one_journal_serves_successive_event_loops_without_stalling(tmp_path: Path) -> None:
+    j = Journal(make_settings(tmp_path), "w1")
+
+    async def one(i: int) -> dict:
+        return await j.append(sample(i))
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(one(0))
+    loop.stop()
+    loop.run_forever()  # one turn: the append is sealed and its wake-up queued, then the loop goes away
+    loop.close()
+    assert not task.done()
+    t0 = time.monotonic()
+    for i in range(3):
+        asyncio.run(one(i + 1))
+    assert time.monotonic() - t0 < 2.0
+    j.close()
