@@ -148,7 +148,8 @@ class PolicyHolder:
             return
         interval = interval_s if interval_s is not None else self.settings.watch_interval_s
         self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, args=(interval,), name="guard-policy-watch",
+        seen = self._fingerprint()  # before returning, so a change right after start is not missed
+        self._thread = threading.Thread(target=self._watch, args=(interval, seen), name="guard-policy-watch",
                                         daemon=True)
         self._thread.start()
 
@@ -158,8 +159,7 @@ class PolicyHolder:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def _watch(self, interval: float) -> None:
-        seen = self._fingerprint()
+    def _watch(self, interval: float, seen: str) -> None:
         pending: str | None = None
         while not self._stop.wait(interval):
             try:
