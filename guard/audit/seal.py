@@ -163,6 +163,8 @@ class Signer:
 
         The line is the canonical body with hash and sig appended, so it is serialised only once.
         """
+        event.pop("hash", None)  # re-sealing a sealed dict: old integrity members are not part of the body
+        event.pop("sig", None)
         event["chain"], event["seq"], event["prev"], event["key_id"] = chain, seq, prev, self.key_id
         body = canonical(event)
         digest = hashlib.sha256(body).digest()

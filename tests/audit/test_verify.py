@@ -237,3 +237,43 @@ def test_parallel_verification_matches_serial(journal_dir: Path) -> None:
         v._CHUNK = old
     b = verify_dir(journal_dir, keys, jobs=1).to_dict()
     assert a == b and a["ok"]
+
+
+def _broken_fast(root: Path) -> tuple[str, int, Any, str]:
+    c = verify_dir(root, load_public_keys([root / "keys"]), jobs=1, signatures="checkpoints").chains[0]
+    assert c.status == "tampered" and c.broken, c
+    return c.broken.file, c.broken.line, c.broken.seq, c.broken.reason
+
+
+def test_checkpoint_signature_mode_still_detects_every_kind_of_tampering(journal_dir: Path) -> None:
+    assert verify_dir(journal_dir, load_public_keys([journal_dir / "keys"]), jobs=1, signatures="checkpoints").ok
+    seg = _segs(journal_dir)[1]
+    original = seg.read_bytes()
+    ls = _lines(seg)
+    e = json.loads(ls[2])
+    e["model"] = "x"
+    ls[2] = _dump(e)
+    _put(seg, ls)
+    assert _broken_fast(journal_dir) == (seg.name, 3, e["seq"], "hash_mismatch")
+    e["hash"] = event_hash(e)  # re-hashed without the key: the next link breaks
+    ls[2] = _dump(e)
+    _put(seg, ls)
+    assert _broken_fast(journal_dir)[3] == "broken_link"
+    # a whole stretch re-hashed and re-linked up to the end of the segment: the signed segment end fails
+    prev = json.loads(ls[1])["hash"]
+    out = ls[:2]
+    for raw in ls[2:]:
+        x = json.loads(raw)
+        x["prev"] = prev
+        if x["seq"] == e["seq"]:
+            x["model"] = "x"
+        x["hash"] = prev = event_hash(x)
+        out.append(_dump(x))
+    _put(seg, out)
+    assert _broken_fast(journal_dir)[3] in ("bad_signature", "broken_link")
+    assert _broken(journal_dir)[3] == "bad_signature"
+    seg.write_bytes(original)
+    ls = _lines(seg)
+    del ls[2]
+    _put(seg, ls)
+    assert _broken_fast(journal_dir)[3] == "seq_gap"

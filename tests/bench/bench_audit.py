@@ -124,13 +124,14 @@ def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
         rx.wait()
 
 
-def bench_verify(root: Path, jobs: int) -> dict[str, Any]:
+def bench_verify(root: Path, jobs: int, signatures: str = "all") -> dict[str, Any]:
     keys = load_public_keys([root / "keys"])
     t0, c0 = time.perf_counter(), _cpu()
-    rep = verify_dir(root, keys, jobs=jobs)
+    rep = verify_dir(root, keys, jobs=jobs, signatures=signatures)
     dt, cpu = time.perf_counter() - t0, _cpu() - c0
     assert rep.ok
-    return {"events": rep.events, "jobs": jobs, "seconds": round(dt, 3), "verify_events_per_s": round(rep.events / dt),
+    return {"events": rep.events, "jobs": jobs, "signatures": signatures, "seconds": round(dt, 3),
+            "verify_events_per_s": round(rep.events / dt),
             "cpu_seconds": round(cpu, 3), "verify_events_per_cpu_s": round(rep.events / cpu)}
 
 
@@ -157,6 +158,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         os.sched_setaffinity(0, {min(allowed)})
         try:
             out["verify_1core"] = bench_verify(root, 1)
+            out["verify_checkpoints_1core"] = bench_verify(root, 1, "checkpoints")
         finally:
             os.sched_setaffinity(0, allowed)
         out["verify_all_cores"] = bench_verify(root, cpus)
@@ -191,8 +193,11 @@ def _table(r: dict[str, Any]) -> str:
     rows = [("journal append, group-commit fsync, 1 core", r["append"]["append_events_per_s"], TARGETS["append_events_per_s"]),
             ("forwarder -> local HEC receiver", r["forward"]["forward_events_per_s"], TARGETS["forward_events_per_s"]),
             ("verify, 1 core", r["verify_1core"]["verify_events_per_s"], TARGETS["verify_events_per_s"]),
-            (f"verify, {r['cpus']} cores", r["verify_all_cores"]["verify_events_per_s"], TARGETS["verify_events_per_s"])]
-    cpu = {0: r["append"]["append_events_per_cpu_s"], 2: r["verify_1core"]["verify_events_per_cpu_s"]}
+            (f"verify, {r['cpus']} cores", r["verify_all_cores"]["verify_events_per_s"], TARGETS["verify_events_per_s"]),
+            ("verify --signatures checkpoints, 1 core", r["verify_checkpoints_1core"]["verify_events_per_s"],
+             TARGETS["verify_events_per_s"])]
+    cpu = {0: r["append"]["append_events_per_cpu_s"], 2: r["verify_1core"]["verify_events_per_cpu_s"],
+           4: r["verify_checkpoints_1core"]["verify_events_per_cpu_s"]}
     lines = [f"{'scenario':<46}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 80]
     lines += [f"{name:<46}{v:>12,}{cpu[i] if i in cpu else '':>12}{t:>10,}" for i, (name, v, t) in enumerate(rows)]
     for x in r["latency"]:
