@@ -25,6 +25,16 @@ log = logging.getLogger("guard.audit.forwarder")
 Position = dict[str, dict[str, Any]]  # chain -> {"segment": name, "offset": int, "seq": int}
 
 
+class JournalLine(dict):  # type: ignore[type-arg]
+    """A parsed event that keeps its journal bytes, so native-JSON sinks send them without re-encoding."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, event: dict[str, Any], raw: bytes) -> None:
+        super().__init__(event)
+        self.raw = raw
+
+
 class Reader:
     """Reads complete lines of every chain from a position; a line still being written waits."""
 
@@ -68,9 +78,9 @@ class Reader:
                     e = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(e, dict) and e.get("seq", 0) > p["seq"]:
+                if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > p["seq"]:
                     p["seq"] = e["seq"]
-                    out.append(e)
+                    out.append(JournalLine(e, line[:-1]))
                     n += 1
             limit -= n
             if limit <= 0:
