@@ -111,14 +111,15 @@ def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
         s = AuditSettings(dir=root, sinks=[SinkSettings(name="hec", type="splunk_hec", url=f"http://127.0.0.1:{port}",
                                                         token_env="GUARD_BENCH_HEC_TOKEN", batch_size=1000)])
         fwd = Forwarder(s, poll_s=0.01)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         fwd.start()
         w = fwd.workers[0]
         while w.delivered < n_expected and time.perf_counter() - t0 < 120:
             time.sleep(0.005)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, _cpu() - c0  # the receiver's CPU is not counted (not reaped yet)
         fwd.stop()
-        return {"events": w.delivered, "seconds": round(dt, 3), "forward_events_per_s": round(w.delivered / dt)}
+        return {"events": w.delivered, "seconds": round(dt, 3), "forward_events_per_s": round(w.delivered / dt),
+                "cpu_seconds": round(cpu, 3), "forward_events_per_cpu_s": round(w.delivered / cpu)}
     finally:
         rx.kill()
         rx.wait()
@@ -196,7 +197,7 @@ def _table(r: dict[str, Any]) -> str:
             (f"verify, {r['cpus']} cores", r["verify_all_cores"]["verify_events_per_s"], TARGETS["verify_events_per_s"]),
             ("verify --signatures checkpoints, 1 core", r["verify_checkpoints_1core"]["verify_events_per_s"],
              TARGETS["verify_events_per_s"])]
-    cpu = {0: r["append"]["append_events_per_cpu_s"], 2: r["verify_1core"]["verify_events_per_cpu_s"],
+    cpu = {0: r["append"]["append_events_per_cpu_s"], 1: r["forward"]["forward_events_per_cpu_s"], 2: r["verify_1core"]["verify_events_per_cpu_s"],
            4: r["verify_checkpoints_1core"]["verify_events_per_cpu_s"]}
     lines = [f"{'scenario':<46}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 80]
     lines += [f"{name:<46}{v:>12,}{cpu[i] if i in cpu else '':>12}{t:>10,}" for i, (name, v, t) in enumerate(rows)]
