@@ -399,7 +399,8 @@ class Pipeline:
         outcome: dict[str, Any] = {"status": 200}
         screened = bool(screens.response) and screens.stream_screens
         relay = Relay(ex.api, ex.operation, ex.model,
-                      lambda: [s.open_stream(prompt, ex.context) for s in screens.response]) if screened else None
+                      lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response]
+                      ) if screened else None
         sent, tail = 0, b""
         try:
             stop = None
@@ -456,6 +457,8 @@ class Pipeline:
         finally:
             watcher.cancel()
             telemetry.ACTIVE_STREAMS.dec()
+            if relay is not None:
+                ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
         outcome["bytes"] = sent
         await self.svc.recorder.finished(ex, "exchange.completed", outcome)
         telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(outcome["status"])).inc()

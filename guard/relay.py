@@ -51,7 +51,8 @@ class _Chain:
 class Relay:
     """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict."""
 
-    def __init__(self, api: str, operation: str, model: str, open_chain: Callable[[], list[StreamScreen]]) -> None:
+    def __init__(self, api: str, operation: str, model: str,
+                 open_chain: Callable[[str], list[StreamScreen]]) -> None:
         self.api = api
         self.operation = operation
         self.model = model
@@ -66,8 +67,19 @@ class Relay:
     def _chain(self, key: tuple) -> _Chain:
         c = self._chains.get(key)
         if c is None:
-            c = self._chains[key] = _Chain(self._open_chain())
+            c = self._chains[key] = _Chain(self._open_chain("tool_arguments" if key[1] == "tool" else "content"))
         return c
+
+    def verdicts(self) -> list[Verdict]:
+        """What every channel's stream screens found (for the audit record)."""
+        out = []
+        for chain in self._chains.values():
+            for s in chain.screens:
+                v = getattr(s, "verdict", None)
+                v = v() if callable(v) else v
+                if isinstance(v, Verdict):
+                    out.append(v)
+        return out
 
     def stop_bytes(self) -> bytes:
         if self.api == "openai":

@@ -3,14 +3,15 @@ journal and forwarder, the TLS context — and how they start, reload and stop."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from guard.config import Config
+from guard import __version__, telemetry
+from guard.config import Config, ConfigError
 from guard.filters.base import Verdict
 from guard.pipeline import ScreenSet, Services
 from guard.server import ContextHolder, build_server_context
@@ -27,11 +28,12 @@ class _SimpleDecision:
     profile: str = "default"
 
     def to_audit(self) -> dict[str, Any]:
-        return {"effect": self.effect, "rule": self.rule, "policy_version": self.policy_version}
+        return {"stage": self.stage, "effect": self.effect, "rule": self.rule, "policy_version": self.policy_version,
+                "matched": [], "profile": self.profile, "error": ""}
 
 
 class AllowAll:
-    """Only for tests that exercise the proxy without a policy."""
+    """Only for tests that exercise the proxy apart from policies (injected, never configured)."""
 
     def decide_access(self, sub: dict, obj: dict, act: str, env: dict) -> _SimpleDecision:
         return _SimpleDecision("access", "allow", "test:allow-all")
@@ -41,7 +43,7 @@ class AllowAll:
 
 
 class MemoryRecorder:
-    """Keeps audit records in memory (tests only)."""
+    """Keeps audit records in memory (tests that are not about audit may inject it)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -54,31 +56,82 @@ class MemoryRecorder:
                             "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)]})
 
 
+def _tls_context(config: Config) -> Any:
+    t = config.tls
+    try:
+        return build_server_context(t.cert, t.key, t.client_ca, t.crl, t.min_version)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+        raise ConfigError(f"{config.source or 'config'}: tls: cannot load certificate, key, CA or CRL: {e}") from None
+
+
 class Runtime:
     def __init__(self, config: Config, clock: Callable[[], datetime] | None = None, *,
                  policy: Any = None, recorder: Any = None, screens: Callable[[str], ScreenSet] | None = None,
-                 writer_id: str | None = None) -> None:
+                 worker: int = 0) -> None:
         self.config = config
         self.clock = clock
-        self.writer_id = writer_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker = worker
         self.tls = ContextHolder(None)
         self.policy = policy
         self.recorder = recorder
+        self.journal: Any = None
+        self.forwarder: Any = None
         self._screens = screens
-        self._tasks: list[asyncio.Task] = []
+        self.profiles: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- loading ---------------------------------------------------------------------------------
 
     def load(self) -> None:
         """Load everything that can fail because of a file a person wrote (raises ConfigError)."""
-        tls = self.config.tls
-        if tls.enabled:
-            self.tls.replace(build_server_context(tls.cert, tls.key, tls.client_ca, tls.crl, tls.min_version))
+        if self.config.tls.enabled:
+            self.tls.replace(_tls_context(self.config))
         if self.policy is None:
-            self.policy = AllowAll()
-        if self.recorder is None:
-            self.recorder = MemoryRecorder()
+            from guard.policy.holder import PolicyHolder
+
+            self.policy = PolicyHolder.from_settings(self.config.policy)
+            self._hook_policy_reload(self.policy)
         if self._screens is None:
-            empty = ScreenSet()
-            self._screens = lambda name: empty
+            self._screens = self._load_screens()
+        if self.recorder is None:
+            from guard.audit import Journal, JournalError, JournalRecorder
+
+            try:
+                self.journal = Journal(self.config.audit, worker=self.worker)
+            except JournalError as e:
+                raise ConfigError(f"{self.config.source or 'config'}: audit: {e}") from None
+            self.recorder = JournalRecorder(self.journal)
+
+    def _load_screens(self) -> Callable[[str], ScreenSet]:
+        from guard.filters.profiles import load_profiles
+
+        self.profiles = load_profiles(self.config.filters.dir)
+        return self.profiles.screens
+
+    def _hook_policy_reload(self, holder: Any) -> None:
+        """Every reload (file watcher, SIGHUP, admin) leaves an audit event."""
+        inner = holder.reload
+
+        def reload() -> tuple[bool, str]:
+            ok, err = inner()
+            self._record_reload(ok, err)
+            return ok, err
+
+        holder.reload = reload
+
+    def _record_reload(self, ok: bool, err: str) -> None:
+        if self.journal is None:
+            return
+        from guard.audit import event as ev
+
+        p = self.policy
+        shadow = p.shadow.version if getattr(p, "shadow", None) else None
+        e = (ev.policy_reloaded(p.version, len(getattr(p.active, "rules", []) or []), "reload", shadow) if ok
+             else ev.policy_reload_failed(err, p.version, "reload"))
+        try:
+            self.journal.append_sync(e)
+        except Exception as x:  # noqa: BLE001
+            log.error("could not record policy reload: %s", x)
 
     def services(self) -> Services:
         from guard.app import build_services
@@ -86,22 +139,86 @@ class Runtime:
         assert self._screens is not None
         return build_services(self.config, self.policy, self.recorder, self._screens, self.clock)
 
-    async def start(self) -> None:
-        pass
+    # --- lifecycle -------------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.journal is not None:
+            from guard.audit import event as ev
+
+            src = self.config.source
+            digest = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.exists() else ""
+            summary = {"upstreams": sorted(self.config.upstreams), "routes": len(self.config.routes),
+                       "workers": self.config.workers}
+            await self.journal.append(ev.config_loaded(str(src or ""), digest, summary))
+            await self.journal.append(ev.guard_started(__version__, self.worker, os.getpid()))
+            if self.config.audit.sinks and self.worker == 0:
+                from guard.audit import Forwarder
+
+                self.forwarder = Forwarder(self.config.audit)
+                self.forwarder.start()
+        if hasattr(self.policy, "start_watching"):
+            self.policy.start_watching()
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        if hasattr(self.policy, "stop_watching"):
+            await asyncio.to_thread(self.policy.stop_watching)
+        if self.journal is not None:
+            from guard.audit import event as ev
+
+            try:
+                await self.journal.append(ev.guard_stopped(reason, self.worker, os.getpid()))
+            except Exception as e:  # noqa: BLE001
+                log.error("could not record guard.stopped: %s", e)
+            await asyncio.to_thread(self.journal.close)
+        if self.forwarder is not None:
+            await asyncio.to_thread(self.forwarder.stop)
 
     async def readiness(self) -> dict[str, bool]:
-        return {"policy": self.policy is not None, "journal": True}
+        checks = {"policy": self.policy is not None,
+                  "journal": self.journal.healthy if self.journal is not None else True,
+                  "upstream": await self._any_upstream_reachable()}
+        return checks
+
+    async def _any_upstream_reachable(self) -> bool:
+        from urllib.parse import urlsplit
+
+        for up in self.config.upstreams.values():
+            u = urlsplit(up.url)
+            port = u.port or (443 if u.scheme == "https" else 80)
+            try:
+                _, w = await asyncio.wait_for(asyncio.open_connection(u.hostname, port), 1.0)
+                w.close()
+                return True
+            except (OSError, asyncio.TimeoutError):
+                continue
+        return False
 
     async def reload(self) -> dict[str, Any]:
-        tls = self.config.tls
-        try:
-            if tls.enabled:
-                self.tls.replace(build_server_context(tls.cert, tls.key, tls.client_ca, tls.crl, tls.min_version))
-        except Exception as e:  # noqa: BLE001 - a broken file keeps the old context
-            log.error("TLS reload failed, keeping the old certificate: %s", e)
-            return {"ok": False, "error": f"tls: {e}"}
-        return {"ok": True}
+        """SIGHUP / POST /admin/reload: policy, screening profiles, TLS files. Each part keeps its old state
+        when its new files are broken."""
+        result: dict[str, Any] = {"ok": True}
+        if hasattr(self.policy, "reload"):
+            ok, err = await asyncio.to_thread(self.policy.reload)
+            result["policy"] = "reloaded" if ok else f"kept old: {err}"
+            result["ok"] &= ok
+        if self.profiles is not None:
+            try:
+                from guard.filters.profiles import load_profiles
+
+                new = await asyncio.to_thread(load_profiles, self.config.filters.dir)
+                self.profiles.replace(new)
+                result["filters"] = "reloaded"
+            except Exception as e:  # noqa: BLE001
+                telemetry.POLICY_RELOADS.labels("failed").inc()
+                result["filters"] = f"kept old: {e}"
+                result["ok"] = False
+        if self.config.tls.enabled:
+            try:
+                self.tls.replace(_tls_context(self.config))
+                result["tls"] = "reloaded"
+            except ConfigError as e:
+                log.error("TLS reload failed, keeping the old certificate: %s", e)
+                result["tls"] = f"kept old: {e}"
+                result["ok"] = False
+        return result

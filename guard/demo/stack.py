@@ -14,6 +14,8 @@ import yaml
 
 from guard import pki
 
+ROOT = Path(__file__).resolve().parents[2]  # the repository (policies/, filters/ ship beside the package)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -102,6 +104,8 @@ def guard_config(pki_dir: Path, upstream_url: str, port: int, admin_port: int, *
         "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10},
                       "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10}},
         "routes": [{"model": "llama3*", "upstream": "ollama"}, {"model": "*", "upstream": "local"}],
+        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")]},
+        "filters": {"dir": str(ROOT / "filters")},
     }
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(cfg.get(k), dict):

@@ -72,8 +72,9 @@ class ResponseScreen(Protocol):
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
         """Inspect (and possibly rewrite in place) a whole, non-streamed answer."""
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any]) -> StreamScreen:
-        """A fresh per-channel stream screen (one per choice and per kind of text)."""
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> StreamScreen:
+        """A fresh per-channel stream screen (one per choice and per kind of text: ``content`` or
+        ``tool_arguments``)."""
 
 
 @dataclass
@@ -83,6 +84,8 @@ class StreamStep:
 
 
 class StreamScreen(Protocol):
+    """``verdict`` (attribute or property, optional): what the stream found so far, for the audit record."""
+
     async def feed(self, text: str) -> StreamStep: ...
 
     async def finish(self) -> StreamStep: ...

@@ -107,8 +107,12 @@ class GuardedScreen:
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
         return await self.call("response", lambda: self.screen.screen_response(segments, prompt, ctx))
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any]) -> GuardedStream:
-        return GuardedStream(self, self.screen.open_stream(prompt, ctx))
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> GuardedStream:
+        import inspect
+
+        opener = self.screen.open_stream
+        takes_kind = "kind" in inspect.signature(opener).parameters
+        return GuardedStream(self, opener(prompt, ctx, kind=kind) if takes_kind else opener(prompt, ctx))
 
     async def close(self) -> None:
         closer = getattr(self.screen, "close", None)
@@ -169,7 +173,10 @@ class GuardedStream:
 
     @property
     def verdict(self) -> Verdict | None:
-        return self.failed or getattr(self.inner, "verdict", None)
+        if self.failed:
+            return self.failed
+        v = getattr(self.inner, "verdict", None)
+        return v() if callable(v) else v
 
     async def feed(self, text: str) -> StreamStep:
         if self.failed:

@@ -41,16 +41,18 @@ def test_async_client_stream_and_non_stream(guard):
 
 
 def test_completions_and_embeddings(guard):
-    c = guard.openai()
+    c = guard.openai("prod-workload")  # the shipped policy lets prod workloads use any operation
     r = c.completions.create(model="m", prompt="[[reply: done]]")
     assert r.choices[0].text == "done"
     e = c.embeddings.create(model="emb", input=["a", "b"])
     assert len(e.data) == 2
 
 
-def test_streamed_chunks_arrive_while_upstream_is_still_sending(guard):
-    """Upstream sends 5 chunks 300 ms apart; the first must reach the client long before the last is sent."""
-    c = guard.openai()
+def test_streamed_chunks_arrive_while_upstream_is_still_sending(guard_factory, tmp_path):
+    """Upstream sends 5 chunks 300 ms apart; the first must reach the client long before the last is sent.
+    No response screen is configured (empty filters/), so nothing may be held back."""
+    (tmp_path / "nofilters").mkdir()
+    c = guard_factory(filters={"dir": str(tmp_path / "nofilters")}).openai()
     t0 = time.monotonic()
     arrivals = []
     for ch in c.chat.completions.create(model="m", stream=True, messages=[
@@ -75,7 +77,7 @@ def test_ollama_chat_stream_with_plain_http(guard):
 
 
 def test_ollama_generate_embed_and_tags(guard):
-    with guard.client() as c:
+    with guard.client("prod-workload") as c:
         r = c.post("/api/generate", json={"model": "llama3", "prompt": "[[reply: gen]]", "stream": False})
         assert r.json()["response"] == "gen"
         r = c.post("/api/embed", json={"model": "llama3", "input": "x"})

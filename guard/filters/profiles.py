@@ -1,0 +1,85 @@
+"""Screening profiles: the named sets of screens built from filters/ (pii.yaml, safety.yaml, denylist.yaml).
+
+A policy rule picks a profile by name; each file may define that profile, and a file that does not falls
+back to its own ``default``. Every screen is wrapped in its fail mode (GuardedScreen): a screen that cannot
+do its job is never taken as a pass.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from guard.config import ConfigError
+from guard.errors import unavailable
+from guard.filters.failmode import FailSettings, GuardedScreen
+from guard.pipeline import ScreenSet
+
+log = logging.getLogger("guard.filters")
+
+
+class Profiles:
+    def __init__(self, sets: dict[str, ScreenSet], closers: list[Any] | None = None) -> None:
+        self._sets = sets
+        self._closers = closers or []
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._sets)
+
+    def screens(self, name: str) -> ScreenSet:
+        s = self._sets.get(name)
+        if s is None:  # a policy names a profile filters/ does not define: refuse, never screen less
+            raise unavailable(f"screening profile {name!r} is not configured", "profile_missing")
+        return s
+
+    def replace(self, other: Profiles) -> None:
+        self._sets, self._closers = other._sets, other._closers
+
+    async def close(self) -> None:
+        for c in self._closers:
+            try:
+                await c.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing a screen failed")
+
+
+def _pick(table: dict[str, Any], name: str) -> Any:
+    return table.get(name, table.get("default"))
+
+
+def load_profiles(d: str | Path) -> Profiles:
+    """Build every profile named in any filters file. Raises ConfigError naming file, line and key."""
+    d = Path(d)
+    if not d.is_dir():
+        raise ConfigError(f"{d}: filters directory not found")
+    pii: dict[str, Any] = {}
+    safety: dict[str, Any] = {}
+    deny: dict[str, Any] = {}
+    closers: list[Any] = []
+    if (d / "pii.yaml").exists():
+        from guard.filters.pii import PIIScreen
+        from guard.filters.pii_profile import load_pii_profiles
+
+        for name, prof in load_pii_profiles(d / "pii.yaml").items():
+            pii[name] = GuardedScreen(PIIScreen(prof), FailSettings(on_error=prof.settings.on_error, timeout_ms=None))
+    if (d / "safety.yaml").exists():
+        from guard.filters.safety import SafetyScreen
+        from guard.filters.safety_settings import load_safety
+
+        settings = load_safety(d / "safety.yaml")
+        for name in settings.profiles:
+            scr = SafetyScreen.from_settings(settings, name)
+            closers.append(scr)
+            safety[name] = GuardedScreen(scr, settings.profile(name).fail)
+    if (d / "denylist.yaml").exists():
+        from guard.filters.denylist import load_denylist_screens
+
+        deny = load_denylist_screens(d / "denylist.yaml")
+    names = set(pii) | set(safety) | set(deny) | {"default"}
+    sets: dict[str, ScreenSet] = {}
+    for name in sorted(names):
+        chosen = [s for s in (_pick(deny, name), _pick(pii, name), _pick(safety, name)) if s is not None]
+        sets[name] = ScreenSet(prompt=[s for s in chosen if hasattr(s.screen, "screen_prompt")],
+                               response=[s for s in chosen if hasattr(s.screen, "screen_response")])
+    return Profiles(sets, closers)

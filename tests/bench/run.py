@@ -1,0 +1,253 @@
+"""`make bench`: the core proxy benchmark, side by side in ONE run, then the feature benchmarks.
+
+Core scenario (issue: core proxy): at 1, 16 and 64 connections, POST /v1/chat/completions (non-streamed):
+  direct        the fast upstream itself (nginx returning a fixed completion; else the built-in model server)
+  nginx         nginx proxy_pass to it (if nginx is installed)
+  baseline      a minimal Starlette + aiohttp proxy (tests/bench/baseline_proxy.py)
+  guard-http    Guard, plain HTTP, identity from a trusted XFCC header, shipped policy, fsync'd audit journal
+  guard-mtls    Guard over mTLS (wrk cannot present client certificates, so a local nginx originates TLS with
+                the client certificate: this row pays an extra nginx hop; `nginx-hop` shows that hop's cost)
+  litellm       LiteLLM's proxy, 1 worker (if `make bench-peers` installed it)
+Then streaming time to first chunk (direct vs Guard over mTLS, httpx with a client certificate), and Guard's
+RSS after 10k and after 100k requests. Environment: BENCH_QUICK=1 for a short run.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
+                                process, rss_mb, table, wrk, wrk_script)
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SECONDS = 3 if QUICK else 8
+CONNS = [1, 16, 64]
+
+
+def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int) -> Path:
+    from guard.demo.stack import make_pki
+
+    pki = d / "pki"
+    if not (pki / "ca.pem").exists():
+        make_pki(pki)
+    cfg: dict[str, Any] = {
+        "listen": {"host": "127.0.0.1", "port": port},
+        "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server-key.pem"), "client_ca": str(pki / "ca.pem"),
+                "enabled": tls, "trusted_proxies": [] if tls else ["127.0.0.1/32"]},
+        "admin": {"host": "127.0.0.1", "port": admin},
+        "upstreams": {"local": {"url": upstream, "api": "openai", "timeout_s": 30}},
+        "routes": [{"model": "*", "upstream": "local"}],
+        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")],
+                   "watch": False},
+        "filters": {"dir": str(ROOT / "filters")},
+        "audit": {"dir": str(d / f"audit-{port}")},
+    }
+    path = d / f"guard-{port}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _upstream(d: Path, stack: list) -> tuple[str, str]:
+    """(url for proxies, label): nginx with a fixed completion, else the built-in model server."""
+    port = free_port()
+    if have("nginx"):
+        conf = nginx_conf(d / "ng-up", f"""  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
+        stack.append(process([NGINX, "-c", str(conf)], port))
+        return f"http://127.0.0.1:{port}", "nginx fixed completion"
+    stack.append(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
+                          str(port), "--log-level", "warning", "--no-access-log"], port))
+    return f"http://127.0.0.1:{port}", "built-in model server"
+
+
+def core(d: Path) -> dict[str, Any]:
+    from contextlib import ExitStack
+
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"seconds_per_point": SECONDS}
+    with ExitStack() as es:
+        pending: list = []
+        up, label = _upstream(d, pending)
+        for p in pending:
+            es.enter_context(p)
+        result["upstream"] = label
+        targets: dict[str, tuple[str, dict[str, str]]] = {"direct": (up, {})}
+        procs: dict[str, Any] = {}
+        if have("nginx"):
+            port = free_port()
+            conf = nginx_conf(d / "ng-proxy", f"""  upstream up {{ server {up[7:]}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; }} }}""")
+            es.enter_context(process([NGINX, "-c", str(conf)], port))
+            targets["nginx"] = (f"http://127.0.0.1:{port}", {})
+        port = free_port()
+        es.enter_context(process([PY, "-m", "tests.bench.baseline_proxy", up, str(port)], port))
+        targets["baseline"] = (f"http://127.0.0.1:{port}", {})
+        for tls in (False, True):
+            gport, admin = free_port(), free_port()
+            cfg = guard_config(d, up, tls, gport, admin)
+            procs["guard-mtls" if tls else "guard-http"] = es.enter_context(
+                process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport, log=d / f"guard-{gport}.log"))
+            if not tls:
+                targets["guard-http"] = (f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC})
+            else:
+                hop, hop2 = free_port(), free_port()
+                pki = d / "pki"
+                conf = nginx_conf(d / "ng-tls", f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
+  upstream b {{ server {targets['baseline'][0][7:]}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass https://g; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_ssl_certificate {pki}/app.pem; proxy_ssl_certificate_key {pki}/app-key.pem;
+    proxy_ssl_trusted_certificate {pki}/ca.pem; proxy_ssl_verify on; proxy_ssl_name localhost;
+    proxy_ssl_session_reuse on; }} }}
+  server {{ listen 127.0.0.1:{hop2}; location / {{ proxy_pass http://b; proxy_http_version 1.1;
+    proxy_set_header Connection ""; }} }}""")
+                if have("nginx"):
+                    es.enter_context(process([NGINX, "-c", str(conf)], hop))
+                    targets["guard-mtls"] = (f"http://127.0.0.1:{hop}", {})
+                    targets["nginx-hop"] = (f"http://127.0.0.1:{hop2}", {})
+        litellm = ROOT / ".bench-peers/litellm/bin/litellm"
+        if litellm.exists():
+            lport = free_port()
+            lc = d / "litellm.yaml"
+            lc.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench-model", "litellm_params": {
+                "model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"}}]}))
+            es.enter_context(process([str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
+                                     lport, log=d / "litellm.log"))
+            targets["litellm"] = (f"http://127.0.0.1:{lport}", {})
+        else:
+            print("notice: LiteLLM not installed (make bench-peers); its row is skipped", file=sys.stderr)
+        for name, (url, headers) in targets.items():
+            script = wrk_script(d / name, CHAT_BODY, headers) if (d / name).mkdir(parents=True, exist_ok=True) is None else None
+            for c in CONNS:
+                r = wrk(url + "/v1/chat/completions", script, c, SECONDS, threads=1 if c == 1 else 2)
+                rows.append({"target": name, "conns": c, **r})
+                print(f"  {name:11s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 "
+                      f"{r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+        result["rows"] = rows
+        result["ratios"] = _ratios(rows)
+        result["ttfb"] = ttfb(d, es)
+        if "guard-http" in procs:
+            result["rss"] = rss(procs["guard-http"].pid, targets["guard-http"], d)
+    return result
+
+
+def _get(rows: list[dict], target: str, conns: int, key: str) -> float:
+    for r in rows:
+        if r["target"] == target and r["conns"] == conns:
+            return r[key]
+    return float("nan")
+
+
+def _ratios(rows: list[dict]) -> dict[str, float]:
+    out = {}
+    base = _get(rows, "baseline", 16, "rps")
+    for t in ("guard-http", "guard-mtls", "nginx", "litellm"):
+        out[f"{t}_vs_baseline_rps_c16"] = round(_get(rows, t, 16, "rps") / base, 3) if base else float("nan")
+    lit = _get(rows, "litellm", 16, "rps")
+    out["guard-mtls_vs_litellm_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
+    d50 = _get(rows, "direct", 1, "p50_ms")
+    for t in ("baseline", "guard-http", "guard-mtls", "nginx-hop"):
+        out[f"{t}_added_p50_ms_c1"] = round(_get(rows, t, 1, "p50_ms") - d50, 3)
+    return out
+
+
+def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
+    """Streaming time to first chunk: the built-in model server direct vs through Guard over mTLS."""
+    import httpx
+
+    from guard.demo.stack import make_pki
+
+    mport = free_port()
+    es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
+                              str(mport), "--log-level", "warning", "--no-access-log"], mport))
+    up = f"http://127.0.0.1:{mport}"
+    gport, admin = free_port(), free_port()
+    cfg = guard_config(d, up, True, gport, admin)
+    es.enter_context(process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport))
+    pki = d / "pki"
+    body = {"model": "bench-model", "stream": True, "messages": [{"role": "user", "content": "[[reply: a b c d e f]]"}]}
+
+    def first_chunk(client: httpx.Client, url: str) -> float:
+        t = time.perf_counter()
+        dt = None
+        with client.stream("POST", url, json=body) as r:
+            for _ in r.iter_raw():
+                if dt is None:
+                    dt = time.perf_counter() - t
+        return (dt or 0.0) * 1000
+
+    out = {}
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    ctx.load_cert_chain(str(pki / "app.pem"), str(pki / "app-key.pem"))
+    for name, client, url in (("direct", httpx.Client(), up), ("guard-mtls", httpx.Client(verify=ctx),
+                                                                 f"https://localhost:{gport}")):
+        with client:
+            for _ in range(10):
+                first_chunk(client, url + "/v1/chat/completions")
+            xs = [first_chunk(client, url + "/v1/chat/completions") for _ in range(n)]
+        out[f"{name}_p50_ms"] = round(statistics.median(xs), 3)
+    out["added_p50_ms"] = round(out["guard-mtls_p50_ms"] - out["direct_p50_ms"], 3)
+    return out
+
+
+def rss(pid: int, target: tuple[str, dict[str, str]], d: Path) -> dict[str, float]:
+    """RSS after ~10k requests and after ~100k (wrk, 16 connections)."""
+    url, headers = target
+    script = wrk_script(d / "guard-http", CHAT_BODY, headers)
+    total = 0
+    marks = {}
+    for goal in ((2_000, 20_000) if QUICK else (10_000, 100_000)):
+        while total < goal:
+            r = wrk(url + "/v1/chat/completions", script, 16, 3, threads=2)
+            total += r["requests"]
+        marks[f"rss_mb_after_{goal}"] = rss_mb(pid)
+        marks[f"requests_at_{goal}"] = total
+    a, b = list(v for k, v in marks.items() if k.startswith("rss"))
+    marks["growth_pct"] = round((b - a) / a * 100, 1) if a else float("nan")
+    return marks
+
+
+FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety"]
+
+
+def main() -> int:
+    out_dir = ROOT / "bench-results"
+    out_dir.mkdir(exist_ok=True)
+    results: dict[str, Any] = {"quick": QUICK, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    only = os.environ.get("BENCH_ONLY", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not only or "core" in only:
+            print("core proxy benchmark ...", file=sys.stderr)
+            results["core"] = core(Path(tmp))
+            print(table(results["core"]["rows"], ["target", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
+            print(json.dumps({k: results["core"][k] for k in ("ratios", "ttfb", "rss") if k in results["core"]},
+                             indent=2))
+    for name in FEATURES:
+        short = name.rsplit("_", 1)[-1]
+        if only and short not in only:
+            continue
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        print(f"{short} benchmark ...", file=sys.stderr)
+        results[short] = mod.run(quick=QUICK)
+    path = out_dir / "bench.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
