@@ -77,6 +77,8 @@ class Journal:
         except OSError as e:
             tm.AUDIT_WRITE_FAILURES.inc()
             raise JournalError(f"audit journal {self.dir}: {e.strerror or e}") from None
+        except ValueError as e:  # an unreadable or non-Ed25519 signing key (never echoes the key itself)
+            raise JournalError(f"audit signing key {settings.signing_key}: {type(e).__name__}") from None
         self._thread = threading.Thread(target=self._run, name=f"audit-journal-{self.chain}", daemon=True)
         self._thread.start()
 

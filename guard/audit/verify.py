@@ -186,7 +186,10 @@ def _link(root: Path, plan: list[Any], results: Any, progress: Callable[[int], N
             if progress:
                 progress(len(lines))
         by_chain.setdefault(chain, []).append((seg, lines, torn))
-    return Report([_verify_chain(root, chain, segs) for chain, segs in by_chain.items()])
+    for chain in layout.chain_names(root):  # every segment gone: only the head record is left to tell
+        if chain not in by_chain and layout.read_head(root, chain) is not None:
+            by_chain[chain] = []
+    return Report([_verify_chain(root, chain, segs) for chain, segs in sorted(by_chain.items())])
 
 
 class _Chain:

@@ -277,3 +277,22 @@ def test_checkpoint_signature_mode_still_detects_every_kind_of_tampering(journal
     del ls[2]
     _put(seg, ls)
     assert _broken_fast(journal_dir)[3] == "seq_gap"
+
+
+def test_every_segment_of_a_chain_removed_is_truncated(journal_dir: Path) -> None:
+    for seg in layout.segments(journal_dir, "w1"):
+        seg.unlink()
+    rep = verify_dir(journal_dir, load_public_keys([journal_dir / "keys"]), jobs=1)
+    assert not rep.ok and rep.chains[0].broken and rep.chains[0].broken.reason == "truncated"
+
+
+def test_a_bad_signing_key_file_is_a_journal_error_that_does_not_echo_it(tmp_path: Path) -> None:
+    from guard.audit.journal import Journal, JournalError
+
+    from .conftest import make_settings
+
+    bad = tmp_path / "key.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnot-a-key-SECRETISH\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(JournalError) as e:
+        Journal(make_settings(tmp_path / "a", signing_key=bad), "w1")
+    assert "SECRETISH" not in str(e.value)
