@@ -251,3 +251,51 @@ def test_one_journal_serves_successive_event_loops_without_stalling(tmp_path: Pa
         asyncio.run(one(i + 1))
     assert time.monotonic() - t0 < 2.0
     j.close()
+
+
+_LOADED = """
+import asyncio, sys
+from pathlib import Path
+from guard.audit.journal import Journal
+from guard.audit.settings import AuditSettings
+from tests.audit.conftest import sample
+j = Journal(AuditSettings(dir=Path(sys.argv[1]), checkpoint_events=50, segment_max_bytes=65536), "w1")
+
+async def client(k):
+    i = 0
+    while True:
+        e = await j.append(sample(k * 1000000 + i))
+        sys.stdout.write(e["id"] + "\\n")  # the 'response': only after append returned
+        sys.stdout.flush()
+        i += 1
+
+async def main():
+    await asyncio.gather(*(client(k) for k in range(32)))
+
+asyncio.run(main())
+"""
+
+
+def test_kill_9_under_concurrent_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    root = tmp_path / "a"
+    proc = subprocess.Popen([sys.executable, "-c", _LOADED, str(root)], stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert proc.stdout
+    acked = []
+    while len(acked) < 3000:
+        line = proc.stdout.readline()
+        assert line, "writer died"
+        acked.append(line.strip().decode())
+    os.kill(proc.pid, signal.SIGKILL)
+    rest = proc.stdout.read().decode().split()
+    proc.wait()
+    acked += [x for x in rest if len(x) == 36]
+    written = {e["id"] for _, _, e in layout.iter_events(root)}
+    missing = [x for x in acked if x not in written]
+    assert not missing, f"{len(missing)} acknowledged events missing"
+    rep = _verify(root)
+    assert rep.ok, rep.to_dict()
+    j = Journal(make_settings(root), "w1")  # the restarted writer continues the chain
+    j.append_sync(sample(1))
+    j.close()
+    assert _verify(root).ok
