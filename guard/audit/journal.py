@@ -68,6 +68,17 @@ class Journal:
         self._closing = False
         self._broken: dict[str, Any] | None = None
         self._kicks: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops with a wake-up queued
+        self._lock_fd = -1
+        try:
+            self._open(signer)
+        except BaseException:
+            self._release()
+            raise
+        self._thread = threading.Thread(target=self._run, name=f"audit-journal-{self.chain}", daemon=True)
+        self._thread.start()
+
+    def _open(self, signer: Signer | None) -> None:
+        settings = self.settings
         try:
             self.signer = signer or load_or_create_signer(settings.signing_key, self.root)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -79,8 +90,12 @@ class Journal:
             raise JournalError(f"audit journal {self.dir}: {e.strerror or e}") from None
         except ValueError as e:  # an unreadable or non-Ed25519 signing key (never echoes the key itself)
             raise JournalError(f"audit signing key {settings.signing_key}: {type(e).__name__}") from None
-        self._thread = threading.Thread(target=self._run, name=f"audit-journal-{self.chain}", daemon=True)
-        self._thread.start()
+
+    def _release(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._lock_fd = -1
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -130,10 +145,7 @@ class Journal:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        os.close(self._lock_fd)
+        self._release()
 
     # --- sealing (caller threads, under the condition's lock) ------------------------------------------
 

@@ -299,3 +299,27 @@ def test_kill_9_under_concurrent_load_loses_no_acknowledged_event(tmp_path: Path
     j.append_sync(sample(1))
     j.close()
     assert _verify(root).ok
+
+
+def test_a_failed_open_releases_the_chain_for_the_next_try(tmp_path: Path) -> None:
+    mnt = tmp_path / "full"
+    if not _mount_tmpfs(mnt, "256k"):
+        pytest.skip("needs root and tmpfs")
+    try:
+        root = mnt / "audit"
+        Journal(make_settings(root), "w1").close()
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        with pytest.raises(JournalError, match="No space"):  # fails after taking the chain's lock
+            Journal(make_settings(root), "w1")
+        filler.unlink()
+        j = Journal(make_settings(root), "w1")  # same process: the failed try let go of the lock
+        j.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
