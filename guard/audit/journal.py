@@ -68,6 +68,11 @@ class Journal:
         self._closing = False
         self._broken: dict[str, Any] | None = None
         self._kicks: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops with a wake-up queued
+        self._seq, self._prev = 0, GENESIS  # chain state: set from disk by _resume
+        self._durable: tuple[int, str] = (0, GENESIS)
+        self._since_cp, self._cp_time = 0, 0.0
+        self._last_cp = self._durable_cp = ""
+        self._seg_path = Path()
         self._lock_fd = -1
         try:
             self._open(signer)

@@ -251,4 +251,6 @@ class FileSink:
 
 
 def make_sink(s: SinkSettings) -> Sink:
-    return {"splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}[s.type](s)
+    kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
+        "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
+    return kinds[s.type](s)
