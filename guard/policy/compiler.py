@@ -44,7 +44,7 @@ class RuleError(ValueError):
 class Compiled:
     fn: Callable[..., Any]
     reads: frozenset[Path_]  # attribute paths the expression reads (cache key)
-    prefix: tuple[tuple[Path_, Any], ...]  # leading `path == constant` conjuncts (index)
+    prefix: tuple[tuple[Path_, str, Any], ...]  # leading `path == c` / `c in path` conjuncts (index)
     source: str  # the Python expression, for explain and debugging
 
 
@@ -219,20 +219,45 @@ def _conjuncts(node: ast.AST) -> list[ast.AST]:
     return [node]
 
 
-def _prefix(body: ast.AST, rtokens: set[str]) -> tuple[tuple[Path_, Any], ...]:
-    """Leading conjuncts ``path == constant``: they cannot raise once the path can be read."""
-    out: list[tuple[Path_, Any]] = []
+def _prefix(body: ast.AST, rtokens: set[str]) -> tuple[tuple[Path_, str, Any], ...]:
+    """Leading conjuncts ``path == constant`` ("eq") and ``"constant" in path`` ("in"), for the index."""
+    out: list[tuple[Path_, str, Any]] = []
     for c in _conjuncts(body):
-        if not (isinstance(c, ast.Compare) and len(c.ops) == 1 and isinstance(c.ops[0], ast.Eq)):
+        safe = _safe_call(c)
+        if safe is not None:
+            out.append((safe, "safe", None))
+            continue
+        if not (isinstance(c, ast.Compare) and len(c.ops) == 1):
             break
-        a, b = c.left, c.comparators[0]
-        if isinstance(a, ast.Constant):
-            a, b = b, a
-        path = _path_of(a, rtokens)
-        if path is None or not isinstance(b, ast.Constant):
+        a, op, b = c.left, c.ops[0], c.comparators[0]
+        if isinstance(op, ast.Eq):
+            if isinstance(a, ast.Constant):
+                a, b = b, a
+            path = _path_of(a, rtokens)
+            if path is None or not isinstance(b, ast.Constant):
+                break
+            out.append((path, "eq", b.value))
+        elif isinstance(op, ast.In) and isinstance(a, ast.Constant):
+            path = _path_of(b, rtokens)
+            if path is None:
+                break
+            out.append((path, "in", a.value))
+        else:
             break
-        out.append((path, b.value))
     return tuple(out)
+
+
+STR_TOKENS = frozenset({"r_act", "r_stage"})  # Engine.decide accepts only strings for these
+
+
+def _safe_call(c: ast.AST) -> Path_ | None:
+    """``keyMatch(r.act, "ch*")``: cannot raise, since act is always a string (a prefix conjunct that
+    the index does not file under, but that does not end the prefix either)."""
+    if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "keyMatch" and \
+            len(c.args) == 2 and isinstance(c.args[0], ast.Name) and c.args[0].id in STR_TOKENS and \
+            isinstance(c.args[1], ast.Constant) and isinstance(c.args[1].value, str):
+        return (c.args[0].id[2:],)
+    return None
 
 
 def _path_of(node: ast.AST, rtokens: set[str]) -> Path_ | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from guard.policy.attributes import Attrs, freeze, wrap
 from guard.policy.decision import Decision
-from guard.policy.index import Node, Rule, build_index, collect, lambda_of
+from guard.policy.index import LEAF_SIZE, Node, Rule, build_index, collect, lambda_of
 from guard.telemetry import POLICY_ERRORS
 
 log = logging.getLogger("guard.policy")
@@ -55,27 +55,27 @@ class Engine:
     """Immutable after construction except for its decision cache (safe to share between threads)."""
 
     def __init__(self, rules: Sequence[Rule], rtokens: tuple[str, ...], version: str,
-                 cache: bool = True) -> None:
+                 cache: bool = True, leaf_size: int = LEAF_SIZE) -> None:
         self.rules = tuple(rules)
         self.rtokens = rtokens
         self.version = version
         self.cache_enabled = cache
-        self.root, _ = build_index(self.rules, rtokens)
+        self.root, self.index_nodes = build_index(self.rules, rtokens, leaf_size)
         self._combos: dict[tuple[int, ...], _Combo] = {}
         names = [t[2:] for t in rtokens]
         self._order = lambda d: tuple(d[n] for n in names)  # noqa: E731
 
     def decide(self, stage: str, sub: Mapping[str, Any] | Attrs, obj: Mapping[str, Any] | Attrs,
                act: str, env: Mapping[str, Any] | Attrs) -> Decision:
+        if type(act) is not str or type(stage) is not str:  # the index relies on it (STR_TOKENS)
+            raise TypeError("act and stage must be strings")
         args = self._order({"stage": stage, "sub": wrap(sub), "obj": wrap(obj), "act": act,
                             "env": wrap(env)})
-        return self.decide_args(stage, args)
+        return self._decide_args(stage, args)
 
-    def decide_args(self, stage: str, args: tuple[Any, ...]) -> Decision:
+    def _decide_args(self, stage: str, args: tuple[Any, ...]) -> Decision:
         nodes: list[Node] = []
-        exact = collect(self.root, args, nodes)
-        if not exact:
-            return self._evaluate(stage, _merge(nodes), args)
+        collect(self.root, args, nodes)
         ids = tuple(n.id for n in nodes)
         combo = self._combos.get(ids)
         if combo is None:

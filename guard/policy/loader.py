@@ -10,7 +10,7 @@ from guard.policy.attributes import STAGES
 from guard.policy.compiler import RuleError, compile_rule
 from guard.policy.engine import Engine
 from guard.policy.files import ModelText, RuleLine, display_path, load_model, load_rules, policy_version
-from guard.policy.index import Rule
+from guard.policy.index import LEAF_SIZE, Rule
 
 EFFECT = "some(where (p_eft == allow)) && !some(where (p_eft == deny))"
 REQUIRED = ("r_sub", "r_obj", "r_act", "r_env")
@@ -87,7 +87,8 @@ def _compile(rl: RuleLine, index: int, rtokens: tuple[str, ...], ptokens: tuple[
                 source=c.source)
 
 
-def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True) -> Policy:
+def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True,
+                leaf_size: int = LEAF_SIZE) -> Policy:
     """Parse, validate and compile; raise ConfigError listing every problem as ``file:line: reason``."""
     if not rule_paths:
         raise ConfigError(f"{display_path(model_path)}: no rule files given")
@@ -113,6 +114,6 @@ def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True) ->
             if not any(rl.values[ptokens.index("p_stage")] == stage and
                        rl.values[ptokens.index("p_eft")] == "allow" for rl in lines):
                 warnings.append(f"no allow rule for stage {stage}: every {stage} decision denies")
-    engine = Engine(rules, rtokens, policy_version(model_path, rule_paths), cache=cache)
+    engine = Engine(rules, rtokens, policy_version(model_path, rule_paths), cache=cache, leaf_size=leaf_size)
     return Policy(engine=engine, model_path=Path(model_path), rule_paths=[Path(p) for p in rule_paths],
                   warnings=warnings)
