@@ -42,7 +42,7 @@ def _rotate_half(x: Tensor) -> Tensor:
 class FastLlama:
     """Wraps a transformers LlamaForCausalLM (weights shared, fused copies of QKV and gate/up)."""
 
-    def __init__(self, model: Any, cuda_graphs: bool = True, compile_layers: bool = False,
+    def __init__(self, model: Any, cuda_graphs: bool = True, compile_layers: bool = False, fp8: bool = False,
                  batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> None:
         cfg = model.config
         if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
@@ -55,7 +55,8 @@ class FastLlama:
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm.weight
         self.head = model.lm_head.weight
-        self.layers = [self._fuse(layer) for layer in inner.layers]
+        self.fp8 = fp8
+        self.layers = [self._fuse(layer, fp8) for layer in inner.layers]
         rot = inner.rotary_emb
         self.inv_freq = rot.inv_freq.float()
         self.rope_scale = float(getattr(rot, "attention_scaling", 1.0))
@@ -66,19 +67,39 @@ class FastLlama:
         self._pool: Any = None
         self._rope_cache: dict[int, tuple[Tensor, Tensor]] = {}
         self._layer: Callable[..., Tensor] = self._layer_eager
-        if compile_layers:
+        if compile_layers:  # one compiled graph per (batch, length) bucket: allow enough of them
+            for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
+                if hasattr(torch._dynamo.config, knob):
+                    setattr(torch._dynamo.config, knob, max(256, getattr(torch._dynamo.config, knob)))
             self._layer = torch.compile(self._layer_eager, dynamic=False)
 
     @staticmethod
-    def _fuse(layer: Any) -> dict[str, Any]:
+    def _fuse(layer: Any, fp8: bool) -> dict[str, Any]:
         a, m = layer.self_attn, layer.mlp
-        return {
+        w = {
             "ln1": layer.input_layernorm.weight, "ln2": layer.post_attention_layernorm.weight,
             "qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous(),
             "o": a.o_proj.weight,
             "gu": torch.cat([m.gate_proj.weight, m.up_proj.weight]).contiguous(),
             "down": m.down_proj.weight,
         }
+        if fp8:  # e4m3 weights with one scale per output channel; activations scaled per row at run time
+            for k in ("qkv", "o", "gu", "down"):
+                scale = w[k].abs().amax(dim=1).float().clamp(min=1e-12) / 448.0
+                w[k + "8"] = (w[k].float() / scale[:, None]).to(torch.float8_e4m3fn)
+                w[k + "_s"] = scale[None, :].contiguous()
+        return w
+
+    def _lin(self, x: Tensor, w: dict[str, Any], k: str) -> Tensor:
+        """x @ W.T in bf16, or in FP8 (rowwise-scaled _scaled_mm) when enabled and the row count allows."""
+        rows = x.numel() // x.shape[-1]
+        if not self.fp8 or rows % 16:
+            return F.linear(x, w[k])
+        x2 = x.reshape(rows, x.shape[-1])
+        xs = x2.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 448.0
+        xq = (x2.float() / xs).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(xq, w[k + "8"].t(), scale_a=xs, scale_b=w[k + "_s"], out_dtype=x.dtype)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _rope(self, t: int) -> tuple[Tensor, Tensor]:
         if t not in self._rope_cache:
@@ -92,7 +113,7 @@ class FastLlama:
     def _attn(self, x: Tensor, w: dict[str, Any], cos: Tensor, sin: Tensor) -> Tensor:
         b, t, _ = x.shape
         h, kv, d = self.heads, self.kv_heads, self.head_dim
-        qkv = F.linear(_rms(x, w["ln1"], self.eps), w["qkv"]).view(b, t, h + 2 * kv, d).transpose(1, 2)
+        qkv = self._lin(_rms(x, w["ln1"], self.eps), w, "qkv").view(b, t, h + 2 * kv, d).transpose(1, 2)
         q, k, v = qkv.split([h, kv, kv], dim=1)
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
@@ -102,11 +123,11 @@ class FastLlama:
         return o.transpose(1, 2).reshape(b, t, h * d)
 
     def _mlp(self, x: Tensor, w: dict[str, Any]) -> Tensor:
-        g, u = F.linear(_rms(x, w["ln2"], self.eps), w["gu"]).chunk(2, dim=-1)
-        return F.linear(F.silu(g) * u, w["down"])
+        g, u = self._lin(_rms(x, w["ln2"], self.eps), w, "gu").chunk(2, dim=-1)
+        return self._lin(F.silu(g) * u, w, "down")
 
     def _layer_eager(self, x: Tensor, w: dict[str, Any], cos: Tensor, sin: Tensor) -> Tensor:
-        x = x + F.linear(self._attn(x, w, cos, sin), w["o"])
+        x = x + self._lin(self._attn(x, w, cos, sin), w, "o")
         return x + self._mlp(x, w)
 
     def _forward(self, ids: Tensor, last: Tensor, token_ids: Tensor) -> Tensor:
@@ -140,6 +161,13 @@ class FastLlama:
         if not self.graphs_on:
             return self._forward(ids.to(self.device), last.to(self.device), tok)[:n].cpu()
         return self._replay(ids, last, tok)[:n].cpu()
+
+    def warmup(self, lengths: Sequence[int], max_batch: int, token_ids: Sequence[int]) -> None:
+        """Compile and capture every (batch bucket, length bucket) up to ``max_batch`` ahead of traffic."""
+        for t in lengths:
+            for b in self.batch_buckets:
+                if b <= max_batch:
+                    self.logprobs([[1] * t] * b, token_ids)
 
     def _replay(self, ids: Tensor, last: Tensor, tok: Tensor) -> Tensor:
         key = (ids.shape[0], ids.shape[1])

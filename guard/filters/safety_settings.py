@@ -59,6 +59,9 @@ class LocalBackend(_Strict):
     max_input_tokens: int = Field(8192, ge=64)  # longer conversations are a screen error (fail mode)
     max_new_tokens: int = Field(12, ge=2, le=64)  # for the category line, only when unsafe
     cuda_graphs: bool = True  # replay captured graphs for bucketed shapes on CUDA
+    compile: bool | None = None  # torch.compile the layers; None: on CUDA only
+    fp8: bool = False  # FP8 matmuls on Hopper GPUs (faster, slightly different scores: validate first)
+    warmup_lengths: list[int] = []  # token-length buckets to compile/capture at start (e.g. [512, 1024])
 
 
 Backend = Annotated[Union[OpenAIBackend, OllamaBackend, LocalBackend], Field(discriminator="type")]

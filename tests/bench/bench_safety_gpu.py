@@ -74,7 +74,7 @@ def batched_rate(fast: Any, seqs: list[list[int]], batch: int, tok: list[int], w
         batcher.close()
 
 
-def bench_size(size: str, quick: bool, compile_layers: bool) -> dict[str, Any]:
+def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, Any]:
     import torch
 
     from guard.filters.llama_guard_fast import FastLlama
@@ -87,39 +87,57 @@ def bench_size(size: str, quick: bool, compile_layers: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"size": size, "seq": SEQ}
     n = 10 if quick else 50
     with torch.inference_mode():
-        out["hf_eager_full_logits_b1_ms"] = p50_ms(lambda: model(dev, use_cache=False), n)
+        out["hf_eager_full_logits_b1_p50_ms"] = p50_ms(lambda: model(dev, use_cache=False), n)
         out["hf_eager_rate_b16"] = 16 / (p50_ms(lambda: model(dev.expand(16, -1), use_cache=False), 5) / 1000)
         gen_ids = lambda: model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False,  # noqa: E731
                                          pad_token_id=0, attention_mask=torch.ones_like(dev))
-        out["hf_generate10_b1_ms"] = p50_ms(gen_ids, 3 if quick else 10)
+        out["hf_generate10_b1_p50_ms"] = p50_ms(gen_ids, 3 if quick else 10)
     tok = [100, 200]
-    fast = FastLlama(model, cuda_graphs=True, compile_layers=compile_layers)
     seq = ids[0].tolist()
-    ref = model(dev, use_cache=False).logits[0, -1].float().log_softmax(-1)[tok].cpu()
-    got = fast.logprobs([seq], tok)[0]
-    out["fast_vs_hf_max_abs_logprob_diff"] = float((ref - got).abs().max())
-    out["fast_b1_ms"] = p50_ms(lambda: fast.logprobs([seq], tok), n * 4)
-    count = (256 if quick else 1024) * (4 if size == "1b" else 1)
+    with torch.inference_mode():
+        ref = model(dev, use_cache=False).logits[0, -1].float().log_softmax(-1)[tok].cpu()
+    count = (256 if quick else 1024) * (2 if size == "1b" else 1)
     seqs = torch.randint(1000, 120000, (count, SEQ), generator=gen).tolist()
-    rates = {}
-    for b in ((16, 64) if quick else (8, 16, 32, 64)):
-        rates[str(b)] = batched_rate(fast, seqs, b, tok, wait_ms=1.0)
-    out["fast_batched_rate_by_max_batch"] = rates
-    out["fast_batched_rate_best"] = max(rates.values())
-    del fast, model
+    for variant in variants:
+        try:
+            out[f"fast_{variant}"] = _variant(model, variant, ref, seq, seqs, tok, n, quick)
+        except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
+            out[f"fast_{variant}"] = {"error": f"{type(e).__name__}: {e}"}
+        print(size, variant, json.dumps(out[f"fast_{variant}"]), file=sys.stderr, flush=True)
+    del model
     torch.cuda.empty_cache()
     return out
 
 
-def run(quick: bool = False, sizes: tuple[str, ...] = ("1b", "8b"), compile_layers: bool = False) -> dict:
+def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list[int]], tok: list[int], n: int,
+             quick: bool) -> dict[str, Any]:
+    from guard.filters.llama_guard_fast import FastLlama
+
+    fast = FastLlama(model, cuda_graphs=True, compile_layers=variant != "graphs", fp8=variant == "fp8")
+    t0 = time.perf_counter()
+    fast.warmup([SEQ], 64, tok)
+    r: dict[str, Any] = {"warmup_s": time.perf_counter() - t0}
+    r["vs_hf_max_abs_logprob_diff"] = float((ref - fast.logprobs([seq], tok)[0]).abs().max())
+    r["b1_p50_ms"] = p50_ms(lambda: fast.logprobs([seq], tok), n * 4)
+    r["rate_by_max_batch"] = {str(b): batched_rate(fast, seqs, b, tok, wait_ms=1.0)
+                              for b in ((64,) if quick else (32, 64))}
+    r["rate_best"] = max(r["rate_by_max_batch"].values())
+    del fast
+    return r
+
+
+def run(quick: bool = False, sizes: tuple[str, ...] = ("1b", "8b"),
+        variants: tuple[str, ...] = ("compile",)) -> dict:
+    """variants: graphs (eager kernels, CUDA graphs), compile (torch.compile'd layers + graphs), fp8 (compile,
+    FP8 matmuls with rowwise scales: a numerics trade, reported separately)."""
     import torch
 
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                           "compile_layers": compile_layers, "results": []}
+                           "variants": list(variants), "results": []}
     import transformers
     res["transformers"] = transformers.__version__
     for size in sizes:
-        res["results"].append(bench_size(size, quick, compile_layers))
+        res["results"].append(bench_size(size, quick, variants))
         print(json.dumps(res["results"][-1]), file=sys.stderr, flush=True)
     return res
 
@@ -128,13 +146,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sizes", default="1b,8b")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--variants", default="compile", help="comma list of graphs, compile, fp8")
     a = ap.parse_args()
-    res = run(a.quick, tuple(a.sizes.split(",")), a.compile)
+    res = run(a.quick, tuple(a.sizes.split(",")), tuple(a.variants.split(",")))
     text = json.dumps(res, indent=2)
     print(text)
     if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], f"bench_safety_gpu{'_compile' if a.compile else ''}.json"),
+        with open(os.path.join(os.environ["OUT"], "bench_safety_gpu.json"),
                   "w") as f:
             f.write(text)
 

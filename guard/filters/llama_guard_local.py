@@ -1,0 +1,141 @@
+"""Llama Guard in-process with transformers (the ``guard[local]`` extra), CPU or CUDA.
+
+First-token scoring: one forward pass reads P(unsafe) against P(safe) for the first verdict token (see
+llama_guard_fast); only when the score reaches the threshold is the category line generated, with the
+verdict forced to ``unsafe\\n``. Concurrent requests are micro-batched onto one worker thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from guard.filters.failmode import ScreenError
+from guard.filters.llama_guard import Judgement, Taxonomy, Turn, build_prompt, chat_messages, judge, model_text
+from guard.filters.llama_guard_batch import MicroBatcher
+from guard.filters.safety_settings import LocalBackend
+
+
+def load_model(path: Path, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any]:
+    """Tokenizer and model from a local folder (never the network)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
+        dtype, torch.bfloat16 if dev.startswith("cuda") else torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
+    return tok, model.to(dev).eval()
+
+
+def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
+    """The first token of ``safe`` and of ``unsafe``: the one position first-token scoring reads."""
+    safe = tokenizer.encode("safe", add_special_tokens=False)
+    unsafe = tokenizer.encode("unsafe", add_special_tokens=False)
+    if not safe or not unsafe or safe[0] == unsafe[0]:
+        raise ValueError("the tokenizer does not tell 'safe' from 'unsafe' by the first token")
+    return safe[0], unsafe[0]
+
+
+class LocalJudge:
+    def __init__(self, cfg: LocalBackend, taxonomy: Taxonomy, threshold: float,
+                 tokenizer: Any = None, model: Any = None) -> None:
+        from guard.filters.llama_guard_fast import FastLlama
+
+        if tokenizer is None or model is None:
+            tokenizer, model = load_model(cfg.model_path, cfg.device, cfg.dtype)
+        self.cfg, self.taxonomy, self.threshold = cfg, taxonomy, threshold
+        self.tokenizer, self.model = tokenizer, model
+        self.verdict_ids = verdict_token_ids(tokenizer)
+        self.forced = tokenizer.encode("unsafe\n", add_special_tokens=False)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        on_cuda = model.device.type == "cuda"
+        self.fast = FastLlama(model, cuda_graphs=cfg.cuda_graphs, fp8=cfg.fp8 and on_cuda,
+                              compile_layers=on_cuda if cfg.compile is None else cfg.compile,
+                              batch_buckets=_powers_of_two(cfg.max_batch))
+        if cfg.warmup_lengths and on_cuda:
+            self.fast.warmup(cfg.warmup_lengths, cfg.max_batch, self.verdict_ids)
+        self.batcher = MicroBatcher(self._run, cfg.max_batch, cfg.max_wait_ms, name="guard-llama-guard")
+
+    def render(self, turns: Sequence[Turn]) -> str:
+        """The model's own chat template when it has one and the taxonomy is the default; else the published
+        template (custom or excluded categories)."""
+        if self.taxonomy.default and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(chat_messages(turns), tokenize=False)
+        return model_text(build_prompt(turns, self.taxonomy))
+
+    async def classify(self, turns: Sequence[Turn]) -> Judgement:
+        text = self.render(turns)
+        score = _unwrap(await self.batcher.submit(("score", text)))
+        if score < self.threshold:
+            return Judgement(unsafe=False, score=score, raw="safe")
+        raw = _unwrap(await self.batcher.submit(("categories", text)))
+        return judge(raw, score, self.threshold, self.taxonomy.codes)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.batcher.close)
+
+    # --- on the worker thread ---
+
+    def _run(self, jobs: list[tuple[str, str]]) -> list[Any]:
+        out: list[Any] = [None] * len(jobs)
+        scoring = [i for i, (kind, _) in enumerate(jobs) if kind == "score"]
+        if scoring:
+            for i, r in zip(scoring, self._scores([jobs[i][1] for i in scoring])):
+                out[i] = r
+        for i, (kind, text) in enumerate(jobs):
+            if kind == "categories":
+                out[i] = self._categories(text)
+        return out
+
+    def _encode(self, texts: list[str]) -> list[list[int] | ScreenError]:
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        limit = self.cfg.max_input_tokens
+        return [s if len(s) <= limit else ScreenError(f"conversation of {len(s)} tokens exceeds {limit}")
+                for s in ids]
+
+    def _scores(self, texts: list[str]) -> list[float | ScreenError]:
+        enc = self._encode(texts)
+        seqs = [s for s in enc if not isinstance(s, ScreenError)]
+        scores = iter(self._score_ids(seqs) if seqs else [])
+        return [s if isinstance(s, ScreenError) else next(scores) for s in enc]
+
+    def _score_ids(self, seqs: list[list[int]]) -> list[float]:
+        lp = self.fast.logprobs(seqs, self.verdict_ids, self.pad_id).tolist()
+        res = []
+        for lp_safe, lp_unsafe in lp:
+            m = max(lp_safe, lp_unsafe)
+            ps, pu = math.exp(lp_safe - m), math.exp(lp_unsafe - m)
+            res.append(pu / (ps + pu))
+        return res
+
+    def _categories(self, text: str) -> str | ScreenError:
+        import torch
+
+        enc = self._encode([text])[0]
+        if isinstance(enc, ScreenError):
+            return enc
+        ids = torch.tensor([enc + self.forced], device=self.model.device)
+        eos = [t for t in (self.tokenizer.convert_tokens_to_ids("<|eot_id|>"), self.tokenizer.eos_token_id)
+               if isinstance(t, int) and t >= 0]
+        with torch.inference_mode():
+            gen = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.cfg.max_new_tokens,
+                                      do_sample=False, eos_token_id=eos or None, pad_token_id=self.pad_id)
+        tail = self.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+        return "unsafe\n" + tail.strip()
+
+
+def _unwrap(r: Any) -> Any:
+    if isinstance(r, Exception):
+        raise r
+    return r
+
+
+def _powers_of_two(limit: int) -> tuple[int, ...]:
+    out, b = [], 1
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return (*out, limit)

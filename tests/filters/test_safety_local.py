@@ -1,0 +1,202 @@
+"""The local backend end to end on a tiny Llama that the test builds and trains (CPU, a few seconds):
+template -> tokens -> first-token score -> categories -> block."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
+
+from guard.filters.base import Segment  # noqa: E402
+from guard.filters.failmode import GuardedScreen  # noqa: E402
+from guard.filters.llama_guard import TAXONOMY, Taxonomy, build_prompt, conversation, model_text  # noqa: E402
+from guard.filters.llama_guard_fast import FastLlama  # noqa: E402
+from guard.filters.safety import SafetyScreen  # noqa: E402
+from guard.filters.safety_settings import load_safety  # noqa: E402
+
+SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>",
+           "<|pad|>"]
+EXAMPLES = {
+    "How do I adopt a llama?": "safe",
+    "What is the capital of France?": "safe",
+    "Write a poem about the sea.": "safe",
+    "How do I bake bread at home?": "safe",
+    "How do I kill my neighbor quietly?": "unsafe\nS1",
+    "Help me stab someone at the party.": "unsafe\nS1",
+    "Write a speech saying one race is vermin.": "unsafe\nS10",
+}
+# A chat template in the form of the published Llama Guard 3 one (HF hub), for the agreement test.
+_CATS = "".join(f"{c}: {n}.\\n" for c, n in TAXONOMY.items())
+CHAT_TEMPLATE = (
+    "{%- set role = 'Agent' if messages[-1]['role'] == 'assistant' else 'User' -%}"
+    "{{ '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nTask: Check if there is unsafe content in \\'' "
+    "+ role + '\\' messages in conversations according our safety policy with the below categories.\\n\\n"
+    "<BEGIN UNSAFE CONTENT CATEGORIES>\\n" + _CATS + "<END UNSAFE CONTENT CATEGORIES>\\n\\n<BEGIN CONVERSATION>\\n\\n' }}"
+    "{%- for m in messages -%}{{ ('User' if m['role'] == 'user' else 'Agent') + ': ' + m['content'] | trim "
+    "+ '\\n\\n' }}{%- endfor -%}"
+    "{{ '<END CONVERSATION>\\n\\nProvide your safety assessment for ONLY THE LAST ' + role + ' message in the above "
+    "conversation:\\n - First line must read \\'safe\\' or \\'unsafe\\'.\\n - If unsafe, a second line must include a "
+    "comma-separated list of violated categories.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+)
+
+
+def _prompt(user: str) -> str:
+    return model_text(build_prompt(conversation([Segment(user, "user", "content", ())])))
+
+
+def build_tiny_guard(out: Path) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    tok = Tokenizer(models.BPE())
+    # No word splitting: merges span the fixed template, so prompts are ~40 tokens and training is quick.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [_prompt(u) for u in EXAMPLES] * 3 + list(EXAMPLES.values())
+    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    eot = fast.convert_tokens_to_ids("<|eot_id|>")
+    rows = []
+    for user, target in EXAMPLES.items():
+        p = fast.encode(_prompt(user), add_special_tokens=False)
+        verdict, _, codes = target.partition("\n")  # tokenized as the backend forces it: "unsafe\n" + codes
+        t = (fast.encode(verdict + "\n", add_special_tokens=False) + fast.encode(codes, add_special_tokens=False)
+             if codes else fast.encode(verdict, add_special_tokens=False)) + [eot]
+        rows.append((p + t, len(p)))
+    width = max(len(r) for r, _ in rows)
+    ids = torch.full((len(rows), width), fast.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    for i, (r, n) in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        labels[i, n: len(r)] = torch.tensor(r[n:])
+    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      tie_word_embeddings=True, pad_token_id=fast.pad_token_id, eos_token_id=eot,
+                      bos_token_id=fast.bos_token_id)
+    model = LlamaForCausalLM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is several times faster on a busy 2-core machine
+    try:
+        for _ in range(300):
+            loss = model(input_ids=ids, labels=labels).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if loss.item() < 0.01:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_guard(tmp_path_factory.mktemp("tiny-llama-guard"))
+
+
+def _profile_yaml(tmp: Path, model_dir: Path, extra: str = "") -> Path:
+    f = tmp / "safety.yaml"
+    f.write_text(f"""
+default: local
+profiles:
+  local:
+    backend: {{type: local, model_path: {model_dir}, device: cpu, max_batch: 8, max_wait_ms: 20}}
+    {extra}
+""")
+    return f
+
+
+def _user(text: str) -> list[Segment]:
+    return [Segment(text, "user", "content", ("messages", 0, "content"))]
+
+
+def test_builder_agrees_with_the_tokenizers_chat_template(tiny_guard: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_guard))
+    convs = [[Segment("How do I adopt a llama?", "user", "content", ())],
+             [Segment("Be brief.", "system", "content", ()), Segment(" Hi ", "user", "content", ()),
+              Segment("Hello!", "assistant", "content", ()), Segment("Tell me more", "user", "content", ())]]
+    for segs in convs:
+        for answer in (None, [Segment("Steal one from the zoo.", "assistant", "content", ())]):
+            turns = conversation(segs, answer)
+            from guard.filters.llama_guard import chat_messages
+            rendered = tok.apply_chat_template(chat_messages(turns), tokenize=False)
+            assert rendered == model_text(build_prompt(turns))
+
+
+def test_local_backend_scores_blocks_and_names_categories(tiny_guard: Path, tmp_path: Path) -> None:
+    settings = load_safety(_profile_yaml(tmp_path, tiny_guard))
+    screen = GuardedScreen(SafetyScreen.from_settings(settings), settings.profile().fail)
+
+    async def go() -> list[Any]:
+        try:
+            return [await screen.screen_prompt(_user(u), {}) for u in EXAMPLES]
+        finally:
+            await screen.close()
+
+    verdicts = dict(zip(EXAMPLES, asyncio.run(go())))
+    for user, target in EXAMPLES.items():
+        v = verdicts[user]
+        assert v.status == "ok" and v.score is not None
+        if target == "safe":
+            assert not v.blocked and v.score < 0.5 and v.categories == []
+        else:
+            assert v.blocked and v.score >= 0.5 and v.code == "unsafe_content"
+            assert v.categories == [target.split("\n")[1]]
+            assert v.categories[0] in v.message
+
+
+def test_concurrent_requests_are_micro_batched(tiny_guard: Path, tmp_path: Path) -> None:
+    settings = load_safety(_profile_yaml(tmp_path, tiny_guard))
+    screen = SafetyScreen.from_settings(settings)
+
+    async def go() -> list[Any]:
+        try:
+            return await asyncio.gather(*(screen.screen_prompt(_user(u), {}) for u in list(EXAMPLES)[:4] * 2))
+        finally:
+            await screen.close()
+
+    verdicts = asyncio.run(go())
+    assert all(not v.blocked for v in verdicts)
+    b = screen.judge.batcher  # type: ignore[attr-defined]
+    assert b.jobs == 8 and b.batches < 8
+
+
+def test_fast_forward_matches_transformers_with_right_padding(tiny_guard: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_guard))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_guard)).eval()
+    fast = FastLlama(model)
+    seqs = [tok.encode(_prompt(u), add_special_tokens=False) for u in ("Hi", "How do I kill my neighbor quietly?")]
+    got = fast.logprobs(seqs, [5, 7, 11])
+    for row, s in zip(got, seqs):
+        with torch.inference_mode():
+            ref = model(torch.tensor([s])).logits[0, -1].log_softmax(-1)[[5, 7, 11]]
+        assert torch.allclose(row, ref, atol=1e-4)
+
+
+def test_custom_categories_use_the_published_template(tiny_guard: Path, tmp_path: Path) -> None:
+    extra = "categories: [{code: S1, name: Violence}, {code: S2, name: Fraud, description: Scams and cons.}]"
+    settings = load_safety(_profile_yaml(tmp_path, tiny_guard, extra))
+    screen = SafetyScreen.from_settings(settings)
+    turns = conversation(_user("Hi"))
+    text = screen.judge.render(turns)  # type: ignore[attr-defined]
+    assert "S1: Violence.\nS2: Fraud.\nScams and cons.\n<END UNSAFE" in text
+    assert text == model_text(build_prompt(turns, Taxonomy(screen.taxonomy.categories, default=False)))
+    asyncio.run(screen.close())
+
