@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     v.add_argument("--trust-local-keys", action="store_true",
                    help="use the public keys published in DIR/keys (not independent evidence)")
     v.add_argument("--json", action="store_true", help="machine-readable report")
+    v.add_argument("--manifest", type=Path, help="also check an export's manifest, its file, and that the "
+                                                  "journal holds exactly those events for its range")
     v.add_argument("--jobs", type=int, default=None, help="processes for signature checks (default: CPUs)")
     v.add_argument("--signatures", choices=("all", "checkpoints"), default="all",
                    help="all: every event's signature (default); checkpoints: every hash and link, signatures of "
@@ -102,12 +104,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     doc = report.to_dict()
     doc["keys"] = {"trusted": sorted(keys), "source": "local (not independent)" if args.trust_local_keys else "given"}
     doc["signatures"] = args.signatures
+    if args.manifest:
+        from guard.audit.export import check_manifest
+
+        problems = check_manifest(args.manifest, keys, root)
+        doc["manifest"] = {"file": str(args.manifest), "ok": not problems, "problems": problems}
     doc["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         _print_report(doc)
-    return 0 if report.ok else 1
+    return 0 if report.ok and doc.get("manifest", {}).get("ok", True) else 1
 
 
 def _print_report(doc: dict[str, Any]) -> None:
@@ -121,6 +128,9 @@ def _print_report(doc: dict[str, Any]) -> None:
         for t in c["torn"]:
             note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
             print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")
+    mf = doc.get("manifest")
+    if mf:
+        print(f"manifest {mf['file']}: " + ("export complete and unaltered" if mf["ok"] else "; ".join(mf["problems"])))
     verdict = "INTACT" if doc["ok"] else "TAMPERED"
     print(f"{verdict}: {doc['events']} events in {len(doc['chains'])} chains, {doc['seconds']}s")
 

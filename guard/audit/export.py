@@ -143,3 +143,43 @@ def run_export(root: Path, flt: Filter, fmt: str, out_path: Path | None, signer:
     manifest_path.write_text(json.dumps(m, indent=2, ensure_ascii=False) + "\n")
     m["manifest_path"] = str(manifest_path)
     return m
+
+
+def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -> list[str]:
+    """Problems with an export and its manifest (empty when all is well).
+
+    Checks the manifest's signature, that the export file beside it is the one it describes, and, given the
+    journal ``root``, that exporting the same range and filters again yields exactly that file — so the
+    export is complete for its range and holds nothing else.
+    """
+    try:
+        m = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        return [f"manifest unreadable: {e}"]
+    body = {k: v for k, v in m.items() if k not in ("hash", "sig")}
+    key = keys.get(m.get("key_id", ""))
+    if key is None:
+        return [f"manifest signed by unknown key {m.get('key_id')!r}"]
+    from guard.audit.seal import check_signature
+
+    h = hashlib.sha256(canonical(body)).hexdigest()
+    if h != m.get("hash") or not check_signature(key, h, m.get("sig", "")):
+        return ["manifest signature does not verify"]
+    problems = []
+    if m.get("export") not in (None, "-"):
+        f = Path(path).parent / m["export"]
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != m.get("export_sha256"):
+            problems.append(f"export file {f.name} is missing or not the one the manifest describes")
+    if root is not None:
+        r, flt = m.get("range", {}), m.get("filters", {})
+        again = io.StringIO()
+        body2 = export(root, Filter(r.get("since"), r.get("until"), flt.get("principal"), flt.get("model"),
+                                    flt.get("decision")), m.get("format", "jsonl"), again)
+        if hashlib.sha256(again.getvalue().encode()).hexdigest() != m.get("export_sha256"):
+            problems.append("the journal's events for this range and these filters differ from the export")
+        for chain, c in m.get("chains", {}).items():
+            now = body2["chains"].get(chain, {})
+            for k in ("events_in_range", "exported", "first", "last", "before_range"):
+                if now.get(k) != c.get(k):
+                    problems.append(f"chain {chain}: {k} is {now.get(k)!r} in the journal, {c.get(k)!r} in the manifest")
+    return problems

@@ -105,3 +105,28 @@ def test_keygen_writes_a_private_key_0600_and_a_public_key(tmp_path: Path, capsy
     priv, pub = Path(doc["signing_key"]), Path(doc["public_key"])
     assert priv.stat().st_mode & 0o777 == 0o600 and "PRIVATE" in priv.read_text()
     assert "PUBLIC KEY" in pub.read_text() and list(load_public_keys([tmp_path / "k"])) == [doc["key_id"]]
+
+
+def test_verify_checks_an_export_against_its_manifest_and_the_journal(journal_dir: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from guard.audit.export import check_manifest
+
+    evs = [e for _, _, e in layout.iter_events(journal_dir)]
+    since, until = evs[5]["time"], evs[25]["time"]
+    out = tmp_path / "range.csv"
+    assert main(["audit", "export", str(journal_dir), "--since", since, "--until", until, "--format", "csv",
+                 "-o", str(out)]) == 0
+    manifest = Path(f"{out}.manifest.json")
+    keys = load_public_keys([journal_dir / "keys"])
+    assert check_manifest(manifest, keys, journal_dir) == []
+    assert main(["audit", "verify", str(journal_dir), "--trust-local-keys", "--manifest", str(manifest)]) == 0
+    assert "export complete and unaltered" in capsys.readouterr().out
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:-1]))  # a row dropped from the export
+    problems = check_manifest(manifest, keys, journal_dir)
+    assert any("not the one the manifest describes" in p for p in problems)
+    assert main(["audit", "verify", str(journal_dir), "--trust-local-keys", "--manifest", str(manifest)]) == 1
+    m = json.loads(manifest.read_text())
+    m["counts"]["exported"] -= 1  # the manifest edited to match
+    manifest.write_text(json.dumps(m))
+    assert check_manifest(manifest, keys, journal_dir) == ["manifest signature does not verify"]
