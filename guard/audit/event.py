@@ -236,3 +236,16 @@ def checkpoint(chain: str, seq: int, head: str, count: int, prev_checkpoint: str
     if recovery:
         cp["recovery"] = recovery
     return new_event("audit.checkpoint", checkpoint=cp)
+
+
+def plain(o: Any) -> Any:
+    """Make arbitrary client-supplied strings encodable (lone surrogates) and containers plain."""
+    if isinstance(o, str):
+        return o.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(o, dict):
+        return {str(k): plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [plain(v) for v in o]
+    if o is None or isinstance(o, (bool, int, float)):
+        return o
+    return str(o)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import os
 import socket
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 from guard import telemetry as tm
 from guard.audit import event as ev
 from guard.audit import layout
-from guard.audit.seal import GENESIS, Signer, canonical, load_or_create_signer, normalize_floats
+from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
 
 
@@ -172,7 +171,7 @@ class Journal:
         try:
             line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
         except (TypeError, ValueError, UnicodeError):
-            event = normalize_floats(_clean(event))
+            event = normalize_floats(ev.plain(event))
             line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
         self._seq, self._prev = seq, h
         self._since_cp += 1
@@ -205,7 +204,7 @@ class Journal:
 
     def _resume(self) -> None:
         """Continue the chain after the last intact event on disk; a new segment is always started."""
-        last, torn = _last_intact(layout.segments(self.root, self.chain))
+        last, torn = layout.last_intact(layout.segments(self.root, self.chain))
         self._seq, self._prev = (last["seq"], last["hash"]) if last else (0, GENESIS)
         self._durable = (self._seq, self._prev)
         self._since_cp, self._cp_time = 0, time.monotonic()
@@ -372,39 +371,4 @@ def _hash_of(line: bytes) -> str:
     return line[i:i + 64].decode()
 
 
-def _clean(o: Any) -> Any:
-    """Make arbitrary client-supplied strings encodable (lone surrogates) and containers plain."""
-    if isinstance(o, str):
-        return o.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if o is None or isinstance(o, (bool, int, float)):
-        return o
-    return str(o)
-
-
-def _last_intact(segs: list[Path]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """The last complete event of a chain and a note about torn bytes after it."""
-    torn: dict[str, Any] = {}
-    for seg in reversed(segs):
-        data = seg.read_bytes()
-        if not data:
-            continue
-        end = len(data)
-        if not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            torn = {"torn_segment": seg.name, "torn_bytes": end - cut}
-            data = data[:cut]
-        for line in reversed(data.splitlines()):
-            try:
-                e = json.loads(line)
-                if isinstance(e, dict) and "seq" in e and "hash" in e:
-                    return e, torn
-            except ValueError:
-                continue
-    return None, torn
-
-
-__all__ = ["Journal", "JournalError", "default_writer_id", "canonical"]
+__all__ = ["Journal", "JournalError", "default_writer_id"]

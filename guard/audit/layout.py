@@ -106,3 +106,25 @@ def iter_events(root: Path, chains: list[str] | None = None) -> Iterator[tuple[s
                     yield chain, seg, json.loads(line)
                 except ValueError:
                     continue
+
+
+def last_intact(segs: list[Path]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The last complete event of a chain and a note about torn bytes after it."""
+    torn: dict[str, Any] = {}
+    for seg in reversed(segs):
+        data = seg.read_bytes()
+        if not data:
+            continue
+        end = len(data)
+        if not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            torn = {"torn_segment": seg.name, "torn_bytes": end - cut}
+            data = data[:cut]
+        for line in reversed(data.splitlines()):
+            try:
+                e = json.loads(line)
+                if isinstance(e, dict) and "seq" in e and "hash" in e:
+                    return e, torn
+            except ValueError:
+                continue
+    return None, torn
