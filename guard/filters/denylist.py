@@ -1,0 +1,290 @@
+"""Secrets and denylist screen: regexes and phrase lists, ``block`` or ``redact``, prompts and answers.
+
+Cheap (regexes only), so it runs first. In streams a bounded tail is held back so a secret split across
+chunks is still caught, and a started multi-line block (a PEM private key) is held until it ends, up to
+``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from guard.config import ConfigError, load_yaml, validate
+from guard.filters.base import Segment, StreamStep, Verdict
+
+Action = Literal["block", "redact", "off"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _regex(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regex: {e}") from None
+    return v
+
+
+class DenylistRule(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: Literal["secret", "phrase"] = "secret"  # secret -> code secret_blocked, phrase -> denylisted
+    pattern: str | None = None  # a Python regex
+    phrases: list[str] | None = None  # matched case-insensitively, any whitespace between words
+    ignore_case: bool = False
+    prompt: Action = "block"
+    response: Action = "redact"
+    replacement: str | None = None  # default "[REDACTED:<name>]"
+    stream_start: str | None = None  # a block's opening marker: streams hold from here until the match ends
+    stream_end: str | None = None  # its closing marker (needed with stream_start)
+
+    _rx = field_validator("pattern", "stream_start", "stream_end")(classmethod(lambda cls, v: _regex(v)))
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DenylistRule:
+        if (self.pattern is None) == (self.phrases is None):
+            raise ValueError("give exactly one of pattern or phrases")
+        if (self.stream_start is None) != (self.stream_end is None):
+            raise ValueError("stream_start and stream_end go together")
+        return self
+
+
+class DenylistProfile(_Strict):
+    hold_chars: int = Field(256, ge=0)  # stream tail held back; at least the longest single-line secret
+    max_hold_chars: int = Field(8192, ge=256)  # longest multi-line block held in a stream
+    rules: list[DenylistRule] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> DenylistProfile:
+        names = [r.name for r in self.rules]
+        if len(names) != len(set(names)):
+            raise ValueError("duplicate rule name")
+        return self
+
+
+class DenylistSettings(_Strict):
+    default: str = "default"
+    profiles: dict[str, DenylistProfile]
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> DenylistSettings:
+        if self.default not in self.profiles:
+            raise ValueError(f"default names unknown profile {self.default!r}")
+        return self
+
+    def profile(self, name: str | None = None) -> DenylistProfile:
+        return self.profiles[name or self.default]
+
+
+def load_denylist(path: str | Path) -> DenylistSettings:
+    """Load filters/denylist.yaml (or a folder holding it); errors name file:line: key."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "denylist.yaml"
+    data, lines = load_yaml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}:1: the denylist settings must be a mapping")
+    return validate(DenylistSettings, data, p, lines)
+
+
+@dataclass
+class _Compiled:
+    rule: DenylistRule
+    rx: re.Pattern[str]
+    start: re.Pattern[str] | None
+    end: re.Pattern[str] | None
+
+    @property
+    def replacement(self) -> str:
+        return self.rule.replacement if self.rule.replacement is not None else f"[REDACTED:{self.rule.name}]"
+
+
+def _compile(rule: DenylistRule) -> _Compiled:
+    flags = re.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
+    if rule.phrases is not None:
+        alts = [r"\s+".join(re.escape(w) for w in p.split()) for p in rule.phrases if p.split()]
+        src = r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
+    else:
+        src = rule.pattern or r"(?!)"
+    start = re.compile(rule.stream_start, flags) if rule.stream_start else None
+    end = re.compile(rule.stream_end, flags) if rule.stream_end else None
+    return _Compiled(rule, re.compile(src, flags), start, end)
+
+
+@dataclass
+class _Scan:
+    text: str
+    hits: dict[str, int] = field(default_factory=dict)
+    block: list[_Compiled] = field(default_factory=list)
+    redacted: bool = False
+
+
+class DenylistScreen:
+    """PromptScreen and ResponseScreen for one denylist profile."""
+
+    name = "denylist"
+
+    def __init__(self, profile: DenylistProfile) -> None:
+        self.profile = profile
+        self.rules = [_compile(r) for r in profile.rules]
+
+    @classmethod
+    def from_settings(cls, settings: DenylistSettings, profile: str | None = None) -> DenylistScreen:
+        return cls(settings.profile(profile))
+
+    def active(self, direction: str) -> list[_Compiled]:
+        return [c for c in self.rules if getattr(c.rule, direction) != "off"]
+
+    def scan(self, text: str, direction: str, final: bool = True) -> _Scan:
+        """Find every match; collect block rules, redact the rest. ``final``: an unclosed block (BEGIN
+        without END) counts as a match to the end of the text."""
+        res = _Scan(text)
+        spans: list[tuple[int, int, _Compiled]] = []
+        for c in self.active(direction):
+            # Not final (a stream): a match touching the end may still grow, so it waits for more text.
+            found = [(m.start(), m.end()) for m in c.rx.finditer(text)
+                     if m.end() > m.start() and (final or m.end() < len(text))]
+            if final and c.start is not None:
+                for m in c.start.finditer(text):
+                    if not any(a <= m.start() < b for a, b in found):
+                        found.append((m.start(), len(text)))
+            if found:
+                res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + len(found)
+                if getattr(c.rule, direction) == "block":
+                    res.block.append(c)
+                spans.extend((a, b, c) for a, b in found)
+        if not res.block and spans:
+            res.text, res.redacted = _redact(text, spans), True
+        return res
+
+    def verdict(self, direction: str, scans: list[_Scan], t0: float) -> Verdict:
+        hits: dict[str, int] = {}
+        for s in scans:
+            for k, n in s.hits.items():
+                hits[k] = hits.get(k, 0) + n
+        v = Verdict(screen=self.name, direction=direction, entities=hits, categories=sorted(hits),
+                    latency_ms=(time.perf_counter() - t0) * 1000)
+        blockers = [c for s in scans for c in s.block]
+        if blockers:
+            secret = any(c.rule.kind == "secret" for c in blockers)
+            names = ", ".join(sorted({c.rule.name for c in blockers}))
+            what = "a credential" if secret else "denylisted content"
+            where = "prompt" if direction == "prompt" else "answer"
+            v.action, v.blocked = "block", True
+            v.code = "secret_blocked" if secret else "denylisted"
+            v.message = f"Blocked by the denylist screen: the {where} contains {what} ({names})."
+        elif any(s.redacted for s in scans):
+            v.action, v.modified = "redact", True
+        return v
+
+    async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
+        return self._screen(segments, "prompt")
+
+    async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
+        return self._screen(segments, "response")
+
+    def _screen(self, segments: list[Segment], direction: str) -> Verdict:
+        t0 = time.perf_counter()
+        scans = [self.scan(s.text, direction) for s in segments]
+        v = self.verdict(direction, scans, t0)
+        if not v.blocked:
+            for seg, s in zip(segments, scans):
+                seg.text = s.text
+        return v
+
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any]) -> DenylistStream:
+        return DenylistStream(self)
+
+
+def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
+    spans.sort(key=lambda s: (s[0], -s[1]))
+    out, pos = [], 0
+    for a, b, c in spans:
+        if b <= pos:
+            continue  # inside an earlier replacement
+        out.append(text[pos:max(a, pos)])
+        if a >= pos:
+            out.append(c.replacement)
+        pos = b
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class DenylistStream:
+    """Redacts (or stops on) secrets in a streamed answer with a bounded hold-back."""
+
+    def __init__(self, screen: DenylistScreen) -> None:
+        self.screen = screen
+        self.buf = ""
+        self.scans: list[_Scan] = []
+        self.suppress: _Compiled | None = None  # inside an over-long block: drop until its end marker
+        self.t0 = time.perf_counter()
+        self.verdict = Verdict(screen=screen.name, direction="response")
+
+    def pending(self) -> str:
+        return "" if self.suppress else self.buf
+
+    async def feed(self, text: str) -> StreamStep:
+        self.buf += text
+        if self.suppress and not self._leave_block():
+            return StreamStep()
+        return self._step(final=False)
+
+    async def finish(self) -> StreamStep:
+        if self.suppress and not self._leave_block():
+            self.buf = ""
+        step = self._step(final=True)
+        self.verdict = self.screen.verdict("response", self.scans, self.t0)
+        return step
+
+    def _leave_block(self) -> bool:
+        assert self.suppress is not None and self.suppress.end is not None
+        m = self.suppress.end.search(self.buf)
+        if not m:
+            self.buf = self.buf[-self.screen.profile.hold_chars:] if self.screen.profile.hold_chars else ""
+            return False
+        self.buf, self.suppress = self.buf[m.end():], None
+        return True
+
+    def _step(self, final: bool) -> StreamStep:
+        p = self.screen.profile
+        scan = self.screen.scan(self.buf, "response", final=final)
+        if scan.hits:
+            self.scans.append(scan)
+        if scan.block:
+            self.verdict = self.screen.verdict("response", self.scans, self.t0)
+            self.buf = ""
+            return StreamStep(stop=self.verdict)
+        self.buf = scan.text
+        if final:
+            out, self.buf = self.buf, ""
+            return StreamStep(release=out)
+        cut = max(0, len(self.buf) - p.hold_chars)
+        for c in self.screen.active("response"):
+            for m in c.rx.finditer(self.buf):  # a match touching the end may still grow: keep it
+                if m.end() == len(self.buf):
+                    cut = min(cut, m.start())
+            if c.start is not None:
+                for m in c.start.finditer(self.buf):
+                    if len(self.buf) - m.start() > p.max_hold_chars:
+                        return self._overlong(c, m.start(), cut)
+                    cut = min(cut, m.start())
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return StreamStep(release=out)
+
+    def _overlong(self, c: _Compiled, start: int, cut: int) -> StreamStep:
+        """A block that never ends within max_hold_chars: redact it (or stop) and drop the rest of it."""
+        self.scans.append(_Scan("", {c.rule.name: 1}, [c] if c.rule.response == "block" else [], True))
+        if c.rule.response == "block":
+            self.verdict = self.screen.verdict("response", self.scans, self.t0)
+            return StreamStep(stop=self.verdict)
+        out = self.buf[:start] + c.replacement
+        self.buf, self.suppress = "", c
+        return StreamStep(release=out)

@@ -1,0 +1,124 @@
+"""A Llama Guard stand-in server for tests, benchmarks and the demo: speaks the OpenAI (chat, completions)
+and Ollama (chat, generate) protocols, logprobs included, and judges by trigger words.
+
+The judged message is the last one (chat) or the last ``User:`` / ``Agent:`` turn of a raw prompt; it is
+unsafe when it contains a trigger word (default: ``kill`` -> S1, ``vermin`` -> S10).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TRIGGERS = {"kill": "S1", "stab": "S1", "vermin": "S10"}
+
+
+@dataclass
+class StandIn:
+    triggers: dict[str, str] = field(default_factory=lambda: dict(TRIGGERS))
+    delay_ms: float = 0.0
+    fail_status: int | None = None  # answer every request with this HTTP status
+    output: str | None = None  # force the generated text (e.g. something outside the grammar)
+    logprobs: bool = True  # include logprobs when asked
+    p_verdict: float = 0.95  # probability given to the chosen verdict token
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/api/chat", self._ollama_chat)
+        app.router.add_post("/api/generate", self._ollama_generate)
+        return app
+
+    def judge(self, text: str) -> str:
+        low = text.lower()
+        codes = sorted({c for w, c in self.triggers.items() if w in low}, key=lambda c: int(c[1:]))
+        return f"unsafe\n{','.join(codes)}" if codes else "safe"
+
+    async def _enter(self, request: web.Request) -> dict[str, Any]:
+        body = await request.json()
+        self.requests.append((request.path, body))
+        if self.delay_ms:
+            await asyncio.sleep(self.delay_ms / 1000)
+        if self.fail_status:
+            raise _status(self.fail_status)
+        return body
+
+    def _steps(self, text: str, n: int) -> list[dict[str, Any]]:
+        """Per-token logprobs: the verdict token with its alternative, then the rest as certain."""
+        first, _, rest = text.partition("\n")
+        other = "safe" if first == "unsafe" else "unsafe"
+        lp, alt = math.log(self.p_verdict), math.log(1 - self.p_verdict)
+        top = [{"token": first, "logprob": lp}, {"token": other, "logprob": alt}][: max(n, 1)]
+        steps = [{"token": first, "logprob": lp, "top_logprobs": top}]
+        if rest:
+            steps += [{"token": "\n", "logprob": 0.0, "top_logprobs": []},
+                      {"token": rest, "logprob": 0.0, "top_logprobs": []}]
+        return steps
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await self._enter(request)
+        text = self.output if self.output is not None else self.judge(body["messages"][-1]["content"])
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": "stop"}
+        if body.get("logprobs") and self.logprobs:
+            choice["logprobs"] = {"content": self._steps(text, body.get("top_logprobs") or 1)}
+        return web.json_response({"id": "lg", "object": "chat.completion", "model": body["model"],
+                                  "choices": [choice]})
+
+    async def _completions(self, request: web.Request) -> web.Response:
+        body = await self._enter(request)
+        text = self.output if self.output is not None else self.judge(last_turn(body["prompt"]))
+        choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop"}
+        if body.get("logprobs") and self.logprobs:
+            steps = self._steps(text, body["logprobs"])
+            choice["logprobs"] = {"tokens": [s["token"] for s in steps],
+                                  "token_logprobs": [s["logprob"] for s in steps],
+                                  "top_logprobs": [{t["token"]: t["logprob"] for t in s["top_logprobs"]}
+                                                   for s in steps]}
+        return web.json_response({"id": "lg", "object": "text_completion", "choices": [choice]})
+
+    async def _ollama_chat(self, request: web.Request) -> web.Response:
+        body = await self._enter(request)
+        text = self.output if self.output is not None else self.judge(body["messages"][-1]["content"])
+        out: dict[str, Any] = {"model": body["model"], "message": {"role": "assistant", "content": text},
+                               "done": True}
+        if body.get("logprobs") and self.logprobs:
+            out["logprobs"] = self._steps(text, body.get("top_logprobs") or 1)
+        return web.json_response(out)
+
+    async def _ollama_generate(self, request: web.Request) -> web.Response:
+        body = await self._enter(request)
+        text = self.output if self.output is not None else self.judge(last_turn(body["prompt"]))
+        out: dict[str, Any] = {"model": body["model"], "response": text, "done": True}
+        if body.get("logprobs") and self.logprobs:
+            out["logprobs"] = self._steps(text, body.get("top_logprobs") or 1)
+        return web.json_response(out)
+
+
+def _status(code: int) -> web.HTTPException:
+    exc = web.HTTPException()
+    exc.set_status(code)
+    return exc
+
+
+def last_turn(prompt: str) -> str:
+    """The last User/Agent turn of a raw Llama Guard prompt."""
+    conv = prompt.split("<BEGIN CONVERSATION>", 1)[-1].split("<END CONVERSATION>", 1)[0]
+    turns = re.split(r"\n\n(?=(?:User|Agent): )", "\n\n" + conv.strip())
+    return re.sub(r"^(?:User|Agent): ", "", turns[-1].strip()) if turns else ""
+
+
+async def start(stand_in: StandIn, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Serve on loopback; returns the runner (``await runner.cleanup()`` to stop) and the base URL."""
+    runner = web.AppRunner(stand_in.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    return runner, f"http://{host}:{sock.getsockname()[1]}"
