@@ -90,7 +90,10 @@ def freeze(value: Any) -> Any:
     if t is str:
         return value
     if t is list or t is tuple:
-        return (t, tuple([freeze(v) for v in value]))
+        for v in value:
+            if type(v) is not str:
+                return (t, tuple([freeze(v) for v in value]))
+        return (t, tuple(value))
     if t is Attrs:
         return (t, tuple(sorted((k, freeze(v)) for k, v in value.__dict__.items())))
     if isinstance(value, (set, frozenset)):

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from casbin.util import key_match_func
+
 from guard.policy.attributes import Attrs, freeze, wrap
 from guard.policy.decision import Decision
 from guard.policy.index import LEAF_SIZE, Node, Rule, build_index, collect, lambda_of
@@ -37,7 +39,8 @@ class _Combo:
 
 def _key_function(rules: Sequence[Rule], rtokens: tuple[str, ...]) -> Callable[..., Any]:
     """``lambda r_sub, ...: (freeze(r_sub.ou), ...)`` over the paths the rules read, str fast path."""
-    paths = sorted({p for r in rules for p in r.reads})
+    # one combo serves one stage and act: they need not be part of the key
+    paths = sorted({p for r in rules for p in r.reads if p not in (("stage",), ("act",))})
     elts: list[ast.expr] = []
     for path in paths:
         node: ast.expr = ast.Name(f"r_{path[0]}", ast.Load())
@@ -61,7 +64,7 @@ class Engine:
         self.version = version
         self.cache_enabled = cache
         self.root, self.index_nodes = build_index(self.rules, rtokens, leaf_size)
-        self._combos: dict[tuple[int, ...], _Combo] = {}
+        self._combos: dict[tuple[Any, ...], _Combo] = {}  # (stage, act, node ids...)
         names = [t[2:] for t in rtokens]
         self._order = lambda d: tuple(d[n] for n in names)  # noqa: E731
 
@@ -71,19 +74,19 @@ class Engine:
             raise TypeError("act and stage must be strings")
         args = self._order({"stage": stage, "sub": wrap(sub), "obj": wrap(obj), "act": act,
                             "env": wrap(env)})
-        return self._decide_args(stage, args)
+        return self._decide_args(stage, act, args)
 
-    def _decide_args(self, stage: str, args: tuple[Any, ...]) -> Decision:
+    def _decide_args(self, stage: str, act: str, args: tuple[Any, ...]) -> Decision:
         nodes: list[Node] = []
         collect(self.root, args, nodes)
-        ids = tuple(n.id for n in nodes)
+        ids = (stage, act, *[n.id for n in nodes])
         combo = self._combos.get(ids)
         if combo is None:
-            combo = self._combo(ids, nodes)
+            combo = self._combo(ids, nodes, stage, act)
         if combo.key is None:
             return self._evaluate(stage, combo.rules, args)
         try:
-            k = (stage, combo.key(*args))
+            k = combo.key(*args)
             hit = combo.cache.get(k)
         except Exception:  # noqa: BLE001 - a missing attribute or an unhashable value: no caching
             return self._evaluate(stage, combo.rules, args)
@@ -96,8 +99,8 @@ class Engine:
             combo.cache[k] = d
         return d
 
-    def _combo(self, ids: tuple[int, ...], nodes: list[Node]) -> _Combo:
-        rules = _merge(nodes)
+    def _combo(self, ids: tuple[Any, ...], nodes: list[Node], stage: str, act: str) -> _Combo:
+        rules = tuple(r for r in _merge(nodes) if _may_match(r, stage, act))
         key = _key_function(rules, self.rtokens) if self.cache_enabled else None
         combo = _Combo(rules, key)
         if len(self._combos) >= CACHE_SIZE:
@@ -146,6 +149,20 @@ class Engine:
 
     def rule_at(self, loc: str) -> Rule | None:
         return next((r for r in self.rules if r.loc == loc), None)
+
+
+def _may_match(rule: Rule, stage: str, act: str) -> bool:
+    """False when the rule's leading tests on stage and act fail: then it is false without an error."""
+    known = {"stage": stage, "act": act}
+    for path, kind, const in rule.prefix:
+        if len(path) != 1 or path[0] not in known:
+            break
+        v = known[path[0]]
+        if (kind == "eq" and v != const) or (kind == "safe" and not key_match_func(v, const)):
+            return False
+        if kind == "in":
+            break
+    return True
 
 
 def _merge(nodes: Sequence[Node]) -> tuple[Rule, ...]:

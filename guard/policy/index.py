@@ -27,7 +27,7 @@ class Rule:
     profile: str
     fn: Callable[..., Any]
     reads: frozenset[Path_]
-    prefix: tuple[tuple[Path_, str, Any], ...]  # (path, "eq" | "in", constant)
+    prefix: tuple[tuple[Path_, str, Any], ...]  # (path, "eq" | "in" | "safe", constant)
     source: str
 
 
@@ -62,6 +62,9 @@ def lambda_of(body: ast.expr, rtokens: tuple[str, ...], glb: dict[str, Any]) -> 
     return eval(compile(expr, "<policy-index>", "eval"), {"__builtins__": {}, **glb})  # noqa: S307
 
 
+_COMBO_PATHS = (("stage",), ("act",))  # the engine splits candidates by these itself (per stage and act)
+
+
 def _safe(test: Test, used: frozenset[Test]) -> bool:
     """Can this conjunct raise, given what the walk has read? ``==`` cannot once the path was read
     (request tokens always can be); ``in`` cannot once the walk saw the value is a list or tuple."""
@@ -79,7 +82,7 @@ def _eligible(rule: Rule, used: frozenset[Test]) -> dict[Test, str]:
     unsafe: list[Test] = []  # earlier conjuncts that might raise
     for path, kind, const in rule.prefix:
         test = (path, kind)
-        if isinstance(const, str) and test not in used and test not in out and \
+        if kind != "safe" and path not in _COMBO_PATHS and isinstance(const, str) and test not in used and test not in out and \
                 all(_safe(u, used | {test}) for u in unsafe):
             out[test] = const
         if not _safe(test, used):

@@ -74,7 +74,7 @@ def _indexed_cond(rng: random.Random, stage: str) -> str:
 def _rule(rng: random.Random, shape: str, indexed: float = 0.5) -> str:
     stage = rng.choice(["access", "content"])
     eft = rng.choices(["allow", "deny", "profile"], [6, 3, 1])[0]
-    act = rng.choice(["chat", "embeddings", "models", "*"])
+    act = rng.choice(["chat", "embeddings", "models", "*", "emb*", "c*"])
     profile = rng.choice(["-", "-", "strict"])
     cond = _indexed_cond(rng, stage) if rng.random() < indexed else _cond(rng, stage)
     if shape == "model-field":
