@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from guard.config import ConfigError, load_yaml, validate
 from guard.filters.failmode import FailSettings
+from guard.filters.injection import InjectionSettings
 from guard.filters.llama_guard import Category, Taxonomy
 
 
@@ -111,6 +112,7 @@ class SafetyProfile(_Strict):
 class SafetySettings(_Strict):
     default: str = "default"
     profiles: dict[str, SafetyProfile]
+    injection: InjectionSettings | None = None  # the optional prompt injection classifier
 
     @model_validator(mode="after")
     def _default_exists(self) -> SafetySettings:
@@ -131,6 +133,8 @@ def load_safety(path: str | Path) -> SafetySettings:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}:1: the safety settings must be a mapping")
     settings: SafetySettings = validate(SafetySettings, data, p, lines)
+    if settings.injection and not settings.injection.model_path.is_absolute():
+        settings.injection.model_path = p.parent / settings.injection.model_path
     for prof in settings.profiles.values():
         b = prof.backend
         if isinstance(b, LocalBackend) and not b.model_path.is_absolute():
