@@ -199,7 +199,7 @@ class DenylistScreen:
                 seg.text = s.text
         return v
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any]) -> DenylistStream:
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> DenylistStream:
         return DenylistStream(self)
 
 

@@ -71,7 +71,9 @@ class SafetyScreen:
         j = await self.judge.classify(conversation(prompt, segments))
         return self.verdict("response", j, side.action, t0)
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any]) -> SafetyStream | PassStream:
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any],
+                    kind: str = "content") -> SafetyStream | PassStream:
+        """``kind`` (content | tool_arguments): both are the model's words, judged as the Agent turn."""
         side = self.profile.response
         if not side.enabled:
             return PassStream(Verdict(screen=self.name, direction="response", status="skipped"))
