@@ -39,6 +39,8 @@ class DenylistRule(_Strict):
     pattern: str | None = None  # a Python regex
     phrases: list[str] | None = None  # matched case-insensitively, any whitespace between words
     ignore_case: bool = False
+    hints: list[str] | None = None  # literal substrings (any case), one of which every match contains:
+    #                                 the regex runs only when one occurs (phrases: their first words)
     prompt: Action = "block"
     response: Action = "redact"
     replacement: str | None = None  # default "[REDACTED:<name>]"
@@ -100,6 +102,10 @@ class _Compiled:
     rx: re.Pattern[str]
     start: re.Pattern[str] | None
     end: re.Pattern[str] | None
+    hints: tuple[str, ...] = ()
+
+    def may_match(self, lowered: str) -> bool:
+        return not self.hints or any(h in lowered for h in self.hints)
 
     @property
     def replacement(self) -> str:
@@ -108,14 +114,16 @@ class _Compiled:
 
 def _compile(rule: DenylistRule) -> _Compiled:
     flags = re.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
+    hints = [h.lower() for h in rule.hints or []]
     if rule.phrases is not None:
         alts = [r"\s+".join(re.escape(w) for w in p.split()) for p in rule.phrases if p.split()]
         src = r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
+        hints = hints or sorted({p.split()[0].lower() for p in rule.phrases if p.split()})
     else:
         src = rule.pattern or r"(?!)"
     start = re.compile(rule.stream_start, flags) if rule.stream_start else None
     end = re.compile(rule.stream_end, flags) if rule.stream_end else None
-    return _Compiled(rule, re.compile(src, flags), start, end)
+    return _Compiled(rule, re.compile(src, flags), start, end, tuple(hints))
 
 
 @dataclass
@@ -147,7 +155,10 @@ class DenylistScreen:
         without END) counts as a match to the end of the text."""
         res = _Scan(text)
         spans: list[tuple[int, int, _Compiled]] = []
+        lowered = text.lower()
         for c in self.active(direction):
+            if not c.may_match(lowered):
+                continue
             # Not final (a stream): a match touching the end may still grow, so it waits for more text.
             found = [(m.start(), m.end()) for m in c.rx.finditer(text)
                      if m.end() > m.start() and (final or m.end() < len(text))]
@@ -267,7 +278,10 @@ class DenylistStream:
             out, self.buf = self.buf, ""
             return StreamStep(release=out)
         cut = max(0, len(self.buf) - p.hold_chars)
+        lowered = self.buf.lower()
         for c in self.screen.active("response"):
+            if not c.may_match(lowered):
+                continue
             for m in c.rx.finditer(self.buf):  # a match touching the end may still grow: keep it
                 if m.end() == len(self.buf):
                     cut = min(cut, m.start())

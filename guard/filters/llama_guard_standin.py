@@ -43,6 +43,7 @@ class StandIn:
     async def _enter(self, request: web.Request) -> dict[str, Any]:
         body = await request.json()
         self.requests.append((request.path, body))
+        del self.requests[:-1000]  # bounded: a long-running stand-in keeps only the latest
         if self.delay_ms:
             await asyncio.sleep(self.delay_ms / 1000)
         if self.fail_status:
@@ -122,3 +123,19 @@ async def start(stand_in: StandIn, host: str = "127.0.0.1", port: int = 0) -> tu
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     return runner, f"http://{host}:{sock.getsockname()[1]}"
+
+
+def main() -> None:
+    """``python -m guard.filters.llama_guard_standin --port 8000 [--delay-ms 5]``: serve until killed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--delay-ms", type=float, default=0.0)
+    a = ap.parse_args()
+    web.run_app(StandIn(delay_ms=a.delay_ms).app(), host=a.host, port=a.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -138,3 +138,13 @@ def test_bad_settings_name_file_line_and_key(tmp_path: Path) -> None:
     f.write_text("profiles:\n  default:\n    rulez: []\n")
     with pytest.raises(ConfigError, match=r"denylist.yaml:3: profiles.default.rulez: unknown key"):
         load_denylist(f)
+
+
+def test_hints_never_hide_a_match(screen: DenylistScreen) -> None:
+    """Every shipped rule's sample secret contains one of its hints (the pre-filter cannot drop it)."""
+    samples = {"aws_access_key_id": AWS, "private_key_block": PEM, "github_token": "ghp_" + "a" * 36,
+               "bearer_token": "BEARER abcdefghijklmnop1234", "jwt": "eyJabcdefghij.eyJabcdefghij.abcdefghij",
+               "stripe_secret_key": "rk_live_" + "a" * 20, "google_api_key": "AIza" + "B" * 35}
+    for c in screen.rules:
+        if c.rule.name in samples:
+            assert c.may_match(samples[c.rule.name].lower()) and c.rx.search(samples[c.rule.name]), c.rule.name
