@@ -22,7 +22,8 @@ from guard.telemetry import POLICY_ERRORS
 
 log = logging.getLogger("guard.policy")
 
-CACHE_SIZE = 65_536  # entries per candidate set; cleared when full (cheap, and rarely reached)
+CACHE_ENTRIES = 200_000  # decisions cached in all; everything is dropped when reached (bounded memory)
+MAX_COMBOS = 20_000  # candidate sets remembered (each with its compiled cache key function)
 _NO_PROFILE = ("", "-")
 
 
@@ -65,6 +66,7 @@ class Engine:
         self.cache_enabled = cache
         self.root, self.index_nodes = build_index(self.rules, rtokens, leaf_size)
         self._combos: dict[tuple[Any, ...], _Combo] = {}  # (stage, act, node ids...)
+        self._entries = 0  # approximate under threads, which is all a memory bound needs
         names = [t[2:] for t in rtokens]
         self._order = lambda d: tuple(d[n] for n in names)  # noqa: E731
 
@@ -94,8 +96,9 @@ class Engine:
             return hit
         d = self._evaluate(stage, combo.rules, args)
         if not d.error:
-            if len(combo.cache) >= CACHE_SIZE:
-                combo.cache.clear()
+            self._entries += 1
+            if self._entries > CACHE_ENTRIES:
+                self.clear_cache()
             combo.cache[k] = d
         return d
 
@@ -103,7 +106,7 @@ class Engine:
         rules = tuple(r for r in _merge(nodes) if _may_match(r, stage, act))
         key = _key_function(rules, self.rtokens) if self.cache_enabled else None
         combo = _Combo(rules, key)
-        if len(self._combos) >= CACHE_SIZE:
+        if len(self._combos) >= MAX_COMBOS:
             self._combos.clear()
         self._combos[ids] = combo
         return combo
@@ -146,6 +149,11 @@ class Engine:
         if allow is not None:
             return Decision(stage, "allow", allow.loc, self.version, locs, profile)
         return Decision(stage, "deny", "", self.version, locs, profile)
+
+    def clear_cache(self) -> None:
+        self._entries = 0
+        for combo in list(self._combos.values()):
+            combo.cache.clear()
 
     def rule_at(self, loc: str) -> Rule | None:
         return next((r for r in self.rules if r.loc == loc), None)

@@ -30,6 +30,10 @@ class Policy:
     def version(self) -> str:
         return self.engine.version
 
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self.engine.rules
+
 
 def _check_model(mt: ModelText) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     m, shown = mt.model.model, mt.display  # the plain dict (casbin's Model has no __contains__)

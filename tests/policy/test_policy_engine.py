@@ -113,3 +113,13 @@ def test_engine_without_cache_decides_the_same(tmp_path: Path) -> None:
         for ou in ("apps", "contractors", "staff"):
             args = ("access", principal(cn="x", ou=[ou]), LLAMA, "chat", make_env(f"2026-01-05T{hour:02}:00:00Z"))
             assert a.decide(*args) == b.decide(*args)
+
+
+def test_the_decision_cache_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import guard.policy.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "CACHE_ENTRIES", 10)
+    e = _engine(tmp_path, "p, access, allow, *, -, r.env.body_bytes >= 0")
+    for i in range(100):
+        assert e.decide("access", APPS, LLAMA, "chat", make_env(body_bytes=i)).allowed
+    assert sum(len(c.cache) for c in e._combos.values()) <= 10
