@@ -29,9 +29,16 @@ class Attrs:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, data: Mapping[str, Any] | None = None) -> None:
+        if not data:
+            return
         d = self.__dict__
-        for k, v in (data or {}).items():
-            d[k] = Attrs(v) if isinstance(v, Mapping) and not isinstance(v, Attrs) else v
+        d.update(data)
+        for k, v in d.items():
+            t = type(v)
+            if t is str or t is list or t is bool or t is int or t is float or v is None or t is Attrs:
+                continue  # the common cases, without the slow ABC check below
+            if isinstance(v, Mapping):
+                d[k] = Attrs(v)
 
     def __getitem__(self, key: str) -> Any:
         return self.__dict__[key]

@@ -130,7 +130,7 @@ class _Translator(ast.NodeTransformer):
             raise RuleError("keyword arguments are not allowed")
         if any(isinstance(a, ast.Starred) for a in node.args):
             raise RuleError("*arguments are not allowed")
-        args = [self.visit(a) for a in node.args]
+        args: list[ast.expr] = [self.visit(a) for a in node.args]
         f = node.func
         if isinstance(f, ast.Name):
             if f.id not in FUNCTIONS:
@@ -143,7 +143,7 @@ class _Translator(ast.NodeTransformer):
         if isinstance(f, ast.Attribute):
             if f.attr not in METHODS:
                 raise RuleError(f"method {f.attr!r} is not allowed (allowed: {', '.join(sorted(METHODS))})")
-            node.func = self._attribute(f, method=True)
+            self._attribute(f, method=True)  # checks and records the read; the node stays as it is
             node.args = args
             return node
         raise RuleError("only named functions and methods can be called")

@@ -82,8 +82,8 @@ def _eligible(rule: Rule, used: frozenset[Test]) -> dict[Test, str]:
     unsafe: list[Test] = []  # earlier conjuncts that might raise
     for path, kind, const in rule.prefix:
         test = (path, kind)
-        if kind != "safe" and path not in _COMBO_PATHS and isinstance(const, str) and test not in used and test not in out and \
-                all(_safe(u, used | {test}) for u in unsafe):
+        indexable = kind != "safe" and path not in _COMBO_PATHS and isinstance(const, str)
+        if indexable and test not in used and test not in out and all(_safe(u, used | {test}) for u in unsafe):
             out[test] = const
         if not _safe(test, used):
             unsafe.append(test)

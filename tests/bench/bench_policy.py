@@ -40,7 +40,8 @@ def _rules(n: int, rng: random.Random) -> list[str]:
         r = rng.random()
         if r < 0.6:
             out.append(f"p, access, allow, {rng.choice(['chat', 'embeddings'])}, -, "
-                       f"r.sub.cn == 'app-{rng.randrange(apps)}' && globMatch(r.obj.model, 'model-{rng.randrange(9)}*')")
+                       f"r.sub.cn == 'app-{rng.randrange(apps)}' && "
+                       f"globMatch(r.obj.model, 'model-{rng.randrange(9)}*')")
         elif r < 0.75:
             out.append(f"p, access, allow, chat, {rng.choice(['-', 'strict'])}, "
                        f"'team-{rng.randrange(teams)}' in r.sub.ou && r.obj.model == 'model-{rng.randrange(models)}'")
