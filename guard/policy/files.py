@@ -7,6 +7,7 @@ There is no quoting: wrap an expression that needs a comma in parentheses.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ def display_path(path: Path | str) -> str:
     """The path as a person typed it: relative to the working directory when it lies under it."""
     p = Path(path)
     if not p.is_absolute():
-        return str(p)
+        return os.path.normpath(p)  # "deploy/../policies/policy.csv" -> "policies/policy.csv"
     try:
         return str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
