@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.config import ConfigError
+from guard.policy.files import display_path
 from guard.policy.loader import Policy, load_policy
 from guard.policy.settings import PolicySettings
 from guard.policy.testing import decide, run_files
@@ -72,7 +73,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for w in policy.warnings:
         print(f"warning: {w}", file=sys.stderr)
     n = len(policy.engine.rules)
-    files = ", ".join(str(p) for p in [policy.model_path, *policy.rule_paths])
+    files = ", ".join(display_path(p) for p in [policy.model_path, *policy.rule_paths])
     print(f"ok: {n} rules ({files}); policy version {policy.version}")
     return 0
 
