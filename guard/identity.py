@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,7 +28,12 @@ class Principal:
     source: str = "tls"  # tls | xfcc
 
     def attrs(self) -> dict[str, Any]:
-        """Attributes as policy and audit see them (lists, not tuples)."""
+        """Attributes as policy and audit see them (lists, not tuples). Computed once per Principal (they are
+        cached per certificate), so callers must not mutate the dict."""
+        return self._attrs
+
+    @cached_property
+    def _attrs(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("o", "ou", "san_dns", "san_uri", "san_email"):
             d[k] = list(d[k])
@@ -113,6 +119,16 @@ class XFCCError(ValueError):
 
 
 def principal_from_xfcc(header: str) -> Principal:
+    """Parsed once per distinct (short) header: a sidecar sends the same few values again and again."""
+    return _xfcc_cached(header) if len(header) <= 4096 else _parse_xfcc(header)
+
+
+@lru_cache(maxsize=1024)
+def _xfcc_cached(header: str) -> Principal:
+    return _parse_xfcc(header)
+
+
+def _parse_xfcc(header: str) -> Principal:
     """Principal from the LAST element of an XFCC header (the one the nearest trusted proxy added).
 
     Prefers the full ``Cert`` (URL-encoded PEM) when present; otherwise uses Subject/URI/DNS/Hash.

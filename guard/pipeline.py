@@ -122,8 +122,11 @@ def identify(scope: dict[str, Any], config: Config) -> Principal:
     return tls.get("guard.principal") or ANONYMOUS
 
 
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # the policy's contract (guard.policy.attributes)
+
+
 def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
-    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": now.weekday(),
+    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": _WEEKDAYS[now.weekday()],
             "client_ip": ex.client_ip, "body_bytes": ex.body_bytes, "stream": ex.stream}
 
 
@@ -171,6 +174,13 @@ class Pipeline:
             log.error("audit record for %s failed: %s", ex.request_id, err)
             if not started:
                 raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
+
+    async def _completed(self, ex: Exchange, outcome: dict[str, Any]) -> None:
+        try:
+            await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+        except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            log.error("audit completion record for %s failed: %s", ex.request_id, err)
 
     async def _run(self, ex: Exchange, scope: dict[str, Any], receive: Receive, send: Send) -> bool:
         svc, cfg = self.svc, self.svc.config
@@ -257,9 +267,21 @@ class Pipeline:
             return segs
         t = time.perf_counter()
         before = [s.text for s in segs]
-        verdicts = await asyncio.gather(*(s.screen_prompt(segs, ex.context) for s in screens.prompt))
+        # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
+        copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
+        verdicts = list(await asyncio.gather(*(scr.screen_prompt(c, ex.context)
+                                               for scr, c in zip(screens.prompt, copies))))
+        for i, (scr, copy) in enumerate(zip(screens.prompt, copies)):
+            if any(v.blocked for v in verdicts):
+                break
+            edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
+            if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
+                verdicts[i] = await scr.screen_prompt(segs, ex.context)
+            else:
+                for k, text in edits:
+                    segs[k].text = text
         ex.stage_ms["screens_prompt"] = (time.perf_counter() - t) * 1000
-        _count(verdicts)
+        telemetry.STAGE_SECONDS.labels("screens_prompt").observe(ex.stage_ms["screens_prompt"] / 1000)
         ex.verdicts.extend(verdicts)
         for v in verdicts:
             if v.blocked:
@@ -349,10 +371,11 @@ class Pipeline:
             outcome["finish_reasons"] = api.finish_reasons(body)
             outcome["bytes"] = len(data)
             ex.context["answer"] = body
-        await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+        # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
         telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
+        await self._completed(ex, outcome)
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
                             api: Any) -> bytes | None:
@@ -366,7 +389,6 @@ class Pipeline:
             if v.blocked:
                 break
         ex.stage_ms["screens_response"] = (time.perf_counter() - t) * 1000
-        _count(verdicts)
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
             _filter_whole(ex, body)
@@ -433,7 +455,6 @@ class Pipeline:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if stop is not None:
                 ex.verdicts.append(stop)
-                _count([stop])
                 end = relay.stop_bytes() if relay else b""
                 sent += len(end)
                 outcome["finish_reasons"] = ["content_filter"]
@@ -460,7 +481,7 @@ class Pipeline:
             if relay is not None:
                 ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
         outcome["bytes"] = sent
-        await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+        await self._completed(ex, outcome)
         telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(outcome["status"])).inc()
 
 
@@ -491,11 +512,6 @@ def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
             body["message"] = {"role": "assistant", "content": ""}
         if "response" in body:
             body["response"] = ""
-
-
-def _count(verdicts: list[Verdict]) -> None:
-    for v in verdicts:
-        telemetry.SCREEN_RESULTS.labels(v.screen, v.direction, v.status, v.action).inc()
 
 
 def _decision(ex: Exchange) -> str:

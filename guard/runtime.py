@@ -173,6 +173,8 @@ class Runtime:
             await asyncio.to_thread(self.journal.close)
         if self.forwarder is not None:
             await asyncio.to_thread(self.forwarder.stop)
+        if self.profiles is not None:
+            await self.profiles.close()
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"policy": self.policy is not None,

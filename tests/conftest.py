@@ -67,9 +67,12 @@ class GuardHandle:
 
 
 def start_guard(pki: Path, upstream_url: str, tmp: Path, *, runtime_kw: dict[str, Any] | None = None,
-                http: str = "httptools", **overrides: Any) -> GuardHandle:
+                http: str = "httptools", judge_url: str | None = None, **overrides: Any) -> GuardHandle:
+    """Guard on loopback with the shipped policy and filters (Llama Guard pointed at the model server's judge)."""
     from guard.config import load_config
-    from guard.demo.stack import write_config
+    from guard.demo.stack import screening_filters, write_config
+
+    overrides.setdefault("filters", {"dir": str(screening_filters(tmp / "filters", judge_url or upstream_url))})
     from guard.runtime import Runtime
     from guard.serve import admin_server, public_server
 
@@ -91,7 +94,7 @@ def guard_factory(pki_dir: Path, model_server: tuple[ModelServer, str],
         upstream = kw.pop("upstream_url", model_server[1])
         sub = tmp_path / f"g{len(started)}"
         sub.mkdir()
-        h = start_guard(pki_dir, upstream, sub, **kw)
+        h = start_guard(pki_dir, upstream, sub, judge_url=model_server[1], **kw)
         started.append(h)
         return h
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from guard.demo.stack import ROOT, free_port, make_pki, start_model_server, write_config
+from guard.demo.stack import ROOT, free_port, make_pki, screening_filters, start_model_server, write_config
 
 
 @dataclass
@@ -32,18 +32,6 @@ class Demo:
     def stop(self) -> None:
         for t in reversed(self.threads):
             t.stop()
-
-
-def demo_filters(d: Path, model_url: str) -> Path:
-    """The shipped filters/, with Llama Guard pointed at the demo model server's stand-in judge."""
-    out = d / "filters"
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(ROOT / "filters", out)
-    safety = out / "safety.yaml"
-    if safety.exists():
-        safety.write_text(safety.read_text().replace("http://127.0.0.1:8001", model_url))
-    return out
 
 
 def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
@@ -74,7 +62,7 @@ def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
         "routes": [{"model": "llama3*", "upstream": "local-ollama"}, {"model": "gpt-*", "upstream": "cloud"},
                    {"model": "*", "upstream": "local"}],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")]},
-        "filters": {"dir": str(demo_filters(d, model_url))},
+        "filters": {"dir": str(screening_filters(d / "filters", model_url))},
         "audit": {"dir": "audit", "signing_key": "audit-keys/signing-key.pem"},
     }
     path = write_config(d / "guard.yaml", cfg)

@@ -13,6 +13,10 @@ directives that change the reply, so demos can show redaction and blocking:
   [[garbage]]            stream a chunk that is not JSON
   [[reset]]              drop the connection in the middle of the stream
   [[forever]]            stream until the client goes away
+
+A request for a model whose name contains "guard" is answered as Llama Guard 3 would (``safe`` or
+``unsafe\nS9``, with logprobs) by a keyword judge over the conversation, so demos and tests can screen with
+a real wire protocol: bomb/explosive/nerve agent -> S9, kill/murder -> S1, launder/steal a car -> S2.
 """
 from __future__ import annotations
 
@@ -49,6 +53,39 @@ def reply_for(model: str, text: str, d: dict[str, str]) -> str:
     if "echo" in d:
         return text
     return f"Hello from {model}. This is a deterministic demo reply to a prompt of {len(text)} characters."
+
+
+_JUDGE = [(re.compile(r"\b(bomb|explosive|nerve agent|bioweapon)", re.I), "S9"),
+          (re.compile(r"\b(kill|murder|stab)\b", re.I), "S1"),
+          (re.compile(r"\b(launder|steal a car|hotwire)", re.I), "S2")]
+
+
+def judge(body: dict[str, Any]) -> str:
+    """Llama Guard's verdict text for the conversation (or raw prompt) in ``body``."""
+    if isinstance(body.get("prompt"), str):
+        text = body["prompt"].split("<BEGIN CONVERSATION>")[-1].split("<END CONVERSATION>")[0]
+    else:
+        text = " ".join(str(m.get("content") or "") for m in body.get("messages") or [] if isinstance(m, dict))
+    codes = sorted({code for rx, code in _JUDGE if rx.search(text)})
+    return "unsafe\n" + ",".join(codes) if codes else "safe"
+
+
+def _judge_answer(body: dict[str, Any], ollama: bool) -> dict[str, Any]:
+    verdict = judge(body)
+    first = verdict.split("\n")[0]
+    other = "safe" if first == "unsafe" else "unsafe"
+    top = [{"token": first, "logprob": -0.01}, {"token": other, "logprob": -4.6}]
+    lp = [{"token": first, "logprob": -0.01, "top_logprobs": top}]
+    if ollama:
+        return {"model": body.get("model"), "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
+                "message": {"role": "assistant", "content": verdict}, "logprobs": lp}
+    if isinstance(body.get("prompt"), str):
+        return {"id": "cmpl-guard", "object": "text_completion", "created": 0, "model": body.get("model"),
+                "choices": [{"index": 0, "text": verdict, "finish_reason": "stop", "logprobs": {
+                    "tokens": [first], "token_logprobs": [-0.01], "top_logprobs": [{first: -0.01, other: -4.6}]}}]}
+    return {"id": "chatcmpl-guard", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop",
+                         "logprobs": {"content": lp}}], "usage": {"prompt_tokens": 100, "completion_tokens": 3}}
 
 
 def _pieces(text: str, n: int | None) -> list[str]:
@@ -99,6 +136,8 @@ class ModelServer:
                               "body": body})
         del self.requests[:-self.keep]
         model = body.get("model", "demo-model")
+        if "guard" in str(model).lower():
+            return await self._json(send, 200, _judge_answer(body, path.startswith("/api/")))
         text = _last_user(body)
         d = directives(text)
         if "first_byte_ms" in d:

@@ -83,6 +83,20 @@ def start_model_server(port: int | None = None, host: str = "127.0.0.1") -> tupl
     return app, th, f"http://{host}:{port}"
 
 
+def screening_filters(dest: Path, judge_url: str) -> Path:
+    """The shipped filters/, copied to ``dest`` with Llama Guard pointed at ``judge_url`` (the built-in model
+    server's stand-in judge, for the demo and the tests)."""
+    import shutil
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ROOT / "filters", dest)
+    safety = dest / "safety.yaml"
+    if safety.exists():
+        safety.write_text(safety.read_text().replace("http://127.0.0.1:8000", judge_url))
+    return dest
+
+
 def make_pki(d: Path) -> dict[str, Path]:
     """CA, server certificate for localhost, and a few client identities used by the demo and tests."""
     pki.init_ca(d)

@@ -59,7 +59,8 @@ def steps(demo: Any) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
 
     def pseudonymized() -> tuple[bool, str]:
         r = _chat(demo, "app", "llama-3-8b", "[[echo]] Please mail jane.doe@example.org today")
-        seen = demo.model.requests[-1]["body"]["messages"][-1]["content"]
+        chat = [q for q in demo.model.requests if "guard" not in str(q["body"].get("model", "")).lower()]
+        seen = chat[-1]["body"]["messages"][-1]["content"]
         back = r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else ""
         ok = "jane.doe@example.org" not in seen and "jane.doe@example.org" in back
         return ok, f"model saw {seen!r}; client got {back!r}"

@@ -44,6 +44,37 @@ class Profiles:
                 log.exception("closing a screen failed")
 
 
+class _Lazy:
+    """Builds a screen on first use, so a profile no policy selects never loads its backend (a local model,
+    say). A build that fails raises inside the fail mode: the request is refused, not waved through."""
+
+    def __init__(self, name: str, build: Any) -> None:
+        self.name = name
+        self._build = build
+        self._screen: Any = None
+
+    def _get(self) -> Any:
+        if self._screen is None:
+            self._screen = self._build()
+        return self._screen
+
+    async def screen_prompt(self, segments: Any, ctx: Any) -> Any:
+        return await self._get().screen_prompt(segments, ctx)
+
+    async def screen_response(self, segments: Any, prompt: Any, ctx: Any) -> Any:
+        return await self._get().screen_response(segments, prompt, ctx)
+
+    def open_stream(self, prompt: Any, ctx: Any, kind: str = "content") -> Any:
+        import inspect
+
+        opener = self._get().open_stream
+        return opener(prompt, ctx, kind=kind) if "kind" in inspect.signature(opener).parameters else opener(prompt, ctx)
+
+    async def close(self) -> None:
+        if self._screen is not None and hasattr(self._screen, "close"):
+            await self._screen.close()
+
+
 def _pick(table: dict[str, Any], name: str) -> Any:
     return table.get(name, table.get("default"))
 
@@ -69,13 +100,19 @@ def load_profiles(d: str | Path) -> Profiles:
 
         settings = load_safety(d / "safety.yaml")
         for name in settings.profiles:
-            scr = SafetyScreen.from_settings(settings, name)
+            scr = _Lazy("safety", lambda n=name: SafetyScreen.from_settings(settings, n))
             closers.append(scr)
             safety[name] = GuardedScreen(scr, settings.profile(name).fail)
+        if settings.default != "default" and "default" not in safety:
+            safety["default"] = safety[settings.default]
     if (d / "denylist.yaml").exists():
-        from guard.filters.denylist import load_denylist_screens
+        from guard.filters.denylist import DenylistScreen, load_denylist
 
-        deny = load_denylist_screens(d / "denylist.yaml")
+        dsettings = load_denylist(d / "denylist.yaml")
+        for name in dsettings.profiles:
+            deny[name] = GuardedScreen(DenylistScreen.from_settings(dsettings, name), FailSettings(timeout_ms=None))
+        if dsettings.default != "default" and "default" not in deny:
+            deny["default"] = deny[dsettings.default]
     names = set(pii) | set(safety) | set(deny) | {"default"}
     sets: dict[str, ScreenSet] = {}
     for name in sorted(names):

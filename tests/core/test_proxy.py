@@ -91,6 +91,11 @@ def test_models_lists_routed_models(guard_factory):
     assert ids == ["llama-3-8b"]
 
 
+def _last_model_request(model_server) -> dict:
+    """The last request the model server got that was not a Llama Guard screening call."""
+    return [q for q in model_server[0].requests if "guard" not in str(q["body"].get("model", "")).lower()][-1]
+
+
 def _err(r: httpx.Response, status: int, code: str | None = None) -> dict:
     assert r.status_code == status, r.text
     assert r.headers.get("x-guard-request-id")
@@ -173,7 +178,7 @@ def test_client_credentials_never_forwarded_upstream_key_is(guard_factory, model
         c.post("/v1/chat/completions", headers={"authorization": "Bearer client-secret", "connection": "keep-alive, x-h",
                                                 "x-h": "1", "cookie": "a=b", "x-custom": "kept"},
                json={"model": "m", "messages": [{"role": "user", "content": "[[reply: k]]"}]})
-    seen = model_server[0].requests[-1]["headers"]
+    seen = _last_model_request(model_server)["headers"]
     assert seen["authorization"] == "Bearer sk-upstream-123"
     assert "cookie" not in seen and seen.get("x-custom") == "kept"
     assert seen["traceparent"].startswith("00-")
@@ -186,7 +191,7 @@ def test_azure_openai_upstream_uses_deployment_path_and_api_key(guard_factory, m
                                            "api_version": "2024-10-21"}},
                       routes=[{"model": "gpt-4o", "upstream": "local", "upstream_model": "prod-gpt4o"}])
     g.openai().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "[[reply: a]]"}])
-    seen = model_server[0].requests[-1]
+    seen = _last_model_request(model_server)
     assert seen["path"] == "/openai/deployments/prod-gpt4o/chat/completions"
     assert seen["headers"]["api-key"] == "az-key-1" and "authorization" not in seen["headers"]
 
