@@ -20,6 +20,7 @@ from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
+from guard.policy.attributes import WEEKDAYS
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
 from guard.relay import Relay, UpstreamStreamError, scan_tail
 from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, read_error
@@ -122,11 +123,8 @@ def identify(scope: dict[str, Any], config: Config) -> Principal:
     return tls.get("guard.principal") or ANONYMOUS
 
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # the policy's contract (guard.policy.attributes)
-
-
 def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
-    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": _WEEKDAYS[now.weekday()],
+    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": WEEKDAYS[now.weekday()],
             "client_ip": ex.client_ip, "body_bytes": ex.body_bytes, "stream": ex.stream}
 
 
