@@ -123,6 +123,13 @@ def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list
                               for b in ((64,) if quick else (32, 64))}
     r["rate_best"] = max(r["rate_by_max_batch"].values())
     del fast
+    import gc
+
+    import torch
+
+    torch._dynamo.reset()  # compiled graphs hold the fused weights: free them before the next variant
+    gc.collect()
+    torch.cuda.empty_cache()
     return r
 
 
