@@ -198,11 +198,22 @@ def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: Conten
     )
 
 
+_USAGE_ALIASES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
+
+
 def _usage(u: dict[str, int] | None) -> dict[str, int] | None:
+    """Token usage as the schema names it. The API adapters report GenAI names (input_tokens, output_tokens);
+    OpenAI-style names (prompt_tokens, completion_tokens, total_tokens) are taken as they are."""
     if not u:
         return None
-    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-    return {k: int(u[k]) for k in keys if u.get(k) is not None}
+    out: dict[str, int] = {}
+    for k, v in u.items():
+        name = _USAGE_ALIASES.get(k, k)
+        if name in ("prompt_tokens", "completion_tokens", "total_tokens") and v is not None:
+            out.setdefault(name, int(v))
+    if "total_tokens" not in out and ("prompt_tokens" in out or "completion_tokens" in out):
+        out["total_tokens"] = out.get("prompt_tokens", 0) + out.get("completion_tokens", 0)
+    return out or None
 
 
 def policy_reloaded(policy_version: str, rules: int, source: str = "", shadow_version: str | None = None) -> dict[str, Any]:
