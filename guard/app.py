@@ -71,7 +71,7 @@ def admin_app(runtime: Any) -> Starlette:
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(telemetry.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(telemetry.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
 
     async def reload(_: Request) -> Response:
         result = await runtime.reload()
@@ -91,6 +91,6 @@ def utc_now() -> datetime:
 
 
 def build_services(config: Config, policy: Any, recorder: Any, screens: Callable[[str], ScreenSet],
-                   clock: Callable[[], datetime] | None = None) -> Services:
+                   clock: Callable[[], datetime] | None = None, tracing: Any = None) -> Services:
     return Services(config=config, upstreams=Upstreams(config), policy=policy, recorder=recorder,
-                    screens=screens, clock=clock or utc_now)
+                    screens=screens, clock=clock or utc_now, tracing=tracing)

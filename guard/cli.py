@@ -39,7 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _multiprocess_metrics(argv: list[str]) -> None:
+    """`guard serve` with several workers: Prometheus values must live in shared files, and that is decided
+    when prometheus_client is first imported, so it is set up here, before any Guard module loads."""
+    import os
+    import tempfile
+
+    if not argv or argv[0] != "serve" or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return
+    workers = 0
+    for i, a in enumerate(argv):
+        if a == "--workers" and i + 1 < len(argv) and argv[i + 1].isdigit():
+            workers = int(argv[i + 1])
+        elif a.startswith("--workers=") and a[10:].isdigit():
+            workers = int(a[10:])
+    if not workers and "--config" in argv and argv.index("--config") + 1 < len(argv):
+        try:
+            import yaml
+
+            with open(argv[argv.index("--config") + 1], encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+            workers = int(data.get("workers", 1)) if isinstance(data, dict) else 1
+        except (OSError, ValueError, TypeError, yaml.YAMLError):
+            return  # the real loader reports the problem
+    if workers > 1:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="guard-metrics-")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _multiprocess_metrics(sys.argv[1:] if argv is None else argv)
     from guard.config import ConfigError
 
     args = build_parser().parse_args(argv)

@@ -32,6 +32,7 @@ class Exchange:
     trace_id: str = ""
     started: float = field(default_factory=time.perf_counter)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    stage_times: dict[str, tuple[float, float]] = field(default_factory=dict)  # perf_counter start, end
     # Filled by later stages.
     access: Any = None  # policy Decision
     content: Any = None  # policy Decision

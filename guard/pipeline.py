@@ -60,6 +60,7 @@ class Services:
     recorder: Recorder
     screens: Callable[[str], ScreenSet]  # profile name -> screens
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    tracing: telemetry.Tracing | None = None
 
 
 class ClientGone(Exception):
@@ -110,6 +111,22 @@ def _depth_ok(obj: Any, limit: int) -> bool:
     return True
 
 
+def _stage(ex: Exchange, name: str, t0: float) -> None:
+    t1 = time.perf_counter()
+    ex.stage_ms[name] = (t1 - t0) * 1000
+    ex.stage_times[name] = (t0, t1)
+    telemetry.STAGE_SECONDS.labels(name).observe(t1 - t0)
+
+
+def _trace_id(traceparent: bytes | None) -> str:
+    """The caller's W3C trace id, kept so the exchange joins the caller's trace; a new one otherwise."""
+    if traceparent is not None and len(traceparent) == 55 and traceparent[2:3] == b"-":
+        tid = traceparent[3:35].decode("latin-1").lower()
+        if tid != "0" * 32 and all(c in "0123456789abcdef" for c in tid):
+            return tid
+    return os.urandom(16).hex()
+
+
 def identify(scope: dict[str, Any], config: Config) -> Principal:
     """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
     xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
@@ -144,7 +161,14 @@ class Pipeline:
         rid = os.urandom(12).hex()
         ex = Exchange(request_id=rid, api="", operation="", model="", path=scope["path"], body={})
         ex.client_ip = (scope.get("client") or ("",))[0]
-        ex.trace_id = os.urandom(16).hex()
+        tp = _header(scope["headers"], b"traceparent")
+        tracing = self.svc.tracing
+        if tracing is not None:
+            ex.context["wall_ns"] = time.time_ns()
+            ex.context["span"], ex.trace_id, ex.context["traceparent"] = tracing.start(
+                tp.decode("latin-1") if tp else None, ex.context["wall_ns"])
+        else:
+            ex.trace_id = _trace_id(tp)
         started = False
         try:
             started = await self._run(ex, scope, receive, send)
@@ -152,6 +176,9 @@ class Pipeline:
             await self._refuse(ex, e, send, started)
         except ClientGone:
             await self._after(ex, started, {"status": 499, "reason": "client_disconnected"})
+        finally:
+            if tracing is not None:
+                tracing.finish(ex, ex.context.get("outcome") or {})
 
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:
         outcome = {"status": e.status, "reason": e.code or e.type, "error_type": e.type}
@@ -164,6 +191,7 @@ class Pipeline:
                                   _decision(ex), str(e.status)).inc()
 
     async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
+        ex.context["outcome"] = outcome
         kind = "exchange.completed" if started else "exchange.denied"
         try:
             await self.svc.recorder.finished(ex, kind, outcome)
@@ -174,6 +202,11 @@ class Pipeline:
                 raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
 
     async def _completed(self, ex: Exchange, outcome: dict[str, Any]) -> None:
+        ex.context["outcome"] = outcome
+        u = outcome.get("usage")
+        if u:
+            telemetry.TOKENS.labels(ex.model, "input").inc(u.get("input_tokens", 0))
+            telemetry.TOKENS.labels(ex.model, "output").inc(u.get("output_tokens", 0))
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", outcome)
         except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
@@ -185,6 +218,7 @@ class Pipeline:
         t0 = time.perf_counter()
         route = ROUTES.get((scope["method"], scope["path"]))
         ex.principal = identify(scope, cfg)
+        _stage(ex, "identity", t0)
         if route is None:
             raise GuardError(404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error",
                              "not_found")
@@ -217,7 +251,7 @@ class Pipeline:
         ex.upstream = r.upstream
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
-        ex.stage_ms["parse"] = (time.perf_counter() - t0) * 1000
+        _stage(ex, "parse", t0)
 
         env = await self._access(ex)
         screens = svc.screens(ex.profile)
@@ -231,8 +265,7 @@ class Pipeline:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             log.error("audit journal failed, refusing %s: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
-        ex.stage_ms["audit"] = (time.perf_counter() - t) * 1000
-        telemetry.STAGE_SECONDS.labels("audit").observe(ex.stage_ms["audit"] / 1000)
+        _stage(ex, "audit", t)
         await self._forward(ex, scope, r, raw, prompt, screens, receive, send)
         return True
 
@@ -241,8 +274,7 @@ class Pipeline:
         env = policy_env(ex, self.svc.clock())
         assert ex.principal is not None
         ex.access = d = self.svc.policy.decide_access(ex.principal.attrs(), _obj(ex), ex.operation, env)
-        ex.stage_ms["policy"] = (time.perf_counter() - t) * 1000
-        telemetry.STAGE_SECONDS.labels("policy").observe(ex.stage_ms["policy"] / 1000)
+        _stage(ex, "policy", t)
         if d.effect != "allow":
             raise forbidden(f"access denied by policy ({d.rule or 'no rule allows this request'})")
         ex.profile = getattr(d, "profile", None) or "default"
@@ -278,8 +310,7 @@ class Pipeline:
             else:
                 for k, text in edits:
                     segs[k].text = text
-        ex.stage_ms["screens_prompt"] = (time.perf_counter() - t) * 1000
-        telemetry.STAGE_SECONDS.labels("screens_prompt").observe(ex.stage_ms["screens_prompt"] / 1000)
+        _stage(ex, "screens_prompt", t)
         ex.verdicts.extend(verdicts)
         for v in verdicts:
             if v.blocked:
@@ -308,7 +339,8 @@ class Pipeline:
         else:
             body = {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0}
                                for n in names]}
-        await self.svc.recorder.finished(ex, "exchange.completed", {"status": 200})
+        ex.context["outcome"] = {"status": 200}
+        await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
         await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 
     async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, raw: bytes, prompt: list[Segment],
@@ -318,8 +350,8 @@ class Pipeline:
             ex.body["model"] = route.upstream_model
             ex.context["body_changed"] = True
         body = json.dumps(ex.body).encode() if ex.context.get("body_changed") else raw
-        extra = {"x-guard-request-id": ex.request_id, "traceparent": f"00-{ex.trace_id}-{os.urandom(8).hex()}-01",
-                 "content-type": "application/json"}
+        tp = ex.context.get("traceparent") or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
+        extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         t = time.perf_counter()
         resp = None
         for name in [route.upstream, *route.fallbacks]:
@@ -334,8 +366,7 @@ class Pipeline:
                 last = e
         if resp is None:
             raise GuardError(502, str(last), "upstream_error", "upstream_unreachable")
-        ex.stage_ms["upstream_first_byte"] = (time.perf_counter() - t) * 1000
-        telemetry.STAGE_SECONDS.labels("upstream_first_byte").observe(ex.stage_ms["upstream_first_byte"] / 1000)
+        _stage(ex, "upstream_first_byte", t)
         try:
             ctype = resp.headers.get("content-type", "")
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
@@ -345,7 +376,7 @@ class Pipeline:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
             resp.release()
-        ex.stage_ms["upstream_total"] = (time.perf_counter() - t) * 1000
+        _stage(ex, "upstream_total", t)
 
     async def _whole(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, send: Send) -> None:
         try:
@@ -386,7 +417,7 @@ class Pipeline:
             verdicts.append(v)
             if v.blocked:
                 break
-        ex.stage_ms["screens_response"] = (time.perf_counter() - t) * 1000
+        _stage(ex, "screens_response", t)
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
             _filter_whole(ex, body)

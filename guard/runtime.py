@@ -67,7 +67,7 @@ def _tls_context(config: Config) -> Any:
 class Runtime:
     def __init__(self, config: Config, clock: Callable[[], datetime] | None = None, *,
                  policy: Any = None, recorder: Any = None, screens: Callable[[str], ScreenSet] | None = None,
-                 worker: int = 0) -> None:
+                 worker: int = 0, tracer_provider: Any = None) -> None:
         self.config = config
         self.clock = clock
         self.worker = worker
@@ -79,6 +79,9 @@ class Runtime:
         self._screens = screens
         self.profiles: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        t = config.telemetry
+        self.tracing = (telemetry.Tracing(tracer_provider) if tracer_provider is not None
+                        else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint))
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -137,7 +140,7 @@ class Runtime:
         from guard.app import build_services
 
         assert self._screens is not None
-        return build_services(self.config, self.policy, self.recorder, self._screens, self.clock)
+        return build_services(self.config, self.policy, self.recorder, self._screens, self.clock, self.tracing)
 
     # --- lifecycle -------------------------------------------------------------------------------
 

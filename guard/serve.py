@@ -1,15 +1,21 @@
-"""Running Guard: the public mTLS listener and the admin listener in one event loop, with signals."""
+"""Running Guard: the public mTLS listener and the admin listener in one event loop per worker, signals,
+and the supervisor that forks workers sharing both listening sockets."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import sys
+import time
 from typing import Any, Iterator
 
 import uvicorn
 
 from guard.app import GuardApp, admin_app
+from guard.config import Config
 from guard.runtime import Runtime
 from guard.server import protocol_class
 
@@ -24,7 +30,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def public_server(rt: Runtime, http: str = "httptools", sockets: Any = None) -> _Server:
+def public_server(rt: Runtime, http: str = "httptools") -> _Server:
     cfg = rt.config
     app = GuardApp(rt.services(), rt)
     tls_front = rt.tls.front
@@ -32,7 +38,7 @@ def public_server(rt: Runtime, http: str = "httptools", sockets: Any = None) -> 
                           ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
                           lifespan="on", log_level="warning", access_log=False, server_header=False,
                           date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
-                          timeout_keep_alive=30, limit_max_requests=None, h11_max_incomplete_event_size=65536)
+                          timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096)
     return _Server(ucfg)
 
 
@@ -43,9 +49,9 @@ def admin_server(rt: Runtime) -> _Server:
     return _Server(ucfg)
 
 
-async def serve(rt: Runtime, http: str = "httptools", ready: asyncio.Event | None = None,
-                sockets: Any = None) -> int:
-    """Serve until SIGTERM/SIGINT (graceful: in-flight requests finish up to the deadline) — SIGHUP reloads."""
+async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.socket, socket.socket] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (graceful: in-flight requests and streams get shutdown_deadline_s), SIGHUP
+    reloads policies, filters and TLS files."""
     pub = public_server(rt, http)
     servers = [pub] + ([admin_server(rt)] if rt.config.admin.enabled else [])
     loop = asyncio.get_running_loop()
@@ -61,13 +67,99 @@ async def serve(rt: Runtime, http: str = "httptools", ready: asyncio.Event | Non
         loop.add_signal_handler(signal.SIGTERM, stop)
         loop.add_signal_handler(signal.SIGINT, stop)
         loop.add_signal_handler(signal.SIGHUP, hup)
-    tasks = [asyncio.create_task(pub.serve(sockets=sockets))]
-    tasks += [asyncio.create_task(s.serve()) for s in servers[1:]]
-    while not all(s.started for s in servers):
-        if any(t.done() for t in tasks):
-            break
-        await asyncio.sleep(0.01)
-    if ready is not None:
-        ready.set()
+    socks: list[Any] = [[sockets[0]], [sockets[1]]] if sockets else [None, None]
+    tasks = [asyncio.create_task(s.serve(sockets=socks[i])) for i, s in enumerate(servers)]
     await asyncio.gather(*tasks, return_exceptions=True)
     return 0 if all(s.started for s in servers) else 1
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+
+def run_single(cfg: Config) -> int:
+    rt = Runtime(cfg)
+    rt.load()
+    _install_uvloop()
+    return asyncio.run(serve(rt))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(4096)
+    s.set_inheritable(True)
+    return s
+
+
+def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket]) -> None:
+    code = 1
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        rt = Runtime(cfg, worker=worker)
+        rt.load()
+        _install_uvloop()
+        code = asyncio.run(serve(rt, sockets=socks))
+    except BaseException:  # noqa: BLE001
+        log.exception("worker %d failed", worker)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_workers(cfg: Config, workers: int) -> int:
+    """Fork ``workers`` processes sharing the listening sockets; restart a worker that dies; forward SIGTERM
+    and SIGHUP. Each worker writes its own audit chain (audit.writer_id includes the worker index)."""
+    from guard.filters.profiles import load_profiles
+    from guard.policy.holder import PolicyHolder
+
+    PolicyHolder.from_settings(cfg.policy)  # refuse to start (exit 2) on a bad policy or filters, before forking
+    load_profiles(cfg.filters.dir)
+    socks = (_bind(cfg.listen.host, cfg.listen.port), _bind(cfg.admin.host, cfg.admin.port))
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(i: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            _child(cfg, i, socks)
+        children[pid] = i
+
+    def forward(sig: int, _frame: Any = None) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for i in range(workers):
+        spawn(i)
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        i = children.pop(pid, None)
+        rc = os.waitstatus_to_exitcode(status)
+        if i is not None and not stopping:
+            log.error("worker %d exited (%s); restarting it", i, rc)
+            time.sleep(0.5)
+            spawn(i)
+        elif rc != 0:
+            code = 1
+    return code

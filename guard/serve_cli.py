@@ -2,29 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
 from guard.config import load_config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from guard.runtime import Runtime
-    from guard.serve import serve
+    from guard.serve import run_single, run_workers
 
     cfg = load_config(args.config)
     if args.workers:
         cfg.workers = args.workers
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rt = Runtime(cfg)
-    rt.load()
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(serve(rt))
+    return run_workers(cfg, cfg.workers) if cfg.workers > 1 else run_single(cfg)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

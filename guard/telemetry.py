@@ -4,9 +4,23 @@ Every module increments metrics through the objects defined here, so names and l
 """
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # several workers: values live in shared files
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What /metrics serves: this process's registry, or every worker's values summed."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    return reg
 
 _LAT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -22,14 +36,15 @@ UPSTREAM_ERRORS = Counter("guard_upstream_errors_total", "Upstream errors by ups
                           ["upstream", "kind"], registry=REGISTRY)
 TLS_HANDSHAKE_FAILURES = Counter("guard_tls_handshake_failures_total", "Refused TLS handshakes by reason",
                                  ["reason"], registry=REGISTRY)
-ACTIVE_STREAMS = Gauge("guard_active_streams", "Streams being relayed now", registry=REGISTRY)
+ACTIVE_STREAMS = Gauge("guard_active_streams", "Streams being relayed now", registry=REGISTRY,
+                       multiprocess_mode="livesum")
 AUDIT_FSYNC_SECONDS = Histogram("guard_audit_fsync_duration_seconds", "Audit journal fsync latency",
                                 buckets=_LAT, registry=REGISTRY)
 AUDIT_EVENTS = Counter("guard_audit_events_total", "Audit events written by type", ["type"], registry=REGISTRY)
 AUDIT_WRITE_FAILURES = Counter("guard_audit_write_failures_total", "Journal writes that failed",
                                registry=REGISTRY)
 SINK_LAG = Gauge("guard_audit_sink_lag_events", "Events in the journal not yet acknowledged by the sink",
-                 ["sink"], registry=REGISTRY)
+                 ["sink"], registry=REGISTRY, multiprocess_mode="max")
 SINK_ERRORS = Counter("guard_audit_sink_errors_total", "Sink delivery errors", ["sink"], registry=REGISTRY)
 SINK_DELIVERED = Counter("guard_audit_sink_events_total", "Events acknowledged by the sink", ["sink"],
                          registry=REGISTRY)
@@ -43,3 +58,84 @@ SHADOW_DISAGREEMENTS = Counter("guard_shadow_disagreements_total",
 TOKENS = Counter("guard_tokens_total", "Token usage reported by upstreams", ["model", "kind"], registry=REGISTRY)
 FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a control could not do its job",
                       ["component"], registry=REGISTRY)
+
+
+# --- traces ----------------------------------------------------------------------------------------------
+
+_PROVIDERS = {"openai": "openai", "azure-openai": "azure.ai.openai", "ollama": "ollama"}
+_OPS = {"chat": "chat", "completion": "text_completion", "embeddings": "embeddings", "models": "list_models"}
+
+
+class Tracing:
+    """OpenTelemetry spans for exchanges: one span per exchange (started when the request arrives, so its id
+    can go upstream in ``traceparent``) and one child per pipeline stage, written when the exchange ends
+    from the stage timings the pipeline keeps anyway. GenAI semantic-convention attributes."""
+
+    def __init__(self, provider: object) -> None:
+        from opentelemetry.propagators.textmap import DefaultGetter  # noqa: F401 - import check
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.tracer = provider.get_tracer("guard")  # type: ignore[attr-defined]
+        self.provider = provider
+        self._prop = TraceContextTextMapPropagator()
+
+    @classmethod
+    def from_config(cls, service_name: str, endpoint: str | None) -> "Tracing | None":
+        if not endpoint:
+            return None
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        return cls(provider)
+
+    def start(self, traceparent: str | None, wall_ns: int) -> tuple[object, str, str]:
+        """(span, trace id hex, traceparent for the upstream)."""
+        ctx = self._prop.extract({"traceparent": traceparent}) if traceparent else None
+        span = self.tracer.start_span("guard.exchange", context=ctx, start_time=wall_ns,
+                                      kind=_client_kind())
+        sc = span.get_span_context()
+        tid, sid = format(sc.trace_id, "032x"), format(sc.span_id, "016x")
+        return span, tid, f"00-{tid}-{sid}-01"
+
+    def finish(self, ex: object, outcome: dict) -> None:
+        from opentelemetry.trace import Status, StatusCode, set_span_in_context
+
+        span = ex.context.get("span")  # type: ignore[attr-defined]
+        if span is None:
+            return
+        base_perf, base_ns = ex.started, ex.context["wall_ns"]  # type: ignore[attr-defined]
+        op = _OPS.get(ex.operation, ex.operation)  # type: ignore[attr-defined]
+        span.update_name(f"{op} {ex.model}".strip())  # type: ignore[attr-defined]
+        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": _PROVIDERS.get(ex.upstream_api, ex.upstream_api
+                                                                                   or "unknown"),
+                 "gen_ai.request.model": ex.model, "guard.request_id": ex.request_id,  # type: ignore[attr-defined]
+                 "guard.upstream": ex.upstream, "guard.profile": ex.profile,  # type: ignore[attr-defined]
+                 "http.response.status_code": int(outcome.get("status", 0) or 0)}
+        usage = outcome.get("usage") or {}
+        if usage:
+            attrs["gen_ai.usage.input_tokens"] = int(usage.get("input_tokens", 0))
+            attrs["gen_ai.usage.output_tokens"] = int(usage.get("output_tokens", 0))
+        if outcome.get("finish_reasons"):
+            attrs["gen_ai.response.finish_reasons"] = list(outcome["finish_reasons"])
+        for d in (ex.access, ex.content):  # type: ignore[attr-defined]
+            if d is not None:
+                attrs[f"guard.decision.{d.stage}"] = d.effect
+        span.set_attributes({k: v for k, v in attrs.items() if v not in (None, "")})  # type: ignore[attr-defined]
+        if int(outcome.get("status", 0) or 0) >= 400:
+            span.set_status(Status(StatusCode.ERROR, str(outcome.get("reason", ""))))  # type: ignore[attr-defined]
+        parent = set_span_in_context(span)  # type: ignore[arg-type]
+        for name, (t0, t1) in ex.stage_times.items():  # type: ignore[attr-defined]
+            child = self.tracer.start_span(f"guard.{name}", context=parent,
+                                           start_time=base_ns + int((t0 - base_perf) * 1e9))
+            child.end(end_time=base_ns + int((t1 - base_perf) * 1e9))
+        span.end()  # type: ignore[attr-defined]
+
+
+def _client_kind() -> object:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.SERVER
