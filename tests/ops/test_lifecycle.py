@@ -1,0 +1,135 @@
+"""Guard as a process: SIGTERM drains streams, SIGHUP reloads (a broken policy keeps the old one),
+certificates rotate without a restart, and two workers each keep a verifiable audit chain."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from guard import pki
+
+
+def _verify(audit: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "guard.cli", "audit", "verify", str(audit), "--trust-local-keys",
+                           "--json"], capture_output=True, text=True, timeout=60)
+
+
+def test_sigterm_lets_a_long_stream_finish_then_records_guard_stopped(guard_process):
+    g = guard_process()
+    got: dict = {}
+
+    def stream() -> None:
+        with g.client() as c:
+            with c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
+                    {"role": "user", "content": "[[reply: a b c d e f g h]] [[delay_ms=250]]"}]}) as r:
+                got["text"] = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                                      for line in r.iter_lines() if line.startswith("data: {"))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    time.sleep(0.6)  # the stream is under way
+    assert g.stop(signal.SIGTERM) == 0
+    t.join(10)
+    assert got.get("text") == "a b c d e f g h"
+    events = [e for e in g.events() if e["type"] != "audit.checkpoint"]
+    assert events[-1]["type"] == "guard.stopped"
+    assert any(e["type"] == "exchange.completed" and e.get("outcome", {}).get("status") == 200 for e in events)
+
+
+def test_sighup_with_a_broken_policy_keeps_the_old_one(guard_process, tmp_path):
+    rules = tmp_path / "policy.csv"
+    shutil.copy(Path(__file__).resolve().parents[2] / "policies/policy.csv", rules)
+    g = guard_process(policy={"model": str(Path(__file__).resolve().parents[2] / "policies/model.conf"),
+                              "rules": [str(rules)], "watch": False})
+    with g.client() as c:
+        assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]}).status_code == 200
+    rules.write_text("p, access, allow, chat, -, (((broken\n")
+    g.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(e["type"] == "policy.reload_failed" for e in g.events()):
+        time.sleep(0.1)
+    assert any(e["type"] == "policy.reload_failed" for e in g.events())
+    with g.client() as c:  # still decided by the old policy
+        assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]}).status_code == 200
+        assert c.post("/v1/chat/completions", json={"model": "internal-x", "messages": [
+            {"role": "user", "content": "hi"}]}).status_code == 403
+    assert g.stop() == 0
+
+
+def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(guard_process, tmp_path):
+    tls = tmp_path / "tls"
+    old, new = tmp_path / "old", tmp_path / "new"
+    for d in (old, new):
+        pki.init_ca(d, cn=f"CA {d.name}")
+        pki.issue(d, "server", server=True, cn="localhost", san_dns=["localhost"], san_ip=["127.0.0.1"])
+        pki.issue(d, "app", client=True, cn="billing-app", ou=["apps"])
+    tls.mkdir()
+    for f in ("server.pem", "server-key.pem", "ca.pem"):
+        shutil.copy(old / f, tls / f)
+    g = guard_process(tls={"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"),
+                           "client_ca": str(tls / "ca.pem")})
+
+    def call(d: Path) -> int:
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        ctx.load_cert_chain(str(d / "app.pem"), str(d / "app-key.pem"))
+        with httpx.Client(base_url=g.url, verify=ctx, timeout=10) as c:
+            return c.post("/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "hi"}]}).status_code
+
+    assert call(old) == 200
+    with pytest.raises(httpx.HTTPError):
+        call(new)
+    ctx = ssl.create_default_context(cafile=str(old / "ca.pem"))  # a connection opened before the rotation
+    ctx.load_cert_chain(str(old / "app.pem"), str(old / "app-key.pem"))
+    keep = httpx.Client(base_url=g.url, verify=ctx, timeout=10)
+    assert keep.get("/v1/models").status_code == 200
+    for f in ("server.pem", "server-key.pem", "ca.pem"):
+        shutil.copy(new / f, tls / f)
+    g.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if call(new) == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert call(new) == 200
+    with pytest.raises(httpx.HTTPError):
+        call(old)
+    assert keep.get("/v1/models").status_code == 200  # open connections are not dropped
+    keep.close()
+    (tls / "server.pem").write_text("not a certificate")  # a broken file keeps the current context
+    g.proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert call(new) == 200
+    assert g.stop() == 0
+
+
+def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
+    g = guard_process(workers=2)
+    with g.client() as c:
+        for _ in range(40):
+            assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "hi"}]}, headers={"connection": "close"}).status_code == 200
+    m = httpx.get(g.admin_url + "/metrics").text
+    assert "guard_requests_total" in m
+    assert g.stop() == 0
+    chains = {}
+    for e in g.events():
+        if e["type"] == "exchange.completed":
+            chains[e["chain"]] = chains.get(e["chain"], 0) + 1
+    assert len(chains) == 2, chains  # both workers served requests
+    assert sum(chains.values()) == 40
+    r = _verify(g.dir / "audit")
+    assert r.returncode == 0, r.stdout + r.stderr
