@@ -12,7 +12,10 @@ only to look at the five words before each match (context boosting). Here:
    whole text, as Presidio's does;
 3. the rest (context enhancer, score thresholds, de-duplication) is Presidio's own code.
 
-``tests/filters/test_pii_fast.py`` checks the equality against ``AnalyzerEngine.analyze``.
+``tests/filters/test_pii_fast.py`` checks the equality against ``AnalyzerEngine.analyze``. The one
+deliberate divergence: a piece of text with more than ``_MAX_CONTEXT_RESULTS`` context-scored matches
+(a dump of thousands of IP addresses, not a prompt) keeps the matches' base scores, because Presidio's
+context pass costs time quadratic in the number of matches.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ from typing import Any, Callable
 import regex as re
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, PatternRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
-from presidio_analyzer.predefined_recognizers import EmailRecognizer, IpRecognizer, UsSsnRecognizer
+from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 
 from guard.filters.pii_engine import LANGUAGE
-from guard.filters.pii_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
+from guard.filters.pii_recognizers import CreditCardRecognizer, EmailRecognizer, IbanRecognizer, PhoneRecognizer
 
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _SSN = re.compile(r"[0-9]{3}")
@@ -46,6 +49,7 @@ _TOKENS_NEED_NOTHING = (PatternRecognizer, CreditCardRecognizer, PhoneRecognizer
 _BACK_KEYWORDS = 6  # Presidio's context walk: five words before, plus the match's own token
 _MAX_SPAN = 4096  # windows grow up to this; beyond, the whole text is tokenized
 _MAX_WINDOWS = 32
+_MAX_CONTEXT_RESULTS = 256  # per scanned piece; beyond, base scores stand (the only divergence)
 
 
 def _self_contained(rec: EntityRecognizer) -> bool:
@@ -105,6 +109,8 @@ class FastAnalyzer:
         if not contextual:
             return list(raw)
         enhancer = self.engine.context_aware_enhancer
+        if len(contextual) > _MAX_CONTEXT_RESULTS:
+            return list(raw)  # junk, not prose: Presidio's context pass is quadratic in the matches
         if len(contextual) > _MAX_WINDOWS:  # many matches: one pass over the whole text is cheaper
             art = self.engine.nlp_engine.process_text(text, LANGUAGE)
             return plain + enhancer.enhance_using_context(text, contextual, art, recognizers, None)

@@ -16,13 +16,17 @@ import tldextract
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
-    EmailRecognizer,
     IpRecognizer,
     UsSsnRecognizer,
 )
 from spacy.language import Language
 
-from guard.filters.pii_recognizers import CreditCardRecognizer, IbanRecognizer, PhoneRecognizer
+from guard.filters.pii_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    PhoneRecognizer,
+)
 
 LANGUAGE = "en"
 BUILTIN_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")

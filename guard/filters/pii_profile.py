@@ -5,6 +5,7 @@ answers, streams and ``guard scan`` all see the same findings for the same text.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass, field
@@ -88,11 +89,16 @@ class PIIProfile:
 
 
 def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
-    kept: list[Finding] = []
+    """Keep the best of overlapping findings: higher score, then longer, then earlier."""
+    starts: list[int] = []
+    kept: list[Finding] = []  # sorted by start, never overlapping
     for f in sorted(findings, key=lambda f: (-f.score, -(f.end - f.start), f.start, f.entity_type)):
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
-            kept.append(f)
-    return sorted(kept, key=lambda f: f.start)
+        i = bisect.bisect_left(starts, f.end)
+        if i and kept[i - 1].end > f.start:
+            continue
+        starts.insert(i, f.start)
+        kept.insert(i, f)
+    return kept
 
 
 def _custom(spec: RecognizerSpec) -> ConfiguredRecognizer:

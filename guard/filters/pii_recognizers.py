@@ -20,6 +20,7 @@ from typing import Any, Callable
 import phonenumbers
 import regex as re
 from presidio_analyzer import LocalRecognizer, PatternRecognizer, RecognizerResult
+from presidio_analyzer.predefined_recognizers import EmailRecognizer as StockEmailRecognizer
 from presidio_analyzer.predefined_recognizers import IbanRecognizer as StockIbanRecognizer
 
 _WORD = re.compile(r"[^\W\d_]+")
@@ -258,3 +259,49 @@ class IbanRecognizer(StockIbanRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
                 regex_flags: int | None = None) -> list[RecognizerResult]:
         return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)
+
+
+# --- email -----------------------------------------------------------------------------------------------
+
+_WS_BEFORE = re.compile(r"\s", re.REVERSE)
+_WS_AFTER = re.compile(r"\s")
+_EMAIL_RUN = 1024  # longer space-free runs are read +-320 characters around each "@"
+_EMAIL_SIDE = 320
+
+
+class EmailRecognizer(StockEmailRecognizer):
+    """Presidio's email recognizer, run only over the space-free stretches that hold an ``@``.
+
+    Its pattern cannot cross white space, so the matches are the same as over the whole text; but a
+    long run such as ``x.x.x.x...@`` costs the stock pattern quadratic time, so a run longer than
+    ``_EMAIL_RUN`` is read only around each ``@`` (an address is at most 254 characters)."""
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
+                regex_flags: int | None = None) -> list[RecognizerResult]:
+        out: list[RecognizerResult] = []
+        for a, b in _at_runs(text):
+            for r in super().analyze(text[a:b], entities, nlp_artifacts, regex_flags):
+                r.start, r.end = r.start + a, r.end + a
+                out.append(r)
+        return out
+
+
+def _at_runs(text: str) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    at = text.find("@")
+    while at >= 0:
+        m = _WS_BEFORE.search(text, 0, at)
+        a = m.end() if m else 0
+        m = _WS_AFTER.search(text, at)
+        b = m.start() if m else len(text)
+        if b - a <= _EMAIL_RUN:
+            runs.append((a, b))
+        else:
+            while at >= 0 and at < b:
+                lo, hi = max(a, at - _EMAIL_SIDE), min(b, at + _EMAIL_SIDE)
+                if runs and runs[-1][1] >= lo:
+                    lo = runs.pop()[0]
+                runs.append((lo, hi))
+                at = text.find("@", at + 1, b)
+        at = text.find("@", b)
+    return runs
