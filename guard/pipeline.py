@@ -127,11 +127,11 @@ def _trace_id(traceparent: bytes | None) -> str:
     return os.urandom(16).hex()
 
 
-def identify(scope: dict[str, Any], config: Config) -> Principal:
+def identify(scope: dict[str, Any], trusted: list[Any]) -> Principal:
     """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
     xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
     client = scope.get("client") or ("", 0)
-    if xfcc is not None and peer_is_trusted(client[0], config.tls.networks()):
+    if xfcc is not None and peer_is_trusted(client[0], trusted):
         try:
             return principal_from_xfcc(xfcc.decode("latin-1"))
         except XFCCError as e:
@@ -177,6 +177,8 @@ class Pipeline:
         except ClientGone:
             await self._after(ex, started, {"status": 499, "reason": "client_disconnected"})
         finally:
+            telemetry.REQUEST_SECONDS.labels(ex.api or "none", ex.operation or "none").observe(
+                time.perf_counter() - ex.started)
             if tracing is not None:
                 tracing.finish(ex, ex.context.get("outcome") or {})
 
@@ -217,7 +219,7 @@ class Pipeline:
         svc, cfg = self.svc, self.svc.config
         t0 = time.perf_counter()
         route = ROUTES.get((scope["method"], scope["path"]))
-        ex.principal = identify(scope, cfg)
+        ex.principal = identify(scope, self._trusted)
         _stage(ex, "identity", t0)
         if route is None:
             raise GuardError(404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error",
