@@ -27,7 +27,12 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 
 from guard.filters.pii_engine import LANGUAGE
-from guard.filters.pii_recognizers import CreditCardRecognizer, EmailRecognizer, IbanRecognizer, PhoneRecognizer
+from guard.filters.pii_recognizers import (
+    GuardCardRecognizer,
+    GuardEmailRecognizer,
+    GuardIbanRecognizer,
+    GuardPhoneRecognizer,
+)
 
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _SSN = re.compile(r"[0-9]{3}")
@@ -37,15 +42,15 @@ _PHONE = re.compile(r"\d(?:\D{0,8}\d){6}")
 
 # Necessary conditions: when one is false, the recognizer cannot produce a result on this text.
 PREFILTERS: dict[type, Callable[[str], bool]] = {
-    EmailRecognizer: lambda t: "@" in t,
-    IbanRecognizer: lambda t: _IBAN.search(t) is not None,
+    GuardEmailRecognizer: lambda t: "@" in t,
+    GuardIbanRecognizer: lambda t: _IBAN.search(t) is not None,
     UsSsnRecognizer: lambda t: _SSN.search(t) is not None,
     IpRecognizer: lambda t: _IP.search(t) is not None,
-    CreditCardRecognizer: lambda t: _CARD.search(t) is not None,
-    PhoneRecognizer: lambda t: _PHONE.search(t) is not None,
+    GuardCardRecognizer: lambda t: _CARD.search(t) is not None,
+    GuardPhoneRecognizer: lambda t: _PHONE.search(t) is not None,
 }
 
-_TOKENS_NEED_NOTHING = (PatternRecognizer, CreditCardRecognizer, PhoneRecognizer)
+_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer)
 _BACK_KEYWORDS = 6  # Presidio's context walk: five words before, plus the match's own token
 _MAX_SPAN = 4096  # windows grow up to this; beyond, the whole text is tokenized
 _MAX_WINDOWS = 32
@@ -83,7 +88,7 @@ class FastAnalyzer:
             if not rec.is_loaded:
                 rec.load()
                 rec.is_loaded = True
-            found = rec.analyze(text=text, entities=entities, nlp_artifacts=None)
+            found = rec.analyze(text=text, entities=entities, nlp_artifacts=None)  # type: ignore[arg-type]
             if found:
                 eng._AnalyzerEngine__add_recognizer_id_if_not_exists(found, rec)  # type: ignore[attr-defined]
                 raw.extend(found)
@@ -100,7 +105,8 @@ class FastAnalyzer:
                  ) -> list[RecognizerResult]:
         by_id = {r.id: r for r in recognizers}
         key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
-        plain, contextual = [], []
+        plain: list[RecognizerResult] = []
+        contextual: list[RecognizerResult] = []
         for r in raw:
             rec = by_id.get(r.recognition_metadata.get(key))
             wants = rec is not None and rec.context and not r.recognition_metadata.get(

@@ -22,10 +22,10 @@ from presidio_analyzer.predefined_recognizers import (
 from spacy.language import Language
 
 from guard.filters.pii_recognizers import (
-    CreditCardRecognizer,
-    EmailRecognizer,
-    IbanRecognizer,
-    PhoneRecognizer,
+    GuardCardRecognizer,
+    GuardEmailRecognizer,
+    GuardIbanRecognizer,
+    GuardPhoneRecognizer,
 )
 
 LANGUAGE = "en"
@@ -58,7 +58,7 @@ def _patch_tldextract() -> None:
     use. Point it at an extractor that only reads the snapshot bundled with tldextract."""
     from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
-    email_recognizer.tldextract = types.SimpleNamespace(extract=_OFFLINE_TLD)  # type: ignore[attr-defined]
+    email_recognizer.tldextract = types.SimpleNamespace(extract=_OFFLINE_TLD)  # type: ignore[assignment]
 
 
 @Language.component("guard_lower_lemma")
@@ -83,7 +83,7 @@ class BlankSpacyEngine(SpacyNlpEngine):
             models=[{"lang_code": LANGUAGE, "model_name": "blank"}],
             ner_model_configuration=NerModelConfiguration(labels_to_ignore=[]),
         )
-        self.nlp = {LANGUAGE: nlp or blank_nlp()}
+        self.nlp = {LANGUAGE: nlp or blank_nlp()}  # type: ignore[assignment]
 
     def load(self) -> None:  # never spacy.cli.download
         pass
@@ -92,7 +92,7 @@ class BlankSpacyEngine(SpacyNlpEngine):
 # --- engine --------------------------------------------------------------------------------------------
 
 def builtin_recognizers() -> list[EntityRecognizer]:
-    return [EmailRecognizer(), CreditCardRecognizer(), IbanRecognizer(), PhoneRecognizer(),
+    return [GuardEmailRecognizer(), GuardCardRecognizer(), GuardIbanRecognizer(), GuardPhoneRecognizer(),
             UsSsnRecognizer(), IpRecognizer()]
 
 

@@ -30,7 +30,7 @@ class _NerRecognizer(LocalRecognizer):
         if etype is None:
             return None
         return RecognizerResult(etype, start, end, score, recognition_metadata={
-            RecognizerResult.RECOGNIZER_NAME_KEY: self.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+            RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(self, "name", "")), RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
 
 
 class SpacyNerRecognizer(_NerRecognizer):

@@ -39,7 +39,7 @@ def word_after(text: str, end: int, chars: int = 14) -> str:
 
 def _result(rec: LocalRecognizer, entity: str, start: int, end: int, score: float) -> RecognizerResult:
     return RecognizerResult(entity, start, end, min(score, 1.0), recognition_metadata={
-        RecognizerResult.RECOGNIZER_NAME_KEY: rec.name, RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id})
+        RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(rec, "name", "")), RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id})
 
 
 # --- validators ------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def card_network(digits: str) -> bool:
     return any(n in lengths and lo <= int(digits[:k]) <= hi for k, lo, hi, lengths in _NETWORKS)
 
 
-class CreditCardRecognizer(LocalRecognizer):
+class GuardCardRecognizer(LocalRecognizer):
     """Luhn-valid 12-19 digit numbers: 0.9 when they fit a network, else 0.4, plus 0.4 near card words."""
 
     def __init__(self) -> None:
@@ -225,7 +225,7 @@ def phone_context(text: str, start: int, end: int) -> bool:
     return word_after(text, end) in PHONE_LABELS_AFTER
 
 
-class PhoneRecognizer(LocalRecognizer):
+class GuardPhoneRecognizer(LocalRecognizer):
     """Phone-shaped digit groups, 7-15 digits; shape score plus 0.35 near phone words."""
 
     def __init__(self) -> None:
@@ -252,13 +252,13 @@ class PhoneRecognizer(LocalRecognizer):
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-class IbanRecognizer(StockIbanRecognizer):
+class GuardIbanRecognizer(StockIbanRecognizer):
     """Presidio's IBAN recognizer, also for IBANs typed in lower case (``gb42nawi...``): it reads an
     ASCII-uppercased copy, which keeps every offset."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
                 regex_flags: int | None = None) -> list[RecognizerResult]:
-        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)
+        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
 
 
 # --- email -----------------------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ _EMAIL_RUN = 1024  # longer space-free runs are read +-320 characters around eac
 _EMAIL_SIDE = 320
 
 
-class EmailRecognizer(StockEmailRecognizer):
+class GuardEmailRecognizer(StockEmailRecognizer):
     """Presidio's email recognizer, run only over the space-free stretches that hold an ``@``.
 
     Its pattern cannot cross white space, so the matches are the same as over the whole text; but a
