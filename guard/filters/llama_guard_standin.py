@@ -25,6 +25,7 @@ class StandIn:
     output: str | None = None  # force the generated text (e.g. something outside the grammar)
     logprobs: bool = True  # include logprobs when asked
     p_verdict: float = 0.95  # probability given to the chosen verdict token
+    ignore: str | None = None  # a regex removed before judging (e.g. the demo model server's [[directives]])
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
@@ -36,7 +37,7 @@ class StandIn:
         return app
 
     def judge(self, text: str) -> str:
-        low = text.lower()
+        low = (re.sub(self.ignore, " ", text, flags=re.S) if self.ignore else text).lower()
         codes = sorted({c for w, c in self.triggers.items() if w in low}, key=lambda c: int(c[1:]))
         return f"unsafe\n{','.join(codes)}" if codes else "safe"
 
@@ -115,9 +116,27 @@ def last_turn(prompt: str) -> str:
     return re.sub(r"^(?:User|Agent): ", "", turns[-1].strip()) if turns else ""
 
 
+class StandInThread:
+    """The stand-in on its own event loop thread, for tests of code that runs another loop (the proxy)."""
+
+    def __init__(self, stand_in: StandIn) -> None:
+        import threading
+
+        self.stand_in = stand_in
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="llama-guard-stand-in", daemon=True)
+        self.thread.start()
+        self.runner, self.url = asyncio.run_coroutine_threadsafe(start(stand_in), self.loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
 async def start(stand_in: StandIn, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
     """Serve on loopback; returns the runner (``await runner.cleanup()`` to stop) and the base URL."""
-    runner = web.AppRunner(stand_in.app(), access_log=None)
+    runner = web.AppRunner(stand_in.app(), access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -1,6 +1,7 @@
 """The safety screen: Llama Guard on prompts, whole answers and streamed answers (in windows).
 
-Streams: text is released only after the window holding it was judged safe; windows are cut at a sentence
+Streams: text is released only after the window holding it was judged safe (a step that stops may still
+carry ``release``: the windows judged safe before the unsafe one); windows are cut at a sentence
 end where possible and judged together with the answer said so far (up to ``context_chars``). In
 ``audit_only`` mode text is released at once and windows are judged in the background, for the record.
 """
@@ -188,9 +189,10 @@ class SafetyStream:
     async def _judge_window(self, cut: int) -> StreamStep | None:
         # The window stays in ``buf`` until judged, so a timeout or failure leaves it in pending().
         v = await self._classify(self._answer(cut))
-        if v.blocked:
+        if v.blocked:  # windows judged safe earlier in this call still go out, then the stream stops
+            step = StreamStep(release=self.ready, stop=self.verdict)
             self.stopped, self.buf, self.ready = True, "", ""
-            return StreamStep(stop=self.verdict)
+            return step
         self.ready += self.buf[:cut]
         self._take(cut)
         return None

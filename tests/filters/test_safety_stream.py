@@ -50,7 +50,7 @@ def run_stream(stream: Any, chunks: list[str]) -> tuple[str, StreamStep | None, 
         out, per_feed = "", []
         for c in chunks:
             step = await stream.feed(c)
-            out += step.release
+            out += step.release  # a stopping step may still release text judged safe before the stop
             per_feed.append(step.release)
             if step.stop:
                 return out, step, per_feed
@@ -82,6 +82,14 @@ def test_unsafe_window_stops_after_only_safe_text_was_released() -> None:
     assert v.blocked and v.code == "unsafe_content" and v.categories == ["S1"]
     assert "kill" not in out and text.startswith(out) and len(out) >= len(SAFE) - 40
     assert s.verdict.blocked  # the aggregated verdict for the audit record
+
+
+def test_a_stopping_step_releases_the_safe_windows_before_the_unsafe_one() -> None:
+    text = SAFE + " Then go kill the neighbour. More text here."
+    s = screen(FakeJudge()).open_stream(PROMPT, {})
+    step = asyncio.run(s.feed(text))  # everything in one feed: several windows judged in one call
+    assert step.stop is not None and step.release and SAFE.startswith(step.release.rstrip())
+    assert "kill" not in step.release
 
 
 def test_windows_cut_at_sentence_ends_and_carry_context() -> None:
