@@ -40,24 +40,39 @@ def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
 
 
 class LocalJudge:
+    """Loads the model on its worker thread at the first request (or ``await load()``), so building the
+    screen never blocks the event loop; requests that arrive while it loads wait, under the fail mode's
+    timeout like any slow backend."""
+
     def __init__(self, cfg: LocalBackend, taxonomy: Taxonomy, threshold: float,
                  tokenizer: Any = None, model: Any = None) -> None:
-        from guard.filters.llama_guard_fast import FastLlama
-
-        if tokenizer is None or model is None:
-            tokenizer, model = load_model(cfg.model_path, cfg.device, cfg.dtype)
         self.cfg, self.taxonomy, self.threshold = cfg, taxonomy, threshold
         self.tokenizer, self.model = tokenizer, model
-        self.verdict_ids = verdict_token_ids(tokenizer)
-        self.forced = tokenizer.encode("unsafe\n", add_special_tokens=False)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.fast: Any = None
+        self.batcher = MicroBatcher(self._run, cfg.max_batch, cfg.max_wait_ms, name="guard-llama-guard")
+        if tokenizer is not None and model is not None:
+            self._setup()
+
+    async def load(self) -> None:
+        """Load (and on CUDA compile and capture) now, off the event loop."""
+        await self.batcher.submit(("load", None))
+
+    def _setup(self) -> None:
+        from guard.filters.llama_guard_fast import FastLlama
+
+        cfg = self.cfg
+        if self.tokenizer is None or self.model is None:
+            self.tokenizer, self.model = load_model(cfg.model_path, cfg.device, cfg.dtype)
+        tok, model = self.tokenizer, self.model
+        self.verdict_ids = verdict_token_ids(tok)
+        self.forced = tok.encode("unsafe\n", add_special_tokens=False)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         on_cuda = model.device.type == "cuda"
         self.fast = FastLlama(model, cuda_graphs=cfg.cuda_graphs, fp8=cfg.fp8 and on_cuda,
                               compile_layers=on_cuda if cfg.compile is None else cfg.compile,
                               batch_buckets=_powers_of_two(cfg.max_batch))
         if cfg.warmup_lengths and on_cuda:
             self.fast.warmup(cfg.warmup_lengths, cfg.max_batch, self.verdict_ids)
-        self.batcher = MicroBatcher(self._run, cfg.max_batch, cfg.max_wait_ms, name="guard-llama-guard")
 
     def render(self, turns: Sequence[Turn]) -> str:
         """The model's own chat template when it has one and the taxonomy is the default; else the published
@@ -67,11 +82,10 @@ class LocalJudge:
         return model_text(build_prompt(turns, self.taxonomy))
 
     async def classify(self, turns: Sequence[Turn]) -> Judgement:
-        text = self.render(turns)
-        score = _unwrap(await self.batcher.submit(("score", text)))
+        score = _unwrap(await self.batcher.submit(("score", list(turns))))
         if score < self.threshold:
             return Judgement(unsafe=False, score=score, raw="safe")
-        raw = _unwrap(await self.batcher.submit(("categories", text)))
+        raw = _unwrap(await self.batcher.submit(("categories", list(turns))))
         return judge(raw, score, self.threshold, self.taxonomy.codes)
 
     async def close(self) -> None:
@@ -79,15 +93,18 @@ class LocalJudge:
 
     # --- on the worker thread ---
 
-    def _run(self, jobs: list[tuple[str, str]]) -> list[Any]:
+    def _run(self, jobs: list[tuple[str, Any]]) -> list[Any]:
+        if self.fast is None:
+            self._setup()  # a failure here fails the whole batch: every caller gets the error
         out: list[Any] = [None] * len(jobs)
         scoring = [i for i, (kind, _) in enumerate(jobs) if kind == "score"]
         if scoring:
-            for i, r in zip(scoring, self._scores([jobs[i][1] for i in scoring])):
+            texts = [self.render(jobs[i][1]) for i in scoring]
+            for i, r in zip(scoring, self._scores(texts)):
                 out[i] = r
-        for i, (kind, text) in enumerate(jobs):
+        for i, (kind, turns) in enumerate(jobs):
             if kind == "categories":
-                out[i] = self._categories(text)
+                out[i] = self._categories(self.render(turns))
         return out
 
     def _encode(self, texts: list[str]) -> list[list[int] | ScreenError]:

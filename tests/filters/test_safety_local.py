@@ -200,3 +200,17 @@ def test_custom_categories_use_the_published_template(tiny_guard: Path, tmp_path
     assert text == model_text(build_prompt(turns, Taxonomy(screen.taxonomy.categories, default=False)))
     asyncio.run(screen.close())
 
+
+
+def test_model_loads_off_the_event_loop_and_a_bad_path_fails_closed(tiny_guard: Path, tmp_path: Path) -> None:
+    screen = SafetyScreen.from_settings(load_safety(_profile_yaml(tmp_path, tiny_guard)))
+    judge = screen.judge
+    assert judge.model is None  # type: ignore[attr-defined]  # building the screen loads nothing
+    asyncio.run(judge.load())  # type: ignore[attr-defined]
+    assert judge.model is not None  # type: ignore[attr-defined]
+    asyncio.run(screen.close())
+    bad = load_safety(_profile_yaml(tmp_path, tmp_path / "missing"))
+    g = GuardedScreen(SafetyScreen.from_settings(bad), bad.profile().fail, metrics=False)
+    v = asyncio.run(g.screen_prompt(_user("hello"), {}))
+    asyncio.run(g.close())
+    assert v.status == "error" and v.blocked
