@@ -105,7 +105,7 @@ class Relay:
                 chunk = json.loads(payload)
                 if not isinstance(chunk, dict):
                     raise ValueError("not an object")
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json can parse
                 raise UpstreamStreamError(f"unparseable stream chunk: {e}") from None
             emitted, stop = await self._chunk(chunk)
             if stop:
@@ -185,7 +185,7 @@ def scan_tail(api: str, tail: bytes) -> tuple[dict[str, int] | None, list[str]]:
             continue
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(chunk, dict):
             usage = mod.usage(chunk) or usage

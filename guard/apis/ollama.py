@@ -5,6 +5,7 @@ import json
 import time
 from typing import Any, Iterator
 
+from guard.apis.openai import _int, _list, _tool_args
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -55,9 +56,8 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             kind = {"system": "system", "tool": "tool_result"}.get(role, "content")
             if isinstance(m.get("content"), str):
                 segs.append(Segment(m["content"], role, kind, ("messages", i, "content")))
-            for j, tc in enumerate(m.get("tool_calls") or []):
-                s = _args_segment((tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None,
-                                  role, ("messages", i, "tool_calls", j, "function", "arguments"))
+            for j, tc in enumerate(_list(m.get("tool_calls"))):
+                s = _args_segment(_tool_args(tc), role, ("messages", i, "tool_calls", j, "function", "arguments"))
                 if s:
                     segs.append(s)
     elif operation == "completion":
@@ -82,9 +82,8 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
     if operation == "chat" and isinstance(msg, dict):
         if isinstance(msg.get("content"), str):
             segs.append(Segment(msg["content"], "assistant", "content", ("message", "content")))
-        for j, tc in enumerate(msg.get("tool_calls") or []):
-            s = _args_segment((tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None,
-                              "assistant", ("message", "tool_calls", j, "function", "arguments"))
+        for j, tc in enumerate(_list(msg.get("tool_calls"))):
+            s = _args_segment(_tool_args(tc), "assistant", ("message", "tool_calls", j, "function", "arguments"))
             if s:
                 segs.append(s)
     return segs
@@ -92,8 +91,7 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
 
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
     if "prompt_eval_count" in body or "eval_count" in body:
-        return {"input_tokens": int(body.get("prompt_eval_count") or 0),
-                "output_tokens": int(body.get("eval_count") or 0)}
+        return {"input_tokens": _int(body.get("prompt_eval_count")), "output_tokens": _int(body.get("eval_count"))}
     return None
 
 

@@ -11,6 +11,30 @@ from guard.filters.base import Segment
 STREAM_MEDIA_TYPE = b"text/event-stream"
 
 
+def _list(v: Any) -> list[Any]:
+    """``v`` when it is a JSON array, else empty: untrusted bodies may put any type anywhere."""
+    return v if isinstance(v, list) else []
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _tool_args(tc: Any) -> Any:
+    return _dict(_dict(tc).get("function")).get("arguments")
+
+
+def _int(v: Any) -> int:
+    """A token count from an untrusted body: non-negative int, 0 when it is not a finite number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        return 0
+    return max(int(v), 0)
+
+
+def _index(v: Any, default: int) -> Any:
+    return v if isinstance(v, (int, str)) and not isinstance(v, bool) else default
+
+
 def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
     """Check the request shape the proxy relies on; return (model, stream)."""
     model = body.get("model")
@@ -53,8 +77,8 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
                 for j, part in enumerate(c):
                     if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
                         segs.append(Segment(part["text"], role, kind, ("messages", i, "content", j, "text")))
-            for j, tc in enumerate(m.get("tool_calls") or []):
-                args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+            for j, tc in enumerate(_list(m.get("tool_calls"))):
+                args = _tool_args(tc)
                 if isinstance(args, str):
                     segs.append(Segment(args, role, "tool_arguments",
                                         ("messages", i, "tool_calls", j, "function", "arguments")))
@@ -75,18 +99,18 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
 
 def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
     segs: list[Segment] = []
-    for i, ch in enumerate(body.get("choices") or []):
+    for i, ch in enumerate(_list(body.get("choices"))):
         if not isinstance(ch, dict):
             continue
         if operation == "completion":
             if isinstance(ch.get("text"), str):
                 segs.append(Segment(ch["text"], "assistant", "content", ("choices", i, "text")))
             continue
-        msg = ch.get("message") or {}
+        msg = _dict(ch.get("message"))
         if isinstance(msg.get("content"), str):
             segs.append(Segment(msg["content"], "assistant", "content", ("choices", i, "message", "content")))
-        for j, tc in enumerate(msg.get("tool_calls") or []):
-            args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+        for j, tc in enumerate(_list(msg.get("tool_calls"))):
+            args = _tool_args(tc)
             if isinstance(args, str):
                 segs.append(Segment(args, "assistant", "tool_arguments",
                                     ("choices", i, "message", "tool_calls", j, "function", "arguments")))
@@ -96,13 +120,12 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
     u = body.get("usage")
     if isinstance(u, dict):
-        return {"input_tokens": int(u.get("prompt_tokens") or 0),
-                "output_tokens": int(u.get("completion_tokens") or 0)}
+        return {"input_tokens": _int(u.get("prompt_tokens")), "output_tokens": _int(u.get("completion_tokens"))}
     return None
 
 
 def finish_reasons(body: dict[str, Any]) -> list[str]:
-    return [c["finish_reason"] for c in body.get("choices") or []
+    return [c["finish_reason"] for c in _list(body.get("choices"))
             if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
 
 
@@ -132,27 +155,27 @@ def event_data(event: bytes) -> bytes | None:
 
 def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
     """(channel key, path, text) for each piece of streamed text in a chunk."""
-    for ci, ch in enumerate(chunk.get("choices") or []):
+    for ci, ch in enumerate(_list(chunk.get("choices"))):
         if not isinstance(ch, dict):
             continue
-        idx = ch.get("index", ci)
+        idx = _index(ch.get("index"), ci)
         if operation == "completion":
             if isinstance(ch.get("text"), str):
                 yield (idx, "text"), ("choices", ci, "text"), ch["text"]
             continue
-        delta = ch.get("delta") or {}
+        delta = _dict(ch.get("delta"))
         if isinstance(delta.get("content"), str):
             yield (idx, "content"), ("choices", ci, "delta", "content"), delta["content"]
-        for tj, tc in enumerate(delta.get("tool_calls") or []):
-            args = (tc.get("function") or {}).get("arguments") if isinstance(tc, dict) else None
+        for tj, tc in enumerate(_list(delta.get("tool_calls"))):
+            args = _tool_args(tc)
             if isinstance(args, str):
-                yield ((idx, "tool", tc.get("index", tj)),
+                yield ((idx, "tool", _index(tc.get("index"), tj)),
                        ("choices", ci, "delta", "tool_calls", tj, "function", "arguments"), args)
 
 
 def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
     """Choice indexes whose finish_reason is set in this chunk."""
-    return [ch.get("index", i) for i, ch in enumerate(chunk.get("choices") or [])
+    return [_index(ch.get("index"), i) for i, ch in enumerate(_list(chunk.get("choices")))
             if isinstance(ch, dict) and ch.get("finish_reason")]
 
 
