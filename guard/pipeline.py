@@ -176,6 +176,9 @@ class Pipeline:
             await self._refuse(ex, e, send, started)
         except ClientGone:
             await self._after(ex, started, {"status": 499, "reason": "client_disconnected"})
+        except Exception:  # noqa: BLE001 - a bug still answers in the documented shape, with its audit record
+            log.exception("internal error handling request %s", ex.request_id)
+            await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
             telemetry.REQUEST_SECONDS.labels(ex.api or "none", ex.operation or "none").observe(
                 time.perf_counter() - ex.started)
@@ -237,7 +240,7 @@ class Pipeline:
         ex.body_bytes = len(raw)
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
             raise bad_request("request body is not valid JSON", "invalid_json") from None
         if not isinstance(body, dict):
             raise bad_request("request body must be a JSON object", "invalid_json")
@@ -391,7 +394,7 @@ class Pipeline:
                 body = json.loads(data)
                 if not isinstance(body, dict):
                     raise ValueError
-            except ValueError:
+            except (ValueError, RecursionError):
                 telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
                 raise GuardError(502, f"upstream {ex.upstream!r} returned a body that is not a JSON object",
                                  "upstream_error", "upstream_bad_response") from None

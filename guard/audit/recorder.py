@@ -17,7 +17,8 @@ from guard.audit.journal import Journal
 def prompt_text(body: dict[str, Any]) -> str | None:
     """The prompt as forwarded (after screens rewrote it), for content capture; None when there is none."""
     parts: list[str] = []
-    for m in body.get("messages") or []:
+    msgs = body.get("messages")
+    for m in msgs if isinstance(msgs, list) else []:  # the body may be the invalid one being refused
         c = m.get("content") if isinstance(m, dict) else None
         if isinstance(c, str):
             parts.append(c)
