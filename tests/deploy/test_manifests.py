@@ -785,5 +785,11 @@ def test_documented_cli_parses() -> None:
     for line in SCALING.read_text().splitlines():
         m = re.match(r"\s*(?:\$ )?guard ((?:serve|audit) .+?)(?:\s+#.*)?$", line)
         if m:
-            argv = shlex.split(m[1].replace("\\", ""))
+            lex = shlex.shlex(m[1].replace("\\", ""), posix=True, punctuation_chars=True)
+            lex.whitespace_split = True
+            argv = []
+            for tok in lex:  # stop at a redirection, pipe or list operator
+                if tok and set(tok) <= set("<>|&;"):
+                    break
+                argv.append(tok)
             parse_cli(argv)
