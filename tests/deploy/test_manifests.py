@@ -793,3 +793,22 @@ def test_documented_cli_parses() -> None:
                     break
                 argv.append(tok)
             parse_cli(argv)
+
+
+def test_documented_secrets_match_the_manifests() -> None:
+    """deploy/README.md's `kubectl create secret` lines create every Secret key the pods read."""
+    text = (DEPLOY / "README.md").read_text().replace("\\\n", " ")
+    documented: set[tuple[str, str]] = set()
+    for kind, name, rest in re.findall(r"kubectl create secret (tls|generic) ([\w.-]+)([^\n]*)", text):
+        if kind == "tls":
+            documented |= {(name, "tls.crt"), (name, "tls.key")}
+        documented |= {(name, k) for k in re.findall(r"--from-(?:file|literal)=([\w.-]+)=", rest)}
+    used: set[tuple[str, str]] = set()
+    for g in PODS:
+        used |= {(obj, key) for kind, obj, key in g.mounted.files.values() if kind == "secret"}
+        for c in g.pod["containers"]:
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    used.add((ref["name"], ref["key"]))
+    assert used and used <= documented, f"not in deploy/README.md: {sorted(used - documented)}"
