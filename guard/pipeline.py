@@ -98,7 +98,9 @@ async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> by
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _depth_ok(obj: Any, limit: int) -> bool:
+def _depth_ok(obj: Any, limit: int, raw: bytes = b"") -> bool:
+    if raw and raw.count(b"[") + raw.count(b"{") < limit:
+        return True  # fewer brackets than the limit: it cannot nest that deep
     stack = [(obj, 1)]
     while stack:
         o, d = stack.pop()
@@ -115,7 +117,7 @@ def _stage(ex: Exchange, name: str, t0: float) -> None:
     t1 = time.perf_counter()
     ex.stage_ms[name] = (t1 - t0) * 1000
     ex.stage_times[name] = (t0, t1)
-    telemetry.STAGE_SECONDS.labels(name).observe(t1 - t0)
+    telemetry.child(telemetry.STAGE_SECONDS, name).observe(t1 - t0)
 
 
 def _trace_id(traceparent: bytes | None) -> str:
@@ -180,7 +182,7 @@ class Pipeline:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
-            telemetry.REQUEST_SECONDS.labels(ex.api or "none", ex.operation or "none").observe(
+            telemetry.child(telemetry.REQUEST_SECONDS, ex.api or "none", ex.operation or "none").observe(
                 time.perf_counter() - ex.started)
             if tracing is not None:
                 tracing.finish(ex, ex.context.get("outcome") or {})
@@ -192,8 +194,8 @@ class Pipeline:
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
         await _send_error(send, e, ex.request_id)
-        telemetry.REQUESTS.labels(ex.api or "none", ex.operation or "none", ex.model or "",
-                                  _decision(ex), str(e.status)).inc()
+        telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", ex.model or "",
+                        _decision(ex), str(e.status)).inc()
 
     async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
         ex.context["outcome"] = outcome
@@ -210,8 +212,8 @@ class Pipeline:
         ex.context["outcome"] = outcome
         u = outcome.get("usage")
         if u:
-            telemetry.TOKENS.labels(ex.model, "input").inc(u.get("input_tokens", 0))
-            telemetry.TOKENS.labels(ex.model, "output").inc(u.get("output_tokens", 0))
+            telemetry.child(telemetry.TOKENS, ex.model, "input").inc(u.get("input_tokens", 0))
+            telemetry.child(telemetry.TOKENS, ex.model, "output").inc(u.get("output_tokens", 0))
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", outcome)
         except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
@@ -244,7 +246,7 @@ class Pipeline:
             raise bad_request("request body is not valid JSON", "invalid_json") from None
         if not isinstance(body, dict):
             raise bad_request("request body must be a JSON object", "invalid_json")
-        if not _depth_ok(body, cfg.limits.max_json_depth):
+        if not _depth_ok(body, cfg.limits.max_json_depth, raw):
             raise bad_request(f"JSON nested deeper than {cfg.limits.max_json_depth}", "invalid_json")
         ex.body = body
         api = APIS[ex.api]
@@ -408,7 +410,7 @@ class Pipeline:
         # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
-        telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
+        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
         await self._completed(ex, outcome)
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
@@ -516,7 +518,8 @@ class Pipeline:
                 ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
         outcome["bytes"] = sent
         await self._completed(ex, outcome)
-        telemetry.REQUESTS.labels(ex.api, ex.operation, ex.model, _decision(ex), str(outcome["status"])).inc()
+        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex),
+                        str(outcome["status"])).inc()
 
 
 def _upstream_path(ex: Exchange, upstream_api: str) -> str:

@@ -60,6 +60,21 @@ FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a con
                       ["component"], registry=REGISTRY)
 
 
+_children: dict[tuple, object] = {}
+
+
+def child(metric: object, *labels: str) -> object:
+    """``metric.labels(*labels)``, cached: the lookup is the costly part of counting on the hot path. The
+    cache is bounded; label sets past the bound are looked up each time."""
+    key = (id(metric), labels)
+    c = _children.get(key)
+    if c is None:
+        c = metric.labels(*labels)  # type: ignore[attr-defined]
+        if len(_children) < 20_000:
+            _children[key] = c
+    return c
+
+
 # --- traces ----------------------------------------------------------------------------------------------
 
 _PROVIDERS = {"openai": "openai", "azure-openai": "azure.ai.openai", "ollama": "ollama"}

@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import yaml
 
 from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
@@ -33,12 +36,23 @@ SECONDS = 3 if QUICK else 8
 CONNS = [1, 16, 64]
 
 
-def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int) -> Path:
+ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
+
+
+def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
+                 policy: str = "shipped", filters: str = "none", workers: int = 1) -> Path:
+    """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
+    screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
 
     pki = d / "pki"
     if not (pki / "ca.pem").exists():
         make_pki(pki)
+    rules = ROOT / "policies/policy.csv"
+    if policy == "allow-all":
+        rules = d / "allow-all.csv"
+        rules.write_text(ALLOW_ALL)
+    (d / "no-filters").mkdir(exist_ok=True)
     cfg: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
         "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server-key.pem"), "client_ca": str(pki / "ca.pem"),
@@ -46,10 +60,10 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int) -> Pa
         "admin": {"host": "127.0.0.1", "port": admin},
         "upstreams": {"local": {"url": upstream, "api": "openai", "timeout_s": 30}},
         "routes": [{"model": "*", "upstream": "local"}],
-        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")],
-                   "watch": False},
-        "filters": {"dir": str(ROOT / "filters")},
-        "audit": {"dir": str(d / f"audit-{port}")},
+        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)], "watch": False},
+        "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
+        "audit": {"dir": str(d / f"audit-{port}"), "durability": durability},
+        "workers": workers,
     }
     path = d / f"guard-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -69,6 +83,86 @@ def _upstream(d: Path, stack: list) -> tuple[str, str]:
     return f"http://127.0.0.1:{port}", "built-in model server"
 
 
+# Guard variants measured in the core scenario: (name, tls, guard_config keyword arguments).
+GUARDS = [
+    ("guard-http", False, {}),
+    ("guard-http-nopolicy", False, {"policy": "allow-all"}),
+    ("guard-http-fsync", False, {"durability": "fsync"}),
+    ("guard-http-w2", False, {"workers": 2}),
+    ("guard-mtls", True, {}),
+]
+
+
+@contextmanager
+def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], Any]]:
+    """A Guard process; over mTLS it is reached through a local nginx that presents the client certificate
+    (wrk cannot), so that row pays one extra hop, shown by the ``nginx-hop`` row."""
+    gport, admin = free_port(), free_port()
+    cfg = guard_config(d, up, tls, gport, admin, **kw)
+    with process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport,
+                 log=d / f"guard-{gport}.log") as p:
+        if not tls:
+            yield f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC}, p
+            return
+        hop, pki = free_port(), d / "pki"
+        conf = nginx_conf(d / f"ng-tls-{hop}", f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass https://g; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_ssl_certificate {pki}/app.pem; proxy_ssl_certificate_key {pki}/app-key.pem;
+    proxy_ssl_trusted_certificate {pki}/ca.pem; proxy_ssl_verify on; proxy_ssl_name localhost;
+    proxy_ssl_session_reuse on; }} }}""")
+        with process([NGINX, "-c", str(conf)], hop):
+            yield f"http://127.0.0.1:{hop}", {}, p
+
+
+@contextmanager
+def _plain(cmd: list[str] | None, port: int, url: str, log: Path | None = None) -> Iterator[tuple[str, dict, Any]]:
+    if cmd is None:
+        yield url, {}, None
+        return
+    with process(cmd, port, log=log) as p:
+        yield url, {}, p
+
+
+def _targets(d: Path, up: str) -> Iterator[tuple[str, Any]]:
+    """(name, context manager yielding (url, headers, process)), started one at a time."""
+    yield "direct", _plain(None, 0, up)
+    if have("nginx"):
+        port = free_port()
+        conf = nginx_conf(d / "ng-proxy", f"""  upstream up {{ server {up[7:]}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; }} }}""")
+        yield "nginx", _plain([NGINX, "-c", str(conf)], port, f"http://127.0.0.1:{port}")
+    bport = free_port()
+    yield "baseline", _plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport, f"http://127.0.0.1:{bport}")
+    if have("nginx"):
+        hop = free_port()
+        conf = nginx_conf(d / "ng-hop", f"""  upstream b {{ server 127.0.0.1:{bport}; keepalive 128; }}
+  server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass http://b; proxy_http_version 1.1;
+    proxy_set_header Connection ""; }} }}""")
+
+        @contextmanager
+        def hop_cm() -> Iterator[tuple[str, dict, Any]]:
+            with process([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport), \
+                    process([NGINX, "-c", str(conf)], hop):
+                yield f"http://127.0.0.1:{hop}", {}, None
+
+        yield "nginx-hop", hop_cm()
+    for name, tls, kw in GUARDS:
+        if tls and not have("nginx"):
+            continue
+        yield name, _guard(d, up, tls, kw)
+    litellm = ROOT / ".bench-peers/litellm/bin/litellm"
+    if litellm.exists():
+        lport = free_port()
+        lc = d / "litellm.yaml"
+        lc.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench-model", "litellm_params": {
+            "model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"}}]}))
+        yield "litellm", _plain([str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
+                                lport, f"http://127.0.0.1:{lport}", log=d / "litellm.log")
+    else:
+        print("notice: LiteLLM not installed (make bench-peers); its row is skipped", file=sys.stderr)
+
+
 def core(d: Path) -> dict[str, Any]:
     from contextlib import ExitStack
 
@@ -80,63 +174,21 @@ def core(d: Path) -> dict[str, Any]:
         for p in pending:
             es.enter_context(p)
         result["upstream"] = label
-        targets: dict[str, tuple[str, dict[str, str]]] = {"direct": (up, {})}
-        procs: dict[str, Any] = {}
-        if have("nginx"):
-            port = free_port()
-            conf = nginx_conf(d / "ng-proxy", f"""  upstream up {{ server {up[7:]}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
-    proxy_set_header Connection ""; }} }}""")
-            es.enter_context(process([NGINX, "-c", str(conf)], port))
-            targets["nginx"] = (f"http://127.0.0.1:{port}", {})
-        port = free_port()
-        es.enter_context(process([PY, "-m", "tests.bench.baseline_proxy", up, str(port)], port))
-        targets["baseline"] = (f"http://127.0.0.1:{port}", {})
-        for tls in (False, True):
-            gport, admin = free_port(), free_port()
-            cfg = guard_config(d, up, tls, gport, admin)
-            procs["guard-mtls" if tls else "guard-http"] = es.enter_context(
-                process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport, log=d / f"guard-{gport}.log"))
-            if not tls:
-                targets["guard-http"] = (f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC})
-            else:
-                hop, hop2 = free_port(), free_port()
-                pki = d / "pki"
-                conf = nginx_conf(d / "ng-tls", f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
-  upstream b {{ server {targets['baseline'][0][7:]}; keepalive 128; }}
-  server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass https://g; proxy_http_version 1.1;
-    proxy_set_header Connection ""; proxy_ssl_certificate {pki}/app.pem; proxy_ssl_certificate_key {pki}/app-key.pem;
-    proxy_ssl_trusted_certificate {pki}/ca.pem; proxy_ssl_verify on; proxy_ssl_name localhost;
-    proxy_ssl_session_reuse on; }} }}
-  server {{ listen 127.0.0.1:{hop2}; location / {{ proxy_pass http://b; proxy_http_version 1.1;
-    proxy_set_header Connection ""; }} }}""")
-                if have("nginx"):
-                    es.enter_context(process([NGINX, "-c", str(conf)], hop))
-                    targets["guard-mtls"] = (f"http://127.0.0.1:{hop}", {})
-                    targets["nginx-hop"] = (f"http://127.0.0.1:{hop2}", {})
-        litellm = ROOT / ".bench-peers/litellm/bin/litellm"
-        if litellm.exists():
-            lport = free_port()
-            lc = d / "litellm.yaml"
-            lc.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench-model", "litellm_params": {
-                "model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"}}]}))
-            es.enter_context(process([str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
-                                     lport, log=d / "litellm.log"))
-            targets["litellm"] = (f"http://127.0.0.1:{lport}", {})
-        else:
-            print("notice: LiteLLM not installed (make bench-peers); its row is skipped", file=sys.stderr)
-        for name, (url, headers) in targets.items():
-            script = wrk_script(d / name, CHAT_BODY, headers) if (d / name).mkdir(parents=True, exist_ok=True) is None else None
-            for c in CONNS:
-                r = wrk(url + "/v1/chat/completions", script, c, SECONDS, threads=1 if c == 1 else 2)
-                rows.append({"target": name, "conns": c, **r})
-                print(f"  {name:11s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 "
-                      f"{r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+        for name, cm in _targets(d, up):
+            (d / name).mkdir(parents=True, exist_ok=True)
+            with cm as (url, headers, proc):
+                script = wrk_script(d / name, CHAT_BODY, headers)
+                wrk(url + "/v1/chat/completions", script, 4, 1)  # warm-up
+                for c in CONNS:
+                    r = wrk(url + "/v1/chat/completions", script, c, SECONDS, threads=1 if c == 1 else 2)
+                    rows.append({"target": name, "conns": c, **r})
+                    print(f"  {name:20s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 "
+                          f"{r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+                if name == "guard-http":
+                    result["rss"] = rss(proc.pid, (url, headers), d)
         result["rows"] = rows
         result["ratios"] = _ratios(rows)
         result["ttfb"] = ttfb(d, es)
-        if "guard-http" in procs:
-            result["rss"] = rss(procs["guard-http"].pid, targets["guard-http"], d)
     return result
 
 
@@ -150,8 +202,14 @@ def _get(rows: list[dict], target: str, conns: int, key: str) -> float:
 def _ratios(rows: list[dict]) -> dict[str, float]:
     out = {}
     base = _get(rows, "baseline", 16, "rps")
-    for t in ("guard-http", "guard-mtls", "nginx", "litellm"):
+    for t in ("guard-http", "guard-mtls", "guard-http-fsync", "nginx", "litellm"):
         out[f"{t}_vs_baseline_rps_c16"] = round(_get(rows, t, 16, "rps") / base, 3) if base else float("nan")
+    hop = _get(rows, "nginx-hop", 16, "rps")
+    out["guard-mtls_vs_nginx-hop_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / hop, 3) if hop else float("nan")
+    nop = _get(rows, "guard-http-nopolicy", 16, "rps")
+    out["policy_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nop) * 100, 1) if nop else float("nan")
+    one = _get(rows, "guard-http", 64, "rps")
+    out["workers2_vs_1_rps_c64"] = round(_get(rows, "guard-http-w2", 64, "rps") / one, 3) if one else float("nan")
     lit = _get(rows, "litellm", 16, "rps")
     out["guard-mtls_vs_litellm_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
     d50 = _get(rows, "direct", 1, "p50_ms")
