@@ -108,4 +108,8 @@ def _jsonl_text(raw: bytes, n: int) -> str:
         raise ValueError(f"line {n}: not JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         raise ValueError(f"line {n}: expected an object with a string \"text\"")
+    try:  # JSON may escape a lone surrogate ("\ud800"): not Unicode text, and the output could not be written
+        obj["text"].encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"line {n}: \"text\" holds a lone surrogate at code point {e.start}") from None
     return obj["text"]
