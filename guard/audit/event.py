@@ -106,15 +106,20 @@ class ContentCapture:
         if self.level == "hash":
             out["key_id"] = self.key_id
             if prompt is not None:
-                out["prompt_hmac"] = hmac.new(self._key, prompt.encode(), hashlib.sha256).hexdigest()
+                # surrogatepass: a client's JSON may carry a lone surrogate ("\ud800"); hash it, never fail
+                out["prompt_hmac"] = hmac.new(self._key, _utf8(prompt), hashlib.sha256).hexdigest()
             if answer is not None:
-                out["answer_hmac"] = hmac.new(self._key, answer.encode(), hashlib.sha256).hexdigest()
+                out["answer_hmac"] = hmac.new(self._key, _utf8(answer), hashlib.sha256).hexdigest()
             return out
         if prompt is not None:
             out["prompt"] = prompt
         if answer is not None:
             out["answer"] = answer
         return out
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _hmac_key(settings: Any) -> bytes:
