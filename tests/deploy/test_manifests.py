@@ -740,22 +740,28 @@ def test_dashboard_is_generated_from_its_source() -> None:
     assert json.loads(DASHBOARD.read_text()) == mod.build(), "run deploy/grafana/make_dashboard.py"
 
 
+def check_promql(where: str, expr: str) -> set[str]:
+    """Every metric in ``expr`` is exposed by Guard, and every label it matches or groups by exists on one of
+    them (or is a label Prometheus adds). Returns the metric families used."""
+    names = METRIC_RE.findall(expr)
+    assert names, f"{where}: no Guard metric in {expr}"
+    unknown = [n for n in names if n not in METRICS]
+    assert not unknown, f"{where}: {unknown} are not exposed by guard.telemetry (have: {sorted(METRICS)})"
+    known = set().union(*(METRIC_LABELS[n] for n in names)) | TARGET_LABELS
+    labels = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", expr))
+    for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+        labels |= {x.strip() for x in group.split(",") if x.strip()}
+    assert labels <= known, f"{where}: labels {labels - known} do not exist on {names}"
+    return {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in names}
+
+
 def test_dashboard_metrics_and_labels_exist() -> None:
     d = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     used = set()
     for where, expr in dashboard_queries():
-        names = METRIC_RE.findall(expr)
-        assert names, f"{where}: no Guard metric in {expr}"
-        unknown = [n for n in names if n not in METRICS]
-        assert not unknown, f"{where}: {unknown} are not exposed by guard.telemetry (have: {sorted(METRICS)})"
-        used |= {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in names}
-        known = set().union(*(METRIC_LABELS[n] for n in names)) | TARGET_LABELS
-        labels = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", expr))
-        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
-            labels |= {x.strip() for x in group.split(",") if x.strip()}
-        assert labels <= known, f"{where}: labels {labels - known} do not exist on {names}"
+        used |= check_promql(where, expr)
     for p in d["panels"]:
         for t in p.get("targets", []):
             legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")))
@@ -812,3 +818,13 @@ def test_documented_secrets_match_the_manifests() -> None:
                 if ref:
                     used.add((ref["name"], ref["key"]))
     assert used and used <= documented, f"not in deploy/README.md: {sorted(used - documented)}"
+
+
+def test_alert_rules_use_guard_metrics_and_labels() -> None:
+    (p, rule), = objects("PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            check_promql(f"{p.name}: {r['alert']}", r["expr"])
+            by = set(re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", r["expr"])[0].replace(" ", "").split(","))
+            for text in r.get("annotations", {}).values():  # annotations may only use labels the result keeps
+                assert set(re.findall(r"\$labels\.(\w+)", text)) <= by, f"{r['alert']}: {text}"
