@@ -35,9 +35,10 @@ from guard.filters.pii_recognizers import (
 )
 
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}")
-_SSN = re.compile(r"[0-9]{3}")
-_IP = re.compile(r"\d\.\d|[0-9A-Fa-f]:|::")
+_SSN = re.compile(r"[0-9]{3}[- .]?[0-9]{2}")  # every stock SSN pattern holds this
+_IP = re.compile(r"\d\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]")  # IPv4 has d.d; each IPv6 form :: or h:h
 _CARD = re.compile(r"\d{4}")
+_COLON_CHUNK = re.compile(r"\S*:\S+")
 _PHONE = re.compile(r"\d(?:\D{0,8}\d){6}")
 
 # Necessary conditions: when one is false, the recognizer cannot produce a result on this text.
@@ -134,7 +135,7 @@ class FastAnalyzer:
 
     def _window(self, text: str, r: RecognizerResult, pieces: list[str]) -> tuple[int, int, NlpArtifacts]:
         """The smallest tried window whose tokens cover Presidio's context walk for ``r``."""
-        span = 256
+        span = 64
         while span <= _MAX_SPAN:
             a = space_cut_left(text, r.start - span)
             b = _space_cut_right(text, r.end + span // 4)
@@ -155,7 +156,8 @@ class FastAnalyzer:
 
     def _colon_pieces(self, text: str) -> list[str]:
         """Keywords Presidio gets by splitting ``a:b`` lemmas anywhere in the text."""
-        chunks = [m.group() for m in re.finditer(r"\S*:\S*", text)]
+        # A token holds ":" only where a non-space follows it (a trailing ":" is split off as punctuation).
+        chunks = [m.group() for m in _COLON_CHUNK.finditer(text)]
         if not chunks:
             return []
         art = self._artifacts(" ".join(chunks), [])

@@ -84,3 +84,25 @@ def test_bad_input_is_scanned_in_bounded_time(profile: PIIProfile) -> None:
         t = time.perf_counter()
         profile.findings(text)
         assert time.perf_counter() - t < 5, name
+
+
+def test_long_texts_are_scanned_in_overlapping_pieces_with_the_same_findings(profile: PIIProfile) -> None:
+    from guard.filters.pii_profile import PIIProfile as P
+
+    unit = "note {i}: mail user{i}@mailbox.org, call +1 415-555-{i:04d}, card 4012888888881881. "
+    text = "".join(unit.format(i=i) for i in range(600))  # about 50 KB
+    small = P("small", profile.settings.model_copy(update={"max_scan_chars": 4096}), profile.analyzer)
+    whole = P("whole", profile.settings.model_copy(update={"max_scan_chars": 10**7}), profile.analyzer)
+    assert small.findings(text) == whole.findings(text)
+    assert len(whole.findings(text)) == 1800
+
+
+def test_a_stock_analyzer_still_builds_beside_guards_recognizers() -> None:
+    """Presidio's registry loader finds recognizer classes by name: Guard's must not shadow them."""
+    from presidio_analyzer import AnalyzerEngine
+
+    from guard.filters.pii_engine import BlankSpacyEngine
+
+    stock = AnalyzerEngine(nlp_engine=BlankSpacyEngine())
+    names = {type(r).__name__ for r in stock.registry.recognizers}
+    assert {"PhoneRecognizer", "CreditCardRecognizer", "EmailRecognizer"} <= names
