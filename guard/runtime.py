@@ -80,6 +80,7 @@ class Runtime:
         self.profiles: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
+        telemetry.configure(t.metrics)
         self.tracing = (telemetry.Tracing(tracer_provider) if tracer_provider is not None
                         else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint))
 

@@ -61,11 +61,32 @@ FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a con
 
 
 _children: dict[tuple, object] = {}
+_enabled = True
+
+
+class _Noop:
+    def inc(self, *_: object) -> None:
+        pass
+
+    def observe(self, *_: object) -> None:
+        pass
+
+
+_NOOP = _Noop()
+
+
+def configure(metrics: bool) -> None:
+    """``telemetry.metrics: false`` turns off the request path's per-request metrics (for measuring their
+    cost); the counters other components keep are unaffected."""
+    global _enabled
+    _enabled = metrics
 
 
 def child(metric: object, *labels: str) -> object:
     """``metric.labels(*labels)``, cached: the lookup is the costly part of counting on the hot path. The
     cache is bounded; label sets past the bound are looked up each time."""
+    if not _enabled:
+        return _NOOP
     key = (id(metric), labels)
     c = _children.get(key)
     if c is None:

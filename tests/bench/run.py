@@ -40,7 +40,7 @@ ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
 
 
 def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
-                 policy: str = "shipped", filters: str = "none", workers: int = 1) -> Path:
+                 policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True) -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
@@ -64,6 +64,7 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
         "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
         "audit": {"dir": str(d / f"audit-{port}"), "durability": durability},
         "workers": workers,
+        "telemetry": {"metrics": metrics},
     }
     path = d / f"guard-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -87,6 +88,7 @@ def _upstream(d: Path, stack: list) -> tuple[str, str]:
 GUARDS = [
     ("guard-http", False, {}),
     ("guard-http-nopolicy", False, {"policy": "allow-all"}),
+    ("guard-http-nometrics", False, {"metrics": False}),
     ("guard-http-fsync", False, {"durability": "fsync"}),
     ("guard-http-w2", False, {"workers": 2}),
     ("guard-mtls", True, {}),
@@ -208,6 +210,8 @@ def _ratios(rows: list[dict]) -> dict[str, float]:
     out["guard-mtls_vs_nginx-hop_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / hop, 3) if hop else float("nan")
     nop = _get(rows, "guard-http-nopolicy", 16, "rps")
     out["policy_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nop) * 100, 1) if nop else float("nan")
+    nom = _get(rows, "guard-http-nometrics", 16, "rps")
+    out["metrics_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nom) * 100, 1) if nom else float("nan")
     one = _get(rows, "guard-http", 64, "rps")
     out["workers2_vs_1_rps_c64"] = round(_get(rows, "guard-http-w2", 64, "rps") / one, 3) if one else float("nan")
     lit = _get(rows, "litellm", 16, "rps")
