@@ -12,6 +12,9 @@ import importlib.util
 import json
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -828,3 +831,30 @@ def test_alert_rules_use_guard_metrics_and_labels() -> None:
             by = set(re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", r["expr"])[0].replace(" ", "").split(","))
             for text in r.get("annotations", {}).values():  # annotations may only use labels the result keeps
                 assert set(re.findall(r"\$labels\.(\w+)", text)) <= by, f"{r['alert']}: {text}"
+
+
+# --- the real tools, where this machine has them --------------------------------------------------------------
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed")
+@pytest.mark.parametrize("variant", ["gateway", "gateway-statefulset", "sidecar"])
+def test_kustomize_renders(variant: str) -> None:
+    out = subprocess.run(["kubectl", "kustomize", str(K8S / variant)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert len(kinds) == len(docs), "an object is rendered twice"
+    if variant == "gateway-statefulset":
+        assert ("StatefulSet", "guard") in kinds and ("Deployment", "guard") not in kinds
+        (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+        assert hpa["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    guard_bin = shutil.which("guard") or str(Path(sys.executable).with_name("guard"))
+    text = UNIT.read_text().replace("/opt/guard/bin/guard", guard_bin)  # verify wants the binary to exist
+    (tmp_path / "guard.service").write_text(text)
+    out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "guard.service")], capture_output=True,
+                         text=True, timeout=30)
+    problems = [ln for ln in out.stderr.splitlines() if "guard.service" in ln]
+    assert out.returncode == 0 and not problems, out.stderr
