@@ -99,7 +99,12 @@ def _pieces(text: str, n: int | None) -> list[str]:
 class ModelServer:
     """ASGI app. ``requests`` keeps the last requests seen (headers and body) for tests."""
 
-    def __init__(self, keep: int = 50) -> None:
+    def __init__(self, keep: int = 50, judge_delay_ms: float | None = None) -> None:
+        import os
+
+        # The judge's fixed think time (benchmarks use 5 ms); also settable for `uvicorn --factory` runs.
+        self.judge_delay = (judge_delay_ms if judge_delay_ms is not None
+                            else float(os.environ.get("GUARD_DEMO_JUDGE_DELAY_MS", "0"))) / 1000
         self.requests: list[dict[str, Any]] = []
         self.keep = keep
         self.cancelled = 0  # streams whose client went away before the end
@@ -137,6 +142,8 @@ class ModelServer:
         del self.requests[:-self.keep]
         model = body.get("model", "demo-model")
         if "guard" in str(model).lower():
+            if self.judge_delay:
+                await asyncio.sleep(self.judge_delay)
             return await self._json(send, 200, _judge_answer(body, path.startswith("/api/")))
         text = _last_user(body)
         d = directives(text)

@@ -280,6 +280,71 @@ def rss(pid: int, target: tuple[str, dict[str, str]], d: Path) -> dict[str, floa
     return marks
 
 
+PROMPT_1KB = ("Please summarise the following customer note for the support queue. " * 15)[:1000]
+SCREEN_VARIANTS = [  # (name, filter files to keep, safety response check on)
+    ("no-screens", (), False),
+    ("pii", ("pii.yaml",), False),
+    ("denylist", ("denylist.yaml",), False),
+    ("safety-prompt", ("safety.yaml",), False),
+    ("all-shipped", ("pii.yaml", "denylist.yaml", "safety.yaml"), True),
+]
+
+
+def _filters(d: Path, keep: tuple[str, ...], judge: str, response: bool) -> Path:
+    out = d / ("filters-" + "-".join(k.split(".")[0] for k in keep) + ("-resp" if response else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    for f in keep:
+        text = (ROOT / "filters" / f).read_text()
+        if f == "safety.yaml":
+            text = text.replace("http://127.0.0.1:8000", judge)
+            data = yaml.safe_load(text)
+            for prof in data["profiles"].values():
+                prof.setdefault("response", {})["enabled"] = response
+            text = yaml.safe_dump(data, sort_keys=False)
+        (out / f).write_text(text)
+    return out
+
+
+def screens(d: Path) -> dict[str, Any]:
+    """Added latency of the screens through the proxy: a 1 KB prompt, Llama Guard answered by a stand-in
+    with a fixed 5 ms think time; each row is Guard with only those filters (policy and audit as in core)."""
+    from contextlib import ExitStack
+
+    rows: list[dict[str, Any]] = []
+    with ExitStack() as es:
+        pending: list = []
+        up, _ = _upstream(d, pending)
+        for p in pending:
+            es.enter_context(p)
+        jport = free_port()
+        es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
+                                  str(jport), "--log-level", "warning", "--no-access-log"], jport,
+                                 env={"GUARD_DEMO_JUDGE_DELAY_MS": "5"}))
+        judge = f"http://127.0.0.1:{jport}"
+        body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": PROMPT_1KB}]})
+        for name, keep, response in SCREEN_VARIANTS:
+            gport, admin = free_port(), free_port()
+            cfg = guard_config(d, up, False, gport, admin)
+            data = yaml.safe_load(cfg.read_text())
+            data["filters"]["dir"] = str(_filters(d, keep, judge, response))
+            cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+            with process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport,
+                         log=d / f"guard-{gport}.log"):
+                (d / f"s-{name}").mkdir(exist_ok=True)
+                script = wrk_script(d / f"s-{name}", body, {"x-forwarded-client-cert": XFCC})
+                url = f"http://127.0.0.1:{gport}/v1/chat/completions"
+                wrk(url, script, 4, 1)
+                for c in (1, 16):
+                    r = wrk(url, script, c, SECONDS, threads=1 if c == 1 else 2)
+                    rows.append({"variant": name, "conns": c, **r})
+                    print(f"  screens {name:14s} c={c:<3d} {r['rps']:>8,.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                          f"p99 {r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+    base = {r["conns"]: r["p50_ms"] for r in rows if r["variant"] == "no-screens"}
+    added = {f"{r['variant']}_added_p50_ms_c{r['conns']}": round(r["p50_ms"] - base[r["conns"]], 3)
+             for r in rows if r["variant"] != "no-screens"}
+    return {"rows": rows, "added": added, "judge_think_ms": 5, "prompt_chars": len(PROMPT_1KB)}
+
+
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety"]
 
 
@@ -295,6 +360,11 @@ def main() -> int:
             print(table(results["core"]["rows"], ["target", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
             print(json.dumps({k: results["core"][k] for k in ("ratios", "ttfb", "rss") if k in results["core"]},
                              indent=2))
+        if not only or "screens" in only:
+            print("screens through the proxy ...", file=sys.stderr)
+            results["screens"] = screens(Path(tmp))
+            print(table(results["screens"]["rows"], ["variant", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
+            print(json.dumps(results["screens"]["added"], indent=2))
     for name in FEATURES:
         short = name.rsplit("_", 1)[-1]
         if only and short not in only:
