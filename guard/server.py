@@ -33,20 +33,65 @@ _REASONS = {
     "UNSUPPORTED_CERTIFICATE_PURPOSE": "bad_certificate_purpose",
 }
 
+# X509_V_ERR_* codes (stable across OpenSSL versions; their messages are not: "unsuitable certificate purpose").
+_VERIFY_CODES = {
+    2: "unknown_ca", 18: "unknown_ca", 19: "unknown_ca", 20: "unknown_ca", 21: "unknown_ca",
+    9: "certificate_not_yet_valid", 10: "certificate_expired", 13: "certificate_expired",
+    14: "certificate_not_yet_valid", 23: "certificate_revoked", 24: "ca_certificate",
+    26: "bad_certificate_purpose", 28: "bad_certificate_purpose",
+    3: "crl_error", 8: "crl_error", 11: "crl_error", 12: "crl_error", 15: "crl_error", 16: "crl_error",
+}
+
+
+class ClientCertificateRefused(ssl.SSLError):
+    """A client certificate OpenSSL's chain check accepts but Guard does not (see ``client_cert_problem``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"client certificate refused: {reason}")
+        self.reason = reason
+
+
+@lru_cache(maxsize=4096)
+def client_cert_problem(der: bytes) -> str | None:
+    """What OpenSSL lets through but an identity must not be. OpenSSL's client-purpose check does not refuse a
+    CA certificate as the leaf (the trusted root itself, or any certificate with basicConstraints CA:TRUE or
+    keyCertSign): whoever holds a CA key would otherwise be a client too."""
+    from cryptography import x509
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return "ca_certificate"
+        except x509.ExtensionNotFound:
+            pass
+        try:
+            if cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
+                return "ca_certificate"
+        except x509.ExtensionNotFound:
+            pass
+    except ValueError:
+        return "bad_certificate"
+    return None
+
 
 def handshake_failure_reason(exc: BaseException) -> str:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, ssl.SSLCertVerificationError):
+        label = _VERIFY_CODES.get(exc.verify_code or 0)
+        if label:
+            return label
         msg = (exc.verify_message or "").lower()
         for key, label in (("expired", "certificate_expired"), ("not yet valid", "certificate_not_yet_valid"),
-                           ("revoked", "certificate_revoked"), ("unsupported certificate purpose",
-                                                                "bad_certificate_purpose"),
+                           ("revoked", "certificate_revoked"), ("purpose", "bad_certificate_purpose"),
                            ("unable to get local issuer", "unknown_ca"), ("self-signed", "unknown_ca"),
                            ("self signed", "unknown_ca"), ("crl", "crl_error")):
             if key in msg:
                 return label
         return "verify_failed"
+    if isinstance(exc, ClientCertificateRefused):
+        return exc.reason
     if isinstance(exc, ssl.SSLError):
         return _REASONS.get(exc.reason or "", (exc.reason or "ssl_error").lower())
     if isinstance(exc, (ConnectionError, EOFError)):
@@ -135,6 +180,11 @@ class _CountingSSLObject(ssl.SSLObject):
     def do_handshake(self) -> None:
         try:
             super().do_handshake()
+            if self.server_side:
+                der = self.getpeercert(binary_form=True)
+                problem = client_cert_problem(der) if der else None
+                if problem:
+                    raise ClientCertificateRefused(problem)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except Exception as e:
