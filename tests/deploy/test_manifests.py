@@ -504,8 +504,6 @@ class TestGuardPod:
             assert not c.get("ports"), f"{c['name']} must not declare ports"
             port = int(args[args.index("--port") + 1])
             assert any(urlsplit(u.url).port == port for u in g.config.upstreams.values())
-        from guard.filters.safety_settings import load_safety  # noqa: F401  (schema checked in test_filters)
-
         for prof in ((yaml.safe_load(g.filters["safety.yaml"]) or {}).get("profiles") or {}).values():
             url = (prof.get("backend") or {}).get("url")
             if url:  # the pod's loopback :8000 is the chat model (or nothing), not Llama Guard
@@ -555,7 +553,8 @@ def test_filters_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         load_safety(cfg.filters.dir / "safety.yaml")
         load_denylist(cfg.filters.dir / "denylist.yaml")
     except ConfigError as e:
-        raise AssertionError(f"deploy/k8s/common/filters.yaml: {e}") from None
+        raise AssertionError(f"deploy/k8s/common/filters.yaml (regenerate: python deploy/k8s/make_configmaps.py): "
+                             f"{e}") from None
 
 
 def test_every_pod_mounts_the_same_policies() -> None:
