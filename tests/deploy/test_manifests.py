@@ -214,6 +214,7 @@ def mounts(pod: dict, container: dict, claim_templates: list[str]) -> Mounted:
     for vm in container.get("volumeMounts", []):
         base = vm["mountPath"].rstrip("/")
         name = vm["name"]
+        assert "subPath" not in vm, f"{base}: a subPath mount never sees ConfigMap or Secret updates (reloads)"
         if name in claim_templates and name not in vols:
             assert not vm.get("readOnly"), name
             m.writable.append(base)
@@ -234,7 +235,7 @@ def mounts(pod: dict, container: dict, claim_templates: list[str]) -> Mounted:
                 assert kind == "configMap", f"list the items of Secret {obj} so the paths are explicit"
                 items = [{"key": k, "path": k} for k in configmap(obj)]
             for it in items:
-                path = str(PurePosixPath(base) / (vm.get("subPath") or "") / it["path"])
+                path = str(PurePosixPath(base) / it["path"])
                 assert path not in m.files, f"{path} is mounted twice"
                 m.files[path] = (kind, obj, it["key"])
     return m
