@@ -32,7 +32,8 @@ from guard.filters.pii_recognizers import (
 LANGUAGE = "en"
 BUILTIN_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")
 
-logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+# Presidio logs candidate values on some errors (e.g. "Failed to validate text ..."): keep it quiet.
+logging.getLogger("presidio-analyzer").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
