@@ -406,7 +406,9 @@ class Pipeline:
                 data = await self._screen_whole(ex, body, prompt, screens, api) or data
             outcome["finish_reasons"] = api.finish_reasons(body)
             outcome["bytes"] = len(data)
-            ex.context["answer"] = body
+            capture = getattr(getattr(self.svc.recorder, "capture", None), "level", "none")
+            if capture != "none":  # the recorder hashes, redacts or keeps it per audit.capture
+                outcome["answer_text"] = "\n".join(s.text for s in api.response_segments(ex.operation, body))
         # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
