@@ -86,6 +86,10 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
             **auth, "content-type": "application/json"}))
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
         assert note("models", c.get("/v1/models", headers=auth)).status_code == 200
+        with c.stream("POST", CHAT, headers=auth, json={"model": "gpt-4o", "stream": True, "messages": [
+                {"role": "user", "content": "Go on [[forever]] [[delay_ms=20]]"}]}) as s:
+            assert s.status_code == 200 and next(s.iter_bytes())
+            note("abandoned", s)  # the client goes away mid-stream
     with g.client("staff") as c:
         assert note("staff", chat(c, "Hello", model="internal-finance", headers=auth)).status_code == 200
     g.stop()  # closes the journal: guard.stopped and the final checkpoint
@@ -119,6 +123,9 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
     assert cases["streamed"]["exchange.completed"]["stream"] is True
     assert cases["streamed"]["exchange.completed"]["outcome"]["finish_reason"] == "stop"
     assert cases["allowed"]["exchange.completed"]["usage"]["total_tokens"] > 0
+    gone = cases["abandoned"]
+    assert set(gone) == {"exchange.started", "exchange.completed"}, set(gone)
+    assert gone["exchange.completed"]["outcome"]["status"] == 499 and gone["exchange.completed"]["outcome"]["bytes"] > 0
     pii = next(s for s in cases["email"]["exchange.started"]["screens"] if s["name"] == "pii")
     assert pii["entities"] == {"EMAIL_ADDRESS": 1} and pii["action"] == "pseudonymize" and not pii["blocked"]
     models = cases["models"]["exchange.completed"]
@@ -183,15 +190,26 @@ def test_shadow_policy_decisions_are_recorded_beside_the_active_ones(guard_facto
         after = metric(admin.get(g.admin_url + "/metrics").text, "guard_shadow_disagreements_total", stage="access")
     assert after - before == 2
     assert metric(admin_metrics(g), "guard_shadow_disagreements_total", stage="content") >= 1
+    # Reloads leave their own events: a broken file is refused (policy.reload_failed), a good one taken.
+    good = (policies / "policy.csv").read_text()
+    (policies / "policy.csv").write_text(good + "p, access, allow, chat, -, (\n")
+    assert httpx.post(g.admin_url + "/admin/reload", timeout=10).status_code == 422
+    (policies / "policy.csv").write_text(good + "# reviewed\n")
+    assert httpx.post(g.admin_url + "/admin/reload", timeout=10).status_code == 200
     g.stop()
 
     root = Path(g.config.audit.dir)
     assert journal_errors(root) == []
     _intact(root, pub)
-    recs = by_request(journal_events(root))
-    version = g.runtime.policy.version
+    events = journal_events(root)
+    recs = by_request(events)
+    reloads = [e for e in events if e["type"].startswith("policy.")]
+    assert [e["type"] for e in reloads] == ["policy.reload_failed", "policy.reloaded"], reloads
+    failed, reloaded = reloads[0]["policy"], reloads[1]["policy"]
+    version = failed["kept_version"]  # the version that decided the requests above
+    assert "policy.csv" in failed["error"] and reloaded["version"] == g.runtime.policy.version != version
     shadow_version = g.runtime.policy.shadow.version
-    assert shadow_version != version
+    assert reloaded["shadow_version"] == shadow_version != version
 
     allowed = recs[live_allow.headers["x-guard-request-id"]]
     for kind in ("exchange.started", "exchange.completed"):
@@ -433,6 +451,114 @@ def test_kill_9_under_load_leaves_a_verifiable_journal_with_every_answered_reque
         assert [r["headers"].get("authorization") for r in forwarded] == [f"Bearer {upstream_key}"]
     finally:
         gp.kill()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def _process_config(pki_dir: Path, url: str, tmp_path: Path, priv: Path, **over: Any) -> tuple[Path, str, int]:
+    filters = screening_filters(tmp_path / "filters", url)
+    (filters / "pii.yaml").unlink()  # denylist and Llama Guard only: Presidio's import costs seconds per start
+    port, admin_port = free_port(), free_port()
+    cfg = guard_config(pki_dir, url, port, admin_port, routes=ROUTES, shutdown_deadline_s=2,
+                       audit=_audit(tmp_path, priv, checkpoint_events=50), filters={"dir": str(filters)},
+                       policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")],
+                               "watch": False}, **over)
+    return write_config(tmp_path / "guard.yaml", cfg), f"http://127.0.0.1:{admin_port}", port
+
+
+def _client_ctx(pki_dir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(pki_dir / "app.pem"), str(pki_dir / "app-key.pem"))
+    return ctx
+
+
+def test_a_worker_killed_under_load_is_restarted_and_continues_its_own_chain(
+        pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
+    priv, pub = _keys(tmp_path)
+    cfg_path, admin_url, port = _process_config(pki_dir, model_server[1], tmp_path, priv, workers=2)
+    gp = GuardProcess(cfg_path, tmp_path / "guard.log", dict(os.environ), admin_url)
+    root = tmp_path / "audit"
+    try:
+        gp.start()
+        assert gp.proc is not None
+        deadline = time.monotonic() + 20
+        while len(_children(gp.proc.pid)) < 2 or len(list((root / "chains").glob("*/*.jsonl"))) < 2:
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.1)
+        workers = _children(gp.proc.pid)
+        stop = threading.Event()
+        results: list[tuple[int, str]] = []
+        errors: list[str] = []
+        threads = [threading.Thread(target=_load, args=(f"https://localhost:{port}", _client_ctx(pki_dir), stop,
+                                                        results, errors, {})) for _ in range(8)]
+        for t in threads:
+            t.start()
+        while len(results) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(workers[0], signal.SIGKILL)
+
+        def restarted() -> bool:  # the master started a new worker, and it is serving (guard.started written)
+            return sum(e["type"] == "guard.started" for e in journal_events(root)) == 3
+
+        while not (restarted() and len(results) >= 150) and time.monotonic() < deadline + 10:
+            time.sleep(0.1)  # load goes on meanwhile
+        stop.set()
+        for t in threads:
+            t.join(15)
+        assert gp.signal(signal.SIGTERM) == 0
+        answered = [rid for status, rid in results if status == 200]
+        assert len(answered) >= 150 and {s for s, _ in results} == {200}
+        assert _children(gp.proc.pid) == []
+    finally:
+        gp.kill()
+    assert journal_errors(root) == []
+    doc = _intact(root, pub)
+    assert len(doc["chains"]) == 2 and all(c["closed"] for c in doc["chains"]), doc  # one chain per worker
+    events = journal_events(root)
+    recs = by_request(events)
+    assert not [rid for rid in answered if "exchange.started" not in recs.get(rid, {})]
+    started = [e for e in events if e["type"] == "guard.started"]
+    assert sorted(e["guard"]["worker"] for e in started) == [0, 0, 1]
+    w0 = [e for e in events if e["chain"] == started[0]["chain"] if e["type"] == "audit.checkpoint"]
+    assert any(e["checkpoint"]["reason"] == "recovery" for e in w0), w0  # the restarted worker says so
+
+
+@pytest.mark.xfail(strict=True, reason="guard/serve.py: workers outlive a master killed with -9 (no parent-death "
+                                       "signal): they keep serving and hold their chains' locks")
+def test_workers_do_not_outlive_a_master_killed_with_9(pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
+    priv, _ = _keys(tmp_path)
+    cfg_path, admin_url, _ = _process_config(pki_dir, model_server[1], tmp_path, priv, workers=2)
+    gp = GuardProcess(cfg_path, tmp_path / "guard.log", dict(os.environ), admin_url)
+    workers: list[int] = []
+    try:
+        gp.start()
+        assert gp.proc is not None
+        deadline = time.monotonic() + 20
+        while len(workers := _children(gp.proc.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        gp.proc.kill()
+        gp.proc.wait(10)
+        deadline = time.monotonic() + 3
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+    finally:
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 # --- disk full: the journal cannot be written ---------------------------------------------------------------
