@@ -204,7 +204,8 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         pos = getattr(e, "position", None)  # ReaderError (a character YAML does not allow) has no mark
         line = mark.line + 1 if mark else text.count("\n", 0, pos) + 1 if isinstance(pos, int) else 1
-        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        what = str(getattr(e, "problem", None) or e).splitlines()[0]  # ReaderError adds 'in "<unicode string>"'
+        raise ConfigError(f"{path}:{line}: invalid YAML: {what}") from None
     except RecursionError:
         raise ConfigError(f"{path}:1: invalid YAML: nested too deeply") from None
 
