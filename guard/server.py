@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from guard import telemetry
+from guard.errors import error_body
 from guard.identity import Principal, principal_from_der
 
 log = logging.getLogger("guard.server")
@@ -145,17 +147,99 @@ def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
     }
 
 
+# Request read limits. uvicorn's httptools protocol caps neither the size nor the number of request headers,
+# and arms no timer on a connection before its first response: a client that never finishes its headers
+# (slowloris) or its body would hold the connection, and a task, forever. (The h11 protocol caps header size
+# with h11_max_incomplete_event_size; it has no read timer either.)
+MAX_HEADER_BYTES = 65536  # request line and headers; more gets 431
+MAX_HEADERS = 128  # header fields; more gets 431
+HEADER_TIMEOUT_S = 10.0  # connection open (or first byte of a request) -> end of headers; then 408 and close
+BODY_TIMEOUT_S = 30.0  # end of headers -> end of body; then the connection is closed (the app sees a disconnect)
+
+
 class _TLSHttpTools(HttpToolsProtocol):
     _tls: dict[str, Any] | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _in_head = True
+    _head_bytes = 0
+    _refusal: tuple[int, str, str] | None = None
+    header_timeout_s = HEADER_TIMEOUT_S
+    body_timeout_s = BODY_TIMEOUT_S
+    max_header_bytes = MAX_HEADER_BYTES
+    max_headers = MAX_HEADERS
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._tls = tls_extension(transport)
+        self._arm(self.header_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(None)
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._read_timed_out) if seconds else None
+
+    def _read_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self._in_head:  # no request is being served on this connection: answer 408
+            self._send_error(408, "request headers not received in time", "request_timeout")
+        else:  # the app is reading the body: closing makes its receive() return http.disconnect
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
+            self._refuse(431, f"request headers exceed {self.max_header_bytes} bytes", "headers_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+        if not self._in_head:
+            self._in_head, self._head_bytes = True, 0
+            self._arm(self.header_timeout_s)
+
+    def on_headers_complete(self) -> None:
+        if len(self.headers) > self.max_headers:
+            self._refusal = (431, f"more than {self.max_headers} request headers", "headers_too_large")
+            raise ValueError("too many headers")  # httptools turns it into HttpParserError -> send_400_response
+        if len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > self.max_header_bytes:
+            self._refusal = (431, f"request headers exceed {self.max_header_bytes} bytes", "headers_too_large")
+            raise ValueError("headers too large")
+        self._in_head, self._head_bytes = False, 0
+        self._arm(self.body_timeout_s)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._arm(None)
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        status, msg, code = self._refusal or (400, "invalid HTTP request", "invalid_http_request")
+        self._send_error(status, msg, code)
+
+    def _refuse(self, status: int, msg: str, code: str) -> None:
+        log.info("refused request: %s", msg)
+        self._send_error(status, msg, code)
+
+    def _send_error(self, status: int, msg: str, code: str) -> None:
+        """An OpenAI-shaped error written straight to the transport (no request reached the app), then close."""
+        self._arm(None)
+        body = error_body(msg, "invalid_request_error", code)
+        reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                             b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
+                             % (status, reason, len(body), os.urandom(12).hex().encode(), body))
+        self.transport.close()
 
 
 class _TLSH11(H11Protocol):
