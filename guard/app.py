@@ -74,6 +74,12 @@ def admin_app(runtime: Any) -> Starlette:
         return Response(generate_latest(telemetry.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
 
     async def reload(_: Request) -> Response:
+        if getattr(runtime, "supervised", False):  # the workers share this socket: let the supervisor tell all
+            import os
+            import signal
+
+            os.kill(os.getppid(), signal.SIGHUP)
+            return JSONResponse({"ok": True, "forwarded": "SIGHUP to every worker"}, status_code=202)
         result = await runtime.reload()
         return JSONResponse(result, status_code=200 if result.get("ok") else 422)
 

@@ -320,6 +320,10 @@ class Pipeline:
         _stage(ex, "screens_prompt", t)
         ex.verdicts.extend(verdicts)
         for v in verdicts:
+            if v.blocked and v.code == "screen_error":  # the screen could not do its job: fail closed
+                telemetry.child(telemetry.FAIL_CLOSED, v.screen).inc()
+                raise unavailable(v.message or f"the {v.screen} screen is unavailable; request refused",
+                                  "screen_error")
             if v.blocked:
                 raise policy_violation(v.message or f"prompt blocked by the {v.screen} screen",
                                        v.code or f"{v.screen}_blocked")

@@ -18,15 +18,18 @@ class UpstreamStreamError(Exception):
 
 
 class _Chain:
+    """One channel's stream screens in order. A stop may still carry text judged safe before it (``release``):
+    that text goes through the remaining screens and out before the stream ends."""
+
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens
         self.done = False
 
     async def feed(self, text: str) -> tuple[str, Verdict | None]:
-        for s in self.screens:
+        for i, s in enumerate(self.screens):
             step = await s.feed(text)
             if step.stop is not None:
-                return "", step.stop
+                return await self._drain(i + 1, step.release), step.stop
             text = step.release
             if not text:
                 return "", None
@@ -35,17 +38,32 @@ class _Chain:
     async def finish(self) -> tuple[str, Verdict | None]:
         self.done = True
         out = ""
-        for s in self.screens:
+        for i, s in enumerate(self.screens):
             if out:
                 step = await s.feed(out)
                 if step.stop is not None:
-                    return "", step.stop
+                    return await self._drain(i + 1, step.release), step.stop
                 out = step.release
             step = await s.finish()
             if step.stop is not None:
-                return "", step.stop
+                return await self._drain(i + 1, out + step.release), step.stop
             out += step.release
         return out, None
+
+    async def _drain(self, start: int, text: str) -> str:
+        """Text released by a stopping screen, through the screens after it; whatever they stop at is lost."""
+        self.done = True
+        for s in self.screens[start:]:
+            if not text:
+                return ""
+            step = await s.feed(text)
+            if step.stop is not None:
+                return step.release
+            fin = await s.finish()
+            text = step.release + (fin.release if fin.stop is None else "")
+            if fin.stop is not None:
+                return text
+        return text
 
 
 class Relay:
@@ -96,9 +114,10 @@ class Relay:
                 continue  # SSE comment / keep-alive
             if self.api == "openai" and payload.strip() == b"[DONE]":
                 flushed, stop = await self._flush_all()
+                out += flushed
                 if stop:
                     return bytes(out), stop
-                out += flushed + openai.DONE
+                out += openai.DONE
                 self.done_sent = True
                 continue
             try:
@@ -108,9 +127,9 @@ class Relay:
             except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than json can parse
                 raise UpstreamStreamError(f"unparseable stream chunk: {e}") from None
             emitted, stop = await self._chunk(chunk)
+            out += emitted
             if stop:
                 return bytes(out), stop
-            out += emitted
         return bytes(out), None
 
     async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
@@ -120,7 +139,7 @@ class Relay:
         for key, path, text in list(mod.chunk_channels(self.operation, chunk)):
             released, stop = await self._chain(key).feed(text)
             if stop:
-                return b"", stop
+                return (self._encode(self._flush_chunk(key, released)) if released else b""), stop
             set_path(chunk, path, released)
         out = bytearray()
         finished = (openai.chunk_finished(chunk) if self.api == "openai"
@@ -130,7 +149,7 @@ class Relay:
                 if key[0] == idx and not chain.done:
                     text, stop = await chain.finish()
                     if stop:
-                        return b"", stop
+                        return bytes(out) + (self._encode(self._flush_chunk(key, text)) if text else b""), stop
                     if text:
                         out += self._encode(self._flush_chunk(key, text))
         out += self._encode(chunk)
@@ -142,10 +161,10 @@ class Relay:
             if chain.done:
                 continue
             text, stop = await chain.finish()
-            if stop:
-                return b"", stop
             if text:
                 out += self._encode(self._flush_chunk(key, text))
+            if stop:
+                return bytes(out), stop
         return bytes(out), None
 
     async def finish(self) -> tuple[bytes, Verdict | None]:

@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
 from guard import __version__, telemetry
@@ -78,6 +79,8 @@ class Runtime:
         self.forwarder: Any = None
         self._screens = screens
         self.profiles: Any = None
+        self.supervised = False  # a worker under `guard serve --workers N`: admin reloads go to every worker
+        self._watch_task: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
         telemetry.configure(t.metrics)
@@ -163,8 +166,41 @@ class Runtime:
                 self.forwarder.start()
         if hasattr(self.policy, "start_watching"):
             self.policy.start_watching()
+        if self.config.policy.watch:
+            self._watch_task = asyncio.ensure_future(self._watch_files())
+
+    def _watched(self) -> list[Path]:
+        """TLS files and screening profiles: certificate managers rotate them; Kubernetes cannot send SIGHUP."""
+        t = self.config.tls
+        files = [p for p in (t.cert, t.key, t.client_ca, t.crl) if p is not None] if t.enabled else []
+        d = Path(self.config.filters.dir)
+        return files + (sorted(d.glob("*.yaml")) if d.is_dir() else [])
+
+    def _fingerprint(self) -> tuple:
+        out = []
+        for p in self._watched():
+            try:
+                st = p.stat()
+                out.append((str(p), st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append((str(p), None, None))
+        return tuple(out)
+
+    async def _watch_files(self, interval: float | None = None) -> None:
+        interval = interval or self.config.policy.watch_interval_s
+        seen = self._fingerprint()
+        while True:
+            await asyncio.sleep(interval)
+            now = self._fingerprint()
+            if now != seen:
+                await asyncio.sleep(interval)  # let a half-written file finish
+                seen = self._fingerprint()
+                log.info("TLS or filter files changed: reloading")
+                await self.reload(policy=False)
 
     async def stop(self, reason: str = "shutdown") -> None:
+        if getattr(self, "_watch_task", None) is not None:
+            self._watch_task.cancel()
         if hasattr(self.policy, "stop_watching"):
             await asyncio.to_thread(self.policy.stop_watching)
         if self.journal is not None:
@@ -200,11 +236,11 @@ class Runtime:
                 continue
         return False
 
-    async def reload(self) -> dict[str, Any]:
+    async def reload(self, policy: bool = True) -> dict[str, Any]:
         """SIGHUP / POST /admin/reload: policy, screening profiles, TLS files. Each part keeps its old state
         when its new files are broken."""
         result: dict[str, Any] = {"ok": True}
-        if hasattr(self.policy, "reload"):
+        if policy and hasattr(self.policy, "reload"):
             ok, err = await asyncio.to_thread(self.policy.reload)
             result["policy"] = "reloaded" if ok else f"kept old: {err}"
             result["ok"] &= ok

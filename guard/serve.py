@@ -105,6 +105,7 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         rt = Runtime(cfg, worker=worker)
+        rt.supervised = True
         rt.load()
         _install_uvloop()
         code = asyncio.run(serve(rt, sockets=socks))

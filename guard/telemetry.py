@@ -10,6 +10,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # several workers: values live in shared files
+if not MULTIPROCESS:  # process_resident_memory_bytes, open fds, CPU (per process, so not summed over workers)
+    from prometheus_client import ProcessCollector
+
+    ProcessCollector(registry=REGISTRY)
 
 
 def exposition_registry() -> CollectorRegistry:

@@ -72,7 +72,8 @@ def start_guard(pki: Path, upstream_url: str, tmp: Path, *, runtime_kw: dict[str
     from guard.config import load_config
     from guard.demo.stack import screening_filters, write_config
 
-    overrides.setdefault("filters", {"dir": str(screening_filters(tmp / "filters", judge_url or upstream_url))})
+    if "filters" not in overrides:
+        overrides["filters"] = {"dir": str(screening_filters(tmp / "filters", judge_url or upstream_url))}
     from guard.runtime import Runtime
     from guard.serve import admin_server, public_server
 

@@ -88,6 +88,7 @@ def load_profiles(d: str | Path) -> Profiles:
     safety: dict[str, Any] = {}
     deny: dict[str, Any] = {}
     closers: list[Any] = []
+    injection: Any = None
     if (d / "pii.yaml").exists():
         from guard.filters.pii import PIIScreen
         from guard.filters.pii_profile import load_pii_profiles
@@ -105,6 +106,11 @@ def load_profiles(d: str | Path) -> Profiles:
             safety[name] = GuardedScreen(scr, settings.profile(name).fail)
         if settings.default != "default" and "default" not in safety:
             safety["default"] = safety[settings.default]
+        if settings.injection is not None:  # optional prompt injection classifier, in every profile
+            from guard.filters.injection import InjectionScreen
+
+            inj = settings.injection
+            injection = GuardedScreen(_Lazy("prompt_injection", lambda: InjectionScreen(inj)), inj.fail)
     if (d / "denylist.yaml").exists():
         from guard.filters.denylist import DenylistScreen, load_denylist
 
@@ -117,6 +123,7 @@ def load_profiles(d: str | Path) -> Profiles:
     sets: dict[str, ScreenSet] = {}
     for name in sorted(names):
         chosen = [s for s in (_pick(deny, name), _pick(pii, name), _pick(safety, name)) if s is not None]
-        sets[name] = ScreenSet(prompt=[s for s in chosen if hasattr(s.screen, "screen_prompt")],
+        sets[name] = ScreenSet(prompt=[s for s in chosen if hasattr(s.screen, "screen_prompt")]
+                               + ([injection] if injection is not None else []),  # prompts only
                                response=[s for s in chosen if hasattr(s.screen, "screen_response")])
     return Profiles(sets, closers)

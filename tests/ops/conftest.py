@@ -69,7 +69,8 @@ def guard_process(pki_dir: Path, model_server: tuple[Any, str], tmp_path: Path) 
         port, admin = free_port(), free_port()
         d = tmp_path / f"p{len(started)}"
         d.mkdir()
-        overrides.setdefault("filters", {"dir": str(screening_filters(d / "filters", model_server[1]))})
+        if "filters" not in overrides:
+            overrides["filters"] = {"dir": str(screening_filters(d / "filters", model_server[1]))}
         overrides.setdefault("audit", {"dir": str(d / "audit")})
         cfg = guard_config(pki_dir, model_server[1], port, admin, workers=workers, **overrides)
         path = write_config(d / "guard.yaml", cfg)

@@ -23,23 +23,32 @@ def _verify(audit: Path) -> subprocess.CompletedProcess:
                            "--json"], capture_output=True, text=True, timeout=60)
 
 
+WORDS = " ".join(f"word{i:03d}" for i in range(200))  # longer than the default profile's stream hold-back
+
+
 def test_sigterm_lets_a_long_stream_finish_then_records_guard_stopped(guard_process):
     g = guard_process()
     got: dict = {}
+    first = threading.Event()
 
     def stream() -> None:
+        text = ""
         with g.client() as c:
             with c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
-                    {"role": "user", "content": "[[reply: a b c d e f g h]] [[delay_ms=250]]"}]}) as r:
-                got["text"] = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-                                      for line in r.iter_lines() if line.startswith("data: {"))
+                    {"role": "user", "content": f"[[reply: {WORDS}]] [[delay_ms=15]]"}]}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                        first.set()
+        got["text"] = text
 
     t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.6)  # the stream is under way
+    assert first.wait(30)  # text is arriving (past the screens' hold-back) while the upstream still sends
+    assert t.is_alive()  # SIGTERM lands mid-stream
     assert g.stop(signal.SIGTERM) == 0
     t.join(10)
-    assert got.get("text") == "a b c d e f g h"
+    assert got.get("text") == WORDS
     events = [e for e in g.events() if e["type"] != "audit.checkpoint"]
     assert events[-1]["type"] == "guard.stopped"
     assert any(e["type"] == "exchange.completed" and e.get("outcome", {}).get("status") == 200 for e in events)
@@ -133,3 +142,35 @@ def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
     assert sum(chains.values()) == 40
     r = _verify(g.dir / "audit")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_tls_files_are_watched_and_reloaded_without_a_signal(guard_factory, tmp_path):
+    """Certificate managers (cert-manager, Kubernetes secrets) replace files but cannot send SIGHUP."""
+    tls, old, new = tmp_path / "tls", tmp_path / "old", tmp_path / "new"
+    for d in (old, new):
+        pki.init_ca(d, cn=f"CA {d.name}")
+        pki.issue(d, "server", server=True, cn="localhost", san_dns=["localhost"], san_ip=["127.0.0.1"])
+        pki.issue(d, "app", client=True, cn="billing-app", ou=["apps"])
+    tls.mkdir()
+    for f in ("server.pem", "server-key.pem", "ca.pem"):
+        shutil.copy(old / f, tls / f)
+    g = guard_factory(tls={"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"),
+                           "client_ca": str(tls / "ca.pem")}, policy={"watch_interval_s": 0.2})
+
+    def status(d: Path) -> int:
+        ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
+        ctx.load_cert_chain(str(d / "app.pem"), str(d / "app-key.pem"))
+        with httpx.Client(base_url=g.url, verify=ctx, timeout=10) as c:
+            return c.get("/v1/models").status_code
+
+    assert status(old) == 200
+    for f in ("server.pem", "server-key.pem", "ca.pem"):
+        shutil.copy(new / f, tls / f)
+    deadline = time.monotonic() + 10
+    ok = False
+    while time.monotonic() < deadline and not ok:
+        try:
+            ok = status(new) == 200
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert ok
