@@ -174,10 +174,11 @@ class Pipeline:
         started = False
         try:
             started = await self._run(ex, scope, receive, send)
-        except GuardError as e:
-            await self._refuse(ex, e, send, started)
+        except GuardError as e:  # after exchange.started, the record is exchange.completed (not .denied)
+            await self._refuse(ex, e, send, started or ex.context.get("audit_started", False))
         except ClientGone:
-            await self._after(ex, started, {"status": 499, "reason": "client_disconnected"})
+            await self._after(ex, started or ex.context.get("audit_started", False),
+                              {"status": 499, "reason": "client_disconnected"})
         except Exception:  # noqa: BLE001 - a bug still answers in the documented shape, with its audit record
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
@@ -268,6 +269,7 @@ class Pipeline:
         t = time.perf_counter()
         try:
             await svc.recorder.started(ex)
+            ex.context["audit_started"] = True
         except Exception as err:  # noqa: BLE001 - any journal failure refuses the request
             telemetry.FAIL_CLOSED.labels("audit").inc()
             log.error("audit journal failed, refusing %s: %s", ex.request_id, err)
@@ -510,13 +512,15 @@ class Pipeline:
         except ClientGone:
             outcome.update(status=499, reason="client_disconnected")
         except UpstreamStreamError as e:
+            telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
             outcome.update(status=502, reason="upstream_bad_stream", error=str(e))
-            await send({"type": "http.response.body", "body": relay.stop_bytes() if relay else b"",
-                        "more_body": False})
-        except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream
+            err = GuardError(502, f"upstream {ex.upstream!r} sent an invalid stream ({e})", "upstream_error",
+                             "upstream_bad_stream")
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+        except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream (reset, cut, timeout)
             err = read_error(e, ex.upstream)
             outcome.update(status=err.status, reason=err.code)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
         finally:
             watcher.cancel()
             telemetry.ACTIVE_STREAMS.dec()
@@ -526,6 +530,15 @@ class Pipeline:
         await self._completed(ex, outcome)
         telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex),
                         str(outcome["status"])).inc()
+
+
+def _stream_error(api: str, err: GuardError) -> bytes:
+    """How a stream that already started (200 sent) ends when the upstream fails: an error event in the OpenAI
+    error shape, then [DONE] (the OpenAI SDKs raise an APIError on it), or an Ollama ``{"error": ...}`` line
+    (what Ollama itself sends; its clients raise ResponseError) — never a silent truncation."""
+    if api == "openai":
+        return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
+    return json.dumps({"error": err.message}).encode() + b"\n"
 
 
 def _upstream_path(ex: Exchange, upstream_api: str) -> str:
