@@ -170,7 +170,7 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None, seen: set | None = None) -> dict[tuple, int]:
     out = {} if out is None else out
     seen = set() if seen is None else seen
-    out[path] = node.start_mark.line + 1
+    out.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
     if id(node) in seen:  # an alias: walk each node once (nested aliases would otherwise blow up exponentially)
         return out
     seen.add(id(node))
@@ -214,11 +214,11 @@ def format_validation_error(path: Path, err: ValidationError, lines: dict[tuple,
     msgs = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        line = None
-        for n in range(len(loc), -1, -1):
-            if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
+        line, found = lines.get((), None), ()
+        for x in loc:  # follow the keys that exist in the file (skips union tags pydantic adds to the path)
+            if found + (x,) in lines:
+                found += (x,)
+                line = lines[found]
         key = ".".join(str(x) for x in loc) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
