@@ -43,13 +43,39 @@ def _denial_stage(ex: Any) -> str:
     return "request"
 
 
+# guard.filters.pii_transform.CTX_KEY: the request's map between personal values and their placeholders.
+_PSEUDONYMS = "guard.pii.pseudonyms"
+
+
+def _as_screened(ex: Any, text: str) -> str:
+    """The answer as the screens left it: values the PII screen restored for the client go back to their
+    placeholders (the client may see its own values again; the journal at ``redacted`` must not)."""
+    ps = (getattr(ex, "context", None) or {}).get(_PSEUDONYMS)
+    pairs = getattr(ps, "by_value", None) or {}
+    for (_, value), placeholder in sorted(pairs.items(), key=lambda kv: -len(kv[0][1])):
+        if value:
+            text = text.replace(value, placeholder)
+    return text
+
+
 class JournalRecorder:
     def __init__(self, journal: Journal, capture: ev.ContentCapture | None = None) -> None:
         self.journal = journal
         self.capture = capture or ev.ContentCapture.from_settings(journal.settings)
 
-    def _prompt(self, ex: Any) -> str | None:
-        return prompt_text(ex.body) if self.capture.level != "none" and ex.body else None
+    def _prompt(self, ex: Any, stage: str = "") -> str | None:
+        """The prompt as forwarded. At ``redacted`` only a prompt that passed the prompt screens (their
+        rewrites applied): one refused before or by them (stage access, screen, request) was never redacted."""
+        if self.capture.level == "none" or not ex.body:
+            return None
+        if self.capture.level == "redacted" and stage in ("access", "screen", "request"):
+            return None
+        return prompt_text(ex.body)
+
+    def _answer(self, ex: Any, text: Any) -> str | None:
+        if not isinstance(text, str):
+            return None
+        return _as_screened(ex, text) if self.capture.level == "redacted" else text
 
     async def started(self, ex: Any) -> None:
         await self.journal.append(ev.exchange_started(ex, self.capture, prompt=self._prompt(ex)))
@@ -58,7 +84,8 @@ class JournalRecorder:
         status = int(outcome.get("status", 0) or 0) or 500
         reason = str(outcome.get("reason") or outcome.get("error_type") or "")
         if kind == "exchange.denied":
-            e = ev.exchange_denied(ex, status, reason or "denied", _denial_stage(ex), self.capture, self._prompt(ex))
+            stage = _denial_stage(ex)
+            e = ev.exchange_denied(ex, status, reason or "denied", stage, self.capture, self._prompt(ex, stage))
         else:
             finish = outcome.get("finish_reasons") or outcome.get("finish_reason")
             if isinstance(finish, (list, tuple)):
@@ -66,6 +93,6 @@ class JournalRecorder:
             total = {"total": (time.perf_counter() - ex.started) * 1000} if getattr(ex, "started", None) else None
             e = ev.exchange_completed(
                 ex, status, finish or None, int(outcome.get("bytes", 0) or 0), outcome.get("usage"), self.capture,
-                prompt=self._prompt(ex), answer=outcome.get("answer_text"), latency_ms=total,
+                prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), latency_ms=total,
                 error=reason if status >= 400 and reason else None)
         await self.journal.append(e)
