@@ -312,7 +312,9 @@ def test_no_secret_reaches_the_journal_or_the_logs(guard_factory: Callable[..., 
     assert any(r.name.startswith("guard.audit") and r.levelno >= logging.WARNING for r in mine), "outage not logged"
     logs = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in mine).encode()
     written = journal_bytes(root)
-    secrets = [client_secret.encode(), upstream_key.encode(), hec_token.encode(), *_key_forms(priv)]
+    hmac_key = (root / "keys" / "content-hmac.key").read_bytes()  # makes prompt hashes unguessable: secret too
+    secrets = [client_secret.encode(), upstream_key.encode(), hec_token.encode(), *_key_forms(priv),
+               hmac_key, hmac_key.hex().encode(), base64.b64encode(hmac_key)]
     for s in secrets:
         assert s not in written, f"secret {s[:12]!r}... in the journal"
         assert s not in logs, f"secret {s[:12]!r}... in the logs"
