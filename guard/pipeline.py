@@ -353,7 +353,12 @@ class Pipeline:
             body = {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0}
                                for n in names]}
         ex.context["outcome"] = {"status": 200}
-        await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
+        try:
+            await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
+        except Exception as err:  # noqa: BLE001 - the listing is its own record: unrecorded, it is refused
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            log.error("audit record for %s failed: %s", ex.request_id, err)
+            raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 
     async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, raw: bytes, prompt: list[Segment],

@@ -99,11 +99,24 @@ def _bind(host: str, port: int) -> socket.socket:
     return s
 
 
-def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket]) -> None:
+def _die_with_parent(master: int) -> None:
+    """A worker must not outlive a supervisor killed with -9: it would keep the port and its chain's lock."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != master:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket], master: int) -> None:
     code = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent(master)
         rt = Runtime(cfg, worker=worker)
         rt.supervised = True
         rt.load()
@@ -130,9 +143,10 @@ def run_workers(cfg: Config, workers: int) -> int:
     stopping = False
 
     def spawn(i: int) -> None:
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(cfg, i, socks)
+            _child(cfg, i, socks, master)
         children[pid] = i
 
     def forward(sig: int, _frame: Any = None) -> None:

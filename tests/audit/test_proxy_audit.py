@@ -593,8 +593,6 @@ def test_a_worker_killed_under_load_is_restarted_and_continues_its_own_chain(
     assert any(e["checkpoint"]["reason"] == "recovery" for e in w0), w0  # the restarted worker says so
 
 
-@pytest.mark.xfail(strict=True, reason="guard/serve.py: workers outlive a master killed with -9 (no parent-death "
-                                       "signal): they keep serving and hold their chains' locks")
 def test_workers_do_not_outlive_a_master_killed_with_9(pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
     priv, _ = _keys(tmp_path)
     cfg_path, admin_url, _ = _process_config(pki_dir, model_server[1], tmp_path, priv, workers=2)
