@@ -38,7 +38,8 @@ def public_server(rt: Runtime, http: str = "httptools") -> _Server:
                           ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
                           lifespan="on", log_level="warning", access_log=False, server_header=False,
                           date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
-                          timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096)
+                          timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096,
+                          proxy_headers=False)  # client address from the socket: X-Forwarded-For is not trusted
     return _Server(ucfg)
 
 

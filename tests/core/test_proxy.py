@@ -248,3 +248,15 @@ def test_tls_extension_reaches_app_with_both_http_implementations(guard_factory,
         assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
             {"role": "user", "content": "x"}]}).status_code == 200
     assert pol.subs[-1]["cn"] == "alice" and pol.subs[-1]["ou"] == ["staff"]
+
+
+def test_x_forwarded_for_does_not_change_the_client_address(guard_factory):
+    from guard.audit.layout import iter_events
+
+    g = guard_factory()
+    with g.client() as c:
+        r = c.post("/v1/chat/completions", headers={"x-forwarded-for": "203.0.113.9"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    rid = r.headers["x-guard-request-id"]
+    events = [e for _, _, e in iter_events(g.config.audit.dir) if e.get("request_id") == rid]
+    assert events and all(e["client_ip"] == "127.0.0.1" for e in events)
