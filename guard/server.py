@@ -186,7 +186,12 @@ class _TLSHttpTools(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing():
             return
-        if self._in_head:  # no request is being served on this connection: answer 408
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if (self._in_head and busy) or (not self._in_head and self.pipeline):
+            # a pipelined request waits behind a response still being sent (uvicorn pauses reading meanwhile):
+            # the client is not slow, and closing would cut the response in progress
+            self._arm(self.body_timeout_s)
+        elif self._in_head:  # no request is being served on this connection: answer 408
             self._send_error(408, "request headers not received in time", "request_timeout")
         else:  # the app is reading the body: closing makes its receive() return http.disconnect
             self.transport.close()
