@@ -179,10 +179,10 @@ choice = st.fixed_dictionaries({}, optional={
             "index": st.integers(0, 1) | json_values,
             "function": json_values | st.fixed_dictionaries({}, optional={"arguments": texts | json_values})}),
             max_size=2)})})
-sse_chunk = st.fixed_dictionaries({}, optional={"id": st.just("c"), "choices": st.lists(choice, max_size=2) | json_values,
-                                                "usage": json_values | st.fixed_dictionaries({}, optional={
-                                                    "prompt_tokens": json_values,
-                                                    "completion_tokens": json_values})})
+usage = json_values | st.fixed_dictionaries({}, optional={"prompt_tokens": json_values,
+                                                        "completion_tokens": json_values})
+sse_chunk = st.fixed_dictionaries({}, optional={"id": st.just("c"), "usage": usage,
+                                                "choices": st.lists(choice, max_size=2) | json_values})
 nd_chunk = st.fixed_dictionaries({}, optional={
     "model": st.just("m"), "done": st.booleans() | json_values, "response": texts | json_values,
     "message": json_values | st.fixed_dictionaries({}, optional={"role": st.just("assistant"),
