@@ -185,6 +185,33 @@ def test_raw_bodies_and_content_types(guard: Any, clients: dict[str, httpx.Clien
     check_journal(guard, seen)
 
 
+xfcc_values = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=60),
+    st.lists(st.tuples(st.sampled_from(["By", "Hash", "Cert", "Subject", "URI", "DNS", "x"]),
+                       st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=20)),
+             max_size=4).map(lambda kv: ";".join(f"{k}={v}" for k, v in kv)),
+    st.sampled_from(['Subject="CN=a\\', "Cert=%ZZ", 'Subject="1.2.3=#zz"', "Subject=CN=" + "a" * 70,
+                     'URI=spiffe://example.org/ns/prod/sa/x;Subject="CN=x,OU=apps"', ",,,", ";", "=", "x" * 5000]))
+
+
+def test_xfcc_headers_from_a_trusted_proxy(guard_factory: Any) -> None:
+    """Loopback is a trusted proxy here: any XFCC header is a principal or 403 bad_client_identity, recorded."""
+    g = guard_factory(tls={"trusted_proxies": ["127.0.0.0/8"]})
+    seen: list[tuple[str, int, bool]] = []
+    with g.client("app", timeout=30) as c:
+        @FUZZ
+        @given(xfcc=xfcc_values, model=st.sampled_from(["demo-model", "internal-x"]))
+        def prop(xfcc: str, model: str) -> None:
+            r = c.post("/v1/chat/completions", headers={"x-forwarded-client-cert": xfcc.encode("latin-1")},
+                       json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            seen.append(check_response(r))
+            if r.status_code == 403 and r.json()["error"]["code"] == "bad_client_identity":
+                assert "x-forwarded-client-cert" in r.json()["error"]["message"]
+
+        prop()
+    check_journal(g, seen)
+
+
 def _corpus() -> list[Path]:
     return sorted(p for d in CORPUS.glob("request-*") for p in d.iterdir() if p.is_file())
 
