@@ -71,6 +71,19 @@ def _proc_figures(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """Open descriptors of ``pid`` by kind (socket, pipe, anon_inode:..., or the file's folder)."""
+    kinds: Counter = Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            t = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kinds[t.split(":[")[0] if ":[" in t else (t.split("[")[0] if t.startswith("anon_inode") else
+                                                 str(Path(t).parent.name) + "/")] += 1
+    return dict(sorted(kinds.items()))
+
+
 async def _load(g: Any, seconds: float, rps: float, limit: int, samples: list[tuple[float, float, int]]
                 ) -> tuple[list[tuple[str, str, int]], Counter]:
     """Send the mix at ``rps`` for ``seconds`` (at most ``limit`` requests); sample the process meanwhile.
@@ -105,10 +118,15 @@ async def _load(g: Any, seconds: float, rps: float, limit: int, samples: list[tu
                 failed[f"{kind}: {type(e).__name__}"] += 1
 
     async def sampler() -> None:
+        first = True
         while time.monotonic() - t0 < seconds:
             rss, fds = _proc_figures(g.proc.pid)
             samples.append((time.monotonic() - t0, rss, fds))
+            if first and samples[-1][0] >= min(10.0, seconds * 0.25):
+                print(f"\nfds after warm-up: {_fd_kinds(g.proc.pid)}")
+                first = False
             await asyncio.sleep(0.5)
+        print(f"fds at the end: {_fd_kinds(g.proc.pid)}")
 
     try:
         await asyncio.gather(sampler(), *(worker() for _ in range(CONCURRENCY)))
