@@ -30,10 +30,67 @@ _LAT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 
 REQUESTS = Counter("guard_requests_total", "Requests by api, operation, model, decision and status",
                    ["api", "operation", "model", "decision", "status"], registry=REGISTRY)
-STAGE_SECONDS = Histogram("guard_stage_duration_seconds", "Latency per pipeline stage",
-                          ["stage"], buckets=_LAT, registry=REGISTRY)
-REQUEST_SECONDS = Histogram("guard_request_duration_seconds", "Whole-request latency",
-                            ["api", "operation"], buckets=_LAT, registry=REGISTRY)
+class _FastHistogram:
+    """A labelled histogram for the request path: an observation is a bisect and two list increments, with
+    no lock (only the event loop's thread observes). prometheus_client's Histogram takes a lock per bucket
+    and per sum, which cost several percent of throughput at eight observations per request. Exposed in the
+    standard histogram format; with several workers the shared-file Histogram is used instead."""
+
+    def __init__(self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> None:
+        import bisect
+
+        self._bisect = bisect.bisect_left
+        self.name, self.doc, self.labelnames = name, doc, tuple(labels)
+        self.bounds = list(buckets)
+        self._series: dict[tuple[str, ...], _FastChild] = {}
+
+    def labels(self, *values: str) -> "_FastChild":
+        c = self._series.get(values)
+        if c is None:
+            c = self._series[values] = _FastChild(self)
+        return c
+
+    def collect(self) -> list:
+        from prometheus_client.core import HistogramMetricFamily
+
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for values, c in list(self._series.items()):
+            acc, buckets = 0, []
+            for bound, n in zip([*self.bounds, float("inf")], c.counts):
+                acc += n
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", acc))
+            fam.add_metric(list(values), buckets, c.sum)
+        return [fam]
+
+    def describe(self) -> list:
+        from prometheus_client.core import HistogramMetricFamily
+
+        return [HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)]
+
+
+class _FastChild:
+    __slots__ = ("counts", "sum", "_h")
+
+    def __init__(self, h: _FastHistogram) -> None:
+        self.counts = [0] * (len(h.bounds) + 1)
+        self.sum = 0.0
+        self._h = h
+
+    def observe(self, v: float) -> None:
+        self.counts[self._h._bisect(self._h.bounds, v)] += 1
+        self.sum += v
+
+
+def _histogram(name: str, doc: str, labels: list[str]) -> object:
+    if MULTIPROCESS:
+        return Histogram(name, doc, labels, buckets=_LAT, registry=REGISTRY)
+    h = _FastHistogram(name, doc, labels, _LAT)
+    REGISTRY.register(h)  # type: ignore[arg-type]
+    return h
+
+
+STAGE_SECONDS = _histogram("guard_stage_duration_seconds", "Latency per pipeline stage", ["stage"])
+REQUEST_SECONDS = _histogram("guard_request_duration_seconds", "Whole-request latency", ["api", "operation"])
 SCREEN_RESULTS = Counter("guard_screen_results_total", "Screen outcomes by screen, direction, status and action",
                          ["screen", "direction", "status", "action"], registry=REGISTRY)
 UPSTREAM_ERRORS = Counter("guard_upstream_errors_total", "Upstream errors by upstream and kind",
