@@ -178,6 +178,11 @@ def _parse_xfcc(header: str) -> Principal:
 def peer_is_trusted(peer_ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     if not networks or not peer_ip:
         return False
+    return _trusted(peer_ip, tuple(networks))
+
+
+@lru_cache(maxsize=4096)
+def _trusted(peer_ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(peer_ip)
     except ValueError:

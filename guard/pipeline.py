@@ -157,7 +157,7 @@ def _obj(ex: Exchange) -> dict[str, Any]:
 class Pipeline:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-        self._trusted = svc.config.tls.networks()
+        self._trusted = tuple(svc.config.tls.networks())
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         rid = os.urandom(12).hex()

@@ -39,6 +39,7 @@ class Upstreams:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
 
     def _session(self, name: str) -> aiohttp.ClientSession:
         s = self._sessions.get(name)
@@ -80,12 +81,17 @@ class Upstreams:
         """Send and wait for the response headers. Raises UpstreamUnreachable (nothing was sent, a fallback may
         be tried) or GuardError 502/504."""
         up = target.upstream
-        timeout = aiohttp.ClientTimeout(total=up.timeout_s, sock_connect=up.connect_timeout_s,
-                                        sock_read=up.idle_timeout_s or up.timeout_s)
+        timeout = self._timeouts.get(target.name)
+        if timeout is None:
+            timeout = self._timeouts[target.name] = aiohttp.ClientTimeout(
+                total=up.timeout_s, sock_connect=up.connect_timeout_s, sock_read=up.idle_timeout_s or up.timeout_s)
         try:
-            async with asyncio.timeout(up.first_byte_timeout_s or up.timeout_s):
-                return await self._session(target.name).request(
-                    method, target.url, data=body, headers=target.headers, timeout=timeout, allow_redirects=False)
+            request = self._session(target.name).request(method, target.url, data=body, headers=target.headers,
+                                                         timeout=timeout, allow_redirects=False)
+            if up.first_byte_timeout_s is None:  # the headers are bounded by the read and total timeouts
+                return await request
+            async with asyncio.timeout(up.first_byte_timeout_s):
+                return await request
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as e:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "unreachable").inc()
             raise UpstreamUnreachable(f"upstream {target.name!r} unreachable: {type(e).__name__}") from None
