@@ -41,12 +41,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 @contextmanager
-def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[subprocess.Popen]:
+def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None,
+            wait: float = 30) -> Iterator[subprocess.Popen]:
     out = open(log, "wb") if log else subprocess.DEVNULL
     p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True)
     try:
-        wait_port(port)
+        wait_port(port, wait)
         yield p
     finally:
         try:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import contextlib
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -117,11 +118,12 @@ def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any]) -> Iterator[tuple[st
 
 
 @contextmanager
-def _plain(cmd: list[str] | None, port: int, url: str, log: Path | None = None) -> Iterator[tuple[str, dict, Any]]:
+def _plain(cmd: list[str] | None, port: int, url: str, log: Path | None = None, env: dict[str, str] | None = None,
+           wait: float = 30) -> Iterator[tuple[str, dict, Any]]:
     if cmd is None:
         yield url, {}, None
         return
-    with process(cmd, port, log=log) as p:
+    with process(cmd, port, log=log, env=env, wait=wait) as p:
         yield url, {}, p
 
 
@@ -160,7 +162,10 @@ def _targets(d: Path, up: str) -> Iterator[tuple[str, Any]]:
         lc.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench-model", "litellm_params": {
             "model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"}}]}))
         yield "litellm", _plain([str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
-                                lport, f"http://127.0.0.1:{lport}", log=d / "litellm.log")
+                                lport, f"http://127.0.0.1:{lport}", log=d / "litellm.log",
+                                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the cost map
+                                     "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"},  # loopback
+                                wait=180)
     else:
         print("notice: LiteLLM not installed (make bench-peers); its row is skipped", file=sys.stderr)
 
@@ -176,9 +181,19 @@ def core(d: Path) -> dict[str, Any]:
         for p in pending:
             es.enter_context(p)
         result["upstream"] = label
+        only = [t for t in os.environ.get("BENCH_TARGETS", "").split(",") if t]
         for name, cm in _targets(d, up):
+            if only and name not in only:
+                continue
             (d / name).mkdir(parents=True, exist_ok=True)
-            with cm as (url, headers, proc):
+            try:
+                entered = cm.__enter__()
+            except TimeoutError as e:
+                print(f"notice: {name} did not start ({e}); its row is skipped", file=sys.stderr)
+                continue
+            with contextlib.ExitStack() as started:
+                started.push(cm.__exit__)
+                url, headers, proc = entered
                 script = wrk_script(d / name, CHAT_BODY, headers)
                 wrk(url + "/v1/chat/completions", script, 4, 1)  # warm-up
                 for c in CONNS:
