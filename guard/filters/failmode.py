@@ -108,11 +108,7 @@ class GuardedScreen:
         return await self.call("response", lambda: self.screen.screen_response(segments, prompt, ctx))
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> GuardedStream:
-        import inspect
-
-        opener = self.screen.open_stream
-        takes_kind = "kind" in inspect.signature(opener).parameters
-        return GuardedStream(self, opener(prompt, ctx, kind=kind) if takes_kind else opener(prompt, ctx))
+        return GuardedStream(self, self.screen.open_stream(prompt, ctx, kind=kind))
 
     async def close(self) -> None:
         closer = getattr(self.screen, "close", None)

@@ -65,10 +65,7 @@ class _Lazy:
         return await self._get().screen_response(segments, prompt, ctx)
 
     def open_stream(self, prompt: Any, ctx: Any, kind: str = "content") -> Any:
-        import inspect
-
-        opener = self._get().open_stream
-        return opener(prompt, ctx, kind=kind) if "kind" in inspect.signature(opener).parameters else opener(prompt, ctx)
+        return self._get().open_stream(prompt, ctx, kind=kind)
 
     async def close(self) -> None:
         if self._screen is not None and hasattr(self._screen, "close"):
