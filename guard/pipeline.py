@@ -329,15 +329,7 @@ class Pipeline:
             if v.blocked:
                 raise policy_violation(v.message or f"prompt blocked by the {v.screen} screen",
                                        v.code or f"{v.screen}_blocked")
-        changed = False
-        for s, old in zip(segs, before):
-            if s.text != old:
-                changed = True
-                if s.path and s.path[-1] == "__json__":
-                    set_path(ex.body, s.path[:-1], json.loads(s.text))
-                else:
-                    set_path(ex.body, s.path, s.text)
-        if changed:
+        if _write_back(ex.body, segs, before):
             ex.context["body_changed"] = True
         return segs
 
@@ -442,15 +434,7 @@ class Pipeline:
         if any(v.blocked for v in verdicts):
             _filter_whole(ex, body)
             return json.dumps(body).encode()
-        changed = False
-        for s, old in zip(segs, before):
-            if s.text != old:
-                changed = True
-                if s.path[-1] == "__json__":
-                    set_path(body, s.path[:-1], json.loads(s.text))
-                else:
-                    set_path(body, s.path, s.text)
-        return json.dumps(body).encode() if changed else None
+        return json.dumps(body).encode() if _write_back(body, segs, before) else None
 
     async def _stream(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive,
                       send: Send) -> None:
@@ -544,6 +528,20 @@ def _stream_error(api: str, err: GuardError) -> bytes:
     if api == "openai":
         return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
     return json.dumps({"error": err.message}).encode() + b"\n"
+
+
+def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
+    """Put the segments screens rewrote back into the JSON body; True if any changed. A ``__json__`` path
+    marks text that stands for a JSON value (Ollama tool-call arguments) and is written back parsed."""
+    changed = False
+    for seg, old in zip(segs, before):
+        if seg.text != old:
+            changed = True
+            if seg.path and seg.path[-1] == "__json__":
+                set_path(body, seg.path[:-1], json.loads(seg.text))
+            else:
+                set_path(body, seg.path, seg.text)
+    return changed
 
 
 def _upstream_path(ex: Exchange, upstream_api: str) -> str:
