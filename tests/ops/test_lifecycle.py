@@ -76,9 +76,9 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(guard_process, tmp_path):
     assert g.stop() == 0
 
 
-def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(guard_process, tmp_path):
-    tls = tmp_path / "tls"
-    old, new = tmp_path / "old", tmp_path / "new"
+def _two_pkis(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Two independent CAs with a server and an app certificate each; ``tls/`` starts with the old ones."""
+    tls, old, new = tmp_path / "tls", tmp_path / "old", tmp_path / "new"
     for d in (old, new):
         pki.init_ca(d, cn=f"CA {d.name}")
         pki.issue(d, "server", server=True, cn="localhost", san_dns=["localhost"], san_ip=["127.0.0.1"])
@@ -86,8 +86,16 @@ def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(gua
     tls.mkdir()
     for f in ("server.pem", "server-key.pem", "ca.pem"):
         shutil.copy(old / f, tls / f)
-    g = guard_process(tls={"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"),
-                           "client_ca": str(tls / "ca.pem")})
+    return tls, old, new
+
+
+def _tls_config(tls: Path) -> dict[str, str]:
+    return {"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"), "client_ca": str(tls / "ca.pem")}
+
+
+def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(guard_process, tmp_path):
+    tls, old, new = _two_pkis(tmp_path)
+    g = guard_process(tls=_tls_config(tls))
 
     def call(d: Path) -> int:
         ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
@@ -146,16 +154,8 @@ def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
 
 def test_tls_files_are_watched_and_reloaded_without_a_signal(guard_factory, tmp_path):
     """Certificate managers (cert-manager, Kubernetes secrets) replace files but cannot send SIGHUP."""
-    tls, old, new = tmp_path / "tls", tmp_path / "old", tmp_path / "new"
-    for d in (old, new):
-        pki.init_ca(d, cn=f"CA {d.name}")
-        pki.issue(d, "server", server=True, cn="localhost", san_dns=["localhost"], san_ip=["127.0.0.1"])
-        pki.issue(d, "app", client=True, cn="billing-app", ou=["apps"])
-    tls.mkdir()
-    for f in ("server.pem", "server-key.pem", "ca.pem"):
-        shutil.copy(old / f, tls / f)
-    g = guard_factory(tls={"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"),
-                           "client_ca": str(tls / "ca.pem")}, policy={"watch_interval_s": 0.2})
+    tls, old, new = _two_pkis(tmp_path)
+    g = guard_factory(tls=_tls_config(tls), policy={"watch_interval_s": 0.2})
 
     def status(d: Path) -> int:
         ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
