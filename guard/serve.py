@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import uvicorn
 
 from guard.app import GuardApp, admin_app
-from guard.config import Config
+from guard.config import Config, ConfigError
 from guard.runtime import Runtime
 from guard.server import protocol_class
 
@@ -123,6 +123,9 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket],
         rt.load()
         _install_uvloop()
         code = asyncio.run(serve(rt, sockets=socks))
+    except ConfigError as e:  # a file a person wrote: the supervisor stops and exits 2
+        print(f"guard: {e}", file=sys.stderr)
+        code = 2
     except BaseException:  # noqa: BLE001
         log.exception("worker %d failed", worker)
     finally:
@@ -134,11 +137,11 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket],
 def run_workers(cfg: Config, workers: int) -> int:
     """Fork ``workers`` processes sharing the listening sockets; restart a worker that dies; forward SIGTERM
     and SIGHUP. Each worker writes its own audit chain (audit.writer_id includes the worker index)."""
-    from guard.filters.profiles import load_profiles
     from guard.policy.holder import PolicyHolder
 
-    PolicyHolder.from_settings(cfg.policy)  # refuse to start (exit 2) on a bad policy or filters, before forking
-    load_profiles(cfg.filters.dir)
+    # A bad policy refuses to start (exit 2) before forking. The screening profiles are loaded by each worker
+    # only: building them here would import Presidio/torch, whose threads must not exist across a fork.
+    PolicyHolder.from_settings(cfg.policy)
     socks = (_bind(cfg.listen.host, cfg.listen.port), _bind(cfg.admin.host, cfg.admin.port))
     children: dict[int, int] = {}
     stopping = False
@@ -172,10 +175,13 @@ def run_workers(cfg: Config, workers: int) -> int:
             continue
         i = children.pop(pid, None)
         rc = os.waitstatus_to_exitcode(status)
-        if i is not None and not stopping:
+        if rc == 2 and not stopping:  # a worker refused its configuration: restarting cannot help
+            stopping, code = True, 2
+            forward(signal.SIGTERM)
+        elif i is not None and not stopping:
             log.error("worker %d exited (%s); restarting it", i, rc)
             time.sleep(0.5)
             spawn(i)
-        elif rc != 0:
+        elif rc != 0 and code == 0:
             code = 1
     return code

@@ -174,3 +174,17 @@ def test_tls_files_are_watched_and_reloaded_without_a_signal(guard_factory, tmp_
         except httpx.HTTPError:
             time.sleep(0.2)
     assert ok
+
+
+def test_workers_refusing_a_broken_filters_file_stop_guard_with_exit_2(pki_dir, model_server, tmp_path):
+    from guard.demo.stack import free_port, guard_config, write_config
+
+    filters = tmp_path / "filters"
+    filters.mkdir()
+    (filters / "pii.yaml").write_text("profiles:\n  default:\n    entities:\n      EMAIL_ADDRESS: {prompt: shred}\n")
+    cfg = guard_config(pki_dir, model_server[1], free_port(), free_port(), workers=2,
+                       filters={"dir": str(filters)}, audit={"dir": str(tmp_path / "audit")})
+    p = subprocess.run([sys.executable, "-m", "guard.cli", "serve", "--config",
+                        str(write_config(tmp_path / "guard.yaml", cfg))], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "pii.yaml:4" in p.stderr
