@@ -565,7 +565,16 @@ def test_a_worker_killed_under_load_is_restarted_and_continues_its_own_chain(
             t.start()
         while len(results) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.kill(workers[0], signal.SIGKILL)
+        def worker0_pid() -> int | None:  # worker 0's pid, by its own guard.started record
+            return next((e["guard"]["pid"] for e in journal_events(root)
+                         if e["type"] == "guard.started" and e["guard"]["worker"] == 0), None)
+
+        while worker0_pid() is None:
+            assert time.monotonic() < deadline + 10, "worker 0 did not start"
+            time.sleep(0.1)
+        worker0 = worker0_pid()
+        assert worker0 in workers
+        os.kill(worker0, signal.SIGKILL)
 
         def restarted() -> bool:  # the master started a new worker, and it is serving (guard.started written)
             return sum(e["type"] == "guard.started" for e in journal_events(root)) == 3
