@@ -104,7 +104,12 @@ class Runtime:
             from guard.audit import Journal, JournalError, JournalRecorder
 
             try:
-                self.journal = Journal(self.config.audit, worker=self.worker)
+                if self.config.audit.sealer == "process":
+                    from guard.audit.sealer import ProcessJournal
+
+                    self.journal = ProcessJournal(self.config.audit, worker=self.worker)
+                else:
+                    self.journal = Journal(self.config.audit, worker=self.worker)
             except JournalError as e:
                 raise ConfigError(f"{self.config.source or 'config'}: audit: {e}") from None
             self.recorder = JournalRecorder(self.journal)

@@ -11,8 +11,6 @@ import hmac
 import os
 import secrets
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +23,34 @@ CAPTURE_LEVELS = ("none", "hash", "redacted", "full")
 _PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
 
 
-def uuid7() -> str:
+def uuid7(ns: int | None = None) -> str:
     """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version 7, 74 random bits (time-ordered ids)."""
-    ms = time.time_ns() // 1_000_000
-    r = int.from_bytes(secrets.token_bytes(10), "big")
+    ms = (time.time_ns() if ns is None else ns) // 1_000_000
+    r = int.from_bytes(os.urandom(10), "big")
     n = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (r >> 68 & 0xFFF) << 64 | 0b10 << 62 | (r & ((1 << 62) - 1))
-    return str(uuid.UUID(int=n))
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def utc_now() -> str:
+_second: list[Any] = [-1, ""]  # the last whole second formatted: one strftime per second, not per event
+
+
+def utc_now(ns: int | None = None) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2026-11-25T01:20:27.123456Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    s, us = divmod((time.time_ns() if ns is None else ns) // 1000, 1_000_000)
+    cached = _second
+    if cached[0] != s:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
+        cached[0] = s
+    return f"{cached[1]}.{us:06d}Z"
 
 
 def new_event(type: str, **fields: Any) -> dict[str, Any]:
     """A bare event of ``type``; ``None`` fields are dropped so the schema sees absent, not null."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown audit event type {type!r}")
-    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(), "time": utc_now(), "type": type}
+    ns = time.time_ns()
+    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type}
     ev.update({k: v for k, v in fields.items() if v is not None})
     return ev
 

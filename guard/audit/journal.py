@@ -55,6 +55,7 @@ class Journal:
         Raises JournalError when the directory cannot be written or another process holds the chain.
         """
         self.settings = settings
+        self.fsync_s: float | None = None  # duration of the last fsync (the sealer process reports it)
         self.root = Path(settings.dir)
         self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
         self.dir = layout.chains_dir(self.root) / self.chain
@@ -139,12 +140,16 @@ class Journal:
             raise w.error
         return sealed
 
-    def close(self) -> None:
-        """Seal a final checkpoint, flush everything, stop the writer, release the chain."""
+    def close(self, final: bool = True) -> None:
+        """Seal a final checkpoint, flush everything, stop the writer, release the chain.
+
+        ``final=False`` flushes without the final checkpoint: the chain reads as stopped uncleanly, and the
+        next writer of it starts with a recovery checkpoint (the sealer process does this when its worker died).
+        """
         with self._cond:
             if self._closing:
                 return
-            if self._healthy:
+            if self._healthy and final:
                 self._seal_checkpoint("close", final=True)
             self._closing = True
             self._cond.notify()
@@ -297,7 +302,8 @@ class Journal:
                 view = view[n:]
             t0 = time.perf_counter()
             os.fdatasync(self._fd)
-            tm.AUDIT_FSYNC_SECONDS.observe(time.perf_counter() - t0)
+            self.fsync_s = time.perf_counter() - t0
+            tm.AUDIT_FSYNC_SECONDS.observe(self.fsync_s)
         except OSError as e:
             self._fail(batch, e)
             return

@@ -45,6 +45,9 @@ class AuditSettings(BaseModel):
     dir: Path = Path("var/audit")
     signing_key: Path | None = None  # Ed25519 private key PEM; generated beside the journal when unset
     durability: Literal["fsync", "batch"] = "fsync"
+    # Where events are sealed and written: "process" (a sealer process beside each worker, so signing runs
+    # on another core) or "thread" (the worker's own journal thread; signing then shares the event loop's core).
+    sealer: Literal["process", "thread"] = "process"
     batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)

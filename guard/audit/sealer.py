@@ -1,0 +1,392 @@
+"""Sealing in a companion process: the journal of a Guard worker, run beside it.
+
+Sealing an event (RFC 8785 form, SHA-256, Ed25519) costs ~45 us of CPU and holds the GIL, so a journal thread
+cannot run it in parallel with the event loop. ``ProcessJournal`` keeps the ``Journal`` API (``append``,
+``append_sync``, ``healthy``, ``close``) but hands each event, as plain JSON, to a sealer process that owns
+the chain (an ordinary ``Journal``: same files, same group commit, same failure handling). The worker's
+loop then pays only for building and encoding the event; sealing, writing and fsync run on another core.
+
+Durability is unchanged: with ``durability: fsync`` ``append`` resolves only when the sealer reports the
+fsync that covers the event; a failed write fails those events with JournalError (the request is refused
+with 503). If the sealer process dies, every event not yet acknowledged fails, appends fail until a new
+sealer has resumed the chain (recovery checkpoint, as after a crash), and the failure is counted.
+
+Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length, op, event number) then the
+payload: op ``E`` an event (a pickle: 3x cheaper to write than JSON; the socketpair is private to a worker and
+the sealer it started, so nothing else can send one), ``C`` close. Sealer -> worker: ``!I`` length then a JSON message: ``ready``
+(chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
+``{"fail": [[first, last], ...], "error": ...}`` per written batch, ``closed`` at the end.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from guard import telemetry as tm
+from guard.audit import layout
+from guard.audit.journal import Journal, JournalError, _Waiter, default_writer_id
+from guard.audit.settings import AuditSettings
+
+HDR = struct.Struct("!IcQ")
+LEN = struct.Struct("!I")
+_EVENT, _CLOSE = b"E", b"C"
+_START_TIMEOUT_S = 60.0
+_RESTART_BACKOFF_S = 1.0
+_LOCK_WAIT_S = 10.0  # a new sealer waits this long for the chain lock of a sealer still flushing
+
+
+def _ranges(ids: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in ids:
+        if out and out[-1][1] + 1 == i:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+class ProcessJournal:
+    """The ``Journal`` API with sealing and writing in a sealer process (one per worker, one chain each)."""
+
+    def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None) -> None:
+        self.settings = settings
+        self.root = Path(settings.dir)
+        self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
+        self.dir = layout.chains_dir(self.root) / self.chain
+        self._fsync = settings.durability == "fsync"
+        self._lock = threading.Lock()  # frame order on the socket; waiters table
+        self._waiters: dict[int, Any] = {}
+        self._out: list[bytes] = []
+        self._flush_due = False
+        self._next = 0
+        self._alive = False
+        self._healthy = False
+        self._closing = False
+        self._restarting = False
+        self._died_at = 0.0
+        self.seq = 0
+        self.key_id = ""
+        self._spawn()
+
+    # --- process -------------------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # metrics come back in acks
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "guard.audit.sealer", str(theirs.fileno()), self.chain,
+                 self.settings.model_dump_json()], pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
+                close_fds=True)
+        except OSError as e:
+            ours.close()
+            theirs.close()
+            raise JournalError(f"audit sealer could not start: {e.strerror or e}") from None
+        theirs.close()
+        ours.settimeout(_START_TIMEOUT_S)
+        try:
+            hello = self._read(ours)
+        except OSError:
+            hello = None
+        if not hello or "ready" not in hello:
+            ours.close()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            tm.AUDIT_WRITE_FAILURES.inc()
+            raise JournalError((hello or {}).get("error") or "audit sealer did not start")
+        ours.settimeout(None)
+        self._sock, self._proc = ours, proc
+        self.seq, self.key_id = int(hello["seq"]), hello["key_id"]
+        self._alive = self._healthy = True
+        self._reader = threading.Thread(target=self._recv_loop, args=(ours, proc), name=f"audit-sealer-{self.chain}",
+                                        daemon=True)
+        self._reader.start()
+
+    @staticmethod
+    def _read(sock: socket.socket) -> dict[str, Any] | None:
+        head = _recv_exact(sock, LEN.size)
+        if head is None:
+            return None
+        body = _recv_exact(sock, LEN.unpack(head)[0])
+        return None if body is None else json.loads(body)
+
+    def _recv_loop(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        while True:
+            try:
+                msg = self._read(sock)
+            except OSError:
+                msg = None
+            if msg is None:
+                break
+            if "ok" in msg:
+                self.seq = msg["seq"]
+                self._healthy = True
+                if "fsync" in msg:
+                    tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
+                for typ, n in msg.get("n", {}).items():
+                    tm.AUDIT_EVENTS.labels(typ).inc(n)
+                self._settle(msg["ok"], None)
+            elif "fail" in msg:
+                self._healthy = False
+                tm.AUDIT_WRITE_FAILURES.inc()
+                self._settle(msg["fail"], JournalError(msg.get("error") or "audit journal write failed"))
+            elif "closed" in msg:
+                break
+        with self._lock:
+            expected = self._closing
+            self._alive = self._healthy = False
+            left = list(self._waiters)
+        if not expected:
+            tm.AUDIT_WRITE_FAILURES.inc()
+            self._died_at = time.monotonic()
+        self._settle(_ranges(sorted(left)), JournalError("audit sealer process exited"))
+        sock.close()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    def _settle(self, ranges: list[list[int]], err: BaseException | None) -> None:
+        by_loop: dict[Any, list[Any]] = {}
+        with self._lock:
+            pop = self._waiters.pop
+            for a, b in ranges:
+                for i in range(a, b + 1):
+                    w = pop(i, None)
+                    if w is None:
+                        continue
+                    if type(w) is _Waiter:
+                        w.error = err
+                        w.done.set()
+                    else:
+                        by_loop.setdefault(w[0], []).append(w[1])
+        for loop, futs in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, futs, err)
+            except RuntimeError:
+                pass  # loop closed
+
+    def _respawn(self) -> None:
+        try:
+            self._spawn()
+        except JournalError:
+            self._died_at = time.monotonic()
+        finally:
+            self._restarting = False
+
+    def _dead(self) -> JournalError:
+        """Called when the sealer is gone: start a new one in the background (with a short backoff)."""
+        if not self._closing and not self._restarting and time.monotonic() - self._died_at >= _RESTART_BACKOFF_S:
+            self._restarting = True
+            threading.Thread(target=self._respawn, name="audit-sealer-restart", daemon=True).start()
+        return JournalError("audit sealer process is not running")
+
+    # --- Journal API -----------------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return self._alive and self._healthy and not self._closing
+
+    def _frame(self, event: dict[str, Any]) -> bytes:
+        try:
+            return pickle.dumps(event, 5)
+        except (TypeError, ValueError, AttributeError, pickle.PicklingError):
+            from guard.audit import event as ev
+
+            return pickle.dumps(ev.plain(event), 5)
+
+    async def append(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``), see module doc."""
+        data = self._frame(event)
+        loop = asyncio.get_running_loop()
+        fut = None
+        with self._lock:
+            if not self._alive or self._closing:
+                raise self._dead() if not self._closing else JournalError("audit journal is closed")
+            self._next += 1
+            i = self._next
+            if self._fsync or not self._healthy:  # after a failure, batch mode waits too: recovery may fail
+                fut = loop.create_future()
+                self._waiters[i] = (loop, fut)
+            self._out.append(HDR.pack(len(data), _EVENT, i) + data)
+            if not self._flush_due:
+                self._flush_due = True
+                loop.call_soon(self._flush)
+        if fut is not None:
+            await fut
+        return event
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        self._flush_due = False
+        if not self._out:
+            return
+        data, self._out = b"".join(self._out), []
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            pass  # the reader sees the sealer gone and fails every waiter
+
+    def append_sync(self, event: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+        """Blocking append (start-up, shutdown, reload events from threads): always waits for the fsync."""
+        data = self._frame(event)
+        w = _Waiter()
+        with self._lock:
+            if not self._alive or self._closing:
+                raise self._dead() if not self._closing else JournalError("audit journal is closed")
+            self._next += 1
+            self._waiters[self._next] = w
+            self._out.append(HDR.pack(len(data), _EVENT, self._next) + data)
+            self._send_locked()
+        if not w.done.wait(timeout):
+            raise JournalError("audit journal: timed out waiting for fsync")
+        if w.error:
+            raise w.error
+        return event
+
+    def close(self) -> None:
+        """Flush everything, let the sealer write its final checkpoint, wait for it to exit."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            alive = self._alive
+            if alive:
+                self._out.append(HDR.pack(0, _CLOSE, 0))
+                self._send_locked()
+        if alive:
+            self._reader.join(60)
+        else:
+            while self._restarting:
+                time.sleep(0.05)
+            if self._alive:  # a restart finished meanwhile
+                self._closing = False
+                self.close()
+
+
+def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
+    for f in futs:
+        if not f.done():
+            if err is None:
+                f.set_result(None)
+            else:
+                f.set_exception(err)
+
+
+# --- the sealer process --------------------------------------------------------------------------------
+
+class _SealerJournal(Journal):
+    """A Journal whose waiters are event numbers, acknowledged to the worker per written batch."""
+
+    def __init__(self, settings: AuditSettings, chain: str, sock: socket.socket) -> None:
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        super().__init__(settings, chain)
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = json.dumps(msg, separators=(",", ":")).encode()
+        with self._send_lock:
+            self._sock.sendall(LEN.pack(len(data)) + data)
+
+    def _settle(self, batch: list[tuple[bytes, int, str, Any]], err: BaseException | None) -> None:  # type: ignore[override]
+        ids = [w for *_, w in batch if type(w) is int]
+        if err is not None:
+            if ids:
+                self.send({"fail": _ranges(ids), "error": str(err)})
+            return
+        counts: dict[str, int] = {}
+        for _, _, typ, _ in batch:
+            counts[typ] = counts.get(typ, 0) + 1
+        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts}
+        if self.fsync_s is not None:
+            msg["fsync"] = self.fsync_s
+        self.send(msg)
+
+
+def _serve(fd: int, chain: str, settings_json: str) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the worker closes us (or its exit does); Ctrl-C must not
+    sock = socket.socket(fileno=fd)
+    settings = AuditSettings.model_validate_json(settings_json)
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        try:
+            j = _SealerJournal(settings, chain, sock)
+            break
+        except JournalError as e:
+            if "another process" in str(e) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the sealer of a worker that just died is still writing what it was sent
+                continue
+            msg = json.dumps({"error": str(e)}).encode()
+            sock.sendall(LEN.pack(len(msg)) + msg)
+            return 3
+    j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
+    buf = bytearray()
+    hs = HDR.size
+    loads = pickle.loads
+    closing = False
+    while not closing:
+        data = sock.recv(1 << 20)
+        if not data:
+            break  # the worker is gone: write what it sent, but no final checkpoint (it did not stop cleanly)
+        buf += data
+        pos, n = 0, len(buf)
+        submitted = False
+        while n - pos >= hs:
+            size, op, i = HDR.unpack_from(buf, pos)
+            if n - pos - hs < size:
+                break
+            if op == _CLOSE:
+                closing = True
+                pos += hs
+                break
+            event = loads(buf[pos + hs:pos + hs + size])
+            pos += hs + size
+            try:
+                j._submit(event, i, notify=False)
+                submitted = True
+            except JournalError as e:
+                j.send({"fail": [[i, i]], "error": str(e)})
+        del buf[:pos]
+        if submitted:
+            with j._cond:
+                j._cond.notify()
+    j.close(final=closing)
+    try:
+        j.send({"closed": True, "seq": j.seq})
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

@@ -1,0 +1,108 @@
+"""The sealer process (audit.sealer: process, the default): events sealed and written beside the worker.
+
+Through the real proxy: the sealer killed under traffic fails requests closed (503 audit_unavailable, counted),
+a new sealer resumes the same chain with a recovery checkpoint, and the journal verifies; the worker's
+/metrics shows the fsyncs and events the sealer reports; ``sealer: thread`` writes the same journal in-process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from guard.audit.journal import Journal
+from guard.audit.schema import journal_errors
+from guard.audit.sealer import ProcessJournal
+from guard.audit.seal import keygen
+from tests.audit.proxy_helpers import by_request, chat, journal_events, metric, verify
+
+ROUTES = [{"model": "gpt-*", "upstream": "local"}]
+
+
+def _setup(tmp_path: Path, **kw: Any) -> tuple[dict[str, Any], Path]:
+    priv, pub, _ = keygen(tmp_path / "audit-keys")
+    return {"dir": str(tmp_path / "audit"), "signing_key": str(priv), "checkpoint_events": 20, **kw}, pub
+
+
+def _metrics(g: Any) -> str:
+    return httpx.get(g.admin_url + "/metrics", timeout=10).text
+
+
+def test_a_killed_sealer_refuses_requests_until_a_new_one_resumes_the_chain(
+        guard_factory: Callable[..., Any], tmp_path: Path) -> None:
+    audit, pub = _setup(tmp_path)
+    g = guard_factory(routes=ROUTES, audit=audit)
+    journal = g.runtime.journal
+    assert isinstance(journal, ProcessJournal)
+    first = journal._proc
+    answered: list[str] = []
+    with g.client("app") as c:
+        for i in range(5):
+            r = chat(c, f"before {i}")
+            assert r.status_code == 200
+            answered.append(r.headers["x-guard-request-id"])
+        before = metric(_metrics(g), "guard_fail_closed_total", component="audit")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        deadline = time.monotonic() + 5
+        while journal.healthy and time.monotonic() < deadline:  # the worker notices the sealer is gone
+            time.sleep(0.02)
+        r = chat(c, "while the sealer is down")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable", r.text
+        assert metric(_metrics(g), "guard_fail_closed_total", component="audit") > before
+        deadline = time.monotonic() + 15
+        while True:  # a new sealer starts in the background and resumes the chain
+            r = chat(c, "after")
+            if r.status_code == 200:
+                answered.append(r.headers["x-guard-request-id"])
+                break
+            assert r.status_code == 503 and time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert journal._proc.pid != first.pid
+        assert httpx.get(g.admin_url + "/readyz", timeout=10).status_code == 200
+    g.stop()
+
+    root = Path(audit["dir"])
+    assert journal_errors(root) == []
+    rc, doc = verify(root, pub)
+    assert rc == 0 and doc["ok"], doc
+    assert len(doc["chains"]) == 1 and doc["chains"][0]["closed"], doc  # one chain, continued, then closed
+    events = journal_events(root)
+    recs = by_request(events)
+    assert not [rid for rid in answered if "exchange.started" not in recs.get(rid, {})]
+    recovery = [e["checkpoint"] for e in events if e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "recovery"]
+    assert recovery and recovery[-1]["recovery"].get("unclean_stop") is True, recovery
+
+
+def test_the_worker_reports_what_its_sealer_wrote_in_its_metrics(guard_factory: Callable[..., Any],
+                                                                   tmp_path: Path) -> None:
+    audit, _ = _setup(tmp_path, durability="fsync")
+    g = guard_factory(routes=ROUTES, audit=audit)
+    m0 = _metrics(g)
+    with g.client("app") as c:
+        for i in range(6):
+            assert chat(c, f"hello {i}").status_code == 200
+    m1 = _metrics(g)
+    fsyncs = metric(m1, "guard_audit_fsync_duration_seconds_count") - metric(m0, "guard_audit_fsync_duration_seconds_count")
+    started = (metric(m1, "guard_audit_events_total", type="exchange.started")
+               - metric(m0, "guard_audit_events_total", type="exchange.started"))
+    assert fsyncs >= 6 and started == 6  # fsync durability: each sequential request waited for its own fsync
+
+
+def test_the_thread_sealer_writes_the_same_verifiable_journal(guard_factory: Callable[..., Any],
+                                                              tmp_path: Path) -> None:
+    audit, pub = _setup(tmp_path, sealer="thread")
+    g = guard_factory(routes=ROUTES, audit=audit)
+    assert type(g.runtime.journal) is Journal
+    with g.client("app") as c:
+        ids = [chat(c, f"hello {i}").headers["x-guard-request-id"] for i in range(4)]
+    g.stop()
+    root = Path(audit["dir"])
+    rc, doc = verify(root, pub)
+    assert rc == 0 and doc["ok"] and doc["chains"][0]["closed"], doc
+    recs = by_request(journal_events(root))
+    assert all({"exchange.started", "exchange.completed"} <= set(recs[i]) for i in ids)
