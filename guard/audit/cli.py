@@ -37,10 +37,13 @@ def register(subparsers: Any) -> None:
     v.add_argument("--json", action="store_true", help="machine-readable report")
     v.add_argument("--manifest", type=Path, help="also check an export's manifest, its file, and that the "
                                                   "journal holds exactly those events for its range")
-    v.add_argument("--jobs", type=int, default=None, help="processes for signature checks (default: CPUs)")
+    v.add_argument("--jobs", type=int, default=None,
+                   help="processes; chains and segments are checked in parallel and stitched in order, with the "
+                        "same report for any number (default: all CPUs; 1: in this process)")
     v.add_argument("--signatures", choices=("all", "checkpoints"), default="all",
-                   help="all: every event's signature (default); checkpoints: every hash and link, signatures of "
-                        "checkpoints and segment ends only (several times faster, still detects any change)")
+                   help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
+                        "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
+                        "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)")
     v.set_defaults(func=cmd_verify)
 
     e = sub.add_parser("export", help="export a time range with a signed manifest")
@@ -96,6 +99,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _err(f"cannot load public keys: {e}")
     if not keys:
         return _err("no public keys found")
+    if args.jobs is not None and args.jobs < 1:
+        return _err("--jobs must be 1 or more")
     t0 = time.perf_counter()
     progress = (lambda n: print(f"\rverify: {n} events", end="", file=sys.stderr)) if sys.stderr.isatty() else None
     report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures)
