@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
@@ -67,7 +68,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 class ProcessJournal:
-    """The ``Journal`` API with sealing and writing in a sealer process (one per worker, one chain each)."""
+    """The ``Journal`` API with sealing and writing in a sealer process (one per worker, one chain each).
+
+    Acknowledgements are read by the worker's event loop (a reader on the socket), so a durable event wakes
+    its request without a thread hand-off; synchronous callers read the socket themselves when no loop can.
+    """
 
     def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None) -> None:
         self.settings = settings
@@ -75,7 +80,8 @@ class ProcessJournal:
         self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
         self.dir = layout.chains_dir(self.root) / self.chain
         self._fsync = settings.durability == "fsync"
-        self._lock = threading.Lock()  # frame order on the socket; waiters table
+        self._lock = threading.Lock()  # frame order on the socket; the waiters table
+        self._rlock = threading.Lock()  # one reader of the socket at a time
         self._waiters: dict[int, Any] = {}
         self._out: list[bytes] = []
         self._flush_due = False
@@ -83,8 +89,12 @@ class ProcessJournal:
         self._alive = False
         self._healthy = False
         self._closing = False
+        self._closed = threading.Event()
         self._restarting = False
         self._died_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._rbuf = bytearray()
         self.seq = 0
         self.key_id = ""
         self._spawn()
@@ -109,7 +119,7 @@ class ProcessJournal:
         theirs.close()
         ours.settimeout(_START_TIMEOUT_S)
         try:
-            hello = self._read(ours)
+            hello = _read_message(ours)
         except OSError:
             hello = None
         if not hello or "ready" not in hello:
@@ -121,59 +131,96 @@ class ProcessJournal:
             tm.AUDIT_WRITE_FAILURES.inc()
             raise JournalError((hello or {}).get("error") or "audit sealer did not start")
         ours.settimeout(None)
-        self._sock, self._proc = ours, proc
-        self.seq, self.key_id = int(hello["seq"]), hello["key_id"]
-        self._alive = self._healthy = True
-        self._reader = threading.Thread(target=self._recv_loop, args=(ours, proc), name=f"audit-sealer-{self.chain}",
-                                        daemon=True)
-        self._reader.start()
-
-    @staticmethod
-    def _read(sock: socket.socket) -> dict[str, Any] | None:
-        head = _recv_exact(sock, LEN.size)
-        if head is None:
-            return None
-        body = _recv_exact(sock, LEN.unpack(head)[0])
-        return None if body is None else json.loads(body)
-
-    def _recv_loop(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
-        while True:
-            try:
-                msg = self._read(sock)
-            except OSError:
-                msg = None
-            if msg is None:
-                break
-            if "ok" in msg:
-                self.seq = msg["seq"]
-                self._healthy = True
-                if "fsync" in msg:
-                    tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
-                for typ, n in msg.get("n", {}).items():
-                    tm.AUDIT_EVENTS.labels(typ).inc(n)
-                self._settle(msg["ok"], None)
-            elif "fail" in msg:
-                self._healthy = False
-                tm.AUDIT_WRITE_FAILURES.inc()
-                self._settle(msg["fail"], JournalError(msg.get("error") or "audit journal write failed"))
-            elif "closed" in msg:
-                break
         with self._lock:
+            self._sock, self._proc = ours, proc
+            self._rbuf = bytearray()
+            self._loop = None  # the next append attaches its loop's reader to this socket
+            self.seq, self.key_id = int(hello["seq"]), hello["key_id"]
+            self._alive = self._healthy = True
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Read acknowledgements on ``loop`` (called on its thread, by the first append there)."""
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        loop.add_reader(self._sock.fileno(), self._on_readable, self._sock)
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        if sock is not self._sock or not self._rlock.acquire(blocking=False):
+            return  # an old socket (a new sealer took over), or a synchronous caller is reading right now
+        try:
+            self._take(sock, socket.MSG_DONTWAIT)
+        finally:
+            self._rlock.release()
+
+    def _take(self, sock: socket.socket, flags: int) -> None:
+        """Read what the socket holds (under _rlock) and act on every whole message."""
+        try:
+            data = sock.recv(1 << 20, flags)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._gone(sock)
+            return
+        buf = self._rbuf
+        buf += data
+        pos, n, size = 0, len(buf), LEN.size
+        while n - pos >= size:
+            length = LEN.unpack_from(buf, pos)[0]
+            if n - pos - size < length:
+                break
+            self._dispatch(json.loads(bytes(buf[pos + size:pos + size + length])))
+            pos += size + length
+        del buf[:pos]
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "ok" in msg:
+            self.seq = msg["seq"]
+            self._healthy = True
+            if "fsync" in msg:
+                tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
+            for typ, n in msg.get("n", {}).items():
+                tm.AUDIT_EVENTS.labels(typ).inc(n)
+            self._settle(msg["ok"], None)
+        elif "fail" in msg:
+            self._healthy = False
+            tm.AUDIT_WRITE_FAILURES.inc()
+            self._settle(msg["fail"], JournalError(msg.get("error") or "audit journal write failed"))
+        elif "closed" in msg:
+            self.seq = msg.get("seq", self.seq)
+            self._closed.set()
+
+    def _gone(self, sock: socket.socket) -> None:
+        """The sealer closed its end: fail what it did not acknowledge; a new one starts on the next append."""
+        with self._lock:
+            if sock is not self._sock or not self._alive:
+                return
             expected = self._closing
             self._alive = self._healthy = False
-            left = list(self._waiters)
+            left = sorted(self._waiters)
+            loop, proc = self._loop, self._proc
         if not expected:
             tm.AUDIT_WRITE_FAILURES.inc()
             self._died_at = time.monotonic()
-        self._settle(_ranges(sorted(left)), JournalError("audit sealer process exited"))
-        sock.close()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        self._settle(_ranges(left), JournalError("audit sealer process exited"))
+        self._closed.set()
+
+        def release() -> None:
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(sock.fileno())
+            sock.close()
+
+        if loop is None or loop.is_closed() or threading.get_ident() == self._loop_thread:
+            release()
+        else:
+            try:
+                loop.call_soon_threadsafe(release)
+            except RuntimeError:
+                sock.close()
+        threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
     def _settle(self, ranges: list[list[int]], err: BaseException | None) -> None:
-        by_loop: dict[Any, list[Any]] = {}
+        futs: list[Any] = []
         with self._lock:
             pop = self._waiters.pop
             for a, b in ranges:
@@ -185,12 +232,45 @@ class ProcessJournal:
                         w.error = err
                         w.done.set()
                     else:
-                        by_loop.setdefault(w[0], []).append(w[1])
-        for loop, futs in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, futs, err)
-            except RuntimeError:
-                pass  # loop closed
+                        futs.append(w)
+        if not futs:
+            return
+        here = threading.get_ident() == self._loop_thread
+        by_loop: dict[Any, list[Any]] = {}
+        for loop, fut in futs:
+            by_loop.setdefault(loop, []).append(fut)
+        for loop, fs in by_loop.items():
+            if here and loop is self._loop:
+                _resolve(fs, err)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_resolve, fs, err)
+                except RuntimeError:
+                    pass  # loop closed
+
+    def _wait(self, done: threading.Event, timeout: float | None) -> bool:
+        """Block until ``done``: the loop's reader delivers it if a loop runs on another thread; otherwise
+        (no loop yet or any more, or called on the loop's own thread) read the socket here."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.is_set():
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            loop = self._loop
+            if loop is not None and loop.is_running() and threading.get_ident() != self._loop_thread:
+                done.wait(left)
+                continue
+            sock = self._sock
+            with self._rlock:
+                if done.is_set() or not self._alive:
+                    break
+                try:
+                    ready = select.select([sock], [], [], left)[0]
+                except (OSError, ValueError):
+                    ready = [sock]
+                if ready:
+                    self._take(sock, 0)
+        return done.is_set()
 
     def _respawn(self) -> None:
         try:
@@ -229,6 +309,8 @@ class ProcessJournal:
         with self._lock:
             if not self._alive or self._closing:
                 raise self._dead() if not self._closing else JournalError("audit journal is closed")
+            if self._loop is not loop:
+                self._attach(loop)
             self._next += 1
             i = self._next
             if self._fsync or not self._healthy:  # after a failure, batch mode waits too: recovery may fail
@@ -267,7 +349,7 @@ class ProcessJournal:
             self._waiters[self._next] = w
             self._out.append(HDR.pack(len(data), _EVENT, self._next) + data)
             self._send_locked()
-        if not w.done.wait(timeout):
+        if not self._wait(w.done, timeout):
             raise JournalError("audit journal: timed out waiting for fsync")
         if w.error:
             raise w.error
@@ -283,14 +365,31 @@ class ProcessJournal:
             if alive:
                 self._out.append(HDR.pack(0, _CLOSE, 0))
                 self._send_locked()
-        if alive:
-            self._reader.join(60)
-        else:
+        if not alive:
             while self._restarting:
                 time.sleep(0.05)
             if self._alive:  # a restart finished meanwhile
                 self._closing = False
                 self.close()
+            return
+        self._wait(self._closed, 60.0)
+        self._gone(self._sock)
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _read_message(sock: socket.socket) -> dict[str, Any] | None:
+    head = _recv_exact(sock, LEN.size)
+    if head is None:
+        return None
+    body = _recv_exact(sock, LEN.unpack(head)[0])
+    return None if body is None else json.loads(body)
 
 
 def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
@@ -305,17 +404,20 @@ def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None
 # --- the sealer process --------------------------------------------------------------------------------
 
 class _SealerJournal(Journal):
-    """A Journal whose waiters are event numbers, acknowledged to the worker per written batch."""
+    """A Journal run by one thread: the sealer's loop reads frames, seals them, writes and fsyncs each group
+    (everything that arrived while the previous fsync ran) and acknowledges it, with no thread hand-off.
+    Waiters are event numbers."""
 
     def __init__(self, settings: AuditSettings, chain: str, sock: socket.socket) -> None:
         self._sock = sock
-        self._send_lock = threading.Lock()
         super().__init__(settings, chain)
+
+    def _run(self) -> None:  # no writer thread: serve() writes
+        return
 
     def send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, separators=(",", ":")).encode()
-        with self._send_lock:
-            self._sock.sendall(LEN.pack(len(data)) + data)
+        self._sock.sendall(LEN.pack(len(data)) + data)
 
     def _settle(self, batch: list[tuple[bytes, int, str, Any]], err: BaseException | None) -> None:  # type: ignore[override]
         ids = [w for *_, w in batch if type(w) is int]
@@ -330,6 +432,32 @@ class _SealerJournal(Journal):
         if self.fsync_s is not None:
             msg["fsync"] = self.fsync_s
         self.send(msg)
+
+    def write_pending(self) -> None:
+        with self._cond:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._write(batch)
+
+    def tick(self) -> float:
+        """Seal an interval checkpoint when one is due; seconds until the next is due."""
+        due = self.settings.checkpoint_seconds - (time.monotonic() - self._cp_time)
+        if due <= 0:
+            with self._cond:
+                if self._since_cp and self._healthy:
+                    self._seal_checkpoint("interval")
+                else:
+                    self._cp_time = time.monotonic()
+            due = self.settings.checkpoint_seconds
+        return due
+
+    def finish(self, final: bool) -> None:
+        with self._cond:
+            if self._healthy and final:
+                self._seal_checkpoint("close", final=True)
+            self._closing = True
+        self.write_pending()
+        self._release()
 
 
 def _serve(fd: int, chain: str, settings_json: str) -> int:
@@ -350,37 +478,50 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
             sock.sendall(LEN.pack(len(msg)) + msg)
             return 3
     j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
+    j.write_pending()  # a recovery checkpoint sealed on resume
+    window = settings.batch_window_ms / 1000.0 if settings.durability == "batch" else 0.0
     buf = bytearray()
     hs = HDR.size
     loads = pickle.loads
-    closing = False
-    while not closing:
-        data = sock.recv(1 << 20)
-        if not data:
-            break  # the worker is gone: write what it sent, but no final checkpoint (it did not stop cleanly)
-        buf += data
-        pos, n = 0, len(buf)
-        submitted = False
-        while n - pos >= hs:
-            size, op, i = HDR.unpack_from(buf, pos)
-            if n - pos - hs < size:
-                break
-            if op == _CLOSE:
-                closing = True
-                pos += hs
-                break
-            event = loads(buf[pos + hs:pos + hs + size])
-            pos += hs + size
-            try:
-                j._submit(event, i, notify=False)
-                submitted = True
-            except JournalError as e:
-                j.send({"fail": [[i, i]], "error": str(e)})
-        del buf[:pos]
-        if submitted:
-            with j._cond:
-                j._cond.notify()
-    j.close(final=closing)
+    closing = eof = False
+    first_pending = 0.0  # when the oldest unwritten event arrived (durability batch)
+    while not (closing or eof):
+        timeout = j.tick()
+        if j._pending and window:
+            timeout = min(timeout, max(0.0, first_pending + window - time.monotonic()))
+        if select.select([sock], [], [], timeout)[0]:
+            while True:  # everything that is there now: one group
+                try:
+                    data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    eof = True  # the worker is gone: write what it sent, but no final checkpoint
+                    break
+                buf += data
+                if len(data) < (1 << 20):
+                    break
+            pos, n = 0, len(buf)
+            while n - pos >= hs:
+                size, op, i = HDR.unpack_from(buf, pos)
+                if n - pos - hs < size:
+                    break
+                if op == _CLOSE:
+                    closing = True
+                    pos += hs
+                    break
+                event = loads(buf[pos + hs:pos + hs + size])
+                pos += hs + size
+                try:
+                    if not j._pending:
+                        first_pending = time.monotonic()
+                    j._submit(event, i, notify=False)
+                except JournalError as e:
+                    j.send({"fail": [[i, i]], "error": str(e)})
+            del buf[:pos]
+        if j._pending and (not window or closing or eof or time.monotonic() - first_pending >= window):
+            j.write_pending()
+    j.finish(final=closing)
     try:
         j.send({"closed": True, "seq": j.seq})
     except OSError:

@@ -135,6 +135,10 @@ def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(gua
 
 def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
     g = guard_process(workers=2)
+    deadline = time.monotonic() + 20
+    while sum(e["type"] == "guard.started" for e in g.events()) < 2:  # both workers are serving
+        assert time.monotonic() < deadline, "a worker did not start"
+        time.sleep(0.1)
     with g.client() as c:
         for _ in range(40):
             assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
