@@ -1,5 +1,9 @@
 """Audit benchmarks: journal appends (group-commit fsync, one core), forwarding to a local HEC receiver,
-and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only]`` prints a table and JSON.
+and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only | --append-only]`` prints a table and JSON.
+
+Appends are measured for both journals: the in-process one (``audit.sealer: thread``, writer and event loop
+on one core) and the default sealer process pinned to one core (the worker's loop on the other). The paced
+latency scenario is what the journal adds to a request at 16 connections.
 
 Verification runs on a journal of its own (200,000 events; 20,000 with --quick) in both signature modes,
 with one process and with one per CPU, and once through the ``guard audit verify`` command line.
@@ -103,6 +107,80 @@ def bench_latency(root: Path, durability: str, n: int = 2000, concurrency: int =
             "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
 
 
+def bench_append_process(root: Path, n: int, concurrency: int = 256, durability: str = "fsync") -> dict[str, Any]:
+    """The default journal (audit.sealer: process): appends from ``concurrency`` tasks on one core, the sealer
+    process (sealing, writing, group-commit fsync) pinned to the other: events/s is the sealer's, on one core."""
+    from guard.audit.sealer import ProcessJournal
+
+    cores = sorted(os.sched_getaffinity(0))
+    j = ProcessJournal(AuditSettings(dir=root, durability=durability), "bench-process")  # type: ignore[arg-type]
+    pid = j._proc.pid
+    if len(cores) > 1:
+        os.sched_setaffinity(pid, {cores[-1]})
+    events = [_event(i) for i in range(n)]
+    per = n // concurrency
+
+    async def run() -> float:
+        async def worker(k: int) -> None:
+            for e in events[k * per:(k + 1) * per]:
+                await j.append(e)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        return time.perf_counter() - t0
+
+    s0, c0 = _proc_cpu(pid), _cpu()
+    dt = asyncio.run(run())
+    sealer, worker = _proc_cpu(pid) - s0, _cpu() - c0
+    j.close()
+    done = per * concurrency
+    return {"events": done, "durability": durability, "seconds": round(dt, 3), "append_events_per_s": round(done / dt),
+            "sealer_cpu_us_per_event": round(sealer / done * 1e6, 1),
+            "worker_cpu_us_per_event": round(worker / done * 1e6, 1)}
+
+
+def bench_paced_latency(root: Path, sealer: str, durability: str, clients: int = 16, pause_ms: float = 4.0,
+                        seconds: float = 4.0) -> dict[str, Any]:
+    """What the journal adds to a request at 16 connections: 16 clients, each appending one event and then
+    pausing a random time (exponential, mean ``pause_ms``: about the event rate the proxy reaches at 16
+    connections, clients not in step), p50/p99 append latency."""
+    import random
+
+    rnd = random.Random(7)
+    from guard.audit.sealer import ProcessJournal
+
+    settings = AuditSettings(dir=root, durability=durability, sealer=sealer)  # type: ignore[arg-type]
+    j = ProcessJournal(settings, f"paced-{sealer}-{durability}") if sealer == "process" else \
+        Journal(settings, f"paced-{sealer}-{durability}")
+    lat: list[float] = []
+
+    async def run() -> None:
+        end = time.perf_counter() + seconds
+
+        async def client(k: int) -> None:
+            i = 0
+            while time.perf_counter() < end:
+                e = _event(i)
+                t0 = time.perf_counter()
+                await j.append(e)
+                lat.append((time.perf_counter() - t0) * 1000)
+                i += 1
+                await asyncio.sleep(rnd.expovariate(1000 / pause_ms))
+
+        await asyncio.gather(*(client(k) for k in range(clients)))
+
+    asyncio.run(run())
+    j.close()
+    lat.sort()
+    return {"sealer": sealer, "durability": durability, "clients": clients, "events_per_s": round(len(lat) / seconds),
+            "p50_ms": round(lat[len(lat) // 2], 3), "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
     """Deliver the whole journal to a HEC receiver running in another process."""
     rx = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -180,7 +258,7 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run(quick: bool = False, verify_only: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, verify_only: bool = False, append_only: bool = False) -> dict[str, Any]:
     n = 20_000 if quick else 100_000
     n_verify = 20_000 if quick else 200_000
     cpus = len(os.sched_getaffinity(0))
@@ -195,9 +273,15 @@ def run(quick: bool = False, verify_only: bool = False) -> dict[str, Any]:
             finally:
                 os.sched_setaffinity(0, allowed)
             total = out["append"]["events"] + 3
+            out["append_process"] = bench_append_process(Path(tmp) / "process", n)
             out["forward"] = bench_forward(root, total)
             out["latency"] = [bench_latency(Path(tmp) / "lat", d) for d in ("fsync", "batch")]
+            out["paced_latency"] = [bench_paced_latency(Path(tmp) / "paced", s, d)
+                                    for s in ("process", "thread") for d in ("fsync", "batch")]
             out["fsync_ms"] = _fsync_ms(Path(tmp))
+        if append_only:
+            out["targets"] = TARGETS
+            return out
         vroot = Path(tmp) / "verify"
         bench_append(vroot, n_verify + 256)  # a journal for verification only (after the append figures are taken)
         out.update(verify_scenarios(vroot, cpus))
@@ -237,26 +321,38 @@ def _table(r: dict[str, Any]) -> str:
                   r["append"]["append_events_per_cpu_s"], TARGETS["append_events_per_s"]),
                  ("forwarder -> local HEC receiver", r["forward"]["forward_events_per_s"],
                   r["forward"]["forward_events_per_cpu_s"], TARGETS["forward_events_per_s"])]
-    for key, name in (("verify_1core", "verify --signatures all, --jobs 1 (1 core)"),
+    if "append_process" in r:
+        a = r["append_process"]
+        rows.append(("journal append, sealer process on 1 core, fsync", a["append_events_per_s"],
+                     round(1e6 / a["sealer_cpu_us_per_event"]) if a["sealer_cpu_us_per_event"] else "",
+                     TARGETS["append_events_per_s"]))
+    for key, name in () if "verify_1core" not in r else (("verify_1core", "verify --signatures all, --jobs 1 (1 core)"),
                       ("verify_all_cores", f"verify --signatures all, --jobs {r['cpus']}"),
                       ("verify_checkpoints_1core", "verify --signatures checkpoints, --jobs 1 (1 core)"),
                       ("verify_checkpoints_all_cores", f"verify --signatures checkpoints, --jobs {r['cpus']}")):
         rows.append((name, r[key]["verify_events_per_s"], r[key]["verify_events_per_cpu_s"], t))
-    rows.append(("`guard audit verify` CLI, checkpoints, default jobs", r["verify_cli_checkpoints"]["verify_events_per_s"],
-                 "", t))
-    lines = [f"verify journal: {r['verify_journal']['events']:,} events, {r['verify_journal']['bytes'] / 2**20:.0f} MiB, "
-             f"{r['verify_journal']['segments']} segments; {r['cpus']} CPUs ({r['cpu']})",
-             f"{'scenario':<54}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 88]
+    lines = []
+    if "verify_cli_checkpoints" in r:
+        rows.append(("`guard audit verify` CLI, checkpoints, default jobs",
+                     r["verify_cli_checkpoints"]["verify_events_per_s"], "", t))
+        lines.append(f"verify journal: {r['verify_journal']['events']:,} events, "
+                     f"{r['verify_journal']['bytes'] / 2**20:.0f} MiB, {r['verify_journal']['segments']} segments")
+    lines += [f"{r['cpus']} CPUs ({r['cpu']})",
+              f"{'scenario':<54}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 88]
     lines += [f"{name:<54}{v:>12,}{c if c == '' else f'{c:,}':>12}{tg:>10,}" for name, v, c, tg in rows]
     for x in r.get("latency", []):
         lines.append(f"append latency, durability={x['durability']}, {x['concurrency']} concurrent: "
                      f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
+    for x in r.get("paced_latency", []):
+        lines.append(f"append latency at ~{x['events_per_s']:,} events/s from {x['clients']} clients, sealer={x['sealer']}, "
+                     f"durability={x['durability']}: p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
     if "fsync_ms" in r:
         lines.append(f"one fdatasync on this disk: {r['fsync_ms']} ms")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    result = run(quick="--quick" in sys.argv, verify_only="--verify-only" in sys.argv)
+    result = run(quick="--quick" in sys.argv, verify_only="--verify-only" in sys.argv,
+                 append_only="--append-only" in sys.argv)
     print(_table(result))
     print(json.dumps(result, indent=2))
