@@ -28,8 +28,7 @@ def exposition_registry() -> CollectorRegistry:
 
 _LAT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-REQUESTS = Counter("guard_requests_total", "Requests by api, operation, model, decision and status",
-                   ["api", "operation", "model", "decision", "status"], registry=REGISTRY)
+
 class _FastHistogram:
     """A labelled histogram for the request path: an observation is a bisect and two list increments, with
     no lock (only the event loop's thread observes). prometheus_client's Histogram takes a lock per bucket
@@ -69,16 +68,64 @@ class _FastHistogram:
 
 
 class _FastChild:
-    __slots__ = ("counts", "sum", "_h")
+    __slots__ = ("counts", "sum", "_bisect", "_bounds")
 
     def __init__(self, h: _FastHistogram) -> None:
         self.counts = [0] * (len(h.bounds) + 1)
         self.sum = 0.0
-        self._h = h
+        self._bisect, self._bounds = h._bisect, h.bounds
 
     def observe(self, v: float) -> None:
-        self.counts[self._h._bisect(self._h.bounds, v)] += 1
+        self.counts[self._bisect(self._bounds, v)] += 1
         self.sum += v
+
+
+class _FastCounter:
+    """A labelled counter for the request path, lock-free like _FastHistogram (one thread increments)."""
+
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
+        self.name, self.doc, self.labelnames = name, doc, tuple(labels)
+        self._series: dict[tuple[str, ...], _FastCount] = {}
+
+    def labels(self, *values: str) -> "_FastCount":
+        c = self._series.get(values)
+        if c is None:
+            c = self._series[values] = _FastCount()
+        return c
+
+    def collect(self) -> list:
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily(self.name.removesuffix("_total"), self.doc, labels=self.labelnames)
+        for values, c in list(self._series.items()):
+            fam.add_metric(list(values), c.value)
+        return [fam]
+
+    def describe(self) -> list:
+        from prometheus_client.core import CounterMetricFamily
+
+        return [CounterMetricFamily(self.name.removesuffix("_total"), self.doc, labels=self.labelnames)]
+
+
+class _FastCount:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("counters only go up")
+        self.value += amount
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> object:
+    """Request-path counters: lock-free in one process, the shared-file Counter with several workers."""
+    if MULTIPROCESS:
+        return Counter(name, doc, labels, registry=REGISTRY)
+    c = _FastCounter(name, doc, labels)
+    REGISTRY.register(c)  # type: ignore[arg-type]
+    return c
 
 
 def _histogram(name: str, doc: str, labels: list[str]) -> object:
@@ -89,6 +136,8 @@ def _histogram(name: str, doc: str, labels: list[str]) -> object:
     return h
 
 
+REQUESTS = _counter("guard_requests_total", "Requests by api, operation, model, decision and status",
+                    ["api", "operation", "model", "decision", "status"])
 STAGE_SECONDS = _histogram("guard_stage_duration_seconds", "Latency per pipeline stage", ["stage"])
 REQUEST_SECONDS = _histogram("guard_request_duration_seconds", "Whole-request latency", ["api", "operation"])
 SCREEN_RESULTS = Counter("guard_screen_results_total", "Screen outcomes by screen, direction, status and action",
@@ -116,7 +165,7 @@ POLICY_ERRORS = Counter("guard_policy_rule_errors_total", "Rules whose expressio
 SHADOW_DISAGREEMENTS = Counter("guard_shadow_disagreements_total",
                                "Requests where the shadow policy decided differently", ["stage"],
                                registry=REGISTRY)
-TOKENS = Counter("guard_tokens_total", "Token usage reported by upstreams", ["model", "kind"], registry=REGISTRY)
+TOKENS = _counter("guard_tokens_total", "Token usage reported by upstreams", ["model", "kind"])
 FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a control could not do its job",
                       ["component"], registry=REGISTRY)
 

@@ -41,7 +41,8 @@ ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
 
 
 def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
-                 policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True) -> Path:
+                 policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True,
+                 sealer: str = "process") -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
@@ -63,7 +64,7 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
         "routes": [{"model": "*", "upstream": "local"}],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)], "watch": False},
         "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
-        "audit": {"dir": str(d / f"audit-{port}"), "durability": durability},
+        "audit": {"dir": str(d / f"audit-{port}"), "durability": durability, "sealer": sealer},
         "workers": workers,
         "telemetry": {"metrics": metrics},
     }
@@ -92,8 +93,36 @@ GUARDS = [
     ("guard-http-nometrics", False, {"metrics": False}),
     ("guard-http-fsync", False, {"durability": "fsync"}),
     ("guard-http-w2", False, {"workers": 2}),
+    ("guard-http-thread", False, {"sealer": "thread"}),  # audit sealed in the worker (no sealer process)
+    ("guard-http-w2-thread", False, {"workers": 2, "sealer": "thread"}),
     ("guard-mtls", True, {}),
 ]
+
+
+def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
+    """Metrics' share of throughput, measured by alternating Guard with and without request-path metrics at
+    16 connections (``rounds`` times each, medians compared): one pass each is within the box's noise."""
+    up_stack: list = []
+    from contextlib import ExitStack
+
+    with ExitStack() as es:
+        up, _ = _upstream(d, up_stack)
+        for p in up_stack:
+            es.enter_context(p)
+        seen: dict[str, list[float]] = {"metrics": [], "no-metrics": []}
+        for name, kw in (("metrics", {}), ("no-metrics", {"metrics": False})):
+            (d / f"mc-{name}").mkdir(exist_ok=True)
+        for _ in range(rounds):
+            for name, kw in (("metrics", {}), ("no-metrics", {"metrics": False})):
+                with _guard(d, up, False, kw) as (url, headers, _p):
+                    script = wrk_script(d / f"mc-{name}", CHAT_BODY, headers)
+                    wrk(url + "/v1/chat/completions", script, 4, 1)
+                    r = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
+                    seen[name].append(r["rps"])
+                    print(f"  {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+    on, off = statistics.median(seen["metrics"]), statistics.median(seen["no-metrics"])
+    return {"rps": seen, "median_metrics": on, "median_no_metrics": off,
+            "metrics_cost_pct_c16": round((1 - on / off) * 100, 1)}
 
 
 @contextmanager
@@ -229,6 +258,9 @@ def _ratios(rows: list[dict]) -> dict[str, float]:
     out["metrics_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nom) * 100, 1) if nom else float("nan")
     one = _get(rows, "guard-http", 64, "rps")
     out["workers2_vs_1_rps_c64"] = round(_get(rows, "guard-http-w2", 64, "rps") / one, 3) if one else float("nan")
+    one_t = _get(rows, "guard-http-thread", 64, "rps")
+    out["workers2_vs_1_rps_c64_sealer_thread"] = (round(_get(rows, "guard-http-w2-thread", 64, "rps") / one_t, 3)
+                                                  if one_t else float("nan"))
     lit = _get(rows, "litellm", 16, "rps")
     out["guard-mtls_vs_litellm_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
     d50 = _get(rows, "direct", 1, "p50_ms")
@@ -375,6 +407,10 @@ def main() -> int:
             print(table(results["core"]["rows"], ["target", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
             print(json.dumps({k: results["core"][k] for k in ("ratios", "ttfb", "rss") if k in results["core"]},
                              indent=2))
+        if not only or "metrics" in only:
+            print("metrics cost (alternating runs) ...", file=sys.stderr)
+            results["metrics"] = metrics_cost(Path(tmp))
+            print(json.dumps({k: v for k, v in results["metrics"].items() if k != "rps"}, indent=2))
         if not only or "screens" in only:
             print("screens through the proxy ...", file=sys.stderr)
             results["screens"] = screens(Path(tmp))
