@@ -138,11 +138,11 @@ def _hmac_key(settings: Any) -> bytes:
         return v.encode()
     path = Path(settings.hash_key_file) if settings.hash_key_file else Path(settings.dir) / "keys" / "content-hmac.key"
     if not path.exists():
+        from guard.audit.seal import _write_private
+
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
+            _write_private(path, secrets.token_bytes(32))  # atomic: workers starting together race for it
         except FileExistsError:
             pass
     return path.read_bytes()

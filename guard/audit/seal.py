@@ -212,11 +212,20 @@ def load_public_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Create ``path`` (mode 0600) holding ``data``, atomically: another process sees no file or the whole
+    file, never a half-written one (workers starting together race to create the same key). Raises
+    FileExistsError when it already exists."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)  # fails if the file exists: the first writer wins, whole
+    finally:
+        os.unlink(tmp)
 
 
 def keygen(out: Path) -> tuple[Path, Path, str]:
