@@ -25,11 +25,12 @@ _PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
 
 def uuid7(ns: int | None = None) -> str:
     """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version 7, 74 random bits (time-ordered ids)."""
-    ms = (time.time_ns() if ns is None else ns) // 1_000_000
-    r = int.from_bytes(os.urandom(10), "big")
-    n = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | (r >> 68 & 0xFFF) << 64 | 0b10 << 62 | (r & ((1 << 62) - 1))
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    t = f"{((time.time_ns() if ns is None else ns) // 1_000_000) & 0xFFFFFFFFFFFF:012x}"
+    r = os.urandom(10).hex()  # 80 random bits; 74 are kept: rand_a (12), rand_b (62: variant 10 + 2 + 60)
+    return f"{t[:8]}-{t[8:]}-7{r[1:4]}-{_VARIANT[r[4]]}{r[5:8]}-{r[8:]}"
+
+
+_VARIANT = {h: "89ab"[int(h, 16) & 3] for h in "0123456789abcdef"}
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted: one strftime per second, not per event
@@ -56,12 +57,18 @@ def new_event(type: str, **fields: Any) -> dict[str, Any]:
 
 
 def principal_summary(principal: Any) -> dict[str, Any] | None:
-    """Principal fields the journal keeps (never the certificate itself)."""
+    """Principal fields the journal keeps (never the certificate itself). Kept on the Principal (they are
+    cached per certificate), so every event of a client shares one dict: nothing may mutate it."""
     if principal is None:
         return None
-    attrs = principal.attrs() if hasattr(principal, "attrs") else dict(principal)
-    out = {k: attrs.get(k, "" if k != "ou" else []) for k in _PRINCIPAL_KEYS}
-    out["ou"] = list(out["ou"] or [])
+    cache = getattr(principal, "__dict__", None)
+    out = cache.get("_audit_summary") if cache is not None else None
+    if out is None:
+        attrs = principal.attrs() if hasattr(principal, "attrs") else dict(principal)
+        out = {k: attrs.get(k, "" if k != "ou" else []) for k in _PRINCIPAL_KEYS}
+        out["ou"] = list(out["ou"] or [])
+        if cache is not None and hasattr(principal, "attrs"):
+            cache["_audit_summary"] = out
     return out
 
 
@@ -148,12 +155,25 @@ def _hmac_key(settings: Any) -> bytes:
     return path.read_bytes()
 
 
-def _exchange_common(ex: Any) -> dict[str, Any]:
-    return {
-        "request_id": ex.request_id, "trace_id": ex.trace_id or None,
-        "principal": principal_summary(ex.principal), "client_ip": ex.client_ip or None,
-        "api": ex.api, "operation": ex.operation, "model": ex.model, "upstream": ex.upstream or None,
-    }
+def _exchange_head(type: str, ex: Any) -> dict[str, Any]:
+    """The members every exchange event starts with (absent rather than null, as new_event does)."""
+    ns = time.time_ns()
+    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type,
+                          "request_id": ex.request_id}
+    if ex.trace_id:
+        ev["trace_id"] = ex.trace_id
+    p = principal_summary(ex.principal)
+    if p is not None:
+        ev["principal"] = p
+    if ex.client_ip:
+        ev["client_ip"] = ex.client_ip
+    for k, v in (("api", ex.api), ("operation", ex.operation), ("model", ex.model)):
+        if v is not None:
+            ev[k] = v
+    if ex.upstream:
+        ev["upstream"] = ex.upstream
+    ev["stream"] = bool(ex.stream)
+    return ev
 
 
 def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -168,20 +188,24 @@ def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any
 
 
 def _stages(ex: Any, extra: dict[str, float] | None = None) -> dict[str, float]:
-    st = {k: round(float(v), 3) for k, v in (ex.stage_ms or {}).items()}
-    st.update({k: round(float(v), 3) for k, v in (extra or {}).items()})
+    st = {k: round(v, 3) for k, v in (ex.stage_ms or {}).items()}
+    if extra:
+        st.update({k: round(float(v), 3) for k, v in extra.items()})
     return st
 
 
 def exchange_started(ex: Any, capture: ContentCapture | None = None, prompt: str | None = None,
                      shadow: dict[str, Any] | None = None) -> dict[str, Any]:
     """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange."""
-    return new_event(
-        "exchange.started", **_exchange_common(ex), stream=bool(ex.stream),
-        decisions=decisions_of(ex, shadow), screens=[v.to_audit() for v in ex.verdicts if v.direction == "prompt"],
-        request={"bytes": ex.body_bytes}, latency_ms=_stages(ex),
-        content=capture.record(prompt=prompt) if capture else None,
-    )
+    ev = _exchange_head("exchange.started", ex)
+    ev["decisions"] = decisions_of(ex, shadow)
+    ev["screens"] = [v.to_audit() for v in ex.verdicts if v.direction == "prompt"]
+    ev["request"] = {"bytes": ex.body_bytes}
+    ev["latency_ms"] = _stages(ex)
+    content = capture.record(prompt=prompt) if capture else None
+    if content is not None:
+        ev["content"] = content
+    return ev
 
 
 def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
@@ -193,22 +217,33 @@ def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, b
         outcome["finish_reason"] = finish_reason
     if error:
         outcome["error"] = error
-    return new_event(
-        "exchange.completed", **_exchange_common(ex), stream=bool(ex.stream), decisions=decisions_of(ex),
-        screens=[v.to_audit() for v in ex.verdicts], usage=_usage(usage), outcome=outcome,
-        latency_ms=_stages(ex, latency_ms), content=capture.record(prompt=prompt, answer=answer) if capture else None,
-    )
+    ev = _exchange_head("exchange.completed", ex)
+    ev["decisions"] = decisions_of(ex)
+    ev["screens"] = [v.to_audit() for v in ex.verdicts]
+    u = _usage(usage)
+    if u is not None:
+        ev["usage"] = u
+    ev["outcome"] = outcome
+    ev["latency_ms"] = _stages(ex, latency_ms)
+    content = capture.record(prompt=prompt, answer=answer) if capture else None
+    if content is not None:
+        ev["content"] = content
+    return ev
 
 
 def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: ContentCapture | None = None,
                     prompt: str | None = None, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
-    return new_event(
-        "exchange.denied", **_exchange_common(ex), stream=bool(ex.stream), decisions=decisions_of(ex, shadow),
-        screens=[v.to_audit() for v in ex.verdicts], outcome={"status": int(status), "bytes": 0},
-        denial={"stage": stage, "code": code}, latency_ms=_stages(ex),
-        content=capture.record(prompt=prompt) if capture else None,
-    )
+    ev = _exchange_head("exchange.denied", ex)
+    ev["decisions"] = decisions_of(ex, shadow)
+    ev["screens"] = [v.to_audit() for v in ex.verdicts]
+    ev["outcome"] = {"status": int(status), "bytes": 0}
+    ev["denial"] = {"stage": stage, "code": code}
+    ev["latency_ms"] = _stages(ex)
+    content = capture.record(prompt=prompt) if capture else None
+    if content is not None:
+        ev["content"] = content
+    return ev
 
 
 _USAGE_ALIASES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
