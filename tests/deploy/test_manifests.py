@@ -68,6 +68,8 @@ def metric_catalogue() -> tuple[set[str], dict[str, set[str]]]:
               if isinstance(o, pc.metrics.MetricWrapperBase)}
     labels.update({o.name: set(o.labelnames) for o in vars(telemetry).values()  # guard's own fast histograms
                    if isinstance(o, telemetry._FastHistogram)})
+    labels.update({o.name.removesuffix("_total"): set(o.labelnames) for o in vars(telemetry).values()
+                   if isinstance(o, telemetry._FastCounter)})  # and fast counters (family name without _total)
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "gauge": ("",), "summary": ("", "_sum", "_count", "_created")}
     names: set[str] = set()
