@@ -200,6 +200,7 @@ class _TLSHttpTools(HttpToolsProtocol):
     _in_head = True
     _head_bytes = 0
     _refusal: tuple[int, str, str] | None = None
+    _coalescing: _Coalescing | None = None
     header_timeout_s = HEADER_TIMEOUT_S
     body_timeout_s = BODY_TIMEOUT_S
     max_header_bytes = MAX_HEADER_BYTES
@@ -261,7 +262,9 @@ class _TLSHttpTools(HttpToolsProtocol):
         self._arm(self.body_timeout_s)
         super().on_headers_complete()
         if self.cycle is not None:
-            self.cycle.transport = _Coalescing(self.transport, self.loop)  # type: ignore[assignment]
+            if self._coalescing is None:  # one per connection: its requests are answered one after another
+                self._coalescing = _Coalescing(self.transport, self.loop)
+            self.cycle.transport = self._coalescing  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._arm(None)

@@ -261,13 +261,7 @@ class Journal:
         while True:
             with self._cond:
                 while True:
-                    due = s.checkpoint_seconds - (time.monotonic() - self._cp_time)
-                    if due <= 0:
-                        if self._since_cp and self._healthy and not self._closing:
-                            self._seal_checkpoint("interval")
-                        else:
-                            self._cp_time = time.monotonic()
-                        due = s.checkpoint_seconds
+                    due = self._interval_checkpoint()
                     if self._pending or self._closing:
                         break
                     self._cond.wait(due)
@@ -284,6 +278,18 @@ class Journal:
                 with self._cond:
                     if not self._pending:
                         return
+
+    def _interval_checkpoint(self) -> float:
+        """Seal an ``interval`` checkpoint if one is due (caller holds the lock); seconds until the next."""
+        s = self.settings
+        due = s.checkpoint_seconds - (time.monotonic() - self._cp_time)
+        if due <= 0:
+            if self._since_cp and self._healthy and not self._closing:
+                self._seal_checkpoint("interval")
+            else:
+                self._cp_time = time.monotonic()
+            due = s.checkpoint_seconds
+        return due
 
     def _write(self, batch: list[tuple[bytes, int, str, Any]]) -> None:
         try:

@@ -36,7 +36,7 @@ from typing import Any
 
 from guard import telemetry as tm
 from guard.audit import layout
-from guard.audit.journal import Journal, JournalError, _Waiter, default_writer_id
+from guard.audit.journal import Journal, JournalError, _resolve, _Waiter, default_writer_id
 from guard.audit.settings import AuditSettings
 
 HDR = struct.Struct("!IcQ")
@@ -392,15 +392,6 @@ def _read_message(sock: socket.socket) -> dict[str, Any] | None:
     return None if body is None else json.loads(body)
 
 
-def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
-    for f in futs:
-        if not f.done():
-            if err is None:
-                f.set_result(None)
-            else:
-                f.set_exception(err)
-
-
 # --- the sealer process --------------------------------------------------------------------------------
 
 class _SealerJournal(Journal):
@@ -441,15 +432,8 @@ class _SealerJournal(Journal):
 
     def tick(self) -> float:
         """Seal an interval checkpoint when one is due; seconds until the next is due."""
-        due = self.settings.checkpoint_seconds - (time.monotonic() - self._cp_time)
-        if due <= 0:
-            with self._cond:
-                if self._since_cp and self._healthy:
-                    self._seal_checkpoint("interval")
-                else:
-                    self._cp_time = time.monotonic()
-            due = self.settings.checkpoint_seconds
-        return due
+        with self._cond:
+            return self._interval_checkpoint()
 
     def finish(self, final: bool) -> None:
         with self._cond:

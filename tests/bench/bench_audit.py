@@ -28,6 +28,7 @@ from guard.audit.journal import Journal
 from guard.audit.seal import load_public_keys
 from guard.audit.settings import AuditSettings, SinkSettings
 from guard.audit.verify import verify_dir
+from tests.bench.common import proc_cpu
 
 TARGETS = {"append_events_per_s": 20_000, "forward_events_per_s": 20_000, "verify_events_per_s": 50_000}
 _RECEIVER = """
@@ -58,11 +59,9 @@ def _event(i: int) -> dict[str, Any]:
     )
 
 
-def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
-    """Appends from ``concurrency`` asyncio tasks; events are pre-built, so this measures the journal."""
-    j = Journal(AuditSettings(dir=root), "bench")
-    events = [_event(i) for i in range(n)]
-    per = n // concurrency
+def _append_all(j: Any, events: list[dict[str, Any]], concurrency: int) -> float:
+    """Seconds to append ``events`` from ``concurrency`` asyncio tasks (each its own slice, in order)."""
+    per = len(events) // concurrency
 
     async def run() -> float:
         async def worker(k: int) -> None:
@@ -73,8 +72,16 @@ def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         return time.perf_counter() - t0
 
+    return asyncio.run(run())
+
+
+def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
+    """Appends from ``concurrency`` asyncio tasks; events are pre-built, so this measures the journal."""
+    j = Journal(AuditSettings(dir=root), "bench")
+    events = [_event(i) for i in range(n)]
+    per = n // concurrency
     c0 = _cpu()
-    dt = asyncio.run(run())
+    dt = _append_all(j, events, concurrency)
     cpu = _cpu() - c0
     j.close()
     from guard import telemetry as tm
@@ -119,19 +126,9 @@ def bench_append_process(root: Path, n: int, concurrency: int = 256, durability:
         os.sched_setaffinity(pid, {cores[-1]})
     events = [_event(i) for i in range(n)]
     per = n // concurrency
-
-    async def run() -> float:
-        async def worker(k: int) -> None:
-            for e in events[k * per:(k + 1) * per]:
-                await j.append(e)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        return time.perf_counter() - t0
-
-    s0, c0 = _proc_cpu(pid), _cpu()
-    dt = asyncio.run(run())
-    sealer, worker = _proc_cpu(pid) - s0, _cpu() - c0
+    s0, c0 = proc_cpu(pid), _cpu()
+    dt = _append_all(j, events, concurrency)
+    sealer, worker = proc_cpu(pid) - s0, _cpu() - c0
     j.close()
     done = per * concurrency
     return {"events": done, "durability": durability, "seconds": round(dt, 3), "append_events_per_s": round(done / dt),
@@ -174,11 +171,6 @@ def bench_paced_latency(root: Path, sealer: str, durability: str, clients: int =
     lat.sort()
     return {"sealer": sealer, "durability": durability, "clients": clients, "events_per_s": round(len(lat) / seconds),
             "p50_ms": round(lat[len(lat) // 2], 3), "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:

@@ -12,7 +12,6 @@ Run: python -m tests.bench.bench_pipeline_cpu [N]
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import subprocess
@@ -22,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, wait_port
+from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, proc_cpu,
+                                wait_port)
 
 
 class _NullRecorder:
@@ -59,25 +59,17 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     for _ in range(200):
         await pipe(scope, receive, send)
     proc = getattr(rt.journal, "_proc", None)
-    s0 = _child_cpu(proc.pid) if proc else 0.0
+    s0 = proc_cpu(proc.pid) if proc else 0.0
     t = time.process_time()
     for _ in range(n):
         await pipe(scope, receive, send)
     us = (time.process_time() - t) / n * 1e6
-    sealer = ((_child_cpu(proc.pid) - s0) / n * 1e6) if proc else 0.0
+    sealer = ((proc_cpu(proc.pid) - s0) / n * 1e6) if proc else 0.0
     await svc.upstreams.close()
     if rt.journal is not None:
         rt.journal.close()
     telemetry.configure(True)
     return us, sealer
-
-
-def _child_cpu(pid: int) -> float:
-    """utime + stime of another process, in seconds (/proc/PID/stat)."""
-    import os
-
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def metric_calls_us(n: int = 200_000) -> float:

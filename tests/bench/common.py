@@ -114,6 +114,12 @@ def wrk(url: str, script: Path, conns: int, seconds: float, threads: int = 1) ->
             "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(1) if errs else ""}
 
 
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     total = 0.0
     pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \

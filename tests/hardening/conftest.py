@@ -1,7 +1,6 @@
 """Helpers for the hardening tests: metrics deltas, raw TLS sockets, the audit journal."""
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 import time
@@ -10,19 +9,12 @@ from typing import Any
 
 import httpx
 
+from tests.audit.proxy_helpers import metric as sample_sum
+
 
 def metric(admin_url: str, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    text = httpx.get(admin_url + "/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            total += float(m.group(3))
-    return total
+    """Sum of the samples of ``name`` whose labels include ``labels``, scraped from ``admin_url``."""
+    return sample_sum(httpx.get(admin_url + "/metrics", timeout=5).text, name, **labels)
 
 
 def wait_metric(admin_url: str, name: str, at_least: float, timeout: float = 3.0, **labels: str) -> float:
@@ -44,3 +36,16 @@ def events(audit_dir: Path) -> list[dict[str, Any]]:
     from guard.audit.layout import iter_events
 
     return [e for _, _, e in iter_events(audit_dir)]
+
+
+def fuzz_settings(default_examples: int) -> Any:
+    """Hypothesis settings for the fuzz tests: GUARD_FUZZ_EXAMPLES examples (``default_examples`` unless set),
+    derandomized so CI is repeatable unless GUARD_FUZZ_RANDOM=1, no example database, no deadline."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=int(os.environ.get("GUARD_FUZZ_EXAMPLES", str(default_examples))), deadline=None,
+                    database=None, derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])

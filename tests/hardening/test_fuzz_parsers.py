@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,8 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from guard.apis import ollama, openai
@@ -36,14 +34,11 @@ from guard.identity import Principal, XFCCError, principal_from_xfcc
 from guard.policy.files import display_path
 from guard.policy.loader import load_policy
 from guard.relay import Relay, UpstreamStreamError
+from tests.hardening.conftest import fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
-EXAMPLES = int(os.environ.get("GUARD_FUZZ_EXAMPLES", "100"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = fuzz_settings(100)
 
 scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=10))
 json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,

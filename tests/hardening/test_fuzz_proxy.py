@@ -17,23 +17,19 @@ under ``corpus/request-*`` and replayed by ``test_request_corpus``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from guard.audit.layout import iter_events
+from tests.hardening.conftest import fuzz_settings
 
 CORPUS = Path(__file__).parent / "corpus"
-EXAMPLES = int(os.environ.get("GUARD_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = fuzz_settings(60)
 
 # Statuses Guard itself answers with (README "Errors you can get"); 200 for allowed exchanges.
 GUARD_STATUSES = {200, 400, 403, 404, 413, 415, 502, 503, 504}

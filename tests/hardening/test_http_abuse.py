@@ -123,27 +123,22 @@ def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeo
         with tls_socket(g.url, ctx) as s:
             return _read_all(s)
 
-    def slowloris() -> bytes:  # a header byte every 100 ms, never the blank line
+    def trickle(first: bytes, byte: bytes) -> bytes:  # ``first``, then ``byte`` every 100 ms until answered
         with tls_socket(g.url, ctx) as s:
-            s.sendall(HEAD)
+            s.sendall(first)
             t0 = time.monotonic()
             try:
                 while time.monotonic() - t0 < 8 and not _answered(s):
-                    s.sendall(b"x")
+                    s.sendall(byte)
             except (ConnectionError, ssl.SSLError, OSError):
                 pass
             return _read_all(s)
 
+    def slowloris() -> bytes:  # a header byte every 100 ms, never the blank line
+        return trickle(HEAD, b"x")
+
     def slow_body() -> bytes:  # headers at once, then a body byte every 100 ms
-        with tls_socket(g.url, ctx) as s:
-            s.sendall(HEAD + b"content-length: 1000\r\n\r\n")
-            t0 = time.monotonic()
-            try:
-                while time.monotonic() - t0 < 8 and not _answered(s):
-                    s.sendall(b" ")
-            except (ConnectionError, ssl.SSLError, OSError):
-                pass
-            return _read_all(s)
+        return trickle(HEAD + b"content-length: 1000\r\n\r\n", b" ")
 
     for fn, status in ((idle, 408), (slowloris, 408), (slow_body, 0)):
         t0 = time.monotonic()
