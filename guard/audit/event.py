@@ -298,13 +298,20 @@ def checkpoint(chain: str, seq: int, head: str, count: int, prev_checkpoint: str
 
 
 def plain(o: Any) -> Any:
-    """Make arbitrary client-supplied strings encodable (lone surrogates) and containers plain."""
+    """Make arbitrary client-supplied strings encodable (lone surrogates), containers and scalars plain
+    (exact built-in types, subclasses become their base value), anything else its str()."""
     if isinstance(o, str):
         return o.encode("utf-8", "replace").decode("utf-8")
     if isinstance(o, dict):
         return {str(k): plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [plain(v) for v in o]
-    if o is None or isinstance(o, (bool, int, float)):
+    if o is None or type(o) is bool or type(o) is int or type(o) is float:
         return o
+    if isinstance(o, bool):
+        return bool(o)
+    if isinstance(o, int):
+        return int(o)  # IntEnum and the like: their value, as the JSON encoder writes them
+    if isinstance(o, float):
+        return float(o)
     return str(o)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 GENESIS = "0" * 64
 INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
 _MAX_SAFE = 2**53
+_SORTED = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+           | orjson.OPT_PASSTHROUGH_DATACLASS)  # those raise: the standard encoder's rules apply to them
 
 
 def _scan(o: Any) -> int:
@@ -98,20 +101,27 @@ def _numbers(o: Any) -> int:
 def canonical(obj: Any) -> bytes:
     """RFC 8785 serialisation of ``obj``.
 
-    Fast path: the C JSON encoder's sorted compact output, when it provably equals JCS: every number is one
-    both write alike (integral floats become ints first: JCS writes 1.0 as 1) and the text is ASCII, so key
-    order by code points equals JCS's order by UTF-16 units. Anything else takes the reference encoder.
+    Fast path: orjson's sorted compact output, when it provably equals JCS: every number is one both write
+    alike (floats in [1e-4, 1e16): shortest round-trip digits, positional, checked against the reference
+    encoder in tests/audit; integral floats become ints first: JCS writes 1.0 as 1) and the text is ASCII, so
+    key order by code points equals JCS's order by UTF-16 units. Anything else takes the reference encoder.
     """
     r = _numbers(obj)
     if r:
         if r == 1:
             obj = normalize_floats(obj)
         try:
-            s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (ValueError, TypeError):
-            return rfc8785.dumps(obj)  # raises for what JCS cannot represent
-        if s.isascii() or _scan(obj):
-            return s.encode()
+            b = orjson.dumps(obj, option=_SORTED)  # 2x the C json encoder; same bytes in the range _numbers admits
+        except TypeError:  # non-str keys, lone surrogates, subclasses, other types: as the standard encoder does
+            try:
+                s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            except (ValueError, TypeError):
+                return rfc8785.dumps(obj)  # raises for what JCS cannot represent
+            if s.isascii() or _scan(obj):
+                return s.encode()
+            return rfc8785.dumps(obj)
+        if b.isascii() or _scan(obj):
+            return b
     return rfc8785.dumps(obj)
 
 

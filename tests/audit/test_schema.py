@@ -137,3 +137,28 @@ def test_canonical_form_equals_rfc8785_for_any_json_value() -> None:
         assert canonical(v) == ref
 
     check()
+
+
+def test_canonical_numbers_equal_rfc8785_across_magnitudes() -> None:
+    """The fast path (orjson) and JCS agree on every float it admits; the rest goes to the reference encoder.
+    Spread over 1e-9 .. 1e22, rounded and raw bit patterns, boundaries of both encoders' exponent forms."""
+    import random
+    import struct
+
+    import rfc8785
+
+    from guard.audit.seal import canonical
+
+    r = random.Random(8785)
+    values: list[float] = [1e-7, 1e-6, 9.999999e-6, 1e-5, 1e-4, 0.0001, 1e15, 9.999999999999998e15, 1e16, 1e20,
+                           1e21, 2.0**53, 2.0**53 - 1, -0.0, 0.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308]
+    for i in range(30000):
+        x = r.choice((1, -1)) * 10 ** r.uniform(-9, 22)
+        if i % 3 == 0:
+            x = round(x, r.randint(0, 6))
+        values.append(x)
+        b = struct.unpack("d", struct.pack("Q", r.getrandbits(64)))[0]
+        if b == b and abs(b) != float("inf"):
+            values.append(b)
+    for x in values:
+        assert canonical({"v": x, "l": [x]}) == rfc8785.dumps({"v": x, "l": [x]}), repr(x)

@@ -106,3 +106,29 @@ def test_the_thread_sealer_writes_the_same_verifiable_journal(guard_factory: Cal
     assert rc == 0 and doc["ok"] and doc["chains"][0]["closed"], doc
     recs = by_request(journal_events(root))
     assert all({"exchange.started", "exchange.completed"} <= set(recs[i]) for i in ids)
+
+
+def test_events_with_values_marshal_refuses_are_made_plain_and_sealed(tmp_path: Path) -> None:
+    """Guard's events travel to the sealer as marshal data; a subclass or foreign object in one is made plain
+    first (its base value, or its str()): the event is sealed, not lost, and the journal verifies."""
+    import enum
+
+    from guard.audit.settings import AuditSettings
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Tag(str):
+        pass
+
+    audit, pub = _setup(tmp_path)
+    j = ProcessJournal(AuditSettings(**audit), "marshal-pickle")
+    j.append_sync({"type": "config.loaded", "id": "e1", "plain": {"n": 1, "f": 0.25}})
+    j.append_sync({"type": "config.loaded", "id": "e2", "level": Level.HIGH, "tag": Tag("blue"), "obj": Path("/x")})
+    j.close()
+    root = Path(audit["dir"])
+    rc, doc = verify(root, pub)
+    assert rc == 0 and doc["ok"], doc
+    evs = {e.get("id"): e for e in journal_events(root)}
+    assert evs["e1"]["plain"] == {"n": 1, "f": 0.25}
+    assert evs["e2"]["level"] == 3 and evs["e2"]["tag"] == "blue" and evs["e2"]["obj"] == "/x"
