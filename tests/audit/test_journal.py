@@ -323,3 +323,28 @@ def test_a_failed_open_releases_the_chain_for_the_next_try(tmp_path: Path) -> No
         j.close()
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_signatures_are_standard_ed25519_any_library_checks() -> None:
+    """Guard signs with libsodium; its signatures equal OpenSSL's (Ed25519 is deterministic) and OpenSSL,
+    through cryptography, accepts them; check_signature refuses a flipped bit, another key, a short sig."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from guard.audit.seal import Signer, check_signature
+
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    s = Signer(key)
+    for i in range(50):
+        d = hashlib.sha256(str(i).encode()).digest()
+        sig = s.sign(d)
+        assert base64.b64decode(sig) == key.sign(d)
+        key.public_key().verify(base64.b64decode(sig), d)  # raises if OpenSSL disagrees
+        assert check_signature(key.public_key(), d.hex(), sig)
+        bad = bytearray(base64.b64decode(sig))
+        bad[i % 64] ^= 1 << (i % 8)
+        assert not check_signature(key.public_key(), d.hex(), base64.b64encode(bytes(bad)).decode())
+        assert not check_signature(other.public_key(), d.hex(), sig)
+        assert not check_signature(key.public_key(), d.hex(), base64.b64encode(bytes(bad[:63])).decode())
