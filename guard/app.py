@@ -28,6 +28,10 @@ class GuardApp:
         self.pipeline = Pipeline(svc)
         self.runtime = runtime
 
+    async def refused_by_protocol(self, *args: Any) -> tuple[int, str, str] | None:
+        """Called by guard.server for requests refused before they reach the app (see Pipeline)."""
+        return await self.pipeline.refused_by_protocol(*args)
+
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] == "http":
             await self.pipeline(scope, receive, send)

@@ -194,8 +194,57 @@ class _Coalescing:
         return getattr(self._t, name)
 
 
-class _TLSHttpTools(HttpToolsProtocol):
+_REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+                   503: b"Service Unavailable"}
+
+
+class _Refusals:
+    """Requests the HTTP layer refuses before they reach the app (malformed, header limits, too slow): the
+    client gets an OpenAI-shaped error with a request id, and the journal an ``exchange.denied`` record
+    (stage ``request``) under that id, written before the answer as for any refusal; if it cannot be
+    written the answer is 503 ``audit_unavailable``. A connection on which nothing arrived is not a
+    request: a 408 for it is answered, not recorded."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    client: tuple[str, int] | None
     _tls: dict[str, Any] | None = None
+    _recorder: Any = None  # the app's refused_by_protocol(rid, status, msg, code, tls, client_ip)
+    _refused = False
+
+    def _refuse_request(self, status: int, msg: str, code: str, received: bool = True) -> None:
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        rid = os.urandom(12).hex()
+        if self._recorder is None or not received:
+            return self._write_refusal(status, msg, code, rid)
+        self.transport.pause_reading()
+        self.loop.create_task(self._record_then_refuse(status, msg, code, rid))
+
+    async def _record_then_refuse(self, status: int, msg: str, code: str, rid: str) -> None:
+        try:
+            err = await self._recorder(rid, status, msg, code, self._tls, (self.client or ("", 0))[0])
+        except Exception:  # noqa: BLE001 - a bug in recording still answers, refused harder
+            log.exception("recording refused request %s", rid)
+            err = (503, "audit journal unavailable; request refused", "audit_unavailable")
+        if err is not None:
+            status, msg, code = err
+        self._write_refusal(status, msg, code, rid)
+
+    def _write_refusal(self, status: int, msg: str, code: str, rid: str) -> None:
+        """An OpenAI-shaped error written straight to the transport (no request reached the app), then close."""
+        if self.transport.is_closing():
+            return
+        etype = "server_error" if status >= 500 else "invalid_request_error"
+        body = error_body(msg, etype, code)
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                             b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
+                             % (status, _REASON_PHRASES[status], len(body), rid.encode(), body))
+        self.transport.close()
+
+
+class _TLSHttpTools(_Refusals, HttpToolsProtocol):
     _timer: asyncio.TimerHandle | None = None
     _in_head = True
     _head_bytes = 0
@@ -209,6 +258,7 @@ class _TLSHttpTools(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._tls = tls_extension(transport)
+        self._recorder = getattr(self.app, "refused_by_protocol", None)
         self._arm(self.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -230,18 +280,20 @@ class _TLSHttpTools(HttpToolsProtocol):
             # the client is not slow, and closing would cut the response in progress
             self._arm(self.body_timeout_s)
         elif self._in_head:  # no request is being served on this connection: answer 408
-            self._send_error(408, "request headers not received in time", "request_timeout")
+            self._refuse_request(408, "request headers not received in time", "request_timeout",
+                                 received=self._head_bytes > 0)
         else:  # the app is reading the body: closing makes its receive() return http.disconnect
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.max_header_bytes and not self.transport.is_closing():
-            self._refuse(431, f"request headers exceed {self.max_header_bytes} bytes", "headers_too_large")
+        if self._in_head and self._head_bytes > self.max_header_bytes and not self._refused:
+            log.info("refused request: headers over %d bytes", self.max_header_bytes)
+            self._refuse_request(431, f"request headers exceed {self.max_header_bytes} bytes", "headers_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -271,30 +323,17 @@ class _TLSHttpTools(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        status, msg, code = self._refusal or (400, "invalid HTTP request", "invalid_http_request")
-        self._send_error(status, msg, code)
-
-    def _refuse(self, status: int, msg: str, code: str) -> None:
-        log.info("refused request: %s", msg)
-        self._send_error(status, msg, code)
-
-    def _send_error(self, status: int, msg: str, code: str) -> None:
-        """An OpenAI-shaped error written straight to the transport (no request reached the app), then close."""
         self._arm(None)
-        body = error_body(msg, "invalid_request_error", code)
-        reason = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                             b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
-                             % (status, reason, len(body), os.urandom(12).hex().encode(), body))
-        self.transport.close()
+        self._refuse_request(*(self._refusal or (400, "invalid HTTP request", "invalid_http_request")))
 
 
-class _TLSH11(H11Protocol):
+class _TLSH11(_Refusals, H11Protocol):
     """h11 builds its scope inline, so the extension is added by a per-connection app wrapper."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        tls = tls_extension(transport)
+        self._recorder = getattr(self.app, "refused_by_protocol", None)
+        tls = self._tls = tls_extension(transport)
         if tls is not None:
             app = self.app
 
@@ -303,6 +342,13 @@ class _TLSH11(H11Protocol):
                 await app(scope, receive, send)
 
             self.app = with_tls  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse_request(400, "invalid HTTP request", "invalid_http_request")
 
 
 class _CountingSSLObject(ssl.SSLObject):

@@ -115,6 +115,66 @@ def test_malformed_and_oversized_requests_get_a_clean_4xx(guard_factory: Any) ->
         assert _status(_read_all(s)) == 200
 
 
+def _rid(resp: bytes) -> str:
+    head = resp.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.startswith("x-guard-request-id:"))
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_requests_refused_before_the_app_are_audited_under_their_request_id(guard_factory: Any, http: str) -> None:
+    """Malformed or oversized requests never reach the pipeline, yet each one reached Guard: its answer (the
+    OpenAI error shape, with both of uvicorn's HTTP implementations) and its exchange.denied record share a
+    request id, with the status, the code, stage ``request`` and the client's certificate identity."""
+    g = guard_factory(http=http)
+    ctx = g.ssl_context("app")
+    cases = [(MALFORMED["duplicate_content_length"], 400, "invalid_http_request"),
+             (MALFORMED["nul_in_header"], 400, "invalid_http_request")]
+    if http == "httptools":  # h11 has its own size limit (a 400) and no header-count limit
+        cases.append((TOO_LARGE["too_many_headers"], 431, "headers_too_large"))
+    seen = {}
+    for raw, status, code in cases:
+        with tls_socket(g.url, ctx) as s:
+            s.sendall(raw)
+            resp = _read_all(s)
+        _assert_error(resp, status, code)
+        seen[_rid(resp)] = (status, code)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        denied = {e["request_id"]: e for e in events(g.config.audit.dir) if e.get("type") == "exchange.denied"}
+        if set(seen) <= set(denied):
+            break
+        time.sleep(0.05)
+    for rid, (status, code) in seen.items():
+        e = denied[rid]
+        assert e["outcome"]["status"] == status and e["denial"] == {"stage": "request", "code": code}, e
+        assert e["principal"]["cn"] == "billing-app" and e["client_ip"] == "127.0.0.1"
+    assert metric(g.admin_url, "guard_requests_total", decision="none", status="400") >= 2
+    from guard.audit.schema import journal_errors
+
+    assert journal_errors(g.config.audit.dir) == []
+
+
+def test_a_protocol_refusal_that_cannot_be_recorded_is_a_503(guard_factory: Any) -> None:
+    """Fail closed: when the journal refuses the record, the refused request is answered 503
+    audit_unavailable (a recorder that raises stands in for a broken journal; the journal's own failure
+    modes are tested in tests/ops)."""
+    from guard.audit.journal import JournalError
+
+    class Broken:
+        async def started(self, ex: Any) -> None:
+            raise JournalError("disk gone")
+
+        async def finished(self, ex: Any, kind: str, outcome: dict[str, Any]) -> None:
+            raise JournalError("disk gone")
+
+    g = guard_factory(runtime_kw={"recorder": Broken()})
+    with tls_socket(g.url, g.ssl_context("app")) as s:
+        s.sendall(MALFORMED["bare_lf"])
+        resp = _read_all(s)
+    assert _status(resp) == 503, resp[:300]
+    assert json.loads(resp.partition(b"\r\n\r\n")[2])["error"]["code"] == "audit_unavailable"
+
+
 def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeouts: None) -> None:
     g = guard_factory()
     ctx = g.ssl_context("app")
@@ -140,9 +200,10 @@ def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeo
     def slow_body() -> bytes:  # headers at once, then a body byte every 100 ms
         return trickle(HEAD + b"content-length: 1000\r\n\r\n", b" ")
 
+    answers: dict[str, bytes] = {}
     for fn, status in ((idle, 408), (slowloris, 408), (slow_body, 0)):
         t0 = time.monotonic()
-        resp = fn()
+        resp = answers[fn.__name__] = fn()
         took = time.monotonic() - t0
         print(f"{fn.__name__}: cut after {took:.2f} s, answer {_first_line(resp)!r}")
         assert took < 5, f"{fn.__name__} was not cut off in time"
@@ -150,6 +211,12 @@ def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeo
             _assert_error(resp, status, "request_timeout")
         else:
             assert resp == b""  # the app was reading the body: the connection is closed, nothing is sent
+    # the slowloris request is recorded under the id it was answered with; the idle connection sent no
+    # request, so there is nothing to record
+    slow_rid = _rid(answers["slowloris"])
+    denied = {e["request_id"]: e for e in events(g.config.audit.dir) if e.get("type") == "exchange.denied"}
+    assert denied[slow_rid]["denial"] == {"stage": "request", "code": "request_timeout"}
+    assert _rid(answers["idle"]) not in denied
     # the slow body reached the pipeline: it is recorded as a client that went away (499), not lost
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
