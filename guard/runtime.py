@@ -104,7 +104,7 @@ class Runtime:
             from guard.audit import Journal, JournalError, JournalRecorder
 
             try:
-                if self.config.audit.sealer == "process":
+                if self.config.audit.sealer_for(self.config.workers) == "process":
                     from guard.audit.sealer import ProcessJournal
 
                     self.journal = ProcessJournal(self.config.audit, worker=self.worker)

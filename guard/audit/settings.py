@@ -1,6 +1,7 @@
 """`audit:` section of guard.yaml (owned by the audit package)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,8 +47,20 @@ class AuditSettings(BaseModel):
     signing_key: Path | None = None  # Ed25519 private key PEM; generated beside the journal when unset
     durability: Literal["fsync", "batch"] = "fsync"
     # Where events are sealed and written: "process" (a sealer process beside each worker, so signing runs
-    # on another core) or "thread" (the worker's own journal thread; signing then shares the event loop's core).
-    sealer: Literal["process", "thread"] = "process"
+    # on another core), "thread" (the worker's own journal thread; signing then shares the event loop's
+    # core) or "auto": process when there are at least two usable CPUs per worker, else thread (a sealer
+    # process per worker on a box without cores to spare only adds hand-offs: tests/bench, README).
+    sealer: Literal["auto", "process", "thread"] = "auto"
+
+    def sealer_for(self, workers: int) -> Literal["process", "thread"]:
+        """What ``sealer`` means for a server of ``workers`` workers on this machine."""
+        if self.sealer != "auto":
+            return self.sealer
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return "process" if cpus >= 2 * max(1, workers) else "thread"
     batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)

@@ -1,4 +1,5 @@
-"""The sealer process (audit.sealer: process, the default): events sealed and written beside the worker.
+"""The sealer process (audit.sealer: process; what ``auto``, the default, picks with two CPUs per worker):
+events sealed and written beside the worker.
 
 Through the real proxy: the sealer killed under traffic fails requests closed (503 audit_unavailable, counted),
 a new sealer resumes the same chain with a recovery checkpoint, and the journal verifies; the worker's
@@ -25,7 +26,8 @@ ROUTES = [{"model": "gpt-*", "upstream": "local"}]
 
 def _setup(tmp_path: Path, **kw: Any) -> tuple[dict[str, Any], Path]:
     priv, pub, _ = keygen(tmp_path / "audit-keys")
-    return {"dir": str(tmp_path / "audit"), "signing_key": str(priv), "checkpoint_events": 20, **kw}, pub
+    return {"dir": str(tmp_path / "audit"), "signing_key": str(priv), "checkpoint_events": 20, "sealer": "process",
+            **kw}, pub
 
 
 def _metrics(g: Any) -> str:
@@ -132,3 +134,16 @@ def test_events_with_values_marshal_refuses_are_made_plain_and_sealed(tmp_path: 
     evs = {e.get("id"): e for e in journal_events(root)}
     assert evs["e1"]["plain"] == {"n": 1, "f": 0.25}
     assert evs["e2"]["level"] == 3 and evs["e2"]["tag"] == "blue" and evs["e2"]["obj"] == "/x"
+
+
+def test_auto_picks_a_sealer_process_only_with_two_cpus_per_worker(monkeypatch: Any, tmp_path: Path) -> None:
+    from guard.audit.settings import AuditSettings
+
+    s = AuditSettings(dir=tmp_path)
+    assert s.sealer == "auto"
+    for cpus, workers, kind in ((2, 1, "process"), (2, 2, "thread"), (1, 1, "thread"), (8, 4, "process"),
+                                (8, 5, "thread")):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert s.sealer_for(workers) == kind, (cpus, workers)
+    assert AuditSettings(dir=tmp_path, sealer="process").sealer_for(64) == "process"
+    assert AuditSettings(dir=tmp_path, sealer="thread").sealer_for(1) == "thread"

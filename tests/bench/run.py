@@ -42,7 +42,7 @@ ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
 
 def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
                  policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True,
-                 sealer: str = "process") -> Path:
+                 sealer: str = "auto") -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
@@ -93,7 +93,10 @@ GUARDS = [
     ("guard-http-nometrics", False, {"metrics": False}),
     ("guard-http-fsync", False, {"durability": "fsync"}),
     ("guard-http-w2", False, {"workers": 2}),
+    # audit.sealer is "auto" above (a sealer process with 2 CPUs per worker, else a thread); both kinds, forced:
+    ("guard-http-process", False, {"sealer": "process"}),
     ("guard-http-thread", False, {"sealer": "thread"}),  # audit sealed in the worker (no sealer process)
+    ("guard-http-w2-process", False, {"workers": 2, "sealer": "process"}),
     ("guard-http-w2-thread", False, {"workers": 2, "sealer": "thread"}),
     ("guard-mtls", True, {}),
 ]
@@ -258,9 +261,10 @@ def _ratios(rows: list[dict]) -> dict[str, float]:
     out["metrics_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nom) * 100, 1) if nom else float("nan")
     one = _get(rows, "guard-http", 64, "rps")
     out["workers2_vs_1_rps_c64"] = round(_get(rows, "guard-http-w2", 64, "rps") / one, 3) if one else float("nan")
-    one_t = _get(rows, "guard-http-thread", 64, "rps")
-    out["workers2_vs_1_rps_c64_sealer_thread"] = (round(_get(rows, "guard-http-w2-thread", 64, "rps") / one_t, 3)
-                                                  if one_t else float("nan"))
+    for kind in ("process", "thread"):  # the same sealer kind forced for one worker and for two
+        one_k = _get(rows, f"guard-http-{kind}", 64, "rps")
+        out[f"workers2_vs_1_rps_c64_sealer_{kind}"] = (round(_get(rows, f"guard-http-w2-{kind}", 64, "rps") / one_k, 3)
+                                                       if one_k else float("nan"))
     lit = _get(rows, "litellm", 16, "rps")
     out["guard-mtls_vs_litellm_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
     d50 = _get(rows, "direct", 1, "p50_ms")
