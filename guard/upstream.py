@@ -46,7 +46,10 @@ class Upstreams:
         if s is None or s.closed:
             up = self.config.upstreams[name]
             conn = aiohttp.TCPConnector(limit=up.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True)
-            s = aiohttp.ClientSession(connector=conn, auto_decompress=False, skip_auto_headers=("User-Agent",))
+            # No cookie jar: the pool is shared by every principal, so a cookie an upstream sets would be sent
+            # back on other callers' requests (tests/core/test_proxy.py).
+            s = aiohttp.ClientSession(connector=conn, auto_decompress=False, skip_auto_headers=("User-Agent",),
+                                      cookie_jar=aiohttp.DummyCookieJar())
             self._sessions[name] = s
         return s
 

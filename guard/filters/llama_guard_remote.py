@@ -31,7 +31,8 @@ class _HTTPJudge:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             conn = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60))
+            self._session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60),
+                                                  cookie_jar=aiohttp.DummyCookieJar())  # shared by all callers
         return self._session
 
     async def close(self) -> None:

@@ -185,6 +185,47 @@ def test_client_credentials_never_forwarded_upstream_key_is(guard_factory, model
     assert "client-secret" not in json.dumps(seen)
 
 
+def test_cookies_an_upstream_sets_are_never_sent_back_for_anyone(guard_factory):
+    """A model server (or the load balancer in front of it) that sets a cookie must not see it again: the
+    pooled client is shared by every principal, so a kept cookie would carry one caller's session into
+    another's requests. Nor does the client get the Set-Cookie header."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+    reply = json.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).encode()
+
+    class Upstream(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append(self.headers.get("cookie"))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("set-cookie", f"session=secret-of-call-{len(seen)}; Path=/")
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        # a host name, not an IP address: aiohttp keeps no cookies from IP-address hosts anyway
+        g = guard_factory(upstream_url=f"http://localhost:{srv.server_address[1]}")
+        for name in ("app", "staff", "app"):
+            with g.client(name) as c:
+                r = c.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200 and "set-cookie" not in r.headers
+    finally:
+        srv.shutdown()
+    assert seen == [None, None, None]
+
+
 def test_azure_openai_upstream_uses_deployment_path_and_api_key(guard_factory, model_server, monkeypatch):
     monkeypatch.setenv("AZ_KEY", "az-key-1")
     g = guard_factory(upstreams={"local": {"url": model_server[1], "api": "azure-openai", "api_key_env": "AZ_KEY",
