@@ -1,4 +1,4 @@
-"""`guard audit keygen|verify|export|tail`: the compliance officer's tools.
+"""`guard audit keygen|verify|export|prune|tail`: the compliance officer's tools.
 
 ``verify`` needs only the journal files and the public key(s). Keys that Guard published beside the
 journal (``DIR/keys``) are not evidence (whoever could edit the journal could replace them), so they are
@@ -21,7 +21,7 @@ from guard.audit.seal import Signer, keygen, load_public_keys
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("audit", help="audit journal: keygen, verify, export, tail")
+    p = subparsers.add_parser("audit", help="audit journal: keygen, verify, export, prune, tail")
     sub = p.add_subparsers(dest="audit_command", required=True)
 
     k = sub.add_parser("keygen", help="write an Ed25519 signing key and its public key")
@@ -57,6 +57,19 @@ def register(subparsers: Any) -> None:
     e.add_argument("-o", "--output", type=Path, help="export file (default stdout; manifest in the cwd)")
     e.add_argument("--signing-key", type=Path, help="key that signs the manifest (default DIR/keys/signing-key.pem)")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("prune", help="retention: remove whole segments older than a time, leaving a signed record "
+                                     "from which verify resumes each chain")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--before", required=True, help="date or RFC 3339 time: segments whose every event is older go")
+    r.add_argument("--signing-key", type=Path, help="the journal's signing key, which signs the prune record "
+                                                    "(default DIR/keys/signing-key.pem)")
+    r.add_argument("--public-key", action="append", type=Path, default=[],
+                   help="public keys of earlier signing keys, to verify the journal first (repeatable)")
+    r.add_argument("--ignore-sinks", action="store_true",
+                   help="remove even what a sink's cursor has not passed (those events never reach it)")
+    r.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    r.set_defaults(func=cmd_prune)
 
     t = sub.add_parser("tail", help="print the latest events and follow new ones")
     t.add_argument("dir", type=Path)
@@ -130,6 +143,10 @@ def _print_report(doc: dict[str, Any]) -> None:
         b = c.get("broken")
         if b:
             print(f"  BROKEN at {b['file']}:{b['line']} seq {b['seq']}: {b['reason']} {b['detail']}".rstrip())
+        if c.get("pruned"):
+            pr = c["pruned"]
+            print(f"  pruned: {pr['events']} events through seq {pr['through_seq']} (older than {pr['before']}), "
+                  f"removed by `guard audit prune` under a signed record")
         for t in c["torn"]:
             note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
             print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")
@@ -153,6 +170,30 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _err(f"{args.dir}: no audit journal here")
     m = run_export(args.dir, flt, args.format, args.output, signer)
     print(json.dumps({"exported": m["counts"]["exported"], "manifest": m["manifest_path"]}), file=sys.stderr)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from guard.audit.export import parse_time
+    from guard.audit.prune import PruneError, prune
+
+    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
+    if not layout.chains_dir(args.dir).is_dir():
+        return _err(f"{args.dir}: no audit journal here")
+    if not key.exists():
+        return _err(f"prune signs its record: {key} not found (use --signing-key)")
+    try:
+        before = parse_time(args.before)
+        signer = Signer.from_file(key)
+        keys = {signer.key_id: signer.public, **load_public_keys(args.public_key)}
+    except (ValueError, OSError) as e:
+        return _err(str(e))
+    try:
+        rep = prune(args.dir, before, signer, keys, dry_run=args.dry_run, ignore_sinks=args.ignore_sinks)
+    except PruneError as e:
+        print(f"guard audit prune: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(rep, indent=2))
     return 0
 
 

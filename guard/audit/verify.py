@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
+from guard.audit.prune import PRUNED, check_pruned, read_pruned
 from guard.audit.seal import GENESIS, canonical, check_signature
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")
@@ -82,6 +83,7 @@ class ChainReport:
     status: str = "intact"  # intact | torn | tampered
     broken: Break | None = None
     torn: list[dict[str, Any]] = field(default_factory=list)
+    pruned: dict[str, Any] | None = None  # what `guard audit prune` removed, from its signed record
 
 
 @dataclass
@@ -427,6 +429,16 @@ class _Chain:
 def _verify_chain(root: Path, chain: str, segs: Segs) -> ChainReport:
     rep = ChainReport(chain, segments=len(segs))
     w = _Chain(rep, _head(root, chain), _Seqs(segs))
+    rec = read_pruned(root, chain)
+    if rec is not None:  # the chain resumes where the signed prune record says the removed events ended
+        first = segs[0][0] if segs else Path(PRUNED)
+        why = check_pruned(rec, chain, _KEYS)
+        if why is not None:
+            w.fail(first, 0, None, why, f"{PRUNED} is not a prune record signed by a trusted key")
+            return rep
+        w.expect, w.prev, w.last_cp, w.since_cp = rec["seq"] + 1, rec["prev"], rec["checkpoint"], rec["since_checkpoint"]
+        rep.pruned = {"through_seq": rec["seq"], "events": rec["events"], "before": rec.get("before"),
+                      "time": rec.get("time"), "segments": len(rec.get("segments") or [])}
     counts = [sum(u.lines for u, _ in units) for _, units, _ in segs]
     for i, (seg, units, torn) in enumerate(segs):
         base = 0

@@ -1,0 +1,172 @@
+"""`guard audit prune`: retention without losing provability.
+
+A chain's oldest whole segments, every event of which is older than ``--before``, are removed, and a
+record signed with the journal's key, ``chains/<chain>/PRUNED.json``, says what went: through which seq,
+the hash of the last removed event (the next event's ``prev``), the last removed checkpoint and how many
+events followed it, and each removed file's name, seq range, size and SHA-256. ``guard audit verify``
+resumes the chain from that record, so the chain still verifies from its first kept event, while a
+segment removed any other way (or a record edited, replayed or dropped) is still tampering.
+
+Refused (exit 1, nothing removed): a journal that does not verify with the given keys; a sink whose cursor
+has not passed the events to be removed (they would never reach the SIEM), unless ``--ignore-sinks``.
+The newest segment of a chain (the one being written) is never removed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from guard.audit import event as ev
+from guard.audit import layout
+from guard.audit.seal import GENESIS, Signer, canonical, check_signature
+
+PRUNED = "PRUNED.json"
+_CP = "audit.checkpoint"
+
+
+class PruneError(Exception):
+    pass
+
+
+def read_pruned(root: Path, chain: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads((layout.chains_dir(root) / chain / PRUNED).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # present but unreadable: verify reports it
+    return rec if isinstance(rec, dict) else {}
+
+
+def check_pruned(rec: dict[str, Any], chain: str, keys: dict[str, Any]) -> str | None:
+    """None when ``rec`` is a prune record of ``chain`` signed by one of ``keys``, else why not."""
+    if not rec or rec.get("type") != "audit.pruned" or rec.get("chain") != chain:
+        return "hash_mismatch"
+    key = keys.get(rec.get("key_id", ""))
+    if key is None:
+        return "unknown_key"
+    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
+    try:
+        ok = hashlib.sha256(canonical(body)).hexdigest() == rec.get("hash")
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        return "hash_mismatch"
+    if not check_signature(key, str(rec["hash"]), str(rec.get("sig", ""))):
+        return "bad_signature"
+    if not all(isinstance(rec.get(k), int) for k in ("seq", "events", "since_checkpoint")):
+        return "hash_mismatch"
+    return None
+
+
+def _last_time(seg: Path) -> str | None:
+    """Time of the segment's last complete event (segments are in time order within a chain)."""
+    last = None
+    for _, _, line in layout.iter_lines(seg):
+        last = line
+    if last is None:
+        return None
+    try:
+        return str(json.loads(last).get("time", ""))
+    except ValueError:
+        return None
+
+
+def plan(root: Path, chain: str, before: str) -> list[Path]:
+    """The longest run of a chain's oldest segments whose events are all older than ``before``,
+    never including its newest segment."""
+    out: list[Path] = []
+    segs = layout.segments(root, chain)
+    for seg in segs[:-1]:
+        t = _last_time(seg)
+        if t is None or not t < before:
+            break
+        out.append(seg)
+    return out
+
+
+def _walk(segs: list[Path], start: dict[str, Any] | None) -> dict[str, Any]:
+    """Chain state after ``segs`` (which verify has accepted), from a previous record or the genesis."""
+    st = {"seq": 0, "prev": GENESIS, "checkpoint": "", "since_checkpoint": 0, "events": 0}
+    if start:
+        st.update({k: start[k] for k in ("seq", "prev", "checkpoint", "since_checkpoint", "events")})
+    files = list(start.get("segments", [])) if start else []
+    for seg in segs:
+        first = last = None
+        h = hashlib.sha256()
+        with open(seg, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        for _, _, line in layout.iter_lines(seg):
+            e = json.loads(line)
+            st["seq"], st["prev"] = e["seq"], e["hash"]
+            st["events"] += 1
+            if e.get("type") == _CP:
+                st["checkpoint"], st["since_checkpoint"] = e["hash"], 0
+            else:
+                st["since_checkpoint"] += 1
+            first = e["seq"] if first is None else first
+            last = e["seq"]
+        files.append({"name": seg.name, "first_seq": first, "last_seq": last, "bytes": seg.stat().st_size,
+                      "sha256": h.hexdigest()})
+    st["segments"] = files
+    return st
+
+
+def _sinks_behind(root: Path, chain: str, through: int) -> list[str]:
+    out = []
+    for cur in sorted((Path(root) / "cursors").glob("*.json")):
+        try:
+            seq = json.loads(cur.read_text())["chains"].get(chain, {}).get("seq", 0)
+        except (OSError, ValueError, KeyError, AttributeError):
+            seq = 0
+        if not isinstance(seq, int) or seq < through:
+            out.append(f"{cur.stem} (at seq {seq})")
+    return out
+
+
+def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_run: bool = False,
+          ignore_sinks: bool = False) -> dict[str, Any]:
+    """Remove what is older than ``before`` (RFC 3339) in every chain; returns a report per chain.
+    Raises PruneError (and removes nothing) when the journal does not verify or a sink is behind."""
+    from guard.audit.verify import verify_dir
+
+    report = verify_dir(root, keys, jobs=1)
+    if not report.ok:
+        broken = [f"{c.chain}: {c.broken.reason} at {c.broken.file}:{c.broken.line}" for c in report.chains
+                  if c.broken]
+        raise PruneError("the journal does not verify, nothing removed: " + "; ".join(broken))
+    todo: list[tuple[str, list[Path], dict[str, Any]]] = []
+    for chain in layout.chain_names(root):
+        segs = plan(root, chain, before)
+        if not segs:
+            continue
+        st = _walk(segs, read_pruned(root, chain))
+        behind = [] if ignore_sinks else _sinks_behind(root, chain, st["seq"])
+        if behind:
+            raise PruneError(f"{chain}: sinks have not delivered the events to be removed (through seq "
+                             f"{st['seq']}): {', '.join(behind)}; nothing removed (--ignore-sinks to remove anyway)")
+        todo.append((chain, segs, st))
+    out = []
+    for chain, segs, st in todo:
+        rec = {"type": "audit.pruned", "before": before, "time": ev.utc_now(), "events": st["events"],
+               "checkpoint": st["checkpoint"], "since_checkpoint": st["since_checkpoint"],
+               "segments": st["segments"]}
+        line = signer.seal_line(rec, chain, st["seq"], st["prev"])[0]
+        out.append({"chain": chain, "removed": [s.name for s in segs], "through_seq": st["seq"],
+                    "events_pruned_total": st["events"]})
+        if dry_run:
+            continue
+        d = layout.chains_dir(root) / chain
+        layout.write_atomic(d / PRUNED, line)  # first the record: a crash here leaves extra files, not a gap
+        for seg in segs:
+            seg.unlink()
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return {"before": before, "dry_run": dry_run, "chains": out}
