@@ -1,6 +1,7 @@
 """Assembles Guard from its configuration: services, the public ASGI app and the admin app."""
 from __future__ import annotations
 
+import hmac
 import logging
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -77,7 +78,17 @@ def admin_app(runtime: Any) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(telemetry.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
 
-    async def reload(_: Request) -> Response:
+    token = runtime.config.admin.reload_token()
+    expected = f"Bearer {token}".encode() if token else None
+
+    async def reload(request: Request) -> Response:
+        if expected is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode("latin-1", "replace"), expected):
+            log.warning("admin reload refused: missing or wrong token from %s",
+                        request.client.host if request.client else "?")
+            return Response(error_body("POST /admin/reload needs Authorization: Bearer <admin.reload_token_env>",
+                                       "invalid_request_error", "unauthorized"), status_code=401,
+                            media_type="application/json", headers={"www-authenticate": "Bearer"})
         if getattr(runtime, "supervised", False):  # the workers share this socket: let the supervisor tell all
             import os
             import signal

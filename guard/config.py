@@ -53,6 +53,19 @@ class Admin(Strict):
     host: str = "127.0.0.1"
     port: int = Field(9090, ge=0, le=65535)
     enabled: bool = True
+    # Name of an environment variable holding a token that POST /admin/reload must present
+    # (Authorization: Bearer <token>). Unset: reload is open to whoever reaches the admin port.
+    reload_token_env: str | None = None
+
+    def reload_token(self) -> str | None:
+        """The reload token, or None when none is configured. A configured variable that is unset or empty
+        is a configuration error: Guard refuses to start rather than leave reload open."""
+        if not self.reload_token_env:
+            return None
+        token = os.environ.get(self.reload_token_env, "")
+        if not token:
+            raise ConfigError(f"admin.reload_token_env: environment variable {self.reload_token_env} is not set")
+        return token
 
 
 class Upstream(Strict):

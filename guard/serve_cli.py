@@ -13,6 +13,7 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.workers:
         cfg.workers = args.workers
+    cfg.admin.reload_token()  # fail before forking or binding when the reload token is missing
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_workers(cfg, cfg.workers) if cfg.workers > 1 else run_single(cfg)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -70,6 +71,36 @@ def test_admin_endpoints_are_not_on_the_public_listener(guard):
     assert httpx.get(guard.admin_url + "/healthz").status_code == 200
     r = httpx.get(guard.admin_url + "/readyz")
     assert r.status_code == 200 and r.json()["checks"] == {"policy": True, "journal": True, "upstream": True}
+
+
+def test_admin_reload_token_is_required_when_configured(guard_factory, monkeypatch, tmp_path, capsys):
+    """admin.reload_token_env: POST /admin/reload needs the bearer token (401 without it or with another);
+    health and metrics stay open for probes and Prometheus; a configured but unset variable refuses to start."""
+    from guard.cli import main
+    from guard.config import ConfigError
+
+    monkeypatch.setenv("GUARD_TEST_RELOAD_TOKEN", "s3cret-reload")
+    g = guard_factory(admin={"reload_token_env": "GUARD_TEST_RELOAD_TOKEN"})
+    url = g.admin_url + "/admin/reload"
+    r = httpx.post(url, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert "s3cret" not in r.text
+    assert httpx.post(url, headers={"authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    assert httpx.post(url, headers={"authorization": "Bearer s3cret-reload"}, timeout=10).status_code == 200
+    assert httpx.get(g.admin_url + "/metrics", timeout=10).status_code == 200
+    assert httpx.get(g.admin_url + "/healthz", timeout=10).status_code == 200
+
+    monkeypatch.delenv("GUARD_TEST_RELOAD_TOKEN")
+    with pytest.raises(ConfigError, match="GUARD_TEST_RELOAD_TOKEN is not set"):
+        g.config.admin.reload_token()
+    cfg = tmp_path / "guard.yaml"
+    import yaml
+
+    doc = g.config.model_dump(mode="json", exclude_none=True, exclude={"source"})
+    cfg.write_text(yaml.safe_dump(doc))
+    capsys.readouterr()
+    assert main(["serve", "--config", str(cfg)]) == 2
+    assert "admin.reload_token_env: environment variable GUARD_TEST_RELOAD_TOKEN is not set" in capsys.readouterr().err
 
 
 def test_tls_handshake_failures_are_counted_by_reason(guard):
