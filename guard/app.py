@@ -78,7 +78,7 @@ def admin_app(runtime: Any) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(telemetry.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
 
-    token = runtime.config.admin.reload_token()
+    token = runtime.config.admin.reload_token() if runtime is not None else None
     expected = f"Bearer {token}".encode() if token else None
 
     async def reload(request: Request) -> Response:
