@@ -9,7 +9,9 @@ segment removed any other way (or a record edited, replayed or dropped) is still
 
 Refused (exit 1, nothing removed): a journal that does not verify with the given keys; a sink whose cursor
 has not passed the events to be removed (they would never reach the SIEM), unless ``--ignore-sinks``.
-The newest segment of a chain (the one being written) is never removed.
+The newest segment of a chain (the one being written) is never removed. The record is written before the
+files are removed; if that is interrupted, verify skips the listed files still present and the next prune
+removes them.
 """
 from __future__ import annotations
 
@@ -62,6 +64,15 @@ def check_pruned(rec: dict[str, Any], chain: str, keys: dict[str, Any]) -> str |
     return None
 
 
+def pruned_names(root: Path, chain: str) -> set[str]:
+    """Segment files a prune record lists as removed: a copy still present is the leftover of a prune
+    interrupted between writing its record and removing the files (verify skips it; prune removes it)."""
+    rec = read_pruned(root, chain) or {}
+    segs = rec.get("segments")
+    return {s["name"] for s in segs if isinstance(s, dict) and isinstance(s.get("name"), str)} \
+        if isinstance(segs, list) else set()
+
+
 def _last_time(seg: Path) -> str | None:
     """Time of the segment's last complete event (segments are in time order within a chain)."""
     last = None
@@ -79,7 +90,8 @@ def plan(root: Path, chain: str, before: str) -> list[Path]:
     """The longest run of a chain's oldest segments whose events are all older than ``before``,
     never including its newest segment."""
     out: list[Path] = []
-    segs = layout.segments(root, chain)
+    skip = pruned_names(root, chain)
+    segs = [s for s in layout.segments(root, chain) if s.name not in skip]
     for seg in segs[:-1]:
         t = _last_time(seg)
         if t is None or not t < before:
@@ -134,7 +146,7 @@ def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_
     Raises PruneError (and removes nothing) when the journal does not verify or a sink is behind."""
     from guard.audit.verify import verify_dir
 
-    report = verify_dir(root, keys, jobs=1)
+    report = verify_dir(root, keys)
     if not report.ok:
         broken = [f"{c.chain}: {c.broken.reason} at {c.broken.file}:{c.broken.line}" for c in report.chains
                   if c.broken]
@@ -151,6 +163,10 @@ def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_
                              f"{st['seq']}): {', '.join(behind)}; nothing removed (--ignore-sinks to remove anyway)")
         todo.append((chain, segs, st))
     out = []
+    if not dry_run:  # finish a prune that was interrupted after its record was written
+        for chain in layout.chain_names(root):
+            for name in pruned_names(root, chain):
+                (layout.chains_dir(root) / chain / name).unlink(missing_ok=True)
     for chain, segs, st in todo:
         rec = {"type": "audit.pruned", "before": before, "time": ev.utc_now(), "events": st["events"],
                "checkpoint": st["checkpoint"], "since_checkpoint": st["since_checkpoint"],

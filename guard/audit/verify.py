@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
-from guard.audit.prune import PRUNED, check_pruned, read_pruned
+from guard.audit.prune import PRUNED, check_pruned, pruned_names, read_pruned
 from guard.audit.seal import GENESIS, canonical, check_signature
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")
@@ -272,7 +272,10 @@ def verify_dir(root: Path, keys: dict[str, Ed25519PublicKey], jobs: int | None =
     for chain in layout.chain_names(root):
         head = _head(root, chain)
         head_seq = head.get("seq") if head else None
+        gone = pruned_names(root, chain)  # left by an interrupted prune; its signed record is checked below
         for seg in layout.segments(root, chain):
+            if seg.name in gone:
+                continue
             chunks, torn = _chunks(seg, _CHUNK)
             plan.append((chain, seg, chunks, torn))
             tasks += [(p, a, b, head_seq) for p, a, b in chunks]

@@ -79,6 +79,24 @@ def test_prune_removes_old_segments_and_the_chain_still_verifies(journal_dir: Pa
     assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in rec["segments"])
 
 
+def test_a_prune_interrupted_before_removing_its_files_still_verifies_and_is_finished_next_time(
+        journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = journal_dir
+    segs = _segs(root)
+    kept = tmp_path / "copy"
+    kept.mkdir()
+    for s in segs[:2]:
+        shutil.copy2(s, kept / s.name)
+    assert _cli(capsys, "prune", str(root), "--before", _first_time(segs[2]))[0] == 0
+    for s in segs[:2]:  # as if the process died after writing PRUNED.json, before the unlinks
+        shutil.copy2(kept / s.name, s)
+    rc, rep = _verify(capsys, root)
+    assert rc == 0 and rep["ok"] and rep["chains"][0]["first_seq"] == rep["chains"][0]["pruned"]["through_seq"] + 1
+    rc, doc, _ = _cli(capsys, "prune", str(root), "--before", _first_time(segs[2]))
+    assert rc == 0 and doc["chains"] == [] and not segs[0].exists() and not segs[1].exists()
+    assert _verify(capsys, root)[0] == 0
+
+
 def test_the_writer_resumes_a_pruned_chain(journal_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = journal_dir
     segs = _segs(root)
