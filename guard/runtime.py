@@ -85,7 +85,7 @@ class Runtime:
         t = config.telemetry
         telemetry.configure(t.metrics)
         self.tracing = (telemetry.Tracing(tracer_provider) if tracer_provider is not None
-                        else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint))
+                        else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint, t.trace_sample_ratio))
 
     # --- loading ---------------------------------------------------------------------------------
 

@@ -226,15 +226,17 @@ class Tracing:
         self._prop = TraceContextTextMapPropagator()
 
     @classmethod
-    def from_config(cls, service_name: str, endpoint: str | None) -> "Tracing | None":
+    def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> "Tracing | None":
         if not endpoint:
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                                  sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         return cls(provider)
 
@@ -245,13 +247,16 @@ class Tracing:
                                       kind=_client_kind())
         sc = span.get_span_context()
         tid, sid = format(sc.trace_id, "032x"), format(sc.span_id, "016x")
-        return span, tid, f"00-{tid}-{sid}-01"
+        return span, tid, f"00-{tid}-{sid}-{'01' if sc.trace_flags & 1 else '00'}"
 
     def finish(self, ex: object, outcome: dict) -> None:
         from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
         span = ex.context.get("span")  # type: ignore[attr-defined]
         if span is None:
+            return
+        if not span.is_recording():  # sampled out: no attributes, no stage spans
+            span.end()
             return
         base_perf, base_ns = ex.started, ex.context["wall_ns"]  # type: ignore[attr-defined]
         op = _OPS.get(ex.operation, ex.operation)  # type: ignore[attr-defined]

@@ -42,7 +42,7 @@ ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
 
 def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
                  policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True,
-                 sealer: str = "auto") -> Path:
+                 sealer: str = "auto", otlp_endpoint: str | None = None, trace_sample_ratio: float = 1.0) -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
@@ -66,7 +66,8 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
         "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
         "audit": {"dir": str(d / f"audit-{port}"), "durability": durability, "sealer": sealer},
         "workers": workers,
-        "telemetry": {"metrics": metrics},
+        "telemetry": {"metrics": metrics, **({"otlp_endpoint": otlp_endpoint, "trace_sample_ratio": trace_sample_ratio}
+                                             if otlp_endpoint else {})},
     }
     path = d / f"guard-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -103,8 +104,11 @@ GUARDS = [
 
 
 def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
-    """Metrics' share of throughput, measured by alternating Guard with and without request-path metrics at
-    16 connections (``rounds`` times each, medians compared): one pass each is within the box's noise."""
+    """Metrics' and tracing's share of throughput, measured by alternating Guard without request-path
+    metrics, with them (the default: no spans, since no OTLP endpoint is set) and with them plus OpenTelemetry
+    spans exported to a local OTLP/HTTP endpoint (nginx answering 200), for every exchange and for 1% of them
+    (telemetry.trace_sample_ratio), at 16 connections (``rounds`` times each, medians compared): one pass
+    each is within the box's noise."""
     up_stack: list = []
     from contextlib import ExitStack
 
@@ -112,20 +116,26 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
         up, _ = _upstream(d, up_stack)
         for p in up_stack:
             es.enter_context(p)
-        seen: dict[str, list[float]] = {"metrics": [], "no-metrics": []}
-        for name, kw in (("metrics", {}), ("no-metrics", {"metrics": False})):
+        variants = (("metrics", {}), ("no-metrics", {"metrics": False}),
+                    ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
+                    ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}))
+        seen: dict[str, list[float]] = {name: [] for name, _ in variants}
+        for name, _kw in variants:
             (d / f"mc-{name}").mkdir(exist_ok=True)
         for _ in range(rounds):
-            for name, kw in (("metrics", {}), ("no-metrics", {"metrics": False})):
+            for name, kw in variants:
                 with _guard(d, up, False, kw) as (url, headers, _p):
                     script = wrk_script(d / f"mc-{name}", CHAT_BODY, headers)
                     wrk(url + "/v1/chat/completions", script, 4, 1)
                     r = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
                     seen[name].append(r["rps"])
                     print(f"  {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
-    on, off = statistics.median(seen["metrics"]), statistics.median(seen["no-metrics"])
-    return {"rps": seen, "median_metrics": on, "median_no_metrics": off,
-            "metrics_cost_pct_c16": round((1 - on / off) * 100, 1)}
+    on, off, traced, sampled = (statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct"))
+    return {"rps": seen, "median_metrics": on, "median_no_metrics": off, "median_tracing": traced,
+            "median_tracing_1pct": sampled,
+            "metrics_cost_pct_c16": round((1 - on / off) * 100, 1),
+            "metrics_and_tracing_every_exchange_cost_pct_c16": round((1 - traced / off) * 100, 1),
+            "metrics_and_tracing_1pct_cost_pct_c16": round((1 - sampled / off) * 100, 1)}
 
 
 @contextmanager

@@ -50,3 +50,48 @@ def test_trace_id_is_in_the_audit_event(guard_factory):
     rid = r.headers["x-guard-request-id"]
     events = [e for _, _, e in iter_events(g.config.audit.dir) if e.get("request_id") == rid]
     assert events and all(e["trace_id"] == trace for e in events)
+
+
+def test_sampled_out_exchanges_make_no_spans_but_keep_their_trace_id(guard_factory, model_server):
+    """telemetry.trace_sample_ratio: an exchange not sampled exports nothing and tells the upstream so
+    (traceparent flags 00) yet still carries its trace id into the audit record; a caller's sampled flag
+    is followed (ParentBased), as the configured sampler does."""
+    import time
+
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    from guard.audit.layout import iter_events
+    from guard.config import Telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    g = guard_factory(runtime_kw={"tracer_provider": provider})
+    with g.client() as c:
+        r = c.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    def last_chat() -> dict:  # the proxied request, not a Llama Guard screening call
+        return [q for q in model_server[0].requests if "guard" not in str(q["body"].get("model", "")).lower()][-1]
+
+    tp = last_chat()["headers"]["traceparent"]
+    assert tp.endswith("-00")
+    rid = r.headers["x-guard-request-id"]
+    events = [e for _, _, e in iter_events(g.config.audit.dir) if e.get("request_id") == rid]
+    assert events and all(e["trace_id"] == tp.split("-")[1] for e in events)
+
+    caller = "5bf92f3577b34da6a3ce929d0e0e4737"
+    with g.client() as c:
+        c.post("/v1/chat/completions", headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"},
+               json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    deadline = time.monotonic() + 5
+    while not exporter.get_finished_spans() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spans = exporter.get_finished_spans()
+    assert spans and {format(s.context.trace_id, "032x") for s in spans} == {caller}
+    assert last_chat()["headers"]["traceparent"].endswith("-01")
+
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError):
+        Telemetry(trace_sample_ratio=1.5)
