@@ -5,6 +5,7 @@ Every module increments metrics through the objects defined here, so names and l
 from __future__ import annotations
 
 import os
+import random
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -224,6 +225,9 @@ class Tracing:
         self.tracer = provider.get_tracer("guard")  # type: ignore[attr-defined]
         self.provider = provider
         self._prop = TraceContextTextMapPropagator()
+        # Guard's own head sampling (from_config): an exchange not sampled never touches the SDK. None: the
+        # provider's sampler decides everything (a provider passed in, as the tests do).
+        self._keep: float | None = None
 
     @classmethod
     def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> "Tracing | None":
@@ -235,13 +239,23 @@ class Tracing:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+        # The SDK follows a caller's sampled flag and keeps every root span Guard hands it: ``start`` has
+        # already dropped the exchanges not sampled (with the caller's flag, or ``sample_ratio``).
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                                  sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+                                  sampler=ParentBased(TraceIdRatioBased(1.0)))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        return cls(provider)
+        t = cls(provider)
+        t._keep = sample_ratio
+        return t
 
     def start(self, traceparent: str | None, wall_ns: int) -> tuple[object, str, str]:
-        """(span, trace id hex, traceparent for the upstream)."""
+        """(span or None when not sampled, trace id hex, traceparent for the upstream)."""
+        if self._keep is not None:
+            parent = _parse_traceparent(traceparent)
+            sampled = bool(parent[1] & 1) if parent else self._keep >= 1.0 or random.random() < self._keep
+            if not sampled:  # no span: the trace id (the caller's, or a new one) still goes upstream and to audit
+                tid = parent[0] if parent else os.urandom(16).hex()
+                return None, tid, f"00-{tid}-{os.urandom(8).hex()}-00"
         ctx = self._prop.extract({"traceparent": traceparent}) if traceparent else None
         span = self.tracer.start_span("guard.exchange", context=ctx, start_time=wall_ns,
                                       kind=_client_kind())
@@ -284,6 +298,19 @@ class Tracing:
                                            start_time=base_ns + int((t0 - base_perf) * 1e9))
             child.end(end_time=base_ns + int((t1 - base_perf) * 1e9))
         span.end()  # type: ignore[attr-defined]
+
+
+def _parse_traceparent(tp: str | None) -> tuple[str, int] | None:
+    """(trace id, flags) of a valid W3C version-00 traceparent, else None (a new trace is started)."""
+    if not tp or len(tp) < 55 or tp[2] != "-" or tp[35] != "-" or tp[52] != "-":
+        return None
+    tid, sid, flags = tp[3:35].lower(), tp[36:52].lower(), tp[53:55]
+    try:
+        if int(tid, 16) == 0 or int(sid, 16) == 0 or tp[:2].lower() == "ff":
+            return None
+        return tid, int(flags, 16)
+    except ValueError:
+        return None
 
 
 def _client_kind() -> object:

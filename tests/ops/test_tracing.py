@@ -95,3 +95,44 @@ def test_sampled_out_exchanges_make_no_spans_but_keep_their_trace_id(guard_facto
 
     with pytest.raises(pydantic.ValidationError):
         Telemetry(trace_sample_ratio=1.5)
+
+
+def test_guards_own_head_sampling_skips_the_sdk_for_exchanges_not_sampled():
+    """From guard.yaml (Tracing.from_config): an exchange not sampled gets no span at all (nothing for the
+    SDK to build), a fresh or the caller's trace id and an unsampled traceparent; a caller's sampled flag is
+    followed whatever the ratio."""
+    from guard.telemetry import Tracing
+
+    never = Tracing.from_config("guard", "http://127.0.0.1:9/v1/traces", 0.0)
+    always = Tracing.from_config("guard", "http://127.0.0.1:9/v1/traces", 1.0)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    never.tracer = always.tracer = provider.get_tracer("guard")  # spans land in memory, not on the wire
+    try:
+        span, tid, tp = never.start(None, 0)
+        assert span is None and len(tid) == 32 and tp.startswith(f"00-{tid}-") and tp.endswith("-00")
+        caller = "6bf92f3577b34da6a3ce929d0e0e4738"
+        span, tid, tp = never.start(f"00-{caller}-00f067aa0ba902b7-00", 0)
+        assert span is None and tid == caller and tp.endswith("-00")
+        span, tid, tp = never.start(f"00-{caller}-00f067aa0ba902b7-01", 0)
+        assert span is not None and span.is_recording() and tid == caller and tp.endswith("-01")
+        span.end()
+        span, tid, tp = always.start("garbage", 0)
+        assert span is not None and tid != caller and tp.endswith("-01")
+        span.end()
+        assert len(exporter.get_finished_spans()) == 2
+        quarter = Tracing.from_config("guard", "http://127.0.0.1:9/v1/traces", 0.25)
+        quarter.tracer = provider.get_tracer("guard")
+        import random
+
+        random.seed(7)
+        kept = [quarter.start(None, 0)[0] for _ in range(4000)]
+        assert 850 < sum(k is not None for k in kept) < 1150  # 1,000 expected
+        for k in kept:
+            if k is not None:
+                k.end()
+        quarter.provider.shutdown()
+    finally:
+        never.provider.shutdown()
+        always.provider.shutdown()
