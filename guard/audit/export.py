@@ -156,14 +156,12 @@ def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -
         m = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         return [f"manifest unreadable: {e}"]
-    body = {k: v for k, v in m.items() if k not in ("hash", "sig")}
-    key = keys.get(m.get("key_id", ""))
-    if key is None:
-        return [f"manifest signed by unknown key {m.get('key_id')!r}"]
-    from guard.audit.seal import check_signature
+    from guard.audit.seal import record_problem
 
-    h = hashlib.sha256(canonical(body)).hexdigest()
-    if h != m.get("hash") or not check_signature(key, h, m.get("sig", "")):
+    why = record_problem(m, keys) if isinstance(m, dict) else "hash_mismatch"
+    if why == "unknown_key":
+        return [f"manifest signed by unknown key {m.get('key_id')!r}"]
+    if why is not None:
         return ["manifest signature does not verify"]
     problems = []
     if m.get("export") not in (None, "-"):

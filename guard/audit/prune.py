@@ -23,7 +23,7 @@ from typing import Any
 
 from guard.audit import event as ev
 from guard.audit import layout
-from guard.audit.seal import GENESIS, Signer, canonical, check_signature
+from guard.audit.seal import GENESIS, Signer, record_problem
 
 PRUNED = "PRUNED.json"
 _CP = "audit.checkpoint"
@@ -47,18 +47,9 @@ def check_pruned(rec: dict[str, Any], chain: str, keys: dict[str, Any]) -> str |
     """None when ``rec`` is a prune record of ``chain`` signed by one of ``keys``, else why not."""
     if not rec or rec.get("type") != "audit.pruned" or rec.get("chain") != chain:
         return "hash_mismatch"
-    key = keys.get(rec.get("key_id", ""))
-    if key is None:
-        return "unknown_key"
-    body = {k: v for k, v in rec.items() if k not in ("hash", "sig")}
-    try:
-        ok = hashlib.sha256(canonical(body)).hexdigest() == rec.get("hash")
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        return "hash_mismatch"
-    if not check_signature(key, str(rec["hash"]), str(rec.get("sig", ""))):
-        return "bad_signature"
+    why = record_problem(rec, keys)
+    if why is not None:
+        return why
     if not all(isinstance(rec.get(k), int) for k in ("seq", "events", "since_checkpoint")):
         return "hash_mismatch"
     return None
@@ -73,19 +64,6 @@ def pruned_names(root: Path, chain: str) -> set[str]:
         if isinstance(segs, list) else set()
 
 
-def _last_time(seg: Path) -> str | None:
-    """Time of the segment's last complete event (segments are in time order within a chain)."""
-    last = None
-    for _, _, line in layout.iter_lines(seg):
-        last = line
-    if last is None:
-        return None
-    try:
-        return str(json.loads(last).get("time", ""))
-    except ValueError:
-        return None
-
-
 def plan(root: Path, chain: str, before: str) -> list[Path]:
     """The longest run of a chain's oldest segments whose events are all older than ``before``,
     never including its newest segment."""
@@ -93,8 +71,8 @@ def plan(root: Path, chain: str, before: str) -> list[Path]:
     skip = pruned_names(root, chain)
     segs = [s for s in layout.segments(root, chain) if s.name not in skip]
     for seg in segs[:-1]:
-        t = _last_time(seg)
-        if t is None or not t < before:
+        last = layout.last_intact([seg])[0]
+        if last is None or not str(last.get("time", "")) < before:
             break
         out.append(seg)
     return out

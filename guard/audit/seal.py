@@ -216,6 +216,24 @@ def check_signature(public: Ed25519PublicKey | bytes, hash_hex: str, sig_b64: st
         return False
 
 
+def record_problem(rec: dict[str, Any], keys: dict[str, Any]) -> str | None:
+    """Why a signed record (head, prune record, export manifest: ``hash`` over the JCS form of the rest,
+    ``sig`` over ``hash``, ``key_id``) does not verify with ``keys``: ``unknown_key``, ``hash_mismatch`` or
+    ``bad_signature``; None when it does."""
+    key = keys.get(rec.get("key_id", ""))
+    if key is None:
+        return "unknown_key"
+    try:
+        h = hashlib.sha256(canonical(body_of(rec))).hexdigest()
+    except (TypeError, ValueError, UnicodeError):
+        return "hash_mismatch"
+    if h != rec.get("hash"):
+        return "hash_mismatch"
+    if not check_signature(key, h, str(rec.get("sig", ""))):
+        return "bad_signature"
+    return None
+
+
 def load_public_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
     """Public keys by key_id from PEM files or folders of them (*.pem, *.pub). Private keys are refused."""
     keys: dict[str, Ed25519PublicKey] = {}

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
 from guard.audit.prune import PRUNED, check_pruned, pruned_names, read_pruned
-from guard.audit.seal import GENESIS, canonical, check_signature
+from guard.audit.seal import GENESIS, canonical, check_signature, record_problem
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")
 _CHUNK = 4 << 20
@@ -476,11 +476,10 @@ def _check_head(w: _Chain, last: Path, line: int) -> None:
     head = w.head
     if head is None:
         return w.fail(last, line, w.rep.last_seq, "truncated", "HEAD.json missing or unreadable")
-    h = {k: v for k, v in head.items() if k not in ("hash", "sig")}
-    key = _KEYS.get(head.get("key_id", ""))
-    if key is None:
+    why = record_problem(head, _KEYS)
+    if why == "unknown_key":
         return w.fail(last, line, w.rep.last_seq, "unknown_key", "HEAD.json signed by an unknown key")
-    if hashlib.sha256(canonical(h)).hexdigest() != head.get("hash") or not check_signature(key, head["hash"], head.get("sig", "")):
+    if why is not None:
         return w.fail(last, line, w.rep.last_seq, "bad_signature", "HEAD.json signature")
     hs = int(head.get("seq", 0))
     if hs > (w.rep.last_seq or 0):
