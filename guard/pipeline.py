@@ -122,11 +122,8 @@ def _stage(ex: Exchange, name: str, t0: float) -> None:
 
 def _trace_id(traceparent: bytes | None) -> str:
     """The caller's W3C trace id, kept so the exchange joins the caller's trace; a new one otherwise."""
-    if traceparent is not None and len(traceparent) == 55 and traceparent[2:3] == b"-":
-        tid = traceparent[3:35].decode("latin-1").lower()
-        if tid != "0" * 32 and all(c in "0123456789abcdef" for c in tid):
-            return tid
-    return os.urandom(16).hex()
+    parent = telemetry.parse_traceparent(traceparent.decode("latin-1")) if traceparent is not None else None
+    return parent[0] if parent else os.urandom(16).hex()
 
 
 def identify(scope: dict[str, Any], trusted: list[Any]) -> Principal:

@@ -251,7 +251,7 @@ class Tracing:
     def start(self, traceparent: str | None, wall_ns: int) -> tuple[object, str, str]:
         """(span or None when not sampled, trace id hex, traceparent for the upstream)."""
         if self._keep is not None:
-            parent = _parse_traceparent(traceparent)
+            parent = parse_traceparent(traceparent)
             sampled = bool(parent[1] & 1) if parent else self._keep >= 1.0 or random.random() < self._keep
             if not sampled:  # no span: the trace id (the caller's, or a new one) still goes upstream and to audit
                 tid = parent[0] if parent else os.urandom(16).hex()
@@ -300,17 +300,19 @@ class Tracing:
         span.end()  # type: ignore[attr-defined]
 
 
-def _parse_traceparent(tp: str | None) -> tuple[str, int] | None:
-    """(trace id, flags) of a valid W3C version-00 traceparent, else None (a new trace is started)."""
-    if not tp or len(tp) < 55 or tp[2] != "-" or tp[35] != "-" or tp[52] != "-":
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(tp: str | None) -> tuple[str, int] | None:
+    """(trace id, flags) of a caller's W3C ``traceparent``; None when it carries no usable trace id (the
+    exchange then starts a trace of its own). Flags that are not hex count as 0 (not sampled)."""
+    if tp is None or len(tp) != 55 or tp[2] != "-":
         return None
-    tid, sid, flags = tp[3:35].lower(), tp[36:52].lower(), tp[53:55]
-    try:
-        if int(tid, 16) == 0 or int(sid, 16) == 0 or tp[:2].lower() == "ff":
-            return None
-        return tid, int(flags, 16)
-    except ValueError:
+    tid = tp[3:35].lower()
+    if tid == "0" * 32 or not _HEX.issuperset(tid):
         return None
+    flags = tp[53:55].lower()
+    return tid, int(flags, 16) if tp[52] == "-" and _HEX.issuperset(flags) else 0
 
 
 def _client_kind() -> object:

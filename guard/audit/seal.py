@@ -118,9 +118,7 @@ def canonical(obj: Any) -> bytes:
                 s = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             except (ValueError, TypeError):
                 return rfc8785.dumps(obj)  # raises for what JCS cannot represent
-            if s.isascii() or _scan(obj):
-                return s.encode()
-            return rfc8785.dumps(obj)
+            b = s.encode()  # raises for lone surrogates: the journal then makes the event plain
         if b.isascii() or _scan(obj):
             return b
     return rfc8785.dumps(obj)
