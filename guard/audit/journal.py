@@ -315,10 +315,11 @@ class Journal:
             return
         self._seg_size += len(data)
         self._durable = (batch[-1][1], _hash_of(batch[-1][0]))
-        self._settle(batch, None)
         counts: dict[str, int] = {}
-        for line, seq, typ, _ in batch:
+        for _, _, typ, _ in batch:
             counts[typ] = counts.get(typ, 0) + 1
+        self._settle(batch, None, counts)
+        for line, seq, typ, _ in batch if "audit.checkpoint" in counts else ():
             if typ == "audit.checkpoint":
                 self._durable_cp = _hash_of(line)
                 try:
@@ -352,21 +353,30 @@ class Journal:
         self._settle(failed, JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))
 
     @staticmethod
-    def _settle(batch: list[tuple[bytes, int, str, Any]], err: BaseException | None) -> None:
-        by_loop: dict[Any, list[Any]] = {}
-        for *_, w in batch:
-            if w is None:
-                continue
-            if isinstance(w, _Waiter):
-                w.error = err
-                w.done.set()
-            else:
-                by_loop.setdefault(w[0], []).append(w[1])
-        for loop, futs in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, futs, err)
-            except RuntimeError:
-                pass  # loop closed
+    def _settle(batch: list[tuple[bytes, int, str, Any]], err: BaseException | None,
+                counts: dict[str, int] | None = None) -> None:
+        """Wake the batch's waiters (``counts``: events written by type, when it was written)."""
+        _wake([w for *_, w in batch if w is not None], err)
+
+
+def _wake(waiters: list[Any], err: BaseException | None, here: asyncio.AbstractEventLoop | None = None) -> None:
+    """Settle waiters: a ``_Waiter`` is set; ``(loop, future)`` pairs are resolved on their loop, at once for
+    ``here`` (the caller runs on it), through ``call_soon_threadsafe`` for any other."""
+    by_loop: dict[Any, list[Any]] = {}
+    for w in waiters:
+        if isinstance(w, _Waiter):
+            w.error = err
+            w.done.set()
+        else:
+            by_loop.setdefault(w[0], []).append(w[1])
+    for loop, futs in by_loop.items():
+        if loop is here:
+            _resolve(futs, err)
+            continue
+        try:
+            loop.call_soon_threadsafe(_resolve, futs, err)
+        except RuntimeError:
+            pass  # loop closed
 
 
 def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:

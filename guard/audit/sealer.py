@@ -37,7 +37,7 @@ from typing import Any
 
 from guard import telemetry as tm
 from guard.audit import layout
-from guard.audit.journal import Journal, JournalError, _resolve, _Waiter, default_writer_id
+from guard.audit.journal import Journal, JournalError, _Waiter, _wake, default_writer_id
 from guard.audit.settings import AuditSettings
 
 HDR = struct.Struct("!IcQ")
@@ -221,33 +221,11 @@ class ProcessJournal:
         threading.Thread(target=_reap, args=(proc,), daemon=True).start()
 
     def _settle(self, ranges: list[list[int]], err: BaseException | None) -> None:
-        futs: list[Any] = []
         with self._lock:
             pop = self._waiters.pop
-            for a, b in ranges:
-                for i in range(a, b + 1):
-                    w = pop(i, None)
-                    if w is None:
-                        continue
-                    if type(w) is _Waiter:
-                        w.error = err
-                        w.done.set()
-                    else:
-                        futs.append(w)
-        if not futs:
-            return
-        here = threading.get_ident() == self._loop_thread
-        by_loop: dict[Any, list[Any]] = {}
-        for loop, fut in futs:
-            by_loop.setdefault(loop, []).append(fut)
-        for loop, fs in by_loop.items():
-            if here and loop is self._loop:
-                _resolve(fs, err)
-            else:
-                try:
-                    loop.call_soon_threadsafe(_resolve, fs, err)
-                except RuntimeError:
-                    pass  # loop closed
+            waiters = [w for a, b in ranges for i in range(a, b + 1) if (w := pop(i, None)) is not None]
+        if waiters:
+            _wake(waiters, err, self._loop if threading.get_ident() == self._loop_thread else None)
 
     def _wait(self, done: threading.Event, timeout: float | None) -> bool:
         """Block until ``done``: the loop's reader delivers it if a loop runs on another thread; otherwise
@@ -414,16 +392,14 @@ class _SealerJournal(Journal):
         data = json.dumps(msg, separators=(",", ":")).encode()
         self._sock.sendall(LEN.pack(len(data)) + data)
 
-    def _settle(self, batch: list[tuple[bytes, int, str, Any]], err: BaseException | None) -> None:  # type: ignore[override]
+    def _settle(self, batch: list[tuple[bytes, int, str, Any]], err: BaseException | None,  # type: ignore[override]
+                counts: dict[str, int] | None = None) -> None:
         ids = [w for *_, w in batch if type(w) is int]
         if err is not None:
             if ids:
                 self.send({"fail": _ranges(ids), "error": str(err)})
             return
-        counts: dict[str, int] = {}
-        for _, _, typ, _ in batch:
-            counts[typ] = counts.get(typ, 0) + 1
-        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts}
+        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts or {}}
         if self.fsync_s is not None:
             msg["fsync"] = self.fsync_s
         self.send(msg)
