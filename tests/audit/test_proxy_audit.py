@@ -715,6 +715,16 @@ def test_a_full_disk_refuses_requests_with_503_and_never_answers_unrecorded(
             assert err["code"] == "audit_unavailable" and err["type"] and err["message"], err
         assert fail_closed() - before >= len(refused)
         assert httpx.get(g.admin_url + "/readyz", timeout=10).status_code == 503  # journal unhealthy
+        # a request the HTTP layer refuses cannot be recorded either: it is refused harder, not answered unrecorded
+        from tests.hardening.conftest import tls_socket
+
+        with tls_socket(g.url, g.ssl_context("app")) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n"
+                      b"content-length: 3\r\n\r\n{}")
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        assert raw.startswith(b"HTTP/1.1 503 ") and b'"audit_unavailable"' in raw, raw[:300]
 
         (small_fs / "filler").unlink()  # space returns
         deadline = time.monotonic() + 5

@@ -156,8 +156,8 @@ def test_requests_refused_before_the_app_are_audited_under_their_request_id(guar
 
 def test_a_protocol_refusal_that_cannot_be_recorded_is_a_503(guard_factory: Any) -> None:
     """Fail closed: when the journal refuses the record, the refused request is answered 503
-    audit_unavailable (a recorder that raises stands in for a broken journal; the journal's own failure
-    modes are tested in tests/ops)."""
+    audit_unavailable. A recorder that raises stands in for a broken journal so this runs everywhere; with a
+    real full disk (a tmpfs, where the test may mount one) tests/audit/test_proxy_audit.py checks the same."""
     from guard.audit.journal import JournalError
 
     class Broken:
