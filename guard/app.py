@@ -29,7 +29,7 @@ class GuardApp:
         self.pipeline = Pipeline(svc)
         self.runtime = runtime
 
-    async def refused_by_protocol(self, *args: Any) -> tuple[int, str, str] | None:
+    async def refused_by_protocol(self, *args: Any) -> Any:
         """Called by guard.server for requests refused before they reach the app (see Pipeline)."""
         return await self.pipeline.refused_by_protocol(*args)
 

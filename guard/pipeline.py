@@ -186,20 +186,20 @@ class Pipeline:
                 tracing.finish(ex, ex.context.get("outcome") or {})
 
     async def refused_by_protocol(self, rid: str, status: int, msg: str, code: str, tls: dict[str, Any] | None,
-                                  client_ip: str) -> tuple[int, str, str] | None:
+                                  client_ip: str) -> GuardError | None:
         """A request the HTTP layer refused before it became an exchange (guard.server): its
-        ``exchange.denied`` record (stage ``request``) and its count. Returns the refusal to answer instead
+        ``exchange.denied`` record (stage ``request``) and its count. Returns the error to answer instead
         when the record could not be written (503 ``audit_unavailable``), else None."""
         ex = Exchange(request_id=rid, api="", operation="", model="", path="", body={})
         ex.client_ip = client_ip
         ex.principal = (tls or {}).get("guard.principal") or ANONYMOUS
         ex.trace_id = os.urandom(16).hex()
-        answer: tuple[int, str, str] | None = None
+        answer: GuardError | None = None
         try:
             await self._after(ex, False, {"status": status, "reason": code, "error_type": "invalid_request_error"})
         except GuardError as je:
-            answer = (je.status, je.message, je.code or je.type)
-        telemetry.child(telemetry.REQUESTS, "none", "none", "", "none", str(answer[0] if answer else status)).inc()
+            answer = je
+        telemetry.child(telemetry.REQUESTS, "none", "none", "", "none", str(answer.status if answer else status)).inc()
         return answer
 
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:

@@ -16,7 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from guard import telemetry
-from guard.errors import error_body
+from guard.errors import GuardError, unavailable
 from guard.identity import Principal, principal_from_der
 
 log = logging.getLogger("guard.server")
@@ -217,30 +217,29 @@ class _Refusals:
             return
         self._refused = True
         rid = os.urandom(12).hex()
+        err = GuardError(status, msg, "invalid_request_error", code)
         if self._recorder is None or not received:
-            return self._write_refusal(status, msg, code, rid)
+            return self._write_refusal(err, rid)
         self.transport.pause_reading()
-        self.loop.create_task(self._record_then_refuse(status, msg, code, rid))
+        self.loop.create_task(self._record_then_refuse(err, rid))
 
-    async def _record_then_refuse(self, status: int, msg: str, code: str, rid: str) -> None:
+    async def _record_then_refuse(self, err: GuardError, rid: str) -> None:
         try:
-            err = await self._recorder(rid, status, msg, code, self._tls, (self.client or ("", 0))[0])
+            worse = await self._recorder(rid, err.status, err.message, err.code, self._tls,
+                                         (self.client or ("", 0))[0])
         except Exception:  # noqa: BLE001 - a bug in recording still answers, refused harder
             log.exception("recording refused request %s", rid)
-            err = (503, "audit journal unavailable; request refused", "audit_unavailable")
-        if err is not None:
-            status, msg, code = err
-        self._write_refusal(status, msg, code, rid)
+            worse = unavailable("audit journal unavailable; request refused", "audit_unavailable")
+        self._write_refusal(worse or err, rid)
 
-    def _write_refusal(self, status: int, msg: str, code: str, rid: str) -> None:
+    def _write_refusal(self, err: GuardError, rid: str) -> None:
         """An OpenAI-shaped error written straight to the transport (no request reached the app), then close."""
         if self.transport.is_closing():
             return
-        etype = "server_error" if status >= 500 else "invalid_request_error"
-        body = error_body(msg, etype, code)
+        body = err.body()
         self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
                              b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
-                             % (status, _REASON_PHRASES[status], len(body), rid.encode(), body))
+                             % (err.status, _REASON_PHRASES[err.status], len(body), rid.encode(), body))
         self.transport.close()
 
 
