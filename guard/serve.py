@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import uvicorn
 
+from guard import gc_tuning
 from guard.app import GuardApp, admin_app
 from guard.config import Config, ConfigError
 from guard.runtime import Runtime
@@ -86,6 +87,7 @@ def _install_uvloop() -> None:
 def run_single(cfg: Config) -> int:
     rt = Runtime(cfg)
     rt.load()
+    gc_tuning.tune()
     _install_uvloop()
     return asyncio.run(serve(rt))
 
@@ -121,6 +123,7 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket],
         rt = Runtime(cfg, worker=worker)
         rt.supervised = True
         rt.load()
+        gc_tuning.tune()
         _install_uvloop()
         code = asyncio.run(serve(rt, sockets=socks))
     except ConfigError as e:  # a file a person wrote: the supervisor stops and exits 2

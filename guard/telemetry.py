@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # several workers: values live in shared files
-if not MULTIPROCESS:  # process_resident_memory_bytes, open fds, CPU (per process, so not summed over workers)
-    from prometheus_client import ProcessCollector
+if not MULTIPROCESS:  # process_resident_memory_bytes, open fds, CPU; python_gc_* (per process: not summed)
+    from prometheus_client import GCCollector, ProcessCollector
 
     ProcessCollector(registry=REGISTRY)
+    GCCollector(registry=REGISTRY)
 
 
 def exposition_registry() -> CollectorRegistry:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from guard import gc_tuning
 from guard import telemetry as tm
 from guard.audit import layout
 from guard.audit.journal import Journal, JournalError, _Waiter, _wake, default_writer_id
@@ -441,6 +442,7 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
             msg = json.dumps({"error": str(e)}).encode()
             sock.sendall(LEN.pack(len(msg)) + msg)
             return 3
+    gc_tuning.tune()
     j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
     j.write_pending()  # a recovery checkpoint sealed on resume
     window = settings.batch_window_ms / 1000.0 if settings.durability == "batch" else 0.0
