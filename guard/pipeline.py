@@ -42,7 +42,9 @@ class Recorder(Protocol):
 
     async def started(self, ex: Exchange) -> None: ...
 
-    async def finished(self, ex: Exchange, kind: str, outcome: dict[str, Any]) -> None: ...
+    async def finished(self, ex: Exchange, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
+        """Record the exchange's end; ``wait=False``: the answer is out and ``exchange.started`` is durable,
+        so the record need not be durable on return (the journal writes it with its next group commit)."""
 
 
 @dataclass
@@ -230,7 +232,7 @@ class Pipeline:
             telemetry.child(telemetry.TOKENS, ex.model, "input").inc(u.get("input_tokens", 0))
             telemetry.child(telemetry.TOKENS, ex.model, "output").inc(u.get("output_tokens", 0))
         try:
-            await self.svc.recorder.finished(ex, "exchange.completed", outcome)
+            await self.svc.recorder.finished(ex, "exchange.completed", outcome, wait=False)
         except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
             telemetry.FAIL_CLOSED.labels("audit").inc()
             log.error("audit completion record for %s failed: %s", ex.request_id, err)

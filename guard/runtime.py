@@ -52,7 +52,7 @@ class MemoryRecorder:
     async def started(self, ex: Any) -> None:
         self.events.append({"type": "exchange.started", "request_id": ex.request_id})
 
-    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any]) -> None:
+    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         self.events.append({"type": kind, "request_id": ex.request_id, "outcome": outcome,
                             "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)]})
 

@@ -3,9 +3,12 @@
 Events are sealed in the caller's thread (so ``seq`` follows call order) and handed to a writer thread
 that writes whole batches and fsyncs once per batch (group commit). ``append`` resolves after the fsync
 that covers its event (durability ``fsync``) or at once with the fsync due within ``batch_window_ms``
-(durability ``batch``). A failed write rolls the chain back to its last durable event, fails every event
-not yet durable with JournalError and marks the journal unhealthy; the next append opens a new segment
-that starts with a recovery checkpoint.
+(durability ``batch``). ``append(event, wait=False)`` (Guard's ``exchange.completed``, sent after the
+answer) resolves at once in either mode: the event goes out with the next group commit that something
+waits for, and at the latest ``batch_window_ms`` after it was sealed, so it costs no fsync of its own. A
+failed write rolls the chain back to its last durable event, fails every event not yet durable with
+JournalError and marks the journal unhealthy; the next append opens a new segment that starts with a
+recovery checkpoint.
 """
 from __future__ import annotations
 
@@ -61,6 +64,8 @@ class Journal:
         self.dir = layout.chains_dir(self.root) / self.chain
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[tuple[bytes, int, str, Any]] = []  # line, seq, type, waiter
+        self._urgent = False  # something in _pending waits for its fsync (durability fsync): write it now
+        self._since = 0.0  # when the oldest event in _pending was sealed (the rest wait batch_window_ms)
         self._fd = -1
         self._seg_size = 0
         self._seg_opened = 0.0
@@ -112,10 +117,11 @@ class Journal:
     def seq(self) -> int:
         return self._seq
 
-    async def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Seal ``event`` and return it once durable (see the module docstring). Raises JournalError."""
+    async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+        """Seal ``event`` and return it once durable, or at once with ``wait=False`` or durability ``batch``
+        (see the module docstring). Raises JournalError."""
         loop = asyncio.get_running_loop()
-        if self.settings.durability == "batch":
+        if not wait or self.settings.durability == "batch":
             return self._submit(event, None)
         fut = loop.create_future()
         sealed = self._submit(event, (loop, fut), notify=False)
@@ -159,15 +165,23 @@ class Journal:
     # --- sealing (caller threads, under the condition's lock) ------------------------------------------
 
     def _submit(self, event: dict[str, Any], waiter: Any, notify: bool = True) -> dict[str, Any]:
+        """Seal ``event``; a ``waiter`` (durability fsync) makes the pending batch urgent. The writer is told
+        of urgent batches (``notify``) and of the first event of a batch (it then sleeps until its window)."""
         with self._cond:
             if self._closing:
                 raise JournalError("audit journal is closed")
             if not self._healthy:
                 self._recover()
+            first = not self._pending
             sealed = self._seal(event, waiter)
+            if first:
+                self._since = time.monotonic()
             if self._since_cp >= self.settings.checkpoint_events:
                 self._seal_checkpoint("count")
-            if notify:
+            urgent = waiter is not None and self.settings.durability == "fsync"
+            if urgent:
+                self._urgent = True
+            if notify and (urgent or first):
                 self._cond.notify()
         return sealed
 
@@ -257,21 +271,21 @@ class Journal:
     # --- writer thread --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        s = self.settings
+        window = self.settings.batch_window_ms / 1000.0
         while True:
             with self._cond:
                 while True:
                     due = self._interval_checkpoint()
-                    if self._pending or self._closing:
+                    if self._closing or (self._pending and self._urgent):
                         break
+                    if self._pending:  # nothing waits for these: write them when their window closes
+                        left = self._since + window - time.monotonic()
+                        if left <= 0:
+                            break
+                        due = min(due, left)
                     self._cond.wait(due)
-                batch, self._pending = self._pending, []
+                batch, self._pending, self._urgent = self._pending, [], False
                 closing = self._closing
-            if batch and s.durability == "batch" and not closing:
-                time.sleep(s.batch_window_ms / 1000.0)
-                with self._cond:
-                    batch += self._pending
-                    self._pending = []
             if batch:
                 self._write(batch)
             if closing:
@@ -333,7 +347,7 @@ class Journal:
         tm.AUDIT_WRITE_FAILURES.inc()
         with self._cond:
             failed = batch + self._pending
-            self._pending = []
+            self._pending, self._urgent = [], False
             self._seq, self._prev = self._durable
             self._since_cp, self._last_cp = 0, self._durable_cp
             self._healthy = False

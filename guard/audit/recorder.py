@@ -2,7 +2,8 @@
 
 ``started`` returns once ``exchange.started`` is durable (JournalError otherwise: the pipeline refuses
 with 503); ``finished`` writes ``exchange.completed`` or ``exchange.denied`` from the outcome dict the
-pipeline builds (status, reason, bytes, usage, finish_reasons, error; ``answer_text`` if the pipeline
+pipeline builds, durable when it returns, or with ``wait=False`` (a completion after the answer went out)
+with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error; ``answer_text`` if the pipeline
 wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged).
 """
 from __future__ import annotations
@@ -80,7 +81,7 @@ class JournalRecorder:
     async def started(self, ex: Any) -> None:
         await self.journal.append(ev.exchange_started(ex, self.capture, prompt=self._prompt(ex)))
 
-    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any]) -> None:
+    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         status = int(outcome.get("status", 0) or 0) or 500
         reason = str(outcome.get("reason") or outcome.get("error_type") or "")
         if kind == "exchange.denied":
@@ -95,4 +96,4 @@ class JournalRecorder:
                 ex, status, finish or None, int(outcome.get("bytes", 0) or 0), outcome.get("usage"), self.capture,
                 prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), latency_ms=total,
                 error=reason if status >= 400 and reason else None)
-        await self.journal.append(e)
+        await self.journal.append(e, wait=wait)

@@ -14,7 +14,8 @@ sealer has resumed the chain (recovery checkpoint, as after a crash), and the fa
 Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length, op, event number) then the
 payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
 read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
-can send one), ``C`` close. Sealer -> worker: ``!I`` length then a JSON message: ``ready``
+can send one), ``L`` the same for an event nothing waits for (written with the next group commit, within
+``batch_window_ms``; no acknowledgement of its own), ``C`` close. Sealer -> worker: ``!I`` length then a JSON message: ``ready``
 (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
 ``{"fail": [[first, last], ...], "error": ...}`` per written batch, ``closed`` at the end.
 """
@@ -43,7 +44,7 @@ from guard.audit.settings import AuditSettings
 
 HDR = struct.Struct("!IcQ")
 LEN = struct.Struct("!I")
-_EVENT, _CLOSE = b"E", b"C"
+_EVENT, _LAZY, _CLOSE = b"E", b"L", b"C"
 _START_TIMEOUT_S = 60.0
 _RESTART_BACKOFF_S = 1.0
 _LOCK_WAIT_S = 10.0  # a new sealer waits this long for the chain lock of a sealer still flushing
@@ -284,8 +285,9 @@ class ProcessJournal:
 
             return marshal.dumps(ev.plain(event))
 
-    async def append(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``), see module doc."""
+    async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
+        """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``, or
+        ``wait=False``: the sealer writes it with the next group commit, within ``batch_window_ms``)."""
         data = self._frame(event)
         loop = asyncio.get_running_loop()
         fut = None
@@ -296,10 +298,13 @@ class ProcessJournal:
                 self._attach(loop)
             self._next += 1
             i = self._next
-            if self._fsync or not self._healthy:  # after a failure, batch mode waits too: recovery may fail
+            op = _EVENT
+            if not self._healthy or (self._fsync and wait):  # after a failure every append waits: recovery may fail
                 fut = loop.create_future()
                 self._waiters[i] = (loop, fut)
-            self._out.append(HDR.pack(len(data), _EVENT, i) + data)
+            elif self._fsync:
+                op = _LAZY  # the sealer does not fsync for it alone
+            self._out.append(HDR.pack(len(data), op, i) + data)
             if not self._flush_due:
                 self._flush_due = True
                 loop.call_soon(self._flush)
@@ -407,7 +412,7 @@ class _SealerJournal(Journal):
 
     def write_pending(self) -> None:
         with self._cond:
-            batch, self._pending = self._pending, []
+            batch, self._pending, self._urgent = self._pending, [], False
         if batch:
             self._write(batch)
 
@@ -445,16 +450,15 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
     gc_tuning.tune()
     j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
     j.write_pending()  # a recovery checkpoint sealed on resume
-    window = settings.batch_window_ms / 1000.0 if settings.durability == "batch" else 0.0
+    window = settings.batch_window_ms / 1000.0  # for events nothing waits for (batch, or lazy frames)
     buf = bytearray()
     hs = HDR.size
     loads = marshal.loads
     closing = eof = False
-    first_pending = 0.0  # when the oldest unwritten event arrived (durability batch)
     while not (closing or eof):
         timeout = j.tick()
-        if j._pending and window:
-            timeout = min(timeout, max(0.0, first_pending + window - time.monotonic()))
+        if j._pending and not j._urgent:
+            timeout = min(timeout, max(0.0, j._since + window - time.monotonic()))
         if select.select([sock], [], [], timeout)[0]:
             while True:  # everything that is there now: one group
                 try:
@@ -478,14 +482,13 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                     break
                 event = loads(buf[pos + hs:pos + hs + size])
                 pos += hs + size
-                try:
-                    if not j._pending:
-                        first_pending = time.monotonic()
-                    j._submit(event, i, notify=False)
+                try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
+                    j._submit(event, i if op == _EVENT else None, notify=False)
                 except JournalError as e:
-                    j.send({"fail": [[i, i]], "error": str(e)})
+                    if op == _EVENT:
+                        j.send({"fail": [[i, i]], "error": str(e)})
             del buf[:pos]
-        if j._pending and (not window or closing or eof or time.monotonic() - first_pending >= window):
+        if j._pending and (j._urgent or closing or eof or time.monotonic() - j._since >= window):
             j.write_pending()
     j.finish(final=closing)
     try:

@@ -139,6 +139,40 @@ def test_batch_durability_returns_before_fsync_and_flushes_within_the_window(tmp
     j.close()
 
 
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_unwaited_appends_ride_on_the_next_fsync_or_are_written_when_their_window_closes(tmp_path: Path,
+                                                                                      kind: str) -> None:
+    """durability fsync, ``append(wait=False)`` (exchange.completed after the answer): returns before anything is
+    written and costs no fsync of its own; the next waited append's fsync covers it, in chain order; alone, it
+    is written when batch_window_ms has passed."""
+    from guard.audit.sealer import ProcessJournal
+
+    settings = make_settings(tmp_path, durability="fsync", batch_window_ms=400)
+    j = ProcessJournal(settings, "w1") if kind == "process" else Journal(settings, "w1")
+    on_disk = lambda: [e["id"] for _, _, e in layout.iter_events(tmp_path)]  # noqa: E731
+
+    async def go() -> tuple[dict, dict, list[str], list[str], float]:
+        lazy = await j.append(sample(1), wait=False)
+        await asyncio.sleep(0.05)
+        before = on_disk()
+        waited = await j.append(sample(2))  # durable on return, and so is everything sealed before it
+        after = on_disk()
+        t0 = time.monotonic()
+        alone = await j.append(sample(3), wait=False)
+        while alone["id"] not in on_disk():
+            await asyncio.sleep(0.01)
+        return lazy, waited, before, after + [alone["id"]], time.monotonic() - t0
+
+    try:
+        lazy, waited, before, after, took = asyncio.run(go())
+        assert lazy["id"] not in before
+        assert after.index(lazy["id"]) < after.index(waited["id"])  # sealed first, so first in the chain
+        assert 0.3 < took < 5  # written by the window (400 ms), not by an fsync of its own
+    finally:
+        j.close()
+    assert _verify(tmp_path).ok
+
+
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:

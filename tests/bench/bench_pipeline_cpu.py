@@ -29,7 +29,7 @@ class _NullRecorder:
     async def started(self, ex: Any) -> None:
         pass
 
-    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any]) -> None:
+    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         pass
 
 

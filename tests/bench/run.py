@@ -9,7 +9,9 @@ Core scenario (issue: core proxy): at 1, 16 and 64 connections, POST /v1/chat/co
                 the client certificate: this row pays an extra nginx hop; `nginx-hop` shows that hop's cost)
   litellm       LiteLLM's proxy, 1 worker (if `make bench-peers` installed it)
 Then streaming time to first chunk (direct vs Guard over mTLS, httpx with a client certificate), and Guard's
-RSS after 10k and after 100k requests. Environment: BENCH_QUICK=1 for a short run.
+RSS after 10k and after 100k requests. Then (BENCH_ONLY=paired) the headline ratios again in alternating
+rounds (baseline, Guard mTLS, Guard HTTP at 16 connections; median of each round's ratio).
+Environment: BENCH_QUICK=1 for a short run.
 """
 from __future__ import annotations
 
@@ -145,14 +147,117 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
 
 
+def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
+    """The core targets' ratios measured in pairs: the baseline, Guard over mTLS and Guard over HTTP run side
+    by side (all started once), and each round measures the three in turn at 16 connections; a ratio is the
+    median of the rounds' own ratios. The single pass of the core table measures rows minutes apart, and the
+    box drifts by as much as the effects measured; rounds next to each other in time cancel most of that."""
+    from contextlib import ExitStack
+
+    seen: dict[str, list[float]] = {"baseline": [], "guard-mtls": [], "guard-http": []}
+    with ExitStack() as es:
+        pending: list = []
+        up, _ = _upstream(d, pending)
+        for p in pending:
+            es.enter_context(p)
+        bport = free_port()
+        targets = {
+            "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
+                                                f"http://127.0.0.1:{bport}")),
+            "guard-mtls": es.enter_context(_guard(d, up, True, {})),
+            "guard-http": es.enter_context(_guard(d, up, False, {})),
+        }
+        scripts = {}
+        for name, (url, headers, _p) in targets.items():
+            (d / f"pair-{name}").mkdir(exist_ok=True)
+            scripts[name] = wrk_script(d / f"pair-{name}", CHAT_BODY, headers)
+            wrk(url + "/v1/chat/completions", scripts[name], 4, 1)
+        for _ in range(rounds):
+            for name, (url, _h, _p) in targets.items():
+                r = wrk(url + "/v1/chat/completions", scripts[name], 16, SECONDS, threads=2)
+                seen[name].append(r["rps"])
+                print(f"  paired {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+
+    def ratio(name: str) -> float:
+        return round(statistics.median(a / b for a, b in zip(seen[name], seen["baseline"])), 3)
+
+    return {"rps": seen, "rounds": rounds, "guard-mtls_vs_baseline_rps_c16": ratio("guard-mtls"),
+            "guard-http_vs_baseline_rps_c16": ratio("guard-http")}
+
+
+def hey(url: str, body: Path, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float) -> dict[str, float]:
+    """Paced load: ``conns`` connections, each sending at most ``rate_per_conn`` requests/s (hey -q)."""
+    import re
+    import subprocess
+
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(conns), "-q", str(rate_per_conn), "-m", "POST", "-T",
+           "application/json", "-D", str(body)]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    pct = {int(a): float(b) * 1000 for a, b in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
+    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": pct.get(50, float("nan")),
+            "p99_ms": pct.get(99, float("nan")), "non_2xx": sum(int(n) for c, n in codes.items() if c != "200")}
+
+
+AUDIT_VARIANTS = (("unaudited", {"unaudited": True}), ("fsync", {"durability": "fsync"}),
+                  ("batch", {"durability": "batch"}))
+
+
+def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 1600) -> dict[str, Any]:
+    """What the audit trail adds to a request, over plain HTTP at 16 connections: Guard with no audit at all
+    (tests/bench/guard_noaudit.py), with its journal at ``durability: fsync`` (the default) and at ``batch``,
+    in alternating rounds. Paced (hey, ``rate`` requests/s in all, well below what each variant sustains):
+    the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
+    from contextlib import ExitStack
+
+    lat: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
+    rps: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
+    (d / "ac").mkdir(exist_ok=True)
+    body = d / "ac" / "body.json"
+    body.write_text(CHAT_BODY)
+    with ExitStack() as es:
+        pending: list = []
+        up, _ = _upstream(d, pending)
+        for p in pending:
+            es.enter_context(p)
+        for _ in range(rounds):
+            for name, kw in AUDIT_VARIANTS:
+                with _guard(d, up, False, {"sealer": "auto", **kw}) as (url, headers, _p):
+                    script = wrk_script(d / "ac", CHAT_BODY, headers)
+                    wrk(url + "/v1/chat/completions", script, 4, 1)
+                    paced = hey(url + "/v1/chat/completions", body, headers, 16, rate / 16, SECONDS)
+                    full = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
+                    lat[name].append(paced["p50_ms"])
+                    rps[name].append(full["rps"])
+                    print(f"  audit {name:9s} paced {paced['rps']:>6,.0f} req/s p50 {paced['p50_ms']:.3f} ms "
+                          f"p99 {paced['p99_ms']:.3f} ms non2xx {paced['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
+                          f"req/s p50 {full['p50_ms']:.3f} ms", file=sys.stderr)
+
+    def added(name: str) -> float:
+        return round(statistics.median(a - b for a, b in zip(lat[name], lat["unaudited"])), 3)
+
+    def cost(name: str) -> float:
+        return round((1 - statistics.median(a / b for a, b in zip(rps[name], rps["unaudited"]))) * 100, 1)
+
+    return {"paced_rate": rate, "paced_p50_ms": lat, "saturated_rps": rps,
+            "fsync_added_p50_ms_c16_paced": added("fsync"), "batch_added_p50_ms_c16_paced": added("batch"),
+            "fsync_throughput_cost_pct_c16": cost("fsync"), "batch_throughput_cost_pct_c16": cost("batch")}
+
+
 @contextmanager
 def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], Any]]:
     """A Guard process; over mTLS it is reached through a local nginx that presents the client certificate
     (wrk cannot), so that row pays one extra hop, shown by the ``nginx-hop`` row."""
     gport, admin = free_port(), free_port()
+    kw = dict(kw)
+    unaudited = kw.pop("unaudited", False)  # tests/bench/guard_noaudit.py: the same Guard recording nothing
     cfg = guard_config(d, up, tls, gport, admin, **kw)
-    with process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport,
-                 log=d / f"guard-{gport}.log") as p:
+    cmd = ([PY, "-m", "tests.bench.guard_noaudit", str(cfg)] if unaudited else
+           [str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)])
+    with process(cmd, gport, log=d / f"guard-{gport}.log") as p:
         if not tls:
             yield f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC}, p
             return
@@ -427,6 +532,15 @@ def main() -> int:
             results["core"] = core(Path(tmp))
             print(table(results["core"]["rows"], ["target", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
             print(json.dumps({k: results["core"][k] for k in ("ratios", "ttfb", "rss") if k in results["core"]},
+                             indent=2))
+        if not only or "paired" in only:
+            print("paired ratios (alternating rounds) ...", file=sys.stderr)
+            results["paired"] = paired(Path(tmp))
+            print(json.dumps({k: v for k, v in results["paired"].items() if k != "rps"}, indent=2))
+        if not only or "auditcost" in only:
+            print("audit cost through the proxy (alternating runs) ...", file=sys.stderr)
+            results["auditcost"] = audit_cost(Path(tmp))
+            print(json.dumps({k: v for k, v in results["auditcost"].items() if k not in ("paced_p50_ms", "saturated_rps")},
                              indent=2))
         if not only or "metrics" in only:
             print("metrics cost (alternating runs) ...", file=sys.stderr)

@@ -164,7 +164,7 @@ def test_a_protocol_refusal_that_cannot_be_recorded_is_a_503(guard_factory: Any)
         async def started(self, ex: Any) -> None:
             raise JournalError("disk gone")
 
-        async def finished(self, ex: Any, kind: str, outcome: dict[str, Any]) -> None:
+        async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
             raise JournalError("disk gone")
 
     g = guard_factory(runtime_kw={"recorder": Broken()})

@@ -1,0 +1,36 @@
+"""Guard with no audit at all, for the benchmark only: what the audit trail costs is Guard with its journal
+minus this. The same server, pipeline, policy and screens as `guard serve`, with a recorder that records
+nothing in place of the journal (a configuration cannot do this: Guard refuses to run unaudited).
+
+Run: python -m tests.bench.guard_noaudit CONFIG
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+
+class NullRecorder:
+    async def started(self, ex: Any) -> None:
+        pass
+
+    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
+        pass
+
+
+def main(path: str) -> int:
+    from guard import gc_tuning
+    from guard.config import load_config
+    from guard.runtime import Runtime
+    from guard.serve import _install_uvloop, serve
+
+    rt = Runtime(load_config(path), recorder=NullRecorder())
+    rt.load()
+    gc_tuning.tune()
+    _install_uvloop()
+    return asyncio.run(serve(rt))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
