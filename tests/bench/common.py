@@ -114,6 +114,18 @@ def wrk(url: str, script: Path, conns: int, seconds: float, threads: int = 1) ->
             "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(1) if errs else ""}
 
 
+def paced(url: str, body: str, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float) -> dict[str, float]:
+    """Paced load with precise latencies (tests/bench/paced_client.py, in its own process)."""
+    import json
+
+    out = subprocess.run([PY, "-m", "tests.bench.paced_client", url, body, json.dumps(headers), str(conns),
+                          str(rate_per_conn), str(seconds)], capture_output=True, text=True, timeout=seconds + 60,
+                         cwd=Path(__file__).resolve().parents[2])
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout)
+
+
 def proc_cpu(pid: int) -> float:
     """utime + stime of a process, in seconds (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

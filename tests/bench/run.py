@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import contextlib
 from contextlib import contextmanager
@@ -76,16 +76,17 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
     return path
 
 
-def _upstream(d: Path, stack: list) -> tuple[str, str]:
-    """(url for proxies, label): nginx with a fixed completion, else the built-in model server."""
+def _upstream(d: Path, es: Any) -> tuple[str, str]:
+    """(url for proxies, label): nginx with a fixed completion, else the built-in model server, started in
+    the ExitStack ``es``."""
     port = free_port()
     if have("nginx"):
         conf = nginx_conf(d / "ng-up", f"""  server {{ listen 127.0.0.1:{port};
     location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
-        stack.append(process([NGINX, "-c", str(conf)], port))
+        es.enter_context(process([NGINX, "-c", str(conf)], port))
         return f"http://127.0.0.1:{port}", "nginx fixed completion"
-    stack.append(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
-                          str(port), "--log-level", "warning", "--no-access-log"], port))
+    es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
+                              str(port), "--log-level", "warning", "--no-access-log"], port))
     return f"http://127.0.0.1:{port}", "built-in model server"
 
 
@@ -111,13 +112,10 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     spans exported to a local OTLP/HTTP endpoint (nginx answering 200), for every exchange and for 1% of them
     (telemetry.trace_sample_ratio), at 16 connections, ``rounds`` times each in turn; costs are the median
     of each round's own ratio to the run without metrics (one pass each is within the box's noise)."""
-    up_stack: list = []
     from contextlib import ExitStack
 
     with ExitStack() as es:
-        up, _ = _upstream(d, up_stack)
-        for p in up_stack:
-            es.enter_context(p)
+        up, _ = _upstream(d, es)
         variants = (("metrics", {}), ("no-metrics", {"metrics": False}),
                     ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
                     ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}))
@@ -156,10 +154,7 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
 
     seen: dict[str, list[float]] = {"baseline": [], "guard-mtls": [], "guard-http": []}
     with ExitStack() as es:
-        pending: list = []
-        up, _ = _upstream(d, pending)
-        for p in pending:
-            es.enter_context(p)
+        up, _ = _upstream(d, es)
         bport = free_port()
         targets = {
             "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
@@ -185,55 +180,36 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             "guard-http_vs_baseline_rps_c16": ratio("guard-http")}
 
 
-def hey(url: str, body: Path, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float) -> dict[str, float]:
-    """Paced load: ``conns`` connections, each sending at most ``rate_per_conn`` requests/s (hey -q)."""
-    import re
-    import subprocess
-
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(conns), "-q", str(rate_per_conn), "-m", "POST", "-T",
-           "application/json", "-D", str(body)]
-    for k, v in headers.items():
-        cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
-    pct = {int(a): float(b) * 1000 for a, b in re.findall(r"(\d+)%+ in ([\d.]+) secs", out)}
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
-    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": pct.get(50, float("nan")),
-            "p99_ms": pct.get(99, float("nan")), "non_2xx": sum(int(n) for c, n in codes.items() if c != "200")}
-
-
 AUDIT_VARIANTS = (("unaudited", {"unaudited": True}), ("fsync", {"durability": "fsync"}),
                   ("batch", {"durability": "batch"}))
 
 
-def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 1600) -> dict[str, Any]:
+def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dict[str, Any]:
     """What the audit trail adds to a request, over plain HTTP at 16 connections: Guard with no audit at all
     (tests/bench/guard_noaudit.py), with its journal at ``durability: fsync`` (the default) and at ``batch``,
-    in alternating rounds. Paced (hey, ``rate`` requests/s in all, well below what each variant sustains):
+    in alternating rounds. Paced (tests/bench/paced_client.py, ``rate`` requests/s in all, well below what
+    each variant sustains):
     the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
+    from tests.bench.common import paced
+
     from contextlib import ExitStack
 
     lat: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
     rps: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
     (d / "ac").mkdir(exist_ok=True)
-    body = d / "ac" / "body.json"
-    body.write_text(CHAT_BODY)
     with ExitStack() as es:
-        pending: list = []
-        up, _ = _upstream(d, pending)
-        for p in pending:
-            es.enter_context(p)
+        up, _ = _upstream(d, es)
         for _ in range(rounds):
             for name, kw in AUDIT_VARIANTS:
                 with _guard(d, up, False, {"sealer": "auto", **kw}) as (url, headers, _p):
                     script = wrk_script(d / "ac", CHAT_BODY, headers)
                     wrk(url + "/v1/chat/completions", script, 4, 1)
-                    paced = hey(url + "/v1/chat/completions", body, headers, 16, rate / 16, SECONDS)
+                    lap = paced(url + "/v1/chat/completions", CHAT_BODY, headers, 16, rate / 16, SECONDS)
                     full = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
-                    lat[name].append(paced["p50_ms"])
+                    lat[name].append(lap["p50_ms"])
                     rps[name].append(full["rps"])
-                    print(f"  audit {name:9s} paced {paced['rps']:>6,.0f} req/s p50 {paced['p50_ms']:.3f} ms "
-                          f"p99 {paced['p99_ms']:.3f} ms non2xx {paced['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
+                    print(f"  audit {name:9s} paced {lap['rps']:>6,.0f} req/s p50 {lap['p50_ms']:.3f} ms "
+                          f"p99 {lap['p99_ms']:.3f} ms non2xx {lap['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
                           f"req/s p50 {full['p50_ms']:.3f} ms", file=sys.stderr)
 
     def added(name: str) -> float:
@@ -330,10 +306,7 @@ def core(d: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"seconds_per_point": SECONDS}
     with ExitStack() as es:
-        pending: list = []
-        up, label = _upstream(d, pending)
-        for p in pending:
-            es.enter_context(p)
+        up, label = _upstream(d, es)
         result["upstream"] = label
         only = [t for t in os.environ.get("BENCH_TARGETS", "").split(",") if t]
         for name, cm in _targets(d, up):
@@ -485,10 +458,7 @@ def screens(d: Path) -> dict[str, Any]:
 
     rows: list[dict[str, Any]] = []
     with ExitStack() as es:
-        pending: list = []
-        up, _ = _upstream(d, pending)
-        for p in pending:
-            es.enter_context(p)
+        up, _ = _upstream(d, es)
         jport = free_port()
         es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
                                   str(jport), "--log-level", "warning", "--no-access-log"], jport,
@@ -518,6 +488,22 @@ def screens(d: Path) -> dict[str, Any]:
     return {"rows": rows, "added": added, "judge_think_ms": 5, "prompt_chars": len(PROMPT_1KB)}
 
 
+def _summary(*skip: str) -> Callable[[dict[str, Any]], str]:
+    return lambda r: json.dumps({k: v for k, v in r.items() if k not in skip}, indent=2)
+
+
+COLUMNS = ["rps", "p50_ms", "p99_ms", "non_2xx"]
+SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict[str, Any]], str]]] = [
+    # BENCH_ONLY key, what it is, how to run it, what to print
+    ("core", "core proxy benchmark", core, lambda r: table(r["rows"], ["target", "conns", *COLUMNS]) + "\n" +
+     json.dumps({k: r[k] for k in ("ratios", "ttfb", "rss") if k in r}, indent=2)),
+    ("paired", "paired ratios (alternating rounds)", paired, _summary("rps")),
+    ("auditcost", "audit cost through the proxy (alternating runs)", audit_cost,
+     _summary("paced_p50_ms", "saturated_rps")),
+    ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps")),
+    ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
+     json.dumps(r["added"], indent=2)),
+]
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety"]
 
 
@@ -525,32 +511,13 @@ def main() -> int:
     out_dir = ROOT / "bench-results"
     out_dir.mkdir(exist_ok=True)
     results: dict[str, Any] = {"quick": QUICK, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    only = os.environ.get("BENCH_ONLY", "")
+    only = {k.strip() for k in os.environ.get("BENCH_ONLY", "").split(",") if k.strip()}  # scenario keys
     with tempfile.TemporaryDirectory() as tmp:
-        if not only or "core" in only:
-            print("core proxy benchmark ...", file=sys.stderr)
-            results["core"] = core(Path(tmp))
-            print(table(results["core"]["rows"], ["target", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
-            print(json.dumps({k: results["core"][k] for k in ("ratios", "ttfb", "rss") if k in results["core"]},
-                             indent=2))
-        if not only or "paired" in only:
-            print("paired ratios (alternating rounds) ...", file=sys.stderr)
-            results["paired"] = paired(Path(tmp))
-            print(json.dumps({k: v for k, v in results["paired"].items() if k != "rps"}, indent=2))
-        if not only or "auditcost" in only:
-            print("audit cost through the proxy (alternating runs) ...", file=sys.stderr)
-            results["auditcost"] = audit_cost(Path(tmp))
-            print(json.dumps({k: v for k, v in results["auditcost"].items() if k not in ("paced_p50_ms", "saturated_rps")},
-                             indent=2))
-        if not only or "metrics" in only:
-            print("metrics cost (alternating runs) ...", file=sys.stderr)
-            results["metrics"] = metrics_cost(Path(tmp))
-            print(json.dumps({k: v for k, v in results["metrics"].items() if k != "rps"}, indent=2))
-        if not only or "screens" in only:
-            print("screens through the proxy ...", file=sys.stderr)
-            results["screens"] = screens(Path(tmp))
-            print(table(results["screens"]["rows"], ["variant", "conns", "rps", "p50_ms", "p99_ms", "non_2xx"]))
-            print(json.dumps(results["screens"]["added"], indent=2))
+        for key, what, run, show in SCENARIOS:
+            if not only or key in only:
+                print(f"{what} ...", file=sys.stderr)
+                results[key] = run(Path(tmp))
+                print(show(results[key]))
     for name in FEATURES:
         short = name.rsplit("_", 1)[-1]
         if only and short not in only:
