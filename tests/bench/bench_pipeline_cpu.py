@@ -12,6 +12,7 @@ Run: python -m tests.bench.bench_pipeline_cpu [N]
 """
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ class _NullRecorder:
 
 
 async def _measure(variant: str, cfg_path: Path, n: int) -> float:
-    from guard import telemetry
+    from guard import gc_tuning, telemetry
     from guard.config import load_config
     from guard.pipeline import Pipeline
     from guard.runtime import AllowAll, Runtime
@@ -58,6 +59,7 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
 
     for _ in range(200):
         await pipe(scope, receive, send)
+    gc_tuning.tune()  # as `guard serve` runs (guard/gc_tuning.py)
     proc = getattr(rt.journal, "_proc", None)
     s0 = proc_cpu(proc.pid) if proc else 0.0
     t = time.process_time()
@@ -68,6 +70,7 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     await svc.upstreams.close()
     if rt.journal is not None:
         rt.journal.close()
+    gc.unfreeze()  # the next variant freezes its own start-up objects
     telemetry.configure(True)
     return us, sealer
 
