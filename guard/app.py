@@ -86,6 +86,7 @@ def admin_app(runtime: Any) -> Starlette:
                 request.headers.get("authorization", "").encode("latin-1", "replace"), expected):
             log.warning("admin reload refused: missing or wrong token from %s",
                         request.client.host if request.client else "?")
+            telemetry.POLICY_RELOADS.labels("unauthorized").inc()
             return Response(error_body("POST /admin/reload needs Authorization: Bearer <admin.reload_token_env>",
                                        "invalid_request_error", "unauthorized"), status_code=401,
                             media_type="application/json", headers={"www-authenticate": "Bearer"})

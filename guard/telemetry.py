@@ -160,7 +160,8 @@ SINK_LAG = Gauge("guard_audit_sink_lag_events", "Events in the journal not yet a
 SINK_ERRORS = Counter("guard_audit_sink_errors_total", "Sink delivery errors", ["sink"], registry=REGISTRY)
 SINK_DELIVERED = Counter("guard_audit_sink_events_total", "Events acknowledged by the sink", ["sink"],
                          registry=REGISTRY)
-POLICY_RELOADS = Counter("guard_policy_reloads_total", "Policy reloads by result (ok|failed)", ["result"],
+POLICY_RELOADS = Counter("guard_policy_reloads_total",
+                         "Reloads by result (ok|failed; unauthorized: POST /admin/reload without the token)", ["result"],
                          registry=REGISTRY)
 POLICY_ERRORS = Counter("guard_policy_rule_errors_total", "Rules whose expression failed at run time (denied)",
                         registry=REGISTRY)
