@@ -106,6 +106,13 @@ GUARDS = [
 ]
 
 
+def in_turn(items: Any, k: int) -> list[Any]:
+    """Round ``k``'s order: as given in even rounds, reversed in odd ones, so that no variant always runs
+    first (after a restart) or last (on a box warmed by the others)."""
+    items = list(items)
+    return items if k % 2 == 0 else items[::-1]
+
+
 def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     """Metrics' and tracing's share of throughput, measured by alternating Guard without request-path
     metrics, with them (the default: no spans, since no OTLP endpoint is set) and with them plus OpenTelemetry
@@ -122,8 +129,8 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
         seen: dict[str, list[float]] = {name: [] for name, _ in variants}
         for name, _kw in variants:
             (d / f"mc-{name}").mkdir(exist_ok=True)
-        for _ in range(rounds):
-            for name, kw in variants:
+        for k in range(rounds):
+            for name, kw in in_turn(variants, k):
                 with _guard(d, up, False, kw) as (url, headers, _p):
                     script = wrk_script(d / f"mc-{name}", CHAT_BODY, headers)
                     wrk(url + "/v1/chat/completions", script, 4, 1)
@@ -167,8 +174,8 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             (d / f"pair-{name}").mkdir(exist_ok=True)
             scripts[name] = wrk_script(d / f"pair-{name}", CHAT_BODY, headers)
             wrk(url + "/v1/chat/completions", scripts[name], 4, 1)
-        for _ in range(rounds):
-            for name, (url, _h, _p) in targets.items():
+        for k in range(rounds):
+            for name, (url, _h, _p) in in_turn(list(targets.items()), k):
                 r = wrk(url + "/v1/chat/completions", scripts[name], 16, SECONDS, threads=2)
                 seen[name].append(r["rps"])
                 print(f"  paired {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
@@ -199,8 +206,8 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
     (d / "ac").mkdir(exist_ok=True)
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        for _ in range(rounds):
-            for name, kw in AUDIT_VARIANTS:
+        for k in range(rounds):
+            for name, kw in in_turn(AUDIT_VARIANTS, k):
                 with _guard(d, up, False, {"sealer": "auto", **kw}) as (url, headers, _p):
                     script = wrk_script(d / "ac", CHAT_BODY, headers)
                     wrk(url + "/v1/chat/completions", script, 4, 1)
