@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import os
 import socket
 import threading
@@ -270,21 +271,30 @@ class Journal:
 
     # --- writer thread --------------------------------------------------------------------------------
 
+    def _write_in(self) -> float:
+        """Seconds until the pending batch must be written (caller holds the lock): 0 when something waits
+        for it or its window has closed, the rest of ``batch_window_ms`` from its oldest event when nothing
+        waits, infinity when nothing is pending. The one rule for the writer thread and the sealer process."""
+        if not self._pending:
+            return math.inf
+        if self._urgent:
+            return 0.0
+        return max(0.0, self._since + self.settings.batch_window_ms / 1000.0 - time.monotonic())
+
+    def _take_batch(self) -> list[tuple[bytes, int, str, Any]]:
+        batch, self._pending, self._urgent = self._pending, [], False
+        return batch
+
     def _run(self) -> None:
-        window = self.settings.batch_window_ms / 1000.0
         while True:
             with self._cond:
                 while True:
                     due = self._interval_checkpoint()
-                    if self._closing or (self._pending and self._urgent):
+                    left = self._write_in()
+                    if self._closing or left == 0:
                         break
-                    if self._pending:  # nothing waits for these: write them when their window closes
-                        left = self._since + window - time.monotonic()
-                        if left <= 0:
-                            break
-                        due = min(due, left)
-                    self._cond.wait(due)
-                batch, self._pending, self._urgent = self._pending, [], False
+                    self._cond.wait(min(due, left))
+                batch = self._take_batch()
                 closing = self._closing
             if batch:
                 self._write(batch)
@@ -346,8 +356,7 @@ class Journal:
     def _fail(self, batch: list[tuple[bytes, int, str, Any]], err: OSError) -> None:
         tm.AUDIT_WRITE_FAILURES.inc()
         with self._cond:
-            failed = batch + self._pending
-            self._pending, self._urgent = [], False
+            failed = batch + self._take_batch()
             self._seq, self._prev = self._durable
             self._since_cp, self._last_cp = 0, self._durable_cp
             self._healthy = False

@@ -15,8 +15,8 @@ Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length
 payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
 read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
 can send one), ``L`` the same for an event nothing waits for (written with the next group commit, within
-``batch_window_ms``; no acknowledgement of its own), ``C`` close. Sealer -> worker: ``!I`` length then a JSON message: ``ready``
-(chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
+``batch_window_ms``; no acknowledgement of its own), ``C`` close. Sealer -> worker: ``!I`` length then a
+JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
 ``{"fail": [[first, last], ...], "error": ...}`` per written batch, ``closed`` at the end.
 """
 from __future__ import annotations
@@ -410,23 +410,24 @@ class _SealerJournal(Journal):
             msg["fsync"] = self.fsync_s
         self.send(msg)
 
-    def write_pending(self) -> None:
+    def write_pending(self, force: bool = False) -> None:
+        """Write the pending batch when it is due (Journal._write_in), or now with ``force``."""
         with self._cond:
-            batch, self._pending, self._urgent = self._pending, [], False
+            batch = self._take_batch() if force or self._write_in() == 0 else []
         if batch:
             self._write(batch)
 
     def tick(self) -> float:
-        """Seal an interval checkpoint when one is due; seconds until the next is due."""
+        """Seal an interval checkpoint when one is due; seconds until that or the pending batch is due."""
         with self._cond:
-            return self._interval_checkpoint()
+            return min(self._interval_checkpoint(), self._write_in())
 
     def finish(self, final: bool) -> None:
         with self._cond:
             if self._healthy and final:
                 self._seal_checkpoint("close", final=True)
             self._closing = True
-        self.write_pending()
+        self.write_pending(force=True)
         self._release()
 
 
@@ -449,17 +450,13 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
             return 3
     gc_tuning.tune()
     j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
-    j.write_pending()  # a recovery checkpoint sealed on resume
-    window = settings.batch_window_ms / 1000.0  # for events nothing waits for (batch, or lazy frames)
+    j.write_pending(force=True)  # a recovery checkpoint sealed on resume
     buf = bytearray()
     hs = HDR.size
     loads = marshal.loads
     closing = eof = False
     while not (closing or eof):
-        timeout = j.tick()
-        if j._pending and not j._urgent:
-            timeout = min(timeout, max(0.0, j._since + window - time.monotonic()))
-        if select.select([sock], [], [], timeout)[0]:
+        if select.select([sock], [], [], j.tick())[0]:
             while True:  # everything that is there now: one group
                 try:
                     data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
@@ -488,8 +485,7 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                     if op == _EVENT:
                         j.send({"fail": [[i, i]], "error": str(e)})
             del buf[:pos]
-        if j._pending and (j._urgent or closing or eof or time.monotonic() - j._since >= window):
-            j.write_pending()
+        j.write_pending(force=closing or eof)
     j.finish(final=closing)
     try:
         j.send({"closed": True, "seq": j.seq})
