@@ -129,7 +129,7 @@ class SinkWorker(threading.Thread):
         super().__init__(name=f"audit-sink-{s.name}", daemon=True)
         self.root, self.s, self.stop_event, self.poll_s = root, s, stop, poll_s
         self.sink = sink or make_sink(s)
-        self.cursor_path = root / "cursors" / f"{s.name}.json"
+        self.cursor_path = layout.cursor_path(root, s.name)
         self.committed: Position = self._load()
         self.reader = Reader(root, chains)
         self.reader.seek(self.committed)
@@ -139,10 +139,7 @@ class SinkWorker(threading.Thread):
         self._last_lag = 0.0
 
     def _load(self) -> Position:
-        try:
-            return json.loads(self.cursor_path.read_text())["chains"]
-        except (OSError, ValueError, KeyError):
-            return {}
+        return layout.read_cursor(self.cursor_path)
 
     def _commit(self, pos: Position, force: bool = False) -> None:
         self.committed = pos

@@ -61,6 +61,24 @@ def read_head(root: Path, chain: str) -> dict[str, Any] | None:
         return None
 
 
+def cursor_path(root: Path, sink: str) -> Path:
+    return Path(root) / "cursors" / f"{sink}.json"
+
+
+def read_cursors(root: Path) -> dict[str, dict[str, Any]]:
+    """Every sink's persisted position, by sink: chain -> {segment, offset, seq} (guard.audit.forwarder);
+    an unreadable cursor file reads as an empty position (the sink starts from the beginning)."""
+    return {p.stem: read_cursor(p) for p in sorted((Path(root) / "cursors").glob("*.json"))}
+
+
+def read_cursor(path: Path) -> dict[str, Any]:
+    try:
+        chains = json.loads(path.read_text())["chains"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return chains if isinstance(chains, dict) else {}
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

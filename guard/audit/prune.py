@@ -86,10 +86,8 @@ def _walk(segs: list[Path], start: dict[str, Any] | None) -> dict[str, Any]:
     files = list(start.get("segments", [])) if start else []
     for seg in segs:
         first = last = None
-        h = hashlib.sha256()
         with open(seg, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
         for _, _, line in layout.iter_lines(seg):
             e = json.loads(line)
             st["seq"], st["prev"] = e["seq"], e["hash"]
@@ -101,20 +99,18 @@ def _walk(segs: list[Path], start: dict[str, Any] | None) -> dict[str, Any]:
             first = e["seq"] if first is None else first
             last = e["seq"]
         files.append({"name": seg.name, "first_seq": first, "last_seq": last, "bytes": seg.stat().st_size,
-                      "sha256": h.hexdigest()})
+                      "sha256": digest})
     st["segments"] = files
     return st
 
 
 def _sinks_behind(root: Path, chain: str, through: int) -> list[str]:
     out = []
-    for cur in sorted((Path(root) / "cursors").glob("*.json")):
-        try:
-            seq = json.loads(cur.read_text())["chains"].get(chain, {}).get("seq", 0)
-        except (OSError, ValueError, KeyError, AttributeError):
-            seq = 0
+    for sink, chains in layout.read_cursors(root).items():
+        pos = chains.get(chain)
+        seq = pos.get("seq", 0) if isinstance(pos, dict) else 0
         if not isinstance(seq, int) or seq < through:
-            out.append(f"{cur.stem} (at seq {seq})")
+            out.append(f"{sink} (at seq {seq})")
     return out
 
 
