@@ -24,14 +24,7 @@ from typing import Any
 
 from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, proc_cpu,
                                 wait_port)
-
-
-class _NullRecorder:
-    async def started(self, ex: Any) -> None:
-        pass
-
-    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
-        pass
+from tests.bench.guard_noaudit import NullRecorder
 
 
 async def _measure(variant: str, cfg_path: Path, n: int) -> float:
@@ -41,7 +34,7 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     from guard.runtime import AllowAll, Runtime
 
     telemetry.configure(variant != "no-metrics")
-    rt = Runtime(load_config(cfg_path), recorder=_NullRecorder() if variant in ("no-journal", "bare") else None,
+    rt = Runtime(load_config(cfg_path), recorder=NullRecorder() if variant in ("no-journal", "bare") else None,
                  policy=AllowAll() if variant == "bare" else None)
     rt.load()
     svc = rt.services()

@@ -6,7 +6,6 @@ Run: python -m tests.bench.guard_noaudit CONFIG
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
@@ -20,16 +19,10 @@ class NullRecorder:
 
 
 def main(path: str) -> int:
-    from guard import gc_tuning
     from guard.config import load_config
-    from guard.runtime import Runtime
-    from guard.serve import _install_uvloop, serve
+    from guard.serve import run_single
 
-    rt = Runtime(load_config(path), recorder=NullRecorder())
-    rt.load()
-    gc_tuning.tune()
-    _install_uvloop()
-    return asyncio.run(serve(rt))
+    return run_single(load_config(path), recorder=NullRecorder())
 
 
 if __name__ == "__main__":

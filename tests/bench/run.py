@@ -32,7 +32,7 @@ from typing import Iterator
 import yaml
 
 from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
-                                process, rss_mb, table, wrk, wrk_script)
+                                paced, process, rss_mb, table, wrk, wrk_script)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SECONDS = 3 if QUICK else 8
@@ -113,6 +113,26 @@ def in_turn(items: Any, k: int) -> list[Any]:
     return items if k % 2 == 0 else items[::-1]
 
 
+def by_round(xs: list[float], base: list[float], f: Callable[[float, float], float] = lambda a, b: a / b) -> float:
+    """The median over rounds of ``f(x, base)`` taken within each round: the box drifts during a run, and the
+    runs of one round sit next to each other in time, so comparing within a round cancels most of that."""
+    return statistics.median(f(a, b) for a, b in zip(xs, base))
+
+
+def alternate(d: Path, up: str, variants: Any, rounds: int,
+              measure: Callable[[str, str, dict[str, str], Path], None]) -> None:
+    """Guard started once per variant (name, guard_config keyword arguments) and round, in turn (in_turn);
+    ``measure(name, url, headers, wrk script)`` after a one-second warm-up."""
+    for k in range(rounds):
+        for name, kw in in_turn(variants, k):
+            with _guard(d, up, False, kw) as (url, headers, _p):
+                (d / f"alt-{name}").mkdir(exist_ok=True)
+                script = wrk_script(d / f"alt-{name}", CHAT_BODY, headers)
+                url += "/v1/chat/completions"
+                wrk(url, script, 4, 1)
+                measure(name, url, headers, script)
+
+
 def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     """Metrics' and tracing's share of throughput, measured by alternating Guard without request-path
     metrics, with them (the default: no spans, since no OTLP endpoint is set) and with them plus OpenTelemetry
@@ -121,34 +141,29 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     of each round's own ratio to the run without metrics (one pass each is within the box's noise)."""
     from contextlib import ExitStack
 
+    seen: dict[str, list[float]] = {}
+
+    def measure(name: str, url: str, _h: dict[str, str], script: Path) -> None:
+        r = wrk(url, script, 16, SECONDS, threads=2)
+        seen.setdefault(name, []).append(r["rps"])
+        print(f"  {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        variants = (("metrics", {}), ("no-metrics", {"metrics": False}),
-                    ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
-                    ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}))
-        seen: dict[str, list[float]] = {name: [] for name, _ in variants}
-        for name, _kw in variants:
-            (d / f"mc-{name}").mkdir(exist_ok=True)
-        for k in range(rounds):
-            for name, kw in in_turn(variants, k):
-                with _guard(d, up, False, kw) as (url, headers, _p):
-                    script = wrk_script(d / f"mc-{name}", CHAT_BODY, headers)
-                    wrk(url + "/v1/chat/completions", script, 4, 1)
-                    r = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
-                    seen[name].append(r["rps"])
-                    print(f"  {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+        alternate(d, up, (("metrics", {}), ("no-metrics", {"metrics": False}),
+                          ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
+                          ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01})),
+                  rounds, measure)
     on, off, traced, sampled = (statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct"))
 
-    def paired(name: str) -> float:
-        """Cost from the median of each round's own ratio: the box drifts during a run, and the runs of one
-        round sit next to each other in time, so pairing them cancels most of that drift."""
-        return round((1 - statistics.median(a / b for a, b in zip(seen[name], seen["no-metrics"]))) * 100, 1)
+    def cost(name: str) -> float:
+        return round((1 - by_round(seen[name], seen["no-metrics"])) * 100, 1)
 
     return {"rps": seen, "median_metrics": on, "median_no_metrics": off, "median_tracing": traced,
             "median_tracing_1pct": sampled,
-            "metrics_cost_pct_c16": paired("metrics"),
-            "metrics_and_tracing_every_exchange_cost_pct_c16": paired("tracing"),
-            "metrics_and_tracing_1pct_cost_pct_c16": paired("tracing-1pct"),
+            "metrics_cost_pct_c16": cost("metrics"),
+            "metrics_and_tracing_every_exchange_cost_pct_c16": cost("tracing"),
+            "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
             "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
 
 
@@ -181,7 +196,7 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
                 print(f"  paired {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
 
     def ratio(name: str) -> float:
-        return round(statistics.median(a / b for a, b in zip(seen[name], seen["baseline"])), 3)
+        return round(by_round(seen[name], seen["baseline"]), 3)
 
     return {"rps": seen, "rounds": rounds, "guard-mtls_vs_baseline_rps_c16": ratio("guard-mtls"),
             "guard-http_vs_baseline_rps_c16": ratio("guard-http")}
@@ -195,35 +210,30 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
     """What the audit trail adds to a request, over plain HTTP at 16 connections: Guard with no audit at all
     (tests/bench/guard_noaudit.py), with its journal at ``durability: fsync`` (the default) and at ``batch``,
     in alternating rounds. Paced (tests/bench/paced_client.py, ``rate`` requests/s in all, well below what
-    each variant sustains):
-    the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
-    from tests.bench.common import paced
-
+    each variant sustains): the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
     from contextlib import ExitStack
 
-    lat: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
-    rps: dict[str, list[float]] = {n: [] for n, _ in AUDIT_VARIANTS}
-    (d / "ac").mkdir(exist_ok=True)
+    lat: dict[str, list[float]] = {}
+    rps: dict[str, list[float]] = {}
+
+    def measure(name: str, url: str, headers: dict[str, str], script: Path) -> None:
+        lap = paced(url, CHAT_BODY, headers, 16, rate / 16, SECONDS)
+        full = wrk(url, script, 16, SECONDS, threads=2)
+        lat.setdefault(name, []).append(lap["p50_ms"])
+        rps.setdefault(name, []).append(full["rps"])
+        print(f"  audit {name:9s} paced {lap['rps']:>6,.0f} req/s p50 {lap['p50_ms']:.3f} ms "
+              f"p99 {lap['p99_ms']:.3f} ms non2xx {lap['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
+              f"req/s p50 {full['p50_ms']:.3f} ms", file=sys.stderr)
+
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        for k in range(rounds):
-            for name, kw in in_turn(AUDIT_VARIANTS, k):
-                with _guard(d, up, False, {"sealer": "auto", **kw}) as (url, headers, _p):
-                    script = wrk_script(d / "ac", CHAT_BODY, headers)
-                    wrk(url + "/v1/chat/completions", script, 4, 1)
-                    lap = paced(url + "/v1/chat/completions", CHAT_BODY, headers, 16, rate / 16, SECONDS)
-                    full = wrk(url + "/v1/chat/completions", script, 16, SECONDS, threads=2)
-                    lat[name].append(lap["p50_ms"])
-                    rps[name].append(full["rps"])
-                    print(f"  audit {name:9s} paced {lap['rps']:>6,.0f} req/s p50 {lap['p50_ms']:.3f} ms "
-                          f"p99 {lap['p99_ms']:.3f} ms non2xx {lap['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
-                          f"req/s p50 {full['p50_ms']:.3f} ms", file=sys.stderr)
+        alternate(d, up, AUDIT_VARIANTS, rounds, measure)
 
     def added(name: str) -> float:
-        return round(statistics.median(a - b for a, b in zip(lat[name], lat["unaudited"])), 3)
+        return round(by_round(lat[name], lat["unaudited"], lambda a, b: a - b), 3)
 
     def cost(name: str) -> float:
-        return round((1 - statistics.median(a / b for a, b in zip(rps[name], rps["unaudited"]))) * 100, 1)
+        return round((1 - by_round(rps[name], rps["unaudited"])) * 100, 1)
 
     return {"paced_rate": rate, "paced_p50_ms": lat, "saturated_rps": rps,
             "fsync_added_p50_ms_c16_paced": added("fsync"), "batch_added_p50_ms_c16_paced": added("batch"),
