@@ -154,20 +154,21 @@ def test_requests_refused_before_the_app_are_audited_under_their_request_id(guar
     assert journal_errors(g.config.audit.dir) == []
 
 
-def test_a_protocol_refusal_that_cannot_be_recorded_is_a_503(guard_factory: Any) -> None:
-    """Fail closed: when the journal refuses the record, the refused request is answered 503
-    audit_unavailable. A recorder that raises stands in for a broken journal so this runs everywhere; with a
-    real full disk (a tmpfs, where the test may mount one) tests/audit/test_proxy_audit.py checks the same."""
-    from guard.audit.journal import JournalError
+def test_a_protocol_refusal_that_cannot_be_recorded_is_a_503(guard_factory: Any, tmp_path: Any) -> None:
+    """Fail closed: when the journal cannot take the record, the refused request is answered 503
+    audit_unavailable. The journal really fails here: its sealer process is killed, and until a new one has
+    resumed the chain (no sooner than a second later) every record is refused. With a real full disk (a tmpfs,
+    where the test may mount one) tests/audit/test_proxy_audit.py checks the same."""
+    import signal
 
-    class Broken:
-        async def started(self, ex: Any) -> None:
-            raise JournalError("disk gone")
-
-        async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
-            raise JournalError("disk gone")
-
-    g = guard_factory(runtime_kw={"recorder": Broken()})
+    g = guard_factory(audit={"dir": str(tmp_path / "audit"), "sealer": "process"})
+    journal = g.runtime.journal
+    journal._proc.kill()
+    journal._proc.wait(10)
+    deadline = time.monotonic() + 5
+    while journal.healthy and time.monotonic() < deadline:  # the worker notices its sealer is gone
+        time.sleep(0.02)
+    assert not journal.healthy and journal._proc.returncode == -signal.SIGKILL
     with tls_socket(g.url, g.ssl_context("app")) as s:
         s.sendall(MALFORMED["bare_lf"])
         resp = _read_all(s)
