@@ -220,7 +220,7 @@ class Tracing:
     can go upstream in ``traceparent``) and one child per pipeline stage, written when the exchange ends
     from the stage timings the pipeline keeps anyway. GenAI semantic-convention attributes."""
 
-    def __init__(self, provider: object) -> None:
+    def __init__(self, provider: object, sample_ratio: float | None = None) -> None:
         from opentelemetry.propagators.textmap import DefaultGetter  # noqa: F401 - import check
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -229,7 +229,7 @@ class Tracing:
         self._prop = TraceContextTextMapPropagator()
         # Guard's own head sampling (from_config): an exchange not sampled never touches the SDK. None: the
         # provider's sampler decides everything (a provider passed in, as the tests do).
-        self._keep: float | None = None
+        self._keep = sample_ratio
 
     @classmethod
     def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> "Tracing | None":
@@ -239,16 +239,15 @@ class Tracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
         # The SDK follows a caller's sampled flag and keeps every root span Guard hands it: ``start`` has
-        # already dropped the exchanges not sampled (with the caller's flag, or ``sample_ratio``).
+        # already dropped the exchanges not sampled (with the caller's flag, or ``sample_ratio``). Named here
+        # so that an OTEL_TRACES_SAMPLER in the environment cannot sample a second time.
         provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                                  sampler=ParentBased(TraceIdRatioBased(1.0)))
+                                  sampler=ParentBased(ALWAYS_ON))
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        t = cls(provider)
-        t._keep = sample_ratio
-        return t
+        return cls(provider, sample_ratio)
 
     def start(self, traceparent: str | None, wall_ns: int) -> tuple[object, str, str]:
         """(span or None when not sampled, trace id hex, traceparent for the upstream)."""
