@@ -113,16 +113,18 @@ class ContentCapture:
             return cls(settings.capture)
         return cls("hash", _hmac_key(settings))
 
-    def record(self, prompt: str | None = None, answer: str | None = None) -> dict[str, Any] | None:
-        """The ``content`` member: for ``redacted`` pass the texts as screens rewrote them."""
+    def record(self, prompt: str | None = None, answer: str | None = None,
+               memo: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The ``content`` member: for ``redacted`` pass the texts as screens rewrote them. ``memo`` is the
+        exchange's private state (``Exchange.context``): the prompt's HMAC is kept there, since an exchange's
+        ``exchange.started`` and ``exchange.completed`` records hash the same prompt."""
         if self.level == "none" or (prompt is None and answer is None):
             return None
         out: dict[str, Any] = {"capture": self.level}
         if self.level == "hash":
             out["key_id"] = self.key_id
             if prompt is not None:
-                # surrogatepass: a client's JSON may carry a lone surrogate ("\ud800"); hash it, never fail
-                out["prompt_hmac"] = hmac.new(self._key, _utf8(prompt), hashlib.sha256).hexdigest()
+                out["prompt_hmac"] = self._prompt_hmac(prompt, memo)
             if answer is not None:
                 out["answer_hmac"] = hmac.new(self._key, _utf8(answer), hashlib.sha256).hexdigest()
             return out
@@ -131,6 +133,20 @@ class ContentCapture:
         if answer is not None:
             out["answer"] = answer
         return out
+
+
+    def _prompt_hmac(self, prompt: str, memo: dict[str, Any] | None) -> str:
+        kept = memo.get(_MEMO) if memo is not None else None
+        if kept is not None and kept[0] == prompt:  # the very text hashed before: not hashed again
+            return kept[1]
+        # surrogatepass: a client's JSON may carry a lone surrogate ("\ud800"); hash it, never fail
+        digest = hmac.new(self._key, _utf8(prompt), hashlib.sha256).hexdigest()
+        if memo is not None:
+            memo[_MEMO] = (prompt, digest)
+        return digest
+
+
+_MEMO = "guard.audit.prompt_hmac"  # Exchange.context key: (prompt, its HMAC)
 
 
 def _utf8(text: str) -> bytes:
@@ -202,7 +218,7 @@ def exchange_started(ex: Any, capture: ContentCapture | None = None, prompt: str
     ev["screens"] = [v.to_audit() for v in ex.verdicts if v.direction == "prompt"]
     ev["request"] = {"bytes": ex.body_bytes}
     ev["latency_ms"] = _stages(ex)
-    content = capture.record(prompt=prompt) if capture else None
+    content = capture.record(prompt=prompt, memo=getattr(ex, "context", None)) if capture else None
     if content is not None:
         ev["content"] = content
     return ev
@@ -225,7 +241,7 @@ def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, b
         ev["usage"] = u
     ev["outcome"] = outcome
     ev["latency_ms"] = _stages(ex, latency_ms)
-    content = capture.record(prompt=prompt, answer=answer) if capture else None
+    content = capture.record(prompt=prompt, answer=answer, memo=getattr(ex, "context", None)) if capture else None
     if content is not None:
         ev["content"] = content
     return ev
@@ -240,7 +256,7 @@ def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: Conten
     ev["outcome"] = {"status": int(status), "bytes": 0}
     ev["denial"] = {"stage": stage, "code": code}
     ev["latency_ms"] = _stages(ex)
-    content = capture.record(prompt=prompt) if capture else None
+    content = capture.record(prompt=prompt, memo=getattr(ex, "context", None)) if capture else None
     if content is not None:
         ev["content"] = content
     return ev

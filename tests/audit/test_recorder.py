@@ -65,3 +65,39 @@ def test_prompt_text_reads_chat_completion_embedding_and_ollama_bodies() -> None
     assert prompt_text({"input": ["a", "b"]}) == "a\nb"
     assert prompt_text({"model": "x", "messages": [], "system": "s"}) == "s"
     assert prompt_text({"model": "x"}) is None
+
+
+def test_an_exchange_hashes_its_prompt_once_and_both_records_carry_that_hmac(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+    import hmac as std_hmac
+
+    from guard.audit import event as ev
+
+    calls: list[bytes] = []
+    real = std_hmac.new
+
+    def counting(key: bytes, msg: bytes, digestmod):  # type: ignore[no-untyped-def]
+        calls.append(msg)
+        return real(key, msg, digestmod)
+
+    monkeypatch.setattr(ev.hmac, "new", counting)
+    j = Journal(make_settings(tmp_path, capture="hash"), "w1")
+    rec = JournalRecorder(j)
+    ex = _ex("r1")
+
+    async def go() -> None:
+        await rec.started(ex)
+        await rec.finished(ex, "exchange.completed", {"status": 200, "bytes": 9, "answer_text": "hello"})
+
+    asyncio.run(go())
+    j.close()
+    evs = {e["type"]: e for _, _, e in layout.iter_events(tmp_path) if e.get("request_id") == "r1"}
+    key = rec.capture._key
+    want = real(key, b"hi <EMAIL_ADDRESS>\nmore", hashlib.sha256).hexdigest()
+    assert evs["exchange.started"]["content"]["prompt_hmac"] == want
+    assert evs["exchange.completed"]["content"]["prompt_hmac"] == want
+    assert evs["exchange.completed"]["content"]["answer_hmac"] == real(key, b"hello", hashlib.sha256).hexdigest()
+    assert calls.count(b"hi <EMAIL_ADDRESS>\nmore") == 1  # the prompt once, the answer once
+    # a different text under the same exchange is hashed anew, never answered from the memo
+    other = rec.capture.record(prompt="changed", memo=ex.context)
+    assert other is not None and other["prompt_hmac"] == real(key, b"changed", hashlib.sha256).hexdigest()
