@@ -134,10 +134,9 @@ class ContentCapture:
             out["answer"] = answer
         return out
 
-
     def _prompt_hmac(self, prompt: str, memo: dict[str, Any] | None) -> str:
         kept = memo.get(_MEMO) if memo is not None else None
-        if kept is not None and kept[0] == prompt:  # the very text hashed before: not hashed again
+        if kept is not None and kept[0] == prompt:  # the text hashed before (the recorder passes the same str)
             return kept[1]
         # surrogatepass: a client's JSON may carry a lone surrogate ("\ud800"); hash it, never fail
         digest = hmac.new(self._key, _utf8(prompt), hashlib.sha256).hexdigest()
@@ -256,7 +255,7 @@ def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: Conten
     ev["outcome"] = {"status": int(status), "bytes": 0}
     ev["denial"] = {"stage": stage, "code": code}
     ev["latency_ms"] = _stages(ex)
-    content = capture.record(prompt=prompt, memo=getattr(ex, "context", None)) if capture else None
+    content = capture.record(prompt=prompt) if capture else None  # an exchange's only record: nothing to keep
     if content is not None:
         ev["content"] = content
     return ev

@@ -44,6 +44,8 @@ def _denial_stage(ex: Any) -> str:
     return "request"
 
 
+_PROMPT = "guard.audit.prompt"  # Exchange.context: the prompt as forwarded (None when there is none)
+
 # guard.filters.pii_transform.CTX_KEY: the request's map between personal values and their placeholders.
 _PSEUDONYMS = "guard.pii.pseudonyms"
 
@@ -71,7 +73,11 @@ class JournalRecorder:
             return None
         if self.capture.level == "redacted" and stage in ("access", "screen", "request"):
             return None
-        return prompt_text(ex.body)
+        # Built once: exchange.completed records the prompt exchange.started did (only "model" changes later).
+        text = ex.context.get(_PROMPT, _PROMPT)
+        if text is _PROMPT:
+            text = ex.context[_PROMPT] = prompt_text(ex.body)
+        return text
 
     def _answer(self, ex: Any, text: Any) -> str | None:
         if not isinstance(text, str):

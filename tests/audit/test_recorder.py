@@ -97,7 +97,7 @@ def test_an_exchange_hashes_its_prompt_once_and_both_records_carry_that_hmac(tmp
     assert evs["exchange.started"]["content"]["prompt_hmac"] == want
     assert evs["exchange.completed"]["content"]["prompt_hmac"] == want
     assert evs["exchange.completed"]["content"]["answer_hmac"] == real(key, b"hello", hashlib.sha256).hexdigest()
-    assert calls.count(b"hi <EMAIL_ADDRESS>\nmore") == 1  # the prompt once, the answer once
+    assert calls.count(b"hi <EMAIL_ADDRESS>\nmore") == 1  # hashed for exchange.started, reused for .completed
     # a different text under the same exchange is hashed anew, never answered from the memo
     other = rec.capture.record(prompt="changed", memo=ex.context)
     assert other is not None and other["prompt_hmac"] == real(key, b"changed", hashlib.sha256).hexdigest()
