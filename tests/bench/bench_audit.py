@@ -228,13 +228,62 @@ def bench_verify_cli(root: Path, signatures: str = "checkpoints") -> dict[str, A
             "command": "guard audit verify DIR --trust-local-keys --signatures " + signatures}
 
 
+def bench_signature_check(rounds: int = 5, n: int = 2000) -> dict[str, Any]:
+    """One signature check (``check_signature``): ed25519-zebra with libsodium's screens against libsodium
+    alone, interleaved rounds in this process; the ratio is the median of each round's own."""
+    import base64
+    import hashlib
+    import statistics
+
+    from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
+
+    from guard.audit import seal
+
+    pk, sk = crypto_sign_seed_keypair(hashlib.sha256(b"bench").digest())
+    work = [(h.hex(), base64.b64encode(crypto_sign(h, sk)[:64]).decode())
+            for h in (hashlib.sha256(b"%d" % i).digest() for i in range(n))]
+    fast = seal._zebra_verify
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        for h, sig in work:
+            assert seal.check_signature(pk, h, sig)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    zebra, sodium = [], []
+    try:
+        for _ in range(rounds):
+            seal._zebra_verify = fast
+            zebra.append(once())
+            seal._zebra_verify = None
+            sodium.append(once())
+    finally:
+        seal._zebra_verify = fast
+    return {"zebra_us": round(statistics.median(zebra), 1), "libsodium_us": round(statistics.median(sodium), 1),
+            "speedup": round(statistics.median(s / z for s, z in zip(sodium, zebra)), 2), "rounds": rounds}
+
+
+def bench_verify_libsodium(root: Path) -> dict[str, Any]:
+    """``bench_verify(root, 1)`` with libsodium checking every signature (what verify did before zebra)."""
+    from guard.audit import seal
+
+    fast, seal._zebra_verify = seal._zebra_verify, None
+    try:
+        return bench_verify(root, 1)
+    finally:
+        seal._zebra_verify = fast
+
+
 def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:
-    """Both signature modes, one process (pinned to one core) and one per CPU, and the command line."""
+    """Both signature modes, one process (pinned to one core) and one per CPU, and the command line; on one
+    core also with libsodium alone checking signatures, run right after, for the ratio."""
     out: dict[str, Any] = {}
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(allowed)})
     try:
+        out["signature_check"] = bench_signature_check()
         out["verify_1core"] = bench_verify(root, 1)
+        out["verify_1core_libsodium"] = bench_verify_libsodium(root)
         out["verify_checkpoints_1core"] = bench_verify(root, 1, "checkpoints", repeat=3)
     finally:
         os.sched_setaffinity(0, allowed)
@@ -319,6 +368,7 @@ def _table(r: dict[str, Any]) -> str:
                      round(1e6 / a["sealer_cpu_us_per_event"]) if a["sealer_cpu_us_per_event"] else "",
                      TARGETS["append_events_per_s"]))
     for key, name in () if "verify_1core" not in r else (("verify_1core", "verify --signatures all, --jobs 1 (1 core)"),
+                      ("verify_1core_libsodium", "verify --signatures all, --jobs 1, libsodium only"),
                       ("verify_all_cores", f"verify --signatures all, --jobs {r['cpus']}"),
                       ("verify_checkpoints_1core", "verify --signatures checkpoints, --jobs 1 (1 core)"),
                       ("verify_checkpoints_all_cores", f"verify --signatures checkpoints, --jobs {r['cpus']}")):
@@ -338,6 +388,10 @@ def _table(r: dict[str, Any]) -> str:
     for x in r.get("paced_latency", []):
         lines.append(f"append latency at ~{x['events_per_s']:,} events/s from {x['clients']} clients, sealer={x['sealer']}, "
                      f"durability={x['durability']}: p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
+    if "signature_check" in r:
+        x = r["signature_check"]
+        lines.append(f"one signature check, 1 core: ed25519-zebra {x['zebra_us']} us, libsodium {x['libsodium_us']} us "
+                     f"({x['speedup']}x, median of {x['rounds']} interleaved rounds)")
     if "fsync_ms" in r:
         lines.append(f"one fdatasync on this disk: {r['fsync_ms']} ms")
     return "\n".join(lines)
