@@ -114,12 +114,15 @@ def wrk(url: str, script: Path, conns: int, seconds: float, threads: int = 1) ->
             "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(1) if errs else ""}
 
 
-def paced(url: str, body: str, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float) -> dict[str, float]:
-    """Paced load with precise latencies (tests/bench/paced_client.py, in its own process)."""
+def paced(url: str, body: str, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float,
+          tls: tuple[Path, Path, Path] | None = None) -> dict[str, float]:
+    """Paced load with precise latencies (tests/bench/paced_client.py, in its own process); ``tls``: the
+    client certificate, its key and the CA, for an https URL."""
     import json
 
     out = subprocess.run([PY, "-m", "tests.bench.paced_client", url, body, json.dumps(headers), str(conns),
-                          str(rate_per_conn), str(seconds)], capture_output=True, text=True, timeout=seconds + 60,
+                          str(rate_per_conn), str(seconds), *map(str, tls or ())], capture_output=True, text=True,
+                         timeout=seconds + 60,
                          cwd=Path(__file__).resolve().parents[2])
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])

@@ -10,7 +10,9 @@ Core scenario (issue: core proxy): at 1, 16 and 64 connections, POST /v1/chat/co
   litellm       LiteLLM's proxy, 1 worker (if `make bench-peers` installed it)
 Then streaming time to first chunk (direct vs Guard over mTLS, httpx with a client certificate), and Guard's
 RSS after 10k and after 100k requests. Then (BENCH_ONLY=paired) the headline ratios again in alternating
-rounds (baseline, Guard mTLS, Guard HTTP at 16 connections; median of each round's ratio).
+rounds (baseline, Guard mTLS, Guard HTTP at 16 connections; median of each round's ratio), and
+(BENCH_ONLY=latency) the added p50 at 1 connection with a client that presents its certificate to Guard
+itself, so the mTLS row pays no nginx hop (tests/bench/paced_client.py for every row).
 Environment: BENCH_QUICK=1 for a short run.
 """
 from __future__ import annotations
@@ -202,6 +204,48 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             "guard-http_vs_baseline_rps_c16": ratio("guard-http")}
 
 
+def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict[str, Any]:
+    """The 1-connection latency target measured without the nginx hop: one keep-alive connection sending its
+    next request as soon as the answer is in, as wrk does (``rate`` > 0: one every 1/``rate`` s instead, which
+    adds the box's wake-up latency at every process on the path; tests/bench/paced_client.py, the same client
+    for every row), to the upstream
+    directly, the baseline, Guard over HTTP and Guard over mTLS, the client presenting its certificate to Guard
+    itself (and, for comparison, through the hop the core table uses). Added p50: the median over rounds of
+    each round's own difference to ``direct``; the rows of a round run one after another."""
+    from contextlib import ExitStack
+
+    pki = d / "pki"
+    seen: dict[str, list[float]] = {}
+    p99: dict[str, list[float]] = {}
+    with ExitStack() as es:
+        up, _ = _upstream(d, es)
+        guard_config(d, up, True, free_port(), free_port())  # makes the PKI
+        bport = free_port()
+        targets = {
+            "direct": (up, {}, None),
+            "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
+                                                f"http://127.0.0.1:{bport}")),
+            "guard-http": es.enter_context(_guard(d, up, False, {})),
+            "guard-mtls": es.enter_context(_guard(d, up, True, {}, hop=False)),
+            "guard-mtls-via-hop": es.enter_context(_guard(d, up, True, {})),
+        }
+        tls = (pki / "app.pem", pki / "app-key.pem", pki / "ca.pem")
+        for name, (url, headers, _p) in targets.items():  # warm-up: connections, TLS sessions, policy caches
+            paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, 1, tls if url.startswith("https") else None)
+        for k in range(rounds):
+            for name, (url, headers, _p) in in_turn(list(targets.items()), k):
+                r = paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, SECONDS,
+                          tls if url.startswith("https") else None)
+                assert r["non_2xx"] == 0, (name, r)
+                seen.setdefault(name, []).append(r["p50_ms"])
+                p99.setdefault(name, []).append(r["p99_ms"])
+                print(f"  latency {name:18s} c=1 p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
+                      f"({r['requests']} requests)", file=sys.stderr)
+    added = {f"{name}_added_p50_ms_c1": round(by_round(seen[name], seen["direct"], lambda a, b: a - b), 3)
+             for name in seen if name != "direct"}
+    return {"rate_per_s": rate, "rounds": rounds, "p50_ms": seen, "p99_ms": p99, **added, "target_added_p50_ms": 0.5}
+
+
 AUDIT_VARIANTS = (("unaudited", {"unaudited": True}), ("fsync", {"durability": "fsync"}),
                   ("batch", {"durability": "batch"}))
 
@@ -241,9 +285,10 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
 
 
 @contextmanager
-def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any]) -> Iterator[tuple[str, dict[str, str], Any]]:
+def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any], hop: bool = True) -> Iterator[tuple[str, dict[str, str], Any]]:
     """A Guard process; over mTLS it is reached through a local nginx that presents the client certificate
-    (wrk cannot), so that row pays one extra hop, shown by the ``nginx-hop`` row."""
+    (wrk cannot), so that row pays one extra hop, shown by the ``nginx-hop`` row; with ``hop=False`` its
+    own https URL (for paced_client, which presents the certificate itself)."""
     gport, admin = free_port(), free_port()
     kw = dict(kw)
     unaudited = kw.pop("unaudited", False)  # tests/bench/guard_noaudit.py: the same Guard recording nothing
@@ -253,6 +298,9 @@ def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any]) -> Iterator[tuple[st
     with process(cmd, gport, log=d / f"guard-{gport}.log") as p:
         if not tls:
             yield f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC}, p
+            return
+        if not hop:
+            yield f"https://127.0.0.1:{gport}", {}, p
             return
         hop, pki = free_port(), d / "pki"
         conf = nginx_conf(d / f"ng-tls-{hop}", f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
@@ -515,6 +563,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
     ("core", "core proxy benchmark", core, lambda r: table(r["rows"], ["target", "conns", *COLUMNS]) + "\n" +
      json.dumps({k: r[k] for k in ("ratios", "ttfb", "rss") if k in r}, indent=2)),
     ("paired", "paired ratios (alternating rounds)", paired, _summary("rps")),
+    ("latency", "added latency at 1 connection, no hop (alternating rounds)", latency, _summary("p50_ms", "p99_ms")),
     ("auditcost", "audit cost through the proxy (alternating runs)", audit_cost,
      _summary("paced_p50_ms", "saturated_rps")),
     ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps")),
