@@ -208,9 +208,8 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
     """The 1-connection latency target measured without the nginx hop: one keep-alive connection sending its
     next request as soon as the answer is in, as wrk does (``rate`` > 0: one every 1/``rate`` s instead, which
     adds the box's wake-up latency at every process on the path; tests/bench/paced_client.py, the same client
-    for every row), to the upstream
-    directly, the baseline, Guard over HTTP and Guard over mTLS, the client presenting its certificate to Guard
-    itself (and, for comparison, through the hop the core table uses). Added p50: the median over rounds of
+    for every row), to the upstream directly, the baseline, Guard over HTTP and Guard over mTLS, the client
+    presenting its certificate to Guard itself (and, for comparison, through the hop the core table uses). Added p50: the median over rounds of
     each round's own difference to ``direct``; the rows of a round run one after another."""
     from contextlib import ExitStack
 
@@ -219,9 +218,8 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
     p99: dict[str, list[float]] = {}
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        guard_config(d, up, True, free_port(), free_port())  # makes the PKI
         bport = free_port()
-        targets = {
+        targets = {  # the first Guard started makes the PKI (guard_config)
             "direct": (up, {}, None),
             "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
                                                 f"http://127.0.0.1:{bport}")),
