@@ -212,6 +212,12 @@ class _Refusals:
     _recorder: Any = None  # the app's refused_by_protocol(rid, status, msg, code, tls, client_ip)
     _refused = False
 
+    def _bind(self, transport: asyncio.Transport) -> dict[str, Any] | None:
+        """At connection_made: the peer's certificate (ASGI tls extension) and where refusals are recorded."""
+        self._tls = tls_extension(transport)
+        self._recorder = getattr(self.app, "refused_by_protocol", None)
+        return self._tls
+
     def _refuse_request(self, status: int, msg: str, code: str, received: bool = True) -> None:
         if self._refused or self.transport.is_closing():
             return
@@ -256,8 +262,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._tls = tls_extension(transport)
-        self._recorder = getattr(self.app, "refused_by_protocol", None)
+        self._bind(transport)
         self._arm(self.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -331,8 +336,7 @@ class _TLSH11(_Refusals, H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._recorder = getattr(self.app, "refused_by_protocol", None)
-        tls = self._tls = tls_extension(transport)
+        tls = self._bind(transport)
         if tls is not None:
             app = self.app
 
