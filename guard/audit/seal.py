@@ -207,9 +207,9 @@ def raw_public(public: Ed25519PublicKey | bytes) -> bytes:
 
 _P = 2**255 - 19
 _Y = (1 << 255) - 1
+_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7  # y of two of the points of order 8
 # y of the eight points of small order (x's sign is the encoding's top bit): libsodium refuses such an R
-_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
-                            _P - 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7})
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
 _PRIME_ORDER: dict[bytes, bool] = {}
 
 
@@ -235,13 +235,10 @@ def check_signature(public: Ed25519PublicKey | bytes, hash_hex: str, sig_b64: st
     try:
         sig = base64.b64decode(sig_b64, validate=True)
         msg = bytes.fromhex(hash_hex)
+        pk = raw_public(public)
     except (ValueError, TypeError):
         return False
     if len(sig) != 64:
-        return False
-    try:
-        pk = raw_public(public)
-    except (ValueError, TypeError):
         return False
     if _zebra_verify is not None and _prime_order(pk):
         y = int.from_bytes(sig[:32], "little") & _Y

@@ -22,7 +22,6 @@ from guard.audit.seal import check_signature
 
 L = 2**252 + 27742317777372353535851937790883648493
 P = 2**255 - 19
-Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7  # y of the points of order 8
 
 
 def libsodium(pk: bytes, sig: bytes, msg: bytes) -> bool:
@@ -86,11 +85,13 @@ def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(key: tuple[b
 def test_r_of_small_order_or_not_canonical_is_refused_as_libsodium_refuses_it(key: tuple[bytes, bytes]) -> None:
     """With A of prime order and R of small order, s = h*a makes the cofactored equation hold: ed25519-zebra
     (ZIP 215) accepts the signature. libsodium refuses it for R's small order, and so must check_signature;
-    the same for R = the identity or the point of order 4 written with y + p (not canonical)."""
+    the same for R = the identity or the point of order 4 written with y + p (not canonical). That zebra
+    accepts each shows every y in seal's list is of small order; the eight points have five distinct y."""
     pk, sk = key
     a = crypto_sign_ed25519_sk_to_curve25519(sk)  # the clamped secret scalar
     msg = hashlib.sha256(b"small order").digest()
-    for y in (0, 1, P - 1, Y8, P - Y8, P, P + 1):
+    assert len(seal._SMALL_ORDER_Y) == 5
+    for y in (*sorted(seal._SMALL_ORDER_Y), P, P + 1):
         for sign in (0, 1):
             R = enc(y, sign)
             h = crypto_core_ed25519_scalar_reduce(hashlib.sha512(R + pk + msg).digest())
@@ -119,7 +120,7 @@ def test_the_documented_difference_takes_the_private_key(key: tuple[bytes, bytes
     a = crypto_sign_ed25519_sk_to_curve25519(sk)
     msg = hashlib.sha256(b"torsion").digest()
     r = crypto_core_ed25519_scalar_reduce(os.urandom(64))
-    R = crypto_core_ed25519_add(crypto_scalarmult_ed25519_base_noclamp(r), enc(Y8))
+    R = crypto_core_ed25519_add(crypto_scalarmult_ed25519_base_noclamp(r), enc(seal._Y8))
     h = crypto_core_ed25519_scalar_reduce(hashlib.sha512(R + pk + msg).digest())
     sig = R + crypto_core_ed25519_scalar_add(r, crypto_core_ed25519_scalar_mul(h, a))
     assert check_signature(pk, msg.hex(), b64(sig))

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from guard.audit import event as ev
 from guard.audit.forwarder import Forwarder
@@ -228,6 +229,18 @@ def bench_verify_cli(root: Path, signatures: str = "checkpoints") -> dict[str, A
             "command": "guard audit verify DIR --trust-local-keys --signatures " + signatures}
 
 
+@contextmanager
+def _libsodium_only() -> Iterator[None]:
+    """check_signature with libsodium checking every signature (what verify did before ed25519-zebra)."""
+    from guard.audit import seal
+
+    fast, seal._zebra_verify = seal._zebra_verify, None
+    try:
+        yield
+    finally:
+        seal._zebra_verify = fast
+
+
 def bench_signature_check(rounds: int = 5, n: int = 2000) -> dict[str, Any]:
     """One signature check (``check_signature``): ed25519-zebra with libsodium's screens against libsodium
     alone, interleaved rounds in this process; the ratio is the median of each round's own."""
@@ -242,7 +255,6 @@ def bench_signature_check(rounds: int = 5, n: int = 2000) -> dict[str, Any]:
     pk, sk = crypto_sign_seed_keypair(hashlib.sha256(b"bench").digest())
     work = [(h.hex(), base64.b64encode(crypto_sign(h, sk)[:64]).decode())
             for h in (hashlib.sha256(b"%d" % i).digest() for i in range(n))]
-    fast = seal._zebra_verify
 
     def once() -> float:
         t0 = time.perf_counter()
@@ -251,27 +263,12 @@ def bench_signature_check(rounds: int = 5, n: int = 2000) -> dict[str, Any]:
         return (time.perf_counter() - t0) / n * 1e6
 
     zebra, sodium = [], []
-    try:
-        for _ in range(rounds):
-            seal._zebra_verify = fast
-            zebra.append(once())
-            seal._zebra_verify = None
+    for _ in range(rounds):
+        zebra.append(once())
+        with _libsodium_only():
             sodium.append(once())
-    finally:
-        seal._zebra_verify = fast
     return {"zebra_us": round(statistics.median(zebra), 1), "libsodium_us": round(statistics.median(sodium), 1),
             "speedup": round(statistics.median(s / z for s, z in zip(sodium, zebra)), 2), "rounds": rounds}
-
-
-def bench_verify_libsodium(root: Path) -> dict[str, Any]:
-    """``bench_verify(root, 1)`` with libsodium checking every signature (what verify did before zebra)."""
-    from guard.audit import seal
-
-    fast, seal._zebra_verify = seal._zebra_verify, None
-    try:
-        return bench_verify(root, 1)
-    finally:
-        seal._zebra_verify = fast
 
 
 def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:
@@ -283,7 +280,8 @@ def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:
     try:
         out["signature_check"] = bench_signature_check()
         out["verify_1core"] = bench_verify(root, 1)
-        out["verify_1core_libsodium"] = bench_verify_libsodium(root)
+        with _libsodium_only():
+            out["verify_1core_libsodium"] = bench_verify(root, 1)
         out["verify_checkpoints_1core"] = bench_verify(root, 1, "checkpoints", repeat=3)
     finally:
         os.sched_setaffinity(0, allowed)

@@ -117,7 +117,7 @@ def wrk(url: str, script: Path, conns: int, seconds: float, threads: int = 1) ->
 def paced(url: str, body: str, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float,
           tls: tuple[Path, Path, Path] | None = None) -> dict[str, float]:
     """Paced load with precise latencies (tests/bench/paced_client.py, in its own process); ``tls``: the
-    client certificate, its key and the CA, for an https URL."""
+    client certificate, its key and the CA, used only for an https URL."""
     import json
 
     out = subprocess.run([PY, "-m", "tests.bench.paced_client", url, body, json.dumps(headers), str(conns),

@@ -229,11 +229,10 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
         }
         tls = (pki / "app.pem", pki / "app-key.pem", pki / "ca.pem")
         for name, (url, headers, _p) in targets.items():  # warm-up: connections, TLS sessions, policy caches
-            paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, 1, tls if url.startswith("https") else None)
+            paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, 1, tls)
         for k in range(rounds):
             for name, (url, headers, _p) in in_turn(list(targets.items()), k):
-                r = paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, SECONDS,
-                          tls if url.startswith("https") else None)
+                r = paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, SECONDS, tls)
                 assert r["non_2xx"] == 0, (name, r)
                 seen.setdefault(name, []).append(r["p50_ms"])
                 p99.setdefault(name, []).append(r["p99_ms"])
