@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 import rfc8785
@@ -29,6 +29,10 @@ try:  # ed25519-zebra (Rust, curve25519-dalek): checks a signature in 2/3 of lib
     from ed25519_zebra import ed_verify as _zebra_verify
 except ImportError:  # no wheel for this platform: libsodium checks every signature
     _zebra_verify = None
+try:  # Guard's own C extension (setup.py; optional): many signatures by one key checked at once
+    from guard.audit._ed25519_batch import msm as _msm
+except ImportError:  # built without a C compiler: check_signatures checks them one by one
+    _msm = None
 
 GENESIS = "0" * 64
 INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
@@ -211,6 +215,9 @@ _Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7  # y of
 # y of the eight points of small order (x's sign is the encoding's top bit): libsodium refuses such an R
 _SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
 _PRIME_ORDER: dict[bytes, bool] = {}
+_L = 2**252 + 27742317777372353535851937790883648493  # the order of the base point
+_BASE = bytes.fromhex("58" + "66" * 31)  # the base point's encoding (y = 4/5)
+_BATCH = 128  # signatures per batch equation: a failed batch is re-checked one by one
 
 
 def _prime_order(pk: bytes) -> bool:
@@ -248,6 +255,78 @@ def check_signature(public: Ed25519PublicKey | bytes, hash_hex: str, sig_b64: st
         return True
     except (BadSignatureError, ValueError, TypeError):
         return False
+
+
+def check_signatures(items: Iterable[tuple[Ed25519PublicKey | bytes, str, str]]) -> list[bool]:
+    """``check_signature(*item)`` for each item, with the same verdicts, checking up to ``_BATCH`` (128)
+    signatures by one key at once (4x fewer curve operations per signature than one by one).
+
+    Signatures that pass the screens of ``check_signature`` (lengths, ``s`` < L, ``R`` canonical and not of
+    small order, a key of prime order) go into one equation per batch, with 128-bit weights ``z_i`` drawn
+    fresh from os.urandom:
+
+        8 * (sum(z_i R_i) + (sum(z_i h_i) mod L) A - (sum(z_i s_i) mod L) B) = 0,  h_i = SHA-512(R_i || A || M_i)
+
+    It holds when every signature holds their cofactored equation (the one ed25519-zebra checks, see
+    ``check_signature``); if any does not, it fails except with probability about 2^-128 over the weights,
+    which the signer cannot know in advance. A batch that fails is checked again one signature at a time,
+    so the verdict names exactly the signatures that fail. Without the extension or ed25519-zebra every
+    signature goes to ``check_signature``.
+    """
+    items = list(items)
+    if _msm is None or _zebra_verify is None:
+        return [check_signature(*it) for it in items]
+    out = [False] * len(items)
+    by_key: dict[bytes, list[tuple[int, bytes, bytes, int, int]]] = {}
+    for i, (public, hash_hex, sig_b64) in enumerate(items):
+        try:
+            sig = base64.b64decode(sig_b64, validate=True)
+            msg = bytes.fromhex(hash_hex)
+            pk = raw_public(public)
+        except (ValueError, TypeError):
+            continue
+        if len(sig) != 64:
+            continue
+        if not _prime_order(pk):
+            out[i] = check_signature(pk, hash_hex, sig_b64)
+            continue
+        r = sig[:32]
+        y = int.from_bytes(r, "little") & _Y
+        s = int.from_bytes(sig[32:], "little")
+        if y >= _P or y in _SMALL_ORDER_Y or s >= _L:
+            continue
+        h = int.from_bytes(hashlib.sha512(r + pk + msg).digest(), "little")
+        by_key.setdefault(pk, []).append((i, sig, msg, s, h))
+    for pk, group in by_key.items():
+        for k in range(0, len(group), _BATCH):
+            batch = group[k:k + _BATCH]
+            if _batch_holds(pk, batch):
+                for it in batch:
+                    out[it[0]] = True
+            else:
+                for i, sig, msg, _, _ in batch:
+                    out[i] = bool(_zebra_verify(sig, msg, pk))
+    return out
+
+
+def _batch_holds(pk: bytes, batch: list[tuple[int, bytes, bytes, int, int]]) -> bool:
+    """The batch equation of ``check_signatures`` for signatures by ``pk`` (each: index, sig, message, s, h)."""
+    weights = os.urandom(16 * len(batch))
+    a = b = 0
+    points = bytearray()
+    scalars = bytearray()
+    pad = bytes(16)
+    for j, (_, sig, _, s, h) in enumerate(batch):
+        zb = weights[16 * j:16 * j + 16]
+        z = int.from_bytes(zb, "little")
+        a += z * h
+        b += z * s
+        points += sig[:32]
+        scalars += zb + pad
+    points += pk + _BASE
+    scalars += (a % _L).to_bytes(32, "little") + (-b % _L).to_bytes(32, "little")
+    q = _msm(bytes(points), bytes(scalars))  # None: some R is not a curve point
+    return q is not None and (int.from_bytes(q, "little") & _Y) in _SMALL_ORDER_Y  # 8q = 0: q is of small order
 
 
 def record_problem(rec: dict[str, Any], keys: dict[str, Any]) -> str | None:

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
 from guard.audit.prune import PRUNED, check_pruned, pruned_names, read_pruned
-from guard.audit.seal import GENESIS, canonical, check_signature, record_problem
+from guard.audit.seal import GENESIS, canonical, check_signature, check_signatures, record_problem
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")
 _CHUNK = 4 << 20
@@ -137,7 +137,10 @@ def _loads(line: bytes) -> Any:
         return json.loads(line)
 
 
-def _check_line(line: bytes, last: bool = False, loads: Callable[[bytes], Any] = _loads) -> Line:
+def _check_line(line: bytes, last: bool = False, loads: Callable[[bytes], Any] = _loads,
+                wait: list[tuple[int, bytes, str, str]] | None = None, index: int = 0) -> Line:
+    """The line's record. With ``wait``, a signature to check is appended to it (with ``index``) and the
+    status says ``ok`` until ``_check_lines`` has checked it."""
     try:
         e = loads(line)
         seq, prev, h, sig, kid = e["seq"], e["prev"], e["hash"], e["sig"], e["key_id"]
@@ -149,10 +152,13 @@ def _check_line(line: bytes, last: bool = False, loads: Callable[[bytes], Any] =
         status = "unknown_key"
     elif type(h) is not str or type(sig) is not str or not _hash_ok(line, e, h, sig):
         status = "hash_mismatch"
-    elif (_MODE["all"] or last or typ == _CP) and not check_signature(key, h, sig):
-        status = "bad_signature"
-    else:
+    elif not (_MODE["all"] or last or typ == _CP):
         status = "ok"
+    elif wait is not None:
+        wait.append((index, key, h, sig))
+        status = "ok"
+    else:
+        status = "ok" if check_signature(key, h, sig) else "bad_signature"
     return seq, prev, h, status, typ, e.get("checkpoint") if typ == _CP else None, kid
 
 
@@ -161,6 +167,18 @@ def _read_lines(path: str, start: int, end: int) -> list[bytes]:
         f.seek(start)
         data = f.read(end - start)
     return data.split(b"\n")[:-1]
+
+
+def _check_lines(lines: list[bytes]) -> list[Line]:
+    """Every line's record, the signatures checked together (``check_signatures``: the same verdicts as
+    one at a time, 3x faster per signature)."""
+    n = len(lines)
+    wait: list[tuple[int, bytes, str, str]] = []
+    recs = [_check_line(line, i == n - 1, _loads, wait, i) for i, line in enumerate(lines)]
+    for (i, *_), ok in zip(wait, check_signatures([w[1:] for w in wait])):
+        if not ok:
+            recs[i] = recs[i][:3] + ("bad_signature",) + recs[i][4:]
+    return recs
 
 
 def _records(lines: list[bytes], done: list[Line]) -> list[Line]:
@@ -177,30 +195,26 @@ def _check_unit(path: str, start: int, end: int, head_seq: Any = None) -> _Unit:
     if not _FAST:
         every = _records(lines, [])
         return _Unit(n, every[0], every)
-    check = _check_line
-    recs: list[Line] = []
+    recs = _check_lines(lines)
     kids: set[str] = set()
     seq = prev_seq = first_cp = last_cp = head_hash = None
     h: Any = None
     typ: Any = None
     cp_hash: str | None = None  # the unit's latest checkpoint, once it has one
     since = cps = 0
-    last = n - 1
-    for i, line in enumerate(lines):
-        rec = check(line, i == last)
-        recs.append(rec)
+    for i, rec in enumerate(recs):
         seq, prev, hh, status, typ, cp, kid = rec
         if status != "ok" or type(seq) is not int:
-            return _Unit(n, recs[0], _records(lines, recs))
+            return _Unit(n, recs[0], recs)
         if i:
             if seq != prev_seq + 1 or prev != h:  # type: ignore[operator]
-                return _Unit(n, recs[0], _records(lines, recs))
+                return _Unit(n, recs[0], recs)
             if seq == head_seq:
                 head_hash = hh
         if cp is not None:
             if i:
                 if not _checkpoint_holds(cp, seq, h, cp_hash, since):
-                    return _Unit(n, recs[0], _records(lines, recs))
+                    return _Unit(n, recs[0], recs)
                 if cp_hash is None and cp.get("reason") != "recovery":
                     first_cp = (i, cp)
                 cps += 1
@@ -361,8 +375,7 @@ class _Chain:
         if u.first_cp is not None:
             i, cp = u.first_cp
             if cp.get("prev_checkpoint", "") != self.last_cp or cp.get("count") != self.since_cp + i - 1:
-                recs = _records(_read_lines(*where), [u.first])
-                return self.walk(seg, base + 1, recs[1:])
+                return self.walk(seg, base + 1, _check_lines(_read_lines(*where))[1:])
         rep, m = self.rep, u.lines - 1
         rep.events += m
         rep.checkpoints += u.checkpoints
