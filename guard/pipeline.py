@@ -475,16 +475,14 @@ class Pipeline:
         sent, tail = 0, b""
         try:
             stop = None
-            it = resp.content.iter_any().__aiter__()
             while True:
-                nxt = asyncio.ensure_future(it.__anext__())
+                nxt = asyncio.ensure_future(resp.next_chunk())
                 done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
                 if nxt not in done:
                     nxt.cancel()
                     raise ClientGone()
-                try:
-                    data = nxt.result()
-                except StopAsyncIteration:
+                data = nxt.result()
+                if data is None:
                     break
                 if relay is None:
                     tail = (tail + data)[-4096:]
