@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from guard.policy.decision import Decision
+
 SCHEMA_VERSION = "1.0"
 EVENT_TYPES = (
     "exchange.started", "exchange.completed", "exchange.denied", "policy.reloaded", "policy.reload_failed",
@@ -76,6 +78,8 @@ def decision_summary(decision: Any) -> dict[str, Any] | None:
     """Accepts a policy Decision object or a dict with effect, rule, policy_version (and optional extras)."""
     if decision is None:
         return None
+    if type(decision) is Decision:
+        return decision.to_audit()  # has rule and policy_version; shared, see Decision.to_audit
     if isinstance(decision, dict):
         d = dict(decision)
     elif hasattr(decision, "to_audit"):
@@ -126,7 +130,7 @@ class ContentCapture:
             if prompt is not None:
                 out["prompt_hmac"] = self._prompt_hmac(prompt, memo)
             if answer is not None:
-                out["answer_hmac"] = hmac.new(self._key, _utf8(answer), hashlib.sha256).hexdigest()
+                out["answer_hmac"] = hmac.digest(self._key, _utf8(answer), "sha256").hex()
             return out
         if prompt is not None:
             out["prompt"] = prompt
@@ -139,7 +143,7 @@ class ContentCapture:
         if kept is not None and kept[0] == prompt:  # the text hashed before (the recorder passes the same str)
             return kept[1]
         # surrogatepass: a client's JSON may carry a lone surrogate ("\ud800"); hash it, never fail
-        digest = hmac.new(self._key, _utf8(prompt), hashlib.sha256).hexdigest()
+        digest = hmac.digest(self._key, _utf8(prompt), "sha256").hex()
         if memo is not None:
             memo[_MEMO] = (prompt, digest)
         return digest
@@ -170,25 +174,18 @@ def _hmac_key(settings: Any) -> bytes:
     return path.read_bytes()
 
 
-def _exchange_head(type: str, ex: Any) -> dict[str, Any]:
-    """The members every exchange event starts with (absent rather than null, as new_event does)."""
-    ns = time.time_ns()
-    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type,
-                          "request_id": ex.request_id}
-    if ex.trace_id:
-        ev["trace_id"] = ex.trace_id
-    p = principal_summary(ex.principal)
-    if p is not None:
-        ev["principal"] = p
-    if ex.client_ip:
-        ev["client_ip"] = ex.client_ip
-    for k, v in (("api", ex.api), ("operation", ex.operation), ("model", ex.model)):
-        if v is not None:
-            ev[k] = v
-    if ex.upstream:
-        ev["upstream"] = ex.upstream
-    ev["stream"] = bool(ex.stream)
-    return ev
+# An exchange's record is taken in two steps: its facts, a plain tuple read off the Exchange on the request
+# path (``*_facts``), and the event, assembled from them where the chain is sealed (``from_facts``: in the
+# sealer process, guard.audit.sealer, or by the thread journal). Ids, timestamps, rounding and the event's
+# dicts then cost the worker's event loop nothing: built there, they took ~45 us of a worker's ~180 us per
+# request under load (session 9, tests/bench/run.py auditcost). The facts are a snapshot: a journal encodes
+# or assembles them before ``append_facts`` returns, so the pipeline may go on changing the Exchange.
+# Layout: (type, time_ns, head, decisions, screens, stage_ms, extra_latency_ms, content, per-type tuple).
+
+
+def _head(ex: Any) -> tuple[Any, ...]:
+    return (ex.request_id, ex.trace_id, principal_summary(ex.principal), ex.client_ip, ex.api, ex.operation,
+            ex.model, ex.upstream, bool(ex.stream))
 
 
 def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -202,63 +199,100 @@ def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any
     return d
 
 
-def _stages(ex: Any, extra: dict[str, float] | None = None) -> dict[str, float]:
-    st = {k: round(v, 3) for k, v in (ex.stage_ms or {}).items()}
+def started_facts(ex: Any, content: dict[str, Any] | None = None,
+                  shadow: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange; ``content`` is
+    ``ContentCapture.record(...)``."""
+    return ("exchange.started", time.time_ns(), _head(ex), decisions_of(ex, shadow),
+            [v.to_audit() for v in ex.verdicts if v.direction == "prompt"], ex.stage_ms, None, content,
+            (ex.body_bytes,))
+
+
+def completed_facts(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
+                    usage: dict[str, int] | None = None, content: dict[str, Any] | None = None,
+                    latency_ms: dict[str, float] | None = None, error: str | None = None) -> tuple[Any, ...]:
+    return ("exchange.completed", time.time_ns(), _head(ex), decisions_of(ex), [v.to_audit() for v in ex.verdicts],
+            ex.stage_ms, latency_ms, content, (int(status), finish_reason, int(bytes_out), error, usage))
+
+
+def denied_facts(ex: Any, status: int, code: str, stage: str, content: dict[str, Any] | None = None,
+                 shadow: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
+    return ("exchange.denied", time.time_ns(), _head(ex), decisions_of(ex, shadow), [v.to_audit() for v in ex.verdicts],
+            ex.stage_ms, None, content, (int(status), code, stage))
+
+
+def from_facts(facts: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+    """The event an exchange's facts stand for (members absent rather than null, as new_event does)."""
+    type_, ns, head, decisions, screens, stages, extra, content, more = facts
+    if type_ not in _EXCHANGE_TYPES:
+        raise ValueError(f"not an exchange event: {type_!r}")
+    request_id, trace_id, principal, client_ip, api, operation, model, upstream, stream = head
+    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type_,
+                          "request_id": request_id}
+    if trace_id:
+        ev["trace_id"] = trace_id
+    if principal is not None:
+        ev["principal"] = principal
+    if client_ip:
+        ev["client_ip"] = client_ip
+    for k, v in (("api", api), ("operation", operation), ("model", model)):
+        if v is not None:
+            ev[k] = v
+    if upstream:
+        ev["upstream"] = upstream
+    ev["stream"] = stream
+    ev["decisions"] = decisions
+    ev["screens"] = screens
+    if type_ == "exchange.started":
+        ev["request"] = {"bytes": more[0]}
+    elif type_ == "exchange.completed":
+        status, finish_reason, bytes_out, error, usage = more
+        u = _usage(usage)
+        if u is not None:
+            ev["usage"] = u
+        outcome: dict[str, Any] = {"status": status, "bytes": bytes_out}
+        if finish_reason:
+            outcome["finish_reason"] = finish_reason
+        if error:
+            outcome["error"] = error
+        ev["outcome"] = outcome
+    else:
+        status, code, stage = more
+        ev["outcome"] = {"status": status, "bytes": 0}
+        ev["denial"] = {"stage": stage, "code": code}
+    st = {k: round(v, 3) for k, v in (stages or {}).items()}
     if extra:
         st.update({k: round(float(v), 3) for k, v in extra.items()})
-    return st
+    ev["latency_ms"] = st
+    if content is not None:
+        ev["content"] = content
+    return ev
+
+
+_EXCHANGE_TYPES = ("exchange.started", "exchange.completed", "exchange.denied")
 
 
 def exchange_started(ex: Any, capture: ContentCapture | None = None, prompt: str | None = None,
                      shadow: dict[str, Any] | None = None) -> dict[str, Any]:
     """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange."""
-    ev = _exchange_head("exchange.started", ex)
-    ev["decisions"] = decisions_of(ex, shadow)
-    ev["screens"] = [v.to_audit() for v in ex.verdicts if v.direction == "prompt"]
-    ev["request"] = {"bytes": ex.body_bytes}
-    ev["latency_ms"] = _stages(ex)
     content = capture.record(prompt=prompt, memo=getattr(ex, "context", None)) if capture else None
-    if content is not None:
-        ev["content"] = content
-    return ev
+    return from_facts(started_facts(ex, content, shadow))
 
 
 def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
                        usage: dict[str, int] | None = None, capture: ContentCapture | None = None,
                        prompt: str | None = None, answer: str | None = None,
                        latency_ms: dict[str, float] | None = None, error: str | None = None) -> dict[str, Any]:
-    outcome: dict[str, Any] = {"status": int(status), "bytes": int(bytes_out)}
-    if finish_reason:
-        outcome["finish_reason"] = finish_reason
-    if error:
-        outcome["error"] = error
-    ev = _exchange_head("exchange.completed", ex)
-    ev["decisions"] = decisions_of(ex)
-    ev["screens"] = [v.to_audit() for v in ex.verdicts]
-    u = _usage(usage)
-    if u is not None:
-        ev["usage"] = u
-    ev["outcome"] = outcome
-    ev["latency_ms"] = _stages(ex, latency_ms)
     content = capture.record(prompt=prompt, answer=answer, memo=getattr(ex, "context", None)) if capture else None
-    if content is not None:
-        ev["content"] = content
-    return ev
+    return from_facts(completed_facts(ex, status, finish_reason, bytes_out, usage, content, latency_ms, error))
 
 
 def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: ContentCapture | None = None,
                     prompt: str | None = None, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
-    ev = _exchange_head("exchange.denied", ex)
-    ev["decisions"] = decisions_of(ex, shadow)
-    ev["screens"] = [v.to_audit() for v in ex.verdicts]
-    ev["outcome"] = {"status": int(status), "bytes": 0}
-    ev["denial"] = {"stage": stage, "code": code}
-    ev["latency_ms"] = _stages(ex)
     content = capture.record(prompt=prompt) if capture else None  # an exchange's only record: nothing to keep
-    if content is not None:
-        ev["content"] = content
-    return ev
+    return from_facts(denied_facts(ex, status, code, stage, content, shadow))
 
 
 _USAGE_ALIASES = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}

@@ -132,6 +132,10 @@ class Journal:
         await fut
         return sealed
 
+    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> dict[str, Any]:
+        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the event is assembled here."""
+        return await self.append(ev.from_facts(facts), wait)
+
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._kicks.discard(loop)
         with self._cond:

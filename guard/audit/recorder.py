@@ -85,21 +85,24 @@ class JournalRecorder:
         return _as_screened(ex, text) if self.capture.level == "redacted" else text
 
     async def started(self, ex: Any) -> None:
-        await self.journal.append(ev.exchange_started(ex, self.capture, prompt=self._prompt(ex)))
+        content = self.capture.record(prompt=self._prompt(ex), memo=ex.context)
+        await self.journal.append_facts(ev.started_facts(ex, content))
 
     async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         status = int(outcome.get("status", 0) or 0) or 500
         reason = str(outcome.get("reason") or outcome.get("error_type") or "")
         if kind == "exchange.denied":
             stage = _denial_stage(ex)
-            e = ev.exchange_denied(ex, status, reason or "denied", stage, self.capture, self._prompt(ex, stage))
+            content = self.capture.record(prompt=self._prompt(ex, stage))  # its only record: no memo
+            facts = ev.denied_facts(ex, status, reason or "denied", stage, content)
         else:
             finish = outcome.get("finish_reasons") or outcome.get("finish_reason")
             if isinstance(finish, (list, tuple)):
                 finish = ",".join(dict.fromkeys(str(f) for f in finish if f))
             total = {"total": (time.perf_counter() - ex.started) * 1000} if getattr(ex, "started", None) else None
-            e = ev.exchange_completed(
-                ex, status, finish or None, int(outcome.get("bytes", 0) or 0), outcome.get("usage"), self.capture,
-                prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), latency_ms=total,
-                error=reason if status >= 400 and reason else None)
-        await self.journal.append(e, wait=wait)
+            content = self.capture.record(prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")),
+                                          memo=ex.context)
+            facts = ev.completed_facts(ex, status, finish or None, int(outcome.get("bytes", 0) or 0),
+                                       outcome.get("usage"), content, total,
+                                       error=reason if status >= 400 and reason else None)
+        await self.journal.append_facts(facts, wait=wait)

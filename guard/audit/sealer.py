@@ -4,7 +4,8 @@ Sealing an event (RFC 8785 form, SHA-256, Ed25519) costs ~45 us of CPU and holds
 cannot run it in parallel with the event loop. ``ProcessJournal`` keeps the ``Journal`` API (``append``,
 ``append_sync``, ``healthy``, ``close``) but hands each event, as plain JSON, to a sealer process that owns
 the chain (an ordinary ``Journal``: same files, same group commit, same failure handling). The worker's
-loop then pays only for building and encoding the event; sealing, writing and fsync run on another core.
+loop then pays only for taking an exchange's facts and encoding them; assembling the event, sealing, writing
+and fsync run on another core.
 
 Durability is unchanged: with ``durability: fsync`` ``append`` resolves only when the sealer reports the
 fsync that covers the event; a failed write fails those events with JournalError (the request is refused
@@ -14,7 +15,8 @@ sealer has resumed the chain (recovery checkpoint, as after a crash), and the fa
 Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length, op, event number) then the
 payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
 read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
-can send one), ``L`` the same for an event nothing waits for (written with the next group commit, within
+can send one) or an exchange's facts as a marshal tuple (the sealer assembles the event with
+guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (written with the next group commit, within
 ``batch_window_ms``; no acknowledgement of its own), ``C`` close. Sealer -> worker: ``!I`` length then a
 JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
 ``{"fail": [[first, last], ...], "error": ...}`` per written batch, ``closed`` at the end.
@@ -39,6 +41,7 @@ from typing import Any
 from guard import gc_tuning
 from guard import telemetry as tm
 from guard.audit import layout
+from guard.audit.event import from_facts
 from guard.audit.journal import Journal, JournalError, _Waiter, _wake, default_writer_id
 from guard.audit.settings import AuditSettings
 
@@ -275,9 +278,10 @@ class ProcessJournal:
         return self._alive and self._healthy and not self._closing
 
     @staticmethod
-    def _frame(event: dict[str, Any]) -> bytes:
-        """The event as marshal data: Guard's events are plain dicts, lists, strings and numbers; anything
-        else (a subclass, a foreign object) is made plain first, as the thread journal does."""
+    def _frame(event: dict[str, Any] | tuple[Any, ...]) -> bytes:
+        """The event (or an exchange's facts) as marshal data: Guard's events are plain dicts, lists, strings
+        and numbers; anything else (a subclass, a foreign object) is made plain first, as the thread journal
+        does."""
         try:
             return marshal.dumps(event)
         except ValueError:
@@ -288,7 +292,14 @@ class ProcessJournal:
     async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``, or
         ``wait=False``: the sealer writes it with the next group commit, within ``batch_window_ms``)."""
-        data = self._frame(event)
+        await self._hand(self._frame(event), wait)
+        return event
+
+    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> None:
+        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event."""
+        await self._hand(self._frame(facts), wait)
+
+    async def _hand(self, data: bytes, wait: bool) -> None:
         loop = asyncio.get_running_loop()
         fut = None
         with self._lock:
@@ -310,7 +321,6 @@ class ProcessJournal:
                 loop.call_soon(self._flush)
         if fut is not None:
             await fut
-        return event
 
     def _flush(self) -> None:
         with self._lock:
@@ -480,7 +490,12 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                 event = loads(buf[pos + hs:pos + hs + size])
                 pos += hs + size
                 try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
+                    if type(event) is not dict:  # an exchange's facts (ProcessJournal.append_facts)
+                        event = from_facts(event)
                     j._submit(event, i if op == _EVENT else None, notify=False)
+                except (ValueError, TypeError) as e:  # facts that are not facts: a bug, refused like a failed write
+                    if op == _EVENT:
+                        j.send({"fail": [[i, i]], "error": f"unusable exchange record: {e}"})
                 except JournalError as e:
                     if op == _EVENT:
                         j.send({"fail": [[i, i]], "error": str(e)})

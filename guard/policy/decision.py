@@ -16,13 +16,19 @@ class Decision:
     error: str = ""  # a rule failed at run time (the request was denied: fail closed)
     shadow: dict[str, Any] | None = field(default=None, compare=False)  # the shadow policy's decision
     # when it disagreed
+    _audit: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def allowed(self) -> bool:
         return self.effect == "allow"
 
     def to_audit(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        """The audit summary. Built once: the engine caches decisions, so most requests get one it made
+        before, and every event of them shares this dict (nothing may mutate it, as with the Principal's)."""
+        out = self._audit
+        if out is not None:
+            return out
+        out = {
             "stage": self.stage,
             "effect": self.effect,
             "rule": self.rule,
@@ -33,4 +39,5 @@ class Decision:
         }
         if self.shadow is not None:
             out["shadow"] = self.shadow
+        object.__setattr__(self, "_audit", out)
         return out

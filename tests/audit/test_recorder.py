@@ -74,13 +74,13 @@ def test_an_exchange_hashes_its_prompt_once_and_both_records_carry_that_hmac(tmp
     from guard.audit import event as ev
 
     calls: list[bytes] = []
-    real = std_hmac.new
+    real, real_digest = std_hmac.new, std_hmac.digest
 
-    def counting(key: bytes, msg: bytes, digestmod):  # type: ignore[no-untyped-def]
+    def counting(key: bytes, msg: bytes, digest):  # type: ignore[no-untyped-def]
         calls.append(msg)
-        return real(key, msg, digestmod)
+        return real_digest(key, msg, digest)
 
-    monkeypatch.setattr(ev.hmac, "new", counting)
+    monkeypatch.setattr(ev.hmac, "digest", counting)
     j = Journal(make_settings(tmp_path, capture="hash"), "w1")
     rec = JournalRecorder(j)
     ex = _ex("r1")

@@ -147,3 +147,58 @@ def test_auto_picks_a_sealer_process_only_with_two_cpus_per_worker(monkeypatch: 
         assert s.sealer_for(workers) == kind, (cpus, workers)
     assert AuditSettings(dir=tmp_path, sealer="process").sealer_for(64) == "process"
     assert AuditSettings(dir=tmp_path, sealer="thread").sealer_for(1) == "thread"
+
+
+def test_an_exchanges_facts_become_in_the_sealer_the_event_the_thread_journal_assembles(tmp_path: Path) -> None:
+    """The worker hands the sealer process an exchange's facts, not its event (guard.audit.event.from_facts
+    runs there): the record written is the one the thread journal writes for the same facts, and what the
+    pipeline changes on the Exchange after the append is not in it. Facts that are not facts are refused
+    (the append fails, as for a failed write) and the sealer keeps sealing."""
+    import asyncio
+
+    from guard.audit import event as ev
+    from guard.audit.journal import JournalError
+    from guard.audit.settings import AuditSettings
+    from tests.audit.test_recorder import _ex
+
+    audit, pub = _setup(tmp_path)
+    thread_dir = tmp_path / "thread-audit"
+    content = {"capture": "hash", "key_id": "k1", "prompt_hmac": "00" * 32}
+
+    async def go(j: Any) -> None:
+        ex = _ex("r1")
+        await j.append_facts(ev.started_facts(ex, content))
+        ex.stage_ms["upstream_total"] = 5.0  # after the append: belongs to exchange.completed only
+        await j.append_facts(ev.completed_facts(ex, 200, "stop", 42, {"input_tokens": 3, "output_tokens": 2},
+                                                content, {"total": 7.25}), wait=False)
+        if isinstance(j, ProcessJournal):
+            try:
+                await j.append_facts(("exchange.started", 1, ("r2",)))
+            except JournalError as e:
+                assert "unusable exchange record" in str(e)
+            else:
+                raise AssertionError("malformed facts were accepted")
+            await j.append_facts(ev.denied_facts(_ex("r3"), 403, "forbidden", "access"))
+
+    for journal in (ProcessJournal(AuditSettings(**audit), "w1"),
+                    Journal(AuditSettings(**{**audit, "dir": str(thread_dir)}), "w1")):
+        asyncio.run(go(journal))
+        journal.close()
+    rc, doc = verify(Path(audit["dir"]), pub)
+    assert rc == 0 and doc["ok"], doc
+    assert journal_errors(Path(audit["dir"])) == []
+
+    def records(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
+        skip = {"id", "time", "hash", "sig", "prev", "seq", "chain", "key_id"}
+        return {(e["request_id"], e["type"]): {k: v for k, v in e.items() if k not in skip}
+                for e in journal_events(root) if e.get("request_id")}
+
+    process, thread = records(Path(audit["dir"])), records(thread_dir)
+    assert set(process) == {("r1", "exchange.started"), ("r1", "exchange.completed"), ("r3", "exchange.denied")}
+    assert process[("r1", "exchange.started")] == thread[("r1", "exchange.started")]
+    assert process[("r1", "exchange.completed")] == thread[("r1", "exchange.completed")]
+    started, completed = process[("r1", "exchange.started")], process[("r1", "exchange.completed")]
+    assert "upstream_total" not in started["latency_ms"] and completed["latency_ms"]["upstream_total"] == 5.0
+    assert completed["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert completed["outcome"] == {"status": 200, "bytes": 42, "finish_reason": "stop"}
+    assert started["content"] == content and started["principal"]["cn"] == "a"
