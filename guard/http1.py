@@ -18,6 +18,7 @@ import httptools
 
 KEEPALIVE_S = 15.0  # a pooled connection idle longer than this is closed, not reused (aiohttp's default)
 _HIGH_WATER = 256 * 1024  # response bytes held unread before reading from the upstream pauses
+MAX_HEAD_BYTES = 65536  # response status line and headers; a longer head is a protocol error
 
 
 class ConnectError(Exception):
@@ -38,13 +39,14 @@ class Response:
     pool when the response ended cleanly and the upstream keeps the connection alive, else closes it (which
     is how an upstream learns that the client went away mid-stream)."""
 
-    __slots__ = ("status", "headers", "_raw", "_chunks", "_held", "_conn", "_loop", "_deadline", "_idle",
-                 "complete", "keep_alive", "error", "_waiter", "_interim")
+    __slots__ = ("status", "headers", "_raw", "_head_bytes", "_chunks", "_held", "_conn", "_loop", "_deadline",
+                 "_idle", "complete", "keep_alive", "error", "_waiter", "_interim", "_whole")
 
     def __init__(self, conn: _Conn, loop: asyncio.AbstractEventLoop, deadline: float, idle: float) -> None:
         self.status = 0
         self.headers: dict[str, str] = {}
         self._raw: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self._chunks: deque[bytes] = deque()
         self._held = 0
         self._conn: _Conn | None = conn
@@ -54,11 +56,13 @@ class Response:
         self.error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._interim = False
+        self._whole = False  # read() wants the whole body: no pausing for it
 
     # --- reading (the request's task) ---------------------------------------------------------------------
 
     async def read(self) -> bytes:
         """The whole body."""
+        self._whole = True
         while not self.complete:
             if self.error is not None:
                 raise self.error
@@ -138,7 +142,7 @@ class Response:
         self._chunks.append(data)
         self._held += len(data)
         conn = self._conn
-        if self._held > _HIGH_WATER and conn is not None and not conn.paused:
+        if self._held > _HIGH_WATER and not self._whole and conn is not None and not conn.paused:
             conn.paused = True
             conn.transport.pause_reading()
         self._wake()
@@ -205,7 +209,12 @@ class _Conn(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp._raw.append((name, value))  # type: ignore[union-attr]
+        r: Response = self.resp  # type: ignore[assignment]
+        r._head_bytes += len(name) + len(value)
+        if r._head_bytes > MAX_HEAD_BYTES:
+            r._fail(ProtocolError(f"response headers over {MAX_HEAD_BYTES} bytes"))  # the first error is kept
+            raise httptools.HttpParserError("response head too long")
+        r._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
         r: Response = self.resp  # type: ignore[assignment]

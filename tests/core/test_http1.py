@@ -221,6 +221,22 @@ def test_garbage_instead_of_http_is_a_protocol_error():
     run(go())
 
 
+def test_an_endless_response_head_is_a_protocol_error():
+    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(2000):
+            w.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 100))
+        await w.drain()
+
+    async def go() -> None:
+        async with Server(h) as s:
+            pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
+            with pytest.raises(http1.ProtocolError, match="headers over"):
+                await get(pool)
+            assert pool._open == 0
+    run(go())
+
+
 def test_head_and_idle_timeouts():
     async def silent(_req: bytes, _r: Any, _w: asyncio.StreamWriter) -> None:
         await asyncio.sleep(3)
