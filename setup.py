@@ -1,6 +1,9 @@
-"""Guard's metadata is in pyproject.toml; this file adds the one C extension, which is optional: without a
-C compiler Guard installs and works, and `guard audit verify` checks signatures one by one."""
+"""Guard's metadata is in pyproject.toml; this file adds two small C extensions, both optional: without a C
+compiler Guard installs and works, `guard audit verify` checks signatures one by one, and the sealer checks
+an event's numbers in Python."""
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("guard.audit._ed25519_batch", ["guard/audit/_ed25519_batch.c"],
-                             extra_compile_args=["-O3"], optional=True)])
+                             extra_compile_args=["-O3"], optional=True),
+                   Extension("guard.audit._canon", ["guard/audit/_canon.c"], extra_compile_args=["-O3"],
+                             optional=True)])

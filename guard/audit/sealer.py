@@ -292,14 +292,19 @@ class ProcessJournal:
     async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``, or
         ``wait=False``: the sealer writes it with the next group commit, within ``batch_window_ms``)."""
-        await self._hand(self._frame(event), wait)
+        fut = self._hand(self._frame(event), wait)
+        if fut is not None:
+            await fut
         return event
 
     async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> None:
         """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event."""
-        await self._hand(self._frame(facts), wait)
+        fut = self._hand(self._frame(facts), wait)
+        if fut is not None:
+            await fut
 
-    async def _hand(self, data: bytes, wait: bool) -> None:
+    def _hand(self, data: bytes, wait: bool) -> asyncio.Future[None] | None:
+        """Queue one frame for the sealer; the future to await when the append must wait for its fsync."""
         loop = asyncio.get_running_loop()
         fut = None
         with self._lock:
@@ -315,12 +320,11 @@ class ProcessJournal:
                 self._waiters[i] = (loop, fut)
             elif self._fsync:
                 op = _LAZY  # the sealer does not fsync for it alone
-            self._out.append(HDR.pack(len(data), op, i) + data)
+            self._out += (HDR.pack(len(data), op, i), data)
             if not self._flush_due:
                 self._flush_due = True
                 loop.call_soon(self._flush)
-        if fut is not None:
-            await fut
+        return fut
 
     def _flush(self) -> None:
         with self._lock:

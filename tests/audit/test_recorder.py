@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac as std_hmac
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.audit import event as ev
 from guard.audit import layout
 from guard.audit.journal import Journal
 from guard.audit.recorder import JournalRecorder, prompt_text
@@ -68,21 +74,17 @@ def test_prompt_text_reads_chat_completion_embedding_and_ollama_bodies() -> None
 
 
 def test_an_exchange_hashes_its_prompt_once_and_both_records_carry_that_hmac(tmp_path: Path, monkeypatch) -> None:
-    import hashlib
-    import hmac as std_hmac
-
-    from guard.audit import event as ev
-
     calls: list[bytes] = []
-    real, real_digest = std_hmac.new, std_hmac.digest
-
-    def counting(key: bytes, msg: bytes, digest):  # type: ignore[no-untyped-def]
-        calls.append(msg)
-        return real_digest(key, msg, digest)
-
-    monkeypatch.setattr(ev.hmac, "digest", counting)
+    real = std_hmac.new
     j = Journal(make_settings(tmp_path, capture="hash"), "w1")
     rec = JournalRecorder(j)
+    mac = rec.capture._mac
+
+    def counting(msg: bytes) -> str:
+        calls.append(msg)
+        return mac(msg)
+
+    monkeypatch.setattr(rec.capture, "_mac", counting)
     ex = _ex("r1")
 
     async def go() -> None:
@@ -101,3 +103,11 @@ def test_an_exchange_hashes_its_prompt_once_and_both_records_carry_that_hmac(tmp
     # a different text under the same exchange is hashed anew, never answered from the memo
     other = rec.capture.record(prompt="changed", memo=ex.context)
     assert other is not None and other["prompt_hmac"] == real(key, b"changed", hashlib.sha256).hexdigest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=150), msg=st.binary(max_size=300))
+def test_content_hmac_is_rfc2104_hmac_sha256_for_any_key_and_text(key: bytes, msg: bytes) -> None:
+    """ContentCapture keys its HMAC once (inner and outer states kept); the digest must be the standard one,
+    for keys shorter than, as long as and longer than SHA-256's 64-byte block."""
+    assert ev._hmac_sha256(key)(msg) == std_hmac.new(key, msg, hashlib.sha256).hexdigest()

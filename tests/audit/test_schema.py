@@ -162,3 +162,46 @@ def test_canonical_numbers_equal_rfc8785_across_magnitudes() -> None:
             values.append(b)
     for x in values:
         assert canonical({"v": x, "l": [x]}) == rfc8785.dumps({"v": x, "l": [x]}), repr(x)
+
+
+def test_the_c_number_check_answers_as_the_python_walk() -> None:
+    """guard/audit/_canon.c (built by setup.py) and seal._numbers give the same answer for any nesting of dicts,
+    lists and tuples of numbers: ints around +-2^53, bools, integral and fractional floats at the fast path's
+    bounds, NaN, infinities, and subclasses (which both leave to the encoders)."""
+    import enum
+    import math
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from guard.audit import seal
+
+    if seal._numbers_c is None:
+        pytest.skip("the C extension is not built (no C compiler): seal._numbers is used")
+
+    class Level(enum.IntEnum):
+        HIGH = 2**60
+
+    class Ratio(float):
+        pass
+
+    edges = st.sampled_from([2**53 - 1, 2**53, -(2**53) + 1, -(2**53), 2**64, -(2**70), 0, True, False, 1e-4,
+                             9.9999e-5, 1e16, 9.999999999999998e15, 2.0**53, 2.0**53 - 1, -0.0, 0.0, 1.0, 0.5,
+                             math.nan, math.inf, -math.inf, Level.HIGH, Ratio(1e-9), None, "1e400"])
+    scalars = edges | st.integers() | st.floats() | st.text(max_size=3)
+    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.tuples(c, c)
+                          | st.dictionaries(st.text(max_size=3), c, max_size=4), max_leaves=25)
+
+    @settings(max_examples=1500, deadline=None, database=None)
+    @given(values)
+    def check(v: object) -> None:
+        assert seal._numbers_c(v) == seal._numbers(v)
+
+    check()
+    deep: object = 1.5
+    for _ in range(900):
+        deep = [deep]
+    assert seal._numbers_c(deep) == seal._numbers(deep) == 2
+    for _ in range(200):
+        deep = [deep]
+    assert seal._numbers_c(deep) == 0  # past 1000 levels the reference encoder decides
