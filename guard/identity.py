@@ -39,6 +39,14 @@ class Principal:
             d[k] = list(d[k])
         return d
 
+    @cached_property
+    def policy_view(self) -> Any:
+        """``attrs()`` as the policy engine reads them (guard.policy.attributes.Attrs), made once per Principal
+        rather than twice per request."""
+        from guard.policy.attributes import Attrs
+
+        return Attrs(self._attrs)
+
 
 ANONYMOUS = Principal(source="none")
 

@@ -20,7 +20,7 @@ from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
-from guard.policy.attributes import WEEKDAYS
+from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
 from guard.relay import Relay, UpstreamStreamError, scan_tail
 from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, read_error
@@ -141,14 +141,28 @@ def identify(scope: dict[str, Any], trusted: list[Any]) -> Principal:
     return tls.get("guard.principal") or ANONYMOUS
 
 
+_second: list[Any] = [None, "", 0, ""]  # the last whole second seen: its time, hour and weekday (one strftime a second)
+
+
 def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
-    return {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "hour": now.hour, "weekday": WEEKDAYS[now.weekday()],
-            "client_ip": ex.client_ip, "body_bytes": ex.body_bytes, "stream": ex.stream}
+    s = _second
+    key = int(now.timestamp())
+    if s[0] != key:
+        s[:] = [key, now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour, WEEKDAYS[now.weekday()]]
+    return {"time": s[1], "hour": s[2], "weekday": s[3], "client_ip": ex.client_ip, "body_bytes": ex.body_bytes,
+            "stream": ex.stream}
 
 
-def _obj(ex: Exchange) -> dict[str, Any]:
-    return {"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
-            "external": ex.external, "path": ex.path}
+def _obj(ex: Exchange) -> Attrs:
+    """The request's resource attributes, made once for both decisions (they do not change between them)."""
+    obj = ex.context.get(_OBJ)
+    if obj is None:
+        obj = ex.context[_OBJ] = Attrs({"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
+                                        "external": ex.external, "path": ex.path})
+    return obj
+
+
+_OBJ = "guard.policy.obj"  # Exchange.context key
 
 
 # --- the exchange ----------------------------------------------------------------------------------------
@@ -298,7 +312,7 @@ class Pipeline:
         t = time.perf_counter()
         env = policy_env(ex, self.svc.clock())
         assert ex.principal is not None
-        ex.access = d = self.svc.policy.decide_access(ex.principal.attrs(), _obj(ex), ex.operation, env)
+        ex.access = d = self.svc.policy.decide_access(ex.principal.policy_view, _obj(ex), ex.operation, env)
         _stage(ex, "policy", t)
         if d.effect != "allow":
             raise forbidden(f"access denied by policy ({d.rule or 'no rule allows this request'})")
@@ -311,7 +325,7 @@ class Pipeline:
         scores = [v.score for v in ex.verdicts if v.screen == "safety" and v.score is not None]
         env = {**env, "pii": pii, "safety": cats, "safety_score": max(scores) if scores else 0.0}
         assert ex.principal is not None
-        ex.content = d = self.svc.policy.decide_content(ex.principal.attrs(), _obj(ex), ex.operation, env)
+        ex.content = d = self.svc.policy.decide_content(ex.principal.policy_view, _obj(ex), ex.operation, env)
         if d.effect != "allow":
             raise GuardError(403, f"content denied by policy ({d.rule or 'no rule allows this content'})",
                              "guard_policy_violation", "content_denied", outcome="denied")
