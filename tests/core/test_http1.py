@@ -61,6 +61,13 @@ def fixed(body: bytes, extra: bytes = b"") -> Handler:
     return h
 
 
+def delayed(seconds: float, then: Handler) -> Handler:
+    async def h(req: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(seconds)
+        await then(req, r, w)
+    return h
+
+
 def run(coro: Awaitable[Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 20))
 
@@ -164,12 +171,8 @@ def test_repeated_headers_are_joined_and_names_lowercased():
 
 
 def test_pool_never_opens_more_than_its_limit_and_every_request_is_served():
-    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(0.1)
-        await fixed(b"{}")(_req, _r, w)
-
     async def go() -> None:
-        async with Server(h) as s:
+        async with Server(delayed(0.1, fixed(b"{}"))) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 2, 2)
             results = await asyncio.gather(*(get(pool) for _ in range(8)))
             assert [r[0] for r in results] == [200] * 8
@@ -179,12 +182,8 @@ def test_pool_never_opens_more_than_its_limit_and_every_request_is_served():
 
 
 def test_waiting_for_a_free_connection_is_bounded_by_the_total_time():
-    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(1.0)
-        await fixed(b"{}")(_req, _r, w)
-
     async def go() -> None:
-        async with Server(h) as s:
+        async with Server(delayed(1.0, fixed(b"{}"))) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 1, 2)
             slow = asyncio.ensure_future(get(pool))
             await asyncio.sleep(0.05)
@@ -194,44 +193,34 @@ def test_waiting_for_a_free_connection_is_bounded_by_the_total_time():
     run(go())
 
 
-def test_upstream_closing_mid_body_is_a_protocol_error_not_a_short_answer():
-    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial\":")
-        await w.drain()
-        w.close()
+async def _closes_mid_body(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
+    w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial\":")
+    await w.drain()
+    w.close()
 
+
+async def _not_http(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
+    w.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+
+async def _endless_head(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
+    w.write(b"HTTP/1.1 200 OK\r\n")
+    for i in range(2000):
+        w.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 100))
+    await w.drain()
+
+
+@pytest.mark.parametrize("handler, reason", [
+    (_closes_mid_body, "closed the connection"),  # a short answer is an error, never passed on as whole
+    (_not_http, "not an HTTP/1.1 response"),
+    (_endless_head, "headers over"),
+])
+def test_what_is_not_a_whole_http_response_is_a_protocol_error_and_frees_the_connection(handler: Handler,
+                                                                                        reason: str):
     async def go() -> None:
-        async with Server(h) as s:
+        async with Server(handler) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
-            with pytest.raises(http1.ProtocolError, match="closed the connection"):
-                await get(pool)
-            assert pool._open == 0
-    run(go())
-
-
-def test_garbage_instead_of_http_is_a_protocol_error():
-    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-
-    async def go() -> None:
-        async with Server(h) as s:
-            pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
-            with pytest.raises(http1.ProtocolError, match="not an HTTP/1.1 response"):
-                await get(pool)
-    run(go())
-
-
-def test_an_endless_response_head_is_a_protocol_error():
-    async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\n")
-        for i in range(2000):
-            w.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 100))
-        await w.drain()
-
-    async def go() -> None:
-        async with Server(h) as s:
-            pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
-            with pytest.raises(http1.ProtocolError, match="headers over"):
+            with pytest.raises(http1.ProtocolError, match=reason):
                 await get(pool)
             assert pool._open == 0
     run(go())
@@ -245,22 +234,18 @@ def test_head_and_idle_timeouts():
         w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n12345")
         await asyncio.sleep(3)
 
-    async def go() -> None:
+    async def times_out(handler: Handler, **timeouts: float) -> None:
         loop = asyncio.get_running_loop()
-        async with Server(silent) as s:
+        async with Server(handler) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
             t0 = loop.time()
             with pytest.raises(http1.ReadTimeout):
-                await get(pool, first_byte=0.3)
+                await get(pool, **timeouts)
             assert 0.25 < loop.time() - t0 < 1.5
             assert pool._open == 0  # the timed-out connection is closed, its slot free
-        async with Server(stalls) as s:
-            pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
-            t0 = loop.time()
-            with pytest.raises(http1.ReadTimeout):
-                await get(pool, idle=0.3)
-            assert 0.25 < loop.time() - t0 < 1.5
-    run(go())
+
+    run(times_out(silent, first_byte=0.3))
+    run(times_out(stalls, idle=0.3))
 
 
 def test_refused_connection_is_a_connect_error():
