@@ -141,15 +141,17 @@ def identify(scope: dict[str, Any], trusted: list[Any]) -> Principal:
     return tls.get("guard.principal") or ANONYMOUS
 
 
-_second: list[Any] = [None, "", 0, ""]  # the last whole second seen: its time, hour and weekday (one strftime a second)
+_second: tuple[Any, ...] = (None, "", 0, "")  # the last whole second seen, its time, hour and weekday: one
+# strftime a second; replaced whole, so threads (one Guard per thread in tests) never read a mix of two
 
 
 def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
-    s = _second
-    key = int(now.timestamp())
-    if s[0] != key:
-        s[:] = [key, now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour, WEEKDAYS[now.weekday()]]
-    return {"time": s[1], "hour": s[2], "weekday": s[3], "client_ip": ex.client_ip, "body_bytes": ex.body_bytes,
+    global _second
+    key, t, hour, weekday = _second
+    if key != int(now.timestamp()):
+        _second = key, t, hour, weekday = (int(now.timestamp()), now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour,
+                                           WEEKDAYS[now.weekday()])
+    return {"time": t, "hour": hour, "weekday": weekday, "client_ip": ex.client_ip, "body_bytes": ex.body_bytes,
             "stream": ex.stream}
 
 
