@@ -147,10 +147,10 @@ _second: tuple[Any, ...] = (None, "", 0, "")  # the last whole second seen, its 
 
 def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
     global _second
+    second = int(now.timestamp())
     key, t, hour, weekday = _second
-    if key != int(now.timestamp()):
-        _second = key, t, hour, weekday = (int(now.timestamp()), now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour,
-                                           WEEKDAYS[now.weekday()])
+    if key != second:
+        _second = key, t, hour, weekday = second, now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour, WEEKDAYS[now.weekday()]
     return {"time": t, "hour": hour, "weekday": weekday, "client_ip": ex.client_ip, "body_bytes": ex.body_bytes,
             "stream": ex.stream}
 

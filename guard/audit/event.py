@@ -78,7 +78,7 @@ def decision_summary(decision: Any) -> dict[str, Any] | None:
     if decision is None:
         return None
     if type(decision) is Decision:
-        return decision.to_audit()  # has rule and policy_version; shared, see Decision.to_audit
+        return decision.audit_summary()  # has rule and policy_version; shared, see Decision.audit_summary
     if isinstance(decision, dict):
         d = dict(decision)
     elif hasattr(decision, "to_audit"):

@@ -23,11 +23,7 @@ class Decision:
         return self.effect == "allow"
 
     def to_audit(self) -> dict[str, Any]:
-        """The audit summary. Built once: the engine caches decisions, so most requests get one it made
-        before, and every event of them shares this dict (nothing may mutate it, as with the Principal's)."""
-        out = self._audit
-        if out is not None:
-            return out
+        """The decision as audit and explain output show it: a fresh dict the caller may change."""
         out = {
             "stage": self.stage,
             "effect": self.effect,
@@ -39,5 +35,14 @@ class Decision:
         }
         if self.shadow is not None:
             out["shadow"] = self.shadow
-        object.__setattr__(self, "_audit", out)
+        return out
+
+    def audit_summary(self) -> dict[str, Any]:
+        """``to_audit()`` built once and shared: the engine caches decisions, so most requests get one it made
+        before, and every audit event of them carries this dict (nothing may mutate it, as with the
+        Principal's summary; guard.audit.event.decision_summary)."""
+        out = self._audit
+        if out is None:
+            out = self.to_audit()
+            object.__setattr__(self, "_audit", out)
         return out

@@ -112,3 +112,16 @@ def test_explain_prints_the_decision_the_rule_and_the_matches_per_stage(
 def test_explain_rejects_bad_json_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "explain", "--sub", "{cn", "--obj", "{}", "--act", "chat"]) == 2
     assert "--sub: invalid JSON" in capsys.readouterr().err
+
+
+def test_explain_output_never_changes_what_the_audit_records_of_a_cached_decision() -> None:
+    """explain adds rule_condition and rewrites matched on the dict it prints; the engine's cached Decision is
+    the one audit events summarise (shared, built once), so explain must work on a copy."""
+    from guard.policy.decision import Decision
+
+    d = Decision("access", "allow", "p.csv:4", "f" * 64, ("p.csv:4",))
+    shared = d.audit_summary()
+    entry = d.to_audit()
+    entry["rule_condition"] = "r.sub.cn == 'bob'"
+    entry["matched"].append("p.csv:9")
+    assert d.audit_summary() is shared and "rule_condition" not in shared and shared["matched"] == ["p.csv:4"]
