@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from guard import pki
+from tests.ops.test_metrics import scrape, total
 
 
 def _verify(audit: Path) -> subprocess.CompletedProcess:
@@ -143,8 +144,13 @@ def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
         for _ in range(40):
             assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
                 {"role": "user", "content": "hi"}]}, headers={"connection": "close"}).status_code == 200
-    m = httpx.get(g.admin_url + "/metrics").text
-    assert "guard_requests_total" in m
+    # Either worker answers the scrape with both workers' values summed, each histogram whole
+    m = scrape(g.admin_url)
+    assert total(m, "guard_requests_total", operation="chat", status="200") == 40
+    assert total(m, "guard_request_duration_seconds_count", operation="chat") == 40
+    assert total(m, "guard_request_duration_seconds_bucket", operation="chat", le="+Inf") == 40
+    assert 0 < total(m, "guard_request_duration_seconds_sum", operation="chat") < 40 * 10
+    assert total(m, "guard_stage_duration_seconds_count", stage="policy") == 40
     assert g.stop() == 0
     chains = {}
     for e in g.events():
