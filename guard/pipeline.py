@@ -119,7 +119,7 @@ def _stage(ex: Exchange, name: str, t0: float) -> None:
     t1 = time.perf_counter()
     ex.stage_ms[name] = (t1 - t0) * 1000
     ex.stage_times[name] = (t0, t1)
-    telemetry.child(telemetry.STAGE_SECONDS, name).observe(t1 - t0)
+    telemetry.stage(name).observe(t1 - t0)
 
 
 def _trace_id(traceparent: bytes | None) -> str:

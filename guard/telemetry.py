@@ -193,6 +193,7 @@ def _forget_series() -> None:
     for m in _FAST:
         m._series = {}
     _children.clear()
+    _stages.clear()
 
 
 os.register_at_fork(after_in_child=_forget_series)
@@ -283,6 +284,20 @@ def child(metric: object, *labels: str) -> object:
         c = metric.labels(*labels)  # type: ignore[attr-defined]
         if len(_children) < 20_000:
             _children[key] = c
+    return c
+
+
+_stages: dict[str, object] = {}
+
+
+def stage(name: str) -> object:
+    """``STAGE_SECONDS.labels(name)``, cached by name alone (stage names are fixed in the code): the stage
+    histogram is observed seven times a request, and the general cache's key costs a third of that."""
+    if not _enabled:
+        return _NOOP
+    c = _stages.get(name)
+    if c is None:
+        c = _stages[name] = STAGE_SECONDS.labels(name)  # type: ignore[attr-defined]
     return c
 
 

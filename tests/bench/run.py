@@ -140,32 +140,36 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     metrics, with them (the default: no spans, since no OTLP endpoint is set) and with them plus OpenTelemetry
     spans exported to a local OTLP/HTTP endpoint (nginx answering 200), for every exchange and for 1% of them
     (telemetry.trace_sample_ratio), at 16 connections, ``rounds`` times each in turn; costs are the median
-    of each round's own ratio to the run without metrics (one pass each is within the box's noise)."""
+    of each round's own ratio to the run without metrics (one pass each is within the box's noise). The same
+    for two workers at 64 connections, whose metrics go through prometheus_client's shared files."""
     from contextlib import ExitStack
 
     seen: dict[str, list[float]] = {}
 
     def measure(name: str, url: str, _h: dict[str, str], script: Path) -> None:
-        r = wrk(url, script, 16, SECONDS, threads=2)
+        conns = 64 if name.startswith("w2-") else 16
+        r = wrk(url, script, conns, SECONDS, threads=2)
         seen.setdefault(name, []).append(r["rps"])
-        print(f"  {name:11s} c=16 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+        print(f"  {name:13s} c={conns} {r['rps']:>9,.0f} req/s", file=sys.stderr)
 
     with ExitStack() as es:
         up, _ = _upstream(d, es)
         alternate(d, up, (("metrics", {}), ("no-metrics", {"metrics": False}),
                           ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
-                          ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01})),
+                          ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}),
+                          ("w2-metrics", {"workers": 2}), ("w2-no-metrics", {"workers": 2, "metrics": False})),
                   rounds, measure)
     on, off, traced, sampled = (statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct"))
 
-    def cost(name: str) -> float:
-        return round((1 - by_round(seen[name], seen["no-metrics"])) * 100, 1)
+    def cost(name: str, base: str = "no-metrics") -> float:
+        return round((1 - by_round(seen[name], seen[base])) * 100, 1)
 
     return {"rps": seen, "median_metrics": on, "median_no_metrics": off, "median_tracing": traced,
             "median_tracing_1pct": sampled,
             "metrics_cost_pct_c16": cost("metrics"),
             "metrics_and_tracing_every_exchange_cost_pct_c16": cost("tracing"),
             "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
+            "metrics_cost_pct_two_workers_c64": cost("w2-metrics", "w2-no-metrics"),
             "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
 
 
