@@ -4,7 +4,8 @@ Core scenario (issue: core proxy): at 1, 16 and 64 connections, POST /v1/chat/co
   direct        the fast upstream itself (nginx returning a fixed completion; else the built-in model server)
   nginx         nginx proxy_pass to it (if nginx is installed)
   baseline      a minimal Starlette + aiohttp proxy (tests/bench/baseline_proxy.py)
-  guard-http    Guard, plain HTTP, identity from a trusted XFCC header, shipped policy, fsync'd audit journal
+  guard-http    Guard, plain HTTP, identity from a trusted XFCC header, shipped policy, audit journal with
+                durability batch (guard-http-fsync: the default fsync)
   guard-mtls    Guard over mTLS (wrk cannot present client certificates, so a local nginx originates TLS with
                 the client certificate: this row pays an extra nginx hop; `nginx-hop` shows that hop's cost)
   litellm       LiteLLM's proxy, 1 worker (if `make bench-peers` installed it)
@@ -13,6 +14,8 @@ RSS after 10k and after 100k requests. Then (BENCH_ONLY=paired) the headline rat
 rounds (baseline, Guard mTLS, Guard HTTP at 16 connections; median of each round's ratio), and
 (BENCH_ONLY=latency) the added p50 at 1 connection with a client that presents its certificate to Guard
 itself, so the mTLS row pays no nginx hop (tests/bench/paced_client.py for every row).
+Alternating rounds also measure the audit trail's cost (auditcost), metrics' and tracing's (metrics) and two
+workers against one (workers).
 Environment: BENCH_QUICK=1 for a short run.
 """
 from __future__ import annotations
@@ -171,6 +174,29 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
             "metrics_cost_pct_two_workers_c64": cost("w2-metrics", "w2-no-metrics"),
             "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
+
+
+def workers_scaling(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
+    """Two workers against one at 64 connections over HTTP, in alternating rounds: with the default
+    ``audit.sealer: auto`` (on 2 CPUs one worker gets a sealer process, two workers get sealer threads) and
+    with sealer threads forced for both (one process per worker, the comparison of one core against two).
+    Ratios are the median of each round's own ratio."""
+    from contextlib import ExitStack
+
+    seen: dict[str, list[float]] = {}
+
+    def measure(name: str, url: str, _h: dict[str, str], script: Path) -> None:
+        r = wrk(url, script, 64, SECONDS, threads=2)
+        seen.setdefault(name, []).append(r["rps"])
+        print(f"  {name:9s} c=64 {r['rps']:>9,.0f} req/s", file=sys.stderr)
+
+    with ExitStack() as es:
+        up, _ = _upstream(d, es)
+        alternate(d, up, (("w1", {}), ("w2", {"workers": 2}), ("w1-thread", {"sealer": "thread"}),
+                          ("w2-thread", {"workers": 2, "sealer": "thread"})), rounds, measure)
+    return {"rps": seen, "workers2_vs_1_rps_c64": round(by_round(seen["w2"], seen["w1"]), 3),
+            "workers2_vs_1_rps_c64_sealer_thread": round(by_round(seen["w2-thread"], seen["w1-thread"]), 3),
+            "one_worker_thread_vs_auto": round(by_round(seen["w1-thread"], seen["w1"]), 3)}
 
 
 def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
@@ -568,6 +594,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
     ("auditcost", "audit cost through the proxy (alternating runs)", audit_cost,
      _summary("paced_p50_ms", "saturated_rps")),
     ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps")),
+    ("workers", "two workers against one (alternating runs)", workers_scaling, _summary()),
     ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
      json.dumps(r["added"], indent=2)),
 ]

@@ -113,3 +113,39 @@ def test_tls_handshake_failures_are_counted_by_reason(guard):
     time.sleep(0.2)
     after = total(scrape(guard.admin_url), "guard_tls_handshake_failures_total", reason="no_certificate")
     assert after == before + 1
+
+
+def test_shared_metric_files_sum_a_parent_and_its_forked_worker(tmp_path):
+    """Several workers: each process writes its own prometheus_client file (also after a fork, where the
+    parent's series must not be written by the child), and the exposition sums them."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import os
+        from guard import telemetry as t
+        from prometheus_client import generate_latest
+        t.child(t.REQUESTS, "openai", "chat", "m", "allow", "200").inc()
+        t.stage("policy").observe(0.002)
+        pid = os.fork()
+        if pid == 0:
+            t.child(t.REQUESTS, "openai", "chat", "m", "allow", "200").inc(2)
+            t.stage("policy").observe(0.5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        t.child(t.REQUESTS, "openai", "chat", "m", "allow", "200").inc()
+        print(generate_latest(t.exposition_registry()).decode())
+    """)
+    env = {**__import__("os").environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    m = {}
+    for fam in text_string_to_metric_families(out.stdout):
+        for s in fam.samples:
+            m[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    assert total(m, "guard_requests_total", status="200") == 4
+    assert total(m, "guard_stage_duration_seconds_count", stage="policy") == 2
+    assert total(m, "guard_stage_duration_seconds_bucket", stage="policy", le="0.0025") == 1
+    assert abs(total(m, "guard_stage_duration_seconds_sum", stage="policy") - 0.502) < 1e-9
+    assert len(list(tmp_path.glob("counter_*.db"))) == 2
