@@ -135,6 +135,22 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def workers_cpu(pid: int) -> float:
+    """CPU seconds of a Guard server's own processes: ``pid`` and its descendants, except audit sealer
+    processes (their CPU is the audit's, and with one worker they run on the other core)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if b"guard.audit.sealer" not in Path(f"/proc/{p}/cmdline").read_bytes():
+                total += proc_cpu(p)
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
+                     for c in (t / "children").read_text().split()]
+        except OSError:
+            pass  # gone
+    return total
+
+
 def rss_mb(pid: int) -> float:
     total = 0.0
     pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \

@@ -37,7 +37,7 @@ from typing import Iterator
 import yaml
 
 from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
-                                paced, process, rss_mb, table, wrk, wrk_script)
+                                paced, process, rss_mb, table, workers_cpu, wrk, wrk_script)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SECONDS = 3 if QUICK else 8
@@ -124,18 +124,17 @@ def by_round(xs: list[float], base: list[float], f: Callable[[float, float], flo
     return statistics.median(f(a, b) for a, b in zip(xs, base))
 
 
-def alternate(d: Path, up: str, variants: Any, rounds: int,
-              measure: Callable[[str, str, dict[str, str], Path], None]) -> None:
+def alternate(d: Path, up: str, variants: Any, rounds: int, measure: Callable[..., None], pid: bool = False) -> None:
     """Guard started once per variant (name, guard_config keyword arguments) and round, in turn (in_turn);
-    ``measure(name, url, headers, wrk script)`` after a one-second warm-up."""
+    ``measure(name, url, headers, wrk script)`` after a one-second warm-up (with ``pid``, also Guard's pid)."""
     for k in range(rounds):
         for name, kw in in_turn(variants, k):
-            with _guard(d, up, False, kw) as (url, headers, _p):
+            with _guard(d, up, False, kw) as (url, headers, p):
                 (d / f"alt-{name}").mkdir(exist_ok=True)
                 script = wrk_script(d / f"alt-{name}", CHAT_BODY, headers)
                 url += "/v1/chat/completions"
                 wrk(url, script, 4, 1)
-                measure(name, url, headers, script)
+                measure(name, url, headers, script, *((p.pid,) if pid else ()))
 
 
 def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
@@ -144,16 +143,23 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     spans exported to a local OTLP/HTTP endpoint (nginx answering 200), for every exchange and for 1% of them
     (telemetry.trace_sample_ratio), at 16 connections, ``rounds`` times each in turn; costs are the median
     of each round's own ratio to the run without metrics (one pass each is within the box's noise). The same
-    for two workers at 64 connections, whose metrics go through prometheus_client's shared files."""
+    for two workers at 64 connections, whose metrics go through prometheus_client's shared files. Beside
+    throughput, the CPU that Guard's worker processes spent per request in the same runs (sealer processes
+    left out): saturated, the worker's core is what limits one worker, and CPU per request moves less
+    with the box than requests per second do."""
     from contextlib import ExitStack
 
     seen: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
 
-    def measure(name: str, url: str, _h: dict[str, str], script: Path) -> None:
+    def measure(name: str, url: str, _h: dict[str, str], script: Path, pid: int) -> None:
         conns = 64 if name.startswith("w2-") else 16
+        c0 = workers_cpu(pid)
         r = wrk(url, script, conns, SECONDS, threads=2)
+        us = (workers_cpu(pid) - c0) / max(1, r["requests"]) * 1e6
         seen.setdefault(name, []).append(r["rps"])
-        print(f"  {name:13s} c={conns} {r['rps']:>9,.0f} req/s", file=sys.stderr)
+        cpu.setdefault(name, []).append(us)
+        print(f"  {name:13s} c={conns} {r['rps']:>9,.0f} req/s {us:6.1f} us CPU/request", file=sys.stderr)
 
     with ExitStack() as es:
         up, _ = _upstream(d, es)
@@ -161,7 +167,7 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
                           ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
                           ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}),
                           ("w2-metrics", {"workers": 2}), ("w2-no-metrics", {"workers": 2, "metrics": False})),
-                  rounds, measure)
+                  rounds, measure, pid=True)
     on, off, traced, sampled = (statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct"))
 
     def cost(name: str, base: str = "no-metrics") -> float:
@@ -173,6 +179,9 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
             "metrics_and_tracing_every_exchange_cost_pct_c16": cost("tracing"),
             "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
             "metrics_cost_pct_two_workers_c64": cost("w2-metrics", "w2-no-metrics"),
+            "cpu_us_per_request": cpu,
+            "metrics_cpu_cost_pct_c16": round((1 - by_round(cpu["no-metrics"], cpu["metrics"])) * 100, 1),
+            "metrics_cpu_cost_pct_two_workers_c64": round((1 - by_round(cpu["w2-no-metrics"], cpu["w2-metrics"])) * 100, 1),
             "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
 
 
@@ -593,7 +602,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
     ("latency", "added latency at 1 connection, no hop (alternating rounds)", latency, _summary("p50_ms", "p99_ms")),
     ("auditcost", "audit cost through the proxy (alternating runs)", audit_cost,
      _summary("paced_p50_ms", "saturated_rps")),
-    ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps")),
+    ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps", "cpu_us_per_request")),
     ("workers", "two workers against one (alternating runs)", workers_scaling, _summary()),
     ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
      json.dumps(r["added"], indent=2)),
