@@ -200,7 +200,7 @@ os.register_at_fork(after_in_child=_forget_series)
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> object:
-    """Request-path counters: lock-free in one process, the shared-file Counter with several workers."""
+    """Request-path counters: lock-free; with several workers also written into the worker's shared file."""
     if MULTIPROCESS:  # /metrics reads the workers' files (exposition_registry), not REGISTRY
         return _FastCounter(name, doc, labels, Counter(name, doc, labels, registry=None))
     c = _FastCounter(name, doc, labels)
