@@ -135,17 +135,27 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (/proc/PID/task/*/children); processes that are gone are skipped."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            pass  # gone
+    return out
+
+
 def workers_cpu(pid: int) -> float:
     """CPU seconds of a Guard server's own processes: ``pid`` and its descendants, except audit sealer
     processes (their CPU is the audit's, and with one worker they run on the other core)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
+    total = 0.0
+    for p in tree(pid):
         try:
             if b"guard.audit.sealer" not in Path(f"/proc/{p}/cmdline").read_bytes():
                 total += proc_cpu(p)
-            todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir()
-                     for c in (t / "children").read_text().split()]
         except OSError:
             pass  # gone
     return total
@@ -153,9 +163,7 @@ def workers_cpu(pid: int) -> float:
 
 def rss_mb(pid: int) -> float:
     total = 0.0
-    pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \
-        if Path(f"/proc/{pid}/task/{pid}/children").exists() else [pid]
-    for p in pids:
+    for p in tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
