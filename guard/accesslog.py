@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class AccessLog:
 
     def record(self, ex: Exchange, outcome: dict[str, Any], decision: str) -> dict[str, Any]:
         line = {
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "request_id": ex.request_id,
             "principal": principal_name(ex),
             "model": ex.model,

@@ -4,18 +4,20 @@ exits 0 only if every step behaved as expected."""
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
-import ssl
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from guard.demo.stack import ROOT, free_port, make_pki, screening_filters, start_model_server, write_config
+from guard.demo.stack import (
+    ROOT,
+    free_port,
+    make_pki,
+    screening_filters,
+    start_model_server,
+    write_config,
+)
 
 
 @dataclass
@@ -36,9 +38,9 @@ class Demo:
 
 def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
     from guard.config import load_config
+    from guard.demo.stack import ServerThread
     from guard.runtime import Runtime
     from guard.serve import admin_server, public_server
-    from guard.demo.stack import ServerThread
 
     d.mkdir(parents=True, exist_ok=True)
     pki_dir = d / "pki"
@@ -139,9 +141,9 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level="WARNING")
     if args.check:
-        from guard.demo.tour import run_tour
-
         import tempfile
+
+        from guard.demo.tour import run_tour
 
         with tempfile.TemporaryDirectory() as tmp:
             demo = start_demo(Path(tmp), free_port(), free_port(), free_port())

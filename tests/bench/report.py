@@ -41,9 +41,9 @@ def machine() -> dict[str, str]:
 
 def commit() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True,
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, check=False, capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, check=False,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -97,9 +97,9 @@ def render(results: dict[str, Any], what: dict[str, str]) -> str:
     """Markdown for one run's ``results`` (run.py's bench.json); ``what`` names each scenario key."""
     m = machine()
     lines = ["# Benchmarks", "",
-             "Written by `make bench` (`python -m tests.bench.run`, tests/bench/report.py) from one run; do not edit "
-             "by hand. Speed figures are meaningful as ratios against the baseline rows measured in the same run "
-             "(README: Performance says what each scenario measures).", "",
+             ("Written by `make bench` (`python -m tests.bench.run`, tests/bench/report.py) from one run; do not "
+              "edit by hand. Speed figures are meaningful as ratios against the baseline rows measured in the same "
+              "run (README: Performance says what each scenario measures)."), "",
              "| run | |", "|---|---|",
              f"| date (UTC) | {results.get('time', '')} |",
              f"| commit | {commit()} |",

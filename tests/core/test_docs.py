@@ -68,7 +68,7 @@ def test_architecture_stages_match_the_pipeline():
     in_diagram = re.findall(r"\[([a-z_]+)\]", diagram)
     assert sorted(in_diagram) == sorted(set(in_diagram)), "a stage appears twice in the diagram"
     assert set(in_diagram) == code, (sorted(in_diagram), sorted(code))
-    in_table = {m for m in re.findall(r"^\| `([a-z_]+)` \|", path, re.M)}
+    in_table = {m for m in re.findall(r"^\| `([a-z_]+)` \|", path, re.MULTILINE)}
     assert in_table == code, (sorted(in_table), sorted(code))
 
 
@@ -88,7 +88,7 @@ HISTORY = re.compile("|".join([
     r"\bround\s+\d+\b(?!\s*\|)",  # "round 3" (a table column named round is fine)
     r"\bearlier\s+figures\b",
     r"\bin\s+an\s+earlier\s+run\b",
-]), re.I)
+]), re.IGNORECASE)
 
 
 def _product_files() -> list[Path]:
@@ -137,8 +137,8 @@ def test_make_bench_writes_docs_benchmarks_md(tmp_path):
     path = report.write(results, {"core": "core proxy benchmark"}, tmp_path / "benchmarks.md")
     text = path.read_text()
     assert "| date (UTC) | 2026-01-01T00:00:00Z |" in text
-    assert re.search(r"^\| commit \| [0-9a-f]{7,}", text, re.M)
-    assert re.search(r"^\| cpu \| .+ \|$", text, re.M) and re.search(r"^\| cores \| \d+ usable of \d+ \|$", text, re.M)
+    assert re.search(r"^\| commit \| [0-9a-f]{7,}", text, re.MULTILINE)
+    assert re.search(r"^\| cpu \| .+ \|$", text, re.MULTILINE) and re.search(r"^\| cores \| \d+ usable of \d+ \|$", text, re.MULTILINE)
     assert "## core proxy benchmark (`core`)" in text
     assert "| baseline | 16 | 9,000 |" in text and "| guard-mtls | 16 | 5,400 |" in text
     assert "| `ratios.guard-mtls_vs_baseline_c16` | 0.600 |" in text
