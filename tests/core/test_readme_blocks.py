@@ -207,3 +207,21 @@ def test_demo_default_folder_without_a_runtime_dir(monkeypatch, tmp_path):
     assert default_dir() == tmp_path / f"guard-demo-{os.getuid()}"
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
     assert default_dir().parent == tmp_path
+
+
+def test_readme_yaml_and_json_blocks_are_valid():
+    """Configuration examples load with Guard's own schema; JSON examples parse."""
+    import yaml
+
+    from guard.audit.settings import AuditSettings
+
+    data_blocks = [b for b in BLOCKS if b.lang in ("yaml", "json")]
+    assert data_blocks
+    for b in data_blocks:
+        if b.lang == "json":
+            json.loads(b.body)
+            continue
+        doc = yaml.safe_load(b.body)
+        assert isinstance(doc, dict), f"README.md:{b.line}"
+        if set(doc) == {"audit"}:
+            AuditSettings.model_validate(doc["audit"])
