@@ -26,7 +26,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from guard import __version__
+
     parser = _Parser(prog="guard", description="Security and compliance reverse proxy for LLM endpoints.")
+    parser.add_argument("--version", action="version", version=f"guard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in _COMMAND_MODULES:
         try:

@@ -127,6 +127,8 @@ class Config(Strict):
     workers: int = Field(1, ge=1, le=64)
     shutdown_deadline_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = False  # one JSON line per exchange (guard/accesslog.py): ids, status, latency; no text
+    access_log_file: Path | None = None  # where access_log writes; unset: stderr
 
     source: Path | None = Field(None, exclude=True)
 
@@ -153,6 +155,8 @@ class Config(Strict):
                 v = getattr(obj, k)
                 if v is not None and not Path(v).is_absolute():
                     setattr(obj, k, fix(Path(v)))
+        if self.access_log_file is not None and not self.access_log_file.is_absolute():
+            self.access_log_file = base / self.access_log_file
         self.policy.resolve(base)
         self.audit.resolve(base)
         return self

@@ -2,7 +2,7 @@
 responses parsed by httptools (llhttp, the parser uvicorn's server side already uses).
 
 Why not aiohttp's client (DESIGN.md chose it over httpx): under load it took 30% of a worker's CPU per
-proxied request (py-spy, 16 connections, session 9), more than the whole audit trail. A reverse proxy needs
+proxied request (py-spy, 16 connections), more than the whole audit trail. A reverse proxy needs
 little of it (no cookies, redirects, proxies, decompression, multipart): one write per request, and the
 response's head and body handed over as they arrive. This module does that and nothing else.
 """

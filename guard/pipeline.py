@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
 from guard import telemetry
+from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, ollama, openai, set_path
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
@@ -173,6 +174,7 @@ class Pipeline:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
         self._trusted = tuple(svc.config.tls.networks())
+        self._access_log: AccessLog | None = open_log(svc.config.access_log_file) if svc.config.access_log else None
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         rid = os.urandom(12).hex()
@@ -202,6 +204,8 @@ class Pipeline:
                 time.perf_counter() - ex.started)
             if tracing is not None:
                 tracing.finish(ex, ex.context.get("outcome") or {})
+            if self._access_log is not None:
+                self._access_log.record(ex, ex.context.get("outcome") or {}, _decision(ex))
 
     async def refused_by_protocol(self, rid: str, status: int, msg: str, code: str, tls: dict[str, Any] | None,
                                   client_ip: str) -> GuardError | None:
@@ -218,6 +222,8 @@ class Pipeline:
         except GuardError as je:
             answer = je
         telemetry.child(telemetry.REQUESTS, "none", "none", "", "none", str(answer.status if answer else status)).inc()
+        if self._access_log is not None:
+            self._access_log.record(ex, {"status": answer.status if answer else status, "reason": code}, "none")
         return answer
 
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:

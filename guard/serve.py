@@ -51,6 +51,39 @@ def admin_server(rt: Runtime) -> _Server:
     return _Server(ucfg)
 
 
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def announce(cfg: Config, workers: int, public_port: int | None = None, admin_port: int | None = None) -> str:
+    """The start-up line on stderr: where Guard listens (public and admin URLs) and with how many workers."""
+    from guard import __version__
+
+    public = _url("https" if cfg.tls.enabled else "http", cfg.listen.host, public_port or cfg.listen.port)
+    mode = "mTLS, client certificate required" if cfg.tls.enabled else "plain HTTP, no client certificates"
+    admin = (_url("http", cfg.admin.host, admin_port or cfg.admin.port) + " (/healthz /readyz /metrics)"
+             if cfg.admin.enabled else "off")
+    line = (f"guard {__version__}: listening on {public} ({mode}); admin {admin}; "
+            f"{workers} worker{'s' if workers != 1 else ''}")
+    print(line, file=sys.stderr, flush=True)
+    return line
+
+
+def _port(server: uvicorn.Server) -> int | None:
+    for srv in getattr(server, "servers", None) or []:
+        for sock in srv.sockets:
+            return int(sock.getsockname()[1])
+    return None
+
+
+async def _announce_when_listening(rt: Runtime, servers: list[_Server], tasks: list[asyncio.Task[Any]]) -> None:
+    while not all(s.started for s in servers):
+        if any(t.done() for t in tasks):
+            return  # a listener failed to start: uvicorn has said why
+        await asyncio.sleep(0.01)
+    announce(rt.config, 1, _port(servers[0]), _port(servers[1]) if len(servers) > 1 else None)
+
+
 async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.socket, socket.socket] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (graceful: in-flight requests and streams get shutdown_deadline_s), SIGHUP
     reloads policies, filters and TLS files."""
@@ -71,6 +104,8 @@ async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.sock
         loop.add_signal_handler(signal.SIGHUP, hup)
     socks: list[Any] = [[sockets[0]], [sockets[1]]] if sockets else [None, None]
     tasks = [asyncio.create_task(s.serve(sockets=socks[i])) for i, s in enumerate(servers)]
+    if sockets is None:  # one process; a supervisor announces its workers itself
+        announcer = loop.create_task(_announce_when_listening(rt, servers, tasks))  # noqa: F841 - kept referenced
     await asyncio.gather(*tasks, return_exceptions=True)
     return 0 if all(s.started for s in servers) else 1
 
@@ -148,6 +183,7 @@ def run_workers(cfg: Config, workers: int) -> int:
     # only: building them here would import Presidio/torch, whose threads must not exist across a fork.
     PolicyHolder.from_settings(cfg.policy)
     socks = (_bind(cfg.listen.host, cfg.listen.port), _bind(cfg.admin.host, cfg.admin.port))
+    announce(cfg, workers, socks[0].getsockname()[1], socks[1].getsockname()[1])
     children: dict[int, int] = {}
     stopping = False
 

@@ -196,8 +196,8 @@ def _hmac_key(settings: Any) -> bytes:
 # An exchange's record is taken in two steps: its facts, a plain tuple read off the Exchange on the request
 # path (``*_facts``), and the event, assembled from them where the chain is sealed (``from_facts``: in the
 # sealer process, guard.audit.sealer, or by the thread journal). Ids, timestamps, rounding and the event's
-# dicts then cost the worker's event loop nothing: built there, they took ~45 us of a worker's ~180 us per
-# request under load (session 9, tests/bench/run.py auditcost). The facts are a snapshot: a journal encodes
+# dicts then cost the worker's event loop nothing: built there, they take ~45 us of a worker's ~180 us per
+# request under load (tests/bench/run.py auditcost). The facts are a snapshot: a journal encodes
 # or assembles them before ``append_facts`` returns, so the pipeline may go on changing the Exchange.
 # Layout: (type, time_ns, head, decisions, screens, stage_ms, extra_latency_ms, content, per-type tuple).
 

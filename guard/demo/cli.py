@@ -4,18 +4,20 @@ exits 0 only if every step behaved as expected."""
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import signal
-import ssl
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from guard.demo.stack import ROOT, free_port, make_pki, screening_filters, start_model_server, write_config
+from guard.demo.stack import (
+    ROOT,
+    free_port,
+    make_pki,
+    screening_filters,
+    start_model_server,
+    write_config,
+)
 
 
 @dataclass
@@ -36,9 +38,9 @@ class Demo:
 
 def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
     from guard.config import load_config
+    from guard.demo.stack import ServerThread
     from guard.runtime import Runtime
     from guard.serve import admin_server, public_server
-    from guard.demo.stack import ServerThread
 
     d.mkdir(parents=True, exist_ok=True)
     pki_dir = d / "pki"
@@ -74,7 +76,11 @@ def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
 
 
 def instructions(demo: Demo) -> str:
+    """What `guard demo` prints. Each paragraph that starts with a command (``curl``, ``python``, ``guard``) is
+    a block a user can paste as it is; tests/core/test_readme_blocks.py runs every one against the demo."""
     p = demo.dir / "pki"
+    curl = f"curl --cacert {p}/ca.pem --cert {p}/app.pem --key {p}/app-key.pem \\\n" \
+           f"     {demo.url}/v1/chat/completions -H 'content-type: application/json' \\\n"
     return f"""
 Guard demo is running.
   Guard (mTLS)      {demo.url}
@@ -84,27 +90,50 @@ Guard demo is running.
   audit journal     {demo.dir / 'audit'}
 
 Try it with curl (client certificate of OU "apps"):
-  curl --cacert {p}/ca.pem --cert {p}/app.pem --key {p}/app-key.pem \\
-       {demo.url}/v1/chat/completions -H 'content-type: application/json' \\
-       -d '{{"model": "llama-3-8b", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
-  # what the model saw, and what came back: jane@example.com is pseudonymized on the way in, restored on the way out
-       -d '{{"model": "llama-3-8b", "messages": [{{"role": "user", "content": "[[echo]] Mail jane@example.com"}}]}}'
-  # denied by policy (internal-* models need OU staff):     "model": "internal-finance"
-  # a card number may not go to an external model:          "model": "gpt-4o", content "card 4012888888881881"
+{curl}     -d '{{"model": "llama-3-8b", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
-With the openai SDK:
-  python - <<'PY'
-import httpx, openai
-http = httpx.Client(verify="{p}/ca.pem", cert=("{p}/app.pem", "{p}/app-key.pem"))
-client = openai.OpenAI(base_url="{demo.url}/v1", api_key="unused", http_client=http)
+What the model saw, and what came back: jane@example.com is pseudonymized on the way in, restored on the way out:
+
+{curl}     -d '{{"model": "llama-3-8b", "messages": [{{"role": "user", "content": "[[echo]] Mail jane@example.com"}}]}}'
+
+Denied by policy (internal-* models need OU staff):
+
+{curl}     -d '{{"model": "internal-finance", "messages": [{{"role": "user", "content": "Q3 numbers?"}}]}}'
+
+A card number may not go to an external model:
+
+{curl}     -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "card 4012888888881881"}}]}}'
+
+With the openai SDK (the client certificate goes in an ssl.SSLContext):
+
+python - <<'PY'
+import ssl, httpx, openai
+ctx = ssl.create_default_context(cafile="{p}/ca.pem")
+ctx.load_cert_chain("{p}/app.pem", "{p}/app-key.pem")
+client = openai.OpenAI(base_url="{demo.url}/v1", api_key="unused", http_client=httpx.Client(verify=ctx))
 print(client.chat.completions.create(model="llama-3-8b",
       messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
 PY
 
-Verify the audit trail:  guard audit verify {demo.dir / 'audit'} --public-key {demo.dir / 'audit-keys'}
-Ctrl-C stops the demo.
+Verify the audit trail:
+
+guard audit verify {demo.dir / 'audit'} --public-key {demo.dir / 'audit-keys'}
+
+Ctrl-C stops the demo; its files stay in {demo.dir} (delete it to start afresh).
 """
+
+
+def default_dir() -> Path:
+    """Where the demo keeps its throwaway files: outside any checkout, in the user's runtime folder
+    ($XDG_RUNTIME_DIR) or else the system's temporary folder."""
+    import os
+    import tempfile
+
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "guard-demo"
+    return Path(tempfile.gettempdir()) / f"guard-demo-{os.getuid()}"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -112,9 +141,9 @@ def _run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level="WARNING")
     if args.check:
-        from guard.demo.tour import run_tour
-
         import tempfile
+
+        from guard.demo.tour import run_tour
 
         with tempfile.TemporaryDirectory() as tmp:
             demo = start_demo(Path(tmp), free_port(), free_port(), free_port())
@@ -122,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
                 return run_tour(demo)
             finally:
                 demo.stop()
-    demo = start_demo(Path(args.dir), args.port, args.admin_port, args.model_port)
+    demo = start_demo(Path(args.dir) if args.dir else default_dir(), args.port, args.admin_port, args.model_port)
     print(instructions(demo), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -135,7 +164,9 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run Guard with a built-in model server and a throwaway PKI")
     p.add_argument("--check", action="store_true", help="run the scripted tour and exit 0 only if all steps pass")
-    p.add_argument("--dir", default="var/demo", help="where the demo keeps its PKI, config and audit journal")
+    p.add_argument("--dir", default=None,
+                   help="where the demo keeps its PKI, config and audit journal (default: $XDG_RUNTIME_DIR/guard-demo, "
+                        "else a folder in the system's temporary directory)")
     p.add_argument("--port", type=int, default=8443)
     p.add_argument("--admin-port", type=int, default=9090)
     p.add_argument("--model-port", type=int, default=8000)

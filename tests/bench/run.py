@@ -634,6 +634,11 @@ def main() -> int:
     path = out_dir / "bench.json"
     path.write_text(json.dumps(results, indent=2, default=str))
     print(f"results: {path}")
+    from tests.bench.report import write
+
+    what = {key: what for key, what, _run, _show in SCENARIOS}
+    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen"}
+    print(f"table: {write(json.loads(json.dumps(results, default=str)), what)}")
     return 0
 
 
