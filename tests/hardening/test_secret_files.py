@@ -17,7 +17,6 @@ import pytest
 from guard.cli import main
 
 
-
 @pytest.fixture
 def hostile_umask(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """umask 0 and no chmod of a key file: a secret file gets its mode when it is created, or never."""
