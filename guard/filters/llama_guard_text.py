@@ -28,6 +28,7 @@ QUOTE = "> "
 BAR = "\u2223"  # DIVIDES: looks like "|", is not "|" after NFKC
 
 _BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_BREAK_CHARS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _H = r"[^\S\n]"  # horizontal white space
 _MARKER = re.compile(rf"<({_H}*/?{_H}*(?:begin|end){_H}+(?:unsafe{_H}+content{_H}+categories|conversation){_H}*)>",
                      re.I)
@@ -62,8 +63,10 @@ def neutralise_framing(text: str) -> str:
 
 
 def _neutralise(text: str) -> str:
-    text = _BREAKS.sub("\n", text)
-    folded = text if text.isascii() else _fold(text)
+    ascii_ = text.isascii()
+    if any(b in text for b in (_BREAK_CHARS[:6] if ascii_ else _BREAK_CHARS)):  # scans are faster than the sub
+        text = _BREAKS.sub("\n", text)
+    folded = text if ascii_ else _fold(text)
     starts = [m.start() for m in _FRAMING_NL.finditer("\n" + folded)]  # "\n" at k: line at folded[k:]
     marks = [m.start() for m in _MARKER.finditer(folded)] if "<" in folded else []
     if not starts and not marks:
