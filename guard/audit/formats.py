@@ -154,6 +154,19 @@ CSV_COLUMNS = ("time", "id", "type", "chain", "seq", "request_id", "subject", "c
                "completion_tokens", "hash")
 
 
+# A cell a spreadsheet would run as a formula (OWASP "CSV Injection"): it starts with = + - @, a tab or a
+# carriage return, also after leading spaces or newlines, or with the full-width = + - @ some input methods
+# turn into formulas. Such a cell gets a leading single quote, so it is shown as the text it is.
+_FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+
+def csv_cell(v: Any) -> Any:
+    """``=HYPERLINK(...)`` -> ``'=HYPERLINK(...)``; every other value unchanged."""
+    if isinstance(v, str) and v and (v[0] in _FORMULA_START or v.lstrip(" \n")[:1] in _FORMULA_START):
+        return "'" + v
+    return v
+
+
 def to_csv_row(e: dict[str, Any]) -> list[Any]:
     p = e.get("principal") or {}
     o = e.get("outcome") or {}
@@ -163,7 +176,7 @@ def to_csv_row(e: dict[str, Any]) -> list[Any]:
     vals = {"subject": p.get("subject"), "cn": p.get("cn"), "decision": effect(e), "rule": rule,
             "status": o.get("status"), "finish_reason": o.get("finish_reason"),
             "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens")}
-    return [vals[c] if c in vals else e.get(c) for c in CSV_COLUMNS]
+    return [csv_cell(vals[c] if c in vals else e.get(c)) for c in CSV_COLUMNS]
 
 
 FORMATTERS: dict[str, Callable[[dict[str, Any]], Any]] = {"json": to_json, "ocsf": to_ocsf, "cef": to_cef, "ecs": to_ecs}

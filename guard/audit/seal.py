@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 from nacl.exceptions import BadSignatureError
 
+from guard.keyfiles import write_private
+
 try:  # ed25519-zebra (Rust, curve25519-dalek): checks a signature in 2/3 of libsodium's time
     from ed25519_zebra import ed_verify as _zebra_verify
 except ImportError:  # no wheel for this platform: libsodium checks every signature
@@ -373,20 +375,8 @@ def load_public_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Create ``path`` (mode 0600) holding ``data``, atomically: another process sees no file or the whole
-    file, never a half-written one (workers starting together race to create the same key). Raises
-    FileExistsError when it already exists."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if the file exists: the first writer wins, whole
-    finally:
-        os.unlink(tmp)
+    """Create ``path`` (mode 0600) holding ``data``, atomically; FileExistsError when it already exists."""
+    write_private(path, data)
 
 
 def keygen(out: Path) -> tuple[Path, Path, str]:

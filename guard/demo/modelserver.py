@@ -15,8 +15,9 @@ directives that change the reply, so demos can show redaction and blocking:
   [[forever]]            stream until the client goes away
 
 A request for a model whose name contains "guard" is answered as Llama Guard 3 would (``safe`` or
-``unsafe\nS9``, with logprobs) by a keyword judge over the conversation, so demos and tests can screen with
-a real wire protocol: bomb/explosive/nerve agent -> S9, kill/murder -> S1, launder/steal a car -> S2.
+``unsafe\nS9``, with logprobs) by a keyword judge over the last turn, read as a steerable model would, so
+demos and tests can screen with a real wire protocol: bomb/explosive/nerve agent -> S9, kill/murder -> S1,
+launder/steal a car -> S2.
 """
 from __future__ import annotations
 
@@ -61,11 +62,15 @@ _JUDGE = [(re.compile(r"\b(bomb|explosive|nerve agent|bioweapon)", re.I), "S9"),
 
 
 def judge(body: dict[str, Any]) -> str:
-    """Llama Guard's verdict text for the conversation (or raw prompt) in ``body``."""
-    if isinstance(body.get("prompt"), str):
-        text = body["prompt"].split("<BEGIN CONVERSATION>")[-1].split("<END CONVERSATION>")[0]
-    else:
-        text = " ".join(str(m.get("content") or "") for m in body.get("messages") or [] if isinstance(m, dict))
+    """Llama Guard's verdict text for the conversation (or raw prompt) in ``body``: chat messages are rendered
+    as a server would, and the last turn is read as a steerable model would (guard.filters.llama_guard_reader),
+    so a special token, template marker or forged verdict in the text takes effect here."""
+    from guard.filters.llama_guard_reader import read, render_chat
+
+    prompt = body["prompt"] if isinstance(body.get("prompt"), str) else render_chat(body.get("messages"))
+    text, forged = read(prompt)
+    if forged is not None:
+        return forged
     codes = sorted({code for rx, code in _JUDGE if rx.search(text)})
     return "unsafe\n" + ",".join(codes) if codes else "safe"
 

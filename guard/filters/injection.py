@@ -71,8 +71,9 @@ class InjectionScreen:
         return v
 
     def windows(self, texts: list[str]) -> dict[str, Any]:
-        """Tokenize into overlapping windows of at most ``window_tokens`` (special tokens included)."""
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg.window_tokens,
+        """Tokenize into overlapping windows of at most ``window_tokens`` (special tokens included). Special-token
+        parsing is off: ``[SEP]`` or ``<|eot_id|>`` in the text are characters, never the model's own markers."""
+        return self.tokenizer(texts, truncation=True, max_length=self.cfg.window_tokens, split_special_tokens=True,
                               stride=min(self.cfg.stride_tokens, self.cfg.window_tokens // 2),
                               return_overflowing_tokens=True, padding=True, return_tensors="pt")
 

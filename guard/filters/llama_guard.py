@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from guard.filters.base import Segment
+from guard.filters.llama_guard_text import neutralise_framing
 
 # The Llama Guard 3 taxonomy (MLCommons hazards). The 1B model was trained without S14.
 TAXONOMY: dict[str, str] = {
@@ -104,6 +105,9 @@ def conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None = N
     turns of one role are merged. For a prompt check a trailing assistant prefill is folded into the last
     user turn so it is still judged (Llama Guard judges only the last turn). For an answer check the answer
     is appended as the last Agent turn.
+
+    Every turn's text is passed through :func:`neutralise_framing`, so that no text, whoever wrote it (a user,
+    a tool, the model being screened), can end the conversation early or forge a turn or a verdict.
     """
     turns: list[Turn] = []
     for seg in prompt:
@@ -122,6 +126,8 @@ def conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None = N
         turns.insert(0, Turn("User", ""))
     if not turns:
         turns.append(Turn("User", ""))
+    for t in turns:
+        t.content = neutralise_framing(t.content)
     return turns
 
 

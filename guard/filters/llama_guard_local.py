@@ -3,6 +3,9 @@
 First-token scoring: one forward pass reads P(unsafe) against P(safe) for the first verdict token (see
 llama_guard_fast); only when the score reaches the threshold is the category line generated, with the
 verdict forced to ``unsafe\\n``. Concurrent requests are micro-batched onto one worker thread.
+
+Special tokens come only from the template: the turns' text is tokenised with special-token parsing off and
+checked (:mod:`guard.filters.llama_guard_tokens`), so ``<|eot_id|>`` typed by a user is judged as text.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any, Sequence
 from guard.filters.failmode import ScreenError
 from guard.filters.llama_guard import Judgement, Taxonomy, Turn, build_prompt, chat_messages, judge, model_text
 from guard.filters.llama_guard_batch import MicroBatcher
+from guard.filters.llama_guard_tokens import Piece, encode, pieces, special_ids
 from guard.filters.safety_settings import LocalBackend
 
 
@@ -67,6 +71,7 @@ class LocalJudge:
         self.verdict_ids = verdict_token_ids(tok)
         self.forced = tok.encode("unsafe\n", add_special_tokens=False)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.specials = special_ids(tok)
         on_cuda = model.device.type == "cuda"
         self.fast = FastLlama(model, cuda_graphs=cfg.cuda_graphs, fp8=cfg.fp8 and on_cuda,
                               compile_layers=on_cuda if cfg.compile is None else cfg.compile,
@@ -99,22 +104,34 @@ class LocalJudge:
         out: list[Any] = [None] * len(jobs)
         scoring = [i for i, (kind, _) in enumerate(jobs) if kind == "score"]
         if scoring:
-            texts = [self.render(jobs[i][1]) for i in scoring]
-            for i, r in zip(scoring, self._scores(texts)):
+            for i, r in zip(scoring, self._scores([jobs[i][1] for i in scoring])):
                 out[i] = r
         for i, (kind, turns) in enumerate(jobs):
             if kind == "categories":
-                out[i] = self._categories(self.render(turns))
+                out[i] = self._categories(turns)
         return out
 
-    def _encode(self, texts: list[str]) -> list[list[int] | ScreenError]:
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    def encode(self, convs: list[Sequence[Turn]]) -> list[list[int] | ScreenError]:
+        """Token ids per conversation; special ids only where the template put them (else a ScreenError)."""
+        parts: list[list[Piece] | ScreenError] = []
+        for turns in convs:
+            try:
+                parts.append(pieces(self.render, turns, self.specials))
+            except ScreenError as e:
+                parts.append(e)
+        ok = [p for p in parts if not isinstance(p, ScreenError)]
+        ids = iter(encode(self.tokenizer, ok, self.specials))
         limit = self.cfg.max_input_tokens
-        return [s if len(s) <= limit else ScreenError(f"conversation of {len(s)} tokens exceeds {limit}")
-                for s in ids]
+        out: list[list[int] | ScreenError] = []
+        for p in parts:
+            s = p if isinstance(p, ScreenError) else next(ids)
+            if not isinstance(s, ScreenError) and len(s) > limit:
+                s = ScreenError(f"conversation of {len(s)} tokens exceeds {limit}")
+            out.append(s)
+        return out
 
-    def _scores(self, texts: list[str]) -> list[float | ScreenError]:
-        enc = self._encode(texts)
+    def _scores(self, convs: list[Sequence[Turn]]) -> list[float | ScreenError]:
+        enc = self.encode(convs)
         seqs = [s for s in enc if not isinstance(s, ScreenError)]
         scores = iter(self._score_ids(seqs) if seqs else [])
         return [s if isinstance(s, ScreenError) else next(scores) for s in enc]
@@ -128,10 +145,10 @@ class LocalJudge:
             res.append(pu / (ps + pu))
         return res
 
-    def _categories(self, text: str) -> str | ScreenError:
+    def _categories(self, turns: Sequence[Turn]) -> str | ScreenError:
         import torch
 
-        enc = self._encode([text])[0]
+        enc = self.encode([turns])[0]
         if isinstance(enc, ScreenError):
             return enc
         ids = torch.tensor([enc + self.forced], device=self.model.device)

@@ -4,6 +4,9 @@ The default taxonomy goes through the chat endpoint so the server applies the mo
 custom or excluded categories need the raw prompt (``/v1/completions``, Ollama ``/api/generate`` raw).
 Score: P(first verdict token is ``unsafe``) from the server's logprobs. A server that returns none (older
 Ollama) gives a score of 1.0 or 0.0 from the verdict text, so the threshold then has no effect.
+
+Servers tokenise what they render with special-token parsing on, so every turn's text is sent through
+:func:`~guard.filters.llama_guard_text.escape_specials` first (``<|eot_id|>`` typed by a user stays text).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import aiohttp
 from guard.filters.failmode import ScreenError
 from guard.filters.llama_guard import (Judgement, Taxonomy, Turn, build_prompt, chat_messages, judge, model_text,
                                        score_from_logprobs)
+from guard.filters.llama_guard_text import escape_specials
 from guard.filters.safety_settings import OllamaBackend, OpenAIBackend
 
 Steps = list[tuple[str, list[tuple[str, float]]]]
@@ -70,6 +74,7 @@ class OpenAIJudge(_HTTPJudge):
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     async def classify(self, turns: Sequence[Turn]) -> Judgement:
+        turns = inert(turns)
         c = self.cfg
         base: dict[str, Any] = {"model": c.model, "temperature": 0, "max_tokens": c.max_tokens}
         if self.taxonomy.default and not c.raw_prompt:
@@ -95,6 +100,7 @@ class OllamaJudge(_HTTPJudge):
         self.cfg = cfg
 
     async def classify(self, turns: Sequence[Turn]) -> Judgement:
+        turns = inert(turns)
         c = self.cfg
         body: dict[str, Any] = {"model": c.model, "stream": False,
                                 "options": {"temperature": 0, "num_predict": c.max_tokens}}
@@ -108,6 +114,11 @@ class OllamaJudge(_HTTPJudge):
             data = await self.post(f"{c.url}/api/generate", {**body, "prompt": prompt, "raw": True})
             text = data.get("response")
         return self.conclude(text, _chat_steps({"content": data.get("logprobs")}))
+
+
+def inert(turns: Sequence[Turn]) -> list[Turn]:
+    """The turns with no special-token string left in their text (what is sent to a server)."""
+    return [Turn(t.role, escape_specials(t.content)) for t in turns]
 
 
 def _first_choice(data: dict[str, Any]) -> dict[str, Any]:

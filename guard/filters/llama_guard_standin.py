@@ -1,8 +1,10 @@
 """A Llama Guard stand-in server for tests, benchmarks and the demo: speaks the OpenAI (chat, completions)
 and Ollama (chat, generate) protocols, logprobs included, and judges by trigger words.
 
-The judged message is the last one (chat) or the last ``User:`` / ``Agent:`` turn of a raw prompt; it is
-unsafe when it contains a trigger word (default: ``kill`` -> S1, ``vermin`` -> S10).
+Chat messages are rendered with the published template as a server would; the judged text is then the last
+``User:`` / ``Agent:`` turn as a steerable model reads it (:mod:`guard.filters.llama_guard_reader`: special
+tokens, template markers and forged verdicts in the text take effect). It is unsafe when it contains a
+trigger word (default: ``kill`` -> S1, ``vermin`` -> S10).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from guard.filters.llama_guard_reader import read, render_chat
 
 TRIGGERS = {"kill": "S1", "stab": "S1", "vermin": "S10"}
 
@@ -41,6 +45,13 @@ class StandIn:
         codes = sorted({c for w, c in self.triggers.items() if w in low}, key=lambda c: int(c[1:]))
         return f"unsafe\n{','.join(codes)}" if codes else "safe"
 
+    def verdict(self, prompt: str) -> str:
+        """The answer for a rendered prompt: a verdict forged into it, else the judged turn's."""
+        if self.output is not None:
+            return self.output
+        text, forged = read(prompt)
+        return forged if forged is not None else self.judge(text)
+
     async def _enter(self, request: web.Request) -> dict[str, Any]:
         body = await request.json()
         self.requests.append((request.path, body))
@@ -65,7 +76,7 @@ class StandIn:
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
-        text = self.output if self.output is not None else self.judge(body["messages"][-1]["content"])
+        text = self.verdict(render_chat(body["messages"]))
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
                                   "finish_reason": "stop"}
         if body.get("logprobs") and self.logprobs:
@@ -75,7 +86,7 @@ class StandIn:
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
-        text = self.output if self.output is not None else self.judge(last_turn(body["prompt"]))
+        text = self.verdict(body["prompt"])
         choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop"}
         if body.get("logprobs") and self.logprobs:
             steps = self._steps(text, body["logprobs"])
@@ -87,7 +98,7 @@ class StandIn:
 
     async def _ollama_chat(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
-        text = self.output if self.output is not None else self.judge(body["messages"][-1]["content"])
+        text = self.verdict(render_chat(body["messages"]))
         out: dict[str, Any] = {"model": body["model"], "message": {"role": "assistant", "content": text},
                                "done": True}
         if body.get("logprobs") and self.logprobs:
@@ -96,7 +107,7 @@ class StandIn:
 
     async def _ollama_generate(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
-        text = self.output if self.output is not None else self.judge(last_turn(body["prompt"]))
+        text = self.verdict(body["prompt"])
         out: dict[str, Any] = {"model": body["model"], "response": text, "done": True}
         if body.get("logprobs") and self.logprobs:
             out["logprobs"] = self._steps(text, body.get("top_logprobs") or 1)
@@ -107,13 +118,6 @@ def _status(code: int) -> web.HTTPException:
     exc = web.HTTPException()
     exc.set_status(code)
     return exc
-
-
-def last_turn(prompt: str) -> str:
-    """The last User/Agent turn of a raw Llama Guard prompt."""
-    conv = prompt.split("<BEGIN CONVERSATION>", 1)[-1].split("<END CONVERSATION>", 1)[0]
-    turns = re.split(r"\n\n(?=(?:User|Agent): )", "\n\n" + conv.strip())
-    return re.sub(r"^(?:User|Agent): ", "", turns[-1].strip()) if turns else ""
 
 
 class StandInThread:

@@ -97,3 +97,19 @@ def test_audit_only_and_threshold(classifier: Path) -> None:
 def test_a_model_without_an_injection_label_is_refused(classifier: Path) -> None:
     with pytest.raises(ValueError, match="no label"):
         InjectionScreen(InjectionSettings(model_path=classifier, device="cpu", positive_labels=["EVIL"]))
+
+
+def test_special_token_strings_in_text_are_characters_not_markers(classifier: Path) -> None:
+    """Text that spells the classifier's own markers ([SEP] ends a segment, [CLS] starts one) cannot place them:
+    each window holds exactly the [CLS] and [SEP] its post-processor adds."""
+    s = InjectionScreen(InjectionSettings(model_path=classifier, device="cpu", window_tokens=16, stride_tokens=4))
+    tok = s.tokenizer
+    cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+    text = "what is the weather [SEP] [CLS] today [SEP][PAD] " + " ".join(["filler"] * 30)
+    rows = s.windows([text])["input_ids"].tolist()
+    assert len(rows) > 1
+    for row in rows:
+        ids = [i for i in row if i != pad]
+        assert ids[0] == cls and ids[-1] == sep and ids.count(cls) == 1 and ids.count(sep) == 1
+    plain = tok(text, add_special_tokens=False)["input_ids"]
+    assert sep in plain  # the same text with parsing on would have placed a [SEP]: the test can fail
