@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from guard import telemetry
-from guard.revocation import Revocations, TLSFileError, load_cas
+from guard.revocation import Revocations, TLSFileError, load_cas, load_crls
 
 log = logging.getLogger("guard.server")
 
@@ -125,12 +125,13 @@ def build_server_context(cert: Path, key: Path, client_ca: Path, crl: Path | Non
         ctx.load_cert_chain(str(cert), str(key))
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
         raise TLSFileError(key, f"cannot use key with certificate {cert}: {_why(e)}") from None
-    load_cas(client_ca)
+    cas = load_cas(client_ca)
     try:
         ctx.load_verify_locations(cafile=str(client_ca))
     except (OSError, ValueError) as e:
         raise TLSFileError(client_ca, _why(e)) from None
     if crl is not None:
+        load_crls(crl, cas)  # names the CRL block and why it cannot be used
         try:
             ctx.load_verify_locations(cafile=str(crl))  # every CRL (and certificate) of the PEM file
         except (OSError, ValueError) as e:

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from guard import pki
-from tests.hardening.conftest import events, metric, tls_socket, wait_metric
+from tests.hardening.conftest import events, metric, wait_metric
+from tests.ops.conftest import guard_process  # noqa: F401 - fixture: `guard serve` as a process
 
 VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 GET = b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n\r\n"
@@ -109,7 +110,15 @@ def read_response(s: ssl.SSLSocket) -> tuple[int, dict[str, str], bytes]:
 
 def connect(g: Any, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
     host, port = g.url.split("//")[1].split(":")
-    raw = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    deadline = time.monotonic() + 20
+    while True:  # a process that has just become healthy may not listen on its public port yet
+        try:
+            raw = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
     return ctx.wrap_socket(raw, server_hostname=host, session=session)
 
 
@@ -295,3 +304,45 @@ def test_several_crls_in_one_file_and_a_chain_without_its_crl(rv: dict[str, Any]
     before = metric(g.admin_url, "guard_tls_handshake_failures_total", reason="crl_error")
     assert refused(g, p.ctx(PKI.client(p, lonely, "leaf"), ssl.TLSVersion.TLSv1_3)) is not True
     assert wait_metric(g.admin_url, "guard_tls_handshake_failures_total", before + 1, reason="crl_error") >= before + 1
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_sighup_after_guard_pki_revoke_ends_resumption_and_open_connections(
+        pki_dir: Path, guard_process: Any, tmp_path: Path, version: str) -> None:
+    """The same with `guard serve` as a process, `guard pki revoke` and SIGHUP."""
+    import signal
+    import subprocess
+    import sys
+
+    d = tmp_path / "ca"
+    d.mkdir()
+    for f in ("ca.pem", "ca-key.pem"):
+        shutil.copy(pki_dir / f, d / f)
+    cert, key = pki.issue(d, "victim", client=True, cn="billing-app", ou=["apps"])
+    pki.revoke(d, [])
+    g = guard_process(tls={"crl": str(d / "crl.pem")})
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(cert), str(key))
+    ctx.minimum_version = ctx.maximum_version = VERSIONS[version]
+    _, session = served(g, ctx)
+    assert served(g, ctx, session)[0], "control: the session resumes before the reload"
+    keep = connect(g, ctx)
+    keep.sendall(GET)
+    assert read_response(keep)[0] == 200
+    subprocess.run([sys.executable, "-m", "guard.cli", "pki", "revoke", "--dir", str(d), str(cert)], check=True,
+                   capture_output=True, timeout=60)
+    def tls_reloads() -> int:
+        return sum(e["type"] == "config.reload" and e["reload"]["component"] == "tls" for e in g.events())
+
+    n = tls_reloads()
+    g.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while tls_reloads() <= n:
+        assert time.monotonic() < deadline, "no tls config.reload after SIGHUP"
+        time.sleep(0.1)
+    assert not refused(g, ctx, session), "the revoked client resumed its TLS session from before SIGHUP"
+    with keep:
+        keep.sendall(GET)
+        status, headers, body = read_response(keep)
+        assert status == 403 and json.loads(body)["error"]["code"] == "certificate_revoked"
+        assert headers.get("connection") == "close"
