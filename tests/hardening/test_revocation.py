@@ -346,3 +346,23 @@ def test_sighup_after_guard_pki_revoke_ends_resumption_and_open_connections(
         status, headers, body = read_response(keep)
         assert status == 403 and json.loads(body)["error"]["code"] == "certificate_revoked"
         assert headers.get("connection") == "close"
+
+
+def test_h11_keep_alive_connection_is_refused_and_closed_too(pki_dir: Path, guard_factory: Any,
+                                                             tmp_path: Path) -> None:
+    """uvicorn's other HTTP implementation (h11) checks open connections the same way."""
+    d = tmp_path / "ca"
+    d.mkdir()
+    for f in ("ca.pem", "ca-key.pem"):
+        shutil.copy(pki_dir / f, d / f)
+    cert, key = pki.issue(d, "victim", client=True, cn="billing-app", ou=["apps"])
+    pki.revoke(d, [])
+    g = guard_factory(http="h11", tls={"crl": str(d / "crl.pem")})
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(cert), str(key))
+    with connect(g, ctx) as s:
+        s.sendall(GET)
+        assert read_response(s)[0] == 200
+        pki.revoke(d, [cert])
+        reload(g)
+        _refused_on_open_connection(g, s)
