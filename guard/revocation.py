@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 
 
 class TLSFileError(ValueError):
@@ -96,22 +98,74 @@ def _cert(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+class Intermediates:
+    """CA certificates by subject, to complete a chain of which only the leaf is known: a resumed TLS session
+    keeps no chain, so the intermediate CAs that its full handshake verified are learned then (bounded)."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.by_subject: dict[bytes, list[bytes]] = {}
+        self.limit = limit
+        self._n = 0
+
+    def add(self, der: bytes) -> None:
+        subject = _cert(der).subject.public_bytes()
+        known = self.by_subject.setdefault(subject, [])
+        if der not in known and self._n < self.limit:
+            known.append(der)
+            self._n += 1
+
+    def learn(self, sslobj: object) -> None:
+        """The CA certificates between leaf and trust anchor of a connection's verified chain."""
+        chain = chain_of(sslobj)
+        for der in chain[1:-1]:
+            self.add(der)
+
+    def issuer_of(self, der: bytes) -> bytes | None:
+        c = _cert(der)
+        for cand in self.by_subject.get(c.issuer.public_bytes(), ()):
+            try:
+                c.verify_directly_issued_by(_cert(cand))
+                return cand
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+        return None
+
+
 @dataclass(frozen=True)
 class Revocations:
-    """The CRLs in force (empty: no ``tls.crl``, nothing to check)."""
+    """The CRLs in force (empty: no ``tls.crl``, nothing to check) and the CA certificates of ``tls.client_ca``."""
 
     crls: dict[bytes, x509.CertificateRevocationList] = field(default_factory=dict)
+    cas: tuple[bytes, ...] = ()
 
     @classmethod
     def load(cls, crl: Path | None, client_ca: Path) -> Revocations:
-        return cls(load_crls(crl, load_cas(client_ca)) if crl is not None else {})
+        cas = load_cas(client_ca)
+        return cls(load_crls(crl, cas) if crl is not None else {},
+                   tuple(c.public_bytes(Encoding.DER) for c in cas))
 
-    def problem(self, chain: tuple[bytes, ...]) -> str | None:
+    def complete(self, chain: tuple[bytes, ...], learned: Intermediates | None = None) -> tuple[bytes, ...]:
+        """``chain`` extended up to a self-issued certificate through the client CA bundle and ``learned``."""
+        known = Intermediates()
+        for der in self.cas:
+            known.add(der)
+        out = list(chain)
+        for _ in range(8):
+            last = _cert(out[-1])
+            if last.issuer == last.subject:
+                break
+            nxt = known.issuer_of(out[-1]) or (learned.issuer_of(out[-1]) if learned is not None else None)
+            if nxt is None or nxt in out:
+                break
+            out.append(nxt)
+        return tuple(out)
+
+    def problem(self, chain: tuple[bytes, ...], learned: Intermediates | None = None) -> str | None:
         """Why the chain (leaf first, DER) is no longer acceptable: ``certificate_revoked`` (a certificate of
         it is on its issuer's CRL), ``crl_missing`` (no CRL of an issuer in the chain), else None."""
         if not self.crls or not chain:
             return None
-        for der in chain:
+        for der in self.complete(chain, learned):
             c = _cert(der)
             issuer = c.issuer.public_bytes()
             if issuer == c.subject.public_bytes():  # a trust anchor: not checked, as OpenSSL does

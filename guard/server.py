@@ -131,6 +131,8 @@ class _Refusals:
             self._sslobj = transport.get_extra_info("ssl_object")
             self._holder = holder_of(self._sslobj)
             self._verified_by = self._sslobj.context
+            if self._holder is not None:
+                self._holder.connected(self._sslobj)
         return self._tls
 
     def _revocation(self) -> tuple[int, str, str] | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from guard import telemetry
-from guard.revocation import Revocations, TLSFileError, load_cas, load_crls
+from guard.revocation import Intermediates, Revocations, TLSFileError, load_cas, load_crls
 
 log = logging.getLogger("guard.server")
 
@@ -178,6 +178,7 @@ class ContextHolder:
     def __init__(self, ctx: ssl.SSLContext | None = None, revocations: Revocations | None = None) -> None:
         self.ctx: ssl.SSLContext | None = None
         self.revocations = Revocations()
+        self.intermediates = Intermediates()  # for the chains of resumed TLS sessions (see Revocations.complete)
         self.front: ssl.SSLContext | None = None
         if ctx is not None:
             self.replace(ctx, revocations)
@@ -197,7 +198,13 @@ class ContextHolder:
         Revocations.problem), or None. Only connections from before the last reload are checked."""
         if verified_by is self.ctx:
             return None
-        return self.revocations.problem(chain)
+        return self.revocations.problem(chain, self.intermediates)
+
+    def connected(self, sslobj: ssl.SSLObject) -> None:
+        """A new connection: with CRLs in force, the intermediate CAs of a full handshake's chain are kept, so
+        that a later session resumed from it (which keeps only the leaf) can still be checked whole."""
+        if self.revocations.crls and not sslobj.session_reused:
+            self.intermediates.learn(sslobj)
 
 
 def holder_of(sslobj: Any) -> ContextHolder | None:

@@ -238,7 +238,8 @@ def test_a_keep_alive_connection_from_before_the_reload_is_refused_and_closed(rv
 def test_intermediate_ca_crls_count_for_new_and_open_connections(rv: dict[str, Any], version: str) -> None:
     """Leaf under an intermediate CA that the root's CRL revokes, and a leaf that its intermediate's CRL
     revokes: before the reload both are served (the control), after it both are refused, at the handshake
-    and on connections opened before it."""
+    and on connections opened before it, resumed ones included (their chain is completed from the CA
+    certificates that full handshakes verified)."""
     g, p = rv["guard"], rv["pki"]
     v = VERSIONS[version]
     # the root revokes a whole intermediate CA (one per TLS version, so each run has its own)
@@ -255,8 +256,9 @@ def test_intermediate_ca_crls_count_for_new_and_open_connections(rv: dict[str, A
     fine = p.ctx(p.client(p.inter_a, f"fine-{version}"), v)
     opened = []
     for ctx in (under_revoked_ca, revoked_leaf, fine):
-        served(g, ctx)
-        s = connect(g, ctx)
+        _, session = served(g, ctx)
+        s = connect(g, ctx, session)  # resumed: the server-side TLS object then holds no chain, only the leaf
+        assert s.session_reused
         s.sendall(GET)
         assert read_response(s)[0] == 200
         opened.append(s)
