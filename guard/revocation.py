@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from cryptography import x509
@@ -105,20 +105,23 @@ class Intermediates:
     def __init__(self, limit: int = 1024) -> None:
         self.by_subject: dict[bytes, list[bytes]] = {}
         self.limit = limit
-        self._n = 0
+        self._seen: set[bytes] = set()
 
     def add(self, der: bytes) -> None:
-        subject = _cert(der).subject.public_bytes()
-        known = self.by_subject.setdefault(subject, [])
-        if der not in known and self._n < self.limit:
-            known.append(der)
-            self._n += 1
+        if der in self._seen or len(self._seen) >= self.limit:
+            return
+        self._seen.add(der)
+        self.by_subject.setdefault(_cert(der).subject.public_bytes(), []).append(der)
 
     def learn(self, sslobj: object) -> None:
-        """The CA certificates between leaf and trust anchor of a connection's verified chain."""
-        chain = chain_of(sslobj)
-        for der in chain[1:-1]:
-            self.add(der)
+        """The CA certificates between leaf and trust anchor of a connection's verified chain (none when the
+        leaf's issuer is the trust anchor, the common case: then nothing is converted)."""
+        fn = getattr(sslobj, "get_verified_chain", None) or getattr(getattr(sslobj, "_sslobj", None),
+                                                                   "get_verified_chain", None)
+        certs = fn() if fn is not None else None
+        if certs and len(certs) > 2:
+            for c in certs[1:-1]:
+                self.add(_der(c))
 
     def issuer_of(self, der: bytes) -> bytes | None:
         c = _cert(der)
@@ -144,11 +147,16 @@ class Revocations:
         return cls(load_crls(crl, cas) if crl is not None else {},
                    tuple(c.public_bytes(Encoding.DER) for c in cas))
 
-    def complete(self, chain: tuple[bytes, ...], learned: Intermediates | None = None) -> tuple[bytes, ...]:
-        """``chain`` extended up to a self-issued certificate through the client CA bundle and ``learned``."""
+    @cached_property
+    def _bundle(self) -> Intermediates:
         known = Intermediates()
         for der in self.cas:
             known.add(der)
+        return known
+
+    def complete(self, chain: tuple[bytes, ...], learned: Intermediates | None = None) -> tuple[bytes, ...]:
+        """``chain`` extended up to a self-issued certificate through the client CA bundle and ``learned``."""
+        known = self._bundle
         out = list(chain)
         for _ in range(8):
             last = _cert(out[-1])
