@@ -59,7 +59,7 @@ def load_crls(path: Path, cas: list[x509.Certificate], now: dt.datetime | None =
     """Every CRL of the file by issuer, each checked: readable, signed by its issuer when that CA is in the
     client CA bundle (an intermediate CA that clients send themselves cannot be checked here; OpenSSL checks
     it at each handshake), and not past its nextUpdate (OpenSSL would then refuse every client)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     by_subject: dict[bytes, list[x509.Certificate]] = {}
     for ca in cas:
         by_subject.setdefault(ca.subject.public_bytes(), []).append(ca)

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from guard import telemetry
-from guard.revocation import Intermediates, Revocations, TLSFileError, load_cas, load_crls
+from guard.revocation import (
+    Intermediates,
+    Revocations,
+    TLSFileError,
+    load_cas,
+    load_crls,
+)
 
 log = logging.getLogger("guard.server")
 

@@ -14,14 +14,21 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from guard import pki
-from guard.demo.stack import ROOT, free_port, guard_config, screening_filters, write_config
+from guard.demo.stack import (
+    ROOT,
+    free_port,
+    guard_config,
+    screening_filters,
+    write_config,
+)
 from tests.hardening.conftest import metric
 from tests.ops.conftest import GuardProcess, wait_ready
 
