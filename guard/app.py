@@ -96,7 +96,7 @@ def admin_app(runtime: Any) -> Starlette:
 
             os.kill(os.getppid(), signal.SIGHUP)
             return JSONResponse({"ok": True, "forwarded": "SIGHUP to every worker"}, status_code=202)
-        result = await runtime.reload()
+        result = await runtime.reload(trigger="admin")
         return JSONResponse(result, status_code=200 if result.get("ok") else 422)
 
     async def not_found(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,9 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def init_ca(d: Path, cn: str = "Guard Dev CA", days: int = 3650) -> Path:
+def init_ca(d: Path, cn: str = "Guard Dev CA", days: int = 3650, path_length: int | None = 0) -> Path:
+    """A self-signed CA in ``d``; ``path_length`` 0 issues end-entity certificates only, more allows that
+    many intermediate CAs below it."""
     d.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -33,7 +35,7 @@ def init_ca(d: Path, cn: str = "Guard Dev CA", days: int = 3650) -> Path:
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, encipher_only=False,

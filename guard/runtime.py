@@ -11,11 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from guard import __version__, telemetry
+from guard import __version__, reloads, telemetry
 from guard.config import Config, ConfigError
 from guard.filters.base import Verdict
 from guard.pipeline import ScreenSet, Services
-from guard.server import ContextHolder, build_server_context
+from guard.revocation import Revocations, TLSFileError
+from guard.tls import ContextHolder, build_server_context
 
 log = logging.getLogger("guard.runtime")
 
@@ -57,12 +58,28 @@ class MemoryRecorder:
                             "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)]})
 
 
-def _tls_context(config: Config) -> Any:
+def _tls_files(config: Config) -> list[Path]:
+    t = config.tls
+    return [p for p in (t.cert, t.key, t.client_ca, t.crl) if p is not None] if t.enabled else []
+
+
+def _tls_material(config: Config) -> tuple[Any, Revocations]:
+    """A new server context and the CRLs it checks; TLSFileError names the file that cannot be used."""
     t = config.tls
     try:
-        return build_server_context(t.cert, t.key, t.client_ca, t.crl, t.min_version)
+        return (build_server_context(t.cert, t.key, t.client_ca, t.crl, t.min_version),
+                Revocations.load(t.crl, t.client_ca))
+    except TLSFileError:
+        raise
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-        raise ConfigError(f"{config.source or 'config'}: tls: cannot load certificate, key, CA or CRL: {e}") from None
+        raise TLSFileError("", f"cannot load certificate, key, CA or CRL: {e}") from None
+
+
+def _tls_context(config: Config) -> tuple[Any, Revocations]:
+    try:
+        return _tls_material(config)
+    except TLSFileError as e:
+        raise ConfigError(f"{config.source or 'config'}: tls: {e}") from None
 
 
 class Runtime:
@@ -81,6 +98,8 @@ class Runtime:
         self.profiles: Any = None
         self.supervised = False  # a worker under `guard serve --workers N`: admin reloads go to every worker
         self._watch_task: Any = None
+        self._versions: dict[str, str] = {}  # part -> version in force (config.reload's kept_version)
+        self._policy_trigger = "watch"  # what started the policy reload in progress (its watcher, unless set)
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
         telemetry.configure(t.metrics)
@@ -92,7 +111,8 @@ class Runtime:
     def load(self) -> None:
         """Load everything that can fail because of a file a person wrote (raises ConfigError)."""
         if self.config.tls.enabled:
-            self.tls.replace(_tls_context(self.config))
+            self.tls.replace(*_tls_context(self.config))
+            self._versions["tls"] = reloads.version_of(self._tls_versioned())
         if self.policy is None:
             from guard.policy.holder import PolicyHolder
 
@@ -118,7 +138,17 @@ class Runtime:
         from guard.filters.profiles import load_profiles
 
         self.profiles = load_profiles(self.config.filters.dir)
+        self._versions["filters"] = reloads.version_of(self._filter_files())
         return self.profiles.screens
+
+    def _filter_files(self) -> list[Path]:
+        d = Path(self.config.filters.dir)
+        return sorted(d.glob("*.yaml")) if d.is_dir() else [d]
+
+    def _tls_versioned(self) -> list[Path]:
+        """The TLS files a version covers: not the private key (nothing derived from it goes to the journal)."""
+        key = self.config.tls.key
+        return [p for p in _tls_files(self.config) if p != key]
 
     def _hook_policy_reload(self, holder: Any) -> None:
         """Every reload (file watcher, SIGHUP, admin) leaves an audit event."""
@@ -127,6 +157,10 @@ class Runtime:
         def reload() -> tuple[bool, str]:
             ok, err = inner()
             self._record_reload(ok, err)
+            trigger, self._policy_trigger = self._policy_trigger, "watch"
+            e = reloads.record("policy", ok, holder.version, [Path(f) for f in holder.watched_files()], trigger,
+                               err)
+            self._append_sync(e)
             return ok, err
 
         holder.reload = reload
@@ -140,10 +174,23 @@ class Runtime:
         shadow = p.shadow.version if getattr(p, "shadow", None) else None
         e = (ev.policy_reloaded(p.version, len(getattr(p.active, "rules", []) or []), "reload", shadow) if ok
              else ev.policy_reload_failed(err, p.version, "reload"))
+        self._append_sync(e)
+
+    def _append_sync(self, e: dict[str, Any]) -> None:
+        if self.journal is None:
+            return
         try:
             self.journal.append_sync(e)
         except Exception as x:  # noqa: BLE001
-            log.error("could not record policy reload: %s", x)
+            log.error("could not record %s: %s", e["type"], x)
+
+    async def _append(self, e: dict[str, Any]) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal.append(e)
+        except Exception as x:  # noqa: BLE001
+            log.error("could not record %s: %s", e["type"], x)
 
     def services(self) -> Services:
         from guard.app import build_services
@@ -176,8 +223,7 @@ class Runtime:
 
     def _watched(self) -> list[Path]:
         """TLS files and screening profiles: certificate managers rotate them; Kubernetes cannot send SIGHUP."""
-        t = self.config.tls
-        files = [p for p in (t.cert, t.key, t.client_ca, t.crl) if p is not None] if t.enabled else []
+        files = _tls_files(self.config)
         d = Path(self.config.filters.dir)
         return files + (sorted(d.glob("*.yaml")) if d.is_dir() else [])
 
@@ -201,7 +247,7 @@ class Runtime:
                 await asyncio.sleep(interval)  # let a half-written file finish
                 seen = self._fingerprint()
                 log.info("TLS or filter files changed: reloading")
-                await self.reload(policy=False)
+                await self.reload(policy=False, trigger="watch")
 
     async def stop(self, reason: str = "shutdown") -> None:
         if getattr(self, "_watch_task", None) is not None:
@@ -241,31 +287,43 @@ class Runtime:
                 continue
         return False
 
-    async def reload(self, policy: bool = True) -> dict[str, Any]:
-        """SIGHUP / POST /admin/reload: policy, screening profiles, TLS files. Each part keeps its old state
-        when its new files are broken."""
+    async def reload(self, policy: bool = True, trigger: str = "signal") -> dict[str, Any]:
+        """SIGHUP / POST /admin/reload / a watched file: policy, screening profiles, TLS files. Each part keeps
+        its old state when its new files are broken; every part's reload is logged, counted and audited
+        (guard.reloads). A TLS reload makes a new context: no TLS session from before it resumes, and
+        connections opened before it are checked against the new CRLs at their next request."""
         result: dict[str, Any] = {"ok": True}
         if policy and hasattr(self.policy, "reload"):
+            self._policy_trigger = trigger
             ok, err = await asyncio.to_thread(self.policy.reload)
             result["policy"] = "reloaded" if ok else f"kept old: {err}"
             result["ok"] &= ok
         if self.profiles is not None:
+            files = self._filter_files()
             try:
                 from guard.filters.profiles import load_profiles
 
                 new = await asyncio.to_thread(load_profiles, self.config.filters.dir)
                 self.profiles.replace(new)
+                self._versions["filters"] = reloads.version_of(files)
                 result["filters"] = "reloaded"
+                await self._append(reloads.record("filters", True, self._versions["filters"], files, trigger))
             except Exception as e:  # noqa: BLE001
                 telemetry.POLICY_RELOADS.labels("failed").inc()
                 result["filters"] = f"kept old: {e}"
                 result["ok"] = False
+                await self._append(reloads.record("filters", False, self._versions.get("filters", ""), files,
+                                                  trigger, str(e)))
         if self.config.tls.enabled:
+            files = _tls_files(self.config)
             try:
-                self.tls.replace(_tls_context(self.config))
+                self.tls.replace(*_tls_material(self.config))
+                self._versions["tls"] = reloads.version_of(self._tls_versioned())
                 result["tls"] = "reloaded"
-            except ConfigError as e:
-                log.error("TLS reload failed, keeping the old certificate: %s", e)
+                await self._append(reloads.record("tls", True, self._versions["tls"], files, trigger))
+            except TLSFileError as e:
                 result["tls"] = f"kept old: {e}"
                 result["ok"] = False
+                await self._append(reloads.record("tls", False, self._versions.get("tls", ""), files, trigger,
+                                                  e.reason, e.path, e.line))
         return result

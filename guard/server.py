@@ -1,6 +1,7 @@
-"""uvicorn with mTLS that Guard controls: handshake failures are counted by reason, the server certificate
-and client CA can be swapped for new handshakes, and the peer certificate reaches the app through the ASGI
-``tls`` extension (uvicorn itself does not fill it; DESIGN.md).
+"""uvicorn with mTLS that Guard controls: the peer certificate reaches the app through the ASGI ``tls``
+extension (uvicorn itself does not fill it; DESIGN.md), requests on a connection verified before a reload are
+checked against the CRLs now in force, and requests the HTTP layer refuses are answered and audited. The TLS
+context itself (reasons for refused handshakes, a context per reload): guard.tls.
 """
 from __future__ import annotations
 
@@ -9,114 +10,21 @@ import logging
 import os
 import ssl
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from guard import telemetry
 from guard.errors import GuardError, unavailable
 from guard.identity import Principal, principal_from_der
+from guard.revocation import chain_of
+from guard.tls import (ClientCertificateRefused, ContextHolder, build_server_context, client_cert_problem,
+                       handshake_failure_reason, holder_of)
+
+__all__ = ["ClientCertificateRefused", "ContextHolder", "build_server_context", "client_cert_problem",
+           "handshake_failure_reason", "protocol_class", "tls_extension"]
 
 log = logging.getLogger("guard.server")
-
-# OpenSSL reasons for refused handshakes, folded into a few stable metric labels.
-_REASONS = {
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no_certificate",
-    "CERTIFICATE_VERIFY_FAILED": "verify_failed",
-    "UNSUPPORTED_PROTOCOL": "protocol_version",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "protocol_version",
-    "WRONG_VERSION_NUMBER": "not_tls",
-    "HTTP_REQUEST": "not_tls",
-    "NO_SHARED_CIPHER": "no_shared_cipher",
-    "NO_CIPHERS_AVAILABLE": "no_shared_cipher",
-    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no_shared_cipher",
-    "UNSUPPORTED_CERTIFICATE_PURPOSE": "bad_certificate_purpose",
-}
-
-# X509_V_ERR_* codes (stable across OpenSSL versions; their messages are not: "unsuitable certificate purpose").
-_VERIFY_CODES = {
-    2: "unknown_ca", 18: "unknown_ca", 19: "unknown_ca", 20: "unknown_ca", 21: "unknown_ca",
-    9: "certificate_not_yet_valid", 10: "certificate_expired", 13: "certificate_expired",
-    14: "certificate_not_yet_valid", 23: "certificate_revoked", 24: "ca_certificate",
-    26: "bad_certificate_purpose", 28: "bad_certificate_purpose",
-    3: "crl_error", 8: "crl_error", 11: "crl_error", 12: "crl_error", 15: "crl_error", 16: "crl_error",
-}
-
-
-class ClientCertificateRefused(ssl.SSLError):
-    """A client certificate OpenSSL's chain check accepts but Guard does not (see ``client_cert_problem``)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"client certificate refused: {reason}")
-        self.reason = reason
-
-
-@lru_cache(maxsize=4096)
-def client_cert_problem(der: bytes) -> str | None:
-    """What OpenSSL lets through but an identity must not be. OpenSSL's client-purpose check does not refuse a
-    CA certificate as the leaf (the trusted root itself, or any certificate with basicConstraints CA:TRUE or
-    keyCertSign): whoever holds a CA key would otherwise be a client too."""
-    from cryptography import x509
-
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        try:
-            if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-                return "ca_certificate"
-        except x509.ExtensionNotFound:
-            pass
-        try:
-            if cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign:
-                return "ca_certificate"
-        except x509.ExtensionNotFound:
-            pass
-    except ValueError:
-        return "bad_certificate"
-    return None
-
-
-def handshake_failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return "timeout"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        label = _VERIFY_CODES.get(exc.verify_code or 0)
-        if label:
-            return label
-        msg = (exc.verify_message or "").lower()
-        for key, label in (("expired", "certificate_expired"), ("not yet valid", "certificate_not_yet_valid"),
-                           ("revoked", "certificate_revoked"), ("purpose", "bad_certificate_purpose"),
-                           ("unable to get local issuer", "unknown_ca"), ("self-signed", "unknown_ca"),
-                           ("self signed", "unknown_ca"), ("crl", "crl_error")):
-            if key in msg:
-                return label
-        return "verify_failed"
-    if isinstance(exc, ClientCertificateRefused):
-        return exc.reason
-    if isinstance(exc, ssl.SSLError):
-        return _REASONS.get(exc.reason or "", (exc.reason or "ssl_error").lower())
-    if isinstance(exc, (ConnectionError, EOFError)):
-        return "connection_closed"
-    return "other"
-
-
-def build_server_context(cert: Path, key: Path, client_ca: Path, crl: Path | None = None,
-                         min_version: str = "1.2") -> ssl.SSLContext:
-    """TLS 1.2+ server context that requires a client certificate signed by ``client_ca``."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert), str(key))
-    ctx.load_verify_locations(cafile=str(client_ca))
-    if crl is not None:
-        ctx.load_verify_locations(cafile=str(crl))
-        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    # Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are always strong).
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!DSS")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 @lru_cache(maxsize=4096)
@@ -194,7 +102,7 @@ class _Coalescing:
         return getattr(self._t, name)
 
 
-_REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+_REASON_PHRASES = {400: b"Bad Request", 403: b"Forbidden", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
                    503: b"Service Unavailable"}
 
 
@@ -211,19 +119,43 @@ class _Refusals:
     _tls: dict[str, Any] | None = None
     _recorder: Any = None  # the app's refused_by_protocol(rid, status, msg, code, tls, client_ip)
     _refused = False
+    _holder: ContextHolder | None = None  # the listener's TLS contexts (guard.tls)
+    _verified_by: ssl.SSLContext | None = None  # the context whose CRLs this connection's chain last passed
+    _sslobj: Any = None
 
     def _bind(self, transport: asyncio.Transport) -> dict[str, Any] | None:
         """At connection_made: the peer's certificate (ASGI tls extension) and where refusals are recorded."""
         self._tls = tls_extension(transport)
         self._recorder = getattr(self.app, "refused_by_protocol", None)
+        if self._tls is not None:
+            self._sslobj = transport.get_extra_info("ssl_object")
+            self._holder = holder_of(self._sslobj)
+            self._verified_by = self._sslobj.context
+            if self._holder is not None:
+                self._holder.connected(self._sslobj)
         return self._tls
+
+    def _revocation(self) -> tuple[int, str, str] | None:
+        """Before each request: None while the connection may be served. After a reload its certificate chain
+        is checked once against the CRLs now in force; a revoked chain gets 403 and the connection closed."""
+        h = self._holder
+        if h is None or self._verified_by is h.ctx:
+            return None
+        problem = h.recheck(self._verified_by, chain_of(self._sslobj))
+        if problem is None:
+            self._verified_by = h.ctx
+            return None
+        log.warning("refused request on a connection opened before the last reload: %s", problem)
+        if problem == "certificate_revoked":
+            return 403, "the client certificate, or a CA certificate of its chain, has been revoked", problem
+        return 403, "the client certificate can no longer be checked for revocation (no CRL of its issuer)", problem
 
     def _refuse_request(self, status: int, msg: str, code: str, received: bool = True) -> None:
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
         rid = os.urandom(12).hex()
-        err = GuardError(status, msg, "invalid_request_error", code)
+        err = GuardError(status, msg, "permission_denied" if status == 403 else "invalid_request_error", code)
         if self._recorder is None or not received:
             return self._write_refusal(err, rid)
         self.transport.pause_reading()
@@ -308,6 +240,9 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
             self._arm(self.header_timeout_s)
 
     def on_headers_complete(self) -> None:
+        self._refusal = self._revocation()
+        if self._refusal is not None:
+            raise ValueError("certificate revoked")  # -> send_400_response, which sends self._refusal
         if len(self.headers) > self.max_headers:
             self._refusal = (431, f"more than {self.max_headers} request headers", "headers_too_large")
             raise ValueError("too many headers")  # httptools turns it into HttpParserError -> send_400_response
@@ -341,10 +276,30 @@ class _TLSH11(_Refusals, H11Protocol):
             app = self.app
 
             async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
+                refusal = self._revocation()
+                if refusal is not None:
+                    return await self._refuse_in_app(refusal, send)
                 scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
                 await app(scope, receive, send)
 
             self.app = with_tls  # type: ignore[assignment]
+
+    async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable) -> None:
+        """The h11 path's refusal of a request on a revoked connection: recorded, answered, then closed."""
+        status, msg, code = refusal
+        rid = os.urandom(12).hex()
+        err = GuardError(status, msg, "permission_denied", code)
+        if self._recorder is not None:
+            try:
+                err = await self._recorder(rid, status, msg, code, self._tls, (self.client or ("", 0))[0]) or err
+            except Exception:  # noqa: BLE001
+                log.exception("recording refused request %s", rid)
+                err = unavailable("audit journal unavailable; request refused", "audit_unavailable")
+        body = err.body()
+        await send({"type": "http.response.start", "status": err.status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"x-guard-request-id", rid.encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
@@ -352,52 +307,6 @@ class _TLSH11(_Refusals, H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         self._refuse_request(400, "invalid HTTP request", "invalid_http_request")
-
-
-class _CountingSSLObject(ssl.SSLObject):
-    """Counts refused handshakes by reason: asyncio and uvloop only log them at debug level."""
-
-    def do_handshake(self) -> None:
-        try:
-            super().do_handshake()
-            if self.server_side:
-                der = self.getpeercert(binary_form=True)
-                problem = client_cert_problem(der) if der else None
-                if problem:
-                    raise ClientCertificateRefused(problem)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            raise
-        except Exception as e:
-            reason = handshake_failure_reason(e)
-            telemetry.TLS_HANDSHAKE_FAILURES.labels(reason).inc()
-            log.info("tls handshake refused: %s", reason)
-            raise
-
-
-class ContextHolder:
-    """The TLS context for new handshakes. The listener keeps one front context whose SNI callback (called
-    for every ClientHello, with or without a server name) switches the connection to the current one, so
-    ``replace`` rotates certificates, CA bundle and CRL without touching open connections."""
-
-    def __init__(self, ctx: ssl.SSLContext | None) -> None:
-        self.ctx = ctx
-        self.front: ssl.SSLContext | None = None
-        if ctx is not None:
-            self._install_front(ctx)
-
-    def _install_front(self, ctx: ssl.SSLContext) -> None:
-        self.front = ctx
-        ctx.sslobject_class = _CountingSSLObject
-        ctx.sni_callback = self._switch
-
-    def _switch(self, sslobj: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
-        if self.ctx is not None and self.ctx is not self.front:
-            sslobj.context = self.ctx
-
-    def replace(self, ctx: ssl.SSLContext) -> None:
-        if self.front is None:
-            self._install_front(ctx)
-        self.ctx = ctx
 
 
 def protocol_class(http: str = "httptools") -> type[asyncio.Protocol]:

@@ -241,6 +241,8 @@ SINK_DELIVERED = Counter("guard_audit_sink_events_total", "Events acknowledged b
 POLICY_RELOADS = Counter("guard_policy_reloads_total",
                          "Reloads by result (ok|failed; unauthorized: POST /admin/reload without the token)", ["result"],
                          registry=REGISTRY)
+RELOADS = Counter("guard_reload_total", "Reloads of each part (policy, filters, tls) by result (ok|failed)",
+                  ["component", "result"], registry=REGISTRY)
 POLICY_ERRORS = Counter("guard_policy_rule_errors_total", "Rules whose expression failed at run time (denied)",
                         registry=REGISTRY)
 SHADOW_DISAGREEMENTS = Counter("guard_shadow_disagreements_total",

@@ -18,7 +18,7 @@ from guard.policy.decision import Decision
 SCHEMA_VERSION = "1.0"
 EVENT_TYPES = (
     "exchange.started", "exchange.completed", "exchange.denied", "policy.reloaded", "policy.reload_failed",
-    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint",
+    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint", "config.reload",
 )
 CAPTURE_LEVELS = ("none", "hash", "redacted", "full")
 _PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
@@ -340,6 +340,21 @@ def policy_reloaded(policy_version: str, rules: int, source: str = "", shadow_ve
 def policy_reload_failed(error: str, kept_version: str, source: str = "") -> dict[str, Any]:
     return new_event("policy.reload_failed", policy={"error": error[:2000], "kept_version": kept_version,
                                                      "source": source})
+
+
+def config_reload(component: str, ok: bool, version: str, files: list[str], trigger: str = "",
+                  reason: str = "", file: str = "", line: int | None = None) -> dict[str, Any]:
+    """One part's reload (policy, filters, tls): ``version`` is the one now in force, the new one when ``ok``,
+    else the one kept (``kept_version``), with the failing ``file``, ``line`` where it has one, and ``reason``."""
+    r: dict[str, Any] = {"component": component, "result": "ok" if ok else "failed", "files": files,
+                         "trigger": trigger}
+    if ok:
+        r["version"] = version
+    else:
+        r.update(kept_version=version, reason=reason[:2000], file=file)
+        if line:
+            r["line"] = int(line)
+    return new_event("config.reload", reload=r)
 
 
 def config_loaded(path: str, digest: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:

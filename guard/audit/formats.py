@@ -117,7 +117,9 @@ def to_cef(e: dict[str, Any]) -> str:
     if screens:
         ext.append(("reason", "blocked by " + ",".join(screens)))
     body = " ".join(f"{k}={cef_value(v)}" for k, v in ext if v not in (None, ""))
-    head = [PRODUCT, PRODUCT, VERSION, e.get("type", ""), e.get("type", ""), _CEF_SEVERITY.get(e.get("type", ""), 3)]
+    failed_reload = (e.get("reload") or {}).get("result") == "failed"
+    sev = 6 if failed_reload else _CEF_SEVERITY.get(e.get("type", ""), 3)
+    head = [PRODUCT, PRODUCT, VERSION, e.get("type", ""), e.get("type", ""), sev]
     return "CEF:0|" + "|".join(cef_header(h) for h in head) + "|" + body
 
 

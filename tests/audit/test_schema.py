@@ -51,6 +51,8 @@ def all_events(capture: ev.ContentCapture) -> list[dict[str, Any]]:
         ev.config_loaded("/etc/guard/guard.yaml", "ab" * 32, {"upstreams": ["local"], "routes": 1}),
         ev.policy_reloaded("sha256:abc", 12, "policies/policy.csv", shadow_version="sha256:def"),
         ev.policy_reload_failed("line 3: bad rule", "sha256:abc", "policies/policy.csv"),
+        ev.config_reload("filters", True, "ab" * 32, ["filters/pii.yaml"], "signal"),
+        ev.config_reload("tls", False, "cd" * 32, ["tls/crl.pem"], "admin", "unreadable CRL", "tls/crl.pem", 3),
         ev.exchange_started(ex, capture, prompt="hello alice@example.com", shadow={"access": {"effect": "deny"}}),
         ev.exchange_completed(ex, 200, "stop", 1234, {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                               capture, prompt="hello", answer="hi there", latency_ms={"upstream": 40.0, "total": 55.5}),
