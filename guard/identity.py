@@ -167,6 +167,8 @@ def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
             raise XFCCError(f"malformed x-forwarded-client-cert element: {pair[:40]!r}")
         k, v = pair.split("=", 1)
         fields.setdefault(k.strip().lower(), []).append(_unquote(v))
+    if not fields.keys() & {"cert", "hash", "subject", "uri", "dns"}:
+        raise XFCCError("x-forwarded-client-cert element names no client certificate")
     if "cert" in fields:
         try:
             p = principal_from_pem(unquote(fields["cert"][0]).encode())
