@@ -173,12 +173,13 @@ def leaky(pki_dir: Path, model_server: Any, tmp_path: Path) -> Iterator[tuple[An
     rules.parent.mkdir()
     rules.write_text(POLICY)
     dead = f"http://127.0.0.1:{free_port()}"
-    kw = dict(upstreams={HIDDEN_UP: {"url": model_server[1], "timeout_s": 1},
-                         f"{HIDDEN_UP}-down": {"url": dead, "timeout_s": 1},
-                         f"{HIDDEN_UP}-raw": {"url": raw.url, "timeout_s": 1, "max_response_bytes": 2048}},
-              routes=[{"model": "down", "upstream": f"{HIDDEN_UP}-down"}, {"model": "raw-*", "upstream": f"{HIDDEN_UP}-raw"},
-                      {"model": "*", "upstream": HIDDEN_UP}],
-              policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]})
+    kw: dict[str, Any] = {
+        "upstreams": {HIDDEN_UP: {"url": model_server[1], "timeout_s": 1},
+                      f"{HIDDEN_UP}-down": {"url": dead, "timeout_s": 1},
+                      f"{HIDDEN_UP}-raw": {"url": raw.url, "timeout_s": 1, "max_response_bytes": 2048}},
+        "routes": [{"model": "down", "upstream": f"{HIDDEN_UP}-down"},
+                   {"model": "raw-*", "upstream": f"{HIDDEN_UP}-raw"}, {"model": "*", "upstream": HIDDEN_UP}],
+        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]}}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     g = start_guard(pki_dir, model_server[1], tmp_path / "a", judge_url=model_server[1], **kw)

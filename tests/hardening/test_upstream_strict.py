@@ -160,8 +160,10 @@ def test_bytes_after_a_response_never_reach_the_next_request(strict: Any, model:
         conns = raw.connections
         answers = [_chat(c, "ok") for _ in range(3)]
     print(model, first.status_code, first.text[:120], [a.status_code for a in answers])
-    if model == "smuggle-later":  # the first answer was whole when it was relayed
-        assert first.status_code == 200 and first.json()["choices"][0]["message"]["content"] == "first"
+    if model == "smuggle-later":  # the first answer was whole when it was relayed (or, on a slow machine, the
+        # smuggled bytes came before it was taken: then it is refused too)
+        assert (first.status_code == 200 and first.json()["choices"][0]["message"]["content"] == "first") or \
+            (first.status_code == 502 and first.json()["error"]["code"] == "upstream_error"), first.text
     else:  # the response itself is not trusted: its framing was broken in the same read
         assert first.status_code == 502 and first.json()["error"]["code"] == "upstream_error", first.text
         assert SMUGGLED not in first.text
@@ -189,7 +191,7 @@ def test_broken_framing_is_a_502_and_the_connection_is_never_reused(strict: Any,
 
 @pytest.mark.parametrize("model", ["huge", "huge-chunked"])
 def test_a_body_over_max_response_bytes_is_a_502_too_large_and_audited(strict: Any, model: str) -> None:
-    g, raw = strict
+    g, _ = strict
     with g.client() as c:
         r = _chat(c, model)
         after = _chat(c, "ok")
