@@ -22,7 +22,7 @@ from guard.exchange import Exchange
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
-from guard.relay import Relay, StreamEventTooLarge, UpstreamStreamError, scan_tail
+from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
 from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes, read_error,
                             too_large)
 from guard.upstream_errors import screen_error_body
@@ -552,6 +552,14 @@ class Pipeline:
             log.warning("request %s: upstream %r: %s", ex.request_id, ex.upstream, e)
             err = too_large()
             outcome.update(status=502, reason=err.code)
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+        except UpstreamReportedError:
+            telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "stream_error").inc()
+            log.warning("request %s: upstream %r reported an error mid-stream (text withheld)", ex.request_id,
+                        ex.upstream)
+            err = GuardError(502, "the model server reported an error during the stream", "upstream_error",
+                             "upstream_error")
+            outcome.update(status=502, reason="upstream_stream_error")
             await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
         except UpstreamStreamError as e:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()

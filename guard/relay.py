@@ -21,6 +21,11 @@ class StreamEventTooLarge(UpstreamStreamError):
     """One stream event (SSE event or NDJSON line) grew past the relay's limit without ending."""
 
 
+class UpstreamReportedError(UpstreamStreamError):
+    """The upstream put an error object into the stream (``data: {"error": ...}``, Ollama's ``{"error": ...}``
+    line). Its text is not relayed: it is unscreened model-server text (it may quote the prompt or a key)."""
+
+
 EVENT_CAP = 1024 * 1024  # one event of a screened stream: a token chunk is a few hundred bytes
 
 
@@ -143,6 +148,8 @@ class Relay:
         return bytes(out), None
 
     async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
+        if "error" in chunk:  # no answer chunk has one
+            raise UpstreamReportedError("the upstream sent an error in the stream")
         self._like = chunk
         self._note(chunk)
         mod = openai if self.api == "openai" else ollama

@@ -102,6 +102,14 @@ def _endless_event(c: socket.socket, req: dict[str, Any]) -> None:
         return
 
 
+def _stream_error(c: socket.socket, req: dict[str, Any]) -> None:
+    events = (b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,'
+              b'"delta":{"content":"Hello "},"finish_reason":null}]}\n\n'
+              b'data: {"error":{"message":"quota exceeded for key %s","type":"server_error"}}\n\n'
+              b"data: [DONE]\n\n" % AWS_KEY.encode())
+    c.sendall(response(events, ctype=b"text/event-stream"))
+
+
 def _error_with_secrets(c: socket.socket, req: dict[str, Any]) -> None:
     body = json.dumps({"error": {"message": f"invalid api key {AWS_KEY} for account {IBAN}",
                                  "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
@@ -123,7 +131,7 @@ def _ok(c: socket.socket, req: dict[str, Any]) -> None:
 
 HANDLERS = {"smuggle-same": _smuggle_same, "smuggle-later": _smuggle_later, "smuggle-partial": _smuggle_partial,
             "ok": _ok, "huge": _huge, "huge-chunked": _huge_chunked, "endless-event": _endless_event,
-            "err-secrets": _error_with_secrets, "err-text": _error_text_with_secret, "err-huge": _error_huge,
+            "err-secrets": _error_with_secrets, "stream-error": _stream_error, "err-text": _error_text_with_secret, "err-huge": _error_huge,
             **{f"bad-{k}": _bad(v) for k, v in BAD_FRAMING.items()}}
 
 
@@ -312,6 +320,19 @@ def test_an_upstream_error_body_is_screened_like_an_answer(strict: Any) -> None:
     rec = _record(g, r.headers["x-guard-request-id"])["exchange.completed"]
     assert rec["outcome"]["error"] == "upstream_error_redacted"
     assert any(s["direction"] == "response" and s["name"] == "denylist" for s in rec["screens"])
+
+
+def test_an_error_the_upstream_puts_into_a_stream_is_not_relayed(strict: Any) -> None:
+    g, _ = strict
+    with g.client() as c:
+        r = c.post(CHAT, json={"model": "stream-error", "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]})
+    print(r.text)
+    assert r.status_code == 200 and AWS_KEY not in r.text and "quota" not in r.text
+    lines = [ln for ln in r.text.splitlines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and json.loads(lines[-2][6:])["error"]["code"] == "upstream_error"
+    rec = _record(g, r.headers["x-guard-request-id"])["exchange.completed"]
+    assert rec["outcome"]["error"] == "upstream_stream_error"
 
 
 def test_an_oversized_upstream_error_body_is_replaced_by_a_note(strict: Any) -> None:
