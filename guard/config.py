@@ -86,6 +86,22 @@ class Upstream(Strict):
     # Client headers forwarded to this upstream besides ``accept`` (names, any case). Credentials and headers
     # Guard sets itself are refused here: Guard sends the upstream's own key (api_key_env).
     forward_headers: list[str] = []
+    # Headers Guard itself sends to this upstream (e.g. OpenAI-Organization for Guard's key); never keys:
+    # those come from api_key_env only.
+    headers: dict[str, str] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _own_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        from guard.headers import refuse_reason
+
+        for name, value in v.items():
+            why = refuse_reason(name)
+            if why:
+                raise ValueError(f"{name!r} cannot be set here: {why}")
+            if not value.isprintable() or not value.isascii():
+                raise ValueError(f"{name!r}: the value must be printable ASCII")
+        return {k.lower(): val for k, val in v.items()}
 
     @field_validator("forward_headers")
     @classmethod

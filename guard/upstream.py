@@ -62,12 +62,14 @@ class Upstreams:
         up = self.config.upstreams[name]
         allowed = self._allowed.get(name)
         if allowed is None:
-            allowed = self._allowed[name] = header_rules.allowed(up.forward_headers)
+            # a header the operator sets for this upstream never comes from the client as well
+            allowed = self._allowed[name] = header_rules.allowed(up.forward_headers) - {
+                k.encode("latin-1") for k in up.headers}
         lines = [k + b": " + v + b"\r\n" for k, v in client_headers if k in allowed]
         if len(allowed) > 1 and any(k == b"connection" for k, _ in client_headers):
             hop = {n.strip().lower() for k, v in client_headers if k == b"connection" for n in v.split(b",")}
             lines = [ln for ln in lines if ln.split(b":", 1)[0] not in hop]  # RFC 9110 7.6.1
-        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in extra.items())
+        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*up.headers.items(), *extra.items()))
         lines.append(b"accept-encoding: identity\r\n")
         key = os.environ.get(up.api_key_env, "") if up.api_key_env else ""
         if key and not key.isprintable():  # a newline in the variable would end the header early

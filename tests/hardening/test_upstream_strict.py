@@ -140,7 +140,8 @@ def strict(guard_factory: Any) -> Iterator[tuple[Any, RawUpstream]]:
     raw = RawUpstream(HANDLERS)
     g = guard_factory(
         upstreams={"raw": {"url": raw.url, "api": "openai", "timeout_s": 3, "max_connections": 1,
-                           "max_response_bytes": CAP, "forward_headers": ["OpenAI-Organization", "X-Team"]}},
+                           "max_response_bytes": CAP, "forward_headers": ["OpenAI-Organization", "X-Team"],
+                           "headers": {"OpenAI-Project": "proj_guard", "X-Team": "guard-team"}}},
         routes=[{"model": "*", "upstream": "raw"}])
     yield g, raw
     raw.close()
@@ -257,10 +258,12 @@ def test_only_accept_and_listed_headers_reach_the_upstream(strict: Any, monkeypa
     seen = raw.requests[-1]["headers"]
     names = sorted(k.lower() for k, _ in seen)
     print(seen)
-    assert names == sorted(["host", "accept", "openai-organization", "x-team", "x-guard-request-id", "traceparent",
-                            "content-type", "accept-encoding", "content-length"]), names
+    assert names == sorted(["host", "accept", "openai-organization", "openai-project", "x-team", "x-guard-request-id",
+                            "traceparent", "content-type", "accept-encoding", "content-length"]), names
     got = {k.lower(): v for k, v in seen}
-    assert got["openai-organization"] == "org-listed" and got["x-team"] == "listed-team"
+    assert got["openai-organization"] == "org-listed"  # listed in forward_headers
+    assert got["openai-project"] == "proj_guard" and got["x-team"] == "guard-team"  # set by Guard (upstreams.raw.headers)
+    # x-team is both listed and set: Guard's value wins, the client's is not sent beside it
     assert got["accept"] == "application/json" and got["accept-encoding"] == "identity"
     assert got["content-type"] == "application/json"
     assert got["x-guard-request-id"] == r.headers["x-guard-request-id"]
@@ -295,13 +298,15 @@ def test_the_upstream_key_is_guards_own(guard_factory: Any, monkeypatch: pytest.
                                   "host", "content-length", "transfer-encoding", "x-forwarded-client-cert",
                                   "x-guard-request-id", "bad name", "x-a:b"])
 def test_credentials_and_guard_headers_cannot_be_listed(tmp_path: Path, pki_dir: Path, name: str) -> None:
-    cfg = guard_config(pki_dir, "http://127.0.0.1:9", 1, 2)
-    cfg["upstreams"]["local"]["forward_headers"] = ["x-team", name]
-    path = write_config(tmp_path / "g.yaml", cfg)
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if "forward_headers" in ln)
-    assert f"g.yaml:{line}: upstreams.local.forward_headers" in str(e.value) and "cannot be forwarded" in str(e.value)
+    for key, value, says in (("forward_headers", ["x-team", name], "cannot be forwarded"),
+                             ("headers", {"x-team": "a", name: "v"}, "cannot be set here")):
+        cfg = guard_config(pki_dir, "http://127.0.0.1:9", 1, 2)
+        cfg["upstreams"]["local"][key] = value
+        path = write_config(tmp_path / "g.yaml", cfg)
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if f"{key}:" in ln)
+        assert f"g.yaml:{line}: upstreams.local.{key}" in str(e.value) and says in str(e.value), str(e.value)
 
 
 # --- upstream error bodies ------------------------------------------------------------------------------
