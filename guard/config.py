@@ -36,6 +36,9 @@ class TLS(Strict):
     crl: Path | None = None
     min_version: Literal["1.2", "1.3"] = "1.2"
     trusted_proxies: list[str] = []
+    # An XFCC header with several elements (one per proxy hop): refused (403 bad_client_identity) unless
+    # ``last``: the element the nearest trusted proxy appended (Envoy's order) names the client.
+    xfcc_multi: Literal["refuse", "last"] = "refuse"
     enabled: bool = True  # false only for benchmarks and tests on loopback; clients are then anonymous
 
     @field_validator("trusted_proxies")
@@ -79,6 +82,39 @@ class Upstream(Strict):
     first_byte_timeout_s: float | None = Field(None, gt=0)  # default: timeout_s
     idle_timeout_s: float | None = Field(None, gt=0)  # between stream chunks; default: timeout_s
     max_connections: int = Field(256, ge=1)
+    max_response_bytes: int | None = Field(None, ge=1024)  # a whole response body; default limits.max_response_bytes
+    # Client headers forwarded to this upstream besides ``accept`` (names, any case). Credentials and headers
+    # Guard sets itself are refused here: Guard sends the upstream's own key (api_key_env).
+    forward_headers: list[str] = []
+    # Headers Guard itself sends to this upstream (e.g. OpenAI-Organization for Guard's key); never keys:
+    # those come from api_key_env only.
+    headers: dict[str, str] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _own_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        from guard.headers import refuse_reason
+
+        for name, value in v.items():
+            why = refuse_reason(name)
+            if why:
+                raise ValueError(f"{name!r} cannot be set here: {why}")
+            if not value.isprintable() or not value.isascii():
+                raise ValueError(f"{name!r}: the value must be printable ASCII")
+        return {k.lower(): val for k, val in v.items()}
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, v: list[str]) -> list[str]:
+        from guard.headers import refuse_reason
+
+        out = []
+        for name in v:
+            why = refuse_reason(name)
+            if why:
+                raise ValueError(f"{name!r} cannot be forwarded: {why}")
+            out.append(name.lower())
+        return out
 
     @field_validator("url")
     @classmethod
@@ -98,6 +134,9 @@ class Route(Strict):
 class Limits(Strict):
     max_body_bytes: int = Field(1_048_576, ge=1)
     max_json_depth: int = Field(64, ge=2)
+    # An upstream's whole (not streamed) response body, and any one event of a screened stream: 502
+    # upstream_response_too_large past it. upstreams.<name>.max_response_bytes overrides it per upstream.
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 
 class Filters(Strict):
@@ -111,6 +150,9 @@ class Telemetry(Strict):
     # Share of exchanges traced (head sampling; a caller's sampled flag is followed). Spans cost the worker
     # CPU: tracing every exchange cut throughput by 60-64% in the benchmark, 1% by about 5% (README).
     trace_sample_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    # Model names that get their own ``model`` label though a wildcard route serves them; every other
+    # name a wildcard route (or no route) matched is counted as ``other``, so clients cannot grow the series.
+    model_labels: list[str] = []
 
 
 class Config(Strict):

@@ -34,13 +34,17 @@ class ProtocolError(Exception):
     """The upstream closed the connection mid-response or sent something that is not an HTTP/1.1 response."""
 
 
+class TooLarge(ProtocolError):
+    """The response body is longer than the reader's limit (``Response.read(limit)``)."""
+
+
 class Response:
     """One response, read from its connection as it arrives. ``release()`` returns the connection to the
     pool when the response ended cleanly and the upstream keeps the connection alive, else closes it (which
     is how an upstream learns that the client went away mid-stream)."""
 
     __slots__ = ("status", "headers", "_raw", "_head_bytes", "_chunks", "_held", "_conn", "_loop", "_deadline",
-                 "_idle", "complete", "keep_alive", "error", "_waiter", "_interim", "_whole")
+                 "_idle", "complete", "keep_alive", "error", "_waiter", "_interim", "_whole", "_limit", "_body_bytes")
 
     def __init__(self, conn: _Conn, loop: asyncio.AbstractEventLoop, deadline: float, idle: float) -> None:
         self.status = 0
@@ -57,12 +61,17 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._interim = False
         self._whole = False  # read() wants the whole body: no pausing for it
+        self._limit = 0  # read(limit): more body bytes than this is an error (0: no limit)
+        self._body_bytes = 0
 
     # --- reading (the request's task) ---------------------------------------------------------------------
 
-    async def read(self) -> bytes:
-        """The whole body."""
-        self._whole = True
+    async def read(self, limit: int = 0) -> bytes:
+        """The whole body. ``limit``: a body longer than this many bytes raises TooLarge (and the connection
+        is closed, never pooled)."""
+        self._whole, self._limit = True, limit
+        if limit and self._body_bytes > limit:
+            self._too_large()
         while not self.complete:
             if self.error is not None:
                 raise self.error
@@ -139,6 +148,11 @@ class Response:
         self._wake()
 
     def _on_body(self, data: bytes) -> None:
+        self._body_bytes += len(data)
+        if self._limit and self._body_bytes > self._limit:
+            if not isinstance(self.error, TooLarge):
+                self._too_large()
+            return
         self._chunks.append(data)
         self._held += len(data)
         conn = self._conn
@@ -148,6 +162,9 @@ class Response:
         self._wake()
 
     def _on_end(self, keep_alive: bool) -> None:
+        if self.error is not None:  # refused on the way (too large): never complete
+            self._wake()
+            return
         if self._interim:
             self._interim = False
             return
@@ -157,6 +174,19 @@ class Response:
     def _fail(self, error: Exception) -> None:
         if self.error is None and not self.complete:
             self.error = error
+        self._wake()
+
+    def _too_large(self) -> None:
+        self._void(TooLarge(f"response body over {self._limit} bytes"))
+        if self._conn is not None:
+            self._conn.close()
+
+    def _void(self, error: Exception) -> None:
+        """The upstream broke the framing after this response seemed complete (bytes after its end): the
+        response is not trusted either, whether or not its reader has taken it yet."""
+        self.complete = False
+        self.error = self.error or error
+        self._chunks.clear()
         self._wake()
 
 
@@ -173,6 +203,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.idle_since = 0.0
         self._length_known = False
+        self._ended = False  # the current response's final message ended: any further byte is a violation
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -182,13 +213,22 @@ class _Conn(asyncio.Protocol):
         if r is None:  # bytes nobody asked for: the connection is out of step, never reuse it
             self.close()
             return
+        if self._ended and data.strip(b"\r\n"):  # bytes after the response's declared end
+            r._void(ProtocolError("bytes after the end of the response"))
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             r._fail(ProtocolError("the upstream switched protocols"))
             self.close()
+        except httptools.HttpParserCallbackError:  # a callback refused what it saw (it already failed r)
+            self.close()
         except httptools.HttpParserError as e:
-            r._fail(ProtocolError(f"not an HTTP/1.1 response ({e})"))
+            if self._ended:  # the framing broke after the response's declared end
+                r._void(ProtocolError(f"bytes after the end of the response ({e})"))
+            else:
+                r._fail(ProtocolError(f"not an HTTP/1.1 response ({e})"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -208,6 +248,12 @@ class _Conn(asyncio.Protocol):
         self.pool._forget(self)
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self._ended:  # a second response after the one asked for: response splitting or an out-of-step
+            # upstream; neither this response nor this connection can be trusted
+            self.resp._void(ProtocolError("a second response after the end of the response"))  # type: ignore[union-attr]
+            raise ProtocolError("a second response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         r: Response = self.resp  # type: ignore[assignment]
         r._head_bytes += len(name) + len(value)
@@ -222,13 +268,20 @@ class _Conn(asyncio.Protocol):
         if status >= 200:
             self._length_known = status in (204, 304) or any(
                 k.lower() in (b"content-length", b"transfer-encoding") for k, _ in r._raw)
+            te = [v.strip().lower() for k, v in r._raw if k.lower() == b"transfer-encoding"]
+            if te and te != [b"chunked"]:  # only plain chunked framing (llhttp already refuses TE with CL)
+                r._fail(ProtocolError("unsupported transfer-encoding"))
+                raise ProtocolError("transfer-encoding")
         r._on_head(status)
 
     def on_body(self, body: bytes) -> None:
         self.resp._on_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
-        self.resp._on_end(self.parser.should_keep_alive())  # type: ignore[union-attr]
+        r: Response = self.resp  # type: ignore[assignment]
+        if not r._interim:
+            self._ended = True
+        r._on_end(self.parser.should_keep_alive())
 
 
 class Pool:
@@ -260,6 +313,7 @@ class Pool:
         deadline = now + total
         conn = await self._acquire(loop, deadline)
         resp = conn.resp = Response(conn, loop, deadline, idle)
+        conn._ended = False
         head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%scontent-length: %d\r\n\r\n" % (
             method, target, self.authority, headers, len(body))
         if len(body) < 65536:

@@ -94,7 +94,8 @@ def principal_from_pem(pem: bytes) -> Principal:
 # --- Envoy x-forwarded-client-cert -------------------------------------------------------------------
 
 def _split(s: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside double quotes (XFCC quotes values that contain , ; or =)."""
+    """Split on ``sep`` outside double quotes (XFCC quotes values that contain , ; or =). An unclosed quote
+    makes the header ambiguous (where does the element end?): XFCCError."""
     out, cur, quoted, esc = [], [], False, False
     for ch in s:
         if esc:
@@ -111,6 +112,8 @@ def _split(s: str, sep: str) -> list[str]:
             cur = []
         else:
             cur.append(ch)
+    if quoted or esc:
+        raise XFCCError("unbalanced quotes in x-forwarded-client-cert")
     out.append("".join(cur))
     return out
 
@@ -126,26 +129,36 @@ class XFCCError(ValueError):
     pass
 
 
-def principal_from_xfcc(header: str) -> Principal:
-    """Parsed once per distinct (short) header: a sidecar sends the same few values again and again."""
-    return _xfcc_cached(header) if len(header) <= 4096 else _parse_xfcc(header)
+def principal_from_xfcc(header: str, multi: str = "refuse") -> Principal:
+    """Parsed once per distinct (short) header: a sidecar sends the same few values again and again.
+    ``multi``: what a header of several elements means, ``refuse`` (XFCCError) or ``last``."""
+    return _xfcc_cached(header, multi) if len(header) <= 4096 else _parse_xfcc(header, multi)
 
 
 @lru_cache(maxsize=1024)
-def _xfcc_cached(header: str) -> Principal:
-    return _parse_xfcc(header)
+def _xfcc_cached(header: str, multi: str) -> Principal:
+    return _parse_xfcc(header, multi)
 
 
-def _parse_xfcc(header: str) -> Principal:
-    """Principal from the LAST element of an XFCC header (the one the nearest trusted proxy added).
+def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
+    """Principal from an XFCC header, as Envoy writes it: comma-separated elements, one per proxy hop, each
+    appended by the proxy that forwarded the request (``forward_client_cert_details: APPEND_FORWARD``), so the
+    LAST element is the one the nearest (trusted) proxy added; an earlier one came from further away, possibly
+    from the client itself. Several elements are refused unless ``multi`` is ``last``; an empty element or an
+    unclosed quote is refused always (the elements' boundaries would be a guess).
 
     Prefers the full ``Cert`` (URL-encoded PEM) when present; otherwise uses Subject/URI/DNS/Hash.
     """
     if len(header) > 65536:
         raise XFCCError("x-forwarded-client-cert too long")
-    elements = [e for e in _split(header, ",") if e.strip()]
-    if not elements:
+    if not header.strip():
         raise XFCCError("empty x-forwarded-client-cert")
+    elements = _split(header, ",")
+    if any(not e.strip() for e in elements):
+        raise XFCCError("x-forwarded-client-cert has an empty element")
+    if len(elements) > 1 and multi != "last":
+        raise XFCCError(f"x-forwarded-client-cert has {len(elements)} elements (one per proxy hop); "
+                        "only one is accepted here")
     fields: dict[str, list[str]] = {}
     for pair in _split(elements[-1], ";"):
         if not pair.strip():
@@ -154,6 +167,8 @@ def _parse_xfcc(header: str) -> Principal:
             raise XFCCError(f"malformed x-forwarded-client-cert element: {pair[:40]!r}")
         k, v = pair.split("=", 1)
         fields.setdefault(k.strip().lower(), []).append(_unquote(v))
+    if not fields.keys() & {"cert", "hash", "subject", "uri", "dns"}:
+        raise XFCCError("x-forwarded-client-cert element names no client certificate")
     if "cert" in fields:
         try:
             p = principal_from_pem(unquote(fields["cert"][0]).encode())

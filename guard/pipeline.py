@@ -23,8 +23,10 @@ from guard.exchange import Exchange
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
-from guard.relay import Relay, UpstreamStreamError, scan_tail
-from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, read_error
+from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
+from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes, read_error,
+                            too_large)
+from guard.upstream_errors import screen_error_body
 
 log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -129,13 +131,16 @@ def _trace_id(traceparent: bytes | None) -> str:
     return parent[0] if parent else os.urandom(16).hex()
 
 
-def identify(scope: dict[str, Any], trusted: list[Any]) -> Principal:
+def identify(scope: dict[str, Any], trusted: list[Any], xfcc_multi: str = "refuse") -> Principal:
     """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
     xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
     client = scope.get("client") or ("", 0)
     if xfcc is not None and peer_is_trusted(client[0], trusted):
+        lines = [v for k, v in scope["headers"] if k == b"x-forwarded-client-cert"]
+        if len(lines) > 1:  # several header lines are one list (RFC 9110 5.3): one element per line at least
+            xfcc = b",".join(lines)
         try:
-            return principal_from_xfcc(xfcc.decode("latin-1"))
+            return principal_from_xfcc(xfcc.decode("latin-1"), multi=xfcc_multi)
         except XFCCError as e:
             raise forbidden(f"unusable x-forwarded-client-cert: {e}", "bad_client_identity") from None
     tls = (scope.get("extensions") or {}).get("tls") or {}
@@ -175,6 +180,8 @@ class Pipeline:
         self.svc = svc
         self._trusted = tuple(svc.config.tls.networks())
         self._access_log: AccessLog | None = open_log(svc.config.access_log_file) if svc.config.access_log else None
+        self._xfcc_multi = svc.config.tls.xfcc_multi
+        self._model_labels = frozenset(svc.config.telemetry.model_labels)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         rid = os.urandom(12).hex()
@@ -233,7 +240,7 @@ class Pipeline:
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
         await _send_error(send, e, ex.request_id)
-        telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", ex.model or "",
+        telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", _model_label(ex),
                         _decision(ex), str(e.status)).inc()
 
     async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
@@ -251,8 +258,8 @@ class Pipeline:
         ex.context["outcome"] = outcome
         u = outcome.get("usage")
         if u:
-            telemetry.child(telemetry.TOKENS, ex.model, "input").inc(u.get("input_tokens", 0))
-            telemetry.child(telemetry.TOKENS, ex.model, "output").inc(u.get("output_tokens", 0))
+            telemetry.child(telemetry.TOKENS, _model_label(ex), "input").inc(u.get("input_tokens", 0))
+            telemetry.child(telemetry.TOKENS, _model_label(ex), "output").inc(u.get("output_tokens", 0))
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", outcome, wait=False)
         except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
@@ -263,7 +270,7 @@ class Pipeline:
         svc, cfg = self.svc, self.svc.config
         t0 = time.perf_counter()
         route = ROUTES.get((scope["method"], scope["path"]))
-        ex.principal = identify(scope, self._trusted)
+        ex.principal = identify(scope, self._trusted, self._xfcc_multi)
         _stage(ex, "identity", t0)
         if route is None:
             raise GuardError(404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error",
@@ -295,6 +302,7 @@ class Pipeline:
             raise GuardError(404, f"model {ex.model!r} is not routed by this gateway", "invalid_request_error",
                              "model_not_found")
         ex.upstream = r.upstream
+        ex.context[_LABEL] = _label_for(r, ex.model, self._model_labels)
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
         _stage(ex, "parse", t0)
@@ -323,7 +331,7 @@ class Pipeline:
         ex.access = d = self.svc.policy.decide_access(ex.principal.policy_view, _obj(ex), ex.operation, env)
         _stage(ex, "policy", t)
         if d.effect != "allow":
-            raise forbidden(f"access denied by policy ({d.rule or 'no rule allows this request'})")
+            raise forbidden("access denied by policy")  # which rule: the audit record (decisions.access)
         ex.profile = getattr(d, "profile", None) or "default"
         return env
 
@@ -335,8 +343,8 @@ class Pipeline:
         assert ex.principal is not None
         ex.content = d = self.svc.policy.decide_content(ex.principal.policy_view, _obj(ex), ex.operation, env)
         if d.effect != "allow":
-            raise GuardError(403, f"content denied by policy ({d.rule or 'no rule allows this content'})",
-                             "guard_policy_violation", "content_denied", outcome="denied")
+            raise GuardError(403, "content denied by policy", "guard_policy_violation", "content_denied",
+                             outcome="denied")  # which rule: the audit record (decisions.content)
 
     async def _screen_prompt(self, ex: Exchange, screens: ScreenSet, api: Any) -> list[Segment]:
         segs = api.prompt_segments(ex.operation, ex.body)
@@ -413,7 +421,7 @@ class Pipeline:
             except UpstreamUnreachable as e:
                 last = e
         if resp is None:
-            raise GuardError(502, str(last), "upstream_error", "upstream_unreachable")
+            raise GuardError(502, str(last), "upstream_error", "upstream_unreachable")  # names no upstream
         _stage(ex, "upstream_first_byte", t)
         try:
             ctype = resp.headers.get("content-type", "")
@@ -428,18 +436,26 @@ class Pipeline:
 
     async def _whole(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, send: Send) -> None:
         try:
-            data = await resp.read()
+            data = await resp.read(max_response_bytes(self.svc.config, ex.upstream))
         except Exception as e:  # noqa: BLE001
-            raise read_error(e, ex.upstream) from None
+            raise read_error(e, ex.upstream, ex.request_id) from None
         outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
-        if resp.status == 200:
+        if resp.status != 200:  # the upstream's error answer: capped and screened like an answer
+            data, verdicts, done = await screen_error_body(ex.api, data, screens.response, prompt, ex.context)
+            ex.verdicts.extend(verdicts)
+            if done:
+                outcome["reason"] = f"upstream_error_{done}"
+            outcome["bytes"] = len(data)
+        else:
             try:
                 body = json.loads(data)
                 if not isinstance(body, dict):
                     raise ValueError
             except (ValueError, RecursionError):
                 telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
-                raise GuardError(502, f"upstream {ex.upstream!r} returned a body that is not a JSON object",
+                log.warning("request %s: upstream %r returned a body that is not a JSON object", ex.request_id,
+                            ex.upstream)
+                raise GuardError(502, "the model server returned a body that is not a JSON object",
                                  "upstream_error", "upstream_bad_response") from None
             api = APIS[ex.api]
             outcome["usage"] = api.usage(body)
@@ -453,7 +469,8 @@ class Pipeline:
         # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
-        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
+        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
+                        str(resp.status)).inc()
         await self._completed(ex, outcome)
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
@@ -492,8 +509,8 @@ class Pipeline:
         outcome: dict[str, Any] = {"status": 200}
         screened = bool(screens.response) and screens.stream_screens
         relay = Relay(ex.api, ex.operation, ex.model,
-                      lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response]
-                      ) if screened else None
+                      lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response],
+                      max_event_bytes=max_response_bytes(self.svc.config, ex.upstream)) if screened else None
         sent, tail = 0, b""
         try:
             stop = None
@@ -536,14 +553,28 @@ class Pipeline:
                     outcome["usage"], outcome["finish_reasons"] = relay.usage, relay.finish_reasons
         except ClientGone:
             outcome.update(status=499, reason="client_disconnected")
+        except StreamEventTooLarge as e:
+            telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "too_large").inc()
+            log.warning("request %s: upstream %r: %s", ex.request_id, ex.upstream, e)
+            err = too_large()
+            outcome.update(status=502, reason=err.code)
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+        except UpstreamReportedError:
+            telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "stream_error").inc()
+            log.warning("request %s: upstream %r reported an error mid-stream (text withheld)", ex.request_id,
+                        ex.upstream)
+            err = GuardError(502, "the model server reported an error during the stream", "upstream_error",
+                             "upstream_error")
+            outcome.update(status=502, reason="upstream_stream_error")
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
         except UpstreamStreamError as e:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
-            outcome.update(status=502, reason="upstream_bad_stream", error=str(e))
-            err = GuardError(502, f"upstream {ex.upstream!r} sent an invalid stream ({e})", "upstream_error",
-                             "upstream_bad_stream")
+            log.warning("request %s: upstream %r sent an invalid stream: %s", ex.request_id, ex.upstream, e)
+            outcome.update(status=502, reason="upstream_bad_stream")
+            err = GuardError(502, "the model server sent an invalid stream", "upstream_error", "upstream_bad_stream")
             await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
         except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream (reset, cut, timeout)
-            err = read_error(e, ex.upstream)
+            err = read_error(e, ex.upstream, ex.request_id)
             outcome.update(status=err.status, reason=err.code)
             await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
         finally:
@@ -553,7 +584,7 @@ class Pipeline:
                 ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
         outcome["bytes"] = sent
         await self._completed(ex, outcome)
-        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex),
+        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
                         str(outcome["status"])).inc()
 
 
@@ -607,6 +638,21 @@ def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
             body["message"] = {"role": "assistant", "content": ""}
         if "response" in body:
             body["response"] = ""
+
+
+_LABEL = "guard.metrics.model"  # Exchange.context: the request's ``model`` metric label
+
+
+def _label_for(route: Any, model: str, listed: frozenset[str]) -> str:
+    """A metric label for a routed model: its own name when a route names it exactly (or the operator
+    listed it), else ``other``: names a wildcard route matched come from clients and are unbounded."""
+    if model in listed or not any(c in route.model for c in "*?["):
+        return model
+    return "other"
+
+
+def _model_label(ex: Exchange) -> str:
+    return ex.context.get(_LABEL, "other" if ex.model else "")
 
 
 def _decision(ex: Exchange) -> str:

@@ -17,6 +17,18 @@ class UpstreamStreamError(Exception):
     """The upstream sent something that is not a valid stream chunk."""
 
 
+class StreamEventTooLarge(UpstreamStreamError):
+    """One stream event (SSE event or NDJSON line) grew past the relay's limit without ending."""
+
+
+class UpstreamReportedError(UpstreamStreamError):
+    """The upstream put an error object into the stream (``data: {"error": ...}``, Ollama's ``{"error": ...}``
+    line). Its text is not relayed: it is unscreened model-server text (it may quote the prompt or a key)."""
+
+
+EVENT_CAP = 1024 * 1024  # one event of a screened stream: a token chunk is a few hundred bytes
+
+
 class _Chain:
     """One channel's stream screens in order. A stop may still carry text judged safe before it (``release``):
     that text goes through the remaining screens and out before the stream ends."""
@@ -70,8 +82,9 @@ class Relay:
     """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict."""
 
     def __init__(self, api: str, operation: str, model: str,
-                 open_chain: Callable[[str], list[StreamScreen]]) -> None:
+                 open_chain: Callable[[str], list[StreamScreen]], max_event_bytes: int = EVENT_CAP) -> None:
         self.api = api
+        self.max_event_bytes = min(max_event_bytes, EVENT_CAP)
         self.operation = operation
         self.model = model
         self._open_chain = open_chain
@@ -130,9 +143,13 @@ class Relay:
             out += emitted
             if stop:
                 return bytes(out), stop
+        if len(self._buf) > self.max_event_bytes:  # an event that never ends: refuse before it fills memory
+            raise StreamEventTooLarge(f"a stream event over {self.max_event_bytes} bytes")
         return bytes(out), None
 
     async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
+        if "error" in chunk:  # no answer chunk has one
+            raise UpstreamReportedError("the upstream sent an error in the stream")
         self._like = chunk
         self._note(chunk)
         mod = openai if self.api == "openai" else ollama

@@ -3,22 +3,26 @@ timeouts, fallbacks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from urllib.parse import quote, urlsplit
 
+from guard import headers as header_rules
 from guard import http1, telemetry
 from guard.config import Config, Upstream
 from guard.errors import GuardError
 
-# Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), the client's own credentials, and headers Guard sets.
-_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-    b"proxy-authorization", b"proxy-authenticate", b"authorization", b"api-key", b"x-api-key", b"cookie", b"host",
-    b"content-length", b"accept-encoding", b"x-forwarded-client-cert", b"traceparent", b"tracestate",
-    b"x-guard-request-id", b"expect", b"content-type",
-})
+log = logging.getLogger("guard.upstream")
+
+# Client-facing messages name no upstream, host or exception: those go to the log (with the request id) and
+# the audit record (its ``upstream`` and ``outcome.error``).
+UNREACHABLE = "the model server could not be reached"
+TIMEOUT = "the model server did not answer in time"
+FAILED = "the model server sent an invalid response"
+TOO_LARGE = "the model server's response is larger than this gateway allows"
 
 
 class UpstreamUnreachable(Exception):
@@ -39,6 +43,7 @@ class Upstreams:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._pools: dict[str, http1.Pool] = {}
+        self._allowed: dict[str, frozenset[bytes]] = {}
 
     def _pool(self, name: str) -> http1.Pool:
         p = self._pools.get(name)
@@ -55,13 +60,22 @@ class Upstreams:
     def target(self, name: str, client_api: str, operation: str, path: str, model: str,
                client_headers: list[tuple[bytes, bytes]], extra: dict[str, str]) -> Target:
         up = self.config.upstreams[name]
-        lines = [k + b": " + v + b"\r\n" for k, v in client_headers if k not in _DROP]
-        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in extra.items())
+        allowed = self._allowed.get(name)
+        if allowed is None:
+            # a header the operator sets for this upstream never comes from the client as well
+            allowed = self._allowed[name] = header_rules.allowed(up.forward_headers) - {
+                k.encode("latin-1") for k in up.headers}
+        lines = [k + b": " + v + b"\r\n" for k, v in client_headers if k in allowed]
+        if len(allowed) > 1 and any(k == b"connection" for k, _ in client_headers):
+            hop = {n.strip().lower() for k, v in client_headers if k == b"connection" for n in v.split(b",")}
+            lines = [ln for ln in lines if ln.split(b":", 1)[0] not in hop]  # RFC 9110 7.6.1
+        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*up.headers.items(), *extra.items()))
         lines.append(b"accept-encoding: identity\r\n")
         key = os.environ.get(up.api_key_env, "") if up.api_key_env else ""
         if key and not key.isprintable():  # a newline in the variable would end the header early
-            raise GuardError(502, f"upstream {name!r}: the key in ${up.api_key_env} has control characters",
-                             "upstream_error", "upstream_misconfigured")
+            log.error("upstream %r: the key in $%s has control characters", name, up.api_key_env)
+            raise GuardError(502, "this model is misconfigured at the gateway", "upstream_error",
+                             "upstream_misconfigured")
         base = _path_of(up.url)
         if up.api == "azure-openai":
             sub = path.removeprefix("/v1")
@@ -87,15 +101,16 @@ class Upstreams:
                 idle=up.idle_timeout_s or up.timeout_s, first_byte=up.first_byte_timeout_s)
         except http1.ConnectError as e:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "unreachable").inc()
-            raise UpstreamUnreachable(f"upstream {target.name!r} unreachable: {e}") from None
+            log.warning("upstream %r unreachable: %s", target.name, e)
+            raise UpstreamUnreachable(UNREACHABLE) from None
         except (http1.ReadTimeout, asyncio.TimeoutError, TimeoutError):
             telemetry.UPSTREAM_ERRORS.labels(target.name, "timeout").inc()
-            raise GuardError(504, f"upstream {target.name!r} did not answer in time", "upstream_error",
-                             "upstream_timeout") from None
+            log.warning("upstream %r did not answer in time", target.name)
+            raise GuardError(504, TIMEOUT, "upstream_error", "upstream_timeout") from None
         except http1.ProtocolError as e:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "protocol").inc()
-            raise GuardError(502, f"upstream {target.name!r} failed: {e}", "upstream_error",
-                             "upstream_error") from None
+            log.warning("upstream %r: %s", target.name, e)
+            raise GuardError(502, FAILED, "upstream_error", "upstream_error") from None
 
 
 @lru_cache(maxsize=256)
@@ -106,14 +121,29 @@ def _path_of(url: str) -> str:
     return quote(path, safe="/%:@!$&'()*+,;=~-._")
 
 
-def read_error(exc: BaseException, name: str) -> GuardError:
-    """Map an error while reading an upstream body to the client error."""
+def read_error(exc: BaseException, name: str, rid: str = "") -> GuardError:
+    """Map an error while reading an upstream body to the client error (details to the log only)."""
     if isinstance(exc, (http1.ReadTimeout, asyncio.TimeoutError, TimeoutError)):
         telemetry.UPSTREAM_ERRORS.labels(name, "timeout").inc()
-        return GuardError(504, f"upstream {name!r} stopped answering", "upstream_error", "upstream_timeout")
+        log.warning("request %s: upstream %r stopped answering", rid, name)
+        return GuardError(504, "the model server stopped answering", "upstream_error", "upstream_timeout")
+    if isinstance(exc, http1.TooLarge):
+        telemetry.UPSTREAM_ERRORS.labels(name, "too_large").inc()
+        log.warning("request %s: upstream %r: %s", rid, name, exc)
+        return too_large()
     telemetry.UPSTREAM_ERRORS.labels(name, "protocol").inc()
-    return GuardError(502, f"upstream {name!r} failed while answering: {exc or type(exc).__name__}",
-                      "upstream_error", "upstream_error")
+    log.warning("request %s: upstream %r failed while answering: %s", rid, name, exc or type(exc).__name__)
+    return GuardError(502, FAILED, "upstream_error", "upstream_error")
+
+
+def too_large() -> GuardError:
+    return GuardError(502, TOO_LARGE, "upstream_error", "upstream_response_too_large")
+
+
+def max_response_bytes(config: Config, name: str) -> int:
+    up = config.upstreams.get(name)
+    return (up.max_response_bytes if up is not None and up.max_response_bytes else None) or \
+        config.limits.max_response_bytes
 
 
 def drop_response_headers(headers: Any) -> list[tuple[bytes, bytes]]:

@@ -68,10 +68,14 @@ class JournalRecorder:
 
     def _prompt(self, ex: Any, stage: str = "") -> str | None:
         """The prompt as forwarded. At ``redacted`` only a prompt that passed the prompt screens (their
-        rewrites applied): one refused before or by them (stage access, screen, request) was never redacted."""
+        rewrites applied): one refused before or by them (stage access, screen, request) was never redacted.
+        At ``full`` too, a prompt a screen blocked is never stored as text (only ``hash`` keeps a trace of it):
+        what a screen refused to let through must not sit in the journal instead."""
         if self.capture.level == "none" or not ex.body:
             return None
         if self.capture.level == "redacted" and stage in ("access", "screen", "request"):
+            return None
+        if self.capture.level == "full" and stage == "screen":
             return None
         # Built once: exchange.completed records the prompt exchange.started did (only "model" changes later).
         text = ex.context.get(_PROMPT, _PROMPT)
@@ -80,9 +84,11 @@ class JournalRecorder:
         return text
 
     def _answer(self, ex: Any, text: Any) -> str | None:
+        """The answer as the screens left it (``full`` included: values a screen replaced by placeholders and
+        restored for the client are stored as the placeholders, never as the values)."""
         if not isinstance(text, str):
             return None
-        return _as_screened(ex, text) if self.capture.level == "redacted" else text
+        return _as_screened(ex, text) if self.capture.level in ("redacted", "full") else text
 
     async def started(self, ex: Any) -> None:
         content = self.capture.record(prompt=self._prompt(ex), memo=ex.context)

@@ -30,7 +30,8 @@ class Profiles:
     def screens(self, name: str) -> ScreenSet:
         s = self._sets.get(name)
         if s is None:  # a policy names a profile filters/ does not define: refuse, never screen less
-            raise unavailable(f"screening profile {name!r} is not configured", "profile_missing")
+            log.error("the policy selected screening profile %r, which filters/ does not define", name)
+            raise unavailable("the screening profile this request needs is not configured", "profile_missing")
         return s
 
     def replace(self, other: Profiles) -> None:

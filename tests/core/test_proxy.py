@@ -173,14 +173,16 @@ def test_client_disconnect_cancels_upstream_stream(guard, model_server):
 
 def test_client_credentials_never_forwarded_upstream_key_is(guard_factory, model_server, monkeypatch):
     monkeypatch.setenv("GUARD_TEST_UPSTREAM_KEY", "sk-upstream-123")
-    g = guard_factory(upstreams={"local": {"url": model_server[1], "api_key_env": "GUARD_TEST_UPSTREAM_KEY"}})
+    g = guard_factory(upstreams={"local": {"url": model_server[1], "api_key_env": "GUARD_TEST_UPSTREAM_KEY",
+                                           "forward_headers": ["X-Custom", "x-h"]}})
     with g.client() as c:
         c.post("/v1/chat/completions", headers={"authorization": "Bearer client-secret", "connection": "keep-alive, x-h",
                                                 "x-h": "1", "cookie": "a=b", "x-custom": "kept"},
                json={"model": "m", "messages": [{"role": "user", "content": "[[reply: k]]"}]})
     seen = _last_model_request(model_server)["headers"]
     assert seen["authorization"] == "Bearer sk-upstream-123"
-    assert "cookie" not in seen and seen.get("x-custom") == "kept"
+    assert "cookie" not in seen and seen.get("x-custom") == "kept"  # listed in forward_headers
+    assert "x-h" not in seen  # listed too, but the client's Connection header makes it hop-by-hop
     assert seen["traceparent"].startswith("00-")
     assert "client-secret" not in json.dumps(seen)
 

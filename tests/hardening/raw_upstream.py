@@ -1,0 +1,90 @@
+"""A model server written byte by byte, for attacks from the upstream side: each request is answered by
+the handler registered for its model name, with whatever bytes it writes (keep-alive, several requests per
+connection). Records every request's headers and counts connections."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Any, Callable
+
+from guard.demo.stack import free_port
+
+Handler = Callable[[socket.socket, dict[str, Any]], None]
+
+
+def chat_body(text: str, model: str = "m") -> bytes:
+    return json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+def response(body: bytes, status: str = "200 OK", ctype: bytes = b"application/json", extra: bytes = b"") -> bytes:
+    return (b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (status.encode(), ctype, len(body),
+                                                                                 extra)) + body
+
+
+class RawUpstream:
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = handlers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.requests: list[dict[str, Any]] = []  # {"headers": [(name, value)], "body": dict, "conn": n}
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def connections(self) -> int:
+        return len(self.conns)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c, len(self.conns)), daemon=True).start()
+
+    def _serve(self, c: socket.socket, n: int) -> None:
+        buf = b""
+        try:
+            while not self.stop.is_set():
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")[1:]
+                headers = [(k.strip().decode("latin-1"), v.strip().decode("latin-1"))
+                           for k, _, v in (ln.partition(b":") for ln in lines)]
+                length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
+                while len(buf) < length:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                body, buf = json.loads(buf[:length]), buf[length:]
+                req = {"headers": headers, "body": body, "conn": n}
+                self.requests.append(req)
+                self.handlers[body["model"]](c, req)
+        except OSError:
+            return
+        finally:
+            c.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
