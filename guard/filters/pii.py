@@ -45,7 +45,8 @@ class ScanPass:
         return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
-        return self.json_text(seg.text) if seg.kind in JSON_KINDS else self.text(seg.text)
+        is_json = seg.kind in JSON_KINDS or (seg.path[-1:] == ("__json__",))  # a schema, Ollama tool arguments
+        return self.json_text(seg.text) if is_json else self.text(seg.text)
 
     def json_text(self, text: str) -> str:
         """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
