@@ -190,7 +190,7 @@ def _walk_obj(spec: Mapping[str, F], obj: dict[str, Any], dotted: str, path: str
 
 
 def _member(key: str) -> str:
-    return f".{key}" if key.isidentifier() and key.isascii() else f"[{json.dumps(key)}]"
+    return f".{key}" if key.isidentifier() and key.isascii() else f"[{json.dumps(key, ensure_ascii=False)}]"
 
 
 def refuse_unknown(unknown: list[tuple[str, str]], allowed: set[str]) -> None:

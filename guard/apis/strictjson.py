@@ -153,7 +153,7 @@ def _locate(text: str, b: _Bad) -> StrictJSONError:
 
 
 def _member(key: str) -> str:
-    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{json.dumps(key)}]"
+    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{json.dumps(key, ensure_ascii=False)}]"
 
 
 def _find(obj: Any, pred: Any, keys: bool = False) -> str | None:

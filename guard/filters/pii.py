@@ -37,6 +37,7 @@ class ScanPass:
         self.profile, self.direction, self.pseudonyms = profile, direction, pseudonyms
         self.rewriter = profile.rewriter(direction, pseudonyms)
         self.counts: Counter[str] = Counter()
+        self.fields: set[str] = set()  # Segment kinds where something was found
 
     def text(self, text: str, json_safe: bool = False) -> str:
         restore = self.pseudonyms.known_spans(text) if self.direction == "response" else []
@@ -46,7 +47,11 @@ class ScanPass:
 
     def segment(self, seg: Segment) -> str:
         is_json = seg.kind in JSON_KINDS or (seg.path[-1:] == ("__json__",))  # a schema, Ollama tool arguments
-        return self.json_text(seg.text) if is_json else self.text(seg.text)
+        n = sum(self.counts.values())
+        out = self.json_text(seg.text) if is_json else self.text(seg.text)
+        if sum(self.counts.values()) != n:
+            self.fields.add(seg.kind)
+        return out
 
     def json_text(self, text: str) -> str:
         """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
@@ -61,7 +66,8 @@ class ScanPass:
         return sorted(t for t in self.counts if self.profile.action(t, self.direction) == "block")
 
     def verdict(self, started: float) -> Verdict:
-        v = Verdict(screen="pii", direction=self.direction, entities=dict(sorted(self.counts.items())))
+        v = Verdict(screen="pii", direction=self.direction, entities=dict(sorted(self.counts.items())),
+                    fields=sorted(self.fields))
         blocked = self.blocked_types()
         if blocked:
             v.blocked, v.action, v.code = True, "block", "pii_blocked"
