@@ -26,6 +26,7 @@ from guard.filters.pii_transform import (
 log = logging.getLogger("guard.filters.pii")
 
 JSON_KINDS = ("tool_arguments", "tool_result")
+SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
 _OFFLOAD_CHARS = 32_768  # bigger requests are scanned in a worker thread, off the event loop
 
@@ -46,20 +47,20 @@ class ScanPass:
         return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
-        is_json = seg.kind in JSON_KINDS or (seg.path[-1:] == ("__json__",))  # a schema, Ollama tool arguments
+        schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # keys are text the model reads
         n = sum(self.counts.values())
-        out = self.json_text(seg.text) if is_json else self.text(seg.text)
+        out = self.json_text(seg.text, schema) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
         if sum(self.counts.values()) != n:
             self.fields.add(seg.kind)
         return out
 
-    def json_text(self, text: str) -> str:
+    def json_text(self, text: str, keys: bool = False) -> str:
         """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
         still valid JSON; text that is not a JSON object or array is rewritten with JSON-safe output."""
         obj = parse_json_container(text)
         if obj is None:
             return self.text(text, json_safe=True)
-        new = map_json_strings(obj, self.text)
+        new = map_json_strings(obj, self.text, keys=keys)
         return text if new == obj else json.dumps(new, ensure_ascii=False)
 
     def blocked_types(self) -> list[str]:
