@@ -157,40 +157,44 @@ CONTEXT_FIELDS = context_fields()
 def check(api: str, operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     """Refuse (400 ``ambiguous_key``) a key equal to a known field ignoring case but spelt otherwise; return
     the unknown keys as (dotted spec path, JSON path)."""
-    unknown: list[tuple[str, str]] = []
-    _walk(SPECS[(api, operation)], body, "", "$", unknown)
-    return unknown
+    unknown: list[tuple[tuple[Any, ...], str]] = []
+    _walk(SPECS[(api, operation)], body, (), unknown)
+    return [(".".join(str(p) for p in path if isinstance(p, str)), _json_path(path)) for path, _ in unknown]
 
 
-def _walk(spec: Mapping[str, F], obj: Any, dotted: str, path: str, unknown: list[tuple[str, str]]) -> None:
-    if isinstance(obj, list):
+def _walk(spec: Mapping[str, F], obj: Any, path: tuple[Any, ...], unknown: list[tuple[tuple[Any, ...], str]]) -> None:
+    if type(obj) is list:
         for i, x in enumerate(obj):
-            if isinstance(x, dict):
-                _walk_obj(spec, x, dotted, f"{path}[{i}]", unknown)
-    elif isinstance(obj, dict):
-        _walk_obj(spec, obj, dotted, path, unknown)
+            if type(x) is dict:
+                _walk_obj(spec, x, (*path, i), unknown)
+    elif type(obj) is dict:
+        _walk_obj(spec, obj, path, unknown)
 
 
-def _walk_obj(spec: Mapping[str, F], obj: dict[str, Any], dotted: str, path: str,
-              unknown: list[tuple[str, str]]) -> None:
+def _walk_obj(spec: Mapping[str, F], obj: dict[str, Any], path: tuple[Any, ...],
+              unknown: list[tuple[tuple[Any, ...], str]]) -> None:
+    for k, v in obj.items():
+        f = spec.get(k)
+        if f is None:
+            _unknown(spec, (*path, k), unknown)
+        elif f.sub is not None and (type(v) is dict or type(v) is list):
+            _walk(f.sub, v, (*path, k), unknown)
+
+
+def _unknown(spec: Mapping[str, F], path: tuple[Any, ...], unknown: list[tuple[tuple[Any, ...], str]]) -> None:
     folded = _FOLDED.get(id(spec))
     if folded is None:
         folded = _FOLDED[id(spec)] = _fold(spec)
-    for k, v in obj.items():
-        f = spec.get(k)
-        kp = path + _member(k)
-        if f is None:
-            known = folded.get(k.casefold())
-            if known is not None:
-                raise bad_request(f"field {kp} is not spelt like the known field {known!r} (keys are case-sensitive)",
-                                  "ambiguous_key", param=kp)
-            unknown.append((dotted + k, kp))
-        elif f.sub is not None:
-            _walk(f.sub, v, dotted + k + ".", kp, unknown)
+    known = folded.get(path[-1].casefold())
+    if known is not None:
+        kp = _json_path(path)
+        raise bad_request(f"field {kp} is not spelt like the known field {known!r} (keys are case-sensitive)",
+                          "ambiguous_key", param=kp)
+    unknown.append((path, path[-1]))
 
 
-def _member(key: str) -> str:
-    return f".{key}" if key.isidentifier() and key.isascii() else f"[{json.dumps(key, ensure_ascii=False)}]"
+def _json_path(path: tuple[Any, ...]) -> str:
+    return "$" + "".join(f"[{p}]" if isinstance(p, int) else _member(p) for p in path)
 
 
 def refuse_unknown(unknown: list[tuple[str, str]], allowed: set[str]) -> None:

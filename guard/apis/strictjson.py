@@ -25,7 +25,6 @@ from typing import Any
 
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # an int beyond int64 has at least 19 digits
 
 
 class StrictJSONError(ValueError):
@@ -41,13 +40,19 @@ class _Bad(Exception):
         self.code, self.message = code, message
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _pairs(pairs: list[tuple[str, Any]], dict: Any = dict, len: Any = len, set: Any = set, map: Any = map,
+           fold: Any = str.casefold) -> dict[str, Any]:  # builtins bound as defaults: called once per object
     d = dict(pairs)
-    if len(d) != len(pairs):
+    # Fewer case-folded keys than pairs: two keys equal, or equal ignoring case (_locate says which).
+    if len(pairs) > 1 and len(set(map(fold, d))) != len(pairs):
         raise _Bad("duplicate_key", "duplicate key")
-    if len(d) > 1 and len({k.casefold() for k in d}) != len(d):
-        raise _Bad("ambiguous_key", "keys equal ignoring case")
     return d
+
+
+def _int(s: str) -> int:
+    if len(s) > 18 and not INT_MIN <= int(s) <= INT_MAX:
+        raise _Bad("invalid_json", "integer outside the signed 64-bit range")
+    return int(s)
 
 
 def _float(s: str) -> float:
@@ -61,6 +66,10 @@ def _constant(s: str) -> Any:
     raise _Bad("invalid_json", f"{s} is not JSON")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once: json.dumps makes one a call
+
+
 def loads(raw: bytes) -> Any:
     """Parse a request body strictly; raise StrictJSONError (with a JSON path) when refused."""
     try:
@@ -68,17 +77,13 @@ def loads(raw: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise StrictJSONError("invalid_json", f"request body is not UTF-8 (byte {e.start})") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
+        obj = _DECODER.decode(text)
     except _Bad as b:
         raise _locate(text, b) from None
     except RecursionError:
         raise StrictJSONError("invalid_json", "request body is nested deeper than JSON can be parsed") from None
     except ValueError as e:  # json.JSONDecodeError, int beyond Python's digit limit
         raise StrictJSONError("invalid_json", f"request body is not valid JSON ({_short(e)})") from None
-    if _LONG_DIGITS.search(raw):
-        path = _find(obj, lambda v: type(v) is int and not INT_MIN <= v <= INT_MAX)
-        if path is not None:
-            raise StrictJSONError("invalid_json", "integer outside the signed 64-bit range", path)
     if _SURROGATE_ESCAPE.search(raw):
         path = _find(obj, _lone_surrogate, keys=True)
         if path is not None:
@@ -131,9 +136,14 @@ def _marking_float(s: str) -> Any:
     return _Mark("invalid_json", "number overflows a double") if f - f != 0 else f
 
 
+def _marking_int(s: str) -> Any:
+    i = int(s)
+    return i if INT_MIN <= i <= INT_MAX else _Mark("invalid_json", "integer outside the signed 64-bit range")
+
+
 def _locate(text: str, b: _Bad) -> StrictJSONError:
     try:
-        obj = json.loads(text, object_pairs_hook=_marking_pairs, parse_float=_marking_float,
+        obj = json.loads(text, object_pairs_hook=_marking_pairs, parse_float=_marking_float, parse_int=_marking_int,
                          parse_constant=lambda s: _Mark("invalid_json", f"{s} is not JSON"))
     except (ValueError, RecursionError):
         return StrictJSONError(b.code, b.message)
@@ -176,4 +186,4 @@ def _find(obj: Any, pred: Any, keys: bool = False) -> str | None:
 
 def dumps(obj: Any) -> bytes:
     """The body Guard forwards: serialised from the parsed, judged object (ASCII, compact, no NaN)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
