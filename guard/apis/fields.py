@@ -197,6 +197,10 @@ def _json_path(path: tuple[Any, ...]) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else _member(p) for p in path)
 
 
+def _member(key: str) -> str:
+    return f".{key}" if key.isidentifier() and key.isascii() else f"[{json.dumps(key, ensure_ascii=False)}]"
+
+
 def refuse_unknown(unknown: list[tuple[str, str]], allowed: set[str]) -> None:
     for dotted, path in unknown:
         if dotted not in allowed:
