@@ -66,7 +66,13 @@ def _constant(s: str) -> Any:
     raise _Bad("invalid_json", f"{s} is not JSON")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant)
+try:  # the same hook in C (guard/apis/_strictjson.c): a Python call per JSON object was most of the cost
+    from guard.apis._strictjson import Duplicate as _Duplicate
+    from guard.apis._strictjson import pairs as _pairs_c
+except ImportError:  # built without a C compiler
+    _pairs_c, _Duplicate = _pairs, _Bad  # type: ignore[assignment,misc]
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_c, parse_float=_float, parse_int=_int, parse_constant=_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once: json.dumps makes one a call
 
 
@@ -80,6 +86,8 @@ def loads(raw: bytes) -> Any:
         obj = _DECODER.decode(text)
     except _Bad as b:
         raise _locate(text, b) from None
+    except _Duplicate:
+        raise _locate(text, _Bad("duplicate_key", "duplicate key")) from None
     except RecursionError:
         raise StrictJSONError("invalid_json", "request body is nested deeper than JSON can be parsed") from None
     except ValueError as e:  # json.JSONDecodeError, int beyond Python's digit limit

@@ -1,6 +1,7 @@
 """Cost of request canonicalisation per request, in-process: what Guard does to a body before screening.
 
   plain      json.loads(raw), the raw bytes forwarded (what a lax proxy does)
+  strict     strictjson.loads alone (the reader; with its C object hook when built)
   canonical  strictjson.loads (duplicate / case-equal keys, NaN, overflow, lone surrogates refused)
              + fields.check (known fields per API) + unscreened-input scan + strictjson.dumps (the body
              the upstream receives is serialised from the judged object)
@@ -52,6 +53,11 @@ def plain(api: str, op: str, raw: bytes) -> bytes:
     return raw
 
 
+def strict(api: str, op: str, raw: bytes) -> bytes:
+    strictjson.loads(raw)
+    return raw
+
+
 def canonical(api: str, op: str, raw: bytes) -> bytes:
     body = strictjson.loads(raw)
     fields.check(api, op, body)
@@ -70,13 +76,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     n, rounds = (2000, 3) if quick else (10000, 7)
     out: dict[str, Any] = {"n": n, "rounds": rounds}
     for name, (api, op, raw) in BODIES.items():
-        times: dict[str, list[float]] = {"plain": [], "canonical": []}
+        times: dict[str, list[float]] = {"plain": [], "strict": [], "canonical": []}
         for _ in range(rounds):
-            for label, fn in (("plain", plain), ("canonical", canonical)):
+            for label, fn in (("plain", plain), ("strict", strict), ("canonical", canonical)):
                 times[label].append(_per_request_us(fn, api, op, raw, n))
-        p, c = statistics.median(times["plain"]), statistics.median(times["canonical"])
-        out[name] = {"bytes": len(raw), "plain_us": round(p, 2), "canonical_us": round(c, 2),
-                     "ratio": round(c / p, 2), "added_us": round(c - p, 2)}
+        p, s, c = (statistics.median(times[k]) for k in ("plain", "strict", "canonical"))
+        out[name] = {"bytes": len(raw), "plain_us": round(p, 2), "strict_us": round(s, 2),
+                     "canonical_us": round(c, 2), "strict_ratio": round(s / p, 2), "canonical_ratio": round(c / p, 2),
+                     "added_us": round(c - p, 2)}
+    out["c_hook"] = strictjson._pairs_c is not strictjson._pairs
     return out
 
 
