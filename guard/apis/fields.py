@@ -27,14 +27,22 @@ UNSCREENABLE = ("image", "audio", "file", "token_ids", "context")  # cannot be s
 class F:
     """A known field. ``reaches``: the Segment kind it is screened as ("" for a plain parameter);
     ``sub``: the known fields of the object it holds (or of each object in the array it holds); None:
-    Guard does not look inside. ``tokens``: an array of token ids is also accepted here (``token_ids``)."""
+    Guard does not look inside. ``tokens``: an array of token ids is also accepted here (``token_ids``).
+    ``types``: the JSON types a context field may hold, checked by ``check``."""
 
     reaches: str = ""
     sub: Mapping[str, F] | None = None
     tokens: bool = False
+    types: tuple[type, ...] | None = None  # JSON types it may hold (null aside); None: any (a schema, say)
 
 
 P = F()
+
+
+def T(kind: str) -> F:
+    """A text field: a string (or null), screened as ``kind``; any other type is refused (a server might
+    still read it as text that was never screened)."""
+    return F(kind, types=(str,))
 
 
 def _fold(spec: Mapping[str, F]) -> dict[str, str]:
@@ -43,24 +51,26 @@ def _fold(spec: Mapping[str, F]) -> dict[str, str]:
 
 # --- OpenAI ------------------------------------------------------------------------------------------------
 _CACHE = {"prompt_cache_breakpoint": P}
-_PART = {"type": P, "text": F("content"), "refusal": F("content"),
+_PART = {"type": P, "text": T("content"), "refusal": T("content"),
          "image_url": F("image", {"url": P, "detail": P}),
          "input_audio": F("audio", {"data": P, "format": P}),
          "file": F("file", {"file_data": P, "file_id": P, "filename": P}), **_CACHE}
-_CALL_FN = {"name": F("name"), "arguments": F("tool_arguments")}
+_CALL_FN = {"name": T("name"), "arguments": T("tool_arguments")}
 _TOOL_CALL = {"id": P, "type": P, "function": F(sub=_CALL_FN),
-              "custom": F(sub={"name": F("name"), "input": F("tool_arguments")})}
-_MESSAGE = {"role": P, "content": F("content", _PART), "name": F("name"), "tool_call_id": P,
-            "tool_calls": F(sub=_TOOL_CALL), "function_call": F(sub=_CALL_FN), "refusal": F("content"),
+              "custom": F(sub={"name": T("name"), "input": T("tool_arguments")})}
+_MESSAGE = {"role": P, "content": F("content", _PART, types=(str, list)), "name": T("name"),
+            "tool_call_id": P,
+            "tool_calls": F(sub=_TOOL_CALL), "function_call": F(sub=_CALL_FN), "refusal": T("content"),
             "audio": F("audio", {"id": P})}
-_FUNCTION_DEF = {"name": F("tool_definition"), "description": F("tool_definition"),
+_FUNCTION_DEF = {"name": T("tool_definition"), "description": T("tool_definition"),
                  "parameters": F("tool_definition"), "strict": P}
-_CUSTOM_DEF = {"name": F("tool_definition"), "description": F("tool_definition"),
-               "format": F(sub={"type": P, "grammar": F(sub={"definition": F("tool_definition"), "syntax": P})})}
+_CUSTOM_DEF = {"name": T("tool_definition"), "description": T("tool_definition"),
+               "format": F(sub={"type": P, "grammar": F(sub={"definition": T("tool_definition"), "syntax": P})})}
 _TOOL = {"type": P, "function": F(sub=_FUNCTION_DEF), "custom": F(sub=_CUSTOM_DEF)}
-_RESPONSE_FORMAT = {"type": P, "json_schema": F(sub={"name": F("response_schema"), "description": F("response_schema"),
+_RESPONSE_FORMAT = {"type": P, "json_schema": F(sub={"name": T("response_schema"), "description": T("response_schema"),
                                                       "schema": F("response_schema"), "strict": P})}
-_PREDICTION = {"type": P, "content": F("prediction", {"type": P, "text": F("prediction"), **_CACHE})}
+_PREDICTION = {"type": P,
+               "content": F("prediction", {"type": P, "text": T("prediction"), **_CACHE}, types=(str, list))}
 
 OPENAI_CHAT: dict[str, F] = {
     "model": P, "messages": F(sub=_MESSAGE), "audio": P, "frequency_penalty": P, "function_call": P,
@@ -75,23 +85,24 @@ OPENAI_CHAT: dict[str, F] = {
 OPENAI_COMPLETION: dict[str, F] = {
     "model": P, "prompt": F("prompt", tokens=True), "best_of": P, "echo": P, "frequency_penalty": P,
     "logit_bias": P, "logprobs": P, "max_tokens": P, "n": P, "presence_penalty": P, "seed": P, "stop": P,
-    "stream": P, "stream_options": P, "suffix": F("suffix"), "temperature": P, "top_p": P, "user": P,
+    "stream": P, "stream_options": P, "suffix": T("suffix"), "temperature": P, "top_p": P, "user": P,
 }
 OPENAI_EMBEDDINGS: dict[str, F] = {
     "model": P, "input": F("input", tokens=True), "dimensions": P, "encoding_format": P, "user": P,
 }
 
 # --- Ollama ------------------------------------------------------------------------------------------------
-_O_CALL = {"id": P, "type": P, "function": F(sub={"index": P, "name": F("name"), "arguments": F("tool_arguments")})}
-_O_MESSAGE = {"role": P, "content": F("content"), "thinking": F("content"), "images": F("image"),
-              "tool_calls": F(sub=_O_CALL), "tool_name": F("name"), "tool_call_id": P}
-_O_TOOL = {"type": P, "function": F(sub={"name": F("tool_definition"), "description": F("tool_definition"),
+_O_CALL = {"id": P, "type": P, "function": F(sub={"index": P, "name": T("name"),
+                                                  "arguments": F("tool_arguments", types=(str, dict))})}
+_O_MESSAGE = {"role": P, "content": T("content"), "thinking": T("content"), "images": F("image"),
+              "tool_calls": F(sub=_O_CALL), "tool_name": T("name"), "tool_call_id": P}
+_O_TOOL = {"type": P, "function": F(sub={"name": T("tool_definition"), "description": T("tool_definition"),
                                          "parameters": F("tool_definition")})}
 _O_COMMON = {"model": P, "format": F("response_schema"), "options": P, "stream": P, "keep_alive": P, "think": P,
              "truncate": P, "shift": P, "logprobs": P, "top_logprobs": P}
 OLLAMA_CHAT: dict[str, F] = {**_O_COMMON, "messages": F(sub=_O_MESSAGE), "tools": F(sub=_O_TOOL)}
 OLLAMA_GENERATE: dict[str, F] = {
-    **_O_COMMON, "prompt": F("prompt"), "suffix": F("suffix"), "system": F("system"), "template": F("template"),
+    **_O_COMMON, "prompt": T("prompt"), "suffix": T("suffix"), "system": T("system"), "template": T("template"),
     "context": F("context"), "raw": P, "images": F("image"), "width": P, "height": P, "steps": P,
 }
 OLLAMA_EMBED: dict[str, F] = {"model": P, "input": F("input"), "truncate": P, "options": P, "keep_alive": P,
@@ -177,7 +188,12 @@ def _walk_obj(spec: Mapping[str, F], obj: dict[str, Any], path: tuple[Any, ...],
         f = spec.get(k)
         if f is None:
             _unknown(spec, (*path, k), unknown)
-        elif f.sub is not None and (type(v) is dict or type(v) is list):
+            continue
+        if f.types is not None and v is not None and type(v) not in f.types:
+            kp = _json_path((*path, k))
+            what = " or ".join(_TYPE_NAMES[t] for t in f.types)
+            raise bad_request(f"{kp} must be {what}", "invalid_type", param=kp)
+        if f.sub is not None and (type(v) is dict or type(v) is list):
             _walk(f.sub, v, (*path, k), unknown)
 
 
@@ -191,6 +207,9 @@ def _unknown(spec: Mapping[str, F], path: tuple[Any, ...], unknown: list[tuple[t
         raise bad_request(f"field {kp} is not spelt like the known field {known!r} (keys are case-sensitive)",
                           "ambiguous_key", param=kp)
     unknown.append((path, path[-1]))
+
+
+_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object"}
 
 
 def _json_path(path: tuple[Any, ...]) -> str:

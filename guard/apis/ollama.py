@@ -35,8 +35,9 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
         if not isinstance(body.get("prompt", ""), str):
             raise bad_request("'prompt' must be a string", "invalid_prompt")
     elif operation == "embeddings":
-        if not isinstance(body.get("input"), (str, list)):
-            raise bad_request("'input' must be a string or an array", "invalid_input")
+        x = body.get("input")
+        if not isinstance(x, (str, list)) or (isinstance(x, list) and not all(isinstance(s, str) for s in x)):
+            raise bad_request("'input' must be a string or an array of strings", "invalid_input")
         stream = False
     return model, stream
 

@@ -167,10 +167,18 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     else:
         key = "prompt" if operation == "completion" else "input"
         for i, x in enumerate(_list(body.get(key))):
-            if not isinstance(x, str):
+            if isinstance(x, str):
+                continue
+            if not (_token(x) or (isinstance(x, list) and all(_token(t) for t in x))):
+                raise bad_request(f"{key}[{i}] must be a string, a token id or an array of token ids",
+                                  f"invalid_{key}", param=f"$.{key}[{i}]")
+            if not out:
                 out.append(("token_ids", f"$.{key}[{i}]"))
-                break
     return out
+
+
+def _token(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:

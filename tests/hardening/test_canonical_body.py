@@ -24,7 +24,7 @@ OK_MSG = '[{"role":"user","content":"hello"}]'
 AWS = "AKIAIOSFODNN7EXAMPLE"
 
 # name -> (path, raw body, code, param)
-REFUSED: dict[str, tuple[str, bytes, str, str]] = {
+REFUSED: dict[str, tuple[str, bytes, str, str | None]] = {
     "duplicate model": (CHAT, b'{"model":"demo-model","messages":%s,"model":"internal-x"}' % OK_MSG.encode(),
                         "duplicate_key", "$.model"),
     "Model beside model": (CHAT, b'{"model":"demo-model","Model":"internal-x","messages":%s}' % OK_MSG.encode(),
@@ -83,6 +83,18 @@ REFUSED: dict[str, tuple[str, bytes, str, str]] = {
     "unknown content part type": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":'
                                   b'"video_url","video_url":{"url":"x"}}]}]}', "unknown_field",
                                   "$.messages[0].content[0].video_url"),
+    # Text a server could still read, in a type Guard would not screen as text.
+    "text part as an object": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"text",'
+                               b'"text":{"value":"%s"}}]}]}' % AWS.encode(), "invalid_type",
+                               "$.messages[0].content[0].text"),
+    "tool description as an array": (CHAT, b'{"model":"demo-model","messages":%s,"tools":[{"type":"function",'
+                                     b'"function":{"name":"f","description":["%s"]}}]}'
+                                     % (OK_MSG.encode(), AWS.encode()), "invalid_type",
+                                     "$.tools[0].function.description"),
+    "prompt array with an object": ("/v1/completions", b'{"model":"demo-model","prompt":["hi",{"text":"%s"}]}'
+                                    % AWS.encode(), "invalid_prompt", "$.prompt[1]"),
+    "embedding input with a nested string": ("/v1/embeddings", b'{"model":"demo-model","input":[[1,"%s"]]}'
+                                             % AWS.encode(), "invalid_input", "$.input[0]"),
     # Ollama (a Go server): the same family.
     "ollama duplicate model": ("/api/chat", b'{"model":"llama3","messages":%s,"model":"internal-x"}'
                                % OK_MSG.encode(), "duplicate_key", "$.model"),
@@ -100,6 +112,10 @@ REFUSED: dict[str, tuple[str, bytes, str, str]] = {
                               % OK_MSG.encode(), "invalid_json", "$.options.temperature"),
     "ollama unknown field": ("/api/generate", b'{"model":"llama3","prompt":"hi","prompt_override":"x"}',
                              "unknown_field", "$.prompt_override"),
+    "ollama system as an array": ("/api/generate", b'{"model":"llama3","prompt":"hi","system":["%s"]}'
+                                  % AWS.encode(), "invalid_type", "$.system"),
+    "ollama embed input with a number": ("/api/embed", b'{"model":"llama3","input":["hi",1]}', "invalid_input",
+                                         None),
     "ollama unknown field on embed": ("/api/embed", b'{"model":"llama3","input":"hi","Input":"x"}',
                                       "ambiguous_key", "$.Input"),
 }
