@@ -197,6 +197,23 @@ def test_every_listed_field_has_a_sample() -> None:
     assert set(SAMPLES) == set(ids), {"no sample": set(ids) - set(SAMPLES), "not listed": set(SAMPLES) - set(ids)}
 
 
+def test_the_threat_model_lists_every_field() -> None:
+    """docs/threat-model.md's "Fields that reach the model" table has exactly the rows of CONTEXT_FIELDS."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "threat-model.md").read_text()
+    section = doc.split("### Fields that reach the model", 1)[1].split("\n### ", 1)[0]
+    rows = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[2].startswith("`"):
+            refused = cells[3].startswith("refused")
+            rows.add((cells[0], cells[1], cells[2].strip("`"), refused))
+    want = {(r.api, r.operation, r.path + (" (token ids)" if r.kind == "token_ids" else ""), not r.screened)
+            for r in CONTEXT_FIELDS}
+    assert rows == want, {"missing": want - rows, "extra": rows - want}
+
+
 def test_samples_put_the_text_where_the_row_says() -> None:
     """Offline check of the adapters against the table: each sample's text comes out as a Segment of the
     row's kind (screened rows), or as the row's unscreenable kind (refused rows)."""
