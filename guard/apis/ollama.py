@@ -98,10 +98,10 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if operation == "chat":
         for i, m in enumerate(_list(body.get("messages"))):
-            if _list(_dict(m).get("images")):
+            if _dict(m).get("images") not in (None, []):
                 out.append(("image", f"$.messages[{i}].images"))
     elif operation == "completion":
-        if _list(body.get("images")):
+        if body.get("images") not in (None, []):
             out.append(("image", "$.images"))
         if body.get("context") not in (None, []):
             out.append(("context", "$.context"))
