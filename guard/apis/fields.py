@@ -15,8 +15,9 @@ unless the upstream lists them in ``extra_fields`` (dotted, list levels left out
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from guard.errors import bad_request
 
@@ -209,7 +210,7 @@ def _unknown(spec: Mapping[str, F], path: tuple[Any, ...], unknown: list[tuple[t
     unknown.append((path, path[-1]))
 
 
-_TYPE_NAMES = {str: "a string", list: "an array", dict: "an object"}
+_TYPE_NAMES: dict[type, str] = {str: "a string", list: "an array", dict: "an object"}
 
 
 def _json_path(path: tuple[Any, ...]) -> str:

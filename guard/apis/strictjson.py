@@ -67,8 +67,8 @@ def _constant(s: str) -> Any:
 
 
 try:  # the same hook in C (guard/apis/_strictjson.c): a Python call per JSON object was most of the cost
-    from guard.apis._strictjson import Duplicate as _Duplicate
-    from guard.apis._strictjson import pairs as _pairs_c
+    from guard.apis._strictjson import Duplicate as _Duplicate  # type: ignore[import-not-found]
+    from guard.apis._strictjson import pairs as _pairs_c  # type: ignore[import-not-found]
 except ImportError:  # built without a C compiler
     _pairs_c, _Duplicate = _pairs, _Bad  # type: ignore[assignment,misc]
 

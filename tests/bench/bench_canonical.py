@@ -21,8 +21,8 @@ from typing import Any
 
 from guard.apis import fields, ollama, openai, strictjson
 
-SMALL = ('{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],'
-         '"max_tokens":16}').encode()
+SMALL = (b'{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],'
+         b'"max_tokens":16}')
 
 
 def _tools_chat() -> bytes:

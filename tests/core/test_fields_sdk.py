@@ -39,8 +39,13 @@ def test_openai_nested_objects_are_known() -> None:
         chat_completion_custom_tool_param,
         chat_completion_prediction_content_param,
     )
-    from openai.types.chat.chat_completion_content_part_refusal_param import ChatCompletionContentPartRefusalParam
-    from openai.types.shared_params import FunctionDefinition, response_format_json_schema
+    from openai.types.chat.chat_completion_content_part_refusal_param import (
+        ChatCompletionContentPartRefusalParam,
+    )
+    from openai.types.shared_params import (
+        FunctionDefinition,
+        response_format_json_schema,
+    )
 
     for m in _members(ChatCompletionMessageParam):
         assert _keys(m) <= set(F._MESSAGE), m
