@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from guard import telemetry
+from guard import canonical, telemetry
 from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
@@ -273,7 +273,7 @@ class Pipeline:
                              "unsupported_media_type")
         raw = await _read_body(receive, cfg.limits.max_body_bytes, _header(headers, b"content-length"))
         ex.body_bytes = len(raw)
-        body = _parse(raw)
+        body = canonical.parse(raw)
         if not _depth_ok(body, cfg.limits.max_json_depth, raw):
             raise bad_request(f"JSON nested deeper than {cfg.limits.max_json_depth}", "invalid_json")
         ex.body = body
@@ -287,7 +287,7 @@ class Pipeline:
         ex.upstream = r.upstream
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
-        _admit(ex, api, unknown, [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)])
+        canonical.admit(ex, api, unknown, [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)])
         _stage(ex, "parse", t0)
 
         env = await self._access(ex)
@@ -387,7 +387,7 @@ class Pipeline:
         cfg = self.svc.config
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
-        body = strictjson.dumps(ex.body)  # what was judged, never the client's bytes (threat model: canonical)
+        body = strictjson.dumps(ex.body)  # what was judged, never the client's bytes (guard/canonical.py)
         tp = ex.context.get("traceparent") or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
         extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         t = time.perf_counter()
@@ -574,39 +574,6 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
             else:
                 set_path(body, seg.path, seg.text)
     return changed
-
-
-def _parse(raw: bytes) -> dict[str, Any]:
-    """The body, read strictly (guard.apis.strictjson): refused with 400 naming the JSON path otherwise."""
-    try:
-        body = strictjson.loads(raw)
-    except strictjson.StrictJSONError as e:
-        raise bad_request(f"request body refused: {e.message} at {e.path}", e.code, param=e.path) from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object", "invalid_json")
-    return body
-
-
-def _admit(ex: Exchange, api: Any, unknown: list[tuple[str, str]], ups: list[Any]) -> None:
-    """Fields beyond the API reference and inputs that cannot be screened: refused unless every upstream the
-    request may go to (its route's upstream and fallbacks) allows them; allowed ones are marked for the audit
-    record (a ``unscreened`` screen entry) and counted."""
-    if unknown:
-        fields.refuse_unknown(unknown, set.intersection(*(set(u.extra_fields) for u in ups)))
-    found = api.unscreened(ex.operation, ex.body)
-    if not found:
-        return
-    allowed = set.intersection(*(set(u.allow_unscreened) for u in ups))
-    for kind, path in found:
-        if kind not in allowed:
-            raise GuardError(400, f"{path} cannot be screened ({kind}) and is not allowed for this model",
-                             "guard_policy_violation", "unscreenable_input", outcome="blocked", param=path)
-    counts: dict[str, int] = {}
-    for kind, _ in found:
-        counts[kind] = counts.get(kind, 0) + 1
-        telemetry.UNSCREENED.labels(ex.api, kind).inc()
-    ex.verdicts.append(Verdict(screen="unscreened", direction="prompt", status="skipped", action="allow",
-                               entities=counts, categories=sorted(counts)))
 
 
 def _upstream_path(ex: Exchange, upstream_api: str) -> str:
