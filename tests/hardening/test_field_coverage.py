@@ -314,3 +314,19 @@ def test_unscreenable_fields_pass_where_allowed_and_are_marked(guard_factory: An
     for rid, kind in rids.items():
         marks = [s for s in started[rid]["screens"] if s["name"] == "unscreened"]
         assert len(marks) == 1 and marks[0]["categories"] == [kind] and marks[0]["status"] == "skipped", marks
+
+
+def test_a_rewrite_that_breaks_a_json_field_refuses_the_request() -> None:
+    """A screen rewrite that leaves a JSON field (a schema, Ollama tool arguments) invalid JSON cannot be
+    forwarded as judged: the request is refused (400 ``rewrite_failed``), never sent half-rewritten."""
+    from guard.apis import openai
+    from guard.errors import GuardError
+    from guard.pipeline import _write_back
+
+    _, body, _ = SAMPLES["openai chat tools[].function.parameters"][0]("x")
+    segs = [s for s in openai.prompt_segments("chat", body) if s.path[-1] == "__json__"]
+    before = [s.text for s in segs]
+    segs[0].text = segs[0].text[:-1] + " [REDACTED"  # a redaction that ate the closing brace
+    with pytest.raises(GuardError) as e:
+        _write_back(body, segs, before)
+    assert (e.value.status, e.value.code) == (400, "rewrite_failed")
