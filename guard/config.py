@@ -4,6 +4,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from guard.audit.settings import AuditSettings
 from guard.policy.settings import PolicySettings
+
+_FIELD = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
 
 
 class ConfigError(Exception):
@@ -115,6 +118,20 @@ class Upstream(Strict):
                 raise ValueError(f"{name!r} cannot be forwarded: {why}")
             out.append(name.lower())
         return out
+    # Request fields beyond the API reference this upstream may receive (dotted, array levels left out:
+    # "messages.cache_control"); forwarded as parsed, never screened. Unknown fields are refused otherwise.
+    extra_fields: list[str] = []
+    # Inputs that reach the model but cannot be screened as text, allowed for this upstream (marked in the
+    # audit record's screens as "unscreened" and counted); refused otherwise (guard.apis.fields).
+    allow_unscreened: list[Literal["image", "audio", "file", "token_ids", "context"]] = []
+
+    @field_validator("extra_fields")
+    @classmethod
+    def _fields(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not _FIELD.fullmatch(name):
+                raise ValueError(f"{name!r} is not a field name (letters, digits, _ - $, dotted for nested fields)")
+        return v
 
     @field_validator("url")
     @classmethod

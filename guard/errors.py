@@ -8,8 +8,9 @@ class GuardError(Exception):
     """Stops the exchange with an HTTP status and an OpenAI-style error body."""
 
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 outcome: str = "error") -> None:
+                 outcome: str = "error", param: str | None = None) -> None:
         super().__init__(message)
+        self.param = param  # the request field at fault (a JSON path), when there is one
         self.status = status
         self.message = message
         self.type = type_
@@ -17,15 +18,15 @@ class GuardError(Exception):
         self.outcome = outcome  # audit outcome label: error | denied | blocked | fail_closed
 
     def body(self) -> bytes:
-        return error_body(self.message, self.type, self.code)
+        return error_body(self.message, self.type, self.code, self.param)
 
 
-def error_body(message: str, type_: str, code: str | None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
 
-def bad_request(message: str, code: str = "invalid_request") -> GuardError:
-    return GuardError(400, message, "invalid_request_error", code)
+def bad_request(message: str, code: str = "invalid_request", param: str | None = None) -> GuardError:
+    return GuardError(400, message, "invalid_request_error", code, param=param)
 
 
 def policy_violation(message: str, code: str) -> GuardError:

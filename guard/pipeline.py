@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
-from guard import telemetry
+from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
-from guard.apis import ROUTES, ollama, openai, set_path
+from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
@@ -286,16 +286,12 @@ class Pipeline:
                              "unsupported_media_type")
         raw = await _read_body(receive, cfg.limits.max_body_bytes, _header(headers, b"content-length"))
         ex.body_bytes = len(raw)
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
-            raise bad_request("request body is not valid JSON", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise bad_request("request body must be a JSON object", "invalid_json")
+        body = canonical.parse(raw)
         if not _depth_ok(body, cfg.limits.max_json_depth, raw):
             raise bad_request(f"JSON nested deeper than {cfg.limits.max_json_depth}", "invalid_json")
         ex.body = body
         api = APIS[ex.api]
+        unknown = fields.check(ex.api, ex.operation, body)  # refuses case-variant spellings of known fields
         ex.model, ex.stream = api.validate(ex.operation, body)
         r = cfg.route(ex.model)
         if r is None:
@@ -305,6 +301,7 @@ class Pipeline:
         ex.context[_LABEL] = _label_for(r, ex.model, self._model_labels)
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
+        canonical.admit(ex, api, unknown, [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)])
         _stage(ex, "parse", t0)
 
         env = await self._access(ex)
@@ -321,7 +318,7 @@ class Pipeline:
             log.error("audit journal failed, refusing %s: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         _stage(ex, "audit", t)
-        await self._forward(ex, scope, r, raw, prompt, screens, receive, send)
+        await self._forward(ex, scope, r, prompt, screens, receive, send)
         return True
 
     async def _access(self, ex: Exchange) -> dict[str, Any]:
@@ -399,13 +396,12 @@ class Pipeline:
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 
-    async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, raw: bytes, prompt: list[Segment],
+    async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, prompt: list[Segment],
                        screens: ScreenSet, receive: Receive, send: Send) -> None:
         cfg = self.svc.config
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
-            ex.context["body_changed"] = True
-        body = json.dumps(ex.body).encode() if ex.context.get("body_changed") else raw
+        body = strictjson.dumps(ex.body)  # what was judged, never the client's bytes (guard/canonical.py)
         tp = ex.context.get("traceparent") or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
         extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         t = time.perf_counter()
@@ -599,13 +595,19 @@ def _stream_error(api: str, err: GuardError) -> bytes:
 
 def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
     """Put the segments screens rewrote back into the JSON body; True if any changed. A ``__json__`` path
-    marks text that stands for a JSON value (Ollama tool-call arguments) and is written back parsed."""
+    marks text that stands for a JSON value (a schema, Ollama tool-call arguments) and is written back
+    parsed; a rewrite that left it invalid JSON refuses the request (it cannot be forwarded as judged)."""
     changed = False
     for seg, old in zip(segs, before):
         if seg.text != old:
             changed = True
             if seg.path and seg.path[-1] == "__json__":
-                set_path(body, seg.path[:-1], json.loads(seg.text))
+                try:
+                    value = json.loads(seg.text)
+                except ValueError:
+                    raise policy_violation("a screen's rewrite of a JSON field is no longer JSON; request refused",
+                                           "rewrite_failed") from None
+                set_path(body, seg.path[:-1], value)
             else:
                 set_path(body, seg.path, seg.text)
     return changed

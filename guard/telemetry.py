@@ -249,6 +249,9 @@ SHADOW_DISAGREEMENTS = Counter("guard_shadow_disagreements_total",
                                "Requests where the shadow policy decided differently", ["stage"],
                                registry=REGISTRY)
 TOKENS = _counter("guard_tokens_total", "Token usage reported by upstreams", ["model", "kind"])
+UNSCREENED = Counter("guard_unscreened_inputs_total",
+                     "Inputs that reached a model unscreened because the upstream allows them (allow_unscreened)",
+                     ["api", "kind"], registry=REGISTRY)
 FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a control could not do its job",
                       ["component"], registry=REGISTRY)
 

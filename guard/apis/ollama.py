@@ -5,7 +5,7 @@ import json
 import time
 from typing import Any, Iterator
 
-from guard.apis.openai import _int, _list, _tool_args
+from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -35,8 +35,9 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
         if not isinstance(body.get("prompt", ""), str):
             raise bad_request("'prompt' must be a string", "invalid_prompt")
     elif operation == "embeddings":
-        if not isinstance(body.get("input"), (str, list)):
-            raise bad_request("'input' must be a string or an array", "invalid_input")
+        x = body.get("input")
+        if not isinstance(x, (str, list)) or (isinstance(x, list) and not all(isinstance(s, str) for s in x)):
+            raise bad_request("'input' must be a string or an array of strings", "invalid_input")
         stream = False
     return model, stream
 
@@ -44,34 +45,67 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
 def _args_segment(args: Any, role: str, path: tuple) -> Segment | None:
     # Ollama sends tool-call arguments as an object; screens see its JSON text (written back parsed).
     if isinstance(args, dict):
-        return Segment(json.dumps(args, ensure_ascii=False), role, "tool_arguments", path + ("__json__",))
+        return json_segment(args, role, "tool_arguments", path)
+    if isinstance(args, str):
+        return Segment(args, role, "tool_arguments", path)
     return None
 
 
 def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
+    """Every text of the request that reaches the model's context (guard.apis.fields.CONTEXT_FIELDS)."""
     segs: list[Segment] = []
     if operation == "chat":
-        for i, m in enumerate(body.get("messages", [])):
+        for i, m in enumerate(_list(body.get("messages"))):
+            m = _dict(m)
             role = m.get("role", "user")
             kind = {"system": "system", "tool": "tool_result"}.get(role, "content")
-            if isinstance(m.get("content"), str):
-                segs.append(Segment(m["content"], role, kind, ("messages", i, "content")))
+            _str(segs, m, "content", role, kind, ("messages", i))
+            _str(segs, m, "thinking", role, "content", ("messages", i))
+            _str(segs, m, "tool_name", role, "name", ("messages", i))
             for j, tc in enumerate(_list(m.get("tool_calls"))):
-                s = _args_segment(_tool_args(tc), role, ("messages", i, "tool_calls", j, "function", "arguments"))
+                fn = _dict(_dict(tc).get("function"))
+                _str(segs, fn, "name", role, "name", ("messages", i, "tool_calls", j, "function"))
+                s = _args_segment(fn.get("arguments"), role, ("messages", i, "tool_calls", j, "function", "arguments"))
                 if s:
                     segs.append(s)
+        for i, t in enumerate(_list(body.get("tools"))):
+            fn = _dict(_dict(t).get("function"))
+            _str(segs, fn, "name", "system", "tool_definition", ("tools", i, "function"))
+            _str(segs, fn, "description", "system", "tool_definition", ("tools", i, "function"))
+            if fn.get("parameters") is not None:
+                segs.append(json_segment(fn["parameters"], "system", "tool_definition",
+                                         ("tools", i, "function", "parameters")))
     elif operation == "completion":
-        if isinstance(body.get("system"), str):
-            segs.append(Segment(body["system"], "system", "system", ("system",)))
-        if isinstance(body.get("prompt"), str):
-            segs.append(Segment(body["prompt"], "user", "prompt", ("prompt",)))
+        for key, role, kind in (("system", "system", "system"), ("template", "system", "template"),
+                                ("prompt", "user", "prompt"), ("suffix", "user", "suffix")):
+            _str(segs, body, key, role, kind, ())
     elif operation == "embeddings":
         x = body.get("input")
         if isinstance(x, str):
             segs.append(Segment(x, "user", "input", ("input",)))
         elif isinstance(x, list):
             segs += [Segment(s, "user", "input", ("input", i)) for i, s in enumerate(x) if isinstance(s, str)]
+    fmt = body.get("format")
+    if operation != "embeddings" and isinstance(fmt, str):
+        segs.append(Segment(fmt, "system", "response_schema", ("format",)))
+    elif operation != "embeddings" and fmt is not None:
+        segs.append(json_segment(fmt, "system", "response_schema", ("format",)))
     return segs
+
+
+def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Inputs that reach the model but cannot be screened as text: (kind, JSON path)."""
+    out: list[tuple[str, str]] = []
+    if operation == "chat":
+        for i, m in enumerate(_list(body.get("messages"))):
+            if _dict(m).get("images") not in (None, []):
+                out.append(("image", f"$.messages[{i}].images"))
+    elif operation == "completion":
+        if body.get("images") not in (None, []):
+            out.append(("image", "$.images"))
+        if body.get("context") not in (None, []):
+            out.append(("context", "$.context"))
+    return out
 
 
 def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:

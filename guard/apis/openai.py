@@ -64,37 +64,121 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
     return model, stream
 
 
+_ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", "function": "tool_result"}
+
+
+def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
+    """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
+    string in it. The ``__json__`` path end marks it for write-back parsed (guard.pipeline._write_back)."""
+    return Segment(json.dumps(value, ensure_ascii=False), role, kind, path + ("__json__",))
+
+
+def _str(segs: list[Segment], obj: dict[str, Any], key: str, role: str, kind: str, path: tuple) -> None:
+    if isinstance(obj.get(key), str):
+        segs.append(Segment(obj[key], role, kind, path + (key,)))
+
+
+def _definition(segs: list[Segment], fn: dict[str, Any], kind: str, path: tuple, schema: str | None) -> None:
+    """A tool, function or response-format definition: its name, description and JSON schema."""
+    _str(segs, fn, "name", "system", kind, path)
+    _str(segs, fn, "description", "system", kind, path)
+    if schema and fn.get(schema) is not None:
+        segs.append(json_segment(fn[schema], "system", kind, path + (schema,)))
+
+
+def _message(segs: list[Segment], i: int, m: dict[str, Any]) -> None:
+    role = m.get("role", "user")
+    kind = _ROLE_KIND.get(role, "content")
+    base = ("messages", i)
+    c = m.get("content")
+    if isinstance(c, str):
+        segs.append(Segment(c, role, kind, base + ("content",)))
+    elif isinstance(c, list):
+        for j, part in enumerate(c):
+            if isinstance(part, dict):
+                _str(segs, part, "text", role, kind, base + ("content", j))
+                _str(segs, part, "refusal", role, kind, base + ("content", j))
+    _str(segs, m, "refusal", role, "content", base)
+    _str(segs, m, "name", role, "name", base)
+    for j, tc in enumerate(_list(m.get("tool_calls"))):
+        for key, args in (("function", "arguments"), ("custom", "input")):
+            call = _dict(_dict(tc).get(key))
+            _str(segs, call, "name", role, "name", base + ("tool_calls", j, key))
+            _str(segs, call, args, role, "tool_arguments", base + ("tool_calls", j, key))
+    fc = _dict(m.get("function_call"))
+    _str(segs, fc, "name", role, "name", base + ("function_call",))
+    _str(segs, fc, "arguments", role, "tool_arguments", base + ("function_call",))
+
+
 def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
+    """Every text of the request that reaches the model's context (guard.apis.fields.CONTEXT_FIELDS)."""
     segs: list[Segment] = []
     if operation == "chat":
-        for i, m in enumerate(body.get("messages", [])):
-            role = m.get("role", "user")
-            kind = {"system": "system", "developer": "system", "tool": "tool_result"}.get(role, "content")
-            c = m.get("content")
-            if isinstance(c, str):
-                segs.append(Segment(c, role, kind, ("messages", i, "content")))
-            elif isinstance(c, list):
-                for j, part in enumerate(c):
-                    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                        segs.append(Segment(part["text"], role, kind, ("messages", i, "content", j, "text")))
-            for j, tc in enumerate(_list(m.get("tool_calls"))):
-                args = _tool_args(tc)
-                if isinstance(args, str):
-                    segs.append(Segment(args, role, "tool_arguments",
-                                        ("messages", i, "tool_calls", j, "function", "arguments")))
+        for i, m in enumerate(_list(body.get("messages"))):
+            if isinstance(m, dict):
+                _message(segs, i, m)
+        for i, t in enumerate(_list(body.get("tools"))):
+            _definition(segs, _dict(_dict(t).get("function")), "tool_definition", ("tools", i, "function"),
+                        "parameters")
+            custom = _dict(_dict(t).get("custom"))
+            _definition(segs, custom, "tool_definition", ("tools", i, "custom"), None)
+            grammar = _dict(_dict(custom.get("format")).get("grammar"))
+            _str(segs, grammar, "definition", "system", "tool_definition", ("tools", i, "custom", "format", "grammar"))
+        for i, f in enumerate(_list(body.get("functions"))):
+            _definition(segs, _dict(f), "tool_definition", ("functions", i), "parameters")
+        js = _dict(_dict(body.get("response_format")).get("json_schema"))
+        _definition(segs, js, "response_schema", ("response_format", "json_schema"), "schema")
+        pred = _dict(body.get("prediction"))
+        c = pred.get("content")
+        if isinstance(c, str):
+            segs.append(Segment(c, "user", "prediction", ("prediction", "content")))
+        for j, part in enumerate(_list(c)):
+            _str(segs, _dict(part), "text", "user", "prediction", ("prediction", "content", j))
     elif operation == "completion":
-        p = body.get("prompt")
-        if isinstance(p, str):
-            segs.append(Segment(p, "user", "prompt", ("prompt",)))
-        elif isinstance(p, list):
-            segs += [Segment(s, "user", "prompt", ("prompt", i)) for i, s in enumerate(p) if isinstance(s, str)]
+        _strings(segs, body, "prompt", "prompt")
+        _str(segs, body, "suffix", "user", "suffix", ())
     elif operation == "embeddings":
-        x = body.get("input")
-        if isinstance(x, str):
-            segs.append(Segment(x, "user", "input", ("input",)))
-        elif isinstance(x, list):
-            segs += [Segment(s, "user", "input", ("input", i)) for i, s in enumerate(x) if isinstance(s, str)]
+        _strings(segs, body, "input", "input")
     return segs
+
+
+def _strings(segs: list[Segment], body: dict[str, Any], key: str, kind: str) -> None:
+    x = body.get(key)
+    if isinstance(x, str):
+        segs.append(Segment(x, "user", kind, (key,)))
+    elif isinstance(x, list):
+        segs += [Segment(s, "user", kind, (key, i)) for i, s in enumerate(x) if isinstance(s, str)]
+
+
+def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Inputs that reach the model but cannot be screened as text: (kind, JSON path). Refused unless the
+    upstream allows the kind (``allow_unscreened``)."""
+    out: list[tuple[str, str]] = []
+    if operation == "chat":
+        for i, m in enumerate(_list(body.get("messages"))):
+            m = _dict(m)
+            if m.get("audio") is not None:
+                out.append(("audio", f"$.messages[{i}].audio"))
+            for j, part in enumerate(_list(m.get("content"))):
+                for key, kind in (("image_url", "image"), ("input_audio", "audio"), ("file", "file")):
+                    if isinstance(part, dict) and (key in part or part.get("type") == key):
+                        out.append((kind, f"$.messages[{i}].content[{j}]"))
+                        break
+    else:
+        key = "prompt" if operation == "completion" else "input"
+        for i, x in enumerate(_list(body.get(key))):
+            if isinstance(x, str):
+                continue
+            if not (_token(x) or (isinstance(x, list) and all(_token(t) for t in x))):
+                raise bad_request(f"{key}[{i}] must be a string, a token id or an array of token ids",
+                                  f"invalid_{key}", param=f"$.{key}[{i}]")
+            if not out:
+                out.append(("token_ids", f"$.{key}[{i}]"))
+    return out
+
+
+def _token(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:

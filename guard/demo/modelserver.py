@@ -102,7 +102,7 @@ def _pieces(text: str, n: int | None) -> list[str]:
 
 
 class ModelServer:
-    """ASGI app. ``requests`` keeps the last requests seen (headers and body) for tests."""
+    """ASGI app. ``requests`` keeps the last requests seen (headers, parsed body and the body as sent) for tests."""
 
     def __init__(self, keep: int = 50, judge_delay_ms: float | None = None) -> None:
         import os
@@ -143,7 +143,7 @@ class ModelServer:
         except ValueError:
             return await self._json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         self.requests.append({"path": path, "headers": {k.decode(): v.decode("latin-1") for k, v in scope["headers"]},
-                              "body": body})
+                              "body": body, "raw": raw.decode("utf-8", "replace")})
         del self.requests[:-self.keep]
         model = body.get("model", "demo-model")
         if "guard" in str(model).lower():

@@ -12,7 +12,8 @@ class Segment:
     """One piece of text the model sees or says, with where it lives in the JSON body.
 
     Screens read and may rewrite ``text``; the API adapter writes rewritten segments back by ``path``.
-    kind: content | tool_arguments | tool_result | prompt | input | system
+    kind: content | tool_arguments | tool_result | prompt | input | system | name | tool_definition |
+    response_schema | prediction | suffix | template (the fields of each API: guard.apis.fields)
     """
 
     text: str
@@ -37,6 +38,7 @@ class Verdict:
     code: str = ""  # client error code when blocked: pii_blocked, unsafe_content, secret_blocked, screen_error
     message: str = ""  # client-safe explanation (never values)
     modified: bool = False  # the screen rewrote text
+    fields: list[str] = field(default_factory=list)  # Segment kinds where it found something (provenance)
 
     def to_audit(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -55,6 +57,8 @@ class Verdict:
             d["score"] = round(float(self.score), 6)
         if self.code:
             d["code"] = self.code
+        if self.fields:
+            d["fields"] = list(self.fields)
         return d
 
 

@@ -205,6 +205,7 @@ class DenylistScreen:
         t0 = time.perf_counter()
         scans = [self.scan(s.text, direction) for s in segments]
         v = self.verdict(direction, scans, t0)
+        v.fields = sorted({seg.kind for seg, s in zip(segments, scans) if s.hits})
         if not v.blocked:
             for seg, s in zip(segments, scans):
                 seg.text = s.text

@@ -26,6 +26,7 @@ from guard.filters.pii_transform import (
 log = logging.getLogger("guard.filters.pii")
 
 JSON_KINDS = ("tool_arguments", "tool_result")
+SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
 _OFFLOAD_CHARS = 32_768  # bigger requests are scanned in a worker thread, off the event loop
 
@@ -37,6 +38,7 @@ class ScanPass:
         self.profile, self.direction, self.pseudonyms = profile, direction, pseudonyms
         self.rewriter = profile.rewriter(direction, pseudonyms)
         self.counts: Counter[str] = Counter()
+        self.fields: set[str] = set()  # Segment kinds where something was found
 
     def text(self, text: str, json_safe: bool = False) -> str:
         restore = self.pseudonyms.known_spans(text) if self.direction == "response" else []
@@ -45,22 +47,28 @@ class ScanPass:
         return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
-        return self.json_text(seg.text) if seg.kind in JSON_KINDS else self.text(seg.text)
+        schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # keys are text the model reads
+        n = sum(self.counts.values())
+        out = self.json_text(seg.text, schema) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
+        if sum(self.counts.values()) != n:
+            self.fields.add(seg.kind)
+        return out
 
-    def json_text(self, text: str) -> str:
+    def json_text(self, text: str, keys: bool = False) -> str:
         """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
         still valid JSON; text that is not a JSON object or array is rewritten with JSON-safe output."""
         obj = parse_json_container(text)
         if obj is None:
             return self.text(text, json_safe=True)
-        new = map_json_strings(obj, self.text)
+        new = map_json_strings(obj, self.text, keys=keys)
         return text if new == obj else json.dumps(new, ensure_ascii=False)
 
     def blocked_types(self) -> list[str]:
         return sorted(t for t in self.counts if self.profile.action(t, self.direction) == "block")
 
     def verdict(self, started: float) -> Verdict:
-        v = Verdict(screen="pii", direction=self.direction, entities=dict(sorted(self.counts.items())))
+        v = Verdict(screen="pii", direction=self.direction, entities=dict(sorted(self.counts.items())),
+                    fields=sorted(self.fields))
         blocked = self.blocked_types()
         if blocked:
             v.blocked, v.action, v.code = True, "block", "pii_blocked"

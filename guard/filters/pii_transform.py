@@ -136,16 +136,17 @@ def parse_json_container(text: str) -> Any:
         return None
 
 
-def map_json_strings(obj: Any, fn: Callable[[str], str], depth: int = 0) -> Any:
-    """Apply ``fn`` to every string value (not keys) of a parsed JSON value."""
+def map_json_strings(obj: Any, fn: Callable[[str], str], depth: int = 0, keys: bool = False) -> Any:
+    """Apply ``fn`` to every string value of a parsed JSON value; to its keys too with ``keys`` (a JSON
+    schema's property names are text the model reads; tool-call argument names are not rewritten)."""
     if depth > 200:
         raise ValueError("JSON nested too deeply")
     if isinstance(obj, str):
         return fn(obj)
     if isinstance(obj, list):
-        return [map_json_strings(v, fn, depth + 1) for v in obj]
+        return [map_json_strings(v, fn, depth + 1, keys) for v in obj]
     if isinstance(obj, dict):
-        return {k: map_json_strings(v, fn, depth + 1) for k, v in obj.items()}
+        return {(fn(k) if keys else k): map_json_strings(v, fn, depth + 1, keys) for k, v in obj.items()}
     return obj
 
 
