@@ -98,6 +98,9 @@ class Route(Strict):
 class Limits(Strict):
     max_body_bytes: int = Field(1_048_576, ge=1)
     max_json_depth: int = Field(64, ge=2)
+    # Longest one request's screening may take (prompt screens; a whole answer's screens) before the request
+    # is refused, 503 screen_budget_exceeded: large texts are screened off the event loop and stop here.
+    screen_budget_ms: float = Field(2000.0, gt=0)
 
 
 class Filters(Strict):

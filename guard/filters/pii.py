@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from guard.filters import budget
 from guard.filters.base import Segment, Verdict
 from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_transform import (
@@ -27,7 +28,6 @@ log = logging.getLogger("guard.filters.pii")
 
 JSON_KINDS = ("tool_arguments", "tool_result")
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
-_OFFLOAD_CHARS = 32_768  # bigger requests are scanned in a worker thread, off the event loop
 
 
 class ScanPass:
@@ -45,6 +45,7 @@ class ScanPass:
         return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
+        budget.check()
         return self.json_text(seg.text) if seg.kind in JSON_KINDS else self.text(seg.text)
 
     def json_text(self, text: str) -> str:
@@ -109,10 +110,12 @@ class PIIScreen:
         started = time.perf_counter()
         scan = ScanPass(self.profile, direction, pseudonyms_of(ctx))
         try:
-            if sum(len(s.text) for s in segments) > _OFFLOAD_CHARS:
-                texts = await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
-            else:
+            if budget.inline(segments):
                 texts = [scan.segment(s) for s in segments]
+            else:  # off the event loop; the request's screening budget travels with the thread's context
+                texts = await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        except budget.BudgetExceeded:
+            raise
         except Exception as e:  # noqa: BLE001 - any analyzer failure is decided by on_error
             return error_verdict(self.profile, direction, started, e)
         verdict = scan.verdict(started)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import regex as re
 from presidio_analyzer import RecognizerResult
 
+from guard.filters import budget, linear_re
 from guard.filters.pii_analyzer import FastAnalyzer
 from guard.filters.pii_engine import Finding, shared_engine
 from guard.filters.pii_recognizers import ConfiguredRecognizer
@@ -34,7 +34,7 @@ class PIIProfile:
     def __post_init__(self) -> None:
         self.entities = sorted(self.settings.entities)
         self._allow_values = frozenset(self.settings.allowlist.values)
-        self._allow_res = [re.compile(r) for r in self.settings.allowlist.regexes]
+        self._allow_res = [linear_re.compile(r) for r in self.settings.allowlist.regexes]
 
     # --- detection ---------------------------------------------------------------------------------------
 
@@ -66,6 +66,7 @@ class PIIProfile:
         out: list[RecognizerResult] = []
         step, n, a = limit - _OVERLAP, len(text), 0
         while a < n:
+            budget.check()  # between pieces: a request over its screening budget stops here
             b = min(n, a + limit)
             lo = a + _OVERLAP // 2 if a > 0 else 0
             hi = b - _OVERLAP // 2 if b < n else n
