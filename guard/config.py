@@ -101,6 +101,9 @@ class Limits(Strict):
     # Longest one request's screening may take (prompt screens; a whole answer's screens) before the request
     # is refused, 503 screen_budget_exceeded: large texts are screened off the event loop and stop here.
     screen_budget_ms: float = Field(2000.0, gt=0)
+    # Worker processes (per serving process, started on the first large text) for large PII scans: they hold
+    # neither this process's GIL nor its CPU priority. 0: large texts are scanned in threads.
+    screen_processes: int = Field(2, ge=0, le=16)
 
 
 class Filters(Strict):

@@ -30,6 +30,19 @@ class BudgetExceeded(Exception):
     """The request's screening deadline passed; raised inside a screen to stop its work."""
 
 
+def deadline() -> float | None:
+    """The current request's screening deadline (time.monotonic, the same clock in every process)."""
+    return _deadline.get()
+
+
+def set_deadline(d: float | None) -> contextvars.Token[float | None]:
+    return _deadline.set(d)
+
+
+def reset_deadline(token: contextvars.Token[float | None]) -> None:
+    _deadline.reset(token)
+
+
 def check() -> None:
     """Raise BudgetExceeded when the current request's screening deadline has passed."""
     d = _deadline.get()

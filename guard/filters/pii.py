@@ -17,6 +17,7 @@ from typing import Any
 from guard.filters import budget
 from guard.filters.base import Segment, Verdict
 from guard.filters.pii_profile import PIIProfile
+from guard.filters.pii_pool import POOL, scan_job
 from guard.filters.pii_transform import (
     Pseudonyms,
     map_json_strings,
@@ -112,8 +113,8 @@ class PIIScreen:
         try:
             if budget.inline(segments):
                 texts = [scan.segment(s) for s in segments]
-            else:  # off the event loop; the request's screening budget travels with the thread's context
-                texts = await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+            else:  # off the event loop (a worker process, else a thread); the screening budget goes along
+                texts = await self._offload(scan, segments)
         except budget.BudgetExceeded:
             raise
         except Exception as e:  # noqa: BLE001 - any analyzer failure is decided by on_error
@@ -125,6 +126,20 @@ class PIIScreen:
                     seg.text = text
                     verdict.modified = True
         return verdict
+
+    async def _offload(self, scan: ScanPass, segments: list[Segment]) -> list[str]:
+        pool = POOL.get(self.profile.source) if self.profile.source is not None else None
+        if pool is None:
+            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        job = pool.submit(scan_job, self.profile.source, scan.direction, [(s.text, s.role, s.kind) for s in segments],
+                          scan.pseudonyms, budget.deadline())
+        texts, counts, back = await asyncio.wrap_future(job)
+        scan.counts.update(counts)
+        p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
+        p.by_value.update(back.by_value)
+        p.by_placeholder.update(back.by_placeholder)
+        p.counters.update(back.counters)
+        return texts
 
     def scan_text(self, text: str, direction: str, ctx: dict[str, Any] | None = None) -> tuple[str, Verdict]:
         """Synchronous helper for tools (``guard scan``): the transformed text and the verdict."""

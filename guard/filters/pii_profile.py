@@ -30,6 +30,7 @@ class PIIProfile:
     settings: Profile
     analyzer: FastAnalyzer
     hash_key: bytes | None = field(default=None, repr=False)
+    source: Any = field(default=None, repr=False)  # pii_pool.Source: where worker processes load it from
 
     def __post_init__(self) -> None:
         self.entities = sorted(self.settings.entities)
@@ -128,5 +129,8 @@ def _analyzer(spec: PIIFile, prof: Profile) -> FastAnalyzer:
 
 def load_pii_profiles(path: str | os.PathLike[str]) -> dict[str, PIIProfile]:
     """All profiles of a filters/pii.yaml. Raises ConfigError naming file, line and key path."""
+    from guard.filters.pii_pool import source_of
+
     spec, key = read_pii_file(Path(path))
-    return {name: PIIProfile(name, prof, _analyzer(spec, prof), key) for name, prof in spec.profiles.items()}
+    return {name: PIIProfile(name, prof, _analyzer(spec, prof), key, source_of(path, name))
+            for name, prof in spec.profiles.items()}
