@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 from guard.filters import budget
@@ -133,7 +134,15 @@ class PIIScreen:
             return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
         job = pool.submit(scan_job, self.profile.source, scan.direction, [(s.text, s.role, s.kind) for s in segments],
                           scan.pseudonyms, budget.deadline())
-        texts, counts, back = await asyncio.wrap_future(job)
+        try:
+            texts, counts, back = await asyncio.wrap_future(job)
+        except budget.BudgetExceeded:
+            raise
+        except Exception as e:  # noqa: BLE001 - a worker that cannot scan (settings edited, died): scan here
+            log.warning("PII worker process failed (%s); scanning in a thread", type(e).__name__)
+            if isinstance(e, BrokenExecutor):
+                POOL.broken()
+            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
         p.by_value.update(back.by_value)

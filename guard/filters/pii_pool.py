@@ -7,7 +7,8 @@ a core. tests/bench/bench_hostile.py measures the difference.
 
 The pool is started on first need, one per serving process (a forked Guard worker starts its own). Until
 its processes have loaded the PII settings, large scans run in a thread as before. A worker loads the
-settings file itself and keeps it while the file's digest is unchanged. The request's screening deadline
+settings file itself, only while its digest is the one the serving process loaded (else the job fails and
+the scan runs in a thread). The request's screening deadline
 travels with the job: the worker stops between pieces of text once it has passed.
 """
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _load(src: Source) -> Any:
 
     key = (src.path, src.digest)
     if key not in _profiles:
+        if _digest(Path(src.path)) != src.digest:  # edited since the serving process loaded it: not the same
+            raise RuntimeError("the PII settings file changed since it was loaded")
         _profiles.clear()
         _profiles[key] = load_pii_profiles(src.path)
     return _profiles[key][src.profile]
@@ -107,9 +110,17 @@ class _Pool:
                 threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()
             return None
 
+    def broken(self) -> None:
+        """A worker died (the pool is unusable): start a new pool on next need."""
+        with self.lock:
+            old, self.executor, self.ready, self.warming = self.executor, None, set(), set()
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
     def _wait_warm(self, src: Source, futs: list[cf.Future[bool]]) -> None:
         done, _ = cf.wait(futs)
-        ok = all(f.exception() is None for f in done)
+        errors = [e for e in (f.exception() for f in done) if e is not None]
+        ok = not errors
         with self.lock:
             self.warming.discard(src)
             if ok:
@@ -117,14 +128,19 @@ class _Pool:
         if ok:
             log.info("PII screening processes ready (%d, profile %s)", len(futs), src.profile)
         else:
-            log.warning("PII screening processes failed to load %s; large texts are scanned in threads", src.path)
+            log.warning("PII screening processes failed to load %s (%s); large texts are scanned in threads",
+                        src.path, str(errors[0])[:300])
 
 
 POOL = _Pool()
 
 
-def source_of(path: str | os.PathLike[str], profile: str) -> Source:
+def _digest(p: Path) -> str:
     import hashlib
 
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def source_of(path: str | os.PathLike[str], profile: str) -> Source:
     p = Path(path).resolve()
-    return Source(str(p), hashlib.sha256(p.read_bytes()).hexdigest(), profile)
+    return Source(str(p), _digest(p), profile)
