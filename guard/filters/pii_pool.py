@@ -56,7 +56,8 @@ def _load(src: Source) -> Any:
     if key not in _profiles:
         if _digest(Path(src.path)) != src.digest:  # edited since the serving process loaded it: not the same
             raise RuntimeError("the PII settings file changed since it was loaded")
-        _profiles.clear()
+        while len(_profiles) >= 4:  # the settings of a few Guards (or reloads); the oldest goes
+            del _profiles[next(iter(_profiles))]
         _profiles[key] = load_pii_profiles(src.path)
     return _profiles[key][src.profile]
 
