@@ -102,8 +102,9 @@ class Limits(Strict):
     # is refused, 503 screen_budget_exceeded: large texts are screened off the event loop and stop here.
     screen_budget_ms: float = Field(2000.0, gt=0)
     # Worker processes (per serving process, started on the first large text) for large PII scans: they hold
-    # neither this process's GIL nor its CPU priority. 0: large texts are scanned in threads.
-    screen_processes: int = Field(2, ge=0, le=16)
+    # neither this process's GIL nor its CPU priority; each can take a whole core (threads share one, under
+    # the GIL), so more than 1 suits only hosts with cores to spare. 0: large texts are scanned in threads.
+    screen_processes: int = Field(1, ge=0, le=16)
 
 
 class Filters(Strict):

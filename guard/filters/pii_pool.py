@@ -87,7 +87,7 @@ def scan_job(src: Source, direction: str, segs: list[tuple[str, str, str]], pseu
 class _Pool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.size = 2  # limits.screen_processes; 0: large scans stay in threads
+        self.size = 1  # limits.screen_processes; 0: large scans stay in threads
         self.pid = 0
         self.executor: cf.ProcessPoolExecutor | None = None
         self.ready: set[Source] = set()

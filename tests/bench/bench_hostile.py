@@ -5,7 +5,7 @@ identity from a trusted XFCC header, the built-in model server upstream).
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
 of p99 under hostile load over the median p99 without it (goal: at most 2x). Two Guards in turn: large PII
-scans in worker processes (``limits.screen_processes: 2``, the default) and in threads (``0``). Hostile bodies cycle through the families that made backtracking
+scans in a worker process (``limits.screen_processes: 1``, the default) and in threads (``0``). Hostile bodies cycle through the families that made backtracking
 patterns super-linear: unterminated PEM headers, dotted token runs, AKIA runs, digit runs with separators,
 x@x@ runs, dotted-quad runs, nested-quantifier bait. Each is answered (blocked, passed, or 503 over the
 screening budget): the counts by status are reported.
@@ -85,13 +85,15 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
         return best
 
     out = []
-    for name, body in hostile_bodies(4 * n).items():
+    for name, body in hostile_bodies(8 * n).items():
         text = json.loads(body)["messages"][0]["content"]
         small, big = text[:n], text[:4 * n]
         row: dict[str, Any] = {"family": name}
         for label, fn in (("denylist", lambda t: deny.scan(t, "prompt")), ("pii", pii.findings)):
-            runs = 3 if label == "denylist" else 2
-            a, b = timed(fn, small, runs), timed(fn, big, runs)
+            if label == "denylist":
+                a, b = timed(fn, small, 3), timed(fn, big, 3)
+            else:  # PII reads texts in pieces of max_scan_chars (64K): 64K against 256K, one piece against four
+                a, b = timed(fn, text[:2 * n], 1), timed(fn, text[:8 * n], 1)
             row[f"{label}_ms"] = round(b * 1000, 1)
             row[f"{label}_ratio"] = round(b / max(a, 1e-6), 1)
         out.append(row)
@@ -198,27 +200,27 @@ def run(quick: bool = False) -> dict[str, Any]:
         es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
                                   str(up_port), "--log-level", "warning", "--no-access-log"], up_port))
         upstream = f"http://127.0.0.1:{up_port}"
-        variants = [_variant(d, upstream, n, phase, rounds, bodies, hostile_clients) for n in (2, 0)]
-    return {"scaling_n_chars": 32 * 1024, "scaling": scaling(), "phase_s": phase, "rounds": rounds, "hostile_clients": hostile_clients, "hostile_body_bytes": MB,
-            "ordinary": "4 connections x 10 requests/s", "variants": variants,
-            "p99_ratio": variants[0]["p99_ratio"]}
+        variants = [_variant(d, upstream, n, phase, rounds, bodies, hostile_clients) for n in (1, 0)]
+    r = {"scaling_n_chars": 32 * 1024, "scaling": scaling(), "phase_s": phase, "rounds": rounds,
+         "hostile_clients": hostile_clients, "hostile_body_bytes": MB, "ordinary": "4 connections x 10 requests/s",
+         "variants": variants, "p99_ratio": variants[0]["p99_ratio"]}
+    print_tables(r)  # the rows for docs/benchmarks.md, also when run by tests.bench.run
+    return r
 
 
 def rows(r: dict[str, Any]) -> list[str]:
     """Markdown table rows for docs/benchmarks.md, one per variant."""
     out = []
     for v in r["variants"]:
-        how = f"{v['screen_processes']} screening processes" if v["screen_processes"] else "threads only"
+        how = f"{v['screen_processes']} screening process(es)" if v["screen_processes"] else "threads only"
         out.append(f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 13 families) | "
                    f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "
                    f"p99 {v['p99_quiet_ms']:.1f} -> {v['p99_hostile_ms']:.1f} ms | **{v['p99_ratio']}x** (goal <= 2x) |")
     return out
 
 
-def main() -> int:
-    r = run(quick=os.environ.get("BENCH_QUICK") == "1")
-    print(json.dumps(r, indent=2))
-    print("| hostile family | denylist ms at 128K chars | ratio 128K/32K | PII (strict) ms at 128K | ratio 128K/32K |")
+def print_tables(r: dict[str, Any]) -> None:
+    print("| hostile family | denylist ms at 128K chars | ratio 128K/32K | PII (strict) ms at 256K | ratio 256K/64K |")
     print("|---|---|---|---|---|")
     for x in r["scaling"]:
         print(f"| {x['family']} | {x['denylist_ms']} | {x['denylist_ratio']}x | {x.get('pii_ms', '')} | "
@@ -227,6 +229,11 @@ def main() -> int:
     print("| scenario | ordinary p50 quiet -> hostile | ordinary p99 quiet -> hostile | ratio |")
     print("|---|---|---|---|")
     print("\n".join(rows(r)))
+
+
+def main() -> int:
+    r = run(quick=os.environ.get("BENCH_QUICK") == "1")
+    print(json.dumps(r, indent=2))
     return 0
 
 
