@@ -349,7 +349,7 @@ class Pipeline:
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
-                verdicts[i] = await budget.run(lambda: scr.screen_prompt(segs, ex.context),
+                verdicts[i] = await budget.run(lambda s=scr: s.screen_prompt(segs, ex.context),
                                                self.svc.config.limits.screen_budget_ms)
             else:
                 for k, text in edits:

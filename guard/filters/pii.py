@@ -17,8 +17,8 @@ from typing import Any
 
 from guard.filters import budget
 from guard.filters.base import Segment, Verdict
-from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_pool import POOL, scan_job
+from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_transform import (
     Pseudonyms,
     map_json_strings,
