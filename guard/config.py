@@ -154,6 +154,13 @@ class Limits(Strict):
     # An upstream's whole (not streamed) response body, and any one event of a screened stream: 502
     # upstream_response_too_large past it. upstreams.<name>.max_response_bytes overrides it per upstream.
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Longest one request's screening may take (prompt screens; a whole answer's screens) before the request
+    # is refused, 503 screen_budget_exceeded: large texts are screened off the event loop and stop here.
+    screen_budget_ms: float = Field(2000.0, gt=0)
+    # Worker processes (per serving process, started on the first large text) for large PII scans: they hold
+    # neither this process's GIL nor its CPU priority; each can take a whole core (threads share one, under
+    # the GIL), so more than 1 suits only hosts with cores to spare. 0: large texts are scanned in threads.
+    screen_processes: int = Field(1, ge=0, le=16)
 
 
 class Filters(Strict):

@@ -20,6 +20,7 @@ from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
+from guard.filters import budget
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
@@ -351,14 +352,16 @@ class Pipeline:
         before = [s.text for s in segs]
         # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
         copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
-        verdicts = list(await asyncio.gather(*(scr.screen_prompt(c, ex.context)
-                                               for scr, c in zip(screens.prompt, copies))))
+        verdicts = list(await budget.run(lambda: asyncio.gather(*(scr.screen_prompt(c, ex.context)
+                                                                  for scr, c in zip(screens.prompt, copies))),
+                                         self.svc.config.limits.screen_budget_ms))
         for i, (scr, copy) in enumerate(zip(screens.prompt, copies)):
             if any(v.blocked for v in verdicts):
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
-                verdicts[i] = await scr.screen_prompt(segs, ex.context)
+                verdicts[i] = await budget.run(lambda s=scr: s.screen_prompt(segs, ex.context),
+                                               self.svc.config.limits.screen_budget_ms)
             else:
                 for k, text in edits:
                     segs[k].text = text
@@ -475,11 +478,15 @@ class Pipeline:
         before = [s.text for s in segs]
         t = time.perf_counter()
         verdicts: list[Verdict] = []
-        for s in screens.response:
-            v = await s.screen_response(segs, prompt, ex.context)
-            verdicts.append(v)
-            if v.blocked:
-                break
+
+        async def run_screens() -> None:
+            for s in screens.response:
+                v = await s.screen_response(segs, prompt, ex.context)
+                verdicts.append(v)
+                if v.blocked:
+                    break
+
+        await budget.run(run_screens, self.svc.config.limits.screen_budget_ms)
         _stage(ex, "screens_response", t)
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):

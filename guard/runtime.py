@@ -135,8 +135,10 @@ class Runtime:
             self.recorder = JournalRecorder(self.journal)
 
     def _load_screens(self) -> Callable[[str], ScreenSet]:
+        from guard.filters.pii_pool import POOL
         from guard.filters.profiles import load_profiles
 
+        POOL.size = self.config.limits.screen_processes
         self.profiles = load_profiles(self.config.filters.dir)
         self._versions["filters"] = reloads.version_of(self._filter_files())
         return self.profiles.screens

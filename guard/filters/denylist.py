@@ -6,6 +6,8 @@ chunks is still caught, and a started multi-line block (a PEM private key) is he
 """
 from __future__ import annotations
 
+import asyncio
+import bisect
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from guard.config import ConfigError, load_yaml, validate
+from guard.filters import budget, linear_re
 from guard.filters.base import Segment, StreamStep, Verdict
 
 Action = Literal["block", "redact", "off"]
@@ -25,18 +28,13 @@ class _Strict(BaseModel):
 
 
 def _regex(v: str | None) -> str | None:
-    if v is not None:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"invalid regex: {e}") from None
-    return v
+    return None if v is None else linear_re.check(v)
 
 
 class DenylistRule(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: Literal["secret", "phrase"] = "secret"  # secret -> code secret_blocked, phrase -> denylisted
-    pattern: str | None = None  # a Python regex
+    pattern: str | None = None  # an RE2 regex (linear time; no lookaround or backreferences: docs/regex.md)
     phrases: list[str] | None = None  # matched case-insensitively, any whitespace between words
     ignore_case: bool = False
     hints: list[str] | None = None  # literal substrings (any case), one of which every match contains:
@@ -99,9 +97,9 @@ def load_denylist(path: str | Path) -> DenylistSettings:
 @dataclass
 class _Compiled:
     rule: DenylistRule
-    rx: re.Pattern[str]
-    start: re.Pattern[str] | None
-    end: re.Pattern[str] | None
+    rx: Any  # an RE2 pattern (guard.filters.linear_re)
+    start: Any
+    end: Any
     hints: tuple[str, ...] = ()
 
     def may_match(self, lowered: str) -> bool:
@@ -112,18 +110,33 @@ class _Compiled:
         return self.rule.replacement if self.rule.replacement is not None else f"[REDACTED:{self.rule.name}]"
 
 
+# Any white space Python's str.isspace() knows (RE2's \s is ASCII only): phrases match across all of it.
+_WS = r"[\s\v\x{1c}-\x{1f}\x{85}\p{Z}]+"
+_NEVER = r"[^\x00-\x{10FFFF}]"  # matches nothing (RE2 has no (?!))
+
+
+def _phrase(p: str) -> str:
+    """One phrase as RE2: its words with any white space between, a word boundary at word-character ends
+    (the boundary is ASCII: next to a letter of another script it is looser, never stricter)."""
+    words = p.split()
+    src = _WS.join(re.escape(w) for w in words)
+    left = r"\b" if re.match(r"\w", words[0], re.ASCII) else ""
+    right = r"\b" if re.search(r"\w$", words[-1], re.ASCII) else ""
+    return left + src + right
+
+
 def _compile(rule: DenylistRule) -> _Compiled:
-    flags = re.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
+    icase = rule.ignore_case or rule.phrases is not None
     hints = [h.lower() for h in rule.hints or []]
     if rule.phrases is not None:
-        alts = [r"\s+".join(re.escape(w) for w in p.split()) for p in rule.phrases if p.split()]
-        src = r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
+        alts = [_phrase(p) for p in rule.phrases if p.split()]
+        src = "(?:" + "|".join(alts) + ")" if alts else _NEVER
         hints = hints or sorted({p.split()[0].lower() for p in rule.phrases if p.split()})
     else:
-        src = rule.pattern or r"(?!)"
-    start = re.compile(rule.stream_start, flags) if rule.stream_start else None
-    end = re.compile(rule.stream_end, flags) if rule.stream_end else None
-    return _Compiled(rule, re.compile(src, flags), start, end, tuple(hints))
+        src = rule.pattern or _NEVER
+    start = linear_re.compile(rule.stream_start, icase) if rule.stream_start else None
+    end = linear_re.compile(rule.stream_end, icase) if rule.stream_end else None
+    return _Compiled(rule, linear_re.compile(src, icase), start, end, tuple(hints))
 
 
 @dataclass
@@ -157,15 +170,16 @@ class DenylistScreen:
         spans: list[tuple[int, int, _Compiled]] = []
         lowered = text.lower()
         for c in self.active(direction):
+            budget.check()
             if not c.may_match(lowered):
                 continue
             # Not final (a stream): a match touching the end may still grow, so it waits for more text.
-            found = [(m.start(), m.end()) for m in c.rx.finditer(text)
-                     if m.end() > m.start() and (final or m.end() < len(text))]
+            found = [(a, b) for a, b in linear_re.spans(c.rx, text) if b > a and (final or b < len(text))]
             if final and c.start is not None:
-                for m in c.start.finditer(text):
-                    if not any(a <= m.start() < b for a, b in found):
-                        found.append((m.start(), len(text)))
+                # The first opening marker outside every complete block starts one that runs to the end.
+                a = next((a for a, _ in linear_re.spans(c.start, text) if not _inside(found, a)), None)
+                if a is not None:
+                    found.append((a, len(text)))
             if found:
                 res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + len(found)
                 if getattr(c.rule, direction) == "block":
@@ -196,10 +210,16 @@ class DenylistScreen:
         return v
 
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        return self._screen(segments, "prompt")
+        return await self._offload(segments, "prompt")
 
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        return self._screen(segments, "response")
+        return await self._offload(segments, "response")
+
+    async def _offload(self, segments: list[Segment], direction: str) -> Verdict:
+        """Small texts inline (cheaper than a thread hop); large ones in a worker thread, off the event loop."""
+        if budget.inline(segments):
+            return self._screen(segments, direction)
+        return await asyncio.to_thread(self._screen, segments, direction)
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
         t0 = time.perf_counter()
@@ -213,6 +233,12 @@ class DenylistScreen:
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> DenylistStream:
         return DenylistStream(self)
+
+
+def _inside(found: list[tuple[int, int]], pos: int) -> bool:
+    """Whether ``pos`` lies in one of ``found`` (non-overlapping matches in text order)."""
+    i = bisect.bisect_right(found, (pos, 1 << 62)) - 1
+    return i >= 0 and found[i][0] <= pos < found[i][1]
 
 
 def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
@@ -258,11 +284,11 @@ class DenylistStream:
 
     def _leave_block(self) -> bool:
         assert self.suppress is not None and self.suppress.end is not None
-        m = self.suppress.end.search(self.buf)
-        if not m:
+        end = next(linear_re.spans(self.suppress.end, self.buf), None)
+        if end is None:
             self.buf = self.buf[-self.screen.profile.hold_chars:] if self.screen.profile.hold_chars else ""
             return False
-        self.buf, self.suppress = self.buf[m.end():], None
+        self.buf, self.suppress = self.buf[end[1]:], None
         return True
 
     def _step(self, final: bool) -> StreamStep:
@@ -283,14 +309,14 @@ class DenylistStream:
         for c in self.screen.active("response"):
             if not c.may_match(lowered):
                 continue
-            for m in c.rx.finditer(self.buf):  # a match touching the end may still grow: keep it
-                if m.end() == len(self.buf):
-                    cut = min(cut, m.start())
+            for a, b in linear_re.spans(c.rx, self.buf):  # a match touching the end may still grow: keep it
+                if b == len(self.buf):
+                    cut = min(cut, a)
             if c.start is not None:
-                for m in c.start.finditer(self.buf):
-                    if len(self.buf) - m.start() > p.max_hold_chars:
-                        return self._overlong(c, m.start(), cut)
-                    cut = min(cut, m.start())
+                for a, _ in linear_re.spans(c.start, self.buf):
+                    if len(self.buf) - a > p.max_hold_chars:
+                        return self._overlong(c, a, cut)
+                    cut = min(cut, a)
         out, self.buf = self.buf[:cut], self.buf[cut:]
         return StreamStep(release=out)
 

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from guard.filters.base import Segment, StreamStep, Verdict
+from guard.filters.budget import BudgetExceeded
 from guard.telemetry import SCREEN_RESULTS
 
 log = logging.getLogger("guard.filters")
@@ -131,7 +132,7 @@ class GuardedScreen:
             result = await asyncio.wait_for(fn(), timeout)
         except asyncio.TimeoutError:
             return self._failed(direction, "timeout", "timed out", t0)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, BudgetExceeded):  # the request's budget, not the screen, ran out
             raise
         except Exception as e:  # noqa: BLE001 - any failure of a screen is a fail-mode event
             log.warning("screen %s failed: %s: %s", self.name, type(e).__name__, e)

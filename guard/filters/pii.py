@@ -12,9 +12,12 @@ import json
 import logging
 import time
 from collections import Counter
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
+from guard.filters import budget
 from guard.filters.base import Segment, Verdict
+from guard.filters.pii_pool import POOL, scan_job
 from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_transform import (
     Pseudonyms,
@@ -28,7 +31,6 @@ log = logging.getLogger("guard.filters.pii")
 JSON_KINDS = ("tool_arguments", "tool_result")
 SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
-_OFFLOAD_CHARS = 32_768  # bigger requests are scanned in a worker thread, off the event loop
 
 
 class ScanPass:
@@ -47,6 +49,7 @@ class ScanPass:
         return self.rewriter.apply(text, found, restore, json_safe)
 
     def segment(self, seg: Segment) -> str:
+        budget.check()
         schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # keys are text the model reads
         n = sum(self.counts.values())
         out = self.json_text(seg.text, schema) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
@@ -117,10 +120,12 @@ class PIIScreen:
         started = time.perf_counter()
         scan = ScanPass(self.profile, direction, pseudonyms_of(ctx))
         try:
-            if sum(len(s.text) for s in segments) > _OFFLOAD_CHARS:
-                texts = await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
-            else:
+            if budget.inline(segments):
                 texts = [scan.segment(s) for s in segments]
+            else:  # off the event loop (a worker process, else a thread); the screening budget goes along
+                texts = await self._offload(scan, segments)
+        except budget.BudgetExceeded:
+            raise
         except Exception as e:  # noqa: BLE001 - any analyzer failure is decided by on_error
             return error_verdict(self.profile, direction, started, e)
         verdict = scan.verdict(started)
@@ -130,6 +135,28 @@ class PIIScreen:
                     seg.text = text
                     verdict.modified = True
         return verdict
+
+    async def _offload(self, scan: ScanPass, segments: list[Segment]) -> list[str]:
+        pool = POOL.get(self.profile.source) if self.profile.source is not None else None
+        if pool is None:
+            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        job = pool.submit(scan_job, self.profile.source, scan.direction, [(s.text, s.role, s.kind) for s in segments],
+                          scan.pseudonyms, budget.deadline())
+        try:
+            texts, counts, back = await asyncio.wrap_future(job)
+        except budget.BudgetExceeded:
+            raise
+        except Exception as e:  # noqa: BLE001 - a worker that cannot scan (settings edited, died): scan here
+            log.warning("PII worker process failed (%s); scanning in a thread", type(e).__name__)
+            if isinstance(e, BrokenExecutor):
+                POOL.broken()
+            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        scan.counts.update(counts)
+        p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
+        p.by_value.update(back.by_value)
+        p.by_placeholder.update(back.by_placeholder)
+        p.counters.update(back.counters)
+        return texts
 
     def scan_text(self, text: str, direction: str, ctx: dict[str, Any] | None = None) -> tuple[str, Verdict]:
         """Synchronous helper for tools (``guard scan``): the transformed text and the verdict."""

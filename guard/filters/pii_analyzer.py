@@ -22,10 +22,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import regex as re
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, PatternRecognizer, RecognizerResult
+from presidio_analyzer import (
+    AnalyzerEngine,
+    EntityRecognizer,
+    PatternRecognizer,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 
+from guard.filters import budget
 from guard.filters.pii_engine import LANGUAGE
 from guard.filters.pii_recognizers import (
     GuardCardRecognizer,
@@ -83,6 +89,7 @@ class FastAnalyzer:
             return self.reference(text, entities)  # NER or custom hooks need the whole document
         raw: list[RecognizerResult] = []
         for rec in recognizers:
+            budget.check()  # a request past its screening budget stops between recognizers
             check = PREFILTERS.get(type(rec))
             if check is not None and not check(text):
                 continue

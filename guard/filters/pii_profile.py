@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import regex as re
 from presidio_analyzer import RecognizerResult
 
+from guard.filters import budget, linear_re
 from guard.filters.pii_analyzer import FastAnalyzer
 from guard.filters.pii_engine import Finding, shared_engine
 from guard.filters.pii_recognizers import ConfiguredRecognizer
@@ -30,11 +30,12 @@ class PIIProfile:
     settings: Profile
     analyzer: FastAnalyzer
     hash_key: bytes | None = field(default=None, repr=False)
+    source: Any = field(default=None, repr=False)  # pii_pool.Source: where worker processes load it from
 
     def __post_init__(self) -> None:
         self.entities = sorted(self.settings.entities)
         self._allow_values = frozenset(self.settings.allowlist.values)
-        self._allow_res = [re.compile(r) for r in self.settings.allowlist.regexes]
+        self._allow_res = [linear_re.compile(r) for r in self.settings.allowlist.regexes]
 
     # --- detection ---------------------------------------------------------------------------------------
 
@@ -66,6 +67,7 @@ class PIIProfile:
         out: list[RecognizerResult] = []
         step, n, a = limit - _OVERLAP, len(text), 0
         while a < n:
+            budget.check()  # between pieces: a request over its screening budget stops here
             b = min(n, a + limit)
             lo = a + _OVERLAP // 2 if a > 0 else 0
             hi = b - _OVERLAP // 2 if b < n else n
@@ -127,5 +129,8 @@ def _analyzer(spec: PIIFile, prof: Profile) -> FastAnalyzer:
 
 def load_pii_profiles(path: str | os.PathLike[str]) -> dict[str, PIIProfile]:
     """All profiles of a filters/pii.yaml. Raises ConfigError naming file, line and key path."""
+    from guard.filters.pii_pool import source_of
+
     spec, key = read_pii_file(Path(path))
-    return {name: PIIProfile(name, prof, _analyzer(spec, prof), key) for name, prof in spec.profiles.items()}
+    return {name: PIIProfile(name, prof, _analyzer(spec, prof), key, source_of(path, name))
+            for name, prof in spec.profiles.items()}

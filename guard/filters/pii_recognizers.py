@@ -20,8 +20,14 @@ from typing import Any, Callable
 import phonenumbers
 import regex as re
 from presidio_analyzer import LocalRecognizer, PatternRecognizer, RecognizerResult
-from presidio_analyzer.predefined_recognizers import EmailRecognizer as StockEmailRecognizer
-from presidio_analyzer.predefined_recognizers import IbanRecognizer as StockIbanRecognizer
+from presidio_analyzer.predefined_recognizers import (
+    EmailRecognizer as StockEmailRecognizer,
+)
+from presidio_analyzer.predefined_recognizers import (
+    IbanRecognizer as StockIbanRecognizer,
+)
+
+from guard.filters import linear_re
 
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -100,14 +106,35 @@ VALIDATORS: dict[str, Callable[[str], bool]] = {
 class ConfiguredRecognizer(PatternRecognizer):
     """A recognizer declared in filters/pii.yaml: regexes, context words, an optional checksum.
 
-    A passing checksum sets the score to 1.0 and a failing one drops the match (Presidio's rule)."""
+    The regexes run on RE2 (linear time, guard.filters.linear_re) with Presidio's default flags (case
+    insensitive, ``.`` matches a newline, ``^``/``$`` at line ends); a group named ``hit`` marks the finding
+    inside a longer match. A passing checksum sets the score to 1.0 and a failing one drops the match
+    (Presidio's rule)."""
 
     def __init__(self, validator: str | None = None, **kwargs: Any) -> None:
         self._validator = VALIDATORS[validator] if validator else None
         super().__init__(**kwargs)
+        self._linear = [(p, linear_re.compile("(?ms)" + p.regex, ignore_case=True)) for p in self.patterns]
 
     def validate_result(self, pattern_text: str) -> bool | None:
         return None if self._validator is None else self._validator(pattern_text)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
+                regex_flags: int | None = None) -> list[RecognizerResult]:
+        out: list[RecognizerResult] = []
+        for pattern, rx in self._linear:
+            for start, end in linear_re.spans(rx, text):
+                if start == end:
+                    continue
+                value = text[start:end]
+                ok = self.validate_result(value)
+                score = pattern.score if ok is None else self.MAX_SCORE if ok else self.MIN_SCORE
+                if score > self.MIN_SCORE:
+                    r = _result(self, self.supported_entities[0], start, end, score)
+                    r.analysis_explanation = self.build_regex_explanation(  # the context pass notes its boost here
+                        self.name, pattern.name, pattern.regex, score, ok, 0)
+                    out.append(r)
+        return self.remove_duplicates(out)
 
 
 # --- credit cards ----------------------------------------------------------------------------------------

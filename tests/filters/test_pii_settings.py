@@ -25,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ("profiles:\n  d:\n    entities:\n      EMAIL_ADDRESS: {threshold: 2}\n", 4, "threshold"),
     ("profiles:\n  d:\n    entities:\n      PASSPORT: {}\n", 4, "profiles.d.entities.PASSPORT: unknown entity type"),
     ("recognizers:\n  - name: x\n    entity_type: X_ID\n    patterns:\n      - regex: '([a-'\n"
-     "profiles:\n  d:\n    entities: {X_ID: {}}\n", 5, "invalid regular expression"),
+     "profiles:\n  d:\n    entities: {X_ID: {}}\n", 5, "invalid regex"),
     ("recognizers:\n  - name: x\n    entity_type: X_ID\n    patterns: [{regex: 'x'}]\n    validator: crc\n"
      "profiles: {d: {entities: {X_ID: {}}}}\n", 5, "recognizers.0.validator"),
     ("profiles:\n  d:\n    entities:\n      EMAIL_ADDRESS: {prompt: hash}\n", 4, "the hash action needs hash_key"),
