@@ -1,8 +1,11 @@
 """Secrets and denylist screen: regexes and phrase lists, ``block`` or ``redact``, prompts and answers.
 
-Cheap (regexes only), so it runs first. In streams a bounded tail is held back so a secret split across
-chunks is still caught, and a started multi-line block (a PEM private key) is held until it ends, up to
-``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
+Cheap (regexes only), so it runs first. In streams only text that could still be the start of a secret
+is held back (partial matching, guard/filters/stream_partial.py): ordinary prose goes out at once, a
+started token (``sk-...``) waits until it either completes (and is redacted) or can no longer match. A
+single-line secret still open after ``hold_chars`` characters is screened as it stands and the rest of
+its run (up to white space) is dropped; a started multi-line block (a PEM private key) is held until it
+ends, up to ``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from guard.config import ConfigError, load_yaml, validate
 from guard.filters.base import Segment, StreamStep, Verdict
+from guard.filters.stream_partial import PartialSet, phrase_sources
 
 Action = Literal["block", "redact", "off"]
 
@@ -59,7 +63,7 @@ class DenylistRule(_Strict):
 
 
 class DenylistProfile(_Strict):
-    hold_chars: int = Field(256, ge=0)  # stream tail held back; at least the longest single-line secret
+    hold_chars: int = Field(256, ge=16)  # longest single-line secret a stream waits for (then screened as is)
     max_hold_chars: int = Field(8192, ge=256)  # longest multi-line block held in a stream
     rules: list[DenylistRule] = []
 
@@ -126,6 +130,14 @@ def _compile(rule: DenylistRule) -> _Compiled:
     return _Compiled(rule, re.compile(src, flags), start, end, tuple(hints))
 
 
+def _partial_source(rule: DenylistRule) -> tuple[str, int]:
+    """The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag."""
+    import regex
+
+    flags = regex.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
+    return (phrase_sources(rule.phrases) if rule.phrases is not None else rule.pattern or r"(?!)"), flags
+
+
 @dataclass
 class _Scan:
     text: str
@@ -142,6 +154,7 @@ class DenylistScreen:
     def __init__(self, profile: DenylistProfile) -> None:
         self.profile = profile
         self.rules = [_compile(r) for r in profile.rules]
+        self.partials = PartialSet(_partial_source(c.rule) for c in self.active("response"))
 
     @classmethod
     def from_settings(cls, settings: DenylistSettings, profile: str | None = None) -> DenylistScreen:
@@ -229,37 +242,51 @@ def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
 
 
 class DenylistStream:
-    """Redacts (or stops on) secrets in a streamed answer with a bounded hold-back."""
+    """Redacts (or stops on) secrets in a streamed answer, holding back only what could still be one."""
 
     def __init__(self, screen: DenylistScreen) -> None:
         self.screen = screen
         self.buf = ""
+        self.left = ""  # the last released characters: lookbehind context for partial matching
         self.scans: list[_Scan] = []
         self.suppress: _Compiled | None = None  # inside an over-long block: drop until its end marker
+        self.drop_run = False  # after a capped single-line secret: drop until white space
         self.t0 = time.perf_counter()
         self.verdict = Verdict(screen=screen.name, direction="response")
 
     def pending(self) -> str:
-        return "" if self.suppress else self.buf
+        return "" if self.suppress or self.drop_run else self.buf
 
     async def feed(self, text: str) -> StreamStep:
         self.buf += text
+        if self.drop_run and not self._leave_run():
+            return StreamStep()
         if self.suppress and not self._leave_block():
             return StreamStep()
         return self._step(final=False)
 
     async def finish(self) -> StreamStep:
+        if self.drop_run and not self._leave_run():
+            self.buf = ""
         if self.suppress and not self._leave_block():
             self.buf = ""
         step = self._step(final=True)
         self.verdict = self.screen.verdict("response", self.scans, self.t0)
         return step
 
+    def _leave_run(self) -> bool:
+        m = _SPACE.search(self.buf)
+        if not m:
+            self.buf = ""
+            return False
+        self.buf, self.drop_run = self.buf[m.start():], False
+        return True
+
     def _leave_block(self) -> bool:
         assert self.suppress is not None and self.suppress.end is not None
         m = self.suppress.end.search(self.buf)
         if not m:
-            self.buf = self.buf[-self.screen.profile.hold_chars:] if self.screen.profile.hold_chars else ""
+            self.buf = self.buf[-_END_MARKER_KEEP:]
             return False
         self.buf, self.suppress = self.buf[m.end():], None
         return True
@@ -277,21 +304,41 @@ class DenylistStream:
         if final:
             out, self.buf = self.buf, ""
             return StreamStep(release=out)
-        cut = max(0, len(self.buf) - p.hold_chars)
+        cut = len(self.buf)
         lowered = self.buf.lower()
         for c in self.screen.active("response"):
-            if not c.may_match(lowered):
-                continue
-            for m in c.rx.finditer(self.buf):  # a match touching the end may still grow: keep it
-                if m.end() == len(self.buf):
-                    cut = min(cut, m.start())
-            if c.start is not None:
+            if c.start is not None and c.may_match(lowered):
                 for m in c.start.finditer(self.buf):
                     if len(self.buf) - m.start() > p.max_hold_chars:
-                        return self._overlong(c, m.start(), cut)
+                        return self._overlong(c, m.start(), min(cut, m.start()))
                     cut = min(cut, m.start())
+        block_open = cut < len(self.buf)
+        ctx = self.left
+        pend = self.screen.partials.pending(ctx + self.buf, len(ctx), len(ctx) + cut)
+        cut = min(cut, pend.start - len(ctx))
+        if not block_open and len(self.buf) - cut > p.hold_chars:
+            return self._capped(cut)
+        return self._release(cut)
+
+    def _release(self, cut: int) -> StreamStep:
         out, self.buf = self.buf[:cut], self.buf[cut:]
+        if out:
+            self.left = (self.left + out)[-_LEFT:]
         return StreamStep(release=out)
+
+    def _capped(self, cut: int) -> StreamStep:
+        """A single-line match still open after hold_chars: screen it as it stands, drop the rest of its run."""
+        scan = self.screen.scan(self.buf[cut:], "response", final=True)
+        if scan.hits:
+            self.scans.append(scan)
+        if scan.block:
+            self.verdict = self.screen.verdict("response", self.scans, self.t0)
+            self.buf = ""
+            return StreamStep(stop=self.verdict)
+        self.buf = self.buf[:cut] + scan.text
+        step = self._release(len(self.buf))
+        self.drop_run = True
+        return step
 
     def _overlong(self, c: _Compiled, start: int, cut: int) -> StreamStep:
         """A block that never ends within max_hold_chars: redact it (or stop) and drop the rest of it."""
@@ -300,5 +347,14 @@ class DenylistStream:
             self.verdict = self.screen.verdict("response", self.scans, self.t0)
             return StreamStep(stop=self.verdict)
         out = self.buf[:start] + c.replacement
-        self.buf, self.suppress = "", c
-        return StreamStep(release=out)
+        self.buf, self.suppress = self.buf[start:], c
+        self.left = ""
+        if not self._leave_block():
+            return StreamStep(release=out)
+        more = self._step(final=False)
+        return StreamStep(release=out + more.release, stop=more.stop)
+
+
+_LEFT = 64  # released characters kept as lookbehind context
+_END_MARKER_KEEP = 128  # while suppressing a block, enough of its tail to find an end marker split in two
+_SPACE = re.compile(r"\s")

@@ -1,0 +1,75 @@
+"""Partial matching for stream screens: from which offset of the buffered text could a match still be
+completing?
+
+A stream screen holds back only the text from the earliest such offset. ``PartialSet.pending`` tests each
+start position from ``pos`` with the ``regex`` package's partial matching (is the rest of the text the
+beginning of some match?), stopping at the first start that is still open. A position where no match can start now never becomes one with more text, so what lies
+before the offset can be released for good.
+
+Full matching lives elsewhere (the screens' own scans); this module only answers "where could a match
+still be completing", always with a timeout and on the held text only: on a timeout the answer is "from
+``pos``" (hold everything; the screen's cap then decides).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import regex
+
+TIMEOUT_S = 0.05  # per pattern and call; past it the text is held as if a match were open
+
+
+@dataclass
+class Pending:
+    start: int  # earliest offset from which a match could still be completing (len(text): none)
+    complete_before: bool  # a complete match starts before ``start`` (the screen must rewrite it)
+    timed_out: bool = False
+
+
+class PartialSet:
+    """Patterns compiled for partial matching. ``after``: a complete match is treated as still open while
+    fewer than ``after`` characters follow it (its score may depend on the word after it)."""
+
+    def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0) -> None:
+        self.patterns = [regex.compile(src, flags) for src, flags in sources]
+        self.after = after
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def pending(self, text: str, pos: int = 0, limit: int | None = None) -> Pending:
+        """Earliest open start in ``text[pos:]`` (characters before ``pos`` are context for lookbehinds).
+        Starts at or past ``limit`` are not looked for.
+
+        Each start is tested on its own (``fullmatch`` with ``partial=True``: is the rest of the text a
+        prefix of some match?), because a search reports a complete match further on before an earlier
+        partial one."""
+        n = len(text)
+        best = n if limit is None else min(limit, n)
+        try:
+            for rx in self.patterns:
+                for p in range(pos, best):
+                    if rx.fullmatch(text, p, partial=True, timeout=TIMEOUT_S) is not None:
+                        best = p
+                        break
+                    if self.after:
+                        m = rx.match(text, p, timeout=TIMEOUT_S)
+                        if m is not None and m.end() > p and m.end() >= n - self.after:
+                            best = p
+                            break
+            complete = False
+            for rx in self.patterns:
+                m = rx.search(text, pos, timeout=TIMEOUT_S)
+                if m is not None and m.start() < best:
+                    complete = True
+                    break
+        except TimeoutError:
+            return Pending(pos, True, True)
+        return Pending(best, complete)
+
+
+def phrase_sources(phrases: Iterable[str]) -> str:
+    """One alternation for a phrase list (case-insensitive, any white space between words)."""
+    alts = [r"\s+".join(regex.escape(w) for w in p.split()) for p in phrases if p.split()]
+    return r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
