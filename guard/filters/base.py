@@ -37,6 +37,7 @@ class Verdict:
     code: str = ""  # client error code when blocked: pii_blocked, unsafe_content, secret_blocked, screen_error
     message: str = ""  # client-safe explanation (never values)
     modified: bool = False  # the screen rewrote text
+    sent_before_stop: int | None = None  # a stream cut after its text went out: characters already sent
 
     def to_audit(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -55,6 +56,8 @@ class Verdict:
             d["score"] = round(float(self.score), 6)
         if self.code:
             d["code"] = self.code
+        if self.sent_before_stop is not None:
+            d["sent_before_stop"] = self.sent_before_stop
         return d
 
 
