@@ -166,7 +166,9 @@ class DenylistScreen:
     def scan(self, text: str, direction: str, final: bool = True) -> _Scan:
         """Find every match; collect block rules, redact the rest. ``final``: an unclosed block (BEGIN
         without END) counts as a match to the end of the text."""
-        res = _Scan(text)
+        return self.apply(text, self.matches(text, direction, final), direction)
+
+    def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:
         spans: list[tuple[int, int, _Compiled]] = []
         lowered = text.lower()
         for c in self.active(direction):
@@ -179,13 +181,18 @@ class DenylistScreen:
                 for m in c.start.finditer(text):
                     if not any(a <= m.start() < b for a, b in found):
                         found.append((m.start(), len(text)))
-            if found:
-                res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + len(found)
-                if getattr(c.rule, direction) == "block":
-                    res.block.append(c)
-                spans.extend((a, b, c) for a, b in found)
+            spans.extend((a, b, c) for a, b in found)
+        return spans
+
+    def apply(self, text: str, spans: list[tuple[int, int, _Compiled]], direction: str) -> _Scan:
+        """Count ``spans`` and redact them (none when one of them is a block rule's)."""
+        res = _Scan(text)
+        for _, _, c in spans:
+            res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + 1
+            if getattr(c.rule, direction) == "block" and c not in res.block:
+                res.block.append(c)
         if not res.block and spans:
-            res.text, res.redacted = _redact(text, spans), True
+            res.text, res.redacted = _redact(text, list(spans)), True
         return res
 
     def verdict(self, direction: str, scans: list[_Scan], t0: float) -> Verdict:
@@ -293,17 +300,8 @@ class DenylistStream:
 
     def _step(self, final: bool) -> StreamStep:
         p = self.screen.profile
-        scan = self.screen.scan(self.buf, "response", final=final)
-        if scan.hits:
-            self.scans.append(scan)
-        if scan.block:
-            self.verdict = self.screen.verdict("response", self.scans, self.t0)
-            self.buf = ""
-            return StreamStep(stop=self.verdict)
-        self.buf = scan.text
         if final:
-            out, self.buf = self.buf, ""
-            return StreamStep(release=out)
+            return self._apply(self.screen.scan(self.buf, "response", final=True), len(self.buf))
         cut = len(self.buf)
         lowered = self.buf.lower()
         for c in self.screen.active("response"):
@@ -316,28 +314,34 @@ class DenylistStream:
         ctx = self.left
         pend = self.screen.partials.pending(ctx + self.buf, len(ctx), len(ctx) + cut)
         cut = min(cut, pend.start - len(ctx))
+        spans = self.screen.matches(self.buf, "response", final=False)
+        moved = True
+        while moved:  # never cut through a complete match (an overlapping rule may take its place)
+            moved = False
+            for a, b, _ in spans:
+                if a < cut < b:
+                    cut, moved = a, True
         if not block_open and len(self.buf) - cut > p.hold_chars:
             return self._capped(cut)
-        return self._release(cut)
+        return self._apply(self.screen.apply(self.buf[:cut], [s for s in spans if s[1] <= cut], "response"), cut)
 
-    def _release(self, cut: int) -> StreamStep:
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        if out:
-            self.left = (self.left + out)[-_LEFT:]
-        return StreamStep(release=out)
-
-    def _capped(self, cut: int) -> StreamStep:
-        """A single-line match still open after hold_chars: screen it as it stands, drop the rest of its run."""
-        scan = self.screen.scan(self.buf[cut:], "response", final=True)
+    def _apply(self, scan: _Scan, cut: int) -> StreamStep:
+        """Release ``scan`` (the rewrite of ``buf[:cut]``) unless it holds a block rule's match."""
         if scan.hits:
             self.scans.append(scan)
         if scan.block:
             self.verdict = self.screen.verdict("response", self.scans, self.t0)
             self.buf = ""
             return StreamStep(stop=self.verdict)
-        self.buf = self.buf[:cut] + scan.text
-        step = self._release(len(self.buf))
-        self.drop_run = True
+        self.buf = self.buf[cut:]
+        if scan.text:
+            self.left = (self.left + scan.text)[-_LEFT:]
+        return StreamStep(release=scan.text)
+
+    def _capped(self, cut: int) -> StreamStep:
+        """A single-line match still open after hold_chars: screen it as it stands, drop the rest of its run."""
+        step = self._apply(self.screen.scan(self.buf, "response", final=True), len(self.buf))
+        self.drop_run = step.stop is None
         return step
 
     def _overlong(self, c: _Compiled, start: int, cut: int) -> StreamStep:
@@ -346,9 +350,13 @@ class DenylistStream:
         if c.rule.response == "block":
             self.verdict = self.screen.verdict("response", self.scans, self.t0)
             return StreamStep(stop=self.verdict)
-        out = self.buf[:start] + c.replacement
-        self.buf, self.suppress = self.buf[start:], c
-        self.left = ""
+        rest = self.buf[start:]
+        self.buf = self.buf[:start]
+        before = self._apply(self.screen.scan(self.buf, "response", final=True), start)
+        if before.stop is not None:
+            return before
+        out = before.release + c.replacement
+        self.buf, self.suppress, self.left = rest, c, ""
         if not self._leave_block():
             return StreamStep(release=out)
         more = self._step(final=False)
