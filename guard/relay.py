@@ -23,7 +23,11 @@ class UpstreamStreamError(Exception):
 
 class _Chain:
     """One channel's stream screens in order. A stop may still carry text judged safe before it (``release``):
-    that text goes through the remaining screens and out before the stream ends."""
+    that text goes through the remaining screens and out before the stream ends.
+
+    Each screen holds back only from where a match could still be starting in what it has been given (no
+    fixed tails, no minimum release), so the holds overlap rather than add up: on prose every screen holds
+    the same unfinished word."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens

@@ -144,3 +144,53 @@ def test_prose_is_held_at_most_its_unfinished_word(screens: dict) -> None:
         got, deltas = streamed(pair, [text[i:i + 4] for i in range(0, len(text), 4)])
         assert got == text
         assert len([d for d in deltas if d]) >= len(text) // 8  # it trickles out, not in one piece
+
+
+def test_a_secret_longer_than_the_cap_is_redacted_and_the_rest_of_its_run_dropped(screens: dict) -> None:
+    deny, _ = screens["default"]
+    token = "glpat-" + "x" * 600  # unbounded pattern, longer than hold_chars (256)
+    text = f"token {token} done"
+    ctx = new_ctx()
+    s = deny.open_stream([], ctx)
+
+    async def go() -> str:
+        out = ""
+        for i in range(0, len(text), 5):
+            step = await s.feed(text[i:i + 5])
+            out += step.release
+            assert len(s.buf) <= deny.profile.hold_chars + 5  # memory stays bounded
+        return out + (await s.finish()).release
+
+    out = asyncio.run(go())
+    assert "xxxxxxxx" not in out and out == "token [REDACTED:gitlab_token] done" == whole((deny, screens["default"][1]), text)
+
+
+def test_a_pii_run_past_the_cap_is_screened_as_it_stands(screens: dict) -> None:
+    _, pii = screens["strict"]
+    cap = pii.profile.settings.stream_holdback_chars
+    text = "mail " + "a" * (cap + 50) + " then ann.lee@mailbox.org ok"
+    ctx = new_ctx()
+    s = pii.open_stream([], ctx)
+
+    async def go() -> str:
+        out = ""
+        for c in text:
+            out += (await s.feed(c)).release
+            assert len(s.held) <= cap + 1
+        return out + (await s.finish()).release
+
+    out = asyncio.run(go())
+    assert "ann.lee@mailbox.org" not in out and out.endswith("then <EMAIL_ADDRESS> ok")
+
+
+def test_partial_matching_that_times_out_holds_everything() -> None:
+    from guard.filters import stream_partial
+
+    ps = stream_partial.PartialSet([(r"(a|aa)+$", 0)])
+    old = stream_partial.TIMEOUT_S
+    stream_partial.TIMEOUT_S = 0.0001
+    try:
+        pend = ps.pending("x " + "a" * 40 + "b" * 2000, 2)
+    finally:
+        stream_partial.TIMEOUT_S = old
+    assert pend.timed_out and pend.start == 2  # hold from pos: the screen's cap decides what happens

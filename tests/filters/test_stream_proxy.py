@@ -45,7 +45,8 @@ def check_no_empty_deltas(deltas: list[Any]) -> None:
 
 def shipped_filters_answers_only(tmp: Path, judge_url: str) -> Path:
     """The shipped filters with prompt screening of PII and secrets off, so the model server can be told to
-    say them; answers are screened as shipped."""
+    say them; answers are screened as shipped, but with Llama Guard in monitor mode, so what reaches the
+    client as the answer streams is what the denylist and PII screens let through."""
     import re
 
     from guard.demo.stack import screening_filters
@@ -55,6 +56,9 @@ def shipped_filters_answers_only(tmp: Path, judge_url: str) -> Path:
     deny.write_text(deny.read_text().replace("prompt: block", 'prompt: "off"'))
     pii = d / "pii.yaml"
     pii.write_text(re.sub(r"prompt: (pseudonymize|redact|block)", "prompt: allow", pii.read_text()))
+    safety = d / "safety.yaml"
+    assert "stream_mode: hold" in safety.read_text()
+    safety.write_text(safety.read_text().replace("stream_mode: hold", "stream_mode: monitor"))
     return d
 
 
@@ -69,6 +73,7 @@ def test_default_profile_stream_equals_whole_answer_and_sends_no_empty_deltas(
     deltas, finish, _ = stream_chunks(guard, directive)
     assert "".join(d.content or "" for d in deltas) == expected and finish == "stop"
     check_no_empty_deltas(deltas)
+    assert len([d for d in deltas if d.content]) > 10  # it streamed in pieces (not held to the end)
     for d in deltas:
         for secret in ("5500", "DE89", "536-90", "AKIA"):
             assert secret not in (d.content or "")
