@@ -42,31 +42,38 @@ class PartialSet:
         """Earliest open start in ``text[pos:]`` (characters before ``pos`` are context for lookbehinds).
         Starts at or past ``limit`` are not looked for.
 
-        Each start is tested on its own (``fullmatch`` with ``partial=True``: is the rest of the text a
-        prefix of some match?), because a search reports a complete match further on before an earlier
-        partial one."""
+        One partial search per pattern settles the common cases: no match at all, or only a partial one
+        (then it is the leftmost). A search reports a complete match further on before an earlier partial
+        one, so when a pattern has a complete match each start is tested on its own (``fullmatch`` with
+        ``partial=True``: is the rest of the text a prefix of some match?)."""
         n = len(text)
         best = n if limit is None else min(limit, n)
+        first_complete = n
         try:
             for rx in self.patterns:
-                for p in range(pos, best):
-                    if rx.fullmatch(text, p, partial=True, timeout=TIMEOUT_S) is not None:
-                        best = p
-                        break
-                    if self.after:
-                        m = rx.match(text, p, timeout=TIMEOUT_S)
-                        if m is not None and m.end() > p and m.end() >= n - self.after:
-                            best = p
-                            break
-            complete = False
-            for rx in self.patterns:
-                m = rx.search(text, pos, timeout=TIMEOUT_S)
-                if m is not None and m.start() < best:
-                    complete = True
-                    break
+                m = rx.search(text, pos, partial=True, timeout=TIMEOUT_S)
+                if m is None:
+                    continue
+                if m.partial:
+                    if m.start() < n:
+                        best = min(best, m.start())
+                    continue
+                first_complete = min(first_complete, m.start())
+                best = self._first_open(rx, text, pos, best)
         except TimeoutError:
             return Pending(pos, True, True)
-        return Pending(best, complete)
+        return Pending(best, first_complete < best)
+
+    def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int) -> int:
+        n = len(text)
+        for p in range(pos, best):
+            if rx.fullmatch(text, p, partial=True, timeout=TIMEOUT_S) is not None:
+                return p
+            if self.after:
+                m = rx.match(text, p, timeout=TIMEOUT_S)
+                if m is not None and m.end() > p and m.end() >= n - self.after:
+                    return p
+        return best
 
 
 def phrase_sources(phrases: Iterable[str]) -> str:

@@ -194,3 +194,28 @@ def test_partial_matching_that_times_out_holds_everything() -> None:
     finally:
         stream_partial.TIMEOUT_S = old
     assert pend.timed_out and pend.start == 2  # hold from pos: the screen's cap decides what happens
+
+
+def _brute_open(ps: Any, text: str) -> int:
+    """Every start tested on its own: the definition ``PartialSet.pending`` takes shortcuts to."""
+    n = len(text)
+    for p in range(n):
+        for rx in ps.patterns:
+            if rx.fullmatch(text, p, partial=True) is not None:
+                return p
+            m = rx.match(text, p) if ps.after else None
+            if m is not None and m.end() > p and m.end() >= n - ps.after:
+                return p
+    return n
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(alphabet="aAkK sS-_@.:<>()+0123456789xXeEyYJjIiZzgGhHpP_\n", max_size=60),
+       tail=st.sampled_from(["", "4111 1111", "sk-ab", "ann@x", "<EMAIL_", "DE89 37", "AKIA", "(212) 5", "eyJ"]))
+def test_pending_shortcuts_agree_with_testing_every_start(screens: dict, text: str, tail: str) -> None:
+    from guard.filters.pii_stream import stream_partials
+
+    deny, pii = screens["strict"]
+    for ps in (deny.partials, stream_partials(pii.profile, "response")):
+        assert ps is not None
+        assert ps.pending(text + tail).start == _brute_open(ps, text + tail)
