@@ -12,8 +12,8 @@ still be completing", always with a timeout and on the held text only: on a time
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import regex
 

@@ -8,14 +8,16 @@ client side notes when each character becomes visible. Variants, in alternating 
   default   the shipped denylist and PII screens (the default profile without Llama Guard)
   hold      default plus Llama Guard, stream_mode hold (stand-in judge answering after JUDGE_MS)
   monitor   default plus Llama Guard, stream_mode monitor
-Reported per variant: time to first visible text (from the request), the median and p90 per-character lag
-(visible minus written upstream), and Guard's CPU per streamed KB (this process: pipeline, relay, screens).
+Reported per variant: time to first visible text (from the request, and from when the upstream wrote it),
+the median and p90 per-character lag (visible minus written upstream), and Guard's CPU per streamed KB (this
+process: pipeline, relay, screens). BENCH_STREAM_VARIANTS=none,default picks variants.
 Run: python -m tests.bench.bench_stream_lag [--quick]     (or BENCH_ONLY=streamlag python -m tests.bench.run)
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,7 +35,7 @@ PROSE = ("The river runs slowly past the old mill, and the morning light settles
          "tell stories about the miller who sang to his flour. Along the bank the reeds bend in the wind, and "
          "a heron waits without moving, patient as a stone. Further down, where the current quickens, a "
          "wooden bridge carries travellers toward the market town, its planks worn smooth by carts and boots. ")
-VARIANTS = ("none", "default", "hold", "monitor")
+VARIANTS = tuple(os.environ.get("BENCH_STREAM_VARIANTS", "none,default,hold,monitor").split(","))
 
 
 # --- the stand-in upstream (run as a subprocess) ----------------------------------------------------------
@@ -135,6 +137,7 @@ async def _one(pipe: Any, text_len: int) -> dict[str, float]:
     per_char = [c.written[i // CHUNK] for i in range(text_len)]
     lags = sorted((s - w) * 1000 for s, w in zip(c.seen, per_char))
     return {"first_visible_ms": (c.seen[0] - t0) * 1000, "first_written_ms": (c.written[0] - t0) * 1000,
+            "first_delay_ms": (c.seen[0] - c.written[0]) * 1000,
             "median_lag_ms": statistics.median(lags), "p90_lag_ms": lags[int(len(lags) * 0.9)],
             "cpu_ms_per_kb": cpu * 1000 / (text_len / 1024)}
 
@@ -198,8 +201,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     for v, xs in seen.items():
         res[v] = {k: round(statistics.median(x[k] for x in xs), 2) for k in xs[0]}
     base = res["none"]
-    for v in VARIANTS[1:]:
+    for v in [v for v in VARIANTS if v != "none"]:
         res[v]["added_first_visible_ms"] = round(res[v]["first_visible_ms"] - base["first_visible_ms"], 2)
+        res[v]["added_first_delay_ms"] = round(res[v]["first_delay_ms"] - base["first_delay_ms"], 2)
         res[v]["added_median_lag_ms"] = round(res[v]["median_lag_ms"] - base["median_lag_ms"], 2)
         res[v]["cpu_ratio"] = round(res[v]["cpu_ms_per_kb"] / base["cpu_ms_per_kb"], 2)
     res["goal_ms"] = INTERVAL_MS + 5  # one upstream chunk plus 5 ms

@@ -149,6 +149,7 @@ def test_tool_call_argument_deltas_follow_the_same_rule():
                                                               "finish_reason": None}]}).encode() + b"\n\n"
     relay = Relay("openai", "chat", "m", lambda kind: [LastWordHolder()])
     out, stop = run(relay, tc('{"a', True) + tc('": "x ') + tc("y") + tc('z"}') + sse())
+    assert stop is None
     evs = events(out)
     args = [e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
             for e in evs if e["choices"][0]["delta"].get("tool_calls")]

@@ -168,7 +168,7 @@ def test_monitor_releases_at_once_and_cuts_on_an_unsafe_verdict() -> None:
 def test_monitor_cuts_at_finish_when_the_last_window_is_unsafe() -> None:
     text = SAFE + " kill."
     s = screen(FakeJudge(), stream_mode="monitor").open_stream(PROMPT, {})
-    out, stop, per_feed = run_stream(s, chunks(text))
+    out, stop, _ = run_stream(s, chunks(text))
     assert out == text and stop is not None and stop.stop.blocked and stop.stop.sent_before_stop == len(text)
 
 

@@ -130,7 +130,7 @@ def test_prose_is_held_at_most_its_unfinished_word(screens: dict) -> None:
         ctx = new_ctx()
         streams = [s.open_stream([], ctx) for s in pair]
 
-        async def step(chunk: str) -> str:
+        async def step(chunk: str, streams: list[Any] = streams) -> str:
             for s in streams:
                 chunk = (await s.feed(chunk)).release
             return chunk

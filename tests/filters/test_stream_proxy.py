@@ -4,8 +4,9 @@ mode decides whether prose waits for its verdict (hold) or flows and is cut afte
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
