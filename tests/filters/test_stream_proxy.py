@@ -104,12 +104,15 @@ def test_monitor_cuts_an_unsafe_stream_and_audits_what_was_sent(guard_factory: A
     deltas, finish, rid = stream_chunks(g, f"[[reply: {reply}]] [[delay_ms=5]]")
     text = "".join(d.content or "" for d in deltas)
     assert finish == "content_filter" and reply.startswith(text) and len(text) < len(reply)
+    from guard.audit.schema import event_errors
+
     deadline = time.monotonic() + 5
     safety: list[dict[str, Any]] = []
     while not safety and time.monotonic() < deadline:
         for _, _, e in iter_events(g.config.audit.dir):
             if e.get("request_id") == rid and e["type"] == "exchange.completed":
                 safety = [s for s in e.get("screens", []) if s["name"] == "safety" and s.get("blocked")]
+                assert not event_errors(e)  # the record still validates against audit/event.schema.json
         time.sleep(0.05)
     assert safety and safety[0]["code"] == "unsafe_content"
     assert safety[0]["sent_before_stop"] >= len(text) - 80  # what the client already had (minus other holds)
