@@ -314,6 +314,8 @@ class DenylistStream:
         ctx = self.left
         pend = self.screen.partials.pending(ctx + self.buf, len(ctx), len(ctx) + cut)
         cut = min(cut, pend.start - len(ctx))
+        if not block_open and not pend.complete_before and len(self.buf) - cut <= p.hold_chars:
+            return self._apply(_Scan(self.buf[:cut]), cut)  # no match starts before the cut: nothing to redact
         spans = self.screen.matches(self.buf, "response", final=False)
         moved = True
         while moved:  # never cut through a complete match (an overlapping rule may take its place)
