@@ -1,23 +1,26 @@
 """Partial matching for stream screens: from which offset of the buffered text could a match still be
 completing?
 
-A stream screen holds back only the text from the earliest such offset. ``PartialSet.pending`` tests each
-start position from ``pos`` with the ``regex`` package's partial matching (is the rest of the text the
-beginning of some match?), stopping at the first start that is still open. A position where no match can start now never becomes one with more text, so what lies
-before the offset can be released for good.
+A stream screen holds back only the text from the earliest such offset. ``PartialSet.pending`` answers
+with the ``regex`` package's partial matching (is the rest of the text, from some start, the beginning of
+a match?). A position where no match can start now never becomes one with more text, so what lies before
+the offset can be released for good.
 
-Full matching lives elsewhere (the screens' own scans); this module only answers "where could a match
-still be completing", always with a timeout and on the held text only: on a timeout the answer is "from
-``pos``" (hold everything; the screen's cap then decides).
+Full matching lives elsewhere (the screens' own scans; it may move to an engine without partial matching);
+this module only answers "where could a match still be completing", on the held text only, with a timeout
+per regex call and a time budget per answer: past either the answer is "from ``pos``" (hold everything;
+the screen tries again with the next chunk, and its cap bounds how long).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import regex
 
-TIMEOUT_S = 0.05  # per pattern and call; past it the text is held as if a match were open
+TIMEOUT_S = 0.05  # per regex call; past it the text is held as if a match were open
+BUDGET_S = 0.1  # per ``pending`` call, all patterns and starts together
 
 
 @dataclass
@@ -49,9 +52,10 @@ class PartialSet:
         n = len(text)
         best = n if limit is None else min(limit, n)
         first_complete = n
+        deadline = time.monotonic() + BUDGET_S
         try:
             for rx in self.patterns:
-                m = rx.search(text, pos, partial=True, timeout=TIMEOUT_S)
+                m = rx.search(text, pos, partial=True, timeout=_left(deadline))
                 if m is None:
                     continue
                 if m.partial:
@@ -59,21 +63,29 @@ class PartialSet:
                         best = min(best, m.start())
                     continue
                 first_complete = min(first_complete, m.start())
-                best = self._first_open(rx, text, pos, best)
+                best = self._first_open(rx, text, pos, best, deadline)
         except TimeoutError:
             return Pending(pos, True, True)
         return Pending(best, first_complete < best)
 
-    def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int) -> int:
+    def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int, deadline: float) -> int:
         n = len(text)
         for p in range(pos, best):
-            if rx.fullmatch(text, p, partial=True, timeout=TIMEOUT_S) is not None:
+            if rx.fullmatch(text, p, partial=True, timeout=_left(deadline)) is not None:
                 return p
             if self.after:
-                m = rx.match(text, p, timeout=TIMEOUT_S)
+                m = rx.match(text, p, timeout=_left(deadline))
                 if m is not None and m.end() > p and m.end() >= n - self.after:
                     return p
         return best
+
+
+def _left(deadline: float) -> float:
+    """One regex call's timeout: TIMEOUT_S, or less when the budget of the whole ``pending`` runs out."""
+    left = min(TIMEOUT_S, deadline - time.monotonic())
+    if left <= 0:
+        raise TimeoutError("partial matching budget spent")
+    return left
 
 
 def phrase_sources(phrases: Iterable[str]) -> str:
