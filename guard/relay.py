@@ -3,6 +3,10 @@
 Each piece of streamed text belongs to a channel (choice index + content or tool-call arguments). A channel
 has its own chain of StreamScreens; what a chain holds back is released in later chunks or flushed, in a
 synthetic chunk, before the choice's finish chunk or the end of the stream.
+
+The client sees the upstream's chunking: a chunk whose text is all held back is not sent at all (rather
+than as an empty delta) unless it carries something else (a role, a tool call's id or name, a finish
+reason, usage, logprobs).
 """
 from __future__ import annotations
 
@@ -31,7 +35,11 @@ EVENT_CAP = 1024 * 1024  # one event of a screened stream: a token chunk is a fe
 
 class _Chain:
     """One channel's stream screens in order. A stop may still carry text judged safe before it (``release``):
-    that text goes through the remaining screens and out before the stream ends."""
+    that text goes through the remaining screens and out before the stream ends.
+
+    Each screen holds back only from where a match could still be starting in what it has been given (no
+    fixed tails, no minimum release), so the holds overlap rather than add up: on prose every screen holds
+    the same unfinished word."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens
@@ -153,11 +161,13 @@ class Relay:
         self._like = chunk
         self._note(chunk)
         mod = openai if self.api == "openai" else ollama
+        held = False
         for key, path, text in list(mod.chunk_channels(self.operation, chunk)):
             released, stop = await self._chain(key).feed(text)
             if stop:
                 return (self._encode(self._flush_chunk(key, released)) if released else b""), stop
             set_path(chunk, path, released)
+            held = held or (bool(text) and not released)
         out = bytearray()
         finished = (openai.chunk_finished(chunk) if self.api == "openai"
                     else ([0] if chunk.get("done") else []))
@@ -169,7 +179,8 @@ class Relay:
                         return bytes(out) + (self._encode(self._flush_chunk(key, text)) if text else b""), stop
                     if text:
                         out += self._encode(self._flush_chunk(key, text))
-        out += self._encode(chunk)
+        if not (held and _nothing_else(self.api, self.operation, chunk)):
+            out += self._encode(chunk)
         return bytes(out), None
 
     async def _flush_all(self) -> tuple[bytes, Verdict | None]:
@@ -207,6 +218,37 @@ class Relay:
         if u:
             self.usage = u
         self.finish_reasons += mod.finish_reasons(chunk)
+
+
+_QUIET = ("", None)
+
+
+def _nothing_else(api: str, operation: str, chunk: dict[str, Any]) -> bool:
+    """Whether a chunk whose text was held back carries nothing else the client needs."""
+    if api == "ollama":
+        msg = chunk.get("message")
+        rest = {k: v for k, v in (msg.items() if isinstance(msg, dict) else ()) if k not in ("role", "content")}
+        return not chunk.get("done") and chunk.get("response") in _QUIET and not any(rest.values()) \
+            and not chunk.get("context")
+    if chunk.get("usage"):
+        return False
+    for ch in chunk.get("choices") or []:
+        if not isinstance(ch, dict) or ch.get("finish_reason") or ch.get("logprobs"):
+            return False
+        if operation == "completion":
+            if ch.get("text") not in _QUIET:
+                return False
+            continue
+        for k, v in (ch.get("delta") or {}).items():
+            if k == "tool_calls":
+                for tc in v if isinstance(v, list) else [v]:
+                    fn = tc.get("function") if isinstance(tc, dict) else None
+                    if not isinstance(tc, dict) or tc.get("id") or not isinstance(fn, dict) or fn.get("name") \
+                            or fn.get("arguments") not in _QUIET:
+                        return False
+            elif v not in _QUIET:
+                return False
+    return True
 
 
 def scan_tail(api: str, tail: bytes) -> tuple[dict[str, int] | None, list[str]]:

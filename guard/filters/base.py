@@ -39,6 +39,7 @@ class Verdict:
     message: str = ""  # client-safe explanation (never values)
     modified: bool = False  # the screen rewrote text
     fields: list[str] = field(default_factory=list)  # Segment kinds where it found something (provenance)
+    sent_before_stop: int | None = None  # a stream cut after its text went out: characters already sent
 
     def to_audit(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -59,6 +60,8 @@ class Verdict:
             d["code"] = self.code
         if self.fields:
             d["fields"] = list(self.fields)
+        if self.sent_before_stop is not None:
+            d["sent_before_stop"] = self.sent_before_stop
         return d
 
 

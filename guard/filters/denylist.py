@@ -1,8 +1,11 @@
 """Secrets and denylist screen: regexes and phrase lists, ``block`` or ``redact``, prompts and answers.
 
-Cheap (regexes only), so it runs first. In streams a bounded tail is held back so a secret split across
-chunks is still caught, and a started multi-line block (a PEM private key) is held until it ends, up to
-``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
+Cheap (regexes only), so it runs first. In streams only text that could still be the start of a secret
+is held back (partial matching, guard/filters/stream_partial.py): ordinary prose goes out at once, a
+started token (``sk-...``) waits until it either completes (and is redacted) or can no longer match. A
+single-line secret still open after ``hold_chars`` characters is screened as it stands and the rest of
+its run (up to white space) is dropped; a started multi-line block (a PEM private key) is held until it
+ends, up to ``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from guard.config import ConfigError, load_yaml, validate
 from guard.filters import budget, linear_re
 from guard.filters.base import Segment, StreamStep, Verdict
+from guard.filters.stream_partial import PartialSet, phrase_sources
 
 Action = Literal["block", "redact", "off"]
 
@@ -57,7 +61,7 @@ class DenylistRule(_Strict):
 
 
 class DenylistProfile(_Strict):
-    hold_chars: int = Field(256, ge=0)  # stream tail held back; at least the longest single-line secret
+    hold_chars: int = Field(256, ge=16)  # longest single-line secret a stream waits for (then screened as is)
     max_hold_chars: int = Field(8192, ge=256)  # longest multi-line block held in a stream
     rules: list[DenylistRule] = []
 
@@ -139,6 +143,14 @@ def _compile(rule: DenylistRule) -> _Compiled:
     return _Compiled(rule, linear_re.compile(src, icase), start, end, tuple(hints))
 
 
+def _partial_source(rule: DenylistRule) -> tuple[str, int]:
+    """The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag."""
+    import regex
+
+    flags = regex.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
+    return (phrase_sources(rule.phrases) if rule.phrases is not None else rule.pattern or r"(?!)"), flags
+
+
 @dataclass
 class _Scan:
     text: str
@@ -155,6 +167,7 @@ class DenylistScreen:
     def __init__(self, profile: DenylistProfile) -> None:
         self.profile = profile
         self.rules = [_compile(r) for r in profile.rules]
+        self.partials = PartialSet(_partial_source(c.rule) for c in self.active("response"))
 
     @classmethod
     def from_settings(cls, settings: DenylistSettings, profile: str | None = None) -> DenylistScreen:
@@ -166,7 +179,9 @@ class DenylistScreen:
     def scan(self, text: str, direction: str, final: bool = True) -> _Scan:
         """Find every match; collect block rules, redact the rest. ``final``: an unclosed block (BEGIN
         without END) counts as a match to the end of the text."""
-        res = _Scan(text)
+        return self.apply(text, self.matches(text, direction, final), direction)
+
+    def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:
         spans: list[tuple[int, int, _Compiled]] = []
         lowered = text.lower()
         for c in self.active(direction):
@@ -180,13 +195,18 @@ class DenylistScreen:
                 a = next((a for a, _ in linear_re.spans(c.start, text) if not _inside(found, a)), None)
                 if a is not None:
                     found.append((a, len(text)))
-            if found:
-                res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + len(found)
-                if getattr(c.rule, direction) == "block":
-                    res.block.append(c)
-                spans.extend((a, b, c) for a, b in found)
+            spans.extend((a, b, c) for a, b in found)
+        return spans
+
+    def apply(self, text: str, spans: list[tuple[int, int, _Compiled]], direction: str) -> _Scan:
+        """Count ``spans`` and redact them (none when one of them is a block rule's)."""
+        res = _Scan(text)
+        for _, _, c in spans:
+            res.hits[c.rule.name] = res.hits.get(c.rule.name, 0) + 1
+            if getattr(c.rule, direction) == "block" and c not in res.block:
+                res.block.append(c)
         if not res.block and spans:
-            res.text, res.redacted = _redact(text, spans), True
+            res.text, res.redacted = _redact(text, list(spans)), True
         return res
 
     def verdict(self, direction: str, scans: list[_Scan], t0: float) -> Verdict:
@@ -256,69 +276,102 @@ def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
 
 
 class DenylistStream:
-    """Redacts (or stops on) secrets in a streamed answer with a bounded hold-back."""
+    """Redacts (or stops on) secrets in a streamed answer, holding back only what could still be one."""
 
     def __init__(self, screen: DenylistScreen) -> None:
         self.screen = screen
         self.buf = ""
+        self.left = ""  # the last released characters: lookbehind context for partial matching
         self.scans: list[_Scan] = []
         self.suppress: _Compiled | None = None  # inside an over-long block: drop until its end marker
+        self.drop_run = False  # after a capped single-line secret: drop until white space
         self.t0 = time.perf_counter()
         self.verdict = Verdict(screen=screen.name, direction="response")
 
     def pending(self) -> str:
-        return "" if self.suppress else self.buf
+        return "" if self.suppress or self.drop_run else self.buf
 
     async def feed(self, text: str) -> StreamStep:
         self.buf += text
+        if self.drop_run and not self._leave_run():
+            return StreamStep()
         if self.suppress and not self._leave_block():
             return StreamStep()
         return self._step(final=False)
 
     async def finish(self) -> StreamStep:
+        if self.drop_run and not self._leave_run():
+            self.buf = ""
         if self.suppress and not self._leave_block():
             self.buf = ""
         step = self._step(final=True)
         self.verdict = self.screen.verdict("response", self.scans, self.t0)
         return step
 
+    def _leave_run(self) -> bool:
+        m = _SPACE.search(self.buf)
+        if not m:
+            self.buf = ""
+            return False
+        self.buf, self.drop_run = self.buf[m.start():], False
+        return True
+
     def _leave_block(self) -> bool:
         assert self.suppress is not None and self.suppress.end is not None
         end = next(linear_re.spans(self.suppress.end, self.buf), None)
         if end is None:
-            self.buf = self.buf[-self.screen.profile.hold_chars:] if self.screen.profile.hold_chars else ""
+            self.buf = self.buf[-_END_MARKER_KEEP:]
             return False
         self.buf, self.suppress = self.buf[end[1]:], None
         return True
 
     def _step(self, final: bool) -> StreamStep:
         p = self.screen.profile
-        scan = self.screen.scan(self.buf, "response", final=final)
+        if final:
+            return self._apply(self.screen.scan(self.buf, "response", final=True), len(self.buf))
+        cut = len(self.buf)
+        lowered = self.buf.lower()
+        for c in self.screen.active("response"):
+            if c.start is not None and c.may_match(lowered):
+                for a, _ in linear_re.spans(c.start, self.buf):
+                    if len(self.buf) - a > p.max_hold_chars:
+                        return self._overlong(c, a, min(cut, a))
+                    cut = min(cut, a)
+        block_open = cut < len(self.buf)
+        ctx = self.left
+        pend = self.screen.partials.pending(ctx + self.buf, len(ctx), len(ctx) + cut)
+        cut = min(cut, pend.start - len(ctx))
+        if not block_open and not pend.complete_before and len(self.buf) - cut <= p.hold_chars:
+            return self._apply(_Scan(self.buf[:cut]), cut)  # no match starts before the cut: nothing to redact
+        spans = self.screen.matches(self.buf, "response", final=False)
+        moved = True
+        while moved:  # never cut through a complete match (an overlapping rule may take its place)
+            moved = False
+            for a, b, _ in spans:
+                if a < cut < b:
+                    cut, moved = a, True
+        if not block_open and len(self.buf) - cut > p.hold_chars:
+            return self._capped(cut)
+        return self._apply(self.screen.apply(self.buf[:cut], [s for s in spans if s[1] <= cut], "response"), cut)
+
+    def _apply(self, scan: _Scan, cut: int) -> StreamStep:
+        """Release ``scan`` (the rewrite of ``buf[:cut]``) unless it holds a block rule's match."""
         if scan.hits:
             self.scans.append(scan)
         if scan.block:
             self.verdict = self.screen.verdict("response", self.scans, self.t0)
             self.buf = ""
             return StreamStep(stop=self.verdict)
-        self.buf = scan.text
-        if final:
-            out, self.buf = self.buf, ""
-            return StreamStep(release=out)
-        cut = max(0, len(self.buf) - p.hold_chars)
-        lowered = self.buf.lower()
-        for c in self.screen.active("response"):
-            if not c.may_match(lowered):
-                continue
-            for a, b in linear_re.spans(c.rx, self.buf):  # a match touching the end may still grow: keep it
-                if b == len(self.buf):
-                    cut = min(cut, a)
-            if c.start is not None:
-                for a, _ in linear_re.spans(c.start, self.buf):
-                    if len(self.buf) - a > p.max_hold_chars:
-                        return self._overlong(c, a, cut)
-                    cut = min(cut, a)
-        out, self.buf = self.buf[:cut], self.buf[cut:]
-        return StreamStep(release=out)
+        self.buf = self.buf[cut:]
+        if scan.text:
+            self.left = (self.left + scan.text)[-_LEFT:]
+        return StreamStep(release=scan.text)
+
+    def _capped(self, cut: int) -> StreamStep:
+        """A single-line match still open after hold_chars: screen it as it stands, drop the rest of its run."""
+        step = self._apply(self.screen.scan(self.buf, "response", final=True), len(self.buf))
+        self.drop_run = step.stop is None
+        return step
 
     def _overlong(self, c: _Compiled, start: int, cut: int) -> StreamStep:
         """A block that never ends within max_hold_chars: redact it (or stop) and drop the rest of it."""
@@ -326,6 +379,19 @@ class DenylistStream:
         if c.rule.response == "block":
             self.verdict = self.screen.verdict("response", self.scans, self.t0)
             return StreamStep(stop=self.verdict)
-        out = self.buf[:start] + c.replacement
-        self.buf, self.suppress = "", c
-        return StreamStep(release=out)
+        rest = self.buf[start:]
+        self.buf = self.buf[:start]
+        before = self._apply(self.screen.scan(self.buf, "response", final=True), start)
+        if before.stop is not None:
+            return before
+        out = before.release + c.replacement
+        self.buf, self.suppress, self.left = rest, c, ""
+        if not self._leave_block():
+            return StreamStep(release=out)
+        more = self._step(final=False)
+        return StreamStep(release=out + more.release, stop=more.stop)
+
+
+_LEFT = 64  # released characters kept as lookbehind context
+_END_MARKER_KEEP = 128  # while suppressing a block, enough of its tail to find an end marker split in two
+_SPACE = re.compile(r"\s")

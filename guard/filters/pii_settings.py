@@ -59,7 +59,7 @@ class Profile(Strict):
     allowlist: Allowlist = Allowlist()
     on_error: Literal["block", "allow"] = "block"  # when the analyzer fails
     ner: Ner | None = None
-    stream_holdback_chars: int = Field(64, ge=16, le=4096)  # stream tail held until it can't be a match
+    stream_holdback_chars: int = Field(512, ge=64, le=65536)  # longest open value a stream holds (then screened as is)
     max_scan_chars: int = Field(65536, ge=4096)  # longer texts are scanned in overlapping pieces
 
     @field_validator("entities")

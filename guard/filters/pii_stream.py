@@ -1,31 +1,80 @@
-"""Screening a streamed answer with a bounded hold-back.
+"""Screening a streamed answer, holding back only what could still become a finding.
 
-The last ``stream_holdback_chars`` characters (default 64) are held until they can no longer be part of
-a match: every feed scans the held text together with up to ``_LEFT`` characters already released (so
-context words before a value still count), releases what lies before the hold-back, and moves the cut
-back to the start of any finding or placeholder that crosses it. A placeholder split across chunks is
-therefore restored whole, and a value is released only once it has been rewritten.
+Every feed asks each recognizer's patterns (and the placeholder pattern, for pseudonyms being restored)
+"from which offset could a match still be completing?" (guard/filters/stream_partial.py) and releases
+everything before the earliest such offset at once. Prose with no digits, ``@`` or value-like runs
+goes out with at most its last, unfinished word held (the email pattern could still take an ``@``).
+Released text is rewritten with the findings of a scan over the held text together with up to
+``_LEFT`` characters already released, so context words before a value count as in the whole answer; a
+complete match is still held while fewer than ``_AFTER`` characters follow it, because a label right
+after a number (``555 0100 office``) raises its score. Presidio runs only when a complete match lies in
+the text to release; a placeholder split across chunks is restored whole, never shown half-restored.
 
-The streamed output equals the whole-answer rewrite as long as no single value (or placeholder) is
-longer than the hold-back and no context word sits farther back than ``_LEFT`` characters; larger
-values are still rewritten, but the part released before they complete cannot be taken back.
+The streamed output equals the whole-answer rewrite as long as no single value is longer than
+``stream_holdback_chars`` (the cap: a run still open past it is screened as it stands and released) and no
+context word sits farther back than ``_LEFT`` characters. Entity types whose answer action is ``allow``
+are not held (they are never rewritten). A profile with a NER model (which has no patterns to match
+partially) holds a fixed ``_NER_HOLD`` characters instead.
 
 Tool-call arguments (``kind="tool_arguments"``) are held whole up to ``max_scan_chars`` and rewritten as
-JSON at the end, like a non-streamed answer; beyond that they fall back to the windowed path with
-JSON-safe output.
+JSON at the end, like a non-streamed answer (a value may be spelled with JSON escapes that only the
+decoded text shows); beyond that they fall back to the partial-match path with JSON-safe output.
 """
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import regex
+from presidio_analyzer import PatternRecognizer
 
 from guard.filters.base import StreamStep, Verdict
 from guard.filters.pii import ScanPass, error_verdict
 from guard.filters.pii_engine import Finding
 from guard.filters.pii_profile import PIIProfile
+from guard.filters.pii_recognizers import (
+    _CARD,
+    _PHONE,
+    GuardCardRecognizer,
+    GuardIbanRecognizer,
+    GuardPhoneRecognizer,
+)
 from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms
+from guard.filters.stream_partial import PartialSet
 
 _LEFT = 256  # released characters kept as left context for the next scan
-_MIN_RELEASE = 16  # scan again only when at least this much could be released
+_AFTER = 24  # a complete match is held while fewer characters follow it (a label after it may raise its score)
+_NER_HOLD = 64  # fixed hold-back for profiles with a NER model
+
+
+def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
+    """The patterns whose open matches a stream of ``profile`` holds back; None when a recognizer that
+    may rewrite text has no patterns (a NER model). Cached on the profile."""
+    key = f"_stream_partials_{direction}"
+    if key in profile.__dict__:
+        return profile.__dict__[key]  # type: ignore[no-any-return]
+    rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
+    sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
+    result: PartialSet | None = None
+    for rec in profile.analyzer.engine.registry.recognizers:
+        if not rewritten.intersection(rec.supported_entities):
+            continue
+        if isinstance(rec, GuardCardRecognizer):
+            sources.append((_CARD.pattern, _CARD.flags))
+        elif isinstance(rec, GuardPhoneRecognizer):
+            sources.append((_PHONE.pattern, _PHONE.flags))
+        elif isinstance(rec, PatternRecognizer) and getattr(rec, "patterns", None):
+            pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
+            flags = int(getattr(rec, "global_regex_flags", 0) or 0)
+            if isinstance(rec, GuardIbanRecognizer):
+                flags |= regex.IGNORECASE  # it reads an upper-cased copy of the text
+            sources += [(p.regex, flags) for p in pats]
+        else:
+            break
+    else:
+        result = PartialSet(sources, after=_AFTER)
+    profile.__dict__[key] = result
+    return result
 
 
 class PIIStream:
@@ -33,7 +82,8 @@ class PIIStream:
                  direction: str = "response") -> None:
         self.profile = profile
         self.scan = ScanPass(profile, direction, pseudonyms)
-        self.holdback = profile.settings.stream_holdback_chars
+        self.cap = profile.settings.stream_holdback_chars
+        self.partials = stream_partials(profile, direction)
         self.whole_json = kind == "tool_arguments"
         self.json_safe = kind in ("tool_arguments", "tool_result")
         self.left = ""  # released raw text, for context
@@ -49,8 +99,6 @@ class PIIStream:
             if len(self.held) <= self.profile.settings.max_scan_chars:
                 return StreamStep()
             self.whole_json = False
-        if len(self.held) < self.holdback + _MIN_RELEASE:
-            return StreamStep()
         return self._release(final=False)
 
     async def finish(self) -> StreamStep:
@@ -71,15 +119,33 @@ class PIIStream:
 
     # --- internals ---------------------------------------------------------------------------------------
 
+    def _open_from(self, window: str, off: int) -> tuple[int, bool]:
+        """Where held text starts (an open match) and whether the text before it needs a scan."""
+        n = len(window)
+        if self.partials is None:
+            return n - _NER_HOLD, True
+        pend = self.partials.pending(window, off)
+        if n - pend.start > self.cap:  # open past the cap: screened as it stands
+            return n, True
+        return pend.start, pend.complete_before or pend.timed_out
+
     def _release(self, final: bool) -> StreamStep:
         window, off = self.left + self.held, len(self.left)
+        cut, need = (len(window), True) if final else self._open_from(window, off)
+        if cut <= off:
+            return StreamStep()
+        if not need:  # nothing there could be a finding or a placeholder: out as it is
+            raw, self.held = window[off:cut], window[cut:]
+            self.left = _trim_left(self.left + raw)
+            return StreamStep(release=raw)
         restoring = self.scan.direction == "response"
         try:
             known = self.scan.pseudonyms.known_spans(window) if restoring else []
             found = self.profile.findings(window, known)
         except Exception as e:  # noqa: BLE001
             return self._error(e, self.held)
-        cut = len(window) if final else _safe_cut(len(window) - self.holdback, window, found)
+        if not final:
+            cut = _safe_cut(cut, window, found)
         if cut <= off:
             return StreamStep()
         mine = [_shift(f, off) for f in found if f.start >= off and f.end <= cut]

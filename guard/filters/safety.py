@@ -4,6 +4,12 @@ Streams: text is released only after the window holding it was judged safe (a st
 carry ``release``: the windows judged safe before the unsafe one); windows are cut at a sentence
 end where possible and judged together with the answer said so far (up to ``context_chars``). In
 ``audit_only`` mode text is released at once and windows are judged in the background, for the record.
+
+``stream_mode`` (response side) chooses between the two for ``action: block``: ``hold`` (the default, fail
+safe: a window's text waits for its verdict, so the added lag is one verdict per window) or ``monitor``
+(text goes out at once, windows are judged behind it, and an unsafe verdict cuts the stream with
+``finish_reason: content_filter``; the verdict's ``sent_before_stop`` says how many characters had
+already gone out). A monitor judgement that fails is raised at the next feed, so the fail mode applies.
 """
 from __future__ import annotations
 
@@ -132,6 +138,10 @@ class SafetyStream:
         self.prompt = prompt
         self.side = side
         self.audit_only = side.action == "audit_only"
+        self.monitor = side.stream_mode == "monitor" and not self.audit_only
+        self.sent = 0  # characters released (monitor: what the client may already have)
+        self.failure: BaseException | None = None  # a monitor judgement that failed
+        self.unsent = ""  # monitor: the text of a feed that raised a failed judgement
         self.buf = ""  # received, not yet judged
         self.ready = ""  # judged safe, not yet handed back
         self.said = ""  # answer text judged (context for later windows)
@@ -143,11 +153,15 @@ class SafetyStream:
 
     def pending(self) -> str:
         """Text received and not released (what a fail-open wrapper hands on after a failure)."""
+        if self.monitor or self.audit_only:
+            return self.unsent  # the rest went out already
         return self.ready + self.buf
 
     async def feed(self, text: str) -> StreamStep:
         if self.stopped:
             return StreamStep()
+        if self.monitor:
+            return self._monitor_feed(text)
         self.buf += text
         if self.audit_only:
             while len(self.buf) >= self.side.window_chars:
@@ -163,6 +177,11 @@ class SafetyStream:
     async def finish(self) -> StreamStep:
         if self.stopped:
             return StreamStep()
+        if self.monitor:
+            if self.buf.strip():
+                self._background(self._take(len(self.buf)))
+            await asyncio.gather(*self.tasks)
+            return self._monitor_check() or StreamStep()
         if self.audit_only:
             if self.buf.strip():
                 self._background(self._take(len(self.buf)))
@@ -174,6 +193,28 @@ class SafetyStream:
                 return stop
         out, self.ready, self.buf = self.ready + self.buf, "", ""
         return StreamStep(release=out)
+
+    def _monitor_feed(self, text: str) -> StreamStep:
+        self.unsent = text
+        stop = self._monitor_check()
+        if stop:
+            return stop
+        self.buf += text
+        while len(self.buf) >= self.side.window_chars:
+            self._background(self._take(cut_point(self.buf, self.side.window_chars)))
+        self.sent += len(text)
+        self.unsent = ""
+        return StreamStep(release=text)
+
+    def _monitor_check(self) -> StreamStep | None:
+        """A stop when a window judged behind the stream was unsafe; a failed judgement is raised here."""
+        if self.failure is not None:
+            raise self.failure
+        if not self.verdict.blocked:
+            return None
+        self.stopped, self.buf = True, ""
+        self.verdict.sent_before_stop = self.sent
+        return StreamStep(stop=self.verdict)
 
     def _take(self, cut: int) -> str:
         """Detach the next window; return it with the context it is judged with."""
@@ -201,8 +242,10 @@ class SafetyStream:
         async def run() -> None:
             try:
                 await self._classify(answer)
-            except Exception:  # noqa: BLE001 - audit-only: the failure is recorded, the stream goes on
+            except Exception as e:  # noqa: BLE001 - audit-only: recorded, the stream goes on; monitor: raised
                 self.verdict.status = "error"
+                if self.monitor:
+                    self.failure = e
         self.tasks.append(asyncio.ensure_future(run()))
 
     async def _classify(self, answer: str) -> Verdict:

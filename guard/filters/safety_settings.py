@@ -84,6 +84,8 @@ class ResponseSide(_Strict):
     action: Literal["block", "audit_only"] = "block"
     window_chars: int = Field(400, ge=16)  # stream window; cut at a sentence end where possible
     context_chars: int = Field(6000, ge=0)  # how much earlier answer text each window is judged with
+    stream_mode: Literal["hold", "monitor"] = "hold"  # hold: release a window once judged safe; monitor:
+    #   release at once, judge behind, cut the stream (content_filter) on an unsafe verdict
 
 
 class SafetyProfile(_Strict):

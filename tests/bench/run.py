@@ -604,6 +604,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
      _summary("paced_p50_ms", "saturated_rps")),
     ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps", "cpu_us_per_request")),
     ("workers", "two workers against one (alternating runs)", workers_scaling, _summary()),
+    ("streamlag", "stream lag through the response screens (alternating rounds)",
+     lambda d: importlib.import_module("tests.bench.bench_stream_lag").run(quick=QUICK), _summary()),
     ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
      json.dumps(r["added"], indent=2)),
 ]

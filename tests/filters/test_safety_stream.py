@@ -134,3 +134,58 @@ def test_disabled_response_side_passes_through() -> None:
     s = screen(FakeJudge(), enabled=False).open_stream(PROMPT, {})
     out, stop, per_feed = run_stream(s, chunks(SAFE))
     assert out == SAFE and per_feed[0] == SAFE[:7] and s.verdict.status == "skipped"
+
+
+def test_hold_is_the_default_stream_mode() -> None:
+    assert screen(FakeJudge()).profile.response.stream_mode == "hold"
+
+
+def test_monitor_releases_at_once_and_cuts_on_an_unsafe_verdict() -> None:
+    text = SAFE + " Then the farmer said: go kill the neighbor with an axe. " + SAFE + SAFE
+    j = FakeJudge(delay=0.001)
+    s = screen(j, stream_mode="monitor").open_stream(PROMPT, {})
+    parts = chunks(text)
+
+    async def go() -> tuple[list[str], StreamStep | None]:
+        per_feed: list[str] = []
+        for c in parts:
+            step = await s.feed(c)
+            if step.stop:
+                return per_feed, step
+            per_feed.append(step.release)
+            await asyncio.sleep(0.005)  # the upstream's pace: verdicts land between chunks
+        step = await s.finish()
+        return per_feed, step if step.stop else None
+
+    per_feed, stop = asyncio.run(go())
+    assert per_feed == parts[:len(per_feed)]  # every chunk out as it came, nothing held
+    assert stop is not None and stop.stop is not None and stop.stop.blocked and stop.stop.code == "unsafe_content"
+    assert len(per_feed) < len(parts)  # cut before the end of the answer
+    assert stop.stop.sent_before_stop == len("".join(per_feed)) > len(SAFE)
+    assert stop.stop.to_audit()["sent_before_stop"] == stop.stop.sent_before_stop
+
+
+def test_monitor_cuts_at_finish_when_the_last_window_is_unsafe() -> None:
+    text = SAFE + " kill."
+    s = screen(FakeJudge(), stream_mode="monitor").open_stream(PROMPT, {})
+    out, stop, _ = run_stream(s, chunks(text))
+    assert out == text and stop is not None and stop.stop.blocked and stop.stop.sent_before_stop == len(text)
+
+
+def test_monitor_backend_down_follows_the_fail_mode() -> None:
+    for on_error in ("block", "allow"):
+        g = GuardedScreen(screen(FakeJudge(fail=True), stream_mode="monitor"), FailSettings(on_error=on_error),
+                          metrics=False)
+        s = g.open_stream(PROMPT, {})
+        out, stop, _ = run_stream(s, chunks(SAFE + SAFE))
+        if on_error == "block":
+            assert stop is not None and stop.stop.status == "error" and stop.stop.blocked
+        else:
+            assert stop is None and out == SAFE + SAFE  # nothing sent twice, nothing lost
+            assert s.verdict.status == "error"
+
+
+def test_stream_mode_is_checked() -> None:
+    with pytest.raises(Exception, match="stream_mode"):
+        SafetyProfile.model_validate({"backend": {"type": "openai", "url": "http://127.0.0.1:1"},
+                                      "response": {"stream_mode": "later"}})
