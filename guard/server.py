@@ -17,6 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from guard import telemetry
 from guard.errors import GuardError, unavailable
+from guard.exchange import REQUEST_KEY
 from guard.identity import Principal, principal_from_der
 
 log = logging.getLogger("guard.server")
@@ -222,12 +223,26 @@ class _Refusals:
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
-        rid = os.urandom(12).hex()
+        req = self._body_request()
+        rid = req["id"] if req is not None else os.urandom(12).hex()
         err = GuardError(status, msg, "invalid_request_error", code)
         if self._recorder is None or not received:
             return self._write_refusal(err, rid)
         self.transport.pause_reading()
         self.loop.create_task(self._record_then_refuse(err, rid))
+
+    def _body_request(self) -> dict[str, Any] | None:
+        """The request whose body was being read when its framing broke, claimed for this refusal: the
+        client gets its id and the journal one record (the app, seeing the connection close, records
+        nothing). None when the app already answered or recorded it (a new id is used then)."""
+        cycle = getattr(self, "cycle", None)
+        if cycle is None or getattr(self, "_in_head", True) or not cycle.more_body or cycle.response_started:
+            return None
+        req = cycle.scope.get(REQUEST_KEY)
+        if not req or req["owner"] is not None:
+            return None
+        req["owner"] = "http"
+        return req
 
     async def _record_then_refuse(self, err: GuardError, rid: str) -> None:
         try:
@@ -303,6 +318,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
         super().on_message_begin()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+        self.scope[REQUEST_KEY] = {"id": os.urandom(12).hex(), "owner": None}  # type: ignore[literal-required]
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
             self._arm(self.header_timeout_s)

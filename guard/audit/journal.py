@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from guard import telemetry as tm
-from guard.ratelog import Throttled
 from guard.audit import event as ev
 from guard.audit import layout
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
+from guard.ratelog import Throttled
 
 
 log = logging.getLogger("guard.audit")
