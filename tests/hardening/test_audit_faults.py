@@ -335,3 +335,20 @@ def test_a_full_disk_logs_repeated_errors_once_per_interval_and_counts_every_ref
     assert any("refusing" in r.getMessage() for r in errors)
     assert not list(chain.glob(".*")), list(chain.glob(".*"))  # no temporary head or probe file left behind
     assert head.read_bytes() == old_head or json.loads(head.read_bytes())["seq"] >= json.loads(old_head)["seq"]
+
+
+def test_a_head_record_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path, small_fs: Path) -> None:
+    from guard.audit.journal import Journal
+    from guard.audit.settings import AuditSettings
+
+    priv, _ = _keys(tmp_path)
+    j = Journal(AuditSettings(dir=str(small_fs / "audit"), signing_key=str(priv)), "w1")
+    try:
+        fill(small_fs / "filler")
+        with pytest.raises(OSError) as e:
+            j._write_head(j.seq, "0" * 64, final=False)
+        assert e.value.errno == errno.ENOSPC
+        assert not [p.name for p in j.dir.iterdir() if p.name.startswith(".")]
+    finally:
+        (small_fs / "filler").unlink()
+        j.close()
