@@ -53,6 +53,7 @@ from guard.ratelog import Throttled
 HDR = struct.Struct("!IcQ")
 LEN = struct.Struct("!I")
 _EVENT, _LAZY, _CLOSE = b"E", b"L", b"C"
+_GO = b"G"  # worker -> a sealer waiting in standby: take the chain now
 _START_TIMEOUT_S = 60.0
 _RESTART_BACKOFF_S = (0.1, 2.0)  # a sealer that fails to start is tried again after 0.1 s, doubling up to 2 s
 log = logging.getLogger("guard.audit")
@@ -109,11 +110,15 @@ class ProcessJournal:
         self._rbuf = bytearray()
         self.seq = 0
         self.key_id = ""
+        self._standby: tuple[socket.socket, subprocess.Popen[bytes]] | None = None
+        self._sb_lock = threading.Lock()
         self._spawn()
+        threading.Thread(target=self._standby_ready, name="audit-sealer-standby", daemon=True).start()
 
     # --- process -------------------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _start(self) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+        """A sealer process that imports what it needs and then waits for ``_GO`` before taking the chain."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -129,8 +134,37 @@ class ProcessJournal:
             theirs.close()
             raise JournalError(f"audit sealer could not start: {e.strerror or e}") from None
         theirs.close()
+        return ours, proc
+
+    def _standby_ready(self) -> None:
+        """Start the next sealer now (restart thread): if this one dies it takes over without an interpreter
+        start and imports (about a second on a busy 2-core machine, the bulk of a restart)."""
+        with self._sb_lock:
+            if self._closing or self._standby is not None:
+                return
+            try:
+                self._standby = self._start()
+            except JournalError as e:
+                _throttled.error("sealer-standby", "audit sealer standby could not start: %s", e)
+
+    def _drop_standby(self) -> None:
+        with self._sb_lock:
+            sb, self._standby = self._standby, None
+        if sb is not None:
+            sb[0].close()  # it sees EOF and exits without touching the chain
+            threading.Thread(target=_reap, args=(sb[1],), daemon=True).start()
+
+    def _spawn(self) -> None:
+        with self._sb_lock:
+            sb, self._standby = self._standby, None
+        if sb is None or sb[1].poll() is not None:
+            if sb is not None:
+                sb[0].close()
+            sb = self._start()
+        ours, proc = sb
         ours.settimeout(_START_TIMEOUT_S)
         try:
+            ours.sendall(_GO)
             hello = _read_message(ours)
         except OSError:
             hello = None
@@ -280,6 +314,7 @@ class ProcessJournal:
                     time.sleep(delay)
                 try:
                     self._spawn()
+                    self._standby_ready()
                     log.warning("audit sealer restarted (pid %d, chain %s at seq %d)", self._proc.pid, self.chain,
                                 self.seq)
                     return
@@ -390,6 +425,7 @@ class ProcessJournal:
             if alive:
                 self._out.append(HDR.pack(0, _CLOSE, 0))
                 self._send_locked()
+        self._drop_standby()
         if not alive:
             while self._restarting:
                 time.sleep(0.05)
@@ -486,6 +522,11 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
         signal.signal(sig, signal.SIG_IGN)  # the worker closes us (or its exit does); Ctrl-C must not
     sock = socket.socket(fileno=fd)
     settings = AuditSettings.model_validate_json(settings_json)
+    try:
+        if sock.recv(1) != _GO:  # in standby until the worker needs us; EOF: not needed after all
+            return 0
+    except OSError:
+        return 0
     deadline = time.monotonic() + _LOCK_WAIT_S
     while True:
         try:

@@ -149,6 +149,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _holds_chain(pid: int) -> bool:
+    """The sealer writing the chain (it holds the chain's LOCK file open), not the one in standby."""
+    try:
+        return any(os.readlink(fd).endswith("/LOCK") for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
 def _sealers(pid: int) -> list[int]:
     """Sealer processes anywhere under ``pid`` (a worker's child, or the master's grandchild)."""
     found, todo = [], [pid]
@@ -157,7 +165,7 @@ def _sealers(pid: int) -> list[int]:
         for c in _children(p):
             todo.append(c)
             try:
-                if b"guard.audit.sealer" in Path(f"/proc/{c}/cmdline").read_bytes():
+                if b"guard.audit.sealer" in Path(f"/proc/{c}/cmdline").read_bytes() and _holds_chain(c):
                     found.append(c)
             except OSError:
                 pass
