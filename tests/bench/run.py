@@ -607,7 +607,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
     ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
      json.dumps(r["added"], indent=2)),
 ]
-FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety"]
+FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
+            "tests.bench.bench_sealer_restart"]  # BENCH_ONLY key: the part after the last "_" (restart)
 
 
 def main() -> int:
