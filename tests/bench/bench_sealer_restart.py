@@ -3,7 +3,8 @@
 `python -m tests.bench.bench_sealer_restart` (or BENCH_ONLY=restart python -m tests.bench.run). Guard runs as
 `guard serve` (plain HTTP, identity from a trusted XFCC header, `audit.sealer: process`) in front of the
 built-in model server or nginx; clients send chat completions throughout. Each round kills the sealer
-(SIGKILL) and measures, from the kill:
+(SIGKILL) and measures, from the kill (alternate rounds kill the standby sealer first, so the new sealer
+starts cold, as it would without a standby: both in the same run):
   window_ms       until the last 503 was answered (the refusal window clients saw; 0 when none came)
   restarted_ms    until a new sealer process exists (started by the worker's supervising thread)
   refused         how many requests were refused in the round
@@ -39,11 +40,16 @@ def _holds_chain(pid: int) -> bool:
         return False
 
 
-def _sealers(pid: int) -> list[int]:
+def _sealers(pid: int, active: bool = True) -> list[int]:
+    """Sealer processes under ``pid``: the one writing the chain (``active``) or the standby."""
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:  # it exited meanwhile
+            continue
+        for task in tasks:
             try:
                 kids = [int(c) for c in (task / "children").read_text().split()]
             except OSError:
@@ -51,7 +57,7 @@ def _sealers(pid: int) -> list[int]:
             for c in kids:
                 todo.append(c)
                 try:
-                    if b"guard.audit.sealer" in Path(f"/proc/{c}/cmdline").read_bytes() and _holds_chain(c):
+                    if b"guard.audit.sealer" in Path(f"/proc/{c}/cmdline").read_bytes() and _holds_chain(c) == active:
                         found.append(c)
                 except OSError:
                     pass
@@ -94,8 +100,16 @@ def scenario(d: Path, upstream: str, durability: str, clients: int, pause_s: flo
             time.sleep(0.05)
         threads = _clients(url, clients, pause_s, stop, out)
         time.sleep(1.5)  # warm
-        for _ in range(rounds):
+        for k in range(2 * rounds):
+            cold = k % 2 == 1  # alternate rounds: the standby is killed first, so a sealer starts cold
+            for _ in range(200):  # the standby started after the last round is up (imports done or not)
+                if _sealers(p.pid, active=False):
+                    break
+                time.sleep(0.01)
             (old,) = _sealers(p.pid)
+            if cold:
+                for sb in _sealers(p.pid, active=False):
+                    os.kill(sb, signal.SIGKILL)
             start = len(out)
             t0 = time.monotonic()
             os.kill(old, signal.SIGKILL)
@@ -109,23 +123,30 @@ def scenario(d: Path, upstream: str, durability: str, clients: int, pause_s: flo
             seen = out[start:]
             refused = [t for t, s in seen if s == 503 and t >= t0]
             others = sorted({s for _, s in seen} - {200, 503})
-            rows.append({"window_ms": round((max(refused) - t0) * 1000, 1) if refused else 0.0,
+            rows.append({"start": "cold" if cold else "standby", "window_ms": round((max(refused) - t0) * 1000, 1) if refused else 0.0,
                          "restarted_ms": round(restarted * 1000, 1) if restarted is not None else -1.0,
                          "refused": len(refused), "answered": sum(1 for _, s in seen if s == 200),
                          "other_statuses": len(others)})
         stop.set()
         for t in threads:
             t.join(15)
-    return {"durability": durability, "clients": clients, "pause_ms": pause_s * 1000, "rounds": rows,
-            "window_ms_median": statistics.median(r["window_ms"] for r in rows),
-            "window_ms_max": max(r["window_ms"] for r in rows),
-            "restarted_ms_median": statistics.median(r["restarted_ms"] for r in rows)}
+    out_rows: dict[str, Any] = {"durability": durability, "clients": clients, "pause_ms": pause_s * 1000,
+                                "rounds": rows}
+    for start_kind in ("standby", "cold"):
+        sel = [r for r in rows if r["start"] == start_kind]
+        out_rows[start_kind] = {"window_ms_median": statistics.median(r["window_ms"] for r in sel),
+                                "window_ms_max": max(r["window_ms"] for r in sel),
+                                "restarted_ms_median": statistics.median(r["restarted_ms"] for r in sel),
+                                "refused": [r["refused"] for r in sel]}
+    out_rows["cold_over_standby"] = round(out_rows["cold"]["window_ms_median"]
+                                          / max(1.0, out_rows["standby"]["window_ms_median"]), 2)
+    return out_rows
 
 
 def run(quick: bool = QUICK) -> dict[str, Any]:
     from tests.bench.run import _upstream
 
-    rounds = 2 if quick else 4
+    rounds = 1 if quick else 3
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
         d = Path(tmp)
@@ -135,9 +156,11 @@ def run(quick: bool = QUICK) -> dict[str, Any]:
                 r = scenario(d, upstream, durability, clients, pause, rounds)
                 r["traffic"] = name
                 results.append(r)
-                print(f"{durability:5} {name:8} clients={clients:2} refusal window median {r['window_ms_median']:7.1f} ms"
-                      f"  max {r['window_ms_max']:7.1f} ms  new sealer after {r['restarted_ms_median']:6.1f} ms"
-                      f"  refused/round {[x['refused'] for x in r['rounds']]}", file=sys.stderr)
+                for kind in ("standby", "cold"):
+                    x = r[kind]
+                    print(f"{durability:5} {name:8} clients={clients:2} {kind:7} refusal window median "
+                          f"{x['window_ms_median']:7.1f} ms  max {x['window_ms_max']:7.1f} ms  new sealer after "
+                          f"{x['restarted_ms_median']:6.1f} ms  refused/round {x['refused']}", file=sys.stderr)
     return {"upstream": label, "cpus": os.cpu_count(), "scenarios": results}
 
 
