@@ -7,8 +7,9 @@ once it has taken the message. This module implements that framing only (the ses
 for the syslog sink (rsyslog's imrelp with ``tls="on"``).
 
 ``send`` returns when every message of the batch was acknowledged, so the forwarder moves its cursor only past
-acknowledged events: after an outage it re-sends at most the batch that was in flight (``batch_size``), not a
-replay window as plain syslog must. The messages are RFC 5424, the same as the syslog sink's, so each carries
+acknowledged events; when the session breaks mid-batch, SinkError says how many leading events were
+acknowledged and the forwarder's retry starts at the first that was not. After an outage it re-sends only
+messages sent but not acknowledged, not a replay window as plain syslog must. The messages are RFC 5424, the same as the syslog sink's, so each carries
 the event's stable ``id`` (and ``chain``, ``seq``) for SIEM-side de-duplication of that remainder.
 """
 from __future__ import annotations
@@ -128,14 +129,19 @@ class Relp:
         try:
             if self.sock is None:
                 self._open()
-            frames, expected = [], set()
+            frames, order = [], []
             for e in events:
                 msg = syslog_message(e, as_text(self.fmt(e)).replace("\n", " "), self.hostname)
                 t, frame = self._frame(b"syslog", msg)
                 frames.append(frame)
-                expected.add(t)
-            self._sendall(b"".join(frames))
-            self._answers(expected)
+                order.append(t)
+            expected = set(order)
+            try:
+                self._sendall(b"".join(frames))
+                self._answers(expected)
+            except SinkError as e:  # the events before the first unanswered one are delivered
+                acked = next((i for i, t in enumerate(order) if t in expected), len(order))
+                raise SinkError(str(e), acked=acked) from None
         except SinkError:
             self.reset()
             raise

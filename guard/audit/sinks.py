@@ -27,7 +27,11 @@ _FACILITY = 13  # log audit
 
 
 class SinkError(Exception):
-    pass
+    """Delivery failed; ``acked``: how many events at the start of the batch the sink did acknowledge."""
+
+    def __init__(self, msg: str, acked: int = 0) -> None:
+        super().__init__(msg)
+        self.acked = acked
 
 
 class Sink(Protocol):
