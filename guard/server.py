@@ -199,6 +199,11 @@ _REASON_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request 
                    503: b"Service Unavailable"}
 
 
+def _new_request() -> dict[str, Any]:
+    """The request's id and who makes its one audit record (guard.exchange.REQUEST_KEY)."""
+    return {"id": os.urandom(12).hex(), "owner": None}
+
+
 class _Refusals:
     """Requests the HTTP layer refuses before they reach the app (malformed, header limits, too slow): the
     client gets an OpenAI-shaped error with a request id, and the journal an ``exchange.denied`` record
@@ -235,11 +240,11 @@ class _Refusals:
         """The request whose body was being read when its framing broke, claimed for this refusal: the
         client gets its id and the journal one record (the app, seeing the connection close, records
         nothing). None when the app already answered or recorded it (a new id is used then)."""
-        cycle = getattr(self, "cycle", None)
-        if cycle is None or getattr(self, "_in_head", True) or not cycle.more_body or cycle.response_started:
+        cycle = getattr(self, "cycle", None)  # h11 parses no further request while one is being served
+        if cycle is None or getattr(self, "_in_head", False) or not cycle.more_body or cycle.response_started:
             return None
-        req = cycle.scope.get(REQUEST_KEY)
-        if not req or req["owner"] is not None:
+        req = cycle.scope.setdefault(REQUEST_KEY, _new_request())  # h11: the app may not have started yet
+        if req["owner"] is not None:
             return None
         req["owner"] = "http"
         return req
@@ -318,7 +323,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
         super().on_message_begin()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
-        self.scope[REQUEST_KEY] = {"id": os.urandom(12).hex(), "owner": None}  # type: ignore[literal-required]
+        self.scope[REQUEST_KEY] = _new_request()  # type: ignore[literal-required]
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
             self._arm(self.header_timeout_s)
@@ -353,14 +358,15 @@ class _TLSH11(_Refusals, H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         tls = self._bind(transport)
-        if tls is not None:
-            app = self.app
+        app = self.app
 
-            async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
+        async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
+            if tls is not None:
                 scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
-                await app(scope, receive, send)
+            scope.setdefault(REQUEST_KEY, _new_request())  # or the one a refusal of its body made first
+            await app(scope, receive, send)
 
-            self.app = with_tls  # type: ignore[assignment]
+        self.app = with_tls  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:

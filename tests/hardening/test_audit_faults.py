@@ -288,14 +288,17 @@ def _exchange(g: Any, ctx: ssl.SSLContext, data: bytes, split: bool) -> bytes:
     return raw
 
 
+@pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_each_malformed_chunked_body_gets_one_record_under_the_id_the_client_was_given(
-        guard_factory: Callable[..., Any], tmp_path: Path) -> None:
+        guard_factory: Callable[..., Any], tmp_path: Path, http: str) -> None:
     priv, _ = _keys(tmp_path)
     root = tmp_path / "audit"
-    g = guard_factory(routes=ROUTES, audit={"dir": str(root), "signing_key": str(priv)})
+    g = guard_factory(routes=ROUTES, audit={"dir": str(root), "signing_key": str(priv)}, http=http)
     ctx = g.ssl_context("app")
     given: dict[str, str] = {}
     for name, data in MALFORMED.items():
+        if http == "h11" and name == "bare LF line ends":
+            continue  # h11 waits for the rest of a chunk line ended by a bare LF (the body timeout closes it)
         for split in (False, True):
             raw = _exchange(g, ctx, data, split)
             heads = [part for part in raw.split(b"HTTP/1.1 ")[1:]]
