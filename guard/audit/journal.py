@@ -35,7 +35,6 @@ from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_f
 from guard.audit.settings import AuditSettings
 from guard.ratelog import Throttled
 
-
 log = logging.getLogger("guard.audit")
 _throttled = Throttled(log)
 _RETRY_S = 0.05  # while unhealthy, the writer tries to recover this often

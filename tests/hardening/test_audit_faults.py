@@ -183,9 +183,8 @@ def _serve(tmp_path: Path, pki_dir: Path, url: str, audit: dict[str, Any]) -> tu
     cfg = guard_config(pki_dir, url, port, admin_port, routes=ROUTES, shutdown_deadline_s=2, audit=audit,
                        filters={"dir": str(filters)})
     cfg_path = write_config(tmp_path / "guard.yaml", cfg)
-    log = open(tmp_path / "guard.log", "ab")
-    proc = subprocess.Popen([GUARD, "serve", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(tmp_path / "guard.log", "ab") as log:
+        proc = subprocess.Popen([GUARD, "serve", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT)
     admin = f"http://127.0.0.1:{admin_port}"
     deadline = time.monotonic() + 30
     while True:
@@ -242,7 +241,7 @@ def test_after_a_sealer_is_killed_and_restarted_shutdown_still_seals_the_end(
     assert events[-1]["type"] == "audit.checkpoint" and events[-1]["checkpoint"]["final"] is True
     rc, doc = verify(root, pub)
     assert rc == 0 and doc["chains"][0]["closed"], doc
-    last = sorted(chain.glob("*.jsonl"))[-1]  # cut the last 10 events (the final checkpoint among them)
+    last = max(chain.glob("*.jsonl"))  # cut the last 10 events (the final checkpoint among them)
     lines = last.read_bytes().split(b"\n")[:-1]
     assert len(lines) > 10
     last.write_bytes(b"".join(line + b"\n" for line in lines[:-10]))
