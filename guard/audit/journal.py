@@ -13,12 +13,12 @@ when the disk takes writes again. While unhealthy every waited-for append is ref
 answers 503) and the writer retries on its own every ``_RETRY_S``: a new segment, a recovery checkpoint,
 the kept events, fsync, then a probe of ``_PROBE_BYTES`` allocated and fsync'd on the same file system;
 only then is the journal healthy again (a few bytes freed by the failed write do not count as recovery).
+That part lives in guard.audit.recovery.
 """
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import logging
 import math
 import os
 import socket
@@ -31,20 +31,9 @@ from typing import Any
 from guard import telemetry as tm
 from guard.audit import event as ev
 from guard.audit import layout
+from guard.audit.recovery import _MAX_HELD, JournalError, Recovering, _throttled
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
-from guard.ratelog import Throttled
-
-log = logging.getLogger("guard.audit")
-_throttled = Throttled(log)
-_RETRY_S = 0.05  # while unhealthy, the writer tries to recover this often
-_PROBE_BYTES = 1 << 20  # free space a recovery must prove (allocated, fsync'd, removed) before answering again:
-# this, segment_max_bytes, or a sixteenth of the file system, whichever is least
-_MAX_HELD = 1 << 16  # answered events kept while the disk is full (bounded: new requests are refused meanwhile)
-
-
-class JournalError(Exception):
-    """The journal cannot make events durable (disk full, permissions, read-only); refuse the request."""
 
 
 class _Waiter:
@@ -64,7 +53,7 @@ def default_writer_id(worker: int | None = None, template: str = "{host}-w{worke
     return template.format(host=host, worker=worker, pid=os.getpid())
 
 
-class Journal:
+class Journal(Recovering):
     def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None,
                  signer: Signer | None = None) -> None:
         """Open (or continue) chain ``writer_id``, by default ``settings.writer_id`` filled in for ``worker``.
@@ -182,25 +171,6 @@ class Journal:
         self._thread.join()
         self._release()
 
-    def _drain(self) -> None:
-        """At close (writer thread): write what is pending, one last recovery attempt for kept events, then
-        the final checkpoint when the chain is writable."""
-        with self._cond:
-            batch = self._take_batch()
-        if batch:
-            self._write(batch)
-        if not self._healthy:
-            self._recover_step(probe=False)
-        with self._cond:
-            if self._healthy and self._final:
-                self._seal_checkpoint("close", final=True)
-            batch = self._take_batch()
-        if batch:
-            self._write(batch)
-        if self._held:
-            log.error("audit journal closed with %d answered events it could not write: %s", len(self._held),
-                      (self._broken or {}).get("error", "write failed"))
-
     # --- sealing (caller threads, under the condition's lock) ------------------------------------------
 
     def _submit(self, event: dict[str, Any], waiter: Any, notify: bool = True, lazy: bool = False) -> dict[str, Any]:
@@ -287,74 +257,6 @@ class Journal:
         self._healthy = True
         if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
             self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
-
-    def _recovery_in(self) -> float:
-        """Seconds until the next recovery attempt (caller holds the lock); infinity when healthy."""
-        if self._healthy or self._closing:
-            return math.inf
-        return max(0.0, self._retry_at - time.monotonic())
-
-    def _recover_step(self, probe: bool = True) -> bool:
-        """One recovery attempt after a failed write (writer thread): a new segment starting with a recovery
-        checkpoint, the kept events, fsync; then (``probe``) proof that a write of real size fits. Healthy
-        again only when all of it succeeded."""
-        with self._cond:
-            if self._healthy:
-                return True
-            self._retry_at = time.monotonic() + _RETRY_S
-            try:
-                if self._fd < 0:
-                    self._open_segment(self._seq + 1)
-                    self._seal_checkpoint("recovery", recovery={"write_error": True, **(self._broken or {})})
-            except OSError as e:
-                self._failed_attempt(e)
-                return False
-            held, self._held = self._held, []
-            for event in held:
-                self._seal(event, None)
-            batch = self._take_batch()
-        if batch and not self._write(batch):
-            return False
-        if probe:
-            err = self._probe()
-            if err is not None:
-                self._failed_attempt(err)
-                return False
-        with self._cond:
-            self._healthy = True
-        log.warning("audit journal writable again (chain %s at seq %d)", self.chain, self._durable[0])
-        self._recovered()
-        return True
-
-    def _failed_attempt(self, err: OSError) -> None:
-        tm.AUDIT_WRITE_FAILURES.inc()
-        _throttled.error("write", "audit journal %s: write failed: %s", self.chain, os.strerror(err.errno or 5))
-        self._settle([], JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))
-
-    def _recovered(self) -> None:
-        """Hook: the journal is healthy again (the sealer process tells its worker)."""
-
-    def _probe(self) -> OSError | None:
-        """Allocate and fsync ``_PROBE_BYTES`` in a file beside the chain, then remove it: the disk has room
-        for real traffic again, not just for the few bytes a failed write freed."""
-        path = self.dir / f".probe-{os.getpid()}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o600)
-            try:
-                st = os.fstatvfs(fd)  # on a small file system (tests, tmpfs) a sixteenth of it
-                size = min(_PROBE_BYTES, self.settings.segment_max_bytes, st.f_blocks * st.f_frsize // 16)
-                os.posix_fallocate(fd, 0, max(size, 4096))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            return e
-        finally:
-            try:
-                path.unlink()
-            except OSError:
-                pass
-        return None
 
     def _open_segment(self, first_seq: int) -> None:
         path, n = self.dir / layout.segment_name(first_seq), 0
@@ -462,35 +364,6 @@ class Journal:
         for typ, n in counts.items():
             tm.AUDIT_EVENTS.labels(typ).inc(n)
         return True
-
-    def _fail(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: OSError) -> None:
-        """Roll the chain back to its last durable event. Events someone waits for fail (their requests are
-        refused); events whose answers are out are kept, in order, for the recovery write (checkpoints are
-        sealed anew there)."""
-        tm.AUDIT_WRITE_FAILURES.inc()
-        _throttled.error("write", "audit journal %s: write failed: %s", self.chain, os.strerror(err.errno or 5))
-        with self._cond:
-            failed = batch + self._take_batch()
-            self._seq, self._prev = self._durable
-            self._since_cp, self._last_cp = 0, self._durable_cp
-            self._healthy = False
-            self._retry_at = time.monotonic() + _RETRY_S
-            self._held[:0] = [b[4] for b in failed if b[3] is None and b[2] != "audit.checkpoint"]
-            waited = [b for b in failed if b[3] is not None]
-            self._broken = {"segment": self._seg_path.name, "error": os.strerror(err.errno or 5)}
-            if self._fd >= 0:
-                try:  # drop our own unacknowledged partial bytes; if impossible, the recovery checkpoint says so
-                    os.ftruncate(self._fd, self._seg_size)
-                except OSError:
-                    self._broken["torn_after_bytes"] = self._seg_size
-                os.close(self._fd)
-                self._fd = -1
-            if self._seg_size == 0:
-                try:
-                    self._seg_path.unlink()
-                except OSError:
-                    pass
-        self._settle(waited, JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))
 
     @staticmethod
     def _settle(batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: BaseException | None,
