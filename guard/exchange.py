@@ -7,6 +7,10 @@ from typing import Any
 
 from guard.identity import Principal
 
+# ASGI scope key (guard.server) and Exchange.context key (guard.pipeline): {"id": the request id the client is
+# given, "owner": None, "app" or "http": who makes its one audit record}
+REQUEST_KEY = "guard.request"
+
 
 @dataclass
 class Exchange:

@@ -19,11 +19,12 @@ from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
-from guard.exchange import Exchange
+from guard.exchange import REQUEST_KEY, Exchange
 from guard.filters import budget
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.ratelog import Throttled
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
 from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes, read_error,
                             too_large)
@@ -172,6 +173,18 @@ def _obj(ex: Exchange) -> Attrs:
 
 
 _OBJ = "guard.policy.obj"  # Exchange.context key
+_throttled = Throttled(log)  # audit failures repeat for every request while the disk is full
+
+
+def _ours(ex: Exchange) -> bool:
+    """Claim the request's one record for the app; False when the HTTP layer already made it (an invalid
+    body refused by guard.server under this request's id): the app then neither records nor answers."""
+    req = ex.context.get(REQUEST_KEY)
+    if req is None:
+        return True
+    if req["owner"] is None:
+        req["owner"] = "app"
+    return req["owner"] == "app"
 
 
 # --- the exchange ----------------------------------------------------------------------------------------
@@ -185,8 +198,11 @@ class Pipeline:
         self._model_labels = frozenset(svc.config.telemetry.model_labels)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        rid = os.urandom(12).hex()
+        req = scope.get(REQUEST_KEY)  # guard.server: the request's id, and who records it (_ours)
+        rid = req["id"] if req else os.urandom(12).hex()
         ex = Exchange(request_id=rid, api="", operation="", model="", path=scope["path"], body={})
+        if req:
+            ex.context[REQUEST_KEY] = req
         ex.client_ip = (scope.get("client") or ("",))[0]
         tp = _header(scope["headers"], b"traceparent")
         tracing = self.svc.tracing
@@ -235,6 +251,8 @@ class Pipeline:
         return answer
 
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:
+        if not _ours(ex):
+            return
         outcome = {"status": e.status, "reason": e.code or e.type, "error_type": e.type}
         try:
             await self._after(ex, started, outcome)
@@ -245,13 +263,15 @@ class Pipeline:
                         _decision(ex), str(e.status)).inc()
 
     async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
+        if not _ours(ex):
+            return
         ex.context["outcome"] = outcome
         kind = "exchange.completed" if started else "exchange.denied"
         try:
             await self.svc.recorder.finished(ex, kind, outcome)
         except Exception as err:  # noqa: BLE001
             telemetry.FAIL_CLOSED.labels("audit").inc()
-            log.error("audit record for %s failed: %s", ex.request_id, err)
+            _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             if not started:
                 raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
 
@@ -265,7 +285,7 @@ class Pipeline:
             await self.svc.recorder.finished(ex, "exchange.completed", outcome, wait=False)
         except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
             telemetry.FAIL_CLOSED.labels("audit").inc()
-            log.error("audit completion record for %s failed: %s", ex.request_id, err)
+            _throttled.error("completion", "audit completion record for %s failed: %s", ex.request_id, err)
 
     async def _run(self, ex: Exchange, scope: dict[str, Any], receive: Receive, send: Send) -> bool:
         svc, cfg = self.svc, self.svc.config
@@ -311,12 +331,14 @@ class Pipeline:
         await self._content(ex, env)
 
         t = time.perf_counter()
+        if not _ours(ex):
+            raise ClientGone()
         try:
             await svc.recorder.started(ex)
             ex.context["audit_started"] = True
         except Exception as err:  # noqa: BLE001 - any journal failure refuses the request
             telemetry.FAIL_CLOSED.labels("audit").inc()
-            log.error("audit journal failed, refusing %s: %s", ex.request_id, err)
+            _throttled.error("refusing", "audit journal failed, refusing %s: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         _stage(ex, "audit", t)
         await self._forward(ex, scope, r, prompt, screens, receive, send)
@@ -395,7 +417,7 @@ class Pipeline:
             await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
         except Exception as err:  # noqa: BLE001 - the listing is its own record: unrecorded, it is refused
             telemetry.FAIL_CLOSED.labels("audit").inc()
-            log.error("audit record for %s failed: %s", ex.request_id, err)
+            _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 

@@ -16,6 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from guard.errors import GuardError, unavailable
+from guard.exchange import REQUEST_KEY
 from guard.identity import Principal, principal_from_der
 from guard.revocation import chain_of
 from guard.tls import (ClientCertificateRefused, ContextHolder, build_server_context, client_cert_problem,
@@ -106,6 +107,11 @@ _REASON_PHRASES = {400: b"Bad Request", 403: b"Forbidden", 408: b"Request Timeou
                    503: b"Service Unavailable"}
 
 
+def _new_request() -> dict[str, Any]:
+    """The request's id and who makes its one audit record (guard.exchange.REQUEST_KEY)."""
+    return {"id": os.urandom(12).hex(), "owner": None}
+
+
 class _Refusals:
     """Requests the HTTP layer refuses before they reach the app (malformed, header limits, too slow): the
     client gets an OpenAI-shaped error with a request id, and the journal an ``exchange.denied`` record
@@ -154,12 +160,26 @@ class _Refusals:
         if self._refused or self.transport.is_closing():
             return
         self._refused = True
-        rid = os.urandom(12).hex()
+        req = self._body_request()
+        rid = req["id"] if req is not None else os.urandom(12).hex()
         err = GuardError(status, msg, "permission_denied" if status == 403 else "invalid_request_error", code)
         if self._recorder is None or not received:
             return self._write_refusal(err, rid)
         self.transport.pause_reading()
         self.loop.create_task(self._record_then_refuse(err, rid))
+
+    def _body_request(self) -> dict[str, Any] | None:
+        """The request whose body was being read when its framing broke, claimed for this refusal: the
+        client gets its id and the journal one record (the app, seeing the connection close, records
+        nothing). None when the app already answered or recorded it (a new id is used then)."""
+        cycle = getattr(self, "cycle", None)  # h11 parses no further request while one is being served
+        if cycle is None or getattr(self, "_in_head", False) or not cycle.more_body or cycle.response_started:
+            return None
+        req = cycle.scope.setdefault(REQUEST_KEY, _new_request())  # h11: the app may not have started yet
+        if req["owner"] is not None:
+            return None
+        req["owner"] = "http"
+        return req
 
     async def _record_then_refuse(self, err: GuardError, rid: str) -> None:
         try:
@@ -235,6 +255,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
         super().on_message_begin()
         if self._tls is not None:
             self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+        self.scope[REQUEST_KEY] = _new_request()  # type: ignore[literal-required]
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
             self._arm(self.header_timeout_s)
@@ -272,17 +293,18 @@ class _TLSH11(_Refusals, H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         tls = self._bind(transport)
-        if tls is not None:
-            app = self.app
+        app = self.app
 
-            async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
-                refusal = self._revocation()
-                if refusal is not None:
-                    return await self._refuse_in_app(refusal, send)
+        async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
+            refusal = self._revocation()
+            if refusal is not None:
+                return await self._refuse_in_app(refusal, send)
+            if tls is not None:
                 scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
-                await app(scope, receive, send)
+            scope.setdefault(REQUEST_KEY, _new_request())  # or the one a refusal of its body made first
+            await app(scope, receive, send)
 
-            self.app = with_tls  # type: ignore[assignment]
+        self.app = with_tls  # type: ignore[assignment]
 
     async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable) -> None:
         """The h11 path's refusal of a request on a revoked connection: recorded, answered, then closed."""

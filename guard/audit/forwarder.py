@@ -28,11 +28,12 @@ Position = dict[str, dict[str, Any]]  # chain -> {"segment": name, "offset": int
 class JournalLine(dict):  # type: ignore[type-arg]
     """A parsed event that keeps its journal bytes, so native-JSON sinks send them without re-encoding."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("at", "raw")
 
-    def __init__(self, event: dict[str, Any], raw: bytes) -> None:
+    def __init__(self, event: dict[str, Any], raw: bytes, at: tuple[str, str, int, int] | None = None) -> None:
         super().__init__(event)
         self.raw = raw
+        self.at = at  # (chain, segment, offset after the line, seq): where the cursor goes once it is delivered
 
 
 class Reader:
@@ -80,7 +81,7 @@ class Reader:
                     continue
                 if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > p["seq"]:
                     p["seq"] = e["seq"]
-                    out.append(JournalLine(e, line[:-1]))
+                    out.append(JournalLine(e, line[:-1], (chain, p["segment"], p["offset"], e["seq"])))
                     n += 1
             limit -= n
             if limit <= 0:
@@ -172,6 +173,7 @@ class SinkWorker(threading.Thread):
                 log.warning("audit sink %s: %s (retry in %.1fs)", self.s.name, e, backoff)
                 self.sink.reset()
                 self.unconfirmed.clear()
+                self._commit_acked(batch, getattr(e, "acked", 0))
                 self.reader.seek(self.committed)
                 self.stop_event.wait(backoff * (0.5 + random.random() / 2))
                 backoff = min(backoff * 2, self.s.backoff_max_s)
@@ -187,6 +189,21 @@ class SinkWorker(threading.Thread):
         self._confirm(final=True)
         self.reader.close()
         self.sink.reset()
+
+    def _commit_acked(self, batch: list[dict[str, Any]], acked: int) -> None:
+        """A sink that acknowledges each event (relp) failed after the first ``acked`` of ``batch``: the cursor
+        moves past those, so the retry starts at the first event not acknowledged."""
+        if acked <= 0 or self.sink.stream:
+            return
+        pos = json.loads(json.dumps(self.committed))
+        for ev in batch[:acked]:
+            at = getattr(ev, "at", None)
+            if at is None:
+                return  # not read from the journal here: keep the whole batch for the retry
+            pos[at[0]] = {"segment": at[1], "offset": at[2], "seq": at[3]}
+        tm.SINK_DELIVERED.labels(self.s.name).inc(acked)
+        self.delivered += acked
+        self._commit(pos, force=True)
 
     def _confirm(self, final: bool = False) -> None:
         """Stream sinks: positions older than the replay window on a still-open connection are delivered."""

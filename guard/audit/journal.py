@@ -7,8 +7,13 @@ that covers its event (durability ``fsync``) or at once with the fsync due withi
 answer) resolves at once in either mode: the event goes out with the next group commit that something
 waits for, and at the latest ``batch_window_ms`` after it was sealed, so it costs no fsync of its own. A
 failed write rolls the chain back to its last durable event, fails every event not yet durable with
-JournalError and marks the journal unhealthy; the next append opens a new segment that starts with a
-recovery checkpoint.
+JournalError and marks the journal unhealthy. Events whose answers were already released (durability
+``batch``, ``wait=False`` completions) are never rolled back: they are kept, in order, and written first
+when the disk takes writes again. While unhealthy every waited-for append is refused (JournalError: Guard
+answers 503) and the writer retries on its own every ``_RETRY_S``: a new segment, a recovery checkpoint,
+the kept events, fsync, then a probe of ``_PROBE_BYTES`` allocated and fsync'd on the same file system;
+only then is the journal healthy again (a few bytes freed by the failed write do not count as recovery).
+That part lives in guard.audit.recovery.
 """
 from __future__ import annotations
 
@@ -26,12 +31,9 @@ from typing import Any
 from guard import telemetry as tm
 from guard.audit import event as ev
 from guard.audit import layout
+from guard.audit.recovery import _MAX_HELD, JournalError, Recovering, _throttled
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
-
-
-class JournalError(Exception):
-    """The journal cannot make events durable (disk full, permissions, read-only); refuse the request."""
 
 
 class _Waiter:
@@ -51,7 +53,7 @@ def default_writer_id(worker: int | None = None, template: str = "{host}-w{worke
     return template.format(host=host, worker=worker, pid=os.getpid())
 
 
-class Journal:
+class Journal(Recovering):
     def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None,
                  signer: Signer | None = None) -> None:
         """Open (or continue) chain ``writer_id``, by default ``settings.writer_id`` filled in for ``worker``.
@@ -64,7 +66,10 @@ class Journal:
         self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
         self.dir = layout.chains_dir(self.root) / self.chain
         self._cond = threading.Condition(threading.Lock())
-        self._pending: list[tuple[bytes, int, str, Any]] = []  # line, seq, type, waiter
+        self._pending: list[tuple[bytes, int, str, Any, dict[str, Any]]] = []  # line, seq, type, waiter, event
+        self._held: list[dict[str, Any]] = []  # released events a failed write gave back: written first on recovery
+        self._retry_at = 0.0
+        self._final = True
         self._urgent = False  # something in _pending waits for its fsync (durability fsync): write it now
         self._since = 0.0  # when the oldest event in _pending was sealed (the rest wait batch_window_ms)
         self._fd = -1
@@ -123,7 +128,7 @@ class Journal:
         (see the module docstring). Raises JournalError."""
         loop = asyncio.get_running_loop()
         if not wait or self.settings.durability == "batch":
-            return self._submit(event, None)
+            return self._submit(event, None, lazy=not wait)
         fut = loop.create_future()
         sealed = self._submit(event, (loop, fut), notify=False)
         if loop not in self._kicks:  # wake the writer once per loop iteration, not once per event
@@ -160,8 +165,7 @@ class Journal:
         with self._cond:
             if self._closing:
                 return
-            if self._healthy and final:
-                self._seal_checkpoint("close", final=True)
+            self._final = final
             self._closing = True
             self._cond.notify()
         self._thread.join()
@@ -169,14 +173,25 @@ class Journal:
 
     # --- sealing (caller threads, under the condition's lock) ------------------------------------------
 
-    def _submit(self, event: dict[str, Any], waiter: Any, notify: bool = True) -> dict[str, Any]:
+    def _submit(self, event: dict[str, Any], waiter: Any, notify: bool = True, lazy: bool = False) -> dict[str, Any]:
         """Seal ``event``; a ``waiter`` (durability fsync) makes the pending batch urgent. The writer is told
-        of urgent batches (``notify``) and of the first event of a batch (it then sleeps until its window)."""
+        of urgent batches (``notify``) and of the first event of a batch (it then sleeps until its window).
+        While the journal is unhealthy a ``lazy`` event (its answer is out) is kept for the recovery write;
+        any other is refused with JournalError."""
         with self._cond:
             if self._closing:
                 raise JournalError("audit journal is closed")
             if not self._healthy:
-                self._recover()
+                if not lazy:
+                    raise JournalError("audit journal unavailable: "
+                                       f"{(self._broken or {}).get('error', 'recovering')}")
+                if len(self._held) < _MAX_HELD:
+                    self._held.append(event)
+                else:
+                    tm.AUDIT_WRITE_FAILURES.inc()
+                    _throttled.error("held-full", "audit journal: an answered event was dropped (%d kept already)",
+                                     len(self._held))
+                return event
             first = not self._pending
             sealed = self._seal(event, waiter)
             if first:
@@ -199,7 +214,7 @@ class Journal:
             line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
         self._seq, self._prev = seq, h
         self._since_cp += 1
-        self._pending.append((line, seq, event["type"], waiter))
+        self._pending.append((line, seq, event["type"], waiter, event))
         return event
 
     def _seal_checkpoint(self, reason: str, final: bool = False, recovery: dict[str, Any] | None = None) -> None:
@@ -243,19 +258,6 @@ class Journal:
         if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
             self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
 
-    def _recover(self) -> None:
-        """Next append after a failure: new segment, recovery checkpoint; JournalError if still failing."""
-        try:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            self._open_segment(self._seq + 1)
-        except OSError as e:
-            tm.AUDIT_WRITE_FAILURES.inc()
-            raise JournalError(f"audit journal {self.dir}: {e.strerror or e}") from None
-        self._healthy = True
-        self._seal_checkpoint("recovery", recovery={"write_error": True, **(self._broken or {})})
-
     def _open_segment(self, first_seq: int) -> None:
         path, n = self.dir / layout.segment_name(first_seq), 0
         while path.exists() and path.stat().st_size:  # never append after bytes we could not remove
@@ -285,7 +287,7 @@ class Journal:
             return 0.0
         return max(0.0, self._since + self.settings.batch_window_ms / 1000.0 - time.monotonic())
 
-    def _take_batch(self) -> list[tuple[bytes, int, str, Any]]:
+    def _take_batch(self) -> list[tuple[bytes, int, str, Any, dict[str, Any]]]:
         batch, self._pending, self._urgent = self._pending, [], False
         return batch
 
@@ -295,17 +297,20 @@ class Journal:
                 while True:
                     due = self._interval_checkpoint()
                     left = self._write_in()
-                    if self._closing or left == 0:
+                    retry = self._recovery_in()
+                    if self._closing or left == 0 or retry == 0:
                         break
-                    self._cond.wait(min(due, left))
-                batch = self._take_batch()
+                    self._cond.wait(min(due, left, retry))
                 closing = self._closing
-            if batch:
-                self._write(batch)
+                recover = not closing and not self._healthy
+                batch = [] if closing or recover else self._take_batch()
             if closing:
-                with self._cond:
-                    if not self._pending:
-                        return
+                self._drain()
+                return
+            if recover:
+                self._recover_step()
+            elif batch:
+                self._write(batch)
 
     def _interval_checkpoint(self) -> float:
         """Seal an ``interval`` checkpoint if one is due (caller holds the lock); seconds until the next."""
@@ -319,7 +324,8 @@ class Journal:
             due = s.checkpoint_seconds
         return due
 
-    def _write(self, batch: list[tuple[bytes, int, str, Any]]) -> None:
+    def _write(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]]) -> bool:
+        """Write and fsync ``batch``; False (and the journal unhealthy) when that failed."""
         try:
             if self._fd < 0:
                 raise OSError(5, "journal segment is not open")
@@ -340,50 +346,30 @@ class Journal:
             tm.AUDIT_FSYNC_SECONDS.observe(self.fsync_s)
         except OSError as e:
             self._fail(batch, e)
-            return
+            return False
         self._seg_size += len(data)
         self._durable = (batch[-1][1], _hash_of(batch[-1][0]))
         counts: dict[str, int] = {}
-        for _, _, typ, _ in batch:
-            counts[typ] = counts.get(typ, 0) + 1
+        for b in batch:
+            counts[b[2]] = counts.get(b[2], 0) + 1
         self._settle(batch, None, counts)
-        for line, seq, typ, _ in batch if "audit.checkpoint" in counts else ():
+        for line, seq, typ, *_ in batch if "audit.checkpoint" in counts else ():
             if typ == "audit.checkpoint":
                 self._durable_cp = _hash_of(line)
                 try:
                     self._write_head(seq, self._durable_cp, b'"final":true' in line)
-                except OSError:
-                    pass  # HEAD only ever lags; the chain itself is durable
+                except OSError as e:  # HEAD only ever lags; the chain itself is durable
+                    _throttled.error("head", "audit journal %s: head record not written: %s", self.chain,
+                                     os.strerror(e.errno or 5))
         for typ, n in counts.items():
             tm.AUDIT_EVENTS.labels(typ).inc(n)
-
-    def _fail(self, batch: list[tuple[bytes, int, str, Any]], err: OSError) -> None:
-        tm.AUDIT_WRITE_FAILURES.inc()
-        with self._cond:
-            failed = batch + self._take_batch()
-            self._seq, self._prev = self._durable
-            self._since_cp, self._last_cp = 0, self._durable_cp
-            self._healthy = False
-            self._broken = {"segment": self._seg_path.name, "error": os.strerror(err.errno or 5)}
-            if self._fd >= 0:
-                try:  # drop our own unacknowledged partial bytes; if impossible, the recovery checkpoint says so
-                    os.ftruncate(self._fd, self._seg_size)
-                except OSError:
-                    self._broken["torn_after_bytes"] = self._seg_size
-                os.close(self._fd)
-                self._fd = -1
-            if self._seg_size == 0:
-                try:
-                    self._seg_path.unlink()
-                except OSError:
-                    pass
-        self._settle(failed, JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))
+        return True
 
     @staticmethod
-    def _settle(batch: list[tuple[bytes, int, str, Any]], err: BaseException | None,
+    def _settle(batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: BaseException | None,
                 counts: dict[str, int] | None = None) -> None:
         """Wake the batch's waiters (``counts``: events written by type, when it was written)."""
-        _wake([w for *_, w in batch if w is not None], err)
+        _wake([b[3] for b in batch if b[3] is not None], err)
 
 
 def _wake(waiters: list[Any], err: BaseException | None, here: asyncio.AbstractEventLoop | None = None) -> None:

@@ -84,11 +84,20 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, EIO: leave no temporary file behind
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
 
 
 def iter_lines(path: Path, offset: int = 0, chunk: int = 1 << 20) -> Iterator[tuple[int, int, bytes]]:

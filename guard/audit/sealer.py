@@ -10,21 +10,25 @@ and fsync run on another core.
 Durability is unchanged: with ``durability: fsync`` ``append`` resolves only when the sealer reports the
 fsync that covers the event; a failed write fails those events with JournalError (the request is refused
 with 503). If the sealer process dies, every event not yet acknowledged fails, appends fail until a new
-sealer has resumed the chain (recovery checkpoint, as after a crash), and the failure is counted.
+sealer has resumed the chain (recovery checkpoint, as after a crash), and the failure is counted. A new sealer
+is started at once by a supervising thread (not by the next request), then with backoff while starting fails.
 
 Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length, op, event number) then the
 payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
 read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
 can send one) or an exchange's facts as a marshal tuple (the sealer assembles the event with
-guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (written with the next group commit, within
-``batch_window_ms``; no acknowledgement of its own), ``C`` close. Sealer -> worker: ``!I`` length then a
+guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (its answer is out: durability ``batch`` while healthy, and
+completions; written with the next group commit, within ``batch_window_ms``; no acknowledgement of its own;
+kept for the recovery write when the disk is full), ``C`` close. Sealer -> worker: ``!I`` length then a
 JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
-``{"fail": [[first, last], ...], "error": ...}`` per written batch, ``closed`` at the end.
+``{"fail": [[first, last], ...], "error": ...}`` per written batch (``healthy``: whether the sealer's journal
+takes events again; a failed write or recovery attempt sends ``fail`` even with no range), ``closed`` at the end.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import marshal
 import os
 import select
@@ -44,12 +48,16 @@ from guard.audit import layout
 from guard.audit.event import from_facts
 from guard.audit.journal import Journal, JournalError, _Waiter, _wake, default_writer_id
 from guard.audit.settings import AuditSettings
+from guard.ratelog import Throttled
 
 HDR = struct.Struct("!IcQ")
 LEN = struct.Struct("!I")
 _EVENT, _LAZY, _CLOSE = b"E", b"L", b"C"
+_GO = b"G"  # worker -> a sealer waiting in standby: take the chain now
 _START_TIMEOUT_S = 60.0
-_RESTART_BACKOFF_S = 1.0
+_RESTART_BACKOFF_S = (0.1, 2.0)  # a sealer that fails to start is tried again after 0.1 s, doubling up to 2 s
+log = logging.getLogger("guard.audit")
+_throttled = Throttled(log)
 _LOCK_WAIT_S = 10.0  # a new sealer waits this long for the chain lock of a sealer still flushing
 
 
@@ -97,17 +105,20 @@ class ProcessJournal:
         self._closing = False
         self._closed = threading.Event()
         self._restarting = False
-        self._died_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._rbuf = bytearray()
         self.seq = 0
         self.key_id = ""
+        self._standby: tuple[socket.socket, subprocess.Popen[bytes]] | None = None
+        self._sb_lock = threading.Lock()
         self._spawn()
+        threading.Thread(target=self._standby_ready, name="audit-sealer-standby", daemon=True).start()
 
     # --- process -------------------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _start(self) -> tuple[socket.socket, subprocess.Popen[bytes]]:
+        """A sealer process that imports what it needs and then waits for ``_GO`` before taking the chain."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
@@ -123,8 +134,37 @@ class ProcessJournal:
             theirs.close()
             raise JournalError(f"audit sealer could not start: {e.strerror or e}") from None
         theirs.close()
+        return ours, proc
+
+    def _standby_ready(self) -> None:
+        """Start the next sealer now (restart thread): if this one dies it takes over without an interpreter
+        start and imports (about a second on a busy 2-core machine, the bulk of a restart)."""
+        with self._sb_lock:
+            if self._closing or self._standby is not None:
+                return
+            try:
+                self._standby = self._start()
+            except JournalError as e:
+                _throttled.error("sealer-standby", "audit sealer standby could not start: %s", e)
+
+    def _drop_standby(self) -> None:
+        with self._sb_lock:
+            sb, self._standby = self._standby, None
+        if sb is not None:
+            sb[0].close()  # it sees EOF and exits without touching the chain
+            threading.Thread(target=_reap, args=(sb[1],), daemon=True).start()
+
+    def _spawn(self) -> None:
+        with self._sb_lock:
+            sb, self._standby = self._standby, None
+        if sb is None or sb[1].poll() is not None:
+            if sb is not None:
+                sb[0].close()
+            sb = self._start()
+        ours, proc = sb
         ours.settimeout(_START_TIMEOUT_S)
         try:
+            ours.sendall(_GO)
             hello = _read_message(ours)
         except OSError:
             hello = None
@@ -142,6 +182,7 @@ class ProcessJournal:
             self._rbuf = bytearray()
             self._loop = None  # the next append attaches its loop's reader to this socket
             self.seq, self.key_id = int(hello["seq"]), hello["key_id"]
+            self._closed.clear()
             self._alive = self._healthy = True
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -182,7 +223,7 @@ class ProcessJournal:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "ok" in msg:
             self.seq = msg["seq"]
-            self._healthy = True
+            self._healthy = msg.get("healthy", True)
             if "fsync" in msg:
                 tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
             for typ, n in msg.get("n", {}).items():
@@ -207,7 +248,8 @@ class ProcessJournal:
             loop, proc = self._loop, self._proc
         if not expected:
             tm.AUDIT_WRITE_FAILURES.inc()
-            self._died_at = time.monotonic()
+            log.error("audit sealer process %d exited (%s); starting a new one", proc.pid, proc.poll())
+            self._supervise()
         self._settle(_ranges(left), JournalError("audit sealer process exited"))
         self._closed.set()
 
@@ -256,19 +298,36 @@ class ProcessJournal:
                     self._take(sock, 0)
         return done.is_set()
 
+    def _supervise(self) -> None:
+        """Start a new sealer now, in a thread of its own (not on the next request)."""
+        with self._lock:
+            if self._closing or self._restarting:
+                return
+            self._restarting = True
+        threading.Thread(target=self._respawn, name="audit-sealer-restart", daemon=True).start()
+
     def _respawn(self) -> None:
+        delay = 0.0
         try:
-            self._spawn()
-        except JournalError:
-            self._died_at = time.monotonic()
+            while not self._closing:
+                if delay:
+                    time.sleep(delay)
+                try:
+                    self._spawn()
+                    self._standby_ready()
+                    log.warning("audit sealer restarted (pid %d, chain %s at seq %d)", self._proc.pid, self.chain,
+                                self.seq)
+                    return
+                except JournalError as e:
+                    _throttled.error("sealer-start", "audit sealer could not start: %s", e)
+                    delay = min(max(delay * 2, _RESTART_BACKOFF_S[0]), _RESTART_BACKOFF_S[1])
         finally:
             self._restarting = False
 
     def _dead(self) -> JournalError:
-        """Called when the sealer is gone: start a new one in the background (with a short backoff)."""
-        if not self._closing and not self._restarting and time.monotonic() - self._died_at >= _RESTART_BACKOFF_S:
-            self._restarting = True
-            threading.Thread(target=self._respawn, name="audit-sealer-restart", daemon=True).start()
+        """Called when the sealer is gone: make sure a new one is being started."""
+        if not self._closing and not self._restarting:
+            self._supervise()
         return JournalError("audit sealer process is not running")
 
     # --- Journal API -----------------------------------------------------------------------------------
@@ -314,12 +373,11 @@ class ProcessJournal:
                 self._attach(loop)
             self._next += 1
             i = self._next
-            op = _EVENT
-            if not self._healthy or (self._fsync and wait):  # after a failure every append waits: recovery may fail
+            op = _LAZY  # the answer does not wait: the sealer keeps it even through a failed write
+            if wait and (self._fsync or not self._healthy):  # after a failure every record waits: recovery may fail
+                op = _EVENT
                 fut = loop.create_future()
                 self._waiters[i] = (loop, fut)
-            elif self._fsync:
-                op = _LAZY  # the sealer does not fsync for it alone
             self._out += (HDR.pack(len(data), op, i), data)
             if not self._flush_due:
                 self._flush_due = True
@@ -367,6 +425,7 @@ class ProcessJournal:
             if alive:
                 self._out.append(HDR.pack(0, _CLOSE, 0))
                 self._send_locked()
+        self._drop_standby()
         if not alive:
             while self._restarting:
                 time.sleep(0.05)
@@ -403,45 +462,58 @@ class _SealerJournal(Journal):
 
     def __init__(self, settings: AuditSettings, chain: str, sock: socket.socket) -> None:
         self._sock = sock
+        self._peer_gone = False
         super().__init__(settings, chain)
 
     def _run(self) -> None:  # no writer thread: serve() writes
         return
 
     def send(self, msg: dict[str, Any]) -> None:
-        data = json.dumps(msg, separators=(",", ":")).encode()
-        self._sock.sendall(LEN.pack(len(data)) + data)
-
-    def _settle(self, batch: list[tuple[bytes, int, str, Any]], err: BaseException | None,  # type: ignore[override]
-                counts: dict[str, int] | None = None) -> None:
-        ids = [w for *_, w in batch if type(w) is int]
-        if err is not None:
-            if ids:
-                self.send({"fail": _ranges(ids), "error": str(err)})
+        """Tell the worker; a worker that is gone (closed its end) must not stop the journal being sealed."""
+        if self._peer_gone:
             return
-        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts or {}}
+        data = json.dumps(msg, separators=(",", ":")).encode()
+        try:
+            self._sock.sendall(LEN.pack(len(data)) + data)
+        except OSError:
+            self._peer_gone = True
+
+    def _settle(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],  # type: ignore[override]
+                err: BaseException | None, counts: dict[str, int] | None = None) -> None:
+        ids = [b[3] for b in batch if type(b[3]) is int]
+        if err is not None:  # sent even with no range: the worker must stop answering before records are durable
+            self.send({"fail": _ranges(ids), "error": str(err)})
+            return
+        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts or {}, "healthy": self._healthy}
         if self.fsync_s is not None:
             msg["fsync"] = self.fsync_s
         self.send(msg)
 
+    def _recovered(self) -> None:
+        self.send({"ok": [], "seq": self._durable[0], "healthy": True})
+
     def write_pending(self, force: bool = False) -> None:
-        """Write the pending batch when it is due (Journal._write_in), or now with ``force``."""
+        """Write the pending batch when it is due (Journal._write_in), or now with ``force``; after a failed
+        write, try to recover when that is due."""
         with self._cond:
-            batch = self._take_batch() if force or self._write_in() == 0 else []
-        if batch:
+            recover = not self._healthy and self._recovery_in() == 0
+            batch = [] if recover else self._take_batch() if force or self._write_in() == 0 else []
+        if recover:
+            self._recover_step()
+        elif batch:
             self._write(batch)
 
     def tick(self) -> float:
-        """Seal an interval checkpoint when one is due; seconds until that or the pending batch is due."""
+        """Seal an interval checkpoint when one is due; seconds until that, the pending batch or the next
+        recovery attempt is due."""
         with self._cond:
-            return min(self._interval_checkpoint(), self._write_in())
+            return min(self._interval_checkpoint(), self._write_in(), self._recovery_in())
 
     def finish(self, final: bool) -> None:
         with self._cond:
-            if self._healthy and final:
-                self._seal_checkpoint("close", final=True)
+            self._final = final
             self._closing = True
-        self.write_pending(force=True)
+        self._drain()
         self._release()
 
 
@@ -450,6 +522,11 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
         signal.signal(sig, signal.SIG_IGN)  # the worker closes us (or its exit does); Ctrl-C must not
     sock = socket.socket(fileno=fd)
     settings = AuditSettings.model_validate_json(settings_json)
+    try:
+        if sock.recv(1) != _GO:  # in standby until the worker needs us; EOF: not needed after all
+            return 0
+    except OSError:
+        return 0
     deadline = time.monotonic() + _LOCK_WAIT_S
     while True:
         try:
@@ -496,7 +573,7 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                 try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
                     if type(event) is not dict:  # an exchange's facts (ProcessJournal.append_facts)
                         event = from_facts(event)
-                    j._submit(event, i if op == _EVENT else None, notify=False)
+                    j._submit(event, i if op == _EVENT else None, notify=False, lazy=op == _LAZY)
                 except (ValueError, TypeError) as e:  # facts that are not facts: a bug, refused like a failed write
                     if op == _EVENT:
                         j.send({"fail": [[i, i]], "error": f"unusable exchange record: {e}"})

@@ -13,15 +13,15 @@ class SinkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["splunk_hec", "syslog", "webhook", "file"]
+    type: Literal["splunk_hec", "syslog", "relp", "webhook", "file"]
     format: Literal["json", "ocsf", "cef", "ecs"] = "json"
     url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook
-    host: str | None = None  # syslog
-    port: int | None = Field(None, ge=1, le=65535)  # syslog (default 6514 with TLS, 601 without)
+    host: str | None = None  # syslog, relp
+    port: int | None = Field(None, ge=1, le=65535)  # syslog (default 6514 with TLS, 601 without), relp (2514)
     path: Path | None = None  # file
     token_env: str | None = None  # splunk_hec: env var holding the HEC token
     secret_env: str | None = None  # webhook: env var holding the HMAC-SHA256 secret
-    tls: bool = False  # syslog over TLS (RFC 5425); HTTPS sinks use TLS from the URL scheme
+    tls: bool = False  # syslog over TLS (RFC 5425), relp over TLS; HTTPS sinks use TLS from the URL scheme
     ca: Path | None = None  # CA bundle to verify the server (system store when unset); verification is always on
     batch_size: int = Field(500, ge=1, le=100_000)
     timeout_s: float = Field(10.0, gt=0)
@@ -34,7 +34,7 @@ class SinkSettings(BaseModel):
     @model_validator(mode="after")
     def _needs(self) -> SinkSettings:
         need = {"splunk_hec": ("url", "token_env"), "webhook": ("url", "secret_env"),
-                "syslog": ("host",), "file": ("path",)}[self.type]
+                "syslog": ("host",), "relp": ("host",), "file": ("path",)}[self.type]
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
             raise ValueError(f"sink {self.name!r} ({self.type}) needs {', '.join(missing)}")

@@ -27,7 +27,11 @@ _FACILITY = 13  # log audit
 
 
 class SinkError(Exception):
-    pass
+    """Delivery failed; ``acked``: how many events at the start of the batch the sink did acknowledge."""
+
+    def __init__(self, msg: str, acked: int = 0) -> None:
+        super().__init__(msg)
+        self.acked = acked
 
 
 class Sink(Protocol):
@@ -252,6 +256,10 @@ class FileSink:
 
 
 def make_sink(s: SinkSettings) -> Sink:
+    if s.type == "relp":
+        from guard.audit.relp import Relp  # it builds on this module
+
+        return Relp(s)
     kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
         "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
     return kinds[s.type](s)

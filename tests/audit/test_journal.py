@@ -201,7 +201,12 @@ def test_disk_full_raises_journal_error_and_the_next_append_recovers(tmp_path: P
             for i in range(200):
                 j.append_sync(sample(i, model="x" * 2000))
         assert not j.healthy
-        filler.unlink()  # space again: the next append opens a new segment with a recovery checkpoint
+        with pytest.raises(JournalError):  # refused while unhealthy, even once one small write would fit
+            j.append_sync(sample(6))
+        filler.unlink()  # space again: the writer opens a new segment with a recovery checkpoint on its own
+        deadline = time.monotonic() + 5
+        while not j.healthy and time.monotonic() < deadline:
+            time.sleep(0.02)
         ok = j.append_sync(sample(7))
         assert j.healthy and ok["seq"] > 5
         j.close()

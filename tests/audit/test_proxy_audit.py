@@ -742,7 +742,7 @@ def test_a_full_disk_refuses_requests_with_503_and_never_answers_unrecorded(
     assert not missing, f"answered without exchange.started: {missing}"
     assert any(e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "recovery" for e in events)
     refusals = [r.getMessage() for r in caplog.records if r.name.startswith("guard") and "refusing" in r.getMessage()]
-    assert len(refusals) >= len(refused)  # each refusal is logged, with its request id ...
+    assert refusals and len(refusals) < len(refused)  # refusals are logged with a request id, thinned (ratelog) ...
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("guard"))
     assert client_secret not in logged and client_secret.encode() not in journal_bytes(root)  # ... and no secret
 

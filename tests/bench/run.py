@@ -610,7 +610,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
      json.dumps(r["added"], indent=2)),
 ]
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
-            "tests.bench.bench_canonical", "tests.bench.bench_hostile"]
+            "tests.bench.bench_canonical", "tests.bench.bench_hostile",
+            "tests.bench.bench_sealer_restart", "tests.bench.bench_sink_duplicates"]  # BENCH_ONLY: after the last "_"
 
 
 def main() -> int:
