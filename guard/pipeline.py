@@ -23,8 +23,9 @@ from guard.exchange import Exchange
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.quota import hook as quota
 from guard.relay import Relay, UpstreamStreamError, scan_tail
-from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, read_error
+from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers, rate_limit_headers, read_error
 
 log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -64,6 +65,7 @@ class Services:
     screens: Callable[[str], ScreenSet]  # profile name -> screens
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     tracing: telemetry.Tracing | None = None
+    quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
 
 class ClientGone(Exception):
@@ -200,6 +202,8 @@ class Pipeline:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
+            if quota.TICKET in ex.context:  # after the answer: settle tokens, free slots (errors included)
+                await quota.finish(self.svc.quotas, ex)
             telemetry.child(telemetry.REQUEST_SECONDS, ex.api or "none", ex.operation or "none").observe(
                 time.perf_counter() - ex.started)
             if tracing is not None:
@@ -249,6 +253,8 @@ class Pipeline:
 
     async def _completed(self, ex: Exchange, outcome: dict[str, Any]) -> None:
         ex.context["outcome"] = outcome
+        if quota.TICKET in ex.context:
+            quota.account(ex, outcome)
         u = outcome.get("usage")
         if u:
             telemetry.child(telemetry.TOKENS, ex.model, "input").inc(u.get("input_tokens", 0))
@@ -303,6 +309,8 @@ class Pipeline:
         screens = svc.screens(ex.profile)
         prompt = await self._screen_prompt(ex, screens, api)
         await self._content(ex, env)
+        if svc.quotas is not None:  # a refusal here is an exchange.denied (stage quota)
+            await quota.admit(svc.quotas, ex, prompt)
 
         t = time.perf_counter()
         try:
@@ -452,6 +460,8 @@ class Pipeline:
                 outcome["answer_text"] = "\n".join(s.text for s in api.response_segments(ex.operation, body))
         # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
+        if quota.TICKET in ex.context:
+            headers = quota.merge_headers(ex, headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
         telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex), str(resp.status)).inc()
         await self._completed(ex, outcome)
@@ -478,7 +488,11 @@ class Pipeline:
                       send: Send) -> None:
         api = APIS[ex.api]
         headers = [(b"content-type", api.STREAM_MEDIA_TYPE), (b"cache-control", b"no-cache"),
-                   (b"x-guard-request-id", ex.request_id.encode())]
+                   (b"x-guard-request-id", ex.request_id.encode()), *rate_limit_headers(resp.headers)]
+        strip = None
+        if quota.TICKET in ex.context:
+            headers = quota.merge_headers(ex, headers)
+            strip = quota.UsageStripper() if ex.context.get(quota.STRIP_USAGE) else None
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         telemetry.ACTIVE_STREAMS.inc()
         gone = asyncio.Event()
@@ -494,6 +508,8 @@ class Pipeline:
         relay = Relay(ex.api, ex.operation, ex.model,
                       lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response]
                       ) if screened else None
+        if relay is not None and strip is not None:
+            relay.strip_usage, strip = True, None
         sent, tail = 0, b""
         try:
             stop = None
@@ -507,6 +523,8 @@ class Pipeline:
                 if data is None:
                     break
                 if relay is None:
+                    if strip is not None and not (data := strip.feed(data)):
+                        continue
                     tail = (tail + data)[-4096:]
                     sent += len(data)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -517,6 +535,9 @@ class Pipeline:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if stop:
                     break
+            if strip is not None and (rest := strip.finish()):
+                sent += len(rest)
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
             if relay is not None and stop is None:
                 out, stop = await relay.finish()
                 if out:
@@ -532,6 +553,8 @@ class Pipeline:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 if relay is None:
                     outcome["usage"], outcome["finish_reasons"] = scan_tail(ex.api, tail)
+                    if strip is not None and strip.usage:
+                        outcome["usage"] = strip.usage
                 else:
                     outcome["usage"], outcome["finish_reasons"] = relay.usage, relay.finish_reasons
         except ClientGone:
@@ -627,4 +650,4 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
 
 
 async def _send_error(send: Send, e: GuardError, rid: str) -> None:
-    await _send_json(send, e.status, e.body(), rid)
+    await _send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], e.body(), rid)

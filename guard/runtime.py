@@ -81,6 +81,7 @@ class Runtime:
         self.profiles: Any = None
         self.supervised = False  # a worker under `guard serve --workers N`: admin reloads go to every worker
         self._watch_task: Any = None
+        self.services_built: Any = None  # the request path's services (quota counters live there)
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
         telemetry.configure(t.metrics)
@@ -149,7 +150,9 @@ class Runtime:
         from guard.app import build_services
 
         assert self._screens is not None
-        return build_services(self.config, self.policy, self.recorder, self._screens, self.clock, self.tracing)
+        self.services_built = build_services(self.config, self.policy, self.recorder, self._screens, self.clock,
+                                             self.tracing)
+        return self.services_built
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -1,0 +1,166 @@
+"""Quotas: admit a request against its tier's counters, settle its real token usage, release its slots.
+
+Rate counters (requests and tokens per minute, day, month) are GCRA token buckets: a tier of N per period
+admits a burst of N, then N per period, and a counter is full again ``reset`` seconds after its last use.
+Tokens are reserved when a request is admitted (an estimate: the prompt plus the answer's ``max_tokens``)
+and corrected with the upstream's usage when it ends; concurrency counters are leased slots.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from guard import telemetry
+from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, used
+from guard.quota.redis_backend import BackendDown, RedisBackend
+from guard.quota.settings import RATES, QuotaSettings, Tier
+
+log = logging.getLogger("guard.quota")
+
+DECISIONS = Counter("guard_quota_decisions_total",
+                    "Quota decisions by tier, result (admitted|refused|unavailable_refused|unavailable_allowed) "
+                    "and the counter that refused", ["tier", "result", "counter"], registry=telemetry.REGISTRY)
+TOKENS = Counter("guard_quota_tokens_total", "Tokens counted against quotas by tier and source (usage|estimated)",
+                 ["tier", "source"], registry=telemetry.REGISTRY)
+BACKEND_ERRORS = Counter("guard_quota_backend_errors_total", "Quota backend calls that failed, by operation",
+                         ["op"], registry=telemetry.REGISTRY)
+
+
+@dataclass
+class Ticket:
+    """An admitted request: what it reserved and holds until ``settle``/``release``."""
+
+    id: str
+    key: str
+    tier: str
+    reserved: int  # tokens reserved at admission
+    slots: list[str]
+    admission: Admission | None  # None: admitted without the backend (on_error: allow)
+    done: bool = False
+
+    @property
+    def unavailable(self) -> bool:
+        return self.admission is None
+
+
+@dataclass
+class Refusal:
+    status: int  # 429: a counter is exhausted; 503: the backend could not answer (on_error: block)
+    code: str  # rate_limit_exceeded | quota_unavailable | quota_tier_unknown
+    tier: str
+    counter: str
+    retry_after_s: float
+    message: str
+    admission: Admission | None = None
+
+
+class Quotas:
+    def __init__(self, settings: QuotaSettings, backend: Any = None) -> None:
+        self.settings = settings
+        self.tiers: dict[str, Tier] = dict(settings.tiers)
+        if backend is None:
+            backend = (MemoryBackend() if settings.backend == "memory"
+                       else RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix))
+        self.backend = backend
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.backend.healthy)
+
+    def counts_tokens(self, tier: str) -> bool:
+        t = self.tiers.get(tier)
+        return t is not None and t.counts_tokens()
+
+    async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False) -> Ticket | Refusal:
+        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens, one
+        concurrency slot (and a stream slot for a stream)."""
+        t = self.tiers.get(tier)
+        if t is None:  # the policy names a tier the configuration lacks: fail closed
+            DECISIONS.labels("unknown", "unavailable_refused", "").inc()
+            return Refusal(503, "quota_tier_unknown", tier, "", 0.0, "the policy selects a quota tier this gateway "
+                           "does not configure; request refused")
+        cost = max(1, int(estimate))
+        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else cost)
+                             for name, limit, period, kind in t.rates()]
+        slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
+        if stream and t.concurrent_streams:
+            slots.append(("concurrent_streams", t.concurrent_streams))
+        tid = os.urandom(8).hex()
+        try:
+            adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
+        except BackendDown as e:
+            BACKEND_ERRORS.labels("admit").inc()
+            if self.settings.on_error == "allow":
+                DECISIONS.labels(tier, "unavailable_allowed", "").inc()
+                return Ticket(tid, principal, tier, 0, [], None)
+            DECISIONS.labels(tier, "unavailable_refused", "").inc()
+            telemetry.FAIL_CLOSED.labels("quota").inc()
+            return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
+        if not adm.ok:
+            DECISIONS.labels(tier, "refused", adm.refused_by).inc()
+            return Refusal(429, "rate_limit_exceeded", tier, adm.refused_by, adm.retry_after_s,
+                           _refusal_message(adm, cost, t), adm)
+        DECISIONS.labels(tier, "admitted", "").inc()
+        reserved = cost if t.counts_tokens() else 0
+        return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm)
+
+    async def settle(self, ticket: Ticket, tokens: int | None) -> None:
+        """The request ended having used ``tokens`` (None: leave the reservation as it is); frees its slots."""
+        if ticket.done:
+            return
+        ticket.done = True
+        t = self.tiers.get(ticket.tier)
+        if t is None or ticket.unavailable:
+            return
+        delta = 0 if tokens is None else int(tokens) - ticket.reserved
+        rates: list[Rate] = [(name, limit, period, delta) for name, limit, period, kind in t.rates()
+                             if kind == "tokens" and delta != 0]
+        try:
+            await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
+        except BackendDown as e:  # slots free themselves after lease_s; the reservation stands
+            BACKEND_ERRORS.labels("settle").inc()
+            log.warning("quota settle for tier %s failed: %s", ticket.tier, e)
+
+    async def release(self, ticket: Ticket) -> None:
+        """Free the ticket's slots and keep its reservation (nothing is known about its usage)."""
+        await self.settle(ticket, None)
+
+    async def usage(self, principal: str | None = None) -> dict[str, Any]:
+        """Current use per principal and tier (``guard quota show``, GET /admin/quotas)."""
+        rows = await self.backend.usage(principal)
+        periods = {name: period for name, period, _ in RATES}
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for who, tier, counter, value in rows:
+            t = self.tiers.get(tier)
+            limit = getattr(t, counter, None) if t is not None else None
+            if limit is None:
+                continue  # a counter of a tier no longer configured
+            if counter in periods:
+                n = used(value, limit, periods[counter])
+                entry = {"limit": limit, "used": n, "remaining": max(0, limit - n), "reset_s": round(value, 3)}
+            else:
+                entry = {"limit": limit, "used": int(value), "remaining": max(0, limit - int(value))}
+            out.setdefault(who, {}).setdefault(tier, {})[counter] = entry
+        return {"backend": self.settings.redacted_backend(), "on_error": self.settings.on_error,
+                "tiers": {k: v.model_dump(exclude_none=True) for k, v in self.tiers.items()},
+                "principals": out}
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def _refusal_message(adm: Admission, cost: int, t: Tier) -> str:
+    limit = getattr(t, adm.refused_by, None)
+    if limit is not None and adm.refused_by.startswith("tokens") and cost > limit:
+        return (f"rate limit reached: this request needs about {cost} tokens, more than the {adm.refused_by} "
+                f"limit of {limit}")
+    wait = max(1, round(adm.retry_after_s))
+    return f"rate limit reached for {adm.refused_by} ({limit}); retry in {wait} s"
+
+
+def from_settings(settings: QuotaSettings | None) -> Quotas | None:
+    return Quotas(settings) if settings is not None else None
