@@ -178,3 +178,16 @@ def test_concurrent_limit_refuses_a_second_stream_while_the_first_runs(guard_fac
     while c.post(CHAT, json={**slow, "messages": [{"role": "user", "content": "hi"}]}).status_code != 200:
         assert time.monotonic() < deadline, "the slot was never released"
         time.sleep(0.05)
+
+
+def test_quota_show_cli_asks_the_running_guard_for_memory_counters(guard_factory, tmp_path):
+    import subprocess
+    import sys
+
+    g = _guard(guard_factory, tmp_path, {"default": {"requests_per_minute": 7}})
+    assert g.client().post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    who = next(iter(httpx.get(g.admin_url + "/admin/quotas").json()["principals"]))
+    p = subprocess.run([sys.executable, "-m", "guard.cli", "quota", "show", "--config", str(g.config.source),
+                        "--principal", who], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "requests_per_minute: 1/7 used, 6 left" in p.stdout, p.stdout
