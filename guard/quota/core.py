@@ -62,6 +62,8 @@ class Quotas:
     def __init__(self, settings: QuotaSettings, backend: Any = None) -> None:
         self.settings = settings
         self.tiers: dict[str, Tier] = dict(settings.tiers)
+        # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
+        self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
         if backend is None:
             backend = (MemoryBackend() if settings.backend == "memory"
                        else RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix))
@@ -72,20 +74,21 @@ class Quotas:
         return bool(self.backend.healthy)
 
     def counts_tokens(self, tier: str) -> bool:
-        t = self.tiers.get(tier)
-        return t is not None and t.counts_tokens()
+        plan = self._plan.get(tier)
+        return plan is not None and plan[1]
 
     async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False) -> Ticket | Refusal:
         """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens, one
         concurrency slot (and a stream slot for a stream)."""
         t = self.tiers.get(tier)
         if t is None:  # the policy names a tier the configuration lacks: fail closed
-            DECISIONS.labels("unknown", "unavailable_refused", "").inc()
+            telemetry.child(DECISIONS, "unknown", "unavailable_refused", "").inc()
             return Refusal(503, "quota_tier_unknown", tier, "", 0.0, "the policy selects a quota tier this gateway "
                            "does not configure; request refused")
         cost = max(1, int(estimate))
+        plan, counts_tokens = self._plan[tier]
         rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else cost)
-                             for name, limit, period, kind in t.rates()]
+                             for name, limit, period, kind in plan]
         slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
         if stream and t.concurrent_streams:
             slots.append(("concurrent_streams", t.concurrent_streams))
@@ -93,19 +96,19 @@ class Quotas:
         try:
             adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
         except BackendDown as e:
-            BACKEND_ERRORS.labels("admit").inc()
+            telemetry.child(BACKEND_ERRORS, "admit").inc()
             if self.settings.on_error == "allow":
-                DECISIONS.labels(tier, "unavailable_allowed", "").inc()
+                telemetry.child(DECISIONS, tier, "unavailable_allowed", "").inc()
                 return Ticket(tid, principal, tier, 0, [], None)
-            DECISIONS.labels(tier, "unavailable_refused", "").inc()
-            telemetry.FAIL_CLOSED.labels("quota").inc()
+            telemetry.child(DECISIONS, tier, "unavailable_refused", "").inc()
+            telemetry.child(telemetry.FAIL_CLOSED, "quota").inc()
             return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
         if not adm.ok:
-            DECISIONS.labels(tier, "refused", adm.refused_by).inc()
+            telemetry.child(DECISIONS, tier, "refused", adm.refused_by).inc()
             return Refusal(429, "rate_limit_exceeded", tier, adm.refused_by, adm.retry_after_s,
                            _refusal_message(adm, cost, t), adm)
-        DECISIONS.labels(tier, "admitted", "").inc()
-        reserved = cost if t.counts_tokens() else 0
+        telemetry.child(DECISIONS, tier, "admitted", "").inc()
+        reserved = cost if counts_tokens else 0
         return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm)
 
     async def settle(self, ticket: Ticket, tokens: int | None) -> None:
@@ -117,12 +120,12 @@ class Quotas:
         if t is None or ticket.unavailable:
             return
         delta = 0 if tokens is None else int(tokens) - ticket.reserved
-        rates: list[Rate] = [(name, limit, period, delta) for name, limit, period, kind in t.rates()
-                             if kind == "tokens" and delta != 0]
+        rates: list[Rate] = [(name, limit, period, delta) for name, limit, period, kind in self._plan[ticket.tier][0]
+                             if kind == "tokens"] if delta else []
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
         except BackendDown as e:  # slots free themselves after lease_s; the reservation stands
-            BACKEND_ERRORS.labels("settle").inc()
+            telemetry.child(BACKEND_ERRORS, "settle").inc()
             log.warning("quota settle for tier %s failed: %s", ticket.tier, e)
 
     async def release(self, ticket: Ticket) -> None:

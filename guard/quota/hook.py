@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from guard import telemetry
 from guard.errors import GuardError
 from guard.quota.core import TOKENS, Quotas, Refusal, Ticket
 from guard.quota.memory import Admission, CounterState
@@ -85,7 +86,7 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     audit = ex.context.get(AUDIT)
     if u:
         tokens = int(u.get("input_tokens", 0) or 0) + int(u.get("output_tokens", 0) or 0)
-        TOKENS.labels(ticket.tier, "usage").inc(tokens)
+        telemetry.child(TOKENS, ticket.tier, "usage").inc(tokens)
     elif status == 200 or status == 499:
         prompt = int(ex.context.get("guard.quota.prompt_estimate", 0))
         answer = estimate_tokens(int(outcome.get("bytes", 0) or 0))
@@ -93,7 +94,7 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
         outcome["usage"] = {"input_tokens": prompt, "output_tokens": answer}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
-        TOKENS.labels(ticket.tier, "estimated").inc(tokens)
+        telemetry.child(TOKENS, ticket.tier, "estimated").inc(tokens)
     else:
         tokens = 0  # the upstream refused or failed before answering: nothing was generated
     ex.context["guard.quota.tokens"] = tokens
@@ -138,10 +139,12 @@ def _families(adm: Admission | None, refused: str = "") -> dict[str, CounterStat
     return out
 
 
+_NAMES = {fam: tuple(f"{p}{fam}".encode() for p in _RL) for fam in ("requests", "tokens")}
+
+
 def _family_headers(fam: str, st: CounterState) -> list[tuple[bytes, bytes]]:
-    return [(f"x-ratelimit-limit-{fam}".encode(), str(st.limit).encode()),
-            (f"x-ratelimit-remaining-{fam}".encode(), str(st.remaining).encode()),
-            (f"x-ratelimit-reset-{fam}".encode(), _duration(st.reset_s).encode())]
+    lim, rem, reset = _NAMES[fam]
+    return [(lim, b"%d" % st.limit), (rem, b"%d" % st.remaining), (reset, _duration(st.reset_s).encode())]
 
 
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
@@ -162,13 +165,16 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
     have = dict(upstream)
     out = list(upstream)
     for fam, st in _families(ticket.admission).items():
-        theirs = have.get(f"x-ratelimit-remaining-{fam}".encode())
+        names = _NAMES[fam]
+        theirs = have.get(names[1])
+        if theirs is None:
+            out += _family_headers(fam, st)
+            continue
         try:
-            stricter = theirs is None or st.remaining < int(theirs)
+            stricter = st.remaining < int(theirs)
         except ValueError:
             stricter = True
         if stricter:
-            names = {f"{p}{fam}".encode() for p in _RL}
             out = [(k, v) for k, v in out if k not in names] + _family_headers(fam, st)
     return out
 

@@ -15,14 +15,14 @@ MAX_ENTRIES = 100_000  # counters kept; past it, fully recovered ones are droppe
 _EPS = 1e-9
 
 
-@dataclass
+@dataclass(slots=True)
 class CounterState:
     limit: int
     remaining: int
     reset_s: float  # seconds until the counter is back to its full limit
 
 
-@dataclass
+@dataclass(slots=True)
 class Admission:
     ok: bool
     refused_by: str = ""  # the counter that refused
@@ -33,20 +33,6 @@ class Admission:
 # A rate request: (counter, limit, period_s, cost); a concurrency request: (counter, limit).
 Rate = tuple[str, int, float, int]
 Slot = tuple[str, int]
-
-
-def gcra(tat: float, now: float, limit: int, period: float, cost: int
-         ) -> tuple[bool, float, float, CounterState, CounterState]:
-    """One GCRA step (a token bucket of ``limit`` refilled over ``period``): (ok, new tat, retry_after, state
-    after charging, state before). ``tat`` is the theoretical arrival time: the bucket is full again then."""
-    interval = period / limit
-    tat = max(tat, now)
-    new = tat + cost * interval
-    before = CounterState(limit, max(0, int((period - (tat - now)) / interval + _EPS)), tat - now)
-    if new - now > period + _EPS:
-        return False, tat, new - now - period, before, before
-    after = CounterState(limit, max(0, int((period - (new - now)) / interval + _EPS)), new - now)
-    return True, new, 0.0, after, before
 
 
 def used(ahead_s: float, limit: int, period: float) -> int:
@@ -71,33 +57,43 @@ class MemoryBackend:
                     label: str) -> Admission:
         now = self.clock()
         adm = Admission(True)
-        news: list[tuple[tuple[str, str, str], float]] = []
-        befores: dict[str, CounterState] = {}
+        counters = adm.counters
+        tats = self._tat
+        news: list[tuple[tuple[str, str, str], float, float]] = []  # key, tat before, tat after
         for name, limit, period, cost in rates:
             k = (key, tier, name)
-            ok, new, retry, st, befores[name] = gcra(self._tat.get(k, now), now, limit, period, cost)
-            adm.counters[name] = st
-            if not ok and adm.ok:
-                adm.ok, adm.refused_by, adm.retry_after_s = False, name, retry
-            news.append((k, new))
+            interval = period / limit
+            tat = tats.get(k, now)
+            tat = max(tat, now)
+            new = tat + cost * interval
+            ahead = new - now
+            if ahead > period + _EPS and adm.ok:
+                adm.ok, adm.refused_by, adm.retry_after_s = False, name, ahead - period
+            counters[name] = CounterState(limit, max(0, int((period - ahead) / interval + _EPS)), ahead)
+            news.append((k, tat, new))
         for name, limit in slots:
             k = (key, tier, name)
             held = self._slots.get(k) or {}
-            for t in [t for t, exp in held.items() if exp <= now]:
-                del held[t]
-            adm.counters[name] = CounterState(limit, max(0, limit - len(held) - 1), 0.0)
-            befores[name] = CounterState(limit, max(0, limit - len(held)), 0.0)
+            if held:
+                for t in [t for t, exp in held.items() if exp <= now]:
+                    del held[t]
+            counters[name] = CounterState(limit, max(0, limit - len(held) - 1), 0.0)
             if len(held) + 1 > limit and adm.ok:
                 adm.ok, adm.refused_by, adm.retry_after_s = False, name, 1.0
         if not adm.ok:  # nothing was charged: report the counters as they stand
-            adm.counters = befores
+            for (k, tat, _), (name, limit, period, _) in zip(news, rates):
+                interval = period / limit
+                counters[name] = CounterState(limit, max(0, int((period - (tat - now)) / interval + _EPS)), tat - now)
+            for name, _ in slots:
+                st = counters[name]
+                st.remaining = min(st.limit, st.remaining + 1)
             return adm
-        for k, new in news:
-            self._tat[k] = new
+        for k, _, new in news:
+            tats[k] = new
         for name, _ in slots:
             self._slots.setdefault((key, tier, name), {})[ticket] = now + lease_s
         self._labels[key] = label
-        if len(self._tat) > MAX_ENTRIES:
+        if len(tats) > MAX_ENTRIES:
             self._prune(now)
         return adm
 

@@ -23,39 +23,42 @@ class BackendDown(Exception):
     """The quota backend did not answer (refused, timed out, or in backoff after a failure)."""
 
 
-# KEYS: rate keys.., slot keys.., name key. ARGV: nrates, nslots, ticket, lease_s, label,
-# then limit, period, cost per rate, then limit per slot. Returns {ok, refused index (1-based, 0 none),
-# retry_after, then remaining, reset per counter: after charging, or as they stand when refused} (numbers as strings: Lua would truncate them).
+# KEYS: rate keys.., slot keys.., name key. ARGV: a space-separated list "nrates nslots lease_s" then
+# "limit period cost" per rate and "limit" per slot; the ticket; the principal's label. Returns one string
+# "ok refused retry_after remaining reset ..." (refused: 1-based counter index, 0 none; remaining and reset
+# per counter: after charging, or as they stand when refused). One argument and one reply string keep the
+# client's encoding and parsing to a minimum.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local nr, ns = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ticket, lease, label = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local a = {}
+for v in string.gmatch(ARGV[1], '%S+') do a[#a + 1] = tonumber(v) end
+local nr, ns, lease = a[1], a[2], a[3]
+local ticket, label = ARGV[2], ARGV[3]
 local ok, refused, retry = 1, 0, 0
 local after, before, news = {}, {}, {}
 for i = 1, nr do
-  local limit, period, cost = tonumber(ARGV[5 + 3*i - 2]), tonumber(ARGV[5 + 3*i - 1]), tonumber(ARGV[5 + 3*i])
+  local limit, period, cost = a[3 + 3*i - 2], a[3 + 3*i - 1], a[3 + 3*i]
   local interval = period / limit
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
   local new = tat + cost * interval
   if new - now > period + 1e-9 and ok == 1 then ok, refused, retry = 0, i, new - now - period end
   news[i] = new
-  after[#after + 1] = tostring(math.max(0, math.floor((period - (new - now)) / interval + 1e-9)))
-  after[#after + 1] = tostring(new - now)
-  before[#before + 1] = tostring(math.max(0, math.floor((period - (tat - now)) / interval + 1e-9)))
-  before[#before + 1] = tostring(tat - now)
+  after[#after + 1] = math.max(0, math.floor((period - (new - now)) / interval + 1e-9))
+  after[#after + 1] = new - now
+  before[#before + 1] = math.max(0, math.floor((period - (tat - now)) / interval + 1e-9))
+  before[#before + 1] = tat - now
 end
-local base = 5 + 3 * nr
 for j = 1, ns do
-  local key, limit = KEYS[nr + j], tonumber(ARGV[base + j])
+  local key, limit = KEYS[nr + j], a[3 + 3*nr + j]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
   local held = redis.call('ZCARD', key)
   if held + 1 > limit and ok == 1 then ok, refused, retry = 0, nr + j, 1 end
-  after[#after + 1] = tostring(math.max(0, limit - held - 1))
-  after[#after + 1] = '0'
-  before[#before + 1] = tostring(math.max(0, limit - held))
-  before[#before + 1] = '0'
+  after[#after + 1] = math.max(0, limit - held - 1)
+  after[#after + 1] = 0
+  before[#before + 1] = math.max(0, limit - held)
+  before[#before + 1] = 0
 end
 if ok == 1 then
   for i = 1, nr do
@@ -68,20 +71,22 @@ if ok == 1 then
   end
   redis.call('SET', KEYS[nr + ns + 1], label, 'EX', 2678400)
 end
-local res = {tostring(ok), tostring(refused), tostring(retry)}
 local out = after
 if ok == 0 then out = before end
-for _, v in ipairs(out) do res[#res + 1] = v end
-return res
+local res = {ok, refused, string.format('%.6f', retry)}
+for _, v in ipairs(out) do res[#res + 1] = string.format('%.6f', v) end
+return table.concat(res, ' ')
 """
 
-# KEYS: rate keys.., slot keys... ARGV: nrates, ticket, then limit, period, delta per rate.
+# KEYS: rate keys.., slot keys... ARGV: "nrates" then "limit period delta" per rate (space-separated); ticket.
 _SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local nr = tonumber(ARGV[1])
+local a = {}
+for v in string.gmatch(ARGV[1], '%S+') do a[#a + 1] = tonumber(v) end
+local nr = a[1]
 for i = 1, nr do
-  local limit, period, delta = tonumber(ARGV[2 + 3*i - 2]), tonumber(ARGV[2 + 3*i - 1]), tonumber(ARGV[2 + 3*i])
+  local limit, period, delta = a[1 + 3*i - 2], a[1 + 3*i - 1], a[1 + 3*i]
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if delta > 0 and tat < now then tat = now end
   local new = tat + delta * period / limit
@@ -120,15 +125,13 @@ class RedisBackend:
     def healthy(self) -> bool:
         return self._fails == 0
 
-    def _key(self, key: str, tier: str, counter: str) -> str:
-        return f"{self.prefix}:{{{principal_hash(key)}}}:{tier}:{counter}"
-
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         now = time.monotonic()
         if now < self._down_until:
             raise BackendDown("quota backend down (retrying after backoff)")
         try:
-            res = await asyncio.wait_for(script(keys=keys, args=args), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                res = await script(keys=keys, args=args)
         except Exception as e:  # noqa: BLE001 - refused, reset, timed out, or a server error: all mean "down"
             self._fails += 1
             self._down_until = time.monotonic() + min(5.0, 0.1 * 2 ** (self._fails - 1))
@@ -143,31 +146,39 @@ class RedisBackend:
 
     async def admit(self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float,
                     label: str) -> Admission:
-        keys = [self._key(key, tier, r[0]) for r in rates] + [self._key(key, tier, s[0]) for s in slots]
-        keys.append(f"{self.prefix}:{{{principal_hash(key)}}}:name")
-        args: list[Any] = [len(rates), len(slots), ticket, lease_s, label]
+        h = principal_hash(key)
+        keys = [f"{self.prefix}:{{{h}}}:{tier}:{r[0]}" for r in rates]
+        keys += [f"{self.prefix}:{{{h}}}:{tier}:{s[0]}" for s in slots]
+        keys.append(f"{self.prefix}:{{{h}}}:name")
+        nums = [len(rates), len(slots), lease_s]
         for _, limit, period, cost in rates:
-            args += [limit, period, cost]
-        args += [limit for _, limit in slots]
-        res = [x.decode() if isinstance(x, bytes) else str(x) for x in await self._call(self._admit, keys, args)]
-        names = [r[0] for r in rates] + [s[0] for s in slots]
-        limits = [r[1] for r in rates] + [s[1] for s in slots]
-        adm = Admission(res[0] == "1")
+            nums += [limit, period, cost]
+        nums += [limit for _, limit in slots]
+        res = (await self._call(self._admit, keys, [" ".join(map(str, nums)), ticket, label])).split()
+        adm = Admission(res[0] == b"1")
         refused = int(res[1])
+        i = 3
+        for name, limit, *_ in rates:
+            adm.counters[name] = CounterState(limit, int(float(res[i])), float(res[i + 1]))
+            i += 2
+        for name, limit in slots:
+            adm.counters[name] = CounterState(limit, int(float(res[i])), 0.0)
+            i += 2
         if refused:
-            adm.refused_by, adm.retry_after_s = names[refused - 1], float(res[2])
-        for i, (name, limit) in enumerate(zip(names, limits)):
-            adm.counters[name] = CounterState(limit, int(float(res[3 + 2 * i])), float(res[4 + 2 * i]))
+            adm.refused_by = rates[refused - 1][0] if refused <= len(rates) else slots[refused - 1 - len(rates)][0]
+            adm.retry_after_s = float(res[2])
         return adm
 
     async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
         if not rates and not slots:
             return
-        keys = [self._key(key, tier, r[0]) for r in rates] + [self._key(key, tier, s) for s in slots]
-        args: list[Any] = [len(rates), ticket]
+        h = principal_hash(key)
+        keys = [f"{self.prefix}:{{{h}}}:{tier}:{r[0]}" for r in rates] + [f"{self.prefix}:{{{h}}}:{tier}:{s}"
+                                                                         for s in slots]
+        nums: list[Any] = [len(rates)]
         for _, limit, period, delta in rates:
-            args += [limit, period, delta]
-        await self._call(self._settle, keys, args)
+            nums += [limit, period, delta]
+        await self._call(self._settle, keys, [" ".join(map(str, nums)), ticket])
 
     async def usage(self, key: str | None) -> list[tuple[str, str, str, float]]:
         """(principal, tier, counter, value) as MemoryBackend.usage, read with SCAN (at most 10,000 keys)."""

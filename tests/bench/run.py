@@ -607,7 +607,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
     ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
      json.dumps(r["added"], indent=2)),
 ]
-FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety"]
+FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
+            "tests.bench.bench_quota"]
 
 
 def main() -> int:
@@ -637,7 +638,8 @@ def main() -> int:
     from tests.bench.report import write
 
     what = {key: what for key, what, _run, _show in SCENARIOS}
-    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen"}
+    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen",
+             "quota": "quota overhead"}
     print(f"table: {write(json.loads(json.dumps(results, default=str)), what)}")
     return 0
 
