@@ -6,9 +6,8 @@ import json
 import math
 from typing import Any
 
-from guard import telemetry
 from guard.errors import GuardError
-from guard.quota.core import TOKENS, Quotas, Refusal, Ticket
+from guard.quota.core import TOKENS, Quotas, Refusal, Ticket, count
 from guard.quota.memory import Admission, CounterState
 
 TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
@@ -86,7 +85,7 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     audit = ex.context.get(AUDIT)
     if u:
         tokens = int(u.get("input_tokens", 0) or 0) + int(u.get("output_tokens", 0) or 0)
-        telemetry.child(TOKENS, ticket.tier, "usage").inc(tokens)
+        count(TOKENS, ticket.tier, "usage", by=tokens)
     elif status == 200 or status == 499:
         prompt = int(ex.context.get("guard.quota.prompt_estimate", 0))
         answer = estimate_tokens(int(outcome.get("bytes", 0) or 0))
@@ -94,7 +93,7 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
         outcome["usage"] = {"input_tokens": prompt, "output_tokens": answer}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
-        telemetry.child(TOKENS, ticket.tier, "estimated").inc(tokens)
+        count(TOKENS, ticket.tier, "estimated", by=tokens)
     else:
         tokens = 0  # the upstream refused or failed before answering: nothing was generated
     ex.context["guard.quota.tokens"] = tokens
