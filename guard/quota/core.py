@@ -8,6 +8,7 @@ and corrected with the upstream's usage when it ends; concurrency counters are l
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client import Counter
 from guard import telemetry
 from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, used
 from guard.quota.redis_backend import BackendDown, RedisBackend
-from guard.quota.settings import RATES, QuotaSettings, Tier
+from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
 log = logging.getLogger("guard.quota")
 
@@ -47,6 +48,8 @@ class Ticket:
     slots: list[str]
     admission: Admission | None  # None: admitted without the backend (on_error: allow)
     done: bool = False
+    price: Price | None = None  # the model's price when the tier has a spend limit
+    reserved_spend: int = 0  # millionths of the currency reserved at admission
 
     @property
     def unavailable(self) -> bool:
@@ -83,9 +86,11 @@ class Quotas:
         plan = self._plan.get(tier)
         return plan is not None and plan[1]
 
-    async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False) -> Ticket | Refusal:
-        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens, one
-        concurrency slot (and a stream slot for a stream)."""
+    async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False, *, model: str = "",
+                    answer_estimate: int = 0) -> Ticket | Refusal:
+        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
+        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
+        for a stream)."""
         t = self.tiers.get(tier)
         if t is None:  # the policy names a tier the configuration lacks: fail closed
             count(DECISIONS, "unknown", "unavailable_refused", "")
@@ -93,7 +98,16 @@ class Quotas:
                            "does not configure; request refused")
         cost = max(1, int(estimate))
         plan, counts_tokens = self._plan[tier]
-        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else cost)
+        price, spend = None, 0
+        if t.counts_spend():
+            price = self.settings.price(model)
+            if price is None:  # a spend limit with no price for this model: fail closed
+                count(DECISIONS, tier, "unavailable_refused", "")
+                return Refusal(503, "quota_price_unknown", tier, "", 0.0, f"no price for model {model!r} in "
+                               "quotas.prices, and the quota tier limits spend; request refused")
+            answer = min(max(0, int(answer_estimate)), cost)
+            spend = max(1, spend_of(price, cost - answer, answer))
+        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else spend if kind == "spend" else cost)
                              for name, limit, period, kind in plan]
         slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
         if stream and t.concurrent_streams:
@@ -115,19 +129,26 @@ class Quotas:
                            _refusal_message(adm, cost, t), adm)
         count(DECISIONS, tier, "admitted", "")
         reserved = cost if counts_tokens else 0
-        return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm)
+        return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm, price=price, reserved_spend=spend)
 
-    async def settle(self, ticket: Ticket, tokens: int | None) -> None:
-        """The request ended having used ``tokens`` (None: leave the reservation as it is); frees its slots."""
+    async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
+        """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
+        the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
         if ticket.done:
             return
         ticket.done = True
         t = self.tiers.get(ticket.tier)
         if t is None or ticket.unavailable:
             return
-        delta = 0 if tokens is None else int(tokens) - ticket.reserved
-        rates: list[Rate] = [(name, limit, period, delta) for name, limit, period, kind in self._plan[ticket.tier][0]
-                             if kind == "tokens"] if delta else []
+        if usage is None:
+            delta = spend_delta = 0
+        else:
+            i, o = (usage, 0) if isinstance(usage, int) else usage
+            delta = int(i) + int(o) - ticket.reserved
+            spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
+        rates: list[Rate] = [(name, limit, period, delta if kind == "tokens" else spend_delta)
+                             for name, limit, period, kind in self._plan[ticket.tier][0]
+                             if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)]
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
         except BackendDown as e:  # slots free themselves after lease_s; the reservation stands
@@ -148,7 +169,12 @@ class Quotas:
             limit = getattr(t, counter, None) if t is not None else None
             if limit is None:
                 continue  # a counter of a tier no longer configured
-            if counter in periods:
+            if counter.startswith("spend_"):
+                units = round(limit * SPEND_UNIT)
+                n = used(value, units, periods[counter])
+                entry = {"limit": limit, "used": n / SPEND_UNIT, "remaining": max(0, units - n) / SPEND_UNIT,
+                         "reset_s": round(value, 3)}
+            elif counter in periods:
                 n = used(value, limit, periods[counter])
                 entry = {"limit": limit, "used": n, "remaining": max(0, limit - n), "reset_s": round(value, 3)}
             else:
@@ -160,6 +186,13 @@ class Quotas:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def spend_of(price: Price | None, input_tokens: int, output_tokens: int) -> int:
+    """Cost in millionths of the price table's currency (prices are per million tokens)."""
+    if price is None:
+        return 0
+    return math.ceil(input_tokens * price.input + output_tokens * price.output)
 
 
 def _refusal_message(adm: Admission, cost: int, t: Tier) -> str:

@@ -47,7 +47,8 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
     answer = _completion_limit(ex)
     estimate = prompt_tokens + (answer if answer is not None else quotas.settings.completion_estimate)
     ex.context["guard.quota.prompt_estimate"] = prompt_tokens
-    res = await quotas.admit(principal_key(ex.principal), tier, estimate, bool(ex.stream))
+    res = await quotas.admit(principal_key(ex.principal), tier, estimate, bool(ex.stream), model=ex.model,
+                             answer_estimate=estimate - prompt_tokens)
     if isinstance(res, Refusal):
         ex.context[AUDIT] = {"tier": res.tier, "effect": "deny", "counter": res.counter,
                              **({"backend": "unavailable"} if res.status == 503 else {})}
@@ -83,19 +84,19 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     status = int(outcome.get("status") or 0)
     u = outcome.get("usage")
     audit = ex.context.get(AUDIT)
+    tokens: tuple[int, int]
     if u:
-        tokens = int(u.get("input_tokens", 0) or 0) + int(u.get("output_tokens", 0) or 0)
-        count(TOKENS, ticket.tier, "usage", by=tokens)
+        tokens = int(u.get("input_tokens", 0) or 0), int(u.get("output_tokens", 0) or 0)
+        count(TOKENS, ticket.tier, "usage", by=sum(tokens))
     elif status == 200 or status == 499:
-        prompt = int(ex.context.get("guard.quota.prompt_estimate", 0))
-        answer = estimate_tokens(int(outcome.get("bytes", 0) or 0))
-        tokens = prompt + answer
-        outcome["usage"] = {"input_tokens": prompt, "output_tokens": answer}
+        tokens = (int(ex.context.get("guard.quota.prompt_estimate", 0)),
+                  estimate_tokens(int(outcome.get("bytes", 0) or 0)))
+        outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
-        count(TOKENS, ticket.tier, "estimated", by=tokens)
+        count(TOKENS, ticket.tier, "estimated", by=sum(tokens))
     else:
-        tokens = 0  # the upstream refused or failed before answering: nothing was generated
+        tokens = (0, 0)  # the upstream refused or failed before answering: nothing was generated
     ex.context["guard.quota.tokens"] = tokens
 
 
@@ -107,7 +108,7 @@ async def finish(quotas: Quotas, ex: Any) -> None:
     tokens = ex.context.get("guard.quota.tokens")
     if tokens is None:  # ended by an error before completion: no answer, nothing generated
         out = ex.context.get("outcome") or {}
-        tokens = 0 if int(out.get("status") or 0) != 499 else None
+        tokens = (0, 0) if int(out.get("status") or 0) != 499 else None
     await quotas.settle(ticket, tokens)
 
 

@@ -167,3 +167,26 @@ def test_memory_backend_refuses_several_workers(tmp_path, pki_dir):
                                                            quotas={"tiers": {"default": {"concurrent": 1}}}))
     with pytest.raises(ConfigError, match="memory counts in one process"):
         load_config(p)
+
+
+def test_spend_budget_prices_usage_per_model_and_fails_closed_without_a_price():
+    q, _ = make({"default": {"spend_per_day": 0.001}},  # 1000 millionths of the currency
+                prices={"gpt-*": {"input": 1.0, "output": 2.0}})  # per million tokens
+
+    async def go():
+        t = await q.admit("a", "default", 300, model="gpt-4o")
+        assert isinstance(t, Ticket) and t.reserved_spend == 300
+        await q.settle(t, (300, 200))  # 300 * 1 + 200 * 2
+        use = (await q.usage("a"))["principals"]["a"]["default"]["spend_per_day"]
+        assert use["used"] == pytest.approx(0.0007) and use["limit"] == 0.001
+        r = await q.admit("a", "default", 400, model="gpt-4o")
+        assert isinstance(r, Refusal) and r.counter == "spend_per_day" and r.status == 429
+        r2 = await q.admit("a", "default", 1, model="llama-3")
+        assert isinstance(r2, Refusal) and (r2.status, r2.code) == (503, "quota_price_unknown")
+
+    run(go())
+
+
+def test_spend_limit_needs_a_price_table():
+    with pytest.raises(ValueError, match="price table"):
+        QuotaSettings(tiers={"default": {"spend_per_month": 10}})

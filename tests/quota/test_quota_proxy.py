@@ -191,3 +191,26 @@ def test_quota_show_cli_asks_the_running_guard_for_memory_counters(guard_factory
                         "--principal", who], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     assert "requests_per_minute: 1/7 used, 6 left" in p.stdout, p.stdout
+
+
+def test_spend_budget_from_the_price_table(guard_factory, tmp_path):
+    """The model server's usage (prompt chars/4, answer words) priced per model; a model without a price
+    under a spend-limited tier is refused, never free."""
+    (tmp_path / "nofilters").mkdir()
+    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")},
+                      quotas={"tiers": {"default": {"spend_per_day": 0.01}},
+                              "prices": {"priced-*": {"input": 100.0, "output": 400.0}}})
+    c = g.client()
+    body = {"model": "priced-m", "messages": [{"role": "user", "content": "[[reply: a b c d e f g h i j]]"}]}
+    codes = []
+    for _ in range(10):
+        r = c.post(CHAT, json=body)
+        codes.append(r.status_code)
+        if r.status_code != 200:
+            break
+    assert codes[-1] == 429 and codes.count(200) >= 1, codes
+    assert "spend_per_day" in r.json()["error"]["message"]
+    use = next(iter(httpx.get(g.admin_url + "/admin/quotas").json()["principals"].values()))["default"]
+    assert 0.005 < use["spend_per_day"]["used"] <= 0.0101
+    r = c.post(CHAT, json={**body, "model": "unpriced"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "quota_price_unknown"
