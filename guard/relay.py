@@ -134,10 +134,10 @@ class Relay:
         return bytes(out), None
 
     async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
-        self._like = chunk
         self._note(chunk)
         if self.strip_usage and not chunk.get("choices") and isinstance(chunk.get("usage"), dict):
             return b"", None
+        self._like = chunk
         mod = openai if self.api == "openai" else ollama
         for key, path, text in list(mod.chunk_channels(self.operation, chunk)):
             released, stop = await self._chain(key).feed(text)

@@ -118,12 +118,23 @@ def _usage_upstream(seen: list[dict]) -> tuple[ServerThread, str]:
     return th, f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.parametrize("screened", [False, True], ids=["fast-path", "screened"])
 @pytest.mark.parametrize("client_opts", [None, {"include_usage": False}, {"include_usage": True}])
-def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_path, client_opts):
+def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_path, client_opts, screened):
+    """Both stream paths: unscreened (bytes passed through) and screened (the denylist's stream screen
+    parses every chunk)."""
     seen: list[dict] = []
     th, url = _usage_upstream(seen)
     try:
-        g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_day": 10_000}}, upstream_url=url)
+        kw = {}
+        if screened:
+            (tmp_path / "deny").mkdir()
+            (tmp_path / "deny" / "denylist.yaml").write_text(
+                (Path(__file__).resolve().parents[2] / "filters" / "denylist.yaml").read_text())
+            kw["filters"] = {"dir": str(tmp_path / "deny")}
+        (tmp_path / "nofilters").mkdir(exist_ok=True)
+        g = guard_factory(**{"filters": {"dir": str(tmp_path / "nofilters")}, **kw},
+                          quotas={"tiers": {"default": {"tokens_per_day": 10_000}}}, upstream_url=url)
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         if client_opts is not None:
             body["stream_options"] = client_opts
@@ -132,7 +143,9 @@ def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_pat
             rid = r.headers["x-guard-request-id"]
         assert seen[-1]["stream_options"]["include_usage"] is True, "Guard asks the upstream for usage"
         events = [e for e in data.split(b"\n\n") if e]
-        usage_events = [e for e in events if b'"choices": []' in e]
+        chunks = [json.loads(e[6:]) for e in events if e.startswith(b"data: {")]
+        usage_events = [c for c in chunks if c.get("choices") == [] and c.get("usage")]
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c.get("choices")) == "one two"
         if client_opts == {"include_usage": True}:
             assert len(usage_events) == 1, "the client asked: it gets the usage chunk"
         else:
