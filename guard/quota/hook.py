@@ -184,6 +184,12 @@ def strip_usage_chunk(chunk: dict[str, Any]) -> bool:
     return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
 
 
+def _has_usage(data: bytes) -> bool:
+    """A usage object (not ``null``) may be in ``data``; a spelling missed here only means the chunk reaches
+    the client, whose stream's usage the tail scan still finds."""
+    return b'"usage":{' in data or b'"usage": {' in data
+
+
 class UsageStripper:
     """The unscreened stream path: passes SSE bytes through, minus the usage chunk Guard asked for (whose
     usage it keeps for accounting)."""
@@ -202,11 +208,11 @@ class UsageStripper:
             self._buf = buf
             return b""
         whole, self._buf = buf[:end + 2], buf[end + 2:]
-        if b'"usage"' not in whole:
+        if not _has_usage(whole):  # chunks carry "usage": null when usage is asked for: those pass untouched
             return whole
         out = []
         for ev in whole.split(b"\n\n")[:-1]:
-            if b'"usage"' in ev and ev.startswith(b"data:"):
+            if _has_usage(ev) and ev.startswith(b"data:"):
                 try:
                     chunk = json.loads(ev[5:])
                 except ValueError:
