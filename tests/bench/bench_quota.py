@@ -25,7 +25,16 @@ from typing import Any
 
 import yaml
 
-from tests.bench.common import CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, wait_port
+from tests.bench.common import (
+    CHAT_BODY,
+    FIXED_COMPLETION,
+    NGINX,
+    XFCC,
+    free_port,
+    have,
+    nginx_conf,
+    wait_port,
+)
 from tests.bench.guard_noaudit import NullRecorder
 
 TIER = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "tokens_per_day": 10**12, "concurrent": 10_000}
@@ -155,8 +164,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 p.terminate()
                 p.wait(10)
     out: dict[str, Any] = {"requests_per_variant": n, "rounds": 3}
-    for v in cpu:
-        out[f"{v}_cpu_us"] = round(statistics.median(cpu[v]), 1)
+    for v, xs in cpu.items():
+        out[f"{v}_cpu_us"] = round(statistics.median(xs), 1)
         out[f"{v}_wall_us"] = round(statistics.median(wall[v]), 1)
     for v in cpu:
         if v != "none":
