@@ -58,6 +58,8 @@ class GuardApp:
                     if self.runtime is not None:
                         await self.runtime.stop()
                     await self.svc.upstreams.close()
+                    if self.svc.quotas is not None:
+                        await self.svc.quotas.close()
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -99,12 +101,31 @@ def admin_app(runtime: Any) -> Starlette:
         result = await runtime.reload(trigger="admin")
         return JSONResponse(result, status_code=200 if result.get("ok") else 422)
 
+    async def quotas(request: Request) -> Response:
+        """Current use per principal and tier (``?principal=`` for one); behind the reload token when set."""
+        if expected is not None and not hmac.compare_digest(
+                request.headers.get("authorization", "").encode("latin-1", "replace"), expected):
+            return Response(error_body("GET /admin/quotas needs Authorization: Bearer <admin.reload_token_env>",
+                                       "invalid_request_error", "unauthorized"), status_code=401,
+                            media_type="application/json", headers={"www-authenticate": "Bearer"})
+        q = getattr(getattr(runtime, "services_built", None), "quotas", None)
+        if q is None:
+            return JSONResponse({"enabled": False, "principals": {}})
+        from guard.quota.redis_backend import BackendDown
+
+        try:
+            return JSONResponse({"enabled": True, **await q.usage(request.query_params.get("principal"))})
+        except BackendDown as e:
+            return Response(error_body(str(e), "service_unavailable", "quota_unavailable"), status_code=503,
+                            media_type="application/json")
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return Response(error_body("not found", "invalid_request_error", "not_found"), status_code=404,
                         media_type="application/json")
 
     return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
-                             Route("/admin/reload", reload, methods=["POST"])],
+                             Route("/admin/reload", reload, methods=["POST"]),
+                             Route("/admin/quotas", quotas, methods=["GET"])],
                      exception_handlers={404: not_found})
 
 
@@ -114,5 +135,7 @@ def utc_now() -> datetime:
 
 def build_services(config: Config, policy: Any, recorder: Any, screens: Callable[[str], ScreenSet],
                    clock: Callable[[], datetime] | None = None, tracing: Any = None) -> Services:
+    from guard.quota.core import from_settings
+
     return Services(config=config, upstreams=Upstreams(config), policy=policy, recorder=recorder,
-                    screens=screens, clock=clock or utc_now, tracing=tracing)
+                    screens=screens, clock=clock or utc_now, tracing=tracing, quotas=from_settings(config.quotas))

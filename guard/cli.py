@@ -1,4 +1,4 @@
-"""`guard` command line: serve, demo, pki, policy, scan, audit, bench.
+"""`guard` command line: serve, demo, pki, policy, scan, audit, quota, bench.
 
 Subcommands live beside the code they drive; each module exposes ``register(subparsers)``.
 Exit codes: 0 ok, 1 check failed, 2 usage or configuration error.
@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "guard.policy.cli",  # policy check|test|explain
     "guard.filters.cli",  # scan
     "guard.audit.cli",  # audit keygen|verify|export|tail
+    "guard.quota.cli",  # quota show
 )
 
 

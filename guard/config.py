@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from guard.audit.settings import AuditSettings
 from guard.policy.settings import PolicySettings
+from guard.quota.settings import QuotaSettings
 
 _FIELD = re.compile(r"[A-Za-z0-9_$-]+(\.[A-Za-z0-9_$-]+)*")
 
@@ -190,6 +191,7 @@ class Config(Strict):
     filters: Filters = Filters()
     audit: AuditSettings = AuditSettings()
     telemetry: Telemetry = Telemetry()
+    quotas: QuotaSettings | None = None  # per-principal rate limits and token budgets (docs/quotas.md)
     workers: int = Field(1, ge=1, le=64)
     shutdown_deadline_s: float = Field(30.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -203,6 +205,13 @@ class Config(Strict):
             for name in [r.upstream, *r.fallbacks]:
                 if name not in self.upstreams:
                     raise ValueError(f"routes[{i}] names unknown upstream {name!r}")
+        self.check_quotas()
+
+    def check_quotas(self) -> None:
+        """The memory backend counts in one process: with several workers each would admit the full limit."""
+        if self.quotas is not None and self.quotas.backend == "memory" and self.workers > 1:
+            raise ValueError("quotas.backend: memory counts in one process; with workers > 1 use a redis:// "
+                             "backend (exact across workers and replicas)")
 
     def route(self, model: str) -> Route | None:
         for r in self.routes:

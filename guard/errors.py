@@ -7,6 +7,8 @@ import json
 class GuardError(Exception):
     """Stops the exchange with an HTTP status and an OpenAI-style error body."""
 
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (429: Retry-After, x-ratelimit-*)
+
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                  outcome: str = "error", param: str | None = None) -> None:
         super().__init__(message)

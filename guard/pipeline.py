@@ -24,10 +24,11 @@ from guard.filters import budget
 from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.quota import hook as quota
 from guard.ratelog import Throttled
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
-from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes, read_error,
-                            too_large)
+from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes,
+                            rate_limit_headers, read_error, too_large)
 from guard.upstream_errors import screen_error_body
 
 log = logging.getLogger("guard.pipeline")
@@ -68,6 +69,7 @@ class Services:
     screens: Callable[[str], ScreenSet]  # profile name -> screens
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     tracing: telemetry.Tracing | None = None
+    quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
 
 class ClientGone(Exception):
@@ -224,6 +226,8 @@ class Pipeline:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
+            if quota.TICKET in ex.context:  # after the answer: settle tokens, free slots (errors included)
+                await quota.finish(self.svc.quotas, ex)
             telemetry.child(telemetry.REQUEST_SECONDS, ex.api or "none", ex.operation or "none").observe(
                 time.perf_counter() - ex.started)
             if tracing is not None:
@@ -277,6 +281,8 @@ class Pipeline:
 
     async def _completed(self, ex: Exchange, outcome: dict[str, Any]) -> None:
         ex.context["outcome"] = outcome
+        if quota.TICKET in ex.context:
+            quota.account(ex, outcome)
         u = outcome.get("usage")
         if u:
             telemetry.child(telemetry.TOKENS, _model_label(ex), "input").inc(u.get("input_tokens", 0))
@@ -329,6 +335,8 @@ class Pipeline:
         screens = svc.screens(ex.profile)
         prompt = await self._screen_prompt(ex, screens, api)
         await self._content(ex, env)
+        if svc.quotas is not None:  # a refusal here is an exchange.denied (stage quota)
+            await quota.admit(svc.quotas, ex, prompt)
 
         t = time.perf_counter()
         if not _ours(ex):
@@ -489,6 +497,8 @@ class Pipeline:
                 outcome["answer_text"] = "\n".join(s.text for s in api.response_segments(ex.operation, body))
         # exchange.started is already durable; the completion record need not delay the answer.
         headers = drop_response_headers(resp.headers)
+        if quota.TICKET in ex.context:
+            headers = quota.merge_headers(ex, headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
         telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
                         str(resp.status)).inc()
@@ -520,7 +530,11 @@ class Pipeline:
                       send: Send) -> None:
         api = APIS[ex.api]
         headers = [(b"content-type", api.STREAM_MEDIA_TYPE), (b"cache-control", b"no-cache"),
-                   (b"x-guard-request-id", ex.request_id.encode())]
+                   (b"x-guard-request-id", ex.request_id.encode()), *rate_limit_headers(resp.headers)]
+        strip = None
+        if quota.TICKET in ex.context:
+            headers = quota.merge_headers(ex, headers)
+            strip = quota.UsageStripper() if ex.context.get(quota.STRIP_USAGE) else None
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         telemetry.ACTIVE_STREAMS.inc()
         gone = asyncio.Event()
@@ -536,6 +550,8 @@ class Pipeline:
         relay = Relay(ex.api, ex.operation, ex.model,
                       lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response],
                       max_event_bytes=max_response_bytes(self.svc.config, ex.upstream)) if screened else None
+        if relay is not None and strip is not None:
+            relay.strip_usage, strip = True, None
         sent, tail = 0, b""
         try:
             stop = None
@@ -549,6 +565,8 @@ class Pipeline:
                 if data is None:
                     break
                 if relay is None:
+                    if strip is not None and not (data := strip.feed(data)):
+                        continue
                     tail = (tail + data)[-4096:]
                     sent += len(data)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -559,6 +577,9 @@ class Pipeline:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 if stop:
                     break
+            if strip is not None and (rest := strip.finish()):
+                sent += len(rest)
+                await send({"type": "http.response.body", "body": rest, "more_body": True})
             if relay is not None and stop is None:
                 out, stop = await relay.finish()
                 if out:
@@ -574,6 +595,8 @@ class Pipeline:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 if relay is None:
                     outcome["usage"], outcome["finish_reasons"] = scan_tail(ex.api, tail)
+                    if strip is not None and strip.usage:
+                        outcome["usage"] = strip.usage
                 else:
                     outcome["usage"], outcome["finish_reasons"] = relay.usage, relay.finish_reasons
         except ClientGone:
@@ -704,4 +727,4 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
 
 
 async def _send_error(send: Send, e: GuardError, rid: str) -> None:
-    await _send_json(send, e.status, e.body(), rid)
+    await _send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], e.body(), rid)

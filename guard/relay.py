@@ -102,6 +102,7 @@ class Relay:
         self.usage: dict[str, int] | None = None
         self.finish_reasons: list[str] = []
         self.done_sent = False
+        self.strip_usage = False  # drop the usage-only chunk Guard asked for (guard.quota) after noting it
 
     def _chain(self, key: tuple) -> _Chain:
         c = self._chains.get(key)
@@ -158,8 +159,10 @@ class Relay:
     async def _chunk(self, chunk: dict[str, Any]) -> tuple[bytes, Verdict | None]:
         if "error" in chunk:  # no answer chunk has one
             raise UpstreamReportedError("the upstream sent an error in the stream")
-        self._like = chunk
         self._note(chunk)
+        if self.strip_usage and not chunk.get("choices") and isinstance(chunk.get("usage"), dict):
+            return b"", None
+        self._like = chunk
         mod = openai if self.api == "openai" else ollama
         held = False
         for key, path, text in list(mod.chunk_channels(self.operation, chunk)):

@@ -100,6 +100,7 @@ class Runtime:
         self._watch_task: Any = None
         self._versions: dict[str, str] = {}  # part -> version in force (config.reload's kept_version)
         self._policy_trigger = "watch"  # what started the policy reload in progress (its watcher, unless set)
+        self.services_built: Any = None  # the request path's services (quota counters live there)
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
         telemetry.configure(t.metrics)
@@ -118,6 +119,7 @@ class Runtime:
 
             self.policy = PolicyHolder.from_settings(self.config.policy)
             self._hook_policy_reload(self.policy)
+            self._check_quota_tiers()
         if self._screens is None:
             self._screens = self._load_screens()
         if self.recorder is None:
@@ -133,6 +135,16 @@ class Runtime:
             except JournalError as e:
                 raise ConfigError(f"{self.config.source or 'config'}: audit: {e}") from None
             self.recorder = JournalRecorder(self.journal)
+
+    def _check_quota_tiers(self) -> None:
+        """A ``quota`` rule naming a tier ``quotas.tiers`` lacks is a start-up error (at run time such a
+        request would be refused: 503 ``quota_tier_unknown``)."""
+        q = self.config.quotas
+        rules = getattr(getattr(getattr(self.policy, "active", None), "engine", None), "rules", ()) or ()
+        for r in rules:
+            if q is not None and r.eft == "quota" and r.profile not in ("", "-") and r.profile not in q.tiers:
+                raise ConfigError(f"{r.loc}: the quota rule selects tier {r.profile!r}, which quotas.tiers "
+                                  f"does not define")
 
     def _load_screens(self) -> Callable[[str], ScreenSet]:
         from guard.filters.pii_pool import POOL
@@ -198,7 +210,9 @@ class Runtime:
         from guard.app import build_services
 
         assert self._screens is not None
-        return build_services(self.config, self.policy, self.recorder, self._screens, self.clock, self.tracing)
+        self.services_built = build_services(self.config, self.policy, self.recorder, self._screens, self.clock,
+                                             self.tracing)
+        return self.services_built
 
     # --- lifecycle -------------------------------------------------------------------------------
 

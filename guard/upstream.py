@@ -147,10 +147,19 @@ def max_response_bytes(config: Config, name: str) -> int:
 
 
 def drop_response_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """Response headers passed back to the client: content type and a few informative ones."""
+    """Response headers passed back to the client: content type, a few informative ones, and the upstream's
+    rate-limit advice (``retry-after``, ``x-ratelimit-*``; guard.quota replaces a family Guard limits more
+    strictly)."""
     out = []
     for k in ("content-type", "openai-processing-ms", "x-request-id", "openai-model"):
         v = headers.get(k)
         if v:
             out.append((k.encode(), v.encode("latin-1")))
-    return out
+    return out + rate_limit_headers(headers)
+
+
+def rate_limit_headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The upstream's ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*`` headers (printable values only)."""
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            if (k.startswith("x-ratelimit-") or k in ("retry-after", "retry-after-ms")) and v.isprintable()
+            and len(v) <= 256]

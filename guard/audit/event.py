@@ -207,12 +207,18 @@ def _head(ex: Any) -> tuple[Any, ...]:
             ex.model, ex.upstream, bool(ex.stream))
 
 
+QUOTA = "guard.quota.audit"  # Exchange.context: the quota decision (guard.quota.hook.AUDIT)
+
+
 def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if ex.access is not None:
         d["access"] = decision_summary(ex.access)
     if ex.content is not None:
         d["content"] = decision_summary(ex.content)
+    q = (getattr(ex, "context", None) or {}).get(QUOTA)
+    if q is not None:
+        d["quota"] = q
     if shadow:
         d["shadow"] = shadow
     return d

@@ -41,6 +41,8 @@ def _denial_stage(ex: Any) -> str:
             return stage
     if any(getattr(v, "blocked", False) for v in ex.verdicts):
         return "screen"
+    if ((getattr(ex, "context", None) or {}).get(ev.QUOTA) or {}).get("effect") == "deny":
+        return "quota"
     return "request"
 
 

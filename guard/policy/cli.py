@@ -108,6 +108,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "stage": final.stage,
         "rule": final.rule,
         "profile": decisions.get("access", final).profile,
+        "quota_tier": decisions.get("access", final).quota_tier,
         "policy_version": policy.version,
         "stages": {},
     }

@@ -17,6 +17,7 @@ class Decision:
     shadow: dict[str, Any] | None = field(default=None, compare=False)  # the shadow policy's decision
     # when it disagreed
     _audit: dict[str, Any] | None = field(default=None, init=False, compare=False, repr=False)
+    quota_tier: str = "default"  # quota tier selected by a ``quota`` rule (guard.quota)
 
     @property
     def allowed(self) -> bool:
@@ -33,6 +34,8 @@ class Decision:
             "profile": self.profile,
             "error": self.error,
         }
+        if self.quota_tier != "default":
+            out["quota_tier"] = self.quota_tier
         if self.shadow is not None:
             out["shadow"] = self.shadow
         return out

@@ -136,6 +136,7 @@ class Engine:
         allow = next((r for r in matched if r.eft == "allow"), None)
         profile = next((r.profile for r in matched
                         if r.eft in ("allow", "profile") and r.profile not in _NO_PROFILE), "default")
+        tier = next((r.profile for r in matched if r.eft == "quota" and r.profile not in _NO_PROFILE), "default")
         locs = tuple(r.loc for r in matched)
         if errors:
             for r, msg in errors:
@@ -143,12 +144,12 @@ class Engine:
                 log.warning("policy rule %s failed at run time, request denied: %s", r.loc, msg)
             first = errors[0]
             return Decision(stage, "deny", deny.loc if deny else first[0].loc, self.version, locs, profile,
-                            "; ".join(f"{r.loc}: {m}" for r, m in errors))
+                            "; ".join(f"{r.loc}: {m}" for r, m in errors), quota_tier=tier)
         if deny is not None:
-            return Decision(stage, "deny", deny.loc, self.version, locs, profile)
+            return Decision(stage, "deny", deny.loc, self.version, locs, profile, quota_tier=tier)
         if allow is not None:
-            return Decision(stage, "allow", allow.loc, self.version, locs, profile)
-        return Decision(stage, "deny", "", self.version, locs, profile)
+            return Decision(stage, "allow", allow.loc, self.version, locs, profile, quota_tier=tier)
+        return Decision(stage, "deny", "", self.version, locs, profile, quota_tier=tier)
 
     def clear_cache(self) -> None:
         self._entries = 0

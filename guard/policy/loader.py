@@ -15,7 +15,7 @@ from guard.policy.index import LEAF_SIZE, Rule
 EFFECT = "some(where (p_eft == allow)) && !some(where (p_eft == deny))"
 REQUIRED = ("r_sub", "r_obj", "r_act", "r_env")
 ALLOWED = (*REQUIRED, "r_stage")
-EFTS = ("allow", "deny", "profile")
+EFTS = ("allow", "deny", "profile", "quota")
 _PROFILE = re.compile(r"^[A-Za-z0-9_.-]*$")
 
 

@@ -24,6 +24,7 @@ class CaseModel(BaseModel):
     expect: Literal["allow", "deny"]
     rule: str | None = None  # the deciding rule must be this one ("policies/policy.csv:4"; "" = none)
     profile: str | None = None  # the selected screening profile must be this one
+    quota_tier: str | None = None  # the selected quota tier must be this one (chosen at access)
     stage: Literal["access", "content"] | None = None  # decide only this stage
 
 
@@ -98,6 +99,9 @@ def run_case(engine: Engine, case: Case) -> Outcome:
     profile = decisions.get("access", final).profile  # screening profiles are chosen at access
     if c.profile is not None and profile != c.profile:
         problems.append(f"expected profile {c.profile}, got {profile}")
+    tier = decisions.get("access", final).quota_tier
+    if c.quota_tier is not None and tier != c.quota_tier:
+        problems.append(f"expected quota tier {c.quota_tier}, got {tier}")
     if final.error:
         problems.append(f"rule error: {final.error}")
     return Outcome(case, not problems, "; ".join(problems), final, decisions)

@@ -611,7 +611,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
 ]
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
             "tests.bench.bench_canonical", "tests.bench.bench_hostile",
-            "tests.bench.bench_sealer_restart", "tests.bench.bench_sink_duplicates"]  # BENCH_ONLY: after the last "_"
+            "tests.bench.bench_sealer_restart", "tests.bench.bench_sink_duplicates",
+            "tests.bench.bench_quota"]  # BENCH_ONLY: after the last "_"
 
 
 def main() -> int:
@@ -641,7 +642,8 @@ def main() -> int:
     from tests.bench.report import write
 
     what = {key: what for key, what, _run, _show in SCENARIOS}
-    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen"}
+    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen",
+             "quota": "quota overhead"}
     print(f"table: {write(json.loads(json.dumps(results, default=str)), what)}")
     return 0
 

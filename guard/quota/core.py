@@ -1,0 +1,208 @@
+"""Quotas: admit a request against its tier's counters, settle its real token usage, release its slots.
+
+Rate counters (requests and tokens per minute, day, month) are GCRA token buckets: a tier of N per period
+admits a burst of N, then N per period, and a counter is full again ``reset`` seconds after its last use.
+Tokens are reserved when a request is admitted (an estimate: the prompt plus the answer's ``max_tokens``)
+and corrected with the upstream's usage when it ends; concurrency counters are leased slots.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter
+
+from guard import telemetry
+from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, used
+from guard.quota.redis_backend import BackendDown, RedisBackend
+from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
+
+log = logging.getLogger("guard.quota")
+
+DECISIONS = Counter("guard_quota_decisions_total",
+                    "Quota decisions by tier, result (admitted|refused|unavailable_refused|unavailable_allowed) "
+                    "and the counter that refused", ["tier", "result", "counter"], registry=telemetry.REGISTRY)
+TOKENS = Counter("guard_quota_tokens_total", "Tokens counted against quotas by tier and source (usage|estimated)",
+                 ["tier", "source"], registry=telemetry.REGISTRY)
+BACKEND_ERRORS = Counter("guard_quota_backend_errors_total", "Quota backend calls that failed, by operation",
+                         ["op"], registry=telemetry.REGISTRY)
+
+
+def count(metric: Any, *labels: str, by: float = 1) -> None:
+    """Increment a labelled counter through telemetry's cached children (off with ``telemetry.metrics``)."""
+    child: Any = telemetry.child(metric, *labels)
+    child.inc(by)
+
+
+@dataclass
+class Ticket:
+    """An admitted request: what it reserved and holds until ``settle``/``release``."""
+
+    id: str
+    key: str
+    tier: str
+    reserved: int  # tokens reserved at admission
+    slots: list[str]
+    admission: Admission | None  # None: admitted without the backend (on_error: allow)
+    done: bool = False
+    price: Price | None = None  # the model's price when the tier has a spend limit
+    reserved_spend: int = 0  # millionths of the currency reserved at admission
+
+    @property
+    def unavailable(self) -> bool:
+        return self.admission is None
+
+
+@dataclass
+class Refusal:
+    status: int  # 429: a counter is exhausted; 503: the backend could not answer (on_error: block)
+    code: str  # rate_limit_exceeded | quota_unavailable | quota_tier_unknown
+    tier: str
+    counter: str
+    retry_after_s: float
+    message: str
+    admission: Admission | None = None
+
+
+class Quotas:
+    def __init__(self, settings: QuotaSettings, backend: Any = None) -> None:
+        self.settings = settings
+        self.tiers: dict[str, Tier] = dict(settings.tiers)
+        # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
+        self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
+        if backend is None:
+            backend = (MemoryBackend() if settings.backend == "memory"
+                       else RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix))
+        self.backend = backend
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.backend.healthy)
+
+    def counts_tokens(self, tier: str) -> bool:
+        plan = self._plan.get(tier)
+        return plan is not None and plan[1]
+
+    async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False, *, model: str = "",
+                    answer_estimate: int = 0) -> Ticket | Refusal:
+        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
+        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
+        for a stream)."""
+        t = self.tiers.get(tier)
+        if t is None:  # the policy names a tier the configuration lacks: fail closed
+            count(DECISIONS, "unknown", "unavailable_refused", "")
+            return Refusal(503, "quota_tier_unknown", tier, "", 0.0, "the policy selects a quota tier this gateway "
+                           "does not configure; request refused")
+        cost = max(1, int(estimate))
+        plan, counts_tokens = self._plan[tier]
+        price, spend = None, 0
+        if t.counts_spend():
+            price = self.settings.price(model)
+            if price is None:  # a spend limit with no price for this model: fail closed
+                count(DECISIONS, tier, "unavailable_refused", "")
+                return Refusal(503, "quota_price_unknown", tier, "", 0.0, f"no price for model {model!r} in "
+                               "quotas.prices, and the quota tier limits spend; request refused")
+            answer = min(max(0, int(answer_estimate)), cost)
+            spend = max(1, spend_of(price, cost - answer, answer))
+        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else spend if kind == "spend" else cost)
+                             for name, limit, period, kind in plan]
+        slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
+        if stream and t.concurrent_streams:
+            slots.append(("concurrent_streams", t.concurrent_streams))
+        tid = os.urandom(8).hex()
+        try:
+            adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
+        except BackendDown as e:
+            count(BACKEND_ERRORS, "admit")
+            if self.settings.on_error == "allow":
+                count(DECISIONS, tier, "unavailable_allowed", "")
+                return Ticket(tid, principal, tier, 0, [], None)
+            count(DECISIONS, tier, "unavailable_refused", "")
+            count(telemetry.FAIL_CLOSED, "quota")
+            return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
+        if not adm.ok:
+            count(DECISIONS, tier, "refused", adm.refused_by)
+            return Refusal(429, "rate_limit_exceeded", tier, adm.refused_by, adm.retry_after_s,
+                           _refusal_message(adm, cost, t), adm)
+        count(DECISIONS, tier, "admitted", "")
+        reserved = cost if counts_tokens else 0
+        return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm, price=price, reserved_spend=spend)
+
+    async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
+        """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
+        the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
+        if ticket.done:
+            return
+        ticket.done = True
+        t = self.tiers.get(ticket.tier)
+        if t is None or ticket.unavailable:
+            return
+        if usage is None:
+            delta = spend_delta = 0
+        else:
+            i, o = (usage, 0) if isinstance(usage, int) else usage
+            delta = int(i) + int(o) - ticket.reserved
+            spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
+        rates: list[Rate] = [(name, limit, period, delta if kind == "tokens" else spend_delta)
+                             for name, limit, period, kind in self._plan[ticket.tier][0]
+                             if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)]
+        try:
+            await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
+        except BackendDown as e:  # slots free themselves after lease_s; the reservation stands
+            count(BACKEND_ERRORS, "settle")
+            log.warning("quota settle for tier %s failed: %s", ticket.tier, e)
+
+    async def release(self, ticket: Ticket) -> None:
+        """Free the ticket's slots and keep its reservation (nothing is known about its usage)."""
+        await self.settle(ticket, None)
+
+    async def usage(self, principal: str | None = None) -> dict[str, Any]:
+        """Current use per principal and tier (``guard quota show``, GET /admin/quotas)."""
+        rows = await self.backend.usage(principal)
+        periods = {name: period for name, period, _ in RATES}
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for who, tier, counter, value in rows:
+            t = self.tiers.get(tier)
+            limit = getattr(t, counter, None) if t is not None else None
+            if limit is None:
+                continue  # a counter of a tier no longer configured
+            if counter.startswith("spend_"):
+                units = round(limit * SPEND_UNIT)
+                n = used(value, units, periods[counter])
+                entry = {"limit": limit, "used": n / SPEND_UNIT, "remaining": max(0, units - n) / SPEND_UNIT,
+                         "reset_s": round(value, 3)}
+            elif counter in periods:
+                n = used(value, limit, periods[counter])
+                entry = {"limit": limit, "used": n, "remaining": max(0, limit - n), "reset_s": round(value, 3)}
+            else:
+                entry = {"limit": limit, "used": int(value), "remaining": max(0, limit - int(value))}
+            out.setdefault(who, {}).setdefault(tier, {})[counter] = entry
+        return {"backend": self.settings.redacted_backend(), "on_error": self.settings.on_error,
+                "tiers": {k: v.model_dump(exclude_none=True) for k, v in self.tiers.items()},
+                "principals": out}
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+
+def spend_of(price: Price | None, input_tokens: int, output_tokens: int) -> int:
+    """Cost in millionths of the price table's currency (prices are per million tokens)."""
+    if price is None:
+        return 0
+    return math.ceil(input_tokens * price.input + output_tokens * price.output)
+
+
+def _refusal_message(adm: Admission, cost: int, t: Tier) -> str:
+    limit = getattr(t, adm.refused_by, None)
+    if limit is not None and adm.refused_by.startswith("tokens") and cost > limit:
+        return (f"rate limit reached: this request needs about {cost} tokens, more than the {adm.refused_by} "
+                f"limit of {limit}")
+    wait = max(1, round(adm.retry_after_s))
+    return f"rate limit reached for {adm.refused_by} ({limit}); retry in {wait} s"
+
+
+def from_settings(settings: QuotaSettings | None) -> Quotas | None:
+    return Quotas(settings) if settings is not None else None

@@ -1,0 +1,230 @@
+"""Where quotas meet the request path (guard.pipeline): admission after the content decision, the
+rate-limit headers, token accounting at completion, settlement after the answer is out."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from guard.errors import GuardError
+from guard.quota.core import TOKENS, Quotas, Refusal, Ticket, count
+from guard.quota.memory import Admission, CounterState
+
+TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
+AUDIT = "guard.quota.audit"  # Exchange.context: the quota decision as the audit record shows it
+STRIP_USAGE = "guard.quota.strip_usage"  # Exchange.context: Guard asked for the stream's usage chunk
+_RL = ("x-ratelimit-limit-", "x-ratelimit-remaining-", "x-ratelimit-reset-")
+
+
+def principal_key(p: Any) -> str:
+    """Whose counters: the SPIFFE ID, else the certificate subject, else the CN (a renewed certificate keeps
+    its counters); clients without a certificate share ``anonymous``."""
+    if p is None:
+        return "anonymous"
+    return p.spiffe_id or p.subject or p.cn or "anonymous"
+
+
+def estimate_tokens(chars: int) -> int:
+    """The documented heuristic where no tokenizer is at hand: one token per four characters, rounded up."""
+    return math.ceil(chars / 4) if chars > 0 else 0
+
+
+def _completion_limit(ex: Any) -> int | None:
+    b = ex.body
+    if ex.api == "ollama":
+        opts = b.get("options")
+        v = opts.get("num_predict") if isinstance(opts, dict) else None
+    else:
+        v = b.get("max_completion_tokens", b.get("max_tokens"))
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
+    """Admit the exchange or raise its 429/503 (an ``exchange.denied`` record with tier and counter)."""
+    d = ex.access
+    tier = getattr(d, "quota_tier", None) or "default"
+    prompt_tokens = estimate_tokens(sum(len(s.text) for s in prompt))
+    answer = _completion_limit(ex)
+    estimate = prompt_tokens + (answer if answer is not None else quotas.settings.completion_estimate)
+    ex.context["guard.quota.prompt_estimate"] = prompt_tokens
+    res = await quotas.admit(principal_key(ex.principal), tier, estimate, bool(ex.stream), model=ex.model,
+                             answer_estimate=estimate - prompt_tokens)
+    if isinstance(res, Refusal):
+        ex.context[AUDIT] = {"tier": res.tier, "effect": "deny", "counter": res.counter,
+                             **({"backend": "unavailable"} if res.status == 503 else {})}
+        e = GuardError(res.status, res.message, "rate_limit_error" if res.status == 429 else "service_unavailable",
+                       res.code, outcome="denied" if res.status == 429 else "fail_closed")
+        e.headers = tuple(refusal_headers(res))
+        raise e
+    ex.context[TICKET] = res
+    ex.context[AUDIT] = {"tier": res.tier, "effect": "allow", **({"backend": "unavailable"} if res.unavailable else {})}
+    if quotas.counts_tokens(tier) and ex.stream and ex.api == "openai" and ex.upstream_api in ("openai", "azure-openai") \
+            and ex.operation in ("chat", "completion"):
+        _ask_for_usage(ex)
+
+
+def _ask_for_usage(ex: Any) -> None:
+    """Ask an OpenAI-style upstream for the stream's usage chunk; it is taken out of the client's stream
+    when the client did not ask for it itself."""
+    opts = ex.body.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
+        return
+    ex.body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    ex.context["body_changed"] = True
+    ex.context[STRIP_USAGE] = True
+
+
+def account(ex: Any, outcome: dict[str, Any]) -> None:
+    """At completion, before the record is written: the tokens to settle, from the upstream's usage or,
+    without it, estimated (prompt: 4 characters a token; answer: 4 bytes of the answer body a token, an
+    over-estimate since framing counts) and marked ``usage_estimated`` in the audit record."""
+    ticket: Ticket | None = ex.context.get(TICKET)
+    if ticket is None:
+        return
+    status = int(outcome.get("status") or 0)
+    u = outcome.get("usage")
+    audit = ex.context.get(AUDIT)
+    tokens: tuple[int, int]
+    if u:
+        tokens = int(u.get("input_tokens", 0) or 0), int(u.get("output_tokens", 0) or 0)
+        count(TOKENS, ticket.tier, "usage", by=sum(tokens))
+    elif status == 200 or status == 499:
+        tokens = (int(ex.context.get("guard.quota.prompt_estimate", 0)),
+                  estimate_tokens(int(outcome.get("bytes", 0) or 0)))
+        outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+        if audit is not None:
+            ex.context[AUDIT] = {**audit, "usage_estimated": True}
+        count(TOKENS, ticket.tier, "estimated", by=sum(tokens))
+    else:
+        tokens = (0, 0)  # the upstream refused or failed before answering: nothing was generated
+    ex.context["guard.quota.tokens"] = tokens
+
+
+async def finish(quotas: Quotas, ex: Any) -> None:
+    """After the answer is out: settle the tokens and free the slots (every path, errors included)."""
+    ticket: Ticket | None = ex.context.get(TICKET)
+    if ticket is None or ticket.done:
+        return
+    tokens = ex.context.get("guard.quota.tokens")
+    if tokens is None:  # ended by an error before completion: no answer, nothing generated
+        out = ex.context.get("outcome") or {}
+        tokens = (0, 0) if int(out.get("status") or 0) != 499 else None
+    await quotas.settle(ticket, tokens)
+
+
+# --- headers -----------------------------------------------------------------------------------------
+
+def _duration(s: float) -> str:
+    """OpenAI's reset format: ``20ms``, ``1.5s``, ``6m0s``."""
+    if s < 1:
+        return f"{max(0, round(s * 1000))}ms"
+    if s < 60:
+        return f"{round(s, 3):g}s"
+    m, sec = divmod(round(s), 60)
+    return f"{m // 60}h{m % 60}m{sec}s" if m >= 60 else f"{m}m{sec}s"
+
+
+def _families(adm: Admission | None, refused: str = "") -> dict[str, CounterState]:
+    """The counter that stands for ``requests`` and for ``tokens`` in the headers: the refusing one, else
+    the per-minute one, else the shortest period configured."""
+    out: dict[str, CounterState] = {}
+    if adm is None:
+        return out
+    for name, st in adm.counters.items():
+        fam = "requests" if name == "requests_per_minute" else "tokens" if name.startswith("tokens_") else None
+        if fam is None:
+            continue
+        if fam not in out or name == refused:
+            out[fam] = st
+    return out
+
+
+_NAMES = {fam: tuple(f"{p}{fam}".encode() for p in _RL) for fam in ("requests", "tokens")}
+
+
+def _family_headers(fam: str, st: CounterState) -> list[tuple[bytes, bytes]]:
+    lim, rem, reset = _NAMES[fam]
+    return [(lim, b"%d" % st.limit), (rem, b"%d" % st.remaining), (reset, _duration(st.reset_s).encode())]
+
+
+def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
+    retry = max(r.retry_after_s, 0.001)
+    out = [(b"retry-after", str(max(1, math.ceil(retry))).encode()),
+           (b"retry-after-ms", str(math.ceil(retry * 1000)).encode())]
+    for fam, st in _families(r.admission, r.counter).items():
+        out += _family_headers(fam, st)
+    return out
+
+
+def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An admitted answer: the upstream's rate-limit headers, except a family (requests, tokens) where Guard's
+    own counter has less left; then Guard's values are sent for it."""
+    ticket: Ticket | None = ex.context.get(TICKET)
+    if ticket is None or ticket.admission is None:
+        return upstream
+    have = dict(upstream)
+    out = list(upstream)
+    for fam, st in _families(ticket.admission).items():
+        names = _NAMES[fam]
+        theirs = have.get(names[1])
+        if theirs is None:
+            out += _family_headers(fam, st)
+            continue
+        try:
+            stricter = st.remaining < int(theirs)
+        except ValueError:
+            stricter = True
+        if stricter:
+            out = [(k, v) for k, v in out if k not in names] + _family_headers(fam, st)
+    return out
+
+
+def strip_usage_chunk(chunk: dict[str, Any]) -> bool:
+    """The usage-only chunk OpenAI sends last when ``include_usage`` is asked (no choices, a usage object)."""
+    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
+
+
+def _has_usage(data: bytes) -> bool:
+    """A usage object (not ``null``) may be in ``data``; a spelling missed here only means the chunk reaches
+    the client, whose stream's usage the tail scan still finds."""
+    return b'"usage":{' in data or b'"usage": {' in data
+
+
+class UsageStripper:
+    """The unscreened stream path: passes SSE bytes through, minus the usage chunk Guard asked for (whose
+    usage it keeps for accounting)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.usage: dict[str, int] | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf + data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            if len(buf) > 65536:  # no event boundary this far (not OpenAI's framing): pass it on as it is
+                self._buf = b""
+                return buf
+            self._buf = buf
+            return b""
+        whole, self._buf = buf[:end + 2], buf[end + 2:]
+        if not _has_usage(whole):  # chunks carry "usage": null when usage is asked for: those pass untouched
+            return whole
+        out = []
+        for ev in whole.split(b"\n\n")[:-1]:
+            if _has_usage(ev) and ev.startswith(b"data:"):
+                try:
+                    chunk = json.loads(ev[5:])
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict) and strip_usage_chunk(chunk):
+                    u = chunk["usage"]
+                    self.usage = {"input_tokens": int(u.get("prompt_tokens") or 0),
+                                  "output_tokens": int(u.get("completion_tokens") or 0)}
+                    continue
+            out.append(ev + b"\n\n")
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest

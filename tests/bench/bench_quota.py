@@ -1,0 +1,181 @@
+"""Quota overhead per request, in-process (no uvicorn, no load generator): Pipeline driven with an ASGI
+scope against a real upstream (nginx with a fixed completion, else the built-in model server), N sequential
+requests per variant, alternating rounds, median kept:
+  none    no ``quotas:`` section
+  memory  a tier with requests, tokens per minute and per day and a concurrency limit, memory backend
+  redis   the same tier in a redis-server on loopback (skipped when redis-server is missing)
+Reports CPU per request of the Guard process and wall time per request (Redis: one round trip to admit,
+one to settle after the answer), and both as ratios to ``none`` measured in the same run. The audit recorder
+writes nothing here (its cost is bench_pipeline_cpu's), so the ratios are over a smaller base than a real
+deployment's: an upper bound on the relative cost. ``memory_calls_us`` times the memory backend's calls for
+one request alone (admit, account, headers, settle), as a share of the whole request without quotas.
+Run: python -m tests.bench.bench_quota [--quick]   or   BENCH_ONLY=quota python -m tests.bench.run
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.bench.common import (
+    CHAT_BODY,
+    FIXED_COMPLETION,
+    NGINX,
+    XFCC,
+    free_port,
+    have,
+    nginx_conf,
+    wait_port,
+)
+from tests.bench.guard_noaudit import NullRecorder
+
+TIER = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "tokens_per_day": 10**12, "concurrent": 10_000}
+
+
+async def _measure(cfg_path: Path, n: int) -> tuple[float, float]:
+    from guard.config import load_config
+    from guard.pipeline import Pipeline
+    from guard.runtime import Runtime
+
+    rt = Runtime(load_config(cfg_path), recorder=NullRecorder())
+    rt.load()
+    svc = rt.services()
+    pipe = Pipeline(svc)
+    body = CHAT_BODY.encode()
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": ("127.0.0.1", 5555),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(m: dict[str, Any]) -> None:
+        if m["type"] == "http.response.start":
+            statuses.append(m["status"])
+
+    for _ in range(200):
+        await pipe(scope, receive, send)
+    assert set(statuses) == {200}, f"warm-up answers {set(statuses)}"
+    t, w = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await pipe(scope, receive, send)
+    cpu_us = (time.process_time() - t) / n * 1e6
+    wall_us = (time.perf_counter() - w) / n * 1e6
+    await svc.upstreams.close()
+    if svc.quotas is not None:
+        await svc.quotas.close()
+    return cpu_us, wall_us
+
+
+def quota_calls_us(n: int = 20_000) -> float:
+    """The memory backend's calls for one request (admit, account, headers, settle), timed alone: the cost
+    of quotas without the noise of a difference between two whole-request measurements."""
+    import asyncio
+
+    from guard.exchange import Exchange
+    from guard.filters.base import Segment
+    from guard.identity import Principal
+    from guard.quota import hook
+    from guard.quota.core import Quotas
+    from guard.quota.settings import QuotaSettings
+
+    q = Quotas(QuotaSettings(tiers={"default": TIER}))
+    prompt = [Segment("Say hello to the benchmark, please.", "user", "content", ("messages", 0, "content"))]
+    who = Principal(subject="CN=bench-app,OU=apps,O=Example", cn="bench-app")
+    upstream = [(b"content-type", b"application/json")]
+
+    async def go() -> float:
+        t = time.process_time()
+        for _ in range(n):
+            ex = Exchange(request_id="r", api="openai", operation="chat", model="m", path="/v1/chat/completions",
+                          body={"model": "m", "messages": []}, principal=who)
+            await hook.admit(q, ex, prompt)
+            hook.merge_headers(ex, upstream)
+            outcome = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
+            ex.context["outcome"] = outcome
+            hook.account(ex, outcome)
+            await hook.finish(q, ex)
+        return (time.process_time() - t) / n * 1e6
+
+    return asyncio.run(go())
+
+
+def _variant(base: Path, name: str, redis_url: str | None) -> Path:
+    cfg = yaml.safe_load(base.read_text())
+    cfg["policy"]["watch"] = False
+    if name == "memory":
+        cfg["quotas"] = {"tiers": {"default": TIER}}
+    elif name == "redis":
+        cfg["quotas"] = {"backend": redis_url, "tiers": {"default": TIER}}
+    p = base.with_name(f"quota-{name}.yaml")
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    import uvloop
+
+    from tests.bench.run import guard_config
+
+    n = 500 if quick else 1500
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        port = free_port()
+        if have("nginx"):
+            conf = nginx_conf(d / "ng", f"""  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
+            procs.append(subprocess.Popen([NGINX, "-c", str(conf)]))
+        else:
+            procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer",
+                                           "--factory", "--port", str(port), "--log-level", "warning"]))
+        redis_url = None
+        rs = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if Path(rs).exists():
+            rport = free_port()
+            procs.append(subprocess.Popen([rs, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                           "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL))
+            wait_port(rport)
+            redis_url = f"redis://127.0.0.1:{rport}/0"
+        try:
+            wait_port(port)
+            base = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
+            variants = ["none", "memory"] + (["redis"] if redis_url else [])
+            cfgs = {v: _variant(base, v, redis_url) for v in variants}
+            cpu: dict[str, list[float]] = {}
+            wall: dict[str, list[float]] = {}
+            for _round in range(3):
+                for v in variants:
+                    c, w = uvloop.run(_measure(cfgs[v], n))
+                    cpu.setdefault(v, []).append(c)
+                    wall.setdefault(v, []).append(w)
+                    print(f"  {v:7s} {c:7.1f} us CPU, {w:7.1f} us wall per request", file=sys.stderr)
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(10)
+    out: dict[str, Any] = {"requests_per_variant": n, "rounds": 3}
+    for v, xs in cpu.items():
+        out[f"{v}_cpu_us"] = round(statistics.median(xs), 1)
+        out[f"{v}_wall_us"] = round(statistics.median(wall[v]), 1)
+    for v in cpu:
+        if v != "none":
+            out[f"{v}_cpu_ratio"] = round(out[f"{v}_cpu_us"] / out["none_cpu_us"], 3)
+            out[f"{v}_wall_ratio"] = round(out[f"{v}_wall_us"] / out["none_wall_us"], 3)
+            out[f"{v}_added_wall_us"] = round(out[f"{v}_wall_us"] - out["none_wall_us"], 1)
+    out["memory_calls_us"] = round(quota_calls_us(), 1)
+    out["memory_calls_pct_of_none"] = round(out["memory_calls_us"] / out["none_cpu_us"] * 100, 1)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
