@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guard.audit.settings import AuditSettings
+from guard.console.settings import ConsoleSettings
 from guard.policy.settings import PolicySettings
 
 
@@ -123,6 +124,7 @@ class Config(Strict):
     policy: PolicySettings = PolicySettings()
     filters: Filters = Filters()
     audit: AuditSettings = AuditSettings()
+    console: ConsoleSettings = ConsoleSettings()
     telemetry: Telemetry = Telemetry()
     workers: int = Field(1, ge=1, le=64)
     shutdown_deadline_s: float = Field(30.0, ge=0)
@@ -137,6 +139,8 @@ class Config(Strict):
             for name in [r.upstream, *r.fallbacks]:
                 if name not in self.upstreams:
                     raise ValueError(f"routes[{i}] names unknown upstream {name!r}")
+        if self.console.enabled and not self.admin.enabled:
+            raise ValueError("console.enabled needs admin.enabled: the console is served on the admin listener only")
 
     def route(self, model: str) -> Route | None:
         for r in self.routes:
@@ -159,6 +163,7 @@ class Config(Strict):
             self.access_log_file = base / self.access_log_file
         self.policy.resolve(base)
         self.audit.resolve(base)
+        self.console.resolve(base)
         return self
 
 

@@ -93,6 +93,11 @@ class Runtime:
         """Load everything that can fail because of a file a person wrote (raises ConfigError)."""
         if self.config.tls.enabled:
             self.tls.replace(_tls_context(self.config))
+        if self.config.console.enabled:
+            try:
+                self.config.console.token()
+            except ValueError as e:
+                raise ConfigError(f"{self.config.source or 'config'}: {e}") from None
         if self.policy is None:
             from guard.policy.holder import PolicyHolder
 

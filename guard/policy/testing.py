@@ -24,7 +24,7 @@ class CaseModel(BaseModel):
     expect: Literal["allow", "deny"]
     rule: str | None = None  # the deciding rule must be this one ("policies/policy.csv:4"; "" = none)
     profile: str | None = None  # the selected screening profile must be this one
-    stage: Literal["access", "content"] | None = None  # decide only this stage
+    stage: Literal["access", "content", "console"] | None = None  # decide only this stage
 
 
 class _Cases(RootModel[list[CaseModel]]):
@@ -71,6 +71,9 @@ def decide(engine: Engine, sub: dict[str, Any], obj: dict[str, Any], act: str, e
     sub, obj = principal(**sub), resource(**obj)
     env = make_env(env.get("time"), **{k: v for k, v in env.items() if k != "time"})
     out: dict[str, Decision] = {}
+    if stage == "console":  # who may open the compliance console (guard/console): one decision of its own
+        out["console"] = engine.decide("console", sub, obj, act, access_env(env))
+        return out["console"], out
     if stage in (None, "access"):
         out["access"] = engine.decide("access", sub, obj, act, access_env(env))
         if stage == "access" or not out["access"].allowed:
