@@ -355,11 +355,11 @@ def guard_stopped(reason: str = "shutdown", worker: int = 0, pid: int | None = N
     return new_event("guard.stopped", guard={"reason": reason, "worker": worker, "pid": pid or os.getpid()})
 
 
-def console_access(kind: str, who: str, auth: str, path: str, fingerprint: str = "",
+def console_access(kind: str, who: str, auth: str, path: str, status: int = 200, fingerprint: str = "",
                    query: dict[str, Any] | None = None, results: int | None = None,
                    formats: list[str] | None = None, pack_sha256: str | None = None) -> dict[str, Any]:
     """``console.view`` / ``console.export``: who looked at (or exported) what in the compliance console."""
-    c: dict[str, Any] = {"who": who, "auth": auth, "path": path}
+    c: dict[str, Any] = {"who": who, "auth": auth, "path": path, "status": int(status)}
     if fingerprint:
         c["fingerprint"] = fingerprint
     if query:

@@ -117,16 +117,20 @@ class Index:
 
     def __init__(self, path: Path, root: Path) -> None:
         self.path, self.root = Path(path), Path(root)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # a lost index is rebuilt from the journal
         self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
         src = self._meta("root")
-        if src is not None and src != str(self.root.resolve()):
-            self.clear()
+        if src is not None and src != str(self.root.resolve()):  # an index of another journal
+            for table in ("events", "progress", "verify"):
+                self.db.execute(f"DELETE FROM {table}")
         self._set_meta("root", str(self.root.resolve()))
 
     def close(self) -> None:
@@ -159,6 +163,10 @@ class Index:
     def update(self) -> int:
         """Read what the journal gained since the last update; return the number of events added."""
         added = 0
+        if not self.path.exists():  # deleted under us: build a new one from the journal
+            with self._lock:
+                self.db.close()
+                self._open()
         with self._lock, self._file_lock():
             for chain in layout.chain_names(self.root):
                 added += self._update_chain(chain)
