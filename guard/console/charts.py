@@ -99,8 +99,8 @@ def hbars(items: list[tuple[str, int, int]], title: str) -> str:
     parts = []
     for i, (label, n, refused) in enumerate(items):
         y = 5 + i * row
-        bw = (w - 260) * n / peak
-        rw = (w - 260) * refused / peak
+        bw = (w - 360) * n / peak
+        rw = (w - 360) * refused / peak
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{esc(label[:34])}</text>'
                      f'<rect x="220" y="{y + 3}" width="{bw:.1f}" height="16" fill="#0969da"><title>{esc(label)}: '
                      f'{n}, {refused} refused</title></rect>'

@@ -24,16 +24,20 @@ from guard.audit import facts, layout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
-  time TEXT NOT NULL, type TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL,
+  n INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL, chain TEXT NOT NULL, seq INTEGER NOT NULL,
   segment TEXT NOT NULL, offset INTEGER NOT NULL, hash TEXT, event_id TEXT, request_id TEXT,
   principal TEXT, subject TEXT, fingerprint TEXT, groups TEXT, model TEXT, upstream TEXT, api TEXT,
   operation TEXT, verdict TEXT, rule TEXT, screens TEXT, findings TEXT, status INTEGER);
-CREATE UNIQUE INDEX IF NOT EXISTS ev_chain_seq ON events(chain, seq);
+CREATE INDEX IF NOT EXISTS ev_chain_seq ON events(chain, seq);
 CREATE INDEX IF NOT EXISTS ev_time ON events(time);
 CREATE INDEX IF NOT EXISTS ev_principal ON events(principal, time);
 CREATE INDEX IF NOT EXISTS ev_model ON events(model, time);
 CREATE INDEX IF NOT EXISTS ev_verdict ON events(verdict, time);
-CREATE INDEX IF NOT EXISTS ev_request ON events(request_id);
+CREATE INDEX IF NOT EXISTS ev_subject ON events(subject);
+CREATE INDEX IF NOT EXISTS ev_upstream ON events(upstream, time);
+CREATE INDEX IF NOT EXISTS ev_rule ON events(rule, time);
+CREATE TABLE IF NOT EXISTS tags(tag TEXT NOT NULL, ev INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag, ev);
 CREATE TABLE IF NOT EXISTS progress(chain TEXT PRIMARY KEY, segment TEXT, offset INTEGER, seq INTEGER);
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS verify(chain TEXT PRIMARY KEY, at TEXT, status TEXT, last_seq INTEGER,
@@ -42,8 +46,12 @@ CREATE TABLE IF NOT EXISTS verify(chain TEXT PRIMARY KEY, at TEXT, status TEXT, 
 COLUMNS = ("time", "type", "chain", "seq", "segment", "offset", "hash", "event_id", "request_id", "principal",
            "subject", "fingerprint", "groups", "model", "upstream", "api", "operation", "verdict", "rule",
            "screens", "findings", "status")
-_INSERT = f"INSERT OR REPLACE INTO events({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})"
+_INSERT = f"INSERT INTO events(n,{','.join(COLUMNS)}) VALUES (?,{','.join('?' * len(COLUMNS))})"
+# Multi-valued facts (groups, blocking screens, finding types) are also rows of ``tags`` ("g:team", "s:pii",
+# "f:US_SSN") so that a filter on one reads an index, not every event.
+_TAGGED = (("g:", 12), ("s:", 19), ("f:", 20))  # tag prefix, column index in a row
 _BATCH = 20000
+_VERSION = 2  # the layout below; another one is dropped and rebuilt
 
 
 def _bars(items: list[str]) -> str:
@@ -88,9 +96,12 @@ class Query:
         if self.until:
             w.append("time < ?")
             a.append(self.until)
-        if self.principal:
-            w.append("(principal = ? OR subject = ? OR fingerprint = ?)")
-            a += [self.principal] * 3
+        if self.principal:  # a subject has '=', a fingerprint is 64 hex digits, else a CN or SPIFFE ID
+            p = self.principal
+            col = ("subject" if "=" in p else "fingerprint" if len(p) == 64 and all(ch in "0123456789abcdef" for ch in p)
+                   else "principal")
+            w.append(f"{col} = ?")
+            a.append(p)
         for col in ("model", "upstream", "api", "type", "rule"):
             v = getattr(self, col)
             if v:
@@ -102,10 +113,10 @@ class Query:
         if self.decision:
             w.append("verdict = ?")
             a.append(self.decision)
-        for col, v in (("groups", self.group), ("screens", self.screen), ("findings", self.finding)):
+        for prefix, v in (("g:", self.group), ("s:", self.screen), ("f:", self.finding)):
             if v:
-                w.append(f"instr({col}, ?) > 0")
-                a.append(_bars([v]))
+                w.append("n IN (SELECT ev FROM tags WHERE tag = ?)")
+                a.append(prefix + v)
         return (" WHERE " + " AND ".join(w)) if w else "", a
 
     def as_dict(self) -> dict[str, str]:
@@ -125,11 +136,15 @@ class Index:
         self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # a lost index is rebuilt from the journal
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != _VERSION:  # an index of an older layout
+            for table in ("events", "tags", "progress", "meta", "verify"):
+                self.db.execute(f"DROP TABLE IF EXISTS {table}")
+            self.db.execute(f"PRAGMA user_version = {_VERSION}")
         self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
         src = self._meta("root")
         if src is not None and src != str(self.root.resolve()):  # an index of another journal
-            for table in ("events", "progress", "verify"):
+            for table in ("events", "tags", "progress", "verify"):
                 self.db.execute(f"DELETE FROM {table}")
         self._set_meta("root", str(self.root.resolve()))
 
@@ -146,6 +161,7 @@ class Index:
     def clear(self) -> None:
         with self._lock:
             self.db.execute("DELETE FROM events")
+            self.db.execute("DELETE FROM tags")
             self.db.execute("DELETE FROM progress")
             self.db.execute("DELETE FROM verify")
 
@@ -180,6 +196,7 @@ class Index:
         if start_seg is not None:
             i = names.index(start_seg) if start_seg in names else -1
             if i < 0 or segs[i].stat().st_size < start_off:  # pruned or rewritten: read the chain again
+                self.db.execute("DELETE FROM tags WHERE ev IN (SELECT n FROM events WHERE chain = ?)", (chain,))
                 self.db.execute("DELETE FROM events WHERE chain = ?", (chain,))
                 start_seg, start_off = None, 0
             else:
@@ -201,12 +218,10 @@ class Index:
                         continue
                     batch.append(row_of(e, chain, seg.name, begin))
                     if len(batch) >= _BATCH:
-                        self.db.executemany(_INSERT, batch)
-                        added += len(batch)
+                        added += self._insert(batch)
                         batch.clear()
             if batch:
-                self.db.executemany(_INSERT, batch)
-                added += len(batch)
+                added += self._insert(batch)
             if pos[0] is not None:
                 self.db.execute("INSERT OR REPLACE INTO progress VALUES (?, ?, ?, 0)", (chain, pos[0], pos[1]))
             self.db.execute("COMMIT")
@@ -215,11 +230,19 @@ class Index:
             raise
         return added
 
+    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
+        start = (self.db.execute("SELECT MAX(n) FROM events").fetchone()[0] or 0) + 1
+        self.db.executemany(_INSERT, ((start + i, *r) for i, r in enumerate(rows)))
+        tags = [(prefix + v, start + i) for i, r in enumerate(rows) for prefix, col in _TAGGED
+                for v in (r[col] or "").split("|") if v]
+        self.db.executemany("INSERT INTO tags VALUES (?, ?)", tags)
+        return len(rows)
+
     def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Bulk insert (the benchmark's synthetic events)."""
         with self._lock:
             self.db.execute("BEGIN")
-            self.db.executemany(_INSERT, rows)
+            self._insert(rows)
             self.db.execute("COMMIT")
 
     # --- reading -------------------------------------------------------------------------------------
@@ -227,14 +250,14 @@ class Index:
     def search(self, q: Query, limit: int = 50, offset: int = 0) -> tuple[list[sqlite3.Row], int]:
         where, args = q.where()
         with self._lock:
-            rows = self.db.execute(f"SELECT rowid, * FROM events{where} ORDER BY time DESC, rowid DESC "
+            rows = self.db.execute(f"SELECT * FROM events{where} ORDER BY time DESC, n DESC "
                                    "LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
             total = self.db.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
         return rows, int(total)
 
     def get(self, chain: str, seq: int) -> sqlite3.Row | None:
         with self._lock:
-            return self.db.execute("SELECT rowid, * FROM events WHERE chain = ? AND seq = ?", (chain, seq)).fetchone()
+            return self.db.execute("SELECT * FROM events WHERE chain = ? AND seq = ?", (chain, seq)).fetchone()
 
     def query(self, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:

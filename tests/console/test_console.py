@@ -185,7 +185,6 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     WebDriverWait(d, 20).until(lambda d: d.current_url.endswith("/console/search"))
     assert TOKEN not in d.current_url
     assert "billing-app" in d.page_source and "internal-finance" in d.page_source
-    shot(d, "search")
 
     Select(d.find_element(By.ID, "f-decision")).select_by_value("blocked")
     d.find_element(By.ID, "f-principal").send_keys("billing-app")
@@ -195,6 +194,7 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     assert count.startswith("1 events match"), count
     rows = d.find_elements(By.CSS_SELECTOR, "table tbody tr")
     assert len(rows) == 1 and "denylist" in rows[0].text and "blocked" in rows[0].text
+    shot(d, "search")
     rows[0].find_element(By.TAG_NAME, "a").click()
     WebDriverWait(d, 20).until(lambda d: "/console/event/" in d.current_url)
     integrity = d.find_element(By.ID, "integrity").text
