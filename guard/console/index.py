@@ -28,21 +28,17 @@ CREATE TABLE IF NOT EXISTS events(
   segment TEXT NOT NULL, offset INTEGER NOT NULL, hash TEXT, event_id TEXT, request_id TEXT,
   principal TEXT, subject TEXT, fingerprint TEXT, groups TEXT, model TEXT, upstream TEXT, api TEXT,
   operation TEXT, verdict TEXT, rule TEXT, screens TEXT, findings TEXT, status INTEGER);
-CREATE INDEX IF NOT EXISTS ev_chain_seq ON events(chain, seq);
-CREATE INDEX IF NOT EXISTS ev_time ON events(time);
-CREATE INDEX IF NOT EXISTS ev_principal ON events(principal, time);
-CREATE INDEX IF NOT EXISTS ev_model ON events(model, time);
-CREATE INDEX IF NOT EXISTS ev_verdict ON events(verdict, time);
-CREATE INDEX IF NOT EXISTS ev_subject ON events(subject);
-CREATE INDEX IF NOT EXISTS ev_upstream ON events(upstream, time);
-CREATE INDEX IF NOT EXISTS ev_rule ON events(rule, time);
 CREATE TABLE IF NOT EXISTS tags(tag TEXT NOT NULL, ev INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag, ev);
 CREATE TABLE IF NOT EXISTS progress(chain TEXT PRIMARY KEY, segment TEXT, offset INTEGER, seq INTEGER);
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v TEXT);
 CREATE TABLE IF NOT EXISTS verify(chain TEXT PRIMARY KEY, at TEXT, status TEXT, last_seq INTEGER,
   events INTEGER, reason TEXT, detail TEXT);
 """
+INDEXES = {  # made after a build from scratch (faster than keeping them up to date row by row)
+    "ev_chain_seq": "events(chain, seq)", "ev_time": "events(time)", "ev_principal": "events(principal, time)",
+    "ev_model": "events(model, time)", "ev_verdict": "events(verdict, time)", "ev_subject": "events(subject)",
+    "ev_upstream": "events(upstream, time)", "ev_rule": "events(rule, time)", "tags_tag": "tags(tag, ev)",
+}
 COLUMNS = ("time", "type", "chain", "seq", "segment", "offset", "hash", "event_id", "request_id", "principal",
            "subject", "fingerprint", "groups", "model", "upstream", "api", "operation", "verdict", "rule",
            "screens", "findings", "status")
@@ -141,12 +137,17 @@ class Index:
                 self.db.execute(f"DROP TABLE IF EXISTS {table}")
             self.db.execute(f"PRAGMA user_version = {_VERSION}")
         self.db.executescript(SCHEMA)
+        self.make_indexes()
         self.db.row_factory = sqlite3.Row
         src = self._meta("root")
         if src is not None and src != str(self.root.resolve()):  # an index of another journal
             for table in ("events", "tags", "progress", "verify"):
                 self.db.execute(f"DELETE FROM {table}")
         self._set_meta("root", str(self.root.resolve()))
+
+    def make_indexes(self) -> None:
+        for name, on in INDEXES.items():
+            self.db.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {on}")
 
     def close(self) -> None:
         self.db.close()
@@ -184,8 +185,16 @@ class Index:
                 self.db.close()
                 self._open()
         with self._lock, self._file_lock():
-            for chain in layout.chain_names(self.root):
-                added += self._update_chain(chain)
+            empty = self.db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
+            if empty:
+                for name in INDEXES:
+                    self.db.execute(f"DROP INDEX IF EXISTS {name}")
+            try:
+                for chain in layout.chain_names(self.root):
+                    added += self._update_chain(chain)
+            finally:
+                if empty:
+                    self.make_indexes()
         return added
 
     def _update_chain(self, chain: str) -> int:
