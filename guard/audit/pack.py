@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from guard.audit import facts
 from guard.audit.event import utc_now
 from guard.audit.export import FORMATS, Filter, export, sign_manifest
-from guard.audit.seal import Signer, canonical, check_signature, key_id_of, load_public_keys, raw_public, record_problem
+from guard.audit.seal import (
+    Signer,
+    canonical,
+    check_signature,
+    load_public_keys,
+    raw_public,
+    record_problem,
+)
 
 FILE_NAMES = {"jsonl": "events.jsonl", "csv": "events.csv", "ocsf": "events.ocsf.jsonl", "cef": "events.cef"}
 _MAX_MEMBER = 4 << 30  # refuse to read a member claiming more than this (zip bomb)
@@ -219,7 +226,7 @@ def _event_problem(line: bytes, keys: dict[str, Any]) -> str | None:
     try:
         e = json.loads(line)
         h, sig, kid = e["hash"], e["sig"], e["key_id"]
-        e["chain"], e["seq"], e["prev"]  # noqa: B018 - must be present
+        _ = (e["chain"], e["seq"], e["prev"])  # must be present
     except (ValueError, KeyError, TypeError):
         return "malformed"
     key = keys.get(kid)
@@ -245,5 +252,3 @@ def policy_version_from_config(config_path: Path | None) -> str:
     s = load_config(config_path).policy
     return load_policy(s.model, list(s.rules)).version
 
-
-__all__ = ["build_pack", "verify_pack", "pack_keys", "key_fingerprint", "key_id_of", "summary_text"]

@@ -9,9 +9,9 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
-
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette

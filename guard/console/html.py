@@ -1,8 +1,9 @@
 """Server-rendered HTML for the console: one layout, escaped values, plain forms. No script anywhere."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlencode
 
 CSS = """

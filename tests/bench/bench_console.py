@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from guard.console import charts  # noqa: E402
-from guard.console.index import INDEXES, Index, Query, row_of  # noqa: E402
+from guard.console import charts
+from guard.console.index import INDEXES, Index, Query, row_of
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPAN_S = 90 * 86400  # a quarter
@@ -71,8 +71,7 @@ def build(tmp: Path, n: int) -> tuple[float, int]:
     seg.parent.mkdir(parents=True)
     rnd = random.Random(1)
     with open(seg, "w") as f:
-        for i in range(n):
-            f.write(json.dumps(event(i, n, rnd), separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(event(i, n, rnd), separators=(",", ":")) + "\n" for i in range(n))
     idx = Index(tmp / "build.sqlite", root)
     t = time.perf_counter()
     added = idx.update()
@@ -113,8 +112,8 @@ def timed(fn: Any, reps: int = 5) -> tuple[float, Any]:
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    build_n = int(os.environ.get("BUILD_N", 20_000 if quick else 200_000))
-    search_n = int(os.environ.get("SEARCH_N", 50_000 if quick else 1_000_000))
+    build_n = int(os.environ.get("BUILD_N", "20000" if quick else "200000"))
+    search_n = int(os.environ.get("SEARCH_N", "50000" if quick else "1000000"))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         dt, added = build(tmp, build_n)
@@ -135,7 +134,7 @@ def main() -> None:
         base, _ = timed(lambda: idx.search(Query(), 50, 0))
         rows = []
         for name, q in searches.items():
-            s, (found, total) = timed(lambda q=q: idx.search(q, 50, 0))
+            s, (_, total) = timed(lambda q=q: idx.search(q, 50, 0))
             rows.append((name, total, s))
             print(f"  search {name:<40} {total:>9,} match  {s * 1000:8.1f} ms  ({s / base:.1f}x the unfiltered page)")
         s, _ = timed(lambda: charts.over_time(idx, Query()), 3)

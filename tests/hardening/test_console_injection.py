@@ -2,8 +2,8 @@
 compliance console: every value is escaped, and the pages forbid scripts by Content-Security-Policy."""
 from __future__ import annotations
 
-from tests.console.test_console import TOKEN, _chat, admin, console_guard  # noqa: F401 - fixture
 from tests.conftest import GuardHandle
+from tests.console.test_console import TOKEN, _chat, admin, console_guard  # noqa: F401 - fixture
 
 PAYLOADS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "javascript:alert(1)//",
             "</pre><svg onload=alert(1)>"]
