@@ -196,6 +196,7 @@ class Index:
             finally:
                 if empty:
                     self.make_indexes()
+                    self.db.execute("ANALYZE")  # statistics, so that the planner picks the selective index
         return added
 
     def _update_chain(self, chain: str) -> int:

@@ -17,8 +17,18 @@ ACTIONS = ("chat", "completion", "embeddings", "models")
 
 def charts_page(c: Any, params: QueryParams, who: str) -> tuple[str, int]:
     q = query_from(params)
+    note = ""
+    if not q.since and not q.until:  # a whole large journal takes seconds to draw: the latest 30 days
+        newest = c.index.query("SELECT MAX(time) FROM events")[0][0]
+        if newest:
+            from datetime import datetime, timedelta
+
+            start = datetime.fromisoformat(newest[:19]) - timedelta(days=30)
+            q.since = start.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+            note = (f'<p class="muted">The 30 days up to the newest event (from {esc(q.since[:16])} UTC); set From '
+                    "and Until for another period.</p>")
     unit, series = charts.over_time(c.index, q)
-    body = (filter_form(c, q, "/console/charts", "Draw") + '<div class="charts">'
+    body = (filter_form(c, q, "/console/charts", "Draw") + note + '<div class="charts">'
             + charts.stacked_bars(series, f"Exchanges per {unit} by decision")
             + charts.hbars(charts.refusals_by_screen(c.index, q), "Refusals by screen or rule")
             + charts.hbars(charts.top(c.index, q, "principal"), "Top principals (exchanges, refused)")
