@@ -50,7 +50,6 @@ class Console:
         self.verifier = Verifier(self.root, self.index, self.keys)
         self._updated = 0.0
         self._update_lock = asyncio.Lock()
-        self.last_results = 0
 
     def keys(self) -> dict[str, Any]:
         if not self._keys:
@@ -88,7 +87,7 @@ def _html(body: str, status: int = 200, **headers: str) -> Response:
 
 def console_app(runtime: Any) -> Starlette:
     c = Console(runtime)
-    Handler = Callable[[Request, Identity], Awaitable[tuple[str, int] | Response]]
+    Handler = Callable[[Request, Identity], Awaitable[tuple[Any, ...] | Response]]
 
     def guarded(handler: Handler, kind: str = "console.view") -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -105,15 +104,15 @@ def console_app(runtime: Any) -> Starlette:
             if request.method == "POST" and not _same_origin(request):
                 return _html(page("Refused", "<p>Cross-site form refused.</p>"), 403)
             await c.fresh()
-            c.last_results = 0
             try:
                 out = await handler(request, ident)
             except ValueError as e:  # a filter a person typed
                 out = (page("Bad input", f'<p class="bad" role="alert">{esc(e)}</p>', ident.who), 400)
             status = out.status_code if isinstance(out, Response) else out[1]
+            results = out[2] if isinstance(out, tuple) and len(out) > 2 else None
             if isinstance(out, Response) and kind == "console.export":
                 return out  # the export handler records itself (it knows the pack's digest)
-            if not await c.record(kind, ident, request, status, results=c.last_results or None):
+            if not await c.record(kind, ident, request, status, results=results):
                 return _html(page("Audit journal unavailable", "<p class='bad'>This view could not be recorded "
                                   "in the audit journal, so it is refused.</p>"), 503)
             if isinstance(out, Response):
@@ -121,7 +120,7 @@ def console_app(runtime: Any) -> Starlette:
             return _html(out[0], out[1])
         return endpoint
 
-    async def search(request: Request, ident: Identity) -> tuple[str, int]:
+    async def search(request: Request, ident: Identity) -> tuple[str, int, int]:
         from guard.console.views import search_page
 
         return await asyncio.to_thread(search_page, c, request.query_params, ident.who)

@@ -63,7 +63,9 @@ def policy_page(c: Any, params: QueryParams, who: str) -> tuple[str, int]:
     from guard.policy.cli import explain
 
     pol = c.policy.active
-    files = ", ".join(esc(p) for p in [pol.model_path, *pol.rule_paths])
+    from guard.policy.files import display_path
+
+    files = ", ".join(esc(display_path(p)) for p in [pol.model_path, *pol.rule_paths])
     rules = table(["Rule", "Effect", "Condition"], [[esc(r.loc), esc(r.eft), f"<code>{esc(r.source)}</code>"]
                                                     for r in pol.engine.rules])
     form = ('<form class="filters" method="get" action="/console/policy" aria-label="Explain">'

@@ -76,7 +76,8 @@ def _verdict(v: str | None) -> str:
     return f'<span class="{cls}">{esc(v or "")}</span>'
 
 
-def search_page(c: Any, params: QueryParams, who: str) -> tuple[str, int]:
+def search_page(c: Any, params: QueryParams, who: str) -> tuple[str, int, int]:
+    """The page, its status and the number of matching events (for the audit record)."""
     q = query_from(params)
     try:
         page_no = max(0, int(params.get("page") or 0))
@@ -106,8 +107,7 @@ def search_page(c: Any, params: QueryParams, who: str) -> tuple[str, int]:
     if (page_no + 1) * size < total:
         nav.append(link("/console/search?" + qs({**base, "page": page_no + 1}), "Next page"))
     body.append(f'<p class="pager">{" ".join(nav)}</p>')
-    c.last_results = total
-    return page("Search the audit journal", "".join(body), who), 200
+    return page("Search the audit journal", "".join(body), who), 200, total
 
 
 def event_page(c: Any, chain: str, seq: int, who: str) -> tuple[str, int]:
