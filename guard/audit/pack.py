@@ -180,19 +180,19 @@ def verify_pack(path: Path, keys: dict[str, Any]) -> dict[str, Any]:
             if why:
                 problems.append(f"events.jsonl:{n}: {why}")
                 continue
-            e = json.loads(line)
-            c = chains.setdefault(e["chain"], {"events": 0, "first_seq": e["seq"], "last_seq": e["seq"], "links": 0})
+            ev = json.loads(line)
+            c = chains.setdefault(ev["chain"], {"events": 0, "first_seq": ev["seq"], "last_seq": ev["seq"], "links": 0})
             c["events"] += 1
-            c["last_seq"] = e["seq"]
-            last = prev.get(e["chain"])
+            c["last_seq"] = ev["seq"]
+            last = prev.get(ev["chain"])
             if last is not None:
-                if e["seq"] <= last[0]:
-                    problems.append(f"events.jsonl:{n}: chain {e['chain']} seq {e['seq']} out of order")
-                elif e["seq"] == last[0] + 1:
+                if ev["seq"] <= last[0]:
+                    problems.append(f"events.jsonl:{n}: chain {ev['chain']} seq {ev['seq']} out of order")
+                elif ev["seq"] == last[0] + 1:
                     c["links"] += 1
-                    if e["prev"] != last[1]:
-                        problems.append(f"events.jsonl:{n}: broken_link: seq {e['seq']} does not follow seq {last[0]}")
-            prev[e["chain"]] = (e["seq"], e["hash"])
+                    if ev["prev"] != last[1]:
+                        problems.append(f"events.jsonl:{n}: broken_link: seq {ev['seq']} does not follow seq {last[0]}")
+            prev[ev["chain"]] = (ev["seq"], ev["hash"])
         m = json.loads(_read(z, "events.jsonl.manifest.json"))
         if m.get("counts", {}).get("exported") != events:
             problems.append(f"manifest says {m.get('counts', {}).get('exported')} events, events.jsonl holds {events}")

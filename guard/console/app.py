@@ -230,7 +230,8 @@ async def form_of(request: Request, limit: int = 65536) -> FormData:
             raise ValueError("form too large")
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") and body:
         raise ValueError("forms must be application/x-www-form-urlencoded")
-    return FormData(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    pairs: list[tuple[str, Any]] = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return FormData(pairs)
 
 
 def _same_origin(request: Request) -> bool:

@@ -68,7 +68,7 @@ def stacked_bars(series: list[tuple[str, dict[str, int]]], title: str) -> str:
     parts = [f'<line x1="{pad}" y1="{h - 20}" x2="{w}" y2="{h - 20}" stroke="#888"/>',
              f'<text x="4" y="14" font-size="11">{peak}</text><text x="4" y="{h - 22}" font-size="11">0</text>']
     for i, (label, d) in enumerate(series):
-        y = h - 20
+        y: float = h - 20
         x = pad + i * bw
         for v in ("allowed", "denied", "blocked"):
             n = d.get(v, 0)
