@@ -34,6 +34,7 @@ HEADERS = {
     "x-frame-options": "DENY",
 }
 _INDEX_FRESH_S = 1.0  # searches within this long of the last index update do not read the journal again
+_WAIT_FOR_INDEX_S = 3.0  # a page waits this long for an index update, then shows the index as it is
 
 
 class Console:
@@ -49,19 +50,31 @@ class Console:
         self._keys: dict[str, Any] = {}
         self.verifier = Verifier(self.root, self.index, self.keys)
         self._updated = 0.0
-        self._update_lock = asyncio.Lock()
+        self._task: asyncio.Future[None] | None = None
 
     def keys(self) -> dict[str, Any]:
         if not self._keys:
             self._keys = trusted_keys(self.root, list(self.settings.public_keys))
         return self._keys
 
-    async def fresh(self) -> None:
-        """Bring the index up to date with the journal (in a thread; at most once a second)."""
-        async with self._update_lock:
+    async def fresh(self) -> bool:
+        """Bring the index up to date with the journal (in a thread, at most once a second). A long update (a
+        build from scratch) goes on in the background: pages then show what is indexed so far, and say so.
+        Returns True when the index is up to date."""
+        if self._task is None or self._task.done():
             if time.monotonic() - self._updated < _INDEX_FRESH_S:
-                return
-            await asyncio.to_thread(self.index.update)
+                return True
+            self._task = asyncio.ensure_future(asyncio.to_thread(self._update))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), _WAIT_FOR_INDEX_S)
+            return True
+        except TimeoutError:
+            return False
+
+    def _update(self) -> None:
+        try:
+            self.index.update()
+        finally:
             self._updated = time.monotonic()
 
     async def record(self, kind: str, ident: Identity, request: Request, status: int, **kw: Any) -> bool:
@@ -103,7 +116,7 @@ def console_app(runtime: Any) -> Starlette:
                                                    "certificate.</p>"), 401, **{"www-authenticate": "Bearer"})
             if request.method == "POST" and not _same_origin(request):
                 return _html(page("Refused", "<p>Cross-site form refused.</p>"), 403)
-            await c.fresh()
+            current = await c.fresh()
             try:
                 out = await handler(request, ident)
             except ValueError as e:  # a filter a person typed
@@ -117,7 +130,12 @@ def console_app(runtime: Any) -> Starlette:
                                   "in the audit journal, so it is refused.</p>"), 503)
             if isinstance(out, Response):
                 return out
-            return _html(out[0], out[1])
+            body = out[0]
+            if not current:  # say so on the page: results may be missing the newest events
+                body = body.replace('<main id="main">', '<main id="main"><p class="warn" role="status">The search index '
+                                    f'is being brought up to date with the journal ({c.index.count():,} events so far); '
+                                    'results may be incomplete. Reload in a moment.</p>', 1)
+            return _html(body, out[1])
         return endpoint
 
     async def search(request: Request, ident: Identity) -> tuple[str, int, int]:

@@ -125,7 +125,8 @@ class Index:
 
     def __init__(self, path: Path, root: Path) -> None:
         self.path, self.root = Path(path), Path(root)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writing connection (updates, verification results)
+        self._rlock = threading.Lock()  # the reading one: pages read while an update writes (WAL)
         self._open()
 
     def _open(self) -> None:
@@ -140,6 +141,8 @@ class Index:
         self.db.executescript(SCHEMA)
         self.make_indexes()
         self.db.row_factory = sqlite3.Row
+        self.rdb = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.rdb.row_factory = sqlite3.Row
         src = self._meta("root")
         if src is not None and src != str(self.root.resolve()):  # an index of another journal
             for table in ("events", "tags", "progress", "verify"):
@@ -152,6 +155,7 @@ class Index:
 
     def close(self) -> None:
         self.db.close()
+        self.rdb.close()
 
     def _meta(self, k: str) -> str | None:
         r = self.db.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
@@ -182,8 +186,8 @@ class Index:
         """Read what the journal gained since the last update; return the number of events added."""
         added = 0
         if not self.path.exists():  # deleted under us: build a new one from the journal
-            with self._lock:
-                self.db.close()
+            with self._lock, self._rlock:
+                self.close()
                 self._open()
         with self._lock, self._file_lock():
             empty = self.db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
@@ -260,19 +264,19 @@ class Index:
 
     def search(self, q: Query, limit: int = 50, offset: int = 0) -> tuple[list[sqlite3.Row], int]:
         where, args = q.where()
-        with self._lock:
-            rows = self.db.execute(f"SELECT * FROM events{where} ORDER BY time DESC, n DESC "
+        with self._rlock:
+            rows = self.rdb.execute(f"SELECT * FROM events{where} ORDER BY time DESC, n DESC "
                                    "LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
-            total = self.db.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
+            total = self.rdb.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
         return rows, int(total)
 
     def get(self, chain: str, seq: int) -> sqlite3.Row | None:
-        with self._lock:
-            return self.db.execute("SELECT * FROM events WHERE chain = ? AND seq = ?", (chain, seq)).fetchone()
+        with self._rlock:
+            return self.rdb.execute("SELECT * FROM events WHERE chain = ? AND seq = ?", (chain, seq)).fetchone()
 
     def query(self, sql: str, args: list[Any] | tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.execute(sql, args).fetchall()
+        with self._rlock:
+            return self.rdb.execute(sql, args).fetchall()
 
     def count(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM events")[0][0])
