@@ -21,8 +21,7 @@ def _journal(root: Path, n: int = N, start: int = 0, seg: str = "000000000000000
     d.mkdir(parents=True, exist_ok=True)
     rnd = random.Random(start)
     with open(d / seg, "a") as f:
-        for i in range(start, start + n):
-            f.write(json.dumps(event(i, 10 * N, rnd), separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(event(i, 10 * N, rnd), separators=(",", ":")) + "\n" for i in range(start, start + n))
     return d / seg
 
 
