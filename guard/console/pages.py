@@ -60,7 +60,7 @@ def pack_filter(form: FormData) -> tuple[Filter, list[str], Query]:
 
 
 def policy_page(c: Any, params: QueryParams, who: str) -> tuple[str, int]:
-    from guard.policy.cli import explain
+    from guard.policy.testing import explain
 
     pol = c.policy.active
     from guard.policy.files import display_path

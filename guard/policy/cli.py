@@ -11,7 +11,7 @@ from guard.config import ConfigError
 from guard.policy.files import display_path
 from guard.policy.loader import Policy, load_policy
 from guard.policy.settings import PolicySettings
-from guard.policy.testing import decide, run_files
+from guard.policy.testing import explain, run_files
 
 DEFAULT_MODEL = Path("policies/model.conf")
 DEFAULT_RULES_GLOB = "policies/*.csv"
@@ -104,26 +104,3 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = explain(policy, sub, obj, args.act, env, args.stage)
     print(json.dumps(out, indent=2))
     return 0 if out["decision"] == "allow" else 1
-
-
-def explain(policy: Policy, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any],
-            stage: str | None = None) -> dict[str, Any]:
-    """The decision for one request and why (`guard policy explain`, and the console's policy page)."""
-    final, decisions = decide(policy.engine, sub, obj, act, env, stage)
-    engine = policy.engine
-    out: dict[str, Any] = {
-        "decision": final.effect,
-        "stage": final.stage,
-        "rule": final.rule,
-        "profile": decisions.get("access", final).profile,
-        "policy_version": policy.version,
-        "stages": {},
-    }
-    for st, d in decisions.items():
-        entry = d.to_audit()
-        rule = engine.rule_at(d.rule)
-        entry["rule_condition"] = rule.source if rule else ""
-        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}  # type: ignore[union-attr]
-                            for loc in d.matched]
-        out["stages"][st] = entry
-    return out

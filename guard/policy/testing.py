@@ -110,3 +110,27 @@ def run_files(engine: Engine, paths: list[Path]) -> list[Outcome]:
     """Run every case of every file; ConfigError when a file is not a valid test file."""
     cases = [c for p in paths for c in load_cases(p)]
     return [run_case(engine, c) for c in cases]
+
+
+def explain(policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any],
+            stage: str | None = None) -> dict[str, Any]:
+    """The decision for one request and why (`guard policy explain`, and the console's policy page).
+    ``policy``: a loaded guard.policy.loader.Policy."""
+    final, decisions = decide(policy.engine, sub, obj, act, env, stage)
+    engine = policy.engine
+    out: dict[str, Any] = {
+        "decision": final.effect,
+        "stage": final.stage,
+        "rule": final.rule,
+        "profile": decisions.get("access", final).profile,
+        "policy_version": policy.version,
+        "stages": {},
+    }
+    for st, d in decisions.items():
+        entry = d.to_audit()
+        rule = engine.rule_at(d.rule)
+        entry["rule_condition"] = rule.source if rule else ""
+        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}  # type: ignore[union-attr]
+                            for loc in d.matched]
+        out["stages"][st] = entry
+    return out
