@@ -210,9 +210,13 @@ def console_app(runtime: Any) -> Starlette:
         except ValueError as e:
             return _html(login_page(str(e)), 400)
         if not c.auth.token_ok(str(form.get("token") or "")):
+            await c.record("console.view", Identity("(wrong token)", "token"), request, 401)
             await asyncio.sleep(0.5)  # slows guessing; the token itself is long
             log.warning("console login refused from %s", request.client.host if request.client else "?")
             return _html(login_page("Wrong token."), 401)
+        if not await c.record("console.view", Identity("token", "token"), request, 303):
+            return _html(page("Audit journal unavailable", "<p class='bad'>The login could not be recorded in "
+                              "the audit journal, so it is refused.</p>"), 503)
         resp = RedirectResponse("/console/search", 303, headers=HEADERS)
         resp.headers.append("set-cookie", c.auth.cookie_header(c.auth.new_session()))
         return resp

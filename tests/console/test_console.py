@@ -122,6 +122,9 @@ def test_token_login_sets_a_strict_session_cookie_and_wrong_tokens_fail(console_
     with admin(g, None) as c:
         r = c.post("/console/login", data={"token": "wrong-token-wrong-token"})
         assert r.status_code == 401 and "set-cookie" not in r.headers
+        failed = [e for e in console_events(g) if e["console"]["path"] == "/console/login"]
+        assert failed and failed[-1]["console"]["status"] == 401 and failed[-1]["console"]["who"] == "(wrong token)"
+        assert all("wrong-token" not in json.dumps(e) for e in console_events(g))  # the guess is not kept
         r = c.post("/console/login", data={"token": TOKEN})
         assert r.status_code == 303 and TOKEN not in r.headers["location"]
         cookie = r.headers["set-cookie"]
