@@ -123,10 +123,16 @@ def admin_app(runtime: Any) -> Starlette:
         return Response(error_body("not found", "invalid_request_error", "not_found"), status_code=404,
                         media_type="application/json")
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
-                             Route("/admin/reload", reload, methods=["POST"]),
-                             Route("/admin/quotas", quotas, methods=["GET"])],
-                     exception_handlers={404: not_found})
+    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+                         Route("/admin/reload", reload, methods=["POST"]),
+                         Route("/admin/quotas", quotas, methods=["GET"])]
+    if runtime is not None and runtime.config.console.enabled:  # the compliance console: admin listener only
+        from starlette.routing import Mount
+
+        from guard.console.app import console_app
+
+        routes.append(Mount("/console", app=console_app(runtime)))
+    return Starlette(routes=routes, exception_handlers={404: not_found})
 
 
 def utc_now() -> datetime:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from guard.audit.settings import AuditSettings
+from guard.console.settings import ConsoleSettings
 from guard.policy.settings import PolicySettings
 from guard.quota.settings import QuotaSettings
 
@@ -190,6 +191,7 @@ class Config(Strict):
     policy: PolicySettings = PolicySettings()
     filters: Filters = Filters()
     audit: AuditSettings = AuditSettings()
+    console: ConsoleSettings = ConsoleSettings()
     telemetry: Telemetry = Telemetry()
     quotas: QuotaSettings | None = None  # per-principal rate limits and token budgets (docs/quotas.md)
     workers: int = Field(1, ge=1, le=64)
@@ -206,6 +208,8 @@ class Config(Strict):
                 if name not in self.upstreams:
                     raise ValueError(f"routes[{i}] names unknown upstream {name!r}")
         self.check_quotas()
+        if self.console.enabled and not self.admin.enabled:
+            raise ValueError("console.enabled needs admin.enabled: the console is served on the admin listener only")
 
     def check_quotas(self) -> None:
         """The memory backend counts in one process: with several workers each would admit the full limit."""
@@ -234,6 +238,7 @@ class Config(Strict):
             self.access_log_file = base / self.access_log_file
         self.policy.resolve(base)
         self.audit.resolve(base)
+        self.console.resolve(base)
         return self
 
 

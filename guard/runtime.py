@@ -114,6 +114,11 @@ class Runtime:
         if self.config.tls.enabled:
             self.tls.replace(*_tls_context(self.config))
             self._versions["tls"] = reloads.version_of(self._tls_versioned())
+        if self.config.console.enabled:
+            try:
+                self.config.console.token()
+            except ValueError as e:
+                raise ConfigError(f"{self.config.source or 'config'}: {e}") from None
         if self.policy is None:
             from guard.policy.holder import PolicyHolder
 

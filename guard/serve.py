@@ -44,10 +44,31 @@ def public_server(rt: Runtime, http: str = "httptools") -> _Server:
     return _Server(ucfg)
 
 
+def admin_tls(cfg: Config) -> Any:
+    """With ``console.client_ca`` the admin listener speaks TLS with the server certificate and asks for a
+    client certificate signed by that CA; asks, not requires: probes and token users have none."""
+    c = cfg.console
+    if not (c.enabled and c.client_ca is not None):
+        return None
+    import ssl
+
+    from guard.server import build_server_context
+
+    try:
+        ctx = build_server_context(cfg.tls.cert, cfg.tls.key, c.client_ca, cfg.tls.crl, cfg.tls.min_version)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{cfg.source or 'config'}: console.client_ca: cannot load: {e}") from None
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
 def admin_server(rt: Runtime) -> _Server:
     cfg = rt.config
+    ctx = admin_tls(cfg)
     ucfg = uvicorn.Config(admin_app(rt), host=cfg.admin.host, port=cfg.admin.port, lifespan="off",
-                          log_level="warning", access_log=False)
+                          log_level="warning", access_log=False,
+                          http=protocol_class("h11") if ctx is not None else "auto",
+                          ssl_context_factory=(lambda _c, _d: ctx) if ctx is not None else None)
     return _Server(ucfg)
 
 
@@ -61,8 +82,9 @@ def announce(cfg: Config, workers: int, public_port: int | None = None, admin_po
 
     public = _url("https" if cfg.tls.enabled else "http", cfg.listen.host, public_port or cfg.listen.port)
     mode = "mTLS, client certificate required" if cfg.tls.enabled else "plain HTTP, no client certificates"
-    admin = (_url("http", cfg.admin.host, admin_port or cfg.admin.port) + " (/healthz /readyz /metrics)"
-             if cfg.admin.enabled else "off")
+    admin_scheme = "https" if cfg.console.enabled and cfg.console.client_ca is not None else "http"
+    admin = (_url(admin_scheme, cfg.admin.host, admin_port or cfg.admin.port) + " (/healthz /readyz /metrics"
+             + (" /console/" if cfg.console.enabled else "") + ")" if cfg.admin.enabled else "off")
     line = (f"guard {__version__}: listening on {public} ({mode}); admin {admin}; "
             f"{workers} worker{'s' if workers != 1 else ''}")
     print(line, file=sys.stderr, flush=True)

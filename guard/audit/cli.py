@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 tampered / check failed, 2 usage.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -21,15 +22,16 @@ from guard.audit.seal import Signer, keygen, load_public_keys
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("audit", help="audit journal: keygen, verify, export, prune, tail")
+    p = subparsers.add_parser("audit", help="audit journal: keygen, verify, export, pack, prune, tail")
     sub = p.add_subparsers(dest="audit_command", required=True)
 
     k = sub.add_parser("keygen", help="write an Ed25519 signing key and its public key")
     k.add_argument("--out", required=True, type=Path, help="folder for signing-key.pem and <key_id>.pub.pem")
     k.set_defaults(func=cmd_keygen)
 
-    v = sub.add_parser("verify", help="check signatures, chain links, sequence, checkpoints, torn lines")
-    v.add_argument("dir", type=Path)
+    v = sub.add_parser("verify", help="check signatures, chain links, sequence, checkpoints, torn lines "
+                                      "(of a journal DIR, or of an evidence pack .zip)")
+    v.add_argument("dir", type=Path, help="the journal folder, or an evidence pack (.zip) from `guard audit pack`")
     v.add_argument("--public-key", action="append", type=Path, default=[],
                    help="public key PEM or a folder of them (repeatable)")
     v.add_argument("--trust-local-keys", action="store_true",
@@ -57,6 +59,23 @@ def register(subparsers: Any) -> None:
     e.add_argument("-o", "--output", type=Path, help="export file (default stdout; manifest in the cwd)")
     e.add_argument("--signing-key", type=Path, help="key that signs the manifest (default DIR/keys/signing-key.pem)")
     e.set_defaults(func=cmd_export)
+
+    pk = sub.add_parser("pack", help="evidence pack: filtered events, signed manifests, summary and keys in one zip")
+    pk.add_argument("dir", type=Path)
+    pk.add_argument("--since", required=True)
+    pk.add_argument("--until", required=True)
+    pk.add_argument("--principal")
+    pk.add_argument("--model", help="model name or glob")
+    pk.add_argument("--decision", choices=("allow", "deny", "allowed", "denied", "blocked"))
+    for name in ("group", "upstream", "api", "type", "screen", "finding", "rule"):
+        pk.add_argument(f"--{name}")
+    pk.add_argument("--format", action="append", choices=FORMATS, default=[],
+                    help="further formats beside events.jsonl (repeatable)")
+    pk.add_argument("-o", "--output", type=Path, required=True, help="the pack (.zip)")
+    pk.add_argument("--signing-key", type=Path, help="key that signs the manifests (default DIR/keys/signing-key.pem)")
+    pk.add_argument("--config", type=Path, help="guard.yaml: names the policy in force in the summary")
+    pk.add_argument("--no-verify", action="store_true", help="do not verify the journal for the summary")
+    pk.set_defaults(func=cmd_pack)
 
     r = sub.add_parser("prune", help="retention: remove whole segments older than a time, leaving a signed record "
                                      "from which verify resumes each chain")
@@ -98,6 +117,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from guard.audit.verify import verify_dir
 
     root: Path = args.dir
+    if root.is_file():
+        return _verify_pack(args)
     if not layout.chains_dir(root).is_dir():
         return _err(f"{root}: no audit journal here (expected {layout.chains_dir(root)})")
     sources = list(args.public_key)
@@ -170,6 +191,58 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _err(f"{args.dir}: no audit journal here")
     m = run_export(args.dir, flt, args.format, args.output, signer)
     print(json.dumps({"exported": m["counts"]["exported"], "manifest": m["manifest_path"]}), file=sys.stderr)
+    return 0
+
+
+def _verify_pack(args: argparse.Namespace) -> int:
+    from guard.audit.pack import pack_keys, verify_pack
+
+    try:
+        keys = load_public_keys(list(args.public_key))
+        if args.trust_local_keys:
+            keys = {**pack_keys(args.dir), **keys}
+    except (OSError, ValueError) as e:
+        return _err(f"cannot load public keys: {e}")
+    if not keys:
+        return _err("verifying a pack needs --public-key PEM|DIR (the journal's key); --trust-local-keys uses "
+                    "the keys inside the pack, which prove nothing on their own")
+    doc = verify_pack(args.dir, keys)
+    doc["keys"] = {"trusted": sorted(keys), "source": "pack (not independent)" if args.trust_local_keys else "given"}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for chain, c in sorted(doc["chains"].items()):
+            print(f"{chain}: {c['events']} events, seq {c['first_seq']}..{c['last_seq']}, {c['links']} links checked")
+        for p in doc["problems"]:
+            print(f"  {p}")
+        print(f"{'INTACT' if doc['ok'] else 'TAMPERED'}: pack {args.dir}, {doc['events']} events, "
+              "every event's hash and signature and every manifest checked")
+    return 0 if doc["ok"] else 1
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from guard.audit.pack import build_pack, policy_version_from_config
+    from guard.audit.verify import verify_dir
+
+    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
+    if not key.exists():
+        return _err(f"pack signs its manifests: {key} not found (use --signing-key)")
+    if not layout.chains_dir(args.dir).is_dir():
+        return _err(f"{args.dir}: no audit journal here")
+    try:
+        extra = {k: getattr(args, k) for k in ("group", "upstream", "api", "type", "screen", "finding", "rule")}
+        flt = Filter(args.since, args.until, args.principal, args.model, args.decision, **extra)
+        signer = Signer.from_file(key)
+        keys = {**load_public_keys([args.dir / "keys"]), signer.key_id: signer.public}
+        policy = policy_version_from_config(args.config)
+    except (ValueError, OSError) as e:
+        return _err(str(e))
+    report = None if args.no_verify else verify_dir(args.dir, keys, signatures="checkpoints").to_dict()
+    data, summary = build_pack(args.dir, flt, args.format, signer, policy_version=policy, verification=report,
+                               extra_keys=keys)
+    args.output.write_bytes(data)
+    print(json.dumps({"pack": str(args.output), "events": summary["counts"]["events"],
+                      "sha256": hashlib.sha256(data).hexdigest()}), file=sys.stderr)
     return 0
 
 

@@ -18,7 +18,8 @@ from guard.policy.decision import Decision
 SCHEMA_VERSION = "1.0"
 EVENT_TYPES = (
     "exchange.started", "exchange.completed", "exchange.denied", "policy.reloaded", "policy.reload_failed",
-    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint", "config.reload",
+    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint", "config.reload", "console.view",
+    "console.export",
 )
 CAPTURE_LEVELS = ("none", "hash", "redacted", "full")
 _PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
@@ -374,6 +375,24 @@ def guard_started(version: str, worker: int = 0, pid: int | None = None) -> dict
 
 def guard_stopped(reason: str = "shutdown", worker: int = 0, pid: int | None = None) -> dict[str, Any]:
     return new_event("guard.stopped", guard={"reason": reason, "worker": worker, "pid": pid or os.getpid()})
+
+
+def console_access(kind: str, who: str, auth: str, path: str, status: int = 200, fingerprint: str = "",
+                   query: dict[str, Any] | None = None, results: int | None = None,
+                   formats: list[str] | None = None, pack_sha256: str | None = None) -> dict[str, Any]:
+    """``console.view`` / ``console.export``: who looked at (or exported) what in the compliance console."""
+    c: dict[str, Any] = {"who": who, "auth": auth, "path": path, "status": int(status)}
+    if fingerprint:
+        c["fingerprint"] = fingerprint
+    if query:
+        c["query"] = plain(query)
+    if results is not None:
+        c["results"] = int(results)
+    if formats:
+        c["formats"] = list(formats)
+    if pack_sha256:
+        c["pack_sha256"] = pack_sha256
+    return new_event(kind, console=c)
 
 
 def checkpoint(chain: str, seq: int, head: str, count: int, prev_checkpoint: str | None, reason: str,

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from guard.audit import layout
+from guard.audit import facts, layout
 from guard.audit.event import utc_now
 from guard.audit.formats import CSV_COLUMNS, effect, to_cef, to_csv_row, to_ocsf
 from guard.audit.seal import Signer, canonical
@@ -37,11 +37,21 @@ def parse_time(s: str) -> str:
 
 
 class Filter:
+    """Which events an export holds. ``decision`` is allow | deny (as export always had) or a console
+    verdict: allowed | denied | blocked (guard.audit.facts). The other filters are the console's search
+    fields; ``describe`` names only those set beyond the original three, so older manifests read the same."""
+
+    EXTRA = ("group", "upstream", "api", "type", "screen", "finding", "rule")
+
     def __init__(self, since: str | None = None, until: str | None = None, principal: str | None = None,
-                 model: str | None = None, decision: str | None = None) -> None:
+                 model: str | None = None, decision: str | None = None, **extra: str | None) -> None:
         self.since = parse_time(since) if since else None
         self.until = parse_time(until) if until else None
         self.principal, self.model, self.decision = principal, model, decision
+        unknown = set(extra) - set(self.EXTRA)
+        if unknown:
+            raise ValueError(f"unknown export filter(s): {', '.join(sorted(unknown))}")
+        self.extra = {k: v for k, v in extra.items() if v}
 
     def in_range(self, e: dict[str, Any]) -> bool:
         t = e.get("time", "")
@@ -54,12 +64,35 @@ class Filter:
                 return False
         if self.model and not fnmatch.fnmatchcase(str(e.get("model", "")), self.model):
             return False
-        if self.decision and effect(e) != self.decision:
+        if self.decision:
+            if self.decision in ("allow", "deny"):
+                if effect(e) != self.decision:
+                    return False
+            elif facts.verdict(e) != self.decision:
+                return False
+        return not self.extra or self._extra_match(e)
+
+    def _extra_match(self, e: dict[str, Any]) -> bool:
+        x = self.extra
+        if "group" in x and x["group"] not in facts.groups(e):
             return False
-        return True
+        for k in ("upstream", "api", "type"):
+            if k in x and str(e.get(k, "")) != x[k]:
+                return False
+        if "screen" in x and x["screen"] not in facts.blocked_screens(e):
+            return False
+        if "finding" in x and x["finding"] not in facts.findings(e):
+            return False
+        return "rule" not in x or facts.rule(e) == x["rule"]
 
     def describe(self) -> dict[str, Any]:
-        return {"principal": self.principal, "model": self.model, "decision": self.decision}
+        return {"principal": self.principal, "model": self.model, "decision": self.decision, **self.extra}
+
+    @classmethod
+    def from_manifest(cls, r: dict[str, Any], flt: dict[str, Any]) -> Filter:
+        extra = {k: v for k, v in flt.items() if k in cls.EXTRA}
+        return cls(r.get("since"), r.get("until"), flt.get("principal"), flt.get("model"), flt.get("decision"),
+                   **extra)
 
 
 class _Writer:
@@ -171,8 +204,7 @@ def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -
     if root is not None:
         r, flt = m.get("range", {}), m.get("filters", {})
         again = io.StringIO()
-        body2 = export(root, Filter(r.get("since"), r.get("until"), flt.get("principal"), flt.get("model"),
-                                    flt.get("decision")), m.get("format", "jsonl"), again)
+        body2 = export(root, Filter.from_manifest(r, flt), m.get("format", "jsonl"), again)
         if hashlib.sha256(again.getvalue().encode()).hexdigest() != m.get("export_sha256"):
             problems.append("the journal's events for this range and these filters differ from the export")
         for chain, c in m.get("chains", {}).items():

@@ -19,7 +19,7 @@ ACCESS_ENV_ATTRS = frozenset({"time", "hour", "weekday", "client_ip", "body_byte
 CONTENT_ENV_ONLY = frozenset({"pii", "safety", "safety_score"})
 ENV_ATTRS = ACCESS_ENV_ATTRS | CONTENT_ENV_ONLY
 KNOWN = {"sub": SUB_ATTRS, "obj": OBJ_ATTRS, "env": ENV_ATTRS}
-STAGES = ("access", "content")
+STAGES = ("access", "content", "console")  # console: who may open the compliance console
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

@@ -11,7 +11,7 @@ from guard.config import ConfigError
 from guard.policy.files import display_path
 from guard.policy.loader import Policy, load_policy
 from guard.policy.settings import PolicySettings
-from guard.policy.testing import decide, run_files
+from guard.policy.testing import explain, run_files
 
 DEFAULT_MODEL = Path("policies/model.conf")
 DEFAULT_RULES_GLOB = "policies/*.csv"
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explain.add_argument("--obj", required=True, help='resource as JSON: {"model": "llama-3-8b"}')
     explain.add_argument("--act", required=True, help="operation: chat | completion | embeddings | models")
     explain.add_argument("--env", default="{}", help='environment as JSON: {"time": "...", "pii": []}')
-    explain.add_argument("--stage", choices=["access", "content"], help="decide only this stage")
+    explain.add_argument("--stage", choices=["access", "content", "console"], help="decide only this stage")
     _policy_args(explain)
     explain.set_defaults(func=cmd_explain)
 
@@ -101,23 +101,6 @@ def _json_arg(name: str, text: str) -> Any:
 def cmd_explain(args: argparse.Namespace) -> int:
     _, policy = _load(args)
     sub, obj, env = _json_arg("sub", args.sub), _json_arg("obj", args.obj), _json_arg("env", args.env)
-    final, decisions = decide(policy.engine, sub, obj, args.act, env, args.stage)
-    engine = policy.engine
-    out: dict[str, Any] = {
-        "decision": final.effect,
-        "stage": final.stage,
-        "rule": final.rule,
-        "profile": decisions.get("access", final).profile,
-        "quota_tier": decisions.get("access", final).quota_tier,
-        "policy_version": policy.version,
-        "stages": {},
-    }
-    for stage, d in decisions.items():
-        entry = d.to_audit()
-        rule = engine.rule_at(d.rule)
-        entry["rule_condition"] = rule.source if rule else ""
-        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}  # type: ignore[union-attr]
-                            for loc in d.matched]
-        out["stages"][stage] = entry
+    out = explain(policy, sub, obj, args.act, env, args.stage)
     print(json.dumps(out, indent=2))
-    return 0 if final.allowed else 1
+    return 0 if out["decision"] == "allow" else 1

@@ -119,7 +119,7 @@ class _Translator(ast.NodeTransformer):
         if name not in KNOWN[obj]:
             known = ", ".join(sorted(KNOWN[obj]))
             raise RuleError(f"unknown attribute r.{obj}.{name} (known: {known})")
-        if obj == "env" and name in CONTENT_ENV_ONLY and self.stage == "access":
+        if obj == "env" and name in CONTENT_ENV_ONLY and self.stage in ("access", "console"):
             raise RuleError(f"r.env.{name} exists only at the content stage")
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:

@@ -25,7 +25,7 @@ class CaseModel(BaseModel):
     rule: str | None = None  # the deciding rule must be this one ("policies/policy.csv:4"; "" = none)
     profile: str | None = None  # the selected screening profile must be this one
     quota_tier: str | None = None  # the selected quota tier must be this one (chosen at access)
-    stage: Literal["access", "content"] | None = None  # decide only this stage
+    stage: Literal["access", "content", "console"] | None = None  # decide only this stage
 
 
 class _Cases(RootModel[list[CaseModel]]):
@@ -72,6 +72,9 @@ def decide(engine: Engine, sub: dict[str, Any], obj: dict[str, Any], act: str, e
     sub, obj = principal(**sub), resource(**obj)
     env = make_env(env.get("time"), **{k: v for k, v in env.items() if k != "time"})
     out: dict[str, Decision] = {}
+    if stage == "console":  # who may open the compliance console (guard/console): one decision of its own
+        out["console"] = engine.decide("console", sub, obj, act, access_env(env))
+        return out["console"], out
     if stage in (None, "access"):
         out["access"] = engine.decide("access", sub, obj, act, access_env(env))
         if stage == "access" or not out["access"].allowed:
@@ -111,3 +114,28 @@ def run_files(engine: Engine, paths: list[Path]) -> list[Outcome]:
     """Run every case of every file; ConfigError when a file is not a valid test file."""
     cases = [c for p in paths for c in load_cases(p)]
     return [run_case(engine, c) for c in cases]
+
+
+def explain(policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any],
+            stage: str | None = None) -> dict[str, Any]:
+    """The decision for one request and why (`guard policy explain`, and the console's policy page).
+    ``policy``: a loaded guard.policy.loader.Policy."""
+    final, decisions = decide(policy.engine, sub, obj, act, env, stage)
+    engine = policy.engine
+    out: dict[str, Any] = {
+        "decision": final.effect,
+        "stage": final.stage,
+        "rule": final.rule,
+        "profile": decisions.get("access", final).profile,
+        "quota_tier": decisions.get("access", final).quota_tier,
+        "policy_version": policy.version,
+        "stages": {},
+    }
+    for st, d in decisions.items():
+        entry = d.to_audit()
+        rule = engine.rule_at(d.rule)
+        entry["rule_condition"] = rule.source if rule else ""
+        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}  # type: ignore[union-attr]
+                            for loc in d.matched]
+        out["stages"][st] = entry
+    return out

@@ -59,6 +59,10 @@ def all_events(capture: ev.ContentCapture) -> list[dict[str, Any]]:
         ev.exchange_completed(ex, 502, None, 0, None, capture, error="upstream_timeout"),
         ev.exchange_denied(ex, 403, "access_denied", "access", capture, prompt="hello"),
         ev.guard_stopped("shutdown"),
+        ev.console_access("console.view", "CN=carol-auditor,OU=auditors", "certificate", "/console/search", 200,
+                          "ab" * 32, query={"model": "gpt-4o", "decision": "blocked"}, results=3),
+        ev.console_access("console.export", "token", "token", "/console/export", 200, query={"principal": "app"},
+                          results=5, formats=["jsonl", "csv"], pack_sha256="cd" * 32),
     ]
 
 

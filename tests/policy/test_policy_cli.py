@@ -17,7 +17,7 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_check_accepts_the_shipped_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check"]) == 0
-    assert "ok: 12 rules" in capsys.readouterr().out
+    assert "ok: 13 rules" in capsys.readouterr().out
 
 
 def test_check_names_file_line_and_reason_for_each_bad_rule(tmp_path: Path,
@@ -28,7 +28,7 @@ def test_check_names_file_line_and_reason_for_each_bad_rule(tmp_path: Path,
     assert main(["policy", "check", "--rules", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:3: unbalanced ( ) or [ ]" in err
-    assert f"{bad}:4: stage must be one of access, content, not 'acces'" in err
+    assert f"{bad}:4: stage must be one of access, content, console, not 'acces'" in err
     assert f"{bad}:5: 4 fields after 'p', the model wants 5: stage, eft, act, profile, cond" in err
     assert f"{bad}:2" not in err
 
