@@ -29,16 +29,16 @@ from presidio_analyzer import (
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
-from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 
 from guard.filters import budget
 from guard.filters.pii_engine import LANGUAGE
-from guard.filters.pii_recognizers import (
-    GuardCardRecognizer,
+from guard.filters.pii_formats import (
     GuardEmailRecognizer,
     GuardIbanRecognizer,
-    GuardPhoneRecognizer,
+    GuardIpRecognizer,
+    GuardSsnRecognizer,
 )
+from guard.filters.pii_recognizers import GuardCardRecognizer, GuardPhoneRecognizer
 
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _SSN = re.compile(r"[0-9]{3}[- .]?[0-9]{2}")  # every stock SSN pattern holds this
@@ -51,13 +51,14 @@ _PHONE = re.compile(r"\d(?:\D{0,8}\d){6}")
 PREFILTERS: dict[type, Callable[[str], bool]] = {
     GuardEmailRecognizer: lambda t: "@" in t,
     GuardIbanRecognizer: lambda t: _IBAN.search(t) is not None,
-    UsSsnRecognizer: lambda t: _SSN.search(t) is not None,
-    IpRecognizer: lambda t: _IP.search(t) is not None,
+    GuardSsnRecognizer: lambda t: _SSN.search(t) is not None,
+    GuardIpRecognizer: lambda t: _IP.search(t) is not None,
     GuardCardRecognizer: lambda t: _CARD.search(t) is not None,
     GuardPhoneRecognizer: lambda t: _PHONE.search(t) is not None,
 }
 
-_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer)
+_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer, GuardEmailRecognizer,
+                        GuardIbanRecognizer, GuardSsnRecognizer, GuardIpRecognizer)
 _BACK_KEYWORDS = 6  # Presidio's context walk: five words before, plus the match's own token
 _MAX_SPAN = 4096  # windows grow up to this; beyond, the whole text is tokenized
 _MAX_WINDOWS = 32

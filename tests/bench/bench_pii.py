@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASET = ROOT.parent / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json"
+DATASET = next((d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json" for d in ROOT.parents
+                if (d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json").exists()),
+               ROOT.parent / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json")
 TYPES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")
 SPLIT_SEED, HOLD_FRACTION = 4, 0.3
 SIZES = (512, 1024, 2048, 8192)
