@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 import sys
 import time
 import types
@@ -68,6 +69,7 @@ def stock_engine() -> Any:
 def score(rows: list[dict], detect: Callable[[str], list[tuple[str, int, int]]],
           redact: Callable[[str, list[tuple[str, int, int]]], str]) -> dict[str, Any]:
     tp = fp = fn = left = labelled = 0
+    per = {t: {"tp": 0, "fp": 0, "fn": 0} for t in TYPES}
     for row in rows:
         text = row["full_text"]
         found = detect(text)
@@ -79,14 +81,22 @@ def score(rows: list[dict], detect: Callable[[str], list[tuple[str, int, int]]],
                     if t == s["entity_type"] and min(y, b) - max(x, a) >= 0.8 * (b - a)]
             used.update(hits)
             tp, fn = tp + bool(hits), fn + (not hits)
+            per[s["entity_type"]]["tp" if hits else "fn"] += 1
         fp += len(found) - len(used)
+        for i, (t, _, _) in enumerate(found):
+            if i not in used and t in per:
+                per[t]["fp"] += 1
         out = redact(text, found)
         left += sum(s["entity_value"] in out for s in spans)
         labelled += len(spans)
+    return {**_pr(tp, fp, fn), "left": left, "labelled": labelled, "left_pct": round(100 * left / max(labelled, 1), 2),
+            "by_type": {t: {**_pr(c["tp"], c["fp"], c["fn"]), "labelled": c["tp"] + c["fn"]} for t, c in per.items()}}
+
+
+def _pr(tp: int, fp: int, fn: int) -> dict[str, float]:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
-    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / (p + r) if p + r else 0, 3),
-            "left": left, "labelled": labelled, "left_pct": round(100 * left / max(labelled, 1), 2)}
+    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / (p + r) if p + r else 0, 3)}
 
 
 def quality(stock: Any, profile: Any) -> dict[str, Any]:
@@ -111,9 +121,10 @@ def quality(stock: Any, profile: Any) -> dict[str, Any]:
     def guard_redact(text: str, found: list[tuple[str, int, int]]) -> str:
         return redact_all(text, [Finding(t, a, b, 1.0) for t, a, b in found])
 
-    tune, hold = _split(json.loads(DATASET.read_text()))
+    data = json.loads(DATASET.read_text())
+    tune, hold = _split(data)
     return {split: {"stock": score(rows, stock_detect, stock_redact), "guard": score(rows, guard_detect, guard_redact)}
-            for split, rows in (("tuning", tune), ("held_back", hold))}
+            for split, rows in (("tuning", tune), ("held_back", hold), ("all", data))}
 
 
 def prompts(size: int, n: int, rows: list[dict], rng: random.Random, records: float = 0.3) -> list[str]:
@@ -160,6 +171,35 @@ def speed(stock: Any, profile: Any, quick: bool, records: float) -> dict[str, An
     return out
 
 
+def dataset_speed(stock: Any, profile: Any, rounds: int) -> dict[str, Any]:
+    """Every text of the dataset through stock Presidio and through Guard, side by side: ``rounds`` rounds,
+    each timing both over the whole set, the order alternating; the ratio of each round, and its median
+    (the machine may be busy with other work: CPU time of this process, and the median, damp that)."""
+    texts = [r["full_text"] for r in json.loads(DATASET.read_text())]
+    nbytes = sum(len(t.encode()) for t in texts)
+
+    def stock_fn(t: str) -> Any:
+        return stock.analyze(t, language="en", entities=list(TYPES))
+
+    for t in texts[:50]:  # warm both
+        stock_fn(t)
+        profile.findings(t)
+    ratios, stock_s, guard_s = [], [], []
+    for i in range(rounds):
+        order = [(stock_fn, stock_s), (profile.findings, guard_s)]
+        for fn, into in order if i % 2 == 0 else order[::-1]:
+            start = time.process_time()
+            for t in texts:
+                fn(t)
+            into.append(time.process_time() - start)
+        ratios.append(stock_s[-1] / guard_s[-1])
+    med = statistics.median
+    return {"texts": len(texts), "rounds": rounds, "stock_ms_per_text": round(med(stock_s) / len(texts) * 1e3, 4),
+            "guard_ms_per_text": round(med(guard_s) / len(texts) * 1e3, 4),
+            "stock_mb_s": round(nbytes / med(stock_s) / 1e6, 3), "guard_mb_s": round(nbytes / med(guard_s) / 1e6, 3),
+            "ratio_median": round(med(ratios), 2), "ratios": [round(r, 2) for r in ratios]}
+
+
 def _key(results: list) -> list[tuple]:
     return sorted((r.entity_type, r.start, r.end, r.score) for r in results)
 
@@ -170,7 +210,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
     stock = stock_engine()
-    return {"quality": quality(stock, profile), "speed": speed(stock, profile, quick, 0.3),
+    return {"quality": quality(stock, profile), "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
+            "speed": speed(stock, profile, quick, 0.3),
             "speed_dense": speed(stock, profile, quick, 1.0),
             "split": {"seed": SPLIT_SEED, "held_back": HOLD_FRACTION}, "profile": "default"}
 
@@ -182,6 +223,17 @@ def tables(res: dict[str, Any]) -> str:
         for eng, q in by.items():
             lines.append(f"{split:<10} {eng:<6} {q['precision']:>9.3f} {q['recall']:>7.3f} {q['f1']:>6.3f} "
                          f"{q['left']:>4}/{q['labelled']:<5}")
+    lines += ["", "per entity type, whole dataset (stock | guard)",
+              f"{'type':<14} {'labelled':>8} {'P stock':>8} {'R stock':>8} {'P guard':>8} {'R guard':>8}"]
+    whole = res["quality"]["all"]
+    for t in TYPES:
+        s, g = whole["stock"]["by_type"][t], whole["guard"]["by_type"][t]
+        lines.append(f"{t:<14} {s['labelled']:>8} {s['precision']:>8.3f} {s['recall']:>8.3f} "
+                     f"{g['precision']:>8.3f} {g['recall']:>8.3f}")
+    d = res["dataset_speed"]
+    lines += ["", f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
+              f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} ms/text "
+              f"({d['guard_mb_s']} MB/s)  ratio median {d['ratio_median']}x  rounds {d['ratios']}"]
     for key, title in (("speed", "~30% dataset records, rest ordinary requests"),
                        ("speed_dense", "dataset records only: personal data in nearly every line")):
         lines += ["", f"speed (CPU time, one core; prompts: {title})",
