@@ -19,9 +19,9 @@ context pass costs time quadratic in the number of matches.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import re
+from collections.abc import Callable
+
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,

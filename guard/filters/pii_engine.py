@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 import threading
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import spacy
 import tldextract

@@ -17,7 +17,8 @@ they need no tokens and their result does not depend on how far the text reaches
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import phonenumbers
 import regex as re
@@ -237,9 +238,8 @@ def phone_shape_score(intl: str, body: str) -> float:
         return 0.0
     if _NANP.fullmatch(body):
         return 0.6 if _valid(body, "US")[0] else 0.4
-    if grouped and body.lstrip("(").startswith("0"):
-        if any(_valid(body, r)[0] for r in TRUNK_REGIONS):
-            return 0.45
+    if grouped and body.lstrip("(").startswith("0") and any(_valid(body, r)[0] for r in TRUNK_REGIONS):
+        return 0.45
     return 0.3
 
 

@@ -20,8 +20,9 @@ import statistics
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = next((d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json" for d in ROOT.parents
@@ -232,8 +233,8 @@ def tables(res: dict[str, Any]) -> str:
                      f"{g['precision']:>8.3f} {g['recall']:>8.3f}")
     d = res["dataset_speed"]
     lines += ["", f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
-              f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} ms/text "
-              f"({d['guard_mb_s']} MB/s)  ratio median {d['ratio_median']}x  rounds {d['ratios']}"]
+              (f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} "
+               f"ms/text ({d['guard_mb_s']} MB/s)  ratio median {d['ratio_median']}x  rounds {d['ratios']}")]
     for key, title in (("speed", "~30% dataset records, rest ordinary requests"),
                        ("speed_dense", "dataset records only: personal data in nearly every line")):
         lines += ["", f"speed (CPU time, one core; prompts: {title})",

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from guard.filters.pii_formats import IBAN_LENGTHS, RESERVED_TLDS, public_tlds, ssn_issued
+from guard.filters.pii_formats import (
+    IBAN_LENGTHS,
+    RESERVED_TLDS,
+    public_tlds,
+    ssn_issued,
+)
 from guard.filters.pii_profile import PIIProfile, load_pii_profiles
 from guard.filters.pii_recognizers import iban_mod97
 
