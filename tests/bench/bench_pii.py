@@ -5,7 +5,11 @@
 Quality: the dataset is split once, seeded, into a tuning part (70%) and a held-back part (30%) used only
 for checking. A finding counts when its type matches a labelled span of the six scored types and covers
 at least 80% of it; "left" counts labelled values still present in the redacted text (stock: Presidio's
-anonymizer output; Guard: ``guard scan --jsonl``'s ``redacted``).
+anonymizer output; Guard: ``guard scan --jsonl``'s ``redacted``). Precision and recall per entity type are
+over the whole dataset.
+
+Dataset speed: all 1,500 texts through stock Presidio and through Guard's default profile, in alternating
+rounds within one run; the median of the per-round ratios (the machine may be shared).
 
 Speed (CPU time of one core): prompts of 0.5, 1, 2 and 8 KB made of ordinary request sentences mixed with dataset records (about
 a third of the characters, so most prompts hold personal data); one core; stock Presidio pattern-only
@@ -100,7 +104,8 @@ def _pr(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(2 * p * r / (p + r) if p + r else 0, 3)}
 
 
-def quality(stock: Any, profile: Any) -> dict[str, Any]:
+def quality(stock: Any, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Precision and recall per split, and per entity type over the whole dataset."""
     from presidio_anonymizer import AnonymizerEngine
 
     from guard.filters.pii_engine import Finding
@@ -124,8 +129,15 @@ def quality(stock: Any, profile: Any) -> dict[str, Any]:
 
     data = json.loads(DATASET.read_text())
     tune, hold = _split(data)
-    return {split: {"stock": score(rows, stock_detect, stock_redact), "guard": score(rows, guard_detect, guard_redact)}
-            for split, rows in (("tuning", tune), ("held_back", hold), ("all", data))}
+    out = {split: {"stock": score(rows, stock_detect, stock_redact), "guard": score(rows, guard_detect, guard_redact)}
+           for split, rows in (("tuning", tune), ("held_back", hold), ("all", data))}
+    by = {eng: out["all"][eng]["by_type"] for eng in ("stock", "guard")}
+    for split in out.values():
+        for q in split.values():
+            del q["by_type"]
+    return out, {t: {"labelled": by["guard"][t]["labelled"],
+                     **{f"{eng}_{k}": by[eng][t][k] for eng in ("stock", "guard") for k in ("precision", "recall")}}
+                 for t in TYPES}
 
 
 def prompts(size: int, n: int, rows: list[dict], rng: random.Random, records: float = 0.3) -> list[str]:
@@ -211,7 +223,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
     stock = stock_engine()
-    return {"quality": quality(stock, profile), "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
+    q, by_type = quality(stock, profile)
+    return {"quality": q, "quality_by_type": by_type, "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
             "speed": speed(stock, profile, quick, 0.3),
             "speed_dense": speed(stock, profile, quick, 1.0),
             "split": {"seed": SPLIT_SEED, "held_back": HOLD_FRACTION}, "profile": "default"}
@@ -226,11 +239,9 @@ def tables(res: dict[str, Any]) -> str:
                          f"{q['left']:>4}/{q['labelled']:<5}")
     lines += ["", "per entity type, whole dataset (stock | guard)",
               f"{'type':<14} {'labelled':>8} {'P stock':>8} {'R stock':>8} {'P guard':>8} {'R guard':>8}"]
-    whole = res["quality"]["all"]
-    for t in TYPES:
-        s, g = whole["stock"]["by_type"][t], whole["guard"]["by_type"][t]
-        lines.append(f"{t:<14} {s['labelled']:>8} {s['precision']:>8.3f} {s['recall']:>8.3f} "
-                     f"{g['precision']:>8.3f} {g['recall']:>8.3f}")
+    for t, q in res["quality_by_type"].items():
+        lines.append(f"{t:<14} {q['labelled']:>8} {q['stock_precision']:>8.3f} {q['stock_recall']:>8.3f} "
+                     f"{q['guard_precision']:>8.3f} {q['guard_recall']:>8.3f}")
     d = res["dataset_speed"]
     lines += ["", f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
               (f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} "
