@@ -140,6 +140,38 @@ def quality(stock: Any, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                  for t in TYPES}
 
 
+def formats(stock: Any, profile: Any) -> dict[str, Any]:
+    """Recall on values written in spaced, dashed, dotted and mixed-case formats (the lists of
+    tests/filters/test_pii_formats.py, each in a sentence), and findings on its corpus of ordinary text."""
+    from tests.filters import test_pii_formats as f
+
+    cases = {
+        "IBAN_CODE": [v for i in f.IBANS for v in f.variants(i)],
+        "EMAIL_ADDRESS": f.RESERVED + f.PUBLIC,
+        "CREDIT_CARD": [c.replace(" ", sep) for c in f.CARDS for sep in (" ", "-", ".", "")],
+        "PHONE_NUMBER": f.PHONES,
+        "US_SSN": [v for v in f.SSNS if v != "123-45-6789"],  # Presidio drops the famous sample on purpose
+        "IP_ADDRESS": f.IPS,
+    }
+    engines = {"stock": lambda t: [(r.entity_type, r.start, r.end) for r in
+                                   stock.analyze(t, language="en", entities=list(TYPES))],
+               "guard": lambda t: [(x.entity_type, x.start, x.end) for x in profile.findings(t)]}
+    out: dict[str, Any] = {}
+    for typ, values in cases.items():
+        row: dict[str, Any] = {"values": len(values)}
+        for name, detect in engines.items():
+            hit = 0
+            for v in values:
+                text = f"Please use {v} for this."
+                a, b = 11, 11 + len(v)
+                hit += any(t == typ and x <= a and y >= b for t, x, y in detect(text))
+            row[f"{name}_recall"] = round(hit / len(values), 3)
+        out[typ] = row
+    out["ordinary text"] = {"values": len(f.PROSE), **{f"{n}_recall": None for n in engines},
+                            **{f"{n}_findings": sum(len(d(t)) for t in f.PROSE) for n, d in engines.items()}}
+    return out
+
+
 def prompts(size: int, n: int, rows: list[dict], rng: random.Random, records: float = 0.3) -> list[str]:
     out = []
     for _ in range(n):
@@ -224,7 +256,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
     stock = stock_engine()
     q, by_type = quality(stock, profile)
-    return {"quality": q, "quality_by_type": by_type, "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
+    return {"quality": q, "quality_by_type": by_type, "formats": formats(stock, profile), "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
             "speed": speed(stock, profile, quick, 0.3),
             "speed_dense": speed(stock, profile, quick, 1.0),
             "split": {"seed": SPLIT_SEED, "held_back": HOLD_FRACTION}, "profile": "default"}
@@ -242,6 +274,13 @@ def tables(res: dict[str, Any]) -> str:
     for t, q in res["quality_by_type"].items():
         lines.append(f"{t:<14} {q['labelled']:>8} {q['stock_precision']:>8.3f} {q['stock_recall']:>8.3f} "
                      f"{q['guard_precision']:>8.3f} {q['guard_recall']:>8.3f}")
+    lines += ["", "formats (spaced, dashed, dotted, mixed case; tests/filters/test_pii_formats.py)",
+              f"{'type':<14} {'values':>6} {'R stock':>8} {'R guard':>8}"]
+    for t, q in res["formats"].items():
+        if q["stock_recall"] is None:
+            lines.append(f"{t:<14} {q['values']:>6}  findings: stock {q['stock_findings']}, guard {q['guard_findings']}")
+        else:
+            lines.append(f"{t:<14} {q['values']:>6} {q['stock_recall']:>8.3f} {q['guard_recall']:>8.3f}")
     d = res["dataset_speed"]
     lines += ["", f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
               (f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} "

@@ -124,11 +124,13 @@ def test_card_look_alikes(strict: PIIProfile, text: str) -> None:
 
 # --- phone numbers ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("phone", [
-    "+1 415 555 0134", "+1-415-555-0134", "+1.415.555.0134", "+1 (415) 555-0134", "(415) 555-0134",
-    "415-555-0134", "415.555.0134", "415 555 0134", "+44 20 7946 0958", "+44 (0)20 7946 0958",
-    "+49 30 901820", "+49-30-901820", "0049 30 901820", "+33 1 42 68 53 00", "+33.1.42.68.53.00",
-    "+61 2 9876 5432", "+91 98765 43210"])
+PHONES = ["+1 415 555 0134", "+1-415-555-0134", "+1.415.555.0134", "+1 (415) 555-0134", "(415) 555-0134",
+          "415-555-0134", "415.555.0134", "415 555 0134", "+44 20 7946 0958", "+44 (0)20 7946 0958",
+          "+49 30 901820", "+49-30-901820", "0049 30 901820", "+33 1 42 68 53 00", "+33.1.42.68.53.00",
+          "+61 2 9876 5432", "+91 98765 43210"]
+
+
+@pytest.mark.parametrize("phone", PHONES)
 def test_phone_formats(strict: PIIProfile, phone: str) -> None:
     for text in (f"call me on {phone} tomorrow", f"Phone: {phone}", f"{phone} (mobile)"):
         assert found(strict, text) == [("PHONE_NUMBER", phone)], text
@@ -136,7 +138,10 @@ def test_phone_formats(strict: PIIProfile, phone: str) -> None:
 
 # --- US SSN ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ssn", ["536-90-4399", "536 90 4399", "536.90.4399", "123-45-6789", "078-05-1121"])
+SSNS = ["536-90-4399", "536 90 4399", "536.90.4399", "123-45-6789", "078-05-1121"]
+
+
+@pytest.mark.parametrize("ssn", SSNS)
 def test_ssn_with_one_separator(strict: PIIProfile, ssn: str) -> None:
     for text in (f"my SSN is {ssn}", f"ssn: {ssn}.", f"the number {ssn} on file", ssn):
         assert found(strict, text) == [("US_SSN", ssn)], text
@@ -161,9 +166,11 @@ def test_ssn_area_rules() -> None:
 
 # --- IP addresses ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ip", ["10.0.0.7", "192.168.10.20", "8.8.8.8", "10.20.0.0/16", "2001:db8::ff00:42:8329",
-                                "2001:DB8::FF00:42:8329", "Fe80::1ff:FE23:4567:890a", "fe80::1%eth0",
-                                "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::ffff:192.0.2.128"])
+IPS = ["10.0.0.7", "192.168.10.20", "8.8.8.8", "10.20.0.0/16", "2001:db8::ff00:42:8329", "2001:DB8::FF00:42:8329",
+       "Fe80::1ff:FE23:4567:890a", "fe80::1%eth0", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::ffff:192.0.2.128"]
+
+
+@pytest.mark.parametrize("ip", IPS)
 def test_ip_addresses(strict: PIIProfile, ip: str) -> None:
     for text in (f"the host at {ip} is down", f"ip={ip}", f"({ip}).", ip):
         assert found(strict, text) == [("IP_ADDRESS", ip)], text
