@@ -99,7 +99,7 @@ class GuardIbanRecognizer(LocalRecognizer):
 # internal top-level names companies use; the public suffix list does not hold them.
 RESERVED_TLDS = frozenset({
     "example", "test", "invalid", "localhost", "local", "internal", "intranet", "corp", "lan", "home",
-    "private", "localdomain", "domain", "priv", "office", "ad"})
+    "private", "localdomain", "domain", "priv"})
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~.-")
 _HOST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)|xn--[A-Za-z0-9\-]{1,59}")
