@@ -19,9 +19,9 @@ context pass costs time quadratic in the number of matches.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from collections.abc import Callable
 
-import regex as re
 from presidio_analyzer import (
     AnalyzerEngine,
     EntityRecognizer,
@@ -29,16 +29,16 @@ from presidio_analyzer import (
     RecognizerResult,
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
-from presidio_analyzer.predefined_recognizers import IpRecognizer, UsSsnRecognizer
 
 from guard.filters import budget
 from guard.filters.pii_engine import LANGUAGE
-from guard.filters.pii_recognizers import (
-    GuardCardRecognizer,
+from guard.filters.pii_formats import (
     GuardEmailRecognizer,
     GuardIbanRecognizer,
-    GuardPhoneRecognizer,
+    GuardIpRecognizer,
+    GuardSsnRecognizer,
 )
+from guard.filters.pii_recognizers import GuardCardRecognizer, GuardPhoneRecognizer
 
 _IBAN = re.compile(r"[A-Za-z]{2}[0-9]{2}")
 _SSN = re.compile(r"[0-9]{3}[- .]?[0-9]{2}")  # every stock SSN pattern holds this
@@ -46,18 +46,23 @@ _IP = re.compile(r"\d\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]")  # IPv4 has d.d; each IPv
 _CARD = re.compile(r"\d{4}")
 _COLON_CHUNK = re.compile(r"\S*:\S+")
 _PHONE = re.compile(r"\d(?:\D{0,8}\d){6}")
+_DIGIT = re.compile(r"\d")
 
 # Necessary conditions: when one is false, the recognizer cannot produce a result on this text.
 PREFILTERS: dict[type, Callable[[str], bool]] = {
     GuardEmailRecognizer: lambda t: "@" in t,
     GuardIbanRecognizer: lambda t: _IBAN.search(t) is not None,
-    UsSsnRecognizer: lambda t: _SSN.search(t) is not None,
-    IpRecognizer: lambda t: _IP.search(t) is not None,
+    GuardSsnRecognizer: lambda t: _SSN.search(t) is not None,
+    GuardIpRecognizer: lambda t: _IP.search(t) is not None,
     GuardCardRecognizer: lambda t: _CARD.search(t) is not None,
     GuardPhoneRecognizer: lambda t: _PHONE.search(t) is not None,
 }
 
-_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer)
+# none of these can match a text without a digit (an IPv6 address can: dead::beef)
+NEED_DIGITS = frozenset({GuardIbanRecognizer, GuardSsnRecognizer, GuardCardRecognizer, GuardPhoneRecognizer})
+
+_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer, GuardEmailRecognizer,
+                        GuardIbanRecognizer, GuardSsnRecognizer, GuardIpRecognizer)
 _BACK_KEYWORDS = 6  # Presidio's context walk: five words before, plus the match's own token
 _MAX_SPAN = 4096  # windows grow up to this; beyond, the whole text is tokenized
 _MAX_WINDOWS = 32
@@ -77,6 +82,18 @@ class FastAnalyzer:
 
     def __init__(self, engine: AnalyzerEngine) -> None:
         self.engine = engine
+        # per entity list: the recognizers, and whether the fast path can serve them (the registry is
+        # complete once the engine is built)
+        self._plans: dict[tuple[str, ...], tuple[list[EntityRecognizer], bool]] = {}
+
+    def _plan(self, entities: list[str]) -> tuple[list[EntityRecognizer], bool]:
+        key = tuple(entities)
+        plan = self._plans.get(key)
+        if plan is None:
+            recs = self.engine.registry.get_recognizers(language=LANGUAGE, entities=entities, all_fields=False)
+            fast = all(_self_contained(r) and not _own_enhancer(r) for r in recs)
+            plan = self._plans[key] = (recs, fast)
+        return plan
 
     def reference(self, text: str, entities: list[str]) -> list[RecognizerResult]:
         """The straightforward path, for differential tests and benchmarks."""
@@ -84,14 +101,15 @@ class FastAnalyzer:
 
     def analyze(self, text: str, entities: list[str]) -> list[RecognizerResult]:
         eng = self.engine
-        recognizers = eng.registry.get_recognizers(language=LANGUAGE, entities=entities, all_fields=False)
-        if any(not _self_contained(r) or _own_enhancer(r) for r in recognizers):
+        recognizers, fast = self._plan(entities)
+        if not fast:
             return self.reference(text, entities)  # NER or custom hooks need the whole document
+        digits = _DIGIT.search(text) is not None
         raw: list[RecognizerResult] = []
         for rec in recognizers:
             budget.check()  # a request past its screening budget stops between recognizers
             check = PREFILTERS.get(type(rec))
-            if check is not None and not check(text):
+            if check is not None and (not digits and type(rec) in NEED_DIGITS or not check(text)):
                 continue
             if not rec.is_loaded:
                 rec.load()

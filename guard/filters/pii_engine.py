@@ -8,26 +8,24 @@ from __future__ import annotations
 import logging
 import threading
 import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import spacy
 import tldextract
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-from presidio_analyzer.predefined_recognizers import (
-    IpRecognizer,
-    UsSsnRecognizer,
-)
 from spacy.attrs import LEMMA, LOWER
 from spacy.language import Language
 
-from guard.filters.pii_recognizers import (
-    GuardCardRecognizer,
+from guard.filters.pii_formats import (
     GuardEmailRecognizer,
     GuardIbanRecognizer,
-    GuardPhoneRecognizer,
+    GuardIpRecognizer,
+    GuardSsnRecognizer,
 )
+from guard.filters.pii_recognizers import GuardCardRecognizer, GuardPhoneRecognizer
 
 LANGUAGE = "en"
 BUILTIN_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")
@@ -96,7 +94,7 @@ class BlankSpacyEngine(SpacyNlpEngine):
 
 def builtin_recognizers() -> list[EntityRecognizer]:
     return [GuardEmailRecognizer(), GuardCardRecognizer(), GuardIbanRecognizer(), GuardPhoneRecognizer(),
-            UsSsnRecognizer(), IpRecognizer()]
+            GuardSsnRecognizer(), GuardIpRecognizer()]
 
 
 def build_engine(extra: Iterable[EntityRecognizer] = (), nlp: Language | None = None) -> AnalyzerEngine:

@@ -6,6 +6,8 @@ phone-shaped digit groups with one regular expression, scores them by shape (int
 North American layout, trunk prefix valid in a known region) and by nearby words (``Phone:``,
 ``call me on``, ``... -Fax``), and lets libphonenumber validate only the few candidates.
 
+(IBAN, e-mail, SSN and IP addresses: guard/filters/pii_formats.py.)
+
 Credit cards: Luhn plus the issuer ranges and lengths of the real networks (Visa 13/16/19 digits,
 Mastercard 2-series, JCB 15-digit, Maestro 12-19, ...); numbers that pass Luhn but fit no network
 need a card word nearby.
@@ -15,17 +17,12 @@ they need no tokens and their result does not depend on how far the text reaches
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import phonenumbers
 import regex as re
 from presidio_analyzer import LocalRecognizer, PatternRecognizer, RecognizerResult
-from presidio_analyzer.predefined_recognizers import (
-    EmailRecognizer as StockEmailRecognizer,
-)
-from presidio_analyzer.predefined_recognizers import (
-    IbanRecognizer as StockIbanRecognizer,
-)
 
 from guard.filters import linear_re
 
@@ -140,7 +137,7 @@ class ConfiguredRecognizer(PatternRecognizer):
 # --- credit cards ----------------------------------------------------------------------------------------
 
 _CARD = re.compile(
-    r"(?<![\w.\-])(?:\d{4}([ \-]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ \-])\d{6}\2\d{4,5}|\d{12,19})"
+    r"(?<![\w.\-])(?:\d{4}([ .\-]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ .\-])\d{6}\2\d{4,5}|\d{12,19})"
     r"(?![\w\-]|[.,]\d)")
 
 # (first digits, lowest, highest, allowed lengths): the issuer ranges of the card networks
@@ -169,7 +166,10 @@ def card_network(digits: str) -> bool:
 
 
 class GuardCardRecognizer(LocalRecognizer):
-    """Luhn-valid 12-19 digit numbers: 0.9 when they fit a network, else 0.4, plus 0.4 near card words."""
+    """Luhn-valid 12-19 digit numbers, compact or in groups split by spaces, dashes or dots: 0.9 when
+    they fit a network, else 0.4, plus 0.4 near card words."""
+
+    stream_source = (_CARD.pattern, 0)
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["CREDIT_CARD"], supported_language="en",
@@ -202,7 +202,7 @@ _PHONE = re.compile(
 _NANP = re.compile(r"(?:1[ .\-])?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 _IPV4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _DATEISH = re.compile(r"\d{4}[\-.]\d{1,2}[\-.]\d{1,2}(?:\D.*)?|\d{1,2}[\-.]\d{1,2}[\-.]\d{4}")
-_SSNISH = re.compile(r"\d{3}-\d{2}-\d{4}")
+_SSNISH = re.compile(r"\d{3}([ .\-])\d{2}\1\d{4}")
 # "T: ...", "Desk: ...", "Office: ..." (but not "the office is at ...")
 _LABEL = re.compile(r"(?:^|\W)(?:[tmpfhoc]|desk|office|direct|home|work|main)\s*[.:]\s*$", re.I)
 PHONE_CONTEXT = frozenset({
@@ -238,9 +238,8 @@ def phone_shape_score(intl: str, body: str) -> float:
         return 0.0
     if _NANP.fullmatch(body):
         return 0.6 if _valid(body, "US")[0] else 0.4
-    if grouped and body.lstrip("(").startswith("0"):
-        if any(_valid(body, r)[0] for r in TRUNK_REGIONS):
-            return 0.45
+    if grouped and body.lstrip("(").startswith("0") and any(_valid(body, r)[0] for r in TRUNK_REGIONS):
+        return 0.45
     return 0.3
 
 
@@ -254,6 +253,8 @@ def phone_context(text: str, start: int, end: int) -> bool:
 
 class GuardPhoneRecognizer(LocalRecognizer):
     """Phone-shaped digit groups, 7-15 digits; shape score plus 0.35 near phone words."""
+
+    stream_source = (_PHONE.pattern, _PHONE.flags)
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["PHONE_NUMBER"], supported_language="en",
@@ -272,63 +273,3 @@ class GuardPhoneRecognizer(LocalRecognizer):
                 score += 0.35
             out.append(_result(self, "PHONE_NUMBER", m.start(), m.end(), score))
         return out
-
-
-# --- IBAN ------------------------------------------------------------------------------------------------
-
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-class GuardIbanRecognizer(StockIbanRecognizer):
-    """Presidio's IBAN recognizer, also for IBANs typed in lower case (``gb42nawi...``): it reads an
-    ASCII-uppercased copy, which keeps every offset."""
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
-                regex_flags: int | None = None) -> list[RecognizerResult]:
-        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
-
-
-# --- email -----------------------------------------------------------------------------------------------
-
-_WS_BEFORE = re.compile(r"\s", re.REVERSE)
-_WS_AFTER = re.compile(r"\s")
-_EMAIL_RUN = 1024  # longer space-free runs are read +-320 characters around each "@"
-_EMAIL_SIDE = 320
-
-
-class GuardEmailRecognizer(StockEmailRecognizer):
-    """Presidio's email recognizer, run only over the space-free stretches that hold an ``@``.
-
-    Its pattern cannot cross white space, so the matches are the same as over the whole text; but a
-    long run such as ``x.x.x.x...@`` costs the stock pattern quadratic time, so a run longer than
-    ``_EMAIL_RUN`` is read only around each ``@`` (an address is at most 254 characters)."""
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
-                regex_flags: int | None = None) -> list[RecognizerResult]:
-        out: list[RecognizerResult] = []
-        for a, b in _at_runs(text):
-            for r in super().analyze(text[a:b], entities, nlp_artifacts, regex_flags):
-                r.start, r.end = r.start + a, r.end + a
-                out.append(r)
-        return out
-
-
-def _at_runs(text: str) -> list[tuple[int, int]]:
-    runs: list[tuple[int, int]] = []
-    at = text.find("@")
-    while at >= 0:
-        m = _WS_BEFORE.search(text, 0, at)
-        a = m.end() if m else 0
-        m = _WS_AFTER.search(text, at)
-        b = m.start() if m else len(text)
-        if b - a <= _EMAIL_RUN:
-            runs.append((a, b))
-        else:
-            while at >= 0 and at < b:
-                lo, hi = max(a, at - _EMAIL_SIDE), min(b, at + _EMAIL_SIDE)
-                if runs and runs[-1][1] >= lo:
-                    lo = runs.pop()[0]
-                runs.append((lo, hi))
-                at = text.find("@", at + 1, b)
-        at = text.find("@", b)
-    return runs

@@ -25,20 +25,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import regex
 from presidio_analyzer import PatternRecognizer
 
 from guard.filters.base import StreamStep, Verdict
 from guard.filters.pii import ScanPass, error_verdict
 from guard.filters.pii_engine import Finding
 from guard.filters.pii_profile import PIIProfile
-from guard.filters.pii_recognizers import (
-    _CARD,
-    _PHONE,
-    GuardCardRecognizer,
-    GuardIbanRecognizer,
-    GuardPhoneRecognizer,
-)
 from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms
 from guard.filters.stream_partial import PartialSet
 
@@ -59,15 +51,12 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
     for rec in profile.analyzer.engine.registry.recognizers:
         if not rewritten.intersection(rec.supported_entities):
             continue
-        if isinstance(rec, GuardCardRecognizer):
-            sources.append((_CARD.pattern, _CARD.flags))
-        elif isinstance(rec, GuardPhoneRecognizer):
-            sources.append((_PHONE.pattern, _PHONE.flags))
+        own: tuple[str, int] | None = getattr(rec, "stream_source", None)  # Guard's recognizers
+        if own is not None:
+            sources.append(own)
         elif isinstance(rec, PatternRecognizer) and getattr(rec, "patterns", None):
             pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
             flags = int(getattr(rec, "global_regex_flags", 0) or 0)
-            if isinstance(rec, GuardIbanRecognizer):
-                flags |= regex.IGNORECASE  # it reads an upper-cased copy of the text
             sources += [(p.regex, flags) for p in pats]
         else:
             break

@@ -78,6 +78,11 @@ def test_bad_input_is_scanned_in_bounded_time(profile: PIIProfile) -> None:
         "dots": "1.2.3." * 50_000,
         "hex colons": "ab:" * 100_000,
         "ssn soup": "536-90-4399," * 25_000,
+        "iban-ish groups": "GB82 WEST " * 50_000,
+        "letter-digit groups": "ab12-" * 100_000,
+        "colons": ":" * 300_000,
+        "address runs": "x@x." * 100_000,
+        "dotted hosts": "a." * 200_000 + "internal",
         "non-utf8 decoded": (b"\xff\xfe\x00abc" * 50_000).decode("utf-8", "replace"),
     }
     for name, text in cases.items():

@@ -35,7 +35,8 @@ ENTITIES = [
     "ann.lee@mailbox.org", "b_o+x@sub.example.co.uk", "+1 415-555-0134", "(212) 555-7788", "0490 39 07 81",
     "5500 0000 0000 0004", "4012888888881881", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00",
     "GB82WEST12345698765432", "gb82west12345698765432", "536-90-4399", "10.20.30.40", "2001:db8::ff00:42:8329",
-    "EMP-123406", "support@example.com",
+    "EMP-123406", "support@example.com", "GB82 WEST 1234 5698 7654 32", "gb82-west-1234-5698-7654-32",
+    "OPS@BILLING.INTERNAL", "jane.doe@acme.corp", "536 90 4399", "4012.8888.8888.1881", "2001:DB8::FF00:42:8329",
 ]
 WORDS = ["the", "report", "is", "ready,", "please", "call", "phone:", "mail", "card", "credit", "ip", "at", "my",
          "SSN", "IBAN", "employee", "\n", "ok.", "number", "(see", "below)", "x", "-", "key:", "token", "sk", "AK",
