@@ -251,3 +251,31 @@ def test_presidio_email_recognizer_validates_through_its_module_tldextract():
         assert asked, "Presidio's email recognizer no longer validates through its module's tldextract"
     finally:
         use_offline_suffix_list(_OFFLINE_TLD)
+
+
+# --- torch (extra "local") ------------------------------------------------------------------------------
+
+def test_torch_rowwise_fp8_matmul_and_recompile_limits():
+    torch = pytest.importorskip("torch")
+    import torch._dynamo
+
+    from guard.compat import torch_fp8
+
+    torch.manual_seed(0)
+    x, w = torch.randn(16, 32), torch.randn(64, 32)
+    xs = x.abs().amax(dim=1, keepdim=True).float() / 448.0
+    ws = w.abs().amax(dim=1).float() / 448.0
+    xq, w8 = (x / xs).to(torch.float8_e4m3fn), (w / ws[:, None]).to(torch.float8_e4m3fn)
+    y = torch_fp8.scaled_mm_rowwise(xq, w8.t(), xs, ws[None, :].contiguous(), torch.bfloat16)
+    ref = x @ w.t()
+    assert y.shape == (16, 64) and y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().max() < 0.1 * ref.abs().max()  # FP8 rounding, scales applied per row
+    present = [k for k in torch_fp8._LIMITS if hasattr(torch._dynamo.config, k)]
+    assert present, "torch._dynamo.config has none of the recompile limits guard.compat.torch_fp8 raises"
+    before = {k: getattr(torch._dynamo.config, k) for k in present}
+    try:
+        torch_fp8.raise_recompile_limits(10_000)
+        assert all(getattr(torch._dynamo.config, k) >= 10_000 for k in present)
+    finally:
+        for k, v in before.items():
+            setattr(torch._dynamo.config, k, v)

@@ -126,3 +126,53 @@ def test_screens_never_import_the_request_path():
     bad = sorted((m, t) for m, ts in g.items() if m.startswith("guard.filters")
                  for t in ts if t in UPWARD_FOR_SCREENS)
     assert not bad, bad
+
+
+# --- other libraries' private names: only in guard/compat ---------------------------------------------------
+
+# Documented despite the underscore: os._exit (a forked child's exit); argparse._SubParsersAction only names
+# in type hints the documented return value of add_subparsers(), which has no public name.
+_ALLOWED_PRIVATE = {("os", "_exit"), ("argparse", "_SubParsersAction")}
+
+
+def private_uses() -> list[str]:
+    """``module._name``, ``from module import _name``, ``getattr(x, "_name")`` (x not self) and name-mangled
+    ``x._Class__name`` where the module is not Guard's own, in guard/ outside guard/compat. (A private
+    attribute of an object held in a variable is beyond a syntax check: review catches those.)"""
+    out = []
+    for mod, path in _modules().items():
+        if mod.startswith("guard.compat"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        aliases: dict[str, str] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if not a.name.startswith("guard"):
+                        aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                    not node.module.startswith(("guard", "__future__")):
+                out += [f"{path.name}:{node.lineno} from {node.module} import {a.name}" for a in node.names
+                        if a.name.startswith("_")]
+                if any(p.startswith("_") for p in node.module.split(".")):
+                    out.append(f"{path.name}:{node.lineno} from {node.module}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                name = node.attr
+                if "__" in name.strip("_") and name.startswith("_") and not name.endswith("__"):
+                    out.append(f"{path.name}:{node.lineno} name-mangled .{name}")
+                if isinstance(node.value, ast.Name) and node.value.id in aliases and name.startswith("_") \
+                        and not name.startswith("__") and (aliases[node.value.id], name) not in _ALLOWED_PRIVATE:
+                    out.append(f"{path.name}:{node.lineno} {node.value.id}.{name}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
+                    and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls")) \
+                    and isinstance(node.args[1].value, str) and node.args[1].value.startswith("_") \
+                    and not node.args[1].value.startswith("__"):
+                out.append(f"{path.name}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
+    return out
+
+
+def test_other_libraries_private_names_are_used_only_through_guard_compat():
+    found = private_uses()
+    assert not found, "use a public API, or fence the use in one guard/compat adapter: " + "; ".join(found)
