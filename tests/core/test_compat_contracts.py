@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-
 # --- ssl_chain -----------------------------------------------------------------------------------------
 
 def _handshake(pki: Path, client: str | None) -> tuple[ssl.SSLObject, Any]:
@@ -257,7 +256,7 @@ def test_presidio_email_recognizer_validates_through_its_module_tldextract():
 
 def test_torch_rowwise_fp8_matmul_and_recompile_limits():
     torch = pytest.importorskip("torch")
-    import torch._dynamo
+    dynamo = pytest.importorskip("torch._dynamo")
 
     from guard.compat import torch_fp8
 
@@ -270,12 +269,12 @@ def test_torch_rowwise_fp8_matmul_and_recompile_limits():
     ref = x @ w.t()
     assert y.shape == (16, 64) and y.dtype == torch.bfloat16
     assert (y.float() - ref).abs().max() < 0.1 * ref.abs().max()  # FP8 rounding, scales applied per row
-    present = [k for k in torch_fp8._LIMITS if hasattr(torch._dynamo.config, k)]
+    present = [k for k in torch_fp8._LIMITS if hasattr(dynamo.config, k)]
     assert present, "torch._dynamo.config has none of the recompile limits guard.compat.torch_fp8 raises"
-    before = {k: getattr(torch._dynamo.config, k) for k in present}
+    before = {k: getattr(dynamo.config, k) for k in present}
     try:
         torch_fp8.raise_recompile_limits(10_000)
-        assert all(getattr(torch._dynamo.config, k) >= 10_000 for k in present)
+        assert all(getattr(dynamo.config, k) >= 10_000 for k in present)
     finally:
         for k, v in before.items():
-            setattr(torch._dynamo.config, k, v)
+            setattr(dynamo.config, k, v)
