@@ -11,6 +11,8 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from guard.attrs import Attrs
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -40,11 +42,9 @@ class Principal:
         return d
 
     @cached_property
-    def policy_view(self) -> Any:
-        """``attrs()`` as the policy engine reads them (guard.policy.attributes.Attrs), made once per Principal
-        rather than twice per request."""
-        from guard.policy.attributes import Attrs
-
+    def policy_view(self) -> Attrs:
+        """``attrs()`` as the policy engine reads them (guard.attrs.Attrs), made once per Principal rather
+        than twice per request."""
         return Attrs(self._attrs)
 
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -21,7 +21,7 @@ from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
 from guard.filters import budget
-from guard.filters.base import PromptScreen, ResponseScreen, Segment, Verdict
+from guard.filters.base import ScreenSet, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
 from guard.quota import hook as quota
@@ -51,13 +51,6 @@ class Recorder(Protocol):
     async def finished(self, ex: Exchange, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         """Record the exchange's end; ``wait=False``: the answer is out and ``exchange.started`` is durable,
         so the record need not be durable on return (the journal writes it with its next group commit)."""
-
-
-@dataclass
-class ScreenSet:
-    prompt: list[PromptScreen] = field(default_factory=list)
-    response: list[ResponseScreen] = field(default_factory=list)
-    stream_screens: bool = True  # False when every response screen only records (audit_only)
 
 
 @dataclass

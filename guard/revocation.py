@@ -14,6 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from guard.compat.ssl_chain import unverified_chain, verified_chain
+
 
 class TLSFileError(ValueError):
     """A TLS file that cannot be used: which file and why (reload keeps the old material)."""
@@ -116,12 +118,10 @@ class Intermediates:
     def learn(self, sslobj: object) -> None:
         """The CA certificates between leaf and trust anchor of a connection's verified chain (none when the
         leaf's issuer is the trust anchor, the common case: then nothing is converted)."""
-        fn = getattr(sslobj, "get_verified_chain", None) or getattr(getattr(sslobj, "_sslobj", None),
-                                                                   "get_verified_chain", None)
-        certs = fn() if fn is not None else None
+        certs = verified_chain(sslobj)  # type: ignore[arg-type]
         if certs and len(certs) > 2:
-            for c in certs[1:-1]:
-                self.add(_der(c))
+            for der in certs[1:-1]:
+                self.add(der)
 
     def issuer_of(self, der: bytes) -> bytes | None:
         c = _cert(der)
@@ -188,25 +188,15 @@ class Revocations:
 
 def chain_of(sslobj: object) -> tuple[bytes, ...]:
     """The peer's certificate chain, leaf first, as DER: the chain OpenSSL verified, else (a resumed TLS
-    session) the chain the peer sent, else the leaf alone. ``get_verified_chain`` is public from Python 3.13;
-    3.10-3.12 have the same method on the underlying ``_ssl`` object."""
+    session) the chain the peer sent, else the leaf alone (guard.compat.ssl_chain)."""
     leaf = sslobj.getpeercert(binary_form=True)  # type: ignore[attr-defined]
     if not leaf:
         return ()
-    for name in ("get_verified_chain", "get_unverified_chain"):
-        fn = getattr(sslobj, name, None) or getattr(getattr(sslobj, "_sslobj", None), name, None)
+    for get in (verified_chain, unverified_chain):
         try:
-            certs = fn() if fn is not None else None
+            ders = get(sslobj)  # type: ignore[arg-type]
         except Exception:  # noqa: BLE001 - no chain available this way
-            certs = None
-        if certs:
-            ders = tuple(_der(c) for c in certs)
-            if ders[0] == leaf:
-                return ders
+            ders = None
+        if ders and ders[0] == leaf:
+            return ders
     return (leaf,)
-
-
-def _der(c: object) -> bytes:
-    if isinstance(c, bytes):
-        return c
-    return c.public_bytes(2)  # type: ignore[attr-defined]  # _ssl.ENCODING_DER

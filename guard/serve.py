@@ -10,12 +10,13 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import uvicorn
 
 from guard import gc_tuning
 from guard.app import GuardApp, admin_app
+from guard.compat.uvicorn_protocols import QuietServer, bound_port
 from guard.config import Config, ConfigError
 from guard.runtime import Runtime
 from guard.server import protocol_class
@@ -23,15 +24,7 @@ from guard.server import protocol_class
 log = logging.getLogger("guard.serve")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn server whose signals Guard handles itself (two servers share one loop)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def public_server(rt: Runtime, http: str = "httptools") -> _Server:
+def public_server(rt: Runtime, http: str = "httptools") -> QuietServer:
     cfg = rt.config
     app = GuardApp(rt.services(), rt)
     tls_front = rt.tls.front
@@ -41,7 +34,7 @@ def public_server(rt: Runtime, http: str = "httptools") -> _Server:
                           date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
                           timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096,
                           proxy_headers=False)  # client address from the socket: X-Forwarded-For is not trusted
-    return _Server(ucfg)
+    return QuietServer(ucfg)
 
 
 def admin_tls(cfg: Config) -> Any:
@@ -62,14 +55,14 @@ def admin_tls(cfg: Config) -> Any:
     return ctx
 
 
-def admin_server(rt: Runtime) -> _Server:
+def admin_server(rt: Runtime) -> QuietServer:
     cfg = rt.config
     ctx = admin_tls(cfg)
     ucfg = uvicorn.Config(admin_app(rt), host=cfg.admin.host, port=cfg.admin.port, lifespan="off",
                           log_level="warning", access_log=False,
                           http=protocol_class("h11") if ctx is not None else "auto",
                           ssl_context_factory=(lambda _c, _d: ctx) if ctx is not None else None)
-    return _Server(ucfg)
+    return QuietServer(ucfg)
 
 
 def _url(scheme: str, host: str, port: int) -> str:
@@ -91,19 +84,14 @@ def announce(cfg: Config, workers: int, public_port: int | None = None, admin_po
     return line
 
 
-def _port(server: uvicorn.Server) -> int | None:
-    for srv in getattr(server, "servers", None) or []:
-        for sock in srv.sockets:
-            return int(sock.getsockname()[1])
-    return None
 
 
-async def _announce_when_listening(rt: Runtime, servers: list[_Server], tasks: list[asyncio.Task[Any]]) -> None:
+async def _announce_when_listening(rt: Runtime, servers: list[QuietServer], tasks: list[asyncio.Task[Any]]) -> None:
     while not all(s.started for s in servers):
         if any(t.done() for t in tasks):
             return  # a listener failed to start: uvicorn has said why
         await asyncio.sleep(0.01)
-    announce(rt.config, 1, _port(servers[0]), _port(servers[1]) if len(servers) > 1 else None)
+    announce(rt.config, 1, bound_port(servers[0]), bound_port(servers[1]) if len(servers) > 1 else None)
 
 
 async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.socket, socket.socket] | None = None) -> int:

@@ -12,9 +12,7 @@ import ssl
 from functools import lru_cache
 from typing import Any, Callable
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from guard.compat.uvicorn_protocols import H11Protocol, HttpToolsProtocol
 from guard.errors import GuardError, unavailable
 from guard.exchange import REQUEST_KEY
 from guard.identity import Principal, principal_from_der

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import struct
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -36,25 +35,23 @@ class _FastHistogram:
     """A labelled histogram for the request path: an observation is a bisect and two list increments, with
     no lock (only the event loop's thread observes). prometheus_client's Histogram takes a lock per bucket
     and per sum, which cost several percent of throughput at eight observations per request. Exposed in the
-    standard histogram format. With several workers (``shared``: prometheus_client's multiprocess Histogram,
-    unregistered) each observation is also written straight into this worker's file, see _slot."""
+    standard histogram format through prometheus_client's public custom-collector API (``collect`` and
+    ``describe``). Used by a single process only: with several workers the request path uses
+    prometheus_client's own multiprocess Histogram (see _histogram)."""
 
-    def __init__(self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...],
-                 shared: Histogram | None = None) -> None:
+    def __init__(self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...]) -> None:
         import bisect
 
         self._bisect = bisect.bisect_left
         self.name, self.doc, self.labelnames = name, doc, tuple(labels)
         self.bounds = list(buckets)
-        self.shared = shared
         self._series: dict[tuple[str, ...], _FastChild] = {}
         _FAST.append(self)
 
     def labels(self, *values: str) -> "_FastChild":
         c = self._series.get(values)
         if c is None:
-            c = self._series[values] = (_FastChild(self) if self.shared is None else
-                                        _SharedChild(self, self.shared.labels(*values)))
+            c = self._series[values] = _FastChild(self)
         return c
 
     def collect(self) -> list:
@@ -88,60 +85,19 @@ class _FastChild:
         self.sum += v
 
 
-_pack2 = struct.Struct("dd").pack
-
-
-def _slot(value: object) -> tuple[object, int]:
-    """Where prometheus_client keeps ``value`` (a multiprocess MmapedValue) in this worker's metrics file:
-    (its MmapedDict, byte offset). The value's own ``get`` runs first, since that is where prometheus_client
-    notices a fork and reopens its files under the new pid. Writing there directly, as prometheus_client
-    does (value and timestamp as one slice assignment, so a reader never sees half a double), skips its
-    global lock, fork check and key lookup per increment: with two workers, they cost a tenth of
-    throughput at eight observations per request (tests/bench, README)."""
-    value.get()  # type: ignore[attr-defined]
-    f = value._file  # type: ignore[attr-defined]
-    return f, f._positions[value._key]  # type: ignore[attr-defined]
-
-
-class _SharedChild(_FastChild):
-    """A _FastChild whose counts and sum also live in the worker's shared metrics file (several workers).
-    The file's mmap is looked up at each write: prometheus_client remaps it when the file grows."""
-
-    __slots__ = ("_slots", "_sum_slot")
-
-    def __init__(self, h: _FastHistogram, real: object) -> None:
-        super().__init__(h)
-        buckets, total = real._buckets, real._sum  # type: ignore[attr-defined]
-        self._slots = [_slot(b) for b in buckets]
-        self._sum_slot = _slot(total)
-        self.counts = [b.get() for b in buckets]
-        self.sum = total.get()
-
-    def observe(self, v: float) -> None:
-        i = self._bisect(self._bounds, v)
-        n = self.counts[i] = self.counts[i] + 1
-        self.sum += v
-        f, pos = self._slots[i]
-        f._m[pos:pos + 16] = _pack2(n, 0.0)  # type: ignore[attr-defined]
-        f, pos = self._sum_slot
-        f._m[pos:pos + 16] = _pack2(self.sum, 0.0)  # type: ignore[attr-defined]
-
-
 class _FastCounter:
     """A labelled counter for the request path, lock-free like _FastHistogram (one thread increments), and
-    like it written into the worker's shared metrics file when there are several workers (``shared``)."""
+    like it for a single process only."""
 
-    def __init__(self, name: str, doc: str, labels: list[str], shared: Counter | None = None) -> None:
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
         self.name, self.doc, self.labelnames = name, doc, tuple(labels)
-        self.shared = shared
         self._series: dict[tuple[str, ...], _FastCount] = {}
         _FAST.append(self)
 
     def labels(self, *values: str) -> "_FastCount":
         c = self._series.get(values)
         if c is None:
-            c = self._series[values] = (_FastCount() if self.shared is None else
-                                        _SharedCount(self.shared.labels(*values)._value))  # type: ignore[attr-defined]
+            c = self._series[values] = _FastCount()
         return c
 
     def collect(self) -> list:
@@ -170,26 +126,12 @@ class _FastCount:
         self.value += amount
 
 
-class _SharedCount(_FastCount):
-    __slots__ = ("_slot",)
-
-    def __init__(self, value: object) -> None:
-        self._slot = _slot(value)
-        self.value = value.get()  # type: ignore[attr-defined]
-
-    def inc(self, amount: float = 1) -> None:
-        if amount < 0:
-            raise ValueError("counters only go up")
-        self.value += amount
-        f, pos = self._slot
-        f._m[pos:pos + 16] = _pack2(self.value, 0.0)  # type: ignore[attr-defined]
-
-
 _FAST: list[_FastHistogram | _FastCounter] = []
 
 
 def _forget_series() -> None:
-    """After a fork: the parent's series point into the parent's files; the child makes its own."""
+    """After a fork the child starts with no series of its own (the parent's counts are the parent's).
+    prometheus_client's multiprocess values notice the fork themselves and open the child's own file."""
     for m in _FAST:
         m._series = {}
     _children.clear()
@@ -200,9 +142,10 @@ os.register_at_fork(after_in_child=_forget_series)
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> object:
-    """Request-path counters: lock-free; with several workers also written into the worker's shared file."""
+    """Request-path counters: lock-free in a single process; with several workers prometheus_client's
+    multiprocess Counter (public API), which writes each increment into this worker's file."""
     if MULTIPROCESS:  # /metrics reads the workers' files (exposition_registry), not REGISTRY
-        return _FastCounter(name, doc, labels, Counter(name, doc, labels, registry=None))
+        return Counter(name, doc, labels, registry=None)
     c = _FastCounter(name, doc, labels)
     REGISTRY.register(c)  # type: ignore[arg-type]
     return c
@@ -210,7 +153,7 @@ def _counter(name: str, doc: str, labels: list[str]) -> object:
 
 def _histogram(name: str, doc: str, labels: list[str]) -> object:
     if MULTIPROCESS:
-        return _FastHistogram(name, doc, labels, _LAT, Histogram(name, doc, labels, buckets=_LAT, registry=None))
+        return Histogram(name, doc, labels, buckets=_LAT, registry=None)
     h = _FastHistogram(name, doc, labels, _LAT)
     REGISTRY.register(h)  # type: ignore[arg-type]
     return h

@@ -7,6 +7,7 @@ Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -154,20 +155,14 @@ _MEMO = "guard.audit.prompt_hmac"  # Exchange.context key: (prompt, its HMAC)
 
 
 def _hmac_sha256(key: bytes) -> Callable[[bytes], str]:
-    """HMAC-SHA256 under ``key`` (RFC 2104) as hex, with the keyed inner and outer states made once: 0.55 us
-    a text instead of 1.4 for ``hmac.new``, which sets the key up again on every call."""
-    if len(key) > 64:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(64, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    """HMAC-SHA256 under ``key`` (RFC 2104, the standard library's ``hmac``) as hex. The keyed object is made
+    once and copied per text, so the key is not set up again on every call."""
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def mac(msg: bytes) -> str:
-        i = inner.copy()
-        i.update(msg)
-        o = outer.copy()
-        o.update(i.digest())
-        return o.hexdigest()
+        h = keyed.copy()
+        h.update(msg)
+        return h.hexdigest()
 
     return mac
 

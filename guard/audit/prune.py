@@ -23,45 +23,17 @@ from typing import Any
 
 from guard.audit import event as ev
 from guard.audit import layout
-from guard.audit.seal import GENESIS, Signer, record_problem
+from guard.audit.pruned import PRUNED, check_pruned, pruned_names, read_pruned
+from guard.audit.seal import GENESIS, Signer
+from guard.audit.verify import verify_dir
 
-PRUNED = "PRUNED.json"
+__all__ = ["PRUNED", "PruneError", "check_pruned", "plan", "prune", "pruned_names", "read_pruned"]
+
 _CP = "audit.checkpoint"
 
 
 class PruneError(Exception):
     pass
-
-
-def read_pruned(root: Path, chain: str) -> dict[str, Any] | None:
-    try:
-        rec = json.loads((layout.chains_dir(root) / chain / PRUNED).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {}  # present but unreadable: verify reports it
-    return rec if isinstance(rec, dict) else {}
-
-
-def check_pruned(rec: dict[str, Any], chain: str, keys: dict[str, Any]) -> str | None:
-    """None when ``rec`` is a prune record of ``chain`` signed by one of ``keys``, else why not."""
-    if not rec or rec.get("type") != "audit.pruned" or rec.get("chain") != chain:
-        return "hash_mismatch"
-    why = record_problem(rec, keys)
-    if why is not None:
-        return why
-    if not all(isinstance(rec.get(k), int) for k in ("seq", "events", "since_checkpoint")):
-        return "hash_mismatch"
-    return None
-
-
-def pruned_names(root: Path, chain: str) -> set[str]:
-    """Segment files a prune record lists as removed: a copy still present is the leftover of a prune
-    interrupted between writing its record and removing the files (verify skips it; prune removes it)."""
-    rec = read_pruned(root, chain) or {}
-    segs = rec.get("segments")
-    return {s["name"] for s in segs if isinstance(s, dict) and isinstance(s.get("name"), str)} \
-        if isinstance(segs, list) else set()
 
 
 def plan(root: Path, chain: str, before: str) -> list[Path]:
@@ -118,8 +90,6 @@ def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_
           ignore_sinks: bool = False) -> dict[str, Any]:
     """Remove what is older than ``before`` (RFC 3339) in every chain; returns a report per chain.
     Raises PruneError (and removes nothing) when the journal does not verify or a sink is behind."""
-    from guard.audit.verify import verify_dir
-
     report = verify_dir(root, keys)
     if not report.ok:
         broken = [f"{c.chain}: {c.broken.reason} at {c.broken.file}:{c.broken.line}" for c in report.chains

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
-from guard.audit.prune import PRUNED, check_pruned, pruned_names, read_pruned
+from guard.audit.pruned import PRUNED, check_pruned, pruned_names, read_pruned
 from guard.audit.seal import GENESIS, canonical, check_signature, check_signatures, record_problem
 
 REASONS = ("bad_signature", "hash_mismatch", "broken_link", "seq_gap", "truncated", "unknown_key")

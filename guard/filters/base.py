@@ -96,3 +96,12 @@ class StreamScreen(Protocol):
     async def feed(self, text: str) -> StreamStep: ...
 
     async def finish(self) -> StreamStep: ...
+
+
+@dataclass
+class ScreenSet:
+    """The screens of one profile, as the pipeline runs them (guard.filters.profiles builds them)."""
+
+    prompt: list[PromptScreen] = field(default_factory=list)
+    response: list[ResponseScreen] = field(default_factory=list)
+    stream_screens: bool = True  # False when every response screen only records (audit_only)

@@ -15,9 +15,24 @@ ASCII (use ``\\pL``, ``\\pN``, ``\\p{Z}`` for other scripts); ``\\Z`` is spelled
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
 
 import re2
+
+
+class Regexp(Protocol):
+    """What Guard uses of a compiled RE2 pattern (google-re2 does not export its pattern class)."""
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+    def search(self, text: str, pos: int = ..., endpos: int = ...) -> Any: ...
+
+    def fullmatch(self, text: str, pos: int = ..., endpos: int = ...) -> Any: ...
+
+    def finditer(self, text: str, pos: int = ..., endpos: int = ...) -> Iterator[Any]: ...
+
 
 HIT = "hit"  # the group whose span is the finding, when a pattern defines it
 
@@ -58,7 +73,7 @@ def why_refused(pattern: str) -> str | None:
     return f"invalid regex: {detail} (RE2 syntax, see docs/regex.md)"
 
 
-def compile(pattern: str, ignore_case: bool = False) -> re2._Regexp:
+def compile(pattern: str, ignore_case: bool = False) -> Regexp:
     """Compile for RE2 or raise UnsupportedPattern with the reason."""
     reason = why_refused(pattern)
     if reason is not None:
@@ -74,7 +89,7 @@ def check(pattern: str) -> str:
     return pattern
 
 
-def spans(rx: re2._Regexp, text: str) -> Iterator[tuple[int, int]]:
+def spans(rx: Regexp, text: str) -> Iterator[tuple[int, int]]:
     """The (start, end) of each match, or of its ``hit`` group where the pattern has one."""
     g = rx.groupindex.get(HIT, 0)
     for m in rx.finditer(text):

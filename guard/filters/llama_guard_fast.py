@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from guard.compat import torch_fp8
+
 GQA_REPEAT = False  # expand K/V heads before SDPA instead of enable_gqa (cuDNN and flash take grouped heads)
 LEN_BUCKETS = (32, 64, 128, 256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
@@ -80,9 +82,7 @@ class FastLlama:
         self._layer_fp8_c: Callable[..., Tensor] = self._layer_fp8
         self._tail: Callable[..., Tensor] = self._tail_eager
         if compile_layers:  # one compiled graph per (batch, length) bucket: allow enough of them
-            for knob in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit"):
-                if hasattr(torch._dynamo.config, knob):
-                    setattr(torch._dynamo.config, knob, max(256, getattr(torch._dynamo.config, knob)))
+            torch_fp8.raise_recompile_limits(256)
             self._attn_c = torch.compile(self._attn, dynamic=False)
             self._mlp_hidden_c = torch.compile(self._mlp_hidden, dynamic=False)
             self._layer_fp8_c = torch.compile(self._layer_fp8, dynamic=False)
@@ -118,7 +118,7 @@ class FastLlama:
         x2 = x.reshape(rows, x.shape[-1])
         xs = x2.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / 448.0
         xq = (x2.float() / xs).to(torch.float8_e4m3fn)
-        y = torch._scaled_mm(xq, w[k + "8"].t(), scale_a=xs, scale_b=w[k + "_s"], out_dtype=x.dtype)
+        y = torch_fp8.scaled_mm_rowwise(xq, w[k + "8"].t(), xs, w[k + "_s"], x.dtype)
         return y.view(*x.shape[:-1], y.shape[-1])
 
     def _rope(self, t: int) -> tuple[Tensor, Tensor]:

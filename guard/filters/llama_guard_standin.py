@@ -144,8 +144,7 @@ async def start(stand_in: StandIn, host: str = "127.0.0.1", port: int = 0) -> tu
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sock = site._server.sockets[0]  # type: ignore[union-attr]
-    return runner, f"http://{host}:{sock.getsockname()[1]}"
+    return runner, f"http://{host}:{runner.addresses[0][1]}"
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from presidio_analyzer import (
 )
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
+from guard.compat import presidio_engine
 from guard.filters import budget
 from guard.filters.pii_engine import LANGUAGE
 from guard.filters.pii_formats import (
@@ -116,14 +117,12 @@ class FastAnalyzer:
                 rec.is_loaded = True
             found = rec.analyze(text=text, entities=entities, nlp_artifacts=None)  # type: ignore[arg-type]
             if found:
-                eng._AnalyzerEngine__add_recognizer_id_if_not_exists(found, rec)  # type: ignore[attr-defined]
+                presidio_engine.add_recognizer_id(eng, found, rec)
                 raw.extend(found)
         if not raw:
             return []
         results = self._enhance(text, raw, recognizers)
-        results = eng._AnalyzerEngine__remove_low_scores(results, None, recognizers)  # type: ignore[attr-defined]
-        results = EntityRecognizer.remove_duplicates(results)
-        return eng._AnalyzerEngine__remove_decision_process(results)  # type: ignore[attr-defined]
+        return presidio_engine.finish(eng, results, recognizers)
 
     # --- context, over windows -----------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +55,9 @@ _OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 def _patch_tldextract() -> None:
     """The email recognizer calls ``tldextract.extract``, which fetches the public suffix list on first
     use. Point it at an extractor that only reads the snapshot bundled with tldextract."""
-    from presidio_analyzer.predefined_recognizers.generic import email_recognizer
+    from guard.compat.presidio_engine import use_offline_suffix_list
 
-    email_recognizer.tldextract = types.SimpleNamespace(extract=_OFFLINE_TLD)  # type: ignore[assignment]
+    use_offline_suffix_list(_OFFLINE_TLD)
 
 
 @Language.component("guard_lower_lemma")

@@ -18,23 +18,20 @@ import logging
 import multiprocessing
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from guard.filters import budget
+from guard.filters.base import Segment
+from guard.filters.pii_profile import load_pii_profiles
+from guard.filters.pii_scan import ScanPass
+from guard.filters.pii_source import Source, source_of
+from guard.filters.pii_source import digest as _digest
+
+__all__ = ["NICE", "POOL", "Source", "scan_job", "source_of"]
 
 log = logging.getLogger("guard.filters.pii")
 NICE = 5  # screening jobs yield CPU to the event loops of the serving processes
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a profile comes from: the pii.yaml path and a digest of its bytes (a reload changes it)."""
-
-    path: str
-    digest: str
-    profile: str
 
 
 # --- in the worker process ------------------------------------------------------------------------------
@@ -50,8 +47,6 @@ def _init() -> None:
 
 
 def _load(src: Source) -> Any:
-    from guard.filters.pii_profile import load_pii_profiles
-
     key = (src.path, src.digest)
     if key not in _profiles:
         if _digest(Path(src.path)) != src.digest:  # edited since the serving process loaded it: not the same
@@ -70,9 +65,6 @@ def _warm(src: Source) -> bool:
 def scan_job(src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any,
           deadline: float | None) -> tuple[list[str], dict[str, int], Any]:
     """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts, counts by type, pseudonyms."""
-    from guard.filters.base import Segment
-    from guard.filters.pii import ScanPass
-
     token = budget.set_deadline(deadline)
     try:
         scan = ScanPass(_load(src), direction, pseudonyms)
@@ -134,14 +126,3 @@ class _Pool:
 
 
 POOL = _Pool()
-
-
-def _digest(p: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-def source_of(path: str | os.PathLike[str], profile: str) -> Source:
-    p = Path(path).resolve()
-    return Source(str(p), _digest(p), profile)

@@ -18,6 +18,7 @@ from guard.filters import budget, linear_re
 from guard.filters.pii_analyzer import FastAnalyzer
 from guard.filters.pii_engine import Finding, shared_engine
 from guard.filters.pii_recognizers import ConfiguredRecognizer
+from guard.filters.pii_source import source_of
 from guard.filters.pii_settings import PIIFile, Profile, RecognizerSpec, read_pii_file
 from guard.filters.pii_transform import Pseudonyms, Rewriter
 
@@ -129,8 +130,6 @@ def _analyzer(spec: PIIFile, prof: Profile) -> FastAnalyzer:
 
 def load_pii_profiles(path: str | os.PathLike[str]) -> dict[str, PIIProfile]:
     """All profiles of a filters/pii.yaml. Raises ConfigError naming file, line and key path."""
-    from guard.filters.pii_pool import source_of
-
     spec, key = read_pii_file(Path(path))
     return {name: PIIProfile(name, prof, _analyzer(spec, prof), key, source_of(path, name))
             for name, prof in spec.profiles.items()}

@@ -28,7 +28,7 @@ from typing import Any
 from presidio_analyzer import PatternRecognizer
 
 from guard.filters.base import StreamStep, Verdict
-from guard.filters.pii import ScanPass, error_verdict
+from guard.filters.pii_scan import ScanPass, error_verdict
 from guard.filters.pii_engine import Finding
 from guard.filters.pii_profile import PIIProfile
 from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms

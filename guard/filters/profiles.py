@@ -12,8 +12,8 @@ from typing import Any
 
 from guard.config import ConfigError
 from guard.errors import unavailable
+from guard.filters.base import ScreenSet
 from guard.filters.failmode import FailSettings, GuardedScreen
-from guard.pipeline import ScreenSet
 
 log = logging.getLogger("guard.filters")
 

@@ -1,14 +1,20 @@
 """The four objects every decision sees (sub, obj, act, env) and the attribute names policies may read.
 
-Rules read attributes with dots (``r.sub.ou``, ``r.env.hour``). ``Attrs`` keeps the values in the
-instance ``__dict__`` so that attribute access is native Python (fast in compiled rules) and is also what
-casbin's evaluator (simpleeval: ``getattr``) expects, so both engines see the very same objects.
+Rules read attributes with dots (``r.sub.ou``, ``r.env.hour``) of ``Attrs`` objects (guard.attrs,
+re-exported here).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+from guard.attrs import Attrs
+from guard.identity import Principal
+
+__all__ = ["ACCESS_ENV_ATTRS", "ACTS", "Attrs", "CONTENT_ENV_ONLY", "ENV_ATTRS", "KNOWN", "OBJ_ATTRS", "STAGES",
+           "SUB_ATTRS", "WEEKDAYS", "access_env", "content_env", "freeze", "make_env", "plain", "principal",
+           "resource", "wrap"]
 
 # The attribute contract: names a rule may read under each object (checked by `guard policy check`).
 SUB_ATTRS = frozenset({"cn", "o", "ou", "san_dns", "san_uri", "san_email", "spiffe_id", "serial",
@@ -23,49 +29,9 @@ STAGES = ("access", "content", "console")  # console: who may open the complianc
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-class Attrs:
-    """A read-only-by-convention attribute bag built from a mapping (nested mappings become Attrs)."""
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __init__(self, data: Mapping[str, Any] | None = None) -> None:
-        if not data:
-            return
-        d = self.__dict__
-        d.update(data)
-        for k, v in d.items():
-            t = type(v)
-            if t is str or t is list or t is bool or t is int or t is float or v is None or t is Attrs:
-                continue  # the common cases, without the slow ABC check below
-            if isinstance(v, Mapping):
-                d[k] = Attrs(v)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.__dict__[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.__dict__
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.__dict__)
-
-    def __len__(self) -> int:
-        return len(self.__dict__)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Attrs):
-            return self.__dict__ == other.__dict__
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"Attrs({self.__dict__!r})"
-
-
 def principal(**given: Any) -> dict[str, Any]:
     """Every principal attribute, with ``given`` over the empty defaults (as a certificate lacking a
     field yields); policy tests and explain use it so a case lists only the attributes it is about."""
-    from guard.identity import Principal
-
     return {**Principal(source="tls").attrs(), **given}
 
 
