@@ -19,11 +19,22 @@ from typing import IO, Any
 from guard import telemetry as tm
 from guard.audit import layout
 from guard.audit.settings import AuditSettings, SinkSettings
-from guard.audit.sinks import Sink, make_sink
+from guard.audit.sinks import FileSink, Sink, SplunkHEC, Syslog, Webhook
 
 log = logging.getLogger("guard.audit.forwarder")
 Position = dict[str, dict[str, Any]]  # chain -> {"segment": name, "offset": int, "seq": int}
 
+
+
+def make_sink(s: SinkSettings) -> Sink:
+    """The sink a configuration names (RELP builds on the syslog sink, so it is chosen here, above both)."""
+    if s.type == "relp":
+        from guard.audit.relp import Relp
+
+        return Relp(s)
+    kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
+        "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
+    return kinds[s.type](s)
 
 class JournalLine(dict):  # type: ignore[type-arg]
     """A parsed event that keeps its journal bytes, so native-JSON sinks send them without re-encoding."""

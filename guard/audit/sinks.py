@@ -253,13 +253,3 @@ class FileSink:
 
     def reset(self) -> None:
         pass
-
-
-def make_sink(s: SinkSettings) -> Sink:
-    if s.type == "relp":
-        from guard.audit.relp import Relp  # it builds on this module
-
-        return Relp(s)
-    kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
-        "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
-    return kinds[s.type](s)
