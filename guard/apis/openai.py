@@ -5,6 +5,7 @@ import json
 import time
 from typing import Any, Iterator
 
+from guard.apis.answer import answer_segments, nest
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -198,7 +199,7 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             if isinstance(args, str):
                 segs.append(Segment(args, "assistant", "tool_arguments",
                                     ("choices", i, "message", "tool_calls", j, "function", "arguments")))
-    return segs
+    return segs + answer_segments(body, segs)  # refusal, reasoning, parts, fields no reference lists
 
 
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
@@ -273,6 +274,8 @@ def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tu
             "created": (like or {}).get("created", int(time.time())), "model": (like or {}).get("model", model)}
     if operation == "completion":
         return {**base, "choices": [{"index": key[0], "text": text, "finish_reason": None}]}
+    if key[1] == "extra":  # another text of the choice (guard.apis.answer.stream_strings)
+        return {**base, "choices": [{"index": key[0], "finish_reason": None, **nest(key[2:], text)}]}
     if key[1] == "tool":
         delta = {"tool_calls": [{"index": key[2], "function": {"arguments": text}}]}
     else:

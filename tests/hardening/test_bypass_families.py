@@ -1,0 +1,199 @@
+"""Bypass families attacked through the running proxy, beyond the named fields (issue 21, "No bypass").
+
+Answer side: a model server (tests/hardening/raw_upstream.py, bytes written by hand) puts a secret that the
+shipped denylist redacts in answers (an AWS access key) into every other place an answer may carry model
+text: ``refusal``, ``reasoning_content`` / ``reasoning``, content as an array of parts, ``audio.transcript``,
+``function_call.arguments``, annotations, a field no reference lists, Ollama's ``thinking`` and streamed
+tool calls, and ``logprobs`` (the answer again, token by token), whole and streamed. None of it may reach
+the client unscreened.
+"""
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.hardening.raw_upstream import RawUpstream, response
+
+KEY = "AKIAIOSFODNN7EXAMPLE"  # the shipped denylist redacts it in answers
+HALF1, HALF2 = KEY[:9], KEY[9:]  # a key split across two tokens / stream chunks
+CHAT = "/v1/chat/completions"
+
+
+def _chat(message: dict[str, Any], top: dict[str, Any] | None = None, **choice: Any) -> bytes:
+    return json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "m", **(top or {}),
+                       "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                                    "finish_reason": "stop", **choice}],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+def _logprobs(*tokens: str) -> dict[str, Any]:
+    return {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()),
+                         "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}]}
+                        for t in tokens]}
+
+
+WHOLE = {
+    "refusal": _chat({"content": None, "refusal": f"I will not say {KEY}"}),
+    "reasoning_content": _chat({"content": "ok", "reasoning_content": f"the key is {KEY}"}),
+    "reasoning": _chat({"content": "ok", "reasoning": f"the key is {KEY}"}),
+    "content-parts": _chat({"content": [{"type": "text", "text": f"the key is {KEY}"}]}),
+    "audio-transcript": _chat({"content": None, "audio": {"id": "a1", "data": "", "expires_at": 0,
+                                                          "transcript": f"the key is {KEY}"}}),
+    "function-call": _chat({"content": None, "function_call": {"name": "f",
+                                                               "arguments": json.dumps({"k": KEY})}}),
+    "annotations": _chat({"content": "ok", "annotations": [
+        {"type": "url_citation", "url_citation": {"title": f"key {KEY}", "url": "https://example.com/"}}]}),
+    "unknown-field": _chat({"content": "ok", "x_debug": f"key {KEY}"}),
+    "unknown-top": _chat({"content": "ok"}, top={"x_trace": f"key {KEY}"}),
+    "logprobs": _chat({"content": f"the key is {KEY}"}, logprobs=_logprobs("the key is ", HALF1, HALF2)),
+    "completion-logprobs": json.dumps({"id": "c1", "object": "text_completion", "created": 0, "model": "m",
+                                       "choices": [{"index": 0, "text": f"key {KEY}", "finish_reason": "stop",
+                                                    "logprobs": {"tokens": ["key ", HALF1, HALF2],
+                                                                 "token_logprobs": [-0.1, -0.1, -0.1],
+                                                                 "top_logprobs": [{HALF1: -0.1}], "text_offset": [0, 4, 13]}}]
+                                       }).encode(),
+}
+
+
+def _sse(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _delta(delta: dict[str, Any], finish: str | None = None, **choice: Any) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **choice}]}
+
+
+STREAMED = {
+    "reasoning_content": _sse(_delta({"role": "assistant", "reasoning_content": "the key is "}),
+                              _delta({"reasoning_content": HALF1}), _delta({"reasoning_content": HALF2}),
+                              _delta({"content": "ok"}), _delta({}, "stop")),
+    "refusal": _sse(_delta({"role": "assistant", "refusal": "no: "}), _delta({"refusal": HALF1}),
+                    _delta({"refusal": HALF2}), _delta({}, "stop")),
+    "logprobs": _sse(_delta({"role": "assistant", "content": HALF1}, logprobs=_logprobs(HALF1)),
+                     _delta({"content": HALF2}, logprobs=_logprobs(HALF2)), _delta({}, "stop")),
+    "tool-name": _sse(_delta({"role": "assistant", "tool_calls": [
+        {"index": 0, "id": "t1", "type": "function", "function": {"name": f"f-{KEY}", "arguments": ""}}]}),
+        _delta({}, "tool_calls")),
+}
+
+
+def _ndjson(*chunks: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(c).encode() + b"\n" for c in chunks)
+
+
+def _o(message: dict[str, Any] | None = None, done: bool = False, **top: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": "o-m", "created_at": "2025-01-01T00:00:00Z", "done": done, **top}
+    if message is not None:
+        out["message"] = {"role": "assistant", "content": "", **message}
+    return out
+
+
+OLLAMA = {  # (path, stream, answer bytes)
+    "thinking": ("/api/chat", False, json.dumps(_o({"content": "ok", "thinking": f"key {KEY}"}, True)).encode()),
+    "generate-thinking": ("/api/generate", False,
+                          json.dumps(_o(None, True, response="ok", thinking=f"key {KEY}")).encode()),
+    "logprobs": ("/api/chat", False, json.dumps(_o({"content": f"key {KEY}"}, True, logprobs=[
+        {"token": HALF1, "logprob": -0.1}, {"token": HALF2, "logprob": -0.1}])).encode()),
+    "stream-thinking": ("/api/chat", True, _ndjson(_o({"thinking": "key "}), _o({"thinking": HALF1}),
+                                                  _o({"thinking": HALF2}), _o({"content": "ok"}),
+                                                  _o({}, True, done_reason="stop"))),
+    "stream-tool-call": ("/api/chat", True, _ndjson(
+        _o({"tool_calls": [{"function": {"name": "lookup", "arguments": {"key": KEY}}}]}),
+        _o({}, True, done_reason="stop"))),
+}
+
+
+def _handler(body: bytes, ctype: bytes) -> Any:
+    def h(c: socket.socket, req: dict[str, Any]) -> None:
+        c.sendall(response(body, ctype=ctype))
+    return h
+
+
+HANDLERS = {**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
+            **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
+            **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json")
+               for k, v in OLLAMA.items()}}
+
+
+@pytest.fixture(scope="module")
+def attacked(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.conftest import start_guard
+
+    raw = RawUpstream(HANDLERS)
+    g = start_guard(pki_dir, raw.url, tmp_path_factory.mktemp("bypass"), judge_url=model_server[1],
+                    upstreams={"raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
+                               "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5}},
+                    routes=[{"model": "o-*", "upstream": "rawo"}, {"model": "*", "upstream": "raw"}])
+    yield g
+    g.stop()
+    raw.close()
+
+
+def _no_key(text: str) -> None:
+    assert KEY not in text and HALF2 not in text, text
+
+
+@pytest.mark.parametrize("case", sorted(WHOLE))
+def test_every_text_of_a_whole_answer_is_screened(attacked: Any, case: str) -> None:
+    path, body = (("/v1/completions", {"prompt": "hi"}) if case.startswith("completion")
+                  else (CHAT, {"messages": [{"role": "user", "content": "hi"}]}))
+    with attacked.client("staff") as c:
+        r = c.post(path, json={"model": f"w-{case}", **body})
+    assert r.status_code == 200, r.text
+    _no_key(r.text)
+    assert r.json()["choices"], r.text  # still an answer, in its own shape
+
+
+@pytest.mark.parametrize("case", sorted(STREAMED))
+def test_every_text_of_a_streamed_answer_is_screened(attacked: Any, case: str) -> None:
+    with attacked.client("staff") as c:
+        r = c.post(CHAT, json={"model": f"s-{case}", "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    assert r.text.rstrip().endswith("data: [DONE]"), r.text
+    pieces = "".join(json.dumps(json.loads(ln[6:])) for ln in r.text.splitlines()
+                     if ln.startswith("data: {"))
+    chunks = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
+    joined: dict[str, str] = {}
+    for ch in chunks:
+        for choice in ch["choices"]:
+            for k, v in (choice.get("delta") or {}).items():
+                if isinstance(v, str):
+                    joined[k] = joined.get(k, "") + v
+    _no_key(pieces)
+    for text in joined.values():
+        _no_key(text)
+
+
+def test_the_streamed_openai_sdk_sees_no_secret_in_reasoning(attacked: Any) -> None:
+    client = attacked.openai("staff")
+    seen = ""
+    for chunk in client.chat.completions.create(model="s-reasoning_content", stream=True,
+                                                messages=[{"role": "user", "content": "hi"}]):
+        for ch in chunk.choices:
+            seen += (ch.delta.model_extra or {}).get("reasoning_content") or ""
+    assert seen.startswith("the key is "), seen
+    _no_key(seen)
+
+
+@pytest.mark.parametrize("case", sorted(OLLAMA))
+def test_every_text_of_an_ollama_answer_is_screened(attacked: Any, case: str) -> None:
+    path, stream, _ = OLLAMA[case]
+    body: dict[str, Any] = {"model": f"o-{case}", "stream": stream}
+    if path == "/api/chat":
+        body["messages"] = [{"role": "user", "content": "hi"}]
+    else:
+        body["prompt"] = "hi"
+    with attacked.client("staff") as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 200, r.text
+    lines = [json.loads(ln) for ln in r.text.splitlines() if ln.strip()]
+    assert lines and lines[-1]["done"] is True, r.text
+    _no_key(r.text)
+    thinking = "".join((ln.get("message") or {}).get("thinking") or ln.get("thinking") or "" for ln in lines)
+    _no_key(thinking)
