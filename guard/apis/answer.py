@@ -35,11 +35,22 @@ def drop_unscreenable(api: str, obj: dict[str, Any]) -> bool:
         for k in UNSCREENABLE_KEYS:
             dropped = obj.pop(k, None) is not None or dropped
         return dropped
-    for ch in obj.get("choices") or []:
-        if isinstance(ch, dict) and "logprobs" in ch:
+    for ch in _choices(obj):
+        if "logprobs" in ch:
             dropped = ch["logprobs"] is not None or dropped
             ch["logprobs"] = None
     return dropped
+
+
+def _choices(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The choice objects of an OpenAI answer or chunk (whatever else an untrusted body put there left out)."""
+    c = obj.get("choices")
+    return [x for x in c if isinstance(x, dict)] if isinstance(c, list) else []
+
+
+def _index(v: Any, default: int) -> Any:
+    """A choice's index as guard.apis.openai reads it (its channel key)."""
+    return v if isinstance(v, (int, str)) and not isinstance(v, bool) else default
 
 
 def other_strings(obj: Any, path: tuple = (), known: frozenset[tuple] = frozenset(),
@@ -75,8 +86,9 @@ def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
     channels: list[tuple[tuple, tuple, str]] = []
     whole: list[tuple[tuple, str]] = []
     if api == "openai":
-        roots = [(("choices", ci), ch, ch.get("index", ci)) for ci, ch in enumerate(chunk.get("choices") or [])
-                 if isinstance(ch, dict)]
+        choices = chunk.get("choices")
+        roots = [(("choices", ci), ch, _index(ch.get("index"), ci))
+                 for ci, ch in enumerate(choices if isinstance(choices, list) else []) if isinstance(ch, dict)]
         rest = {k: v for k, v in chunk.items() if k != "choices"}
         roots.append(((), rest, 0))
     else:
@@ -86,7 +98,7 @@ def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
             if "tool_calls" in path or (api == "openai" and not base):
                 whole.append((path, text))
             else:
-                channels.append(((idx if isinstance(idx, (int, str)) else 0, "extra", *path[len(base):]), path, text))
+                channels.append(((idx, "extra", *path[len(base):]), path, text))
     return channels, whole
 
 
