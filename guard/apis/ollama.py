@@ -6,7 +6,7 @@ import time
 from typing import Any, Iterator
 
 from guard.apis.answer import answer_segments, nest
-from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment
+from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -91,7 +91,7 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         segs.append(Segment(fmt, "system", "response_schema", ("format",)))
     elif operation != "embeddings" and fmt is not None:
         segs.append(json_segment(fmt, "system", "response_schema", ("format",)))
-    return segs
+    return segs + parameter_segments("ollama", operation, body)
 
 
 def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:

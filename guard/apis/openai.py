@@ -6,6 +6,7 @@ import time
 from typing import Any, Iterator
 
 from guard.apis.answer import answer_segments, nest
+from guard.apis.fields import parameter_texts
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -140,7 +141,12 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         _str(segs, body, "suffix", "user", "suffix", ())
     elif operation == "embeddings":
         _strings(segs, body, "input", "input")
-    return segs
+    return segs + parameter_segments("openai", operation, body)
+
+
+def parameter_segments(api: str, operation: str, body: dict[str, Any]) -> list[Segment]:
+    """Text parameters the upstream receives though the model does not read them (fields.SENT_PARAMETERS)."""
+    return [Segment(t, "user", "parameter", p) for p, t in parameter_texts(api, operation, body)]
 
 
 def _strings(segs: list[Segment], body: dict[str, Any], key: str, kind: str) -> None:

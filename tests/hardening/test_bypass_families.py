@@ -129,9 +129,15 @@ def attacked(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathF
                     upstreams={"raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
                                "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5}},
                     routes=[{"model": "o-*", "upstream": "rawo"}, {"model": "*", "upstream": "raw"}])
+    g.extra["raw"] = raw
     yield g
     g.stop()
     raw.close()
+
+
+@pytest.fixture
+def raw_requests(attacked: Any) -> list[Any]:
+    return attacked.extra["raw"].requests
 
 
 def _no_key(text: str) -> None:
@@ -197,3 +203,37 @@ def test_every_text_of_an_ollama_answer_is_screened(attacked: Any, case: str) ->
     _no_key(r.text)
     thinking = "".join((ln.get("message") or {}).get("thinking") or ln.get("thinking") or "" for ln in lines)
     _no_key(thinking)
+
+
+# --- request side: parameters the upstream receives ---------------------------------------------------------
+
+PARAMS = {  # path, body fields carrying the secret (parameters, not model context; fields.SENT_PARAMETERS)
+    "stop": (CHAT, {"stop": ["\n\n", f"key {KEY}"]}),
+    "stop-string": ("/v1/completions", {"stop": f"key {KEY}"}),
+    "user": (CHAT, {"user": f"key {KEY}"}),
+    "safety_identifier": (CHAT, {"safety_identifier": f"key {KEY}"}),
+    "prompt_cache_key": (CHAT, {"prompt_cache_key": f"key {KEY}"}),
+    "metadata": (CHAT, {"metadata": {"note": f"key {KEY}"}, "store": True}),
+    "tool_choice": (CHAT, {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+                           "tool_choice": {"type": "function", "function": {"name": f"key {KEY}"}}}),
+    "embeddings-user": ("/v1/embeddings", {"user": f"key {KEY}"}),
+    "ollama-stop": ("/api/chat", {"options": {"stop": [f"key {KEY}"]}, "stream": False}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAMS))
+def test_text_parameters_sent_upstream_are_screened(attacked: Any, raw_requests: list[Any], case: str) -> None:
+    path, extra = PARAMS[case]
+    base: dict[str, Any] = {"model": "o-thinking" if path.startswith("/api") else "w-reasoning"}
+    if path in (CHAT, "/api/chat"):
+        base["messages"] = [{"role": "user", "content": "hi"}]
+    elif path == "/v1/completions":
+        base["prompt"] = "hi"
+    else:
+        base["input"] = "hi"
+    n = len(raw_requests)
+    with attacked.client("staff") as c:
+        r = c.post(path, json={**base, **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "secret_blocked", r.text
+    assert len(raw_requests) == n  # never reached the model server
