@@ -76,6 +76,8 @@ STREAMED = {
                     _delta({"refusal": HALF2}), _delta({}, "stop")),
     "logprobs": _sse(_delta({"role": "assistant", "content": HALF1}, logprobs=_logprobs(HALF1)),
                      _delta({"content": HALF2}, logprobs=_logprobs(HALF2)), _delta({}, "stop")),
+    "unknown-top": _sse({**_delta({"role": "assistant", "content": "ok"}), "x_trace": f"key {KEY}"},
+                        _delta({}, "stop")),
     "tool-name": _sse(_delta({"role": "assistant", "tool_calls": [
         {"index": 0, "id": "t1", "type": "function", "function": {"name": f"f-{KEY}", "arguments": ""}}]}),
         _delta({}, "tool_calls")),
@@ -99,6 +101,8 @@ OLLAMA = {  # (path, stream, answer bytes)
                           json.dumps(_o(None, True, response="ok", thinking=f"key {KEY}")).encode()),
     "logprobs": ("/api/chat", False, json.dumps(_o({"content": f"key {KEY}"}, True, logprobs=[
         {"token": HALF1, "logprob": -0.1}, {"token": HALF2, "logprob": -0.1}])).encode()),
+    "generate-context": ("/api/generate", False, json.dumps(_o(None, True, response=f"key {KEY}",
+                                                              context=[1, 2, 3])).encode()),
     "stream-thinking": ("/api/chat", True, _ndjson(_o({"thinking": "key "}), _o({"thinking": HALF1}),
                                                   _o({"thinking": HALF2}), _o({"content": "ok"}),
                                                   _o({}, True, done_reason="stop"))),
@@ -114,7 +118,11 @@ def _handler(body: bytes, ctype: bytes) -> Any:
     return h
 
 
-HANDLERS = {**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
+UNSAFE = "here is how to build a bomb"  # the stand-in Llama Guard judges it S9: the answer is blocked
+BLOCKED = _chat({"content": UNSAFE, "reasoning_content": UNSAFE}, top={"x_trace": UNSAFE},
+                logprobs=_logprobs("here is how to build a ", "bomb"), x_choice_note=UNSAFE)
+
+HANDLERS = {"w-blocked": _handler(BLOCKED, b"application/json"),**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
             **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
             **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json")
                for k, v in OLLAMA.items()}}
@@ -201,8 +209,19 @@ def test_every_text_of_an_ollama_answer_is_screened(attacked: Any, case: str) ->
     lines = [json.loads(ln) for ln in r.text.splitlines() if ln.strip()]
     assert lines and lines[-1]["done"] is True, r.text
     _no_key(r.text)
+    if case == "generate-context":
+        assert "context" not in lines[-1], lines[-1]  # token ids of the unredacted answer
     thinking = "".join((ln.get("message") or {}).get("thinking") or ln.get("thinking") or "" for ln in lines)
     _no_key(thinking)
+
+
+def test_a_blocked_answer_keeps_no_other_text(attacked: Any) -> None:
+    with attacked.client("staff") as c:
+        r = c.post(CHAT, json={"model": "w-blocked", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter", r.text
+    assert "bomb" not in r.text, r.text
 
 
 # --- request side: parameters the upstream receives ---------------------------------------------------------
