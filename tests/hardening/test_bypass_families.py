@@ -235,6 +235,15 @@ PARAMS = {  # path, body fields carrying the secret (parameters, not model conte
     "metadata": (CHAT, {"metadata": {"note": f"key {KEY}"}, "store": True}),
     "tool_choice": (CHAT, {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
                            "tool_choice": {"type": "function", "function": {"name": f"key {KEY}"}}}),
+    "web_search_location": (CHAT, {"web_search_options": {"user_location": {
+        "type": "approximate", "approximate": {"city": f"key {KEY}", "country": "DE"}}}}),
+    "tool_call_id": (CHAT, {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call {KEY}", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"}]}),
+    "ollama-tool_call_id": ("/api/chat", {"stream": False, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"}]}),
     "embeddings-user": ("/v1/embeddings", {"user": f"key {KEY}"}),
     "ollama-stop": ("/api/chat", {"options": {"stop": [f"key {KEY}"]}, "stream": False}),
 }
