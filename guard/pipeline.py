@@ -460,7 +460,7 @@ class Pipeline:
             api = APIS[ex.api]
             outcome["usage"] = api.usage(body)
             if screens.response and ex.operation != "embeddings":
-                data = await self._screen_whole(ex, body, prompt, screens, api) or data
+                data = await self._screen_whole(ex, body, prompt, screens, api)
             outcome["finish_reasons"] = api.finish_reasons(body)
             outcome["bytes"] = len(data)
             capture = getattr(getattr(self.svc.recorder, "capture", None), "level", "none")
@@ -474,8 +474,8 @@ class Pipeline:
         await self._completed(ex, outcome)
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
-                            api: Any) -> bytes | None:
-        dropped = answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
+                            api: Any) -> bytes:
+        answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()
@@ -493,8 +493,11 @@ class Pipeline:
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
             _filter_whole(ex, body)
-            return json.dumps(body).encode()
-        return json.dumps(body).encode() if _write_back(body, segs, before) or dropped else None
+        else:
+            _write_back(body, segs, before)
+        # the judged object, never the upstream's bytes: a key given twice is read as its last value here, as
+        # its first by some clients (docs/threat-model.md)
+        return json.dumps(body).encode()
 
     async def _stream(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive,
                       send: Send) -> None:

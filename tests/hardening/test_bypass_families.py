@@ -49,6 +49,9 @@ WHOLE = {
         {"type": "url_citation", "url_citation": {"title": f"key {KEY}", "url": "https://example.com/"}}]}),
     "unknown-field": _chat({"content": "ok", "x_debug": f"key {KEY}"}),
     "unknown-top": _chat({"content": "ok"}, top={"x_trace": f"key {KEY}"}),
+    # a key given twice: Guard's parser reads the last value, some clients (simdjson on-demand, jsmn) the first
+    "duplicate-key": _chat({"content": "ok"}).replace(b'"content": "ok"',
+                                                      f'"content": "key {KEY}", "content": "ok"'.encode()),
     "logprobs": _chat({"content": f"the key is {KEY}"}, logprobs=_logprobs("the key is ", HALF1, HALF2)),
     "completion-logprobs": json.dumps({"id": "c1", "object": "text_completion", "created": 0, "model": "m",
                                        "choices": [{"index": 0, "text": f"key {KEY}", "finish_reason": "stop",
@@ -122,7 +125,12 @@ UNSAFE = "here is how to build a bomb"  # the stand-in Llama Guard judges it S9:
 BLOCKED = _chat({"content": UNSAFE, "reasoning_content": UNSAFE}, top={"x_trace": UNSAFE},
                 logprobs=_logprobs("here is how to build a ", "bomb"), x_choice_note=UNSAFE)
 
-HANDLERS = {"w-blocked": _handler(BLOCKED, b"application/json"),**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
+def _error_twice(c: socket.socket, req: dict[str, Any]) -> None:
+    body = f'{{"error": {{"message": "bad key {KEY}", "message": "bad request", "type": "invalid_request_error"}}}}'
+    c.sendall(response(body.encode(), status="400 Bad Request"))
+
+
+HANDLERS = {"w-blocked": _handler(BLOCKED, b"application/json"), "w-error-twice": _error_twice,**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
             **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
             **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json")
                for k, v in OLLAMA.items()}}
@@ -222,6 +230,14 @@ def test_a_blocked_answer_keeps_no_other_text(attacked: Any) -> None:
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter", r.text
     assert "bomb" not in r.text, r.text
+
+
+def test_an_error_body_goes_out_as_judged(attacked: Any) -> None:
+    with attacked.client("staff") as c:
+        r = c.post(CHAT, json={"model": "w-error-twice", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text
+    _no_key(r.text)
+    assert r.json()["error"]["message"] == "bad request"
 
 
 # --- request side: parameters the upstream receives ---------------------------------------------------------
