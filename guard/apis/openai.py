@@ -162,6 +162,9 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     upstream allows the kind (``allow_unscreened``)."""
     out: list[tuple[str, str]] = []
     if operation == "chat":
+        if "audio" in _list(body.get("modalities")) or body.get("audio") is not None:
+            # a spoken answer: its transcript is screened, the speech itself cannot be
+            out.append(("audio", "$.modalities" if body.get("audio") is None else "$.audio"))
         for i, m in enumerate(_list(body.get("messages"))):
             m = _dict(m)
             if m.get("audio") is not None:

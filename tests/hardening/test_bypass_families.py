@@ -240,6 +240,19 @@ def test_an_error_body_goes_out_as_judged(attacked: Any) -> None:
     assert r.json()["error"]["message"] == "bad request"
 
 
+@pytest.mark.parametrize("extra", [{"modalities": ["text", "audio"]},
+                                   {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+                                   {"audio": {"voice": "alloy", "format": "wav"}}])
+def test_a_spoken_answer_cannot_be_screened_and_is_refused(attacked: Any, raw_requests: list[Any],
+                                                           extra: dict[str, Any]) -> None:
+    n = len(raw_requests)
+    with attacked.client("staff") as c:
+        r = c.post(CHAT, json={"model": "w-reasoning", "messages": [{"role": "user", "content": "hi"}], **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "unscreenable_input", r.text
+    assert len(raw_requests) == n
+
+
 # --- request side: parameters the upstream receives ---------------------------------------------------------
 
 PARAMS = {  # path, body fields carrying the secret (parameters, not model context; fields.SENT_PARAMETERS)
