@@ -294,3 +294,60 @@ def test_text_parameters_sent_upstream_are_screened(attacked: Any, raw_requests:
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "secret_blocked", r.text
     assert len(raw_requests) == n  # never reached the model server
+
+
+# --- request targets, methods and encodings (closed: kept as regression cases) ------------------------------
+
+def _raw(g: Any, target: bytes, method: bytes = b"POST", extra: bytes = b"", body: bytes | None = None) -> bytes:
+    from tests.hardening.conftest import tls_socket
+
+    body = body if body is not None else json.dumps(
+        {"model": "w-reasoning", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    s = tls_socket(g.url, g.ssl_context("staff"))
+    s.sendall(b"%s %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+              b"connection: close\r\n%s\r\n%s" % (method, target, len(body), extra, body))
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return out
+
+
+@pytest.mark.parametrize("target", [b"/v1/chat/completions/", b"//v1/chat/completions", b"/V1/chat/completions",
+                                    b"/v1/./chat/completions", b"/v1/x/../chat/completions",
+                                    b"/v1/chat/completions;x", b"/v1/chat/completions%00"])
+def test_path_variants_are_not_routes(attacked: Any, raw_requests: list[Any], target: bytes) -> None:
+    n = len(raw_requests)
+    out = _raw(attacked, target)
+    assert out.startswith(b"HTTP/1.1 404"), out[:200]
+    assert len(raw_requests) == n
+
+
+@pytest.mark.parametrize("target", [b"/v1/chat/completions?api-version=2099-01-01&stream=true",
+                                    b"/v1/chat%2Fcompletions", b"/%761/chat/completions?x=1"])
+def test_a_query_string_or_encoded_path_never_reaches_the_upstream(attacked: Any, raw_requests: list[Any],
+                                                                    target: bytes) -> None:
+    n = len(raw_requests)
+    out = _raw(attacked, target)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    assert [r["line"] for r in raw_requests[n:]] == ["POST /v1/chat/completions HTTP/1.1"]
+
+
+@pytest.mark.parametrize("method", [b"HEAD", b"PUT", b"PATCH", b"GET", b"DELETE", b"OPTIONS"])
+def test_other_methods_are_not_routes(attacked: Any, raw_requests: list[Any], method: bytes) -> None:
+    n = len(raw_requests)
+    out = _raw(attacked, b"/v1/chat/completions", method, extra=b"x-http-method-override: POST\r\n")
+    assert out.startswith(b"HTTP/1.1 404"), out[:200]
+    assert len(raw_requests) == n
+
+
+def test_compressed_bodies_are_refused_not_forwarded(attacked: Any, raw_requests: list[Any]) -> None:
+    import gzip
+    import zlib
+
+    body = json.dumps({"model": "w-reasoning", "messages": [{"role": "user", "content": f"key {KEY}"}]}).encode()
+    n = len(raw_requests)
+    for coding, data in ((b"gzip", gzip.compress(body)), (b"deflate", zlib.compress(body))):
+        out = _raw(attacked, b"/v1/chat/completions", extra=b"content-encoding: %s\r\n" % coding, body=data)
+        assert out.startswith(b"HTTP/1.1 400"), out[:200]
+    assert len(raw_requests) == n
