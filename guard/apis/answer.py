@@ -85,6 +85,7 @@ def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
     arguments: screened on their own)."""
     channels: list[tuple[tuple, tuple, str]] = []
     whole: list[tuple[tuple, str]] = []
+    roots: list[tuple[tuple[Any, ...], dict[str, Any], Any]]
     if api == "openai":
         choices = chunk.get("choices")
         roots = [(("choices", ci), ch, _index(ch.get("index"), ci))

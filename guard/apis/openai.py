@@ -285,6 +285,7 @@ def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tu
         return {**base, "choices": [{"index": key[0], "text": text, "finish_reason": None}]}
     if key[1] == "extra":  # another text of the choice (guard.apis.answer.stream_strings)
         return {**base, "choices": [{"index": key[0], "finish_reason": None, **nest(key[2:], text)}]}
+    delta: dict[str, Any]
     if key[1] == "tool":
         delta = {"tool_calls": [{"index": key[2], "function": {"arguments": text}}]}
     else:
