@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
+from guard.apis import answer as answers
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -482,7 +483,7 @@ class Pipeline:
             api = APIS[ex.api]
             outcome["usage"] = api.usage(body)
             if screens.response and ex.operation != "embeddings":
-                data = await self._screen_whole(ex, body, prompt, screens, api) or data
+                data = await self._screen_whole(ex, body, prompt, screens, api)
             outcome["finish_reasons"] = api.finish_reasons(body)
             outcome["bytes"] = len(data)
             capture = getattr(getattr(self.svc.recorder, "capture", None), "level", "none")
@@ -498,7 +499,8 @@ class Pipeline:
         await self._completed(ex, outcome)
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
-                            api: Any) -> bytes | None:
+                            api: Any) -> bytes:
+        answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()
@@ -516,8 +518,11 @@ class Pipeline:
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
             _filter_whole(ex, body)
-            return json.dumps(body).encode()
-        return json.dumps(body).encode() if _write_back(body, segs, before) else None
+        else:
+            _write_back(body, segs, before)
+        # the judged object, never the upstream's bytes: a key given twice is read as its last value here, as
+        # its first by some clients (docs/threat-model.md)
+        return json.dumps(body).encode()
 
     async def _stream(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive,
                       send: Send) -> None:
@@ -672,15 +677,22 @@ def _no_translation(ex: Exchange) -> None:
 def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
     """A blocked non-streamed answer: empty content and finish_reason content_filter."""
     if ex.api == "openai":
+        top = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
+        body.clear()
+        body.update(top)
         for ch in body.get("choices") or []:
             if isinstance(ch, dict):
-                ch["finish_reason"] = "content_filter"
-                if isinstance(ch.get("message"), dict):
+                kept = {k: ch[k] for k in ("index", "message", "text") if k in ch}
+                ch.clear()
+                ch.update(kept, finish_reason="content_filter", logprobs=None)
+                if "message" in ch:
                     ch["message"] = {"role": "assistant", "content": ""}
                 if "text" in ch:
                     ch["text"] = ""
     else:
-        body["done_reason"] = "content_filter"
+        kept = {k: body[k] for k in ("model", "created_at", "done", "message", "response") if k in body}
+        body.clear()
+        body.update(kept, done_reason="content_filter")
         if "message" in body:
             body["message"] = {"role": "assistant", "content": ""}
         if "response" in body:

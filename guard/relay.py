@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from guard.apis import ollama, openai, set_path
+from guard.apis import answer, ollama, openai, set_path
 from guard.filters.base import StreamScreen, Verdict
 
 
@@ -97,6 +97,7 @@ class Relay:
         self.model = model
         self._open_chain = open_chain
         self._chains: dict[tuple, _Chain] = {}
+        self._whole: list[_Chain] = []  # the chains that screened one text carried whole (answer.stream_strings)
         self._buf = bytearray()
         self._like: dict[str, Any] | None = None
         self.usage: dict[str, int] | None = None
@@ -113,7 +114,7 @@ class Relay:
     def verdicts(self) -> list[Verdict]:
         """What every channel's stream screens found (for the audit record)."""
         out = []
-        for chain in self._chains.values():
+        for chain in (*self._chains.values(), *self._whole):
             for s in chain.screens:
                 v = getattr(s, "verdict", None)
                 v = v() if callable(v) else v
@@ -165,7 +166,20 @@ class Relay:
         self._like = chunk
         mod = openai if self.api == "openai" else ollama
         held = False
-        for key, path, text in list(mod.chunk_channels(self.operation, chunk)):
+        answer.drop_unscreenable(self.api, chunk)  # logprobs, token ids: cannot be judged
+        channels = list(mod.chunk_channels(self.operation, chunk))
+        extra, whole = answer.stream_strings(self.api, chunk, frozenset(p for _, p, _ in channels))
+        for path, text in whole:
+            chain = _Chain(self._open_chain("content"))
+            self._whole.append(chain)
+            released, stop = await chain.feed(text)
+            if stop is None:
+                rest, stop = await chain.finish()
+                released += rest
+            if stop:
+                return b"", stop
+            set_path(chunk, path, released)
+        for key, path, text in channels + extra:
             released, stop = await self._chain(key).feed(text)
             if stop:
                 return (self._encode(self._flush_chunk(key, released)) if released else b""), stop
@@ -210,7 +224,7 @@ class Relay:
     def _flush_chunk(self, key: tuple, text: str) -> dict[str, Any]:
         if self.api == "openai":
             return openai.flush_chunk(self.operation, self._like, self.model, key, text)
-        return ollama.flush_chunk(self.operation, self._like, self.model, text)
+        return ollama.flush_chunk(self.operation, self._like, self.model, text, key)
 
     def _encode(self, chunk: dict[str, Any]) -> bytes:
         return openai.encode_event(chunk) if self.api == "openai" else ollama.encode_line(chunk)

@@ -73,6 +73,6 @@ async def screen_error_body(api: str, data: bytes, screens: list[ResponseScreen]
         if seg.text != old:
             changed = True
             body = _set(body, seg.path, seg.text)
-    if not changed:
-        return data, verdicts, ""
+    if not changed:  # a JSON body goes out as judged: a key given twice is read as its first value by some clients
+        return (json.dumps(body).encode() if is_json else data), verdicts, ""
     return (json.dumps(body).encode() if is_json else str(body).encode()), verdicts, "redacted"

@@ -227,3 +227,40 @@ def refuse_unknown(unknown: list[tuple[str, str]], allowed: set[str]) -> None:
             raise bad_request(f"unknown field {path}: Guard forwards only the fields of the API reference "
                               "(an operator may allow others per upstream: extra_fields)", "unknown_field",
                               param=path)
+
+
+# --- parameters that carry client text to the upstream -------------------------------------------------------
+# Not model context, but text the upstream receives and may keep (OpenAI stores ``metadata`` and ``user`` with
+# stored completions; a stop sequence is free text; a user location is personal data; some chat templates
+# print tool-call ids into the prompt): a secret or personal data put there would leave unscreened. They are screened as kind ``parameter`` (docs/threat-model.md). "*" is every key or index.
+_STOP = (("stop",), ("stop", "*"))
+SENT_PARAMETERS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("openai", "chat"): (*_STOP, ("user",), ("safety_identifier",), ("prompt_cache_key",), ("metadata", "*"),
+                         ("tool_choice", "function", "name"), ("tool_choice", "custom", "name"),
+                         ("web_search_options", "user_location", "approximate", "*"),
+                         ("messages", "*", "tool_call_id"), ("messages", "*", "tool_calls", "*", "id")),
+    ("openai", "completion"): (*_STOP, ("user",)),
+    ("openai", "embeddings"): (("user",),),
+    ("ollama", "chat"): (("options", "stop"), ("options", "stop", "*"), ("messages", "*", "tool_call_id"),
+                         ("messages", "*", "tool_calls", "*", "id")),
+    ("ollama", "completion"): (("options", "stop"), ("options", "stop", "*")),
+    ("ollama", "embeddings"): (),
+}
+
+
+def parameter_texts(api: str, operation: str, body: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """(path, text) for each string at a ``SENT_PARAMETERS`` path of ``body``."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    for pattern in SENT_PARAMETERS[(api, operation)]:
+        level: list[tuple[tuple[Any, ...], Any]] = [((), body)]
+        for step in pattern:
+            nxt: list[tuple[tuple[Any, ...], Any]] = []
+            for path, obj in level:
+                if step == "*":
+                    items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else ()
+                    nxt.extend(((*path, k), v) for k, v in items)
+                elif type(obj) is dict and step in obj:
+                    nxt.append(((*path, step), obj[step]))
+            level = nxt
+        out.extend((path, v) for path, v in level if type(v) is str)
+    return out

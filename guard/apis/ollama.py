@@ -5,7 +5,8 @@ import json
 import time
 from typing import Any, Iterator
 
-from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment
+from guard.apis.answer import answer_segments, nest
+from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -90,7 +91,7 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         segs.append(Segment(fmt, "system", "response_schema", ("format",)))
     elif operation != "embeddings" and fmt is not None:
         segs.append(json_segment(fmt, "system", "response_schema", ("format",)))
-    return segs
+    return segs + parameter_segments("ollama", operation, body)
 
 
 def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
@@ -120,7 +121,7 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             s = _args_segment(_tool_args(tc), "assistant", ("message", "tool_calls", j, "function", "arguments"))
             if s:
                 segs.append(s)
-    return segs
+    return segs + answer_segments(body, segs)  # thinking, tool names, fields no reference lists
 
 
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
@@ -159,9 +160,15 @@ def encode_line(chunk: dict[str, Any]) -> bytes:
     return json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, text: str) -> dict[str, Any]:
+def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, text: str,
+                key: tuple = (0, "content")) -> dict[str, Any]:
     base = {"model": (like or {}).get("model", model),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "done": False}
+    if key[1] == "extra":  # another text of the answer (guard.apis.answer.stream_strings)
+        out = {**base, **nest(key[2:], text)}
+        if isinstance(out.get("message"), dict):
+            out["message"] = {"role": "assistant", "content": "", **out["message"]}
+        return out
     if operation == "completion":
         return {**base, "response": text}
     return {**base, "message": {"role": "assistant", "content": text}}

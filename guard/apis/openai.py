@@ -5,6 +5,8 @@ import json
 import time
 from typing import Any, Iterator
 
+from guard.apis.answer import answer_segments, nest
+from guard.apis.fields import parameter_texts
 from guard.errors import bad_request
 from guard.filters.base import Segment
 
@@ -139,7 +141,12 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         _str(segs, body, "suffix", "user", "suffix", ())
     elif operation == "embeddings":
         _strings(segs, body, "input", "input")
-    return segs
+    return segs + parameter_segments("openai", operation, body)
+
+
+def parameter_segments(api: str, operation: str, body: dict[str, Any]) -> list[Segment]:
+    """Text parameters the upstream receives though the model does not read them (fields.SENT_PARAMETERS)."""
+    return [Segment(t, "user", "parameter", p) for p, t in parameter_texts(api, operation, body)]
 
 
 def _strings(segs: list[Segment], body: dict[str, Any], key: str, kind: str) -> None:
@@ -155,6 +162,9 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
     upstream allows the kind (``allow_unscreened``)."""
     out: list[tuple[str, str]] = []
     if operation == "chat":
+        if "audio" in _list(body.get("modalities")) or body.get("audio") is not None:
+            # a spoken answer: its transcript is screened, the speech itself cannot be
+            out.append(("audio", "$.modalities" if body.get("audio") is None else "$.audio"))
         for i, m in enumerate(_list(body.get("messages"))):
             m = _dict(m)
             if m.get("audio") is not None:
@@ -198,7 +208,7 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             if isinstance(args, str):
                 segs.append(Segment(args, "assistant", "tool_arguments",
                                     ("choices", i, "message", "tool_calls", j, "function", "arguments")))
-    return segs
+    return segs + answer_segments(body, segs)  # refusal, reasoning, parts, fields no reference lists
 
 
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
@@ -273,6 +283,9 @@ def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tu
             "created": (like or {}).get("created", int(time.time())), "model": (like or {}).get("model", model)}
     if operation == "completion":
         return {**base, "choices": [{"index": key[0], "text": text, "finish_reason": None}]}
+    if key[1] == "extra":  # another text of the choice (guard.apis.answer.stream_strings)
+        return {**base, "choices": [{"index": key[0], "finish_reason": None, **nest(key[2:], text)}]}
+    delta: dict[str, Any]
     if key[1] == "tool":
         delta = {"tool_calls": [{"index": key[2], "function": {"arguments": text}}]}
     else:

@@ -34,7 +34,7 @@ class RawUpstream:
         self.sock.settimeout(0.2)
         self.stop = threading.Event()
         self.conns: list[socket.socket] = []
-        self.requests: list[dict[str, Any]] = []  # {"headers": [(name, value)], "body": dict, "conn": n}
+        self.requests: list[dict[str, Any]] = []  # {"line", "headers": [(name, value)], "body": dict, "conn": n}
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -72,7 +72,7 @@ class RawUpstream:
                         return
                     buf += d
                 body, buf = json.loads(buf[:length]), buf[length:]
-                req = {"headers": headers, "body": body, "conn": n}
+                req = {"line": head.split(b"\r\n")[0].decode("latin-1"), "headers": headers, "body": body, "conn": n}
                 self.requests.append(req)
                 self.handlers[body["model"]](c, req)
         except OSError:

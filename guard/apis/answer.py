@@ -1,0 +1,111 @@
+"""Every text an answer carries, for the response screens: not only the fields Guard knows by name.
+
+An upstream answer may carry model text in many places besides ``message.content``: ``refusal``,
+``reasoning_content`` / ``reasoning`` (OpenAI-compatible servers), ``audio.transcript``, content given as
+an array of parts, ``function_call.arguments``, Ollama's ``thinking``, or fields no reference lists yet.
+``other_strings`` yields every string of an answer (or of one stream chunk) except the known structural
+ones (ids, roles, model name, finish reason...) and the paths already screened by name, so each is
+screened as answer text (written back, or the answer blocked) rather than relayed unjudged.
+
+Token-level detail cannot be judged: ``logprobs`` repeats the answer token by token (a secret the screens
+redact in ``content`` would still be spelt out there, split across tokens), and Ollama's ``context`` is
+the conversation as token ids. ``drop_unscreenable`` removes both from an answer that response screens
+judge (docs/threat-model.md).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from guard.filters.base import Segment
+
+# Keys whose string values are structure, not model text (at any depth of an answer).
+STRUCTURAL = frozenset({
+    "id", "object", "model", "role", "finish_reason", "type", "system_fingerprint", "service_tier",
+    "created_at", "done_reason", "tool_call_id", "index",
+})
+UNSCREENABLE_KEYS = ("logprobs", "context")  # token-level detail and token ids
+
+
+def drop_unscreenable(api: str, obj: dict[str, Any]) -> bool:
+    """Remove ``logprobs`` (OpenAI: of every choice, left as null; Ollama: top level) and Ollama's
+    ``context``. True if any held something."""
+    dropped = False
+    if api == "ollama":
+        for k in UNSCREENABLE_KEYS:
+            dropped = obj.pop(k, None) is not None or dropped
+        return dropped
+    for ch in _choices(obj):
+        if "logprobs" in ch:
+            dropped = ch["logprobs"] is not None or dropped
+            ch["logprobs"] = None
+    return dropped
+
+
+def _choices(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The choice objects of an OpenAI answer or chunk (whatever else an untrusted body put there left out)."""
+    c = obj.get("choices")
+    return [x for x in c if isinstance(x, dict)] if isinstance(c, list) else []
+
+
+def _index(v: Any, default: int) -> Any:
+    """A choice's index as guard.apis.openai reads it (its channel key)."""
+    return v if isinstance(v, (int, str)) and not isinstance(v, bool) else default
+
+
+def other_strings(obj: Any, path: tuple = (), known: frozenset[tuple] = frozenset(),
+                  skip: frozenset[str] = STRUCTURAL) -> Iterator[tuple[tuple, str]]:
+    """(path, text) for each string in ``obj`` not under a ``skip`` key and not at a ``known`` path."""
+    stack: list[tuple[tuple, Any]] = [(path, obj)]
+    while stack:
+        p, o = stack.pop()
+        if isinstance(o, str):
+            if o and not any(p[:n] in known for n in range(1, len(p) + 1)):
+                yield p, o
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if k not in skip and (isinstance(v, (str, dict, list))):
+                    stack.append(((*p, k), v))
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                stack.append(((*p, i), v))
+
+
+def answer_segments(body: dict[str, Any], known: list[Segment]) -> list[Segment]:
+    """Segments for the strings of a whole answer that no named field covered (``known``: the named ones)."""
+    paths = frozenset(s.path[:-1] if s.path and s.path[-1] == "__json__" else s.path for s in known)
+    return [Segment(t, "assistant", "content", p) for p, t in other_strings(body, (), paths)]
+
+
+def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
+                   ) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+    """The strings of one stream chunk that no named channel covered: (channel key, path, text) for text
+    that streams piece by piece (``reasoning_content``, ``refusal``, ``thinking``...: screened as a channel
+    of its own), and (path, text) for what a chunk carries whole (tool-call names and Ollama's tool-call
+    arguments: screened on their own)."""
+    channels: list[tuple[tuple, tuple, str]] = []
+    whole: list[tuple[tuple, str]] = []
+    roots: list[tuple[tuple[Any, ...], dict[str, Any], Any]]
+    if api == "openai":
+        choices = chunk.get("choices")
+        roots = [(("choices", ci), ch, _index(ch.get("index"), ci))
+                 for ci, ch in enumerate(choices if isinstance(choices, list) else []) if isinstance(ch, dict)]
+        rest = {k: v for k, v in chunk.items() if k != "choices"}
+        roots.append(((), rest, 0))
+    else:
+        roots = [((), chunk, 0)]
+    for base, obj, idx in roots:
+        for path, text in other_strings(obj, base, known):
+            if "tool_calls" in path or (api == "openai" and not base):
+                whole.append((path, text))
+            else:
+                channels.append(((idx, "extra", *path[len(base):]), path, text))
+    return channels, whole
+
+
+def nest(path: tuple, text: str) -> Any:
+    """A JSON value holding ``text`` at ``path`` (an index becomes a one-element array)."""
+    value: Any = text
+    for p in reversed(path):
+        value = [value] if isinstance(p, int) else {p: value}
+    return value
