@@ -73,9 +73,9 @@ class Admin(Strict):
 
 class Upstream(Strict):
     url: str
-    api: Literal["openai", "azure-openai", "ollama"] = "openai"
+    api: Literal["openai", "azure-openai", "ollama", "anthropic"] = "openai"
     api_key_env: str | None = None
-    api_version: str | None = None  # azure-openai only
+    api_version: str | None = None  # azure-openai: api-version; anthropic: anthropic-version (2023-06-01)
     external: bool = False  # the model runs outside our network (policy attribute obj.external)
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Protocol
 
 from guard import canonical, telemetry
-from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
+from guard.apis import ROUTES, fields, set_path, strictjson, translate
+from guard.apis.wire import WIRE, module
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
@@ -28,7 +29,7 @@ from guard.upstream import Upstreams, UpstreamUnreachable, drop_response_headers
 log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-APIS = {"openai": openai, "ollama": ollama}
+APIS = WIRE
 
 
 class Policy(Protocol):
@@ -160,7 +161,7 @@ def _obj(ex: Exchange) -> Attrs:
     obj = ex.context.get(_OBJ)
     if obj is None:
         obj = ex.context[_OBJ] = Attrs({"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
-                                        "external": ex.external, "path": ex.path})
+                                        "wire": ex.api, "external": ex.external, "path": ex.path})
     return obj
 
 
@@ -226,7 +227,7 @@ class Pipeline:
             await self._after(ex, started, outcome)
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
-        await _send_error(send, e, ex.request_id)
+        await _send_error(send, e, ex.request_id, ex.api)
         telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", ex.model or "",
                         _decision(ex), str(e.status)).inc()
 
@@ -287,7 +288,14 @@ class Pipeline:
         ex.upstream = r.upstream
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
-        canonical.admit(ex, api, unknown, [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)])
+        chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
+        for u in chain:  # before any screen runs: a route this API cannot take is refused as such
+            err = translate.mismatch(ex.api, u.api, ex.model)
+            if err is not None:
+                raise err
+            if (ex.api, u.api) in translate.TRANSLATED:
+                translate.check(body)
+        canonical.admit(ex, api, unknown, chain)
         _stage(ex, "parse", t0)
 
         env = await self._access(ex)
@@ -387,18 +395,24 @@ class Pipeline:
         cfg = self.svc.config
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
-        body = strictjson.dumps(ex.body)  # what was judged, never the client's bytes (guard/canonical.py)
+        bodies: dict[str, bytes] = {}  # per upstream API: what was judged, never the client's bytes (canonical.py)
         tp = ex.context.get("traceparent") or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
         extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         t = time.perf_counter()
         resp = None
         for name in [route.upstream, *route.fallbacks]:
             model = route.upstream_model or ex.model
-            target = self.svc.upstreams.target(name, ex.api, ex.operation, _upstream_path(ex, cfg.upstreams[name].api),
-                                               model, scope["headers"], extra)
+            up_api = cfg.upstreams[name].api
+            translated = (ex.api, up_api) in translate.TRANSLATED
+            if up_api not in bodies:
+                bodies[up_api] = strictjson.dumps(translate.to_chat(ex.body) if translated else ex.body)
+            path = "/v1/chat/completions" if translated else ex.path
+            target = self.svc.upstreams.target(name, ex.api, ex.operation, path, model, scope["headers"], extra)
             try:
-                resp = await self.svc.upstreams.send(target, "POST", body)
+                resp = await self.svc.upstreams.send(target, "POST", bodies[up_api])
                 ex.upstream = name
+                if translated:
+                    ex.context[_TRANSLATED] = True
                 break
             except UpstreamUnreachable as e:
                 last = e
@@ -409,7 +423,8 @@ class Pipeline:
             ctype = resp.headers.get("content-type", "")
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
             if is_stream:
-                await self._stream(ex, resp, prompt, screens, receive, send)
+                await self._stream(ex, _ChatAsMessages(resp, ex.model) if ex.context.get(_TRANSLATED) else resp,
+                                   prompt, screens, receive, send)
             else:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
@@ -422,6 +437,8 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001
             raise read_error(e, ex.upstream) from None
         outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
+        if ex.context.get(_TRANSLATED):
+            data = _whole_as_messages(ex, resp.status, data)
         if resp.status == 200:
             try:
                 body = json.loads(data)
@@ -460,7 +477,7 @@ class Pipeline:
         _stage(ex, "screens_response", t)
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
-            _filter_whole(ex, body)
+            APIS[ex.api].filter_whole(ex.operation, body)
             return json.dumps(body).encode()
         return json.dumps(body).encode() if _write_back(body, segs, before) else None
 
@@ -531,11 +548,11 @@ class Pipeline:
             outcome.update(status=502, reason="upstream_bad_stream", error=str(e))
             err = GuardError(502, f"upstream {ex.upstream!r} sent an invalid stream ({e})", "upstream_error",
                              "upstream_bad_stream")
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream (reset, cut, timeout)
             err = read_error(e, ex.upstream)
             outcome.update(status=err.status, reason=err.code)
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         finally:
             watcher.cancel()
             telemetry.ACTIVE_STREAMS.dec()
@@ -545,15 +562,6 @@ class Pipeline:
         await self._completed(ex, outcome)
         telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, ex.model, _decision(ex),
                         str(outcome["status"])).inc()
-
-
-def _stream_error(api: str, err: GuardError) -> bytes:
-    """How a stream that already started (200 sent) ends when the upstream fails: an error event in the OpenAI
-    error shape, then [DONE] (the OpenAI SDKs raise an APIError on it), or an Ollama ``{"error": ...}`` line
-    (what Ollama itself sends; its clients raise ResponseError) — never a silent truncation."""
-    if api == "openai":
-        return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
-    return json.dumps({"error": err.message}).encode() + b"\n"
 
 
 def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
@@ -576,33 +584,41 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
     return changed
 
 
-def _upstream_path(ex: Exchange, upstream_api: str) -> str:
-    if ex.api == "ollama" and upstream_api != "ollama":
-        _no_translation(ex)
-    return ex.path
+_TRANSLATED = "guard.translated"  # Exchange.context key: the upstream speaks another API (guard.apis.translate)
 
 
-def _no_translation(ex: Exchange) -> None:
-    raise bad_request(f"model {ex.model!r} is served by an upstream that does not speak the Ollama API; "
-                      "use the OpenAI API for it", "api_mismatch")
+def _whole_as_messages(ex: Exchange, status: int, data: bytes) -> bytes:
+    """A Chat Completions upstream's whole answer or error as the Messages client expects it."""
+    if status != 200:
+        return translate.error_from_chat(status, data)
+    try:
+        chat = json.loads(data)
+        if not isinstance(chat, dict):
+            raise ValueError
+    except (ValueError, RecursionError):
+        return data  # refused as a bad body by the caller
+    return json.dumps(translate.from_chat(chat, ex.model)).encode()
 
 
-def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
-    """A blocked non-streamed answer: empty content and finish_reason content_filter."""
-    if ex.api == "openai":
-        for ch in body.get("choices") or []:
-            if isinstance(ch, dict):
-                ch["finish_reason"] = "content_filter"
-                if isinstance(ch.get("message"), dict):
-                    ch["message"] = {"role": "assistant", "content": ""}
-                if "text" in ch:
-                    ch["text"] = ""
-    else:
-        body["done_reason"] = "content_filter"
-        if "message" in body:
-            body["message"] = {"role": "assistant", "content": ""}
-        if "response" in body:
-            body["response"] = ""
+class _ChatAsMessages:
+    """An upstream response whose Chat Completions stream is read as Messages events."""
+
+    def __init__(self, resp: Any, model: str) -> None:
+        self._resp = resp
+        self._tr = translate.ChatStream(model)
+        self._done = False
+        self.headers = resp.headers
+
+    async def next_chunk(self) -> bytes | None:
+        while not self._done:
+            data = await self._resp.next_chunk()
+            if data is None:
+                self._done = True
+                return self._tr.end() or None
+            out = self._tr.feed(data)
+            if out:
+                return out
+        return None
 
 
 def _decision(ex: Exchange) -> str:
@@ -622,5 +638,6 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
     await _send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
 
 
-async def _send_error(send: Send, e: GuardError, rid: str) -> None:
-    await _send_json(send, e.status, e.body(), rid)
+async def _send_error(send: Send, e: GuardError, rid: str, api: str = "") -> None:
+    """The error in the client's API's own shape (OpenAI's before the API is known)."""
+    await _send_json(send, e.status, module(api).error_body(e), rid)

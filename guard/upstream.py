@@ -18,7 +18,9 @@ _DROP = frozenset({
     b"proxy-authorization", b"proxy-authenticate", b"authorization", b"api-key", b"x-api-key", b"cookie", b"host",
     b"content-length", b"accept-encoding", b"x-forwarded-client-cert", b"traceparent", b"tracestate",
     b"x-guard-request-id", b"expect", b"content-type",
+    b"anthropic-version", b"anthropic-beta",  # Guard sets the upstream's version; betas change the reference
 })
+ANTHROPIC_VERSION = "2023-06-01"
 
 
 class UpstreamUnreachable(Exception):
@@ -73,7 +75,11 @@ class Upstreams:
             if base.endswith("/v1") and path.startswith("/v1/"):
                 base = base[:-3]
             target = base + path
-            if key:
+            if up.api == "anthropic":
+                lines.append(f"anthropic-version: {up.api_version or ANTHROPIC_VERSION}\r\n".encode("latin-1"))
+                if key:
+                    lines.append(f"x-api-key: {key}\r\n".encode("latin-1"))
+            elif key:
                 lines.append(f"authorization: Bearer {key}\r\n".encode("latin-1"))
         return Target(name, up, target.encode("ascii"), b"".join(lines))
 

@@ -11,6 +11,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/generate"): ("ollama", "completion"),
     ("POST", "/api/embed"): ("ollama", "embeddings"),
     ("GET", "/api/tags"): ("ollama", "models"),
+    ("POST", "/v1/messages"): ("anthropic", "chat"),
 }
 
 

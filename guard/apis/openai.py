@@ -5,7 +5,7 @@ import json
 import time
 from typing import Any, Iterator
 
-from guard.errors import bad_request
+from guard.errors import GuardError, bad_request
 from guard.filters.base import Segment
 
 STREAM_MEDIA_TYPE = b"text/event-stream"
@@ -291,3 +291,38 @@ def stop_events(operation: str, like: dict[str, Any] | None, model: str) -> byte
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+# --- what guard.pipeline and guard.relay ask every wire API module -----------------------------------------
+SEP = b"\n\n"
+END = DONE
+PATH = ""  # the client's path is the upstream's
+split = split_events
+flush = flush_chunk
+payload = event_data
+encode = encode_event
+stop_bytes = stop_events
+
+
+def is_end(data: bytes) -> bool:
+    return data.strip() == b"[DONE]"
+
+
+def error_body(err: GuardError) -> bytes:
+    return err.body()
+
+
+def stream_error(err: GuardError) -> bytes:
+    """An error event in the OpenAI error shape, then [DONE] (the OpenAI SDKs raise an APIError on it)."""
+    return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
+
+
+def filter_whole(operation: str, body: dict[str, Any]) -> None:
+    """A blocked whole answer: empty content and finish_reason content_filter."""
+    for ch in body.get("choices") or []:
+        if isinstance(ch, dict):
+            ch["finish_reason"] = "content_filter"
+            if isinstance(ch.get("message"), dict):
+                ch["message"] = {"role": "assistant", "content": ""}
+            if "text" in ch:
+                ch["text"] = ""
