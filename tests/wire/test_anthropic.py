@@ -208,3 +208,34 @@ def test_audit_record_shape_is_the_same_as_chat_completions(guard: Any) -> None:
     m, c2 = done[rid_m], done[rid_c]
     assert set(m) == set(c2)
     assert (m["api"], m["operation"]) == ("anthropic", "chat") and m["usage"]["prompt_tokens"] >= 1
+
+
+def test_field_table_knows_the_sdk_parameters() -> None:
+    """Every parameter of the installed ``anthropic`` SDK's messages.create is in Guard's table, except the
+    ones refused on purpose (they bring context or routing Guard does not see)."""
+    import typing
+
+    from anthropic.types import (
+        ImageBlockParam,
+        RedactedThinkingBlockParam,
+        TextBlockParam,
+        ThinkingBlockParam,
+        ToolParam,
+        ToolResultBlockParam,
+        ToolUseBlockParam,
+        message_create_params,
+    )
+
+    from guard.apis import fields as F
+
+    refused = {"container", "diagnostics", "user_profile_id", "workspace_id"}
+    keys = set(typing.get_type_hints(message_create_params.MessageCreateParamsBase)) | {"stream"}
+    assert keys - refused <= set(F.ANTHROPIC_MESSAGES), keys - refused - set(F.ANTHROPIC_MESSAGES)
+    assert not refused & set(F.ANTHROPIC_MESSAGES)
+    block = F.ANTHROPIC_MESSAGES["messages"].sub["content"].sub  # type: ignore[index]
+    not_read = {"citations", "caller", "toolset_name", "transformations"}  # refused unless extra_fields
+    for td in (TextBlockParam, ImageBlockParam, ToolUseBlockParam, ToolResultBlockParam, ThinkingBlockParam,
+               RedactedThinkingBlockParam):
+        assert set(typing.get_type_hints(td)) - not_read <= set(block), td
+    assert set(typing.get_type_hints(ToolParam)) - {"allowed_callers", "defer_loading", "eager_input_streaming"} \
+        <= set(F.ANTHROPIC_MESSAGES["tools"].sub)  # type: ignore[arg-type]
