@@ -239,3 +239,20 @@ def test_field_table_knows_the_sdk_parameters() -> None:
         assert set(typing.get_type_hints(td)) - not_read <= set(block), td
     assert set(typing.get_type_hints(ToolParam)) - {"allowed_callers", "defer_loading", "eager_input_streaming"} \
         <= set(F.ANTHROPIC_MESSAGES["tools"].sub)  # type: ignore[arg-type]
+
+
+def test_policy_can_tell_the_wire_api(guard_factory: Any, tmp_path: Any) -> None:
+    """Messages requests are the ``chat`` action; ``r.obj.wire`` is the client's API, so a rule can allow
+    one API and not another for the same model and group."""
+    from guard.demo.stack import ROOT
+
+    rules = tmp_path / "policy.csv"
+    rules.write_text((ROOT / "policies/policy.csv").read_text()
+                     + "\np, access, deny, chat, -, r.obj.wire == 'anthropic' && 'apps' in r.sub.ou\n")
+    g = guard_factory(policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]})
+    with client(g) as c, pytest.raises(anthropic.PermissionDeniedError) as e:
+        c.messages.create(model="claude-demo", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["error"]["type"] == "permission_error"
+    with g.openai() as o:  # the same group and action through Chat Completions
+        r = o.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content
