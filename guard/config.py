@@ -88,6 +88,9 @@ class Upstream(Strict):
     # Inputs that reach the model but cannot be screened as text, allowed for this upstream (marked in the
     # audit record's screens as "unscreened" and counted); refused otherwise (guard.apis.fields).
     allow_unscreened: list[Literal["image", "audio", "file", "token_ids", "context"]] = []
+    # Responses API context kept by the upstream (previous_response_id, conversation, background, store: true):
+    # forwarded only when true; that context is not in the request Guard screens and audits (docs/wire-apis.md).
+    stateful: bool = False
 
     @field_validator("extra_fields")
     @classmethod

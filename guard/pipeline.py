@@ -296,6 +296,9 @@ class Pipeline:
             if (ex.api, u.api) in translate.TRANSLATED:
                 translate.check(body)
         canonical.admit(ex, api, unknown, chain)
+        state = getattr(api, "stateful", None)
+        if state is not None:
+            _stateful(ex, state(body), chain)
         _stage(ex, "parse", t0)
 
         env = await self._access(ex)
@@ -619,6 +622,18 @@ class _ChatAsMessages:
             if out:
                 return out
         return None
+
+
+def _stateful(ex: Exchange, used: list[str], chain: list[Any]) -> None:
+    """Context the upstream keeps (Responses API) is refused unless every upstream of the route is
+    ``stateful``; otherwise ``store: false`` is sent, so no later request can refer to this one's context."""
+    if all(u.stateful for u in chain):
+        return
+    if used:
+        raise bad_request(f"$.{used[0]} refers to context kept by the upstream, which Guard cannot screen or "
+                          "audit; not allowed for this model (upstreams.<name>.stateful)", "stateful_refused",
+                          param=f"$.{used[0]}")
+    ex.body["store"] = False
 
 
 def _decision(ex: Exchange) -> str:

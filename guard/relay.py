@@ -84,6 +84,8 @@ class Relay:
         self.usage: dict[str, int] | None = None
         self.finish_reasons: list[str] = []
         self.done_sent = False
+        self._finalize = getattr(self.wire, "finalize", None)  # APIs whose events repeat whole texts
+        self.released: dict[tuple, str] = {}  # per channel, the text sent to the client (for ``finalize``)
 
     def _chain(self, key: tuple) -> _Chain:
         c = self._chains.get(key)
@@ -142,6 +144,8 @@ class Relay:
             if stop:
                 return (self._encode(self._flush_chunk(key, released)) if released else b""), stop
             set_path(chunk, path, released)
+            if self._finalize is not None:
+                self.released[key] = self.released.get(key, "") + released
         out = bytearray()
         for idx in wire.chunk_finished(chunk):
             for key, chain in list(self._chains.items()):
@@ -151,6 +155,8 @@ class Relay:
                         return bytes(out) + (self._encode(self._flush_chunk(key, text)) if text else b""), stop
                     if text:
                         out += self._encode(self._flush_chunk(key, text))
+        if self._finalize is not None:
+            self._finalize(chunk, self.released)
         out += self._encode(chunk)
         return bytes(out), None
 
@@ -176,6 +182,8 @@ class Relay:
         return flushed, stop
 
     def _flush_chunk(self, key: tuple, text: str) -> dict[str, Any]:
+        if self._finalize is not None:
+            self.released[key] = self.released.get(key, "") + text
         return self.wire.flush(self.operation, self._like, self.model, key, text)
 
     def _encode(self, chunk: dict[str, Any]) -> bytes:

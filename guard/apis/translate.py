@@ -14,7 +14,8 @@ from guard.apis.openai import _dict, _int, _list, event_data, split_events
 from guard.errors import GuardError, bad_request
 
 # Client API -> upstream APIs it can be sent to (the same API, or translated).
-SERVES = {"openai": ("openai", "azure-openai"), "ollama": ("ollama",), "anthropic": ("anthropic",)}
+SERVES = {"openai": ("openai", "azure-openai"), "ollama": ("ollama",), "anthropic": ("anthropic",),
+          "responses": ("openai",)}
 TRANSLATED = {("anthropic", "openai"), ("anthropic", "azure-openai")}
 
 _MAPPED = {"model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "stop_sequences",

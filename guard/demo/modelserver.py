@@ -28,6 +28,7 @@ import time
 from typing import Any, Callable
 
 from guard.demo import messages as anthropic
+from guard.demo import responses
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
 
@@ -149,7 +150,8 @@ class ModelServer:
                 await asyncio.sleep(self.judge_delay)
             return await self._json(send, 200, _judge_answer(body, path.startswith("/api/")))
         msgs = path == "/v1/messages"  # Anthropic Messages (guard.demo.messages)
-        text = anthropic.last_user(body) if msgs else _last_user(body)
+        resp_api = path == "/v1/responses"  # OpenAI Responses (guard.demo.responses)
+        text = anthropic.last_user(body) if msgs else responses.last_user(body) if resp_api else _last_user(body)
         d = directives(text)
         if "first_byte_ms" in d:
             await asyncio.sleep(int(d["first_byte_ms"]) / 1000)
@@ -170,6 +172,10 @@ class ModelServer:
         stream = body.get("stream", ollama)
         if msgs and not stream:
             return await self._json(send, 200, anthropic.whole(model, answer, d, len(text)))
+        if resp_api and not stream:
+            return await self._json(send, 200, responses.whole(model, answer, d, len(text)))
+        if resp_api:
+            return await self._stream(send, receive, False, op, model, answer, d, len(text), responses.Events(model))
         if stream:
             return await self._stream(send, receive, ollama, op, model, answer, d, len(text) if msgs else -1)
         return await self._json(send, 200, _whole(ollama, op, model, answer, d, len(text)))
@@ -181,9 +187,10 @@ class ModelServer:
         await send({"type": "http.response.body", "body": data})
 
     async def _stream(self, send: Callable, receive: Callable, ollama: bool, op: str, model: str, answer: str,
-                      d: dict[str, str], msgs_prompt: int = -1) -> None:
-        """Streams in the client's protocol; ``msgs_prompt`` >= 0: Anthropic Messages events (its prompt length)."""
-        msgs = msgs_prompt >= 0
+                      d: dict[str, str], msgs_prompt: int = -1, rev: Any = None) -> None:
+        """Streams in the client's protocol; ``msgs_prompt`` >= 0: Anthropic Messages events (its prompt length),
+        or Responses events when ``rev`` (guard.demo.responses.Events) is given."""
+        msgs = msgs_prompt >= 0 and rev is None
         ctype = b"application/x-ndjson" if ollama else b"text/event-stream"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
         delay = int(d.get("delay_ms", "0") or 0) / 1000
@@ -199,6 +206,8 @@ class ModelServer:
         try:
             if msgs:
                 await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt), "more_body": True})
+            elif rev is not None:
+                await send({"type": "http.response.body", "body": rev.start(), "more_body": True})
             i = 0
             while True:
                 if "forever" in d:
@@ -212,7 +221,8 @@ class ModelServer:
                 if "reset" in d and i == 2:
                     raise ConnectionResetError("demo reset")
                 await send({"type": "http.response.body", "more_body": True,
-                            "body": anthropic.delta(piece) if msgs else _chunk(ollama, op, model, piece)})
+                            "body": anthropic.delta(piece) if msgs else rev.delta(piece) if rev is not None
+                            else _chunk(ollama, op, model, piece)})
                 i += 1
                 if delay or "forever" in d:
                     try:
@@ -222,9 +232,9 @@ class ModelServer:
                 if gone.is_set():
                     self.cancelled += 1
                     return
-            if msgs:
-                await send({"type": "http.response.body", "body": anthropic.end(answer, d, msgs_prompt),
-                            "more_body": False})
+            if msgs or rev is not None:
+                end = anthropic.end(answer, d, msgs_prompt) if msgs else rev.end(answer, d, msgs_prompt)
+                await send({"type": "http.response.body", "body": end, "more_body": False})
                 self.finished += 1
                 return
             if "tool" in d:

@@ -30,6 +30,7 @@ EMAIL = "jane.doe@example.com"
 CHAT, COMP, EMB = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 OCHAT, OGEN, OEMB = "/api/chat", "/api/generate", "/api/embed"
 AMSG = "/v1/messages"
+RESP = "/v1/responses"
 Body = tuple[str, dict[str, Any], str]  # path, body, the Segment kind the finding is expected in ("" = row's)
 Sample = Callable[[str], Body]
 
@@ -92,6 +93,29 @@ def _atool(name: str = "lookup", description: str = "looks things up", schema: A
 
 
 _AIMG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _PNG}}
+
+
+def _resp(*items: dict[str, Any], kind: str = "", **extra: Any) -> Body:
+    return RESP, {"model": "demo-model", "input": [*items, {"role": "user", "content": "go on"}], **extra}, kind
+
+
+_RCALL = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+
+
+def _rout(output: Any) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": "c1", "output": output}
+
+
+def _rtool(name: str = "lookup", description: str = "looks things up", parameters: Any = None) -> dict[str, Any]:
+    return {"type": "function", "name": name, "description": description, "parameters": parameters or _schema("q")}
+
+
+def _rfmt(name: str = "answer", description: str = "the answer", schema: Any = None) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "name": name, "description": description,
+                       "schema": schema or _schema("text")}}
+
+
+_RIMG = {"type": "input_image", "image_url": f"data:image/png;base64,{_PNG}"}
 
 # Row id (ContextField.id) -> one or more requests carrying the text at that field.
 SAMPLES: dict[str, list[Sample]] = {
@@ -233,6 +257,44 @@ SAMPLES: dict[str, list[Sample]] = {
         lambda t: _amsg(_USER, tools=[_atool(schema=_schema(t))]),
         lambda t: _amsg(_USER, tools=[_atool(schema={"type": "object", "properties": {t: {"type": "string"}}})])],
     "anthropic chat tools[].input_examples": [lambda t: _amsg(_USER, tools=[_atool(input_examples=[{"q": t}])])],
+    "responses chat input": [lambda t: (RESP, {"model": "demo-model", "input": t}, "")],
+    "responses chat input[].content": [
+        lambda t: _resp({"role": "user", "content": t}),
+        lambda t: _resp({"role": "developer", "content": t}, kind="system"),
+        lambda t: _resp({"type": "message", "role": "system", "content": t}, kind="system")],
+    "responses chat input[].content[].text": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_text", "text": t}]}),
+        lambda t: _resp(_USER, {"role": "assistant", "content": [{"type": "output_text", "text": t}]})],
+    "responses chat input[].content[].refusal": [
+        lambda t: _resp(_USER, {"role": "assistant", "content": [{"type": "refusal", "refusal": t}]})],
+    "responses chat input[].content[].image_url": [lambda t: _resp({"role": "user", "content": [_RIMG]})],
+    "responses chat input[].content[].file_id": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]})],
+    "responses chat input[].content[].file_data": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_data": "JVBERi0=",
+                                                      "filename": "a.pdf"}]})],
+    "responses chat input[].content[].file_url": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_url": "https://x.test/a.pdf"}]})],
+    "responses chat input[].name": [lambda t: _resp(_USER, {**_RCALL, "name": t}, _rout("ok"))],
+    "responses chat input[].arguments": [
+        lambda t: _resp(_USER, {**_RCALL, "arguments": json.dumps({"q": t})}, _rout("ok"))],
+    "responses chat input[].output": [lambda t: _resp(_USER, _RCALL, _rout(t), kind="tool_result")],
+    "responses chat input[].output[].text": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_text", "text": t}]), kind="tool_result")],
+    "responses chat input[].output[].image_url": [lambda t: _resp(_USER, _RCALL, _rout([_RIMG]))],
+    "responses chat input[].output[].file_id": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_id": "file_1"}]))],
+    "responses chat input[].output[].file_data": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_data": "JVBERi0=", "filename": "a.pdf"}]))],
+    "responses chat input[].output[].file_url": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_url": "https://x.test/a.pdf"}]))],
+    "responses chat instructions": [lambda t: _resp(_USER, instructions=t)],
+    "responses chat tools[].name": [lambda t: _resp(_USER, tools=[_rtool(name=t)])],
+    "responses chat tools[].description": [lambda t: _resp(_USER, tools=[_rtool(description=t)])],
+    "responses chat tools[].parameters": [lambda t: _resp(_USER, tools=[_rtool(parameters=_schema(t))])],
+    "responses chat text.format.name": [lambda t: _resp(_USER, text=_rfmt(name=t))],
+    "responses chat text.format.description": [lambda t: _resp(_USER, text=_rfmt(description=t))],
+    "responses chat text.format.schema": [lambda t: _resp(_USER, text=_rfmt(schema=_schema(t)))],
     "anthropic chat output_config.format.schema": [
         lambda t: _amsg(_USER, output_config={"format": {"type": "json_schema", "schema": _schema(t)}})],
 }
