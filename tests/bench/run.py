@@ -608,7 +608,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
      json.dumps(r["added"], indent=2)),
 ]
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
-            "tests.bench.bench_canonical"]
+            "tests.bench.bench_canonical", "tests.bench.bench_wire"]
 
 
 def main() -> int:

@@ -130,9 +130,8 @@ def test_errors_in_anthropic_shape(guard: Any) -> None:
         with pytest.raises(anthropic.RateLimitError) as rl:  # the upstream's own error passes in its shape
             ask(c, "[[status=429]]")
         assert rl.value.body["error"]["type"] == "rate_limit_error"
-        with pytest.raises(anthropic.PermissionDeniedError) as pd:
-            with client(guard, "contractor") as cc:
-                cc.messages.create(model="internal-x", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        with pytest.raises(anthropic.PermissionDeniedError) as pd, client(guard, "contractor") as cc:
+            cc.messages.create(model="internal-x", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
         assert pd.value.body["error"]["type"] == "permission_error"
 
 

@@ -109,10 +109,9 @@ def test_upstream_errors_come_back_in_anthropic_shape(g: Any) -> None:
     with client(g) as c, pytest.raises(anthropic.RateLimitError) as e:
         c.messages.create(model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "[[status=429]]"}])
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "rate_limit_error"
-    with client(g) as c, pytest.raises(anthropic.APIStatusError) as e2:  # an upstream stream that breaks
-        with c.messages.stream(model="claude-x", max_tokens=5,
-                               messages=[{"role": "user", "content": "[[garbage]] a b c d"}]) as s:
-            list(s)
+    with client(g) as c, pytest.raises(anthropic.APIStatusError) as e2, c.messages.stream(  # a broken stream
+            model="claude-x", max_tokens=5, messages=[{"role": "user", "content": "[[garbage]] a b c d"}]) as s:
+        list(s)
     assert "invalid stream" in str(e2.value)
 
 

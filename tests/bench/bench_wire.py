@@ -1,0 +1,108 @@
+"""Per-request overhead of each wire API path through Guard, as a ratio to Chat Completions in the same run.
+
+Guard (mTLS on loopback, the shipped denylist as its only screen, so the figure is the wire path's own
+cost: parsing, field tables, segments, relay, serialisation, audit) in front of the built-in model server.
+For each path, whole and streamed (a 40-piece answer): the median time per request through Guard minus the
+median straight to the model server (same client, same answer), in rounds that each start with
+another path. Machine load moves single figures; compare ratios from one run.
+
+  chat        POST /v1/chat/completions -> openai upstream
+  responses   POST /v1/responses        -> openai upstream
+  messages    POST /v1/messages         -> anthropic upstream
+  translated  POST /v1/messages         -> openai upstream (translated to Chat Completions and back)
+
+Run: python -m tests.bench.bench_wire [--quick]   (or BENCH_ONLY=wire python -m tests.bench.run)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ANSWER = "[[reply: " + " ".join(f"word{i}" for i in range(40)) + "]]"
+
+
+def _bodies(stream: bool) -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """name -> (Guard path, model server path, body)"""
+    msgs = [{"role": "user", "content": ANSWER}]
+    return {
+        "chat": ("/v1/chat/completions", "/v1/chat/completions",
+                 {"model": "bench-model", "messages": msgs, "stream": stream}),
+        "responses": ("/v1/responses", "/v1/responses", {"model": "bench-model", "input": ANSWER, "stream": stream}),
+        "messages": ("/v1/messages", "/v1/messages",
+                     {"model": "claude-bench", "max_tokens": 64, "messages": msgs, "stream": stream}),
+        "translated": ("/v1/messages", "/v1/chat/completions",
+                       {"model": "gpt-bench", "max_tokens": 64, "messages": msgs, "stream": stream}),
+    }
+
+
+def _time(c: httpx.Client, path: str, body: dict[str, Any], n: int) -> float:
+    t = time.perf_counter()
+    for _ in range(n):
+        with c.stream("POST", path, json=body) as r:
+            for _chunk in r.iter_raw():
+                pass
+            assert r.status_code == 200, r.status_code
+    return (time.perf_counter() - t) / n * 1e6
+
+
+def _direct_body(name: str, body: dict[str, Any]) -> dict[str, Any]:
+    if name != "translated":
+        return body
+    from guard.apis import translate
+
+    return translate.to_chat(body)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from guard.demo.stack import ROOT, make_pki, start_model_server
+    from tests.conftest import start_guard
+
+    n, rounds = (40, 3) if quick else (150, 5)
+    out: dict[str, Any] = {"n": n, "rounds": rounds}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        make_pki(tmp / "pki")
+        filters = tmp / "filters"
+        filters.mkdir()
+        shutil.copy(ROOT / "filters" / "denylist.yaml", filters / "denylist.yaml")
+        _app, ms, url = start_model_server()
+        g = start_guard(tmp / "pki", url, tmp, filters={"dir": str(filters)},
+                        routes=[{"model": "claude*", "upstream": "anthropic"}, {"model": "*", "upstream": "local"}])
+        try:
+            with httpx.Client(base_url=g.url, verify=g.ssl_context("prod-workload"), timeout=30) as gc, \
+                    httpx.Client(base_url=url, timeout=30) as dc:
+                for stream in (False, True):
+                    bodies = _bodies(stream)
+                    times: dict[str, list[float]] = {k: [] for k in bodies}
+                    direct: dict[str, list[float]] = {k: [] for k in bodies}
+                    for name, (gp, dp, body) in bodies.items():  # warm up
+                        _time(gc, gp, body, 5)
+                        _time(dc, dp, _direct_body(name, body), 5)
+                    names = list(bodies)
+                    for r in range(rounds):  # each round starts with another path
+                        for name in names[r % len(names):] + names[:r % len(names)]:
+                            gp, dp, body = bodies[name]
+                            times[name].append(_time(gc, gp, body, n))
+                            direct[name].append(_time(dc, dp, _direct_body(name, body), n))
+                    over = {k: statistics.median(times[k]) - statistics.median(direct[k]) for k in bodies}
+                    out["stream" if stream else "whole"] = {
+                        k: {"via_guard_us": round(statistics.median(times[k]), 1),
+                            "direct_us": round(statistics.median(direct[k]), 1),
+                            "overhead_us": round(over[k], 1),
+                            "ratio_to_chat": round(over[k] / over["chat"], 2)} for k in bodies}
+        finally:
+            g.stop()
+            ms.stop()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
