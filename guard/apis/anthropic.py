@@ -146,6 +146,8 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         b = _dict(b)
         if b.get("type") == "text" and isinstance(b.get("text"), str):
             segs.append(Segment(b["text"], "assistant", "content", ("content", j, "text")))
+        elif b.get("type") == "thinking" and isinstance(b.get("thinking"), str):
+            segs.append(Segment(b["thinking"], "assistant", "content", ("content", j, "thinking")))
         elif b.get("type") == "tool_use" and b.get("input") is not None:
             segs.append(json_segment(b["input"], "assistant", "tool_arguments", ("content", j, "input")))
     return segs
@@ -212,7 +214,8 @@ def is_end(data: bytes) -> bool:
 
 
 def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
-    """(channel key, path, text): text_delta and input_json_delta, one channel per content block."""
+    """(channel key, path, text): text_delta, thinking_delta and input_json_delta, one channel per content
+    block (signature and citation deltas carry no model text and pass)."""
     t = chunk.get("type")
     idx = chunk.get("index")
     idx = idx if isinstance(idx, int) and not isinstance(idx, bool) else 0
@@ -226,6 +229,8 @@ def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tupl
     d = _dict(chunk.get("delta"))
     if d.get("type") == "text_delta" and isinstance(d.get("text"), str):
         yield (idx, "content"), ("delta", "text"), d["text"]
+    elif d.get("type") == "thinking_delta" and isinstance(d.get("thinking"), str):
+        yield (idx, "thinking"), ("delta", "thinking"), d["thinking"]
     elif d.get("type") == "input_json_delta" and isinstance(d.get("partial_json"), str):
         yield (idx, "tool"), ("delta", "partial_json"), d["partial_json"]
 
@@ -245,6 +250,7 @@ def encode(chunk: dict[str, Any]) -> bytes:
 
 def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     delta = ({"type": "input_json_delta", "partial_json": text} if key[1] == "tool"
+             else {"type": "thinking_delta", "thinking": text} if key[1] == "thinking"
              else {"type": "text_delta", "text": text})
     return {"type": "content_block_delta", "index": key[0], "delta": delta}
 

@@ -205,7 +205,7 @@ class ModelServer:
         w = asyncio.ensure_future(watch())
         try:
             if msgs:
-                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt), "more_body": True})
+                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d), "more_body": True})
             elif rev is not None:
                 await send({"type": "http.response.body", "body": rev.start(), "more_body": True})
             i = 0
@@ -221,7 +221,7 @@ class ModelServer:
                 if "reset" in d and i == 2:
                     raise ConnectionResetError("demo reset")
                 await send({"type": "http.response.body", "more_body": True,
-                            "body": anthropic.delta(piece) if msgs else rev.delta(piece) if rev is not None
+                            "body": anthropic.delta(piece, d) if msgs else rev.delta(piece) if rev is not None
                             else _chunk(ollama, op, model, piece)})
                 i += 1
                 if delay or "forever" in d:

@@ -255,3 +255,22 @@ def test_policy_can_tell_the_wire_api(guard_factory: Any, tmp_path: Any) -> None
     with g.openai() as o:  # the same group and action through Chat Completions
         r = o.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content
+
+
+def test_thinking_is_screened_whole_and_streamed(guard_factory: Any, model_server: Any, tmp_path: Any) -> None:
+    """Thinking blocks are model text too: thinking_delta goes through the stream screens on its own channel."""
+    from guard.demo.stack import screening_filters
+
+    d = screening_filters(tmp_path / "filters", model_server[1])
+    deny = d / "denylist.yaml"
+    deny.write_text(deny.read_text().replace("prompt: block", 'prompt: "off"'))
+    g = guard_factory(filters={"dir": str(d)})
+    directive = f"[[think: the key is {AWS} hmm]] [[reply: done]]"
+    with client(g) as c:
+        with c.messages.stream(model="claude-demo", max_tokens=50,
+                               messages=[{"role": "user", "content": directive}]) as s:
+            streamed = s.get_final_message()
+        whole = ask(c, directive).parse()
+    for m in (streamed, whole):
+        assert m.content[0].type == "thinking" and m.content[1].text == "done"
+        assert m.content[0].thinking == "the key is [REDACTED:aws_access_key_id] hmm"
