@@ -91,6 +91,9 @@ class Upstream(Strict):
     # Responses API context kept by the upstream (previous_response_id, conversation, background, store: true):
     # forwarded only when true; that context is not in the request Guard screens and audits (docs/wire-apis.md).
     stateful: bool = False
+    # api openai: whether the upstream serves /v1/responses itself ("native") or Responses requests are
+    # translated to Chat Completions ("translate"; always so for azure-openai).
+    responses: Literal["native", "translate"] = "native"
 
     @field_validator("extra_fields")
     @classmethod

@@ -290,11 +290,12 @@ class Pipeline:
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
-            err = translate.mismatch(ex.api, u.api, ex.model)
+            err = translate.mismatch(ex.api, u, ex.model)
             if err is not None:
                 raise err
-            if (ex.api, u.api) in translate.TRANSLATED:
-                translate.check(body)
+            kind = translate.mode(ex.api, u)
+            if kind:
+                translate.check_for(kind, body)
         canonical.admit(ex, api, unknown, chain)
         state = getattr(api, "stateful", None)
         if state is not None:
@@ -405,17 +406,15 @@ class Pipeline:
         resp = None
         for name in [route.upstream, *route.fallbacks]:
             model = route.upstream_model or ex.model
-            up_api = cfg.upstreams[name].api
-            translated = (ex.api, up_api) in translate.TRANSLATED
-            if up_api not in bodies:
-                bodies[up_api] = strictjson.dumps(translate.to_chat(ex.body) if translated else ex.body)
-            path = "/v1/chat/completions" if translated else ex.path
+            kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
+            if kind not in bodies:
+                bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
+            path = "/v1/chat/completions" if kind else ex.path
             target = self.svc.upstreams.target(name, ex.api, ex.operation, path, model, scope["headers"], extra)
             try:
-                resp = await self.svc.upstreams.send(target, "POST", bodies[up_api])
+                resp = await self.svc.upstreams.send(target, "POST", bodies[kind])
                 ex.upstream = name
-                if translated:
-                    ex.context[_TRANSLATED] = True
+                ex.context[_TRANSLATED] = kind
                 break
             except UpstreamUnreachable as e:
                 last = e
@@ -426,8 +425,9 @@ class Pipeline:
             ctype = resp.headers.get("content-type", "")
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
             if is_stream:
-                await self._stream(ex, _ChatAsMessages(resp, ex.model) if ex.context.get(_TRANSLATED) else resp,
-                                   prompt, screens, receive, send)
+                kind = ex.context[_TRANSLATED]
+                await self._stream(ex, translate.Stream(kind, resp, ex.model) if kind else resp, prompt, screens,
+                                   receive, send)
             else:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
@@ -441,7 +441,7 @@ class Pipeline:
             raise read_error(e, ex.upstream) from None
         outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
         if ex.context.get(_TRANSLATED):
-            data = _whole_as_messages(ex, resp.status, data)
+            data = translate.whole(ex.context[_TRANSLATED], resp.status, data, ex.model)
         if resp.status == 200:
             try:
                 body = json.loads(data)
@@ -587,41 +587,7 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
     return changed
 
 
-_TRANSLATED = "guard.translated"  # Exchange.context key: the upstream speaks another API (guard.apis.translate)
-
-
-def _whole_as_messages(ex: Exchange, status: int, data: bytes) -> bytes:
-    """A Chat Completions upstream's whole answer or error as the Messages client expects it."""
-    if status != 200:
-        return translate.error_from_chat(status, data)
-    try:
-        chat = json.loads(data)
-        if not isinstance(chat, dict):
-            raise ValueError
-    except (ValueError, RecursionError):
-        return data  # refused as a bad body by the caller
-    return json.dumps(translate.from_chat(chat, ex.model)).encode()
-
-
-class _ChatAsMessages:
-    """An upstream response whose Chat Completions stream is read as Messages events."""
-
-    def __init__(self, resp: Any, model: str) -> None:
-        self._resp = resp
-        self._tr = translate.ChatStream(model)
-        self._done = False
-        self.headers = resp.headers
-
-    async def next_chunk(self) -> bytes | None:
-        while not self._done:
-            data = await self._resp.next_chunk()
-            if data is None:
-                self._done = True
-                return self._tr.end() or None
-            out = self._tr.feed(data)
-            if out:
-                return out
-        return None
+_TRANSLATED = "guard.translated"  # Exchange.context key: translation to the upstream (guard.apis.translate.mode)
 
 
 def _stateful(ex: Exchange, used: list[str], chain: list[Any]) -> None:

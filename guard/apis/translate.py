@@ -1,5 +1,7 @@
-"""Anthropic Messages clients on OpenAI-compatible upstreams: the judged Messages request as a Chat
-Completions request, and the answer (whole, streamed or an error) back as Messages.
+"""Clients of one wire API on an upstream that speaks another: which pairs work (``mode``), and Anthropic
+Messages clients on OpenAI-compatible upstreams: the judged Messages request as a Chat Completions request,
+and the answer (whole, streamed or an error) back as Messages. Responses clients on Chat-Completions-only
+upstreams: guard.apis.translate_responses.
 
 What maps and what is refused is listed in docs/wire-apis.md; ``check`` refuses (400 ``untranslatable``)
 before any screen runs, so a request is never sent with part of it silently lost, except the parts listed as
@@ -13,10 +15,10 @@ from typing import Any
 from guard.apis.openai import _dict, _int, _list, event_data, split_events
 from guard.errors import GuardError, bad_request
 
-# Client API -> upstream APIs it can be sent to (the same API, or translated).
+# Client API -> upstream APIs that take it as it is.
 SERVES = {"openai": ("openai", "azure-openai"), "ollama": ("ollama",), "anthropic": ("anthropic",),
           "responses": ("openai",)}
-TRANSLATED = {("anthropic", "openai"), ("anthropic", "azure-openai")}
+CHAT_UPSTREAMS = ("openai", "azure-openai")
 
 _MAPPED = {"model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "stop_sequences",
            "metadata", "tools", "tool_choice", "output_config", "thinking"}
@@ -25,14 +27,84 @@ _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "
          "content_filter": "refusal"}
 
 
-def mismatch(client_api: str, upstream_api: str, model: str) -> GuardError | None:
+def mode(client_api: str, up: Any) -> str | None:
+    """How a client's API reaches upstream ``up`` (a config Upstream): "" as it is, "messages" / "responses"
+    translated to Chat Completions, None not at all."""
+    if client_api in ("anthropic", "responses") and up.api in CHAT_UPSTREAMS:
+        if client_api == "responses" and up.api == "openai" and up.responses == "native":
+            return ""
+        return "messages" if client_api == "anthropic" else "responses"
+    return "" if up.api in SERVES.get(client_api, ()) else None
+
+
+def mismatch(client_api: str, up: Any, model: str) -> GuardError | None:
     """The error for a route whose upstream neither speaks the client's API nor has a translation."""
-    if upstream_api in SERVES.get(client_api, ()) or (client_api, upstream_api) in TRANSLATED:
+    if mode(client_api, up) is not None:
         return None
     hint = {"ollama": "the Ollama API", "anthropic": "the Anthropic Messages API (/v1/messages)"}.get(
-        upstream_api, "the OpenAI API")
+        up.api, "the OpenAI API")
     return bad_request(f"model {model!r} is served by an upstream that speaks {hint}; use that API for it",
                        "api_mismatch")
+
+
+def check_for(kind: str, body: dict[str, Any]) -> None:
+    """Refuse what cannot be translated (``kind`` from ``mode``), before any screen runs."""
+    if kind == "messages":
+        check(body)
+    else:
+        from guard.apis import translate_responses
+
+        translate_responses.check(body)
+
+
+def request(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The judged request as Chat Completions."""
+    if kind == "messages":
+        return to_chat(body)
+    from guard.apis import translate_responses
+
+    return translate_responses.to_chat(body)
+
+
+def whole(kind: str, status: int, data: bytes, model: str) -> bytes:
+    """A Chat Completions upstream's whole answer or error as the client's API has it (a body that is not a
+    JSON object is left for the caller to refuse)."""
+    if status != 200:
+        return error_from_chat(status, data) if kind == "messages" else data
+    try:
+        chat = json.loads(data)
+        if not isinstance(chat, dict):
+            return data
+    except (ValueError, RecursionError):
+        return data
+    if kind == "messages":
+        return json.dumps(from_chat(chat, model)).encode()
+    from guard.apis import translate_responses
+
+    return json.dumps(translate_responses.from_chat(chat, model)).encode()
+
+
+class Stream:
+    """An upstream response whose Chat Completions stream is read as the client's API's events."""
+
+    def __init__(self, kind: str, resp: Any, model: str) -> None:
+        from guard.apis import translate_responses
+
+        self._resp = resp
+        self._tr: Any = ChatStream(model) if kind == "messages" else translate_responses.ChatStream(model)
+        self._done = False
+        self.headers = resp.headers
+
+    async def next_chunk(self) -> bytes | None:
+        while not self._done:
+            data = await self._resp.next_chunk()
+            if data is None:
+                self._done = True
+                return self._tr.end() or None
+            out = self._tr.feed(data)
+            if out:
+                return out
+        return None
 
 
 def _untranslatable(path: str, why: str) -> GuardError:

@@ -22,7 +22,8 @@ TOOLS = [{"name": "get_weather", "description": "weather for a city",
 @pytest.fixture(scope="module")
 def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Guard with the PII profile of tests/filters/test_pii_proxy.py; claude-* models go to the OpenAI-
-    compatible upstream, native-* to the Messages upstream."""
+    compatible upstream, native-* to the Messages upstream, chatonly-* to an upstream whose Responses requests
+    are translated to Chat Completions."""
     from guard.demo.stack import screening_filters
 
     from tests.conftest import start_guard
@@ -30,8 +31,11 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     tmp = tmp_path_factory.mktemp("wire-translation")
     d = screening_filters(tmp / "pii-filters", model_server[1])
     (d / "pii.yaml").write_text(PII_YAML)
+    chat_only = {"url": model_server[1], "api": "openai", "timeout_s": 10, "responses": "translate"}
     h = start_guard(pki_dir, model_server[1], tmp, judge_url=model_server[1], filters={"dir": str(d)},
-                    routes=[{"model": "native-*", "upstream": "anthropic"}, {"model": "*", "upstream": "local"}])
+                    upstreams={"chatonly": chat_only},
+                    routes=[{"model": "native-*", "upstream": "anthropic"}, {"model": "chatonly-*", "upstream": "chatonly"},
+                            {"model": "*", "upstream": "local"}])
     yield h
     h.stop()
 
@@ -132,3 +136,65 @@ def test_pseudonym_restored_in_the_streamed_answer(g: Any, model_server: Any, mo
     reqs = [r for r in model_server[0].requests if "guard" not in str(r["body"].get("model", "")).lower()]
     seen = json.dumps(reqs[-1]["body"])
     assert EMAIL not in seen and "<EMAIL_ADDRESS_1>" in seen
+
+
+# --- Responses clients on a Chat-Completions-only upstream --------------------------------------------------
+
+RTOOL = {"type": "function", "name": "get_weather", "description": "weather for a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+
+
+def test_responses_create_is_translated(g: Any, model_server: Any) -> None:
+    with g.openai() as c:
+        raw = c.responses.with_raw_response.create(model="chatonly-m", instructions="be brief", max_output_tokens=20,
+                                                   input=[{"role": "user", "content": [
+                                                       {"type": "input_text", "text": "[[reply: hi there]]"}]}])
+        r = raw.parse()
+    assert r.output_text == "hi there" and r.status == "completed" and r.usage.output_tokens == 2
+    got = sent(model_server, raw.headers["x-guard-request-id"])
+    assert got["path"] == "/v1/chat/completions"
+    assert got["body"] == {"model": "chatonly-m", "max_tokens": 20, "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "[[reply: hi there]]"}]}]}
+
+
+def test_responses_stream_and_tools_are_translated(g: Any, model_server: Any) -> None:
+    directive = '[[tool: get_weather {"city": "Paris"}]]'
+    with g.openai() as c:
+        evs = list(c.responses.create(model="chatonly-m", input="[[reply: one two three]]", stream=True))
+        tool_evs = list(c.responses.create(model="chatonly-m", input=directive, tools=[RTOOL], stream=True))
+        whole = c.responses.create(model="chatonly-m", input=directive, tools=[RTOOL])
+        raw = c.responses.with_raw_response.create(model="chatonly-m", tools=[RTOOL], input=[
+            {"role": "user", "content": "weather?"},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+            {"role": "user", "content": "[[reply: fine]]"}])
+    assert "".join(e.delta for e in evs if e.type == "response.output_text.delta") == "one two three"
+    assert evs[0].type == "response.created" and evs[-1].type == "response.completed"
+    assert evs[-1].response.output_text == "one two three" and evs[-1].response.usage.output_tokens == 7
+    args = "".join(e.delta for e in tool_evs if e.type == "response.function_call_arguments.delta")
+    assert json.loads(args) == {"city": "Paris"}
+    calls = [o for o in tool_evs[-1].response.output if o.type == "function_call"]
+    assert calls and json.loads(calls[0].arguments) == {"city": "Paris"} and calls[0].name == "get_weather"
+    assert whole.output[0].type == "function_call" and json.loads(whole.output[0].arguments) == {"city": "Paris"}
+    body = sent(model_server, raw.headers["x-guard-request-id"])["body"]
+    assert body["messages"][1] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]}
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    assert raw.parse().output_text == "fine"
+
+
+def test_responses_pseudonym_restored_through_translation(g: Any, model_server: Any) -> None:
+    with g.openai() as c:
+        evs = list(c.responses.create(model="chatonly-m", stream=True,
+                                      input=f"[[echo]] [[chunks=23]] please mail {EMAIL} today"))
+    text = "".join(e.delta for e in evs if e.type == "response.output_text.delta")
+    assert text.endswith(f"please mail {EMAIL} today") and evs[-1].response.output_text == text
+    reqs = [r for r in model_server[0].requests if "guard" not in str(r["body"].get("model", "")).lower()]
+    assert EMAIL not in json.dumps(reqs[-1]["body"]) and reqs[-1]["path"] == "/v1/chat/completions"
+
+
+def test_responses_untranslatable_is_refused(g: Any) -> None:
+    with g.client() as c:
+        r = c.post("/v1/responses", json={"model": "chatonly-m", "input": "hi", "truncation": "auto"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "untranslatable"
