@@ -290,10 +290,9 @@ class Pipeline:
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
-            err = translate.mismatch(ex.api, u, ex.model)
-            if err is not None:
-                raise err
             kind = translate.mode(ex.api, u)
+            if kind is None:
+                raise translate.mismatch(ex.api, u, ex.model)  # type: ignore[misc]
             if kind:
                 translate.check_for(kind, body)
         canonical.admit(ex, api, unknown, chain)

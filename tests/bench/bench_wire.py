@@ -11,7 +11,12 @@ another path. Machine load moves single figures; compare ratios from one run.
   messages    POST /v1/messages         -> anthropic upstream
   translated  POST /v1/messages         -> openai upstream (translated to Chat Completions and back)
 
-Run: python -m tests.bench.bench_wire [--quick]   (or BENCH_ONLY=wire python -m tests.bench.run)
+Before/after: ``--against REV`` also measures the Chat Completions pipeline's CPU per request in-process
+(tests/bench/bench_pipeline_cpu.py, variant ``no-journal``) for the tree at REV and for this tree, in
+alternating child processes against one model server, and reports after / before (does the shared wire-module
+shape make Chat Completions slower?).
+
+Run: python -m tests.bench.bench_wire [--quick] [--against canon]   (or BENCH_ONLY=wire python -m tests.bench.run)
 """
 from __future__ import annotations
 
@@ -104,5 +109,58 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+_CHILD = """
+import sys, uvloop
+from pathlib import Path
+from tests.bench.bench_pipeline_cpu import _measure
+print(uvloop.run(_measure("no-journal", Path(sys.argv[1]), int(sys.argv[2])))[0])
+"""
+
+
+def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
+    """Chat Completions pipeline CPU per request, tree at ``rev`` against this tree (alternating processes)."""
+    import os
+    import subprocess
+    import tarfile
+    import io
+
+    from guard.demo.stack import ROOT
+    from tests.bench.common import free_port, wait_port
+    from tests.bench.run import guard_config
+
+    n, rounds = (600, 3) if quick else (2000, 5)
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        base = tmp / "base"
+        base.mkdir()
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        tarfile.open(fileobj=io.BytesIO(tar)).extractall(base)
+        for so in (ROOT / "guard" / "apis").glob("_strictjson*.so"):  # the same C hook for both (untracked build)
+            shutil.copy(so, base / "guard" / "apis" / so.name)
+        port = free_port()
+        up = subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory",
+                               "--port", str(port), "--log-level", "warning"])
+        try:
+            wait_port(port)
+            cfg = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
+            seen: dict[str, list[float]] = {"before": [], "after": []}
+            for _ in range(rounds):
+                for label, tree in (("before", base), ("after", ROOT)):
+                    env = {**os.environ, "PYTHONPATH": str(tree)}
+                    out = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(n)], cwd=tree, env=env,
+                                         check=True, capture_output=True, text=True).stdout
+                    seen[label].append(float(out.strip().splitlines()[-1]))
+        finally:
+            up.terminate()
+            up.wait(10)
+    b, a = statistics.median(seen["before"]), statistics.median(seen["after"])
+    return {"rev": rev, "n": n, "rounds": rounds, "before_us": round(b, 1), "after_us": round(a, 1),
+            "after_over_before": round(a / b, 3)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    q = "--quick" in sys.argv
+    result: dict[str, Any] = {"paths": run(quick=q)}
+    if "--against" in sys.argv:
+        result["chat_before_after"] = before_after(sys.argv[sys.argv.index("--against") + 1], quick=q)
+    print(json.dumps(result, indent=2))
