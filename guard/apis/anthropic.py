@@ -64,7 +64,7 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
 
 def _block(b: Any, allowed: frozenset[str], path: str) -> None:
     t = b.get("type") if isinstance(b, dict) else None
-    if t not in allowed:
+    if not isinstance(t, str) or t not in allowed:
         raise bad_request(f"{path} must be a content block of type {', '.join(sorted(allowed))}", "unsupported_block",
                           param=path)
 
@@ -243,7 +243,8 @@ def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
 
 
 def encode(chunk: dict[str, Any]) -> bytes:
-    name = chunk.get("type") if isinstance(chunk.get("type"), str) else "message"
+    t = chunk.get("type")
+    name = t if isinstance(t, str) else "message"
     return (b"event: " + name.encode("ascii", "replace") + b"\ndata: "
             + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n")
 

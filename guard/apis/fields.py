@@ -115,7 +115,8 @@ OLLAMA_EMBED: dict[str, F] = {"model": P, "input": F("input"), "truncate": P, "o
 # image blocks), thinking, redacted_thinking (data: opaque, refused as "context" unless allowed). A document's
 # source is refused as "file"; its title and context are not in the table (refused unless extra_fields).
 _A_INNER = {"type": P, "text": T("tool_result"), "source": F("image"), "cache_control": P}
-_A_BLOCK = {"type": P, "text": T("content"), "source": F("image"), "id": P, "name": T("name"), "input": F("tool_arguments", types=(dict,)), "tool_use_id": P,
+_A_BLOCK = {"type": P, "text": T("content"), "source": F("image"), "id": P,
+            "name": T("name"), "input": F("tool_arguments", types=(dict,)), "tool_use_id": P,
             "content": F("tool_result", _A_INNER, types=(str, list)), "is_error": P, "thinking": T("content"),
             "signature": P, "data": F("context"), "cache_control": P}
 _A_TOOL = {"type": P, "name": T("tool_definition"), "description": T("tool_definition"),

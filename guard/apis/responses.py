@@ -48,7 +48,7 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
         raise bad_request("'input' must be a string or an array of items", "invalid_input", param="$.input")
     for i, item in enumerate(_list(x)):
         t = _item_type(item)
-        if t not in ITEM_TYPES:
+        if not isinstance(t, str) or t not in ITEM_TYPES:
             raise bad_request(f"input[{i}]: item type {t!r} is not supported (messages, function_call, "
                               "function_call_output)", "unsupported_item", param=f"$.input[{i}]")
     for j, t in enumerate(_list(body.get("tools"))):
@@ -243,14 +243,16 @@ def finalize(chunk: dict[str, Any], released: dict[tuple, str]) -> None:
 
 
 def encode(chunk: dict[str, Any]) -> bytes:
-    name = chunk.get("type") if isinstance(chunk.get("type"), str) else "message"
+    t = chunk.get("type")
+    name = t if isinstance(t, str) else "message"
     return (b"event: " + name.encode("ascii", "replace") + b"\ndata: "
             + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n")
 
 
 def flush(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     like = like or {}
-    base = {"item_id": like.get("item_id", ""), "output_index": key[0], "sequence_number": like.get("sequence_number", 0),
+    base = {"item_id": like.get("item_id", ""), "output_index": key[0],
+            "sequence_number": like.get("sequence_number", 0),
             "delta": text}
     if key[1] == "tool":
         return {"type": "response.function_call_arguments.delta", **base}

@@ -149,7 +149,8 @@ def _text_parts(blocks: list[Any]) -> list[dict[str, Any]]:
             out.append({"type": "text", "text": b.get("text", "")})
         elif b.get("type") == "image":
             src = _dict(b.get("source"))
-            url = src.get("url") if src.get("type") == "url" else f"data:{src.get('media_type')};base64,{src.get('data')}"
+            url = (src.get("url") if src.get("type") == "url"
+                   else f"data:{src.get('media_type')};base64,{src.get('data')}")
             out.append({"type": "image_url", "image_url": {"url": url}})
     return out
 
@@ -208,7 +209,7 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
             if k1 in t}} for t in (_dict(x) for x in body["tools"])]
     tc = _dict(body.get("tool_choice"))
     if tc:
-        kind = tc.get("type")
+        kind = str(tc.get("type"))
         out["tool_choice"] = ({"type": "function", "function": {"name": tc.get("name")}} if kind == "tool"
                               else {"any": "required"}.get(kind, kind))
         if tc.get("disable_parallel_tool_use"):
@@ -246,7 +247,8 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
                         "input": _input(fn.get("arguments"))})
     u = _dict(chat.get("usage"))
     return {"id": chat.get("id") or "msg_guard", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": _STOP.get(ch.get("finish_reason"), "end_turn"), "stop_sequence": None,
+            "content": content, "stop_reason": _STOP.get(str(ch.get("finish_reason")), "end_turn"),
+            "stop_sequence": None,
             "usage": {"input_tokens": _int(u.get("prompt_tokens")), "output_tokens": _int(u.get("completion_tokens"))}}
 
 
@@ -258,7 +260,7 @@ def error_from_chat(status: int, data: bytes) -> bytes:
         err = _dict(_dict(json.loads(data)).get("error"))
     except ValueError:
         err = {}
-    msg = err.get("message") if isinstance(err.get("message"), str) else "upstream error"
+    msg = str(err["message"]) if isinstance(err.get("message"), str) else "upstream error"
     code = err.get("code") if isinstance(err.get("code"), str) else None
     return json.dumps(error_object(status, msg, code, None, "upstream_error")).encode()
 
@@ -336,7 +338,8 @@ class ChatStream:
                                                       "upstream_error"))
         u = chunk.get("usage")
         if isinstance(u, dict):
-            self._usage = {"input_tokens": _int(u.get("prompt_tokens")), "output_tokens": _int(u.get("completion_tokens"))}
+            self._usage = {"input_tokens": _int(u.get("prompt_tokens")),
+                           "output_tokens": _int(u.get("completion_tokens"))}
         for ch in _list(chunk.get("choices"))[:1]:
             ch = _dict(ch)
             d = _dict(ch.get("delta"))
@@ -348,7 +351,7 @@ class ChatStream:
             for tc in _list(d.get("tool_calls")):
                 tc = _dict(tc)
                 fn = _dict(tc.get("function"))
-                ti = tc.get("index", 0)
+                ti = tc["index"] if isinstance(tc.get("index"), int) else 0
                 if self._block is None or self._block[1] != "tool" or self._block[2] != ti or tc.get("id"):
                     out += self._open("tool", ti, {"type": "tool_use", "id": tc.get("id") or f"toolu_{ti}",
                                                    "name": fn.get("name") or "", "input": {}})

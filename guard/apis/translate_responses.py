@@ -123,7 +123,7 @@ def _call(call_id: str, name: str, args: str, status: str = "completed") -> dict
 
 def _response(rid: str, model: str, output: list[dict[str, Any]], finish: Any, usage: dict[str, Any] | None,
               status: str = "") -> dict[str, Any]:
-    reason = _INCOMPLETE.get(finish)
+    reason = _INCOMPLETE.get(finish) if isinstance(finish, str) else None
     u = _dict(usage)
     n_in, n_out = _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
     return {"id": rid, "object": "response", "created_at": 0, "model": model,
@@ -143,7 +143,7 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
     for tc in _list(msg.get("tool_calls")):
         fn = _dict(_dict(tc).get("function"))
         output.append(_call(str(_dict(tc).get("id") or "call_guard"), str(fn.get("name") or ""),
-                            fn.get("arguments") if isinstance(fn.get("arguments"), str) else ""))
+                            str(fn["arguments"]) if isinstance(fn.get("arguments"), str) else ""))
     return _response(f"resp_{chat.get('id') or 'guard'}", model, output, ch.get("finish_reason"),
                      _dict(chat.get("usage")))
 
@@ -252,7 +252,7 @@ class ChatStream:
             for tc in _list(d.get("tool_calls")):
                 tc = _dict(tc)
                 fn = _dict(tc.get("function"))
-                ti = tc.get("index", 0)
+                ti = tc["index"] if isinstance(tc.get("index"), int) else 0
                 if ti not in self._calls or tc.get("id"):
                     out += self._start_item(_call(str(tc.get("id") or f"call_{ti}"), str(fn.get("name") or ""), "",
                                                   "in_progress"))

@@ -49,7 +49,7 @@ def _text_index(d: dict[str, str]) -> int:
 
 
 def start(model: str, prompt_len: int, d: dict[str, str]) -> bytes:
-    msg = {"id": "msg_demo", "type": "message", "role": "assistant", "model": model, "content": [],
+    msg: dict[str, Any] = {"id": "msg_demo", "type": "message", "role": "assistant", "model": model, "content": [],
            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": max(1, prompt_len // 4),
                                                                   "output_tokens": 1}}
     out = event({"type": "message_start", "message": msg})

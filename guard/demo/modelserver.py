@@ -205,7 +205,8 @@ class ModelServer:
         w = asyncio.ensure_future(watch())
         try:
             if msgs:
-                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d), "more_body": True})
+                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d),
+                            "more_body": True})
             elif rev is not None:
                 await send({"type": "http.response.body", "body": rev.start(), "more_body": True})
             i = 0

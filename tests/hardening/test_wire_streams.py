@@ -5,6 +5,8 @@ redacted), the client never receives the secret:
 * Responses events that repeat the whole text (``output_text.done``, ``content_part.done``,
   ``output_item.done``, ``response.completed``) while the deltas are clean, or with no deltas at all;
 * Anthropic text in ``content_block_start`` and in ``thinking_delta``; whole answers' thinking blocks.
+
+And hostile request shapes for the same APIs: a 400 in the API's shape, never a 500.
 """
 from __future__ import annotations
 
@@ -121,3 +123,26 @@ def test_text_outside_the_deltas_never_reaches_the_client(guard_factory: Any, ho
     nodelta = [json.loads(line[6:]) for line in seen["resp-no-deltas"].splitlines() if line.startswith("data: ")]
     assert nodelta[-1]["response"]["output"][0]["content"][0]["text"] == ""
     assert "[REDACTED:aws_access_key_id]" in seen["claude-stream"] and "[REDACTED" in seen["claude-whole"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/messages", {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": ["text"], "text": "hi"}]}]}),
+    ("/v1/messages", {"model": "claude-x", "max_tokens": 5, "messages": [{"role": ["user"], "content": "hi"}]}),
+    ("/v1/messages", {"model": "claude-x", "max_tokens": 5, "system": [{"type": {"t": 1}, "text": "x"}],
+                      "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/messages", {"model": "claude-x", "max_tokens": True, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/messages", {"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}],
+                      "tools": [{"type": ["custom"], "name": "f", "input_schema": {}}]}),
+    ("/v1/responses", {"model": "m", "input": [{"type": ["message"], "role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "m", "input": [{"type": {"a": 1}}]}),
+    ("/v1/responses", {"model": "m", "input": {"role": "user"}}),
+    ("/v1/responses", {"model": "m", "input": "hi", "tools": [{"type": ["function"], "name": "f"}]}),
+])
+def test_hostile_request_shapes_get_a_400(guard: Any, path: str, body: dict[str, Any]) -> None:
+    """Types where a string is expected (lists, objects as block/item/tool types or roles) are refused with
+    400 in the API's own shape, never a 500."""
+    with guard.client() as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert (r.json()["type"] == "error") if path == "/v1/messages" else ("error" in r.json())

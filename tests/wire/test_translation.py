@@ -34,7 +34,8 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     chat_only = {"url": model_server[1], "api": "openai", "timeout_s": 10, "responses": "translate"}
     h = start_guard(pki_dir, model_server[1], tmp, judge_url=model_server[1], filters={"dir": str(d)},
                     upstreams={"chatonly": chat_only},
-                    routes=[{"model": "native-*", "upstream": "anthropic"}, {"model": "chatonly-*", "upstream": "chatonly"},
+                    routes=[{"model": "native-*", "upstream": "anthropic"},
+                            {"model": "chatonly-*", "upstream": "chatonly"},
                             {"model": "*", "upstream": "local"}])
     yield h
     h.stop()
@@ -85,8 +86,8 @@ def test_tools_are_translated_whole_streamed_and_round_trip(g: Any, model_server
     tu = [b for b in final.content if b.type == "tool_use"]
     assert final.stop_reason == "tool_use" and tu[0].name == "get_weather" and tu[0].input == {"city": "Paris"}
     body = sent(model_server, raw.headers["x-guard-request-id"])["body"]
-    assert body["tools"] == [{"type": "function", "function": {"name": "get_weather", "description": "weather for a city",
-                                                               "parameters": TOOLS[0]["input_schema"]}}]
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "description": "weather for a city", "parameters": TOOLS[0]["input_schema"]}}]
     assert body["messages"][1] == {"role": "assistant", "content": "checking", "tool_calls": [
         {"id": "t1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
     assert body["messages"][2:] == [{"role": "tool", "tool_call_id": "t1", "content": "sunny"},
