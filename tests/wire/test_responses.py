@@ -205,3 +205,33 @@ def test_field_table_knows_the_sdk_parameters() -> None:
     refused = {"prompt", "context_management", "access_programs", "image", "moderation", "background_options"}
     keys = set(typing.get_type_hints(rc.ResponseCreateParamsBase)) | {"stream"}
     assert keys - refused <= set(F.OPENAI_RESPONSES), keys - refused - set(F.OPENAI_RESPONSES)
+
+
+def test_content_capture_keeps_the_prompt_of_items(guard_factory: Any, tmp_path: Path) -> None:
+    """audit.capture: full keeps the prompt as forwarded whatever the API: Responses items and Messages blocks
+    (messages, system prompt, tool results), not only plain strings."""
+    import anthropic as anthropic_sdk
+    import httpx2
+
+    g = guard_factory(audit={"dir": str(tmp_path / "audit"), "capture": "full"})
+    with g.openai() as c:
+        rid_r = c.responses.with_raw_response.create(model="demo-model", instructions="sys-r", input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "item-text"}]},
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "tool-out"}]).headers["x-guard-request-id"]
+    with anthropic_sdk.Anthropic(base_url=g.url, api_key="k", max_retries=0,
+                                 http_client=httpx2.Client(verify=g.ssl_context())) as a:
+        rid_m = a.messages.with_raw_response.create(model="claude-demo", max_tokens=5, system=[
+            {"type": "text", "text": "sys-m"}], messages=[{"role": "user", "content": [
+                {"type": "text", "text": "block-text"}]}]).headers["x-guard-request-id"]
+    deadline = time.monotonic() + 5
+    while True:
+        started = {e["request_id"]: e for e in events(g.config.audit.dir)
+                   if e.get("type") == "exchange.started" and e.get("request_id") in (rid_r, rid_m)}
+        if len(started) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    pr = started[rid_r]["content"]["prompt"]
+    pm = started[rid_m]["content"]["prompt"]
+    assert all(t in pr for t in ("sys-r", "item-text", "tool-out")), pr
+    assert all(t in pm for t in ("sys-m", "block-text")), pm
