@@ -11,6 +11,10 @@ another path. Machine load moves single figures; compare ratios from one run.
   messages    POST /v1/messages         -> anthropic upstream
   translated  POST /v1/messages         -> openai upstream (translated to Chat Completions and back)
 
+CPU per request (``cpu_per_request``): each path's whole answer through the Pipeline in-process (no client,
+no TLS, no audit writes; the model server in another process), process CPU time, which machine load moves
+far less than wall time.
+
 Before/after: ``--against REV`` also measures the Chat Completions pipeline's CPU per request in-process
 (tests/bench/bench_pipeline_cpu.py, variant ``no-journal``) for the tree at REV and for this tree, in
 alternating child processes against one model server, and reports after / before (does the shared wire-module
@@ -109,6 +113,84 @@ def run(quick: bool = False) -> dict[str, Any]:
     return out
 
 
+async def _cpu(cfg_path: Path, path: str, body: dict[str, Any], n: int) -> float:
+    """CPU per request (this process: Guard's pipeline in-process, no client, no TLS; the model server runs in
+    another process) for one path, whole answers, shipped policy, no audit writes."""
+    import time as _t
+
+    from tests.bench.common import XFCC
+    from tests.bench.guard_noaudit import NullRecorder
+
+    from guard.config import load_config
+    from guard.pipeline import Pipeline
+    from guard.runtime import Runtime
+
+    rt = Runtime(load_config(cfg_path), recorder=NullRecorder())
+    rt.load()
+    svc = rt.services()
+    pipe = Pipeline(svc)
+    raw = json.dumps(body).encode()
+    scope = {"type": "http", "method": "POST", "path": path, "client": ("127.0.0.1", 5555),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    async def send(m: dict[str, Any]) -> None:
+        if m["type"] == "http.response.start":
+            status.append(m["status"])
+
+    for _ in range(50):
+        await pipe(scope, receive, send)
+    assert set(status) == {200}, (path, set(status))
+    t = _t.process_time()
+    for _ in range(n):
+        await pipe(scope, receive, send)
+    us = (_t.process_time() - t) / n * 1e6
+    await svc.upstreams.close()
+    return us
+
+
+def cpu_per_path(quick: bool = False) -> dict[str, Any]:
+    """CPU per request of each path's whole answer, in-process, rounds that each start with another path."""
+    import subprocess
+
+    import uvloop
+    import yaml
+
+    from tests.bench.common import free_port, wait_port
+    from tests.bench.run import guard_config
+
+    n, rounds = (300, 3) if quick else (1000, 5)
+    bodies = _bodies(False)
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        port = free_port()
+        up = subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory",
+                               "--port", str(port), "--log-level", "warning", "--no-access-log"])
+        try:
+            wait_port(port)
+            cfg_path = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
+            cfg = yaml.safe_load(cfg_path.read_text())
+            cfg["upstreams"]["anthropic"] = {"url": f"http://127.0.0.1:{port}", "api": "anthropic", "timeout_s": 30}
+            cfg["routes"] = [{"model": "claude*", "upstream": "anthropic"}, {"model": "*", "upstream": "local"}]
+            cfg_path.write_text(yaml.safe_dump(cfg))
+            seen: dict[str, list[float]] = {k: [] for k in bodies}
+            names = list(bodies)
+            for r in range(rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    gp, _, body = bodies[name]
+                    seen[name].append(uvloop.run(_cpu(cfg_path, gp, body, n)))
+        finally:
+            up.terminate()
+            up.wait(10)
+    med = {k: statistics.median(v) for k, v in seen.items()}
+    return {"n": n, "rounds": rounds, **{k: {"cpu_us": round(v, 1), "ratio_to_chat": round(v / med["chat"], 2)}
+                                         for k, v in med.items()}}
+
+
 _CHILD = """
 import sys, uvloop
 from pathlib import Path
@@ -161,7 +243,7 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
 
 if __name__ == "__main__":
     q = "--quick" in sys.argv
-    result: dict[str, Any] = {"paths": run(quick=q)}
+    result: dict[str, Any] = {"paths": run(quick=q), "cpu_per_request": cpu_per_path(quick=q)}
     if "--against" in sys.argv:
         result["chat_before_after"] = before_after(sys.argv[sys.argv.index("--against") + 1], quick=q)
     print(json.dumps(result, indent=2))
