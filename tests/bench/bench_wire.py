@@ -227,8 +227,9 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
             wait_port(port)
             cfg = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
             seen: dict[str, list[float]] = {"before": [], "after": []}
-            for _ in range(rounds):
-                for label, tree in (("before", base), ("after", ROOT)):
+            for r in range(rounds):  # the order flips every round
+                pair = [("before", base), ("after", ROOT)]
+                for label, tree in (pair if r % 2 == 0 else pair[::-1]):
                     env = {**os.environ, "PYTHONPATH": str(tree)}
                     out = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(n)], cwd=tree, env=env,
                                          check=True, capture_output=True, text=True).stdout
