@@ -78,9 +78,9 @@ class Admin(Strict):
 
 class Upstream(Strict):
     url: str
-    api: Literal["openai", "azure-openai", "ollama"] = "openai"
+    api: Literal["openai", "azure-openai", "ollama", "anthropic"] = "openai"
     api_key_env: str | None = None
-    api_version: str | None = None  # azure-openai only
+    api_version: str | None = None  # azure-openai: api-version; anthropic: anthropic-version (2023-06-01)
     external: bool = False  # the model runs outside our network (policy attribute obj.external)
     timeout_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -126,6 +126,12 @@ class Upstream(Strict):
     # Inputs that reach the model but cannot be screened as text, allowed for this upstream (marked in the
     # audit record's screens as "unscreened" and counted); refused otherwise (guard.apis.fields).
     allow_unscreened: list[Literal["image", "audio", "file", "token_ids", "context"]] = []
+    # Responses API context kept by the upstream (previous_response_id, conversation, background, store: true):
+    # forwarded only when true; that context is not in the request Guard screens and audits (docs/wire-apis.md).
+    stateful: bool = False
+    # api openai: whether the upstream serves /v1/responses itself ("native") or Responses requests are
+    # translated to Chat Completions ("translate"; always so for azure-openai).
+    responses: Literal["native", "translate"] = "native"
 
     @field_validator("extra_fields")
     @classmethod

@@ -21,7 +21,7 @@ class Exchange:
     """
 
     request_id: str
-    api: str  # openai | ollama  (wire API of the client request)
+    api: str  # openai | ollama | anthropic | responses  (wire API of the client request: guard.apis.wire)
     operation: str  # chat | completion | embeddings | models
     model: str
     path: str
@@ -31,7 +31,7 @@ class Exchange:
     client_ip: str = ""
     body_bytes: int = 0
     upstream: str = ""  # upstream name chosen by routing
-    upstream_api: str = ""  # openai | azure-openai | ollama
+    upstream_api: str = ""  # openai | azure-openai | ollama | anthropic
     external: bool = False
     trace_id: str = ""
     started: float = field(default_factory=time.perf_counter)

@@ -16,8 +16,9 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
-from guard.apis import ROUTES, fields, ollama, openai, set_path, strictjson
+from guard.apis import ROUTES, fields, set_path, strictjson, translate
 from guard.apis import answer as answers
+from guard.apis.wire import WIRE, module
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -35,7 +36,7 @@ from guard.upstream_errors import screen_error_body
 log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-APIS = {"openai": openai, "ollama": ollama}
+APIS = WIRE
 
 
 class Policy(Protocol):
@@ -164,7 +165,7 @@ def _obj(ex: Exchange) -> Attrs:
     obj = ex.context.get(_OBJ)
     if obj is None:
         obj = ex.context[_OBJ] = Attrs({"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
-                                        "external": ex.external, "path": ex.path})
+                                        "wire": ex.api, "external": ex.external, "path": ex.path})
     return obj
 
 
@@ -256,7 +257,7 @@ class Pipeline:
             await self._after(ex, started, outcome)
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
-        await _send_error(send, e, ex.request_id)
+        await _send_error(send, e, ex.request_id, ex.api)
         telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", _model_label(ex),
                         _decision(ex), str(e.status)).inc()
 
@@ -322,7 +323,17 @@ class Pipeline:
         ex.context[_LABEL] = _label_for(r, ex.model, self._model_labels)
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
-        canonical.admit(ex, api, unknown, [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)])
+        chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
+        for u in chain:  # before any screen runs: a route this API cannot take is refused as such
+            kind = translate.mode(ex.api, u)
+            if kind is None:
+                raise translate.mismatch(ex.api, u, ex.model)  # type: ignore[misc]
+            if kind:
+                translate.check_for(kind, body)
+        canonical.admit(ex, api, unknown, chain)
+        state = getattr(api, "stateful", None)
+        if state is not None:
+            _stateful(ex, state(body), chain)
         _stage(ex, "parse", t0)
 
         env = await self._access(ex)
@@ -428,18 +439,22 @@ class Pipeline:
         cfg = self.svc.config
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
-        body = strictjson.dumps(ex.body)  # what was judged, never the client's bytes (guard/canonical.py)
+        bodies: dict[str, bytes] = {}  # per upstream API: what was judged, never the client's bytes (canonical.py)
         tp = ex.context.get("traceparent") or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
         extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         t = time.perf_counter()
         resp = None
         for name in [route.upstream, *route.fallbacks]:
             model = route.upstream_model or ex.model
-            target = self.svc.upstreams.target(name, ex.api, ex.operation, _upstream_path(ex, cfg.upstreams[name].api),
-                                               model, scope["headers"], extra)
+            kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
+            if kind not in bodies:
+                bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
+            path = "/v1/chat/completions" if kind else ex.path
+            target = self.svc.upstreams.target(name, ex.api, ex.operation, path, model, scope["headers"], extra)
             try:
-                resp = await self.svc.upstreams.send(target, "POST", body)
+                resp = await self.svc.upstreams.send(target, "POST", bodies[kind])
                 ex.upstream = name
+                ex.context[_TRANSLATED] = kind
                 break
             except UpstreamUnreachable as e:
                 last = e
@@ -450,7 +465,9 @@ class Pipeline:
             ctype = resp.headers.get("content-type", "")
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
             if is_stream:
-                await self._stream(ex, resp, prompt, screens, receive, send)
+                kind = ex.context[_TRANSLATED]
+                await self._stream(ex, translate.Stream(kind, resp, ex.model) if kind else resp, prompt, screens,
+                                   receive, send)
             else:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
@@ -463,6 +480,8 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001
             raise read_error(e, ex.upstream, ex.request_id) from None
         outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
+        if ex.context.get(_TRANSLATED):
+            data = translate.whole(ex.context[_TRANSLATED], resp.status, data, ex.model)
         if resp.status != 200:  # the upstream's error answer: capped and screened like an answer
             data, verdicts, done = await screen_error_body(ex.api, data, screens.response, prompt, ex.context)
             ex.verdicts.extend(verdicts)
@@ -500,7 +519,8 @@ class Pipeline:
 
     async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
                             api: Any) -> bytes:
-        answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
+        if ex.api in answers.APIS:
+            answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()
@@ -517,7 +537,7 @@ class Pipeline:
         _stage(ex, "screens_response", t)
         ex.verdicts.extend(verdicts)
         if any(v.blocked for v in verdicts):
-            _filter_whole(ex, body)
+            APIS[ex.api].filter_whole(ex.operation, body)
         else:
             _write_back(body, segs, before)
         # the judged object, never the upstream's bytes: a key given twice is read as its last value here, as
@@ -604,7 +624,7 @@ class Pipeline:
             log.warning("request %s: upstream %r: %s", ex.request_id, ex.upstream, e)
             err = too_large()
             outcome.update(status=502, reason=err.code)
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except UpstreamReportedError:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "stream_error").inc()
             log.warning("request %s: upstream %r reported an error mid-stream (text withheld)", ex.request_id,
@@ -612,17 +632,17 @@ class Pipeline:
             err = GuardError(502, "the model server reported an error during the stream", "upstream_error",
                              "upstream_error")
             outcome.update(status=502, reason="upstream_stream_error")
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except UpstreamStreamError as e:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
             log.warning("request %s: upstream %r sent an invalid stream: %s", ex.request_id, ex.upstream, e)
             outcome.update(status=502, reason="upstream_bad_stream")
             err = GuardError(502, "the model server sent an invalid stream", "upstream_error", "upstream_bad_stream")
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream (reset, cut, timeout)
             err = read_error(e, ex.upstream, ex.request_id)
             outcome.update(status=err.status, reason=err.code)
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, err), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         finally:
             watcher.cancel()
             telemetry.ACTIVE_STREAMS.dec()
@@ -632,15 +652,6 @@ class Pipeline:
         await self._completed(ex, outcome)
         telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
                         str(outcome["status"])).inc()
-
-
-def _stream_error(api: str, err: GuardError) -> bytes:
-    """How a stream that already started (200 sent) ends when the upstream fails: an error event in the OpenAI
-    error shape, then [DONE] (the OpenAI SDKs raise an APIError on it), or an Ollama ``{"error": ...}`` line
-    (what Ollama itself sends; its clients raise ResponseError) — never a silent truncation."""
-    if api == "openai":
-        return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
-    return json.dumps({"error": err.message}).encode() + b"\n"
 
 
 def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
@@ -663,40 +674,19 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
     return changed
 
 
-def _upstream_path(ex: Exchange, upstream_api: str) -> str:
-    if ex.api == "ollama" and upstream_api != "ollama":
-        _no_translation(ex)
-    return ex.path
+_TRANSLATED = "guard.translated"  # Exchange.context key: translation to the upstream (guard.apis.translate.mode)
 
 
-def _no_translation(ex: Exchange) -> None:
-    raise bad_request(f"model {ex.model!r} is served by an upstream that does not speak the Ollama API; "
-                      "use the OpenAI API for it", "api_mismatch")
-
-
-def _filter_whole(ex: Exchange, body: dict[str, Any]) -> None:
-    """A blocked non-streamed answer: empty content and finish_reason content_filter."""
-    if ex.api == "openai":
-        top = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
-        body.clear()
-        body.update(top)
-        for ch in body.get("choices") or []:
-            if isinstance(ch, dict):
-                kept = {k: ch[k] for k in ("index", "message", "text") if k in ch}
-                ch.clear()
-                ch.update(kept, finish_reason="content_filter", logprobs=None)
-                if "message" in ch:
-                    ch["message"] = {"role": "assistant", "content": ""}
-                if "text" in ch:
-                    ch["text"] = ""
-    else:
-        kept = {k: body[k] for k in ("model", "created_at", "done", "message", "response") if k in body}
-        body.clear()
-        body.update(kept, done_reason="content_filter")
-        if "message" in body:
-            body["message"] = {"role": "assistant", "content": ""}
-        if "response" in body:
-            body["response"] = ""
+def _stateful(ex: Exchange, used: list[str], chain: list[Any]) -> None:
+    """Context the upstream keeps (Responses API) is refused unless every upstream of the route is
+    ``stateful``; otherwise ``store: false`` is sent, so no later request can refer to this one's context."""
+    if all(u.stateful for u in chain):
+        return
+    if used:
+        raise bad_request(f"$.{used[0]} refers to context kept by the upstream, which Guard cannot screen or "
+                          "audit; not allowed for this model (upstreams.<name>.stateful)", "stateful_refused",
+                          param=f"$.{used[0]}")
+    ex.body["store"] = False
 
 
 _LABEL = "guard.metrics.model"  # Exchange.context: the request's ``model`` metric label
@@ -731,5 +721,7 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
     await _send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
 
 
-async def _send_error(send: Send, e: GuardError, rid: str) -> None:
-    await _send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], e.body(), rid)
+async def _send_error(send: Send, e: GuardError, rid: str, api: str = "") -> None:
+    """The error in the client's API's own shape (OpenAI's before the API is known)."""
+    await _send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], module(api).error_body(e),
+                    rid)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from guard.apis import answer, ollama, openai, set_path
+from guard.apis import answer, set_path
+from guard.apis.wire import module
 from guard.filters.base import StreamScreen, Verdict
 
 
@@ -87,12 +88,14 @@ class _Chain:
 
 
 class Relay:
-    """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict."""
+    """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict.
+    ``api`` names the client's wire API; its module (guard.apis.wire) splits, reads and writes the events."""
 
     def __init__(self, api: str, operation: str, model: str,
                  open_chain: Callable[[str], list[StreamScreen]], max_event_bytes: int = EVENT_CAP) -> None:
         self.api = api
         self.max_event_bytes = min(max_event_bytes, EVENT_CAP)
+        self.wire = module(api)
         self.operation = operation
         self.model = model
         self._open_chain = open_chain
@@ -104,6 +107,8 @@ class Relay:
         self.finish_reasons: list[str] = []
         self.done_sent = False
         self.strip_usage = False  # drop the usage-only chunk Guard asked for (guard.quota) after noting it
+        self._finalize = getattr(self.wire, "finalize", None)  # APIs whose events repeat whole texts
+        self.released: dict[tuple, str] = {}  # per channel, the text sent to the client (for ``finalize``)
 
     def _chain(self, key: tuple) -> _Chain:
         c = self._chains.get(key)
@@ -123,24 +128,22 @@ class Relay:
         return out
 
     def stop_bytes(self) -> bytes:
-        if self.api == "openai":
-            return openai.stop_events(self.operation, self._like, self.model)
-        return ollama.stop_line(self.operation, self._like, self.model)
+        return self.wire.stop_bytes(self.operation, self._like, self.model)
 
     async def feed(self, data: bytes) -> tuple[bytes, Verdict | None]:
         self._buf += data
         out = bytearray()
-        items = openai.split_events(self._buf) if self.api == "openai" else ollama.split_lines(self._buf)
-        for raw in items:
-            payload = openai.event_data(raw) if self.api == "openai" else raw
+        wire = self.wire
+        for raw in wire.split(self._buf):
+            payload = wire.payload(raw)
             if payload is None:
                 continue  # SSE comment / keep-alive
-            if self.api == "openai" and payload.strip() == b"[DONE]":
+            if wire.is_end(payload):
                 flushed, stop = await self._flush_all()
                 out += flushed
                 if stop:
                     return bytes(out), stop
-                out += openai.DONE
+                out += wire.END
                 self.done_sent = True
                 continue
             try:
@@ -164,31 +167,34 @@ class Relay:
         if self.strip_usage and not chunk.get("choices") and isinstance(chunk.get("usage"), dict):
             return b"", None
         self._like = chunk
-        mod = openai if self.api == "openai" else ollama
+        wire = self.wire
         held = False
-        answer.drop_unscreenable(self.api, chunk)  # logprobs, token ids: cannot be judged
-        channels = list(mod.chunk_channels(self.operation, chunk))
-        extra, whole = answer.stream_strings(self.api, chunk, frozenset(p for _, p, _ in channels))
-        for path, text in whole:
-            chain = _Chain(self._open_chain("content"))
-            self._whole.append(chain)
-            released, stop = await chain.feed(text)
-            if stop is None:
-                rest, stop = await chain.finish()
-                released += rest
-            if stop:
-                return b"", stop
-            set_path(chunk, path, released)
+        extra: list[tuple[tuple, tuple, str]] = []
+        if self.api in answer.APIS:  # every other text of an OpenAI or Ollama chunk (guard.apis.answer)
+            answer.drop_unscreenable(self.api, chunk)  # logprobs, token ids: cannot be judged
+        channels = list(wire.chunk_channels(self.operation, chunk))
+        if self.api in answer.APIS:
+            extra, whole = answer.stream_strings(self.api, chunk, frozenset(p for _, p, _ in channels))
+            for path, text in whole:
+                chain = _Chain(self._open_chain("content"))
+                self._whole.append(chain)
+                released, stop = await chain.feed(text)
+                if stop is None:
+                    rest, stop = await chain.finish()
+                    released += rest
+                if stop:
+                    return b"", stop
+                set_path(chunk, path, released)
         for key, path, text in channels + extra:
             released, stop = await self._chain(key).feed(text)
             if stop:
                 return (self._encode(self._flush_chunk(key, released)) if released else b""), stop
             set_path(chunk, path, released)
             held = held or (bool(text) and not released)
+            if self._finalize is not None:
+                self.released[key] = self.released.get(key, "") + released
         out = bytearray()
-        finished = (openai.chunk_finished(chunk) if self.api == "openai"
-                    else ([0] if chunk.get("done") else []))
-        for idx in finished:
+        for idx in wire.chunk_finished(chunk):
             for key, chain in list(self._chains.items()):
                 if key[0] == idx and not chain.done:
                     text, stop = await chain.finish()
@@ -196,7 +202,9 @@ class Relay:
                         return bytes(out) + (self._encode(self._flush_chunk(key, text)) if text else b""), stop
                     if text:
                         out += self._encode(self._flush_chunk(key, text))
-        if not (held and _nothing_else(self.api, self.operation, chunk)):
+        if self._finalize is not None:
+            self._finalize(chunk, self.released)
+        if not (held and self.api in answer.APIS and _nothing_else(self.api, self.operation, chunk)):
             out += self._encode(chunk)
         return bytes(out), None
 
@@ -215,26 +223,25 @@ class Relay:
     async def finish(self) -> tuple[bytes, Verdict | None]:
         """End of the upstream body: flush what is held back (a stream without [DONE] is ended as-is)."""
         if self._buf.strip():
-            data, stop = await self.feed(b"\n\n" if self.api == "openai" else b"\n")
+            data, stop = await self.feed(self.wire.SEP)
             if stop:
                 return data, stop
         flushed, stop = await self._flush_all()
         return flushed, stop
 
     def _flush_chunk(self, key: tuple, text: str) -> dict[str, Any]:
-        if self.api == "openai":
-            return openai.flush_chunk(self.operation, self._like, self.model, key, text)
-        return ollama.flush_chunk(self.operation, self._like, self.model, text, key)
+        if self._finalize is not None:
+            self.released[key] = self.released.get(key, "") + text
+        return self.wire.flush(self.operation, self._like, self.model, key, text)
 
     def _encode(self, chunk: dict[str, Any]) -> bytes:
-        return openai.encode_event(chunk) if self.api == "openai" else ollama.encode_line(chunk)
+        return self.wire.encode(chunk)
 
     def _note(self, chunk: dict[str, Any]) -> None:
-        mod = openai if self.api == "openai" else ollama
-        u = mod.usage(chunk)
+        u = self.wire.usage(chunk)
         if u:
-            self.usage = u
-        self.finish_reasons += mod.finish_reasons(chunk)
+            self.usage = {**self.usage, **u} if self.usage else u
+        self.finish_reasons += self.wire.finish_reasons(chunk)
 
 
 _QUIET = ("", None)
@@ -272,17 +279,18 @@ def scan_tail(api: str, tail: bytes) -> tuple[dict[str, int] | None, list[str]]:
     """Usage and finish reasons from the last bytes of an unscreened stream (the fast path parses nothing
     else)."""
     usage, reasons = None, []
-    sep = b"\n\n" if api == "openai" else b"\n"
-    mod = openai if api == "openai" else ollama
-    for raw in tail.split(sep)[-6:]:
-        payload = openai.event_data(raw) if api == "openai" else raw.strip()
-        if not payload or payload == b"[DONE]":
+    mod = module(api)
+    for raw in tail.split(mod.SEP)[-6:]:
+        payload = mod.payload(raw.strip())
+        if not payload or mod.is_end(payload):
             continue
         try:
             chunk = json.loads(payload)
         except (ValueError, RecursionError):
             continue
         if isinstance(chunk, dict):
-            usage = mod.usage(chunk) or usage
+            u = mod.usage(chunk)
+            if u:
+                usage = {**usage, **u} if usage else u
             reasons += mod.finish_reasons(chunk)
     return usage, reasons

@@ -23,6 +23,7 @@ UNREACHABLE = "the model server could not be reached"
 TIMEOUT = "the model server did not answer in time"
 FAILED = "the model server sent an invalid response"
 TOO_LARGE = "the model server's response is larger than this gateway allows"
+ANTHROPIC_VERSION = "2023-06-01"
 
 
 class UpstreamUnreachable(Exception):
@@ -87,7 +88,11 @@ class Upstreams:
             if base.endswith("/v1") and path.startswith("/v1/"):
                 base = base[:-3]
             target = base + path
-            if key:
+            if up.api == "anthropic":
+                lines.append(f"anthropic-version: {up.api_version or ANTHROPIC_VERSION}\r\n".encode("latin-1"))
+                if key:
+                    lines.append(f"x-api-key: {key}\r\n".encode("latin-1"))
+            elif key:
                 lines.append(f"authorization: Bearer {key}\r\n".encode("latin-1"))
         return Target(name, up, target.encode("ascii"), b"".join(lines))
 

@@ -11,6 +11,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/generate"): ("ollama", "completion"),
     ("POST", "/api/embed"): ("ollama", "embeddings"),
     ("GET", "/api/tags"): ("ollama", "models"),
+    ("POST", "/v1/messages"): ("anthropic", "chat"),
+    ("POST", "/v1/responses"): ("responses", "chat"),  # OpenAI Responses: its own wire API, the chat action
 }
 
 

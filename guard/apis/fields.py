@@ -109,10 +109,55 @@ OLLAMA_GENERATE: dict[str, F] = {
 OLLAMA_EMBED: dict[str, F] = {"model": P, "input": F("input"), "truncate": P, "options": P, "keep_alive": P,
                               "dimensions": P}
 
+# --- Anthropic Messages --------------------------------------------------------------------------------------
+# One table for every content block type Guard reads (guard.apis.anthropic.BLOCK_TYPES; others are refused):
+# text, image and document (source: not screenable), tool_use, tool_result (its content: a string or text and
+# image blocks), thinking, redacted_thinking (data: opaque, refused as "context" unless allowed). A document's
+# source is refused as "file"; its title and context are not in the table (refused unless extra_fields).
+_A_INNER = {"type": P, "text": T("tool_result"), "source": F("image"), "cache_control": P}
+_A_BLOCK = {"type": P, "text": T("content"), "source": F("image"), "id": P,
+            "name": T("name"), "input": F("tool_arguments", types=(dict,)), "tool_use_id": P,
+            "content": F("tool_result", _A_INNER, types=(str, list)), "is_error": P, "thinking": T("content"),
+            "signature": P, "data": F("context"), "cache_control": P}
+_A_TOOL = {"type": P, "name": T("tool_definition"), "description": T("tool_definition"),
+           "input_schema": F("tool_definition"), "input_examples": F("tool_definition"), "cache_control": P,
+           "strict": P}
+ANTHROPIC_MESSAGES: dict[str, F] = {
+    "model": P, "max_tokens": P, "messages": F(sub={"role": P, "content": F("content", _A_BLOCK, types=(str, list))}),
+    "system": F("system", {"type": P, "text": T("system"), "cache_control": P}, types=(str, list)),
+    "metadata": P, "stop_sequences": P, "stream": P, "temperature": P, "top_k": P, "top_p": P, "tool_choice": P,
+    "tools": F(sub=_A_TOOL), "thinking": P, "service_tier": P, "cache_control": P, "inference_geo": P, "speed": P,
+    "output_config": F(sub={"effort": P, "format": F(sub={"type": P, "schema": F("response_schema")})}),
+}
+
+# --- OpenAI Responses ---------------------------------------------------------------------------------------
+# Items Guard reads (guard.apis.responses.ITEM_TYPES; others refused): messages with input_text / output_text /
+# refusal / input_image / input_file parts, function_call, function_call_output (output: a string or parts).
+_R_FILES = {"image_url": F("image"), "file_id": F("file"), "file_data": F("file"), "file_url": F("file"),
+            "filename": P, "detail": P}
+_R_PART = {"type": P, "text": T("content"), "refusal": T("content"), "annotations": P, "logprobs": P, **_R_FILES}
+_R_OUT_PART = {"type": P, "text": T("tool_result"), **_R_FILES}
+_R_ITEM = {"type": P, "role": P, "id": P, "status": P, "phase": P, "content": F("content", _R_PART, types=(str, list)),
+           "call_id": P, "name": T("name"), "arguments": T("tool_arguments"),
+           "output": F("tool_result", _R_OUT_PART, types=(str, list))}
+_R_TOOL = {"type": P, "name": T("tool_definition"), "description": T("tool_definition"),
+           "parameters": F("tool_definition"), "strict": P}
+_R_FORMAT = {"type": P, "name": T("response_schema"), "description": T("response_schema"),
+             "schema": F("response_schema"), "strict": P}
+OPENAI_RESPONSES: dict[str, F] = {
+    "model": P, "input": F("content", _R_ITEM, types=(str, list)), "instructions": T("system"), "tools": F(sub=_R_TOOL),
+    "tool_choice": P, "stream": P, "stream_options": P, "max_output_tokens": P, "max_tool_calls": P, "temperature": P,
+    "top_p": P, "top_logprobs": P, "metadata": P, "parallel_tool_calls": P, "reasoning": P, "service_tier": P,
+    "store": P, "previous_response_id": P, "conversation": P, "background": P, "truncation": P, "user": P,
+    "text": F(sub={"format": F(sub=_R_FORMAT), "verbosity": P}), "safety_identifier": P, "prompt_cache_key": P,
+    "prompt_cache_retention": P, "prompt_cache_options": P, "include": P,
+}
+
 SPECS: dict[tuple[str, str], dict[str, F]] = {
     ("openai", "chat"): OPENAI_CHAT, ("openai", "completion"): OPENAI_COMPLETION,
     ("openai", "embeddings"): OPENAI_EMBEDDINGS, ("ollama", "chat"): OLLAMA_CHAT,
     ("ollama", "completion"): OLLAMA_GENERATE, ("ollama", "embeddings"): OLLAMA_EMBED,
+    ("anthropic", "chat"): ANTHROPIC_MESSAGES, ("responses", "chat"): OPENAI_RESPONSES,
 }
 _FOLDED: dict[int, dict[str, str]] = {}
 
@@ -147,7 +192,8 @@ def _rows(api: str, op: str, spec: Mapping[str, F], prefix: str, out: list[Conte
 
 
 _ARRAYS = {"messages", "messages[].content", "messages[].tool_calls", "tools", "functions",
-           "prediction.content"}
+           "prediction.content", "system", "messages[].content[].content", "input", "input[].content",
+           "input[].output"}
 
 
 def _is_array(api: str, op: str, path: str) -> bool:

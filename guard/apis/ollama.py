@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
-from guard.errors import bad_request
+from guard.errors import GuardError, bad_request
 from guard.filters.base import Segment
 
 STREAM_MEDIA_TYPE = b"application/x-ndjson"
@@ -179,3 +179,50 @@ def stop_line(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
     chunk["done"] = True
     chunk["done_reason"] = "content_filter"
     return encode_line(chunk)
+
+
+# --- what guard.pipeline and guard.relay ask every wire API module -----------------------------------------
+SEP = b"\n"
+END = b""
+split = split_lines
+encode = encode_line
+
+
+def payload(raw: bytes) -> bytes:
+    return raw
+
+
+def is_end(data: bytes) -> bool:
+    return False
+
+
+def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
+    return [0] if chunk.get("done") else []
+
+
+def flush(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
+    return flush_chunk(operation, like, model, text, key)
+
+
+def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
+    return stop_line(operation, like, model)
+
+
+def error_body(err: GuardError) -> bytes:
+    return err.body()
+
+
+def stream_error(err: GuardError) -> bytes:
+    """An Ollama ``{"error": ...}`` line (what Ollama itself sends; its clients raise ResponseError)."""
+    return json.dumps({"error": err.message}).encode() + b"\n"
+
+
+def filter_whole(operation: str, body: dict[str, Any]) -> None:
+    """A blocked whole answer: only its structure kept, empty content and done_reason content_filter."""
+    kept = {k: body[k] for k in ("model", "created_at", "done", "message", "response") if k in body}
+    body.clear()
+    body.update(kept, done_reason="content_filter")
+    if "message" in body:
+        body["message"] = {"role": "assistant", "content": ""}
+    if "response" in body:
+        body["response"] = ""

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.fields import parameter_texts
-from guard.errors import bad_request
+from guard.errors import GuardError, bad_request
 from guard.filters.base import Segment
 
 STREAM_MEDIA_TYPE = b"text/event-stream"
@@ -304,3 +304,43 @@ def stop_events(operation: str, like: dict[str, Any] | None, model: str) -> byte
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+# --- what guard.pipeline and guard.relay ask every wire API module -----------------------------------------
+SEP = b"\n\n"
+END = DONE
+PATH = ""  # the client's path is the upstream's
+split = split_events
+flush = flush_chunk
+payload = event_data
+encode = encode_event
+stop_bytes = stop_events
+
+
+def is_end(data: bytes) -> bool:
+    return data.strip() == b"[DONE]"
+
+
+def error_body(err: GuardError) -> bytes:
+    return err.body()
+
+
+def stream_error(err: GuardError) -> bytes:
+    """An error event in the OpenAI error shape, then [DONE] (the OpenAI SDKs raise an APIError on it)."""
+    return b"data: " + err.body() + b"\n\ndata: [DONE]\n\n"
+
+
+def filter_whole(operation: str, body: dict[str, Any]) -> None:
+    """A blocked whole answer: only its structure kept, empty content and finish_reason content_filter."""
+    top = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
+    body.clear()
+    body.update(top)
+    for ch in body.get("choices") or []:
+        if isinstance(ch, dict):
+            kept = {k: ch[k] for k in ("index", "message", "text") if k in ch}
+            ch.clear()
+            ch.update(kept, finish_reason="content_filter", logprobs=None)
+            if "message" in ch:
+                ch["message"] = {"role": "assistant", "content": ""}
+            if "text" in ch:
+                ch["text"] = ""

@@ -15,8 +15,22 @@ from guard.audit import event as ev
 from guard.audit.journal import Journal
 
 
-def prompt_text(body: dict[str, Any]) -> str | None:
-    """The prompt as forwarded (after screens rewrote it), for content capture; None when there is none."""
+_CAPTURED_KINDS = ("content", "system", "prompt", "input", "tool_result")
+
+
+def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str | None:
+    """The prompt as forwarded (after screens rewrote it), for content capture; None when there is none.
+    Anthropic Messages and Responses bodies: the texts of their messages, system prompt and tool results, as
+    their wire module lists them (guard.apis.wire)."""
+    if api in ("anthropic", "responses"):
+        from guard.apis.wire import module
+
+        try:
+            segs = module(api).prompt_segments(operation, body)
+        except Exception:  # noqa: BLE001 - the body may be the invalid one being refused
+            return None
+        texts = [sg.text for sg in segs if sg.kind in _CAPTURED_KINDS]
+        return "\n".join(texts) if texts else None
     parts: list[str] = []
     msgs = body.get("messages")
     for m in msgs if isinstance(msgs, list) else []:  # the body may be the invalid one being refused
@@ -82,7 +96,7 @@ class JournalRecorder:
         # Built once: exchange.completed records the prompt exchange.started did (only "model" changes later).
         text = ex.context.get(_PROMPT, _PROMPT)
         if text is _PROMPT:
-            text = ex.context[_PROMPT] = prompt_text(ex.body)
+            text = ex.context[_PROMPT] = prompt_text(ex.body, getattr(ex, "api", ""), getattr(ex, "operation", ""))
         return text
 
     def _answer(self, ex: Any, text: Any) -> str | None:

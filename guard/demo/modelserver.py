@@ -1,4 +1,5 @@
-"""A built-in model server that speaks the OpenAI and Ollama wire protocols, with deterministic replies.
+"""A built-in model server that speaks the OpenAI, Ollama and Anthropic Messages wire protocols, with
+deterministic replies.
 
 It is the demo's model and the tests' and benchmarks' upstream stand-in. The last user message may carry
 directives that change the reply, so demos can show redaction and blocking:
@@ -26,6 +27,9 @@ import json
 import re
 import time
 from typing import Any, Callable
+
+from guard.demo import messages as anthropic
+from guard.demo import responses
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
 
@@ -150,13 +154,15 @@ class ModelServer:
             if self.judge_delay:
                 await asyncio.sleep(self.judge_delay)
             return await self._json(send, 200, _judge_answer(body, path.startswith("/api/")))
-        text = _last_user(body)
+        msgs = path == "/v1/messages"  # Anthropic Messages (guard.demo.messages)
+        resp_api = path == "/v1/responses"  # OpenAI Responses (guard.demo.responses)
+        text = anthropic.last_user(body) if msgs else responses.last_user(body) if resp_api else _last_user(body)
         d = directives(text)
         if "first_byte_ms" in d:
             await asyncio.sleep(int(d["first_byte_ms"]) / 1000)
         if "status" in d:
-            return await self._json(send, int(d["status"]), {"error": {"message": "demo error", "type": "demo",
-                                                                       "code": d["status"]}})
+            return await self._json(send, int(d["status"]), anthropic.error(int(d["status"])) if msgs else
+                                    {"error": {"message": "demo error", "type": "demo", "code": d["status"]}})
         if path.endswith("/embeddings") or path == "/api/embed":
             inputs = body.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
@@ -169,8 +175,14 @@ class ModelServer:
         ollama = path.startswith("/api/")
         op = "completion" if path in ("/v1/completions", "/api/generate") else "chat"
         stream = body.get("stream", ollama)
+        if msgs and not stream:
+            return await self._json(send, 200, anthropic.whole(model, answer, d, len(text)))
+        if resp_api and not stream:
+            return await self._json(send, 200, responses.whole(model, answer, d, len(text)))
+        if resp_api:
+            return await self._stream(send, receive, False, op, model, answer, d, len(text), responses.Events(model))
         if stream:
-            return await self._stream(send, receive, ollama, op, model, answer, d)
+            return await self._stream(send, receive, ollama, op, model, answer, d, len(text) if msgs else -1)
         return await self._json(send, 200, _whole(ollama, op, model, answer, d, len(text)))
 
     async def _json(self, send: Callable, status: int, body: dict[str, Any]) -> None:
@@ -180,7 +192,10 @@ class ModelServer:
         await send({"type": "http.response.body", "body": data})
 
     async def _stream(self, send: Callable, receive: Callable, ollama: bool, op: str, model: str, answer: str,
-                      d: dict[str, str]) -> None:
+                      d: dict[str, str], msgs_prompt: int = -1, rev: Any = None) -> None:
+        """Streams in the client's protocol; ``msgs_prompt`` >= 0: Anthropic Messages events (its prompt length),
+        or Responses events when ``rev`` (guard.demo.responses.Events) is given."""
+        msgs = msgs_prompt >= 0 and rev is None
         ctype = b"application/x-ndjson" if ollama else b"text/event-stream"
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
         delay = int(d.get("delay_ms", "0") or 0) / 1000
@@ -194,6 +209,11 @@ class ModelServer:
 
         w = asyncio.ensure_future(watch())
         try:
+            if msgs:
+                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d),
+                            "more_body": True})
+            elif rev is not None:
+                await send({"type": "http.response.body", "body": rev.start(), "more_body": True})
             i = 0
             while True:
                 if "forever" in d:
@@ -206,7 +226,9 @@ class ModelServer:
                     await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": True})
                 if "reset" in d and i == 2:
                     raise ConnectionResetError("demo reset")
-                await send({"type": "http.response.body", "body": _chunk(ollama, op, model, piece), "more_body": True})
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": anthropic.delta(piece, d) if msgs else rev.delta(piece) if rev is not None
+                            else _chunk(ollama, op, model, piece)})
                 i += 1
                 if delay or "forever" in d:
                     try:
@@ -216,6 +238,11 @@ class ModelServer:
                 if gone.is_set():
                     self.cancelled += 1
                     return
+            if msgs or rev is not None:
+                end = anthropic.end(answer, d, msgs_prompt) if msgs else rev.end(answer, d, msgs_prompt)
+                await send({"type": "http.response.body", "body": end, "more_body": False})
+                self.finished += 1
+                return
             if "tool" in d:
                 name, _, args = d["tool"].partition(" ")
                 await send({"type": "http.response.body", "more_body": True,

@@ -116,8 +116,10 @@ def guard_config(pki_dir: Path, upstream_url: str, port: int, admin_port: int, *
                 "client_ca": str(pki_dir / "ca.pem")},
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10},
-                      "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10}},
-        "routes": [{"model": "llama3*", "upstream": "ollama"}, {"model": "*", "upstream": "local"}],
+                      "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10},
+                      "anthropic": {"url": upstream_url, "api": "anthropic", "timeout_s": 10}},
+        "routes": [{"model": "llama3*", "upstream": "ollama"}, {"model": "claude*", "upstream": "anthropic"},
+                   {"model": "*", "upstream": "local"}],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")]},
         "filters": {"dir": str(ROOT / "filters")},
     }

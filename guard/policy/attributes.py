@@ -19,7 +19,7 @@ __all__ = ["ACCESS_ENV_ATTRS", "ACTS", "Attrs", "CONTENT_ENV_ONLY", "ENV_ATTRS",
 # The attribute contract: names a rule may read under each object (checked by `guard policy check`).
 SUB_ATTRS = frozenset({"cn", "o", "ou", "san_dns", "san_uri", "san_email", "spiffe_id", "serial",
                        "fingerprint", "subject", "not_after", "source"})
-OBJ_ATTRS = frozenset({"model", "upstream", "api", "external", "path"})
+OBJ_ATTRS = frozenset({"model", "upstream", "api", "wire", "external", "path"})
 ACTS = ("chat", "completion", "embeddings", "models")
 ACCESS_ENV_ATTRS = frozenset({"time", "hour", "weekday", "client_ip", "body_bytes", "stream"})
 CONTENT_ENV_ONLY = frozenset({"pii", "safety", "safety_score"})
@@ -37,7 +37,7 @@ def principal(**given: Any) -> dict[str, Any]:
 
 def resource(**given: Any) -> dict[str, Any]:
     """Every obj attribute, with ``given`` over the defaults."""
-    return {"model": "", "upstream": "", "api": "openai", "external": False, "path": "", **given}
+    return {"model": "", "upstream": "", "api": "openai", "wire": "openai", "external": False, "path": "", **given}
 
 
 def wrap(data: Mapping[str, Any] | Attrs | None) -> Attrs:

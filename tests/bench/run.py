@@ -612,7 +612,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
 FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
             "tests.bench.bench_canonical", "tests.bench.bench_hostile",
             "tests.bench.bench_sealer_restart", "tests.bench.bench_sink_duplicates",
-            "tests.bench.bench_quota"]  # BENCH_ONLY: after the last "_"
+            "tests.bench.bench_quota", "tests.bench.bench_wire"]  # BENCH_ONLY: after the last "_"
 
 
 def main() -> int:

@@ -29,6 +29,8 @@ PEM = "-----BEGIN RSA PRIVATE KEY-----"
 EMAIL = "jane.doe@example.com"
 CHAT, COMP, EMB = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 OCHAT, OGEN, OEMB = "/api/chat", "/api/generate", "/api/embed"
+AMSG = "/v1/messages"
+RESP = "/v1/responses"
 Body = tuple[str, dict[str, Any], str]  # path, body, the Segment kind the finding is expected in ("" = row's)
 Sample = Callable[[str], Body]
 
@@ -71,6 +73,49 @@ def _otool(name: str = "lookup", description: str = "looks things up", parameter
 
 _USER = {"role": "user", "content": "hi"}
 _PNG = "iVBORw0KGgo="
+
+
+def _amsg(*msgs: dict[str, Any], kind: str = "", **extra: Any) -> Body:
+    return AMSG, {"model": "claude-demo", "max_tokens": 20, "messages": [*msgs, {"role": "user", "content": "go on"}],
+                  **extra}, kind
+
+
+def _ause(name: str = "f", inp: Any = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": name, "input": inp or {}}]}
+
+
+def _aresult(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": content}]}
+
+
+def _atool(name: str = "lookup", description: str = "looks things up", schema: Any = None, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "description": description, "input_schema": schema or _schema("the query"), **kw}
+
+
+_AIMG = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _PNG}}
+
+
+def _resp(*items: dict[str, Any], kind: str = "", **extra: Any) -> Body:
+    return RESP, {"model": "demo-model", "input": [*items, {"role": "user", "content": "go on"}], **extra}, kind
+
+
+_RCALL = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+
+
+def _rout(output: Any) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": "c1", "output": output}
+
+
+def _rtool(name: str = "lookup", description: str = "looks things up", parameters: Any = None) -> dict[str, Any]:
+    return {"type": "function", "name": name, "description": description, "parameters": parameters or _schema("q")}
+
+
+def _rfmt(name: str = "answer", description: str = "the answer", schema: Any = None) -> dict[str, Any]:
+    return {"format": {"type": "json_schema", "name": name, "description": description,
+                       "schema": schema or _schema("text")}}
+
+
+_RIMG = {"type": "input_image", "image_url": f"data:image/png;base64,{_PNG}"}
 
 # Row id (ContextField.id) -> one or more requests carrying the text at that field.
 SAMPLES: dict[str, list[Sample]] = {
@@ -185,6 +230,73 @@ SAMPLES: dict[str, list[Sample]] = {
                                                     "images": [_PNG]}, "")],
     "ollama embeddings input": [lambda t: (OEMB, {"model": "llama3", "input": t}, ""),
                                 lambda t: (OEMB, {"model": "llama3", "input": ["hi", t]}, "")],
+    "anthropic chat messages[].content": [lambda t: _amsg({"role": "user", "content": t}),
+                                          lambda t: _amsg(_USER, {"role": "assistant", "content": t})],
+    "anthropic chat messages[].content[].text": [
+        lambda t: _amsg({"role": "user", "content": [{"type": "text", "text": t}]}),
+        lambda t: _amsg(_USER, {"role": "assistant", "content": [{"type": "text", "text": t}]})],
+    "anthropic chat messages[].content[].source": [
+        lambda t: _amsg({"role": "user", "content": [_AIMG, {"type": "text", "text": "what?"}]})],
+    "anthropic chat messages[].content[].name": [lambda t: _amsg(_USER, _ause(name=t), _aresult("ok"))],
+    "anthropic chat messages[].content[].input": [lambda t: _amsg(_USER, _ause(inp={"q": t}), _aresult("ok"))],
+    "anthropic chat messages[].content[].content": [lambda t: _amsg(_USER, _ause(), _aresult(t), kind="tool_result")],
+    "anthropic chat messages[].content[].content[].text": [
+        lambda t: _amsg(_USER, _ause(), _aresult([{"type": "text", "text": t}]), kind="tool_result")],
+    "anthropic chat messages[].content[].content[].source": [lambda t: _amsg(_USER, _ause(), _aresult([_AIMG]))],
+    "anthropic chat messages[].content[].thinking": [
+        lambda t: _amsg(_USER, {"role": "assistant", "content": [{"type": "thinking", "thinking": t,
+                                                                  "signature": "sig"}, {"type": "text", "text": "x"}]})],
+    "anthropic chat messages[].content[].data": [
+        lambda t: _amsg(_USER, {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "opaque"},
+                                                                 {"type": "text", "text": "x"}]})],
+    "anthropic chat system": [lambda t: _amsg(_USER, system=t)],
+    "anthropic chat system[].text": [lambda t: _amsg(_USER, system=[{"type": "text", "text": t}])],
+    "anthropic chat tools[].name": [lambda t: _amsg(_USER, tools=[_atool(name=t)])],
+    "anthropic chat tools[].description": [lambda t: _amsg(_USER, tools=[_atool(description=t)])],
+    "anthropic chat tools[].input_schema": [
+        lambda t: _amsg(_USER, tools=[_atool(schema=_schema(t))]),
+        lambda t: _amsg(_USER, tools=[_atool(schema={"type": "object", "properties": {t: {"type": "string"}}})])],
+    "anthropic chat tools[].input_examples": [lambda t: _amsg(_USER, tools=[_atool(input_examples=[{"q": t}])])],
+    "responses chat input": [lambda t: (RESP, {"model": "demo-model", "input": t}, "")],
+    "responses chat input[].content": [
+        lambda t: _resp({"role": "user", "content": t}),
+        lambda t: _resp({"role": "developer", "content": t}, kind="system"),
+        lambda t: _resp({"type": "message", "role": "system", "content": t}, kind="system")],
+    "responses chat input[].content[].text": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_text", "text": t}]}),
+        lambda t: _resp(_USER, {"role": "assistant", "content": [{"type": "output_text", "text": t}]})],
+    "responses chat input[].content[].refusal": [
+        lambda t: _resp(_USER, {"role": "assistant", "content": [{"type": "refusal", "refusal": t}]})],
+    "responses chat input[].content[].image_url": [lambda t: _resp({"role": "user", "content": [_RIMG]})],
+    "responses chat input[].content[].file_id": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]})],
+    "responses chat input[].content[].file_data": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_data": "JVBERi0=",
+                                                      "filename": "a.pdf"}]})],
+    "responses chat input[].content[].file_url": [
+        lambda t: _resp({"role": "user", "content": [{"type": "input_file", "file_url": "https://x.test/a.pdf"}]})],
+    "responses chat input[].name": [lambda t: _resp(_USER, {**_RCALL, "name": t}, _rout("ok"))],
+    "responses chat input[].arguments": [
+        lambda t: _resp(_USER, {**_RCALL, "arguments": json.dumps({"q": t})}, _rout("ok"))],
+    "responses chat input[].output": [lambda t: _resp(_USER, _RCALL, _rout(t), kind="tool_result")],
+    "responses chat input[].output[].text": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_text", "text": t}]), kind="tool_result")],
+    "responses chat input[].output[].image_url": [lambda t: _resp(_USER, _RCALL, _rout([_RIMG]))],
+    "responses chat input[].output[].file_id": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_id": "file_1"}]))],
+    "responses chat input[].output[].file_data": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_data": "JVBERi0=", "filename": "a.pdf"}]))],
+    "responses chat input[].output[].file_url": [
+        lambda t: _resp(_USER, _RCALL, _rout([{"type": "input_file", "file_url": "https://x.test/a.pdf"}]))],
+    "responses chat instructions": [lambda t: _resp(_USER, instructions=t)],
+    "responses chat tools[].name": [lambda t: _resp(_USER, tools=[_rtool(name=t)])],
+    "responses chat tools[].description": [lambda t: _resp(_USER, tools=[_rtool(description=t)])],
+    "responses chat tools[].parameters": [lambda t: _resp(_USER, tools=[_rtool(parameters=_schema(t))])],
+    "responses chat text.format.name": [lambda t: _resp(_USER, text=_rfmt(name=t))],
+    "responses chat text.format.description": [lambda t: _resp(_USER, text=_rfmt(description=t))],
+    "responses chat text.format.schema": [lambda t: _resp(_USER, text=_rfmt(schema=_schema(t)))],
+    "anthropic chat output_config.format.schema": [
+        lambda t: _amsg(_USER, output_config={"format": {"type": "json_schema", "schema": _schema(t)}})],
 }
 
 SCREENED = [r for r in CONTEXT_FIELDS if r.screened]
@@ -217,9 +329,8 @@ def test_the_threat_model_lists_every_field() -> None:
 def test_samples_put_the_text_where_the_row_says() -> None:
     """Offline check of the adapters against the table: each sample's text comes out as a Segment of the
     row's kind (screened rows), or as the row's unscreenable kind (refused rows)."""
-    from guard.apis import ROUTES, fields, ollama, openai
-
-    apis = {"openai": openai, "ollama": ollama}
+    from guard.apis import ROUTES, fields
+    from guard.apis.wire import WIRE as apis
     for row in CONTEXT_FIELDS:
         for sample in SAMPLES[row.id]:
             path, body, kind = sample("MARKER-TEXT")
@@ -294,7 +405,7 @@ def test_an_unscreenable_field_is_refused_by_default(guard: Any, model_server: A
 
 def test_unscreenable_fields_pass_where_allowed_and_are_marked(guard_factory: Any, model_server: Any) -> None:
     ups = {name: {"url": model_server[1], "api": api, "timeout_s": 10, "allow_unscreened": list(UNSCREENABLE)}
-           for name, api in (("local", "openai"), ("ollama", "ollama"))}
+           for name, api in (("local", "openai"), ("ollama", "ollama"), ("anthropic", "anthropic"))}
     g = guard_factory(upstreams=ups)
     rids: dict[str, str] = {}
     with _principal(g) as c:
