@@ -23,7 +23,8 @@ from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 log = logging.getLogger("guard.quota")
 
 DECISIONS = Counter("guard_quota_decisions_total",
-                    "Quota decisions by tier, result (admitted|refused|unavailable_refused|unavailable_allowed) "
+                    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
+                    "unavailable_allowed) "
                     "and the counter that refused", ["tier", "result", "counter"], registry=telemetry.REGISTRY)
 TOKENS = Counter("guard_quota_tokens_total", "Tokens counted against quotas by tier and source (usage|estimated)",
                  ["tier", "source"], registry=telemetry.REGISTRY)
@@ -130,6 +131,38 @@ class Quotas:
         count(DECISIONS, tier, "admitted", "")
         reserved = cost if counts_tokens else 0
         return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm, price=price, reserved_spend=spend)
+
+    async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:
+        """Charge a running stream's ticket ``tokens`` more answer tokens (guard.quota.stream): None when
+        every token and spend counter of its tier admits them (or the backend is down and ``on_error`` is
+        ``allow``), else the refusal, with nothing charged."""
+        if ticket.done or ticket.unavailable or tokens <= 0:
+            return None
+        spend = spend_of(ticket.price, 0, tokens) if ticket.price is not None else 0
+        rates: list[Rate] = [(name, limit, period, tokens if kind == "tokens" else spend)
+                             for name, limit, period, kind in self._plan[ticket.tier][0] if kind != "requests"]
+        if not rates:
+            return None
+        try:
+            adm = await self.backend.admit(ticket.key, ticket.tier, rates, [], ticket.id, self.settings.lease_s,
+                                           ticket.key)
+        except BackendDown as e:
+            count(BACKEND_ERRORS, "extend")
+            if self.settings.on_error == "allow":
+                count(DECISIONS, ticket.tier, "unavailable_allowed", "")
+                return None
+            count(DECISIONS, ticket.tier, "unavailable_refused", "")
+            count(telemetry.FAIL_CLOSED, "quota")
+            return Refusal(503, "quota_unavailable", ticket.tier, "", 1.0,
+                           f"quota service unavailable; the answer was cut short ({e})")
+        if not adm.ok:  # counted by the caller, which may ask again for less
+            limit = getattr(self.tiers[ticket.tier], adm.refused_by, None)
+            return Refusal(429, "rate_limit_exceeded", ticket.tier, adm.refused_by, adm.retry_after_s,
+                           f"rate limit reached for {adm.refused_by} ({limit}) during the answer; it was cut short",
+                           adm)
+        ticket.reserved += tokens
+        ticket.reserved_spend += spend
+        return None
 
     async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
         """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave

@@ -13,6 +13,7 @@ from guard.quota.memory import Admission, CounterState
 TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
 AUDIT = "guard.quota.audit"  # Exchange.context: the quota decision as the audit record shows it
 STRIP_USAGE = "guard.quota.strip_usage"  # Exchange.context: Guard asked for the stream's usage chunk
+METER = "guard.quota.meter"  # Exchange.context: the stream's guard.quota.stream.StreamMeter
 _RL = ("x-ratelimit-limit-", "x-ratelimit-remaining-", "x-ratelimit-reset-")
 
 
@@ -76,8 +77,10 @@ def _ask_for_usage(ex: Any) -> None:
 
 def account(ex: Any, outcome: dict[str, Any]) -> None:
     """At completion, before the record is written: the tokens to settle, from the upstream's usage or,
-    without it, estimated (prompt: 4 characters a token; answer: 4 bytes of the answer body a token, an
-    over-estimate since framing counts) and marked ``usage_estimated`` in the audit record."""
+    without it, estimated (prompt: 4 characters a token; answer: 4 characters of a metered stream's text a
+    token, else 4 bytes of the answer body a token, an over-estimate since framing counts) and marked
+    ``usage_estimated`` in the audit record. A metered stream that ended early (budget, upstream fault)
+    is charged for the text it released."""
     ticket: Ticket | None = ex.context.get(TICKET)
     if ticket is None:
         return
@@ -88,9 +91,10 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     if u:
         tokens = int(u.get("input_tokens", 0) or 0), int(u.get("output_tokens", 0) or 0)
         count(TOKENS, ticket.tier, "usage", by=sum(tokens))
-    elif status == 200 or status == 499:
+    elif status == 200 or status == 499 or METER in ex.context:  # a stream that started: its text was made
+        meter = ex.context.get(METER)
         tokens = (int(ex.context.get("guard.quota.prompt_estimate", 0)),
-                  estimate_tokens(int(outcome.get("bytes", 0) or 0)))
+                  meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)))
         outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
