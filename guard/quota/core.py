@@ -75,8 +75,14 @@ class Quotas:
         # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
         self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
         if backend is None:
-            backend = (MemoryBackend() if settings.backend == "memory"
-                       else RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix))
+            from guard.quota import local
+
+            if settings.backend != "memory":
+                backend = RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix)
+            elif local.SOCKET is not None:  # a worker of several: the supervisor's keeper holds the counters
+                backend = local.LocalBackend(local.SOCKET, settings.timeout_ms / 1000)
+            else:
+                backend = MemoryBackend()
         self.backend = backend
 
     @property
