@@ -1,8 +1,8 @@
 """Counters in this process's memory: GCRA rate counters and leased concurrency slots.
 
 Exact within one process: the event loop runs one admission at a time and an admission never awaits, so
-check-and-update is atomic. It cannot see other processes (``workers > 1`` or replicas): Guard refuses the
-``memory`` backend with ``workers > 1`` at load (guard.config); use Redis there.
+check-and-update is atomic. With ``workers > 1`` one keeper process runs it for all workers
+(guard.quota.local); replicas on other hosts need Redis.
 """
 from __future__ import annotations
 
