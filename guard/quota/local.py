@@ -5,8 +5,9 @@ workers: one process running ``MemoryBackend`` behind a unix socket in a private
 worker's ``LocalBackend`` sends it the same calls the in-process backend takes, one JSON line each, on one
 connection per worker. The keeper handles one line at a time, so check-and-charge stays atomic across
 workers, as it is within one process. Admission and ``usage`` wait for the keeper's answer (one local round
-trip); settlement does not (the keeper applies a connection's lines in order, so a later admission of the
-same worker always sees it).
+trip); settlement does not: it travels with the worker's next call, or alone after at most 5 ms (the keeper
+applies a connection's lines in order, so a later admission of the same worker always sees it; another
+worker may see a slot still held for those 5 ms, a refusal on the safe side).
 
 Failure: every call has the ``quotas.timeout_ms`` deadline; a keeper that does not answer counts as down
 (``on_error`` applies) and is not asked again for a backoff (0.1 s doubling to 5 s). The supervisor restarts
@@ -33,6 +34,7 @@ log = logging.getLogger("guard.quota")
 
 SOCKET: str | None = None  # set by the supervisor before it forks the workers; inherited by them
 _LIMIT = 1 << 24  # longest line (a usage answer for many principals)
+SETTLE_DELAY_S = 0.005  # a settlement waits at most this long for a call to travel with
 
 
 def _dumps(v: Any) -> bytes:
@@ -41,30 +43,52 @@ def _dumps(v: Any) -> bytes:
 
 # --- the keeper ------------------------------------------------------------------------------------------
 
-async def _connection(mb: MemoryBackend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while line := await reader.readline():
-            m = json.loads(line)
-            op = m[0]
-            if op == "a":
-                adm = await mb.admit(m[1], m[2], m[3], m[4], m[5], m[6], m[7])
-                writer.write(_dumps([adm.ok, adm.refused_by, adm.retry_after_s,
-                                     [[k, c.limit, c.remaining, c.reset_s] for k, c in adm.counters.items()]]))
-            elif op == "s":
-                await mb.settle(m[1], m[2], m[3], m[4], m[5])
-            elif op == "u":
-                writer.write(_dumps(await mb.usage(m[1])))
-    except (ConnectionError, ValueError, IndexError, TypeError) as e:
-        log.warning("quota keeper: dropped a worker's connection: %s", e)
-    finally:
-        writer.close()
+class _Keeper(asyncio.Protocol):
+    """One worker's connection: each line a call, answered (admission, usage) in order."""
+
+    def __init__(self, mb: MemoryBackend) -> None:
+        self.mb = mb
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if b"\n" not in buf:
+            if len(buf) > _LIMIT:
+                self.transport.close()
+            self.buf = buf
+            return
+        *lines, self.buf = buf.split(b"\n")
+        out = []
+        mb = self.mb
+        try:
+            for line in lines:
+                m = json.loads(line)
+                op = m[0]
+                if op == "a":
+                    adm = mb.admit_now(m[1], m[2], m[3], m[4], m[5], m[6], m[7])
+                    out.append(_dumps([adm.ok, adm.refused_by, adm.retry_after_s,
+                                       [[k, *c] for k, c in adm.counters.items()]]))
+                elif op == "s":
+                    mb.settle_now(m[1], m[2], m[3], m[4], m[5])
+                elif op == "u":
+                    out.append(_dumps(mb.usage_now(m[1])))
+        except (ValueError, IndexError, TypeError) as e:
+            log.warning("quota keeper: dropped a worker's connection: %s", e)
+            self.transport.close()
+            return
+        if out:
+            self.transport.write(b"".join(out))
 
 
 async def _keep(path: str) -> None:
     mb = MemoryBackend()
-    server = await asyncio.start_unix_server(lambda r, w: _connection(mb, r, w), path, limit=_LIMIT)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    server = await loop.create_unix_server(lambda: _Keeper(mb), path)
+    stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     async with server:
         await stop.wait()
@@ -105,69 +129,106 @@ def wait_ready(path: str, timeout_s: float = 5.0) -> None:
 
 # --- a worker's client -------------------------------------------------------------------------------------
 
+class _Conn(asyncio.Protocol):
+    """A worker's connection to the keeper: answers come in the order of the calls that wait for one."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+        self.waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
+        self.buf = b""
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if b"\n" not in buf:
+            self.buf = buf
+            return
+        *lines, self.buf = buf.split(b"\n")
+        waiting = self.waiting
+        for line in lines:
+            if not waiting:
+                self.transport.close()  # an answer nobody asked for: out of step, start again
+                return
+            fut = waiting.popleft()
+            if not fut.done():  # a caller past its deadline has gone; its answer is dropped
+                fut.set_result(line)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.backend._lost(self)
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(self.backend._fail("connection lost"))
+
+
 class LocalBackend:
     name = "memory"
 
     def __init__(self, path: str, timeout_s: float) -> None:
         self.path, self.timeout_s = path, timeout_s
-        self._writer: asyncio.StreamWriter | None = None
-        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._conn: _Conn | None = None
         self._lock: asyncio.Lock | None = None
         self._down_until = 0.0
         self._backoff = 0.1
-        self._reader_task: asyncio.Task[None] | None = None
+        self._settles: list[bytes] = []  # settlements not sent yet: they go with the next call, or soon
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     @property
     def healthy(self) -> bool:
         return time.monotonic() >= self._down_until
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        if self._settles and self._conn is not None:
+            self._conn.transport.write(b"".join(self._settles))
+        self._settles.clear()
 
     def _fail(self, why: str) -> BackendDown:
         self._down_until = time.monotonic() + self._backoff
         self._backoff = min(5.0, self._backoff * 2)
         return BackendDown(f"quota keeper: {why}")
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    def _lost(self, conn: _Conn) -> None:
+        if self._conn is conn:
+            self._conn = None
+
+    async def _connect(self) -> _Conn:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._writer is not None:
-                return self._writer
+            if self._conn is not None:
+                return self._conn
             if time.monotonic() < self._down_until:
                 raise BackendDown("quota keeper unreachable (backing off)")
+            loop = asyncio.get_running_loop()
             try:
-                r, w = await asyncio.wait_for(asyncio.open_unix_connection(self.path, limit=_LIMIT), self.timeout_s)
-            except (TimeoutError, OSError) as e:
+                _, conn = await asyncio.wait_for(loop.create_unix_connection(lambda: _Conn(self), self.path),
+                                                 self.timeout_s)
+            except (OSError, TimeoutError) as e:
                 raise self._fail(f"cannot connect ({e.__class__.__name__})") from None
             self._backoff = 0.1
-            self._writer = w
-            self._reader_task = asyncio.ensure_future(self._read(r, w))
-            return w
-
-    async def _read(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        waiting = self._waiting
-        try:
-            while line := await r.readline():
-                fut = waiting.popleft()
-                if not fut.done():  # a caller past its deadline has gone; the answer is dropped
-                    fut.set_result(line)
-        except (ConnectionError, ValueError, IndexError):
-            pass
-        if self._writer is w:
-            self._writer = None
-        w.close()
-        while waiting:
-            fut = waiting.popleft()
-            if not fut.done():
-                fut.set_exception(self._fail("connection lost"))
+            self._conn = conn
+            return conn
 
     async def _call(self, msg: list[Any], answer: bool = True) -> Any:
-        w = self._writer or await self._connect()
-        w.write(_dumps(msg))
-        if not answer:
-            return None
+        conn = self._conn or await self._connect()
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._waiting.append(fut)
+        if not answer:  # a settlement: sent with the next call, or within SETTLE_DELAY_S (one send, not two)
+            self._settles.append(_dumps(msg))
+            if self._flush_timer is None:
+                self._flush_timer = loop.call_later(SETTLE_DELAY_S, self._flush)
+            return None
+        if self._settles:
+            self._settles.append(_dumps(msg))
+            conn.transport.write(b"".join(self._settles))
+            self._settles.clear()
+        else:
+            conn.transport.write(_dumps(msg))
+        fut: asyncio.Future[bytes] = loop.create_future()
+        conn.waiting.append(fut)
         timer = loop.call_later(self.timeout_s, self._expire, fut)
         try:
             return json.loads(await fut)
@@ -190,6 +251,7 @@ class LocalBackend:
         return [tuple(r) for r in await self._call(["u", key])]  # type: ignore[misc]
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._flush()
+        if self._conn is not None:
+            self._conn.transport.close()
+            self._conn = None

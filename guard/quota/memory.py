@@ -142,6 +142,9 @@ class MemoryBackend:
                     del self._slots[(key, tier, name)]
 
     async def usage(self, key: str | None) -> list[tuple[str, str, str, float]]:
+        return self.usage_now(key)
+
+    def usage_now(self, key: str | None) -> list[tuple[str, str, str, float]]:
         """(principal, tier, counter, value): value is seconds until full for rate counters, slots held for
         concurrency counters."""
         now = self.clock()
