@@ -160,8 +160,8 @@ class MemoryBackend:
     def _prune(self, now: float) -> None:
         for k in [k for k, tats in self._tat.items() if all(tat <= now for tat in tats.values())]:
             del self._tat[k]
-        for k in [k for k, held in self._slots.items() if all(e <= now for e in held.values())]:
-            del self._slots[k]
+        for ks in [ks for ks, held in self._slots.items() if all(e <= now for e in held.values())]:
+            del self._slots[ks]
 
     async def close(self) -> None:
         pass
