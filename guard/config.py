@@ -218,10 +218,8 @@ class Config(Strict):
             raise ValueError("console.enabled needs admin.enabled: the console is served on the admin listener only")
 
     def check_quotas(self) -> None:
-        """The memory backend counts in one process: with several workers each would admit the full limit."""
-        if self.quotas is not None and self.quotas.backend == "memory" and self.workers > 1:
-            raise ValueError("quotas.backend: memory counts in one process; with workers > 1 use a redis:// "
-                             "backend (exact across workers and replicas)")
+        """Nothing to refuse any more: with ``workers > 1`` the memory backend's counters live in one keeper
+        process that every worker asks (guard.quota.local)."""
 
     def route(self, model: str) -> Route | None:
         for r in self.routes:

@@ -27,6 +27,7 @@ from guard.filters.base import ScreenSet, Segment, Verdict
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
 from guard.quota import hook as quota
+from guard.quota import stream as quota_stream
 from guard.ratelog import Throttled
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
 from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes,
@@ -553,6 +554,7 @@ class Pipeline:
         if quota.TICKET in ex.context:
             headers = quota.merge_headers(ex, headers)
             strip = quota.UsageStripper() if ex.context.get(quota.STRIP_USAGE) else None
+        meter = quota_stream.meter(self.svc.quotas, ex)  # None unless the tier counts tokens
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         telemetry.ACTIVE_STREAMS.inc()
         gone = asyncio.Event()
@@ -585,11 +587,15 @@ class Pipeline:
                 if relay is None:
                     if strip is not None and not (data := strip.feed(data)):
                         continue
+                    if meter is not None and meter.feed(data):
+                        await meter.check()  # raises StreamExhausted when the budget cannot cover it
                     tail = (tail + data)[-4096:]
                     sent += len(data)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                     continue
                 out, stop = await relay.feed(data)
+                if out and meter is not None and meter.feed(out):
+                    await meter.check()
                 if out:
                     sent += len(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -619,6 +625,9 @@ class Pipeline:
                     outcome["usage"], outcome["finish_reasons"] = relay.usage, relay.finish_reasons
         except ClientGone:
             outcome.update(status=499, reason="client_disconnected")
+        except quota_stream.StreamExhausted as e:  # the budget ran out mid-answer: the API's error event
+            outcome.update(quota_stream.record(ex, e))
+            await send({"type": "http.response.body", "body": _stream_error(ex.api, e.error), "more_body": False})
         except StreamEventTooLarge as e:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "too_large").inc()
             log.warning("request %s: upstream %r: %s", ex.request_id, ex.upstream, e)

@@ -196,6 +196,7 @@ def run_workers(cfg: Config, workers: int) -> int:
     announce(cfg, workers, socks[0].getsockname()[1], socks[1].getsockname()[1])
     children: dict[int, int] = {}
     stopping = False
+    keeper = _start_keeper(cfg, workers)  # (pid, socket path) of the memory quota keeper, or None
 
     def spawn(i: int) -> None:
         master = os.getpid()
@@ -224,6 +225,12 @@ def run_workers(cfg: Config, workers: int) -> int:
             break
         except InterruptedError:
             continue
+        if keeper is not None and pid == keeper[0]:
+            if not stopping:
+                log.error("quota keeper exited (%s); restarting it with empty counters",
+                          os.waitstatus_to_exitcode(status))
+                keeper = _start_keeper(cfg, workers, keeper[1])
+            continue
         i = children.pop(pid, None)
         rc = os.waitstatus_to_exitcode(status)
         if rc == 2 and not stopping:  # a worker refused its configuration: restarting cannot help
@@ -235,4 +242,23 @@ def run_workers(cfg: Config, workers: int) -> int:
             spawn(i)
         elif rc != 0 and code == 0:
             code = 1
+    if keeper is not None:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(keeper[0], signal.SIGTERM)
+            os.waitpid(keeper[0], 0)
+        with contextlib.suppress(OSError):
+            os.unlink(keeper[1])
+            os.rmdir(os.path.dirname(keeper[1]))
     return code
+
+
+def _start_keeper(cfg: Config, workers: int, path: str | None = None) -> tuple[int, str] | None:
+    """Several workers and memory quotas: fork the keeper that holds the counters (guard.quota.local) and
+    name its socket to the workers forked after it."""
+    if cfg.quotas is None or cfg.quotas.backend != "memory" or workers < 2:
+        return None
+    from guard.quota import local
+
+    pid, local.SOCKET = local.start_keeper(path)
+    local.wait_ready(local.SOCKET)
+    return pid, local.SOCKET

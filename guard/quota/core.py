@@ -7,6 +7,7 @@ and corrected with the upstream's usage when it ends; concurrency counters are l
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -23,7 +24,8 @@ from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 log = logging.getLogger("guard.quota")
 
 DECISIONS = Counter("guard_quota_decisions_total",
-                    "Quota decisions by tier, result (admitted|refused|unavailable_refused|unavailable_allowed) "
+                    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
+                    "unavailable_allowed) "
                     "and the counter that refused", ["tier", "result", "counter"], registry=telemetry.REGISTRY)
 TOKENS = Counter("guard_quota_tokens_total", "Tokens counted against quotas by tier and source (usage|estimated)",
                  ["tier", "source"], registry=telemetry.REGISTRY)
@@ -37,7 +39,7 @@ def count(metric: Any, *labels: str, by: float = 1) -> None:
     child.inc(by)
 
 
-@dataclass
+@dataclass(slots=True)
 class Ticket:
     """An admitted request: what it reserved and holds until ``settle``/``release``."""
 
@@ -50,6 +52,7 @@ class Ticket:
     done: bool = False
     price: Price | None = None  # the model's price when the tier has a spend limit
     reserved_spend: int = 0  # millionths of the currency reserved at admission
+    plan: Any = None  # the tier's _TierPlan (its metric children)
 
     @property
     def unavailable(self) -> bool:
@@ -67,16 +70,49 @@ class Refusal:
     admission: Admission | None = None
 
 
+_TICKETS = os.urandom(6).hex() + "-"  # ticket ids: this process's random prefix and a counter (unique
+_ticket_no = itertools.count(1)  # across replicas sharing a Redis, without a system call per request)
+
+
+class _TierPlan:
+    """What admission needs of a tier, computed once: its rate counters (name, limit, period, kind), its
+    concurrency slots for a request and for a stream, whether it counts tokens and spend."""
+
+    __slots__ = ("admitted", "counts_tokens", "rates", "slot_names", "slots", "spend", "stream_slots",
+                 "tokens_usage")
+
+    def __init__(self, name: str, t: Tier) -> None:
+        self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
+        self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
+        self.rates = t.rates()
+        self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
+        self.stream_slots: list[Slot] = self.slots + ([("concurrent_streams", t.concurrent_streams)]
+                                                      if t.concurrent_streams else [])
+        self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
+        self.counts_tokens = t.counts_tokens()
+        self.spend = t.counts_spend()
+
+
 class Quotas:
     def __init__(self, settings: QuotaSettings, backend: Any = None) -> None:
         self.settings = settings
         self.tiers: dict[str, Tier] = dict(settings.tiers)
         # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
         self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
+        self._plans = {name: _TierPlan(name, t) for name, t in self.tiers.items()}
+        self.completion_estimate = settings.completion_estimate
         if backend is None:
-            backend = (MemoryBackend() if settings.backend == "memory"
-                       else RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix))
+            from guard.quota import local
+
+            if settings.backend != "memory":
+                backend = RedisBackend(settings.backend, settings.timeout_ms / 1000, settings.key_prefix)
+            elif local.SOCKET is not None:  # a worker of several: the supervisor's keeper holds the counters
+                backend = local.LocalBackend(local.SOCKET, settings.timeout_ms / 1000)
+            else:
+                backend = MemoryBackend()
         self.backend = backend
+        # the in-process backend answers without yielding: call it directly (no coroutine per call)
+        self._now = backend if isinstance(backend, MemoryBackend) else None
 
     @property
     def healthy(self) -> bool:
@@ -91,15 +127,14 @@ class Quotas:
         """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
         ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
         for a stream)."""
-        t = self.tiers.get(tier)
-        if t is None:  # the policy names a tier the configuration lacks: fail closed
+        p = self._plans.get(tier)
+        if p is None:  # the policy names a tier the configuration lacks: fail closed
             count(DECISIONS, "unknown", "unavailable_refused", "")
             return Refusal(503, "quota_tier_unknown", tier, "", 0.0, "the policy selects a quota tier this gateway "
                            "does not configure; request refused")
         cost = max(1, int(estimate))
-        plan, counts_tokens = self._plan[tier]
         price, spend = None, 0
-        if t.counts_spend():
+        if p.spend:
             price = self.settings.price(model)
             if price is None:  # a spend limit with no price for this model: fail closed
                 count(DECISIONS, tier, "unavailable_refused", "")
@@ -107,29 +142,63 @@ class Quotas:
                                "quotas.prices, and the quota tier limits spend; request refused")
             answer = min(max(0, int(answer_estimate)), cost)
             spend = max(1, spend_of(price, cost - answer, answer))
-        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else spend if kind == "spend" else cost)
-                             for name, limit, period, kind in plan]
-        slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
-        if stream and t.concurrent_streams:
-            slots.append(("concurrent_streams", t.concurrent_streams))
-        tid = os.urandom(8).hex()
-        try:
-            adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
-        except BackendDown as e:
-            count(BACKEND_ERRORS, "admit")
-            if self.settings.on_error == "allow":
-                count(DECISIONS, tier, "unavailable_allowed", "")
-                return Ticket(tid, principal, tier, 0, [], None)
-            count(DECISIONS, tier, "unavailable_refused", "")
-            count(telemetry.FAIL_CLOSED, "quota")
-            return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
+        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else cost if kind == "tokens" else spend)
+                             for name, limit, period, kind in p.rates]
+        slots = p.stream_slots if stream else p.slots
+        tid = f"{_TICKETS}{next(_ticket_no):x}"
+        if self._now is not None:
+            adm = self._now.admit_now(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
+        else:
+            try:
+                adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
+            except BackendDown as e:
+                count(BACKEND_ERRORS, "admit")
+                if self.settings.on_error == "allow":
+                    count(DECISIONS, tier, "unavailable_allowed", "")
+                    return Ticket(tid, principal, tier, 0, [], None, plan=p)
+                count(DECISIONS, tier, "unavailable_refused", "")
+                count(telemetry.FAIL_CLOSED, "quota")
+                return Refusal(503, "quota_unavailable", tier, "", 1.0,
+                               f"quota service unavailable; request refused ({e})")
         if not adm.ok:
             count(DECISIONS, tier, "refused", adm.refused_by)
             return Refusal(429, "rate_limit_exceeded", tier, adm.refused_by, adm.retry_after_s,
-                           _refusal_message(adm, cost, t), adm)
-        count(DECISIONS, tier, "admitted", "")
-        reserved = cost if counts_tokens else 0
-        return Ticket(tid, principal, tier, reserved, [s[0] for s in slots], adm, price=price, reserved_spend=spend)
+                           _refusal_message(adm, cost, self.tiers[tier]), adm)
+        p.admitted.inc()
+        return Ticket(tid, principal, tier, cost if p.counts_tokens else 0, p.slot_names[stream], adm, price=price,
+                      reserved_spend=spend, plan=p)
+
+    async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:
+        """Charge a running stream's ticket ``tokens`` more answer tokens (guard.quota.stream): None when
+        every token and spend counter of its tier admits them (or the backend is down and ``on_error`` is
+        ``allow``), else the refusal, with nothing charged."""
+        if ticket.done or ticket.unavailable or tokens <= 0:
+            return None
+        spend = spend_of(ticket.price, 0, tokens) if ticket.price is not None else 0
+        rates: list[Rate] = [(name, limit, period, tokens if kind == "tokens" else spend)
+                             for name, limit, period, kind in self._plan[ticket.tier][0] if kind != "requests"]
+        if not rates:
+            return None
+        try:
+            adm = await self.backend.admit(ticket.key, ticket.tier, rates, [], ticket.id, self.settings.lease_s,
+                                           ticket.key)
+        except BackendDown as e:
+            count(BACKEND_ERRORS, "extend")
+            if self.settings.on_error == "allow":
+                count(DECISIONS, ticket.tier, "unavailable_allowed", "")
+                return None
+            count(DECISIONS, ticket.tier, "unavailable_refused", "")
+            count(telemetry.FAIL_CLOSED, "quota")
+            return Refusal(503, "quota_unavailable", ticket.tier, "", 1.0,
+                           f"quota service unavailable; the answer was cut short ({e})")
+        if not adm.ok:  # counted by the caller, which may ask again for less
+            limit = getattr(self.tiers[ticket.tier], adm.refused_by, None)
+            return Refusal(429, "rate_limit_exceeded", ticket.tier, adm.refused_by, adm.retry_after_s,
+                           f"rate limit reached for {adm.refused_by} ({limit}) during the answer; it was cut short",
+                           adm)
+        ticket.reserved += tokens
+        ticket.reserved_spend += spend
+        return None
 
     async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
         """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
@@ -137,18 +206,22 @@ class Quotas:
         if ticket.done:
             return
         ticket.done = True
-        t = self.tiers.get(ticket.tier)
-        if t is None or ticket.unavailable:
+        p = self._plans.get(ticket.tier)
+        if p is None or ticket.admission is None:
             return
-        if usage is None:
-            delta = spend_delta = 0
-        else:
+        rates: list[Rate] = []
+        if usage is not None and p.counts_tokens:
             i, o = (usage, 0) if isinstance(usage, int) else usage
             delta = int(i) + int(o) - ticket.reserved
             spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
-        rates: list[Rate] = [(name, limit, period, delta if kind == "tokens" else spend_delta)
-                             for name, limit, period, kind in self._plan[ticket.tier][0]
-                             if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)]
+            rates = [(name, limit, period, delta if kind == "tokens" else spend_delta)
+                     for name, limit, period, kind in p.rates
+                     if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)]
+        if not rates and not ticket.slots:
+            return
+        if self._now is not None:
+            self._now.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
+            return
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
         except BackendDown as e:  # slots free themselves after lease_s; the reservation stands

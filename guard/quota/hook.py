@@ -13,6 +13,7 @@ from guard.quota.memory import Admission, CounterState
 TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
 AUDIT = "guard.quota.audit"  # Exchange.context: the quota decision as the audit record shows it
 STRIP_USAGE = "guard.quota.strip_usage"  # Exchange.context: Guard asked for the stream's usage chunk
+METER = "guard.quota.meter"  # Exchange.context: the stream's guard.quota.stream.StreamMeter
 _RL = ("x-ratelimit-limit-", "x-ratelimit-remaining-", "x-ratelimit-reset-")
 
 
@@ -43,12 +44,16 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
     """Admit the exchange or raise its 429/503 (an ``exchange.denied`` record with tier and counter)."""
     d = ex.access
     tier = getattr(d, "quota_tier", None) or "default"
-    prompt_tokens = estimate_tokens(sum(len(s.text) for s in prompt))
+    chars = 0
+    for s in prompt:
+        chars += len(s.text)
+    prompt_tokens = -(-chars // 4)  # estimate_tokens
     answer = _completion_limit(ex)
-    estimate = prompt_tokens + (answer if answer is not None else quotas.settings.completion_estimate)
+    if answer is None:
+        answer = quotas.completion_estimate
     ex.context["guard.quota.prompt_estimate"] = prompt_tokens
-    res = await quotas.admit(principal_key(ex.principal), tier, estimate, bool(ex.stream), model=ex.model,
-                             answer_estimate=estimate - prompt_tokens)
+    res = await quotas.admit(principal_key(ex.principal), tier, prompt_tokens + answer, bool(ex.stream),
+                             model=ex.model, answer_estimate=answer)
     if isinstance(res, Refusal):
         ex.context[AUDIT] = {"tier": res.tier, "effect": "deny", "counter": res.counter,
                              **({"backend": "unavailable"} if res.status == 503 else {})}
@@ -56,10 +61,12 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
                        res.code, outcome="denied" if res.status == 429 else "fail_closed")
         e.headers = tuple(refusal_headers(res))
         raise e
-    ex.context[TICKET] = res
-    ex.context[AUDIT] = {"tier": res.tier, "effect": "allow", **({"backend": "unavailable"} if res.unavailable else {})}
-    if quotas.counts_tokens(tier) and ex.stream and ex.api == "openai" and ex.upstream_api in ("openai", "azure-openai") \
-            and ex.operation in ("chat", "completion"):
+    ctx = ex.context
+    ctx[TICKET] = res
+    ctx[AUDIT] = ({"tier": res.tier, "effect": "allow", "backend": "unavailable"} if res.admission is None
+                  else {"tier": res.tier, "effect": "allow"})
+    if ex.stream and ex.api == "openai" and ex.upstream_api in ("openai", "azure-openai") \
+            and ex.operation in ("chat", "completion") and quotas.counts_tokens(tier):
         _ask_for_usage(ex)
 
 
@@ -76,8 +83,10 @@ def _ask_for_usage(ex: Any) -> None:
 
 def account(ex: Any, outcome: dict[str, Any]) -> None:
     """At completion, before the record is written: the tokens to settle, from the upstream's usage or,
-    without it, estimated (prompt: 4 characters a token; answer: 4 bytes of the answer body a token, an
-    over-estimate since framing counts) and marked ``usage_estimated`` in the audit record."""
+    without it, estimated (prompt: 4 characters a token; answer: 4 characters of a metered stream's text a
+    token, else 4 bytes of the answer body a token, an over-estimate since framing counts) and marked
+    ``usage_estimated`` in the audit record. A metered stream that ended early (budget, upstream fault)
+    is charged for the text it released."""
     ticket: Ticket | None = ex.context.get(TICKET)
     if ticket is None:
         return
@@ -87,10 +96,14 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     tokens: tuple[int, int]
     if u:
         tokens = int(u.get("input_tokens", 0) or 0), int(u.get("output_tokens", 0) or 0)
-        count(TOKENS, ticket.tier, "usage", by=sum(tokens))
-    elif status == 200 or status == 499:
+        if ticket.plan is not None:
+            ticket.plan.tokens_usage.inc(tokens[0] + tokens[1])
+        else:
+            count(TOKENS, ticket.tier, "usage", by=tokens[0] + tokens[1])
+    elif status == 200 or status == 499 or METER in ex.context:  # a stream that started: its text was made
+        meter = ex.context.get(METER)
         tokens = (int(ex.context.get("guard.quota.prompt_estimate", 0)),
-                  estimate_tokens(int(outcome.get("bytes", 0) or 0)))
+                  meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)))
         outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
@@ -124,27 +137,32 @@ def _duration(s: float) -> str:
     return f"{m // 60}h{m % 60}m{sec}s" if m >= 60 else f"{m}m{sec}s"
 
 
+_FAMILY = {"requests_per_minute": "requests", "tokens_per_minute": "tokens", "tokens_per_day": "tokens",
+           "tokens_per_month": "tokens"}
+
+
 def _families(adm: Admission | None, refused: str = "") -> dict[str, CounterState]:
     """The counter that stands for ``requests`` and for ``tokens`` in the headers: the refusing one, else
-    the per-minute one, else the shortest period configured."""
+    the per-minute one, else the shortest period configured (counters come in that order)."""
     out: dict[str, CounterState] = {}
     if adm is None:
         return out
     for name, st in adm.counters.items():
-        fam = "requests" if name == "requests_per_minute" else "tokens" if name.startswith("tokens_") else None
-        if fam is None:
-            continue
-        if fam not in out or name == refused:
+        fam = _FAMILY.get(name)
+        if fam is not None and (fam not in out or name == refused):
             out[fam] = st
     return out
 
 
 _NAMES = {fam: tuple(f"{p}{fam}".encode() for p in _RL) for fam in ("requests", "tokens")}
+_REMAINING = frozenset(names[1] for names in _NAMES.values())
 
 
 def _family_headers(fam: str, st: CounterState) -> list[tuple[bytes, bytes]]:
     lim, rem, reset = _NAMES[fam]
-    return [(lim, b"%d" % st.limit), (rem, b"%d" % st.remaining), (reset, _duration(st.reset_s).encode())]
+    s = st.reset_s
+    return [(lim, b"%d" % st.limit), (rem, b"%d" % st.remaining),
+            (reset, b"%dms" % max(0, round(s * 1000)) if s < 1 else _duration(s).encode())]
 
 
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
@@ -162,20 +180,22 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
     ticket: Ticket | None = ex.context.get(TICKET)
     if ticket is None or ticket.admission is None:
         return upstream
-    have = dict(upstream)
+    fams = _families(ticket.admission)
+    if not fams:
+        return upstream
+    theirs = {k: v for k, v in upstream if k in _REMAINING}
     out = list(upstream)
-    for fam, st in _families(ticket.admission).items():
+    for fam, st in fams.items():
         names = _NAMES[fam]
-        theirs = have.get(names[1])
-        if theirs is None:
-            out += _family_headers(fam, st)
-            continue
-        try:
-            stricter = st.remaining < int(theirs)
-        except ValueError:
-            stricter = True
-        if stricter:
-            out = [(k, v) for k, v in out if k not in names] + _family_headers(fam, st)
+        their = theirs.get(names[1])
+        if their is not None:
+            try:
+                if st.remaining >= int(their):
+                    continue  # the upstream's limit is the stricter one: its values stand
+            except ValueError:
+                pass
+            out = [(k, v) for k, v in out if k not in names]
+        out += _family_headers(fam, st)
     return out
 
 

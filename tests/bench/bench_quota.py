@@ -3,12 +3,16 @@ scope against a real upstream (nginx with a fixed completion, else the built-in 
 requests per variant, alternating rounds, median kept:
   none    no ``quotas:`` section
   memory  a tier with requests, tokens per minute and per day and a concurrency limit, memory backend
+  keeper  the same, memory backend as several workers use it: the counters in a keeper process asked over
+          a unix socket (guard.quota.local); its CPU is reported apart (``keeper_proc_cpu_us``)
   redis   the same tier in a redis-server on loopback (skipped when redis-server is missing)
 Reports CPU per request of the Guard process and wall time per request (Redis: one round trip to admit,
 one to settle after the answer), and both as ratios to ``none`` measured in the same run. The audit recorder
 writes nothing here (its cost is bench_pipeline_cpu's), so the ratios are over a smaller base than a real
 deployment's: an upper bound on the relative cost. ``memory_calls_us`` times the memory backend's calls for
-one request alone (admit, account, headers, settle), as a share of the whole request without quotas.
+one request alone (admit, account, headers, settle; less the same loop's Exchange construction), as a
+share of the whole request without quotas;
+``keeper_calls_us`` the same calls against the keeper (this process's CPU, round trip included).
 Run: python -m tests.bench.bench_quota [--quick]   or   BENCH_ONLY=quota python -m tests.bench.run
 """
 from __future__ import annotations
@@ -40,11 +44,24 @@ from tests.bench.guard_noaudit import NullRecorder
 TIER = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "tokens_per_day": 10**12, "concurrent": 10_000}
 
 
-async def _measure(cfg_path: Path, n: int) -> tuple[float, float]:
+def _proc_cpu_us(pid: int | None) -> float:
+    """CPU time (user + system) a process has used, in microseconds."""
+    if pid is None:
+        return 0.0
+    import os
+
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") * 1e6
+
+
+async def _measure(cfg_path: Path, n: int, keeper: tuple[int, str] | None = None) -> tuple[float, float, float]:
     from guard.config import load_config
     from guard.pipeline import Pipeline
+    from guard.quota import local
     from guard.runtime import Runtime
 
+    local.SOCKET = keeper[1] if keeper else None  # as a worker forked by the supervisor sees it
     rt = Runtime(load_config(cfg_path), recorder=NullRecorder())
     rt.load()
     svc = rt.services()
@@ -65,20 +82,24 @@ async def _measure(cfg_path: Path, n: int) -> tuple[float, float]:
     for _ in range(200):
         await pipe(scope, receive, send)
     assert set(statuses) == {200}, f"warm-up answers {set(statuses)}"
-    t, w = time.process_time(), time.perf_counter()
+    kpid = keeper[0] if keeper else None
+    t, w, k = time.process_time(), time.perf_counter(), _proc_cpu_us(kpid)
     for _ in range(n):
         await pipe(scope, receive, send)
     cpu_us = (time.process_time() - t) / n * 1e6
     wall_us = (time.perf_counter() - w) / n * 1e6
+    keeper_us = (_proc_cpu_us(kpid) - k) / n
     await svc.upstreams.close()
     if svc.quotas is not None:
         await svc.quotas.close()
-    return cpu_us, wall_us
+    local.SOCKET = None
+    return cpu_us, wall_us, keeper_us
 
 
-def quota_calls_us(n: int = 20_000) -> float:
+def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
     """The memory backend's calls for one request (admit, account, headers, settle), timed alone: the cost
-    of quotas without the noise of a difference between two whole-request measurements."""
+    of quotas without the noise of a difference between two whole-request measurements. ``keeper``: the
+    socket of a keeper process to ask instead (the backend of several workers)."""
     import asyncio
 
     from guard.exchange import Exchange
@@ -86,9 +107,10 @@ def quota_calls_us(n: int = 20_000) -> float:
     from guard.identity import Principal
     from guard.quota import hook
     from guard.quota.core import Quotas
+    from guard.quota.local import LocalBackend
     from guard.quota.settings import QuotaSettings
 
-    q = Quotas(QuotaSettings(tiers={"default": TIER}))
+    q = Quotas(QuotaSettings(tiers={"default": TIER}), backend=LocalBackend(keeper, 1.0) if keeper else None)
     prompt = [Segment("Say hello to the benchmark, please.", "user", "content", ("messages", 0, "content"))]
     who = Principal(subject="CN=bench-app,OU=apps,O=Example", cn="bench-app")
     upstream = [(b"content-type", b"application/json")]
@@ -104,7 +126,15 @@ def quota_calls_us(n: int = 20_000) -> float:
             ex.context["outcome"] = outcome
             hook.account(ex, outcome)
             await hook.finish(q, ex)
-        return (time.process_time() - t) / n * 1e6
+        took = time.process_time() - t
+        t = time.process_time()  # the same loop without the quota calls: what the Exchange itself costs
+        for _ in range(n):
+            ex = Exchange(request_id="r", api="openai", operation="chat", model="m", path="/v1/chat/completions",
+                          body={"model": "m", "messages": []}, principal=who)
+            ex.context["outcome"] = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
+        took -= time.process_time() - t
+        await q.close()
+        return took / n * 1e6
 
     return asyncio.run(go())
 
@@ -112,7 +142,7 @@ def quota_calls_us(n: int = 20_000) -> float:
 def _variant(base: Path, name: str, redis_url: str | None) -> Path:
     cfg = yaml.safe_load(base.read_text())
     cfg["policy"]["watch"] = False
-    if name == "memory":
+    if name in ("memory", "keeper"):
         cfg["quotas"] = {"tiers": {"default": TIER}}
     elif name == "redis":
         cfg["quotas"] = {"backend": redis_url, "tiers": {"default": TIER}}
@@ -124,10 +154,13 @@ def _variant(base: Path, name: str, redis_url: str | None) -> Path:
 def run(quick: bool = False) -> dict[str, Any]:
     import uvloop
 
+    from guard.quota import local
     from tests.bench.run import guard_config
 
     n = 500 if quick else 1500
     procs: list[subprocess.Popen] = []
+    keeper = local.start_keeper()
+    local.wait_ready(keeper[1])
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         port = free_port()
@@ -149,20 +182,29 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             wait_port(port)
             base = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
-            variants = ["none", "memory"] + (["redis"] if redis_url else [])
+            variants = ["none", "memory", "keeper"] + (["redis"] if redis_url else [])
             cfgs = {v: _variant(base, v, redis_url) for v in variants}
             cpu: dict[str, list[float]] = {}
             wall: dict[str, list[float]] = {}
+            kcpu: list[float] = []
             for _round in range(3):
                 for v in variants:
-                    c, w = uvloop.run(_measure(cfgs[v], n))
+                    c, w, kc = uvloop.run(_measure(cfgs[v], n, keeper if v == "keeper" else None))
                     cpu.setdefault(v, []).append(c)
                     wall.setdefault(v, []).append(w)
+                    if v == "keeper":
+                        kcpu.append(kc)
                     print(f"  {v:7s} {c:7.1f} us CPU, {w:7.1f} us wall per request", file=sys.stderr)
+            keeper_calls = quota_calls_us(keeper=keeper[1])
         finally:
             for p in procs:
                 p.terminate()
                 p.wait(10)
+            import os
+            import signal
+
+            os.kill(keeper[0], signal.SIGTERM)
+            os.waitpid(keeper[0], 0)
     out: dict[str, Any] = {"requests_per_variant": n, "rounds": 3}
     for v, xs in cpu.items():
         out[f"{v}_cpu_us"] = round(statistics.median(xs), 1)
@@ -174,6 +216,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             out[f"{v}_added_wall_us"] = round(out[f"{v}_wall_us"] - out["none_wall_us"], 1)
     out["memory_calls_us"] = round(quota_calls_us(), 1)
     out["memory_calls_pct_of_none"] = round(out["memory_calls_us"] / out["none_cpu_us"] * 100, 1)
+    out["keeper_proc_cpu_us"] = round(statistics.median(kcpu), 1)
+    out["keeper_calls_us"] = round(keeper_calls, 1)
+    out["keeper_calls_pct_of_none"] = round(keeper_calls / out["none_cpu_us"] * 100, 1)
     return out
 
 

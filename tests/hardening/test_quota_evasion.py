@@ -5,7 +5,8 @@ make the quota machinery answer something undocumented.
 - switching wire API (OpenAI <-> Ollama) or model to reach fresh counters;
 - turning usage reporting off (``stream_options.include_usage: false``) so the stream reports nothing;
 - hostile ``max_tokens`` values (huge, negative, wrong types) against the reservation arithmetic;
-- a burst of concurrent requests racing the check (memory backend; Redis: tests/quota/test_quota_redis.py).
+- a burst of concurrent requests racing the check (memory backend; Redis: tests/quota/test_quota_redis.py);
+- endless streams in parallel (no or a tiny `max_tokens`) to spend past the token budget mid-answer.
 """
 from __future__ import annotations
 
@@ -193,3 +194,43 @@ def test_a_policy_naming_an_unconfigured_tier_refuses_to_start(guard_factory, tm
     with pytest.raises(ConfigError, match="tier 'platinum'"):
         _guard(guard_factory, tmp_path, {"default": {"requests_per_minute": 1}},
                policy={"rules": [str(root / "policies/policy.csv"), str(extra)]})
+
+
+@pytest.mark.parametrize("max_tokens", [None, 1])
+def test_parallel_endless_streams_cannot_spend_more_than_the_budget_together(guard_factory, tmp_path, max_tokens):
+    """Six streams at once that never end (no ``max_tokens``, or one that reserves almost nothing and that
+    this upstream ignores): together they release no more text than the tier's tokens, each ends with the
+    API's error event, and each is charged for what it released."""
+    import math
+
+    import openai
+
+    g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_day": 300}})
+    prompt = "[[forever]] [[delay_ms=3]]"
+
+    async def one(c) -> tuple[str, str]:
+        got = []
+        kw = {"max_tokens": max_tokens} if max_tokens else {}
+        try:
+            stream = await c.chat.completions.create(model="m", stream=True, **kw,
+                                                     messages=[{"role": "user", "content": prompt}])
+            async for ch in stream:
+                got.append(ch.choices[0].delta.content or "" if ch.choices else "")
+        except openai.RateLimitError:  # refused at admission once the budget is spent
+            return "".join(got), "refused"
+        except openai.APIError as e:
+            assert e.code == "rate_limit_exceeded", e
+            return "".join(got), "cut"
+        return "".join(got), "ended"
+
+    async def main():
+        c = g.async_openai()
+        return await asyncio.wait_for(asyncio.gather(*(one(c) for _ in range(6))), 30)  # uncut: fails here
+
+    res = asyncio.run(main())
+    assert all(how in ("cut", "refused") for _, how in res), res
+    admitted = [t for t, how in res if how == "cut"]
+    assert admitted and all(t.startswith("tick 0") for t in admitted)
+    spent = sum(math.ceil(len(t) / 4) + math.ceil(len(prompt) / 4) for t in admitted)
+    assert spent <= 300 + 1, f"{spent} tokens released against a budget of 300"
+    assert _used(g, "tokens_per_day") >= spent - 1, "every stream was charged for what it released"
