@@ -627,7 +627,7 @@ class Pipeline:
             outcome.update(status=499, reason="client_disconnected")
         except quota_stream.StreamExhausted as e:  # the budget ran out mid-answer: the API's error event
             outcome.update(quota_stream.record(ex, e))
-            await send({"type": "http.response.body", "body": _stream_error(ex.api, e.error), "more_body": False})
+            await send({"type": "http.response.body", "body": module(ex.api).stream_error(e.error), "more_body": False})
         except StreamEventTooLarge as e:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "too_large").inc()
             log.warning("request %s: upstream %r: %s", ex.request_id, ex.upstream, e)
