@@ -34,7 +34,7 @@ class Attrs:
     def __contains__(self, key: object) -> bool:
         return key in self.__dict__
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self.__dict__)
 
     def __len__(self) -> int:

@@ -172,7 +172,7 @@ def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
     if "cert" in fields:
         try:
             p = principal_from_pem(unquote(fields["cert"][0]).encode())
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad header
+        except Exception as e:
             raise XFCCError(f"unreadable Cert in x-forwarded-client-cert: {e}") from None
         return Principal(**{**asdict(p), "source": "xfcc"})
     subject = fields.get("subject", [""])[0]

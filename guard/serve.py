@@ -176,7 +176,7 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket],
     except ConfigError as e:  # a file a person wrote: the supervisor stops and exits 2
         print(f"guard: {e}", file=sys.stderr)
         code = 2
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         log.exception("worker %d failed", worker)
     finally:
         sys.stdout.flush()

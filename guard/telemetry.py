@@ -48,7 +48,7 @@ class _FastHistogram:
         self._series: dict[tuple[str, ...], _FastChild] = {}
         _FAST.append(self)
 
-    def labels(self, *values: str) -> "_FastChild":
+    def labels(self, *values: str) -> _FastChild:
         c = self._series.get(values)
         if c is None:
             c = self._series[values] = _FastChild(self)
@@ -60,7 +60,7 @@ class _FastHistogram:
         fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, c in list(self._series.items()):
             acc, buckets = 0, []
-            for bound, n in zip([*self.bounds, float("inf")], c.counts):
+            for bound, n in zip([*self.bounds, float("inf")], c.counts, strict=False):
                 acc += n
                 buckets.append((str(bound) if bound != float("inf") else "+Inf", acc))
             fam.add_metric(list(values), buckets, c.sum)
@@ -73,7 +73,7 @@ class _FastHistogram:
 
 
 class _FastChild:
-    __slots__ = ("counts", "sum", "_bisect", "_bounds")
+    __slots__ = ("_bisect", "_bounds", "counts", "sum")
 
     def __init__(self, h: _FastHistogram) -> None:
         self.counts = [0] * (len(h.bounds) + 1)
@@ -94,7 +94,7 @@ class _FastCounter:
         self._series: dict[tuple[str, ...], _FastCount] = {}
         _FAST.append(self)
 
-    def labels(self, *values: str) -> "_FastCount":
+    def labels(self, *values: str) -> _FastCount:
         c = self._series.get(values)
         if c is None:
             c = self._series[values] = _FastCount()
@@ -272,7 +272,7 @@ class Tracing:
         self._keep = sample_ratio
 
     @classmethod
-    def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> "Tracing | None":
+    def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> Tracing | None:
         if not endpoint:
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

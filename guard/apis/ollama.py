@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments

@@ -179,7 +179,7 @@ class SinkWorker(threading.Thread):
                 continue
             try:
                 self.sink.send(batch)
-            except Exception as e:  # noqa: BLE001 - any sink failure means retry later, never drop
+            except Exception as e:
                 tm.SINK_ERRORS.labels(self.s.name).inc()
                 log.warning("audit sink %s: %s (retry in %.1fs)", self.s.name, e, backoff)
                 self.sink.reset()

@@ -14,7 +14,6 @@ from typing import Any
 from guard.audit import event as ev
 from guard.audit.journal import Journal
 
-
 _CAPTURED_KINDS = ("content", "system", "prompt", "input", "tool_result")
 
 
@@ -27,7 +26,7 @@ def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str
 
         try:
             segs = module(api).prompt_segments(operation, body)
-        except Exception:  # noqa: BLE001 - the body may be the invalid one being refused
+        except Exception:
             return None
         texts = [sg.text for sg in segs if sg.kind in _CAPTURED_KINDS]
         return "\n".join(texts) if texts else None

@@ -14,6 +14,7 @@ the event's stable ``id`` (and ``chain``, ``seq``) for SIEM-side de-duplication 
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -160,10 +161,8 @@ class Relp:
             sock.sendall(b"%d close 0\n" % self.txnr)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
 
 __all__ = ["Relp"]

@@ -27,6 +27,7 @@ takes events again; a failed write or recovery attempt sends ``fail`` even with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import marshal
@@ -583,10 +584,8 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
             del buf[:pos]
         j.write_pending(force=closing or eof)
     j.finish(final=closing)
-    try:
+    with contextlib.suppress(OSError):
         j.send({"closed": True, "seq": j.seq})
-    except OSError:
-        pass
     return 0
 
 

@@ -6,6 +6,7 @@ otherwise. Secrets (HEC token, webhook secret) come from environment variables a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -142,7 +143,7 @@ class Webhook:
                           separators=(",", ":"), ensure_ascii=False).encode()
         ts = str(int(time.time()))
         sig = hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-        status, data = self.http.post(body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts,
+        status, _data = self.http.post(body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts,
                                              "X-Guard-Signature": f"sha256={sig}"})
         if not 200 <= status < 300:
             raise SinkError(f"sink {self.name}: webhook answered {status}")
@@ -220,10 +221,8 @@ class Syslog:
 
     def reset(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
 

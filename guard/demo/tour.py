@@ -5,8 +5,9 @@ import json
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -107,7 +108,7 @@ def run_tour(demo: Any) -> int:
     for name, fn in steps(demo):
         try:
             ok, detail = fn()
-        except Exception as e:  # noqa: BLE001 - a step that crashes has failed
+        except Exception as e:
             ok, detail = False, f"{type(e).__name__}: {e}"
         failed += not ok
         print(f"{'PASS' if ok else 'FAIL'}  {name}  ({detail})", flush=True)

@@ -73,7 +73,7 @@ def mod11(value: str) -> bool:
     if len(digits) < 2:
         return False
     body, check = digits[:-1], digits[-1]
-    rem = sum(d * w for d, w in zip(body, range(len(body) + 1, 1, -1))) % 11
+    rem = sum(d * w for d, w in zip(body, range(len(body) + 1, 1, -1), strict=False)) % 11
     expect = (11 - rem) % 11
     return expect != 10 and expect == check
 

@@ -1,16 +1,17 @@
 """Forwarding from the journal: at-least-once through outages, cursors, signatures, no secrets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -188,10 +189,8 @@ class Rsyslog:
             return set()
         got = set()
         for line in self.out.read_text(errors="replace").splitlines():
-            try:
+            with contextlib.suppress(ValueError, KeyError):
                 got.add(json.loads(line.strip())["id"])
-            except (ValueError, KeyError):
-                pass
         return got
 
 

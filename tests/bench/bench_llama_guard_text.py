@@ -16,14 +16,14 @@ import json
 import random
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from guard.filters import llama_guard
 from guard.filters.base import Segment
 from guard.filters.llama_guard import build_prompt, chat_messages, conversation, model_text
 
-WORDS = ("the a llama alpaca farmer carries loads over mountains gently and hums when it is curious about "
-         "strangers who visit the valley in spring").split()
+WORDS = ["the", "a", "llama", "alpaca", "farmer", "carries", "loads", "over", "mountains", "gently", "and", "hums", "when", "it", "is", "curious", "about", "strangers", "who", "visit", "the", "valley", "in", "spring"]
 
 
 def text_of(chars: int, seed: int = 0) -> str:

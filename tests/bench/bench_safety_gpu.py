@@ -13,7 +13,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
@@ -77,7 +78,6 @@ def batched_rate(fast: Any, seqs: list[list[int]], batch: int, tok: list[int], w
 def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, Any]:
     import torch
 
-    from guard.filters.llama_guard_fast import FastLlama
 
     torch.manual_seed(0)
     model = build(size)
@@ -101,7 +101,7 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     for variant in variants:
         try:
             out[f"fast_{variant}"] = _variant(model, variant, ref, seq, seqs, tok, n, quick)
-        except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
+        except Exception as e:
             out[f"fast_{variant}"] = {"error": f"{type(e).__name__}: {e}"}
         print(size, variant, json.dumps(out[f"fast_{variant}"]), file=sys.stderr, flush=True)
     del model

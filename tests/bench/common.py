@@ -9,9 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -53,7 +53,7 @@ def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: P
         try:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(15)
-        except Exception:  # noqa: BLE001
+        except Exception:
             os.killpg(p.pid, signal.SIGKILL)
         if log:
             out.close()  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ Environment: BENCH_QUICK=1 for a short run.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -27,17 +28,31 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
-
-import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
-                                paced, process, rss_mb, table, workers_cpu, wrk, wrk_script)
+from tests.bench.common import (
+    CHAT_BODY,
+    FIXED_COMPLETION,
+    NGINX,
+    PY,
+    ROOT,
+    XFCC,
+    free_port,
+    have,
+    nginx_conf,
+    paced,
+    process,
+    rss_mb,
+    table,
+    workers_cpu,
+    wrk,
+    wrk_script,
+)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SECONDS = 3 if QUICK else 8
@@ -121,7 +136,7 @@ def in_turn(items: Any, k: int) -> list[Any]:
 def by_round(xs: list[float], base: list[float], f: Callable[[float, float], float] = lambda a, b: a / b) -> float:
     """The median over rounds of ``f(x, base)`` taken within each round: the box drifts during a run, and the
     runs of one round sit next to each other in time, so comparing within a round cancels most of that."""
-    return statistics.median(f(a, b) for a, b in zip(xs, base))
+    return statistics.median(f(a, b) for a, b in zip(xs, base, strict=False))
 
 
 def alternate(d: Path, up: str, variants: Any, rounds: int, measure: Callable[..., None], pid: bool = False) -> None:
@@ -473,7 +488,6 @@ def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
     """Streaming time to first chunk: the built-in model server direct vs through Guard over mTLS."""
     import httpx
 
-    from guard.demo.stack import make_pki
 
     mport = free_port()
     es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",

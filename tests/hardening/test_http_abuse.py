@@ -7,10 +7,10 @@ process (guard_factory), so /proc/self is Guard's, plus the attackers' own socke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
-import socket
 import ssl
 import statistics
 import threading
@@ -45,7 +45,7 @@ def _read_all(s: ssl.SSLSocket, limit: float = 10.0) -> bytes:
             if not d:
                 break
             out += d
-    except (ConnectionError, ssl.SSLError, socket.timeout):
+    except (TimeoutError, ConnectionError, ssl.SSLError):
         pass
     return out
 
@@ -241,10 +241,8 @@ def _rss_mb() -> float:
     import gc
 
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -290,7 +288,7 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
         try:
             return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx,
                                                                   server_hostname="localhost"), 20)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return None
 
     # 1. many idle connections (TLS done, no request), opened 50 at a time
@@ -330,7 +328,7 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
         reader, writer = conn
         try:
             return await asyncio.wait_for(reader.read(), 10)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             return b"?"
         finally:
             writer.close()

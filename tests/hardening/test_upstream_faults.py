@@ -7,11 +7,13 @@ After a stream started (status 200 already sent): the stream ends with an error 
 an Ollama NDJSON stream ends with ``{"error": "..."}``), never with a silent truncation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +41,7 @@ class RawUpstream:
         while not self.stop.is_set():
             try:
                 c, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:  # closed by close()
                 return
@@ -54,7 +56,7 @@ class RawUpstream:
                 return
             buf += d
         head, _, body = buf.partition(b"\r\n\r\n")
-        n = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+        n = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
         while len(body) < n:
             body += c.recv(65536)
         model = json.loads(body)["model"]
@@ -82,10 +84,8 @@ class RawUpstream:
         self.stop.set()
         self.sock.close()
         for c in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def _hammer(holder: PolicyHolder, stop: threading.Event, failures: list[str], co
             c = holder.decide_content(APPS, LLAMA, "chat", {**DAY, "pii": [], "safety": ["S1"]})
             if not a.allowed or c.allowed or a.error or c.error:
                 failures.append(f"{a} {c}")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             failures.append(repr(e))
         n += 1
     counts.append(n)
@@ -113,7 +113,7 @@ def test_the_watcher_reloads_on_change_and_keeps_the_old_policy_on_error(setting
         holder.stop_watching()
 
 
-def _wait(cond, timeout: float = 5.0) -> bool:  # noqa: ANN001
+def _wait(cond, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
