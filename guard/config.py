@@ -320,7 +320,8 @@ def format_validation_error(path: Path, err: ValidationError, lines: dict[tuple,
     msgs = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        line, found = lines.get(()), ()
+        found: tuple[int | str, ...] = ()
+        line = lines.get(found)
         for x in loc:  # follow the keys that exist in the file (skips union tags pydantic adds to the path)
             if (*found, x) in lines:
                 found += (x,)

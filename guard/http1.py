@@ -372,13 +372,17 @@ class Pool:
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn | None:
         w: asyncio.Future[_Conn | None] = loop.create_future()
         self._waiters.append(w)
-        timer = loop.call_at(deadline, lambda: w.done() or w.set_exception(
-            ReadTimeout(f"no free connection among {self.limit} in time")))
+        def expire() -> None:
+            if not w.done():
+                w.set_exception(ReadTimeout(f"no free connection among {self.limit} in time"))
+
+        timer = loop.call_at(deadline, expire)
         try:
             return await w
         except asyncio.CancelledError:
-            if w.done() and not w.cancelled() and w.exception() is None and w.result() is not None:
-                self._put(w.result())  # handed a connection just as the request was cancelled: pass it on
+            handed = w.result() if w.done() and not w.cancelled() and w.exception() is None else None
+            if handed is not None:
+                self._put(handed)  # handed a connection just as the request was cancelled: pass it on
             raise
         finally:
             timer.cancel()

@@ -6,11 +6,12 @@ identity -> parse (Exchange) -> access decision -> prompt screens -> content dec
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,12 +46,13 @@ log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 APIS = WIRE
+Attributes = Mapping[str, Any] | Attrs  # what the policy engine reads (guard.policy.holder)
 
 
 class Policy(Protocol):
-    def decide_access(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+    def decide_access(self, sub: Attributes, obj: Attributes, act: str, env: Attributes) -> Any: ...
 
-    def decide_content(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+    def decide_content(self, sub: Attributes, obj: Attributes, act: str, env: Attributes) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -138,7 +140,7 @@ def _trace_id(traceparent: bytes | None) -> str:
     return parent[0] if parent else os.urandom(16).hex()
 
 
-def identify(scope: dict[str, Any], trusted: list[Any], xfcc_multi: str = "refuse") -> Principal:
+def identify(scope: dict[str, Any], trusted: Sequence[Any], xfcc_multi: str = "refuse") -> Principal:
     """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
     xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
     client = scope.get("client") or ("", 0)
@@ -403,7 +405,7 @@ class Pipeline:
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
-                verdicts[i] = await budget.run(lambda s=scr: s.screen_prompt(segs, ex.context),
+                verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context),
                                                self.svc.config.limits.screen_budget_ms)
             else:
                 for k, text in edits:

@@ -109,7 +109,7 @@ def revoke(d: Path, cert_paths: list[Path], out: Path | None = None) -> Path:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pki", help="development PKI: a CA, server and client certificates")
     s = p.add_subparsers(dest="pki_cmd", required=True)
     i = s.add_parser("init", help="create a CA in DIR (ca.pem, ca-key.pem)")

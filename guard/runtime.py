@@ -249,8 +249,8 @@ class Runtime:
         d = Path(self.config.filters.dir)
         return files + (sorted(d.glob("*.yaml")) if d.is_dir() else [])
 
-    def _fingerprint(self) -> tuple:
-        out = []
+    def _fingerprint(self) -> tuple[tuple[str, int | None, int | None], ...]:
+        out: list[tuple[str, int | None, int | None]] = []
         for p in self._watched():
             try:
                 st = p.stat()

@@ -31,7 +31,7 @@ def public_server(rt: Runtime, http: str = "httptools") -> QuietServer:
     ucfg = uvicorn.Config(app, host=cfg.listen.host, port=cfg.listen.port, http=protocol_class(http),
                           ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
                           lifespan="on", log_level="warning", access_log=False, server_header=False,
-                          date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
+                          date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,  # type: ignore[arg-type]  # a float: uvicorn hands it to asyncio.wait_for
                           timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096,
                           proxy_headers=False)  # client address from the socket: X-Forwarded-For is not trusted
     return QuietServer(ucfg)
@@ -224,15 +224,15 @@ def run_workers(cfg: Config, workers: int) -> int:
             break
         except InterruptedError:
             continue
-        i = children.pop(pid, None)
+        slot = children.pop(pid, None)
         rc = os.waitstatus_to_exitcode(status)
         if rc == 2 and not stopping:  # a worker refused its configuration: restarting cannot help
             stopping, code = True, 2
             forward(signal.SIGTERM)
-        elif i is not None and not stopping:
-            log.error("worker %d exited (%s); restarting it", i, rc)
+        elif slot is not None and not stopping:
+            log.error("worker %d exited (%s); restarting it", slot, rc)
             time.sleep(0.5)
-            spawn(i)
+            spawn(slot)
         elif rc != 0 and code == 0:
             code = 1
     return code

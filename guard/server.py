@@ -11,7 +11,7 @@ import os
 import ssl
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from guard.compat.uvicorn_protocols import H11Protocol, HttpToolsProtocol
 from guard.errors import GuardError, unavailable
@@ -79,7 +79,8 @@ class _Coalescing:
     __slots__ = ("_held", "_loop", "_t")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._t, self._loop, self._held = transport, loop, None
+        self._t, self._loop = transport, loop
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -127,6 +128,7 @@ class _Refusals:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
+    app: Any  # the ASGI app, set by the uvicorn protocol this is mixed into
     _tls: dict[str, Any] | None = None
     _recorder: Any = None  # the app's refused_by_protocol(rid, status, msg, code, tls, client_ip)
     _refused = False
@@ -259,7 +261,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+            self.scope["extensions"] = {"tls": cast("dict[object, object]", self._tls)}
         self.scope[REQUEST_KEY] = _new_request()  # type: ignore[literal-required]
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
@@ -309,7 +311,7 @@ class _TLSH11(_Refusals, H11Protocol):
             scope.setdefault(REQUEST_KEY, _new_request())  # or the one a refusal of its body made first
             await app(scope, receive, send)
 
-        self.app = with_tls  # type: ignore[assignment]
+        self.app = with_tls
 
     async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable) -> None:
         """The h11 path's refusal of a request on a revoked connection: recorded, answered, then closed."""

@@ -333,7 +333,7 @@ def stream_error(err: GuardError) -> bytes:
 
 def filter_whole(operation: str, body: dict[str, Any]) -> None:
     """A blocked whole answer: only its structure kept, empty content and finish_reason content_filter."""
-    top = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
+    top: dict[str, Any] = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
     body.clear()
     body.update(top)
     for ch in body.get("choices") or []:

@@ -36,7 +36,7 @@ def make_sink(s: SinkSettings) -> Sink:
         "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
     return kinds[s.type](s)
 
-class JournalLine(dict):  # type: ignore[type-arg]
+class JournalLine(dict):
     """A parsed event that keeps its journal bytes, so native-JSON sinks send them without re-encoding."""
 
     __slots__ = ("at", "raw")

@@ -39,7 +39,7 @@ class ServerThread:
         if self._uvloop:
             import uvloop
 
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
         self.loop = loop

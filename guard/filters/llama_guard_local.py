@@ -32,7 +32,7 @@ def load_model(path: Path, device: str = "auto", dtype: str = "auto") -> tuple[A
         dtype, torch.bfloat16 if dev.startswith("cuda") else torch.float32)
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
-    return tok, model.to(dev).eval()
+    return tok, model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() for model arguments only
 
 
 def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:

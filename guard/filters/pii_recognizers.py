@@ -22,7 +22,7 @@ from typing import Any
 
 import phonenumbers
 import regex as re
-from presidio_analyzer import LocalRecognizer, PatternRecognizer, RecognizerResult
+from presidio_analyzer import LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
 from guard.filters import linear_re
 
@@ -108,6 +108,9 @@ class ConfiguredRecognizer(PatternRecognizer):
     inside a longer match. A passing checksum sets the score to 1.0 and a failing one drops the match
     (Presidio's rule)."""
 
+    patterns: list[Pattern]  # set by PatternRecognizer.__init__
+    name: str
+
     def __init__(self, validator: str | None = None, **kwargs: Any) -> None:
         self._validator = VALIDATORS[validator] if validator else None
         super().__init__(**kwargs)
@@ -129,7 +132,7 @@ class ConfiguredRecognizer(PatternRecognizer):
                 if score > self.MIN_SCORE:
                     r = _result(self, self.supported_entities[0], start, end, score)
                     r.analysis_explanation = self.build_regex_explanation(  # the context pass notes its boost here
-                        self.name, pattern.name, pattern.regex, score, ok, 0)
+                        self.name, pattern.name, pattern.regex, score, ok, 0)  # type: ignore[arg-type]  # Presidio passes bool | None
                     out.append(r)
         return self.remove_duplicates(out)
 

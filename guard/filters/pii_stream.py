@@ -44,7 +44,7 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
     may rewrite text has no patterns (a NER model). Cached on the profile."""
     key = f"_stream_partials_{direction}"
     if key in profile.__dict__:
-        return profile.__dict__[key]  # type: ignore[no-any-return]
+        return profile.__dict__[key]
     rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
     sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
     result: PartialSet | None = None
