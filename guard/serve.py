@@ -100,13 +100,18 @@ async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.sock
     pub = public_server(rt, http)
     servers = [pub] + ([admin_server(rt)] if rt.config.admin.enabled else [])
     loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[Any]] = set()  # strong references: the loop holds tasks only weakly
+
+    def keep(task: asyncio.Task[Any]) -> None:
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     def stop() -> None:
         for s in servers:
             s.should_exit = True
 
     def hup() -> None:
-        loop.create_task(rt.reload())
+        keep(loop.create_task(rt.reload()))
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop)
@@ -115,7 +120,7 @@ async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.sock
     socks: list[Any] = [[sockets[0]], [sockets[1]]] if sockets else [None, None]
     tasks = [asyncio.create_task(s.serve(sockets=socks[i])) for i, s in enumerate(servers)]
     if sockets is None:  # one process; a supervisor announces its workers itself
-        announcer = loop.create_task(_announce_when_listening(rt, servers, tasks))  # noqa: F841 - kept referenced
+        keep(loop.create_task(_announce_when_listening(rt, servers, tasks)))
     await asyncio.gather(*tasks, return_exceptions=True)
     return 0 if all(s.started for s in servers) else 1
 

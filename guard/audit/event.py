@@ -6,6 +6,7 @@ Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -183,10 +184,8 @@ def _hmac_key(settings: Any) -> bytes:
         from guard.audit.seal import _write_private
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             _write_private(path, secrets.token_bytes(32))  # atomic: workers starting together race for it
-        except FileExistsError:
-            pass
     return path.read_bytes()
 
 

@@ -108,7 +108,7 @@ class Reader:
         if cur is None or cur[0] != path.name:
             if cur:
                 cur[1].close()
-            f = open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 - kept open across reads; closed when the chain moves on
             self._files[chain] = (path.name, f)
             cur = self._files[chain]
         cur[1].seek(offset)

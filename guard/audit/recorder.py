@@ -3,7 +3,8 @@
 ``started`` returns once ``exchange.started`` is durable (JournalError otherwise: the pipeline refuses
 with 503); ``finished`` writes ``exchange.completed`` or ``exchange.denied`` from the outcome dict the
 pipeline builds, durable when it returns, or with ``wait=False`` (a completion after the answer went out)
-with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error; ``answer_text`` if the pipeline
+with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error;
+``answer_text`` if the pipeline
 wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged).
 """
 from __future__ import annotations

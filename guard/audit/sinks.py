@@ -170,7 +170,8 @@ def syslog_message(e: dict[str, Any], text: str, hostname: str) -> bytes:
     failed = e.get("type") == "policy.reload_failed" or (e.get("reload") or {}).get("result") == "failed"
     sev = 4 if effect(e) == "deny" or failed else 6
     msgid = "".join(c for c in e.get("type", "-") if 33 <= ord(c) <= 126)[:32] or "-"
-    sd = f'[{SYSLOG_SD_ID} id="{_sd_value(e.get("id", ""))}" chain="{_sd_value(e.get("chain", ""))}" seq="{e.get("seq", "")}"]'
+    eid, chain = _sd_value(e.get("id", "")), _sd_value(e.get("chain", ""))
+    sd = f'[{SYSLOG_SD_ID} id="{eid}" chain="{chain}" seq="{e.get("seq", "")}"]'
     return f"<{_FACILITY * 8 + sev}>1 {e['time']} {hostname or '-'} guard - {msgid} {sd} {text}".encode()
 
 

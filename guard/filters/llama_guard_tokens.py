@@ -15,12 +15,12 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from guard.filters.failmode import ScreenError
 from guard.filters.llama_guard import Turn
 
-Piece = Union[str, int]  # text to tokenise, or a special token id placed by the template
+Piece = str | int  # text to tokenise, or a special token id placed by the template
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ they need no tokens and their result does not depend on how far the text reaches
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 import regex as re
@@ -132,7 +132,7 @@ class ConfiguredRecognizer(PatternRecognizer):
                 if score > self.MIN_SCORE:
                     r = _result(self, self.supported_entities[0], start, end, score)
                     r.analysis_explanation = self.build_regex_explanation(  # the context pass notes its boost here
-                        self.name, pattern.name, pattern.regex, score, ok, 0)  # type: ignore[arg-type]  # Presidio passes bool | None
+                        self.name, pattern.name, pattern.regex, score, cast("bool", ok), 0)  # Presidio passes None too
                     out.append(r)
         return self.remove_duplicates(out)
 

@@ -81,7 +81,7 @@ class MemoryBackend:
             if len(held) + 1 > limit and adm.ok:
                 adm.ok, adm.refused_by, adm.retry_after_s = False, name, 1.0
         if not adm.ok:  # nothing was charged: report the counters as they stand
-            for (k, tat, _), (name, limit, period, _) in zip(news, rates, strict=False):
+            for (_k, tat, _), (name, limit, period, _) in zip(news, rates, strict=False):
                 interval = period / limit
                 counters[name] = CounterState(limit, max(0, int((period - (tat - now)) / interval + _EPS)), tat - now)
             for name, _ in slots:

@@ -245,8 +245,8 @@ def test_every_chain_in_the_directory_is_forwarded(tmp_path: Path) -> None:
     a.close()
     b.close()
     want = _ids(tmp_path / "a")
-    assert _wait(lambda: out.exists() and want <= {json.loads(l)["id"] for l in out.read_text().splitlines()})
+    assert _wait(lambda: out.exists() and want <= {json.loads(line)["id"] for line in out.read_text().splitlines()})
     fwd.stop()
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == len(want)  # the file sink acknowledges by fsync: no duplicates without failures
     assert {e["chain"] for e in got} == {"host-w0", "host-w1"}

@@ -258,7 +258,7 @@ def test_events_carry_no_signing_key_material(tmp_path: Path) -> None:
     fill(j, 3)
     j.close()
     priv = (tmp_path / "keys" / "signing-key.pem").read_text()
-    body = "".join(l for l in priv.splitlines() if "-----" not in l)
+    body = "".join(line for line in priv.splitlines() if "-----" not in line)
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(priv.encode(), None)

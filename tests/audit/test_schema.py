@@ -74,7 +74,7 @@ def test_every_event_type_validates_when_sealed_in_the_journal(tmp_path: Path, l
         j.append_sync(e)
     j.close()
     n = assert_journal_valid(tmp_path)
-    types = {json.loads(l)["type"] for s in (tmp_path / "chains" / "w1").glob("*.jsonl") for l in s.read_bytes().splitlines()}
+    types = {json.loads(line)["type"] for s in (tmp_path / "chains" / "w1").glob("*.jsonl") for line in s.read_bytes().splitlines()}
     assert types == set(ev.EVENT_TYPES) and n >= 9
 
 

@@ -1,5 +1,6 @@
 """Audit benchmarks: journal appends (group-commit fsync, one core), forwarding to a local HEC receiver,
-and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only | --append-only]`` prints a table and JSON.
+and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only | --append-only]`` prints a table and
+JSON.
 
 Appends are measured for both journals: the in-process one (``audit.sealer: thread``, writer and event loop
 on one core) and the default sealer process pinned to one core (the worker's loop on the other). The paced

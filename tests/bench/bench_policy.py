@@ -10,6 +10,7 @@ sampled with few iterations at large sizes: one decision there takes tens to hun
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import random
@@ -24,8 +25,6 @@ import casbin
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-
-import contextlib
 
 from guard.policy.attributes import Attrs, make_env, principal, resource  # noqa: E402
 from guard.policy.loader import load_policy  # noqa: E402

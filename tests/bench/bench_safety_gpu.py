@@ -89,8 +89,10 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     with torch.inference_mode():
         out["hf_eager_full_logits_b1_p50_ms"] = p50_ms(lambda: model(dev, use_cache=False), n)
         out["hf_eager_rate_b16"] = 16 / (p50_ms(lambda: model(dev.expand(16, -1), use_cache=False), 5) / 1000)
-        gen_ids = lambda: model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False,  # noqa: E731
-                                         pad_token_id=0, attention_mask=torch.ones_like(dev))
+        def gen_ids() -> Any:
+            return model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=0,
+                                  attention_mask=torch.ones_like(dev))
+
         out["hf_generate10_b1_p50_ms"] = p50_ms(gen_ids, 3 if quick else 10)
     tok = [100, 200]
     seq = ids[0].tolist()
@@ -104,7 +106,7 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
         except Exception as e:
             out[f"fast_{variant}"] = {"error": f"{type(e).__name__}: {e}"}
         print(size, variant, json.dumps(out[f"fast_{variant}"]), file=sys.stderr, flush=True)
-    del model
+    model = None  # the last reference: the cache below can then free its memory
     torch.cuda.empty_cache()
     return out
 
@@ -122,7 +124,7 @@ def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list
     r["rate_by_max_batch"] = {str(b): batched_rate(fast, seqs, b, tok, wait_ms=1.0)
                               for b in ((64,) if quick else (32, 64))}
     r["rate_best"] = max(r["rate_by_max_batch"].values())
-    del fast
+    fast = None  # the last reference, freed before the next variant
     import gc
 
     import torch

@@ -263,7 +263,8 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
     next request as soon as the answer is in, as wrk does (``rate`` > 0: one every 1/``rate`` s instead, which
     adds the box's wake-up latency at every process on the path; tests/bench/paced_client.py, the same client
     for every row), to the upstream directly, the baseline, Guard over HTTP and Guard over mTLS, the client
-    presenting its certificate to Guard itself (and, for comparison, through the hop the core table uses). Added p50: the median over rounds of
+    presenting its certificate to Guard itself (and, for comparison, through the hop the core table uses). Added p50:
+    the median over rounds of
     each round's own difference to ``direct``; the rows of a round run one after another."""
     from contextlib import ExitStack
 
@@ -282,7 +283,7 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
             "guard-mtls-via-hop": es.enter_context(_guard(d, up, True, {})),
         }
         tls = (pki / "app.pem", pki / "app-key.pem", pki / "ca.pem")
-        for name, (url, headers, _p) in targets.items():  # warm-up: connections, TLS sessions, policy caches
+        for url, headers, _p in targets.values():  # warm-up: connections, TLS sessions, policy caches
             paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, 1, tls)
         for k in range(rounds):
             for name, (url, headers, _p) in in_turn(list(targets.items()), k):
@@ -305,7 +306,8 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
     """What the audit trail adds to a request, over plain HTTP at 16 connections: Guard with no audit at all
     (tests/bench/guard_noaudit.py), with its journal at ``durability: fsync`` (the default) and at ``batch``,
     in alternating rounds. Paced (tests/bench/paced_client.py, ``rate`` requests/s in all, well below what
-    each variant sustains): the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
+    each variant sustains): the added p50 latency, median of each round's difference; saturated (wrk): the throughput
+    cost."""
     from contextlib import ExitStack
 
     lat: dict[str, list[float]] = {}

@@ -158,12 +158,11 @@ def test_hanging_upstream_is_504(guard_factory, model_server):
 def test_client_disconnect_cancels_upstream_stream(guard, model_server):
     app = model_server[0]
     before = app.cancelled
-    with guard.client() as c:
-        with c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
-                {"role": "user", "content": "[[forever]]"}]}) as r:
-            it = r.iter_lines()
-            for _ in range(3):
-                next(it)
+    with guard.client() as c, c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
+                                 {"role": "user", "content": "[[forever]]"}]}) as r:
+        it = r.iter_lines()
+        for _ in range(3):
+            next(it)
     deadline = time.monotonic() + 5
     while app.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.05)

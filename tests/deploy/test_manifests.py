@@ -295,12 +295,9 @@ def guard_pods() -> list[GuardPod]:
             if args.workers:
                 cfg.workers = args.workers
 
-            def files_under(d: Path) -> dict[str, str]:
-                got = {}
-                for p, (k, name, key) in m.files.items():
-                    if PurePosixPath(p).parent == PurePosixPath(d) and k == "configMap":
-                        got[PurePosixPath(p).name] = configmap(name)[key]
-                return got
+            filter_dir = PurePosixPath(cfg.filters.dir)
+            filter_files = {PurePosixPath(p).name: configmap(name)[key] for p, (k, name, key) in m.files.items()
+                            if PurePosixPath(p).parent == filter_dir and k == "configMap"}
 
             pol = {}
             for p in [cfg.policy.model, *cfg.policy.rules, *cfg.policy.tests]:
@@ -308,7 +305,7 @@ def guard_pods() -> list[GuardPod]:
                     _k, name, key = m.files[str(p)]
                     pol[str(p)] = configmap(name)[key]
             out.append(GuardPod(where, o, pod, o["spec"]["template"]["metadata"].get("labels", {}), c, cfg,
-                                args.config, files_under(cfg.filters.dir), pol, m))
+                                args.config, filter_files, pol, m))
     return out
 
 

@@ -15,6 +15,7 @@ import ssl
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -102,10 +103,8 @@ def test_malformed_and_oversized_requests_get_a_clean_4xx(guard_factory: Any) ->
         _assert_error(resp, 400, "invalid_http_request")
     for name, raw in TOO_LARGE.items():
         with tls_socket(g.url, ctx) as s:
-            try:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):  # refused before the client finished sending
                 s.sendall(raw)
-            except (ConnectionError, ssl.SSLError):
-                pass  # refused before the client finished sending
             resp = _read_all(s)
         print(f"{name}: {_first_line(resp)}")
         _assert_error(resp, 431, "headers_too_large")
@@ -243,7 +242,7 @@ def _rss_mb() -> float:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    for line in open("/proc/self/status"):
+    for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -406,7 +405,7 @@ def test_read_timeouts_spare_a_long_response_with_a_pipelined_request(guard_fact
 
 
 def _proc_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0

@@ -310,7 +310,11 @@ def test_several_crls_in_one_file_and_a_chain_without_its_crl(rv: dict[str, Any]
 
 @pytest.mark.parametrize("version", list(VERSIONS))
 def test_sighup_after_guard_pki_revoke_ends_resumption_and_open_connections(
-        pki_dir: Path, guard_process: Any, tmp_path: Path, version: str) -> None:  # noqa: F811 - the fixture
+    pki_dir: Path,
+    guard_process: Any,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    version: str,
+) -> None:
     """The same with `guard serve` as a process, `guard pki revoke` and SIGHUP."""
     import signal
     import subprocess

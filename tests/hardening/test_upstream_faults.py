@@ -149,12 +149,11 @@ STREAMED = {  # model, prompt -> status recorded, reason recorded
 def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, case: str) -> None:
     model, prompt, status, reason = STREAMED[case]
     t0 = time.monotonic()
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c:
-        with c.stream("POST", CHAT, json={"model": model, "stream": True,
-                                          "messages": [{"role": "user", "content": prompt}]}) as r:
-            assert r.status_code == 200
-            rid = r.headers["x-guard-request-id"]
-            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", CHAT, json={"model": model, "stream": True,
+                                                                                        "messages": [{"role": "user", "content": prompt}]}) as r:
+        assert r.status_code == 200
+        rid = r.headers["x-guard-request-id"]
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     took = time.monotonic() - t0
     print(f"{case}: {len(lines)} events in {took:.2f} s, last two {lines[-2:]}")
     assert took < TIMEOUT_S + 1.5
@@ -165,10 +164,9 @@ def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, cas
 
 
 def test_ollama_stream_fault_ends_with_an_error_line(faulty: Any) -> None:
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c:
-        with c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-                {"role": "user", "content": "[[reset]]"}]}) as r:
-            assert r.status_code == 200
-            lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
+    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
+                                                              {"role": "user", "content": "[[reset]]"}]}) as r:
+        assert r.status_code == 200
+        lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
     assert lines[-1].get("error") and set(lines[-1]) == {"error"}, lines[-1]
     _check_record(faulty, r.headers["x-guard-request-id"], 502, "upstream_error")
