@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench bench-peers soak debian-deps clean
+.PHONY: install demo lint test bench bench-peers soak debian-deps clean
 
 install: $(STAMP)
 
@@ -24,7 +24,13 @@ debian-deps:
 demo: install
 	$(BIN)/guard demo
 
-test: install debian-deps
+# ruff (lint rules and formatting) on guard/ and tests/; mypy on guard/ (strict on the core modules): pyproject.toml.
+lint: install
+	$(BIN)/ruff check guard tests
+	$(BIN)/ruff format --check guard tests
+	$(BIN)/mypy
+
+test: install debian-deps lint
 	$(BIN)/python -m pytest tests
 
 bench: install debian-deps

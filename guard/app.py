@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -48,7 +49,7 @@ class GuardApp:
                 try:
                     if self.runtime is not None:
                         await self.runtime.start()
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
@@ -136,7 +137,7 @@ def admin_app(runtime: Any) -> Starlette:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def build_services(config: Config, policy: Any, recorder: Any, screens: Callable[[str], ScreenSet],

@@ -7,7 +7,7 @@ with it, and guard.policy.attributes re-exports it with the attribute contract.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 
@@ -34,7 +34,7 @@ class Attrs:
     def __contains__(self, key: object) -> bool:
         return key in self.__dict__
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self) -> Iterator[str]:
         return iter(self.__dict__)
 
     def __len__(self) -> int:

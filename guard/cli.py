@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 _COMMAND_MODULES = (
     "guard.serve_cli",  # serve
@@ -21,7 +22,7 @@ _COMMAND_MODULES = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors exit 2 (argparse default) with our prefix
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2 (argparse default) with our prefix
         self.print_usage(sys.stderr)
         self.exit(2, f"guard: error: {message}\n")
 

@@ -281,11 +281,11 @@ def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None, seen: set
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
             key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            _lines(v, path + (key,), out, seen)
+            out[(*path, key)] = k.start_mark.line + 1
+            _lines(v, (*path, key), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            _lines(v, path + (i,), out, seen)
+            _lines(v, (*path, i), out, seen)
     return out
 
 
@@ -318,9 +318,10 @@ def format_validation_error(path: Path, err: ValidationError, lines: dict[tuple,
     msgs = []
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        line, found = lines.get((), None), ()
+        found: tuple[int | str, ...] = ()
+        line = lines.get(found)
         for x in loc:  # follow the keys that exist in the file (skips union tags pydantic adds to the path)
-            if found + (x,) in lines:
+            if (*found, x) in lines:
                 found += (x,)
                 line = lines[found]
         key = ".".join(str(x) for x in loc) or "(top level)"

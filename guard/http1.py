@@ -43,8 +43,26 @@ class Response:
     pool when the response ended cleanly and the upstream keeps the connection alive, else closes it (which
     is how an upstream learns that the client went away mid-stream)."""
 
-    __slots__ = ("status", "headers", "_raw", "_head_bytes", "_chunks", "_held", "_conn", "_loop", "_deadline",
-                 "_idle", "complete", "keep_alive", "error", "_waiter", "_interim", "_whole", "_limit", "_body_bytes")
+    __slots__ = (
+        "_body_bytes",
+        "_chunks",
+        "_conn",
+        "_deadline",
+        "_head_bytes",
+        "_held",
+        "_idle",
+        "_interim",
+        "_limit",
+        "_loop",
+        "_raw",
+        "_waiter",
+        "_whole",
+        "complete",
+        "error",
+        "headers",
+        "keep_alive",
+        "status",
+    )
 
     def __init__(self, conn: _Conn, loop: asyncio.AbstractEventLoop, deadline: float, idle: float) -> None:
         self.status = 0
@@ -354,13 +372,17 @@ class Pool:
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn | None:
         w: asyncio.Future[_Conn | None] = loop.create_future()
         self._waiters.append(w)
-        timer = loop.call_at(deadline, lambda: w.done() or w.set_exception(
-            ReadTimeout(f"no free connection among {self.limit} in time")))
+        def expire() -> None:
+            if not w.done():
+                w.set_exception(ReadTimeout(f"no free connection among {self.limit} in time"))
+
+        timer = loop.call_at(deadline, expire)
         try:
             return await w
         except asyncio.CancelledError:
-            if w.done() and not w.cancelled() and w.exception() is None and w.result() is not None:
-                self._put(w.result())  # handed a connection just as the request was cancelled: pass it on
+            handed = w.result() if w.done() and not w.cancelled() and w.exception() is None else None
+            if handed is not None:
+                self._put(handed)  # handed a connection just as the request was cancelled: pass it on
             raise
         finally:
             timer.cancel()
@@ -371,7 +393,7 @@ class Pool:
             _, conn = await asyncio.wait_for(loop.create_connection(
                 lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
                 server_hostname=self.host if self.ssl else None), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             self._release_slot()
             reason = "timed out" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
             raise ConnectError(reason) from None

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from guard.attrs import Attrs
 
@@ -61,7 +62,7 @@ def principal_from_der(der: bytes) -> Principal:
     uri: tuple[str, ...] = ()
     email: tuple[str, ...] = ()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns = tuple(san.get_values_for_type(x509.DNSName))
         uri = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
         email = tuple(san.get_values_for_type(x509.RFC822Name))
@@ -172,7 +173,7 @@ def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
     if "cert" in fields:
         try:
             p = principal_from_pem(unquote(fields["cert"][0]).encode())
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad header
+        except Exception as e:
             raise XFCCError(f"unreadable Cert in x-forwarded-client-cert: {e}") from None
         return Principal(**{**asdict(p), "source": "xfcc"})
     subject = fields.get("subject", [""])[0]
@@ -198,7 +199,7 @@ def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
     )
 
 
-def peer_is_trusted(peer_ip: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def peer_is_trusted(peer_ip: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     if not networks or not peer_ip:
         return False
     return _trusted(peer_ip, tuple(networks))

@@ -6,13 +6,15 @@ identity -> parse (Exchange) -> access decision -> prompt screens -> content dec
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
@@ -24,26 +26,34 @@ from guard.errors import GuardError, bad_request, forbidden, policy_violation, u
 from guard.exchange import REQUEST_KEY, Exchange
 from guard.filters import budget
 from guard.filters.base import ScreenSet, Segment, Verdict
-from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.quota import hook as quota
 from guard.quota import stream as quota_stream
 from guard.ratelog import Throttled
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
-from guard.upstream import (Upstreams, UpstreamUnreachable, drop_response_headers, max_response_bytes,
-                            rate_limit_headers, read_error, too_large)
+from guard.upstream import (
+    Upstreams,
+    UpstreamUnreachable,
+    drop_response_headers,
+    max_response_bytes,
+    rate_limit_headers,
+    read_error,
+    too_large,
+)
 from guard.upstream_errors import screen_error_body
 
 log = logging.getLogger("guard.pipeline")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 APIS = WIRE
+Attributes = Mapping[str, Any] | Attrs  # what the policy engine reads (guard.policy.holder)
 
 
 class Policy(Protocol):
-    def decide_access(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+    def decide_access(self, sub: Attributes, obj: Attributes, act: str, env: Attributes) -> Any: ...
 
-    def decide_content(self, sub: dict, obj: dict, act: str, env: dict) -> Any: ...
+    def decide_content(self, sub: Attributes, obj: Attributes, act: str, env: Attributes) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -63,7 +73,7 @@ class Services:
     policy: Policy
     recorder: Recorder
     screens: Callable[[str], ScreenSet]  # profile name -> screens
-    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     tracing: telemetry.Tracing | None = None
     quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
@@ -131,7 +141,7 @@ def _trace_id(traceparent: bytes | None) -> str:
     return parent[0] if parent else os.urandom(16).hex()
 
 
-def identify(scope: dict[str, Any], trusted: list[Any], xfcc_multi: str = "refuse") -> Principal:
+def identify(scope: dict[str, Any], trusted: Sequence[Any], xfcc_multi: str = "refuse") -> Principal:
     """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
     xfcc = _header(scope["headers"], b"x-forwarded-client-cert")
     client = scope.get("client") or ("", 0)
@@ -218,7 +228,7 @@ class Pipeline:
         except ClientGone:
             await self._after(ex, started or ex.context.get("audit_started", False),
                               {"status": 499, "reason": "client_disconnected"})
-        except Exception:  # noqa: BLE001 - a bug still answers in the documented shape, with its audit record
+        except Exception:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
@@ -269,7 +279,7 @@ class Pipeline:
         kind = "exchange.completed" if started else "exchange.denied"
         try:
             await self.svc.recorder.finished(ex, kind, outcome)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             if not started:
@@ -285,7 +295,7 @@ class Pipeline:
             telemetry.child(telemetry.TOKENS, _model_label(ex), "output").inc(u.get("output_tokens", 0))
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", outcome, wait=False)
-        except Exception as err:  # noqa: BLE001 - the answer is out; exchange.started is the durable record
+        except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             _throttled.error("completion", "audit completion record for %s failed: %s", ex.request_id, err)
 
@@ -350,7 +360,7 @@ class Pipeline:
         try:
             await svc.recorder.started(ex)
             ex.context["audit_started"] = True
-        except Exception as err:  # noqa: BLE001 - any journal failure refuses the request
+        except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             _throttled.error("refusing", "audit journal failed, refusing %s: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
@@ -389,14 +399,14 @@ class Pipeline:
         # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
         copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
         verdicts = list(await budget.run(lambda: asyncio.gather(*(scr.screen_prompt(c, ex.context)
-                                                                  for scr, c in zip(screens.prompt, copies))),
+                                                                  for scr, c in zip(screens.prompt, copies, strict=False))),
                                          self.svc.config.limits.screen_budget_ms))
-        for i, (scr, copy) in enumerate(zip(screens.prompt, copies)):
+        for i, (scr, copy) in enumerate(zip(screens.prompt, copies, strict=False)):
             if any(v.blocked for v in verdicts):
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
-                verdicts[i] = await budget.run(lambda s=scr: s.screen_prompt(segs, ex.context),
+                verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context),
                                                self.svc.config.limits.screen_budget_ms)
             else:
                 for k, text in edits:
@@ -429,7 +439,7 @@ class Pipeline:
         ex.context["outcome"] = {"status": 200}
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
-        except Exception as err:  # noqa: BLE001 - the listing is its own record: unrecorded, it is refused
+        except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
@@ -478,7 +488,7 @@ class Pipeline:
     async def _whole(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, send: Send) -> None:
         try:
             data = await resp.read(max_response_bytes(self.svc.config, ex.upstream))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise read_error(e, ex.upstream, ex.request_id) from None
         outcome: dict[str, Any] = {"status": resp.status, "bytes": len(data)}
         if ex.context.get(_TRANSLATED):
@@ -648,7 +658,7 @@ class Pipeline:
             outcome.update(status=502, reason="upstream_bad_stream")
             err = GuardError(502, "the model server sent an invalid stream", "upstream_error", "upstream_bad_stream")
             await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
-        except Exception as e:  # noqa: BLE001 - upstream read failure mid-stream (reset, cut, timeout)
+        except Exception as e:
             err = read_error(e, ex.upstream, ex.request_id)
             outcome.update(status=err.status, reason=err.code)
             await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
@@ -668,7 +678,7 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
     marks text that stands for a JSON value (a schema, Ollama tool-call arguments) and is written back
     parsed; a rewrite that left it invalid JSON refuses the request (it cannot be forwarded as judged)."""
     changed = False
-    for seg, old in zip(segs, before):
+    for seg, old in zip(segs, before, strict=False):
         if seg.text != old:
             changed = True
             if seg.path and seg.path[-1] == "__json__":

@@ -31,7 +31,7 @@ def init_ca(d: Path, cn: str = "Guard Dev CA", days: int = 3650, path_length: in
     d.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -69,7 +69,7 @@ def issue(d: Path, name: str, *, client: bool = False, server: bool = False, cn:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn or name)]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, v) for v in (o or [])]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, v) for v in (ou or [])]
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     nb = not_before or now - dt.timedelta(minutes=5)
     na = not_after or now + dt.timedelta(days=days)
     sans: list[x509.GeneralName] = [x509.DNSName(v) for v in (san_dns or [])]
@@ -96,7 +96,7 @@ def issue(d: Path, name: str, *, client: bool = False, server: bool = False, cn:
 def revoke(d: Path, cert_paths: list[Path], out: Path | None = None) -> Path:
     """Write a CRL (``d/crl.pem``) revoking the given certificates."""
     ca_cert, ca_key = _load_ca(d)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
          .next_update(now + dt.timedelta(days=7)))
     for p in cert_paths:
@@ -109,7 +109,7 @@ def revoke(d: Path, cert_paths: list[Path], out: Path | None = None) -> Path:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pki", help="development PKI: a CA, server and client certificates")
     s = p.add_subparsers(dest="pki_cmd", required=True)
     i = s.add_parser("init", help="create a CA in DIR (ca.pem, ca-key.pem)")

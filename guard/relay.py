@@ -11,7 +11,8 @@ reason, usage, logprobs).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from guard.apis import answer, set_path
 from guard.apis.wire import module

@@ -6,10 +6,11 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from guard import __version__, reloads, telemetry
 from guard.config import Config, ConfigError
@@ -200,7 +201,7 @@ class Runtime:
             return
         try:
             self.journal.append_sync(e)
-        except Exception as x:  # noqa: BLE001
+        except Exception as x:
             log.error("could not record %s: %s", e["type"], x)
 
     async def _append(self, e: dict[str, Any]) -> None:
@@ -208,7 +209,7 @@ class Runtime:
             return
         try:
             await self.journal.append(e)
-        except Exception as x:  # noqa: BLE001
+        except Exception as x:
             log.error("could not record %s: %s", e["type"], x)
 
     def services(self) -> Services:
@@ -248,8 +249,8 @@ class Runtime:
         d = Path(self.config.filters.dir)
         return files + (sorted(d.glob("*.yaml")) if d.is_dir() else [])
 
-    def _fingerprint(self) -> tuple:
-        out = []
+    def _fingerprint(self) -> tuple[tuple[str, int | None, int | None], ...]:
+        out: list[tuple[str, int | None, int | None]] = []
         for p in self._watched():
             try:
                 st = p.stat()
@@ -280,7 +281,7 @@ class Runtime:
 
             try:
                 await self.journal.append(ev.guard_stopped(reason, self.worker, os.getpid()))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.error("could not record guard.stopped: %s", e)
             await asyncio.to_thread(self.journal.close)
         if self.forwarder is not None:
@@ -304,7 +305,7 @@ class Runtime:
                 _, w = await asyncio.wait_for(asyncio.open_connection(u.hostname, port), 1.0)
                 w.close()
                 return True
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 continue
         return False
 
@@ -329,7 +330,7 @@ class Runtime:
                 self._versions["filters"] = reloads.version_of(files)
                 result["filters"] = "reloaded"
                 await self._append(reloads.record("filters", True, self._versions["filters"], files, trigger))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 telemetry.POLICY_RELOADS.labels("failed").inc()
                 result["filters"] = f"kept old: {e}"
                 result["ok"] = False

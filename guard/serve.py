@@ -31,7 +31,7 @@ def public_server(rt: Runtime, http: str = "httptools") -> QuietServer:
     ucfg = uvicorn.Config(app, host=cfg.listen.host, port=cfg.listen.port, http=protocol_class(http),
                           ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
                           lifespan="on", log_level="warning", access_log=False, server_header=False,
-                          date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,
+                          date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,  # type: ignore[arg-type]  # a float: uvicorn hands it to asyncio.wait_for
                           timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096,
                           proxy_headers=False)  # client address from the socket: X-Forwarded-For is not trusted
     return QuietServer(ucfg)
@@ -100,13 +100,18 @@ async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.sock
     pub = public_server(rt, http)
     servers = [pub] + ([admin_server(rt)] if rt.config.admin.enabled else [])
     loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[Any]] = set()  # strong references: the loop holds tasks only weakly
+
+    def keep(task: asyncio.Task[Any]) -> None:
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     def stop() -> None:
         for s in servers:
             s.should_exit = True
 
     def hup() -> None:
-        loop.create_task(rt.reload())
+        keep(loop.create_task(rt.reload()))
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGTERM, stop)
@@ -115,7 +120,7 @@ async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.sock
     socks: list[Any] = [[sockets[0]], [sockets[1]]] if sockets else [None, None]
     tasks = [asyncio.create_task(s.serve(sockets=socks[i])) for i, s in enumerate(servers)]
     if sockets is None:  # one process; a supervisor announces its workers itself
-        announcer = loop.create_task(_announce_when_listening(rt, servers, tasks))  # noqa: F841 - kept referenced
+        keep(loop.create_task(_announce_when_listening(rt, servers, tasks)))
     await asyncio.gather(*tasks, return_exceptions=True)
     return 0 if all(s.started for s in servers) else 1
 
@@ -176,7 +181,7 @@ def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket],
     except ConfigError as e:  # a file a person wrote: the supervisor stops and exits 2
         print(f"guard: {e}", file=sys.stderr)
         code = 2
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         log.exception("worker %d failed", worker)
     finally:
         sys.stdout.flush()
@@ -231,15 +236,15 @@ def run_workers(cfg: Config, workers: int) -> int:
                           os.waitstatus_to_exitcode(status))
                 keeper = _start_keeper(cfg, workers, keeper[1])
             continue
-        i = children.pop(pid, None)
+        slot = children.pop(pid, None)
         rc = os.waitstatus_to_exitcode(status)
         if rc == 2 and not stopping:  # a worker refused its configuration: restarting cannot help
             stopping, code = True, 2
             forward(signal.SIGTERM)
-        elif i is not None and not stopping:
-            log.error("worker %d exited (%s); restarting it", i, rc)
+        elif slot is not None and not stopping:
+            log.error("worker %d exited (%s); restarting it", slot, rc)
             time.sleep(0.5)
-            spawn(i)
+            spawn(slot)
         elif rc != 0 and code == 0:
             code = 1
     if keeper is not None:

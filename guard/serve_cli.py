@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     return run_workers(cfg, cfg.workers) if cfg.workers > 1 else run_single(cfg)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the proxy")
     p.add_argument("--config", required=True, help="guard.yaml")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: config 'workers')")

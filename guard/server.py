@@ -9,16 +9,23 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, cast
 
 from guard.compat.uvicorn_protocols import H11Protocol, HttpToolsProtocol
 from guard.errors import GuardError, unavailable
 from guard.exchange import REQUEST_KEY
 from guard.identity import Principal, principal_from_der
 from guard.revocation import chain_of
-from guard.tls import (ClientCertificateRefused, ContextHolder, build_server_context, client_cert_problem,
-                       handshake_failure_reason, holder_of)
+from guard.tls import (
+    ClientCertificateRefused,
+    ContextHolder,
+    build_server_context,
+    client_cert_problem,
+    handshake_failure_reason,
+    holder_of,
+)
 
 __all__ = ["ClientCertificateRefused", "ContextHolder", "build_server_context", "client_cert_problem",
            "handshake_failure_reason", "protocol_class", "tls_extension"]
@@ -47,7 +54,7 @@ def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
         "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
         "client_cert_name": principal.subject if principal else None,
         "client_cert_error": None,
-        "tls_version": _TLS_VERSIONS.get(obj.version() or "", None),
+        "tls_version": _TLS_VERSIONS.get(obj.version() or ""),
         "cipher_suite": None,
         "cipher_name": cipher[0] if cipher else None,
         "guard.principal": principal,
@@ -69,10 +76,11 @@ class _Coalescing:
     loop iteration, so that a whole response (head and body sent back to back) leaves in one write: one
     syscall and, over TLS, one record instead of two. Anything else goes straight through."""
 
-    __slots__ = ("_t", "_loop", "_held")
+    __slots__ = ("_held", "_loop", "_t")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._t, self._loop, self._held = transport, loop, None
+        self._t, self._loop = transport, loop
+        self._held: bytes | None = None
 
     def write(self, data: bytes) -> None:
         held = self._held
@@ -120,6 +128,7 @@ class _Refusals:
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
+    app: Any  # the ASGI app, set by the uvicorn protocol this is mixed into
     _tls: dict[str, Any] | None = None
     _recorder: Any = None  # the app's refused_by_protocol(rid, status, msg, code, tls, client_ip)
     _refused = False
@@ -183,7 +192,7 @@ class _Refusals:
         try:
             worse = await self._recorder(rid, err.status, err.message, err.code, self._tls,
                                          (self.client or ("", 0))[0])
-        except Exception:  # noqa: BLE001 - a bug in recording still answers, refused harder
+        except Exception:
             log.exception("recording refused request %s", rid)
             worse = unavailable("audit journal unavailable; request refused", "audit_unavailable")
         self._write_refusal(worse or err, rid)
@@ -252,7 +261,7 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._tls is not None:
-            self.scope["extensions"] = {"tls": self._tls}  # type: ignore[typeddict-unknown-key]
+            self.scope["extensions"] = {"tls": cast("dict[object, object]", self._tls)}
         self.scope[REQUEST_KEY] = _new_request()  # type: ignore[literal-required]
         if not self._in_head:
             self._in_head, self._head_bytes = True, 0
@@ -302,7 +311,7 @@ class _TLSH11(_Refusals, H11Protocol):
             scope.setdefault(REQUEST_KEY, _new_request())  # or the one a refusal of its body made first
             await app(scope, receive, send)
 
-        self.app = with_tls  # type: ignore[assignment]
+        self.app = with_tls
 
     async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable) -> None:
         """The h11 path's refusal of a request on a revoked connection: recorded, answered, then closed."""
@@ -312,7 +321,7 @@ class _TLSH11(_Refusals, H11Protocol):
         if self._recorder is not None:
             try:
                 err = await self._recorder(rid, status, msg, code, self._tls, (self.client or ("", 0))[0]) or err
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("recording refused request %s", rid)
                 err = unavailable("audit journal unavailable; request refused", "audit_unavailable")
         body = err.body()

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from guard.exchange import Exchange
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # several workers: values live in shared files
@@ -48,7 +52,7 @@ class _FastHistogram:
         self._series: dict[tuple[str, ...], _FastChild] = {}
         _FAST.append(self)
 
-    def labels(self, *values: str) -> "_FastChild":
+    def labels(self, *values: str) -> _FastChild:
         c = self._series.get(values)
         if c is None:
             c = self._series[values] = _FastChild(self)
@@ -60,7 +64,7 @@ class _FastHistogram:
         fam = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         for values, c in list(self._series.items()):
             acc, buckets = 0, []
-            for bound, n in zip([*self.bounds, float("inf")], c.counts):
+            for bound, n in zip([*self.bounds, float("inf")], c.counts, strict=False):
                 acc += n
                 buckets.append((str(bound) if bound != float("inf") else "+Inf", acc))
             fam.add_metric(list(values), buckets, c.sum)
@@ -73,7 +77,7 @@ class _FastHistogram:
 
 
 class _FastChild:
-    __slots__ = ("counts", "sum", "_bisect", "_bounds")
+    __slots__ = ("_bisect", "_bounds", "counts", "sum")
 
     def __init__(self, h: _FastHistogram) -> None:
         self.counts = [0] * (len(h.bounds) + 1)
@@ -94,7 +98,7 @@ class _FastCounter:
         self._series: dict[tuple[str, ...], _FastCount] = {}
         _FAST.append(self)
 
-    def labels(self, *values: str) -> "_FastCount":
+    def labels(self, *values: str) -> _FastCount:
         c = self._series.get(values)
         if c is None:
             c = self._series[values] = _FastCount()
@@ -147,7 +151,7 @@ def _counter(name: str, doc: str, labels: list[str]) -> object:
     if MULTIPROCESS:  # /metrics reads the workers' files (exposition_registry), not REGISTRY
         return Counter(name, doc, labels, registry=None)
     c = _FastCounter(name, doc, labels)
-    REGISTRY.register(c)  # type: ignore[arg-type]
+    REGISTRY.register(c)
     return c
 
 
@@ -155,7 +159,7 @@ def _histogram(name: str, doc: str, labels: list[str]) -> object:
     if MULTIPROCESS:
         return Histogram(name, doc, labels, buckets=_LAT, registry=None)
     h = _FastHistogram(name, doc, labels, _LAT)
-    REGISTRY.register(h)  # type: ignore[arg-type]
+    REGISTRY.register(h)
     return h
 
 
@@ -199,15 +203,23 @@ FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a con
                       ["component"], registry=REGISTRY)
 
 
-_children: dict[tuple, object] = {}
+class Child(Protocol):
+    """A labelled metric as the request path uses it: a counter's child counts, a histogram's observes."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def observe(self, amount: float) -> None: ...
+
+
+_children: dict[tuple[int, tuple[str, ...]], Child] = {}
 _enabled = True
 
 
 class _Noop:
-    def inc(self, *_: object) -> None:
+    def inc(self, amount: float = 1) -> None:
         pass
 
-    def observe(self, *_: object) -> None:
+    def observe(self, amount: float) -> None:
         pass
 
 
@@ -221,24 +233,25 @@ def configure(metrics: bool) -> None:
     _enabled = metrics
 
 
-def child(metric: object, *labels: str) -> object:
+def child(metric: object, *labels: str) -> Child:
     """``metric.labels(*labels)``, cached: the lookup is the costly part of counting on the hot path. The
     cache is bounded; label sets past the bound are looked up each time."""
     if not _enabled:
         return _NOOP
     key = (id(metric), labels)
-    c = _children.get(key)
-    if c is None:
-        c = metric.labels(*labels)  # type: ignore[attr-defined]
-        if len(_children) < 20_000:
-            _children[key] = c
+    cached = _children.get(key)
+    if cached is not None:
+        return cached
+    c: Child = metric.labels(*labels)  # type: ignore[attr-defined]
+    if len(_children) < 20_000:
+        _children[key] = c
     return c
 
 
-_stages: dict[str, object] = {}
+_stages: dict[str, Child] = {}
 
 
-def stage(name: str) -> object:
+def stage(name: str) -> Child:
     """``STAGE_SECONDS.labels(name)``, cached by name alone (stage names are fixed in the code): the stage
     histogram is observed seven times a request, and the general cache's key costs a third of that."""
     if not _enabled:
@@ -272,7 +285,7 @@ class Tracing:
         self._keep = sample_ratio
 
     @classmethod
-    def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> "Tracing | None":
+    def from_config(cls, service_name: str, endpoint: str | None, sample_ratio: float = 1.0) -> Tracing | None:
         if not endpoint:
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -304,22 +317,22 @@ class Tracing:
         tid, sid = format(sc.trace_id, "032x"), format(sc.span_id, "016x")
         return span, tid, f"00-{tid}-{sid}-{'01' if sc.trace_flags & 1 else '00'}"
 
-    def finish(self, ex: object, outcome: dict) -> None:
+    def finish(self, ex: Exchange, outcome: dict[str, Any]) -> None:
         from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-        span = ex.context.get("span")  # type: ignore[attr-defined]
+        span = ex.context.get("span")
         if span is None:
             return
         if not span.is_recording():  # sampled out: no attributes, no stage spans
             span.end()
             return
-        base_perf, base_ns = ex.started, ex.context["wall_ns"]  # type: ignore[attr-defined]
-        op = _OPS.get(ex.operation, ex.operation)  # type: ignore[attr-defined]
-        span.update_name(f"{op} {ex.model}".strip())  # type: ignore[attr-defined]
+        base_perf, base_ns = ex.started, ex.context["wall_ns"]
+        op = _OPS.get(ex.operation, ex.operation)
+        span.update_name(f"{op} {ex.model}".strip())
         attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": _PROVIDERS.get(ex.upstream_api, ex.upstream_api
                                                                                    or "unknown"),
-                 "gen_ai.request.model": ex.model, "guard.request_id": ex.request_id,  # type: ignore[attr-defined]
-                 "guard.upstream": ex.upstream, "guard.profile": ex.profile,  # type: ignore[attr-defined]
+                 "gen_ai.request.model": ex.model, "guard.request_id": ex.request_id,
+                 "guard.upstream": ex.upstream, "guard.profile": ex.profile,
                  "http.response.status_code": int(outcome.get("status", 0) or 0)}
         usage = outcome.get("usage") or {}
         if usage:
@@ -327,18 +340,18 @@ class Tracing:
             attrs["gen_ai.usage.output_tokens"] = int(usage.get("output_tokens", 0))
         if outcome.get("finish_reasons"):
             attrs["gen_ai.response.finish_reasons"] = list(outcome["finish_reasons"])
-        for d in (ex.access, ex.content):  # type: ignore[attr-defined]
+        for d in (ex.access, ex.content):
             if d is not None:
                 attrs[f"guard.decision.{d.stage}"] = d.effect
-        span.set_attributes({k: v for k, v in attrs.items() if v not in (None, "")})  # type: ignore[attr-defined]
+        span.set_attributes({k: v for k, v in attrs.items() if v not in (None, "")})
         if int(outcome.get("status", 0) or 0) >= 400:
-            span.set_status(Status(StatusCode.ERROR, str(outcome.get("reason", ""))))  # type: ignore[attr-defined]
-        parent = set_span_in_context(span)  # type: ignore[arg-type]
-        for name, (t0, t1) in ex.stage_times.items():  # type: ignore[attr-defined]
+            span.set_status(Status(StatusCode.ERROR, str(outcome.get("reason", ""))))
+        parent = set_span_in_context(span)
+        for name, (t0, t1) in ex.stage_times.items():
             child = self.tracer.start_span(f"guard.{name}", context=parent,
                                            start_time=base_ns + int((t0 - base_perf) * 1e9))
             child.end(end_time=base_ns + int((t1 - base_perf) * 1e9))
-        span.end()  # type: ignore[attr-defined]
+        span.end()
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -169,7 +169,7 @@ class _Front(ssl.SSLContext):
                  server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
         ctx = self.holder.ctx
         assert ctx is not None
-        return ctx.wrap_bio(incoming, outgoing, server_side, server_hostname, session)  # type: ignore[arg-type]
+        return ctx.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
 
 
 class ContextHolder:

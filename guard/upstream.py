@@ -108,7 +108,7 @@ class Upstreams:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "unreachable").inc()
             log.warning("upstream %r unreachable: %s", target.name, e)
             raise UpstreamUnreachable(UNREACHABLE) from None
-        except (http1.ReadTimeout, asyncio.TimeoutError, TimeoutError):
+        except (http1.ReadTimeout, TimeoutError):
             telemetry.UPSTREAM_ERRORS.labels(target.name, "timeout").inc()
             log.warning("upstream %r did not answer in time", target.name)
             raise GuardError(504, TIMEOUT, "upstream_error", "upstream_timeout") from None

@@ -69,7 +69,7 @@ async def screen_error_body(api: str, data: bytes, screens: list[ResponseScreen]
         return _replacement(api, "the model server's error message was withheld by the response screens",
                             "upstream_error_withheld"), verdicts, "blocked"
     changed = False
-    for seg, old in zip(segs, before):
+    for seg, old in zip(segs, before, strict=False):
         if seg.text != old:
             changed = True
             body = _set(body, seg.path, seg.text)

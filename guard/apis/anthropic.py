@@ -9,7 +9,8 @@ execution, ...) pull context Guard never sees and are refused. A stopped answer 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from guard.apis.openai import _dict, _int, _list, _str, event_data, json_segment, split_events
 from guard.errors import GuardError, bad_request

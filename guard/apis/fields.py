@@ -278,7 +278,8 @@ def refuse_unknown(unknown: list[tuple[str, str]], allowed: set[str]) -> None:
 # --- parameters that carry client text to the upstream -------------------------------------------------------
 # Not model context, but text the upstream receives and may keep (OpenAI stores ``metadata`` and ``user`` with
 # stored completions; a stop sequence is free text; a user location is personal data; some chat templates
-# print tool-call ids into the prompt): a secret or personal data put there would leave unscreened. They are screened as kind ``parameter`` (docs/threat-model.md). "*" is every key or index.
+# print tool-call ids into the prompt): a secret or personal data put there would leave unscreened. They are screened as
+# kind ``parameter`` (docs/threat-model.md). "*" is every key or index.
 _STOP = (("stop",), ("stop", "*"))
 SENT_PARAMETERS: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
     ("openai", "chat"): (*_STOP, ("user",), ("safety_identifier",), ("prompt_cache_key",), ("metadata", "*"),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
@@ -219,7 +220,7 @@ def stream_error(err: GuardError) -> bytes:
 
 def filter_whole(operation: str, body: dict[str, Any]) -> None:
     """A blocked whole answer: only its structure kept, empty content and done_reason content_filter."""
-    kept = {k: body[k] for k in ("model", "created_at", "done", "message", "response") if k in body}
+    kept: dict[str, Any] = {k: body[k] for k in ("model", "created_at", "done", "message", "response") if k in body}
     body.clear()
     body.update(kept, done_reason="content_filter")
     if "message" in body:

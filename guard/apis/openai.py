@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.fields import parameter_texts
@@ -72,12 +73,12 @@ _ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", 
 def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
     """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
     string in it. The ``__json__`` path end marks it for write-back parsed (guard.pipeline._write_back)."""
-    return Segment(json.dumps(value, ensure_ascii=False), role, kind, path + ("__json__",))
+    return Segment(json.dumps(value, ensure_ascii=False), role, kind, (*path, "__json__"))
 
 
 def _str(segs: list[Segment], obj: dict[str, Any], key: str, role: str, kind: str, path: tuple) -> None:
     if isinstance(obj.get(key), str):
-        segs.append(Segment(obj[key], role, kind, path + (key,)))
+        segs.append(Segment(obj[key], role, kind, (*path, key)))
 
 
 def _definition(segs: list[Segment], fn: dict[str, Any], kind: str, path: tuple, schema: str | None) -> None:
@@ -85,7 +86,7 @@ def _definition(segs: list[Segment], fn: dict[str, Any], kind: str, path: tuple,
     _str(segs, fn, "name", "system", kind, path)
     _str(segs, fn, "description", "system", kind, path)
     if schema and fn.get(schema) is not None:
-        segs.append(json_segment(fn[schema], "system", kind, path + (schema,)))
+        segs.append(json_segment(fn[schema], "system", kind, (*path, schema)))
 
 
 def _message(segs: list[Segment], i: int, m: dict[str, Any]) -> None:
@@ -94,22 +95,22 @@ def _message(segs: list[Segment], i: int, m: dict[str, Any]) -> None:
     base = ("messages", i)
     c = m.get("content")
     if isinstance(c, str):
-        segs.append(Segment(c, role, kind, base + ("content",)))
+        segs.append(Segment(c, role, kind, (*base, "content")))
     elif isinstance(c, list):
         for j, part in enumerate(c):
             if isinstance(part, dict):
-                _str(segs, part, "text", role, kind, base + ("content", j))
-                _str(segs, part, "refusal", role, kind, base + ("content", j))
+                _str(segs, part, "text", role, kind, (*base, "content", j))
+                _str(segs, part, "refusal", role, kind, (*base, "content", j))
     _str(segs, m, "refusal", role, "content", base)
     _str(segs, m, "name", role, "name", base)
     for j, tc in enumerate(_list(m.get("tool_calls"))):
         for key, args in (("function", "arguments"), ("custom", "input")):
             call = _dict(_dict(tc).get(key))
-            _str(segs, call, "name", role, "name", base + ("tool_calls", j, key))
-            _str(segs, call, args, role, "tool_arguments", base + ("tool_calls", j, key))
+            _str(segs, call, "name", role, "name", (*base, "tool_calls", j, key))
+            _str(segs, call, args, role, "tool_arguments", (*base, "tool_calls", j, key))
     fc = _dict(m.get("function_call"))
-    _str(segs, fc, "name", role, "name", base + ("function_call",))
-    _str(segs, fc, "arguments", role, "tool_arguments", base + ("function_call",))
+    _str(segs, fc, "name", role, "name", (*base, "function_call"))
+    _str(segs, fc, "arguments", role, "tool_arguments", (*base, "function_call"))
 
 
 def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
@@ -332,7 +333,7 @@ def stream_error(err: GuardError) -> bytes:
 
 def filter_whole(operation: str, body: dict[str, Any]) -> None:
     """A blocked whole answer: only its structure kept, empty content and finish_reason content_filter."""
-    top = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
+    top: dict[str, Any] = {k: body[k] for k in ("id", "object", "created", "model", "choices", "usage") if k in body}
     body.clear()
     body.update(top)
     for ch in body.get("choices") or []:

@@ -35,6 +35,9 @@ class StrictJSONError(ValueError):
         self.code, self.message, self.path = code, message, path
 
 
+_Obj = dict[str, Any]
+
+
 class _Bad(Exception):
     def __init__(self, code: str, message: str) -> None:
         self.code, self.message = code, message
@@ -42,7 +45,7 @@ class _Bad(Exception):
 
 def _pairs(pairs: list[tuple[str, Any]], dict: Any = dict, len: Any = len, set: Any = set, map: Any = map,
            fold: Any = str.casefold) -> dict[str, Any]:  # builtins bound as defaults: called once per object
-    d = dict(pairs)
+    d: _Obj = dict(pairs)  # (``dict`` here is the parameter; _Obj names the builtin type)
     # Fewer case-folded keys than pairs: two keys equal, or equal ignoring case (_locate says which).
     if len(pairs) > 1 and len(set(map(fold, d))) != len(pairs):
         raise _Bad("duplicate_key", "duplicate key")
@@ -67,10 +70,10 @@ def _constant(s: str) -> Any:
 
 
 try:  # the same hook in C (guard/apis/_strictjson.c): a Python call per JSON object was most of the cost
-    from guard.apis._strictjson import Duplicate as _Duplicate  # type: ignore[import-not-found]
-    from guard.apis._strictjson import pairs as _pairs_c  # type: ignore[import-not-found]
+    from guard.apis._strictjson import Duplicate as _Duplicate
+    from guard.apis._strictjson import pairs as _pairs_c
 except ImportError:  # built without a C compiler
-    _pairs_c, _Duplicate = _pairs, _Bad  # type: ignore[assignment,misc]
+    _pairs_c, _Duplicate = _pairs, _Bad
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_c, parse_float=_float, parse_int=_int, parse_constant=_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once: json.dumps makes one a call

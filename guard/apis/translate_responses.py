@@ -32,7 +32,7 @@ def check(body: dict[str, Any]) -> None:
         raise _untranslatable("$.reasoning", "only effort maps")
     for i, item in enumerate(_list(body.get("input"))):
         item = _dict(item)
-        for j, p in enumerate(_list(item.get("content")) + _list(item.get("output"))):
+        for _j, p in enumerate(_list(item.get("content")) + _list(item.get("output"))):
             t = _dict(p).get("type")
             if t == "input_file" or (t == "input_image" and not isinstance(_dict(p).get("image_url"), str)):
                 raise _untranslatable(f"$.input[{i}]", "files and images by file id")

@@ -6,13 +6,15 @@ Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from guard.policy.decision import Decision
 
@@ -182,10 +184,8 @@ def _hmac_key(settings: Any) -> bytes:
         from guard.audit.seal import _write_private
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             _write_private(path, secrets.token_bytes(32))  # atomic: workers starting together race for it
-        except FileExistsError:
-            pass
     return path.read_bytes()
 
 

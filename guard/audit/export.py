@@ -12,9 +12,10 @@ import hashlib
 import io
 import json
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from guard.audit import facts, layout
 from guard.audit.event import utc_now
@@ -32,8 +33,8 @@ def parse_time(s: str) -> str:
     except ValueError:
         raise ValueError(f"not a date or RFC 3339 time: {s!r}") from None
     if d.tzinfo is None:
-        d = d.replace(tzinfo=timezone.utc)
-    return d.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        d = d.replace(tzinfo=UTC)
+    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Filter:

@@ -5,8 +5,9 @@ The field mappings are documented in audit/MAPPINGS.md; keep the two in step.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from guard.audit.event import SCHEMA_VERSION
 

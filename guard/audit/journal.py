@@ -330,11 +330,11 @@ class Journal(Recovering):
             if self._fd < 0:
                 raise OSError(5, "journal segment is not open")
             s = self.settings
-            if self._seg_size >= s.segment_max_bytes or time.monotonic() - self._seg_opened >= s.segment_max_seconds:
-                if self._seg_size:
-                    os.close(self._fd)
-                    self._fd = -1
-                    self._open_segment(batch[0][1])
+            due = self._seg_size >= s.segment_max_bytes or time.monotonic() - self._seg_opened >= s.segment_max_seconds
+            if due and self._seg_size:
+                os.close(self._fd)
+                self._fd = -1
+                self._open_segment(batch[0][1])
             data = b"".join(b[0] for b in batch)
             view = memoryview(data)
             while view:
@@ -386,7 +386,7 @@ def _wake(waiters: list[Any], err: BaseException | None, here: asyncio.AbstractE
         if loop is here:
             _resolve(futs, err)
             continue
-        try:
+        try:  # noqa: SIM105 - runs per batch: try/except costs less than contextlib.suppress
             loop.call_soon_threadsafe(_resolve, futs, err)
         except RuntimeError:
             pass  # loop closed

@@ -9,11 +9,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SEGMENT_RE = re.compile(r"^(\d{16})(?:-(\d{1,4}))?\.jsonl$")
 _BAD = re.compile(r"[^A-Za-z0-9_.-]")
@@ -93,10 +95,8 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:  # a full disk, EIO: leave no temporary file behind
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
         raise
 
 

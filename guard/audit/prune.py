@@ -52,7 +52,7 @@ def plan(root: Path, chain: str, before: str) -> list[Path]:
 
 def _walk(segs: list[Path], start: dict[str, Any] | None) -> dict[str, Any]:
     """Chain state after ``segs`` (which verify has accepted), from a previous record or the genesis."""
-    st = {"seq": 0, "prev": GENESIS, "checkpoint": "", "since_checkpoint": 0, "events": 0}
+    st: dict[str, Any] = {"seq": 0, "prev": GENESIS, "checkpoint": "", "since_checkpoint": 0, "events": 0}
     if start:
         st.update({k: start[k] for k in ("seq", "prev", "checkpoint", "since_checkpoint", "events")})
     files = list(start.get("segments", [])) if start else []

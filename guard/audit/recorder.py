@@ -3,7 +3,8 @@
 ``started`` returns once ``exchange.started`` is durable (JournalError otherwise: the pipeline refuses
 with 503); ``finished`` writes ``exchange.completed`` or ``exchange.denied`` from the outcome dict the
 pipeline builds, durable when it returns, or with ``wait=False`` (a completion after the answer went out)
-with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error; ``answer_text`` if the pipeline
+with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error;
+``answer_text`` if the pipeline
 wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged).
 """
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from guard.audit import event as ev
 from guard.audit.journal import Journal
-
 
 _CAPTURED_KINDS = ("content", "system", "prompt", "input", "tool_result")
 
@@ -27,7 +27,7 @@ def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str
 
         try:
             segs = module(api).prompt_segments(operation, body)
-        except Exception:  # noqa: BLE001 - the body may be the invalid one being refused
+        except Exception:
             return None
         texts = [sg.text for sg in segs if sg.kind in _CAPTURED_KINDS]
         return "\n".join(texts) if texts else None

@@ -3,6 +3,7 @@ writer recovers on its own (a new segment, a recovery checkpoint, the kept event
 size) before the journal takes requests again. A mixin of guard.audit.journal.Journal (see its docstring)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -128,10 +129,8 @@ class Recovering:
         except OSError as e:
             return e
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
         return None
 
     def _drain(self) -> None:
@@ -176,8 +175,6 @@ class Recovering:
                 os.close(self._fd)
                 self._fd = -1
             if self._seg_size == 0:
-                try:
+                with contextlib.suppress(OSError):
                     self._seg_path.unlink()
-                except OSError:
-                    pass
         self._settle(waited, JournalError(f"audit journal write failed: {os.strerror(err.errno or 5)}"))

@@ -9,11 +9,13 @@ for the syslog sink (rsyslog's imrelp with ``tls="on"``).
 ``send`` returns when every message of the batch was acknowledged, so the forwarder moves its cursor only past
 acknowledged events; when the session breaks mid-batch, SinkError says how many leading events were
 acknowledged and the forwarder's retry starts at the first that was not. After an outage it re-sends only
-messages sent but not acknowledged, not a replay window as plain syslog must. The messages are RFC 5424, the same as the syslog sink's, so each carries
+messages sent but not acknowledged, not a replay window as plain syslog must. The messages are RFC 5424, the same as the
+syslog sink's, so each carries
 the event's stable ``id`` (and ``chain``, ``seq``) for SIEM-side de-duplication of that remainder.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -160,10 +162,8 @@ class Relp:
             sock.sendall(b"%d close 0\n" % self.txnr)
         except OSError:
             pass
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
 
 __all__ = ["Relp"]

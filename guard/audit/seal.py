@@ -12,11 +12,13 @@ Definition (audit/INTEGRITY.md says the same for people who verify with other to
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 import rfc8785
@@ -404,8 +406,6 @@ def load_or_create_signer(key_path: Path | None, audit_dir: Path) -> Signer:
     own = keys / "signing-key.pem"
     if not own.exists():
         keys.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # another worker created it first
             keygen(keys)
-        except FileExistsError:
-            pass  # another worker created it first
     return Signer.from_file(own)

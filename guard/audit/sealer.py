@@ -17,7 +17,8 @@ Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length
 payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
 read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
 can send one) or an exchange's facts as a marshal tuple (the sealer assembles the event with
-guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (its answer is out: durability ``batch`` while healthy, and
+guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (its answer
+is out: durability ``batch`` while healthy, and
 completions; written with the next group commit, within ``batch_window_ms``; no acknowledgement of its own;
 kept for the recovery write when the disk is full), ``C`` close. Sealer -> worker: ``!I`` length then a
 JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
@@ -27,6 +28,7 @@ takes events again; a failed write or recovery attempt sends ``fail`` even with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import marshal
@@ -393,10 +395,8 @@ class ProcessJournal:
         if not self._out:
             return
         data, self._out = b"".join(self._out), []
-        try:
+        with contextlib.suppress(OSError):  # the reader sees the sealer gone and fails every waiter
             self._sock.sendall(data)
-        except OSError:
-            pass  # the reader sees the sealer gone and fails every waiter
 
     def append_sync(self, event: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
         """Blocking append (start-up, shutdown, reload events from threads): always waits for the fsync."""
@@ -478,8 +478,10 @@ class _SealerJournal(Journal):
         except OSError:
             self._peer_gone = True
 
-    def _settle(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],  # type: ignore[override]
-                err: BaseException | None, counts: dict[str, int] | None = None) -> None:
+    def _settle(  # type: ignore[override]  # a method here, where the journal's is a staticmethod
+        self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: BaseException | None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         ids = [b[3] for b in batch if type(b[3]) is int]
         if err is not None:  # sent even with no range: the worker must stop answering before records are durable
             self.send({"fail": _ranges(ids), "error": str(err)})
@@ -583,10 +585,8 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
             del buf[:pos]
         j.write_pending(force=closing or eof)
     j.finish(final=closing)
-    try:
+    with contextlib.suppress(OSError):
         j.send({"closed": True, "seq": j.seq})
-    except OSError:
-        pass
     return 0
 
 

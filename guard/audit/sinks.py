@@ -6,6 +6,7 @@ otherwise. Secrets (HEC token, webhook secret) come from environment variables a
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -142,7 +143,7 @@ class Webhook:
                           separators=(",", ":"), ensure_ascii=False).encode()
         ts = str(int(time.time()))
         sig = hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-        status, data = self.http.post(body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts,
+        status, _data = self.http.post(body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts,
                                              "X-Guard-Signature": f"sha256={sig}"})
         if not 200 <= status < 300:
             raise SinkError(f"sink {self.name}: webhook answered {status}")
@@ -169,7 +170,8 @@ def syslog_message(e: dict[str, Any], text: str, hostname: str) -> bytes:
     failed = e.get("type") == "policy.reload_failed" or (e.get("reload") or {}).get("result") == "failed"
     sev = 4 if effect(e) == "deny" or failed else 6
     msgid = "".join(c for c in e.get("type", "-") if 33 <= ord(c) <= 126)[:32] or "-"
-    sd = f'[{SYSLOG_SD_ID} id="{_sd_value(e.get("id", ""))}" chain="{_sd_value(e.get("chain", ""))}" seq="{e.get("seq", "")}"]'
+    eid, chain = _sd_value(e.get("id", "")), _sd_value(e.get("chain", ""))
+    sd = f'[{SYSLOG_SD_ID} id="{eid}" chain="{chain}" seq="{e.get("seq", "")}"]'
     return f"<{_FACILITY * 8 + sev}>1 {e['time']} {hostname or '-'} guard - {msgid} {sd} {text}".encode()
 
 
@@ -220,10 +222,8 @@ class Syslog:
 
     def reset(self) -> None:
         if self.sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.close()
-            except OSError:
-                pass
             self.sock = None
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -175,9 +176,9 @@ def _check_lines(lines: list[bytes]) -> list[Line]:
     n = len(lines)
     wait: list[tuple[int, bytes, str, str]] = []
     recs = [_check_line(line, i == n - 1, _loads, wait, i) for i, line in enumerate(lines)]
-    for (i, *_), ok in zip(wait, check_signatures([w[1:] for w in wait])):
+    for (i, *_), ok in zip(wait, check_signatures([w[1:] for w in wait]), strict=False):
         if not ok:
-            recs[i] = recs[i][:3] + ("bad_signature",) + recs[i][4:]
+            recs[i] = (*recs[i][:3], "bad_signature", *recs[i][4:])
     return recs
 
 
@@ -298,7 +299,7 @@ def verify_dir(root: Path, keys: dict[str, Ed25519PublicKey], jobs: int | None =
     jobs = min(jobs or os.cpu_count() or 1, len(tasks))
     if jobs > 1 and total > 2 * _CHUNK:
         with ProcessPoolExecutor(jobs, initializer=_init, initargs=(raw, every, _FAST)) as pool:
-            return _link(root, plan, pool.map(_check_unit, *zip(*tasks)), progress)
+            return _link(root, plan, pool.map(_check_unit, *zip(*tasks, strict=False)), progress)
     return _link(root, plan, (_check_unit(*t) for t in tasks), progress)
 
 

@@ -18,7 +18,7 @@ _ENCODING_DER = 2  # _ssl.ENCODING_DER, the argument of _ssl.Certificate.public_
 
 def _method(sslobj: ssl.SSLObject | ssl.SSLSocket, name: str) -> Callable[[], Any] | None:
     if _PUBLIC:
-        return getattr(sslobj, name, None)  # type: ignore[no-any-return]
+        return getattr(sslobj, name, None)
     inner = getattr(sslobj, "_sslobj", None)  # Python 3.11-3.12 only, see the module docstring
     return getattr(inner, name, None)
 

@@ -89,7 +89,7 @@ class Console:
         try:
             await journal.append(e)
             return True
-        except Exception as x:  # noqa: BLE001
+        except Exception as x:
             log.error("console: could not record %s: %s", kind, x)
             return False
 

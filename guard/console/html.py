@@ -10,21 +10,26 @@ CSS = """
 :root { --fg:#1b1f24; --muted:#5a6270; --line:#d0d7de; --bad:#b3261e; --ok:#1a7f37; --warn:#9a6700; --bg:#fff; }
 * { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); margin: 0; }
-header { background: #24292f; color: #fff; padding: .5rem 1rem; display: flex; gap: 1.5rem; align-items: center; flex-wrap: wrap; }
+header { background: #24292f; color: #fff; padding: .5rem 1rem; display: flex; gap: 1.5rem; align-items: center;
+  flex-wrap: wrap; }
 header a { color: #fff; } header .who { margin-left: auto; font-size: .9em; }
 nav a { margin-right: 1rem; } main { padding: 1rem; max-width: 1400px; }
 a:focus, button:focus, input:focus, select:focus { outline: 3px solid #0969da; outline-offset: 1px; }
-.skip { position: absolute; left: -999px; } .skip:focus { left: 1rem; top: .5rem; background: #fff; color: #000; padding: .3rem; }
-table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid var(--line); padding: .3rem .5rem; text-align: left; vertical-align: top; }
+.skip { position: absolute; left: -999px; }
+.skip:focus { left: 1rem; top: .5rem; background: #fff; color: #000; padding: .3rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid var(--line); padding: .3rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-form.filters { display: grid; grid-template-columns: repeat(auto-fill, minmax(13rem, 1fr)); gap: .5rem 1rem; margin-bottom: 1rem; }
+form.filters { display: grid; grid-template-columns: repeat(auto-fill, minmax(13rem, 1fr)); gap: .5rem 1rem;
+  margin-bottom: 1rem; }
 label { display: flex; flex-direction: column; font-size: .85em; color: var(--muted); }
 input, select, button { font: inherit; padding: .3rem .4rem; }
 button { cursor: pointer; background: #0969da; color: #fff; border: 0; border-radius: 4px; padding: .4rem .9rem; }
 .bad { color: var(--bad); font-weight: 600; } .ok { color: var(--ok); font-weight: 600; } .warn { color: var(--warn); }
 .box { border: 1px solid var(--line); border-radius: 6px; padding: .8rem 1rem; margin: 0 0 1rem; }
 .box.bad { border-color: var(--bad); background: #fff5f5; }
-pre { background: #f6f8fa; padding: .8rem; overflow: auto; font-size: .85em; white-space: pre-wrap; word-break: break-all; }
+pre { background: #f6f8fa; padding: .8rem; overflow: auto; font-size: .85em; white-space: pre-wrap;
+  word-break: break-all; }
 .inline { display: inline; }
 .pager a, .pager span { margin-right: 1rem; } .muted { color: var(--muted); }
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }
@@ -71,7 +76,8 @@ def qs(params: dict[str, Any]) -> str:
 
 def field_input(name: str, label: str, value: Any = "", kind: str = "text", **attrs: Any) -> str:
     extra = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
-    return f'<label for="f-{name}">{esc(label)}<input id="f-{name}" name="{name}" type="{kind}" value="{esc(value)}"{extra}></label>'
+    field = f'<input id="f-{name}" name="{name}" type="{kind}" value="{esc(value)}"{extra}>'
+    return f'<label for="f-{name}">{esc(label)}{field}</label>'
 
 
 def select(name: str, label: str, options: Iterable[tuple[str, str]], value: str = "") -> str:

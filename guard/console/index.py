@@ -306,4 +306,5 @@ class Index:
 
 
 def _break_text(b: dict[str, Any]) -> str:
-    return f"BROKEN at {b.get('file')}:{b.get('line')} seq {b.get('seq')}: {b.get('reason')} {b.get('detail', '')}".rstrip()
+    at = f"{b.get('file')}:{b.get('line')} seq {b.get('seq')}"
+    return f"BROKEN at {at}: {b.get('reason')} {b.get('detail', '')}".rstrip()

@@ -55,7 +55,7 @@ class Verifier:
             report = verify_dir(self.root, self._keys(), jobs=1, progress=progress).to_dict()
             self.report = report
             self.index.save_verify(utc_now(), report)
-        except Exception as e:  # noqa: BLE001 - shown on the page
+        except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
         finally:
             self.running = False

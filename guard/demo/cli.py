@@ -161,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run Guard with a built-in model server and a throwaway PKI")
     p.add_argument("--check", action="store_true", help="run the scripted tour and exit 0 only if all steps pass")
     p.add_argument("--dir", default=None,

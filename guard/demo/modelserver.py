@@ -23,10 +23,12 @@ launder/steal a car -> S2.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from guard.demo import messages as anthropic
 from guard.demo import responses
@@ -231,10 +233,8 @@ class ModelServer:
                             else _chunk(ollama, op, model, piece)})
                 i += 1
                 if delay or "forever" in d:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(gone.wait(), delay or 0.01)
-                    except asyncio.TimeoutError:
-                        pass
                 if gone.is_set():
                     self.cancelled += 1
                     return

@@ -6,8 +6,9 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import uvicorn
 import yaml
@@ -38,7 +39,7 @@ class ServerThread:
         if self._uvloop:
             import uvloop
 
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
         self.loop = loop
@@ -46,7 +47,7 @@ class ServerThread:
         try:
             self.servers = self._make()
             loop.run_until_complete(asyncio.gather(*(s.serve() for s in self.servers)))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self.error = e
         finally:
             loop.close()

@@ -5,8 +5,9 @@ import json
 import ssl
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -31,15 +32,14 @@ def steps(demo: Any) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
         return r.status_code == 200 and "Hello from llama-3-8b" in r.text, f"{r.status_code}"
 
     def streamed() -> tuple[bool, str]:
-        with _client(demo, "app") as c:
-            with c.stream("POST", "/v1/chat/completions", json={"model": "llama-3-8b", "stream": True, "messages": [
-                    {"role": "user", "content": "[[reply: streamed through Guard]]"}]}) as r:
-                text = ""
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        ch = json.loads(line[6:])
-                        if ch.get("choices"):
-                            text += ch["choices"][0].get("delta", {}).get("content") or ""
+        with _client(demo, "app") as c, c.stream("POST", "/v1/chat/completions", json={"model": "llama-3-8b", "stream": True, "messages": [
+                                           {"role": "user", "content": "[[reply: streamed through Guard]]"}]}) as r:
+            text = ""
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    ch = json.loads(line[6:])
+                    if ch.get("choices"):
+                        text += ch["choices"][0].get("delta", {}).get("content") or ""
         return text == "streamed through Guard", repr(text)
 
     def no_cert() -> tuple[bool, str]:
@@ -107,7 +107,7 @@ def run_tour(demo: Any) -> int:
     for name, fn in steps(demo):
         try:
             ok, detail = fn()
-        except Exception as e:  # noqa: BLE001 - a step that crashes has failed
+        except Exception as e:
             ok, detail = False, f"{type(e).__name__}: {e}"
         failed += not ok
         print(f"{'PASS' if ok else 'FAIL'}  {name}  ({detail})", flush=True)

@@ -245,9 +245,9 @@ class DenylistScreen:
         t0 = time.perf_counter()
         scans = [self.scan(s.text, direction) for s in segments]
         v = self.verdict(direction, scans, t0)
-        v.fields = sorted({seg.kind for seg, s in zip(segments, scans) if s.hits})
+        v.fields = sorted({seg.kind for seg, s in zip(segments, scans, strict=False) if s.hits})
         if not v.blocked:
-            for seg, s in zip(segments, scans):
+            for seg, s in zip(segments, scans, strict=False):
                 seg.text = s.text
         return v
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,11 +131,11 @@ class GuardedScreen:
         timeout = self.settings.timeout_ms / 1000 if self.settings.timeout_ms else None
         try:
             result = await asyncio.wait_for(fn(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._failed(direction, "timeout", "timed out", t0)
         except (asyncio.CancelledError, BudgetExceeded):  # the request's budget, not the screen, ran out
             raise
-        except Exception as e:  # noqa: BLE001 - any failure of a screen is a fail-mode event
+        except Exception as e:
             log.warning("screen %s failed: %s: %s", self.name, type(e).__name__, e)
             return self._failed(direction, "error", str(e), t0)
         if isinstance(result, Verdict) and result.status in ("error", "timeout"):

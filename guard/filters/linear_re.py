@@ -78,7 +78,8 @@ def compile(pattern: str, ignore_case: bool = False) -> Regexp:
     reason = why_refused(pattern)
     if reason is not None:
         raise UnsupportedPattern(reason)
-    return re2.compile(pattern, _options(ignore_case))
+    compiled: Regexp = re2.compile(pattern, _options(ignore_case))
+    return compiled
 
 
 def check(pattern: str) -> str:

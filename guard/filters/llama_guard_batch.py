@@ -10,7 +10,8 @@ import asyncio
 import queue
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 Job = tuple[Any, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
@@ -85,11 +86,11 @@ class MicroBatcher:
             results = list(self.fn([j[0] for j in batch]))
             if len(results) != len(batch):
                 raise RuntimeError("batch function returned a wrong number of results")
-        except BaseException as e:  # noqa: BLE001 - handed to every caller of the batch
+        except BaseException as e:
             for _, fut, loop in batch:
                 loop.call_soon_threadsafe(_fail, fut, e)
             return
-        for (_, fut, loop), r in zip(batch, results):
+        for (_, fut, loop), r in zip(batch, results, strict=False):
             loop.call_soon_threadsafe(_done, fut, r)
 
 

@@ -17,7 +17,8 @@ the time; the rest is SwiGLU (8%), attention (4%), norms and RoPE (5%).
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

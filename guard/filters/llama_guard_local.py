@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from guard.filters.failmode import ScreenError
 from guard.filters.llama_guard import Judgement, Taxonomy, Turn, build_prompt, chat_messages, judge, model_text
@@ -31,7 +32,7 @@ def load_model(path: Path, device: str = "auto", dtype: str = "auto") -> tuple[A
         dtype, torch.bfloat16 if dev.startswith("cuda") else torch.float32)
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
-    return tok, model.to(dev).eval()
+    return tok, model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() for model arguments only
 
 
 def verdict_token_ids(tokenizer: Any) -> tuple[int, int]:
@@ -104,7 +105,7 @@ class LocalJudge:
         out: list[Any] = [None] * len(jobs)
         scoring = [i for i, (kind, _) in enumerate(jobs) if kind == "score"]
         if scoring:
-            for i, r in zip(scoring, self._scores([jobs[i][1] for i in scoring])):
+            for i, r in zip(scoring, self._scores([jobs[i][1] for i in scoring]), strict=False):
                 out[i] = r
         for i, (kind, turns) in enumerate(jobs):
             if kind == "categories":

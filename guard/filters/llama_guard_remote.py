@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 
 from guard.filters.failmode import ScreenError
-from guard.filters.llama_guard import (Judgement, Taxonomy, Turn, build_prompt, chat_messages, judge, model_text,
-                                       score_from_logprobs)
+from guard.filters.llama_guard import (
+    Judgement,
+    Taxonomy,
+    Turn,
+    build_prompt,
+    chat_messages,
+    judge,
+    model_text,
+    score_from_logprobs,
+)
 from guard.filters.llama_guard_text import escape_specials
 from guard.filters.safety_settings import OllamaBackend, OpenAIBackend
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 from guard.filters.failmode import ScreenError
 from guard.filters.llama_guard import Turn
 
-Piece = Union[str, int]  # text to tokenise, or a special token id placed by the template
+Piece = str | int  # text to tokenise, or a special token id placed by the template
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,11 @@ def pieces(render: Callable[[Sequence[Turn]], str], turns: Sequence[Turn], speci
     """The rendered prompt as text pieces and the template's special token ids, in order."""
     tag = secrets.token_hex(8)
     marks = [f"\ue000{tag}.{i}\ue001" for i in range(len(turns))]
-    frame = render([Turn(t.role, m) for t, m in zip(turns, marks)])
+    frame = render([Turn(t.role, m) for t, m in zip(turns, marks, strict=False)])
     for m in marks:
         if m not in frame:
             raise ScreenError("the prompt template does not render every turn")
-    texts = {m: t.content.strip() for m, t in zip(marks, turns)}  # as the template would (trim / strip)
+    texts = {m: t.content.strip() for m, t in zip(marks, turns, strict=False)}  # as the template would (trim / strip)
     fill = re.compile("|".join(re.escape(m) for m in marks)) if marks else None
     out: list[Piece] = []
     pos = 0

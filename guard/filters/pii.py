@@ -57,11 +57,11 @@ class PIIScreen:
                 texts = await self._offload(scan, segments)
         except budget.BudgetExceeded:
             raise
-        except Exception as e:  # noqa: BLE001 - any analyzer failure is decided by on_error
+        except Exception as e:
             return error_verdict(self.profile, direction, started, e)
         verdict = scan.verdict(started)
         if not verdict.blocked:
-            for seg, text in zip(segments, texts):
+            for seg, text in zip(segments, texts, strict=False):
                 if text != seg.text:
                     seg.text = text
                     verdict.modified = True
@@ -77,7 +77,7 @@ class PIIScreen:
             texts, counts, back = await asyncio.wrap_future(job)
         except budget.BudgetExceeded:
             raise
-        except Exception as e:  # noqa: BLE001 - a worker that cannot scan (settings edited, died): scan here
+        except Exception as e:
             log.warning("PII worker process failed (%s); scanning in a thread", type(e).__name__)
             if isinstance(e, BrokenExecutor):
                 POOL.broken()

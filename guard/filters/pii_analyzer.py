@@ -110,7 +110,7 @@ class FastAnalyzer:
         for rec in recognizers:
             budget.check()  # a request past its screening budget stops between recognizers
             check = PREFILTERS.get(type(rec))
-            if check is not None and (not digits and type(rec) in NEED_DIGITS or not check(text)):
+            if check is not None and ((not digits and type(rec) in NEED_DIGITS) or not check(text)):
                 continue
             if not rec.is_loaded:
                 rec.load()

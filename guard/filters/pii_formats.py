@@ -64,7 +64,7 @@ def iban_at(text: str, start: int) -> int:
             seps.add(c)
     else:
         return -1
-    if end < len(text) and text[end].isalnum() or len(seps) > 1:
+    if (end < len(text) and text[end].isalnum()) or len(seps) > 1:
         return -1  # the value runs on (a longer code), or mixes separators
     return end if iban_mod97(text[start:end]) else -1
 
@@ -137,10 +137,10 @@ def email_at(text: str, at: int) -> tuple[int, int] | None:
     while b > at + 1 and text[b - 1] in ".-":
         b -= 1  # the end of a sentence, not of the domain
     local, host = text[a:at], text[at + 1:b]
-    if not local or local.endswith(".") or ".." in local or a > 0 and text[a - 1] == "@":
+    if not local or local.endswith(".") or ".." in local or (a > 0 and text[a - 1] == "@"):
         return None
     labels = host.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(x) or not x.isascii() and x for x in labels):
+    if len(labels) < 2 or not all(_LABEL.fullmatch(x) or (not x.isascii() and x) for x in labels):
         return None
     tld = labels[-1].lower()
     if not (tld.isalpha() and len(tld) >= 2) and not tld.startswith("xn--"):

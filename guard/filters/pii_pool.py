@@ -14,6 +14,7 @@ travels with the job: the worker stops between pieces of text once it has passed
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -40,10 +41,8 @@ _profiles: dict[tuple[str, str], Any] = {}
 
 
 def _init() -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.nice(NICE)
-    except OSError:
-        pass
 
 
 def _load(src: Source) -> Any:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import bisect
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from presidio_analyzer import RecognizerResult
 
@@ -18,8 +19,8 @@ from guard.filters import budget, linear_re
 from guard.filters.pii_analyzer import FastAnalyzer
 from guard.filters.pii_engine import Finding, shared_engine
 from guard.filters.pii_recognizers import ConfiguredRecognizer
-from guard.filters.pii_source import source_of
 from guard.filters.pii_settings import PIIFile, Profile, RecognizerSpec, read_pii_file
+from guard.filters.pii_source import source_of
 from guard.filters.pii_transform import Pseudonyms, Rewriter
 
 _OVERLAP = 1024  # long texts are scanned in pieces overlapping by this much (longer than any match)

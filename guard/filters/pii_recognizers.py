@@ -18,11 +18,11 @@ they need no tokens and their result does not depend on how far the text reaches
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
 import regex as re
-from presidio_analyzer import LocalRecognizer, PatternRecognizer, RecognizerResult
+from presidio_analyzer import LocalRecognizer, Pattern, PatternRecognizer, RecognizerResult
 
 from guard.filters import linear_re
 
@@ -73,7 +73,7 @@ def mod11(value: str) -> bool:
     if len(digits) < 2:
         return False
     body, check = digits[:-1], digits[-1]
-    rem = sum(d * w for d, w in zip(body, range(len(body) + 1, 1, -1))) % 11
+    rem = sum(d * w for d, w in zip(body, range(len(body) + 1, 1, -1), strict=False)) % 11
     expect = (11 - rem) % 11
     return expect != 10 and expect == check
 
@@ -108,6 +108,9 @@ class ConfiguredRecognizer(PatternRecognizer):
     inside a longer match. A passing checksum sets the score to 1.0 and a failing one drops the match
     (Presidio's rule)."""
 
+    patterns: list[Pattern]  # set by PatternRecognizer.__init__
+    name: str
+
     def __init__(self, validator: str | None = None, **kwargs: Any) -> None:
         self._validator = VALIDATORS[validator] if validator else None
         super().__init__(**kwargs)
@@ -129,7 +132,7 @@ class ConfiguredRecognizer(PatternRecognizer):
                 if score > self.MIN_SCORE:
                     r = _result(self, self.supported_entities[0], start, end, score)
                     r.analysis_explanation = self.build_regex_explanation(  # the context pass notes its boost here
-                        self.name, pattern.name, pattern.regex, score, ok, 0)
+                        self.name, pattern.name, pattern.regex, score, cast("bool", ok), 0)  # Presidio passes None too
                     out.append(r)
         return self.remove_duplicates(out)
 

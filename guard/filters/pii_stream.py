@@ -28,9 +28,9 @@ from typing import Any
 from presidio_analyzer import PatternRecognizer
 
 from guard.filters.base import StreamStep, Verdict
-from guard.filters.pii_scan import ScanPass, error_verdict
 from guard.filters.pii_engine import Finding
 from guard.filters.pii_profile import PIIProfile
+from guard.filters.pii_scan import ScanPass, error_verdict
 from guard.filters.pii_transform import PLACEHOLDER, Pseudonyms
 from guard.filters.stream_partial import PartialSet
 
@@ -44,7 +44,7 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
     may rewrite text has no patterns (a NER model). Cached on the profile."""
     key = f"_stream_partials_{direction}"
     if key in profile.__dict__:
-        return profile.__dict__[key]  # type: ignore[no-any-return]
+        return profile.__dict__[key]
     rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
     sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
     result: PartialSet | None = None
@@ -97,7 +97,7 @@ class PIIStream:
             held, self.held = self.held, ""
             try:
                 out = self.scan.json_text(held)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 return self._error(e, held)
             return self._stop_if_blocked(StreamStep(release=out))
         return self._release(final=True)
@@ -131,7 +131,7 @@ class PIIStream:
         try:
             known = self.scan.pseudonyms.known_spans(window) if restoring else []
             found = self.profile.findings(window, known)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return self._error(e, self.held)
         if not final:
             cut = _safe_cut(cut, window, found)

@@ -41,7 +41,7 @@ class Profiles:
         for c in self._closers:
             try:
                 await c.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing a screen failed")
 
 

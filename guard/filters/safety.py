@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -242,7 +243,7 @@ class SafetyStream:
         async def run() -> None:
             try:
                 await self._classify(answer)
-            except Exception as e:  # noqa: BLE001 - audit-only: recorded, the stream goes on; monitor: raised
+            except Exception as e:
                 self.verdict.status = "error"
                 if self.monitor:
                     self.failure = e

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -65,7 +65,7 @@ class LocalBackend(_Strict):
     warmup_lengths: list[int] = []  # token-length buckets to compile/capture at start (e.g. [512, 1024])
 
 
-Backend = Annotated[Union[OpenAIBackend, OllamaBackend, LocalBackend], Field(discriminator="type")]
+Backend = Annotated[OpenAIBackend | OllamaBackend | LocalBackend, Field(discriminator="type")]
 
 
 class CategorySpec(_Strict):

@@ -6,15 +6,32 @@ re-exported here).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from guard.attrs import Attrs
 from guard.identity import Principal
 
-__all__ = ["ACCESS_ENV_ATTRS", "ACTS", "Attrs", "CONTENT_ENV_ONLY", "ENV_ATTRS", "KNOWN", "OBJ_ATTRS", "STAGES",
-           "SUB_ATTRS", "WEEKDAYS", "access_env", "content_env", "freeze", "make_env", "plain", "principal",
-           "resource", "wrap"]
+__all__ = [
+    "ACCESS_ENV_ATTRS",
+    "ACTS",
+    "CONTENT_ENV_ONLY",
+    "ENV_ATTRS",
+    "KNOWN",
+    "OBJ_ATTRS",
+    "STAGES",
+    "SUB_ATTRS",
+    "WEEKDAYS",
+    "Attrs",
+    "access_env",
+    "content_env",
+    "freeze",
+    "make_env",
+    "plain",
+    "principal",
+    "resource",
+    "wrap",
+]
 
 # The attribute contract: names a rule may read under each object (checked by `guard policy check`).
 SUB_ATTRS = frozenset({"cn", "o", "ou", "san_dns", "san_uri", "san_email", "spiffe_id", "serial",
@@ -83,8 +100,8 @@ def _parse_time(value: str | datetime) -> datetime:
     else:
         t = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc)
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC)
 
 
 def make_env(time: str | datetime | None = None, **extra: Any) -> dict[str, Any]:
@@ -93,7 +110,7 @@ def make_env(time: str | datetime | None = None, **extra: Any) -> dict[str, Any]
     ``hour`` is 0-23 and ``weekday`` is ``mon``..``sun``, both in UTC. Explicit values in ``extra`` win,
     so a test can pin ``hour`` without a ``time``.
     """
-    t = _parse_time(time) if time is not None else datetime.now(timezone.utc)
+    t = _parse_time(time) if time is not None else datetime.now(UTC)
     env: dict[str, Any] = {
         "time": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "hour": t.hour,

@@ -17,7 +17,7 @@ DEFAULT_MODEL = Path("policies/model.conf")
 DEFAULT_RULES_GLOB = "policies/*.csv"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("policy", help="check, test and explain access policies")
     sub = p.add_subparsers(dest="policy_command", required=True)
 

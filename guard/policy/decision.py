@@ -25,7 +25,7 @@ class Decision:
 
     def to_audit(self) -> dict[str, Any]:
         """The decision as audit and explain output show it: a fresh dict the caller may change."""
-        out = {
+        out: dict[str, Any] = {
             "stage": self.stage,
             "effect": self.effect,
             "rule": self.rule,

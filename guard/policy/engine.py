@@ -30,7 +30,7 @@ _NO_PROFILE = ("", "-")
 class _Combo:
     """The candidate rules of one walk through the index, their cache key function and cache."""
 
-    __slots__ = ("rules", "key", "cache")
+    __slots__ = ("cache", "key", "rules")
 
     def __init__(self, rules: tuple[Rule, ...], key: Callable[..., Any] | None) -> None:
         self.rules = rules
@@ -68,7 +68,7 @@ class Engine:
         self._combos: dict[tuple[Any, ...], _Combo] = {}  # (stage, act, node ids...)
         self._entries = 0  # approximate under threads, which is all a memory bound needs
         names = [t[2:] for t in rtokens]
-        self._order = lambda d: tuple(d[n] for n in names)  # noqa: E731
+        self._order = lambda d: tuple(d[n] for n in names)
 
     def decide(self, stage: str, sub: Mapping[str, Any] | Attrs, obj: Mapping[str, Any] | Attrs,
                act: str, env: Mapping[str, Any] | Attrs) -> Decision:
@@ -90,7 +90,7 @@ class Engine:
         try:
             k = combo.key(*args)
             hit = combo.cache.get(k)
-        except Exception:  # noqa: BLE001 - a missing attribute or an unhashable value: no caching
+        except Exception:
             return self._evaluate(stage, combo.rules, args)
         if hit is not None:
             return hit
@@ -117,7 +117,7 @@ class Engine:
         for r in rules:
             try:
                 res = r.fn(*args)
-            except Exception as e:  # noqa: BLE001 - any failure denies (fail closed)
+            except Exception as e:
                 errors.append((r, f"{type(e).__name__}: {e}"))
                 continue
             if res is True:

@@ -70,7 +70,7 @@ def load_model(path: Path) -> ModelText:
     model = Model()
     try:
         model.load_model_from_text(text)
-    except Exception as e:  # noqa: BLE001 - casbin raises assorted errors for a bad model
+    except Exception as e:
         raise ConfigError(f"{display_path(path)}:1: invalid casbin model: {e}") from None
     return ModelText(path=Path(path), model=model, lines=lines)
 

@@ -35,7 +35,7 @@ Test = tuple[Path_, str]  # (path, kind)
 
 
 class Node:
-    __slots__ = ("path", "kind", "get", "table", "other", "rules", "id")
+    __slots__ = ("get", "id", "kind", "other", "path", "rules", "table")
 
     def __init__(self, rules: Sequence[Rule], nid: int) -> None:
         self.rules = tuple(rules)
@@ -59,7 +59,7 @@ def lambda_of(body: ast.expr, rtokens: tuple[str, ...], glb: dict[str, Any]) -> 
     args = ast.arguments(posonlyargs=[], args=[ast.arg(t) for t in rtokens], kwonlyargs=[],
                          kw_defaults=[], defaults=[])
     expr = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
-    return eval(compile(expr, "<policy-index>", "eval"), {"__builtins__": {}, **glb})  # noqa: S307
+    return eval(compile(expr, "<policy-index>", "eval"), {"__builtins__": {}, **glb})
 
 
 _COMBO_PATHS = (("stage",), ("act",))  # the engine splits candidates by these itself (per stage and act)
@@ -117,7 +117,7 @@ class _Builder:
             return node
         table: dict[str, list[Rule]] = {}
         other: list[Rule] = []
-        for r, e in zip(rules, elig):
+        for r, e in zip(rules, elig, strict=False):
             if best in e:
                 table.setdefault(e[best], []).append(r)
             else:
@@ -143,7 +143,7 @@ def collect(node: Node, args: tuple[Any, ...], out: list[Node]) -> None:
     while node.get is not None:
         try:
             v = node.get(*args)
-        except Exception:  # noqa: BLE001 - a missing attribute: every rule below is a candidate
+        except Exception:
             out.append(node)
             return
         if node.kind == "eq":

@@ -81,7 +81,7 @@ def _compile(rl: RuleLine, index: int, rtokens: tuple[str, ...], ptokens: tuple[
     if len(rl.values) != len(ptokens):
         want = ", ".join(t[2:] for t in ptokens)
         raise RuleError(f"{len(rl.values)} fields after 'p', the model wants {len(ptokens)}: {want}")
-    params = dict(zip(ptokens, rl.values))
+    params = dict(zip(ptokens, rl.values, strict=False))
     bad = _check_fields(rl, params)
     if bad:
         raise RuleError(bad)

@@ -135,7 +135,7 @@ def explain(policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env
         entry = d.to_audit()
         rule = engine.rule_at(d.rule)
         entry["rule_condition"] = rule.source if rule else ""
-        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}  # type: ignore[union-attr]
+        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}
                             for loc in d.matched]
         out["stages"][st] = entry
     return out

@@ -24,7 +24,8 @@ def _from_admin(cfg: Any, principal: str | None) -> dict[str, Any]:
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:  # the configured admin address
-            return json.loads(r.read())
+            out: dict[str, Any] = json.loads(r.read())
+            return out
     except OSError as e:
         raise ConfigError(f"the memory backend's counters live in the running Guard; its admin endpoint "
                           f"{cfg.admin.host}:{cfg.admin.port} did not answer: {e}") from None
@@ -68,7 +69,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("quota", help="show quota use")
     qs = p.add_subparsers(dest="quota_command", required=True)
     s = qs.add_parser("show", help="current use per principal and tier")

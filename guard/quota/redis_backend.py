@@ -132,7 +132,7 @@ class RedisBackend:
         try:
             async with asyncio.timeout(self.timeout):
                 res = await script(keys=keys, args=args)
-        except Exception as e:  # noqa: BLE001 - refused, reset, timed out, or a server error: all mean "down"
+        except Exception as e:
             self._fails += 1
             self._down_until = time.monotonic() + min(5.0, 0.1 * 2 ** (self._fails - 1))
             if self._fails == 1 or self._fails % 50 == 0:
@@ -210,11 +210,11 @@ class RedisBackend:
 
         try:
             return await asyncio.wait_for(read(), max(self.timeout, 5.0))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise BackendDown(f"quota backend unavailable: {type(e).__name__}") from None
 
     async def close(self) -> None:
         try:
             await self.client.aclose()
-        except Exception as e:  # noqa: BLE001 - closing a client whose server is gone
+        except Exception as e:
             log.debug("closing the quota backend: %s", e)

@@ -71,7 +71,7 @@ class QuotaSettings(BaseModel):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        if v == "memory" or v.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in v:
+        if v == "memory" or (v.split("://", 1)[0] in ("redis", "rediss", "unix") and "://" in v):
             return v
         raise ValueError('must be "memory" or a redis://, rediss:// or unix:// URL')
 

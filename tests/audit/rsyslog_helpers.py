@@ -2,6 +2,7 @@
 scenario that counts what arrived, what is missing and what came twice."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -67,10 +68,8 @@ class Receiver:
         got: Counter[str] = Counter()
         if self.out.exists():
             for line in self.out.read_text(errors="replace").splitlines():
-                try:
+                with contextlib.suppress(ValueError, KeyError):
                     got[json.loads(line.strip())["id"]] += 1
-                except (ValueError, KeyError):
-                    pass
         return got
 
 

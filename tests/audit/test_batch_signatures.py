@@ -12,11 +12,19 @@ import os
 import random
 
 import pytest
-from nacl.bindings import (crypto_core_ed25519_add, crypto_core_ed25519_from_uniform, crypto_core_ed25519_is_valid_point,
-                           crypto_core_ed25519_scalar_add,
-                           crypto_core_ed25519_scalar_mul, crypto_core_ed25519_scalar_reduce,
-                           crypto_scalarmult_ed25519_base_noclamp, crypto_scalarmult_ed25519_noclamp, crypto_sign,
-                           crypto_sign_ed25519_sk_to_curve25519, crypto_sign_seed_keypair)
+from nacl.bindings import (
+    crypto_core_ed25519_add,
+    crypto_core_ed25519_from_uniform,
+    crypto_core_ed25519_is_valid_point,
+    crypto_core_ed25519_scalar_add,
+    crypto_core_ed25519_scalar_mul,
+    crypto_core_ed25519_scalar_reduce,
+    crypto_scalarmult_ed25519_base_noclamp,
+    crypto_scalarmult_ed25519_noclamp,
+    crypto_sign,
+    crypto_sign_ed25519_sk_to_curve25519,
+    crypto_sign_seed_keypair,
+)
 
 from guard.audit import seal
 from guard.audit.seal import check_signature, check_signatures
@@ -42,7 +50,7 @@ def small_multiple(t: bytes, k: int) -> bytes:
 def expected_sum(points: list[tuple[bytes, bool]], scalars: list[int]) -> bytes:
     """sum(s_i * P_i) with libsodium; a point (P0, True) stands for P0 + T8."""
     acc = IDENTITY
-    for (p0, torsion), s in zip(points, scalars):
+    for (p0, torsion), s in zip(points, scalars, strict=False):
         if s % L:
             acc = crypto_core_ed25519_add(acc, crypto_scalarmult_ed25519_noclamp((s % L).to_bytes(32, "little"), p0))
         if torsion:
@@ -60,7 +68,7 @@ def test_msm_equals_libsodiums_sum(n: int) -> None:
     for trial in range(3):
         base = [crypto_core_ed25519_from_uniform(rnd.randbytes(32)) for _ in range(n)]
         torsion = [trial == 2 and i % 2 == 0 for i in range(n)]
-        points = [(p, t) for p, t in zip(base, torsion)]
+        points = [(p, t) for p, t in zip(base, torsion, strict=False)]
         enc = [crypto_core_ed25519_add(p, T8) if t else p for p, t in points]
         bits = (128, 253, 256)[trial]
         scalars = [rnd.getrandbits(bits) or 1 for _ in range(n)]
@@ -126,7 +134,7 @@ def test_verdicts_equal_one_by_one_for_a_mixed_batch(monkeypatch: pytest.MonkeyP
     torsion = (pk, msg.hex(), b64(R + crypto_core_ed25519_scalar_add(r, crypto_core_ed25519_scalar_mul(h, a))))
     ident_r = crypto_core_ed25519_scalar_reduce(os.urandom(64))  # a key of small order: libsodium's verdict
     small_key = (IDENTITY, "00" * 32, b64(crypto_scalarmult_ed25519_base_noclamp(ident_r) + ident_r))
-    for it in bad + [torsion, small_key]:
+    for it in [*bad, torsion, small_key]:
         items.insert(rnd.randrange(len(items) + 1), it)
     one_by_one = [check_signature(*it) for it in items]
     calls = []

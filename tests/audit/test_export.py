@@ -36,7 +36,7 @@ def test_export_writes_the_range_and_a_signed_manifest(journal_dir: Path, tmp_pa
     if fmt == "csv":
         assert next(csv.reader([lines[0]]))[:3] == ["time", "id", "type"]
     if fmt == "ocsf":
-        assert all(json.loads(l)["class_uid"] == 6003 for l in lines)
+        assert all(json.loads(line)["class_uid"] == 6003 for line in lines)
 
 
 def test_export_filters_and_records_the_range_boundaries(journal_dir: Path, tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_export_filters_and_records_the_range_boundaries(journal_dir: Path, tmp_
     rc = main(["audit", "export", str(journal_dir), "--since", since, "--until", until, "--principal", "app-a",
                "--model", "gpt-*", "--decision", "allow", "-o", str(out)])
     assert rc == 0
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert got and all(since <= e["time"] < until and e["type"].startswith("exchange.") for e in got)
     m = json.loads(Path(f"{out}.manifest.json").read_text())
     c = m["chains"]["w1"]
@@ -72,7 +72,7 @@ def test_tail_once_prints_the_last_events(journal_dir: Path, capsys: pytest.Capt
     assert main(["audit", "tail", str(journal_dir), "--once", "-n", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     evs = sorted((e for _, _, e in layout.iter_events(journal_dir)), key=lambda e: e["time"])
-    assert [json.loads(l)["id"] for l in lines] == [e["id"] for e in evs[-3:]]
+    assert [json.loads(line)["id"] for line in lines] == [e["id"] for e in evs[-3:]]
 
 
 def test_tail_follows_new_events(journal_dir: Path, tmp_path: Path) -> None:

@@ -1,16 +1,17 @@
 """Forwarding from the journal: at-least-once through outages, cursors, signatures, no secrets."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -188,10 +189,8 @@ class Rsyslog:
             return set()
         got = set()
         for line in self.out.read_text(errors="replace").splitlines():
-            try:
+            with contextlib.suppress(ValueError, KeyError):
                 got.add(json.loads(line.strip())["id"])
-            except (ValueError, KeyError):
-                pass
         return got
 
 
@@ -246,8 +245,8 @@ def test_every_chain_in_the_directory_is_forwarded(tmp_path: Path) -> None:
     a.close()
     b.close()
     want = _ids(tmp_path / "a")
-    assert _wait(lambda: out.exists() and want <= {json.loads(l)["id"] for l in out.read_text().splitlines()})
+    assert _wait(lambda: out.exists() and want <= {json.loads(line)["id"] for line in out.read_text().splitlines()})
     fwd.stop()
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(got) == len(want)  # the file sink acknowledges by fsync: no duplicates without failures
     assert {e["chain"] for e in got} == {"host-w0", "host-w1"}

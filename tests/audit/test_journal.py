@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from guard.audit import event as ev
 from guard.audit import layout
 from guard.audit.journal import Journal, JournalError
 from guard.audit.seal import GENESIS, event_hash, load_public_keys
@@ -36,7 +36,7 @@ def test_append_seals_chains_and_is_durable_when_it_returns(tmp_path: Path) -> N
     assert len(on_disk) >= 25  # events plus count checkpoints, all written before append returned
     assert {e["id"] for e in out} <= {e["id"] for e in on_disk}
     assert on_disk[0]["seq"] == 1 and on_disk[0]["prev"] == GENESIS
-    for a, b in zip(on_disk, on_disk[1:]):
+    for a, b in itertools.pairwise(on_disk):
         assert b["seq"] == a["seq"] + 1 and b["prev"] == a["hash"]
     assert all(event_hash(e) == e["hash"] for e in on_disk)
     j.close()
@@ -119,7 +119,7 @@ def test_kill_9_then_torn_line_is_reported_as_torn_and_restart_acknowledges_it(t
     e = j.append_sync(sample(1000))
     j.close()
     cps = [x for _, _, x in layout.iter_events(root) if x["type"] == "audit.checkpoint"]
-    rec = [c for c in cps if c["checkpoint"]["reason"] == "recovery"][0]["checkpoint"]["recovery"]
+    rec = next(c for c in cps if c["checkpoint"]["reason"] == "recovery")["checkpoint"]["recovery"]
     assert rec["unclean_stop"] and rec["torn_segment"] == seg.name
     rep = _verify(root)
     assert rep.ok and rep.chains[0].status == "torn" and rep.chains[0].torn[0]["acknowledged"]
@@ -161,7 +161,7 @@ def test_unwaited_appends_ride_on_the_next_fsync_or_are_written_when_their_windo
         alone = await j.append(sample(3), wait=False)
         while alone["id"] not in on_disk():
             await asyncio.sleep(0.01)
-        return lazy, waited, before, after + [alone["id"]], time.monotonic() - t0
+        return lazy, waited, before, [*after, alone["id"]], time.monotonic() - t0
 
     try:
         lazy, waited, before, after, took = asyncio.run(go())
@@ -258,7 +258,7 @@ def test_events_carry_no_signing_key_material(tmp_path: Path) -> None:
     fill(j, 3)
     j.close()
     priv = (tmp_path / "keys" / "signing-key.pem").read_text()
-    body = "".join(l for l in priv.splitlines() if "-----" not in l)
+    body = "".join(line for line in priv.splitlines() if "-----" not in line)
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(priv.encode(), None)

@@ -7,6 +7,7 @@ entity types and counts but never values, shadow decisions are recorded, and not
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import logging
 import os
@@ -16,8 +17,9 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -622,10 +624,8 @@ def test_workers_do_not_outlive_a_master_killed_with_9(pki_dir: Path, model_serv
         assert not [w for w in workers if Path(f"/proc/{w}").exists()]
     finally:
         for w in workers:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(w, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 # --- disk full: the journal cannot be written ---------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_the_writer_resumes_a_pruned_chain(journal_dir: Path, capsys: pytest.Cap
 
 def _tamper_cases(root: Path, tmp_path: Path) -> dict[str, Any]:
     d = layout.chains_dir(root) / CHAIN
-    other_priv, other_pub, _ = keygen(tmp_path / "other")
+    other_priv, _other_pub, _ = keygen(tmp_path / "other")
 
     def drop_record() -> None:
         (d / "PRUNED.json").unlink()

@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from guard.audit.journal import Journal
 from guard.audit.schema import journal_errors
-from guard.audit.sealer import ProcessJournal
 from guard.audit.seal import keygen
+from guard.audit.sealer import ProcessJournal
 from tests.audit.proxy_helpers import by_request, chat, journal_events, metric, verify
 
 ROUTES = [{"model": "gpt-*", "upstream": "local"}]

@@ -12,9 +12,17 @@ import hashlib
 import os
 
 import pytest
-from nacl.bindings import (crypto_core_ed25519_add, crypto_core_ed25519_scalar_add, crypto_core_ed25519_scalar_mul,
-                           crypto_core_ed25519_scalar_reduce, crypto_scalarmult_ed25519_base_noclamp, crypto_sign,
-                           crypto_sign_ed25519_sk_to_curve25519, crypto_sign_open, crypto_sign_seed_keypair)
+from nacl.bindings import (
+    crypto_core_ed25519_add,
+    crypto_core_ed25519_scalar_add,
+    crypto_core_ed25519_scalar_mul,
+    crypto_core_ed25519_scalar_reduce,
+    crypto_scalarmult_ed25519_base_noclamp,
+    crypto_sign,
+    crypto_sign_ed25519_sk_to_curve25519,
+    crypto_sign_open,
+    crypto_sign_seed_keypair,
+)
 from nacl.exceptions import BadSignatureError
 
 from guard.audit import seal

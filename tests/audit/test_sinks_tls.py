@@ -136,7 +136,7 @@ def test_hec_over_https_verifies_against_the_configured_ca(tmp_path: Path, monke
         assert len(got) == 1
         bad = SplunkHEC(SinkSettings(name="h", type="splunk_hec", url=f"https://127.0.0.1:{port}",
                                      token_env="GUARD_TEST_HEC_TOKEN"))
-        with pytest.raises(SinkError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(SinkError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             bad.send(ev)
         assert len(got) == 1
     finally:

@@ -17,7 +17,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_certs(d: Path) -> tuple[Path, Path, Path]:
     """Return (ca.pem, server.pem, server.key)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("test ca")).issuer_name(_name("test ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

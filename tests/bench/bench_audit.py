@@ -1,5 +1,6 @@
 """Audit benchmarks: journal appends (group-commit fsync, one core), forwarding to a local HEC receiver,
-and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only | --append-only]`` prints a table and JSON.
+and verification. ``python -m tests.bench.bench_audit [--quick] [--verify-only | --append-only]`` prints a table and
+JSON.
 
 Appends are measured for both journals: the in-process one (``audit.sealer: thread``, writer and event loop
 on one core) and the default sealer process pinned to one core (the worker's loop on the other). The paced
@@ -20,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from guard.audit import event as ev
 from guard.audit.forwarder import Forwarder
@@ -279,9 +281,9 @@ def bench_signature_check(rounds: int = 5, n: int = 2048) -> dict[str, Any]:
             sodium.append(one_by_one())
     med = statistics.median
     return {"batch_us": round(med(bat), 1), "zebra_us": round(med(zebra), 1), "libsodium_us": round(med(sodium), 1),
-            "batch_vs_zebra": round(med(z / b for z, b in zip(zebra, bat)), 2),
-            "batch_vs_libsodium": round(med(s / b for s, b in zip(sodium, bat)), 2),
-            "zebra_vs_libsodium": round(med(s / z for s, z in zip(sodium, zebra)), 2), "rounds": rounds}
+            "batch_vs_zebra": round(med(z / b for z, b in zip(zebra, bat, strict=False)), 2),
+            "batch_vs_libsodium": round(med(s / b for s, b in zip(sodium, bat, strict=False)), 2),
+            "zebra_vs_libsodium": round(med(s / z for s, z in zip(sodium, zebra, strict=False)), 2), "rounds": rounds}
 
 
 def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from guard.console import charts
-from guard.console.index import INDEXES, Index, Query, row_of
+from guard.console import charts  # noqa: E402 - after the sys.path entry above (run as a script)
+from guard.console.index import INDEXES, Index, Query, row_of  # noqa: E402
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPAN_S = 90 * 86400  # a quarter

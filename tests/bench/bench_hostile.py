@@ -5,7 +5,8 @@ identity from a trusted XFCC header, the built-in model server upstream).
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
 of p99 under hostile load over the median p99 without it (goal: at most 2x). Two Guards in turn: large PII
-scans in a worker process (``limits.screen_processes: 1``, the default) and in threads (``0``). Hostile bodies cycle through the families that made backtracking
+scans in a worker process (``limits.screen_processes: 1``, the default) and in threads (``0``). Hostile bodies cycle
+through the families that made backtracking
 patterns super-linear: unterminated PEM headers, dotted token runs, AKIA runs, digit runs with separators,
 x@x@ runs, dotted-quad runs, nested-quantifier bait. Each is answered (blocked, passed, or 503 over the
 screening budget): the counts by status are reported.

@@ -16,14 +16,14 @@ import json
 import random
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from guard.filters import llama_guard
 from guard.filters.base import Segment
 from guard.filters.llama_guard import build_prompt, chat_messages, conversation, model_text
 
-WORDS = ("the a llama alpaca farmer carries loads over mountains gently and hums when it is curious about "
-         "strangers who visit the valley in spring").split()
+WORDS = ["the", "a", "llama", "alpaca", "farmer", "carries", "loads", "over", "mountains", "gently", "and", "hums", "when", "it", "is", "curious", "about", "strangers", "who", "visit", "the", "valley", "in", "spring"]
 
 
 def text_of(chars: int, seed: int = 0) -> str:
@@ -55,12 +55,13 @@ def framing() -> dict[str, Any]:
         segs = [[Segment(text_of(size, seed), "user", "content", ())] for seed in range(50)]
         try:
             llama_guard.neutralise_framing = _neutralise  # type: ignore[assignment]  # the pass itself, uncached
-            on = best(lambda: [conversation(s) for s in segs], 7) / len(segs)
+            on = best(lambda segs=segs: [conversation(s) for s in segs], 7) / len(segs)
             llama_guard.neutralise_framing = lambda t: t  # type: ignore[assignment]
-            off = best(lambda: [conversation(s) for s in segs], 7) / len(segs)
+            off = best(lambda segs=segs: [conversation(s) for s in segs], 7) / len(segs)
         finally:
             llama_guard.neutralise_framing = real
-        body = best(lambda: [json.dumps({"model": "m", "messages": chat_messages(conversation(s))}) for s in segs],
+        body = best(lambda segs=segs: [json.dumps({"model": "m", "messages": chat_messages(conversation(s))})
+                                      for s in segs],
                     7) / len(segs)  # what a remote backend does with every conversation anyway
         out[label] = {"pass_us": round((on - off) * 1e6, 1), "json_body_us": round(body * 1e6, 1),
                       "pass_vs_json_body": round((on - off) / body, 2)}
@@ -98,8 +99,8 @@ def local_tokens() -> dict[str, Any]:
     for label, size in (("1KB", 1024), ("8KB", 8192)):
         convs = [conversation([Segment(text_of(size, s), "user", "content", ()),
                                Segment(text_of(200, s + 99), "assistant", "content", ())]) for s in range(16)]
-        whole = best(lambda: tok([render(t) for t in convs], add_special_tokens=False)["input_ids"], 15)
-        guarded = best(lambda: encode(tok, [pieces(render, t, specials) for t in convs], specials), 15)
+        whole = best(lambda convs=convs: tok([render(t) for t in convs], add_special_tokens=False)["input_ids"], 15)
+        guarded = best(lambda convs=convs: encode(tok, [pieces(render, t, specials) for t in convs], specials), 15)
         same = encode(tok, [pieces(render, t, specials) for t in convs], specials) == \
             tok([render(t) for t in convs], add_special_tokens=False)["input_ids"]
         out[label] = {"whole_ms": round(whole * 1e3, 3), "guarded_ms": round(guarded * 1e3, 3),

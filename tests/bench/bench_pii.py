@@ -11,9 +11,11 @@ over the whole dataset.
 Dataset speed: all 1,500 texts through stock Presidio and through Guard's default profile, in alternating
 rounds within one run; the median of the per-round ratios (the machine may be shared).
 
-Speed (CPU time of one core): prompts of 0.5, 1, 2 and 8 KB made of ordinary request sentences mixed with dataset records (about
+Speed (CPU time of one core): prompts of 0.5, 1, 2 and 8 KB made of ordinary request sentences mixed with dataset
+records (about
 a third of the characters, so most prompts hold personal data); one core; stock Presidio pattern-only
-(offline) against Guard's ``PIIProfile.findings``; a second table uses dataset records only. ``identical`` checks, on every speed prompt, that the
+(offline) against Guard's ``PIIProfile.findings``; a second table uses dataset records only. ``identical`` checks, on
+every speed prompt, that the
 fast path returns exactly what ``AnalyzerEngine.analyze`` returns with Guard's recognizers.
 """
 from __future__ import annotations

@@ -22,8 +22,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, proc_cpu,
-                                wait_port)
+from tests.bench.common import (
+    CHAT_BODY,
+    FIXED_COMPLETION,
+    NGINX,
+    XFCC,
+    free_port,
+    have,
+    nginx_conf,
+    proc_cpu,
+    wait_port,
+)
 from tests.bench.guard_noaudit import NullRecorder
 
 

@@ -13,7 +13,8 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
     "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
@@ -77,7 +78,6 @@ def batched_rate(fast: Any, seqs: list[list[int]], batch: int, tok: list[int], w
 def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, Any]:
     import torch
 
-    from guard.filters.llama_guard_fast import FastLlama
 
     torch.manual_seed(0)
     model = build(size)
@@ -89,8 +89,10 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     with torch.inference_mode():
         out["hf_eager_full_logits_b1_p50_ms"] = p50_ms(lambda: model(dev, use_cache=False), n)
         out["hf_eager_rate_b16"] = 16 / (p50_ms(lambda: model(dev.expand(16, -1), use_cache=False), 5) / 1000)
-        gen_ids = lambda: model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False,  # noqa: E731
-                                         pad_token_id=0, attention_mask=torch.ones_like(dev))
+        def gen_ids() -> Any:
+            return model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=0,
+                                  attention_mask=torch.ones_like(dev))
+
         out["hf_generate10_b1_p50_ms"] = p50_ms(gen_ids, 3 if quick else 10)
     tok = [100, 200]
     seq = ids[0].tolist()
@@ -101,10 +103,10 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     for variant in variants:
         try:
             out[f"fast_{variant}"] = _variant(model, variant, ref, seq, seqs, tok, n, quick)
-        except Exception as e:  # noqa: BLE001 - one variant failing must not lose the others' figures
+        except Exception as e:
             out[f"fast_{variant}"] = {"error": f"{type(e).__name__}: {e}"}
         print(size, variant, json.dumps(out[f"fast_{variant}"]), file=sys.stderr, flush=True)
-    del model
+    model = None  # the last reference: the cache below can then free its memory
     torch.cuda.empty_cache()
     return out
 
@@ -122,7 +124,7 @@ def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list
     r["rate_by_max_batch"] = {str(b): batched_rate(fast, seqs, b, tok, wait_ms=1.0)
                               for b in ((64,) if quick else (32, 64))}
     r["rate_best"] = max(r["rate_by_max_batch"].values())
-    del fast
+    fast = None  # the last reference, freed before the next variant
     import gc
 
     import torch

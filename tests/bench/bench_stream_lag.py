@@ -135,7 +135,7 @@ async def _one(pipe: Any, text_len: int) -> dict[str, float]:
     cpu = time.process_time() - cpu0
     assert len(c.seen) == text_len, (len(c.seen), text_len)
     per_char = [c.written[i // CHUNK] for i in range(text_len)]
-    lags = sorted((s - w) * 1000 for s, w in zip(c.seen, per_char))
+    lags = sorted((s - w) * 1000 for s, w in zip(c.seen, per_char, strict=False))
     return {"first_visible_ms": (c.seen[0] - t0) * 1000, "first_written_ms": (c.written[0] - t0) * 1000,
             "first_delay_ms": (c.seen[0] - c.written[0]) * 1000,
             "median_lag_ms": statistics.median(lags), "p90_lag_ms": lags[int(len(lags) * 0.9)],

@@ -118,12 +118,11 @@ async def _cpu(cfg_path: Path, path: str, body: dict[str, Any], n: int) -> float
     another process) for one path, whole answers, shipped policy, no audit writes."""
     import time as _t
 
-    from tests.bench.common import XFCC
-    from tests.bench.guard_noaudit import NullRecorder
-
     from guard.config import load_config
     from guard.pipeline import Pipeline
     from guard.runtime import Runtime
+    from tests.bench.common import XFCC
+    from tests.bench.guard_noaudit import NullRecorder
 
     rt = Runtime(load_config(cfg_path), recorder=NullRecorder())
     rt.load()
@@ -201,10 +200,10 @@ print(uvloop.run(_measure("no-journal", Path(sys.argv[1]), int(sys.argv[2])))[0]
 
 def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
     """Chat Completions pipeline CPU per request, tree at ``rev`` against this tree (alternating processes)."""
+    import io
     import os
     import subprocess
     import tarfile
-    import io
 
     from guard.demo.stack import ROOT
     from tests.bench.common import free_port, wait_port
@@ -217,7 +216,7 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
         base.mkdir()
         tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
         with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
-            tf.extractall(base)  # noqa: S202 - our own repository's archive
+            tf.extractall(base)
         for so in (ROOT / "guard" / "apis").glob("_strictjson*.so"):  # the same C hook for both (untracked build)
             shutil.copy(so, base / "guard" / "apis" / so.name)
         port = free_port()

@@ -1,6 +1,7 @@
 """Benchmark plumbing: processes, nginx configs, wrk runs and their parsing, RSS."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -9,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -43,9 +44,9 @@ def wait_port(port: int, timeout: float = 30) -> None:
 @contextmanager
 def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None,
             wait: float = 30) -> Iterator[subprocess.Popen]:
-    out = open(log, "wb") if log else subprocess.DEVNULL
-    p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+    with open(log or os.devnull, "wb") as out:  # the child holds its own copy of the descriptor
+        p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True)
     try:
         wait_port(port, wait)
         yield p
@@ -53,10 +54,8 @@ def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: P
         try:
             os.killpg(p.pid, signal.SIGTERM)
             p.wait(15)
-        except Exception:  # noqa: BLE001
+        except Exception:
             os.killpg(p.pid, signal.SIGKILL)
-        if log:
-            out.close()  # type: ignore[union-attr]
 
 
 def have(cmd: str) -> bool:
@@ -141,10 +140,8 @@ def tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         out.append(p)
-        try:
+        with contextlib.suppress(OSError):  # gone
             todo += [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
-        except OSError:
-            pass  # gone
     return out
 
 

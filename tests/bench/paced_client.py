@@ -27,7 +27,7 @@ async def _conn(host: str, port: int, req: bytes, period: float, end: float, lat
     nxt = time.monotonic() + random.random() * period
     while True:
         nxt += period
-        if nxt > end or not period and time.monotonic() > end:
+        if nxt > end or (not period and time.monotonic() > end):
             break
         if period:
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))

@@ -116,7 +116,7 @@ def render(results: dict[str, Any], what: dict[str, str]) -> str:
         for name, rows in tables:
             if name:
                 lines += [f"`{name}`:", ""]
-            lines += _table(rows) + [""]
+            lines += [*_table(rows), ""]
         if scalars:
             lines += ["| figure | value |", "|---|---|"] + [f"| `{k}` | {_fmt(v)} |" for k, v in scalars] + [""]
     return "\n".join(lines)

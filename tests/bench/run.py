@@ -20,6 +20,7 @@ Environment: BENCH_QUICK=1 for a short run.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -27,17 +28,31 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
-
-import contextlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tests.bench.common import (CHAT_BODY, FIXED_COMPLETION, NGINX, PY, ROOT, XFCC, free_port, have, nginx_conf,
-                                paced, process, rss_mb, table, workers_cpu, wrk, wrk_script)
+from tests.bench.common import (
+    CHAT_BODY,
+    FIXED_COMPLETION,
+    NGINX,
+    PY,
+    ROOT,
+    XFCC,
+    free_port,
+    have,
+    nginx_conf,
+    paced,
+    process,
+    rss_mb,
+    table,
+    workers_cpu,
+    wrk,
+    wrk_script,
+)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SECONDS = 3 if QUICK else 8
@@ -121,7 +136,7 @@ def in_turn(items: Any, k: int) -> list[Any]:
 def by_round(xs: list[float], base: list[float], f: Callable[[float, float], float] = lambda a, b: a / b) -> float:
     """The median over rounds of ``f(x, base)`` taken within each round: the box drifts during a run, and the
     runs of one round sit next to each other in time, so comparing within a round cancels most of that."""
-    return statistics.median(f(a, b) for a, b in zip(xs, base))
+    return statistics.median(f(a, b) for a, b in zip(xs, base, strict=False))
 
 
 def alternate(d: Path, up: str, variants: Any, rounds: int, measure: Callable[..., None], pid: bool = False) -> None:
@@ -248,7 +263,8 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
     next request as soon as the answer is in, as wrk does (``rate`` > 0: one every 1/``rate`` s instead, which
     adds the box's wake-up latency at every process on the path; tests/bench/paced_client.py, the same client
     for every row), to the upstream directly, the baseline, Guard over HTTP and Guard over mTLS, the client
-    presenting its certificate to Guard itself (and, for comparison, through the hop the core table uses). Added p50: the median over rounds of
+    presenting its certificate to Guard itself (and, for comparison, through the hop the core table uses). Added p50:
+    the median over rounds of
     each round's own difference to ``direct``; the rows of a round run one after another."""
     from contextlib import ExitStack
 
@@ -267,7 +283,7 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
             "guard-mtls-via-hop": es.enter_context(_guard(d, up, True, {})),
         }
         tls = (pki / "app.pem", pki / "app-key.pem", pki / "ca.pem")
-        for name, (url, headers, _p) in targets.items():  # warm-up: connections, TLS sessions, policy caches
+        for url, headers, _p in targets.values():  # warm-up: connections, TLS sessions, policy caches
             paced(url + "/v1/chat/completions", CHAT_BODY, headers, 1, rate, 1, tls)
         for k in range(rounds):
             for name, (url, headers, _p) in in_turn(list(targets.items()), k):
@@ -290,7 +306,8 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
     """What the audit trail adds to a request, over plain HTTP at 16 connections: Guard with no audit at all
     (tests/bench/guard_noaudit.py), with its journal at ``durability: fsync`` (the default) and at ``batch``,
     in alternating rounds. Paced (tests/bench/paced_client.py, ``rate`` requests/s in all, well below what
-    each variant sustains): the added p50 latency, median of each round's difference; saturated (wrk): the throughput cost."""
+    each variant sustains): the added p50 latency, median of each round's difference; saturated (wrk): the throughput
+    cost."""
     from contextlib import ExitStack
 
     lat: dict[str, list[float]] = {}
@@ -473,7 +490,6 @@ def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
     """Streaming time to first chunk: the built-in model server direct vs through Guard over mTLS."""
     import httpx
 
-    from guard.demo.stack import make_pki
 
     mport = free_port()
     es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",

@@ -39,5 +39,5 @@ def test_an_unset_empty_or_short_token_stops_guard(pki_dir: Path, tmp_path: Path
     else:
         monkeypatch.setenv("GUARD_TEST_CT", value)
     cfg = load_config(_cfg(pki_dir, tmp_path, console={"enabled": True, "token_env": "GUARD_TEST_CT"}))
-    with pytest.raises(ConfigError, match="console.token_env"):
+    with pytest.raises(ConfigError, match=r"console\.token_env"):
         Runtime(cfg).load()

@@ -65,12 +65,11 @@ def test_streamed_chunks_arrive_while_upstream_is_still_sending(guard_factory, t
 
 
 def test_ollama_chat_stream_with_plain_http(guard):
-    with guard.client() as c:
-        with c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-                {"role": "user", "content": "[[reply: hi there friend]]"}]}) as r:
-            assert r.status_code == 200
-            assert r.headers["content-type"].startswith("application/x-ndjson")
-            lines = [json.loads(line) for line in r.iter_lines() if line]
+    with guard.client() as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
+            {"role": "user", "content": "[[reply: hi there friend]]"}]}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in r.iter_lines() if line]
     text = "".join(x["message"]["content"] for x in lines)
     assert text == "hi there friend"
     assert lines[-1]["done"] is True
@@ -159,12 +158,11 @@ def test_hanging_upstream_is_504(guard_factory, model_server):
 def test_client_disconnect_cancels_upstream_stream(guard, model_server):
     app = model_server[0]
     before = app.cancelled
-    with guard.client() as c:
-        with c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
-                {"role": "user", "content": "[[forever]]"}]}) as r:
-            it = r.iter_lines()
-            for _ in range(3):
-                next(it)
+    with guard.client() as c, c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
+                                 {"role": "user", "content": "[[forever]]"}]}) as r:
+        it = r.iter_lines()
+        for _ in range(3):
+            next(it)
     deadline = time.monotonic() + 5
     while app.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -201,7 +199,7 @@ def test_cookies_an_upstream_sets_are_never_sent_back_for_anyone(guard_factory):
     class Upstream(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length", 0)))
             seen.append(self.headers.get("cookie"))
             self.send_response(200)

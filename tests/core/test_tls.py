@@ -37,7 +37,7 @@ def test_expired_certificate_is_refused(guard, tmp_path):
 
     for f in ("ca.pem", "ca-key.pem"):
         shutil.copy(guard.pki / f, tmp_path / f)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     pki.issue(tmp_path, "old", client=True, ou=["apps"], not_before=now - dt.timedelta(days=10),
               not_after=now - dt.timedelta(days=1))
     ctx = ssl.create_default_context(cafile=str(guard.pki / "ca.pem"))

@@ -295,26 +295,23 @@ def guard_pods() -> list[GuardPod]:
             if args.workers:
                 cfg.workers = args.workers
 
-            def files_under(d: Path) -> dict[str, str]:
-                got = {}
-                for p, (k, name, key) in m.files.items():
-                    if PurePosixPath(p).parent == PurePosixPath(d) and k == "configMap":
-                        got[PurePosixPath(p).name] = configmap(name)[key]
-                return got
+            filter_dir = PurePosixPath(cfg.filters.dir)
+            filter_files = {PurePosixPath(p).name: configmap(name)[key] for p, (k, name, key) in m.files.items()
+                            if PurePosixPath(p).parent == filter_dir and k == "configMap"}
 
             pol = {}
             for p in [cfg.policy.model, *cfg.policy.rules, *cfg.policy.tests]:
                 if str(p) in m.files and m.files[str(p)][0] == "configMap":
-                    k, name, key = m.files[str(p)]
+                    _k, name, key = m.files[str(p)]
                     pol[str(p)] = configmap(name)[key]
             out.append(GuardPod(where, o, pod, o["spec"]["template"]["metadata"].get("labels", {}), c, cfg,
-                                args.config, files_under(cfg.filters.dir), pol, m))
+                                args.config, filter_files, pol, m))
     return out
 
 
 try:  # a broken manifest fails test_guard_pods_load, not the collection of the whole module
     PODS, PODS_ERROR = guard_pods(), None
-except Exception as e:  # noqa: BLE001
+except Exception as e:
     PODS, PODS_ERROR = [], e
 
 
@@ -352,7 +349,7 @@ def test_every_embedded_guard_yaml_validates() -> None:
         data = yaml.safe_load(o["data"]["guard.yaml"])
         try:
             Config.model_validate(data)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise AssertionError(f"{p}: ConfigMap {o['metadata']['name']}: guard.yaml: {e}") from None
 
 
@@ -584,7 +581,7 @@ def test_services_target_guard_ports() -> None:
 
 
 def test_servicemonitor_scrapes_admin_metrics() -> None:
-    (p, sm), = objects("ServiceMonitor")
+    (_p, sm), = objects("ServiceMonitor")
     services = [s for _, s in objects("Service") if selects(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
     assert services, "the ServiceMonitor selects no Service"
     for ep in sm["spec"]["endpoints"]:

@@ -101,7 +101,7 @@ def split(text: str, n: int) -> list[str]:
 @pytest.mark.parametrize("n", [1, 3, 16, 1000])
 def test_stream_redacts_secrets_split_across_chunks(screen: DenylistScreen, n: int) -> None:
     text = "x" * 300 + f" the key is {AWS} and the block:\n{PEM}\nend of answer."
-    out, per, v = stream_all(screen, split(text, n))
+    out, _per, v = stream_all(screen, split(text, n))
     assert AWS not in out and "PRIVATE KEY" not in out and "MIIE" not in out
     assert out == "x" * 300 + " the key is [REDACTED:aws_access_key_id] and the block:\n[REDACTED:private_key_block]" \
                               "\nend of answer."
@@ -109,7 +109,7 @@ def test_stream_redacts_secrets_split_across_chunks(screen: DenylistScreen, n: i
 
 
 def test_stream_hold_back_is_bounded(screen: DenylistScreen) -> None:
-    out, per, _ = stream_all(screen, split("y" * 2000, 100))
+    _out, per, _ = stream_all(screen, split("y" * 2000, 100))
     assert len(per[5]) > 0 and sum(map(len, per)) >= 2000 - screen.profile.hold_chars
 
 
@@ -119,7 +119,7 @@ def test_stream_overlong_block_is_suppressed_until_its_end() -> None:
     s = DenylistScreen(prof)
     body = "\n".join(["A" * 60] * 20)
     text = f"start -----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY----- after"
-    out, _, v = stream_all(s, split(text, 50))
+    out, _, _v = stream_all(s, split(text, 50))
     assert "AAAA" not in out and out == "start [REDACTED:private_key_block] after"
 
 

@@ -37,7 +37,7 @@ def ask(c: Any, content: str, model: str = "m", **kw: Any) -> Any:
     return c.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], **kw)
 
 
-@pytest.mark.parametrize("iban, email", list(zip(IBANS, EMAILS)))
+@pytest.mark.parametrize("iban, email", list(zip(IBANS, EMAILS, strict=False)))
 def test_default_profile_pseudonymizes_grouped_iban_and_internal_email(g: Any, model_server: Any, iban: str,
                                                                        email: str) -> None:
     prompt = f"[[echo]] pay {iban} and confirm to {email} today"

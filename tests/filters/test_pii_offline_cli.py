@@ -75,9 +75,9 @@ def test_scan_jsonl_contract() -> None:
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     out = [json.loads(x) for x in r.stdout.decode().splitlines()]
     assert len(out) == len(lines)
-    for src, res in zip(lines, out):
+    for src, res in zip(lines, out, strict=False):
         assert set(res) == {"findings", "redacted"}
-        text, redacted = src["text"], src["text"]
+        redacted = src["text"]
         for f in sorted(res["findings"], key=lambda f: -f["start"]):
             assert set(f) == {"entity_type", "start", "end", "score"} and 0 <= f["score"] <= 1
             redacted = redacted[:f["start"]] + f"<{f['entity_type']}>" + redacted[f["end"]:]

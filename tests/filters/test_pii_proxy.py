@@ -27,7 +27,6 @@ EMAIL, PHONE, SSN = "ann.lee@mailbox.org", "+1 415-555-0134", "536-90-4399"
 @pytest.fixture(scope="module")
 def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from guard.demo.stack import screening_filters
-
     from tests.conftest import start_guard
 
     tmp = tmp_path_factory.mktemp("pii-proxy")

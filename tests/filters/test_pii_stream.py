@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,7 +75,7 @@ def whole(screen: PIIScreen, text: str, kind: str = "content") -> str:
 
 def split(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts})
-    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=False)]
 
 
 def test_placeholder_split_across_chunks_is_restored(profiles: dict[str, PIIProfile]) -> None:

@@ -6,9 +6,20 @@ import math
 import pytest
 
 from guard.filters.base import Segment
-from guard.filters.llama_guard import (TAXONOMY, TAXONOMY_1B, Category, Taxonomy, Turn, VerdictParseError,
-                                       build_prompt, conversation, judge, model_text, parse_output,
-                                       score_from_logprobs)
+from guard.filters.llama_guard import (
+    TAXONOMY,
+    TAXONOMY_1B,
+    Category,
+    Taxonomy,
+    Turn,
+    VerdictParseError,
+    build_prompt,
+    conversation,
+    judge,
+    model_text,
+    parse_output,
+    score_from_logprobs,
+)
 
 # The reference rendering, as published (leading space and "according our" included).
 REFERENCE = (

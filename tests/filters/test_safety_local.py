@@ -148,7 +148,7 @@ def test_local_backend_scores_blocks_and_names_categories(tiny_guard: Path, tmp_
         finally:
             await screen.close()
 
-    verdicts = dict(zip(EXAMPLES, asyncio.run(go())))
+    verdicts = dict(zip(EXAMPLES, asyncio.run(go()), strict=False))
     for user, target in EXAMPLES.items():
         v = verdicts[user]
         assert v.status == "ok" and v.score is not None
@@ -184,7 +184,7 @@ def test_fast_forward_matches_transformers_with_right_padding(tiny_guard: Path) 
     fast = FastLlama(model)
     seqs = [tok.encode(_prompt(u), add_special_tokens=False) for u in ("Hi", "How do I kill my neighbor quietly?")]
     got = fast.logprobs(seqs, [5, 7, 11])
-    for row, s in zip(got, seqs):
+    for row, s in zip(got, seqs, strict=False):
         with torch.inference_mode():
             ref = model(torch.tensor([s])).logits[0, -1].log_softmax(-1)[[5, 7, 11]]
         assert torch.allclose(row, ref, atol=1e-4)
@@ -245,7 +245,7 @@ def test_special_token_strings_in_text_never_become_special_ids(tiny_guard: Path
               for t in ANSWER_ATTACKS.values()]
     benign_answer = specials_of(judge.encode([conversation(_user("Hi"), [Segment("Hello", "assistant",
                                                                                  "content", ())])])[0])
-    for turns, ids in zip(convs, judge.encode(convs)):
+    for turns, ids in zip(convs, judge.encode(convs), strict=False):
         assert not isinstance(ids, Exception)
         assert specials_of(ids) == (benign if turns[-1].role == "User" else benign_answer)  # the template's only
         spelled = [s for s in SPECIAL if s in turns[-1].content]  # this tokenizer's special tokens, as text
@@ -261,7 +261,7 @@ def test_ordinary_conversations_tokenise_exactly_as_before(tiny_guard: Path, tmp
     convs = [conversation(_user(u)) for u in EXAMPLES]
     convs.append(conversation([Segment("Be brief.", "system", "content", ()), Segment("Hi", "user", "content", ())],
                               [Segment("Steal one from the zoo.", "assistant", "content", ())]))
-    for turns, ids in zip(convs, judge.encode(convs)):
+    for turns, ids in zip(convs, judge.encode(convs), strict=False):
         assert ids == judge.tokenizer(judge.render(turns), add_special_tokens=False)["input_ids"]
     asyncio.run(judge.close())
 

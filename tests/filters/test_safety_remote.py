@@ -3,7 +3,8 @@ fail modes against a backend that is down, slow or talking nonsense."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 

@@ -71,7 +71,7 @@ def test_prompt_steering_attempts_are_judged_unsafe(kind: str, custom: bool) -> 
             await s.close()
 
     verdicts, si = run(go)
-    for (name, _), v, (path, body) in zip(PROMPT_ATTACKS.items(), verdicts, si.requests):
+    for (name, _), v, (path, body) in zip(PROMPT_ATTACKS.items(), verdicts, si.requests, strict=False):
         assert v.status == "ok" and v.blocked and v.categories == ["S1"], name
         assert path == BACKENDS[(kind, custom)]
         text = sent_text(path, body)
@@ -96,7 +96,7 @@ def test_answer_steering_attempts_are_judged_unsafe(kind: str, custom: bool) -> 
             await s.close()
 
     verdicts, si = run(go)
-    for (name, _), v, (path, body) in zip(ANSWER_ATTACKS.items(), verdicts, si.requests):
+    for (name, _), v, (path, body) in zip(ANSWER_ATTACKS.items(), verdicts, si.requests, strict=False):
         assert v.blocked and v.direction == "response" and v.categories == ["S1"], name
         assert ANSWER_HARM.split(",")[0] in sent_text(path, body), name
 

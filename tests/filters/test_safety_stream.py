@@ -3,7 +3,8 @@ audit_only releases at once; fail modes on streams."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -132,7 +133,7 @@ def test_stream_timeout_releases_nothing_unjudged() -> None:
 
 def test_disabled_response_side_passes_through() -> None:
     s = screen(FakeJudge(), enabled=False).open_stream(PROMPT, {})
-    out, stop, per_feed = run_stream(s, chunks(SAFE))
+    out, _stop, per_feed = run_stream(s, chunks(SAFE))
     assert out == SAFE and per_feed[0] == SAFE[:7] and s.verdict.status == "skipped"
 
 

@@ -98,7 +98,7 @@ def split(text: str, cuts: list[int], ones: bool) -> list[str]:
     if ones:
         return list(text)
     points = sorted({c % (len(text) + 1) for c in cuts})
-    return [p for p in (text[a:b] for a, b in zip([0, *points], [*points, len(text)])) if p]
+    return [p for p in (text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=False)) if p]
 
 
 @pytest.mark.parametrize("value", SECRETS + ENTITIES)
@@ -117,7 +117,7 @@ def test_every_value_is_rewritten_whole_by_some_shipped_profile(screens: dict, v
        cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40), ones=st.booleans())
 def test_streamed_text_equals_the_whole_answer_rewrite(screens: dict, profile: str, parts: list[str],
                                                        seps: list[str], cuts: list[int], ones: bool) -> None:
-    text = "".join(p + s for p, s in zip(parts, seps)).rstrip() or "x"
+    text = "".join(p + s for p, s in zip(parts, seps, strict=False)).rstrip() or "x"
     pair = screens[profile]
     expected = whole(pair, text)
     got, _ = streamed(pair, split(text, cuts, ones))

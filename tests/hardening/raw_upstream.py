@@ -3,10 +3,12 @@ the handler registered for its model name, with whatever bytes it writes (keep-a
 connection). Records every request's headers and counts connections."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from guard.demo.stack import free_port
 
@@ -45,7 +47,7 @@ class RawUpstream:
         while not self.stop.is_set():
             try:
                 c, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -84,7 +86,5 @@ class RawUpstream:
         self.stop.set()
         self.sock.close()
         for c in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass

@@ -9,6 +9,7 @@ filler file until writes fail with ENOSPC, then freed again.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -146,10 +147,8 @@ def _children(pid: int) -> list[int]:
     except OSError:  # it exited meanwhile
         return out
     for task in tasks:
-        try:
+        with contextlib.suppress(OSError):
             out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
     return out
 
 

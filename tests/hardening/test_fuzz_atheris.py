@@ -12,6 +12,7 @@ installed (it is not a dependency: ``pip install atheris``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ SEEDS = {"relay-sse": ["sse-chat", "sse-completion"], "relay-ndjson": ["ndjson-c
 DEFAULT_TARGETS = ["relay-sse", "request-openai"]  # the rest by hand (see above)
 
 
-def _target(name: str):  # noqa: ANN202 - returns the one-input function atheris calls
+def _target(name: str):
     import asyncio
     import io
     import json
@@ -35,7 +36,6 @@ def _target(name: str):  # noqa: ANN202 - returns the one-input function atheris
 
     if name.startswith("relay-"):
         from guard.relay import Relay, UpstreamStreamError
-
         from tests.hardening.test_fuzz_parsers import HoldBack
 
         api = "openai" if name == "relay-sse" else "ollama"
@@ -53,10 +53,8 @@ def _target(name: str):  # noqa: ANN202 - returns the one-input function atheris
                         return
                 await relay.finish()
 
-            try:
+            with contextlib.suppress(UpstreamStreamError):
                 loop.run_until_complete(go())
-            except UpstreamStreamError:
-                pass
         return one
     if name.startswith("request-"):
         from guard.apis import ollama, openai
@@ -88,10 +86,8 @@ def _target(name: str):  # noqa: ANN202 - returns the one-input function atheris
         from guard.identity import XFCCError, _parse_xfcc
 
         def one(data: bytes) -> None:
-            try:
+            with contextlib.suppress(XFCCError):
                 _parse_xfcc(data.decode("latin-1"))
-            except XFCCError:
-                pass
         return one
     if name == "config":
         from guard.config import ConfigError, load_config

@@ -48,7 +48,7 @@ json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dicti
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=False)]
 
 
 # --- SSE / NDJSON splitting ---------------------------------------------------------------------------------

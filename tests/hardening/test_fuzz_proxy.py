@@ -17,8 +17,9 @@ under ``corpus/request-*`` and replayed by ``test_request_corpus``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest

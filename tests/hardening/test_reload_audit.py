@@ -58,9 +58,10 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
                        audit={"dir": str(d / "audit")})
     path = write_config(d / "guard.yaml", cfg)
     log = d / "guard.log"
-    proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with open(log, "wb") as out:  # the child holds its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     h = GuardProcess(proc, f"https://localhost:{port}", f"http://127.0.0.1:{admin}", d, path, clients, log)
     try:
         wait_ready(h.admin_url)

@@ -16,8 +16,9 @@ import re
 import secrets
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -232,10 +233,9 @@ def test_refusals_name_no_path_no_upstream_no_config_file(leaky: Any, family: st
 
 def test_stream_errors_name_no_upstream(leaky: Any) -> None:
     g = leaky[0]
-    with g.client(timeout=10) as c:
-        with c.stream("POST", CHAT, json={"model": "m", "stream": True, "messages": [
-                {"role": "user", "content": "[[garbage]]"}]}) as r:
-            lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+    with g.client(timeout=10) as c, c.stream("POST", CHAT, json={"model": "m", "stream": True, "messages": [
+            {"role": "user", "content": "[[garbage]]"}]}) as r:
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     err = json.loads(lines[-2][6:])["error"]
     assert err["code"] == "upstream_bad_stream" and HIDDEN_UP not in err["message"] and "(" not in err["message"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def matrix(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFa
     d = tmp_path_factory.mktemp("tlsmatrix")
     for f in ("ca.pem", "ca-key.pem"):
         shutil.copy(pki_dir / f, d / f)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     pki.issue(d, "expired", client=True, ou=["apps"], not_before=now - dt.timedelta(days=10),
               not_after=now - dt.timedelta(days=1))
     pki.issue(d, "future", client=True, ou=["apps"], not_before=now + dt.timedelta(days=1),

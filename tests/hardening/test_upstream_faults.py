@@ -7,11 +7,13 @@ After a stream started (status 200 already sent): the stream ends with an error 
 an Ollama NDJSON stream ends with ``{"error": "..."}``), never with a silent truncation."""
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,7 +41,7 @@ class RawUpstream:
         while not self.stop.is_set():
             try:
                 c, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:  # closed by close()
                 return
@@ -54,7 +56,7 @@ class RawUpstream:
                 return
             buf += d
         head, _, body = buf.partition(b"\r\n\r\n")
-        n = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+        n = int(next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
         while len(body) < n:
             body += c.recv(65536)
         model = json.loads(body)["model"]
@@ -82,10 +84,8 @@ class RawUpstream:
         self.stop.set()
         self.sock.close()
         for c in self.conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture
@@ -149,12 +149,11 @@ STREAMED = {  # model, prompt -> status recorded, reason recorded
 def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, case: str) -> None:
     model, prompt, status, reason = STREAMED[case]
     t0 = time.monotonic()
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c:
-        with c.stream("POST", CHAT, json={"model": model, "stream": True,
-                                          "messages": [{"role": "user", "content": prompt}]}) as r:
-            assert r.status_code == 200
-            rid = r.headers["x-guard-request-id"]
-            lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", CHAT, json={"model": model, "stream": True,
+                                                                                        "messages": [{"role": "user", "content": prompt}]}) as r:
+        assert r.status_code == 200
+        rid = r.headers["x-guard-request-id"]
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     took = time.monotonic() - t0
     print(f"{case}: {len(lines)} events in {took:.2f} s, last two {lines[-2:]}")
     assert took < TIMEOUT_S + 1.5
@@ -165,10 +164,9 @@ def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, cas
 
 
 def test_ollama_stream_fault_ends_with_an_error_line(faulty: Any) -> None:
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c:
-        with c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-                {"role": "user", "content": "[[reset]]"}]}) as r:
-            assert r.status_code == 200
-            lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
+    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
+                                                              {"role": "user", "content": "[[reset]]"}]}) as r:
+        assert r.status_code == 200
+        lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
     assert lines[-1].get("error") and set(lines[-1]) == {"error"}, lines[-1]
     _check_record(faulty, r.headers["x-guard-request-id"], 502, "upstream_error")

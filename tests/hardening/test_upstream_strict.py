@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -220,11 +221,10 @@ def test_the_default_cap_applies_without_per_upstream_config(tmp_path: Path, pki
 
 def test_a_stream_event_that_never_ends_is_cut_with_too_large(strict: Any) -> None:
     g, _ = strict
-    with g.client(timeout=20) as c:
-        with c.stream("POST", CHAT, json={"model": "endless-event", "stream": True,
-                                          "messages": [{"role": "user", "content": "hi"}]}) as r:
-            assert r.status_code == 200
-            lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+    with g.client(timeout=20) as c, c.stream("POST", CHAT, json={"model": "endless-event", "stream": True,
+                                      "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status_code == 200
+        lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert json.loads(lines[-2][6:])["error"]["code"] == "upstream_response_too_large"
     rec = _record(g, r.headers["x-guard-request-id"])

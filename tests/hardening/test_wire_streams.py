@@ -11,7 +11,8 @@ And hostile request shapes for the same APIs: a 400 in the API's shape, never a 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -6,9 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -75,9 +76,10 @@ def guard_process(pki_dir: Path, model_server: tuple[Any, str], tmp_path: Path) 
         cfg = guard_config(pki_dir, model_server[1], port, admin, workers=workers, **overrides)
         path = write_config(d / "guard.yaml", cfg)
         log = d / "guard.log"
-        proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
-                                stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        with open(log, "wb") as out:  # the child holds its own copy of the descriptor
+            proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         g = GuardProcess(proc, f"https://localhost:{port}", f"http://127.0.0.1:{admin}", d, path, pki_dir, log)
         started.append(g)
         try:

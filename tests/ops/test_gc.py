@@ -3,7 +3,9 @@ raised, so concurrent traffic does not keep triggering collections (python_gc_co
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
+import operator
 
 import httpx
 
@@ -37,7 +39,7 @@ def test_served_guard_does_not_collect_under_concurrent_traffic(guard_process, t
             async def one(k: int) -> list[int]:
                 return [(await c.post("/v1/chat/completions", json=body)).status_code for _ in range(50)]
 
-            return sum(await asyncio.gather(*(one(k) for k in range(16))), [])
+            return functools.reduce(operator.iadd, await asyncio.gather(*(one(k) for k in range(16))), [])
 
     codes = asyncio.run(drive())
     assert codes == [200] * 800

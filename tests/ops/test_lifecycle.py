@@ -34,13 +34,12 @@ def test_sigterm_lets_a_long_stream_finish_then_records_guard_stopped(guard_proc
 
     def stream() -> None:
         text = ""
-        with g.client() as c:
-            with c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
-                    {"role": "user", "content": f"[[reply: {WORDS}]] [[delay_ms=15]]"}]}) as r:
-                for line in r.iter_lines():
-                    if line.startswith("data: {"):
-                        text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-                        first.set()
+        with g.client() as c, c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
+                                 {"role": "user", "content": f"[[reply: {WORDS}]] [[delay_ms=15]]"}]}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                    first.set()
         got["text"] = text
 
     t = threading.Thread(target=stream)

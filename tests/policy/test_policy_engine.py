@@ -15,7 +15,7 @@ from tests.policy.conftest import ROOT, metric
 MODEL = ROOT / "policies" / "model.conf"
 
 
-def _engine(tmp_path: Path, *lines: str, cache: bool = True):  # noqa: ANN202
+def _engine(tmp_path: Path, *lines: str, cache: bool = True):
     rules = tmp_path / "rules.csv"
     rules.write_text("# test rules\n" + "\n".join(lines) + "\n")
     return load_policy(MODEL, [rules], cache=cache).engine

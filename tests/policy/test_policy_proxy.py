@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ CHAT = "/v1/chat/completions"
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now

@@ -160,7 +160,6 @@ def test_unsafe_stream_ends_incomplete_content_filter(guard_factory: Any, tmp_pa
 
 def test_pseudonym_restored_in_the_streamed_answer(pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
     from guard.demo.stack import screening_filters
-
     from tests.conftest import start_guard
 
     d = screening_filters(tmp_path / "pii-filters", model_server[1])

@@ -25,7 +25,6 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     compatible upstream, native-* to the Messages upstream, chatonly-* to an upstream whose Responses requests
     are translated to Chat Completions."""
     from guard.demo.stack import screening_filters
-
     from tests.conftest import start_guard
 
     tmp = tmp_path_factory.mktemp("wire-translation")
