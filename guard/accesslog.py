@@ -1,6 +1,7 @@
 """The optional access log: one JSON line per exchange (config ``access_log``), to stderr or to
 ``access_log_file``. It names who called which model and what became of it; it never holds prompt or answer
 text, headers, certificates or keys (the audit journal is the evidence; this is for operators' eyes)."""
+
 from __future__ import annotations
 
 import os

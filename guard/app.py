@@ -1,4 +1,5 @@
 """Assembles Guard from its configuration: services, the public ASGI app and the admin app."""
+
 from __future__ import annotations
 
 import hmac
@@ -86,13 +87,22 @@ def admin_app(runtime: Any) -> Starlette:
 
     async def reload(request: Request) -> Response:
         if expected is not None and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode("latin-1", "replace"), expected):
-            log.warning("admin reload refused: missing or wrong token from %s",
-                        request.client.host if request.client else "?")
+            request.headers.get("authorization", "").encode("latin-1", "replace"), expected
+        ):
+            log.warning(
+                "admin reload refused: missing or wrong token from %s", request.client.host if request.client else "?"
+            )
             telemetry.POLICY_RELOADS.labels("unauthorized").inc()
-            return Response(error_body("POST /admin/reload needs Authorization: Bearer <admin.reload_token_env>",
-                                       "invalid_request_error", "unauthorized"), status_code=401,
-                            media_type="application/json", headers={"www-authenticate": "Bearer"})
+            return Response(
+                error_body(
+                    "POST /admin/reload needs Authorization: Bearer <admin.reload_token_env>",
+                    "invalid_request_error",
+                    "unauthorized",
+                ),
+                status_code=401,
+                media_type="application/json",
+                headers={"www-authenticate": "Bearer"},
+            )
         if getattr(runtime, "supervised", False):  # the workers share this socket: let the supervisor tell all
             import os
             import signal
@@ -105,10 +115,18 @@ def admin_app(runtime: Any) -> Starlette:
     async def quotas(request: Request) -> Response:
         """Current use per principal and tier (``?principal=`` for one); behind the reload token when set."""
         if expected is not None and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode("latin-1", "replace"), expected):
-            return Response(error_body("GET /admin/quotas needs Authorization: Bearer <admin.reload_token_env>",
-                                       "invalid_request_error", "unauthorized"), status_code=401,
-                            media_type="application/json", headers={"www-authenticate": "Bearer"})
+            request.headers.get("authorization", "").encode("latin-1", "replace"), expected
+        ):
+            return Response(
+                error_body(
+                    "GET /admin/quotas needs Authorization: Bearer <admin.reload_token_env>",
+                    "invalid_request_error",
+                    "unauthorized",
+                ),
+                status_code=401,
+                media_type="application/json",
+                headers={"www-authenticate": "Bearer"},
+            )
         q = getattr(getattr(runtime, "services_built", None), "quotas", None)
         if q is None:
             return JSONResponse({"enabled": False, "principals": {}})
@@ -117,16 +135,26 @@ def admin_app(runtime: Any) -> Starlette:
         try:
             return JSONResponse({"enabled": True, **await q.usage(request.query_params.get("principal"))})
         except BackendDown as e:
-            return Response(error_body(str(e), "service_unavailable", "quota_unavailable"), status_code=503,
-                            media_type="application/json")
+            return Response(
+                error_body(str(e), "service_unavailable", "quota_unavailable"),
+                status_code=503,
+                media_type="application/json",
+            )
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return Response(error_body("not found", "invalid_request_error", "not_found"), status_code=404,
-                        media_type="application/json")
+        return Response(
+            error_body("not found", "invalid_request_error", "not_found"),
+            status_code=404,
+            media_type="application/json",
+        )
 
-    routes: list[Any] = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
-                         Route("/admin/reload", reload, methods=["POST"]),
-                         Route("/admin/quotas", quotas, methods=["GET"])]
+    routes: list[Any] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/admin/reload", reload, methods=["POST"]),
+        Route("/admin/quotas", quotas, methods=["GET"]),
+    ]
     if runtime is not None and runtime.config.console.enabled:  # the compliance console: admin listener only
         from starlette.routing import Mount
 
@@ -140,9 +168,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_services(config: Config, policy: Any, recorder: Any, screens: Callable[[str], ScreenSet],
-                   clock: Callable[[], datetime] | None = None, tracing: Any = None) -> Services:
+def build_services(
+    config: Config,
+    policy: Any,
+    recorder: Any,
+    screens: Callable[[str], ScreenSet],
+    clock: Callable[[], datetime] | None = None,
+    tracing: Any = None,
+) -> Services:
     from guard.quota.core import from_settings
 
-    return Services(config=config, upstreams=Upstreams(config), policy=policy, recorder=recorder,
-                    screens=screens, clock=clock or utc_now, tracing=tracing, quotas=from_settings(config.quotas))
+    return Services(
+        config=config,
+        upstreams=Upstreams(config),
+        policy=policy,
+        recorder=recorder,
+        screens=screens,
+        clock=clock or utc_now,
+        tracing=tracing,
+        quotas=from_settings(config.quotas),
+    )

@@ -5,6 +5,7 @@ and is also what casbin's evaluator (simpleeval: ``getattr``) expects, so both e
 objects. A data type with no imports of Guard's own: the Principal (guard.identity) builds its policy view
 with it, and guard.policy.attributes re-exports it with the attribute contract.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping

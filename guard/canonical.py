@@ -7,6 +7,7 @@ be screened as text are refused unless every upstream the request may go to allo
 audit record and counted. The body the upstream then receives is serialised from the judged object
 (guard.pipeline._forward, strictjson.dumps).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -41,11 +42,25 @@ def admit(ex: Exchange, api: Any, unknown: list[tuple[str, str]], ups: list[Any]
     allowed = set.intersection(*(set(u.allow_unscreened) for u in ups))
     for kind, path in found:
         if kind not in allowed:
-            raise GuardError(400, f"{path} cannot be screened ({kind}) and is not allowed for this model",
-                             "guard_policy_violation", "unscreenable_input", outcome="blocked", param=path)
+            raise GuardError(
+                400,
+                f"{path} cannot be screened ({kind}) and is not allowed for this model",
+                "guard_policy_violation",
+                "unscreenable_input",
+                outcome="blocked",
+                param=path,
+            )
     counts: dict[str, int] = {}
     for kind, _ in found:
         counts[kind] = counts.get(kind, 0) + 1
         telemetry.UNSCREENED.labels(ex.api, kind).inc()
-    ex.verdicts.append(Verdict(screen="unscreened", direction="prompt", status="skipped", action="allow",
-                               entities=counts, categories=sorted(counts)))
+    ex.verdicts.append(
+        Verdict(
+            screen="unscreened",
+            direction="prompt",
+            status="skipped",
+            action="allow",
+            entities=counts,
+            categories=sorted(counts),
+        )
+    )

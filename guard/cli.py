@@ -3,6 +3,7 @@
 Subcommands live beside the code they drive; each module exposes ``register(subparsers)``.
 Exit codes: 0 ok, 1 check failed, 2 usage or configuration error.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Guard's one configuration schema, loaded from YAML with errors that name the key path and line."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -120,6 +121,7 @@ class Upstream(Strict):
                 raise ValueError(f"{name!r} cannot be forwarded: {why}")
             out.append(name.lower())
         return out
+
     # Request fields beyond the API reference this upstream may receive (dotted, array levels left out:
     # "messages.cache_control"); forwarded as parsed, never screened. Unknown fields are refused otherwise.
     extra_fields: list[str] = []
@@ -229,6 +231,7 @@ class Config(Strict):
 
     def resolve(self, base: Path) -> Config:
         """Make relative file paths relative to the config file's folder."""
+
         def fix(p: Path | None) -> Path | None:
             return None if p is None or p.is_absolute() else (base / p)
 
@@ -248,6 +251,7 @@ class Config(Strict):
 
 # --- YAML with line numbers -----------------------------------------------------------------------------
 
+
 class _LineLoader(yaml.SafeLoader):
     pass
 
@@ -260,10 +264,10 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a scalar", key_node.start_mark) from None
+                None, None, "a mapping key must be a scalar", key_node.start_mark
+            ) from None
         if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
@@ -329,7 +333,7 @@ def format_validation_error(path: Path, err: ValidationError, lines: dict[tuple,
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         msgs.append(f"{path}:{line or 1}: {key}: {msg}")
     return "\n".join(msgs)
 

@@ -1,4 +1,5 @@
 """Client-facing errors in the OpenAI error shape: {"error": {"message", "type", "code"}}."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,15 @@ class GuardError(Exception):
 
     headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (429: Retry-After, x-ratelimit-*)
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 outcome: str = "error", param: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        outcome: str = "error",
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.param = param  # the request field at fault (a JSON path), when there is one
         self.status = status

@@ -1,4 +1,5 @@
 """The Exchange: one client request, parsed once by its API adapter, read and rewritten by later stages."""
+
 from __future__ import annotations
 
 import time

@@ -13,6 +13,7 @@ tests/bench (README, "Performance"): about 1 s of collection in a 13 s load run,
 - the gen0 threshold goes to ``GEN0_THRESHOLD``: cycles (rare on the request path) are still collected, after
   that many net allocations instead of 700; the older generations keep their ratios.
 """
+
 from __future__ import annotations
 
 import gc

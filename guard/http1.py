@@ -6,6 +6,7 @@ proxied request (py-spy, 16 connections), more than the whole audit trail. A rev
 little of it (no cookies, redirects, proxies, decompression, multipart): one write per request, and the
 response's head and body handed over as they arrive. This module does that and nothing else.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -285,7 +286,8 @@ class _Conn(asyncio.Protocol):
         status = self.parser.get_status_code()
         if status >= 200:
             self._length_known = status in (204, 304) or any(
-                k.lower() in (b"content-length", b"transfer-encoding") for k, _ in r._raw)
+                k.lower() in (b"content-length", b"transfer-encoding") for k, _ in r._raw
+            )
             te = [v.strip().lower() for k, v in r._raw if k.lower() == b"transfer-encoding"]
             if te and te != [b"chunked"]:  # only plain chunked framing (llhttp already refuses TE with CL)
                 r._fail(ProtocolError("unsupported transfer-encoding"))
@@ -322,8 +324,17 @@ class Pool:
         self._open = 0
         self.closed = False
 
-    async def request(self, method: bytes, target: bytes, headers: bytes, body: bytes, *, total: float,
-                      idle: float, first_byte: float | None = None) -> Response:
+    async def request(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: bytes,
+        body: bytes,
+        *,
+        total: float,
+        idle: float,
+        first_byte: float | None = None,
+    ) -> Response:
         """Send the request and wait for the response head. ``headers``: header lines, each ending in CRLF
         (host and content-length are added here). Raises ConnectError, ReadTimeout or ProtocolError."""
         loop = asyncio.get_running_loop()
@@ -333,7 +344,12 @@ class Pool:
         resp = conn.resp = Response(conn, loop, deadline, idle)
         conn._ended = False
         head = b"%s %s HTTP/1.1\r\nhost: %s\r\n%scontent-length: %d\r\n\r\n" % (
-            method, target, self.authority, headers, len(body))
+            method,
+            target,
+            self.authority,
+            headers,
+            len(body),
+        )
         if len(body) < 65536:
             conn.transport.write(head + body)
         else:
@@ -372,6 +388,7 @@ class Pool:
     async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn | None:
         w: asyncio.Future[_Conn | None] = loop.create_future()
         self._waiters.append(w)
+
         def expire() -> None:
             if not w.done():
                 w.set_exception(ReadTimeout(f"no free connection among {self.limit} in time"))
@@ -390,9 +407,16 @@ class Pool:
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Conn:
         self._open += 1
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _Conn(self), self.host, self.port, ssl=self.ssl,
-                server_hostname=self.host if self.ssl else None), self.connect_timeout)
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Conn(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                ),
+                self.connect_timeout,
+            )
         except (TimeoutError, OSError) as e:
             self._release_slot()
             reason = "timed out" if isinstance(e, asyncio.TimeoutError) else type(e).__name__

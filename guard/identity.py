@@ -1,4 +1,5 @@
 """Principal: who is calling, from the client certificate or a trusted sidecar's XFCC header."""
+
 from __future__ import annotations
 
 import hashlib
@@ -94,6 +95,7 @@ def principal_from_pem(pem: bytes) -> Principal:
 
 # --- Envoy x-forwarded-client-cert -------------------------------------------------------------------
 
+
 def _split(s: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes (XFCC quotes values that contain , ; or =). An unclosed quote
     makes the header ambiguous (where does the element end?): XFCCError."""
@@ -158,8 +160,9 @@ def _parse_xfcc(header: str, multi: str = "refuse") -> Principal:
     if any(not e.strip() for e in elements):
         raise XFCCError("x-forwarded-client-cert has an empty element")
     if len(elements) > 1 and multi != "last":
-        raise XFCCError(f"x-forwarded-client-cert has {len(elements)} elements (one per proxy hop); "
-                        "only one is accepted here")
+        raise XFCCError(
+            f"x-forwarded-client-cert has {len(elements)} elements (one per proxy hop); only one is accepted here"
+        )
     fields: dict[str, list[str]] = {}
     for pair in _split(elements[-1], ";"):
         if not pair.strip():

@@ -5,6 +5,7 @@ only take bits away), synced, then given its name in one step: ``os.link`` when 
 (workers starting together race to create the same key), ``os.replace`` when a new key replaces an old one.
 No other process ever sees the key under a wider mode, or half written.
 """
+
 from __future__ import annotations
 
 import os

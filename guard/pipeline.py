@@ -3,6 +3,7 @@
 identity -> parse (Exchange) -> access decision -> prompt screens -> content decision
 -> audit "exchange.started" (durable) -> upstream -> response screens -> audit "exchange.completed"
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -84,6 +85,7 @@ class ClientGone(Exception):
 
 # --- small helpers -------------------------------------------------------------------------------------
 
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     for k, v in headers:
         if k == name:
@@ -95,8 +97,7 @@ async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> by
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error",
-                                 "body_too_large")
+                raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large")
         except ValueError:
             raise bad_request("invalid Content-Length", "invalid_request") from None
     chunks, n = [], 0
@@ -167,16 +168,30 @@ def policy_env(ex: Exchange, now: datetime) -> dict[str, Any]:
     key, t, hour, weekday = _second
     if key != second:
         _second = key, t, hour, weekday = second, now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.hour, WEEKDAYS[now.weekday()]
-    return {"time": t, "hour": hour, "weekday": weekday, "client_ip": ex.client_ip, "body_bytes": ex.body_bytes,
-            "stream": ex.stream}
+    return {
+        "time": t,
+        "hour": hour,
+        "weekday": weekday,
+        "client_ip": ex.client_ip,
+        "body_bytes": ex.body_bytes,
+        "stream": ex.stream,
+    }
 
 
 def _obj(ex: Exchange) -> Attrs:
     """The request's resource attributes, made once for both decisions (they do not change between them)."""
     obj = ex.context.get(_OBJ)
     if obj is None:
-        obj = ex.context[_OBJ] = Attrs({"model": ex.model, "upstream": ex.upstream, "api": ex.upstream_api or ex.api,
-                                        "wire": ex.api, "external": ex.external, "path": ex.path})
+        obj = ex.context[_OBJ] = Attrs(
+            {
+                "model": ex.model,
+                "upstream": ex.upstream,
+                "api": ex.upstream_api or ex.api,
+                "wire": ex.api,
+                "external": ex.external,
+                "path": ex.path,
+            }
+        )
     return obj
 
 
@@ -196,6 +211,7 @@ def _ours(ex: Exchange) -> bool:
 
 
 # --- the exchange ----------------------------------------------------------------------------------------
+
 
 class Pipeline:
     def __init__(self, svc: Services) -> None:
@@ -217,7 +233,8 @@ class Pipeline:
         if tracing is not None:
             ex.context["wall_ns"] = time.time_ns()
             ex.context["span"], ex.trace_id, ex.context["traceparent"] = tracing.start(
-                tp.decode("latin-1") if tp else None, ex.context["wall_ns"])
+                tp.decode("latin-1") if tp else None, ex.context["wall_ns"]
+            )
         else:
             ex.trace_id = _trace_id(tp)
         started = False
@@ -226,8 +243,9 @@ class Pipeline:
         except GuardError as e:  # after exchange.started, the record is exchange.completed (not .denied)
             await self._refuse(ex, e, send, started or ex.context.get("audit_started", False))
         except ClientGone:
-            await self._after(ex, started or ex.context.get("audit_started", False),
-                              {"status": 499, "reason": "client_disconnected"})
+            await self._after(
+                ex, started or ex.context.get("audit_started", False), {"status": 499, "reason": "client_disconnected"}
+            )
         except Exception:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
@@ -235,14 +253,16 @@ class Pipeline:
             if quota.TICKET in ex.context:  # after the answer: settle tokens, free slots (errors included)
                 await quota.finish(self.svc.quotas, ex)
             telemetry.child(telemetry.REQUEST_SECONDS, ex.api or "none", ex.operation or "none").observe(
-                time.perf_counter() - ex.started)
+                time.perf_counter() - ex.started
+            )
             if tracing is not None:
                 tracing.finish(ex, ex.context.get("outcome") or {})
             if self._access_log is not None:
                 self._access_log.record(ex, ex.context.get("outcome") or {}, _decision(ex))
 
-    async def refused_by_protocol(self, rid: str, status: int, msg: str, code: str, tls: dict[str, Any] | None,
-                                  client_ip: str) -> GuardError | None:
+    async def refused_by_protocol(
+        self, rid: str, status: int, msg: str, code: str, tls: dict[str, Any] | None, client_ip: str
+    ) -> GuardError | None:
         """A request the HTTP layer refused before it became an exchange (guard.server): its
         ``exchange.denied`` record (stage ``request``) and its count. Returns the error to answer instead
         when the record could not be written (503 ``audit_unavailable``), else None."""
@@ -269,8 +289,9 @@ class Pipeline:
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
         await _send_error(send, e, ex.request_id, ex.api)
-        telemetry.child(telemetry.REQUESTS, ex.api or "none", ex.operation or "none", _model_label(ex),
-                        _decision(ex), str(e.status)).inc()
+        telemetry.child(
+            telemetry.REQUESTS, ex.api or "none", ex.operation or "none", _model_label(ex), _decision(ex), str(e.status)
+        ).inc()
 
     async def _after(self, ex: Exchange, started: bool, outcome: dict[str, Any]) -> None:
         if not _ours(ex):
@@ -306,8 +327,9 @@ class Pipeline:
         ex.principal = identify(scope, self._trusted, self._xfcc_multi)
         _stage(ex, "identity", t0)
         if route is None:
-            raise GuardError(404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error",
-                             "not_found")
+            raise GuardError(
+                404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error", "not_found"
+            )
         ex.api, ex.operation = route
         if ex.operation == "models":
             await self._models(ex, scope, send)
@@ -315,8 +337,9 @@ class Pipeline:
         headers = scope["headers"]
         ctype = _header(headers, b"content-type") or b""
         if not ctype.split(b";")[0].strip().lower() == b"application/json":
-            raise GuardError(415, "Content-Type must be application/json", "invalid_request_error",
-                             "unsupported_media_type")
+            raise GuardError(
+                415, "Content-Type must be application/json", "invalid_request_error", "unsupported_media_type"
+            )
         raw = await _read_body(receive, cfg.limits.max_body_bytes, _header(headers, b"content-length"))
         ex.body_bytes = len(raw)
         body = canonical.parse(raw)
@@ -328,8 +351,9 @@ class Pipeline:
         ex.model, ex.stream = api.validate(ex.operation, body)
         r = cfg.route(ex.model)
         if r is None:
-            raise GuardError(404, f"model {ex.model!r} is not routed by this gateway", "invalid_request_error",
-                             "model_not_found")
+            raise GuardError(
+                404, f"model {ex.model!r} is not routed by this gateway", "invalid_request_error", "model_not_found"
+            )
         ex.upstream = r.upstream
         ex.context[_LABEL] = _label_for(r, ex.model, self._model_labels)
         up = cfg.upstreams[r.upstream]
@@ -387,8 +411,9 @@ class Pipeline:
         assert ex.principal is not None
         ex.content = d = self.svc.policy.decide_content(ex.principal.policy_view, _obj(ex), ex.operation, env)
         if d.effect != "allow":
-            raise GuardError(403, "content denied by policy", "guard_policy_violation", "content_denied",
-                             outcome="denied")  # which rule: the audit record (decisions.content)
+            raise GuardError(
+                403, "content denied by policy", "guard_policy_violation", "content_denied", outcome="denied"
+            )  # which rule: the audit record (decisions.content)
 
     async def _screen_prompt(self, ex: Exchange, screens: ScreenSet, api: Any) -> list[Segment]:
         segs = api.prompt_segments(ex.operation, ex.body)
@@ -398,16 +423,22 @@ class Pipeline:
         before = [s.text for s in segs]
         # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
         copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
-        verdicts = list(await budget.run(lambda: asyncio.gather(*(scr.screen_prompt(c, ex.context)
-                                                                  for scr, c in zip(screens.prompt, copies, strict=False))),
-                                         self.svc.config.limits.screen_budget_ms))
+        verdicts = list(
+            await budget.run(
+                lambda: asyncio.gather(
+                    *(scr.screen_prompt(c, ex.context) for scr, c in zip(screens.prompt, copies, strict=False))
+                ),
+                self.svc.config.limits.screen_budget_ms,
+            )
+        )
         for i, (scr, copy) in enumerate(zip(screens.prompt, copies, strict=False)):
             if any(v.blocked for v in verdicts):
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
-                verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context),
-                                               self.svc.config.limits.screen_budget_ms)
+                verdicts[i] = await budget.run(
+                    functools.partial(scr.screen_prompt, segs, ex.context), self.svc.config.limits.screen_budget_ms
+                )
             else:
                 for k, text in edits:
                     segs[k].text = text
@@ -416,11 +447,11 @@ class Pipeline:
         for v in verdicts:
             if v.blocked and v.code == "screen_error":  # the screen could not do its job: fail closed
                 telemetry.child(telemetry.FAIL_CLOSED, v.screen).inc()
-                raise unavailable(v.message or f"the {v.screen} screen is unavailable; request refused",
-                                  "screen_error")
+                raise unavailable(v.message or f"the {v.screen} screen is unavailable; request refused", "screen_error")
             if v.blocked:
-                raise policy_violation(v.message or f"prompt blocked by the {v.screen} screen",
-                                       v.code or f"{v.screen}_blocked")
+                raise policy_violation(
+                    v.message or f"prompt blocked by the {v.screen} screen", v.code or f"{v.screen}_blocked"
+                )
         if _write_back(ex.body, segs, before):
             ex.context["body_changed"] = True
         return segs
@@ -431,11 +462,14 @@ class Pipeline:
         names = [r.model for r in self.svc.config.routes if not any(c in r.model for c in "*?[")]
         now = int(time.time())
         if ex.api == "openai":
-            body = {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"}
-                                               for n in names]}
+            body = {
+                "object": "list",
+                "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"} for n in names],
+            }
         else:
-            body = {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0}
-                               for n in names]}
+            body = {
+                "models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0} for n in names]
+            }
         ex.context["outcome"] = {"status": 200}
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
@@ -445,8 +479,16 @@ class Pipeline:
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
         await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 
-    async def _forward(self, ex: Exchange, scope: dict[str, Any], route: Any, prompt: list[Segment],
-                       screens: ScreenSet, receive: Receive, send: Send) -> None:
+    async def _forward(
+        self,
+        ex: Exchange,
+        scope: dict[str, Any],
+        route: Any,
+        prompt: list[Segment],
+        screens: ScreenSet,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         cfg = self.svc.config
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
@@ -477,8 +519,9 @@ class Pipeline:
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
             if is_stream:
                 kind = ex.context[_TRANSLATED]
-                await self._stream(ex, translate.Stream(kind, resp, ex.model) if kind else resp, prompt, screens,
-                                   receive, send)
+                await self._stream(
+                    ex, translate.Stream(kind, resp, ex.model) if kind else resp, prompt, screens, receive, send
+                )
             else:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
@@ -506,10 +549,15 @@ class Pipeline:
                     raise ValueError
             except (ValueError, RecursionError):
                 telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "bad_body").inc()
-                log.warning("request %s: upstream %r returned a body that is not a JSON object", ex.request_id,
-                            ex.upstream)
-                raise GuardError(502, "the model server returned a body that is not a JSON object",
-                                 "upstream_error", "upstream_bad_response") from None
+                log.warning(
+                    "request %s: upstream %r returned a body that is not a JSON object", ex.request_id, ex.upstream
+                )
+                raise GuardError(
+                    502,
+                    "the model server returned a body that is not a JSON object",
+                    "upstream_error",
+                    "upstream_bad_response",
+                ) from None
             api = APIS[ex.api]
             outcome["usage"] = api.usage(body)
             if screens.response and ex.operation != "embeddings":
@@ -524,12 +572,14 @@ class Pipeline:
         if quota.TICKET in ex.context:
             headers = quota.merge_headers(ex, headers)
         await _send_raw(send, resp.status, headers, data, ex.request_id)
-        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
-                        str(resp.status)).inc()
+        telemetry.child(
+            telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex), str(resp.status)
+        ).inc()
         await self._completed(ex, outcome)
 
-    async def _screen_whole(self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet,
-                            api: Any) -> bytes:
+    async def _screen_whole(
+        self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet, api: Any
+    ) -> bytes:
         if ex.api in answers.APIS:
             answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
@@ -555,11 +605,16 @@ class Pipeline:
         # its first by some clients (docs/threat-model.md)
         return json.dumps(body).encode()
 
-    async def _stream(self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive,
-                      send: Send) -> None:
+    async def _stream(
+        self, ex: Exchange, resp: Any, prompt: list[Segment], screens: ScreenSet, receive: Receive, send: Send
+    ) -> None:
         api = APIS[ex.api]
-        headers = [(b"content-type", api.STREAM_MEDIA_TYPE), (b"cache-control", b"no-cache"),
-                   (b"x-guard-request-id", ex.request_id.encode()), *rate_limit_headers(resp.headers)]
+        headers = [
+            (b"content-type", api.STREAM_MEDIA_TYPE),
+            (b"cache-control", b"no-cache"),
+            (b"x-guard-request-id", ex.request_id.encode()),
+            *rate_limit_headers(resp.headers),
+        ]
         strip = None
         if quota.TICKET in ex.context:
             headers = quota.merge_headers(ex, headers)
@@ -577,9 +632,17 @@ class Pipeline:
         watcher = asyncio.ensure_future(watch())
         outcome: dict[str, Any] = {"status": 200}
         screened = bool(screens.response) and screens.stream_screens
-        relay = Relay(ex.api, ex.operation, ex.model,
-                      lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response],
-                      max_event_bytes=max_response_bytes(self.svc.config, ex.upstream)) if screened else None
+        relay = (
+            Relay(
+                ex.api,
+                ex.operation,
+                ex.model,
+                lambda kind: [s.open_stream(prompt, ex.context, kind) for s in screens.response],
+                max_event_bytes=max_response_bytes(self.svc.config, ex.upstream),
+            )
+            if screened
+            else None
+        )
         if relay is not None and strip is not None:
             relay.strip_usage, strip = True, None
         sent, tail = 0, b""
@@ -646,10 +709,12 @@ class Pipeline:
             await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except UpstreamReportedError:
             telemetry.UPSTREAM_ERRORS.labels(ex.upstream, "stream_error").inc()
-            log.warning("request %s: upstream %r reported an error mid-stream (text withheld)", ex.request_id,
-                        ex.upstream)
-            err = GuardError(502, "the model server reported an error during the stream", "upstream_error",
-                             "upstream_error")
+            log.warning(
+                "request %s: upstream %r reported an error mid-stream (text withheld)", ex.request_id, ex.upstream
+            )
+            err = GuardError(
+                502, "the model server reported an error during the stream", "upstream_error", "upstream_error"
+            )
             outcome.update(status=502, reason="upstream_stream_error")
             await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         except UpstreamStreamError as e:
@@ -669,8 +734,9 @@ class Pipeline:
                 ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
         outcome["bytes"] = sent
         await self._completed(ex, outcome)
-        telemetry.child(telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex),
-                        str(outcome["status"])).inc()
+        telemetry.child(
+            telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex), str(outcome["status"])
+        ).inc()
 
 
 def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
@@ -685,8 +751,9 @@ def _write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) ->
                 try:
                     value = json.loads(seg.text)
                 except ValueError:
-                    raise policy_violation("a screen's rewrite of a JSON field is no longer JSON; request refused",
-                                           "rewrite_failed") from None
+                    raise policy_violation(
+                        "a screen's rewrite of a JSON field is no longer JSON; request refused", "rewrite_failed"
+                    ) from None
                 set_path(body, seg.path[:-1], value)
             else:
                 set_path(body, seg.path, seg.text)
@@ -702,9 +769,12 @@ def _stateful(ex: Exchange, used: list[str], chain: list[Any]) -> None:
     if all(u.stateful for u in chain):
         return
     if used:
-        raise bad_request(f"$.{used[0]} refers to context kept by the upstream, which Guard cannot screen or "
-                          "audit; not allowed for this model (upstreams.<name>.stateful)", "stateful_refused",
-                          param=f"$.{used[0]}")
+        raise bad_request(
+            f"$.{used[0]} refers to context kept by the upstream, which Guard cannot screen or "
+            "audit; not allowed for this model (upstreams.<name>.stateful)",
+            "stateful_refused",
+            param=f"$.{used[0]}",
+        )
     ex.body["store"] = False
 
 
@@ -742,5 +812,6 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
 
 async def _send_error(send: Send, e: GuardError, rid: str, api: str = "") -> None:
     """The error in the client's API's own shape (OpenAI's before the API is known)."""
-    await _send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], module(api).error_body(e),
-                    rid)
+    await _send_raw(
+        send, e.status, [(b"content-type", b"application/json"), *e.headers], module(api).error_body(e), rid
+    )

@@ -1,4 +1,5 @@
 """`guard pki`: a throwaway CA and certificates for development and tests (never for production)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,11 @@ from guard.keyfiles import write_private
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """0600 from the start (never chmod after writing); a key issued again replaces the old one atomically."""
-    write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()), replace=True)
+    write_private(
+        path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        replace=True,
+    )
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
@@ -32,16 +36,32 @@ def init_ca(d: Path, cn: str = "Guard Dev CA", days: int = 3650, path_length: in
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     _write_key(d / "ca-key.pem", key)
     _write_cert(d / "ca.pem", cert)
     return d / "ca.pem"
@@ -56,11 +76,24 @@ def _load_ca(d: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key  # type: ignore[return-value]
 
 
-def issue(d: Path, name: str, *, client: bool = False, server: bool = False, cn: str | None = None,
-          o: list[str] | None = None, ou: list[str] | None = None, san_dns: list[str] | None = None,
-          san_ip: list[str] | None = None, san_uri: list[str] | None = None, san_email: list[str] | None = None,
-          days: int = 365, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
-          is_ca: bool = False) -> tuple[Path, Path]:
+def issue(
+    d: Path,
+    name: str,
+    *,
+    client: bool = False,
+    server: bool = False,
+    cn: str | None = None,
+    o: list[str] | None = None,
+    ou: list[str] | None = None,
+    san_dns: list[str] | None = None,
+    san_ip: list[str] | None = None,
+    san_uri: list[str] | None = None,
+    san_email: list[str] | None = None,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    is_ca: bool = False,
+) -> tuple[Path, Path]:
     """Issue a certificate signed by the CA in ``d``; writes ``d/name.pem`` and ``d/name-key.pem``."""
     if not (client or server or is_ca):
         raise ConfigError("guard pki issue: say --client or --server")
@@ -76,12 +109,20 @@ def issue(d: Path, name: str, *, client: bool = False, server: bool = False, cn:
     sans += [x509.IPAddress(ipaddress.ip_address(v)) for v in (san_ip or [])]
     sans += [x509.UniformResourceIdentifier(v) for v in (san_uri or [])]
     sans += [x509.RFC822Name(v) for v in (san_email or [])]
-    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
-    b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_cert.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(nb).not_valid_after(na)
-         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
-         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+    usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
+        [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+    )
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(nb)
+        .not_valid_after(na)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+    )
     if usages:
         b = b.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
     if sans:
@@ -97,12 +138,17 @@ def revoke(d: Path, cert_paths: list[Path], out: Path | None = None) -> Path:
     """Write a CRL (``d/crl.pem``) revoking the given certificates."""
     ca_cert, ca_key = _load_ca(d)
     now = dt.datetime.now(dt.UTC)
-    b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now)
-         .next_update(now + dt.timedelta(days=7)))
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + dt.timedelta(days=7))
+    )
     for p in cert_paths:
         c = x509.load_pem_x509_certificate(p.read_bytes())
-        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(c.serial_number)
-                                      .revocation_date(now).build())
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(c.serial_number).revocation_date(now).build()
+        )
     crl = b.sign(ca_key, hashes.SHA256())
     out = out or d / "crl.pem"
     out.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
@@ -128,8 +174,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--days", type=int, default=365)
 
     def _issue(a: argparse.Namespace) -> int:
-        cert, key = issue(a.dir, a.name, client=a.client, server=a.server, cn=a.cn, o=a.o, ou=a.ou,
-                          san_dns=a.san_dns, san_ip=a.san_ip, san_uri=a.san_uri, san_email=a.san_email, days=a.days)
+        cert, key = issue(
+            a.dir,
+            a.name,
+            client=a.client,
+            server=a.server,
+            cn=a.cn,
+            o=a.o,
+            ou=a.ou,
+            san_dns=a.san_dns,
+            san_ip=a.san_ip,
+            san_uri=a.san_uri,
+            san_email=a.san_email,
+            days=a.days,
+        )
         print(cert)
         print(key)
         return 0

@@ -5,6 +5,7 @@ A full disk refuses every request; logging each refusal at ERROR wrote tens of m
 fill the log volume too. The metrics (guard_fail_closed_total, guard_audit_write_failures_total) stay exact:
 only the log lines are thinned.
 """
+
 from __future__ import annotations
 
 import logging

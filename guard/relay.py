@@ -8,6 +8,7 @@ The client sees the upstream's chunking: a chunk whose text is all held back is 
 than as an empty delta) unless it carries something else (a role, a tool call's id or name, a finish
 reason, usage, logprobs).
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,14 @@ class Relay:
     """Stateful transformer: ``feed(bytes)`` / ``finish()`` return bytes for the client and a stop verdict.
     ``api`` names the client's wire API; its module (guard.apis.wire) splits, reads and writes the events."""
 
-    def __init__(self, api: str, operation: str, model: str,
-                 open_chain: Callable[[str], list[StreamScreen]], max_event_bytes: int = EVENT_CAP) -> None:
+    def __init__(
+        self,
+        api: str,
+        operation: str,
+        model: str,
+        open_chain: Callable[[str], list[StreamScreen]],
+        max_event_bytes: int = EVENT_CAP,
+    ) -> None:
         self.api = api
         self.max_event_bytes = min(max_event_bytes, EVENT_CAP)
         self.wire = module(api)
@@ -253,8 +260,12 @@ def _nothing_else(api: str, operation: str, chunk: dict[str, Any]) -> bool:
     if api == "ollama":
         msg = chunk.get("message")
         rest = {k: v for k, v in (msg.items() if isinstance(msg, dict) else ()) if k not in ("role", "content")}
-        return not chunk.get("done") and chunk.get("response") in _QUIET and not any(rest.values()) \
+        return (
+            not chunk.get("done")
+            and chunk.get("response") in _QUIET
+            and not any(rest.values())
             and not chunk.get("context")
+        )
     if chunk.get("usage"):
         return False
     for ch in chunk.get("choices") or []:
@@ -268,8 +279,13 @@ def _nothing_else(api: str, operation: str, chunk: dict[str, Any]) -> bool:
             if k == "tool_calls":
                 for tc in v if isinstance(v, list) else [v]:
                     fn = tc.get("function") if isinstance(tc, dict) else None
-                    if not isinstance(tc, dict) or tc.get("id") or not isinstance(fn, dict) or fn.get("name") \
-                            or fn.get("arguments") not in _QUIET:
+                    if (
+                        not isinstance(tc, dict)
+                        or tc.get("id")
+                        or not isinstance(fn, dict)
+                        or fn.get("name")
+                        or fn.get("arguments") not in _QUIET
+                    ):
                         return False
             elif v not in _QUIET:
                 return False

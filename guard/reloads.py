@@ -1,6 +1,7 @@
 """What every reload leaves behind, for each part that reloads (policy, filters, tls): a log line, a count in
 ``guard_reload_total{component,result}`` and a ``config.reload`` audit event. A failed one names the file,
 the line where the file has lines, and the reason, and the version kept in force."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,16 @@ def locate(reason: str, files: list[str]) -> tuple[str, int | None]:
     return (files[0], None) if len(files) == 1 else ("", None)
 
 
-def record(component: str, ok: bool, version: str, files: list[Path], trigger: str, reason: str = "",
-           file: str = "", line: int | None = None) -> dict[str, Any]:
+def record(
+    component: str,
+    ok: bool,
+    version: str,
+    files: list[Path],
+    trigger: str,
+    reason: str = "",
+    file: str = "",
+    line: int | None = None,
+) -> dict[str, Any]:
     """Log and count one reload; returns its ``config.reload`` event for the caller to append."""
     from guard.audit import event as ev
 
@@ -57,6 +66,13 @@ def record(component: str, ok: bool, version: str, files: list[Path], trigger: s
     if ok:
         log.info("reload %s: %s ok, version %s", trigger or "-", component, version[:16])
     else:
-        log.error("reload %s: %s failed, keeping version %s: file %s%s: %s", trigger or "-", component,
-                  version[:16], file or "?", f" line {line}" if line else "", reason)
+        log.error(
+            "reload %s: %s failed, keeping version %s: file %s%s: %s",
+            trigger or "-",
+            component,
+            version[:16],
+            file or "?",
+            f" line {line}" if line else "",
+            reason,
+        )
     return ev.config_reload(component, ok, version, names, trigger, reason, file, line)

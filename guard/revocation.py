@@ -3,6 +3,7 @@ CA's and each intermediate CA's). OpenSSL checks them for every certificate of t
 (``VERIFY_CRL_CHECK_CHAIN``); after a reload, a request on a connection verified before it is checked here
 against the CRLs now loaded, with the same rule: every certificate of the chain below the trust anchor needs
 its issuer's CRL, and must not be on it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,7 +39,7 @@ def _pem_blocks(path: Path, kind: str) -> list[tuple[int, bytes]]:
         j = text.find(end, i)
         if j < 0:
             raise TLSFileError(path, f"{kind} block without its END line", text.count(b"\n", 0, i) + 1)
-        out.append((text.count(b"\n", 0, i) + 1, text[i:j + len(end)]))
+        out.append((text.count(b"\n", 0, i) + 1, text[i : j + len(end)]))
         pos = j + len(end)
     return out
 
@@ -56,8 +57,11 @@ def load_cas(path: Path) -> list[x509.Certificate]:
     return out
 
 
-def load_crls(path: Path, cas: list[x509.Certificate], now: dt.datetime | None = None,
-              ) -> dict[bytes, x509.CertificateRevocationList]:
+def load_crls(
+    path: Path,
+    cas: list[x509.Certificate],
+    now: dt.datetime | None = None,
+) -> dict[bytes, x509.CertificateRevocationList]:
     """Every CRL of the file by issuer, each checked: readable, signed by its issuer when that CA is in the
     client CA bundle (an intermediate CA that clients send themselves cannot be checked here; OpenSSL checks
     it at each handshake), and not past its nextUpdate (OpenSSL would then refuse every client)."""
@@ -80,8 +84,7 @@ def load_crls(path: Path, cas: list[x509.Certificate], now: dt.datetime | None =
             raise TLSFileError(path, f"CRL of {crl.issuer.rfc4514_string()} is not signed by that CA", line)
         nu = crl.next_update_utc
         if nu is not None and nu < now:
-            raise TLSFileError(path, f"CRL of {crl.issuer.rfc4514_string()} expired at {nu:%Y-%m-%dT%H:%M:%SZ}",
-                               line)
+            raise TLSFileError(path, f"CRL of {crl.issuer.rfc4514_string()} expired at {nu:%Y-%m-%dT%H:%M:%SZ}", line)
         if issuer in out:
             raise TLSFileError(path, f"two CRLs of {crl.issuer.rfc4514_string()}", line)
         out[issuer] = crl
@@ -144,8 +147,7 @@ class Revocations:
     @classmethod
     def load(cls, crl: Path | None, client_ca: Path) -> Revocations:
         cas = load_cas(client_ca)
-        return cls(load_crls(crl, cas) if crl is not None else {},
-                   tuple(c.public_bytes(Encoding.DER) for c in cas))
+        return cls(load_crls(crl, cas) if crl is not None else {}, tuple(c.public_bytes(Encoding.DER) for c in cas))
 
     @cached_property
     def _bundle(self) -> Intermediates:

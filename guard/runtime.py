@@ -1,5 +1,6 @@
 """Runtime: what one Guard process holds beside the request path — the policy, the screens, the audit
 journal and forwarder, the TLS context — and how they start, reload and stop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,8 +32,15 @@ class _SimpleDecision:
     profile: str = "default"
 
     def to_audit(self) -> dict[str, Any]:
-        return {"stage": self.stage, "effect": self.effect, "rule": self.rule, "policy_version": self.policy_version,
-                "matched": [], "profile": self.profile, "error": ""}
+        return {
+            "stage": self.stage,
+            "effect": self.effect,
+            "rule": self.rule,
+            "policy_version": self.policy_version,
+            "matched": [],
+            "profile": self.profile,
+            "error": "",
+        }
 
 
 class AllowAll:
@@ -55,8 +63,14 @@ class MemoryRecorder:
         self.events.append({"type": "exchange.started", "request_id": ex.request_id})
 
     async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
-        self.events.append({"type": kind, "request_id": ex.request_id, "outcome": outcome,
-                            "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)]})
+        self.events.append(
+            {
+                "type": kind,
+                "request_id": ex.request_id,
+                "outcome": outcome,
+                "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)],
+            }
+        )
 
 
 def _tls_files(config: Config) -> list[Path]:
@@ -68,8 +82,10 @@ def _tls_material(config: Config) -> tuple[Any, Revocations]:
     """A new server context and the CRLs it checks; TLSFileError names the file that cannot be used."""
     t = config.tls
     try:
-        return (build_server_context(t.cert, t.key, t.client_ca, t.crl, t.min_version),
-                Revocations.load(t.crl, t.client_ca))
+        return (
+            build_server_context(t.cert, t.key, t.client_ca, t.crl, t.min_version),
+            Revocations.load(t.crl, t.client_ca),
+        )
     except TLSFileError:
         raise
     except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
@@ -84,9 +100,17 @@ def _tls_context(config: Config) -> tuple[Any, Revocations]:
 
 
 class Runtime:
-    def __init__(self, config: Config, clock: Callable[[], datetime] | None = None, *,
-                 policy: Any = None, recorder: Any = None, screens: Callable[[str], ScreenSet] | None = None,
-                 worker: int = 0, tracer_provider: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        policy: Any = None,
+        recorder: Any = None,
+        screens: Callable[[str], ScreenSet] | None = None,
+        worker: int = 0,
+        tracer_provider: Any = None,
+    ) -> None:
         self.config = config
         self.clock = clock
         self.worker = worker
@@ -105,8 +129,11 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
         t = config.telemetry
         telemetry.configure(t.metrics)
-        self.tracing = (telemetry.Tracing(tracer_provider) if tracer_provider is not None
-                        else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint, t.trace_sample_ratio))
+        self.tracing = (
+            telemetry.Tracing(tracer_provider)
+            if tracer_provider is not None
+            else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint, t.trace_sample_ratio)
+        )
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -149,8 +176,9 @@ class Runtime:
         rules = getattr(getattr(getattr(self.policy, "active", None), "engine", None), "rules", ()) or ()
         for r in rules:
             if q is not None and r.eft == "quota" and r.profile not in ("", "-") and r.profile not in q.tiers:
-                raise ConfigError(f"{r.loc}: the quota rule selects tier {r.profile!r}, which quotas.tiers "
-                                  f"does not define")
+                raise ConfigError(
+                    f"{r.loc}: the quota rule selects tier {r.profile!r}, which quotas.tiers does not define"
+                )
 
     def _load_screens(self) -> Callable[[str], ScreenSet]:
         from guard.filters.pii_pool import POOL
@@ -178,8 +206,7 @@ class Runtime:
             ok, err = inner()
             self._record_reload(ok, err)
             trigger, self._policy_trigger = self._policy_trigger, "watch"
-            e = reloads.record("policy", ok, holder.version, [Path(f) for f in holder.watched_files()], trigger,
-                               err)
+            e = reloads.record("policy", ok, holder.version, [Path(f) for f in holder.watched_files()], trigger, err)
             self._append_sync(e)
             return ok, err
 
@@ -192,8 +219,11 @@ class Runtime:
 
         p = self.policy
         shadow = p.shadow.version if getattr(p, "shadow", None) else None
-        e = (ev.policy_reloaded(p.version, len(getattr(p.active, "rules", []) or []), "reload", shadow) if ok
-             else ev.policy_reload_failed(err, p.version, "reload"))
+        e = (
+            ev.policy_reloaded(p.version, len(getattr(p.active, "rules", []) or []), "reload", shadow)
+            if ok
+            else ev.policy_reload_failed(err, p.version, "reload")
+        )
         self._append_sync(e)
 
     def _append_sync(self, e: dict[str, Any]) -> None:
@@ -216,8 +246,9 @@ class Runtime:
         from guard.app import build_services
 
         assert self._screens is not None
-        self.services_built = build_services(self.config, self.policy, self.recorder, self._screens, self.clock,
-                                             self.tracing)
+        self.services_built = build_services(
+            self.config, self.policy, self.recorder, self._screens, self.clock, self.tracing
+        )
         return self.services_built
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -229,8 +260,11 @@ class Runtime:
 
             src = self.config.source
             digest = hashlib.sha256(src.read_bytes()).hexdigest() if src and src.exists() else ""
-            summary = {"upstreams": sorted(self.config.upstreams), "routes": len(self.config.routes),
-                       "workers": self.config.workers}
+            summary = {
+                "upstreams": sorted(self.config.upstreams),
+                "routes": len(self.config.routes),
+                "workers": self.config.workers,
+            }
             await self.journal.append(ev.config_loaded(str(src or ""), digest, summary))
             await self.journal.append(ev.guard_started(__version__, self.worker, os.getpid()))
             if self.config.audit.sinks and self.worker == 0:
@@ -290,9 +324,11 @@ class Runtime:
             await self.profiles.close()
 
     async def readiness(self) -> dict[str, bool]:
-        checks = {"policy": self.policy is not None,
-                  "journal": self.journal.healthy if self.journal is not None else True,
-                  "upstream": await self._any_upstream_reachable()}
+        checks = {
+            "policy": self.policy is not None,
+            "journal": self.journal.healthy if self.journal is not None else True,
+            "upstream": await self._any_upstream_reachable(),
+        }
         return checks
 
     async def _any_upstream_reachable(self) -> bool:
@@ -334,8 +370,9 @@ class Runtime:
                 telemetry.POLICY_RELOADS.labels("failed").inc()
                 result["filters"] = f"kept old: {e}"
                 result["ok"] = False
-                await self._append(reloads.record("filters", False, self._versions.get("filters", ""), files,
-                                                  trigger, str(e)))
+                await self._append(
+                    reloads.record("filters", False, self._versions.get("filters", ""), files, trigger, str(e))
+                )
         if self.config.tls.enabled:
             files = _tls_files(self.config)
             try:
@@ -346,6 +383,9 @@ class Runtime:
             except TLSFileError as e:
                 result["tls"] = f"kept old: {e}"
                 result["ok"] = False
-                await self._append(reloads.record("tls", False, self._versions.get("tls", ""), files, trigger,
-                                                  e.reason, e.path, e.line))
+                await self._append(
+                    reloads.record(
+                        "tls", False, self._versions.get("tls", ""), files, trigger, e.reason, e.path, e.line
+                    )
+                )
         return result

@@ -1,5 +1,6 @@
 """Running Guard: the public mTLS listener and the admin listener in one event loop per worker, signals,
 and the supervisor that forks workers sharing both listening sockets."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,12 +29,23 @@ def public_server(rt: Runtime, http: str = "httptools") -> QuietServer:
     cfg = rt.config
     app = GuardApp(rt.services(), rt)
     tls_front = rt.tls.front
-    ucfg = uvicorn.Config(app, host=cfg.listen.host, port=cfg.listen.port, http=protocol_class(http),
-                          ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
-                          lifespan="on", log_level="warning", access_log=False, server_header=False,
-                          date_header=False, timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,  # type: ignore[arg-type]  # a float: uvicorn hands it to asyncio.wait_for
-                          timeout_keep_alive=30, h11_max_incomplete_event_size=65536, backlog=4096,
-                          proxy_headers=False)  # client address from the socket: X-Forwarded-For is not trusted
+    ucfg = uvicorn.Config(
+        app,
+        host=cfg.listen.host,
+        port=cfg.listen.port,
+        http=protocol_class(http),
+        ssl_context_factory=(lambda _c, _d: tls_front) if tls_front is not None else None,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,  # type: ignore[arg-type]  # a float: uvicorn hands it to asyncio.wait_for
+        timeout_keep_alive=30,
+        h11_max_incomplete_event_size=65536,
+        backlog=4096,
+        proxy_headers=False,
+    )  # client address from the socket: X-Forwarded-For is not trusted
     return QuietServer(ucfg)
 
 
@@ -58,10 +70,16 @@ def admin_tls(cfg: Config) -> Any:
 def admin_server(rt: Runtime) -> QuietServer:
     cfg = rt.config
     ctx = admin_tls(cfg)
-    ucfg = uvicorn.Config(admin_app(rt), host=cfg.admin.host, port=cfg.admin.port, lifespan="off",
-                          log_level="warning", access_log=False,
-                          http=protocol_class("h11") if ctx is not None else "auto",
-                          ssl_context_factory=(lambda _c, _d: ctx) if ctx is not None else None)
+    ucfg = uvicorn.Config(
+        admin_app(rt),
+        host=cfg.admin.host,
+        port=cfg.admin.port,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        http=protocol_class("h11") if ctx is not None else "auto",
+        ssl_context_factory=(lambda _c, _d: ctx) if ctx is not None else None,
+    )
     return QuietServer(ucfg)
 
 
@@ -76,14 +94,20 @@ def announce(cfg: Config, workers: int, public_port: int | None = None, admin_po
     public = _url("https" if cfg.tls.enabled else "http", cfg.listen.host, public_port or cfg.listen.port)
     mode = "mTLS, client certificate required" if cfg.tls.enabled else "plain HTTP, no client certificates"
     admin_scheme = "https" if cfg.console.enabled and cfg.console.client_ca is not None else "http"
-    admin = (_url(admin_scheme, cfg.admin.host, admin_port or cfg.admin.port) + " (/healthz /readyz /metrics"
-             + (" /console/" if cfg.console.enabled else "") + ")" if cfg.admin.enabled else "off")
-    line = (f"guard {__version__}: listening on {public} ({mode}); admin {admin}; "
-            f"{workers} worker{'s' if workers != 1 else ''}")
+    admin = (
+        _url(admin_scheme, cfg.admin.host, admin_port or cfg.admin.port)
+        + " (/healthz /readyz /metrics"
+        + (" /console/" if cfg.console.enabled else "")
+        + ")"
+        if cfg.admin.enabled
+        else "off"
+    )
+    line = (
+        f"guard {__version__}: listening on {public} ({mode}); admin {admin}; "
+        f"{workers} worker{'s' if workers != 1 else ''}"
+    )
     print(line, file=sys.stderr, flush=True)
     return line
-
-
 
 
 async def _announce_when_listening(rt: Runtime, servers: list[QuietServer], tasks: list[asyncio.Task[Any]]) -> None:
@@ -94,7 +118,9 @@ async def _announce_when_listening(rt: Runtime, servers: list[QuietServer], task
     announce(rt.config, 1, bound_port(servers[0]), bound_port(servers[1]) if len(servers) > 1 else None)
 
 
-async def serve(rt: Runtime, http: str = "httptools", sockets: tuple[socket.socket, socket.socket] | None = None) -> int:
+async def serve(
+    rt: Runtime, http: str = "httptools", sockets: tuple[socket.socket, socket.socket] | None = None
+) -> int:
     """Serve until SIGTERM/SIGINT (graceful: in-flight requests and streams get shutdown_deadline_s), SIGHUP
     reloads policies, filters and TLS files."""
     pub = public_server(rt, http)
@@ -232,8 +258,9 @@ def run_workers(cfg: Config, workers: int) -> int:
             continue
         if keeper is not None and pid == keeper[0]:
             if not stopping:
-                log.error("quota keeper exited (%s); restarting it with empty counters",
-                          os.waitstatus_to_exitcode(status))
+                log.error(
+                    "quota keeper exited (%s); restarting it with empty counters", os.waitstatus_to_exitcode(status)
+                )
                 keeper = _start_keeper(cfg, workers, keeper[1])
             continue
         slot = children.pop(pid, None)

@@ -1,4 +1,5 @@
 """`guard serve --config FILE [--workers N]`."""
+
 from __future__ import annotations
 
 import argparse

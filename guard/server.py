@@ -3,6 +3,7 @@ extension (uvicorn itself does not fill it; DESIGN.md), requests on a connection
 checked against the CRLs now in force, and requests the HTTP layer refuses are answered and audited. The TLS
 context itself (reasons for refused handshakes, a context per reload): guard.tls.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,15 @@ from guard.tls import (
     holder_of,
 )
 
-__all__ = ["ClientCertificateRefused", "ContextHolder", "build_server_context", "client_cert_problem",
-           "handshake_failure_reason", "protocol_class", "tls_extension"]
+__all__ = [
+    "ClientCertificateRefused",
+    "ContextHolder",
+    "build_server_context",
+    "client_cert_problem",
+    "handshake_failure_reason",
+    "protocol_class",
+    "tls_extension",
+]
 
 log = logging.getLogger("guard.server")
 
@@ -109,8 +117,13 @@ class _Coalescing:
         return getattr(self._t, name)
 
 
-_REASON_PHRASES = {400: b"Bad Request", 403: b"Forbidden", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
-                   503: b"Service Unavailable"}
+_REASON_PHRASES = {
+    400: b"Bad Request",
+    403: b"Forbidden",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 def _new_request() -> dict[str, Any]:
@@ -190,8 +203,7 @@ class _Refusals:
 
     async def _record_then_refuse(self, err: GuardError, rid: str) -> None:
         try:
-            worse = await self._recorder(rid, err.status, err.message, err.code, self._tls,
-                                         (self.client or ("", 0))[0])
+            worse = await self._recorder(rid, err.status, err.message, err.code, self._tls, (self.client or ("", 0))[0])
         except Exception:
             log.exception("recording refused request %s", rid)
             worse = unavailable("audit journal unavailable; request refused", "audit_unavailable")
@@ -202,9 +214,11 @@ class _Refusals:
         if self.transport.is_closing():
             return
         body = err.body()
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                             b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
-                             % (err.status, _REASON_PHRASES[err.status], len(body), rid.encode(), body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
+            % (err.status, _REASON_PHRASES[err.status], len(body), rid.encode(), body)
+        )
         self.transport.close()
 
 
@@ -243,8 +257,9 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
             # the client is not slow, and closing would cut the response in progress
             self._arm(self.body_timeout_s)
         elif self._in_head:  # no request is being served on this connection: answer 408
-            self._refuse_request(408, "request headers not received in time", "request_timeout",
-                                 received=self._head_bytes > 0)
+            self._refuse_request(
+                408, "request headers not received in time", "request_timeout", received=self._head_bytes > 0
+            )
         else:  # the app is reading the body: closing makes its receive() return http.disconnect
             self.transport.close()
 
@@ -325,9 +340,18 @@ class _TLSH11(_Refusals, H11Protocol):
                 log.exception("recording refused request %s", rid)
                 err = unavailable("audit journal unavailable; request refused", "audit_unavailable")
         body = err.body()
-        await send({"type": "http.response.start", "status": err.status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"x-guard-request-id", rid.encode()), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": err.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-guard-request-id", rid.encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def data_received(self, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 Every module increments metrics through the objects defined here, so names and labels live in one place.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,6 +32,7 @@ def exposition_registry() -> CollectorRegistry:
     reg = CollectorRegistry()
     multiprocess.MultiProcessCollector(reg)
     return reg
+
 
 _LAT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -163,44 +165,78 @@ def _histogram(name: str, doc: str, labels: list[str]) -> object:
     return h
 
 
-REQUESTS = _counter("guard_requests_total", "Requests by api, operation, model, decision and status",
-                    ["api", "operation", "model", "decision", "status"])
+REQUESTS = _counter(
+    "guard_requests_total",
+    "Requests by api, operation, model, decision and status",
+    ["api", "operation", "model", "decision", "status"],
+)
 STAGE_SECONDS = _histogram("guard_stage_duration_seconds", "Latency per pipeline stage", ["stage"])
 REQUEST_SECONDS = _histogram("guard_request_duration_seconds", "Whole-request latency", ["api", "operation"])
-SCREEN_RESULTS = Counter("guard_screen_results_total", "Screen outcomes by screen, direction, status and action",
-                         ["screen", "direction", "status", "action"], registry=REGISTRY)
-UPSTREAM_ERRORS = Counter("guard_upstream_errors_total", "Upstream errors by upstream and kind",
-                          ["upstream", "kind"], registry=REGISTRY)
-TLS_HANDSHAKE_FAILURES = Counter("guard_tls_handshake_failures_total", "Refused TLS handshakes by reason",
-                                 ["reason"], registry=REGISTRY)
-ACTIVE_STREAMS = Gauge("guard_active_streams", "Streams being relayed now", registry=REGISTRY,
-                       multiprocess_mode="livesum")
-AUDIT_FSYNC_SECONDS = Histogram("guard_audit_fsync_duration_seconds", "Audit journal fsync latency",
-                                buckets=_LAT, registry=REGISTRY)
+SCREEN_RESULTS = Counter(
+    "guard_screen_results_total",
+    "Screen outcomes by screen, direction, status and action",
+    ["screen", "direction", "status", "action"],
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "guard_upstream_errors_total", "Upstream errors by upstream and kind", ["upstream", "kind"], registry=REGISTRY
+)
+TLS_HANDSHAKE_FAILURES = Counter(
+    "guard_tls_handshake_failures_total", "Refused TLS handshakes by reason", ["reason"], registry=REGISTRY
+)
+ACTIVE_STREAMS = Gauge(
+    "guard_active_streams", "Streams being relayed now", registry=REGISTRY, multiprocess_mode="livesum"
+)
+AUDIT_FSYNC_SECONDS = Histogram(
+    "guard_audit_fsync_duration_seconds", "Audit journal fsync latency", buckets=_LAT, registry=REGISTRY
+)
 AUDIT_EVENTS = Counter("guard_audit_events_total", "Audit events written by type", ["type"], registry=REGISTRY)
-AUDIT_WRITE_FAILURES = Counter("guard_audit_write_failures_total", "Journal writes that failed",
-                               registry=REGISTRY)
-SINK_LAG = Gauge("guard_audit_sink_lag_events", "Events in the journal not yet acknowledged by the sink",
-                 ["sink"], registry=REGISTRY, multiprocess_mode="max")
+AUDIT_WRITE_FAILURES = Counter("guard_audit_write_failures_total", "Journal writes that failed", registry=REGISTRY)
+SINK_LAG = Gauge(
+    "guard_audit_sink_lag_events",
+    "Events in the journal not yet acknowledged by the sink",
+    ["sink"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
 SINK_ERRORS = Counter("guard_audit_sink_errors_total", "Sink delivery errors", ["sink"], registry=REGISTRY)
-SINK_DELIVERED = Counter("guard_audit_sink_events_total", "Events acknowledged by the sink", ["sink"],
-                         registry=REGISTRY)
-POLICY_RELOADS = Counter("guard_policy_reloads_total",
-                         "Reloads by result (ok|failed; unauthorized: POST /admin/reload without the token)", ["result"],
-                         registry=REGISTRY)
-RELOADS = Counter("guard_reload_total", "Reloads of each part (policy, filters, tls) by result (ok|failed)",
-                  ["component", "result"], registry=REGISTRY)
-POLICY_ERRORS = Counter("guard_policy_rule_errors_total", "Rules whose expression failed at run time (denied)",
-                        registry=REGISTRY)
-SHADOW_DISAGREEMENTS = Counter("guard_shadow_disagreements_total",
-                               "Requests where the shadow policy decided differently", ["stage"],
-                               registry=REGISTRY)
+SINK_DELIVERED = Counter(
+    "guard_audit_sink_events_total", "Events acknowledged by the sink", ["sink"], registry=REGISTRY
+)
+POLICY_RELOADS = Counter(
+    "guard_policy_reloads_total",
+    "Reloads by result (ok|failed; unauthorized: POST /admin/reload without the token)",
+    ["result"],
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "guard_reload_total",
+    "Reloads of each part (policy, filters, tls) by result (ok|failed)",
+    ["component", "result"],
+    registry=REGISTRY,
+)
+POLICY_ERRORS = Counter(
+    "guard_policy_rule_errors_total", "Rules whose expression failed at run time (denied)", registry=REGISTRY
+)
+SHADOW_DISAGREEMENTS = Counter(
+    "guard_shadow_disagreements_total",
+    "Requests where the shadow policy decided differently",
+    ["stage"],
+    registry=REGISTRY,
+)
 TOKENS = _counter("guard_tokens_total", "Token usage reported by upstreams", ["model", "kind"])
-UNSCREENED = Counter("guard_unscreened_inputs_total",
-                     "Inputs that reached a model unscreened because the upstream allows them (allow_unscreened)",
-                     ["api", "kind"], registry=REGISTRY)
-FAIL_CLOSED = Counter("guard_fail_closed_total", "Requests refused because a control could not do its job",
-                      ["component"], registry=REGISTRY)
+UNSCREENED = Counter(
+    "guard_unscreened_inputs_total",
+    "Inputs that reached a model unscreened because the upstream allows them (allow_unscreened)",
+    ["api", "kind"],
+    registry=REGISTRY,
+)
+FAIL_CLOSED = Counter(
+    "guard_fail_closed_total",
+    "Requests refused because a control could not do its job",
+    ["component"],
+    registry=REGISTRY,
+)
 
 
 class Child(Protocol):
@@ -297,8 +333,9 @@ class Tracing:
         # The SDK follows a caller's sampled flag and keeps every root span Guard hands it: ``start`` has
         # already dropped the exchanges not sampled (with the caller's flag, or ``sample_ratio``). Named here
         # so that an OTEL_TRACES_SAMPLER in the environment cannot sample a second time.
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                                  sampler=ParentBased(ALWAYS_ON))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}), sampler=ParentBased(ALWAYS_ON)
+        )
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
         return cls(provider, sample_ratio)
 
@@ -311,8 +348,7 @@ class Tracing:
                 tid = parent[0] if parent else os.urandom(16).hex()
                 return None, tid, f"00-{tid}-{os.urandom(8).hex()}-00"
         ctx = self._prop.extract({"traceparent": traceparent}) if traceparent else None
-        span = self.tracer.start_span("guard.exchange", context=ctx, start_time=wall_ns,
-                                      kind=_client_kind())
+        span = self.tracer.start_span("guard.exchange", context=ctx, start_time=wall_ns, kind=_client_kind())
         sc = span.get_span_context()
         tid, sid = format(sc.trace_id, "032x"), format(sc.span_id, "016x")
         return span, tid, f"00-{tid}-{sid}-{'01' if sc.trace_flags & 1 else '00'}"
@@ -329,11 +365,15 @@ class Tracing:
         base_perf, base_ns = ex.started, ex.context["wall_ns"]
         op = _OPS.get(ex.operation, ex.operation)
         span.update_name(f"{op} {ex.model}".strip())
-        attrs = {"gen_ai.operation.name": op, "gen_ai.provider.name": _PROVIDERS.get(ex.upstream_api, ex.upstream_api
-                                                                                   or "unknown"),
-                 "gen_ai.request.model": ex.model, "guard.request_id": ex.request_id,
-                 "guard.upstream": ex.upstream, "guard.profile": ex.profile,
-                 "http.response.status_code": int(outcome.get("status", 0) or 0)}
+        attrs = {
+            "gen_ai.operation.name": op,
+            "gen_ai.provider.name": _PROVIDERS.get(ex.upstream_api, ex.upstream_api or "unknown"),
+            "gen_ai.request.model": ex.model,
+            "guard.request_id": ex.request_id,
+            "guard.upstream": ex.upstream,
+            "guard.profile": ex.profile,
+            "http.response.status_code": int(outcome.get("status", 0) or 0),
+        }
         usage = outcome.get("usage") or {}
         if usage:
             attrs["gen_ai.usage.input_tokens"] = int(usage.get("input_tokens", 0))
@@ -348,8 +388,9 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, str(outcome.get("reason", ""))))
         parent = set_span_in_context(span)
         for name, (t0, t1) in ex.stage_times.items():
-            child = self.tracer.start_span(f"guard.{name}", context=parent,
-                                           start_time=base_ns + int((t0 - base_perf) * 1e9))
+            child = self.tracer.start_span(
+                f"guard.{name}", context=parent, start_time=base_ns + int((t0 - base_perf) * 1e9)
+            )
             child.end(end_time=base_ns + int((t1 - base_perf) * 1e9))
         span.end()
 

@@ -1,5 +1,6 @@
 """TLS of the public listener: the server context, why a handshake was refused (counted by reason), and the
 holder that gives every reload a context of its own, session cache and session ticket keys included."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,11 +37,25 @@ _REASONS = {
 
 # X509_V_ERR_* codes (stable across OpenSSL versions; their messages are not: "unsuitable certificate purpose").
 _VERIFY_CODES = {
-    2: "unknown_ca", 18: "unknown_ca", 19: "unknown_ca", 20: "unknown_ca", 21: "unknown_ca",
-    9: "certificate_not_yet_valid", 10: "certificate_expired", 13: "certificate_expired",
-    14: "certificate_not_yet_valid", 23: "certificate_revoked", 24: "ca_certificate",
-    26: "bad_certificate_purpose", 28: "bad_certificate_purpose",
-    3: "crl_error", 8: "crl_error", 11: "crl_error", 12: "crl_error", 15: "crl_error", 16: "crl_error",
+    2: "unknown_ca",
+    18: "unknown_ca",
+    19: "unknown_ca",
+    20: "unknown_ca",
+    21: "unknown_ca",
+    9: "certificate_not_yet_valid",
+    10: "certificate_expired",
+    13: "certificate_expired",
+    14: "certificate_not_yet_valid",
+    23: "certificate_revoked",
+    24: "ca_certificate",
+    26: "bad_certificate_purpose",
+    28: "bad_certificate_purpose",
+    3: "crl_error",
+    8: "crl_error",
+    11: "crl_error",
+    12: "crl_error",
+    15: "crl_error",
+    16: "crl_error",
 }
 
 
@@ -84,10 +99,16 @@ def handshake_failure_reason(exc: BaseException) -> str:
         if label:
             return label
         msg = (exc.verify_message or "").lower()
-        for key, label in (("expired", "certificate_expired"), ("not yet valid", "certificate_not_yet_valid"),
-                           ("revoked", "certificate_revoked"), ("purpose", "bad_certificate_purpose"),
-                           ("unable to get local issuer", "unknown_ca"), ("self-signed", "unknown_ca"),
-                           ("self signed", "unknown_ca"), ("crl", "crl_error")):
+        for key, label in (
+            ("expired", "certificate_expired"),
+            ("not yet valid", "certificate_not_yet_valid"),
+            ("revoked", "certificate_revoked"),
+            ("purpose", "bad_certificate_purpose"),
+            ("unable to get local issuer", "unknown_ca"),
+            ("self-signed", "unknown_ca"),
+            ("self signed", "unknown_ca"),
+            ("crl", "crl_error"),
+        ):
             if key in msg:
                 return label
         return "verify_failed"
@@ -120,8 +141,9 @@ class _CountingSSLObject(ssl.SSLObject):
             raise
 
 
-def build_server_context(cert: Path, key: Path, client_ca: Path, crl: Path | None = None,
-                         min_version: str = "1.2") -> ssl.SSLContext:
+def build_server_context(
+    cert: Path, key: Path, client_ca: Path, crl: Path | None = None, min_version: str = "1.2"
+) -> ssl.SSLContext:
     """TLS 1.2+ server context that requires a client certificate signed by ``client_ca``, checked against
     every CRL in ``crl`` for the whole chain. Raises TLSFileError naming the file that cannot be used."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -165,8 +187,14 @@ class _Front(ssl.SSLContext):
 
     holder: ContextHolder
 
-    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
-                 server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
         ctx = self.holder.ctx
         assert ctx is not None
         return ctx.wrap_bio(incoming, outgoing, server_side, server_hostname, session)

@@ -1,5 +1,6 @@
 """Pooled client to model servers (guard.http1): request target and header building per upstream API,
 timeouts, fallbacks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,14 +59,23 @@ class Upstreams:
             await p.close()
         self._pools.clear()
 
-    def target(self, name: str, client_api: str, operation: str, path: str, model: str,
-               client_headers: list[tuple[bytes, bytes]], extra: dict[str, str]) -> Target:
+    def target(
+        self,
+        name: str,
+        client_api: str,
+        operation: str,
+        path: str,
+        model: str,
+        client_headers: list[tuple[bytes, bytes]],
+        extra: dict[str, str],
+    ) -> Target:
         up = self.config.upstreams[name]
         allowed = self._allowed.get(name)
         if allowed is None:
             # a header the operator sets for this upstream never comes from the client as well
             allowed = self._allowed[name] = header_rules.allowed(up.forward_headers) - {
-                k.encode("latin-1") for k in up.headers}
+                k.encode("latin-1") for k in up.headers
+            }
         lines = [k + b": " + v + b"\r\n" for k, v in client_headers if k in allowed]
         if len(allowed) > 1 and any(k == b"connection" for k, _ in client_headers):
             hop = {n.strip().lower() for k, v in client_headers if k == b"connection" for n in v.split(b",")}
@@ -75,13 +85,16 @@ class Upstreams:
         key = os.environ.get(up.api_key_env, "") if up.api_key_env else ""
         if key and not key.isprintable():  # a newline in the variable would end the header early
             log.error("upstream %r: the key in $%s has control characters", name, up.api_key_env)
-            raise GuardError(502, "this model is misconfigured at the gateway", "upstream_error",
-                             "upstream_misconfigured")
+            raise GuardError(
+                502, "this model is misconfigured at the gateway", "upstream_error", "upstream_misconfigured"
+            )
         base = _path_of(up.url)
         if up.api == "azure-openai":
             sub = path.removeprefix("/v1")
-            target = (f"{base}/openai/deployments/{quote(model, safe='')}{sub}"
-                      f"?api-version={quote(up.api_version or '2024-10-21', safe='')}")
+            target = (
+                f"{base}/openai/deployments/{quote(model, safe='')}{sub}"
+                f"?api-version={quote(up.api_version or '2024-10-21', safe='')}"
+            )
             if key:
                 lines.append(f"api-key: {key}\r\n".encode("latin-1"))
         else:
@@ -102,8 +115,14 @@ class Upstreams:
         up = target.upstream
         try:
             return await self._pool(target.name).request(
-                method.encode(), target.path, target.headers, body, total=up.timeout_s,
-                idle=up.idle_timeout_s or up.timeout_s, first_byte=up.first_byte_timeout_s)
+                method.encode(),
+                target.path,
+                target.headers,
+                body,
+                total=up.timeout_s,
+                idle=up.idle_timeout_s or up.timeout_s,
+                first_byte=up.first_byte_timeout_s,
+            )
         except http1.ConnectError as e:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "unreachable").inc()
             log.warning("upstream %r unreachable: %s", target.name, e)
@@ -147,8 +166,9 @@ def too_large() -> GuardError:
 
 def max_response_bytes(config: Config, name: str) -> int:
     up = config.upstreams.get(name)
-    return (up.max_response_bytes if up is not None and up.max_response_bytes else None) or \
-        config.limits.max_response_bytes
+    return (
+        up.max_response_bytes if up is not None and up.max_response_bytes else None
+    ) or config.limits.max_response_bytes
 
 
 def drop_response_headers(headers: Any) -> list[tuple[bytes, bytes]]:
@@ -165,6 +185,10 @@ def drop_response_headers(headers: Any) -> list[tuple[bytes, bytes]]:
 
 def rate_limit_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     """The upstream's ``retry-after``/``retry-after-ms`` and ``x-ratelimit-*`` headers (printable values only)."""
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-            if (k.startswith("x-ratelimit-") or k in ("retry-after", "retry-after-ms")) and v.isprintable()
-            and len(v) <= 256]
+    return [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in headers.items()
+        if (k.startswith("x-ratelimit-") or k in ("retry-after", "retry-after-ms"))
+        and v.isprintable()
+        and len(v) <= 256
+    ]

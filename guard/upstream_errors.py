@@ -1,6 +1,7 @@
 """An upstream's error answer (any status but 200) on its way back to the client: size-capped and read by the
 response screens like an answer, since a model server's error message can quote the prompt, a key or
 personal data (``invalid value 'sk-...' for ...``)."""
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,23 @@ def _replacement(api: str, message: str, code: str) -> bytes:
     return error_body(message, "upstream_error", code)
 
 
-async def screen_error_body(api: str, data: bytes, screens: list[ResponseScreen], prompt: list[Segment],
-                            ctx: dict[str, Any]) -> tuple[bytes, list[Verdict], str]:
+async def screen_error_body(
+    api: str, data: bytes, screens: list[ResponseScreen], prompt: list[Segment], ctx: dict[str, Any]
+) -> tuple[bytes, list[Verdict], str]:
     """(body to relay, the screens' verdicts, what was done: "" | "too_large" | "blocked" | "redacted").
     Every string in a JSON body is screened (or the whole text when it is not JSON); a blocked one withholds
     the whole body, a rewritten one is written back."""
     if len(data) > ERROR_BODY_CAP:
-        return _replacement(api, f"the model server's error response ({len(data)} bytes) is longer than "
-                                 f"{ERROR_BODY_CAP} bytes and was withheld", "upstream_error_too_large"), [], "too_large"
+        return (
+            _replacement(
+                api,
+                f"the model server's error response ({len(data)} bytes) is longer than "
+                f"{ERROR_BODY_CAP} bytes and was withheld",
+                "upstream_error_too_large",
+            ),
+            [],
+            "too_large",
+        )
     if not screens:
         return data, [], ""
     try:
@@ -66,8 +76,13 @@ async def screen_error_body(api: str, data: bytes, screens: list[ResponseScreen]
         if v.blocked:
             break
     if any(v.blocked for v in verdicts):
-        return _replacement(api, "the model server's error message was withheld by the response screens",
-                            "upstream_error_withheld"), verdicts, "blocked"
+        return (
+            _replacement(
+                api, "the model server's error message was withheld by the response screens", "upstream_error_withheld"
+            ),
+            verdicts,
+            "blocked",
+        )
     changed = False
     for seg, old in zip(segs, before, strict=False):
         if seg.text != old:

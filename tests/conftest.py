@@ -1,4 +1,5 @@
 """Shared fixtures: a throwaway PKI, the built-in model server and Guard on loopback with real mTLS."""
+
 from __future__ import annotations
 
 import ssl
@@ -54,21 +55,39 @@ class GuardHandle:
     def openai(self, name: str = "app", **kw: Any) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.url + "/v1", api_key="client-secret-key",
-                             http_client=httpx.Client(verify=self.ssl_context(name)), max_retries=0, **kw)
+        return openai.OpenAI(
+            base_url=self.url + "/v1",
+            api_key="client-secret-key",
+            http_client=httpx.Client(verify=self.ssl_context(name)),
+            max_retries=0,
+            **kw,
+        )
 
     def async_openai(self, name: str = "app", **kw: Any) -> Any:
         import openai
 
-        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key="client-secret-key",
-                                  http_client=httpx.AsyncClient(verify=self.ssl_context(name)), max_retries=0, **kw)
+        return openai.AsyncOpenAI(
+            base_url=self.url + "/v1",
+            api_key="client-secret-key",
+            http_client=httpx.AsyncClient(verify=self.ssl_context(name)),
+            max_retries=0,
+            **kw,
+        )
 
     def stop(self) -> None:
         self.thread.stop()
 
 
-def start_guard(pki: Path, upstream_url: str, tmp: Path, *, runtime_kw: dict[str, Any] | None = None,
-                http: str = "httptools", judge_url: str | None = None, **overrides: Any) -> GuardHandle:
+def start_guard(
+    pki: Path,
+    upstream_url: str,
+    tmp: Path,
+    *,
+    runtime_kw: dict[str, Any] | None = None,
+    http: str = "httptools",
+    judge_url: str | None = None,
+    **overrides: Any,
+) -> GuardHandle:
     """Guard on loopback with the shipped policy and filters (Llama Guard pointed at the model server's judge)."""
     from guard.config import load_config
     from guard.demo.stack import screening_filters, write_config
@@ -88,8 +107,9 @@ def start_guard(pki: Path, upstream_url: str, tmp: Path, *, runtime_kw: dict[str
 
 
 @pytest.fixture
-def guard_factory(pki_dir: Path, model_server: tuple[ModelServer, str],
-                  tmp_path: Path) -> Iterator[Callable[..., GuardHandle]]:
+def guard_factory(
+    pki_dir: Path, model_server: tuple[ModelServer, str], tmp_path: Path
+) -> Iterator[Callable[..., GuardHandle]]:
     started: list[GuardHandle] = []
 
     def make(**kw: Any) -> GuardHandle:
@@ -106,8 +126,9 @@ def guard_factory(pki_dir: Path, model_server: tuple[ModelServer, str],
 
 
 @pytest.fixture(scope="module")
-def guard(pki_dir: Path, model_server: tuple[ModelServer, str],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardHandle]:
+def guard(
+    pki_dir: Path, model_server: tuple[ModelServer, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GuardHandle]:
     h = start_guard(pki_dir, model_server[1], tmp_path_factory.mktemp("guard"))
     yield h
     h.stop()

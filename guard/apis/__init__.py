@@ -1,4 +1,5 @@
 """Wire APIs: which (method, path) is which API and operation. One module per API does the parsing."""
+
 from __future__ import annotations
 
 # (method, path) -> (api, operation)

@@ -12,6 +12,7 @@ redact in ``content`` would still be spelt out there, split across tokens), and 
 the conversation as token ids. ``drop_unscreenable`` removes both from an answer that response screens
 judge (docs/threat-model.md).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -20,10 +21,22 @@ from typing import Any
 from guard.filters.base import Segment
 
 # Keys whose string values are structure, not model text (at any depth of an answer).
-STRUCTURAL = frozenset({
-    "id", "object", "model", "role", "finish_reason", "type", "system_fingerprint", "service_tier",
-    "created_at", "done_reason", "tool_call_id", "index",
-})
+STRUCTURAL = frozenset(
+    {
+        "id",
+        "object",
+        "model",
+        "role",
+        "finish_reason",
+        "type",
+        "system_fingerprint",
+        "service_tier",
+        "created_at",
+        "done_reason",
+        "tool_call_id",
+        "index",
+    }
+)
 UNSCREENABLE_KEYS = ("logprobs", "context")  # token-level detail and token ids
 
 
@@ -56,8 +69,9 @@ def _index(v: Any, default: int) -> Any:
     return v if isinstance(v, (int, str)) and not isinstance(v, bool) else default
 
 
-def other_strings(obj: Any, path: tuple = (), known: frozenset[tuple] = frozenset(),
-                  skip: frozenset[str] = STRUCTURAL) -> Iterator[tuple[tuple, str]]:
+def other_strings(
+    obj: Any, path: tuple = (), known: frozenset[tuple] = frozenset(), skip: frozenset[str] = STRUCTURAL
+) -> Iterator[tuple[tuple, str]]:
     """(path, text) for each string in ``obj`` not under a ``skip`` key and not at a ``known`` path."""
     stack: list[tuple[tuple, Any]] = [(path, obj)]
     while stack:
@@ -80,8 +94,9 @@ def answer_segments(body: dict[str, Any], known: list[Segment]) -> list[Segment]
     return [Segment(t, "assistant", "content", p) for p, t in other_strings(body, (), paths)]
 
 
-def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
-                   ) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+def stream_strings(
+    api: str, chunk: dict[str, Any], known: frozenset[tuple]
+) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
     """The strings of one stream chunk that no named channel covered: (channel key, path, text) for text
     that streams piece by piece (``reasoning_content``, ``refusal``, ``thinking``...: screened as a channel
     of its own), and (path, text) for what a chunk carries whole (tool-call names and Ollama's tool-call
@@ -91,8 +106,11 @@ def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
     roots: list[tuple[tuple[Any, ...], dict[str, Any], Any]]
     if api == "openai":
         choices = chunk.get("choices")
-        roots = [(("choices", ci), ch, _index(ch.get("index"), ci))
-                 for ci, ch in enumerate(choices if isinstance(choices, list) else []) if isinstance(ch, dict)]
+        roots = [
+            (("choices", ci), ch, _index(ch.get("index"), ci))
+            for ci, ch in enumerate(choices if isinstance(choices, list) else [])
+            if isinstance(ch, dict)
+        ]
         rest = {k: v for k, v in chunk.items() if k != "choices"}
         roots.append(((), rest, 0))
     else:
@@ -102,7 +120,7 @@ def stream_strings(api: str, chunk: dict[str, Any], known: frozenset[tuple]
             if "tool_calls" in path or (api == "openai" and not base):
                 whole.append((path, text))
             else:
-                channels.append(((idx, "extra", *path[len(base):]), path, text))
+                channels.append(((idx, "extra", *path[len(base) :]), path, text))
     return channels, whole
 
 

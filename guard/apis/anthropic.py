@@ -6,6 +6,7 @@ refused unless the upstream allows their kind (guard.canonical.admit). Server to
 execution, ...) pull context Guard never sees and are refused. A stopped answer ends with
 ``stop_reason: "refusal"`` (whole or streamed), Anthropic's own value for an answer the provider cut off.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,19 +38,26 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
         raise bad_request("'stream' must be a boolean", "invalid_value")
     mt = body.get("max_tokens")
     if isinstance(mt, bool) or not isinstance(mt, int) or mt < 0:
-        raise bad_request("'max_tokens' is required and must be a non-negative integer", "invalid_value",
-                          param="$.max_tokens")
+        raise bad_request(
+            "'max_tokens' is required and must be a non-negative integer", "invalid_value", param="$.max_tokens"
+        )
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise bad_request("'messages' must be a non-empty array", "invalid_messages")
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-            raise bad_request(f"messages[{i}] must be an object with role 'user' or 'assistant'", "invalid_messages",
-                              param=f"$.messages[{i}]")
+            raise bad_request(
+                f"messages[{i}] must be an object with role 'user' or 'assistant'",
+                "invalid_messages",
+                param=f"$.messages[{i}]",
+            )
         c = m.get("content")
         if not isinstance(c, (str, list)):
-            raise bad_request(f"messages[{i}].content must be a string or an array", "invalid_messages",
-                              param=f"$.messages[{i}].content")
+            raise bad_request(
+                f"messages[{i}].content must be a string or an array",
+                "invalid_messages",
+                param=f"$.messages[{i}].content",
+            )
         for j, b in enumerate(_list(c)):
             _block(b, BLOCK_TYPES, f"$.messages[{i}].content[{j}]")
             for k, inner in enumerate(_list(_dict(b).get("content"))):
@@ -58,16 +66,21 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
         _block(b, frozenset({"text"}), f"$.system[{j}]")
     for j, t in enumerate(_list(body.get("tools"))):
         if not isinstance(t, dict) or t.get("type", "custom") not in ("custom", None):
-            raise bad_request(f"tools[{j}]: only client tools (name, description, input_schema) are supported; server "
-                              "tools fetch context Guard cannot screen", "unsupported_tool", param=f"$.tools[{j}]")
+            raise bad_request(
+                f"tools[{j}]: only client tools (name, description, input_schema) are supported; server "
+                "tools fetch context Guard cannot screen",
+                "unsupported_tool",
+                param=f"$.tools[{j}]",
+            )
     return model, stream
 
 
 def _block(b: Any, allowed: frozenset[str], path: str) -> None:
     t = b.get("type") if isinstance(b, dict) else None
     if not isinstance(t, str) or t not in allowed:
-        raise bad_request(f"{path} must be a content block of type {', '.join(sorted(allowed))}", "unsupported_block",
-                          param=path)
+        raise bad_request(
+            f"{path} must be a content block of type {', '.join(sorted(allowed))}", "unsupported_block", param=path
+        )
 
 
 def _blocks(segs: list[Segment], blocks: list[Any], role: str, kind: str, base: tuple) -> None:
@@ -185,14 +198,29 @@ def filter_whole(operation: str, body: dict[str, Any]) -> None:
 
 # --- errors ----------------------------------------------------------------------------------------------
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
 
 
 def error_object(status: int, message: str, code: str | None, param: str | None, guard_type: str) -> dict[str, Any]:
     """Anthropic's error shape; Guard's code (``secret_blocked``, ...) and the field at fault ride along."""
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message,
-                                       "code": code, "param": param, "guard_type": guard_type}}
+    return {
+        "type": "error",
+        "error": {
+            "type": _ERROR_TYPES.get(status, "api_error"),
+            "message": message,
+            "code": code,
+            "param": param,
+            "guard_type": guard_type,
+        },
+    }
 
 
 def error_body(err: GuardError) -> bytes:
@@ -246,14 +274,23 @@ def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
 def encode(chunk: dict[str, Any]) -> bytes:
     t = chunk.get("type")
     name = t if isinstance(t, str) else "message"
-    return (b"event: " + name.encode("ascii", "replace") + b"\ndata: "
-            + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n")
+    return (
+        b"event: "
+        + name.encode("ascii", "replace")
+        + b"\ndata: "
+        + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
 
 
 def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
-    delta = ({"type": "input_json_delta", "partial_json": text} if key[1] == "tool"
-             else {"type": "thinking_delta", "thinking": text} if key[1] == "thinking"
-             else {"type": "text_delta", "text": text})
+    delta = (
+        {"type": "input_json_delta", "partial_json": text}
+        if key[1] == "tool"
+        else {"type": "thinking_delta", "thinking": text}
+        if key[1] == "thinking"
+        else {"type": "text_delta", "text": text}
+    )
     return {"type": "content_block_delta", "index": key[0], "delta": delta}
 
 
@@ -263,8 +300,13 @@ def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes
     like = like or {}
     if like.get("type") in ("content_block_start", "content_block_delta"):
         out += encode({"type": "content_block_stop", "index": like.get("index", 0)})
-    out += encode({"type": "message_delta", "delta": {"stop_reason": STOP_REASON, "stop_sequence": None},
-                   "usage": {"output_tokens": 0}})
+    out += encode(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": STOP_REASON, "stop_sequence": None},
+            "usage": {"output_tokens": 0},
+        }
+    )
     return out + encode({"type": "message_stop"})
 
 

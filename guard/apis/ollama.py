@@ -1,4 +1,5 @@
 """Ollama wire API: /api/chat, /api/generate, /api/embed, /api/tags; NDJSON streams (stream defaults to true)."""
+
 from __future__ import annotations
 
 import json
@@ -75,11 +76,16 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             _str(segs, fn, "name", "system", "tool_definition", ("tools", i, "function"))
             _str(segs, fn, "description", "system", "tool_definition", ("tools", i, "function"))
             if fn.get("parameters") is not None:
-                segs.append(json_segment(fn["parameters"], "system", "tool_definition",
-                                         ("tools", i, "function", "parameters")))
+                segs.append(
+                    json_segment(fn["parameters"], "system", "tool_definition", ("tools", i, "function", "parameters"))
+                )
     elif operation == "completion":
-        for key, role, kind in (("system", "system", "system"), ("template", "system", "template"),
-                                ("prompt", "user", "prompt"), ("suffix", "user", "suffix")):
+        for key, role, kind in (
+            ("system", "system", "system"),
+            ("template", "system", "template"),
+            ("prompt", "user", "prompt"),
+            ("suffix", "user", "suffix"),
+        ):
             _str(segs, body, key, role, kind, ())
     elif operation == "embeddings":
         x = body.get("input")
@@ -138,13 +144,14 @@ def finish_reasons(body: dict[str, Any]) -> list[str]:
 
 # --- streams ---------------------------------------------------------------------------------------------
 
+
 def split_lines(buf: bytearray) -> Iterator[bytes]:
     while True:
         idx = buf.find(b"\n")
         if idx == -1:
             return
         line = bytes(buf[:idx]).strip()
-        del buf[:idx + 1]
+        del buf[: idx + 1]
         if line:
             yield line
 
@@ -161,10 +168,14 @@ def encode_line(chunk: dict[str, Any]) -> bytes:
     return json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
-def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, text: str,
-                key: tuple = (0, "content")) -> dict[str, Any]:
-    base = {"model": (like or {}).get("model", model),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "done": False}
+def flush_chunk(
+    operation: str, like: dict[str, Any] | None, model: str, text: str, key: tuple = (0, "content")
+) -> dict[str, Any]:
+    base = {
+        "model": (like or {}).get("model", model),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "done": False,
+    }
     if key[1] == "extra":  # another text of the answer (guard.apis.answer.stream_strings)
         out = {**base, **nest(key[2:], text)}
         if isinstance(out.get("message"), dict):

@@ -1,4 +1,5 @@
 """OpenAI wire API: chat completions, completions, embeddings, models; SSE streams."""
+
 from __future__ import annotations
 
 import json
@@ -121,8 +122,9 @@ def prompt_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
             if isinstance(m, dict):
                 _message(segs, i, m)
         for i, t in enumerate(_list(body.get("tools"))):
-            _definition(segs, _dict(_dict(t).get("function")), "tool_definition", ("tools", i, "function"),
-                        "parameters")
+            _definition(
+                segs, _dict(_dict(t).get("function")), "tool_definition", ("tools", i, "function"), "parameters"
+            )
             custom = _dict(_dict(t).get("custom"))
             _definition(segs, custom, "tool_definition", ("tools", i, "custom"), None)
             grammar = _dict(_dict(custom.get("format")).get("grammar"))
@@ -181,8 +183,11 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
             if isinstance(x, str):
                 continue
             if not (_token(x) or (isinstance(x, list) and all(_token(t) for t in x))):
-                raise bad_request(f"{key}[{i}] must be a string, a token id or an array of token ids",
-                                  f"invalid_{key}", param=f"$.{key}[{i}]")
+                raise bad_request(
+                    f"{key}[{i}] must be a string, a token id or an array of token ids",
+                    f"invalid_{key}",
+                    param=f"$.{key}[{i}]",
+                )
             if not out:
                 out.append(("token_ids", f"$.{key}[{i}]"))
     return out
@@ -207,8 +212,14 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
         for j, tc in enumerate(_list(msg.get("tool_calls"))):
             args = _tool_args(tc)
             if isinstance(args, str):
-                segs.append(Segment(args, "assistant", "tool_arguments",
-                                    ("choices", i, "message", "tool_calls", j, "function", "arguments")))
+                segs.append(
+                    Segment(
+                        args,
+                        "assistant",
+                        "tool_arguments",
+                        ("choices", i, "message", "tool_calls", j, "function", "arguments"),
+                    )
+                )
     return segs + answer_segments(body, segs)  # refusal, reasoning, parts, fields no reference lists
 
 
@@ -220,11 +231,15 @@ def usage(body: dict[str, Any]) -> dict[str, int] | None:
 
 
 def finish_reasons(body: dict[str, Any]) -> list[str]:
-    return [c["finish_reason"] for c in _list(body.get("choices"))
-            if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)]
+    return [
+        c["finish_reason"]
+        for c in _list(body.get("choices"))
+        if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
+    ]
 
 
 # --- streams ---------------------------------------------------------------------------------------------
+
 
 def split_events(buf: bytearray) -> Iterator[bytes]:
     """Pop complete SSE events (terminated by a blank line) off ``buf``; yields each event's raw bytes."""
@@ -238,7 +253,7 @@ def split_events(buf: bytearray) -> Iterator[bytes]:
         else:
             return
         ev = bytes(buf[:end])
-        del buf[:end + sep]
+        del buf[: end + sep]
         yield ev
 
 
@@ -264,14 +279,20 @@ def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tupl
         for tj, tc in enumerate(_list(delta.get("tool_calls"))):
             args = _tool_args(tc)
             if isinstance(args, str):
-                yield ((idx, "tool", _index(tc.get("index"), tj)),
-                       ("choices", ci, "delta", "tool_calls", tj, "function", "arguments"), args)
+                yield (
+                    (idx, "tool", _index(tc.get("index"), tj)),
+                    ("choices", ci, "delta", "tool_calls", tj, "function", "arguments"),
+                    args,
+                )
 
 
 def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
     """Choice indexes whose finish_reason is set in this chunk."""
-    return [_index(ch.get("index"), i) for i, ch in enumerate(_list(chunk.get("choices")))
-            if isinstance(ch, dict) and ch.get("finish_reason")]
+    return [
+        _index(ch.get("index"), i)
+        for i, ch in enumerate(_list(chunk.get("choices")))
+        if isinstance(ch, dict) and ch.get("finish_reason")
+    ]
 
 
 def encode_event(chunk: dict[str, Any]) -> bytes:
@@ -280,8 +301,12 @@ def encode_event(chunk: dict[str, Any]) -> bytes:
 
 def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     """A synthetic chunk carrying held-back text for one channel."""
-    base = {"id": (like or {}).get("id", "guard"), "object": (like or {}).get("object", "chat.completion.chunk"),
-            "created": (like or {}).get("created", int(time.time())), "model": (like or {}).get("model", model)}
+    base = {
+        "id": (like or {}).get("id", "guard"),
+        "object": (like or {}).get("object", "chat.completion.chunk"),
+        "created": (like or {}).get("created", int(time.time())),
+        "model": (like or {}).get("model", model),
+    }
     if operation == "completion":
         return {**base, "choices": [{"index": key[0], "text": text, "finish_reason": None}]}
     if key[1] == "extra":  # another text of the choice (guard.apis.answer.stream_strings)

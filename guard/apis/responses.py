@@ -12,6 +12,7 @@ screens; the ``*.done`` events and ``response.completed`` repeat the whole text,
 what was released on that channel (nothing, for text no delta carried). A stop ends the stream with
 ``response.incomplete``, ``incomplete_details.reason: "content_filter"`` (the API's own value).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,18 @@ def validate(operation: str, body: dict[str, Any]) -> tuple[str, bool]:
     for i, item in enumerate(_list(x)):
         t = _item_type(item)
         if not isinstance(t, str) or t not in ITEM_TYPES:
-            raise bad_request(f"input[{i}]: item type {t!r} is not supported (messages, function_call, "
-                              "function_call_output)", "unsupported_item", param=f"$.input[{i}]")
+            raise bad_request(
+                f"input[{i}]: item type {t!r} is not supported (messages, function_call, function_call_output)",
+                "unsupported_item",
+                param=f"$.input[{i}]",
+            )
     for j, t in enumerate(_list(body.get("tools"))):
         if not isinstance(t, dict) or t.get("type") != "function":
-            raise bad_request(f"tools[{j}]: only function tools are supported; built-in tools fetch context Guard "
-                              "cannot screen", "unsupported_tool", param=f"$.tools[{j}]")
+            raise bad_request(
+                f"tools[{j}]: only function tools are supported; built-in tools fetch context Guard cannot screen",
+                "unsupported_tool",
+                param=f"$.tools[{j}]",
+            )
     return model, stream
 
 
@@ -162,7 +169,10 @@ def usage(body: dict[str, Any]) -> dict[str, int] | None:
 
 def finish_reasons(body: dict[str, Any]) -> list[str]:
     if str(body.get("type", "")).startswith("response.") and body.get("type") not in (
-            "response.completed", "response.incomplete", "response.failed"):
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    ):
         return []
     r = _response(body)
     reason = _dict(r.get("incomplete_details")).get("reason")
@@ -180,12 +190,18 @@ def filter_whole(operation: str, body: dict[str, Any]) -> None:
 
 def stream_error(err: GuardError) -> bytes:
     """An ``error`` event that also carries OpenAI's error object (the SDK raises an APIError on it)."""
-    ev = {"type": "error", "code": err.code, "message": err.message, "param": err.param,
-          "error": json.loads(err.body())["error"]}
+    ev = {
+        "type": "error",
+        "code": err.code,
+        "message": err.message,
+        "param": err.param,
+        "error": json.loads(err.body())["error"],
+    }
     return encode(ev)
 
 
 # --- streams ---------------------------------------------------------------------------------------------
+
 
 def _index(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
@@ -194,14 +210,21 @@ def _index(v: Any) -> int:
 def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
     t = chunk.get("type")
     if t == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
-        yield (_index(chunk.get("output_index")), "content", _index(chunk.get("content_index"))), ("delta",), \
-            chunk["delta"]
+        yield (
+            (_index(chunk.get("output_index")), "content", _index(chunk.get("content_index"))),
+            ("delta",),
+            chunk["delta"],
+        )
     elif t == "response.function_call_arguments.delta" and isinstance(chunk.get("delta"), str):
         yield (_index(chunk.get("output_index")), "tool"), ("delta",), chunk["delta"]
 
 
-_DONE = ("response.output_text.done", "response.content_part.done", "response.function_call_arguments.done",
-         "response.output_item.done")
+_DONE = (
+    "response.output_text.done",
+    "response.content_part.done",
+    "response.function_call_arguments.done",
+    "response.output_item.done",
+)
 
 
 def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
@@ -245,23 +268,41 @@ def finalize(chunk: dict[str, Any], released: dict[tuple, str]) -> None:
 def encode(chunk: dict[str, Any]) -> bytes:
     t = chunk.get("type")
     name = t if isinstance(t, str) else "message"
-    return (b"event: " + name.encode("ascii", "replace") + b"\ndata: "
-            + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n")
+    return (
+        b"event: "
+        + name.encode("ascii", "replace")
+        + b"\ndata: "
+        + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
 
 
 def flush(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     like = like or {}
-    base = {"item_id": like.get("item_id", ""), "output_index": key[0],
-            "sequence_number": like.get("sequence_number", 0),
-            "delta": text}
+    base = {
+        "item_id": like.get("item_id", ""),
+        "output_index": key[0],
+        "sequence_number": like.get("sequence_number", 0),
+        "delta": text,
+    }
     if key[1] == "tool":
         return {"type": "response.function_call_arguments.delta", **base}
     return {"type": "response.output_text.delta", "content_index": key[2], **base}
 
 
 def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
-    resp = {"id": "resp_guard", "object": "response", "created_at": 0, "model": model, "status": "incomplete",
-            "incomplete_details": {"reason": "content_filter"}, "output": [], "parallel_tool_calls": True,
-            "tool_choice": "auto", "tools": []}
-    return encode({"type": "response.incomplete", "sequence_number": (like or {}).get("sequence_number", 0),
-                   "response": resp})
+    resp = {
+        "id": "resp_guard",
+        "object": "response",
+        "created_at": 0,
+        "model": model,
+        "status": "incomplete",
+        "incomplete_details": {"reason": "content_filter"},
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    return encode(
+        {"type": "response.incomplete", "sequence_number": (like or {}).get("sequence_number", 0), "response": resp}
+    )

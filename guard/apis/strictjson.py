@@ -17,13 +17,14 @@ way. So a request body is refused unless every reader must see the same thing (R
 The fast path is ``json.loads`` with hooks that raise; only a refused body is read a second time, with
 marking hooks, to find the JSON path of what was refused (``$.messages[0].content``) for the error.
 """
+
 from __future__ import annotations
 
 import json
 import re
 from typing import Any
 
-INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
@@ -43,8 +44,14 @@ class _Bad(Exception):
         self.code, self.message = code, message
 
 
-def _pairs(pairs: list[tuple[str, Any]], dict: Any = dict, len: Any = len, set: Any = set, map: Any = map,
-           fold: Any = str.casefold) -> dict[str, Any]:  # builtins bound as defaults: called once per object
+def _pairs(
+    pairs: list[tuple[str, Any]],
+    dict: Any = dict,
+    len: Any = len,
+    set: Any = set,
+    map: Any = map,
+    fold: Any = str.casefold,
+) -> dict[str, Any]:  # builtins bound as defaults: called once per object
     d: _Obj = dict(pairs)  # (``dict`` here is the parameter; _Obj names the builtin type)
     # Fewer case-folded keys than pairs: two keys equal, or equal ignoring case (_locate says which).
     if len(pairs) > 1 and len(set(map(fold, d))) != len(pairs):
@@ -118,6 +125,7 @@ def _lone_surrogate(v: Any) -> bool:
 
 # --- locating what was refused (refused bodies only) -----------------------------------------------------
 
+
 class _Mark:
     def __init__(self, code: str, message: str, key: str = "") -> None:
         self.code, self.message, self.key = code, message, key
@@ -154,8 +162,13 @@ def _marking_int(s: str) -> Any:
 
 def _locate(text: str, b: _Bad) -> StrictJSONError:
     try:
-        obj = json.loads(text, object_pairs_hook=_marking_pairs, parse_float=_marking_float, parse_int=_marking_int,
-                         parse_constant=lambda s: _Mark("invalid_json", f"{s} is not JSON"))
+        obj = json.loads(
+            text,
+            object_pairs_hook=_marking_pairs,
+            parse_float=_marking_float,
+            parse_int=_marking_int,
+            parse_constant=lambda s: _Mark("invalid_json", f"{s} is not JSON"),
+        )
     except (ValueError, RecursionError):
         return StrictJSONError(b.code, b.message)
     found: list[_Mark] = []

@@ -7,6 +7,7 @@ What maps and what is refused is listed in docs/wire-apis.md; ``check`` refuses 
 before any screen runs, so a request is never sent with part of it silently lost, except the parts listed as
 dropped there (prompt-cache hints; earlier turns' thinking, which an OpenAI-compatible model cannot take).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,37 @@ from guard.apis.openai import _dict, _int, _list, event_data, split_events
 from guard.errors import GuardError, bad_request
 
 # Client API -> upstream APIs that take it as it is.
-SERVES = {"openai": ("openai", "azure-openai"), "ollama": ("ollama",), "anthropic": ("anthropic",),
-          "responses": ("openai",)}
+SERVES = {
+    "openai": ("openai", "azure-openai"),
+    "ollama": ("ollama",),
+    "anthropic": ("anthropic",),
+    "responses": ("openai",),
+}
 CHAT_UPSTREAMS = ("openai", "azure-openai")
 
-_MAPPED = {"model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "stop_sequences",
-           "metadata", "tools", "tool_choice", "output_config", "thinking"}
+_MAPPED = {
+    "model",
+    "max_tokens",
+    "messages",
+    "system",
+    "stream",
+    "temperature",
+    "top_p",
+    "stop_sequences",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "output_config",
+    "thinking",
+}
 _DROPPED = {"cache_control"}
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
-         "content_filter": "refusal"}
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 def mode(client_api: str, up: Any) -> str | None:
@@ -42,9 +65,11 @@ def mismatch(client_api: str, up: Any, model: str) -> GuardError | None:
     if mode(client_api, up) is not None:
         return None
     hint = {"ollama": "the Ollama API", "anthropic": "the Anthropic Messages API (/v1/messages)"}.get(
-        up.api, "the OpenAI API")
-    return bad_request(f"model {model!r} is served by an upstream that speaks {hint}; use that API for it",
-                       "api_mismatch")
+        up.api, "the OpenAI API"
+    )
+    return bad_request(
+        f"model {model!r} is served by an upstream that speaks {hint}; use that API for it", "api_mismatch"
+    )
 
 
 def check_for(kind: str, body: dict[str, Any]) -> None:
@@ -108,8 +133,7 @@ class Stream:
 
 
 def _untranslatable(path: str, why: str) -> GuardError:
-    return bad_request(f"{path} cannot be sent to an OpenAI-compatible upstream ({why})", "untranslatable",
-                       param=path)
+    return bad_request(f"{path} cannot be sent to an OpenAI-compatible upstream ({why})", "untranslatable", param=path)
 
 
 def check(body: dict[str, Any]) -> None:
@@ -141,6 +165,7 @@ def check(body: dict[str, Any]) -> None:
 
 # --- request -----------------------------------------------------------------------------------------------
 
+
 def _text_parts(blocks: list[Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for b in blocks:
@@ -149,8 +174,9 @@ def _text_parts(blocks: list[Any]) -> list[dict[str, Any]]:
             out.append({"type": "text", "text": b.get("text", "")})
         elif b.get("type") == "image":
             src = _dict(b.get("source"))
-            url = (src.get("url") if src.get("type") == "url"
-                   else f"data:{src.get('media_type')};base64,{src.get('data')}")
+            url = (
+                src.get("url") if src.get("type") == "url" else f"data:{src.get('media_type')};base64,{src.get('data')}"
+            )
             out.append({"type": "image_url", "image_url": {"url": url}})
     return out
 
@@ -162,9 +188,15 @@ def _messages(m: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = [_dict(b) for b in _list(c)]
     if role == "assistant":
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        calls = [{"id": b.get("id"), "type": "function",
-                  "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input", {}), ensure_ascii=False)}}
-                 for b in blocks if b.get("type") == "tool_use"]
+        calls = [
+            {
+                "id": b.get("id"),
+                "type": "function",
+                "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input", {}), ensure_ascii=False)},
+            }
+            for b in blocks
+            if b.get("type") == "tool_use"
+        ]
         msg: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             msg["tool_calls"] = calls
@@ -204,14 +236,25 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     if body.get("tools"):
-        out["tools"] = [{"type": "function", "function": {
-            k2: t[k1] for k1, k2 in (("name", "name"), ("description", "description"), ("input_schema", "parameters"))
-            if k1 in t}} for t in (_dict(x) for x in body["tools"])]
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    k2: t[k1]
+                    for k1, k2 in (("name", "name"), ("description", "description"), ("input_schema", "parameters"))
+                    if k1 in t
+                },
+            }
+            for t in (_dict(x) for x in body["tools"])
+        ]
     tc = _dict(body.get("tool_choice"))
     if tc:
         kind = str(tc.get("type"))
-        out["tool_choice"] = ({"type": "function", "function": {"name": tc.get("name")}} if kind == "tool"
-                              else {"any": "required"}.get(kind, kind))
+        out["tool_choice"] = (
+            {"type": "function", "function": {"name": tc.get("name")}}
+            if kind == "tool"
+            else {"any": "required"}.get(kind, kind)
+        )
         if tc.get("disable_parallel_tool_use"):
             out["parallel_tool_calls"] = False
     fmt = _dict(_dict(body.get("output_config")).get("format"))
@@ -222,15 +265,18 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 # --- answers -----------------------------------------------------------------------------------------------
 
+
 def _input(args: Any) -> dict[str, Any]:
     try:
         v = json.loads(args) if isinstance(args, str) and args else {}
     except ValueError:
-        raise GuardError(502, "the upstream's tool call arguments are not JSON", "upstream_error",
-                         "upstream_bad_response") from None
+        raise GuardError(
+            502, "the upstream's tool call arguments are not JSON", "upstream_error", "upstream_bad_response"
+        ) from None
     if not isinstance(v, dict):
-        raise GuardError(502, "the upstream's tool call arguments are not a JSON object", "upstream_error",
-                         "upstream_bad_response")
+        raise GuardError(
+            502, "the upstream's tool call arguments are not a JSON object", "upstream_error", "upstream_bad_response"
+        )
     return v
 
 
@@ -243,13 +289,25 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
         content.append({"type": "text", "text": msg["content"]})
     for tc in _list(msg.get("tool_calls")):
         fn = _dict(_dict(tc).get("function"))
-        content.append({"type": "tool_use", "id": _dict(tc).get("id") or "toolu_guard", "name": fn.get("name"),
-                        "input": _input(fn.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": _dict(tc).get("id") or "toolu_guard",
+                "name": fn.get("name"),
+                "input": _input(fn.get("arguments")),
+            }
+        )
     u = _dict(chat.get("usage"))
-    return {"id": chat.get("id") or "msg_guard", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": _STOP.get(str(ch.get("finish_reason")), "end_turn"),
-            "stop_sequence": None,
-            "usage": {"input_tokens": _int(u.get("prompt_tokens")), "output_tokens": _int(u.get("completion_tokens"))}}
+    return {
+        "id": chat.get("id") or "msg_guard",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _STOP.get(str(ch.get("finish_reason")), "end_turn"),
+        "stop_sequence": None,
+        "usage": {"input_tokens": _int(u.get("prompt_tokens")), "output_tokens": _int(u.get("completion_tokens"))},
+    }
 
 
 def error_from_chat(status: int, data: bytes) -> bytes:
@@ -287,9 +345,21 @@ class ChatStream:
 
     def _start(self, chunk: dict[str, Any]) -> bytes:
         self._started = True
-        return self._ev({"type": "message_start", "message": {
-            "id": chunk.get("id") or "msg_guard", "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": None, "stop_sequence": None, "usage": dict(self._usage)}})
+        return self._ev(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": chunk.get("id") or "msg_guard",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": dict(self._usage),
+                },
+            }
+        )
 
     def _close(self) -> bytes:
         if self._block is None:
@@ -334,30 +404,51 @@ class ChatStream:
 
             e = chunk["error"]
             self._ended = True
-            return bytes(out) + self._ev(error_object(502, str(e.get("message") or "upstream error"), None, None,
-                                                      "upstream_error"))
+            return bytes(out) + self._ev(
+                error_object(502, str(e.get("message") or "upstream error"), None, None, "upstream_error")
+            )
         u = chunk.get("usage")
         if isinstance(u, dict):
-            self._usage = {"input_tokens": _int(u.get("prompt_tokens")),
-                           "output_tokens": _int(u.get("completion_tokens"))}
+            self._usage = {
+                "input_tokens": _int(u.get("prompt_tokens")),
+                "output_tokens": _int(u.get("completion_tokens")),
+            }
         for ch in _list(chunk.get("choices"))[:1]:
             ch = _dict(ch)
             d = _dict(ch.get("delta"))
             if isinstance(d.get("content"), str) and d["content"]:
                 if self._block is None or self._block[1] != "text":
                     out += self._open("text", None, {"type": "text", "text": ""})
-                out += self._ev({"type": "content_block_delta", "index": self._block[0],  # type: ignore[index]
-                                 "delta": {"type": "text_delta", "text": d["content"]}})
+                out += self._ev(
+                    {
+                        "type": "content_block_delta",
+                        "index": self._block[0],  # type: ignore[index]
+                        "delta": {"type": "text_delta", "text": d["content"]},
+                    }
+                )
             for tc in _list(d.get("tool_calls")):
                 tc = _dict(tc)
                 fn = _dict(tc.get("function"))
                 ti = tc["index"] if isinstance(tc.get("index"), int) else 0
                 if self._block is None or self._block[1] != "tool" or self._block[2] != ti or tc.get("id"):
-                    out += self._open("tool", ti, {"type": "tool_use", "id": tc.get("id") or f"toolu_{ti}",
-                                                   "name": fn.get("name") or "", "input": {}})
+                    out += self._open(
+                        "tool",
+                        ti,
+                        {
+                            "type": "tool_use",
+                            "id": tc.get("id") or f"toolu_{ti}",
+                            "name": fn.get("name") or "",
+                            "input": {},
+                        },
+                    )
                 if isinstance(fn.get("arguments"), str) and fn["arguments"]:
-                    out += self._ev({"type": "content_block_delta", "index": self._block[0],  # type: ignore[index]
-                                     "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]}})
+                    out += self._ev(
+                        {
+                            "type": "content_block_delta",
+                            "index": self._block[0],  # type: ignore[index]
+                            "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]},
+                        }
+                    )
             if isinstance(ch.get("finish_reason"), str):
                 self._stop = _STOP.get(ch["finish_reason"], "end_turn")
         return bytes(out)
@@ -369,6 +460,11 @@ class ChatStream:
         self._ended = True
         out = b"" if self._started else self._start({})
         out += self._close()
-        out += self._ev({"type": "message_delta", "delta": {"stop_reason": self._stop, "stop_sequence": None},
-                         "usage": dict(self._usage)})
+        out += self._ev(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": self._stop, "stop_sequence": None},
+                "usage": dict(self._usage),
+            }
+        )
         return out + self._ev({"type": "message_stop"})

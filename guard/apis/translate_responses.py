@@ -4,6 +4,7 @@ judged Responses request as a Chat Completions request, the answer and its strea
 What maps and what is refused: docs/wire-apis.md. ``check`` refuses (400 ``untranslatable``) before any screen
 runs. Errors keep OpenAI's shape, which both APIs share.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,26 @@ from typing import Any
 from guard.apis.openai import _dict, _int, _list, event_data, split_events
 from guard.errors import GuardError, bad_request
 
-_MAPPED = {"model", "input", "instructions", "tools", "tool_choice", "stream", "stream_options", "max_output_tokens",
-           "temperature", "top_p", "parallel_tool_calls", "user", "text", "store", "safety_identifier",
-           "prompt_cache_key", "service_tier", "reasoning"}
+_MAPPED = {
+    "model",
+    "input",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "stream",
+    "stream_options",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "parallel_tool_calls",
+    "user",
+    "text",
+    "store",
+    "safety_identifier",
+    "prompt_cache_key",
+    "service_tier",
+    "reasoning",
+}
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -68,8 +86,11 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
                 content = "".join(p.get("text", "") for p in content)
             msgs.append({"role": item.get("role", "user"), "content": content})
         elif t == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments", "")}}
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
+            }
             last = msgs[-1] if msgs else {}
             if last.get("role") == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
@@ -77,11 +98,23 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
                 msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif t == "function_call_output":
             out = item.get("output")
-            msgs.append({"role": "tool", "tool_call_id": item.get("call_id"),
-                         "content": out if isinstance(out, str) else _parts(_list(out))})
+            msgs.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": out if isinstance(out, str) else _parts(_list(out)),
+                }
+            )
     chat: dict[str, Any] = {"model": body["model"], "messages": msgs}
-    for k in ("temperature", "top_p", "parallel_tool_calls", "user", "safety_identifier", "prompt_cache_key",
-              "service_tier"):
+    for k in (
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "user",
+        "safety_identifier",
+        "prompt_cache_key",
+        "service_tier",
+    ):
         if k in body:
             chat[k] = body[k]
     if "max_output_tokens" in body:
@@ -92,9 +125,13 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     if body.get("tools"):
-        chat["tools"] = [{"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters",
-                                                                              "strict") if k in t}}
-                         for t in (_dict(x) for x in body["tools"])]
+        chat["tools"] = [
+            {
+                "type": "function",
+                "function": {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t},
+            }
+            for t in (_dict(x) for x in body["tools"])
+        ]
     tc = body.get("tool_choice")
     if isinstance(tc, str):
         chat["tool_choice"] = tc
@@ -102,8 +139,10 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         chat["tool_choice"] = {"type": "function", "function": {"name": tc.get("name")}}
     fmt = _dict(_dict(body.get("text")).get("format"))
     if fmt.get("type") == "json_schema":
-        chat["response_format"] = {"type": "json_schema", "json_schema": {
-            k: fmt[k] for k in ("name", "description", "schema", "strict") if k in fmt}}
+        chat["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {k: fmt[k] for k in ("name", "description", "schema", "strict") if k in fmt},
+        }
     elif fmt.get("type") == "json_object":
         chat["response_format"] = {"type": "json_object"}
     return chat
@@ -111,27 +150,50 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
 # --- answers -----------------------------------------------------------------------------------------------
 
+
 def _message(text: str, status: str = "completed") -> dict[str, Any]:
-    return {"type": "message", "id": "msg_guard", "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {
+        "type": "message",
+        "id": "msg_guard",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 def _call(call_id: str, name: str, args: str, status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": name, "arguments": args,
-            "status": status}
+    return {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": args,
+        "status": status,
+    }
 
 
-def _response(rid: str, model: str, output: list[dict[str, Any]], finish: Any, usage: dict[str, Any] | None,
-              status: str = "") -> dict[str, Any]:
+def _response(
+    rid: str, model: str, output: list[dict[str, Any]], finish: Any, usage: dict[str, Any] | None, status: str = ""
+) -> dict[str, Any]:
     reason = _INCOMPLETE.get(finish) if isinstance(finish, str) else None
     u = _dict(usage)
     n_in, n_out = _int(u.get("prompt_tokens")), _int(u.get("completion_tokens"))
-    return {"id": rid, "object": "response", "created_at": 0, "model": model,
-            "status": status or ("incomplete" if reason else "completed"),
-            "incomplete_details": {"reason": reason} if reason else None, "error": None, "output": output,
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
-            "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
-            if usage is not None else None}
+    return {
+        "id": rid,
+        "object": "response",
+        "created_at": 0,
+        "model": model,
+        "status": status or ("incomplete" if reason else "completed"),
+        "incomplete_details": {"reason": reason} if reason else None,
+        "error": None,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}
+        if usage is not None
+        else None,
+    }
 
 
 def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
@@ -142,10 +204,16 @@ def from_chat(chat: dict[str, Any], model: str) -> dict[str, Any]:
         output.append(_message(msg["content"]))
     for tc in _list(msg.get("tool_calls")):
         fn = _dict(_dict(tc).get("function"))
-        output.append(_call(str(_dict(tc).get("id") or "call_guard"), str(fn.get("name") or ""),
-                            str(fn["arguments"]) if isinstance(fn.get("arguments"), str) else ""))
-    return _response(f"resp_{chat.get('id') or 'guard'}", model, output, ch.get("finish_reason"),
-                     _dict(chat.get("usage")))
+        output.append(
+            _call(
+                str(_dict(tc).get("id") or "call_guard"),
+                str(fn.get("name") or ""),
+                str(fn["arguments"]) if isinstance(fn.get("arguments"), str) else "",
+            )
+        )
+    return _response(
+        f"resp_{chat.get('id') or 'guard'}", model, output, ch.get("finish_reason"), _dict(chat.get("usage"))
+    )
 
 
 class ChatStream:
@@ -183,13 +251,34 @@ class ChatStream:
         out = b""
         if item["type"] == "message":
             text = item["content"][0]["text"]
-            out += self._ev({"type": "response.output_text.done", "item_id": item["id"], "output_index": oi,
-                             "content_index": 0, "text": text, "logprobs": []})
-            out += self._ev({"type": "response.content_part.done", "item_id": item["id"], "output_index": oi,
-                             "content_index": 0, "part": item["content"][0]})
+            out += self._ev(
+                {
+                    "type": "response.output_text.done",
+                    "item_id": item["id"],
+                    "output_index": oi,
+                    "content_index": 0,
+                    "text": text,
+                    "logprobs": [],
+                }
+            )
+            out += self._ev(
+                {
+                    "type": "response.content_part.done",
+                    "item_id": item["id"],
+                    "output_index": oi,
+                    "content_index": 0,
+                    "part": item["content"][0],
+                }
+            )
         else:
-            out += self._ev({"type": "response.function_call_arguments.done", "item_id": item["id"],
-                             "output_index": oi, "arguments": item["arguments"]})
+            out += self._ev(
+                {
+                    "type": "response.function_call_arguments.done",
+                    "item_id": item["id"],
+                    "output_index": oi,
+                    "arguments": item["arguments"],
+                }
+            )
         item["status"] = "completed"
         return out + self._ev({"type": "response.output_item.done", "output_index": oi, "item": item})
 
@@ -200,8 +289,15 @@ class ChatStream:
         shown = json.loads(json.dumps(item))
         out += self._ev({"type": "response.output_item.added", "output_index": oi, "item": shown})
         if item["type"] == "message":
-            out += self._ev({"type": "response.content_part.added", "item_id": item["id"], "output_index": oi,
-                             "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}})
+            out += self._ev(
+                {
+                    "type": "response.content_part.added",
+                    "item_id": item["id"],
+                    "output_index": oi,
+                    "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []},
+                }
+            )
         return out
 
     def feed(self, data: bytes) -> bytes:
@@ -230,12 +326,21 @@ class ChatStream:
         if not self._started:
             self._started = True
             self._rid = f"resp_{chunk.get('id') or 'guard'}"
-            out += self._ev({"type": "response.created",
-                             "response": _response(self._rid, self.model, [], None, None, "in_progress")})
+            out += self._ev(
+                {
+                    "type": "response.created",
+                    "response": _response(self._rid, self.model, [], None, None, "in_progress"),
+                }
+            )
         if isinstance(chunk.get("error"), dict):
             self._ended = True
-            return bytes(out) + self._ev({"type": "error", "error": chunk["error"],
-                                          "message": str(chunk["error"].get("message") or "upstream error")})
+            return bytes(out) + self._ev(
+                {
+                    "type": "error",
+                    "error": chunk["error"],
+                    "message": str(chunk["error"].get("message") or "upstream error"),
+                }
+            )
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         for ch in _list(chunk.get("choices"))[:1]:
@@ -246,22 +351,36 @@ class ChatStream:
                     out += self._start_item(_message("", "in_progress"))
                 assert self._open is not None
                 self._open["content"][0]["text"] += d["content"]
-                out += self._ev({"type": "response.output_text.delta", "item_id": self._open["id"],
-                                 "output_index": len(self._output), "content_index": 0, "delta": d["content"],
-                                 "logprobs": []})
+                out += self._ev(
+                    {
+                        "type": "response.output_text.delta",
+                        "item_id": self._open["id"],
+                        "output_index": len(self._output),
+                        "content_index": 0,
+                        "delta": d["content"],
+                        "logprobs": [],
+                    }
+                )
             for tc in _list(d.get("tool_calls")):
                 tc = _dict(tc)
                 fn = _dict(tc.get("function"))
                 ti = tc["index"] if isinstance(tc.get("index"), int) else 0
                 if ti not in self._calls or tc.get("id"):
-                    out += self._start_item(_call(str(tc.get("id") or f"call_{ti}"), str(fn.get("name") or ""), "",
-                                                  "in_progress"))
+                    out += self._start_item(
+                        _call(str(tc.get("id") or f"call_{ti}"), str(fn.get("name") or ""), "", "in_progress")
+                    )
                     self._calls[ti] = len(self._output)
                 args = fn.get("arguments")
                 if isinstance(args, str) and args and self._open is not None:
                     self._open["arguments"] += args
-                    out += self._ev({"type": "response.function_call_arguments.delta", "item_id": self._open["id"],
-                                     "output_index": len(self._output), "delta": args})
+                    out += self._ev(
+                        {
+                            "type": "response.function_call_arguments.delta",
+                            "item_id": self._open["id"],
+                            "output_index": len(self._output),
+                            "delta": args,
+                        }
+                    )
             if isinstance(ch.get("finish_reason"), str):
                 self._finish = ch["finish_reason"]
         return bytes(out)

@@ -5,6 +5,7 @@ Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same
 ``error_body``, ``stream_error`` and, for streams, ``split``, ``payload``, ``is_end``, ``chunk_channels``,
 ``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``.
 """
+
 from __future__ import annotations
 
 from types import ModuleType

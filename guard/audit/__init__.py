@@ -8,6 +8,7 @@ What the rest of Guard uses:
     JournalRecorder(journal)          the pipeline's Recorder (started / finished) over the journal
     Forwarder(settings)               start() / stop(): delivery to the configured sinks, one per audit.dir
 """
+
 from __future__ import annotations
 
 from guard.audit.event import ContentCapture

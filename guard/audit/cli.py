@@ -5,6 +5,7 @@ journal (``DIR/keys``) are not evidence (whoever could edit the journal could re
 used only when asked with ``--trust-local-keys``, and the report says so.
 Exit codes: 0 ok, 1 tampered / check failed, 2 usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,23 +30,41 @@ def register(subparsers: Any) -> None:
     k.add_argument("--out", required=True, type=Path, help="folder for signing-key.pem and <key_id>.pub.pem")
     k.set_defaults(func=cmd_keygen)
 
-    v = sub.add_parser("verify", help="check signatures, chain links, sequence, checkpoints, torn lines "
-                                      "(of a journal DIR, or of an evidence pack .zip)")
+    v = sub.add_parser(
+        "verify",
+        help="check signatures, chain links, sequence, checkpoints, torn lines "
+        "(of a journal DIR, or of an evidence pack .zip)",
+    )
     v.add_argument("dir", type=Path, help="the journal folder, or an evidence pack (.zip) from `guard audit pack`")
-    v.add_argument("--public-key", action="append", type=Path, default=[],
-                   help="public key PEM or a folder of them (repeatable)")
-    v.add_argument("--trust-local-keys", action="store_true",
-                   help="use the public keys published in DIR/keys (not independent evidence)")
+    v.add_argument(
+        "--public-key", action="append", type=Path, default=[], help="public key PEM or a folder of them (repeatable)"
+    )
+    v.add_argument(
+        "--trust-local-keys",
+        action="store_true",
+        help="use the public keys published in DIR/keys (not independent evidence)",
+    )
     v.add_argument("--json", action="store_true", help="machine-readable report")
-    v.add_argument("--manifest", type=Path, help="also check an export's manifest, its file, and that the "
-                                                  "journal holds exactly those events for its range")
-    v.add_argument("--jobs", type=int, default=None,
-                   help="processes; chains and segments are checked in parallel and stitched in order, with the "
-                        "same report for any number (default: all CPUs; 1: in this process)")
-    v.add_argument("--signatures", choices=("all", "checkpoints"), default="all",
-                   help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
-                        "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
-                        "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)")
+    v.add_argument(
+        "--manifest",
+        type=Path,
+        help="also check an export's manifest, its file, and that the journal holds exactly those events for its range",
+    )
+    v.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes; chains and segments are checked in parallel and stitched in order, with the "
+        "same report for any number (default: all CPUs; 1: in this process)",
+    )
+    v.add_argument(
+        "--signatures",
+        choices=("all", "checkpoints"),
+        default="all",
+        help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
+        "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
+        "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)",
+    )
     v.set_defaults(func=cmd_verify)
 
     e = sub.add_parser("export", help="export a time range with a signed manifest")
@@ -69,24 +88,43 @@ def register(subparsers: Any) -> None:
     pk.add_argument("--decision", choices=("allow", "deny", "allowed", "denied", "blocked"))
     for name in ("group", "upstream", "api", "type", "screen", "finding", "rule"):
         pk.add_argument(f"--{name}")
-    pk.add_argument("--format", action="append", choices=FORMATS, default=[],
-                    help="further formats beside events.jsonl (repeatable)")
+    pk.add_argument(
+        "--format",
+        action="append",
+        choices=FORMATS,
+        default=[],
+        help="further formats beside events.jsonl (repeatable)",
+    )
     pk.add_argument("-o", "--output", type=Path, required=True, help="the pack (.zip)")
     pk.add_argument("--signing-key", type=Path, help="key that signs the manifests (default DIR/keys/signing-key.pem)")
     pk.add_argument("--config", type=Path, help="guard.yaml: names the policy in force in the summary")
     pk.add_argument("--no-verify", action="store_true", help="do not verify the journal for the summary")
     pk.set_defaults(func=cmd_pack)
 
-    r = sub.add_parser("prune", help="retention: remove whole segments older than a time, leaving a signed record "
-                                     "from which verify resumes each chain")
+    r = sub.add_parser(
+        "prune",
+        help="retention: remove whole segments older than a time, leaving a signed record "
+        "from which verify resumes each chain",
+    )
     r.add_argument("dir", type=Path)
     r.add_argument("--before", required=True, help="date or RFC 3339 time: segments whose every event is older go")
-    r.add_argument("--signing-key", type=Path, help="the journal's signing key, which signs the prune record "
-                                                    "(default DIR/keys/signing-key.pem)")
-    r.add_argument("--public-key", action="append", type=Path, default=[],
-                   help="public keys of earlier signing keys, to verify the journal first (repeatable)")
-    r.add_argument("--ignore-sinks", action="store_true",
-                   help="remove even what a sink's cursor has not passed (those events never reach it)")
+    r.add_argument(
+        "--signing-key",
+        type=Path,
+        help="the journal's signing key, which signs the prune record (default DIR/keys/signing-key.pem)",
+    )
+    r.add_argument(
+        "--public-key",
+        action="append",
+        type=Path,
+        default=[],
+        help="public keys of earlier signing keys, to verify the journal first (repeatable)",
+    )
+    r.add_argument(
+        "--ignore-sinks",
+        action="store_true",
+        help="remove even what a sink's cursor has not passed (those events never reach it)",
+    )
     r.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
     r.set_defaults(func=cmd_prune)
 
@@ -125,8 +163,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.trust_local_keys:
         sources.append(root / "keys")
     if not sources:
-        return _err("verify needs --public-key PEM|DIR (the key Guard signs with); "
-                    "--trust-local-keys uses the keys beside the journal, which prove nothing on their own")
+        return _err(
+            "verify needs --public-key PEM|DIR (the key Guard signs with); "
+            "--trust-local-keys uses the keys beside the journal, which prove nothing on their own"
+        )
     try:
         keys = load_public_keys(sources)
     except (OSError, ValueError) as e:
@@ -158,16 +198,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _print_report(doc: dict[str, Any]) -> None:
     for c in doc["chains"]:
-        line = f"{c['chain']}: {c['status']}, {c['events']} events, seq {c['first_seq']}..{c['last_seq']}, " \
-               f"{c['segments']} segments, {c['checkpoints']} checkpoints, {'closed' if c['closed'] else 'open'}"
+        line = (
+            f"{c['chain']}: {c['status']}, {c['events']} events, seq {c['first_seq']}..{c['last_seq']}, "
+            f"{c['segments']} segments, {c['checkpoints']} checkpoints, {'closed' if c['closed'] else 'open'}"
+        )
         print(line)
         b = c.get("broken")
         if b:
             print(f"  BROKEN at {b['file']}:{b['line']} seq {b['seq']}: {b['reason']} {b['detail']}".rstrip())
         if c.get("pruned"):
             pr = c["pruned"]
-            print(f"  pruned: {pr['events']} events through seq {pr['through_seq']} (older than {pr['before']}), "
-                  f"removed by `guard audit prune` under a signed record")
+            print(
+                f"  pruned: {pr['events']} events through seq {pr['through_seq']} (older than {pr['before']}), "
+                f"removed by `guard audit prune` under a signed record"
+            )
         for t in c["torn"]:
             note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
             print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")
@@ -204,8 +248,10 @@ def _verify_pack(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         return _err(f"cannot load public keys: {e}")
     if not keys:
-        return _err("verifying a pack needs --public-key PEM|DIR (the journal's key); --trust-local-keys uses "
-                    "the keys inside the pack, which prove nothing on their own")
+        return _err(
+            "verifying a pack needs --public-key PEM|DIR (the journal's key); --trust-local-keys uses "
+            "the keys inside the pack, which prove nothing on their own"
+        )
     doc = verify_pack(args.dir, keys)
     doc["keys"] = {"trusted": sorted(keys), "source": "pack (not independent)" if args.trust_local_keys else "given"}
     if args.json:
@@ -215,8 +261,10 @@ def _verify_pack(args: argparse.Namespace) -> int:
             print(f"{chain}: {c['events']} events, seq {c['first_seq']}..{c['last_seq']}, {c['links']} links checked")
         for p in doc["problems"]:
             print(f"  {p}")
-        print(f"{'INTACT' if doc['ok'] else 'TAMPERED'}: pack {args.dir}, {doc['events']} events, "
-              "every event's hash and signature and every manifest checked")
+        print(
+            f"{'INTACT' if doc['ok'] else 'TAMPERED'}: pack {args.dir}, {doc['events']} events, "
+            "every event's hash and signature and every manifest checked"
+        )
     return 0 if doc["ok"] else 1
 
 
@@ -238,11 +286,20 @@ def cmd_pack(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         return _err(str(e))
     report = None if args.no_verify else verify_dir(args.dir, keys, signatures="checkpoints").to_dict()
-    data, summary = build_pack(args.dir, flt, args.format, signer, policy_version=policy, verification=report,
-                               extra_keys=keys)
+    data, summary = build_pack(
+        args.dir, flt, args.format, signer, policy_version=policy, verification=report, extra_keys=keys
+    )
     args.output.write_bytes(data)
-    print(json.dumps({"pack": str(args.output), "events": summary["counts"]["events"],
-                      "sha256": hashlib.sha256(data).hexdigest()}), file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "pack": str(args.output),
+                "events": summary["counts"]["events"],
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -281,7 +338,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return _err(f"{args.dir}: no audit journal here")
     events = [e for _, _, e in layout.iter_events(args.dir)]
     events.sort(key=lambda e: e.get("time", ""))
-    for e in events[-args.lines:] if args.lines > 0 else []:
+    for e in events[-args.lines :] if args.lines > 0 else []:
         print(_fmt(e, args.format), flush=True)
     if args.once:
         return 0

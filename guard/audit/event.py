@@ -4,6 +4,7 @@ The pipeline calls the builders below; they never see certificates, headers or s
 contribute only their ``Verdict.to_audit()`` summaries (types and counts, never values).
 Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,17 @@ from guard.policy.decision import Decision
 
 SCHEMA_VERSION = "1.0"
 EVENT_TYPES = (
-    "exchange.started", "exchange.completed", "exchange.denied", "policy.reloaded", "policy.reload_failed",
-    "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint", "config.reload", "console.view",
+    "exchange.started",
+    "exchange.completed",
+    "exchange.denied",
+    "policy.reloaded",
+    "policy.reload_failed",
+    "config.loaded",
+    "guard.started",
+    "guard.stopped",
+    "audit.checkpoint",
+    "config.reload",
+    "console.view",
     "console.export",
 )
 CAPTURE_LEVELS = ("none", "hash", "redacted", "full")
@@ -88,8 +98,11 @@ def decision_summary(decision: Any) -> dict[str, Any] | None:
     elif hasattr(decision, "to_audit"):
         d = decision.to_audit()
     else:
-        d = {k: getattr(decision, k) for k in ("effect", "rule", "policy_version", "reason", "profile")
-             if getattr(decision, k, None) is not None}
+        d = {
+            k: getattr(decision, k)
+            for k in ("effect", "rule", "policy_version", "reason", "profile")
+            if getattr(decision, k, None) is not None
+        }
     d.setdefault("rule", "")
     d.setdefault("policy_version", "")
     return d
@@ -121,8 +134,9 @@ class ContentCapture:
             return cls(settings.capture)
         return cls("hash", _hmac_key(settings))
 
-    def record(self, prompt: str | None = None, answer: str | None = None,
-               memo: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def record(
+        self, prompt: str | None = None, answer: str | None = None, memo: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         """The ``content`` member: for ``redacted`` pass the texts as screens rewrote them. ``memo`` is the
         exchange's private state (``Exchange.context``): the prompt's HMAC is kept there, since an exchange's
         ``exchange.started`` and ``exchange.completed`` records hash the same prompt."""
@@ -199,8 +213,17 @@ def _hmac_key(settings: Any) -> bytes:
 
 
 def _head(ex: Any) -> tuple[Any, ...]:
-    return (ex.request_id, ex.trace_id, principal_summary(ex.principal), ex.client_ip, ex.api, ex.operation,
-            ex.model, ex.upstream, bool(ex.stream))
+    return (
+        ex.request_id,
+        ex.trace_id,
+        principal_summary(ex.principal),
+        ex.client_ip,
+        ex.api,
+        ex.operation,
+        ex.model,
+        ex.upstream,
+        bool(ex.stream),
+    )
 
 
 QUOTA = "guard.quota.audit"  # Exchange.context: the quota decision (guard.quota.hook.AUDIT)
@@ -220,27 +243,67 @@ def decisions_of(ex: Any, shadow: dict[str, Any] | None = None) -> dict[str, Any
     return d
 
 
-def started_facts(ex: Any, content: dict[str, Any] | None = None,
-                  shadow: dict[str, Any] | None = None) -> tuple[Any, ...]:
+def started_facts(
+    ex: Any, content: dict[str, Any] | None = None, shadow: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
     """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange; ``content`` is
     ``ContentCapture.record(...)``."""
-    return ("exchange.started", time.time_ns(), _head(ex), decisions_of(ex, shadow),
-            [v.to_audit() for v in ex.verdicts if v.direction == "prompt"], ex.stage_ms, None, content,
-            (ex.body_bytes,))
+    return (
+        "exchange.started",
+        time.time_ns(),
+        _head(ex),
+        decisions_of(ex, shadow),
+        [v.to_audit() for v in ex.verdicts if v.direction == "prompt"],
+        ex.stage_ms,
+        None,
+        content,
+        (ex.body_bytes,),
+    )
 
 
-def completed_facts(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
-                    usage: dict[str, int] | None = None, content: dict[str, Any] | None = None,
-                    latency_ms: dict[str, float] | None = None, error: str | None = None) -> tuple[Any, ...]:
-    return ("exchange.completed", time.time_ns(), _head(ex), decisions_of(ex), [v.to_audit() for v in ex.verdicts],
-            ex.stage_ms, latency_ms, content, (int(status), finish_reason, int(bytes_out), error, usage))
+def completed_facts(
+    ex: Any,
+    status: int,
+    finish_reason: str | None = None,
+    bytes_out: int = 0,
+    usage: dict[str, int] | None = None,
+    content: dict[str, Any] | None = None,
+    latency_ms: dict[str, float] | None = None,
+    error: str | None = None,
+) -> tuple[Any, ...]:
+    return (
+        "exchange.completed",
+        time.time_ns(),
+        _head(ex),
+        decisions_of(ex),
+        [v.to_audit() for v in ex.verdicts],
+        ex.stage_ms,
+        latency_ms,
+        content,
+        (int(status), finish_reason, int(bytes_out), error, usage),
+    )
 
 
-def denied_facts(ex: Any, status: int, code: str, stage: str, content: dict[str, Any] | None = None,
-                 shadow: dict[str, Any] | None = None) -> tuple[Any, ...]:
+def denied_facts(
+    ex: Any,
+    status: int,
+    code: str,
+    stage: str,
+    content: dict[str, Any] | None = None,
+    shadow: dict[str, Any] | None = None,
+) -> tuple[Any, ...]:
     """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
-    return ("exchange.denied", time.time_ns(), _head(ex), decisions_of(ex, shadow), [v.to_audit() for v in ex.verdicts],
-            ex.stage_ms, None, content, (int(status), code, stage))
+    return (
+        "exchange.denied",
+        time.time_ns(),
+        _head(ex),
+        decisions_of(ex, shadow),
+        [v.to_audit() for v in ex.verdicts],
+        ex.stage_ms,
+        None,
+        content,
+        (int(status), code, stage),
+    )
 
 
 def from_facts(facts: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
@@ -249,8 +312,13 @@ def from_facts(facts: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
     if type_ not in _EXCHANGE_TYPES:
         raise ValueError(f"not an exchange event: {type_!r}")
     request_id, trace_id, principal, client_ip, api, operation, model, upstream, stream = head
-    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type_,
-                          "request_id": request_id}
+    ev: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "id": uuid7(ns),
+        "time": utc_now(ns),
+        "type": type_,
+        "request_id": request_id,
+    }
     if trace_id:
         ev["trace_id"] = trace_id
     if principal is not None:
@@ -294,23 +362,39 @@ def from_facts(facts: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
 _EXCHANGE_TYPES = ("exchange.started", "exchange.completed", "exchange.denied")
 
 
-def exchange_started(ex: Any, capture: ContentCapture | None = None, prompt: str | None = None,
-                     shadow: dict[str, Any] | None = None) -> dict[str, Any]:
+def exchange_started(
+    ex: Any, capture: ContentCapture | None = None, prompt: str | None = None, shadow: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Decision made, before anything goes upstream. ``ex`` is a guard.exchange.Exchange."""
     content = capture.record(prompt=prompt, memo=getattr(ex, "context", None)) if capture else None
     return from_facts(started_facts(ex, content, shadow))
 
 
-def exchange_completed(ex: Any, status: int, finish_reason: str | None = None, bytes_out: int = 0,
-                       usage: dict[str, int] | None = None, capture: ContentCapture | None = None,
-                       prompt: str | None = None, answer: str | None = None,
-                       latency_ms: dict[str, float] | None = None, error: str | None = None) -> dict[str, Any]:
+def exchange_completed(
+    ex: Any,
+    status: int,
+    finish_reason: str | None = None,
+    bytes_out: int = 0,
+    usage: dict[str, int] | None = None,
+    capture: ContentCapture | None = None,
+    prompt: str | None = None,
+    answer: str | None = None,
+    latency_ms: dict[str, float] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     content = capture.record(prompt=prompt, answer=answer, memo=getattr(ex, "context", None)) if capture else None
     return from_facts(completed_facts(ex, status, finish_reason, bytes_out, usage, content, latency_ms, error))
 
 
-def exchange_denied(ex: Any, status: int, code: str, stage: str, capture: ContentCapture | None = None,
-                    prompt: str | None = None, shadow: dict[str, Any] | None = None) -> dict[str, Any]:
+def exchange_denied(
+    ex: Any,
+    status: int,
+    code: str,
+    stage: str,
+    capture: ContentCapture | None = None,
+    prompt: str | None = None,
+    shadow: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Refused by policy (stage access|content) or by a blocking screen (stage screen) or fail-closed."""
     content = capture.record(prompt=prompt) if capture else None  # an exchange's only record: nothing to keep
     return from_facts(denied_facts(ex, status, code, stage, content, shadow))
@@ -334,22 +418,39 @@ def _usage(u: dict[str, int] | None) -> dict[str, int] | None:
     return out or None
 
 
-def policy_reloaded(policy_version: str, rules: int, source: str = "", shadow_version: str | None = None) -> dict[str, Any]:
-    return new_event("policy.reloaded", policy={"version": policy_version, "rules": int(rules), "source": source,
-                                                **({"shadow_version": shadow_version} if shadow_version else {})})
+def policy_reloaded(
+    policy_version: str, rules: int, source: str = "", shadow_version: str | None = None
+) -> dict[str, Any]:
+    return new_event(
+        "policy.reloaded",
+        policy={
+            "version": policy_version,
+            "rules": int(rules),
+            "source": source,
+            **({"shadow_version": shadow_version} if shadow_version else {}),
+        },
+    )
 
 
 def policy_reload_failed(error: str, kept_version: str, source: str = "") -> dict[str, Any]:
-    return new_event("policy.reload_failed", policy={"error": error[:2000], "kept_version": kept_version,
-                                                     "source": source})
+    return new_event(
+        "policy.reload_failed", policy={"error": error[:2000], "kept_version": kept_version, "source": source}
+    )
 
 
-def config_reload(component: str, ok: bool, version: str, files: list[str], trigger: str = "",
-                  reason: str = "", file: str = "", line: int | None = None) -> dict[str, Any]:
+def config_reload(
+    component: str,
+    ok: bool,
+    version: str,
+    files: list[str],
+    trigger: str = "",
+    reason: str = "",
+    file: str = "",
+    line: int | None = None,
+) -> dict[str, Any]:
     """One part's reload (policy, filters, tls): ``version`` is the one now in force, the new one when ``ok``,
     else the one kept (``kept_version``), with the failing ``file``, ``line`` where it has one, and ``reason``."""
-    r: dict[str, Any] = {"component": component, "result": "ok" if ok else "failed", "files": files,
-                         "trigger": trigger}
+    r: dict[str, Any] = {"component": component, "result": "ok" if ok else "failed", "files": files, "trigger": trigger}
     if ok:
         r["version"] = version
     else:
@@ -361,7 +462,9 @@ def config_reload(component: str, ok: bool, version: str, files: list[str], trig
 
 def config_loaded(path: str, digest: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """``digest``: SHA-256 of the config file; ``summary``: non-secret facts (upstream names, routes...)."""
-    return new_event("config.loaded", config={"path": path, "sha256": digest, **({"summary": summary} if summary else {})})
+    return new_event(
+        "config.loaded", config={"path": path, "sha256": digest, **({"summary": summary} if summary else {})}
+    )
 
 
 def guard_started(version: str, worker: int = 0, pid: int | None = None) -> dict[str, Any]:
@@ -372,9 +475,18 @@ def guard_stopped(reason: str = "shutdown", worker: int = 0, pid: int | None = N
     return new_event("guard.stopped", guard={"reason": reason, "worker": worker, "pid": pid or os.getpid()})
 
 
-def console_access(kind: str, who: str, auth: str, path: str, status: int = 200, fingerprint: str = "",
-                   query: dict[str, Any] | None = None, results: int | None = None,
-                   formats: list[str] | None = None, pack_sha256: str | None = None) -> dict[str, Any]:
+def console_access(
+    kind: str,
+    who: str,
+    auth: str,
+    path: str,
+    status: int = 200,
+    fingerprint: str = "",
+    query: dict[str, Any] | None = None,
+    results: int | None = None,
+    formats: list[str] | None = None,
+    pack_sha256: str | None = None,
+) -> dict[str, Any]:
     """``console.view`` / ``console.export``: who looked at (or exported) what in the compliance console."""
     c: dict[str, Any] = {"who": who, "auth": auth, "path": path, "status": int(status)}
     if fingerprint:
@@ -390,11 +502,25 @@ def console_access(kind: str, who: str, auth: str, path: str, status: int = 200,
     return new_event(kind, console=c)
 
 
-def checkpoint(chain: str, seq: int, head: str, count: int, prev_checkpoint: str | None, reason: str,
-               final: bool = False, recovery: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint(
+    chain: str,
+    seq: int,
+    head: str,
+    count: int,
+    prev_checkpoint: str | None,
+    reason: str,
+    final: bool = False,
+    recovery: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Signed statement: chain ``chain`` holds events 1..``seq``, the last one hashing to ``head``."""
-    cp: dict[str, Any] = {"seq": seq, "head": head, "count": count, "reason": reason, "final": final,
-                          "prev_checkpoint": prev_checkpoint or ""}
+    cp: dict[str, Any] = {
+        "seq": seq,
+        "head": head,
+        "count": count,
+        "reason": reason,
+        "final": final,
+        "prev_checkpoint": prev_checkpoint or "",
+    }
     if recovery:
         cp["recovery"] = recovery
     return new_event("audit.checkpoint", checkpoint=cp)

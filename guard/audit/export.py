@@ -4,6 +4,7 @@ The manifest records the range, the filters, counts, and per chain the first and
 (seq and hash) and the hash of the event just before it, so anyone holding the journal (or the SIEM copy)
 and the public key can check that the export is complete for its range and was not edited.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,15 @@ class Filter:
 
     EXTRA = ("group", "upstream", "api", "type", "screen", "finding", "rule")
 
-    def __init__(self, since: str | None = None, until: str | None = None, principal: str | None = None,
-                 model: str | None = None, decision: str | None = None, **extra: str | None) -> None:
+    def __init__(
+        self,
+        since: str | None = None,
+        until: str | None = None,
+        principal: str | None = None,
+        model: str | None = None,
+        decision: str | None = None,
+        **extra: str | None,
+    ) -> None:
         self.since = parse_time(since) if since else None
         self.until = parse_time(until) if until else None
         self.principal, self.model, self.decision = principal, model, decision
@@ -92,8 +100,7 @@ class Filter:
     @classmethod
     def from_manifest(cls, r: dict[str, Any], flt: dict[str, Any]) -> Filter:
         extra = {k: v for k, v in flt.items() if k in cls.EXTRA}
-        return cls(r.get("since"), r.get("until"), flt.get("principal"), flt.get("model"), flt.get("decision"),
-                   **extra)
+        return cls(r.get("since"), r.get("until"), flt.get("principal"), flt.get("model"), flt.get("decision"), **extra)
 
 
 class _Writer:
@@ -113,7 +120,9 @@ class _Writer:
             self.out.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
 
 
-def export(root: Path, flt: Filter, fmt: str, out: IO[str], progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def export(
+    root: Path, flt: Filter, fmt: str, out: IO[str], progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Write matching events to ``out``; return the (unsigned) manifest body."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
@@ -140,9 +149,13 @@ def export(root: Path, flt: Filter, fmt: str, out: IO[str], progress: Callable[[
         by_type[e.get("type", "")] = by_type.get(e.get("type", ""), 0) + 1
         w.write(e)
     return {
-        "manifest_version": "1", "generated": utc_now(), "source": str(root), "format": fmt,
+        "manifest_version": "1",
+        "generated": utc_now(),
+        "source": str(root),
+        "format": fmt,
         "range": {"since": flt.since, "until": flt.until, "semantics": "since <= time < until"},
-        "filters": flt.describe(), "counts": {"scanned": scanned, "exported": written, "by_type": by_type},
+        "filters": flt.describe(),
+        "counts": {"scanned": scanned, "exported": written, "by_type": by_type},
         "chains": chains,
     }
 
@@ -212,5 +225,7 @@ def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -
             now = body2["chains"].get(chain, {})
             for k in ("events_in_range", "exported", "first", "last", "before_range"):
                 if now.get(k) != c.get(k):
-                    problems.append(f"chain {chain}: {k} is {now.get(k)!r} in the journal, {c.get(k)!r} in the manifest")
+                    problems.append(
+                        f"chain {chain}: {k} is {now.get(k)!r} in the journal, {c.get(k)!r} in the manifest"
+                    )
     return problems

@@ -3,6 +3,7 @@
 Shared by the console's index (guard/console/index.py) and export filters (guard/audit/export.py), so a
 search in the console and an export or evidence pack with the same filters select the same events.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 
 The field mappings are documented in audit/MAPPINGS.md; keep the two in step.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from guard.audit.event import SCHEMA_VERSION
 PRODUCT, VENDOR, VERSION = "Guard", "Guard", "0.1.0"
 OCSF_VERSION = "1.5.0"
 _OCSF_ACTIVITY = {"chat": 1, "completion": 1, "embeddings": 1, "models": 2}  # Create | Read; else 99 Other
-_CEF_SEVERITY = {"exchange.denied": 7, "policy.reload_failed": 6, "exchange.completed": 3,
-                 "exchange.started": 3, "audit.checkpoint": 1}
+_CEF_SEVERITY = {
+    "exchange.denied": 7,
+    "policy.reload_failed": 6,
+    "exchange.completed": 3,
+    "exchange.started": 3,
+    "audit.checkpoint": 1,
+}
 
 
 def epoch_ms(rfc3339: str) -> int:
@@ -37,6 +43,7 @@ def to_json(e: dict[str, Any]) -> dict[str, Any]:
 
 # --- OCSF ----------------------------------------------------------------------------------------------
 
+
 def to_ocsf(e: dict[str, Any]) -> dict[str, Any]:
     """OCSF API Activity (category 6, class 6003) with the ai_operation profile."""
     op = e.get("operation") or e.get("type", "")
@@ -47,26 +54,62 @@ def to_ocsf(e: dict[str, Any]) -> dict[str, Any]:
     status = outcome.get("status")
     failed = denied or (isinstance(status, int) and status >= 400)
     out: dict[str, Any] = {
-        "category_uid": 6, "category_name": "Application Activity",
-        "class_uid": 6003, "class_name": "API Activity",
-        "activity_id": activity, "type_uid": 6003 * 100 + activity,
-        "severity_id": 3 if denied else 1, "time": epoch_ms(e["time"]),
-        "status_id": 2 if failed else 1, "status": "Failure" if failed else "Success",
+        "category_uid": 6,
+        "category_name": "Application Activity",
+        "class_uid": 6003,
+        "class_name": "API Activity",
+        "activity_id": activity,
+        "type_uid": 6003 * 100 + activity,
+        "severity_id": 3 if denied else 1,
+        "time": epoch_ms(e["time"]),
+        "status_id": 2 if failed else 1,
+        "status": "Failure" if failed else "Success",
         "message": e.get("type", ""),
         "metadata": {
-            "version": OCSF_VERSION, "uid": e.get("id"), "correlation_uid": e.get("request_id"),
-            "event_code": e.get("type"), "profiles": ["ai_operation"],
+            "version": OCSF_VERSION,
+            "uid": e.get("id"),
+            "correlation_uid": e.get("request_id"),
+            "event_code": e.get("type"),
+            "profiles": ["ai_operation"],
             "product": {"name": PRODUCT, "vendor_name": VENDOR, "version": VERSION},
-            "log_name": e.get("chain"), "sequence": e.get("seq"),
+            "log_name": e.get("chain"),
+            "sequence": e.get("seq"),
         },
-        "actor": {"user": {"uid": p.get("fingerprint") or p.get("spiffe_id") or "anonymous", "name": p.get("cn", ""),
-                           "groups": [{"name": g} for g in p.get("ou", [])]},
-                  "app_name": PRODUCT},
-        "api": {"operation": op, "service": {"name": e.get("api") or PRODUCT}, "request": {"uid": e.get("request_id", "")}},
+        "actor": {
+            "user": {
+                "uid": p.get("fingerprint") or p.get("spiffe_id") or "anonymous",
+                "name": p.get("cn", ""),
+                "groups": [{"name": g} for g in p.get("ou", [])],
+            },
+            "app_name": PRODUCT,
+        },
+        "api": {
+            "operation": op,
+            "service": {"name": e.get("api") or PRODUCT},
+            "request": {"uid": e.get("request_id", "")},
+        },
         "src_endpoint": {"ip": e.get("client_ip")} if e.get("client_ip") else {"name": "guard"},
         "cloud": {"provider": e.get("upstream") or "self-hosted"},
-        "unmapped": {"guard": {k: e[k] for k in ("decisions", "screens", "latency_ms", "hash", "prev", "sig", "key_id",
-                                                  "checkpoint", "policy", "config", "guard", "denial") if k in e}},
+        "unmapped": {
+            "guard": {
+                k: e[k]
+                for k in (
+                    "decisions",
+                    "screens",
+                    "latency_ms",
+                    "hash",
+                    "prev",
+                    "sig",
+                    "key_id",
+                    "checkpoint",
+                    "policy",
+                    "config",
+                    "guard",
+                    "denial",
+                )
+                if k in e
+            }
+        },
     }
     if status is not None:
         out["http_response"] = {"code": status}
@@ -75,8 +118,11 @@ def to_ocsf(e: dict[str, Any]) -> dict[str, Any]:
     if e.get("model"):
         out["ai_model"] = {"name": e["model"], "ai_provider": e.get("upstream") or ""}
         usage = e.get("usage") or {}
-        out["message_context"] = {"uid": e.get("request_id"), "ai_role": "assistant",
-                                  **{k: v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens", "total_tokens")}}
+        out["message_context"] = {
+            "uid": e.get("request_id"),
+            "ai_role": "assistant",
+            **{k: v for k, v in usage.items() if k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        }
     return _drop_none(out)
 
 
@@ -87,6 +133,7 @@ def _drop_none(o: Any) -> Any:
 
 
 # --- CEF -----------------------------------------------------------------------------------------------
+
 
 def cef_header(s: Any) -> str:
     """Header fields: backslash and pipe escaped; newlines are not allowed there, so they become spaces."""
@@ -104,13 +151,26 @@ def to_cef(e: dict[str, Any]) -> str:
     dec = e.get("decisions") or {}
     rule = (dec.get("content") or dec.get("access") or {}).get("rule", "")
     ext: list[tuple[str, Any]] = [
-        ("rt", epoch_ms(e["time"])), ("externalId", e.get("id")), ("suser", p.get("cn")),
-        ("suid", p.get("fingerprint")), ("src", e.get("client_ip")), ("requestMethod", e.get("operation")),
-        ("app", e.get("api")), ("act", effect(e)), ("outcome", outcome.get("status")),
+        ("rt", epoch_ms(e["time"])),
+        ("externalId", e.get("id")),
+        ("suser", p.get("cn")),
+        ("suid", p.get("fingerprint")),
+        ("src", e.get("client_ip")),
+        ("requestMethod", e.get("operation")),
+        ("app", e.get("api")),
+        ("act", effect(e)),
+        ("outcome", outcome.get("status")),
     ]
-    custom = [("cs1", "model", e.get("model")), ("cs2", "rule", rule), ("cs3", "request_id", e.get("request_id")),
-              ("cs4", "chain", e.get("chain")), ("cs5", "hash", e.get("hash")), ("cs6", "upstream", e.get("upstream")),
-              ("cn1", "seq", e.get("seq")), ("cn2", "total_tokens", (e.get("usage") or {}).get("total_tokens"))]
+    custom = [
+        ("cs1", "model", e.get("model")),
+        ("cs2", "rule", rule),
+        ("cs3", "request_id", e.get("request_id")),
+        ("cs4", "chain", e.get("chain")),
+        ("cs5", "hash", e.get("hash")),
+        ("cs6", "upstream", e.get("upstream")),
+        ("cn1", "seq", e.get("seq")),
+        ("cn2", "total_tokens", (e.get("usage") or {}).get("total_tokens")),
+    ]
     for key, label, value in custom:
         if value not in (None, ""):
             ext += [(key + "Label", label), (key, value)]
@@ -126,25 +186,59 @@ def to_cef(e: dict[str, Any]) -> str:
 
 # --- ECS -----------------------------------------------------------------------------------------------
 
+
 def to_ecs(e: dict[str, Any]) -> dict[str, Any]:
     p = e.get("principal") or {}
     outcome = e.get("outcome") or {}
     eff = effect(e)
     ecs: dict[str, Any] = {
-        "@timestamp": e["time"], "ecs": {"version": "8.11.0"},
-        "event": {"id": e.get("id"), "kind": "event", "category": ["web"], "type": ["access"],
-                  "action": e.get("type"), "dataset": "guard.audit", "module": "guard", "sequence": e.get("seq"),
-                  "outcome": ("failure" if eff == "deny" or (outcome.get("status") or 0) >= 400 else "success")},
+        "@timestamp": e["time"],
+        "ecs": {"version": "8.11.0"},
+        "event": {
+            "id": e.get("id"),
+            "kind": "event",
+            "category": ["web"],
+            "type": ["access"],
+            "action": e.get("type"),
+            "dataset": "guard.audit",
+            "module": "guard",
+            "sequence": e.get("seq"),
+            "outcome": ("failure" if eff == "deny" or (outcome.get("status") or 0) >= 400 else "success"),
+        },
         "user": {"name": p.get("cn"), "id": p.get("fingerprint"), "group": {"name": p.get("ou")}},
         "source": {"ip": e.get("client_ip")},
         "http": {"response": {"status_code": outcome.get("status")}} if outcome.get("status") else None,
         "trace": {"id": e.get("trace_id")} if e.get("trace_id") else None,
         "transaction": {"id": e.get("request_id")} if e.get("request_id") else None,
-        "gen_ai": {"request": {"model": e.get("model")}, "usage": e.get("usage"),
-                   "operation": {"name": e.get("operation")}, "system": e.get("api")} if e.get("model") else None,
+        "gen_ai": {
+            "request": {"model": e.get("model")},
+            "usage": e.get("usage"),
+            "operation": {"name": e.get("operation")},
+            "system": e.get("api"),
+        }
+        if e.get("model")
+        else None,
         "rule": {"name": ((e.get("decisions") or {}).get("access") or {}).get("rule")},
-        "guard": {k: e[k] for k in ("decisions", "screens", "latency_ms", "chain", "seq", "hash", "prev", "sig", "key_id",
-                                    "checkpoint", "policy", "config", "upstream", "denial") if k in e},
+        "guard": {
+            k: e[k]
+            for k in (
+                "decisions",
+                "screens",
+                "latency_ms",
+                "chain",
+                "seq",
+                "hash",
+                "prev",
+                "sig",
+                "key_id",
+                "checkpoint",
+                "policy",
+                "config",
+                "upstream",
+                "denial",
+            )
+            if k in e
+        },
         "labels": {"schema_version": e.get("schema_version", SCHEMA_VERSION)},
     }
     return _drop_none(ecs)
@@ -152,9 +246,28 @@ def to_ecs(e: dict[str, Any]) -> dict[str, Any]:
 
 # --- CSV (export only) --------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("time", "id", "type", "chain", "seq", "request_id", "subject", "cn", "client_ip", "api", "operation",
-               "model", "upstream", "decision", "rule", "status", "finish_reason", "prompt_tokens",
-               "completion_tokens", "hash")
+CSV_COLUMNS = (
+    "time",
+    "id",
+    "type",
+    "chain",
+    "seq",
+    "request_id",
+    "subject",
+    "cn",
+    "client_ip",
+    "api",
+    "operation",
+    "model",
+    "upstream",
+    "decision",
+    "rule",
+    "status",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "hash",
+)
 
 
 # A cell a spreadsheet would run as a formula (OWASP "CSV Injection"): it starts with = + - @, a tab or a
@@ -176,13 +289,25 @@ def to_csv_row(e: dict[str, Any]) -> list[Any]:
     u = e.get("usage") or {}
     dec = e.get("decisions") or {}
     rule = (dec.get("content") or dec.get("access") or {}).get("rule", "")
-    vals = {"subject": p.get("subject"), "cn": p.get("cn"), "decision": effect(e), "rule": rule,
-            "status": o.get("status"), "finish_reason": o.get("finish_reason"),
-            "prompt_tokens": u.get("prompt_tokens"), "completion_tokens": u.get("completion_tokens")}
+    vals = {
+        "subject": p.get("subject"),
+        "cn": p.get("cn"),
+        "decision": effect(e),
+        "rule": rule,
+        "status": o.get("status"),
+        "finish_reason": o.get("finish_reason"),
+        "prompt_tokens": u.get("prompt_tokens"),
+        "completion_tokens": u.get("completion_tokens"),
+    }
     return [csv_cell(vals[c] if c in vals else e.get(c)) for c in CSV_COLUMNS]
 
 
-FORMATTERS: dict[str, Callable[[dict[str, Any]], Any]] = {"json": to_json, "ocsf": to_ocsf, "cef": to_cef, "ecs": to_ecs}
+FORMATTERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "json": to_json,
+    "ocsf": to_ocsf,
+    "cef": to_cef,
+    "ecs": to_ecs,
+}
 
 
 def as_text(formatted: Any) -> str:

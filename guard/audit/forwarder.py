@@ -6,6 +6,7 @@ events; a failure rewinds the reader to the cursor and retries with exponential 
 ``guard_audit_sink_lag_events`` and loses nothing. Syslog has no acknowledgement: its cursor trails by
 ``replay_window_s`` and everything sent since is sent again after a reconnect (duplicates carry the same id).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,6 @@ log = logging.getLogger("guard.audit.forwarder")
 Position = dict[str, dict[str, Any]]  # chain -> {"segment": name, "offset": int, "seq": int}
 
 
-
 def make_sink(s: SinkSettings) -> Sink:
     """The sink a configuration names (RELP builds on the syslog sink, so it is chosen here, above both)."""
     if s.type == "relp":
@@ -33,8 +33,13 @@ def make_sink(s: SinkSettings) -> Sink:
 
         return Relp(s)
     kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
-        "splunk_hec": SplunkHEC, "syslog": Syslog, "webhook": Webhook, "file": FileSink}
+        "splunk_hec": SplunkHEC,
+        "syslog": Syslog,
+        "webhook": Webhook,
+        "file": FileSink,
+    }
     return kinds[s.type](s)
+
 
 class JournalLine(dict):
     """A parsed event that keeps its journal bytes, so native-JSON sinks send them without re-encoding."""
@@ -136,8 +141,15 @@ def chain_last_seq(root: Path, chain: str) -> int:
 
 
 class SinkWorker(threading.Thread):
-    def __init__(self, root: Path, s: SinkSettings, chains: list[str] | None, stop: threading.Event,
-                 poll_s: float, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        s: SinkSettings,
+        chains: list[str] | None,
+        stop: threading.Event,
+        poll_s: float,
+        sink: Sink | None = None,
+    ) -> None:
         super().__init__(name=f"audit-sink-{s.name}", daemon=True)
         self.root, self.s, self.stop_event, self.poll_s = root, s, stop, poll_s
         self.sink = sink or make_sink(s)
@@ -239,12 +251,18 @@ class SinkWorker(threading.Thread):
 class Forwarder:
     """Delivers ``<audit.dir>`` to every configured sink. Run exactly one per audit.dir (e.g. in worker 0)."""
 
-    def __init__(self, settings: AuditSettings, chains: list[str] | None = None, poll_s: float = 0.2,
-                 sinks: dict[str, Sink] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AuditSettings,
+        chains: list[str] | None = None,
+        poll_s: float = 0.2,
+        sinks: dict[str, Sink] | None = None,
+    ) -> None:
         self.root = Path(settings.dir)
         self._stop = threading.Event()
-        self.workers = [SinkWorker(self.root, s, chains, self._stop, poll_s, (sinks or {}).get(s.name))
-                        for s in settings.sinks]
+        self.workers = [
+            SinkWorker(self.root, s, chains, self._stop, poll_s, (sinks or {}).get(s.name)) for s in settings.sinks
+        ]
 
     def start(self) -> None:
         for w in self.workers:

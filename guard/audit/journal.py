@@ -15,6 +15,7 @@ the kept events, fsync, then a probe of ``_PROBE_BYTES`` allocated and fsync'd o
 only then is the journal healthy again (a few bytes freed by the failed write do not count as recovery).
 That part lives in guard.audit.recovery.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,14 @@ def default_writer_id(worker: int | None = None, template: str = "{host}-w{worke
 
 
 class Journal(Recovering):
-    def __init__(self, settings: AuditSettings, writer_id: str | None = None, *, worker: int | None = None,
-                 signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        settings: AuditSettings,
+        writer_id: str | None = None,
+        *,
+        worker: int | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         """Open (or continue) chain ``writer_id``, by default ``settings.writer_id`` filled in for ``worker``.
 
         Raises JournalError when the directory cannot be written or another process holds the chain.
@@ -183,14 +190,14 @@ class Journal(Recovering):
                 raise JournalError("audit journal is closed")
             if not self._healthy:
                 if not lazy:
-                    raise JournalError("audit journal unavailable: "
-                                       f"{(self._broken or {}).get('error', 'recovering')}")
+                    raise JournalError(f"audit journal unavailable: {(self._broken or {}).get('error', 'recovering')}")
                 if len(self._held) < _MAX_HELD:
                     self._held.append(event)
                 else:
                     tm.AUDIT_WRITE_FAILURES.inc()
-                    _throttled.error("held-full", "audit journal: an answered event was dropped (%d kept already)",
-                                     len(self._held))
+                    _throttled.error(
+                        "held-full", "audit journal: an answered event was dropped (%d kept already)", len(self._held)
+                    )
                 return event
             first = not self._pending
             sealed = self._seal(event, waiter)
@@ -270,8 +277,14 @@ class Journal(Recovering):
         self._seg_opened = time.monotonic()
 
     def _write_head(self, seq: int, head: str, final: bool) -> None:
-        rec = {"chain": self.chain, "seq": seq, "head": head, "final": final, "time": ev.utc_now(),
-               "key_id": self.signer.key_id}
+        rec = {
+            "chain": self.chain,
+            "seq": seq,
+            "head": head,
+            "final": final,
+            "time": ev.utc_now(),
+            "key_id": self.signer.key_id,
+        }
         sig = self.signer.seal_line(dict(rec), self.chain, seq, head)[0]  # signed like an event
         layout.write_atomic(self.dir / "HEAD.json", sig)
 
@@ -359,15 +372,19 @@ class Journal(Recovering):
                 try:
                     self._write_head(seq, self._durable_cp, b'"final":true' in line)
                 except OSError as e:  # HEAD only ever lags; the chain itself is durable
-                    _throttled.error("head", "audit journal %s: head record not written: %s", self.chain,
-                                     os.strerror(e.errno or 5))
+                    _throttled.error(
+                        "head", "audit journal %s: head record not written: %s", self.chain, os.strerror(e.errno or 5)
+                    )
         for typ, n in counts.items():
             tm.AUDIT_EVENTS.labels(typ).inc(n)
         return True
 
     @staticmethod
-    def _settle(batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: BaseException | None,
-                counts: dict[str, int] | None = None) -> None:
+    def _settle(
+        batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],
+        err: BaseException | None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
         """Wake the batch's waiters (``counts``: events written by type, when it was written)."""
         _wake([b[3] for b in batch if b[3] is not None], err)
 
@@ -403,7 +420,7 @@ def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None
 
 def _hash_of(line: bytes) -> str:
     i = line.rindex(b'"hash":"') + 8
-    return line[i:i + 64].decode()
+    return line[i : i + 64].decode()
 
 
 __all__ = ["Journal", "JournalError", "default_writer_id"]

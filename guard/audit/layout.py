@@ -1,12 +1,13 @@
 """Where things live under ``audit.dir`` (shared by the journal, verify, export, tail and the forwarder).
 
-    <dir>/chains/<chain>/<first seq, 16 digits>.jsonl   segments, append-only, one event per line
-    <dir>/chains/<chain>/HEAD.json                        signed head record (last durable checkpoint)
-    <dir>/chains/<chain>/PRUNED.json                      signed record of segments `guard audit prune` removed
-    <dir>/chains/<chain>/LOCK                             flock held by the one process writing the chain
-    <dir>/keys/                                           generated keys and published public keys
-    <dir>/cursors/<sink>.json                             forwarder cursors, one file per sink
+<dir>/chains/<chain>/<first seq, 16 digits>.jsonl   segments, append-only, one event per line
+<dir>/chains/<chain>/HEAD.json                        signed head record (last durable checkpoint)
+<dir>/chains/<chain>/PRUNED.json                      signed record of segments `guard audit prune` removed
+<dir>/chains/<chain>/LOCK                             flock held by the one process writing the chain
+<dir>/keys/                                           generated keys and published public keys
+<dir>/cursors/<sink>.json                             forwarder cursors, one file per sink
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,7 +90,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -10,6 +10,7 @@ Verifying a pack needs no journal: every event's hash and Ed25519 signature, the
 that follow each other in a chain, and each manifest's signature and file digest. With the journal at hand,
 `guard audit verify DIR --manifest` also proves the export complete for its range.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,16 @@ def key_fingerprint(public: Any) -> str:
     return hashlib.sha256(raw_public(public)).hexdigest()
 
 
-def build_pack(root: Path, flt: Filter, formats: list[str], signer: Signer, *, policy_version: str = "",
-               verification: dict[str, Any] | None = None, extra_keys: dict[str, Any] | None = None) -> tuple[bytes, dict[str, Any]]:
+def build_pack(
+    root: Path,
+    flt: Filter,
+    formats: list[str],
+    signer: Signer,
+    *,
+    policy_version: str = "",
+    verification: dict[str, Any] | None = None,
+    extra_keys: dict[str, Any] | None = None,
+) -> tuple[bytes, dict[str, Any]]:
     """The pack's bytes and its summary. ``jsonl`` is always included (it is what verify checks);
     ``verification`` is a `guard audit verify` report of the journal (``Report.to_dict()``), if one was run."""
     fmts = ["jsonl"] + [f for f in dict.fromkeys(formats) if f != "jsonl"]
@@ -67,8 +76,12 @@ def build_pack(root: Path, flt: Filter, formats: list[str], signer: Signer, *, p
                 summary = _summary(data, m, policy_version, verification)
                 key_ids |= set(summary["key_ids"])
         keys = {signer.key_id: signer.public, **(extra_keys or {})}
-        summary["keys"] = [{"key_id": k, "sha256": key_fingerprint(keys[k])} if k in keys
-                           else {"key_id": k, "sha256": "(public key not at hand)"} for k in sorted(key_ids)]
+        summary["keys"] = [
+            {"key_id": k, "sha256": key_fingerprint(keys[k])}
+            if k in keys
+            else {"key_id": k, "sha256": "(public key not at hand)"}
+            for k in sorted(key_ids)
+        ]
         for k in sorted(key_ids):
             if k in keys:
                 pem = keys[k].public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -79,8 +92,9 @@ def build_pack(root: Path, flt: Filter, formats: list[str], signer: Signer, *, p
     return buf.getvalue(), summary
 
 
-def _summary(data: bytes, manifest: dict[str, Any], policy_version: str,
-             verification: dict[str, Any] | None) -> dict[str, Any]:
+def _summary(
+    data: bytes, manifest: dict[str, Any], policy_version: str, verification: dict[str, Any] | None
+) -> dict[str, Any]:
     by_verdict: dict[str, int] = {}
     key_ids: set[str] = set()
     policies: set[str] = set()
@@ -95,24 +109,44 @@ def _summary(data: bytes, manifest: dict[str, Any], policy_version: str,
                 policies.add(str(d["policy_version"]))
     ver = None
     if verification is not None:
-        ver = {"ok": verification.get("ok"), "events": verification.get("events"),
-               "chains": [{"chain": c["chain"], "status": c["status"], "last_seq": c["last_seq"],
-                           "broken": c.get("broken")} for c in verification.get("chains", [])]}
-    return {"generated": utc_now(), "range": manifest["range"], "filters": manifest["filters"],
-            "counts": {"events": manifest["counts"]["exported"], "scanned": manifest["counts"]["scanned"],
-                       "by_type": manifest["counts"]["by_type"], "by_verdict": by_verdict},
-            "chains": manifest["chains"], "journal_verification": ver, "policy_version_in_force": policy_version,
-            "policy_versions_in_events": sorted(policies), "key_ids": sorted(k for k in key_ids if k),
-            "manifest_hash": manifest["hash"], "manifest_key_id": manifest["key_id"]}
+        ver = {
+            "ok": verification.get("ok"),
+            "events": verification.get("events"),
+            "chains": [
+                {"chain": c["chain"], "status": c["status"], "last_seq": c["last_seq"], "broken": c.get("broken")}
+                for c in verification.get("chains", [])
+            ],
+        }
+    return {
+        "generated": utc_now(),
+        "range": manifest["range"],
+        "filters": manifest["filters"],
+        "counts": {
+            "events": manifest["counts"]["exported"],
+            "scanned": manifest["counts"]["scanned"],
+            "by_type": manifest["counts"]["by_type"],
+            "by_verdict": by_verdict,
+        },
+        "chains": manifest["chains"],
+        "journal_verification": ver,
+        "policy_version_in_force": policy_version,
+        "policy_versions_in_events": sorted(policies),
+        "key_ids": sorted(k for k in key_ids if k),
+        "manifest_hash": manifest["hash"],
+        "manifest_key_id": manifest["key_id"],
+    }
 
 
 def summary_text(s: dict[str, Any]) -> str:
     r = s["range"]
-    lines = ["Guard audit evidence pack", "",
-             f"Generated:        {s['generated']}",
-             f"Period:           {r.get('since') or '(start)'} <= time < {r.get('until') or '(now)'}",
-             f"Filters:          {', '.join(f'{k}={v}' for k, v in s['filters'].items() if v) or 'none'}",
-             f"Events:           {s['counts']['events']} (of {s['counts']['scanned']} in the journal)"]
+    lines = [
+        "Guard audit evidence pack",
+        "",
+        f"Generated:        {s['generated']}",
+        f"Period:           {r.get('since') or '(start)'} <= time < {r.get('until') or '(now)'}",
+        f"Filters:          {', '.join(f'{k}={v}' for k, v in s['filters'].items() if v) or 'none'}",
+        f"Events:           {s['counts']['events']} (of {s['counts']['scanned']} in the journal)",
+    ]
     for k, v in sorted(s["counts"]["by_type"].items()):
         lines.append(f"  {k:<28}{v}")
     for k, v in sorted(s["counts"]["by_verdict"].items()):
@@ -131,12 +165,17 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"Policy versions in the events: {', '.join(s['policy_versions_in_events'])}")
     lines.append("Signing keys (key_id, SHA-256 of the raw Ed25519 public key):")
     lines += [f"  {k['key_id']}  {k['sha256']}" for k in s.get("keys", [])]
-    lines += [f"Manifest:         events.jsonl.manifest.json (hash {s['manifest_hash'][:16]}..., key {s['manifest_key_id']})",
-              "", "Check it: guard audit verify THIS.zip --public-key <the journal's public key>", ""]
+    lines += [
+        f"Manifest:         events.jsonl.manifest.json (hash {s['manifest_hash'][:16]}..., key {s['manifest_key_id']})",
+        "",
+        "Check it: guard audit verify THIS.zip --public-key <the journal's public key>",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # --- verifying a pack -----------------------------------------------------------------------------------
+
 
 def _read(z: zipfile.ZipFile, name: str) -> bytes:
     info = z.getinfo(name)
@@ -169,8 +208,13 @@ def verify_pack(path: Path, keys: dict[str, Any]) -> dict[str, Any]:
     with z:
         names = set(z.namelist())
         if "events.jsonl" not in names or "events.jsonl.manifest.json" not in names:
-            return {"ok": False, "pack": str(path), "events": 0, "chains": {},
-                    "problems": ["events.jsonl or its manifest is missing"]}
+            return {
+                "ok": False,
+                "pack": str(path),
+                "events": 0,
+                "chains": {},
+                "problems": ["events.jsonl or its manifest is missing"],
+            }
         for name in sorted(n for n in names if n.endswith(".manifest.json")):
             problems += _check_manifest(z, name, names, keys)
         prev: dict[str, tuple[int, str]] = {}
@@ -200,8 +244,14 @@ def verify_pack(path: Path, keys: dict[str, Any]) -> dict[str, Any]:
             got = chains.get(chain, {}).get("events", 0)
             if mc.get("exported") != got:
                 problems.append(f"chain {chain}: manifest says {mc.get('exported')} events, the pack holds {got}")
-    return {"ok": not problems, "pack": str(path), "events": events, "chains": chains, "problems": problems,
-            "manifest": {"range": m.get("range"), "filters": m.get("filters"), "key_id": m.get("key_id")}}
+    return {
+        "ok": not problems,
+        "pack": str(path),
+        "events": events,
+        "chains": chains,
+        "problems": problems,
+        "manifest": {"range": m.get("range"), "filters": m.get("filters"), "key_id": m.get("key_id")},
+    }
 
 
 def _check_manifest(z: zipfile.ZipFile, name: str, names: set[str], keys: dict[str, Any]) -> list[str]:
@@ -251,4 +301,3 @@ def policy_version_from_config(config_path: Path | None) -> str:
 
     s = load_config(config_path).policy
     return load_policy(s.model, list(s.rules)).version
-

@@ -13,6 +13,7 @@ The newest segment of a chain (the one being written) is never removed. The reco
 files are removed; if that is interrupted, verify skips the listed files still present and the next prune
 removes them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,9 @@ def _walk(segs: list[Path], start: dict[str, Any] | None) -> dict[str, Any]:
                 st["since_checkpoint"] += 1
             first = e["seq"] if first is None else first
             last = e["seq"]
-        files.append({"name": seg.name, "first_seq": first, "last_seq": last, "bytes": seg.stat().st_size,
-                      "sha256": digest})
+        files.append(
+            {"name": seg.name, "first_seq": first, "last_seq": last, "bytes": seg.stat().st_size, "sha256": digest}
+        )
     st["segments"] = files
     return st
 
@@ -86,14 +88,14 @@ def _sinks_behind(root: Path, chain: str, through: int) -> list[str]:
     return out
 
 
-def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_run: bool = False,
-          ignore_sinks: bool = False) -> dict[str, Any]:
+def prune(
+    root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_run: bool = False, ignore_sinks: bool = False
+) -> dict[str, Any]:
     """Remove what is older than ``before`` (RFC 3339) in every chain; returns a report per chain.
     Raises PruneError (and removes nothing) when the journal does not verify or a sink is behind."""
     report = verify_dir(root, keys)
     if not report.ok:
-        broken = [f"{c.chain}: {c.broken.reason} at {c.broken.file}:{c.broken.line}" for c in report.chains
-                  if c.broken]
+        broken = [f"{c.chain}: {c.broken.reason} at {c.broken.file}:{c.broken.line}" for c in report.chains if c.broken]
         raise PruneError("the journal does not verify, nothing removed: " + "; ".join(broken))
     todo: list[tuple[str, list[Path], dict[str, Any]]] = []
     for chain in layout.chain_names(root):
@@ -103,8 +105,10 @@ def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_
         st = _walk(segs, read_pruned(root, chain))
         behind = [] if ignore_sinks else _sinks_behind(root, chain, st["seq"])
         if behind:
-            raise PruneError(f"{chain}: sinks have not delivered the events to be removed (through seq "
-                             f"{st['seq']}): {', '.join(behind)}; nothing removed (--ignore-sinks to remove anyway)")
+            raise PruneError(
+                f"{chain}: sinks have not delivered the events to be removed (through seq "
+                f"{st['seq']}): {', '.join(behind)}; nothing removed (--ignore-sinks to remove anyway)"
+            )
         todo.append((chain, segs, st))
     out = []
     if not dry_run:  # finish a prune that was interrupted after its record was written
@@ -112,12 +116,24 @@ def prune(root: Path, before: str, signer: Signer, keys: dict[str, Any], *, dry_
             for name in pruned_names(root, chain):
                 (layout.chains_dir(root) / chain / name).unlink(missing_ok=True)
     for chain, segs, st in todo:
-        rec = {"type": "audit.pruned", "before": before, "time": ev.utc_now(), "events": st["events"],
-               "checkpoint": st["checkpoint"], "since_checkpoint": st["since_checkpoint"],
-               "segments": st["segments"]}
+        rec = {
+            "type": "audit.pruned",
+            "before": before,
+            "time": ev.utc_now(),
+            "events": st["events"],
+            "checkpoint": st["checkpoint"],
+            "since_checkpoint": st["since_checkpoint"],
+            "segments": st["segments"],
+        }
         line = signer.seal_line(rec, chain, st["seq"], st["prev"])[0]
-        out.append({"chain": chain, "removed": [s.name for s in segs], "through_seq": st["seq"],
-                    "events_pruned_total": st["events"]})
+        out.append(
+            {
+                "chain": chain,
+                "removed": [s.name for s in segs],
+                "through_seq": st["seq"],
+                "events_pruned_total": st["events"],
+            }
+        )
         if dry_run:
             continue
         d = layout.chains_dir(root) / chain

@@ -4,6 +4,7 @@ Written by ``guard audit prune`` (guard.audit.prune), read by ``guard audit veri
 which resumes a chain from it. Kept apart from both so that verify does not import prune (prune runs
 verify before it removes anything).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,5 +44,8 @@ def pruned_names(root: Path, chain: str) -> set[str]:
     interrupted between writing its record and removing the files (verify skips it; prune removes it)."""
     rec = read_pruned(root, chain) or {}
     segs = rec.get("segments")
-    return {s["name"] for s in segs if isinstance(s, dict) and isinstance(s.get("name"), str)} \
-        if isinstance(segs, list) else set()
+    return (
+        {s["name"] for s in segs if isinstance(s, dict) and isinstance(s.get("name"), str)}
+        if isinstance(segs, list)
+        else set()
+    )

@@ -7,6 +7,7 @@ with the journal's next group commit, within ``batch_window_ms`` (status, reason
 ``answer_text`` if the pipeline
 wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged).
 """
+
 from __future__ import annotations
 
 import time
@@ -122,9 +123,17 @@ class JournalRecorder:
             if isinstance(finish, (list, tuple)):
                 finish = ",".join(dict.fromkeys(str(f) for f in finish if f))
             total = {"total": (time.perf_counter() - ex.started) * 1000} if getattr(ex, "started", None) else None
-            content = self.capture.record(prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")),
-                                          memo=ex.context)
-            facts = ev.completed_facts(ex, status, finish or None, int(outcome.get("bytes", 0) or 0),
-                                       outcome.get("usage"), content, total,
-                                       error=reason if status >= 400 and reason else None)
+            content = self.capture.record(
+                prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), memo=ex.context
+            )
+            facts = ev.completed_facts(
+                ex,
+                status,
+                finish or None,
+                int(outcome.get("bytes", 0) or 0),
+                outcome.get("usage"),
+                content,
+                total,
+                error=reason if status >= 400 and reason else None,
+            )
         await self.journal.append_facts(facts, wait=wait)

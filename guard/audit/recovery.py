@@ -1,6 +1,7 @@
 """After a failed journal write: the chain rolls back, the events whose answers are out are kept, and the
 writer recovers on its own (a new segment, a recovery checkpoint, the kept events, then a probe of real
 size) before the journal takes requests again. A mixin of guard.audit.journal.Journal (see its docstring)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -58,14 +59,17 @@ class Recovering:
     _last_cp: str
 
     if TYPE_CHECKING:
+
         def _write(self, batch: list[Pending]) -> bool: ...
         def _take_batch(self) -> list[Pending]: ...
         def _seal(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]: ...
-        def _seal_checkpoint(self, reason: str, final: bool = False,
-                             recovery: dict[str, Any] | None = None) -> None: ...
+        def _seal_checkpoint(
+            self, reason: str, final: bool = False, recovery: dict[str, Any] | None = None
+        ) -> None: ...
         def _open_segment(self, first_seq: int) -> None: ...
-        def _settle(self, batch: list[Pending], err: BaseException | None,
-                    counts: dict[str, int] | None = None) -> None: ...
+        def _settle(
+            self, batch: list[Pending], err: BaseException | None, counts: dict[str, int] | None = None
+        ) -> None: ...
 
     def _recovery_in(self) -> float:
         """Seconds until the next recovery attempt (caller holds the lock); infinity when healthy."""
@@ -149,8 +153,11 @@ class Recovering:
         if batch:
             self._write(batch)
         if self._held:
-            log.error("audit journal closed with %d answered events it could not write: %s", len(self._held),
-                      (self._broken or {}).get("error", "write failed"))
+            log.error(
+                "audit journal closed with %d answered events it could not write: %s",
+                len(self._held),
+                (self._broken or {}).get("error", "write failed"),
+            )
 
     def _fail(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: OSError) -> None:
         """Roll the chain back to its last durable event. Events someone waits for fail (their requests are

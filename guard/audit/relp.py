@@ -13,6 +13,7 @@ messages sent but not acknowledged, not a replay window as plain syslog must. Th
 syslog sink's, so each carries
 the event's stable ``id`` (and ``chain``, ``seq``) for SIEM-side de-duplication of that remainder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,7 @@ def _parse(buf: bytes) -> tuple[int, bytes, bytes, int] | None:
         if len(buf) > 44:
             raise SinkError("not a RELP frame")
         return None
-    txnr, command = buf[:i], buf[i + 1:j]
+    txnr, command = buf[:i], buf[i + 1 : j]
     k = j + 1
     while k < len(buf) and k - j <= 10 and 48 <= buf[k] <= 57:
         k += 1
@@ -45,15 +46,15 @@ def _parse(buf: bytes) -> tuple[int, bytes, bytes, int] | None:
         return None
     if not (txnr.isdigit() and command.isalpha() and k > j + 1):
         raise SinkError("not a RELP frame")
-    size = int(buf[j + 1:k])
+    size = int(buf[j + 1 : k])
     start = k + 1 if size else k
-    if size and buf[k:k + 1] != b" ":
+    if size and buf[k : k + 1] != b" ":
         raise SinkError("not a RELP frame")
     if len(buf) < start + size + 1:
         return None
-    if buf[start + size:start + size + 1] != b"\n":
+    if buf[start + size : start + size + 1] != b"\n":
         raise SinkError("RELP frame without its trailer")
-    return int(txnr), command, buf[start:start + size], start + size + 1
+    return int(txnr), command, buf[start : start + size], start + size + 1
 
 
 class Relp:

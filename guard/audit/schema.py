@@ -2,6 +2,7 @@
 
 Needs the ``jsonschema`` package (a test dependency); the proxy itself never imports this module.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ def _validator() -> Any:
 
 def event_errors(event: dict[str, Any]) -> list[str]:
     """Schema violations of one event, as 'path: message' strings (empty when valid)."""
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}"
-            for e in _validator().iter_errors(event)]
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(event)'}: {e.message}" for e in _validator().iter_errors(event)]
 
 
 def journal_errors(root: Path) -> list[str]:

@@ -9,6 +9,7 @@ Definition (audit/INTEGRITY.md says the same for people who verify with other to
     key_id = first 16 hex digits of SHA-256 over the raw 32-byte Ed25519 public key
     prev  = hash of the previous event of the same chain; 64 zeros for seq 1
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,8 +46,12 @@ except ImportError:
 GENESIS = "0" * 64
 INTEGRITY_FIELDS = ("chain", "seq", "prev", "hash", "sig", "key_id")
 _MAX_SAFE = 2**53
-_SORTED = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
-           | orjson.OPT_PASSTHROUGH_DATACLASS)  # those raise: the standard encoder's rules apply to them
+_SORTED = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)  # those raise: the standard encoder's rules apply to them
 
 
 def _scan(o: Any) -> int:
@@ -171,8 +176,9 @@ class Signer:
     def __init__(self, private: Ed25519PrivateKey) -> None:
         # Keys are read and written with cryptography (PEM, PKCS#8); signing runs in libsodium, which makes
         # the same (deterministic) Ed25519 signatures in 13 us instead of OpenSSL's 18 (tests/audit).
-        seed = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                     serialization.NoEncryption())
+        seed = private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
         self._sk = crypto_sign_seed_keypair(seed)[1]
         self.public = private.public_key()
         self.key_id = key_id_of(self.public)
@@ -307,7 +313,7 @@ def check_signatures(items: Iterable[tuple[Ed25519PublicKey | bytes, str, str]])
         by_key.setdefault(pk, []).append((i, sig, msg, s, h))
     for pk, group in by_key.items():
         for k in range(0, len(group), _BATCH):
-            batch = group[k:k + _BATCH]
+            batch = group[k : k + _BATCH]
             if _batch_holds(pk, batch):
                 for it in batch:
                     out[it[0]] = True
@@ -325,7 +331,7 @@ def _batch_holds(pk: bytes, batch: list[tuple[int, bytes, bytes, int, int]]) -> 
     scalars = bytearray()
     pad = bytes(16)
     for j, (_, sig, _, s, h) in enumerate(batch):
-        zb = weights[16 * j:16 * j + 16]
+        zb = weights[16 * j : 16 * j + 16]
         z = int.from_bytes(zb, "little")
         a += z * h
         b += z * s
@@ -390,8 +396,7 @@ def keygen(out: Path) -> tuple[Path, Path, str]:
     priv = out / "signing-key.pem"
     if priv.exists():
         priv = out / f"signing-key-{signer.key_id}.pem"
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write_private(priv, pem)
     pub = out / f"{signer.key_id}.pub.pem"
     pub.write_bytes(signer.public_pem())

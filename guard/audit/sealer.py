@@ -25,6 +25,7 @@ JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``
 ``{"fail": [[first, last], ...], "error": ...}`` per written batch (``healthy``: whether the sealer's journal
 takes events again; a failed write or recovery attempt sends ``fail`` even with no range), ``closed`` at the end.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -128,9 +129,19 @@ class ProcessJournal:
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # metrics come back in acks
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "guard.audit.sealer", str(theirs.fileno()), self.chain,
-                 self.settings.model_dump_json()], pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL,
-                close_fds=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "guard.audit.sealer",
+                    str(theirs.fileno()),
+                    self.chain,
+                    self.settings.model_dump_json(),
+                ],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
         except OSError as e:
             ours.close()
             theirs.close()
@@ -218,7 +229,7 @@ class ProcessJournal:
             length = LEN.unpack_from(buf, pos)[0]
             if n - pos - size < length:
                 break
-            self._dispatch(json.loads(bytes(buf[pos + size:pos + size + length])))
+            self._dispatch(json.loads(bytes(buf[pos + size : pos + size + length])))
             pos += size + length
         del buf[:pos]
 
@@ -317,8 +328,9 @@ class ProcessJournal:
                 try:
                     self._spawn()
                     self._standby_ready()
-                    log.warning("audit sealer restarted (pid %d, chain %s at seq %d)", self._proc.pid, self.chain,
-                                self.seq)
+                    log.warning(
+                        "audit sealer restarted (pid %d, chain %s at seq %d)", self._proc.pid, self.chain, self.seq
+                    )
                     return
                 except JournalError as e:
                     _throttled.error("sealer-start", "audit sealer could not start: %s", e)
@@ -455,6 +467,7 @@ def _read_message(sock: socket.socket) -> dict[str, Any] | None:
 
 # --- the sealer process --------------------------------------------------------------------------------
 
+
 class _SealerJournal(Journal):
     """A Journal run by one thread: the sealer's loop reads frames, seals them, writes and fsyncs each group
     (everything that arrived while the previous fsync ran) and acknowledges it, with no thread hand-off.
@@ -479,7 +492,9 @@ class _SealerJournal(Journal):
             self._peer_gone = True
 
     def _settle(  # type: ignore[override]  # a method here, where the journal's is a staticmethod
-        self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: BaseException | None,
+        self,
+        batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],
+        err: BaseException | None,
         counts: dict[str, int] | None = None,
     ) -> None:
         ids = [b[3] for b in batch if type(b[3]) is int]
@@ -570,7 +585,7 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                     closing = True
                     pos += hs
                     break
-                event = loads(buf[pos + hs:pos + hs + size])
+                event = loads(buf[pos + hs : pos + hs + size])
                 pos += hs + size
                 try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
                     if type(event) is not dict:  # an exchange's facts (ProcessJournal.append_facts)

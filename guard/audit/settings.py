@@ -1,4 +1,5 @@
 """`audit:` section of guard.yaml (owned by the audit package)."""
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,13 @@ class SinkSettings(BaseModel):
 
     @model_validator(mode="after")
     def _needs(self) -> SinkSettings:
-        need = {"splunk_hec": ("url", "token_env"), "webhook": ("url", "secret_env"),
-                "syslog": ("host",), "relp": ("host",), "file": ("path",)}[self.type]
+        need = {
+            "splunk_hec": ("url", "token_env"),
+            "webhook": ("url", "secret_env"),
+            "syslog": ("host",),
+            "relp": ("host",),
+            "file": ("path",),
+        }[self.type]
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
             raise ValueError(f"sink {self.name!r} ({self.type}) needs {', '.join(missing)}")
@@ -61,6 +67,7 @@ class AuditSettings(BaseModel):
         except (AttributeError, OSError):
             cpus = os.cpu_count() or 1
         return "process" if cpus >= 2 * max(1, workers) else "thread"
+
     batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)

@@ -4,6 +4,7 @@ Each sink is synchronous and used by one forwarder thread. ``send`` returns only
 acknowledged the batch (HTTP 2xx, fsync) or, for syslog, the bytes were handed to TCP; it raises SinkError
 otherwise. Secrets (HEC token, webhook secret) come from environment variables and never appear in errors.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,11 @@ class _Http:
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         if self.conn is None:
-            self.conn = (http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ctx)
-                         if self.https else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout))
+            self.conn = (
+                http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ctx)
+                if self.https
+                else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            )
         try:
             self.conn.request("POST", self.path, body=body, headers=headers)
             resp = self.conn.getresponse()
@@ -139,12 +143,14 @@ class Webhook:
 
     def send(self, events: list[dict[str, Any]]) -> None:
         secret = _secret(self.s.secret_env, f"sink {self.name}").encode()
-        body = json.dumps({"events": [self.fmt(e) for e in events], "count": len(events)},
-                          separators=(",", ":"), ensure_ascii=False).encode()
+        body = json.dumps(
+            {"events": [self.fmt(e) for e in events], "count": len(events)}, separators=(",", ":"), ensure_ascii=False
+        ).encode()
         ts = str(int(time.time()))
         sig = hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-        status, _data = self.http.post(body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts,
-                                             "X-Guard-Signature": f"sha256={sig}"})
+        status, _data = self.http.post(
+            body, {"Content-Type": "application/json", "X-Guard-Timestamp": ts, "X-Guard-Signature": f"sha256={sig}"}
+        )
         if not 200 <= status < 300:
             raise SinkError(f"sink {self.name}: webhook answered {status}")
 
@@ -235,8 +241,10 @@ class FileSink:
         self.path = Path(s.path or "")
 
     def send(self, events: list[dict[str, Any]]) -> None:
-        data = b"".join((e.raw if self.s.format == "json" and hasattr(e, "raw") else as_text(self.fmt(e)).encode())
-                        + b"\n" for e in events)
+        data = b"".join(
+            (e.raw if self.s.format == "json" and hasattr(e, "raw") else as_text(self.fmt(e)).encode()) + b"\n"
+            for e in events
+        )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)

@@ -18,6 +18,7 @@ in order: the first event of each unit against the end of the one before and the
 against the chain's checkpoint state, replaying line by line whatever does not fit. Unit boundaries do
 not depend on ``jobs``, so the report is the same for any number of processes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,7 @@ Line = tuple[Any, Any, Any, str, Any, Any, Any]  # seq, prev, hash, status, type
 
 class _Unit(NamedTuple):
     """What a worker returns for one unit (a newline-aligned byte range of one segment)."""
+
     lines: int
     first: Line | None  # the record of its first line (the parent checks it against the chain so far)
     records: list[Line] | None  # every line's record when the unit does not hold together on its own
@@ -138,8 +140,13 @@ def _loads(line: bytes) -> Any:
         return json.loads(line)
 
 
-def _check_line(line: bytes, last: bool = False, loads: Callable[[bytes], Any] = _loads,
-                wait: list[tuple[int, bytes, str, str]] | None = None, index: int = 0) -> Line:
+def _check_line(
+    line: bytes,
+    last: bool = False,
+    loads: Callable[[bytes], Any] = _loads,
+    wait: list[tuple[int, bytes, str, str]] | None = None,
+    index: int = 0,
+) -> Line:
     """The line's record. With ``wait``, a signature to check is appended to it (with ``index``) and the
     status says ``ok`` until ``_check_lines`` has checked it."""
     try:
@@ -236,8 +243,11 @@ def _checkpoint_holds(cp: Any, seq: int, prev: str, cp_hash: str | None, since: 
     rec = cp.get("recovery") or {}
     if type(rec) is not dict or rec.get("head_seq_missing"):
         return False
-    return (cp_hash is None or cp.get("reason") == "recovery"
-            or (cp.get("prev_checkpoint", "") == cp_hash and cp.get("count") == since))
+    return (
+        cp_hash is None
+        or cp.get("reason") == "recovery"
+        or (cp.get("prev_checkpoint", "") == cp_hash and cp.get("count") == since)
+    )
 
 
 def _chunks(path: Path, size: int) -> tuple[list[tuple[str, int, int]], int]:
@@ -266,8 +276,13 @@ def _chunks(path: Path, size: int) -> tuple[list[tuple[str, int, int]], int]:
     return out, 0
 
 
-def verify_dir(root: Path, keys: dict[str, Ed25519PublicKey], jobs: int | None = None,
-               progress: Callable[[int], None] | None = None, signatures: str = "all") -> Report:
+def verify_dir(
+    root: Path,
+    keys: dict[str, Ed25519PublicKey],
+    jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    signatures: str = "all",
+) -> Report:
     """Check every chain under ``root`` against ``keys`` (key_id -> public key) with ``jobs`` processes
     (default: all CPUs; 1 checks in this process). The report does not depend on ``jobs``.
 
@@ -306,8 +321,12 @@ def verify_dir(root: Path, keys: dict[str, Ed25519PublicKey], jobs: int | None =
 Segs = list[tuple[Path, list[tuple[_Unit, tuple[str, int, int]]], int]]  # segment, (unit, its range), torn bytes
 
 
-def _link(root: Path, plan: list[tuple[str, Path, list[tuple[str, int, int]], int]], results: Iterable[_Unit],
-          progress: Callable[[int], None] | None) -> Report:
+def _link(
+    root: Path,
+    plan: list[tuple[str, Path, list[tuple[str, int, int]], int]],
+    results: Iterable[_Unit],
+    progress: Callable[[int], None] | None,
+) -> Report:
     it = iter(results)
     by_chain: dict[str, Segs] = {}
     done = 0
@@ -426,8 +445,12 @@ class _Chain:
         if not isinstance(cp, dict):
             self.fail(seg, lineno, seq, "broken_link", "checkpoint does not match the events before it")
             return False
-        ok = (cp.get("seq") == seq - 1 and cp.get("head") == self.prev
-              and cp.get("prev_checkpoint", "") == self.last_cp and cp.get("count") == self.since_cp)
+        ok = (
+            cp.get("seq") == seq - 1
+            and cp.get("head") == self.prev
+            and cp.get("prev_checkpoint", "") == self.last_cp
+            and cp.get("count") == self.since_cp
+        )
         if not ok and cp.get("reason") == "recovery":  # a restart may follow a previous checkpoint's chain
             ok = cp.get("seq") == seq - 1 and cp.get("head") == self.prev
         if not ok:
@@ -435,8 +458,13 @@ class _Chain:
             return False
         rec = cp.get("recovery") or {}
         if isinstance(rec, dict) and rec.get("head_seq_missing"):
-            self.fail(seg, lineno, seq, "truncated",
-                      f"writer found events up to seq {rec['head_seq_missing']} missing when it restarted")
+            self.fail(
+                seg,
+                lineno,
+                seq,
+                "truncated",
+                f"writer found events up to seq {rec['head_seq_missing']} missing when it restarted",
+            )
             return False
         self.rep.checkpoints += 1
         self.last_cp, self.last_cp_final = h, bool(cp.get("final"))
@@ -453,9 +481,19 @@ def _verify_chain(root: Path, chain: str, segs: Segs) -> ChainReport:
         if why is not None:
             w.fail(first, 0, None, why, f"{PRUNED} is not a prune record signed by a trusted key")
             return rep
-        w.expect, w.prev, w.last_cp, w.since_cp = rec["seq"] + 1, rec["prev"], rec["checkpoint"], rec["since_checkpoint"]
-        rep.pruned = {"through_seq": rec["seq"], "events": rec["events"], "before": rec.get("before"),
-                      "time": rec.get("time"), "segments": len(rec.get("segments") or [])}
+        w.expect, w.prev, w.last_cp, w.since_cp = (
+            rec["seq"] + 1,
+            rec["prev"],
+            rec["checkpoint"],
+            rec["since_checkpoint"],
+        )
+        rep.pruned = {
+            "through_seq": rec["seq"],
+            "events": rec["events"],
+            "before": rec.get("before"),
+            "time": rec.get("time"),
+            "segments": len(rec.get("segments") or []),
+        }
     counts = [sum(u.lines for u, _ in units) for _, units, _ in segs]
     for i, (seg, units, torn) in enumerate(segs):
         base = 0
@@ -465,10 +503,11 @@ def _verify_chain(root: Path, chain: str, segs: Segs) -> ChainReport:
                 return rep
             base += u.lines
         if torn:
-            nxt = next((u.first for _, us, _ in segs[i + 1:] for u, _ in us if u.first is not None), None)
+            nxt = next((u.first for _, us, _ in segs[i + 1 :] for u, _ in us if u.first is not None), None)
             if nxt is None or _acknowledges(nxt, seg):
-                rep.torn.append({"file": seg.name, "line": counts[i] + 1, "bytes": torn,
-                                 "acknowledged": nxt is not None})
+                rep.torn.append(
+                    {"file": seg.name, "line": counts[i] + 1, "bytes": torn, "acknowledged": nxt is not None}
+                )
                 rep.status = "torn"
             else:
                 w.fail(seg, counts[i] + 1, None, "truncated", "segment ends mid-line and the chain goes on")
@@ -497,7 +536,13 @@ def _check_head(w: _Chain, last: Path, line: int) -> None:
         return w.fail(last, line, w.rep.last_seq, "bad_signature", "HEAD.json signature")
     hs = int(head.get("seq", 0))
     if hs > (w.rep.last_seq or 0):
-        return w.fail(last, line, w.rep.last_seq, "truncated", f"head record says seq {hs}; the chain ends at {w.rep.last_seq or 0}")
+        return w.fail(
+            last,
+            line,
+            w.rep.last_seq,
+            "truncated",
+            f"head record says seq {hs}; the chain ends at {w.rep.last_seq or 0}",
+        )
     if hs and w.head_hash != head.get("head"):
         return w.fail(last, line, hs, "hash_mismatch", "event at the head record's seq has another hash")
     return None

@@ -8,6 +8,7 @@ rather than re-implementing rules that change between releases. This module is t
 compatible range is pinned in pyproject.toml (presidio-analyzer) and tests/core/test_compat_contracts.py
 checks each step on the installed version.
 """
+
 from __future__ import annotations
 
 import types
@@ -28,8 +29,9 @@ def add_recognizer_id(engine: AnalyzerEngine, results: list[RecognizerResult], r
     getattr(engine, _ADD_ID)(results, rec)
 
 
-def finish(engine: AnalyzerEngine, results: list[RecognizerResult],
-           recognizers: list[EntityRecognizer]) -> list[RecognizerResult]:
+def finish(
+    engine: AnalyzerEngine, results: list[RecognizerResult], recognizers: list[EntityRecognizer]
+) -> list[RecognizerResult]:
     """``analyze``'s last steps after context enhancement: drop results under their recognizer's (or the
     engine's) score threshold, drop duplicates, drop the decision process."""
     kept = getattr(engine, _REMOVE_LOW)(results, None, recognizers)

@@ -5,6 +5,7 @@ DER bytes). On 3.11 and 3.12 the same methods exist only on the underlying ``_ss
 (``SSLObject._sslobj``) and return ``_ssl.Certificate`` objects. This module is the one place that reaches
 for that private object; tests/core/test_compat_contracts.py checks it on the running interpreter.
 """
+
 from __future__ import annotations
 
 import ssl

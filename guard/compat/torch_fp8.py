@@ -8,6 +8,7 @@
 torch is pinned exactly in pyproject.toml (extra ``local``); tests/core/test_compat_contracts.py checks both
 names on the installed torch.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,9 @@ __all__ = ["raise_recompile_limits", "scaled_mm_rowwise"]
 _LIMITS = ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit")
 
 
-def scaled_mm_rowwise(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor,
-                      out_dtype: torch.dtype) -> torch.Tensor:
+def scaled_mm_rowwise(
+    a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, out_dtype: torch.dtype
+) -> torch.Tensor:
     """``(a * scale_a) @ (b * scale_b)`` for FP8 ``a`` (rows, k) and ``b`` (k, n), ``scale_a`` (rows, 1) and
     ``scale_b`` (1, n) float32."""
     return torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=out_dtype)

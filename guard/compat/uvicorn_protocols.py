@@ -15,6 +15,7 @@ pyproject.toml):
 - ``Server.capture_signals()``: the context manager ``serve`` runs inside to install its signal handlers;
   QuietServer makes it a no-op, since Guard's supervisor owns the signals of a loop serving two servers.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -3,6 +3,7 @@
 Every page view and export is recorded in the audit journal (``console.view`` / ``console.export``) before
 the answer is sent; when that record cannot be written, the page is refused (503), as any exchange would be.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,10 @@ log = logging.getLogger("guard.console")
 
 HEADERS = {
     "content-security-policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "x-content-type-options": "nosniff", "referrer-policy": "same-origin", "cache-control": "no-store",
+    "frame-ancestors 'none'; base-uri 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
     "x-frame-options": "DENY",
 }
 _INDEX_FRESH_S = 1.0  # searches within this long of the last index update do not read the journal again
@@ -45,8 +48,12 @@ class Console:
         self.root = Path(cfg.audit.dir)
         self.policy = runtime.policy
         self.index = Index(self.settings.index or self.root / "index" / "console.sqlite", self.root)
-        self.auth = Auth(self.settings.token(), runtime.policy, self.settings.session_ttl_s,
-                         secure=self.settings.client_ca is not None)
+        self.auth = Auth(
+            self.settings.token(),
+            runtime.policy,
+            self.settings.session_ttl_s,
+            secure=self.settings.client_ca is not None,
+        )
         self._keys: dict[str, Any] = {}
         self.verifier = Verifier(self.root, self.index, self.keys)
         self._updated = 0.0
@@ -84,8 +91,9 @@ class Console:
         if journal is None:
             return False
         query = kw.pop("query", None) or {k: v for k, v in request.query_params.items() if k != "token"}
-        e = ev.console_access(kind, ident.who, ident.auth, request.url.path, status, ident.fingerprint,
-                              query=query, **kw)
+        e = ev.console_access(
+            kind, ident.who, ident.auth, request.url.path, status, ident.fingerprint, query=query, **kw
+        )
         try:
             await journal.append(e)
             return True
@@ -112,8 +120,11 @@ def console_app(runtime: Any) -> Starlette:
             if ident is None:
                 if request.method == "GET" and c.auth.token is not None:
                     return RedirectResponse("/console/login", 303, headers=HEADERS)
-                return _html(page("Not signed in", "<p>Log in with the console token or an auditor "
-                                                   "certificate.</p>"), 401, **{"www-authenticate": "Bearer"})
+                return _html(
+                    page("Not signed in", "<p>Log in with the console token or an auditor certificate.</p>"),
+                    401,
+                    **{"www-authenticate": "Bearer"},
+                )
             if request.method == "POST" and not _same_origin(request):
                 return _html(page("Refused", "<p>Cross-site form refused.</p>"), 403)
             current = await c.fresh()
@@ -126,16 +137,26 @@ def console_app(runtime: Any) -> Starlette:
             if isinstance(out, Response) and kind == "console.export":
                 return out  # the export handler records itself (it knows the pack's digest)
             if not await c.record(kind, ident, request, status, results=results):
-                return _html(page("Audit journal unavailable", "<p class='bad'>This view could not be recorded "
-                                  "in the audit journal, so it is refused.</p>"), 503)
+                return _html(
+                    page(
+                        "Audit journal unavailable",
+                        "<p class='bad'>This view could not be recorded in the audit journal, so it is refused.</p>",
+                    ),
+                    503,
+                )
             if isinstance(out, Response):
                 return out
             body = out[0]
             if not current:  # say so on the page: results may be missing the newest events
-                body = body.replace('<main id="main">', '<main id="main"><p class="warn" role="status">The search index '
-                                    f'is being brought up to date with the journal ({c.index.count():,} events so far); '
-                                    'results may be incomplete. Reload in a moment.</p>', 1)
+                body = body.replace(
+                    '<main id="main">',
+                    '<main id="main"><p class="warn" role="status">The search index '
+                    f"is being brought up to date with the journal ({c.index.count():,} events so far); "
+                    "results may be incomplete. Reload in a moment.</p>",
+                    1,
+                )
             return _html(body, out[1])
+
         return endpoint
 
     async def search(request: Request, ident: Identity) -> tuple[str, int, int]:
@@ -180,13 +201,29 @@ def console_app(runtime: Any) -> Starlette:
         form = await form_of(request)
         data, summary, q = await asyncio.to_thread(make_pack, c, form)
         digest = hashlib.sha256(data).hexdigest()
-        if not await c.record("console.export", ident, request, 200, query=q, results=summary["counts"]["events"],
-                              formats=summary["formats"], pack_sha256=digest):
-            return _html(page("Audit journal unavailable", "<p class='bad'>The export could not be recorded in "
-                              "the audit journal, so it is refused.</p>"), 503)
+        if not await c.record(
+            "console.export",
+            ident,
+            request,
+            200,
+            query=q,
+            results=summary["counts"]["events"],
+            formats=summary["formats"],
+            pack_sha256=digest,
+        ):
+            return _html(
+                page(
+                    "Audit journal unavailable",
+                    "<p class='bad'>The export could not be recorded in the audit journal, so it is refused.</p>",
+                ),
+                503,
+            )
         name = f"guard-evidence-{summary['generated'][:19].replace(':', '').replace('-', '')}.zip"
-        return Response(data, media_type="application/zip",
-                        headers={**HEADERS, "content-disposition": f'attachment; filename="{name}"'})
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={**HEADERS, "content-disposition": f'attachment; filename="{name}"'},
+        )
 
     async def policy(request: Request, ident: Identity) -> tuple[str, int]:
         from guard.console.pages import policy_page
@@ -215,8 +252,13 @@ def console_app(runtime: Any) -> Starlette:
             log.warning("console login refused from %s", request.client.host if request.client else "?")
             return _html(login_page("Wrong token."), 401)
         if not await c.record("console.view", Identity("token", "token"), request, 303):
-            return _html(page("Audit journal unavailable", "<p class='bad'>The login could not be recorded in "
-                              "the audit journal, so it is refused.</p>"), 503)
+            return _html(
+                page(
+                    "Audit journal unavailable",
+                    "<p class='bad'>The login could not be recorded in the audit journal, so it is refused.</p>",
+                ),
+                503,
+            )
         resp = RedirectResponse("/console/search", 303, headers=HEADERS)
         resp.headers.append("set-cookie", c.auth.cookie_header(c.auth.new_session()))
         return resp
@@ -230,13 +272,19 @@ def console_app(runtime: Any) -> Starlette:
         return Response(CSS, media_type="text/css", headers={**HEADERS, "cache-control": "max-age=3600"})
 
     routes = [
-        Route("/", guarded(home)), Route("/search", guarded(search)),
-        Route("/event/{chain}/{seq}", guarded(event)), Route("/integrity", guarded(integrity)),
-        Route("/verify", guarded(verify_now), methods=["POST"]), Route("/verify/progress", guarded(verify_progress)),
-        Route("/charts", guarded(charts)), Route("/export", guarded(export_form)),
+        Route("/", guarded(home)),
+        Route("/search", guarded(search)),
+        Route("/event/{chain}/{seq}", guarded(event)),
+        Route("/integrity", guarded(integrity)),
+        Route("/verify", guarded(verify_now), methods=["POST"]),
+        Route("/verify/progress", guarded(verify_progress)),
+        Route("/charts", guarded(charts)),
+        Route("/export", guarded(export_form)),
         Route("/export", guarded(export_pack, "console.export"), methods=["POST"]),
-        Route("/policy", guarded(policy)), Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]), Route("/static/console.css", css),
+        Route("/policy", guarded(policy)),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/static/console.css", css),
     ]
     app = Starlette(routes=routes)
     app.state.console = c

@@ -5,6 +5,7 @@ The login form sets a session cookie: ``<expiry>.<nonce>.<HMAC>``, keyed by a ke
 (so every worker accepts it, and changing the token ends every session); HttpOnly, SameSite=Strict,
 Path=/console/, Secure when the admin listener speaks TLS. The token never appears in a URL.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,9 @@ class Auth:
 
     def cookie_header(self, value: str, max_age: int | None = None) -> str:
         age = self.ttl_s if max_age is None else max_age
-        return (f"{COOKIE}={value}; Path=/console/; Max-Age={age}; HttpOnly; SameSite=Strict"
-                + ("; Secure" if self.secure else ""))
+        return f"{COOKIE}={value}; Path=/console/; Max-Age={age}; HttpOnly; SameSite=Strict" + (
+            "; Secure" if self.secure else ""
+        )
 
     # --- who is asking -------------------------------------------------------------------------------
 
@@ -92,11 +94,15 @@ class Auth:
         engine = getattr(getattr(self.policy, "active", None), "engine", None)
         if engine is None:
             raise Refused(who, "no policy engine to ask")
-        d = engine.decide(STAGE, principal.attrs(), {**_default_obj(), **CONSOLE_OBJECT}, ACTION,
-                          access_env(make_env()))
+        d = engine.decide(
+            STAGE, principal.attrs(), {**_default_obj(), **CONSOLE_OBJECT}, ACTION, access_env(make_env())
+        )
         if not d.allowed:
-            raise Refused(who, f"the policy does not grant {ACTION} to this certificate "
-                               f"(stage {STAGE}, rule {d.rule or 'none: no allow rule matched'})")
+            raise Refused(
+                who,
+                f"the policy does not grant {ACTION} to this certificate "
+                f"(stage {STAGE}, rule {d.rule or 'none: no allow rule matched'})",
+            )
         return Identity(who, "certificate", principal.fingerprint)
 
 

@@ -1,4 +1,5 @@
 """Server-rendered HTML for the console: one layout, escaped values, plain forms. No script anywhere."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -35,8 +36,13 @@ pre { background: #f6f8fa; padding: .8rem; overflow: auto; font-size: .85em; whi
 .charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }
 """
 
-NAV = (("search", "Search"), ("integrity", "Integrity"), ("charts", "Charts"), ("export", "Export"),
-       ("policy", "Policy"))
+NAV = (
+    ("search", "Search"),
+    ("integrity", "Integrity"),
+    ("charts", "Charts"),
+    ("export", "Export"),
+    ("policy", "Policy"),
+)
 
 
 def esc(v: Any) -> str:
@@ -46,16 +52,21 @@ def esc(v: Any) -> str:
 def page(title: str, body: str, who: str = "", refresh: int | None = None, status_line: str = "") -> str:
     nav = "".join(f'<a href="/console/{p}">{esc(n)}</a>' for p, n in NAV)
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh else ""
-    logout = ('<form method="post" action="/console/logout" class="inline">'
-              '<button type="submit">Log out</button></form>') if who == "token" else ""
+    logout = (
+        ('<form method="post" action="/console/logout" class="inline"><button type="submit">Log out</button></form>')
+        if who == "token"
+        else ""
+    )
     whoami = f'<span class="who">signed in: {esc(who)} {logout}</span>' if who else ""
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{esc(title)} - Guard compliance console</title>'
-            f'<link rel="stylesheet" href="/console/static/console.css"></head><body>'
-            f'<a class="skip" href="#main">Skip to content</a>'
-            f'<header><strong>Guard compliance console</strong><nav aria-label="Console">{nav}</nav>{whoami}</header>'
-            f'<main id="main"><h1>{esc(title)}</h1>{status_line}{body}</main></body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)} - Guard compliance console</title>"
+        f'<link rel="stylesheet" href="/console/static/console.css"></head><body>'
+        f'<a class="skip" href="#main">Skip to content</a>'
+        f'<header><strong>Guard compliance console</strong><nav aria-label="Console">{nav}</nav>{whoami}</header>'
+        f'<main id="main"><h1>{esc(title)}</h1>{status_line}{body}</main></body></html>'
+    )
 
 
 def table(headers: Iterable[str], rows: Iterable[Iterable[str]], caption: str = "", raw: bool = True) -> str:
@@ -81,8 +92,7 @@ def field_input(name: str, label: str, value: Any = "", kind: str = "text", **at
 
 
 def select(name: str, label: str, options: Iterable[tuple[str, str]], value: str = "") -> str:
-    opts = "".join(f'<option value="{esc(v)}"{" selected" if v == value else ""}>{esc(t)}</option>'
-                   for v, t in options)
+    opts = "".join(f'<option value="{esc(v)}"{" selected" if v == value else ""}>{esc(t)}</option>' for v, t in options)
     return f'<label for="f-{name}">{esc(label)}<select id="f-{name}" name="{name}">{opts}</select></label>'
 
 

@@ -8,6 +8,7 @@ Per chain the index remembers how far it has read (segment and offset); an updat
 appended since. A segment it had read that is gone (pruned) or shorter than what it read, or a journal
 at another place, makes it start again for that chain.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,13 +37,40 @@ CREATE TABLE IF NOT EXISTS verify(chain TEXT PRIMARY KEY, at TEXT, status TEXT, 
   events INTEGER, reason TEXT, detail TEXT);
 """
 INDEXES = {  # made after a build from scratch (faster than keeping them up to date row by row)
-    "ev_chain_seq": "events(chain, seq)", "ev_time": "events(time)", "ev_principal": "events(principal, time)",
-    "ev_model": "events(model, time)", "ev_verdict": "events(verdict, time)", "ev_subject": "events(subject)",
-    "ev_upstream": "events(upstream, time)", "ev_rule": "events(rule, time)", "tags_tag": "tags(tag, ev)",
+    "ev_chain_seq": "events(chain, seq)",
+    "ev_time": "events(time)",
+    "ev_principal": "events(principal, time)",
+    "ev_model": "events(model, time)",
+    "ev_verdict": "events(verdict, time)",
+    "ev_subject": "events(subject)",
+    "ev_upstream": "events(upstream, time)",
+    "ev_rule": "events(rule, time)",
+    "tags_tag": "tags(tag, ev)",
 }
-COLUMNS = ("time", "type", "chain", "seq", "segment", "offset", "hash", "event_id", "request_id", "principal",
-           "subject", "fingerprint", "groups", "model", "upstream", "api", "operation", "verdict", "rule",
-           "screens", "findings", "status")
+COLUMNS = (
+    "time",
+    "type",
+    "chain",
+    "seq",
+    "segment",
+    "offset",
+    "hash",
+    "event_id",
+    "request_id",
+    "principal",
+    "subject",
+    "fingerprint",
+    "groups",
+    "model",
+    "upstream",
+    "api",
+    "operation",
+    "verdict",
+    "rule",
+    "screens",
+    "findings",
+    "status",
+)
 _INSERT = f"INSERT INTO events(n,{','.join(COLUMNS)}) VALUES (?,{','.join('?' * len(COLUMNS))})"
 # Multi-valued facts (groups, blocking screens, finding types) are also rows of ``tags`` ("g:team", "s:pii",
 # "f:US_SSN") so that a filter on one reads an index, not every event.
@@ -60,16 +88,36 @@ def row_of(e: dict[str, Any], chain: str, segment: str, offset: int) -> tuple[An
     p = e.get("principal") or {}
     p = p if isinstance(p, dict) else {}
     status = (e.get("outcome") or {}).get("status") if isinstance(e.get("outcome"), dict) else None
-    return (str(e.get("time", "")), str(e.get("type", "")), chain, int(e.get("seq", 0)), segment, offset,
-            e.get("hash"), e.get("id"), e.get("request_id"), facts.principal_label(e), p.get("subject") or None,
-            p.get("fingerprint") or None, _bars(facts.groups(e)), e.get("model"), e.get("upstream"), e.get("api"),
-            e.get("operation"), facts.verdict(e) or None, facts.rule(e) or None, _bars(facts.blocked_screens(e)),
-            _bars(facts.findings(e)), status if isinstance(status, int) else None)
+    return (
+        str(e.get("time", "")),
+        str(e.get("type", "")),
+        chain,
+        int(e.get("seq", 0)),
+        segment,
+        offset,
+        e.get("hash"),
+        e.get("id"),
+        e.get("request_id"),
+        facts.principal_label(e),
+        p.get("subject") or None,
+        p.get("fingerprint") or None,
+        _bars(facts.groups(e)),
+        e.get("model"),
+        e.get("upstream"),
+        e.get("api"),
+        e.get("operation"),
+        facts.verdict(e) or None,
+        facts.rule(e) or None,
+        _bars(facts.blocked_screens(e)),
+        _bars(facts.findings(e)),
+        status if isinstance(status, int) else None,
+    )
 
 
 @dataclass
 class Query:
     """Search filters; empty strings mean 'any'. ``since``/``until`` in the journal's time form."""
+
     since: str = ""
     until: str = ""
     principal: str = ""
@@ -95,8 +143,13 @@ class Query:
             a.append(self.until)
         if self.principal:  # a subject has '=', a fingerprint is 64 hex digits, else a CN or SPIFFE ID
             p = self.principal
-            col = ("subject" if "=" in p else "fingerprint" if len(p) == 64 and all(ch in "0123456789abcdef" for ch in p)
-                   else "principal")
+            col = (
+                "subject"
+                if "=" in p
+                else "fingerprint"
+                if len(p) == 64 and all(ch in "0123456789abcdef" for ch in p)
+                else "principal"
+            )
             w.append(f"{col} = ?")
             a.append(p)
         for col in ("model", "upstream", "api", "type", "rule"):
@@ -248,8 +301,13 @@ class Index:
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         start = (self.db.execute("SELECT MAX(n) FROM events").fetchone()[0] or 0) + 1
         self.db.executemany(_INSERT, ((start + i, *r) for i, r in enumerate(rows)))
-        tags = [(prefix + v, start + i) for i, r in enumerate(rows) for prefix, col in _TAGGED
-                for v in (r[col] or "").split("|") if v]
+        tags = [
+            (prefix + v, start + i)
+            for i, r in enumerate(rows)
+            for prefix, col in _TAGGED
+            for v in (r[col] or "").split("|")
+            if v
+        ]
         self.db.executemany("INSERT INTO tags VALUES (?, ?)", tags)
         return len(rows)
 
@@ -265,8 +323,9 @@ class Index:
     def search(self, q: Query, limit: int = 50, offset: int = 0) -> tuple[list[sqlite3.Row], int]:
         where, args = q.where()
         with self._rlock:
-            rows = self.rdb.execute(f"SELECT * FROM events{where} ORDER BY time DESC, n DESC "
-                                   "LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
+            rows = self.rdb.execute(
+                f"SELECT * FROM events{where} ORDER BY time DESC, n DESC LIMIT ? OFFSET ?", [*args, limit, offset]
+            ).fetchall()
             total = self.rdb.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
         return rows, int(total)
 
@@ -283,8 +342,12 @@ class Index:
 
     def distinct(self, col: str, limit: int = 200) -> list[str]:
         assert col in ("model", "upstream", "api", "type", "rule", "principal")
-        return [r[0] for r in self.query(f"SELECT DISTINCT {col} FROM events WHERE {col} IS NOT NULL "
-                                         f"ORDER BY 1 LIMIT ?", (limit,))]
+        return [
+            r[0]
+            for r in self.query(
+                f"SELECT DISTINCT {col} FROM events WHERE {col} IS NOT NULL ORDER BY 1 LIMIT ?", (limit,)
+            )
+        ]
 
     # --- verification results --------------------------------------------------------------------------
 
@@ -296,9 +359,18 @@ class Index:
                 b = c.get("broken") or {}
                 # last_seq: how far the chain verifies (for a broken chain, up to the event before the break)
                 last = (b["seq"] - 1) if b and isinstance(b.get("seq"), int) else (None if b else c.get("last_seq"))
-                self.db.execute("INSERT INTO verify VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (c["chain"], at, c["status"], last, c.get("events"),
-                                 b.get("reason"), _break_text(b) if b else None))
+                self.db.execute(
+                    "INSERT INTO verify VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        c["chain"],
+                        at,
+                        c["status"],
+                        last,
+                        c.get("events"),
+                        b.get("reason"),
+                        _break_text(b) if b else None,
+                    ),
+                )
             self.db.execute("COMMIT")
 
     def verify_state(self) -> dict[str, sqlite3.Row]:

@@ -1,5 +1,6 @@
 """Integrity for the console: `guard audit verify` run in the background with progress, and the checks an
 event page makes on the journal line itself (never on the index)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,6 +50,7 @@ class Verifier:
         from guard.audit.verify import verify_dir
 
         try:
+
             def progress(n: int) -> None:
                 self.done = n
 
@@ -61,8 +63,13 @@ class Verifier:
             self.running = False
 
     def progress(self) -> dict[str, Any]:
-        return {"running": self.running, "done": self.done, "total": self.total, "started": self.started_at,
-                "error": self.error}
+        return {
+            "running": self.running,
+            "done": self.done,
+            "total": self.total,
+            "started": self.started_at,
+            "error": self.error,
+        }
 
 
 def read_line(root: Path, chain: str, segment: str, offset: int) -> bytes | None:
@@ -126,15 +133,24 @@ def chain_overview(root: Path, index: Index) -> list[dict[str, Any]]:
     out = []
     for chain in layout.chain_names(root):
         last = index.query("SELECT MAX(seq), COUNT(*) FROM events WHERE chain = ?", (chain,))[0]
-        cp = index.query("SELECT seq, time FROM events WHERE chain = ? AND type = 'audit.checkpoint' "
-                         "ORDER BY seq DESC LIMIT 1", (chain,))
+        cp = index.query(
+            "SELECT seq, time FROM events WHERE chain = ? AND type = 'audit.checkpoint' ORDER BY seq DESC LIMIT 1",
+            (chain,),
+        )
         head = layout.read_head(root, chain) or {}
         v = state.get(chain)
         verified_to = v["last_seq"] if v is not None else None
-        out.append({"chain": chain, "last_seq": last[0], "events": last[1],
-                    "checkpoint": (cp[0]["seq"], cp[0]["time"]) if cp else None,
-                    "head": {"seq": head.get("seq"), "time": head.get("time")} if head else None,
-                    "verify": dict(v) if v is not None else None, "verified_to": verified_to})
+        out.append(
+            {
+                "chain": chain,
+                "last_seq": last[0],
+                "events": last[1],
+                "checkpoint": (cp[0]["seq"], cp[0]["time"]) if cp else None,
+                "head": {"seq": head.get("seq"), "time": head.get("time")} if head else None,
+                "verify": dict(v) if v is not None else None,
+                "verified_to": verified_to,
+            }
+        )
     return out
 
 

@@ -1,4 +1,5 @@
 """The console's evidence pack: guard.audit.pack with the filters of the export form."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,8 +26,9 @@ def make_pack(c: Any, form: FormData) -> tuple[bytes, dict[str, Any], dict[str, 
     keys = c.keys()
     report = verify_dir(c.root, keys, jobs=1, signatures="checkpoints").to_dict()
     c.index.save_verify(report_time(), report)
-    data, summary = build_pack(c.root, flt, fmts, signer_of(c), policy_version=c.policy.version,
-                               verification=report, extra_keys=keys)
+    data, summary = build_pack(
+        c.root, flt, fmts, signer_of(c), policy_version=c.policy.version, verification=report, extra_keys=keys
+    )
     return data, summary, query_echo(q)
 
 

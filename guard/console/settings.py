@@ -1,4 +1,5 @@
 """`console:` section of guard.yaml: the compliance console on the admin listener (guard/console)."""
+
 from __future__ import annotations
 
 import os

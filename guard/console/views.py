@@ -1,4 +1,5 @@
 """Search, event and integrity pages."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,33 @@ from guard.console.html import datalist, esc, field_input, link, page, qs, selec
 from guard.console.index import Query
 from guard.console.integrity import chain_overview, check_event, read_line
 
-FILTER_FIELDS = ("since", "until", "principal", "group", "model", "upstream", "api", "type", "decision", "screen",
-                 "finding", "rule")
-TYPES = ("exchange.completed", "exchange.denied", "exchange.started", "policy.reloaded", "policy.reload_failed",
-         "config.loaded", "guard.started", "guard.stopped", "audit.checkpoint", "console.view", "console.export")
+FILTER_FIELDS = (
+    "since",
+    "until",
+    "principal",
+    "group",
+    "model",
+    "upstream",
+    "api",
+    "type",
+    "decision",
+    "screen",
+    "finding",
+    "rule",
+)
+TYPES = (
+    "exchange.completed",
+    "exchange.denied",
+    "exchange.started",
+    "policy.reloaded",
+    "policy.reload_failed",
+    "config.loaded",
+    "guard.started",
+    "guard.stopped",
+    "audit.checkpoint",
+    "console.view",
+    "console.export",
+)
 
 
 class BadInput(ValueError):
@@ -60,15 +84,21 @@ def filter_form(c: Any, q: Query, action: str, submit: str, extra: str = "", met
         field_input("upstream", "Upstream", q.upstream, list="dl-upstream"),
         field_input("api", "Wire API", q.api, list="dl-api"),
         select("type", "Event type", [("", "any")] + [(t, t) for t in TYPES], q.type),
-        select("decision", "Decision", [("", "any"), ("allowed", "allowed"), ("denied", "denied by a rule"),
-                                        ("blocked", "blocked by a screen")], q.decision),
+        select(
+            "decision",
+            "Decision",
+            [("", "any"), ("allowed", "allowed"), ("denied", "denied by a rule"), ("blocked", "blocked by a screen")],
+            q.decision,
+        ),
         field_input("screen", "Blocking screen", q.screen),
         field_input("finding", "Finding type (e.g. EMAIL_ADDRESS, S1)", q.finding),
         field_input("rule", "Deciding rule (file:line)", q.rule, list="dl-rule"),
     ]
     lists = "".join(datalist(col, idx.distinct(col)) for col in ("principal", "model", "upstream", "api", "rule"))
-    return (f'<form class="filters" method="{method}" action="{action}" aria-label="Filters">{"".join(fields)}'
-            f'{extra}<div><button type="submit">{esc(submit)}</button></div></form>{lists}')
+    return (
+        f'<form class="filters" method="{method}" action="{action}" aria-label="Filters">{"".join(fields)}'
+        f'{extra}<div><button type="submit">{esc(submit)}</button></div></form>{lists}'
+    )
 
 
 def _verdict(v: str | None) -> str:
@@ -87,19 +117,49 @@ def search_page(c: Any, params: QueryParams, who: str) -> tuple[str, int, int]:
     rows, total = c.index.search(q, size, page_no * size)
     body = [filter_form(c, q, "/console/search", "Search")]
     first = page_no * size + 1 if rows else 0
-    body.append(f'<p role="status" id="result-count">{total} events match; showing {first}-{page_no * size + len(rows)}. '
-                f'{link("/console/export?" + qs(shown(q)), "Export these as an evidence pack")}</p>')
+    body.append(
+        f'<p role="status" id="result-count">{total} events match; showing {first}-{page_no * size + len(rows)}. '
+        f"{link('/console/export?' + qs(shown(q)), 'Export these as an evidence pack')}</p>"
+    )
     trs = []
     for r in rows:
         why = r["rule"] or ""
         if r["screens"]:
             why = (why + " " if why else "") + "screens " + r["screens"].strip("|").replace("|", ", ")
-        trs.append([link(f"/console/event/{r['chain']}/{r['seq']}", r["time"]), esc(r["type"]), esc(r["principal"]),
-                    esc(r["model"]), esc(r["upstream"]), esc(r["api"]), _verdict(r["verdict"]), esc(why),
-                    esc((r["findings"] or "").strip("|").replace("|", ", ")), esc(r["status"]),
-                    esc(f"{r['chain']} #{r['seq']}")])
-    body.append(table(["Time (UTC)", "Type", "Principal", "Model", "Upstream", "API", "Decision", "Rule / screen",
-                       "Findings", "Status", "Chain position"], trs, caption="Events, newest first"))
+        trs.append(
+            [
+                link(f"/console/event/{r['chain']}/{r['seq']}", r["time"]),
+                esc(r["type"]),
+                esc(r["principal"]),
+                esc(r["model"]),
+                esc(r["upstream"]),
+                esc(r["api"]),
+                _verdict(r["verdict"]),
+                esc(why),
+                esc((r["findings"] or "").strip("|").replace("|", ", ")),
+                esc(r["status"]),
+                esc(f"{r['chain']} #{r['seq']}"),
+            ]
+        )
+    body.append(
+        table(
+            [
+                "Time (UTC)",
+                "Type",
+                "Principal",
+                "Model",
+                "Upstream",
+                "API",
+                "Decision",
+                "Rule / screen",
+                "Findings",
+                "Status",
+                "Chain position",
+            ],
+            trs,
+            caption="Events, newest first",
+        )
+    )
     base = shown(q)
     nav = []
     if page_no > 0:
@@ -116,8 +176,12 @@ def event_page(c: Any, chain: str, seq: int, who: str) -> tuple[str, int]:
         return page("Event not found", f"<p>No event {esc(chain)} #{seq} in the index.</p>", who), 404
     line = read_line(c.root, chain, row["segment"], row["offset"])
     if line is None:
-        return page("Event not readable", '<p class="bad">The journal no longer holds the line the index points at '
-                    '(the index is stale: it is rebuilt on the next search).</p>', who), 409
+        return page(
+            "Event not readable",
+            '<p class="bad">The journal no longer holds the line the index points at '
+            "(the index is stale: it is rebuilt on the next search).</p>",
+            who,
+        ), 409
     prev_row = c.index.get(chain, seq - 1) if seq > 1 else None
     prev_line = read_line(c.root, chain, prev_row["segment"], prev_row["offset"]) if prev_row else None
     chk = check_event(line, c.keys(), chain, seq, prev_line)
@@ -126,30 +190,53 @@ def event_page(c: Any, chain: str, seq: int, who: str) -> tuple[str, int]:
     if v is None:
         chain_msg = '<span class="warn">not verified yet: use Verify now on the Integrity page</span>'
     elif v["last_seq"] is not None and v["last_seq"] >= seq:
-        chain_msg = (f'<span class="ok">the chain verifies from its start up to seq {v["last_seq"]} '
-                     f'(checked {esc(v["at"])}), which includes this event</span>')
+        chain_msg = (
+            f'<span class="ok">the chain verifies from its start up to seq {v["last_seq"]} '
+            f"(checked {esc(v['at'])}), which includes this event</span>"
+        )
     elif v["status"] == "tampered":
         chain_msg = f'<span class="bad">the chain is broken before this event: {esc(v["detail"])}</span>'
     else:
-        chain_msg = (f'<span class="warn">the last verification ({esc(v["at"])}) reached seq {v["last_seq"]}; '
-                     'this event was written after it</span>')
-    cp = c.index.query("SELECT seq, time FROM events WHERE chain = ? AND type = 'audit.checkpoint' AND seq > ? "
-                       "ORDER BY seq LIMIT 1", (chain, seq))
-    cp_msg = (f"sealed by the checkpoint at seq {cp[0]['seq']} ({esc(cp[0]['time'])})" if cp
-              else "after the chain's last checkpoint (covered by the next one)")
+        chain_msg = (
+            f'<span class="warn">the last verification ({esc(v["at"])}) reached seq {v["last_seq"]}; '
+            "this event was written after it</span>"
+        )
+    cp = c.index.query(
+        "SELECT seq, time FROM events WHERE chain = ? AND type = 'audit.checkpoint' AND seq > ? ORDER BY seq LIMIT 1",
+        (chain, seq),
+    )
+    cp_msg = (
+        f"sealed by the checkpoint at seq {cp[0]['seq']} ({esc(cp[0]['time'])})"
+        if cp
+        else "after the chain's last checkpoint (covered by the next one)"
+    )
     ok = not chk["problems"]
-    checks = [("Hash of the content", chk.get("hash_ok")), ("Ed25519 signature", chk.get("sig_ok")),
-              ("Link to the event before it", chk.get("link_ok"))]
-    items = "".join(f"<li>{esc(n)}: " + ('<span class="ok">holds</span>' if r else '<span class="muted">not '
-                    'checked (event before it not in the journal)</span>' if r is None else '<span class="bad">FAILS</span>')
-                    + "</li>" for n, r in checks)
+    checks = [
+        ("Hash of the content", chk.get("hash_ok")),
+        ("Ed25519 signature", chk.get("sig_ok")),
+        ("Link to the event before it", chk.get("link_ok")),
+    ]
+    items = "".join(
+        f"<li>{esc(n)}: "
+        + (
+            '<span class="ok">holds</span>'
+            if r
+            else '<span class="muted">not checked (event before it not in the journal)</span>'
+            if r is None
+            else '<span class="bad">FAILS</span>'
+        )
+        + "</li>"
+        for n, r in checks
+    )
     probs = "".join(f"<li>{esc(p)}</li>" for p in chk["problems"])
-    body = (f'<div class="box{"" if ok else " bad"}" id="integrity"><h2>Integrity</h2><ul>{items}</ul>'
-            f'{f"<ul class=bad>{probs}</ul>" if probs else ""}<p>Chain: {chain_msg}</p></div>'
-            f'<div class="box"><h2>Position</h2><p>Chain <strong>{esc(chain)}</strong>, seq <strong>{seq}</strong> '
-            f'(of {ov.get("last_seq")}), file {esc(row["segment"])} at byte {row["offset"]}; {cp_msg}.</p></div>'
-            f'<h2>The record as the journal holds it</h2><pre id="record">'
-            f'{esc(json.dumps(chk["event"], indent=2, ensure_ascii=False)) if chk["event"] else esc(line[:4000])}</pre>')
+    body = (
+        f'<div class="box{"" if ok else " bad"}" id="integrity"><h2>Integrity</h2><ul>{items}</ul>'
+        f"{f'<ul class=bad>{probs}</ul>' if probs else ''}<p>Chain: {chain_msg}</p></div>"
+        f'<div class="box"><h2>Position</h2><p>Chain <strong>{esc(chain)}</strong>, seq <strong>{seq}</strong> '
+        f"(of {ov.get('last_seq')}), file {esc(row['segment'])} at byte {row['offset']}; {cp_msg}.</p></div>"
+        f'<h2>The record as the journal holds it</h2><pre id="record">'
+        f"{esc(json.dumps(chk['event'], indent=2, ensure_ascii=False)) if chk['event'] else esc(line[:4000])}</pre>"
+    )
     return page(f"Event {chain} #{seq}", body, who), 200
 
 
@@ -165,24 +252,52 @@ def integrity_page(c: Any, who: str) -> tuple[str, int]:
         else:
             status = f'<span class="ok">{esc(v["status"])}</span>'
         cp = o["checkpoint"]
-        rows.append([esc(o["chain"]), f'{o["events"]}', esc(o["last_seq"]),
-                     esc(f'seq {o["verified_to"]} at {v["at"]}' if v and o["verified_to"] is not None else "-"),
-                     esc(f"seq {cp[0]} at {cp[1]}" if cp else "none yet"),
-                     esc(f'seq {o["head"]["seq"]}' if o["head"] else "-"), status])
+        rows.append(
+            [
+                esc(o["chain"]),
+                f"{o['events']}",
+                esc(o["last_seq"]),
+                esc(f"seq {o['verified_to']} at {v['at']}" if v and o["verified_to"] is not None else "-"),
+                esc(f"seq {cp[0]} at {cp[1]}" if cp else "none yet"),
+                esc(f"seq {o['head']['seq']}" if o["head"] else "-"),
+                status,
+            ]
+        )
     state = ""
     if prog["running"]:
         pct = 100 * prog["done"] // prog["total"] if prog["total"] else 0
-        state = (f'<p role="status" id="verify-progress">Verifying: {prog["done"]} of about {prog["total"]} events '
-                 f'({pct}%), started {esc(prog["started"])}. This page refreshes every second.</p>'
-                 f'<progress max="{prog["total"] or 1}" value="{prog["done"]}"></progress>')
+        state = (
+            f'<p role="status" id="verify-progress">Verifying: {prog["done"]} of about {prog["total"]} events '
+            f"({pct}%), started {esc(prog['started'])}. This page refreshes every second.</p>"
+            f'<progress max="{prog["total"] or 1}" value="{prog["done"]}"></progress>'
+        )
     elif prog["error"]:
         state = f'<p class="bad" role="status">Verification failed to run: {esc(prog["error"])}</p>'
     bad = any("TAMPERED" in r[-1] for r in rows)
-    summary = ('<div class="box bad" role="alert">A chain does not verify. The reason is what '
-               '<code>guard audit verify</code> reports.</div>' if bad else "")
-    body = (summary + state + table(["Chain", "Events indexed", "Last seq", "Last verified position",
-                                     "Last checkpoint", "Head record", "Verification"], rows, caption="Chains")
-            + '<form method="post" action="/console/verify"><p><button type="submit" id="verify-now">Verify now'
-              '</button> checks every event\'s hash, signature and link, every checkpoint and head record, as '
-              '<code>guard audit verify</code> does.</p></form>')
+    summary = (
+        '<div class="box bad" role="alert">A chain does not verify. The reason is what '
+        "<code>guard audit verify</code> reports.</div>"
+        if bad
+        else ""
+    )
+    body = (
+        summary
+        + state
+        + table(
+            [
+                "Chain",
+                "Events indexed",
+                "Last seq",
+                "Last verified position",
+                "Last checkpoint",
+                "Head record",
+                "Verification",
+            ],
+            rows,
+            caption="Chains",
+        )
+        + '<form method="post" action="/console/verify"><p><button type="submit" id="verify-now">Verify now'
+        "</button> checks every event's hash, signature and link, every checkpoint and head record, as "
+        "<code>guard audit verify</code> does.</p></form>"
+    )
     return page("Integrity at a glance", body, who, refresh=1 if prog["running"] else None), 200

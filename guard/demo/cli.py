@@ -1,6 +1,7 @@
 """`guard demo`: a throwaway PKI, the built-in model server and Guard with the shipped policies/ and
 filters/, all on loopback; prints commands to try. `guard demo --check` runs a scripted tour against it and
 exits 0 only if every step behaved as expected."""
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,11 @@ def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
             "local-ollama": {"url": model_url, "api": "ollama"},
             "cloud": {"url": model_url, "api": "openai", "external": True},
         },
-        "routes": [{"model": "llama3*", "upstream": "local-ollama"}, {"model": "gpt-*", "upstream": "cloud"},
-                   {"model": "*", "upstream": "local"}],
+        "routes": [
+            {"model": "llama3*", "upstream": "local-ollama"},
+            {"model": "gpt-*", "upstream": "cloud"},
+            {"model": "*", "upstream": "local"},
+        ],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")]},
         "filters": {"dir": str(screening_filters(d / "filters", model_url))},
         "audit": {"dir": "audit", "signing_key": "audit-keys/signing-key.pem"},
@@ -71,23 +75,26 @@ def start_demo(d: Path, port: int, admin_port: int, model_port: int) -> Demo:
     rt = Runtime(load_config(path))
     rt.load()
     gth = ServerThread(lambda: [public_server(rt), admin_server(rt)]).start()
-    return Demo(d, f"https://localhost:{port}", f"http://127.0.0.1:{admin_port}", model_url, path, rt,
-                [mth, gth], model)
+    return Demo(
+        d, f"https://localhost:{port}", f"http://127.0.0.1:{admin_port}", model_url, path, rt, [mth, gth], model
+    )
 
 
 def instructions(demo: Demo) -> str:
     """What `guard demo` prints. Each paragraph that starts with a command (``curl``, ``python``, ``guard``) is
     a block a user can paste as it is; tests/core/test_readme_blocks.py runs every one against the demo."""
     p = demo.dir / "pki"
-    curl = f"curl --cacert {p}/ca.pem --cert {p}/app.pem --key {p}/app-key.pem \\\n" \
-           f"     {demo.url}/v1/chat/completions -H 'content-type: application/json' \\\n"
+    curl = (
+        f"curl --cacert {p}/ca.pem --cert {p}/app.pem --key {p}/app-key.pem \\\n"
+        f"     {demo.url}/v1/chat/completions -H 'content-type: application/json' \\\n"
+    )
     return f"""
 Guard demo is running.
   Guard (mTLS)      {demo.url}
   admin (metrics)   {demo.admin}/metrics
   model server      {demo.model_url}
   config            {demo.config}
-  audit journal     {demo.dir / 'audit'}
+  audit journal     {demo.dir / "audit"}
 
 Try it with curl (client certificate of OU "apps"):
 
@@ -118,7 +125,7 @@ PY
 
 Verify the audit trail:
 
-guard audit verify {demo.dir / 'audit'} --public-key {demo.dir / 'audit-keys'}
+guard audit verify {demo.dir / "audit"} --public-key {demo.dir / "audit-keys"}
 
 Ctrl-C stops the demo; its files stay in {demo.dir} (delete it to start afresh).
 """
@@ -164,9 +171,12 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("demo", help="run Guard with a built-in model server and a throwaway PKI")
     p.add_argument("--check", action="store_true", help="run the scripted tour and exit 0 only if all steps pass")
-    p.add_argument("--dir", default=None,
-                   help="where the demo keeps its PKI, config and audit journal (default: $XDG_RUNTIME_DIR/guard-demo, "
-                        "else a folder in the system's temporary directory)")
+    p.add_argument(
+        "--dir",
+        default=None,
+        help="where the demo keeps its PKI, config and audit journal (default: $XDG_RUNTIME_DIR/guard-demo, "
+        "else a folder in the system's temporary directory)",
+    )
     p.add_argument("--port", type=int, default=8443)
     p.add_argument("--admin-port", type=int, default=9090)
     p.add_argument("--model-port", type=int, default=8000)

@@ -20,6 +20,7 @@ A request for a model whose name contains "guard" is answered as Llama Guard 3 w
 demos and tests can screen with a real wire protocol: bomb/explosive/nerve agent -> S9, kill/murder -> S1,
 launder/steal a car -> S2.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,9 +63,11 @@ def reply_for(model: str, text: str, d: dict[str, str]) -> str:
     return f"Hello from {model}. This is a deterministic demo reply to a prompt of {len(text)} characters."
 
 
-_JUDGE = [(re.compile(r"\b(bomb|explosive|nerve agent|bioweapon)", re.I), "S9"),
-          (re.compile(r"\b(kill|murder|stab)\b", re.I), "S1"),
-          (re.compile(r"\b(launder|steal a car|hotwire)", re.I), "S2")]
+_JUDGE = [
+    (re.compile(r"\b(bomb|explosive|nerve agent|bioweapon)", re.I), "S9"),
+    (re.compile(r"\b(kill|murder|stab)\b", re.I), "S1"),
+    (re.compile(r"\b(launder|steal a car|hotwire)", re.I), "S2"),
+]
 
 
 def judge(body: dict[str, Any]) -> str:
@@ -88,21 +91,54 @@ def _judge_answer(body: dict[str, Any], ollama: bool) -> dict[str, Any]:
     top = [{"token": first, "logprob": -0.01}, {"token": other, "logprob": -4.6}]
     lp = [{"token": first, "logprob": -0.01, "top_logprobs": top}]
     if ollama:
-        return {"model": body.get("model"), "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
-                "message": {"role": "assistant", "content": verdict}, "logprobs": lp}
+        return {
+            "model": body.get("model"),
+            "created_at": "2026-01-01T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "message": {"role": "assistant", "content": verdict},
+            "logprobs": lp,
+        }
     if isinstance(body.get("prompt"), str):
-        return {"id": "cmpl-guard", "object": "text_completion", "created": 0, "model": body.get("model"),
-                "choices": [{"index": 0, "text": verdict, "finish_reason": "stop", "logprobs": {
-                    "tokens": [first], "token_logprobs": [-0.01], "top_logprobs": [{first: -0.01, other: -4.6}]}}]}
-    return {"id": "chatcmpl-guard", "object": "chat.completion", "created": 0, "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": verdict}, "finish_reason": "stop",
-                         "logprobs": {"content": lp}}], "usage": {"prompt_tokens": 100, "completion_tokens": 3}}
+        return {
+            "id": "cmpl-guard",
+            "object": "text_completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "text": verdict,
+                    "finish_reason": "stop",
+                    "logprobs": {
+                        "tokens": [first],
+                        "token_logprobs": [-0.01],
+                        "top_logprobs": [{first: -0.01, other: -4.6}],
+                    },
+                }
+            ],
+        }
+    return {
+        "id": "chatcmpl-guard",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": verdict},
+                "finish_reason": "stop",
+                "logprobs": {"content": lp},
+            }
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 3},
+    }
 
 
 def _pieces(text: str, n: int | None) -> list[str]:
     if n and n > 0:
         size = max(1, -(-len(text) // n))
-        return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+        return [text[i : i + size] for i in range(0, len(text), size)] or [""]
     words = re.findall(r"\S+\s*|\s+", text)
     return words or [""]
 
@@ -114,8 +150,9 @@ class ModelServer:
         import os
 
         # The judge's fixed think time (benchmarks use 5 ms); also settable for `uvicorn --factory` runs.
-        self.judge_delay = (judge_delay_ms if judge_delay_ms is not None
-                            else float(os.environ.get("GUARD_DEMO_JUDGE_DELAY_MS", "0"))) / 1000
+        self.judge_delay = (
+            judge_delay_ms if judge_delay_ms is not None else float(os.environ.get("GUARD_DEMO_JUDGE_DELAY_MS", "0"))
+        ) / 1000
         self.requests: list[dict[str, Any]] = []
         self.keep = keep
         self.cancelled = 0  # streams whose client went away before the end
@@ -132,12 +169,16 @@ class ModelServer:
             return
         path, method = scope["path"], scope["method"]
         if method == "GET" and path in ("/v1/models", "/api/tags"):
-            body = ({"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
-                    if path == "/v1/models" else {"models": [{"name": "demo-model", "model": "demo-model"}]})
+            body = (
+                {"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
+                if path == "/v1/models"
+                else {"models": [{"name": "demo-model", "model": "demo-model"}]}
+            )
             return await self._json(send, 200, body)
         if method == "GET" and path == "/_requests":
-            return await self._json(send, 200, {"requests": self.requests, "cancelled": self.cancelled,
-                                                "finished": self.finished})
+            return await self._json(
+                send, 200, {"requests": self.requests, "cancelled": self.cancelled, "finished": self.finished}
+            )
         raw = b""
         while True:
             msg = await receive()
@@ -148,9 +189,15 @@ class ModelServer:
             body = json.loads(raw or b"{}")
         except ValueError:
             return await self._json(send, 400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
-        self.requests.append({"path": path, "headers": {k.decode(): v.decode("latin-1") for k, v in scope["headers"]},
-                              "body": body, "raw": raw.decode("utf-8", "replace")})
-        del self.requests[:-self.keep]
+        self.requests.append(
+            {
+                "path": path,
+                "headers": {k.decode(): v.decode("latin-1") for k, v in scope["headers"]},
+                "body": body,
+                "raw": raw.decode("utf-8", "replace"),
+            }
+        )
+        del self.requests[: -self.keep]
         model = body.get("model", "demo-model")
         if "guard" in str(model).lower():
             if self.judge_delay:
@@ -163,16 +210,28 @@ class ModelServer:
         if "first_byte_ms" in d:
             await asyncio.sleep(int(d["first_byte_ms"]) / 1000)
         if "status" in d:
-            return await self._json(send, int(d["status"]), anthropic.error(int(d["status"])) if msgs else
-                                    {"error": {"message": "demo error", "type": "demo", "code": d["status"]}})
+            return await self._json(
+                send,
+                int(d["status"]),
+                anthropic.error(int(d["status"]))
+                if msgs
+                else {"error": {"message": "demo error", "type": "demo", "code": d["status"]}},
+            )
         if path.endswith("/embeddings") or path == "/api/embed":
             inputs = body.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
             if path == "/api/embed":
                 return await self._json(send, 200, {"model": model, "embeddings": [[0.1, 0.2, 0.3]] * n})
-            return await self._json(send, 200, {"object": "list", "model": model, "usage": {"prompt_tokens": 3,
-                                                "total_tokens": 3}, "data": [{"object": "embedding", "index": i,
-                                                "embedding": [0.1, 0.2, 0.3]} for i in range(n)]})
+            return await self._json(
+                send,
+                200,
+                {
+                    "object": "list",
+                    "model": model,
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                    "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
+                },
+            )
         answer = reply_for(model, text, d)
         ollama = path.startswith("/api/")
         op = "completion" if path in ("/v1/completions", "/api/generate") else "chat"
@@ -189,12 +248,27 @@ class ModelServer:
 
     async def _json(self, send: Callable, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
-    async def _stream(self, send: Callable, receive: Callable, ollama: bool, op: str, model: str, answer: str,
-                      d: dict[str, str], msgs_prompt: int = -1, rev: Any = None) -> None:
+    async def _stream(
+        self,
+        send: Callable,
+        receive: Callable,
+        ollama: bool,
+        op: str,
+        model: str,
+        answer: str,
+        d: dict[str, str],
+        msgs_prompt: int = -1,
+        rev: Any = None,
+    ) -> None:
         """Streams in the client's protocol; ``msgs_prompt`` >= 0: Anthropic Messages events (its prompt length),
         or Responses events when ``rev`` (guard.demo.responses.Events) is given."""
         msgs = msgs_prompt >= 0 and rev is None
@@ -212,8 +286,9 @@ class ModelServer:
         w = asyncio.ensure_future(watch())
         try:
             if msgs:
-                await send({"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d),
-                            "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": anthropic.start(model, msgs_prompt, d), "more_body": True}
+                )
             elif rev is not None:
                 await send({"type": "http.response.body", "body": rev.start(), "more_body": True})
             i = 0
@@ -228,9 +303,17 @@ class ModelServer:
                     await send({"type": "http.response.body", "body": b"data: {not json\n\n", "more_body": True})
                 if "reset" in d and i == 2:
                     raise ConnectionResetError("demo reset")
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": anthropic.delta(piece, d) if msgs else rev.delta(piece) if rev is not None
-                            else _chunk(ollama, op, model, piece)})
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "more_body": True,
+                        "body": anthropic.delta(piece, d)
+                        if msgs
+                        else rev.delta(piece)
+                        if rev is not None
+                        else _chunk(ollama, op, model, piece),
+                    }
+                )
                 i += 1
                 if delay or "forever" in d:
                     with contextlib.suppress(TimeoutError):
@@ -245,35 +328,60 @@ class ModelServer:
                 return
             if "tool" in d:
                 name, _, args = d["tool"].partition(" ")
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": _tool_chunk(model, name, args)})
-            await send({"type": "http.response.body", "body": _final(ollama, op, model, "tool" in d), "more_body": False})
+                await send({"type": "http.response.body", "more_body": True, "body": _tool_chunk(model, name, args)})
+            await send(
+                {"type": "http.response.body", "body": _final(ollama, op, model, "tool" in d), "more_body": False}
+            )
             self.finished += 1
         finally:
             w.cancel()
 
 
 def _whole(ollama: bool, op: str, model: str, answer: str, d: dict[str, str], prompt_len: int) -> dict[str, Any]:
-    usage = {"prompt_tokens": max(1, prompt_len // 4), "completion_tokens": len(answer.split()),
-             "total_tokens": max(1, prompt_len // 4) + len(answer.split())}
+    usage = {
+        "prompt_tokens": max(1, prompt_len // 4),
+        "completion_tokens": len(answer.split()),
+        "total_tokens": max(1, prompt_len // 4) + len(answer.split()),
+    }
     if ollama:
-        base = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
-                "prompt_eval_count": usage["prompt_tokens"], "eval_count": usage["completion_tokens"]}
+        base = {
+            "model": model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": usage["prompt_tokens"],
+            "eval_count": usage["completion_tokens"],
+        }
         if op == "completion":
             return {**base, "response": answer}
         return {**base, "message": {"role": "assistant", "content": answer}}
     if op == "completion":
-        return {"id": "cmpl-demo", "object": "text_completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "text": answer, "finish_reason": "stop"}], "usage": usage}
+        return {
+            "id": "cmpl-demo",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": answer, "finish_reason": "stop"}],
+            "usage": usage,
+        }
     msg: dict[str, Any] = {"role": "assistant", "content": answer}
     finish = "stop"
     if "tool" in d:
         name, _, args = d["tool"].partition(" ")
-        msg = {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_demo", "type": "function", "function": {"name": name, "arguments": args}}]}
+        msg = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_demo", "type": "function", "function": {"name": name, "arguments": args}}],
+        }
         finish = "tool_calls"
-    return {"id": "chatcmpl-demo", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": msg, "finish_reason": finish}], "usage": usage}
+    return {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
+        "usage": usage,
+    }
 
 
 def _chunk(ollama: bool, op: str, model: str, piece: str) -> bytes:
@@ -282,34 +390,78 @@ def _chunk(ollama: bool, op: str, model: str, piece: str) -> bytes:
         c.update({"response": piece} if op == "completion" else {"message": {"role": "assistant", "content": piece}})
         return json.dumps(c).encode() + b"\n"
     if op == "completion":
-        c = {"id": "cmpl-demo", "object": "text_completion", "created": 0, "model": model,
-             "choices": [{"index": 0, "text": piece, "finish_reason": None}]}
+        c = {
+            "id": "cmpl-demo",
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "text": piece, "finish_reason": None}],
+        }
     else:
-        c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
-             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        c = {
+            "id": "chatcmpl-demo",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+        }
     return b"data: " + json.dumps(c).encode() + b"\n\n"
 
 
 def _tool_chunk(model: str, name: str, args: str) -> bytes:
-    c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
-         "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_demo", "type": "function",
-                                                            "function": {"name": name, "arguments": args}}]},
-                      "finish_reason": None}]}
+    c = {
+        "id": "chatcmpl-demo",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_demo",
+                            "type": "function",
+                            "function": {"name": name, "arguments": args},
+                        }
+                    ]
+                },
+                "finish_reason": None,
+            }
+        ],
+    }
     return b"data: " + json.dumps(c).encode() + b"\n\n"
 
 
 def _final(ollama: bool, op: str, model: str, tool: bool) -> bytes:
     if ollama:
-        c: dict[str, Any] = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": True, "done_reason": "stop",
-                             "prompt_eval_count": 5, "eval_count": 7}
+        c: dict[str, Any] = {
+            "model": model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 5,
+            "eval_count": 7,
+        }
         c.update({"response": ""} if op == "completion" else {"message": {"role": "assistant", "content": ""}})
         return json.dumps(c).encode() + b"\n"
     finish = "tool_calls" if tool else "stop"
     if op == "completion":
-        c = {"id": "cmpl-demo", "object": "text_completion", "created": 0, "model": model,
-             "choices": [{"index": 0, "text": "", "finish_reason": finish}]}
+        c = {
+            "id": "cmpl-demo",
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "text": "", "finish_reason": finish}],
+        }
     else:
-        c = {"id": "chatcmpl-demo", "object": "chat.completion.chunk", "created": 0, "model": model,
-             "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
-             "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+        c = {
+            "id": "chatcmpl-demo",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+        }
     return b"data: " + json.dumps(c).encode() + b"\n\ndata: [DONE]\n\n"

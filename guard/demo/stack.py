@@ -1,5 +1,6 @@
 """A whole Guard stack on loopback — throwaway PKI, the built-in model server, Guard itself — for the demo,
 the tests and the benchmarks. Servers run in threads with their own event loops."""
+
 from __future__ import annotations
 
 import asyncio
@@ -79,8 +80,13 @@ def start_model_server(port: int | None = None, host: str = "127.0.0.1") -> tupl
 
     app = ModelServer()
     port = port or free_port()
-    th = ServerThread(lambda: [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                             access_log=False, lifespan="off"))]).start()
+    th = ServerThread(
+        lambda: [
+            uvicorn.Server(
+                uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+            )
+        ]
+    ).start()
     return app, th, f"http://{host}:{port}"
 
 
@@ -105,22 +111,29 @@ def make_pki(d: Path) -> dict[str, Path]:
     pki.issue(d, "app", client=True, cn="billing-app", o=["Example Corp"], ou=["apps"])
     pki.issue(d, "staff", client=True, cn="alice", o=["Example Corp"], ou=["staff"])
     pki.issue(d, "contractor", client=True, cn="bob-contractor", o=["Example Corp"], ou=["contractors"])
-    pki.issue(d, "prod-workload", client=True, cn="batch-job",
-              san_uri=["spiffe://example.org/ns/prod/sa/batch"])
+    pki.issue(d, "prod-workload", client=True, cn="batch-job", san_uri=["spiffe://example.org/ns/prod/sa/batch"])
     return {"ca": d / "ca.pem", "server": d / "server.pem", "server_key": d / "server-key.pem"}
 
 
 def guard_config(pki_dir: Path, upstream_url: str, port: int, admin_port: int, **over: Any) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
-        "tls": {"cert": str(pki_dir / "server.pem"), "key": str(pki_dir / "server-key.pem"),
-                "client_ca": str(pki_dir / "ca.pem")},
+        "tls": {
+            "cert": str(pki_dir / "server.pem"),
+            "key": str(pki_dir / "server-key.pem"),
+            "client_ca": str(pki_dir / "ca.pem"),
+        },
         "admin": {"host": "127.0.0.1", "port": admin_port},
-        "upstreams": {"local": {"url": upstream_url, "api": "openai", "timeout_s": 10},
-                      "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10},
-                      "anthropic": {"url": upstream_url, "api": "anthropic", "timeout_s": 10}},
-        "routes": [{"model": "llama3*", "upstream": "ollama"}, {"model": "claude*", "upstream": "anthropic"},
-                   {"model": "*", "upstream": "local"}],
+        "upstreams": {
+            "local": {"url": upstream_url, "api": "openai", "timeout_s": 10},
+            "ollama": {"url": upstream_url, "api": "ollama", "timeout_s": 10},
+            "anthropic": {"url": upstream_url, "api": "anthropic", "timeout_s": 10},
+        },
+        "routes": [
+            {"model": "llama3*", "upstream": "ollama"},
+            {"model": "claude*", "upstream": "anthropic"},
+            {"model": "*", "upstream": "local"},
+        ],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")]},
         "filters": {"dir": str(ROOT / "filters")},
     }

@@ -1,4 +1,5 @@
 """The scripted tour behind `guard demo --check`: each step states what it expects and shows what it got."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def _client(demo: Any, who: str | None) -> httpx.Client:
 
 def _chat(demo: Any, who: str, model: str, content: str, **kw: Any) -> httpx.Response:
     with _client(demo, who) as c:
-        return c.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}],
-                                                    **kw})
+        return c.post(
+            "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}], **kw}
+        )
 
 
 def steps(demo: Any) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
@@ -32,8 +34,18 @@ def steps(demo: Any) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
         return r.status_code == 200 and "Hello from llama-3-8b" in r.text, f"{r.status_code}"
 
     def streamed() -> tuple[bool, str]:
-        with _client(demo, "app") as c, c.stream("POST", "/v1/chat/completions", json={"model": "llama-3-8b", "stream": True, "messages": [
-                                           {"role": "user", "content": "[[reply: streamed through Guard]]"}]}) as r:
+        with (
+            _client(demo, "app") as c,
+            c.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "llama-3-8b",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "[[reply: streamed through Guard]]"}],
+                },
+            ) as r,
+        ):
             text = ""
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -78,27 +90,47 @@ def steps(demo: Any) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
         return r.status_code in (400, 403), f"{r.status_code} {r.text[:100]}"
 
     def audit_verifies() -> tuple[bool, str]:
-        p = subprocess.run([sys.executable, "-m", "guard.cli", "audit", "verify", str(demo.dir / "audit"),
-                            "--public-key", str(demo.dir / "audit-keys")],
-                           capture_output=True, text=True, timeout=60)
-        return p.returncode == 0, (p.stdout + p.stderr).strip().splitlines()[-1:][0] if (p.stdout + p.stderr).strip() else ""
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "guard.cli",
+                "audit",
+                "verify",
+                str(demo.dir / "audit"),
+                "--public-key",
+                str(demo.dir / "audit-keys"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return p.returncode == 0, (p.stdout + p.stderr).strip().splitlines()[-1:][0] if (
+            p.stdout + p.stderr
+        ).strip() else ""
 
     def metrics() -> tuple[bool, str]:
         r = httpx.get(demo.admin + "/metrics", timeout=5)
         return r.status_code == 200 and "guard_requests_total" in r.text, f"{r.status_code}"
 
-    out = [("an OU=apps client may chat", allowed), ("a streamed answer arrives whole", streamed),
-           ("no client certificate: refused at the handshake", no_cert),
-           ("OU=apps may not use internal-* models (403)", denied), ("OU=staff may", staff_allowed),
-           ("an e-mail address is pseudonymized for the model and restored for the app", pseudonymized),
-           ("a card number may not go to an external model", card_to_external)]
+    out = [
+        ("an OU=apps client may chat", allowed),
+        ("a streamed answer arrives whole", streamed),
+        ("no client certificate: refused at the handshake", no_cert),
+        ("OU=apps may not use internal-* models (403)", denied),
+        ("OU=staff may", staff_allowed),
+        ("an e-mail address is pseudonymized for the model and restored for the app", pseudonymized),
+        ("a card number may not go to an external model", card_to_external),
+    ]
     filters = Path(demo.runtime.config.filters.dir)
     if (filters / "denylist.yaml").exists():
         out.append(("an AWS access key in a prompt is blocked", secret_blocked))
     if (filters / "safety.yaml").exists():
         out.append(("Llama Guard flags a harmful prompt (S9) and it is refused", unsafe_blocked))
-    out += [("every exchange is in the signed audit journal, and it verifies", audit_verifies),
-            ("metrics are served on the admin port", metrics)]
+    out += [
+        ("every exchange is in the signed audit journal, and it verifies", audit_verifies),
+        ("metrics are served on the admin port", metrics),
+    ]
     return out
 
 

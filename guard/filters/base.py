@@ -1,4 +1,5 @@
 """What every screen takes and returns: text Segments in, a Verdict out; streams through StreamScreens."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ deadline the request is answered 503 ``screen_budget_exceeded``, audited and cou
 Texts up to ``INLINE_CHARS`` are screened on the event loop: with linear-time patterns that costs less than
 the hop to a thread (tests/bench/bench_hostile.py measures both).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,8 +63,10 @@ def inline(segments: Sequence[Any]) -> bool:
 
 def exceeded(budget_ms: float) -> GuardError:
     telemetry.FAIL_CLOSED.labels("screen_budget").inc()
-    return unavailable(f"screening this request took longer than its budget ({budget_ms:g} ms); "
-                       "request refused", "screen_budget_exceeded")
+    return unavailable(
+        f"screening this request took longer than its budget ({budget_ms:g} ms); request refused",
+        "screen_budget_exceeded",
+    )
 
 
 async def run(make: Callable[[], Awaitable[T]], budget_ms: float) -> T:

@@ -11,6 +11,7 @@ profile's action. An input line that is not UTF-8, not JSON, not an object or ha
 gets ``{"error": "line N: ...", "line": N}`` in its place, the rest go on, and the exit status is 2.
 Exit status otherwise: 0; for a single text, 1 when the profile would block it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,19 +26,28 @@ _HELP = "find personal data in a text with a PII profile (or JSON Lines with --j
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("scan", help=_HELP, description=_HELP + ".",
-                              epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "scan",
+        help=_HELP,
+        description=_HELP + ".",
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("text", nargs="?", default=None, help="the text; '-' or nothing reads standard input")
     p.add_argument("--profile", default="default", help="profile in pii.yaml (default: default)")
-    p.add_argument("--direction", choices=("prompt", "response"), default="prompt",
-                   help="which actions to apply (default: prompt)")
+    p.add_argument(
+        "--direction", choices=("prompt", "response"), default="prompt", help="which actions to apply (default: prompt)"
+    )
     p.add_argument("--filters", type=Path, default=Path("filters"), help="folder holding pii.yaml")
-    p.add_argument("--jsonl", action="store_true", help="read JSON Lines {\"text\": ...}, write findings")
+    p.add_argument("--jsonl", action="store_true", help='read JSON Lines {"text": ...}, write findings')
     p.set_defaults(func=run)
-    f = subparsers.add_parser("filters", help="check the screening files (filters/*.yaml)",
-                              description="Check the screening files: every key and every pattern. Patterns run on "
-                                          "RE2 (linear time); one RE2 cannot run is named with file, line, key "
-                                          "and why. Exit status 0 when all are usable, 1 otherwise.")
+    f = subparsers.add_parser(
+        "filters",
+        help="check the screening files (filters/*.yaml)",
+        description="Check the screening files: every key and every pattern. Patterns run on "
+        "RE2 (linear time); one RE2 cannot run is named with file, line, key "
+        "and why. Exit status 0 when all are usable, 1 otherwise.",
+    )
     fsub = f.add_subparsers(dest="filters_command", required=True)
     c = fsub.add_parser("check", help="load every file in the filters folder and report each problem")
     c.add_argument("--filters", type=Path, default=Path("filters"), help="folder holding the *.yaml files")
@@ -49,8 +59,9 @@ def _profile(args: argparse.Namespace) -> Any:
 
     profiles = load_pii_profiles(args.filters / "pii.yaml")
     if args.profile not in profiles:
-        raise ConfigError(f"{args.filters / 'pii.yaml'}: no profile {args.profile!r} "
-                          f"(have: {', '.join(sorted(profiles))})")
+        raise ConfigError(
+            f"{args.filters / 'pii.yaml'}: no profile {args.profile!r} (have: {', '.join(sorted(profiles))})"
+        )
     return profiles[args.profile]
 
 
@@ -80,8 +91,9 @@ def _scan_one(profile: Any, text: str, direction: str, out: IO[str]) -> int:
     out.write(f"profile {profile.name}, {direction}: {len(findings)} finding(s)\n")
     for f in findings:
         action = profile.action(f.entity_type, direction)
-        out.write(f"  {f.entity_type:<16} {f.start:>6}-{f.end:<6} {f.score:.2f}  {action:<12} "
-                  f"{text[f.start:f.end]!r}\n")
+        out.write(
+            f"  {f.entity_type:<16} {f.start:>6}-{f.end:<6} {f.score:.2f}  {action:<12} {text[f.start : f.end]!r}\n"
+        )
     state = "BLOCKED: " + verdict.message if verdict.blocked else f"action {verdict.action}"
     out.write(f"{state}\n---\n{transformed}\n")
     return 1 if verdict.blocked else 0
@@ -100,8 +112,12 @@ def scan_jsonl(profile: Any, source: IO[bytes], out: IO[str]) -> int:
             out.flush()
             continue
         found = profile.findings(text)
-        out.write(json.dumps({"findings": [f.to_json() for f in found], "redacted": redact_all(text, found)},
-                             ensure_ascii=False) + "\n")
+        out.write(
+            json.dumps(
+                {"findings": [f.to_json() for f in found], "redacted": redact_all(text, found)}, ensure_ascii=False
+            )
+            + "\n"
+        )
         out.flush()
     return status
 
@@ -116,11 +132,11 @@ def _jsonl_text(raw: bytes, n: int) -> str:
     except (ValueError, RecursionError):
         raise ValueError(f"line {n}: not JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        raise ValueError(f"line {n}: expected an object with a string \"text\"")
+        raise ValueError(f'line {n}: expected an object with a string "text"')
     try:  # JSON may escape a lone surrogate ("\ud800"): not Unicode text, and the output could not be written
         obj["text"].encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"line {n}: \"text\" holds a lone surrogate at code point {e.start}") from None
+        raise ValueError(f'line {n}: "text" holds a lone surrogate at code point {e.start}') from None
     return obj["text"]
 
 

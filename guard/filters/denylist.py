@@ -7,6 +7,7 @@ single-line secret still open after ``hold_chars`` characters is screened as it 
 its run (up to white space) is dropped; a started multi-line block (a PEM private key) is held until it
 ends, up to ``max_hold_chars``; past that the rest of the block is suppressed until its end marker.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -214,8 +215,13 @@ class DenylistScreen:
         for s in scans:
             for k, n in s.hits.items():
                 hits[k] = hits.get(k, 0) + n
-        v = Verdict(screen=self.name, direction=direction, entities=hits, categories=sorted(hits),
-                    latency_ms=(time.perf_counter() - t0) * 1000)
+        v = Verdict(
+            screen=self.name,
+            direction=direction,
+            entities=hits,
+            categories=sorted(hits),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
         blockers = [c for s in scans for c in s.block]
         if blockers:
             secret = any(c.rule.kind == "secret" for c in blockers)
@@ -267,7 +273,7 @@ def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
     for a, b, c in spans:
         if b <= pos:
             continue  # inside an earlier replacement
-        out.append(text[pos:max(a, pos)])
+        out.append(text[pos : max(a, pos)])
         if a >= pos:
             out.append(c.replacement)
         pos = b
@@ -313,7 +319,7 @@ class DenylistStream:
         if not m:
             self.buf = ""
             return False
-        self.buf, self.drop_run = self.buf[m.start():], False
+        self.buf, self.drop_run = self.buf[m.start() :], False
         return True
 
     def _leave_block(self) -> bool:
@@ -322,7 +328,7 @@ class DenylistStream:
         if end is None:
             self.buf = self.buf[-_END_MARKER_KEEP:]
             return False
-        self.buf, self.suppress = self.buf[end[1]:], None
+        self.buf, self.suppress = self.buf[end[1] :], None
         return True
 
     def _step(self, final: bool) -> StreamStep:

@@ -4,6 +4,7 @@ A screen that cannot do its job is never silently "safe": its verdict says statu
 either blocks (``on_error: block``, the default) or allows with the failure visible in the verdict, metrics
 and audit record (``on_error: allow``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -79,10 +80,20 @@ class ScreenError(Exception):
 def failed_verdict(screen: str, direction: str, status: str, on_error: str, reason: str) -> Verdict:
     block = on_error == "block"
     what = "timed out" if status == "timeout" else "is unavailable"
-    msg = (f"The {screen} screen {what}; the request was refused." if block
-           else f"The {screen} screen {what}; passed unscreened.")
-    return Verdict(screen=screen, direction=direction, status=status, action="block" if block else "allow",
-                   blocked=block, code="screen_error" if block else "", message=msg)
+    msg = (
+        f"The {screen} screen {what}; the request was refused."
+        if block
+        else f"The {screen} screen {what}; passed unscreened."
+    )
+    return Verdict(
+        screen=screen,
+        direction=direction,
+        status=status,
+        action="block" if block else "allow",
+        blocked=block,
+        code="screen_error" if block else "",
+        message=msg,
+    )
 
 
 class GuardedScreen:
@@ -91,8 +102,14 @@ class GuardedScreen:
     ``metrics``: count every verdict in guard_screen_results_total (one place for all screens).
     """
 
-    def __init__(self, screen: Any, settings: FailSettings | None = None, *, metrics: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        screen: Any,
+        settings: FailSettings | None = None,
+        *,
+        metrics: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.screen = screen
         self.name: str = screen.name
         self.settings = settings or FailSettings()

@@ -4,6 +4,7 @@ example Llama Prompt Guard 2), applied to user and tool text in overlapping wind
 The score is the largest probability, over windows, of the labels that mean injection or jailbreak.
 Wrap it in failmode.GuardedScreen like every screen.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,8 +46,11 @@ class InjectionScreen:
         self.cfg = cfg
         dev = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(cfg.model_path), local_files_only=True)
-        self.model = (model or AutoModelForSequenceClassification.from_pretrained(
-            str(cfg.model_path), local_files_only=True)).to(dev).eval()
+        self.model = (
+            (model or AutoModelForSequenceClassification.from_pretrained(str(cfg.model_path), local_files_only=True))
+            .to(dev)
+            .eval()
+        )
         labels = {int(i): str(n).upper() for i, n in self.model.config.id2label.items()}
         wanted = {p.upper() for p in cfg.positive_labels}
         self.positive = [i for i, n in labels.items() if n in wanted]
@@ -73,9 +77,16 @@ class InjectionScreen:
     def windows(self, texts: list[str]) -> dict[str, Any]:
         """Tokenize into overlapping windows of at most ``window_tokens`` (special tokens included). Special-token
         parsing is off: ``[SEP]`` or ``<|eot_id|>`` in the text are characters, never the model's own markers."""
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg.window_tokens, split_special_tokens=True,
-                              stride=min(self.cfg.stride_tokens, self.cfg.window_tokens // 2),
-                              return_overflowing_tokens=True, padding=True, return_tensors="pt")
+        return self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.cfg.window_tokens,
+            split_special_tokens=True,
+            stride=min(self.cfg.stride_tokens, self.cfg.window_tokens // 2),
+            return_overflowing_tokens=True,
+            padding=True,
+            return_tensors="pt",
+        )
 
     def score(self, texts: list[str]) -> float:
         import torch
@@ -86,7 +97,7 @@ class InjectionScreen:
         with self.lock, torch.inference_mode():
             n = enc["input_ids"].shape[0]
             for i in range(0, n, self.cfg.batch_size):
-                batch = {k: enc[k][i:i + self.cfg.batch_size].to(self.model.device) for k in keys}
+                batch = {k: enc[k][i : i + self.cfg.batch_size].to(self.model.device) for k in keys}
                 probs = self.model(**batch).logits.float().softmax(-1)
                 best = max(best, float(probs[:, self.positive].sum(-1).max()))
         return best

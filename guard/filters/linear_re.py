@@ -12,6 +12,7 @@ required but left alone, which is how a lookaround is written for RE2 (``\\bKEY(
 Differences from Python's ``re`` that matter when writing patterns: ``\\w``, ``\\d``, ``\\s`` and ``\\b`` are
 ASCII (use ``\\pL``, ``\\pN``, ``\\p{Z}`` for other scripts); ``\\Z`` is spelled ``\\z``.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,13 @@ HIT = "hit"  # the group whose span is the finding, when a pattern defines it
 
 # (construct as written, why RE2 refuses it): checked in order, the first found is named in the error.
 _UNSUPPORTED: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\(\?<?[=!]"), ("lookaround ((?=, (?!, (?<=, (?<!) is not supported: put the part to report "
-                                 "in a group named 'hit' and match the context around it")),
+    (
+        re.compile(r"\(\?<?[=!]"),
+        (
+            "lookaround ((?=, (?!, (?<=, (?<!) is not supported: put the part to report "
+            "in a group named 'hit' and match the context around it"
+        ),
+    ),
     (re.compile(r"\\[1-9]|\(\?P=\w+\)|\\g<"), "backreferences (\\1, (?P=name)) are not supported"),
     (re.compile(r"\(\?>"), "atomic groups ((?>...)) are not supported"),
     (re.compile(r"[*+?}]\+"), "possessive quantifiers (*+, ++, ?+) are not supported"),

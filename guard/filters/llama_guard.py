@@ -2,6 +2,7 @@
 
 Everything here is pure (no I/O): the backends (remote and local) share it, and tests pin it byte for byte.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,9 @@ class Taxonomy:
     default: bool = True
 
     @classmethod
-    def build(cls, model_size: str = "8b", custom: Sequence[Category] | None = None,
-              excluded: Iterable[str] = ()) -> Taxonomy:
+    def build(
+        cls, model_size: str = "8b", custom: Sequence[Category] | None = None, excluded: Iterable[str] = ()
+    ) -> Taxonomy:
         excluded = set(excluded)
         base = TAXONOMY_1B if model_size == "1b" else TAXONOMY
         cats = tuple(custom) if custom else tuple(Category(c, n) for c, n in base.items())
@@ -149,12 +151,16 @@ def chat_messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
 
 # --- the published prompt template ------------------------------------------------------------------------
 
-_HEAD = ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
-         "Task: Check if there is unsafe content in '{role}' messages in conversations according our safety "
-         "policy with the below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n")
-_TAIL = ("<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST {role} message in the above "
-         "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line must include "
-         "a comma-separated list of violated categories.<|eot_id|><|start_header_id|>assistant<|end_header_id|>")
+_HEAD = (
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    "Task: Check if there is unsafe content in '{role}' messages in conversations according our safety "
+    "policy with the below categories.\n\n<BEGIN UNSAFE CONTENT CATEGORIES>\n"
+)
+_TAIL = (
+    "<END CONVERSATION>\n\nProvide your safety assessment for ONLY THE LAST {role} message in the above "
+    "conversation:\n - First line must read 'safe' or 'unsafe'.\n - If unsafe, a second line must include "
+    "a comma-separated list of violated categories.<|eot_id|><|start_header_id|>assistant<|end_header_id|>"
+)
 
 
 def build_prompt(turns: Sequence[Turn], taxonomy: Taxonomy | None = None) -> str:
@@ -166,8 +172,14 @@ def build_prompt(turns: Sequence[Turn], taxonomy: Taxonomy | None = None) -> str
     role = turns[-1].role if turns else "User"
     cats = "\n".join(c.render() for c in taxonomy.categories)
     conv = "".join(f"{t.role}: {t.content.strip()}\n\n" for t in turns)
-    return (" " + _HEAD.format(role=role) + cats + "\n<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
-            + conv + _TAIL.format(role=role))
+    return (
+        " "
+        + _HEAD.format(role=role)
+        + cats
+        + "\n<END UNSAFE CONTENT CATEGORIES>\n\n<BEGIN CONVERSATION>\n\n"
+        + conv
+        + _TAIL.format(role=role)
+    )
 
 
 def model_text(prompt: str) -> str:

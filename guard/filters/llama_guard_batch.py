@@ -4,6 +4,7 @@ A batch starts with the first waiting job and takes whatever else is queued, up 
 at most ``max_wait_ms`` for more only while the queue is empty. Under load, jobs pile up while the model
 runs, so batches fill without waiting; alone, a job waits at most ``max_wait_ms``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -17,8 +18,13 @@ Job = tuple[Any, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
 
 
 class MicroBatcher:
-    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_batch: int = 16, max_wait_ms: float = 1.0,
-                 name: str = "guard-batcher") -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Sequence[Any]],
+        max_batch: int = 16,
+        max_wait_ms: float = 1.0,
+        name: str = "guard-batcher",
+    ) -> None:
         self.fn = fn
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000

@@ -14,6 +14,7 @@ in the GEMM's epilogue), so each RMSNorm is one read of the stream and one write
 the last layer with the head are compiled graphs. On an H100 at 64 x 512 tokens the GEMMs are about 80% of
 the time; the rest is SwiGLU (8%), attention (4%), norms and RoPE (5%).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -53,8 +54,14 @@ def _rotate_half(x: Tensor) -> Tensor:
 class FastLlama:
     """Wraps a transformers LlamaForCausalLM (weights shared, fused copies of QKV and gate/up)."""
 
-    def __init__(self, model: Any, cuda_graphs: bool = True, compile_layers: bool = False, fp8: bool = False,
-                 batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cuda_graphs: bool = True,
+        compile_layers: bool = False,
+        fp8: bool = False,
+        batch_buckets: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128),
+    ) -> None:
         cfg = model.config
         if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
             raise ValueError("biased Llama variants are not supported by the fast path")
@@ -93,7 +100,8 @@ class FastLlama:
     def _fuse(layer: Any, fp8: bool) -> dict[str, Any]:
         a, m = layer.self_attn, layer.mlp
         w = {
-            "ln1": layer.input_layernorm.weight, "ln2": layer.post_attention_layernorm.weight,
+            "ln1": layer.input_layernorm.weight,
+            "ln2": layer.post_attention_layernorm.weight,
             "qkv": torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous(),
             "o": a.o_proj.weight,
             "gu": torch.cat([m.gate_proj.weight, m.up_proj.weight]).contiguous(),
@@ -179,7 +187,7 @@ class FastLlama:
         q = self._lin(xn[rows, last], w, "q").view(b, h, hd)
         cl, sl = cos[last][:, None], sin[last][:, None]
         q = (q * cl + _rotate_half(q) * sl).view(b, kv, h // kv, hd)  # head i reads K/V head i // (h // kv)
-        s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * hd ** -0.5  # (b, kv, h // kv, t)
+        s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * hd**-0.5  # (b, kv, h // kv, t)
         pad = torch.arange(t, device=x.device)[None, :] > last[:, None]  # right padding: keys after `last`
         p = s.masked_fill(pad[:, None, None, :], float("-inf")).softmax(dim=-1)
         a = torch.matmul(p, v.float()).to(x.dtype).reshape(b, h * hd)

@@ -7,6 +7,7 @@ verdict forced to ``unsafe\\n``. Concurrent requests are micro-batched onto one 
 Special tokens come only from the template: the turns' text is tokenised with special-token parsing off and
 checked (:mod:`guard.filters.llama_guard_tokens`), so ``<|eot_id|>`` typed by a user is judged as text.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,7 +30,8 @@ def load_model(path: Path, device: str = "auto", dtype: str = "auto") -> tuple[A
 
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     dt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}.get(
-        dtype, torch.bfloat16 if dev.startswith("cuda") else torch.float32)
+        dtype, torch.bfloat16 if dev.startswith("cuda") else torch.float32
+    )
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dt, local_files_only=True)
     return tok, model.to(dev).eval()  # type: ignore[arg-type]  # transformers types .to() for model arguments only
@@ -49,8 +51,9 @@ class LocalJudge:
     screen never blocks the event loop; requests that arrive while it loads wait, under the fail mode's
     timeout like any slow backend."""
 
-    def __init__(self, cfg: LocalBackend, taxonomy: Taxonomy, threshold: float,
-                 tokenizer: Any = None, model: Any = None) -> None:
+    def __init__(
+        self, cfg: LocalBackend, taxonomy: Taxonomy, threshold: float, tokenizer: Any = None, model: Any = None
+    ) -> None:
         self.cfg, self.taxonomy, self.threshold = cfg, taxonomy, threshold
         self.tokenizer, self.model = tokenizer, model
         self.fast: Any = None
@@ -74,9 +77,13 @@ class LocalJudge:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.specials = special_ids(tok)
         on_cuda = model.device.type == "cuda"
-        self.fast = FastLlama(model, cuda_graphs=cfg.cuda_graphs, fp8=cfg.fp8 and on_cuda,
-                              compile_layers=on_cuda if cfg.compile is None else cfg.compile,
-                              batch_buckets=_powers_of_two(cfg.max_batch))
+        self.fast = FastLlama(
+            model,
+            cuda_graphs=cfg.cuda_graphs,
+            fp8=cfg.fp8 and on_cuda,
+            compile_layers=on_cuda if cfg.compile is None else cfg.compile,
+            batch_buckets=_powers_of_two(cfg.max_batch),
+        )
         if cfg.warmup_lengths and on_cuda:
             self.fast.warmup(cfg.warmup_lengths, cfg.max_batch, self.verdict_ids)
 
@@ -153,12 +160,21 @@ class LocalJudge:
         if isinstance(enc, ScreenError):
             return enc
         ids = torch.tensor([enc + self.forced], device=self.model.device)
-        eos = [t for t in (self.tokenizer.convert_tokens_to_ids("<|eot_id|>"), self.tokenizer.eos_token_id)
-               if isinstance(t, int) and t >= 0]
+        eos = [
+            t
+            for t in (self.tokenizer.convert_tokens_to_ids("<|eot_id|>"), self.tokenizer.eos_token_id)
+            if isinstance(t, int) and t >= 0
+        ]
         with torch.inference_mode():
-            gen = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.cfg.max_new_tokens,
-                                      do_sample=False, eos_token_id=eos or None, pad_token_id=self.pad_id)
-        tail = self.tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True)
+            gen = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=self.cfg.max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos or None,
+                pad_token_id=self.pad_id,
+            )
+        tail = self.tokenizer.decode(gen[0, ids.shape[1] :], skip_special_tokens=True)
         return "unsafe\n" + tail.strip()
 
 

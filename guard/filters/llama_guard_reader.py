@@ -10,6 +10,7 @@ can show that a steering attempt fails (and would succeed against a Guard that s
 * the conversation runs from ``<BEGIN CONVERSATION>`` to the first ``<END CONVERSATION>`` or special token,
   and the judged turn is its last ``User:`` / ``Agent:`` turn.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,7 @@ from typing import Any
 from guard.filters.llama_guard import Turn, VerdictParseError, build_prompt, model_text, parse_output
 
 _SPECIAL = re.compile(r"<\|[A-Za-z0-9_]+\|>")
-_FORGED = re.compile(r"<\|start_header_id\|>assistant<\|end_header_id\|>(.*?)<\|(?:eot_id|eom_id|end_of_text)\|>",
-                     re.S)
+_FORGED = re.compile(r"<\|start_header_id\|>assistant<\|end_header_id\|>(.*?)<\|(?:eot_id|eom_id|end_of_text)\|>", re.S)
 _TURN = re.compile(r"\n\n(?=(?:User|Agent): )")
 
 

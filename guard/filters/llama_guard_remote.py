@@ -8,6 +8,7 @@ Ollama) gives a score of 1.0 or 0.0 from the verdict text, so the threshold then
 Servers tokenise what they render with special-token parsing on, so every turn's text is sent through
 :func:`~guard.filters.llama_guard_text.escape_specials` first (``<|eot_id|>`` typed by a user stays text).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,9 @@ class _HTTPJudge:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             conn = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60),
-                                                  cookie_jar=aiohttp.DummyCookieJar())  # shared by all callers
+            self._session = aiohttp.ClientSession(
+                connector=conn, timeout=aiohttp.ClientTimeout(total=60), cookie_jar=aiohttp.DummyCookieJar()
+            )  # shared by all callers
         return self._session
 
     async def close(self) -> None:
@@ -75,8 +77,9 @@ class _HTTPJudge:
 
 
 class OpenAIJudge(_HTTPJudge):
-    def __init__(self, cfg: OpenAIBackend, taxonomy: Taxonomy, threshold: float,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, cfg: OpenAIBackend, taxonomy: Taxonomy, threshold: float, session: aiohttp.ClientSession | None = None
+    ) -> None:
         super().__init__(taxonomy, threshold, session)
         self.cfg = cfg
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
@@ -103,16 +106,20 @@ class OpenAIJudge(_HTTPJudge):
 
 
 class OllamaJudge(_HTTPJudge):
-    def __init__(self, cfg: OllamaBackend, taxonomy: Taxonomy, threshold: float,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, cfg: OllamaBackend, taxonomy: Taxonomy, threshold: float, session: aiohttp.ClientSession | None = None
+    ) -> None:
         super().__init__(taxonomy, threshold, session)
         self.cfg = cfg
 
     async def classify(self, turns: Sequence[Turn]) -> Judgement:
         turns = inert(turns)
         c = self.cfg
-        body: dict[str, Any] = {"model": c.model, "stream": False,
-                                "options": {"temperature": 0, "num_predict": c.max_tokens}}
+        body: dict[str, Any] = {
+            "model": c.model,
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": c.max_tokens},
+        }
         if c.top_logprobs:
             body.update(logprobs=True, top_logprobs=c.top_logprobs)
         if self.taxonomy.default:
@@ -143,8 +150,11 @@ def _chat_steps(lp: Any) -> Steps:
     for item in (lp or {}).get("content") or []:
         if not isinstance(item, dict) or not isinstance(item.get("token"), str):
             continue
-        top = [(t["token"], float(t["logprob"])) for t in item.get("top_logprobs") or []
-               if isinstance(t, dict) and isinstance(t.get("token"), str) and t.get("logprob") is not None]
+        top = [
+            (t["token"], float(t["logprob"]))
+            for t in item.get("top_logprobs") or []
+            if isinstance(t, dict) and isinstance(t.get("token"), str) and t.get("logprob") is not None
+        ]
         if not top and item.get("logprob") is not None:
             top = [(item["token"], float(item["logprob"]))]
         steps.append((item["token"], top))

@@ -6,6 +6,7 @@ Chat messages are rendered with the published template as a server would; the ju
 tokens, template markers and forged verdicts in the text take effect). It is unsafe when it contains a
 trigger word (default: ``kill`` -> S1, ``vermin`` -> S10).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,19 +71,23 @@ class StandIn:
         top = [{"token": first, "logprob": lp}, {"token": other, "logprob": alt}][: max(n, 1)]
         steps = [{"token": first, "logprob": lp, "top_logprobs": top}]
         if rest:
-            steps += [{"token": "\n", "logprob": 0.0, "top_logprobs": []},
-                      {"token": rest, "logprob": 0.0, "top_logprobs": []}]
+            steps += [
+                {"token": "\n", "logprob": 0.0, "top_logprobs": []},
+                {"token": rest, "logprob": 0.0, "top_logprobs": []},
+            ]
         return steps
 
     async def _chat(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
         text = self.verdict(render_chat(body["messages"]))
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": "stop"}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+        }
         if body.get("logprobs") and self.logprobs:
             choice["logprobs"] = {"content": self._steps(text, body.get("top_logprobs") or 1)}
-        return web.json_response({"id": "lg", "object": "chat.completion", "model": body["model"],
-                                  "choices": [choice]})
+        return web.json_response({"id": "lg", "object": "chat.completion", "model": body["model"], "choices": [choice]})
 
     async def _completions(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
@@ -90,17 +95,17 @@ class StandIn:
         choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "stop"}
         if body.get("logprobs") and self.logprobs:
             steps = self._steps(text, body["logprobs"])
-            choice["logprobs"] = {"tokens": [s["token"] for s in steps],
-                                  "token_logprobs": [s["logprob"] for s in steps],
-                                  "top_logprobs": [{t["token"]: t["logprob"] for t in s["top_logprobs"]}
-                                                   for s in steps]}
+            choice["logprobs"] = {
+                "tokens": [s["token"] for s in steps],
+                "token_logprobs": [s["logprob"] for s in steps],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in s["top_logprobs"]} for s in steps],
+            }
         return web.json_response({"id": "lg", "object": "text_completion", "choices": [choice]})
 
     async def _ollama_chat(self, request: web.Request) -> web.Response:
         body = await self._enter(request)
         text = self.verdict(render_chat(body["messages"]))
-        out: dict[str, Any] = {"model": body["model"], "message": {"role": "assistant", "content": text},
-                               "done": True}
+        out: dict[str, Any] = {"model": body["model"], "message": {"role": "assistant", "content": text}, "done": True}
         if body.get("logprobs") and self.logprobs:
             out["logprobs"] = self._steps(text, body.get("top_logprobs") or 1)
         return web.json_response(out)

@@ -17,6 +17,7 @@ Two layers:
   backend keeps the text as it is and tokenises it with special-token parsing off instead
   (:mod:`guard.filters.llama_guard_tokens`).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -30,18 +31,22 @@ BAR = "\u2223"  # DIVIDES: looks like "|", is not "|" after NFKC
 _BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _BREAK_CHARS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _H = r"[^\S\n]"  # horizontal white space
-_MARKER = re.compile(rf"<({_H}*/?{_H}*(?:begin|end){_H}+(?:unsafe{_H}+content{_H}+categories|conversation){_H}*)>",
-                     re.I)
+_MARKER = re.compile(
+    rf"<({_H}*/?{_H}*(?:begin|end){_H}+(?:unsafe{_H}+content{_H}+categories|conversation){_H}*)>", re.I
+)
 _FRAMING_BODY = (
     rf"{_H}*+(?:[-*>•]{_H}*+)*+(?:(?:user|agent|assistant|system|human|task){_H}*:|s\d{{1,3}}{_H}*:"
     rf"|provide{_H}+your{_H}+safety{_H}+assessment|first{_H}+line{_H}+must{_H}+read"
-    rf"|if{_H}+unsafe{_H}*,?{_H}*a{_H}+second{_H}+line|<{_H}*/?{_H}*(?:begin|end)\b|<\|)")
+    rf"|if{_H}+unsafe{_H}*,?{_H}*a{_H}+second{_H}+line|<{_H}*/?{_H}*(?:begin|end)\b|<\|)"
+)
 _FRAMING_NL = re.compile("\n" + _FRAMING_BODY, re.I)  # run over "\n" + text: the literal "\n" is found fast
 _NL = re.compile("\n")
 # Unicode's format characters (category Cf: zero-width, bidi controls, tags, ...), as of Unicode 15.
-_CF = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
-                 "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
-                 "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
+_CF = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 _SPECIAL = re.compile(r"<\||\|>|<(/?)s>")
 
 
@@ -85,6 +90,7 @@ _neutralise_long = functools.lru_cache(maxsize=32)(_neutralise)
 def escape_specials(text: str) -> str:
     """``<|eot_id|>`` -> ``<∣eot_id∣>``; ``<s>`` -> ``‹s›``: no special-token string survives for a server's
     tokenizer to parse."""
+
     def sub(m: re.Match[str]) -> str:
         tok = m.group(0)
         if tok == "<|":
@@ -92,4 +98,5 @@ def escape_specials(text: str) -> str:
         if tok == "|>":
             return BAR + ">"
         return f"\u2039{m.group(1)}s\u203a"
+
     return _SPECIAL.sub(sub, text)

@@ -9,6 +9,7 @@ special tokens first, too); for text that spells ``<|eot_id|>`` they are the ids
 Checks that fail closed (:class:`~guard.filters.failmode.ScreenError`): the template must render every turn's
 text; no id that comes from text may be a special token's.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,8 +36,11 @@ class Specials:
 
 def special_ids(tokenizer: Any) -> Specials:
     """Every special token of the tokenizer (added tokens marked special, and the named ones)."""
-    out = {str(t.content): int(i) for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
-           if getattr(t, "special", False)}
+    out = {
+        str(t.content): int(i)
+        for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(t, "special", False)
+    }
     for tok in getattr(tokenizer, "all_special_tokens", []) or []:
         i = tokenizer.convert_tokens_to_ids(tok)
         if isinstance(i, int) and i >= 0:
@@ -58,16 +62,14 @@ def pieces(render: Callable[[Sequence[Turn]], str], turns: Sequence[Turn], speci
     out: list[Piece] = []
     pos = 0
     for hit in specials.split.finditer(frame):
-        out.append(frame[pos:hit.start()])
+        out.append(frame[pos : hit.start()])
         out.append(specials.ids[hit.group(0)])
         pos = hit.end()
     out.append(frame[pos:])
-    return [fill.sub(lambda m: texts[m.group(0)], p) if isinstance(p, str) and fill else p
-            for p in out if p != ""]
+    return [fill.sub(lambda m: texts[m.group(0)], p) if isinstance(p, str) and fill else p for p in out if p != ""]
 
 
-def encode(tokenizer: Any, prompts: Sequence[Sequence[Piece]],
-           specials: Specials) -> list[list[int] | ScreenError]:
+def encode(tokenizer: Any, prompts: Sequence[Sequence[Piece]], specials: Specials) -> list[list[int] | ScreenError]:
     """Token ids of each prompt (one tokenizer call for every text piece, special-token parsing off), or a
     ScreenError for a prompt whose text came out as a special token id (a tokenizer that ignored the flag)."""
     texts = [p for ps in prompts for p in ps if isinstance(p, str)]

@@ -5,6 +5,7 @@ Verdicts carry entity types and counts, never values. The pseudonym map lives in
 only. Answers are screened on the text as the model wrote it (placeholders left alone), then the
 request's own placeholders are restored: a user's own values come back to them unredacted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,12 @@ class PIIScreen:
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
         return await self._screen(segments, "prompt", ctx)
 
-    async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any],
-                              ) -> Verdict:
+    async def screen_response(
+        self,
+        segments: list[Segment],
+        prompt: list[Segment],
+        ctx: dict[str, Any],
+    ) -> Verdict:
         return await self._screen(segments, "response", ctx)
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
@@ -71,8 +76,14 @@ class PIIScreen:
         pool = POOL.get(self.profile.source) if self.profile.source is not None else None
         if pool is None:
             return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
-        job = pool.submit(scan_job, self.profile.source, scan.direction, [(s.text, s.role, s.kind) for s in segments],
-                          scan.pseudonyms, budget.deadline())
+        job = pool.submit(
+            scan_job,
+            self.profile.source,
+            scan.direction,
+            [(s.text, s.role, s.kind) for s in segments],
+            scan.pseudonyms,
+            budget.deadline(),
+        )
         try:
             texts, counts, back = await asyncio.wrap_future(job)
         except budget.BudgetExceeded:

@@ -17,6 +17,7 @@ deliberate divergence: a piece of text with more than ``_MAX_CONTEXT_RESULTS`` c
 (a dump of thousands of IP addresses, not a prompt) keeps the matches' base scores, because Presidio's
 context pass costs time quadratic in the number of matches.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,8 +63,15 @@ PREFILTERS: dict[type, Callable[[str], bool]] = {
 # none of these can match a text without a digit (an IPv6 address can: dead::beef)
 NEED_DIGITS = frozenset({GuardIbanRecognizer, GuardSsnRecognizer, GuardCardRecognizer, GuardPhoneRecognizer})
 
-_TOKENS_NEED_NOTHING = (PatternRecognizer, GuardCardRecognizer, GuardPhoneRecognizer, GuardEmailRecognizer,
-                        GuardIbanRecognizer, GuardSsnRecognizer, GuardIpRecognizer)
+_TOKENS_NEED_NOTHING = (
+    PatternRecognizer,
+    GuardCardRecognizer,
+    GuardPhoneRecognizer,
+    GuardEmailRecognizer,
+    GuardIbanRecognizer,
+    GuardSsnRecognizer,
+    GuardIpRecognizer,
+)
 _BACK_KEYWORDS = 6  # Presidio's context walk: five words before, plus the match's own token
 _MAX_SPAN = 4096  # windows grow up to this; beyond, the whole text is tokenized
 _MAX_WINDOWS = 32
@@ -126,16 +134,23 @@ class FastAnalyzer:
 
     # --- context, over windows -----------------------------------------------------------------------
 
-    def _enhance(self, text: str, raw: list[RecognizerResult], recognizers: list[EntityRecognizer],
-                 ) -> list[RecognizerResult]:
+    def _enhance(
+        self,
+        text: str,
+        raw: list[RecognizerResult],
+        recognizers: list[EntityRecognizer],
+    ) -> list[RecognizerResult]:
         by_id = {r.id: r for r in recognizers}
         key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
         plain: list[RecognizerResult] = []
         contextual: list[RecognizerResult] = []
         for r in raw:
             rec = by_id.get(r.recognition_metadata.get(key))
-            wants = rec is not None and rec.context and not r.recognition_metadata.get(
-                RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY)
+            wants = (
+                rec is not None
+                and rec.context
+                and not r.recognition_metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY)
+            )
             (contextual if wants else plain).append(r)
         if not contextual:
             return list(raw)
@@ -149,8 +164,9 @@ class FastAnalyzer:
         out = list(plain)
         for r in contextual:
             a, b, art = self._window(text, r, pieces)
-            shifted = RecognizerResult(r.entity_type, r.start - a, r.end - a, r.score, r.analysis_explanation,
-                                       r.recognition_metadata)
+            shifted = RecognizerResult(
+                r.entity_type, r.start - a, r.end - a, r.score, r.analysis_explanation, r.recognition_metadata
+            )
             for d in enhancer.enhance_using_context(text[a:b], [shifted], art, recognizers, None):
                 d.start += a
                 d.end += a
@@ -173,8 +189,14 @@ class FastAnalyzer:
     def _artifacts(self, text: str, pieces: list[str]) -> NlpArtifacts:
         nlp_engine = self.engine.nlp_engine
         doc = nlp_engine.nlp[LANGUAGE](text)  # type: ignore[attr-defined]
-        art = NlpArtifacts(entities=[], tokens=doc, tokens_indices=[t.idx for t in doc],
-                           lemmas=[t.lemma_ for t in doc], nlp_engine=nlp_engine, language=LANGUAGE)
+        art = NlpArtifacts(
+            entities=[],
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lemma_ for t in doc],
+            nlp_engine=nlp_engine,
+            language=LANGUAGE,
+        )
         art.keywords = art.keywords + pieces
         return art
 

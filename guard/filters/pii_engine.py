@@ -3,6 +3,7 @@
 Building an AnalyzerEngine is the slow part (recognizer registry, spaCy vocabulary); ``shared_engine``
 builds one per process and per set of custom recognizers, and every profile shares it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,7 @@ class Finding:
     score: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"entity_type": self.entity_type, "start": self.start, "end": self.end,
-                "score": round(self.score, 4)}
+        return {"entity_type": self.entity_type, "start": self.start, "end": self.end, "score": round(self.score, 4)}
 
 
 # --- offline pieces --------------------------------------------------------------------------------------
@@ -91,9 +91,16 @@ class BlankSpacyEngine(SpacyNlpEngine):
 
 # --- engine --------------------------------------------------------------------------------------------
 
+
 def builtin_recognizers() -> list[EntityRecognizer]:
-    return [GuardEmailRecognizer(), GuardCardRecognizer(), GuardIbanRecognizer(), GuardPhoneRecognizer(),
-            GuardSsnRecognizer(), GuardIpRecognizer()]
+    return [
+        GuardEmailRecognizer(),
+        GuardCardRecognizer(),
+        GuardIbanRecognizer(),
+        GuardPhoneRecognizer(),
+        GuardSsnRecognizer(),
+        GuardIpRecognizer(),
+    ]
 
 
 def build_engine(extra: Iterable[EntityRecognizer] = (), nlp: Language | None = None) -> AnalyzerEngine:

@@ -15,6 +15,7 @@ Each scores from the raw text around the match (no tokens), so the fast analyzer
 and each names ``stream_source``: a pattern (``regex`` syntax) whose matches cover every finding, for
 the partial matching of streamed answers (guard/filters/pii_stream.py).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -29,15 +30,95 @@ from guard.filters.pii_recognizers import _result, iban_mod97, words_before
 # --- IBAN ------------------------------------------------------------------------------------------------
 
 IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
-    "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28,
-    "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22,
-    "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
-    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HN": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+    "YE": 30,
 }
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
 _IBAN_BODY = re.compile(r"(?:[ .\-]?[A-Za-z0-9]){11,30}")
@@ -46,7 +127,7 @@ IBAN_STREAM = r"(?i)(?<![a-z0-9])[a-z]{2}[0-9]{2}(?:[ .\-]?[a-z0-9]){11,30}"
 
 def iban_at(text: str, start: int) -> int:
     """End of a valid IBAN starting at ``start`` (its country code), or -1."""
-    need = IBAN_LENGTHS.get(text[start:start + 2].upper())
+    need = IBAN_LENGTHS.get(text[start : start + 2].upper())
     if need is None:
         return -1
     m = _IBAN_BODY.match(text, start + 4)
@@ -75,8 +156,9 @@ class GuardIbanRecognizer(LocalRecognizer):
     stream_source = (IBAN_STREAM, 0)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["IBAN_CODE"], supported_language="en",
-                         name="GuardIbanRecognizer", context=[])
+        super().__init__(
+            supported_entities=["IBAN_CODE"], supported_language="en", name="GuardIbanRecognizer", context=[]
+        )
 
     def load(self) -> None:
         pass
@@ -97,9 +179,24 @@ class GuardIbanRecognizer(LocalRecognizer):
 
 # Names reserved for documentation, tests and private networks (RFC 2606, 6761, 6762, 8375) and the
 # internal top-level names companies use; the public suffix list does not hold them.
-RESERVED_TLDS = frozenset({
-    "example", "test", "invalid", "localhost", "local", "internal", "intranet", "corp", "lan", "home",
-    "private", "localdomain", "domain", "priv"})
+RESERVED_TLDS = frozenset(
+    {
+        "example",
+        "test",
+        "invalid",
+        "localhost",
+        "local",
+        "internal",
+        "intranet",
+        "corp",
+        "lan",
+        "home",
+        "private",
+        "localdomain",
+        "domain",
+        "priv",
+    }
+)
 _LOCAL = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~.-")
 _HOST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)|xn--[A-Za-z0-9\-]{1,59}")
@@ -136,7 +233,7 @@ def email_at(text: str, at: int) -> tuple[int, int] | None:
         b += 1
     while b > at + 1 and text[b - 1] in ".-":
         b -= 1  # the end of a sentence, not of the domain
-    local, host = text[a:at], text[at + 1:b]
+    local, host = text[a:at], text[at + 1 : b]
     if not local or local.endswith(".") or ".." in local or (a > 0 and text[a - 1] == "@"):
         return None
     labels = host.split(".")
@@ -157,8 +254,9 @@ class GuardEmailRecognizer(LocalRecognizer):
     stream_source = (EMAIL_STREAM, 0)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["EMAIL_ADDRESS"], supported_language="en",
-                         name="GuardEmailRecognizer", context=[])
+        super().__init__(
+            supported_entities=["EMAIL_ADDRESS"], supported_language="en", name="GuardEmailRecognizer", context=[]
+        )
 
     def load(self) -> None:
         pass
@@ -185,8 +283,7 @@ SSN_CONTEXT = frozenset({"ssn", "ssns", "social", "security", "ss", "ssa", "taxp
 def ssn_issued(digits: str) -> bool:
     """Could the SSA have issued it (area 001-665, 667-899; group 01-99; serial 0001-9999)?"""
     area = int(digits[:3])
-    return (0 < area < 900 and area != 666 and digits[3:5] != "00" and digits[5:] != "0000"
-            and len(set(digits)) > 1)
+    return 0 < area < 900 and area != 666 and digits[3:5] != "00" and digits[5:] != "0000" and len(set(digits)) > 1
 
 
 class GuardSsnRecognizer(LocalRecognizer):
@@ -196,8 +293,7 @@ class GuardSsnRecognizer(LocalRecognizer):
     stream_source = (SSN_STREAM, 0)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["US_SSN"], supported_language="en",
-                         name="GuardSsnRecognizer", context=[])
+        super().__init__(supported_entities=["US_SSN"], supported_language="en", name="GuardSsnRecognizer", context=[])
 
     def load(self) -> None:
         pass
@@ -219,8 +315,10 @@ class GuardSsnRecognizer(LocalRecognizer):
 # --- IP addresses ----------------------------------------------------------------------------------------
 
 _IPV4 = re.compile(r"(?<![\w.])[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?(?![\w]|\.[0-9])")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
-                   r"(?:%[0-9A-Za-z]+)?(?:/[0-9]{1,3})?(?![\w:]|\.[0-9])")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+    r"(?:%[0-9A-Za-z]+)?(?:/[0-9]{1,3})?(?![\w:]|\.[0-9])"
+)
 IP_STREAM = r"(?i)(?<![\w.:])(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?|(?:[0-9a-f]{0,4}:){2,7}[0-9a-z.%/]*)"
 _VERSION_WORDS = frozenset({"version", "versions", "v", "ver", "release", "build", "firmware"})
 IP_CONTEXT = frozenset({"ip", "ipv4", "ipv6", "address", "host", "server", "addr"})
@@ -241,8 +339,9 @@ class GuardIpRecognizer(LocalRecognizer):
     stream_source = (IP_STREAM, 0)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["IP_ADDRESS"], supported_language="en",
-                         name="GuardIpRecognizer", context=[])
+        super().__init__(
+            supported_entities=["IP_ADDRESS"], supported_language="en", name="GuardIpRecognizer", context=[]
+        )
 
     def load(self) -> None:
         pass

@@ -3,6 +3,7 @@
 Off by default: the pattern recognizers need no model. A profile's ``ner`` names either a saved spaCy
 pipeline or a transformers token-classification model; neither is ever downloaded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,9 @@ class _NerRecognizer(LocalRecognizer):
 
     def __init__(self, labels: dict[str, str], score: float, name: str) -> None:
         self.labels, self.score = labels, score
-        super().__init__(supported_entities=sorted(set(labels.values())), supported_language="en", name=name,
-                         context=[])
+        super().__init__(
+            supported_entities=sorted(set(labels.values())), supported_language="en", name=name, context=[]
+        )
 
     def load(self) -> None:
         pass
@@ -29,8 +31,16 @@ class _NerRecognizer(LocalRecognizer):
         etype = self.labels.get(label)
         if etype is None:
             return None
-        return RecognizerResult(etype, start, end, score, recognition_metadata={
-            RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(self, "name", "")), RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+        return RecognizerResult(
+            etype,
+            start,
+            end,
+            score,
+            recognition_metadata={
+                RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(self, "name", "")),
+                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+            },
+        )
 
 
 class SpacyNerRecognizer(_NerRecognizer):

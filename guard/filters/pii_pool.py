@@ -11,6 +11,7 @@ settings file itself, only while its digest is the one the serving process loade
 the scan runs in a thread). The request's screening deadline
 travels with the job: the worker stops between pieces of text once it has passed.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -61,8 +62,9 @@ def _warm(src: Source) -> bool:
     return True
 
 
-def scan_job(src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any,
-          deadline: float | None) -> tuple[list[str], dict[str, int], Any]:
+def scan_job(
+    src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any, deadline: float | None
+) -> tuple[list[str], dict[str, int], Any]:
     """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts, counts by type, pseudonyms."""
     token = budget.set_deadline(deadline)
     try:
@@ -74,6 +76,7 @@ def scan_job(src: Source, direction: str, segs: list[tuple[str, str, str]], pseu
 
 
 # --- in the serving process -----------------------------------------------------------------------------
+
 
 class _Pool:
     def __init__(self) -> None:
@@ -96,8 +99,9 @@ class _Pool:
             if src not in self.warming:
                 self.warming.add(src)
                 if self.executor is None:
-                    self.executor = cf.ProcessPoolExecutor(self.size, multiprocessing.get_context("spawn"),
-                                                           initializer=_init)
+                    self.executor = cf.ProcessPoolExecutor(
+                        self.size, multiprocessing.get_context("spawn"), initializer=_init
+                    )
                 futs = [self.executor.submit(_warm, src) for _ in range(self.size)]
                 threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()
             return None
@@ -120,8 +124,11 @@ class _Pool:
         if ok:
             log.info("PII screening processes ready (%d, profile %s)", len(futs), src.profile)
         else:
-            log.warning("PII screening processes failed to load %s (%s); large texts are scanned in threads",
-                        src.path, str(errors[0])[:300])
+            log.warning(
+                "PII screening processes failed to load %s (%s); large texts are scanned in threads",
+                src.path,
+                str(errors[0])[:300],
+            )
 
 
 POOL = _Pool()

@@ -3,6 +3,7 @@
 ``findings`` is the one place where thresholds, allowlists and overlaps are decided, so prompts,
 answers, streams and ``guard scan`` all see the same findings for the same text.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -52,7 +53,7 @@ class PIIProfile:
         out = []
         for r in raw:
             rule = rules.get(r.entity_type)
-            if rule is None or r.score < rule.threshold or self.allowed(text[r.start:r.end]):
+            if rule is None or r.score < rule.threshold or self.allowed(text[r.start : r.end]):
                 continue
             if any(r.start < b and a < r.end for a, b in ex):
                 continue
@@ -88,8 +89,12 @@ class PIIProfile:
 
     def rewriter(self, direction: str, pseudonyms: Pseudonyms) -> Rewriter:
         ents = self.settings.entities
-        return Rewriter({k: getattr(v, direction) for k, v in ents.items()},
-                        {k: v.mask_keep for k, v in ents.items()}, pseudonyms, self.hash_key)
+        return Rewriter(
+            {k: getattr(v, direction) for k, v in ents.items()},
+            {k: v.mask_keep for k, v in ents.items()},
+            pseudonyms,
+            self.hash_key,
+        )
 
 
 def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
@@ -109,8 +114,14 @@ def _custom(spec: RecognizerSpec) -> ConfiguredRecognizer:
     from presidio_analyzer import Pattern
 
     pats = [Pattern(p.name or f"{spec.name}_{i}", p.regex, p.score) for i, p in enumerate(spec.patterns)]
-    return ConfiguredRecognizer(validator=spec.validator, supported_entity=spec.entity_type, patterns=pats,
-                                context=spec.context or None, name=spec.name, supported_language="en")
+    return ConfiguredRecognizer(
+        validator=spec.validator,
+        supported_entity=spec.entity_type,
+        patterns=pats,
+        context=spec.context or None,
+        name=spec.name,
+        supported_language="en",
+    )
 
 
 def _analyzer(spec: PIIFile, prof: Profile) -> FastAnalyzer:
@@ -132,5 +143,7 @@ def _analyzer(spec: PIIFile, prof: Profile) -> FastAnalyzer:
 def load_pii_profiles(path: str | os.PathLike[str]) -> dict[str, PIIProfile]:
     """All profiles of a filters/pii.yaml. Raises ConfigError naming file, line and key path."""
     spec, key = read_pii_file(Path(path))
-    return {name: PIIProfile(name, prof, _analyzer(spec, prof), key, source_of(path, name))
-            for name, prof in spec.profiles.items()}
+    return {
+        name: PIIProfile(name, prof, _analyzer(spec, prof), key, source_of(path, name))
+        for name, prof in spec.profiles.items()
+    }

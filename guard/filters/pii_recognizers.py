@@ -15,6 +15,7 @@ need a card word nearby.
 Both score context from the raw text around the match (a few words before, a label right after), so
 they need no tokens and their result does not depend on how far the text reaches.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,17 +36,26 @@ def words_before(text: str, start: int, n: int, chars: int = 60) -> list[str]:
 
 def word_after(text: str, end: int, chars: int = 14) -> str:
     m = _WORD.search(text, end, min(len(text), end + chars))
-    if m is None or text[end:m.start()].strip(" -,.(/\\") != "":
+    if m is None or text[end : m.start()].strip(" -,.(/\\") != "":
         return ""
     return m.group().lower()
 
 
 def _result(rec: LocalRecognizer, entity: str, start: int, end: int, score: float) -> RecognizerResult:
-    return RecognizerResult(entity, start, end, min(score, 1.0), recognition_metadata={
-        RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(rec, "name", "")), RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id})
+    return RecognizerResult(
+        entity,
+        start,
+        end,
+        min(score, 1.0),
+        recognition_metadata={
+            RecognizerResult.RECOGNIZER_NAME_KEY: str(getattr(rec, "name", "")),
+            RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: rec.id,
+        },
+    )
 
 
 # --- validators ------------------------------------------------------------------------------------------
+
 
 def luhn(value: str) -> bool:
     digits = [int(c) for c in value if c.isdigit()]
@@ -79,13 +89,27 @@ def mod11(value: str) -> bool:
 
 
 _VD = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 2, 3, 4, 0, 6, 7, 8, 9, 5], [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7], [4, 0, 1, 2, 3, 9, 5, 6, 7, 8], [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2], [7, 6, 5, 9, 8, 2, 1, 0, 4, 3], [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]]
-_VP = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 5, 7, 6, 2, 8, 3, 0, 9, 4], [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-       [8, 9, 1, 6, 0, 4, 3, 5, 2, 7], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-       [2, 7, 9, 3, 8, 0, 6, 4, 1, 5], [7, 0, 4, 6, 9, 1, 3, 2, 5, 8]]
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]
+_VP = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+]
 
 
 def verhoeff(value: str) -> bool:
@@ -96,8 +120,7 @@ def verhoeff(value: str) -> bool:
     return bool(digits) and c == 0
 
 
-VALIDATORS: dict[str, Callable[[str], bool]] = {
-    "luhn": luhn, "iban": iban_mod97, "mod11": mod11, "verhoeff": verhoeff}
+VALIDATORS: dict[str, Callable[[str], bool]] = {"luhn": luhn, "iban": iban_mod97, "mod11": mod11, "verhoeff": verhoeff}
 
 
 class ConfiguredRecognizer(PatternRecognizer):
@@ -119,8 +142,9 @@ class ConfiguredRecognizer(PatternRecognizer):
     def validate_result(self, pattern_text: str) -> bool | None:
         return None if self._validator is None else self._validator(pattern_text)
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None,
-                regex_flags: int | None = None) -> list[RecognizerResult]:
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: Any = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
         out: list[RecognizerResult] = []
         for pattern, rx in self._linear:
             for start, end in linear_re.spans(rx, text):
@@ -132,7 +156,8 @@ class ConfiguredRecognizer(PatternRecognizer):
                 if score > self.MIN_SCORE:
                     r = _result(self, self.supported_entities[0], start, end, score)
                     r.analysis_explanation = self.build_regex_explanation(  # the context pass notes its boost here
-                        self.name, pattern.name, pattern.regex, score, cast("bool", ok), 0)  # Presidio passes None too
+                        self.name, pattern.name, pattern.regex, score, cast("bool", ok), 0
+                    )  # Presidio passes None too
                     out.append(r)
         return self.remove_duplicates(out)
 
@@ -141,26 +166,53 @@ class ConfiguredRecognizer(PatternRecognizer):
 
 _CARD = re.compile(
     r"(?<![\w.\-])(?:\d{4}([ .\-]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?|\d{4}([ .\-])\d{6}\2\d{4,5}|\d{12,19})"
-    r"(?![\w\-]|[.,]\d)")
+    r"(?![\w\-]|[.,]\d)"
+)
 
 # (first digits, lowest, highest, allowed lengths): the issuer ranges of the card networks
 _NETWORKS: list[tuple[int, int, int, frozenset[int]]] = [
     (1, 4, 4, frozenset({13, 16, 19})),  # Visa
     (2, 51, 55, frozenset({16})),  # Mastercard
     (4, 2221, 2720, frozenset({16})),  # Mastercard 2-series
-    (2, 34, 34, frozenset({15})), (2, 37, 37, frozenset({15})),  # American Express
-    (4, 6011, 6011, frozenset(range(16, 20))), (3, 644, 649, frozenset(range(16, 20))),  # Discover
+    (2, 34, 34, frozenset({15})),
+    (2, 37, 37, frozenset({15})),  # American Express
+    (4, 6011, 6011, frozenset(range(16, 20))),
+    (3, 644, 649, frozenset(range(16, 20))),  # Discover
     (2, 65, 65, frozenset(range(16, 20))),
-    (4, 3528, 3589, frozenset(range(16, 20))), (4, 2131, 2131, frozenset({15})),  # JCB
+    (4, 3528, 3589, frozenset(range(16, 20))),
+    (4, 2131, 2131, frozenset({15})),  # JCB
     (4, 1800, 1800, frozenset({15})),
-    (3, 300, 305, frozenset(range(14, 20))), (2, 36, 36, frozenset(range(14, 20))),  # Diners
+    (3, 300, 305, frozenset(range(14, 20))),
+    (2, 36, 36, frozenset(range(14, 20))),  # Diners
     (2, 38, 39, frozenset(range(16, 20))),
-    (2, 50, 50, frozenset(range(12, 20))), (2, 56, 69, frozenset(range(12, 20))),  # Maestro
+    (2, 50, 50, frozenset(range(12, 20))),
+    (2, 56, 69, frozenset(range(12, 20))),  # Maestro
     (4, 2200, 2204, frozenset(range(16, 20))),  # Mir
 ]
-CARD_CONTEXT = frozenset({"card", "cards", "credit", "debit", "cc", "visa", "mastercard", "amex", "maestro",
-                          "jcb", "discover", "diners", "unionpay", "pan", "payment", "billing", "charge",
-                          "cvv", "expiry", "creditcard"})
+CARD_CONTEXT = frozenset(
+    {
+        "card",
+        "cards",
+        "credit",
+        "debit",
+        "cc",
+        "visa",
+        "mastercard",
+        "amex",
+        "maestro",
+        "jcb",
+        "discover",
+        "diners",
+        "unionpay",
+        "pan",
+        "payment",
+        "billing",
+        "charge",
+        "cvv",
+        "expiry",
+        "creditcard",
+    }
+)
 
 
 def card_network(digits: str) -> bool:
@@ -175,8 +227,9 @@ class GuardCardRecognizer(LocalRecognizer):
     stream_source = (_CARD.pattern, 0)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["CREDIT_CARD"], supported_language="en",
-                         name="GuardCreditCardRecognizer", context=[])
+        super().__init__(
+            supported_entities=["CREDIT_CARD"], supported_language="en", name="GuardCreditCardRecognizer", context=[]
+        )
 
     def load(self) -> None:
         pass
@@ -201,22 +254,81 @@ _PHONE = re.compile(
     r"(?P<intl>(?:\+|\b00)\d{1,3}(?:[ .\-]?\(0\))?[ .\-]?)?"
     r"(?P<body>(?:\(\d{1,5}\)[ .\-]?)?\d{1,12}(?:[ .\-]\d{1,8}){0,6})"
     r"(?P<ext>[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?"
-    r"(?![\w@]|[.\-]\d|:\d)", re.I)
+    r"(?![\w@]|[.\-]\d|:\d)",
+    re.I,
+)
 _NANP = re.compile(r"(?:1[ .\-])?(?:\(\d{3}\)[ .\-]?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 _IPV4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _DATEISH = re.compile(r"\d{4}[\-.]\d{1,2}[\-.]\d{1,2}(?:\D.*)?|\d{1,2}[\-.]\d{1,2}[\-.]\d{4}")
 _SSNISH = re.compile(r"\d{3}([ .\-])\d{2}\1\d{4}")
 # "T: ...", "Desk: ...", "Office: ..." (but not "the office is at ...")
 _LABEL = re.compile(r"(?:^|\W)(?:[tmpfhoc]|desk|office|direct|home|work|main)\s*[.:]\s*$", re.I)
-PHONE_CONTEXT = frozenset({
-    "phone", "phones", "telephone", "tel", "tele", "mobile", "mob", "cell", "cellphone", "cellular", "fax",
-    "call", "calls", "called", "calling", "dial", "ring", "text", "texting", "sms", "message", "messages",
-    "whatsapp", "contact", "reach", "answer", "answering", "landline", "hotline", "helpline", "ph", "tlf",
-    "telefon", "telefono", "phonenumber"})
-PHONE_LABELS_AFTER = frozenset({"office", "fax", "mobile", "cell", "home", "work", "desk", "direct", "tel",
-                                "phone", "landline"})
-TRUNK_REGIONS = ("GB", "DE", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "SE", "AU", "ZA", "IN", "BR", "IE",
-                 "PL", "PT", "DK", "NO", "FI", "IL", "JP")
+PHONE_CONTEXT = frozenset(
+    {
+        "phone",
+        "phones",
+        "telephone",
+        "tel",
+        "tele",
+        "mobile",
+        "mob",
+        "cell",
+        "cellphone",
+        "cellular",
+        "fax",
+        "call",
+        "calls",
+        "called",
+        "calling",
+        "dial",
+        "ring",
+        "text",
+        "texting",
+        "sms",
+        "message",
+        "messages",
+        "whatsapp",
+        "contact",
+        "reach",
+        "answer",
+        "answering",
+        "landline",
+        "hotline",
+        "helpline",
+        "ph",
+        "tlf",
+        "telefon",
+        "telefono",
+        "phonenumber",
+    }
+)
+PHONE_LABELS_AFTER = frozenset(
+    {"office", "fax", "mobile", "cell", "home", "work", "desk", "direct", "tel", "phone", "landline"}
+)
+TRUNK_REGIONS = (
+    "GB",
+    "DE",
+    "FR",
+    "IT",
+    "ES",
+    "NL",
+    "BE",
+    "CH",
+    "AT",
+    "SE",
+    "AU",
+    "ZA",
+    "IN",
+    "BR",
+    "IE",
+    "PL",
+    "PT",
+    "DK",
+    "NO",
+    "FI",
+    "IL",
+    "JP",
+)
 
 
 def _valid(number: str, region: str | None) -> tuple[bool, bool]:
@@ -260,8 +372,9 @@ class GuardPhoneRecognizer(LocalRecognizer):
     stream_source = (_PHONE.pattern, _PHONE.flags)
 
     def __init__(self) -> None:
-        super().__init__(supported_entities=["PHONE_NUMBER"], supported_language="en",
-                         name="GuardPhoneRecognizer", context=[])
+        super().__init__(
+            supported_entities=["PHONE_NUMBER"], supported_language="en", name="GuardPhoneRecognizer", context=[]
+        )
 
     def load(self) -> None:
         pass

@@ -3,6 +3,7 @@
 Used by the whole-text screen (guard.filters.pii), the stream screen (guard.filters.pii_stream) and the
 screening processes (guard.filters.pii_pool).
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,12 @@ class ScanPass:
         return sorted(t for t in self.counts if self.profile.action(t, self.direction) == "block")
 
     def verdict(self, started: float) -> Verdict:
-        v = Verdict(screen="pii", direction=self.direction, entities=dict(sorted(self.counts.items())),
-                    fields=sorted(self.fields))
+        v = Verdict(
+            screen="pii",
+            direction=self.direction,
+            entities=dict(sorted(self.counts.items())),
+            fields=sorted(self.fields),
+        )
         blocked = self.blocked_types()
         if blocked:
             v.blocked, v.action, v.code = True, "block", "pii_blocked"
@@ -75,8 +80,7 @@ class ScanPass:
 def error_verdict(profile: PIIProfile, direction: str, started: float, exc: BaseException) -> Verdict:
     # The exception text may quote the scanned text: log its type only.
     log.error("pii screen failed (%s profile, %s): %s", profile.name, direction, type(exc).__name__)
-    v = Verdict(screen="pii", direction=direction, status="error",
-                latency_ms=(time.perf_counter() - started) * 1000)
+    v = Verdict(screen="pii", direction=direction, status="error", latency_ms=(time.perf_counter() - started) * 1000)
     if profile.settings.on_error == "block":
         v.blocked, v.action, v.code = True, "block", "screen_error"
         v.message = "personal data screening failed; the request was refused"

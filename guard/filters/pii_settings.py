@@ -2,6 +2,7 @@
 
 Errors name the file, the line and the key path, like the main configuration.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,13 @@ class Ner(Strict):
 
     spacy: Path | None = None  # a saved spaCy pipeline (nlp.to_disk)
     transformers: Path | None = None  # a token-classification model folder
-    labels: dict[str, str] = {"PERSON": "PERSON", "PER": "PERSON", "LOC": "LOCATION", "GPE": "LOCATION",
-                              "ORG": "ORGANIZATION"}  # model label -> entity type
+    labels: dict[str, str] = {
+        "PERSON": "PERSON",
+        "PER": "PERSON",
+        "LOC": "LOCATION",
+        "GPE": "LOCATION",
+        "ORG": "ORGANIZATION",
+    }  # model label -> entity type
     score: float = Field(0.85, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
@@ -137,12 +143,14 @@ def _check_entities(spec: PIIFile, path: Path, lines: dict[tuple, int]) -> None:
                 line = lines.get(("profiles", name, "entities", etype), 1)
                 raise ConfigError(
                     f"{path}:{line}: profiles.{name}.entities.{etype}: unknown entity type (known: "
-                    f"{', '.join(sorted(known))}; add a recognizer or an ner model for others)")
+                    f"{', '.join(sorted(known))}; add a recognizer or an ner model for others)"
+                )
 
 
 def _hash_key(spec: PIIFile, path: Path, lines: dict[tuple, int]) -> bytes | None:
-    users = [(n, e) for n, p in spec.profiles.items() for e, r in p.entities.items()
-             if "hash" in (r.prompt, r.response)]
+    users = [
+        (n, e) for n, p in spec.profiles.items() for e, r in p.entities.items() if "hash" in (r.prompt, r.response)
+    ]
     if not users:
         return None
     name, etype = users[0]

@@ -3,6 +3,7 @@
 The screening processes (guard.filters.pii_pool) load a profile themselves, only while the file is the one
 the serving process loaded (guard.filters.pii_profile records it with each profile).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -20,6 +20,7 @@ Tool-call arguments (``kind="tool_arguments"``) are held whole up to ``max_scan_
 JSON at the end, like a non-streamed answer (a value may be spelled with JSON escapes that only the
 decoded text shows); beyond that they fall back to the partial-match path with JSON-safe output.
 """
+
 from __future__ import annotations
 
 import time
@@ -67,8 +68,9 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
 
 
 class PIIStream:
-    def __init__(self, profile: PIIProfile, pseudonyms: Pseudonyms, kind: str = "content",
-                 direction: str = "response") -> None:
+    def __init__(
+        self, profile: PIIProfile, pseudonyms: Pseudonyms, kind: str = "content", direction: str = "response"
+    ) -> None:
         self.profile = profile
         self.scan = ScanPass(profile, direction, pseudonyms)
         self.cap = profile.settings.stream_holdback_chars

@@ -4,6 +4,7 @@ Every replacement is made of letters, digits, ``<>_:*`` and the kept characters 
 breaks the quoting of a JSON string; tool-call arguments are still parsed and rewritten string by string
 (see ``map_json_strings``) so that escapes inside values are read, not guessed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -98,8 +99,13 @@ class Rewriter:
             return value
         return f"<{f.entity_type}>"
 
-    def apply(self, text: str, findings: list[Finding], restore: list[tuple[int, int]] = (),  # type: ignore[assignment]
-              json_safe: bool = False) -> str:
+    def apply(
+        self,
+        text: str,
+        findings: list[Finding],
+        restore: list[tuple[int, int]] = (),  # type: ignore[assignment]
+        json_safe: bool = False,
+    ) -> str:
         """Rewrite ``findings`` and put original values back at ``restore`` spans (known placeholders);
         none of these overlap. ``json_safe``: ``text`` is raw JSON, keep its escapes and quoting whole."""
         edits = [(f.start, f.end, f) for f in findings] + [(a, b, None) for a, b in restore]
@@ -119,7 +125,7 @@ class Rewriter:
 def redact_all(text: str, findings: list[Finding]) -> str:
     out, pos = [], 0
     for f in sorted(findings, key=lambda f: f.start):
-        out.append(text[pos:f.start])
+        out.append(text[pos : f.start])
         out.append(f"<{f.entity_type}>")
         pos = f.end
     out.append(text[pos:])

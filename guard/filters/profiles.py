@@ -4,6 +4,7 @@ A policy rule picks a profile by name; each file may define that profile, and a 
 back to its own ``default``. Every screen is wrapped in its fail mode (GuardedScreen): a screen that cannot
 do its job is never taken as a pass.
 """
+
 from __future__ import annotations
 
 import logging
@@ -121,7 +122,9 @@ def load_profiles(d: str | Path) -> Profiles:
     sets: dict[str, ScreenSet] = {}
     for name in sorted(names):
         chosen = [s for s in (_pick(deny, name), _pick(pii, name), _pick(safety, name)) if s is not None]
-        sets[name] = ScreenSet(prompt=[s for s in chosen if hasattr(s.screen, "screen_prompt")]
-                               + ([injection] if injection is not None else []),  # prompts only
-                               response=[s for s in chosen if hasattr(s.screen, "screen_response")])
+        sets[name] = ScreenSet(
+            prompt=[s for s in chosen if hasattr(s.screen, "screen_prompt")]
+            + ([injection] if injection is not None else []),  # prompts only
+            response=[s for s in chosen if hasattr(s.screen, "screen_response")],
+        )
     return Profiles(sets, closers)

@@ -11,6 +11,7 @@ safe: a window's text waits for its verdict, so the added lag is one verdict per
 ``finish_reason: content_filter``; the verdict's ``sent_before_stop`` says how many characters had
 already gone out). A monitor judgement that fails is raised at the next feed, so the fail mode applies.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,10 @@ def make_judge(profile: SafetyProfile, session: aiohttp.ClientSession | None = N
     tax, b = profile.taxonomy(), profile.backend
     if isinstance(b, LocalBackend):
         from guard.filters.llama_guard_local import LocalJudge
+
         return LocalJudge(b, tax, profile.threshold)
     from guard.filters.llama_guard_remote import OllamaJudge, OpenAIJudge
+
     if isinstance(b, OllamaBackend):
         return OllamaJudge(b, tax, profile.threshold, session)
     return OpenAIJudge(b, tax, profile.threshold, session)
@@ -49,15 +52,17 @@ class SafetyScreen:
 
     name = "safety"
 
-    def __init__(self, profile: SafetyProfile, judge: Judge | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self, profile: SafetyProfile, judge: Judge | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
         self.profile = profile
         self.taxonomy: Taxonomy = profile.taxonomy()
         self.judge = judge or make_judge(profile, session)
 
     @classmethod
-    def from_settings(cls, settings: SafetySettings, profile: str | None = None,
-                      session: aiohttp.ClientSession | None = None) -> SafetyScreen:
+    def from_settings(
+        cls, settings: SafetySettings, profile: str | None = None, session: aiohttp.ClientSession | None = None
+    ) -> SafetyScreen:
         return cls(settings.profile(profile), session=session)
 
     async def close(self) -> None:
@@ -79,8 +84,9 @@ class SafetyScreen:
         j = await self.judge.classify(conversation(prompt, segments))
         return self.verdict("response", j, side.action, t0)
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any],
-                    kind: str = "content") -> SafetyStream | PassStream:
+    def open_stream(
+        self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content"
+    ) -> SafetyStream | PassStream:
         """``kind`` (content | tool_arguments): both are the model's words, judged as the Agent turn."""
         side = self.profile.response
         if not side.enabled:
@@ -88,8 +94,13 @@ class SafetyScreen:
         return SafetyStream(self, prompt, side)
 
     def verdict(self, direction: str, j: Judgement, action: str, t0: float) -> Verdict:
-        v = Verdict(screen=self.name, direction=direction, categories=list(j.categories), score=j.score,
-                    latency_ms=(time.perf_counter() - t0) * 1000)
+        v = Verdict(
+            screen=self.name,
+            direction=direction,
+            categories=list(j.categories),
+            score=j.score,
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
         if j.unsafe and action == "block":
             v.action, v.blocked, v.code, v.message = "block", True, "unsafe_content", self.message(j.categories)
         elif action == "audit_only":
@@ -98,8 +109,11 @@ class SafetyScreen:
 
     def message(self, codes: list[str]) -> str:
         named = ", ".join(f"{c} {self.taxonomy.name(c)}" for c in codes)
-        return f"Blocked by the safety screen: unsafe content ({named})." if named else \
-            "Blocked by the safety screen: unsafe content."
+        return (
+            f"Blocked by the safety screen: unsafe content ({named})."
+            if named
+            else "Blocked by the safety screen: unsafe content."
+        )
 
 
 class PassStream:
@@ -149,8 +163,9 @@ class SafetyStream:
         self.stopped = False
         self.windows = 0
         self.tasks: list[asyncio.Task[None]] = []
-        self.verdict = Verdict(screen=screen.name, direction="response",
-                               action="audit_only" if self.audit_only else "allow")
+        self.verdict = Verdict(
+            screen=screen.name, direction="response", action="audit_only" if self.audit_only else "allow"
+        )
 
     def pending(self) -> str:
         """Text received and not released (what a fail-open wrapper hands on after a failure)."""
@@ -225,7 +240,7 @@ class SafetyStream:
         return answer
 
     def _answer(self, cut: int) -> str:
-        context = self.said[-self.side.context_chars:] if self.side.context_chars else ""
+        context = self.said[-self.side.context_chars :] if self.side.context_chars else ""
         return context + self.buf[:cut]
 
     async def _judge_window(self, cut: int) -> StreamStep | None:
@@ -247,6 +262,7 @@ class SafetyStream:
                 self.verdict.status = "error"
                 if self.monitor:
                     self.failure = e
+
         self.tasks.append(asyncio.ensure_future(run()))
 
     async def _classify(self, answer: str) -> Verdict:

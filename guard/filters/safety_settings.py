@@ -1,4 +1,5 @@
 """Schema of filters/safety.yaml: named Llama Guard profiles (backend, threshold, categories, streams, fail mode)."""
+
 from __future__ import annotations
 
 from pathlib import Path

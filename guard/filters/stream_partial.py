@@ -11,6 +11,7 @@ this module only answers "where could a match still be completing", on the held 
 per regex call and a time budget per answer: past either the answer is "from ``pos``" (hold everything;
 the screen tries again with the next chunk, and its cap bounds how long).
 """
+
 from __future__ import annotations
 
 import time

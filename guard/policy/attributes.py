@@ -3,6 +3,7 @@
 Rules read attributes with dots (``r.sub.ou``, ``r.env.hour``) of ``Attrs`` objects (guard.attrs,
 re-exported here).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -34,8 +35,22 @@ __all__ = [
 ]
 
 # The attribute contract: names a rule may read under each object (checked by `guard policy check`).
-SUB_ATTRS = frozenset({"cn", "o", "ou", "san_dns", "san_uri", "san_email", "spiffe_id", "serial",
-                       "fingerprint", "subject", "not_after", "source"})
+SUB_ATTRS = frozenset(
+    {
+        "cn",
+        "o",
+        "ou",
+        "san_dns",
+        "san_uri",
+        "san_email",
+        "spiffe_id",
+        "serial",
+        "fingerprint",
+        "subject",
+        "not_after",
+        "source",
+    }
+)
 OBJ_ATTRS = frozenset({"model", "upstream", "api", "wire", "external", "path"})
 ACTS = ("chat", "completion", "embeddings", "models")
 ACCESS_ENV_ATTRS = frozenset({"time", "hour", "weekday", "client_ip", "body_bytes", "stream"})
@@ -123,8 +138,12 @@ def make_env(time: str | datetime | None = None, **extra: Any) -> dict[str, Any]
     return env
 
 
-def content_env(env: Mapping[str, Any], pii: list[str] | None = None, safety: list[str] | None = None,
-                safety_score: float | None = None) -> dict[str, Any]:
+def content_env(
+    env: Mapping[str, Any],
+    pii: list[str] | None = None,
+    safety: list[str] | None = None,
+    safety_score: float | None = None,
+) -> dict[str, Any]:
     """The access env plus the prompt screens' labels, as the content decision sees it."""
     out = dict(env)
     out["pii"] = list(pii if pii is not None else env.get("pii", []))

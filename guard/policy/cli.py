@@ -1,4 +1,5 @@
 """`guard policy check|test|explain`."""
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ The text goes through exactly the rewriting casbin does (``eval()`` substitution
 operators: a rule cannot reach anything else), and is then compiled once. Evaluation order, short
 circuits and operator results are Python's, which is what casbin's simpleeval evaluator does too.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,17 +22,53 @@ from guard.policy.attributes import CONTENT_ENV_ONLY, KNOWN
 Path_ = tuple[str, ...]  # ("sub", "ou") for r.sub.ou
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "keyMatch": cu.key_match_func, "keyMatch2": cu.key_match2_func, "keyMatch3": cu.key_match3_func,
-    "keyMatch4": cu.key_match4_func, "keyMatch5": cu.key_match5_func, "regexMatch": cu.regex_match_func,
-    "ipMatch": cu.ip_match_func, "globMatch": cu.glob_match_func,
+    "keyMatch": cu.key_match_func,
+    "keyMatch2": cu.key_match2_func,
+    "keyMatch3": cu.key_match3_func,
+    "keyMatch4": cu.key_match4_func,
+    "keyMatch5": cu.key_match5_func,
+    "regexMatch": cu.regex_match_func,
+    "ipMatch": cu.ip_match_func,
+    "globMatch": cu.glob_match_func,
 }  # casbin's function map without timeMatch (it reads the clock, so no decision could be cached)
-METHODS = frozenset({"startswith", "endswith", "lower", "upper", "casefold", "strip", "lstrip", "rstrip",
-                     "split", "rsplit", "count", "find", "rfind", "index", "replace", "isdigit",
-                     "isalpha", "isalnum"})  # side-effect free methods of str and list
-_GLOBALS: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS, "_add": simpleeval.safe_add,
-                            "_mult": simpleeval.safe_mult, "_pow": simpleeval.safe_power}
-_BINOPS = {ast.Add: "_add", ast.Mult: "_mult", ast.Pow: "_pow", ast.Sub: None, ast.Div: None,
-           ast.FloorDiv: None, ast.Mod: None}
+METHODS = frozenset(
+    {
+        "startswith",
+        "endswith",
+        "lower",
+        "upper",
+        "casefold",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "split",
+        "rsplit",
+        "count",
+        "find",
+        "rfind",
+        "index",
+        "replace",
+        "isdigit",
+        "isalpha",
+        "isalnum",
+    }
+)  # side-effect free methods of str and list
+_GLOBALS: dict[str, Any] = {
+    "__builtins__": {},
+    **FUNCTIONS,
+    "_add": simpleeval.safe_add,
+    "_mult": simpleeval.safe_mult,
+    "_pow": simpleeval.safe_power,
+}
+_BINOPS = {
+    ast.Add: "_add",
+    ast.Mult: "_mult",
+    ast.Pow: "_pow",
+    ast.Sub: None,
+    ast.Div: None,
+    ast.FloorDiv: None,
+    ast.Mod: None,
+}
 _CMPOPS = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot)
 _BANG = re.compile(r"!(?!=)")
 
@@ -175,7 +212,8 @@ class _Translator(ast.NodeTransformer):
             if not isinstance(op, _CMPOPS):
                 raise RuleError(f"operator {type(op).__name__} is not allowed")
             if isinstance(op, (ast.Is, ast.IsNot)) and not (
-                    isinstance(operands[i], ast.Constant) or isinstance(operands[i + 1], ast.Constant)):
+                isinstance(operands[i], ast.Constant) or isinstance(operands[i + 1], ast.Constant)
+            ):
                 raise RuleError("'is' compares with a constant only (True, False, None)")
         node.left = self.visit(node.left)
         node.comparators = [self.visit(c) for c in node.comparators]
@@ -253,9 +291,16 @@ STR_TOKENS = frozenset({"r_act", "r_stage"})  # Engine.decide accepts only strin
 def _safe_call(c: ast.AST) -> tuple[Path_, str] | None:
     """``keyMatch(r.act, "ch*")``: cannot raise, since act is always a string (a prefix conjunct that
     the index does not file under, but that does not end the prefix either)."""
-    if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "keyMatch" and \
-            len(c.args) == 2 and isinstance(c.args[0], ast.Name) and c.args[0].id in STR_TOKENS and \
-            isinstance(c.args[1], ast.Constant) and isinstance(c.args[1].value, str):
+    if (
+        isinstance(c, ast.Call)
+        and isinstance(c.func, ast.Name)
+        and c.func.id == "keyMatch"
+        and len(c.args) == 2
+        and isinstance(c.args[0], ast.Name)
+        and c.args[0].id in STR_TOKENS
+        and isinstance(c.args[1], ast.Constant)
+        and isinstance(c.args[1].value, str)
+    ):
         return (c.args[0].id[2:],), c.args[1].value
     return None
 
@@ -270,8 +315,9 @@ def _path_of(node: ast.AST, rtokens: set[str]) -> Path_ | None:
     return None
 
 
-def compile_rule(matcher: str, rtokens: tuple[str, ...], params: dict[str, str],
-                 stage: str | None, loc: str) -> Compiled:
+def compile_rule(
+    matcher: str, rtokens: tuple[str, ...], params: dict[str, str], stage: str | None, loc: str
+) -> Compiled:
     """Compile the matcher for one rule (``params``: ``{"p_act": "chat", ...}``); raise RuleError."""
     text = casbin_text(matcher, params)
     try:
@@ -281,8 +327,9 @@ def compile_rule(matcher: str, rtokens: tuple[str, ...], params: dict[str, str],
     tr = _Translator(rtokens, params, stage)
     body = tr.visit(tree).body
     args = [ast.copy_location(ast.arg(t), body) for t in rtokens]
-    lam = ast.copy_location(ast.Lambda(ast.arguments(posonlyargs=[], args=args, kwonlyargs=[], kw_defaults=[],
-                                                     defaults=[]), body), body)
+    lam = ast.copy_location(
+        ast.Lambda(ast.arguments(posonlyargs=[], args=args, kwonlyargs=[], kw_defaults=[], defaults=[]), body), body
+    )
     # every node carries a location already (parsed, or copied above): no fix_missing_locations pass,
     # which was a third of the load time at 10,000 rules
     fn = eval(compile(ast.Expression(lam), loc, "eval"), _GLOBALS)

@@ -1,4 +1,5 @@
 """Decision: what the policy said about one request at one stage, and which rule said it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ too), denies the request: fail closed. Decisions are cached per candidate-rule s
 exactly the attributes those rules read, so a rule that reads ``r.env.hour`` makes the hour part of
 the key and a rule that reads ``r.env.time`` makes the cache useless for those requests, never wrong.
 """
+
 from __future__ import annotations
 
 import ast
@@ -48,8 +49,7 @@ def _key_function(rules: Sequence[Rule], rtokens: tuple[str, ...]) -> Callable[.
         for a in path[1:]:
             node = ast.Attribute(node, a, ast.Load())
         v = ast.NamedExpr(ast.Name("_v", ast.Store()), node)
-        is_str = ast.Compare(ast.Call(ast.Name("type", ast.Load()), [v], []), [ast.Is()],
-                             [ast.Name("str", ast.Load())])
+        is_str = ast.Compare(ast.Call(ast.Name("type", ast.Load()), [v], []), [ast.Is()], [ast.Name("str", ast.Load())])
         frozen = ast.Call(ast.Name("freeze", ast.Load()), [ast.Name("_v", ast.Load())], [])
         elts.append(ast.IfExp(is_str, ast.Name("_v", ast.Load()), frozen))
     return lambda_of(ast.Tuple(elts, ast.Load()), rtokens, {"type": type, "str": str, "freeze": freeze})
@@ -58,8 +58,14 @@ def _key_function(rules: Sequence[Rule], rtokens: tuple[str, ...]) -> Callable[.
 class Engine:
     """Immutable after construction except for its decision cache (safe to share between threads)."""
 
-    def __init__(self, rules: Sequence[Rule], rtokens: tuple[str, ...], version: str,
-                 cache: bool = True, leaf_size: int = LEAF_SIZE) -> None:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        rtokens: tuple[str, ...],
+        version: str,
+        cache: bool = True,
+        leaf_size: int = LEAF_SIZE,
+    ) -> None:
         self.rules = tuple(rules)
         self.rtokens = rtokens
         self.version = version
@@ -70,12 +76,17 @@ class Engine:
         names = [t[2:] for t in rtokens]
         self._order = lambda d: tuple(d[n] for n in names)
 
-    def decide(self, stage: str, sub: Mapping[str, Any] | Attrs, obj: Mapping[str, Any] | Attrs,
-               act: str, env: Mapping[str, Any] | Attrs) -> Decision:
+    def decide(
+        self,
+        stage: str,
+        sub: Mapping[str, Any] | Attrs,
+        obj: Mapping[str, Any] | Attrs,
+        act: str,
+        env: Mapping[str, Any] | Attrs,
+    ) -> Decision:
         if type(act) is not str or type(stage) is not str:  # the index relies on it (STR_TOKENS)
             raise TypeError("act and stage must be strings")
-        args = self._order({"stage": stage, "sub": wrap(sub), "obj": wrap(obj), "act": act,
-                            "env": wrap(env)})
+        args = self._order({"stage": stage, "sub": wrap(sub), "obj": wrap(obj), "act": act, "env": wrap(env)})
         return self._decide_args(stage, act, args)
 
     def _decide_args(self, stage: str, act: str, args: tuple[Any, ...]) -> Decision:
@@ -134,8 +145,9 @@ class Engine:
     def _conclude(self, stage: str, matched: list[Rule], errors: list[tuple[Rule, str]]) -> Decision:
         deny = next((r for r in matched if r.eft == "deny"), None)
         allow = next((r for r in matched if r.eft == "allow"), None)
-        profile = next((r.profile for r in matched
-                        if r.eft in ("allow", "profile") and r.profile not in _NO_PROFILE), "default")
+        profile = next(
+            (r.profile for r in matched if r.eft in ("allow", "profile") and r.profile not in _NO_PROFILE), "default"
+        )
         tier = next((r.profile for r in matched if r.eft == "quota" and r.profile not in _NO_PROFILE), "default")
         locs = tuple(r.loc for r in matched)
         if errors:
@@ -143,8 +155,16 @@ class Engine:
                 POLICY_ERRORS.inc()
                 log.warning("policy rule %s failed at run time, request denied: %s", r.loc, msg)
             first = errors[0]
-            return Decision(stage, "deny", deny.loc if deny else first[0].loc, self.version, locs, profile,
-                            "; ".join(f"{r.loc}: {m}" for r, m in errors), quota_tier=tier)
+            return Decision(
+                stage,
+                "deny",
+                deny.loc if deny else first[0].loc,
+                self.version,
+                locs,
+                profile,
+                "; ".join(f"{r.loc}: {m}" for r, m in errors),
+                quota_tier=tier,
+            )
         if deny is not None:
             return Decision(stage, "deny", deny.loc, self.version, locs, profile, quota_tier=tier)
         if allow is not None:

@@ -4,6 +4,7 @@ Rule files are casbin policy CSV exactly as pycasbin's file adapter reads it: on
 separated by commas, commas inside ``( )`` or ``[ ]`` do not split, lines starting with ``#`` are comments.
 There is no quoting: wrap an expression that needs a comma in parentheses.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ Decisions read one immutable snapshot ``(active, shadow)``; a reload builds and 
 beside it and swaps the snapshot with one assignment, so a decision never sees half a policy and a
 policy that fails to load or to pass its tests never replaces the one in use.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,7 @@ def load_active(settings: PolicySettings) -> Policy:
 def load_shadow(settings: PolicySettings) -> Policy | None:
     if settings.shadow is None:
         return None
-    return load_policy(settings.shadow.model or settings.model, list(settings.shadow.rules),
-                       cache=settings.cache)
+    return load_policy(settings.shadow.model or settings.model, list(settings.shadow.rules), cache=settings.cache)
 
 
 class PolicyHolder:
@@ -116,8 +116,9 @@ class PolicyHolder:
         if errors:
             POLICY_RELOADS.labels("failed").inc()
             msg = "\n".join(errors)
-            log.error("policy reload failed, the previous policy stays in force (%s):\n%s",
-                      old_active.version[:12], msg)
+            log.error(
+                "policy reload failed, the previous policy stays in force (%s):\n%s", old_active.version[:12], msg
+            )
             return False, msg
         POLICY_RELOADS.labels("ok").inc()
         log.info("policy reloaded: version %s (was %s)", active.version[:12], old_active.version[:12])
@@ -149,8 +150,9 @@ class PolicyHolder:
         interval = interval_s if interval_s is not None else self.settings.watch_interval_s
         self._stop.clear()
         seen = self._fingerprint()  # before returning, so a change right after start is not missed
-        self._thread = threading.Thread(target=self._watch, args=(interval, seen), name="guard-policy-watch",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, args=(interval, seen), name="guard-policy-watch", daemon=True
+        )
         self._thread.start()
 
     def stop_watching(self) -> None:

@@ -6,6 +6,7 @@ observe: the rule would have evaluated to false without an error. Rules without 
 ``other`` and are always candidates. A lookup that raises (a missing attribute), or a value an "in"
 test cannot index (not a list), makes every rule of that node a candidate, in order, like casbin.
 """
+
 from __future__ import annotations
 
 import ast
@@ -56,8 +57,7 @@ def getter(path: Path_, rtokens: tuple[str, ...]) -> Callable[..., Any]:
 
 
 def lambda_of(body: ast.expr, rtokens: tuple[str, ...], glb: dict[str, Any]) -> Callable[..., Any]:
-    args = ast.arguments(posonlyargs=[], args=[ast.arg(t) for t in rtokens], kwonlyargs=[],
-                         kw_defaults=[], defaults=[])
+    args = ast.arguments(posonlyargs=[], args=[ast.arg(t) for t in rtokens], kwonlyargs=[], kw_defaults=[], defaults=[])
     expr = ast.fix_missing_locations(ast.Expression(ast.Lambda(args, body)))
     return eval(compile(expr, "<policy-index>", "eval"), {"__builtins__": {}, **glb})
 

@@ -1,4 +1,5 @@
 """Load and validate a policy (casbin model + rule files) into an Engine; errors name file and line."""
+
 from __future__ import annotations
 
 import re
@@ -50,16 +51,19 @@ def _check_model(mt: ModelText) -> tuple[tuple[str, ...], tuple[str, ...], str]:
     if "g" in m:
         errs.append(f"{shown}:{line('g')}: role definitions (g) are not supported; use attributes")
     if "e" not in m or " ".join(m["e"]["e"].value.split()) != EFFECT:
-        errs.append(f"{shown}:{line('e')}: policy_effect must be "
-                    f"some(where (p.eft == allow)) && !some(where (p.eft == deny))")
+        errs.append(
+            f"{shown}:{line('e')}: policy_effect must be some(where (p.eft == allow)) && !some(where (p.eft == deny))"
+        )
     if errs:
         raise ConfigError("\n".join(errs))
     rtokens = tuple(m["r"]["r"].tokens)
     missing = [t[2:] for t in REQUIRED if t not in rtokens]
     extra = [t[2:] for t in rtokens if t not in ALLOWED]
     if missing or extra:
-        raise ConfigError(f"{shown}:{line('r')}: request_definition must name sub, obj, act, env "
-                          f"(and optionally stage); missing {missing or '-'}, unknown {extra or '-'}")
+        raise ConfigError(
+            f"{shown}:{line('r')}: request_definition must name sub, obj, act, env "
+            f"(and optionally stage); missing {missing or '-'}, unknown {extra or '-'}"
+        )
     return rtokens, tuple(m["p"]["p"].tokens), m["m"]["m"].value
 
 
@@ -74,8 +78,7 @@ def _check_fields(rl: RuleLine, params: dict[str, str]) -> str | None:
     return None
 
 
-def _compile(rl: RuleLine, index: int, rtokens: tuple[str, ...], ptokens: tuple[str, ...],
-             matcher: str) -> Rule:
+def _compile(rl: RuleLine, index: int, rtokens: tuple[str, ...], ptokens: tuple[str, ...], matcher: str) -> Rule:
     if rl.ptype != "p":
         raise RuleError(f"unknown rule type {rl.ptype!r} (lines start with 'p,')")
     if len(rl.values) != len(ptokens):
@@ -86,13 +89,19 @@ def _compile(rl: RuleLine, index: int, rtokens: tuple[str, ...], ptokens: tuple[
     if bad:
         raise RuleError(bad)
     c = compile_rule(matcher, rtokens, params, params.get("p_stage"), rl.loc)
-    return Rule(index=index, loc=rl.loc, eft=params.get("p_eft", "allow"),
-                profile=params.get("p_profile", ""), fn=c.fn, reads=c.reads, prefix=c.prefix,
-                source=c.source)
+    return Rule(
+        index=index,
+        loc=rl.loc,
+        eft=params.get("p_eft", "allow"),
+        profile=params.get("p_profile", ""),
+        fn=c.fn,
+        reads=c.reads,
+        prefix=c.prefix,
+        source=c.source,
+    )
 
 
-def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True,
-                leaf_size: int = LEAF_SIZE) -> Policy:
+def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True, leaf_size: int = LEAF_SIZE) -> Policy:
     """Parse, validate and compile; raise ConfigError listing every problem as ``file:line: reason``."""
     if not rule_paths:
         raise ConfigError(f"{display_path(model_path)}: no rule files given")
@@ -115,9 +124,12 @@ def load_policy(model_path: Path, rule_paths: list[Path], cache: bool = True,
     warnings = []
     if "r_stage" in rtokens and "p_stage" in ptokens and "p_eft" in ptokens:
         for stage in ("access", "content"):  # no console rule: nobody opens the console by certificate
-            if not any(rl.values[ptokens.index("p_stage")] == stage and
-                       rl.values[ptokens.index("p_eft")] == "allow" for rl in lines):
+            if not any(
+                rl.values[ptokens.index("p_stage")] == stage and rl.values[ptokens.index("p_eft")] == "allow"
+                for rl in lines
+            ):
                 warnings.append(f"no allow rule for stage {stage}: every {stage} decision denies")
     engine = Engine(rules, rtokens, policy_version(model_path, rule_paths), cache=cache, leaf_size=leaf_size)
-    return Policy(engine=engine, model_path=Path(model_path), rule_paths=[Path(p) for p in rule_paths],
-                  warnings=warnings)
+    return Policy(
+        engine=engine, model_path=Path(model_path), rule_paths=[Path(p) for p in rule_paths], warnings=warnings
+    )

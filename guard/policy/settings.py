@@ -1,4 +1,5 @@
 """`policy:` section of guard.yaml (owned by the policy package)."""
+
 from __future__ import annotations
 
 from pathlib import Path

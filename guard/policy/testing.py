@@ -1,4 +1,5 @@
 """Policy tests: YAML cases run against a policy the way the proxy decides (access, then content)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ def load_cases(path: Path) -> list[Case]:
     return [Case(loc=f"{shown}:{lines.get((i,), 1)}", spec=c) for i, c in enumerate(cases)]
 
 
-def decide(engine: Engine, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any],
-           stage: str | None = None) -> tuple[Decision, dict[str, Decision]]:
+def decide(
+    engine: Engine, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any], stage: str | None = None
+) -> tuple[Decision, dict[str, Decision]]:
     """Decide like the proxy: access (without the screening labels); if allowed, content.
 
     ``env`` may give ``time`` only: ``hour`` and ``weekday`` are derived from it; ``sub`` and ``obj``
@@ -93,8 +95,10 @@ def run_case(engine: Engine, case: Case) -> Outcome:
     final, decisions = decide(engine, c.sub, c.obj, c.act, c.env, c.stage)
     problems = []
     if final.effect != c.expect:
-        problems.append(f"expected {c.expect}, got {final.effect} at {final.stage} "
-                        f"(rule {final.rule or 'none: no allow rule matched'})")
+        problems.append(
+            f"expected {c.expect}, got {final.effect} at {final.stage} "
+            f"(rule {final.rule or 'none: no allow rule matched'})"
+        )
     # an allowed request was decided by its access rule (the content stage only lets it through)
     deciders = [final.rule] + ([decisions["access"].rule] if final.allowed and "access" in decisions else [])
     if c.rule is not None and not any(same_rule(r, c.rule) for r in deciders):
@@ -116,8 +120,9 @@ def run_files(engine: Engine, paths: list[Path]) -> list[Outcome]:
     return [run_case(engine, c) for c in cases]
 
 
-def explain(policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any],
-            stage: str | None = None) -> dict[str, Any]:
+def explain(
+    policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env: dict[str, Any], stage: str | None = None
+) -> dict[str, Any]:
     """The decision for one request and why (`guard policy explain`, and the console's policy page).
     ``policy``: a loaded guard.policy.loader.Policy."""
     final, decisions = decide(policy.engine, sub, obj, act, env, stage)
@@ -135,7 +140,6 @@ def explain(policy: Any, sub: dict[str, Any], obj: dict[str, Any], act: str, env
         entry = d.to_audit()
         rule = engine.rule_at(d.rule)
         entry["rule_condition"] = rule.source if rule else ""
-        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft}
-                            for loc in d.matched]
+        entry["matched"] = [{"rule": loc, "effect": engine.rule_at(loc).eft} for loc in d.matched]
         out["stages"][st] = entry
     return out

@@ -3,6 +3,7 @@
 With a Redis backend the counters are read from Redis itself (every replica's use); with the memory backend
 they live in the running process, so the admin endpoint (GET /admin/quotas) is asked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def _from_admin(cfg: Any, principal: str | None) -> dict[str, Any]:
             out: dict[str, Any] = json.loads(r.read())
             return out
     except OSError as e:
-        raise ConfigError(f"the memory backend's counters live in the running Guard; its admin endpoint "
-                          f"{cfg.admin.host}:{cfg.admin.port} did not answer: {e}") from None
+        raise ConfigError(
+            f"the memory backend's counters live in the running Guard; its admin endpoint "
+            f"{cfg.admin.host}:{cfg.admin.port} did not answer: {e}"
+        ) from None
 
 
 async def _from_redis(settings: Any, principal: str | None) -> dict[str, Any]:
@@ -46,8 +49,12 @@ async def _from_redis(settings: Any, principal: str | None) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     lines = [f"backend: {data.get('backend', '-')}  on_error: {data.get('on_error', '-')}"]
-    rows = [(who, tier, counter, c) for who, tiers in sorted(data.get("principals", {}).items())
-            for tier, counters in sorted(tiers.items()) for counter, c in sorted(counters.items())]
+    rows = [
+        (who, tier, counter, c)
+        for who, tiers in sorted(data.get("principals", {}).items())
+        for tier, counters in sorted(tiers.items())
+        for counter, c in sorted(counters.items())
+    ]
     if not rows:
         lines.append("no counters in use")
     for who, tier, counter, c in rows:

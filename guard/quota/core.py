@@ -5,6 +5,7 @@ admits a burst of N, then N per period, and a counter is full again ``reset`` se
 Tokens are reserved when a request is admitted (an estimate: the prompt plus the answer's ``max_tokens``)
 and corrected with the upstream's usage when it ends; concurrency counters are leased slots.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,14 +24,26 @@ from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
 log = logging.getLogger("guard.quota")
 
-DECISIONS = Counter("guard_quota_decisions_total",
-                    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
-                    "unavailable_allowed) "
-                    "and the counter that refused", ["tier", "result", "counter"], registry=telemetry.REGISTRY)
-TOKENS = Counter("guard_quota_tokens_total", "Tokens counted against quotas by tier and source (usage|estimated)",
-                 ["tier", "source"], registry=telemetry.REGISTRY)
-BACKEND_ERRORS = Counter("guard_quota_backend_errors_total", "Quota backend calls that failed, by operation",
-                         ["op"], registry=telemetry.REGISTRY)
+DECISIONS = Counter(
+    "guard_quota_decisions_total",
+    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
+    "unavailable_allowed) "
+    "and the counter that refused",
+    ["tier", "result", "counter"],
+    registry=telemetry.REGISTRY,
+)
+TOKENS = Counter(
+    "guard_quota_tokens_total",
+    "Tokens counted against quotas by tier and source (usage|estimated)",
+    ["tier", "source"],
+    registry=telemetry.REGISTRY,
+)
+BACKEND_ERRORS = Counter(
+    "guard_quota_backend_errors_total",
+    "Quota backend calls that failed, by operation",
+    ["op"],
+    registry=telemetry.REGISTRY,
+)
 
 
 def count(metric: Any, *labels: str, by: float = 1) -> None:
@@ -78,16 +91,16 @@ class _TierPlan:
     """What admission needs of a tier, computed once: its rate counters (name, limit, period, kind), its
     concurrency slots for a request and for a stream, whether it counts tokens and spend."""
 
-    __slots__ = ("admitted", "counts_tokens", "rates", "slot_names", "slots", "spend", "stream_slots",
-                 "tokens_usage")
+    __slots__ = ("admitted", "counts_tokens", "rates", "slot_names", "slots", "spend", "stream_slots", "tokens_usage")
 
     def __init__(self, name: str, t: Tier) -> None:
         self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
         self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
         self.rates = t.rates()
         self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
-        self.stream_slots: list[Slot] = self.slots + ([("concurrent_streams", t.concurrent_streams)]
-                                                      if t.concurrent_streams else [])
+        self.stream_slots: list[Slot] = self.slots + (
+            [("concurrent_streams", t.concurrent_streams)] if t.concurrent_streams else []
+        )
         self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
         self.counts_tokens = t.counts_tokens()
         self.spend = t.counts_spend()
@@ -122,28 +135,50 @@ class Quotas:
         plan = self._plan.get(tier)
         return plan is not None and plan[1]
 
-    async def admit(self, principal: str, tier: str, estimate: int, stream: bool = False, *, model: str = "",
-                    answer_estimate: int = 0) -> Ticket | Refusal:
+    async def admit(
+        self,
+        principal: str,
+        tier: str,
+        estimate: int,
+        stream: bool = False,
+        *,
+        model: str = "",
+        answer_estimate: int = 0,
+    ) -> Ticket | Refusal:
         """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
         ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
         for a stream)."""
         p = self._plans.get(tier)
         if p is None:  # the policy names a tier the configuration lacks: fail closed
             count(DECISIONS, "unknown", "unavailable_refused", "")
-            return Refusal(503, "quota_tier_unknown", tier, "", 0.0, "the policy selects a quota tier this gateway "
-                           "does not configure; request refused")
+            return Refusal(
+                503,
+                "quota_tier_unknown",
+                tier,
+                "",
+                0.0,
+                "the policy selects a quota tier this gateway does not configure; request refused",
+            )
         cost = max(1, int(estimate))
         price, spend = None, 0
         if p.spend:
             price = self.settings.price(model)
             if price is None:  # a spend limit with no price for this model: fail closed
                 count(DECISIONS, tier, "unavailable_refused", "")
-                return Refusal(503, "quota_price_unknown", tier, "", 0.0, f"no price for model {model!r} in "
-                               "quotas.prices, and the quota tier limits spend; request refused")
+                return Refusal(
+                    503,
+                    "quota_price_unknown",
+                    tier,
+                    "",
+                    0.0,
+                    f"no price for model {model!r} in quotas.prices, and the quota tier limits spend; request refused",
+                )
             answer = min(max(0, int(answer_estimate)), cost)
             spend = max(1, spend_of(price, cost - answer, answer))
-        rates: list[Rate] = [(name, limit, period, 1 if kind == "requests" else cost if kind == "tokens" else spend)
-                             for name, limit, period, kind in p.rates]
+        rates: list[Rate] = [
+            (name, limit, period, 1 if kind == "requests" else cost if kind == "tokens" else spend)
+            for name, limit, period, kind in p.rates
+        ]
         slots = p.stream_slots if stream else p.slots
         tid = f"{_TICKETS}{next(_ticket_no):x}"
         if self._now is not None:
@@ -158,15 +193,32 @@ class Quotas:
                     return Ticket(tid, principal, tier, 0, [], None, plan=p)
                 count(DECISIONS, tier, "unavailable_refused", "")
                 count(telemetry.FAIL_CLOSED, "quota")
-                return Refusal(503, "quota_unavailable", tier, "", 1.0,
-                               f"quota service unavailable; request refused ({e})")
+                return Refusal(
+                    503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})"
+                )
         if not adm.ok:
             count(DECISIONS, tier, "refused", adm.refused_by)
-            return Refusal(429, "rate_limit_exceeded", tier, adm.refused_by, adm.retry_after_s,
-                           _refusal_message(adm, cost, self.tiers[tier]), adm)
+            return Refusal(
+                429,
+                "rate_limit_exceeded",
+                tier,
+                adm.refused_by,
+                adm.retry_after_s,
+                _refusal_message(adm, cost, self.tiers[tier]),
+                adm,
+            )
         p.admitted.inc()
-        return Ticket(tid, principal, tier, cost if p.counts_tokens else 0, p.slot_names[stream], adm, price=price,
-                      reserved_spend=spend, plan=p)
+        return Ticket(
+            tid,
+            principal,
+            tier,
+            cost if p.counts_tokens else 0,
+            p.slot_names[stream],
+            adm,
+            price=price,
+            reserved_spend=spend,
+            plan=p,
+        )
 
     async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:
         """Charge a running stream's ticket ``tokens`` more answer tokens (guard.quota.stream): None when
@@ -175,13 +227,17 @@ class Quotas:
         if ticket.done or ticket.unavailable or tokens <= 0:
             return None
         spend = spend_of(ticket.price, 0, tokens) if ticket.price is not None else 0
-        rates: list[Rate] = [(name, limit, period, tokens if kind == "tokens" else spend)
-                             for name, limit, period, kind in self._plan[ticket.tier][0] if kind != "requests"]
+        rates: list[Rate] = [
+            (name, limit, period, tokens if kind == "tokens" else spend)
+            for name, limit, period, kind in self._plan[ticket.tier][0]
+            if kind != "requests"
+        ]
         if not rates:
             return None
         try:
-            adm = await self.backend.admit(ticket.key, ticket.tier, rates, [], ticket.id, self.settings.lease_s,
-                                           ticket.key)
+            adm = await self.backend.admit(
+                ticket.key, ticket.tier, rates, [], ticket.id, self.settings.lease_s, ticket.key
+            )
         except BackendDown as e:
             count(BACKEND_ERRORS, "extend")
             if self.settings.on_error == "allow":
@@ -189,13 +245,25 @@ class Quotas:
                 return None
             count(DECISIONS, ticket.tier, "unavailable_refused", "")
             count(telemetry.FAIL_CLOSED, "quota")
-            return Refusal(503, "quota_unavailable", ticket.tier, "", 1.0,
-                           f"quota service unavailable; the answer was cut short ({e})")
+            return Refusal(
+                503,
+                "quota_unavailable",
+                ticket.tier,
+                "",
+                1.0,
+                f"quota service unavailable; the answer was cut short ({e})",
+            )
         if not adm.ok:  # counted by the caller, which may ask again for less
             limit = getattr(self.tiers[ticket.tier], adm.refused_by, None)
-            return Refusal(429, "rate_limit_exceeded", ticket.tier, adm.refused_by, adm.retry_after_s,
-                           f"rate limit reached for {adm.refused_by} ({limit}) during the answer; it was cut short",
-                           adm)
+            return Refusal(
+                429,
+                "rate_limit_exceeded",
+                ticket.tier,
+                adm.refused_by,
+                adm.retry_after_s,
+                f"rate limit reached for {adm.refused_by} ({limit}) during the answer; it was cut short",
+                adm,
+            )
         ticket.reserved += tokens
         ticket.reserved_spend += spend
         return None
@@ -214,9 +282,11 @@ class Quotas:
             i, o = (usage, 0) if isinstance(usage, int) else usage
             delta = int(i) + int(o) - ticket.reserved
             spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
-            rates = [(name, limit, period, delta if kind == "tokens" else spend_delta)
-                     for name, limit, period, kind in p.rates
-                     if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)]
+            rates = [
+                (name, limit, period, delta if kind == "tokens" else spend_delta)
+                for name, limit, period, kind in p.rates
+                if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)
+            ]
         if not rates and not ticket.slots:
             return
         if self._now is not None:
@@ -245,17 +315,24 @@ class Quotas:
             if counter.startswith("spend_"):
                 units = round(limit * SPEND_UNIT)
                 n = used(value, units, periods[counter])
-                entry = {"limit": limit, "used": n / SPEND_UNIT, "remaining": max(0, units - n) / SPEND_UNIT,
-                         "reset_s": round(value, 3)}
+                entry = {
+                    "limit": limit,
+                    "used": n / SPEND_UNIT,
+                    "remaining": max(0, units - n) / SPEND_UNIT,
+                    "reset_s": round(value, 3),
+                }
             elif counter in periods:
                 n = used(value, limit, periods[counter])
                 entry = {"limit": limit, "used": n, "remaining": max(0, limit - n), "reset_s": round(value, 3)}
             else:
                 entry = {"limit": limit, "used": int(value), "remaining": max(0, limit - int(value))}
             out.setdefault(who, {}).setdefault(tier, {})[counter] = entry
-        return {"backend": self.settings.redacted_backend(), "on_error": self.settings.on_error,
-                "tiers": {k: v.model_dump(exclude_none=True) for k, v in self.tiers.items()},
-                "principals": out}
+        return {
+            "backend": self.settings.redacted_backend(),
+            "on_error": self.settings.on_error,
+            "tiers": {k: v.model_dump(exclude_none=True) for k, v in self.tiers.items()},
+            "principals": out,
+        }
 
     async def close(self) -> None:
         await self.backend.close()
@@ -271,8 +348,10 @@ def spend_of(price: Price | None, input_tokens: int, output_tokens: int) -> int:
 def _refusal_message(adm: Admission, cost: int, t: Tier) -> str:
     limit = getattr(t, adm.refused_by, None)
     if limit is not None and adm.refused_by.startswith("tokens") and cost > limit:
-        return (f"rate limit reached: this request needs about {cost} tokens, more than the {adm.refused_by} "
-                f"limit of {limit}")
+        return (
+            f"rate limit reached: this request needs about {cost} tokens, more than the {adm.refused_by} "
+            f"limit of {limit}"
+        )
     wait = max(1, round(adm.retry_after_s))
     return f"rate limit reached for {adm.refused_by} ({limit}); retry in {wait} s"
 

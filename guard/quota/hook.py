@@ -1,5 +1,6 @@
 """Where quotas meet the request path (guard.pipeline): admission after the content decision, the
 rate-limit headers, token accounting at completion, settlement after the answer is out."""
+
 from __future__ import annotations
 
 import json
@@ -52,21 +53,44 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
     if answer is None:
         answer = quotas.completion_estimate
     ex.context["guard.quota.prompt_estimate"] = prompt_tokens
-    res = await quotas.admit(principal_key(ex.principal), tier, prompt_tokens + answer, bool(ex.stream),
-                             model=ex.model, answer_estimate=answer)
+    res = await quotas.admit(
+        principal_key(ex.principal),
+        tier,
+        prompt_tokens + answer,
+        bool(ex.stream),
+        model=ex.model,
+        answer_estimate=answer,
+    )
     if isinstance(res, Refusal):
-        ex.context[AUDIT] = {"tier": res.tier, "effect": "deny", "counter": res.counter,
-                             **({"backend": "unavailable"} if res.status == 503 else {})}
-        e = GuardError(res.status, res.message, "rate_limit_error" if res.status == 429 else "service_unavailable",
-                       res.code, outcome="denied" if res.status == 429 else "fail_closed")
+        ex.context[AUDIT] = {
+            "tier": res.tier,
+            "effect": "deny",
+            "counter": res.counter,
+            **({"backend": "unavailable"} if res.status == 503 else {}),
+        }
+        e = GuardError(
+            res.status,
+            res.message,
+            "rate_limit_error" if res.status == 429 else "service_unavailable",
+            res.code,
+            outcome="denied" if res.status == 429 else "fail_closed",
+        )
         e.headers = tuple(refusal_headers(res))
         raise e
     ctx = ex.context
     ctx[TICKET] = res
-    ctx[AUDIT] = ({"tier": res.tier, "effect": "allow", "backend": "unavailable"} if res.admission is None
-                  else {"tier": res.tier, "effect": "allow"})
-    if ex.stream and ex.api == "openai" and ex.upstream_api in ("openai", "azure-openai") \
-            and ex.operation in ("chat", "completion") and quotas.counts_tokens(tier):
+    ctx[AUDIT] = (
+        {"tier": res.tier, "effect": "allow", "backend": "unavailable"}
+        if res.admission is None
+        else {"tier": res.tier, "effect": "allow"}
+    )
+    if (
+        ex.stream
+        and ex.api == "openai"
+        and ex.upstream_api in ("openai", "azure-openai")
+        and ex.operation in ("chat", "completion")
+        and quotas.counts_tokens(tier)
+    ):
         _ask_for_usage(ex)
 
 
@@ -102,8 +126,10 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
             count(TOKENS, ticket.tier, "usage", by=tokens[0] + tokens[1])
     elif status == 200 or status == 499 or METER in ex.context:  # a stream that started: its text was made
         meter = ex.context.get(METER)
-        tokens = (int(ex.context.get("guard.quota.prompt_estimate", 0)),
-                  meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)))
+        tokens = (
+            int(ex.context.get("guard.quota.prompt_estimate", 0)),
+            meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)),
+        )
         outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
@@ -127,6 +153,7 @@ async def finish(quotas: Quotas, ex: Any) -> None:
 
 # --- headers -----------------------------------------------------------------------------------------
 
+
 def _duration(s: float) -> str:
     """OpenAI's reset format: ``20ms``, ``1.5s``, ``6m0s``."""
     if s < 1:
@@ -137,8 +164,12 @@ def _duration(s: float) -> str:
     return f"{m // 60}h{m % 60}m{sec}s" if m >= 60 else f"{m}m{sec}s"
 
 
-_FAMILY = {"requests_per_minute": "requests", "tokens_per_minute": "tokens", "tokens_per_day": "tokens",
-           "tokens_per_month": "tokens"}
+_FAMILY = {
+    "requests_per_minute": "requests",
+    "tokens_per_minute": "tokens",
+    "tokens_per_day": "tokens",
+    "tokens_per_month": "tokens",
+}
 
 
 def _families(adm: Admission | None, refused: str = "") -> dict[str, CounterState]:
@@ -161,14 +192,19 @@ _REMAINING = frozenset(names[1] for names in _NAMES.values())
 def _family_headers(fam: str, st: CounterState) -> list[tuple[bytes, bytes]]:
     lim, rem, reset = _NAMES[fam]
     s = st.reset_s
-    return [(lim, b"%d" % st.limit), (rem, b"%d" % st.remaining),
-            (reset, b"%dms" % max(0, round(s * 1000)) if s < 1 else _duration(s).encode())]
+    return [
+        (lim, b"%d" % st.limit),
+        (rem, b"%d" % st.remaining),
+        (reset, b"%dms" % max(0, round(s * 1000)) if s < 1 else _duration(s).encode()),
+    ]
 
 
 def refusal_headers(r: Refusal) -> list[tuple[bytes, bytes]]:
     retry = max(r.retry_after_s, 0.001)
-    out = [(b"retry-after", str(max(1, math.ceil(retry))).encode()),
-           (b"retry-after-ms", str(math.ceil(retry * 1000)).encode())]
+    out = [
+        (b"retry-after", str(max(1, math.ceil(retry))).encode()),
+        (b"retry-after-ms", str(math.ceil(retry * 1000)).encode()),
+    ]
     for fam, st in _families(r.admission, r.counter).items():
         out += _family_headers(fam, st)
     return out
@@ -227,7 +263,7 @@ class UsageStripper:
                 return buf
             self._buf = buf
             return b""
-        whole, self._buf = buf[:end + 2], buf[end + 2:]
+        whole, self._buf = buf[: end + 2], buf[end + 2 :]
         if not _has_usage(whole):  # chunks carry "usage": null when usage is asked for: those pass untouched
             return whole
         out = []
@@ -239,8 +275,10 @@ class UsageStripper:
                     chunk = None
                 if isinstance(chunk, dict) and strip_usage_chunk(chunk):
                     u = chunk["usage"]
-                    self.usage = {"input_tokens": int(u.get("prompt_tokens") or 0),
-                                  "output_tokens": int(u.get("completion_tokens") or 0)}
+                    self.usage = {
+                        "input_tokens": int(u.get("prompt_tokens") or 0),
+                        "output_tokens": int(u.get("completion_tokens") or 0),
+                    }
                     continue
             out.append(ev + b"\n\n")
         return b"".join(out)

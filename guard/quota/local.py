@@ -13,6 +13,7 @@ Failure: every call has the ``quotas.timeout_ms`` deadline; a keeper that does n
 (``on_error`` applies) and is not asked again for a backoff (0.1 s doubling to 5 s). The supervisor restarts
 a keeper that died, with empty counters.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,6 +44,7 @@ def _dumps(v: Any) -> bytes:
 
 # --- the keeper ------------------------------------------------------------------------------------------
 
+
 class _Keeper(asyncio.Protocol):
     """One worker's connection: each line a call, answered (admission, usage) in order."""
 
@@ -70,8 +72,9 @@ class _Keeper(asyncio.Protocol):
                 op = m[0]
                 if op == "a":
                     adm = mb.admit_now(m[1], m[2], m[3], m[4], m[5], m[6], m[7])
-                    out.append(_dumps([adm.ok, adm.refused_by, adm.retry_after_s,
-                                       [[k, *c] for k, c in adm.counters.items()]]))
+                    out.append(
+                        _dumps([adm.ok, adm.refused_by, adm.retry_after_s, [[k, *c] for k, c in adm.counters.items()]])
+                    )
                 elif op == "s":
                     mb.settle_now(m[1], m[2], m[3], m[4], m[5])
                 elif op == "u":
@@ -128,6 +131,7 @@ def wait_ready(path: str, timeout_s: float = 5.0) -> None:
 
 
 # --- a worker's client -------------------------------------------------------------------------------------
+
 
 class _Conn(asyncio.Protocol):
     """A worker's connection to the keeper: answers come in the order of the calls that wait for one."""
@@ -205,8 +209,9 @@ class LocalBackend:
                 raise BackendDown("quota keeper unreachable (backing off)")
             loop = asyncio.get_running_loop()
             try:
-                _, conn = await asyncio.wait_for(loop.create_unix_connection(lambda: _Conn(self), self.path),
-                                                 self.timeout_s)
+                _, conn = await asyncio.wait_for(
+                    loop.create_unix_connection(lambda: _Conn(self), self.path), self.timeout_s
+                )
             except (OSError, TimeoutError) as e:
                 raise self._fail(f"cannot connect ({e.__class__.__name__})") from None
             self._backoff = 0.1
@@ -239,8 +244,9 @@ class LocalBackend:
         if not fut.done():
             fut.set_exception(self._fail("no answer within the deadline"))
 
-    async def admit(self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float,
-                    label: str) -> Admission:
+    async def admit(
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+    ) -> Admission:
         ok, refused, retry, counters = await self._call(["a", key, tier, rates, slots, ticket, lease_s, label])
         return Admission(ok, refused, retry, {k: CounterState(lim, rem, reset) for k, lim, rem, reset in counters})
 
@@ -248,7 +254,7 @@ class LocalBackend:
         await self._call(["s", key, tier, rates, slots, ticket], answer=False)
 
     async def usage(self, key: str | None) -> list[tuple[str, str, str, float]]:
-        return [tuple(r) for r in await self._call(["u", key])]  # type: ignore[misc]
+        return [tuple(r) for r in await self._call(["u", key])]
 
     async def close(self) -> None:
         self._flush()

@@ -4,6 +4,7 @@ Exact within one process: the event loop runs one admission at a time and an adm
 check-and-update is atomic. With ``workers > 1`` one keeper process runs it for all workers
 (guard.quota.local); replicas on other hosts need Redis.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,15 +56,17 @@ class MemoryBackend:
     def healthy(self) -> bool:
         return True
 
-    async def admit(self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float,
-                    label: str) -> Admission:
+    async def admit(
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+    ) -> Admission:
         return self.admit_now(key, tier, rates, slots, ticket, lease_s, label)
 
     async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
         self.settle_now(key, tier, rates, slots, ticket)
 
-    def admit_now(self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float,
-                  label: str) -> Admission:
+    def admit_now(
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+    ) -> Admission:
         """Check every counter; charge them all only if all admit. Never yields: atomic in the event loop."""
         now = self.clock()
         counters: dict[str, CounterState] = {}
@@ -74,14 +77,14 @@ class MemoryBackend:
         for name, limit, period, cost in rates:
             interval = period / limit
             tat = tats.get(name, now) if tats else now
-            if tat < now:  # noqa: PLR1730 - a comparison, not a call to max(), on every admission
+            if tat < now:
                 tat = now
             new = tat + cost * interval
             ahead = new - now
             if ahead > period + _EPS and ok:
                 ok, refused_by, retry = False, name, ahead - period
             rem = int((period - ahead) / interval + _EPS)
-            counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))  # noqa: FURB136
+            counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))
             news.append(new)
         helds = []
         if slots:
@@ -98,7 +101,7 @@ class MemoryBackend:
                 if n + 1 > limit and ok:
                     ok, refused_by, retry = False, name, 1.0
         if not ok:  # nothing was charged: report the counters as they stand
-            for (name, limit, period, cost), new in zip(rates, news):
+            for (name, limit, period, cost), new in zip(rates, news, strict=False):
                 before = new - cost * (period / limit) - now
                 counters[name] = CounterState(limit, max(0, int((period - before) / (period / limit) + _EPS)), before)
             for name, limit in slots:
@@ -109,9 +112,9 @@ class MemoryBackend:
                 tats = self._tat[kt] = {}
                 if len(self._tat) > MAX_ENTRIES:
                     self._prune(now)
-            for (name, _, _, _), new in zip(rates, news):
+            for (name, _, _, _), new in zip(rates, news, strict=False):
                 tats[name] = new
-        for (name, _), held in zip(slots, helds):
+        for (name, _), held in zip(slots, helds, strict=False):
             if held is None:
                 held = all_slots[(key, tier, name)] = {}
             held[ticket] = now + lease_s

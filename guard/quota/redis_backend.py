@@ -6,6 +6,7 @@ updated. Keys of one principal share a hash tag, so the script also runs on Redi
 deadline (``quotas.timeout_ms``); after a failure the backend counts as down and is not asked again until a
 backoff (0.1 s doubling to 5 s) has passed, so a dead server costs no request more than the deadline.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -113,8 +114,13 @@ class RedisBackend:
         self.url = url
         self.timeout = timeout_s
         self.prefix = prefix
-        self.client: Any = aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                             retry_on_timeout=False, health_check_interval=0)
+        self.client: Any = aioredis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
         self._admit = self.client.register_script(_ADMIT)
         self._settle = self.client.register_script(_SETTLE)
         self._now = self.client.register_script(_NOW)
@@ -136,16 +142,21 @@ class RedisBackend:
             self._fails += 1
             self._down_until = time.monotonic() + min(5.0, 0.1 * 2 ** (self._fails - 1))
             if self._fails == 1 or self._fails % 50 == 0:
-                log.error("quota backend %s failed (%d in a row): %s", self.name, self._fails,
-                          type(e).__name__ if not str(e) else e)
+                log.error(
+                    "quota backend %s failed (%d in a row): %s",
+                    self.name,
+                    self._fails,
+                    type(e).__name__ if not str(e) else e,
+                )
             raise BackendDown(f"quota backend unavailable: {type(e).__name__}") from None
         if self._fails:
             log.warning("quota backend %s answers again after %d failures", self.name, self._fails)
         self._fails = 0
         return res
 
-    async def admit(self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float,
-                    label: str) -> Admission:
+    async def admit(
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+    ) -> Admission:
         h = principal_hash(key)
         keys = [f"{self.prefix}:{{{h}}}:{tier}:{r[0]}" for r in rates]
         keys += [f"{self.prefix}:{{{h}}}:{tier}:{s[0]}" for s in slots]
@@ -173,8 +184,9 @@ class RedisBackend:
         if not rates and not slots:
             return
         h = principal_hash(key)
-        keys = [f"{self.prefix}:{{{h}}}:{tier}:{r[0]}" for r in rates] + [f"{self.prefix}:{{{h}}}:{tier}:{s}"
-                                                                         for s in slots]
+        keys = [f"{self.prefix}:{{{h}}}:{tier}:{r[0]}" for r in rates] + [
+            f"{self.prefix}:{{{h}}}:{tier}:{s}" for s in slots
+        ]
         nums: list[Any] = [len(rates)]
         for _, limit, period, delta in rates:
             nums += [limit, period, delta]
@@ -182,6 +194,7 @@ class RedisBackend:
 
     async def usage(self, key: str | None) -> list[tuple[str, str, str, float]]:
         """(principal, tier, counter, value) as MemoryBackend.usage, read with SCAN (at most 10,000 keys)."""
+
         async def read() -> list[tuple[str, str, str, float]]:
             now = float((await self._now(keys=[], args=[])).decode())
             pattern = f"{self.prefix}:{{{principal_hash(key)}}}:*" if key is not None else f"{self.prefix}:*"
@@ -191,7 +204,7 @@ class RedisBackend:
                 if n > 10_000:
                     break
                 k = raw.decode()
-                rest = k[len(self.prefix) + 1:]
+                rest = k[len(self.prefix) + 1 :]
                 h, _, tail = rest.partition("}:")
                 h = h.lstrip("{")
                 if tail == "name":

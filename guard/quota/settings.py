@@ -1,4 +1,5 @@
 """`quotas:` section of guard.yaml (owned by the quota package)."""
+
 from __future__ import annotations
 
 import re
@@ -91,8 +92,10 @@ class QuotaSettings(BaseModel):
             raise ValueError("tiers: define at least the tier 'default'")
         spend = [n for n, t in self.tiers.items() if t.counts_spend()]
         if spend and not self.prices:
-            raise ValueError(f"prices: tier {spend[0]!r} sets a spend limit, so a price table is needed "
-                             "(model glob -> {input, output} per million tokens)")
+            raise ValueError(
+                f"prices: tier {spend[0]!r} sets a spend limit, so a price table is needed "
+                "(model glob -> {input, output} per million tokens)"
+            )
         return self
 
     def price(self, model: str) -> Price | None:

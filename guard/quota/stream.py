@@ -10,6 +10,7 @@ of the documented four characters a token, cross the allowance; only then are th
 their text (the estimate) and their upstream usage, when a chunk carries one (which then counts instead,
 where it is larger). A stream far from its allowance is never parsed by the meter.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ class StreamExhausted(Exception):
     def __init__(self, refusal: Refusal) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
-        self.error = GuardError(refusal.status, refusal.message,
-                                "rate_limit_error" if refusal.status == 429 else "service_unavailable", refusal.code)
+        self.error = GuardError(
+            refusal.status,
+            refusal.message,
+            "rate_limit_error" if refusal.status == 429 else "service_unavailable",
+            refusal.code,
+        )
 
 
 def step_for(quotas: Quotas, tier: str) -> int:
@@ -129,6 +134,10 @@ def meter(quotas: Quotas | None, ex: Any) -> StreamMeter | None:
 def record(ex: Any, e: StreamExhausted) -> dict[str, Any]:
     """The audit record's quota decision and the outcome of a stream cut short by its budget."""
     audit = ex.context.get(AUDIT) or {}
-    ex.context[AUDIT] = {**audit, "counter": e.refusal.counter, "exhausted_mid_stream": True,
-                         **({"backend": "unavailable"} if e.refusal.status == 503 else {})}
+    ex.context[AUDIT] = {
+        **audit,
+        "counter": e.refusal.counter,
+        "exhausted_mid_stream": True,
+        **({"backend": "unavailable"} if e.refusal.status == 503 else {}),
+    }
     return {"status": e.refusal.status, "reason": REASON if e.refusal.status == 429 else e.refusal.code}

@@ -18,13 +18,31 @@ def make_settings(root: Path, **kw: Any) -> AuditSettings:
 
 def sample(i: int, **kw: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "request_id": f"req-{i}", "api": "openai", "operation": "chat", "model": kw.pop("model", "gpt-4o"),
-        "principal": {"subject": "CN=app-a,OU=team-x", "cn": kw.pop("cn", "app-a"), "ou": ["team-x"],
-                      "spiffe_id": "", "fingerprint": "ab" * 32},
-        "client_ip": "127.0.0.1", "upstream": "local",
+        "request_id": f"req-{i}",
+        "api": "openai",
+        "operation": "chat",
+        "model": kw.pop("model", "gpt-4o"),
+        "principal": {
+            "subject": "CN=app-a,OU=team-x",
+            "cn": kw.pop("cn", "app-a"),
+            "ou": ["team-x"],
+            "spiffe_id": "",
+            "fingerprint": "ab" * 32,
+        },
+        "client_ip": "127.0.0.1",
+        "upstream": "local",
         "decisions": {"access": {"effect": "allow", "rule": "p, team-x, gpt-*", "policy_version": "v1"}},
-        "screens": [{"name": "pii", "direction": "prompt", "status": "ok", "action": "allow", "blocked": False,
-                     "entities": {"EMAIL_ADDRESS": 1}, "latency_ms": 1.5}],
+        "screens": [
+            {
+                "name": "pii",
+                "direction": "prompt",
+                "status": "ok",
+                "action": "allow",
+                "blocked": False,
+                "entities": {"EMAIL_ADDRESS": 1},
+                "latency_ms": 1.5,
+            }
+        ],
         "latency_ms": {"access": 0.1, "screens": 1.0},
     }
     fields.update(kw)

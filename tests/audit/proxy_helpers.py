@@ -1,4 +1,5 @@
 """Helpers for the through-the-proxy audit tests: read the journal, run `guard audit verify`, talk to Guard."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def journal_events(root: Path) -> list[dict[str, Any]]:
 
 def journal_bytes(root: Path) -> bytes:
     """Everything Guard wrote under audit.dir except the keys folder (segments, head records, cursors)."""
-    return b"".join(p.read_bytes() for p in sorted(root.rglob("*"))
-                    if p.is_file() and "keys" not in p.relative_to(root).parts)
+    return b"".join(
+        p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and "keys" not in p.relative_to(root).parts
+    )
 
 
 def by_request(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -40,16 +42,22 @@ def by_request(events: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 def verify(root: Path, public_key: Path) -> tuple[int, dict[str, Any]]:
     """`guard audit verify DIR --public-key PEM --json` as a compliance officer runs it."""
-    p = subprocess.run([GUARD, "audit", "verify", str(root), "--public-key", str(public_key), "--json", "--jobs", "1"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [GUARD, "audit", "verify", str(root), "--public-key", str(public_key), "--json", "--jobs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode in (0, 1), f"verify usage error: {p.stderr}"
     return p.returncode, json.loads(p.stdout)
 
 
-def chat(c: httpx.Client, content: str, model: str = "gpt-4o", headers: dict[str, str] | None = None,
-         **body: Any) -> httpx.Response:
-    return c.post(CHAT, json={"model": model, "messages": [{"role": "user", "content": content}], **body},
-                  headers=headers)
+def chat(
+    c: httpx.Client, content: str, model: str = "gpt-4o", headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
+    return c.post(
+        CHAT, json={"model": model, "messages": [{"role": "user", "content": content}], **body}, headers=headers
+    )
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -1,4 +1,5 @@
 """Loopback stand-ins for SIEM endpoints (Splunk HEC, webhook), reused by tests/bench/bench_audit.py."""
+
 from __future__ import annotations
 
 import asyncio
@@ -80,8 +81,12 @@ class Receiver:
             return web.Response(status=503)
         body = await request.read()
         self.headers.append(dict(request.headers))
-        ok = webhook_signature_ok(self.secret, request.headers.get("X-Guard-Timestamp", ""), body,
-                                  request.headers.get("X-Guard-Signature", ""))
+        ok = webhook_signature_ok(
+            self.secret,
+            request.headers.get("X-Guard-Timestamp", ""),
+            body,
+            request.headers.get("X-Guard-Signature", ""),
+        )
         if not ok:
             self.rejected += 1
             return web.Response(status=401)

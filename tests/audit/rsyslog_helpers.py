@@ -1,5 +1,6 @@
 """rsyslogd as a SIEM for the sink tests and benchmarks: imrelp (RELP) or imtcp (plain syslog), and an outage
 scenario that counts what arrived, what is missing and what came twice."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,9 @@ input(type="{input}" {addr}port="{port}" ruleset="guard")
 
 
 def have_imrelp() -> bool:
-    return shutil.which("rsyslogd") is not None and any(Path(d).glob("**/rsyslog/imrelp.so")
-                                                        for d in ("/usr/lib", "/usr/lib64"))
+    return shutil.which("rsyslogd") is not None and any(
+        Path(d).glob("**/rsyslog/imrelp.so") for d in ("/usr/lib", "/usr/lib64")
+    )
 
 
 class Receiver:
@@ -42,15 +44,19 @@ class Receiver:
         self.port, self.out = free_port(), tmp / "received.log"
         (tmp / "work").mkdir(parents=True)
         self.conf = tmp / "rsyslog.conf"
-        module, inp, addr = (("imrelp", "imrelp", "") if kind == "relp" else ("imtcp", "imtcp", 'address="127.0.0.1" '))
-        self.conf.write_text(_CONF.format(work=tmp / "work", out=self.out, port=self.port, module=module, input=inp,
-                                          addr=addr))
+        module, inp, addr = ("imrelp", "imrelp", "") if kind == "relp" else ("imtcp", "imtcp", 'address="127.0.0.1" ')
+        self.conf.write_text(
+            _CONF.format(work=tmp / "work", out=self.out, port=self.port, module=module, input=inp, addr=addr)
+        )
         self.pid = tmp / "rsyslog.pid"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pid)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 10
         while True:
             with socket.socket() as s:
@@ -79,14 +85,21 @@ def _journal_ids(root: Path) -> set[str]:
     return {e["id"] for _, _, e in layout.iter_events(root) if e.get("id")}
 
 
-def outage(tmp: Path, kind: str, outage_s: float, write_s: float, rate: float = 400.0,
-           batch_size: int = 100) -> dict[str, Any]:
+def outage(
+    tmp: Path, kind: str, outage_s: float, write_s: float, rate: float = 400.0, batch_size: int = 100
+) -> dict[str, Any]:
     """Events written at ``rate`` for ``write_s`` while the receiver is down for ``outage_s`` in the middle;
     returns how many were written, received and received more than once. Used by tests/bench too."""
     rs = Receiver(tmp / "rs", kind)
     rs.start()
-    sink = {"name": kind, "type": kind, "host": "127.0.0.1", "port": rs.port, "batch_size": batch_size,
-            "backoff_max_s": 1.0}
+    sink = {
+        "name": kind,
+        "type": kind,
+        "host": "127.0.0.1",
+        "port": rs.port,
+        "batch_size": batch_size,
+        "backoff_max_s": 1.0,
+    }
     if kind == "syslog":
         sink["replay_window_s"] = 2.0
     s: AuditSettings = make_settings(tmp / "audit", sinks=[sink])
@@ -122,5 +135,10 @@ def outage(tmp: Path, kind: str, outage_s: float, write_s: float, rate: float = 
     finally:
         stop.set()
         rs.stop()
-    return {"kind": kind, "written": len(want), "missing": len(want - set(got)),
-            "duplicates": sum(n - 1 for n in got.values()), "batch_size": batch_size}
+    return {
+        "kind": kind,
+        "written": len(want),
+        "missing": len(want - set(got)),
+        "duplicates": sum(n - 1 for n in got.values()),
+        "batch_size": batch_size,
+    }

@@ -4,6 +4,7 @@ same verdict for every signature as check_signature one at a time.
 msm itself is checked against libsodium's point arithmetic: prime-order points and points with a torsion
 component, scalars of 128 and 253 bits and scalars beyond the group order, sums of 0 to 130 points.
 """
+
 from __future__ import annotations
 
 import base64
@@ -82,8 +83,11 @@ def test_msm_refuses_what_is_not_a_point() -> None:
     good = crypto_core_ed25519_from_uniform(os.urandom(32))
     one = (1).to_bytes(32, "little")
     assert msm(good, one) == good
-    not_on_curve = next(e for e in ((y).to_bytes(32, "little") for y in range(2, 100))
-                        if not crypto_core_ed25519_is_valid_point(e) and msm(e, one) is None)
+    not_on_curve = next(
+        e
+        for e in ((y).to_bytes(32, "little") for y in range(2, 100))
+        if not crypto_core_ed25519_is_valid_point(e) and msm(e, one) is None
+    )
     assert msm(good + not_on_curve, one * 2) is None
     assert msm((P + 1).to_bytes(32, "little"), one) is None  # y not canonical (y = 1 + p)
     assert msm((1 | 1 << 255).to_bytes(32, "little"), one) is None  # x = 0 with the sign bit set

@@ -15,15 +15,31 @@ from guard.cli import main
 def _manifest_ok(m: dict, export_file: Path, keys: dict) -> bool:
     body = {k: v for k, v in m.items() if k not in ("hash", "sig")}
     h = hashlib.sha256(canonical(body)).hexdigest()
-    return (h == m["hash"] and check_signature(keys[m["key_id"]], h, m["sig"])
-            and hashlib.sha256(export_file.read_bytes()).hexdigest() == m["export_sha256"])
+    return (
+        h == m["hash"]
+        and check_signature(keys[m["key_id"]], h, m["sig"])
+        and hashlib.sha256(export_file.read_bytes()).hexdigest() == m["export_sha256"]
+    )
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "ocsf", "cef"])
 def test_export_writes_the_range_and_a_signed_manifest(journal_dir: Path, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"export.{fmt}"
-    rc = main(["audit", "export", str(journal_dir), "--since", "2000-01-01", "--until", "2100-01-01",
-               "--format", fmt, "-o", str(out)])
+    rc = main(
+        [
+            "audit",
+            "export",
+            str(journal_dir),
+            "--since",
+            "2000-01-01",
+            "--until",
+            "2100-01-01",
+            "--format",
+            fmt,
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     m = json.loads(Path(f"{out}.manifest.json").read_text())
     assert _manifest_ok(m, out, load_public_keys([journal_dir / "keys"]))
@@ -43,8 +59,25 @@ def test_export_filters_and_records_the_range_boundaries(journal_dir: Path, tmp_
     evs = [e for _, _, e in layout.iter_events(journal_dir)]
     since, until = evs[10]["time"], evs[30]["time"]
     out = tmp_path / "x.jsonl"
-    rc = main(["audit", "export", str(journal_dir), "--since", since, "--until", until, "--principal", "app-a",
-               "--model", "gpt-*", "--decision", "allow", "-o", str(out)])
+    rc = main(
+        [
+            "audit",
+            "export",
+            str(journal_dir),
+            "--since",
+            since,
+            "--until",
+            until,
+            "--principal",
+            "app-a",
+            "--model",
+            "gpt-*",
+            "--decision",
+            "allow",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert got and all(since <= e["time"] < until and e["type"].startswith("exchange.") for e in got)
@@ -54,15 +87,45 @@ def test_export_filters_and_records_the_range_boundaries(journal_dir: Path, tmp_
     assert c["events_in_range"] == 20 and c["exported"] == len(got)
     assert m["filters"] == {"principal": "app-a", "model": "gpt-*", "decision": "allow"}
     out2 = tmp_path / "none.jsonl"
-    assert main(["audit", "export", str(journal_dir), "--since", since, "--until", until, "--decision", "deny",
-                 "-o", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "export",
+                str(journal_dir),
+                "--since",
+                since,
+                "--until",
+                until,
+                "--decision",
+                "deny",
+                "-o",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     assert out2.read_text() == ""
 
 
 def test_export_usage_errors_exit_2(journal_dir: Path, tmp_path: Path) -> None:
     assert main(["audit", "export", str(journal_dir), "--since", "yesterday", "--until", "2100-01-01"]) == 2
-    assert main(["audit", "export", str(tmp_path), "--since", "2000-01-01", "--until", "2100-01-01",
-                 "--signing-key", str(journal_dir / "keys" / "signing-key.pem")]) == 2
+    assert (
+        main(
+            [
+                "audit",
+                "export",
+                str(tmp_path),
+                "--since",
+                "2000-01-01",
+                "--until",
+                "2100-01-01",
+                "--signing-key",
+                str(journal_dir / "keys" / "signing-key.pem"),
+            ]
+        )
+        == 2
+    )
     with pytest.raises(SystemExit) as e:
         main(["audit", "export", str(journal_dir), "--since", "2000-01-01", "--until", "2100-01-01", "--format", "xml"])
     assert e.value.code == 2
@@ -84,8 +147,11 @@ def test_tail_follows_new_events(journal_dir: Path, tmp_path: Path) -> None:
 
     from .conftest import make_settings, sample
 
-    p = subprocess.Popen([sys.executable, "-m", "guard.cli", "audit", "tail", str(journal_dir), "-n", "0",
-                          "--interval", "0.05"], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    p = subprocess.Popen(
+        [sys.executable, "-m", "guard.cli", "audit", "tail", str(journal_dir), "-n", "0", "--interval", "0.05"],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         time.sleep(1.0)
         j = Journal(make_settings(journal_dir), "w1")
@@ -107,15 +173,20 @@ def test_keygen_writes_a_private_key_0600_and_a_public_key(tmp_path: Path, capsy
     assert "PUBLIC KEY" in pub.read_text() and list(load_public_keys([tmp_path / "k"])) == [doc["key_id"]]
 
 
-def test_verify_checks_an_export_against_its_manifest_and_the_journal(journal_dir: Path, tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_checks_an_export_against_its_manifest_and_the_journal(
+    journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from guard.audit.export import check_manifest
 
     evs = [e for _, _, e in layout.iter_events(journal_dir)]
     since, until = evs[5]["time"], evs[25]["time"]
     out = tmp_path / "range.csv"
-    assert main(["audit", "export", str(journal_dir), "--since", since, "--until", until, "--format", "csv",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            ["audit", "export", str(journal_dir), "--since", since, "--until", until, "--format", "csv", "-o", str(out)]
+        )
+        == 0
+    )
     manifest = Path(f"{out}.manifest.json")
     keys = load_public_keys([journal_dir / "keys"])
     assert check_manifest(manifest, keys, journal_dir) == []

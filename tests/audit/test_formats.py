@@ -9,8 +9,19 @@ from guard.audit.sinks import syslog_message
 
 from .conftest import make_settings, sample
 
-OCSF_6003_REQUIRED = ("activity_id", "category_uid", "class_uid", "severity_id", "time", "type_uid", "metadata",
-                      "actor", "api", "src_endpoint", "cloud")
+OCSF_6003_REQUIRED = (
+    "activity_id",
+    "category_uid",
+    "class_uid",
+    "severity_id",
+    "time",
+    "type_uid",
+    "metadata",
+    "actor",
+    "api",
+    "src_endpoint",
+    "cloud",
+)
 
 
 def _sealed(tmp_path: Path, *events: dict) -> list[dict]:
@@ -22,11 +33,20 @@ def _sealed(tmp_path: Path, *events: dict) -> list[dict]:
 
 def test_ocsf_api_activity_has_the_required_fields_of_class_6003(tmp_path: Path) -> None:
     started, denied, boot = _sealed(
-        tmp_path, sample(1, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
-        ev.new_event("exchange.denied", request_id="r2", api="openai", operation="chat", model="gpt-4o",
-                     decisions={"access": {"effect": "deny", "rule": "default deny", "policy_version": "v1"}},
-                     outcome={"status": 403, "bytes": 0}, denial={"stage": "access", "code": "access_denied"}),
-        ev.guard_started("0.1.0"))
+        tmp_path,
+        sample(1, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}),
+        ev.new_event(
+            "exchange.denied",
+            request_id="r2",
+            api="openai",
+            operation="chat",
+            model="gpt-4o",
+            decisions={"access": {"effect": "deny", "rule": "default deny", "policy_version": "v1"}},
+            outcome={"status": 403, "bytes": 0},
+            denial={"stage": "access", "code": "access_denied"},
+        ),
+        ev.guard_started("0.1.0"),
+    )
     for e in (started, denied, boot):
         o = to_ocsf(e)
         missing = [k for k in OCSF_6003_REQUIRED if k not in o]

@@ -1,4 +1,5 @@
 """Forwarding from the journal: at-least-once through outages, cursors, signatures, no secrets."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,17 +54,21 @@ def _write_during(j: Journal, seconds: float, rate: float = 400.0) -> threading.
             j.append_sync(sample(i))
             i += 1
             time.sleep(1 / rate)
+
     t = threading.Thread(target=run)
     t.start()
     return t
 
 
-def test_hec_outage_delays_but_loses_nothing_and_lag_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_hec_outage_delays_but_loses_nothing_and_lag_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("GUARD_TEST_HEC_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
     with Receiver(token=TOKEN) as rx:
-        s = _settings(tmp_path, {"name": "splunk", "type": "splunk_hec", "url": rx.url, "token_env": "GUARD_TEST_HEC_TOKEN"})
+        s = _settings(
+            tmp_path, {"name": "splunk", "type": "splunk_hec", "url": rx.url, "token_env": "GUARD_TEST_HEC_TOKEN"}
+        )
         j = Journal(s, "w1")
         fwd = Forwarder(s, poll_s=0.05)
         fwd.start()
@@ -89,7 +94,9 @@ def test_hec_outage_delays_but_loses_nothing_and_lag_grows(tmp_path: Path, monke
 def test_forwarder_resumes_from_its_persisted_cursor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GUARD_TEST_HEC_TOKEN", TOKEN)
     with Receiver(token=TOKEN) as rx:
-        s = _settings(tmp_path, {"name": "splunk", "type": "splunk_hec", "url": rx.url, "token_env": "GUARD_TEST_HEC_TOKEN"})
+        s = _settings(
+            tmp_path, {"name": "splunk", "type": "splunk_hec", "url": rx.url, "token_env": "GUARD_TEST_HEC_TOKEN"}
+        )
         j = Journal(s, "w1")
         fill(j, 30)
         fwd = Forwarder(s, poll_s=0.05)
@@ -106,13 +113,22 @@ def test_forwarder_resumes_from_its_persisted_cursor(tmp_path: Path, monkeypatch
     assert len(rx.events) - first <= 25  # only the new events (and the closing checkpoint) were sent again
 
 
-def test_webhook_batches_are_hmac_signed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_webhook_batches_are_hmac_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("GUARD_TEST_HOOK_SECRET", SECRET)
     caplog.set_level(logging.DEBUG)
     with Receiver(secret=SECRET.encode()) as rx:
-        s = _settings(tmp_path, {"name": "hook", "type": "webhook", "url": f"{rx.url}/hook",
-                                 "secret_env": "GUARD_TEST_HOOK_SECRET", "format": "ecs"})
+        s = _settings(
+            tmp_path,
+            {
+                "name": "hook",
+                "type": "webhook",
+                "url": f"{rx.url}/hook",
+                "secret_env": "GUARD_TEST_HOOK_SECRET",
+                "format": "ecs",
+            },
+        )
         j = Journal(s, "w1")
         fill(j, 12)
         j.close()
@@ -128,8 +144,10 @@ def test_webhook_batches_are_hmac_signed(tmp_path: Path, monkeypatch: pytest.Mon
 def test_webhook_with_the_wrong_secret_is_retried_not_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GUARD_TEST_HOOK_SECRET", "wrong")
     with Receiver(secret=SECRET.encode()) as rx:
-        s = _settings(tmp_path, {"name": "hook", "type": "webhook", "url": f"{rx.url}/hook",
-                                 "secret_env": "GUARD_TEST_HOOK_SECRET"})
+        s = _settings(
+            tmp_path,
+            {"name": "hook", "type": "webhook", "url": f"{rx.url}/hook", "secret_env": "GUARD_TEST_HOOK_SECRET"},
+        )
         j = Journal(s, "w1")
         fill(j, 3)
         fwd = Forwarder(s, poll_s=0.05)
@@ -175,8 +193,11 @@ class Rsyslog:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pid)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         assert _wait(lambda: _port_open(self.port), 10), "rsyslogd did not listen"
 
     def stop(self) -> None:
@@ -206,8 +227,10 @@ def test_rsyslog_stopped_under_load_then_restarted_receives_every_event(tmp_path
     rs = Rsyslog(tmp_path)
     rs.start()
     try:
-        s = _settings(tmp_path / "a", {"name": "rsyslog", "type": "syslog", "host": "127.0.0.1", "port": rs.port,
-                                       "replay_window_s": 0.5})
+        s = _settings(
+            tmp_path / "a",
+            {"name": "rsyslog", "type": "syslog", "host": "127.0.0.1", "port": rs.port, "replay_window_s": 0.5},
+        )
         j = Journal(s, "w1")
         fwd = Forwarder(s, poll_s=0.05)
         fwd.start()

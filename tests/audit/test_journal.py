@@ -105,8 +105,9 @@ while True:
 
 def test_kill_9_then_torn_line_is_reported_as_torn_and_restart_acknowledges_it(tmp_path: Path) -> None:
     root = tmp_path / "a"
-    proc = subprocess.Popen([sys.executable, "-c", _CRASHER, str(root)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CRASHER, str(root)], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2]
+    )
     assert proc.stdout and proc.stdout.readline().strip() == b"ready"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -140,8 +141,9 @@ def test_batch_durability_returns_before_fsync_and_flushes_within_the_window(tmp
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
-def test_unwaited_appends_ride_on_the_next_fsync_or_are_written_when_their_window_closes(tmp_path: Path,
-                                                                                      kind: str) -> None:
+def test_unwaited_appends_ride_on_the_next_fsync_or_are_written_when_their_window_closes(
+    tmp_path: Path, kind: str
+) -> None:
     """durability fsync, ``append(wait=False)`` (exchange.completed after the answer): returns before anything is
     written and costs no fsync of its own; the next waited append's fsync covers it, in chain order; alone, it
     is written when batch_window_ms has passed."""
@@ -177,8 +179,12 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_disk_full_raises_journal_error_and_the_next_append_recovers(tmp_path: Path) -> None:
@@ -262,8 +268,7 @@ def test_events_carry_no_signing_key_material(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(priv.encode(), None)
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     import base64
 
     for seg in layout.segments(tmp_path, "w1"):
@@ -317,8 +322,9 @@ asyncio.run(main())
 
 def test_kill_9_under_concurrent_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     root = tmp_path / "a"
-    proc = subprocess.Popen([sys.executable, "-c", _LOADED, str(root)], stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LOADED, str(root)], stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2]
+    )
     assert proc.stdout
     acked = []
     while len(acked) < 3000:

@@ -1,5 +1,6 @@
 """Workers (and their sealers) starting together create the content HMAC key and the signing key once, and
 none of them reads a half-written file (the race that made a second worker fail with an empty key)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -26,8 +27,12 @@ def test_processes_starting_together_share_one_whole_key(tmp_path: Path) -> None
     for round_ in range(2):
         d = tmp_path / f"audit{round_}"
         go = str(time.time() + 2.5)
-        procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(d), go], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SCRIPT, str(d), go], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(6)
+        ]
         outs = [p.communicate(timeout=60) for p in procs]
         assert all(p.returncode == 0 for p in procs), [e for _, e in outs if e]
         seen = {o.strip() for o, _ in outs}

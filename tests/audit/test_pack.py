@@ -1,5 +1,6 @@
 """Evidence packs: `guard audit pack` writes one zip that `guard audit verify PACK.zip` checks without the
 journal; any edit, removal or re-signing inside the pack is found."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,23 @@ from guard.cli import main
 
 
 def _pack(journal_dir: Path, out: Path, *extra: str) -> None:
-    assert main(["audit", "pack", str(journal_dir), "--since", "2000-01-01", "--until", "2100-01-01",
-                 "-o", str(out), *extra]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "pack",
+                str(journal_dir),
+                "--since",
+                "2000-01-01",
+                "--until",
+                "2100-01-01",
+                "-o",
+                str(out),
+                *extra,
+            ]
+        )
+        == 0
+    )
 
 
 def _rewrite(src: Path, dst: Path, name: str, fn: object) -> None:
@@ -25,8 +41,9 @@ def _rewrite(src: Path, dst: Path, name: str, fn: object) -> None:
             out.writestr(n, fn(b) if n == name else b)  # type: ignore[operator]
 
 
-def test_pack_holds_every_format_a_summary_and_verifies(journal_dir: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_pack_holds_every_format_a_summary_and_verifies(
+    journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "p.zip"
     _pack(journal_dir, out, "--format", "csv", "--format", "ocsf", "--format", "cef")
     with zipfile.ZipFile(out) as z:
@@ -58,13 +75,26 @@ def test_pack_filters_select_what_the_console_search_selects(journal_dir: Path, 
     # the journal-side completeness check reads the new filters back from the manifest
     with zipfile.ZipFile(out) as z:
         z.extractall(tmp_path / "x")
-    assert main(["audit", "verify", str(journal_dir), "--public-key", str(journal_dir / "keys"),
-                 "--manifest", str(tmp_path / "x" / "events.jsonl.manifest.json")]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "verify",
+                str(journal_dir),
+                "--public-key",
+                str(journal_dir / "keys"),
+                "--manifest",
+                str(tmp_path / "x" / "events.jsonl.manifest.json"),
+            ]
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("attack", ["edit_event", "drop_event", "edit_manifest", "swap_file", "drop_manifest"])
-def test_an_altered_pack_does_not_verify(journal_dir: Path, tmp_path: Path, attack: str,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_altered_pack_does_not_verify(
+    journal_dir: Path, tmp_path: Path, attack: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, bad = tmp_path / "p.zip", tmp_path / "bad.zip"
     _pack(journal_dir, out, "--format", "csv")
     if attack == "edit_event":
@@ -72,6 +102,7 @@ def test_an_altered_pack_does_not_verify(journal_dir: Path, tmp_path: Path, atta
     elif attack == "drop_event":
         _rewrite(out, bad, "events.jsonl", lambda b: b"\n".join(b.split(b"\n")[:5] + b.split(b"\n")[6:]))
     elif attack == "edit_manifest":
+
         def fewer(b: bytes) -> bytes:
             m = json.loads(b)
             m["counts"]["exported"] -= 1  # claims one event fewer: the signature no longer holds

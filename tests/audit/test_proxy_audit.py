@@ -4,6 +4,7 @@ Every event validates against audit/event.schema.json, `guard audit verify` pass
 request id a client saw has its record, decisions name the deciding rule and policy version, screens record
 entity types and counts but never values, shadow decisions are recorded, and nothing secret is written.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,11 +54,15 @@ def _intact(root: Path, pub: Path) -> dict[str, Any]:
 
 
 def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for(
-        guard_factory: Callable[..., Any], tmp_path: Path) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     priv, pub = _keys(tmp_path)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    g = guard_factory(routes=[*ROUTES, {"model": "dead-*", "upstream": "dead"}], audit=_audit(tmp_path, priv),
-                      upstreams={"dead": {"url": dead, "api": "openai", "timeout_s": 2}})
+    g = guard_factory(
+        routes=[*ROUTES, {"model": "dead-*", "upstream": "dead"}],
+        audit=_audit(tmp_path, priv),
+        upstreams={"dead": {"url": dead, "api": "openai", "timeout_s": 2}},
+    )
     version = g.runtime.policy.version
     auth = {"authorization": "Bearer client-secret-0f1e2d3c4b5a"}
     seen: dict[str, tuple[str, httpx.Response]] = {}  # request id -> (case, response)
@@ -70,8 +75,16 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
 
     with g.client("app") as c:
         assert note("allowed", chat(c, "Hello [[reply: hi there]]", headers=auth)).status_code == 200
-        with c.stream("POST", CHAT, headers=auth, json={"model": "gpt-4o", "stream": True, "messages": [
-                {"role": "user", "content": "Tell me a story [[chunks=4]]"}]}) as s:
+        with c.stream(
+            "POST",
+            CHAT,
+            headers=auth,
+            json={
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": "Tell me a story [[chunks=4]]"}],
+            },
+        ) as s:
             body = s.read()
             assert s.status_code == 200 and body.rstrip().endswith(b"data: [DONE]")
             note("streamed", s)
@@ -86,16 +99,26 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
         assert r.status_code == 400 and r.json()["error"]["code"] == "unsafe_content"
         r = note("unrouted", chat(c, "Hi", model="no-such-model", headers=auth))
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
-        r = note("badjson", c.post(CHAT, content=b'{"model": "gpt-4o", ', headers={
-            **auth, "content-type": "application/json"}))
+        r = note(
+            "badjson",
+            c.post(CHAT, content=b'{"model": "gpt-4o", ', headers={**auth, "content-type": "application/json"}),
+        )
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
         assert note("models", c.get("/v1/models", headers=auth)).status_code == 200
         r = note("mediatype", c.post(CHAT, content=b"{}", headers={**auth, "content-type": "text/plain"}))
         assert r.status_code == 415
         r = note("unreachable", chat(c, "Hi", model="dead-model", headers=auth))
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
-        with c.stream("POST", CHAT, headers=auth, json={"model": "gpt-4o", "stream": True, "messages": [
-                {"role": "user", "content": "Go on [[forever]] [[delay_ms=20]]"}]}) as s:
+        with c.stream(
+            "POST",
+            CHAT,
+            headers=auth,
+            json={
+                "model": "gpt-4o",
+                "stream": True,
+                "messages": [{"role": "user", "content": "Go on [[forever]] [[delay_ms=20]]"}],
+            },
+        ) as s:
             assert s.status_code == 200 and next(s.iter_bytes())
             note("abandoned", s)  # the client goes away mid-stream
     with g.client("staff") as c:
@@ -143,10 +166,15 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
     models = cases["models"]["exchange.completed"]
     assert models["operation"] == "models" and models["decisions"]["access"]["effect"] == "allow"
 
-    denied = {"policy": ("access", "access_denied", 403), "pii": ("screen", "pii_blocked", 400),
-              "secret": ("screen", "secret_blocked", 400), "safety": ("screen", "unsafe_content", 400),
-              "unrouted": ("request", "model_not_found", 404), "badjson": ("request", "invalid_json", 400),
-              "mediatype": ("request", "unsupported_media_type", 415)}
+    denied = {
+        "policy": ("access", "access_denied", 403),
+        "pii": ("screen", "pii_blocked", 400),
+        "secret": ("screen", "secret_blocked", 400),
+        "safety": ("screen", "unsafe_content", 400),
+        "unrouted": ("request", "model_not_found", 404),
+        "badjson": ("request", "invalid_json", 400),
+        "mediatype": ("request", "unsupported_media_type", 415),
+    }
     for case, (stage, code, status) in denied.items():
         rec = cases[case]
         assert set(rec) == {"exchange.denied"}, (case, set(rec))  # nothing went upstream: no exchange.started
@@ -156,8 +184,9 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
     assert d == {**d, "effect": "deny", "rule": "policies/policy.csv:8", "policy_version": version}
     for case in ("pii", "secret", "safety"):
         assert cases[case]["exchange.denied"]["decisions"]["access"]["rule"] == "policies/policy.csv:4"
-    screens = {case: {s["name"]: s for s in cases[case]["exchange.denied"]["screens"]}
-               for case in ("pii", "secret", "safety")}
+    screens = {
+        case: {s["name"]: s for s in cases[case]["exchange.denied"]["screens"]} for case in ("pii", "secret", "safety")
+    }
     assert screens["pii"]["pii"]["entities"] == {"US_SSN": 1} and screens["pii"]["pii"]["blocked"]
     assert screens["secret"]["denylist"]["entities"] == {"aws_access_key_id": 1}
     assert screens["secret"]["denylist"]["blocked"] and screens["secret"]["denylist"]["action"] == "block"
@@ -169,8 +198,9 @@ def test_every_event_of_every_kind_of_exchange_is_valid_signed_and_accounted_for
         assert value.encode() not in raw, f"{value!r} is in the journal"
 
 
-def test_shadow_policy_decisions_are_recorded_beside_the_active_ones(guard_factory: Callable[..., Any],
-                                                                     tmp_path: Path) -> None:
+def test_shadow_policy_decisions_are_recorded_beside_the_active_ones(
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", policies)
     active = (policies / "policy.csv").read_text()
@@ -178,17 +208,25 @@ def test_shadow_policy_decisions_are_recorded_beside_the_active_ones(guard_facto
     assert allow_apps_chat in active
     # The candidate stops apps from chatting, and lets them use internal-* models.
     candidate = active.replace(allow_apps_chat, "p, access, allow, chat, -, 'nobody' in r.sub.ou")
-    candidate = candidate.replace("p, access, deny, *, -, globMatch(r.obj.model, 'internal-*') && "
-                                  "!('staff' in r.sub.ou)", "")
+    candidate = candidate.replace(
+        "p, access, deny, *, -, globMatch(r.obj.model, 'internal-*') && !('staff' in r.sub.ou)", ""
+    )
     candidate += "p, access, allow, *, -, 'apps' in r.sub.ou && globMatch(r.obj.model, 'internal-*')\n"
     (policies / "candidate.csv").write_text(candidate)
     # The active policy also refuses prompts that carry an e-mail address (content stage); the candidate not.
     (policies / "policy.csv").write_text(active + "p, content, deny, *, -, 'EMAIL_ADDRESS' in r.env.pii\n")
     email_rule = f"{policies}/policy.csv:{len(active.splitlines()) + 1}"
     priv, pub = _keys(tmp_path)
-    g = guard_factory(routes=ROUTES, audit=_audit(tmp_path, priv),
-                      policy={"model": str(policies / "model.conf"), "rules": [str(policies / "policy.csv")],
-                              "shadow": {"rules": [str(policies / "candidate.csv")]}, "watch": False})
+    g = guard_factory(
+        routes=ROUTES,
+        audit=_audit(tmp_path, priv),
+        policy={
+            "model": str(policies / "model.conf"),
+            "rules": [str(policies / "policy.csv")],
+            "shadow": {"rules": [str(policies / "candidate.csv")]},
+            "watch": False,
+        },
+    )
     with httpx.Client(timeout=10) as admin:
         before = metric(admin.get(g.admin_url + "/metrics").text, "guard_shadow_disagreements_total", stage="access")
     with g.client("app") as c:
@@ -255,16 +293,27 @@ def admin_metrics(g: Any) -> str:
 
 def _key_forms(priv: Path) -> list[bytes]:
     key = serialization.load_pem_private_key(priv.read_bytes(), None)
-    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                            serialization.NoEncryption())
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     pem_body = b"".join(priv.read_bytes().splitlines()[1:-1])
-    return [raw, raw.hex().encode(), base64.b64encode(raw), base64.b64encode(raw).rstrip(b"="),
-            base64.urlsafe_b64encode(raw).rstrip(b"="), pem_body, pem_body[:40], pem_body[-40:]]
+    return [
+        raw,
+        raw.hex().encode(),
+        base64.b64encode(raw),
+        base64.b64encode(raw).rstrip(b"="),
+        base64.urlsafe_b64encode(raw).rstrip(b"="),
+        pem_body,
+        pem_body[:40],
+        pem_body[-40:],
+    ]
 
 
-def test_no_secret_reaches_the_journal_or_the_logs(guard_factory: Callable[..., Any], tmp_path: Path,
-                                                   model_server: Any, monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_reaches_the_journal_or_the_logs(
+    guard_factory: Callable[..., Any],
+    tmp_path: Path,
+    model_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from tests.audit.receivers import Receiver
 
     client_secret = "client-secret-7c1a9e55d0b34f2a"
@@ -276,17 +325,38 @@ def test_no_secret_reaches_the_journal_or_the_logs(guard_factory: Callable[..., 
     caplog.set_level(logging.DEBUG)
     with Receiver(token=hec_token) as hec:
         hec.failing = True  # the SIEM is down at first: the forwarder retries and logs why
-        sink = {"name": "splunk", "type": "splunk_hec", "url": hec.url, "token_env": "GUARD_TEST_HEC_TOKEN",
-                "batch_size": 50, "backoff_min_s": 0.05, "backoff_max_s": 0.2}
-        g = guard_factory(routes=ROUTES, audit=_audit(tmp_path, priv, sinks=[sink]), log_level="debug",
-                          upstreams={"local": {"url": model_server[1], "api": "openai", "timeout_s": 10,
-                                               "api_key_env": "GUARD_TEST_UPSTREAM_KEY"},
-                                     "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10}})
+        sink = {
+            "name": "splunk",
+            "type": "splunk_hec",
+            "url": hec.url,
+            "token_env": "GUARD_TEST_HEC_TOKEN",
+            "batch_size": 50,
+            "backoff_min_s": 0.05,
+            "backoff_max_s": 0.2,
+        }
+        g = guard_factory(
+            routes=ROUTES,
+            audit=_audit(tmp_path, priv, sinks=[sink]),
+            log_level="debug",
+            upstreams={
+                "local": {
+                    "url": model_server[1],
+                    "api": "openai",
+                    "timeout_s": 10,
+                    "api_key_env": "GUARD_TEST_UPSTREAM_KEY",
+                },
+                "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10},
+            },
+        )
         auth = {"authorization": f"Bearer {client_secret}"}
         with g.client("app") as c:
             assert chat(c, "Hello [[reply: fine]]", headers=auth).status_code == 200
-            with c.stream("POST", CHAT, headers=auth, json={"model": "gpt-4o", "stream": True, "messages": [
-                    {"role": "user", "content": "Hi"}]}) as s:
+            with c.stream(
+                "POST",
+                CHAT,
+                headers=auth,
+                json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+            ) as s:
                 assert s.status_code == 200 and s.read()
             assert chat(c, "fail [[status=500]]", headers=auth).status_code == 500
             assert chat(c, f"key {AKIA}", headers=auth).status_code == 400
@@ -294,8 +364,11 @@ def test_no_secret_reaches_the_journal_or_the_logs(guard_factory: Callable[..., 
             assert chat(c, "Hi", model="nope", headers=auth).status_code == 404
             # The client presents its own secret as the prompt: the journal keeps only a keyed hash of it.
             assert chat(c, f"my token is {client_secret} ok", headers=auth).status_code in (200, 400)
-        upstream_seen = [r["headers"] for r in model_server[0].requests
-                         if r["headers"].get("x-guard-request-id") and "guard" not in str(r["body"].get("model"))]
+        upstream_seen = [
+            r["headers"]
+            for r in model_server[0].requests
+            if r["headers"].get("x-guard-request-id") and "guard" not in str(r["body"].get("model"))
+        ]
         assert upstream_seen and all(h.get("authorization") == f"Bearer {upstream_key}" for h in upstream_seen[-3:])
         assert all(client_secret not in str(h) for h in upstream_seen)  # never forwarded upstream
         deadline = time.monotonic() + 5
@@ -315,15 +388,23 @@ def test_no_secret_reaches_the_journal_or_the_logs(guard_factory: Callable[..., 
     logs = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in mine).encode()
     written = journal_bytes(root)
     hmac_key = (root / "keys" / "content-hmac.key").read_bytes()  # makes prompt hashes unguessable: secret too
-    secrets = [client_secret.encode(), upstream_key.encode(), hec_token.encode(), *_key_forms(priv),
-               hmac_key, hmac_key.hex().encode(), base64.b64encode(hmac_key)]
+    secrets = [
+        client_secret.encode(),
+        upstream_key.encode(),
+        hec_token.encode(),
+        *_key_forms(priv),
+        hmac_key,
+        hmac_key.hex().encode(),
+        base64.b64encode(hmac_key),
+    ]
     for s in secrets:
         assert s not in written, f"secret {s[:12]!r}... in the journal"
         assert s not in logs, f"secret {s[:12]!r}... in the logs"
 
 
-def test_redacted_capture_keeps_texts_only_as_the_screens_left_them(guard_factory: Callable[..., Any],
-                                                                     tmp_path: Path) -> None:
+def test_redacted_capture_keeps_texts_only_as_the_screens_left_them(
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     from guard.audit import recorder
     from guard.filters.pii_transform import CTX_KEY
 
@@ -333,8 +414,12 @@ def test_redacted_capture_keeps_texts_only_as_the_screens_left_them(guard_factor
     with g.client("app") as c:
         echoed = chat(c, f"Write to {EMAIL} [[echo]]")  # pseudonymized upstream, restored in the answer
         assert echoed.status_code == 200 and EMAIL in echoed.json()["choices"][0]["message"]["content"]
-        refused = [chat(c, f"my social security number is {SSN}"), chat(c, f"use {AKIA}"),
-                   chat(c, f"mail {EMAIL}", model="no-such-model"), chat(c, f"mail {EMAIL}", model="internal-x")]
+        refused = [
+            chat(c, f"my social security number is {SSN}"),
+            chat(c, f"use {AKIA}"),
+            chat(c, f"mail {EMAIL}", model="no-such-model"),
+            chat(c, f"mail {EMAIL}", model="internal-x"),
+        ]
     assert [r.status_code for r in refused] == [400, 400, 404, 403]
     g.stop()
     root = Path(g.config.audit.dir)
@@ -352,15 +437,20 @@ def test_redacted_capture_keeps_texts_only_as_the_screens_left_them(guard_factor
 
 
 def test_an_exchange_that_failed_after_going_upstream_is_completed_not_denied(
-        guard_factory: Callable[..., Any], tmp_path: Path) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     priv, _ = _keys(tmp_path)
     dead = f"http://127.0.0.1:{free_port()}"
-    g = guard_factory(routes=[*ROUTES, {"model": "dead-*", "upstream": "dead"}], audit=_audit(tmp_path, priv),
-                      upstreams={"dead": {"url": dead, "api": "openai", "timeout_s": 2}})
+    g = guard_factory(
+        routes=[*ROUTES, {"model": "dead-*", "upstream": "dead"}],
+        audit=_audit(tmp_path, priv),
+        upstreams={"dead": {"url": dead, "api": "openai", "timeout_s": 2}},
+    )
     with g.client("app") as c:
         unreachable = chat(c, "Hi", model="dead-model")
-        with c.stream("POST", CHAT, json={"model": "gpt-4o", "messages": [
-                {"role": "user", "content": "[[reset]]"}]}) as s:  # the upstream drops the connection
+        with c.stream(
+            "POST", CHAT, json={"model": "gpt-4o", "messages": [{"role": "user", "content": "[[reset]]"}]}
+        ) as s:  # the upstream drops the connection
             s.read()
     assert unreachable.status_code == 502
     g.stop()
@@ -371,6 +461,7 @@ def test_an_exchange_that_failed_after_going_upstream_is_completed_not_denied(
 
 # --- crash: kill -9 of `guard serve` under concurrent load --------------------------------------------------
 
+
 class GuardProcess:
     """`guard serve --config FILE` as an operator runs it, its log in a file."""
 
@@ -380,8 +471,9 @@ class GuardProcess:
 
     def start(self, timeout: float = 30) -> GuardProcess:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([GUARD, "serve", "--config", str(self.cfg_path)], stdout=out,
-                                         stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                [GUARD, "serve", "--config", str(self.cfg_path)], stdout=out, stderr=subprocess.STDOUT, env=self.env
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"guard serve exited: {self.log.read_text()[-3000:]}"
@@ -404,8 +496,15 @@ class GuardProcess:
             self.proc.wait(10)
 
 
-def _load(url: str, ctx: Any, stop: threading.Event, results: list[tuple[int, str]], errors: list[str],
-          headers: dict[str, str], limit: int = 300) -> None:
+def _load(
+    url: str,
+    ctx: Any,
+    stop: threading.Event,
+    results: list[tuple[int, str]],
+    errors: list[str],
+    headers: dict[str, str],
+    limit: int = 300,
+) -> None:
     """One client: chat requests until ``stop`` (at most ``limit``); records (status, request id) of every
     response it received whole."""
     with httpx.Client(base_url=url, verify=ctx, timeout=5) as c:
@@ -421,19 +520,31 @@ def _load(url: str, ctx: Any, stop: threading.Event, results: list[tuple[int, st
 
 
 def test_kill_9_under_load_leaves_a_verifiable_journal_with_every_answered_request(
-        pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
+    pki_dir: Path, model_server: Any, tmp_path: Path
+) -> None:
     url = model_server[1]
     priv, pub = _keys(tmp_path)
     port, admin_port = free_port(), free_port()
     client_secret, upstream_key = "client-secret-crash-91be2f0c", "upstream-key-crash-6d0a47e3"
     filters = screening_filters(tmp_path / "filters", url)
     (filters / "pii.yaml").unlink()  # denylist and Llama Guard only: Presidio's import costs seconds per start
-    cfg = guard_config(pki_dir, url, port, admin_port, routes=ROUTES, log_level="debug", shutdown_deadline_s=2,
-                       audit=_audit(tmp_path, priv, checkpoint_events=50), filters={"dir": str(filters)},
-                       policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")],
-                               "watch": False},
-                       upstreams={"local": {"url": url, "api": "openai", "timeout_s": 10,
-                                            "api_key_env": "GUARD_TEST_UPSTREAM_KEY"}})
+    cfg = guard_config(
+        pki_dir,
+        url,
+        port,
+        admin_port,
+        routes=ROUTES,
+        log_level="debug",
+        shutdown_deadline_s=2,
+        audit=_audit(tmp_path, priv, checkpoint_events=50),
+        filters={"dir": str(filters)},
+        policy={
+            "model": str(ROOT / "policies/model.conf"),
+            "rules": [str(ROOT / "policies/policy.csv")],
+            "watch": False,
+        },
+        upstreams={"local": {"url": url, "api": "openai", "timeout_s": 10, "api_key_env": "GUARD_TEST_UPSTREAM_KEY"}},
+    )
     cfg_path = write_config(tmp_path / "guard.yaml", cfg)
     env = {**os.environ, "GUARD_TEST_UPSTREAM_KEY": upstream_key}
     log = tmp_path / "guard.log"
@@ -447,8 +558,10 @@ def test_kill_9_under_load_leaves_a_verifiable_journal_with_every_answered_reque
         results: list[tuple[int, str]] = []
         errors: list[str] = []
         auth = {"authorization": f"Bearer {client_secret}"}
-        threads = [threading.Thread(target=_load, args=(f"https://localhost:{port}", ctx, stop, results, errors, auth))
-                   for _ in range(8)]
+        threads = [
+            threading.Thread(target=_load, args=(f"https://localhost:{port}", ctx, stop, results, errors, auth))
+            for _ in range(8)
+        ]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 10
@@ -500,16 +613,22 @@ def test_kill_9_under_load_leaves_a_verifiable_journal_with_every_answered_reque
         assert len(torn) == 1 and torn[0]["acknowledged"], doc
         assert journal_errors(root) == []
         events = journal_events(root)
-        recovery = [e["checkpoint"]["recovery"] for e in events
-                    if e["type"] == "audit.checkpoint" and e["checkpoint"].get("recovery")]
+        recovery = [
+            e["checkpoint"]["recovery"]
+            for e in events
+            if e["type"] == "audit.checkpoint" and e["checkpoint"].get("recovery")
+        ]
         assert any(r.get("torn_bytes") == torn_bytes for r in recovery), recovery
         assert "exchange.completed" in by_request(events)[after.headers["x-guard-request-id"]]
         # Nothing secret in the journal or in Guard's own log (debug level).
         written, logged = journal_bytes(root), log.read_bytes()
         for secret in (client_secret.encode(), upstream_key.encode(), *_key_forms(priv)):
             assert secret not in written and secret not in logged, secret[:12]
-        forwarded = [r for r in model_server[0].requests
-                     if r["headers"].get("x-guard-request-id") == after.headers["x-guard-request-id"]]
+        forwarded = [
+            r
+            for r in model_server[0].requests
+            if r["headers"].get("x-guard-request-id") == after.headers["x-guard-request-id"]
+        ]
         assert [r["headers"].get("authorization") for r in forwarded] == [f"Bearer {upstream_key}"]
     finally:
         gp.kill()
@@ -531,10 +650,22 @@ def _process_config(pki_dir: Path, url: str, tmp_path: Path, priv: Path, **over:
     filters = screening_filters(tmp_path / "filters", url)
     (filters / "pii.yaml").unlink()  # denylist and Llama Guard only: Presidio's import costs seconds per start
     port, admin_port = free_port(), free_port()
-    cfg = guard_config(pki_dir, url, port, admin_port, routes=ROUTES, shutdown_deadline_s=2,
-                       audit=_audit(tmp_path, priv, checkpoint_events=50), filters={"dir": str(filters)},
-                       policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(ROOT / "policies/policy.csv")],
-                               "watch": False}, **over)
+    cfg = guard_config(
+        pki_dir,
+        url,
+        port,
+        admin_port,
+        routes=ROUTES,
+        shutdown_deadline_s=2,
+        audit=_audit(tmp_path, priv, checkpoint_events=50),
+        filters={"dir": str(filters)},
+        policy={
+            "model": str(ROOT / "policies/model.conf"),
+            "rules": [str(ROOT / "policies/policy.csv")],
+            "watch": False,
+        },
+        **over,
+    )
     return write_config(tmp_path / "guard.yaml", cfg), f"http://127.0.0.1:{admin_port}", port
 
 
@@ -545,7 +676,8 @@ def _client_ctx(pki_dir: Path) -> ssl.SSLContext:
 
 
 def test_a_worker_killed_under_load_is_restarted_and_continues_its_own_chain(
-        pki_dir: Path, model_server: Any, tmp_path: Path) -> None:
+    pki_dir: Path, model_server: Any, tmp_path: Path
+) -> None:
     priv, pub = _keys(tmp_path)
     cfg_path, admin_url, port = _process_config(pki_dir, model_server[1], tmp_path, priv, workers=2)
     gp = GuardProcess(cfg_path, tmp_path / "guard.log", dict(os.environ), admin_url)
@@ -561,15 +693,26 @@ def test_a_worker_killed_under_load_is_restarted_and_continues_its_own_chain(
         stop = threading.Event()
         results: list[tuple[int, str]] = []
         errors: list[str] = []
-        threads = [threading.Thread(target=_load, args=(f"https://localhost:{port}", _client_ctx(pki_dir), stop,
-                                                        results, errors, {})) for _ in range(8)]
+        threads = [
+            threading.Thread(
+                target=_load, args=(f"https://localhost:{port}", _client_ctx(pki_dir), stop, results, errors, {})
+            )
+            for _ in range(8)
+        ]
         for t in threads:
             t.start()
         while len(results) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
+
         def worker0_pid() -> int | None:  # worker 0's pid, by its own guard.started record
-            return next((e["guard"]["pid"] for e in journal_events(root)
-                         if e["type"] == "guard.started" and e["guard"]["worker"] == 0), None)
+            return next(
+                (
+                    e["guard"]["pid"]
+                    for e in journal_events(root)
+                    if e["type"] == "guard.started" and e["guard"]["worker"] == 0
+                ),
+                None,
+            )
 
         while worker0_pid() is None:
             assert time.monotonic() < deadline + 10, "worker 0 did not start"
@@ -630,6 +773,7 @@ def test_workers_do_not_outlive_a_master_killed_with_9(pki_dir: Path, model_serv
 
 # --- disk full: the journal cannot be written ---------------------------------------------------------------
 
+
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (needs the right to mount; skipped where the test may not)."""
@@ -637,8 +781,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
     try:
@@ -665,7 +810,8 @@ def _fill(path: Path) -> None:
 
 
 def test_a_full_disk_refuses_requests_with_503_and_never_answers_unrecorded(
-        guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="guard")
     client_secret = "client-secret-diskfull-4e7a0b19"
     priv, pub = _keys(tmp_path)
@@ -719,8 +865,9 @@ def test_a_full_disk_refuses_requests_with_503_and_never_answers_unrecorded(
         from tests.hardening.conftest import tls_socket
 
         with tls_socket(g.url, g.ssl_context("app")) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n"
-                      b"content-length: 3\r\n\r\n{}")
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}"
+            )
             raw = b""
             while chunk := s.recv(65536):
                 raw += chunk
@@ -748,7 +895,8 @@ def test_a_full_disk_refuses_requests_with_503_and_never_answers_unrecorded(
 
 
 def test_listing_models_is_refused_with_503_while_the_journal_cannot_be_written(
-        guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path
+) -> None:
     priv, _ = _keys(tmp_path)
     g = guard_factory(routes=ROUTES, audit={**_audit(tmp_path, priv), "dir": str(small_fs / "audit")})
     with g.client("app") as c:

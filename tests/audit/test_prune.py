@@ -5,6 +5,7 @@ resumes each chain from it; removing anything any other way (or dropping, editin
 the record) is still reported as tampering. Prune refuses a journal that does not verify and events a
 sink has not delivered. The writer resumes a pruned chain as usual. Driven through the CLI.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ def _segs(root: Path) -> list[Path]:
     return layout.segments(root, CHAIN)
 
 
-def test_prune_removes_old_segments_and_the_chain_still_verifies(journal_dir: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_prune_removes_old_segments_and_the_chain_still_verifies(
+    journal_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = journal_dir
     segs = _segs(root)
     assert len(segs) >= 4
@@ -80,7 +82,8 @@ def test_prune_removes_old_segments_and_the_chain_still_verifies(journal_dir: Pa
 
 
 def test_a_prune_interrupted_before_removing_its_files_still_verifies_and_is_finished_next_time(
-        journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = journal_dir
     segs = _segs(root)
     kept = tmp_path / "copy"
@@ -131,14 +134,20 @@ def _tamper_cases(root: Path, tmp_path: Path) -> dict[str, Any]:
         line = Signer.from_file(other_priv).seal_line(body, CHAIN, rec["seq"], rec["prev"])[0]
         (d / "PRUNED.json").write_bytes(line)
 
-    return {"drop_record": (drop_record, "seq_gap"), "edit_record": (edit_record, "hash_mismatch"),
-            "remove_next_segment": (remove_next_segment, "seq_gap"), "forge_record": (forge_record, "unknown_key")}
+    return {
+        "drop_record": (drop_record, "seq_gap"),
+        "edit_record": (edit_record, "hash_mismatch"),
+        "remove_next_segment": (remove_next_segment, "seq_gap"),
+        "forge_record": (forge_record, "unknown_key"),
+    }
 
 
-@pytest.mark.parametrize("case", ["drop_record", "edit_record", "remove_next_segment", "forge_record",
-                                  "replay_older_record"])
-def test_removing_anything_else_is_still_tampering(journal_dir: Path, tmp_path: Path, case: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "case", ["drop_record", "edit_record", "remove_next_segment", "forge_record", "replay_older_record"]
+)
+def test_removing_anything_else_is_still_tampering(
+    journal_dir: Path, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = journal_dir
     segs = _segs(root)
     d = layout.chains_dir(root) / CHAIN
@@ -174,12 +183,14 @@ def test_prune_keeps_what_a_sink_has_not_delivered(journal_dir: Path, capsys: py
     through = sum(1 for s in segs[:2] for _ in layout.iter_lines(s))
     cursors = root / "cursors"
     cursors.mkdir()
-    (cursors / "splunk.json").write_text(json.dumps(
-        {"sink": "splunk", "chains": {CHAIN: {"segment": segs[1].name, "offset": 0, "seq": through - 1}}}))
+    (cursors / "splunk.json").write_text(
+        json.dumps({"sink": "splunk", "chains": {CHAIN: {"segment": segs[1].name, "offset": 0, "seq": through - 1}}})
+    )
     rc, _, err = _cli(capsys, "prune", str(root), "--before", before)
     assert rc == 1 and "splunk (at seq" in err and all(s.exists() for s in segs)
-    (cursors / "splunk.json").write_text(json.dumps(
-        {"sink": "splunk", "chains": {CHAIN: {"segment": segs[2].name, "offset": 0, "seq": through}}}))
+    (cursors / "splunk.json").write_text(
+        json.dumps({"sink": "splunk", "chains": {CHAIN: {"segment": segs[2].name, "offset": 0, "seq": through}}})
+    )
     assert _cli(capsys, "prune", str(root), "--before", before)[0] == 0 and not segs[1].exists()
 
 

@@ -1,4 +1,5 @@
 """The pipeline's Recorder protocol, backed by the journal: what the lead's proxy writes validates."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,10 +24,23 @@ from .conftest import make_settings
 
 
 def _ex(rid: str) -> Exchange:
-    ex = Exchange(request_id=rid, api="openai", operation="chat", model="gpt-4o", path="/v1/chat/completions",
-                  body={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi <EMAIL_ADDRESS>"},
-                                                       {"role": "user", "content": [{"type": "text", "text": "more"}]}]},
-                  client_ip="10.0.0.1", upstream="local", trace_id="ab" * 16)
+    ex = Exchange(
+        request_id=rid,
+        api="openai",
+        operation="chat",
+        model="gpt-4o",
+        path="/v1/chat/completions",
+        body={
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "user", "content": "hi <EMAIL_ADDRESS>"},
+                {"role": "user", "content": [{"type": "text", "text": "more"}]},
+            ],
+        },
+        client_ip="10.0.0.1",
+        upstream="local",
+        trace_id="ab" * 16,
+    )
     ex.principal = Principal(subject="CN=a", cn="a", ou=("x",), fingerprint="ef" * 32)
     ex.access = Decision("access", "allow", "policies/policy.csv:4", "f" * 64, ("policies/policy.csv:4",))
     ex.content = Decision("content", "allow", "policies/policy.csv:9", "f" * 64)
@@ -42,13 +56,22 @@ def test_recorder_writes_started_completed_and_denied_events_that_validate(tmp_p
     async def go() -> None:
         ok = _ex("r1")
         await rec.started(ok)
-        await rec.finished(ok, "exchange.completed", {"status": 200, "bytes": 99, "finish_reasons": ["stop", "stop"],
-                                                     "usage": {"prompt_tokens": 3, "completion_tokens": 2,
-                                                               "total_tokens": 5}, "answer_text": "hello"})
+        await rec.finished(
+            ok,
+            "exchange.completed",
+            {
+                "status": 200,
+                "bytes": 99,
+                "finish_reasons": ["stop", "stop"],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                "answer_text": "hello",
+            },
+        )
         denied = _ex("r2")
         denied.access = Decision("access", "deny", "", "f" * 64, error="")
-        await rec.finished(denied, "exchange.denied", {"status": 403, "reason": "access_denied",
-                                                      "error_type": "permission_denied"})
+        await rec.finished(
+            denied, "exchange.denied", {"status": 403, "reason": "access_denied", "error_type": "permission_denied"}
+        )
         broken = _ex("r3")
         await rec.started(broken)
         await rec.finished(broken, "exchange.completed", {"status": 502, "reason": "upstream_bad_stream", "bytes": 0})

@@ -1,6 +1,7 @@
 """The RELP sink against rsyslog's own imrelp module (rsyslogd with rsyslog-relp, Debian packages): every event
 arrives through an outage, and what is sent twice is at most the batch that was in flight, where plain syslog
 re-sends its replay window. The framing parser refuses what is not RELP."""
+
 from __future__ import annotations
 
 import socket
@@ -33,8 +34,14 @@ def test_the_relp_parser_takes_whole_frames_and_refuses_what_is_not_relp() -> No
     assert _parse(b"12 rsp 6 200 OK\n3 rsp") == (12, b"rsp", b"200 OK", 16)
     for partial in (b"", b"1", b"1 rsp", b"1 rsp 6", b"1 rsp 6 200 O", b"1 rsp 6 200 OK"):
         assert _parse(partial) is None, partial
-    for bad in (b"x rsp 6 200 OK\n", b"1 r$p 6 200 OK\n", b"1 rsp 6 200 OKX", b"1 rsp 6x200 OK\n",
-                b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 40, b"1 rsp " + b"9" * 12 + b" x\n"):
+    for bad in (
+        b"x rsp 6 200 OK\n",
+        b"1 r$p 6 200 OK\n",
+        b"1 rsp 6 200 OKX",
+        b"1 rsp 6x200 OK\n",
+        b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"x" * 40,
+        b"1 rsp " + b"9" * 12 + b" x\n",
+    ):
         with pytest.raises(SinkError):
             _parse(bad)
 
@@ -96,8 +103,19 @@ class StandInRelp(threading.Thread):
 def test_after_a_session_breaks_mid_batch_relp_resends_from_the_first_unacknowledged_event(tmp_path: Path) -> None:
     server = StandInRelp(ack_first=37)
     server.start()
-    s = make_settings(tmp_path / "audit", sinks=[{"name": "relp", "type": "relp", "host": "127.0.0.1",
-                                                  "port": server.port, "batch_size": 100, "backoff_min_s": 0.05}])
+    s = make_settings(
+        tmp_path / "audit",
+        sinks=[
+            {
+                "name": "relp",
+                "type": "relp",
+                "host": "127.0.0.1",
+                "port": server.port,
+                "batch_size": 100,
+                "backoff_min_s": 0.05,
+            }
+        ],
+    )
     j = Journal(s, "w1")
     for i in range(80):
         j.append_sync(sample(i))

@@ -1,4 +1,5 @@
 """Every event the builders produce validates against audit/event.schema.json, sealed as in the journal."""
+
 from __future__ import annotations
 
 import json
@@ -26,19 +27,43 @@ class _Decision:
 
 
 def _exchange() -> Exchange:
-    ex = Exchange(request_id="req-1", api="openai", operation="chat", model="gpt-4o", path="/v1/chat/completions",
-                  body={"model": "gpt-4o", "messages": []}, stream=True, client_ip="10.0.0.7", body_bytes=321,
-                  upstream="local", trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
-    ex.principal = Principal(subject="CN=app-a,OU=team-x", cn="app-a", ou=("team-x",),
-                             spiffe_id="spiffe://example.org/app-a", fingerprint="cd" * 32)
+    ex = Exchange(
+        request_id="req-1",
+        api="openai",
+        operation="chat",
+        model="gpt-4o",
+        path="/v1/chat/completions",
+        body={"model": "gpt-4o", "messages": []},
+        stream=True,
+        client_ip="10.0.0.7",
+        body_bytes=321,
+        upstream="local",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+    )
+    ex.principal = Principal(
+        subject="CN=app-a,OU=team-x",
+        cn="app-a",
+        ou=("team-x",),
+        spiffe_id="spiffe://example.org/app-a",
+        fingerprint="cd" * 32,
+    )
     ex.access = _Decision("allow", "p, team-x, gpt-*, chat", "sha256:abc")
     ex.content = {"effect": "allow", "rule": "c1", "policy_version": "sha256:abc", "profile": "default"}
     ex.stage_ms = {"identity": 0.02, "access": 0.1, "screens": 3.0}
     ex.verdicts = [
         Verdict("pii", "prompt", action="redact", entities={"EMAIL_ADDRESS": 2}, latency_ms=2.5, modified=True),
         Verdict("safety", "prompt", score=0.01, latency_ms=12.0),
-        Verdict("safety", "response", status="ok", categories=["S2"], score=1.0, action="block", blocked=True,
-                code="unsafe_content", latency_ms=9.0),
+        Verdict(
+            "safety",
+            "response",
+            status="ok",
+            categories=["S2"],
+            score=1.0,
+            action="block",
+            blocked=True,
+            code="unsafe_content",
+            latency_ms=9.0,
+        ),
     ]
     return ex
 
@@ -53,15 +78,41 @@ def all_events(capture: ev.ContentCapture) -> list[dict[str, Any]]:
         ev.config_reload("filters", True, "ab" * 32, ["filters/pii.yaml"], "signal"),
         ev.config_reload("tls", False, "cd" * 32, ["tls/crl.pem"], "admin", "unreadable CRL", "tls/crl.pem", 3),
         ev.exchange_started(ex, capture, prompt="hello alice@example.com", shadow={"access": {"effect": "deny"}}),
-        ev.exchange_completed(ex, 200, "stop", 1234, {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                              capture, prompt="hello", answer="hi there", latency_ms={"upstream": 40.0, "total": 55.5}),
+        ev.exchange_completed(
+            ex,
+            200,
+            "stop",
+            1234,
+            {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            capture,
+            prompt="hello",
+            answer="hi there",
+            latency_ms={"upstream": 40.0, "total": 55.5},
+        ),
         ev.exchange_completed(ex, 502, None, 0, None, capture, error="upstream_timeout"),
         ev.exchange_denied(ex, 403, "access_denied", "access", capture, prompt="hello"),
         ev.guard_stopped("shutdown"),
-        ev.console_access("console.view", "CN=carol-auditor,OU=auditors", "certificate", "/console/search", 200,
-                          "ab" * 32, query={"model": "gpt-4o", "decision": "blocked"}, results=3),
-        ev.console_access("console.export", "token", "token", "/console/export", 200, query={"principal": "app"},
-                          results=5, formats=["jsonl", "csv"], pack_sha256="cd" * 32),
+        ev.console_access(
+            "console.view",
+            "CN=carol-auditor,OU=auditors",
+            "certificate",
+            "/console/search",
+            200,
+            "ab" * 32,
+            query={"model": "gpt-4o", "decision": "blocked"},
+            results=3,
+        ),
+        ev.console_access(
+            "console.export",
+            "token",
+            "token",
+            "/console/export",
+            200,
+            query={"principal": "app"},
+            results=5,
+            formats=["jsonl", "csv"],
+            pack_sha256="cd" * 32,
+        ),
     ]
 
 
@@ -74,7 +125,11 @@ def test_every_event_type_validates_when_sealed_in_the_journal(tmp_path: Path, l
         j.append_sync(e)
     j.close()
     n = assert_journal_valid(tmp_path)
-    types = {json.loads(line)["type"] for s in (tmp_path / "chains" / "w1").glob("*.jsonl") for line in s.read_bytes().splitlines()}
+    types = {
+        json.loads(line)["type"]
+        for s in (tmp_path / "chains" / "w1").glob("*.jsonl")
+        for line in s.read_bytes().splitlines()
+    }
     assert types == set(ev.EVENT_TYPES) and n >= 9
 
 
@@ -127,10 +182,16 @@ def test_canonical_form_equals_rfc8785_for_any_json_value() -> None:
 
     from guard.audit.seal import canonical
 
-    scalars = st.none() | st.booleans() | st.integers(-2**53 + 1, 2**53 - 1) | \
-        st.floats(allow_nan=False, allow_infinity=False) | st.text()
-    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
-                          max_leaves=20)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**53) + 1, 2**53 - 1)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text()
+    )
+    values = st.recursive(
+        scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4), max_leaves=20
+    )
 
     @settings(max_examples=400, deadline=None, database=None)
     @given(values)
@@ -155,8 +216,26 @@ def test_canonical_numbers_equal_rfc8785_across_magnitudes() -> None:
     from guard.audit.seal import canonical
 
     r = random.Random(8785)
-    values: list[float] = [1e-7, 1e-6, 9.999999e-6, 1e-5, 1e-4, 0.0001, 1e15, 9.999999999999998e15, 1e16, 1e20,
-                           1e21, 2.0**53, 2.0**53 - 1, -0.0, 0.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308]
+    values: list[float] = [
+        1e-7,
+        1e-6,
+        9.999999e-6,
+        1e-5,
+        1e-4,
+        0.0001,
+        1e15,
+        9.999999999999998e15,
+        1e16,
+        1e20,
+        1e21,
+        2.0**53,
+        2.0**53 - 1,
+        -0.0,
+        0.0,
+        0.1 + 0.2,
+        5e-324,
+        1.7976931348623157e308,
+    ]
     for i in range(30000):
         x = r.choice((1, -1)) * 10 ** r.uniform(-9, 22)
         if i % 3 == 0:
@@ -190,12 +269,42 @@ def test_the_c_number_check_answers_as_the_python_walk() -> None:
     class Ratio(float):
         pass
 
-    edges = st.sampled_from([2**53 - 1, 2**53, -(2**53) + 1, -(2**53), 2**64, -(2**70), 0, True, False, 1e-4,
-                             9.9999e-5, 1e16, 9.999999999999998e15, 2.0**53, 2.0**53 - 1, -0.0, 0.0, 1.0, 0.5,
-                             math.nan, math.inf, -math.inf, Level.HIGH, Ratio(1e-9), None, "1e400"])
+    edges = st.sampled_from(
+        [
+            2**53 - 1,
+            2**53,
+            -(2**53) + 1,
+            -(2**53),
+            2**64,
+            -(2**70),
+            0,
+            True,
+            False,
+            1e-4,
+            9.9999e-5,
+            1e16,
+            9.999999999999998e15,
+            2.0**53,
+            2.0**53 - 1,
+            -0.0,
+            0.0,
+            1.0,
+            0.5,
+            math.nan,
+            math.inf,
+            -math.inf,
+            Level.HIGH,
+            Ratio(1e-9),
+            None,
+            "1e400",
+        ]
+    )
     scalars = edges | st.integers() | st.floats() | st.text(max_size=3)
-    values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.tuples(c, c)
-                          | st.dictionaries(st.text(max_size=3), c, max_size=4), max_leaves=25)
+    values = st.recursive(
+        scalars,
+        lambda c: st.lists(c, max_size=4) | st.tuples(c, c) | st.dictionaries(st.text(max_size=3), c, max_size=4),
+        max_leaves=25,
+    )
 
     @settings(max_examples=1500, deadline=None, database=None)
     @given(values)

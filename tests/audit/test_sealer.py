@@ -5,6 +5,7 @@ Through the real proxy: the sealer killed under traffic fails requests closed (5
 a new sealer resumes the same chain with a recovery checkpoint, and the journal verifies; the worker's
 /metrics shows the fsyncs and events the sealer reports; ``sealer: thread`` writes the same journal in-process.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,13 @@ ROUTES = [{"model": "gpt-*", "upstream": "local"}]
 
 def _setup(tmp_path: Path, **kw: Any) -> tuple[dict[str, Any], Path]:
     priv, pub, _ = keygen(tmp_path / "audit-keys")
-    return {"dir": str(tmp_path / "audit"), "signing_key": str(priv), "checkpoint_events": 20, "sealer": "process",
-            **kw}, pub
+    return {
+        "dir": str(tmp_path / "audit"),
+        "signing_key": str(priv),
+        "checkpoint_events": 20,
+        "sealer": "process",
+        **kw,
+    }, pub
 
 
 def _metrics(g: Any) -> str:
@@ -36,7 +42,8 @@ def _metrics(g: Any) -> str:
 
 
 def test_a_killed_sealer_refuses_requests_until_a_new_one_resumes_the_chain(
-        guard_factory: Callable[..., Any], tmp_path: Path) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     audit, pub = _setup(tmp_path)
     g = guard_factory(routes=ROUTES, audit=audit)
     journal = g.runtime.journal
@@ -77,12 +84,15 @@ def test_a_killed_sealer_refuses_requests_until_a_new_one_resumes_the_chain(
     events = journal_events(root)
     recs = by_request(events)
     assert not [rid for rid in answered if "exchange.started" not in recs.get(rid, {})]
-    recovery = [e["checkpoint"] for e in events if e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "recovery"]
+    recovery = [
+        e["checkpoint"] for e in events if e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "recovery"
+    ]
     assert recovery and recovery[-1]["recovery"].get("unclean_stop") is True, recovery
 
 
-def test_the_worker_reports_what_its_sealer_wrote_in_its_metrics(guard_factory: Callable[..., Any],
-                                                                   tmp_path: Path) -> None:
+def test_the_worker_reports_what_its_sealer_wrote_in_its_metrics(
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     audit, _ = _setup(tmp_path, durability="fsync")
     g = guard_factory(routes=ROUTES, audit=audit)
     m0 = _metrics(g)
@@ -90,14 +100,18 @@ def test_the_worker_reports_what_its_sealer_wrote_in_its_metrics(guard_factory: 
         for i in range(6):
             assert chat(c, f"hello {i}").status_code == 200
     m1 = _metrics(g)
-    fsyncs = metric(m1, "guard_audit_fsync_duration_seconds_count") - metric(m0, "guard_audit_fsync_duration_seconds_count")
-    started = (metric(m1, "guard_audit_events_total", type="exchange.started")
-               - metric(m0, "guard_audit_events_total", type="exchange.started"))
+    fsyncs = metric(m1, "guard_audit_fsync_duration_seconds_count") - metric(
+        m0, "guard_audit_fsync_duration_seconds_count"
+    )
+    started = metric(m1, "guard_audit_events_total", type="exchange.started") - metric(
+        m0, "guard_audit_events_total", type="exchange.started"
+    )
     assert fsyncs >= 6 and started == 6  # fsync durability: each sequential request waited for its own fsync
 
 
-def test_the_thread_sealer_writes_the_same_verifiable_journal(guard_factory: Callable[..., Any],
-                                                              tmp_path: Path) -> None:
+def test_the_thread_sealer_writes_the_same_verifiable_journal(
+    guard_factory: Callable[..., Any], tmp_path: Path
+) -> None:
     audit, pub = _setup(tmp_path, sealer="thread")
     g = guard_factory(routes=ROUTES, audit=audit)
     assert type(g.runtime.journal) is Journal
@@ -142,8 +156,13 @@ def test_auto_picks_a_sealer_process_only_with_two_cpus_per_worker(monkeypatch: 
 
     s = AuditSettings(dir=tmp_path)
     assert s.sealer == "auto"
-    for cpus, workers, kind in ((2, 1, "process"), (2, 2, "thread"), (1, 1, "thread"), (8, 4, "process"),
-                                (8, 5, "thread")):
+    for cpus, workers, kind in (
+        (2, 1, "process"),
+        (2, 2, "thread"),
+        (1, 1, "thread"),
+        (8, 4, "process"),
+        (8, 5, "thread"),
+    ):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
         assert s.sealer_for(workers) == kind, (cpus, workers)
     assert AuditSettings(dir=tmp_path, sealer="process").sealer_for(64) == "process"
@@ -170,8 +189,10 @@ def test_an_exchanges_facts_become_in_the_sealer_the_event_the_thread_journal_as
         ex = _ex("r1")
         await j.append_facts(ev.started_facts(ex, content))
         ex.stage_ms["upstream_total"] = 5.0  # after the append: belongs to exchange.completed only
-        await j.append_facts(ev.completed_facts(ex, 200, "stop", 42, {"input_tokens": 3, "output_tokens": 2},
-                                                content, {"total": 7.25}), wait=False)
+        await j.append_facts(
+            ev.completed_facts(ex, 200, "stop", 42, {"input_tokens": 3, "output_tokens": 2}, content, {"total": 7.25}),
+            wait=False,
+        )
         if isinstance(j, ProcessJournal):
             try:
                 await j.append_facts(("exchange.started", 1, ("r2",)))
@@ -181,8 +202,10 @@ def test_an_exchanges_facts_become_in_the_sealer_the_event_the_thread_journal_as
                 raise AssertionError("malformed facts were accepted")
             await j.append_facts(ev.denied_facts(_ex("r3"), 403, "forbidden", "access"))
 
-    for journal in (ProcessJournal(AuditSettings(**audit), "w1"),
-                    Journal(AuditSettings(**{**audit, "dir": str(thread_dir)}), "w1")):
+    for journal in (
+        ProcessJournal(AuditSettings(**audit), "w1"),
+        Journal(AuditSettings(**{**audit, "dir": str(thread_dir)}), "w1"),
+    ):
         asyncio.run(go(journal))
         journal.close()
     rc, doc = verify(Path(audit["dir"]), pub)
@@ -191,8 +214,11 @@ def test_an_exchanges_facts_become_in_the_sealer_the_event_the_thread_journal_as
 
     def records(root: Path) -> dict[tuple[str, str], dict[str, Any]]:
         skip = {"id", "time", "hash", "sig", "prev", "seq", "chain", "key_id"}
-        return {(e["request_id"], e["type"]): {k: v for k, v in e.items() if k not in skip}
-                for e in journal_events(root) if e.get("request_id")}
+        return {
+            (e["request_id"], e["type"]): {k: v for k, v in e.items() if k not in skip}
+            for e in journal_events(root)
+            if e.get("request_id")
+        }
 
     process, thread = records(Path(audit["dir"])), records(thread_dir)
     assert set(process) == {("r1", "exchange.started"), ("r1", "exchange.completed"), ("r3", "exchange.denied")}

@@ -60,9 +60,18 @@ def test_writer_ids_are_stable_per_worker_and_sanitised(tmp_path: Path) -> None:
 
 def test_client_supplied_text_that_json_cannot_encode_is_cleaned_not_fatal(tmp_path: Path) -> None:
     j = Journal(make_settings(tmp_path), "w1")
-    e = j.append_sync(ev.new_event("exchange.denied", request_id="r", api="openai", operation="chat",
-                                   model="bad\ud800model", decisions={}, outcome={"status": 400, "bytes": 0},
-                                   denial={"stage": "parse", "code": "bad_request"}))
+    e = j.append_sync(
+        ev.new_event(
+            "exchange.denied",
+            request_id="r",
+            api="openai",
+            operation="chat",
+            model="bad\ud800model",
+            decisions={},
+            outcome={"status": 400, "bytes": 0},
+            denial={"stage": "parse", "code": "bad_request"},
+        )
+    )
     j.close()
     assert e["model"] == "bad?model"
     from guard.audit.seal import load_public_keys

@@ -5,6 +5,7 @@ verdicts must agree: valid signatures, every single-bit flip, a non-canonical s,
 not canonically encoded, a key of small order. The one documented difference (an R with a torsion
 component, which takes the private key to make) is shown too, so the docstring cannot drift from the code.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,8 +68,9 @@ def test_the_fast_path_is_the_one_in_use(key: tuple[bytes, bytes]) -> None:
 
 
 @pytest.mark.parametrize("zebra", [True, False], ids=["ed25519-zebra", "libsodium-only"])
-def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(key: tuple[bytes, bytes], zebra: bool,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(
+    key: tuple[bytes, bytes], zebra: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not zebra:
         monkeypatch.setattr(seal, "_zebra_verify", None)
     pk, sk = key

@@ -1,4 +1,5 @@
 """TLS sinks verify the server: a private CA must be configured (`ca`), never switched off."""
+
 from __future__ import annotations
 
 import socket
@@ -59,8 +60,8 @@ class TlsSyslogServer:
                 n, rest = buf.split(b" ", 1)
                 if len(rest) < int(n):
                     break
-                self.messages.append(rest[:int(n)])
-                buf = rest[int(n):]
+                self.messages.append(rest[: int(n)])
+                buf = rest[int(n) :]
 
 
 def _wait(cond, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
@@ -73,9 +74,22 @@ def _wait(cond, timeout: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
 def test_syslog_over_tls_with_the_configured_ca_delivers_framed_rfc5424(tmp_path: Path) -> None:
     ca, cert, key = make_certs(tmp_path / "pki")
     srv = TlsSyslogServer(cert, key)
-    s = make_settings(tmp_path / "a", sinks=[SinkSettings(name="tls", type="syslog", host="127.0.0.1", port=srv.port,
-                                                          tls=True, ca=ca, format="cef", backoff_min_s=0.05,
-                                                          backoff_max_s=0.2)])
+    s = make_settings(
+        tmp_path / "a",
+        sinks=[
+            SinkSettings(
+                name="tls",
+                type="syslog",
+                host="127.0.0.1",
+                port=srv.port,
+                tls=True,
+                ca=ca,
+                format="cef",
+                backoff_min_s=0.05,
+                backoff_max_s=0.2,
+            )
+        ],
+    )
     j = Journal(s, "w1")
     fill(j, 8)
     j.close()
@@ -91,8 +105,20 @@ def test_syslog_over_tls_with_the_configured_ca_delivers_framed_rfc5424(tmp_path
 def test_syslog_over_tls_refuses_a_server_it_cannot_verify(tmp_path: Path) -> None:
     _, cert, key = make_certs(tmp_path / "pki")
     srv = TlsSyslogServer(cert, key)
-    s = make_settings(tmp_path / "a", sinks=[SinkSettings(name="tls", type="syslog", host="127.0.0.1", port=srv.port,
-                                                          tls=True, backoff_min_s=0.05, backoff_max_s=0.2)])
+    s = make_settings(
+        tmp_path / "a",
+        sinks=[
+            SinkSettings(
+                name="tls",
+                type="syslog",
+                host="127.0.0.1",
+                port=srv.port,
+                tls=True,
+                backoff_min_s=0.05,
+                backoff_max_s=0.2,
+            )
+        ],
+    )
     j = Journal(s, "w1")
     fill(j, 3)
     fwd = Forwarder(s, poll_s=0.05)
@@ -130,12 +156,16 @@ def test_hec_over_https_verifies_against_the_configured_ca(tmp_path: Path, monke
     try:
         monkeypatch.setenv("GUARD_TEST_HEC_TOKEN", "tok")
         ev = [{"time": "2026-11-25T01:00:00.000000Z", "id": "x", "type": "guard.started"}]
-        good = SplunkHEC(SinkSettings(name="h", type="splunk_hec", url=f"https://127.0.0.1:{port}", ca=ca,
-                                      token_env="GUARD_TEST_HEC_TOKEN"))
+        good = SplunkHEC(
+            SinkSettings(
+                name="h", type="splunk_hec", url=f"https://127.0.0.1:{port}", ca=ca, token_env="GUARD_TEST_HEC_TOKEN"
+            )
+        )
         good.send(ev)
         assert len(got) == 1
-        bad = SplunkHEC(SinkSettings(name="h", type="splunk_hec", url=f"https://127.0.0.1:{port}",
-                                     token_env="GUARD_TEST_HEC_TOKEN"))
+        bad = SplunkHEC(
+            SinkSettings(name="h", type="splunk_hec", url=f"https://127.0.0.1:{port}", token_env="GUARD_TEST_HEC_TOKEN")
+        )
         with pytest.raises(SinkError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             bad.send(ev)
         assert len(got) == 1

@@ -1,6 +1,7 @@
 """Tamper matrix: each kind of tampering is found at the right place with the right reason, and the report
 is the same with one process, with a pool of two (units stitched by the parent), and on the line-by-line
 reference path."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def _dump(e: dict[str, Any]) -> bytes:
     return json.dumps(e, separators=(",", ":")).encode() + b"\n"
 
 
-def _verify(root: Path, jobs: int = 1, signatures: str = "all", chunk: int | None = None,
-            fast: bool = True) -> dict[str, Any]:
+def _verify(
+    root: Path, jobs: int = 1, signatures: str = "all", chunk: int | None = None, fast: bool = True
+) -> dict[str, Any]:
     old = v._CHUNK, v._FAST
     v._CHUNK, v._FAST = chunk or old[0], fast
     try:
@@ -272,11 +274,27 @@ def resealed_with_a_repeated_seq(root: Path) -> Expect:
     return name, line, seq - 1, "broken_link"
 
 
-TAMPERS = [untouched, edited_field, edited_field_with_recomputed_hash, deleted_line, swapped_lines, truncated_tail,
-           forged_line_signed_with_another_key, forged_line_under_its_own_key_id, removed_segment,
-           removed_last_segment, removed_head_record, every_segment_removed, chain_resealed_with_an_unknown_key,
-           torn_final_line, torn_line_in_the_middle, checkpoint_count_edited, resealed_checkpoint_with_a_wrong_count,
-           resealed_with_a_seq_jump, resealed_with_a_repeated_seq]
+TAMPERS = [
+    untouched,
+    edited_field,
+    edited_field_with_recomputed_hash,
+    deleted_line,
+    swapped_lines,
+    truncated_tail,
+    forged_line_signed_with_another_key,
+    forged_line_under_its_own_key_id,
+    removed_segment,
+    removed_last_segment,
+    removed_head_record,
+    every_segment_removed,
+    chain_resealed_with_an_unknown_key,
+    torn_final_line,
+    torn_line_in_the_middle,
+    checkpoint_count_edited,
+    resealed_checkpoint_with_a_wrong_count,
+    resealed_with_a_seq_jump,
+    resealed_with_a_repeated_seq,
+]
 
 
 def _matches(c: ChainReport, expect: Expect) -> bool:
@@ -295,9 +313,12 @@ def test_tamper_matrix(journal_dir: Path, tamper: Callable[[Path], Expect]) -> N
 
 
 @pytest.mark.parametrize("tamper", TAMPERS, ids=lambda t: t.__name__)
-def test_tamper_matrix_cli_jobs_1_and_2_agree(journal_dir: Path, tamper: Callable[[Path], Expect],
-                                              monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_tamper_matrix_cli_jobs_1_and_2_agree(
+    journal_dir: Path,
+    tamper: Callable[[Path], Expect],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`guard audit verify --json --jobs 1` and `--jobs 2` (small units, so the pool runs): same exit code,
     same report, in both signature modes."""
     tamper(journal_dir)
@@ -305,8 +326,19 @@ def test_tamper_matrix_cli_jobs_1_and_2_agree(journal_dir: Path, tamper: Callabl
     for mode in ("all", "checkpoints"):
         out = []
         for jobs in ("1", "2"):
-            rc = main(["audit", "verify", str(journal_dir), "--trust-local-keys", "--json", "--jobs", jobs,
-                       "--signatures", mode])
+            rc = main(
+                [
+                    "audit",
+                    "verify",
+                    str(journal_dir),
+                    "--trust-local-keys",
+                    "--json",
+                    "--jobs",
+                    jobs,
+                    "--signatures",
+                    mode,
+                ]
+            )
             doc = json.loads(capsys.readouterr().out)
             doc.pop("seconds")
             out.append((rc, doc))

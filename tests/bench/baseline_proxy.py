@@ -2,6 +2,7 @@
 
 Run: python -m tests.bench.baseline_proxy UPSTREAM_URL PORT
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,10 +25,12 @@ async def proxy(request: Request) -> Response:
     body = await request.body()
     resp = await session.post(UPSTREAM + request.url.path, data=body, headers={"content-type": "application/json"})
     if "event-stream" in resp.headers.get("content-type", ""):
+
         async def gen():
             async for chunk in resp.content.iter_any():
                 yield chunk
             resp.release()
+
         return StreamingResponse(gen(), status_code=resp.status, media_type="text/event-stream")
     data = await resp.read()
     return Response(data, status_code=resp.status, media_type=resp.headers.get("content-type"))
@@ -36,5 +39,12 @@ async def proxy(request: Request) -> Response:
 app = Starlette(routes=[Route("/v1/chat/completions", proxy, methods=["POST"])])
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
-                loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )

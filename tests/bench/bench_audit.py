@@ -12,6 +12,7 @@ also with signatures checked one by one instead of in batches, and by libsodium 
 
 Targets (issue 6): append >= 20,000 events/s, forwarder >= 20,000 events/s, verify >= 50,000 events/s.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,16 +47,46 @@ with Receiver(token="bench", parse=False) as rx:
 
 def _event(i: int) -> dict[str, Any]:
     return ev.new_event(
-        "exchange.completed", request_id=f"req-{i}", trace_id="4bf92f3577b34da6a3ce929d0e0e4736", api="openai",
-        operation="chat", model="gpt-4o", upstream="local", client_ip="10.1.2.3", stream=False,
-        principal={"subject": "CN=app-a,OU=team-x", "cn": "app-a", "ou": ["team-x"], "spiffe_id": "",
-                   "fingerprint": "ab" * 32},
-        decisions={"access": {"effect": "allow", "rule": "p, team-x, gpt-*, chat", "policy_version": "v1"},
-                   "content": {"effect": "allow", "rule": "c1", "policy_version": "v1"}},
-        screens=[{"name": "pii", "direction": "prompt", "status": "ok", "action": "allow", "blocked": False,
-                  "entities": {"EMAIL_ADDRESS": 1}, "latency_ms": 2.125},
-                 {"name": "safety", "direction": "response", "status": "ok", "action": "allow", "blocked": False,
-                  "score": 0.0125, "latency_ms": 9.5}],
+        "exchange.completed",
+        request_id=f"req-{i}",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        api="openai",
+        operation="chat",
+        model="gpt-4o",
+        upstream="local",
+        client_ip="10.1.2.3",
+        stream=False,
+        principal={
+            "subject": "CN=app-a,OU=team-x",
+            "cn": "app-a",
+            "ou": ["team-x"],
+            "spiffe_id": "",
+            "fingerprint": "ab" * 32,
+        },
+        decisions={
+            "access": {"effect": "allow", "rule": "p, team-x, gpt-*, chat", "policy_version": "v1"},
+            "content": {"effect": "allow", "rule": "c1", "policy_version": "v1"},
+        },
+        screens=[
+            {
+                "name": "pii",
+                "direction": "prompt",
+                "status": "ok",
+                "action": "allow",
+                "blocked": False,
+                "entities": {"EMAIL_ADDRESS": 1},
+                "latency_ms": 2.125,
+            },
+            {
+                "name": "safety",
+                "direction": "response",
+                "status": "ok",
+                "action": "allow",
+                "blocked": False,
+                "score": 0.0125,
+                "latency_ms": 9.5,
+            },
+        ],
         usage={"prompt_tokens": 12, "completion_tokens": 40, "total_tokens": 52},
         outcome={"status": 200, "finish_reason": "stop", "bytes": 812},
         latency_ms={"access": 0.081, "screens": 11.625, "upstream": 42.25, "total": 55.5},
@@ -69,7 +100,7 @@ def _append_all(j: Any, events: list[dict[str, Any]], concurrency: int) -> float
 
     async def run() -> float:
         async def worker(k: int) -> None:
-            for e in events[k * per:(k + 1) * per]:
+            for e in events[k * per : (k + 1) * per]:
                 await j.append(e)
 
         t0 = time.perf_counter()
@@ -91,9 +122,15 @@ def bench_append(root: Path, n: int, concurrency: int = 256) -> dict[str, Any]:
     from guard import telemetry as tm
 
     fsyncs = tm.AUDIT_FSYNC_SECONDS._sum.get(), sum(b.get() for b in tm.AUDIT_FSYNC_SECONDS._buckets)
-    return {"events": per * concurrency, "seconds": round(dt, 3), "append_events_per_s": round(per * concurrency / dt),
-            "cpu_seconds": round(cpu, 3), "append_events_per_cpu_s": round(per * concurrency / cpu),
-            "fsyncs": int(fsyncs[1]), "events_per_fsync": round(per * concurrency / max(1, fsyncs[1]), 1)}
+    return {
+        "events": per * concurrency,
+        "seconds": round(dt, 3),
+        "append_events_per_s": round(per * concurrency / dt),
+        "cpu_seconds": round(cpu, 3),
+        "append_events_per_cpu_s": round(per * concurrency / cpu),
+        "fsyncs": int(fsyncs[1]),
+        "events_per_fsync": round(per * concurrency / max(1, fsyncs[1]), 1),
+    }
 
 
 def bench_latency(root: Path, durability: str, n: int = 2000, concurrency: int = 16) -> dict[str, Any]:
@@ -114,8 +151,12 @@ def bench_latency(root: Path, durability: str, n: int = 2000, concurrency: int =
     asyncio.run(run())
     j.close()
     lat.sort()
-    return {"durability": durability, "concurrency": concurrency, "p50_ms": round(lat[len(lat) // 2], 3),
-            "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
+    return {
+        "durability": durability,
+        "concurrency": concurrency,
+        "p50_ms": round(lat[len(lat) // 2], 3),
+        "p99_ms": round(lat[int(len(lat) * 0.99)], 3),
+    }
 
 
 def bench_append_process(root: Path, n: int, concurrency: int = 256, durability: str = "fsync") -> dict[str, Any]:
@@ -135,13 +176,19 @@ def bench_append_process(root: Path, n: int, concurrency: int = 256, durability:
     sealer, worker = proc_cpu(pid) - s0, _cpu() - c0
     j.close()
     done = per * concurrency
-    return {"events": done, "durability": durability, "seconds": round(dt, 3), "append_events_per_s": round(done / dt),
-            "sealer_cpu_us_per_event": round(sealer / done * 1e6, 1),
-            "worker_cpu_us_per_event": round(worker / done * 1e6, 1)}
+    return {
+        "events": done,
+        "durability": durability,
+        "seconds": round(dt, 3),
+        "append_events_per_s": round(done / dt),
+        "sealer_cpu_us_per_event": round(sealer / done * 1e6, 1),
+        "worker_cpu_us_per_event": round(worker / done * 1e6, 1),
+    }
 
 
-def bench_paced_latency(root: Path, sealer: str, durability: str, clients: int = 16, pause_ms: float = 4.0,
-                        seconds: float = 4.0) -> dict[str, Any]:
+def bench_paced_latency(
+    root: Path, sealer: str, durability: str, clients: int = 16, pause_ms: float = 4.0, seconds: float = 4.0
+) -> dict[str, Any]:
     """What the journal adds to a request at 16 connections: 16 clients, each appending one event and then
     pausing a random time (exponential, mean ``pause_ms``: about the event rate the proxy reaches at 16
     connections, clients not in step), p50/p99 append latency."""
@@ -151,8 +198,11 @@ def bench_paced_latency(root: Path, sealer: str, durability: str, clients: int =
     from guard.audit.sealer import ProcessJournal
 
     settings = AuditSettings(dir=root, durability=durability, sealer=sealer)  # type: ignore[arg-type]
-    j = ProcessJournal(settings, f"paced-{sealer}-{durability}") if sealer == "process" else \
-        Journal(settings, f"paced-{sealer}-{durability}")
+    j = (
+        ProcessJournal(settings, f"paced-{sealer}-{durability}")
+        if sealer == "process"
+        else Journal(settings, f"paced-{sealer}-{durability}")
+    )
     lat: list[float] = []
 
     async def run() -> None:
@@ -173,20 +223,40 @@ def bench_paced_latency(root: Path, sealer: str, durability: str, clients: int =
     asyncio.run(run())
     j.close()
     lat.sort()
-    return {"sealer": sealer, "durability": durability, "clients": clients, "events_per_s": round(len(lat) / seconds),
-            "p50_ms": round(lat[len(lat) // 2], 3), "p99_ms": round(lat[int(len(lat) * 0.99)], 3)}
+    return {
+        "sealer": sealer,
+        "durability": durability,
+        "clients": clients,
+        "events_per_s": round(len(lat) / seconds),
+        "p50_ms": round(lat[len(lat) // 2], 3),
+        "p99_ms": round(lat[int(len(lat) * 0.99)], 3),
+    }
 
 
 def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
     """Deliver the whole journal to a HEC receiver running in another process."""
-    rx = subprocess.Popen([sys.executable, "-c", _RECEIVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          cwd=Path(__file__).resolve().parents[2])
+    rx = subprocess.Popen(
+        [sys.executable, "-c", _RECEIVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         assert rx.stdout
         port = int(rx.stdout.readline())
         os.environ["GUARD_BENCH_HEC_TOKEN"] = "bench"
-        s = AuditSettings(dir=root, sinks=[SinkSettings(name="hec", type="splunk_hec", url=f"http://127.0.0.1:{port}",
-                                                        token_env="GUARD_BENCH_HEC_TOKEN", batch_size=1000)])
+        s = AuditSettings(
+            dir=root,
+            sinks=[
+                SinkSettings(
+                    name="hec",
+                    type="splunk_hec",
+                    url=f"http://127.0.0.1:{port}",
+                    token_env="GUARD_BENCH_HEC_TOKEN",
+                    batch_size=1000,
+                )
+            ],
+        )
         fwd = Forwarder(s, poll_s=0.01)
         t0, c0 = time.perf_counter(), _cpu()
         fwd.start()
@@ -195,8 +265,13 @@ def bench_forward(root: Path, n_expected: int) -> dict[str, Any]:
             time.sleep(0.005)
         dt, cpu = time.perf_counter() - t0, _cpu() - c0  # the receiver's CPU is not counted (not reaped yet)
         fwd.stop()
-        return {"events": w.delivered, "seconds": round(dt, 3), "forward_events_per_s": round(w.delivered / dt),
-                "cpu_seconds": round(cpu, 3), "forward_events_per_cpu_s": round(w.delivered / cpu)}
+        return {
+            "events": w.delivered,
+            "seconds": round(dt, 3),
+            "forward_events_per_s": round(w.delivered / dt),
+            "cpu_seconds": round(cpu, 3),
+            "forward_events_per_cpu_s": round(w.delivered / cpu),
+        }
     finally:
         rx.kill()
         rx.wait()
@@ -212,9 +287,15 @@ def bench_verify(root: Path, jobs: int, signatures: str = "all", repeat: int = 2
         dt, cpu = time.perf_counter() - t0, _cpu() - c0
         assert rep.ok
         if not best or dt < best["seconds"]:
-            best = {"events": rep.events, "jobs": jobs, "signatures": signatures, "seconds": round(dt, 3),
-                    "verify_events_per_s": round(rep.events / dt),
-                    "cpu_seconds": round(cpu, 3), "verify_events_per_cpu_s": round(rep.events / cpu)}
+            best = {
+                "events": rep.events,
+                "jobs": jobs,
+                "signatures": signatures,
+                "seconds": round(dt, 3),
+                "verify_events_per_s": round(rep.events / dt),
+                "cpu_seconds": round(cpu, 3),
+                "verify_events_per_cpu_s": round(rep.events / cpu),
+            }
     return best
 
 
@@ -228,8 +309,13 @@ def bench_verify_cli(root: Path, signatures: str = "checkpoints") -> dict[str, A
     dt = time.perf_counter() - t0
     assert p.returncode == 0, p.stderr
     events = json.loads(p.stdout)["events"]
-    return {"events": events, "signatures": signatures, "seconds": round(dt, 3), "verify_events_per_s": round(events / dt),
-            "command": "guard audit verify DIR --trust-local-keys --signatures " + signatures}
+    return {
+        "events": events,
+        "signatures": signatures,
+        "seconds": round(dt, 3),
+        "verify_events_per_s": round(events / dt),
+        "command": "guard audit verify DIR --trust-local-keys --signatures " + signatures,
+    }
 
 
 @contextmanager
@@ -259,8 +345,10 @@ def bench_signature_check(rounds: int = 5, n: int = 2048) -> dict[str, Any]:
     from guard.audit import seal
 
     pk, sk = crypto_sign_seed_keypair(hashlib.sha256(b"bench").digest())
-    work = [(pk, h.hex(), base64.b64encode(crypto_sign(h, sk)[:64]).decode())
-            for h in (hashlib.sha256(b"%d" % i).digest() for i in range(n))]
+    work = [
+        (pk, h.hex(), base64.b64encode(crypto_sign(h, sk)[:64]).decode())
+        for h in (hashlib.sha256(b"%d" % i).digest() for i in range(n))
+    ]
 
     def batched() -> float:
         t0 = time.perf_counter()
@@ -280,10 +368,15 @@ def bench_signature_check(rounds: int = 5, n: int = 2048) -> dict[str, Any]:
         with _without("_zebra_verify"):
             sodium.append(one_by_one())
     med = statistics.median
-    return {"batch_us": round(med(bat), 1), "zebra_us": round(med(zebra), 1), "libsodium_us": round(med(sodium), 1),
-            "batch_vs_zebra": round(med(z / b for z, b in zip(zebra, bat, strict=False)), 2),
-            "batch_vs_libsodium": round(med(s / b for s, b in zip(sodium, bat, strict=False)), 2),
-            "zebra_vs_libsodium": round(med(s / z for s, z in zip(sodium, zebra, strict=False)), 2), "rounds": rounds}
+    return {
+        "batch_us": round(med(bat), 1),
+        "zebra_us": round(med(zebra), 1),
+        "libsodium_us": round(med(sodium), 1),
+        "batch_vs_zebra": round(med(z / b for z, b in zip(zebra, bat, strict=False)), 2),
+        "batch_vs_libsodium": round(med(s / b for s, b in zip(sodium, bat, strict=False)), 2),
+        "zebra_vs_libsodium": round(med(s / z for s, z in zip(sodium, zebra, strict=False)), 2),
+        "rounds": rounds,
+    }
 
 
 def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:
@@ -334,8 +427,11 @@ def run(quick: bool = False, verify_only: bool = False, append_only: bool = Fals
             out["append_process"] = bench_append_process(Path(tmp) / "process", n)
             out["forward"] = bench_forward(root, total)
             out["latency"] = [bench_latency(Path(tmp) / "lat", d) for d in ("fsync", "batch")]
-            out["paced_latency"] = [bench_paced_latency(Path(tmp) / "paced", s, d)
-                                    for s in ("process", "thread") for d in ("fsync", "batch")]
+            out["paced_latency"] = [
+                bench_paced_latency(Path(tmp) / "paced", s, d)
+                for s in ("process", "thread")
+                for d in ("fsync", "batch")
+            ]
             out["fsync_ms"] = _fsync_ms(Path(tmp))
         if append_only:
             out["targets"] = TARGETS
@@ -344,8 +440,12 @@ def run(quick: bool = False, verify_only: bool = False, append_only: bool = Fals
         bench_append(vroot, n_verify + 256)  # a journal for verification only (after the append figures are taken)
         out.update(verify_scenarios(vroot, cpus))
         segs = list(vroot.rglob("*.jsonl"))
-        out["verify_journal"] = {"events": out["verify_1core"]["events"], "chains": 1, "segments": len(segs),
-                                 "bytes": sum(p.stat().st_size for p in segs)}
+        out["verify_journal"] = {
+            "events": out["verify_1core"]["events"],
+            "chains": 1,
+            "segments": len(segs),
+            "bytes": sum(p.stat().st_size for p in segs),
+        }
     out["targets"] = TARGETS
     return out
 
@@ -375,52 +475,92 @@ def _table(r: dict[str, Any]) -> str:
     t = TARGETS["verify_events_per_s"]
     rows: list[tuple[str, int, Any, int]] = []
     if "append" in r:
-        rows += [("journal append, group-commit fsync, 1 core", r["append"]["append_events_per_s"],
-                  r["append"]["append_events_per_cpu_s"], TARGETS["append_events_per_s"]),
-                 ("forwarder -> local HEC receiver", r["forward"]["forward_events_per_s"],
-                  r["forward"]["forward_events_per_cpu_s"], TARGETS["forward_events_per_s"])]
+        rows += [
+            (
+                "journal append, group-commit fsync, 1 core",
+                r["append"]["append_events_per_s"],
+                r["append"]["append_events_per_cpu_s"],
+                TARGETS["append_events_per_s"],
+            ),
+            (
+                "forwarder -> local HEC receiver",
+                r["forward"]["forward_events_per_s"],
+                r["forward"]["forward_events_per_cpu_s"],
+                TARGETS["forward_events_per_s"],
+            ),
+        ]
     if "append_process" in r:
         a = r["append_process"]
-        rows.append(("journal append, sealer process on 1 core, fsync", a["append_events_per_s"],
-                     round(1e6 / a["sealer_cpu_us_per_event"]) if a["sealer_cpu_us_per_event"] else "",
-                     TARGETS["append_events_per_s"]))
-    for key, name in () if "verify_1core" not in r else (("verify_1core", "verify --signatures all, --jobs 1 (1 core)"),
-                      ("verify_1core_one_by_one", "verify --signatures all, --jobs 1, one by one"),
-                      ("verify_1core_libsodium", "verify --signatures all, --jobs 1, libsodium only"),
-                      ("verify_all_cores", f"verify --signatures all, --jobs {r['cpus']}"),
-                      ("verify_checkpoints_1core", "verify --signatures checkpoints, --jobs 1 (1 core)"),
-                      ("verify_checkpoints_all_cores", f"verify --signatures checkpoints, --jobs {r['cpus']}")):
+        rows.append(
+            (
+                "journal append, sealer process on 1 core, fsync",
+                a["append_events_per_s"],
+                round(1e6 / a["sealer_cpu_us_per_event"]) if a["sealer_cpu_us_per_event"] else "",
+                TARGETS["append_events_per_s"],
+            )
+        )
+    for key, name in (
+        ()
+        if "verify_1core" not in r
+        else (
+            ("verify_1core", "verify --signatures all, --jobs 1 (1 core)"),
+            ("verify_1core_one_by_one", "verify --signatures all, --jobs 1, one by one"),
+            ("verify_1core_libsodium", "verify --signatures all, --jobs 1, libsodium only"),
+            ("verify_all_cores", f"verify --signatures all, --jobs {r['cpus']}"),
+            ("verify_checkpoints_1core", "verify --signatures checkpoints, --jobs 1 (1 core)"),
+            ("verify_checkpoints_all_cores", f"verify --signatures checkpoints, --jobs {r['cpus']}"),
+        )
+    ):
         rows.append((name, r[key]["verify_events_per_s"], r[key]["verify_events_per_cpu_s"], t))
     lines = []
     if "verify_cli_checkpoints" in r:
-        rows.append(("`guard audit verify` CLI (signatures all), default jobs", r["verify_cli"]["verify_events_per_s"],
-                     "", t))
-        rows.append(("`guard audit verify` CLI, checkpoints, default jobs",
-                     r["verify_cli_checkpoints"]["verify_events_per_s"], "", t))
-        lines.append(f"verify journal: {r['verify_journal']['events']:,} events, "
-                     f"{r['verify_journal']['bytes'] / 2**20:.0f} MiB, {r['verify_journal']['segments']} segments")
-    lines += [f"{r['cpus']} CPUs ({r['cpu']})",
-              f"{'scenario':<54}{'events/s':>12}{'per CPU-s':>12}{'target':>10}", "-" * 88]
+        rows.append(
+            ("`guard audit verify` CLI (signatures all), default jobs", r["verify_cli"]["verify_events_per_s"], "", t)
+        )
+        rows.append(
+            (
+                "`guard audit verify` CLI, checkpoints, default jobs",
+                r["verify_cli_checkpoints"]["verify_events_per_s"],
+                "",
+                t,
+            )
+        )
+        lines.append(
+            f"verify journal: {r['verify_journal']['events']:,} events, "
+            f"{r['verify_journal']['bytes'] / 2**20:.0f} MiB, {r['verify_journal']['segments']} segments"
+        )
+    lines += [
+        f"{r['cpus']} CPUs ({r['cpu']})",
+        f"{'scenario':<54}{'events/s':>12}{'per CPU-s':>12}{'target':>10}",
+        "-" * 88,
+    ]
     lines += [f"{name:<54}{v:>12,}{c if c == '' else f'{c:,}':>12}{tg:>10,}" for name, v, c, tg in rows]
     for x in r.get("latency", []):
-        lines.append(f"append latency, durability={x['durability']}, {x['concurrency']} concurrent: "
-                     f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
+        lines.append(
+            f"append latency, durability={x['durability']}, {x['concurrency']} concurrent: "
+            f"p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms"
+        )
     for x in r.get("paced_latency", []):
-        lines.append(f"append latency at ~{x['events_per_s']:,} events/s from {x['clients']} clients, sealer={x['sealer']}, "
-                     f"durability={x['durability']}: p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms")
+        lines.append(
+            f"append latency at ~{x['events_per_s']:,} events/s from {x['clients']} clients, sealer={x['sealer']}, "
+            f"durability={x['durability']}: p50 {x['p50_ms']} ms, p99 {x['p99_ms']} ms"
+        )
     if "signature_check" in r:
         x = r["signature_check"]
-        lines.append(f"one signature check, 1 core: in batches {x['batch_us']} us, one by one (ed25519-zebra) "
-                     f"{x['zebra_us']} us, libsodium {x['libsodium_us']} us; batches {x['batch_vs_zebra']}x zebra, "
-                     f"{x['batch_vs_libsodium']}x libsodium; zebra {x['zebra_vs_libsodium']}x libsodium "
-                     f"(medians of {x['rounds']} interleaved rounds)")
+        lines.append(
+            f"one signature check, 1 core: in batches {x['batch_us']} us, one by one (ed25519-zebra) "
+            f"{x['zebra_us']} us, libsodium {x['libsodium_us']} us; batches {x['batch_vs_zebra']}x zebra, "
+            f"{x['batch_vs_libsodium']}x libsodium; zebra {x['zebra_vs_libsodium']}x libsodium "
+            f"(medians of {x['rounds']} interleaved rounds)"
+        )
     if "fsync_ms" in r:
         lines.append(f"one fdatasync on this disk: {r['fsync_ms']} ms")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    result = run(quick="--quick" in sys.argv, verify_only="--verify-only" in sys.argv,
-                 append_only="--append-only" in sys.argv)
+    result = run(
+        quick="--quick" in sys.argv, verify_only="--verify-only" in sys.argv, append_only="--append-only" in sys.argv
+    )
     print(_table(result))
     print(json.dumps(result, indent=2))

@@ -11,6 +11,7 @@ an Ollama generate. Alternating rounds, median per variant; reported as microsec
 ratio canonical / plain measured in the same run.
 Run: python -m tests.bench.bench_canonical   (or BENCH_ONLY=canonical python -m tests.bench.run)
 """
+
 from __future__ import annotations
 
 import json
@@ -21,30 +22,60 @@ from typing import Any
 
 from guard.apis import fields, ollama, openai, strictjson
 
-SMALL = (b'{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],'
-         b'"max_tokens":16}')
+SMALL = b'{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":16}'
 
 
 def _tools_chat() -> bytes:
-    schema = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": f"parameter {i}"}
-                                               for i in range(6)}, "required": ["p0"]}
+    schema = {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "string", "description": f"parameter {i}"} for i in range(6)},
+        "required": ["p0"],
+    }
     msgs: list[dict[str, Any]] = [{"role": "system", "content": "You are a helpful assistant. " * 8}]
     for i in range(5):
         msgs.append({"role": "user", "content": f"Question {i}: " + "what is the weather like today? " * 6})
-        msgs.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"c{i}", "type": "function", "function": {"name": "weather", "arguments": '{"p0":"Paris"}'}}]})
+        msgs.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": f"c{i}", "type": "function", "function": {"name": "weather", "arguments": '{"p0":"Paris"}'}}
+                ],
+            }
+        )
     msgs.append({"role": "tool", "tool_call_id": "c4", "content": "sunny, 21 C"})
-    body = {"model": "bench-model", "messages": msgs, "temperature": 0.2, "seed": 7, "stream": False,
-            "tools": [{"type": "function", "function": {"name": f"tool{i}", "description": "does things " * 5,
-                                                        "parameters": schema}} for i in range(4)],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}}
+    body = {
+        "model": "bench-model",
+        "messages": msgs,
+        "temperature": 0.2,
+        "seed": 7,
+        "stream": False,
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": f"tool{i}", "description": "does things " * 5, "parameters": schema},
+            }
+            for i in range(4)
+        ],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+    }
     return json.dumps(body).encode()
 
 
-GENERATE = json.dumps({"model": "llama3", "prompt": "Why is the sky blue? " * 10, "system": "Be brief.",
-                       "stream": False, "options": {"temperature": 0.1, "num_ctx": 4096}}).encode()
-BODIES = {"chat_small": ("openai", "chat", SMALL), "chat_tools": ("openai", "chat", _tools_chat()),
-          "ollama_generate": ("ollama", "completion", GENERATE)}
+GENERATE = json.dumps(
+    {
+        "model": "llama3",
+        "prompt": "Why is the sky blue? " * 10,
+        "system": "Be brief.",
+        "stream": False,
+        "options": {"temperature": 0.1, "num_ctx": 4096},
+    }
+).encode()
+BODIES = {
+    "chat_small": ("openai", "chat", SMALL),
+    "chat_tools": ("openai", "chat", _tools_chat()),
+    "ollama_generate": ("ollama", "completion", GENERATE),
+}
 APIS = {"openai": openai, "ollama": ollama}
 
 
@@ -81,9 +112,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             for label, fn in (("plain", plain), ("strict", strict), ("canonical", canonical)):
                 times[label].append(_per_request_us(fn, api, op, raw, n))
         p, s, c = (statistics.median(times[k]) for k in ("plain", "strict", "canonical"))
-        out[name] = {"bytes": len(raw), "plain_us": round(p, 2), "strict_us": round(s, 2),
-                     "canonical_us": round(c, 2), "strict_ratio": round(s / p, 2), "canonical_ratio": round(c / p, 2),
-                     "added_us": round(c - p, 2)}
+        out[name] = {
+            "bytes": len(raw),
+            "plain_us": round(p, 2),
+            "strict_us": round(s, 2),
+            "canonical_us": round(c, 2),
+            "strict_ratio": round(s / p, 2),
+            "canonical_ratio": round(c / p, 2),
+            "added_us": round(c - p, 2),
+        }
     out["c_hook"] = strictjson._pairs_c is not strictjson._pairs
     return out
 

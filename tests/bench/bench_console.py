@@ -8,6 +8,7 @@ makes, timed as the console runs it (first page plus the total count), median of
 
     .venv/bin/python tests/bench/bench_console.py [--quick]      (BUILD_N, SEARCH_N override the sizes)
 """
+
 from __future__ import annotations
 
 import json
@@ -38,21 +39,43 @@ def event(i: int, n: int, rnd: random.Random) -> dict[str, Any]:
     p = rnd.randrange(500)
     r = rnd.random()
     typ = "exchange.denied" if r < 0.06 else "exchange.completed"
-    screens = [{"name": "pii", "direction": "prompt", "status": "ok", "action": "pseudonymize", "blocked": False,
-                "latency_ms": 0.4}]
+    screens = [
+        {
+            "name": "pii",
+            "direction": "prompt",
+            "status": "ok",
+            "action": "pseudonymize",
+            "blocked": False,
+            "latency_ms": 0.4,
+        }
+    ]
     if rnd.random() < 0.1:
         screens[0]["entities"] = {rnd.choice(FINDINGS): 1}
     e: dict[str, Any] = {
-        "schema_version": "1.0", "id": f"{i:08x}-0000-7000-8000-000000000000",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{us:06d}Z", "type": typ,
+        "schema_version": "1.0",
+        "id": f"{i:08x}-0000-7000-8000-000000000000",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{us:06d}Z",
+        "type": typ,
         "request_id": f"{i:024x}",
-        "principal": {"subject": f"CN=app-{p},OU=team-{p % 25}", "cn": f"app-{p}", "ou": [f"team-{p % 25}"],
-                      "spiffe_id": "", "fingerprint": f"{p:064x}"},
-        "client_ip": "10.0.0.1", "api": "openai" if p % 4 else "ollama", "operation": "chat",
-        "model": rnd.choice(MODELS), "upstream": "local" if p % 3 else "azure", "stream": False,
-        "decisions": {"access": {"effect": "allow", "rule": f"policies/policy.csv:{3 + p % 8}",
-                                 "policy_version": "ab" * 32}},
-        "screens": screens, "latency_ms": {"total": 1.2}, "outcome": {"status": 200, "bytes": 300},
+        "principal": {
+            "subject": f"CN=app-{p},OU=team-{p % 25}",
+            "cn": f"app-{p}",
+            "ou": [f"team-{p % 25}"],
+            "spiffe_id": "",
+            "fingerprint": f"{p:064x}",
+        },
+        "client_ip": "10.0.0.1",
+        "api": "openai" if p % 4 else "ollama",
+        "operation": "chat",
+        "model": rnd.choice(MODELS),
+        "upstream": "local" if p % 3 else "azure",
+        "stream": False,
+        "decisions": {
+            "access": {"effect": "allow", "rule": f"policies/policy.csv:{3 + p % 8}", "policy_version": "ab" * 32}
+        },
+        "screens": screens,
+        "latency_ms": {"total": 1.2},
+        "outcome": {"status": 200, "bytes": 300},
     }
     if typ == "exchange.denied":
         stage = "screen" if r < 0.03 else "access"
@@ -147,8 +170,10 @@ def main() -> None:
         s4, _ = timed(lambda: charts.top(idx, month, "principal"), 3)
         print(f"  chart: per day by decision / top principals, latest 30 days    {s3 * 1000:8.1f} / {s4 * 1000:.1f} ms")
         worst = max(r[2] for r in rows)
-        print(f"slowest filtered search at {idx.count():,} events: {worst * 1000:.0f} ms "
-              f"({'under' if worst < 1 else 'OVER'} the 1 s goal)")
+        print(
+            f"slowest filtered search at {idx.count():,} events: {worst * 1000:.0f} ms "
+            f"({'under' if worst < 1 else 'OVER'} the 1 s goal)"
+        )
         idx.close()
 
 

@@ -14,6 +14,7 @@ screening budget): the counts by status are reported.
 Run: python -m tests.bench.bench_hostile  |  BENCH_ONLY=hostile python -m tests.bench.run
 Environment: BENCH_QUICK=1 for shorter phases.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,9 @@ def hostile_bodies(size: int = MB) -> dict[str, bytes]:
     out = {}
     for name, u in unit.items():
         text = u * (size // len(u))
-        out[name] = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": text}],
-                                "max_tokens": 8}).encode()
+        out[name] = json.dumps(
+            {"model": "bench-model", "messages": [{"role": "user", "content": text}], "max_tokens": 8}
+        ).encode()
     return out
 
 
@@ -73,6 +75,7 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
 
     from guard.filters.denylist import DenylistScreen, load_denylist
     from guard.filters.pii_profile import load_pii_profiles
+
     root = Path(__file__).resolve().parents[2]
     deny = DenylistScreen.from_settings(load_denylist(root / "filters"))
     pii = load_pii_profiles(root / "filters" / "pii.yaml")["strict"]
@@ -88,22 +91,27 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     out = []
     for name, body in hostile_bodies(8 * n).items():
         text = json.loads(body)["messages"][0]["content"]
-        small, big = text[:n], text[:4 * n]
+        small, big = text[:n], text[: 4 * n]
         row: dict[str, Any] = {"family": name}
         for label, fn in (("denylist", lambda t: deny.scan(t, "prompt")), ("pii", pii.findings)):
             if label == "denylist":
                 a, b = timed(fn, small, 3), timed(fn, big, 3)
             else:  # PII reads texts in pieces of max_scan_chars (64K): 64K against 256K, one piece against four
-                a, b = timed(fn, text[:2 * n], 1), timed(fn, text[:8 * n], 1)
+                a, b = timed(fn, text[: 2 * n], 1), timed(fn, text[: 8 * n], 1)
             row[f"{label}_ms"] = round(b * 1000, 1)
             row[f"{label}_ratio"] = round(b / max(a, 1e-6), 1)
         out.append(row)
     old = re.compile(OLD_PEM)
     pem = "-----BEGIN PRIVATE KEY-----\n" * (n // 28)
-    a = timed(lambda t: list(old.finditer(t)), pem[:len(pem) // 4], 1)
+    a = timed(lambda t: list(old.finditer(t)), pem[: len(pem) // 4], 1)
     b = timed(lambda t: list(old.finditer(t)), pem, 1)
-    out.append({"family": "pem_unterminated, old Python-re pattern (n/4 -> n)", "denylist_ms": round(b * 1000, 1),
-                "denylist_ratio": round(b / max(a, 1e-6), 1)})
+    out.append(
+        {
+            "family": "pem_unterminated, old Python-re pattern (n/4 -> n)",
+            "denylist_ms": round(b * 1000, 1),
+            "denylist_ratio": round(b / max(a, 1e-6), 1),
+        }
+    )
     return out
 
 
@@ -120,14 +128,29 @@ def _guard(d: Path, upstream: str, port: int, admin: int, processes: int) -> Pat
 
 
 def _paced(url: str, seconds: float) -> dict[str, Any]:
-    out = subprocess.run([PY, "-m", "tests.bench.paced_client", url + "/v1/chat/completions", CHAT_BODY,
-                          json.dumps({"x-forwarded-client-cert": XFCC}), "4", "10", str(seconds)],
-                         capture_output=True, text=True, check=True, timeout=seconds + 60)
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "tests.bench.paced_client",
+            url + "/v1/chat/completions",
+            CHAT_BODY,
+            json.dumps({"x-forwarded-client-cert": XFCC}),
+            "4",
+            "10",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _hostile_loop(url: str, bodies: dict[str, bytes], stop: threading.Event, statuses: Counter[str],
-                  worst: list[float], offset: int) -> None:
+def _hostile_loop(
+    url: str, bodies: dict[str, bytes], stop: threading.Event, statuses: Counter[str], worst: list[float], offset: int
+) -> None:
     names = sorted(bodies)
     i = offset
     with httpx.Client(timeout=60, headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"}) as c:
@@ -146,17 +169,27 @@ def _hostile_loop(url: str, bodies: dict[str, bytes], stop: threading.Event, sta
 
 def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
     """One large prompt starts the PII worker processes; wait until Guard logs that they are ready."""
-    body = json.dumps({"model": "bench-model", "max_tokens": 8, "messages": [
-        {"role": "user", "content": "Plain words for the warm-up. " * 2000}]}).encode()
-    httpx.post(url + "/v1/chat/completions", content=body, timeout=60,
-               headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"})
+    body = json.dumps(
+        {
+            "model": "bench-model",
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Plain words for the warm-up. " * 2000}],
+        }
+    ).encode()
+    httpx.post(
+        url + "/v1/chat/completions",
+        content=body,
+        timeout=60,
+        headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"},
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and b"screening processes ready" not in log.read_bytes():
         time.sleep(0.5)
 
 
-def _variant(d: Path, upstream: str, processes: int, phase: float, rounds: int, bodies: dict[str, bytes],
-             hostile_clients: int) -> dict[str, Any]:
+def _variant(
+    d: Path, upstream: str, processes: int, phase: float, rounds: int, bodies: dict[str, bytes], hostile_clients: int
+) -> dict[str, Any]:
     """One Guard (``limits.screen_processes``): quiet and hostile phases in turn."""
     port, admin = free_port(), free_port()
     sub = d / f"p{processes}"
@@ -174,8 +207,12 @@ def _variant(d: Path, upstream: str, processes: int, phase: float, rounds: int, 
         for k in range(rounds):
             quiet.append(_paced(url, phase))
             stop = threading.Event()
-            threads = [threading.Thread(target=_hostile_loop, args=(url, bodies, stop, statuses, worst, j * 5 + k),
-                                        daemon=True) for j in range(hostile_clients)]
+            threads = [
+                threading.Thread(
+                    target=_hostile_loop, args=(url, bodies, stop, statuses, worst, j * 5 + k), daemon=True
+                )
+                for j in range(hostile_clients)
+            ]
             for t in threads:
                 t.start()
             time.sleep(0.5)  # the hostile load is running before the measured phase starts
@@ -185,10 +222,18 @@ def _variant(d: Path, upstream: str, processes: int, phase: float, rounds: int, 
                 t.join(90)
     p99_quiet = statistics.median(q["p99_ms"] for q in quiet)
     p99_loud = statistics.median(q["p99_ms"] for q in loud)
-    return {"screen_processes": processes, "quiet": quiet, "hostile": loud, "hostile_statuses": dict(statuses),
-            "hostile_worst_s": round(worst[0], 3), "p50_quiet_ms": statistics.median(q["p50_ms"] for q in quiet),
-            "p50_hostile_ms": statistics.median(q["p50_ms"] for q in loud), "p99_quiet_ms": p99_quiet,
-            "p99_hostile_ms": p99_loud, "p99_ratio": round(p99_loud / p99_quiet, 2)}
+    return {
+        "screen_processes": processes,
+        "quiet": quiet,
+        "hostile": loud,
+        "hostile_statuses": dict(statuses),
+        "hostile_worst_s": round(worst[0], 3),
+        "p50_quiet_ms": statistics.median(q["p50_ms"] for q in quiet),
+        "p50_hostile_ms": statistics.median(q["p50_ms"] for q in loud),
+        "p99_quiet_ms": p99_quiet,
+        "p99_hostile_ms": p99_loud,
+        "p99_ratio": round(p99_loud / p99_quiet, 2),
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -198,13 +243,36 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
         d = Path(tmp)
         up_port = free_port()
-        es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
-                                  str(up_port), "--log-level", "warning", "--no-access-log"], up_port))
+        es.enter_context(
+            process(
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "guard.demo.modelserver:ModelServer",
+                    "--factory",
+                    "--port",
+                    str(up_port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                up_port,
+            )
+        )
         upstream = f"http://127.0.0.1:{up_port}"
         variants = [_variant(d, upstream, n, phase, rounds, bodies, hostile_clients) for n in (1, 0)]
-    r = {"scaling_n_chars": 32 * 1024, "scaling": scaling(), "phase_s": phase, "rounds": rounds,
-         "hostile_clients": hostile_clients, "hostile_body_bytes": MB, "ordinary": "4 connections x 10 requests/s",
-         "variants": variants, "p99_ratio": variants[0]["p99_ratio"]}
+    r = {
+        "scaling_n_chars": 32 * 1024,
+        "scaling": scaling(),
+        "phase_s": phase,
+        "rounds": rounds,
+        "hostile_clients": hostile_clients,
+        "hostile_body_bytes": MB,
+        "ordinary": "4 connections x 10 requests/s",
+        "variants": variants,
+        "p99_ratio": variants[0]["p99_ratio"],
+    }
     print_tables(r)  # the rows for docs/benchmarks.md, also when run by tests.bench.run
     return r
 
@@ -214,9 +282,11 @@ def rows(r: dict[str, Any]) -> list[str]:
     out = []
     for v in r["variants"]:
         how = f"{v['screen_processes']} screening process(es)" if v["screen_processes"] else "threads only"
-        out.append(f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 13 families) | "
-                   f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "
-                   f"p99 {v['p99_quiet_ms']:.1f} -> {v['p99_hostile_ms']:.1f} ms | **{v['p99_ratio']}x** (goal <= 2x) |")
+        out.append(
+            f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 13 families) | "
+            f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "
+            f"p99 {v['p99_quiet_ms']:.1f} -> {v['p99_hostile_ms']:.1f} ms | **{v['p99_ratio']}x** (goal <= 2x) |"
+        )
     return out
 
 
@@ -224,8 +294,10 @@ def print_tables(r: dict[str, Any]) -> None:
     print("| hostile family | denylist ms at 128K chars | ratio 128K/32K | PII (strict) ms at 256K | ratio 256K/64K |")
     print("|---|---|---|---|---|")
     for x in r["scaling"]:
-        print(f"| {x['family']} | {x['denylist_ms']} | {x['denylist_ratio']}x | {x.get('pii_ms', '')} | "
-              f"{str(x['pii_ratio']) + 'x' if 'pii_ratio' in x else ''} |")
+        print(
+            f"| {x['family']} | {x['denylist_ms']} | {x['denylist_ratio']}x | {x.get('pii_ms', '')} | "
+            f"{str(x['pii_ratio']) + 'x' if 'pii_ratio' in x else ''} |"
+        )
     print()
     print("| scenario | ordinary p50 quiet -> hostile | ordinary p99 quiet -> hostile | ratio |")
     print("|---|---|---|---|")

@@ -10,6 +10,7 @@
 
 Run: ``python -m tests.bench.bench_llama_guard_text``.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,32 @@ from guard.filters import llama_guard
 from guard.filters.base import Segment
 from guard.filters.llama_guard import build_prompt, chat_messages, conversation, model_text
 
-WORDS = ["the", "a", "llama", "alpaca", "farmer", "carries", "loads", "over", "mountains", "gently", "and", "hums", "when", "it", "is", "curious", "about", "strangers", "who", "visit", "the", "valley", "in", "spring"]
+WORDS = [
+    "the",
+    "a",
+    "llama",
+    "alpaca",
+    "farmer",
+    "carries",
+    "loads",
+    "over",
+    "mountains",
+    "gently",
+    "and",
+    "hums",
+    "when",
+    "it",
+    "is",
+    "curious",
+    "about",
+    "strangers",
+    "who",
+    "visit",
+    "the",
+    "valley",
+    "in",
+    "spring",
+]
 
 
 def text_of(chars: int, seed: int = 0) -> str:
@@ -60,11 +86,14 @@ def framing() -> dict[str, Any]:
             off = best(lambda segs=segs: [conversation(s) for s in segs], 7) / len(segs)
         finally:
             llama_guard.neutralise_framing = real
-        body = best(lambda segs=segs: [json.dumps({"model": "m", "messages": chat_messages(conversation(s))})
-                                      for s in segs],
-                    7) / len(segs)  # what a remote backend does with every conversation anyway
-        out[label] = {"pass_us": round((on - off) * 1e6, 1), "json_body_us": round(body * 1e6, 1),
-                      "pass_vs_json_body": round((on - off) / body, 2)}
+        body = best(
+            lambda segs=segs: [json.dumps({"model": "m", "messages": chat_messages(conversation(s))}) for s in segs], 7
+        ) / len(segs)  # what a remote backend does with every conversation anyway
+        out[label] = {
+            "pass_us": round((on - off) * 1e6, 1),
+            "json_body_us": round(body * 1e6, 1),
+            "pass_vs_json_body": round((on - off) / body, 2),
+        }
     worst = "\n" * 100_000
     out["100KB_blank_lines_ms"] = round(best(lambda: _neutralise(worst), 5) * 1e3, 2)
     return out
@@ -74,15 +103,27 @@ def tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    special = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
-               "<|eom_id|>", "<|python_tag|>"] + [f"<|reserved_special_token_{i}|>" for i in range(249)]
+    special = [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+        "<|eom_id|>",
+        "<|python_tag|>",
+    ] + [f"<|reserved_special_token_{i}|>" for i in range(249)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [model_text(build_prompt(conversation([Segment(text_of(2000, s), "user", "content", ())])))
-              for s in range(20)]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=special,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    corpus = [
+        model_text(build_prompt(conversation([Segment(text_of(2000, s), "user", "content", ())]))) for s in range(20)
+    ]
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=2000, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
 
 
@@ -97,14 +138,27 @@ def local_tokens() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for label, size in (("1KB", 1024), ("8KB", 8192)):
-        convs = [conversation([Segment(text_of(size, s), "user", "content", ()),
-                               Segment(text_of(200, s + 99), "assistant", "content", ())]) for s in range(16)]
+        convs = [
+            conversation(
+                [
+                    Segment(text_of(size, s), "user", "content", ()),
+                    Segment(text_of(200, s + 99), "assistant", "content", ()),
+                ]
+            )
+            for s in range(16)
+        ]
         whole = best(lambda convs=convs: tok([render(t) for t in convs], add_special_tokens=False)["input_ids"], 15)
         guarded = best(lambda convs=convs: encode(tok, [pieces(render, t, specials) for t in convs], specials), 15)
-        same = encode(tok, [pieces(render, t, specials) for t in convs], specials) == \
-            tok([render(t) for t in convs], add_special_tokens=False)["input_ids"]
-        out[label] = {"whole_ms": round(whole * 1e3, 3), "guarded_ms": round(guarded * 1e3, 3),
-                      "ratio": round(guarded / whole, 2), "same_ids": same}
+        same = (
+            encode(tok, [pieces(render, t, specials) for t in convs], specials)
+            == tok([render(t) for t in convs], add_special_tokens=False)["input_ids"]
+        )
+        out[label] = {
+            "whole_ms": round(whole * 1e3, 3),
+            "guarded_ms": round(guarded * 1e3, 3),
+            "ratio": round(guarded / whole, 2),
+            "same_ids": same,
+        }
     return out
 
 

@@ -18,6 +18,7 @@ a third of the characters, so most prompts hold personal data); one core; stock 
 every speed prompt, that the
 fast path returns exactly what ``AnalyzerEngine.analyze`` returns with Guard's recognizers.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASET = next((d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json" for d in ROOT.parents
-                if (d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json").exists()),
-               ROOT.parent / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json")
+DATASET = next(
+    (
+        d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json"
+        for d in ROOT.parents
+        if (d / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json").exists()
+    ),
+    ROOT.parent / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json",
+)
 TYPES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "PHONE_NUMBER", "US_SSN", "IP_ADDRESS")
 SPLIT_SEED, HOLD_FRACTION = 4, 0.3
 SIZES = (512, 1024, 2048, 8192)
@@ -56,7 +62,7 @@ PROSE = [
 def _split(data: list[dict]) -> tuple[list[dict], list[dict]]:
     idx = list(range(len(data)))
     random.Random(SPLIT_SEED).shuffle(idx)
-    hold = set(idx[:int(len(data) * HOLD_FRACTION)])
+    hold = set(idx[: int(len(data) * HOLD_FRACTION)])
     return [d for i, d in enumerate(data) if i not in hold], [d for i, d in enumerate(data) if i in hold]
 
 
@@ -69,12 +75,16 @@ def stock_engine() -> Any:
     from guard.filters.pii_engine import BlankSpacyEngine
 
     email_recognizer.tldextract = types.SimpleNamespace(
-        extract=tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None))
+        extract=tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    )
     return AnalyzerEngine(nlp_engine=BlankSpacyEngine())
 
 
-def score(rows: list[dict], detect: Callable[[str], list[tuple[str, int, int]]],
-          redact: Callable[[str, list[tuple[str, int, int]]], str]) -> dict[str, Any]:
+def score(
+    rows: list[dict],
+    detect: Callable[[str], list[tuple[str, int, int]]],
+    redact: Callable[[str, list[tuple[str, int, int]]], str],
+) -> dict[str, Any]:
     tp = fp = fn = left = labelled = 0
     per = {t: {"tp": 0, "fp": 0, "fn": 0} for t in TYPES}
     for row in rows:
@@ -84,8 +94,11 @@ def score(rows: list[dict], detect: Callable[[str], list[tuple[str, int, int]]],
         used: set[int] = set()
         for s in spans:
             a, b = s["start_position"], s["end_position"]
-            hits = [i for i, (t, x, y) in enumerate(found)
-                    if t == s["entity_type"] and min(y, b) - max(x, a) >= 0.8 * (b - a)]
+            hits = [
+                i
+                for i, (t, x, y) in enumerate(found)
+                if t == s["entity_type"] and min(y, b) - max(x, a) >= 0.8 * (b - a)
+            ]
             used.update(hits)
             tp, fn = tp + bool(hits), fn + (not hits)
             per[s["entity_type"]]["tp" if hits else "fn"] += 1
@@ -96,8 +109,13 @@ def score(rows: list[dict], detect: Callable[[str], list[tuple[str, int, int]]],
         out = redact(text, found)
         left += sum(s["entity_value"] in out for s in spans)
         labelled += len(spans)
-    return {**_pr(tp, fp, fn), "left": left, "labelled": labelled, "left_pct": round(100 * left / max(labelled, 1), 2),
-            "by_type": {t: {**_pr(c["tp"], c["fp"], c["fn"]), "labelled": c["tp"] + c["fn"]} for t, c in per.items()}}
+    return {
+        **_pr(tp, fp, fn),
+        "left": left,
+        "labelled": labelled,
+        "left_pct": round(100 * left / max(labelled, 1), 2),
+        "by_type": {t: {**_pr(c["tp"], c["fp"], c["fn"]), "labelled": c["tp"] + c["fn"]} for t, c in per.items()},
+    }
 
 
 def _pr(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -131,15 +149,21 @@ def quality(stock: Any, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
     data = json.loads(DATASET.read_text())
     tune, hold = _split(data)
-    out = {split: {"stock": score(rows, stock_detect, stock_redact), "guard": score(rows, guard_detect, guard_redact)}
-           for split, rows in (("tuning", tune), ("held_back", hold), ("all", data))}
+    out = {
+        split: {"stock": score(rows, stock_detect, stock_redact), "guard": score(rows, guard_detect, guard_redact)}
+        for split, rows in (("tuning", tune), ("held_back", hold), ("all", data))
+    }
     by = {eng: out["all"][eng]["by_type"] for eng in ("stock", "guard")}
     for split in out.values():
         for q in split.values():
             del q["by_type"]
-    return out, {t: {"labelled": by["guard"][t]["labelled"],
-                     **{f"{eng}_{k}": by[eng][t][k] for eng in ("stock", "guard") for k in ("precision", "recall")}}
-                 for t in TYPES}
+    return out, {
+        t: {
+            "labelled": by["guard"][t]["labelled"],
+            **{f"{eng}_{k}": by[eng][t][k] for eng in ("stock", "guard") for k in ("precision", "recall")},
+        }
+        for t in TYPES
+    }
 
 
 def formats(stock: Any, profile: Any) -> dict[str, Any]:
@@ -155,9 +179,12 @@ def formats(stock: Any, profile: Any) -> dict[str, Any]:
         "US_SSN": [v for v in f.SSNS if v != "123-45-6789"],  # Presidio drops the famous sample on purpose
         "IP_ADDRESS": f.IPS,
     }
-    engines = {"stock": lambda t: [(r.entity_type, r.start, r.end) for r in
-                                   stock.analyze(t, language="en", entities=list(TYPES))],
-               "guard": lambda t: [(x.entity_type, x.start, x.end) for x in profile.findings(t)]}
+    engines = {
+        "stock": lambda t: [
+            (r.entity_type, r.start, r.end) for r in stock.analyze(t, language="en", entities=list(TYPES))
+        ],
+        "guard": lambda t: [(x.entity_type, x.start, x.end) for x in profile.findings(t)],
+    }
     out: dict[str, Any] = {}
     for typ, values in cases.items():
         row: dict[str, Any] = {"values": len(values)}
@@ -169,8 +196,11 @@ def formats(stock: Any, profile: Any) -> dict[str, Any]:
                 hit += any(t == typ and x <= a and y >= b for t, x, y in detect(text))
             row[f"{name}_recall"] = round(hit / len(values), 3)
         out[typ] = row
-    out["ordinary text"] = {"values": len(f.PROSE), **{f"{n}_recall": None for n in engines},
-                            **{f"{n}_findings": sum(len(d(t)) for t in f.PROSE) for n, d in engines.items()}}
+    out["ordinary text"] = {
+        "values": len(f.PROSE),
+        **{f"{n}_recall": None for n in engines},
+        **{f"{n}_findings": sum(len(d(t)) for t in f.PROSE) for n, d in engines.items()},
+    }
     return out
 
 
@@ -212,9 +242,14 @@ def speed(stock: Any, profile: Any, quick: bool, records: float) -> dict[str, An
         g = _timed(profile.findings, texts, 0.3 if quick else 1.5)
         fa = profile.analyzer
         same = sum(_key(fa.analyze(t, profile.entities)) == _key(fa.reference(t, profile.entities)) for t in texts)
-        out[str(size)] = {"bytes": round(nbytes), "stock_ms": round(s * 1e3, 3), "stock_mb_s": round(nbytes / s / 1e6, 3),
-                          "guard_ms": round(g * 1e3, 3), "guard_mb_s": round(nbytes / g / 1e6, 3),
-                          "identical": f"{same}/{len(texts)}"}
+        out[str(size)] = {
+            "bytes": round(nbytes),
+            "stock_ms": round(s * 1e3, 3),
+            "stock_mb_s": round(nbytes / s / 1e6, 3),
+            "guard_ms": round(g * 1e3, 3),
+            "guard_mb_s": round(nbytes / g / 1e6, 3),
+            "identical": f"{same}/{len(texts)}",
+        }
     return out
 
 
@@ -241,10 +276,16 @@ def dataset_speed(stock: Any, profile: Any, rounds: int) -> dict[str, Any]:
             into.append(time.process_time() - start)
         ratios.append(stock_s[-1] / guard_s[-1])
     med = statistics.median
-    return {"texts": len(texts), "rounds": rounds, "stock_ms_per_text": round(med(stock_s) / len(texts) * 1e3, 4),
-            "guard_ms_per_text": round(med(guard_s) / len(texts) * 1e3, 4),
-            "stock_mb_s": round(nbytes / med(stock_s) / 1e6, 3), "guard_mb_s": round(nbytes / med(guard_s) / 1e6, 3),
-            "ratio_median": round(med(ratios), 2), "ratios": [round(r, 2) for r in ratios]}
+    return {
+        "texts": len(texts),
+        "rounds": rounds,
+        "stock_ms_per_text": round(med(stock_s) / len(texts) * 1e3, 4),
+        "guard_ms_per_text": round(med(guard_s) / len(texts) * 1e3, 4),
+        "stock_mb_s": round(nbytes / med(stock_s) / 1e6, 3),
+        "guard_mb_s": round(nbytes / med(guard_s) / 1e6, 3),
+        "ratio_median": round(med(ratios), 2),
+        "ratios": [round(r, 2) for r in ratios],
+    }
 
 
 def _key(results: list) -> list[tuple]:
@@ -258,42 +299,74 @@ def run(quick: bool = False) -> dict[str, Any]:
     profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
     stock = stock_engine()
     q, by_type = quality(stock, profile)
-    return {"quality": q, "quality_by_type": by_type, "formats": formats(stock, profile), "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
-            "speed": speed(stock, profile, quick, 0.3),
-            "speed_dense": speed(stock, profile, quick, 1.0),
-            "split": {"seed": SPLIT_SEED, "held_back": HOLD_FRACTION}, "profile": "default"}
+    return {
+        "quality": q,
+        "quality_by_type": by_type,
+        "formats": formats(stock, profile),
+        "dataset_speed": dataset_speed(stock, profile, 3 if quick else 7),
+        "speed": speed(stock, profile, quick, 0.3),
+        "speed_dense": speed(stock, profile, quick, 1.0),
+        "split": {"seed": SPLIT_SEED, "held_back": HOLD_FRACTION},
+        "profile": "default",
+    }
 
 
 def tables(res: dict[str, Any]) -> str:
-    lines = ["quality (presidio-synth; 6 types; finding = type match covering >= 80% of the label)",
-             f"{'split':<10} {'engine':<6} {'precision':>9} {'recall':>7} {'F1':>6} {'left':>10}"]
+    lines = [
+        "quality (presidio-synth; 6 types; finding = type match covering >= 80% of the label)",
+        f"{'split':<10} {'engine':<6} {'precision':>9} {'recall':>7} {'F1':>6} {'left':>10}",
+    ]
     for split, by in res["quality"].items():
         for eng, q in by.items():
-            lines.append(f"{split:<10} {eng:<6} {q['precision']:>9.3f} {q['recall']:>7.3f} {q['f1']:>6.3f} "
-                         f"{q['left']:>4}/{q['labelled']:<5}")
-    lines += ["", "per entity type, whole dataset (stock | guard)",
-              f"{'type':<14} {'labelled':>8} {'P stock':>8} {'R stock':>8} {'P guard':>8} {'R guard':>8}"]
+            lines.append(
+                f"{split:<10} {eng:<6} {q['precision']:>9.3f} {q['recall']:>7.3f} {q['f1']:>6.3f} "
+                f"{q['left']:>4}/{q['labelled']:<5}"
+            )
+    lines += [
+        "",
+        "per entity type, whole dataset (stock | guard)",
+        f"{'type':<14} {'labelled':>8} {'P stock':>8} {'R stock':>8} {'P guard':>8} {'R guard':>8}",
+    ]
     for t, q in res["quality_by_type"].items():
-        lines.append(f"{t:<14} {q['labelled']:>8} {q['stock_precision']:>8.3f} {q['stock_recall']:>8.3f} "
-                     f"{q['guard_precision']:>8.3f} {q['guard_recall']:>8.3f}")
-    lines += ["", "formats (spaced, dashed, dotted, mixed case; tests/filters/test_pii_formats.py)",
-              f"{'type':<14} {'values':>6} {'R stock':>8} {'R guard':>8}"]
+        lines.append(
+            f"{t:<14} {q['labelled']:>8} {q['stock_precision']:>8.3f} {q['stock_recall']:>8.3f} "
+            f"{q['guard_precision']:>8.3f} {q['guard_recall']:>8.3f}"
+        )
+    lines += [
+        "",
+        "formats (spaced, dashed, dotted, mixed case; tests/filters/test_pii_formats.py)",
+        f"{'type':<14} {'values':>6} {'R stock':>8} {'R guard':>8}",
+    ]
     for t, q in res["formats"].items():
         if q["stock_recall"] is None:
-            lines.append(f"{t:<14} {q['values']:>6}  findings: stock {q['stock_findings']}, guard {q['guard_findings']}")
+            lines.append(
+                f"{t:<14} {q['values']:>6}  findings: stock {q['stock_findings']}, guard {q['guard_findings']}"
+            )
         else:
             lines.append(f"{t:<14} {q['values']:>6} {q['stock_recall']:>8.3f} {q['guard_recall']:>8.3f}")
     d = res["dataset_speed"]
-    lines += ["", f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
-              (f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} "
-               f"ms/text ({d['guard_mb_s']} MB/s)  ratio median {d['ratio_median']}x  rounds {d['ratios']}")]
-    for key, title in (("speed", "~30% dataset records, rest ordinary requests"),
-                       ("speed_dense", "dataset records only: personal data in nearly every line")):
-        lines += ["", f"speed (CPU time, one core; prompts: {title})",
-                  f"{'size':>6} {'stock ms':>9} {'stock MB/s':>11} {'guard ms':>9} {'guard MB/s':>11} {'identical':>10}"]
+    lines += [
+        "",
+        f"speed on the dataset ({d['texts']} texts, {d['rounds']} alternating rounds, CPU time of one core)",
+        (
+            f"stock {d['stock_ms_per_text']} ms/text ({d['stock_mb_s']} MB/s)  guard {d['guard_ms_per_text']} "
+            f"ms/text ({d['guard_mb_s']} MB/s)  ratio median {d['ratio_median']}x  rounds {d['ratios']}"
+        ),
+    ]
+    for key, title in (
+        ("speed", "~30% dataset records, rest ordinary requests"),
+        ("speed_dense", "dataset records only: personal data in nearly every line"),
+    ):
+        lines += [
+            "",
+            f"speed (CPU time, one core; prompts: {title})",
+            f"{'size':>6} {'stock ms':>9} {'stock MB/s':>11} {'guard ms':>9} {'guard MB/s':>11} {'identical':>10}",
+        ]
         for size, s in res[key].items():
-            lines.append(f"{size:>6} {s['stock_ms']:>9.3f} {s['stock_mb_s']:>11.3f} {s['guard_ms']:>9.3f} "
-                         f"{s['guard_mb_s']:>11.3f} {s['identical']:>10}")
+            lines.append(
+                f"{size:>6} {s['stock_ms']:>9.3f} {s['stock_mb_s']:>11.3f} {s['guard_ms']:>9.3f} "
+                f"{s['guard_mb_s']:>11.3f} {s['identical']:>10}"
+            )
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ of the audit sealer process beside it (``sealer_us``; it runs on another core):
   bare        no journal and an allow-all policy
 Run: python -m tests.bench.bench_pipeline_cpu [N]
 """
+
 from __future__ import annotations
 
 import gc
@@ -43,15 +44,26 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     from guard.runtime import AllowAll, Runtime
 
     telemetry.configure(variant != "no-metrics")
-    rt = Runtime(load_config(cfg_path), recorder=NullRecorder() if variant in ("no-journal", "bare") else None,
-                 policy=AllowAll() if variant == "bare" else None)
+    rt = Runtime(
+        load_config(cfg_path),
+        recorder=NullRecorder() if variant in ("no-journal", "bare") else None,
+        policy=AllowAll() if variant == "bare" else None,
+    )
     rt.load()
     svc = rt.services()
     pipe = Pipeline(svc)
     body = CHAT_BODY.encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": ("127.0.0.1", 5555),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-forwarded-client-cert", XFCC.encode()),
+        ],
+    }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -108,12 +120,26 @@ def run(quick: bool = False) -> dict[str, Any]:
         d = Path(tmp)
         port = free_port()
         if have("nginx"):
-            conf = nginx_conf(d / "ng", f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
+            conf = nginx_conf(
+                d / "ng",
+                f"""  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
+            )
             up = subprocess.Popen([NGINX, "-c", str(conf)])
         else:
-            up = subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory",
-                                   "--port", str(port), "--log-level", "warning"])
+            up = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "guard.demo.modelserver:ModelServer",
+                    "--factory",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ]
+            )
         try:
             wait_port(port)
             cfg = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
@@ -125,8 +151,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                     seen.setdefault(variant, []).append(us)
                     if variant == "full":
                         sealer.append(s_us)
-                    print(f"  {variant:11s} {us:7.1f} us CPU per request" + (f" (+ sealer {s_us:.1f})" if s_us else ""),
-                          file=sys.stderr)
+                    print(
+                        f"  {variant:11s} {us:7.1f} us CPU per request" + (f" (+ sealer {s_us:.1f})" if s_us else ""),
+                        file=sys.stderr,
+                    )
         finally:
             up.terminate()
             up.wait(10)

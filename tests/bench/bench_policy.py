@@ -8,6 +8,7 @@ sampled with few iterations at large sizes: one decision there takes tens to hun
 
     .venv/bin/python tests/bench/bench_policy.py [--quick]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,28 +34,38 @@ SIZES = (20, 100, 1_000, 10_000)
 
 
 def _rules(n: int, rng: random.Random) -> list[str]:
-    shipped = [ln for ln in (ROOT / "policies/policy.csv").read_text().splitlines()
-               if ln.strip() and not ln.startswith("#")]
+    shipped = [
+        ln for ln in (ROOT / "policies/policy.csv").read_text().splitlines() if ln.strip() and not ln.startswith("#")
+    ]
     out = list(shipped)
     apps, teams, models = max(2, n // 3), max(2, n // 20), max(2, n // 10)
     while len(out) < n:
         r = rng.random()
         if r < 0.6:
-            out.append(f"p, access, allow, {rng.choice(['chat', 'embeddings'])}, -, "
-                       f"r.sub.cn == 'app-{rng.randrange(apps)}' && "
-                       f"globMatch(r.obj.model, 'model-{rng.randrange(9)}*')")
+            out.append(
+                f"p, access, allow, {rng.choice(['chat', 'embeddings'])}, -, "
+                f"r.sub.cn == 'app-{rng.randrange(apps)}' && "
+                f"globMatch(r.obj.model, 'model-{rng.randrange(9)}*')"
+            )
         elif r < 0.75:
-            out.append(f"p, access, allow, chat, {rng.choice(['-', 'strict'])}, "
-                       f"'team-{rng.randrange(teams)}' in r.sub.ou && r.obj.model == 'model-{rng.randrange(models)}'")
+            out.append(
+                f"p, access, allow, chat, {rng.choice(['-', 'strict'])}, "
+                f"'team-{rng.randrange(teams)}' in r.sub.ou && r.obj.model == 'model-{rng.randrange(models)}'"
+            )
         elif r < 0.85:
-            out.append(f"p, access, deny, *, -, r.obj.model == 'model-{rng.randrange(models)}' && "
-                       "!('staff' in r.sub.ou)")
+            out.append(
+                f"p, access, deny, *, -, r.obj.model == 'model-{rng.randrange(models)}' && !('staff' in r.sub.ou)"
+            )
         elif r < 0.95:
-            out.append(f"p, content, deny, *, -, r.obj.model == 'model-{rng.randrange(models)}' && "
-                       f"'PII_{rng.randrange(20)}' in r.env.pii")
+            out.append(
+                f"p, content, deny, *, -, r.obj.model == 'model-{rng.randrange(models)}' && "
+                f"'PII_{rng.randrange(20)}' in r.env.pii"
+            )
         else:
-            out.append(f"p, access, deny, *, -, 'team-{rng.randrange(teams)}' in r.sub.ou && "
-                       f"r.env.hour >= {rng.randrange(18, 24)}")
+            out.append(
+                f"p, access, deny, *, -, 'team-{rng.randrange(teams)}' in r.sub.ou && "
+                f"r.env.hour >= {rng.randrange(18, 24)}"
+            )
     return out
 
 
@@ -74,8 +85,11 @@ def _requests(n: int, count: int, rng: random.Random) -> list[tuple[Any, ...]]:
 
 def _stats(samples_ns: list[int]) -> dict[str, float]:
     s = sorted(samples_ns)
-    return {"p50_us": round(statistics.median(s) / 1000, 2),
-            "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))] / 1000, 2), "n": len(s)}
+    return {
+        "p50_us": round(statistics.median(s) / 1000, 2),
+        "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))] / 1000, 2),
+        "n": len(s),
+    }
 
 
 def _time_casbin(model: Path, rules: Path, reqs: list[tuple[Any, ...]], iters: int) -> dict[str, float]:
@@ -134,13 +148,17 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def _table(res: dict[str, Any]) -> str:
-    head = f"{'rules':>7} {'casbin p50':>11} {'casbin p99':>11} {'hit p50':>8} {'hit p99':>8} " \
-           f"{'miss p50':>9} {'miss p99':>9} {'load s':>7}   (microseconds per decision)"
+    head = (
+        f"{'rules':>7} {'casbin p50':>11} {'casbin p99':>11} {'hit p50':>8} {'hit p99':>8} "
+        f"{'miss p50':>9} {'miss p99':>9} {'load s':>7}   (microseconds per decision)"
+    )
     lines = [head]
     for row in res["sizes"].values():
         c, h, m = row["casbin"], row["guard_hit"], row["guard_miss"]
-        lines.append(f"{row['rules']:>7} {c['p50_us']:>11} {c['p99_us']:>11} {h['p50_us']:>8} {h['p99_us']:>8} "
-                     f"{m['p50_us']:>9} {m['p99_us']:>9} {row['load_s']:>7}")
+        lines.append(
+            f"{row['rules']:>7} {c['p50_us']:>11} {c['p99_us']:>11} {h['p50_us']:>8} {h['p99_us']:>8} "
+            f"{m['p50_us']:>9} {m['p99_us']:>9} {row['load_s']:>7}"
+        )
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ share of the whole request without quotas;
 ``keeper_calls_us`` the same calls against the keeper (this process's CPU, round trip included).
 Run: python -m tests.bench.bench_quota [--quick]   or   BENCH_ONLY=quota python -m tests.bench.run
 """
+
 from __future__ import annotations
 
 import json
@@ -67,9 +68,17 @@ async def _measure(cfg_path: Path, n: int, keeper: tuple[int, str] | None = None
     svc = rt.services()
     pipe = Pipeline(svc)
     body = CHAT_BODY.encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": ("127.0.0.1", 5555),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-forwarded-client-cert", XFCC.encode()),
+        ],
+    }
     statuses: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -118,8 +127,15 @@ def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
     async def go() -> float:
         t = time.process_time()
         for _ in range(n):
-            ex = Exchange(request_id="r", api="openai", operation="chat", model="m", path="/v1/chat/completions",
-                          body={"model": "m", "messages": []}, principal=who)
+            ex = Exchange(
+                request_id="r",
+                api="openai",
+                operation="chat",
+                model="m",
+                path="/v1/chat/completions",
+                body={"model": "m", "messages": []},
+                principal=who,
+            )
             await hook.admit(q, ex, prompt)
             hook.merge_headers(ex, upstream)
             outcome = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
@@ -129,8 +145,15 @@ def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
         took = time.process_time() - t
         t = time.process_time()  # the same loop without the quota calls: what the Exchange itself costs
         for _ in range(n):
-            ex = Exchange(request_id="r", api="openai", operation="chat", model="m", path="/v1/chat/completions",
-                          body={"model": "m", "messages": []}, principal=who)
+            ex = Exchange(
+                request_id="r",
+                api="openai",
+                operation="chat",
+                model="m",
+                path="/v1/chat/completions",
+                body={"model": "m", "messages": []},
+                principal=who,
+            )
             ex.context["outcome"] = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
         took -= time.process_time() - t
         await q.close()
@@ -165,18 +188,38 @@ def run(quick: bool = False) -> dict[str, Any]:
         d = Path(tmp)
         port = free_port()
         if have("nginx"):
-            conf = nginx_conf(d / "ng", f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
+            conf = nginx_conf(
+                d / "ng",
+                f"""  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
+            )
             procs.append(subprocess.Popen([NGINX, "-c", str(conf)]))
         else:
-            procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer",
-                                           "--factory", "--port", str(port), "--log-level", "warning"]))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "guard.demo.modelserver:ModelServer",
+                        "--factory",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                    ]
+                )
+            )
         redis_url = None
         rs = shutil.which("redis-server") or "/usr/bin/redis-server"
         if Path(rs).exists():
             rport = free_port()
-            procs.append(subprocess.Popen([rs, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                           "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [rs, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             wait_port(rport)
             redis_url = f"redis://127.0.0.1:{rport}/0"
         try:

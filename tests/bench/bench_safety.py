@@ -9,6 +9,7 @@
 The GPU benchmark of the local backend is tests/bench/bench_safety_gpu.py.
 Run: ``python -m tests.bench.bench_safety [--quick]``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -55,9 +56,16 @@ async def _remote(url: str, total: int) -> dict[str, Any]:
     prof = SafetyProfile.model_validate({"backend": {"type": "openai", "url": url}})
     screen = GuardedScreen(SafetyScreen(prof), prof.fail, metrics=False)
     prompt = [Segment("How do I adopt a llama? " * 20, "user", "content", ())]
-    body = {"model": "lg", "messages": [{"role": "user", "content": prompt[0].text}], "logprobs": True,
-            "top_logprobs": 5, "temperature": 0, "max_tokens": 20}
+    body = {
+        "model": "lg",
+        "messages": [{"role": "user", "content": prompt[0].text}],
+        "logprobs": True,
+        "top_logprobs": 5,
+        "temperature": 0,
+        "max_tokens": 20,
+    }
     async with aiohttp.ClientSession() as raw:
+
         async def bare() -> None:
             async with raw.post(f"{url}/v1/chat/completions", json=body) as r:
                 await r.json()
@@ -71,11 +79,16 @@ async def _remote(url: str, total: int) -> dict[str, Any]:
         bare_lat = await _load(bare, total)
         lat = await _load(screened, total)
     await screen.close()
-    return {"stand_in_delay_ms": DELAY_MS, "concurrency": CONCURRENCY, "calls": total,
-            "screen_p50_ms": statistics.median(lat), "screen_p99_ms": _p(lat, 0.99),
-            "screen_added_p50_ms": statistics.median(lat) - DELAY_MS,
-            "bare_post_p50_ms": statistics.median(bare_lat),
-            "screen_over_bare_post_p50_ms": statistics.median(lat) - statistics.median(bare_lat)}
+    return {
+        "stand_in_delay_ms": DELAY_MS,
+        "concurrency": CONCURRENCY,
+        "calls": total,
+        "screen_p50_ms": statistics.median(lat),
+        "screen_p99_ms": _p(lat, 0.99),
+        "screen_added_p50_ms": statistics.median(lat) - DELAY_MS,
+        "bare_post_p50_ms": statistics.median(bare_lat),
+        "screen_over_bare_post_p50_ms": statistics.median(lat) - statistics.median(bare_lat),
+    }
 
 
 async def _holdback(url: str, answers: int) -> dict[str, Any]:
@@ -83,8 +96,7 @@ async def _holdback(url: str, answers: int) -> dict[str, Any]:
     from guard.filters.safety import SafetyScreen
     from guard.filters.safety_settings import SafetyProfile
 
-    prof = SafetyProfile.model_validate({"backend": {"type": "openai", "url": url},
-                                         "response": {"window_chars": 400}})
+    prof = SafetyProfile.model_validate({"backend": {"type": "openai", "url": url}, "response": {"window_chars": 400}})
     screen = SafetyScreen(prof)
     prompt = [Segment("Tell me about llamas.", "user", "content", ())]
     text = ("Llamas are social animals that live in herds. They are used as pack animals. " * 30)[:2000]
@@ -94,7 +106,7 @@ async def _holdback(url: str, answers: int) -> dict[str, Any]:
         arrived: list[float] = []
         for i in range(0, len(text), 20):
             arrived.append(time.perf_counter())
-            step = await s.feed(text[i:i + 20])
+            step = await s.feed(text[i : i + 20])
             now = time.perf_counter()
             released = len(step.release)
             while released > 0 and arrived:  # each released 20-char chunk waited since it arrived
@@ -104,24 +116,35 @@ async def _holdback(url: str, answers: int) -> dict[str, Any]:
         now = time.perf_counter()
         waits.extend((now - t) * 1000 for t in arrived)
     await screen.close()
-    return {"window_chars": 400, "chunk_chars": 20, "answer_chars": 2000,
-            "holdback_p50_ms": statistics.median(waits), "holdback_p99_ms": _p(waits, 0.99)}
+    return {
+        "window_chars": 400,
+        "chunk_chars": 20,
+        "answer_chars": 2000,
+        "holdback_p50_ms": statistics.median(waits),
+        "holdback_p99_ms": _p(waits, 0.99),
+    }
 
 
 def _denylist(n: int) -> dict[str, Any]:
     from guard.filters.denylist import DenylistScreen, load_denylist
 
     s = DenylistScreen.from_settings(load_denylist(ROOT / "filters"))
-    text = ("Hello, my name is Ana and I need help with the invoice 4471 sent on 2024-03-02; please check the "
-            "totals, the shipping address and the VAT line, then draft a polite reply. ") * 5
+    text = (
+        "Hello, my name is Ana and I need help with the invoice 4471 sent on 2024-03-02; please check the "
+        "totals, the shipping address and the VAT line, then draft a polite reply. "
+    ) * 5
     text = text[:772]
     s.scan(text, "prompt")
     t0 = time.perf_counter()
     for _ in range(n):
         s.scan(text, "prompt")
     dt = (time.perf_counter() - t0) / n
-    return {"prompt_chars": len(text), "rules": len(s.rules), "us_per_prompt": dt * 1e6,
-            "mb_per_s": len(text) / dt / 1e6}
+    return {
+        "prompt_chars": len(text),
+        "rules": len(s.rules),
+        "us_per_prompt": dt * 1e6,
+        "mb_per_s": len(text) / dt / 1e6,
+    }
 
 
 def run(quick: bool = False) -> dict:

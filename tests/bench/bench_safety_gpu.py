@@ -4,6 +4,7 @@ Measures, for 512-token conversations: plain transformers (eager, SDPA, full log
 first-token scorer at batch 1 (p50), classifications/s through the micro-batcher at several batch sizes,
 and ``generate`` of 10 tokens. Run: ``python -m tests.bench.bench_safety_gpu [--quick] [--sizes 1b,8b]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,24 @@ from collections.abc import Callable
 from typing import Any
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-               intermediate_size=8192, tie_word_embeddings=True, rope_factor=32.0),
-    "8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-               intermediate_size=14336, tie_word_embeddings=False, rope_factor=8.0),
+    "1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        tie_word_embeddings=True,
+        rope_factor=32.0,
+    ),
+    "8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        tie_word_embeddings=False,
+        rope_factor=8.0,
+    ),
 }
 SEQ = 512
 
@@ -31,10 +46,21 @@ def build(size: str) -> Any:
 
     s = dict(SHAPES[size])
     factor = s.pop("rope_factor")
-    cfg = LlamaConfig(vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
-                      rope_theta=500000.0, attn_implementation="sdpa",
-                      rope_scaling={"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
-                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}, **s)
+    cfg = LlamaConfig(
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        attn_implementation="sdpa",
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": factor,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        **s,
+    )
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg)
@@ -78,7 +104,6 @@ def batched_rate(fast: Any, seqs: list[list[int]], batch: int, tok: list[int], w
 def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, Any]:
     import torch
 
-
     torch.manual_seed(0)
     model = build(size)
     gen = torch.Generator().manual_seed(1)
@@ -89,9 +114,16 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     with torch.inference_mode():
         out["hf_eager_full_logits_b1_p50_ms"] = p50_ms(lambda: model(dev, use_cache=False), n)
         out["hf_eager_rate_b16"] = 16 / (p50_ms(lambda: model(dev.expand(16, -1), use_cache=False), 5) / 1000)
+
         def gen_ids() -> Any:
-            return model.generate(dev, max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=0,
-                                  attention_mask=torch.ones_like(dev))
+            return model.generate(
+                dev,
+                max_new_tokens=10,
+                min_new_tokens=10,
+                do_sample=False,
+                pad_token_id=0,
+                attention_mask=torch.ones_like(dev),
+            )
 
         out["hf_generate10_b1_p50_ms"] = p50_ms(gen_ids, 3 if quick else 10)
     tok = [100, 200]
@@ -111,8 +143,9 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
     return out
 
 
-def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list[int]], tok: list[int], n: int,
-             quick: bool) -> dict[str, Any]:
+def _variant(
+    model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list[int]], tok: list[int], n: int, quick: bool
+) -> dict[str, Any]:
     from guard.filters.llama_guard_fast import FastLlama
 
     fast = FastLlama(model, cuda_graphs=True, compile_layers=variant != "graphs", fp8=variant == "fp8")
@@ -121,8 +154,9 @@ def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list
     r: dict[str, Any] = {"warmup_s": time.perf_counter() - t0}
     r["vs_hf_max_abs_logprob_diff"] = float((ref - fast.logprobs([seq], tok)[0]).abs().max())
     r["b1_p50_ms"] = p50_ms(lambda: fast.logprobs([seq], tok), n * 4)
-    r["rate_by_max_batch"] = {str(b): batched_rate(fast, seqs, b, tok, wait_ms=1.0)
-                              for b in ((64,) if quick else (32, 64))}
+    r["rate_by_max_batch"] = {
+        str(b): batched_rate(fast, seqs, b, tok, wait_ms=1.0) for b in ((64,) if quick else (32, 64))
+    }
     r["rate_best"] = max(r["rate_by_max_batch"].values())
     fast = None  # the last reference, freed before the next variant
     import gc
@@ -135,15 +169,19 @@ def _variant(model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list
     return r
 
 
-def run(quick: bool = False, sizes: tuple[str, ...] = ("1b", "8b"),
-        variants: tuple[str, ...] = ("compile",)) -> dict:
+def run(quick: bool = False, sizes: tuple[str, ...] = ("1b", "8b"), variants: tuple[str, ...] = ("compile",)) -> dict:
     """variants: graphs (eager kernels, CUDA graphs), compile (torch.compile'd layers + graphs), fp8 (compile,
     FP8 matmuls with rowwise scales: a numerics trade, reported separately)."""
     import torch
 
-    res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                           "variants": list(variants), "results": []}
+    res: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "variants": list(variants),
+        "results": [],
+    }
     import transformers
+
     res["transformers"] = transformers.__version__
     for size in sizes:
         res["results"].append(bench_size(size, quick, variants))
@@ -161,8 +199,7 @@ def main() -> None:
     text = json.dumps(res, indent=2)
     print(text)
     if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "bench_safety_gpu.json"),
-                  "w") as f:
+        with open(os.path.join(os.environ["OUT"], "bench_safety_gpu.json"), "w") as f:
             f.write(text)
 
 

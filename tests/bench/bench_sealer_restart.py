@@ -11,6 +11,7 @@ starts cold, as it would without a standby: both in the same run):
 at low traffic (2 clients, one request each every 100 ms) and moderate traffic (16 clients, back to back),
 for durability fsync and batch. The docs promise a new sealer within a second.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,9 @@ def _sealers(pid: int, active: bool = True) -> list[int]:
     return found
 
 
-def _clients(url: str, n: int, pause_s: float, stop: threading.Event, out: list[tuple[float, int]]) -> list[threading.Thread]:
+def _clients(
+    url: str, n: int, pause_s: float, stop: threading.Event, out: list[tuple[float, int]]
+) -> list[threading.Thread]:
     headers = {"x-forwarded-client-cert": XFCC, "content-type": "application/json"}
 
     def one() -> None:
@@ -93,8 +96,9 @@ def scenario(d: Path, upstream: str, durability: str, clients: int, pause_s: flo
     out: list[tuple[float, int]] = []
     stop = threading.Event()
     rows: list[dict[str, float]] = []
-    with process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], port,
-                 log=d / f"guard-{port}.log") as p:
+    with process(
+        [str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], port, log=d / f"guard-{port}.log"
+    ) as p:
         deadline = time.monotonic() + 30
         while not _sealers(p.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -123,23 +127,36 @@ def scenario(d: Path, upstream: str, durability: str, clients: int, pause_s: flo
             seen = out[start:]
             refused = [t for t, s in seen if s == 503 and t >= t0]
             others = sorted({s for _, s in seen} - {200, 503})
-            rows.append({"start": "cold" if cold else "standby", "window_ms": round((max(refused) - t0) * 1000, 1) if refused else 0.0,
-                         "restarted_ms": round(restarted * 1000, 1) if restarted is not None else -1.0,
-                         "refused": len(refused), "answered": sum(1 for _, s in seen if s == 200),
-                         "other_statuses": len(others)})
+            rows.append(
+                {
+                    "start": "cold" if cold else "standby",
+                    "window_ms": round((max(refused) - t0) * 1000, 1) if refused else 0.0,
+                    "restarted_ms": round(restarted * 1000, 1) if restarted is not None else -1.0,
+                    "refused": len(refused),
+                    "answered": sum(1 for _, s in seen if s == 200),
+                    "other_statuses": len(others),
+                }
+            )
         stop.set()
         for t in threads:
             t.join(15)
-    out_rows: dict[str, Any] = {"durability": durability, "clients": clients, "pause_ms": pause_s * 1000,
-                                "rounds": rows}
+    out_rows: dict[str, Any] = {
+        "durability": durability,
+        "clients": clients,
+        "pause_ms": pause_s * 1000,
+        "rounds": rows,
+    }
     for start_kind in ("standby", "cold"):
         sel = [r for r in rows if r["start"] == start_kind]
-        out_rows[start_kind] = {"window_ms_median": statistics.median(r["window_ms"] for r in sel),
-                                "window_ms_max": max(r["window_ms"] for r in sel),
-                                "restarted_ms_median": statistics.median(r["restarted_ms"] for r in sel),
-                                "refused": [r["refused"] for r in sel]}
-    out_rows["cold_over_standby"] = round(out_rows["cold"]["window_ms_median"]
-                                          / max(1.0, out_rows["standby"]["window_ms_median"]), 2)
+        out_rows[start_kind] = {
+            "window_ms_median": statistics.median(r["window_ms"] for r in sel),
+            "window_ms_max": max(r["window_ms"] for r in sel),
+            "restarted_ms_median": statistics.median(r["restarted_ms"] for r in sel),
+            "refused": [r["refused"] for r in sel],
+        }
+    out_rows["cold_over_standby"] = round(
+        out_rows["cold"]["window_ms_median"] / max(1.0, out_rows["standby"]["window_ms_median"]), 2
+    )
     return out_rows
 
 
@@ -158,9 +175,12 @@ def run(quick: bool = QUICK) -> dict[str, Any]:
                 results.append(r)
                 for kind in ("standby", "cold"):
                     x = r[kind]
-                    print(f"{durability:5} {name:8} clients={clients:2} {kind:7} refusal window median "
-                          f"{x['window_ms_median']:7.1f} ms  max {x['window_ms_max']:7.1f} ms  new sealer after "
-                          f"{x['restarted_ms_median']:6.1f} ms  refused/round {x['refused']}", file=sys.stderr)
+                    print(
+                        f"{durability:5} {name:8} clients={clients:2} {kind:7} refusal window median "
+                        f"{x['window_ms_median']:7.1f} ms  max {x['window_ms_max']:7.1f} ms  new sealer after "
+                        f"{x['restarted_ms_median']:6.1f} ms  refused/round {x['refused']}",
+                        file=sys.stderr,
+                    )
     return {"upstream": label, "cpus": os.cpu_count(), "scenarios": results}
 
 

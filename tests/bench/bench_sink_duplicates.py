@@ -6,6 +6,7 @@ with imrelp (Debian packages rsyslog and rsyslog-relp: `make debian-deps`). Even
 25 s (BENCH_QUICK=1: 3 s outage in 8 s); the receiver is stopped for the outage in the middle. Reports, per sink,
 events written, missing (must be 0) and duplicates (each event's id counted as often as it arrived, minus one).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,11 @@ def run(quick: bool = QUICK) -> dict[str, Any]:
             r = outage(Path(tmp), kind, outage_s=outage_s, write_s=write_s, batch_size=500)
         r["duplicate_pct"] = round(100.0 * r["duplicates"] / max(1, r["written"]), 2)
         rows.append(r)
-        print(f"{kind:6} written {r['written']:6}  missing {r['missing']:4}  duplicates {r['duplicates']:5} "
-              f"({r['duplicate_pct']}%)  batch_size {r['batch_size']}", file=sys.stderr)
+        print(
+            f"{kind:6} written {r['written']:6}  missing {r['missing']:4}  duplicates {r['duplicates']:5} "
+            f"({r['duplicate_pct']}%)  batch_size {r['batch_size']}",
+            file=sys.stderr,
+        )
     return {"outage_s": outage_s, "write_s": write_s, "rate_per_s": 400, "sinks": rows}
 
 

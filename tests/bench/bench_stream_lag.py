@@ -13,6 +13,7 @@ the median and p90 per-character lag (visible minus written upstream), and Guard
 process: pipeline, relay, screens). BENCH_STREAM_VARIANTS=none,default picks variants.
 Run: python -m tests.bench.bench_stream_lag [--quick]     (or BENCH_ONLY=streamlag python -m tests.bench.run)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,15 +31,18 @@ from typing import Any
 from tests.bench.common import PY, ROOT, XFCC, free_port, wait_port
 
 CHUNK, INTERVAL_MS, JUDGE_MS = 4, 10, 20
-PROSE = ("The river runs slowly past the old mill, and the morning light settles on the water like a thin "
-         "sheet of gold. Nobody in the village remembers when the wheel last turned, but the children still "
-         "tell stories about the miller who sang to his flour. Along the bank the reeds bend in the wind, and "
-         "a heron waits without moving, patient as a stone. Further down, where the current quickens, a "
-         "wooden bridge carries travellers toward the market town, its planks worn smooth by carts and boots. ")
+PROSE = (
+    "The river runs slowly past the old mill, and the morning light settles on the water like a thin "
+    "sheet of gold. Nobody in the village remembers when the wheel last turned, but the children still "
+    "tell stories about the miller who sang to his flour. Along the bank the reeds bend in the wind, and "
+    "a heron waits without moving, patient as a stone. Further down, where the current quickens, a "
+    "wooden bridge carries travellers toward the market town, its planks worn smooth by carts and boots. "
+)
 VARIANTS = tuple(os.environ.get("BENCH_STREAM_VARIANTS", "none,default,hold,monitor").split(","))
 
 
 # --- the stand-in upstream (run as a subprocess) ----------------------------------------------------------
+
 
 def serve_upstream(port: int, text: str) -> None:
     from aiohttp import web
@@ -47,8 +51,14 @@ def serve_upstream(port: int, text: str) -> None:
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-        return {"id": "lag", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return {
+            "id": "lag",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
 
     async def handle(request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -61,7 +71,7 @@ def serve_upstream(port: int, text: str) -> None:
             due += INTERVAL_MS / 1000
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             times.append(time.time())
-            await resp.write(sse(chunk({"content": text[i:i + CHUNK]})))
+            await resp.write(sse(chunk({"content": text[i : i + CHUNK]})))
         await resp.write(sse(chunk({}, "stop", x_written=times)))
         await resp.write(b"data: [DONE]\n\n")
         return resp
@@ -73,6 +83,7 @@ def serve_upstream(port: int, text: str) -> None:
 
 # --- Guard in this process ----------------------------------------------------------------------------------
 
+
 def filters_for(d: Path, variant: str, judge_url: str) -> Path:
     f = d / f"filters-{variant}"
     f.mkdir()
@@ -83,8 +94,11 @@ def filters_for(d: Path, variant: str, judge_url: str) -> Path:
     if variant in ("hold", "monitor"):
         import yaml
 
-        prof = {"backend": {"type": "openai", "url": judge_url, "model": "llama-guard-3"},
-                "response": {"stream_mode": variant}, "prompt": {"enabled": False}}
+        prof = {
+            "backend": {"type": "openai", "url": judge_url, "model": "llama-guard-3"},
+            "response": {"stream_mode": variant},
+            "prompt": {"enabled": False},
+        }
         (f / "safety.yaml").write_text(yaml.safe_dump({"profiles": {"default": prof}}))
     return f
 
@@ -114,11 +128,20 @@ class Client:
 
 
 async def _one(pipe: Any, text_len: int) -> dict[str, float]:
-    body = json.dumps({"model": "m", "stream": True,
-                       "messages": [{"role": "user", "content": "Tell me about the river."}]}).encode()
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "client": ("127.0.0.1", 5555),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    body = json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Tell me about the river."}]}
+    ).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-forwarded-client-cert", XFCC.encode()),
+        ],
+    }
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -136,10 +159,14 @@ async def _one(pipe: Any, text_len: int) -> dict[str, float]:
     assert len(c.seen) == text_len, (len(c.seen), text_len)
     per_char = [c.written[i // CHUNK] for i in range(text_len)]
     lags = sorted((s - w) * 1000 for s, w in zip(c.seen, per_char, strict=False))
-    return {"first_visible_ms": (c.seen[0] - t0) * 1000, "first_written_ms": (c.written[0] - t0) * 1000,
-            "first_delay_ms": (c.seen[0] - c.written[0]) * 1000,
-            "median_lag_ms": statistics.median(lags), "p90_lag_ms": lags[int(len(lags) * 0.9)],
-            "cpu_ms_per_kb": cpu * 1000 / (text_len / 1024)}
+    return {
+        "first_visible_ms": (c.seen[0] - t0) * 1000,
+        "first_written_ms": (c.written[0] - t0) * 1000,
+        "first_delay_ms": (c.seen[0] - c.written[0]) * 1000,
+        "median_lag_ms": statistics.median(lags),
+        "p90_lag_ms": lags[int(len(lags) * 0.9)],
+        "cpu_ms_per_kb": cpu * 1000 / (text_len / 1024),
+    }
 
 
 async def _measure(cfgs: dict[str, Path], rounds: int, text_len: int) -> dict[str, list[dict[str, float]]]:
@@ -160,8 +187,11 @@ async def _measure(cfgs: dict[str, Path], rounds: int, text_len: int) -> dict[st
         for v in order:
             res = await _one(pipes[v], text_len)
             out[v].append(res)
-            print(f"  {v:8s} first {res['first_visible_ms']:7.1f} ms  median lag {res['median_lag_ms']:7.1f} ms  "
-                  f"cpu {res['cpu_ms_per_kb']:6.2f} ms/KB", file=sys.stderr)
+            print(
+                f"  {v:8s} first {res['first_visible_ms']:7.1f} ms  median lag {res['median_lag_ms']:7.1f} ms  "
+                f"cpu {res['cpu_ms_per_kb']:6.2f} ms/KB",
+                file=sys.stderr,
+            )
     for rt in rts:
         await rt.services().upstreams.close()
         await rt.stop("benchmark done")
@@ -178,17 +208,24 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         up_port, judge_port = free_port(), free_port()
-        procs = [subprocess.Popen([PY, "-m", "tests.bench.bench_stream_lag", "--upstream", str(up_port),
-                                   str(len(text))], cwd=ROOT),
-                 subprocess.Popen([PY, "-m", "guard.filters.llama_guard_standin", "--port", str(judge_port),
-                                   "--delay-ms", str(JUDGE_MS)], cwd=ROOT)]
+        procs = [
+            subprocess.Popen(
+                [PY, "-m", "tests.bench.bench_stream_lag", "--upstream", str(up_port), str(len(text))], cwd=ROOT
+            ),
+            subprocess.Popen(
+                [PY, "-m", "guard.filters.llama_guard_standin", "--port", str(judge_port), "--delay-ms", str(JUDGE_MS)],
+                cwd=ROOT,
+            ),
+        ]
         try:
             wait_port(up_port)
             wait_port(judge_port)
             cfgs = {}
             for v in VARIANTS:
                 cfg = guard_config(d, f"http://127.0.0.1:{up_port}", False, free_port(), free_port())
-                raw = cfg.read_text().replace(str(d / "no-filters"), str(filters_for(d, v, f"http://127.0.0.1:{judge_port}")))
+                raw = cfg.read_text().replace(
+                    str(d / "no-filters"), str(filters_for(d, v, f"http://127.0.0.1:{judge_port}"))
+                )
                 cfg.write_text(raw)
                 cfgs[v] = cfg
             seen = uvloop.run(_measure(cfgs, rounds, len(text)))
@@ -196,8 +233,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             for p in procs:
                 p.terminate()
                 p.wait(10)
-    res: dict[str, Any] = {"chunk_chars": CHUNK, "interval_ms": INTERVAL_MS, "judge_ms": JUDGE_MS,
-                           "text_chars": len(text), "rounds": rounds}
+    res: dict[str, Any] = {
+        "chunk_chars": CHUNK,
+        "interval_ms": INTERVAL_MS,
+        "judge_ms": JUDGE_MS,
+        "text_chars": len(text),
+        "rounds": rounds,
+    }
     for v, xs in seen.items():
         res[v] = {k: round(statistics.median(x[k] for x in xs), 2) for k in xs[0]}
     base = res["none"]
@@ -212,6 +254,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--upstream":
-        serve_upstream(int(sys.argv[2]), (PROSE * 2)[:int(sys.argv[3])])
+        serve_upstream(int(sys.argv[2]), (PROSE * 2)[: int(sys.argv[3])])
     else:
         print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

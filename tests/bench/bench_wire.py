@@ -22,6 +22,7 @@ shape make Chat Completions slower?).
 
 Run: python -m tests.bench.bench_wire [--quick] [--against canon]   (or BENCH_ONLY=wire python -m tests.bench.run)
 """
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,22 @@ def _bodies(stream: bool) -> dict[str, tuple[str, str, dict[str, Any]]]:
     """name -> (Guard path, model server path, body)"""
     msgs = [{"role": "user", "content": ANSWER}]
     return {
-        "chat": ("/v1/chat/completions", "/v1/chat/completions",
-                 {"model": "bench-model", "messages": msgs, "stream": stream}),
+        "chat": (
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            {"model": "bench-model", "messages": msgs, "stream": stream},
+        ),
         "responses": ("/v1/responses", "/v1/responses", {"model": "bench-model", "input": ANSWER, "stream": stream}),
-        "messages": ("/v1/messages", "/v1/messages",
-                     {"model": "claude-bench", "max_tokens": 64, "messages": msgs, "stream": stream}),
-        "translated": ("/v1/messages", "/v1/chat/completions",
-                       {"model": "gpt-bench", "max_tokens": 64, "messages": msgs, "stream": stream}),
+        "messages": (
+            "/v1/messages",
+            "/v1/messages",
+            {"model": "claude-bench", "max_tokens": 64, "messages": msgs, "stream": stream},
+        ),
+        "translated": (
+            "/v1/messages",
+            "/v1/chat/completions",
+            {"model": "gpt-bench", "max_tokens": 64, "messages": msgs, "stream": stream},
+        ),
     }
 
 
@@ -83,11 +93,18 @@ def run(quick: bool = False) -> dict[str, Any]:
         filters.mkdir()
         shutil.copy(ROOT / "filters" / "denylist.yaml", filters / "denylist.yaml")
         _app, ms, url = start_model_server()
-        g = start_guard(tmp / "pki", url, tmp, filters={"dir": str(filters)},
-                        routes=[{"model": "claude*", "upstream": "anthropic"}, {"model": "*", "upstream": "local"}])
+        g = start_guard(
+            tmp / "pki",
+            url,
+            tmp,
+            filters={"dir": str(filters)},
+            routes=[{"model": "claude*", "upstream": "anthropic"}, {"model": "*", "upstream": "local"}],
+        )
         try:
-            with httpx.Client(base_url=g.url, verify=g.ssl_context("prod-workload"), timeout=30) as gc, \
-                    httpx.Client(base_url=url, timeout=30) as dc:
+            with (
+                httpx.Client(base_url=g.url, verify=g.ssl_context("prod-workload"), timeout=30) as gc,
+                httpx.Client(base_url=url, timeout=30) as dc,
+            ):
                 for stream in (False, True):
                     bodies = _bodies(stream)
                     times: dict[str, list[float]] = {k: [] for k in bodies}
@@ -97,16 +114,20 @@ def run(quick: bool = False) -> dict[str, Any]:
                         _time(dc, dp, _direct_body(name, body), 5)
                     names = list(bodies)
                     for r in range(rounds):  # each round starts with another path
-                        for name in names[r % len(names):] + names[:r % len(names)]:
+                        for name in names[r % len(names) :] + names[: r % len(names)]:
                             gp, dp, body = bodies[name]
                             times[name].append(_time(gc, gp, body, n))
                             direct[name].append(_time(dc, dp, _direct_body(name, body), n))
                     over = {k: statistics.median(times[k]) - statistics.median(direct[k]) for k in bodies}
                     out["stream" if stream else "whole"] = {
-                        k: {"via_guard_us": round(statistics.median(times[k]), 1),
+                        k: {
+                            "via_guard_us": round(statistics.median(times[k]), 1),
                             "direct_us": round(statistics.median(direct[k]), 1),
                             "overhead_us": round(over[k], 1),
-                            "ratio_to_chat": round(over[k] / over["chat"], 2)} for k in bodies}
+                            "ratio_to_chat": round(over[k] / over["chat"], 2),
+                        }
+                        for k in bodies
+                    }
         finally:
             g.stop()
             ms.stop()
@@ -129,9 +150,17 @@ async def _cpu(cfg_path: Path, path: str, body: dict[str, Any], n: int) -> float
     svc = rt.services()
     pipe = Pipeline(svc)
     raw = json.dumps(body).encode()
-    scope = {"type": "http", "method": "POST", "path": path, "client": ("127.0.0.1", 5555),
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-                         (b"x-forwarded-client-cert", XFCC.encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+            (b"x-forwarded-client-cert", XFCC.encode()),
+        ],
+    }
     status: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -167,8 +196,20 @@ def cpu_per_path(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         port = free_port()
-        up = subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory",
-                               "--port", str(port), "--log-level", "warning", "--no-access-log"])
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "guard.demo.modelserver:ModelServer",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+        )
         try:
             wait_port(port)
             cfg_path = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
@@ -179,15 +220,18 @@ def cpu_per_path(quick: bool = False) -> dict[str, Any]:
             seen: dict[str, list[float]] = {k: [] for k in bodies}
             names = list(bodies)
             for r in range(rounds):
-                for name in names[r % len(names):] + names[:r % len(names)]:
+                for name in names[r % len(names) :] + names[: r % len(names)]:
                     gp, _, body = bodies[name]
                     seen[name].append(uvloop.run(_cpu(cfg_path, gp, body, n)))
         finally:
             up.terminate()
             up.wait(10)
     med = {k: statistics.median(v) for k, v in seen.items()}
-    return {"n": n, "rounds": rounds, **{k: {"cpu_us": round(v, 1), "ratio_to_chat": round(v / med["chat"], 2)}
-                                         for k, v in med.items()}}
+    return {
+        "n": n,
+        "rounds": rounds,
+        **{k: {"cpu_us": round(v, 1), "ratio_to_chat": round(v / med["chat"], 2)} for k, v in med.items()},
+    }
 
 
 _CHILD = """
@@ -220,25 +264,48 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
         for so in (ROOT / "guard" / "apis").glob("_strictjson*.so"):  # the same C hook for both (untracked build)
             shutil.copy(so, base / "guard" / "apis" / so.name)
         port = free_port()
-        up = subprocess.Popen([sys.executable, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory",
-                               "--port", str(port), "--log-level", "warning"])
+        up = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "guard.demo.modelserver:ModelServer",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ]
+        )
         try:
             wait_port(port)
             cfg = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
             seen: dict[str, list[float]] = {"before": [], "after": []}
             for r in range(rounds):  # the order flips every round
                 pair = [("before", base), ("after", ROOT)]
-                for label, tree in (pair if r % 2 == 0 else pair[::-1]):
+                for label, tree in pair if r % 2 == 0 else pair[::-1]:
                     env = {**os.environ, "PYTHONPATH": str(tree)}
-                    out = subprocess.run([sys.executable, "-c", _CHILD, str(cfg), str(n)], cwd=tree, env=env,
-                                         check=True, capture_output=True, text=True).stdout
+                    out = subprocess.run(
+                        [sys.executable, "-c", _CHILD, str(cfg), str(n)],
+                        cwd=tree,
+                        env=env,
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    ).stdout
                     seen[label].append(float(out.strip().splitlines()[-1]))
         finally:
             up.terminate()
             up.wait(10)
     b, a = statistics.median(seen["before"]), statistics.median(seen["after"])
-    return {"rev": rev, "n": n, "rounds": rounds, "before_us": round(b, 1), "after_us": round(a, 1),
-            "after_over_before": round(a / b, 3)}
+    return {
+        "rev": rev,
+        "n": n,
+        "rounds": rounds,
+        "before_us": round(b, 1),
+        "after_us": round(a, 1),
+        "after_over_before": round(a / b, 3),
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Benchmark plumbing: processes, nginx configs, wrk runs and their parsing, RSS."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,11 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
-CHAT_BODY = ('{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],'
-             '"max_tokens":16}')
-FIXED_COMPLETION = ('{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench-model",'
-                    '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark."},'
-                    '"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":3,"total_tokens":11}}')
+CHAT_BODY = (
+    '{"model":"bench-model","messages":[{"role":"user","content":"Say hello to the benchmark."}],"max_tokens":16}'
+)
+FIXED_COMPLETION = (
+    '{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"bench-model",'
+    '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello, benchmark."},'
+    '"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":3,"total_tokens":11}}'
+)
 XFCC = 'Hash=00;Subject="CN=bench-app,OU=apps,O=Example";URI=spiffe://example.org/ns/dev/sa/bench'
 
 
@@ -42,11 +46,13 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 @contextmanager
-def process(cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None,
-            wait: float = 30) -> Iterator[subprocess.Popen]:
+def process(
+    cmd: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None, wait: float = 30
+) -> Iterator[subprocess.Popen]:
     with open(log or os.devnull, "wb") as out:  # the child holds its own copy of the descriptor
-        p = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_port(port, wait)
         yield p
@@ -87,7 +93,9 @@ http {{
 def wrk_script(d: Path, body: str, headers: dict[str, str]) -> Path:
     lua = d / "post.lua"
     hdr = "\n".join(f'wrk.headers["{k}"] = [[{v}]]' for k, v in headers.items())
-    lua.write_text(f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n{hdr}\n')
+    lua.write_text(
+        f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n{hdr}\n'
+    )
     return lua
 
 
@@ -100,29 +108,59 @@ def _ms(v: str) -> float:
 
 
 def wrk(url: str, script: Path, conns: int, seconds: float, threads: int = 1) -> dict[str, float]:
-    out = subprocess.run(["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s",
-                          str(script), url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(
+        ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"\s50%\s+(\S+)", out)
     p99 = re.search(r"\s99%\s+(\S+)", out)
     total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: (.*)", out)
-    return {"rps": float(rps.group(1)) if rps else 0.0, "p50_ms": _ms(p50.group(1)) if p50 else float("nan"),
-            "p99_ms": _ms(p99.group(1)) if p99 else float("nan"), "requests": int(total.group(1)) if total else 0,
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errs.group(1) if errs else ""}
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": _ms(p50.group(1)) if p50 else float("nan"),
+        "p99_ms": _ms(p99.group(1)) if p99 else float("nan"),
+        "requests": int(total.group(1)) if total else 0,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errs.group(1) if errs else "",
+    }
 
 
-def paced(url: str, body: str, headers: dict[str, str], conns: int, rate_per_conn: float, seconds: float,
-          tls: tuple[Path, Path, Path] | None = None) -> dict[str, float]:
+def paced(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    conns: int,
+    rate_per_conn: float,
+    seconds: float,
+    tls: tuple[Path, Path, Path] | None = None,
+) -> dict[str, float]:
     """Paced load with precise latencies (tests/bench/paced_client.py, in its own process); ``tls``: the
     client certificate, its key and the CA, used only for an https URL."""
     import json
 
-    out = subprocess.run([PY, "-m", "tests.bench.paced_client", url, body, json.dumps(headers), str(conns),
-                          str(rate_per_conn), str(seconds), *map(str, tls or ())], capture_output=True, text=True,
-                         timeout=seconds + 60,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "tests.bench.paced_client",
+            url,
+            body,
+            json.dumps(headers),
+            str(conns),
+            str(rate_per_conn),
+            str(seconds),
+            *map(str, tls or ()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout)

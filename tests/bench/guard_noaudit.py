@@ -4,6 +4,7 @@ nothing in place of the journal (a configuration cannot do this: Guard refuses t
 
 Run: python -m tests.bench.guard_noaudit CONFIG
 """
+
 from __future__ import annotations
 
 import sys

@@ -8,6 +8,7 @@ summary). RATE 0: each connection sends its next request as soon as the answer i
 wrk does). An https URL is reached over TLS, presenting the client certificate CERT/KEY and checking the
 server's against CA for the name localhost: Guard over mTLS with no proxy in between.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,16 @@ from urllib.parse import urlsplit
 import uvloop
 
 
-async def _conn(host: str, port: int, req: bytes, period: float, end: float, lat: list[float], bad: list[int],
-                tls: ssl.SSLContext | None = None) -> None:
+async def _conn(
+    host: str,
+    port: int,
+    req: bytes,
+    period: float,
+    end: float,
+    lat: list[float],
+    bad: list[int],
+    tls: ssl.SSLContext | None = None,
+) -> None:
     r, w = await asyncio.open_connection(host, port, ssl=tls, server_hostname="localhost" if tls else None)
     nxt = time.monotonic() + random.random() * period
     while True:
@@ -48,30 +57,49 @@ async def _conn(host: str, port: int, req: bytes, period: float, end: float, lat
     w.close()
 
 
-def main(url: str, body: str, headers: dict[str, str], conns: int, rate: float, seconds: float,
-         cert: str | None = None, key: str | None = None, ca: str | None = None) -> dict[str, float]:
+def main(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    conns: int,
+    rate: float,
+    seconds: float,
+    cert: str | None = None,
+    key: str | None = None,
+    ca: str | None = None,
+) -> dict[str, float]:
     u = urlsplit(url)
     tls = None
     if u.scheme == "https":
         tls = ssl.create_default_context(cafile=ca)
         tls.load_cert_chain(cert, key)  # type: ignore[arg-type]
     data = body.encode()
-    head = f"POST {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n" \
-           f"Content-Length: {len(data)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = (
+        f"POST {u.path or '/'} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    )
     req = (head + "\r\n").encode() + data
     lat: list[float] = []
     bad = [0]
 
     async def run() -> None:
         end = time.monotonic() + seconds
-        await asyncio.gather(*(_conn(u.hostname or "127.0.0.1", u.port or 80, req, 1.0 / rate if rate > 0 else 0.0, end,
-                                     lat, bad, tls)
-                               for _ in range(conns)))
+        await asyncio.gather(
+            *(
+                _conn(u.hostname or "127.0.0.1", u.port or 80, req, 1.0 / rate if rate > 0 else 0.0, end, lat, bad, tls)
+                for _ in range(conns)
+            )
+        )
 
     uvloop.run(run())
     lat.sort()
-    return {"requests": len(lat), "rps": round(len(lat) / seconds, 1), "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
-            "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3), "non_2xx": bad[0]}
+    return {
+        "requests": len(lat),
+        "rps": round(len(lat) / seconds, 1),
+        "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
+        "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
+        "non_2xx": bad[0],
+    }
 
 
 if __name__ == "__main__":

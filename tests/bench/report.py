@@ -3,6 +3,7 @@ the results of the run that just finished, with the machine, the UTC date and th
 
 Every scenario's result is rendered the same way: lists of rows become tables, nested figures become
 ``name | value`` rows; nothing is copied by hand, so the page is only ever one run's figures."""
+
 from __future__ import annotations
 
 import os
@@ -34,17 +35,33 @@ def machine() -> dict[str, str]:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu or platform.processor() or platform.machine(),
-            "cores": f"{usable} usable of {os.cpu_count()}", "memory": mem or "unknown",
-            "os": platform.platform(), "python": platform.python_version()}
+    return {
+        "cpu": cpu or platform.processor() or platform.machine(),
+        "cores": f"{usable} usable of {os.cpu_count()}",
+        "memory": mem or "unknown",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def commit() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, check=False, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, check=False,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (rev + (" (with uncommitted changes)" if dirty else "")) if rev else "unknown"
@@ -96,16 +113,24 @@ def _flatten(value: Any, prefix: str, scalars: list[tuple[str, Any]], tables: li
 def render(results: dict[str, Any], what: dict[str, str]) -> str:
     """Markdown for one run's ``results`` (run.py's bench.json); ``what`` names each scenario key."""
     m = machine()
-    lines = ["# Benchmarks", "",
-             ("Written by `make bench` (`python -m tests.bench.run`, tests/bench/report.py) from one run; do not "
-              "edit by hand. Speed figures are meaningful as ratios against the baseline rows measured in the same "
-              "run (README: Performance says what each scenario measures)."), "",
-             "| run | |", "|---|---|",
-             f"| date (UTC) | {results.get('time', '')} |",
-             f"| commit | {commit()} |",
-             f"| scenarios | {', '.join(k for k in results if k not in ('time', 'quick', 'only'))} |",
-             f"| short run (`BENCH_QUICK`) | {'yes' if results.get('quick') else 'no'} |",
-             *(f"| {k} | {_fmt(v)} |" for k, v in m.items()), ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        (
+            "Written by `make bench` (`python -m tests.bench.run`, tests/bench/report.py) from one run; do not "
+            "edit by hand. Speed figures are meaningful as ratios against the baseline rows measured in the same "
+            "run (README: Performance says what each scenario measures)."
+        ),
+        "",
+        "| run | |",
+        "|---|---|",
+        f"| date (UTC) | {results.get('time', '')} |",
+        f"| commit | {commit()} |",
+        f"| scenarios | {', '.join(k for k in results if k not in ('time', 'quick', 'only'))} |",
+        f"| short run (`BENCH_QUICK`) | {'yes' if results.get('quick') else 'no'} |",
+        *(f"| {k} | {_fmt(v)} |" for k, v in m.items()),
+        "",
+    ]
     for key, value in results.items():
         if key in ("time", "quick", "only"):
             continue

@@ -18,6 +18,7 @@ Alternating rounds also measure the audit trail's cost (auditcost), metrics' and
 workers against one (workers).
 Environment: BENCH_QUICK=1 for a short run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,9 +63,22 @@ CONNS = [1, 16, 64]
 ALLOW_ALL = "p, access, allow, *, -, True\np, content, allow, *, -, True\n"
 
 
-def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, durability: str = "batch",
-                 policy: str = "shipped", filters: str = "none", workers: int = 1, metrics: bool = True,
-                 sealer: str = "auto", otlp_endpoint: str | None = None, trace_sample_ratio: float = 1.0) -> Path:
+def guard_config(
+    d: Path,
+    upstream: str,
+    tls: bool,
+    port: int,
+    admin: int,
+    *,
+    durability: str = "batch",
+    policy: str = "shipped",
+    filters: str = "none",
+    workers: int = 1,
+    metrics: bool = True,
+    sealer: str = "auto",
+    otlp_endpoint: str | None = None,
+    trace_sample_ratio: float = 1.0,
+) -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
     from guard.demo.stack import make_pki
@@ -79,8 +93,13 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
     (d / "no-filters").mkdir(exist_ok=True)
     cfg: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": port},
-        "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server-key.pem"), "client_ca": str(pki / "ca.pem"),
-                "enabled": tls, "trusted_proxies": [] if tls else ["127.0.0.1/32"]},
+        "tls": {
+            "cert": str(pki / "server.pem"),
+            "key": str(pki / "server-key.pem"),
+            "client_ca": str(pki / "ca.pem"),
+            "enabled": tls,
+            "trusted_proxies": [] if tls else ["127.0.0.1/32"],
+        },
         "admin": {"host": "127.0.0.1", "port": admin},
         "upstreams": {"local": {"url": upstream, "api": "openai", "timeout_s": 30}},
         "routes": [{"model": "*", "upstream": "local"}],
@@ -88,8 +107,10 @@ def guard_config(d: Path, upstream: str, tls: bool, port: int, admin: int, *, du
         "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
         "audit": {"dir": str(d / f"audit-{port}"), "durability": durability, "sealer": sealer},
         "workers": workers,
-        "telemetry": {"metrics": metrics, **({"otlp_endpoint": otlp_endpoint, "trace_sample_ratio": trace_sample_ratio}
-                                             if otlp_endpoint else {})},
+        "telemetry": {
+            "metrics": metrics,
+            **({"otlp_endpoint": otlp_endpoint, "trace_sample_ratio": trace_sample_ratio} if otlp_endpoint else {}),
+        },
     }
     path = d / f"guard-{port}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -101,12 +122,30 @@ def _upstream(d: Path, es: Any) -> tuple[str, str]:
     the ExitStack ``es``."""
     port = free_port()
     if have("nginx"):
-        conf = nginx_conf(d / "ng-up", f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""")
+        conf = nginx_conf(
+            d / "ng-up",
+            f"""  server {{ listen 127.0.0.1:{port};
+    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
+        )
         es.enter_context(process([NGINX, "-c", str(conf)], port))
         return f"http://127.0.0.1:{port}", "nginx fixed completion"
-    es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
-                              str(port), "--log-level", "warning", "--no-access-log"], port))
+    es.enter_context(
+        process(
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "guard.demo.modelserver:ModelServer",
+                "--factory",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            port,
+        )
+    )
     return f"http://127.0.0.1:{port}", "built-in model server"
 
 
@@ -178,26 +217,43 @@ def metrics_cost(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
 
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        alternate(d, up, (("metrics", {}), ("no-metrics", {"metrics": False}),
-                          ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
-                          ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}),
-                          ("w2-metrics", {"workers": 2}), ("w2-no-metrics", {"workers": 2, "metrics": False})),
-                  rounds, measure, pid=True)
-    on, off, traced, sampled = (statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct"))
+        alternate(
+            d,
+            up,
+            (
+                ("metrics", {}),
+                ("no-metrics", {"metrics": False}),
+                ("tracing", {"otlp_endpoint": up + "/v1/traces"}),
+                ("tracing-1pct", {"otlp_endpoint": up + "/v1/traces", "trace_sample_ratio": 0.01}),
+                ("w2-metrics", {"workers": 2}),
+                ("w2-no-metrics", {"workers": 2, "metrics": False}),
+            ),
+            rounds,
+            measure,
+            pid=True,
+        )
+    on, off, traced, sampled = (
+        statistics.median(seen[n]) for n in ("metrics", "no-metrics", "tracing", "tracing-1pct")
+    )
 
     def cost(name: str, base: str = "no-metrics") -> float:
         return round((1 - by_round(seen[name], seen[base])) * 100, 1)
 
-    return {"rps": seen, "median_metrics": on, "median_no_metrics": off, "median_tracing": traced,
-            "median_tracing_1pct": sampled,
-            "metrics_cost_pct_c16": cost("metrics"),
-            "metrics_and_tracing_every_exchange_cost_pct_c16": cost("tracing"),
-            "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
-            "metrics_cost_pct_two_workers_c64": cost("w2-metrics", "w2-no-metrics"),
-            "cpu_us_per_request": cpu,
-            "metrics_cpu_cost_pct_c16": round((1 - by_round(cpu["no-metrics"], cpu["metrics"])) * 100, 1),
-            "metrics_cpu_cost_pct_two_workers_c64": round((1 - by_round(cpu["w2-no-metrics"], cpu["w2-metrics"])) * 100, 1),
-            "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1)}
+    return {
+        "rps": seen,
+        "median_metrics": on,
+        "median_no_metrics": off,
+        "median_tracing": traced,
+        "median_tracing_1pct": sampled,
+        "metrics_cost_pct_c16": cost("metrics"),
+        "metrics_and_tracing_every_exchange_cost_pct_c16": cost("tracing"),
+        "metrics_and_tracing_1pct_cost_pct_c16": cost("tracing-1pct"),
+        "metrics_cost_pct_two_workers_c64": cost("w2-metrics", "w2-no-metrics"),
+        "cpu_us_per_request": cpu,
+        "metrics_cpu_cost_pct_c16": round((1 - by_round(cpu["no-metrics"], cpu["metrics"])) * 100, 1),
+        "metrics_cpu_cost_pct_two_workers_c64": round((1 - by_round(cpu["w2-no-metrics"], cpu["w2-metrics"])) * 100, 1),
+        "metrics_cost_pct_c16_of_medians": round((1 - on / off) * 100, 1),
+    }
 
 
 def workers_scaling(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
@@ -216,11 +272,24 @@ def workers_scaling(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
 
     with ExitStack() as es:
         up, _ = _upstream(d, es)
-        alternate(d, up, (("w1", {}), ("w2", {"workers": 2}), ("w1-thread", {"sealer": "thread"}),
-                          ("w2-thread", {"workers": 2, "sealer": "thread"})), rounds, measure)
-    return {"rps": seen, "workers2_vs_1_rps_c64": round(by_round(seen["w2"], seen["w1"]), 3),
-            "workers2_vs_1_rps_c64_sealer_thread": round(by_round(seen["w2-thread"], seen["w1-thread"]), 3),
-            "one_worker_thread_vs_auto": round(by_round(seen["w1-thread"], seen["w1"]), 3)}
+        alternate(
+            d,
+            up,
+            (
+                ("w1", {}),
+                ("w2", {"workers": 2}),
+                ("w1-thread", {"sealer": "thread"}),
+                ("w2-thread", {"workers": 2, "sealer": "thread"}),
+            ),
+            rounds,
+            measure,
+        )
+    return {
+        "rps": seen,
+        "workers2_vs_1_rps_c64": round(by_round(seen["w2"], seen["w1"]), 3),
+        "workers2_vs_1_rps_c64_sealer_thread": round(by_round(seen["w2-thread"], seen["w1-thread"]), 3),
+        "one_worker_thread_vs_auto": round(by_round(seen["w1-thread"], seen["w1"]), 3),
+    }
 
 
 def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
@@ -235,8 +304,9 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
         up, _ = _upstream(d, es)
         bport = free_port()
         targets = {
-            "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
-                                                f"http://127.0.0.1:{bport}")),
+            "baseline": es.enter_context(
+                _plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport, f"http://127.0.0.1:{bport}")
+            ),
             "guard-mtls": es.enter_context(_guard(d, up, True, {})),
             "guard-http": es.enter_context(_guard(d, up, False, {})),
         }
@@ -254,8 +324,12 @@ def paired(d: Path, rounds: int = 3 if QUICK else 5) -> dict[str, Any]:
     def ratio(name: str) -> float:
         return round(by_round(seen[name], seen["baseline"]), 3)
 
-    return {"rps": seen, "rounds": rounds, "guard-mtls_vs_baseline_rps_c16": ratio("guard-mtls"),
-            "guard-http_vs_baseline_rps_c16": ratio("guard-http")}
+    return {
+        "rps": seen,
+        "rounds": rounds,
+        "guard-mtls_vs_baseline_rps_c16": ratio("guard-mtls"),
+        "guard-http_vs_baseline_rps_c16": ratio("guard-http"),
+    }
 
 
 def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict[str, Any]:
@@ -276,8 +350,9 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
         bport = free_port()
         targets = {  # the first Guard started makes the PKI (guard_config)
             "direct": (up, {}, None),
-            "baseline": es.enter_context(_plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport,
-                                                f"http://127.0.0.1:{bport}")),
+            "baseline": es.enter_context(
+                _plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport, f"http://127.0.0.1:{bport}")
+            ),
             "guard-http": es.enter_context(_guard(d, up, False, {})),
             "guard-mtls": es.enter_context(_guard(d, up, True, {}, hop=False)),
             "guard-mtls-via-hop": es.enter_context(_guard(d, up, True, {})),
@@ -291,15 +366,24 @@ def latency(d: Path, rounds: int = 3 if QUICK else 5, rate: float = 0.0) -> dict
                 assert r["non_2xx"] == 0, (name, r)
                 seen.setdefault(name, []).append(r["p50_ms"])
                 p99.setdefault(name, []).append(r["p99_ms"])
-                print(f"  latency {name:18s} c=1 p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
-                      f"({r['requests']} requests)", file=sys.stderr)
-    added = {f"{name}_added_p50_ms_c1": round(by_round(seen[name], seen["direct"], lambda a, b: a - b), 3)
-             for name in seen if name != "direct"}
+                print(
+                    f"  latency {name:18s} c=1 p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms "
+                    f"({r['requests']} requests)",
+                    file=sys.stderr,
+                )
+    added = {
+        f"{name}_added_p50_ms_c1": round(by_round(seen[name], seen["direct"], lambda a, b: a - b), 3)
+        for name in seen
+        if name != "direct"
+    }
     return {"rate_per_s": rate, "rounds": rounds, "p50_ms": seen, "p99_ms": p99, **added, "target_added_p50_ms": 0.5}
 
 
-AUDIT_VARIANTS = (("unaudited", {"unaudited": True}), ("fsync", {"durability": "fsync"}),
-                  ("batch", {"durability": "batch"}))
+AUDIT_VARIANTS = (
+    ("unaudited", {"unaudited": True}),
+    ("fsync", {"durability": "fsync"}),
+    ("batch", {"durability": "batch"}),
+)
 
 
 def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dict[str, Any]:
@@ -318,9 +402,12 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
         full = wrk(url, script, 16, SECONDS, threads=2)
         lat.setdefault(name, []).append(lap["p50_ms"])
         rps.setdefault(name, []).append(full["rps"])
-        print(f"  audit {name:9s} paced {lap['rps']:>6,.0f} req/s p50 {lap['p50_ms']:.3f} ms "
-              f"p99 {lap['p99_ms']:.3f} ms non2xx {lap['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
-              f"req/s p50 {full['p50_ms']:.3f} ms", file=sys.stderr)
+        print(
+            f"  audit {name:9s} paced {lap['rps']:>6,.0f} req/s p50 {lap['p50_ms']:.3f} ms "
+            f"p99 {lap['p99_ms']:.3f} ms non2xx {lap['non_2xx']}; saturated c=16 {full['rps']:>7,.0f} "
+            f"req/s p50 {full['p50_ms']:.3f} ms",
+            file=sys.stderr,
+        )
 
     with ExitStack() as es:
         up, _ = _upstream(d, es)
@@ -332,13 +419,21 @@ def audit_cost(d: Path, rounds: int = 3 if QUICK else 5, rate: int = 800) -> dic
     def cost(name: str) -> float:
         return round((1 - by_round(rps[name], rps["unaudited"])) * 100, 1)
 
-    return {"paced_rate": rate, "paced_p50_ms": lat, "saturated_rps": rps,
-            "fsync_added_p50_ms_c16_paced": added("fsync"), "batch_added_p50_ms_c16_paced": added("batch"),
-            "fsync_throughput_cost_pct_c16": cost("fsync"), "batch_throughput_cost_pct_c16": cost("batch")}
+    return {
+        "paced_rate": rate,
+        "paced_p50_ms": lat,
+        "saturated_rps": rps,
+        "fsync_added_p50_ms_c16_paced": added("fsync"),
+        "batch_added_p50_ms_c16_paced": added("batch"),
+        "fsync_throughput_cost_pct_c16": cost("fsync"),
+        "batch_throughput_cost_pct_c16": cost("batch"),
+    }
 
 
 @contextmanager
-def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any], hop: bool = True) -> Iterator[tuple[str, dict[str, str], Any]]:
+def _guard(
+    d: Path, up: str, tls: bool, kw: dict[str, Any], hop: bool = True
+) -> Iterator[tuple[str, dict[str, str], Any]]:
     """A Guard process; over mTLS it is reached through a local nginx that presents the client certificate
     (wrk cannot), so that row pays one extra hop, shown by the ``nginx-hop`` row; with ``hop=False`` its
     own https URL (for paced_client, which presents the certificate itself)."""
@@ -346,8 +441,11 @@ def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any], hop: bool = True) ->
     kw = dict(kw)
     unaudited = kw.pop("unaudited", False)  # tests/bench/guard_noaudit.py: the same Guard recording nothing
     cfg = guard_config(d, up, tls, gport, admin, **kw)
-    cmd = ([PY, "-m", "tests.bench.guard_noaudit", str(cfg)] if unaudited else
-           [str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)])
+    cmd = (
+        [PY, "-m", "tests.bench.guard_noaudit", str(cfg)]
+        if unaudited
+        else [str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)]
+    )
     with process(cmd, gport, log=d / f"guard-{gport}.log") as p:
         if not tls:
             yield f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC}, p
@@ -356,18 +454,27 @@ def _guard(d: Path, up: str, tls: bool, kw: dict[str, Any], hop: bool = True) ->
             yield f"https://127.0.0.1:{gport}", {}, p
             return
         hop, pki = free_port(), d / "pki"
-        conf = nginx_conf(d / f"ng-tls-{hop}", f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
+        conf = nginx_conf(
+            d / f"ng-tls-{hop}",
+            f"""  upstream g {{ server 127.0.0.1:{gport}; keepalive 128; }}
   server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass https://g; proxy_http_version 1.1;
     proxy_set_header Connection ""; proxy_ssl_certificate {pki}/app.pem; proxy_ssl_certificate_key {pki}/app-key.pem;
     proxy_ssl_trusted_certificate {pki}/ca.pem; proxy_ssl_verify on; proxy_ssl_name localhost;
-    proxy_ssl_session_reuse on; }} }}""")
+    proxy_ssl_session_reuse on; }} }}""",
+        )
         with process([NGINX, "-c", str(conf)], hop):
             yield f"http://127.0.0.1:{hop}", {}, p
 
 
 @contextmanager
-def _plain(cmd: list[str] | None, port: int, url: str, log: Path | None = None, env: dict[str, str] | None = None,
-           wait: float = 30) -> Iterator[tuple[str, dict, Any]]:
+def _plain(
+    cmd: list[str] | None,
+    port: int,
+    url: str,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    wait: float = 30,
+) -> Iterator[tuple[str, dict, Any]]:
     if cmd is None:
         yield url, {}, None
         return
@@ -380,22 +487,33 @@ def _targets(d: Path, up: str) -> Iterator[tuple[str, Any]]:
     yield "direct", _plain(None, 0, up)
     if have("nginx"):
         port = free_port()
-        conf = nginx_conf(d / "ng-proxy", f"""  upstream up {{ server {up[7:]}; keepalive 128; }}
+        conf = nginx_conf(
+            d / "ng-proxy",
+            f"""  upstream up {{ server {up[7:]}; keepalive 128; }}
   server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; proxy_http_version 1.1;
-    proxy_set_header Connection ""; }} }}""")
+    proxy_set_header Connection ""; }} }}""",
+        )
         yield "nginx", _plain([NGINX, "-c", str(conf)], port, f"http://127.0.0.1:{port}")
     bport = free_port()
-    yield "baseline", _plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport, f"http://127.0.0.1:{bport}")
+    yield (
+        "baseline",
+        _plain([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport, f"http://127.0.0.1:{bport}"),
+    )
     if have("nginx"):
         hop = free_port()
-        conf = nginx_conf(d / "ng-hop", f"""  upstream b {{ server 127.0.0.1:{bport}; keepalive 128; }}
+        conf = nginx_conf(
+            d / "ng-hop",
+            f"""  upstream b {{ server 127.0.0.1:{bport}; keepalive 128; }}
   server {{ listen 127.0.0.1:{hop}; location / {{ proxy_pass http://b; proxy_http_version 1.1;
-    proxy_set_header Connection ""; }} }}""")
+    proxy_set_header Connection ""; }} }}""",
+        )
 
         @contextmanager
         def hop_cm() -> Iterator[tuple[str, dict, Any]]:
-            with process([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport), \
-                    process([NGINX, "-c", str(conf)], hop):
+            with (
+                process([PY, "-m", "tests.bench.baseline_proxy", up, str(bport)], bport),
+                process([NGINX, "-c", str(conf)], hop),
+            ):
                 yield f"http://127.0.0.1:{hop}", {}, None
 
         yield "nginx-hop", hop_cm()
@@ -407,13 +525,32 @@ def _targets(d: Path, up: str) -> Iterator[tuple[str, Any]]:
     if litellm.exists():
         lport = free_port()
         lc = d / "litellm.yaml"
-        lc.write_text(yaml.safe_dump({"model_list": [{"model_name": "bench-model", "litellm_params": {
-            "model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"}}]}))
-        yield "litellm", _plain([str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
-                                lport, f"http://127.0.0.1:{lport}", log=d / "litellm.log",
-                                env={"LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the cost map
-                                     "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"},  # loopback
-                                wait=180)
+        lc.write_text(
+            yaml.safe_dump(
+                {
+                    "model_list": [
+                        {
+                            "model_name": "bench-model",
+                            "litellm_params": {"model": "openai/bench-model", "api_base": up + "/v1", "api_key": "x"},
+                        }
+                    ]
+                }
+            )
+        )
+        yield (
+            "litellm",
+            _plain(
+                [str(litellm), "--config", str(lc), "--port", str(lport), "--num_workers", "1"],
+                lport,
+                f"http://127.0.0.1:{lport}",
+                log=d / "litellm.log",
+                env={
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the cost map
+                    "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+                },  # loopback
+                wait=180,
+            ),
+        )
     else:
         print("notice: LiteLLM not installed (make bench-peers); its row is skipped", file=sys.stderr)
 
@@ -444,8 +581,11 @@ def core(d: Path) -> dict[str, Any]:
                 for c in CONNS:
                     r = wrk(url + "/v1/chat/completions", script, c, SECONDS, threads=1 if c == 1 else 2)
                     rows.append({"target": name, "conns": c, **r})
-                    print(f"  {name:20s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 "
-                          f"{r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+                    print(
+                        f"  {name:20s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 "
+                        f"{r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}",
+                        file=sys.stderr,
+                    )
                 if name == "guard-http":
                     result["rss"] = rss(proc.pid, (url, headers), d)
         result["rows"] = rows
@@ -467,19 +607,28 @@ def _ratios(rows: list[dict]) -> dict[str, float]:
     for t in ("guard-http", "guard-mtls", "guard-http-fsync", "nginx", "litellm"):
         out[f"{t}_vs_baseline_rps_c16"] = round(_get(rows, t, 16, "rps") / base, 3) if base else float("nan")
     hop = _get(rows, "nginx-hop", 16, "rps")
-    out["guard-mtls_vs_nginx-hop_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / hop, 3) if hop else float("nan")
+    out["guard-mtls_vs_nginx-hop_rps_c16"] = (
+        round(_get(rows, "guard-mtls", 16, "rps") / hop, 3) if hop else float("nan")
+    )
     nop = _get(rows, "guard-http-nopolicy", 16, "rps")
-    out["policy_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nop) * 100, 1) if nop else float("nan")
+    out["policy_cost_pct_c16"] = (
+        round((1 - _get(rows, "guard-http", 16, "rps") / nop) * 100, 1) if nop else float("nan")
+    )
     nom = _get(rows, "guard-http-nometrics", 16, "rps")
-    out["metrics_cost_pct_c16"] = round((1 - _get(rows, "guard-http", 16, "rps") / nom) * 100, 1) if nom else float("nan")
+    out["metrics_cost_pct_c16"] = (
+        round((1 - _get(rows, "guard-http", 16, "rps") / nom) * 100, 1) if nom else float("nan")
+    )
     one = _get(rows, "guard-http", 64, "rps")
     out["workers2_vs_1_rps_c64"] = round(_get(rows, "guard-http-w2", 64, "rps") / one, 3) if one else float("nan")
     for kind in ("process", "thread"):  # the same sealer kind forced for one worker and for two
         one_k = _get(rows, f"guard-http-{kind}", 64, "rps")
-        out[f"workers2_vs_1_rps_c64_sealer_{kind}"] = (round(_get(rows, f"guard-http-w2-{kind}", 64, "rps") / one_k, 3)
-                                                       if one_k else float("nan"))
+        out[f"workers2_vs_1_rps_c64_sealer_{kind}"] = (
+            round(_get(rows, f"guard-http-w2-{kind}", 64, "rps") / one_k, 3) if one_k else float("nan")
+        )
     lit = _get(rows, "litellm", 16, "rps")
-    out["guard-mtls_vs_litellm_rps_c16"] = round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
+    out["guard-mtls_vs_litellm_rps_c16"] = (
+        round(_get(rows, "guard-mtls", 16, "rps") / lit, 1) if lit == lit and lit else float("nan")
+    )
     d50 = _get(rows, "direct", 1, "p50_ms")
     for t in ("baseline", "guard-http", "guard-mtls", "nginx-hop"):
         out[f"{t}_added_p50_ms_c1"] = round(_get(rows, t, 1, "p50_ms") - d50, 3)
@@ -490,10 +639,24 @@ def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
     """Streaming time to first chunk: the built-in model server direct vs through Guard over mTLS."""
     import httpx
 
-
     mport = free_port()
-    es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
-                              str(mport), "--log-level", "warning", "--no-access-log"], mport))
+    es.enter_context(
+        process(
+            [
+                PY,
+                "-m",
+                "uvicorn",
+                "guard.demo.modelserver:ModelServer",
+                "--factory",
+                "--port",
+                str(mport),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            mport,
+        )
+    )
     up = f"http://127.0.0.1:{mport}"
     gport, admin = free_port(), free_port()
     cfg = guard_config(d, up, True, gport, admin)
@@ -515,8 +678,10 @@ def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
 
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     ctx.load_cert_chain(str(pki / "app.pem"), str(pki / "app-key.pem"))
-    for name, client, url in (("direct", httpx.Client(), up), ("guard-mtls", httpx.Client(verify=ctx),
-                                                                 f"https://localhost:{gport}")):
+    for name, client, url in (
+        ("direct", httpx.Client(), up),
+        ("guard-mtls", httpx.Client(verify=ctx), f"https://localhost:{gport}"),
+    ):
         with client:
             for _ in range(10):
                 first_chunk(client, url + "/v1/chat/completions")
@@ -532,7 +697,7 @@ def rss(pid: int, target: tuple[str, dict[str, str]], d: Path) -> dict[str, floa
     script = wrk_script(d / "guard-http", CHAT_BODY, headers)
     total = 0
     marks = {}
-    for goal in ((2_000, 20_000) if QUICK else (10_000, 100_000)):
+    for goal in (2_000, 20_000) if QUICK else (10_000, 100_000):
         while total < goal:
             r = wrk(url + "/v1/chat/completions", script, 16, 3, threads=2)
             total += r["requests"]
@@ -577,9 +742,24 @@ def screens(d: Path) -> dict[str, Any]:
     with ExitStack() as es:
         up, _ = _upstream(d, es)
         jport = free_port()
-        es.enter_context(process([PY, "-m", "uvicorn", "guard.demo.modelserver:ModelServer", "--factory", "--port",
-                                  str(jport), "--log-level", "warning", "--no-access-log"], jport,
-                                 env={"GUARD_DEMO_JUDGE_DELAY_MS": "5"}))
+        es.enter_context(
+            process(
+                [
+                    PY,
+                    "-m",
+                    "uvicorn",
+                    "guard.demo.modelserver:ModelServer",
+                    "--factory",
+                    "--port",
+                    str(jport),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                jport,
+                env={"GUARD_DEMO_JUDGE_DELAY_MS": "5"},
+            )
+        )
         judge = f"http://127.0.0.1:{jport}"
         body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": PROMPT_1KB}]})
         for name, keep, response in SCREEN_VARIANTS:
@@ -588,8 +768,9 @@ def screens(d: Path) -> dict[str, Any]:
             data = yaml.safe_load(cfg.read_text())
             data["filters"]["dir"] = str(_filters(d, keep, judge, response))
             cfg.write_text(yaml.safe_dump(data, sort_keys=False))
-            with process([str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport,
-                         log=d / f"guard-{gport}.log"):
+            with process(
+                [str(Path(PY).parent / "guard"), "serve", "--config", str(cfg)], gport, log=d / f"guard-{gport}.log"
+            ):
                 (d / f"s-{name}").mkdir(exist_ok=True)
                 script = wrk_script(d / f"s-{name}", body, {"x-forwarded-client-cert": XFCC})
                 url = f"http://127.0.0.1:{gport}/v1/chat/completions"
@@ -597,11 +778,17 @@ def screens(d: Path) -> dict[str, Any]:
                 for c in (1, 16):
                     r = wrk(url, script, c, SECONDS, threads=1 if c == 1 else 2)
                     rows.append({"variant": name, "conns": c, **r})
-                    print(f"  screens {name:14s} c={c:<3d} {r['rps']:>8,.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                          f"p99 {r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}", file=sys.stderr)
+                    print(
+                        f"  screens {name:14s} c={c:<3d} {r['rps']:>8,.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                        f"p99 {r['p99_ms']:.3f} ms  non2xx {r['non_2xx']}",
+                        file=sys.stderr,
+                    )
     base = {r["conns"]: r["p50_ms"] for r in rows if r["variant"] == "no-screens"}
-    added = {f"{r['variant']}_added_p50_ms_c{r['conns']}": round(r["p50_ms"] - base[r["conns"]], 3)
-             for r in rows if r["variant"] != "no-screens"}
+    added = {
+        f"{r['variant']}_added_p50_ms_c{r['conns']}": round(r["p50_ms"] - base[r["conns"]], 3)
+        for r in rows
+        if r["variant"] != "no-screens"
+    }
     return {"rows": rows, "added": added, "judge_think_ms": 5, "prompt_chars": len(PROMPT_1KB)}
 
 
@@ -612,23 +799,51 @@ def _summary(*skip: str) -> Callable[[dict[str, Any]], str]:
 COLUMNS = ["rps", "p50_ms", "p99_ms", "non_2xx"]
 SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict[str, Any]], str]]] = [
     # BENCH_ONLY key, what it is, how to run it, what to print
-    ("core", "core proxy benchmark", core, lambda r: table(r["rows"], ["target", "conns", *COLUMNS]) + "\n" +
-     json.dumps({k: r[k] for k in ("ratios", "ttfb", "rss") if k in r}, indent=2)),
+    (
+        "core",
+        "core proxy benchmark",
+        core,
+        lambda r: (
+            table(r["rows"], ["target", "conns", *COLUMNS])
+            + "\n"
+            + json.dumps({k: r[k] for k in ("ratios", "ttfb", "rss") if k in r}, indent=2)
+        ),
+    ),
     ("paired", "paired ratios (alternating rounds)", paired, _summary("rps")),
     ("latency", "added latency at 1 connection, no hop (alternating rounds)", latency, _summary("p50_ms", "p99_ms")),
-    ("auditcost", "audit cost through the proxy (alternating runs)", audit_cost,
-     _summary("paced_p50_ms", "saturated_rps")),
+    (
+        "auditcost",
+        "audit cost through the proxy (alternating runs)",
+        audit_cost,
+        _summary("paced_p50_ms", "saturated_rps"),
+    ),
     ("metrics", "metrics cost (alternating runs)", metrics_cost, _summary("rps", "cpu_us_per_request")),
     ("workers", "two workers against one (alternating runs)", workers_scaling, _summary()),
-    ("streamlag", "stream lag through the response screens (alternating rounds)",
-     lambda d: importlib.import_module("tests.bench.bench_stream_lag").run(quick=QUICK), _summary()),
-    ("screens", "screens through the proxy", screens, lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" +
-     json.dumps(r["added"], indent=2)),
+    (
+        "streamlag",
+        "stream lag through the response screens (alternating rounds)",
+        lambda d: importlib.import_module("tests.bench.bench_stream_lag").run(quick=QUICK),
+        _summary(),
+    ),
+    (
+        "screens",
+        "screens through the proxy",
+        screens,
+        lambda r: table(r["rows"], ["variant", "conns", *COLUMNS]) + "\n" + json.dumps(r["added"], indent=2),
+    ),
 ]
-FEATURES = ["tests.bench.bench_policy", "tests.bench.bench_audit", "tests.bench.bench_pii", "tests.bench.bench_safety",
-            "tests.bench.bench_canonical", "tests.bench.bench_hostile",
-            "tests.bench.bench_sealer_restart", "tests.bench.bench_sink_duplicates",
-            "tests.bench.bench_quota", "tests.bench.bench_wire"]  # BENCH_ONLY: after the last "_"
+FEATURES = [
+    "tests.bench.bench_policy",
+    "tests.bench.bench_audit",
+    "tests.bench.bench_pii",
+    "tests.bench.bench_safety",
+    "tests.bench.bench_canonical",
+    "tests.bench.bench_hostile",
+    "tests.bench.bench_sealer_restart",
+    "tests.bench.bench_sink_duplicates",
+    "tests.bench.bench_quota",
+    "tests.bench.bench_wire",
+]  # BENCH_ONLY: after the last "_"
 
 
 def main() -> int:
@@ -658,8 +873,13 @@ def main() -> int:
     from tests.bench.report import write
 
     what = {key: what for key, what, _run, _show in SCENARIOS}
-    what |= {"policy": "policy decisions", "audit": "audit journal", "pii": "PII screen", "safety": "safety screen",
-             "quota": "quota overhead"}
+    what |= {
+        "policy": "policy decisions",
+        "audit": "audit journal",
+        "pii": "PII screen",
+        "safety": "safety screen",
+        "quota": "quota overhead",
+    }
     print(f"table: {write(json.loads(json.dumps(results, default=str)), what)}")
     return 0
 

@@ -1,5 +1,6 @@
 """The compliance console, driven in headless Chromium (selenium, Debian's chromium and chromedriver) and
 with real TLS clients, against a real Guard whose journal was written by real exchanges through the proxy."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,9 +36,13 @@ def console_guard(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.Tem
         pki.issue(pki_dir, "auditor", client=True, cn="carol-auditor", o=["Example Corp"], ou=["auditors"])
     os.environ["GUARD_TEST_CONSOLE_TOKEN"] = TOKEN
     tmp = tmp_path_factory.mktemp("console")
-    g = start_guard(pki_dir, model_server[1], tmp, judge_url=model_server[1],
-                    console={"enabled": True, "token_env": "GUARD_TEST_CONSOLE_TOKEN",
-                             "client_ca": str(pki_dir / "ca.pem")})
+    g = start_guard(
+        pki_dir,
+        model_server[1],
+        tmp,
+        judge_url=model_server[1],
+        console={"enabled": True, "token_env": "GUARD_TEST_CONSOLE_TOKEN", "client_ca": str(pki_dir / "ca.pem")},
+    )
     g.admin_url = g.admin_url.replace("http://127.0.0.1", "https://localhost")
     auth = {"authorization": "Bearer client-secret-0f1e2d3c4b5a"}
     with g.client("app") as c:
@@ -53,9 +58,14 @@ def console_guard(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.Tem
     os.environ.pop("GUARD_TEST_CONSOLE_TOKEN", None)
 
 
-def _chat(c: httpx.Client, content: str, model: str = "gpt-4o", headers: dict[str, str] | None = None) -> httpx.Response:
-    return c.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}]},
-                  headers=headers)
+def _chat(
+    c: httpx.Client, content: str, model: str = "gpt-4o", headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return c.post(
+        "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": content}]},
+        headers=headers,
+    )
 
 
 def admin(g: GuardHandle, cert: str | None = None, **kw: Any) -> httpx.Client:
@@ -78,6 +88,7 @@ def console_events(g: GuardHandle) -> list[dict[str, Any]]:
 
 
 # --- access ------------------------------------------------------------------------------------------
+
 
 def test_public_port_never_serves_the_console(console_guard: GuardHandle) -> None:
     g = console_guard
@@ -132,7 +143,9 @@ def test_token_login_sets_a_strict_session_cookie_and_wrong_tokens_fail(console_
             assert flag in cookie
         assert TOKEN not in cookie
         assert c.get("/console/search").status_code == 200  # the cookie works
-        forged = re.sub(r"guard_console=(\d+)\.", lambda m: f"guard_console={int(m.group(1)) + 9999}.", cookie.split(";")[0])
+        forged = re.sub(
+            r"guard_console=(\d+)\.", lambda m: f"guard_console={int(m.group(1)) + 9999}.", cookie.split(";")[0]
+        )
         c.cookies.clear()
         assert c.get("/console/search", headers={"cookie": forged}).status_code == 303
         r = c.post("/console/verify", headers={"authorization": f"Bearer {TOKEN}", "origin": "https://evil.example"})
@@ -146,6 +159,7 @@ def test_token_login_sets_a_strict_session_cookie_and_wrong_tokens_fail(console_
 
 # --- the browser -------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -156,11 +170,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     downloads = tmp_path_factory.mktemp("downloads")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1000",
-              "--ignore-certificate-errors", "--no-first-run"):  # the admin listener's test CA is not in the browser
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--ignore-certificate-errors",
+        "--no-first-run",
+    ):  # the admin listener's test CA is not in the browser
         opts.add_argument(a)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.downloads = downloads
@@ -173,8 +195,9 @@ def shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
 
-def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHandle, browser: Any,
-                                                          tmp_path: Path) -> None:
+def test_in_the_browser_log_in_search_open_verify_export(
+    console_guard: GuardHandle, browser: Any, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -211,8 +234,11 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     d.get(g.admin_url + "/console/integrity")
     d.find_element(By.ID, "verify-now").click()
     # the page refreshes itself (meta refresh, no script) until the run is over
-    WebDriverWait(d, 60, 0.3).until(lambda d: "Verifying:" not in d.page_source and "seq " in d.page_source
-                                    and "not verified yet" not in d.page_source)
+    WebDriverWait(d, 60, 0.3).until(
+        lambda d: (
+            "Verifying:" not in d.page_source and "seq " in d.page_source and "not verified yet" not in d.page_source
+        )
+    )
     shot(d, "integrity")
     assert "TAMPERED" not in d.page_source and "intact" in d.page_source, d.find_element(By.ID, "main").text
     shot(d, "integrity")
@@ -233,8 +259,14 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     data = pack.read_bytes()
     with zipfile.ZipFile(pack) as z:
         names = set(z.namelist())
-        assert {"events.jsonl", "events.jsonl.manifest.json", "events.csv", "events.csv.manifest.json",
-                "SUMMARY.txt", "summary.json"} <= names
+        assert {
+            "events.jsonl",
+            "events.jsonl.manifest.json",
+            "events.csv",
+            "events.csv.manifest.json",
+            "SUMMARY.txt",
+            "summary.json",
+        } <= names
         summary = z.read("SUMMARY.txt").decode()
         events = [json.loads(x) for x in z.read("events.jsonl").splitlines()]
     assert "Journal verified: INTACT" in summary and g.runtime.policy.version in summary
@@ -242,8 +274,13 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     assert {"exchange.completed", "exchange.denied"} <= {e["type"] for e in events}
 
     keys = audit_dir(g) / "keys"
-    r = subprocess.run([*GUARD_CLI, "audit", "verify", str(pack), "--public-key", str(keys)],
-                       check=False, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*GUARD_CLI, "audit", "verify", str(pack), "--public-key", str(keys)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "INTACT" in r.stdout, r.stdout + r.stderr
 
     # an edited event in the pack is found
@@ -252,8 +289,13 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
         for n in z.namelist():
             b = z.read(n)
             out.writestr(n, b.replace(b'"billing-app"', b'"someone-else"', 1) if n == "events.jsonl" else b)
-    r = subprocess.run([*GUARD_CLI, "audit", "verify", str(bad), "--public-key", str(keys)],
-                       check=False, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*GUARD_CLI, "audit", "verify", str(bad), "--public-key", str(keys)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "TAMPERED" in r.stdout and "hash_mismatch" in r.stdout
 
     # every view and the export are in the journal, with who and what
@@ -262,7 +304,9 @@ def test_in_the_browser_log_in_search_open_verify_export(console_guard: GuardHan
     assert {"/console/search", "/console/integrity", "/console/charts", "/console/policy", "/console/export"} <= paths
     assert any(p.startswith("/console/event/") for p in paths)
     searched = [e for e in ev if e["console"]["path"] == "/console/search" and e["console"].get("query")]
-    assert any(e["console"]["query"].get("decision") == "blocked" and e["console"].get("results") == 1 for e in searched)
+    assert any(
+        e["console"]["query"].get("decision") == "blocked" and e["console"].get("results") == 1 for e in searched
+    )
     exports = [e for e in ev if e["type"] == "console.export"]
     assert exports[-1]["console"]["pack_sha256"] == hashlib.sha256(data).hexdigest()
     assert exports[-1]["console"]["query"] == {"principal": "billing-app"}
@@ -283,10 +327,14 @@ def _wait_download(folder: Path, timeout: float = 60) -> Path:
 
 # --- policy view, index and tampering ------------------------------------------------------------------
 
+
 def test_explain_gives_the_same_answer_as_the_cli(console_guard: GuardHandle) -> None:
     g = console_guard
-    cases = [("billing-app", "apps", "internal-finance", "chat"), ("alice", "staff", "internal-finance", "chat"),
-             ("billing-app", "apps", "gpt-4o", "embeddings")]
+    cases = [
+        ("billing-app", "apps", "internal-finance", "chat"),
+        ("alice", "staff", "internal-finance", "chat"),
+        ("billing-app", "apps", "gpt-4o", "embeddings"),
+    ]
     with admin(g, "auditor") as c:
         for cn, ou, model, act in cases:
             r = c.get("/console/policy", params={"cn": cn, "ou": ou, "model": model, "act": act})
@@ -295,9 +343,25 @@ def test_explain_gives_the_same_answer_as_the_cli(console_guard: GuardHandle) ->
             import html
 
             ours = json.loads(html.unescape(m.group(1)))
-            cli = subprocess.run([*GUARD_CLI, "policy", "explain", "--sub", json.dumps({"cn": cn, "ou": [ou]}),
-                                  "--obj", json.dumps({"model": model, "external": False}), "--act", act,
-                                  "--config", str(g.config.source)], check=False, capture_output=True, text=True, timeout=60)
+            cli = subprocess.run(
+                [
+                    *GUARD_CLI,
+                    "policy",
+                    "explain",
+                    "--sub",
+                    json.dumps({"cn": cn, "ou": [ou]}),
+                    "--obj",
+                    json.dumps({"model": model, "external": False}),
+                    "--act",
+                    act,
+                    "--config",
+                    str(g.config.source),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert json.loads(cli.stdout) == ours
 
 
@@ -319,7 +383,7 @@ def test_the_index_is_rebuilt_from_the_journal_and_is_not_evidence(console_guard
         seg = min((audit_dir(g) / "chains").glob("*/*.jsonl"))
         data = seg.read_bytes()
         i = data.index(b'"cn":"alice"')
-        seg.write_bytes(data[:i] + b'"cn":"eve00"' + data[i + len(b'"cn":"alice"'):])
+        seg.write_bytes(data[:i] + b'"cn":"eve00"' + data[i + len(b'"cn":"alice"') :])
         row = cons.index.query("SELECT chain, seq FROM events WHERE principal = 'alice' LIMIT 1")[0]
         r = c.get(f"/console/event/{row['chain']}/{row['seq']}")
         assert "FAILS" in r.text and "hash_mismatch" in r.text
@@ -330,7 +394,12 @@ def test_the_index_is_rebuilt_from_the_journal_and_is_not_evidence(console_guard
         r = c.get("/console/integrity")
         assert "TAMPERED" in r.text and 'class="bad"' in r.text and "hash_mismatch" in r.text
         # guard audit verify says the same
-        cli = subprocess.run([*GUARD_CLI, "audit", "verify", str(audit_dir(g)), "--trust-local-keys"],
-                             check=False, capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [*GUARD_CLI, "audit", "verify", str(audit_dir(g)), "--trust-local-keys"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 1 and "hash_mismatch" in cli.stdout
         shutil.rmtree(idx.parent, ignore_errors=True)

@@ -1,4 +1,5 @@
 """console: settings are checked at start-up, with the file, line and key of a mistake."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,9 @@ def test_console_needs_the_admin_listener_and_knows_its_keys(pki_dir: Path, tmp_
 
 
 @pytest.mark.parametrize("value", [None, "", "short"])
-def test_an_unset_empty_or_short_token_stops_guard(pki_dir: Path, tmp_path: Path, value: str | None,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unset_empty_or_short_token_stops_guard(
+    pki_dir: Path, tmp_path: Path, value: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if value is None:
         monkeypatch.delenv("GUARD_TEST_CT", raising=False)
     else:

@@ -1,5 +1,6 @@
 """The console's index: brought up to date incrementally, rebuilt when the journal changes under it, and
 selecting exactly what an export or evidence pack with the same filters selects."""
+
 from __future__ import annotations
 
 import io
@@ -45,9 +46,15 @@ def test_update_reads_only_what_was_appended_and_rebuilds_when_segments_go(tmp_p
 
 
 QUERIES = [
-    {"principal": "app-42"}, {"principal": "CN=app-7,OU=team-7"}, {"group": "team-3"}, {"model": "model-1*"},
-    {"decision": "blocked"}, {"decision": "denied", "model": "internal-finance"}, {"finding": "EMAIL_ADDRESS"},
-    {"screen": "pii", "upstream": "azure"}, {"api": "ollama", "rule": "policies/policy.csv:7"},
+    {"principal": "app-42"},
+    {"principal": "CN=app-7,OU=team-7"},
+    {"group": "team-3"},
+    {"model": "model-1*"},
+    {"decision": "blocked"},
+    {"decision": "denied", "model": "internal-finance"},
+    {"finding": "EMAIL_ADDRESS"},
+    {"screen": "pii", "upstream": "azure"},
+    {"api": "ollama", "rule": "policies/policy.csv:7"},
     {"type": "exchange.denied", "since": "2026-01-03", "until": "2026-01-05"},
 ]
 

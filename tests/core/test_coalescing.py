@@ -1,4 +1,5 @@
 """The response head is held for the rest of the loop iteration and leaves with the body in one write."""
+
 from __future__ import annotations
 
 import asyncio

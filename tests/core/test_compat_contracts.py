@@ -1,6 +1,7 @@
 """Contracts of the adapters in guard/compat: each fails loudly when an upgrade of the library (or of Python)
 breaks what the adapter assumes. They run the real library: a real TLS handshake on loopback, real uvicorn
 servers answering real HTTP clients, Presidio's own engine."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 # --- ssl_chain -----------------------------------------------------------------------------------------
+
 
 def _handshake(pki: Path, client: str | None) -> tuple[ssl.SSLObject, Any]:
     """A real mTLS handshake between two in-memory SSLObjects: (server side, its context)."""
@@ -82,6 +84,7 @@ def test_ssl_chain_without_a_client_certificate_is_empty(pki_dir: Path):
 
 
 # --- uvicorn -------------------------------------------------------------------------------------------
+
 
 async def _ok(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
@@ -204,14 +207,18 @@ def test_uvicorn_server_installs_its_signal_handlers_through_capture_signals():
 
 # --- Presidio -------------------------------------------------------------------------------------------
 
+
 def test_presidio_engine_steps_behave_as_analyze_does():
     from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
 
     from guard.compat import presidio_engine
     from guard.filters.pii_engine import build_engine
 
-    rec = PatternRecognizer(supported_entity="TICKET", name="tickets",
-                            patterns=[Pattern("ticket", r"TCK-\d{4}", 0.6), Pattern("weak", r"WK-\d{2}", 0.1)])
+    rec = PatternRecognizer(
+        supported_entity="TICKET",
+        name="tickets",
+        patterns=[Pattern("ticket", r"TCK-\d{4}", 0.6), Pattern("weak", r"WK-\d{2}", 0.1)],
+    )
     engine = build_engine([rec])
     engine.default_score_threshold = 0.3
     text = "see TCK-1234 and WK-12"
@@ -226,8 +233,9 @@ def test_presidio_engine_steps_behave_as_analyze_does():
     assert all(r.analysis_explanation is None for r in done)
     # and the same as the engine's own analyze
     ref = engine.analyze(text, language="en", entities=["TICKET"])
-    assert [(r.entity_type, r.start, r.end, r.score) for r in ref] == \
-        [(r.entity_type, r.start, r.end, r.score) for r in done]
+    assert [(r.entity_type, r.start, r.end, r.score) for r in ref] == [
+        (r.entity_type, r.start, r.end, r.score) for r in done
+    ]
 
 
 def test_presidio_email_recognizer_validates_through_its_module_tldextract():
@@ -252,6 +260,7 @@ def test_presidio_email_recognizer_validates_through_its_module_tldextract():
 
 
 # --- torch (extra "local") ------------------------------------------------------------------------------
+
 
 def test_torch_rowwise_fp8_matmul_and_recompile_limits():
     torch = pytest.importorskip("torch")

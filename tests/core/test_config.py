@@ -1,4 +1,5 @@
 """Configuration errors name the file, the line and the key path; `guard serve` exits 2 on them."""
+
 from __future__ import annotations
 
 import subprocess
@@ -33,14 +34,17 @@ def test_good_config_loads_with_paths_relative_to_the_file(tmp_path):
     assert cfg.route("llama").upstream == "local"
 
 
-@pytest.mark.parametrize("change,needle", [
-    (("  local: {url:", "  local: {urll:"), "guard.yaml:7: upstreams.local.urll: unknown key"),
-    (("port: 8443", "port: eighty"), "guard.yaml:1: listen.port: Input should be a valid integer"),
-    (("api: openai", "api: grpc"), "guard.yaml:7: upstreams.local.api:"),
-    (("routes:", "routez:"), "guard.yaml:8: routez: unknown key"),
-    (("upstream: local}", "upstream: nowhere}"), "routes[0] names unknown upstream 'nowhere'"),
-    (("url: \"http://127.0.0.1:8000\"", "url: \"ftp://x\""), "upstreams.local.url: must start with http"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (("  local: {url:", "  local: {urll:"), "guard.yaml:7: upstreams.local.urll: unknown key"),
+        (("port: 8443", "port: eighty"), "guard.yaml:1: listen.port: Input should be a valid integer"),
+        (("api: openai", "api: grpc"), "guard.yaml:7: upstreams.local.api:"),
+        (("routes:", "routez:"), "guard.yaml:8: routez: unknown key"),
+        (("upstream: local}", "upstream: nowhere}"), "routes[0] names unknown upstream 'nowhere'"),
+        (('url: "http://127.0.0.1:8000"', 'url: "ftp://x"'), "upstreams.local.url: must start with http"),
+    ],
+)
 def test_errors_name_line_and_key_path(tmp_path, change, needle):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, GOOD.replace(*change)))
@@ -59,15 +63,29 @@ def test_duplicate_keys_are_errors(tmp_path):
 
 
 def test_guard_serve_exits_2_with_the_message(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "serve", "--config",
-                        str(write(tmp_path, GOOD.replace("port: 8443", "port: -1")))],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "serve",
+            "--config",
+            str(write(tmp_path, GOOD.replace("port: 8443", "port: -1"))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2
     assert "guard.yaml:1: listen.port" in p.stderr
 
 
 def test_guard_serve_exits_2_when_tls_files_are_missing(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "serve", "--config", str(write(tmp_path, GOOD))],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "serve", "--config", str(write(tmp_path, GOOD))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert "tls" in p.stderr

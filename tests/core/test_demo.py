@@ -1,4 +1,5 @@
 """`guard demo --check` is the README's promise that the embedded demo works end to end."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_check_passes():
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "demo", "--check"], capture_output=True, text=True,
-                       timeout=300, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "demo", "--check"], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "all steps passed" in p.stdout
     assert "FAIL" not in p.stdout

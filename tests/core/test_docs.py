@@ -1,4 +1,5 @@
 """The README's configuration reference names only keys the schema has (STYLE: docs checked against it)."""
+
 from __future__ import annotations
 
 import re
@@ -54,12 +55,12 @@ def test_every_key_in_the_configuration_reference_exists():
                     if k not in schemas:
                         keys.add((files[0] if files else "", k))
     assert len(keys) > 25
-    missing = sorted(k for f, k in keys if k != "audit.*"
-                     and not _has(schemas[f] if f else Config, k.split(".")))  # type: ignore[arg-type]
+    missing = sorted(k for f, k in keys if k != "audit.*" and not _has(schemas[f] if f else Config, k.split(".")))  # type: ignore[arg-type]
     assert not missing, missing
 
 
 # --- docs/architecture.md: the request path's stages are the code's --------------------------------------
+
 
 def _code_stages() -> set[str]:
     """Every ``_stage(ex, "<name>", t)`` call in guard/pipeline.py, read from its syntax tree."""
@@ -68,8 +69,13 @@ def _code_stages() -> set[str]:
     tree = ast.parse((ROOT / "guard/pipeline.py").read_text())
     names = set()
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_stage"
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "_stage"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+        ):
             names.add(node.args[1].value)
     return names
 
@@ -91,27 +97,40 @@ def test_architecture_stages_match_the_pipeline():
 
 
 def test_readme_stage_metric_lists_the_pipeline_stages():
-    row = next(r for r in (ROOT / "README.md").read_text().splitlines() if "guard_stage_duration_seconds" in r
-               and r.startswith("| "))
+    row = next(
+        r
+        for r in (ROOT / "README.md").read_text().splitlines()
+        if "guard_stage_duration_seconds" in r and r.startswith("| ")
+    )
     listed = set(re.findall(r"[a-z_]+", row.split("latency per stage:", 1)[1]))
     assert listed == _code_stages(), listed
 
 
 # --- no development history in the product --------------------------------------------------------------
 
-HISTORY = re.compile("|".join([
-    r"\bsessions?\s+\d+",  # "session 9"
-    r"\b(?:this|last|previous|earlier|next|that|the\s+session's)\s+session\b",
-    r"(?<!TLS )(?<!HTTP )\bsession's\b",
-    r"\bround\s+\d+\b(?!\s*\|)",  # "round 3" (a table column named round is fine)
-    r"\bearlier\s+figures\b",
-    r"\bin\s+an\s+earlier\s+run\b",
-]), re.IGNORECASE)
+HISTORY = re.compile(
+    "|".join(
+        [
+            r"\bsessions?\s+\d+",  # "session 9"
+            r"\b(?:this|last|previous|earlier|next|that|the\s+session's)\s+session\b",
+            r"(?<!TLS )(?<!HTTP )\bsession's\b",
+            r"\bround\s+\d+\b(?!\s*\|)",  # "round 3" (a table column named round is fine)
+            r"\bearlier\s+figures\b",
+            r"\bin\s+an\s+earlier\s+run\b",
+        ]
+    ),
+    re.IGNORECASE,
+)
 
 
 def _product_files() -> list[Path]:
-    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "audit").rglob("*.md"),
-             *(ROOT / "policies").rglob("*.md"), *(ROOT / "filters").rglob("*.yaml")]
+    files = [
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "audit").rglob("*.md"),
+        *(ROOT / "policies").rglob("*.md"),
+        *(ROOT / "filters").rglob("*.yaml"),
+    ]
     for folder, pattern in (("deploy", "*"), ("guard", "*.py"), ("guard", "*.c"), ("tests", "*.py")):
         files += [p for p in (ROOT / folder).rglob(pattern) if p.is_file() and "__pycache__" not in p.parts]
     this = Path(__file__).resolve()  # holds the pattern's own examples
@@ -133,30 +152,51 @@ def test_no_development_history_words():
 
 
 def test_history_pattern_catches_the_family():
-    for bad in ("figures from session 9", "Session 10 figures", "in this session", "round 2 gave",
-                "Earlier figures (2 cores)", "in an earlier run"):
+    for bad in (
+        "figures from session 9",
+        "Session 10 figures",
+        "in this session",
+        "round 2 gave",
+        "Earlier figures (2 cores)",
+        "in an earlier run",
+    ):
         assert HISTORY.search(bad), bad
-    for fine in ("a TLS session ticket", "the TLS session's keys", "aiohttp.ClientSession()",
-                 "one caller's upstream session", "| round | 1 | 2 |"):
+    for fine in (
+        "a TLS session ticket",
+        "the TLS session's keys",
+        "aiohttp.ClientSession()",
+        "one caller's upstream session",
+        "| round | 1 | 2 |",
+    ):
         assert not HISTORY.search(fine), fine
 
 
 # --- docs/benchmarks.md: written by make bench ----------------------------------------------------------
+
 
 def test_make_bench_writes_docs_benchmarks_md(tmp_path):
     from tests.bench import report
 
     run = (ROOT / "tests/bench/run.py").read_text()
     assert "from tests.bench.report import write" in run and "write(" in run
-    results = {"quick": True, "time": "2026-01-01T00:00:00Z",
-               "core": {"rows": [{"target": "baseline", "conns": 16, "rps": 9000.0},
-                                 {"target": "guard-mtls", "conns": 16, "rps": 5400.0}],
-                        "ratios": {"guard-mtls_vs_baseline_c16": 0.6}}}
+    results = {
+        "quick": True,
+        "time": "2026-01-01T00:00:00Z",
+        "core": {
+            "rows": [
+                {"target": "baseline", "conns": 16, "rps": 9000.0},
+                {"target": "guard-mtls", "conns": 16, "rps": 5400.0},
+            ],
+            "ratios": {"guard-mtls_vs_baseline_c16": 0.6},
+        },
+    }
     path = report.write(results, {"core": "core proxy benchmark"}, tmp_path / "benchmarks.md")
     text = path.read_text()
     assert "| date (UTC) | 2026-01-01T00:00:00Z |" in text
     assert re.search(r"^\| commit \| [0-9a-f]{7,}", text, re.MULTILINE)
-    assert re.search(r"^\| cpu \| .+ \|$", text, re.MULTILINE) and re.search(r"^\| cores \| \d+ usable of \d+ \|$", text, re.MULTILINE)
+    assert re.search(r"^\| cpu \| .+ \|$", text, re.MULTILINE) and re.search(
+        r"^\| cores \| \d+ usable of \d+ \|$", text, re.MULTILINE
+    )
     assert "## core proxy benchmark (`core`)" in text
     assert "| baseline | 16 | 9,000 |" in text and "| guard-mtls | 16 | 5,400 |" in text
     assert "| `ratios.guard-mtls_vs_baseline_c16` | 0.600 |" in text

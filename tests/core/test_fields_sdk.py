@@ -1,6 +1,7 @@
 """Guard's field tables (guard/apis/fields.py) know every parameter the official SDKs installed here send,
 so a strict Guard never refuses a valid SDK request as ``unknown_field``. An SDK upgrade that adds a field
 fails this test until the field is added to the tables (and, if it reaches the model, to CONTEXT_FIELDS)."""
+
 from __future__ import annotations
 
 import typing
@@ -62,8 +63,15 @@ def test_openai_nested_objects_are_known() -> None:
     assert _keys(chat_completion_prediction_content_param.ChatCompletionPredictionContentParam) <= set(F._PREDICTION)
 
 
-@pytest.mark.parametrize("name, spec", [("ChatRequest", F.OLLAMA_CHAT), ("GenerateRequest", F.OLLAMA_GENERATE),
-                                        ("EmbedRequest", F.OLLAMA_EMBED), ("Message", F._O_MESSAGE)])
+@pytest.mark.parametrize(
+    "name, spec",
+    [
+        ("ChatRequest", F.OLLAMA_CHAT),
+        ("GenerateRequest", F.OLLAMA_GENERATE),
+        ("EmbedRequest", F.OLLAMA_EMBED),
+        ("Message", F._O_MESSAGE),
+    ],
+)
 def test_ollama_request_fields_are_known(name: str, spec: dict[str, Any]) -> None:
     import ollama._types as types
 

@@ -1,5 +1,6 @@
 """guard.http1, the upstream client, against real servers on loopback that write HTTP/1.1 by hand (so each
 test controls the bytes: chunking, interim responses, early closes, garbage) and one over real TLS."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,12 @@ class Server:
                     head = await r.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
-                n = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n")
-                              if ln.lower().startswith(b"content-length:")), b"0"))
+                n = int(
+                    next(
+                        (ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")),
+                        b"0",
+                    )
+                )
                 body = await r.readexactly(n)
                 self.requests.append(head + body)
                 await self.handler(head + body, r, w)
@@ -56,9 +61,12 @@ class Server:
 
 def fixed(body: bytes, extra: bytes = b"") -> Handler:
     async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
-                % (len(body), extra, body))
+        w.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (len(body), extra, body)
+        )
         await w.drain()
+
     return h
 
 
@@ -66,6 +74,7 @@ def delayed(seconds: float, then: Handler) -> Handler:
     async def h(req: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await asyncio.sleep(seconds)
         await then(req, r, w)
+
     return h
 
 
@@ -92,8 +101,9 @@ def test_keeps_one_connection_alive_across_requests_and_sends_the_request_as_giv
             assert s.connections == 1
             first = s.requests[0]
             assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n" % s.port)
-            assert first.endswith(b"content-type: application/json\r\ncontent-length: 7\r\n\r\n{\"n\":0}")
+            assert first.endswith(b'content-type: application/json\r\ncontent-length: 7\r\n\r\n{"n":0}')
             await pool.close()
+
     run(go())
 
 
@@ -119,15 +129,16 @@ def test_chunked_body_arrives_chunk_by_chunk_while_the_upstream_is_still_sending
             resp.release()
             await get(pool)  # the connection is reused after a chunked body
             assert s.connections == 1
+
     run(go())
 
 
 def test_body_ended_by_the_connection_closing_is_whole_and_that_connection_is_not_reused():
     async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"until\":")
+        w.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"until":')
         await w.drain()
         await asyncio.sleep(0.05)
-        w.write(b"\"close\"}")
+        w.write(b'"close"}')
         w.close()
 
     async def go() -> None:
@@ -136,6 +147,7 @@ def test_body_ended_by_the_connection_closing_is_whole_and_that_connection_is_no
             assert (await get(pool))[2] == b'{"until":"close"}'
             assert (await get(pool))[2] == b'{"until":"close"}'
             assert s.connections == 2
+
     run(go())
 
 
@@ -146,13 +158,16 @@ def test_connection_close_from_the_upstream_means_a_new_connection_next_time():
             for _ in range(3):
                 assert (await get(pool))[0] == 200
             assert s.connections == 3
+
     run(go())
 
 
 def test_interim_1xx_responses_are_skipped():
     async def h(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
-                b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok")
+        w.write(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"
+        )
 
     async def go() -> None:
         async with Server(h) as s:
@@ -160,6 +175,7 @@ def test_interim_1xx_responses_are_skipped():
             status, headers, body = await get(pool)
             assert (status, body) == (201, b"ok") and "link" not in headers
             assert (await get(pool))[0] == 201
+
     run(go())
 
 
@@ -168,6 +184,7 @@ def test_repeated_headers_are_joined_and_names_lowercased():
         async with Server(fixed(b"{}", b"X-Request-Id: a\r\nx-request-id: b\r\n")) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
             assert (await get(pool))[1]["x-request-id"] == "a, b"
+
     run(go())
 
 
@@ -179,6 +196,7 @@ def test_pool_never_opens_more_than_its_limit_and_every_request_is_served():
             assert [r[0] for r in results] == [200] * 8
             assert s.most_open == 2 and s.connections == 2
             assert pool._open == 2
+
     run(go())
 
 
@@ -191,11 +209,12 @@ def test_waiting_for_a_free_connection_is_bounded_by_the_total_time():
             with pytest.raises(http1.ReadTimeout):
                 await get(pool, total=0.2)
             assert (await slow)[0] == 200
+
     run(go())
 
 
 async def _closes_mid_body(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
-    w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial\":")
+    w.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"partial":')
     await w.drain()
     w.close()
 
@@ -211,19 +230,22 @@ async def _endless_head(_req: bytes, _r: Any, w: asyncio.StreamWriter) -> None:
     await w.drain()
 
 
-@pytest.mark.parametrize("handler, reason", [
-    (_closes_mid_body, "closed the connection"),  # a short answer is an error, never passed on as whole
-    (_not_http, "not an HTTP/1.1 response"),
-    (_endless_head, "headers over"),
-])
-def test_what_is_not_a_whole_http_response_is_a_protocol_error_and_frees_the_connection(handler: Handler,
-                                                                                        reason: str):
+@pytest.mark.parametrize(
+    "handler, reason",
+    [
+        (_closes_mid_body, "closed the connection"),  # a short answer is an error, never passed on as whole
+        (_not_http, "not an HTTP/1.1 response"),
+        (_endless_head, "headers over"),
+    ],
+)
+def test_what_is_not_a_whole_http_response_is_a_protocol_error_and_frees_the_connection(handler: Handler, reason: str):
     async def go() -> None:
         async with Server(handler) as s:
             pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
             with pytest.raises(http1.ProtocolError, match=reason):
                 await get(pool)
             assert pool._open == 0
+
     run(go())
 
 
@@ -258,6 +280,7 @@ def test_refused_connection_is_a_connect_error():
         with pytest.raises(http1.ConnectError):
             await get(pool)
         assert pool._open == 0
+
     run(go())
 
 
@@ -274,6 +297,7 @@ def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_used():
             await asyncio.sleep(0.3)
             assert (await get(pool))[0] == 200
             assert s.connections == 2
+
     run(go())
 
 
@@ -297,6 +321,7 @@ def test_a_cancelled_request_closes_its_connection_and_frees_its_slot():
                     break
                 await asyncio.sleep(0.02)
             assert s.open == 0 and pool._open == 0
+
     run(go())
 
 
@@ -316,6 +341,7 @@ def test_a_large_body_read_slowly_pauses_the_upstream_and_arrives_intact():
             resp.release()
             assert b"".join(parts) == payload
             assert (await get(pool))[0] == 200 and s.connections == 1
+
     run(go())
 
 

@@ -1,6 +1,7 @@
 """Imports point one way: no import circles among Guard's modules, and no screen reaching up into the
 request path. The graph is read from the source (every ``import`` statement, at module level or inside a
 function), so an import hidden in a function to dodge a circle still counts."""
+
 from __future__ import annotations
 
 import ast
@@ -28,7 +29,7 @@ def _targets(mod: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[st
     base = node.module or ""
     if node.level:
         pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
-        pkg = pkg[:len(pkg) - node.level + 1]
+        pkg = pkg[: len(pkg) - node.level + 1]
         base = ".".join(pkg + ([node.module] if node.module else []))
     return [base, *(f"{base}.{a.name}" for a in node.names)]
 
@@ -123,8 +124,7 @@ def test_no_import_circles_among_guard_modules():
 
 def test_screens_never_import_the_request_path():
     g = import_graph()
-    bad = sorted((m, t) for m, ts in g.items() if m.startswith("guard.filters")
-                 for t in ts if t in UPWARD_FOR_SCREENS)
+    bad = sorted((m, t) for m, ts in g.items() if m.startswith("guard.filters") for t in ts if t in UPWARD_FOR_SCREENS)
     assert not bad, bad
 
 
@@ -150,10 +150,17 @@ def private_uses() -> list[str]:
                 for a in node.names:
                     if not a.name.startswith("guard"):
                         aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
-                    not node.module.startswith(("guard", "__future__")):
-                out += [f"{path.name}:{node.lineno} from {node.module} import {a.name}" for a in node.names
-                        if a.name.startswith("_")]
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.level == 0
+                and node.module
+                and not node.module.startswith(("guard", "__future__"))
+            ):
+                out += [
+                    f"{path.name}:{node.lineno} from {node.module} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
                 if any(p.startswith("_") for p in node.module.split(".")):
                     out.append(f"{path.name}:{node.lineno} from {node.module}")
         for node in ast.walk(tree):
@@ -161,14 +168,25 @@ def private_uses() -> list[str]:
                 name = node.attr
                 if "__" in name.strip("_") and name.startswith("_") and not name.endswith("__"):
                     out.append(f"{path.name}:{node.lineno} name-mangled .{name}")
-                if isinstance(node.value, ast.Name) and node.value.id in aliases and name.startswith("_") \
-                        and not name.startswith("__") and (aliases[node.value.id], name) not in _ALLOWED_PRIVATE:
+                if (
+                    isinstance(node.value, ast.Name)
+                    and node.value.id in aliases
+                    and name.startswith("_")
+                    and not name.startswith("__")
+                    and (aliases[node.value.id], name) not in _ALLOWED_PRIVATE
+                ):
                     out.append(f"{path.name}:{node.lineno} {node.value.id}.{name}")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
-                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                    and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls")) \
-                    and isinstance(node.args[1].value, str) and node.args[1].value.startswith("_") \
-                    and not node.args[1].value.startswith("__"):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and not (isinstance(node.args[0], ast.Name) and node.args[0].id in ("self", "cls"))
+                and isinstance(node.args[1].value, str)
+                and node.args[1].value.startswith("_")
+                and not node.args[1].value.startswith("__")
+            ):
                 out.append(f"{path.name}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
     return out
 

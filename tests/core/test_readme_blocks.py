@@ -11,6 +11,7 @@ How a README block meets the demo (the whole mapping is here, nowhere else):
 - A block preceded by ``<!-- not-run: reason -->`` is not run (kept to a few, each with its reason).
 A block fails the test when it exits non-zero; curl answers must be JSON of the API's shape.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ class Block:
 
 def readme_blocks() -> list[Block]:
     text = README.read_text()
-    return [Block(text.count("\n", 0, m.start("lang")) + 1, m["lang"], m["body"], m["why"])
-            for m in FENCE.finditer(text)]
+    return [
+        Block(text.count("\n", 0, m.start("lang")) + 1, m["lang"], m["body"], m["why"]) for m in FENCE.finditer(text)
+    ]
 
 
 @dataclass
@@ -63,10 +65,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoProcess]:
     """`guard demo` as a user starts it, with its files in a private $XDG_RUNTIME_DIR."""
     runtime = tmp_path_factory.mktemp("xdg-runtime")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "demo", "--port", str(port),
-                             "--admin-port", str(free_port()), "--model-port", str(free_port())],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(free_port()),
+            "--model-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONUNBUFFERED": "1"},
+    )
     out: list[str] = []
     done = threading.Event()
 
@@ -107,7 +124,7 @@ def _workdir(demo: DemoProcess, tmp: Path) -> tuple[Path, dict[str, str]]:
         (work / name).symlink_to(ROOT / name)
     bin_ = tmp / "bin"
     bin_.mkdir()
-    for name, target in (("guard", f'{sys.executable} -m guard.cli'), ("python", sys.executable)):
+    for name, target in (("guard", f"{sys.executable} -m guard.cli"), ("python", sys.executable)):
         (bin_ / name).write_text(f'#!/bin/sh\nexec {target} "$@"\n')
         (bin_ / name).chmod(0o755)
     substitutions = {
@@ -121,8 +138,11 @@ def _workdir(demo: DemoProcess, tmp: Path) -> tuple[Path, dict[str, str]]:
 
 def _env(tmp: Path) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}",
-            "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+    return {
+        **os.environ,
+        "PATH": f"{tmp / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT),
+    }
 
 
 def _run(lang: str, code: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -153,15 +173,18 @@ def test_readme_blocks_are_found_and_few_are_not_run():
     assert not [b.line for b in BLOCKS if b.lang == ""], "a code block without a language: say sh, python, text..."
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang in RUNNABLE and not b.not_run],
-                         ids=lambda b: f"README.md:{b.line}")
+@pytest.mark.parametrize(
+    "block", [b for b in BLOCKS if b.lang in RUNNABLE and not b.not_run], ids=lambda b: f"README.md:{b.line}"
+)
 def test_readme_block_runs_against_the_demo(demo, tmp_path, block):
     work, subst = _workdir(demo, tmp_path)
     code = block.body
     for old in sorted(subst, key=len, reverse=True):
         code = code.replace(old, subst[old])
     p = _run(block.lang, code, work, _env(tmp_path))
-    assert p.returncode == 0, f"README.md:{block.line} exited {p.returncode}\n{code}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    assert p.returncode == 0, (
+        f"README.md:{block.line} exited {p.returncode}\n{code}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
+    )
     _check_curl_answers(p.stdout, code)
 
 
@@ -174,7 +197,7 @@ def test_every_command_guard_demo_prints_runs(demo, tmp_path):
     blocks = demo_printout_blocks(demo.printout)
     assert len(blocks) >= 6, demo.printout
     (tmp_path / "bin").mkdir()
-    for name, target in (("guard", f'{sys.executable} -m guard.cli'), ("python", sys.executable)):
+    for name, target in (("guard", f"{sys.executable} -m guard.cli"), ("python", sys.executable)):
         (tmp_path / "bin" / name).write_text(f'#!/bin/sh\nexec {target} "$@"\n')
         (tmp_path / "bin" / name).chmod(0o755)
     outputs = []

@@ -1,4 +1,5 @@
 """The stream relay: per-channel screen chains, hold-back released later, stops that still carry safe text."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,11 +39,19 @@ class Upper:
 def sse(*words: str, done: bool = True) -> bytes:
     out = b""
     for w in words:
-        out += b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"content": w},
-                                                               "finish_reason": None}]}).encode() + b"\n\n"
+        out += (
+            b"data: "
+            + json.dumps(
+                {"id": "x", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+            ).encode()
+            + b"\n\n"
+        )
     if done:
-        out += b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {},
-                                                               "finish_reason": "stop"}]}).encode() + b"\n\n"
+        out += (
+            b"data: "
+            + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).encode()
+            + b"\n\n"
+        )
         out += b"data: [DONE]\n\n"
     return out
 
@@ -85,9 +94,13 @@ def test_a_stop_still_sends_the_safe_text_judged_with_it_through_later_screens()
 
 def test_ollama_ndjson_channels_and_stop_line():
     relay = Relay("ollama", "chat", "m", lambda kind: [Upper()])
-    lines = b"".join(json.dumps({"model": "m", "message": {"role": "assistant", "content": w}, "done": False}).encode()
-                     + b"\n" for w in ("a", "b"))
-    out, stop = run(relay, lines + json.dumps({"model": "m", "message": {"content": ""}, "done": True}).encode() + b"\n")
+    lines = b"".join(
+        json.dumps({"model": "m", "message": {"role": "assistant", "content": w}, "done": False}).encode() + b"\n"
+        for w in ("a", "b")
+    )
+    out, stop = run(
+        relay, lines + json.dumps({"model": "m", "message": {"content": ""}, "done": True}).encode() + b"\n"
+    )
     assert stop is None
     assert "".join(json.loads(x)["message"]["content"] for x in out.splitlines()) == "AB"
     assert json.loads(relay.stop_bytes())["done_reason"] == "content_filter"
@@ -115,8 +128,16 @@ def events(data: bytes) -> list[dict]:
 
 
 def test_held_chunks_are_not_sent_as_empty_deltas_and_chunking_follows_the_upstream():
-    role = b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"},
-                                                          "finish_reason": None}]}).encode() + b"\n\n"
+    role = (
+        b"data: "
+        + json.dumps(
+            {
+                "id": "x",
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}],
+            }
+        ).encode()
+        + b"\n\n"
+    )
     relay = Relay("openai", "chat", "m", lambda kind: [LastWordHolder()])
     out, stop = run(relay, role + sse("lo ", "wor", "ld", " and", " more"))
     evs = events(out)
@@ -131,9 +152,13 @@ def test_held_chunks_are_not_sent_as_empty_deltas_and_chunking_follows_the_upstr
 
 def test_held_ollama_lines_are_not_sent_empty():
     relay = Relay("ollama", "chat", "m", lambda kind: [LastWordHolder()])
-    lines = b"".join(json.dumps({"model": "m", "message": {"role": "assistant", "content": w}, "done": False}).encode()
-                     + b"\n" for w in ("He", "llo ", "wo", "rld"))
-    out, stop = run(relay, lines + json.dumps({"model": "m", "message": {"content": ""}, "done": True}).encode() + b"\n")
+    lines = b"".join(
+        json.dumps({"model": "m", "message": {"role": "assistant", "content": w}, "done": False}).encode() + b"\n"
+        for w in ("He", "llo ", "wo", "rld")
+    )
+    out, stop = run(
+        relay, lines + json.dumps({"model": "m", "message": {"content": ""}, "done": True}).encode() + b"\n"
+    )
     got = [json.loads(x) for x in out.splitlines()]
     assert stop is None and [g["message"]["content"] for g in got] == ["Hello ", "world", ""]
     assert got[-1]["done"] is True
@@ -145,14 +170,23 @@ def test_tool_call_argument_deltas_follow_the_same_rule():
         if first:
             call.update(id="call_1", type="function")
             call["function"]["name"] = "f"
-        return b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [call]},
-                                                              "finish_reason": None}]}).encode() + b"\n\n"
+        return (
+            b"data: "
+            + json.dumps(
+                {"id": "x", "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+            ).encode()
+            + b"\n\n"
+        )
+
     relay = Relay("openai", "chat", "m", lambda kind: [LastWordHolder()])
     out, stop = run(relay, tc('{"a', True) + tc('": "x ') + tc("y") + tc('z"}') + sse())
     assert stop is None
     evs = events(out)
-    args = [e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
-            for e in evs if e["choices"][0]["delta"].get("tool_calls")]
+    args = [
+        e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+        for e in evs
+        if e["choices"][0]["delta"].get("tool_calls")
+    ]
     assert "".join(args) == '{"a": "x yz"}'
     assert args[0] == "" and evs[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_1"  # id/name kept
     assert "" not in args[1:]

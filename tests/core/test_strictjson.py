@@ -1,4 +1,5 @@
 """The strict JSON reader: its C object hook (when built) and its Python hook give the same answers."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,28 @@ from hypothesis import strategies as st
 
 from guard.apis import strictjson
 
-KEYS = st.sampled_from(["model", "Model", "MODEL", "messages", "meſſages", "max_tokens", "max_to\u212aens", "é", "É",
-                        "a", "A", "ß", "ss", "SS", "k", "\u212a", "x1", ""])
+KEYS = st.sampled_from(
+    [
+        "model",
+        "Model",
+        "MODEL",
+        "messages",
+        "meſſages",
+        "max_tokens",
+        "max_to\u212aens",
+        "é",
+        "É",
+        "a",
+        "A",
+        "ß",
+        "ss",
+        "SS",
+        "k",
+        "\u212a",
+        "x1",
+        "",
+    ]
+)
 
 
 def _verdict(hook: object, pairs: list[tuple[str, int]]) -> object:
@@ -29,15 +50,18 @@ def test_c_and_python_hooks_agree(keys: list[str]) -> None:
     assert _verdict(strictjson._pairs_c, pairs) == expected
 
 
-@pytest.mark.parametrize("raw, code, path", [
-    (b'{"a":{"b":[{"c":1,"C":2}]}}', "ambiguous_key", "$.a.b[0].C"),
-    (b'{"a":1,"a":1}', "duplicate_key", "$.a"),
-    (b'{"a":[1e309]}', "invalid_json", "$.a[0]"),
-    (b'{"a":-Infinity}', "invalid_json", "$.a"),
-    (b'{"a":-9223372036854775809}', "invalid_json", "$.a"),
-    (b'{"a":"\\udfff"}', "invalid_json", "$.a"),
-    (b'{"a":1} x', "invalid_json", "$"),
-])
+@pytest.mark.parametrize(
+    "raw, code, path",
+    [
+        (b'{"a":{"b":[{"c":1,"C":2}]}}', "ambiguous_key", "$.a.b[0].C"),
+        (b'{"a":1,"a":1}', "duplicate_key", "$.a"),
+        (b'{"a":[1e309]}', "invalid_json", "$.a[0]"),
+        (b'{"a":-Infinity}', "invalid_json", "$.a"),
+        (b'{"a":-9223372036854775809}', "invalid_json", "$.a"),
+        (b'{"a":"\\udfff"}', "invalid_json", "$.a"),
+        (b'{"a":1} x', "invalid_json", "$"),
+    ],
+)
 def test_refusals_name_the_path(raw: bytes, code: str, path: str) -> None:
     with pytest.raises(strictjson.StrictJSONError) as e:
         strictjson.loads(raw)

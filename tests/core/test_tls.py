@@ -1,4 +1,5 @@
 """Handshake-level refusals: no certificate, a certificate from another CA, an expired certificate."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,8 +39,14 @@ def test_expired_certificate_is_refused(guard, tmp_path):
     for f in ("ca.pem", "ca-key.pem"):
         shutil.copy(guard.pki / f, tmp_path / f)
     now = dt.datetime.now(dt.UTC)
-    pki.issue(tmp_path, "old", client=True, ou=["apps"], not_before=now - dt.timedelta(days=10),
-              not_after=now - dt.timedelta(days=1))
+    pki.issue(
+        tmp_path,
+        "old",
+        client=True,
+        ou=["apps"],
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
     ctx = ssl.create_default_context(cafile=str(guard.pki / "ca.pem"))
     ctx.load_cert_chain(str(tmp_path / "old.pem"), str(tmp_path / "old-key.pem"))
     _refused(guard, ctx)

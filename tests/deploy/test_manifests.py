@@ -6,6 +6,7 @@ the Kubernetes manifests, the Dockerfile, the systemd unit, the Prometheus job a
 one Guard serves, parses or reads (checked against guard.config, guard.app.admin_app's routes,
 guard.cli.build_parser() and guard.telemetry.REGISTRY). Static checks only: nothing is built or started.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,6 +40,7 @@ TARGET_LABELS = {"job", "instance", "namespace", "pod", "service", "container", 
 
 # --- what Guard really has ------------------------------------------------------------------------------
 
+
 def admin_routes() -> dict[str, set[str]]:
     from guard.app import admin_app
 
@@ -64,14 +66,29 @@ def metric_catalogue() -> tuple[set[str], dict[str, set[str]]]:
 
     from guard import telemetry
 
-    labels = {o._name: set(o._labelnames) for o in vars(telemetry).values()
-              if isinstance(o, pc.metrics.MetricWrapperBase)}
-    labels.update({o.name: set(o.labelnames) for o in vars(telemetry).values()  # guard's own fast histograms
-                   if isinstance(o, telemetry._FastHistogram)})
-    labels.update({o.name.removesuffix("_total"): set(o.labelnames) for o in vars(telemetry).values()
-                   if isinstance(o, telemetry._FastCounter)})  # and fast counters (family name without _total)
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "gauge": ("",), "summary": ("", "_sum", "_count", "_created")}
+    labels = {
+        o._name: set(o._labelnames) for o in vars(telemetry).values() if isinstance(o, pc.metrics.MetricWrapperBase)
+    }
+    labels.update(
+        {
+            o.name: set(o.labelnames)
+            for o in vars(telemetry).values()  # guard's own fast histograms
+            if isinstance(o, telemetry._FastHistogram)
+        }
+    )
+    labels.update(
+        {
+            o.name.removesuffix("_total"): set(o.labelnames)
+            for o in vars(telemetry).values()
+            if isinstance(o, telemetry._FastCounter)
+        }
+    )  # and fast counters (family name without _total)
+    suffixes = {
+        "counter": ("_total", "_created"),
+        "histogram": ("_bucket", "_sum", "_count", "_created"),
+        "gauge": ("",),
+        "summary": ("", "_sum", "_count", "_created"),
+    }
     names: set[str] = set()
     by_sample: dict[str, set[str]] = {}
     for fam in telemetry.REGISTRY.collect():  # counters are registered without their _total suffix
@@ -104,6 +121,7 @@ def env_vars_named(cfg: Config, filters: dict[str, str]) -> set[str]:
 
 
 # --- reading deploy/ ------------------------------------------------------------------------------------
+
 
 def yaml_files() -> list[Path]:
     return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -205,6 +223,7 @@ def seconds(v: str) -> float:
 
 # --- a pod as Guard sees it -----------------------------------------------------------------------------
 
+
 @dataclass
 class Mounted:
     files: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # path -> (kind, object, key)
@@ -296,16 +315,31 @@ def guard_pods() -> list[GuardPod]:
                 cfg.workers = args.workers
 
             filter_dir = PurePosixPath(cfg.filters.dir)
-            filter_files = {PurePosixPath(p).name: configmap(name)[key] for p, (k, name, key) in m.files.items()
-                            if PurePosixPath(p).parent == filter_dir and k == "configMap"}
+            filter_files = {
+                PurePosixPath(p).name: configmap(name)[key]
+                for p, (k, name, key) in m.files.items()
+                if PurePosixPath(p).parent == filter_dir and k == "configMap"
+            }
 
             pol = {}
             for p in [cfg.policy.model, *cfg.policy.rules, *cfg.policy.tests]:
                 if str(p) in m.files and m.files[str(p)][0] == "configMap":
                     _k, name, key = m.files[str(p)]
                     pol[str(p)] = configmap(name)[key]
-            out.append(GuardPod(where, o, pod, o["spec"]["template"]["metadata"].get("labels", {}), c, cfg,
-                                args.config, filter_files, pol, m))
+            out.append(
+                GuardPod(
+                    where,
+                    o,
+                    pod,
+                    o["spec"]["template"]["metadata"].get("labels", {}),
+                    c,
+                    cfg,
+                    args.config,
+                    filter_files,
+                    pol,
+                    m,
+                )
+            )
     return out
 
 
@@ -321,6 +355,7 @@ def selects(selector: dict, labels: dict) -> bool:
 
 
 # --- YAML and the config schema ---------------------------------------------------------------------------
+
 
 def test_guard_pods_load() -> None:
     if PODS_ERROR is not None:
@@ -395,12 +430,22 @@ def test_statefulset_variant_keeps_the_deployment_pod() -> None:
 
 # --- pods: files, ports, probes, signals, privileges ------------------------------------------------------
 
+
 @pytest.mark.parametrize("g", PODS, ids=lambda g: g.where.split(": ", 1)[1])
 class TestGuardPod:
     def test_config_files_are_mounted(self, g: GuardPod) -> None:
         c, files = g.config, g.mounted.files
-        needed = [c.tls.cert, c.tls.key, c.tls.client_ca, c.tls.crl, c.policy.model, *c.policy.rules,
-                  *c.policy.tests, c.audit.signing_key, c.audit.hash_key_file]
+        needed = [
+            c.tls.cert,
+            c.tls.key,
+            c.tls.client_ca,
+            c.tls.crl,
+            c.policy.model,
+            *c.policy.rules,
+            *c.policy.tests,
+            c.audit.signing_key,
+            c.audit.hash_key_file,
+        ]
         if c.policy.shadow:
             needed += [c.policy.shadow.model, *c.policy.shadow.rules]
         for p in needed:
@@ -419,8 +464,9 @@ class TestGuardPod:
     def test_audit_dir_is_writable_and_the_rest_read_only(self, g: GuardPod) -> None:
         sc = g.container.get("securityContext", {})
         assert sc.get("readOnlyRootFilesystem") is True, g.where
-        assert under(str(g.config.audit.dir), g.mounted.writable), \
+        assert under(str(g.config.audit.dir), g.mounted.writable), (
             f"{g.where}: audit.dir {g.config.audit.dir} is not on a writable volume"
+        )
         assert "/tmp" in g.mounted.writable, f"{g.where}: /tmp must be writable (tempfiles, worker metrics)"
         etc = [vm for vm in g.container["volumeMounts"] if vm["mountPath"] == str(PurePosixPath(g.config_path).parent)]
         assert etc and all(vm.get("readOnly") for vm in etc), g.where
@@ -431,8 +477,9 @@ class TestGuardPod:
         assert ports == {c.listen.port, c.admin.port}, g.where
         assert port_number(g.container, "https") == c.listen.port
         assert port_number(g.container, "admin") == c.admin.port
-        assert c.listen.host in ANY_ADDR and c.admin.host in ANY_ADDR, \
+        assert c.listen.host in ANY_ADDR and c.admin.host in ANY_ADDR, (
             f"{g.where}: listeners must bind the pod IP (Services, kubelet probes, Prometheus)"
+        )
         assert c.tls.enabled and c.admin.enabled
 
     def test_probes_hit_admin_routes(self, g: GuardPod) -> None:
@@ -451,8 +498,9 @@ class TestGuardPod:
         grace = g.pod.get("terminationGracePeriodSeconds", 30)
         cmd = g.container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
         pre = float(cmd[1]) if cmd[:1] == ["sleep"] else 0.0
-        assert grace > g.config.shutdown_deadline_s + pre, \
+        assert grace > g.config.shutdown_deadline_s + pre, (
             f"{g.where}: terminationGracePeriodSeconds {grace} <= preStop {pre} + shutdown_deadline_s"
+        )
         for other in g.pod["containers"]:  # a model server in the pod must outlive Guard's drain
             if other is not g.container and "vllm" in other["image"]:
                 oc = other.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
@@ -514,6 +562,7 @@ class TestGuardPod:
 
 # --- policies and filters shipped in ConfigMaps -------------------------------------------------------------
 
+
 def _materialise(tmp: Path, g: GuardPod) -> Config:
     """Write the pod's mounted ConfigMap files under tmp and point the config at them."""
     for p, (kind, name, key) in g.mounted.files.items():
@@ -550,13 +599,14 @@ def test_filters_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv(name, "test-value-0123456789abcdef")
     try:
         pii = cfg.filters.dir / "pii.yaml"  # the schema; entity names are checked by tests/filters (Presidio
-        data, lines = load_yaml(pii)         # takes seconds to import)
+        data, lines = load_yaml(pii)  # takes seconds to import)
         _hash_key(validate(PIIFile, data, pii, lines), pii, lines)
         load_safety(cfg.filters.dir / "safety.yaml")
         load_denylist(cfg.filters.dir / "denylist.yaml")
     except ConfigError as e:
-        raise AssertionError(f"deploy/k8s/common/filters.yaml (regenerate: python deploy/k8s/make_configmaps.py): "
-                             f"{e}") from None
+        raise AssertionError(
+            f"deploy/k8s/common/filters.yaml (regenerate: python deploy/k8s/make_configmaps.py): {e}"
+        ) from None
 
 
 def test_every_pod_mounts_the_same_policies() -> None:
@@ -564,6 +614,7 @@ def test_every_pod_mounts_the_same_policies() -> None:
 
 
 # --- Services, monitoring, network, disruption, autoscaling ---------------------------------------------------
+
 
 def test_services_target_guard_ports() -> None:
     for p, svc in objects("Service"):
@@ -581,7 +632,7 @@ def test_services_target_guard_ports() -> None:
 
 
 def test_servicemonitor_scrapes_admin_metrics() -> None:
-    (_p, sm), = objects("ServiceMonitor")
+    ((_p, sm),) = objects("ServiceMonitor")
     services = [s for _, s in objects("Service") if selects(sm["spec"]["selector"], s["metadata"].get("labels", {}))]
     assert services, "the ServiceMonitor selects no Service"
     for ep in sm["spec"]["endpoints"]:
@@ -618,9 +669,9 @@ def test_network_policies() -> None:
 
 
 def test_pdb_and_hpa_target_the_gateway() -> None:
-    (_, pdb), = objects("PodDisruptionBudget")
+    ((_, pdb),) = objects("PodDisruptionBudget")
     assert any(selects(pdb["spec"]["selector"], g.labels) for g in PODS)
-    (_, hpa), = objects("HorizontalPodAutoscaler")
+    ((_, hpa),) = objects("HorizontalPodAutoscaler")
     ref = hpa["spec"]["scaleTargetRef"]
     target = [o for _, o in OBJECTS if o["kind"] == ref["kind"] and o["metadata"]["name"] == ref["name"]]
     assert target, ref
@@ -633,6 +684,7 @@ def test_pdb_and_hpa_target_the_gateway() -> None:
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------------
+
 
 def test_dockerfile_multi_stage_slim_non_root() -> None:
     stages = docker_stages()
@@ -672,8 +724,11 @@ def test_dockerfile_entrypoint_ports_volume_healthcheck() -> None:
     assert args.command == "serve" and args.config == "/etc/guard/guard.yaml"
     ref = reference_config()
     exposed = {int(p.split("/")[0]) for i, r in ins if i == "EXPOSE" for p in r.split()}
-    assert exposed == {ref.listen.port, ref.admin.port} == {Config.model_fields["listen"].default.port,
-                                                            Config.model_fields["admin"].default.port}
+    assert (
+        exposed
+        == {ref.listen.port, ref.admin.port}
+        == {Config.model_fields["listen"].default.port, Config.model_fields["admin"].default.port}
+    )
     volumes = [v for i, r in ins if i == "VOLUME" for v in docker_json(r)]
     assert under(str(ref.audit.dir), volumes), "the journal must live on the volume"
     (hc,) = [r for i, r in ins if i == "HEALTHCHECK"]
@@ -690,6 +745,7 @@ def test_dockerfile_entrypoint_ports_volume_healthcheck() -> None:
 
 
 # --- systemd ----------------------------------------------------------------------------------------------
+
 
 def test_systemd_unit() -> None:
     u = unit()
@@ -709,13 +765,22 @@ def test_systemd_unit() -> None:
     rw = " ".join(u["Service"]["ReadWritePaths"]).split()
     assert "/var/lib/guard" in rw and under(str(ref.audit.dir), rw)
     assert s.get("StateDirectory") == "guard"
-    for opt in ("ProtectHome", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
-                "ProtectControlGroups", "RestrictNamespaces", "RestrictSUIDSGID", "LockPersonality"):
+    for opt in (
+        "ProtectHome",
+        "PrivateDevices",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "RestrictNamespaces",
+        "RestrictSUIDSGID",
+        "LockPersonality",
+    ):
         assert s.get(opt) == "yes", opt
     assert ref.listen.port > 1024 and ref.admin.port > 1024, "no capabilities: unprivileged ports only"
 
 
 # --- Prometheus and Grafana ----------------------------------------------------------------------------------
+
 
 def test_prometheus_scrape_job() -> None:
     (doc,) = load_docs(SCRAPE)
@@ -771,9 +836,19 @@ def test_dashboard_metrics_and_labels_exist() -> None:
             legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", "")))
             names = METRIC_RE.findall(t["expr"])
             assert legend <= set().union(*(METRIC_LABELS[n] for n in names)) | TARGET_LABELS, p["title"]
-    wanted = {"guard_requests", "guard_stage_duration_seconds", "guard_screen_results", "guard_upstream_errors",
-              "guard_tls_handshake_failures", "guard_active_streams", "guard_audit_fsync_duration_seconds",
-              "guard_audit_sink_lag_events", "guard_policy_reloads", "guard_shadow_disagreements", "guard_tokens"}
+    wanted = {
+        "guard_requests",
+        "guard_stage_duration_seconds",
+        "guard_screen_results",
+        "guard_upstream_errors",
+        "guard_tls_handshake_failures",
+        "guard_active_streams",
+        "guard_audit_fsync_duration_seconds",
+        "guard_audit_sink_lag_events",
+        "guard_policy_reloads",
+        "guard_shadow_disagreements",
+        "guard_tokens",
+    }
     assert wanted <= used, f"the dashboard misses {wanted - used}"
 
 
@@ -781,8 +856,13 @@ def test_metric_names_anywhere_in_deploy_and_docs_exist() -> None:
     from guard import telemetry
 
     families = {f.name for f in telemetry.REGISTRY.collect()}  # prose may name a histogram by its family
-    texts = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in (".yaml", ".json", ".service", ".md", ".py")
-             and not p.is_relative_to(K8S / "common")]
+    texts = [
+        p
+        for p in DEPLOY.rglob("*")
+        if p.is_file()
+        and p.suffix in (".yaml", ".json", ".service", ".md", ".py")
+        and not p.is_relative_to(K8S / "common")
+    ]
     texts += [SCALING] if SCALING.exists() else []
     for p in texts:
         for m in METRIC_RE.findall(p.read_text()):
@@ -825,7 +905,7 @@ def test_documented_secrets_match_the_manifests() -> None:
 
 
 def test_alert_rules_use_guard_metrics_and_labels() -> None:
-    (p, rule), = objects("PrometheusRule")
+    ((p, rule),) = objects("PrometheusRule")
     for group in rule["spec"]["groups"]:
         for r in group["rules"]:
             check_promql(f"{p.name}: {r['alert']}", r["expr"])
@@ -835,6 +915,7 @@ def test_alert_rules_use_guard_metrics_and_labels() -> None:
 
 
 # --- the real tools, where this machine has them --------------------------------------------------------------
+
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl not installed")
 @pytest.mark.parametrize("variant", ["gateway", "gateway-statefulset", "sidecar"])
@@ -855,7 +936,8 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     guard_bin = shutil.which("guard") or str(Path(sys.executable).with_name("guard"))
     text = UNIT.read_text().replace("/opt/guard/bin/guard", guard_bin)  # verify wants the binary to exist
     (tmp_path / "guard.service").write_text(text)
-    out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "guard.service")], capture_output=True,
-                         text=True, timeout=30)
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "guard.service")], capture_output=True, text=True, timeout=30
+    )
     problems = [ln for ln in out.stderr.splitlines() if "guard.service" in ln]
     assert out.returncode == 0 and not problems, out.stderr

@@ -3,6 +3,7 @@ run with Python as the pod runs it, against a real Guard whose POST /admin/reloa
 (admin.reload_token_env): when Kubernetes swaps the ``..data`` link, the reloader asks Guard to reload with the
 bearer token from GUARD_RELOAD_TOKEN; without the token Guard refuses (401), the reloader prints so, and the
 refusal is counted in guard_policy_reloads_total{result="unauthorized"}."""
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,13 @@ def reloader(tmp_path: Path) -> Any:
         (d / "a").mkdir(parents=True)
         (d / "b").mkdir()
         (d / "..data").symlink_to(d / "a")
-        env = {"PATH": os.environ["PATH"], "GUARD_RELOAD_WATCH": str(d / "..data"), "GUARD_RELOAD_URL": url,
-               "GUARD_RELOAD_EVERY_S": "0.1", **({"GUARD_RELOAD_TOKEN": token} if token else {})}
+        env = {
+            "PATH": os.environ["PATH"],
+            "GUARD_RELOAD_WATCH": str(d / "..data"),
+            "GUARD_RELOAD_URL": url,
+            "GUARD_RELOAD_EVERY_S": "0.1",
+            **({"GUARD_RELOAD_TOKEN": token} if token else {}),
+        }
         p = subprocess.Popen([sys.executable, "-c", reloader_script()], env=env, stdout=subprocess.PIPE, text=True)
         procs.append(p)
         time.sleep(0.5)  # it reads the link once before watching it
@@ -71,8 +77,9 @@ def reloader(tmp_path: Path) -> Any:
         p.wait(10)
 
 
-def test_the_reloader_sends_the_reload_token_and_a_missing_token_is_refused_and_counted(guard_factory, monkeypatch,
-                                                                                        reloader):
+def test_the_reloader_sends_the_reload_token_and_a_missing_token_is_refused_and_counted(
+    guard_factory, monkeypatch, reloader
+):
     monkeypatch.setenv("GUARD_RELOAD_TOKEN", TOKEN)
     g = guard_factory(admin={"reload_token_env": "GUARD_RELOAD_TOKEN"})
     url = g.admin_url + "/admin/reload"

@@ -1,4 +1,5 @@
 """Secrets and denylist screen: shipped defaults, block and redact, streams with bounded hold-back."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,10 @@ from guard.filters.denylist import DenylistProfile, DenylistScreen, load_denylis
 
 FILTERS = Path(__file__).resolve().parents[2] / "filters"
 AWS = "AKIAIOSFODNN7EXAMPLE"
-PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi7Z0P5vOQ+Xz1rQmHkV0PZkCkz\n"
-       "q0XfY6nJ9Jp8u2m1M1u5n0hZ3y2YwLkQk1Yw8c8xQeYb1oFqJz7cZ1Y=\n-----END RSA PRIVATE KEY-----")
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi7Z0P5vOQ+Xz1rQmHkV0PZkCkz\n"
+    "q0XfY6nJ9Jp8u2m1M1u5n0hZ3y2YwLkQk1Yw8c8xQeYb1oFqJz7cZ1Y=\n-----END RSA PRIVATE KEY-----"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +33,19 @@ def user(text: str) -> list[Segment]:
     return [Segment(text, "user", "content", ("messages", 0, "content"))]
 
 
-@pytest.mark.parametrize("secret,rule", [
-    (AWS, "aws_access_key_id"), (PEM, "private_key_block"),
-    ("ghp_" + "a1B2" * 9, "github_token"), ("xoxb-1234567890-abcdefghijkl", "slack_token"),
-    ("sk-proj-" + "Ab3_" * 8, "openai_api_key"), ("Authorization: Bearer abcDEF123456789xyz.-_", "bearer_token"),
-    ("AIza" + "B" * 35, "google_api_key"),
-    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
-])
+@pytest.mark.parametrize(
+    "secret,rule",
+    [
+        (AWS, "aws_access_key_id"),
+        (PEM, "private_key_block"),
+        ("ghp_" + "a1B2" * 9, "github_token"),
+        ("xoxb-1234567890-abcdefghijkl", "slack_token"),
+        ("sk-proj-" + "Ab3_" * 8, "openai_api_key"),
+        ("Authorization: Bearer abcDEF123456789xyz.-_", "bearer_token"),
+        ("AIza" + "B" * 35, "google_api_key"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "jwt"),
+    ],
+)
 def test_shipped_defaults_block_secrets_in_prompts(screen: DenylistScreen, secret: str, rule: str) -> None:
     v = run(screen.screen_prompt(user(f"please debug this: {secret} thanks"), {}))
     assert v.blocked and v.code == "secret_blocked" and rule in v.categories
@@ -60,10 +69,20 @@ def test_jailbreak_phrases_block_with_denylisted(screen: DenylistScreen) -> None
 
 
 def test_redact_action_rewrites_segments() -> None:
-    prof = DenylistProfile.model_validate({"rules": [
-        {"name": "aws", "pattern": r"\bAKIA[A-Z0-9]{16}\b", "prompt": "redact"},
-        {"name": "code", "phrases": ["project bluebird"], "kind": "phrase", "prompt": "redact",
-         "replacement": "[codename]"}]})
+    prof = DenylistProfile.model_validate(
+        {
+            "rules": [
+                {"name": "aws", "pattern": r"\bAKIA[A-Z0-9]{16}\b", "prompt": "redact"},
+                {
+                    "name": "code",
+                    "phrases": ["project bluebird"],
+                    "kind": "phrase",
+                    "prompt": "redact",
+                    "replacement": "[codename]",
+                },
+            ]
+        }
+    )
     s = DenylistScreen(prof)
     segs = user(f"key {AWS} for Project  Bluebird, and {AWS}")
     v = run(s.screen_prompt(segs, {}))
@@ -91,11 +110,12 @@ def stream_all(screen: DenylistScreen, parts: list[str]) -> tuple[str, list[str]
         step = await s.finish()
         out += step.release
         return out, per, s.verdict
+
     return run(go())
 
 
 def split(text: str, n: int) -> list[str]:
-    return [text[i:i + n] for i in range(0, len(text), n)]
+    return [text[i : i + n] for i in range(0, len(text), n)]
 
 
 @pytest.mark.parametrize("n", [1, 3, 16, 1000])
@@ -103,8 +123,10 @@ def test_stream_redacts_secrets_split_across_chunks(screen: DenylistScreen, n: i
     text = "x" * 300 + f" the key is {AWS} and the block:\n{PEM}\nend of answer."
     out, _per, v = stream_all(screen, split(text, n))
     assert AWS not in out and "PRIVATE KEY" not in out and "MIIE" not in out
-    assert out == "x" * 300 + " the key is [REDACTED:aws_access_key_id] and the block:\n[REDACTED:private_key_block]" \
-                              "\nend of answer."
+    assert (
+        out == "x" * 300 + " the key is [REDACTED:aws_access_key_id] and the block:\n[REDACTED:private_key_block]"
+        "\nend of answer."
+    )
     assert v.modified and v.entities == {"aws_access_key_id": 1, "private_key_block": 1}
 
 
@@ -124,8 +146,9 @@ def test_stream_overlong_block_is_suppressed_until_its_end() -> None:
 
 
 def test_stream_block_action_stops() -> None:
-    prof = DenylistProfile.model_validate({"rules": [{"name": "aws", "pattern": r"\bAKIA[A-Z0-9]{16}\b",
-                                                      "response": "block"}]})
+    prof = DenylistProfile.model_validate(
+        {"rules": [{"name": "aws", "pattern": r"\bAKIA[A-Z0-9]{16}\b", "response": "block"}]}
+    )
     out, _, stop = stream_all(DenylistScreen(prof), split(f"hello {AWS} world", 4))
     assert stop.blocked and stop.code == "secret_blocked" and AWS[:4] not in out
 
@@ -142,9 +165,15 @@ def test_bad_settings_name_file_line_and_key(tmp_path: Path) -> None:
 
 def test_hints_never_hide_a_match(screen: DenylistScreen) -> None:
     """Every shipped rule's sample secret contains one of its hints (the pre-filter cannot drop it)."""
-    samples = {"aws_access_key_id": AWS, "private_key_block": PEM, "github_token": "ghp_" + "a" * 36,
-               "bearer_token": "BEARER abcdefghijklmnop1234", "jwt": "eyJabcdefghij.eyJabcdefghij.abcdefghij",
-               "stripe_secret_key": "rk_live_" + "a" * 20, "google_api_key": "AIza" + "B" * 35}
+    samples = {
+        "aws_access_key_id": AWS,
+        "private_key_block": PEM,
+        "github_token": "ghp_" + "a" * 36,
+        "bearer_token": "BEARER abcdefghijklmnop1234",
+        "jwt": "eyJabcdefghij.eyJabcdefghij.abcdefghij",
+        "stripe_secret_key": "rk_live_" + "a" * 20,
+        "google_api_key": "AIza" + "B" * 35,
+    }
     for c in screen.rules:
         if c.rule.name in samples:
             assert c.may_match(samples[c.rule.name].lower()) and c.rx.search(samples[c.rule.name]), c.rule.name

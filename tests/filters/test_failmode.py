@@ -1,4 +1,5 @@
 """Fail modes for any screen: block by default, allow marked, timeouts, the circuit breaker, metrics."""
+
 from __future__ import annotations
 
 import asyncio
@@ -80,8 +81,9 @@ def test_open_breaker_answers_at_once_without_calling() -> None:
     now = [0.0]
     f = Flaky()
     f.mode = "error-verdict"  # a screen's own error verdict counts as a failure too
-    g = GuardedScreen(f, FailSettings(breaker=BreakerSettings(failures=2, reset_s=1)), metrics=False,
-                      clock=lambda: now[0])
+    g = GuardedScreen(
+        f, FailSettings(breaker=BreakerSettings(failures=2, reset_s=1)), metrics=False, clock=lambda: now[0]
+    )
     call(g), call(g)
     assert g.breaker_state == "open"
     v = call(g)

@@ -2,6 +2,7 @@
 
 Engine choice and refusal only: how long hostile texts take is measured in tests/bench/bench_hostile.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,21 +57,27 @@ def test_custom_recognizers_and_allowlists_run_on_re2() -> None:
     assert [f.entity_type for f in found] == ["EMPLOYEE_ID"], found
 
 
-@pytest.mark.parametrize("pattern, why", [
-    (r"secret(?=[0-9]{4})", "lookaround"),
-    (r"(?<![A-Z])AKIA[A-Z0-9]{16}", "lookaround"),
-    (r"(?<=key=)[a-f0-9]{32}", "lookaround"),
-    (r"(['\"])[a-z]{8}\1", "backreferences"),
-    (r"(?P<q>x)y(?P=q)", "backreferences"),
-    (r"(?>a+)b", "atomic"),
-    (r"a++b", "possessive"),
-    (r"token\Z", r"\\Z"),
-])
+@pytest.mark.parametrize(
+    "pattern, why",
+    [
+        (r"secret(?=[0-9]{4})", "lookaround"),
+        (r"(?<![A-Z])AKIA[A-Z0-9]{16}", "lookaround"),
+        (r"(?<=key=)[a-f0-9]{32}", "lookaround"),
+        (r"(['\"])[a-z]{8}\1", "backreferences"),
+        (r"(?P<q>x)y(?P=q)", "backreferences"),
+        (r"(?>a+)b", "atomic"),
+        (r"a++b", "possessive"),
+        (r"token\Z", r"\\Z"),
+    ],
+)
 def test_user_denylist_pattern_re2_cannot_run_is_refused_with_file_line_key(
-        tmp_path: Path, pattern: str, why: str) -> None:
+    tmp_path: Path, pattern: str, why: str
+) -> None:
     f = tmp_path / "denylist.yaml"
-    f.write_text("profiles:\n  default:\n    rules:\n      - name: ok\n        pattern: 'fine[0-9]+'\n"
-                 f"      - name: bad\n        pattern: {json.dumps(pattern)}\n")
+    f.write_text(
+        "profiles:\n  default:\n    rules:\n      - name: ok\n        pattern: 'fine[0-9]+'\n"
+        f"      - name: bad\n        pattern: {json.dumps(pattern)}\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_denylist(f)
     msg = str(e.value)
@@ -80,17 +87,21 @@ def test_user_denylist_pattern_re2_cannot_run_is_refused_with_file_line_key(
 
 def test_stream_markers_are_checked_too(tmp_path: Path) -> None:
     f = tmp_path / "denylist.yaml"
-    f.write_text("profiles:\n  default:\n    rules:\n      - name: blk\n        pattern: 'BEGIN[\\s\\S]*?END'\n"
-                 "        stream_start: 'BEGIN(?! PUBLIC)'\n        stream_end: 'END'\n")
+    f.write_text(
+        "profiles:\n  default:\n    rules:\n      - name: blk\n        pattern: 'BEGIN[\\s\\S]*?END'\n"
+        "        stream_start: 'BEGIN(?! PUBLIC)'\n        stream_end: 'END'\n"
+    )
     with pytest.raises(ConfigError, match=r"denylist.yaml:6: profiles.default.rules.0.stream_start: lookaround"):
         load_denylist(f)
 
 
 def test_pii_custom_recognizer_with_lookbehind_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "pii.yaml"
-    f.write_text("recognizers:\n  - name: x\n    entity_type: X_ID\n    patterns:\n"
-                 "      - regex: '(?<!\\d)X-\\d{6}'\nprofiles:\n  d:\n    entities: {X_ID: {}}\n"
-                 "    allowlist:\n      regexes: ['(a)\\1']\n")
+    f.write_text(
+        "recognizers:\n  - name: x\n    entity_type: X_ID\n    patterns:\n"
+        "      - regex: '(?<!\\d)X-\\d{6}'\nprofiles:\n  d:\n    entities: {X_ID: {}}\n"
+        "    allowlist:\n      regexes: ['(a)\\1']\n"
+    )
     with pytest.raises(ConfigError) as e:
         read_pii_file(f)
     msg = str(e.value)
@@ -100,7 +111,8 @@ def test_pii_custom_recognizer_with_lookbehind_is_refused(tmp_path: Path) -> Non
 
 def test_filters_check_names_each_bad_pattern_and_exits_1(tmp_path: Path) -> None:
     (tmp_path / "denylist.yaml").write_text(
-        "profiles:\n  default:\n    rules:\n      - name: bad\n        pattern: 'x(?=y)'\n")
+        "profiles:\n  default:\n    rules:\n      - name: bad\n        pattern: 'x(?=y)'\n"
+    )
     cmd = [sys.executable, "-m", "guard.cli", "filters", "check", "--filters"]
     r = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 1, r.stdout + r.stderr
@@ -160,6 +172,7 @@ def test_large_texts_are_screened_off_the_event_loop(monkeypatch: pytest.MonkeyP
         return real(self, segments, direction)
 
     monkeypatch.setattr(denylist.DenylistScreen, "_screen", spy)
+
     async def both() -> str:
         await s.screen_prompt([Segment("small", "user", "content", ())], {})
         await s.screen_prompt([Segment("x" * (budget.INLINE_CHARS + 1), "user", "content", ())], {})

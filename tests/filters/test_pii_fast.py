@@ -1,4 +1,5 @@
 """The fast path finds exactly what AnalyzerEngine.analyze finds; bad input is scanned in bounded time."""
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,47 @@ profiles:
       IP_ADDRESS: {}
       EMPLOYEE_ID: {}
 """
-PIECES = ["536-90-4399", "536904399", "536 90 4399", "SSN", "ssn:", "social", "security", "10.0.0.1", "ip",
-          "fe80::1", "iban", "DE89370400440532013000", "bank", "EMP-123456", "employee", "badge:EMP-654321",
-          "a@b.io", "email", "+1 415-555-0134", "call", "the", "a", "of", "and", "...", ":", "-", "\n", "  ",
-          "x:y", "the:ssn", "is", "was", "lorem", "ipsum", "(", ")", "4012888888881881", "card"]
+PIECES = [
+    "536-90-4399",
+    "536904399",
+    "536 90 4399",
+    "SSN",
+    "ssn:",
+    "social",
+    "security",
+    "10.0.0.1",
+    "ip",
+    "fe80::1",
+    "iban",
+    "DE89370400440532013000",
+    "bank",
+    "EMP-123456",
+    "employee",
+    "badge:EMP-654321",
+    "a@b.io",
+    "email",
+    "+1 415-555-0134",
+    "call",
+    "the",
+    "a",
+    "of",
+    "and",
+    "...",
+    ":",
+    "-",
+    "\n",
+    "  ",
+    "x:y",
+    "the:ssn",
+    "is",
+    "was",
+    "lorem",
+    "ipsum",
+    "(",
+    ")",
+    "4012888888881881",
+    "card",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +97,12 @@ def test_fast_path_equals_presidio_on_the_dataset(profile: PIIProfile) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(parts=st.lists(st.sampled_from(PIECES), max_size=60), sep=st.sampled_from([" ", "  ", "\n", ", "]),
-       pad=st.integers(min_value=0, max_value=400))
-def test_fast_path_equals_presidio_on_random_texts(profile: PIIProfile, parts: list[str], sep: str,
-                                                   pad: int) -> None:
+@given(
+    parts=st.lists(st.sampled_from(PIECES), max_size=60),
+    sep=st.sampled_from([" ", "  ", "\n", ", "]),
+    pad=st.integers(min_value=0, max_value=400),
+)
+def test_fast_path_equals_presidio_on_random_texts(profile: PIIProfile, parts: list[str], sep: str, pad: int) -> None:
     text = sep.join(parts)
     same(profile.analyzer, text, profile.entities)
     same(profile.analyzer, "lorem " * pad + text + " ipsum" * (pad // 3), profile.entities)

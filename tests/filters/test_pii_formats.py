@@ -1,5 +1,6 @@
 """Every shipped entity type in the formats people write (spaced, dashed, dotted, any case), validated by
 checksum or rule, and a corpus of ordinary text that must yield no finding at all."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,7 @@ def strict(profiles: dict[str, PIIProfile]) -> PIIProfile:
 
 
 def found(profile: PIIProfile, text: str) -> list[tuple[str, str]]:
-    return [(f.entity_type, text[f.start:f.end]) for f in profile.findings(text)]
+    return [(f.entity_type, text[f.start : f.end]) for f in profile.findings(text)]
 
 
 def variants(value: str) -> list[str]:
@@ -43,9 +44,18 @@ def variants(value: str) -> list[str]:
 
 # --- IBAN ------------------------------------------------------------------------------------------------
 
-IBANS = ["GB82 WEST 1234 5698 7654 32", "DE89 3704 0044 0532 0130 00", "FR76 3000 6000 0112 3456 7890 189",
-         "NL91 ABNA 0417 1643 00", "CH93 0076 2011 6238 5295 7", "NO93 8601 1117 947", "BE68 5390 0754 7034",
-         "IT60 X054 2811 1010 0000 0123 456", "ES91 2100 0418 4502 0005 1332", "MT84 MALT 0110 0001 2345 MTLC AST0 01S"]
+IBANS = [
+    "GB82 WEST 1234 5698 7654 32",
+    "DE89 3704 0044 0532 0130 00",
+    "FR76 3000 6000 0112 3456 7890 189",
+    "NL91 ABNA 0417 1643 00",
+    "CH93 0076 2011 6238 5295 7",
+    "NO93 8601 1117 947",
+    "BE68 5390 0754 7034",
+    "IT60 X054 2811 1010 0000 0123 456",
+    "ES91 2100 0418 4502 0005 1332",
+    "MT84 MALT 0110 0001 2345 MTLC AST0 01S",
+]
 
 
 @pytest.mark.parametrize("iban", [v for i in IBANS for v in variants(i)] + [i.replace(" ", "") for i in IBANS])
@@ -54,14 +64,17 @@ def test_iban_in_every_grouping_and_case(strict: PIIProfile, iban: str) -> None:
         assert found(strict, text) == [("IBAN_CODE", iban)], text
 
 
-@pytest.mark.parametrize("text", [
-    "pay to GB82 WEST 1234 5698 7654 33 today",  # mod-97 fails
-    "pay to GB82 WEST 1234 5698 7654 3 today",  # one character short for GB
-    "ref GB82WEST123456987654321",  # runs on past GB's 22 characters
-    "pay to GB82 WEST-1234.5698 7654 32",  # mixed separators
-    "code ZZ82 WEST 1234 5698 7654 32",  # no such country
-    "the SKU AB12 CD34 EF56 is back in stock",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "pay to GB82 WEST 1234 5698 7654 33 today",  # mod-97 fails
+        "pay to GB82 WEST 1234 5698 7654 3 today",  # one character short for GB
+        "ref GB82WEST123456987654321",  # runs on past GB's 22 characters
+        "pay to GB82 WEST-1234.5698 7654 32",  # mixed separators
+        "code ZZ82 WEST 1234 5698 7654 32",  # no such country
+        "the SKU AB12 CD34 EF56 is back in stock",
+    ],
+)
 def test_iban_look_alikes(strict: PIIProfile, text: str) -> None:
     assert "IBAN_CODE" not in {t for t, _ in found(strict, text)}
 
@@ -73,10 +86,27 @@ def test_iban_table_and_checksum() -> None:
 
 # --- e-mail ----------------------------------------------------------------------------------------------
 
-RESERVED = ["ops@billing.internal", "jane.doe@acme.corp", "printer@office.local", "dev+ci@build.example",
-            "qa@staging.test", "x@bad.invalid", "root@box.localhost", "nas@home.lan", "pi@router.home.arpa",
-            "a.b_c-d@sub.intranet", "OPS@BILLING.INTERNAL", "Jane.Doe@Acme.Corp"]
-PUBLIC = ["ann.lee@mailbox.org", "b_o+x@sub.example.co.uk", "JOHN@EXAMPLE.COM", "t'o@acme-corp.io", "u@xn--bcher-kva.de"]
+RESERVED = [
+    "ops@billing.internal",
+    "jane.doe@acme.corp",
+    "printer@office.local",
+    "dev+ci@build.example",
+    "qa@staging.test",
+    "x@bad.invalid",
+    "root@box.localhost",
+    "nas@home.lan",
+    "pi@router.home.arpa",
+    "a.b_c-d@sub.intranet",
+    "OPS@BILLING.INTERNAL",
+    "Jane.Doe@Acme.Corp",
+]
+PUBLIC = [
+    "ann.lee@mailbox.org",
+    "b_o+x@sub.example.co.uk",
+    "JOHN@EXAMPLE.COM",
+    "t'o@acme-corp.io",
+    "u@xn--bcher-kva.de",
+]
 
 
 @pytest.mark.parametrize("addr", RESERVED + PUBLIC)
@@ -85,10 +115,20 @@ def test_email_at_public_reserved_and_internal_domains(strict: PIIProfile, addr:
         assert found(strict, text) == [("EMAIL_ADDRESS", addr)], text
 
 
-@pytest.mark.parametrize("text", [
-    "install left-pad@1.3.0 with npm", "ping @alice and @bob", "user@localhost is not routable",
-    "name@domain.notatld", "a@b", "x@y.z1", "see foo@.com", "price @ 3.50 each", "git tag v1@2.0",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "install left-pad@1.3.0 with npm",
+        "ping @alice and @bob",
+        "user@localhost is not routable",
+        "name@domain.notatld",
+        "a@b",
+        "x@y.z1",
+        "see foo@.com",
+        "price @ 3.50 each",
+        "git tag v1@2.0",
+    ],
+)
 def test_email_look_alikes(strict: PIIProfile, text: str) -> None:
     assert "EMAIL_ADDRESS" not in {t for t, _ in found(strict, text)}
 
@@ -105,29 +145,59 @@ def test_a_long_run_of_at_signs_is_linear(strict: PIIProfile) -> None:
 
 # --- credit cards ----------------------------------------------------------------------------------------
 
-CARDS = ["4012 8888 8888 1881", "5555 5555 5555 4444", "2223 0031 2200 3222", "6011 1111 1111 1117",
-         "3530 1113 3330 0000"]
+CARDS = [
+    "4012 8888 8888 1881",
+    "5555 5555 5555 4444",
+    "2223 0031 2200 3222",
+    "6011 1111 1111 1117",
+    "3530 1113 3330 0000",
+]
 
 
-@pytest.mark.parametrize("card", [c.replace(" ", s) for c in CARDS for s in (" ", "-", ".", "")]
-                         + ["3782 822463 10005", "3782-822463-10005", "3782.822463.10005"])
+@pytest.mark.parametrize(
+    "card",
+    [c.replace(" ", s) for c in CARDS for s in (" ", "-", ".", "")]
+    + ["3782 822463 10005", "3782-822463-10005", "3782.822463.10005"],
+)
 def test_cards_spaced_dashed_dotted_compact(strict: PIIProfile, card: str) -> None:
     for text in (f"card {card} exp 12/29", f"pay with {card}.", card):
         assert found(strict, text) == [("CREDIT_CARD", card)], text
 
 
-@pytest.mark.parametrize("text", ["card 4012 8888 8888 1882", "card 4012-8888.8888 1881",
-                                  "tracking 1Z999AA10123456784", "build 4012.8888.8888.1881.7"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4012 8888 8888 1882",
+        "card 4012-8888.8888 1881",
+        "tracking 1Z999AA10123456784",
+        "build 4012.8888.8888.1881.7",
+    ],
+)
 def test_card_look_alikes(strict: PIIProfile, text: str) -> None:
     assert "CREDIT_CARD" not in {t for t, _ in found(strict, text)}
 
 
 # --- phone numbers ---------------------------------------------------------------------------------------
 
-PHONES = ["+1 415 555 0134", "+1-415-555-0134", "+1.415.555.0134", "+1 (415) 555-0134", "(415) 555-0134",
-          "415-555-0134", "415.555.0134", "415 555 0134", "+44 20 7946 0958", "+44 (0)20 7946 0958",
-          "+49 30 901820", "+49-30-901820", "0049 30 901820", "+33 1 42 68 53 00", "+33.1.42.68.53.00",
-          "+61 2 9876 5432", "+91 98765 43210"]
+PHONES = [
+    "+1 415 555 0134",
+    "+1-415-555-0134",
+    "+1.415.555.0134",
+    "+1 (415) 555-0134",
+    "(415) 555-0134",
+    "415-555-0134",
+    "415.555.0134",
+    "415 555 0134",
+    "+44 20 7946 0958",
+    "+44 (0)20 7946 0958",
+    "+49 30 901820",
+    "+49-30-901820",
+    "0049 30 901820",
+    "+33 1 42 68 53 00",
+    "+33.1.42.68.53.00",
+    "+61 2 9876 5432",
+    "+91 98765 43210",
+]
 
 
 @pytest.mark.parametrize("phone", PHONES)
@@ -153,8 +223,20 @@ def test_nine_digits_are_an_ssn_only_next_to_ssn_words(strict: PIIProfile) -> No
     assert "US_SSN" not in {t for t, _ in found(strict, "order 536904399 shipped")}
 
 
-@pytest.mark.parametrize("value", ["000-12-3456", "666-12-3456", "900-12-3456", "987-65-4321", "536-00-4399",
-                                   "536-90-0000", "111-11-1111", "536-90 4399", "536.90-4399"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "000-12-3456",
+        "666-12-3456",
+        "900-12-3456",
+        "987-65-4321",
+        "536-00-4399",
+        "536-90-0000",
+        "111-11-1111",
+        "536-90 4399",
+        "536.90-4399",
+    ],
+)
 def test_ssns_never_issued_or_mixed_separators(strict: PIIProfile, value: str) -> None:
     assert "US_SSN" not in {t for t, _ in found(strict, f"my SSN is {value}")}
 
@@ -166,8 +248,18 @@ def test_ssn_area_rules() -> None:
 
 # --- IP addresses ----------------------------------------------------------------------------------------
 
-IPS = ["10.0.0.7", "192.168.10.20", "8.8.8.8", "10.20.0.0/16", "2001:db8::ff00:42:8329", "2001:DB8::FF00:42:8329",
-       "Fe80::1ff:FE23:4567:890a", "fe80::1%eth0", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::ffff:192.0.2.128"]
+IPS = [
+    "10.0.0.7",
+    "192.168.10.20",
+    "8.8.8.8",
+    "10.20.0.0/16",
+    "2001:db8::ff00:42:8329",
+    "2001:DB8::FF00:42:8329",
+    "Fe80::1ff:FE23:4567:890a",
+    "fe80::1%eth0",
+    "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+    "::ffff:192.0.2.128",
+]
 
 
 @pytest.mark.parametrize("ip", IPS)
@@ -176,9 +268,19 @@ def test_ip_addresses(strict: PIIProfile, ip: str) -> None:
         assert found(strict, text) == [("IP_ADDRESS", ip)], text
 
 
-@pytest.mark.parametrize("text", ["version 1.2.3.4 released", "upgrade to v 2.10.0.1", "999.10.10.10 units",
-                                  "meet at 12:30:45", "MAC 00:1A:2B:3C:4D:5E", "std::vector<int>",
-                                  "release 10.0.19041.1", "the ratio 1:2:3"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version 1.2.3.4 released",
+        "upgrade to v 2.10.0.1",
+        "999.10.10.10 units",
+        "meet at 12:30:45",
+        "MAC 00:1A:2B:3C:4D:5E",
+        "std::vector<int>",
+        "release 10.0.19041.1",
+        "the ratio 1:2:3",
+    ],
+)
 def test_ip_look_alikes(strict: PIIProfile, text: str) -> None:
     assert "IP_ADDRESS" not in {t for t, _ in found(strict, text)}
 

@@ -1,6 +1,7 @@
 """Through the running proxy with the shipped filters/pii.yaml and policy: a spaced IBAN with letters and
 an e-mail address at an internal domain never reach the model. The default profile pseudonymizes both
 (the user gets them back); a model outside our network gets the strict profile, which blocks the IBAN."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,19 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     from tests.conftest import start_guard
 
     url = model_server[1]
-    h = start_guard(pki_dir, url, tmp_path_factory.mktemp("pii-formats"), judge_url=url,  # shipped filters/
-                    upstreams={"external": {"url": url, "api": "openai", "timeout_s": 10, "external": True}},
-                    routes=[{"model": "ext-*", "upstream": "external"}, {"model": "llama3*", "upstream": "ollama"},
-                            {"model": "*", "upstream": "local"}],
-                    limits={"screen_budget_ms": 20_000})  # a busy test machine: the budget is not under test
+    h = start_guard(
+        pki_dir,
+        url,
+        tmp_path_factory.mktemp("pii-formats"),
+        judge_url=url,  # shipped filters/
+        upstreams={"external": {"url": url, "api": "openai", "timeout_s": 10, "external": True}},
+        routes=[
+            {"model": "ext-*", "upstream": "external"},
+            {"model": "llama3*", "upstream": "ollama"},
+            {"model": "*", "upstream": "local"},
+        ],
+        limits={"screen_budget_ms": 20_000},
+    )  # a busy test machine: the budget is not under test
     yield h
     h.stop()
 
@@ -38,14 +47,16 @@ def ask(c: Any, content: str, model: str = "m", **kw: Any) -> Any:
 
 
 @pytest.mark.parametrize("iban, email", list(zip(IBANS, EMAILS, strict=False)))
-def test_default_profile_pseudonymizes_grouped_iban_and_internal_email(g: Any, model_server: Any, iban: str,
-                                                                       email: str) -> None:
+def test_default_profile_pseudonymizes_grouped_iban_and_internal_email(
+    g: Any, model_server: Any, iban: str, email: str
+) -> None:
     prompt = f"[[echo]] pay {iban} and confirm to {email} today"
     with g.openai() as c:
         whole = ask(c, prompt).choices[0].message.content
         sent = seen_by_model(model_server)
-        streamed = "".join(ch.choices[0].delta.content or "" for ch in ask(c, prompt + " [[chunks=29]]", stream=True)
-                           if ch.choices)
+        streamed = "".join(
+            ch.choices[0].delta.content or "" for ch in ask(c, prompt + " [[chunks=29]]", stream=True) if ch.choices
+        )
     assert iban not in sent and email not in sent and email.lower() not in sent.lower()
     assert "<IBAN_CODE_1>" in sent and "<EMAIL_ADDRESS_1>" in sent
     assert f"pay {iban} and confirm to {email} today" in whole

@@ -1,4 +1,5 @@
 """Offline operation (no connection to anything but loopback) and the `guard scan` command line."""
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def gai(host, *a, **k):
 socket.getaddrinfo = gai
 """
 
-SCAN = NO_NETWORK + r"""
+SCAN = (
+    NO_NETWORK
+    + r"""
 from guard.filters.pii_engine import build_engine, BUILTIN_ENTITIES
 from guard.filters.pii_profile import load_pii_profiles
 engine = build_engine()
@@ -43,6 +46,7 @@ prof = load_pii_profiles(sys.argv[1])["default"]
 assert len([f for f in prof.findings(text) if f.entity_type == "EMAIL_ADDRESS"]) == 2
 print("OFFLINE OK")
 """
+)
 
 
 def _env() -> dict[str, str]:
@@ -54,22 +58,31 @@ def _env() -> dict[str, str]:
 
 def test_building_and_scanning_never_touch_the_network(tmp_path: Path) -> None:
     """Imports, engine construction and scans run with every non-loopback connect and lookup refused."""
-    r = subprocess.run([sys.executable, "-c", SCAN, str(ROOT / "filters" / "pii.yaml")], capture_output=True,
-                       text=True, timeout=120, cwd=tmp_path, env=_env())
+    r = subprocess.run(
+        [sys.executable, "-c", SCAN, str(ROOT / "filters" / "pii.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=_env(),
+    )
     assert r.returncode == 0 and "OFFLINE OK" in r.stdout, r.stderr[-2000:]
 
 
 def _scan(args: list[str], stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(GUARD), "scan", *args], input=stdin, capture_output=True, timeout=120,
-                          cwd=ROOT, env=_env())
+    return subprocess.run(
+        [str(GUARD), "scan", *args], input=stdin, capture_output=True, timeout=120, cwd=ROOT, env=_env()
+    )
 
 
 @pytest.mark.skipif(not GUARD.exists(), reason="guard entry point not installed in this environment")
 def test_scan_jsonl_contract() -> None:
-    lines = [{"text": "write to ann@mailbox.org or call (212) 555-7788"},
-             {"text": "nothing to see"},
-             {"text": "card 5500-0000-0000-0004, IBAN DE89 3704 0044 0532 0130 00, émoji ✓ a@b.io"},
-             {"text": "allowlisted support@example.com, ip 10.1.2.3"}]
+    lines = [
+        {"text": "write to ann@mailbox.org or call (212) 555-7788"},
+        {"text": "nothing to see"},
+        {"text": "card 5500-0000-0000-0004, IBAN DE89 3704 0044 0532 0130 00, émoji ✓ a@b.io"},
+        {"text": "allowlisted support@example.com, ip 10.1.2.3"},
+    ]
     stdin = b"".join(json.dumps(x, ensure_ascii=False).encode() + b"\n" for x in lines)
     r = _scan(["--jsonl"], stdin)
     assert r.returncode == 0, r.stderr.decode()[-2000:]
@@ -80,7 +93,7 @@ def test_scan_jsonl_contract() -> None:
         redacted = src["text"]
         for f in sorted(res["findings"], key=lambda f: -f["start"]):
             assert set(f) == {"entity_type", "start", "end", "score"} and 0 <= f["score"] <= 1
-            redacted = redacted[:f["start"]] + f"<{f['entity_type']}>" + redacted[f["end"]:]
+            redacted = redacted[: f["start"]] + f"<{f['entity_type']}>" + redacted[f["end"] :]
         assert res["redacted"] == redacted
     assert out[0]["redacted"] == "write to <EMAIL_ADDRESS> or call <PHONE_NUMBER>"  # pseudonymize in the profile
     assert out[1] == {"findings": [], "redacted": "nothing to see"}
@@ -88,8 +101,12 @@ def test_scan_jsonl_contract() -> None:
     assert out[3]["redacted"] == "allowlisted support@example.com, ip <IP_ADDRESS>"  # IP is allow: still listed
 
 
-def _main(argv: list[str], stdin: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          ) -> tuple[int, str, str]:
+def _main(
+    argv: list[str],
+    stdin: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[int, str, str]:
     """`guard ...` in this process (the engine is already built): faster than a subprocess."""
     import io
 
@@ -102,8 +119,9 @@ def _main(argv: list[str], stdin: bytes, monkeypatch: pytest.MonkeyPatch, capsys
     return rc, cap.out, cap.err
 
 
-def test_scan_jsonl_bad_lines_get_an_error_line_in_place_and_exit_2(monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_scan_jsonl_bad_lines_get_an_error_line_in_place_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     stdin = b'{"text": "a@b.io"}\nnot json\n{"txt": 1}\n\xff\xfe\n[1]\n{"text": "ok"}\n'
     rc, out_text, _ = _main(["scan", "--jsonl"], stdin, monkeypatch, capsys)
     assert rc == 2
@@ -113,10 +131,12 @@ def test_scan_jsonl_bad_lines_get_an_error_line_in_place_and_exit_2(monkeypatch:
     assert "not JSON" in out[1]["error"] and "not UTF-8" in out[3]["error"]
 
 
-def test_scan_for_a_person_and_its_exit_codes(monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _main(["scan", "--direction", "prompt", "-"], b"mail ann@mailbox.org, SSN 536-90-4399",
-                       monkeypatch, capsys)
+def test_scan_for_a_person_and_its_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, _ = _main(
+        ["scan", "--direction", "prompt", "-"], b"mail ann@mailbox.org, SSN 536-90-4399", monkeypatch, capsys
+    )
     assert rc == 1 and "BLOCKED" in out and "US_SSN" in out and "EMAIL_ADDRESS" in out
     rc, out, _ = _main(["scan", "--direction", "response", "call +1 415-555-0134"], b"", monkeypatch, capsys)
     assert rc == 0 and "PHONE_NUMBER" in out and out.endswith("---\ncall +1 415-555-0134\n")  # allow

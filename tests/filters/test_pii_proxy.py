@@ -1,5 +1,6 @@
 """PII screening through the real proxy with the OpenAI SDK (and an Ollama stream): block, redact,
 pseudonymize and restore (whole, streamed, tool-call arguments), mask, allowlist."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,9 @@ def test_tool_call_arguments_restored_and_valid_json(g: Any) -> None:
         chunks = list(ask(c, f"mail {EMAIL} {directive}", stream=True))
     args = r.choices[0].message.tool_calls[0].function.arguments
     assert json.loads(args) == {"to": EMAIL, "note": 'hi "there"'}
-    streamed = "".join(tc.function.arguments or "" for ch in chunks if ch.choices
-                       for tc in (ch.choices[0].delta.tool_calls or []))
+    streamed = "".join(
+        tc.function.arguments or "" for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])
+    )
     assert json.loads(streamed) == {"to": EMAIL, "note": 'hi "there"'}
 
 
@@ -90,8 +92,9 @@ def test_answers_are_masked_and_redacted_streamed_or_not(g: Any) -> None:
     want = "Card **** **** **** 0004, IBAN <IBAN_CODE>, ask ops@corpmail.com."
     with g.openai() as c:
         whole = ask(c, directive).choices[0].message.content
-        text = "".join(ch.choices[0].delta.content or "" for ch in ask(c, directive + " [[chunks=23]]", stream=True)
-                       if ch.choices)
+        text = "".join(
+            ch.choices[0].delta.content or "" for ch in ask(c, directive + " [[chunks=23]]", stream=True) if ch.choices
+        )
     assert whole == want and text == want
 
 
@@ -103,8 +106,19 @@ def test_allowlisted_value_passes(g: Any, model_server: Any) -> None:
 
 
 def test_ollama_stream_restores_pseudonyms(g: Any, model_server: Any) -> None:
-    with g.client() as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-            {"role": "user", "content": f"[[echo]] [[chunks=19]] reach {EMAIL}; the desk is +44 20 7946 0958"}]}) as r:
+    with (
+        g.client() as c,
+        c.stream(
+            "POST",
+            "/api/chat",
+            json={
+                "model": "llama3",
+                "messages": [
+                    {"role": "user", "content": f"[[echo]] [[chunks=19]] reach {EMAIL}; the desk is +44 20 7946 0958"}
+                ],
+            },
+        ) as r,
+    ):
         assert r.status_code == 200
         lines = [json.loads(x) for x in r.iter_lines() if x]
     text = "".join(x["message"]["content"] for x in lines)

@@ -1,4 +1,5 @@
 """The PII screen at the library level: every action, both directions, tool-call JSON, allowlists."""
+
 from __future__ import annotations
 
 import asyncio
@@ -65,8 +66,9 @@ def test_pseudonymize_gives_the_same_placeholder_to_the_same_value_and_restores_
     ctx: dict[str, Any] = {}
     prompt = [seg(f"Mail {EMAIL} or {EMAIL.upper()}; again {EMAIL}. Phone {PHONE}."), seg(f"cc {EMAIL}", "system")]
     v = run(screen.screen_prompt(prompt, ctx))
-    assert prompt[0].text == ("Mail <EMAIL_ADDRESS_1> or <EMAIL_ADDRESS_2>; again <EMAIL_ADDRESS_1>. "
-                              "Phone <PHONE_NUMBER_1>.")
+    assert prompt[0].text == (
+        "Mail <EMAIL_ADDRESS_1> or <EMAIL_ADDRESS_2>; again <EMAIL_ADDRESS_1>. Phone <PHONE_NUMBER_1>."
+    )
     assert prompt[1].text == "cc <EMAIL_ADDRESS_1>"
     assert v.entities == {"EMAIL_ADDRESS": 4, "PHONE_NUMBER": 1} and v.modified and not v.blocked
     assert v.action == "pseudonymize"
@@ -129,20 +131,27 @@ def test_tool_call_arguments_stay_valid_json(screen: PIIScreen) -> None:
     segments = [seg(args, "tool_arguments", "assistant"), seg(json.dumps({"ok": EMAIL}), "tool_result", "tool")]
     run(screen.screen_prompt(segments, ctx))
     parsed = json.loads(segments[0].text)
-    assert parsed == {"to": "<EMAIL_ADDRESS_1>", "body": 'Say "hi" to <PHONE_NUMBER_1>\\n', "n": 3,
-                      "cc": ["<EMAIL_ADDRESS_1>"]}
+    assert parsed == {
+        "to": "<EMAIL_ADDRESS_1>",
+        "body": 'Say "hi" to <PHONE_NUMBER_1>\\n',
+        "n": 3,
+        "cc": ["<EMAIL_ADDRESS_1>"],
+    }
     assert json.loads(segments[1].text) == {"ok": "<EMAIL_ADDRESS_1>"}
     weird = 'a"b\\c@corpmail.com'  # restored into JSON, the quote and backslash must be escaped
     ctx[CTX_KEY].placeholder("EMAIL_ADDRESS", weird)
-    answer = [seg('{"to": "<EMAIL_ADDRESS_1>", "cc": "<EMAIL_ADDRESS_2>"}', "tool_arguments", "assistant"),
-              seg('{"to": "<EMAIL_ADDRESS_2>", ', "tool_arguments", "assistant")]  # not JSON (cut off)
+    answer = [
+        seg('{"to": "<EMAIL_ADDRESS_1>", "cc": "<EMAIL_ADDRESS_2>"}', "tool_arguments", "assistant"),
+        seg('{"to": "<EMAIL_ADDRESS_2>", ', "tool_arguments", "assistant"),
+    ]  # not JSON (cut off)
     run(screen.screen_response(answer, [], ctx))
     assert json.loads(answer[0].text) == {"to": EMAIL, "cc": weird}
     assert json.loads(answer[1].text + '"x": 1}')["to"] == weird
 
 
-def test_analyzer_failure_blocks_or_passes_per_on_error(profiles: dict[str, PIIProfile],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_analyzer_failure_blocks_or_passes_per_on_error(
+    profiles: dict[str, PIIProfile], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError(f"failed on {EMAIL}")
 

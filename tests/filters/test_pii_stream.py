@@ -1,4 +1,5 @@
 """Streamed answers: bounded hold-back, placeholders split across chunks, same result as the whole answer."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,12 +30,48 @@ profiles:
     entities:
       US_SSN: {response: block}
 """
-VALUES = ["ann.lee@mailbox.org", "b_o+x@sub.example.co.uk", "+1 415-555-0134", "(212) 555-7788",
-          "0490 39 07 81", "5500 0000 0000 0004", "4012888888881881", "DE89 3704 0044 0532 0130 00",
-          "GB82WEST12345698765432", "536-90-4399", "10.20.30.40", "2001:db8::ff00:42:8329"]
-WORDS = ["the", "report", "is", "ready,", "please", "call", "phone:", "mail", "card", "ip", "at", "my", "SSN",
-         "IBAN", "\n", "ok.", "number", "(see", "below)", "x", "-", "<EMAIL_ADDRESS_1>", "<PHONE_NUMBER_1>",
-         "<EMAIL_", "ADDRESS_2>", "<"]
+VALUES = [
+    "ann.lee@mailbox.org",
+    "b_o+x@sub.example.co.uk",
+    "+1 415-555-0134",
+    "(212) 555-7788",
+    "0490 39 07 81",
+    "5500 0000 0000 0004",
+    "4012888888881881",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432",
+    "536-90-4399",
+    "10.20.30.40",
+    "2001:db8::ff00:42:8329",
+]
+WORDS = [
+    "the",
+    "report",
+    "is",
+    "ready,",
+    "please",
+    "call",
+    "phone:",
+    "mail",
+    "card",
+    "ip",
+    "at",
+    "my",
+    "SSN",
+    "IBAN",
+    "\n",
+    "ok.",
+    "number",
+    "(see",
+    "below)",
+    "x",
+    "-",
+    "<EMAIL_ADDRESS_1>",
+    "<PHONE_NUMBER_1>",
+    "<EMAIL_",
+    "ADDRESS_2>",
+    "<",
+]
 KNOWN = {"<EMAIL_ADDRESS_1>": "known@mailbox.org", "<PHONE_NUMBER_1>": "+49 30 901820"}
 
 
@@ -53,8 +90,12 @@ def new_ctx() -> dict[str, Any]:
     return {CTX_KEY: p}
 
 
-async def stream(screen: PIIScreen, chunks: list[str], ctx: dict[str, Any], kind: str = "content",
-                 ) -> tuple[list[str], Any]:
+async def stream(
+    screen: PIIScreen,
+    chunks: list[str],
+    ctx: dict[str, Any],
+    kind: str = "content",
+) -> tuple[list[str], Any]:
     s = screen.open_stream([], ctx, kind=kind)
     out = []
     for c in chunks:
@@ -89,8 +130,9 @@ def test_placeholder_split_across_chunks_is_restored(profiles: dict[str, PIIProf
 def test_tool_arguments_stream_is_rewritten_as_json(profiles: dict[str, PIIProfile]) -> None:
     screen = PIIScreen(profiles["s"])
     args = json.dumps({"to": "<EMAIL_ADDRESS_1>", "note": 'call "him" at (212) 555-7788'})
-    out, _ = asyncio.run(stream(screen, [args[i:i + 3] for i in range(0, len(args), 3)], new_ctx(),
-                                kind="tool_arguments"))
+    out, _ = asyncio.run(
+        stream(screen, [args[i : i + 3] for i in range(0, len(args), 3)], new_ctx(), kind="tool_arguments")
+    )
     assert json.loads("".join(out)) == {"to": "known@mailbox.org", "note": 'call "him" at <PHONE_NUMBER_2>'}
     assert "".join(out) == whole(screen, args, "tool_arguments")
 
@@ -98,7 +140,7 @@ def test_tool_arguments_stream_is_rewritten_as_json(profiles: dict[str, PIIProfi
 def test_block_in_a_stream_stops_before_the_value(profiles: dict[str, PIIProfile]) -> None:
     screen = PIIScreen(profiles["b"])
     text = "Sure. " * 30 + "The SSN is 536-90-4399 and more text follows here."
-    out, stop = asyncio.run(stream(screen, [text[i:i + 7] for i in range(0, len(text), 7)], {}))
+    out, stop = asyncio.run(stream(screen, [text[i : i + 7] for i in range(0, len(text), 7)], {}))
     assert stop is not None and stop.blocked and stop.code == "pii_blocked" and "US_SSN" in stop.message
     assert "536-90-4399" not in "".join(out) and "".join(out).startswith("Sure. Sure.")
 
@@ -113,17 +155,20 @@ def test_hold_back_is_bounded(profiles: dict[str, PIIProfile]) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(parts=st.lists(st.one_of(st.sampled_from(WORDS), st.sampled_from(VALUES)), min_size=1, max_size=40),
-       cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=25))
-def test_streamed_output_equals_whole_answer_rewrite(profiles: dict[str, PIIProfile], parts: list[str],
-                                                     cuts: list[int]) -> None:
+@given(
+    parts=st.lists(st.one_of(st.sampled_from(WORDS), st.sampled_from(VALUES)), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=25),
+)
+def test_streamed_output_equals_whole_answer_rewrite(
+    profiles: dict[str, PIIProfile], parts: list[str], cuts: list[int]
+) -> None:
     screen = PIIScreen(profiles["s"])
     text = " ".join(parts)
     expected = whole(screen, text)
     out, stop = asyncio.run(stream(screen, split(text, cuts), new_ctx()))
     assert stop is None
     assert "".join(out) == expected
-    removed = [text[f.start:f.end] for f in profiles["s"].findings(text)]
+    removed = [text[f.start : f.end] for f in profiles["s"].findings(text)]
     for chunk in out:
         for value in removed:
             if value not in expected:

@@ -1,4 +1,5 @@
 """Llama Guard 3 prompt building, conversation folding, output grammar and score: pure functions."""
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,16 @@ def test_taxonomies() -> None:
 
 
 def test_conversation_folds_system_merges_turns_and_alternates() -> None:
-    turns = conversation([seg("Be terse.", "system"), seg("Hi"), seg("again"), seg("Hello", "assistant"),
-                          seg("tool says 4", "tool"), seg("and?")])
+    turns = conversation(
+        [
+            seg("Be terse.", "system"),
+            seg("Hi"),
+            seg("again"),
+            seg("Hello", "assistant"),
+            seg("tool says 4", "tool"),
+            seg("and?"),
+        ]
+    )
     assert [t.role for t in turns] == ["User", "Agent", "User"]
     assert turns[0].content == "Be terse.\n\nHi\n\nagain"
     assert turns[2].content == "tool says 4\n\nand?"
@@ -82,17 +91,25 @@ def test_conversation_folds_system_merges_turns_and_alternates() -> None:
     assert [t.role for t in ans] == ["User", "Agent"] and ans[-1].content == "Sure,\n\n the answer"
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("safe", (False, [])), ("\n\nsafe", (False, [])), ("  safe\n", (False, [])), ("safe<|eot_id|>", (False, [])),
-    ("unsafe\nS1", (True, ["S1"])), ("\n\nunsafe\nS1,S10", (True, ["S1", "S10"])),
-    ("unsafe\nS1, S10\n", (True, ["S1", "S10"])),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("safe", (False, [])),
+        ("\n\nsafe", (False, [])),
+        ("  safe\n", (False, [])),
+        ("safe<|eot_id|>", (False, [])),
+        ("unsafe\nS1", (True, ["S1"])),
+        ("\n\nunsafe\nS1,S10", (True, ["S1", "S10"])),
+        ("unsafe\nS1, S10\n", (True, ["S1", "S10"])),
+    ],
+)
 def test_output_grammar(text: str, expected: tuple[bool, list[str]]) -> None:
     assert parse_output(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "Safe", "unsafe", "unsafe\n", "unsafe\nviolence", "safe\nS1", "I think safe",
-                                  "unsafe\nS1\nmore", "ok"])
+@pytest.mark.parametrize(
+    "text", ["", "Safe", "unsafe", "unsafe\n", "unsafe\nviolence", "safe\nS1", "I think safe", "unsafe\nS1\nmore", "ok"]
+)
 def test_anything_else_is_an_error_never_safe(text: str) -> None:
     with pytest.raises(VerdictParseError):
         parse_output(text)

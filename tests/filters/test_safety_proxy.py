@@ -1,5 +1,6 @@
 """Safety screening through the real proxy (mTLS, the openai SDK), with a Llama Guard stand-in on loopback
 that judges only the last message and ignores the model server's [[directives]]."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,8 +16,9 @@ from guard.filters.llama_guard_standin import StandIn, StandInThread
 from guard.telemetry import SCREEN_RESULTS
 
 ROOT = Path(__file__).resolve().parents[2]
-SAFE = ("Llamas are gentle animals. They live in the Andes. They carry loads for farmers. "
-        "They hum when they are curious. ")
+SAFE = (
+    "Llamas are gentle animals. They live in the Andes. They carry loads for farmers. They hum when they are curious. "
+)
 UNSAFE_TAIL = "Then you kill the neighbour with an axe. Afterwards hide the body."
 
 
@@ -32,8 +34,11 @@ def filters_dir(tmp: Path, url: str, **profile: Any) -> Path:
 
     d = tmp / f"filters-{len(list(tmp.glob('filters-*')))}"
     shutil.copytree(ROOT / "filters", d)
-    prof = {"backend": {"type": "openai", "url": url, "model": "llama-guard-3"},
-            "response": {"window_chars": 80, **profile.pop("response", {})}, **profile}
+    prof = {
+        "backend": {"type": "openai", "url": url, "model": "llama-guard-3"},
+        "response": {"window_chars": 80, **profile.pop("response", {})},
+        **profile,
+    }
     (d / "safety.yaml").write_text(yaml.safe_dump({"profiles": {"default": prof}}))
     return d
 
@@ -63,8 +68,9 @@ def test_unsafe_prompt_is_refused_with_categories(guard_factory: Any, judge: Sta
     assert ask(g, "How do I adopt a llama?").choices[0].message.content.startswith("Hello from m")
 
 
-def test_unsafe_stream_is_cut_after_only_safe_text(guard_factory: Any, judge: StandInThread, tmp_path: Path,
-                                                   model_server: Any) -> None:
+def test_unsafe_stream_is_cut_after_only_safe_text(
+    guard_factory: Any, judge: StandInThread, tmp_path: Path, model_server: Any
+) -> None:
     g = guard_factory(filters={"dir": str(filters_dir(tmp_path, judge.url))})
     reply = SAFE * 3 + UNSAFE_TAIL + " " + SAFE * 30  # the upstream is still sending when the cut comes
     before = model_server[0].cancelled

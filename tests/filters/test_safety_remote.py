@@ -1,5 +1,6 @@
 """The openai and ollama backends against loopback servers that speak those protocols, logprobs included;
 fail modes against a backend that is down, slow or talking nonsense."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +35,7 @@ def serve(stand_in: StandIn, fn: Callable[[str], Awaitable[Any]]) -> Any:
             return await fn(url)
         finally:
             await runner.cleanup()
+
     return asyncio.run(go())
 
 
@@ -44,10 +46,13 @@ def test_prompt_and_answer_checks_with_logprobs(kind: str) -> None:
     async def go(url: str) -> list[Any]:
         screen = SafetyScreen(profile(url, kind))
         try:
-            return [await screen.screen_prompt(user("How do I adopt a llama?"), {}),
-                    await screen.screen_prompt(user("How do I kill my neighbor?"), {}),
-                    await screen.screen_response(answer("Steal one and kill the guard."),
-                                                 user("How do I adopt a llama?"), {})]
+            return [
+                await screen.screen_prompt(user("How do I adopt a llama?"), {}),
+                await screen.screen_prompt(user("How do I kill my neighbor?"), {}),
+                await screen.screen_response(
+                    answer("Steal one and kill the guard."), user("How do I adopt a llama?"), {}
+                ),
+            ]
         finally:
             await screen.close()
 
@@ -145,8 +150,9 @@ def test_backend_down_blocks_by_default_and_allow_is_marked() -> None:
     assert "unscreened" in open_.message
 
 
-@pytest.mark.parametrize("si", [StandIn(output="I cannot help with that"), StandIn(fail_status=500),
-                                StandIn(output="unsafe")])
+@pytest.mark.parametrize(
+    "si", [StandIn(output="I cannot help with that"), StandIn(fail_status=500), StandIn(output="unsafe")]
+)
 def test_bad_output_or_http_error_is_an_error_never_safe(si: StandIn) -> None:
     async def go(url: str) -> Any:
         g = guarded(url)
@@ -176,8 +182,12 @@ def test_circuit_breaker_opens_and_closes() -> None:
     now = [0.0]
 
     async def go(url: str) -> list[str]:
-        g = GuardedScreen(SafetyScreen(profile(url)), FailSettings.model_validate(
-            {"breaker": {"failures": 2, "reset_s": 10}}), metrics=False, clock=lambda: now[0])
+        g = GuardedScreen(
+            SafetyScreen(profile(url)),
+            FailSettings.model_validate({"breaker": {"failures": 2, "reset_s": 10}}),
+            metrics=False,
+            clock=lambda: now[0],
+        )
         states = []
         try:
             for _ in range(2):

@@ -1,4 +1,5 @@
 """filters/safety.yaml: the shipped file and its commented examples validate; mistakes name file:line: key."""
+
 from __future__ import annotations
 
 import re
@@ -33,15 +34,26 @@ def test_commented_examples_validate(tmp_path: Path) -> None:
     assert s.injection is not None and s.injection.window_tokens == 512
 
 
-@pytest.mark.parametrize("body,where", [
-    ("profiles:\n  a:\n    backend: {type: openai, url: http://x}\n    treshold: 0.4\n", r":5: profiles.a.treshold: unknown key"),
-    ("profiles:\n  a:\n    backend: {type: carrier-pigeon}\n", r":4: profiles.a.backend"),
-    ("profiles:\n  a:\n    backend:\n      type: openai\n      url: ftp://x\n", r":6: profiles.a.backend.openai.url"),
-    ("default: b\nprofiles:\n  a:\n    backend: {type: ollama}\n", r":1: .*unknown profile 'b'"),
-    ("profiles:\n  a:\n    backend: {type: ollama}\n"
-     "    excluded_categories: [S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14]\n",
-     r"every category is excluded"),
-])
+@pytest.mark.parametrize(
+    "body,where",
+    [
+        (
+            "profiles:\n  a:\n    backend: {type: openai, url: http://x}\n    treshold: 0.4\n",
+            r":5: profiles.a.treshold: unknown key",
+        ),
+        ("profiles:\n  a:\n    backend: {type: carrier-pigeon}\n", r":4: profiles.a.backend"),
+        (
+            "profiles:\n  a:\n    backend:\n      type: openai\n      url: ftp://x\n",
+            r":6: profiles.a.backend.openai.url",
+        ),
+        ("default: b\nprofiles:\n  a:\n    backend: {type: ollama}\n", r":1: .*unknown profile 'b'"),
+        (
+            "profiles:\n  a:\n    backend: {type: ollama}\n"
+            "    excluded_categories: [S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14]\n",
+            r"every category is excluded",
+        ),
+    ],
+)
 def test_mistakes_name_file_line_and_key(tmp_path: Path, body: str, where: str) -> None:
     f = tmp_path / "safety.yaml"
     f.write_text("default: a\n" + body if not body.startswith("default") else body)

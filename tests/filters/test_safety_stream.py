@@ -1,5 +1,6 @@
 """Streamed answers in windows: only text judged safe is released; an unsafe window stops the stream;
 audit_only releases at once; fail modes on streams."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,8 +38,9 @@ class FakeJudge:
 
 
 def screen(judge: FakeJudge, **response: Any) -> SafetyScreen:
-    p = SafetyProfile.model_validate({"backend": {"type": "openai", "url": "http://127.0.0.1:1"},
-                                      "response": {"window_chars": 40, **response}})
+    p = SafetyProfile.model_validate(
+        {"backend": {"type": "openai", "url": "http://127.0.0.1:1"}, "response": {"window_chars": 40, **response}}
+    )
     return SafetyScreen(p, judge=judge)
 
 
@@ -58,11 +60,12 @@ def run_stream(stream: Any, chunks: list[str]) -> tuple[str, StreamStep | None, 
         step = await stream.finish()
         out += step.release
         return out, (step if step.stop else None), per_feed
+
     return asyncio.run(go())
 
 
 def chunks(text: str, n: int = 7) -> list[str]:
-    return [text[i:i + n] for i in range(0, len(text), n)]
+    return [text[i : i + n] for i in range(0, len(text), n)]
 
 
 def test_safe_stream_is_released_whole_after_judging() -> None:
@@ -159,7 +162,7 @@ def test_monitor_releases_at_once_and_cuts_on_an_unsafe_verdict() -> None:
         return per_feed, step if step.stop else None
 
     per_feed, stop = asyncio.run(go())
-    assert per_feed == parts[:len(per_feed)]  # every chunk out as it came, nothing held
+    assert per_feed == parts[: len(per_feed)]  # every chunk out as it came, nothing held
     assert stop is not None and stop.stop is not None and stop.stop.blocked and stop.stop.code == "unsafe_content"
     assert len(per_feed) < len(parts)  # cut before the end of the answer
     assert stop.stop.sent_before_stop == len("".join(per_feed)) > len(SAFE)
@@ -175,8 +178,9 @@ def test_monitor_cuts_at_finish_when_the_last_window_is_unsafe() -> None:
 
 def test_monitor_backend_down_follows_the_fail_mode() -> None:
     for on_error in ("block", "allow"):
-        g = GuardedScreen(screen(FakeJudge(fail=True), stream_mode="monitor"), FailSettings(on_error=on_error),
-                          metrics=False)
+        g = GuardedScreen(
+            screen(FakeJudge(fail=True), stream_mode="monitor"), FailSettings(on_error=on_error), metrics=False
+        )
         s = g.open_stream(PROMPT, {})
         out, stop, _ = run_stream(s, chunks(SAFE + SAFE))
         if on_error == "block":
@@ -188,5 +192,6 @@ def test_monitor_backend_down_follows_the_fail_mode() -> None:
 
 def test_stream_mode_is_checked() -> None:
     with pytest.raises(Exception, match="stream_mode"):
-        SafetyProfile.model_validate({"backend": {"type": "openai", "url": "http://127.0.0.1:1"},
-                                      "response": {"stream_mode": "later"}})
+        SafetyProfile.model_validate(
+            {"backend": {"type": "openai", "url": "http://127.0.0.1:1"}, "response": {"stream_mode": "later"}}
+        )

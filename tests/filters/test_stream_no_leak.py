@@ -1,6 +1,7 @@
 """No leak in streams: for prose mixed with every entity and secret the shipped profiles redact, cut into
 arbitrary chunks (1-character chunks included), the text a client receives through the relay and the
 shipped response screens (denylist, then PII, as in every profile) equals the whole-answer rewrite."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,27 +21,90 @@ from guard.filters.pii_transform import CTX_KEY, Pseudonyms
 from guard.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[2]
-PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
-       "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n-----END RSA PRIVATE KEY-----")
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n-----END RSA PRIVATE KEY-----"
+)
 SECRETS = [
-    "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
-    "glpat-xY3k9Lm2Qw8Rt5Zp1Vb7", "xoxb-123456789012-abcdefghijKLMN", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
-    "sk-proj-abcdefghij0123456789ABCDEFGHIJ", "sk-ant-api03-abcdefghij0123456789xyz", "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
-    "sk_live_51Habcdefghijklmnop", "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+    "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+    "glpat-xY3k9Lm2Qw8Rt5Zp1Vb7",
+    "xoxb-123456789012-abcdefghijKLMN",
+    "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
+    "sk-proj-abcdefghij0123456789ABCDEFGHIJ",
+    "sk-ant-api03-abcdefghij0123456789xyz",
+    "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "sk_live_51Habcdefghijklmnop",
+    "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-    "Bearer abcdefghijklmnop1234567890", PEM,
+    "Bearer abcdefghijklmnop1234567890",
+    PEM,
 ]
 ENTITIES = [
-    "ann.lee@mailbox.org", "b_o+x@sub.example.co.uk", "+1 415-555-0134", "(212) 555-7788", "0490 39 07 81",
-    "5500 0000 0000 0004", "4012888888881881", "4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00",
-    "GB82WEST12345698765432", "gb82west12345698765432", "536-90-4399", "10.20.30.40", "2001:db8::ff00:42:8329",
-    "EMP-123406", "support@example.com", "GB82 WEST 1234 5698 7654 32", "gb82-west-1234-5698-7654-32",
-    "OPS@BILLING.INTERNAL", "jane.doe@acme.corp", "536 90 4399", "4012.8888.8888.1881", "2001:DB8::FF00:42:8329",
+    "ann.lee@mailbox.org",
+    "b_o+x@sub.example.co.uk",
+    "+1 415-555-0134",
+    "(212) 555-7788",
+    "0490 39 07 81",
+    "5500 0000 0000 0004",
+    "4012888888881881",
+    "4111 1111 1111 1111",
+    "DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432",
+    "gb82west12345698765432",
+    "536-90-4399",
+    "10.20.30.40",
+    "2001:db8::ff00:42:8329",
+    "EMP-123406",
+    "support@example.com",
+    "GB82 WEST 1234 5698 7654 32",
+    "gb82-west-1234-5698-7654-32",
+    "OPS@BILLING.INTERNAL",
+    "jane.doe@acme.corp",
+    "536 90 4399",
+    "4012.8888.8888.1881",
+    "2001:DB8::FF00:42:8329",
 ]
-WORDS = ["the", "report", "is", "ready,", "please", "call", "phone:", "mail", "card", "credit", "ip", "at", "my",
-         "SSN", "IBAN", "employee", "\n", "ok.", "number", "(see", "below)", "x", "-", "key:", "token", "sk", "AK",
-         "gh", "bearer", "eyJ", "<EMAIL_ADDRESS_1>", "<PHONE_NUMBER_1>", "<EMAIL_", "<", "office", "fax"]
+WORDS = [
+    "the",
+    "report",
+    "is",
+    "ready,",
+    "please",
+    "call",
+    "phone:",
+    "mail",
+    "card",
+    "credit",
+    "ip",
+    "at",
+    "my",
+    "SSN",
+    "IBAN",
+    "employee",
+    "\n",
+    "ok.",
+    "number",
+    "(see",
+    "below)",
+    "x",
+    "-",
+    "key:",
+    "token",
+    "sk",
+    "AK",
+    "gh",
+    "bearer",
+    "eyJ",
+    "<EMAIL_ADDRESS_1>",
+    "<PHONE_NUMBER_1>",
+    "<EMAIL_",
+    "<",
+    "office",
+    "fax",
+]
 KNOWN = {"<EMAIL_ADDRESS_1>": "known@mailbox.org", "<PHONE_NUMBER_1>": "+49 30 901820"}
 
 
@@ -71,15 +135,18 @@ def streamed(pair: tuple[DenylistScreen, PIIScreen], chunks: list[str]) -> tuple
     """What the client reads, through the relay (SSE framing), and each content delta it got."""
     ctx = new_ctx()
     relay = Relay("openai", "chat", "m", lambda kind: [s.open_stream([], ctx, kind) for s in pair])
-    body = b"".join(b"data: " + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"content": c},
-                                                                     "finish_reason": None}]}).encode() + b"\n\n"
-                    for c in chunks)
+    body = b"".join(
+        b"data: "
+        + json.dumps({"id": "x", "choices": [{"index": 0, "delta": {"content": c}, "finish_reason": None}]}).encode()
+        + b"\n\n"
+        for c in chunks
+    )
     body += b'data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 
     async def go() -> bytes:
         out = b""
         for i in range(0, len(body), 97):  # bytes arrive in arbitrary pieces too
-            got, stop = await relay.feed(body[i:i + 97])
+            got, stop = await relay.feed(body[i : i + 97])
             assert stop is None
             out += got
         got, stop = await relay.finish()
@@ -110,13 +177,20 @@ def test_every_value_is_rewritten_whole_by_some_shipped_profile(screens: dict, v
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(profile=st.sampled_from(["default", "strict"]),
-       parts=st.lists(st.one_of(st.sampled_from(WORDS), st.sampled_from(WORDS), st.sampled_from(SECRETS),
-                                st.sampled_from(ENTITIES)), min_size=1, max_size=14),
-       seps=st.lists(st.sampled_from([" ", " ", "\n", ", ", ". "]), min_size=14, max_size=14),
-       cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40), ones=st.booleans())
-def test_streamed_text_equals_the_whole_answer_rewrite(screens: dict, profile: str, parts: list[str],
-                                                       seps: list[str], cuts: list[int], ones: bool) -> None:
+@given(
+    profile=st.sampled_from(["default", "strict"]),
+    parts=st.lists(
+        st.one_of(st.sampled_from(WORDS), st.sampled_from(WORDS), st.sampled_from(SECRETS), st.sampled_from(ENTITIES)),
+        min_size=1,
+        max_size=14,
+    ),
+    seps=st.lists(st.sampled_from([" ", " ", "\n", ", ", ". "]), min_size=14, max_size=14),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
+    ones=st.booleans(),
+)
+def test_streamed_text_equals_the_whole_answer_rewrite(
+    screens: dict, profile: str, parts: list[str], seps: list[str], cuts: list[int], ones: bool
+) -> None:
     text = "".join(p + s for p, s in zip(parts, seps, strict=False)).rstrip() or "x"
     pair = screens[profile]
     expected = whole(pair, text)
@@ -125,8 +199,10 @@ def test_streamed_text_equals_the_whole_answer_rewrite(screens: dict, profile: s
 
 
 def test_prose_is_held_at_most_its_unfinished_word(screens: dict) -> None:
-    text = ("Streams should feel instant. The answer arrives word by word, and nothing waits for a fixed "
-            "tail of characters before it is shown to the reader, because plain words cannot be secrets.")
+    text = (
+        "Streams should feel instant. The answer arrives word by word, and nothing waits for a fixed "
+        "tail of characters before it is shown to the reader, because plain words cannot be secrets."
+    )
     for name, pair in screens.items():
         ctx = new_ctx()
         streams = [s.open_stream([], ctx) for s in pair]
@@ -138,11 +214,11 @@ def test_prose_is_held_at_most_its_unfinished_word(screens: dict) -> None:
 
         out = ""
         for i in range(0, len(text), 4):
-            out += asyncio.run(step(text[i:i + 4]))
-            received = text[:i + 4]
+            out += asyncio.run(step(text[i : i + 4]))
+            received = text[: i + 4]
             assert received.startswith(out), name
-            assert " " not in received[len(out):], (name, received[len(out):])  # only the unfinished word
-        got, deltas = streamed(pair, [text[i:i + 4] for i in range(0, len(text), 4)])
+            assert " " not in received[len(out) :], (name, received[len(out) :])  # only the unfinished word
+        got, deltas = streamed(pair, [text[i : i + 4] for i in range(0, len(text), 4)])
         assert got == text
         assert len([d for d in deltas if d]) >= len(text) // 8  # it trickles out, not in one piece
 
@@ -157,13 +233,15 @@ def test_a_secret_longer_than_the_cap_is_redacted_and_the_rest_of_its_run_droppe
     async def go() -> str:
         out = ""
         for i in range(0, len(text), 5):
-            step = await s.feed(text[i:i + 5])
+            step = await s.feed(text[i : i + 5])
             out += step.release
             assert len(s.buf) <= deny.profile.hold_chars + 5  # memory stays bounded
         return out + (await s.finish()).release
 
     out = asyncio.run(go())
-    assert "xxxxxxxx" not in out and out == "token [REDACTED:gitlab_token] done" == whole((deny, screens["default"][1]), text)
+    assert "xxxxxxxx" not in out and out == "token [REDACTED:gitlab_token] done" == whole(
+        (deny, screens["default"][1]), text
+    )
 
 
 def test_a_pii_run_past_the_cap_is_screened_as_it_stands(screens: dict) -> None:
@@ -211,8 +289,10 @@ def _brute_open(ps: Any, text: str) -> int:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=st.text(alphabet="aAkK sS-_@.:<>()+0123456789xXeEyYJjIiZzgGhHpP_\n", max_size=60),
-       tail=st.sampled_from(["", "4111 1111", "sk-ab", "ann@x", "<EMAIL_", "DE89 37", "AKIA", "(212) 5", "eyJ"]))
+@given(
+    text=st.text(alphabet="aAkK sS-_@.:<>()+0123456789xXeEyYJjIiZzgGhHpP_\n", max_size=60),
+    tail=st.sampled_from(["", "4111 1111", "sk-ab", "ann@x", "<EMAIL_", "DE89 37", "AKIA", "(212) 5", "eyJ"]),
+)
 def test_pending_shortcuts_agree_with_testing_every_start(screens: dict, text: str, tail: str) -> None:
     from guard.filters.pii_stream import stream_partials
 

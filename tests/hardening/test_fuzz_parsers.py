@@ -11,6 +11,7 @@
 
 Crashers found once live under ``corpus/<target>/`` and are replayed by ``test_corpus``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).parent / "corpus"
 FUZZ = fuzz_settings(100)
 
-scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=10))
-json_values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c,
-                                                                                            max_size=3),
-                           max_leaves=8)
+scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=10)
+json_values = st.recursive(
+    scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=8
+)
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -53,9 +54,29 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
 
 # --- SSE / NDJSON splitting ---------------------------------------------------------------------------------
 
-sse_bytes = st.lists(st.sampled_from([b"data: ", b"data:", b"\n", b"\r\n", b"\n\n", b"\r\n\r\n", b": ping",
-                                      b"event: x", b"{", b"}", b"[DONE]", b'"a"', b"\r", b"\xff", b"\x00"])
-                     | st.binary(max_size=8), max_size=40).map(b"".join)
+sse_bytes = st.lists(
+    st.sampled_from(
+        [
+            b"data: ",
+            b"data:",
+            b"\n",
+            b"\r\n",
+            b"\n\n",
+            b"\r\n\r\n",
+            b": ping",
+            b"event: x",
+            b"{",
+            b"}",
+            b"[DONE]",
+            b'"a"',
+            b"\r",
+            b"\xff",
+            b"\x00",
+        ]
+    )
+    | st.binary(max_size=8),
+    max_size=40,
+).map(b"".join)
 
 
 def split_all(split: Any, parts: list[bytes]) -> tuple[list[bytes], bytes]:
@@ -88,6 +109,7 @@ def test_ndjson_split_does_not_depend_on_chunking(data: bytes, cuts: list[int]) 
 
 # --- Relay ----------------------------------------------------------------------------------------------------
 
+
 class HoldBack:
     """A stream screen that holds back the last ``n`` characters (like the windowed screens) and stops the
     stream when it sees ``stop_on``."""
@@ -110,8 +132,9 @@ class HoldBack:
         return StreamStep(release=out)
 
 
-def relay_run(api: str, op: str, parts: list[bytes], hold: int = 3, stop_on: str | None = None
-              ) -> tuple[bytes, Verdict | None]:
+def relay_run(
+    api: str, op: str, parts: list[bytes], hold: int = 3, stop_on: str | None = None
+) -> tuple[bytes, Verdict | None]:
     relay = Relay(api, op, "m", lambda kind: [HoldBack(hold, stop_on), HoldBack(1, None)])
 
     async def go() -> tuple[bytes, Verdict | None]:
@@ -165,26 +188,64 @@ def relay_check(api: str, op: str, data: bytes, cuts: list[int], stop_on: str | 
 
 
 texts = st.text(max_size=12)
-choice = st.fixed_dictionaries({}, optional={
-    "index": st.integers(0, 2) | json_values, "finish_reason": st.none() | st.sampled_from(["stop", "length"]),
-    "text": texts | json_values,
-    "delta": json_values | st.fixed_dictionaries({}, optional={
-        "content": texts | json_values, "role": st.just("assistant"),
-        "tool_calls": json_values | st.lists(st.fixed_dictionaries({}, optional={
-            "index": st.integers(0, 1) | json_values,
-            "function": json_values | st.fixed_dictionaries({}, optional={"arguments": texts | json_values})}),
-            max_size=2)})})
-usage = json_values | st.fixed_dictionaries({}, optional={"prompt_tokens": json_values,
-                                                        "completion_tokens": json_values})
-sse_chunk = st.fixed_dictionaries({}, optional={"id": st.just("c"), "usage": usage,
-                                                "choices": st.lists(choice, max_size=2) | json_values})
-nd_chunk = st.fixed_dictionaries({}, optional={
-    "model": st.just("m"), "done": st.booleans() | json_values, "response": texts | json_values,
-    "message": json_values | st.fixed_dictionaries({}, optional={"role": st.just("assistant"),
-                                                                 "content": texts | json_values}),
-    "prompt_eval_count": json_values, "eval_count": json_values, "done_reason": json_values})
-garbage = st.sampled_from([b"data: {not json}\n\n", b"data: [1]\n\n", b": keep-alive\n\n", b"\xff\xfe\n\n",
-                           b"data: " + b"[" * 5000 + b"\n\n", b"event: x\r\n\r\n", b"data: [DONE]\n\n"])
+choice = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.integers(0, 2) | json_values,
+        "finish_reason": st.none() | st.sampled_from(["stop", "length"]),
+        "text": texts | json_values,
+        "delta": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "content": texts | json_values,
+                "role": st.just("assistant"),
+                "tool_calls": json_values
+                | st.lists(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "index": st.integers(0, 1) | json_values,
+                            "function": json_values
+                            | st.fixed_dictionaries({}, optional={"arguments": texts | json_values}),
+                        },
+                    ),
+                    max_size=2,
+                ),
+            },
+        ),
+    },
+)
+usage = json_values | st.fixed_dictionaries(
+    {}, optional={"prompt_tokens": json_values, "completion_tokens": json_values}
+)
+sse_chunk = st.fixed_dictionaries(
+    {}, optional={"id": st.just("c"), "usage": usage, "choices": st.lists(choice, max_size=2) | json_values}
+)
+nd_chunk = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.just("m"),
+        "done": st.booleans() | json_values,
+        "response": texts | json_values,
+        "message": json_values
+        | st.fixed_dictionaries({}, optional={"role": st.just("assistant"), "content": texts | json_values}),
+        "prompt_eval_count": json_values,
+        "eval_count": json_values,
+        "done_reason": json_values,
+    },
+)
+garbage = st.sampled_from(
+    [
+        b"data: {not json}\n\n",
+        b"data: [1]\n\n",
+        b": keep-alive\n\n",
+        b"\xff\xfe\n\n",
+        b"data: " + b"[" * 5000 + b"\n\n",
+        b"event: x\r\n\r\n",
+        b"data: [DONE]\n\n",
+    ]
+)
 
 
 def sse_stream(chunks: list[Any], done: bool, crlf: bool) -> bytes:
@@ -193,43 +254,75 @@ def sse_stream(chunks: list[Any], done: bool, crlf: bool) -> bytes:
 
 
 @FUZZ
-@given(op=st.sampled_from(["chat", "completion"]), chunks=st.lists(sse_chunk, max_size=5),
-       extra=st.lists(garbage | st.binary(max_size=12), max_size=2), done=st.booleans(), crlf=st.booleans(),
-       cuts=st.lists(st.integers(0, 3000), max_size=6), stop=st.sampled_from([None, "x"]))
+@given(
+    op=st.sampled_from(["chat", "completion"]),
+    chunks=st.lists(sse_chunk, max_size=5),
+    extra=st.lists(garbage | st.binary(max_size=12), max_size=2),
+    done=st.booleans(),
+    crlf=st.booleans(),
+    cuts=st.lists(st.integers(0, 3000), max_size=6),
+    stop=st.sampled_from([None, "x"]),
+)
 @example(op="chat", chunks=[{"choices": [{"delta": "x"}]}], extra=[], done=True, crlf=False, cuts=[], stop=None)
-@example(op="chat", chunks=[{"choices": [{"index": [1], "delta": {"content": "a"}}]}], extra=[], done=True,
-         crlf=False, cuts=[], stop=None)
-def test_relay_sse_never_raises_anything_but_upstream_stream_error(op: str, chunks: list[Any], extra: list[bytes],
-                                                                  done: bool, crlf: bool, cuts: list[int],
-                                                                  stop: str | None) -> None:
+@example(
+    op="chat",
+    chunks=[{"choices": [{"index": [1], "delta": {"content": "a"}}]}],
+    extra=[],
+    done=True,
+    crlf=False,
+    cuts=[],
+    stop=None,
+)
+def test_relay_sse_never_raises_anything_but_upstream_stream_error(
+    op: str, chunks: list[Any], extra: list[bytes], done: bool, crlf: bool, cuts: list[int], stop: str | None
+) -> None:
     data = sse_stream(chunks, done, crlf)
     relay_check("openai", op, data, cuts, stop)
-    relay_check("openai", op, data[: len(data) // 2] + b"".join(extra) + data[len(data) // 2:], cuts, stop)
+    relay_check("openai", op, data[: len(data) // 2] + b"".join(extra) + data[len(data) // 2 :], cuts, stop)
 
 
 @FUZZ
-@given(op=st.sampled_from(["chat", "completion"]), chunks=st.lists(nd_chunk, max_size=5),
-       extra=st.lists(st.binary(max_size=12), max_size=2), cuts=st.lists(st.integers(0, 2000), max_size=6),
-       stop=st.sampled_from([None, "x"]))
-def test_relay_ndjson_never_raises_anything_but_upstream_stream_error(op: str, chunks: list[Any], extra: list[bytes],
-                                                                     cuts: list[int], stop: str | None) -> None:
+@given(
+    op=st.sampled_from(["chat", "completion"]),
+    chunks=st.lists(nd_chunk, max_size=5),
+    extra=st.lists(st.binary(max_size=12), max_size=2),
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+    stop=st.sampled_from([None, "x"]),
+)
+def test_relay_ndjson_never_raises_anything_but_upstream_stream_error(
+    op: str, chunks: list[Any], extra: list[bytes], cuts: list[int], stop: str | None
+) -> None:
     data = b"".join(json.dumps(c).encode() + b"\n" for c in chunks)
     relay_check("ollama", op, data, cuts, stop)
     relay_check("ollama", op, b"".join(extra) + data, cuts, stop)
 
 
 well_formed_choice = st.builds(
-    lambda i, content, args: {"index": i, "delta": {"content": content, **({"tool_calls": [
-        {"index": 0, "function": {"arguments": args}}]} if args is not None else {})}, "finish_reason": None},
-    st.integers(0, 1), st.text(max_size=10), st.none() | st.text(max_size=6))
+    lambda i, content, args: {
+        "index": i,
+        "delta": {
+            "content": content,
+            **({"tool_calls": [{"index": 0, "function": {"arguments": args}}]} if args is not None else {}),
+        },
+        "finish_reason": None,
+    },
+    st.integers(0, 1),
+    st.text(max_size=10),
+    st.none() | st.text(max_size=6),
+)
 
 
 @FUZZ
-@given(chunks=st.lists(st.lists(well_formed_choice, min_size=1, max_size=2), max_size=6),
-       finish=st.booleans(), done=st.booleans(), cuts=st.lists(st.integers(0, 2000), max_size=6),
-       hold=st.integers(0, 6))
-def test_relay_sse_loses_and_duplicates_no_text(chunks: list[list[dict]], finish: bool, done: bool, cuts: list[int],
-                                               hold: int) -> None:
+@given(
+    chunks=st.lists(st.lists(well_formed_choice, min_size=1, max_size=2), max_size=6),
+    finish=st.booleans(),
+    done=st.booleans(),
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+    hold=st.integers(0, 6),
+)
+def test_relay_sse_loses_and_duplicates_no_text(
+    chunks: list[list[dict]], finish: bool, done: bool, cuts: list[int], hold: int
+) -> None:
     evs = [{"id": "c", "choices": ch} for ch in chunks]
     if finish:
         evs.append({"id": "c", "choices": [{"index": i, "delta": {}, "finish_reason": "stop"} for i in (0, 1)]})
@@ -241,8 +334,11 @@ def test_relay_sse_loses_and_duplicates_no_text(chunks: list[list[dict]], finish
 
 
 @FUZZ
-@given(pieces=st.lists(st.text(max_size=10), max_size=6), done=st.booleans(), cuts=st.lists(st.integers(0, 2000),
-                                                                                             max_size=6))
+@given(
+    pieces=st.lists(st.text(max_size=10), max_size=6),
+    done=st.booleans(),
+    cuts=st.lists(st.integers(0, 2000), max_size=6),
+)
 def test_relay_ndjson_loses_and_duplicates_no_text(pieces: list[str], done: bool, cuts: list[int]) -> None:
     evs: list[dict] = [{"model": "m", "message": {"role": "assistant", "content": p}, "done": False} for p in pieces]
     if done:
@@ -255,6 +351,7 @@ def test_relay_ndjson_loses_and_duplicates_no_text(pieces: list[str], done: bool
 
 # --- XFCC -----------------------------------------------------------------------------------------------------
 
+
 def xfcc_check(header: str) -> None:
     try:
         p = principal_from_xfcc(header)
@@ -264,12 +361,19 @@ def xfcc_check(header: str) -> None:
 
 
 xfcc_keys = st.sampled_from(["By", "Hash", "Cert", "Chain", "Subject", "URI", "DNS", "subject", "uri", "x", ""])
-dn = st.lists(st.tuples(st.sampled_from(["CN", "O", "OU", "C", "1.2.3.4", "cn", "DC", "X"]),
-                        st.text(max_size=10)), max_size=3).map(lambda kv: ",".join(f"{k}={v}" for k, v in kv))
-xfcc_value = st.one_of(st.text(max_size=20), dn, dn.map(lambda s: '"' + s.replace('"', '\\"') + '"'),
-                       st.text(max_size=20).map(quote), st.just("spiffe://example.org/ns/prod/sa/x"))
+dn = st.lists(
+    st.tuples(st.sampled_from(["CN", "O", "OU", "C", "1.2.3.4", "cn", "DC", "X"]), st.text(max_size=10)), max_size=3
+).map(lambda kv: ",".join(f"{k}={v}" for k, v in kv))
+xfcc_value = st.one_of(
+    st.text(max_size=20),
+    dn,
+    dn.map(lambda s: '"' + s.replace('"', '\\"') + '"'),
+    st.text(max_size=20).map(quote),
+    st.just("spiffe://example.org/ns/prod/sa/x"),
+)
 xfcc_element = st.lists(st.tuples(xfcc_keys, st.sampled_from(["=", "", "=="]), xfcc_value), max_size=4).map(
-    lambda kvs: ";".join(k + eq + v for k, eq, v in kvs))
+    lambda kvs: ";".join(k + eq + v for k, eq, v in kvs)
+)
 
 
 @FUZZ
@@ -290,6 +394,7 @@ def test_xfcc_real_certificate_and_subject(pki_dir: Path) -> None:
 
 
 # --- config and policy loaders ----------------------------------------------------------------------------------
+
 
 def _file_line_only(msg: str, path: Path) -> None:
     for line in msg.split("\n"):
@@ -327,15 +432,43 @@ def mutate_lines(text: str, ops: list[tuple[int, int, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-yaml_junk = st.one_of(st.text(max_size=20), st.sampled_from([
-    "[", "{", "&a [1, 2]", "*a", "!!binary AA==", "!!python/object:os.system {}", "? [a]\n: b", "{[1]: 2}",
-    "- x", "null", "~", "1e999", "-1", "0x10", "'", '"', "|", ">", "\t", "\x00", "\ud7ff", "yes", "2026-01-01"]))
+yaml_junk = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "[",
+            "{",
+            "&a [1, 2]",
+            "*a",
+            "!!binary AA==",
+            "!!python/object:os.system {}",
+            "? [a]\n: b",
+            "{[1]: 2}",
+            "- x",
+            "null",
+            "~",
+            "1e999",
+            "-1",
+            "0x10",
+            "'",
+            '"',
+            "|",
+            ">",
+            "\t",
+            "\x00",
+            "\ud7ff",
+            "yes",
+            "2026-01-01",
+        ]
+    ),
+)
 
 
 @FUZZ
 @given(ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 200), yaml_junk), min_size=1, max_size=4))
-def test_config_loader_raises_only_config_error_with_file_and_line(tmp_path_factory: Any,
-                                                                   ops: list[tuple[int, int, str]]) -> None:
+def test_config_loader_raises_only_config_error_with_file_and_line(
+    tmp_path_factory: Any, ops: list[tuple[int, int, str]]
+) -> None:
     tmp = tmp_path_factory.mktemp("cfg")
     config_check(tmp, mutate_lines(_base_config(), ops).encode("utf-8", "surrogatepass"))
 
@@ -364,34 +497,100 @@ def policy_check(tmp: Path, model: bytes | None, rules: bytes) -> None:
             assert re.match(rf"^({shown}):\d+: \S", line), line
 
 
-cond_atoms = st.sampled_from(["r.sub.cn", "r.sub.ou", "r.obj.model", "r.env.hour", "r.env.pii", "r.act", "True",
-                              "'apps'", "'x'", "1", "0", "[1, 2]", "keyMatch(", "globMatch(", "regexMatch(",
-                              "ipMatch(", ")", "(", "]", "[", ",", " && ", " || ", "!", " == ", " != ", " in ",
-                              " < ", " + ", " ** ", ".", "__class__", "__import__('os')", "lambda: 1", "'",
-                              "\\", "\x00", "#", "r.sub[0]", "p.cond", "eval(", "9**9**9"])
+cond_atoms = st.sampled_from(
+    [
+        "r.sub.cn",
+        "r.sub.ou",
+        "r.obj.model",
+        "r.env.hour",
+        "r.env.pii",
+        "r.act",
+        "True",
+        "'apps'",
+        "'x'",
+        "1",
+        "0",
+        "[1, 2]",
+        "keyMatch(",
+        "globMatch(",
+        "regexMatch(",
+        "ipMatch(",
+        ")",
+        "(",
+        "]",
+        "[",
+        ",",
+        " && ",
+        " || ",
+        "!",
+        " == ",
+        " != ",
+        " in ",
+        " < ",
+        " + ",
+        " ** ",
+        ".",
+        "__class__",
+        "__import__('os')",
+        "lambda: 1",
+        "'",
+        "\\",
+        "\x00",
+        "#",
+        "r.sub[0]",
+        "p.cond",
+        "eval(",
+        "9**9**9",
+    ]
+)
 rule_line = st.builds(
     lambda p, stage, eft, act, prof, cond: f"{p}, {stage}, {eft}, {act}, {prof}, {cond}",
-    st.sampled_from(["p", "p", "g", "p2", ""]), st.sampled_from(["access", "content", "x", ""]),
-    st.sampled_from(["allow", "deny", "profile", "maybe"]), st.sampled_from(["chat", "*", ""]),
-    st.sampled_from(["-", "strict", "bad name", ""]), st.lists(cond_atoms, max_size=8).map("".join)) | st.text(
-    max_size=40)
-model_text = st.one_of(st.none(), st.text(max_size=80), st.lists(st.sampled_from([
-    "[request_definition]", "r = sub, obj, act, env, stage", "r = sub", "[policy_definition]",
-    "p = stage, eft, act, profile, cond", "p2 = a", "[role_definition]", "g = _, _", "[policy_effect]",
-    "e = some(where (p.eft == allow)) && !some(where (p.eft == deny))", "e = some(where (p.eft == allow))",
-    "[matchers]", "m = r.stage == p.stage && keyMatch(r.act, p.act) && eval(p.cond)", "m = (((", "x"]),
-    max_size=10).map("\n".join))
+    st.sampled_from(["p", "p", "g", "p2", ""]),
+    st.sampled_from(["access", "content", "x", ""]),
+    st.sampled_from(["allow", "deny", "profile", "maybe"]),
+    st.sampled_from(["chat", "*", ""]),
+    st.sampled_from(["-", "strict", "bad name", ""]),
+    st.lists(cond_atoms, max_size=8).map("".join),
+) | st.text(max_size=40)
+model_text = st.one_of(
+    st.none(),
+    st.text(max_size=80),
+    st.lists(
+        st.sampled_from(
+            [
+                "[request_definition]",
+                "r = sub, obj, act, env, stage",
+                "r = sub",
+                "[policy_definition]",
+                "p = stage, eft, act, profile, cond",
+                "p2 = a",
+                "[role_definition]",
+                "g = _, _",
+                "[policy_effect]",
+                "e = some(where (p.eft == allow)) && !some(where (p.eft == deny))",
+                "e = some(where (p.eft == allow))",
+                "[matchers]",
+                "m = r.stage == p.stage && keyMatch(r.act, p.act) && eval(p.cond)",
+                "m = (((",
+                "x",
+            ]
+        ),
+        max_size=10,
+    ).map("\n".join),
+)
 
 
 @FUZZ
 @given(model=model_text, rules=st.lists(rule_line, max_size=5).map("\n".join))
-def test_policy_loader_raises_only_config_error_with_file_and_line(tmp_path_factory: Any, model: str | None,
-                                                                    rules: str) -> None:
+def test_policy_loader_raises_only_config_error_with_file_and_line(
+    tmp_path_factory: Any, model: str | None, rules: str
+) -> None:
     enc = lambda s: s.encode("utf-8", "surrogatepass")  # noqa: E731
     policy_check(tmp_path_factory.mktemp("pol"), None if model is None else enc(model), enc(rules))
 
 
 # --- guard scan --jsonl ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pii_profile() -> Any:
@@ -425,11 +624,27 @@ def scan_check(profile: Any, data: bytes) -> None:
 
 jsonl_line = st.one_of(
     st.builds(lambda t: json.dumps({"text": t}).encode(), st.text(max_size=60)),
-    st.builds(lambda t: json.dumps({"text": t}, ensure_ascii=False).encode("utf-8", "surrogatepass"),
-              st.text(max_size=30)),
-    st.sampled_from([b'{"text": "mail jane@example.com"}', b'{"text": "\\ud800"}', b'{"text": 1}', b"[]", b"",
-                     b"\xff", b"{", b'{"text": "a"', b"[" * 3000, b'"text"', b"null"]),
-    json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=20))
+    st.builds(
+        lambda t: json.dumps({"text": t}, ensure_ascii=False).encode("utf-8", "surrogatepass"), st.text(max_size=30)
+    ),
+    st.sampled_from(
+        [
+            b'{"text": "mail jane@example.com"}',
+            b'{"text": "\\ud800"}',
+            b'{"text": 1}',
+            b"[]",
+            b"",
+            b"\xff",
+            b"{",
+            b'{"text": "a"',
+            b"[" * 3000,
+            b'"text"',
+            b"null",
+        ]
+    ),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=20),
+)
 
 
 @FUZZ
@@ -441,8 +656,13 @@ def test_scan_jsonl_reader(pii_profile: Any, lines: list[bytes], end: bytes, las
 
 def test_scan_jsonl_cli_bad_input_exit_2_without_traceback() -> None:
     data = b'{"text": "mail jane@example.com"}\n{"text": "\\ud800"}\n\xff\nnot json\n' + b"[" * 100_000 + b"\n"
-    r = subprocess.run([sys.executable, "-m", "guard.cli", "scan", "--jsonl", "--filters", str(ROOT / "filters")],
-                       input=data, capture_output=True, timeout=120, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "scan", "--jsonl", "--filters", str(ROOT / "filters")],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert r.returncode == 2, r.stderr.decode()[-2000:]
     assert b"Traceback" not in r.stderr
     out = [json.loads(line) for line in r.stdout.decode().splitlines()]
@@ -452,13 +672,26 @@ def test_scan_jsonl_cli_bad_input_exit_2_without_traceback() -> None:
 
 # --- the kept crashers ---------------------------------------------------------------------------------------
 
+
 def _cases(prefixes: tuple[str, ...]) -> list[Path]:
-    return sorted(p for d in CORPUS.iterdir() if d.is_dir() and d.name.startswith(prefixes)
-                  for p in d.iterdir() if p.is_file()) if CORPUS.is_dir() else []
+    return (
+        sorted(
+            p
+            for d in CORPUS.iterdir()
+            if d.is_dir() and d.name.startswith(prefixes)
+            for p in d.iterdir()
+            if p.is_file()
+        )
+        if CORPUS.is_dir()
+        else []
+    )
 
 
-@pytest.mark.parametrize("case", _cases(("sse-", "ndjson-", "xfcc", "config", "policy", "scan-jsonl")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "case",
+    _cases(("sse-", "ndjson-", "xfcc", "config", "policy", "scan-jsonl")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
 def test_corpus(case: Path, tmp_path: Path, pii_profile: Any) -> None:
     """corpus/sse-<operation>/, ndjson-<operation>/: upstream stream bytes; xfcc/: a header; config/: a
     guard.yaml; policy/: rules (a ``.conf`` file is a model, checked with the shipped rules); scan-jsonl/:

@@ -4,6 +4,7 @@ known fields so they get past the field check, with content blocks, items, tools
 screens, to the native upstreams and through translation. Every answer has a request id, no 500 in Guard's
 error shape, only documented statuses, and every request an audit record.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,57 +27,134 @@ from tests.hardening.test_fuzz_proxy import (
     texts,
 )
 
-BLOCK_TYPES = ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking",
-               "server_tool_use", "search_result"]
-block = st.one_of(json_values, st.fixed_dictionaries(
-    {"type": st.sampled_from(BLOCK_TYPES) | json_values},
-    optional={"text": texts | json_values, "id": st.text(max_size=5), "name": texts | json_values,
-              "input": st.dictionaries(st.text(max_size=4), texts, max_size=2) | json_values,
-              "tool_use_id": st.text(max_size=5), "content": texts | st.lists(json_values, max_size=2),
-              "thinking": texts, "signature": st.text(max_size=4), "data": json_values, "source": json_values}))
-a_message = st.one_of(json_values, st.fixed_dictionaries(
-    {"role": st.sampled_from(["user", "assistant", "system"]) | json_values},
-    optional={"content": texts | st.lists(block, max_size=3) | json_values}))
-a_tool = st.one_of(json_values, st.fixed_dictionaries({"name": texts | json_values}, optional={
-    "description": texts | json_values, "input_schema": json_values, "type": st.sampled_from(["custom", "bash"])}))
+BLOCK_TYPES = [
+    "text",
+    "image",
+    "document",
+    "tool_use",
+    "tool_result",
+    "thinking",
+    "redacted_thinking",
+    "server_tool_use",
+    "search_result",
+]
+block = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(BLOCK_TYPES) | json_values},
+        optional={
+            "text": texts | json_values,
+            "id": st.text(max_size=5),
+            "name": texts | json_values,
+            "input": st.dictionaries(st.text(max_size=4), texts, max_size=2) | json_values,
+            "tool_use_id": st.text(max_size=5),
+            "content": texts | st.lists(json_values, max_size=2),
+            "thinking": texts,
+            "signature": st.text(max_size=4),
+            "data": json_values,
+            "source": json_values,
+        },
+    ),
+)
+a_message = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "system"]) | json_values},
+        optional={"content": texts | st.lists(block, max_size=3) | json_values},
+    ),
+)
+a_tool = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"name": texts | json_values},
+        optional={
+            "description": texts | json_values,
+            "input_schema": json_values,
+            "type": st.sampled_from(["custom", "bash"]),
+        },
+    ),
+)
 
 ITEM_TYPES = ["message", "function_call", "function_call_output", "item_reference", "reasoning"]
-part = st.one_of(json_values, st.fixed_dictionaries(
-    {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file"]) | json_values},
-    optional={"text": texts | json_values, "image_url": json_values, "file_id": json_values}))
-item = st.one_of(json_values, st.fixed_dictionaries({}, optional={
-    "type": st.sampled_from(ITEM_TYPES) | json_values, "role": st.sampled_from(["user", "developer", "assistant"]),
-    "content": texts | st.lists(part, max_size=2) | json_values, "call_id": st.text(max_size=4),
-    "name": texts | json_values, "arguments": texts | json_values, "output": texts | st.lists(part, max_size=2)}))
-r_tool = st.one_of(json_values, st.fixed_dictionaries({"type": st.sampled_from(["function", "web_search"])}, optional={
-    "name": texts, "description": texts | json_values, "parameters": json_values}))
+part = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file"]) | json_values},
+        optional={"text": texts | json_values, "image_url": json_values, "file_id": json_values},
+    ),
+)
+item = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": st.sampled_from(ITEM_TYPES) | json_values,
+            "role": st.sampled_from(["user", "developer", "assistant"]),
+            "content": texts | st.lists(part, max_size=2) | json_values,
+            "call_id": st.text(max_size=4),
+            "name": texts | json_values,
+            "arguments": texts | json_values,
+            "output": texts | st.lists(part, max_size=2),
+        },
+    ),
+)
+r_tool = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["function", "web_search"])},
+        optional={"name": texts, "description": texts | json_values, "parameters": json_values},
+    ),
+)
 
 
 def messages_bodies() -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({}, optional={
-        "model": st.sampled_from(["claude-demo", "demo-model", "internal-x", ""]) | json_values,
-        "max_tokens": st.integers(-1, 100) | json_values, "messages": st.lists(a_message, max_size=3) | json_values,
-        "system": texts | st.lists(block, max_size=2) | json_values, "stream": st.booleans() | json_values,
-        "tools": st.lists(a_tool, max_size=2) | json_values, "tool_choice": json_values,
-        "thinking": json_values, "top_k": json_values, "output_config": json_values, "metadata": json_values})
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.sampled_from(["claude-demo", "demo-model", "internal-x", ""]) | json_values,
+            "max_tokens": st.integers(-1, 100) | json_values,
+            "messages": st.lists(a_message, max_size=3) | json_values,
+            "system": texts | st.lists(block, max_size=2) | json_values,
+            "stream": st.booleans() | json_values,
+            "tools": st.lists(a_tool, max_size=2) | json_values,
+            "tool_choice": json_values,
+            "thinking": json_values,
+            "top_k": json_values,
+            "output_config": json_values,
+            "metadata": json_values,
+        },
+    )
 
 
 def responses_bodies() -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({}, optional={
-        "model": st.sampled_from(["demo-model", "claude-demo", "internal-x", ""]) | json_values,
-        "input": texts | st.lists(item, max_size=3) | json_values, "instructions": texts | json_values,
-        "stream": st.booleans() | json_values, "tools": st.lists(r_tool, max_size=2) | json_values,
-        "previous_response_id": json_values, "store": json_values, "text": json_values,
-        "max_output_tokens": json_values, "tool_choice": json_values})
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "model": st.sampled_from(["demo-model", "claude-demo", "internal-x", ""]) | json_values,
+            "input": texts | st.lists(item, max_size=3) | json_values,
+            "instructions": texts | json_values,
+            "stream": st.booleans() | json_values,
+            "tools": st.lists(r_tool, max_size=2) | json_values,
+            "previous_response_id": json_values,
+            "store": json_values,
+            "text": json_values,
+            "max_output_tokens": json_values,
+            "tool_choice": json_values,
+        },
+    )
 
 
 def test_structured_bodies_of_the_newer_apis(guard: Any, clients: dict[str, httpx.Client]) -> None:  # noqa: F811
     seen: list[tuple[str, int, bool]] = []
 
     @FUZZ
-    @given(body=st.one_of(messages_bodies().map(lambda b: ("/v1/messages", b)),
-                          responses_bodies().map(lambda b: ("/v1/responses", b))),
-           who=st.sampled_from(PRINCIPALS), known_only=st.booleans())
+    @given(
+        body=st.one_of(
+            messages_bodies().map(lambda b: ("/v1/messages", b)), responses_bodies().map(lambda b: ("/v1/responses", b))
+        ),
+        who=st.sampled_from(PRINCIPALS),
+        known_only=st.booleans(),
+    )
     def prop(body: tuple[str, dict[str, Any]], who: str, known_only: bool) -> None:
         path, b = body
         if known_only:

@@ -8,6 +8,7 @@ each hostile prompt gets its answer (blocked, passed, or 503 over budget) in bou
 request sent meanwhile is answered promptly. The bounds are generous (seconds): speed figures are in
 tests/bench/bench_hostile.py, not here.
 """
+
 from __future__ import annotations
 
 import threading
@@ -30,8 +31,13 @@ ORDINARY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Wh
 
 @pytest.fixture(scope="module")
 def big_guard(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuardHandle]:
-    h = start_guard(pki_dir, model_server[1], tmp_path_factory.mktemp("hostile"), judge_url=model_server[1],
-                    limits={"max_body_bytes": 4 << 20})
+    h = start_guard(
+        pki_dir,
+        model_server[1],
+        tmp_path_factory.mktemp("hostile"),
+        judge_url=model_server[1],
+        limits={"max_body_bytes": 4 << 20},
+    )
     yield h
     h.stop()
 
@@ -40,8 +46,13 @@ def _post(g: GuardHandle, body: bytes, out: dict[str, Any], timeout: float = 60)
     t = time.monotonic()
     with g.client(timeout=timeout) as c:
         r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
-    out.update(status=r.status_code, json=r.json(), rid=r.headers.get("x-guard-request-id"),
-               seconds=time.monotonic() - t, done=time.monotonic())
+    out.update(
+        status=r.status_code,
+        json=r.json(),
+        rid=r.headers.get("x-guard-request-id"),
+        seconds=time.monotonic() - t,
+        done=time.monotonic(),
+    )
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -63,8 +74,13 @@ def test_hostile_prompt_is_answered_and_others_are_not_held_up(big_guard: GuardH
     assert hostile["rid"], hostile
     if hostile["status"] != 200:
         err = hostile["json"]["error"]
-        assert err["code"] in ("secret_blocked", "denylisted", "pii_blocked", "unsafe_content",
-                               "screen_budget_exceeded"), err
+        assert err["code"] in (
+            "secret_blocked",
+            "denylisted",
+            "pii_blocked",
+            "unsafe_content",
+            "screen_budget_exceeded",
+        ), err
     assert hostile["seconds"] < 30, f"{family}: {hostile['seconds']:.1f} s to answer"
 
 

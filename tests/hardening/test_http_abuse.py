@@ -4,6 +4,7 @@ Every hostile request gets a clean 4xx (OpenAI error shape, request id) or a clo
 never a hang — while a well-behaved client keeps being served (its latency is measured and printed), and the
 process's open file descriptors and RSS come back to about their baseline afterwards. Guard runs in this
 process (guard_factory), so /proc/self is Guard's, plus the attackers' own sockets, which are closed first."""
+
 from __future__ import annotations
 
 import asyncio
@@ -87,7 +88,8 @@ TOO_LARGE = {
     "one_huge_header": HEAD + b"x-big: " + b"a" * 200_000 + b"\r\ncontent-length: 66\r\n\r\n" + BODY,
     "huge_url": b"POST /v1/chat/completions?" + b"q" * 100_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n",
     "too_many_headers": HEAD + b"".join(b"x-h%d: v\r\n" % i for i in range(200)) + b"content-length: 66\r\n\r\n" + BODY,
-    "headers_just_under_64k_but_many": HEAD + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 400) for i in range(150))
+    "headers_just_under_64k_but_many": HEAD
+    + b"".join(b"x-h%d: %s\r\n" % (i, b"v" * 400) for i in range(150))
     + b"\r\n",
 }
 
@@ -126,8 +128,10 @@ def test_requests_refused_before_the_app_are_audited_under_their_request_id(guar
     request id, with the status, the code, stage ``request`` and the client's certificate identity."""
     g = guard_factory(http=http)
     ctx = g.ssl_context("app")
-    cases = [(MALFORMED["duplicate_content_length"], 400, "invalid_http_request"),
-             (MALFORMED["nul_in_header"], 400, "invalid_http_request")]
+    cases = [
+        (MALFORMED["duplicate_content_length"], 400, "invalid_http_request"),
+        (MALFORMED["nul_in_header"], 400, "invalid_http_request"),
+    ]
     if http == "httptools":  # h11 has its own size limit (a 400) and no header-count limit
         cases.append((TOO_LARGE["too_many_headers"], 431, "headers_too_large"))
     seen = {}
@@ -220,8 +224,11 @@ def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeo
     # the slow body reached the pipeline: it is recorded as a client that went away (499), not lost
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
-        gone = [e for e in events(g.config.audit.dir) if e.get("type") in ("exchange.denied", "exchange.completed")
-                and json.dumps(e).count("client_disconnected")]
+        gone = [
+            e
+            for e in events(g.config.audit.dir)
+            if e.get("type") in ("exchange.denied", "exchange.completed") and json.dumps(e).count("client_disconnected")
+        ]
         if gone:
             break
         time.sleep(0.1)
@@ -229,6 +236,7 @@ def test_slow_headers_and_slow_bodies_are_cut_off(guard_factory: Any, fast_timeo
 
 
 # --- a bounded mixed attack while a well-behaved client is measured ---------------------------------------
+
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
@@ -273,8 +281,12 @@ class Prober(threading.Thread):
 
     def report(self, label: str) -> dict[str, float]:
         lat = sorted(self.lat)
-        out = {"n": len(lat), "p50_ms": statistics.median(lat), "p95_ms": lat[int(len(lat) * 0.95) - 1] if lat else 0,
-               "max_ms": lat[-1] if lat else 0}
+        out = {
+            "n": len(lat),
+            "p50_ms": statistics.median(lat),
+            "p95_ms": lat[int(len(lat) * 0.95) - 1] if lat else 0,
+            "max_ms": lat[-1] if lat else 0,
+        }
         print(f"well-behaved client {label}: " + ", ".join(f"{k}={v:.1f}" for k, v in out.items()))
         return out
 
@@ -285,8 +297,9 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
 
     async def open_idle() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
-            return await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                                                  server_hostname="localhost"), 20)
+            return await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost"), 20
+            )
         except (TimeoutError, OSError):
             return None
 
@@ -299,10 +312,14 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
     out["idle_open_s"] = time.monotonic() - t0
 
     # 2. many concurrent streams, and 3. bursts of clients that go away mid-stream, while the idle ones sit
-    async with httpx.AsyncClient(base_url=g.url, verify=ctx, timeout=20,
-                                 limits=httpx.Limits(max_connections=streams_n + burst_n)) as c:
-        stream_req = {"model": "m", "stream": True, "messages": [
-            {"role": "user", "content": "[[reply: " + "word " * 20 + "]] [[delay_ms=40]]"}]}
+    async with httpx.AsyncClient(
+        base_url=g.url, verify=ctx, timeout=20, limits=httpx.Limits(max_connections=streams_n + burst_n)
+    ) as c:
+        stream_req = {
+            "model": "m",
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[reply: " + "word " * 20 + "]] [[delay_ms=40]]"}],
+        }
 
         async def full_stream() -> tuple[int, bool]:
             async with c.stream("POST", "/v1/chat/completions", json=stream_req) as r:
@@ -337,15 +354,18 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
     return out
 
 
-def test_mixed_attack_keeps_serving_and_returns_to_baseline(guard_factory: Any, monkeypatch: pytest.MonkeyPatch,
-                                                            model_server: Any) -> None:
+def test_mixed_attack_keeps_serving_and_returns_to_baseline(
+    guard_factory: Any, monkeypatch: pytest.MonkeyPatch, model_server: Any
+) -> None:
     monkeypatch.setattr(server._TLSHttpTools, "header_timeout_s", 4.0)
     g = guard_factory()
     ctx = g.ssl_context("app")
     with g.client() as c:  # warm up (pools, caches, lazy screens)
         for _ in range(5):
-            assert c.post("/v1/chat/completions", content=BODY, headers={"content-type": "application/json"}
-                          ).status_code == 200
+            assert (
+                c.post("/v1/chat/completions", content=BODY, headers={"content-type": "application/json"}).status_code
+                == 200
+            )
     quiet = Prober(g)
     quiet.start()
     time.sleep(1.5)
@@ -374,8 +394,9 @@ def test_mixed_attack_keeps_serving_and_returns_to_baseline(guard_factory: Any, 
 
     # abandoned streams: Guard stops the upstream stream too, and nothing stays active
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (metric(g.admin_url, "guard_active_streams") > 0
-                                           or model_server[0].cancelled - cancelled0 < 90):
+    while time.monotonic() < deadline and (
+        metric(g.admin_url, "guard_active_streams") > 0 or model_server[0].cancelled - cancelled0 < 90
+    ):
         time.sleep(0.1)
     assert metric(g.admin_url, "guard_active_streams") == 0
     assert model_server[0].cancelled - cancelled0 >= 90
@@ -389,13 +410,17 @@ def test_mixed_attack_keeps_serving_and_returns_to_baseline(guard_factory: Any, 
     assert rss1 <= rss0 * 1.15 + 20
 
 
-def test_read_timeouts_spare_a_long_response_with_a_pipelined_request(guard_factory: Any,
-                                                                      fast_timeouts: None) -> None:
+def test_read_timeouts_spare_a_long_response_with_a_pipelined_request(guard_factory: Any, fast_timeouts: None) -> None:
     """The header timer must not cut a connection whose previous response (a stream longer than the header
     and body timeouts) is still being sent while the client has pipelined part of its next request."""
     g = guard_factory()
-    stream = json.dumps({"model": "m", "stream": True, "messages": [
-        {"role": "user", "content": "[[reply: a b c d e f g h]] [[delay_ms=400]]"}]}).encode()
+    stream = json.dumps(
+        {
+            "model": "m",
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[reply: a b c d e f g h]] [[delay_ms=400]]"}],
+        }
+    ).encode()
     with tls_socket(g.url, g.ssl_context("app")) as s:
         s.sendall(HEAD + b"content-length: %d\r\n\r\n" % len(stream) + stream)
         s.sendall(HEAD + b"content-length: 66\r\n")  # the next request's headers, unfinished for now
@@ -418,8 +443,10 @@ def test_attack_on_guard_as_a_process_with_default_timeouts(guard_process: Any) 
     pid = g.proc.pid
     with g.client("app") as c:
         for _ in range(5):
-            assert c.post("/v1/chat/completions", content=BODY, headers={"content-type": "application/json"}
-                          ).status_code == 200
+            assert (
+                c.post("/v1/chat/completions", content=BODY, headers={"content-type": "application/json"}).status_code
+                == 200
+            )
     fd0, rss0 = len(os.listdir(f"/proc/{pid}/fd")), _proc_rss_mb(pid)
     prober = Prober(g)
     prober.start()

@@ -8,6 +8,7 @@ make the quota machinery answer something undocumented.
 - a burst of concurrent requests racing the check (memory backend; Redis: tests/quota/test_quota_redis.py);
 - endless streams in parallel (no or a tiny `max_tokens`) to spend past the token budget mid-answer.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,11 @@ def _record(g, rid, kind, timeout=5.0):
 def test_hanging_up_mid_stream_still_counts_tokens(guard_factory, tmp_path):
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_month": 1_000_000}})
     c = g.client()
-    with c.stream("POST", CHAT, json={"model": "m", "stream": True, "messages": [
-            {"role": "user", "content": "[[forever]] [[delay_ms=20]]"}]}) as r:
+    with c.stream(
+        "POST",
+        CHAT,
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "[[forever]] [[delay_ms=20]]"}]},
+    ) as r:
         rid = r.headers["x-guard-request-id"]
         got = 0
         for chunk in r.iter_bytes():
@@ -85,6 +89,7 @@ def test_switching_api_or_model_shares_the_principals_counters(guard_factory, tm
 
 def _usage_upstream(seen: list[dict]) -> tuple[ServerThread, str]:
     """An OpenAI-style upstream that sends the usage-only chunk exactly when asked (as OpenAI does)."""
+
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
@@ -96,26 +101,39 @@ def _usage_upstream(seen: list[dict]) -> tuple[ServerThread, str]:
                 break
         body = json.loads(raw)
         seen.append(body)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         ask = (body.get("stream_options") or {}).get("include_usage") is True
         for piece in ("one ", "two"):
-            c = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            c = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+            }
             if ask:
                 c["usage"] = None
-            await send({"type": "http.response.body", "body": b"data: " + json.dumps(c).encode() + b"\n\n",
-                        "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b"data: " + json.dumps(c).encode() + b"\n\n", "more_body": True}
+            )
         if ask:
-            u = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
-                 "usage": {"prompt_tokens": 40, "completion_tokens": 60, "total_tokens": 100}}
-            await send({"type": "http.response.body", "body": b"data: " + json.dumps(u).encode() + b"\n\n",
-                        "more_body": True})
+            u = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "m",
+                "choices": [],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 60, "total_tokens": 100},
+            }
+            await send(
+                {"type": "http.response.body", "body": b"data: " + json.dumps(u).encode() + b"\n\n", "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
     port = free_port()
-    th = ServerThread(lambda: [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                                             lifespan="off"))]).start()
+    th = ServerThread(
+        lambda: [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))]
+    ).start()
     return th, f"http://127.0.0.1:{port}"
 
 
@@ -131,11 +149,15 @@ def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_pat
         if screened:
             (tmp_path / "deny").mkdir()
             (tmp_path / "deny" / "denylist.yaml").write_text(
-                (Path(__file__).resolve().parents[2] / "filters" / "denylist.yaml").read_text())
+                (Path(__file__).resolve().parents[2] / "filters" / "denylist.yaml").read_text()
+            )
             kw["filters"] = {"dir": str(tmp_path / "deny")}
         (tmp_path / "nofilters").mkdir(exist_ok=True)
-        g = guard_factory(**{"filters": {"dir": str(tmp_path / "nofilters")}, **kw},
-                          quotas={"tiers": {"default": {"tokens_per_day": 10_000}}}, upstream_url=url)
+        g = guard_factory(
+            **{"filters": {"dir": str(tmp_path / "nofilters")}, **kw},
+            quotas={"tiers": {"default": {"tokens_per_day": 10_000}}},
+            upstream_url=url,
+        )
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         if client_opts is not None:
             body["stream_options"] = client_opts
@@ -163,8 +185,9 @@ def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_pat
 @pytest.mark.parametrize("max_tokens", [10**30, -5, 0, 1.5, "9", True, None, [1], {"a": 1}])
 def test_hostile_max_tokens_get_documented_answers(guard_factory, tmp_path, max_tokens):
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_minute": 10_000}})
-    r = g.client().post(CHAT, json={"model": "m", "max_tokens": max_tokens,
-                                    "messages": [{"role": "user", "content": "hi"}]})
+    r = g.client().post(
+        CHAT, json={"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert r.status_code in (200, 400, 429), r.text
     assert "error" in r.json() or "choices" in r.json()
     if max_tokens == 10**30:
@@ -176,8 +199,9 @@ def test_a_concurrent_burst_never_gets_past_the_limit(guard_factory, tmp_path):
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(base_url=g.url, verify=g.ssl_context(), timeout=20) as c:
-            rs = await asyncio.gather(*(c.post(CHAT, json={"model": "m", "messages": [
-                {"role": "user", "content": "hi"}]}) for _ in range(40)))
+            rs = await asyncio.gather(
+                *(c.post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}) for _ in range(40))
+            )
         return [r.status_code for r in rs]
 
     codes = asyncio.run(burst())
@@ -192,8 +216,12 @@ def test_a_policy_naming_an_unconfigured_tier_refuses_to_start(guard_factory, tm
     extra = tmp_path / "tiers.csv"
     extra.write_text("p, access, quota, *, platinum, 'staff' in r.sub.ou\n")
     with pytest.raises(ConfigError, match="tier 'platinum'"):
-        _guard(guard_factory, tmp_path, {"default": {"requests_per_minute": 1}},
-               policy={"rules": [str(root / "policies/policy.csv"), str(extra)]})
+        _guard(
+            guard_factory,
+            tmp_path,
+            {"default": {"requests_per_minute": 1}},
+            policy={"rules": [str(root / "policies/policy.csv"), str(extra)]},
+        )
 
 
 @pytest.mark.parametrize("max_tokens", [None, 1])
@@ -212,8 +240,9 @@ def test_parallel_endless_streams_cannot_spend_more_than_the_budget_together(gua
         got = []
         kw = {"max_tokens": max_tokens} if max_tokens else {}
         try:
-            stream = await c.chat.completions.create(model="m", stream=True, **kw,
-                                                     messages=[{"role": "user", "content": prompt}])
+            stream = await c.chat.completions.create(
+                model="m", stream=True, **kw, messages=[{"role": "user", "content": prompt}]
+            )
             async for ch in stream:
                 got.append(ch.choices[0].delta.content or "" if ch.choices else "")
         except openai.RateLimitError:  # refused at admission once the budget is spent

@@ -5,6 +5,7 @@ behaviour), and leaves an ERROR log line naming the file (and line, where the fi
 reason, one more ``guard_reload_total{component,result="failed"}`` and a ``config.reload`` audit event with
 the file, reason and ``kept_version``. Putting the file back and reloading again is audited as ``ok`` with
 that same version."""
+
 from __future__ import annotations
 
 import os
@@ -49,19 +50,31 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
         shutil.copy(pki_dir / f, tls / f)
     shutil.copy(ROOT / "policies/policy.csv", d / "policy.csv")
     port, admin = free_port(), free_port()
-    cfg = guard_config(pki_dir, model_server[1], port, admin,
-                       tls={"cert": str(tls / "server.pem"), "key": str(tls / "server-key.pem"),
-                            "client_ca": str(tls / "ca.pem"), "crl": str(tls / "crl.pem")},
-                       policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(d / "policy.csv")],
-                               "watch": False},
-                       filters={"dir": str(screening_filters(d / "filters", model_server[1]))},
-                       audit={"dir": str(d / "audit")})
+    cfg = guard_config(
+        pki_dir,
+        model_server[1],
+        port,
+        admin,
+        tls={
+            "cert": str(tls / "server.pem"),
+            "key": str(tls / "server-key.pem"),
+            "client_ca": str(tls / "ca.pem"),
+            "crl": str(tls / "crl.pem"),
+        },
+        policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(d / "policy.csv")], "watch": False},
+        filters={"dir": str(screening_filters(d / "filters", model_server[1]))},
+        audit={"dir": str(d / "audit")},
+    )
     path = write_config(d / "guard.yaml", cfg)
     log = d / "guard.log"
     with open(log, "wb") as out:  # the child holds its own copy of the descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     h = GuardProcess(proc, f"https://localhost:{port}", f"http://127.0.0.1:{admin}", d, path, clients, log)
     try:
         wait_ready(h.admin_url)
@@ -123,24 +136,50 @@ def still_old_tls(g: GuardProcess) -> None:
 
 # file to break -> (component, how it is broken, does the reason name a line, old behaviour kept)
 CASES: dict[str, tuple[str, str, Callable[[Path], Path], bool, Callable[[GuardProcess], None]]] = {
-    "policy_rules": ("policy", "p, access, allow, chat, -, (((broken\n", lambda d: d / "policy.csv", True,
-                     still_old_policy),
-    "filters_profile": ("filters", "profiles:\n  default:\n    rules:\n      - name: x\n        pattern: '(('\n",
-                        lambda d: d / "filters/denylist.yaml", True, still_old_filters),
+    "policy_rules": (
+        "policy",
+        "p, access, allow, chat, -, (((broken\n",
+        lambda d: d / "policy.csv",
+        True,
+        still_old_policy,
+    ),
+    "filters_profile": (
+        "filters",
+        "profiles:\n  default:\n    rules:\n      - name: x\n        pattern: '(('\n",
+        lambda d: d / "filters/denylist.yaml",
+        True,
+        still_old_filters,
+    ),
     "server_certificate": ("tls", "not a certificate\n", lambda d: d / "tls/server.pem", False, still_old_tls),
-    "server_key": ("tls", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
-                   lambda d: d / "tls/server-key.pem", False, still_old_tls),
-    "client_ca": ("tls", "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
-                  lambda d: d / "tls/ca.pem", True, still_old_tls),
-    "crl": ("tls", "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n", lambda d: d / "tls/crl.pem", True,
-            still_old_tls),
+    "server_key": (
+        "tls",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        lambda d: d / "tls/server-key.pem",
+        False,
+        still_old_tls,
+    ),
+    "client_ca": (
+        "tls",
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+        lambda d: d / "tls/ca.pem",
+        True,
+        still_old_tls,
+    ),
+    "crl": (
+        "tls",
+        "-----BEGIN X509 CRL-----\nMAA=\n-----END X509 CRL-----\n",
+        lambda d: d / "tls/crl.pem",
+        True,
+        still_old_tls,
+    ),
 }
 
 
 @pytest.mark.parametrize("trigger", ["signal", "admin"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_broken_file_keeps_the_old_version_and_is_logged_counted_and_audited(g: GuardProcess, case: str,
-                                                                                trigger: str) -> None:
+def test_a_broken_file_keeps_the_old_version_and_is_logged_counted_and_audited(
+    g: GuardProcess, case: str, trigger: str
+) -> None:
     component, broken, where, has_line, kept = CASES[case]
     path = where(g.dir)
     good = do_reload(g, trigger, component)  # the version in force, audited as ok

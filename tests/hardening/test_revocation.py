@@ -3,6 +3,7 @@
 the reload does not resume (1.2 session ids, 1.3 tickets), a keep-alive connection opened before it is
 refused at its next request (403 ``certificate_revoked``, audited, connection closed), and CRLs of
 intermediate CAs count as the root's do. A client that is not revoked keeps working, resumed or not."""
+
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +80,13 @@ def rv(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactor
     from tests.conftest import start_guard
 
     p = PKI(tmp_path_factory.mktemp("revocation"), pki_dir)
-    g = start_guard(pki_dir, model_server[1], tmp_path_factory.mktemp("guard"), judge_url=model_server[1],
-                    tls={"client_ca": str(p.bundle), "crl": str(p.crl)})
+    g = start_guard(
+        pki_dir,
+        model_server[1],
+        tmp_path_factory.mktemp("guard"),
+        judge_url=model_server[1],
+        tls={"client_ca": str(p.bundle), "crl": str(p.crl)},
+    )
     yield {"guard": g, "pki": p}
     g.stop()
 
@@ -153,8 +159,9 @@ def refused(g: Any, ctx: ssl.SSLContext, session: ssl.SSLSession | None = None) 
 
 
 @pytest.mark.parametrize("version", list(VERSIONS))
-def test_a_tls_session_from_before_the_reload_does_not_resume_for_a_revoked_client(rv: dict[str, Any],
-                                                                                 version: str) -> None:
+def test_a_tls_session_from_before_the_reload_does_not_resume_for_a_revoked_client(
+    rv: dict[str, Any], version: str
+) -> None:
     g, p = rv["guard"], rv["pki"]
     cert = p.client(p.main, f"resume-victim-{version}")
     ctx = p.ctx(cert, VERSIONS[version])
@@ -166,14 +173,17 @@ def test_a_tls_session_from_before_the_reload_does_not_resume_for_a_revoked_clie
     reload(g)
     reused_after = refused(g, ctx, session)
     assert not reused_after, "the revoked client resumed its TLS session from before the reload"
-    assert wait_metric(g.admin_url, "guard_tls_handshake_failures_total", before + 1,
-                       reason="certificate_revoked") >= before + 1  # a full handshake, refused by the new CRL
+    assert (
+        wait_metric(g.admin_url, "guard_tls_handshake_failures_total", before + 1, reason="certificate_revoked")
+        >= before + 1
+    )  # a full handshake, refused by the new CRL
     assert refused(g, ctx) is not True  # and without the session, no more than that
 
 
 @pytest.mark.parametrize("version", list(VERSIONS))
-def test_a_client_that_is_not_revoked_keeps_working_after_the_reload_resumed_or_not(rv: dict[str, Any],
-                                                                                  version: str) -> None:
+def test_a_client_that_is_not_revoked_keeps_working_after_the_reload_resumed_or_not(
+    rv: dict[str, Any], version: str
+) -> None:
     g, p = rv["guard"], rv["pki"]
     ctx = p.ctx(p.client(p.main, f"bystander-{version}"), VERSIONS[version])
     _, old = served(g, ctx)
@@ -197,8 +207,10 @@ def _refused_on_open_connection(g: Any, s: ssl.SSLSocket) -> dict[str, Any]:
     """The next request on a connection from before the reload: 403 certificate_revoked in the OpenAI error
     shape, connection: close, the connection then closed, and an exchange.denied record under its id."""
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
-              b"content-length: %d\r\n\r\n%s" % (len(body), body))
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
     status, headers, answer = read_response(s)
     assert status == 403, answer
     err = json.loads(answer)["error"]
@@ -220,8 +232,7 @@ def _refused_on_open_connection(g: Any, s: ssl.SSLSocket) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("version", list(VERSIONS))
-def test_a_keep_alive_connection_from_before_the_reload_is_refused_and_closed(rv: dict[str, Any],
-                                                                              version: str) -> None:
+def test_a_keep_alive_connection_from_before_the_reload_is_refused_and_closed(rv: dict[str, Any], version: str) -> None:
     g, p = rv["guard"], rv["pki"]
     cert = p.client(p.main, f"keepalive-victim-{version}")
     s = connect(g, p.ctx(cert, VERSIONS[version]))
@@ -335,8 +346,13 @@ def test_sighup_after_guard_pki_revoke_ends_resumption_and_open_connections(
     keep = connect(g, ctx)
     keep.sendall(GET)
     assert read_response(keep)[0] == 200
-    subprocess.run([sys.executable, "-m", "guard.cli", "pki", "revoke", "--dir", str(d), str(cert)], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "guard.cli", "pki", "revoke", "--dir", str(d), str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
     def tls_reloads() -> int:
         return sum(e["type"] == "config.reload" and e["reload"]["component"] == "tls" for e in g.events())
 
@@ -354,8 +370,7 @@ def test_sighup_after_guard_pki_revoke_ends_resumption_and_open_connections(
         assert headers.get("connection") == "close"
 
 
-def test_h11_keep_alive_connection_is_refused_and_closed_too(pki_dir: Path, guard_factory: Any,
-                                                             tmp_path: Path) -> None:
+def test_h11_keep_alive_connection_is_refused_and_closed_too(pki_dir: Path, guard_factory: Any, tmp_path: Path) -> None:
     """uvicorn's other HTTP implementation (h11) checks open connections the same way."""
     d = tmp_path / "ca"
     d.mkdir()

@@ -5,6 +5,7 @@ every chmod call made to fail: a key that ends up 0600 there was created 0600. T
 init` and `issue` (and issuing a name again), `guard audit keygen`, the audit signing key and the content HMAC
 key that a starting Guard creates in its audit folder, and the demo stack's PKI.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,7 @@ def test_pki_keys_are_created_0600(tmp_path: Path, hostile_umask: None, capsys: 
     assert stat.S_IMODE((d / "ca.pem").stat().st_mode) & 0o044  # certificates are public: the umask applies
 
 
-def test_audit_keygen_is_created_0600(tmp_path: Path, hostile_umask: None,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_keygen_is_created_0600(tmp_path: Path, hostile_umask: None, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "keygen", "--out", str(tmp_path / "k")]) == 0
     assert main(["audit", "keygen", "--out", str(tmp_path / "k")]) == 0  # a second key beside the first
     assert_private(secret_files(tmp_path / "k"))

@@ -9,6 +9,7 @@
   upstream name or address, no exception text (those are in the audit record and the log);
 - ``audit.capture: full`` never stores what a screen blocked or replaced.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ def _records(g: Any, rid: str, want: str | None = None) -> dict[str, dict[str, A
 
 # --- metric labels ---------------------------------------------------------------------------------------
 
+
 def _series(text: str, name: str) -> set[str]:
     return {ln.split(" ")[0] for ln in text.splitlines() if ln.startswith(name + "{")}
 
@@ -57,9 +59,14 @@ def _labels(text: str, label: str) -> set[str]:
 
 
 def test_random_model_names_do_not_grow_the_metric_series(guard_factory: Any) -> None:
-    g = guard_factory(routes=[{"model": "m-exact", "upstream": "local"}, {"model": "wild-*", "upstream": "local"},
-                              {"model": "llama3*", "upstream": "ollama"}],
-                      telemetry={"model_labels": ["wild-listed"]})
+    g = guard_factory(
+        routes=[
+            {"model": "m-exact", "upstream": "local"},
+            {"model": "wild-*", "upstream": "local"},
+            {"model": "llama3*", "upstream": "ollama"},
+        ],
+        telemetry={"model_labels": ["wild-listed"]},
+    )
     with g.client() as c:
         for model in ("m-exact", "wild-listed", "wild-seed", "unrouted-seed"):
             _chat(c, model, "[[reply: ok]]")
@@ -75,16 +82,24 @@ def test_random_model_names_do_not_grow_the_metric_series(guard_factory: Any) ->
     # (the registry is per process: other tests' models may be there already; this one added none)
     assert {"m-exact", "wild-listed", "other"} <= _labels(before, "model")
     assert _labels(after, "model") == _labels(before, "model")
-    for name in ("guard_requests_total", "guard_tokens_total", "guard_request_duration_seconds_bucket",
-                 "guard_upstream_errors_total", "guard_screen_results_total", "guard_stage_duration_seconds_bucket"):
+    for name in (
+        "guard_requests_total",
+        "guard_tokens_total",
+        "guard_request_duration_seconds_bucket",
+        "guard_upstream_errors_total",
+        "guard_screen_results_total",
+        "guard_stage_duration_seconds_bucket",
+    ):
         assert _series(after, name) == _series(before, name), name
     assert not [n for n in names if n in after]
 
 
 # --- XFCC ------------------------------------------------------------------------------------------------
 
-MESH = 'By=spiffe://example.org/guard;Hash=abc123;Subject="CN=mesh-app,OU=apps,O=Example\\, Inc.";' \
-       'URI=spiffe://example.org/ns/prod/sa/mesh-app'
+MESH = (
+    'By=spiffe://example.org/guard;Hash=abc123;Subject="CN=mesh-app,OU=apps,O=Example\\, Inc.";'
+    "URI=spiffe://example.org/ns/prod/sa/mesh-app"
+)
 FAR = 'Hash=ffff;Subject="CN=evil-admin,OU=staff,O=Example";URI=spiffe://example.org/ns/prod/sa/evil'
 
 
@@ -98,8 +113,9 @@ def proxied(guard_factory: Any) -> Iterator[tuple[Any, Any]]:
 def _xfcc(g: Any, *values: str) -> httpx.Response:
     with g.client() as c:
         headers = [("x-forwarded-client-cert", v) for v in values]
-        return c.post(CHAT, headers=headers, json={"model": "m", "messages": [
-            {"role": "user", "content": "[[reply: ok]]"}]})
+        return c.post(
+            CHAT, headers=headers, json={"model": "m", "messages": [{"role": "user", "content": "[[reply: ok]]"}]}
+        )
 
 
 def _principal(g: Any, r: httpx.Response) -> dict[str, Any]:
@@ -169,20 +185,31 @@ def _bad_framing(c: socket.socket, req: dict[str, Any]) -> None:
 
 @pytest.fixture
 def leaky(pki_dir: Path, model_server: Any, tmp_path: Path) -> Iterator[tuple[Any, Any, RawUpstream]]:
-    raw = RawUpstream({"raw-silent": _silent, "raw-framing": _bad_framing,
-                       "raw-nonjson": lambda c, r: c.sendall(response(b"<html>oops</html>")),
-                       "raw-huge": lambda c, r: c.sendall(response(chat_body("y" * 5000)))})
+    raw = RawUpstream(
+        {
+            "raw-silent": _silent,
+            "raw-framing": _bad_framing,
+            "raw-nonjson": lambda c, r: c.sendall(response(b"<html>oops</html>")),
+            "raw-huge": lambda c, r: c.sendall(response(chat_body("y" * 5000))),
+        }
+    )
     rules = tmp_path / "rules" / "policy.csv"
     rules.parent.mkdir()
     rules.write_text(POLICY)
     dead = f"http://127.0.0.1:{free_port()}"
     kw: dict[str, Any] = {
-        "upstreams": {HIDDEN_UP: {"url": model_server[1], "timeout_s": 1},
-                      f"{HIDDEN_UP}-down": {"url": dead, "timeout_s": 1},
-                      f"{HIDDEN_UP}-raw": {"url": raw.url, "timeout_s": 1, "max_response_bytes": 2048}},
-        "routes": [{"model": "down", "upstream": f"{HIDDEN_UP}-down"},
-                   {"model": "raw-*", "upstream": f"{HIDDEN_UP}-raw"}, {"model": "*", "upstream": HIDDEN_UP}],
-        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]}}
+        "upstreams": {
+            HIDDEN_UP: {"url": model_server[1], "timeout_s": 1},
+            f"{HIDDEN_UP}-down": {"url": dead, "timeout_s": 1},
+            f"{HIDDEN_UP}-raw": {"url": raw.url, "timeout_s": 1, "max_response_bytes": 2048},
+        },
+        "routes": [
+            {"model": "down", "upstream": f"{HIDDEN_UP}-down"},
+            {"model": "raw-*", "upstream": f"{HIDDEN_UP}-raw"},
+            {"model": "*", "upstream": HIDDEN_UP},
+        ],
+        "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]},
+    }
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     g = start_guard(pki_dir, model_server[1], tmp_path / "a", judge_url=model_server[1], **kw)
@@ -219,8 +246,22 @@ def test_refusals_name_no_path_no_upstream_no_config_file(leaky: Any, family: st
     print(f"{family}: {r.status_code} {err}")
     assert r.status_code == status and (code is None or err["code"] == code), r.text
     msg = err["message"]
-    for leak in ("/", "\\", HIDDEN_UP, "127.0.0.1", ".csv", ".conf", ".yaml", "policy.csv", "guard.yaml",
-                 "no-such-profile", "Error", "errno", "Traceback", str(g.config.audit.dir)):
+    for leak in (
+        "/",
+        "\\",
+        HIDDEN_UP,
+        "127.0.0.1",
+        ".csv",
+        ".conf",
+        ".yaml",
+        "policy.csv",
+        "guard.yaml",
+        "no-such-profile",
+        "Error",
+        "errno",
+        "Traceback",
+        str(g.config.audit.dir),
+    ):
         assert leak not in msg, (leak, msg)
     assert not re.search(r":\d+\b", msg), msg  # no file:line or host:port
     recs = _records(g, r.headers["x-guard-request-id"])
@@ -233,8 +274,12 @@ def test_refusals_name_no_path_no_upstream_no_config_file(leaky: Any, family: st
 
 def test_stream_errors_name_no_upstream(leaky: Any) -> None:
     g = leaky[0]
-    with g.client(timeout=10) as c, c.stream("POST", CHAT, json={"model": "m", "stream": True, "messages": [
-            {"role": "user", "content": "[[garbage]]"}]}) as r:
+    with (
+        g.client(timeout=10) as c,
+        c.stream(
+            "POST", CHAT, json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "[[garbage]]"}]}
+        ) as r,
+    ):
         lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     err = json.loads(lines[-2][6:])["error"]
     assert err["code"] == "upstream_bad_stream" and HIDDEN_UP not in err["message"] and "(" not in err["message"]
@@ -242,14 +287,21 @@ def test_stream_errors_name_no_upstream(leaky: Any) -> None:
 
 # --- capture: full ----------------------------------------------------------------------------------------
 
+
 def test_capture_full_never_stores_what_a_screen_blocked_or_replaced(guard_factory: Any) -> None:
     g = guard_factory(audit={"capture": "full"})
     with g.client() as c:
         blocked = _chat(c, "m", f"deploy with {AWS_KEY} please")
         mixed = _chat(c, "m", f"[[echo]] mail {EMAIL} and use {AWS_KEY}")
         echoed = _chat(c, "m", f"[[echo]] please mail {EMAIL} today")
-        streamed = c.post(CHAT, json={"model": "m", "stream": True, "messages": [
-            {"role": "user", "content": f"[[echo]] stream to {EMAIL}"}]})
+        streamed = c.post(
+            CHAT,
+            json={
+                "model": "m",
+                "stream": True,
+                "messages": [{"role": "user", "content": f"[[echo]] stream to {EMAIL}"}],
+            },
+        )
     assert blocked.status_code == 400 and mixed.status_code == 400, (blocked.text, mixed.text)
     assert echoed.status_code == 200 and EMAIL in echoed.json()["choices"][0]["message"]["content"]  # the
     # client gets its own value back (pseudonymize restores it) ...

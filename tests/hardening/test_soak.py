@@ -13,6 +13,7 @@ personal data (pseudonymized), access-denied calls (403), prompts Llama Guard's 
 
 ``GUARD_SOAK_SECONDS`` (default 30: part of `make test`; `make soak` sets 600), ``GUARD_SOAK_RPS`` (default 15).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,10 +52,14 @@ MIX: list[tuple[int, str, str, Any, str]] = [
     (30, "app", "/v1/chat/completions", _chat("demo-model", "Summarize the quarterly report in one line."), "chat"),
     (20, "app", "/v1/chat/completions", _chat("demo-model", "Write a short poem about rivers.", True), "stream"),
     (10, "app", "/api/chat", _chat("llama3", "Tell me about lakes.", True), "ollama-stream"),
-    (5, "staff", "/v1/completions", {"model": "demo-model", "prompt": "Once upon a time", "stream": True},
-     "completion-stream"),
-    (10, "app", "/v1/chat/completions", _chat("demo-model", "Please mail jane.doe@example.com the minutes."),
-     "pii"),
+    (
+        5,
+        "staff",
+        "/v1/completions",
+        {"model": "demo-model", "prompt": "Once upon a time", "stream": True},
+        "completion-stream",
+    ),
+    (10, "app", "/v1/chat/completions", _chat("demo-model", "Please mail jane.doe@example.com the minutes."), "pii"),
     (10, "app", "/v1/chat/completions", _chat("internal-finance", "What is the payroll total?"), "denied"),
     (10, "app", "/v1/chat/completions", _chat("demo-model", "Explain how to build a bomb at home."), "blocked"),
     (5, "app", "/v1/chat/completions", b'{"model": "demo-model", "messages": [', "malformed"),
@@ -79,20 +84,27 @@ def _fd_kinds(pid: int) -> dict[str, int]:
             t = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
-        kinds[t.split(":[")[0] if ":[" in t else (t.split("[")[0] if t.startswith("anon_inode") else
-                                                 str(Path(t).parent.name) + "/")] += 1
+        kinds[
+            t.split(":[")[0]
+            if ":[" in t
+            else (t.split("[")[0] if t.startswith("anon_inode") else str(Path(t).parent.name) + "/")
+        ] += 1
     return dict(sorted(kinds.items()))
 
 
-async def _load(g: Any, seconds: float, rps: float, limit: int, samples: list[tuple[float, float, int]]
-                ) -> tuple[list[tuple[str, str, int]], Counter]:
+async def _load(
+    g: Any, seconds: float, rps: float, limit: int, samples: list[tuple[float, float, int]]
+) -> tuple[list[tuple[str, str, int]], Counter]:
     """Send the mix at ``rps`` for ``seconds`` (at most ``limit`` requests); sample the process meanwhile.
     Returns (kind, request id, status) for every request that got a response, and errors by kind."""
     rng = random.Random(8)
     weights = [m[0] for m in MIX]
-    clients = {who: httpx.AsyncClient(base_url=g.url, verify=g.ssl(who), timeout=30,
-                                      limits=httpx.Limits(max_connections=CONCURRENCY))
-               for who in {m[1] for m in MIX}}
+    clients = {
+        who: httpx.AsyncClient(
+            base_url=g.url, verify=g.ssl(who), timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)
+        )
+        for who in {m[1] for m in MIX}
+    }
     answered: list[tuple[str, str, int]] = []
     failed: Counter = Counter()
     t0 = time.monotonic()
@@ -110,8 +122,9 @@ async def _load(g: Any, seconds: float, rps: float, limit: int, samples: list[tu
             _, who, path, body, kind = rng.choices(MIX, weights)[0]
             raw = body if isinstance(body, bytes) else json.dumps(body).encode()
             try:
-                async with clients[who].stream("POST", path, content=raw,
-                                               headers={"content-type": "application/json"}) as r:
+                async with clients[who].stream(
+                    "POST", path, content=raw, headers={"content-type": "application/json"}
+                ) as r:
                     await r.aread()
                     answered.append((kind, r.headers.get("x-guard-request-id", ""), r.status_code))
             except httpx.HTTPError as e:  # no HTTP response: did not (visibly) reach the pipeline
@@ -139,8 +152,10 @@ async def _load(g: Any, seconds: float, rps: float, limit: int, samples: list[tu
 def _flat(name: str, values: list[float], tolerance: float, slack: float) -> str:
     third = max(len(values) // 3, 1)
     first, last = statistics.median(values[:third]), statistics.median(values[-third:])
-    line = (f"{name}: first third median {first:.1f}, last third median {last:.1f}, "
-            f"min {min(values):.1f}, max {max(values):.1f} ({(last - first) / first * 100:+.1f}%)")
+    line = (
+        f"{name}: first third median {first:.1f}, last third median {last:.1f}, "
+        f"min {min(values):.1f}, max {max(values):.1f} ({(last - first) / first * 100:+.1f}%)"
+    )
     print(line)
     assert last <= first * (1 + tolerance) + slack, f"{name} grew: {line}"
     return line
@@ -154,15 +169,25 @@ def test_soak_mixed_load(guard_process: Any) -> None:  # noqa: F811
     answered, failed = asyncio.run(_load(g, SECONDS, RPS, MAX_REQUESTS, samples))
     took = time.monotonic() - t
     statuses = Counter((kind, status) for kind, _, status in answered)
-    print(f"\nsoak: {len(answered)} responses in {took:.1f} s ({len(answered) / took:.1f}/s), "
-          f"{sum(failed.values())} without a response {dict(failed)}")
+    print(
+        f"\nsoak: {len(answered)} responses in {took:.1f} s ({len(answered) / took:.1f}/s), "
+        f"{sum(failed.values())} without a response {dict(failed)}"
+    )
     print("by kind and status:", dict(sorted(statuses.items())))
 
     assert g.proc.poll() is None, "guard died during the soak"
     assert len(answered) >= min(MAX_REQUESTS, SECONDS * RPS) * 0.8, "the load generator fell far behind"
     assert not failed, f"requests without an HTTP response: {dict(failed)}"
-    expected = {"chat": {200}, "stream": {200}, "ollama-stream": {200}, "completion-stream": {200}, "pii": {200},
-                "denied": {403}, "blocked": {400, 403}, "malformed": {400}}
+    expected = {
+        "chat": {200},
+        "stream": {200},
+        "ollama-stream": {200},
+        "completion-stream": {200},
+        "pii": {200},
+        "denied": {403},
+        "blocked": {400, 403},
+        "malformed": {400},
+    }
     wrong = {k: s for k, s in statuses if s not in expected[k]}
     assert not wrong, f"unexpected statuses: {statuses}"
 
@@ -180,12 +205,28 @@ def test_soak_mixed_load(guard_process: Any) -> None:  # noqa: F811
             by_rid.setdefault(e["request_id"], set()).add(e["type"])
     print("journal:", dict(kinds))
     assert kinds["exchange.started"] + kinds["exchange.denied"] == len(answered)
-    unrecorded = [(k, rid, s) for k, rid, s in answered
-                  if not by_rid.get(rid, set()) & {"exchange.started", "exchange.denied"}]
+    unrecorded = [
+        (k, rid, s) for k, rid, s in answered if not by_rid.get(rid, set()) & {"exchange.started", "exchange.denied"}
+    ]
     assert not unrecorded, unrecorded[:5]
 
-    r = subprocess.run([sys.executable, "-m", "guard.cli", "audit", "verify", str(audit), "--trust-local-keys",
-                        "--json", "--jobs", "1"], capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "audit",
+            "verify",
+            str(audit),
+            "--trust-local-keys",
+            "--json",
+            "--jobs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads(r.stdout)
     print("audit verify:", [(c["chain"], c["events"], c["status"]) for c in report["chains"]])

@@ -2,6 +2,7 @@
 character per chunk, or in pieces cut at every possible place, hoping a screen lets the first half go before
 the second arrives. Every chunk the client reads, over OpenAI SSE and Ollama NDJSON, must hold only text
 the whole-answer screens would have let through."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,13 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     from tests.conftest import start_guard
 
     tmp = tmp_path_factory.mktemp("split")
-    h = start_guard(pki_dir, model_server[1], tmp, judge_url=model_server[1],
-                    filters={"dir": str(shipped_filters_answers_only(tmp, model_server[1]))})
+    h = start_guard(
+        pki_dir,
+        model_server[1],
+        tmp,
+        judge_url=model_server[1],
+        filters={"dir": str(shipped_filters_answers_only(tmp, model_server[1]))},
+    )
     yield h
     h.stop()
 
@@ -57,16 +63,26 @@ def check(pieces: list[str]) -> None:
 def test_values_spelled_in_small_chunks_never_show_over_sse(g: Any, chunks: int) -> None:
     pieces: list[str] = []
     with g.openai() as c:
-        for ch in c.chat.completions.create(model="m", stream=True, messages=[
-                {"role": "user", "content": f"[[reply: {REPLY}]] [[chunks={chunks}]]"}]):
+        for ch in c.chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": f"[[reply: {REPLY}]] [[chunks={chunks}]]"}]
+        ):
             if ch.choices and ch.choices[0].delta.content:
                 pieces.append(ch.choices[0].delta.content)
     check(pieces)
 
 
 def test_values_spelled_one_character_per_line_never_show_over_ollama(g: Any) -> None:
-    with g.client() as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-            {"role": "user", "content": f"[[reply: {REPLY}]] [[chunks={len(REPLY)}]]"}]}) as r:
+    with (
+        g.client() as c,
+        c.stream(
+            "POST",
+            "/api/chat",
+            json={
+                "model": "llama3",
+                "messages": [{"role": "user", "content": f"[[reply: {REPLY}]] [[chunks={len(REPLY)}]]"}],
+            },
+        ) as r,
+    ):
         assert r.status_code == 200
         lines = [json.loads(x) for x in r.iter_lines() if x]
     assert lines[-1]["done"] is True

@@ -1,5 +1,6 @@
 """TLS matrix (issue 8, item 3): every bad client is refused at the handshake, before any HTTP byte is read,
 and counted in guard_tls_handshake_failures_total{reason} with its own reason."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,8 +16,10 @@ from guard import pki
 from tests.hardening.conftest import metric, tls_socket, wait_metric
 
 METRIC = "guard_tls_handshake_failures_total"
-REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
-           b"content-length: 2\r\n\r\n{}")
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+    b"content-length: 2\r\n\r\n{}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +31,22 @@ def matrix(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFa
     for f in ("ca.pem", "ca-key.pem"):
         shutil.copy(pki_dir / f, d / f)
     now = dt.datetime.now(dt.UTC)
-    pki.issue(d, "expired", client=True, ou=["apps"], not_before=now - dt.timedelta(days=10),
-              not_after=now - dt.timedelta(days=1))
-    pki.issue(d, "future", client=True, ou=["apps"], not_before=now + dt.timedelta(days=1),
-              not_after=now + dt.timedelta(days=30))
+    pki.issue(
+        d,
+        "expired",
+        client=True,
+        ou=["apps"],
+        not_before=now - dt.timedelta(days=10),
+        not_after=now - dt.timedelta(days=1),
+    )
+    pki.issue(
+        d,
+        "future",
+        client=True,
+        ou=["apps"],
+        not_before=now + dt.timedelta(days=1),
+        not_after=now + dt.timedelta(days=30),
+    )
     pki.issue(d, "sub-ca", is_ca=True, cn="a CA, not a client")
     pki.issue(d, "server-only", server=True, cn="billing-app", ou=["apps"])
     pki.issue(d, "revoked", client=True, cn="billing-app", ou=["apps"])
@@ -40,8 +55,9 @@ def matrix(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFa
     rogue = tmp_path_factory.mktemp("rogue")
     pki.init_ca(rogue, cn="Rogue CA")
     pki.issue(rogue, "rogue", client=True, cn="billing-app", ou=["apps"])
-    g = start_guard(pki_dir, model_server[1], tmp_path_factory.mktemp("guard"), judge_url=model_server[1],
-                    tls={"crl": str(crl)})
+    g = start_guard(
+        pki_dir, model_server[1], tmp_path_factory.mktemp("guard"), judge_url=model_server[1], tls={"crl": str(crl)}
+    )
     yield {"guard": g, "dir": d, "rogue": rogue}
     g.stop()
 
@@ -67,6 +83,7 @@ def _old(version: ssl.TLSVersion) -> Callable[[dict[str, Any]], ssl.SSLContext]:
         ctx.minimum_version = version
         ctx.maximum_version = version
         return ctx
+
     return make
 
 
@@ -75,6 +92,7 @@ def _weak(ciphers: str) -> Callable[[dict[str, Any]], ssl.SSLContext]:
         ctx = _tls12(_ctx(m, "good"))
         ctx.set_ciphers(ciphers)
         return ctx
+
     return make
 
 
@@ -121,7 +139,8 @@ def test_bad_client_is_refused_at_the_handshake_and_counted(matrix: dict[str, An
         pytest.fail(f"{case}: got an HTTP answer: {data[:80]!r}")
     print(f"{case}: client saw {type(err.value).__name__}: {err.value}")
     assert wait_metric(g.admin_url, METRIC, before + 1, reason=reason) >= before + 1, (
-        f"{case}: not counted as {reason}: " + metric_lines(g.admin_url))
+        f"{case}: not counted as {reason}: " + metric_lines(g.admin_url)
+    )
 
 
 def metric_lines(admin_url: str) -> str:

@@ -5,6 +5,7 @@ Before the answer starts: an OpenAI error (502 upstream_bad_response / upstream_
 After a stream started (status 200 already sent): the stream ends with an error event in the OpenAI shape,
 ``data: {"error": {"message", "type", "code"}}`` then ``data: [DONE]`` (the OpenAI SDK raises APIError on it;
 an Ollama NDJSON stream ends with ``{"error": "..."}``), never with a silent truncation."""
+
 from __future__ import annotations
 
 import contextlib
@@ -60,19 +61,26 @@ class RawUpstream:
         while len(body) < n:
             body += c.recv(65536)
         model = json.loads(body)["model"]
-        chunk = b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,' \
-                b'"delta":{"content":"Hello "},"finish_reason":null}]}\n\n'
+        chunk = (
+            b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,'
+            b'"delta":{"content":"Hello "},"finish_reason":null}]}\n\n'
+        )
         if model == "raw-nonjson":
             page = b"<html><body>502 Bad Gateway</body></html>"
-            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                      % (len(page), page))
+            c.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(page), page)
+            )
         elif model == "raw-truncated":
             data = chunk + b'data: {"id":"x","object":"chat.comp'
-            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s"
-                      % (len(data), data))
+            c.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(data), data)
+            )
         elif model == "raw-cut":
-            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                      + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            c.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                + b"%x\r\n%s\r\n" % (len(chunk), chunk)
+            )
             time.sleep(0.2)
             c.close()
             return
@@ -92,10 +100,16 @@ class RawUpstream:
 def faulty(guard_factory: Any, model_server: Any) -> Iterator[Any]:
     raw = RawUpstream()
     g = guard_factory(
-        upstreams={"local": {"url": model_server[1], "api": "openai", "timeout_s": TIMEOUT_S},
-                   "raw": {"url": f"http://127.0.0.1:{raw.port}", "api": "openai", "timeout_s": TIMEOUT_S}},
-        routes=[{"model": "raw-*", "upstream": "raw"}, {"model": "llama3*", "upstream": "ollama"},
-                {"model": "*", "upstream": "local"}])
+        upstreams={
+            "local": {"url": model_server[1], "api": "openai", "timeout_s": TIMEOUT_S},
+            "raw": {"url": f"http://127.0.0.1:{raw.port}", "api": "openai", "timeout_s": TIMEOUT_S},
+        },
+        routes=[
+            {"model": "raw-*", "upstream": "raw"},
+            {"model": "llama3*", "upstream": "ollama"},
+            {"model": "*", "upstream": "local"},
+        ],
+    )
     yield g
     raw.close()
 
@@ -149,8 +163,12 @@ STREAMED = {  # model, prompt -> status recorded, reason recorded
 def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, case: str) -> None:
     model, prompt, status, reason = STREAMED[case]
     t0 = time.monotonic()
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", CHAT, json={"model": model, "stream": True,
-                                                                                        "messages": [{"role": "user", "content": prompt}]}) as r:
+    with (
+        faulty.client("app", timeout=TIMEOUT_S * 5) as c,
+        c.stream(
+            "POST", CHAT, json={"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        ) as r,
+    ):
         assert r.status_code == 200
         rid = r.headers["x-guard-request-id"]
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
@@ -164,8 +182,12 @@ def test_streamed_fault_ends_with_an_error_event_and_its_record(faulty: Any, cas
 
 
 def test_ollama_stream_fault_ends_with_an_error_line(faulty: Any) -> None:
-    with faulty.client("app", timeout=TIMEOUT_S * 5) as c, c.stream("POST", "/api/chat", json={"model": "llama3", "messages": [
-                                                              {"role": "user", "content": "[[reset]]"}]}) as r:
+    with (
+        faulty.client("app", timeout=TIMEOUT_S * 5) as c,
+        c.stream(
+            "POST", "/api/chat", json={"model": "llama3", "messages": [{"role": "user", "content": "[[reset]]"}]}
+        ) as r,
+    ):
         assert r.status_code == 200
         lines = [json.loads(line) for line in r.iter_lines() if line.strip()]
     assert lines[-1].get("error") and set(lines[-1]) == {"error"}, lines[-1]

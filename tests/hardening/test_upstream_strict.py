@@ -11,6 +11,7 @@ send every family of header.
   even be listed.
 - Upstream error bodies are size-capped and screened like answers.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,24 +54,27 @@ def _smuggle_partial(c: socket.socket, req: dict[str, Any]) -> None:
 def _bad(raw: bytes) -> Any:
     def h(c: socket.socket, req: dict[str, Any]) -> None:
         c.sendall(raw)
+
     return h
 
 
 BODY = chat_body("x")
 BAD_FRAMING = {
     "cl-and-te": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                 b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), len(BODY), BODY),
+    b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), len(BODY), BODY),
     "two-lengths": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                   b"content-length: %d\r\n\r\n%s" % (len(BODY), len(BODY) + 5, BODY),
+    b"content-length: %d\r\n\r\n%s" % (len(BODY), len(BODY) + 5, BODY),
     "chunk-size-lies": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-                       b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY) - 3, BODY),
+    b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY) - 3, BODY),
     "chunk-no-crlf": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
-                     b"%x\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
+    b"%x\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
     "te-gzip": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip\r\n\r\n" + BODY,
     "te-gzip-chunked": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked"
-                       b"\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
-    "huge-head": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + b"x-pad: " + b"a" * 70000 +
-                 b"\r\ncontent-length: %d\r\n\r\n%s" % (len(BODY), BODY),
+    b"\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
+    "huge-head": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    + b"x-pad: "
+    + b"a" * 70000
+    + b"\r\ncontent-length: %d\r\n\r\n%s" % (len(BODY), BODY),
     "space-before-colon": b"HTTP/1.1 200 OK\r\ncontent-length : %d\r\n\r\n%s" % (len(BODY), BODY),
     "bytes-after-length": response(BODY) + b"garbage that is no response",
     "second-response": response(BODY) + response(chat_body(SMUGGLED)),
@@ -92,8 +96,9 @@ def _huge_chunked(c: socket.socket, req: dict[str, Any]) -> None:
 
 def _endless_event(c: socket.socket, req: dict[str, Any]) -> None:
     c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-    piece = b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"' + \
-        b"a" * 65536
+    piece = (
+        b'data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"' + b"a" * 65536
+    )
     c.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
     piece = b"a" * 65536
     try:
@@ -104,22 +109,30 @@ def _endless_event(c: socket.socket, req: dict[str, Any]) -> None:
 
 
 def _stream_error(c: socket.socket, req: dict[str, Any]) -> None:
-    events = (b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,'
-              b'"delta":{"content":"Hello "},"finish_reason":null}]}\n\n'
-              b'data: {"error":{"message":"quota exceeded for key %s","type":"server_error"}}\n\n'
-              b"data: [DONE]\n\n" % AWS_KEY.encode())
+    events = (
+        b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"m","choices":[{"index":0,'
+        b'"delta":{"content":"Hello "},"finish_reason":null}]}\n\n'
+        b'data: {"error":{"message":"quota exceeded for key %s","type":"server_error"}}\n\n'
+        b"data: [DONE]\n\n" % AWS_KEY.encode()
+    )
     c.sendall(response(events, ctype=b"text/event-stream"))
 
 
 def _error_with_secrets(c: socket.socket, req: dict[str, Any]) -> None:
-    body = json.dumps({"error": {"message": f"invalid api key {AWS_KEY} for account {IBAN}",
-                                 "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+    body = json.dumps(
+        {
+            "error": {
+                "message": f"invalid api key {AWS_KEY} for account {IBAN}",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        }
+    ).encode()
     c.sendall(response(body, "401 Unauthorized"))
 
 
 def _error_text_with_secret(c: socket.socket, req: dict[str, Any]) -> None:
-    c.sendall(response(f"upstream says: key {AWS_KEY} refused".encode(), "500 Internal Server Error",
-                       b"text/plain"))
+    c.sendall(response(f"upstream says: key {AWS_KEY} refused".encode(), "500 Internal Server Error", b"text/plain"))
 
 
 def _error_huge(c: socket.socket, req: dict[str, Any]) -> None:
@@ -130,20 +143,39 @@ def _ok(c: socket.socket, req: dict[str, Any]) -> None:
     c.sendall(response(chat_body("fine")))
 
 
-HANDLERS = {"smuggle-same": _smuggle_same, "smuggle-later": _smuggle_later, "smuggle-partial": _smuggle_partial,
-            "ok": _ok, "huge": _huge, "huge-chunked": _huge_chunked, "endless-event": _endless_event,
-            "err-secrets": _error_with_secrets, "stream-error": _stream_error, "err-text": _error_text_with_secret, "err-huge": _error_huge,
-            **{f"bad-{k}": _bad(v) for k, v in BAD_FRAMING.items()}}
+HANDLERS = {
+    "smuggle-same": _smuggle_same,
+    "smuggle-later": _smuggle_later,
+    "smuggle-partial": _smuggle_partial,
+    "ok": _ok,
+    "huge": _huge,
+    "huge-chunked": _huge_chunked,
+    "endless-event": _endless_event,
+    "err-secrets": _error_with_secrets,
+    "stream-error": _stream_error,
+    "err-text": _error_text_with_secret,
+    "err-huge": _error_huge,
+    **{f"bad-{k}": _bad(v) for k, v in BAD_FRAMING.items()},
+}
 
 
 @pytest.fixture
 def strict(guard_factory: Any) -> Iterator[tuple[Any, RawUpstream]]:
     raw = RawUpstream(HANDLERS)
     g = guard_factory(
-        upstreams={"raw": {"url": raw.url, "api": "openai", "timeout_s": 3, "max_connections": 1,
-                           "max_response_bytes": CAP, "forward_headers": ["OpenAI-Organization", "X-Team"],
-                           "headers": {"OpenAI-Project": "proj_guard", "X-Team": "guard-team"}}},
-        routes=[{"model": "*", "upstream": "raw"}])
+        upstreams={
+            "raw": {
+                "url": raw.url,
+                "api": "openai",
+                "timeout_s": 3,
+                "max_connections": 1,
+                "max_response_bytes": CAP,
+                "forward_headers": ["OpenAI-Organization", "X-Team"],
+                "headers": {"OpenAI-Project": "proj_guard", "X-Team": "guard-team"},
+            }
+        },
+        routes=[{"model": "*", "upstream": "raw"}],
+    )
     yield g, raw
     raw.close()
 
@@ -172,8 +204,9 @@ def test_bytes_after_a_response_never_reach_the_next_request(strict: Any, model:
     print(model, first.status_code, first.text[:120], [a.status_code for a in answers])
     if model == "smuggle-later":  # the first answer was whole when it was relayed (or, on a slow machine, the
         # smuggled bytes came before it was taken: then it is refused too)
-        assert (first.status_code == 200 and first.json()["choices"][0]["message"]["content"] == "first") or \
-            (first.status_code == 502 and first.json()["error"]["code"] == "upstream_error"), first.text
+        assert (first.status_code == 200 and first.json()["choices"][0]["message"]["content"] == "first") or (
+            first.status_code == 502 and first.json()["error"]["code"] == "upstream_error"
+        ), first.text
     else:  # the response itself is not trusted: its framing was broken in the same read
         assert first.status_code == 502 and first.json()["error"]["code"] == "upstream_error", first.text
         assert SMUGGLED not in first.text
@@ -209,8 +242,7 @@ def test_a_body_over_max_response_bytes_is_a_502_too_large_and_audited(strict: A
     assert "larger than this gateway allows" in r.json()["error"]["message"]
     assert after.status_code == 200
     rec = _record(g, r.headers["x-guard-request-id"])
-    assert rec["exchange.completed"]["outcome"] == {"status": 502, "bytes": 0,
-                                                   "error": "upstream_response_too_large"}
+    assert rec["exchange.completed"]["outcome"] == {"status": 502, "bytes": 0, "error": "upstream_response_too_large"}
 
 
 def test_the_default_cap_applies_without_per_upstream_config(tmp_path: Path, pki_dir: Path) -> None:
@@ -221,8 +253,14 @@ def test_the_default_cap_applies_without_per_upstream_config(tmp_path: Path, pki
 
 def test_a_stream_event_that_never_ends_is_cut_with_too_large(strict: Any) -> None:
     g, _ = strict
-    with g.client(timeout=20) as c, c.stream("POST", CHAT, json={"model": "endless-event", "stream": True,
-                                      "messages": [{"role": "user", "content": "hi"}]}) as r:
+    with (
+        g.client(timeout=20) as c,
+        c.stream(
+            "POST",
+            CHAT,
+            json={"model": "endless-event", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as r,
+    ):
         assert r.status_code == 200
         lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
@@ -234,16 +272,33 @@ def test_a_stream_event_that_never_ends_is_cut_with_too_large(strict: Any) -> No
 # --- client headers -----------------------------------------------------------------------------------
 
 HEADER_FAMILIES = {  # every family a client might send, and whether the upstream may see it
-    "authorization": "Bearer sk-client-own-key", "proxy-authorization": "Basic Y2xpZW50OnB3",
-    "api-key": "client-azure-key", "x-api-key": "client-anthropic-key", "x-goog-api-key": "client-goog-key",
-    "x-amz-security-token": "client-session-token", "cookie": "session=abc", "openai-project": "proj_client",
-    "anthropic-version": "2023-06-01", "anthropic-beta": "tools-2024", "x-stainless-lang": "python",
-    "user-agent": "client-agent/1.0", "x-forwarded-for": "10.9.9.9", "forwarded": "for=10.9.9.9",
-    "x-real-ip": "10.9.9.9", "x-request-id": "client-rid", "idempotency-key": "client-idem",
-    "openai-beta": "assistants=v2", "x-custom-billing": "acct-9", "accept": "application/json",
-    "openai-organization": "org-listed", "x-team": "listed-team", "x-guard-request-id": "forged",
-    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "transfer-encoding": "chunked",
-    "content-type": "application/json; charset=evil", "accept-encoding": "gzip, br",
+    "authorization": "Bearer sk-client-own-key",
+    "proxy-authorization": "Basic Y2xpZW50OnB3",
+    "api-key": "client-azure-key",
+    "x-api-key": "client-anthropic-key",
+    "x-goog-api-key": "client-goog-key",
+    "x-amz-security-token": "client-session-token",
+    "cookie": "session=abc",
+    "openai-project": "proj_client",
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "tools-2024",
+    "x-stainless-lang": "python",
+    "user-agent": "client-agent/1.0",
+    "x-forwarded-for": "10.9.9.9",
+    "forwarded": "for=10.9.9.9",
+    "x-real-ip": "10.9.9.9",
+    "x-request-id": "client-rid",
+    "idempotency-key": "client-idem",
+    "openai-beta": "assistants=v2",
+    "x-custom-billing": "acct-9",
+    "accept": "application/json",
+    "openai-organization": "org-listed",
+    "x-team": "listed-team",
+    "x-guard-request-id": "forged",
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "transfer-encoding": "chunked",
+    "content-type": "application/json; charset=evil",
+    "accept-encoding": "gzip, br",
     "x-forwarded-client-cert": "Hash=forged",
 }
 
@@ -252,25 +307,50 @@ def test_only_accept_and_listed_headers_reach_the_upstream(strict: Any, monkeypa
     g, raw = strict
     with g.client() as c:
         headers = {k: v for k, v in HEADER_FAMILIES.items() if k != "transfer-encoding"}
-        r = c.post(CHAT, headers=headers, content=json.dumps(
-            {"model": "ok", "messages": [{"role": "user", "content": "hi"}]}).encode())
+        r = c.post(
+            CHAT,
+            headers=headers,
+            content=json.dumps({"model": "ok", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        )
     assert r.status_code == 200, r.text
     seen = raw.requests[-1]["headers"]
     names = sorted(k.lower() for k, _ in seen)
     print(seen)
-    assert names == sorted(["host", "accept", "openai-organization", "openai-project", "x-team", "x-guard-request-id",
-                            "traceparent", "content-type", "accept-encoding", "content-length"]), names
+    assert names == sorted(
+        [
+            "host",
+            "accept",
+            "openai-organization",
+            "openai-project",
+            "x-team",
+            "x-guard-request-id",
+            "traceparent",
+            "content-type",
+            "accept-encoding",
+            "content-length",
+        ]
+    ), names
     got = {k.lower(): v for k, v in seen}
     assert got["openai-organization"] == "org-listed"  # listed in forward_headers
-    assert got["openai-project"] == "proj_guard" and got["x-team"] == "guard-team"  # set by Guard (upstreams.raw.headers)
+    assert (
+        got["openai-project"] == "proj_guard" and got["x-team"] == "guard-team"
+    )  # set by Guard (upstreams.raw.headers)
     # x-team is both listed and set: Guard's value wins, the client's is not sent beside it
     assert got["accept"] == "application/json" and got["accept-encoding"] == "identity"
     assert got["content-type"] == "application/json"
     assert got["x-guard-request-id"] == r.headers["x-guard-request-id"]
     assert "0af7651916cd43dd8448eb211c80319c" in got["traceparent"] and "b7ad6b7169203331" not in got["traceparent"]
     wire = json.dumps(seen)
-    for secret in ("sk-client-own-key", "client-azure-key", "client-anthropic-key", "client-goog-key",
-                   "client-session-token", "session=abc", "proj_client", "forged"):
+    for secret in (
+        "sk-client-own-key",
+        "client-azure-key",
+        "client-anthropic-key",
+        "client-goog-key",
+        "client-session-token",
+        "session=abc",
+        "proj_client",
+        "forged",
+    ):
         assert secret not in wire
 
 
@@ -278,9 +358,13 @@ def test_the_upstream_key_is_guards_own(guard_factory: Any, monkeypatch: pytest.
     raw = RawUpstream({**HANDLERS, "ok-az": _ok})
     monkeypatch.setenv("GUARD_TEST_RAW_KEY", "sk-guard-upstream")
     try:
-        g = guard_factory(upstreams={"raw": {"url": raw.url, "api_key_env": "GUARD_TEST_RAW_KEY"},
-                                     "az": {"url": raw.url, "api": "azure-openai", "api_key_env": "GUARD_TEST_RAW_KEY"}},
-                          routes=[{"model": "ok", "upstream": "raw"}, {"model": "*", "upstream": "az"}])
+        g = guard_factory(
+            upstreams={
+                "raw": {"url": raw.url, "api_key_env": "GUARD_TEST_RAW_KEY"},
+                "az": {"url": raw.url, "api": "azure-openai", "api_key_env": "GUARD_TEST_RAW_KEY"},
+            },
+            routes=[{"model": "ok", "upstream": "raw"}, {"model": "*", "upstream": "az"}],
+        )
         with g.client() as c:
             for model in ("ok", "ok-az"):
                 _chat(c, model, headers={"authorization": "Bearer sk-client", "api-key": "client-azure"})
@@ -293,13 +377,32 @@ def test_the_upstream_key_is_guards_own(guard_factory: Any, monkeypatch: pytest.
     assert not [k for k, _ in azure_req if k.lower() == "authorization"]
 
 
-@pytest.mark.parametrize("name", ["Authorization", "proxy-authorization", "api-key", "X-Api-Key", "cookie",
-                                  "x-goog-api-key", "x-amz-security-token", "x-auth-user", "x-session-id",
-                                  "host", "content-length", "transfer-encoding", "x-forwarded-client-cert",
-                                  "x-guard-request-id", "bad name", "x-a:b"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Authorization",
+        "proxy-authorization",
+        "api-key",
+        "X-Api-Key",
+        "cookie",
+        "x-goog-api-key",
+        "x-amz-security-token",
+        "x-auth-user",
+        "x-session-id",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "x-forwarded-client-cert",
+        "x-guard-request-id",
+        "bad name",
+        "x-a:b",
+    ],
+)
 def test_credentials_and_guard_headers_cannot_be_listed(tmp_path: Path, pki_dir: Path, name: str) -> None:
-    for key, value, says in (("forward_headers", ["x-team", name], "cannot be forwarded"),
-                             ("headers", {"x-team": "a", name: "v"}, "cannot be set here")):
+    for key, value, says in (
+        ("forward_headers", ["x-team", name], "cannot be forwarded"),
+        ("headers", {"x-team": "a", name: "v"}, "cannot be set here"),
+    ):
         cfg = guard_config(pki_dir, "http://127.0.0.1:9", 1, 2)
         cfg["upstreams"]["local"][key] = value
         path = write_config(tmp_path / "g.yaml", cfg)
@@ -310,6 +413,7 @@ def test_credentials_and_guard_headers_cannot_be_listed(tmp_path: Path, pki_dir:
 
 
 # --- upstream error bodies ------------------------------------------------------------------------------
+
 
 def test_an_upstream_error_body_is_screened_like_an_answer(strict: Any) -> None:
     g, _ = strict
@@ -330,8 +434,9 @@ def test_an_upstream_error_body_is_screened_like_an_answer(strict: Any) -> None:
 def test_an_error_the_upstream_puts_into_a_stream_is_not_relayed(strict: Any) -> None:
     g, _ = strict
     with g.client() as c:
-        r = c.post(CHAT, json={"model": "stream-error", "stream": True,
-                               "messages": [{"role": "user", "content": "hi"}]})
+        r = c.post(
+            CHAT, json={"model": "stream-error", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        )
     print(r.text)
     assert r.status_code == 200 and AWS_KEY not in r.text and "quota" not in r.text
     lines = [ln for ln in r.text.splitlines() if ln.startswith("data: ")]
@@ -347,5 +452,7 @@ def test_an_oversized_upstream_error_body_is_replaced_by_a_note(strict: Any) -> 
     assert r.status_code == 400 and len(r.content) < 1000, r.text[:200]
     err = r.json()["error"]
     assert err["code"] == "upstream_error_too_large" and "was withheld" in err["message"]
-    assert _record(g, r.headers["x-guard-request-id"])["exchange.completed"]["outcome"]["error"] == \
-        "upstream_error_too_large"
+    assert (
+        _record(g, r.headers["x-guard-request-id"])["exchange.completed"]["outcome"]["error"]
+        == "upstream_error_too_large"
+    )

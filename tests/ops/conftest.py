@@ -1,4 +1,5 @@
 """Guard as a real process (`guard serve`), for signals, workers and rotation."""
+
 from __future__ import annotations
 
 import os
@@ -77,9 +78,13 @@ def guard_process(pki_dir: Path, model_server: tuple[Any, str], tmp_path: Path) 
         path = write_config(d / "guard.yaml", cfg)
         log = d / "guard.log"
         with open(log, "wb") as out:  # the child holds its own copy of the descriptor
-            proc = subprocess.Popen([sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
-                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "guard.cli", "serve", "--config", str(path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         g = GuardProcess(proc, f"https://localhost:{port}", f"http://127.0.0.1:{admin}", d, path, pki_dir, log)
         started.append(g)
         try:

@@ -1,5 +1,6 @@
 """A user's basics against a real `guard serve` process: `guard --version`, the start-up line saying where
 Guard listens, and the optional access log (one JSON line per exchange, never prompt text or secrets)."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,9 @@ MARKER = "zebra-quartz-7731"  # a word that appears only in prompts: it must nev
 
 
 def test_version_prints_the_package_version():
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "--version"], check=False, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "--version"], check=False, capture_output=True, text=True, timeout=60
+    )
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"guard {version}"
@@ -42,9 +45,12 @@ def _exchanges(g, n_ok: int = 2) -> dict[str, int]:
     ids = {}
     with g.client() as c:
         for model, content in [("m", f"hello {MARKER}")] * n_ok + [
-                ("internal-finance", f"Q3 {MARKER}"),
-                ("m", f"my key is AKIAIOSFODNN7EXAMPLE {MARKER}")]:
-            r = c.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}]})
+            ("internal-finance", f"Q3 {MARKER}"),
+            ("m", f"my key is AKIAIOSFODNN7EXAMPLE {MARKER}"),
+        ]:
+            r = c.post(
+                "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}]}
+            )
             ids[r.headers["x-guard-request-id"]] = r.status_code
     return ids
 
@@ -68,8 +74,18 @@ def test_startup_line_and_access_log_on_stderr(guard_process):
     lines = {x["request_id"]: x for x in _json_lines(text) if "request_id" in x}
     for rid, status in ids.items():
         x = lines[rid]
-        assert set(x) == {"ts", "request_id", "principal", "model", "api", "operation", "status", "code",
-                          "latency_ms", "decision"}
+        assert set(x) == {
+            "ts",
+            "request_id",
+            "principal",
+            "model",
+            "api",
+            "operation",
+            "status",
+            "code",
+            "latency_ms",
+            "decision",
+        }
         assert x["status"] == status and x["principal"] == "billing-app" and x["api"] == "openai"
         assert x["latency_ms"] > 0 and x["ts"].endswith("Z")
     by_status = {x["status"]: x for x in (lines[r] for r in ids)}
@@ -110,7 +126,6 @@ def test_bad_access_log_values_name_the_key(tmp_path, pki_dir, value, error):
     from guard.config import ConfigError, load_config
     from guard.demo.stack import guard_config, write_config
 
-    path = write_config(tmp_path / "guard.yaml", guard_config(pki_dir, "http://127.0.0.1:1", 1, 2,
-                                                               **{error: value}))
+    path = write_config(tmp_path / "guard.yaml", guard_config(pki_dir, "http://127.0.0.1:1", 1, 2, **{error: value}))
     with pytest.raises(ConfigError, match=rf"guard\.yaml:\d+.*{error}"):
         load_config(path)

@@ -1,5 +1,6 @@
 """Guard's processes run with the collector tuned (guard.gc_tuning): start-up objects frozen, gen0 threshold
 raised, so concurrent traffic does not keep triggering collections (python_gc_collections_total on /metrics)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,10 @@ def test_served_guard_does_not_collect_under_concurrent_traffic(guard_process, t
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
     async def drive() -> list[int]:
-        async with httpx.AsyncClient(base_url=g.url, verify=g.ssl(), timeout=20,
-                                     limits=httpx.Limits(max_connections=16)) as c:
+        async with httpx.AsyncClient(
+            base_url=g.url, verify=g.ssl(), timeout=20, limits=httpx.Limits(max_connections=16)
+        ) as c:
+
             async def one(k: int) -> list[int]:
                 return [(await c.post("/v1/chat/completions", json=body)).status_code for _ in range(50)]
 

@@ -1,5 +1,6 @@
 """Guard as a process: SIGTERM drains streams, SIGHUP reloads (a broken policy keeps the old one),
 certificates rotate without a restart, and two workers each keep a verifiable audit chain."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ from tests.ops.test_metrics import scrape, total
 
 
 def _verify(audit: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "guard.cli", "audit", "verify", str(audit), "--trust-local-keys",
-                           "--json"], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "guard.cli", "audit", "verify", str(audit), "--trust-local-keys", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 WORDS = " ".join(f"word{i:03d}" for i in range(200))  # longer than the default profile's stream hold-back
@@ -34,8 +39,18 @@ def test_sigterm_lets_a_long_stream_finish_then_records_guard_stopped(guard_proc
 
     def stream() -> None:
         text = ""
-        with g.client() as c, c.stream("POST", "/v1/chat/completions", json={"model": "m", "stream": True, "messages": [
-                                 {"role": "user", "content": f"[[reply: {WORDS}]] [[delay_ms=15]]"}]}) as r:
+        with (
+            g.client() as c,
+            c.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": f"[[reply: {WORDS}]] [[delay_ms=15]]"}],
+                },
+            ) as r,
+        ):
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     text += json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
@@ -57,11 +72,20 @@ def test_sigterm_lets_a_long_stream_finish_then_records_guard_stopped(guard_proc
 def test_sighup_with_a_broken_policy_keeps_the_old_one(guard_process, tmp_path):
     rules = tmp_path / "policy.csv"
     shutil.copy(Path(__file__).resolve().parents[2] / "policies/policy.csv", rules)
-    g = guard_process(policy={"model": str(Path(__file__).resolve().parents[2] / "policies/model.conf"),
-                              "rules": [str(rules)], "watch": False})
+    g = guard_process(
+        policy={
+            "model": str(Path(__file__).resolve().parents[2] / "policies/model.conf"),
+            "rules": [str(rules)],
+            "watch": False,
+        }
+    )
     with g.client() as c:
-        assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
-            {"role": "user", "content": "hi"}]}).status_code == 200
+        assert (
+            c.post(
+                "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code
+            == 200
+        )
     rules.write_text("p, access, allow, chat, -, (((broken\n")
     g.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
@@ -69,10 +93,18 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(guard_process, tmp_path):
         time.sleep(0.1)
     assert any(e["type"] == "policy.reload_failed" for e in g.events())
     with g.client() as c:  # still decided by the old policy
-        assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
-            {"role": "user", "content": "hi"}]}).status_code == 200
-        assert c.post("/v1/chat/completions", json={"model": "internal-x", "messages": [
-            {"role": "user", "content": "hi"}]}).status_code == 403
+        assert (
+            c.post(
+                "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code
+            == 200
+        )
+        assert (
+            c.post(
+                "/v1/chat/completions", json={"model": "internal-x", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code
+            == 403
+        )
     assert g.stop() == 0
 
 
@@ -101,8 +133,9 @@ def test_rotated_server_certificate_and_ca_take_effect_on_the_next_handshake(gua
         ctx = ssl.create_default_context(cafile=str(d / "ca.pem"))
         ctx.load_cert_chain(str(d / "app.pem"), str(d / "app-key.pem"))
         with httpx.Client(base_url=g.url, verify=ctx, timeout=10) as c:
-            return c.post("/v1/chat/completions", json={"model": "m", "messages": [
-                {"role": "user", "content": "hi"}]}).status_code
+            return c.post(
+                "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            ).status_code
 
     assert call(old) == 200
     with pytest.raises(httpx.HTTPError):
@@ -141,8 +174,14 @@ def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
         time.sleep(0.1)
     with g.client() as c:
         for _ in range(40):
-            assert c.post("/v1/chat/completions", json={"model": "m", "messages": [
-                {"role": "user", "content": "hi"}]}, headers={"connection": "close"}).status_code == 200
+            assert (
+                c.post(
+                    "/v1/chat/completions",
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"connection": "close"},
+                ).status_code
+                == 200
+            )
     # Either worker answers the scrape with both workers' values summed, each histogram whole
     m = scrape(g.admin_url)
     assert total(m, "guard_requests_total", operation="chat", status="200") == 40
@@ -191,9 +230,20 @@ def test_workers_refusing_a_broken_filters_file_stop_guard_with_exit_2(pki_dir, 
     filters = tmp_path / "filters"
     filters.mkdir()
     (filters / "pii.yaml").write_text("profiles:\n  default:\n    entities:\n      EMAIL_ADDRESS: {prompt: shred}\n")
-    cfg = guard_config(pki_dir, model_server[1], free_port(), free_port(), workers=2,
-                       filters={"dir": str(filters)}, audit={"dir": str(tmp_path / "audit")})
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "serve", "--config",
-                        str(write_config(tmp_path / "guard.yaml", cfg))], capture_output=True, text=True, timeout=120)
+    cfg = guard_config(
+        pki_dir,
+        model_server[1],
+        free_port(),
+        free_port(),
+        workers=2,
+        filters={"dir": str(filters)},
+        audit={"dir": str(tmp_path / "audit")},
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "serve", "--config", str(write_config(tmp_path / "guard.yaml", cfg))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr[-2000:]
     assert "pii.yaml:4" in p.stderr

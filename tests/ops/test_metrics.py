@@ -1,4 +1,5 @@
 """Prometheus metrics change as traffic flows; the admin endpoints are not on the public listener."""
+
 from __future__ import annotations
 
 import time
@@ -33,14 +34,22 @@ def test_metrics_follow_allowed_denied_and_blocked_requests(guard_factory):
     assert chat(g, "app", "internal-x", "hello").status_code == 403
     assert chat(g, "app", "llama-3-8b", "My SSN: 536-90-4399 thanks").status_code == 400
     after = scrape(g.admin_url)
-    assert total(after, "guard_requests_total", decision="allow", status="200") - \
-        total(before, "guard_requests_total", decision="allow", status="200") >= 1
-    assert total(after, "guard_requests_total", decision="deny", status="403") - \
-        total(before, "guard_requests_total", decision="deny", status="403") == 1
-    assert total(after, "guard_screen_results_total", screen="pii", action="block") > \
-        total(before, "guard_screen_results_total", screen="pii", action="block")
-    assert total(after, "guard_stage_duration_seconds_count", stage="policy") > \
-        total(before, "guard_stage_duration_seconds_count", stage="policy")
+    assert (
+        total(after, "guard_requests_total", decision="allow", status="200")
+        - total(before, "guard_requests_total", decision="allow", status="200")
+        >= 1
+    )
+    assert (
+        total(after, "guard_requests_total", decision="deny", status="403")
+        - total(before, "guard_requests_total", decision="deny", status="403")
+        == 1
+    )
+    assert total(after, "guard_screen_results_total", screen="pii", action="block") > total(
+        before, "guard_screen_results_total", screen="pii", action="block"
+    )
+    assert total(after, "guard_stage_duration_seconds_count", stage="policy") > total(
+        before, "guard_stage_duration_seconds_count", stage="policy"
+    )
     assert total(after, "guard_tokens_total") > total(before, "guard_tokens_total")
 
 
@@ -48,15 +57,29 @@ def test_sink_outage_shows_in_errors_and_lag(guard_factory, monkeypatch):
     from guard.demo.stack import free_port
 
     monkeypatch.setenv("HEC_TOKEN", "hec-token-value")
-    g = guard_factory(audit={"sinks": [{"name": "siem", "type": "splunk_hec", "url": f"http://127.0.0.1:{free_port()}",
-                                        "token_env": "HEC_TOKEN", "backoff_min_s": 0.05, "backoff_max_s": 0.2}]})
+    g = guard_factory(
+        audit={
+            "sinks": [
+                {
+                    "name": "siem",
+                    "type": "splunk_hec",
+                    "url": f"http://127.0.0.1:{free_port()}",
+                    "token_env": "HEC_TOKEN",
+                    "backoff_min_s": 0.05,
+                    "backoff_max_s": 0.2,
+                }
+            ]
+        }
+    )
     for _ in range(3):
         chat(g, "app", "llama-3-8b", "hello")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         m = scrape(g.admin_url)
-        if total(m, "guard_audit_sink_errors_total", sink="siem") > 0 and \
-                total(m, "guard_audit_sink_lag_events", sink="siem") > 0:
+        if (
+            total(m, "guard_audit_sink_errors_total", sink="siem") > 0
+            and total(m, "guard_audit_sink_lag_events", sink="siem") > 0
+        ):
             break
         time.sleep(0.2)
     assert total(m, "guard_audit_sink_errors_total", sink="siem") > 0

@@ -1,4 +1,5 @@
 """Spans with GenAI attributes (in-memory exporter); traceparent reaches the upstream in the caller's trace."""
+
 from __future__ import annotations
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,8 +14,11 @@ def test_exchange_span_has_genai_attributes_and_stage_children(guard_factory, mo
     g = guard_factory(runtime_kw={"tracer_provider": provider})
     caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     c = g.openai()
-    r = c.chat.completions.create(model="llama-3-8b", messages=[{"role": "user", "content": "[[reply: ok]]"}],
-                                  extra_headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"})
+    r = c.chat.completions.create(
+        model="llama-3-8b",
+        messages=[{"role": "user", "content": "[[reply: ok]]"}],
+        extra_headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"},
+    )
     assert r.choices[0].message.content == "ok"
     import time
 
@@ -45,8 +49,11 @@ def test_trace_id_is_in_the_audit_event(guard_factory):
     g = guard_factory()
     trace = "0af7651916cd43dd8448eb211c80319c"
     with g.client() as c:
-        r = c.post("/v1/chat/completions", headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
-                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        r = c.post(
+            "/v1/chat/completions",
+            headers={"traceparent": f"00-{trace}-b7ad6b7169203331-01"},
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
     rid = r.headers["x-guard-request-id"]
     events = [e for _, _, e in iter_events(g.config.audit.dir) if e.get("request_id") == rid]
     assert events and all(e["trace_id"] == trace for e in events)
@@ -70,6 +77,7 @@ def test_sampled_out_exchanges_make_no_spans_but_keep_their_trace_id(guard_facto
     with g.client() as c:
         r = c.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200
+
     def last_chat() -> dict:  # the proxied request, not a Llama Guard screening call
         return [q for q in model_server[0].requests if "guard" not in str(q["body"].get("model", "")).lower()][-1]
 
@@ -81,8 +89,11 @@ def test_sampled_out_exchanges_make_no_spans_but_keep_their_trace_id(guard_facto
 
     caller = "5bf92f3577b34da6a3ce929d0e0e4737"
     with g.client() as c:
-        c.post("/v1/chat/completions", headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"},
-               json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        c.post(
+            "/v1/chat/completions",
+            headers={"traceparent": f"00-{caller}-00f067aa0ba902b7-01"},
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
     deadline = time.monotonic() + 5
     while not exporter.get_finished_spans() and time.monotonic() < deadline:
         time.sleep(0.05)

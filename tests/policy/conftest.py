@@ -1,4 +1,5 @@
 """Fixtures for policy tests: a copy of the shipped policy in a temporary folder."""
+
 from __future__ import annotations
 
 import shutil
@@ -21,8 +22,9 @@ def policy_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(policy_dir: Path) -> PolicySettings:
-    return PolicySettings(model=policy_dir / "model.conf", rules=[policy_dir / "policy.csv"], watch=True,
-                          watch_interval_s=0.05)
+    return PolicySettings(
+        model=policy_dir / "model.conf", rules=[policy_dir / "policy.csv"], watch=True, watch_interval_s=0.05
+    )
 
 
 def metric(name: str, **labels: str) -> float:

@@ -1,4 +1,5 @@
 """Engine behaviour: deny overrides, default deny, profiles, fail-closed rules, the cache, Decision."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,12 @@ def test_no_matching_allow_is_a_deny_without_a_rule(tmp_path: Path) -> None:
 
 
 def test_the_first_matching_rule_naming_a_profile_selects_it(tmp_path: Path) -> None:
-    e = _engine(tmp_path, "p, access, allow, chat, -, True", "p, access, profile, *, strict, r.obj.external",
-                "p, access, allow, *, lenient, True")
+    e = _engine(
+        tmp_path,
+        "p, access, allow, chat, -, True",
+        "p, access, profile, *, strict, r.obj.external",
+        "p, access, allow, *, lenient, True",
+    )
     ext = e.decide("access", APPS, resource(model="gpt-4o", external=True), "chat", make_env())
     local = e.decide("access", APPS, LLAMA, "chat", make_env())
     assert (ext.effect, ext.profile, ext.rule.endswith(":2")) == ("allow", "strict", True)
@@ -48,7 +53,8 @@ def test_the_first_matching_rule_naming_a_profile_selects_it(tmp_path: Path) -> 
 
 
 def test_a_rule_that_raises_denies_the_request_and_is_logged_and_counted(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     e = _engine(tmp_path, "p, access, allow, *, -, True", "p, access, deny, *, -, r.env.hour > 22")
     before = metric("guard_policy_rule_errors_total")
     env = make_env()
@@ -85,21 +91,30 @@ def test_decision_carries_version_and_audit_fields(tmp_path: Path) -> None:
     d = e.decide("access", APPS, LLAMA, "chat", make_env())
     want = hashlib.sha256(MODEL.read_bytes() + b"\0" + (tmp_path / "rules.csv").read_bytes() + b"\0")
     assert d.policy_version == want.hexdigest()
-    assert d.to_audit() == {"stage": "access", "effect": "allow", "rule": f"{tmp_path}/rules.csv:2",
-                            "policy_version": want.hexdigest(), "matched": [f"{tmp_path}/rules.csv:2"],
-                            "profile": "default", "error": ""}
+    assert d.to_audit() == {
+        "stage": "access",
+        "effect": "allow",
+        "rule": f"{tmp_path}/rules.csv:2",
+        "policy_version": want.hexdigest(),
+        "matched": [f"{tmp_path}/rules.csv:2"],
+        "profile": "default",
+        "error": "",
+    }
 
 
-@pytest.mark.parametrize("cond, reason", [
-    ("r.sub.__class__ == 1", "not allowed"),
-    ("timeMatch('_', '_')", "unknown function"),
-    ("r.sub.ou.append('x')", "method 'append' is not allowed"),
-    ("r.sub.OU == 'x'", "unknown attribute r.sub.OU"),
-    ("r.env.pii == []", "only at the content stage"),
-    ("[x for x in r.sub.ou]", "ListComp is not allowed"),
-    ("r.sub.cn == ", "syntax error"),
-    ("keyMatch", "must be called"),
-])
+@pytest.mark.parametrize(
+    "cond, reason",
+    [
+        ("r.sub.__class__ == 1", "not allowed"),
+        ("timeMatch('_', '_')", "unknown function"),
+        ("r.sub.ou.append('x')", "method 'append' is not allowed"),
+        ("r.sub.OU == 'x'", "unknown attribute r.sub.OU"),
+        ("r.env.pii == []", "only at the content stage"),
+        ("[x for x in r.sub.ou]", "ListComp is not allowed"),
+        ("r.sub.cn == ", "syntax error"),
+        ("keyMatch", "must be called"),
+    ],
+)
 def test_unsafe_or_wrong_conditions_are_refused_with_file_and_line(tmp_path: Path, cond: str, reason: str) -> None:
     with pytest.raises(ConfigError) as e:
         _engine(tmp_path, "p, access, allow, *, -, True", f"p, access, allow, *, -, {cond}")

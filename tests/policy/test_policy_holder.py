@@ -1,4 +1,5 @@
 """PolicyHolder: shadow-mode disagreements, hot reload (good, broken, failing tests) under load, watcher."""
+
 from __future__ import annotations
 
 import threading
@@ -16,11 +17,13 @@ LLAMA = resource(model="llama-3-8b")
 NIGHT, DAY = make_env("2026-01-05T21:00:00Z"), make_env("2026-01-05T10:00:00Z")
 
 
-def test_shadow_disagreements_are_counted_and_carry_both_decisions(settings: PolicySettings,
-                                                                   policy_dir: Path) -> None:
+def test_shadow_disagreements_are_counted_and_carry_both_decisions(settings: PolicySettings, policy_dir: Path) -> None:
     candidate = policy_dir / "candidate.csv"  # the candidate lets contractors work at night
-    candidate.write_text((policy_dir / "policy.csv").read_text().replace(
-        "'contractors' in r.sub.ou && (r.env.hour >= 20 || r.env.hour < 6)", "False"))
+    candidate.write_text(
+        (policy_dir / "policy.csv")
+        .read_text()
+        .replace("'contractors' in r.sub.ou && (r.env.hour >= 20 || r.env.hour < 6)", "False")
+    )
     settings.shadow = ShadowPolicy(rules=[candidate])
     holder = PolicyHolder.from_settings(settings)
     before = metric("guard_shadow_disagreements_total", stage="access")
@@ -52,8 +55,9 @@ def _hammer(holder: PolicyHolder, stop: threading.Event, failures: list[str], co
     counts.append(n)
 
 
-def test_hot_reload_of_good_and_broken_policies_under_concurrent_decisions(settings: PolicySettings,
-                                                                          policy_dir: Path) -> None:
+def test_hot_reload_of_good_and_broken_policies_under_concurrent_decisions(
+    settings: PolicySettings, policy_dir: Path
+) -> None:
     holder = PolicyHolder.from_settings(settings)
     rules = policy_dir / "policy.csv"
     original = rules.read_text()
@@ -95,8 +99,9 @@ def test_reload_is_refused_when_the_policy_tests_fail(settings: PolicySettings, 
     assert not holder.decide_access(BOB, LLAMA, "chat", NIGHT).allowed
 
 
-def test_the_watcher_reloads_on_change_and_keeps_the_old_policy_on_error(settings: PolicySettings,
-                                                                         policy_dir: Path) -> None:
+def test_the_watcher_reloads_on_change_and_keeps_the_old_policy_on_error(
+    settings: PolicySettings, policy_dir: Path
+) -> None:
     holder = PolicyHolder.from_settings(settings)
     holder.start_watching()
     try:

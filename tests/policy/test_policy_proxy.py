@@ -1,4 +1,5 @@
 """The shipped policy through the real proxy, with real client certificates and an injected clock."""
+
 from __future__ import annotations
 
 import shutil
@@ -35,9 +36,10 @@ def clock() -> Clock:
 def proxy(guard_factory: Callable[..., Any], clock: Clock, tmp_path: Path) -> Any:
     policies = tmp_path / "policies"
     shutil.copytree(ROOT / "policies", policies)
-    return guard_factory(runtime_kw={"clock": clock},
-                         policy={"model": str(policies / "model.conf"), "rules": [str(policies / "policy.csv")],
-                                 "watch": False})
+    return guard_factory(
+        runtime_kw={"clock": clock},
+        policy={"model": str(policies / "model.conf"), "rules": [str(policies / "policy.csv")], "watch": False},
+    )
 
 
 def _deciding_rule(proxy: Any, r: httpx.Response) -> str:
@@ -83,8 +85,11 @@ def test_shipped_access_rules_through_the_proxy(proxy: Any, clock: Clock) -> Non
 def test_a_policy_change_is_enforced_after_admin_reload_and_a_broken_one_is_not(proxy: Any) -> None:
     rules = Path(proxy.config.policy.rules[0])
     original = rules.read_text()
-    rules.write_text(original.replace("p, access, allow, chat, -, 'apps' in r.sub.ou",
-                                      "p, access, allow, chat, -, 'nobody' in r.sub.ou"))
+    rules.write_text(
+        original.replace(
+            "p, access, allow, chat, -, 'apps' in r.sub.ou", "p, access, allow, chat, -, 'nobody' in r.sub.ou"
+        )
+    )
     assert httpx.post(proxy.admin_url + "/admin/reload", timeout=10).status_code < 300
     assert _chat(proxy, "app").status_code == 403
     rules.write_text(original + "p, access, allow, chat, -, (\n")

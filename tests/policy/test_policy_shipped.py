@@ -1,4 +1,5 @@
 """The shipped policy passes its own tests, and every rule line is exercised by at least one case."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,5 +27,6 @@ def test_every_shipped_case_passes_and_every_rule_is_exercised() -> None:
     for path in policy.rule_paths:
         for rule in load_rules(path)[0]:
             assert rule.loc in exercised, f"no case exercises {rule.loc}"
-            assert rule.loc in deciding or policy.engine.rule_at(rule.loc).eft == "profile", \
+            assert rule.loc in deciding or policy.engine.rule_at(rule.loc).eft == "profile", (
                 f"no case names {rule.loc} as its deciding rule"
+            )

@@ -1,5 +1,6 @@
 """The quota counters themselves (memory backend, a fake clock): GCRA buckets, token settlement,
 concurrency slots, tiers. The pipeline, Redis and real clients are in the other files of this folder."""
+
 from __future__ import annotations
 
 import asyncio
@@ -131,23 +132,27 @@ def test_estimate_heuristic():
 
 def test_usage_stripper_takes_out_only_the_usage_chunk_and_keeps_its_numbers():
     s = UsageStripper()
-    stream = (b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
-              b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
-              b"data: [DONE]\n\n")
-    out = b"".join(s.feed(stream[i:i + 7]) for i in range(0, len(stream), 7)) + s.finish()
-    assert out == (b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
-                   b"data: [DONE]\n\n")
+    stream = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    out = b"".join(s.feed(stream[i : i + 7]) for i in range(0, len(stream), 7)) + s.finish()
+    assert out == (b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\ndata: [DONE]\n\n')
     assert s.usage == {"input_tokens": 3, "output_tokens": 2}
 
 
-@pytest.mark.parametrize("quotas, msg", [
-    ({"tiers": {"gold": {"requests_per_minute": 1}}}, "must define the tier 'default'"),
-    ({"tiers": {"default": {"requests_per_minute": 0}}}, "greater than or equal to 1"),
-    ({"tiers": {"default": {"request_per_minute": 5}}}, "unknown key"),
-    ({"backend": "mysql://x", "tiers": {"default": {}}}, "redis://"),
-    ({"on_error": "ignore", "tiers": {"default": {}}}, "block"),
-    ({"tiers": {}}, "at least the tier 'default'"),
-])
+@pytest.mark.parametrize(
+    "quotas, msg",
+    [
+        ({"tiers": {"gold": {"requests_per_minute": 1}}}, "must define the tier 'default'"),
+        ({"tiers": {"default": {"requests_per_minute": 0}}}, "greater than or equal to 1"),
+        ({"tiers": {"default": {"request_per_minute": 5}}}, "unknown key"),
+        ({"backend": "mysql://x", "tiers": {"default": {}}}, "redis://"),
+        ({"on_error": "ignore", "tiers": {"default": {}}}, "block"),
+        ({"tiers": {}}, "at least the tier 'default'"),
+    ],
+)
 def test_config_errors_name_file_line_and_key(tmp_path, pki_dir, quotas, msg):
     from guard.config import load_config
     from guard.demo.stack import guard_config, write_config
@@ -164,14 +169,18 @@ def test_memory_backend_with_several_workers_is_accepted(tmp_path, pki_dir):
     from guard.config import load_config
     from guard.demo.stack import guard_config, write_config
 
-    p = write_config(tmp_path / "guard.yaml", guard_config(pki_dir, "http://127.0.0.1:1", 1, 2, workers=2,
-                                                           quotas={"tiers": {"default": {"concurrent": 1}}}))
+    p = write_config(
+        tmp_path / "guard.yaml",
+        guard_config(pki_dir, "http://127.0.0.1:1", 1, 2, workers=2, quotas={"tiers": {"default": {"concurrent": 1}}}),
+    )
     assert load_config(p).quotas.backend == "memory"
 
 
 def test_spend_budget_prices_usage_per_model_and_fails_closed_without_a_price():
-    q, _ = make({"default": {"spend_per_day": 0.001}},  # 1000 millionths of the currency
-                prices={"gpt-*": {"input": 1.0, "output": 2.0}})  # per million tokens
+    q, _ = make(
+        {"default": {"spend_per_day": 0.001}},  # 1000 millionths of the currency
+        prices={"gpt-*": {"input": 1.0, "output": 2.0}},
+    )  # per million tokens
 
     async def go():
         t = await q.admit("a", "default", 300, model="gpt-4o")

@@ -1,5 +1,6 @@
 """The memory backend with several workers: `guard serve` as a real process with two workers, whose
 counters one keeper process holds (guard.quota.local)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,8 +19,11 @@ LIMIT = 20
 
 def _start(guard_process, tmp_path, **quotas):  # noqa: F811
     (tmp_path / "nofilters").mkdir(exist_ok=True)
-    g = guard_process(workers=2, filters={"dir": str(tmp_path / "nofilters")},
-                      quotas={"tiers": {"default": {"requests_per_minute": LIMIT}}, **quotas})
+    g = guard_process(
+        workers=2,
+        filters={"dir": str(tmp_path / "nofilters")},
+        quotas={"tiers": {"default": {"requests_per_minute": LIMIT}}, **quotas},
+    )
     deadline = time.monotonic() + 30
     while sum(e["type"] == "guard.started" for e in g.events()) < 2:  # both workers are serving
         assert time.monotonic() < deadline, "a worker did not start"
@@ -32,8 +36,11 @@ async def _burst(g, clients: int, each: int) -> list[int]:
         out = []
         async with httpx.AsyncClient(base_url=g.url, verify=g.ssl(), timeout=20) as c:
             for _ in range(each):  # a new connection each time: the kernel spreads them over both workers
-                r = await c.post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                                 headers={"connection": "close"})
+                r = await c.post(
+                    CHAT,
+                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                    headers={"connection": "close"},
+                )
                 out.append(r.status_code)
         return out
 
@@ -68,6 +75,7 @@ def test_a_hung_keeper_fails_closed_and_a_dead_one_is_restarted(guard_process, t
     keeper = min(before)[1]  # the keeper is forked before the workers
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     with g.client() as c:
+
         def post() -> httpx.Response:
             return c.post(CHAT, json=body, headers={"connection": "close"})
 

@@ -1,5 +1,6 @@
 """Quotas through the running proxy (memory backend): real mTLS, the official openai SDK, httpx, the
 built-in model server's usage, the audit journal."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def test_openai_sdk_sees_rate_limit_error_with_headers_and_the_refusal_is_audite
     assert denied["decisions"]["quota"] == {"tier": "default", "effect": "deny", "counter": "requests_per_minute"}
     assert denied["decisions"]["access"]["effect"] == "allow"
     m = httpx.get(g.admin_url + "/metrics").text
-    assert metric(m, "guard_quota_decisions_total", tier="default", result="refused",
-                  counter="requests_per_minute") >= 1
+    assert (
+        metric(m, "guard_quota_decisions_total", tier="default", result="refused", counter="requests_per_minute") >= 1
+    )
     # the admin endpoint shows the principal's use
     u = httpx.get(g.admin_url + "/admin/quotas").json()
     [(who, rows)] = u["principals"].items()
@@ -87,9 +89,11 @@ def test_policy_selects_the_tier(guard_factory, tmp_path):
     extra = tmp_path / "tiers.csv"
     extra.write_text("p, access, quota, *, gold, 'staff' in r.sub.ou\n")
     (tmp_path / "nofilters").mkdir()
-    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")},
-                      policy={"rules": [str(ROOT / "policies/policy.csv"), str(extra)]},
-                      quotas={"tiers": {"default": {"requests_per_minute": 1}, "gold": {"requests_per_minute": 3}}})
+    g = guard_factory(
+        filters={"dir": str(tmp_path / "nofilters")},
+        policy={"rules": [str(ROOT / "policies/policy.csv"), str(extra)]},
+        quotas={"tiers": {"default": {"requests_per_minute": 1}, "gold": {"requests_per_minute": 3}}},
+    )
     app, staff = g.client("app"), g.client("staff")
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     assert [app.post(CHAT, json=body).status_code for _ in range(2)] == [200, 429]
@@ -104,13 +108,17 @@ def test_policy_selects_the_tier(guard_factory, tmp_path):
     assert staff.post(CHAT, json=body).status_code == 429
 
 
-def test_stream_usage_is_asked_for_counted_and_hidden_from_a_client_that_did_not_ask(guard_factory, tmp_path,
-                                                                                     model_server):
+def test_stream_usage_is_asked_for_counted_and_hidden_from_a_client_that_did_not_ask(
+    guard_factory, tmp_path, model_server
+):
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_minute": 100_000}})
     c = g.client()
     n = model_server[0].requests if hasattr(model_server[0], "requests") else None
-    with c.stream("POST", CHAT, json={"model": "m", "stream": True,
-                                      "messages": [{"role": "user", "content": "[[reply: one two three]]"}]}) as r:
+    with c.stream(
+        "POST",
+        CHAT,
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "[[reply: one two three]]"}]},
+    ) as r:
         body = b"".join(r.iter_bytes())
         rid = r.headers["x-guard-request-id"]
         assert r.headers["x-ratelimit-limit-tokens"] == "100000"
@@ -131,27 +139,47 @@ def test_upstream_rate_limit_headers_reach_the_client_unless_guard_is_stricter(g
             return
         while (await receive()).get("more_body"):
             pass
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                                        "finish_reason": "stop"}],
-                           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"x-ratelimit-limit-requests", b"10000"),
-            (b"x-ratelimit-remaining-requests", b"9999"), (b"x-ratelimit-reset-requests", b"6ms"),
-            (b"x-ratelimit-limit-tokens", b"5"), (b"x-ratelimit-remaining-tokens", b"3"),
-            (b"x-ratelimit-reset-tokens", b"1s")]})
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-ratelimit-limit-requests", b"10000"),
+                    (b"x-ratelimit-remaining-requests", b"9999"),
+                    (b"x-ratelimit-reset-requests", b"6ms"),
+                    (b"x-ratelimit-limit-tokens", b"5"),
+                    (b"x-ratelimit-remaining-tokens", b"3"),
+                    (b"x-ratelimit-reset-tokens", b"1s"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     port = free_port()
-    th = ServerThread(lambda: [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
-                                                             lifespan="off"))]).start()
+    th = ServerThread(
+        lambda: [uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))]
+    ).start()
     try:
         (tmp_path / "nofilters").mkdir()
         plain = guard_factory(upstream_url=f"http://127.0.0.1:{port}", filters={"dir": str(tmp_path / "nofilters")})
         r = plain.client().post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         assert r.headers["x-ratelimit-remaining-requests"] == "9999", "no quotas: the upstream's headers pass"
-        g = guard_factory(upstream_url=f"http://127.0.0.1:{port}", filters={"dir": str(tmp_path / "nofilters")},
-                          quotas={"tiers": {"default": {"requests_per_minute": 5, "tokens_per_minute": 1000}}})
+        g = guard_factory(
+            upstream_url=f"http://127.0.0.1:{port}",
+            filters={"dir": str(tmp_path / "nofilters")},
+            quotas={"tiers": {"default": {"requests_per_minute": 5, "tokens_per_minute": 1000}}},
+        )
         r = g.client().post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
         assert r.headers["x-ratelimit-limit-requests"] == "5", "Guard's requests limit is stricter: its values"
@@ -166,8 +194,11 @@ def test_upstream_rate_limit_headers_reach_the_client_unless_guard_is_stricter(g
 def test_concurrent_limit_refuses_a_second_stream_while_the_first_runs(guard_factory, tmp_path):
     g = _guard(guard_factory, tmp_path, {"default": {"concurrent_streams": 1}})
     c = g.client()
-    slow = {"model": "m", "stream": True,
-            "messages": [{"role": "user", "content": "[[reply: a b c d]] [[delay_ms=300]]"}]}
+    slow = {
+        "model": "m",
+        "stream": True,
+        "messages": [{"role": "user", "content": "[[reply: a b c d]] [[delay_ms=300]]"}],
+    }
     with c.stream("POST", CHAT, json=slow) as r1:
         it = r1.iter_bytes()
         next(it)
@@ -186,10 +217,17 @@ def test_quota_show_cli_asks_the_running_guard_for_memory_counters(guard_factory
     import sys
 
     g = _guard(guard_factory, tmp_path, {"default": {"requests_per_minute": 7}})
-    assert g.client().post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    assert (
+        g.client().post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    )
     who = next(iter(httpx.get(g.admin_url + "/admin/quotas").json()["principals"]))
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "quota", "show", "--config", str(g.config.source),
-                        "--principal", who], capture_output=True, text=True, timeout=30, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "quota", "show", "--config", str(g.config.source), "--principal", who],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     assert "requests_per_minute: 1/7 used, 6 left" in p.stdout, p.stdout
 
@@ -198,9 +236,13 @@ def test_spend_budget_from_the_price_table(guard_factory, tmp_path):
     """The model server's usage (prompt chars/4, answer words) priced per model; a model without a price
     under a spend-limited tier is refused, never free."""
     (tmp_path / "nofilters").mkdir()
-    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")},
-                      quotas={"tiers": {"default": {"spend_per_day": 0.01}},
-                              "prices": {"priced-*": {"input": 100.0, "output": 400.0}}})
+    g = guard_factory(
+        filters={"dir": str(tmp_path / "nofilters")},
+        quotas={
+            "tiers": {"default": {"spend_per_day": 0.01}},
+            "prices": {"priced-*": {"input": 100.0, "output": 400.0}},
+        },
+    )
     c = g.client()
     body = {"model": "priced-m", "messages": [{"role": "user", "content": "[[reply: a b c d e f g h i j]]"}]}
     codes = []

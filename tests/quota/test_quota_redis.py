@@ -1,6 +1,7 @@
 """Quotas shared through a real redis-server (started here on a free loopback port) by two Guard instances:
 the limit holds across them under concurrent clients; Redis killed mid-run answers per ``on_error`` without
 hanging; Redis restarted, admission recovers."""
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -16,8 +17,9 @@ from guard.demo.stack import free_port
 from tests.audit.proxy_helpers import by_request, journal_events, metric
 
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-pytestmark = pytest.mark.skipif(not Path(REDIS).exists(),
-                                reason="redis-server is not installed (Debian package redis-server; make debian-deps)")
+pytestmark = pytest.mark.skipif(
+    not Path(REDIS).exists(), reason="redis-server is not installed (Debian package redis-server; make debian-deps)"
+)
 CHAT = "/v1/chat/completions"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -29,9 +31,23 @@ class Redis:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Redis:
-        self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.tmp)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import socket
 
         end = time.monotonic() + 10
@@ -65,7 +81,12 @@ def redis(tmp_path):
 
 def _two(guard_factory, tmp_path, redis, tiers, on_error="block"):
     (tmp_path / "nofilters").mkdir(exist_ok=True)
-    q = {"backend": redis.url, "on_error": on_error, "tiers": tiers, "timeout_ms": 2000}  # generous: a loaded CI box must not read slowness as an outage
+    q = {
+        "backend": redis.url,
+        "on_error": on_error,
+        "tiers": tiers,
+        "timeout_ms": 2000,
+    }  # generous: a loaded CI box must not read slowness as an outage
     return [guard_factory(filters={"dir": str(tmp_path / "nofilters")}, quotas=q) for _ in range(2)]
 
 
@@ -113,9 +134,15 @@ def test_redis_down_blocks_fast_then_recovers_after_restart(guard_factory, tmp_p
 
 def test_redis_down_with_on_error_allow_admits_marked(guard_factory, tmp_path, redis):
     (tmp_path / "nofilters").mkdir()
-    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")},
-                      quotas={"backend": redis.url, "on_error": "allow", "timeout_ms": 200,
-                              "tiers": {"default": {"requests_per_minute": 1}}})
+    g = guard_factory(
+        filters={"dir": str(tmp_path / "nofilters")},
+        quotas={
+            "backend": redis.url,
+            "on_error": "allow",
+            "timeout_ms": 200,
+            "tiers": {"default": {"requests_per_minute": 1}},
+        },
+    )
     c = g.client()
     assert [c.post(CHAT, json=BODY).status_code for _ in range(2)] == [200, 429]
     redis.kill()
@@ -127,8 +154,11 @@ def test_redis_down_with_on_error_allow_admits_marked(guard_factory, tmp_path, r
         if "exchange.completed" in recs or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert recs["exchange.started"]["decisions"]["quota"] == {"tier": "default", "effect": "allow",
-                                                               "backend": "unavailable"}
+    assert recs["exchange.started"]["decisions"]["quota"] == {
+        "tier": "default",
+        "effect": "allow",
+        "backend": "unavailable",
+    }
     m = httpx.get(g.admin_url + "/metrics").text
     assert metric(m, "guard_quota_decisions_total", result="unavailable_allowed") >= 1
 
@@ -138,8 +168,11 @@ def test_token_reservation_is_shared_and_settled(guard_factory, tmp_path, redis)
     used = 0
     codes = []
     for i in range(12):
-        r = (a if i % 2 else b).client().post(CHAT, json={"model": "m", "messages": [
-            {"role": "user", "content": "[[reply: a b c d e f g h]]"}]})
+        r = (
+            (a if i % 2 else b)
+            .client()
+            .post(CHAT, json={"model": "m", "messages": [{"role": "user", "content": "[[reply: a b c d e f g h]]"}]})
+        )
         codes.append(r.status_code)
         if r.status_code != 200:
             break
@@ -155,7 +188,12 @@ def test_quota_show_cli_reads_redis(guard_factory, tmp_path, redis):
     g, _ = _two(guard_factory, tmp_path, redis, {"default": {"requests_per_minute": 10}})
     assert g.client().post(CHAT, json=BODY).status_code == 200
     cfg = g.config.source
-    p = subprocess.run([sys.executable, "-m", "guard.cli", "quota", "show", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=30, check=False)
+    p = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "quota", "show", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     assert "billing-app" in p.stdout and "requests_per_minute" in p.stdout

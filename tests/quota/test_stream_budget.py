@@ -1,5 +1,6 @@
 """A stream that runs out of its tier's token budget mid-answer ends with the wire API's error event
 (official openai and ollama clients raise), is audited and counted, and its upstream connection is closed."""
+
 from __future__ import annotations
 
 import math
@@ -42,16 +43,21 @@ def _wait(cond, what, timeout=5.0):
 
 
 @pytest.mark.parametrize("screened", [False, True], ids=["fast-path", "screened"])
-def test_openai_sdk_stream_ends_with_api_error_when_the_budget_runs_out(guard_factory, tmp_path, model_server,
-                                                                      screened):
+def test_openai_sdk_stream_ends_with_api_error_when_the_budget_runs_out(
+    guard_factory, tmp_path, model_server, screened
+):
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_minute": 120}}, screened)
     cancelled = model_server[0].cancelled
     labels = {"tier": "default", "result": "exhausted_mid_stream", "counter": "tokens_per_minute"}
     before = metric(httpx.get(g.admin_url + "/metrics").text, "guard_quota_decisions_total", **labels)
     c = g.openai()
     text = []
-    with pytest.raises(openai.APIError) as e, c.chat.completions.with_streaming_response.create(
-            model="m", stream=True, messages=[{"role": "user", "content": FOREVER}]) as raw:
+    with (
+        pytest.raises(openai.APIError) as e,
+        c.chat.completions.with_streaming_response.create(
+            model="m", stream=True, messages=[{"role": "user", "content": FOREVER}]
+        ) as raw,
+    ):
         rid = raw.headers["x-guard-request-id"]
         for chunk in raw.parse():
             text.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
@@ -86,17 +92,27 @@ def test_ollama_stream_ends_with_an_error_line(guard_factory, tmp_path):
         for part in oc.chat(model="llama3", stream=True, messages=[{"role": "user", "content": FOREVER}]):
             got.append(part["message"]["content"])
     assert "tokens_per_day" in str(e.value.error) and "".join(got).startswith("tick 0")
-    with g.client().stream("POST", "/api/chat", json={"model": "llama3", "stream": True, "messages": [
-            {"role": "user", "content": FOREVER}]}) as r:
+    with g.client().stream(
+        "POST",
+        "/api/chat",
+        json={"model": "llama3", "stream": True, "messages": [{"role": "user", "content": FOREVER}]},
+    ) as r:
         assert r.status_code == 429, "the day's budget is spent: refused at admission"
 
 
 def test_a_stream_within_its_reservation_is_not_cut(guard_factory, tmp_path):
     """``max_tokens`` reserved the whole answer: the stream completes as usual and is settled by usage."""
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_minute": 200}})
-    with g.client().stream("POST", "/v1/chat/completions", json={
-            "model": "m", "stream": True, "max_tokens": 100,
-            "messages": [{"role": "user", "content": "[[reply: " + "w " * 60 + "]]"}]}) as r:
+    with g.client().stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "m",
+            "stream": True,
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "[[reply: " + "w " * 60 + "]]"}],
+        },
+    ) as r:
         body = b"".join(r.iter_bytes())
         rid = r.headers["x-guard-request-id"]
     assert body.endswith(b"data: [DONE]\n\n") and b'"error"' not in body

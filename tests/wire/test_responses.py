@@ -2,6 +2,7 @@
 unchanged, against the built-in model server's /v1/responses: create and stream (typed events), function
 tools and their round trip, built-in tools and server-side state refused, screens on whole and streamed
 answers including the events that repeat the whole text, errors in OpenAI's shape."""
+
 from __future__ import annotations
 
 import json
@@ -18,14 +19,19 @@ from tests.wire.test_anthropic import sent
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 EMAIL = "ann.lee@mailbox.org"
-TOOL = {"type": "function", "name": "get_weather", "description": "weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 
 
 def test_create_whole(guard: Any, model_server: Any) -> None:
     with guard.openai() as c:
-        raw = c.responses.with_raw_response.create(model="demo-model", input="[[reply: Hello there]]",
-                                                   instructions="be brief")
+        raw = c.responses.with_raw_response.create(
+            model="demo-model", input="[[reply: Hello there]]", instructions="be brief"
+        )
         r = raw.parse()
     assert r.output_text == "Hello there" and r.status == "completed" and r.usage.output_tokens == 2
     got = sent(model_server, raw.headers["x-guard-request-id"])
@@ -36,8 +42,13 @@ def test_create_whole(guard: Any, model_server: Any) -> None:
 
 def test_stream_events(guard: Any) -> None:
     with guard.openai() as c:
-        evs = list(c.responses.create(model="demo-model", input=[{"role": "user", "content": [
-            {"type": "input_text", "text": "[[reply: one two three]]"}]}], stream=True))
+        evs = list(
+            c.responses.create(
+                model="demo-model",
+                input=[{"role": "user", "content": [{"type": "input_text", "text": "[[reply: one two three]]"}]}],
+                stream=True,
+            )
+        )
     kinds = [e.type for e in evs]
     text = "".join(e.delta for e in evs if e.type == "response.output_text.delta")
     assert text == "one two three" and kinds[0] == "response.created" and kinds[-1] == "response.completed"
@@ -51,47 +62,63 @@ def test_function_tools_whole_streamed_and_round_trip(guard: Any, model_server: 
     with guard.openai() as c:
         r = c.responses.create(model="demo-model", input=directive, tools=[TOOL])
         evs = list(c.responses.create(model="demo-model", input=directive, tools=[TOOL], stream=True))
-        raw = c.responses.with_raw_response.create(model="demo-model", tools=[TOOL], input=[
-            {"role": "user", "content": "weather?"},
-            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
-            {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-            {"role": "user", "content": "[[reply: fine]]"}])
+        raw = c.responses.with_raw_response.create(
+            model="demo-model",
+            tools=[TOOL],
+            input=[
+                {"role": "user", "content": "weather?"},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+                {"role": "user", "content": "[[reply: fine]]"},
+            ],
+        )
     call = r.output[0]
     assert call.type == "function_call" and json.loads(call.arguments) == {"city": "Paris"}
     args = "".join(e.delta for e in evs if e.type == "response.function_call_arguments.delta")
     assert json.loads(args) == {"city": "Paris"}
-    assert json.loads(next(e for e in evs if e.type == "response.function_call_arguments.done").arguments) == \
-        {"city": "Paris"}
+    assert json.loads(next(e for e in evs if e.type == "response.function_call_arguments.done").arguments) == {
+        "city": "Paris"
+    }
     assert raw.parse().output_text == "fine"
     assert sent(model_server, raw.headers["x-guard-request-id"])["body"]["input"][2]["output"] == "sunny"
 
 
-@pytest.mark.parametrize("kw,code", [
-    ({"tools": [{"type": "web_search"}]}, "unsupported_tool"),
-    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "unsupported_tool"),
-    ({"previous_response_id": "resp_1"}, "stateful_refused"),
-    ({"store": True}, "stateful_refused"),
-    ({"conversation": "conv_1"}, "stateful_refused"),
-    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "unsupported_item"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}]},
-     "unscreenable_input"),
-    ({"prompt": {"id": "pmpt_1"}}, "unknown_field"),
-])
+@pytest.mark.parametrize(
+    "kw,code",
+    [
+        ({"tools": [{"type": "web_search"}]}, "unsupported_tool"),
+        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "unsupported_tool"),
+        ({"previous_response_id": "resp_1"}, "stateful_refused"),
+        ({"store": True}, "stateful_refused"),
+        ({"conversation": "conv_1"}, "stateful_refused"),
+        ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "unsupported_item"),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AA=="}]}
+                ]
+            },
+            "unscreenable_input",
+        ),
+        ({"prompt": {"id": "pmpt_1"}}, "unknown_field"),
+    ],
+)
 def test_context_guard_cannot_see_is_refused(guard: Any, model_server: Any, kw: dict[str, Any], code: str) -> None:
     body = {"model": "demo-model", "input": "hi", **kw}
     with guard.client() as c:
         r = c.post("/v1/responses", json=body)
     assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
-    assert r.headers["x-guard-request-id"] not in {q["headers"].get("x-guard-request-id")
-                                                   for q in model_server[0].requests}
+    assert r.headers["x-guard-request-id"] not in {
+        q["headers"].get("x-guard-request-id") for q in model_server[0].requests
+    }
 
 
 def test_stateful_upstream_may_take_previous_response_id(guard_factory: Any, model_server: Any) -> None:
-    g = guard_factory(upstreams={"local": {"url": model_server[1], "api": "openai", "timeout_s": 10,
-                                           "stateful": True}})
+    g = guard_factory(upstreams={"local": {"url": model_server[1], "api": "openai", "timeout_s": 10, "stateful": True}})
     with g.openai() as c:
-        raw = c.responses.with_raw_response.create(model="demo-model", input="hi", previous_response_id="resp_1",
-                                                   store=True)
+        raw = c.responses.with_raw_response.create(
+            model="demo-model", input="hi", previous_response_id="resp_1", store=True
+        )
     body = sent(model_server, raw.headers["x-guard-request-id"])["body"]
     assert body["previous_response_id"] == "resp_1" and body["store"] is True
 
@@ -106,11 +133,15 @@ def test_secret_blocked(guard: Any, where: str) -> None:
     elif where == "part":
         kw["input"] = [{"role": "user", "content": [{"type": "input_text", "text": AWS}]}]
     elif where == "function_output":
-        kw["input"] = [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
-                       {"type": "function_call_output", "call_id": "c", "output": AWS}]
+        kw["input"] = [
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": AWS},
+        ]
     elif where == "arguments":
-        kw["input"] = [{"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"k": AWS})},
-                       {"type": "function_call_output", "call_id": "c", "output": "ok"}]
+        kw["input"] = [
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"k": AWS})},
+            {"type": "function_call_output", "call_id": "c", "output": "ok"},
+        ]
     else:
         kw["tools"] = [{**TOOL, "description": AWS}]
     with guard.openai() as c, pytest.raises(openai.BadRequestError) as e:
@@ -128,8 +159,9 @@ def test_redaction_reaches_the_done_events_too(guard_factory: Any, model_server:
     deny.write_text(deny.read_text().replace("prompt: block", 'prompt: "off"'))
     g = guard_factory(filters={"dir": str(d)})
     with g.openai() as c:
-        evs = list(c.responses.create(model="demo-model", input=f"[[reply: the key is {AWS} ok]] [[chunks=6]]",
-                                      stream=True))
+        evs = list(
+            c.responses.create(model="demo-model", input=f"[[reply: the key is {AWS} ok]] [[chunks=6]]", stream=True)
+        )
         whole = c.responses.create(model="demo-model", input=f"[[reply: the key is {AWS} ok]]")
     want = "the key is [REDACTED:aws_access_key_id] ok"
     dump = json.dumps([e.model_dump() for e in evs])
@@ -167,8 +199,11 @@ def test_pseudonym_restored_in_the_streamed_answer(pki_dir: Path, model_server: 
     g = start_guard(pki_dir, model_server[1], tmp_path, judge_url=model_server[1], filters={"dir": str(d)})
     try:
         with g.openai() as c:
-            evs = list(c.responses.create(model="demo-model", stream=True,
-                                          input=f"[[echo]] [[chunks=31]] please mail {EMAIL} today"))
+            evs = list(
+                c.responses.create(
+                    model="demo-model", stream=True, input=f"[[echo]] [[chunks=31]] please mail {EMAIL} today"
+                )
+            )
     finally:
         g.stop()
     text = "".join(e.delta for e in evs if e.type == "response.output_text.delta")
@@ -181,11 +216,15 @@ def test_audit_record_and_policy_attributes(guard: Any) -> None:
     with guard.openai() as c:
         rid_r = c.responses.with_raw_response.create(model="demo-model", input="hi").headers["x-guard-request-id"]
         rid_c = c.chat.completions.with_raw_response.create(
-            model="demo-model", messages=[{"role": "user", "content": "hi"}]).headers["x-guard-request-id"]
+            model="demo-model", messages=[{"role": "user", "content": "hi"}]
+        ).headers["x-guard-request-id"]
     deadline = time.monotonic() + 5
     while True:
-        done = {e["request_id"]: e for e in events(guard.config.audit.dir)
-                if e.get("type") == "exchange.completed" and e.get("request_id") in (rid_r, rid_c)}
+        done = {
+            e["request_id"]: e
+            for e in events(guard.config.audit.dir)
+            if e.get("type") == "exchange.completed" and e.get("request_id") in (rid_r, rid_c)
+        }
         if len(done) == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -214,19 +253,31 @@ def test_content_capture_keeps_the_prompt_of_items(guard_factory: Any, tmp_path:
 
     g = guard_factory(audit={"dir": str(tmp_path / "audit"), "capture": "full"})
     with g.openai() as c:
-        rid_r = c.responses.with_raw_response.create(model="demo-model", instructions="sys-r", input=[
-            {"role": "user", "content": [{"type": "input_text", "text": "item-text"}]},
-            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "c", "output": "tool-out"}]).headers["x-guard-request-id"]
-    with anthropic_sdk.Anthropic(base_url=g.url, api_key="k", max_retries=0,
-                                 http_client=httpx2.Client(verify=g.ssl_context())) as a:
-        rid_m = a.messages.with_raw_response.create(model="claude-demo", max_tokens=5, system=[
-            {"type": "text", "text": "sys-m"}], messages=[{"role": "user", "content": [
-                {"type": "text", "text": "block-text"}]}]).headers["x-guard-request-id"]
+        rid_r = c.responses.with_raw_response.create(
+            model="demo-model",
+            instructions="sys-r",
+            input=[
+                {"role": "user", "content": [{"type": "input_text", "text": "item-text"}]},
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "tool-out"},
+            ],
+        ).headers["x-guard-request-id"]
+    with anthropic_sdk.Anthropic(
+        base_url=g.url, api_key="k", max_retries=0, http_client=httpx2.Client(verify=g.ssl_context())
+    ) as a:
+        rid_m = a.messages.with_raw_response.create(
+            model="claude-demo",
+            max_tokens=5,
+            system=[{"type": "text", "text": "sys-m"}],
+            messages=[{"role": "user", "content": [{"type": "text", "text": "block-text"}]}],
+        ).headers["x-guard-request-id"]
     deadline = time.monotonic() + 5
     while True:
-        started = {e["request_id"]: e for e in events(g.config.audit.dir)
-                   if e.get("type") == "exchange.started" and e.get("request_id") in (rid_r, rid_m)}
+        started = {
+            e["request_id"]: e
+            for e in events(g.config.audit.dir)
+            if e.get("type") == "exchange.started" and e.get("request_id") in (rid_r, rid_m)
+        }
         if len(started) == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.05)

@@ -1,13 +1,33 @@
 """Every wire API module offers what guard.pipeline and guard.relay ask of it (guard.apis.wire), and every
 served route has a module and a field table."""
+
 from __future__ import annotations
 
 from guard.apis import ROUTES, fields
 from guard.apis.wire import WIRE
 
-NEEDED = ("validate", "prompt_segments", "unscreened", "response_segments", "usage", "finish_reasons",
-          "filter_whole", "error_body", "stream_error", "split", "payload", "is_end", "chunk_channels",
-          "chunk_finished", "flush", "encode", "stop_bytes", "SEP", "END", "STREAM_MEDIA_TYPE")
+NEEDED = (
+    "validate",
+    "prompt_segments",
+    "unscreened",
+    "response_segments",
+    "usage",
+    "finish_reasons",
+    "filter_whole",
+    "error_body",
+    "stream_error",
+    "split",
+    "payload",
+    "is_end",
+    "chunk_channels",
+    "chunk_finished",
+    "flush",
+    "encode",
+    "stop_bytes",
+    "SEP",
+    "END",
+    "STREAM_MEDIA_TYPE",
+)
 
 
 def test_every_module_has_the_shared_functions() -> None:
