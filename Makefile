@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py guard/audit/_ed25519_batch.c guard/audit/_cano
 # Debian packages the tests and benchmarks use (rsyslog for the syslog sink test; nginx and wrk for bench).
 debian-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in rsyslog rsyslog-relp nginx wrk redis-server chromium chromium-driver; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in rsyslog rsyslog-relp nginx wrk redis-server chromium chromium-driver libnss3-tools; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
 	fi
 
