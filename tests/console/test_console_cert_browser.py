@@ -9,6 +9,7 @@ content setting (the one the ``AutoSelectCertificateForUrls`` policy fills) name
 the test CA as issuer, written into this browser's own profile preferences, so no global policy file under
 /etc/chromium is touched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,11 +31,14 @@ from tests.console.test_console import CHROMEDRIVER, CHROMIUM, console_events
 console_guard = base.console_guard  # the same Guard and journal as test_console.py (a module of its own)
 CERTUTIL, PK12UTIL = shutil.which("certutil"), shutil.which("pk12util")
 pytestmark = [
-    pytest.mark.skipif(not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
-                       reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
-                              "make debian-deps"),
-    pytest.mark.skipif(not (CERTUTIL and PK12UTIL),
-                       reason="needs the NSS tools certutil and pk12util (Debian's libnss3-tools): make debian-deps"),
+    pytest.mark.skipif(
+        not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+        reason=f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): make debian-deps",
+    ),
+    pytest.mark.skipif(
+        not (CERTUTIL and PK12UTIL),
+        reason="needs the NSS tools certutil and pk12util (Debian's libnss3-tools): make debian-deps",
+    ),
 ]
 
 
@@ -52,8 +56,9 @@ def _nss_home(home: Path, g: GuardHandle, name: str) -> Path:
     run(str(CERTUTIL), "-A", "-n", "guard-test-ca", "-t", "C,,", "-i", str(g.pki / "ca.pem"), "-d", sql)
     p12 = home / f"{name}.p12"
     cert, key = g.cert(name)
-    run("openssl", "pkcs12", "-export", "-in", cert, "-inkey", key, "-name", name, "-out", str(p12),
-        "-passout", "pass:")
+    run(
+        "openssl", "pkcs12", "-export", "-in", cert, "-inkey", key, "-name", name, "-out", str(p12), "-passout", "pass:"
+    )
     run(str(PK12UTIL), "-i", str(p12), "-W", "", "-d", sql)
     p12.unlink()  # the key now lives only in the NSS database
     return home
@@ -73,13 +78,21 @@ def _browser(home: Path, origin: str, issuer_cn: str) -> Any:
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              "--window-size=1400,1000", "--no-first-run", f"--user-data-dir={home / 'profile'}"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        f"--user-data-dir={home / 'profile'}",
+    ):
         opts.add_argument(a)
     # select the certificate issued by the test CA for the console's origin, without a dialog
     rule = {"filters": [{"ISSUER": {"CN": issuer_cn}}]}
-    opts.add_experimental_option("prefs", {"profile.content_settings.exceptions.auto_select_certificate":
-                                           {f"{origin},*": {"setting": rule}}})
+    opts.add_experimental_option(
+        "prefs", {"profile.content_settings.exceptions.auto_select_certificate": {f"{origin},*": {"setting": rule}}}
+    )
     env = {**os.environ, "HOME": str(home)}
     d = webdriver.Chrome(service=Service(CHROMEDRIVER, env=env), options=opts)
     d.set_page_load_timeout(30)  # a certificate dialog nobody answers would otherwise hang the page load
@@ -92,8 +105,11 @@ def cert_browser(console_guard: GuardHandle, tmp_path: Path) -> Iterator[Any]:
     u = urlsplit(console_guard.admin_url)
 
     def make(name: str) -> Any:
-        d = _browser(_nss_home(tmp_path / name, console_guard, name), f"{u.scheme}://{u.netloc}",
-                     _issuer_cn(console_guard.pki / "ca.pem"))
+        d = _browser(
+            _nss_home(tmp_path / name, console_guard, name),
+            f"{u.scheme}://{u.netloc}",
+            _issuer_cn(console_guard.pki / "ca.pem"),
+        )
         made.append(d)
         return d
 
@@ -110,8 +126,9 @@ def _fingerprint(g: GuardHandle, name: str) -> str:
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
 
 
-def test_an_auditor_certificate_alone_opens_the_console_in_the_browser(console_guard: GuardHandle,
-                                                                        cert_browser: Any) -> None:
+def test_an_auditor_certificate_alone_opens_the_console_in_the_browser(
+    console_guard: GuardHandle, cert_browser: Any
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -144,8 +161,9 @@ def test_an_auditor_certificate_alone_opens_the_console_in_the_browser(console_g
     # the journal names the certificate behind every view, not the token
     ev = [e["console"] for e in console_events(g)[before:]]
     mine = [e for e in ev if e["fingerprint"] == fp]
-    assert mine and all(e["auth"] == "certificate" and e["status"] in (200, 303) and "CN=carol-auditor" in e["who"]
-                        for e in mine), [(e["path"], e["status"], e["who"]) for e in mine]
+    assert mine and all(
+        e["auth"] == "certificate" and e["status"] in (200, 303) and "CN=carol-auditor" in e["who"] for e in mine
+    ), [(e["path"], e["status"], e["who"]) for e in mine]
     paths = {e["path"] for e in mine}
     assert "/console/search" in paths and any(p.startswith("/console/event/") for p in paths)
     assert any(e.get("query", {}).get("decision") == "blocked" and e.get("results") == 1 for e in mine)
@@ -153,7 +171,8 @@ def test_an_auditor_certificate_alone_opens_the_console_in_the_browser(console_g
 
 
 def test_a_certificate_without_the_auditor_grant_gets_the_403_page_in_the_browser(
-        console_guard: GuardHandle, cert_browser: Any) -> None:
+    console_guard: GuardHandle, cert_browser: Any
+) -> None:
     from selenium.webdriver.common.by import By
 
     g = console_guard
