@@ -51,7 +51,8 @@ def screens_of(audit_dir: Path, rid: str) -> str:
 def test_openai_prompt_cannot_steer_the_judge(guard: Any, model_server: Any, name: str) -> None:
     text = PROMPT_ATTACKS[name]
     assert naive([{"role": "user", "content": text}]) == "safe"
-    since = len(model_server[0].requests)
+    model_server[0].requests.clear()  # the server keeps its last 50 requests: count from empty
+    since = 0
     with guard.openai() as c, pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": text}])
     assert e.value.status_code == 400 and e.value.body["code"] == "unsafe_content" and "S1" in e.value.body["message"]

@@ -182,7 +182,7 @@ def test_turning_usage_off_does_not_hide_a_streams_tokens(guard_factory, tmp_pat
         th.stop()
 
 
-@pytest.mark.parametrize("max_tokens", [10**30, -5, 0, 1.5, "9", True, None, [1], {"a": 1}])
+@pytest.mark.parametrize("max_tokens", [10**15, 10**30, -5, 0, 1.5, "9", True, None, [1], {"a": 1}])
 def test_hostile_max_tokens_get_documented_answers(guard_factory, tmp_path, max_tokens):
     g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_minute": 10_000}})
     r = g.client().post(
@@ -190,8 +190,10 @@ def test_hostile_max_tokens_get_documented_answers(guard_factory, tmp_path, max_
     )
     assert r.status_code in (200, 400, 429), r.text
     assert "error" in r.json() or "choices" in r.json()
-    if max_tokens == 10**30:
+    if max_tokens == 10**15:  # a valid integer, far over the budget
         assert r.status_code == 429 and "more than the tokens_per_minute limit" in r.json()["error"]["message"]
+    if max_tokens == 10**30:  # outside int64: refused by the strict body reader before any quota
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
 def test_a_concurrent_burst_never_gets_past_the_limit(guard_factory, tmp_path):
