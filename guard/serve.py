@@ -19,6 +19,7 @@ from guard import gc_tuning
 from guard.app import GuardApp, admin_app
 from guard.compat.uvicorn_protocols import QuietServer, bound_port
 from guard.config import Config, ConfigError
+from guard.procs import die_with_parent
 from guard.runtime import Runtime
 from guard.server import protocol_class
 
@@ -180,24 +181,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return s
 
 
-def _die_with_parent(master: int) -> None:
-    """A worker must not outlive a supervisor killed with -9: it would keep the port and its chain's lock."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != master:  # the supervisor died before prctl took effect
-        os._exit(1)
-
-
 def _child(cfg: Config, worker: int, socks: tuple[socket.socket, socket.socket], master: int) -> None:
     code = 1
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        _die_with_parent(master)
+        die_with_parent(master)
         rt = Runtime(cfg, worker=worker)
         rt.supervised = True
         rt.load()

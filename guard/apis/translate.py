@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guard.apis.openai import _dict, _int, _list, event_data, split_events
+from guard.apis.chat_stream import feed_chat_chunks
+from guard.apis.openai import _dict, _int, _list
 from guard.errors import GuardError, bad_request
 
 # Client API -> upstream APIs that take it as it is.
@@ -375,25 +376,7 @@ class ChatStream:
         return out + self._ev({"type": "content_block_start", "index": self._block[0], "content_block": block})
 
     def feed(self, data: bytes) -> bytes:
-        from guard.relay import UpstreamStreamError
-
-        self._buf += data
-        out = bytearray()
-        for raw in split_events(self._buf):
-            payload = event_data(raw)
-            if payload is None or self._ended:
-                continue
-            if payload.strip() == b"[DONE]":
-                out += self.end()
-                continue
-            try:
-                chunk = json.loads(payload)
-                if not isinstance(chunk, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError) as e:
-                raise UpstreamStreamError(f"unparseable stream chunk: {e}") from None
-            out += self._chunk(chunk)
-        return bytes(out)
+        return feed_chat_chunks(self, data)
 
     def _chunk(self, chunk: dict[str, Any]) -> bytes:
         out = bytearray()

@@ -112,9 +112,9 @@ def start_keeper(path: str | None = None) -> tuple[int, str]:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        from guard.serve import _die_with_parent
+        from guard.procs import die_with_parent
 
-        _die_with_parent(master)
+        die_with_parent(master)
         asyncio.run(_keep(path))
         code = 0
     except BaseException:
