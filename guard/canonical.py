@@ -16,7 +16,7 @@ from guard import telemetry
 from guard.apis import fields, strictjson
 from guard.errors import GuardError, bad_request
 from guard.exchange import Exchange
-from guard.filters.base import Verdict
+from guard.screens.base import Verdict
 
 
 def parse(raw: bytes) -> dict[str, Any]:

@@ -16,7 +16,7 @@ _COMMAND_MODULES = (
     "guard.pki",  # pki
     "guard.demo.cli",  # demo
     "guard.policy.cli",  # policy check|test|explain
-    "guard.filters.cli",  # scan
+    "guard.screens.cli",  # scan
     "guard.audit.cli",  # audit keygen|verify|export|tail
     "guard.quota.cli",  # quota show
 )

@@ -25,14 +25,14 @@ from guard.apis.wire import WIRE, module
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
-from guard.filters import budget
-from guard.filters.base import ScreenSet, Segment, Verdict
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.quota import hook as quota
 from guard.quota import stream as quota_stream
 from guard.ratelog import Throttled
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
+from guard.screens import budget
+from guard.screens.base import ScreenSet, Segment, Verdict
 from guard.upstream import (
     Upstreams,
     UpstreamUnreachable,

@@ -17,7 +17,7 @@ from typing import Any
 
 from guard.apis import answer, set_path
 from guard.apis.wire import module
-from guard.filters.base import StreamScreen, Verdict
+from guard.screens.base import StreamScreen, Verdict
 
 
 class UpstreamStreamError(Exception):

@@ -15,9 +15,9 @@ from typing import Any
 
 from guard import __version__, reloads, telemetry
 from guard.config import Config, ConfigError
-from guard.filters.base import Verdict
 from guard.pipeline import ScreenSet, Services
 from guard.revocation import Revocations, TLSFileError
+from guard.screens.base import Verdict
 from guard.tls import ContextHolder, build_server_context
 
 log = logging.getLogger("guard.runtime")
@@ -181,8 +181,8 @@ class Runtime:
                 )
 
     def _load_screens(self) -> Callable[[str], ScreenSet]:
-        from guard.filters.pii_pool import POOL
-        from guard.filters.profiles import load_profiles
+        from guard.screens.pii.pool import POOL
+        from guard.screens.profiles import load_profiles
 
         POOL.size = self.config.limits.screen_processes
         self.profiles = load_profiles(self.config.filters.dir)
@@ -359,7 +359,7 @@ class Runtime:
         if self.profiles is not None:
             files = self._filter_files()
             try:
-                from guard.filters.profiles import load_profiles
+                from guard.screens.profiles import load_profiles
 
                 new = await asyncio.to_thread(load_profiles, self.config.filters.dir)
                 self.profiles.replace(new)

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from guard.errors import error_body
-from guard.filters.base import ResponseScreen, Segment, Verdict
+from guard.screens.base import ResponseScreen, Segment, Verdict
 
 ERROR_BODY_CAP = 65536  # bytes of an upstream error body relayed to the client; a longer one is replaced
 

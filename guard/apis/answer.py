@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from guard.filters.base import Segment
+from guard.screens.base import Segment
 
 # Keys whose string values are structure, not model text (at any depth of an answer).
 STRUCTURAL = frozenset(

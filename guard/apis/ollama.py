@@ -10,7 +10,7 @@ from typing import Any
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import GuardError, bad_request
-from guard.filters.base import Segment
+from guard.screens.base import Segment
 
 STREAM_MEDIA_TYPE = b"application/x-ndjson"
 

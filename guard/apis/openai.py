@@ -10,7 +10,7 @@ from typing import Any
 from guard.apis.answer import answer_segments, nest
 from guard.apis.fields import parameter_texts
 from guard.errors import GuardError, bad_request
-from guard.filters.base import Segment
+from guard.screens.base import Segment
 
 STREAM_MEDIA_TYPE = b"text/event-stream"
 

@@ -22,7 +22,7 @@ from typing import Any
 from guard.apis import openai
 from guard.apis.openai import _dict, _int, _list, _str, event_data, json_segment, split_events
 from guard.errors import GuardError, bad_request
-from guard.filters.base import Segment
+from guard.screens.base import Segment
 
 STREAM_MEDIA_TYPE = b"text/event-stream"
 SEP = b"\n\n"

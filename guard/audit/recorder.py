@@ -63,7 +63,7 @@ def _denial_stage(ex: Any) -> str:
 
 _PROMPT = "guard.audit.prompt"  # Exchange.context: the prompt as forwarded (None when there is none)
 
-# guard.filters.pii_transform.CTX_KEY: the request's map between personal values and their placeholders.
+# guard.screens.pii.transform.CTX_KEY: the request's map between personal values and their placeholders.
 _PSEUDONYMS = "guard.pii.pseudonyms"
 
 

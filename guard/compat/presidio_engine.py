@@ -1,4 +1,4 @@
-"""The post-processing steps of Presidio's ``AnalyzerEngine.analyze``, for guard.filters.pii_analyzer's
+"""The post-processing steps of Presidio's ``AnalyzerEngine.analyze``, for guard.screens.pii.analyzer's
 FastAnalyzer (which runs the recognizers itself, then must finish exactly as ``analyze`` does), and the
 module-level ``tldextract`` name of Presidio's email recognizer (kept offline).
 

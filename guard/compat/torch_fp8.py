@@ -1,4 +1,4 @@
-"""The two private torch names the local Llama Guard runner (guard.filters.llama_guard_fast) uses.
+"""The two private torch names the local Llama Guard runner (guard.screens.safety.fast) uses.
 
 - ``torch._scaled_mm``: the FP8 matrix multiply with per-row scales (what the public
   ``torch.nn.functional.scaled_mm`` of newer releases wraps, with another calling convention).

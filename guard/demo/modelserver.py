@@ -72,9 +72,9 @@ _JUDGE = [
 
 def judge(body: dict[str, Any]) -> str:
     """Llama Guard's verdict text for the conversation (or raw prompt) in ``body``: chat messages are rendered
-    as a server would, and the last turn is read as a steerable model would (guard.filters.llama_guard_reader),
+    as a server would, and the last turn is read as a steerable model would (guard.screens.safety.reader),
     so a special token, template marker or forged verdict in the text takes effect here."""
-    from guard.filters.llama_guard_reader import read, render_chat
+    from guard.screens.safety.reader import read, render_chat
 
     prompt = body["prompt"] if isinstance(body.get("prompt"), str) else render_chat(body.get("messages"))
     text, forged = read(prompt)

@@ -406,7 +406,7 @@ def test_redacted_capture_keeps_texts_only_as_the_screens_left_them(
     guard_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     from guard.audit import recorder
-    from guard.filters.pii_transform import CTX_KEY
+    from guard.screens.pii.transform import CTX_KEY
 
     assert recorder._PSEUDONYMS == CTX_KEY
     priv, pub = _keys(tmp_path)

@@ -16,9 +16,9 @@ from guard.audit.journal import Journal
 from guard.audit.recorder import JournalRecorder, prompt_text
 from guard.audit.schema import assert_journal_valid
 from guard.exchange import Exchange
-from guard.filters.base import Verdict
 from guard.identity import Principal
 from guard.policy.decision import Decision
+from guard.screens.base import Verdict
 
 from .conftest import make_settings
 

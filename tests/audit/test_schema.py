@@ -13,8 +13,8 @@ from guard.audit import event as ev
 from guard.audit.journal import Journal
 from guard.audit.schema import SCHEMA_PATH, assert_journal_valid, event_errors, journal_errors
 from guard.exchange import Exchange
-from guard.filters.base import Verdict
 from guard.identity import Principal
+from guard.screens.base import Verdict
 
 from .conftest import make_settings
 

@@ -73,8 +73,8 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     RE2 replaced, on the same family, for contrast (n/4 and n: it is quadratic)."""
     import re
 
-    from guard.filters.denylist import DenylistScreen, load_denylist
-    from guard.filters.pii_profile import load_pii_profiles
+    from guard.screens.denylist.screen import DenylistScreen, load_denylist
+    from guard.screens.pii.profile import load_pii_profiles
 
     root = Path(__file__).resolve().parents[2]
     deny = DenylistScreen.from_settings(load_denylist(root / "filters"))

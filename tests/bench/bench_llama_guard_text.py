@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from guard.filters import llama_guard
-from guard.filters.base import Segment
-from guard.filters.llama_guard import build_prompt, chat_messages, conversation, model_text
+from guard.screens.base import Segment
+from guard.screens.safety import llama_guard
+from guard.screens.safety.llama_guard import build_prompt, chat_messages, conversation, model_text
 
 WORDS = [
     "the",
@@ -73,7 +73,7 @@ def best(fn: Callable[[], Any], reps: int) -> float:
 
 
 def framing() -> dict[str, Any]:
-    from guard.filters.llama_guard_text import _neutralise
+    from guard.screens.safety.text import _neutralise
 
     out: dict[str, Any] = {}
     real = llama_guard.neutralise_framing
@@ -128,7 +128,7 @@ def tokenizer() -> Any:
 
 
 def local_tokens() -> dict[str, Any]:
-    from guard.filters.llama_guard_tokens import encode, pieces, special_ids
+    from guard.screens.safety.tokens import encode, pieces, special_ids
 
     tok = tokenizer()
     specials = special_ids(tok)

@@ -72,7 +72,7 @@ def stock_engine() -> Any:
     from presidio_analyzer import AnalyzerEngine
     from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
-    from guard.filters.pii_engine import BlankSpacyEngine
+    from guard.screens.pii.engine import BlankSpacyEngine
 
     email_recognizer.tldextract = types.SimpleNamespace(
         extract=tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
@@ -128,8 +128,8 @@ def quality(stock: Any, profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Precision and recall per split, and per entity type over the whole dataset."""
     from presidio_anonymizer import AnonymizerEngine
 
-    from guard.filters.pii_engine import Finding
-    from guard.filters.pii_transform import redact_all
+    from guard.screens.pii.engine import Finding
+    from guard.screens.pii.transform import redact_all
 
     anonymizer = AnonymizerEngine()
     raw: dict[str, list] = {}
@@ -294,7 +294,7 @@ def _key(results: list) -> list[tuple]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from guard.filters.pii_profile import load_pii_profiles
+    from guard.screens.pii.profile import load_pii_profiles
 
     profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
     stock = stock_engine()

@@ -112,12 +112,12 @@ def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
     import asyncio
 
     from guard.exchange import Exchange
-    from guard.filters.base import Segment
     from guard.identity import Principal
     from guard.quota import hook
     from guard.quota.core import Quotas
     from guard.quota.local import LocalBackend
     from guard.quota.settings import QuotaSettings
+    from guard.screens.base import Segment
 
     q = Quotas(QuotaSettings(tiers={"default": TIER}), backend=LocalBackend(keeper, 1.0) if keeper else None)
     prompt = [Segment("Say hello to the benchmark, please.", "user", "content", ("messages", 0, "content"))]

@@ -48,10 +48,10 @@ async def _load(fn: Any, total: int) -> list[float]:
 async def _remote(url: str, total: int) -> dict[str, Any]:
     import aiohttp
 
-    from guard.filters.base import Segment
-    from guard.filters.failmode import GuardedScreen
-    from guard.filters.safety import SafetyScreen
-    from guard.filters.safety_settings import SafetyProfile
+    from guard.screens.base import Segment
+    from guard.screens.failmode import GuardedScreen
+    from guard.screens.safety.screen import SafetyScreen
+    from guard.screens.safety.settings import SafetyProfile
 
     prof = SafetyProfile.model_validate({"backend": {"type": "openai", "url": url}})
     screen = GuardedScreen(SafetyScreen(prof), prof.fail, metrics=False)
@@ -92,9 +92,9 @@ async def _remote(url: str, total: int) -> dict[str, Any]:
 
 
 async def _holdback(url: str, answers: int) -> dict[str, Any]:
-    from guard.filters.base import Segment
-    from guard.filters.safety import SafetyScreen
-    from guard.filters.safety_settings import SafetyProfile
+    from guard.screens.base import Segment
+    from guard.screens.safety.screen import SafetyScreen
+    from guard.screens.safety.settings import SafetyProfile
 
     prof = SafetyProfile.model_validate({"backend": {"type": "openai", "url": url}, "response": {"window_chars": 400}})
     screen = SafetyScreen(prof)
@@ -126,7 +126,7 @@ async def _holdback(url: str, answers: int) -> dict[str, Any]:
 
 
 def _denylist(n: int) -> dict[str, Any]:
-    from guard.filters.denylist import DenylistScreen, load_denylist
+    from guard.screens.denylist.screen import DenylistScreen, load_denylist
 
     s = DenylistScreen.from_settings(load_denylist(ROOT / "filters"))
     text = (
@@ -150,7 +150,7 @@ def _denylist(n: int) -> dict[str, Any]:
 def run(quick: bool = False) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [PY, "-m", "guard.filters.llama_guard_standin", "--port", str(port), "--delay-ms", str(DELAY_MS)]
+    cmd = [PY, "-m", "guard.demo.llama_guard_standin", "--port", str(port), "--delay-ms", str(DELAY_MS)]
     with process(cmd, port):
         remote = asyncio.run(_remote(url, 400 if quick else 2000))
         hold = asyncio.run(_holdback(url, 3 if quick else 10))

@@ -85,7 +85,7 @@ def p50_ms(fn: Callable[[], Any], n: int) -> float:
 
 def batched_rate(fast: Any, seqs: list[list[int]], batch: int, tok: list[int], wait_ms: float) -> float:
     """Classifications/s with ``len(seqs)`` concurrent callers through the micro-batcher."""
-    from guard.filters.llama_guard_batch import MicroBatcher
+    from guard.screens.safety.batch import MicroBatcher
 
     batcher = MicroBatcher(lambda items: list(fast.logprobs(items, tok)), max_batch=batch, max_wait_ms=wait_ms)
 
@@ -146,7 +146,7 @@ def bench_size(size: str, quick: bool, variants: tuple[str, ...]) -> dict[str, A
 def _variant(
     model: Any, variant: str, ref: Any, seq: list[int], seqs: list[list[int]], tok: list[int], n: int, quick: bool
 ) -> dict[str, Any]:
-    from guard.filters.llama_guard_fast import FastLlama
+    from guard.screens.safety.fast import FastLlama
 
     fast = FastLlama(model, cuda_graphs=True, compile_layers=variant != "graphs", fp8=variant == "fp8")
     t0 = time.perf_counter()

@@ -213,7 +213,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 [PY, "-m", "tests.bench.bench_stream_lag", "--upstream", str(up_port), str(len(text))], cwd=ROOT
             ),
             subprocess.Popen(
-                [PY, "-m", "guard.filters.llama_guard_standin", "--port", str(judge_port), "--delay-ms", str(JUDGE_MS)],
+                [PY, "-m", "guard.demo.llama_guard_standin", "--port", str(judge_port), "--delay-ms", str(JUDGE_MS)],
                 cwd=ROOT,
             ),
         ]

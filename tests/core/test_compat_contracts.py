@@ -212,7 +212,7 @@ def test_presidio_engine_steps_behave_as_analyze_does():
     from presidio_analyzer import Pattern, PatternRecognizer, RecognizerResult
 
     from guard.compat import presidio_engine
-    from guard.filters.pii_engine import build_engine
+    from guard.screens.pii.engine import build_engine
 
     rec = PatternRecognizer(
         supported_entity="TICKET",
@@ -242,7 +242,7 @@ def test_presidio_email_recognizer_validates_through_its_module_tldextract():
     from presidio_analyzer.predefined_recognizers.generic import email_recognizer
 
     from guard.compat.presidio_engine import use_offline_suffix_list
-    from guard.filters.pii_engine import _OFFLINE_TLD
+    from guard.screens.pii.engine import _OFFLINE_TLD
 
     asked: list[str] = []
 

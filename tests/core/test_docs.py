@@ -33,9 +33,9 @@ def _has(model: type[BaseModel], path: list[str]) -> bool:
 def _filter_schemas() -> dict[str, type[BaseModel]]:
     """Rows about a screening file (first cell names it, e.g. `safety.yaml`) are checked against its profile
     schema."""
-    from guard.filters.denylist import DenylistProfile
-    from guard.filters.pii_settings import Profile
-    from guard.filters.safety_settings import SafetyProfile
+    from guard.screens.denylist.screen import DenylistProfile
+    from guard.screens.pii.settings import Profile
+    from guard.screens.safety.settings import SafetyProfile
 
     return {"safety.yaml": SafetyProfile, "pii.yaml": Profile, "denylist.yaml": DenylistProfile}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from guard.filters.base import StreamStep, Verdict
 from guard.relay import Relay
+from guard.screens.base import StreamStep, Verdict
 
 
 class Holder:

@@ -589,9 +589,9 @@ def test_policies_load_and_pass_their_tests(tmp_path: Path) -> None:
 
 def test_filters_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from guard.config import load_yaml, validate
-    from guard.filters.denylist import load_denylist
-    from guard.filters.pii_settings import PIIFile, _hash_key
-    from guard.filters.safety_settings import load_safety
+    from guard.screens.denylist.screen import load_denylist
+    from guard.screens.pii.settings import PIIFile, _hash_key
+    from guard.screens.safety.settings import load_safety
 
     g = PODS[0]
     cfg = _materialise(tmp_path, g)

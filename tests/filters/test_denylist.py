@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from guard.config import ConfigError
-from guard.filters.base import Segment
-from guard.filters.denylist import DenylistProfile, DenylistScreen, load_denylist
+from guard.screens.base import Segment
+from guard.screens.denylist.screen import DenylistProfile, DenylistScreen, load_denylist
 
 FILTERS = Path(__file__).resolve().parents[2] / "filters"
 AWS = "AKIAIOSFODNN7EXAMPLE"

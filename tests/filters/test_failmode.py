@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from guard.config import ConfigError, load_yaml, validate
-from guard.filters.base import Segment, Verdict
-from guard.filters.failmode import BreakerSettings, CircuitBreaker, FailSettings, GuardedScreen
+from guard.screens.base import Segment, Verdict
+from guard.screens.failmode import BreakerSettings, CircuitBreaker, FailSettings, GuardedScreen
 from guard.telemetry import SCREEN_RESULTS
 
 

@@ -16,10 +16,10 @@ import pytest
 import re2
 
 from guard.config import ConfigError
-from guard.filters import linear_re
-from guard.filters.base import Segment
-from guard.filters.denylist import DenylistProfile, DenylistScreen, load_denylist
-from guard.filters.pii_settings import read_pii_file
+from guard.screens import linear_re
+from guard.screens.base import Segment
+from guard.screens.denylist.screen import DenylistProfile, DenylistScreen, load_denylist
+from guard.screens.pii.settings import read_pii_file
 
 ROOT = Path(__file__).resolve().parents[2]
 RE2_TYPE = type(re2.compile("a"))
@@ -46,7 +46,7 @@ def test_every_shipped_pii_pattern_compiles_under_re2() -> None:
 
 
 def test_custom_recognizers_and_allowlists_run_on_re2() -> None:
-    from guard.filters.pii_profile import load_pii_profiles
+    from guard.screens.pii.profile import load_pii_profiles
 
     profiles = load_pii_profiles(ROOT / "filters" / "pii.yaml")
     strict, default = profiles["strict"], profiles["default"]
@@ -161,7 +161,8 @@ def test_large_texts_are_screened_off_the_event_loop(monkeypatch: pytest.MonkeyP
     """Above budget.INLINE_CHARS the denylist scan runs in a worker thread, not on the loop's thread."""
     import threading
 
-    from guard.filters import budget, denylist
+    from guard.screens import budget
+    from guard.screens.denylist import screen as denylist
 
     s = DenylistScreen.from_settings(load_denylist(ROOT / "filters"))
     seen: list[str] = []

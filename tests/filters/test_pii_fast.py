@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guard.filters.pii_analyzer import FastAnalyzer
-from guard.filters.pii_profile import PIIProfile, load_pii_profiles
+from guard.screens.pii.analyzer import FastAnalyzer
+from guard.screens.pii.profile import PIIProfile, load_pii_profiles
 
 DATASET = Path(__file__).parents[3] / "shared" / "datasets" / "presidio-synth" / "synth_dataset_v2.json"
 SETTINGS = r"""
@@ -132,7 +132,7 @@ def test_bad_input_is_scanned_in_bounded_time(profile: PIIProfile) -> None:
 
 
 def test_long_texts_are_scanned_in_overlapping_pieces_with_the_same_findings(profile: PIIProfile) -> None:
-    from guard.filters.pii_profile import PIIProfile as P
+    from guard.screens.pii.profile import PIIProfile as P
 
     unit = "note {i}: mail user{i}@mailbox.org, call +1 415-555-{i:04d}, card 4012888888881881. "
     text = "".join(unit.format(i=i) for i in range(600))  # about 50 KB
@@ -146,7 +146,7 @@ def test_a_stock_analyzer_still_builds_beside_guards_recognizers() -> None:
     """Presidio's registry loader finds recognizer classes by name: Guard's must not shadow them."""
     from presidio_analyzer import AnalyzerEngine
 
-    from guard.filters.pii_engine import BlankSpacyEngine
+    from guard.screens.pii.engine import BlankSpacyEngine
 
     stock = AnalyzerEngine(nlp_engine=BlankSpacyEngine())
     names = {type(r).__name__ for r in stock.registry.recognizers}

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from guard.filters.pii_formats import (
+from guard.screens.pii.formats import (
     IBAN_LENGTHS,
     RESERVED_TLDS,
     public_tlds,
     ssn_issued,
 )
-from guard.filters.pii_profile import PIIProfile, load_pii_profiles
-from guard.filters.pii_recognizers import iban_mod97
+from guard.screens.pii.profile import PIIProfile, load_pii_profiles
+from guard.screens.pii.recognizers import iban_mod97
 
 SHIPPED = Path(__file__).parents[2] / "filters" / "pii.yaml"
 

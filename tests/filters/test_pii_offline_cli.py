@@ -36,8 +36,8 @@ socket.getaddrinfo = gai
 SCAN = (
     NO_NETWORK
     + r"""
-from guard.filters.pii_engine import build_engine, BUILTIN_ENTITIES
-from guard.filters.pii_profile import load_pii_profiles
+from guard.screens.pii.engine import build_engine, BUILTIN_ENTITIES
+from guard.screens.pii.profile import load_pii_profiles
 engine = build_engine()
 text = "mail me at someone@subdomain.example.co.uk or x@y.com, call +1 415-555-0134, card 5500 0000 0000 0004"
 found = engine.analyze(text, language="en", entities=list(BUILTIN_ENTITIES))

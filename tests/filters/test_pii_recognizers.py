@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from guard.filters.pii_profile import PIIProfile, load_pii_profiles
-from guard.filters.pii_recognizers import iban_mod97, luhn, mod11, verhoeff
+from guard.screens.pii.profile import PIIProfile, load_pii_profiles
+from guard.screens.pii.recognizers import iban_mod97, luhn, mod11, verhoeff
 
 
 @pytest.fixture(scope="module")

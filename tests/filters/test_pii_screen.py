@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from guard.filters.base import Segment
-from guard.filters.pii import PIIScreen
-from guard.filters.pii_profile import PIIProfile, load_pii_profiles
-from guard.filters.pii_transform import CTX_KEY
+from guard.screens.base import Segment
+from guard.screens.pii.profile import PIIProfile, load_pii_profiles
+from guard.screens.pii.screen import PIIScreen
+from guard.screens.pii.transform import CTX_KEY
 
 SETTINGS = """
 hash_key: {env: GUARD_TEST_PII_KEY}

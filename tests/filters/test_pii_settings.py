@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from guard.config import ConfigError
-from guard.filters.base import Segment
-from guard.filters.pii import PIIScreen
-from guard.filters.pii_profile import load_pii_profiles
+from guard.screens.base import Segment
+from guard.screens.pii.profile import load_pii_profiles
+from guard.screens.pii.screen import PIIScreen
 
 
 def write(tmp_path: Path, text: str) -> Path:

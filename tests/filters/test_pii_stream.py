@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guard.filters.base import Segment
-from guard.filters.pii import PIIScreen
-from guard.filters.pii_profile import PIIProfile, load_pii_profiles
-from guard.filters.pii_transform import CTX_KEY, Pseudonyms
+from guard.screens.base import Segment
+from guard.screens.pii.profile import PIIProfile, load_pii_profiles
+from guard.screens.pii.screen import PIIScreen
+from guard.screens.pii.transform import CTX_KEY, Pseudonyms
 
 SETTINGS = """
 profiles:

@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from guard.filters.base import Segment  # noqa: E402
-from guard.filters.failmode import GuardedScreen  # noqa: E402
-from guard.filters.injection import InjectionScreen, InjectionSettings  # noqa: E402
+from guard.screens.base import Segment  # noqa: E402
+from guard.screens.failmode import GuardedScreen  # noqa: E402
+from guard.screens.injection.screen import InjectionScreen, InjectionSettings  # noqa: E402
 
 BENIGN = [
     "what is the weather today",

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from guard.filters.base import Segment
-from guard.filters.llama_guard import (
+from guard.screens.base import Segment
+from guard.screens.safety.llama_guard import (
     TAXONOMY,
     TAXONOMY_1B,
     Category,

@@ -13,12 +13,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from guard.filters.base import Segment  # noqa: E402
-from guard.filters.failmode import GuardedScreen  # noqa: E402
-from guard.filters.llama_guard import TAXONOMY, Taxonomy, build_prompt, conversation, model_text  # noqa: E402
-from guard.filters.llama_guard_fast import FastLlama  # noqa: E402
-from guard.filters.safety import SafetyScreen  # noqa: E402
-from guard.filters.safety_settings import load_safety  # noqa: E402
+from guard.screens.base import Segment  # noqa: E402
+from guard.screens.failmode import GuardedScreen  # noqa: E402
+from guard.screens.safety.fast import FastLlama  # noqa: E402
+from guard.screens.safety.llama_guard import TAXONOMY, Taxonomy, build_prompt, conversation, model_text  # noqa: E402
+from guard.screens.safety.screen import SafetyScreen  # noqa: E402
+from guard.screens.safety.settings import load_safety  # noqa: E402
 
 SPECIAL = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>", "<|pad|>"]
 EXAMPLES = {
@@ -155,7 +155,7 @@ def test_builder_agrees_with_the_tokenizers_chat_template(tiny_guard: Path) -> N
     for segs in convs:
         for answer in (None, [Segment("Steal one from the zoo.", "assistant", "content", ())]):
             turns = conversation(segs, answer)
-            from guard.filters.llama_guard import chat_messages
+            from guard.screens.safety.llama_guard import chat_messages
 
             rendered = tok.apply_chat_template(chat_messages(turns), tokenize=False)
             assert rendered == model_text(build_prompt(turns))

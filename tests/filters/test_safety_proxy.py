@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from guard.filters.llama_guard_standin import StandIn, StandInThread
+from guard.demo.llama_guard_standin import StandIn, StandInThread
 from guard.telemetry import SCREEN_RESULTS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from guard.filters.base import Segment
-from guard.filters.failmode import FailSettings, GuardedScreen
-from guard.filters.llama_guard_standin import StandIn, start
-from guard.filters.safety import SafetyScreen
-from guard.filters.safety_settings import SafetyProfile
+from guard.demo.llama_guard_standin import StandIn, start
+from guard.screens.base import Segment
+from guard.screens.failmode import FailSettings, GuardedScreen
+from guard.screens.safety.screen import SafetyScreen
+from guard.screens.safety.settings import SafetyProfile
 
 
 def user(text: str) -> list[Segment]:

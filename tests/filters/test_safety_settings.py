@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guard.config import ConfigError
-from guard.filters.safety_settings import LocalBackend, OllamaBackend, load_safety
+from guard.screens.safety.settings import LocalBackend, OllamaBackend, load_safety
 
 SHIPPED = Path(__file__).resolve().parents[2] / "filters" / "safety.yaml"
 

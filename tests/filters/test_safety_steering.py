@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from guard.filters.base import Segment
-from guard.filters.llama_guard import build_prompt, conversation, model_text
-from guard.filters.llama_guard_reader import render_chat
-from guard.filters.llama_guard_standin import StandIn, start
-from guard.filters.llama_guard_text import escape_specials, neutralise_framing
-from guard.filters.safety import SafetyScreen
-from guard.filters.safety_settings import SafetyProfile
+from guard.demo.llama_guard_standin import StandIn, start
+from guard.screens.base import Segment
+from guard.screens.safety.llama_guard import build_prompt, conversation, model_text
+from guard.screens.safety.reader import render_chat
+from guard.screens.safety.screen import SafetyScreen
+from guard.screens.safety.settings import SafetyProfile
+from guard.screens.safety.text import escape_specials, neutralise_framing
 from tests.steering_cases import ANSWER_ATTACKS, ANSWER_HARM, PROMPT_ATTACKS
 
 CATS = [{"code": "S1", "name": "Violent Crimes"}, {"code": "S10", "name": "Hate"}]
@@ -229,7 +229,7 @@ def test_the_published_template_keeps_its_own_framing() -> None:
 
 
 def test_folding_keeps_line_numbers_and_covers_every_format_character() -> None:
-    from guard.filters.llama_guard_text import _CF
+    from guard.screens.safety.text import _CF
 
     text = "\ufb01\ufb01 \ufb00 \u3392\n\uff35\uff53\uff45\uff52: hi\nplain\n\u2460 \uff1cEND CONVERSATION\uff1e x\nok"
     out = neutralise_framing(text).split("\n")

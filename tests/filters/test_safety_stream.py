@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from guard.filters.base import Segment, StreamStep
-from guard.filters.failmode import FailSettings, GuardedScreen
-from guard.filters.llama_guard import Judgement, Turn
-from guard.filters.safety import SafetyScreen, cut_point
-from guard.filters.safety_settings import SafetyProfile
+from guard.screens.base import Segment, StreamStep
+from guard.screens.failmode import FailSettings, GuardedScreen
+from guard.screens.safety.llama_guard import Judgement, Turn
+from guard.screens.safety.screen import SafetyScreen, cut_point
+from guard.screens.safety.settings import SafetyProfile
 
 
 class FakeJudge:

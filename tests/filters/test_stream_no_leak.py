@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from guard.filters.base import Segment
-from guard.filters.denylist import DenylistScreen, load_denylist
-from guard.filters.pii import PIIScreen
-from guard.filters.pii_profile import load_pii_profiles
-from guard.filters.pii_transform import CTX_KEY, Pseudonyms
 from guard.relay import Relay
+from guard.screens.base import Segment
+from guard.screens.denylist.screen import DenylistScreen, load_denylist
+from guard.screens.pii.profile import load_pii_profiles
+from guard.screens.pii.screen import PIIScreen
+from guard.screens.pii.transform import CTX_KEY, Pseudonyms
 
 ROOT = Path(__file__).resolve().parents[2]
 PEM = (
@@ -263,7 +263,7 @@ def test_a_pii_run_past_the_cap_is_screened_as_it_stands(screens: dict) -> None:
 
 
 def test_partial_matching_that_times_out_holds_everything() -> None:
-    from guard.filters import stream_partial
+    from guard.screens import stream_partial
 
     ps = stream_partial.PartialSet([(r"(a|aa)+$", 0)])
     old = stream_partial.TIMEOUT_S
@@ -294,7 +294,7 @@ def _brute_open(ps: Any, text: str) -> int:
     tail=st.sampled_from(["", "4111 1111", "sk-ab", "ann@x", "<EMAIL_", "DE89 37", "AKIA", "(212) 5", "eyJ"]),
 )
 def test_pending_shortcuts_agree_with_testing_every_start(screens: dict, text: str, tail: str) -> None:
-    from guard.filters.pii_stream import stream_partials
+    from guard.screens.pii.stream import stream_partials
 
     deny, pii = screens["strict"]
     for ps in (deny.partials, stream_partials(pii.profile, "response")):

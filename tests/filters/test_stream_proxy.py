@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from guard.filters.llama_guard_standin import StandIn, StandInThread
+from guard.demo.llama_guard_standin import StandIn, StandInThread
 from tests.filters.test_safety_proxy import SAFE, UNSAFE_TAIL, filters_dir
 
 REPLY = (

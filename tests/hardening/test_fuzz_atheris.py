@@ -113,8 +113,8 @@ def _target(name: str):
 
         return one
     if name == "scan-jsonl":
-        from guard.filters.cli import scan_jsonl
-        from guard.filters.pii_profile import load_pii_profiles
+        from guard.screens.cli import scan_jsonl
+        from guard.screens.pii.profile import load_pii_profiles
 
         profile = load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
 

@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 
 from guard.apis import ollama, openai
 from guard.config import ConfigError, load_config
-from guard.filters.base import StreamStep, Verdict
 from guard.identity import Principal, XFCCError, principal_from_xfcc
 from guard.policy.files import display_path
 from guard.policy.loader import load_policy
 from guard.relay import Relay, UpstreamStreamError
+from guard.screens.base import StreamStep, Verdict
 from tests.hardening.conftest import fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -594,13 +594,13 @@ def test_policy_loader_raises_only_config_error_with_file_and_line(
 
 @pytest.fixture(scope="module")
 def pii_profile() -> Any:
-    from guard.filters.pii_profile import load_pii_profiles
+    from guard.screens.pii.profile import load_pii_profiles
 
     return load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"]
 
 
 def scan_check(profile: Any, data: bytes) -> None:
-    from guard.filters.cli import scan_jsonl
+    from guard.screens.cli import scan_jsonl
 
     sink = io.BytesIO()
     out = io.TextIOWrapper(sink, encoding="utf-8", write_through=True)  # strict, like a real stdout

@@ -1,7 +1,7 @@
 """Llama Guard cannot be steered by the text it judges, attacked through the running proxy (mTLS, the openai
 SDK, Ollama's API) with the shipped filters.
 
-The judges are the stand-ins (the built-in model server's, and guard.filters.llama_guard_standin for answers):
+The judges are the stand-ins (the built-in model server's, and guard.demo.llama_guard_standin for answers):
 they render chat messages with the published template and read the result as a steerable model would, so an
 early end of turn, a new document, a forged verdict, the conversation's end marker or a forged turn in the text
 would flip the verdict if Guard sent the text as it came (each case checks that first).
@@ -19,9 +19,9 @@ from typing import Any
 import openai
 import pytest
 
+from guard.demo.llama_guard_standin import StandIn, StandInThread
 from guard.demo.modelserver import judge as model_server_judge
-from guard.filters.llama_guard_reader import render_chat
-from guard.filters.llama_guard_standin import StandIn, StandInThread
+from guard.screens.safety.reader import render_chat
 from tests.hardening.conftest import events
 from tests.steering_cases import ANSWER_ATTACKS, PROMPT_ATTACKS
 

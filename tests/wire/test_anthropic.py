@@ -258,7 +258,7 @@ def test_secrets_in_answers_are_redacted_whole_and_streamed(
 
 
 def test_unsafe_stream_ends_with_stop_reason_refusal(guard_factory: Any, tmp_path: Any) -> None:
-    from guard.filters.llama_guard_standin import StandIn, StandInThread
+    from guard.demo.llama_guard_standin import StandIn, StandInThread
     from tests.filters.test_safety_proxy import SAFE, UNSAFE_TAIL, filters_dir
 
     judge = StandInThread(StandIn(ignore=r"\[\[.*?\]\]"))

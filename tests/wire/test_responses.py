@@ -172,7 +172,7 @@ def test_redaction_reaches_the_done_events_too(guard_factory: Any, model_server:
 
 
 def test_unsafe_stream_ends_incomplete_content_filter(guard_factory: Any, tmp_path: Path) -> None:
-    from guard.filters.llama_guard_standin import StandIn, StandInThread
+    from guard.demo.llama_guard_standin import StandIn, StandInThread
     from tests.filters.test_safety_proxy import SAFE, UNSAFE_TAIL, filters_dir
 
     judge = StandInThread(StandIn(ignore=r"\[\[.*?\]\]"))

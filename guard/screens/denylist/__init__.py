@@ -1,0 +1,5 @@
+"""Denylist screen: secrets (key formats, entropy) and phrase lists, every pattern on RE2."""
+
+from guard.screens.denylist.screen import DenylistScreen, load_denylist
+
+__all__ = ["DenylistScreen", "load_denylist"]

@@ -1,0 +1,134 @@
+"""Large PII scans in worker processes, so they never hold the serving process's GIL or its CPU.
+
+Presidio's recognizers are Python: on a large hostile prompt (a megabyte of dotted quads, say) they spend
+seconds in Python code. In a thread of the serving process that code holds the GIL, and every other
+request's event loop waits its turn for it; in a worker process (lower CPU priority, ``nice``) it only takes
+a core. tests/bench/bench_hostile.py measures the difference.
+
+The pool is started on first need, one per serving process (a forked Guard worker starts its own). Until
+its processes have loaded the PII settings, large scans run in a thread as before. A worker loads the
+settings file itself, only while its digest is the one the serving process loaded (else the job fails and
+the scan runs in a thread). The request's screening deadline
+travels with the job: the worker stops between pieces of text once it has passed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import multiprocessing
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from guard.screens import budget
+from guard.screens.base import Segment
+from guard.screens.pii.profile import load_pii_profiles
+from guard.screens.pii.scan import ScanPass
+from guard.screens.pii.source import Source, source_of
+from guard.screens.pii.source import digest as _digest
+
+__all__ = ["NICE", "POOL", "Source", "scan_job", "source_of"]
+
+log = logging.getLogger("guard.screens.pii.screen")
+NICE = 5  # screening jobs yield CPU to the event loops of the serving processes
+
+
+# --- in the worker process ------------------------------------------------------------------------------
+
+_profiles: dict[tuple[str, str], Any] = {}
+
+
+def _init() -> None:
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+
+
+def _load(src: Source) -> Any:
+    key = (src.path, src.digest)
+    if key not in _profiles:
+        if _digest(Path(src.path)) != src.digest:  # edited since the serving process loaded it: not the same
+            raise RuntimeError("the PII settings file changed since it was loaded")
+        while len(_profiles) >= 4:  # the settings of a few Guards (or reloads); the oldest goes
+            del _profiles[next(iter(_profiles))]
+        _profiles[key] = load_pii_profiles(src.path)
+    return _profiles[key][src.profile]
+
+
+def _warm(src: Source) -> bool:
+    _load(src)
+    return True
+
+
+def scan_job(
+    src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any, deadline: float | None
+) -> tuple[list[str], dict[str, int], Any]:
+    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts, counts by type, pseudonyms."""
+    token = budget.set_deadline(deadline)
+    try:
+        scan = ScanPass(_load(src), direction, pseudonyms)
+        texts = [scan.segment(Segment(t, role, kind, ())) for t, role, kind in segs]
+        return texts, dict(scan.counts), pseudonyms
+    finally:
+        budget.reset_deadline(token)
+
+
+# --- in the serving process -----------------------------------------------------------------------------
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.size = 1  # limits.screen_processes; 0: large scans stay in threads
+        self.pid = 0
+        self.executor: cf.ProcessPoolExecutor | None = None
+        self.ready: set[Source] = set()
+        self.warming: set[Source] = set()
+
+    def get(self, src: Source) -> cf.ProcessPoolExecutor | None:
+        """The pool when its workers hold ``src``; otherwise start warming it and return None."""
+        if self.size <= 0:
+            return None
+        with self.lock:
+            if self.pid != os.getpid():  # first use, or a forked child: a pool of its own
+                self.pid, self.executor, self.ready, self.warming = os.getpid(), None, set(), set()
+            if src in self.ready and self.executor is not None:
+                return self.executor
+            if src not in self.warming:
+                self.warming.add(src)
+                if self.executor is None:
+                    self.executor = cf.ProcessPoolExecutor(
+                        self.size, multiprocessing.get_context("spawn"), initializer=_init
+                    )
+                futs = [self.executor.submit(_warm, src) for _ in range(self.size)]
+                threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()
+            return None
+
+    def broken(self) -> None:
+        """A worker died (the pool is unusable): start a new pool on next need."""
+        with self.lock:
+            old, self.executor, self.ready, self.warming = self.executor, None, set(), set()
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def _wait_warm(self, src: Source, futs: list[cf.Future[bool]]) -> None:
+        done, _ = cf.wait(futs)
+        errors = [e for e in (f.exception() for f in done) if e is not None]
+        ok = not errors
+        with self.lock:
+            self.warming.discard(src)
+            if ok:
+                self.ready.add(src)
+        if ok:
+            log.info("PII screening processes ready (%d, profile %s)", len(futs), src.profile)
+        else:
+            log.warning(
+                "PII screening processes failed to load %s (%s); large texts are scanned in threads",
+                src.path,
+                str(errors[0])[:300],
+            )
+
+
+POOL = _Pool()

@@ -1,0 +1,87 @@
+"""One direction's PII scan over the texts of one request (ScanPass), and the verdict of a failed scan.
+
+Used by the whole-text screen (guard.screens.pii.screen), the stream screen (guard.screens.pii.stream) and the
+screening processes (guard.screens.pii.pool).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+
+from guard.screens import budget
+from guard.screens.base import Segment, Verdict
+from guard.screens.pii.profile import PIIProfile
+from guard.screens.pii.transform import Pseudonyms, map_json_strings, parse_json_container
+
+log = logging.getLogger("guard.screens.pii.screen")
+
+JSON_KINDS = ("tool_arguments", "tool_result")
+SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
+_PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
+
+
+class ScanPass:
+    """One direction's pass over texts of one request: rewrites them and counts what it found."""
+
+    def __init__(self, profile: PIIProfile, direction: str, pseudonyms: Pseudonyms) -> None:
+        self.profile, self.direction, self.pseudonyms = profile, direction, pseudonyms
+        self.rewriter = profile.rewriter(direction, pseudonyms)
+        self.counts: Counter[str] = Counter()
+        self.fields: set[str] = set()  # Segment kinds where something was found
+
+    def text(self, text: str, json_safe: bool = False) -> str:
+        restore = self.pseudonyms.known_spans(text) if self.direction == "response" else []
+        found = self.profile.findings(text, restore)
+        self.counts.update(f.entity_type for f in found)
+        return self.rewriter.apply(text, found, restore, json_safe)
+
+    def segment(self, seg: Segment) -> str:
+        budget.check()
+        schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # keys are text the model reads
+        n = sum(self.counts.values())
+        out = self.json_text(seg.text, schema) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
+        if sum(self.counts.values()) != n:
+            self.fields.add(seg.kind)
+        return out
+
+    def json_text(self, text: str, keys: bool = False) -> str:
+        """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
+        still valid JSON; text that is not a JSON object or array is rewritten with JSON-safe output."""
+        obj = parse_json_container(text)
+        if obj is None:
+            return self.text(text, json_safe=True)
+        new = map_json_strings(obj, self.text, keys=keys)
+        return text if new == obj else json.dumps(new, ensure_ascii=False)
+
+    def blocked_types(self) -> list[str]:
+        return sorted(t for t in self.counts if self.profile.action(t, self.direction) == "block")
+
+    def verdict(self, started: float) -> Verdict:
+        v = Verdict(
+            screen="pii",
+            direction=self.direction,
+            entities=dict(sorted(self.counts.items())),
+            fields=sorted(self.fields),
+        )
+        blocked = self.blocked_types()
+        if blocked:
+            v.blocked, v.action, v.code = True, "block", "pii_blocked"
+            v.message = f"personal data not allowed in the {self.direction}: {', '.join(blocked)}"
+        elif self.counts:
+            used = {self.profile.action(t, self.direction) for t in self.counts}
+            v.action = next(a for a in _PRECEDENCE if a in used)
+        v.latency_ms = (time.perf_counter() - started) * 1000
+        return v
+
+
+def error_verdict(profile: PIIProfile, direction: str, started: float, exc: BaseException) -> Verdict:
+    # The exception text may quote the scanned text: log its type only.
+    log.error("pii screen failed (%s profile, %s): %s", profile.name, direction, type(exc).__name__)
+    v = Verdict(screen="pii", direction=direction, status="error", latency_ms=(time.perf_counter() - started) * 1000)
+    if profile.settings.on_error == "block":
+        v.blocked, v.action, v.code = True, "block", "screen_error"
+        v.message = "personal data screening failed; the request was refused"
+    return v

@@ -1,0 +1,197 @@
+"""Screening a streamed answer, holding back only what could still become a finding.
+
+Every feed asks each recognizer's patterns (and the placeholder pattern, for pseudonyms being restored)
+"from which offset could a match still be completing?" (guard/screens/stream_partial.py) and releases
+everything before the earliest such offset at once. Prose with no digits, ``@`` or value-like runs
+goes out with at most its last, unfinished word held (the email pattern could still take an ``@``).
+Released text is rewritten with the findings of a scan over the held text together with up to
+``_LEFT`` characters already released, so context words before a value count as in the whole answer; a
+complete match is still held while fewer than ``_AFTER`` characters follow it, because a label right
+after a number (``555 0100 office``) raises its score. Presidio runs only when a complete match lies in
+the text to release; a placeholder split across chunks is restored whole, never shown half-restored.
+
+The streamed output equals the whole-answer rewrite as long as no single value is longer than
+``stream_holdback_chars`` (the cap: a run still open past it is screened as it stands and released) and no
+context word sits farther back than ``_LEFT`` characters. Entity types whose answer action is ``allow``
+are not held (they are never rewritten). A profile with a NER model (which has no patterns to match
+partially) holds a fixed ``_NER_HOLD`` characters instead.
+
+Tool-call arguments (``kind="tool_arguments"``) are held whole up to ``max_scan_chars`` and rewritten as
+JSON at the end, like a non-streamed answer (a value may be spelled with JSON escapes that only the
+decoded text shows); beyond that they fall back to the partial-match path with JSON-safe output.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from presidio_analyzer import PatternRecognizer
+
+from guard.screens.base import StreamStep, Verdict
+from guard.screens.pii.engine import Finding
+from guard.screens.pii.profile import PIIProfile
+from guard.screens.pii.scan import ScanPass, error_verdict
+from guard.screens.pii.transform import PLACEHOLDER, Pseudonyms
+from guard.screens.stream_partial import PartialSet
+
+_LEFT = 256  # released characters kept as left context for the next scan
+_AFTER = 24  # a complete match is held while fewer characters follow it (a label after it may raise its score)
+_NER_HOLD = 64  # fixed hold-back for profiles with a NER model
+
+
+def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
+    """The patterns whose open matches a stream of ``profile`` holds back; None when a recognizer that
+    may rewrite text has no patterns (a NER model). Cached on the profile."""
+    key = f"_stream_partials_{direction}"
+    if key in profile.__dict__:
+        return profile.__dict__[key]
+    rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
+    sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
+    result: PartialSet | None = None
+    for rec in profile.analyzer.engine.registry.recognizers:
+        if not rewritten.intersection(rec.supported_entities):
+            continue
+        own: tuple[str, int] | None = getattr(rec, "stream_source", None)  # Guard's recognizers
+        if own is not None:
+            sources.append(own)
+        elif isinstance(rec, PatternRecognizer) and getattr(rec, "patterns", None):
+            pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
+            flags = int(getattr(rec, "global_regex_flags", 0) or 0)
+            sources += [(p.regex, flags) for p in pats]
+        else:
+            break
+    else:
+        result = PartialSet(sources, after=_AFTER)
+    profile.__dict__[key] = result
+    return result
+
+
+class PIIStream:
+    def __init__(
+        self, profile: PIIProfile, pseudonyms: Pseudonyms, kind: str = "content", direction: str = "response"
+    ) -> None:
+        self.profile = profile
+        self.scan = ScanPass(profile, direction, pseudonyms)
+        self.cap = profile.settings.stream_holdback_chars
+        self.partials = stream_partials(profile, direction)
+        self.whole_json = kind == "tool_arguments"
+        self.json_safe = kind in ("tool_arguments", "tool_result")
+        self.left = ""  # released raw text, for context
+        self.held = ""  # raw text not yet released
+        self.started = time.perf_counter()
+        self.stopped: Verdict | None = None
+
+    async def feed(self, text: str) -> StreamStep:
+        if self.stopped is not None:
+            return StreamStep(stop=self.stopped)
+        self.held += text
+        if self.whole_json:
+            if len(self.held) <= self.profile.settings.max_scan_chars:
+                return StreamStep()
+            self.whole_json = False
+        return self._release(final=False)
+
+    async def finish(self) -> StreamStep:
+        if self.stopped is not None:
+            return StreamStep(stop=self.stopped)
+        if self.whole_json:
+            held, self.held = self.held, ""
+            try:
+                out = self.scan.json_text(held)
+            except Exception as e:
+                return self._error(e, held)
+            return self._stop_if_blocked(StreamStep(release=out))
+        return self._release(final=True)
+
+    def verdict(self) -> Verdict:
+        """What this stream found so far (types and counts), for the audit record."""
+        return self.stopped or self.scan.verdict(self.started)
+
+    # --- internals ---------------------------------------------------------------------------------------
+
+    def _open_from(self, window: str, off: int) -> tuple[int, bool]:
+        """Where held text starts (an open match) and whether the text before it needs a scan."""
+        n = len(window)
+        if self.partials is None:
+            return n - _NER_HOLD, True
+        pend = self.partials.pending(window, off)
+        if n - pend.start > self.cap:  # open past the cap: screened as it stands
+            return n, True
+        return pend.start, pend.complete_before or pend.timed_out
+
+    def _release(self, final: bool) -> StreamStep:
+        window, off = self.left + self.held, len(self.left)
+        cut, need = (len(window), True) if final else self._open_from(window, off)
+        if cut <= off:
+            return StreamStep()
+        if not need:  # nothing there could be a finding or a placeholder: out as it is
+            raw, self.held = window[off:cut], window[cut:]
+            self.left = _trim_left(self.left + raw)
+            return StreamStep(release=raw)
+        restoring = self.scan.direction == "response"
+        try:
+            known = self.scan.pseudonyms.known_spans(window) if restoring else []
+            found = self.profile.findings(window, known)
+        except Exception as e:
+            return self._error(e, self.held)
+        if not final:
+            cut = _safe_cut(cut, window, found)
+        if cut <= off:
+            return StreamStep()
+        mine = [_shift(f, off) for f in found if f.start >= off and f.end <= cut]
+        restore = [(a - off, b - off) for a, b in known if a >= off and b <= cut]
+        raw = window[off:cut]
+        blocked = [f for f in mine if self.profile.action(f.entity_type, self.scan.direction) == "block"]
+        if blocked:
+            stop_at = blocked[0].start
+            raw = raw[:stop_at]
+            self.scan.counts[blocked[0].entity_type] += 1
+            mine = [f for f in mine if f.end <= stop_at]
+            restore = [(a, b) for a, b in restore if b <= stop_at]
+        self.scan.counts.update(f.entity_type for f in mine)
+        out = self.scan.rewriter.apply(raw, mine, restore, self.json_safe)
+        self.left = _trim_left(self.left + window[off:cut])
+        self.held = window[cut:]
+        return self._stop_if_blocked(StreamStep(release=out))
+
+    def _stop_if_blocked(self, step: StreamStep) -> StreamStep:
+        v = self.scan.verdict(self.started)
+        if v.blocked:
+            self.stopped = step.stop = v
+        return step
+
+    def _error(self, exc: BaseException, held: str) -> StreamStep:
+        v = error_verdict(self.profile, self.scan.direction, self.started, exc)
+        if v.blocked:
+            self.stopped = v
+            return StreamStep(stop=v)
+        self.held = ""
+        return StreamStep(release=held)
+
+
+def _safe_cut(cut: int, window: str, found: list[Finding]) -> int:
+    """Move ``cut`` back until no finding or placeholder spans it."""
+    spans = [(f.start, f.end) for f in found] + [m.span() for m in PLACEHOLDER.finditer(window)]
+    moved = True
+    while moved:
+        moved = False
+        for a, b in spans:
+            if a < cut < b:
+                cut, moved = a, True
+    return max(cut, 0)
+
+
+def _trim_left(released: str) -> str:
+    """The last ``_LEFT`` characters or fewer, starting where spaCy would start a token."""
+    start = len(released) - _LEFT
+    if start <= 0:
+        return released
+    for p in range(start, len(released)):
+        if released[p - 1] == " " and not released[p].isspace() and not released[p - 2].isspace():
+            return released[p:]
+    return ""
+
+
+def _shift(f: Finding, off: int) -> Finding:
+    return Finding(f.entity_type, f.start - off, f.end - off, f.score)
