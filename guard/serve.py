@@ -80,6 +80,7 @@ def admin_server(rt: Runtime) -> QuietServer:
         access_log=False,
         http=protocol_class("h11") if ctx is not None else "auto",
         ssl_context_factory=(lambda _c, _d: ctx) if ctx is not None else None,
+        timeout_graceful_shutdown=cfg.shutdown_deadline_s or None,  # type: ignore[arg-type]  # see public_server
     )
     return QuietServer(ucfg)
 

@@ -8,5 +8,6 @@ an upgrade breaks an assumption (the attribute is gone or behaves differently).
 - uvicorn_protocols: uvicorn's HTTP protocol classes and the connection state Guard's subclasses read.
 - presidio_engine: the post-processing steps of Presidio's ``AnalyzerEngine.analyze``, and the suffix
   list its email recognizer reads.
+- presidio_import: Presidio imported without transformers/torch, which Guard never uses through it.
 - torch_fp8: the FP8 matrix multiply and the recompile limits of the local Llama Guard runner.
 """

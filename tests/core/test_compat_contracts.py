@@ -286,3 +286,30 @@ def test_torch_rowwise_fp8_matmul_and_recompile_limits():
     finally:
         for k, v in before.items():
             setattr(dynamo.config, k, v)
+
+
+# --- presidio_import -----------------------------------------------------------------------------------
+
+
+def test_presidio_is_imported_without_torch_and_both_still_import_afterwards() -> None:
+    """In a fresh interpreter: the PII screen's package imports Presidio without transformers/torch, the
+    engine still analyses text, and Guard's own later imports of both libraries work."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import guard.screens.pii.engine as e\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)[:5]\n"
+        "from presidio_analyzer import AnalyzerEngine\n"
+        "from presidio_analyzer.predefined_recognizers import EmailRecognizer\n"
+        "r = EmailRecognizer().analyze('write to alice@example.com', ['EMAIL_ADDRESS'])\n"
+        "assert [x.entity_type for x in r] == ['EMAIL_ADDRESS'], r\n"
+        "import importlib.util\n"
+        "for name in ('torch', 'transformers'):\n"
+        "    if importlib.util.find_spec(name) is not None:\n"
+        "        importlib.import_module(name)\n"
+        "        assert sys.modules[name] is not None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
