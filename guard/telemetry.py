@@ -356,13 +356,13 @@ class Tracing:
     def finish(self, ex: Exchange, outcome: dict[str, Any]) -> None:
         from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-        span = ex.context.get("span")
+        span = ex.span
         if span is None:
             return
         if not span.is_recording():  # sampled out: no attributes, no stage spans
             span.end()
             return
-        base_perf, base_ns = ex.started, ex.context["wall_ns"]
+        base_perf, base_ns = ex.started, ex.wall_ns
         op = _OPS.get(ex.operation, ex.operation)
         span.update_name(f"{op} {ex.model}".strip())
         attrs = {

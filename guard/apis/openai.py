@@ -73,7 +73,7 @@ _ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", 
 
 def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
     """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
-    string in it. The ``__json__`` path end marks it for write-back parsed (guard.pipeline._write_back)."""
+    string in it. The ``__json__`` path end marks it for write-back parsed (guard.stages.decide.write_back)."""
     return Segment(json.dumps(value, ensure_ascii=False), role, kind, (*path, "__json__"))
 
 
