@@ -8,9 +8,8 @@ import time
 from typing import Any, ClassVar
 
 from guard import telemetry
-from guard.apis import answer as answers
 from guard.apis import translate
-from guard.apis.wire import WIRE
+from guard.apis.wire import WIRE, drop_unscreenable
 from guard.errors import GuardError
 from guard.exchange import Exchange
 from guard.filters import budget
@@ -111,8 +110,7 @@ class Answer:
     async def _screen_whole(
         self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet, api: Any
     ) -> bytes:
-        if ex.api in answers.APIS:
-            answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
+        drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()

@@ -8,6 +8,7 @@ import time
 from typing import ClassVar
 
 from guard import telemetry
+from guard.apis.wire import WIRE
 from guard.errors import unavailable
 from guard.stages.base import Flow, Services, send_json, throttled
 
@@ -23,15 +24,7 @@ class ListModels:
         ex = flow.ex
         names = [r.model for r in self._config.routes if not any(c in r.model for c in "*?[")]
         now = int(time.time())
-        if ex.api == "openai":
-            body = {
-                "object": "list",
-                "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"} for n in names],
-            }
-        else:
-            body = {
-                "models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0} for n in names]
-            }
+        body = WIRE[ex.api].model_list(names, now)
         ex.outcome = {"status": 200}
         try:
             await self._recorder.finished(ex, "exchange.completed", ex.outcome)
