@@ -45,7 +45,7 @@ class Exchange:
     profile: str = "default"  # screening profile chosen by policy
     # The request path's own bookkeeping (guard.pipeline, guard.stages).
     claim: dict[str, Any] | None = None  # the scope's REQUEST_KEY entry: the request id and its record's owner
-    span: Any = None  # the exchange's trace span (guard.telemetry.Tracing), None when not traced or sampled out
+    span: Any = None  # the exchange's trace span (guard.tracing.Tracing), None when not traced or sampled out
     wall_ns: int = 0  # wall clock at arrival, for the span's stage children
     traceparent: str = ""  # what goes upstream in ``traceparent`` when tracing made one
     model_label: str | None = None  # the ``model`` metric label (None: "other", or "" before a model is known)

@@ -37,6 +37,7 @@ from guard.stages.base import (
     send_error,
     throttled,
 )
+from guard.tracing import parse_traceparent
 
 __all__ = ["Pipeline", "ScreenSet", "Services"]
 log = logging.getLogger("guard.pipeline")
@@ -44,7 +45,7 @@ log = logging.getLogger("guard.pipeline")
 
 def _trace_id(traceparent: bytes | None) -> str:
     """The caller's W3C trace id, kept so the exchange joins the caller's trace; a new one otherwise."""
-    parent = telemetry.parse_traceparent(traceparent.decode("latin-1")) if traceparent is not None else None
+    parent = parse_traceparent(traceparent.decode("latin-1")) if traceparent is not None else None
     return parent[0] if parent else os.urandom(16).hex()
 
 

@@ -19,6 +19,7 @@ from guard.errors import GuardError
 from guard.exchange import Exchange
 from guard.filters.base import ScreenSet, Segment
 from guard.ratelog import Throttled
+from guard.tracing import Tracing
 from guard.upstream import Upstreams
 
 log = logging.getLogger("guard.pipeline")
@@ -52,7 +53,7 @@ class Services:
     recorder: Recorder
     screens: Callable[[str], ScreenSet]  # profile name -> screens
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    tracing: telemetry.Tracing | None = None
+    tracing: Tracing | None = None
     quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
 
