@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from guard.attrs import Attrs
 from guard.identity import Principal
 
 # ASGI scope key (guard.server), kept as Exchange.claim: {"id": the request id the client is given, "owner":
@@ -49,7 +50,7 @@ class Exchange:
     wall_ns: int = 0  # wall clock at arrival, for the span's stage children
     traceparent: str = ""  # what goes upstream in ``traceparent`` when tracing made one
     model_label: str | None = None  # the ``model`` metric label (None: "other", or "" before a model is known)
-    policy_obj: Any = None  # the resource attributes both decisions read (guard.attrs.Attrs), made once
+    policy_obj: Attrs | None = None  # the resource attributes both decisions read, made once
     audit_started: bool = False  # ``exchange.started`` is durable: the exchange's end is ``exchange.completed``
     body_changed: bool = False  # a screen rewrote the body that goes upstream
     translated: str = ""  # translation to the upstream's API (guard.apis.translate.mode), "" when none

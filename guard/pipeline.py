@@ -23,6 +23,7 @@ from guard.identity import ANONYMOUS
 from guard.quota import hook as quota
 from guard.stages import LISTING, STAGES
 from guard.stages.base import (
+    SKIPPED,
     ClientGone,
     Flow,
     Receive,
@@ -50,11 +51,11 @@ def _trace_id(traceparent: bytes | None) -> str:
 
 
 async def _walk(flow: Flow, stages: tuple[Stage, ...]) -> None:
-    """Run stages in order; a timed stage's duration is recorded when it ends (not when it raises)."""
+    """Run stages in order; a timed stage's duration is recorded when it ends (not when it raises, nor when
+    it had nothing to do)."""
     for stage in stages:
         t0 = time.perf_counter()
-        await stage.run(flow)
-        if stage.timed:
+        if await stage.run(flow) is not SKIPPED and stage.timed:
             record(flow.ex, stage.name, t0)
 
 

@@ -22,7 +22,7 @@ def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str
     the client API's wire module reads it (guard.apis.wire: ``prompt_text``)."""
     from guard.apis.wire import module
 
-    return module(api).prompt_text(operation, body)  # type: ignore[no-any-return]
+    return module(api).prompt_text(operation, body)
 
 
 def _denial_stage(ex: Any) -> str:

@@ -81,12 +81,16 @@ class Flow:
 
 
 class Stage(Protocol):
-    """A step of the request path. ``timed``: the driver records its duration under ``name``."""
+    """A step of the request path. ``timed``: the driver records its duration under ``name``, unless ``run``
+    returned ``SKIPPED`` (it had nothing to do, e.g. a profile without prompt screens)."""
 
     name: ClassVar[str]
     timed: ClassVar[bool]
 
-    async def run(self, flow: Flow) -> None: ...
+    async def run(self, flow: Flow) -> bool | None: ...
+
+
+SKIPPED = False  # what a stage's ``run`` returns when it had nothing to do: no duration is recorded
 
 
 def record(ex: Exchange, name: str, t0: float) -> None:
@@ -112,7 +116,7 @@ def ours(ex: Exchange) -> bool:
         return True
     if req["owner"] is None:
         req["owner"] = "app"
-    return req["owner"] == "app"
+    return bool(req["owner"] == "app")
 
 
 def model_label(ex: Exchange) -> str:
@@ -124,7 +128,7 @@ def model_label(ex: Exchange) -> str:
 def decision(ex: Exchange) -> str:
     for d in (ex.content, ex.access):
         if d is not None:
-            return d.effect
+            return str(d.effect)
     return "none"
 
 

@@ -17,7 +17,7 @@ from guard.filters import budget
 from guard.filters.base import Segment
 from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.quota import hook as quota
-from guard.stages.base import Flow, Services
+from guard.stages.base import SKIPPED, Flow, Services
 
 _second: tuple[Any, ...] = (None, "", 0, "")  # the last whole second seen, its time, hour and weekday: one
 # strftime a second; replaced whole, so threads (one Guard per thread in tests) never read a mix of two
@@ -107,12 +107,12 @@ class PromptScreens:
     def __init__(self, svc: Services) -> None:
         self._screens, self._budget_ms = svc.screens, svc.config.limits.screen_budget_ms
 
-    async def run(self, flow: Flow) -> None:
+    async def run(self, flow: Flow) -> bool | None:
         ex = flow.ex
         flow.screens = screens = self._screens(ex.profile)
         flow.prompt = segs = flow.wire.prompt_segments(ex.operation, ex.body)  # type: ignore[union-attr]
         if not screens.prompt:
-            return
+            return SKIPPED  # no screen to time
         before = [s.text for s in segs]
         # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
         copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
@@ -144,6 +144,7 @@ class PromptScreens:
                 )
         if write_back(ex.body, segs, before):
             ex.body_changed = True
+        return None
 
 
 class Content:
