@@ -83,7 +83,7 @@ class Pipeline:
         return True
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        req = scope.get(REQUEST_KEY)  # guard.server: the request's id, and who records it (_ours)
+        req = scope.get(REQUEST_KEY)  # guard.server: the request's id, and who records it (ours)
         rid = req["id"] if req else os.urandom(12).hex()
         ex = Exchange(request_id=rid, api="", operation="", model="", path=scope["path"], body={})
         ex.claim = req
