@@ -5,7 +5,7 @@ naming the JSON path. ``admit``: fields beyond the API reference (guard.apis.fie
 be screened as text are refused unless every upstream the request may go to allows them
 (``upstreams.<name>.extra_fields`` / ``allow_unscreened``); allowed unscreened inputs are marked for the
 audit record and counted. The body the upstream then receives is serialised from the judged object
-(guard.pipeline._forward, strictjson.dumps).
+(guard.stages.forward, strictjson.dumps).
 """
 
 from __future__ import annotations

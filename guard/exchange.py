@@ -6,10 +6,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from guard.attrs import Attrs
 from guard.identity import Principal
 
-# ASGI scope key (guard.server) and Exchange.context key (guard.pipeline): {"id": the request id the client is
-# given, "owner": None, "app" or "http": who makes its one audit record}
+# ASGI scope key (guard.server), kept as Exchange.claim: {"id": the request id the client is given, "owner":
+# None, "app" or "http": who makes its one audit record}
 REQUEST_KEY = "guard.request"
 
 
@@ -43,7 +44,18 @@ class Exchange:
     content: Any = None  # policy Decision
     verdicts: list[Any] = field(default_factory=list)  # screen Verdicts
     profile: str = "default"  # screening profile chosen by policy
-    context: dict[str, Any] = field(default_factory=dict)  # per-request private state (e.g. pseudonym maps)
+    # The request path's own bookkeeping (guard.pipeline, guard.stages).
+    claim: dict[str, Any] | None = None  # the scope's REQUEST_KEY entry: the request id and its record's owner
+    span: Any = None  # the exchange's trace span (guard.tracing.Tracing), None when not traced or sampled out
+    wall_ns: int = 0  # wall clock at arrival, for the span's stage children
+    traceparent: str = ""  # what goes upstream in ``traceparent`` when tracing made one
+    model_label: str | None = None  # the ``model`` metric label (None: "other", or "" before a model is known)
+    policy_obj: Attrs | None = None  # the resource attributes both decisions read, made once
+    audit_started: bool = False  # ``exchange.started`` is durable: the exchange's end is ``exchange.completed``
+    body_changed: bool = False  # a screen rewrote the body that goes upstream
+    translated: str = ""  # translation to the upstream's API (guard.apis.translate.mode), "" when none
+    outcome: dict[str, Any] | None = None  # how the exchange ended, as recorded (status, reason, usage, ...)
+    context: dict[str, Any] = field(default_factory=dict)  # screens' and quotas' private state (pseudonym maps)
 
     @property
     def params(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from guard import __version__, reloads, telemetry
+from guard import __version__, reloads, telemetry, tracing
 from guard.config import Config, ConfigError
 from guard.pipeline import ScreenSet, Services
 from guard.revocation import Revocations, TLSFileError
@@ -130,9 +130,9 @@ class Runtime:
         t = config.telemetry
         telemetry.configure(t.metrics)
         self.tracing = (
-            telemetry.Tracing(tracer_provider)
+            tracing.Tracing(tracer_provider)
             if tracer_provider is not None
-            else telemetry.Tracing.from_config(t.service_name, t.otlp_endpoint, t.trace_sample_ratio)
+            else tracing.Tracing.from_config(t.service_name, t.otlp_endpoint, t.trace_sample_ratio)
         )
 
     # --- loading ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from guard import headers as header_rules
 from guard import http1, telemetry
+from guard.apis.wire import upstream_target
 from guard.config import Config, Upstream
 from guard.errors import GuardError
 
@@ -24,7 +25,6 @@ UNREACHABLE = "the model server could not be reached"
 TIMEOUT = "the model server did not answer in time"
 FAILED = "the model server sent an invalid response"
 TOO_LARGE = "the model server's response is larger than this gateway allows"
-ANTHROPIC_VERSION = "2023-06-01"
 
 
 class UpstreamUnreachable(Exception):
@@ -88,25 +88,8 @@ class Upstreams:
             raise GuardError(
                 502, "this model is misconfigured at the gateway", "upstream_error", "upstream_misconfigured"
             )
-        base = _path_of(up.url)
-        if up.api == "azure-openai":
-            sub = path.removeprefix("/v1")
-            target = (
-                f"{base}/openai/deployments/{quote(model, safe='')}{sub}"
-                f"?api-version={quote(up.api_version or '2024-10-21', safe='')}"
-            )
-            if key:
-                lines.append(f"api-key: {key}\r\n".encode("latin-1"))
-        else:
-            if base.endswith("/v1") and path.startswith("/v1/"):
-                base = base[:-3]
-            target = base + path
-            if up.api == "anthropic":
-                lines.append(f"anthropic-version: {up.api_version or ANTHROPIC_VERSION}\r\n".encode("latin-1"))
-                if key:
-                    lines.append(f"x-api-key: {key}\r\n".encode("latin-1"))
-            elif key:
-                lines.append(f"authorization: Bearer {key}\r\n".encode("latin-1"))
+        target, auth = upstream_target(up.api)(_path_of(up.url), path, model, up.api_version, key)
+        lines.extend(auth)
         return Target(name, up, target.encode("ascii"), b"".join(lines))
 
     async def send(self, target: Target, method: str, body: bytes) -> http1.Response:

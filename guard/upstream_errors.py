@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guard.errors import error_body
+from guard.apis.wire import module
 from guard.screens.base import ResponseScreen, Segment, Verdict
 
 ERROR_BODY_CAP = 65536  # bytes of an upstream error body relayed to the client; a longer one is replaced
@@ -35,9 +35,7 @@ def _set(body: Any, path: tuple[Any, ...], value: str) -> Any:
 
 
 def _replacement(api: str, message: str, code: str) -> bytes:
-    if api == "ollama":
-        return json.dumps({"error": message}).encode()
-    return error_body(message, "upstream_error", code)
+    return module(api).upstream_error_body(message, code)
 
 
 async def screen_error_body(

@@ -97,7 +97,7 @@ def build() -> dict[str, Any]:
 
     L.row("Pipeline stages")
     L.panel("p99 latency per stage", [(quantile("guard_stage_duration_seconds", 0.99, "stage"), "{{stage}}")], "s",
-            desc="identity, parse, policy, screens_prompt, audit, upstream_first_byte, upstream_total, screens_response")
+            desc="identity, parse, route, policy, screens_prompt, audit, upstream_first_byte, upstream_total, screens_response")
     L.panel("p50 latency per stage", [(quantile("guard_stage_duration_seconds", 0.5, "stage"), "{{stage}}")], "s")
     L.panel("Mean latency per stage",
             [(f"{rate('guard_stage_duration_seconds_sum', 'stage')} / {rate('guard_stage_duration_seconds_count', 'stage')}",

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from guard.apis import openai
 from guard.apis.openai import _dict, _int, _list, _str, event_data, json_segment, split_events
 from guard.errors import GuardError, bad_request
 from guard.screens.base import Segment
@@ -311,3 +312,24 @@ def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes
 
 
 flush = flush_chunk
+
+
+# --- what guard.upstream, guard.upstream_errors and the audit recorder ask (through guard.apis.wire) ------
+
+VERSION = "2023-06-01"  # the ``anthropic-version`` sent when the upstream's ``api_version`` names none
+upstream_error_body = openai.upstream_error_body
+
+
+def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
+    """The texts of the messages, system prompt and tool results, for audit content capture."""
+    return openai.segments_text(prompt_segments, operation, body)
+
+
+def upstream_target(base: str, path: str, model: str, version: str | None, key: str) -> tuple[str, list[bytes]]:
+    """The request target on an Anthropic upstream, ``anthropic-version`` and the ``x-api-key``."""
+    if base.endswith("/v1") and path.startswith("/v1/"):
+        base = base[:-3]
+    lines = [f"anthropic-version: {version or VERSION}\r\n".encode("latin-1")]
+    if key:
+        lines.append(f"x-api-key: {key}\r\n".encode("latin-1"))
+    return base + path, lines

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from guard.apis import openai
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import GuardError, bad_request
@@ -238,3 +239,19 @@ def filter_whole(operation: str, body: dict[str, Any]) -> None:
         body["message"] = {"role": "assistant", "content": ""}
     if "response" in body:
         body["response"] = ""
+
+
+# --- what guard.upstream, guard.upstream_errors and the audit recorder ask (through guard.apis.wire) ------
+
+prompt_text = openai.prompt_text
+upstream_target = openai.upstream_target
+
+
+def upstream_error_body(message: str, code: str) -> bytes:
+    """What stands for an upstream's error answer Guard withheld: Ollama's own ``{"error": text}``."""
+    return json.dumps({"error": message}).encode()
+
+
+def model_list(names: list[str], now: int) -> dict[str, Any]:
+    """``GET /api/tags``: the models a client may name."""
+    return {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0} for n in names]}

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from guard.apis.answer import answer_segments, nest
 from guard.apis.fields import parameter_texts
@@ -73,7 +74,7 @@ _ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", 
 
 def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
     """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
-    string in it. The ``__json__`` path end marks it for write-back parsed (guard.pipeline._write_back)."""
+    string in it. The ``__json__`` path end marks it for write-back parsed (guard.stages.decide.write_back)."""
     return Segment(json.dumps(value, ensure_ascii=False), role, kind, (*path, "__json__"))
 
 
@@ -370,3 +371,69 @@ def filter_whole(operation: str, body: dict[str, Any]) -> None:
                 ch["message"] = {"role": "assistant", "content": ""}
             if "text" in ch:
                 ch["text"] = ""
+
+
+# --- what guard.upstream, guard.upstream_errors and the audit recorder ask (through guard.apis.wire) ------
+
+CAPTURED_KINDS = ("content", "system", "prompt", "input", "tool_result")  # segment kinds content capture keeps
+
+
+def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
+    """The prompt as forwarded (after screens rewrote it), for audit content capture; None when there is
+    none. Read from the body's messages, ``prompt``, ``input`` and ``system``: the body may be the invalid
+    one being refused."""
+    parts: list[str] = []
+    msgs = body.get("messages")
+    for m in msgs if isinstance(msgs, list) else []:
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, str):
+            parts.append(c)
+        elif isinstance(c, list):
+            parts += [p.get("text", "") for p in c if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    for key in ("prompt", "input", "system"):
+        v = body.get(key)
+        if isinstance(v, str):
+            parts.append(v)
+        elif isinstance(v, list):
+            parts += [x for x in v if isinstance(x, str)]
+    return "\n".join(parts) if parts else None
+
+
+def segments_text(segments: Any, operation: str, body: dict[str, Any]) -> str | None:
+    """``prompt_text`` for APIs whose module lists the prompt's texts (``prompt_segments``)."""
+    try:
+        segs = segments(operation, body)
+    except Exception:
+        return None
+    texts = [sg.text for sg in segs if sg.kind in CAPTURED_KINDS]
+    return "\n".join(texts) if texts else None
+
+
+def upstream_error_body(message: str, code: str) -> bytes:
+    """What stands for an upstream's error answer Guard withheld (guard.upstream_errors)."""
+    return GuardError(502, message, "upstream_error", code).body()
+
+
+def upstream_target(base: str, path: str, model: str, version: str | None, key: str) -> tuple[str, list[bytes]]:
+    """The request target on an OpenAI-compatible upstream (``base`` its URL's path) and its credential: a
+    bearer key."""
+    if base.endswith("/v1") and path.startswith("/v1/"):
+        base = base[:-3]
+    return base + path, [f"authorization: Bearer {key}\r\n".encode("latin-1")] if key else []
+
+
+def azure_target(base: str, path: str, model: str, version: str | None, key: str) -> tuple[str, list[bytes]]:
+    """Azure OpenAI: the deployment (the model) in the path, ``api-version`` in the query, an ``api-key``."""
+    sub = path.removeprefix("/v1")
+    target = (
+        f"{base}/openai/deployments/{quote(model, safe='')}{sub}?api-version={quote(version or '2024-10-21', safe='')}"
+    )
+    return target, [f"api-key: {key}\r\n".encode("latin-1")] if key else []
+
+
+def model_list(names: list[str], now: int) -> dict[str, Any]:
+    """``GET /v1/models``: the models a client may name."""
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"} for n in names],
+    }

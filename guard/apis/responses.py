@@ -306,3 +306,13 @@ def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes
     return encode(
         {"type": "response.incomplete", "sequence_number": (like or {}).get("sequence_number", 0), "response": resp}
     )
+
+
+# --- what guard.upstream_errors and the audit recorder ask (through guard.apis.wire) ----------------------
+
+upstream_error_body = openai.upstream_error_body
+
+
+def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
+    """The texts of the input items, instructions and tool outputs, for audit content capture."""
+    return openai.segments_text(prompt_segments, operation, body)

@@ -3,14 +3,18 @@
 Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same functions: ``validate``,
 ``prompt_segments``, ``unscreened``, ``response_segments``, ``usage``, ``finish_reasons``, ``filter_whole``,
 ``error_body``, ``stream_error`` and, for streams, ``split``, ``payload``, ``is_end``, ``chunk_channels``,
-``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``.
+``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for the
+audit recorder ``prompt_text``, and for guard.upstream_errors ``upstream_error_body``. An upstream's API
+(``upstreams.<name>.api``) names how its request target and credentials are written: ``upstream_target``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
-from guard.apis import anthropic, ollama, openai, responses
+from guard.apis import answer, anthropic, ollama, openai, responses
 
 WIRE: dict[str, ModuleType] = {"openai": openai, "ollama": ollama, "anthropic": anthropic, "responses": responses}
 
@@ -18,3 +22,23 @@ WIRE: dict[str, ModuleType] = {"openai": openai, "ollama": ollama, "anthropic": 
 def module(api: str) -> ModuleType:
     """The module for a client's wire API; OpenAI's for a request not yet routed to one."""
     return WIRE.get(api, openai)
+
+
+# upstreams.<name>.api -> (its URL's path, request path, model, api_version, key) -> (target, header lines)
+UPSTREAM: dict[str, Callable[[str, str, str, str | None, str], tuple[str, list[bytes]]]] = {
+    "openai": openai.upstream_target,
+    "azure-openai": openai.azure_target,
+    "ollama": ollama.upstream_target,
+    "anthropic": anthropic.upstream_target,
+}
+
+
+def upstream_target(api: str) -> Callable[[str, str, str, str | None, str], tuple[str, list[bytes]]]:
+    """How requests to an upstream speaking ``api`` are addressed and authenticated (OpenAI's by default)."""
+    return UPSTREAM.get(api, openai.upstream_target)
+
+
+def drop_unscreenable(api: str, body: dict[str, Any]) -> bool:
+    """Token-level detail (logprobs, token ids) removed from a whole answer the response screens judge, for
+    the APIs whose answers carry it (guard.apis.answer). True if any held something."""
+    return answer.drop_unscreenable(api, body) if api in answer.APIS else False

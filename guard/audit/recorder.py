@@ -16,37 +16,13 @@ from typing import Any
 from guard.audit import event as ev
 from guard.audit.journal import Journal
 
-_CAPTURED_KINDS = ("content", "system", "prompt", "input", "tool_result")
-
 
 def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str | None:
-    """The prompt as forwarded (after screens rewrote it), for content capture; None when there is none.
-    Anthropic Messages and Responses bodies: the texts of their messages, system prompt and tool results, as
-    their wire module lists them (guard.apis.wire)."""
-    if api in ("anthropic", "responses"):
-        from guard.apis.wire import module
+    """The prompt as forwarded (after screens rewrote it), for content capture; None when there is none. As
+    the client API's wire module reads it (guard.apis.wire: ``prompt_text``)."""
+    from guard.apis.wire import module
 
-        try:
-            segs = module(api).prompt_segments(operation, body)
-        except Exception:
-            return None
-        texts = [sg.text for sg in segs if sg.kind in _CAPTURED_KINDS]
-        return "\n".join(texts) if texts else None
-    parts: list[str] = []
-    msgs = body.get("messages")
-    for m in msgs if isinstance(msgs, list) else []:  # the body may be the invalid one being refused
-        c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, str):
-            parts.append(c)
-        elif isinstance(c, list):
-            parts += [p.get("text", "") for p in c if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    for key in ("prompt", "input", "system"):
-        v = body.get(key)
-        if isinstance(v, str):
-            parts.append(v)
-        elif isinstance(v, list):
-            parts += [x for x in v if isinstance(x, str)]
-    return "\n".join(parts) if parts else None
+    return module(api).prompt_text(operation, body)
 
 
 def _denial_stage(ex: Any) -> str:

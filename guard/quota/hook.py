@@ -101,7 +101,7 @@ def _ask_for_usage(ex: Any) -> None:
     if isinstance(opts, dict) and opts.get("include_usage") is True:
         return
     ex.body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-    ex.context["body_changed"] = True
+    ex.body_changed = True
     ex.context[STRIP_USAGE] = True
 
 
@@ -146,7 +146,7 @@ async def finish(quotas: Quotas, ex: Any) -> None:
         return
     tokens = ex.context.get("guard.quota.tokens")
     if tokens is None:  # ended by an error before completion: no answer, nothing generated
-        out = ex.context.get("outcome") or {}
+        out = ex.outcome or {}
         tokens = (0, 0) if int(out.get("status") or 0) != 499 else None
     await quotas.settle(ticket, tokens)
 

@@ -139,7 +139,7 @@ def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
             await hook.admit(q, ex, prompt)
             hook.merge_headers(ex, upstream)
             outcome = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
-            ex.context["outcome"] = outcome
+            ex.outcome = outcome
             hook.account(ex, outcome)
             await hook.finish(q, ex)
         took = time.process_time() - t
@@ -154,7 +154,7 @@ def quota_calls_us(n: int = 20_000, keeper: str | None = None) -> float:
                 body={"model": "m", "messages": []},
                 principal=who,
             )
-            ex.context["outcome"] = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
+            ex.outcome = {"status": 200, "usage": {"input_tokens": 8, "output_tokens": 3}}
         took -= time.process_time() - t
         await q.close()
         return took / n * 1e6

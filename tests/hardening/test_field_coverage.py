@@ -537,7 +537,7 @@ def test_a_rewrite_that_breaks_a_json_field_refuses_the_request() -> None:
     forwarded as judged: the request is refused (400 ``rewrite_failed``), never sent half-rewritten."""
     from guard.apis import openai
     from guard.errors import GuardError
-    from guard.pipeline import _write_back
+    from guard.stages.decide import write_back as _write_back
 
     _, body, _ = SAMPLES["openai chat tools[].function.parameters"][0]("x")
     segs = [s for s in openai.prompt_segments("chat", body) if s.path[-1] == "__json__"]

@@ -112,7 +112,7 @@ def test_guards_own_head_sampling_skips_the_sdk_for_exchanges_not_sampled():
     """From guard.yaml (Tracing.from_config): an exchange not sampled gets no span at all (nothing for the
     SDK to build), a fresh or the caller's trace id and an unsampled traceparent; a caller's sampled flag is
     followed whatever the ratio."""
-    from guard.telemetry import Tracing
+    from guard.tracing import Tracing
 
     never = Tracing.from_config("guard", "http://127.0.0.1:9/v1/traces", 0.0)
     always = Tracing.from_config("guard", "http://127.0.0.1:9/v1/traces", 1.0)

@@ -1,0 +1,79 @@
+"""Going upstream: ``exchange.started`` made durable first (audit), then the request sent to the route's
+upstream or its fallbacks until a response head arrives (upstream_first_byte)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+from guard import telemetry
+from guard.apis import strictjson, translate
+from guard.errors import GuardError, unavailable
+from guard.stages.base import ClientGone, Flow, Services, ours, throttled
+from guard.upstream import UpstreamUnreachable
+
+
+class AuditStarted:
+    """``exchange.started`` made durable (fsync) BEFORE anything goes upstream; journal failure -> 503."""
+
+    name: ClassVar[str] = "audit"
+    timed: ClassVar[bool] = True
+
+    def __init__(self, svc: Services) -> None:
+        self._recorder = svc.recorder
+
+    async def run(self, flow: Flow) -> None:
+        ex = flow.ex
+        if not ours(ex):
+            raise ClientGone()
+        try:
+            await self._recorder.started(ex)
+            ex.audit_started = True
+        except Exception as err:
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            throttled.error("refusing", "audit journal failed, refusing %s: %s", ex.request_id, err)
+            raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
+
+
+class Forward:
+    """The judged body (never the client's bytes: guard.canonical) to the route's upstream, translated where
+    the upstream speaks another API; the fallbacks when one is unreachable; until the response head."""
+
+    name: ClassVar[str] = "upstream_first_byte"
+    timed: ClassVar[bool] = True
+
+    def __init__(self, svc: Services) -> None:
+        self._config, self._upstreams = svc.config, svc.upstreams
+
+    async def run(self, flow: Flow) -> None:
+        ex, route, cfg = flow.ex, flow.route, self._config
+        assert route is not None
+        if route.upstream_model:
+            ex.body["model"] = route.upstream_model
+        bodies: dict[str, bytes] = {}  # per upstream API: what was judged, never the client's bytes (canonical.py)
+        tp = ex.traceparent or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
+        extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
+        resp = None
+        for name in [route.upstream, *route.fallbacks]:
+            model = route.upstream_model or ex.model
+            kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
+            if kind not in bodies:
+                bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
+            path = "/v1/chat/completions" if kind else ex.path
+            target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
+            try:
+                resp = await self._upstreams.send(target, "POST", bodies[kind])
+                ex.upstream = name
+                ex.translated = kind
+                break
+            except UpstreamUnreachable as e:
+                last = e
+        if resp is None:
+            raise GuardError(502, str(last), "upstream_error", "upstream_unreachable")  # names no upstream
+        flow.response = resp
+
+
+def since_forward(flow: Flow) -> float:
+    """When the request went upstream (the start of ``upstream_first_byte``), for ``upstream_total``."""
+    return flow.ex.stage_times.get("upstream_first_byte", (time.perf_counter(), 0.0))[0]

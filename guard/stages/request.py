@@ -1,0 +1,179 @@
+"""The first stages: who is calling and which endpoint (identity), the body read strictly (parse), the model's
+route and upstreams (route)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from guard import canonical
+from guard.apis import ROUTES, fields, translate
+from guard.apis.wire import WIRE
+from guard.config import Route as RouteConfig
+from guard.config import Upstream
+from guard.errors import GuardError, bad_request, forbidden
+from guard.exchange import Exchange
+from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
+from guard.stages.base import ClientGone, Flow, Receive, Services, header
+
+
+def identify(scope: dict[str, Any], trusted: Sequence[Any], xfcc_multi: str = "refuse") -> Principal:
+    """Principal from the verified client certificate, or from XFCC when the peer is a trusted proxy."""
+    xfcc = header(scope["headers"], b"x-forwarded-client-cert")
+    client = scope.get("client") or ("", 0)
+    if xfcc is not None and peer_is_trusted(client[0], trusted):
+        lines = [v for k, v in scope["headers"] if k == b"x-forwarded-client-cert"]
+        if len(lines) > 1:  # several header lines are one list (RFC 9110 5.3): one element per line at least
+            xfcc = b",".join(lines)
+        try:
+            return principal_from_xfcc(xfcc.decode("latin-1"), multi=xfcc_multi)
+        except XFCCError as e:
+            raise forbidden(f"unusable x-forwarded-client-cert: {e}", "bad_client_identity") from None
+    tls = (scope.get("extensions") or {}).get("tls") or {}
+    return tls.get("guard.principal") or ANONYMOUS
+
+
+class Identify:
+    """The Principal, then the endpoint: (method, path) -> wire API and operation (404 when none)."""
+
+    name: ClassVar[str] = "identity"
+    timed: ClassVar[bool] = True
+
+    def __init__(self, svc: Services) -> None:
+        self._trusted = tuple(svc.config.tls.networks())
+        self._xfcc_multi = svc.config.tls.xfcc_multi
+
+    async def run(self, flow: Flow) -> None:
+        scope, ex = flow.scope, flow.ex
+        endpoint = ROUTES.get((scope["method"], scope["path"]))
+        ex.principal = identify(scope, self._trusted, self._xfcc_multi)
+        if endpoint is None:
+            raise GuardError(
+                404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error", "not_found"
+            )
+        ex.api, ex.operation = endpoint
+        if ex.operation == "models":  # a listing is about every model
+            ex.model = "*"
+
+
+async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large")
+        except ValueError:
+            raise bad_request("invalid Content-Length", "invalid_request") from None
+    chunks, n = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone()
+        body = msg.get("body", b"")
+        n += len(body)
+        if n > limit:
+            raise GuardError(413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large")
+        chunks.append(body)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _depth_ok(obj: Any, limit: int, raw: bytes = b"") -> bool:
+    if raw and raw.count(b"[") + raw.count(b"{") < limit:
+        return True  # fewer brackets than the limit: it cannot nest that deep
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if d > limit:
+            return False
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o)
+    return True
+
+
+class Parse:
+    """The body read strictly (guard.canonical: duplicate or case-folded keys, NaN refused), its fields
+    checked and validated by the client API's module: the Exchange's model, stream flag and body."""
+
+    name: ClassVar[str] = "parse"
+    timed: ClassVar[bool] = True
+
+    def __init__(self, svc: Services) -> None:
+        self._limits = svc.config.limits
+
+    async def run(self, flow: Flow) -> None:
+        ex, headers, limits = flow.ex, flow.scope["headers"], self._limits
+        ctype = header(headers, b"content-type") or b""
+        if not ctype.split(b";")[0].strip().lower() == b"application/json":
+            raise GuardError(
+                415, "Content-Type must be application/json", "invalid_request_error", "unsupported_media_type"
+            )
+        raw = await _read_body(flow.receive, limits.max_body_bytes, header(headers, b"content-length"))
+        ex.body_bytes = len(raw)
+        body = canonical.parse(raw)
+        if not _depth_ok(body, limits.max_json_depth, raw):
+            raise bad_request(f"JSON nested deeper than {limits.max_json_depth}", "invalid_json")
+        ex.body = body
+        flow.wire = api = WIRE[ex.api]
+        flow.unknown = fields.check(ex.api, ex.operation, body)  # refuses case-variant spellings of known fields
+        ex.model, ex.stream = api.validate(ex.operation, body)
+
+
+def _label_for(route: RouteConfig, model: str, listed: frozenset[str]) -> str:
+    """A metric label for a routed model: its own name when a route names it exactly (or the operator
+    listed it), else ``other``: names a wildcard route matched come from clients and are unbounded."""
+    if model in listed or not any(c in route.model for c in "*?["):
+        return model
+    return "other"
+
+
+def _stateful(ex: Exchange, used: list[str], chain: list[Upstream]) -> None:
+    """Context the upstream keeps (Responses API) is refused unless every upstream of the route is
+    ``stateful``; otherwise ``store: false`` is sent, so no later request can refer to this one's context."""
+    if all(u.stateful for u in chain):
+        return
+    if used:
+        raise bad_request(
+            f"$.{used[0]} refers to context kept by the upstream, which Guard cannot screen or "
+            "audit; not allowed for this model (upstreams.<name>.stateful)",
+            "stateful_refused",
+            param=f"$.{used[0]}",
+        )
+    ex.body["store"] = False
+
+
+class Route:
+    """model -> route -> upstream and fallbacks; each must take this API (translated where configured), and
+    the body's unknown fields and unscreenable inputs are admitted or refused for them (guard.canonical)."""
+
+    name: ClassVar[str] = "route"
+    timed: ClassVar[bool] = True
+
+    def __init__(self, svc: Services) -> None:
+        self._config = svc.config
+        self._model_labels = frozenset(svc.config.telemetry.model_labels)
+
+    async def run(self, flow: Flow) -> None:
+        ex, cfg, api, body = flow.ex, self._config, flow.wire, flow.ex.body
+        r = cfg.route(ex.model)
+        if r is None:
+            raise GuardError(
+                404, f"model {ex.model!r} is not routed by this gateway", "invalid_request_error", "model_not_found"
+            )
+        ex.upstream = r.upstream
+        ex.model_label = _label_for(r, ex.model, self._model_labels)
+        up = cfg.upstreams[r.upstream]
+        ex.upstream_api, ex.external = up.api, up.external
+        chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
+        for u in chain:  # before any screen runs: a route this API cannot take is refused as such
+            kind = translate.mode(ex.api, u)
+            if kind is None:
+                raise translate.mismatch(ex.api, u, ex.model)  # type: ignore[misc]
+            if kind:
+                translate.check_for(kind, body)
+        canonical.admit(ex, api, flow.unknown, chain)
+        state = getattr(api, "stateful", None)
+        if state is not None:
+            _stateful(ex, state(body), chain)
+        flow.route, flow.chain = r, chain
