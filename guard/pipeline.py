@@ -22,6 +22,7 @@ from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, set_path, strictjson, translate
 from guard.apis import answer as answers
 from guard.apis.wire import WIRE, module
+from guard.client_watch import ClientGone, ClientWatch
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -77,10 +78,6 @@ class Services:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     tracing: telemetry.Tracing | None = None
     quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
-
-
-class ClientGone(Exception):
-    pass
 
 
 # --- small helpers -------------------------------------------------------------------------------------
@@ -622,14 +619,7 @@ class Pipeline:
         meter = quota_stream.meter(self.svc.quotas, ex)  # None unless the tier counts tokens
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         telemetry.ACTIVE_STREAMS.inc()
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.ensure_future(watch())
+        watch = ClientWatch(receive)  # a client that leaves stops the upstream, even while text is held
         outcome: dict[str, Any] = {"status": 200}
         screened = bool(screens.response) and screens.stream_screens
         relay = (
@@ -649,12 +639,7 @@ class Pipeline:
         try:
             stop = None
             while True:
-                nxt = asyncio.ensure_future(resp.next_chunk())
-                done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
-                    raise ClientGone()
-                data = nxt.result()
+                data = await watch.until_gone(resp.next_chunk())
                 if data is None:
                     break
                 if relay is None:
@@ -666,7 +651,7 @@ class Pipeline:
                     sent += len(data)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                     continue
-                out, stop = await relay.feed(data)
+                out, stop = await watch.until_gone(relay.feed(data))
                 if out and meter is not None and meter.feed(out):
                     await meter.check()
                 if out:
@@ -678,7 +663,7 @@ class Pipeline:
                 sent += len(rest)
                 await send({"type": "http.response.body", "body": rest, "more_body": True})
             if relay is not None and stop is None:
-                out, stop = await relay.finish()
+                out, stop = await watch.until_gone(relay.finish())
                 if out:
                     sent += len(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -728,7 +713,7 @@ class Pipeline:
             outcome.update(status=err.status, reason=err.code)
             await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
         finally:
-            watcher.cancel()
+            watch.close()
             telemetry.ACTIVE_STREAMS.dec()
             if relay is not None:
                 ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))
