@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, set_path, strictjson, translate
-from guard.apis import answer as answers
 from guard.apis.wire import WIRE, module
 from guard.client_watch import ClientGone, ClientWatch
 from guard.config import Config
@@ -577,8 +576,7 @@ class Pipeline:
     async def _screen_whole(
         self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet, api: Any
     ) -> bytes:
-        if ex.api in answers.APIS:
-            answers.drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
+        api.drop_unscreenable(body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()

@@ -2,8 +2,9 @@
 
 Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same functions: ``validate``,
 ``prompt_segments``, ``unscreened``, ``response_segments``, ``usage``, ``finish_reasons``, ``filter_whole``,
-``error_body``, ``stream_error`` and, for streams, ``split``, ``payload``, ``is_end``, ``chunk_channels``,
-``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``.
+``error_body``, ``stream_error``, ``drop_unscreenable`` and, for streams, ``split``, ``payload``, ``is_end``,
+``chunk_channels``, ``stream_strings``, ``held_only``, ``chunk_finished``, ``flush``, ``encode``,
+``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``.
 """
 
 from __future__ import annotations
