@@ -16,6 +16,7 @@ from typing import Any
 
 from guard import telemetry
 from guard.accesslog import AccessLog, open_log
+from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
 from guard.identity import ANONYMOUS
@@ -24,7 +25,6 @@ from guard.screens.base import ScreenSet
 from guard.stages import LISTING, STAGES
 from guard.stages.base import (
     SKIPPED,
-    ClientGone,
     Flow,
     Receive,
     Send,

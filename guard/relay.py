@@ -5,8 +5,9 @@ has its own chain of StreamScreens; what a chain holds back is released in later
 synthetic chunk, before the choice's finish chunk or the end of the stream.
 
 The client sees the upstream's chunking: a chunk whose text is all held back is not sent at all (rather
-than as an empty delta) unless it carries something else (a role, a tool call's id or name, a finish
-reason, usage, logprobs).
+than as an empty delta) unless it carries something else the client needs (a role, a tool call's id or
+name, a finish reason, usage, a block start or stop): each wire module's ``held_only`` says which, so the
+relay never branches on the API.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from guard.apis import answer, set_path
+from guard.apis import set_path
 from guard.apis.wire import module
 from guard.screens.base import StreamScreen, Verdict
 
@@ -177,22 +178,20 @@ class Relay:
         self._like = chunk
         wire = self.wire
         held = False
-        extra: list[tuple[tuple, tuple, str]] = []
-        if self.api in answer.APIS:  # every other text of an OpenAI or Ollama chunk (guard.apis.answer)
-            answer.drop_unscreenable(self.api, chunk)  # logprobs, token ids: cannot be judged
+        wire.drop_unscreenable(chunk)  # logprobs, token ids: cannot be judged
         channels = list(wire.chunk_channels(self.operation, chunk))
-        if self.api in answer.APIS:
-            extra, whole = answer.stream_strings(self.api, chunk, frozenset(p for _, p, _ in channels))
-            for path, text in whole:
-                chain = _Chain(self._open_chain("content"))
-                self._whole.append(chain)
-                released, stop = await chain.feed(text)
-                if stop is None:
-                    rest, stop = await chain.finish()
-                    released += rest
-                if stop:
-                    return b"", stop
-                set_path(chunk, path, released)
+        # every other text of the chunk (guard.apis.answer): a channel of its own, or screened whole
+        extra, whole = wire.stream_strings(self.operation, chunk, frozenset(p for _, p, _ in channels))
+        for path, text in whole:
+            chain = _Chain(self._open_chain("content"))
+            self._whole.append(chain)
+            released, stop = await chain.feed(text)
+            if stop is None:
+                rest, stop = await chain.finish()
+                released += rest
+            if stop:
+                return b"", stop
+            set_path(chunk, path, released)
         for key, path, text in channels + extra:
             released, stop = await self._chain(key).feed(text)
             if stop:
@@ -212,7 +211,7 @@ class Relay:
                         out += self._encode(self._flush_chunk(key, text))
         if self._finalize is not None:
             self._finalize(chunk, self.released)
-        if not (held and self.api in answer.APIS and _nothing_else(self.api, self.operation, chunk)):
+        if not (held and wire.held_only(self.operation, chunk)):  # nothing but held text: not sent
             out += self._encode(chunk)
         return bytes(out), None
 
@@ -250,46 +249,6 @@ class Relay:
         if u:
             self.usage = {**self.usage, **u} if self.usage else u
         self.finish_reasons += self.wire.finish_reasons(chunk)
-
-
-_QUIET = ("", None)
-
-
-def _nothing_else(api: str, operation: str, chunk: dict[str, Any]) -> bool:
-    """Whether a chunk whose text was held back carries nothing else the client needs."""
-    if api == "ollama":
-        msg = chunk.get("message")
-        rest = {k: v for k, v in (msg.items() if isinstance(msg, dict) else ()) if k not in ("role", "content")}
-        return (
-            not chunk.get("done")
-            and chunk.get("response") in _QUIET
-            and not any(rest.values())
-            and not chunk.get("context")
-        )
-    if chunk.get("usage"):
-        return False
-    for ch in chunk.get("choices") or []:
-        if not isinstance(ch, dict) or ch.get("finish_reason") or ch.get("logprobs"):
-            return False
-        if operation == "completion":
-            if ch.get("text") not in _QUIET:
-                return False
-            continue
-        for k, v in (ch.get("delta") or {}).items():
-            if k == "tool_calls":
-                for tc in v if isinstance(v, list) else [v]:
-                    fn = tc.get("function") if isinstance(tc, dict) else None
-                    if (
-                        not isinstance(tc, dict)
-                        or tc.get("id")
-                        or not isinstance(fn, dict)
-                        or fn.get("name")
-                        or fn.get("arguments") not in _QUIET
-                    ):
-                        return False
-            elif v not in _QUIET:
-                return False
-    return True
 
 
 def scan_tail(api: str, tail: bytes) -> tuple[dict[str, int] | None, list[str]]:

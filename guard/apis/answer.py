@@ -40,9 +40,6 @@ STRUCTURAL = frozenset(
 UNSCREENABLE_KEYS = ("logprobs", "context")  # token-level detail and token ids
 
 
-APIS = frozenset({"openai", "ollama"})  # the wire APIs whose answers this module reads
-
-
 def drop_unscreenable(api: str, obj: dict[str, Any]) -> bool:
     """Remove ``logprobs`` (OpenAI: of every choice, left as null; Ollama: top level) and Ollama's
     ``context``. True if any held something."""

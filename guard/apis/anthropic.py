@@ -333,3 +333,32 @@ def upstream_target(base: str, path: str, model: str, version: str | None, key: 
     if key:
         lines.append(f"x-api-key: {key}\r\n".encode("latin-1"))
     return base + path, lines
+
+
+# --- what guard.relay asks of each event, beside its channels ---------------------------------------------
+
+_DELTA_TEXT = ("text", "thinking", "partial_json")
+
+
+def drop_unscreenable(obj: dict[str, Any]) -> bool:
+    """Messages events carry no token-level detail: nothing to remove."""
+    return False
+
+
+def stream_strings(
+    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
+) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+    """No text beside the channels: events are typed, and a delta of an unknown type carries none Guard reads."""
+    return [], []
+
+
+def held_only(operation: str, chunk: dict[str, Any]) -> bool:
+    """A ``content_block_delta`` whose text (text, thinking or tool input JSON) the screens hold back entirely
+    and that carries nothing else is not sent; every other event (block starts and stops, message deltas,
+    signatures) always is, so the SDK's event sequence stays whole."""
+    if chunk.get("type") != "content_block_delta" or set(chunk) - {"type", "index", "delta"}:
+        return False
+    d = chunk.get("delta")
+    if not isinstance(d, dict) or set(d) - {"type", *_DELTA_TEXT}:
+        return False
+    return all(d.get(k) in ("", None) for k in _DELTA_TEXT)

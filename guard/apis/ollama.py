@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from guard.apis import openai
+from guard.apis import answer, openai
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import GuardError, bad_request
@@ -255,3 +255,31 @@ def upstream_error_body(message: str, code: str) -> bytes:
 def model_list(names: list[str], now: int) -> dict[str, Any]:
     """``GET /api/tags``: the models a client may name."""
     return {"models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0} for n in names]}
+
+
+# --- what guard.relay asks of each chunk, beside its channels ---------------------------------------------
+
+
+def drop_unscreenable(obj: dict[str, Any]) -> bool:
+    """``logprobs`` and ``context`` (the conversation as token ids): removed from an answer or chunk."""
+    return answer.drop_unscreenable("ollama", obj)
+
+
+def stream_strings(
+    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
+) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+    """Every other text of a line (``thinking``, tool-call arguments carried whole, unknown fields)."""
+    return answer.stream_strings("ollama", chunk, known)
+
+
+def held_only(operation: str, chunk: dict[str, Any]) -> bool:
+    """Whether a line whose text the screens hold back carries nothing else the client needs (then it is not
+    sent): not the last line, no tool calls, no other message field."""
+    msg = chunk.get("message")
+    rest = {k: v for k, v in (msg.items() if isinstance(msg, dict) else ()) if k not in ("role", "content")}
+    return (
+        not chunk.get("done")
+        and chunk.get("response") in ("", None)
+        and not any(rest.values())
+        and not chunk.get("context")
+    )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from guard.apis import answer
 from guard.apis.answer import answer_segments, nest
 from guard.apis.fields import parameter_texts
 from guard.errors import GuardError, bad_request
@@ -437,3 +438,49 @@ def model_list(names: list[str], now: int) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": n, "object": "model", "created": now, "owned_by": "guard"} for n in names],
     }
+
+
+# --- what guard.relay asks of each chunk, beside its channels ---------------------------------------------
+
+_QUIET = ("", None)
+
+
+def drop_unscreenable(obj: dict[str, Any]) -> bool:
+    """Token-level detail a screen cannot judge (every choice's ``logprobs``): removed from an answer or chunk."""
+    return answer.drop_unscreenable("openai", obj)
+
+
+def stream_strings(
+    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
+) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+    """Every other text of a chunk (``refusal``, ``reasoning_content``, fields no reference lists yet)."""
+    return answer.stream_strings("openai", chunk, known)
+
+
+def held_only(operation: str, chunk: dict[str, Any]) -> bool:
+    """Whether a chunk whose text the screens hold back carries nothing else the client needs (then it is
+    not sent: no empty deltas). A role, a tool call's id or name, a finish reason, usage keep it."""
+    if chunk.get("usage"):
+        return False
+    for ch in chunk.get("choices") or []:
+        if not isinstance(ch, dict) or ch.get("finish_reason") or ch.get("logprobs"):
+            return False
+        if operation == "completion":
+            if ch.get("text") not in _QUIET:
+                return False
+            continue
+        for k, v in (ch.get("delta") or {}).items():
+            if k == "tool_calls":
+                for tc in v if isinstance(v, list) else [v]:
+                    fn = tc.get("function") if isinstance(tc, dict) else None
+                    if (
+                        not isinstance(tc, dict)
+                        or tc.get("id")
+                        or not isinstance(fn, dict)
+                        or fn.get("name")
+                        or fn.get("arguments") not in _QUIET
+                    ):
+                        return False
+            elif v not in _QUIET:
+                return False
+    return True

@@ -316,3 +316,60 @@ upstream_error_body = openai.upstream_error_body
 def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
     """The texts of the input items, instructions and tool outputs, for audit content capture."""
     return openai.segments_text(prompt_segments, operation, body)
+
+
+# --- what guard.relay asks of each event, beside its channels ---------------------------------------------
+
+_TEXT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
+_DELTA_KEYS = frozenset(
+    {"type", "delta", "item_id", "output_index", "content_index", "sequence_number", "logprobs", "obfuscation"}
+)
+
+
+def drop_unscreenable(obj: dict[str, Any]) -> bool:
+    """Token log probabilities (``include: ["message.output_text.logprobs"]``) spell the answer token by token,
+    past the screens: emptied in delta and done events, content parts, output items and whole responses.
+    True if any held something."""
+    dropped = False
+
+    def clear(o: dict[str, Any]) -> None:
+        nonlocal dropped
+        if o.get("logprobs"):
+            dropped = True
+        if "logprobs" in o:
+            o["logprobs"] = []
+
+    def item(it: Any) -> None:
+        for part in _list(_dict(it).get("content")):
+            if isinstance(part, dict):
+                clear(part)
+
+    clear(obj)
+    if isinstance(obj.get("part"), dict):
+        clear(obj["part"])
+    if isinstance(obj.get("item"), dict):
+        item(obj["item"])
+    for it in _list(obj.get("output")):
+        item(it)
+    if isinstance(obj.get("response"), dict):
+        for it in _list(obj["response"].get("output")):
+            item(it)
+    return dropped
+
+
+def stream_strings(
+    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
+) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
+    """No text beside the channels and the events that repeat them (``finalize``)."""
+    return [], []
+
+
+def held_only(operation: str, chunk: dict[str, Any]) -> bool:
+    """A text or function-arguments delta event whose text the screens hold back entirely is not sent (its
+    sequence number is skipped; the SDK orders by arrival); every other event always is."""
+    return (
+        chunk.get("type") in _TEXT_DELTAS
+        and chunk.get("delta") == ""
+        and not set(chunk) - _DELTA_KEYS
+        and not chunk.get("logprobs")
+    )

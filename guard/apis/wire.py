@@ -2,10 +2,11 @@
 
 Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same functions: ``validate``,
 ``prompt_segments``, ``unscreened``, ``response_segments``, ``usage``, ``finish_reasons``, ``filter_whole``,
-``error_body``, ``stream_error`` and, for streams, ``split``, ``payload``, ``is_end``, ``chunk_channels``,
-``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for the
-audit recorder ``prompt_text``, and for guard.upstream_errors ``upstream_error_body``. An upstream's API
-(``upstreams.<name>.api``) names how its request target and credentials are written: ``upstream_target``.
+``error_body``, ``stream_error``, ``drop_unscreenable`` and, for streams, ``split``, ``payload``, ``is_end``,
+``chunk_channels``, ``stream_strings``, ``held_only``, ``chunk_finished``, ``flush``, ``encode``,
+``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for the audit recorder ``prompt_text``, and for
+guard.upstream_errors ``upstream_error_body``. An upstream's API (``upstreams.<name>.api``) names how its
+request target and credentials are written: ``upstream_target``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from guard.apis import answer, anthropic, ollama, openai, responses
+from guard.apis import anthropic, ollama, openai, responses
 
 WIRE: dict[str, ModuleType] = {"openai": openai, "ollama": ollama, "anthropic": anthropic, "responses": responses}
 
@@ -41,4 +42,4 @@ def upstream_target(api: str) -> Callable[[str, str, str, str | None, str], tupl
 def drop_unscreenable(api: str, body: dict[str, Any]) -> bool:
     """Token-level detail (logprobs, token ids) removed from a whole answer the response screens judge, for
     the APIs whose answers carry it (guard.apis.answer). True if any held something."""
-    return answer.drop_unscreenable(api, body) if api in answer.APIS else False
+    return bool(module(api).drop_unscreenable(body))

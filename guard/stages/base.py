@@ -57,10 +57,6 @@ class Services:
     quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
 
-class ClientGone(Exception):
-    pass
-
-
 @dataclass
 class Flow:
     """One request on its way through the stages: the Exchange (the facts the audit record reads) and what

@@ -9,8 +9,9 @@ from typing import ClassVar
 
 from guard import telemetry
 from guard.apis import strictjson, translate
+from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
-from guard.stages.base import ClientGone, Flow, Services, ours, throttled
+from guard.stages.base import Flow, Services, ours, throttled
 from guard.upstream import UpstreamUnreachable
 
 

@@ -9,12 +9,13 @@ from typing import Any, ClassVar
 from guard import canonical
 from guard.apis import ROUTES, fields, translate
 from guard.apis.wire import WIRE
+from guard.client_watch import ClientGone
 from guard.config import Route as RouteConfig
 from guard.config import Upstream
 from guard.errors import GuardError, bad_request, forbidden
 from guard.exchange import Exchange
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
-from guard.stages.base import ClientGone, Flow, Receive, Services, header
+from guard.stages.base import Flow, Receive, Services, header
 
 
 def identify(scope: dict[str, Any], trusted: Sequence[Any], xfcc_multi: str = "refuse") -> Principal:

@@ -3,11 +3,11 @@ screens (guard.relay), metered by the quota, ended with the API's own error even
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from guard import telemetry
 from guard.apis.wire import WIRE, module
+from guard.client_watch import ClientGone, ClientWatch
 from guard.config import Config
 from guard.errors import GuardError
 from guard.exchange import Exchange
@@ -15,7 +15,7 @@ from guard.quota import hook as quota
 from guard.quota import stream as quota_stream
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
 from guard.screens.base import ScreenSet, Segment
-from guard.stages.base import ClientGone, Receive, Send, log
+from guard.stages.base import Receive, Send, log
 from guard.upstream import max_response_bytes, rate_limit_headers, read_error, too_large
 
 
@@ -45,14 +45,7 @@ async def relay_stream(
     meter = quota_stream.meter(quotas, ex)  # None unless the tier counts tokens
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     telemetry.ACTIVE_STREAMS.inc()
-    gone = asyncio.Event()
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
-
-    watcher = asyncio.ensure_future(watch())
+    watch = ClientWatch(receive)  # a client that leaves stops the upstream, even while text is held
     outcome: dict[str, Any] = {"status": 200}
     screened = bool(screens.response) and screens.stream_screens
     relay = (
@@ -72,12 +65,7 @@ async def relay_stream(
     try:
         stop = None
         while True:
-            nxt = asyncio.ensure_future(resp.next_chunk())
-            done, _ = await asyncio.wait({nxt, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                raise ClientGone()
-            data = nxt.result()
+            data = await watch.until_gone(resp.next_chunk())
             if data is None:
                 break
             if relay is None:
@@ -89,7 +77,7 @@ async def relay_stream(
                 sent += len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 continue
-            out, stop = await relay.feed(data)
+            out, stop = await watch.until_gone(relay.feed(data))
             if out and meter is not None and meter.feed(out):
                 await meter.check()
             if out:
@@ -101,7 +89,7 @@ async def relay_stream(
             sent += len(rest)
             await send({"type": "http.response.body", "body": rest, "more_body": True})
         if relay is not None and stop is None:
-            out, stop = await relay.finish()
+            out, stop = await watch.until_gone(relay.finish())
             if out:
                 sent += len(out)
                 await send({"type": "http.response.body", "body": out, "more_body": True})
@@ -149,7 +137,7 @@ async def relay_stream(
         outcome.update(status=err.status, reason=err.code)
         await send({"type": "http.response.body", "body": module(ex.api).stream_error(err), "more_body": False})
     finally:
-        watcher.cancel()
+        watch.close()
         telemetry.ACTIVE_STREAMS.dec()
         if relay is not None:
             ex.verdicts.extend(v for v in relay.verdicts() if all(v is not w for w in ex.verdicts))

@@ -30,6 +30,7 @@ SECRETS = [
     "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
     "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+    "github_pat_11ABCDEFG0123456789_ab",  # the shortest, and without "gh" anywhere
     "glpat-xY3k9Lm2Qw8Rt5Zp1Vb7",
     "xoxb-123456789012-abcdefghijKLMN",
     "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
@@ -300,3 +301,106 @@ def test_pending_shortcuts_agree_with_testing_every_start(screens: dict, text: s
     for ps in (deny.partials, stream_partials(pii.profile, "response")):
         assert ps is not None
         assert ps.pending(text + tail).start == _brute_open(ps, text + tail)
+
+
+# --- tool-call arguments: JSON text, streamed -----------------------------------------------------------
+
+ARG_KEYS = ["to", "note", "body", "city", "items"]
+ARG_VALUES = [v for v in SECRETS if v != PEM] + ENTITIES  # a PEM block is denylisted as one multi-line run
+
+
+def whole_args(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
+    segs = [Segment(text, "assistant", "tool_arguments", ())]
+    ctx = new_ctx()
+    for s in pair:
+        v = asyncio.run(s.screen_response(segs, [], ctx))
+        assert not v.blocked
+    return segs[0].text
+
+
+def streamed_args(pair: tuple[DenylistScreen, PIIScreen], chunks: list[str]) -> tuple[str, int]:
+    """The arguments a client reassembles from tool-call deltas through the relay, and how many argument
+    deltas it got."""
+    ctx = new_ctx()
+    relay = Relay("openai", "chat", "m", lambda kind: [s.open_stream([], ctx, kind) for s in pair])
+
+    def chunk(tc: dict[str, Any], finish: str | None = None) -> bytes:
+        delta = {"tool_calls": [{"index": 0, **tc}]} if tc else {}
+        ch = {"id": "x", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(ch).encode() + b"\n\n"
+
+    body = chunk({"id": "call_1", "type": "function", "function": {"name": "send", "arguments": ""}})
+    body += b"".join(chunk({"function": {"arguments": c}}) for c in chunks)
+    body += chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+
+    async def go() -> bytes:
+        out = b""
+        for i in range(0, len(body), 89):
+            got, stop = await relay.feed(body[i : i + 89])
+            assert stop is None
+            out += got
+        got, stop = await relay.finish()
+        assert stop is None
+        return out + got
+
+    args, n = "", 0
+    for ev in asyncio.run(go()).split(b"\n\n"):
+        if ev.startswith(b"data: {"):
+            for tc in json.loads(ev[6:])["choices"][0]["delta"].get("tool_calls") or []:
+                piece = tc["function"].get("arguments")
+                if piece is not None and "id" not in tc:
+                    assert piece != ""  # held text sends nothing rather than empty argument deltas
+                    args, n = args + piece, n + 1
+    return args, n
+
+
+def json_string(value: str, escaped: set[int]) -> str:
+    """``value`` as a JSON string, the characters at ``escaped`` positions written as ``\\uXXXX``."""
+    return '"' + "".join(f"\\u{ord(c):04x}" if k in escaped else json.dumps(c)[1:-1] for k, c in enumerate(value)) + '"'
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    profile=st.sampled_from(["default", "strict"]),
+    values=st.lists(
+        st.lists(st.one_of(st.sampled_from(WORDS), st.sampled_from(ARG_VALUES)), min_size=1, max_size=6).map(" ".join),
+        min_size=1,
+        max_size=4,
+    ),
+    escaped=st.sets(st.integers(min_value=0, max_value=120), max_size=12),
+    as_list=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
+    ones=st.booleans(),
+)
+def test_streamed_tool_arguments_equal_the_whole_answer_rewrite(
+    screens: dict,
+    profile: str,
+    values: list[str],
+    escaped: set[int],
+    as_list: bool,
+    cuts: list[int],
+    ones: bool,
+) -> None:
+    """Tool-call arguments (JSON text: values spelled with ``\\u`` escapes, numbers, a nested list) cut into
+    arbitrary deltas: parsed, what the client reassembles equals the whole answer's rewrite."""
+    strings = [json_string(v, escaped) for v in values]
+    if as_list:
+        text = '{"items": [' + ", ".join(strings) + '], "n": 42, "ok": true}'
+    else:
+        text = "{" + ", ".join(f'"{ARG_KEYS[i]}": {s}' for i, s in enumerate(strings)) + ', "n": -1.5e3}'
+    assert json.loads(text)  # well-formed arguments
+    pair = screens[profile]
+    expected = whole_args(pair, text)
+    got, _ = streamed_args(pair, split(text, cuts, ones))
+    assert json.loads(got) == json.loads(expected)
+
+
+def test_tool_arguments_stream_in_pieces_not_held_whole(screens: dict) -> None:
+    """A long argument of prose goes out as it streams (no hold until the end); a value in it is redacted."""
+    note = "Dear team, the quarterly report is attached and the numbers look fine. " * 6
+    text = json.dumps({"to": "ann.lee@mailbox.org", "note": note + "Card 5500 0000 0000 0004 is expired."})
+    pieces = [text[i : i + 6] for i in range(0, len(text), 6)]
+    got, n = streamed_args(screens["strict"], pieces)
+    assert json.loads(got) == json.loads(whole_args(screens["strict"], text))
+    assert "ann.lee" not in got and "5500" not in got
+    assert n >= len(pieces) // 2, (n, len(pieces))

@@ -206,6 +206,90 @@ OLLAMA = {  # (path, stream, answer bytes)
 }
 
 
+def _rlogprobs(*tokens: str) -> list[dict[str, Any]]:
+    return [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []} for t in tokens]
+
+
+def _rpart(text: str, *tokens: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": _rlogprobs(*tokens)}
+
+
+def _ritem(text: str, *tokens: str) -> dict[str, Any]:
+    return {
+        "id": "msg_1",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [_rpart(text, *tokens)],
+    }
+
+
+def _rresponse(status: str, output: list[Any]) -> dict[str, Any]:
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 0,
+        "model": "r-m",
+        "status": status,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def _revents(*events: dict[str, Any]) -> bytes:
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
+        for i, e in enumerate(events)
+    )
+
+
+_RTEXT = f"key {KEY}"
+RESPONSES = {  # OpenAI Responses from a native upstream: logprobs spell the answer token by token
+    "whole": json.dumps(_rresponse("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)])).encode(),
+    "stream": _revents(
+        {"type": "response.created", "response": _rresponse("in_progress", [])},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**_ritem(""), "content": []}},
+        {
+            "type": "response.content_part.added",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": _rpart(""),
+        },
+        *(
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_1",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": t,
+                "logprobs": _rlogprobs(t),
+            }
+            for t in ("key ", HALF1, HALF2)
+        ),
+        {
+            "type": "response.output_text.done",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "text": _RTEXT,
+            "logprobs": _rlogprobs("key ", HALF1, HALF2),
+        },
+        {
+            "type": "response.content_part.done",
+            "item_id": "msg_1",
+            "output_index": 0,
+            "content_index": 0,
+            "part": _rpart(_RTEXT, "key ", HALF1, HALF2),
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": _ritem(_RTEXT, "key ", HALF1, HALF2)},
+        {"type": "response.completed", "response": _rresponse("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)])},
+    ),
+}
+
+
 def _handler(body: bytes, ctype: bytes) -> Any:
     def h(c: socket.socket, req: dict[str, Any]) -> None:
         c.sendall(response(body, ctype=ctype))
@@ -233,6 +317,8 @@ HANDLERS = {
     **{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
     **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
     **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json") for k, v in OLLAMA.items()},
+    "r-whole": _handler(RESPONSES["whole"], b"application/json"),
+    "r-stream": _handler(RESPONSES["stream"], b"text/event-stream"),
 }
 
 
@@ -249,8 +335,13 @@ def attacked(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathF
         upstreams={
             "raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
             "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5},
+            "rawr": {"url": raw.url, "api": "openai", "timeout_s": 5, "responses": "native"},
         },
-        routes=[{"model": "o-*", "upstream": "rawo"}, {"model": "*", "upstream": "raw"}],
+        routes=[
+            {"model": "o-*", "upstream": "rawo"},
+            {"model": "r-*", "upstream": "rawr"},
+            {"model": "*", "upstream": "raw"},
+        ],
     )
     g.extra["raw"] = raw
     yield g
@@ -330,6 +421,24 @@ def test_every_text_of_an_ollama_answer_is_screened(attacked: Any, case: str) ->
         assert "context" not in lines[-1], lines[-1]  # token ids of the unredacted answer
     thinking = "".join((ln.get("message") or {}).get("thinking") or ln.get("thinking") or "" for ln in lines)
     _no_key(thinking)
+
+
+@pytest.mark.parametrize("case", sorted(RESPONSES))
+def test_responses_logprobs_do_not_spell_out_a_redacted_answer(attacked: Any, case: str) -> None:
+    """A native Responses upstream returns token log probabilities (the client asked with ``include``): they
+    repeat the answer token by token, so they are emptied, whole and in every streamed event."""
+    with attacked.client("staff") as c:
+        r = c.post("/v1/responses", json={"model": f"r-{case}", "input": "hi", "stream": case == "stream"})
+    assert r.status_code == 200, r.text
+    _no_key(r.text)
+    if case == "whole":
+        part = r.json()["output"][0]["content"][0]
+        assert part["text"].startswith("key ") and part["logprobs"] == [], part
+    else:
+        evs = [json.loads(ln[6:]) for ln in r.text.splitlines() if ln.startswith("data: {")]
+        assert evs[-1]["type"] == "response.completed", evs[-1]
+        assert all(not e.get("logprobs") for e in evs)
+        assert "".join(e["delta"] for e in evs if e["type"] == "response.output_text.delta").startswith("key ")
 
 
 def test_a_blocked_answer_keeps_no_other_text(attacked: Any) -> None:

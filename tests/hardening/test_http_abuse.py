@@ -326,10 +326,15 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
                 text = "".join([line async for line in r.aiter_lines()])
                 return r.status_code, "[DONE]" in text
 
+        endless_req = {**stream_req, "messages": [{"role": "user", "content": "[[forever]] [[delay_ms=40]]"}]}
+
         async def leave_mid_stream() -> int:
-            async with c.stream("POST", "/v1/chat/completions", json=stream_req) as r:
-                async for _ in r.aiter_bytes():
-                    break  # first chunk, then the client goes away
+            # an answer the model server writes until its client goes away; the client leaves after the
+            # first chunk or 300 ms, whichever comes first (Llama Guard's default hold mode sends no text
+            # before the first window is judged)
+            async with c.stream("POST", "/v1/chat/completions", json=endless_req) as r:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(r.aiter_bytes().__anext__(), 0.3)
                 return r.status_code
 
         full = asyncio.gather(*(full_stream() for _ in range(streams_n)))
@@ -354,11 +359,6 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
     return out
 
 
-@pytest.mark.xfail(
-    reason="known defect with the partial-match stream hold-back: clients that leave mid-stream do not cancel the "
-    "model server's stream within the test's window (the upstream runs to its end); guard.stages.stream, guard.relay",
-    strict=False,
-)
 def test_mixed_attack_keeps_serving_and_returns_to_baseline(
     guard_factory: Any, monkeypatch: pytest.MonkeyPatch, model_server: Any
 ) -> None:

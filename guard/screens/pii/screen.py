@@ -16,6 +16,7 @@ from typing import Any
 
 from guard.screens import budget
 from guard.screens.base import Segment, Verdict
+from guard.screens.pii.json_stream import JsonArgsStream
 from guard.screens.pii.pool import POOL, scan_job
 from guard.screens.pii.profile import PIIProfile
 from guard.screens.pii.scan import ScanPass, error_verdict
@@ -47,9 +48,10 @@ class PIIScreen:
         return await self._screen(segments, "response", ctx)
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
-        """A stream screen for one channel; ``kind="tool_arguments"`` holds the arguments whole (up to
-        ``max_scan_chars``) so they are rewritten as JSON, exactly as in a non-streamed answer."""
-
+        """A stream screen for one channel; ``kind="tool_arguments"``: JSON text, screened string by string
+        as it streams (guard.screens.pii.json_stream)."""
+        if kind == "tool_arguments":
+            return JsonArgsStream(self.profile, pseudonyms_of(ctx))
         return PIIStream(self.profile, pseudonyms_of(ctx), kind=kind)
 
     async def _screen(self, segments: list[Segment], direction: str, ctx: dict[str, Any]) -> Verdict:

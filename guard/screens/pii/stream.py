@@ -16,9 +16,8 @@ context word sits farther back than ``_LEFT`` characters. Entity types whose ans
 are not held (they are never rewritten). A profile with a NER model (which has no patterns to match
 partially) holds a fixed ``_NER_HOLD`` characters instead.
 
-Tool-call arguments (``kind="tool_arguments"``) are held whole up to ``max_scan_chars`` and rewritten as
-JSON at the end, like a non-streamed answer (a value may be spelled with JSON escapes that only the
-decoded text shows); beyond that they fall back to the partial-match path with JSON-safe output.
+Tool-call arguments are JSON text: guard/screens/pii/json_stream.py reads their strings decoded and
+screens each with a PIIStream of its own (the same partial-match hold-back).
 """
 
 from __future__ import annotations
@@ -69,13 +68,19 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
 
 class PIIStream:
     def __init__(
-        self, profile: PIIProfile, pseudonyms: Pseudonyms, kind: str = "content", direction: str = "response"
+        self,
+        profile: PIIProfile,
+        pseudonyms: Pseudonyms,
+        kind: str = "content",
+        direction: str = "response",
+        scan: ScanPass | None = None,
     ) -> None:
+        """``kind``: ``tool_result`` / ``tool_arguments`` text is raw JSON (rewrites keep it valid).
+        ``scan``: the pass whose counts this stream adds to (shared by the strings of one JSON text)."""
         self.profile = profile
-        self.scan = ScanPass(profile, direction, pseudonyms)
+        self.scan = scan or ScanPass(profile, direction, pseudonyms)
         self.cap = profile.settings.stream_holdback_chars
         self.partials = stream_partials(profile, direction)
-        self.whole_json = kind == "tool_arguments"
         self.json_safe = kind in ("tool_arguments", "tool_result")
         self.left = ""  # released raw text, for context
         self.held = ""  # raw text not yet released
@@ -86,22 +91,23 @@ class PIIStream:
         if self.stopped is not None:
             return StreamStep(stop=self.stopped)
         self.held += text
-        if self.whole_json:
-            if len(self.held) <= self.profile.settings.max_scan_chars:
-                return StreamStep()
-            self.whole_json = False
         return self._release(final=False)
 
     async def finish(self) -> StreamStep:
         if self.stopped is not None:
             return StreamStep(stop=self.stopped)
-        if self.whole_json:
-            held, self.held = self.held, ""
-            try:
-                out = self.scan.json_text(held)
-            except Exception as e:
-                return self._error(e, held)
-            return self._stop_if_blocked(StreamStep(release=out))
+        return self._release(final=True)
+
+    def feed_now(self, text: str) -> StreamStep:
+        """``feed`` without the coroutine (guard.screens.pii.json_stream feeds many pieces per chunk)."""
+        if self.stopped is not None:
+            return StreamStep(stop=self.stopped)
+        self.held += text
+        return self._release(final=False)
+
+    def finish_now(self) -> StreamStep:
+        if self.stopped is not None:
+            return StreamStep(stop=self.stopped)
         return self._release(final=True)
 
     def verdict(self) -> Verdict:
@@ -122,7 +128,10 @@ class PIIStream:
 
     def _release(self, final: bool) -> StreamStep:
         window, off = self.left + self.held, len(self.left)
-        cut, need = (len(window), True) if final else self._open_from(window, off)
+        if final:  # all of it goes; scanned unless nothing in it is or could be a match
+            cut, need = len(window), self._open_from(window, off) != (len(window), False)
+        else:
+            cut, need = self._open_from(window, off)
         if cut <= off:
             return StreamStep()
         if not need:  # nothing there could be a finding or a placeholder: out as it is
