@@ -3,7 +3,10 @@
 Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same functions: ``validate``,
 ``prompt_segments``, ``unscreened``, ``response_segments``, ``usage``, ``finish_reasons``, ``filter_whole``,
 ``error_body``, ``stream_error`` and, for streams, ``split``, ``payload``, ``is_end``, ``chunk_channels``,
-``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``.
+``chunk_finished``, ``flush``, ``encode``, ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for
+quotas (guard.quota): ``completion_limit`` (the answer's token limit a request sets), ``ask_stream_usage``
+(ask the upstream for a stream's usage where the API needs asking) and ``usage_only`` (the chunk that answers
+that ask, taken out again when the client did not ask itself).
 """
 
 from __future__ import annotations

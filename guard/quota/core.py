@@ -24,19 +24,18 @@ from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
 log = logging.getLogger("guard.quota")
 
-DECISIONS = Counter(
+# counted on every request: telemetry's request-path counters (lock-free in one process)
+DECISIONS: Any = telemetry._counter(
     "guard_quota_decisions_total",
     "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
     "unavailable_allowed) "
     "and the counter that refused",
     ["tier", "result", "counter"],
-    registry=telemetry.REGISTRY,
 )
-TOKENS = Counter(
+TOKENS: Any = telemetry._counter(
     "guard_quota_tokens_total",
     "Tokens counted against quotas by tier and source (usage|estimated)",
     ["tier", "source"],
-    registry=telemetry.REGISTRY,
 )
 BACKEND_ERRORS = Counter(
     "guard_quota_backend_errors_total",
@@ -87,11 +86,25 @@ _TICKETS = os.urandom(6).hex() + "-"  # ticket ids: this process's random prefix
 _ticket_no = itertools.count(1)  # across replicas sharing a Redis, without a system call per request)
 
 
+_FAMILIES = {"requests": "requests", "tokens": "tokens"}  # rate kinds the x-ratelimit-* headers report
+
+
 class _TierPlan:
     """What admission needs of a tier, computed once: its rate counters (name, limit, period, kind), its
-    concurrency slots for a request and for a stream, whether it counts tokens and spend."""
+    concurrency slots for a request and for a stream, whether it counts tokens and spend, and the counter
+    the rate-limit headers report for requests and for tokens (the first configured: the shortest period)."""
 
-    __slots__ = ("admitted", "counts_tokens", "rates", "slot_names", "slots", "spend", "stream_slots", "tokens_usage")
+    __slots__ = (
+        "admitted",
+        "counts_tokens",
+        "headers",
+        "rates",
+        "slot_names",
+        "slots",
+        "spend",
+        "stream_slots",
+        "tokens_usage",
+    )
 
     def __init__(self, name: str, t: Tier) -> None:
         self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
@@ -104,6 +117,23 @@ class _TierPlan:
         self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
         self.counts_tokens = t.counts_tokens()
         self.spend = t.counts_spend()
+        headers: dict[str, str] = {}
+        for counter, _, _, kind in self.rates:
+            if kind in _FAMILIES and kind not in headers:
+                headers[kind] = counter
+        self.headers: tuple[tuple[str, str], ...] = tuple(headers.items())
+
+
+def _unknown_tier(tier: str) -> Refusal:
+    count(DECISIONS, "unknown", "unavailable_refused", "")
+    return Refusal(
+        503,
+        "quota_tier_unknown",
+        tier,
+        "",
+        0.0,
+        "the policy selects a quota tier this gateway does not configure; request refused",
+    )
 
 
 class Quotas:
@@ -124,8 +154,10 @@ class Quotas:
             else:
                 backend = MemoryBackend()
         self.backend = backend
-        # the in-process backend answers without yielding: call it directly (no coroutine per call)
-        self._now = backend if isinstance(backend, MemoryBackend) else None
+        # the in-process backend answers without yielding: ``admit_now``/``settle_now`` call it directly (no
+        # coroutine per call); None for a backend that must be awaited
+        self.local: MemoryBackend | None = backend if isinstance(backend, MemoryBackend) else None
+        self._lease_s = settings.lease_s
 
     @property
     def healthy(self) -> bool:
@@ -135,31 +167,12 @@ class Quotas:
         plan = self._plan.get(tier)
         return plan is not None and plan[1]
 
-    async def admit(
-        self,
-        principal: str,
-        tier: str,
-        estimate: int,
-        stream: bool = False,
-        *,
-        model: str = "",
-        answer_estimate: int = 0,
-    ) -> Ticket | Refusal:
-        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
-        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
-        for a stream)."""
-        p = self._plans.get(tier)
-        if p is None:  # the policy names a tier the configuration lacks: fail closed
-            count(DECISIONS, "unknown", "unavailable_refused", "")
-            return Refusal(
-                503,
-                "quota_tier_unknown",
-                tier,
-                "",
-                0.0,
-                "the policy selects a quota tier this gateway does not configure; request refused",
-            )
-        cost = max(1, int(estimate))
+    def _charge(
+        self, p: _TierPlan, tier: str, estimate: int, model: str, answer_estimate: int
+    ) -> tuple[list[Rate], int, Price | None, int] | Refusal:
+        """What admission charges each rate counter: (rates, tokens, price, spend), or the refusal of a tier
+        that limits spend without a price for the model."""
+        cost = estimate if estimate > 1 else 1
         price, spend = None, 0
         if p.spend:
             price = self.settings.price(model)
@@ -179,23 +192,20 @@ class Quotas:
             (name, limit, period, 1 if kind == "requests" else cost if kind == "tokens" else spend)
             for name, limit, period, kind in p.rates
         ]
-        slots = p.stream_slots if stream else p.slots
-        tid = f"{_TICKETS}{next(_ticket_no):x}"
-        if self._now is not None:
-            adm = self._now.admit_now(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
-        else:
-            try:
-                adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
-            except BackendDown as e:
-                count(BACKEND_ERRORS, "admit")
-                if self.settings.on_error == "allow":
-                    count(DECISIONS, tier, "unavailable_allowed", "")
-                    return Ticket(tid, principal, tier, 0, [], None, plan=p)
-                count(DECISIONS, tier, "unavailable_refused", "")
-                count(telemetry.FAIL_CLOSED, "quota")
-                return Refusal(
-                    503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})"
-                )
+        return rates, cost, price, spend
+
+    def _decided(
+        self,
+        p: _TierPlan,
+        principal: str,
+        tier: str,
+        adm: Admission,
+        tid: str,
+        cost: int,
+        stream: bool,
+        price: Price | None,
+        spend: int,
+    ) -> Ticket | Refusal:
         if not adm.ok:
             count(DECISIONS, tier, "refused", adm.refused_by)
             return Refusal(
@@ -209,16 +219,62 @@ class Quotas:
             )
         p.admitted.inc()
         return Ticket(
-            tid,
-            principal,
-            tier,
-            cost if p.counts_tokens else 0,
-            p.slot_names[stream],
-            adm,
-            price=price,
-            reserved_spend=spend,
-            plan=p,
+            tid, principal, tier, cost if p.counts_tokens else 0, p.slot_names[stream], adm, False, price, spend, p
         )
+
+    def admit_now(
+        self, principal: str, tier: str, estimate: int, stream: bool, model: str, answer_estimate: int
+    ) -> Ticket | Refusal:
+        """``admit`` with the in-process backend (``local`` is set), without a coroutine."""
+        p = self._plans.get(tier)
+        if p is None:
+            return _unknown_tier(tier)
+        charge = self._charge(p, tier, estimate, model, answer_estimate)
+        if isinstance(charge, Refusal):
+            return charge
+        rates, cost, price, spend = charge
+        tid = f"{_TICKETS}{next(_ticket_no):x}"
+        slots = p.stream_slots if stream else p.slots
+        adm = self.local.admit_now(principal, tier, rates, slots, tid, self._lease_s, principal)  # type: ignore[union-attr]
+        return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
+
+    async def admit(
+        self,
+        principal: str,
+        tier: str,
+        estimate: int,
+        stream: bool = False,
+        *,
+        model: str = "",
+        answer_estimate: int = 0,
+    ) -> Ticket | Refusal:
+        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
+        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
+        for a stream)."""
+        if self.local is not None:
+            return self.admit_now(principal, tier, estimate, stream, model, answer_estimate)
+        p = self._plans.get(tier)
+        if p is None:  # the policy names a tier the configuration lacks: fail closed
+            return _unknown_tier(tier)
+        charge = self._charge(p, tier, estimate, model, answer_estimate)
+        if isinstance(charge, Refusal):
+            return charge
+        rates, cost, price, spend = charge
+        tid = f"{_TICKETS}{next(_ticket_no):x}"
+        slots = p.stream_slots if stream else p.slots
+        try:
+            adm = await self.backend.admit(principal, tier, rates, slots, tid, self._lease_s, principal)
+        except BackendDown as e:
+            count(BACKEND_ERRORS, "admit")
+            if self.settings.on_error == "allow":
+                count(DECISIONS, tier, "unavailable_allowed", "")
+                return Ticket(tid, principal, tier, 0, [], None, plan=p)
+            count(DECISIONS, tier, "unavailable_refused", "")
+            count(telemetry.FAIL_CLOSED, "quota")
+            return Refusal(
+                503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})"
+            )
+        return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
 
     async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:
         """Charge a running stream's ticket ``tokens`` more answer tokens (guard.quota.stream): None when
@@ -268,29 +324,43 @@ class Quotas:
         ticket.reserved_spend += spend
         return None
 
-    async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
-        """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
-        the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
+    def _settlement(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> list[Rate] | None:
+        """The corrections that settle ``ticket`` (None: nothing to send the backend); marks it done."""
         if ticket.done:
-            return
+            return None
         ticket.done = True
-        p = self._plans.get(ticket.tier)
+        p = ticket.plan
         if p is None or ticket.admission is None:
-            return
+            return None
         rates: list[Rate] = []
         if usage is not None and p.counts_tokens:
             i, o = (usage, 0) if isinstance(usage, int) else usage
             delta = int(i) + int(o) - ticket.reserved
             spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
-            rates = [
-                (name, limit, period, delta if kind == "tokens" else spend_delta)
-                for name, limit, period, kind in p.rates
-                if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)
-            ]
+            if delta or spend_delta:
+                rates = [
+                    (name, limit, period, delta if kind == "tokens" else spend_delta)
+                    for name, limit, period, kind in p.rates
+                    if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)
+                ]
         if not rates and not ticket.slots:
+            return None
+        return rates
+
+    def settle_now(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
+        """``settle`` with the in-process backend (``local`` is set), without a coroutine."""
+        rates = self._settlement(ticket, usage)
+        if rates is not None:
+            self.local.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)  # type: ignore[union-attr]
+
+    async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
+        """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
+        the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
+        rates = self._settlement(ticket, usage)
+        if rates is None:
             return
-        if self._now is not None:
-            self._now.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
+        if self.local is not None:
+            self.local.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
             return
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
