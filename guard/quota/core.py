@@ -271,9 +271,7 @@ class Quotas:
                 return Ticket(tid, principal, tier, 0, [], None, plan=p)
             count(DECISIONS, tier, "unavailable_refused", "")
             count(telemetry.FAIL_CLOSED, "quota")
-            return Refusal(
-                503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})"
-            )
+            return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
         return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
 
     async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:

@@ -23,15 +23,18 @@ def test_idle_pooled_connections_do_not_hold_up_shutdown_and_a_running_stream_en
 
     def stream() -> None:
         words = " ".join(f"w{i}" for i in range(30))
-        with g.client() as c, c.stream(
-            "POST",
-            "/v1/chat/completions",
-            json={
-                "model": "m",
-                "stream": True,
-                "messages": [{"role": "user", "content": f"[[reply: {words}]] [[delay_ms=60]]"}],
-            },
-        ) as s:
+        with (
+            g.client() as c,
+            c.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": f"[[reply: {words}]] [[delay_ms=60]]"}],
+                },
+            ) as s,
+        ):
             body = b""
             for part in s.iter_bytes():
                 body += part

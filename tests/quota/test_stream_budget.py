@@ -130,9 +130,7 @@ def _cut_where_the_budget_ends(released: str, budget: int, prompt_text: str) -> 
     assert prompt + answer >= budget - 16 - 2, f"cut early: {answer} answer tokens of {budget - prompt}"
 
 
-def test_anthropic_sdk_stream_ends_with_its_error_event_where_the_budget_ends(
-    guard_factory, tmp_path, model_server
-):
+def test_anthropic_sdk_stream_ends_with_its_error_event_where_the_budget_ends(guard_factory, tmp_path, model_server):
     """A Messages stream is metered from its text deltas (and the running ``output_tokens`` of
     message_start/message_delta), not its bytes; the budget's end is Anthropic's ``error`` event."""
     import anthropic
@@ -168,9 +166,7 @@ def test_anthropic_sdk_stream_ends_with_its_error_event_where_the_budget_ends(
     _wait(lambda: model_server[0].cancelled > cancelled, "the upstream stream was not closed")
 
 
-def test_responses_sdk_stream_ends_with_its_error_event_where_the_budget_ends(
-    guard_factory, tmp_path, model_server
-):
+def test_responses_sdk_stream_ends_with_its_error_event_where_the_budget_ends(guard_factory, tmp_path, model_server):
     """A Responses stream is metered from its ``response.output_text.delta`` events (the ``*.done`` events
     that repeat the text are not counted twice); the budget's end is the API's ``error`` event."""
     budget = 240
