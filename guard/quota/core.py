@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from guard import telemetry
-from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, used
+from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, Spec, used
 from guard.quota.redis_backend import BackendDown, RedisBackend
 from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
@@ -87,6 +87,7 @@ _ticket_no = itertools.count(1)  # across replicas sharing a Redis, without a sy
 
 
 _FAMILIES = {"requests": "requests", "tokens": "tokens"}  # rate kinds the x-ratelimit-* headers report
+_KINDS = {"requests": 0, "tokens": 1, "spend": 2}  # a Spec's index into the costs (1, tokens, spend)
 
 
 class _TierPlan:
@@ -96,11 +97,13 @@ class _TierPlan:
 
     __slots__ = (
         "admitted",
+        "corrected",
         "counts_tokens",
         "headers",
         "rates",
         "slot_names",
         "slots",
+        "specs",
         "spend",
         "stream_slots",
         "tokens_usage",
@@ -110,6 +113,9 @@ class _TierPlan:
         self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
         self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
         self.rates = t.rates()
+        self.specs: tuple[Spec, ...] = tuple(  # the in-process backend's form (guard.quota.memory.Spec)
+            (name, limit, period, period / limit, _KINDS[kind]) for name, limit, period, kind in self.rates
+        )
         self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
         self.stream_slots: list[Slot] = self.slots + (
             [("concurrent_streams", t.concurrent_streams)] if t.concurrent_streams else []
@@ -117,11 +123,12 @@ class _TierPlan:
         self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
         self.counts_tokens = t.counts_tokens()
         self.spend = t.counts_spend()
-        headers: dict[str, str] = {}
-        for counter, _, _, kind in self.rates:
+        headers: dict[str, tuple[str, str, bytes]] = {}  # family -> (family, counter, its limit as sent)
+        for counter, limit, _, kind in self.rates:
             if kind in _FAMILIES and kind not in headers:
-                headers[kind] = counter
-        self.headers: tuple[tuple[str, str], ...] = tuple(headers.items())
+                headers[kind] = (kind, counter, b"%d" % limit)
+        self.headers: tuple[tuple[str, str, bytes], ...] = tuple(headers.values())
+        self.corrected = tuple(s for s in self.specs if s[4])  # the counters a settlement may correct
 
 
 def _unknown_tier(tier: str) -> Refusal:
@@ -225,17 +232,22 @@ class Quotas:
     def admit_now(
         self, principal: str, tier: str, estimate: int, stream: bool, model: str, answer_estimate: int
     ) -> Ticket | Refusal:
-        """``admit`` with the in-process backend (``local`` is set), without a coroutine."""
+        """``admit`` with the in-process backend (``local`` is set), without a coroutine or a rate list."""
         p = self._plans.get(tier)
         if p is None:
             return _unknown_tier(tier)
-        charge = self._charge(p, tier, estimate, model, answer_estimate)
-        if isinstance(charge, Refusal):
-            return charge
-        rates, cost, price, spend = charge
+        cost = estimate if estimate > 1 else 1
+        price, spend = None, 0
+        if p.spend:
+            charge = self._charge(p, tier, estimate, model, answer_estimate)
+            if isinstance(charge, Refusal):
+                return charge
+            _, cost, price, spend = charge
         tid = f"{_TICKETS}{next(_ticket_no):x}"
         slots = p.stream_slots if stream else p.slots
-        adm = self.local.admit_now(principal, tier, rates, slots, tid, self._lease_s, principal)  # type: ignore[union-attr]
+        adm = self.local.admit_specs(  # type: ignore[union-attr]
+            principal, tier, p.specs, (1, cost, spend), slots, tid, self._lease_s, principal
+        )
         return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
 
     async def admit(
@@ -322,44 +334,45 @@ class Quotas:
         ticket.reserved_spend += spend
         return None
 
-    def _settlement(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> list[Rate] | None:
-        """The corrections that settle ``ticket`` (None: nothing to send the backend); marks it done."""
-        if ticket.done:
-            return None
+    def _corrections(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> tuple[int, int, int] | None:
+        """What settling ``ticket`` corrects, by kind (requests, tokens, spend; None: nothing, the reservation
+        stands); marks it done. The caller still frees its slots."""
         ticket.done = True
         p = ticket.plan
-        if p is None or ticket.admission is None:
+        if usage is None or p is None or not p.counts_tokens:
             return None
-        rates: list[Rate] = []
-        if usage is not None and p.counts_tokens:
-            i, o = (usage, 0) if isinstance(usage, int) else usage
-            delta = int(i) + int(o) - ticket.reserved
-            spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
-            if delta or spend_delta:
-                rates = [
-                    (name, limit, period, delta if kind == "tokens" else spend_delta)
-                    for name, limit, period, kind in p.rates
-                    if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)
-                ]
-        if not rates and not ticket.slots:
-            return None
-        return rates
+        i, o = (usage, 0) if isinstance(usage, int) else usage
+        delta = int(i) + int(o) - ticket.reserved
+        spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
+        return (0, delta, spend_delta) if delta or spend_delta else None
 
     def settle_now(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
-        """``settle`` with the in-process backend (``local`` is set), without a coroutine."""
-        rates = self._settlement(ticket, usage)
-        if rates is not None:
-            self.local.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)  # type: ignore[union-attr]
+        """``settle`` with the in-process backend (``local`` is set), without a coroutine or a rate list."""
+        if ticket.done:
+            return
+        deltas = self._corrections(ticket, usage)
+        if ticket.admission is None or (deltas is None and not ticket.slots):
+            return
+        self.local.settle_specs(  # type: ignore[union-attr]
+            ticket.key, ticket.tier, ticket.plan.corrected if deltas else (), deltas or (), ticket.slots, ticket.id
+        )
 
     async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
         """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
         the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
-        rates = self._settlement(ticket, usage)
-        if rates is None:
-            return
         if self.local is not None:
-            self.local.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
+            self.settle_now(ticket, usage)
             return
+        if ticket.done:
+            return
+        deltas = self._corrections(ticket, usage)
+        if ticket.admission is None or (deltas is None and not ticket.slots):
+            return
+        rates: list[Rate] = [
+            (name, limit, period, deltas[kind])
+            for name, limit, period, _, kind in ticket.plan.corrected
+            if deltas is not None and deltas[kind]
+        ]
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
         except BackendDown as e:  # slots free themselves after lease_s; the reservation stands

@@ -96,9 +96,7 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     ticket: Ticket | None = ex.context.get(TICKET)
     if ticket is None:
         return
-    status = int(outcome.get("status") or 0)
     u = outcome.get("usage")
-    audit = ex.context.get(AUDIT)
     tokens: tuple[int, int]
     if u:
         # a stream's tail may carry only the answer's count (Anthropic's message_delta): the prompt's estimate
@@ -112,13 +110,15 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
             ticket.plan.tokens_usage.inc(tokens[0] + tokens[1])
         else:
             count(TOKENS, ticket.tier, "usage", by=tokens[0] + tokens[1])
-    elif status == 200 or status == 499 or METER in ex.context:  # a stream that started: its text was made
+    elif (status := int(outcome.get("status") or 0)) == 200 or status == 499 or METER in ex.context:
+        # a stream that started: its text was made
         meter = ex.context.get(METER)
         tokens = (
             int(ex.context.get("guard.quota.prompt_estimate", 0)),
             meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)),
         )
         outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+        audit = ex.context.get(AUDIT)
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
         count(TOKENS, ticket.tier, "estimated", by=sum(tokens))
@@ -214,7 +214,7 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
             theirs = theirs or {}
             theirs[k] = v
     out = list(upstream)
-    for fam, counter in ticket.plan.headers:
+    for fam, counter, limit in ticket.plan.headers:
         st = counters.get(counter)
         if st is None:
             continue
@@ -228,7 +228,7 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
             out = [(k, v) for k, v in out if k not in names]
         s = st.reset_s
         out += (
-            (names[0], b"%d" % st.limit),
+            (names[0], limit),
             (names[1], b"%d" % st.remaining),
             (names[2], b"%dms" % round(s * 1000) if s < 1 else _duration(s).encode()),
         )
