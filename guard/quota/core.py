@@ -113,9 +113,6 @@ class _TierPlan:
         self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
         self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
         self.rates = t.rates()
-        self.specs: tuple[Spec, ...] = tuple(  # the in-process backend's form (guard.quota.memory.Spec)
-            (name, limit, period, period / limit, _KINDS[kind]) for name, limit, period, kind in self.rates
-        )
         self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
         self.stream_slots: list[Slot] = self.slots + (
             [("concurrent_streams", t.concurrent_streams)] if t.concurrent_streams else []
@@ -128,6 +125,11 @@ class _TierPlan:
             if kind in _FAMILIES and kind not in headers:
                 headers[kind] = (kind, counter, b"%d" % limit)
         self.headers: tuple[tuple[str, str, bytes], ...] = tuple(headers.values())
+        shown = {h[1] for h in self.headers}
+        self.specs: tuple[Spec, ...] = tuple(  # the in-process backend's form (guard.quota.memory.Spec)
+            (name, limit, period, period / limit, _KINDS[kind], name in shown)
+            for name, limit, period, kind in self.rates
+        )
         self.corrected = tuple(s for s in self.specs if s[4])  # the counters a settlement may correct
 
 
@@ -370,7 +372,7 @@ class Quotas:
             return
         rates: list[Rate] = [
             (name, limit, period, deltas[kind])
-            for name, limit, period, _, kind in ticket.plan.corrected
+            for name, limit, period, _, kind, _ in ticket.plan.corrected
             if deltas is not None and deltas[kind]
         ]
         try:

@@ -37,12 +37,13 @@ _state = tuple.__new__  # CounterState without its generated __new__ (on every a
 Rate = tuple[str, int, float, int]
 Slot = tuple[str, int]
 # A rate counter as the in-process path passes it, computed once per tier: (counter, limit, period_s,
-# period_s / limit, kind), where kind indexes the request's costs: (requests, tokens, spend).
-Spec = tuple[str, int, float, float, int]
+# period_s / limit, kind, reported), where kind indexes the request's costs: (requests, tokens, spend), and
+# reported says whether an admission returns its state (the counters the rate-limit headers show).
+Spec = tuple[str, int, float, float, int, bool]
 
 
 def _specs(rates: list[Rate]) -> tuple[list[Spec], list[int]]:
-    return [(n, lim, per, per / lim, i) for i, (n, lim, per, _) in enumerate(rates)], [r[3] for r in rates]
+    return [(n, lim, per, per / lim, i, True) for i, (n, lim, per, _) in enumerate(rates)], [r[3] for r in rates]
 
 
 def used(ahead_s: float, limit: int, period: float) -> int:
@@ -96,7 +97,8 @@ class MemoryBackend:
         label: str,
     ) -> Admission:
         """``admit_now`` with the tier's counters computed once and the request's costs by kind. Each counter
-        is charged as it is checked; a refusal gives back what was charged before it."""
+        is charged as it is checked; a refusal gives back what was charged before it. An admission returns the
+        state of the reported rate counters; a refusal, of every counter."""
         now = self.clock()
         counters: dict[str, CounterState] = {}
         tats = self._tat.get((key, tier))
@@ -105,7 +107,7 @@ class MemoryBackend:
             if len(self._tat) > MAX_ENTRIES:
                 self._prune(now)
         charged = 0
-        for name, limit, period, interval, kind in specs:
+        for name, limit, period, interval, kind, reported in specs:
             tat = tats.get(name, now)  # type: ignore[union-attr]
             if tat < now:
                 tat = now
@@ -114,8 +116,9 @@ class MemoryBackend:
                 return self._refuse(now, key, tier, specs, costs, charged, slots, name, ahead - period)
             tats[name] = now + ahead  # type: ignore[index]
             charged += 1
-            rem = int((period - ahead) / interval + _EPS)
-            counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))
+            if reported:
+                rem = int((period - ahead) / interval + _EPS)
+                counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))
         if slots:
             all_slots = self._slots
             helds = []
@@ -131,7 +134,6 @@ class MemoryBackend:
                     if n >= limit:
                         return self._refuse(now, key, tier, specs, costs, charged, slots, name, 1.0)
                 helds.append(held)
-                counters[name] = _state(CounterState, (limit, limit - n - 1, 0.0))
             expires = now + lease_s
             for held in helds:
                 held[ticket] = expires
@@ -155,7 +157,7 @@ class MemoryBackend:
         the refusal, with every counter as it stands."""
         tats = self._tat.get((key, tier)) or {}
         counters: dict[str, CounterState] = {}
-        for i, (name, limit, period, interval, kind) in enumerate(specs):
+        for i, (name, limit, period, interval, kind, _) in enumerate(specs):
             if i < charged:
                 tats[name] -= costs[kind] * interval
             before = max(0.0, tats.get(name, now) - now)
@@ -174,7 +176,7 @@ class MemoryBackend:
             tats = self._tat.get((key, tier))
             if tats is None:
                 tats = self._tat[(key, tier)] = {}
-            for name, _, _, interval, kind in specs:
+            for name, _, _, interval, kind, _ in specs:
                 delta = deltas[kind]
                 if not delta:
                     continue
