@@ -15,40 +15,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from guard import telemetry
-from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, Spec, used
+from guard.quota.memory import Admission, MemoryBackend, Rate, used
+from guard.quota.metrics import BACKEND_ERRORS, DECISIONS, count
+from guard.quota.plan import TierPlan
 from guard.quota.redis_backend import BackendDown, RedisBackend
 from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
 log = logging.getLogger("guard.quota")
-
-# counted on every request: telemetry's request-path counters (lock-free in one process)
-DECISIONS: Any = telemetry._counter(
-    "guard_quota_decisions_total",
-    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
-    "unavailable_allowed) "
-    "and the counter that refused",
-    ["tier", "result", "counter"],
-)
-TOKENS: Any = telemetry._counter(
-    "guard_quota_tokens_total",
-    "Tokens counted against quotas by tier and source (usage|estimated)",
-    ["tier", "source"],
-)
-BACKEND_ERRORS = Counter(
-    "guard_quota_backend_errors_total",
-    "Quota backend calls that failed, by operation",
-    ["op"],
-    registry=telemetry.REGISTRY,
-)
-
-
-def count(metric: Any, *labels: str, by: float = 1) -> None:
-    """Increment a labelled counter through telemetry's cached children (off with ``telemetry.metrics``)."""
-    child: Any = telemetry.child(metric, *labels)
-    child.inc(by)
 
 
 @dataclass(slots=True)
@@ -64,7 +38,7 @@ class Ticket:
     done: bool = False
     price: Price | None = None  # the model's price when the tier has a spend limit
     reserved_spend: int = 0  # millionths of the currency reserved at admission
-    plan: Any = None  # the tier's _TierPlan (its metric children)
+    plan: Any = None  # the tier's TierPlan (its metric children)
 
     @property
     def unavailable(self) -> bool:
@@ -86,53 +60,6 @@ _TICKETS = os.urandom(6).hex() + "-"  # ticket ids: this process's random prefix
 _ticket_no = itertools.count(1)  # across replicas sharing a Redis, without a system call per request)
 
 
-_FAMILIES = {"requests": "requests", "tokens": "tokens"}  # rate kinds the x-ratelimit-* headers report
-_KINDS = {"requests": 0, "tokens": 1, "spend": 2}  # a Spec's index into the costs (1, tokens, spend)
-
-
-class _TierPlan:
-    """What admission needs of a tier, computed once: its rate counters (name, limit, period, kind), its
-    concurrency slots for a request and for a stream, whether it counts tokens and spend, and the counter
-    the rate-limit headers report for requests and for tokens (the first configured: the shortest period)."""
-
-    __slots__ = (
-        "admitted",
-        "corrected",
-        "counts_tokens",
-        "headers",
-        "rates",
-        "slot_names",
-        "slots",
-        "specs",
-        "spend",
-        "stream_slots",
-        "tokens_usage",
-    )
-
-    def __init__(self, name: str, t: Tier) -> None:
-        self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
-        self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
-        self.rates = t.rates()
-        self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
-        self.stream_slots: list[Slot] = self.slots + (
-            [("concurrent_streams", t.concurrent_streams)] if t.concurrent_streams else []
-        )
-        self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
-        self.counts_tokens = t.counts_tokens()
-        self.spend = t.counts_spend()
-        headers: dict[str, tuple[str, str, bytes]] = {}  # family -> (family, counter, its limit as sent)
-        for counter, limit, _, kind in self.rates:
-            if kind in _FAMILIES and kind not in headers:
-                headers[kind] = (kind, counter, b"%d" % limit)
-        self.headers: tuple[tuple[str, str, bytes], ...] = tuple(headers.values())
-        shown = {h[1] for h in self.headers}
-        self.specs: tuple[Spec, ...] = tuple(  # the in-process backend's form (guard.quota.memory.Spec)
-            (name, limit, period, period / limit, _KINDS[kind], name in shown)
-            for name, limit, period, kind in self.rates
-        )
-        self.corrected = tuple(s for s in self.specs if s[4])  # the counters a settlement may correct
-
-
 def _unknown_tier(tier: str) -> Refusal:
     count(DECISIONS, "unknown", "unavailable_refused", "")
     return Refusal(
@@ -151,7 +78,7 @@ class Quotas:
         self.tiers: dict[str, Tier] = dict(settings.tiers)
         # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
         self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
-        self._plans = {name: _TierPlan(name, t) for name, t in self.tiers.items()}
+        self._plans = {name: TierPlan(name, t) for name, t in self.tiers.items()}
         self.completion_estimate = settings.completion_estimate
         if backend is None:
             from guard.quota import local
@@ -177,7 +104,7 @@ class Quotas:
         return plan is not None and plan[1]
 
     def _charge(
-        self, p: _TierPlan, tier: str, estimate: int, model: str, answer_estimate: int
+        self, p: TierPlan, tier: str, estimate: int, model: str, answer_estimate: int
     ) -> tuple[list[Rate], int, Price | None, int] | Refusal:
         """What admission charges each rate counter: (rates, tokens, price, spend), or the refusal of a tier
         that limits spend without a price for the model."""
@@ -205,7 +132,7 @@ class Quotas:
 
     def _decided(
         self,
-        p: _TierPlan,
+        p: TierPlan,
         principal: str,
         tier: str,
         adm: Admission,

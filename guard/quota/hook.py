@@ -9,8 +9,9 @@ from typing import Any
 
 from guard.apis.wire import module
 from guard.errors import GuardError
-from guard.quota.core import TOKENS, Quotas, Refusal, Ticket, count
+from guard.quota.core import Quotas, Refusal, Ticket
 from guard.quota.memory import Admission, CounterState
+from guard.quota.metrics import TOKENS, count
 
 TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
 AUDIT = "guard.quota.audit"  # Exchange.context: the quota decision as the audit record shows it

@@ -21,8 +21,9 @@ from typing import Any
 
 from guard.apis.wire import module
 from guard.errors import GuardError
-from guard.quota.core import DECISIONS, Quotas, Refusal, Ticket, count
+from guard.quota.core import Quotas, Refusal, Ticket
 from guard.quota.hook import AUDIT, METER, TICKET, estimate_tokens
+from guard.quota.metrics import DECISIONS, count
 
 REASON = "quota_exhausted_mid_stream"  # the outcome reason in the audit record
 MIN_STEP, MAX_STEP = 16, 4096
