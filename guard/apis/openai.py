@@ -347,13 +347,10 @@ def is_end(data: bytes) -> bool:
     return data.strip() == b"[DONE]"
 
 
-def _positive(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-
 def completion_limit(body: dict[str, Any]) -> int | None:
     """The most answer tokens the request allows (what a quota reserves for the answer), if it says."""
-    return _positive(body.get("max_completion_tokens", body.get("max_tokens")))
+    v = body.get("max_completion_tokens", body.get("max_tokens"))
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def ask_stream_usage(operation: str, body: dict[str, Any]) -> bool:
