@@ -29,7 +29,7 @@ log = logging.getLogger("guard.quota")
 class Ticket:
     """An admitted request: what it reserved and holds until ``settle``/``release``."""
 
-    id: str
+    id: str | int  # unique across replicas where they share the counters; in-process, a number
     key: str
     tier: str
     reserved: int  # tokens reserved at admission
@@ -136,7 +136,7 @@ class Quotas:
         principal: str,
         tier: str,
         adm: Admission,
-        tid: str,
+        tid: str | int,
         cost: int,
         stream: bool,
         price: Price | None,
@@ -172,7 +172,7 @@ class Quotas:
             if isinstance(charge, Refusal):
                 return charge
             _, cost, price, spend = charge
-        tid = f"{_TICKETS}{next(_ticket_no):x}"
+        tid = next(_ticket_no)  # in-process: unique as it is
         slots = p.stream_slots if stream else p.slots
         adm = self.local.admit_specs(  # type: ignore[union-attr]
             principal, tier, p.specs, (1, cost, spend), slots, tid, self._lease_s, principal

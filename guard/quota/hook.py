@@ -215,11 +215,10 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
             theirs = theirs or {}
             theirs[k] = v
     out = list(upstream)
-    for fam, counter, limit in ticket.plan.headers:
+    for counter, limit, names in ticket.plan.headers:
         st = counters.get(counter)
         if st is None:
             continue
-        names = _NAMES[fam]
         if theirs is not None and (their := theirs.get(names[1])) is not None:
             try:
                 if st.remaining >= int(their):

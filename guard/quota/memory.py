@@ -57,7 +57,7 @@ class MemoryBackend:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._tat: dict[tuple[str, str], dict[str, float]] = {}  # (principal, tier) -> counter -> TAT
-        self._slots: dict[tuple[str, str, str], dict[str, float]] = {}
+        self._slots: dict[tuple[str, str, str], dict[str | int, float]] = {}  # -> ticket -> lease end
         self._labels: dict[str, str] = {}
 
     @property
@@ -65,21 +65,21 @@ class MemoryBackend:
         return True
 
     async def admit(
-        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str | int, lease_s: float, label: str
     ) -> Admission:
         return self.admit_now(key, tier, rates, slots, ticket, lease_s, label)
 
-    async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
+    async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str | int) -> None:
         self.settle_now(key, tier, rates, slots, ticket)
 
     def admit_now(
-        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str | int, lease_s: float, label: str
     ) -> Admission:
         """Check every counter; charge them all only if all admit. Never yields: atomic in the event loop."""
         specs, costs = _specs(rates)
         return self.admit_specs(key, tier, specs, costs, slots, ticket, lease_s, label)
 
-    def settle_now(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
+    def settle_now(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str | int) -> None:
         """Correct token counters by ``cost`` (actual minus reserved; negative gives back) and free the
         ticket's concurrency slots."""
         specs, deltas = _specs(rates)
@@ -92,7 +92,7 @@ class MemoryBackend:
         specs: Sequence[Spec],
         costs: Sequence[int],
         slots: list[Slot],
-        ticket: str,
+        ticket: str | int,
         lease_s: float,
         label: str,
     ) -> Admission:
@@ -137,7 +137,7 @@ class MemoryBackend:
             expires = now + lease_s
             for held in helds:
                 held[ticket] = expires
-        if self._labels.get(key) != label:
+        if label != key and self._labels.get(key) != label:  # how ``usage`` shows the key, when not as itself
             self._labels[key] = label
         return Admission(True, "", 0.0, counters)
 
@@ -168,7 +168,7 @@ class MemoryBackend:
         return Admission(False, refused_by, retry, counters)
 
     def settle_specs(
-        self, key: str, tier: str, specs: Sequence[Spec], deltas: Sequence[int], slots: list[str], ticket: str
+        self, key: str, tier: str, specs: Sequence[Spec], deltas: Sequence[int], slots: list[str], ticket: str | int
     ) -> None:
         """``settle_now`` with the tier's counters computed once and the corrections by kind (0: none)."""
         if specs:

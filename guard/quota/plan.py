@@ -43,12 +43,18 @@ class TierPlan:
         self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
         self.counts_tokens = t.counts_tokens()
         self.spend = t.counts_spend()
-        headers: dict[str, tuple[str, str, bytes]] = {}  # family -> (family, counter, its limit as sent)
+        # family -> (counter, its limit as sent, the family's header names: limit, remaining, reset)
+        headers: dict[str, tuple[str, bytes, tuple[bytes, bytes, bytes]]] = {}
         for counter, limit, _, kind in self.rates:
             if kind in _FAMILIES and kind not in headers:
-                headers[kind] = (kind, counter, b"%d" % limit)
-        self.headers: tuple[tuple[str, str, bytes], ...] = tuple(headers.values())
-        shown = {h[1] for h in self.headers}
+                names = (
+                    f"x-ratelimit-limit-{kind}".encode(),
+                    f"x-ratelimit-remaining-{kind}".encode(),
+                    f"x-ratelimit-reset-{kind}".encode(),
+                )
+                headers[kind] = (counter, b"%d" % limit, names)
+        self.headers = tuple(headers.values())
+        shown = {h[0] for h in self.headers}
         self.specs: tuple[Spec, ...] = tuple(  # the in-process backend's form (guard.quota.memory.Spec)
             (name, limit, period, period / limit, _KINDS[kind], name in shown)
             for name, limit, period, kind in self.rates
