@@ -48,6 +48,7 @@ MAX_HEADER_BYTES = 65536  # request line and headers; more gets 431
 MAX_HEADERS = 128  # header fields; more gets 431
 HEADER_TIMEOUT_S = 10.0  # connection open (or first byte of a request) -> end of headers; then 408 and close
 BODY_TIMEOUT_S = 30.0  # end of headers -> end of body; then the connection is closed (the app sees a disconnect)
+IDLE_CLOSE_S = 1.0  # shutdown: an idle connection whose client has not answered the TLS close by then is dropped
 
 
 class _Coalescing:
@@ -119,6 +120,26 @@ class _Refusals:
     _holder: ContextHolder | None = None  # the listener's TLS contexts (guard.tls)
     _verified_by: ssl.SSLContext | None = None  # the context whose CRLs this connection's chain last passed
     _sslobj: Any = None
+
+    _gone = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (uvicorn): a response in progress finishes, then its connection closes; an idle
+        keep-alive connection is closed now. Over TLS that close waits for the client's close_notify, which a
+        client holding the connection in its pool sends only when it next reads it, so Guard would wait out
+        ``shutdown_deadline_s`` for clients with nothing in flight: an idle connection still open after
+        ``IDLE_CLOSE_S`` is dropped (its response went out whole; no request had begun on it)."""
+        super().shutdown()  # type: ignore[misc]
+        if self.transport.is_closing() and not self._gone:
+            self.loop.call_later(IDLE_CLOSE_S, self._drop)
+
+    def _drop(self) -> None:
+        if not self._gone:
+            self.transport.abort()
 
     def _bind(self, transport: asyncio.Transport) -> dict[str, Any] | None:
         """At connection_made: the peer's certificate (ASGI tls extension) and where refusals are recorded."""

@@ -243,6 +243,21 @@ def is_end(data: bytes) -> bool:
     return False
 
 
+def completion_limit(body: dict[str, Any]) -> int | None:
+    """``max_tokens`` (required by the API): the most answer tokens the request allows."""
+    v = body.get("max_tokens")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def ask_stream_usage(operation: str, body: dict[str, Any]) -> bool:
+    """A Messages stream always carries usage (``message_start``, the running count in ``message_delta``)."""
+    return False
+
+
+def usage_only(chunk: dict[str, Any]) -> bool:
+    return False
+
+
 def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
     """(channel key, path, text): text_delta, thinking_delta and input_json_delta, one channel per content
     block (signature and citation deltas carry no model text and pass)."""

@@ -213,6 +213,22 @@ def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
     return [0] if chunk.get("done") else []
 
 
+def completion_limit(body: dict[str, Any]) -> int | None:
+    """``options.num_predict``: the most answer tokens the request allows, if it says."""
+    opts = body.get("options")
+    v = opts.get("num_predict") if isinstance(opts, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def ask_stream_usage(operation: str, body: dict[str, Any]) -> bool:
+    """Ollama's last line always carries its counts (``prompt_eval_count``, ``eval_count``): nothing to ask."""
+    return False
+
+
+def usage_only(chunk: dict[str, Any]) -> bool:
+    return False
+
+
 def flush(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     return flush_chunk(operation, like, model, text, key)
 

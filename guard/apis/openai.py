@@ -349,6 +349,29 @@ def is_end(data: bytes) -> bool:
     return data.strip() == b"[DONE]"
 
 
+def completion_limit(body: dict[str, Any]) -> int | None:
+    """The most answer tokens the request allows (what a quota reserves for the answer), if it says."""
+    v = body.get("max_completion_tokens", body.get("max_tokens"))
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def ask_stream_usage(operation: str, body: dict[str, Any]) -> bool:
+    """Ask for the stream's usage chunk (``stream_options.include_usage``); True when Guard added the ask,
+    so that the chunk is Guard's to take out of the client's stream (``usage_only``)."""
+    if operation not in ("chat", "completion"):
+        return False
+    opts = body.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
+        return False
+    body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return True
+
+
+def usage_only(chunk: dict[str, Any]) -> bool:
+    """The usage-only chunk sent last when ``include_usage`` is asked (no choices, a usage object)."""
+    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
+
+
 def error_body(err: GuardError) -> bytes:
     return err.body()
 

@@ -203,6 +203,21 @@ def stream_error(err: GuardError) -> bytes:
 # --- streams ---------------------------------------------------------------------------------------------
 
 
+def completion_limit(body: dict[str, Any]) -> int | None:
+    """``max_output_tokens``: the most answer tokens the request allows, if it says."""
+    v = body.get("max_output_tokens")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
+def ask_stream_usage(operation: str, body: dict[str, Any]) -> bool:
+    """A Responses stream always ends with ``response.completed`` (or ``.incomplete``) and its usage."""
+    return False
+
+
+def usage_only(chunk: dict[str, Any]) -> bool:
+    return False
+
+
 def _index(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
 

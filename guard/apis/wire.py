@@ -6,7 +6,10 @@ Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same
 ``chunk_channels``, ``stream_strings``, ``held_only``, ``chunk_finished``, ``flush``, ``encode``,
 ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for the audit recorder ``prompt_text``, and for
 guard.upstream_errors ``upstream_error_body``. An upstream's API (``upstreams.<name>.api``) names how its
-request target and credentials are written: ``upstream_target``.
+request target and credentials are written: ``upstream_target``. For quotas (guard.quota):
+``completion_limit`` (the answer's token limit a request sets), ``ask_stream_usage`` (ask the upstream for a
+stream's usage where the API needs asking) and ``usage_only`` (the chunk that answers that ask, taken out
+again when the client did not ask itself).
 """
 
 from __future__ import annotations

@@ -15,48 +15,21 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from guard import telemetry
-from guard.quota.memory import Admission, MemoryBackend, Rate, Slot, used
+from guard.quota.memory import Admission, MemoryBackend, Rate, used
+from guard.quota.metrics import BACKEND_ERRORS, DECISIONS, count
+from guard.quota.plan import TierPlan
 from guard.quota.redis_backend import BackendDown, RedisBackend
 from guard.quota.settings import RATES, SPEND_UNIT, Price, QuotaSettings, Tier
 
 log = logging.getLogger("guard.quota")
-
-DECISIONS = Counter(
-    "guard_quota_decisions_total",
-    "Quota decisions by tier, result (admitted|refused|exhausted_mid_stream|unavailable_refused|"
-    "unavailable_allowed) "
-    "and the counter that refused",
-    ["tier", "result", "counter"],
-    registry=telemetry.REGISTRY,
-)
-TOKENS = Counter(
-    "guard_quota_tokens_total",
-    "Tokens counted against quotas by tier and source (usage|estimated)",
-    ["tier", "source"],
-    registry=telemetry.REGISTRY,
-)
-BACKEND_ERRORS = Counter(
-    "guard_quota_backend_errors_total",
-    "Quota backend calls that failed, by operation",
-    ["op"],
-    registry=telemetry.REGISTRY,
-)
-
-
-def count(metric: Any, *labels: str, by: float = 1) -> None:
-    """Increment a labelled counter through telemetry's cached children (off with ``telemetry.metrics``)."""
-    child: Any = telemetry.child(metric, *labels)
-    child.inc(by)
 
 
 @dataclass(slots=True)
 class Ticket:
     """An admitted request: what it reserved and holds until ``settle``/``release``."""
 
-    id: str
+    id: str | int  # unique across replicas where they share the counters; in-process, a number
     key: str
     tier: str
     reserved: int  # tokens reserved at admission
@@ -65,7 +38,7 @@ class Ticket:
     done: bool = False
     price: Price | None = None  # the model's price when the tier has a spend limit
     reserved_spend: int = 0  # millionths of the currency reserved at admission
-    plan: Any = None  # the tier's _TierPlan (its metric children)
+    plan: Any = None  # the tier's TierPlan (its metric children)
 
     @property
     def unavailable(self) -> bool:
@@ -87,23 +60,16 @@ _TICKETS = os.urandom(6).hex() + "-"  # ticket ids: this process's random prefix
 _ticket_no = itertools.count(1)  # across replicas sharing a Redis, without a system call per request)
 
 
-class _TierPlan:
-    """What admission needs of a tier, computed once: its rate counters (name, limit, period, kind), its
-    concurrency slots for a request and for a stream, whether it counts tokens and spend."""
-
-    __slots__ = ("admitted", "counts_tokens", "rates", "slot_names", "slots", "spend", "stream_slots", "tokens_usage")
-
-    def __init__(self, name: str, t: Tier) -> None:
-        self.admitted: Any = telemetry.child(DECISIONS, name, "admitted", "")  # counted for every request
-        self.tokens_usage: Any = telemetry.child(TOKENS, name, "usage")
-        self.rates = t.rates()
-        self.slots: list[Slot] = [("concurrent", t.concurrent)] if t.concurrent else []
-        self.stream_slots: list[Slot] = self.slots + (
-            [("concurrent_streams", t.concurrent_streams)] if t.concurrent_streams else []
-        )
-        self.slot_names = {False: [s[0] for s in self.slots], True: [s[0] for s in self.stream_slots]}
-        self.counts_tokens = t.counts_tokens()
-        self.spend = t.counts_spend()
+def _unknown_tier(tier: str) -> Refusal:
+    count(DECISIONS, "unknown", "unavailable_refused", "")
+    return Refusal(
+        503,
+        "quota_tier_unknown",
+        tier,
+        "",
+        0.0,
+        "the policy selects a quota tier this gateway does not configure; request refused",
+    )
 
 
 class Quotas:
@@ -112,7 +78,7 @@ class Quotas:
         self.tiers: dict[str, Tier] = dict(settings.tiers)
         # per tier, computed once: its rate counters (name, limit, period, kind) and whether it counts tokens
         self._plan = {name: (t.rates(), t.counts_tokens()) for name, t in self.tiers.items()}
-        self._plans = {name: _TierPlan(name, t) for name, t in self.tiers.items()}
+        self._plans = {name: TierPlan(name, t) for name, t in self.tiers.items()}
         self.completion_estimate = settings.completion_estimate
         if backend is None:
             from guard.quota import local
@@ -124,8 +90,10 @@ class Quotas:
             else:
                 backend = MemoryBackend()
         self.backend = backend
-        # the in-process backend answers without yielding: call it directly (no coroutine per call)
-        self._now = backend if isinstance(backend, MemoryBackend) else None
+        # the in-process backend answers without yielding: ``admit_now``/``settle_now`` call it directly (no
+        # coroutine per call); None for a backend that must be awaited
+        self.local: MemoryBackend | None = backend if isinstance(backend, MemoryBackend) else None
+        self._lease_s = settings.lease_s
 
     @property
     def healthy(self) -> bool:
@@ -135,31 +103,12 @@ class Quotas:
         plan = self._plan.get(tier)
         return plan is not None and plan[1]
 
-    async def admit(
-        self,
-        principal: str,
-        tier: str,
-        estimate: int,
-        stream: bool = False,
-        *,
-        model: str = "",
-        answer_estimate: int = 0,
-    ) -> Ticket | Refusal:
-        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
-        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
-        for a stream)."""
-        p = self._plans.get(tier)
-        if p is None:  # the policy names a tier the configuration lacks: fail closed
-            count(DECISIONS, "unknown", "unavailable_refused", "")
-            return Refusal(
-                503,
-                "quota_tier_unknown",
-                tier,
-                "",
-                0.0,
-                "the policy selects a quota tier this gateway does not configure; request refused",
-            )
-        cost = max(1, int(estimate))
+    def _charge(
+        self, p: TierPlan, tier: str, estimate: int, model: str, answer_estimate: int
+    ) -> tuple[list[Rate], int, Price | None, int] | Refusal:
+        """What admission charges each rate counter: (rates, tokens, price, spend), or the refusal of a tier
+        that limits spend without a price for the model."""
+        cost = estimate if estimate > 1 else 1
         price, spend = None, 0
         if p.spend:
             price = self.settings.price(model)
@@ -179,23 +128,20 @@ class Quotas:
             (name, limit, period, 1 if kind == "requests" else cost if kind == "tokens" else spend)
             for name, limit, period, kind in p.rates
         ]
-        slots = p.stream_slots if stream else p.slots
-        tid = f"{_TICKETS}{next(_ticket_no):x}"
-        if self._now is not None:
-            adm = self._now.admit_now(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
-        else:
-            try:
-                adm = await self.backend.admit(principal, tier, rates, slots, tid, self.settings.lease_s, principal)
-            except BackendDown as e:
-                count(BACKEND_ERRORS, "admit")
-                if self.settings.on_error == "allow":
-                    count(DECISIONS, tier, "unavailable_allowed", "")
-                    return Ticket(tid, principal, tier, 0, [], None, plan=p)
-                count(DECISIONS, tier, "unavailable_refused", "")
-                count(telemetry.FAIL_CLOSED, "quota")
-                return Refusal(
-                    503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})"
-                )
+        return rates, cost, price, spend
+
+    def _decided(
+        self,
+        p: TierPlan,
+        principal: str,
+        tier: str,
+        adm: Admission,
+        tid: str | int,
+        cost: int,
+        stream: bool,
+        price: Price | None,
+        spend: int,
+    ) -> Ticket | Refusal:
         if not adm.ok:
             count(DECISIONS, tier, "refused", adm.refused_by)
             return Refusal(
@@ -209,16 +155,65 @@ class Quotas:
             )
         p.admitted.inc()
         return Ticket(
-            tid,
-            principal,
-            tier,
-            cost if p.counts_tokens else 0,
-            p.slot_names[stream],
-            adm,
-            price=price,
-            reserved_spend=spend,
-            plan=p,
+            tid, principal, tier, cost if p.counts_tokens else 0, p.slot_names[stream], adm, False, price, spend, p
         )
+
+    def admit_now(
+        self, principal: str, tier: str, estimate: int, stream: bool, model: str, answer_estimate: int
+    ) -> Ticket | Refusal:
+        """``admit`` with the in-process backend (``local`` is set), without a coroutine or a rate list."""
+        p = self._plans.get(tier)
+        if p is None:
+            return _unknown_tier(tier)
+        cost = estimate if estimate > 1 else 1
+        price, spend = None, 0
+        if p.spend:
+            charge = self._charge(p, tier, estimate, model, answer_estimate)
+            if isinstance(charge, Refusal):
+                return charge
+            _, cost, price, spend = charge
+        tid = next(_ticket_no)  # in-process: unique as it is
+        slots = p.stream_slots if stream else p.slots
+        adm = self.local.admit_specs(  # type: ignore[union-attr]
+            principal, tier, p.specs, (1, cost, spend), slots, tid, self._lease_s, principal
+        )
+        return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
+
+    async def admit(
+        self,
+        principal: str,
+        tier: str,
+        estimate: int,
+        stream: bool = False,
+        *,
+        model: str = "",
+        answer_estimate: int = 0,
+    ) -> Ticket | Refusal:
+        """Check and charge every counter of ``tier`` at once: one request, ``estimate`` tokens (of which
+        ``answer_estimate`` are the answer's, for the spend price), one concurrency slot (and a stream slot
+        for a stream)."""
+        if self.local is not None:
+            return self.admit_now(principal, tier, estimate, stream, model, answer_estimate)
+        p = self._plans.get(tier)
+        if p is None:  # the policy names a tier the configuration lacks: fail closed
+            return _unknown_tier(tier)
+        charge = self._charge(p, tier, estimate, model, answer_estimate)
+        if isinstance(charge, Refusal):
+            return charge
+        rates, cost, price, spend = charge
+        tid = f"{_TICKETS}{next(_ticket_no):x}"
+        slots = p.stream_slots if stream else p.slots
+        try:
+            adm = await self.backend.admit(principal, tier, rates, slots, tid, self._lease_s, principal)
+        except BackendDown as e:
+            count(BACKEND_ERRORS, "admit")
+            if self.settings.on_error == "allow":
+                count(DECISIONS, tier, "unavailable_allowed", "")
+                return Ticket(tid, principal, tier, 0, [], None, plan=p)
+            count(DECISIONS, tier, "unavailable_refused", "")
+            count(telemetry.FAIL_CLOSED, "quota")
+            return Refusal(503, "quota_unavailable", tier, "", 1.0, f"quota service unavailable; request refused ({e})")
+        return self._decided(p, principal, tier, adm, tid, cost, stream, price, spend)
 
     async def extend(self, ticket: Ticket, tokens: int) -> Refusal | None:
         """Charge a running stream's ticket ``tokens`` more answer tokens (guard.quota.stream): None when
@@ -268,30 +263,45 @@ class Quotas:
         ticket.reserved_spend += spend
         return None
 
+    def _corrections(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> tuple[int, int, int] | None:
+        """What settling ``ticket`` corrects, by kind (requests, tokens, spend; None: nothing, the reservation
+        stands); marks it done. The caller still frees its slots."""
+        ticket.done = True
+        p = ticket.plan
+        if usage is None or p is None or not p.counts_tokens:
+            return None
+        i, o = (usage, 0) if isinstance(usage, int) else usage
+        delta = int(i) + int(o) - ticket.reserved
+        spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
+        return (0, delta, spend_delta) if delta or spend_delta else None
+
+    def settle_now(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
+        """``settle`` with the in-process backend (``local`` is set), without a coroutine or a rate list."""
+        if ticket.done:
+            return
+        deltas = self._corrections(ticket, usage)
+        if ticket.admission is None or (deltas is None and not ticket.slots):
+            return
+        self.local.settle_specs(  # type: ignore[union-attr]
+            ticket.key, ticket.tier, ticket.plan.corrected if deltas else (), deltas or (), ticket.slots, ticket.id
+        )
+
     async def settle(self, ticket: Ticket, usage: int | tuple[int, int] | None) -> None:
         """The request ended having used ``usage`` tokens (input, output; an int counts as input; None: leave
         the reservation as it is); corrects the token and spend counters and frees the ticket's slots."""
+        if self.local is not None:
+            self.settle_now(ticket, usage)
+            return
         if ticket.done:
             return
-        ticket.done = True
-        p = self._plans.get(ticket.tier)
-        if p is None or ticket.admission is None:
+        deltas = self._corrections(ticket, usage)
+        if ticket.admission is None or (deltas is None and not ticket.slots):
             return
-        rates: list[Rate] = []
-        if usage is not None and p.counts_tokens:
-            i, o = (usage, 0) if isinstance(usage, int) else usage
-            delta = int(i) + int(o) - ticket.reserved
-            spend_delta = spend_of(ticket.price, i, o) - ticket.reserved_spend if ticket.price is not None else 0
-            rates = [
-                (name, limit, period, delta if kind == "tokens" else spend_delta)
-                for name, limit, period, kind in p.rates
-                if (kind == "tokens" and delta) or (kind == "spend" and spend_delta)
-            ]
-        if not rates and not ticket.slots:
-            return
-        if self._now is not None:
-            self._now.settle_now(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
-            return
+        rates: list[Rate] = [
+            (name, limit, period, deltas[kind])
+            for name, limit, period, _, kind, _ in ticket.plan.corrected
+            if deltas is not None and deltas[kind]
+        ]
         try:
             await self.backend.settle(ticket.key, ticket.tier, rates, ticket.slots, ticket.id)
         except BackendDown as e:  # slots free themselves after lease_s; the reservation stands

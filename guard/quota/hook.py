@@ -7,9 +7,11 @@ import json
 import math
 from typing import Any
 
+from guard.apis.wire import module
 from guard.errors import GuardError
-from guard.quota.core import TOKENS, Quotas, Refusal, Ticket, count
+from guard.quota.core import Quotas, Refusal, Ticket
 from guard.quota.memory import Admission, CounterState
+from guard.quota.metrics import TOKENS, count
 
 TICKET = "guard.quota.ticket"  # Exchange.context: the admitted Ticket
 AUDIT = "guard.quota.audit"  # Exchange.context: the quota decision as the audit record shows it
@@ -31,16 +33,6 @@ def estimate_tokens(chars: int) -> int:
     return math.ceil(chars / 4) if chars > 0 else 0
 
 
-def _completion_limit(ex: Any) -> int | None:
-    b = ex.body
-    if ex.api == "ollama":
-        opts = b.get("options")
-        v = opts.get("num_predict") if isinstance(opts, dict) else None
-    else:
-        v = b.get("max_completion_tokens", b.get("max_tokens"))
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-
 async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
     """Admit the exchange or raise its 429/503 (an ``exchange.denied`` record with tier and counter)."""
     d = ex.access
@@ -49,20 +41,27 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
     for s in prompt:
         chars += len(s.text)
     prompt_tokens = -(-chars // 4)  # estimate_tokens
-    answer = _completion_limit(ex)
+    wire = module(ex.api)
+    answer = wire.completion_limit(ex.body)
     if answer is None:
         answer = quotas.completion_estimate
-    ex.context["guard.quota.prompt_estimate"] = prompt_tokens
-    res = await quotas.admit(
-        principal_key(ex.principal),
-        tier,
-        prompt_tokens + answer,
-        bool(ex.stream),
-        model=ex.model,
-        answer_estimate=answer,
-    )
+    ctx = ex.context
+    ctx["guard.quota.prompt_estimate"] = prompt_tokens
+    if quotas.local is not None:  # the in-process backend: no coroutine
+        res = quotas.admit_now(
+            principal_key(ex.principal), tier, prompt_tokens + answer, bool(ex.stream), ex.model, answer
+        )
+    else:
+        res = await quotas.admit(
+            principal_key(ex.principal),
+            tier,
+            prompt_tokens + answer,
+            bool(ex.stream),
+            model=ex.model,
+            answer_estimate=answer,
+        )
     if isinstance(res, Refusal):
-        ex.context[AUDIT] = {
+        ctx[AUDIT] = {
             "tier": res.tier,
             "effect": "deny",
             "counter": res.counter,
@@ -77,32 +76,16 @@ async def admit(quotas: Quotas, ex: Any, prompt: list[Any]) -> None:
         )
         e.headers = tuple(refusal_headers(res))
         raise e
-    ctx = ex.context
     ctx[TICKET] = res
     ctx[AUDIT] = (
         {"tier": res.tier, "effect": "allow", "backend": "unavailable"}
         if res.admission is None
         else {"tier": res.tier, "effect": "allow"}
     )
-    if (
-        ex.stream
-        and ex.api == "openai"
-        and ex.upstream_api in ("openai", "azure-openai")
-        and ex.operation in ("chat", "completion")
-        and quotas.counts_tokens(tier)
-    ):
-        _ask_for_usage(ex)
-
-
-def _ask_for_usage(ex: Any) -> None:
-    """Ask an OpenAI-style upstream for the stream's usage chunk; it is taken out of the client's stream
-    when the client did not ask for it itself."""
-    opts = ex.body.get("stream_options")
-    if isinstance(opts, dict) and opts.get("include_usage") is True:
-        return
-    ex.body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-    ex.body_changed = True
-    ex.context[STRIP_USAGE] = True
+    if ex.stream and quotas.counts_tokens(tier) and wire.ask_stream_usage(ex.operation, ex.body):
+        # the upstream's usage settles the stream; the client gets its stream as it asked for it
+        ex.body_changed = True
+        ctx[STRIP_USAGE] = True
 
 
 def account(ex: Any, outcome: dict[str, Any]) -> None:
@@ -114,23 +97,29 @@ def account(ex: Any, outcome: dict[str, Any]) -> None:
     ticket: Ticket | None = ex.context.get(TICKET)
     if ticket is None:
         return
-    status = int(outcome.get("status") or 0)
     u = outcome.get("usage")
-    audit = ex.context.get(AUDIT)
     tokens: tuple[int, int]
     if u:
-        tokens = int(u.get("input_tokens", 0) or 0), int(u.get("output_tokens", 0) or 0)
+        # a stream's tail may carry only the answer's count (Anthropic's message_delta): the prompt's estimate
+        # stands for an input count the usage does not give
+        i = u.get("input_tokens")
+        tokens = (
+            int(i or 0) if i is not None else int(ex.context.get("guard.quota.prompt_estimate", 0)),
+            int(u.get("output_tokens", 0) or 0),
+        )
         if ticket.plan is not None:
             ticket.plan.tokens_usage.inc(tokens[0] + tokens[1])
         else:
             count(TOKENS, ticket.tier, "usage", by=tokens[0] + tokens[1])
-    elif status == 200 or status == 499 or METER in ex.context:  # a stream that started: its text was made
+    elif (status := int(outcome.get("status") or 0)) == 200 or status == 499 or METER in ex.context:
+        # a stream that started: its text was made
         meter = ex.context.get(METER)
         tokens = (
             int(ex.context.get("guard.quota.prompt_estimate", 0)),
             meter.final_tokens() if meter is not None else estimate_tokens(int(outcome.get("bytes", 0) or 0)),
         )
         outcome["usage"] = {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+        audit = ex.context.get(AUDIT)
         if audit is not None:
             ex.context[AUDIT] = {**audit, "usage_estimated": True}
         count(TOKENS, ticket.tier, "estimated", by=sum(tokens))
@@ -148,7 +137,10 @@ async def finish(quotas: Quotas, ex: Any) -> None:
     if tokens is None:  # ended by an error before completion: no answer, nothing generated
         out = ex.outcome or {}
         tokens = (0, 0) if int(out.get("status") or 0) != 499 else None
-    await quotas.settle(ticket, tokens)
+    if quotas.local is not None:
+        quotas.settle_now(ticket, tokens)
+    else:
+        await quotas.settle(ticket, tokens)
 
 
 # --- headers -----------------------------------------------------------------------------------------
@@ -214,30 +206,33 @@ def merge_headers(ex: Any, upstream: list[tuple[bytes, bytes]]) -> list[tuple[by
     """An admitted answer: the upstream's rate-limit headers, except a family (requests, tokens) where Guard's
     own counter has less left; then Guard's values are sent for it."""
     ticket: Ticket | None = ex.context.get(TICKET)
-    if ticket is None or ticket.admission is None:
+    if ticket is None or ticket.admission is None or not ticket.plan.headers:
         return upstream
-    fams = _families(ticket.admission)
-    if not fams:
-        return upstream
-    theirs = {k: v for k, v in upstream if k in _REMAINING}
+    counters = ticket.admission.counters
+    theirs: dict[bytes, bytes] | None = None
+    for k, v in upstream:
+        if k in _REMAINING:
+            theirs = theirs or {}
+            theirs[k] = v
     out = list(upstream)
-    for fam, st in fams.items():
-        names = _NAMES[fam]
-        their = theirs.get(names[1])
-        if their is not None:
+    for counter, limit, names in ticket.plan.headers:
+        st = counters.get(counter)
+        if st is None:
+            continue
+        if theirs is not None and (their := theirs.get(names[1])) is not None:
             try:
                 if st.remaining >= int(their):
                     continue  # the upstream's limit is the stricter one: its values stand
             except ValueError:
                 pass
             out = [(k, v) for k, v in out if k not in names]
-        out += _family_headers(fam, st)
+        s = st.reset_s
+        out += (
+            (names[0], limit),
+            (names[1], b"%d" % st.remaining),
+            (names[2], b"%dms" % round(s * 1000) if s < 1 else _duration(s).encode()),
+        )
     return out
-
-
-def strip_usage_chunk(chunk: dict[str, Any]) -> bool:
-    """The usage-only chunk OpenAI sends last when ``include_usage`` is asked (no choices, a usage object)."""
-    return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
 
 
 def _has_usage(data: bytes) -> bool:
@@ -247,40 +242,40 @@ def _has_usage(data: bytes) -> bool:
 
 
 class UsageStripper:
-    """The unscreened stream path: passes SSE bytes through, minus the usage chunk Guard asked for (whose
-    usage it keeps for accounting)."""
+    """The unscreened stream path: passes the stream's bytes through, minus the usage chunk Guard asked for
+    (``ask_stream_usage``), whose usage it keeps for accounting."""
 
-    def __init__(self) -> None:
+    def __init__(self, api: str) -> None:
+        self.wire = module(api)
         self._buf = b""
         self.usage: dict[str, int] | None = None
 
     def feed(self, data: bytes) -> bytes:
+        sep = self.wire.SEP
         buf = self._buf + data
-        end = buf.rfind(b"\n\n")
+        end = buf.rfind(sep)
         if end < 0:
-            if len(buf) > 65536:  # no event boundary this far (not OpenAI's framing): pass it on as it is
+            if len(buf) > 65536:  # no event boundary this far (not the API's framing): pass it on as it is
                 self._buf = b""
                 return buf
             self._buf = buf
             return b""
-        whole, self._buf = buf[: end + 2], buf[end + 2 :]
+        end += len(sep)
+        whole, self._buf = buf[:end], buf[end:]
         if not _has_usage(whole):  # chunks carry "usage": null when usage is asked for: those pass untouched
             return whole
         out = []
-        for ev in whole.split(b"\n\n")[:-1]:
-            if _has_usage(ev) and ev.startswith(b"data:"):
+        wire = self.wire
+        for ev in whole.split(sep)[:-1]:
+            if _has_usage(ev) and (payload := wire.payload(ev)) is not None:
                 try:
-                    chunk = json.loads(ev[5:])
-                except ValueError:
+                    chunk = json.loads(payload)
+                except (ValueError, RecursionError):
                     chunk = None
-                if isinstance(chunk, dict) and strip_usage_chunk(chunk):
-                    u = chunk["usage"]
-                    self.usage = {
-                        "input_tokens": int(u.get("prompt_tokens") or 0),
-                        "output_tokens": int(u.get("completion_tokens") or 0),
-                    }
+                if isinstance(chunk, dict) and wire.usage_only(chunk):
+                    self.usage = wire.usage(chunk)
                     continue
-            out.append(ev + b"\n\n")
+            out.append(ev + sep)
         return b"".join(out)
 
     def finish(self) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,6 +36,14 @@ _state = tuple.__new__  # CounterState without its generated __new__ (on every a
 # A rate request: (counter, limit, period_s, cost); a concurrency request: (counter, limit).
 Rate = tuple[str, int, float, int]
 Slot = tuple[str, int]
+# A rate counter as the in-process path passes it, computed once per tier: (counter, limit, period_s,
+# period_s / limit, kind, reported), where kind indexes the request's costs: (requests, tokens, spend), and
+# reported says whether an admission returns its state (the counters the rate-limit headers show).
+Spec = tuple[str, int, float, float, int, bool]
+
+
+def _specs(rates: list[Rate]) -> tuple[list[Spec], list[int]]:
+    return [(n, lim, per, per / lim, i, True) for i, (n, lim, per, _) in enumerate(rates)], [r[3] for r in rates]
 
 
 def used(ahead_s: float, limit: int, period: float) -> int:
@@ -49,7 +57,7 @@ class MemoryBackend:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._tat: dict[tuple[str, str], dict[str, float]] = {}  # (principal, tier) -> counter -> TAT
-        self._slots: dict[tuple[str, str, str], dict[str, float]] = {}
+        self._slots: dict[tuple[str, str, str], dict[str | int, float]] = {}  # -> ticket -> lease end
         self._labels: dict[str, str] = {}
 
     @property
@@ -57,92 +65,131 @@ class MemoryBackend:
         return True
 
     async def admit(
-        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str | int, lease_s: float, label: str
     ) -> Admission:
         return self.admit_now(key, tier, rates, slots, ticket, lease_s, label)
 
-    async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
+    async def settle(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str | int) -> None:
         self.settle_now(key, tier, rates, slots, ticket)
 
     def admit_now(
-        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str, lease_s: float, label: str
+        self, key: str, tier: str, rates: list[Rate], slots: list[Slot], ticket: str | int, lease_s: float, label: str
     ) -> Admission:
         """Check every counter; charge them all only if all admit. Never yields: atomic in the event loop."""
+        specs, costs = _specs(rates)
+        return self.admit_specs(key, tier, specs, costs, slots, ticket, lease_s, label)
+
+    def settle_now(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str | int) -> None:
+        """Correct token counters by ``cost`` (actual minus reserved; negative gives back) and free the
+        ticket's concurrency slots."""
+        specs, deltas = _specs(rates)
+        self.settle_specs(key, tier, specs, deltas, slots, ticket)
+
+    def admit_specs(
+        self,
+        key: str,
+        tier: str,
+        specs: Sequence[Spec],
+        costs: Sequence[int],
+        slots: list[Slot],
+        ticket: str | int,
+        lease_s: float,
+        label: str,
+    ) -> Admission:
+        """``admit_now`` with the tier's counters computed once and the request's costs by kind. Each counter
+        is charged as it is checked; a refusal gives back what was charged before it. An admission returns the
+        state of the reported rate counters; a refusal, of every counter."""
         now = self.clock()
         counters: dict[str, CounterState] = {}
-        ok, refused_by, retry = True, "", 0.0
-        kt = (key, tier)
-        tats = self._tat.get(kt)
-        news: list[float] = []  # tat after charging, per rate
-        for name, limit, period, cost in rates:
-            interval = period / limit
-            tat = tats.get(name, now) if tats else now
+        tats = self._tat.get((key, tier))
+        if tats is None and specs:
+            tats = self._tat[(key, tier)] = {}
+            if len(self._tat) > MAX_ENTRIES:
+                self._prune(now)
+        charged = 0
+        for name, limit, period, interval, kind, reported in specs:
+            tat = tats.get(name, now)  # type: ignore[union-attr]
             if tat < now:
                 tat = now
-            new = tat + cost * interval
-            ahead = new - now
-            if ahead > period + _EPS and ok:
-                ok, refused_by, retry = False, name, ahead - period
-            rem = int((period - ahead) / interval + _EPS)
-            counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))
-            news.append(new)
-        helds = []
+            ahead = tat + costs[kind] * interval - now
+            if ahead > period + _EPS:
+                return self._refuse(now, key, tier, specs, costs, charged, slots, name, ahead - period)
+            tats[name] = now + ahead  # type: ignore[index]
+            charged += 1
+            if reported:
+                rem = int((period - ahead) / interval + _EPS)
+                counters[name] = _state(CounterState, (limit, rem if rem > 0 else 0, ahead))
         if slots:
             all_slots = self._slots
+            helds = []
             for name, limit in slots:
                 held = all_slots.get((key, tier, name))
-                helds.append(held)
-                n = len(held) if held else 0
-                if n >= limit and held:  # full: leases past their time (a crashed holder) free their slots
+                if held is None:
+                    held = all_slots[(key, tier, name)] = {}
+                n = len(held)
+                if n >= limit:  # full: leases past their time (a crashed holder) free their slots
                     for t in [t for t, exp in held.items() if exp <= now]:
                         del held[t]
                     n = len(held)
-                counters[name] = _state(CounterState, (limit, limit - n - 1 if n + 1 < limit else 0, 0.0))
-                if n + 1 > limit and ok:
-                    ok, refused_by, retry = False, name, 1.0
-        if not ok:  # nothing was charged: report the counters as they stand
-            for (name, limit, period, cost), new in zip(rates, news, strict=False):
-                before = new - cost * (period / limit) - now
-                counters[name] = CounterState(limit, max(0, int((period - before) / (period / limit) + _EPS)), before)
-            for name, limit in slots:
-                counters[name] = counters[name]._replace(remaining=min(limit, counters[name].remaining + 1))
-            return Admission(False, refused_by, retry, counters)
-        if rates:
-            if tats is None:
-                tats = self._tat[kt] = {}
-                if len(self._tat) > MAX_ENTRIES:
-                    self._prune(now)
-            for (name, _, _, _), new in zip(rates, news, strict=False):
-                tats[name] = new
-        for (name, _), held in zip(slots, helds, strict=False):
-            if held is None:
-                held = all_slots[(key, tier, name)] = {}
-            held[ticket] = now + lease_s
-        if self._labels.get(key) != label:
+                    if n >= limit:
+                        return self._refuse(now, key, tier, specs, costs, charged, slots, name, 1.0)
+                helds.append(held)
+            expires = now + lease_s
+            for held in helds:
+                held[ticket] = expires
+        if label != key and self._labels.get(key) != label:  # how ``usage`` shows the key, when not as itself
             self._labels[key] = label
         return Admission(True, "", 0.0, counters)
 
-    def settle_now(self, key: str, tier: str, rates: list[Rate], slots: list[str], ticket: str) -> None:
-        """Correct token counters by ``cost`` (actual minus reserved; negative gives back) and free the
-        ticket's concurrency slots."""
-        now = self.clock()
-        if rates:
+    def _refuse(
+        self,
+        now: float,
+        key: str,
+        tier: str,
+        specs: Sequence[Spec],
+        costs: Sequence[int],
+        charged: int,
+        slots: list[Slot],
+        refused_by: str,
+        retry: float,
+    ) -> Admission:
+        """Give back the first ``charged`` rate charges (a counter that was past its time reads as it did);
+        the refusal, with every counter as it stands."""
+        tats = self._tat.get((key, tier)) or {}
+        counters: dict[str, CounterState] = {}
+        for i, (name, limit, period, interval, kind, _) in enumerate(specs):
+            if i < charged:
+                tats[name] -= costs[kind] * interval
+            before = max(0.0, tats.get(name, now) - now)
+            counters[name] = CounterState(limit, max(0, int((period - before) / interval + _EPS)), before)
+        for name, limit in slots:
+            held = self._slots.get((key, tier, name))
+            counters[name] = CounterState(limit, max(0, limit - (len(held) if held else 0)), 0.0)
+        return Admission(False, refused_by, retry, counters)
+
+    def settle_specs(
+        self, key: str, tier: str, specs: Sequence[Spec], deltas: Sequence[int], slots: list[str], ticket: str | int
+    ) -> None:
+        """``settle_now`` with the tier's counters computed once and the corrections by kind (0: none)."""
+        if specs:
+            now = self.clock()
             tats = self._tat.get((key, tier))
             if tats is None:
                 tats = self._tat[(key, tier)] = {}
-            for name, limit, period, delta in rates:
+            for name, _, _, interval, kind, _ in specs:
+                delta = deltas[kind]
+                if not delta:
+                    continue
                 tat = tats.get(name, now)
-                new = (max(tat, now) if delta > 0 else tat) + delta * period / limit
+                new = (tat if tat > now or delta < 0 else now) + delta * interval
                 if new <= now:
                     tats.pop(name, None)
                 else:
                     tats[name] = new
-        for name in slots:
+        for name in slots:  # an emptied slot map stays for the principal's next request (pruned with the rest)
             held = self._slots.get((key, tier, name))
             if held is not None:
                 held.pop(ticket, None)
-                if not held:
-                    del self._slots[(key, tier, name)]
 
     async def usage(self, key: str | None) -> list[tuple[str, str, str, float]]:
         return self.usage_now(key)
@@ -156,7 +203,7 @@ class MemoryBackend:
             if key is None or k == key:
                 out += [(self._labels.get(k, k), tier, name, tat - now) for name, tat in tats.items() if tat > now]
         for (k, tier, name), held in list(self._slots.items()):
-            if key is None or k == key:
+            if held and (key is None or k == key):
                 out.append((self._labels.get(k, k), tier, name, float(sum(1 for e in held.values() if e > now))))
         return out
 

@@ -7,8 +7,11 @@ the stream ends with the wire API's error event (``StreamExhausted``).
 
 Counting is cheap on purpose: the released bytes are only added up until they could, at one token per byte
 of the documented four characters a token, cross the allowance; only then are the pending events parsed for
-their text (the estimate) and their upstream usage, when a chunk carries one (which then counts instead,
-where it is larger). A stream far from its allowance is never parsed by the meter.
+their text (the estimate) and their upstream usage, when an event carries one (which then counts instead,
+where it is larger). A stream far from its allowance is never parsed by the meter. The client's wire module
+(guard.apis.wire) splits and reads the events: OpenAI chunks and their usage chunk, Ollama lines and their
+counts, Anthropic Messages events (the running ``output_tokens`` of ``message_start``/``message_delta``),
+Responses events (the usage of ``response.completed``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guard.apis import ollama, openai
+from guard.apis.wire import module
 from guard.errors import GuardError
-from guard.quota.core import DECISIONS, Quotas, Refusal, Ticket, count
+from guard.quota.core import Quotas, Refusal, Ticket
 from guard.quota.hook import AUDIT, METER, TICKET, estimate_tokens
+from guard.quota.metrics import DECISIONS, count
 
 REASON = "quota_exhausted_mid_stream"  # the outcome reason in the audit record
 MIN_STEP, MAX_STEP = 16, 4096
@@ -47,7 +51,8 @@ def step_for(quotas: Quotas, tier: str) -> int:
 
 class StreamMeter:
     def __init__(self, quotas: Quotas, ticket: Ticket, api: str, operation: str, prompt_estimate: int) -> None:
-        self.quotas, self.ticket, self.api, self.operation = quotas, ticket, api, operation
+        self.quotas, self.ticket, self.operation = quotas, ticket, operation
+        self.wire = module(api)  # the client's wire API: how its events are split and read
         self.allowed = max(0, ticket.reserved - prompt_estimate)  # answer tokens paid for so far
         self.step = step_for(quotas, ticket.tier)
         self.chars = 0  # characters of answer text in the parsed events
@@ -89,34 +94,29 @@ class StreamMeter:
 
     def _parse(self, everything: bool = False) -> None:
         buf = self._pending
-        if everything and buf and not buf.endswith(b"\n"):
-            buf += b"\n\n" if self.api == "openai" else b"\n"
-        if self.api == "openai":
-            for ev in openai.split_events(buf):
-                payload = openai.event_data(ev)
-                if payload is not None and payload.strip() != b"[DONE]":
-                    self._chunk(payload, openai)
-        elif self.api == "ollama":
-            for line in ollama.split_lines(buf):
-                self._chunk(line, ollama)
-        else:  # a wire API the meter does not parse: every byte counts as a character (an over-estimate)
-            self.chars += len(buf)
-            buf.clear()
-        if everything and buf:
+        wire = self.wire
+        if everything and buf and not buf.endswith(wire.SEP):
+            buf += wire.SEP
+        for raw in wire.split(buf):
+            payload = wire.payload(raw)
+            if payload is not None and not wire.is_end(payload):
+                self._chunk(payload)
+        if everything and buf:  # an unfinished event at the end: every byte counts as a character
             self.chars += len(buf)
             buf.clear()
 
-    def _chunk(self, payload: bytes, mod: Any) -> None:
+    def _chunk(self, payload: bytes) -> None:
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.chars += len(payload)
             return
         if not isinstance(chunk, dict):
             return
-        for _, _, text in mod.chunk_channels(self.operation, chunk):
+        wire = self.wire
+        for _, _, text in wire.chunk_channels(self.operation, chunk):
             self.chars += len(text)
-        u = mod.usage(chunk)
+        u = wire.usage(chunk)
         if u and u.get("output_tokens", 0) > self.usage_out:
             self.usage_out = int(u["output_tokens"])
 

@@ -41,7 +41,7 @@ async def relay_stream(
     strip = None
     if quota.TICKET in ex.context:
         headers = quota.merge_headers(ex, headers)
-        strip = quota.UsageStripper() if ex.context.get(quota.STRIP_USAGE) else None
+        strip = quota.UsageStripper(ex.api) if ex.context.get(quota.STRIP_USAGE) else None
     meter = quota_stream.meter(quotas, ex)  # None unless the tier counts tokens
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     telemetry.ACTIVE_STREAMS.inc()

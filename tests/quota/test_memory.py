@@ -131,7 +131,7 @@ def test_estimate_heuristic():
 
 
 def test_usage_stripper_takes_out_only_the_usage_chunk_and_keeps_its_numbers():
-    s = UsageStripper()
+    s = UsageStripper("openai")
     stream = (
         b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
         b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'

@@ -118,3 +118,75 @@ def test_a_stream_within_its_reservation_is_not_cut(guard_factory, tmp_path):
     assert body.endswith(b"data: [DONE]\n\n") and b'"error"' not in body
     rec = _record(g, rid, "exchange.completed")
     assert rec["outcome"]["status"] == 200 and "exhausted_mid_stream" not in rec["decisions"]["quota"]
+
+
+def _cut_where_the_budget_ends(released: str, budget: int, prompt_text: str) -> None:
+    """The answer released is what a day's budget left after the prompt: not less than one meter step short
+    of it (counted from the text; byte counting would have cut it at a small fraction), not more than it."""
+    prompt = math.ceil(len(prompt_text) / 4)
+    answer = math.ceil(len(released) / 4)
+    assert released.startswith("tick 0 tick 1")
+    assert prompt + answer <= budget + 2, (prompt, answer)
+    assert prompt + answer >= budget - 16 - 2, f"cut early: {answer} answer tokens of {budget - prompt}"
+
+
+def test_anthropic_sdk_stream_ends_with_its_error_event_where_the_budget_ends(guard_factory, tmp_path, model_server):
+    """A Messages stream is metered from its text deltas (and the running ``output_tokens`` of
+    message_start/message_delta), not its bytes; the budget's end is Anthropic's ``error`` event."""
+    import anthropic
+
+    from tests.wire.test_anthropic import client
+
+    budget = 240
+    g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_day": budget}})  # no refill while it runs
+    cancelled = model_server[0].cancelled
+    text: list[str] = []
+    with (
+        client(g) as c,
+        pytest.raises(anthropic.APIStatusError) as e,
+        c.messages.with_streaming_response.create(
+            model="claude-demo",
+            max_tokens=50,  # reserved at admission; the meter charges the rest as the answer grows
+            stream=True,
+            messages=[{"role": "user", "content": FOREVER}],
+        ) as raw,
+    ):
+        rid = raw.headers["x-guard-request-id"]
+        for ev in raw.parse():
+            if ev.type == "content_block_delta" and ev.delta.type == "text_delta":
+                text.append(ev.delta.text)
+            assert len(text) < 2000, "the stream was never cut"
+    body = e.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
+    assert body["error"]["code"] == "rate_limit_exceeded" and "tokens_per_day" in body["error"]["message"]
+    _cut_where_the_budget_ends("".join(text), budget, FOREVER)
+    rec = _record(g, rid, "exchange.completed")
+    assert rec["outcome"]["status"] == 429 and rec["outcome"]["error"] == "quota_exhausted_mid_stream"
+    assert rec["decisions"]["quota"]["counter"] == "tokens_per_day"
+    _wait(lambda: model_server[0].cancelled > cancelled, "the upstream stream was not closed")
+
+
+def test_responses_sdk_stream_ends_with_its_error_event_where_the_budget_ends(guard_factory, tmp_path, model_server):
+    """A Responses stream is metered from its ``response.output_text.delta`` events (the ``*.done`` events
+    that repeat the text are not counted twice); the budget's end is the API's ``error`` event."""
+    budget = 240
+    g = _guard(guard_factory, tmp_path, {"default": {"tokens_per_day": budget}})
+    text: list[str] = []
+    c = g.openai()
+    with (
+        pytest.raises(openai.APIError) as e,
+        c.responses.with_streaming_response.create(model="demo-model", input=FOREVER, stream=True) as raw,
+    ):
+        rid = raw.headers["x-guard-request-id"]
+        for ev in raw.parse():
+            if ev.type == "response.output_text.delta":
+                text.append(ev.delta)
+            assert len(text) < 2000, "the stream was never cut"
+    assert not isinstance(e.value, openai.APIStatusError), "the 200 was already sent: an error event, not a status"
+    assert e.value.code == "rate_limit_exceeded" and "tokens_per_day" in e.value.message
+    _cut_where_the_budget_ends("".join(text), budget, FOREVER)
+    rec = _record(g, rid, "exchange.completed")
+    assert rec["outcome"]["status"] == 429 and rec["outcome"]["error"] == "quota_exhausted_mid_stream"
+    # the day's budget is spent: the next Responses request is refused at admission, in OpenAI's shape
+    with pytest.raises(openai.RateLimitError):
+        c.responses.create(model="demo-model", input="[[reply: more]]")
