@@ -12,7 +12,7 @@ from guard.server import IDLE_CLOSE_S
 
 def test_idle_pooled_connections_do_not_hold_up_shutdown_and_a_running_stream_ends_whole(guard_factory, tmp_path):
     (tmp_path / "nofilters").mkdir()
-    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")})
+    g = guard_factory(filters={"dir": str(tmp_path / "nofilters")}, shutdown_deadline_s=30)
     assert g.config.shutdown_deadline_s >= 10, "the default deadline: what an idle client used to cost"
     idle = [g.client(), g.openai()]  # each keeps its connection open in its pool after answering
     r = idle[0].post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})

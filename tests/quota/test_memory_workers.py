@@ -85,7 +85,7 @@ def test_a_hung_keeper_fails_closed_and_a_dead_one_is_restarted(guard_process, t
                 assert time.monotonic() < deadline, r.text
                 time.sleep(0.05)
 
-        assert post().status_code == 200
+        until(200)  # the keeper answers within timeout_ms (on a loaded machine, perhaps not the very first time)
         os.kill(keeper, signal.SIGSTOP)  # hung: no answer within timeout_ms
         try:
             t0 = time.monotonic()
