@@ -129,6 +129,28 @@ def _depth_ok(obj: Any, limit: int, raw: bytes = b"") -> bool:
     return True
 
 
+LARGE_BODY = 65_536  # bodies larger than this are parsed and cut into segments in a worker thread
+
+
+def _parse(raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple[Any, Any, str, bool]:
+    """Strict parse, depth and field checks, validation: (body, unknown fields, model, stream)."""
+    body = canonical.parse(raw)
+    if not _depth_ok(body, depth, raw):
+        raise bad_request(f"JSON nested deeper than {depth}", "invalid_json")
+    unknown = fields.check(wire, operation, body)  # refuses case-variant spellings of known fields
+    model, stream = api.validate(operation, body)
+    return body, unknown, model, stream
+
+
+def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Segment], list[str], list[Any]]:
+    """The prompt's segments, their texts as read, and one copy of them per prompt screen (screens run
+    concurrently, each on its own copy; their rewrites are merged in profile order)."""
+    segs = api.prompt_segments(operation, body)
+    if not copies:
+        return segs, [], []
+    return segs, [s.text for s in segs], [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in range(copies)]
+
+
 def _stage(ex: Exchange, name: str, t0: float) -> None:
     t1 = time.perf_counter()
     ex.stage_ms[name] = (t1 - t0) * 1000
@@ -342,13 +364,14 @@ class Pipeline:
             )
         raw = await _read_body(receive, cfg.limits.max_body_bytes, _header(headers, b"content-length"))
         ex.body_bytes = len(raw)
-        body = canonical.parse(raw)
-        if not _depth_ok(body, cfg.limits.max_json_depth, raw):
-            raise bad_request(f"JSON nested deeper than {cfg.limits.max_json_depth}", "invalid_json")
-        ex.body = body
         api = APIS[ex.api]
-        unknown = fields.check(ex.api, ex.operation, body)  # refuses case-variant spellings of known fields
-        ex.model, ex.stream = api.validate(ex.operation, body)
+        if len(raw) <= LARGE_BODY:
+            body, unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, cfg.limits.max_json_depth)
+        else:  # linear, but a megabyte of small objects is too much Python for the event loop
+            body, unknown, ex.model, ex.stream = await asyncio.to_thread(
+                _parse, raw, api, ex.api, ex.operation, cfg.limits.max_json_depth
+            )
+        ex.body = body
         r = cfg.route(ex.model)
         if r is None:
             raise GuardError(
@@ -416,13 +439,14 @@ class Pipeline:
             )  # which rule: the audit record (decisions.content)
 
     async def _screen_prompt(self, ex: Exchange, screens: ScreenSet, api: Any) -> list[Segment]:
-        segs = api.prompt_segments(ex.operation, ex.body)
+        n = len(screens.prompt)
+        if ex.body_bytes <= LARGE_BODY:
+            segs, before, copies = _segments(api, ex.operation, ex.body, n)
+        else:
+            segs, before, copies = await asyncio.to_thread(_segments, api, ex.operation, ex.body, n)
         if not screens.prompt:
             return segs
         t = time.perf_counter()
-        before = [s.text for s in segs]
-        # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
-        copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
         verdicts = list(
             await budget.run(
                 lambda: asyncio.gather(
