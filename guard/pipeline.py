@@ -148,7 +148,16 @@ def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Se
     segs = api.prompt_segments(operation, body)
     if not copies:
         return segs, [], []
-    return segs, [s.text for s in segs], [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in range(copies)]
+    return (
+        segs,
+        [s.text for s in segs],
+        [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in range(copies)],
+    )
+
+
+def _serialise(kind: str, body: Any) -> bytes:
+    """The upstream's body, serialised from what was judged (translated to another wire API if ``kind``)."""
+    return strictjson.dumps(translate.request(kind, body) if kind else body)
 
 
 def _stage(ex: Exchange, name: str, t0: float) -> None:
@@ -525,7 +534,8 @@ class Pipeline:
             model = route.upstream_model or ex.model
             kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
             if kind not in bodies:
-                bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
+                serialise = functools.partial(_serialise, kind, ex.body)
+                bodies[kind] = serialise() if ex.body_bytes <= LARGE_BODY else await asyncio.to_thread(serialise)
             path = "/v1/chat/completions" if kind else ex.path
             target = self.svc.upstreams.target(name, ex.api, ex.operation, path, model, scope["headers"], extra)
             try:

@@ -74,14 +74,16 @@ def structured_bodies(size: int = MB) -> dict[str, bytes]:
     deeply nested parameter schemas (within the JSON depth limit); plus plain prose as long as the others,
     which the safety screen would judge in windows."""
     line = "Plain words in a short message, number {}."
-    msgs = [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": line.format(i)} for i in range(size // 82)
-    ]
+    msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": line.format(i)} for i in range(size // 82)]
 
     def schema(depth: int) -> dict[str, Any]:
         node: dict[str, Any] = {"type": "string", "description": "a leaf"}
         for k in range(depth):
-            node = {"type": "object", "description": f"level {k}", "properties": {f"p{k}": node, "q": {"type": "string"}}}
+            node = {
+                "type": "object",
+                "description": f"level {k}",
+                "properties": {f"p{k}": node, "q": {"type": "string"}},
+            }
         return node
 
     one = {"type": "function", "function": {"name": "tool", "description": "A tool.", "parameters": schema(24)}}

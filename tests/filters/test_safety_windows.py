@@ -121,7 +121,10 @@ def test_steering_at_and_across_window_boundaries_fails(name: str) -> None:
 
 def test_many_small_messages_send_bounded_context() -> None:
     """A thousand earlier turns: the judge gets the last turn and at most context_chars of the rest."""
-    msgs = [seg(f"Message number {i} with a few plain words.", "user" if i % 2 == 0 else "assistant", i) for i in range(1001)]
+    msgs = [
+        seg(f"Message number {i} with a few plain words.", "user" if i % 2 == 0 else "assistant", i)
+        for i in range(1001)
+    ]
     msgs[0] = seg(HARM, "user", 0)  # only context: Llama Guard judges the last turn, as without windows
     (v,), si = judge_prompts([msgs])
     assert len(si.requests) == 1

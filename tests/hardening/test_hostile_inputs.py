@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.bench.bench_hostile import hostile_bodies
 from guard.demo.llama_guard_standin import StandIn, StandInThread
 from guard.demo.stack import screening_filters
+from tests.bench.bench_hostile import hostile_bodies
 from tests.conftest import GuardHandle, start_guard
 from tests.hardening.conftest import events, metric
 from tests.steering_cases import HARM
@@ -222,7 +222,9 @@ def test_a_long_prompt_is_judged_in_windows_to_its_end(judged: tuple[GuardHandle
     n = len(si.requests)
     text = PROSE * (5 * WINDOW // len(PROSE)) + HARM
     with g.client(timeout=30) as c:
-        r = c.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]})
+        r = c.post(
+            "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsafe_content", r.text
     sizes = _judge_chars(si, n)
     assert len(sizes) >= 5 and max(sizes) <= WINDOW + 2000 + 16, sizes
@@ -262,4 +264,3 @@ def test_many_small_messages_reach_the_judge_bounded(judged: tuple[GuardHandle, 
     assert r.status_code == 200, r.text
     sizes = _judge_chars(si, n)
     assert sizes and max(sizes) <= WINDOW + 2000 + 64, sizes
-
