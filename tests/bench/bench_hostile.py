@@ -7,10 +7,11 @@ that model on long judge requests, and the figure would measure the stand-in ins
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
 of p99 under hostile load over the median p99 without it (goal: at most 2x). Two Guards in turn: large PII
-scans in a worker process (``limits.screen_processes: 1``, the default) and in threads (``0``). Hostile bodies cycle
-through the families that made backtracking
-patterns super-linear: unterminated PEM headers, dotted token runs, AKIA runs, digit runs with separators,
-x@x@ runs, dotted-quad runs, nested-quantifier bait; and by shape: a megabyte of small messages, of tools with
+and denylist scans in a screening process (``limits.screen_processes: 1``, the default) and in threads
+(``0``; there the scans hold the GIL in stretches, so that figure shows what the processes are for). Hostile
+bodies cycle through the families that made backtracking patterns super-linear: unterminated PEM headers,
+dotted token runs, AKIA runs, digit runs with separators, x@x@ runs, dotted-quad runs, nested-quantifier bait;
+and by shape: a megabyte of small messages, of tools with
 deeply nested schemas, of plain prose (longer than the safety screen's ``prompt.max_windows`` allow, so refused
 400 ``prompt_too_long`` before any judge call). Each is answered (blocked, passed, refused, or 503 over the
 screening budget): the counts by status are reported.
@@ -211,7 +212,7 @@ def _hostile_loop(
 
 
 def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
-    """One large prompt starts the PII worker processes; wait until Guard logs that they are ready."""
+    """One large prompt starts the screening processes; wait until Guard logs that they are ready."""
     body = json.dumps(
         {
             "model": "bench-model",
@@ -226,8 +227,8 @@ def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
         headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"},
     )
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and b"screening processes ready" not in log.read_bytes():
-        time.sleep(0.5)
+    while time.monotonic() < deadline and log.read_bytes().count(b"screening processes ready") < 2:
+        time.sleep(0.5)  # ready for the PII and for the denylist settings
 
 
 def _variant(
