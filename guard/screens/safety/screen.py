@@ -1,5 +1,8 @@
 """The safety screen: Llama Guard on prompts, whole answers and streamed answers (in windows).
 
+Prompts longer than ``prompt.window_chars`` are judged in windows of bounded size, prepared off the event loop;
+answers are judged with a bounded part of the prompt (guard/screens/safety/windows.py).
+
 Streams: text is released only after the window holding it was judged safe (a step that stops may still
 carry ``release``: the windows judged safe before the unsafe one); windows are cut at a sentence
 end where possible and judged together with the answer said so far (up to ``context_chars``). In
