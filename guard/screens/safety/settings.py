@@ -82,7 +82,7 @@ class PromptSide(_Strict):
     window_chars: int = Field(12000, ge=256)  # the judged text of one judge call (the last turn's part)
     overlap_chars: int = Field(256, ge=0)  # each window repeats this much of the one before it
     context_chars: int = Field(2000, ge=0)  # earlier turns sent along as context (their last characters)
-    max_windows: int = Field(16, ge=1, le=1024)  # judge calls one prompt may take
+    max_windows: int = Field(32, ge=1, le=1024)  # judge calls one prompt may take
     too_long: Literal["refuse", "allow"] = "refuse"  # more windows needed: refuse (400 prompt_too_long), or
     #   judge the first max_windows and pass the rest unjudged (verdict status "partial", counted)
 
