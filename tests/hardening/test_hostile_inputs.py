@@ -92,6 +92,27 @@ def test_hostile_prompt_is_answered_and_others_are_not_held_up(big_guard: GuardH
     assert hostile["seconds"] < 30, f"{family}: {hostile['seconds']:.1f} s to answer"
 
 
+def test_a_prompt_of_many_judge_windows_does_not_hold_others_up(big_guard: GuardHandle) -> None:
+    """Prose just under the default window limit (30 windows of 12000 characters, each one judge call): answered
+    after all its windows are judged, while an ordinary request sent meanwhile is answered promptly."""
+    prose = "The committee met on Tuesday to review the quarterly figures and plan the next steps. "
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prose * (30 * 11000 // len(prose))}]}
+    hostile: dict[str, Any] = {}
+    th = threading.Thread(target=_post, args=(big_guard, json.dumps(body).encode(), hostile))
+    th.start()
+    time.sleep(0.05)
+    with big_guard.client(timeout=30) as c:
+        t = time.monotonic()
+        r = c.post("/v1/chat/completions", json=ORDINARY)
+        ordinary_s = time.monotonic() - t
+    th.join(60)
+    assert not th.is_alive() and r.status_code == 200, r.text
+    assert ordinary_s < 5, f"an ordinary request waited {ordinary_s:.1f} s behind a many-window prompt"
+    assert hostile["status"] in (200, 503), hostile  # judged whole and passed, or over the screening budget
+    if hostile["status"] == 503:
+        assert hostile["json"]["error"]["code"] == "screen_budget_exceeded", hostile
+
+
 def test_pem_family_is_blocked_not_passed(big_guard: GuardHandle) -> None:
     """Many unterminated private-key headers (the pattern that once ran for minutes) still count as a key."""
     out: dict[str, Any] = {}
