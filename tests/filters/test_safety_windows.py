@@ -182,3 +182,21 @@ def test_window_spans_are_bounded_whatever_the_length() -> None:
 def test_settings_refuse_an_overlap_too_large_for_the_window() -> None:
     with pytest.raises(ValueError, match="overlap_chars"):
         PromptSide.model_validate({"window_chars": 1000, "overlap_chars": 400})
+
+
+@pytest.mark.parametrize(
+    "prompt,where",
+    [
+        ("{max_windows: 0}", r":5: profiles.a.prompt.max_windows"),
+        ("{too_long: ignore}", r":5: profiles.a.prompt.too_long"),
+        ("{window_chars: 1000, overlap_chars: 400}", r":5: profiles.a.prompt.*overlap_chars"),
+    ],
+)
+def test_bad_window_settings_name_file_line_and_key(tmp_path: Any, prompt: str, where: str) -> None:
+    from guard.config import ConfigError
+    from guard.screens.safety.settings import load_safety
+
+    f = tmp_path / "safety.yaml"
+    f.write_text(f"default: a\nprofiles:\n  a:\n    backend: {{type: ollama}}\n    prompt: {prompt}\n")
+    with pytest.raises(ConfigError, match=where):
+        load_safety(f)
