@@ -112,10 +112,14 @@ def load_profiles(d: str | Path) -> Profiles:
             injection = GuardedScreen(_Lazy("prompt_injection", lambda: InjectionScreen(inj)), inj.fail)
     if (d / "denylist.yaml").exists():
         from guard.screens.denylist.screen import DenylistScreen, load_denylist
+        from guard.screens.pii.source import source_of
 
         dsettings = load_denylist(d / "denylist.yaml")
         for name in dsettings.profiles:
-            deny[name] = GuardedScreen(DenylistScreen.from_settings(dsettings, name), FailSettings(timeout_ms=None))
+            src = source_of(d / "denylist.yaml", name)
+            deny[name] = GuardedScreen(
+                DenylistScreen.from_settings(dsettings, name, src), FailSettings(timeout_ms=None)
+            )
         if dsettings.default != "default" and "default" not in deny:
             deny["default"] = deny[dsettings.default]
     names = set(pii) | set(safety) | set(deny) | {"default"}

@@ -57,6 +57,9 @@ class Services:
     quotas: Any = None  # guard.quota.Quotas when ``quotas:`` is configured
 
 
+LARGE_BODY = 65_536  # bodies larger than this are parsed, cut into segments and serialised in a worker thread
+
+
 @dataclass
 class Flow:
     """One request on its way through the stages: the Exchange (the facts the audit record reads) and what

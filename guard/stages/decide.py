@@ -17,7 +17,7 @@ from guard.policy.attributes import WEEKDAYS, Attrs
 from guard.quota import hook as quota
 from guard.screens import budget
 from guard.screens.base import Segment
-from guard.stages.base import SKIPPED, Flow, Services
+from guard.stages.base import LARGE_BODY, SKIPPED, Flow, Services
 
 _second: tuple[Any, ...] = (None, "", 0, "")  # the last whole second seen, its time, hour and weekday: one
 # strftime a second; replaced whole, so threads (one Guard per thread in tests) never read a mix of two
@@ -110,12 +110,14 @@ class PromptScreens:
     async def run(self, flow: Flow) -> bool | None:
         ex = flow.ex
         flow.screens = screens = self._screens(ex.profile)
-        flow.prompt = segs = flow.wire.prompt_segments(ex.operation, ex.body)  # type: ignore[union-attr]
+        n = len(screens.prompt)
+        if ex.body_bytes <= LARGE_BODY:
+            segs, before, copies = _segments(flow.wire, ex.operation, ex.body, n)
+        else:
+            segs, before, copies = await asyncio.to_thread(_segments, flow.wire, ex.operation, ex.body, n)
+        flow.prompt = segs
         if not screens.prompt:
             return SKIPPED  # no screen to time
-        before = [s.text for s in segs]
-        # Screens run concurrently, each on its own copy; their rewrites are merged in profile order.
-        copies = [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in screens.prompt]
         verdicts = list(
             await budget.run(
                 lambda: asyncio.gather(
@@ -183,3 +185,16 @@ class Quota:
     async def run(self, flow: Flow) -> None:
         if self._quotas is not None:  # a refusal here is an exchange.denied (stage quota)
             await quota.admit(self._quotas, flow.ex, flow.prompt)
+
+
+def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Segment], list[str], list[Any]]:
+    """The prompt's segments, their texts as read, and one copy of them per prompt screen (screens run
+    concurrently, each on its own copy; their rewrites are merged in profile order)."""
+    segs = api.prompt_segments(operation, body)
+    if not copies:
+        return segs, [], []
+    return (
+        segs,
+        [s.text for s in segs],
+        [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in range(copies)],
+    )

@@ -3,15 +3,17 @@ upstream or its fallbacks until a response head arrives (upstream_first_byte).""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import time
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from guard import telemetry
 from guard.apis import strictjson, translate
 from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
-from guard.stages.base import Flow, Services, ours, throttled
+from guard.stages.base import LARGE_BODY, Flow, Services, ours, throttled
 from guard.upstream import UpstreamUnreachable
 
 
@@ -60,7 +62,8 @@ class Forward:
             model = route.upstream_model or ex.model
             kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
             if kind not in bodies:
-                bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
+                serialise = functools.partial(_serialise, kind, ex.body)
+                bodies[kind] = serialise() if ex.body_bytes <= LARGE_BODY else await asyncio.to_thread(serialise)
             path = "/v1/chat/completions" if kind else ex.path
             target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
             try:
@@ -78,3 +81,8 @@ class Forward:
 def since_forward(flow: Flow) -> float:
     """When the request went upstream (the start of ``upstream_first_byte``), for ``upstream_total``."""
     return flow.ex.stage_times.get("upstream_first_byte", (time.perf_counter(), 0.0))[0]
+
+
+def _serialise(kind: str, body: Any) -> bytes:
+    """The upstream's body, serialised from what was judged (translated to another wire API if ``kind``)."""
+    return strictjson.dumps(translate.request(kind, body) if kind else body)

@@ -3,6 +3,7 @@ route and upstreams (route)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from guard.config import Upstream
 from guard.errors import GuardError, bad_request, forbidden
 from guard.exchange import Exchange
 from guard.identity import ANONYMOUS, Principal, XFCCError, peer_is_trusted, principal_from_xfcc
-from guard.stages.base import Flow, Receive, Services, header
+from guard.stages.base import LARGE_BODY, Flow, Receive, Services, header
 
 
 def identify(scope: dict[str, Any], trusted: Sequence[Any], xfcc_multi: str = "refuse") -> Principal:
@@ -112,13 +113,24 @@ class Parse:
             )
         raw = await _read_body(flow.receive, limits.max_body_bytes, header(headers, b"content-length"))
         ex.body_bytes = len(raw)
-        body = canonical.parse(raw)
-        if not _depth_ok(body, limits.max_json_depth, raw):
-            raise bad_request(f"JSON nested deeper than {limits.max_json_depth}", "invalid_json")
-        ex.body = body
         flow.wire = api = WIRE[ex.api]
-        flow.unknown = fields.check(ex.api, ex.operation, body)  # refuses case-variant spellings of known fields
-        ex.model, ex.stream = api.validate(ex.operation, body)
+        if len(raw) <= LARGE_BODY:
+            body, flow.unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, limits.max_json_depth)
+        else:  # linear, but a megabyte of small objects is too much Python for the event loop
+            body, flow.unknown, ex.model, ex.stream = await asyncio.to_thread(
+                _parse, raw, api, ex.api, ex.operation, limits.max_json_depth
+            )
+        ex.body = body
+
+
+def _parse(raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple[Any, Any, str, bool]:
+    """Strict parse, depth and field checks, validation: (body, unknown fields, model, stream)."""
+    body = canonical.parse(raw)
+    if not _depth_ok(body, depth, raw):
+        raise bad_request(f"JSON nested deeper than {depth}", "invalid_json")
+    unknown = fields.check(wire, operation, body)  # refuses case-variant spellings of known fields
+    model, stream = api.validate(operation, body)
+    return body, unknown, model, stream
 
 
 def _label_for(route: RouteConfig, model: str, listed: frozenset[str]) -> str:

@@ -1,14 +1,19 @@
 """Hostile inputs against everyone else: p99 latency of ordinary small chat requests, alone and while other
 clients send ~1 MB hostile prompts in a loop, in ONE run (Guard with the shipped filters, plain HTTP with
-identity from a trusted XFCC header, the built-in model server upstream).
+identity from a trusted XFCC header, the built-in model server upstream). Llama Guard is a second model-server
+process of its own, as in a real deployment: a stand-in that shares one process with the chat model stalls
+that model on long judge requests, and the figure would measure the stand-in instead of Guard.
 
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
 of p99 under hostile load over the median p99 without it (goal: at most 2x). Two Guards in turn: large PII
-scans in a worker process (``limits.screen_processes: 1``, the default) and in threads (``0``). Hostile bodies cycle
-through the families that made backtracking
-patterns super-linear: unterminated PEM headers, dotted token runs, AKIA runs, digit runs with separators,
-x@x@ runs, dotted-quad runs, nested-quantifier bait. Each is answered (blocked, passed, or 503 over the
+and denylist scans in a screening process (``limits.screen_processes: 1``, the default) and in threads
+(``0``; there the scans hold the GIL in stretches, so that figure shows what the processes are for). Hostile
+bodies cycle through the families that made backtracking patterns super-linear: unterminated PEM headers,
+dotted token runs, AKIA runs, digit runs with separators, x@x@ runs, dotted-quad runs, nested-quantifier bait;
+and by shape: a megabyte of small messages, of tools with
+deeply nested schemas, of plain prose (longer than the safety screen's ``prompt.max_windows`` allow, so refused
+400 ``prompt_too_long`` before any judge call). Each is answered (blocked, passed, refused, or 503 over the
 screening budget): the counts by status are reported.
 
 Run: python -m tests.bench.bench_hostile  |  BENCH_ONLY=hostile python -m tests.bench.run
@@ -61,9 +66,46 @@ def hostile_bodies(size: int = MB) -> dict[str, bytes]:
         out[name] = json.dumps(
             {"model": "bench-model", "messages": [{"role": "user", "content": text}], "max_tokens": 8}
         ).encode()
+    out.update(structured_bodies(size))
     return out
 
 
+def structured_bodies(size: int = MB) -> dict[str, bytes]:
+    """Hostile by shape rather than by text: ``size`` bytes of many small messages, and of many tools with
+    deeply nested parameter schemas (within the JSON depth limit); plus plain prose as long as the others,
+    which the safety screen would judge in windows."""
+    line = "Plain words in a short message, number {}."
+    msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": line.format(i)} for i in range(size // 82)]
+
+    def schema(depth: int) -> dict[str, Any]:
+        node: dict[str, Any] = {"type": "string", "description": "a leaf"}
+        for k in range(depth):
+            node = {
+                "type": "object",
+                "description": f"level {k}",
+                "properties": {f"p{k}": node, "q": {"type": "string"}},
+            }
+        return node
+
+    one = {"type": "function", "function": {"name": "tool", "description": "A tool.", "parameters": schema(24)}}
+    n_tools = max(1, size // len(json.dumps(one)))
+    tools = [{"type": "function", "function": {**one["function"], "name": f"tool_{i}"}} for i in range(n_tools)]
+    sentence = "The committee met on Tuesday to review the quarterly figures and plan the next steps. "
+    prose = sentence * (size // len(sentence))
+    bodies = {
+        "many_messages": {"model": "bench-model", "messages": msgs, "max_tokens": 8},
+        "deep_tool_schemas": {
+            "model": "bench-model",
+            "messages": [{"role": "user", "content": "Use a tool."}],
+            "tools": tools,
+            "max_tokens": 8,
+        },
+        "long_prose": {"model": "bench-model", "messages": [{"role": "user", "content": prose}], "max_tokens": 8},
+    }
+    return {k: json.dumps(v).encode() for k, v in bodies.items()}
+
+
+_STRUCTURED = ("many_messages", "deep_tool_schemas", "long_prose")
 OLD_PEM = r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END \1PRIVATE KEY(?: BLOCK)?-----"
 
 
@@ -90,6 +132,8 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
 
     out = []
     for name, body in hostile_bodies(8 * n).items():
+        if name in _STRUCTURED:
+            continue
         text = json.loads(body)["messages"][0]["content"]
         small, big = text[:n], text[: 4 * n]
         row: dict[str, Any] = {"family": name}
@@ -115,13 +159,13 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     return out
 
 
-def _guard(d: Path, upstream: str, port: int, admin: int, processes: int) -> Path:
+def _guard(d: Path, upstream: str, judge: str, port: int, admin: int, processes: int) -> Path:
     from guard.demo.stack import screening_filters
     from tests.bench.run import guard_config
 
     path = guard_config(d, upstream, False, port, admin, filters="shipped")
     cfg = yaml.safe_load(path.read_text())
-    cfg["filters"]["dir"] = str(screening_filters(d / "filters", upstream))
+    cfg["filters"]["dir"] = str(screening_filters(d / "filters", judge))
     cfg["limits"] = {"max_body_bytes": 4 * MB, "screen_processes": processes}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -168,7 +212,7 @@ def _hostile_loop(
 
 
 def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
-    """One large prompt starts the PII worker processes; wait until Guard logs that they are ready."""
+    """One large prompt starts the screening processes; wait until Guard logs that they are ready."""
     body = json.dumps(
         {
             "model": "bench-model",
@@ -183,18 +227,25 @@ def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
         headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"},
     )
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and b"screening processes ready" not in log.read_bytes():
-        time.sleep(0.5)
+    while time.monotonic() < deadline and log.read_bytes().count(b"screening processes ready") < 2:
+        time.sleep(0.5)  # ready for the PII and for the denylist settings
 
 
 def _variant(
-    d: Path, upstream: str, processes: int, phase: float, rounds: int, bodies: dict[str, bytes], hostile_clients: int
+    d: Path,
+    upstream: str,
+    judge: str,
+    processes: int,
+    phase: float,
+    rounds: int,
+    bodies: dict[str, bytes],
+    hostile_clients: int,
 ) -> dict[str, Any]:
     """One Guard (``limits.screen_processes``): quiet and hostile phases in turn."""
     port, admin = free_port(), free_port()
     sub = d / f"p{processes}"
     sub.mkdir()
-    cfg = _guard(sub, upstream, port, admin, processes)
+    cfg = _guard(sub, upstream, judge, port, admin, processes)
     with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
         url = f"http://127.0.0.1:{port}"
         _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
@@ -242,26 +293,27 @@ def run(quick: bool = False) -> dict[str, Any]:
     bodies = hostile_bodies()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
         d = Path(tmp)
-        up_port = free_port()
-        es.enter_context(
-            process(
-                [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "guard.demo.modelserver:ModelServer",
-                    "--factory",
-                    "--port",
-                    str(up_port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                up_port,
+        ports = {"model": free_port(), "judge": free_port()}
+        for port in ports.values():  # the chat model and Llama Guard: one process each
+            es.enter_context(
+                process(
+                    [
+                        PY,
+                        "-m",
+                        "uvicorn",
+                        "guard.demo.modelserver:ModelServer",
+                        "--factory",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    port,
+                )
             )
-        )
-        upstream = f"http://127.0.0.1:{up_port}"
-        variants = [_variant(d, upstream, n, phase, rounds, bodies, hostile_clients) for n in (1, 0)]
+        upstream, judge = (f"http://127.0.0.1:{ports[k]}" for k in ("model", "judge"))
+        variants = [_variant(d, upstream, judge, n, phase, rounds, bodies, hostile_clients) for n in (1, 0)]
     r = {
         "scaling_n_chars": 32 * 1024,
         "scaling": scaling(),
@@ -283,7 +335,7 @@ def rows(r: dict[str, Any]) -> list[str]:
     for v in r["variants"]:
         how = f"{v['screen_processes']} screening process(es)" if v["screen_processes"] else "threads only"
         out.append(
-            f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 13 families) | "
+            f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 16 families) | "
             f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "
             f"p99 {v['p99_quiet_ms']:.1f} -> {v['p99_hostile_ms']:.1f} ms | **{v['p99_ratio']}x** (goal <= 2x) |"
         )

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from guard.config import ConfigError, load_yaml, validate
 from guard.screens import budget, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
+from guard.screens.denylist import worker
+from guard.screens.pii.source import Source
 from guard.screens.stream_partial import PartialSet, phrase_sources
 
 Action = Literal["block", "redact", "off"]
@@ -165,14 +167,17 @@ class DenylistScreen:
 
     name = "denylist"
 
-    def __init__(self, profile: DenylistProfile) -> None:
+    def __init__(self, profile: DenylistProfile, source: Source | None = None) -> None:
         self.profile = profile
+        self.source = source  # the settings file, for the screening processes (large scans)
         self.rules = [_compile(r) for r in profile.rules]
         self.partials = PartialSet(_partial_source(c.rule) for c in self.active("response"))
 
     @classmethod
-    def from_settings(cls, settings: DenylistSettings, profile: str | None = None) -> DenylistScreen:
-        return cls(settings.profile(profile))
+    def from_settings(
+        cls, settings: DenylistSettings, profile: str | None = None, source: Source | None = None
+    ) -> DenylistScreen:
+        return cls(settings.profile(profile), source)
 
     def active(self, direction: str) -> list[_Compiled]:
         return [c for c in self.rules if getattr(c.rule, direction) != "off"]
@@ -242,14 +247,23 @@ class DenylistScreen:
         return await self._offload(segments, "response")
 
     async def _offload(self, segments: list[Segment], direction: str) -> Verdict:
-        """Small texts inline (cheaper than a thread hop); large ones in a worker thread, off the event loop."""
+        """Small texts inline (cheaper than a thread hop); large ones in a screening process
+        (guard/screens/denylist/worker.py), else a worker thread: off the event loop either way."""
         if budget.inline(segments):
             return self._screen(segments, direction)
+        t0 = time.perf_counter()
+        done = await worker.in_process(self.source, direction, segments) if self.source is not None else None
+        if done is not None:
+            by_name = {c.rule.name: c for c in self.rules}
+            scans = [_Scan(t, hits, [by_name[n] for n in block], red) for t, hits, block, red in done]
+            return self._finish(segments, direction, scans, t0)
         return await asyncio.to_thread(self._screen, segments, direction)
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
         t0 = time.perf_counter()
-        scans = [self.scan(s.text, direction) for s in segments]
+        return self._finish(segments, direction, [self.scan(s.text, direction) for s in segments], t0)
+
+    def _finish(self, segments: list[Segment], direction: str, scans: list[_Scan], t0: float) -> Verdict:
         v = self.verdict(direction, scans, t0)
         v.fields = sorted({seg.kind for seg, s in zip(segments, scans, strict=False) if s.hits})
         if not v.blocked:

@@ -58,7 +58,12 @@ def _load(src: Source) -> Any:
 
 
 def _warm(src: Source) -> bool:
-    _load(src)
+    if src.path.endswith("denylist.yaml"):  # the denylist's large scans share these processes
+        from guard.screens.denylist import worker
+
+        worker.load(src)
+    else:
+        _load(src)
     return True
 
 
@@ -122,10 +127,10 @@ class _Pool:
             if ok:
                 self.ready.add(src)
         if ok:
-            log.info("PII screening processes ready (%d, profile %s)", len(futs), src.profile)
+            log.info("screening processes ready (%d, %s profile %s)", len(futs), Path(src.path).name, src.profile)
         else:
             log.warning(
-                "PII screening processes failed to load %s (%s); large texts are scanned in threads",
+                "screening processes failed to load %s (%s); large texts are scanned in threads",
                 src.path,
                 str(errors[0])[:300],
             )

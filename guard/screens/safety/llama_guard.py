@@ -111,37 +111,39 @@ def conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None = N
     Every turn's text is passed through :func:`neutralise_framing`, so that no text, whoever wrote it (a user,
     a tool, the model being screened), can end the conversation early or forge a turn or a verdict.
     """
-    turns: list[Turn] = []
-    for seg in prompt:
-        role = "User" if seg.role in _USER_ROLES else "Agent"
-        _append(turns, role, seg.text)
-    if answer is None:
-        while len(turns) > 1 and turns[-1].role == "Agent":
-            tail = turns.pop()
-            turns[-1].content = _join(turns[-1].content, tail.content)
-        if turns and turns[-1].role == "Agent":
-            turns[-1].role = "User"
-    else:
-        for seg in answer or [Segment("", "assistant", "content", ())]:
-            _append(turns, "Agent", seg.text)  # a prefill and its continuation are one turn
-    if turns and turns[0].role != "User":
-        turns.insert(0, Turn("User", ""))
-    if not turns:
-        turns.append(Turn("User", ""))
+    turns = raw_conversation(prompt, answer)
     for t in turns:
         t.content = neutralise_framing(t.content)
     return turns
 
 
-def _append(turns: list[Turn], role: str, text: str) -> None:
-    if turns and turns[-1].role == role:
-        turns[-1].content = _join(turns[-1].content, text)
+def raw_conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None = None) -> list[Turn]:
+    """:func:`conversation` without the neutralisation (for callers that cut the text first and neutralise
+    what they send). Linear in the text: a turn's pieces are joined once."""
+    parts: list[tuple[str, list[str]]] = []
+    for seg in prompt:
+        _append(parts, "User" if seg.role in _USER_ROLES else "Agent", seg.text)
+    if answer is None:
+        while len(parts) > 1 and parts[-1][0] == "Agent":
+            parts[-2][1].extend(parts.pop()[1])
+        if parts and parts[-1][0] == "Agent":
+            parts[-1] = ("User", parts[-1][1])
     else:
-        turns.append(Turn(role, text))
+        for seg in answer or [Segment("", "assistant", "content", ())]:
+            _append(parts, "Agent", seg.text)  # a prefill and its continuation are one turn
+    turns = [Turn(role, "\n\n".join(p for p in pieces if p)) for role, pieces in parts]
+    if turns and turns[0].role != "User":
+        turns.insert(0, Turn("User", ""))
+    if not turns:
+        turns.append(Turn("User", ""))
+    return turns
 
 
-def _join(a: str, b: str) -> str:
-    return f"{a}\n\n{b}" if a and b else (a or b)
+def _append(parts: list[tuple[str, list[str]]], role: str, text: str) -> None:
+    if parts and parts[-1][0] == role:
+        parts[-1][1].append(text)
+    else:
+        parts.append((role, [text]))
 
 
 def chat_messages(turns: Sequence[Turn]) -> list[dict[str, str]]:

@@ -1,5 +1,8 @@
 """The safety screen: Llama Guard on prompts, whole answers and streamed answers (in windows).
 
+Prompts longer than ``prompt.window_chars`` are judged in windows of bounded size, prepared off the event loop;
+answers are judged with a bounded part of the prompt (guard/screens/safety/windows.py).
+
 Streams: text is released only after the window holding it was judged safe (a step that stops may still
 carry ``release``: the windows judged safe before the unsafe one); windows are cut at a sentence
 end where possible and judged together with the answer said so far (up to ``context_chars``). In
@@ -22,9 +25,18 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from guard.screens import budget
 from guard.screens.base import Segment, StreamStep, Verdict
+from guard.screens.safety import windows
 from guard.screens.safety.llama_guard import Judgement, Taxonomy, Turn, conversation
-from guard.screens.safety.settings import LocalBackend, OllamaBackend, ResponseSide, SafetyProfile, SafetySettings
+from guard.screens.safety.settings import (
+    LocalBackend,
+    OllamaBackend,
+    PromptSide,
+    ResponseSide,
+    SafetyProfile,
+    SafetySettings,
+)
 
 
 class Judge(Protocol):
@@ -73,15 +85,25 @@ class SafetyScreen:
         if not side.enabled or not any(s.text.strip() for s in segments):
             return Verdict(screen=self.name, direction="prompt", status="skipped")
         t0 = time.perf_counter()
-        j = await self.judge.classify(conversation(segments))
-        return self.verdict("prompt", j, side.action, t0)
+        if budget.inline(segments):
+            p = windows.plan(segments, side)
+        else:  # cutting and neutralising a large prompt is linear, but not for the event loop
+            p = await asyncio.to_thread(windows.plan, segments, side)
+        if not p.calls:
+            return self.too_long(side, t0)
+        j = combine(await asyncio.gather(*(self.judge.classify(c) for c in p.calls)))
+        v = self.verdict("prompt", j, side.action, t0)
+        if p.too_long:  # too_long: allow: judged in part, marked as such in the audit record and metrics
+            v.status = "partial"
+        return v
 
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
         side = self.profile.response
         if not side.enabled or not any(s.text.strip() for s in segments):
             return Verdict(screen=self.name, direction="response", status="skipped")
         t0 = time.perf_counter()
-        j = await self.judge.classify(conversation(prompt, segments))
+        context = windows.answer_context(prompt, self.profile.prompt.window_chars)
+        j = await self.judge.classify(conversation(context, segments))
         return self.verdict("response", j, side.action, t0)
 
     def open_stream(
@@ -91,7 +113,7 @@ class SafetyScreen:
         side = self.profile.response
         if not side.enabled:
             return PassStream(Verdict(screen=self.name, direction="response", status="skipped"))
-        return SafetyStream(self, prompt, side)
+        return SafetyStream(self, list(windows.answer_context(prompt, self.profile.prompt.window_chars)), side)
 
     def verdict(self, direction: str, j: Judgement, action: str, t0: float) -> Verdict:
         v = Verdict(
@@ -107,6 +129,20 @@ class SafetyScreen:
             v.action = "audit_only"
         return v
 
+    def too_long(self, side: PromptSide, t0: float) -> Verdict:
+        return Verdict(
+            screen=self.name,
+            direction="prompt",
+            action="block",
+            blocked=True,
+            code="prompt_too_long",
+            message=(
+                f"The prompt is too long for the safety screen: its last turn needs more than {side.max_windows}"
+                f" judge windows of {side.window_chars} characters."
+            ),
+            latency_ms=(time.perf_counter() - t0) * 1000,
+        )
+
     def message(self, codes: list[str]) -> str:
         named = ", ".join(f"{c} {self.taxonomy.name(c)}" for c in codes)
         return (
@@ -114,6 +150,21 @@ class SafetyScreen:
             if named
             else "Blocked by the safety screen: unsafe content."
         )
+
+
+def combine(js: Sequence[Judgement]) -> Judgement:
+    """One judgement for a prompt judged in windows: unsafe if any window is, the highest score, every
+    category named."""
+    if len(js) == 1:
+        return js[0]
+    cats = list(dict.fromkeys(c for j in js for c in j.categories))
+    scores = [j.score for j in js if j.score is not None]
+    return Judgement(
+        unsafe=any(j.unsafe for j in js),
+        categories=cats,
+        score=max(scores) if scores else None,
+        raw="\n".join(j.raw for j in js if j.unsafe),
+    )
 
 
 class PassStream:

@@ -78,6 +78,19 @@ class CategorySpec(_Strict):
 class PromptSide(_Strict):
     enabled: bool = True
     action: Literal["block", "audit_only"] = "block"
+    # Long prompts are judged in windows that fit the judge's context (guard/screens/safety/windows.py):
+    window_chars: int = Field(12000, ge=256)  # the judged text of one judge call (the last turn's part)
+    overlap_chars: int = Field(256, ge=0)  # each window repeats this much of the one before it
+    context_chars: int = Field(2000, ge=0)  # earlier turns sent along as context (their last characters)
+    max_windows: int = Field(32, ge=1, le=1024)  # judge calls one prompt may take
+    too_long: Literal["refuse", "allow"] = "refuse"  # more windows needed: refuse (400 prompt_too_long), or
+    #   judge the first max_windows and pass the rest unjudged (verdict status "partial", counted)
+
+    @model_validator(mode="after")
+    def _overlap(self) -> PromptSide:
+        if self.overlap_chars * 4 > self.window_chars:
+            raise ValueError("overlap_chars must be at most a quarter of window_chars")
+        return self
 
 
 class ResponseSide(_Strict):
