@@ -136,6 +136,10 @@ def register(subparsers: Any) -> None:
     t.add_argument("--interval", type=float, default=0.5, help="seconds between polls when following")
     t.set_defaults(func=cmd_tail)
 
+    from guard.audit import witness_cli
+
+    witness_cli.register(sub)
+
 
 def _err(msg: str) -> int:
     print(f"guard audit: {msg}", file=sys.stderr)

@@ -1,0 +1,72 @@
+"""`guard audit witness`, `guard audit witness-keygen`: run a tlog-witness for Guard logs (docs/witness.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    w = sub.add_parser("witness", help="run a witness (C2SP tlog-witness) that cosigns Guard checkpoints")
+    w.add_argument("--listen", required=True, help="HOST:PORT, e.g. 127.0.0.1:7380")
+    w.add_argument("--key", required=True, type=Path, help="the witness's Ed25519 private key (witness-keygen)")
+    w.add_argument("--name", help="the witness's key name (default: the name in witness.vkey beside --key)")
+    w.add_argument(
+        "--logs", required=True, type=Path, help="log verifier keys, one per line: <vkey> [origin ...] (prefix*)"
+    )
+    w.add_argument("--state", type=Path, help="folder for the last checkpoint per log (default: beside --key)")
+    w.set_defaults(func=cmd_witness)
+
+    k = sub.add_parser("witness-keygen", help="write a witness key and its verifier key (vkey) for Guard's config")
+    k.add_argument("--out", required=True, type=Path)
+    k.add_argument("--name", default=f"{socket.gethostname()}/guard-witness", help="key name (schema-less URL)")
+    k.set_defaults(func=cmd_witness_keygen)
+
+
+def _err(msg: str) -> int:
+    print(f"guard audit: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_witness_keygen(args: argparse.Namespace) -> int:
+    from guard.audit.witness import witness_keygen
+
+    try:
+        priv, vkey = witness_keygen(args.out, args.name)
+    except (OSError, ValueError) as e:
+        return _err(str(e))
+    print(json.dumps({"key": str(priv), "vkey": vkey}))
+    return 0
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    from guard.audit.cosign import NoteError, parse_vkey, raw
+    from guard.audit.witness import Witness, load_logs, load_witness_key, serve
+
+    try:
+        key = load_witness_key(args.key)
+        logs = load_logs(args.logs)
+    except (OSError, ValueError) as e:
+        return _err(str(e))
+    name = args.name
+    vkey_file = args.key.with_name("witness.vkey")
+    if name is None:
+        try:
+            k = parse_vkey(vkey_file.read_text())
+        except (OSError, NoteError) as e:
+            return _err(f"--name not given and {vkey_file} unusable: {e}")
+        if k.public != raw(key.public_key()):
+            return _err(f"{vkey_file} is not the vkey of {args.key}")
+        name = k.name
+    if not logs:
+        return _err(f"{args.logs}: no log keys")
+    if ":" not in args.listen:
+        return _err("--listen is HOST:PORT")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(args.listen, Witness(name, key, logs, args.state or args.key.parent / "witness-state"))
+    return 0

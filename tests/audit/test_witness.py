@@ -1,0 +1,252 @@
+"""`guard audit witness` (C2SP tlog-witness) run as a real process on loopback, driven with httpx, and Guard's
+client side (guard.audit.witnessing) against two of them."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import struct
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.audit.cosign import (
+    DASH,
+    NoteError,
+    NoteKey,
+    Signature,
+    check_cosignature,
+    cosign,
+    cosigned_message,
+    cosigners,
+    parse_signature_line,
+    parse_vkey,
+    raw,
+    split_note,
+    witness_vkey,
+)
+from guard.audit.witnessing import Cosigner, WitnessSettings
+from tests.audit.witness_helpers import TestLog, start_witness
+
+ORIGIN = "guard.test/log/w0"
+
+
+def post(url: str, body: bytes) -> httpx.Response:
+    return httpx.post(url + "/add-checkpoint", content=body, timeout=10)
+
+
+@pytest.fixture
+def log() -> TestLog:
+    lg = TestLog(ORIGIN)
+    lg.add(10)
+    return lg
+
+
+@pytest.fixture
+def witness(tmp_path: Path, log: TestLog):
+    w = start_witness(tmp_path, "witness.test/w1", [log.vkey])
+    yield w
+    w.stop()
+
+
+def test_the_witness_cosigns_a_consistent_history_and_refuses_every_other(witness, log: TestLog) -> None:
+    key = parse_vkey(witness.vkey)
+    r = post(witness.url, log.body(0))
+    assert r.status_code == 200, r.text
+    note = log.checkpoint() + r.content
+    assert set(cosigners(note, [key])) == {witness.name}
+    # the cosignature covers exactly this checkpoint: moved onto another one it does not verify
+    other = TestLog(ORIGIN, log.key)
+    other.add(10, "forked")
+    assert cosigners(other.checkpoint() + r.content, [key]) == {}
+
+    log.add(7)
+    r = post(witness.url, log.body(10))
+    assert r.status_code == 200, r.text
+    # stale old size: 409 with the size the witness holds, as text/x.tlog.size
+    r = post(witness.url, log.body(10))
+    assert r.status_code == 409 and r.text == "17\n" and r.headers["content-type"].startswith("text/x.tlog.size")
+    # the same size again with the same root is fine (idempotent), with another root it is a fork: 409
+    assert post(witness.url, log.body(17)).status_code == 200
+    fork = TestLog(ORIGIN, log.key)
+    fork.add(17, "rewritten")
+    r = post(witness.url, fork.body(17))
+    assert r.status_code == 409
+    # a larger forked tree with its own (internally valid) proof from 17: the proof does not reach the old root
+    fork.add(5, "rewritten")
+    r = post(witness.url, fork.body(17))
+    assert r.status_code == 422, r.text
+    # the real log's proof with a checkpoint whose root was changed
+    log.add(5)
+    cp = log.checkpoint()
+    good = log.body(17)
+    assert post(witness.url, good.replace(cp, fork.checkpoint(22))).status_code == 422
+    # a smaller tree: old above the size is malformed; old equal to the smaller size is stale
+    assert post(witness.url, log.body(17, 12)).status_code == 400
+    assert post(witness.url, fork.body(12, 12)).status_code == 409
+    # both forks were kept as evidence, with the log's signature on them
+    reasons = [x["reason"] for x in witness.refused]
+    assert any("fork" in str(x) for x in reasons) and "inconsistent" in reasons
+    # nothing refused moved the witness: the real log goes on from 17
+    assert post(witness.url, good).status_code == 200
+
+
+def test_unknown_logs_bad_signatures_and_malformed_requests_are_refused(witness, log: TestLog) -> None:
+    stranger = TestLog("guard.test/log/other")
+    stranger.add(3)
+    assert post(witness.url, stranger.body(0)).status_code == 404
+    impostor = Ed25519PrivateKey.generate()  # signs with the log's name but another key
+    assert post(witness.url, log.body(0, key=impostor)).status_code == 403
+    body = bytearray(log.body(0))
+    body[body.rindex(b" ") + 5] ^= 0x01  # one bit of the log's signature
+    assert post(witness.url, bytes(body)).status_code in (400, 403)
+    for bad in (b"", b"old 0\n", b"old 01\n\n" + log.checkpoint(), b"new 0\n\n" + log.checkpoint(),
+                b"old 0\nnot base64!\n\n" + log.checkpoint(), b"old 0\n" + b"AAAA\n\n" + log.checkpoint(),
+                b"old 0\n\n" + log.text(), b"old -1\n\n" + log.checkpoint(),
+                b"old 0\n\n" + log.checkpoint().replace(b"\n10\n", b"\n010\n")):
+        assert post(witness.url, bad).status_code == 400, bad
+    too_many = b"old 3\n" + (base64.b64encode(bytes(32)) + b"\n") * 64 + b"\n" + log.checkpoint()
+    assert post(witness.url, too_many).status_code == 400
+    assert post(witness.url, b"x" * 200_000).status_code == 413
+    # none of it touched the state: a first real request is accepted from 0
+    assert post(witness.url, log.body(0)).status_code == 200
+
+
+def test_the_witness_keeps_its_state_across_restarts(witness, log: TestLog) -> None:
+    assert post(witness.url, log.body(0)).status_code == 200
+    witness.restart()
+    r = post(witness.url, log.body(0))
+    assert r.status_code == 409 and r.text == "10\n"
+    fork = TestLog(ORIGIN, log.key)
+    fork.add(10, "after restart")
+    assert post(witness.url, fork.body(10)).status_code == 409
+    log.add(1)
+    assert post(witness.url, log.body(10)).status_code == 200
+
+
+def test_racing_requests_never_roll_the_witness_back(witness, log: TestLog) -> None:
+    """The check of `old` and the write are one step: of requests that all start from 10, exactly one wins."""
+    assert post(witness.url, log.body(0)).status_code == 200
+    log.add(20)
+    bodies = [log.body(10, n) for n in range(11, 31)]
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        codes = list(ex.map(lambda b: post(witness.url, b).status_code, bodies))
+    assert codes.count(200) == 1 and codes.count(409) == 19
+    won = 11 + codes.index(200)
+    r = post(witness.url, log.body(0))
+    assert r.text == f"{won}\n"
+
+
+def test_guard_collects_a_quorum_from_two_witnesses(tmp_path: Path, log: TestLog) -> None:
+    w1 = start_witness(tmp_path, "witness.test/w1", [log.vkey])
+    w2 = start_witness(tmp_path, "witness.test/w2", [f"{log.vkey} guard.test/log/*"])
+    try:
+        c = Cosigner([WitnessSettings(url=w.url, key=w.vkey) for w in (w1, w2)])
+        res = c.cosign(log.checkpoint(), log.proof)
+        assert set(res.signed) == {w1.name, w2.name}, res.failed
+        keys = [parse_vkey(w.vkey) for w in (w1, w2)]
+        assert set(cosigners(res.note, keys)) == {w1.name, w2.name}
+        log.add(5)
+        res = c.cosign(log.checkpoint(), log.proof)
+        assert len(res.signed) == 2, res.failed
+        # a fresh client (Guard restarted, knows nothing of the witnesses' sizes) learns them from the 409
+        c2 = Cosigner([WitnessSettings(url=w.url, key=w.vkey) for w in (w1, w2)])
+        log.add(3)
+        res = c2.cosign(log.checkpoint(), log.proof)
+        assert len(res.signed) == 2, res.failed
+        # a rewritten history gets no cosignature, from either witness
+        fork = TestLog(ORIGIN, log.key)
+        fork.add(25, "rewritten")
+        res = c2.cosign(fork.checkpoint(), fork.proof)
+        assert res.signed == {} and set(res.failed) == {w1.name, w2.name}
+        assert cosigners(res.note, keys) == {}
+        # a witness that is down is reported, the other still signs
+        w2.stop()
+        log.add(1)
+        res = c2.cosign(log.checkpoint(), log.proof)
+        assert set(res.signed) == {w1.name} and "unreachable" in res.failed[w2.name]
+        c.close()
+        c2.close()
+    finally:
+        w1.stop()
+        w2.stop()
+
+
+def test_a_witness_key_that_is_not_the_configured_one_does_not_count(tmp_path: Path, log: TestLog) -> None:
+    w1 = start_witness(tmp_path, "witness.test/w1", [log.vkey])
+    try:
+        other = witness_vkey("witness.test/w1", Ed25519PrivateKey.generate())  # same name, another key
+        res = Cosigner([WitnessSettings(url=w1.url, key=other)]).cosign(log.checkpoint(), log.proof)
+        assert res.signed == {} and "no valid cosignature" in res.failed["witness.test/w1"]
+    finally:
+        w1.stop()
+
+
+# ------------------------------------------------------------------------------------------- cosignature format
+KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+WKEY = NoteKey("witness.example.com/w1", 0x04, raw(KEY.public_key()))
+TEXT = b"example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+
+
+def test_a_cosignature_is_the_c2sp_v1_format() -> None:
+    line = cosign(TEXT, WKEY.name, KEY, 1679315147)
+    sig = parse_signature_line(line)
+    assert line.startswith(DASH + " witness.example.com/w1 ")
+    assert sig.key_id == __import__("hashlib").sha256(b"witness.example.com/w1\n\x04" + WKEY.public).digest()[:4]
+    assert struct.unpack(">Q", sig.sig[:8])[0] == 1679315147 and len(sig.sig) == 72
+    msg = b"cosignature/v1\ntime 1679315147\n" + TEXT
+    assert cosigned_message(TEXT, 1679315147) == msg
+    KEY.public_key().verify(sig.sig[8:], msg)  # raises if not
+    assert check_cosignature(TEXT, sig, WKEY) == 1679315147
+    assert parse_vkey(WKEY.vkey) == WKEY
+    # the example note of the spec parses (its log line and cosignature line)
+    ex = TEXT + b"\n" + (
+        "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo"
+        "+zyWE+xeMcTOAYQ8=\n"
+        "— witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0x"
+        "Ue+mbIUBkBIfZ+qnA==\n"
+    ).encode()
+    text, sigs = split_note(ex)
+    assert text == TEXT and [s.name for s in sigs] == ["example.com/behind-the-sofa", "witness.example.com/w1"]
+    assert struct.unpack(">Q", sigs[1].sig[:8])[0] == 1679315147
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_a_mutated_cosignature_never_verifies(data: st.DataObject) -> None:
+    ts = 1_700_000_000
+    good = parse_signature_line(cosign(TEXT, WKEY.name, KEY, ts))
+    blob = bytearray(good.key_id + good.sig)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "timestamp", "text", "name", "key"]))
+    text, name, key = TEXT, good.name, WKEY
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif kind == "extend":
+        blob += data.draw(st.binary(min_size=1, max_size=8))
+    elif kind == "timestamp":  # another time under the same signature
+        blob[4:12] = struct.pack(">Q", data.draw(st.integers(0, 2**64 - 1).filter(lambda t: t != ts)))
+    elif kind == "text":
+        i = data.draw(st.integers(0, len(TEXT) - 1))
+        t = bytearray(TEXT)
+        t[i] = data.draw(st.integers(0, 255).filter(lambda b: b != TEXT[i]))
+        text = bytes(t)
+    elif kind == "name":
+        names = st.text("abcdefghijklmnopqrstuvwxyz./", min_size=1, max_size=30)
+        name = data.draw(names.filter(lambda n: n != good.name))
+        key = NoteKey(name, 0x04, WKEY.public)  # a key of that name: the key id then differs from the line's
+    else:
+        key = NoteKey(WKEY.name, 0x04, raw(Ed25519PrivateKey.generate().public_key()))
+    sig = Signature(name, bytes(blob[:4]), bytes(blob[4:]))
+    assert check_cosignature(text, sig, key) is None
+    if kind != "text":
+        note = TEXT + b"\n" + sig.line().encode()
+        with contextlib.suppress(NoteError):  # a line too short for a key id: the whole note is refused
+            assert cosigners(note, [key]) == {}

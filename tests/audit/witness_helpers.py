@@ -1,0 +1,121 @@
+"""Witnesses for tests: `guard audit witness` started as a real process on loopback, and a log's checkpoints."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from guard.audit import merkle
+from guard.audit.cosign import log_vkey, sign_note
+from guard.audit.witness import witness_keygen
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WitnessProc:
+    name: str
+    url: str
+    vkey: str
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    listen: str
+    logs: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc = _spawn(self.dir, self.listen, self.logs)
+
+    @property
+    def refused(self) -> list[dict[str, object]]:
+        p = self.dir / "witness-state" / "refused.jsonl"
+        return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+
+def _spawn(d: Path, listen: str, logs: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guard.cli", "audit", "witness", "--listen", listen, "--key",
+         str(d / "witness-key.pem"), "--logs", str(logs)],
+        stdout=subprocess.DEVNULL, stderr=open(d / "witness.log", "ab"), env=os.environ.copy(),  # noqa: SIM115
+    )
+    host, port = listen.rsplit(":", 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"witness exited: {(d / 'witness.log').read_text()[-2000:]}")
+        try:
+            socket.create_connection((host, int(port)), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("witness did not start")
+
+
+def start_witness(root: Path, name: str, log_lines: list[str]) -> WitnessProc:
+    d = root / name.replace("/", "_")
+    _, vkey = witness_keygen(d, name)  # what `guard audit witness-keygen` does
+    logs = d / "logs.conf"
+    logs.write_text("# log verifier keys\n" + "\n".join(log_lines) + "\n")
+    listen = f"127.0.0.1:{free_port()}"
+    return WitnessProc(name, f"http://{listen}", vkey, d, _spawn(d, listen, logs), listen, logs)
+
+
+class TestLog:
+    """A log: leaves, its key, checkpoints and consistency proofs (guard.audit.merkle)."""
+
+    __test__ = False
+
+    def __init__(self, origin: str, key: Ed25519PrivateKey | None = None) -> None:
+        self.origin = origin
+        self.key = key or Ed25519PrivateKey.generate()
+        self.leaves: list[bytes] = []
+
+    @property
+    def vkey(self) -> str:
+        return log_vkey(self.origin, self.key.public_key())
+
+    def add(self, n: int, tag: str = "") -> None:
+        for _ in range(n):
+            self.leaves.append(merkle.leaf_hash(f"event {len(self.leaves)} {tag}".encode()))
+
+    def text(self, size: int | None = None) -> bytes:
+        size = len(self.leaves) if size is None else size
+        root = merkle.root(self.leaves[:size])
+        return f"{self.origin}\n{size}\n{base64.b64encode(root).decode()}\n".encode()
+
+    def checkpoint(self, size: int | None = None, key: Ed25519PrivateKey | None = None) -> bytes:
+        t = self.text(size)
+        return t + b"\n" + sign_note(t, self.origin, key or self.key).encode()
+
+    def proof(self, old: int, new: int | None = None) -> list[bytes]:
+        return merkle.consistency_proof(self.leaves, old, len(self.leaves) if new is None else new)
+
+    def body(self, old: int, new: int | None = None, key: Ed25519PrivateKey | None = None) -> bytes:
+        size = len(self.leaves) if new is None else new
+        proof = self.proof(old, size) if 0 < old <= size else []
+        lines = "".join(base64.b64encode(h).decode() + "\n" for h in proof)
+        return f"old {old}\n{lines}\n".encode() + self.checkpoint(new, key)
