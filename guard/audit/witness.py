@@ -31,17 +31,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from guard.audit.cosign import (
-    Checkpoint,
-    NoteError,
-    NoteKey,
-    cosign,
-    parse_checkpoint,
-    parse_vkey,
-    split_note,
-    verify_note,
-)
+from guard.audit import note as notes
+from guard.audit.cosign import cosign
 from guard.audit.merkle import verify_consistency
+from guard.audit.note import Checkpoint, NoteError
 
 log = logging.getLogger("guard.audit.witness")
 MAX_BODY = 128 * 1024
@@ -51,7 +44,7 @@ SIZE_TYPE = "text/x.tlog.size"
 
 @dataclass(frozen=True)
 class LogEntry:
-    key: NoteKey
+    key: notes.Verifier
     origins: tuple[str, ...]  # exact origins, or prefixes ending in "*"
 
     def matches(self, origin: str) -> bool:
@@ -67,11 +60,9 @@ def load_logs(path: Path) -> list[LogEntry]:
             continue
         vkey, *origins = line.split()
         try:
-            key = parse_vkey(vkey)
+            key = notes.Verifier.parse(vkey)
         except NoteError as e:
             raise ValueError(f"{path}:{n}: {e}") from None
-        if key.type != 0x01:
-            raise ValueError(f"{path}:{n}: a log key is an Ed25519 (type 1) vkey")
         out.append(LogEntry(key, tuple(origins) or (key.name,)))
     return out
 
@@ -165,19 +156,18 @@ class Witness:
         """The cosignature line(s) for a valid request; Refusal otherwise."""
         old, proof, note = parse_request(body)
         try:
-            text, sigs = split_note(note)
-            cp = parse_checkpoint(text)
-        except (NoteError, UnicodeDecodeError) as e:
+            parsed = notes.parse(note)
+            cp = notes.parse_checkpoint(parsed.text)
+        except NoteError as e:
             raise Refusal(400, f"bad checkpoint: {e}") from None
+        text = parsed.text.encode()
         keys = [e.key for e in self.logs if e.matches(cp.origin)]
         if not keys:
             raise Refusal(404, "unknown log")
         try:
-            good = verify_note(text, sigs, keys)
+            notes.open_note(note, keys)  # a known key's bad signature, or none at all: refused
         except NoteError:
-            good = []
-        if not good:
-            raise Refusal(403, "no valid signature by the log's key")
+            raise Refusal(403, "no valid signature by the log's key") from None
         if old > cp.size:
             raise Refusal(400, "old size is larger than the checkpoint's")
         lock = self._locks.setdefault(cp.origin, asyncio.Lock())

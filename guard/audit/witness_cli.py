@@ -45,7 +45,8 @@ def cmd_witness_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_witness(args: argparse.Namespace) -> int:
-    from guard.audit.cosign import NoteError, parse_vkey, raw
+    from guard.audit.cosign import NoteError, WitnessKey
+    from guard.audit.note import raw_public
     from guard.audit.witness import Witness, load_logs, load_witness_key, serve
 
     try:
@@ -57,10 +58,10 @@ def cmd_witness(args: argparse.Namespace) -> int:
     vkey_file = args.key.with_name("witness.vkey")
     if name is None:
         try:
-            k = parse_vkey(vkey_file.read_text())
+            k = WitnessKey.parse(vkey_file.read_text())
         except (OSError, NoteError) as e:
             return _err(f"--name not given and {vkey_file} unusable: {e}")
-        if k.public != raw(key.public_key()):
+        if k.public != raw_public(key.public_key()):
             return _err(f"{vkey_file} is not the vkey of {args.key}")
         name = k.name
     if not logs:

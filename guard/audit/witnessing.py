@@ -24,16 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from guard.audit.cosign import (
-    SIG_COSIGNATURE_V1,
-    NoteError,
-    NoteKey,
-    check_cosignature,
-    parse_checkpoint,
-    parse_signature_line,
-    parse_vkey,
-    split_note,
-)
+from guard.audit import note as notes
+from guard.audit.cosign import NoteError, WitnessKey, check_cosignature, parse_signature_line
 
 log = logging.getLogger("guard.audit.witnessing")
 MAX_REPLY = 64 * 1024
@@ -52,16 +44,14 @@ class WitnessSettings(BaseModel):
     @classmethod
     def _vkey(cls, v: str) -> str:
         try:
-            k = parse_vkey(v)
+            WitnessKey.parse(v)
         except NoteError as e:
-            raise ValueError(str(e)) from None
-        if k.type != SIG_COSIGNATURE_V1:
-            raise ValueError("a witness key is a cosignature/v1 (type 4) vkey: `guard audit witness-keygen` writes one")
+            raise ValueError(f"{e} (`guard audit witness-keygen` writes one)") from None
         return v
 
     @property
-    def note_key(self) -> NoteKey:
-        return parse_vkey(self.key)
+    def note_key(self) -> WitnessKey:
+        return WitnessKey.parse(self.key)
 
 
 @dataclass
@@ -162,8 +152,9 @@ class Cosigner:
 
     def cosign(self, note: bytes, proof_for: Callable[[int], list[bytes]]) -> CosignResult:
         t0 = time.perf_counter()
-        text, _ = split_note(note)
-        cp = parse_checkpoint(text)
+        parsed = notes.parse(note)
+        text = parsed.text.encode()
+        cp = notes.parse_checkpoint(parsed.text)
         futs = [self.pool.submit(c.cosign, cp.origin, cp.size, text, note, proof_for) for c in self.clients]
         out = CosignResult(note)
         lines = []

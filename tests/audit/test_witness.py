@@ -15,21 +15,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from guard.audit import note as notes
 from guard.audit.cosign import (
     DASH,
     NoteError,
-    NoteKey,
     Signature,
+    WitnessKey,
     check_cosignature,
     cosign,
     cosigned_message,
     cosigners,
     parse_signature_line,
-    parse_vkey,
-    raw,
-    split_note,
     witness_vkey,
 )
+from guard.audit.note import raw_public as raw
 from guard.audit.witnessing import Cosigner, WitnessSettings
 from tests.audit.witness_helpers import TestLog, start_witness
 
@@ -55,7 +54,7 @@ def witness(tmp_path: Path, log: TestLog):
 
 
 def test_the_witness_cosigns_a_consistent_history_and_refuses_every_other(witness, log: TestLog) -> None:
-    key = parse_vkey(witness.vkey)
+    key = WitnessKey.parse(witness.vkey)
     r = post(witness.url, log.body(0))
     assert r.status_code == 200, r.text
     note = log.checkpoint() + r.content
@@ -149,7 +148,7 @@ def test_guard_collects_a_quorum_from_two_witnesses(tmp_path: Path, log: TestLog
         c = Cosigner([WitnessSettings(url=w.url, key=w.vkey) for w in (w1, w2)])
         res = c.cosign(log.checkpoint(), log.proof)
         assert set(res.signed) == {w1.name, w2.name}, res.failed
-        keys = [parse_vkey(w.vkey) for w in (w1, w2)]
+        keys = [WitnessKey.parse(w.vkey) for w in (w1, w2)]
         assert set(cosigners(res.note, keys)) == {w1.name, w2.name}
         log.add(5)
         res = c.cosign(log.checkpoint(), log.proof)
@@ -189,7 +188,7 @@ def test_a_witness_key_that_is_not_the_configured_one_does_not_count(tmp_path: P
 
 # ------------------------------------------------------------------------------------------- cosignature format
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-WKEY = NoteKey("witness.example.com/w1", 0x04, raw(KEY.public_key()))
+WKEY = WitnessKey("witness.example.com/w1", raw(KEY.public_key()))
 TEXT = b"example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
 
 
@@ -197,13 +196,13 @@ def test_a_cosignature_is_the_c2sp_v1_format() -> None:
     line = cosign(TEXT, WKEY.name, KEY, 1679315147)
     sig = parse_signature_line(line)
     assert line.startswith(DASH + " witness.example.com/w1 ")
-    assert sig.key_id == __import__("hashlib").sha256(b"witness.example.com/w1\n\x04" + WKEY.public).digest()[:4]
+    assert sig.hash == __import__("hashlib").sha256(b"witness.example.com/w1\n\x04" + WKEY.public).digest()[:4]
     assert struct.unpack(">Q", sig.sig[:8])[0] == 1679315147 and len(sig.sig) == 72
     msg = b"cosignature/v1\ntime 1679315147\n" + TEXT
     assert cosigned_message(TEXT, 1679315147) == msg
     KEY.public_key().verify(sig.sig[8:], msg)  # raises if not
     assert check_cosignature(TEXT, sig, WKEY) == 1679315147
-    assert parse_vkey(WKEY.vkey) == WKEY
+    assert WitnessKey.parse(WKEY.vkey) == WKEY
     # the example note of the spec parses (its log line and cosignature line)
     ex = TEXT + b"\n" + (
         "— example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo"
@@ -211,7 +210,8 @@ def test_a_cosignature_is_the_c2sp_v1_format() -> None:
         "— witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0x"
         "Ue+mbIUBkBIfZ+qnA==\n"
     ).encode()
-    text, sigs = split_note(ex)
+    n = notes.parse(ex)
+    text, sigs = n.text.encode(), n.signatures
     assert text == TEXT and [s.name for s in sigs] == ["example.com/behind-the-sofa", "witness.example.com/w1"]
     assert struct.unpack(">Q", sigs[1].sig[:8])[0] == 1679315147
 
@@ -221,7 +221,7 @@ def test_a_cosignature_is_the_c2sp_v1_format() -> None:
 def test_a_mutated_cosignature_never_verifies(data: st.DataObject) -> None:
     ts = 1_700_000_000
     good = parse_signature_line(cosign(TEXT, WKEY.name, KEY, ts))
-    blob = bytearray(good.key_id + good.sig)
+    blob = bytearray(good.hash + good.sig)
     kind = data.draw(st.sampled_from(["flip", "truncate", "extend", "timestamp", "text", "name", "key"]))
     text, name, key = TEXT, good.name, WKEY
     if kind == "flip":
@@ -241,9 +241,9 @@ def test_a_mutated_cosignature_never_verifies(data: st.DataObject) -> None:
     elif kind == "name":
         names = st.text("abcdefghijklmnopqrstuvwxyz./", min_size=1, max_size=30)
         name = data.draw(names.filter(lambda n: n != good.name))
-        key = NoteKey(name, 0x04, WKEY.public)  # a key of that name: the key id then differs from the line's
+        key = WitnessKey(name, WKEY.public)  # a key of that name: the key id then differs from the line's
     else:
-        key = NoteKey(WKEY.name, 0x04, raw(Ed25519PrivateKey.generate().public_key()))
+        key = WitnessKey(WKEY.name, raw(Ed25519PrivateKey.generate().public_key()))
     sig = Signature(name, bytes(blob[:4]), bytes(blob[4:]))
     assert check_cosignature(text, sig, key) is None
     if kind != "text":

@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from guard.audit import merkle
-from guard.audit.cosign import log_vkey, sign_note
+from guard.audit import note as notes
 from guard.audit.witness import witness_keygen
 
 
@@ -96,7 +96,7 @@ class TestLog:
 
     @property
     def vkey(self) -> str:
-        return log_vkey(self.origin, self.key.public_key())
+        return str(notes.Verifier.for_key(self.origin, self.key.public_key()))
 
     def add(self, n: int, tag: str = "") -> None:
         for _ in range(n):
@@ -109,7 +109,7 @@ class TestLog:
 
     def checkpoint(self, size: int | None = None, key: Ed25519PrivateKey | None = None) -> bytes:
         t = self.text(size)
-        return t + b"\n" + sign_note(t, self.origin, key or self.key).encode()
+        return t + b"\n" + notes.Signer(self.origin, key or self.key).signature_line(t).encode()
 
     def proof(self, old: int, new: int | None = None) -> list[bytes]:
         return merkle.consistency_proof(self.leaves, old, len(self.leaves) if new is None else new)
