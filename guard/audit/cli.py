@@ -65,6 +65,9 @@ def register(subparsers: Any) -> None:
         "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
         "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)",
     )
+    from guard.audit import witness_cli
+
+    witness_cli.add_verify_args(v)
     v.set_defaults(func=cmd_verify)
 
     e = sub.add_parser("export", help="export a time range with a signed manifest")
@@ -135,9 +138,6 @@ def register(subparsers: Any) -> None:
     t.add_argument("--format", choices=("json", "ocsf", "cef"), default="json")
     t.add_argument("--interval", type=float, default=0.5, help="seconds between polls when following")
     t.set_defaults(func=cmd_tail)
-
-    from guard.audit import witness_cli
-
     witness_cli.register(sub)
 
 
@@ -192,12 +192,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         problems = check_manifest(args.manifest, keys, root)
         doc["manifest"] = {"file": str(args.manifest), "ok": not problems, "problems": problems}
+    from guard.audit.witness_cli import notary_report
+
+    notary = notary_report(args, root, list(keys.values()))
+    if notary is not None:
+        doc["notary"] = notary
     doc["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         _print_report(doc)
-    return 0 if report.ok and doc.get("manifest", {}).get("ok", True) else 1
+    ok = report.ok and doc.get("manifest", {}).get("ok", True) and doc.get("notary", {}).get("ok", True)
+    return 0 if ok else 1
 
 
 def _print_report(doc: dict[str, Any]) -> None:

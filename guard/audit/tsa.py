@@ -19,10 +19,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field
 from rfc3161_client import (
     HashAlgorithm,
     TimestampRequestBuilder,
@@ -31,23 +29,11 @@ from rfc3161_client import (
     decode_timestamp_response,
 )
 
+from guard.audit.settings import TimestampSettings
+
 CONTENT_TYPE_QUERY = "application/timestamp-query"
 CONTENT_TYPE_REPLY = "application/timestamp-reply"
 MAX_REPLY = 256 * 1024  # a token with its certificate chain is a few KiB
-
-
-class TimestampSettings(BaseModel):
-    """``audit.timestamp``: a TSA that timestamps every checkpoint."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://")
-    ca: Path  # PEM: the TSA's root certificate(s); intermediates may follow in the same file
-    timeout_s: float = Field(5.0, gt=0, le=120)
-    hash: Literal["sha256", "sha512"] = "sha256"
-    # continue: the checkpoint is kept without a token (verify reports `timestamp_missing`, the failure is
-    # counted in guard_audit_notary_failures_total{kind="timestamp"}) and the token is asked for again later;
-    # block: as continue, and the journal reports itself not ready until a token is obtained.
-    on_failure: Literal["continue", "block"] = "continue"
 
 
 class TsaError(Exception):

@@ -28,6 +28,35 @@ def register(sub: Any) -> None:
     k.set_defaults(func=cmd_witness_keygen)
 
 
+def add_verify_args(v: Any) -> None:
+    v.add_argument("--witness-key", action="append", default=[],
+                   help="a witness's vkey, or a file of them (repeatable): check witnessed.jsonl against the journal")
+    v.add_argument("--witness-quorum", type=int, help="cosignatures the newest witnessed checkpoint needs "
+                   "(default: every --witness-key)")
+    v.add_argument("--tsa-ca", type=Path, help="the TSA's root certificate (PEM): check every checkpoint's token")
+    v.add_argument("--require-timestamps", action="store_true", help="a checkpoint without a token fails")
+
+
+def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> dict[str, Any] | None:
+    """The witnessed.jsonl part of verify's report, when witness keys or a TSA CA were given."""
+    if not args.witness_key and not args.tsa_ca:
+        return None
+    from guard.audit.tsa import load_cas
+    from guard.audit.verify_notary import check_dir, load_witness_keys
+
+    try:
+        wkeys = load_witness_keys(args.witness_key)
+        cas = load_cas(args.tsa_ca) if args.tsa_ca else None
+    except (OSError, ValueError) as e:
+        return {"ok": False, "error": str(e)}
+    quorum = len(wkeys) if args.witness_quorum is None else args.witness_quorum
+    rep = check_dir(root, log_keys, wkeys, quorum, cas, args.require_timestamps)
+    for c in rep["chains"]:
+        for p in c["problems"]:
+            print(f"{c['chain']}: witnessed.jsonl: {p['reason']} {json.dumps(p)}", file=sys.stderr)
+    return rep
+
+
 def _err(msg: str) -> int:
     print(f"guard audit: {msg}", file=sys.stderr)
     return 2

@@ -19,39 +19,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guard.audit import note as notes
 from guard.audit.cosign import NoteError, WitnessKey, check_cosignature, parse_signature_line
+from guard.audit.settings import WitnessSettings
 
 log = logging.getLogger("guard.audit.witnessing")
 MAX_REPLY = 64 * 1024
-
-
-class WitnessSettings(BaseModel):
-    """One entry of ``audit.witnesses``."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(pattern=r"^https?://")  # submission prefix; /add-checkpoint is appended
-    key: str  # the witness's verifier key: <name>+<key id>+<base64(0x04 || Ed25519 public key)>
-    ca: Path | None = None  # https: CA bundle for the witness's certificate (system store when unset)
-    timeout_s: float = Field(5.0, gt=0, le=120)
-
-    @field_validator("key")
-    @classmethod
-    def _vkey(cls, v: str) -> str:
-        try:
-            WitnessKey.parse(v)
-        except NoteError as e:
-            raise ValueError(f"{e} (`guard audit witness-keygen` writes one)") from None
-        return v
-
-    @property
-    def note_key(self) -> WitnessKey:
-        return WitnessKey.parse(self.key)
 
 
 @dataclass
@@ -66,7 +41,7 @@ class _Client:
     """One witness: a keep-alive HTTP(S) connection and the size it last cosigned per origin."""
 
     def __init__(self, s: WitnessSettings) -> None:
-        self.s, self.key = s, s.note_key
+        self.s, self.key = s, WitnessKey.parse(s.key)
         u = urlsplit(s.url)
         self.https = u.scheme == "https"
         self.host, self.port = u.hostname or "", u.port or (443 if self.https else 80)

@@ -29,7 +29,8 @@ from guard.audit.cosign import (
     witness_vkey,
 )
 from guard.audit.note import raw_public as raw
-from guard.audit.witnessing import Cosigner, WitnessSettings
+from guard.audit.settings import WitnessSettings
+from guard.audit.witnessing import Cosigner
 from tests.audit.witness_helpers import TestLog, start_witness
 
 ORIGIN = "guard.test/log/w0"
