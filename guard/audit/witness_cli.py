@@ -22,6 +22,11 @@ def register(sub: Any) -> None:
     w.add_argument("--state", type=Path, help="folder for the last checkpoint per log (default: beside --key)")
     w.set_defaults(func=cmd_witness)
 
+    lk = sub.add_parser("log-key", help="the line for a witness's --logs file that trusts this Guard's checkpoints")
+    lk.add_argument("--public-key", required=True, type=Path, help="the journal's public key (PEM)")
+    lk.add_argument("--origin", default="guard-audit/*", help="origins it signs (default every chain: guard-audit/*)")
+    lk.set_defaults(func=cmd_log_key)
+
     k = sub.add_parser("witness-keygen", help="write a witness key and its verifier key (vkey) for Guard's config")
     k.add_argument("--out", required=True, type=Path)
     k.add_argument("--name", default=f"{socket.gethostname()}/guard-witness", help="key name (schema-less URL)")
@@ -60,6 +65,21 @@ def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> 
 def _err(msg: str) -> int:
     print(f"guard audit: {msg}", file=sys.stderr)
     return 2
+
+
+def cmd_log_key(args: argparse.Namespace) -> int:
+    from guard.audit import note as notes
+    from guard.audit.seal import load_public_keys
+
+    try:
+        keys = list(load_public_keys([args.public_key]).values())
+    except (OSError, ValueError) as e:
+        return _err(str(e))
+    if len(keys) != 1:
+        return _err(f"{args.public_key}: expected one public key")
+    name = args.origin.rstrip("*").rstrip("/") or "guard-audit"
+    print(f"{notes.Verifier.for_key(name, keys[0])} {args.origin}")
+    return 0
 
 
 def cmd_witness_keygen(args: argparse.Namespace) -> int:
