@@ -56,7 +56,7 @@ class Notes:
             text = rec.get("note") if isinstance(rec, dict) else None
             if not isinstance(text, str):
                 if i < len(records) - 1:  # a torn last record is a crash between write and fsync
-                    self._problem(("bad_signature", f"checkpoints.jsonl record {i + 1} is not a checkpoint"))
+                    self._problem(("bad_signature", f"checkpoints.log record {i + 1} is not a checkpoint"))
                 continue
             self._add(text, False)
         if latest is not None:

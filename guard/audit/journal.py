@@ -292,6 +292,7 @@ class Journal(Recovering, Tree):
         promised = max(head, noted_size(self.root, self.chain))
         if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
             torn["head_seq_missing"] = promised
+        self._tree_sign_now()
         self._open_segment(self._seq + 1)
         self._healthy = True
         if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
