@@ -288,9 +288,11 @@ class Journal(Recovering, Tree):
         self._since_cp, self._cp_time = 0, time.monotonic()
         self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
         self._durable_cp = self._last_cp
-        promised = max(int((layout.read_head(self.root, self.chain) or {}).get("seq", 0)), noted_size(self.root, self.chain))
+        head = int((layout.read_head(self.root, self.chain) or {}).get("seq", 0))
+        promised = max(head, noted_size(self.root, self.chain))
         if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
             torn["head_seq_missing"] = promised
+        self._tree_sign_now()
         self._open_segment(self._seq + 1)
         self._healthy = True
         if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):

@@ -2,7 +2,7 @@
 SHA-256(0x00 || the event's canonical body), the body being the event without ``hash`` (and ``sig``).
 Signed checkpoints (C2SP tlog-checkpoint notes, guard.audit.note) are stored beside the segments:
 
-    <dir>/chains/<chain>/checkpoints.jsonl   every checkpoint, one JSON object a line:
+    <dir>/chains/<chain>/checkpoints.log     every checkpoint, one JSON object a line:
                                              {"size": N, "note": "<signed note>", "range": [<base64 hash>...]}
     <dir>/chains/<chain>/checkpoint          the latest signed note, replaced atomically
 
@@ -28,7 +28,7 @@ from guard.audit import note as notes
 from guard.audit.merkle import CompactRange, leaf_hash
 
 ORIGIN_PREFIX = "guard-audit"
-NOTES = "checkpoints.jsonl"
+NOTES = "checkpoints.log"
 LATEST = "checkpoint"
 
 
@@ -66,7 +66,7 @@ def read_notes(root: Path, chain: str) -> list[dict[str, Any]]:
 
 
 def read_notes_strict(root: Path, chain: str) -> list[Any]:
-    """Each line of checkpoints.jsonl parsed, None where a line is not JSON (torn or edited)."""
+    """Each line of checkpoints.log parsed, None where a line is not JSON (torn or edited)."""
     path = layout.chains_dir(root) / chain / NOTES
     try:
         data = path.read_bytes()
@@ -139,6 +139,17 @@ class Tree:
                     if seq == tree.size + 1 and seq <= last_seq:
                         tree.append(line_leaf(line))
         self.tree, self._durable_tree = tree, tree.copy()
+
+    def _tree_sign_now(self) -> None:
+        """At open: sign the tree as the disk holds it (a fresh chain: the empty tree) and store it, unless the
+        newest stored checkpoint is of that size already; then the latest file is rewritten. Either way a
+        write that must succeed before the journal takes events (as a full disk makes it fail)."""
+        size = self.tree.size
+        if noted_size(self.root, self.chain) == size and (text := newest_note(self.root, self.chain)):
+            layout.write_atomic(self.dir / LATEST, text.encode())
+            return
+        cp = notes.Checkpoint(self.origin, size, self.tree.root())
+        self._store_note(size, cp.sign([self._note_signer]), [base64.b64encode(h).decode() for h in self.tree.hashes])
 
     def _tree_checkpoint(self, seq: int) -> None:
         """Sign the checkpoint of the tree as it is now (its last leaf: the checkpoint event ``seq``); stored
