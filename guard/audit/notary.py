@@ -4,7 +4,7 @@ One thread (beside the forwarder, in worker 0) watches every chain's latest sign
 (``chains/<chain>/checkpoint``, written by the journal once it is durable). For each new one it asks the TSA
 (``audit.timestamp``) for an RFC 3161 token over the note bytes as the log signed them, and the witnesses
 (``audit.witnesses``) for cosignatures, sending each the consistency proof from the size it last cosigned.
-The outcome is appended to ``chains/<chain>/witnessed.jsonl`` (fdatasync'd), one JSON object a line::
+The outcome is appended to ``chains/<chain>/witnessed.log`` (fdatasync'd), one JSON object a line::
 
     {"size": N, "checkpoint": "<note as the log signed it>", "cosignatures": "— w1 ...\\n— w2 ...\\n",
      "witnesses": {"w1": <cosignature time>, ...}, "failed": {"w2": "<why>"}, "tsr": "<base64 DER>" | null,
@@ -39,7 +39,7 @@ from guard.audit.merkle import CompactRange, node_hash, subtree_root
 from guard.audit.settings import AuditSettings
 
 log = logging.getLogger("guard.audit.notary")
-RECORDS = "witnessed.jsonl"
+RECORDS = "witnessed.log"
 
 
 def _nodes(size: int, hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
@@ -190,7 +190,7 @@ class ChainLeaves:
 
 
 def read_records(root: Path, chain: str) -> list[Any]:
-    """Each line of witnessed.jsonl parsed; None for a line that is not JSON."""
+    """Each line of witnessed.log parsed; None for a line that is not JSON."""
     try:
         data = (layout.chains_dir(root) / chain / RECORDS).read_bytes()
     except OSError:

@@ -112,7 +112,7 @@ class AuditSettings(BaseModel):
     segment_max_seconds: float = Field(3600.0, gt=0)
     sinks: list[SinkSettings] = []
     # Trusted time and witnesses for checkpoints (guard/audit/notary.py, docs/witness.md): each new checkpoint
-    # gets an RFC 3161 token and K witness cosignatures, stored beside it (witnessed.jsonl). On failure the
+    # gets an RFC 3161 token and K witness cosignatures, stored beside it (witnessed.log). On failure the
     # checkpoint stays, verify reports what is missing and guard_audit_notary_failures_total counts it;
     # notary_on_failure "block" also makes /readyz fail until a checkpoint is notarized again.
     timestamp: TimestampSettings | None = None

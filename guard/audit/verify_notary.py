@@ -1,6 +1,6 @@
-"""`guard audit verify --witness-key VKEY --witness-quorum K --tsa-ca PEM`: check ``witnessed.jsonl``.
+"""`guard audit verify --witness-key VKEY --witness-quorum K --tsa-ca PEM`: check ``witnessed.log``.
 
-For each chain, every record of ``witnessed.jsonl`` (guard/audit/notary.py) is checked against the journal
+For each chain, every record of ``witnessed.log`` (guard/audit/notary.py) is checked against the journal
 itself, not against the stored checkpoints (whoever holds the log key could re-sign those):
 
 - the checkpoint is signed by one of the journal's keys, for this chain's origin (``witness_bad_checkpoint``);

@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
 
 def add_verify_args(v: Any) -> None:
     v.add_argument("--witness-key", action="append", default=[],
-                   help="a witness's vkey, or a file of them (repeatable): check witnessed.jsonl against the journal")
+                   help="a witness's vkey, or a file of them (repeatable): check witnessed.log against the journal")
     v.add_argument("--witness-quorum", type=int, help="cosignatures the newest witnessed checkpoint needs "
                    "(default: every --witness-key)")
     v.add_argument("--tsa-ca", type=Path, help="the TSA's root certificate (PEM): check every checkpoint's token")
@@ -43,7 +43,7 @@ def add_verify_args(v: Any) -> None:
 
 
 def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> dict[str, Any] | None:
-    """The witnessed.jsonl part of verify's report, when witness keys or a TSA CA were given."""
+    """The witnessed.log part of verify's report, when witness keys or a TSA CA were given."""
     if not args.witness_key and not args.tsa_ca:
         return None
     from guard.audit.tsa import load_cas
@@ -58,7 +58,7 @@ def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> 
     rep = check_dir(root, log_keys, wkeys, quorum, cas, args.require_timestamps)
     for c in rep["chains"]:
         for p in c["problems"]:
-            print(f"{c['chain']}: witnessed.jsonl: {p['reason']} {json.dumps(p)}", file=sys.stderr)
+            print(f"{c['chain']}: witnessed.log: {p['reason']} {json.dumps(p)}", file=sys.stderr)
     return rep
 
 

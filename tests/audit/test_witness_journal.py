@@ -125,7 +125,7 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
     rep = check_dir(forked, [key.public_key()], wkeys, 2)
     assert not rep["ok"] and "witness_quorum_missing" in {p["reason"] for p in rep["chains"][0]["problems"]}
     # ... and with the genuine cosigned records put beside it, they do not match its tree
-    shutil.copy(root / "chains" / CHAIN / "witnessed.jsonl", forked / "chains" / CHAIN / "witnessed.jsonl")
+    shutil.copy(root / "chains" / CHAIN / "witnessed.log", forked / "chains" / CHAIN / "witnessed.log")
     rep = check_dir(forked, [key.public_key()], wkeys, 2)
     assert "witness_root_mismatch" in {p["reason"] for p in rep["chains"][0]["problems"]}, rep
     out = subprocess.run([*cmd[:5], str(forked), *cmd[6:]], capture_output=True, text=True)
@@ -135,7 +135,7 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
     # A journal cut back below what the witnesses cosigned
     cut = tmp_path / "cut"
     _write(cut, key, 25)
-    shutil.copy(root / "chains" / CHAIN / "witnessed.jsonl", cut / "chains" / CHAIN / "witnessed.jsonl")
+    shutil.copy(root / "chains" / CHAIN / "witnessed.log", cut / "chains" / CHAIN / "witnessed.log")
     rep = check_dir(cut, [key.public_key()], wkeys, 2)
     assert "witness_beyond_chain" in {p["reason"] for p in rep["chains"][0]["problems"]}
     notary.stop(final_pass=False)
@@ -183,7 +183,7 @@ def test_a_forged_token_or_cosignature_in_the_records_is_reported(tmp_path: Path
     notary.run_once()
     notary.stop(final_pass=False)
     wkeys = [WitnessKey.parse(w.vkey) for w in (w1, w2)]
-    path = root / "chains" / CHAIN / "witnessed.jsonl"
+    path = root / "chains" / CHAIN / "witnessed.log"
     good = path.read_text()
     rec = json.loads(good)
     # a token taken for another checkpoint (a real one, from the same TSA)
