@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -225,10 +226,11 @@ def _now() -> str:
 class Notary:
     """``start()`` / ``stop()``: timestamps and cosignatures for the checkpoints of every chain in audit.dir."""
 
-    def __init__(self, settings: AuditSettings, poll_s: float = 0.2) -> None:
+    def __init__(self, settings: AuditSettings, poll_s: float = 0.2, retry_s: float = 5.0) -> None:
         from guard.audit.witnessing import Cosigner
 
-        self.settings, self.root, self.poll_s = settings, Path(settings.dir), poll_s
+        self.settings, self.root, self.poll_s, self.retry_s = settings, Path(settings.dir), poll_s, retry_s
+        self._retry_at: dict[str, float] = {}
         self.cosigner = Cosigner(settings.witnesses) if settings.witnesses else None
         self.quorum = settings.quorum
         self.done: dict[str, int] = {}  # chain -> size of the last checkpoint handled
@@ -244,6 +246,7 @@ class Notary:
             recs = [r for r in read_records(self.root, chain) if isinstance(r, dict)]
             if recs:
                 self.done[chain] = int(recs[-1].get("size", 0))
+                self.last[chain] = recs[-1]
         self._thread = threading.Thread(target=self._run, name="guard-audit-notary", daemon=True)
         self._thread.start()
 
@@ -275,10 +278,20 @@ class Notary:
                     cp = notes.parse_checkpoint(notes.parse(text).text)
                 except notes.NoteError:
                     continue
-                if cp.size > self.done.get(chain, 0):
+                done = self.done.get(chain, 0)
+                due = time.monotonic() >= self._retry_at.get(chain, 0)
+                retry = cp.size == done and due and self._incomplete(chain)
+                if cp.size > done or retry:  # a failed checkpoint is tried again every retry_s till a new one comes
                     self.notarize(chain, text, cp.size)
                     n += 1
         return n
+
+    def _incomplete(self, chain: str) -> bool:
+        rec = self.last.get(chain)
+        if rec is None:
+            return False
+        no_token = self.settings.timestamp is not None and not rec.get("tsr")
+        return no_token or (self.cosigner is not None and len(rec.get("witnesses") or {}) < self.quorum)
 
     def _tree(self, chain: str) -> ChainLeaves:
         t = self.trees.get(chain)
@@ -319,6 +332,7 @@ class Notary:
                 tree.forget_before(min(held))
         append_record(self.root, chain, rec)
         self.done[chain] = size
+        self._retry_at[chain] = time.monotonic() + self.retry_s
         self.last[chain] = rec
         tm.NOTARIZED.inc()
         if self.settings.notary_on_failure == "block":

@@ -251,3 +251,33 @@ def test_a_mutated_cosignature_never_verifies(data: st.DataObject) -> None:
         note = TEXT + b"\n" + sig.line().encode()
         with contextlib.suppress(NoteError):  # a line too short for a key id: the whole note is refused
             assert cosigners(note, [key]) == {}
+
+
+def test_witness_settings_name_the_file_line_and_key_of_a_bad_value(tmp_path: Path) -> None:
+    from guard.audit.settings import AuditSettings
+    from guard.config import ConfigError, load_yaml, validate
+
+    good = witness_vkey("w.example/1", KEY)
+    cases = {
+        "witnesses:\n  - {url: 'http://127.0.0.1:1', key: 'w.example/1+00000000+BAAA'}\n":
+            r"a.yaml:2: witnesses.0.key: .*witness key",
+        f"witnesses:\n  - {{url: 'http://127.0.0.1:1', key: '{good.replace('+BA', '+AQ', 1)}'}}\n":
+            r"a.yaml:2: witnesses.0.key: ",
+        f"witnesses:\n  - {{url: 'ftp://x', key: '{good}'}}\n": r"a.yaml:2: witnesses.0.url: ",
+        f"witnesses:\n  - {{url: 'http://x', key: '{good}'}}\nwitness_quorum: 2\n": r"a.yaml:\d: .*witness_quorum 2",
+        "witness_quorum: 0\n": r"a.yaml:1: witness_quorum: ",
+        "timestamp: {url: 'http://tsa'}\n": r"a.yaml:1: timestamp.ca: ",
+        "timestamp: {url: 'http://tsa', ca: x.pem, hash: md5}\n": r"a.yaml:1: timestamp.hash: ",
+        "notary_on_failure: maybe\n": r"a.yaml:1: notary_on_failure: ",
+    }
+    for text, pattern in cases.items():
+        f = tmp_path / "a.yaml"
+        f.write_text(text)
+        data, lines = load_yaml(f)
+        with pytest.raises(ConfigError, match=pattern):
+            validate(AuditSettings, data, f, lines)
+    f.write_text(f"witnesses:\n  - {{url: 'http://x', key: '{good}'}}\ntimestamp: {{url: 'http://t', ca: c.pem}}\n")
+    data, lines = load_yaml(f)
+    s = validate(AuditSettings, data, f, lines)
+    s.resolve(tmp_path)
+    assert s.quorum == 1 and s.timestamp is not None and s.timestamp.ca == tmp_path / "c.pem"

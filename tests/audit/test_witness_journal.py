@@ -132,6 +132,24 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
     assert out.returncode == 1 and "witness_root_mismatch" in out.stderr
     assert not json.loads(out.stdout)["notary"]["ok"]
 
+    # A rewritten history that is shorter: both witnesses hold a larger tree, nothing is cosigned
+    short = tmp_path / "short"
+    _write(short, key, 25, tag="-short")
+    short_notary = Notary(_settings(short, w1, w2, tsa))
+    assert short_notary.run_once() == 1
+    srec = read_records(short, CHAIN)[-1]
+    assert srec["witnesses"] == {} and all("larger tree" in why for why in srec["failed"].values()), srec
+    short_notary.stop(final_pass=False)
+    # A rewritten history that is longer: not an extension of what they cosigned (422 from each)
+    longer = tmp_path / "longer"
+    _write(longer, key, 60, tag="-longer")
+    long_notary = Notary(_settings(longer, w1, w2, tsa))
+    assert long_notary.run_once() == 1
+    lrec = read_records(longer, CHAIN)[-1]
+    assert lrec["size"] > size and lrec["witnesses"] == {}, lrec
+    assert all(why.startswith("422") for why in lrec["failed"].values()), lrec["failed"]
+    long_notary.stop(final_pass=False)
+
     # A journal cut back below what the witnesses cosigned
     cut = tmp_path / "cut"
     _write(cut, key, 25)
@@ -145,7 +163,7 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
 def test_a_tsa_or_witness_outage_keeps_the_checkpoint_and_is_counted_and_reported(tmp_path: Path, pki) -> None:
     key, w1, w2, tsa = pki
     root = tmp_path / "audit"
-    notary = Notary(_settings(root, w1, w2, tsa, notary_on_failure="block"))
+    notary = Notary(_settings(root, w1, w2, tsa, notary_on_failure="block"), retry_s=0.0)
     wkeys = [WitnessKey.parse(w.vkey) for w in (w1, w2)]
     before = {k: _count(k) for k in ("timestamp", "witness")}
     tsa.fail = True
@@ -163,14 +181,20 @@ def test_a_tsa_or_witness_outage_keeps_the_checkpoint_and_is_counted_and_reporte
     assert "witness_quorum_missing" in reasons and rep["chains"][0]["timestamps"]["missing"] == 1
     assert check_dir(root, [key.public_key()], wkeys, 1, load_cas(tsa.ca))["ok"]  # a quorum of one holds
     assert not check_dir(root, [key.public_key()], wkeys, 1, load_cas(tsa.ca), require_timestamps=True)["ok"]
-    # both come back: the next checkpoint gets everything, and w2 catches up from its old size
+    # both come back: the same checkpoint is tried again without waiting for traffic ...
     tsa.fail = False
     w2.restart()
+    assert notary.run_once() == 1
+    rec = read_records(root, CHAIN)[-1]
+    assert rec["size"] == logtree.noted_size(root, CHAIN)
+    assert rec["tsr"] and set(rec["witnesses"]) == {w1.name, w2.name}, rec["failed"]
+    assert notary.healthy
+    assert notary.run_once() == 0  # complete: not asked again
+    # ... and the next checkpoint gets everything with a consistency proof from that size
     _write(root, key, 5)
     assert notary.run_once() == 1
     rec = read_records(root, CHAIN)[-1]
     assert rec["tsr"] and set(rec["witnesses"]) == {w1.name, w2.name}, rec["failed"]
-    assert notary.healthy
     assert check_dir(root, [key.public_key()], wkeys, 2, load_cas(tsa.ca))["ok"]
     notary.stop(final_pass=False)
 
