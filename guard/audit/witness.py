@@ -162,11 +162,11 @@ class Witness:
             raise Refusal(400, f"bad checkpoint: {e}") from None
         text = parsed.text.encode()
         keys = []
-        for e in self.logs:
-            if e.matches(cp.origin):  # the log signs with the key under its origin's name (guard-audit/<chain>)
-                keys.append(e.key)
-                if e.key.name != cp.origin:
-                    keys.append(notes.Verifier.for_key(cp.origin, e.key.public_key))
+        for entry in self.logs:
+            if entry.matches(cp.origin):  # the log signs with the key under its origin's name (guard-audit/<chain>)
+                keys.append(entry.key)
+                if entry.key.name != cp.origin:
+                    keys.append(notes.Verifier.for_key(cp.origin, entry.key.public_key))
         if not keys:
             raise Refusal(404, "unknown log")
         try:
