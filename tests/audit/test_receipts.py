@@ -140,7 +140,7 @@ def test_a_history_rewritten_and_signed_again_with_the_real_key_is_a_fork(tmp_pa
     """A writer gone wrong (it holds the key) rewrites event 5 and signs every checkpoint again. Locally the
     journal is consistent; the checkpoint an auditor kept from before (a receipt's) shows the fork, in
     `guard audit verify --checkpoint` and in `guard audit consistency`."""
-    from guard.audit.seal import Signer, event_hash
+    from guard.audit.seal import Signer
 
     root, pub = _journal(tmp_path)
     kept = tmp_path / "kept.note"
