@@ -22,6 +22,7 @@ from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, set_path, strictjson, translate
 from guard.apis import answer as answers
 from guard.apis.wire import WIRE, module
+from guard.audit.recorder import receipt_header
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -288,7 +289,7 @@ class Pipeline:
             await self._after(ex, started, outcome)
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
-        await _send_error(send, e, ex.request_id, ex.api)
+        await _send_error(send, e, ex.request_id, ex.api, receipt_header(ex))
         telemetry.child(
             telemetry.REQUESTS, ex.api or "none", ex.operation or "none", _model_label(ex), _decision(ex), str(e.status)
         ).inc()
@@ -571,7 +572,7 @@ class Pipeline:
         headers = drop_response_headers(resp.headers)
         if quota.TICKET in ex.context:
             headers = quota.merge_headers(ex, headers)
-        await _send_raw(send, resp.status, headers, data, ex.request_id)
+        await _send_raw(send, resp.status, [*headers, *receipt_header(ex)], data, ex.request_id)
         telemetry.child(
             telemetry.REQUESTS, ex.api, ex.operation, _model_label(ex), _decision(ex), str(resp.status)
         ).inc()
@@ -613,6 +614,7 @@ class Pipeline:
             (b"content-type", api.STREAM_MEDIA_TYPE),
             (b"cache-control", b"no-cache"),
             (b"x-guard-request-id", ex.request_id.encode()),
+            *receipt_header(ex),
             *rate_limit_headers(resp.headers),
         ]
         strip = None
@@ -810,8 +812,9 @@ async def _send_json(send: Send, status: int, body: bytes, rid: str) -> None:
     await _send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
 
 
-async def _send_error(send: Send, e: GuardError, rid: str, api: str = "") -> None:
+async def _send_error(
+    send: Send, e: GuardError, rid: str, api: str = "", extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """The error in the client's API's own shape (OpenAI's before the API is known)."""
-    await _send_raw(
-        send, e.status, [(b"content-type", b"application/json"), *e.headers], module(api).error_body(e), rid
-    )
+    headers = [(b"content-type", b"application/json"), *e.headers, *(extra or ())]
+    await _send_raw(send, e.status, headers, module(api).error_body(e), rid)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import note as notes
 from guard.audit.logtree import origin_for, read_latest, read_notes_strict
-from guard.audit.merkle import CompactRange
+from guard.audit.merkle import EMPTY_ROOT, CompactRange
 from guard.audit.verify_units import _KEYS
 
 Why = tuple[str, str]  # reason, detail
@@ -67,8 +67,12 @@ class Notes:
                     self._add(text, True)
             except notes.NoteError:
                 continue
+        empty = self.roots.pop(0, None)  # the empty tree a fresh chain signs at open
+        if empty is not None and empty[0] != EMPTY_ROOT:
+            self._problem(("bad_signature", "a signed checkpoint of size 0 with a root other than the empty tree's"))
         self._sizes = sorted(self.roots)
         self.next_size = self._sizes[0] if self._sizes else -1
+        self.has_any = empty is not None or bool(self._sizes)
 
     def _problem(self, why: Why) -> None:
         if self.problem is None:
@@ -112,7 +116,7 @@ class Notes:
         top = max(self.roots, default=0)
         if top > last_seq:
             return "truncated", f"a signed checkpoint covers {top} events; the chain ends at {last_seq}"
-        if not self.roots:
+        if not self.has_any:
             return "truncated", "no signed checkpoint"
         if self.latest_missing:
             return "truncated", "the latest checkpoint file is missing"

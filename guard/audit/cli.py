@@ -1,4 +1,4 @@
-"""`guard audit keygen|verify|export|prune|tail`: the compliance officer's tools.
+"""`guard audit keygen|verify|export|prune|tail` (and proof|verify-receipt|consistency: guard.audit.cli_proofs).
 
 ``verify`` needs only the journal files and the public key(s). Keys that Guard published beside the
 journal (``DIR/keys``) are not evidence (whoever could edit the journal could replace them), so they are
@@ -64,6 +64,14 @@ def register(subparsers: Any) -> None:
         help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
         "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
         "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)",
+    )
+    v.add_argument(
+        "--checkpoint",
+        action="append",
+        type=Path,
+        default=[],
+        help="a signed checkpoint kept outside the journal (an earlier receipt's, a witness's): the journal "
+        "must hold that very tree, or the chain is reported as a fork (repeatable)",
     )
     from guard.audit import witness_cli
 
@@ -140,6 +148,10 @@ def register(subparsers: Any) -> None:
     t.set_defaults(func=cmd_tail)
     witness_cli.register(sub)
 
+    from guard.audit import cli_proofs
+
+    cli_proofs.register(sub)
+
 
 def _err(msg: str) -> int:
     print(f"guard audit: {msg}", file=sys.stderr)
@@ -181,7 +193,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _err("--jobs must be 1 or more")
     t0 = time.perf_counter()
     progress = (lambda n: print(f"\rverify: {n} events", end="", file=sys.stderr)) if sys.stderr.isatty() else None
-    report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures)
+    try:
+        kept = [p.read_text() for p in args.checkpoint]
+    except OSError as e:
+        return _err(f"cannot read a checkpoint: {e}")
+    report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures, checkpoints=kept)
     if progress:
         print(file=sys.stderr)
     doc = report.to_dict()
@@ -222,6 +238,9 @@ def _print_report(doc: dict[str, Any]) -> None:
                 f"  pruned: {pr['events']} events through seq {pr['through_seq']} (older than {pr['before']}), "
                 f"removed by `guard audit prune` under a signed record"
             )
+        if c.get("unsigned_tail"):
+            n, size = c["unsigned_tail"], c["signed_size"]
+            print(f"  {n} events after the last signed checkpoint (size {size}): linked, not yet signed")
         for t in c["torn"]:
             note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
             print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")

@@ -12,7 +12,7 @@ sections 2.1.3.2 and 2.1.4.2 literally. Verifiers return False for any malformed
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -53,9 +53,15 @@ def root(leaves: Sequence[bytes]) -> bytes:
     return subtree_root(leaves, 0, len(leaves))
 
 
-def inclusion_proof(leaves: Sequence[bytes], index: int, size: int | None = None) -> list[bytes]:
+SubRoot = Callable[[int, int], bytes]  # MTH of leaves [lo, hi): a cache of a large tree may stand in
+
+
+def inclusion_proof(
+    leaves: Sequence[bytes], index: int, size: int | None = None, subroot: SubRoot | None = None
+) -> list[bytes]:
     """PATH(index, D[0:size]) over leaf hashes: the audit path, leaf side first."""
     size = len(leaves) if size is None else size
+    sr = subroot or (lambda lo, hi: subtree_root(leaves, lo, hi))
     if not 0 <= index < size <= len(leaves):
         raise ValueError(f"no leaf {index} in a tree of {size}")
     path: list[bytes] = []
@@ -63,18 +69,21 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int | None = None
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            path.append(subtree_root(leaves, lo + k, hi))
+            path.append(sr(lo + k, hi))
             hi = lo + k
         else:
-            path.append(subtree_root(leaves, lo, lo + k))
+            path.append(sr(lo, lo + k))
             lo = lo + k
     path.reverse()
     return path
 
 
-def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int | None = None) -> list[bytes]:
+def consistency_proof(
+    leaves: Sequence[bytes], old_size: int, new_size: int | None = None, subroot: SubRoot | None = None
+) -> list[bytes]:
     """PROOF(old_size, D[0:new_size]) over leaf hashes (RFC 9162 2.1.4.1)."""
     new_size = len(leaves) if new_size is None else new_size
+    sr = subroot or (lambda lo, hi: subtree_root(leaves, lo, hi))
     if not 0 <= old_size <= new_size <= len(leaves):
         raise ValueError(f"no consistency proof from {old_size} to {new_size}")
     if old_size == 0 or old_size == new_size:
@@ -85,15 +94,15 @@ def consistency_proof(leaves: Sequence[bytes], old_size: int, new_size: int | No
         n = hi - lo
         if m == n:
             if not whole:
-                out.append(subtree_root(leaves, lo, hi))
+                out.append(sr(lo, hi))
             return
         k = _split(n)
         if m <= k:
             sub(m, lo, lo + k, whole)
-            out.append(subtree_root(leaves, lo + k, hi))
+            out.append(sr(lo + k, hi))
         else:
             sub(m - k, lo + k, hi, False)
-            out.append(subtree_root(leaves, lo, lo + k))
+            out.append(sr(lo, lo + k))
 
     sub(old_size, 0, new_size, True)
     return out

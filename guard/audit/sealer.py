@@ -100,6 +100,7 @@ class ProcessJournal:
         self._lock = threading.Lock()  # frame order on the socket; the waiters table
         self._rlock = threading.Lock()  # one reader of the socket at a time
         self._waiters: dict[int, Any] = {}
+        self._seqs: dict[int, int] = {}  # waited frame -> the seq its event got (for the receipt header)
         self._out: list[bytes] = []
         self._flush_due = False
         self._next = 0
@@ -236,6 +237,8 @@ class ProcessJournal:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "ok" in msg:
             self.seq = msg["seq"]
+            for i, seq in msg.get("seqs", ()):
+                self._seqs[i] = seq
             self._healthy = msg.get("healthy", True)
             if "fsync" in msg:
                 tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
@@ -365,18 +368,23 @@ class ProcessJournal:
     async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``, or
         ``wait=False``: the sealer writes it with the next group commit, within ``batch_window_ms``)."""
-        fut = self._hand(self._frame(event), wait)
+        fut, i = self._hand(self._frame(event), wait)
         if fut is not None:
             await fut
+            self._seqs.pop(i, None)
         return event
 
-    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> None:
-        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event."""
-        fut = self._hand(self._frame(facts), wait)
-        if fut is not None:
-            await fut
+    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> dict[str, Any] | None:
+        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event.
+        Once durable, ``{"seq": n}`` (the sealer's acknowledgement names it); None when not waited for."""
+        fut, i = self._hand(self._frame(facts), wait)
+        if fut is None:
+            return None
+        await fut
+        seq = self._seqs.pop(i, None)
+        return {"seq": seq} if seq is not None else None
 
-    def _hand(self, data: bytes, wait: bool) -> asyncio.Future[None] | None:
+    def _hand(self, data: bytes, wait: bool) -> tuple[asyncio.Future[None] | None, int]:
         """Queue one frame for the sealer; the future to await when the append must wait for its fsync."""
         loop = asyncio.get_running_loop()
         fut = None
@@ -396,7 +404,7 @@ class ProcessJournal:
             if not self._flush_due:
                 self._flush_due = True
                 loop.call_soon(self._flush)
-        return fut
+        return fut, i
 
     def _flush(self) -> None:
         with self._lock:
@@ -427,6 +435,12 @@ class ProcessJournal:
             raise w.error
         return event
 
+    def checkpoint_now(self, timeout: float = 10.0) -> int:
+        """Have the sealer seal and store a checkpoint now (a receipt asked for a leaf none covers yet); blocks
+        until it is durable. Returns the tree size it signs."""
+        self.append_sync(_CHECKPOINT_NOW, timeout)
+        return self.seq
+
     def close(self) -> None:
         """Flush everything, let the sealer write its final checkpoint, wait for it to exit."""
         with self._lock:
@@ -447,6 +461,9 @@ class ProcessJournal:
             return
         self._wait(self._closed, 60.0)
         self._gone(self._sock)
+
+
+_CHECKPOINT_NOW = {"guard.audit.checkpoint_now": True}  # a frame no event can be (events have "type")
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:
@@ -498,10 +515,17 @@ class _SealerJournal(Journal):
         counts: dict[str, int] | None = None,
     ) -> None:
         ids = [b[3] for b in batch if type(b[3]) is int]
+        seqs = [[b[3], b[1]] for b in batch if type(b[3]) is int]
         if err is not None:  # sent even with no range: the worker must stop answering before records are durable
             self.send({"fail": _ranges(ids), "error": str(err)})
             return
-        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts or {}, "healthy": self._healthy}
+        msg: dict[str, Any] = {
+            "ok": _ranges(ids),
+            "seqs": seqs,
+            "seq": self._durable[0],
+            "n": counts or {},
+            "healthy": self._healthy,
+        }
         if self.fsync_s is not None:
             msg["fsync"] = self.fsync_s
         self.send(msg)
@@ -587,6 +611,12 @@ def _serve(fd: int, chain: str, settings_json: str) -> int:
                     break
                 event = loads(buf[pos + hs : pos + hs + size])
                 pos += hs + size
+                if event == _CHECKPOINT_NOW:  # ProcessJournal.checkpoint_now: the checkpoint event is the one waited
+                    with j._cond:
+                        j._seal_checkpoint("receipt")
+                        j._pending[-1] = (*j._pending[-1][:3], i, *j._pending[-1][4:])
+                        j._urgent = True
+                    continue
                 try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
                     if type(event) is not dict:  # an exchange's facts (ProcessJournal.append_facts)
                         event = from_facts(event)
