@@ -35,6 +35,10 @@ def register(sub: Any) -> None:
     r.add_argument("--event", type=Path, help="the event (JSON, as the journal or an export holds it) to match")
     r.set_defaults(func=cmd_verify_receipt)
 
+    from guard.audit import witness_cli
+
+    witness_cli.add_receipt_args(p, r)
+
     c = sub.add_parser("consistency", help="check that a newer signed checkpoint extends an older one")
     c.add_argument("old", type=Path, help="a signed checkpoint (note text)")
     c.add_argument("new", type=Path, help="a later signed checkpoint of the same log")
@@ -53,7 +57,12 @@ def cmd_proof(args: argparse.Namespace) -> int:
     from guard.audit.proofs import ProofError, receipt
 
     try:
-        rec = receipt(args.dir, args.log, args.index)
+        if args.witnessed:
+            from guard.audit.witnessed_receipts import witnessed_receipt
+
+            rec = witnessed_receipt(args.dir, args.log, args.index, args.witnessed)
+        else:
+            rec = receipt(args.dir, args.log, args.index)
     except ProofError as e:
         print(f"guard audit proof: {e}", file=sys.stderr)
         return 1
@@ -102,6 +111,10 @@ def cmd_verify_receipt(args: argparse.Namespace) -> int:
         return _err(f"cannot read: {e}")
     try:
         summary = verify_receipt(rec, keys, event if isinstance(event, dict) else None)
+        if args.witness_key:
+            from guard.audit.witness_cli import receipt_witnesses
+
+            summary += receipt_witnesses(rec, args.witness_key, args.witness_quorum)
     except ProofError as e:
         print(f"RECEIPT DOES NOT VERIFY: {e}")
         return 1

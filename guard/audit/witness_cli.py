@@ -42,6 +42,29 @@ def add_verify_args(v: Any) -> None:
     v.add_argument("--require-timestamps", action="store_true", help="a checkpoint without a token fails")
 
 
+def add_receipt_args(proof: Any, verify_receipt: Any) -> None:
+    proof.add_argument("--witnessed", type=int, nargs="?", const=1, default=0, metavar="K",
+                       help="prove inclusion in the first checkpoint K witnesses cosigned (default 1); the receipt "
+                       "carries their cosignatures and the checkpoint's RFC 3161 token")
+    verify_receipt.add_argument("--witness-key", action="append", default=[],
+                                help="a witness's vkey, or a file of them (repeatable): require its cosignature")
+    verify_receipt.add_argument("--witness-quorum", type=int, help="cosignatures required (default: every key)")
+
+
+def receipt_witnesses(rec: dict[str, Any], values: list[str], quorum: int | None) -> str:
+    """The summary's witness part; ProofError when the quorum of valid cosignatures is not there."""
+    from guard.audit.proofs import ProofError
+    from guard.audit.verify_notary import load_witness_keys
+    from guard.audit.witnessed_receipts import check_receipt_witnesses
+
+    try:
+        keys = load_witness_keys(values)
+    except (OSError, ValueError) as e:
+        raise ProofError(f"witness keys: {e}") from None
+    signed = check_receipt_witnesses(rec, keys, len(keys) if quorum is None else quorum)
+    return f", cosigned by {', '.join(sorted(signed))}"
+
+
 def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> dict[str, Any] | None:
     """The witnessed.log part of verify's report, when witness keys or a TSA CA were given."""
     if not args.witness_key and not args.tsa_ca:

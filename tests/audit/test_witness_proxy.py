@@ -1,5 +1,6 @@
 """A Guard (real mTLS proxy) answering requests, with two witnesses and a TSA on loopback: its checkpoints end up
-cosigned by both and timestamped; /readyz reports the notary; `guard audit verify` checks it all."""
+cosigned by both and timestamped; /readyz reports the notary; `guard audit verify` checks it all; an answer's
+receipt is proven against a cosigned checkpoint and `verify-receipt --witness-key` checks the quorum offline."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def test_a_guard_under_traffic_gets_its_checkpoints_cosigned_by_two_witnesses_an
             }
             g = guard_factory(routes=ROUTES, audit=audit)
             with g.client("app") as c:
-                for i in range(6):
-                    assert chat(c, f"hello {i}").status_code == 200
+                answers = [chat(c, f"hello {i}") for i in range(6)]
+            assert all(r.status_code == 200 for r in answers)
+            leaf = answers[0].headers.get("x-guard-audit-leaf", "")
             ready = httpx.get(g.admin_url + "/readyz", timeout=10)
             assert ready.json()["checks"]["audit_notary"] is True
             g.stop()
@@ -66,6 +68,31 @@ def test_a_guard_under_traffic_gets_its_checkpoints_cosigned_by_two_witnesses_an
             assert notary["ok"], notary
             assert out.returncode == 0, out.stdout[-3000:]  # the journal itself verifies too
             assert notary["chains"][0]["witnessed_size"] == last["size"]
+
+            # The first answer's receipt, proven against a checkpoint both witnesses cosigned, checked offline
+            log_id, _, index = leaf.rpartition("/")
+            assert log_id == logtree.origin_for(chain), leaf
+            cli = [sys.executable, "-m", "guard.cli", "audit"]
+            out = subprocess.run([*cli, "proof", str(root), "--log", log_id, "--index", index, "--witnessed", "2"],
+                                 capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+            rec = json.loads(out.stdout)
+            assert rec["checkpoint"].count("\u2014 witness.test/") == 2 and rec["timestamp_token"]
+            receipt = tmp_path / "receipt.json"
+            receipt.write_text(json.dumps(rec))
+            check = [*cli, "verify-receipt", str(receipt), "--key", str(pub), "--witness-key", w1.vkey,
+                     "--witness-key", w2.vkey]
+            out = subprocess.run(check, capture_output=True, text=True)
+            assert out.returncode == 0 and "cosigned by witness.test/w1, witness.test/w2" in out.stdout, out
+            # one cosignature line altered: the quorum of two is gone, the log's own signature still holds
+            lines = rec["checkpoint"].splitlines(keepends=True)
+            i = next(n for n, x in enumerate(lines) if x.startswith("\u2014 witness.test/w2"))
+            lines[i] = lines[i][:-10] + ("A" if lines[i][-10] != "A" else "B") + lines[i][-9:]
+            receipt.write_text(json.dumps({**rec, "checkpoint": "".join(lines)}))
+            out = subprocess.run(check, capture_output=True, text=True)
+            assert out.returncode == 1 and "1 valid witness cosignature(s), 2 required" in out.stdout, out
+            out = subprocess.run([*check, "--witness-quorum", "1"], capture_output=True, text=True)
+            assert out.returncode == 0 and "cosigned by witness.test/w1" in out.stdout
     finally:
         w1.stop()
         w2.stop()
