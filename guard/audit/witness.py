@@ -200,11 +200,10 @@ class Witness:
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            if request.content_length is not None and request.content_length > MAX_BODY:
-                raise Refusal(413, "request too large")
-            body = await request.content.read(MAX_BODY + 1)
-            if len(body) > MAX_BODY:
-                raise Refusal(413, "request too large")
+            try:
+                body = await request.read()  # the whole body, chunked or not; over client_max_size: 413
+            except web.HTTPRequestEntityTooLarge:
+                raise Refusal(413, "request too large") from None
             line = await self.add_checkpoint(body)
         except Refusal as r:
             self.refused[r.status] = self.refused.get(r.status, 0) + 1
@@ -220,10 +219,30 @@ def make_app(w: Witness) -> web.Application:
 
 
 def serve(listen: str, w: Witness) -> None:
+    """Serve until SIGTERM or SIGINT. Port 0 takes a free port; the first line on stdout is always
+    ``listening on HOST:PORT`` (what a supervisor or a test reads to find it)."""
+    import signal
+
     host, _, port = listen.rpartition(":")
-    log.info("witness %s listening on %s for %d log key(s)", w.name, listen, len(w.logs))
-    web.run_app(make_app(w), host=host.strip("[]") or "127.0.0.1", port=int(port), print=None,
-                handle_signals=True, access_log=None)
+
+    async def run() -> None:
+        runner = web.AppRunner(make_app(w), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
+        await site.start()
+        bound = runner.addresses[0]
+        print(f"listening on {bound[0]}:{bound[1]}", flush=True)
+        log.info("witness %s listening on %s:%s for %d log key(s)", w.name, bound[0], bound[1], len(w.logs))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(run())
 
 
 def witness_keygen(out: Path, name: str) -> tuple[Path, str]:

@@ -281,3 +281,23 @@ def test_witness_settings_name_the_file_line_and_key_of_a_bad_value(tmp_path: Pa
     s = validate(AuditSettings, data, f, lines)
     s.resolve(tmp_path)
     assert s.quorum == 1 and s.timestamp is not None and s.timestamp.ca == tmp_path / "c.pem"
+
+
+def test_a_request_sent_in_small_chunks_is_read_whole(witness, log: TestLog) -> None:
+    """A body that arrives in pieces (chunked, slowly) is read to its end before it is judged."""
+    import time as _time
+
+    def pieces():
+        body = log.body(0)
+        for i in range(0, len(body), 7):
+            _time.sleep(0.002)
+            yield body[i : i + 7]
+
+    r = httpx.post(witness.url + "/add-checkpoint", content=pieces(), timeout=10)
+    assert r.status_code == 200, r.text
+
+    def huge():
+        for _ in range(200):
+            yield b"x" * 1024
+
+    assert httpx.post(witness.url + "/add-checkpoint", content=huge(), timeout=10).status_code == 413

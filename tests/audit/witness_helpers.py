@@ -6,10 +6,8 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +16,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from guard.audit import merkle
 from guard.audit import note as notes
 from guard.audit.witness import witness_keygen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,7 +39,7 @@ class WitnessProc:
 
     def restart(self) -> None:
         self.stop()
-        self.proc = _spawn(self.dir, self.listen, self.logs)
+        self.proc, _ = _spawn(self.dir, self.listen, self.logs)  # the same port again
 
     @property
     def refused(self) -> list[dict[str, object]]:
@@ -55,24 +47,20 @@ class WitnessProc:
         return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
 
-def _spawn(d: Path, listen: str, logs: Path) -> subprocess.Popen[bytes]:
+def _spawn(d: Path, listen: str, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `guard audit witness`; returns the process and the address it bound (port 0: a free one, read
+    from its first stdout line, so no other process can take the port in between)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "guard.cli", "audit", "witness", "--listen", listen, "--key",
          str(d / "witness-key.pem"), "--logs", str(logs)],
-        stdout=subprocess.DEVNULL, stderr=open(d / "witness.log", "ab"), env=os.environ.copy(),  # noqa: SIM115
+        stdout=subprocess.PIPE, stderr=open(d / "witness.log", "ab"), env=os.environ.copy(),  # noqa: SIM115
     )
-    host, port = listen.rsplit(":", 1)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"witness exited: {(d / 'witness.log').read_text()[-2000:]}")
-        try:
-            socket.create_connection((host, int(port)), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("witness did not start")
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise RuntimeError(f"witness did not start: {(d / 'witness.log').read_text()[-2000:]}")
+    return proc, line.split()[-1]
 
 
 def start_witness(root: Path, name: str, log_lines: list[str]) -> WitnessProc:
@@ -80,8 +68,8 @@ def start_witness(root: Path, name: str, log_lines: list[str]) -> WitnessProc:
     _, vkey = witness_keygen(d, name)  # what `guard audit witness-keygen` does
     logs = d / "logs.conf"
     logs.write_text("# log verifier keys\n" + "\n".join(log_lines) + "\n")
-    listen = f"127.0.0.1:{free_port()}"
-    return WitnessProc(name, f"http://{listen}", vkey, d, _spawn(d, listen, logs), listen, logs)
+    proc, listen = _spawn(d, "127.0.0.1:0", logs)
+    return WitnessProc(name, f"http://{listen}", vkey, d, proc, listen, logs)
 
 
 class TestLog:
