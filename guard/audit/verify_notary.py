@@ -8,6 +8,9 @@ itself, not against the stored checkpoints (whoever holds the log key could re-s
   after the witnesses saw it), and the chain holds that many events (``witness_beyond_chain``: cut back);
 - the cosignatures by the given witness keys verify; the newest record needs ``quorum`` of them
   (``witness_quorum_missing``; older records are counted);
+- after ``guard audit prune``, the tree is recomputed from the compact range stored with the smallest signed
+  checkpoint at or after the cut; records of smaller sizes are counted (``pruned_unchecked``), their
+  cosignatures still checked;
 - with ``--tsa-ca``, each token verifies over the checkpoint bytes and chains to that CA
   (``timestamp_invalid``); a record without one is counted and reported (``timestamp_missing`` fails only
   with ``--require-timestamps``).
@@ -39,10 +42,42 @@ def load_witness_keys(values: list[str]) -> list[WitnessKey]:
     return out
 
 
-def _roots(root: Path, chain: str, sizes: set[int]) -> tuple[dict[int, bytes], int]:
-    """The journal's tree root at each of ``sizes`` and how many events the chain holds, from the segments."""
-    tree = CompactRange()
-    out: dict[int, bytes] = {}
+def _first_seq(root: Path, chain: str) -> int:
+    for seg in layout.segments(root, chain):
+        for _, _, line in layout.iter_lines(seg):
+            try:
+                return int(json.loads(line)["seq"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return 1
+
+
+def _start(root: Path, chain: str, first: int, log_keys: list[Ed25519PublicKey]) -> CompactRange | None:
+    """Where the tree can be recomputed from: the empty tree, or after ``guard audit prune`` removed the
+    leaves before ``first``, the stored compact range of the smallest signed checkpoint at or after the cut
+    (its root must be the one the journal's key signed)."""
+    if first <= 1:
+        return CompactRange()
+    best: CompactRange | None = None
+    for rec in logtree.read_notes(root, chain):
+        size = rec.get("size")
+        if not isinstance(size, int) or size < first - 1 or (best is not None and size >= best.size):
+            continue
+        try:
+            cr = CompactRange(size, [base64.b64decode(h) for h in rec["range"]])
+            cp, _ = notes.open_checkpoint_with_keys(str(rec["note"]), log_keys, logtree.origin_for(chain))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if cp.size == size and cp.root == cr.root():
+            best = cr
+    return best
+
+
+def _roots(root: Path, chain: str, sizes: set[int], start: CompactRange) -> tuple[dict[int, bytes], int]:
+    """The journal's tree root at each of ``sizes`` (from ``start`` on) and how many leaves the chain holds,
+    recomputed from the segments."""
+    tree = start.copy()
+    out: dict[int, bytes] = {tree.size: tree.root()} if tree.size in sizes else {}
     for seg in layout.segments(root, chain):
         for _, _, line in layout.iter_lines(seg):
             try:
@@ -76,8 +111,11 @@ def check_chain(
         rep["ok"] = not rep["problems"]
         return rep
     sizes = {int(r["size"]) for r in recs if isinstance(r, dict) and isinstance(r.get("size"), int)}
-    roots, events = _roots(root, chain, sizes)
+    first = _first_seq(root, chain)
+    start = _start(root, chain, first, log_keys)
+    roots, events = _roots(root, chain, sizes, start) if start is not None else ({}, first - 1)
     rep["events"] = events
+    rep["pruned_unchecked"] = 0  # records of sizes whose leaves `guard audit prune` removed
     origin = logtree.origin_for(chain)
     newest_quorum: tuple[int, dict[str, int]] | None = None
     for i, r in enumerate(recs, 1):
@@ -94,7 +132,9 @@ def check_chain(
         if cp.size != r["size"]:
             rep["problems"].append({**where, "reason": "witness_bad_checkpoint", "detail": "size differs"})
             continue
-        if cp.size > events:
+        if start is None or cp.size < start.size:
+            rep["pruned_unchecked"] += 1  # its cosignatures are still checked; its root can no longer be
+        elif cp.size > events:
             rep["problems"].append({**where, "reason": "witness_beyond_chain", "size": cp.size, "events": events})
         elif cp.size and roots.get(cp.size) != cp.root:
             rep["problems"].append({**where, "reason": "witness_root_mismatch", "size": cp.size})

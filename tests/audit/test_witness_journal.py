@@ -242,3 +242,41 @@ def _count(kind: str) -> float:
             if s.name.endswith("_total") and s.labels.get("kind") == kind:
                 return s.value
     return 0.0
+
+
+def test_after_a_prune_the_kept_records_are_still_checked_against_the_journal(tmp_path: Path, pki) -> None:
+    """`guard audit prune` removes old segments: the tree is recomputed from the signed checkpoint at the cut,
+    records of pruned sizes are counted as such, and a later rewrite is still a root mismatch."""
+    from cryptography.hazmat.primitives import serialization
+
+    from guard.audit import layout
+    from guard.cli import main
+
+    key, w1, w2, tsa = pki
+    root = tmp_path / "audit"
+    notary = Notary(_settings(root, w1, w2, tsa, segment_max_bytes=8192))
+    wkeys = [WitnessKey.parse(w.vkey) for w in (w1, w2)]
+    for _ in range(3):  # three runs of the chain, each notarized
+        _write(root, key, 30, segment_max_bytes=8192)
+        assert notary.run_once() == 1
+    notary.stop(final_pass=False)
+    segs = layout.segments(root, CHAIN)
+    assert len(segs) >= 6
+    pem = tmp_path / "signing-key.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    cut = json.loads(next(layout.iter_lines(segs[len(segs) // 2]))[2])["time"]
+    assert main(["audit", "prune", str(root), "--before", cut, "--signing-key", str(pem), "--ignore-sinks"]) == 0
+    assert not segs[0].exists()
+    rep = check_dir(root, [key.public_key()], wkeys, 2)
+    chain = rep["chains"][0]
+    assert rep["ok"], rep
+    assert chain["pruned_unchecked"] >= 1 and chain["witnessed_size"] == logtree.noted_size(root, CHAIN)
+    # an event after the cut rewritten (its hash and every later link recomputed would not help: the leaf
+    # changes the tree): the newest cosigned root no longer matches
+    last = layout.segments(root, CHAIN)[-1]
+    data = last.read_bytes()
+    assert b'"gpt-4o"' in data
+    last.write_bytes(data.replace(b'"gpt-4o"', b'"gpt-4x"', 1))
+    rep = check_dir(root, [key.public_key()], wkeys, 2)
+    assert "witness_root_mismatch" in {p["reason"] for p in rep["chains"][0]["problems"]}, rep
