@@ -7,6 +7,7 @@ What the rest of Guard uses:
     ContentCapture.from_settings      prompt/answer capture per ``audit.capture``
     JournalRecorder(journal)          the pipeline's Recorder (started / finished) over the journal
     Forwarder(settings)               start() / stop(): delivery to the configured sinks, one per audit.dir
+    notary.Notary(settings)           start() / stop(): RFC 3161 tokens and witness cosignatures for checkpoints
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,7 @@ class Notary:
         self.trees: dict[str, ChainLeaves] = {}
         self.healthy = True
         self.last: dict[str, dict[str, Any]] = {}  # chain -> the last record written
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-tsa")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -258,6 +260,7 @@ class Notary:
             self.run_once()
         if self.cosigner is not None:
             self.cosigner.close()
+        self._pool.shutdown(wait=False)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -286,6 +289,16 @@ class Notary:
                     n += 1
         return n
 
+    def _token(self, data: bytes) -> tuple[str | None, str | None]:
+        """(base64 token, None) or (None, why not)."""
+        from guard.audit.tsa import TsaError, request_token
+
+        assert self.settings.timestamp is not None
+        try:
+            return base64.b64encode(request_token(data, self.settings.timestamp)).decode(), None
+        except (TsaError, OSError, ValueError) as e:
+            return None, str(e)[:300]
+
     def _incomplete(self, chain: str) -> bool:
         rec = self.last.get(chain)
         if rec is None:
@@ -306,16 +319,7 @@ class Notary:
                                "tsr": None, "timestamp_error": None, "time": _now()}
         ok = True
         ts = self.settings.timestamp
-        if ts is not None:
-            from guard.audit.tsa import TsaError, request_token
-
-            try:
-                rec["tsr"] = base64.b64encode(request_token(data, ts)).decode()
-            except (TsaError, OSError, ValueError) as e:
-                rec["timestamp_error"] = str(e)[:300]
-                tm.NOTARY_FAILURES.labels("timestamp").inc()
-                log.warning("audit checkpoint %s@%d: no timestamp: %s", chain, size, e)
-                ok = False
+        token = self._pool.submit(self._token, data) if ts is not None else None  # beside the witnesses
         if self.cosigner is not None:
             tree = self._tree(chain)
             res = self.cosigner.cosign(data, lambda old: tree.proof(old, size))
@@ -330,6 +334,13 @@ class Notary:
             held = [s for s in (c.sizes.get(logtree.origin_for(chain)) for c in self.cosigner.clients) if s]
             if held and len(held) == len(self.cosigner.clients):
                 tree.forget_before(min(held))
+        if token is not None:
+            tsr, err = token.result()
+            rec["tsr"], rec["timestamp_error"] = tsr, err
+            if err is not None:
+                tm.NOTARY_FAILURES.labels("timestamp").inc()
+                log.warning("audit checkpoint %s@%d: no timestamp: %s", chain, size, err)
+                ok = False
         append_record(self.root, chain, rec)
         self.done[chain] = size
         self._retry_at[chain] = time.monotonic() + self.retry_s
