@@ -119,13 +119,21 @@ class Witness:
         return self.state / f"{hashlib.sha256(origin.encode()).hexdigest()[:32]}.json"
 
     def latest(self, origin: str) -> tuple[int, bytes] | None:
+        """(size, root) last cosigned for ``origin``; None if never. A state file that cannot be read refuses
+        the request (500): taking it for "never" would let any history in."""
         try:
             d = json.loads(self._file(origin).read_text())
             if d["origin"] != origin:
-                return None
-            return int(d["size"]), base64.b64decode(d["root"])
+                raise ValueError("another origin")
+            root = base64.b64decode(d["root"], validate=True)
+            if len(root) != 32:
+                raise ValueError("bad root")
+            return int(d["size"]), root
         except FileNotFoundError:
             return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.error("witness state for %s unreadable: %s", origin, e)
+            raise Refusal(500, "witness state unreadable") from None
 
     def _persist(self, cp: Checkpoint, note: bytes) -> None:
         path = self._file(cp.origin)

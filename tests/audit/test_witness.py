@@ -129,6 +129,16 @@ def test_the_witness_keeps_its_state_across_restarts(witness, log: TestLog) -> N
     assert post(witness.url, log.body(10)).status_code == 200
 
 
+def test_a_damaged_state_file_refuses_instead_of_starting_over(witness, log: TestLog) -> None:
+    assert post(witness.url, log.body(0)).status_code == 200
+    (state,) = [p for p in (witness.dir / "witness-state").glob("*.json")]
+    state.write_text(state.read_text()[:-20])  # torn by a failing disk, or edited
+    fork = TestLog(ORIGIN, log.key)
+    fork.add(3, "after the damage")
+    assert post(witness.url, fork.body(0)).status_code == 500  # not taken for "never saw this log"
+    assert post(witness.url, log.body(10)).status_code == 500
+
+
 def test_racing_requests_never_roll_the_witness_back(witness, log: TestLog) -> None:
     """The check of `old` and the write are one step: of requests that all start from 10, exactly one wins."""
     assert post(witness.url, log.body(0)).status_code == 200
