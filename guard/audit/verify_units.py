@@ -56,9 +56,14 @@ def _hashes(line: bytes, e: dict[str, Any], h: str, sig: str | None) -> bytes | 
     """
     tail = b',"hash":"%s"}' % h.encode() if sig is None else b',"hash":"%s","sig":"%s"}' % (h.encode(), sig.encode())
     if line.endswith(tail):
-        body = line[: -len(tail)] + b"}"
-        if hashlib.sha256(body).hexdigest() == h:
-            return leaf_hash(body)
+        body = memoryview(line)[: -len(tail)]
+        d = hashlib.sha256(body)
+        d.update(b"}")
+        if d.hexdigest() == h:
+            leaf = hashlib.sha256(b"\x00")
+            leaf.update(body)
+            leaf.update(b"}")
+            return leaf.digest()
     rest = {k: v for k, v in e.items() if k != "hash" and k != "sig"}
     try:
         body = canonical(rest)
