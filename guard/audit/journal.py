@@ -281,14 +281,18 @@ class Journal(Recovering, Tree):
         self._since_cp, self._cp_time = 0, time.monotonic()
         self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
         self._durable_cp = self._last_cp
-        head = int((layout.read_head(self.root, self.chain) or {}).get("seq", 0))
-        promised = max(head, noted_size(self.root, self.chain))
+        head = layout.read_head(self.root, self.chain)
+        noted = noted_size(self.root, self.chain)
+        promised = max(int((head or {}).get("seq", 0)), noted)
         if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
             torn["head_seq_missing"] = promised
+        if self._seq and not noted and head is None:  # events, but nothing signed about them: never sign them blindly
+            torn["checkpoints_missing"] = True
         self._tree_sign_now()
         self._open_segment(self._seq + 1)
         self._healthy = True
-        if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
+        clean = last and last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")
+        if last and (not clean or torn.get("checkpoints_missing")):
             self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
 
     def _open_segment(self, first_seq: int) -> None:

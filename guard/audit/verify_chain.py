@@ -183,6 +183,10 @@ class _Chain:
             self.fail(seg, lineno, seq, "broken_link", "checkpoint does not match the events before it")
             return False
         rec = cp.get("recovery") or {}
+        if isinstance(rec, dict) and rec.get("checkpoints_missing"):
+            why = "the writer found the chain's signed checkpoints gone when it restarted"
+            self.fail(seg, lineno, seq, "truncated", why)
+            return False
         if isinstance(rec, dict) and rec.get("head_seq_missing"):
             self.fail(
                 seg,

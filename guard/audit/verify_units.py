@@ -184,7 +184,7 @@ def _checkpoint_holds(cp: Any, seq: int, prev: str, cp_hash: str | None, since: 
     if type(cp) is not dict or cp.get("seq") != seq - 1 or cp.get("head") != prev:
         return False
     rec = cp.get("recovery") or {}
-    if type(rec) is not dict or rec.get("head_seq_missing"):
+    if type(rec) is not dict or rec.get("head_seq_missing") or rec.get("checkpoints_missing"):
         return False
     return (
         cp_hash is None
