@@ -102,10 +102,11 @@ def covering_note(root: Path, chain: str, index: int) -> tuple[int, str] | None:
     """The first stored checkpoint whose tree holds leaf ``index``: (size, note)."""
     best: tuple[int, str] | None = None
     for rec in read_notes(root, chain):
-        size = rec.get("size")
-        ok = isinstance(size, int) and size > index and isinstance(rec.get("note"), str)
-        if ok and (best is None or size < best[0]):
-            best = (size, rec["note"])
+        size, text = rec.get("size"), rec.get("note")
+        if not (isinstance(size, int) and size > index and isinstance(text, str)):
+            continue
+        if best is None or size < best[0]:
+            best = (size, text)
     if best is None:
         text = newest_note(root, chain)
         try:

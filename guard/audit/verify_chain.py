@@ -247,9 +247,9 @@ def _verify_chain(root: Path, chain: str, segs: Segs, external: list[str] | None
     rep.closed = w.last_type == _CP and w.last_cp_final
     last, line = (segs[-1][0], counts[-1]) if segs else (Path("-"), 0)
     if notes.present:
-        why = notes.finish(rep.last_seq or 0, w.tree)
-        if why is not None:
-            w.fail(last, line, rep.last_seq, *why)
+        problem = notes.finish(rep.last_seq or 0, w.tree)
+        if problem is not None:
+            w.fail(last, line, rep.last_seq, *problem)
         rep.signed_size = notes.signed_size
         rep.unsigned_tail = max(0, (rep.last_seq or 0) - notes.signed_size) if not rep.broken else 0
     else:

@@ -56,12 +56,12 @@ def _hashes(line: bytes, e: dict[str, Any], h: str, sig: str | None) -> bytes | 
     """
     tail = b',"hash":"%s"}' % h.encode() if sig is None else b',"hash":"%s","sig":"%s"}' % (h.encode(), sig.encode())
     if line.endswith(tail):
-        body = memoryview(line)[: -len(tail)]
-        d = hashlib.sha256(body)
+        view = memoryview(line)[: -len(tail)]
+        d = hashlib.sha256(view)
         d.update(b"}")
         if d.hexdigest() == h:
             leaf = hashlib.sha256(b"\x00")
-            leaf.update(body)
+            leaf.update(view)
             leaf.update(b"}")
             return leaf.digest()
     rest = {k: v for k, v in e.items() if k != "hash" and k != "sig"}
@@ -127,7 +127,7 @@ def _check_lines(lines: list[bytes]) -> list[Line]:
     recs = [_check_line(line, i == n - 1, _loads, wait, i) for i, line in enumerate(lines)]
     for (i, *_), ok in zip(wait, check_signatures([w[1:] for w in wait]), strict=False):
         if not ok:
-            recs[i] = (*recs[i][:3], "bad_signature", *recs[i][4:])  # type: ignore[assignment]
+            recs[i] = (*recs[i][:3], "bad_signature", *recs[i][4:])
     return recs
 
 
