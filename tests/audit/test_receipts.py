@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from guard.audit import logtree
 from guard.audit import note as N
 from guard.audit.proofs import ProofError, receipt, verify_receipt
+from guard.audit.schema import journal_errors
 from guard.audit.seal import keygen, load_public_keys
 from tests.audit.proxy_helpers import CHAT, GUARD, chat, journal_events
 
@@ -73,6 +74,8 @@ def test_every_answer_names_its_leaf_and_the_admin_proof_verifies_offline(
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"
     g.stop()
     root = Path(audit["dir"])
+    assert journal_errors(root) == []  # the forced checkpoints ("receipt") are valid events of the schema
+    assert any(e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "receipt" for e in journal_events(root))
     for rec in receipts:  # the same receipt from disk after shutdown, through the CLI
         assert receipt(root, rec["log"], rec["index"])["leaf_hash"] == rec["leaf_hash"]
 
