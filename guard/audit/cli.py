@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
 
     v = sub.add_parser(
         "verify",
-        help="check signatures, chain links, sequence, checkpoints, torn lines "
+        help="check hashes, chain links, sequence, the Merkle tree against its signed checkpoints, torn lines "
         "(of a journal DIR, or of an evidence pack .zip)",
     )
     v.add_argument("dir", type=Path, help="the journal folder, or an evidence pack (.zip) from `guard audit pack`")
@@ -61,9 +61,9 @@ def register(subparsers: Any) -> None:
         "--signatures",
         choices=("all", "checkpoints"),
         default="all",
-        help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
-        "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
-        "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)",
+        help="for events of the earlier, per-event signed format only: all checks each one's signature "
+        "(default); checkpoints only those of checkpoint events and unit ends (still detects any change: "
+        "audit/INTEGRITY.md). Events of the current format are covered by the signed Merkle checkpoints",
     )
     v.add_argument(
         "--checkpoint",

@@ -37,14 +37,7 @@ from guard.audit.logtree import Tree, noted_size
 from guard.audit.recovery import _MAX_HELD, JournalError, Pending, Recovering, _throttled
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
-
-
-class _Waiter:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
+from guard.audit.waiters import _hash_of, _Waiter, _wake
 
 
 def default_writer_id(worker: int | None = None, template: str = "{host}-w{worker}") -> str:
@@ -288,14 +281,18 @@ class Journal(Recovering, Tree):
         self._since_cp, self._cp_time = 0, time.monotonic()
         self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
         self._durable_cp = self._last_cp
-        head = int((layout.read_head(self.root, self.chain) or {}).get("seq", 0))
-        promised = max(head, noted_size(self.root, self.chain))
+        head = layout.read_head(self.root, self.chain)
+        noted = noted_size(self.root, self.chain)
+        promised = max(int((head or {}).get("seq", 0)), noted)
         if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
             torn["head_seq_missing"] = promised
+        if self._seq and not noted and head is None:  # events, but nothing signed about them: never sign them blindly
+            torn["checkpoints_missing"] = True
         self._tree_sign_now()
         self._open_segment(self._seq + 1)
         self._healthy = True
-        if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
+        clean = last and last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")
+        if last and (not clean or torn.get("checkpoints_missing")):
             self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
 
     def _open_segment(self, first_seq: int) -> None:
@@ -410,38 +407,3 @@ class Journal(Recovering, Tree):
         _wake([b[3] for b in batch if b[3] is not None], err)
 
 
-def _wake(waiters: list[Any], err: BaseException | None, here: asyncio.AbstractEventLoop | None = None) -> None:
-    """Settle waiters: a ``_Waiter`` is set; ``(loop, future)`` pairs are resolved on their loop, at once for
-    ``here`` (the caller runs on it), through ``call_soon_threadsafe`` for any other."""
-    by_loop: dict[Any, list[Any]] = {}
-    for w in waiters:
-        if isinstance(w, _Waiter):
-            w.error = err
-            w.done.set()
-        else:
-            by_loop.setdefault(w[0], []).append(w[1])
-    for loop, futs in by_loop.items():
-        if loop is here:
-            _resolve(futs, err)
-            continue
-        try:  # noqa: SIM105 - runs per batch: try/except costs less than contextlib.suppress
-            loop.call_soon_threadsafe(_resolve, futs, err)
-        except RuntimeError:
-            pass  # loop closed
-
-
-def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
-    for f in futs:
-        if not f.done():
-            if err is None:
-                f.set_result(None)
-            else:
-                f.set_exception(err)
-
-
-def _hash_of(line: bytes) -> str:
-    i = line.rindex(b'"hash":"') + 8
-    return line[i : i + 64].decode()
-
-
-__all__ = ["Journal", "JournalError", "default_writer_id"]

@@ -184,9 +184,6 @@ class Tree:
         self.tree = self._durable_tree.copy()
         self._notes.clear()
 
-    def force_checkpoint_note(self) -> None:  # pragma: no cover - overridden by the journal
-        raise NotImplementedError
-
 
 def newest_note(root: Path, chain: str) -> str | None:
     """The latest signed note of a chain: the ``checkpoint`` file, or the last stored record."""

@@ -13,12 +13,12 @@ A receipt (JSON, what ``GET /audit/v1/proof`` and ``guard audit proof`` return):
 from __future__ import annotations
 
 import base64
-import json
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
@@ -65,7 +65,7 @@ class Leaves:
                 for _, end, line in layout.iter_lines(seg, start):
                     self._offsets[seg.name] = end
                     try:
-                        seq = json.loads(line)["seq"]
+                        seq = orjson.loads(line)["seq"]
                     except (ValueError, KeyError, TypeError):
                         continue
                     if seq == len(self) + 1:
@@ -102,10 +102,11 @@ def covering_note(root: Path, chain: str, index: int) -> tuple[int, str] | None:
     """The first stored checkpoint whose tree holds leaf ``index``: (size, note)."""
     best: tuple[int, str] | None = None
     for rec in read_notes(root, chain):
-        size = rec.get("size")
-        ok = isinstance(size, int) and size > index and isinstance(rec.get("note"), str)
-        if ok and (best is None or size < best[0]):
-            best = (size, rec["note"])
+        size, text = rec.get("size"), rec.get("note")
+        if not (isinstance(size, int) and size > index and isinstance(text, str)):
+            continue
+        if best is None or size < best[0]:
+            best = (size, text)
     if best is None:
         text = newest_note(root, chain)
         try:

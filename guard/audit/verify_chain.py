@@ -183,6 +183,10 @@ class _Chain:
             self.fail(seg, lineno, seq, "broken_link", "checkpoint does not match the events before it")
             return False
         rec = cp.get("recovery") or {}
+        if isinstance(rec, dict) and rec.get("checkpoints_missing"):
+            why = "the writer found the chain's signed checkpoints gone when it restarted"
+            self.fail(seg, lineno, seq, "truncated", why)
+            return False
         if isinstance(rec, dict) and rec.get("head_seq_missing"):
             self.fail(
                 seg,
@@ -243,9 +247,9 @@ def _verify_chain(root: Path, chain: str, segs: Segs, external: list[str] | None
     rep.closed = w.last_type == _CP and w.last_cp_final
     last, line = (segs[-1][0], counts[-1]) if segs else (Path("-"), 0)
     if notes.present:
-        why = notes.finish(rep.last_seq or 0, w.tree)
-        if why is not None:
-            w.fail(last, line, rep.last_seq, *why)
+        problem = notes.finish(rep.last_seq or 0, w.tree)
+        if problem is not None:
+            w.fail(last, line, rep.last_seq, *problem)
         rep.signed_size = notes.signed_size
         rep.unsigned_tail = max(0, (rep.last_seq or 0) - notes.signed_size) if not rep.broken else 0
     else:

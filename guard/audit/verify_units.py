@@ -56,9 +56,14 @@ def _hashes(line: bytes, e: dict[str, Any], h: str, sig: str | None) -> bytes | 
     """
     tail = b',"hash":"%s"}' % h.encode() if sig is None else b',"hash":"%s","sig":"%s"}' % (h.encode(), sig.encode())
     if line.endswith(tail):
-        body = line[: -len(tail)] + b"}"
-        if hashlib.sha256(body).hexdigest() == h:
-            return leaf_hash(body)
+        view = memoryview(line)[: -len(tail)]
+        d = hashlib.sha256(view)
+        d.update(b"}")
+        if d.hexdigest() == h:
+            leaf = hashlib.sha256(b"\x00")
+            leaf.update(view)
+            leaf.update(b"}")
+            return leaf.digest()
     rest = {k: v for k, v in e.items() if k != "hash" and k != "sig"}
     try:
         body = canonical(rest)
@@ -122,7 +127,7 @@ def _check_lines(lines: list[bytes]) -> list[Line]:
     recs = [_check_line(line, i == n - 1, _loads, wait, i) for i, line in enumerate(lines)]
     for (i, *_), ok in zip(wait, check_signatures([w[1:] for w in wait]), strict=False):
         if not ok:
-            recs[i] = (*recs[i][:3], "bad_signature", *recs[i][4:])  # type: ignore[assignment]
+            recs[i] = (*recs[i][:3], "bad_signature", *recs[i][4:])
     return recs
 
 
@@ -179,7 +184,7 @@ def _checkpoint_holds(cp: Any, seq: int, prev: str, cp_hash: str | None, since: 
     if type(cp) is not dict or cp.get("seq") != seq - 1 or cp.get("head") != prev:
         return False
     rec = cp.get("recovery") or {}
-    if type(rec) is not dict or rec.get("head_seq_missing"):
+    if type(rec) is not dict or rec.get("head_seq_missing") or rec.get("checkpoints_missing"):
         return False
     return (
         cp_hash is None

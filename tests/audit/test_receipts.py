@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from guard.audit import logtree
 from guard.audit import note as N
 from guard.audit.proofs import ProofError, receipt, verify_receipt
+from guard.audit.schema import journal_errors
 from guard.audit.seal import keygen, load_public_keys
 from tests.audit.proxy_helpers import CHAT, GUARD, chat, journal_events
 
@@ -73,6 +74,8 @@ def test_every_answer_names_its_leaf_and_the_admin_proof_verifies_offline(
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"
     g.stop()
     root = Path(audit["dir"])
+    assert journal_errors(root) == []  # the forced checkpoints ("receipt") are valid events of the schema
+    assert any(e["type"] == "audit.checkpoint" and e["checkpoint"]["reason"] == "receipt" for e in journal_events(root))
     for rec in receipts:  # the same receipt from disk after shutdown, through the CLI
         assert receipt(root, rec["log"], rec["index"])["leaf_hash"] == rec["leaf_hash"]
 
@@ -183,3 +186,24 @@ def test_a_history_rewritten_and_signed_again_with_the_real_key_is_a_fork(tmp_pa
     assert p.returncode == 1 and json.loads(p.stdout)["chains"][0]["broken"]["reason"] == "fork", p.stdout
     p = run("consistency", str(kept), str(latest), "--journal", str(root), "--key", str(pub))
     assert p.returncode == 1 and "NOT CONSISTENT" in p.stdout, p.stdout + p.stderr
+
+
+def test_checkpoints_deleted_while_guard_was_down_are_never_signed_over(tmp_path: Path) -> None:
+    """Someone without the key deletes the signed checkpoints and edits events while Guard is stopped: the
+    restarted writer does not sign that state as if it were its own; the chain reads `truncated` at its
+    recovery checkpoint, and without a restart at its end."""
+    from guard.audit import layout
+    from guard.audit.journal import Journal
+    from guard.audit.verify import verify_dir
+    from tests.audit.conftest import make_settings
+
+    root, pub = _journal(tmp_path)
+    keys = load_public_keys([pub])
+    d = layout.chains_dir(root) / "w1"
+    (d / logtree.NOTES).unlink()
+    (d / logtree.LATEST).unlink()
+    assert verify_dir(root, keys, jobs=1).chains[0].broken.reason == "truncated"  # type: ignore[union-attr]
+    j = Journal(make_settings(root, signing_key=tmp_path / "keys" / "signing-key.pem"), "w1")
+    j.close()
+    c = verify_dir(root, keys, jobs=1).chains[0]
+    assert c.broken is not None and c.broken.reason == "truncated" and "checkpoints gone" in c.broken.detail, c

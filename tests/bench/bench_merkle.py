@@ -6,7 +6,8 @@ In one run, on one machine:
   * verify: ``verify_dir`` on one chain of N events (1,000,000; 50,000 with --quick / BENCH_QUICK=1) in the
     current format (hashes, links, the tree and its signed checkpoints) and the same N events in the earlier
     format (every event signed; verified one signature at a time through ``cryptography``), one process and
-    one per CPU: events/s and the ratio new/old;
+    one per CPU (BENCH_MERKLE_JOBS=1,2 to choose; BENCH_MERKLE_EVENTS=N for another size): events/s and the
+    ratio new/old;
   * receipts: time to build a receipt (inclusion proof + checkpoint) for a random leaf from the journal on
     disk (``guard.audit.proofs.receipt``: what ``GET /audit/v1/proof`` runs, HTTP excluded), first call (reads
     the chain) and warm (median, p99), and ``verify_receipt`` offline.
@@ -128,8 +129,9 @@ def bench_receipts(root: Path, keys: list[Any], samples: int = 200) -> dict[str,
 
 def run(quick: bool = False) -> dict[str, Any]:
     quick = quick or os.environ.get("BENCH_QUICK") == "1"
-    n = 50_000 if quick else 1_000_000
+    n = int(os.environ.get("BENCH_MERKLE_EVENTS", 0)) or (50_000 if quick else 1_000_000)
     cpus = len(os.sched_getaffinity(0))
+    jobs_list = [int(j) for j in os.environ.get("BENCH_MERKLE_JOBS", "").split(",") if j] or sorted({1, cpus})
     out: dict[str, Any] = {"events": n, "cpus": cpus}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -146,7 +148,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         t0 = time.perf_counter()
         write_chain(base / "old", n, True, signer)
         out["write_old_s"] = round(time.perf_counter() - t0, 1)
-        for jobs in sorted({1, cpus}):
+        for jobs in jobs_list:
             new = _verify(base / "new", keys, jobs)
             old = _verify(base / "old", keys, jobs)
             out[f"verify_jobs_{jobs}"] = {"new": new, "old": old,
