@@ -6,15 +6,17 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import json
 import struct
 from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from guard.audit import merkle
 from guard.audit import note as notes
 from guard.audit.cosign import (
     DASH,
@@ -311,3 +313,40 @@ def test_a_request_sent_in_small_chunks_is_read_whole(witness, log: TestLog) -> 
             yield b"x" * 1024
 
     assert httpx.post(witness.url + "/add-checkpoint", content=huge(), timeout=10).status_code == 413
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_requests_never_move_the_witness_off_the_log(witness, log: TestLog, data: st.DataObject) -> None:
+    """Whatever a request's bytes are changed into, the witness either refuses it or stays on the log's
+    own history: the root it holds is always the genuine log's root at the size it holds."""
+    if not log.leaves[10:]:
+        log.add(30)
+    held = post(witness.url, log.body(0, 10))  # first 200; then 409 naming the size it holds
+    assert held.status_code in (200, 409)
+    size = int(held.text) if held.status_code == 409 else 10
+    body = bytearray(log.body(size, 40) if size < 40 else log.body(40, 40))
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "old", "swap"]))
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        body = body[: data.draw(st.integers(0, len(body) - 1))]
+    elif kind == "insert":
+        i = data.draw(st.integers(0, len(body)))
+        body[i:i] = data.draw(st.binary(min_size=1, max_size=40))
+    elif kind == "old":
+        first = body.index(b"\n")
+        body[:first] = f"old {data.draw(st.integers(0, 60).filter(lambda n: n != size))}".encode()
+    else:
+        lines = bytes(body).split(b"\n")
+        i, j = data.draw(st.integers(0, len(lines) - 1)), data.draw(st.integers(0, len(lines) - 1))
+        if lines[i] == lines[j]:
+            return
+        lines[i], lines[j] = lines[j], lines[i]
+        body = bytearray(b"\n".join(lines))
+    r = post(witness.url, bytes(body))
+    assert r.status_code in (200, 400, 403, 404, 409, 422), r.status_code
+    state = [json.loads(p.read_text()) for p in (witness.dir / "witness-state").glob("*.json")]
+    for st_ in state:
+        assert base64.b64decode(st_["root"]) == merkle.root(log.leaves[: st_["size"]]), (kind, r.status_code)
