@@ -42,6 +42,7 @@ from guard.audit.settings import AuditSettings
 
 log = logging.getLogger("guard.audit.notary")
 RECORDS = "witnessed.log"
+MAX_TAIL = 1 << 20  # leaf hashes kept for witnesses that lag (32 MiB of hashes)
 
 
 def _nodes(size: int, hashes: Sequence[bytes]) -> list[tuple[int, int, bytes]]:
@@ -175,8 +176,8 @@ class ChainLeaves:
 
     def proof(self, old: int, new: int) -> list[bytes]:
         with self._lock:
-            if old < self.base.size:  # a witness far behind: rebuild from the beginning (rare)
-                self.start_at(0)
+            if old < self.base.size:  # a witness far behind: from the stored range of its size (a checkpoint's)
+                self.start_at(old)
             self.read_to(new)
             b = self.base.size
             return consistency_proof_from(self.range_at(old), self.tail[old - b : new - b], new)
@@ -334,6 +335,8 @@ class Notary:
             held = [s for s in (c.sizes.get(logtree.origin_for(chain)) for c in self.cosigner.clients) if s]
             if held and len(held) == len(self.cosigner.clients):
                 tree.forget_before(min(held))
+            if len(tree.tail) > MAX_TAIL:  # a witness down for long: it gets its proof from the stored range later
+                tree.forget_before(size)
         if token is not None:
             tsr, err = token.result()
             rec["tsr"], rec["timestamp_error"] = tsr, err

@@ -280,3 +280,27 @@ def test_after_a_prune_the_kept_records_are_still_checked_against_the_journal(tm
     last.write_bytes(data.replace(b'"gpt-4o"', b'"gpt-4x"', 1))
     rep = check_dir(root, [key.public_key()], wkeys, 2)
     assert "witness_root_mismatch" in {p["reason"] for p in rep["chains"][0]["problems"]}, rep
+
+
+def test_a_witness_that_lags_gets_its_proof_from_the_stored_range_of_its_size(tmp_path: Path, pki,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no leaves kept in memory (MAX_TAIL 0), a witness that was down is caught up from the compact range
+    stored with the checkpoint it last cosigned, not from the whole chain."""
+    import guard.audit.notary as nt
+
+    key, w1, w2, tsa = pki
+    monkeypatch.setattr(nt, "MAX_TAIL", 0)
+    root = tmp_path / "audit"
+    notary = Notary(_settings(root, w1, w2, tsa))
+    _write(root, key, 15)
+    assert notary.run_once() == 1
+    w2.stop()
+    for n in (7, 9):
+        _write(root, key, n)
+        assert notary.run_once() == 1
+    w2.restart()
+    _write(root, key, 4)
+    assert notary.run_once() == 1
+    rec = read_records(root, CHAIN)[-1]
+    assert set(rec["witnesses"]) == {w1.name, w2.name}, rec["failed"]
+    notary.stop(final_pass=False)
