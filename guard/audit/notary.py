@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from guard import telemetry as tm
 from guard.audit import layout, logtree
 from guard.audit import note as notes
@@ -155,7 +157,7 @@ class ChainLeaves:
             for _, end, line in layout.iter_lines(seg, self._off):
                 self._off = end
                 try:
-                    seq = json.loads(line)["seq"]
+                    seq = orjson.loads(line)["seq"]
                 except (ValueError, KeyError, TypeError):
                     continue
                 if seq == self.size + 1:

@@ -19,10 +19,10 @@ itself, not against the stored checkpoints (whoever holds the log key could re-s
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout, logtree
@@ -46,7 +46,7 @@ def _first_seq(root: Path, chain: str) -> int:
     for seg in layout.segments(root, chain):
         for _, _, line in layout.iter_lines(seg):
             try:
-                return int(json.loads(line)["seq"])
+                return int(orjson.loads(line)["seq"])
             except (ValueError, KeyError, TypeError):
                 continue
     return 1
@@ -81,7 +81,7 @@ def _roots(root: Path, chain: str, sizes: set[int], start: CompactRange) -> tupl
     for seg in layout.segments(root, chain):
         for _, _, line in layout.iter_lines(seg):
             try:
-                seq = json.loads(line)["seq"]
+                seq = orjson.loads(line)["seq"]
             except (ValueError, KeyError, TypeError):
                 continue
             if seq != tree.size + 1:
