@@ -226,7 +226,7 @@ def make_app(w: Witness) -> web.Application:
     return app
 
 
-def serve(listen: str, w: Witness) -> None:
+def serve(listen: str, w: Witness, tls: tuple[Path, Path] | None = None) -> None:
     """Serve until SIGTERM or SIGINT. Port 0 takes a free port; the first line on stdout is always
     ``listening on HOST:PORT`` (what a supervisor or a test reads to find it)."""
     import signal
@@ -236,7 +236,14 @@ def serve(listen: str, w: Witness) -> None:
     async def run() -> None:
         runner = web.AppRunner(make_app(w), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port))
+        ctx = None
+        if tls is not None:  # HTTPS with this certificate (TLS 1.2 or later); clients verify it with their CA
+            import ssl
+
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+        site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=ctx)
         await site.start()
         bound = runner.addresses[0]
         print(f"listening on {bound[0]}:{bound[1]}", flush=True)

@@ -20,6 +20,8 @@ def register(sub: Any) -> None:
         "--logs", required=True, type=Path, help="log verifier keys, one per line: <vkey> [origin ...] (prefix*)"
     )
     w.add_argument("--state", type=Path, help="folder for the last checkpoint per log (default: beside --key)")
+    w.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate chain (PEM)")
+    w.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     w.set_defaults(func=cmd_witness)
 
     lk = sub.add_parser("log-key", help="the line for a witness's --logs file that trusts this Guard's checkpoints")
@@ -141,5 +143,8 @@ def cmd_witness(args: argparse.Namespace) -> int:
     if ":" not in args.listen:
         return _err("--listen is HOST:PORT")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(args.listen, Witness(name, key, logs, args.state or args.key.parent / "witness-state"))
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return _err("--tls-cert and --tls-key go together")
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    serve(args.listen, Witness(name, key, logs, args.state or args.key.parent / "witness-state"), tls)
     return 0

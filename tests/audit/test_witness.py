@@ -350,3 +350,25 @@ def test_mutated_requests_never_move_the_witness_off_the_log(witness, log: TestL
     state = [json.loads(p.read_text()) for p in (witness.dir / "witness-state").glob("*.json")]
     for st_ in state:
         assert base64.b64decode(st_["root"]) == merkle.root(log.leaves[: st_["size"]]), (kind, r.status_code)
+
+
+def test_over_https_guard_verifies_the_witness_certificate(tmp_path: Path, pki_dir: Path, log: TestLog) -> None:
+    """`--tls-cert/--tls-key`: the witness serves HTTPS; Guard's client checks its certificate against the
+    configured `ca` and gets nothing from a witness it cannot verify."""
+    tls = (pki_dir / "server.pem", pki_dir / "server-key.pem")
+    w = start_witness(tmp_path, "witness.test/tls", [log.vkey], tls=tls)
+    try:
+        assert w.url.startswith("https://localhost:")
+        res = Cosigner([WitnessSettings(url=w.url, key=w.vkey, ca=pki_dir / "ca.pem")]).cosign(log.checkpoint(),
+                                                                                              log.proof)
+        assert set(res.signed) == {w.name}, res.failed
+        # without the CA (system store) the certificate is not trusted: no cosignature, the reason says so
+        log.add(2)
+        res = Cosigner([WitnessSettings(url=w.url, key=w.vkey, timeout_s=5)]).cosign(log.checkpoint(), log.proof)
+        assert res.signed == {} and "CERTIFICATE_VERIFY_FAILED" in res.failed[w.name], res.failed
+        # plain HTTP to the TLS port is no way around it
+        plain = w.url.replace("https://", "http://")
+        res = Cosigner([WitnessSettings(url=plain, key=w.vkey, timeout_s=5)]).cosign(log.checkpoint(), log.proof)
+        assert res.signed == {}
+    finally:
+        w.stop()

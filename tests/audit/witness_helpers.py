@@ -27,6 +27,7 @@ class WitnessProc:
     proc: subprocess.Popen[bytes]
     listen: str
     logs: Path
+    extra: tuple[str, ...] = ()
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -39,7 +40,7 @@ class WitnessProc:
 
     def restart(self) -> None:
         self.stop()
-        self.proc, _ = _spawn(self.dir, self.listen, self.logs)  # the same port again
+        self.proc, _ = _spawn(self.dir, self.listen, self.logs, self.extra)  # the same port again
 
     @property
     def refused(self) -> list[dict[str, object]]:
@@ -47,12 +48,12 @@ class WitnessProc:
         return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
 
 
-def _spawn(d: Path, listen: str, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _spawn(d: Path, listen: str, logs: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], str]:
     """Start `guard audit witness`; returns the process and the address it bound (port 0: a free one, read
     from its first stdout line, so no other process can take the port in between)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "guard.cli", "audit", "witness", "--listen", listen, "--key",
-         str(d / "witness-key.pem"), "--logs", str(logs)],
+         str(d / "witness-key.pem"), "--logs", str(logs), *extra],
         stdout=subprocess.PIPE, stderr=open(d / "witness.log", "ab"), env=os.environ.copy(),  # noqa: SIM115
     )
     assert proc.stdout is not None
@@ -63,13 +64,15 @@ def _spawn(d: Path, listen: str, logs: Path) -> tuple[subprocess.Popen[bytes], s
     return proc, line.split()[-1]
 
 
-def start_witness(root: Path, name: str, log_lines: list[str]) -> WitnessProc:
+def start_witness(root: Path, name: str, log_lines: list[str], tls: tuple[Path, Path] | None = None) -> WitnessProc:
     d = root / name.replace("/", "_")
     _, vkey = witness_keygen(d, name)  # what `guard audit witness-keygen` does
     logs = d / "logs.conf"
     logs.write_text("# log verifier keys\n" + "\n".join(log_lines) + "\n")
-    proc, listen = _spawn(d, "127.0.0.1:0", logs)
-    return WitnessProc(name, f"http://{listen}", vkey, d, proc, listen, logs)
+    extra = ("--tls-cert", str(tls[0]), "--tls-key", str(tls[1])) if tls else ()
+    proc, listen = _spawn(d, "127.0.0.1:0", logs, extra)
+    url = f"https://localhost:{listen.rsplit(':', 1)[1]}" if tls else f"http://{listen}"
+    return WitnessProc(name, url, vkey, d, proc, listen, logs, extra)
 
 
 class TestLog:
