@@ -13,7 +13,9 @@ itself, not against the stored checkpoints (whoever holds the log key could re-s
   cosignatures still checked;
 - with ``--tsa-ca``, each token verifies over the checkpoint bytes and chains to that CA
   (``timestamp_invalid``); a record without one is counted and reported (``timestamp_missing`` fails only
-  with ``--require-timestamps``).
+  with ``--require-timestamps``);
+- ``unwitnessed_events``: events after the newest checkpoint with the quorum (records deleted from the end of
+  ``witnessed.log`` show here); ``--max-unwitnessed N`` fails above N (``witness_lag``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def check_chain(
     quorum: int,
     tsa_cas: list[Any] | None = None,
     require_timestamps: bool = False,
+    max_unwitnessed: int | None = None,
 ) -> dict[str, Any]:
     recs = read_records(root, chain)
     rep: dict[str, Any] = {"chain": chain, "records": len(recs), "problems": [], "witnessed_size": 0,
@@ -154,6 +157,10 @@ def check_chain(
             last, dict) else None, "quorum": quorum})
     if newest_quorum:
         rep["witnessed_size"], rep["cosigners"] = newest_quorum
+    rep["unwitnessed_events"] = max(0, events - rep["witnessed_size"])
+    if max_unwitnessed is not None and rep["unwitnessed_events"] > max_unwitnessed:
+        rep["problems"].append({"reason": "witness_lag", "unwitnessed_events": rep["unwitnessed_events"],
+                                "max": max_unwitnessed})
     rep["ok"] = not rep["problems"]
     return rep
 
@@ -182,8 +189,9 @@ def _check_token(rep: dict[str, Any], where: dict[str, Any], r: dict[str, Any], 
 
 
 def check_dir(root: Path, log_keys: list[Ed25519PublicKey], witness_keys: list[WitnessKey], quorum: int,
-              tsa_cas: list[Any] | None = None, require_timestamps: bool = False) -> dict[str, Any]:
-    chains = [check_chain(root, c, log_keys, witness_keys, quorum, tsa_cas, require_timestamps)
+              tsa_cas: list[Any] | None = None, require_timestamps: bool = False,
+              max_unwitnessed: int | None = None) -> dict[str, Any]:
+    chains = [check_chain(root, c, log_keys, witness_keys, quorum, tsa_cas, require_timestamps, max_unwitnessed)
               for c in layout.chain_names(root)]
     return {"ok": all(c["ok"] for c in chains), "quorum": quorum, "witnesses": [k.name for k in witness_keys],
             "chains": chains}

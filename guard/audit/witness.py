@@ -206,6 +206,30 @@ class Witness:
         self.cosigned += 1
         return line
 
+    async def latest_note(self, origin: str) -> str | None:
+        """The last checkpoint cosigned for ``origin`` (as the log signed it) with a cosignature made now: as of
+        now, this is the largest consistent tree the witness has seen of that log (tlog-cosignature v1)."""
+        async with self._locks.setdefault(origin, asyncio.Lock()):
+            if self.latest(origin) is None:
+                return None
+            note = str(json.loads(self._file(origin).read_text())["checkpoint"])
+        text = notes.parse(note).text.encode()
+        return note + cosign(text, self.name, self.key, int(time.time()))
+
+    async def handle_latest(self, request: web.Request) -> web.Response:
+        """GET /checkpoint/<origin>: for monitors and auditors (not part of tlog-witness, which leaves monitor
+        retrieval open): compare it with the journal (`guard audit verify --checkpoint`)."""
+        origin = request.match_info["origin"]
+        if not any(e.matches(origin) for e in self.logs):
+            return web.Response(status=404, text="unknown log\n")
+        try:
+            note = await self.latest_note(origin)
+        except Refusal as r:
+            return web.Response(status=r.status, text=f"{r.reason}\n")
+        if note is None:
+            return web.Response(status=404, text="no checkpoint of this log yet\n")
+        return web.Response(status=200, text=note, content_type="text/plain")
+
     async def handle(self, request: web.Request) -> web.Response:
         try:
             try:
@@ -223,6 +247,7 @@ class Witness:
 def make_app(w: Witness) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post("/add-checkpoint", w.handle)
+    app.router.add_get("/checkpoint/{origin:.+}", w.handle_latest)
     return app
 
 

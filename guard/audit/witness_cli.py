@@ -42,6 +42,8 @@ def add_verify_args(v: Any) -> None:
                    "(default: every --witness-key)")
     v.add_argument("--tsa-ca", type=Path, help="the TSA's root certificate (PEM): check every checkpoint's token")
     v.add_argument("--require-timestamps", action="store_true", help="a checkpoint without a token fails")
+    v.add_argument("--max-unwitnessed", type=int, help="events allowed after the newest witnessed checkpoint "
+                   "(about checkpoint_events plus the notary's lag; default: no limit, only reported)")
 
 
 def add_receipt_args(proof: Any, verify_receipt: Any) -> None:
@@ -80,7 +82,7 @@ def notary_report(args: argparse.Namespace, root: Path, log_keys: list[Any]) -> 
     except (OSError, ValueError) as e:
         return {"ok": False, "error": str(e)}
     quorum = len(wkeys) if args.witness_quorum is None else args.witness_quorum
-    rep = check_dir(root, log_keys, wkeys, quorum, cas, args.require_timestamps)
+    rep = check_dir(root, log_keys, wkeys, quorum, cas, args.require_timestamps, args.max_unwitnessed)
     for c in rep["chains"]:
         for p in c["problems"]:
             print(f"{c['chain']}: witnessed.log: {p['reason']} {json.dumps(p)}", file=sys.stderr)

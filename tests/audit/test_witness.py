@@ -91,6 +91,11 @@ def test_the_witness_cosigns_a_consistent_history_and_refuses_every_other(witnes
     # a smaller tree: old above the size is malformed; old equal to the smaller size is stale
     assert post(witness.url, log.body(17, 12)).status_code == 400
     assert post(witness.url, fork.body(12, 12)).status_code == 409
+    # a monitor or auditor reads what the witness holds, freshly cosigned
+    latest = httpx.get(f"{witness.url}/checkpoint/{ORIGIN}", timeout=10)
+    assert latest.status_code == 200 and latest.text.startswith(log.text(17).decode())
+    assert set(cosigners(latest.text, [key])) == {witness.name}
+    assert httpx.get(f"{witness.url}/checkpoint/guard.test/log/other", timeout=10).status_code == 404
     # both forks were kept as evidence, with the log's signature on them
     reasons = [x["reason"] for x in witness.refused]
     assert any("fork" in str(x) for x in reasons) and "inconsistent" in reasons

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
@@ -132,6 +133,14 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
     assert out.returncode == 1 and "witness_root_mismatch" in out.stderr
     assert not json.loads(out.stdout)["notary"]["ok"]
 
+    # the auditor takes what a witness holds now and asks whether each journal holds that very tree
+    latest = tmp_path / "latest.note"
+    latest.write_text(httpx.get(f"{w1.url}/checkpoint/{logtree.origin_for(CHAIN)}", timeout=10).text)
+    held = ["--public-key", str(pub), "--jobs", "1", "--checkpoint", str(latest)]
+    assert subprocess.run([*cmd[:5], str(root), *held], capture_output=True).returncode == 0
+    out = subprocess.run([*cmd[:5], str(forked), *held], capture_output=True, text=True)
+    assert out.returncode == 1 and "fork" in out.stdout + out.stderr, out.stdout[-2000:]
+
     # A rewritten history that is shorter: both witnesses hold a larger tree, nothing is cosigned
     short = tmp_path / "short"
     _write(short, key, 25, tag="-short")
@@ -149,6 +158,18 @@ def test_checkpoints_get_two_cosignatures_and_a_token_and_a_fork_is_refused_and_
     assert lrec["size"] > size and lrec["witnesses"] == {}, lrec
     assert all(why.startswith("422") for why in lrec["failed"].values()), lrec["failed"]
     long_notary.stop(final_pass=False)
+
+    # Records deleted from the end of witnessed.log: what follows the newest one left is reported, and
+    # fails with --max-unwitnessed
+    trimmed = tmp_path / "trimmed"
+    shutil.copytree(root, trimmed)
+    wl = trimmed / "chains" / CHAIN / "witnessed.log"
+    wl.write_text(wl.read_text().splitlines(keepends=True)[0])
+    rep = check_dir(trimmed, [key.public_key()], wkeys, 2)
+    assert rep["ok"] and rep["chains"][0]["unwitnessed_events"] == size - read_records(root, CHAIN)[0]["size"]
+    rep = check_dir(trimmed, [key.public_key()], wkeys, 2, max_unwitnessed=0)
+    assert [p["reason"] for p in rep["chains"][0]["problems"]] == ["witness_lag"]
+    assert check_dir(root, [key.public_key()], wkeys, 2, max_unwitnessed=0)["ok"]
 
     # A journal cut back below what the witnesses cosigned
     cut = tmp_path / "cut"
