@@ -1,4 +1,5 @@
-"""Audit: signed, hash-chained journal of everything Guard decides, forwarded to SIEMs.
+"""Audit: hash-chained journal of everything Guard decides, each chain a Merkle log with signed checkpoints
+(receipts and proofs: guard.audit.proofs), forwarded to SIEMs.
 
 What the rest of Guard uses:
     Journal(settings, writer_id)  ->  await journal.append(event) / append_sync(event) / healthy / close()
