@@ -177,8 +177,12 @@ class ChainLeaves:
         return self.range_at(size).root()
 
     def proof(self, old: int, new: int) -> list[bytes]:
+        if old == 0 or old == new:
+            return []
         with self._lock:
-            if old < self.base.size:  # a witness far behind: from the stored range of its size (a checkpoint's)
+            # a witness behind what is kept, or ahead of what was read (a first request after a start): from the
+            # compact range stored with the checkpoint of its size, not from the beginning of the chain
+            if old < self.base.size or old > self.size:
                 self.start_at(old)
             self.read_to(new)
             b = self.base.size
