@@ -1,4 +1,5 @@
-"""``GET /audit/v1/proof?log=<log id>&index=<leaf index>[&wait=<seconds>]`` on the admin listener: the receipt
+"""``GET /audit/v1/proof?log=<log id>&index=<leaf index>[&wait=<seconds>][&witnessed=K]`` on the admin listener:
+the receipt (with ``witnessed``: to the first checkpoint K witnesses cosigned, guard.audit.witnessed_receipts)
 of one journal event (guard.audit.proofs.receipt) as JSON. When no signed checkpoint covers the leaf yet,
 a checkpoint is forced if this worker writes that chain, else the request waits for the next one (at most
 ``wait`` seconds, default the checkpoint interval plus a second, at most 30): 503 with Retry-After if none came.
@@ -32,9 +33,18 @@ async def proof_response(runtime: Any, params: Mapping[str, str]) -> Response:
     try:
         index = int(params.get("index", ""))
         wait = float(params.get("wait", min(settings.checkpoint_seconds + 1.0, 30.0)))
+        witnessed = int(params.get("witnessed", "0"))  # K: a checkpoint K witnesses cosigned (witnessed_receipts)
     except ValueError:
         return _error(400, "index must be an integer and wait a number of seconds", "invalid_parameter")
-    if chain_of(log) is None or index < 0 or not 0 <= wait <= 30:
+
+    def make() -> dict[str, Any]:
+        if witnessed > 0:
+            from guard.audit.witnessed_receipts import witnessed_receipt
+
+            return witnessed_receipt(root, log, index, witnessed)
+        return receipt(root, log, index)
+
+    if chain_of(log) is None or index < 0 or not 0 <= wait <= 30 or witnessed < 0:
         return _error(400, "log must be a log id (x-guard-audit-leaf), index >= 0, wait 0..30 s", "invalid_parameter")
     root = settings.dir
     journal = getattr(runtime, "journal", None)
@@ -42,7 +52,7 @@ async def proof_response(runtime: Any, params: Mapping[str, str]) -> Response:
     deadline = time.monotonic() + wait
     while True:
         try:
-            return JSONResponse(await asyncio.to_thread(receipt, root, log, index))
+            return JSONResponse(await asyncio.to_thread(make))
         except ProofError as e:
             msg = str(e)
         if "no audit log" in msg or "index must" in msg:

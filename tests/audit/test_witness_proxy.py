@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 
 from guard.audit import layout, logtree
+from guard.audit.cosign import WitnessKey
 from guard.audit.notary import read_records
-from guard.audit.seal import keygen
+from guard.audit.proofs import verify_receipt
+from guard.audit.seal import keygen, load_public_keys
+from guard.audit.witnessed_receipts import check_receipt_witnesses
 from tests.audit.proxy_helpers import chat
 from tests.audit.tsa_server import LocalTsa
 from tests.audit.witness_helpers import start_witness
@@ -51,6 +54,19 @@ def test_a_guard_under_traffic_gets_its_checkpoints_cosigned_by_two_witnesses_an
             leaf = answers[0].headers.get("x-guard-audit-leaf", "")
             ready = httpx.get(g.admin_url + "/readyz", timeout=10)
             assert ready.json()["checks"]["audit_notary"] is True
+            # the admin API serves the receipt against a checkpoint both witnesses cosigned (waiting for it)
+            log_id, _, index = leaf.rpartition("/")
+            r = httpx.get(g.admin_url + "/audit/v1/proof", timeout=40,
+                          params={"log": log_id, "index": index, "witnessed": "2", "wait": "20"})
+            assert r.status_code == 200, r.text
+            live = r.json()
+            key = load_public_keys([pub])
+            assert verify_receipt(live, list(key.values())).startswith(f"leaf {index} of {log_id}")
+            wkeys = [WitnessKey.parse(w.vkey) for w in (w1, w2)]
+            assert set(check_receipt_witnesses(live, wkeys, 2)) == {w1.name, w2.name}
+            bad = httpx.get(g.admin_url + "/audit/v1/proof", timeout=10,
+                            params={"log": log_id, "index": index, "witnessed": "-1"})
+            assert bad.status_code == 400 and "error" in bad.json()
             g.stop()
             root = Path(g.config.audit.dir)
             (chain,) = layout.chain_names(root)
