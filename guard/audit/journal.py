@@ -33,7 +33,7 @@ from typing import Any
 from guard import telemetry as tm
 from guard.audit import event as ev
 from guard.audit import layout
-from guard.audit.logtree import Tree, noted_size
+from guard.audit.logtree import Tree, newest_note, noted_size
 from guard.audit.recovery import _MAX_HELD, JournalError, Pending, Recovering, _throttled
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
@@ -286,7 +286,7 @@ class Journal(Recovering, Tree):
         promised = max(int((head or {}).get("seq", 0)), noted)
         if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
             torn["head_seq_missing"] = promised
-        if self._seq and not noted and head is None:  # events, but nothing signed about them: never sign them blindly
+        if self._seq and head is None and newest_note(self.root, self.chain) is None:  # nothing signed: say so
             torn["checkpoints_missing"] = True
         self._tree_sign_now()
         self._open_segment(self._seq + 1)

@@ -13,6 +13,7 @@ A receipt (JSON, what ``GET /audit/v1/proof`` and ``guard audit proof`` return):
 from __future__ import annotations
 
 import base64
+import bisect
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from guard.audit import layout
 from guard.audit import note as notes
-from guard.audit.logtree import chain_of, line_leaf, newest_note, read_notes
+from guard.audit.logtree import NOTES, chain_of, line_leaf, newest_note, read_notes
 from guard.audit.merkle import (
     consistency_proof,
     inclusion_proof,
@@ -51,6 +52,8 @@ class Leaves:
         self._offsets: dict[str, int] = {}
         self._memo: dict[tuple[int, int], bytes] = {}
         self._lock = threading.Lock()
+        self.notes: list[tuple[int, str]] = []  # stored checkpoints (size, note), sorted by size
+        self._notes_at = 0
 
     def __len__(self) -> int:
         return len(self.blob) // 32
@@ -70,7 +73,32 @@ class Leaves:
                         continue
                     if seq == len(self) + 1:
                         self.blob += line_leaf(line)
+            self._read_notes()
             return len(self)
+
+    def _read_notes(self) -> None:
+        """The checkpoint records appended since the last call (whole lines only)."""
+        try:
+            with open(layout.chains_dir(self.root) / self.chain / NOTES, "rb") as f:
+                f.seek(self._notes_at)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self._notes_at += end
+        for raw in data[:end].split(b"\n"):
+            try:
+                rec = orjson.loads(raw) if raw.strip() else None
+            except orjson.JSONDecodeError:
+                continue
+            size, text = (rec.get("size"), rec.get("note")) if isinstance(rec, dict) else (None, None)
+            if isinstance(size, int) and isinstance(text, str):
+                bisect.insort(self.notes, (size, text))
+
+    def covering(self, index: int) -> tuple[int, str] | None:
+        """The smallest stored checkpoint whose tree holds leaf ``index``."""
+        i = bisect.bisect_left(self.notes, (index + 1, ""))
+        return self.notes[i] if i < len(self.notes) else None
 
     def subroot(self, lo: int, hi: int) -> bytes:
         n = hi - lo
@@ -125,11 +153,11 @@ def receipt(root: Path, log: str, index: int) -> dict[str, Any]:
         raise ProofError(f"no audit log {log!r}")
     if index < 0:
         raise ProofError("index must be >= 0")
-    found = covering_note(root, chain, index)
+    leaves = leaves_of(root, chain)
+    found = leaves.covering(index) or covering_note(root, chain, index)
     if found is None:
         raise ProofError(f"no signed checkpoint covers leaf {index} of {log} yet")
     size, text = found
-    leaves = leaves_of(root, chain)
     if len(leaves) < size:
         raise ProofError(f"the journal of {log} holds {len(leaves)} events; its checkpoint covers {size}")
     proof = inclusion_proof(leaves, index, size, leaves.subroot)  # type: ignore[arg-type]
