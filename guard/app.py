@@ -141,6 +141,26 @@ def admin_app(runtime: Any) -> Starlette:
                 media_type="application/json",
             )
 
+    async def audit_proof(request: Request) -> Response:
+        """A receipt: the inclusion proof of one journal event in the signed checkpoint that covers it
+        (guard.audit.proofs), waiting for (or, for this worker's own chain, forcing) that checkpoint."""
+        if expected is not None and not hmac.compare_digest(
+            request.headers.get("authorization", "").encode("latin-1", "replace"), expected
+        ):
+            return Response(
+                error_body(
+                    "GET /audit/v1/proof needs Authorization: Bearer <admin.reload_token_env>",
+                    "invalid_request_error",
+                    "unauthorized",
+                ),
+                status_code=401,
+                media_type="application/json",
+                headers={"www-authenticate": "Bearer"},
+            )
+        from guard.audit.receipts_http import proof_response
+
+        return await proof_response(runtime, request.query_params)
+
     async def not_found(request: Request, exc: Exception) -> Response:
         return Response(
             error_body("not found", "invalid_request_error", "not_found"),
@@ -154,6 +174,7 @@ def admin_app(runtime: Any) -> Starlette:
         Route("/metrics", metrics),
         Route("/admin/reload", reload, methods=["POST"]),
         Route("/admin/quotas", quotas, methods=["GET"]),
+        Route("/audit/v1/proof", audit_proof, methods=["GET"]),
     ]
     if runtime is not None and runtime.config.console.enabled:  # the compliance console: admin listener only
         from starlette.routing import Mount

@@ -25,6 +25,7 @@ GUARD_SET = frozenset(
         "expect",
         "x-forwarded-client-cert",
         "x-guard-request-id",
+        "x-guard-audit-leaf",
         "traceparent",
         "tracestate",
     }

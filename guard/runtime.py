@@ -119,6 +119,7 @@ class Runtime:
         self.recorder = recorder
         self.journal: Any = None
         self.forwarder: Any = None
+        self.notary: Any = None  # guard.audit.notary.Notary: tokens and witness cosignatures (worker 0)
         self._screens = screens
         self.profiles: Any = None
         self.supervised = False  # a worker under `guard serve --workers N`: admin reloads go to every worker
@@ -272,6 +273,11 @@ class Runtime:
 
                 self.forwarder = Forwarder(self.config.audit)
                 self.forwarder.start()
+            if (self.config.audit.witnesses or self.config.audit.timestamp) and self.worker == 0:
+                from guard.audit.notary import Notary
+
+                self.notary = Notary(self.config.audit)
+                self.notary.start()
         if hasattr(self.policy, "start_watching"):
             self.policy.start_watching()
         if self.config.policy.watch:
@@ -320,6 +326,8 @@ class Runtime:
             await asyncio.to_thread(self.journal.close)
         if self.forwarder is not None:
             await asyncio.to_thread(self.forwarder.stop)
+        if self.notary is not None:  # after the journal's final checkpoint: it is notarized too
+            await asyncio.to_thread(self.notary.stop)
         if self.profiles is not None:
             await self.profiles.close()
 
@@ -329,6 +337,8 @@ class Runtime:
             "journal": self.journal.healthy if self.journal is not None else True,
             "upstream": await self._any_upstream_reachable(),
         }
+        if self.notary is not None:  # notary_on_failure: block (always true with "continue")
+            checks["audit_notary"] = self.notary.healthy
         return checks
 
     async def _any_upstream_reachable(self) -> bool:

@@ -188,6 +188,19 @@ AUDIT_FSYNC_SECONDS = Histogram(
 )
 AUDIT_EVENTS = Counter("guard_audit_events_total", "Audit events written by type", ["type"], registry=REGISTRY)
 AUDIT_WRITE_FAILURES = Counter("guard_audit_write_failures_total", "Journal writes that failed", registry=REGISTRY)
+NOTARIZED = Counter("guard_audit_notarized_total", "Checkpoints sent to the TSA and witnesses", registry=REGISTRY)
+NOTARY_FAILURES = Counter(
+    "guard_audit_notary_failures_total",
+    "Checkpoints without their timestamp token (kind=timestamp) or witness quorum (kind=witness)",
+    ["kind"],
+    registry=REGISTRY,
+)
+WITNESS_SECONDS = Histogram(
+    "guard_audit_witness_seconds",
+    "Time to collect witness cosignatures for a checkpoint",
+    buckets=_LAT,
+    registry=REGISTRY,
+)
 SINK_LAG = Gauge(
     "guard_audit_sink_lag_events",
     "Events in the journal not yet acknowledged by the sink",

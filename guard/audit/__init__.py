@@ -1,4 +1,5 @@
-"""Audit: signed, hash-chained journal of everything Guard decides, forwarded to SIEMs.
+"""Audit: hash-chained journal of everything Guard decides, each chain a Merkle log with signed checkpoints
+(receipts and proofs: guard.audit.proofs), forwarded to SIEMs.
 
 What the rest of Guard uses:
     Journal(settings, writer_id)  ->  await journal.append(event) / append_sync(event) / healthy / close()
@@ -7,6 +8,7 @@ What the rest of Guard uses:
     ContentCapture.from_settings      prompt/answer capture per ``audit.capture``
     JournalRecorder(journal)          the pipeline's Recorder (started / finished) over the journal
     Forwarder(settings)               start() / stop(): delivery to the configured sinks, one per audit.dir
+    notary.Notary(settings)           start() / stop(): RFC 3161 tokens and witness cosignatures for checkpoints
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`guard audit keygen|verify|export|prune|tail`: the compliance officer's tools.
+"""`guard audit keygen|verify|export|prune|tail` (and proof|verify-receipt|consistency: guard.audit.cli_proofs).
 
 ``verify`` needs only the journal files and the public key(s). Keys that Guard published beside the
 journal (``DIR/keys``) are not evidence (whoever could edit the journal could replace them), so they are
@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
 
     v = sub.add_parser(
         "verify",
-        help="check signatures, chain links, sequence, checkpoints, torn lines "
+        help="check hashes, chain links, sequence, the Merkle tree against its signed checkpoints, torn lines "
         "(of a journal DIR, or of an evidence pack .zip)",
     )
     v.add_argument("dir", type=Path, help="the journal folder, or an evidence pack (.zip) from `guard audit pack`")
@@ -61,10 +61,21 @@ def register(subparsers: Any) -> None:
         "--signatures",
         choices=("all", "checkpoints"),
         default="all",
-        help="all: every event's signature (default; pinpoints a forged event); checkpoints: every hash, "
-        "link and checkpoint, signatures of checkpoints, segment-unit ends and the chain's last event "
-        "(about 7x faster, still detects any change: audit/INTEGRITY.md says why)",
+        help="for events of the earlier, per-event signed format only: all checks each one's signature "
+        "(default); checkpoints only those of checkpoint events and unit ends (still detects any change: "
+        "audit/INTEGRITY.md). Events of the current format are covered by the signed Merkle checkpoints",
     )
+    v.add_argument(
+        "--checkpoint",
+        action="append",
+        type=Path,
+        default=[],
+        help="a signed checkpoint kept outside the journal (an earlier receipt's, a witness's): the journal "
+        "must hold that very tree, or the chain is reported as a fork (repeatable)",
+    )
+    from guard.audit import witness_cli
+
+    witness_cli.add_verify_args(v)
     v.set_defaults(func=cmd_verify)
 
     e = sub.add_parser("export", help="export a time range with a signed manifest")
@@ -135,6 +146,11 @@ def register(subparsers: Any) -> None:
     t.add_argument("--format", choices=("json", "ocsf", "cef"), default="json")
     t.add_argument("--interval", type=float, default=0.5, help="seconds between polls when following")
     t.set_defaults(func=cmd_tail)
+    witness_cli.register(sub)
+
+    from guard.audit import cli_proofs
+
+    cli_proofs.register(sub)
 
 
 def _err(msg: str) -> int:
@@ -177,7 +193,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return _err("--jobs must be 1 or more")
     t0 = time.perf_counter()
     progress = (lambda n: print(f"\rverify: {n} events", end="", file=sys.stderr)) if sys.stderr.isatty() else None
-    report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures)
+    try:
+        kept = [p.read_text() for p in args.checkpoint]
+    except OSError as e:
+        return _err(f"cannot read a checkpoint: {e}")
+    report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures, checkpoints=kept)
     if progress:
         print(file=sys.stderr)
     doc = report.to_dict()
@@ -188,12 +208,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         problems = check_manifest(args.manifest, keys, root)
         doc["manifest"] = {"file": str(args.manifest), "ok": not problems, "problems": problems}
+    from guard.audit.witness_cli import notary_report
+
+    notary = notary_report(args, root, list(keys.values()))
+    if notary is not None:
+        doc["notary"] = notary
     doc["seconds"] = round(time.perf_counter() - t0, 3)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         _print_report(doc)
-    return 0 if report.ok and doc.get("manifest", {}).get("ok", True) else 1
+    ok = report.ok and doc.get("manifest", {}).get("ok", True) and doc.get("notary", {}).get("ok", True)
+    return 0 if ok else 1
 
 
 def _print_report(doc: dict[str, Any]) -> None:
@@ -212,6 +238,9 @@ def _print_report(doc: dict[str, Any]) -> None:
                 f"  pruned: {pr['events']} events through seq {pr['through_seq']} (older than {pr['before']}), "
                 f"removed by `guard audit prune` under a signed record"
             )
+        if c.get("unsigned_tail"):
+            n, size = c["unsigned_tail"], c["signed_size"]
+            print(f"  {n} events after the last signed checkpoint (size {size}): linked, not yet signed")
         for t in c["torn"]:
             note = "acknowledged by the writer's restart" if t["acknowledged"] else "end of chain (crash mid-write)"
             print(f"  torn line at {t['file']}:{t['line']} ({t['bytes']} bytes): {note}; not tampering")

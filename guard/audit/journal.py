@@ -1,4 +1,5 @@
-"""Journal: the append-only, signed, hash-chained audit log of one writer (one chain per process).
+"""Journal: the append-only, hash-chained audit log of one writer (one chain per process), a Merkle log whose
+checkpoints are signed (guard.audit.logtree).
 
 Events are sealed in the caller's thread (so ``seq`` follows call order) and handed to a writer thread
 that writes whole batches and fsyncs once per batch (group commit). ``append`` resolves after the fsync
@@ -32,17 +33,11 @@ from typing import Any
 from guard import telemetry as tm
 from guard.audit import event as ev
 from guard.audit import layout
-from guard.audit.recovery import _MAX_HELD, JournalError, Recovering, _throttled
+from guard.audit.logtree import Tree, newest_note, noted_size
+from guard.audit.recovery import _MAX_HELD, JournalError, Pending, Recovering, _throttled
 from guard.audit.seal import GENESIS, Signer, load_or_create_signer, normalize_floats
 from guard.audit.settings import AuditSettings
-
-
-class _Waiter:
-    __slots__ = ("done", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: BaseException | None = None
+from guard.audit.waiters import _hash_of, _Waiter, _wake
 
 
 def default_writer_id(worker: int | None = None, template: str = "{host}-w{worker}") -> str:
@@ -54,7 +49,7 @@ def default_writer_id(worker: int | None = None, template: str = "{host}-w{worke
     return template.format(host=host, worker=worker, pid=os.getpid())
 
 
-class Journal(Recovering):
+class Journal(Recovering, Tree):
     def __init__(
         self,
         settings: AuditSettings,
@@ -73,7 +68,7 @@ class Journal(Recovering):
         self.chain = layout.safe_chain(writer_id or default_writer_id(worker, settings.writer_id))
         self.dir = layout.chains_dir(self.root) / self.chain
         self._cond = threading.Condition(threading.Lock())
-        self._pending: list[tuple[bytes, int, str, Any, dict[str, Any]]] = []  # line, seq, type, waiter, event
+        self._pending: list[Pending] = []  # line, seq, type, waiter, event, leaf hash
         self._held: list[dict[str, Any]] = []  # released events a failed write gave back: written first on recovery
         self._retry_at = 0.0
         self._final = True
@@ -104,6 +99,7 @@ class Journal(Recovering):
         settings = self.settings
         try:
             self.signer = signer or load_or_create_signer(settings.signing_key, self.root)
+            self._tree_open(self.signer.private)
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = self._take_lock()
             self._publish_key()
@@ -215,19 +211,47 @@ class Journal(Recovering):
     def _seal(self, event: dict[str, Any], waiter: Any) -> dict[str, Any]:
         seq = self._seq + 1
         try:
-            line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
+            line, h, leaf = self.signer.seal_event(event, self.chain, seq, self._prev)
         except (TypeError, ValueError, UnicodeError):
             event = normalize_floats(ev.plain(event))
-            line, h = self.signer.seal_line(event, self.chain, seq, self._prev)
+            line, h, leaf = self.signer.seal_event(event, self.chain, seq, self._prev)
         self._seq, self._prev = seq, h
         self._since_cp += 1
-        self._pending.append((line, seq, event["type"], waiter, event))
+        self.tree.append(leaf)
+        self._pending.append((line, seq, event["type"], waiter, event, leaf))
         return event
 
     def _seal_checkpoint(self, reason: str, final: bool = False, recovery: dict[str, Any] | None = None) -> None:
+        """Seal an ``audit.checkpoint`` event and sign the tree that ends with it (stored once it is durable)."""
         cp = ev.checkpoint(self.chain, self._seq, self._prev, self._since_cp, self._last_cp, reason, final, recovery)
         self._seal(cp, None)
+        self._tree_checkpoint(self._seq)
         self._last_cp, self._since_cp, self._cp_time = self._prev, 0, time.monotonic()
+
+    def checkpoint_now(self, timeout: float = 10.0) -> int:
+        """Seal a checkpoint now unless the last event already is one, and wait until it is durable and its
+        note stored (a receipt asked for a leaf no checkpoint covers yet). Returns the tree size it signs."""
+        w = _Waiter()
+        with self._cond:
+            if not self._healthy or self._closing:
+                raise JournalError("audit journal unavailable")
+            sealed = bool(self._since_cp or not self._last_cp)
+            if sealed:
+                self._seal_checkpoint("receipt")
+                self._pending[-1] = (*self._pending[-1][:3], w, *self._pending[-1][4:])  # our own entry
+                self._urgent = True
+                self._cond.notify()
+            size = self._seq
+        deadline = time.monotonic() + timeout
+        if sealed:
+            ok = w.done.wait(timeout) and w.error is None
+        else:
+            while self._durable[0] < size and time.monotonic() < deadline:
+                time.sleep(0.005)
+            ok = self._durable[0] >= size
+        if not ok:
+            raise JournalError("audit journal: checkpoint not written")
+        return size
 
     # --- opening, resuming, recovering ----------------------------------------------------------------
 
@@ -252,17 +276,23 @@ class Journal(Recovering):
         """Continue the chain after the last intact event on disk; a new segment is always started."""
         last, torn = layout.last_intact(layout.segments(self.root, self.chain))
         self._seq, self._prev = (last["seq"], last["hash"]) if last else (0, GENESIS)
+        self._tree_resume(self._seq)
         self._durable = (self._seq, self._prev)
         self._since_cp, self._cp_time = 0, time.monotonic()
         self._last_cp = last["hash"] if last and last["type"] == "audit.checkpoint" else ""
         self._durable_cp = self._last_cp
-        old = layout.read_head(self.root, self.chain) or {}
-        if int(old.get("seq", 0)) > self._seq:  # events the head record promised are gone: say so, signed
-            torn["head_seq_missing"] = int(old["seq"])
-        self._write_head(self._seq, self._prev, final=False)
+        head = layout.read_head(self.root, self.chain)
+        noted = noted_size(self.root, self.chain)
+        promised = max(int((head or {}).get("seq", 0)), noted)
+        if promised > self._seq:  # events a signed checkpoint (or head record) covered are gone: say so
+            torn["head_seq_missing"] = promised
+        if self._seq and head is None and newest_note(self.root, self.chain) is None:  # nothing signed: say so
+            torn["checkpoints_missing"] = True
+        self._tree_sign_now()
         self._open_segment(self._seq + 1)
         self._healthy = True
-        if last and not (last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")):
+        clean = last and last["type"] == "audit.checkpoint" and last.get("checkpoint", {}).get("final")
+        if last and (not clean or torn.get("checkpoints_missing")):
             self._seal_checkpoint("recovery", recovery={"unclean_stop": True, **torn})
 
     def _open_segment(self, first_seq: int) -> None:
@@ -276,18 +306,6 @@ class Journal(Recovering):
         self._seg_size = os.fstat(self._fd).st_size
         self._seg_opened = time.monotonic()
 
-    def _write_head(self, seq: int, head: str, final: bool) -> None:
-        rec = {
-            "chain": self.chain,
-            "seq": seq,
-            "head": head,
-            "final": final,
-            "time": ev.utc_now(),
-            "key_id": self.signer.key_id,
-        }
-        sig = self.signer.seal_line(dict(rec), self.chain, seq, head)[0]  # signed like an event
-        layout.write_atomic(self.dir / "HEAD.json", sig)
-
     # --- writer thread --------------------------------------------------------------------------------
 
     def _write_in(self) -> float:
@@ -300,7 +318,7 @@ class Journal(Recovering):
             return 0.0
         return max(0.0, self._since + self.settings.batch_window_ms / 1000.0 - time.monotonic())
 
-    def _take_batch(self) -> list[tuple[bytes, int, str, Any, dict[str, Any]]]:
+    def _take_batch(self) -> list[Pending]:
         batch, self._pending, self._urgent = self._pending, [], False
         return batch
 
@@ -337,7 +355,7 @@ class Journal(Recovering):
             due = s.checkpoint_seconds
         return due
 
-    def _write(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]]) -> bool:
+    def _write(self, batch: list[Pending]) -> bool:
         """Write and fsync ``batch``; False (and the journal unhealthy) when that failed."""
         try:
             if self._fd < 0:
@@ -365,62 +383,25 @@ class Journal(Recovering):
         counts: dict[str, int] = {}
         for b in batch:
             counts[b[2]] = counts.get(b[2], 0) + 1
+        cps = [b[1] for b in batch if b[2] == "audit.checkpoint"] if "audit.checkpoint" in counts else []
+        if cps:
+            self._durable_cp = next(_hash_of(b[0]) for b in reversed(batch) if b[2] == "audit.checkpoint")
+        try:  # the stored checkpoints only ever lag the chain: written after it is durable
+            self._tree_durable([b[5] for b in batch], cps)
+        except OSError as e:
+            _throttled.error(
+                "head", "audit journal %s: checkpoint not stored: %s", self.chain, os.strerror(e.errno or 5)
+            )
         self._settle(batch, None, counts)
-        for line, seq, typ, *_ in batch if "audit.checkpoint" in counts else ():
-            if typ == "audit.checkpoint":
-                self._durable_cp = _hash_of(line)
-                try:
-                    self._write_head(seq, self._durable_cp, b'"final":true' in line)
-                except OSError as e:  # HEAD only ever lags; the chain itself is durable
-                    _throttled.error(
-                        "head", "audit journal %s: head record not written: %s", self.chain, os.strerror(e.errno or 5)
-                    )
         for typ, n in counts.items():
             tm.AUDIT_EVENTS.labels(typ).inc(n)
         return True
 
     @staticmethod
     def _settle(
-        batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],
+        batch: list[Pending],
         err: BaseException | None,
         counts: dict[str, int] | None = None,
     ) -> None:
         """Wake the batch's waiters (``counts``: events written by type, when it was written)."""
         _wake([b[3] for b in batch if b[3] is not None], err)
-
-
-def _wake(waiters: list[Any], err: BaseException | None, here: asyncio.AbstractEventLoop | None = None) -> None:
-    """Settle waiters: a ``_Waiter`` is set; ``(loop, future)`` pairs are resolved on their loop, at once for
-    ``here`` (the caller runs on it), through ``call_soon_threadsafe`` for any other."""
-    by_loop: dict[Any, list[Any]] = {}
-    for w in waiters:
-        if isinstance(w, _Waiter):
-            w.error = err
-            w.done.set()
-        else:
-            by_loop.setdefault(w[0], []).append(w[1])
-    for loop, futs in by_loop.items():
-        if loop is here:
-            _resolve(futs, err)
-            continue
-        try:  # noqa: SIM105 - runs per batch: try/except costs less than contextlib.suppress
-            loop.call_soon_threadsafe(_resolve, futs, err)
-        except RuntimeError:
-            pass  # loop closed
-
-
-def _resolve(futs: list[asyncio.Future[Any]], err: BaseException | None) -> None:
-    for f in futs:
-        if not f.done():
-            if err is None:
-                f.set_result(None)
-            else:
-                f.set_exception(err)
-
-
-def _hash_of(line: bytes) -> str:
-    i = line.rindex(b'"hash":"') + 8
-    return line[i : i + 64].decode()
-
-
-__all__ = ["Journal", "JournalError", "default_writer_id"]

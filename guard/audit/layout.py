@@ -3,6 +3,7 @@
 <dir>/chains/<chain>/<first seq, 16 digits>.jsonl   segments, append-only, one event per line
 <dir>/chains/<chain>/HEAD.json                        signed head record (last durable checkpoint)
 <dir>/chains/<chain>/PRUNED.json                      signed record of segments `guard audit prune` removed
+<dir>/chains/<chain>/witnessed.log                    witness cosignatures and timestamp tokens (notary)
 <dir>/chains/<chain>/LOCK                             flock held by the one process writing the chain
 <dir>/keys/                                           generated keys and published public keys
 <dir>/cursors/<sink>.json                             forwarder cursors, one file per sink

@@ -1,13 +1,15 @@
 """Evidence pack: one zip an auditor can take away and check with `guard audit verify PACK.zip`.
 
-    events.jsonl                  the selected events as the journal holds them (hash, sig, chain, seq)
+    events.jsonl                  the selected events as the journal holds them (hash, chain, seq)
+    receipts.jsonl                per event (same order), its inclusion proof in the chain's signed checkpoint
     events.jsonl.manifest.json    signed export manifest (guard.audit.export): range, filters, counts, digest
     events.<fmt>[.manifest.json]  the same events in each further format asked for (csv, ocsf, cef), signed
     keys/<key_id>.pub.pem         public keys of the signing keys named in the pack (convenience, not trust)
     SUMMARY.txt / summary.json    period, counts, journal verification result, key fingerprints, policy version
 
-Verifying a pack needs no journal: every event's hash and Ed25519 signature, the links between events
-that follow each other in a chain, and each manifest's signature and file digest. With the journal at hand,
+Verifying a pack needs no journal: every event's hash and its receipt (inclusion in a checkpoint signed by
+a trusted key; events of the earlier format: their own Ed25519 signature), the links between events that
+follow each other in a chain, and each manifest's signature and file digest. With the journal at hand,
 `guard audit verify DIR --manifest` also proves the export complete for its range.
 """
 
@@ -73,6 +75,7 @@ def build_pack(
             z.writestr(name, data)
             z.writestr(name + ".manifest.json", json.dumps(m, indent=2, ensure_ascii=False) + "\n")
             if fmt == "jsonl":
+                z.writestr("receipts.jsonl", _receipts(root, data))
                 summary = _summary(data, m, policy_version, verification)
                 key_ids |= set(summary["key_ids"])
         keys = {signer.key_id: signer.public, **(extra_keys or {})}
@@ -90,6 +93,25 @@ def build_pack(
         z.writestr("summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         z.writestr("SUMMARY.txt", summary_text(summary))
     return buf.getvalue(), summary
+
+
+def _receipts(root: Path, events: bytes) -> bytes:
+    """One receipt per event line of the earlier-format-free kind (no ``sig``): its inclusion proof."""
+    from guard.audit.logtree import origin_for
+    from guard.audit.proofs import ProofError, receipt
+
+    out = []
+    for line in events.splitlines():
+        e = json.loads(line)
+        if "sig" in e:
+            out.append(b"{}\n")
+            continue
+        try:
+            rec = receipt(root, origin_for(e["chain"]), e["seq"] - 1)
+        except ProofError as err:
+            rec = {"log": origin_for(e["chain"]), "index": e["seq"] - 1, "error": str(err)}
+        out.append(json.dumps(rec, separators=(",", ":")).encode() + b"\n")
+    return b"".join(out)
 
 
 def _summary(
@@ -218,9 +240,10 @@ def verify_pack(path: Path, keys: dict[str, Any]) -> dict[str, Any]:
         for name in sorted(n for n in names if n.endswith(".manifest.json")):
             problems += _check_manifest(z, name, names, keys)
         prev: dict[str, tuple[int, str]] = {}
+        receipts = _read(z, "receipts.jsonl").splitlines() if "receipts.jsonl" in names else []
         for n, line in enumerate(_read(z, "events.jsonl").splitlines(), 1):
             events += 1
-            why = _event_problem(line, keys)
+            why = _event_problem(line, keys, receipts[n - 1] if n <= len(receipts) else b"")
             if why:
                 problems.append(f"events.jsonl:{n}: {why}")
                 continue
@@ -272,10 +295,10 @@ def _check_manifest(z: zipfile.ZipFile, name: str, names: set[str], keys: dict[s
     return []
 
 
-def _event_problem(line: bytes, keys: dict[str, Any]) -> str | None:
+def _event_problem(line: bytes, keys: dict[str, Any], receipt_line: bytes = b"") -> str | None:
     try:
         e = json.loads(line)
-        h, sig, kid = e["hash"], e["sig"], e["key_id"]
+        h, sig, kid = e["hash"], e.get("sig"), e["key_id"]
         _ = (e["chain"], e["seq"], e["prev"])  # must be present
     except (ValueError, KeyError, TypeError):
         return "malformed"
@@ -288,6 +311,17 @@ def _event_problem(line: bytes, keys: dict[str, Any]) -> str | None:
             return f"hash_mismatch (chain {e['chain']} seq {e['seq']})"
     except (TypeError, ValueError, UnicodeError):
         return "hash_mismatch"
+    if sig is None:  # covered by the chain's signed checkpoint: the pack carries the inclusion proof
+        from guard.audit.proofs import ProofError, verify_receipt
+
+        try:
+            rec = json.loads(receipt_line) if receipt_line else {}
+            if "error" in rec:
+                return f"no signed checkpoint covers chain {e['chain']} seq {e['seq']}: {rec['error']}"
+            verify_receipt(rec, keys.values(), event=e)
+        except (ValueError, ProofError) as err:
+            return f"bad_signature (chain {e['chain']} seq {e['seq']}: receipt: {err})"
+        return None
     if not check_signature(key, h, sig):
         return f"bad_signature (chain {e['chain']} seq {e['seq']})"
     return None

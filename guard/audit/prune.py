@@ -125,6 +125,9 @@ def prune(
             "since_checkpoint": st["since_checkpoint"],
             "segments": st["segments"],
         }
+        rng = _range_at(root, chain, st["seq"], read_pruned(root, chain))
+        if rng is not None:  # the Merkle tree's state at the cut: verify goes on rebuilding the tree from it
+            rec["range"] = rng
         line = signer.seal_line(rec, chain, st["seq"], st["prev"])[0]
         out.append(
             {
@@ -146,3 +149,28 @@ def prune(
         finally:
             os.close(fd)
     return {"before": before, "dry_run": dry_run, "chains": out}
+
+
+def _range_at(root: Path, chain: str, seq: int, prior: dict[str, Any] | None) -> list[str] | None:
+    """The compact range (base64 hashes) of the chain's tree of ``seq`` leaves, from the segments (and an
+    earlier prune record's range); None when the leaves before it are not all there."""
+    import base64
+
+    from guard.audit.logtree import line_leaf
+    from guard.audit.merkle import CompactRange
+
+    tree = CompactRange()
+    if prior is not None:
+        try:
+            tree = CompactRange(int(prior["seq"]), [base64.b64decode(h) for h in prior["range"]])
+        except (KeyError, TypeError, ValueError):
+            return None
+    for seg in layout.segments(root, chain):
+        for _, _, line in layout.iter_lines(seg):
+            try:
+                s = json.loads(line).get("seq")
+            except ValueError:
+                continue
+            if s == tree.size + 1 and s <= seq:
+                tree.append(line_leaf(line))
+    return [base64.b64encode(h).decode() for h in tree.hashes] if tree.size == seq else None

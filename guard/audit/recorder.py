@@ -15,6 +15,7 @@ from typing import Any
 
 from guard.audit import event as ev
 from guard.audit.journal import Journal
+from guard.audit.logtree import origin_for
 
 
 def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str | None:
@@ -35,6 +36,16 @@ def _denial_stage(ex: Any) -> str:
     if ((getattr(ex, "context", None) or {}).get(ev.QUOTA) or {}).get("effect") == "deny":
         return "quota"
     return "request"
+
+
+LEAF = "guard.audit.leaf"  # Exchange.context: "<log id>/<leaf index>" of the request's durable record
+
+
+def receipt_header(ex: Any) -> list[tuple[bytes, bytes]]:
+    """``x-guard-audit-leaf: <log id>/<leaf index>``: where the answer's record sits in the signed Merkle log
+    (``GET /audit/v1/proof?log=..&index=..`` on the admin side returns its inclusion proof)."""
+    leaf = (getattr(ex, "context", None) or {}).get(LEAF)
+    return [(b"x-guard-audit-leaf", leaf.encode())] if leaf else []
 
 
 _PROMPT = "guard.audit.prompt"  # Exchange.context: the prompt as forwarded (None when there is none)
@@ -83,9 +94,14 @@ class JournalRecorder:
             return None
         return _as_screened(ex, text) if self.capture.level in ("redacted", "full") else text
 
+    def _leaf(self, ex: Any, sealed: Any) -> None:
+        seq = sealed.get("seq") if isinstance(sealed, dict) else None
+        if isinstance(seq, int) and seq > 0:
+            ex.context[LEAF] = f"{origin_for(self.journal.chain)}/{seq - 1}"
+
     async def started(self, ex: Any) -> None:
         content = self.capture.record(prompt=self._prompt(ex), memo=ex.context)
-        await self.journal.append_facts(ev.started_facts(ex, content))
+        self._leaf(ex, await self.journal.append_facts(ev.started_facts(ex, content)))
 
     async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         status = int(outcome.get("status", 0) or 0) or 500
@@ -112,4 +128,6 @@ class JournalRecorder:
                 total,
                 error=reason if status >= 400 and reason else None,
             )
-        await self.journal.append_facts(facts, wait=wait)
+        sealed = await self.journal.append_facts(facts, wait=wait)
+        if wait and kind == "exchange.denied":  # a refusal's own record is the one its answer points to
+            self._leaf(ex, sealed)

@@ -26,7 +26,7 @@ _PROBE_BYTES = 1 << 20  # free space a recovery must prove (allocated, fsync'd, 
 # this, segment_max_bytes, or a sixteenth of the file system, whichever is least
 _MAX_HELD = 1 << 16  # answered events kept while the disk is full (bounded: new requests are refused meanwhile)
 
-Pending = tuple[bytes, int, str, Any, dict[str, Any]]  # line, seq, type, waiter, event
+Pending = tuple[bytes, int, str, Any, dict[str, Any], bytes]  # line, seq, type, waiter, event, leaf hash
 
 
 class JournalError(Exception):
@@ -67,6 +67,7 @@ class Recovering:
             self, reason: str, final: bool = False, recovery: dict[str, Any] | None = None
         ) -> None: ...
         def _open_segment(self, first_seq: int) -> None: ...
+        def _tree_rollback(self) -> None: ...
         def _settle(
             self, batch: list[Pending], err: BaseException | None, counts: dict[str, int] | None = None
         ) -> None: ...
@@ -159,7 +160,7 @@ class Recovering:
                 (self._broken or {}).get("error", "write failed"),
             )
 
-    def _fail(self, batch: list[tuple[bytes, int, str, Any, dict[str, Any]]], err: OSError) -> None:
+    def _fail(self, batch: list[Pending], err: OSError) -> None:
         """Roll the chain back to its last durable event. Events someone waits for fail (their requests are
         refused); events whose answers are out are kept, in order, for the recovery write (checkpoints are
         sealed anew there)."""
@@ -168,6 +169,7 @@ class Recovering:
         with self._cond:
             failed = batch + self._take_batch()
             self._seq, self._prev = self._durable
+            self._tree_rollback()
             self._since_cp, self._last_cp = 0, self._durable_cp
             self._healthy = False
             self._retry_at = time.monotonic() + _RETRY_S

@@ -1,11 +1,12 @@
-"""Integrity of audit events: RFC 8785 canonical form, the chained SHA-256 hash, Ed25519 signatures, keys.
+"""Integrity of audit events: RFC 8785 canonical form, the chained SHA-256 hash, Merkle leaves, keys, signatures.
 
 Definition (audit/INTEGRITY.md says the same for people who verify with other tools):
 
     body  = the event object without its "hash" and "sig" members
             (it keeps "chain", "seq", "prev" and "key_id", so those are covered too)
     hash  = lower-case hex SHA-256 of the RFC 8785 (JCS) UTF-8 serialisation of body
-    sig   = base64 (standard, padded) Ed25519 signature over the 32 raw bytes of hash
+    leaf  = SHA-256(0x00 || canonical body): the event's RFC 6962 Merkle leaf hash (index seq - 1)
+    sig   = (the earlier format only) base64 Ed25519 signature over the 32 raw bytes of hash
     key_id = first 16 hex digits of SHA-256 over the raw 32-byte Ed25519 public key
     prev  = hash of the previous event of the same chain; 64 zeros for seq 1
 """
@@ -16,28 +17,19 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import rfc8785
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from nacl.bindings import crypto_core_ed25519_is_valid_point, crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
-from nacl.exceptions import BadSignatureError
 
+from guard.audit.merkle import leaf_hash
 from guard.keyfiles import write_private
 
-try:  # ed25519-zebra (Rust, curve25519-dalek): checks a signature in 2/3 of libsodium's time
-    from ed25519_zebra import ed_verify as _zebra_verify
-except ImportError:  # no wheel for this platform: libsodium checks every signature
-    _zebra_verify = None
-try:  # Guard's own C extension (setup.py; optional): many signatures by one key checked at once
-    from guard.audit._ed25519_batch import msm as _msm
-except ImportError:  # built without a C compiler: check_signatures checks them one by one
-    _msm = None
 try:  # the same answer as _numbers below, in a tenth of the time (guard/audit/_canon.c)
     from guard.audit._canon import numbers as _numbers_c
 except ImportError:
@@ -171,15 +163,15 @@ def normalize_floats(obj: Any) -> Any:
 
 
 class Signer:
-    """Seals events with one Ed25519 key. Never exposes or logs the private key bytes."""
+    """Seals events with one Ed25519 key. Never exposes or logs the private key bytes.
+
+    Events are hashed and linked (``seal_event``), not signed: the journal signs checkpoints of the chain's
+    Merkle tree instead (guard.audit.logtree). ``seal_line`` writes the signed line of the earlier format
+    (records such as the prune record are still signed this way, and tests build such journals with it).
+    """
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
-        # Keys are read and written with cryptography (PEM, PKCS#8); signing runs in libsodium, which makes
-        # the same (deterministic) Ed25519 signatures in 13 us instead of OpenSSL's 18 (tests/audit).
-        seed = private.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        self._sk = crypto_sign_seed_keypair(seed)[1]
+        self.private = private
         self.public = private.public_key()
         self.key_id = key_id_of(self.public)
 
@@ -193,12 +185,23 @@ class Signer:
             raise ValueError(f"{path}: not an Ed25519 private key")
         return cls(key)
 
-    def seal_line(self, event: dict[str, Any], chain: str, seq: int, prev: str) -> tuple[bytes, str]:
-        """Add integrity fields to ``event`` (in place) and return (journal line, hash).
+    def seal_event(self, event: dict[str, Any], chain: str, seq: int, prev: str) -> tuple[bytes, str, bytes]:
+        """Add the integrity members to ``event`` (in place); return (journal line, hash, Merkle leaf hash).
 
-        The line is the canonical body with hash and sig appended, so it is serialised only once.
+        The line is the canonical body with ``"hash"`` appended, so it is serialised only once; the leaf hash
+        is SHA-256(0x00 || body) (RFC 6962).
         """
         event.pop("hash", None)  # re-sealing a sealed dict: old integrity members are not part of the body
+        event.pop("sig", None)
+        event["chain"], event["seq"], event["prev"], event["key_id"] = chain, seq, prev, self.key_id
+        body = canonical(event)
+        h = hashlib.sha256(body).hexdigest()
+        event["hash"] = h
+        return body[:-1] + b',"hash":"' + h.encode() + b'"}\n', h, leaf_hash(body)
+
+    def seal_line(self, event: dict[str, Any], chain: str, seq: int, prev: str) -> tuple[bytes, str]:
+        """``seal_event`` plus an Ed25519 signature over the hash (``sig``): a signed record's line."""
+        event.pop("hash", None)
         event.pop("sig", None)
         event["chain"], event["seq"], event["prev"], event["key_id"] = chain, seq, prev, self.key_id
         body = canonical(event)
@@ -210,8 +213,8 @@ class Signer:
         return line, h
 
     def sign(self, digest: bytes) -> str:
-        """Base64 Ed25519 signature over ``digest`` (used for manifests and head records)."""
-        return base64.b64encode(crypto_sign(digest, self._sk)[:64]).decode()
+        """Base64 Ed25519 signature over ``digest`` (manifests, prune records)."""
+        return base64.b64encode(self.private.sign(digest)).decode()
 
     def public_pem(self) -> bytes:
         return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -223,124 +226,36 @@ def raw_public(public: Ed25519PublicKey | bytes) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-_P = 2**255 - 19
-_Y = (1 << 255) - 1
-_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7  # y of two of the points of order 8
-# y of the eight points of small order (x's sign is the encoding's top bit): libsodium refuses such an R
-_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
-_PRIME_ORDER: dict[bytes, bool] = {}
-_L = 2**252 + 27742317777372353535851937790883648493  # the order of the base point
-_BASE = bytes.fromhex("58" + "66" * 31)  # the base point's encoding (y = 4/5)
-_BATCH = 128  # signatures per batch equation: a failed batch is re-checked one by one
-
-
-def _prime_order(pk: bytes) -> bool:
-    """A canonical key of prime order (every key ``guard audit keygen`` makes); checked once per key."""
-    ok = _PRIME_ORDER.get(pk)
-    if ok is None:
-        ok = _PRIME_ORDER[pk] = len(pk) == 32 and bool(crypto_core_ed25519_is_valid_point(pk))
-    return ok
+def _public_key(public: Ed25519PublicKey | bytes) -> Ed25519PublicKey | None:
+    if isinstance(public, Ed25519PublicKey):
+        return public
+    try:
+        return Ed25519PublicKey.from_public_bytes(public)
+    except ValueError:
+        return None
 
 
 def check_signature(public: Ed25519PublicKey | bytes, hash_hex: str, sig_b64: str) -> bool:
-    """Ed25519 verification of ``sig_b64`` over the raw bytes of ``hash_hex``, with libsodium's rules: ``s``
-    canonical, ``R`` canonical and not of small order, the key canonical and not of small order.
-    ``public``: a key or its 32 raw bytes (cheaper when one key checks many signatures).
-
-    For a key of prime order ed25519-zebra does the curve arithmetic, 1.43x faster than libsodium
-    (tests/bench/bench_audit.py, "one signature check"). It checks the cofactored equation (ZIP 215) where libsodium
-    checks the cofactorless one; with ``R`` screened here as libsodium screens it and a key of prime
-    order, the two differ only on signatures whose ``R`` has a torsion component, and making one that
-    verifies under either takes the private key. tests/audit/test_signatures.py compares the two verdicts.
-    """
+    """Ed25519 verification (``cryptography``, OpenSSL) of ``sig_b64`` over the raw bytes of ``hash_hex``:
+    the signatures of records and of events in the earlier, per-event signed format."""
     try:
         sig = base64.b64decode(sig_b64, validate=True)
         msg = bytes.fromhex(hash_hex)
-        pk = raw_public(public)
     except (ValueError, TypeError):
         return False
-    if len(sig) != 64:
+    key = _public_key(public)
+    if key is None or len(sig) != 64:
         return False
-    if _zebra_verify is not None and _prime_order(pk):
-        y = int.from_bytes(sig[:32], "little") & _Y
-        return y < _P and y not in _SMALL_ORDER_Y and _zebra_verify(sig, msg, pk)
     try:
-        crypto_sign_open(sig + msg, pk)
-        return True
-    except (BadSignatureError, ValueError, TypeError):
+        key.verify(sig, msg)
+    except InvalidSignature:
         return False
+    return True
 
 
 def check_signatures(items: Iterable[tuple[Ed25519PublicKey | bytes, str, str]]) -> list[bool]:
-    """``check_signature(*item)`` for each item, with the same verdicts, checking up to ``_BATCH`` (128)
-    signatures by one key at once (4x fewer curve operations per signature than one by one).
-
-    Signatures that pass the screens of ``check_signature`` (lengths, ``s`` < L, ``R`` canonical and not of
-    small order, a key of prime order) go into one equation per batch, with 128-bit weights ``z_i`` drawn
-    fresh from os.urandom:
-
-        8 * (sum(z_i R_i) + (sum(z_i h_i) mod L) A - (sum(z_i s_i) mod L) B) = 0,  h_i = SHA-512(R_i || A || M_i)
-
-    It holds when every signature holds their cofactored equation (the one ed25519-zebra checks, see
-    ``check_signature``); if any does not, it fails except with probability about 2^-128 over the weights,
-    which the signer cannot know in advance. A batch that fails is checked again one signature at a time,
-    so the verdict names exactly the signatures that fail. Without the extension or ed25519-zebra every
-    signature goes to ``check_signature``.
-    """
-    items = list(items)
-    if _msm is None or _zebra_verify is None:
-        return [check_signature(*it) for it in items]
-    out = [False] * len(items)
-    by_key: dict[bytes, list[tuple[int, bytes, bytes, int, int]]] = {}
-    for i, (public, hash_hex, sig_b64) in enumerate(items):
-        try:
-            sig = base64.b64decode(sig_b64, validate=True)
-            msg = bytes.fromhex(hash_hex)
-            pk = raw_public(public)
-        except (ValueError, TypeError):
-            continue
-        if len(sig) != 64:
-            continue
-        if not _prime_order(pk):
-            out[i] = check_signature(pk, hash_hex, sig_b64)
-            continue
-        r = sig[:32]
-        y = int.from_bytes(r, "little") & _Y
-        s = int.from_bytes(sig[32:], "little")
-        if y >= _P or y in _SMALL_ORDER_Y or s >= _L:
-            continue
-        h = int.from_bytes(hashlib.sha512(r + pk + msg).digest(), "little")
-        by_key.setdefault(pk, []).append((i, sig, msg, s, h))
-    for pk, group in by_key.items():
-        for k in range(0, len(group), _BATCH):
-            batch = group[k : k + _BATCH]
-            if _batch_holds(pk, batch):
-                for it in batch:
-                    out[it[0]] = True
-            else:
-                for i, sig, msg, _, _ in batch:
-                    out[i] = bool(_zebra_verify(sig, msg, pk))
-    return out
-
-
-def _batch_holds(pk: bytes, batch: list[tuple[int, bytes, bytes, int, int]]) -> bool:
-    """The batch equation of ``check_signatures`` for signatures by ``pk`` (each: index, sig, message, s, h)."""
-    weights = os.urandom(16 * len(batch))
-    a = b = 0
-    points = bytearray()
-    scalars = bytearray()
-    pad = bytes(16)
-    for j, (_, sig, _, s, h) in enumerate(batch):
-        zb = weights[16 * j : 16 * j + 16]
-        z = int.from_bytes(zb, "little")
-        a += z * h
-        b += z * s
-        points += sig[:32]
-        scalars += zb + pad
-    points += pk + _BASE
-    scalars += (a % _L).to_bytes(32, "little") + (-b % _L).to_bytes(32, "little")
-    q = _msm(bytes(points), bytes(scalars))  # None: some R is not a curve point
-    return q is not None and (int.from_bytes(q, "little") & _Y) in _SMALL_ORDER_Y  # 8q = 0: q is of small order
+    """``check_signature`` for each item, one at a time."""
+    return [check_signature(*it) for it in items]
 
 
 def record_problem(rec: dict[str, Any], keys: dict[str, Any]) -> str | None:

@@ -13,17 +13,7 @@ with 503). If the sealer process dies, every event not yet acknowledged fails, a
 sealer has resumed the chain (recovery checkpoint, as after a crash), and the failure is counted. A new sealer
 is started at once by a supervising thread (not by the next request), then with backoff while starting fails.
 
-Wire format over a socketpair. Worker -> sealer: ``!IcQ`` header (payload length, op, event number) then the
-payload: op ``E`` an event as marshal data (plain dicts, lists, strings and numbers: cheaper to write and
-read than pickle or JSON; the socketpair is private to a worker and the sealer it started, so nothing else
-can send one) or an exchange's facts as a marshal tuple (the sealer assembles the event with
-guard.audit.event.from_facts, so the worker's loop does not), ``L`` the same for an event nothing waits for (its answer
-is out: durability ``batch`` while healthy, and
-completions; written with the next group commit, within ``batch_window_ms``; no acknowledgement of its own;
-kept for the recovery write when the disk is full), ``C`` close. Sealer -> worker: ``!I`` length then a
-JSON message: ``ready`` (chain state) or ``error`` at start, acknowledgements ``{"ok": [[first, last], ...], ...}`` or
-``{"fail": [[first, last], ...], "error": ...}`` per written batch (``healthy``: whether the sealer's journal
-takes events again; a failed write or recovery attempt sends ``fail`` even with no range), ``closed`` at the end.
+The wire format is in guard.audit.sealer_wire; the sealer process itself in guard.audit.sealer_process.
 """
 
 from __future__ import annotations
@@ -35,9 +25,7 @@ import logging
 import marshal
 import os
 import select
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -45,43 +33,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from guard import gc_tuning
 from guard import telemetry as tm
 from guard.audit import layout
-from guard.audit.event import from_facts
-from guard.audit.journal import Journal, JournalError, _Waiter, _wake, default_writer_id
+from guard.audit.journal import JournalError, _Waiter, _wake, default_writer_id
+from guard.audit.sealer_wire import (
+    _CHECKPOINT_NOW,
+    _CLOSE,
+    _EVENT,
+    _GO,
+    _LAZY,
+    HDR,
+    LEN,
+    _ranges,
+    _read_message,
+)
 from guard.audit.settings import AuditSettings
 from guard.ratelog import Throttled
 
-HDR = struct.Struct("!IcQ")
-LEN = struct.Struct("!I")
-_EVENT, _LAZY, _CLOSE = b"E", b"L", b"C"
-_GO = b"G"  # worker -> a sealer waiting in standby: take the chain now
 _START_TIMEOUT_S = 60.0
 _RESTART_BACKOFF_S = (0.1, 2.0)  # a sealer that fails to start is tried again after 0.1 s, doubling up to 2 s
 log = logging.getLogger("guard.audit")
 _throttled = Throttled(log)
-_LOCK_WAIT_S = 10.0  # a new sealer waits this long for the chain lock of a sealer still flushing
-
-
-def _ranges(ids: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for i in ids:
-        if out and out[-1][1] + 1 == i:
-            out[-1][1] = i
-        else:
-            out.append([i, i])
-    return out
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 class ProcessJournal:
@@ -100,6 +72,7 @@ class ProcessJournal:
         self._lock = threading.Lock()  # frame order on the socket; the waiters table
         self._rlock = threading.Lock()  # one reader of the socket at a time
         self._waiters: dict[int, Any] = {}
+        self._seqs: dict[int, int] = {}  # waited frame -> the seq its event got (for the receipt header)
         self._out: list[bytes] = []
         self._flush_due = False
         self._next = 0
@@ -236,6 +209,8 @@ class ProcessJournal:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "ok" in msg:
             self.seq = msg["seq"]
+            for i, seq in msg.get("seqs", ()):
+                self._seqs[i] = seq
             self._healthy = msg.get("healthy", True)
             if "fsync" in msg:
                 tm.AUDIT_FSYNC_SECONDS.observe(msg["fsync"])
@@ -365,18 +340,23 @@ class ProcessJournal:
     async def append(self, event: dict[str, Any], wait: bool = True) -> dict[str, Any]:
         """Hand ``event`` to the sealer; return once durable (``fsync``), at once (``batch``, or
         ``wait=False``: the sealer writes it with the next group commit, within ``batch_window_ms``)."""
-        fut = self._hand(self._frame(event), wait)
+        fut, i = self._hand(self._frame(event), wait)
         if fut is not None:
             await fut
+            self._seqs.pop(i, None)
         return event
 
-    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> None:
-        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event."""
-        fut = self._hand(self._frame(facts), wait)
-        if fut is not None:
-            await fut
+    async def append_facts(self, facts: tuple[Any, ...], wait: bool = True) -> dict[str, Any] | None:
+        """``append`` for an exchange's facts (guard.audit.event ``*_facts``): the sealer assembles the event.
+        Once durable, ``{"seq": n}`` (the sealer's acknowledgement names it); None when not waited for."""
+        fut, i = self._hand(self._frame(facts), wait)
+        if fut is None:
+            return None
+        await fut
+        seq = self._seqs.pop(i, None)
+        return {"seq": seq} if seq is not None else None
 
-    def _hand(self, data: bytes, wait: bool) -> asyncio.Future[None] | None:
+    def _hand(self, data: bytes, wait: bool) -> tuple[asyncio.Future[None] | None, int]:
         """Queue one frame for the sealer; the future to await when the append must wait for its fsync."""
         loop = asyncio.get_running_loop()
         fut = None
@@ -396,7 +376,7 @@ class ProcessJournal:
             if not self._flush_due:
                 self._flush_due = True
                 loop.call_soon(self._flush)
-        return fut
+        return fut, i
 
     def _flush(self) -> None:
         with self._lock:
@@ -426,6 +406,12 @@ class ProcessJournal:
         if w.error:
             raise w.error
         return event
+
+    def checkpoint_now(self, timeout: float = 10.0) -> int:
+        """Have the sealer seal and store a checkpoint now (a receipt asked for a leaf none covers yet); blocks
+        until it is durable. Returns the tree size it signs."""
+        self.append_sync(_CHECKPOINT_NOW, timeout)
+        return self.seq
 
     def close(self) -> None:
         """Flush everything, let the sealer write its final checkpoint, wait for it to exit."""
@@ -457,153 +443,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _read_message(sock: socket.socket) -> dict[str, Any] | None:
-    head = _recv_exact(sock, LEN.size)
-    if head is None:
-        return None
-    body = _recv_exact(sock, LEN.unpack(head)[0])
-    return None if body is None else json.loads(body)
-
-
-# --- the sealer process --------------------------------------------------------------------------------
-
-
-class _SealerJournal(Journal):
-    """A Journal run by one thread: the sealer's loop reads frames, seals them, writes and fsyncs each group
-    (everything that arrived while the previous fsync ran) and acknowledges it, with no thread hand-off.
-    Waiters are event numbers."""
-
-    def __init__(self, settings: AuditSettings, chain: str, sock: socket.socket) -> None:
-        self._sock = sock
-        self._peer_gone = False
-        super().__init__(settings, chain)
-
-    def _run(self) -> None:  # no writer thread: serve() writes
-        return
-
-    def send(self, msg: dict[str, Any]) -> None:
-        """Tell the worker; a worker that is gone (closed its end) must not stop the journal being sealed."""
-        if self._peer_gone:
-            return
-        data = json.dumps(msg, separators=(",", ":")).encode()
-        try:
-            self._sock.sendall(LEN.pack(len(data)) + data)
-        except OSError:
-            self._peer_gone = True
-
-    def _settle(  # type: ignore[override]  # a method here, where the journal's is a staticmethod
-        self,
-        batch: list[tuple[bytes, int, str, Any, dict[str, Any]]],
-        err: BaseException | None,
-        counts: dict[str, int] | None = None,
-    ) -> None:
-        ids = [b[3] for b in batch if type(b[3]) is int]
-        if err is not None:  # sent even with no range: the worker must stop answering before records are durable
-            self.send({"fail": _ranges(ids), "error": str(err)})
-            return
-        msg: dict[str, Any] = {"ok": _ranges(ids), "seq": self._durable[0], "n": counts or {}, "healthy": self._healthy}
-        if self.fsync_s is not None:
-            msg["fsync"] = self.fsync_s
-        self.send(msg)
-
-    def _recovered(self) -> None:
-        self.send({"ok": [], "seq": self._durable[0], "healthy": True})
-
-    def write_pending(self, force: bool = False) -> None:
-        """Write the pending batch when it is due (Journal._write_in), or now with ``force``; after a failed
-        write, try to recover when that is due."""
-        with self._cond:
-            recover = not self._healthy and self._recovery_in() == 0
-            batch = [] if recover else self._take_batch() if force or self._write_in() == 0 else []
-        if recover:
-            self._recover_step()
-        elif batch:
-            self._write(batch)
-
-    def tick(self) -> float:
-        """Seal an interval checkpoint when one is due; seconds until that, the pending batch or the next
-        recovery attempt is due."""
-        with self._cond:
-            return min(self._interval_checkpoint(), self._write_in(), self._recovery_in())
-
-    def finish(self, final: bool) -> None:
-        with self._cond:
-            self._final = final
-            self._closing = True
-        self._drain()
-        self._release()
-
-
-def _serve(fd: int, chain: str, settings_json: str) -> int:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # the worker closes us (or its exit does); Ctrl-C must not
-    sock = socket.socket(fileno=fd)
-    settings = AuditSettings.model_validate_json(settings_json)
-    try:
-        if sock.recv(1) != _GO:  # in standby until the worker needs us; EOF: not needed after all
-            return 0
-    except OSError:
-        return 0
-    deadline = time.monotonic() + _LOCK_WAIT_S
-    while True:
-        try:
-            j = _SealerJournal(settings, chain, sock)
-            break
-        except JournalError as e:
-            if "another process" in str(e) and time.monotonic() < deadline:
-                time.sleep(0.05)  # the sealer of a worker that just died is still writing what it was sent
-                continue
-            msg = json.dumps({"error": str(e)}).encode()
-            sock.sendall(LEN.pack(len(msg)) + msg)
-            return 3
-    gc_tuning.tune()
-    j.send({"ready": True, "seq": j.seq, "key_id": j.signer.key_id})
-    j.write_pending(force=True)  # a recovery checkpoint sealed on resume
-    buf = bytearray()
-    hs = HDR.size
-    loads = marshal.loads
-    closing = eof = False
-    while not (closing or eof):
-        if select.select([sock], [], [], j.tick())[0]:
-            while True:  # everything that is there now: one group
-                try:
-                    data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
-                except (BlockingIOError, InterruptedError):
-                    break
-                if not data:
-                    eof = True  # the worker is gone: write what it sent, but no final checkpoint
-                    break
-                buf += data
-                if len(data) < (1 << 20):
-                    break
-            pos, n = 0, len(buf)
-            while n - pos >= hs:
-                size, op, i = HDR.unpack_from(buf, pos)
-                if n - pos - hs < size:
-                    break
-                if op == _CLOSE:
-                    closing = True
-                    pos += hs
-                    break
-                event = loads(buf[pos + hs : pos + hs + size])
-                pos += hs + size
-                try:  # an E frame in durability fsync makes the batch urgent (Journal._submit)
-                    if type(event) is not dict:  # an exchange's facts (ProcessJournal.append_facts)
-                        event = from_facts(event)
-                    j._submit(event, i if op == _EVENT else None, notify=False, lazy=op == _LAZY)
-                except (ValueError, TypeError) as e:  # facts that are not facts: a bug, refused like a failed write
-                    if op == _EVENT:
-                        j.send({"fail": [[i, i]], "error": f"unusable exchange record: {e}"})
-                except JournalError as e:
-                    if op == _EVENT:
-                        j.send({"fail": [[i, i]], "error": str(e)})
-            del buf[:pos]
-        j.write_pending(force=closing or eof)
-    j.finish(final=closing)
-    with contextlib.suppress(OSError):
-        j.send({"closed": True, "seq": j.seq})
-    return 0
-
-
 if __name__ == "__main__":
+    from guard.audit.sealer_process import _serve
+
     sys.exit(_serve(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

@@ -47,6 +47,37 @@ class SinkSettings(BaseModel):
         return self
 
 
+class TimestampSettings(BaseModel):
+    """``audit.timestamp``: an RFC 3161 time-stamping authority for every checkpoint (guard/audit/tsa.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://")
+    ca: Path  # PEM: the TSA's root certificate (intermediates may follow in the same file)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    hash: Literal["sha256", "sha512"] = "sha256"
+
+
+class WitnessSettings(BaseModel):
+    """One entry of ``audit.witnesses``: a C2SP tlog-witness that cosigns checkpoints (guard/audit/witnessing.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(pattern=r"^https?://")  # submission prefix; /add-checkpoint is appended
+    key: str  # the witness's vkey: <name>+<key id>+<base64(0x04 || Ed25519 public key)> (witness-keygen)
+    ca: Path | None = None  # https: CA bundle for the witness's certificate (system store when unset)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+
+    @field_validator("key")
+    @classmethod
+    def _vkey(cls, v: str) -> str:
+        from guard.audit.cosign import NoteError, WitnessKey
+
+        try:
+            WitnessKey.parse(v)
+        except NoteError as e:
+            raise ValueError(f"{e} (`guard audit witness-keygen` writes one)") from None
+        return v
+
+
 class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: Path = Path("var/audit")
@@ -80,6 +111,14 @@ class AuditSettings(BaseModel):
     segment_max_bytes: int = Field(64 * 1024 * 1024, ge=4096)
     segment_max_seconds: float = Field(3600.0, gt=0)
     sinks: list[SinkSettings] = []
+    # Trusted time and witnesses for checkpoints (guard/audit/notary.py, docs/witness.md): each new checkpoint
+    # gets an RFC 3161 token and K witness cosignatures, stored beside it (witnessed.log). On failure the
+    # checkpoint stays, verify reports what is missing and guard_audit_notary_failures_total counts it;
+    # notary_on_failure "block" also makes /readyz fail until a checkpoint is notarized again.
+    timestamp: TimestampSettings | None = None
+    witnesses: list[WitnessSettings] = []
+    witness_quorum: int | None = Field(None, ge=1)  # cosignatures required (default: every configured witness)
+    notary_on_failure: Literal["continue", "block"] = "continue"
 
     @field_validator("writer_id")
     @classmethod
@@ -95,7 +134,13 @@ class AuditSettings(BaseModel):
         names = [s.name for s in self.sinks]
         if len(names) != len(set(names)):
             raise ValueError("audit sink names must be unique")
+        if self.witness_quorum is not None and self.witness_quorum > len(self.witnesses):
+            raise ValueError(f"witness_quorum {self.witness_quorum} is more than the {len(self.witnesses)} witnesses")
         return self
+
+    @property
+    def quorum(self) -> int:
+        return len(self.witnesses) if self.witness_quorum is None else self.witness_quorum
 
     def resolve(self, base: Path) -> None:
         fix = lambda p: p if p.is_absolute() else base / p  # noqa: E731
@@ -104,6 +149,11 @@ class AuditSettings(BaseModel):
             self.signing_key = fix(self.signing_key)
         if self.hash_key_file:
             self.hash_key_file = fix(self.hash_key_file)
+        if self.timestamp:
+            self.timestamp.ca = fix(self.timestamp.ca)
+        for w in self.witnesses:
+            if w.ca:
+                w.ca = fix(w.ca)
         for s in self.sinks:
             if s.path:
                 s.path = fix(s.path)

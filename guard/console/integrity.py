@@ -87,13 +87,16 @@ def read_line(root: Path, chain: str, segment: str, offset: int) -> bytes | None
     return data[:nl] if nl >= 0 else None
 
 
-def check_event(line: bytes, keys: dict[str, Any], chain: str, seq: int, prev_line: bytes | None) -> dict[str, Any]:
-    """What can be said of one journal line on its own: parsed, hash, signature, position, link to the line
+def check_event(
+    line: bytes, keys: dict[str, Any], chain: str, seq: int, prev_line: bytes | None, root: Path | None = None
+) -> dict[str, Any]:
+    """What can be said of one journal line on its own: parsed, hash, signature (its own, in the earlier
+    format; else its inclusion in the chain's signed checkpoint, with ``root``), position, link to the line
     before it. ``problems`` is empty when all hold."""
     out: dict[str, Any] = {"problems": [], "event": None}
     try:
         e = json.loads(line)
-        h, sig, kid = e["hash"], e["sig"], e["key_id"]
+        h, sig, kid = e["hash"], e.get("sig"), e["key_id"]
     except (ValueError, KeyError, TypeError):
         out["problems"].append("the journal line at the indexed place is not an event (index stale or journal changed)")
         return out
@@ -108,9 +111,14 @@ def check_event(line: bytes, keys: dict[str, Any], chain: str, seq: int, prev_li
     if not out["hash_ok"]:
         out["problems"].append("hash_mismatch: the event's content does not hash to its stored hash")
     key = keys.get(kid)
-    out["sig_ok"] = bool(key is not None and check_signature(key, h, sig))
+    if sig is None:
+        out["sig_ok"] = key is not None and root is not None and _included(root, chain, seq, e, keys)
+    else:
+        out["sig_ok"] = bool(key is not None and check_signature(key, h, sig))
     if key is None:
         out["problems"].append(f"unknown_key: no trusted public key {kid!r}")
+    elif not out["sig_ok"] and sig is None:
+        out["problems"].append("bad_signature: no signed checkpoint covers it yet, or its inclusion proof fails")
     elif not out["sig_ok"]:
         out["problems"].append("bad_signature: the signature does not verify with the trusted key")
     if seq == 1:
@@ -125,6 +133,18 @@ def check_event(line: bytes, keys: dict[str, Any], chain: str, seq: int, prev_li
     if out["link_ok"] is False:
         out["problems"].append(f"broken_link: prev does not match the hash of seq {seq - 1}")
     return out
+
+
+def _included(root: Path, chain: str, seq: int, e: dict[str, Any], keys: dict[str, Any]) -> bool:
+    """The event is leaf ``seq - 1`` of a checkpoint of its chain signed by a trusted key."""
+    from guard.audit.logtree import origin_for
+    from guard.audit.proofs import ProofError, receipt, verify_receipt
+
+    try:
+        verify_receipt(receipt(root, origin_for(chain), seq - 1), list(keys.values()), event=e)
+    except ProofError:
+        return False
+    return True
 
 
 def chain_overview(root: Path, index: Index) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.datastructures import FormData
@@ -24,6 +25,12 @@ def make_pack(c: Any, form: FormData) -> tuple[bytes, dict[str, Any], dict[str, 
 
     flt, fmts, q = pack_filter(form)
     keys = c.keys()
+    journal = getattr(c.runtime, "journal", None)
+    if journal is not None and getattr(journal, "healthy", False):
+        # this worker's latest events signed now, so the pack carries their inclusion proofs (other workers'
+        # chains sign on their own cadence); an unhealthy journal: the pack names the events none covers
+        with contextlib.suppress(Exception):
+            journal.checkpoint_now()
     report = verify_dir(c.root, keys, jobs=1, signatures="checkpoints").to_dict()
     c.index.save_verify(report_time(), report)
     data, summary = build_pack(

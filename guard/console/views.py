@@ -184,7 +184,7 @@ def event_page(c: Any, chain: str, seq: int, who: str) -> tuple[str, int]:
         ), 409
     prev_row = c.index.get(chain, seq - 1) if seq > 1 else None
     prev_line = read_line(c.root, chain, prev_row["segment"], prev_row["offset"]) if prev_row else None
-    chk = check_event(line, c.keys(), chain, seq, prev_line)
+    chk = check_event(line, c.keys(), chain, seq, prev_line, c.root)
     ov = {o["chain"]: o for o in chain_overview(c.root, c.index)}.get(chain, {})
     v = ov.get("verify")
     if v is None:

@@ -141,6 +141,9 @@ async def send_json(send: Send, status: int, body: bytes, rid: str) -> None:
     await send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
 
 
-async def send_error(send: Send, e: GuardError, rid: str, api: str = "") -> None:
+async def send_error(
+    send: Send, e: GuardError, rid: str, api: str = "", extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     """The error in the client's API's own shape (OpenAI's before the API is known)."""
-    await send_raw(send, e.status, [(b"content-type", b"application/json"), *e.headers], module(api).error_body(e), rid)
+    headers = [(b"content-type", b"application/json"), *e.headers, *(extra or ())]
+    await send_raw(send, e.status, headers, module(api).error_body(e), rid)

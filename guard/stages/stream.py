@@ -7,6 +7,7 @@ from typing import Any
 
 from guard import telemetry
 from guard.apis.wire import WIRE, module
+from guard.audit.recorder import receipt_header
 from guard.client_watch import ClientGone, ClientWatch
 from guard.config import Config
 from guard.errors import GuardError
@@ -36,6 +37,7 @@ async def relay_stream(
         (b"content-type", api.STREAM_MEDIA_TYPE),
         (b"cache-control", b"no-cache"),
         (b"x-guard-request-id", ex.request_id.encode()),
+        *receipt_header(ex),
         *rate_limit_headers(resp.headers),
     ]
     strip = None

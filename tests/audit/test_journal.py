@@ -371,7 +371,7 @@ def test_a_failed_open_releases_the_chain_for_the_next_try(tmp_path: Path) -> No
 
 
 def test_signatures_are_standard_ed25519_any_library_checks() -> None:
-    """Guard signs with libsodium; its signatures equal OpenSSL's (Ed25519 is deterministic) and OpenSSL,
+    """Guard signs records with cryptography (OpenSSL); the signatures are standard Ed25519 and OpenSSL,
     through cryptography, accepts them; check_signature refuses a flipped bit, another key, a short sig."""
     import base64
     import hashlib

@@ -146,7 +146,7 @@ def test_schema_rejects_values_where_only_counts_belong(tmp_path: Path) -> None:
     j.close()
     bad = dict(e, screens=[dict(e["screens"][0], entities={"EMAIL_ADDRESS": "alice@example.com"})])
     assert event_errors(bad)
-    assert event_errors({k: v for k, v in e.items() if k != "sig"})
+    assert event_errors({k: v for k, v in e.items() if k != "hash"})  # hash is required; sig only in the earlier format
     assert not event_errors(e)
     assert journal_errors(tmp_path) == []
 

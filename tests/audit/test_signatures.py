@@ -1,9 +1,11 @@
-"""check_signature gives libsodium's verdicts while ed25519-zebra does the arithmetic (guard/audit/seal.py).
+"""check_signature (guard/audit/seal.py) verifies Ed25519 with cryptography (OpenSSL); it checks only records
+and events of the earlier, per-event signed format (events are now covered by signed Merkle checkpoints).
 
-Every signature is judged twice, by check_signature and by libsodium itself (crypto_sign_open), and the
-verdicts must agree: valid signatures, every single-bit flip, a non-canonical s, R of small order and R
-not canonically encoded, a key of small order. The one documented difference (an R with a torsion
-component, which takes the private key to make) is shown too, so the docstring cannot drift from the code.
+Its verdicts are compared with libsodium's (crypto_sign_open), an independent implementation: valid
+signatures, every single-bit flip, a non-canonical s, another key or message. Where the two libraries'
+rules differ (OpenSSL checks the cofactorless equation without libsodium's screens of R and of the key),
+a signature that one accepts and the other refuses needs the private key or a key of small order, which is
+no key Guard makes or an auditor trusts; both cases are shown so the docs cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ import os
 
 import pytest
 from nacl.bindings import (
-    crypto_core_ed25519_add,
-    crypto_core_ed25519_scalar_add,
     crypto_core_ed25519_scalar_mul,
     crypto_core_ed25519_scalar_reduce,
     crypto_scalarmult_ed25519_base_noclamp,
@@ -26,7 +26,6 @@ from nacl.bindings import (
 )
 from nacl.exceptions import BadSignatureError
 
-from guard.audit import seal
 from guard.audit.seal import check_signature
 
 L = 2**252 + 27742317777372353535851937790883648493
@@ -62,17 +61,7 @@ def judged(pk: bytes, sig: bytes, msg: bytes) -> bool:
     return ours
 
 
-def test_the_fast_path_is_the_one_in_use(key: tuple[bytes, bytes]) -> None:
-    assert seal._zebra_verify is not None, "py-ed25519-zebra-bindings is a dependency (pyproject.toml)"
-    assert seal._prime_order(key[0])
-
-
-@pytest.mark.parametrize("zebra", [True, False], ids=["ed25519-zebra", "libsodium-only"])
-def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(
-    key: tuple[bytes, bytes], zebra: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if not zebra:
-        monkeypatch.setattr(seal, "_zebra_verify", None)
+def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(key: tuple[bytes, bytes]) -> None:
     pk, sk = key
     other = crypto_sign_seed_keypair(os.urandom(32))[0]
     for i in range(4):
@@ -92,46 +81,23 @@ def test_verdicts_equal_libsodiums_for_valid_and_altered_signatures(
     assert not check_signature(pk, "not hex", b64(crypto_sign(b"\0" * 32, sk)[:64]))
 
 
-def test_r_of_small_order_or_not_canonical_is_refused_as_libsodium_refuses_it(key: tuple[bytes, bytes]) -> None:
-    """With A of prime order and R of small order, s = h*a makes the cofactored equation hold: ed25519-zebra
-    (ZIP 215) accepts the signature. libsodium refuses it for R's small order, and so must check_signature;
-    the same for R = the identity or the point of order 4 written with y + p (not canonical). That zebra
-    accepts each shows every y in seal's list is of small order; the eight points have five distinct y."""
+def test_where_the_libraries_differ_it_takes_the_private_key_or_a_small_order_key(key: tuple[bytes, bytes]) -> None:
+    """R = the identity with s = h*a (a the secret scalar) holds the cofactorless equation: OpenSSL accepts
+    it, libsodium refuses R of small order. A key of small order (the identity) verifies R = [r]B, s = r
+    under OpenSSL; libsodium refuses the key. Every other small-order or non-canonical R is refused by both."""
     pk, sk = key
-    a = crypto_sign_ed25519_sk_to_curve25519(sk)  # the clamped secret scalar
+    a = crypto_sign_ed25519_sk_to_curve25519(sk)
     msg = hashlib.sha256(b"small order").digest()
-    assert len(seal._SMALL_ORDER_Y) == 5
-    for y in (*sorted(seal._SMALL_ORDER_Y), P, P + 1):
+    y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+    for y in (0, 1, P - 1, y8, P - y8, P, P + 1):
         for sign in (0, 1):
             R = enc(y, sign)
             h = crypto_core_ed25519_scalar_reduce(hashlib.sha512(R + pk + msg).digest())
-            sig = R + crypto_core_ed25519_scalar_mul(h, a)
-            if (y, sign) not in ((1, 1), (P - 1, 1), (P + 1, 1)):  # x = 0 has no negative: no such point
-                assert seal._zebra_verify(sig, msg, pk), (y, sign)
-            assert not judged(pk, sig, msg)
-
-
-def test_a_key_of_small_order_goes_to_libsodium_which_refuses_it() -> None:
-    """ZIP 215 accepts a small-order key; with A the identity, R = [r]B and s = r verify under it. Such a key
-    is never given to ed25519-zebra: check_signature refuses the signature, like libsodium."""
+            sig = R + crypto_core_ed25519_scalar_mul(h, a)  # takes the private key
+            assert not libsodium(pk, sig, msg)
+            assert check_signature(pk, msg.hex(), b64(sig)) == ((y, sign) == (1, 0)), (y, sign)
     ident = enc(1)
     r = crypto_core_ed25519_scalar_reduce(os.urandom(64))
-    R = crypto_scalarmult_ed25519_base_noclamp(r)
-    sig = R + r
-    assert seal._zebra_verify(sig, b"\0" * 32, ident), "ZIP 215 accepts it: the screen below is needed"
-    assert not seal._prime_order(ident)
-    assert not judged(ident, sig, b"\0" * 32)
-
-
-def test_the_documented_difference_takes_the_private_key(key: tuple[bytes, bytes]) -> None:
-    """R = [r]B + T, T of order 8, s = r + h*a: the cofactored equation holds, the cofactorless does not.
-    Only the key's holder can make it; check_signature accepts it and libsodium does not, as seal.py says."""
-    pk, sk = key
-    a = crypto_sign_ed25519_sk_to_curve25519(sk)
-    msg = hashlib.sha256(b"torsion").digest()
-    r = crypto_core_ed25519_scalar_reduce(os.urandom(64))
-    R = crypto_core_ed25519_add(crypto_scalarmult_ed25519_base_noclamp(r), enc(seal._Y8))
-    h = crypto_core_ed25519_scalar_reduce(hashlib.sha512(R + pk + msg).digest())
-    sig = R + crypto_core_ed25519_scalar_add(r, crypto_core_ed25519_scalar_mul(h, a))
-    assert check_signature(pk, msg.hex(), b64(sig))
-    assert not libsodium(pk, sig, msg)
+    sig = crypto_scalarmult_ed25519_base_noclamp(r) + r
+    assert check_signature(ident, (b"\0" * 32).hex(), b64(sig))  # a key nobody should trust
+    assert not libsodium(ident, sig, b"\0" * 32)

@@ -4,6 +4,7 @@ reference path."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import guard.audit.verify as v
-from guard.audit import layout
+from guard.audit import layout, logtree, note
 from guard.audit.cli import register  # noqa: F401 - the CLI module imports cleanly
 from guard.audit.seal import Signer, event_hash, load_public_keys
 from guard.audit.verify import ChainReport, verify_dir
@@ -106,10 +107,76 @@ def edited_field_with_recomputed_hash(root: Path) -> Expect:
     ls = _lines(seg)
     e = json.loads(ls[2])
     e["decisions"]["access"]["effect"] = "deny"
-    e["hash"] = event_hash(e)
+    e["hash"] = event_hash(e)  # events are not signed one by one: the next event's link breaks
     ls[2] = _dump(e)
     _put(seg, ls)
-    return seg.name, 3, e["seq"], "bad_signature"
+    return seg.name, 4, e["seq"] + 1, "broken_link"
+
+
+def rewritten_and_relinked_without_the_key(root: Path) -> Expect:
+    """Every event from one on edited, re-hashed and re-linked (no key needed for that): the first signed
+    checkpoint of the tree after the edit no longer matches, reported at its event."""
+    segs = _segs(root)
+    prev: Any = None
+    first: Any = None
+    last_cp = ""
+    for si, seg in enumerate(segs):
+        out = []
+        for i, raw in enumerate(_lines(seg)):
+            e = json.loads(raw)
+            if si < 1 or (si == 1 and i < 2):
+                out.append(raw)
+                prev = e["hash"]
+                last_cp = e["hash"] if e["type"] == "audit.checkpoint" else last_cp
+                continue
+            if first is None:
+                first = e["seq"]
+                e["model"] = "rewritten"
+            if e["type"] == "audit.checkpoint":  # the checkpoint events follow too: only the signed notes cannot
+                e["checkpoint"]["head"] = prev
+                e["checkpoint"]["prev_checkpoint"] = last_cp
+            e["prev"] = prev
+            e["hash"] = prev = event_hash(e)
+            if e["type"] == "audit.checkpoint":
+                last_cp = e["hash"]
+            out.append(_dump(e))
+        _put(seg, out)
+    sizes = sorted(r["size"] for r in logtree.read_notes(root, "w1") if r["size"] >= first)
+    for seg in segs:
+        for i, raw in enumerate(_lines(seg)):
+            if json.loads(raw)["seq"] == sizes[0]:
+                return seg.name, i + 1, sizes[0], "bad_signature"
+    raise AssertionError("no checkpoint after the edit")
+
+
+def checkpoint_note_signature_altered(root: Path) -> Expect:
+    path = layout.chains_dir(root) / "w1" / logtree.LATEST
+    text = path.read_text()
+    tail = text.rstrip("\n").rsplit(" ", 1)
+    blob = bytearray(base64.b64decode(tail[1]))
+    blob[10] ^= 1
+    path.write_text(tail[0] + " " + base64.b64encode(bytes(blob)).decode() + "\n")
+    return None, None, None, "bad_signature"
+
+
+def checkpoint_notes_signed_by_another_key(root: Path) -> Expect:
+    rogue = note.Signer(logtree.origin_for("w1"), Ed25519PrivateKey.generate())
+    d = layout.chains_dir(root) / "w1"
+    recs = logtree.read_notes(root, "w1")
+    lines = []
+    for r in recs:
+        cp = note.parse_checkpoint(note.parse(r["note"]).text)
+        r["note"] = cp.sign([rogue])
+        lines.append(json.dumps(r) + "\n")
+    (d / logtree.NOTES).write_text("".join(lines))
+    (d / logtree.LATEST).write_text(recs[-1]["note"])
+    return None, None, None, "unknown_key"
+
+
+def checkpoint_of_the_tree_size_grown(root: Path) -> Expect:
+    """A signed checkpoint from a later state of the log put back after cutting whole segments."""
+    _segs(root)[-1].unlink()
+    return None, None, None, "truncated"
 
 
 def deleted_line(root: Path) -> Expect:
@@ -172,7 +239,13 @@ def removed_last_segment(root: Path) -> Expect:
 
 
 def removed_head_record(root: Path) -> Expect:
-    (layout.chains_dir(root) / "w1" / "HEAD.json").unlink()
+    (layout.chains_dir(root) / "w1" / logtree.LATEST).unlink()
+    return None, None, None, "truncated"
+
+
+def removed_every_checkpoint_record(root: Path) -> Expect:
+    (layout.chains_dir(root) / "w1" / logtree.LATEST).unlink()
+    (layout.chains_dir(root) / "w1" / logtree.NOTES).unlink()
     return None, None, None, "truncated"
 
 
@@ -278,6 +351,11 @@ TAMPERS = [
     untouched,
     edited_field,
     edited_field_with_recomputed_hash,
+    rewritten_and_relinked_without_the_key,
+    checkpoint_note_signature_altered,
+    checkpoint_notes_signed_by_another_key,
+    checkpoint_of_the_tree_size_grown,
+    removed_every_checkpoint_record,
     deleted_line,
     swapped_lines,
     truncated_tail,
@@ -349,6 +427,9 @@ def test_tamper_matrix_cli_jobs_1_and_2_agree(
 def test_untouched_journal_is_intact(journal_dir: Path) -> None:
     c = _check(journal_dir)
     assert c.status == "intact" and c.closed and c.events == 46 + c.checkpoints and c.checkpoints == 5
+    assert c.signed_size == c.events and c.unsigned_tail == 0
+    assert not (layout.chains_dir(journal_dir) / "w1" / "HEAD.json").exists()
+    assert all("sig" not in json.loads(raw) for seg in _segs(journal_dir) for raw in _lines(seg))
 
 
 def test_edited_field_is_a_hash_mismatch(journal_dir: Path) -> None:
@@ -356,7 +437,7 @@ def test_edited_field_is_a_hash_mismatch(journal_dir: Path) -> None:
     assert _broken(journal_dir) == expect
 
 
-def test_edited_field_with_recomputed_hash_is_a_bad_signature(journal_dir: Path) -> None:
+def test_edited_field_with_recomputed_hash_is_a_broken_link(journal_dir: Path) -> None:
     expect = edited_field_with_recomputed_hash(journal_dir)
     assert _broken(journal_dir) == expect
 
@@ -528,7 +609,7 @@ def test_checkpoint_signature_mode_still_detects_every_kind_of_tampering(journal
         out.append(_dump(x))
     _put(seg, out)
     assert _broken_fast(journal_dir)[3] in ("bad_signature", "broken_link")
-    assert _broken(journal_dir)[3] == "bad_signature"
+    assert _broken(journal_dir)[3] in ("bad_signature", "broken_link")  # a signed root, or the next segment
     seg.write_bytes(original)
     ls = _lines(seg)
     del ls[2]

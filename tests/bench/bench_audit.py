@@ -6,9 +6,9 @@ Appends are measured for both journals: the in-process one (``audit.sealer: thre
 on one core) and the default sealer process pinned to one core (the worker's loop on the other). The paced
 latency scenario is what the journal adds to a request at 16 connections.
 
-Verification runs on a journal of its own (200,000 events; 20,000 with --quick) in both signature modes,
-with one process and with one per CPU, and through the ``guard audit verify`` command line; on one core
-also with signatures checked one by one instead of in batches, and by libsodium alone.
+Verification runs on a journal of its own (200,000 events; 20,000 with --quick) with one process and with
+one per CPU, and through the ``guard audit verify`` command line (the Merkle-log comparison with the earlier
+per-event signed format is tests/bench/bench_merkle.py).
 
 Targets (issue 6): append >= 20,000 events/s, forwarder >= 20,000 events/s, verify >= 50,000 events/s.
 """
@@ -22,8 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -318,81 +316,14 @@ def bench_verify_cli(root: Path, signatures: str = "checkpoints") -> dict[str, A
     }
 
 
-@contextmanager
-def _without(name: str) -> Iterator[None]:
-    """guard.audit.seal as if an optional part were not installed: ``_msm`` (signatures checked one by one,
-    by ed25519-zebra) or ``_zebra_verify`` (libsodium checks every signature, what verify did at first)."""
-    from guard.audit import seal
-
-    part = getattr(seal, name)
-    setattr(seal, name, None)
-    try:
-        yield
-    finally:
-        setattr(seal, name, part)
-
-
-def bench_signature_check(rounds: int = 5, n: int = 2048) -> dict[str, Any]:
-    """Cost per signature of ``check_signatures`` (batches of 64) against ``check_signature`` one at a time
-    (ed25519-zebra) and libsodium alone: interleaved rounds in this process; each ratio is the median of
-    each round's own."""
-    import base64
-    import hashlib
-    import statistics
-
-    from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
-
-    from guard.audit import seal
-
-    pk, sk = crypto_sign_seed_keypair(hashlib.sha256(b"bench").digest())
-    work = [
-        (pk, h.hex(), base64.b64encode(crypto_sign(h, sk)[:64]).decode())
-        for h in (hashlib.sha256(b"%d" % i).digest() for i in range(n))
-    ]
-
-    def batched() -> float:
-        t0 = time.perf_counter()
-        assert all(seal.check_signatures(work))
-        return (time.perf_counter() - t0) / n * 1e6
-
-    def one_by_one() -> float:
-        t0 = time.perf_counter()
-        for item in work:
-            assert seal.check_signature(*item)
-        return (time.perf_counter() - t0) / n * 1e6
-
-    bat, zebra, sodium = [], [], []
-    for _ in range(rounds):
-        bat.append(batched())
-        zebra.append(one_by_one())
-        with _without("_zebra_verify"):
-            sodium.append(one_by_one())
-    med = statistics.median
-    return {
-        "batch_us": round(med(bat), 1),
-        "zebra_us": round(med(zebra), 1),
-        "libsodium_us": round(med(sodium), 1),
-        "batch_vs_zebra": round(med(z / b for z, b in zip(zebra, bat, strict=False)), 2),
-        "batch_vs_libsodium": round(med(s / b for s, b in zip(sodium, bat, strict=False)), 2),
-        "zebra_vs_libsodium": round(med(s / z for s, z in zip(sodium, zebra, strict=False)), 2),
-        "rounds": rounds,
-    }
-
-
 def verify_scenarios(root: Path, cpus: int) -> dict[str, Any]:
-    """Both signature modes, one process (pinned to one core) and one per CPU, and the command line; on one
-    core also with signatures checked one by one (ed25519-zebra) and by libsodium alone, run right after,
-    for the ratios."""
+    """Both signature modes (they differ only for events of the earlier format), one process (pinned to one
+    core) and one per CPU, and the command line."""
     out: dict[str, Any] = {}
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(allowed)})
     try:
-        out["signature_check"] = bench_signature_check()
         out["verify_1core"] = bench_verify(root, 1)
-        with _without("_msm"):
-            out["verify_1core_one_by_one"] = bench_verify(root, 1)
-        with _without("_zebra_verify"):
-            out["verify_1core_libsodium"] = bench_verify(root, 1)
         out["verify_checkpoints_1core"] = bench_verify(root, 1, "checkpoints", repeat=3)
     finally:
         os.sched_setaffinity(0, allowed)

@@ -835,6 +835,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Path], dict[str, Any]], Callable[[dict
 FEATURES = [
     "tests.bench.bench_policy",
     "tests.bench.bench_audit",
+    "tests.bench.bench_merkle",
     "tests.bench.bench_pii",
     "tests.bench.bench_safety",
     "tests.bench.bench_canonical",

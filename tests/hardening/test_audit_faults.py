@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import signal
@@ -259,9 +258,12 @@ def test_after_a_sealer_is_killed_and_restarted_shutdown_still_seals_the_end(
             proc.wait(10)
 
     (chain,) = (root / "chains").iterdir()
-    head = json.loads((chain / "HEAD.json").read_text())
+    from guard.audit import note as N
+    from guard.audit.logtree import LATEST
+
+    head = N.parse_checkpoint(N.parse((chain / LATEST).read_text()).text)  # the latest signed checkpoint
     events = journal_events(root)
-    assert head["final"] is True and head["seq"] == events[-1]["seq"], (head, events[-1])
+    assert head.size == events[-1]["seq"], (head, events[-1])
     assert events[-1]["type"] == "audit.checkpoint" and events[-1]["checkpoint"]["final"] is True
     rc, doc = verify(root, pub)
     assert rc == 0 and doc["chains"][0]["closed"], doc
@@ -373,14 +375,19 @@ def test_a_full_disk_logs_repeated_errors_once_per_interval_and_counts_every_ref
         after = metric(g.admin_url, "guard_fail_closed_total", component="audit")
         assert after - before >= codes.count(503)  # the metric counts every refusal (log lines are thinned)
         (chain,) = (root / "chains").iterdir()
-        head = chain / "HEAD.json"
+        head = chain / "checkpoint"  # the latest signed checkpoint (guard.audit.logtree)
         old_head = head.read_bytes()
     g.stop()  # shutdown while full: no final checkpoint fits, and no head record either
     errors = [r for r in caplog.records if r.name.startswith("guard") and r.levelno >= logging.ERROR]
     assert len(errors) <= 8, [r.getMessage() for r in errors]  # not one or two per refused request
     assert any("refusing" in r.getMessage() for r in errors)
     assert not list(chain.glob(".*")), list(chain.glob(".*"))  # no temporary head or probe file left behind
-    assert head.read_bytes() == old_head or json.loads(head.read_bytes())["seq"] >= json.loads(old_head)["seq"]
+    from guard.audit import note as N
+
+    def size(b: bytes) -> int:
+        return N.parse_checkpoint(N.parse(b).text).size
+
+    assert head.read_bytes() == old_head or size(head.read_bytes()) >= size(old_head)
 
 
 def test_a_head_record_that_cannot_be_written_leaves_no_temporary_file(tmp_path: Path, small_fs: Path) -> None:
@@ -392,7 +399,10 @@ def test_a_head_record_that_cannot_be_written_leaves_no_temporary_file(tmp_path:
     try:
         fill(small_fs / "filler")
         with pytest.raises(OSError) as e:
-            j._write_head(j.seq, "0" * 64, final=False)
+            from guard.audit import note as N
+
+            signed = N.Checkpoint(j.origin, j.tree.size, j.tree.root()).sign([j._note_signer])
+            j._store_note(j.seq, signed, [])  # the checkpoint log and the latest checkpoint file
         assert e.value.errno == errno.ENOSPC
         assert not [p.name for p in j.dir.iterdir() if p.name.startswith(".")]
     finally:
