@@ -142,7 +142,7 @@ def _jsonl_text(raw: bytes, n: int) -> str:
 
 def check(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     """``guard filters check``: each file's problems (file:line: key: why), or one ok line per file."""
-    from guard.screens.denylist.screen import load_denylist
+    from guard.screens.denylist.settings import load_denylist
     from guard.screens.pii.settings import read_pii_file
     from guard.screens.safety.settings import load_safety
 

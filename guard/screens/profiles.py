@@ -111,14 +111,16 @@ def load_profiles(d: str | Path) -> Profiles:
             inj = settings.injection
             injection = GuardedScreen(_Lazy("prompt_injection", lambda: InjectionScreen(inj)), inj.fail)
     if (d / "denylist.yaml").exists():
-        from guard.screens.denylist.screen import DenylistScreen, load_denylist
+        from guard.screens.denylist import worker
+        from guard.screens.denylist.screen import DenylistScreen
+        from guard.screens.denylist.settings import load_denylist
         from guard.screens.pii.source import source_of
 
         dsettings = load_denylist(d / "denylist.yaml")
         for name in dsettings.profiles:
             src = source_of(d / "denylist.yaml", name)
             deny[name] = GuardedScreen(
-                DenylistScreen.from_settings(dsettings, name, src), FailSettings(timeout_ms=None)
+                DenylistScreen.from_settings(dsettings, name, src, worker.in_process), FailSettings(timeout_ms=None)
             )
         if dsettings.default != "default" and "default" not in deny:
             deny["default"] = deny[dsettings.default]

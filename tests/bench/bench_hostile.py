@@ -115,7 +115,8 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     RE2 replaced, on the same family, for contrast (n/4 and n: it is quadratic)."""
     import re
 
-    from guard.screens.denylist.screen import DenylistScreen, load_denylist
+    from guard.screens.denylist.screen import DenylistScreen
+    from guard.screens.denylist.settings import load_denylist
     from guard.screens.pii.profile import load_pii_profiles
 
     root = Path(__file__).resolve().parents[2]

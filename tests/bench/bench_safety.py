@@ -126,7 +126,8 @@ async def _holdback(url: str, answers: int) -> dict[str, Any]:
 
 
 def _denylist(n: int) -> dict[str, Any]:
-    from guard.screens.denylist.screen import DenylistScreen, load_denylist
+    from guard.screens.denylist.screen import DenylistScreen
+    from guard.screens.denylist.settings import load_denylist
 
     s = DenylistScreen.from_settings(load_denylist(ROOT / "filters"))
     text = (

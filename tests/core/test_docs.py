@@ -33,7 +33,7 @@ def _has(model: type[BaseModel], path: list[str]) -> bool:
 def _filter_schemas() -> dict[str, type[BaseModel]]:
     """Rows about a screening file (first cell names it, e.g. `safety.yaml`) are checked against its profile
     schema."""
-    from guard.screens.denylist.screen import DenylistProfile
+    from guard.screens.denylist.settings import DenylistProfile
     from guard.screens.pii.settings import Profile
     from guard.screens.safety.settings import SafetyProfile
 

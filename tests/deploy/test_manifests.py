@@ -589,7 +589,7 @@ def test_policies_load_and_pass_their_tests(tmp_path: Path) -> None:
 
 def test_filters_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from guard.config import load_yaml, validate
-    from guard.screens.denylist.screen import load_denylist
+    from guard.screens.denylist.settings import load_denylist
     from guard.screens.pii.settings import PIIFile, _hash_key
     from guard.screens.safety.settings import load_safety
 

@@ -10,7 +10,8 @@ import pytest
 
 from guard.config import ConfigError
 from guard.screens.base import Segment
-from guard.screens.denylist.screen import DenylistProfile, DenylistScreen, load_denylist
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import DenylistProfile, load_denylist
 
 FILTERS = Path(__file__).resolve().parents[2] / "filters"
 AWS = "AKIAIOSFODNN7EXAMPLE"

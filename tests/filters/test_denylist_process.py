@@ -11,7 +11,8 @@ from pathlib import Path
 
 from guard.screens.base import Segment
 from guard.screens.denylist import worker
-from guard.screens.denylist.screen import DenylistScreen, load_denylist
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import load_denylist
 from guard.screens.pii.pool import POOL
 from guard.screens.pii.source import source_of
 from tests.bench.bench_hostile import hostile_bodies
@@ -31,15 +32,15 @@ def _segments() -> list[Segment]:
 def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> None:
     shutil.copy(ROOT / "filters" / "denylist.yaml", tmp_path / "denylist.yaml")
     src = source_of(tmp_path / "denylist.yaml", "default")
-    screen = DenylistScreen.from_settings(load_denylist(tmp_path / "denylist.yaml"), "default", src)
+    screen = DenylistScreen.from_settings(load_denylist(tmp_path / "denylist.yaml"), "default", src, worker.in_process)
     assert POOL.size >= 1
 
     async def go() -> None:
         deadline = time.monotonic() + 120
-        while POOL.get(src) is None:  # the first call starts the processes; they load the settings
+        while POOL.get(src, warm=worker.warm) is None:  # the first call starts the processes; they load the settings
             assert time.monotonic() < deadline, "the screening processes never became ready"
             await asyncio.sleep(0.2)
-        pool = POOL.get(src)
+        pool = POOL.get(src, warm=worker.warm)
         assert pool is not None and pool.submit(os.getpid).result(30) != os.getpid()
         done = await worker.in_process(src, "prompt", _segments())
         assert done is not None and len(done) == 3  # scanned there, not here

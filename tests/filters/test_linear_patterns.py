@@ -18,7 +18,8 @@ import re2
 from guard.config import ConfigError
 from guard.screens import linear_re
 from guard.screens.base import Segment
-from guard.screens.denylist.screen import DenylistProfile, DenylistScreen, load_denylist
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import DenylistProfile, load_denylist
 from guard.screens.pii.settings import read_pii_file
 
 ROOT = Path(__file__).resolve().parents[2]

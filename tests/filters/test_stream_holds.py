@@ -17,7 +17,8 @@ import pytest
 
 from guard.relay import _Chain
 from guard.screens.base import StreamScreen
-from guard.screens.denylist.screen import DenylistScreen, load_denylist
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import load_denylist
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from guard.relay import Relay
 from guard.screens.base import Segment
-from guard.screens.denylist.screen import DenylistScreen, load_denylist
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import load_denylist
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms

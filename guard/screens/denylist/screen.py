@@ -14,91 +14,21 @@ import asyncio
 import bisect
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from guard.config import ConfigError, load_yaml, validate
 from guard.screens import budget, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
-from guard.screens.denylist import worker
+from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import PartialSet, phrase_sources
 
-Action = Literal["block", "redact", "off"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _regex(v: str | None) -> str | None:
-    return None if v is None else linear_re.check(v)
-
-
-class DenylistRule(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: Literal["secret", "phrase"] = "secret"  # secret -> code secret_blocked, phrase -> denylisted
-    pattern: str | None = None  # an RE2 regex (linear time; no lookaround or backreferences: docs/regex.md)
-    phrases: list[str] | None = None  # matched case-insensitively, any whitespace between words
-    ignore_case: bool = False
-    hints: list[str] | None = None  # literal substrings (any case), one of which every match contains:
-    #                                 the regex runs only when one occurs (phrases: their first words)
-    prompt: Action = "block"
-    response: Action = "redact"
-    replacement: str | None = None  # default "[REDACTED:<name>]"
-    stream_start: str | None = None  # a block's opening marker: streams hold from here until the match ends
-    stream_end: str | None = None  # its closing marker (needed with stream_start)
-
-    _rx = field_validator("pattern", "stream_start", "stream_end")(classmethod(lambda cls, v: _regex(v)))
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DenylistRule:
-        if (self.pattern is None) == (self.phrases is None):
-            raise ValueError("give exactly one of pattern or phrases")
-        if (self.stream_start is None) != (self.stream_end is None):
-            raise ValueError("stream_start and stream_end go together")
-        return self
-
-
-class DenylistProfile(_Strict):
-    hold_chars: int = Field(256, ge=16)  # longest single-line secret a stream waits for (then screened as is)
-    max_hold_chars: int = Field(8192, ge=256)  # longest multi-line block held in a stream
-    rules: list[DenylistRule] = []
-
-    @model_validator(mode="after")
-    def _unique(self) -> DenylistProfile:
-        names = [r.name for r in self.rules]
-        if len(names) != len(set(names)):
-            raise ValueError("duplicate rule name")
-        return self
-
-
-class DenylistSettings(_Strict):
-    default: str = "default"
-    profiles: dict[str, DenylistProfile]
-
-    @model_validator(mode="after")
-    def _default_exists(self) -> DenylistSettings:
-        if self.default not in self.profiles:
-            raise ValueError(f"default names unknown profile {self.default!r}")
-        return self
-
-    def profile(self, name: str | None = None) -> DenylistProfile:
-        return self.profiles[name or self.default]
-
-
-def load_denylist(path: str | Path) -> DenylistSettings:
-    """Load filters/denylist.yaml (or a folder holding it); errors name file:line: key."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "denylist.yaml"
-    data, lines = load_yaml(p)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}:1: the denylist settings must be a mapping")
-    return validate(DenylistSettings, data, p, lines)
+# Large scans in a screening process: (settings file, direction, segments) -> per text (text, hits by rule,
+# blocking rule names, redacted), or None when no process is ready (then a thread scans).
+Offload = Callable[
+    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str, dict[str, int], list[str], bool]] | None]
+]
 
 
 @dataclass
@@ -167,17 +97,24 @@ class DenylistScreen:
 
     name = "denylist"
 
-    def __init__(self, profile: DenylistProfile, source: Source | None = None) -> None:
+    def __init__(
+        self, profile: DenylistProfile, source: Source | None = None, in_process: Offload | None = None
+    ) -> None:
         self.profile = profile
         self.source = source  # the settings file, for the screening processes (large scans)
+        self.in_process = in_process  # guard.screens.denylist.worker.in_process in a serving process
         self.rules = [_compile(r) for r in profile.rules]
         self.partials = PartialSet(_partial_source(c.rule) for c in self.active("response"))
 
     @classmethod
     def from_settings(
-        cls, settings: DenylistSettings, profile: str | None = None, source: Source | None = None
+        cls,
+        settings: DenylistSettings,
+        profile: str | None = None,
+        source: Source | None = None,
+        in_process: Offload | None = None,
     ) -> DenylistScreen:
-        return cls(settings.profile(profile), source)
+        return cls(settings.profile(profile), source, in_process)
 
     def active(self, direction: str) -> list[_Compiled]:
         return [c for c in self.rules if getattr(c.rule, direction) != "off"]
@@ -252,7 +189,9 @@ class DenylistScreen:
         if budget.inline(segments):
             return self._screen(segments, direction)
         t0 = time.perf_counter()
-        done = await worker.in_process(self.source, direction, segments) if self.source is not None else None
+        done = None
+        if self.source is not None and self.in_process is not None:
+            done = await self.in_process(self.source, direction, segments)
         if done is not None:
             by_name = {c.rule.name: c for c in self.rules}
             scans = [_Scan(t, hits, [by_name[n] for n in block], red) for t, hits, block, red in done]

@@ -31,7 +31,8 @@ _screens: dict[tuple[str, str, str], Any] = {}
 
 def load(src: Source) -> Any:
     """The DenylistScreen for ``src`` in this worker, while its file is the one the serving process loaded."""
-    from guard.screens.denylist.screen import DenylistScreen, load_denylist
+    from guard.screens.denylist.screen import DenylistScreen
+    from guard.screens.denylist.settings import load_denylist
 
     key = (src.path, src.digest, src.profile)
     if key not in _screens:
@@ -41,6 +42,12 @@ def load(src: Source) -> Any:
             del _screens[next(iter(_screens))]
         _screens[key] = DenylistScreen.from_settings(load_denylist(src.path), src.profile)
     return _screens[key]
+
+
+def warm(src: Source) -> bool:
+    """Load ``src``'s screen in a screening process before its first job (the pool's warm-up)."""
+    load(src)
+    return True
 
 
 def scan_job(src: Source, direction: str, texts: list[str], deadline: float | None) -> list[Result]:
@@ -60,7 +67,7 @@ def scan_job(src: Source, direction: str, texts: list[str], deadline: float | No
 async def in_process(src: Source, direction: str, segments: Sequence[Segment]) -> list[Result] | None:
     """The scans of ``segments`` done in a screening process; None when there is none ready (or it failed):
     then the caller scans in a thread. The request's screening deadline goes along."""
-    pool = POOL.get(src)
+    pool = POOL.get(src, warm=warm)
     if pool is None:
         return None
     job = pool.submit(scan_job, src, direction, [s.text for s in segments], budget.deadline())

@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,7 @@ def _load(src: Source) -> Any:
 
 
 def _warm(src: Source) -> bool:
-    if src.path.endswith("denylist.yaml"):  # the denylist's large scans share these processes
-        from guard.screens.denylist import worker
-
-        worker.load(src)
-    else:
-        _load(src)
+    _load(src)
     return True
 
 
@@ -92,8 +88,10 @@ class _Pool:
         self.ready: set[Source] = set()
         self.warming: set[Source] = set()
 
-    def get(self, src: Source) -> cf.ProcessPoolExecutor | None:
-        """The pool when its workers hold ``src``; otherwise start warming it and return None."""
+    def get(self, src: Source, warm: Callable[[Source], Any] = _warm) -> cf.ProcessPoolExecutor | None:
+        """The pool when its workers hold ``src``; otherwise start warming it (``warm(src)`` in each worker,
+        a module-level function: the PII settings by default, guard.screens.denylist.worker's for the
+        denylist's large scans, which share these processes) and return None."""
         if self.size <= 0:
             return None
         with self.lock:
@@ -107,7 +105,7 @@ class _Pool:
                     self.executor = cf.ProcessPoolExecutor(
                         self.size, multiprocessing.get_context("spawn"), initializer=_init
                     )
-                futs = [self.executor.submit(_warm, src) for _ in range(self.size)]
+                futs = [self.executor.submit(warm, src) for _ in range(self.size)]
                 threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()
             return None
 
