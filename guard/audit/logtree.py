@@ -130,7 +130,11 @@ class Tree:
                 break
         tree = start or CompactRange()
         if tree.size < last_seq:
-            for seg in layout.segments(self.root, self.chain):
+            segs = layout.segments(self.root, self.chain)
+            firsts = [int(p.name[:16]) for p in segs]
+            for i, seg in enumerate(segs):
+                if i + 1 < len(segs) and firsts[i + 1] <= tree.size + 1:
+                    continue  # every event of this segment is in the resumed tree already
                 for _, _, line in layout.iter_lines(seg):
                     try:
                         seq = json.loads(line)["seq"]
