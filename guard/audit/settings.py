@@ -47,6 +47,23 @@ class SinkSettings(BaseModel):
         return self
 
 
+class RetentionSettings(BaseModel):
+    """How long the journal keeps what (``guard audit prune``; audit/README.md "Retention tiers")."""
+
+    model_config = ConfigDict(extra="forbid")
+    metadata_days: int = Field(183, ge=1)  # events (who, when, model, decisions, finding types): >= 6 months
+    content_days: int = Field(30, ge=1)  # captured texts (capture redacted/full): their period keys are destroyed
+    key_dir: Path | None = None  # content keys, one file per UTC day (default <dir>/keys/content)
+
+    @model_validator(mode="after")
+    def _content_shorter(self) -> RetentionSettings:
+        if self.content_days > self.metadata_days:
+            raise ValueError(
+                f"content_days ({self.content_days}) must not exceed metadata_days ({self.metadata_days})"
+            )
+        return self
+
+
 class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: Path = Path("var/audit")
@@ -69,6 +86,10 @@ class AuditSettings(BaseModel):
         return "process" if cpus >= 2 * max(1, workers) else "thread"
 
     batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
+    # durability=fsync: "overlap" makes exchange.started durable while the model works and releases the answer
+    # only once it is; "before_forward": no prompt leaves before its record is durable (audit/INTEGRITY.md).
+    start_record: Literal["overlap", "before_forward"] = "overlap"
+    retention: RetentionSettings = RetentionSettings()
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)
     hash_key_env: str | None = None  # capture=hash: env var holding the HMAC key (wins over the file)
@@ -97,6 +118,9 @@ class AuditSettings(BaseModel):
             raise ValueError("audit sink names must be unique")
         return self
 
+    def content_key_dir(self) -> Path:
+        return self.retention.key_dir or self.dir / "keys" / "content"
+
     def resolve(self, base: Path) -> None:
         fix = lambda p: p if p.is_absolute() else base / p  # noqa: E731
         self.dir = fix(self.dir)
@@ -104,6 +128,8 @@ class AuditSettings(BaseModel):
             self.signing_key = fix(self.signing_key)
         if self.hash_key_file:
             self.hash_key_file = fix(self.hash_key_file)
+        if self.retention.key_dir:
+            self.retention.key_dir = fix(self.retention.key_dir)
         for s in self.sinks:
             if s.path:
                 s.path = fix(s.path)
