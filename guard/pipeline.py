@@ -22,6 +22,7 @@ from guard.accesslog import AccessLog, open_log
 from guard.apis import ROUTES, fields, set_path, strictjson, translate
 from guard.apis import answer as answers
 from guard.apis.wire import WIRE, module
+from guard.audit import overlap
 from guard.config import Config
 from guard.errors import GuardError, bad_request, forbidden, policy_violation, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -283,6 +284,10 @@ class Pipeline:
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:
         if not _ours(ex):
             return
+        try:  # an error answer, too, waits for the exchange's durable start record (audit.start_record)
+            await overlap.settle(ex)
+        except Exception:
+            e = overlap.refusal()
         outcome = {"status": e.status, "reason": e.code or e.type, "error_type": e.type}
         try:
             await self._after(ex, started, outcome)
@@ -298,6 +303,11 @@ class Pipeline:
             return
         ex.context["outcome"] = outcome
         kind = "exchange.completed" if started else "exchange.denied"
+        try:  # the start record goes first
+            await overlap.settle(ex)
+        except Exception as err:
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
         try:
             await self.svc.recorder.finished(ex, kind, outcome)
         except Exception as err:
@@ -382,7 +392,11 @@ class Pipeline:
         if not _ours(ex):
             raise ClientGone()
         try:
-            await svc.recorder.started(ex)
+            if overlap.wanted(cfg.audit):  # durable while the model works; the answer waits for it (gate)
+                overlap.begin(svc.recorder, ex)
+                send = overlap.gate(ex, send)
+            else:
+                await svc.recorder.started(ex)
             ex.context["audit_started"] = True
         except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()

@@ -81,7 +81,8 @@ def register(subparsers: Any) -> None:
     e.add_argument(
         "--signing-key",
         type=Path,
-        help="key that signs the manifest (default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
+        help="key that signs the manifest "
+        "(default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
     )
     e.add_argument(
         "--config",
@@ -136,9 +137,7 @@ def register(subparsers: Any) -> None:
         "be read (default: now minus audit.retention.content_days, 30 unless configured)",
     )
     r.add_argument("--now", help="RFC 3339 time the retention periods count back from (default: the clock)")
-    r.add_argument(
-        "--config", type=Path, help="guard.yaml: audit.retention, audit.signing_key (default as for export)"
-    )
+    r.add_argument("--config", type=Path, help="guard.yaml: audit.retention, audit.signing_key (default as for export)")
     r.add_argument("--content-keys", type=Path, help="folder of content keys (default: audit.retention.key_dir)")
     r.add_argument(
         "--signing-key",
@@ -216,9 +215,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     doc["keys"] = {"trusted": sorted(keys), "source": "local (not independent)" if args.trust_local_keys else "given"}
     doc["signatures"] = args.signatures
     if args.manifest:
-        from guard.audit.export import check_manifest
-
         from guard.audit import locate
+        from guard.audit.export import check_manifest
 
         try:
             settings = locate.audit_settings(root, None)[0]

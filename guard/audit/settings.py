@@ -58,9 +58,7 @@ class RetentionSettings(BaseModel):
     @model_validator(mode="after")
     def _content_shorter(self) -> RetentionSettings:
         if self.content_days > self.metadata_days:
-            raise ValueError(
-                f"content_days ({self.content_days}) must not exceed metadata_days ({self.metadata_days})"
-            )
+            raise ValueError(f"content_days ({self.content_days}) must not exceed metadata_days ({self.metadata_days})")
         return self
 
 

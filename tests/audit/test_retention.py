@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from guard.audit.content_keys import ContentKeyError, ContentKeys, period_of, reveal
-from guard.audit.layout import iter_events
 from guard.audit.seal import keygen
 from tests.audit.proxy_helpers import GUARD, by_request, chat, verify
 
@@ -132,9 +131,10 @@ def test_sealed_content_is_bound_to_its_record(tmp_path: Path) -> None:
     flipped = dict(sealed, ct=sealed["ct"][:-4] + ("AAAA" if sealed["ct"][-4:] != "AAAA" else "BBBB"))
     assert "unreadable" in reveal({**ev, "content": {"capture": "full", "sealed": flipped}}, keys)["content"]
     for bad in ("../x", ".hidden"):
-        assert "unreadable" in reveal({**ev, "content": {"capture": "full", "sealed": {**sealed, "period": bad}}}, keys)[
-            "content"
-        ]
+        assert (
+            "unreadable"
+            in reveal({**ev, "content": {"capture": "full", "sealed": {**sealed, "period": bad}}}, keys)["content"]
+        )
     assert keys.shred_before("2023-11-15") == ["2023-11-14"]
     assert reveal(ev, keys)["content"]["shredded"] is True
 
