@@ -14,13 +14,13 @@ class SinkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["splunk_hec", "syslog", "relp", "webhook", "file"]
+    type: Literal["splunk_hec", "syslog", "relp", "webhook", "file", "otlp"]
     format: Literal["json", "ocsf", "cef", "ecs"] = "json"
-    url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook
+    url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook, otlp (/v1/logs)
     host: str | None = None  # syslog, relp
     port: int | None = Field(None, ge=1, le=65535)  # syslog (default 6514 with TLS, 601 without), relp (2514)
     path: Path | None = None  # file
-    token_env: str | None = None  # splunk_hec: env var holding the HEC token
+    token_env: str | None = None  # splunk_hec: env var holding the HEC token; otlp: a bearer token (optional)
     secret_env: str | None = None  # webhook: env var holding the HMAC-SHA256 secret
     tls: bool = False  # syslog over TLS (RFC 5425), relp over TLS; HTTPS sinks use TLS from the URL scheme
     ca: Path | None = None  # CA bundle to verify the server (system store when unset); verification is always on
@@ -40,6 +40,7 @@ class SinkSettings(BaseModel):
             "syslog": ("host",),
             "relp": ("host",),
             "file": ("path",),
+            "otlp": ("url",),
         }[self.type]
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
