@@ -163,3 +163,25 @@ def test_export_finds_the_signing_key_from_the_config_and_writes_ecs_with_json_p
     p = _cli("verify", str(root), "--public-key", str(pub), "--jobs", "1")
     prog = [json.loads(x) for x in p.stderr.splitlines() if x.startswith("{")]
     assert p.returncode == 0 and prog[-1]["progress"] == "verify" and prog[-1]["done"] is True
+
+
+def test_progress_line_on_a_terminal_and_json_lines_elsewhere() -> None:
+    import io
+
+    from guard.audit.progress import Progress
+
+    tty = io.StringIO()
+    p = Progress("verify", 1000, stream=tty, tty=True)
+    p.t0 -= 10  # ten seconds in
+    p(500)
+    p.finish(1000)
+    out = tty.getvalue()
+    assert "\rverify: 50.0% (500 of ~1,000 events), about 10 s left" in out and "verify: 100.0% (1,000" in out
+    pipe = io.StringIO()
+    p = Progress("export", 1000, stream=pipe, tty=False, every_s=3600)
+    for n in range(0, 1001, 10):  # at most one line per 5 percent when a second has not passed
+        p(n)
+    p.finish(1000)
+    docs = [json.loads(x) for x in pipe.getvalue().splitlines()]
+    assert 15 <= len(docs) <= 22 and docs[-1]["done"] is True and docs[-1]["percent"] == 100.0
+    assert all(d["progress"] == "export" and d["percent"] <= 100 for d in docs)
