@@ -95,7 +95,7 @@ class JournalRecorder:
         """Texts out of ``content`` and into its ``sealed`` ciphertext (ContentKeyError: the record fails)."""
         if content is None or self.keys is None:
             return content
-        texts = {k: content.pop(k) for k in ("prompt", "answer") if k in content}
+        texts: dict[str, str] = {k: content.pop(k) for k in ("prompt", "answer") if k in content}
         if texts:
             content["sealed"] = self.keys.seal(texts, str(ex.request_id))
         return content
