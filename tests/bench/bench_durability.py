@@ -19,11 +19,12 @@ import os
 import statistics
 import sys
 import tempfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import PY, free_port, paced, process
+from tests.bench.common import PY, XFCC, free_port, paced, process
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 VARIANTS = (
@@ -39,9 +40,26 @@ def _body(model_ms: int) -> str:
     return json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": msg}], "max_tokens": 16})
 
 
+@contextmanager
+def _guard(d: Path, up: str, kw: dict[str, Any]) -> Iterator[tuple[str, dict[str, str]]]:
+    """`guard serve` over plain HTTP (identity from a trusted XFCC header), as tests/bench/run.py starts it,
+    given longer to start (a loaded box)."""
+    from tests.bench.run import guard_config
+
+    kw = dict(kw)
+    gport, admin = free_port(), free_port()
+    unaudited = kw.pop("unaudited", False)
+    cfg = guard_config(d, up, False, gport, admin, **kw)
+    cmd = [PY, "-m", "tests.bench.guard_noaudit", str(cfg)] if unaudited else [str(Path(PY).parent / "guard"), "serve"]
+    if not unaudited:
+        cmd += ["--config", str(cfg)]
+    with process(cmd, gport, log=d / f"guard-{gport}.log", wait=180):
+        yield f"http://127.0.0.1:{gport}", {"x-forwarded-client-cert": XFCC}
+
+
 def run(quick: bool = QUICK, model_ms: tuple[int, ...] | None = None) -> dict[str, Any]:
     """``model_ms``: the model's answer times to measure with (BENCH_MODEL_MS, comma-separated; default 0,5)."""
-    from tests.bench.run import _guard, in_turn
+    from tests.bench.run import in_turn
 
     if model_ms is None:
         model_ms = tuple(int(x) for x in os.environ.get("BENCH_MODEL_MS", "0,5").split(",") if x.strip())
@@ -59,7 +77,7 @@ def run(quick: bool = QUICK, model_ms: tuple[int, ...] | None = None) -> dict[st
             p50: dict[str, list[float]] = {}
             for k in range(rounds):
                 for name, kw in in_turn(list(VARIANTS), k):
-                    with _guard(d, up, False, kw) as (url, headers, _p):
+                    with _guard(d, up, kw) as (url, headers):
                         url += "/v1/chat/completions"
                         paced(url, body, headers, 1, 0, 1.0)  # warm-up
                         r = paced(url, body, headers, 1, 0, seconds)
