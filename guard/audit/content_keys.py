@@ -22,6 +22,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ ALG = "AES-256-GCM"
 MARKER = "SHREDDED"
 _AAD = b"guard-audit-content\x00"
 _KEEP = 4  # periods whose keys stay cached in a running worker
+_PERIOD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class ContentKeyError(Exception):
@@ -64,6 +66,7 @@ class ContentKeys:
         self.dir = Path(key_dir)
         self.clock = clock
         self._cache: dict[str, AESGCM] = {}
+        self._opened: dict[str, AESGCM | None] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -125,9 +128,11 @@ class ContentKeys:
         """The texts, or None when the period's key is gone (shredded). ContentKeyError when the key exists
         and the ciphertext does not open under it."""
         period = str(sealed.get("period", ""))
-        if sealed.get("alg") != ALG or not period or "/" in period or period.startswith("."):
-            raise ContentKeyError(f"unknown sealed content ({sealed.get('alg')!r}, period {period!r})")
-        key = self._key(period, create=False)
+        if sealed.get("alg") != ALG or not _PERIOD.fullmatch(period):
+            raise ContentKeyError(f"unknown sealed content ({sealed.get('alg')!r}, period {period[:40]!r})")
+        if period not in self._opened:  # a reader (export) keeps what it read: one file read per period
+            self._opened[period] = self._key(period, create=False)
+        key = self._opened[period]
         if key is None:
             return None
         try:
@@ -158,6 +163,7 @@ class ContentKeys:
                 p.unlink()
             with self._lock:
                 self._cache.pop(period, None)
+                self._opened.pop(period, None)
         fd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(fd)
