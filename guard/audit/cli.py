@@ -115,7 +115,12 @@ def register(subparsers: Any) -> None:
         help="further formats beside events.jsonl (repeatable)",
     )
     pk.add_argument("-o", "--output", type=Path, required=True, help="the pack (.zip)")
-    pk.add_argument("--signing-key", type=Path, help="key that signs the manifests (default DIR/keys/signing-key.pem)")
+    pk.add_argument(
+        "--signing-key",
+        type=Path,
+        help="key that signs the manifests "
+        "(default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
+    )
     pk.add_argument("--config", type=Path, help="guard.yaml: names the policy in force in the summary")
     pk.add_argument("--no-verify", action="store_true", help="do not verify the journal for the summary")
     pk.set_defaults(func=cmd_pack)
@@ -309,21 +314,24 @@ def _verify_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from guard.audit import locate
     from guard.audit.pack import build_pack, policy_version_from_config
     from guard.audit.verify import verify_dir
 
-    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
-    if not key.exists():
-        return _err(f"pack signs its manifests: {key} not found (use --signing-key)")
     if not layout.chains_dir(args.dir).is_dir():
         return _err(f"{args.dir}: no audit journal here")
     try:
+        try:  # the signing key where the configuration says it is (its audit.dir must be this journal)
+            settings, source = locate.audit_settings(args.dir, args.config)
+        except locate.LocateError:
+            settings, source = None, ""
+        key = locate.signing_key(args.dir, args.signing_key, settings, source, "pack signs its manifests")
         extra = {k: getattr(args, k) for k in ("group", "upstream", "api", "type", "screen", "finding", "rule")}
         flt = Filter(args.since, args.until, args.principal, args.model, args.decision, **extra)
         signer = Signer.from_file(key)
         keys = {**load_public_keys([args.dir / "keys"]), signer.key_id: signer.public}
         policy = policy_version_from_config(args.config)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, locate.LocateError) as e:
         return _err(str(e))
     report = None if args.no_verify else verify_dir(args.dir, keys, signatures="checkpoints").to_dict()
     data, summary = build_pack(
@@ -344,35 +352,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from guard.audit import locate
-    from guard.audit.retention import RetentionError, apply_retention
+    from guard.audit.retention import cmd_prune as run
 
-    if not layout.chains_dir(args.dir).is_dir():
-        return _err(f"{args.dir}: no audit journal here")
-    try:
-        settings, source = locate.audit_settings(args.dir, args.config)
-        key = locate.signing_key(args.dir, args.signing_key, settings, source, "prune signs its record")
-        signer = Signer.from_file(key)
-        keys = {signer.key_id: signer.public, **load_public_keys(args.public_key)}
-        rep = apply_retention(
-            args.dir,
-            signer,
-            keys,
-            retention=(settings.retention if settings else None),
-            key_dir=locate.content_key_dir(args.dir, args.content_keys, settings),
-            before=args.before,
-            content_before=args.content_before,
-            now=args.now,
-            dry_run=args.dry_run,
-            ignore_sinks=args.ignore_sinks,
-        )
-    except (ValueError, OSError, locate.LocateError) as e:
-        return _err(str(e))
-    except RetentionError as e:
-        print(f"guard audit prune: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(rep, indent=2))
-    return 0
+    return run(args)
 
 
 def _fmt(e: dict[str, Any], fmt: str) -> str:

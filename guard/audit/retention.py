@@ -1,4 +1,4 @@
-"""Retention tiers: what `guard audit prune` deletes, and when.
+"""Retention tiers: what `guard audit prune` deletes, and when (the command is here; guard.audit.cli registers it).
 
 Two periods, counted back from now (``--now`` overrides the clock):
 
@@ -14,6 +14,9 @@ Two periods, counted back from now (``--now`` overrides the clock):
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,3 +82,40 @@ def apply_retention(
         ) from None
     rep["content"] = content
     return rep
+
+
+def _usage(msg: str) -> int:
+    print(f"guard audit: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from guard.audit import layout, locate
+    from guard.audit.seal import load_public_keys
+
+    if not layout.chains_dir(args.dir).is_dir():
+        return _usage(f"{args.dir}: no audit journal here")
+    try:
+        settings, source = locate.audit_settings(args.dir, args.config)
+        key = locate.signing_key(args.dir, args.signing_key, settings, source, "prune signs its record")
+        signer = Signer.from_file(key)
+        keys = {signer.key_id: signer.public, **load_public_keys(args.public_key)}
+        rep = apply_retention(
+            args.dir,
+            signer,
+            keys,
+            retention=(settings.retention if settings else None),
+            key_dir=locate.content_key_dir(args.dir, args.content_keys, settings),
+            before=args.before,
+            content_before=args.content_before,
+            now=args.now,
+            dry_run=args.dry_run,
+            ignore_sinks=args.ignore_sinks,
+        )
+    except (ValueError, OSError, locate.LocateError) as e:
+        return _usage(str(e))
+    except RetentionError as e:
+        print(f"guard audit prune: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(rep, indent=2))
+    return 0
