@@ -114,6 +114,11 @@ class ContentKeys:
                     del self._cache[old]
         return k
 
+    def ready(self) -> None:
+        """Make (or read) the current period's key now: a key folder Guard cannot use fails at start-up, with
+        its reason, rather than refusing every request that captures text."""
+        self._key(period_of(self.clock()), create=True)
+
     def seal(self, texts: dict[str, str], request_id: str) -> dict[str, Any]:
         """``texts`` (prompt and/or answer) encrypted under the current period's key: the ``sealed`` member."""
         period = period_of(self.clock())

@@ -89,6 +89,7 @@ class JournalRecorder:
         self.capture = capture or ev.ContentCapture.from_settings(journal.settings)
         if keys is None and self.capture.level in ("redacted", "full"):
             keys = ContentKeys(journal.settings.content_key_dir())
+            keys.ready()  # ContentKeyError: the key folder is unusable (Guard does not start)
         self.keys = keys
 
     def _sealed(self, ex: Any, content: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -185,3 +185,20 @@ def test_progress_line_on_a_terminal_and_json_lines_elsewhere() -> None:
     docs = [json.loads(x) for x in pipe.getvalue().splitlines()]
     assert 15 <= len(docs) <= 22 and docs[-1]["done"] is True and docs[-1]["percent"] == 100.0
     assert all(d["progress"] == "export" and d["percent"] <= 100 for d in docs)
+
+
+def test_an_unusable_content_key_folder_stops_guard_at_start_not_at_each_request(tmp_path: Path) -> None:
+    from guard.config import ConfigError, load_config
+    from guard.demo.stack import free_port, guard_config, make_pki, write_config
+    from guard.runtime import Runtime
+
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    (tmp_path / "not-a-dir").write_text("x")
+    audit = {"dir": str(tmp_path / "audit"), "capture": "full", "retention": {"key_dir": str(tmp_path / "not-a-dir/k")}}
+    cfg = guard_config(pki, "http://127.0.0.1:9", free_port(), free_port(), audit=audit, filters={"dir": str(pki)})
+    rt = Runtime(load_config(write_config(tmp_path / "guard.yaml", cfg)))
+    with pytest.raises(ConfigError, match=r"audit.retention.key_dir: cannot create content key .*not-a-dir/k"):
+        rt.load()
+    if rt.journal is not None:
+        rt.journal.close()
