@@ -16,6 +16,7 @@ from typing import Any
 
 from guard import telemetry
 from guard.accesslog import AccessLog, open_log
+from guard.audit import overlap
 from guard.audit.recorder import receipt_header
 from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
@@ -140,6 +141,10 @@ class Pipeline:
     async def _refuse(self, ex: Exchange, e: GuardError, send: Send, started: bool) -> None:
         if not ours(ex):
             return
+        try:  # an error answer, too, waits for the exchange's durable start record (audit.start_record)
+            await overlap.settle(ex)
+        except Exception:
+            e = overlap.refusal()
         outcome = {"status": e.status, "reason": e.code or e.type, "error_type": e.type}
         try:
             await self._after(ex, started, outcome)
@@ -155,6 +160,11 @@ class Pipeline:
             return
         ex.outcome = outcome
         kind = "exchange.completed" if started else "exchange.denied"
+        try:  # the start record goes first
+            await overlap.settle(ex)
+        except Exception as err:
+            telemetry.FAIL_CLOSED.labels("audit").inc()
+            throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
         try:
             await self.svc.recorder.finished(ex, kind, outcome)
         except Exception as err:

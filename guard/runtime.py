@@ -158,6 +158,7 @@ class Runtime:
             self._screens = self._load_screens()
         if self.recorder is None:
             from guard.audit import Journal, JournalError, JournalRecorder
+            from guard.audit.content_keys import ContentKeyError
 
             try:
                 if self.config.audit.sealer_for(self.config.workers) == "process":
@@ -168,7 +169,10 @@ class Runtime:
                     self.journal = Journal(self.config.audit, worker=self.worker)
             except JournalError as e:
                 raise ConfigError(f"{self.config.source or 'config'}: audit: {e}") from None
-            self.recorder = JournalRecorder(self.journal)
+            try:
+                self.recorder = JournalRecorder(self.journal)
+            except ContentKeyError as e:  # capture redacted/full: the content key folder is unusable
+                raise ConfigError(f"{self.config.source or 'config'}: audit.retention.key_dir: {e}") from None
 
     def _check_quota_tiers(self) -> None:
         """A ``quota`` rule naming a tier ``quotas.tiers`` lacks is a start-up error (at run time such a

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from guard.audit import layout
+from guard.audit.content_keys import ContentKeys
 from guard.audit.export import FORMATS, Filter, run_export
 from guard.audit.formats import as_text, to_cef, to_ocsf
+from guard.audit.progress import Progress, estimate_events
 from guard.audit.seal import Signer, keygen, load_public_keys
 
 
@@ -87,7 +89,24 @@ def register(subparsers: Any) -> None:
     e.add_argument("--decision", choices=("allow", "deny"))
     e.add_argument("--format", choices=FORMATS, default="jsonl")
     e.add_argument("-o", "--output", type=Path, help="export file (default stdout; manifest in the cwd)")
-    e.add_argument("--signing-key", type=Path, help="key that signs the manifest (default DIR/keys/signing-key.pem)")
+    e.add_argument(
+        "--signing-key",
+        type=Path,
+        help="key that signs the manifest "
+        "(default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
+    )
+    e.add_argument(
+        "--config",
+        type=Path,
+        help="guard.yaml: where the signing and content keys are (default ./guard.yaml or /etc/guard/guard.yaml "
+        "when its audit.dir is DIR)",
+    )
+    e.add_argument("--content-keys", type=Path, help="folder of content keys (default: audit.retention.key_dir)")
+    e.add_argument(
+        "--sealed",
+        action="store_true",
+        help="leave captured texts encrypted, as the journal holds them (jsonl lines then keep their hashes)",
+    )
     e.set_defaults(func=cmd_export)
 
     pk = sub.add_parser("pack", help="evidence pack: filtered events, signed manifests, summary and keys in one zip")
@@ -107,7 +126,12 @@ def register(subparsers: Any) -> None:
         help="further formats beside events.jsonl (repeatable)",
     )
     pk.add_argument("-o", "--output", type=Path, required=True, help="the pack (.zip)")
-    pk.add_argument("--signing-key", type=Path, help="key that signs the manifests (default DIR/keys/signing-key.pem)")
+    pk.add_argument(
+        "--signing-key",
+        type=Path,
+        help="key that signs the manifests "
+        "(default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
+    )
     pk.add_argument("--config", type=Path, help="guard.yaml: names the policy in force in the summary")
     pk.add_argument("--no-verify", action="store_true", help="do not verify the journal for the summary")
     pk.set_defaults(func=cmd_pack)
@@ -118,11 +142,24 @@ def register(subparsers: Any) -> None:
         "from which verify resumes each chain",
     )
     r.add_argument("dir", type=Path)
-    r.add_argument("--before", required=True, help="date or RFC 3339 time: segments whose every event is older go")
+    r.add_argument(
+        "--before",
+        help="date or RFC 3339 time: segments whose every event is older go "
+        "(default: now minus audit.retention.metadata_days, 183 unless configured)",
+    )
+    r.add_argument(
+        "--content-before",
+        help="date: content keys of days before it are destroyed, so captured texts of those days can no longer "
+        "be read (default: now minus audit.retention.content_days, 30 unless configured)",
+    )
+    r.add_argument("--now", help="RFC 3339 time the retention periods count back from (default: the clock)")
+    r.add_argument("--config", type=Path, help="guard.yaml: audit.retention, audit.signing_key (default as for export)")
+    r.add_argument("--content-keys", type=Path, help="folder of content keys (default: audit.retention.key_dir)")
     r.add_argument(
         "--signing-key",
         type=Path,
-        help="the journal's signing key, which signs the prune record (default DIR/keys/signing-key.pem)",
+        help="the journal's signing key, which signs the prune record "
+        "(default: audit.signing_key of the configuration, else DIR/keys/signing-key.pem)",
     )
     r.add_argument(
         "--public-key",
@@ -192,21 +229,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         return _err("--jobs must be 1 or more")
     t0 = time.perf_counter()
-    progress = (lambda n: print(f"\rverify: {n} events", end="", file=sys.stderr)) if sys.stderr.isatty() else None
     try:
         kept = [p.read_text() for p in args.checkpoint]
     except OSError as e:
         return _err(f"cannot read a checkpoint: {e}")
+    progress = Progress("verify", estimate_events(root))
     report = verify_dir(root, keys, jobs=args.jobs, progress=progress, signatures=args.signatures, checkpoints=kept)
-    if progress:
-        print(file=sys.stderr)
+    progress.finish(report.events)
     doc = report.to_dict()
     doc["keys"] = {"trusted": sorted(keys), "source": "local (not independent)" if args.trust_local_keys else "given"}
     doc["signatures"] = args.signatures
     if args.manifest:
+        from guard.audit import locate
         from guard.audit.export import check_manifest
 
-        problems = check_manifest(args.manifest, keys, root)
+        try:
+            settings = locate.audit_settings(root, None)[0]
+        except locate.LocateError:
+            settings = None
+        ck = ContentKeys(locate.content_key_dir(root, None, settings))
+        problems = check_manifest(args.manifest, keys, root, ck)
         doc["manifest"] = {"file": str(args.manifest), "ok": not problems, "problems": problems}
     from guard.audit.witness_cli import notary_report
 
@@ -252,17 +294,20 @@ def _print_report(doc: dict[str, Any]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
-    if not key.exists():
-        return _err(f"export signs its manifest: {key} not found (use --signing-key)")
-    try:
-        flt = Filter(args.since, args.until, args.principal, args.model, args.decision)
-        signer = Signer.from_file(key)
-    except (ValueError, OSError) as e:
-        return _err(str(e))
+    from guard.audit import locate
+
     if not layout.chains_dir(args.dir).is_dir():
         return _err(f"{args.dir}: no audit journal here")
-    m = run_export(args.dir, flt, args.format, args.output, signer)
+    try:
+        settings, source = locate.audit_settings(args.dir, args.config)
+        key = locate.signing_key(args.dir, args.signing_key, settings, source, "export signs its manifest")
+        flt = Filter(args.since, args.until, args.principal, args.model, args.decision)
+        signer = Signer.from_file(key)
+    except (ValueError, OSError, locate.LocateError) as e:
+        return _err(str(e))
+    ck = None if args.sealed else ContentKeys(locate.content_key_dir(args.dir, args.content_keys, settings))
+    progress = Progress("export", estimate_events(args.dir))
+    m = run_export(args.dir, flt, args.format, args.output, signer, ck, progress)
     print(json.dumps({"exported": m["counts"]["exported"], "manifest": m["manifest_path"]}), file=sys.stderr)
     return 0
 
@@ -298,21 +343,24 @@ def _verify_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from guard.audit import locate
     from guard.audit.pack import build_pack, policy_version_from_config
     from guard.audit.verify import verify_dir
 
-    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
-    if not key.exists():
-        return _err(f"pack signs its manifests: {key} not found (use --signing-key)")
     if not layout.chains_dir(args.dir).is_dir():
         return _err(f"{args.dir}: no audit journal here")
     try:
+        try:  # the signing key where the configuration says it is (its audit.dir must be this journal)
+            settings, source = locate.audit_settings(args.dir, args.config)
+        except locate.LocateError:
+            settings, source = None, ""
+        key = locate.signing_key(args.dir, args.signing_key, settings, source, "pack signs its manifests")
         extra = {k: getattr(args, k) for k in ("group", "upstream", "api", "type", "screen", "finding", "rule")}
         flt = Filter(args.since, args.until, args.principal, args.model, args.decision, **extra)
         signer = Signer.from_file(key)
         keys = {**load_public_keys([args.dir / "keys"]), signer.key_id: signer.public}
         policy = policy_version_from_config(args.config)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, locate.LocateError) as e:
         return _err(str(e))
     report = None if args.no_verify else verify_dir(args.dir, keys, signatures="checkpoints").to_dict()
     data, summary = build_pack(
@@ -333,27 +381,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from guard.audit.export import parse_time
-    from guard.audit.prune import PruneError, prune
+    from guard.audit.retention import cmd_prune as run
 
-    key = args.signing_key or args.dir / "keys" / "signing-key.pem"
-    if not layout.chains_dir(args.dir).is_dir():
-        return _err(f"{args.dir}: no audit journal here")
-    if not key.exists():
-        return _err(f"prune signs its record: {key} not found (use --signing-key)")
-    try:
-        before = parse_time(args.before)
-        signer = Signer.from_file(key)
-        keys = {signer.key_id: signer.public, **load_public_keys(args.public_key)}
-    except (ValueError, OSError) as e:
-        return _err(str(e))
-    try:
-        rep = prune(args.dir, before, signer, keys, dry_run=args.dry_run, ignore_sinks=args.ignore_sinks)
-    except PruneError as e:
-        print(f"guard audit prune: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(rep, indent=2))
-    return 0
+    return run(args)
 
 
 def _fmt(e: dict[str, Any], fmt: str) -> str:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from guard.audit import facts, layout
+from guard.audit.content_keys import ContentKeys, reveal
 from guard.audit.event import utc_now
-from guard.audit.formats import CSV_COLUMNS, effect, to_cef, to_csv_row, to_ocsf
+from guard.audit.formats import CSV_COLUMNS, effect, to_cef, to_csv_row, to_ecs, to_ocsf
 from guard.audit.seal import Signer, canonical
 
-FORMATS = ("jsonl", "csv", "ocsf", "cef")
+FORMATS = ("jsonl", "csv", "ocsf", "cef", "ecs")
 
 
 def parse_time(s: str) -> str:
@@ -116,14 +117,21 @@ class _Writer:
         elif self.fmt == "cef":
             self.out.write(to_cef(e) + "\n")
         else:
-            obj = to_ocsf(e) if self.fmt == "ocsf" else e
+            obj = to_ocsf(e) if self.fmt == "ocsf" else to_ecs(e) if self.fmt == "ecs" else e
             self.out.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
 
 
 def export(
-    root: Path, flt: Filter, fmt: str, out: IO[str], progress: Callable[[int], None] | None = None
+    root: Path,
+    flt: Filter,
+    fmt: str,
+    out: IO[str],
+    progress: Callable[[int], None] | None = None,
+    content_keys: ContentKeys | None = None,
 ) -> dict[str, Any]:
-    """Write matching events to ``out``; return the (unsigned) manifest body."""
+    """Write matching events to ``out``; return the (unsigned) manifest body. With ``content_keys`` captured
+    texts are opened (or marked ``shredded`` where the period's key is gone); without, events are written as
+    the journal holds them (sealed texts stay ciphertext, and jsonl lines keep hashing to their ``hash``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}")
     w = _Writer(fmt, out)
@@ -132,7 +140,7 @@ def export(
     scanned = written = 0
     for chain, _seg, e in layout.iter_events(root):
         scanned += 1
-        if progress and scanned % 10000 == 0:
+        if progress and scanned % 2000 == 0:
             progress(scanned)
         c = chains.setdefault(chain, {"events_in_range": 0, "exported": 0, "before_range": None})
         if not flt.in_range(e):
@@ -147,7 +155,9 @@ def export(
         c["exported"] += 1
         written += 1
         by_type[e.get("type", "")] = by_type.get(e.get("type", ""), 0) + 1
-        w.write(e)
+        w.write(reveal(e, content_keys) if content_keys is not None else e)
+    if progress:
+        progress(scanned)
     return {
         "manifest_version": "1",
         "generated": utc_now(),
@@ -157,6 +167,7 @@ def export(
         "filters": flt.describe(),
         "counts": {"scanned": scanned, "exported": written, "by_type": by_type},
         "chains": chains,
+        **({"content": "opened"} if content_keys is not None else {}),
     }
 
 
@@ -168,23 +179,30 @@ def sign_manifest(manifest: dict[str, Any], export_bytes_sha256: str, signer: Si
     return m
 
 
-def run_export(root: Path, flt: Filter, fmt: str, out_path: Path | None, signer: Signer) -> dict[str, Any]:
-    """Export to ``out_path`` (or stdout) and write ``<out>.manifest.json`` beside it; return the manifest."""
-    tty = sys.stderr.isatty()
-    progress = (lambda n: print(f"\rexport: {n} events scanned", end="", file=sys.stderr)) if tty else None
+def run_export(
+    root: Path,
+    flt: Filter,
+    fmt: str,
+    out_path: Path | None,
+    signer: Signer,
+    content_keys: ContentKeys | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Export to ``out_path`` (or stdout) and write ``<out>.manifest.json`` beside it; return the manifest.
+    ``progress``: a guard.audit.progress.Progress (called with events scanned, finished at the end)."""
     if out_path is None:
         buf = io.StringIO()
-        body = export(root, flt, fmt, buf, progress)
+        body = export(root, flt, fmt, buf, progress, content_keys)
         data = buf.getvalue().encode()
         sys.stdout.write(buf.getvalue())
         manifest_path = Path(f"guard-audit-export-{utc_now()[:19].replace(':', '')}.manifest.json")
     else:
         with open(out_path, "w", encoding="utf-8", newline="") as f:
-            body = export(root, flt, fmt, f, progress)
+            body = export(root, flt, fmt, f, progress, content_keys)
         data = Path(out_path).read_bytes()
         manifest_path = Path(f"{out_path}.manifest.json")
-    if tty:
-        print(file=sys.stderr)
+    if progress is not None:
+        progress.finish(body["counts"]["scanned"])
     body["export"] = out_path.name if out_path else "-"
     m = sign_manifest(body, hashlib.sha256(data).hexdigest(), signer)
     manifest_path.write_text(json.dumps(m, indent=2, ensure_ascii=False) + "\n")
@@ -192,12 +210,16 @@ def run_export(root: Path, flt: Filter, fmt: str, out_path: Path | None, signer:
     return m
 
 
-def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -> list[str]:
+def check_manifest(
+    path: Path, keys: dict[str, Any], root: Path | None = None, content_keys: ContentKeys | None = None
+) -> list[str]:
     """Problems with an export and its manifest (empty when all is well).
 
     Checks the manifest's signature, that the export file beside it is the one it describes, and, given the
     journal ``root``, that exporting the same range and filters again yields exactly that file — so the
-    export is complete for its range and holds nothing else.
+    export is complete for its range and holds nothing else. An export with opened content (``"content":
+    "opened"``) is redone with ``content_keys`` (default ``<root>/keys/content``): once a period's key is
+    shredded, that export no longer matches (check exports before their content is shredded).
     """
     try:
         m = json.loads(Path(path).read_text())
@@ -218,7 +240,10 @@ def check_manifest(path: Path, keys: dict[str, Any], root: Path | None = None) -
     if root is not None:
         r, flt = m.get("range", {}), m.get("filters", {})
         again = io.StringIO()
-        body2 = export(root, Filter.from_manifest(r, flt), m.get("format", "jsonl"), again)
+        ck = None
+        if m.get("content") == "opened":
+            ck = content_keys or ContentKeys(root / "keys" / "content")
+        body2 = export(root, Filter.from_manifest(r, flt), m.get("format", "jsonl"), again, content_keys=ck)
         if hashlib.sha256(again.getvalue().encode()).hexdigest() != m.get("export_sha256"):
             problems.append("the journal's events for this range and these filters differ from the export")
         for chain, c in m.get("chains", {}).items():

@@ -32,6 +32,10 @@ def make_sink(s: SinkSettings) -> Sink:
         from guard.audit.relp import Relp
 
         return Relp(s)
+    if s.type == "otlp":  # imported only when configured: the OpenTelemetry exporter is a large import
+        from guard.audit.otlp import OtlpLogs
+
+        return OtlpLogs(s)
     kinds: dict[str, type[SplunkHEC] | type[Syslog] | type[Webhook] | type[FileSink]] = {
         "splunk_hec": SplunkHEC,
         "syslog": Syslog,

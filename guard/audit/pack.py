@@ -3,7 +3,7 @@
     events.jsonl                  the selected events as the journal holds them (hash, chain, seq)
     receipts.jsonl                per event (same order), its inclusion proof in the chain's signed checkpoint
     events.jsonl.manifest.json    signed export manifest (guard.audit.export): range, filters, counts, digest
-    events.<fmt>[.manifest.json]  the same events in each further format asked for (csv, ocsf, cef), signed
+    events.<fmt>[.manifest.json]  the same events in each further format asked for (csv, ocsf, cef, ecs), signed
     keys/<key_id>.pub.pem         public keys of the signing keys named in the pack (convenience, not trust)
     SUMMARY.txt / summary.json    period, counts, journal verification result, key fingerprints, policy version
 
@@ -36,7 +36,13 @@ from guard.audit.seal import (
     record_problem,
 )
 
-FILE_NAMES = {"jsonl": "events.jsonl", "csv": "events.csv", "ocsf": "events.ocsf.jsonl", "cef": "events.cef"}
+FILE_NAMES = {
+    "jsonl": "events.jsonl",
+    "csv": "events.csv",
+    "ocsf": "events.ocsf.jsonl",
+    "cef": "events.cef",
+    "ecs": "events.ecs.jsonl",
+}
 _MAX_MEMBER = 4 << 30  # refuse to read a member claiming more than this (zip bomb)
 
 

@@ -5,7 +5,9 @@ with 503); ``finished`` writes ``exchange.completed`` or ``exchange.denied`` fro
 pipeline builds, durable when it returns, or with ``wait=False`` (a completion after the answer went out)
 with the journal's next group commit, within ``batch_window_ms`` (status, reason, bytes, usage, finish_reasons, error;
 ``answer_text`` if the pipeline
-wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged).
+wants the answer captured — it is hashed, redacted or kept per ``audit.capture``, never logged). Texts kept
+(``redacted``, ``full``) are encrypted under the day's content key (guard.audit.content_keys), so that
+``guard audit prune`` can delete them after ``audit.retention.content_days`` without touching the chain.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 from guard.audit import event as ev
+from guard.audit.content_keys import ContentKeys
 from guard.audit.journal import Journal
 from guard.audit.logtree import origin_for
 
@@ -66,9 +69,24 @@ def _as_screened(ex: Any, text: str) -> str:
 
 
 class JournalRecorder:
-    def __init__(self, journal: Journal, capture: ev.ContentCapture | None = None) -> None:
+    def __init__(
+        self, journal: Journal, capture: ev.ContentCapture | None = None, keys: ContentKeys | None = None
+    ) -> None:
         self.journal = journal
         self.capture = capture or ev.ContentCapture.from_settings(journal.settings)
+        if keys is None and self.capture.level in ("redacted", "full"):
+            keys = ContentKeys(journal.settings.content_key_dir())
+            keys.ready()  # ContentKeyError: the key folder is unusable (Guard does not start)
+        self.keys = keys
+
+    def _sealed(self, ex: Any, content: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Texts out of ``content`` and into its ``sealed`` ciphertext (ContentKeyError: the record fails)."""
+        if content is None or self.keys is None:
+            return content
+        texts: dict[str, str] = {k: content.pop(k) for k in ("prompt", "answer") if k in content}
+        if texts:
+            content["sealed"] = self.keys.seal(texts, str(ex.request_id))
+        return content
 
     def _prompt(self, ex: Any, stage: str = "") -> str | None:
         """The prompt as forwarded. At ``redacted`` only a prompt that passed the prompt screens (their
@@ -100,7 +118,7 @@ class JournalRecorder:
             ex.context[LEAF] = f"{origin_for(self.journal.chain)}/{seq - 1}"
 
     async def started(self, ex: Any) -> None:
-        content = self.capture.record(prompt=self._prompt(ex), memo=ex.context)
+        content = self._sealed(ex, self.capture.record(prompt=self._prompt(ex), memo=ex.context))
         self._leaf(ex, await self.journal.append_facts(ev.started_facts(ex, content)))
 
     async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
@@ -108,15 +126,18 @@ class JournalRecorder:
         reason = str(outcome.get("reason") or outcome.get("error_type") or "")
         if kind == "exchange.denied":
             stage = _denial_stage(ex)
-            content = self.capture.record(prompt=self._prompt(ex, stage))  # its only record: no memo
+            content = self._sealed(ex, self.capture.record(prompt=self._prompt(ex, stage)))  # only record: no memo
             facts = ev.denied_facts(ex, status, reason or "denied", stage, content)
         else:
             finish = outcome.get("finish_reasons") or outcome.get("finish_reason")
             if isinstance(finish, (list, tuple)):
                 finish = ",".join(dict.fromkeys(str(f) for f in finish if f))
             total = {"total": (time.perf_counter() - ex.started) * 1000} if getattr(ex, "started", None) else None
-            content = self.capture.record(
-                prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), memo=ex.context
+            content = self._sealed(
+                ex,
+                self.capture.record(
+                    prompt=self._prompt(ex), answer=self._answer(ex, outcome.get("answer_text")), memo=ex.context
+                ),
             )
             facts = ev.completed_facts(
                 ex,

@@ -14,13 +14,13 @@ class SinkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    type: Literal["splunk_hec", "syslog", "relp", "webhook", "file"]
+    type: Literal["splunk_hec", "syslog", "relp", "webhook", "file", "otlp"]
     format: Literal["json", "ocsf", "cef", "ecs"] = "json"
-    url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook
+    url: str | None = None  # splunk_hec (base URL or full /services/collector/event URL), webhook, otlp (/v1/logs)
     host: str | None = None  # syslog, relp
     port: int | None = Field(None, ge=1, le=65535)  # syslog (default 6514 with TLS, 601 without), relp (2514)
     path: Path | None = None  # file
-    token_env: str | None = None  # splunk_hec: env var holding the HEC token
+    token_env: str | None = None  # splunk_hec: env var holding the HEC token; otlp: a bearer token (optional)
     secret_env: str | None = None  # webhook: env var holding the HMAC-SHA256 secret
     tls: bool = False  # syslog over TLS (RFC 5425), relp over TLS; HTTPS sinks use TLS from the URL scheme
     ca: Path | None = None  # CA bundle to verify the server (system store when unset); verification is always on
@@ -40,6 +40,7 @@ class SinkSettings(BaseModel):
             "syslog": ("host",),
             "relp": ("host",),
             "file": ("path",),
+            "otlp": ("url",),
         }[self.type]
         missing = [k for k in need if getattr(self, k) in (None, "")]
         if missing:
@@ -78,6 +79,21 @@ class WitnessSettings(BaseModel):
         return v
 
 
+class RetentionSettings(BaseModel):
+    """How long the journal keeps what (``guard audit prune``; audit/README.md "Retention tiers")."""
+
+    model_config = ConfigDict(extra="forbid")
+    metadata_days: int = Field(183, ge=1)  # events (who, when, model, decisions, finding types): >= 6 months
+    content_days: int = Field(30, ge=1)  # captured texts (capture redacted/full): their period keys are destroyed
+    key_dir: Path | None = None  # content keys, one file per UTC day (default <dir>/keys/content)
+
+    @model_validator(mode="after")
+    def _content_shorter(self) -> RetentionSettings:
+        if self.content_days > self.metadata_days:
+            raise ValueError(f"content_days ({self.content_days}) must not exceed metadata_days ({self.metadata_days})")
+        return self
+
+
 class AuditSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dir: Path = Path("var/audit")
@@ -100,6 +116,10 @@ class AuditSettings(BaseModel):
         return "process" if cpus >= 2 * max(1, workers) else "thread"
 
     batch_window_ms: float = Field(50.0, gt=0, le=10_000)  # durability=batch: max delay before fsync
+    # durability=fsync: "overlap" makes exchange.started durable while the model works and releases the answer
+    # only once it is; "before_forward": no prompt leaves before its record is durable (audit/INTEGRITY.md).
+    start_record: Literal["overlap", "before_forward"] = "overlap"
+    retention: RetentionSettings = RetentionSettings()
     capture: Literal["none", "hash", "redacted", "full"] = "hash"
     hash_key_file: Path | None = None  # capture=hash: HMAC key file (generated in dir/keys when unset)
     hash_key_env: str | None = None  # capture=hash: env var holding the HMAC key (wins over the file)
@@ -142,6 +162,9 @@ class AuditSettings(BaseModel):
     def quorum(self) -> int:
         return len(self.witnesses) if self.witness_quorum is None else self.witness_quorum
 
+    def content_key_dir(self) -> Path:
+        return self.retention.key_dir or self.dir / "keys" / "content"
+
     def resolve(self, base: Path) -> None:
         fix = lambda p: p if p.is_absolute() else base / p  # noqa: E731
         self.dir = fix(self.dir)
@@ -154,6 +177,8 @@ class AuditSettings(BaseModel):
         for w in self.witnesses:
             if w.ca:
                 w.ca = fix(w.ca)
+        if self.retention.key_dir:
+            self.retention.key_dir = fix(self.retention.key_dir)
         for s in self.sinks:
             if s.path:
                 s.path = fix(s.path)

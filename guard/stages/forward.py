@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from guard import telemetry
 from guard.apis import strictjson, translate
+from guard.audit import overlap
 from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
 from guard.stages.base import LARGE_BODY, Flow, Services, ours, throttled
@@ -25,13 +26,18 @@ class AuditStarted:
 
     def __init__(self, svc: Services) -> None:
         self._recorder = svc.recorder
+        self._overlap = overlap.wanted(svc.config.audit)  # audit.start_record: overlap
 
     async def run(self, flow: Flow) -> None:
         ex = flow.ex
         if not ours(ex):
             raise ClientGone()
         try:
-            await self._recorder.started(ex)
+            if self._overlap:  # durable while the model works; the answer waits for it (the gate)
+                overlap.begin(self._recorder, ex)
+                flow.send = overlap.gate(ex, flow.send)
+            else:
+                await self._recorder.started(ex)
             ex.audit_started = True
         except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()

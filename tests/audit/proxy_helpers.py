@@ -16,11 +16,15 @@ CHAT = "/v1/chat/completions"
 
 
 def journal_events(root: Path) -> list[dict[str, Any]]:
-    """Every complete line of every segment (a torn final line, without its LF, is skipped)."""
+    """Every complete line of every segment (a torn final line, without its LF, is skipped), captured texts
+    opened with the journal's default content keys (guard.audit.content_keys)."""
+    from guard.audit.content_keys import ContentKeys, reveal
+
+    keys = ContentKeys(root / "keys" / "content")
     out: list[dict[str, Any]] = []
     for seg in sorted((root / "chains").glob("*/*.jsonl")):
         for line in seg.read_bytes().split(b"\n")[:-1]:
-            out.append(json.loads(line))
+            out.append(reveal(json.loads(line), keys))
     return out
 
 

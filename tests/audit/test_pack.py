@@ -45,12 +45,12 @@ def test_pack_holds_every_format_a_summary_and_verifies(
     journal_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "p.zip"
-    _pack(journal_dir, out, "--format", "csv", "--format", "ocsf", "--format", "cef")
+    _pack(journal_dir, out, "--format", "csv", "--format", "ocsf", "--format", "cef", "--format", "ecs")
     with zipfile.ZipFile(out) as z:
         names = set(z.namelist())
         summary = z.read("SUMMARY.txt").decode()
         s = json.loads(z.read("summary.json"))
-    for f in ("events.jsonl", "events.csv", "events.ocsf.jsonl", "events.cef"):
+    for f in ("events.jsonl", "events.csv", "events.ocsf.jsonl", "events.cef", "events.ecs.jsonl"):
         assert f in names and f"{f}.manifest.json" in names
     total = sum(1 for _ in layout.iter_events(journal_dir))
     assert s["counts"]["events"] == total and s["journal_verification"]["ok"] is True

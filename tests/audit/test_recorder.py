@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac as std_hmac
+import json
 from pathlib import Path
+from unittest.mock import ANY
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard.audit import event as ev
 from guard.audit import layout
+from guard.audit.content_keys import ContentKeys, reveal
 from guard.audit.journal import Journal
 from guard.audit.recorder import JournalRecorder, prompt_text
 from guard.audit.schema import assert_journal_valid
@@ -82,7 +85,10 @@ def test_recorder_writes_started_completed_and_denied_events_that_validate(tmp_p
     evs = {(e["type"], e.get("request_id")): e for _, _, e in layout.iter_events(tmp_path)}
     done = evs[("exchange.completed", "r1")]
     assert done["outcome"] == {"status": 200, "bytes": 99, "finish_reason": "stop"}
-    assert done["content"] == {"capture": "redacted", "prompt": "hi <EMAIL_ADDRESS>\nmore", "answer": "hello"}
+    # the texts are in the journal only as ciphertext under the day's content key (guard.audit.content_keys)
+    assert set(done["content"]) == {"capture", "sealed"} and "hello" not in json.dumps(done)
+    opened = reveal(done, ContentKeys(tmp_path / "keys" / "content"))["content"]
+    assert opened == {"capture": "redacted", "prompt": "hi <EMAIL_ADDRESS>\nmore", "answer": "hello", "period": ANY}
     assert done["decisions"]["access"]["rule"] == "policies/policy.csv:4" and "total" in done["latency_ms"]
     den = evs[("exchange.denied", "r2")]
     assert den["denial"] == {"stage": "access", "code": "access_denied"} and den["outcome"]["status"] == 403

@@ -109,3 +109,22 @@ def test_segments_also_rotate_by_age(tmp_path: Path) -> None:
     fill(j, 2)
     j.close()
     assert len(layout.segments(tmp_path, "w1")) == 2
+
+
+def test_retention_and_start_record_errors_name_file_line_and_key(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("dir: a\nretention:\n  metadata_days: 183\n  content_days: 400\n")
+    data, lines = load_yaml(f)
+    with pytest.raises(ConfigError, match=r"r.yaml:2: retention: .*content_days \(400\) must not exceed metadata_days"):
+        validate(AuditSettings, data, f, lines)
+    f.write_text("dir: a\nstart_record: sometimes\n")
+    data, lines = load_yaml(f)
+    with pytest.raises(ConfigError, match=r"r.yaml:2: start_record: .*overlap.*before_forward"):
+        validate(AuditSettings, data, f, lines)
+    f.write_text("dir: a\nretention: {content_days: 0}\n")
+    data, lines = load_yaml(f)
+    with pytest.raises(ConfigError, match=r"r.yaml:2: retention.content_days"):
+        validate(AuditSettings, data, f, lines)
+    s: AuditSettings = validate(AuditSettings, {"dir": "a", "retention": {"key_dir": "ck"}}, f, {})
+    s.resolve(tmp_path)
+    assert s.content_key_dir() == tmp_path / "ck" and AuditSettings().retention.metadata_days >= 183

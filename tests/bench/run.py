@@ -78,6 +78,7 @@ def guard_config(
     sealer: str = "auto",
     otlp_endpoint: str | None = None,
     trace_sample_ratio: float = 1.0,
+    start_record: str = "overlap",
 ) -> Path:
     """Guard for the core benchmark: shipped policy, audit journal (durability ``batch`` unless asked), no
     screening profile (screens have their own benchmarks) unless ``filters="shipped"``."""
@@ -105,7 +106,12 @@ def guard_config(
         "routes": [{"model": "*", "upstream": "local"}],
         "policy": {"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)], "watch": False},
         "filters": {"dir": str(ROOT / "filters" if filters == "shipped" else d / "no-filters")},
-        "audit": {"dir": str(d / f"audit-{port}"), "durability": durability, "sealer": sealer},
+        "audit": {
+            "dir": str(d / f"audit-{port}"),
+            "durability": durability,
+            "sealer": sealer,
+            "start_record": start_record,
+        },
         "workers": workers,
         "telemetry": {
             "metrics": metrics,
@@ -841,6 +847,7 @@ FEATURES = [
     "tests.bench.bench_canonical",
     "tests.bench.bench_hostile",
     "tests.bench.bench_sealer_restart",
+    "tests.bench.bench_durability",
     "tests.bench.bench_sink_duplicates",
     "tests.bench.bench_quota",
     "tests.bench.bench_wire",

@@ -34,9 +34,12 @@ def tls_socket(url: str, ctx: ssl.SSLContext, timeout: float = 5.0) -> ssl.SSLSo
 
 
 def events(audit_dir: Path) -> list[dict[str, Any]]:
+    """The journal's events, captured texts opened with its default content keys (guard.audit.content_keys)."""
+    from guard.audit.content_keys import ContentKeys, reveal
     from guard.audit.layout import iter_events
 
-    return [e for _, _, e in iter_events(audit_dir)]
+    keys = ContentKeys(audit_dir / "keys" / "content")
+    return [reveal(e, keys) for _, _, e in iter_events(audit_dir)]
 
 
 def fuzz_settings(default_examples: int) -> Any:

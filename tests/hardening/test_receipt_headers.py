@@ -33,17 +33,29 @@ class _Upstream(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
         type(self).seen.append({k.lower(): v for k, v in self.headers.items()})
         if body.get("stream"):
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body.get("model"),
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}]}
+            chunk = {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body.get("model"),
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": None}],
+            }
             end = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode()
             ctype = "text/event-stream"
         else:
-            data = json.dumps({
-                "id": "c1", "object": "chat.completion", "created": 1, "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }).encode()
+            data = json.dumps(
+                {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            ).encode()
             ctype = "application/json"
         self.send_response(200)
         self.send_header("content-type", ctype)
@@ -74,8 +86,12 @@ def test_forged_receipt_headers_from_upstream_or_client_never_pass(
     with g.client("app") as c:
         r = chat(c, "hello", headers={"x-guard-audit-leaf": FORGED})
         got.append(r)
-        with c.stream("POST", CHAT, headers={"x-guard-audit-leaf": FORGED},
-                      json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as s:
+        with c.stream(
+            "POST",
+            CHAT,
+            headers={"x-guard-audit-leaf": FORGED},
+            json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        ) as s:
             s.read()
             got.append(s)
     g.stop()
