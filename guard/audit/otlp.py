@@ -1,7 +1,8 @@
 """OTLP logs sink: the journal's events as OpenTelemetry log records over OTLP/HTTP (protobuf).
 
 Any OpenTelemetry Collector pipeline (Kafka, Splunk, Elastic, ...) can take Guard's events this way. The
-records are encoded and sent by opentelemetry-sdk's ``OTLPLogExporter`` (public API; no hand-written
+records are encoded and sent by opentelemetry-sdk's ``OTLPLogExporter``
+(through guard/compat/otel_logs.py; no hand-written
 protobuf). Like the other sinks it is fed from the journal by a forwarder thread with its own persisted
 cursor: a batch counts as delivered only when the collector answered 2xx, so delivery is at-least-once
 (a collector that is down gets the events again when it is back).
@@ -20,16 +21,13 @@ import socket
 from datetime import datetime
 from typing import Any
 
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from guard.audit.formats import FORMATTERS, as_text, effect
 from guard.audit.settings import SinkSettings
 from guard.audit.sinks import SinkError
+from guard.compat.otel_logs import LogRecord, LogRecordExportResult, OTLPLogExporter, ReadableLogRecord, SeverityNumber
 
 
 class OtlpLogs:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guard import telemetry
+from guard.audit.recorder import receipt_header
 from guard.audit.recovery import JournalError
 from guard.errors import GuardError, unavailable
 
@@ -61,7 +62,8 @@ def refusal() -> GuardError:
 
 
 def gate(ex: Any, send: Send) -> Send:
-    """``send`` that releases nothing to the client before ``exchange.started`` is durable."""
+    """``send`` that releases nothing to the client before ``exchange.started`` is durable; the answer's
+    head then gets the record's receipt (``x-guard-audit-leaf``), known once the record is sealed."""
 
     async def gated(message: dict[str, Any]) -> None:
         if PENDING in ex.context:
@@ -69,6 +71,10 @@ def gate(ex: Any, send: Send) -> Send:
                 await settle(ex)
             except Exception:
                 raise refusal() from None
+            if message.get("type") == "http.response.start":  # the receipt is known only now
+                headers = list(message.get("headers") or ())
+                if not any(k == b"x-guard-audit-leaf" for k, _ in headers):
+                    message = {**message, "headers": [*headers, *receipt_header(ex)]}
         await send(message)
 
     return gated

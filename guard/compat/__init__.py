@@ -9,5 +9,6 @@ an upgrade breaks an assumption (the attribute is gone or behaves differently).
 - presidio_engine: the post-processing steps of Presidio's ``AnalyzerEngine.analyze``, and the suffix
   list its email recognizer reads.
 - presidio_import: Presidio imported without transformers/torch, which Guard never uses through it.
+- otel_logs: OpenTelemetry's logs API, SDK and OTLP exporter (still under underscore modules).
 - torch_fp8: the FP8 matrix multiply and the recompile limits of the local Llama Guard runner.
 """

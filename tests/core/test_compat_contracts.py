@@ -313,3 +313,26 @@ def test_presidio_is_imported_without_torch_and_both_still_import_afterwards() -
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# --- otel_logs -----------------------------------------------------------------------------------------
+
+
+def test_otel_logs_names_the_otlp_sink_uses_exist_and_encode_a_record() -> None:
+    """The logs signal's classes are where the adapter imports them, and the exporter's own encoder turns
+    one record into an OTLP ExportLogsServiceRequest (what the sink sends)."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from guard.compat import otel_logs
+
+    assert otel_logs.LogRecordExportResult.SUCCESS != otel_logs.LogRecordExportResult.FAILURE
+    rec = otel_logs.LogRecord(timestamp=1, body="guard", severity_number=otel_logs.SeverityNumber.INFO)
+    readable = otel_logs.ReadableLogRecord(
+        rec, resource=Resource.create({"service.name": "guard"}), instrumentation_scope=InstrumentationScope("guard")
+    )
+    msg = encode_logs([readable])
+    body = msg.resource_logs[0].scope_logs[0].log_records[0].body.string_value
+    assert body == "guard"
+    assert callable(otel_logs.OTLPLogExporter(endpoint="http://127.0.0.1:9/v1/logs").export)
