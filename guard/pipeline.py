@@ -55,7 +55,9 @@ Step = tuple[Callable[[Flow], Awaitable[bool | None]], str | None]  # a stage's 
 
 
 def _steps(stages: Sequence[Stage]) -> tuple[Step, ...]:
-    return tuple((s.run, s.name if s.timed else None) for s in stages)
+    """What the driver runs: each stage's ``run`` and its name if timed; a stage that is not ``active`` in
+    this configuration (``Quota`` without ``quotas:``) is left out."""
+    return tuple((s.run, s.name if s.timed else None) for s in stages if getattr(s, "active", True))
 
 
 class Pipeline:

@@ -82,7 +82,8 @@ class Flow:
 
 class Stage(Protocol):
     """A step of the request path. ``timed``: the driver records its duration under ``name``, unless ``run``
-    returned ``SKIPPED`` (it had nothing to do, e.g. a profile without prompt screens)."""
+    returned ``SKIPPED`` (it had nothing to do, e.g. a profile without prompt screens). A stage may set
+    ``active = False`` when the configuration gives it nothing to do on any request: it is not run."""
 
     name: ClassVar[str]
     timed: ClassVar[bool]

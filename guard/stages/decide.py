@@ -179,6 +179,7 @@ class Quota:
 
     def __init__(self, svc: Services) -> None:
         self._quotas = svc.quotas
+        self.active = svc.quotas is not None  # without quotas the driver leaves this stage out
 
     async def run(self, flow: Flow) -> None:
         if self._quotas is not None:  # a refusal here is an exchange.denied (stage quota)
