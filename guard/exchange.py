@@ -14,7 +14,7 @@ from guard.identity import Principal
 REQUEST_KEY = "guard.request"
 
 
-@dataclass
+@dataclass(slots=True)  # slots: built once per request, and no stage can add an untyped attribute
 class Exchange:
     """One request on its way through Guard.
 

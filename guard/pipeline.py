@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from guard import telemetry
@@ -52,13 +53,13 @@ def _trace_id(traceparent: bytes | None) -> str:
     return parent[0] if parent else os.urandom(16).hex()
 
 
-async def _walk(flow: Flow, stages: tuple[Stage, ...]) -> None:
-    """Run stages in order; a timed stage's duration is recorded when it ends (not when it raises, nor when
-    it had nothing to do)."""
-    for stage in stages:
-        t0 = time.perf_counter()
-        if await stage.run(flow) is not SKIPPED and stage.timed:
-            record(flow.ex, stage.name, t0)
+Step = tuple[Callable[[Flow], Awaitable[bool | None]], str | None]  # a stage's run, and its name if timed
+
+
+def _steps(stages: Sequence[Stage]) -> tuple[Step, ...]:
+    """What the driver runs: each stage's ``run`` and its name if timed; a stage that is not ``active`` in
+    this configuration (``Quota`` without ``quotas:``) is left out."""
+    return tuple((s.run, s.name if s.timed else None) for s in stages if getattr(s, "active", True))
 
 
 class Pipeline:
@@ -71,18 +72,27 @@ class Pipeline:
                 made[cls] = cls(svc)  # type: ignore[call-arg]
         first = STAGES[0]
         assert LISTING[0] is first  # both paths start by knowing who calls which endpoint
-        self._first = (made[first],)
-        self._path = tuple(made[c] for c in STAGES[1:])
-        self._listing = tuple(made[c] for c in LISTING[1:])
+        self._first = _steps([made[first]])
+        self._path = _steps([made[c] for c in STAGES[1:]])
+        self._listing = _steps([made[c] for c in LISTING[1:]])
 
     async def _run(self, flow: Flow) -> bool:
-        """The stages; True once the request went upstream (its end is then ``exchange.completed``)."""
-        await _walk(flow, self._first)
-        if flow.ex.operation == "models":
-            await _walk(flow, self._listing)
-            return False
-        await _walk(flow, self._path)
-        return True
+        """The stages in order, each timed one timed here: its duration is recorded when it ends (not when it
+        raises, nor when it had nothing to do). True once the request went upstream (its end is then
+        ``exchange.completed``); False for a listing."""
+        listing = False
+        for steps in (self._first, None):
+            if steps is None:  # the endpoint is known: a listing, or a model call
+                listing = flow.ex.operation == "models"
+                steps = self._listing if listing else self._path
+            for run, timed in steps:
+                if timed is None:
+                    await run(flow)
+                    continue
+                t0 = time.perf_counter()
+                if await run(flow) is not SKIPPED:
+                    record(flow.ex, timed, t0)
+        return not listing
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         req = scope.get(REQUEST_KEY)  # guard.server: the request's id, and who records it (ours)

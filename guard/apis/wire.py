@@ -1,11 +1,12 @@
-"""The wire API modules by name: what guard.pipeline and guard.relay ask instead of branching on the API.
+"""The wire API modules by name: what guard.stages and guard.relay ask instead of branching on the API.
 
 Each module (guard.apis.openai, .ollama, .anthropic, .responses) offers the same functions: ``validate``,
 ``prompt_segments``, ``unscreened``, ``response_segments``, ``usage``, ``finish_reasons``, ``filter_whole``,
 ``error_body``, ``stream_error``, ``drop_unscreenable`` and, for streams, ``split``, ``payload``, ``is_end``,
 ``chunk_channels``, ``stream_strings``, ``held_only``, ``chunk_finished``, ``flush``, ``encode``,
 ``stop_bytes``, ``SEP``, ``END``, ``STREAM_MEDIA_TYPE``; for the audit recorder ``prompt_text``, and for
-guard.upstream_errors ``upstream_error_body``. An upstream's API (``upstreams.<name>.api``) names how its
+guard.upstream_errors ``upstream_error_body``, where the API lists models (guard.stages.models)
+``model_list``. An upstream's API (``upstreams.<name>.api``) names how its
 request target and credentials are written: ``upstream_target``. For quotas (guard.quota):
 ``completion_limit`` (the answer's token limit a request sets), ``ask_stream_usage`` (ask the upstream for a
 stream's usage where the API needs asking) and ``usage_only`` (the chunk that answers that ask, taken out

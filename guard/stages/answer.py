@@ -35,8 +35,8 @@ class Answer:
         self._config, self._quotas, self._recorder = svc.config, svc.quotas, svc.recorder
 
     async def run(self, flow: Flow) -> None:
-        ex, resp, screens = flow.ex, flow.response, flow.screens
-        assert resp is not None and screens is not None
+        ex, resp, screens, prompt = flow.ex, flow.response, flow.screens, flow.prompt
+        assert resp is not None and screens is not None and prompt is not None
         try:
             ctype = resp.headers.get("content-type", "")
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
@@ -47,14 +47,14 @@ class Answer:
                     self._quotas,
                     ex,
                     translate.Stream(kind, resp, ex.model) if kind else resp,
-                    flow.prompt,
+                    prompt,
                     screens,
                     flow.receive,
                     flow.send,
                 )
                 status = ex.outcome["status"]
             else:
-                ex.outcome = await self._whole(ex, resp, flow.prompt, screens, flow)
+                ex.outcome = await self._whole(ex, resp, prompt, screens, flow)
                 status = resp.status
         finally:
             resp.release()

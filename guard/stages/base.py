@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any, ClassVar, Protocol
@@ -60,7 +60,7 @@ class Services:
 LARGE_BODY = 65_536  # bodies larger than this are parsed, cut into segments and serialised in a worker thread
 
 
-@dataclass
+@dataclass(slots=True)
 class Flow:
     """One request on its way through the stages: the Exchange (the facts the audit record reads) and what
     the stages hand each other. Each field is filled in by the stage named beside it."""
@@ -72,16 +72,17 @@ class Flow:
     wire: ModuleType | None = None  # parse: the client API's module (guard.apis.wire)
     unknown: Any = None  # parse: fields the strict reader did not know (guard.apis.fields.check)
     route: Route | None = None  # route
-    chain: list[Upstream] = field(default_factory=list)  # route: the route's upstream and its fallbacks
-    env: dict[str, Any] = field(default_factory=dict)  # policy: the environment both decisions read
+    chain: tuple[Upstream, ...] = ()  # route: the route's upstream and its fallbacks
+    env: dict[str, Any] | None = None  # policy: the environment both decisions read
     screens: ScreenSet | None = None  # screens_prompt: the screens of the profile the policy chose
-    prompt: list[Segment] = field(default_factory=list)  # screens_prompt: the prompt's text segments
+    prompt: list[Segment] | None = None  # screens_prompt: the prompt's text segments
     response: Any = None  # upstream_first_byte: the upstream's response (guard.http1.Response)
 
 
 class Stage(Protocol):
     """A step of the request path. ``timed``: the driver records its duration under ``name``, unless ``run``
-    returned ``SKIPPED`` (it had nothing to do, e.g. a profile without prompt screens)."""
+    returned ``SKIPPED`` (it had nothing to do, e.g. a profile without prompt screens). A stage may set
+    ``active = False`` when the configuration gives it nothing to do on any request: it is not run."""
 
     name: ClassVar[str]
     timed: ClassVar[bool]

@@ -163,7 +163,7 @@ class Content:
         pii = sorted({t for v in ex.verdicts if v.screen == "pii" for t in v.entities})
         cats = sorted({c for v in ex.verdicts if v.screen == "safety" for c in v.categories})
         scores = [v.score for v in ex.verdicts if v.screen == "safety" and v.score is not None]
-        env = {**flow.env, "pii": pii, "safety": cats, "safety_score": max(scores) if scores else 0.0}
+        env = {**(flow.env or {}), "pii": pii, "safety": cats, "safety_score": max(scores) if scores else 0.0}
         assert ex.principal is not None
         ex.content = d = self._policy.decide_content(ex.principal.policy_view, _obj(ex), ex.operation, env)
         if d.effect != "allow":
@@ -181,10 +181,11 @@ class Quota:
 
     def __init__(self, svc: Services) -> None:
         self._quotas = svc.quotas
+        self.active = svc.quotas is not None  # without quotas the driver leaves this stage out
 
     async def run(self, flow: Flow) -> None:
         if self._quotas is not None:  # a refusal here is an exchange.denied (stage quota)
-            await quota.admit(self._quotas, flow.ex, flow.prompt)
+            await quota.admit(self._quotas, flow.ex, flow.prompt or [])
 
 
 def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Segment], list[str], list[Any]]:

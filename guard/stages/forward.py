@@ -86,7 +86,8 @@ class Forward:
 
 def since_forward(flow: Flow) -> float:
     """When the request went upstream (the start of ``upstream_first_byte``), for ``upstream_total``."""
-    return flow.ex.stage_times.get("upstream_first_byte", (time.perf_counter(), 0.0))[0]
+    span = flow.ex.stage_times.get("upstream_first_byte")
+    return span[0] if span is not None else time.perf_counter()
 
 
 def _serialise(kind: str, body: Any) -> bytes:

@@ -189,4 +189,4 @@ class Route:
         state = getattr(api, "stateful", None)
         if state is not None:
             _stateful(ex, state(body), chain)
-        flow.route, flow.chain = r, chain
+        flow.route, flow.chain = r, tuple(chain)

@@ -1,50 +1,112 @@
-"""CPU per request of the pipeline in-process, this tree against another checkout of Guard in the same run.
+"""CPU per request of the pipeline, this tree against another checkout of Guard, in one process and one run.
 
 For a change to the request path: is it slower than what it replaces? ``BASE_TREE`` is a checkout of the
-code to compare with (e.g. ``git worktree add /tmp/base HEAD~3``, or ``git archive``). Both drive the same
-``Pipeline`` benchmark (tests/bench/bench_pipeline_cpu.py ``_measure``: N sequential Chat Completions through
-the shipped policy and signed journal, against nginx with a fixed completion) in fresh processes,
-alternating base and this tree for several rounds; the medians and their ratio are reported, and the ratio
-of each tree's least disturbed run (its minimum: on a shared machine, other processes only ever add CPU).
+code to compare with (``git archive <commit> | tar -x -C /tmp/base``). Its ``guard`` package is copied under
+the name ``guardbase`` (imports rewritten) so both load side by side: each builds a Runtime and a Pipeline
+from the same guard.yaml (no journal: the audit trail has its own benchmarks), and both serve Chat
+Completions against nginx with a fixed completion, in alternating batches of sequential requests. A batch
+of each runs back to back, so load from other processes falls on both alike; the medians and the minimums of
+the per-batch CPU per request are compared. Two policies: allow-all, and the shipped policy.
 Run: BASE_TREE=/path/to/base python -m tests.bench.bench_pipeline_ab [--quick]
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import FIXED_COMPLETION, NGINX, ROOT, free_port, have, nginx_conf, wait_port
+from tests.bench.common import CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, wait_port
 
-_ONE = """
-import json, sys, uvloop
-from tests.bench.bench_pipeline_cpu import _measure
-us, _ = uvloop.run(_measure(sys.argv[1], __import__("pathlib").Path(sys.argv[2]), int(sys.argv[3])))
-print(json.dumps(us))
-"""
+_IMPORTS = re.compile(r"\bfrom guard\b|\bimport guard\b|\"guard\.(?=[a-z_])")
 
 
-def _one(tree: Path, variant: str, cfg: Path, n: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run(
-        [sys.executable, "-c", _ONE, variant, str(cfg), str(n)],
-        cwd=tree,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+def _copy_base(base: Path, into: Path) -> None:
+    """BASE_TREE's guard package as ``guardbase``: its own imports and module-name strings rewritten."""
+    shutil.copytree(base / "guard", into / "guardbase", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for p in (into / "guardbase").rglob("*.py"):
+        text = p.read_text()
+        p.write_text(_IMPORTS.sub(lambda m: m.group(0).replace("guard", "guardbase"), text))
+
+
+class _NoAudit:
+    capture = None
+
+    async def started(self, ex: Any) -> None:
+        pass
+
+    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
+        pass
+
+
+def _pipeline(pkg: str, cfg: Path, allow_all: bool) -> Any:
+    runtime = importlib.import_module(f"{pkg}.runtime")
+    conf = importlib.import_module(f"{pkg}.config").load_config(cfg)
+    rt = runtime.Runtime(conf, recorder=_NoAudit(), policy=runtime.AllowAll() if allow_all else None)
+    rt.load()
+    return importlib.import_module(f"{pkg}.pipeline").Pipeline(rt.services())
+
+
+async def _compare(cfg: Path, batches: int, per: int, allow_all: bool) -> dict[str, Any]:
+    pipes = {"base": _pipeline("guardbase", cfg, allow_all), "this": _pipeline("guard", cfg, allow_all)}
+    body = CHAT_BODY.encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "client": ("127.0.0.1", 5555),
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-forwarded-client-cert", XFCC.encode()),
+        ],
+    }
+    statuses: set[int] = set()
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(m: dict[str, Any]) -> None:
+        if m["type"] == "http.response.start":
+            statuses.add(m["status"])
+
+    for p in pipes.values():  # warm up: pools, caches
+        for _ in range(300):
+            await p(scope, receive, send)
+    gc.collect()
+    gc.freeze()
+    seen: dict[str, list[float]] = {"base": [], "this": []}
+    for i in range(batches):
+        for label in ("base", "this") if i % 2 == 0 else ("this", "base"):
+            p = pipes[label]
+            t = time.process_time()
+            for _ in range(per):
+                await p(scope, receive, send)
+            seen[label].append((time.process_time() - t) / per * 1e6)
+    gc.unfreeze()
+    assert statuses == {200}, statuses
+    b, t = statistics.median(seen["base"]), statistics.median(seen["this"])
+    return {
+        "base_us": round(b, 1),
+        "this_us": round(t, 1),
+        "ratio_this_to_base": round(t / b, 3),
+        "ratio_of_minimums": round(min(seen["this"]) / min(seen["base"]), 3),
+    }
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    import uvloop
+
     from tests.bench.run import guard_config
 
     base = Path(os.environ.get("BASE_TREE", "")).resolve()
@@ -52,11 +114,12 @@ def run(quick: bool = False) -> dict[str, Any]:
         raise SystemExit("BASE_TREE must name a checkout of Guard to compare with")
     if not have("nginx"):
         raise SystemExit("needs nginx for the fixed upstream")
-    n, rounds = (1000, 4) if quick else (3000, 6)
-    rounds = int(os.environ.get("BENCH_ROUNDS", rounds))
-    seen: dict[str, dict[str, list[float]]] = {"base": {}, "this": {}}
+    batches, per = (20, 100) if quick else (40, 150)
+    out: dict[str, Any] = {"batches": batches, "requests_per_batch": per}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
+        _copy_base(base, d)
+        sys.path.insert(0, str(d))
         port = free_port()
         conf = nginx_conf(
             d / "ng",
@@ -67,28 +130,13 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             wait_port(port)
             cfg = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
-            for r in range(rounds):
-                order = (("base", base), ("this", ROOT)) if r % 2 == 0 else (("this", ROOT), ("base", base))
-                for variant in ("full", "bare"):
-                    for label, tree in order:
-                        us = _one(tree, variant, cfg, n)
-                        seen[label].setdefault(variant, []).append(us)
-                        print(f"  {label:4s} {variant:5s} {us:7.1f} us CPU per request", file=sys.stderr)
+            for name, allow_all in (("allow_all_policy", True), ("shipped_policy", False)):
+                out[name] = uvloop.run(_compare(cfg, batches, per, allow_all))
+                print(f"  {name}: {out[name]}", file=sys.stderr)
         finally:
             up.terminate()
             up.wait(10)
-    out: dict[str, Any] = {"requests_per_run": n, "rounds": rounds}
-    for variant in ("full", "bare"):
-        b = statistics.median(seen["base"][variant])
-        t = statistics.median(seen["this"][variant])
-        bmin, tmin = min(seen["base"][variant]), min(seen["this"][variant])
-        out[variant] = {
-            "base_us": round(b, 1),
-            "this_us": round(t, 1),
-            "ratio_this_to_base": round(t / b, 3),
-            # the least disturbed run of each: on a busy machine the fairer estimate of the code's own cost
-            "ratio_of_minimums": round(tmin / bmin, 3),
-        }
+            sys.path.remove(str(d))
     return out
 
 
