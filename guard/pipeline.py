@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from guard import canonical, telemetry
 from guard.accesslog import AccessLog, open_log
-from guard.apis import ROUTES, fields, set_path, strictjson, translate
+from guard.apis import ROUTES, api_of_path, fields, set_path, strictjson, translate
 from guard.apis import answer as answers
 from guard.apis.wire import WIRE, module
 from guard.config import Config
@@ -327,12 +327,13 @@ class Pipeline:
         ex.principal = identify(scope, self._trusted, self._xfcc_multi)
         _stage(ex, "identity", t0)
         if route is None:
+            ex.api = api_of_path(scope["path"])  # its error shape: an Ollama client gets Ollama's
             raise GuardError(
                 404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error", "not_found"
             )
         ex.api, ex.operation = route
         if ex.operation == "models":
-            await self._models(ex, scope, send)
+            await self._models(ex, scope, receive, send)
             return False
         headers = scope["headers"]
         ctype = _header(headers, b"content-type") or b""
@@ -360,9 +361,9 @@ class Pipeline:
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
-            kind = translate.mode(ex.api, u)
+            kind = translate.mode(ex.api, u, ex.operation)
             if kind is None:
-                raise translate.mismatch(ex.api, u, ex.model)  # type: ignore[misc]
+                raise translate.mismatch(ex.api, u, ex.model, ex.operation)  # type: ignore[misc]
             if kind:
                 translate.check_for(kind, body)
         canonical.admit(ex, api, unknown, chain)
@@ -456,9 +457,20 @@ class Pipeline:
             ex.context["body_changed"] = True
         return segs
 
-    async def _models(self, ex: Exchange, scope: dict[str, Any], send: Send) -> None:
+    async def _models(self, ex: Exchange, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         ex.model = "*"
-        await self._access(ex)
+        env = await self._access(ex)
+        catalog = getattr(APIS[ex.api], "catalog", None)  # an API's own catalogue (guard.apis.ollama_catalog)
+        if catalog is not None:
+            raw = b""
+            if scope["method"] == "POST":
+                cl = _header(scope["headers"], b"content-length")
+                raw = await _read_body(receive, self.svc.config.limits.max_body_bytes, cl)
+            status, data = await catalog(self.svc, ex, env, scope["path"], raw)
+            ex.context["outcome"] = {"status": status}
+            await self._listed(ex)
+            await _send_json(send, status, data, ex.request_id)
+            return
         names = [r.model for r in self.svc.config.routes if not any(c in r.model for c in "*?[")]
         now = int(time.time())
         if ex.api == "openai":
@@ -471,13 +483,17 @@ class Pipeline:
                 "models": [{"name": n, "model": n, "modified_at": "1970-01-01T00:00:00Z", "size": 0} for n in names]
             }
         ex.context["outcome"] = {"status": 200}
+        await self._listed(ex)
+        await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
+
+    async def _listed(self, ex: Exchange) -> None:
+        """The record of a catalogue request, durable before the answer goes out."""
         try:
             await self.svc.recorder.finished(ex, "exchange.completed", ex.context["outcome"])
         except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             _throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
-        await _send_json(send, 200, json.dumps(body).encode(), ex.request_id)
 
     async def _forward(
         self,
@@ -499,10 +515,10 @@ class Pipeline:
         resp = None
         for name in [route.upstream, *route.fallbacks]:
             model = route.upstream_model or ex.model
-            kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
+            kind = translate.mode(ex.api, cfg.upstreams[name], ex.operation) or ""
             if kind not in bodies:
                 bodies[kind] = strictjson.dumps(translate.request(kind, ex.body) if kind else ex.body)
-            path = "/v1/chat/completions" if kind else ex.path
+            path = translate.upstream_path(kind, ex.path)
             target = self.svc.upstreams.target(name, ex.api, ex.operation, path, model, scope["headers"], extra)
             try:
                 resp = await self.svc.upstreams.send(target, "POST", bodies[kind])
@@ -519,9 +535,8 @@ class Pipeline:
             is_stream = ex.stream and resp.status == 200 and ("event-stream" in ctype or "ndjson" in ctype)
             if is_stream:
                 kind = ex.context[_TRANSLATED]
-                await self._stream(
-                    ex, translate.Stream(kind, resp, ex.model) if kind else resp, prompt, screens, receive, send
-                )
+                src = translate.Stream(kind, resp, ex.model, ex.body) if kind else resp
+                await self._stream(ex, src, prompt, screens, receive, send)
             else:
                 await self._whole(ex, resp, prompt, screens, send)
         finally:
