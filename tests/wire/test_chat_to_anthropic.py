@@ -46,7 +46,13 @@ def g(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory
     (d / "pii.yaml").write_text(PII_YAML)
     up = {"url": model_server[1], "api": "anthropic", "timeout_s": 10, "api_key_env": "TEST_CHAT_ANTHROPIC_KEY"}
     h = start_guard(
-        pki_dir, model_server[1], tmp, judge_url=model_server[1], filters={"dir": str(d)}, upstreams={"anthropic": up}
+        pki_dir,
+        model_server[1],
+        tmp,
+        judge_url=model_server[1],
+        filters={"dir": str(d)},
+        upstreams={"anthropic": up},
+        limits={"screen_budget_ms": 20000},  # PII screening on a loaded machine; budgets: tests/filters
     )
     yield h
     h.stop()
