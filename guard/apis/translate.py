@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guard.apis import translate_anthropic
+from guard.apis import translate_anthropic, translate_ollama
 from guard.apis.chat_stream import feed_chat_chunks
 from guard.apis.openai import _dict, _int, _list
 from guard.errors import GuardError, bad_request
@@ -54,13 +54,14 @@ _STOP = {
 
 
 TO_MESSAGES = "chat-messages"  # Chat Completions clients on a Messages upstream (guard.apis.translate_anthropic)
+OLLAMA_TO_MESSAGES = "ollama-messages"  # Ollama /api/chat clients on a Messages upstream (.translate_ollama)
 
 
 def mode(client_api: str, up: Any, operation: str = "chat") -> str | None:
     """How a client's API reaches upstream ``up`` (a config Upstream): "" as it is, "messages" / "responses"
     translated to Chat Completions, "chat-messages" Chat Completions translated to Messages, None not at all."""
-    if client_api == "openai" and operation == "chat" and up.api == "anthropic":
-        return TO_MESSAGES
+    if operation == "chat" and up.api == "anthropic" and client_api in ("openai", "ollama"):
+        return TO_MESSAGES if client_api == "openai" else OLLAMA_TO_MESSAGES
     if client_api in ("anthropic", "responses") and up.api in CHAT_UPSTREAMS:
         if client_api == "responses" and up.api == "openai" and up.responses == "native":
             return ""
@@ -86,6 +87,8 @@ def check_for(kind: str, body: dict[str, Any]) -> None:
         check(body)
     elif kind == TO_MESSAGES:
         translate_anthropic.check(body)
+    elif kind == OLLAMA_TO_MESSAGES:
+        translate_ollama.check(body)
     else:
         from guard.apis import translate_responses
 
@@ -98,6 +101,8 @@ def request(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         return to_chat(body)
     if kind == TO_MESSAGES:
         return translate_anthropic.to_messages(body)
+    if kind == OLLAMA_TO_MESSAGES:
+        return translate_ollama.to_messages(body)
     from guard.apis import translate_responses
 
     return translate_responses.to_chat(body)
@@ -108,6 +113,8 @@ def whole(kind: str, status: int, data: bytes, model: str) -> bytes:
     JSON object is left for the caller to refuse)."""
     if kind == TO_MESSAGES:
         return translate_anthropic.whole(status, data, model)
+    if kind == OLLAMA_TO_MESSAGES:
+        return translate_ollama.whole(status, data, model)
     if status != 200:
         return error_from_chat(status, data) if kind == "messages" else data
     try:
@@ -125,7 +132,7 @@ def whole(kind: str, status: int, data: bytes, model: str) -> bytes:
 
 def upstream_path(kind: str, client_path: str) -> str:
     """The upstream path for a translated request (the client's own path when ``kind`` is "")."""
-    if kind == TO_MESSAGES:
+    if kind in (TO_MESSAGES, OLLAMA_TO_MESSAGES):
         return translate_anthropic.PATH
     return "/v1/chat/completions" if kind else client_path
 
@@ -141,6 +148,8 @@ class Stream:
         if kind == TO_MESSAGES:  # the client's stream_options.include_usage decides the usage chunk
             usage = _dict(_dict(body).get("stream_options")).get("include_usage") is True
             self._tr = translate_anthropic.MessagesStream(model, usage)
+        elif kind == OLLAMA_TO_MESSAGES:
+            self._tr = translate_ollama.OllamaStream(model)
         else:
             self._tr = ChatStream(model) if kind == "messages" else translate_responses.ChatStream(model)
         self._done = False

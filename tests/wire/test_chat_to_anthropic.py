@@ -402,3 +402,100 @@ def test_image_parts_translate_to_image_blocks() -> None:
     body["messages"][0]["content"][1]["image_url"]["url"] = "file:///etc/passwd"
     with pytest.raises(Exception, match="image URL"):
         check(body)
+
+
+# --- Ollama /api/chat clients on the same upstream (through the same translation) --------------------------
+
+
+def _oc(g: Any) -> Any:
+    import ollama
+
+    return ollama.Client(host=g.url, verify=g.ssl_context("app"), timeout=10)
+
+
+def test_ollama_chat_whole_and_streamed(g: Any, model_server: Any) -> None:
+    c = _oc(g)
+    r = c.chat(
+        model="claude-x",
+        stream=False,
+        options={"temperature": 0.2, "num_predict": 20, "stop": ["END"]},
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "[[reply: hi there]]"}],
+    )
+    assert r.message.content == "hi there" and r.done and r.done_reason == "stop" and r.eval_count == 2
+    body = [q for q in model_server[0].requests if q["path"] == "/v1/messages"][-1]["body"]
+    assert body == {
+        "model": "claude-x",
+        "max_tokens": 20,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "[[reply: hi there]]"}]}],
+        "temperature": 0.2,
+        "stop_sequences": ["END"],
+    }
+    parts = list(
+        c.chat(model="claude-x", stream=True, messages=[{"role": "user", "content": "[[reply: one two three]]"}])
+    )
+    assert "".join(p.message.content for p in parts) == "one two three"
+    assert parts[-1].done and parts[-1].done_reason == "stop" and parts[-1].eval_count == 3
+    assert all(not p.done for p in parts[:-1])
+
+
+def test_ollama_chat_tools_round_trip(g: Any, model_server: Any) -> None:
+    c = _oc(g)
+    directive = '[[tool: get_weather {"city": "Paris"}]]'
+    r = c.chat(model="claude-x", stream=False, tools=TOOLS, messages=[{"role": "user", "content": directive}])
+    assert r.message.tool_calls[0].function.name == "get_weather"
+    assert r.message.tool_calls[0].function.arguments == {"city": "Paris"}
+    streamed = [
+        p for p in c.chat(model="claude-x", stream=True, tools=TOOLS, messages=[{"role": "user", "content": directive}])
+    ]
+    calls = [tc for p in streamed for tc in (p.message.tool_calls or [])]
+    assert [(tc.function.name, tc.function.arguments) for tc in calls] == [("get_weather", {"city": "Paris"})]
+    assert streamed[-1].done
+    c.chat(
+        model="claude-x",
+        stream=False,
+        tools=TOOLS,
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+            },
+            {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+        ],
+    )
+    body = [q for q in model_server[0].requests if q["path"] == "/v1/messages"][-1]["body"]
+    use = body["messages"][1]["content"][0]
+    assert use["type"] == "tool_use" and use["input"] == {"city": "Paris"}
+    assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": use["id"], "content": "sunny"}]
+
+
+def test_ollama_chat_refusals_and_errors(g: Any) -> None:
+    import ollama
+
+    c = _oc(g)
+    for kw, word in (
+        ({"think": True}, "thinking"),
+        ({"format": "json"}, "JSON schema"),
+        ({"options": {"seed": 1}}, "options.seed"),
+        ({"messages": [{"role": "user", "content": "hi", "images": ["iVBORw0KGgo="]}]}, "image"),
+        ({"messages": [{"role": "user", "content": f"key {AWS}"}]}, "credential"),
+        ({"messages": [{"role": "user", "content": "[[status=429]]"}]}, "demo error"),
+    ):
+        args = {"model": "claude-x", "stream": False, "messages": [{"role": "user", "content": "hi"}], **kw}
+        with pytest.raises(ollama.ResponseError) as e:
+            c.chat(**args)
+        assert isinstance(e.value.error, str) and word in e.value.error, (kw, e.value.error)
+        assert AWS not in e.value.error
+
+
+def test_ollama_pseudonym_restored_in_the_streamed_answer(g: Any, model_server: Any) -> None:
+    parts = _oc(g).chat(
+        model="claude-x",
+        stream=True,
+        messages=[{"role": "user", "content": f"[[echo]] [[chunks=29]] please mail {EMAIL} today"}],
+    )
+    assert "".join(p.message.content for p in parts).endswith(f"please mail {EMAIL} today")
+    seen = json.dumps([r for r in model_server[0].requests if r["path"] == "/v1/messages"][-1]["body"])
+    assert EMAIL not in seen and "<EMAIL_ADDRESS_1>" in seen

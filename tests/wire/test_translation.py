@@ -203,15 +203,13 @@ def test_upstream_errors_come_back_in_anthropic_shape(g: Any) -> None:
     assert "invalid stream" in str(e2.value)
 
 
-def test_ollama_client_to_a_messages_upstream_is_refused(g: Any) -> None:
-    """Chat Completions clients are translated to a Messages upstream (tests/wire/test_chat_to_anthropic.py);
-    Ollama clients are not."""
+def test_ollama_generate_to_a_messages_upstream_is_refused(g: Any) -> None:
+    """Chat Completions and Ollama chat clients are translated to a Messages upstream
+    (tests/wire/test_chat_to_anthropic.py); Ollama's /api/generate is not."""
     import ollama
 
     with pytest.raises(ollama.ResponseError) as e:
-        ollama.Client(host=g.url, verify=g.ssl_context("app")).chat(
-            model="native-x", messages=[{"role": "user", "content": "hi"}], stream=False
-        )
+        ollama.Client(host=g.url, verify=g.ssl_context("app")).generate(model="native-x", prompt="hi")
     assert e.value.status_code == 400 and "Anthropic Messages API" in e.value.error
 
 
