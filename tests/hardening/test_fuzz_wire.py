@@ -242,19 +242,76 @@ def chat_bodies() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+o_message = mostly(
+    st.fixed_dictionaries(
+        {"role": mostly(st.sampled_from(["system", "user", "user", "assistant", "tool"]))},
+        optional={
+            "content": mostly(c_text),
+            "tool_calls": mostly(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "function": st.fixed_dictionaries(
+                                {"name": st.text(min_size=1, max_size=6)},
+                                optional={
+                                    "arguments": mostly(st.dictionaries(st.text(max_size=3), c_text, max_size=2))
+                                },
+                            )
+                        }
+                    ),
+                    max_size=2,
+                )
+            ),
+            "tool_name": c_text,
+            "images": mostly(st.just([]), st.just(["iVBORw0KGgo="])),
+        },
+    )
+)
+
+
+def ollama_bodies() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"model": st.just("claude-demo"), "messages": st.lists(o_message, min_size=1, max_size=4)},
+        optional={
+            "stream": st.booleans(),
+            "tools": mostly(st.lists(c_tool, max_size=2)),
+            "options": mostly(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "temperature": mostly(st.floats(0, 1.2)),
+                        "num_predict": mostly(st.integers(-1, 50)),
+                        "stop": mostly(st.lists(c_text, max_size=2)),
+                        "seed": st.integers(0, 3),
+                    },
+                )
+            ),
+            "format": mostly(st.just({"type": "object"}), st.just("json")),
+            "think": st.booleans(),
+            "keep_alive": st.just("5m"),
+        },
+    )
+
+
 def test_chat_bodies_translated_for_a_messages_upstream(guard: Any, clients: dict[str, httpx.Client]) -> None:  # noqa: F811
-    """The properties above, and: what Guard sends to the Messages upstream never has a field outside the
-    Messages reference, lacks max_tokens or has a temperature out of range (the model server refuses those
-    as the real API does, and the message would come back here)."""
+    """Chat Completions and Ollama chat bodies: the properties above, and what Guard sends to the Messages
+    upstream never has a field outside the Messages reference, lacks max_tokens or has a temperature out of
+    range (the model server refuses those as the real API does, and the message would come back here)."""
     seen: list[tuple[str, int, bool]] = []
 
     @FUZZ
-    @given(body=chat_bodies(), who=st.sampled_from(PRINCIPALS))
-    def prop(body: dict[str, Any], who: str) -> None:
-        r = post(clients[who], "/v1/chat/completions", json.dumps(body).encode())
+    @given(
+        body=st.one_of(
+            chat_bodies().map(lambda b: ("/v1/chat/completions", b)), ollama_bodies().map(lambda b: ("/api/chat", b))
+        ),
+        who=st.sampled_from(PRINCIPALS),
+    )
+    def prop(body: tuple[str, dict[str, Any]], who: str) -> None:
+        path, b = body
+        r = post(clients[who], path, json.dumps(b).encode())
         seen.extend(check_response(r))
         for why in ("Extra inputs are not permitted", "max_tokens: Field required", "temperature: Input"):
-            assert why not in r.text, (body, r.text)
+            assert why not in r.text, (b, r.text)
 
     prop()
     check_journal(guard, seen)
