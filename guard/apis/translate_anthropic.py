@@ -59,6 +59,10 @@ def check(body: dict[str, Any]) -> None:
     n = body.get("n", 1)
     if n not in (1, None):
         raise _untranslatable("$.n", "one choice only")
+    for k in ("max_tokens", "max_completion_tokens"):
+        v = body.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise _untranslatable(f"$.{k}", "Messages takes a positive integer")
     t = body.get("temperature")
     if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 1:
         raise _untranslatable("$.temperature", "Messages takes 0 to 1")

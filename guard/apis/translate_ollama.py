@@ -79,6 +79,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("tools"):
         chat["tools"] = body["tools"]
     for k, v in _dict(body.get("options")).items():
+        if k == "num_predict" and isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            continue  # -1 (no limit), -2 (fill the context): Messages needs a number, its default is used
         chat[_OPTIONS[k]] = v
     if isinstance(body.get("format"), dict):
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": body["format"]}}
