@@ -11,10 +11,18 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/chat"): ("ollama", "chat"),
     ("POST", "/api/generate"): ("ollama", "completion"),
     ("POST", "/api/embed"): ("ollama", "embeddings"),
-    ("GET", "/api/tags"): ("ollama", "models"),
+    ("GET", "/api/tags"): ("ollama", "models"),  # the catalogue paths: guard.apis.ollama_catalog
+    ("POST", "/api/show"): ("ollama", "models"),
+    ("GET", "/api/ps"): ("ollama", "models"),
+    ("GET", "/api/version"): ("ollama", "models"),
     ("POST", "/v1/messages"): ("anthropic", "chat"),
     ("POST", "/v1/responses"): ("responses", "chat"),  # OpenAI Responses: its own wire API, the chat action
 }
+
+
+def api_of_path(path: str) -> str:
+    """The API whose error shape a request Guard does not serve gets (Ollama's under /api/, else OpenAI's)."""
+    return "ollama" if path.startswith("/api/") else ""
 
 
 def set_path(body: object, path: tuple, value: str) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from guard.apis import answer, openai
+from guard.apis import answer, ollama_catalog, openai
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import GuardError, bad_request
@@ -195,6 +195,8 @@ def stop_line(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
 
 
 # --- what guard.pipeline and guard.relay ask every wire API module -----------------------------------------
+catalog = ollama_catalog.answer  # /api/tags, /api/show, /api/ps, /api/version
+
 SEP = b"\n"
 END = b""
 split = split_lines
@@ -238,7 +240,12 @@ def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes
 
 
 def error_body(err: GuardError) -> bytes:
-    return err.body()
+    """Ollama's error shape, ``{"error": "text"}`` (the ``ollama`` clients raise ResponseError with that text
+    and the status); Guard's code, and the field at fault when there is one, ride beside it."""
+    out: dict[str, Any] = {"error": err.message, "code": err.code}
+    if err.param:
+        out["param"] = err.param
+    return json.dumps(out).encode()
 
 
 def stream_error(err: GuardError) -> bytes:

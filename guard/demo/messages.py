@@ -18,14 +18,75 @@ def last_user(body: dict[str, Any]) -> str:
     return ""
 
 
-def error(status: int) -> dict[str, Any]:
+# Top-level request fields of the Messages reference; the real API answers any other with 400
+# ("Extra inputs are not permitted").
+FIELDS = frozenset(
+    {
+        "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
+        "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier", "cache_control", "container",
+        "inference_geo", "speed", "output_config", "context_management", "mcp_servers",
+    }
+)  # fmt: skip
+_USER_BLOCKS = frozenset({"text", "image", "document", "tool_result", "search_result"})
+_ASSISTANT_BLOCKS = frozenset({"text", "tool_use", "thinking", "redacted_thinking"})
+
+
+def invalid(body: dict[str, Any]) -> str | None:
+    """Why the Messages API would refuse ``body`` with 400 invalid_request_error (the checks a translating
+    client most easily gets wrong), or None."""
+    extra = sorted(set(body) - FIELDS)
+    if extra:
+        return f"{extra[0]}: Extra inputs are not permitted"
+    mt = body.get("max_tokens")
+    if isinstance(mt, bool) or not isinstance(mt, int) or mt < 1:
+        return "max_tokens: Field required (an integer >= 1)"
+    t = body.get("temperature")
+    if t is not None and (not isinstance(t, (int, float)) or not 0 <= t <= 1):
+        return "temperature: Input should be between 0 and 1"
+    sysp = body.get("system")
+    if (
+        sysp is not None
+        and not isinstance(sysp, str)
+        and not (isinstance(sysp, list) and all(isinstance(b, dict) and b.get("type") == "text" for b in sysp))
+    ):
+        return "system: a string or text blocks"
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return "messages: at least one message is required"
+    pending: set[str] = set()  # tool_use ids the next user turn must answer first
+    for i, m in enumerate(msgs):
+        role = m.get("role") if isinstance(m, dict) else None
+        if role not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        c = m.get("content")
+        if isinstance(c, str):
+            blocks: list[Any] = [{"type": "text", "text": c}]
+        elif isinstance(c, list):
+            blocks = c
+        else:
+            return f"messages.{i}.content: a string or content blocks"
+        allowed = _USER_BLOCKS if role == "user" else _ASSISTANT_BLOCKS
+        for j, b in enumerate(blocks):
+            if not isinstance(b, dict) or b.get("type") not in allowed:
+                return f"messages.{i}.content.{j}: block type not allowed for role {role}"
+        answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+        lead = [b.get("type") == "tool_result" for b in blocks]
+        if pending and (role != "user" or not pending <= answered or (lead and not all(lead[: len(answered)]))):
+            return f"messages.{i}: tool_use ids were found without tool_result blocks immediately after"
+        if role == "user" and answered - pending:
+            return f"messages.{i}: unexpected tool_use_id found in tool_result blocks"
+        pending = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+    return None
+
+
+def error(status: int, message: str = "demo error") -> dict[str, Any]:
     kind = {
         400: "invalid_request_error",
         401: "authentication_error",
         429: "rate_limit_error",
         529: "overloaded_error",
     }.get(status, "api_error")
-    return {"type": "error", "error": {"type": kind, "message": "demo error"}}
+    return {"type": "error", "error": {"type": kind, "message": message}}
 
 
 def _usage(prompt_len: int, answer: str) -> dict[str, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 import time
@@ -168,13 +169,20 @@ class ModelServer:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        if method == "GET" and path in ("/v1/models", "/api/tags"):
-            body = (
-                {"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
-                if path == "/v1/models"
-                else {"models": [{"name": "demo-model", "model": "demo-model"}]}
-            )
+        if method == "GET" and path == "/v1/models":
+            body = {"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
             return await self._json(send, 200, body)
+        if method == "GET" and path in ("/api/tags", "/api/ps", "/api/version"):
+            self.requests.append(
+                {
+                    "path": path,
+                    "headers": {k.decode(): v.decode("latin-1") for k, v in scope["headers"]},
+                    "body": {},
+                    "raw": "",
+                }
+            )
+            del self.requests[: -self.keep]
+            return await self._json(send, 200, ollama_catalog(path))
         if method == "GET" and path == "/_requests":
             return await self._json(
                 send, 200, {"requests": self.requests, "cancelled": self.cancelled, "finished": self.finished}
@@ -199,6 +207,11 @@ class ModelServer:
         )
         del self.requests[: -self.keep]
         model = body.get("model", "demo-model")
+        if path == "/api/show":
+            names = [m["name"] for m in ollama_catalog("/api/tags")["models"]]
+            if model not in names:
+                return await self._json(send, 404, {"error": f"model '{model}' not found"})
+            return await self._json(send, 200, ollama_show(str(model)))
         if "guard" in str(model).lower():
             if self.judge_delay:
                 await asyncio.sleep(self.judge_delay)
@@ -207,6 +220,8 @@ class ModelServer:
         resp_api = path == "/v1/responses"  # OpenAI Responses (guard.demo.responses)
         text = anthropic.last_user(body) if msgs else responses.last_user(body) if resp_api else _last_user(body)
         d = directives(text)
+        if msgs and (why := anthropic.invalid(body)):
+            return await self._json(send, 400, anthropic.error(400, why))
         if "first_byte_ms" in d:
             await asyncio.sleep(int(d["first_byte_ms"]) / 1000)
         if "status" in d:
@@ -335,6 +350,42 @@ class ModelServer:
             self.finished += 1
         finally:
             w.cancel()
+
+
+OLLAMA_MODELS = ("demo-model", "llama3:latest", "llama3.1:8b", "internal-llama3:latest", "mistral:7b")
+
+
+def ollama_catalog(path: str) -> dict[str, Any]:
+    """Ollama's /api/tags (every model above), /api/ps (two of them loaded) and /api/version answers."""
+    if path == "/api/version":
+        return {"version": "0.12.3"}
+    names = OLLAMA_MODELS if path == "/api/tags" else ("llama3:latest", "internal-llama3:latest")
+    details = {"format": "gguf", "family": "llama", "parameter_size": "8.0B", "quantization_level": "Q4_0"}
+    return {
+        "models": [
+            {
+                "name": n,
+                "model": n,
+                "modified_at": "2026-01-05T10:00:00Z",
+                "size": 4_661_224_676,
+                "digest": "sha256:" + hashlib.sha256(n.encode()).hexdigest(),
+                "details": details,
+                **({"expires_at": "2026-01-05T10:05:00Z", "size_vram": 4_661_224_676} if path == "/api/ps" else {}),
+            }
+            for n in names
+        ]
+    }
+
+
+def ollama_show(model: str) -> dict[str, Any]:
+    return {
+        "modelfile": f"FROM {model}\n",
+        "parameters": "stop <|eot_id|>",
+        "template": "{{ .Prompt }}",
+        "details": {"format": "gguf", "family": "llama", "parameter_size": "8.0B", "quantization_level": "Q4_0"},
+        "model_info": {"general.architecture": "llama"},
+        "capabilities": ["completion", "tools"],
+    }
 
 
 def _whole(ollama: bool, op: str, model: str, answer: str, d: dict[str, str], prompt_len: int) -> dict[str, Any]:

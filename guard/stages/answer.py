@@ -46,7 +46,7 @@ class Answer:
                     self._config,
                     self._quotas,
                     ex,
-                    translate.Stream(kind, resp, ex.model) if kind else resp,
+                    translate.Stream(kind, resp, ex.model, ex.body) if kind else resp,
                     prompt,
                     screens,
                     flow.receive,

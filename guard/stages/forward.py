@@ -66,11 +66,11 @@ class Forward:
         resp = None
         for name in [route.upstream, *route.fallbacks]:
             model = route.upstream_model or ex.model
-            kind = translate.mode(ex.api, cfg.upstreams[name]) or ""
+            kind = translate.mode(ex.api, cfg.upstreams[name], ex.operation) or ""
             if kind not in bodies:
                 serialise = functools.partial(_serialise, kind, ex.body)
                 bodies[kind] = serialise() if ex.body_bytes <= LARGE_BODY else await asyncio.to_thread(serialise)
-            path = "/v1/chat/completions" if kind else ex.path
+            path = translate.upstream_path(kind, ex.path)
             target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
             try:
                 resp = await self._upstreams.send(target, "POST", bodies[kind])

@@ -10,7 +10,9 @@ from typing import ClassVar
 from guard import telemetry
 from guard.apis.wire import WIRE
 from guard.errors import unavailable
-from guard.stages.base import Flow, Services, send_json, throttled
+from guard.exchange import Exchange
+from guard.stages.base import Flow, Services, header, send_json, throttled
+from guard.stages.request import read_body
 
 
 class ListModels:
@@ -18,18 +20,33 @@ class ListModels:
     timed: ClassVar[bool] = False
 
     def __init__(self, svc: Services) -> None:
-        self._config, self._recorder = svc.config, svc.recorder
+        self._svc, self._config, self._recorder = svc, svc.config, svc.recorder
 
     async def run(self, flow: Flow) -> None:
         ex = flow.ex
+        catalog = getattr(WIRE[ex.api], "catalog", None)  # an API's own catalogue (guard.apis.ollama_catalog)
+        if catalog is not None:
+            raw = b""
+            if flow.scope["method"] == "POST":
+                declared = header(flow.scope["headers"], b"content-length")
+                raw = await read_body(flow.receive, self._config.limits.max_body_bytes, declared)
+            status, data = await catalog(self._svc, ex, flow.env or {}, flow.scope["path"], raw)
+            ex.outcome = {"status": status}
+            await self._listed(ex)
+            await send_json(flow.send, status, data, ex.request_id)
+            return
         names = [r.model for r in self._config.routes if not any(c in r.model for c in "*?[")]
         now = int(time.time())
         body = WIRE[ex.api].model_list(names, now)
         ex.outcome = {"status": 200}
+        await self._listed(ex)
+        await send_json(flow.send, 200, json.dumps(body).encode(), ex.request_id)
+
+    async def _listed(self, ex: Exchange) -> None:
+        """The record of a catalogue request, durable before the answer goes out."""
         try:
-            await self._recorder.finished(ex, "exchange.completed", ex.outcome)
+            await self._recorder.finished(ex, "exchange.completed", ex.outcome or {})
         except Exception as err:
             telemetry.FAIL_CLOSED.labels("audit").inc()
             throttled.error("record", "audit record for %s failed: %s", ex.request_id, err)
             raise unavailable("audit journal unavailable; request refused", "audit_unavailable") from None
-        await send_json(flow.send, 200, json.dumps(body).encode(), ex.request_id)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from guard import canonical
-from guard.apis import ROUTES, fields, translate
+from guard.apis import ROUTES, api_of_path, fields, translate
 from guard.apis.wire import WIRE
 from guard.client_watch import ClientGone
 from guard.config import Route as RouteConfig
@@ -50,6 +50,7 @@ class Identify:
         endpoint = ROUTES.get((scope["method"], scope["path"]))
         ex.principal = identify(scope, self._trusted, self._xfcc_multi)
         if endpoint is None:
+            ex.api = api_of_path(scope["path"])  # its error shape: an Ollama client gets Ollama's
             raise GuardError(
                 404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error", "not_found"
             )
@@ -58,7 +59,7 @@ class Identify:
             ex.model = "*"
 
 
-async def _read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
+async def read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
@@ -111,7 +112,7 @@ class Parse:
             raise GuardError(
                 415, "Content-Type must be application/json", "invalid_request_error", "unsupported_media_type"
             )
-        raw = await _read_body(flow.receive, limits.max_body_bytes, header(headers, b"content-length"))
+        raw = await read_body(flow.receive, limits.max_body_bytes, header(headers, b"content-length"))
         ex.body_bytes = len(raw)
         flow.wire = api = WIRE[ex.api]
         if len(raw) <= LARGE_BODY:
@@ -180,9 +181,9 @@ class Route:
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
-            kind = translate.mode(ex.api, u)
+            kind = translate.mode(ex.api, u, ex.operation)
             if kind is None:
-                raise translate.mismatch(ex.api, u, ex.model)  # type: ignore[misc]
+                raise translate.mismatch(ex.api, u, ex.model, ex.operation)  # type: ignore[misc]
             if kind:
                 translate.check_for(kind, body)
         canonical.admit(ex, api, flow.unknown, chain)

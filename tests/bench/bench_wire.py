@@ -10,6 +10,7 @@ another path. Machine load moves single figures; compare ratios from one run.
   responses   POST /v1/responses        -> openai upstream
   messages    POST /v1/messages         -> anthropic upstream
   translated  POST /v1/messages         -> openai upstream (translated to Chat Completions and back)
+  chat_to_messages  POST /v1/chat/completions -> anthropic upstream (translated to Messages and back)
 
 CPU per request (``cpu_per_request``): each path's whole answer through the Pipeline in-process (no client,
 no TLS, no audit writes; the model server in another process), process CPU time, which machine load moves
@@ -59,6 +60,11 @@ def _bodies(stream: bool) -> dict[str, tuple[str, str, dict[str, Any]]]:
             "/v1/chat/completions",
             {"model": "gpt-bench", "max_tokens": 64, "messages": msgs, "stream": stream},
         ),
+        "chat_to_messages": (
+            "/v1/chat/completions",
+            "/v1/messages",
+            {"model": "claude-chat", "max_tokens": 64, "messages": msgs, "stream": stream},
+        ),
     }
 
 
@@ -73,11 +79,14 @@ def _time(c: httpx.Client, path: str, body: dict[str, Any], n: int) -> float:
 
 
 def _direct_body(name: str, body: dict[str, Any]) -> dict[str, Any]:
-    if name != "translated":
-        return body
-    from guard.apis import translate
+    """What the model server gets from Guard for this path (translated paths: the upstream's API)."""
+    from guard.apis import translate, translate_anthropic
 
-    return translate.to_chat(body)
+    if name == "translated":
+        return translate.to_chat(body)
+    if name == "chat_to_messages":
+        return translate_anthropic.to_messages(body)
+    return body
 
 
 def run(quick: bool = False) -> dict[str, Any]:

@@ -56,3 +56,13 @@ def fuzz_settings(default_examples: int) -> Any:
         derandomize=os.environ.get("GUARD_FUZZ_RANDOM") != "1",
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
     )
+
+
+def error_field(r: Any, key: str = "code") -> Any:
+    """A field of Guard's error answer in either shape: OpenAI/Anthropic ``{"error": {key: ...}}`` or
+    Ollama's ``{"error": "text", "code": ..., "param": ...}`` (``message`` is the text there)."""
+    body = r.json()
+    err = body.get("error")
+    if isinstance(err, dict):
+        return err.get(key)
+    return err if key == "message" else body.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.hardening.conftest import error_field
 from tests.hardening.raw_upstream import RawUpstream, response
 
 KEY = "AKIAIOSFODNN7EXAMPLE"  # the shipped denylist redacts it in answers
@@ -546,7 +547,7 @@ def test_text_parameters_sent_upstream_are_screened(attacked: Any, raw_requests:
     with attacked.client("staff") as c:
         r = c.post(path, json={**base, **extra})
     assert r.status_code == 400, r.text
-    assert r.json()["error"]["code"] == "secret_blocked", r.text
+    assert error_field(r) == "secret_blocked", r.text
     assert len(raw_requests) == n  # never reached the model server
 
 

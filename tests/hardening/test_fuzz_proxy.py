@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from guard.apis import ROUTES
 from guard.apis.fields import SPECS
 from guard.audit.layout import iter_events
-from tests.hardening.conftest import fuzz_settings
+from tests.hardening.conftest import error_field, fuzz_settings
 
 CORPUS = Path(__file__).parent / "corpus"
 FUZZ = fuzz_settings(60)
@@ -197,22 +197,27 @@ def check_response(r: httpx.Response) -> list[tuple[str, int, bool]]:
     assert rid, f"no x-guard-request-id on {r.status_code}: {r.text[:200]}"
     shaped = _guard_error(r)
     assert r.status_code != 500 or not shaped, f"Guard answered 500: {r.text[:300]}"
-    if shaped and PROTOCOL_REFUSALS.get(r.json()["error"]["code"]) == r.status_code:
+    if shaped and PROTOCOL_REFUSALS.get(error_field(r)) == r.status_code:
         return []
     if shaped:
-        err = r.json()["error"]
+        err = r.json()
         assert r.status_code in GUARD_STATUSES - {200}, (r.status_code, err)
         assert r.headers.get("content-type", "").startswith("application/json")
-        assert isinstance(err["message"], str) and err["message"] and isinstance(err["type"], str), err
-        assert err["code"] is None or isinstance(err["code"], str), err
+        msg, code = error_field(r, "message"), error_field(r)
+        assert isinstance(msg, str) and msg, err
+        assert code is None or isinstance(code, str), err
     return [(rid, r.status_code, shaped)]
 
 
 def _guard_error(r: httpx.Response) -> bool:
+    """Guard's error shape: OpenAI's, or Ollama's on the Ollama paths (``{"error": "text", "code": ...}``)."""
     try:
-        err = r.json().get("error")
+        body = r.json()
+        err = body.get("error")
     except (ValueError, AttributeError):
         return False
+    if isinstance(err, str):
+        return r.request.url.path.startswith("/api/") and "code" in body
     return isinstance(err, dict) and {"message", "type", "param", "code"} <= set(err)
 
 

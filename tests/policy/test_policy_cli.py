@@ -18,7 +18,7 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_check_accepts_the_shipped_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check"]) == 0
-    assert "ok: 13 rules" in capsys.readouterr().out
+    assert "ok: 15 rules" in capsys.readouterr().out
 
 
 def test_check_names_file_line_and_reason_for_each_bad_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

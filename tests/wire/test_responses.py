@@ -285,3 +285,29 @@ def test_content_capture_keeps_the_prompt_of_items(guard_factory: Any, tmp_path:
     pm = started[rid_m]["content"]["prompt"]
     assert all(t in pr for t in ("sys-r", "item-text", "tool-out")), pr
     assert all(t in pm for t in ("sys-m", "block-text")), pm
+
+
+def test_policy_allows_responses_only_for_one_group(guard_factory: Any, tmp_path: Path) -> None:
+    """Responses requests are the ``chat`` action; ``r.obj.wire`` tells the client's API, so the rule of
+    docs/wire-apis.md keeps the Responses API to staff while apps keep Chat Completions for the same model."""
+    from guard.demo.stack import ROOT
+
+    rules = tmp_path / "policy.csv"
+    rules.write_text(
+        (ROOT / "policies/policy.csv").read_text()
+        + "\np, access, deny, chat, -, r.obj.wire == 'responses' && !('staff' in r.sub.ou)\n"
+    )
+    g = guard_factory(policy={"model": str(ROOT / "policies/model.conf"), "rules": [str(rules)]})
+    with g.openai() as app, g.openai("staff") as staff:
+        with pytest.raises(openai.PermissionDeniedError) as e:
+            app.responses.create(model="demo-model", input="[[reply: hi]]")
+        assert e.value.body["code"] == "access_denied"  # type: ignore[index]
+        chat = app.chat.completions.create(model="demo-model", messages=[{"role": "user", "content": "[[reply: hi]]"}])
+        assert chat.choices[0].message.content == "hi"
+        assert staff.responses.create(model="demo-model", input="[[reply: hi]]").output_text == "hi"
+    rid = e.value.response.headers["x-guard-request-id"]
+    deadline = time.monotonic() + 5
+    while not (rec := [x for x in events(g.config.audit.dir) if x.get("request_id") == rid]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert rec[0]["type"] == "exchange.denied" and rec[0]["decisions"]["access"]["rule"].endswith(":41")

@@ -203,10 +203,14 @@ def test_upstream_errors_come_back_in_anthropic_shape(g: Any) -> None:
     assert "invalid stream" in str(e2.value)
 
 
-def test_chat_completions_client_to_a_messages_upstream_is_refused(g: Any) -> None:
-    with g.openai() as o, pytest.raises(Exception) as e:
-        o.chat.completions.create(model="native-x", messages=[{"role": "user", "content": "hi"}])
-    assert e.value.body["code"] == "api_mismatch"  # type: ignore[attr-defined]
+def test_ollama_generate_to_a_messages_upstream_is_refused(g: Any) -> None:
+    """Chat Completions and Ollama chat clients are translated to a Messages upstream
+    (tests/wire/test_chat_to_anthropic.py); Ollama's /api/generate is not."""
+    import ollama
+
+    with pytest.raises(ollama.ResponseError) as e:
+        ollama.Client(host=g.url, verify=g.ssl_context("app")).generate(model="native-x", prompt="hi")
+    assert e.value.status_code == 400 and "Anthropic Messages API" in e.value.error
 
 
 @pytest.mark.parametrize("model", ["claude-x", "native-x"])

@@ -1,0 +1,185 @@
+"""Ollama's model catalogue through Guard: ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps`` and
+``GET /api/version`` (the policy action ``models``, like ``/v1/models``).
+
+``/api/tags`` lists exactly the models the caller may use through Guard's Ollama API: the exact names of
+routes to an Ollama upstream, and for wildcard routes the names the upstream's own ``/api/tags`` lists that
+the pattern matches (and no earlier route takes), each kept only if the policy lets this principal use it
+(``chat``, ``completion`` or ``embeddings``). ``/api/show`` answers for such a model only (404 otherwise: the
+caller learns nothing about models it may not use) and is proxied to the model's upstream; ``/api/ps`` is the
+upstreams' lists filtered alike; ``/api/version`` is the first reachable Ollama upstream's.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from typing import Any
+
+from guard.errors import GuardError, bad_request
+from guard.policy.attributes import Attrs
+
+log = logging.getLogger("guard.apis.ollama_catalog")
+USE = ("chat", "completion", "embeddings")  # a model the principal may do one of these with is usable
+_ENTRY_KEYS = ("name", "model", "modified_at", "size", "digest", "details", "expires_at", "size_vram", "context_length")
+
+
+def _not_found(name: str) -> GuardError:
+    return GuardError(404, f"model '{name}' not found", "invalid_request_error", "model_not_found")
+
+
+class Catalog:
+    """One catalogue request: the caller's view of the routes, resolved against the Ollama upstreams."""
+
+    def __init__(self, svc: Any, ex: Any, env: dict[str, Any]) -> None:
+        self.svc, self.ex, self.env = svc, ex, env
+        self.cfg = svc.config
+        self._lists: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
+
+    def _ollama_route(self, name: str) -> Any:
+        """The route ``name`` takes when every upstream of it speaks Ollama, else None."""
+        r = self.cfg.route(name)
+        if r is None:
+            return None
+        chain = [self.cfg.upstreams[u] for u in (r.upstream, *r.fallbacks)]
+        return r if all(u.api == "ollama" for u in chain) else None
+
+    def may_use(self, name: str, route: Any) -> bool:
+        up = self.cfg.upstreams[route.upstream]
+        obj = Attrs(
+            {
+                "model": name,
+                "upstream": route.upstream,
+                "api": up.api,
+                "wire": "ollama",
+                "external": up.external,
+                "path": self.ex.path,
+            }
+        )
+        sub = self.ex.principal.policy_view
+        return any(self.svc.policy.decide_access(sub, obj, act, self.env).effect == "allow" for act in USE)
+
+    async def _get(self, upstream: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+        """(status, parsed JSON) of one request to an Ollama upstream; raises GuardError when unreachable."""
+        from guard.upstream import UpstreamUnreachable, max_response_bytes
+
+        ups = self.svc.upstreams
+        extra = {"x-guard-request-id": self.ex.request_id, "content-type": "application/json"}
+        target = ups.target(upstream, "ollama", "models", path, "", [], extra)
+        try:
+            resp = await ups.send(target, "POST" if body else "GET", body)
+        except UpstreamUnreachable as e:
+            raise GuardError(502, str(e), "upstream_error", "upstream_unreachable") from None
+        try:
+            data = await resp.read(max_response_bytes(self.cfg, upstream))
+        finally:
+            resp.release()
+        try:
+            return resp.status, json.loads(data)
+        except (ValueError, RecursionError):
+            raise GuardError(
+                502, "the model server returned a body that is not JSON", "upstream_error", "upstream_bad_response"
+            ) from None
+
+    async def _listed(self, upstream: str, path: str) -> list[dict[str, Any]]:
+        """The ``models`` entries of an upstream's /api/tags or /api/ps (empty when it cannot be read: a
+        listing shows less, never more)."""
+        key = (upstream, path)
+        if key not in self._lists:
+            try:
+                status, body = await self._get(upstream, path)
+                models = body.get("models") if status == 200 and isinstance(body, dict) else None
+                self._lists[key] = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else None
+            except GuardError as e:
+                log.warning("request %s: %s of upstream %r unavailable: %s", self.ex.request_id, path, upstream, e)
+                self._lists[key] = None
+        return self._lists[key] or []
+
+    async def tags(self) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.cfg.routes:
+            if self.cfg.upstreams[r.upstream].api != "ollama":
+                continue
+            candidates: list[tuple[str, dict[str, Any] | None]]
+            if not any(c in r.model for c in "*?["):
+                candidates = [(r.model, None)]
+            elif r.upstream_model:  # every name it matches is one upstream model: none to list
+                continue
+            else:
+                candidates = [
+                    (n, m)
+                    for m in await self._listed(r.upstream, "/api/tags")
+                    if isinstance(n := m.get("name") or m.get("model"), str) and fnmatch.fnmatchcase(n, r.model)
+                ]
+            for name, entry in candidates:
+                if name in out or self._ollama_route(name) is not r or not self.may_use(name, r):
+                    continue
+                if entry is None:  # an exact route: the upstream's entry when it lists the model
+                    want = r.upstream_model or name
+                    listed = await self._listed(r.upstream, "/api/tags")
+                    entry = next((m for m in listed if want in (m.get("name"), m.get("model"))), {})
+                out[name] = {**{k: entry[k] for k in _ENTRY_KEYS if k in entry}, "name": name, "model": name}
+                out[name].setdefault("modified_at", "1970-01-01T00:00:00Z")
+                out[name].setdefault("size", 0)
+        return {"models": list(out.values())}
+
+    async def ps(self) -> dict[str, Any]:
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for name in dict.fromkeys(u for u, up in self.cfg.upstreams.items() if up.api == "ollama"):
+            for m in await self._listed(name, "/api/ps"):
+                n = m.get("name") or m.get("model")
+                if not isinstance(n, str):
+                    continue
+                r = self._ollama_route(n)
+                if r is None or n in seen or r.upstream != name or r.upstream_model or not self.may_use(n, r):
+                    continue
+                seen.add(n)
+                out.append({k: m[k] for k in _ENTRY_KEYS if k in m})
+        return {"models": out}
+
+    async def show(self, raw: bytes) -> tuple[int, Any]:
+        try:
+            req = json.loads(raw or b"{}")
+        except ValueError:
+            raise bad_request("the body is not JSON", "invalid_json") from None
+        name = req.get("model", req.get("name")) if isinstance(req, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise bad_request("'model' is required and must be a non-empty string", "invalid_model")
+        if set(req) - {"model", "name", "verbose"}:
+            extra = sorted(set(req) - {"model", "name", "verbose"})[0]
+            raise bad_request(f"unknown field '{extra}'", "unknown_field", param=f"$.{extra}")
+        self.ex.model = name
+        r = self._ollama_route(name)
+        if r is None or not self.may_use(name, r):
+            raise _not_found(name)
+        self.ex.upstream = r.upstream
+        fwd: dict[str, Any] = {"model": r.upstream_model or name}
+        if isinstance(req.get("verbose"), bool):
+            fwd["verbose"] = req["verbose"]
+        return await self._get(r.upstream, "/api/show", json.dumps(fwd).encode())
+
+    async def version(self) -> dict[str, Any]:
+        last: GuardError | None = None
+        for name, up in self.cfg.upstreams.items():
+            if up.api != "ollama":
+                continue
+            try:
+                status, body = await self._get(name, "/api/version")
+            except GuardError as e:
+                last = e
+                continue
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
+                return {"version": body["version"]}
+        raise last or GuardError(404, "no Ollama upstream is configured", "invalid_request_error", "not_found")
+
+
+async def answer(svc: Any, ex: Any, env: dict[str, Any], path: str, raw: bytes) -> tuple[int, bytes]:
+    """(status, JSON body) for one catalogue request (``env``: the policy environment of its access
+    decision). Raises GuardError for a refusal (written in Ollama's error shape by the caller)."""
+    c = Catalog(svc, ex, env)
+    if path == "/api/show":
+        status, body = await c.show(raw)
+        return status, json.dumps(body).encode()
+    body = await (c.ps() if path == "/api/ps" else c.version() if path == "/api/version" else c.tags())
+    return 200, json.dumps(body).encode()
