@@ -11,7 +11,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/chat"): ("ollama", "chat"),
     ("POST", "/api/generate"): ("ollama", "completion"),
     ("POST", "/api/embed"): ("ollama", "embeddings"),
-    ("GET", "/api/tags"): ("ollama", "models"),  # the catalogue paths: guard.apis.ollama_catalog
+    ("GET", "/api/tags"): ("ollama", "models"),  # the catalogue paths: guard.stages.catalog
     ("POST", "/api/show"): ("ollama", "models"),
     ("GET", "/api/ps"): ("ollama", "models"),
     ("GET", "/api/version"): ("ollama", "models"),

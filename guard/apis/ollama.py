@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from guard.apis import answer, ollama_catalog, openai
+from guard.apis import answer, openai
 from guard.apis.answer import answer_segments, nest
 from guard.apis.openai import _dict, _int, _list, _str, _tool_args, json_segment, parameter_segments
 from guard.errors import GuardError, bad_request
@@ -195,7 +195,7 @@ def stop_line(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
 
 
 # --- what guard.pipeline and guard.relay ask every wire API module -----------------------------------------
-catalog = ollama_catalog.answer  # /api/tags, /api/show, /api/ps, /api/version
+CATALOG = True  # /api/tags, /api/show, /api/ps, /api/version: a catalogue (guard.stages.catalog), not a list
 
 SEP = b"\n"
 END = b""

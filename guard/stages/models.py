@@ -11,6 +11,7 @@ from guard import telemetry
 from guard.apis.wire import WIRE
 from guard.errors import unavailable
 from guard.exchange import Exchange
+from guard.stages import catalog
 from guard.stages.base import Flow, Services, header, send_json, throttled
 from guard.stages.request import read_body
 
@@ -24,13 +25,12 @@ class ListModels:
 
     async def run(self, flow: Flow) -> None:
         ex = flow.ex
-        catalog = getattr(WIRE[ex.api], "catalog", None)  # an API's own catalogue (guard.apis.ollama_catalog)
-        if catalog is not None:
+        if getattr(WIRE[ex.api], "CATALOG", False):  # the API's own catalogue endpoints (guard.stages.catalog)
             raw = b""
             if flow.scope["method"] == "POST":
                 declared = header(flow.scope["headers"], b"content-length")
                 raw = await read_body(flow.receive, self._config.limits.max_body_bytes, declared)
-            status, data = await catalog(self._svc, ex, flow.env or {}, flow.scope["path"], raw)
+            status, data = await catalog.answer(self._svc, ex, flow.env or {}, flow.scope["path"], raw)
             ex.outcome = {"status": status}
             await self._listed(ex)
             await send_json(flow.send, status, data, ex.request_id)

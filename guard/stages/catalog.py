@@ -18,8 +18,9 @@ from typing import Any
 
 from guard.errors import GuardError, bad_request
 from guard.policy.attributes import Attrs
+from guard.upstream import UpstreamUnreachable, max_response_bytes
 
-log = logging.getLogger("guard.apis.ollama_catalog")
+log = logging.getLogger("guard.stages.catalog")
 USE = ("chat", "completion", "embeddings")  # a model the principal may do one of these with is usable
 _ENTRY_KEYS = ("name", "model", "modified_at", "size", "digest", "details", "expires_at", "size_vram", "context_length")
 
@@ -34,6 +35,7 @@ class Catalog:
     def __init__(self, svc: Any, ex: Any, env: dict[str, Any]) -> None:
         self.svc, self.ex, self.env = svc, ex, env
         self.cfg = svc.config
+        self.wire = ex.api  # the client's API: the catalogue lists upstreams that speak it
         self._lists: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
 
     def _ollama_route(self, name: str) -> Any:
@@ -42,7 +44,7 @@ class Catalog:
         if r is None:
             return None
         chain = [self.cfg.upstreams[u] for u in (r.upstream, *r.fallbacks)]
-        return r if all(u.api == "ollama" for u in chain) else None
+        return r if all(u.api == self.wire for u in chain) else None
 
     def may_use(self, name: str, route: Any) -> bool:
         up = self.cfg.upstreams[route.upstream]
@@ -51,7 +53,7 @@ class Catalog:
                 "model": name,
                 "upstream": route.upstream,
                 "api": up.api,
-                "wire": "ollama",
+                "wire": self.wire,
                 "external": up.external,
                 "path": self.ex.path,
             }
@@ -61,11 +63,9 @@ class Catalog:
 
     async def _get(self, upstream: str, path: str, body: bytes = b"") -> tuple[int, Any]:
         """(status, parsed JSON) of one request to an Ollama upstream; raises GuardError when unreachable."""
-        from guard.upstream import UpstreamUnreachable, max_response_bytes
-
         ups = self.svc.upstreams
         extra = {"x-guard-request-id": self.ex.request_id, "content-type": "application/json"}
-        target = ups.target(upstream, "ollama", "models", path, "", [], extra)
+        target = ups.target(upstream, self.wire, "models", path, "", [], extra)
         try:
             resp = await ups.send(target, "POST" if body else "GET", body)
         except UpstreamUnreachable as e:
@@ -98,7 +98,7 @@ class Catalog:
     async def tags(self) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
         for r in self.cfg.routes:
-            if self.cfg.upstreams[r.upstream].api != "ollama":
+            if self.cfg.upstreams[r.upstream].api != self.wire:
                 continue
             candidates: list[tuple[str, dict[str, Any] | None]]
             if not any(c in r.model for c in "*?["):
@@ -126,7 +126,7 @@ class Catalog:
     async def ps(self) -> dict[str, Any]:
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
-        for name in dict.fromkeys(u for u, up in self.cfg.upstreams.items() if up.api == "ollama"):
+        for name in dict.fromkeys(u for u, up in self.cfg.upstreams.items() if up.api == self.wire):
             for m in await self._listed(name, "/api/ps"):
                 n = m.get("name") or m.get("model")
                 if not isinstance(n, str):
@@ -162,7 +162,7 @@ class Catalog:
     async def version(self) -> dict[str, Any]:
         last: GuardError | None = None
         for name, up in self.cfg.upstreams.items():
-            if up.api != "ollama":
+            if up.api != self.wire:
                 continue
             try:
                 status, body = await self._get(name, "/api/version")
