@@ -6,7 +6,11 @@ import asyncio
 from collections import deque
 from typing import Any, Protocol
 
-KEEPALIVE_S = 15.0  # a pooled connection idle longer than this is closed, not reused (aiohttp's default)
+# A pooled connection idle longer than this is closed, not reused. Below uvicorn's 5 s keep-alive (vLLM and
+# other Python model servers): a connection the server is about to close as idle, reused in the same
+# instant, loses the request (the server closes it unread: a 502 for a request that never reached it).
+# Under load both sides see the idle time late, hence the margin.
+KEEPALIVE_S = 4.0
 _HIGH_WATER = 256 * 1024  # response bytes held unread before reading from the upstream pauses
 MAX_HEAD_BYTES = 65536  # response status line and headers; a longer head is a protocol error
 

@@ -301,6 +301,31 @@ def test_a_pooled_connection_the_upstream_closed_while_idle_is_not_used():
     run(go())
 
 
+def test_a_pooled_connection_is_retired_before_a_uvicorn_server_would_close_it(monkeypatch: Any) -> None:
+    """A server that closes idle connections (uvicorn, hence vLLM: 5 s) may close one in the instant Guard
+    reuses it, and the request is lost unread. Guard retires a pooled connection a second earlier than
+    that; one idle past the limit is not reused (the limit is shortened here to keep the test quick)."""
+    import inspect
+
+    import uvicorn
+
+    default = inspect.signature(uvicorn.Config).parameters["timeout_keep_alive"].default
+    assert http1.KEEPALIVE_S + 1 <= default  # noqa: SIM300 - the limit, then what it must stay under
+    from guard.http1 import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "KEEPALIVE_S", 0.2)  # where the pool reads it
+
+    async def go() -> None:
+        async with Server(fixed(b"{}")) as s:  # keeps connections open
+            pool = http1.Pool(f"http://127.0.0.1:{s.port}", 8, 2)
+            assert (await get(pool))[0] == 200
+            assert (await get(pool))[0] == 200 and s.connections == 1  # reused while fresh
+            await asyncio.sleep(0.3)
+            assert (await get(pool))[0] == 200 and s.connections == 2
+
+    run(go())
+
+
 def test_a_cancelled_request_closes_its_connection_and_frees_its_slot():
     seen = asyncio.Event()
 

@@ -321,10 +321,10 @@ async def _attack(g: Any, ctx: ssl.SSLContext, idle_n: int, streams_n: int, burs
             "messages": [{"role": "user", "content": "[[reply: " + "word " * 20 + "]] [[delay_ms=40]]"}],
         }
 
-        async def full_stream() -> tuple[int, bool]:
+        async def full_stream() -> tuple[int, bool, str]:
             async with c.stream("POST", "/v1/chat/completions", json=stream_req) as r:
                 text = "".join([line async for line in r.aiter_lines()])
-                return r.status_code, "[DONE]" in text
+                return r.status_code, "[DONE]" in text, text[-160:]
 
         endless_req = {**stream_req, "messages": [{"role": "user", "content": "[[forever]] [[delay_ms=40]]"}]}
 
@@ -392,8 +392,8 @@ def test_mixed_attack_keeps_serving_and_returns_to_baseline(
 
     assert got["idle_opened"] == 400
     assert got["idle_408"] == 400, "idle connections were not reaped by the header timeout"
-    assert all(s == (200, True) for s in got["streams"]), got["streams"]
-    assert all(s == 200 for s in got["left"])
+    assert all(s[:2] == (200, True) for s in got["streams"]), [s for s in got["streams"] if s[:2] != (200, True)]
+    assert all(s == 200 for s in got["left"]), got["left"]
     assert prober.statuses and all(s == 200 for s in prober.statuses), prober.statuses
     assert during["max_ms"] < 5000 and during["p50_ms"] < max(10 * base["p50_ms"], 500)
 
@@ -463,7 +463,7 @@ def test_attack_on_guard_as_a_process_with_default_timeouts(guard_process: Any) 
     during = prober.report(f"during the attack on the process ({attack_s:.1f} s)")
     print({k: v for k, v in got.items() if k not in ("streams", "left")})
     assert got["idle_opened"] == 300 and got["idle_408"] == 300
-    assert all(s == (200, True) for s in got["streams"]) and all(s == 200 for s in got["left"])
+    assert all(s[:2] == (200, True) for s in got["streams"]) and all(s == 200 for s in got["left"])
     assert prober.statuses and all(s == 200 for s in prober.statuses), prober.statuses
     assert during["max_ms"] < 5000
     deadline = time.monotonic() + 10
