@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,13 @@ def render(results: dict[str, Any], what: dict[str, str]) -> str:
         *(f"| {k} | {_fmt(v)} |" for k, v in m.items()),
         "",
     ]
+    run_line = (
+        f"Measured {results.get('time', '')}, commit {commit()}, short run: {'yes' if results.get('quick') else 'no'}."
+    )
     for key, value in results.items():
         if key in ("time", "quick", "only"):
             continue
-        lines += [f"## {what.get(key, key)} (`{key}`)", ""]
+        lines += [f"## {what.get(key, key)} (`{key}`)", "", run_line, ""]
         scalars: list[tuple[str, Any]] = []
         tables: list[tuple[str, list[dict]]] = []
         _flatten(value, "", scalars, tables)
@@ -147,7 +151,24 @@ def render(results: dict[str, Any], what: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _sections(text: str) -> dict[str, str]:
+    """The ``## ... (`key`)`` sections of a written document, by scenario key."""
+    out: dict[str, str] = {}
+    for part in re.split(r"(?m)^(?=## )", text):
+        m = re.match(r"## .*\(`([^`]+)`\)\s*$", part.split("\n", 1)[0])
+        if m:
+            out[m.group(1)] = part.rstrip("\n") + "\n"
+    return out
+
+
 def write(results: dict[str, Any], what: dict[str, str], path: Path = DOC) -> Path:
+    """Write the run's document. A run of some scenarios (``BENCH_ONLY``) keeps the sections of the others
+    from the file as it was (each section says when and at which commit it was measured)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, what))
+    text = render(results, what)
+    if results.get("only") and path.exists():
+        kept = {k: s for k, s in _sections(path.read_text()).items() if k not in results}
+        if kept:
+            text = text.rstrip("\n") + "\n\n" + "\n".join(kept[k] for k in sorted(kept))
+    path.write_text(text)
     return path

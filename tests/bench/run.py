@@ -859,6 +859,8 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     results: dict[str, Any] = {"quick": QUICK, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     only = {k.strip() for k in os.environ.get("BENCH_ONLY", "").split(",") if k.strip()}  # scenario keys
+    if only:  # the document keeps the other scenarios' sections from their own runs
+        results["only"] = sorted(only)
     with tempfile.TemporaryDirectory() as tmp:
         for key, what, run, show in SCENARIOS:
             if not only or key in only:
