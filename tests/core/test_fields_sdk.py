@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from guard.apis import fields as F
+from guard.apis import field_tables as F
 
 
 def _keys(td: Any) -> set[str]:
