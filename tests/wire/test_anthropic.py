@@ -318,7 +318,7 @@ def test_field_table_knows_the_sdk_parameters() -> None:
         message_create_params,
     )
 
-    from guard.apis import fields as F
+    from guard.apis import field_tables as F
 
     refused = {"container", "diagnostics", "user_profile_id", "workspace_id"}
     keys = set(typing.get_type_hints(message_create_params.MessageCreateParamsBase)) | {"stream"}

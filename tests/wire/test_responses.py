@@ -238,7 +238,7 @@ def test_field_table_knows_the_sdk_parameters() -> None:
 
     from openai.types.responses import response_create_params as rc
 
-    from guard.apis import fields as F
+    from guard.apis import field_tables as F
 
     refused = {"prompt", "context_management", "access_programs", "image", "moderation", "background_options"}
     keys = set(typing.get_type_hints(rc.ResponseCreateParamsBase)) | {"stream"}
