@@ -7,7 +7,6 @@ Schema: ``audit/event.schema.json`` (keep ``SCHEMA_VERSION`` in step with it).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -15,57 +14,23 @@ from guard.audit.capture import CAPTURE_LEVELS as CAPTURE_LEVELS
 from guard.audit.capture import ContentCapture as ContentCapture
 from guard.audit.capture import _hmac_key as _hmac_key
 from guard.audit.capture import _hmac_sha256 as _hmac_sha256
+from guard.audit.event_base import EVENT_TYPES as EVENT_TYPES
+from guard.audit.event_base import SCHEMA_VERSION as SCHEMA_VERSION
+from guard.audit.event_base import new_event as new_event
+from guard.audit.event_base import plain as plain
+from guard.audit.event_base import utc_now as utc_now
+from guard.audit.event_base import uuid7 as uuid7
+from guard.audit.ops_events import checkpoint as checkpoint
+from guard.audit.ops_events import config_loaded as config_loaded
+from guard.audit.ops_events import config_reload as config_reload
+from guard.audit.ops_events import console_access as console_access
+from guard.audit.ops_events import guard_started as guard_started
+from guard.audit.ops_events import guard_stopped as guard_stopped
+from guard.audit.ops_events import policy_reload_failed as policy_reload_failed
+from guard.audit.ops_events import policy_reloaded as policy_reloaded
 from guard.policy.decision import Decision
 
-SCHEMA_VERSION = "1.0"
-EVENT_TYPES = (
-    "exchange.started",
-    "exchange.completed",
-    "exchange.denied",
-    "policy.reloaded",
-    "policy.reload_failed",
-    "config.loaded",
-    "guard.started",
-    "guard.stopped",
-    "audit.checkpoint",
-    "config.reload",
-    "console.view",
-    "console.export",
-)
 _PRINCIPAL_KEYS = ("subject", "cn", "ou", "spiffe_id", "fingerprint")
-
-
-def uuid7(ns: int | None = None) -> str:
-    """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version 7, 74 random bits (time-ordered ids)."""
-    t = f"{((time.time_ns() if ns is None else ns) // 1_000_000) & 0xFFFFFFFFFFFF:012x}"
-    r = os.urandom(10).hex()  # 80 random bits; 74 are kept: rand_a (12), rand_b (62: variant 10 + 2 + 60)
-    return f"{t[:8]}-{t[8:]}-7{r[1:4]}-{_VARIANT[r[4]]}{r[5:8]}-{r[8:]}"
-
-
-_VARIANT = {h: "89ab"[int(h, 16) & 3] for h in "0123456789abcdef"}
-
-
-_second: list[Any] = [-1, ""]  # the last whole second formatted: one strftime per second, not per event
-
-
-def utc_now(ns: int | None = None) -> str:
-    """RFC 3339 UTC with microseconds, e.g. 2026-11-25T01:20:27.123456Z."""
-    s, us = divmod((time.time_ns() if ns is None else ns) // 1000, 1_000_000)
-    cached = _second
-    if cached[0] != s:
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s))
-        cached[0] = s
-    return f"{cached[1]}.{us:06d}Z"
-
-
-def new_event(type: str, **fields: Any) -> dict[str, Any]:
-    """A bare event of ``type``; ``None`` fields are dropped so the schema sees absent, not null."""
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown audit event type {type!r}")
-    ns = time.time_ns()
-    ev: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "id": uuid7(ns), "time": utc_now(ns), "type": type}
-    ev.update({k: v for k, v in fields.items() if v is not None})
-    return ev
 
 
 def principal_summary(principal: Any) -> dict[str, Any] | None:
@@ -318,131 +283,3 @@ def _usage(u: dict[str, int] | None) -> dict[str, int] | None:
     if "total_tokens" not in out and ("prompt_tokens" in out or "completion_tokens" in out):
         out["total_tokens"] = out.get("prompt_tokens", 0) + out.get("completion_tokens", 0)
     return out or None
-
-
-def policy_reloaded(
-    policy_version: str, rules: int, source: str = "", shadow_version: str | None = None
-) -> dict[str, Any]:
-    return new_event(
-        "policy.reloaded",
-        policy={
-            "version": policy_version,
-            "rules": int(rules),
-            "source": source,
-            **({"shadow_version": shadow_version} if shadow_version else {}),
-        },
-    )
-
-
-def policy_reload_failed(error: str, kept_version: str, source: str = "") -> dict[str, Any]:
-    return new_event(
-        "policy.reload_failed", policy={"error": error[:2000], "kept_version": kept_version, "source": source}
-    )
-
-
-def config_reload(
-    component: str,
-    ok: bool,
-    version: str,
-    files: list[str],
-    trigger: str = "",
-    reason: str = "",
-    file: str = "",
-    line: int | None = None,
-) -> dict[str, Any]:
-    """One part's reload (policy, filters, tls): ``version`` is the one now in force, the new one when ``ok``,
-    else the one kept (``kept_version``), with the failing ``file``, ``line`` where it has one, and ``reason``."""
-    r: dict[str, Any] = {"component": component, "result": "ok" if ok else "failed", "files": files, "trigger": trigger}
-    if ok:
-        r["version"] = version
-    else:
-        r.update(kept_version=version, reason=reason[:2000], file=file)
-        if line:
-            r["line"] = int(line)
-    return new_event("config.reload", reload=r)
-
-
-def config_loaded(path: str, digest: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``digest``: SHA-256 of the config file; ``summary``: non-secret facts (upstream names, routes...)."""
-    return new_event(
-        "config.loaded", config={"path": path, "sha256": digest, **({"summary": summary} if summary else {})}
-    )
-
-
-def guard_started(version: str, worker: int = 0, pid: int | None = None) -> dict[str, Any]:
-    return new_event("guard.started", guard={"version": version, "worker": worker, "pid": pid or os.getpid()})
-
-
-def guard_stopped(reason: str = "shutdown", worker: int = 0, pid: int | None = None) -> dict[str, Any]:
-    return new_event("guard.stopped", guard={"reason": reason, "worker": worker, "pid": pid or os.getpid()})
-
-
-def console_access(
-    kind: str,
-    who: str,
-    auth: str,
-    path: str,
-    status: int = 200,
-    fingerprint: str = "",
-    query: dict[str, Any] | None = None,
-    results: int | None = None,
-    formats: list[str] | None = None,
-    pack_sha256: str | None = None,
-) -> dict[str, Any]:
-    """``console.view`` / ``console.export``: who looked at (or exported) what in the compliance console."""
-    c: dict[str, Any] = {"who": who, "auth": auth, "path": path, "status": int(status)}
-    if fingerprint:
-        c["fingerprint"] = fingerprint
-    if query:
-        c["query"] = plain(query)
-    if results is not None:
-        c["results"] = int(results)
-    if formats:
-        c["formats"] = list(formats)
-    if pack_sha256:
-        c["pack_sha256"] = pack_sha256
-    return new_event(kind, console=c)
-
-
-def checkpoint(
-    chain: str,
-    seq: int,
-    head: str,
-    count: int,
-    prev_checkpoint: str | None,
-    reason: str,
-    final: bool = False,
-    recovery: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Signed statement: chain ``chain`` holds events 1..``seq``, the last one hashing to ``head``."""
-    cp: dict[str, Any] = {
-        "seq": seq,
-        "head": head,
-        "count": count,
-        "reason": reason,
-        "final": final,
-        "prev_checkpoint": prev_checkpoint or "",
-    }
-    if recovery:
-        cp["recovery"] = recovery
-    return new_event("audit.checkpoint", checkpoint=cp)
-
-
-def plain(o: Any) -> Any:
-    """Make arbitrary client-supplied strings encodable (lone surrogates), containers and scalars plain
-    (exact built-in types, subclasses become their base value), anything else its str()."""
-    if isinstance(o, str):
-        return o.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(o, dict):
-        return {str(k): plain(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [plain(v) for v in o]
-    if o is None or type(o) is bool or type(o) is int or type(o) is float:
-        return o
-    if isinstance(o, bool):
-        return bool(o)
-    if isinstance(o, int):
-        return int(o)  # IntEnum and the like: their value, as the JSON encoder writes them
-    if isinstance(o, float):
-        return float(o)
-    return str(o)
