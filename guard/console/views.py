@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -185,6 +186,13 @@ def event_page(c: Any, chain: str, seq: int, who: str) -> tuple[str, int]:
     prev_row = c.index.get(chain, seq - 1) if seq > 1 else None
     prev_line = read_line(c.root, chain, prev_row["segment"], prev_row["offset"]) if prev_row else None
     chk = check_event(line, c.keys(), chain, seq, prev_line, c.root)
+    journal: Any = getattr(c.runtime, "journal", None)
+    if chk.get("sig_ok") is False and getattr(journal, "chain", None) == chain and getattr(journal, "healthy", False):
+        # an event of this worker's chain that no signed checkpoint covers yet: sign one now and check again
+        # (other workers' chains sign on their own cadence; the page then says none covers it yet)
+        with contextlib.suppress(Exception):
+            journal.checkpoint_now()
+            chk = check_event(line, c.keys(), chain, seq, prev_line, c.root)
     ov = {o["chain"]: o for o in chain_overview(c.root, c.index)}.get(chain, {})
     v = ov.get("verify")
     if v is None:
