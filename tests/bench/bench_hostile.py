@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.bench.common import CHAT_BODY, PY, XFCC, free_port, process
+from tests.bench.common import CHAT_BODY, PY, XFCC, free_port, model_server_cmd, process
 
 MB = 1 << 20
 
@@ -298,18 +298,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         for port in ports.values():  # the chat model and Llama Guard: one process each
             es.enter_context(
                 process(
-                    [
-                        PY,
-                        "-m",
-                        "uvicorn",
-                        "guard.demo.modelserver:ModelServer",
-                        "--factory",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                        "--no-access-log",
-                    ],
+                    model_server_cmd(port),
                     port,
                 )
             )

@@ -30,6 +30,7 @@ from tests.bench.common import (
     XFCC,
     free_port,
     have,
+    model_server_cmd,
     nginx_conf,
     proc_cpu,
     wait_port,
@@ -127,19 +128,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             )
             up = subprocess.Popen([NGINX, "-c", str(conf)])
         else:
-            up = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "guard.demo.modelserver:ModelServer",
-                    "--factory",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                ]
-            )
+            up = subprocess.Popen(model_server_cmd(port))
         try:
             wait_port(port)
             cfg = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())

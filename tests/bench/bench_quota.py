@@ -37,6 +37,7 @@ from tests.bench.common import (
     XFCC,
     free_port,
     have,
+    model_server_cmd,
     nginx_conf,
     wait_port,
 )
@@ -195,21 +196,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             )
             procs.append(subprocess.Popen([NGINX, "-c", str(conf)]))
         else:
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "guard.demo.modelserver:ModelServer",
-                        "--factory",
-                        "--port",
-                        str(port),
-                        "--log-level",
-                        "warning",
-                    ]
-                )
-            )
+            procs.append(subprocess.Popen(model_server_cmd(port)))
         redis_url = None
         rs = shutil.which("redis-server") or "/usr/bin/redis-server"
         if Path(rs).exists():

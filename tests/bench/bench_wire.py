@@ -197,7 +197,7 @@ def cpu_per_path(quick: bool = False) -> dict[str, Any]:
     import uvloop
     import yaml
 
-    from tests.bench.common import free_port, wait_port
+    from tests.bench.common import free_port, model_server_cmd, wait_port
     from tests.bench.run import guard_config
 
     n, rounds = (300, 3) if quick else (1000, 5)
@@ -205,20 +205,7 @@ def cpu_per_path(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         port = free_port()
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "guard.demo.modelserver:ModelServer",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ]
-        )
+        up = subprocess.Popen(model_server_cmd(port))
         try:
             wait_port(port)
             cfg_path = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())
@@ -259,7 +246,7 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
     import tarfile
 
     from guard.demo.stack import ROOT
-    from tests.bench.common import free_port, wait_port
+    from tests.bench.common import free_port, model_server_cmd, wait_port
     from tests.bench.run import guard_config
 
     n, rounds = (600, 3) if quick else (2000, 5)
@@ -273,19 +260,7 @@ def before_after(rev: str, quick: bool = False) -> dict[str, Any]:
         for so in (ROOT / "guard" / "apis").glob("_strictjson*.so"):  # the same C hook for both (untracked build)
             shutil.copy(so, base / "guard" / "apis" / so.name)
         port = free_port()
-        up = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "guard.demo.modelserver:ModelServer",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ]
-        )
+        up = subprocess.Popen(model_server_cmd(port))
         try:
             wait_port(port)
             cfg = guard_config(tmp, f"http://127.0.0.1:{port}", False, free_port(), free_port())

@@ -64,6 +64,22 @@ def process(
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def model_server_cmd(port: int) -> list[str]:
+    """The built-in model server (guard.demo.modelserver) as a process of its own on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "guard.demo.modelserver:ModelServer",
+        "--factory",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None or Path(f"/usr/sbin/{cmd}").exists()
 

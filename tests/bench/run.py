@@ -45,6 +45,7 @@ from tests.bench.common import (
     XFCC,
     free_port,
     have,
+    model_server_cmd,
     nginx_conf,
     paced,
     process,
@@ -137,18 +138,7 @@ def _upstream(d: Path, es: Any) -> tuple[str, str]:
         return f"http://127.0.0.1:{port}", "nginx fixed completion"
     es.enter_context(
         process(
-            [
-                PY,
-                "-m",
-                "uvicorn",
-                "guard.demo.modelserver:ModelServer",
-                "--factory",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            model_server_cmd(port),
             port,
         )
     )
@@ -648,18 +638,7 @@ def ttfb(d: Path, es: Any, n: int = 60 if QUICK else 200) -> dict[str, float]:
     mport = free_port()
     es.enter_context(
         process(
-            [
-                PY,
-                "-m",
-                "uvicorn",
-                "guard.demo.modelserver:ModelServer",
-                "--factory",
-                "--port",
-                str(mport),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            model_server_cmd(mport),
             mport,
         )
     )
@@ -750,18 +729,7 @@ def screens(d: Path) -> dict[str, Any]:
         jport = free_port()
         es.enter_context(
             process(
-                [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "guard.demo.modelserver:ModelServer",
-                    "--factory",
-                    "--port",
-                    str(jport),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
+                model_server_cmd(jport),
                 jport,
                 env={"GUARD_DEMO_JUDGE_DELAY_MS": "5"},
             )
