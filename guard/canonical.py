@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from guard import telemetry
-from guard.apis import fields, strictjson
+from guard.apis import bodies, fields, strictjson
 from guard.errors import GuardError, bad_request
 from guard.exchange import Exchange
 from guard.screens.base import Verdict
@@ -24,7 +24,24 @@ def parse(raw: bytes) -> dict[str, Any]:
     try:
         body = strictjson.loads(raw)
     except strictjson.StrictJSONError as e:
-        raise bad_request(f"request body refused: {e.message} at {e.path}", e.code, param=e.path) from None
+        raise refused(e) from None
+    return as_object(body)
+
+
+async def parse_large(raw: bytes) -> dict[str, Any]:
+    """``parse`` for a large body: read strictly off the serving process's GIL (guard.apis.bodies)."""
+    try:
+        body = await bodies.loads(raw)
+    except strictjson.StrictJSONError as e:
+        raise refused(e) from None
+    return as_object(body)
+
+
+def refused(e: strictjson.StrictJSONError) -> GuardError:
+    return bad_request(f"request body refused: {e.message} at {e.path}", e.code, param=e.path)
+
+
+def as_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", "invalid_json")
     return body

@@ -186,10 +186,12 @@ class Runtime:
                 )
 
     def _load_screens(self) -> Callable[[str], ScreenSet]:
+        from guard.apis import bodies
         from guard.screens.pii.pool import POOL
         from guard.screens.profiles import load_profiles
 
         POOL.size = self.config.limits.screen_processes
+        bodies.HELPER.enabled = self.config.limits.screen_processes > 0  # large bodies read off the GIL
         self.profiles = load_profiles(self.config.filters.dir)
         self._versions["filters"] = reloads.version_of(self._filter_files())
         return self.profiles.screens

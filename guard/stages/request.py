@@ -117,16 +117,21 @@ class Parse:
         flow.wire = api = WIRE[ex.api]
         if len(raw) <= LARGE_BODY:
             body, flow.unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, limits.max_json_depth)
-        else:  # linear, but a megabyte of small objects is too much Python for the event loop
+        else:  # linear, but a megabyte of small objects is too much for the event loop (and for its GIL)
+            parsed = await canonical.parse_large(raw)
             body, flow.unknown, ex.model, ex.stream = await asyncio.to_thread(
-                _parse, raw, api, ex.api, ex.operation, limits.max_json_depth
+                _check, parsed, raw, api, ex.api, ex.operation, limits.max_json_depth
             )
         ex.body = body
 
 
 def _parse(raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple[Any, Any, str, bool]:
     """Strict parse, depth and field checks, validation: (body, unknown fields, model, stream)."""
-    body = canonical.parse(raw)
+    return _check(canonical.parse(raw), raw, api, wire, operation, depth)
+
+
+def _check(body: Any, raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple[Any, Any, str, bool]:
+    """Depth and field checks and validation of a strictly read body: (body, unknown fields, model, stream)."""
     if not _depth_ok(body, depth, raw):
         raise bad_request(f"JSON nested deeper than {depth}", "invalid_json")
     unknown = fields.check(wire, operation, body)  # refuses case-variant spellings of known fields

@@ -566,3 +566,31 @@ def test_strict_reader_is_strict_on_any_input(guard: Any) -> None:
             headers={"content-type": "application/json"},
         )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_large_bodies_read_off_the_gil_are_refused_and_forwarded_alike(guard: Any, model_server: Any) -> None:
+    """Bodies above 64 KB are read strictly in a helper process and then by orjson (guard/apis/bodies.py): every
+    refused family above, padded past the limit with leading white space (legal JSON), is refused with the same
+    code and path once the helper runs, and an accepted large body reaches the upstream as Guard serialises it."""
+    from guard.apis import bodies
+
+    pad = b" " * 70_000
+    with guard.client() as c:
+        deadline = time.monotonic() + 60
+        while not bodies.HELPER.ready:  # the first large body starts the helper (read in a thread meanwhile)
+            assert time.monotonic() < deadline, "the body reader process did not start"
+            c.post(CHAT, content=pad + b"{}", headers={"content-type": "application/json"})
+            time.sleep(0.2)
+        for name, (path, raw, code, param) in REFUSED.items():
+            r = c.post(path, content=pad + raw, headers={"content-type": "application/json"})
+            assert r.status_code == 400, (name, r.status_code, r.text)
+            assert (error_field(r), error_field(r, "param")) == (code, param), (name, r.text)
+        raw = pad + (
+            b'{"messages":[{"content":"h\\u0065llo \\ud83d\\ude00 caf\xc3\xa9 ' + b"x" * 70_000 + b'","role":"user"}],'
+            b'"temperature":1.0E-1,"seed":9007199254740993,"model":"demo-model","stop":["\\u0000"]}'
+        )
+        r = c.post(CHAT, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    got = _sent(model_server, r.headers["x-guard-request-id"])
+    assert got["raw"].encode() == strictjson.dumps(json.loads(raw)) and got["body"]["seed"] == 9007199254740993
+    assert bodies.HELPER.ready, "the helper process stopped"
