@@ -89,6 +89,7 @@ class Pipeline:
         raises, nor when it had nothing to do). True once the request went upstream (its end is then
         ``exchange.completed``); False for a listing."""
         ex = flow.ex
+        stage_ms, stage_times = ex.stage_ms, ex.stage_times  # the Exchange's own dicts, never replaced
         steps = self._first
         listing = False
         while True:
@@ -102,8 +103,8 @@ class Pipeline:
                 t0 = perf_counter()
                 if (await run(flow) if coro else run(flow)) is not SKIPPED:  # record(ex, timed, t0), inline
                     t1 = perf_counter()
-                    ex.stage_ms[timed] = (t1 - t0) * 1000
-                    ex.stage_times[timed] = (t0, t1)
+                    stage_ms[timed] = (t1 - t0) * 1000
+                    stage_times[timed] = (t0, t1)
                     stage_histogram(timed).observe(t1 - t0)
             if steps is not self._first:
                 return not listing
