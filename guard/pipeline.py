@@ -9,10 +9,12 @@ one place, and answers any refusal in the client API's own error shape, recorded
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from guard import telemetry
@@ -37,10 +39,10 @@ from guard.stages.base import (
     header,
     model_label,
     ours,
-    record,
     send_error,
     throttled,
 )
+from guard.telemetry import stage as stage_histogram
 from guard.tracing import parse_traceparent
 
 __all__ = ["Pipeline", "ScreenSet", "Services"]
@@ -53,13 +55,19 @@ def _trace_id(traceparent: bytes | None) -> str:
     return parent[0] if parent else os.urandom(16).hex()
 
 
-Step = tuple[Callable[[Flow], Awaitable[bool | None]], str | None]  # a stage's run, and its name if timed
+# What the driver runs per stage: its ``run``, its name if timed, and whether ``run`` is a coroutine function
+# (a stage that never awaits, such as route or policy, is called as a plain function: no coroutine per call).
+Step = tuple[Callable[[Flow], Any], str | None, bool]
 
 
 def _steps(stages: Sequence[Stage]) -> tuple[Step, ...]:
-    """What the driver runs: each stage's ``run`` and its name if timed; a stage that is not ``active`` in
-    this configuration (``Quota`` without ``quotas:``) is left out."""
-    return tuple((s.run, s.name if s.timed else None) for s in stages if getattr(s, "active", True))
+    """Each stage's step; a stage that is not ``active`` in this configuration (``Quota`` without
+    ``quotas:``) is left out."""
+    return tuple(
+        (s.run, s.name if s.timed else None, inspect.iscoroutinefunction(s.run))
+        for s in stages
+        if getattr(s, "active", True)
+    )
 
 
 class Pipeline:
@@ -80,19 +88,28 @@ class Pipeline:
         """The stages in order, each timed one timed here: its duration is recorded when it ends (not when it
         raises, nor when it had nothing to do). True once the request went upstream (its end is then
         ``exchange.completed``); False for a listing."""
+        ex = flow.ex
+        stage_ms, stage_times = ex.stage_ms, ex.stage_times  # the Exchange's own dicts, never replaced
+        steps = self._first
         listing = False
-        for steps in (self._first, None):
-            if steps is None:  # the endpoint is known: a listing, or a model call
-                listing = flow.ex.operation == "models"
-                steps = self._listing if listing else self._path
-            for run, timed in steps:
+        while True:
+            for run, timed, coro in steps:
                 if timed is None:
-                    await run(flow)
+                    if coro:
+                        await run(flow)
+                    else:
+                        run(flow)
                     continue
-                t0 = time.perf_counter()
-                if await run(flow) is not SKIPPED:
-                    record(flow.ex, timed, t0)
-        return not listing
+                t0 = perf_counter()
+                if (await run(flow) if coro else run(flow)) is not SKIPPED:  # record(ex, timed, t0), inline
+                    t1 = perf_counter()
+                    stage_ms[timed] = (t1 - t0) * 1000
+                    stage_times[timed] = (t0, t1)
+                    stage_histogram(timed).observe(t1 - t0)
+            if steps is not self._first:
+                return not listing
+            listing = ex.operation == "models"  # the endpoint is known: a listing, or a model call
+            steps = self._listing if listing else self._path
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         req = scope.get(REQUEST_KEY)  # guard.server: the request's id, and who records it (ours)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+from guard.apis import api_of_path
+from guard.apis.wire import module
 from guard.asgi_tls import tls_extension
 from guard.compat.uvicorn_protocols import H11Protocol, HttpToolsProtocol
 from guard.errors import GuardError, unavailable
@@ -98,6 +101,14 @@ _REASON_PHRASES = {
 }
 
 
+_TARGET = re.compile(rb"[A-Z]{1,16} (/[^ ?\r\n]*)")
+
+
+def _error_body(err: GuardError, path: str) -> bytes:
+    """The refusal in the client API's own error shape, chosen by the request's path (Ollama's under /api/)."""
+    return cast(bytes, module(api_of_path(path)).error_body(err))
+
+
 def _new_request() -> dict[str, Any]:
     """The request's id and who makes its one audit record (guard.exchange.REQUEST_KEY)."""
     return {"id": os.urandom(12).hex(), "owner": None}
@@ -105,7 +116,8 @@ def _new_request() -> dict[str, Any]:
 
 class _Refusals:
     """Requests the HTTP layer refuses before they reach the app (malformed, header limits, too slow): the
-    client gets an OpenAI-shaped error with a request id, and the journal an ``exchange.denied`` record
+    client gets an error in its API's own shape (by the request's path, as far as it was read: Ollama's
+    ``{"error": text}`` under /api/, else OpenAI's) with a request id, and the journal an ``exchange.denied`` record
     (stage ``request``) under that id, written before the answer as for any refusal; if it cannot be
     written the answer is 503 ``audit_unavailable``. A connection on which nothing arrived is not a
     request: a 408 for it is answered, not recorded."""
@@ -122,6 +134,22 @@ class _Refusals:
     _sslobj: Any = None
 
     _gone = False
+    _target = b""  # the path of the last request line seen on this connection (the h11 protocol's refusals)
+
+    def _path(self) -> str:
+        """The path of the request being refused, as far as it was read ("" when unknown)."""
+        cycle = getattr(self, "cycle", None)
+        url = getattr(self, "url", None)  # httptools: the target of the request being parsed, or the last one
+        if url is None and cycle is not None and not cycle.response_complete:
+            return str(cycle.scope["path"])
+        raw = url if url is not None else self._target
+        return raw.split(b"?", 1)[0].decode("latin-1")
+
+    def _see_target(self, data: bytes) -> None:
+        """Remember the path of a request line at the start of ``data`` (h11 keeps its own buffer private)."""
+        m = _TARGET.match(data)
+        if m is not None:
+            self._target = m.group(1)[:256]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True
@@ -175,10 +203,11 @@ class _Refusals:
         req = self._body_request()
         rid = req["id"] if req is not None else os.urandom(12).hex()
         err = GuardError(status, msg, "permission_denied" if status == 403 else "invalid_request_error", code)
+        path = self._path()
         if self._recorder is None or not received:
-            return self._write_refusal(err, rid)
+            return self._write_refusal(err, rid, path)
         self.transport.pause_reading()
-        self.loop.create_task(self._record_then_refuse(err, rid))
+        self.loop.create_task(self._record_then_refuse(err, rid, path))
 
     def _body_request(self) -> dict[str, Any] | None:
         """The request whose body was being read when its framing broke, claimed for this refusal: the
@@ -193,19 +222,20 @@ class _Refusals:
         req["owner"] = "http"
         return req
 
-    async def _record_then_refuse(self, err: GuardError, rid: str) -> None:
+    async def _record_then_refuse(self, err: GuardError, rid: str, path: str) -> None:
         try:
             worse = await self._recorder(rid, err.status, err.message, err.code, self._tls, (self.client or ("", 0))[0])
         except Exception:
             log.exception("recording refused request %s", rid)
             worse = unavailable("audit journal unavailable; request refused", "audit_unavailable")
-        self._write_refusal(worse or err, rid)
+        self._write_refusal(worse or err, rid, path)
 
-    def _write_refusal(self, err: GuardError, rid: str) -> None:
-        """An OpenAI-shaped error written straight to the transport (no request reached the app), then close."""
+    def _write_refusal(self, err: GuardError, rid: str, path: str) -> None:
+        """The error, in the shape of the API ``path`` belongs to, written straight to the transport (no request
+        reached the app), then close."""
         if self.transport.is_closing():
             return
-        body = err.body()
+        body = _error_body(err, path)
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"x-guard-request-id: %s\r\nconnection: close\r\n\r\n%s"
@@ -312,7 +342,7 @@ class _TLSH11(_Refusals, H11Protocol):
         async def with_tls(scope: dict, receive: Callable, send: Callable) -> None:
             refusal = self._revocation()
             if refusal is not None:
-                return await self._refuse_in_app(refusal, send)
+                return await self._refuse_in_app(refusal, send, scope["path"])
             if tls is not None:
                 scope["extensions"] = {**scope.get("extensions", {}), "tls": tls}
             scope.setdefault(REQUEST_KEY, _new_request())  # or the one a refusal of its body made first
@@ -320,7 +350,7 @@ class _TLSH11(_Refusals, H11Protocol):
 
         self.app = with_tls
 
-    async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable) -> None:
+    async def _refuse_in_app(self, refusal: tuple[int, str, str], send: Callable, path: str) -> None:
         """The h11 path's refusal of a request on a revoked connection: recorded, answered, then closed."""
         status, msg, code = refusal
         rid = os.urandom(12).hex()
@@ -331,7 +361,7 @@ class _TLSH11(_Refusals, H11Protocol):
             except Exception:
                 log.exception("recording refused request %s", rid)
                 err = unavailable("audit journal unavailable; request refused", "audit_unavailable")
-        body = err.body()
+        body = _error_body(err, path)
         await send(
             {
                 "type": "http.response.start",
@@ -348,6 +378,7 @@ class _TLSH11(_Refusals, H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
+            self._see_target(data)
             super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:

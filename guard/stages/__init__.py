@@ -1,9 +1,9 @@
 """The request path as an ordered list of stages (docs/architecture.md draws the same list).
 
-Each stage is a small class with a ``name`` and an async ``run(flow)`` that reads and fills in the typed
-``Flow`` (guard.stages.base); ``guard.pipeline.Pipeline`` runs them in order and times each ``timed`` one
-in one place. A stage ends the exchange early by raising (a GuardError is answered in the client API's own
-error shape and recorded).
+Each stage is a small class with a ``name`` and a ``run(flow)`` (async, or plain when it never awaits) that
+reads and fills in the typed ``Flow`` (guard.stages.base); ``guard.pipeline.Pipeline`` runs them in order and
+times each ``timed`` one in one place. A stage ends the exchange early by raising (a GuardError is answered in
+the client API's own error shape and recorded).
 """
 
 from __future__ import annotations

@@ -87,7 +87,8 @@ class Stage(Protocol):
     name: ClassVar[str]
     timed: ClassVar[bool]
 
-    async def run(self, flow: Flow) -> bool | None: ...
+    def run(self, flow: Flow) -> bool | Awaitable[bool | None] | None:
+        """A coroutine function, or a plain one for a stage that never awaits (the driver calls it directly)."""
 
 
 SKIPPED = False  # what a stage's ``run`` returns when it had nothing to do: no duration is recorded

@@ -87,7 +87,7 @@ class Access:
     def __init__(self, svc: Services) -> None:
         self._policy, self._clock = svc.policy, svc.clock
 
-    async def run(self, flow: Flow) -> None:
+    def run(self, flow: Flow) -> None:  # never awaits: the driver calls it as a plain function
         ex = flow.ex
         flow.env = env = policy_env(ex, self._clock())
         assert ex.principal is not None
@@ -158,7 +158,7 @@ class Content:
     def __init__(self, svc: Services) -> None:
         self._policy = svc.policy
 
-    async def run(self, flow: Flow) -> None:
+    def run(self, flow: Flow) -> None:  # never awaits: the driver calls it as a plain function
         ex = flow.ex
         pii = sorted({t for v in ex.verdicts if v.screen == "pii" for t in v.entities})
         cats = sorted({c for v in ex.verdicts if v.screen == "safety" for c in v.categories})

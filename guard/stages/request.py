@@ -45,7 +45,7 @@ class Identify:
         self._trusted = tuple(svc.config.tls.networks())
         self._xfcc_multi = svc.config.tls.xfcc_multi
 
-    async def run(self, flow: Flow) -> None:
+    def run(self, flow: Flow) -> None:  # never awaits: the driver calls it as a plain function
         scope, ex = flow.scope, flow.ex
         endpoint = ROUTES.get((scope["method"], scope["path"]))
         ex.principal = identify(scope, self._trusted, self._xfcc_multi)
@@ -173,7 +173,7 @@ class Route:
         self._config = svc.config
         self._model_labels = frozenset(svc.config.telemetry.model_labels)
 
-    async def run(self, flow: Flow) -> None:
+    def run(self, flow: Flow) -> None:  # never awaits: the driver calls it as a plain function
         ex, cfg, api, body = flow.ex, self._config, flow.wire, flow.ex.body
         r = cfg.route(ex.model)
         if r is None:

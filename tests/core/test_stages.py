@@ -100,3 +100,16 @@ def test_a_stage_with_nothing_to_do_is_not_timed_and_a_listing_runs_its_own_stag
     }
     done = _records(root, listing.headers["x-guard-request-id"], "exchange.completed")
     assert set(done["latency_ms"]) == {"identity", "policy", "total"} and done["model"] == "*"
+
+
+def test_stages_that_never_await_are_plain_functions_and_the_rest_coroutines() -> None:
+    """The driver calls a stage's ``run`` directly when it is a plain function (no coroutine per request) and
+    awaits it otherwise; a stage that awaits anything must be a coroutine function, or the driver would drop
+    its awaitable unawaited."""
+    import inspect
+
+    plain = {s.name for s in (*STAGES, *LISTING) if not inspect.iscoroutinefunction(s.run)}
+    assert plain == {"identity", "route", "policy", "content"}, plain
+    for cls in (*STAGES, *LISTING):
+        src = inspect.getsource(cls.run)
+        assert ("await " in src) == inspect.iscoroutinefunction(cls.run), cls.__name__
