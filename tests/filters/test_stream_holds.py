@@ -23,7 +23,6 @@ from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.stream import stream_partials
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
-
 from tests.filters.test_stream_no_leak import ENTITIES, SECRETS, WORDS
 
 ROOT = Path(__file__).resolve().parents[2]
