@@ -12,7 +12,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from guard.relay import _Chain
@@ -155,6 +155,8 @@ def _cut_short(values: list[str]) -> st.SearchStrategy[str]:
     tail=st.tuples(_cut_short(ENTITIES + WORDS), st.sampled_from([" ", "", "\n"]), _cut_short(SECRETS + WORDS)),
     size=st.integers(1, 9),
 )
+@example(profile="strict", parts=["The", "IBAN"], seps=[" "] * 8, tail=("DE89", " ", "ghp_ab"), size=3)
+@example(profile="strict", parts=["b_o+x@", "<EMAIL_ADDRESS_1>"], seps=[" "] * 8, tail=("a", " ", "AKIA"), size=1)
 def test_the_chain_never_holds_more_than_the_screen_holding_most(
     profiles: dict, profile: str, parts: list[str], seps: list[str], tail: tuple[str, str, str], size: int
 ) -> None:
