@@ -43,7 +43,10 @@ class _Chain:
 
     Each screen holds back only from where a match could still be starting in what it has been given (no
     fixed tails, no minimum release), so the holds overlap rather than add up: on prose every screen holds
-    the same unfinished word."""
+    the same unfinished word. A screen that can (``feed_ahead``) also looks at what the screen before it
+    still holds, to decide how much to hold (never to release it: that text may still be replaced), and is
+    asked again when that changes while it holds something; so the chain holds what the screen holding most
+    holds alone, also where they hold neighbouring candidates."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens
@@ -51,12 +54,14 @@ class _Chain:
 
     async def feed(self, text: str) -> tuple[str, Verdict | None]:
         for i, s in enumerate(self.screens):
-            step = await s.feed(text)
+            ahead = _ahead(self.screens[i - 1]) if i else None
+            look = getattr(s, "feed_ahead", None) if ahead is not None else None
+            if not text and (look is None or not _holds(s)):
+                return "", None
+            step = await (look(text, ahead) if look is not None else s.feed(text))
             if step.stop is not None:
                 return await self._drain(i + 1, step.release), step.stop
             text = step.release
-            if not text:
-                return "", None
         return text, None
 
     async def finish(self) -> tuple[str, Verdict | None]:
@@ -88,6 +93,16 @@ class _Chain:
             if fin.stop is not None:
                 return text
         return text
+
+
+def _ahead(screen: StreamScreen) -> Any:
+    fn = getattr(screen, "ahead", None)
+    return fn() if fn is not None else None
+
+
+def _holds(screen: StreamScreen) -> bool:
+    fn = getattr(screen, "holds", None)
+    return fn is not None and bool(fn())
 
 
 class Relay:

@@ -198,6 +198,21 @@ class GuardedStream:
             return StreamStep(release=text)
         return await self._step(lambda: self.inner.feed(text), text)
 
+    def ahead(self) -> Any:
+        """The inner stream's held text for the next screen to look ahead at (guard.relay._Chain)."""
+        fn = getattr(self.inner, "ahead", None)
+        return None if self.failed or fn is None else fn()
+
+    def holds(self) -> bool:
+        fn = getattr(self.inner, "holds", None)
+        return not self.failed and fn is not None and bool(fn())
+
+    async def feed_ahead(self, text: str, ahead: Any) -> StreamStep:
+        fn = getattr(self.inner, "feed_ahead", None)
+        if self.failed or fn is None:
+            return await self.feed(text)
+        return await self._step(lambda: fn(text, ahead), text)
+
     async def finish(self) -> StreamStep:
         if self.failed:
             step = StreamStep()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import regex
 
+AHEAD_MAX = 64  # longest held text of an earlier screen that a later one looks ahead at
 TIMEOUT_S = 0.05  # per regex call; past it the text is held as if a match were open
 BUDGET_S = 0.1  # per ``pending`` call, all patterns and starts together
 
@@ -29,6 +30,22 @@ class Pending:
     start: int  # earliest offset from which a match could still be completing (len(text): none)
     complete_before: bool  # a complete match starts before ``start`` (the screen must rewrite it)
     timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """What an earlier screen of a chain holds and has not released: ``text`` (raw), and the strings it may
+    put in place of any part of it (``replacements``). What reaches the next screen after the text it was
+    given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything."""
+
+    text: str
+    replacements: tuple[str, ...]
+
+    def continuations(self) -> list[str]:
+        out = {self.text}
+        for j in range(len(self.text) + 1):
+            out.update(self.text[:j] + r for r in self.replacements)
+        return sorted(out)
 
 
 class PartialSet:
@@ -68,6 +85,42 @@ class PartialSet:
         except TimeoutError:
             return Pending(pos, True, True)
         return Pending(best, first_complete < best)
+
+    def pending_ahead(self, text: str, pos: int, ahead: Ahead | None) -> Pending:
+        """``pending`` for a screen after another in a chain, which holds ``ahead``: a start whose match
+        could still be completing in ``text`` alone is closed when no continuation the earlier screen may
+        release lets the match reach past ``text``. Only decides where to hold; nothing of ``ahead`` is
+        released. So two screens holding neighbouring candidates hold what the larger hold alone holds."""
+        base = self.pending(text, pos)
+        n = len(text)
+        if ahead is None or not ahead.text or len(ahead.text) > AHEAD_MAX or base.start >= n or base.timed_out:
+            return base
+        deadline = time.monotonic() + BUDGET_S
+        tails = ahead.continuations()
+        try:
+            for p in range(base.start, n):
+                if self._open_before(text, p, tails, deadline):
+                    return Pending(p, True) if p > base.start else base
+        except TimeoutError:
+            return base
+        return Pending(n, True)
+
+    def _open_before(self, text: str, p: int, tails: list[str], deadline: float) -> bool:
+        """Whether a match from ``p`` could still be completing, given what may follow ``text``: a complete
+        match near the end (``after``), or one that any of ``tails`` (then anything) extends past ``text``."""
+        n = len(text)
+        for rx in self.patterns:
+            m = rx.match(text, p, timeout=_left(deadline))
+            if m is not None and m.end() > p and m.end() >= n - self.after:
+                return True
+            for t in tails:
+                whole = text + t
+                if rx.fullmatch(whole, p, partial=True, timeout=_left(deadline)) is not None:
+                    return True
+                m = rx.match(whole, p, timeout=_left(deadline))
+                if m is not None and m.end() > n:
+                    return True
+        return False
 
     def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int, deadline: float) -> int:
         n = len(text)

@@ -22,7 +22,7 @@ from guard.screens import budget, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
-from guard.screens.stream_partial import PartialSet, phrase_sources
+from guard.screens.stream_partial import Ahead, PartialSet, phrase_sources
 
 # Large scans in a screening process: (settings file, direction, segments) -> per text (text, hits by rule,
 # blocking rule names, redacted), or None when no process is ready (then a thread scans).
@@ -249,6 +249,13 @@ class DenylistStream:
 
     def pending(self) -> str:
         return "" if self.suppress or self.drop_run else self.buf
+
+    def ahead(self) -> Ahead | None:
+        """What this stream holds, for the screen after it in a chain to look ahead at (None: nothing, or
+        text that will be dropped, so what comes next is unknown)."""
+        if self.suppress or self.drop_run or not self.buf:
+            return None
+        return Ahead(self.buf, tuple(sorted({c.replacement for c in self.screen.active("response")})))
 
     async def feed(self, text: str) -> StreamStep:
         self.buf += text

@@ -32,7 +32,7 @@ from guard.screens.pii.engine import Finding
 from guard.screens.pii.profile import PIIProfile
 from guard.screens.pii.scan import ScanPass, error_verdict
 from guard.screens.pii.transform import PLACEHOLDER, Pseudonyms
-from guard.screens.stream_partial import PartialSet
+from guard.screens.stream_partial import Ahead, PartialSet
 
 _LEFT = 256  # released characters kept as left context for the next scan
 _AFTER = 24  # a complete match is held while fewer characters follow it (a label after it may raise its score)
@@ -86,12 +86,25 @@ class PIIStream:
         self.held = ""  # raw text not yet released
         self.started = time.perf_counter()
         self.stopped: Verdict | None = None
+        self.ahead: Ahead | None = None  # what the screen before this one in the chain holds
 
     async def feed(self, text: str) -> StreamStep:
         if self.stopped is not None:
             return StreamStep(stop=self.stopped)
         self.held += text
         return self._release(final=False)
+
+    async def feed_ahead(self, text: str, ahead: Ahead | None) -> StreamStep:
+        """``feed``, knowing what the screen before this one holds (guard.relay._Chain): it only narrows
+        what this screen holds (stream_partial.PartialSet.pending_ahead); ``text`` may be empty."""
+        self.ahead = ahead
+        try:
+            return await self.feed(text)
+        finally:
+            self.ahead = None
+
+    def holds(self) -> bool:
+        return bool(self.held) and self.stopped is None
 
     async def finish(self) -> StreamStep:
         if self.stopped is not None:
@@ -121,7 +134,7 @@ class PIIStream:
         n = len(window)
         if self.partials is None:
             return n - _NER_HOLD, True
-        pend = self.partials.pending(window, off)
+        pend = self.partials.pending_ahead(window, off, self.ahead)
         if n - pend.start > self.cap:  # open past the cap: screened as it stands
             return n, True
         return pend.start, pend.complete_before or pend.timed_out
