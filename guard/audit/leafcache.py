@@ -53,6 +53,11 @@ def store(seg: Path, first: int, leaves: bytes) -> None:
         return
 
 
+def forget(seg: Path) -> None:
+    """Remove the cache file of segment ``seg`` (the segment is being removed)."""
+    _path(seg).unlink(missing_ok=True)
+
+
 def drop(root: Path, chain: str) -> None:
     """Forget every cached leaf of ``chain``."""
     shutil.rmtree(layout.chains_dir(root) / chain / DIR, ignore_errors=True)

@@ -71,7 +71,7 @@ def test_an_altered_cache_is_dropped_and_the_receipt_rebuilt_from_the_segments(t
 
 
 def test_a_cache_whose_header_does_not_fit_the_segment_is_not_used(tmp_path: Path) -> None:
-    root, keys = _journal(tmp_path)
+    root, _keys = _journal(tmp_path)
     _fresh()
     receipt(root, "guard-audit/w1", 3)
     seg = layout.segments(root, "w1")[0]
