@@ -205,6 +205,36 @@ class CompactRange:
         self.size = index + 1
         return index
 
+    def extend(self, leaves: bytes | memoryview, count: int | None = None) -> None:
+        """Append ``count`` (default: all) leaf hashes given back to back, 32 bytes each: the same tree as
+        ``append`` one at a time, hashed a perfect subtree at a time, level by level (no per-leaf loop)."""
+        view = memoryview(leaves)
+        n = len(view) // HASH_SIZE if count is None else count
+        if n * HASH_SIZE > len(view):
+            raise ValueError("fewer leaf hashes than asked for")
+        pos = 0
+        while pos < n:
+            size = self.size
+            k = 1 << ((n - pos).bit_length() - 1)  # the largest perfect subtree that fits what is left ...
+            if size:
+                k = min(k, size & -size)  # ... and starts where this tree's size is aligned to it
+            a = pos * HASH_SIZE
+            level = [view[i : i + HASH_SIZE].tobytes() for i in range(a, a + k * HASH_SIZE, HASH_SIZE)]
+            while len(level) > 1:
+                level = [_sha256(b"\x01" + x + y).digest() for x, y in zip(level[::2], level[1::2], strict=True)]
+            self._push(level[0], k)
+            pos += k
+
+    def _push(self, h: bytes, width: int) -> None:
+        """Add the root of a perfect subtree of ``width`` leaves (a power of two dividing the size)."""
+        hashes = self._hashes
+        n = self.size // width
+        while n & 1:
+            h = node_hash(hashes.pop(), h)
+            n >>= 1
+        hashes.append(h)
+        self.size += width
+
     def root(self) -> bytes:
         hashes = self._hashes
         if not hashes:

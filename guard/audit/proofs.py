@@ -15,14 +15,14 @@ from __future__ import annotations
 import base64
 import bisect
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from guard.audit import layout
+from guard.audit import layout, leafcache
 from guard.audit import note as notes
 from guard.audit.logtree import NOTES, chain_of, line_leaf, newest_note, read_notes
 from guard.audit.merkle import (
@@ -46,7 +46,7 @@ class Leaves:
     """The leaf hashes of one chain read from its segments, extended on each ``refresh`` (append-only files:
     only what was added is read), with the roots of large aligned subtrees remembered."""
 
-    def __init__(self, root: Path, chain: str) -> None:
+    def __init__(self, root: Path, chain: str, use_cache: bool = True) -> None:
         self.root, self.chain = root, chain
         self.blob = bytearray()
         self._offsets: dict[str, int] = {}
@@ -54,6 +54,8 @@ class Leaves:
         self._lock = threading.Lock()
         self.notes: list[tuple[int, str]] = []  # stored checkpoints (size, note), sorted by size
         self._notes_at = 0
+        self.use_cache = use_cache
+        self.cached = 0  # leaves taken from the leaf cache
 
     def __len__(self) -> int:
         return len(self.blob) // 32
@@ -62,9 +64,20 @@ class Leaves:
         return bytes(self.blob[32 * i : 32 * i + 32])
 
     def refresh(self) -> int:
+        """Read what was appended; a closed segment read from its start comes from (and goes to) its leaf
+        cache (guard.audit.leafcache)."""
         with self._lock:
-            for seg in layout.segments(self.root, self.chain):
+            segs = layout.segments(self.root, self.chain)
+            for n, seg in enumerate(segs):
                 start = self._offsets.get(seg.name, 0)
+                whole, first = start == 0 and n < len(segs) - 1, len(self)
+                if whole and self.use_cache:
+                    cached = leafcache.load(seg, first)
+                    if cached is not None:
+                        self.blob += cached
+                        self.cached += len(cached) // 32
+                        self._offsets[seg.name] = seg.stat().st_size
+                        continue
                 for _, end, line in layout.iter_lines(seg, start):
                     self._offsets[seg.name] = end
                     try:
@@ -73,6 +86,8 @@ class Leaves:
                         continue
                     if seq == len(self) + 1:
                         self.blob += line_leaf(line)
+                if whole:
+                    leafcache.store(seg, first, bytes(self.blob[32 * first :]))
             self._read_notes()
             return len(self)
 
@@ -117,11 +132,11 @@ class Leaves:
 _READERS: dict[tuple[str, str], Leaves] = {}
 
 
-def leaves_of(root: Path, chain: str) -> Leaves:
+def leaves_of(root: Path, chain: str, use_cache: bool = True) -> Leaves:
     key = (str(root), chain)
     r = _READERS.get(key)
     if r is None:
-        r = _READERS[key] = Leaves(Path(root), chain)
+        r = _READERS[key] = Leaves(Path(root), chain, use_cache)
     r.refresh()
     return r
 
@@ -153,7 +168,33 @@ def receipt(root: Path, log: str, index: int) -> dict[str, Any]:
         raise ProofError(f"no audit log {log!r}")
     if index < 0:
         raise ProofError("index must be >= 0")
+    return checked(root, chain, lambda leaves: _receipt(root, chain, log, index, leaves))
+
+
+def checked(root: Path, chain: str, build: Callable[[Leaves], dict[str, Any]]) -> dict[str, Any]:
+    """``build``'s receipt from the chain's leaves; when leaves came from the leaf cache and the proof does
+    not lead to the checkpoint's root (a stale or altered cache), the cache is dropped and the receipt built
+    again from the segments."""
     leaves = leaves_of(root, chain)
+    rec = build(leaves)
+    if leaves.cached and not _holds(rec):
+        leafcache.drop(root, chain)
+        _READERS.pop((str(root), chain), None)
+        rec = build(leaves_of(root, chain, use_cache=False))
+    return rec
+
+
+def _holds(rec: dict[str, Any]) -> bool:
+    """Whether the receipt's proof leads to its checkpoint's root (the signature is the verifier's job)."""
+    try:
+        cp = notes.parse_checkpoint(notes.parse(rec["checkpoint"]).text)
+    except (notes.NoteError, ValueError):
+        return False
+    proof = [base64.b64decode(h) for h in rec["inclusion_proof"]]
+    return verify_inclusion(rec["index"], rec["tree_size"], base64.b64decode(rec["leaf_hash"]), proof, cp.root)
+
+
+def _receipt(root: Path, chain: str, log: str, index: int, leaves: Leaves) -> dict[str, Any]:
     found = leaves.covering(index) or covering_note(root, chain, index)
     if found is None:
         raise ProofError(f"no signed checkpoint covers leaf {index} of {log} yet")

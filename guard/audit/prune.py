@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.audit import event as ev
-from guard.audit import layout
+from guard.audit import layout, leafcache
 from guard.audit.pruned import PRUNED, check_pruned, pruned_names, read_pruned
 from guard.audit.seal import GENESIS, Signer
 from guard.audit.verify import verify_dir
@@ -115,6 +115,7 @@ def prune(
         for chain in layout.chain_names(root):
             for name in pruned_names(root, chain):
                 (layout.chains_dir(root) / chain / name).unlink(missing_ok=True)
+                leafcache.forget(layout.chains_dir(root) / chain / name)
     for chain, segs, st in todo:
         rec = {
             "type": "audit.pruned",
@@ -143,6 +144,7 @@ def prune(
         layout.write_atomic(d / PRUNED, line)  # first the record: a crash here leaves extra files, not a gap
         for seg in segs:
             seg.unlink()
+            leafcache.forget(seg)
         fd = os.open(d, os.O_RDONLY)
         try:
             os.fsync(fd)

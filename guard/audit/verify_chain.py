@@ -113,9 +113,12 @@ class _Chain:
         rep, m = self.rep, u.lines - 1
         if self.tree is not None:  # a root that does not match: walk the unit line by line to report it
             saved = self.tree.copy(), self.notes.save()
-            leaves, tree, notes = u.leaves, self.tree, self.notes
-            for k in range(m):
-                tree.append(leaves[32 * k : 32 * k + 32])
+            leaves, tree, notes = memoryview(u.leaves), self.tree, self.notes
+            end, done = tree.size + m, 0
+            while done < m:  # up to the next signed size (or the unit's end), then that size's root
+                stop = notes.next_size if tree.size < notes.next_size <= end else end
+                tree.extend(leaves[32 * done :], stop - tree.size)
+                done = m - (end - tree.size)
                 if tree.size == notes.next_size and notes.check_root(tree) is not None:
                     self.tree, _ = saved
                     notes.restore(saved[1])

@@ -19,7 +19,7 @@ from guard.audit.cosign import WitnessKey, cosigners
 from guard.audit.logtree import chain_of
 from guard.audit.merkle import inclusion_proof
 from guard.audit.notary import read_records
-from guard.audit.proofs import ProofError, leaves_of
+from guard.audit.proofs import Leaves, ProofError, checked
 
 
 def witnessed_receipt(root: Path, log: str, index: int, quorum: int = 1) -> dict[str, Any]:
@@ -39,18 +39,21 @@ def witnessed_receipt(root: Path, log: str, index: int, quorum: int = 1) -> dict
     if best is None:
         raise ProofError(f"no checkpoint with {quorum} witness cosignature(s) covers leaf {index} of {log} yet")
     size = best["size"]
-    leaves = leaves_of(root, chain)
-    if len(leaves) < size:
-        raise ProofError(f"the journal of {log} holds {len(leaves)} events; the witnessed checkpoint covers {size}")
-    proof = inclusion_proof(leaves, index, size, leaves.subroot)  # type: ignore[arg-type]
-    rec = {
-        "log": log,
-        "index": index,
-        "leaf_hash": base64.b64encode(leaves[index]).decode(),
-        "tree_size": size,
-        "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
-        "checkpoint": str(best["checkpoint"]) + str(best.get("cosignatures") or ""),
-    }
+
+    def build(leaves: Leaves) -> dict[str, Any]:
+        if len(leaves) < size:
+            raise ProofError(f"the journal of {log} holds {len(leaves)} events; the witnessed checkpoint covers {size}")
+        proof = inclusion_proof(leaves, index, size, leaves.subroot)  # type: ignore[arg-type]
+        return {
+            "log": log,
+            "index": index,
+            "leaf_hash": base64.b64encode(leaves[index]).decode(),
+            "tree_size": size,
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+            "checkpoint": str(best["checkpoint"]) + str(best.get("cosignatures") or ""),
+        }
+
+    rec = checked(root, chain, build)
     if best.get("tsr"):
         rec["timestamp_token"] = best["tsr"]
     return rec

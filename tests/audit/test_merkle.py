@@ -265,3 +265,25 @@ def test_random_trees_every_consistency_proof_verifies_and_mutants_never(n, data
     j = data.draw(st.integers(0, old - 1))
     forked[j] = leaf_hash(b"forged")
     assert not verify_consistency(old, n, r1, root(forked), consistency_proof(forked, old))
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 300), data=st.data())
+def test_extend_in_any_pieces_builds_the_same_tree_as_appending_one_leaf_at_a_time(n, data):
+    leaves = [leaf_hash(b"e" + i.to_bytes(4, "big")) for i in range(n)]
+    start = data.draw(st.integers(0, n))
+    one, pieces = CompactRange(), CompactRange()
+    for leaf in leaves[:start]:
+        one.append(leaf)
+        pieces.append(leaf)
+    pos = start
+    while pos < n:
+        k = data.draw(st.integers(1, n - pos))
+        pieces.extend(b"".join(leaves[pos:]) + b"\xff" * 32, k)  # hashes past ``k`` are not taken
+        pos += k
+        assert pieces.size == pos
+    for leaf in leaves[start:]:
+        one.append(leaf)
+    assert pieces.hashes == one.hashes and pieces.root() == one.root() == root(leaves)
+    with pytest.raises(ValueError):
+        pieces.extend(b"\x00" * 32, 2)
