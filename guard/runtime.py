@@ -8,7 +8,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,60 +16,9 @@ from guard import __version__, reloads, telemetry, tracing
 from guard.config import Config, ConfigError
 from guard.pipeline import ScreenSet, Services
 from guard.revocation import Revocations, TLSFileError
-from guard.screens.base import Verdict
 from guard.tls import ContextHolder, build_server_context
 
 log = logging.getLogger("guard.runtime")
-
-
-@dataclass
-class _SimpleDecision:
-    stage: str
-    effect: str
-    rule: str = ""
-    policy_version: str = ""
-    profile: str = "default"
-
-    def to_audit(self) -> dict[str, Any]:
-        return {
-            "stage": self.stage,
-            "effect": self.effect,
-            "rule": self.rule,
-            "policy_version": self.policy_version,
-            "matched": [],
-            "profile": self.profile,
-            "error": "",
-        }
-
-
-class AllowAll:
-    """Only for tests that exercise the proxy apart from policies (injected, never configured)."""
-
-    def decide_access(self, sub: dict, obj: dict, act: str, env: dict) -> _SimpleDecision:
-        return _SimpleDecision("access", "allow", "test:allow-all")
-
-    def decide_content(self, sub: dict, obj: dict, act: str, env: dict) -> _SimpleDecision:
-        return _SimpleDecision("content", "allow", "test:allow-all")
-
-
-class MemoryRecorder:
-    """Keeps audit records in memory (tests that are not about audit may inject it)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    async def started(self, ex: Any) -> None:
-        self.events.append({"type": "exchange.started", "request_id": ex.request_id})
-
-    async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
-        self.events.append(
-            {
-                "type": kind,
-                "request_id": ex.request_id,
-                "outcome": outcome,
-                "screens": [v.to_audit() for v in ex.verdicts if isinstance(v, Verdict)],
-            }
-        )
 
 
 def _tls_files(config: Config) -> list[Path]:

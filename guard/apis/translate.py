@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from guard.apis import translate_anthropic, translate_ollama
+from guard.apis import translate_anthropic, translate_anthropic_stream, translate_ollama
 from guard.apis.openai import _dict
 from guard.apis.translate_messages import ChatStream, check, error_from_chat, from_chat, to_chat
 from guard.errors import GuardError, bad_request
@@ -122,7 +122,7 @@ class Stream:
         self._tr: Any
         if kind == TO_MESSAGES:  # the client's stream_options.include_usage decides the usage chunk
             usage = _dict(_dict(body).get("stream_options")).get("include_usage") is True
-            self._tr = translate_anthropic.MessagesStream(model, usage)
+            self._tr = translate_anthropic_stream.MessagesStream(model, usage)
         elif kind == OLLAMA_TO_MESSAGES:
             self._tr = translate_ollama.OllamaStream(model)
         else:

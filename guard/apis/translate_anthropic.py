@@ -1,5 +1,6 @@
 """Chat Completions clients on Anthropic Messages upstreams (``api: anthropic``): the judged Chat Completions
-request as a Messages request, the answer (whole, streamed or an error) back as Chat Completions.
+request as a Messages request, the answer (whole or an error) back as Chat Completions;
+streamed answers: guard.apis.translate_anthropic_stream.
 
 What maps and what is refused: docs/wire-apis.md. ``check`` refuses (400 ``untranslatable``) before any screen
 runs, so nothing is sent with part of it silently lost except what that table lists as dropped. The upstream's
@@ -12,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from guard.apis.openai import _dict, _int, _list, event_data, split_events
+from guard.apis.openai import _dict, _int, _list
 from guard.errors import GuardError, bad_request
 
 DEFAULT_MAX_TOKENS = 4096  # Messages requires max_tokens; sent when the client gives none
@@ -35,7 +36,7 @@ _MAPPED = {
     "n",
     "response_format",
 }
-_STOP = {
+STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",
@@ -236,7 +237,7 @@ def to_messages(body: dict[str, Any]) -> dict[str, Any]:
 # --- answers -----------------------------------------------------------------------------------------------
 
 
-def _usage(u: dict[str, Any]) -> dict[str, int]:
+def usage_of(u: dict[str, Any]) -> dict[str, int]:
     n_in = sum(_int(u.get(k)) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
     n_out = _int(u.get("output_tokens"))
     return {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
@@ -271,11 +272,11 @@ def from_messages(msg: dict[str, Any], model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": _STOP.get(str(msg.get("stop_reason")), "stop"),
+                "finish_reason": STOP_REASONS.get(str(msg.get("stop_reason")), "stop"),
                 "logprobs": None,
             }
         ],
-        "usage": _usage(_dict(msg.get("usage"))),
+        "usage": usage_of(_dict(msg.get("usage"))),
     }
 
 
@@ -307,116 +308,3 @@ def whole(status: int, data: bytes, model: str) -> bytes:
     except (ValueError, RecursionError):
         return data
     return json.dumps(from_messages(msg, model)).encode() if isinstance(msg, dict) else data
-
-
-class MessagesStream:
-    """Messages SSE events in (message_start, content_block_start/delta/stop, message_delta, message_stop,
-    ping, error), chat.completion.chunk SSE out: text deltas as ``content``, tool_use blocks as ``tool_calls``
-    (one index per block), the stop reason as ``finish_reason``, and a usage chunk when the client asked
-    ``stream_options.include_usage``."""
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.model = model
-        self._usage_wanted = include_usage
-        self._buf = bytearray()
-        self._id = "chatcmpl-guard"
-        self._created = int(time.time())
-        self._usage: dict[str, Any] = {}
-        self._tools: dict[int, int] = {}  # content block index -> tool_calls index
-        self._finish: str | None = None
-        self._ended = False
-
-    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, usage: bool = False) -> bytes:
-        c: dict[str, Any] = {
-            "id": self._id,
-            "object": "chat.completion.chunk",
-            "created": self._created,
-            "model": self.model,
-            "choices": [] if usage else [{"index": 0, "delta": delta or {}, "finish_reason": finish, "logprobs": None}],
-        }
-        if usage:
-            c["usage"] = _usage(self._usage)
-        return b"data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
-
-    def feed(self, data: bytes) -> bytes:
-        from guard.relay import UpstreamStreamError
-
-        self._buf += data
-        out = bytearray()
-        for raw in split_events(self._buf):
-            payload = event_data(raw)
-            if payload is None or self._ended:
-                continue
-            try:
-                ev = json.loads(payload)
-                if not isinstance(ev, dict):
-                    raise ValueError("not an object")
-            except (ValueError, RecursionError) as e:
-                raise UpstreamStreamError(f"unparseable stream event: {e}") from None
-            out += self._event(ev)
-        return bytes(out)
-
-    def _event(self, ev: dict[str, Any]) -> bytes:
-        t = ev.get("type")
-        if t == "message_start":
-            m = _dict(ev.get("message"))
-            if isinstance(m.get("id"), str):
-                self._id = m["id"]
-            self._usage.update(_dict(m.get("usage")))
-            return self._chunk({"role": "assistant", "content": ""})
-        if t == "content_block_start":
-            b = _dict(ev.get("content_block"))
-            if b.get("type") == "tool_use":
-                n = self._tools[_int(ev.get("index"))] = len(self._tools)
-                call = {"index": n, "id": b.get("id") or f"call_{n}", "type": "function"}
-                return self._chunk(
-                    {"tool_calls": [{**call, "function": {"name": b.get("name") or "", "arguments": ""}}]}
-                )
-            if b.get("type") == "text" and isinstance(b.get("text"), str) and b["text"]:
-                return self._chunk({"content": b["text"]})
-            return b""
-        if t == "content_block_delta":
-            d = _dict(ev.get("delta"))
-            if d.get("type") == "text_delta" and isinstance(d.get("text"), str):
-                return self._chunk({"content": d["text"]})
-            if d.get("type") == "input_json_delta" and isinstance(d.get("partial_json"), str):
-                k = self._tools.get(_int(ev.get("index")))
-                if k is not None:
-                    return self._chunk({"tool_calls": [{"index": k, "function": {"arguments": d["partial_json"]}}]})
-            return b""  # thinking, signature and citation deltas have no Chat Completions field
-        if t == "message_delta":
-            self._usage.update(_dict(ev.get("usage")))
-            r = _dict(ev.get("delta")).get("stop_reason")
-            if isinstance(r, str):
-                self._finish = _STOP.get(r, "stop")
-            return b""
-        if t == "message_stop":
-            return self._close()
-        if t == "error":  # the relay refuses a chunk with an error object (UpstreamReportedError)
-            self._ended = True
-            e = _dict(ev.get("error"))
-            return (
-                b"data: "
-                + json.dumps({"error": {"message": str(e.get("message") or "upstream error")}}).encode()
-                + b"\n\n"
-            )
-        return b""  # ping, and event types added later
-
-    def end(self) -> bytes:
-        """The upstream body ended: after message_stop, nothing more; before it, the stream was cut short
-        (guard.relay.UpstreamStreamError: the client gets an error event, not a clean finish)."""
-        if self._ended:
-            return b""
-        from guard.relay import UpstreamStreamError
-
-        raise UpstreamStreamError("the stream ended before message_stop")
-
-    def _close(self) -> bytes:
-        """The finishing chunk, the usage chunk if asked, then ``[DONE]``."""
-        if self._ended:
-            return b""
-        self._ended = True
-        out = self._chunk({}, self._finish or "stop")
-        if self._usage_wanted:
-            out += self._chunk(None, usage=True)
-        return out + b"data: [DONE]\n\n"

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from guard.apis import translate_anthropic as ta
+from guard.apis import translate_anthropic_stream as tas
 from guard.apis.openai import _dict, _int, _list, event_data, split_events
 from guard.errors import GuardError, bad_request
 
@@ -146,7 +147,7 @@ class OllamaStream:
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self._chat = ta.MessagesStream(model, include_usage=True)
+        self._chat = tas.MessagesStream(model, include_usage=True)
         self._buf = bytearray()
         self._calls: dict[int, dict[str, Any]] = {}
         self._finish: Any = None

@@ -34,7 +34,7 @@ from typing import Any
 
 from guard import telemetry as tm
 from guard.audit import layout
-from guard.audit.journal import JournalError, _Waiter, _wake, default_writer_id
+from guard.audit.journal import JournalError, default_writer_id
 from guard.audit.sealer_spawn import SealerProcesses, _reap
 from guard.audit.sealer_wire import (
     _CHECKPOINT_NOW,
@@ -46,6 +46,7 @@ from guard.audit.sealer_wire import (
     _ranges,
 )
 from guard.audit.settings import AuditSettings
+from guard.audit.waiters import _Waiter, _wake
 from guard.ratelog import Throttled
 
 log = logging.getLogger("guard.audit")

@@ -49,10 +49,17 @@ class _NoAudit:
         pass
 
 
+def _allow_all(pkg: str) -> Any:
+    try:
+        return importlib.import_module(f"{pkg}.doubles").AllowAll()
+    except ModuleNotFoundError:  # a base tree that keeps AllowAll in runtime.py
+        return importlib.import_module(f"{pkg}.runtime").AllowAll()
+
+
 def _pipeline(pkg: str, cfg: Path, allow_all: bool) -> Any:
     runtime = importlib.import_module(f"{pkg}.runtime")
     conf = importlib.import_module(f"{pkg}.config").load_config(cfg)
-    rt = runtime.Runtime(conf, recorder=_NoAudit(), policy=runtime.AllowAll() if allow_all else None)
+    rt = runtime.Runtime(conf, recorder=_NoAudit(), policy=_allow_all(pkg) if allow_all else None)
     rt.load()
     return importlib.import_module(f"{pkg}.pipeline").Pipeline(rt.services())
 

@@ -41,8 +41,9 @@ from tests.bench.guard_noaudit import NullRecorder
 async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     from guard import gc_tuning, telemetry
     from guard.config import load_config
+    from guard.doubles import AllowAll
     from guard.pipeline import Pipeline
-    from guard.runtime import AllowAll, Runtime
+    from guard.runtime import Runtime
 
     telemetry.configure(variant != "no-metrics")
     rt = Runtime(

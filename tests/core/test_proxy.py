@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from guard.runtime import AllowAll
+from guard.doubles import AllowAll
 
 
 def test_sync_chat_reply_arrives_unchanged(guard, model_server):
