@@ -9,8 +9,9 @@ screened as answer text (written back, or the answer blocked) rather than relaye
 
 Token-level detail cannot be judged: ``logprobs`` repeats the answer token by token (a secret the screens
 redact in ``content`` would still be spelt out there, split across tokens), and Ollama's ``context`` is
-the conversation as token ids. ``drop_unscreenable`` removes both from an answer that response screens
-judge (docs/threat-model.md).
+the conversation as token ids. Each wire module's ``drop_unscreenable`` (OpenAI's through
+``drop_choice_logprobs``, Ollama's through ``drop_keys``) removes both from an answer or chunk that response
+screens judge (docs/threat-model.md).
 """
 
 from __future__ import annotations
@@ -40,18 +41,21 @@ STRUCTURAL = frozenset(
 UNSCREENABLE_KEYS = ("logprobs", "context")  # token-level detail and token ids
 
 
-def drop_unscreenable(api: str, obj: dict[str, Any]) -> bool:
-    """Remove ``logprobs`` (OpenAI: of every choice, left as null; Ollama: top level) and Ollama's
-    ``context``. True if any held something."""
+def drop_choice_logprobs(obj: dict[str, Any]) -> bool:
+    """Every choice's ``logprobs`` of an OpenAI answer or chunk left as null. True if any held something."""
     dropped = False
-    if api == "ollama":
-        for k in UNSCREENABLE_KEYS:
-            dropped = obj.pop(k, None) is not None or dropped
-        return dropped
     for ch in _choices(obj):
         if "logprobs" in ch:
             dropped = ch["logprobs"] is not None or dropped
             ch["logprobs"] = None
+    return dropped
+
+
+def drop_keys(obj: dict[str, Any], keys: tuple[str, ...] = UNSCREENABLE_KEYS) -> bool:
+    """Top-level ``keys`` removed (Ollama's ``logprobs`` and ``context``). True if any held something."""
+    dropped = False
+    for k in keys:
+        dropped = obj.pop(k, None) is not None or dropped
     return dropped
 
 

@@ -285,7 +285,7 @@ def model_list(names: list[str], now: int) -> dict[str, Any]:
 
 def drop_unscreenable(obj: dict[str, Any]) -> bool:
     """``logprobs`` and ``context`` (the conversation as token ids): removed from an answer or chunk."""
-    return answer.drop_unscreenable("ollama", obj)
+    return answer.drop_keys(obj)
 
 
 def stream_strings(

@@ -113,7 +113,7 @@ _QUIET = ("", None)
 
 def drop_unscreenable(obj: dict[str, Any]) -> bool:
     """Token-level detail a screen cannot judge (every choice's ``logprobs``): removed from an answer or chunk."""
-    return answer.drop_unscreenable("openai", obj)
+    return answer.drop_choice_logprobs(obj)
 
 
 def stream_strings(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 from guard.apis import anthropic, ollama, openai, responses
 
@@ -41,9 +40,3 @@ UPSTREAM: dict[str, Callable[[str, str, str, str | None, str], tuple[str, list[b
 def upstream_target(api: str) -> Callable[[str, str, str, str | None, str], tuple[str, list[bytes]]]:
     """How requests to an upstream speaking ``api`` are addressed and authenticated (OpenAI's by default)."""
     return UPSTREAM.get(api, openai.upstream_target)
-
-
-def drop_unscreenable(api: str, body: dict[str, Any]) -> bool:
-    """Token-level detail (logprobs, token ids) removed from a whole answer the response screens judge, for
-    the APIs whose answers carry it (guard.apis.answer). True if any held something."""
-    return bool(module(api).drop_unscreenable(body))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from guard import telemetry
 from guard.apis import translate
-from guard.apis.wire import WIRE, drop_unscreenable
+from guard.apis.wire import WIRE
 from guard.audit.recorder import receipt_header
 from guard.errors import GuardError
 from guard.exchange import Exchange
@@ -111,7 +111,7 @@ class Answer:
     async def _screen_whole(
         self, ex: Exchange, body: dict[str, Any], prompt: list[Segment], screens: ScreenSet, api: Any
     ) -> bytes:
-        drop_unscreenable(ex.api, body)  # logprobs, token ids: cannot be judged
+        api.drop_unscreenable(body)  # logprobs, token ids: cannot be judged
         segs = api.response_segments(ex.operation, body)
         before = [s.text for s in segs]
         t = time.perf_counter()
