@@ -20,7 +20,6 @@ from typing import Any
 from guard import telemetry
 from guard.accesslog import AccessLog, open_log
 from guard.audit import overlap
-from guard.audit.recorder import receipt_header
 from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
 from guard.exchange import REQUEST_KEY, Exchange
@@ -177,7 +176,7 @@ class Pipeline:
             await self._after(ex, started, outcome)
         except GuardError as je:  # the refusal itself could not be recorded: refuse harder, never unrecorded
             e = je
-        await send_error(send, e, ex.request_id, ex.api, receipt_header(ex))
+        await send_error(send, e, ex)
         telemetry.child(
             telemetry.REQUESTS, ex.api or "none", ex.operation or "none", model_label(ex), decision(ex), str(e.status)
         ).inc()

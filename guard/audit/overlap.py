@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from guard import telemetry
-from guard.audit.recorder import receipt_header
 from guard.audit.recovery import JournalError
 from guard.errors import GuardError, unavailable
 
@@ -62,8 +61,9 @@ def refusal() -> GuardError:
 
 
 def gate(ex: Any, send: Send) -> Send:
-    """``send`` that releases nothing to the client before ``exchange.started`` is durable; the answer's
-    head then gets the record's receipt (``x-guard-audit-leaf``), known once the record is sealed."""
+    """``send`` that releases nothing to the client before ``exchange.started`` is durable. Only waits: the
+    head's receipt is written by the one function that writes response heads (guard.stages.base.send_head),
+    which settles the record first."""
 
     async def gated(message: dict[str, Any]) -> None:
         if PENDING in ex.context:
@@ -71,10 +71,6 @@ def gate(ex: Any, send: Send) -> Send:
                 await settle(ex)
             except Exception:
                 raise refusal() from None
-            if message.get("type") == "http.response.start":  # the receipt is known only now
-                headers = list(message.get("headers") or ())
-                if not any(k == b"x-guard-audit-leaf" for k, _ in headers):
-                    message = {**message, "headers": [*headers, *receipt_header(ex)]}
         await send(message)
 
     return gated

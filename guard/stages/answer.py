@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 from guard import telemetry
 from guard.apis import translate
 from guard.apis.wire import WIRE
-from guard.audit.recorder import receipt_header
 from guard.errors import GuardError
 from guard.exchange import Exchange
 from guard.quota import hook as quota
@@ -105,7 +104,7 @@ class Answer:
         headers = drop_response_headers(resp.headers)
         if quota.TICKET in ex.context:
             headers = quota.merge_headers(ex, headers)
-        await send_raw(flow.send, resp.status, [*headers, *receipt_header(ex)], data, ex.request_id)
+        await send_raw(flow.send, resp.status, headers, data, ex)
         return outcome
 
     async def _screen_whole(

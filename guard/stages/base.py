@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Protocol
 from guard import telemetry
 from guard.apis.wire import module
 from guard.attrs import Attrs
+from guard.audit import overlap
+from guard.audit.recorder import receipt_header
 from guard.config import Config, Route, Upstream
 from guard.errors import GuardError
 from guard.exchange import Exchange
@@ -133,19 +135,29 @@ def decision(ex: Exchange) -> str:
     return "none"
 
 
-async def send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, rid: str) -> None:
-    headers = [*headers, (b"content-length", str(len(body)).encode()), (b"x-guard-request-id", rid.encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+async def send_head(send: Send, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """The one place an exchange's response head is written: once its ``exchange.started`` is durable
+    (``audit.start_record: overlap``: guard.audit.overlap; a record that failed turns the answer into 503
+    ``audit_unavailable``), with Guard's own headers: ``x-guard-request-id`` and the record's receipt
+    (``x-guard-audit-leaf``, known only now)."""
+    try:
+        await overlap.settle(ex)
+    except Exception:
+        raise overlap.refusal() from None
+    own = [(b"x-guard-request-id", ex.request_id.encode()), *receipt_header(ex)]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *own]})
+
+
+async def send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, ex: Exchange) -> None:
+    await send_head(send, ex, status, [*headers, (b"content-length", str(len(body)).encode())])
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_json(send: Send, status: int, body: bytes, rid: str) -> None:
-    await send_raw(send, status, [(b"content-type", b"application/json")], body, rid)
+async def send_json(send: Send, status: int, body: bytes, ex: Exchange) -> None:
+    await send_raw(send, status, [(b"content-type", b"application/json")], body, ex)
 
 
-async def send_error(
-    send: Send, e: GuardError, rid: str, api: str = "", extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def send_error(send: Send, e: GuardError, ex: Exchange) -> None:
     """The error in the client's API's own shape (OpenAI's before the API is known)."""
-    headers = [(b"content-type", b"application/json"), *e.headers, *(extra or ())]
-    await send_raw(send, e.status, headers, module(api).error_body(e), rid)
+    headers = [(b"content-type", b"application/json"), *e.headers]
+    await send_raw(send, e.status, headers, module(ex.api).error_body(e), ex)

@@ -33,14 +33,14 @@ class ListModels:
             status, data = await catalog.answer(self._svc, ex, flow.env or {}, flow.scope["path"], raw)
             ex.outcome = {"status": status}
             await self._listed(ex)
-            await send_json(flow.send, status, data, ex.request_id)
+            await send_json(flow.send, status, data, ex)
             return
         names = [r.model for r in self._config.routes if not any(c in r.model for c in "*?[")]
         now = int(time.time())
         body = WIRE[ex.api].model_list(names, now)
         ex.outcome = {"status": 200}
         await self._listed(ex)
-        await send_json(flow.send, 200, json.dumps(body).encode(), ex.request_id)
+        await send_json(flow.send, 200, json.dumps(body).encode(), ex)
 
     async def _listed(self, ex: Exchange) -> None:
         """The record of a catalogue request, durable before the answer goes out."""

@@ -7,7 +7,6 @@ from typing import Any
 
 from guard import telemetry
 from guard.apis.wire import WIRE, module
-from guard.audit.recorder import receipt_header
 from guard.client_watch import ClientGone, ClientWatch
 from guard.config import Config
 from guard.errors import GuardError
@@ -16,7 +15,7 @@ from guard.quota import hook as quota
 from guard.quota import stream as quota_stream
 from guard.relay import Relay, StreamEventTooLarge, UpstreamReportedError, UpstreamStreamError, scan_tail
 from guard.screens.base import ScreenSet, Segment
-from guard.stages.base import Receive, Send, log
+from guard.stages.base import Receive, Send, log, send_head
 from guard.upstream import max_response_bytes, rate_limit_headers, read_error, too_large
 
 
@@ -36,8 +35,6 @@ async def relay_stream(
     headers = [
         (b"content-type", api.STREAM_MEDIA_TYPE),
         (b"cache-control", b"no-cache"),
-        (b"x-guard-request-id", ex.request_id.encode()),
-        *receipt_header(ex),
         *rate_limit_headers(resp.headers),
     ]
     strip = None
@@ -45,7 +42,7 @@ async def relay_stream(
         headers = quota.merge_headers(ex, headers)
         strip = quota.UsageStripper(ex.api) if ex.context.get(quota.STRIP_USAGE) else None
     meter = quota_stream.meter(quotas, ex)  # None unless the tier counts tokens
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send_head(send, ex, 200, headers)
     telemetry.ACTIVE_STREAMS.inc()
     watch = ClientWatch(receive)  # a client that leaves stops the upstream, even while text is held
     outcome: dict[str, Any] = {"status": 200}

@@ -39,11 +39,16 @@ def _leaf(r: httpx.Response) -> tuple[str, int]:
     return log, int(index)
 
 
-@pytest.mark.parametrize("sealer", ["thread", "process"])
+@pytest.mark.parametrize(
+    ("sealer", "start_record"),
+    [("thread", "overlap"), ("process", "overlap"), ("thread", "before_forward"), ("process", "before_forward")],
+)
 def test_every_answer_names_its_leaf_and_the_admin_proof_verifies_offline(
-    guard_factory: Callable[..., Any], tmp_path: Path, sealer: str
+    guard_factory: Callable[..., Any], tmp_path: Path, sealer: str, start_record: str
 ) -> None:
-    audit, pub = _setup(tmp_path, sealer=sealer, checkpoint_seconds=3600)  # no checkpoint comes on its own
+    audit, pub = _setup(
+        tmp_path, sealer=sealer, start_record=start_record, checkpoint_seconds=3600
+    )  # no checkpoint comes on its own
     g = guard_factory(routes=ROUTES, audit=audit)
     keys = list(load_public_keys([pub]).values())
     with g.client("app") as c:
