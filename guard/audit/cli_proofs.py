@@ -1,6 +1,7 @@
 """`guard audit proof|verify-receipt|consistency`: receipts and proofs of the Merkle log (guard.audit.proofs).
 
     guard audit proof DIR --log LOG --index I            the receipt of one event, from the journal on disk
+    guard audit proof DIR --request-id RID               ... of the record a request's receipt header names
     guard audit verify-receipt RECEIPT.json --key PUB    checks it offline with only the public key
                                [--event EVENT.json]      ... and that this event is the leaf it proves
     guard audit consistency OLD NEW --journal DIR --key PUB
@@ -24,8 +25,13 @@ from guard.audit.seal import load_public_keys
 def register(sub: Any) -> None:
     p = sub.add_parser("proof", help="an event's receipt: inclusion proof to the signed checkpoint covering it")
     p.add_argument("dir", type=Path, help="the journal folder")
-    p.add_argument("--log", required=True, help="log id (the x-guard-audit-leaf header's part before the last /)")
-    p.add_argument("--index", required=True, type=int, help="leaf index (the header's last part; the event's seq - 1)")
+    p.add_argument("--log", help="log id (the x-guard-audit-leaf header's part before the last /)")
+    p.add_argument("--index", type=int, help="leaf index (the header's last part; the event's seq - 1)")
+    p.add_argument(
+        "--request-id",
+        help="instead of --log/--index: the request's x-guard-request-id (its exchange.started, or exchange.denied"
+        " for a refusal: the record a receipt header names; for answers that carry none)",
+    )
     p.add_argument("--with-event", action="store_true", help="add the event itself (its journal line) as 'event'")
     p.set_defaults(func=cmd_proof)
 
@@ -56,6 +62,19 @@ def cmd_proof(args: argparse.Namespace) -> int:
     from guard.audit.logtree import chain_of
     from guard.audit.proofs import ProofError, receipt
 
+    if args.request_id is not None:
+        if args.log is not None or args.index is not None:
+            return _err("proof: --request-id or --log/--index, not both")
+        found = find_leaf(args.dir, args.request_id)
+        if found is None:
+            print(
+                f"guard audit proof: no exchange.started or exchange.denied record of request {args.request_id!r}",
+                file=sys.stderr,
+            )
+            return 1
+        args.log, args.index = found
+    elif args.log is None or args.index is None:
+        return _err("proof: --log and --index, or --request-id")
     try:
         if args.witnessed:
             from guard.audit.witnessed_receipts import witnessed_receipt
@@ -70,6 +89,33 @@ def cmd_proof(args: argparse.Namespace) -> int:
         rec["event"] = _event_at(args.dir, chain_of(args.log) or "", args.index + 1)
     print(json.dumps(rec, indent=2, ensure_ascii=False))
     return 0
+
+
+def find_leaf(root: Path, request_id: str) -> tuple[str, int] | None:
+    """(log id, leaf index) of the record a receipt header names for ``request_id``: its ``exchange.started``
+    (an answered request) or ``exchange.denied`` (a refusal), searched in every chain of the journal."""
+    from guard.audit import layout
+    from guard.audit.logtree import origin_for
+
+    needle = json.dumps(request_id, ensure_ascii=False)[1:-1].encode()  # a cheap filter before parsing
+    for chain in layout.chain_names(root):
+        for seg in layout.segments(root, chain):
+            for _, _, line in layout.iter_lines(seg):
+                if needle not in line:
+                    continue
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                seq = e.get("seq")
+                if (
+                    e.get("request_id") == request_id
+                    and e.get("type") in ("exchange.started", "exchange.denied")
+                    and isinstance(seq, int)
+                    and seq > 0
+                ):
+                    return origin_for(chain), seq - 1
+    return None
 
 
 def _event_at(root: Path, chain: str, seq: int) -> Any:

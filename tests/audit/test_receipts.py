@@ -91,6 +91,52 @@ def test_every_answer_names_its_leaf_and_the_admin_proof_verifies_offline(
         assert receipt(root, rec["log"], rec["index"])["leaf_hash"] == rec["leaf_hash"]
 
 
+@pytest.mark.parametrize("sealer", ["thread", "process"])
+def test_with_batch_durability_the_record_is_proven_by_request_id_header_or_not(
+    guard_factory: Callable[..., Any], tmp_path: Path, sealer: str
+) -> None:
+    """``durability: batch``: the thread journal names the leaf in the header; the sealer process does not (its
+    acknowledgements come only for records a request waits for). Either way ``guard audit proof --request-id``
+    finds the record the header would name and returns a receipt that verifies with the event."""
+    audit, pub = _setup(tmp_path, sealer=sealer, durability="batch")
+    g = guard_factory(routes=ROUTES, audit=audit)
+    with g.client("app") as c:
+        answered = chat(c, "Hello")
+        refused = chat(c, "Hi", model="internal-finance")
+    assert answered.status_code == 200 and refused.status_code == 403
+    g.stop()
+    root = Path(audit["dir"])
+    keys = list(load_public_keys([pub]).values())
+    for r, kind in ((answered, "exchange.started"), (refused, "exchange.denied")):
+        rid = r.headers["x-guard-request-id"]
+        if sealer == "thread":
+            header = _leaf(r)
+        else:
+            assert "x-guard-audit-leaf" not in r.headers
+        got = subprocess.run(
+            [GUARD, "audit", "proof", str(root), "--request-id", rid, "--with-event"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert got.returncode == 0, got.stderr
+        rec = json.loads(got.stdout)
+        assert rec["event"]["request_id"] == rid and rec["event"]["type"] == kind
+        assert verify_receipt(rec, keys, event=rec["event"])  # raises ProofError when it does not hold
+        if sealer == "thread":
+            assert (rec["log"], rec["index"]) == header
+    missing = subprocess.run(
+        [GUARD, "audit", "proof", str(root), "--request-id", "no-such-request"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "no-such-request" in missing.stderr
+    both = subprocess.run(
+        [GUARD, "audit", "proof", str(root), "--request-id", "x", "--log", "y", "--index", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 2
+
+
 def _journal(tmp_path: Path, n: int = 40) -> tuple[Path, Path]:
     import asyncio
 
