@@ -181,6 +181,11 @@ def register(subparsers: Any) -> None:
     t.add_argument("--once", action="store_true", help="print and exit instead of following")
     t.add_argument("--format", choices=("json", "ocsf", "cef"), default="json")
     t.add_argument("--interval", type=float, default=0.5, help="seconds between polls when following")
+    t.add_argument(
+        "--content-keys",
+        type=Path,
+        help="folder of content keys: captured texts shown in clear (default: shown as <encrypted>)",
+    )
     t.set_defaults(func=cmd_tail)
     witness_cli.register(sub)
 

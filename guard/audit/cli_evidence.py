@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from guard.audit import layout
+from guard.audit.content_keys import ContentKeys, reveal
 from guard.audit.export import Filter
 from guard.audit.formats import as_text, to_cef, to_ocsf
 from guard.audit.seal import Signer, load_public_keys
@@ -94,7 +95,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _fmt(e: dict[str, Any], fmt: str) -> str:
+ENCRYPTED = "<encrypted>"  # what tail shows for captured texts unless given the content keys
+
+
+def _shown(e: dict[str, Any], keys: ContentKeys | None) -> dict[str, Any]:
+    """The event as tail prints it: captured texts (``content.sealed``) opened with ``keys`` (or marked
+    ``shredded``), else replaced by a marker; never the ciphertext. For reading, not verifying."""
+    c = e.get("content")
+    if not isinstance(c, dict) or "sealed" not in c:
+        return e
+    if keys is not None and isinstance(c["sealed"], dict):
+        return reveal(e, keys)
+    return {**e, "content": {**c, "sealed": ENCRYPTED}}
+
+
+def _fmt(e: dict[str, Any], fmt: str, keys: ContentKeys | None = None) -> str:
+    e = _shown(e, keys)
     return as_text(to_ocsf(e) if fmt == "ocsf" else to_cef(e) if fmt == "cef" else e)
 
 
@@ -103,10 +119,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     if not layout.chains_dir(args.dir).is_dir():
         return _err(f"{args.dir}: no audit journal here")
+    keys = None
+    if args.content_keys is not None:  # asked for: captured texts in clear
+        if not args.content_keys.is_dir():
+            return _err(f"{args.content_keys}: no content key folder here")
+        keys = ContentKeys(args.content_keys)
     events = [e for _, _, e in layout.iter_events(args.dir)]
     events.sort(key=lambda e: e.get("time", ""))
     for e in events[-args.lines :] if args.lines > 0 else []:
-        print(_fmt(e, args.format), flush=True)
+        print(_fmt(e, args.format, keys), flush=True)
     if args.once:
         return 0
     reader = Reader(args.dir, None)
@@ -120,7 +141,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         while True:
             batch = reader.read(1000)
             for e in batch:
-                print(_fmt(e, args.format), flush=True)
+                print(_fmt(e, args.format, keys), flush=True)
             if not batch:
                 time.sleep(args.interval)
     except (KeyboardInterrupt, BrokenPipeError):

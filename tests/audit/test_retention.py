@@ -202,3 +202,34 @@ def test_an_unusable_content_key_folder_stops_guard_at_start_not_at_each_request
         rt.load()
     if rt.journal is not None:
         rt.journal.close()
+
+
+def test_tail_marks_captured_texts_and_opens_them_only_with_the_content_keys(
+    captured: tuple[Any, Path, Path, str],
+) -> None:
+    _, root, _, rid = captured
+    sealed = [
+        e["content"]["sealed"]
+        for chain in (root / "chains").iterdir()
+        for seg in chain.glob("*.jsonl")
+        for e in map(json.loads, seg.read_text().splitlines())
+        if e.get("request_id") == rid and isinstance(e.get("content"), dict) and "sealed" in e["content"]
+    ]
+    assert len(sealed) == 2  # exchange.started and exchange.completed
+    for fmt in ("json", "ocsf", "cef"):
+        p = _cli("tail", str(root), "--once", "-n", "50", "--format", fmt)
+        assert p.returncode == 0, p.stderr
+        assert SECRET not in p.stdout and all(s["ct"] not in p.stdout and s["nonce"] not in p.stdout for s in sealed)
+    shown = [json.loads(x) for x in _cli("tail", str(root), "--once", "-n", "50").stdout.splitlines()]
+    mine = [e for e in shown if e.get("request_id") == rid and "content" in e]
+    assert [e["content"]["sealed"] for e in mine] == ["<encrypted>", "<encrypted>"]
+
+    p = _cli("tail", str(root), "--once", "-n", "50", "--content-keys", str(root / "keys" / "content"))
+    assert p.returncode == 0, p.stderr
+    opened = [json.loads(x) for x in p.stdout.splitlines()]
+    mine = [e for e in opened if e.get("request_id") == rid and "content" in e]
+    assert len(mine) == 2 and all(SECRET in e["content"]["prompt"] and "sealed" not in e["content"] for e in mine)
+    assert all(s["ct"] not in p.stdout for s in sealed)
+
+    p = _cli("tail", str(root), "--once", "--content-keys", str(root / "no-such-folder"))
+    assert p.returncode == 2 and "content key folder" in p.stderr
