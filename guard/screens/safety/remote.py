@@ -12,6 +12,7 @@ Servers tokenise what they render with special-token parsing on, so every turn's
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -29,24 +30,51 @@ from guard.screens.safety.llama_guard import (
     model_text,
     score_from_logprobs,
 )
-from guard.screens.safety.settings import OllamaBackend, OpenAIBackend
+from guard.screens.safety.settings import KEEPALIVE_S, OllamaBackend, OpenAIBackend
 from guard.screens.safety.text import escape_specials
 
 Steps = list[tuple[str, list[tuple[str, float]]]]
 
 
+async def _reused(session: Any, ctx: Any, params: Any) -> None:
+    """Trace hook: the request went out on a kept-alive connection (``trace_request_ctx`` of ``post``)."""
+    if isinstance(ctx.trace_request_ctx, dict):
+        ctx.trace_request_ctx["reused"] = True
+
+
+def _closed_idle(e: BaseException) -> bool:
+    """The server closed the connection under the request, before any answer: it disconnected, or reset or
+    broke the connection (ECONNRESET, EPIPE)."""
+    if isinstance(e, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(e, aiohttp.ClientOSError) and e.errno in (errno.ECONNRESET, errno.EPIPE)
+
+
 class _HTTPJudge:
-    def __init__(self, taxonomy: Taxonomy, threshold: float, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        taxonomy: Taxonomy,
+        threshold: float,
+        session: aiohttp.ClientSession | None = None,
+        keepalive_s: float = KEEPALIVE_S,
+    ) -> None:
         self.taxonomy = taxonomy
         self.threshold = threshold
+        self.keepalive_s = keepalive_s
         self._session = session
         self._own_session = session is None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            conn = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
+            # idle connections retired before the server retires them (the server's keep-alive is longer)
+            conn = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=self.keepalive_s)
+            trace = aiohttp.TraceConfig()
+            trace.on_connection_reuseconn.append(_reused)
             self._session = aiohttp.ClientSession(
-                connector=conn, timeout=aiohttp.ClientTimeout(total=60), cookie_jar=aiohttp.DummyCookieJar()
+                connector=conn,
+                timeout=aiohttp.ClientTimeout(total=60),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trace_configs=[trace],
             )  # shared by all callers
         return self._session
 
@@ -55,13 +83,24 @@ class _HTTPJudge:
             await self._session.close()
 
     async def post(self, url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-        try:
-            async with self.session().post(url, json=body, headers=headers) as r:
-                if r.status != 200:
-                    raise ScreenError(f"classifier answered HTTP {r.status}")
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError, ValueError) as e:
-            raise ScreenError(f"classifier unreachable: {type(e).__name__}") from None
+        """The judge's JSON answer. A connection the server closed while it sat idle (the server's keep-alive
+        shorter than ``keepalive_s``, or its close racing this request) fails before any answer: tried once
+        more on a new connection. Judging has no side effects, so a second try is safe even had the server
+        read the first."""
+        for attempt in (0, 1):
+            ctx: dict[str, bool] = {}
+            try:
+                async with self.session().post(url, json=body, headers=headers, trace_request_ctx=ctx) as r:
+                    if r.status != 200:
+                        raise ScreenError(f"classifier answered HTTP {r.status}")
+                    data = await r.json(content_type=None)
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                if attempt == 0 and ctx.get("reused") and _closed_idle(e):
+                    continue
+                raise ScreenError(f"classifier unreachable: {type(e).__name__}") from None
+            except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+                raise ScreenError(f"classifier unreachable: {type(e).__name__}") from None
         if not isinstance(data, dict):
             raise ScreenError("classifier answered a non-object")
         return data
@@ -80,7 +119,7 @@ class OpenAIJudge(_HTTPJudge):
     def __init__(
         self, cfg: OpenAIBackend, taxonomy: Taxonomy, threshold: float, session: aiohttp.ClientSession | None = None
     ) -> None:
-        super().__init__(taxonomy, threshold, session)
+        super().__init__(taxonomy, threshold, session, cfg.keepalive_s)
         self.cfg = cfg
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -109,7 +148,7 @@ class OllamaJudge(_HTTPJudge):
     def __init__(
         self, cfg: OllamaBackend, taxonomy: Taxonomy, threshold: float, session: aiohttp.ClientSession | None = None
     ) -> None:
-        super().__init__(taxonomy, threshold, session)
+        super().__init__(taxonomy, threshold, session, cfg.keepalive_s)
         self.cfg = cfg
 
     async def classify(self, turns: Sequence[Turn]) -> Judgement:

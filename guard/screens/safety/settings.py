@@ -17,6 +17,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+KEEPALIVE_S = 4.0  # default idle time of a judge connection: below uvicorn's 5 s, as guard.http1's upstream pool
+
+
 def _http_url(v: str) -> str:
     if not (v.startswith("http://") or v.startswith("https://")):
         raise ValueError("must start with http:// or https://")
@@ -33,6 +36,9 @@ class OpenAIBackend(_Strict):
     max_tokens: int = Field(20, ge=2, le=256)
     top_logprobs: int = Field(5, ge=0, le=20)
     raw_prompt: bool = False  # always use /v1/completions with the raw prompt (forced by custom categories)
+    # idle connections are closed after this many seconds, before the server closes them (uvicorn, under vLLM,
+    # closes at 5 s): keep it below the server's keep-alive, or a request may meet a connection being closed
+    keepalive_s: float = Field(KEEPALIVE_S, gt=0, le=300)
 
     _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
@@ -45,6 +51,7 @@ class OllamaBackend(_Strict):
     model: str = "llama-guard3:8b"
     max_tokens: int = Field(20, ge=2, le=256)
     top_logprobs: int = Field(5, ge=0, le=20)
+    keepalive_s: float = Field(KEEPALIVE_S, gt=0, le=300)  # as for openai: below the server's keep-alive
 
     _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
 
