@@ -185,14 +185,16 @@ class Route:
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
+        modes = []
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
             kind = translate.mode(ex.api, u, ex.operation)
             if kind is None:
                 raise translate.mismatch(ex.api, u, ex.model, ex.operation)  # type: ignore[misc]
             if kind:
                 translate.check_for(kind, body)
+            modes.append(kind)
         canonical.admit(ex, api, flow.unknown, chain)
         state = getattr(api, "stateful", None)
         if state is not None:
             _stateful(ex, state(body), chain)
-        flow.route, flow.chain = r, tuple(chain)
+        flow.route, flow.chain, flow.modes = r, tuple(chain), tuple(modes)
