@@ -148,7 +148,7 @@ class Catalog:
     async def tags(self) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {}
         for name, (r, entry) in (await self.usable()).items():
-            if entry is None and self.cfg.upstreams[r.upstream].api == "ollama":  # an exact route: the
+            if entry is None and self.cfg.upstreams[r.upstream].api == self.wire:  # an exact route: the
                 want = r.upstream_model or name  # upstream's entry when it lists the model
                 listed = await self._listed(r.upstream, "/api/tags")
                 entry = next((m for m in listed if want in (m.get("name"), m.get("model"))), {})
@@ -186,7 +186,7 @@ class Catalog:
             raise bad_request(f"unknown field '{extra}'", "unknown_field", param=f"$.{extra}")
         self.ex.model = name
         r = self._route(name)
-        if r is None or self.cfg.upstreams[r.upstream].api != "ollama" or not self.may_use(name, r):
+        if r is None or self.cfg.upstreams[r.upstream].api != self.wire or not self.may_use(name, r):
             raise _not_found(name)
         self.ex.upstream = r.upstream
         fwd: dict[str, Any] = {"model": r.upstream_model or name}
