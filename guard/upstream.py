@@ -45,7 +45,7 @@ class Upstreams:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._pools: dict[str, http1.Pool] = {}
-        self._allowed: dict[str, frozenset[bytes]] = {}
+        self._fixed_parts: dict[str, tuple[Upstream, frozenset[bytes], bytes, str]] = {}
 
     def _pool(self, name: str) -> http1.Pool:
         p = self._pools.get(name)
@@ -59,6 +59,18 @@ class Upstreams:
             await p.close()
         self._pools.clear()
 
+    def _fixed(self, name: str) -> tuple[Upstream, frozenset[bytes], bytes, str]:
+        """What every request to upstream ``name`` shares, made once: the client headers it may receive (a
+        header the operator sets for it never comes from the client as well), the operator's header lines,
+        and its URL's path."""
+        fixed = self._fixed_parts.get(name)
+        if fixed is None:
+            up = self.config.upstreams[name]
+            allowed = header_rules.allowed(up.forward_headers) - {k.encode("latin-1") for k in up.headers}
+            own = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in up.headers.items())
+            fixed = self._fixed_parts[name] = (up, allowed, own, _path_of(up.url))
+        return fixed
+
     def target(
         self,
         name: str,
@@ -69,28 +81,22 @@ class Upstreams:
         client_headers: list[tuple[bytes, bytes]],
         extra: dict[str, str],
     ) -> Target:
-        up = self.config.upstreams[name]
-        allowed = self._allowed.get(name)
-        if allowed is None:
-            # a header the operator sets for this upstream never comes from the client as well
-            allowed = self._allowed[name] = header_rules.allowed(up.forward_headers) - {
-                k.encode("latin-1") for k in up.headers
-            }
+        up, allowed, own, base = self._fixed(name)
         lines = [k + b": " + v + b"\r\n" for k, v in client_headers if k in allowed]
         if len(allowed) > 1 and any(k == b"connection" for k, _ in client_headers):
             hop = {n.strip().lower() for k, v in client_headers if k == b"connection" for n in v.split(b",")}
             lines = [ln for ln in lines if ln.split(b":", 1)[0] not in hop]  # RFC 9110 7.6.1
-        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in (*up.headers.items(), *extra.items()))
-        lines.append(b"accept-encoding: identity\r\n")
+        lines.append(own)
+        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in extra.items())
         key = os.environ.get(up.api_key_env, "") if up.api_key_env else ""
         if key and not key.isprintable():  # a newline in the variable would end the header early
             log.error("upstream %r: the key in $%s has control characters", name, up.api_key_env)
             raise GuardError(
                 502, "this model is misconfigured at the gateway", "upstream_error", "upstream_misconfigured"
             )
-        target, auth = upstream_target(up.api)(_path_of(up.url), path, model, up.api_version, key)
-        lines.extend(auth)
-        return Target(name, up, target.encode("ascii"), b"".join(lines))
+        target, auth = _addressed(up.api, base, path, model, up.api_version, key)
+        lines.append(auth)
+        return Target(name, up, target, b"".join(lines))
 
     async def send(self, target: Target, method: str, body: bytes) -> http1.Response:
         """Send and wait for the response head. Raises UpstreamUnreachable (nothing was sent, a fallback may
@@ -118,6 +124,15 @@ class Upstreams:
             telemetry.UPSTREAM_ERRORS.labels(target.name, "protocol").inc()
             log.warning("upstream %r: %s", target.name, e)
             raise GuardError(502, FAILED, "upstream_error", "upstream_error") from None
+
+
+@lru_cache(maxsize=1024)
+def _addressed(api: str, base: str, path: str, model: str, version: str | None, key: str) -> tuple[bytes, bytes]:
+    """The request target and the credential's header lines (``accept-encoding`` first) for one upstream API,
+    path, model and key: the same few for every request (the model of a wildcard route comes from the client,
+    hence the bound)."""
+    target, auth = upstream_target(api)(base, path, model, version, key)
+    return target.encode("ascii"), b"accept-encoding: identity\r\n" + b"".join(auth)
 
 
 @lru_cache(maxsize=256)

@@ -20,9 +20,20 @@ ROUTES: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
-def api_of_path(path: str) -> str:
-    """The API whose error shape a request Guard does not serve gets (Ollama's under /api/, else OpenAI's)."""
-    return "ollama" if path.startswith("/api/") else ""
+def listing_api(api: str, headers: list[tuple[bytes, bytes]]) -> str:
+    """``GET /v1/models`` is both OpenAI's and Anthropic's: a client that sends ``anthropic-version`` (the
+    ``anthropic`` SDK's ``models.list()``) gets Anthropic's listing and error shape."""
+    if api == "openai" and any(k == b"anthropic-version" for k, _ in headers):
+        return "anthropic"
+    return api
+
+
+def api_of_path(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> str:
+    """The API whose error shape a request Guard does not serve gets: Ollama's under /api/, Anthropic's for a
+    client that sends ``anthropic-version``, else OpenAI's ("")."""
+    if path.startswith("/api/"):
+        return "ollama"
+    return "anthropic" if headers and any(k == b"anthropic-version" for k, _ in headers) else ""
 
 
 def set_path(body: object, path: tuple, value: str) -> None:

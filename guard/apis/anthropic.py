@@ -10,6 +10,7 @@ execution, ...) pull context Guard never sees and are refused. A stopped answer 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -338,6 +339,17 @@ upstream_error_body = openai.upstream_error_body
 def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
     """The texts of the messages, system prompt and tool results, for audit content capture."""
     return openai.segments_text(prompt_segments, operation, body)
+
+
+def model_list(names: list[str], now: int) -> dict[str, Any]:
+    """``GET /v1/models`` as the ``anthropic`` SDK reads it: every model on one page."""
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return {
+        "data": [{"type": "model", "id": n, "display_name": n, "created_at": created} for n in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
 
 
 def upstream_target(base: str, path: str, model: str, version: str | None, key: str) -> tuple[str, list[bytes]]:

@@ -20,6 +20,8 @@ def _tool_args(tc: Any) -> Any:
 
 def _int(v: Any) -> int:
     """A token count from an untrusted body: non-negative int, 0 when it is not a finite number."""
+    if type(v) is int:  # the usual case, first
+        return v if v > 0 else 0
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
         return 0
     return max(int(v), 0)

@@ -12,6 +12,15 @@ from typing import Any
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
 
 OLLAMA_MODELS = ("demo-model", "llama3:latest", "llama3.1:8b", "internal-llama3:latest", "mistral:7b")
+OPENAI_MODELS = ("demo-model", "gpt-4o-mini", "internal-gpt-4o")  # what its GET /v1/models lists
+
+
+def openai_models() -> dict[str, Any]:
+    """OpenAI's ``GET /v1/models`` answer for the models above."""
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 1_767_000_000, "owned_by": "demo"} for n in OPENAI_MODELS],
+    }
 
 
 def ollama_catalog(path: str) -> dict[str, Any]:

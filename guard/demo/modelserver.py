@@ -32,7 +32,7 @@ from typing import Any
 
 from guard.demo import messages as anthropic
 from guard.demo import responses
-from guard.demo.answers import _chunk, _final, _tool_chunk, _whole, ollama_catalog, ollama_show
+from guard.demo.answers import _chunk, _final, _tool_chunk, _whole, ollama_catalog, ollama_show, openai_models
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
 
@@ -168,10 +168,7 @@ class ModelServer:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        if method == "GET" and path == "/v1/models":
-            body = {"object": "list", "data": [{"id": "demo-model", "object": "model", "owned_by": "demo"}]}
-            return await self._json(send, 200, body)
-        if method == "GET" and path in ("/api/tags", "/api/ps", "/api/version"):
+        if method == "GET" and path in ("/v1/models", "/api/tags", "/api/ps", "/api/version"):
             self.requests.append(
                 {
                     "path": path,
@@ -181,7 +178,7 @@ class ModelServer:
                 }
             )
             del self.requests[: -self.keep]
-            return await self._json(send, 200, ollama_catalog(path))
+            return await self._json(send, 200, openai_models() if path == "/v1/models" else ollama_catalog(path))
         if method == "GET" and path == "/_requests":
             return await self._json(
                 send, 200, {"requests": self.requests, "cancelled": self.cancelled, "finished": self.finished}

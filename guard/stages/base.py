@@ -75,6 +75,7 @@ class Flow:
     unknown: Any = None  # parse: fields the strict reader did not know (guard.apis.fields.check)
     route: Route | None = None  # route
     chain: tuple[Upstream, ...] = ()  # route: the route's upstream and its fallbacks
+    modes: tuple[str, ...] = ()  # route: per upstream of ``chain``, its translation (guard.apis.translate.mode)
     env: dict[str, Any] | None = None  # policy: the environment both decisions read
     screens: ScreenSet | None = None  # screens_prompt: the screens of the profile the policy chose
     prompt: list[Segment] | None = None  # screens_prompt: the prompt's text segments

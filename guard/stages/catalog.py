@@ -1,12 +1,15 @@
-"""Ollama's model catalogue through Guard: ``GET /api/tags``, ``POST /api/show``, ``GET /api/ps`` and
-``GET /api/version`` (the policy action ``models``, like ``/v1/models``).
+"""The model catalogue through Guard: ``GET /v1/models`` (OpenAI's list) and Ollama's ``GET /api/tags``,
+``POST /api/show``, ``GET /api/ps`` and ``GET /api/version`` (the policy action ``models``).
 
-``/api/tags`` lists exactly the models the caller may use through Guard's Ollama API: the exact names of
-routes to an Ollama upstream, and for wildcard routes the names the upstream's own ``/api/tags`` lists that
-the pattern matches (and no earlier route takes), each kept only if the policy lets this principal use it
-(``chat``, ``completion`` or ``embeddings``). ``/api/show`` answers for such a model only (404 otherwise: the
-caller learns nothing about models it may not use) and is proxied to the model's upstream; ``/api/ps`` is the
-upstreams' lists filtered alike; ``/api/version`` is the first reachable Ollama upstream's.
+Both listings name exactly the models the caller may use through the API it lists them with (``usable``): the
+exact names of routes whose upstreams all take that API (as they are or translated), and for wildcard routes
+the names the upstream's own list gives (``/api/tags`` of an Ollama upstream, ``/v1/models`` of an OpenAI one;
+wildcard routes to other upstreams list nothing) that the pattern matches and no earlier route takes, each
+kept only if the policy lets this principal use it (``chat``, ``completion`` or ``embeddings``). An upstream
+list that cannot be read leaves that route's wildcard models out (logged): a listing shows less, never more.
+``/api/show`` answers for such a model only (404 otherwise: the caller learns nothing about models it may not
+use) and is proxied to the model's upstream; ``/api/ps`` is the upstreams' lists filtered alike;
+``/api/version`` is the first reachable Ollama upstream's.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ import json
 import logging
 from typing import Any
 
+from guard.apis import translate
 from guard.errors import GuardError, bad_request
 from guard.policy.attributes import Attrs
 from guard.upstream import UpstreamUnreachable, max_response_bytes
 
 log = logging.getLogger("guard.stages.catalog")
 USE = ("chat", "completion", "embeddings")  # a model the principal may do one of these with is usable
+# An upstream's own model list, by the API it speaks: its path, the key of its entries, each entry's name keys.
+LISTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "ollama": ("/api/tags", "models", ("name", "model")),
+    "openai": ("/v1/models", "data", ("id",)),
+}
 _ENTRY_KEYS = ("name", "model", "modified_at", "size", "digest", "details", "expires_at", "size_vram", "context_length")
 
 
@@ -38,13 +47,17 @@ class Catalog:
         self.wire = ex.api  # the client's API: the catalogue lists upstreams that speak it
         self._lists: dict[tuple[str, str], list[dict[str, Any]] | None] = {}
 
-    def _ollama_route(self, name: str) -> Any:
-        """The route ``name`` takes when every upstream of it speaks Ollama, else None."""
+    def _serves(self, up: Any) -> bool:
+        """Whether a model on upstream ``up`` can be used through the listing's API (translated or not)."""
+        return any(translate.mode(self.wire, up, op) is not None for op in USE)
+
+    def _route(self, name: str) -> Any:
+        """The route ``name`` takes when every upstream of it takes the listing's API, else None."""
         r = self.cfg.route(name)
         if r is None:
             return None
         chain = [self.cfg.upstreams[u] for u in (r.upstream, *r.fallbacks)]
-        return r if all(u.api == self.wire for u in chain) else None
+        return r if all(self._serves(u) for u in chain) else None
 
     def may_use(self, name: str, route: Any) -> bool:
         up = self.cfg.upstreams[route.upstream]
@@ -81,24 +94,42 @@ class Catalog:
                 502, "the model server returned a body that is not JSON", "upstream_error", "upstream_bad_response"
             ) from None
 
-    async def _listed(self, upstream: str, path: str) -> list[dict[str, Any]]:
-        """The ``models`` entries of an upstream's /api/tags or /api/ps (empty when it cannot be read: a
-        listing shows less, never more)."""
-        key = (upstream, path)
-        if key not in self._lists:
+    async def _listed(self, upstream: str, path: str, key: str = "models") -> list[dict[str, Any]]:
+        """The ``key`` entries of an upstream's list (/api/tags, /api/ps, /v1/models); empty when it cannot be
+        read: a listing shows less, never more."""
+        if (upstream, path) not in self._lists:
             try:
                 status, body = await self._get(upstream, path)
-                models = body.get("models") if status == 200 and isinstance(body, dict) else None
-                self._lists[key] = [m for m in models if isinstance(m, dict)] if isinstance(models, list) else None
+                models = body.get(key) if status == 200 and isinstance(body, dict) else None
+                self._lists[(upstream, path)] = (
+                    [m for m in models if isinstance(m, dict)] if isinstance(models, list) else None
+                )
+                if models is None:
+                    log.warning("request %s: %s of upstream %r answered %s", self.ex.request_id, path, upstream, status)
             except GuardError as e:
                 log.warning("request %s: %s of upstream %r unavailable: %s", self.ex.request_id, path, upstream, e)
-                self._lists[key] = None
-        return self._lists[key] or []
+                self._lists[(upstream, path)] = None
+        return self._lists[(upstream, path)] or []
 
-    async def tags(self) -> dict[str, Any]:
-        out: dict[str, dict[str, Any]] = {}
+    async def _upstream_models(self, upstream: str) -> list[tuple[str, dict[str, Any]]]:
+        """(name, entry) of each model an upstream's own list names; none for an API without a list here."""
+        spec = LISTS.get(self.cfg.upstreams[upstream].api)
+        if spec is None:
+            return []
+        path, key, names = spec
+        out = []
+        for m in await self._listed(upstream, path, key):
+            n = next((m[k] for k in names if m.get(k)), None)
+            if isinstance(n, str):
+                out.append((n, m))
+        return out
+
+    async def usable(self) -> dict[str, tuple[Any, dict[str, Any] | None]]:
+        """Every model this principal may use through the listing's API, in route order: name -> (its route,
+        the upstream list's entry for it when a wildcard route was resolved against that list)."""
+        out: dict[str, tuple[Any, dict[str, Any] | None]] = {}
         for r in self.cfg.routes:
-            if self.cfg.upstreams[r.upstream].api != self.wire:
+            if not self._serves(self.cfg.upstreams[r.upstream]):
                 continue
             candidates: list[tuple[str, dict[str, Any] | None]]
             if not any(c in r.model for c in "*?["):
@@ -106,21 +137,25 @@ class Catalog:
             elif r.upstream_model:  # every name it matches is one upstream model: none to list
                 continue
             else:
-                candidates = [
-                    (n, m)
-                    for m in await self._listed(r.upstream, "/api/tags")
-                    if isinstance(n := m.get("name") or m.get("model"), str) and fnmatch.fnmatchcase(n, r.model)
-                ]
+                listed = await self._upstream_models(r.upstream)
+                candidates = [(n, m) for n, m in listed if fnmatch.fnmatchcase(n, r.model)]
             for name, entry in candidates:
-                if name in out or self._ollama_route(name) is not r or not self.may_use(name, r):
+                if name in out or self._route(name) is not r or not self.may_use(name, r):
                     continue
-                if entry is None:  # an exact route: the upstream's entry when it lists the model
-                    want = r.upstream_model or name
-                    listed = await self._listed(r.upstream, "/api/tags")
-                    entry = next((m for m in listed if want in (m.get("name"), m.get("model"))), {})
-                out[name] = {**{k: entry[k] for k in _ENTRY_KEYS if k in entry}, "name": name, "model": name}
-                out[name].setdefault("modified_at", "1970-01-01T00:00:00Z")
-                out[name].setdefault("size", 0)
+                out[name] = (r, entry)
+        return out
+
+    async def tags(self) -> dict[str, Any]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, (r, entry) in (await self.usable()).items():
+            if entry is None and self.cfg.upstreams[r.upstream].api == self.wire:  # an exact route: the
+                want = r.upstream_model or name  # upstream's entry when it lists the model
+                listed = await self._listed(r.upstream, "/api/tags")
+                entry = next((m for m in listed if want in (m.get("name"), m.get("model"))), {})
+            entry = entry or {}
+            out[name] = {**{k: entry[k] for k in _ENTRY_KEYS if k in entry}, "name": name, "model": name}
+            out[name].setdefault("modified_at", "1970-01-01T00:00:00Z")
+            out[name].setdefault("size", 0)
         return {"models": list(out.values())}
 
     async def ps(self) -> dict[str, Any]:
@@ -131,7 +166,7 @@ class Catalog:
                 n = m.get("name") or m.get("model")
                 if not isinstance(n, str):
                     continue
-                r = self._ollama_route(n)
+                r = self._route(n)
                 if r is None or n in seen or r.upstream != name or r.upstream_model or not self.may_use(n, r):
                     continue
                 seen.add(n)
@@ -150,8 +185,8 @@ class Catalog:
             extra = sorted(set(req) - {"model", "name", "verbose"})[0]
             raise bad_request(f"unknown field '{extra}'", "unknown_field", param=f"$.{extra}")
         self.ex.model = name
-        r = self._ollama_route(name)
-        if r is None or not self.may_use(name, r):
+        r = self._route(name)
+        if r is None or self.cfg.upstreams[r.upstream].api != self.wire or not self.may_use(name, r):
             raise _not_found(name)
         self.ex.upstream = r.upstream
         fwd: dict[str, Any] = {"model": r.upstream_model or name}

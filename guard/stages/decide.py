@@ -127,7 +127,7 @@ class PromptScreens:
             )
         )
         for i, (scr, copy) in enumerate(zip(screens.prompt, copies, strict=False)):
-            if any(v.blocked for v in verdicts):
+            if copy is segs or any(v.blocked for v in verdicts):  # one screen: it rewrote ``segs`` itself
                 break
             edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
@@ -190,10 +190,13 @@ class Quota:
 
 def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Segment], list[str], list[Any]]:
     """The prompt's segments, their texts as read, and one copy of them per prompt screen (screens run
-    concurrently, each on its own copy; their rewrites are merged in profile order)."""
+    concurrently, each on its own copy; their rewrites are merged in profile order). A single screen has
+    nothing to merge with: it screens ``segs`` itself, no copy made."""
     segs = api.prompt_segments(operation, body)
     if not copies:
         return segs, [], []
+    if copies == 1:
+        return segs, [s.text for s in segs], [segs]
     return (
         segs,
         [s.text for s in segs],

@@ -4,7 +4,6 @@ upstream or its fallbacks until a response head arrives (upstream_first_byte).""
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from typing import Any, ClassVar
@@ -53,24 +52,25 @@ class Forward:
     timed: ClassVar[bool] = True
 
     def __init__(self, svc: Services) -> None:
-        self._config, self._upstreams = svc.config, svc.upstreams
+        self._upstreams = svc.upstreams
 
     async def run(self, flow: Flow) -> None:
-        ex, route, cfg = flow.ex, flow.route, self._config
+        ex, route = flow.ex, flow.route
         assert route is not None
         if route.upstream_model:
             ex.body["model"] = route.upstream_model
+        model = route.upstream_model or ex.model
         bodies: dict[str, bytes] = {}  # per upstream API: what was judged, never the client's bytes (canonical.py)
         tp = ex.traceparent or f"00-{ex.trace_id}-{os.urandom(8).hex()}-01"
         extra = {"x-guard-request-id": ex.request_id, "traceparent": tp, "content-type": "application/json"}
         resp = None
-        for name in [route.upstream, *route.fallbacks]:
-            model = route.upstream_model or ex.model
-            kind = translate.mode(ex.api, cfg.upstreams[name], ex.operation) or ""
+        for name, kind in zip((route.upstream, *route.fallbacks), flow.modes, strict=True):  # then fallbacks
             if kind not in bodies:
-                serialise = functools.partial(_serialise, kind, ex.body)
-                bodies[kind] = serialise() if ex.body_bytes <= LARGE_BODY else await asyncio.to_thread(serialise)
-            path = translate.upstream_path(kind, ex.path)
+                if ex.body_bytes <= LARGE_BODY:
+                    bodies[kind] = _serialise(kind, ex.body)
+                else:
+                    bodies[kind] = await asyncio.to_thread(_serialise, kind, ex.body)
+            path = translate.upstream_path(kind, ex.path) if kind else ex.path
             target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
             try:
                 resp = await self._upstreams.send(target, "POST", bodies[kind])

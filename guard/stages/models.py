@@ -1,5 +1,6 @@
-"""The model listing (``GET /v1/models``, ``GET /api/tags``): after the access decision for model ``*``, the
-models routed by name, recorded as ``exchange.completed`` before the listing is sent."""
+"""The model listing (``GET /v1/models``, ``GET /api/tags``): after the access decision for model ``*`` (who
+may list at all), exactly the models this principal may use through the API it asks with (guard.stages.catalog),
+recorded as ``exchange.completed`` before the listing is sent."""
 
 from __future__ import annotations
 
@@ -35,9 +36,8 @@ class ListModels:
             await self._listed(ex)
             await send_json(flow.send, status, data, ex)
             return
-        names = [r.model for r in self._config.routes if not any(c in r.model for c in "*?[")]
-        now = int(time.time())
-        body = WIRE[ex.api].model_list(names, now)
+        names = list(await catalog.Catalog(self._svc, ex, flow.env or {}).usable())
+        body = WIRE[ex.api].model_list(names, int(time.time()))
         ex.outcome = {"status": 200}
         await self._listed(ex)
         await send_json(flow.send, 200, json.dumps(body).encode(), ex)

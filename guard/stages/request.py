@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from guard import canonical
-from guard.apis import ROUTES, api_of_path, fields, translate
+from guard.apis import ROUTES, api_of_path, fields, listing_api, translate
 from guard.apis.wire import WIRE
 from guard.client_watch import ClientGone
 from guard.config import Route as RouteConfig
@@ -50,13 +50,14 @@ class Identify:
         endpoint = ROUTES.get((scope["method"], scope["path"]))
         ex.principal = identify(scope, self._trusted, self._xfcc_multi)
         if endpoint is None:
-            ex.api = api_of_path(scope["path"])  # its error shape: an Ollama client gets Ollama's
+            ex.api = api_of_path(scope["path"], scope["headers"])  # its error shape: an Ollama client gets Ollama's
             raise GuardError(
                 404, f"no such endpoint: {scope['method']} {scope['path']}", "invalid_request_error", "not_found"
             )
         ex.api, ex.operation = endpoint
         if ex.operation == "models":  # a listing is about every model
             ex.model = "*"
+            ex.api = listing_api(ex.api, scope["headers"])
 
 
 async def read_body(receive: Receive, limit: int, declared: bytes | None) -> bytes:
@@ -185,14 +186,16 @@ class Route:
         up = cfg.upstreams[r.upstream]
         ex.upstream_api, ex.external = up.api, up.external
         chain = [cfg.upstreams[n] for n in (r.upstream, *r.fallbacks)]
+        modes = []
         for u in chain:  # before any screen runs: a route this API cannot take is refused as such
             kind = translate.mode(ex.api, u, ex.operation)
             if kind is None:
                 raise translate.mismatch(ex.api, u, ex.model, ex.operation)  # type: ignore[misc]
             if kind:
                 translate.check_for(kind, body)
+            modes.append(kind)
         canonical.admit(ex, api, flow.unknown, chain)
         state = getattr(api, "stateful", None)
         if state is not None:
             _stateful(ex, state(body), chain)
-        flow.route, flow.chain = r, tuple(chain)
+        flow.route, flow.chain, flow.modes = r, tuple(chain), tuple(modes)

@@ -7,7 +7,10 @@ from the same guard.yaml (no journal: the audit trail has its own benchmarks), a
 Completions against nginx with a fixed completion, in alternating batches of sequential requests. A batch
 of each runs back to back, so load from other processes falls on both alike; the medians and the minimums of
 the per-batch CPU per request are compared. Two policies: allow-all, and the shipped policy.
+``BASE_TREE`` may also name a revision of this repository (``BASE_TREE=35094a1``: the request path before
+the stages). Without it the benchmark is skipped (``make bench`` runs it as ``ab``).
 Run: BASE_TREE=/path/to/base python -m tests.bench.bench_pipeline_ab [--quick]
+     BASE_TREE=35094a1 BENCH_ONLY=ab python -m tests.bench.run
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import CHAT_BODY, FIXED_COMPLETION, NGINX, XFCC, free_port, have, nginx_conf, wait_port
+from tests.bench.common import ROOT, free_port
+from tests.bench.inproc import ChatRequests, fixed_upstream
+
+PRE_STAGES = "35094a1"  # the request path before the stages and the WireAPI modules (guard/pipeline.py in one piece)
 
 _IMPORTS = re.compile(r"\bfrom guard\b|\bimport guard\b|\"guard\.(?=[a-z_])")
 
@@ -74,42 +79,17 @@ def _base_config(cfg: Path) -> Path:
 
 async def _compare(cfg: Path, batches: int, per: int, allow_all: bool) -> dict[str, Any]:
     pipes = {"base": _pipeline("guardbase", _base_config(cfg), allow_all), "this": _pipeline("guard", cfg, allow_all)}
-    body = CHAT_BODY.encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "client": ("127.0.0.1", 5555),
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-forwarded-client-cert", XFCC.encode()),
-        ],
-    }
-    statuses: set[int] = set()
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(m: dict[str, Any]) -> None:
-        if m["type"] == "http.response.start":
-            statuses.add(m["status"])
-
+    requests = ChatRequests()
     for p in pipes.values():  # warm up: pools, caches
-        for _ in range(300):
-            await p(scope, receive, send)
+        await requests.run(p, 300)
     gc.collect()
     gc.freeze()
     seen: dict[str, list[float]] = {"base": [], "this": []}
     for i in range(batches):
         for label in ("base", "this") if i % 2 == 0 else ("this", "base"):
-            p = pipes[label]
-            t = time.process_time()
-            for _ in range(per):
-                await p(scope, receive, send)
-            seen[label].append((time.process_time() - t) / per * 1e6)
+            seen[label].append(await requests.cpu_us(pipes[label], per))
     gc.unfreeze()
-    assert statuses == {200}, statuses
+    assert requests.statuses == {200}, requests.statuses
     b, t = statistics.median(seen["base"]), statistics.median(seen["this"])
     return {
         "base_us": round(b, 1),
@@ -119,39 +99,46 @@ async def _compare(cfg: Path, batches: int, per: int, allow_all: bool) -> dict[s
     }
 
 
+def _base_tree(spec: str, into: Path) -> Path:
+    """``BASE_TREE``: a checkout's directory, or a revision of this repository (extracted with git archive)."""
+    if Path(spec).is_dir():
+        return Path(spec).resolve()
+    out = into / "base-tree"
+    out.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", spec], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     import uvloop
 
     from tests.bench.run import guard_config
 
-    base = Path(os.environ.get("BASE_TREE", "")).resolve()
-    if not (base / "guard" / "pipeline.py").exists():
-        raise SystemExit("BASE_TREE must name a checkout of Guard to compare with")
-    if not have("nginx"):
-        raise SystemExit("needs nginx for the fixed upstream")
+    spec = os.environ.get("BASE_TREE", "")
+    if not spec:
+        print(f"  skipped: set BASE_TREE (a checkout, or a revision such as {PRE_STAGES}) to compare", file=sys.stderr)
+        return {"skipped": f"BASE_TREE not set (the pre-stages request path is {PRE_STAGES})"}
     batches, per = (20, 100) if quick else (40, 150)
-    out: dict[str, Any] = {"batches": batches, "requests_per_batch": per}
+    out: dict[str, Any] = {"base": spec if not Path(spec).is_dir() else Path(spec).name}
+    out |= {"batches": batches, "requests_per_batch": per}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
+        base = _base_tree(spec, d)
+        if not (base / "guard" / "pipeline.py").exists():
+            raise SystemExit("BASE_TREE must name a checkout of Guard to compare with")
         _copy_base(base, d)
         sys.path.insert(0, str(d))
-        port = free_port()
-        conf = nginx_conf(
-            d / "ng",
-            f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
-        )
-        up = subprocess.Popen([NGINX, "-c", str(conf)])
         try:
-            wait_port(port)
-            cfg = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
-            for name, allow_all in (("allow_all_policy", True), ("shipped_policy", False)):
-                out[name] = uvloop.run(_compare(cfg, batches, per, allow_all))
-                print(f"  {name}: {out[name]}", file=sys.stderr)
+            with fixed_upstream(d, nginx_only=True) as url:
+                cfg = guard_config(d, url, False, free_port(), free_port())
+                for name, allow_all in (("allow_all_policy", True), ("shipped_policy", False)):
+                    out[name] = uvloop.run(_compare(cfg, batches, per, allow_all))
+                    print(f"  {name}: {out[name]}", file=sys.stderr)
         finally:
-            up.terminate()
-            up.wait(10)
             sys.path.remove(str(d))
+            for m in [m for m in sys.modules if m == "guardbase" or m.startswith("guardbase.")]:
+                del sys.modules[m]
     return out
 
 

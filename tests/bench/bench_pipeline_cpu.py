@@ -16,29 +16,17 @@ from __future__ import annotations
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.bench.common import (
-    CHAT_BODY,
-    FIXED_COMPLETION,
-    NGINX,
-    XFCC,
-    free_port,
-    have,
-    model_server_cmd,
-    nginx_conf,
-    proc_cpu,
-    wait_port,
-)
+from tests.bench.common import free_port, proc_cpu
 from tests.bench.guard_noaudit import NullRecorder
+from tests.bench.inproc import ChatRequests, fixed_upstream
 
 
-async def _measure(variant: str, cfg_path: Path, n: int) -> float:
+async def _measure(variant: str, cfg_path: Path, n: int) -> tuple[float, float]:
     from guard import gc_tuning, telemetry
     from guard.config import load_config
     from guard.doubles import AllowAll
@@ -54,34 +42,12 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
     rt.load()
     svc = rt.services()
     pipe = Pipeline(svc)
-    body = CHAT_BODY.encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "client": ("127.0.0.1", 5555),
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-forwarded-client-cert", XFCC.encode()),
-        ],
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(_: dict[str, Any]) -> None:
-        pass
-
-    for _ in range(200):
-        await pipe(scope, receive, send)
+    requests = ChatRequests()
+    await requests.run(pipe, 200)
     gc_tuning.tune()  # as `guard serve` runs (guard/gc_tuning.py)
     proc = getattr(rt.journal, "_proc", None)
     s0 = proc_cpu(proc.pid) if proc else 0.0
-    t = time.process_time()
-    for _ in range(n):
-        await pipe(scope, receive, send)
-    us = (time.process_time() - t) / n * 1e6
+    us = await requests.cpu_us(pipe, n)
     sealer = ((proc_cpu(proc.pid) - s0) / n * 1e6) if proc else 0.0
     await svc.upstreams.close()
     if rt.journal is not None:
@@ -92,14 +58,14 @@ async def _measure(variant: str, cfg_path: Path, n: int) -> float:
 
 
 def metric_calls_us(n: int = 200_000) -> float:
-    """The request path's metric calls for one proxied request (6 stage histograms, the request histogram,
+    """The request path's metric calls for one proxied request (7 stage histograms, the request histogram,
     the request counter, 2 token counters), timed alone: the cost of metrics without the noise of a
     difference between two whole-request measurements."""
     import timeit
 
     from guard import telemetry as t
 
-    stages = ("identity", "parse", "policy", "audit", "upstream_first_byte", "upstream_total")
+    stages = ("identity", "parse", "route", "policy", "audit", "upstream_first_byte", "upstream_total")
 
     def one() -> None:
         for s in stages:
@@ -118,36 +84,20 @@ def run(quick: bool = False) -> dict[str, Any]:
     from tests.bench.run import guard_config
 
     n = 1000 if quick else 3000
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        port = free_port()
-        if have("nginx"):
-            conf = nginx_conf(
-                d / "ng",
-                f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
-            )
-            up = subprocess.Popen([NGINX, "-c", str(conf)])
-        else:
-            up = subprocess.Popen(model_server_cmd(port))
-        try:
-            wait_port(port)
-            cfg = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
-            seen: dict[str, list[float]] = {}
-            sealer: list[float] = []
-            for _round in range(3 if quick else 5):  # alternate the variants, keep each one's median
-                for variant in ("full", "no-metrics", "no-journal", "bare"):
-                    us, s_us = uvloop.run(_measure(variant, cfg, n))
-                    seen.setdefault(variant, []).append(us)
-                    if variant == "full":
-                        sealer.append(s_us)
-                    print(
-                        f"  {variant:11s} {us:7.1f} us CPU per request" + (f" (+ sealer {s_us:.1f})" if s_us else ""),
-                        file=sys.stderr,
-                    )
-        finally:
-            up.terminate()
-            up.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, fixed_upstream(Path(tmp)) as url:
+        cfg = guard_config(Path(tmp), url, False, free_port(), free_port())
+        seen: dict[str, list[float]] = {}
+        sealer: list[float] = []
+        for _round in range(3 if quick else 5):  # alternate the variants, keep each one's median
+            for variant in ("full", "no-metrics", "no-journal", "bare"):
+                us, s_us = uvloop.run(_measure(variant, cfg, n))
+                seen.setdefault(variant, []).append(us)
+                if variant == "full":
+                    sealer.append(s_us)
+                print(
+                    f"  {variant:11s} {us:7.1f} us CPU per request" + (f" (+ sealer {s_us:.1f})" if s_us else ""),
+                    file=sys.stderr,
+                )
     out: dict[str, Any] = {v: round(statistics.median(xs), 1) for v, xs in seen.items()}
     out["sealer_us"] = round(statistics.median(sealer), 1)
     out["journal_us"] = round(out["full"] - out["no-journal"], 1)

@@ -30,18 +30,9 @@ from typing import Any
 
 import yaml
 
-from tests.bench.common import (
-    CHAT_BODY,
-    FIXED_COMPLETION,
-    NGINX,
-    XFCC,
-    free_port,
-    have,
-    model_server_cmd,
-    nginx_conf,
-    wait_port,
-)
+from tests.bench.common import free_port, wait_port
 from tests.bench.guard_noaudit import NullRecorder
+from tests.bench.inproc import ChatRequests, fixed_upstream
 
 TIER = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "tokens_per_day": 10**12, "concurrent": 10_000}
 
@@ -68,35 +59,12 @@ async def _measure(cfg_path: Path, n: int, keeper: tuple[int, str] | None = None
     rt.load()
     svc = rt.services()
     pipe = Pipeline(svc)
-    body = CHAT_BODY.encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "client": ("127.0.0.1", 5555),
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-forwarded-client-cert", XFCC.encode()),
-        ],
-    }
-    statuses: list[int] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(m: dict[str, Any]) -> None:
-        if m["type"] == "http.response.start":
-            statuses.append(m["status"])
-
-    for _ in range(200):
-        await pipe(scope, receive, send)
-    assert set(statuses) == {200}, f"warm-up answers {set(statuses)}"
+    requests = ChatRequests()
+    await requests.run(pipe, 200)
+    assert requests.statuses == {200}, f"warm-up answers {requests.statuses}"
     kpid = keeper[0] if keeper else None
-    t, w, k = time.process_time(), time.perf_counter(), _proc_cpu_us(kpid)
-    for _ in range(n):
-        await pipe(scope, receive, send)
-    cpu_us = (time.process_time() - t) / n * 1e6
+    w, k = time.perf_counter(), _proc_cpu_us(kpid)
+    cpu_us = await requests.cpu_us(pipe, n)
     wall_us = (time.perf_counter() - w) / n * 1e6
     keeper_us = (_proc_cpu_us(kpid) - k) / n
     await svc.upstreams.close()
@@ -185,18 +153,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     keeper = local.start_keeper()
     local.wait_ready(keeper[1])
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, fixed_upstream(Path(tmp)) as url:
         d = Path(tmp)
-        port = free_port()
-        if have("nginx"):
-            conf = nginx_conf(
-                d / "ng",
-                f"""  server {{ listen 127.0.0.1:{port};
-    location / {{ default_type application/json; return 200 '{FIXED_COMPLETION}'; }} }}""",
-            )
-            procs.append(subprocess.Popen([NGINX, "-c", str(conf)]))
-        else:
-            procs.append(subprocess.Popen(model_server_cmd(port)))
         redis_url = None
         rs = shutil.which("redis-server") or "/usr/bin/redis-server"
         if Path(rs).exists():
@@ -210,8 +168,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             wait_port(rport)
             redis_url = f"redis://127.0.0.1:{rport}/0"
         try:
-            wait_port(port)
-            base = guard_config(d, f"http://127.0.0.1:{port}", False, free_port(), free_port())
+            base = guard_config(d, url, False, free_port(), free_port())
             variants = ["none", "memory", "keeper"] + (["redis"] if redis_url else [])
             cfgs = {v: _variant(base, v, redis_url) for v in variants}
             cpu: dict[str, list[float]] = {}

@@ -819,6 +819,8 @@ FEATURES = [
     "tests.bench.bench_sink_duplicates",
     "tests.bench.bench_quota",
     "tests.bench.bench_wire",
+    "tests.bench.bench_pipeline_cpu",
+    "tests.bench.bench_pipeline_ab",  # skipped unless BASE_TREE names the tree to compare with
 ]  # BENCH_ONLY: after the last "_"
 
 
@@ -857,6 +859,8 @@ def main() -> int:
         "pii": "PII screen",
         "safety": "safety screen",
         "quota": "quota overhead",
+        "cpu": "CPU per request in-process",
+        "ab": "CPU per request against BASE_TREE (alternating batches)",
     }
     print(f"table: {write(json.loads(json.dumps(results, default=str)), what)}")
     return 0

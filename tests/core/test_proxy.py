@@ -99,7 +99,7 @@ def test_ollama_generate_embed_and_tags(guard):
 def test_models_lists_routed_models(guard_factory):
     g = guard_factory(routes=[{"model": "llama-3-8b", "upstream": "local"}, {"model": "gpt-*", "upstream": "local"}])
     ids = [m.id for m in g.openai().models.list().data]
-    assert ids == ["llama-3-8b"]
+    assert ids == ["llama-3-8b", "gpt-4o-mini"]  # gpt-*: the upstream's own /v1/models names that match
 
 
 def _last_model_request(model_server) -> dict:
