@@ -76,6 +76,8 @@ class Flow:
     route: Route | None = None  # route
     chain: tuple[Upstream, ...] = ()  # route: the route's upstream and its fallbacks
     modes: tuple[str, ...] = ()  # route: per upstream of ``chain``, its translation (guard.apis.translate.mode)
+    refusal: Exception | None = None  # route: why the route cannot take this request, raised by policy once
+    # it allows the request (a client the policy denies learns nothing of the routing table from it)
     env: dict[str, Any] | None = None  # policy: the environment both decisions read
     screens: ScreenSet | None = None  # screens_prompt: the screens of the profile the policy chose
     prompt: list[Segment] | None = None  # screens_prompt: the prompt's text segments

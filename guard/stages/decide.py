@@ -94,6 +94,8 @@ class Access:
         ex.access = d = self._policy.decide_access(ex.principal.policy_view, _obj(ex), ex.operation, env)
         if d.effect != "allow":
             raise forbidden("access denied by policy")  # which rule: the audit record (decisions.access)
+        if flow.refusal is not None:
+            raise flow.refusal
         ex.profile = getattr(d, "profile", None) or "default"
 
 

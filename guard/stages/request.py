@@ -175,6 +175,12 @@ class Route:
         self._model_labels = frozenset(svc.config.telemetry.model_labels)
 
     def run(self, flow: Flow) -> None:  # never awaits: the driver calls it as a plain function
+        try:
+            self._route(flow)
+        except GuardError as e:  # answered after the access decision: denied clients get 403 whatever the route
+            flow.refusal = e
+
+    def _route(self, flow: Flow) -> None:
         ex, cfg, api, body = flow.ex, self._config, flow.wire, flow.ex.body
         r = cfg.route(ex.model)
         if r is None:

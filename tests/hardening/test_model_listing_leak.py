@@ -121,3 +121,49 @@ def test_every_listing_request_is_audited(g: Any) -> None:
             break
         assert time.monotonic() < deadline, f"no audit record for {set(rids) - done}"
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def no_catch_all(pki_dir: Path, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.conftest import start_guard
+
+    h = start_guard(
+        pki_dir,
+        model_server[1],
+        tmp_path_factory.mktemp("probe"),
+        routes=[{"model": "internal-finance", "upstream": "local"}, {"model": "gpt-4o-mini", "upstream": "local"}],
+    )
+    yield h
+    h.stop()
+
+
+CHAT_PATHS = [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+    ("/v1/responses", {"input": "hi", "max_output_tokens": 16}),
+    ("/v1/messages", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}),
+    ("/api/chat", {"messages": [{"role": "user", "content": "hi"}], "stream": False}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), CHAT_PATHS, ids=[p for p, _ in CHAT_PATHS])
+def test_a_request_does_not_tell_a_denied_routed_model_from_an_unrouted_name(
+    no_catch_all: Any, path: str, body: dict[str, Any]
+) -> None:
+    """Probing by asking: without a catch-all route, a routed model the policy denies and a name no route
+    knows (both ``internal-*``, which the shipped policy denies OU=apps) get the same answer, so the routing
+    table cannot be enumerated by a client the policy keeps out. Controls: staff is served the routed model
+    and told the unrouted name is not routed (404), so each half of the comparison can fail (on ``/api/chat``
+    the routed model's OpenAI upstream takes no Ollama chat: staff is told so, 400 ``api_mismatch``, an answer
+    that would name a routed model if a denied client got it)."""
+    headers = ANTHROPIC if path == "/v1/messages" else {}
+    answers = []
+    for model in ("internal-finance", "internal-no-such-model"):
+        with no_catch_all.client("app") as c:
+            r = c.post(path, json={"model": model, **body}, headers=headers)
+        assert r.headers.get("x-guard-request-id")
+        answers.append((r.status_code, r.text.replace(model, "ID")))
+    assert len(set(answers)) == 1 and answers[0][0] == 403, answers
+    with no_catch_all.client("staff") as c:
+        routed = c.post(path, json={"model": "internal-finance", **body}, headers=headers)
+        assert routed.status_code == (400 if path == "/api/chat" else 200), routed.text
+        assert c.post(path, json={"model": "internal-no-such-model", **body}, headers=headers).status_code == 404
