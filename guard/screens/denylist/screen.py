@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.screens import budget, linear_re
+from guard.screens import budget, json_text, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
@@ -124,6 +124,30 @@ class DenylistScreen:
         without END) counts as a match to the end of the text."""
         return self.apply(text, self.matches(text, direction, final), direction)
 
+    def scan_segment(self, text: str, kind: str, direction: str) -> _Scan:
+        """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and then
+        decoded (guard.screens.json_text), so a secret spelt with escapes (``\\u0067hp_...``) is found too."""
+        res = self.scan(text, direction)
+        if kind not in json_text.JSON_KINDS or "\\" not in res.text or res.block:
+            return res
+        obj = json_text.parse(res.text)
+        if obj is None:
+            return res
+
+        def one(s: str) -> str:
+            got = self.scan(s, direction)
+            _merge(res, got)
+            return got.text
+
+        new = json_text.map_json(obj, one)  # each string and key decoded, on its own
+        if res.block:
+            return res
+        whole = self.scan(json_text.dump(new), direction)  # decoded as a whole: a key and its value together
+        _merge(res, whole)
+        if (whole.redacted or new != obj) and not res.block:
+            res.text = whole.text  # valid JSON unless a redaction spans a key and its value
+        return res
+
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:
         spans: list[tuple[int, int, _Compiled]] = []
         lowered = text.lower()
@@ -200,7 +224,8 @@ class DenylistScreen:
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
         t0 = time.perf_counter()
-        return self._finish(segments, direction, [self.scan(s.text, direction) for s in segments], t0)
+        scans = [self.scan_segment(s.text, s.kind, direction) for s in segments]
+        return self._finish(segments, direction, scans, t0)
 
     def _finish(self, segments: list[Segment], direction: str, scans: list[_Scan], t0: float) -> Verdict:
         v = self.verdict(direction, scans, t0)
@@ -212,6 +237,13 @@ class DenylistScreen:
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> DenylistStream:
         return DenylistStream(self)
+
+
+def _merge(into: _Scan, got: _Scan) -> None:
+    for k, n in got.hits.items():
+        into.hits[k] = into.hits.get(k, 0) + n
+    into.block.extend(c for c in got.block if c not in into.block)
+    into.redacted = into.redacted or got.redacted
 
 
 def _inside(found: list[tuple[int, int]], pos: int) -> bool:
