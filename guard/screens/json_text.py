@@ -23,7 +23,7 @@ class JsonNumber(str):
 
 def parse(text: str) -> Any:
     """The value of ``text`` when it is JSON (numbers as ``JsonNumber``), else None."""
-    if not text or text.lstrip()[:1] not in ('{', '[', '"'):
+    if not text or text.lstrip()[:1] not in ("{", "[", '"'):
         return None
     try:
         return json.loads(text, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_refuse)

@@ -112,7 +112,11 @@ def _requests(text: str) -> list[tuple[str, dict[str, Any]]]:
                 "model": "llama3",
                 "stream": False,
                 "messages": [
-                    {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": text}}]},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"function": {"name": "f", "arguments": text}}],
+                    },
                     {"role": "tool", "content": text},
                     go,
                 ],
@@ -123,7 +127,9 @@ def _requests(text: str) -> list[tuple[str, dict[str, Any]]]:
 
 @pytest.mark.parametrize("where", ["value", "key"])
 @pytest.mark.parametrize("spelling", sorted(SPELLINGS))
-def test_an_escaped_secret_in_a_json_text_field_is_blocked(guard: Any, model_server: Any, spelling: str, where: str) -> None:
+def test_an_escaped_secret_in_a_json_text_field_is_blocked(
+    guard: Any, model_server: Any, spelling: str, where: str
+) -> None:
     text = args_text(SPELLINGS[spelling], where)
     assert json.loads(text)  # valid JSON, whose decoded strings hold the secret
     assert AWS not in text and GHP not in text
@@ -188,7 +194,9 @@ def _chat_answer(arguments: str) -> bytes:
                     "message": {
                         "role": "assistant",
                         "content": None,
-                        "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": arguments}}],
+                        "tool_calls": [
+                            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+                        ],
                     },
                     "finish_reason": "tool_calls",
                 }
@@ -251,8 +259,7 @@ HANDLERS: dict[str, Any] = {
     "w-key": _handler(_chat_answer(KEY_TEXT)),
     "r-value": _handler(_resp_answer(ANSWER_TEXT)),
     **{
-        f"s-cut{len(cut)}": _handler(_chat_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
-        for cut in CUTS
+        f"s-cut{len(cut)}": _handler(_chat_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream") for cut in CUTS
     },
     "s-chars": _handler(_chat_stream(list(ANSWER_TEXT)), b"text/event-stream"),
     "s-key": _handler(_chat_stream([KEY_TEXT[:9], KEY_TEXT[9:40], KEY_TEXT[40:]]), b"text/event-stream"),

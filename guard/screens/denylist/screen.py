@@ -20,6 +20,7 @@ from typing import Any
 
 from guard.screens import budget, json_text, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
+from guard.screens.denylist.json_stream import JsonTextDenylist
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import Ahead, PartialSet, phrase_sources
@@ -235,7 +236,11 @@ class DenylistScreen:
                 seg.text = s.text
         return v
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> DenylistStream:
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
+        """``kind="tool_arguments"``: JSON text, screened as written and decoded
+        (guard.screens.denylist.json_stream)."""
+        if kind in json_text.JSON_KINDS:
+            return JsonTextDenylist(DenylistStream(self), lambda scans: DenylistStream(self, scans), self.verdict)
         return DenylistStream(self)
 
 
@@ -269,11 +274,12 @@ def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
 class DenylistStream:
     """Redacts (or stops on) secrets in a streamed answer, holding back only what could still be one."""
 
-    def __init__(self, screen: DenylistScreen) -> None:
+    def __init__(self, screen: DenylistScreen, scans: list[_Scan] | None = None) -> None:
+        """``scans``: the list this stream adds its findings to (shared by the strings of one JSON text)."""
         self.screen = screen
         self.buf = ""
         self.left = ""  # the last released characters: lookbehind context for partial matching
-        self.scans: list[_Scan] = []
+        self.scans: list[_Scan] = scans if scans is not None else []
         self.suppress: _Compiled | None = None  # inside an over-long block: drop until its end marker
         self.drop_run = False  # after a capped single-line secret: drop until white space
         self.t0 = time.perf_counter()
@@ -290,6 +296,13 @@ class DenylistStream:
         return Ahead(self.buf, tuple(sorted({c.replacement for c in self.screen.active("response")})))
 
     async def feed(self, text: str) -> StreamStep:
+        return self.feed_now(text)
+
+    async def finish(self) -> StreamStep:
+        return self.finish_now()
+
+    def feed_now(self, text: str) -> StreamStep:
+        """``feed`` without the coroutine (guard.screens.denylist.json_stream feeds many pieces per chunk)."""
         self.buf += text
         if self.drop_run and not self._leave_run():
             return StreamStep()
@@ -297,7 +310,7 @@ class DenylistStream:
             return StreamStep()
         return self._step(final=False)
 
-    async def finish(self) -> StreamStep:
+    def finish_now(self) -> StreamStep:
         if self.drop_run and not self._leave_run():
             self.buf = ""
         if self.suppress and not self._leave_block():
