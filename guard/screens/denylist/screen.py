@@ -240,7 +240,7 @@ class DenylistScreen:
         """``kind="tool_arguments"``: JSON text, screened as written and decoded
         (guard.screens.denylist.json_stream)."""
         if kind in json_text.JSON_KINDS:
-            return JsonTextDenylist(DenylistStream(self), lambda scans: DenylistStream(self, scans), self.verdict)
+            return JsonTextDenylist(DenylistStream(self), DenylistStream(self), self.verdict)
         return DenylistStream(self)
 
 
