@@ -1,9 +1,11 @@
 """Streamed JSON text read as a model reads it: each string decoded, escapes joined across chunks.
 
-``JsonTextStream`` splits the text as it comes into the parts between strings (structure, numbers,
-``true``/``false``/``null``: raw JSON text) and each string's decoded text, each fed to a part screen of its
-own (``_part``), and writes what the string screens release back JSON-escaped. Used for tool-call arguments
-by the PII screen (guard.screens.pii.json_stream) and the denylist (guard.screens.denylist.json_stream).
+``JsonTextStream`` splits the text as it comes into the parts between values (structure, white space,
+``true``/``false``/``null``: raw JSON text), each string's decoded text and each number (up to ``NUM_CAP``
+characters), each fed to a part screen of its own (``_part``). What a string's screen releases is written
+back JSON-escaped; a number the screen rewrites (a card number masked) becomes a JSON string, as in the
+non-streamed path (guard.screens.json_text), so the text stays valid JSON. Used for tool-call arguments by
+the PII screen (guard.screens.pii.json_stream) and the denylist (guard.screens.denylist.json_stream).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 from guard.screens.base import StreamStep, Verdict
 
 _WS = " \t\r\n"
+_NUM_START = "-0123456789"
+_NUM = "+-.eE0123456789"
+NUM_CAP = 64  # longest number screened as a value
 
 
 def _escape(text: str) -> str:
@@ -44,6 +49,8 @@ class JsonTextStream:
         self.lead = ""  # white space before the first character
         self.esc = ""  # an escape sequence not complete yet (inside a string)
         self.high = ""  # the escape of a pair's first half (``\\ud83d``), decoded with the second
+        self.num = ""  # a number not complete yet
+        self.long_num = False  # inside a number too long to be a value (raw text to its end)
         self.stopped: Verdict | None = None
         self.part = self._part(raw=True)
 
@@ -68,21 +75,67 @@ class JsonTextStream:
                 text, i, n = self.lead + text[i:], 0, len(self.lead) + n - i
                 self.lead = ""
             elif self.mode in ("out", "raw"):
-                j = text.find('"', i) if self.mode == "out" else -1
-                if j == -1:
-                    if not self._take(out, self.part.feed_now(text[i:])):
-                        return self._stop(out)
-                    break
-                # a string opens: what came before it is screened to its end, then the string's own screen
-                if not self._take(out, self.part.feed_now(text[i:j])) or not self._take(out, self.part.finish_now()):
+                j = self._next_value(text, i) if self.mode == "out" else n
+                if j > i and not self._take(out, self.part.feed_now(text[i:j])):
                     return self._stop(out)
-                out.append('"')
-                self.mode, self.part, i = "str", self._part(raw=False), j + 1
+                if j == n:
+                    break
+                # a string or number opens: what came before it is screened to its end, then the value
+                if not self._take(out, self.part.finish_now()):
+                    return self._stop(out)
+                if text[j] == '"':
+                    out.append('"')
+                    self.mode, self.part, i = "str", self._part(raw=False), j + 1
+                else:
+                    self.mode, self.num, i = "num", "", j
+            elif self.mode == "num":
+                j = i
+                while j < n and text[j] in _NUM:
+                    j += 1
+                self.num += text[i:j]
+                i = j
+                if len(self.num) > NUM_CAP:  # no value is that long: the rest of it goes as raw text
+                    self.part, self.long_num, self.mode = self._part(raw=True), True, "out"
+                    if not self._take(out, self.part.feed_now(self.num)):
+                        return self._stop(out)
+                elif j < n and not self._number(out):
+                    return self._stop(out)
             else:
                 i = self._string(text, i, out)
                 if i < 0:
                     return self._stop(out)
         return StreamStep(release="".join(out))
+
+    def _next_value(self, text: str, i: int) -> int:
+        """Where the next string or number starts from ``i`` (between values), or ``len(text)``."""
+        n = len(text)
+        while i < n:
+            c = text[i]
+            if self.long_num:
+                if c in _NUM:
+                    i += 1
+                    continue
+                self.long_num = False
+            if c == '"' or c in _NUM_START:
+                return i
+            i += 1
+        return n
+
+    def _number(self, out: list[str]) -> bool:
+        """A whole number, screened like a string's text (as the non-streamed path does: guard.screens.json_text);
+        one the screen rewrites becomes a JSON string. False when the screen stopped."""
+        num, self.num = self.num, ""
+        part = self._part(raw=False)
+        first = part.feed_now(num)
+        last = StreamStep() if first.stop is not None else part.finish_now()
+        got = first.release + last.release
+        stop = first.stop or last.stop
+        self.mode, self.part = "out", self._part(raw=True)
+        if stop is not None:
+            self.stopped = stop
+            return False
+        out.append(num if got == num else '"' + _escape(got) + '"')
+        return True
 
     def _string(self, text: str, i: int, out: list[str]) -> int:
         """Consume string content from ``i``; the next index, or -1 when a screen stopped."""
@@ -130,6 +183,9 @@ class JsonTextStream:
         out: list[str] = []
         if self.mode == "start":
             out.append(self.lead)
+        elif self.mode == "num":
+            if not self._number(out):
+                return self._stop(out)
         elif self.mode == "str":  # an unterminated string: what it holds goes, screened; a cut escape as it is
             if not self._lone_high(out) or not self._escaped(out, self.part.finish_now()):
                 return self._stop(out)
