@@ -254,7 +254,44 @@ def _handler(body: bytes, ctype: bytes = b"application/json") -> Any:
     return h
 
 
+def _anthropic_stream(pieces: list[str]) -> bytes:
+    msg = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "a-m",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": msg},
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+        },
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": p}}
+            for p in pieces
+        ),
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 2},
+        },
+        {"type": "message_stop"},
+    ]
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
+
+
 HANDLERS: dict[str, Any] = {
+    **{
+        f"a-cut{len(cut)}": _handler(_anthropic_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
+        for cut in CUTS
+    },
     "w-value": _handler(_chat_answer(ANSWER_TEXT)),
     "w-key": _handler(_chat_answer(KEY_TEXT)),
     "r-value": _handler(_resp_answer(ANSWER_TEXT)),
@@ -279,8 +316,13 @@ def upstream(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathF
         upstreams={
             "raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
             "rawr": {"url": raw.url, "api": "openai", "timeout_s": 5, "responses": "native"},
+            "rawa": {"url": raw.url, "api": "anthropic", "timeout_s": 5},
         },
-        routes=[{"model": "r-*", "upstream": "rawr"}, {"model": "*", "upstream": "raw"}],
+        routes=[
+            {"model": "r-*", "upstream": "rawr"},
+            {"model": "a-*", "upstream": "rawa"},
+            {"model": "*", "upstream": "raw"},
+        ],
     )
     yield g
     g.stop()
@@ -323,3 +365,26 @@ def test_an_escaped_secret_in_streamed_arguments_is_redacted(upstream: Any, mode
             for tc in ch.delta.tool_calls or []:
                 args += (tc.function and tc.function.arguments) or ""
     _decoded_clean(args)
+
+
+@pytest.mark.parametrize("model", [f"a-cut{len(c)}" for c in CUTS])
+def test_an_escaped_secret_in_streamed_anthropic_tool_input_is_redacted(upstream: Any, model: str) -> None:
+    """Anthropic streams tool input as ``input_json_delta`` pieces; the official SDK joins and parses them."""
+    import anthropic
+    import httpx2
+
+    client = anthropic.Anthropic(
+        base_url=upstream.url,
+        api_key="client-secret-key",
+        max_retries=0,
+        http_client=httpx2.Client(verify=upstream.ssl_context("staff")),
+    )
+    with client.messages.stream(model=model, max_tokens=20, messages=[{"role": "user", "content": "hi"}]) as s:
+        raw = "".join(
+            e.delta.partial_json for e in s if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+        )
+        final = s.get_final_message()
+    _decoded_clean(raw)
+    block = final.content[0]
+    assert block.type == "tool_use", final
+    _decoded_clean(json.dumps(block.input))
