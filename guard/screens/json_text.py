@@ -10,6 +10,7 @@ such as ``<CREDIT_CARD>`` is no number), an untouched one keeps its spelling.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,30 @@ def parse(text: str) -> Any:
 
 def _refuse(name: str) -> Any:
     raise ValueError(f"not JSON: {name}")
+
+
+_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)", re.S)
+_KEEP = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
+
+
+def decoded_view(text: str) -> str:
+    """``text`` with the JSON escapes it does not need decoded (``\\u0067`` is ``g``, ``\\/`` is ``/``): what
+    a reader of its strings sees, for screens to search. Escapes of quotes, backslashes, control characters
+    and surrogates stay as they are, so the view of JSON text is still JSON text with the same value."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(_decode_one, text)
+
+
+def _decode_one(m: re.Match[str]) -> str:
+    esc = m.group()
+    if esc == "\\/":
+        return "/"
+    if len(esc) == 6:
+        c = chr(int(esc[2:], 16))
+        if c not in _KEEP and not "\ud800" <= c <= "\udfff":
+            return c
+    return esc
 
 
 def map_json(

@@ -127,12 +127,23 @@ class DenylistScreen:
 
     def scan_segment(self, text: str, kind: str, direction: str) -> _Scan:
         """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and then
-        decoded (guard.screens.json_text), so a secret spelt with escapes (``\\u0067hp_...``) is found too."""
+        decoded (guard.screens.json_text), so a secret spelt with escapes (``\\u0067hp_...``) is found too:
+        the whole value with its escapes decoded (a pattern may span a key and its value), and, to redact
+        it and keep the JSON valid, each key and string on its own."""
         res = self.scan(text, direction)
-        if kind not in json_text.JSON_KINDS or "\\" not in res.text or res.block:
+        if kind not in json_text.JSON_KINDS or res.block:
+            return res
+        view = json_text.decoded_view(res.text)
+        if view == res.text:
+            return res
+        whole = self.scan(view, direction)
+        if not whole.hits or whole.block:
+            _merge(res, whole)
             return res
         obj = json_text.parse(res.text)
-        if obj is None:
+        if obj is None:  # not JSON after all: the decoded text, redacted
+            _merge(res, whole)
+            res.text = whole.text
             return res
 
         def one(s: str) -> str:
@@ -140,13 +151,11 @@ class DenylistScreen:
             _merge(res, got)
             return got.text
 
-        new = json_text.map_json(obj, one)  # each string and key decoded, on its own
-        if res.block:
-            return res
-        whole = self.scan(json_text.dump(new), direction)  # decoded as a whole: a key and its value together
-        _merge(res, whole)
-        if (whole.redacted or new != obj) and not res.block:
-            res.text = whole.text  # valid JSON unless a redaction spans a key and its value
+        new = json_text.map_json(obj, one)
+        rest = self.scan(json_text.dump(new), direction)  # what spans a key and its value
+        _merge(res, rest)
+        if not res.block:
+            res.text = rest.text  # valid JSON unless a redaction spans a key and its value
         return res
 
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:

@@ -53,7 +53,18 @@ class ScanPass:
         obj = json_text.parse(text)
         if obj is None:
             return self.text(text, json_safe=True)
-        new = json_text.map_json(obj, self.text, keys=keys, numbers=True)
+        seen: dict[str, tuple[str, Counter[str]]] = {}  # the keys of a list of records repeat: scanned once
+
+        def once(s: str) -> str:
+            hit = seen.get(s)
+            if hit is None:
+                before = self.counts.copy()
+                hit = seen[s] = (self.text(s), self.counts - before)
+            else:
+                self.counts.update(hit[1])
+            return hit[0]
+
+        new = json_text.map_json(obj, once, keys=keys, numbers=True)
         return text if new == obj else json_text.dump(new)
 
     def blocked_types(self) -> list[str]:
