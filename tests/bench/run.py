@@ -819,6 +819,7 @@ FEATURES = [
     "tests.bench.bench_sink_duplicates",
     "tests.bench.bench_quota",
     "tests.bench.bench_wire",
+    "tests.bench.bench_jsontext",
 ]  # BENCH_ONLY: after the last "_"
 
 

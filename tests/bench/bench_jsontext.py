@@ -9,7 +9,7 @@
 Arguments: an object of 12 members (strings of prose with a few ``\\u`` escapes, numbers, a nested list).
 Alternating rounds, median per variant; reported as microseconds per text and the ratio against the first
 variant of each pair, measured in the same run.
-Run: python -m tests.bench.bench_json_text
+Run: python -m tests.bench.bench_jsontext   (or BENCH_ONLY=jsontext python -m tests.bench.run)
 """
 
 from __future__ import annotations
@@ -44,7 +44,11 @@ def _time(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def run(rounds: int = 7, n: int = 200) -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
+    return measure(rounds=3 if quick else 7, n=50 if quick else 200)
+
+
+def measure(rounds: int = 7, n: int = 200) -> dict[str, Any]:
     from guard.screens.denylist.screen import DenylistScreen
     from guard.screens.denylist.settings import load_denylist
     from guard.screens.pii.profile import load_pii_profiles
@@ -89,5 +93,4 @@ def run(rounds: int = 7, n: int = 200) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    quick = "--quick" in sys.argv
-    print(json.dumps(run(rounds=3 if quick else 7, n=50 if quick else 200), indent=2))
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
