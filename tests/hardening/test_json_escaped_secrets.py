@@ -287,7 +287,47 @@ def _anthropic_stream(pieces: list[str]) -> bytes:
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in events)
 
 
+def _responses_stream(pieces: list[str]) -> bytes:
+    item = {"id": "fc_1", "type": "function_call", "status": "in_progress", "call_id": "c1", "name": "f"}
+    done = {**item, "status": "completed", "arguments": "".join(pieces)}
+    resp = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 0,
+        "model": "r-m",
+        "status": "in_progress",
+        "output": [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": resp},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "arguments": ""}},
+        *(
+            {"type": "response.function_call_arguments.delta", "item_id": "fc_1", "output_index": 0, "delta": p}
+            for p in pieces
+        ),
+        {
+            "type": "response.function_call_arguments.done",
+            "item_id": "fc_1",
+            "output_index": 0,
+            "arguments": done["arguments"],
+        },
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed", "response": {**resp, "status": "completed", "output": [done]}},
+    ]
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
+        for i, e in enumerate(events)
+    )
+
+
 HANDLERS: dict[str, Any] = {
+    **{
+        f"r-cut{len(cut)}": _handler(_responses_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
+        for cut in CUTS
+    },
     **{
         f"a-cut{len(cut)}": _handler(_anthropic_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
         for cut in CUTS
@@ -388,3 +428,22 @@ def test_an_escaped_secret_in_streamed_anthropic_tool_input_is_redacted(upstream
     block = final.content[0]
     assert block.type == "tool_use", final
     _decoded_clean(json.dumps(block.input))
+
+
+@pytest.mark.parametrize("model", [f"r-cut{len(c)}" for c in CUTS])
+def test_an_escaped_secret_in_streamed_responses_arguments_is_redacted(upstream: Any, model: str) -> None:
+    """Responses streams arguments as ``function_call_arguments.delta`` events and repeats them whole in the
+    ``.done``, ``output_item.done`` and ``response.completed`` events: every copy is the screened one."""
+    deltas, whole = "", []
+    with upstream.openai("staff").responses.stream(model=model, input="hi") as s:
+        for e in s:
+            if e.type == "response.function_call_arguments.delta":
+                deltas += e.delta
+            elif e.type == "response.function_call_arguments.done":
+                whole.append(e.arguments)
+            elif e.type == "response.output_item.done":
+                whole.append(e.item.arguments)
+        final = s.get_final_response()
+    whole.append(final.output[0].arguments)
+    for text in (deltas, *whole):
+        _decoded_clean(text)
