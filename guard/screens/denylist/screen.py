@@ -20,7 +20,7 @@ from typing import Any
 
 from guard.screens import budget, json_text, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
-from guard.screens.denylist.json_stream import JsonTextDenylist
+from guard.screens.denylist.json_stream import JsonTextDenylist, scan_json_text
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import Ahead, PartialSet, phrase_sources
@@ -127,36 +127,12 @@ class DenylistScreen:
 
     def scan_segment(self, text: str, kind: str, direction: str) -> _Scan:
         """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and then
-        decoded (guard.screens.json_text), so a secret spelt with escapes (``\\u0067hp_...``) is found too:
-        the whole value with its escapes decoded (a pattern may span a key and its value), and, to redact
-        it and keep the JSON valid, each key and string on its own."""
+        decoded (guard.screens.denylist.json_stream.scan_json_text), so a secret spelt with escapes
+        (``\\u0067hp_...``) is found too."""
         res = self.scan(text, direction)
         if kind not in json_text.JSON_KINDS or res.block:
             return res
-        view = json_text.decoded_view(res.text)
-        if view == res.text:
-            return res
-        whole = self.scan(view, direction)
-        if not whole.hits or whole.block:
-            _merge(res, whole)
-            return res
-        obj = json_text.parse(res.text)
-        if obj is None:  # not JSON after all: the decoded text, redacted
-            _merge(res, whole)
-            res.text = whole.text
-            return res
-
-        def one(s: str) -> str:
-            got = self.scan(s, direction)
-            _merge(res, got)
-            return got.text
-
-        new = json_text.map_json(obj, one)
-        rest = self.scan(json_text.dump(new), direction)  # what spans a key and its value
-        _merge(res, rest)
-        if not res.block:
-            res.text = rest.text  # valid JSON unless a redaction spans a key and its value
-        return res
+        return scan_json_text(lambda t: self.scan(t, direction), res)
 
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:
         spans: list[tuple[int, int, _Compiled]] = []
@@ -251,13 +227,6 @@ class DenylistScreen:
         if kind in json_text.JSON_KINDS:
             return JsonTextDenylist(DenylistStream(self), DenylistStream(self), self.verdict)
         return DenylistStream(self)
-
-
-def _merge(into: _Scan, got: _Scan) -> None:
-    for k, n in got.hits.items():
-        into.hits[k] = into.hits.get(k, 0) + n
-    into.block.extend(c for c in got.block if c not in into.block)
-    into.redacted = into.redacted or got.redacted
 
 
 def _inside(found: list[tuple[int, int]], pos: int) -> bool:
