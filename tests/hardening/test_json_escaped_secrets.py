@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.hardening.conftest import error_field
+from tests.hardening.conftest import error_field, events
 from tests.hardening.raw_upstream import RawUpstream, response
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -142,6 +143,22 @@ def test_an_escaped_secret_in_a_json_text_field_is_blocked(
             rids.append(r.headers["x-guard-request-id"])
     sent = {q["headers"].get("x-guard-request-id") for q in model_server[0].requests}
     assert not set(rids) & sent
+    if spelling == "middle-char":  # the audit record says in which kind of field (not the value)
+        denied = _denied(guard.config.audit.dir, set(rids))
+        for rid in rids:
+            deny = [x for x in denied[rid]["screens"] if x["name"] == "denylist"]
+            assert deny and deny[0]["blocked"], deny
+            assert deny[0]["fields"] and set(deny[0]["fields"]) <= {"tool_arguments", "tool_result"}, deny
+            assert AWS not in json.dumps(denied[rid]), denied[rid]
+
+
+def _denied(audit_dir: Any, rids: set[str]) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        found = {e["request_id"]: e for e in events(audit_dir) if e.get("type") == "exchange.denied"}
+        if rids <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_the_openai_sdk_cannot_pass_an_escaped_secret_in_tool_arguments(guard: Any) -> None:
