@@ -14,12 +14,15 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+import h11
+
 from guard.apis import api_of_path
 from guard.apis.wire import module
 from guard.asgi_tls import tls_extension
 from guard.compat.uvicorn_protocols import H11Protocol, HttpToolsProtocol
 from guard.errors import GuardError, unavailable
 from guard.exchange import REQUEST_KEY
+from guard.request_framing import framing_problem, head_of, headers_problem
 from guard.revocation import chain_of
 from guard.tls import (
     ClientCertificateRefused,
@@ -311,6 +314,10 @@ class _TLSHttpTools(_Refusals, HttpToolsProtocol):
         if len(self.headers) > self.max_headers:
             self._refusal = (431, f"more than {self.max_headers} request headers", "headers_too_large")
             raise ValueError("too many headers")  # httptools turns it into HttpParserError -> send_400_response
+        problem = headers_problem(self.parser.get_http_version(), self.headers)
+        if problem is not None:
+            log.info("refused request: %s", problem)
+            raise ValueError(problem)  # -> send_400_response (guard.request_framing)
         if len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > self.max_header_bytes:
             self._refusal = (431, f"request headers exceed {self.max_header_bytes} bytes", "headers_too_large")
             raise ValueError("headers too large")
@@ -383,6 +390,17 @@ class _TLSH11(_Refusals, H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         self._refuse_request(400, "invalid HTTP request", "invalid_http_request")
+
+    def handle_events(self) -> None:
+        """Before h11 reads a request head: refuse one whose body length is ambiguous (h11 would guess)."""
+        if not self._refused and self.conn.their_state is h11.IDLE:
+            head = head_of(self.conn.trailing_data[0])
+            problem = framing_problem(head) if head is not None else None
+            if problem is not None:
+                log.info("refused request: %s", problem)
+                self.send_400_response(problem)
+                return
+        super().handle_events()
 
 
 def protocol_class(http: str = "httptools") -> type[asyncio.Protocol]:

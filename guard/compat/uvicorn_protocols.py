@@ -11,7 +11,10 @@ pyproject.toml):
   ``on_message_begin``, ``on_headers_complete``, ``on_message_complete``; an exception raised in
   ``on_headers_complete`` ends in ``send_400_response(msg)``.
 - ``H11Protocol``: the ``app`` attribute, set after ``connection_made``, is what the connection's requests
-  are served by.
+  are served by; ``conn`` is the h11 ``Connection``, and ``handle_events()`` runs whenever buffered bytes may
+  hold a new request head (after ``data_received`` and after each response), before h11 parses it
+  (guard.request_framing; tests/hardening/test_http_smuggling.py fails if that changes).
+- ``HttpToolsProtocol.parser.get_http_version()`` in ``on_headers_complete``.
 - ``Server.capture_signals()``: the context manager ``serve`` runs inside to install its signal handlers;
   QuietServer makes it a no-op, since Guard's supervisor owns the signals of a loop serving two servers.
 """

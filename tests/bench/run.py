@@ -821,6 +821,7 @@ FEATURES = [
     "tests.bench.bench_wire",
     "tests.bench.bench_pipeline_cpu",
     "tests.bench.bench_pipeline_ab",  # skipped unless BASE_TREE names the tree to compare with
+    "tests.bench.bench_jsontext",
 ]  # BENCH_ONLY: after the last "_"
 
 

@@ -26,7 +26,10 @@ def _segments() -> list[Segment]:
     pem = json.loads(hostile_bodies(48 * 1024)["pem_pairs"])["messages"][0]["content"]
     jwt = json.loads(hostile_bodies(48 * 1024)["jwt_like"])["messages"][0]["content"]
     plain = "Plain words about the weather and nothing else. " * 800
-    return [Segment(t, "user", "content", ("messages", i, "content")) for i, t in enumerate((plain, jwt, pem))]
+    segs = [Segment(t, "user", "content", ("messages", i, "content")) for i, t in enumerate((plain, jwt, pem))]
+    # a tool result (JSON text) with a secret spelt with escapes: the process reads it decoded too
+    escaped = '{"log": "' + plain + '", "key": "AKIA\\u0049OSFODNN7EXAMPLE"}'
+    return [*segs, Segment(escaped, "tool", "tool_result", ("messages", 3, "content"))]
 
 
 def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> None:
@@ -43,10 +46,12 @@ def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> 
         pool = POOL.get(src, warm=worker.warm)
         assert pool is not None and pool.submit(os.getpid).result(30) != os.getpid()
         done = await worker.in_process(src, "prompt", _segments())
-        assert done is not None and len(done) == 3  # scanned there, not here
+        assert done is not None and len(done) == 4  # scanned there, not here
+        assert done[3][2] == ["aws_access_key_id"], done[3][1:]  # the escaped key, found in the process
         in_process = await screen.screen_prompt(_segments(), {})
         threaded = await asyncio.to_thread(screen._screen, _segments(), "prompt")
         assert in_process.blocked and in_process.code == "secret_blocked", in_process
+        assert "tool_result" in in_process.fields, in_process
         for k in ("blocked", "code", "entities", "categories", "fields", "message"):
             assert getattr(in_process, k) == getattr(threaded, k), k
 

@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.screens import budget, linear_re
+from guard.screens import budget, json_text, linear_re
 from guard.screens.base import Segment, StreamStep, Verdict
+from guard.screens.denylist.json_stream import JsonTextDenylist, scan_json_text
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, DenylistSettings
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import Ahead, PartialSet, phrase_sources
@@ -124,6 +125,15 @@ class DenylistScreen:
         without END) counts as a match to the end of the text."""
         return self.apply(text, self.matches(text, direction, final), direction)
 
+    def scan_segment(self, text: str, kind: str, direction: str) -> _Scan:
+        """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and then
+        decoded (guard.screens.denylist.json_stream.scan_json_text), so a secret spelt with escapes
+        (``\\u0067hp_...``) is found too."""
+        res = self.scan(text, direction)
+        if kind not in json_text.JSON_KINDS or res.block:
+            return res
+        return scan_json_text(lambda t: self.scan(t, direction), res)
+
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, _Compiled]]:
         spans: list[tuple[int, int, _Compiled]] = []
         lowered = text.lower()
@@ -200,7 +210,8 @@ class DenylistScreen:
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
         t0 = time.perf_counter()
-        return self._finish(segments, direction, [self.scan(s.text, direction) for s in segments], t0)
+        scans = [self.scan_segment(s.text, s.kind, direction) for s in segments]
+        return self._finish(segments, direction, scans, t0)
 
     def _finish(self, segments: list[Segment], direction: str, scans: list[_Scan], t0: float) -> Verdict:
         v = self.verdict(direction, scans, t0)
@@ -210,7 +221,11 @@ class DenylistScreen:
                 seg.text = s.text
         return v
 
-    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> DenylistStream:
+    def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
+        """``kind="tool_arguments"``: JSON text, screened as written and decoded
+        (guard.screens.denylist.json_stream)."""
+        if kind in json_text.JSON_KINDS:
+            return JsonTextDenylist(DenylistStream(self), DenylistStream(self), self.verdict)
         return DenylistStream(self)
 
 
@@ -237,11 +252,12 @@ def _redact(text: str, spans: list[tuple[int, int, _Compiled]]) -> str:
 class DenylistStream:
     """Redacts (or stops on) secrets in a streamed answer, holding back only what could still be one."""
 
-    def __init__(self, screen: DenylistScreen) -> None:
+    def __init__(self, screen: DenylistScreen, scans: list[_Scan] | None = None) -> None:
+        """``scans``: the list this stream adds its findings to (shared by the strings of one JSON text)."""
         self.screen = screen
         self.buf = ""
         self.left = ""  # the last released characters: lookbehind context for partial matching
-        self.scans: list[_Scan] = []
+        self.scans: list[_Scan] = scans if scans is not None else []
         self.suppress: _Compiled | None = None  # inside an over-long block: drop until its end marker
         self.drop_run = False  # after a capped single-line secret: drop until white space
         self.t0 = time.perf_counter()
@@ -258,6 +274,13 @@ class DenylistStream:
         return Ahead(self.buf, tuple(sorted({c.replacement for c in self.screen.active("response")})))
 
     async def feed(self, text: str) -> StreamStep:
+        return self.feed_now(text)
+
+    async def finish(self) -> StreamStep:
+        return self.finish_now()
+
+    def feed_now(self, text: str) -> StreamStep:
+        """``feed`` without the coroutine (guard.screens.denylist.json_stream feeds many pieces per chunk)."""
         self.buf += text
         if self.drop_run and not self._leave_run():
             return StreamStep()
@@ -265,7 +288,7 @@ class DenylistStream:
             return StreamStep()
         return self._step(final=False)
 
-    async def finish(self) -> StreamStep:
+    def finish_now(self) -> StreamStep:
         if self.drop_run and not self._leave_run():
             self.buf = ""
         if self.suppress and not self._leave_block():

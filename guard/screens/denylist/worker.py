@@ -50,14 +50,16 @@ def warm(src: Source) -> bool:
     return True
 
 
-def scan_job(src: Source, direction: str, texts: list[str], deadline: float | None) -> list[Result]:
-    """Scan ``texts`` in this worker under the request's screening deadline."""
+def scan_job(
+    src: Source, direction: str, texts: list[str], deadline: float | None, kinds: list[str] | None = None
+) -> list[Result]:
+    """Scan ``texts`` (of Segment ``kinds``) in this worker under the request's screening deadline."""
     token = budget.set_deadline(deadline)
     try:
         screen = load(src)
         out: list[Result] = []
-        for t in texts:
-            s = screen.scan(t, direction)
+        for i, t in enumerate(texts):
+            s = screen.scan_segment(t, kinds[i] if kinds else "content", direction)
             out.append((s.text, s.hits, [c.rule.name for c in s.block], s.redacted))
         return out
     finally:
@@ -70,7 +72,8 @@ async def in_process(src: Source, direction: str, segments: Sequence[Segment]) -
     pool = POOL.get(src, warm=warm)
     if pool is None:
         return None
-    job = pool.submit(scan_job, src, direction, [s.text for s in segments], budget.deadline())
+    texts, kinds = [s.text for s in segments], [s.kind for s in segments]
+    job = pool.submit(scan_job, src, direction, texts, budget.deadline(), kinds)
     try:
         return await asyncio.wrap_future(job)
     except budget.BudgetExceeded:

@@ -8,59 +8,32 @@ here the text is read as it comes: each JSON string is decoded (escapes included
 (structure, numbers, ``true``/``false``/``null``) is screened too, as raw JSON text, so a value written as a
 number or in text that is not JSON is not passed unread. Nothing is held whole: a long argument streams.
 
-Text that does not start as a JSON object or array is screened as raw JSON text throughout (as the
-non-streamed path does); an invalid escape switches to that for the rest of the text. Object keys are
-screened like values (the non-streamed path leaves them as they are), so a stream is never less strict.
-Parsed, the streamed arguments equal the non-streamed rewrite when the keys hold no findings
-(tests/filters/test_stream_no_leak.py).
+The splitting and decoding is guard.screens.json_text_stream's. Text that does not start as a JSON object
+or array is screened as raw JSON text throughout (as the non-streamed path does); an invalid escape switches
+to that for the rest of the text. Object keys are screened like values, as in the non-streamed path.
+Parsed, the streamed arguments equal the non-streamed rewrite (tests/filters/test_stream_no_leak.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 
-from guard.screens.base import StreamStep, Verdict
+from guard.screens.base import Verdict
+from guard.screens.json_text_stream import JsonTextStream
 from guard.screens.pii.profile import PIIProfile
 from guard.screens.pii.scan import ScanPass
 from guard.screens.pii.stream import PIIStream
 from guard.screens.pii.transform import Pseudonyms
 
-_WS = " \t\r\n"
 
-
-def _escape(text: str) -> str:
-    """``text`` as JSON string content; lone surrogates (one half of a ``\\ud83d\\ude00`` pair, decoded on
-    its own) stay escapes, so the client's parser joins the pair again."""
-    out = json.dumps(text, ensure_ascii=False)[1:-1]
-    if any("\ud800" <= c <= "\udfff" for c in out):
-        out = "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in out)
-    return out
-
-
-def _decode(esc: str) -> str | None:
-    """One complete escape sequence decoded, or None if it is not a JSON escape."""
-    try:
-        value = json.loads(f'"{esc}"')
-    except ValueError:
-        return None
-    return value if isinstance(value, str) else None
-
-
-class JsonArgsStream:
-    """One tool call's streamed arguments. Modes: ``start`` (white space so far), ``out`` (between strings),
-    ``str`` (inside a string), ``raw`` (not JSON: screened as raw text to the end)."""
+class JsonArgsStream(JsonTextStream):
+    """One tool call's streamed arguments, screened for personal data."""
 
     def __init__(self, profile: PIIProfile, pseudonyms: Pseudonyms, direction: str = "response") -> None:
         self.profile = profile
         self.scan = ScanPass(profile, direction, pseudonyms)
         self.started = time.perf_counter()
-        self.mode = "start"
-        self.lead = ""  # white space before the first character
-        self.esc = ""  # an escape sequence not complete yet (inside a string)
-        self.high = ""  # the escape of a pair's first half (``\\ud83d``), decoded with the second
-        self.part = self._part(raw=True)
-        self.stopped: Verdict | None = None
+        super().__init__()
 
     def _part(self, raw: bool) -> PIIStream:
         kind = "tool_arguments" if raw else "content"  # raw JSON text keeps its escapes; a string's is decoded
@@ -68,112 +41,3 @@ class JsonArgsStream:
 
     def verdict(self) -> Verdict:
         return self.stopped or self.scan.verdict(self.started)
-
-    async def feed(self, text: str) -> StreamStep:
-        if self.stopped is not None:
-            return StreamStep(stop=self.stopped)
-        out: list[str] = []
-        i, n = 0, len(text)
-        while i < n:
-            if self.mode == "start":
-                j = i
-                while j < n and text[j] in _WS:
-                    j += 1
-                if j == n:
-                    self.lead += text[i:]
-                    break
-                self.mode = "out" if text[j] in "{[" else "raw"
-                text, i, n = self.lead + text[i:], 0, len(self.lead) + n - i
-                self.lead = ""
-            elif self.mode in ("out", "raw"):
-                j = text.find('"', i) if self.mode == "out" else -1
-                if j == -1:
-                    if not self._take(out, self.part.feed_now(text[i:])):
-                        return self._stop(out)
-                    break
-                # a string opens: what came before it is screened to its end, then the string's own screen
-                if not self._take(out, self.part.feed_now(text[i:j])) or not self._take(out, self.part.finish_now()):
-                    return self._stop(out)
-                out.append('"')
-                self.mode, self.part, i = "str", self._part(raw=False), j + 1
-            else:
-                i = self._string(text, i, out)
-                if i < 0:
-                    return self._stop(out)
-        return StreamStep(release="".join(out))
-
-    def _string(self, text: str, i: int, out: list[str]) -> int:
-        """Consume string content from ``i``; the next index, or -1 when a screen stopped."""
-        n = len(text)
-        if self.esc:
-            need = 6 if self.esc[1:2] == "u" or (len(self.esc) == 1 and text[i] == "u") else 2
-            take = min(need - len(self.esc), n - i)
-            self.esc += text[i : i + take]
-            i += take
-            if len(self.esc) < need:
-                return i
-            esc, self.esc = self.esc, ""
-            value = _decode(self.high + esc)
-            if value is None:  # not JSON after all: the rest is screened as raw text
-                if not self._lone_high(out) or not self._escaped(out, self.part.finish_now()):
-                    return -1
-                self.mode, self.part = "raw", self._part(raw=True)
-                return i if self._take(out, self.part.feed_now(esc)) else -1
-            if "\ud800" <= value[-1] <= "\udbff":  # the first half of a pair: decoded with the second
-                if self.high and not self._escaped(out, self.part.feed_now(value[:-1])):
-                    return -1
-                self.high = esc
-                return i
-            self.high = ""
-            return i if self._escaped(out, self.part.feed_now(value)) else -1
-        j = i
-        while j < n and text[j] not in '"\\':
-            j += 1
-        if j > i and (not self._lone_high(out) or not self._escaped(out, self.part.feed_now(text[i:j]))):
-            return -1
-        if j == n:
-            return n
-        if text[j] == "\\":
-            self.esc = "\\"
-            return j + 1
-        if not self._lone_high(out) or not self._escaped(out, self.part.finish_now()):  # the string ends
-            return -1
-        out.append('"')
-        self.mode, self.part = "out", self._part(raw=True)
-        return j + 1
-
-    async def finish(self) -> StreamStep:
-        if self.stopped is not None:
-            return StreamStep(stop=self.stopped)
-        out: list[str] = []
-        if self.mode == "start":
-            out.append(self.lead)
-        elif self.mode == "str":  # an unterminated string: what it holds goes, screened; a cut escape as it is
-            if not self._lone_high(out) or not self._escaped(out, self.part.finish_now()):
-                return self._stop(out)
-            out.append(self.esc)
-        elif not self._take(out, self.part.finish_now()):
-            return self._stop(out)
-        return StreamStep(release="".join(out))
-
-    # --- steps of the parts ------------------------------------------------------------------------------
-
-    def _lone_high(self, out: list[str]) -> bool:
-        """A pair's first half that no second half followed: screened on its own."""
-        if not self.high:
-            return True
-        value, self.high = _decode(self.high) or "", ""
-        return self._escaped(out, self.part.feed_now(value))
-
-    def _take(self, out: list[str], step: StreamStep) -> bool:
-        out.append(step.release)
-        if step.stop is not None:
-            self.stopped = step.stop
-            return False
-        return True
-
-    def _escaped(self, out: list[str], step: StreamStep) -> bool:
-        return self._take(out, StreamStep(release=_escape(step.release), stop=step.stop))
-
-    def _stop(self, out: list[str]) -> StreamStep:
-        return StreamStep(release="".join(out), stop=self.stopped)

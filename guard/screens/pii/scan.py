@@ -6,19 +6,18 @@ screening processes (guard.screens.pii.pool).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 
-from guard.screens import budget
+from guard.screens import budget, json_text
 from guard.screens.base import Segment, Verdict
 from guard.screens.pii.profile import PIIProfile
-from guard.screens.pii.transform import Pseudonyms, map_json_strings, parse_json_container
+from guard.screens.pii.transform import Pseudonyms
 
 log = logging.getLogger("guard.screens.pii.screen")
 
-JSON_KINDS = ("tool_arguments", "tool_result")
+JSON_KINDS = json_text.JSON_KINDS
 SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
 
@@ -40,21 +39,33 @@ class ScanPass:
 
     def segment(self, seg: Segment) -> str:
         budget.check()
-        schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # keys are text the model reads
+        schema = seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS  # a JSON schema, parsed
         n = sum(self.counts.values())
-        out = self.json_text(seg.text, schema) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
+        out = self.json_text(seg.text) if seg.kind in JSON_KINDS or schema else self.text(seg.text)
         if sum(self.counts.values()) != n:
             self.fields.add(seg.kind)
         return out
 
-    def json_text(self, text: str, keys: bool = False) -> str:
-        """Tool-call arguments and results: rewrite each string of the JSON value, so the result is
-        still valid JSON; text that is not a JSON object or array is rewritten with JSON-safe output."""
-        obj = parse_json_container(text)
+    def json_text(self, text: str, keys: bool = True) -> str:
+        """Tool-call arguments and results: rewrite each string, each key and each number of the JSON
+        value, decoded (guard.screens.json_text), so the result is still valid JSON (a rewritten number
+        becomes a string); text that is not JSON is rewritten with JSON-safe output."""
+        obj = json_text.parse(text)
         if obj is None:
             return self.text(text, json_safe=True)
-        new = map_json_strings(obj, self.text, keys=keys)
-        return text if new == obj else json.dumps(new, ensure_ascii=False)
+        seen: dict[str, tuple[str, Counter[str]]] = {}  # the keys of a list of records repeat: scanned once
+
+        def once(s: str) -> str:
+            hit = seen.get(s)
+            if hit is None:
+                before = self.counts.copy()
+                hit = seen[s] = (self.text(s), self.counts - before)
+            else:
+                self.counts.update(hit[1])
+            return hit[0]
+
+        new = json_text.map_json(obj, once, keys=keys, numbers=True)
+        return text if new == obj else json_text.dump(new)
 
     def blocked_types(self) -> list[str]:
         return sorted(t for t in self.counts if self.profile.action(t, self.direction) == "block")

@@ -1,0 +1,123 @@
+"""Property: a secret written with JSON escapes, in any mix of characters, in tool-call arguments cut into
+any chunks, never reaches the client of a streamed answer (the arguments stay valid JSON) and is caught in
+a request (the shipped denylist: ``block`` for prompts, ``redact`` for answers).
+
+The screen under test is the real one with the shipped filters/denylist.yaml; the running-proxy attacks are
+in tests/hardening/test_json_escaped_secrets.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guard.screens import json_text
+from guard.screens.base import Segment
+from guard.screens.denylist.screen import DenylistScreen
+from guard.screens.denylist.settings import load_denylist
+
+FILTERS = Path(__file__).resolve().parents[2] / "filters"
+SECRETS = {
+    "AKIAIOSFODNN7EXAMPLE": "aws_access_key_id",
+    "ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8": "github_token",
+    "sk-proj-abcdefghij0123456789ABCDEFGHIJ": "openai_api_key",
+    "xoxb-1234567890-abcdefghij": "slack_token",
+}
+
+
+@pytest.fixture(scope="module")
+def screen() -> DenylistScreen:
+    return DenylistScreen.from_settings(load_denylist(FILTERS))
+
+
+def spell(secret: str, escaped: list[bool], upper: list[bool]) -> str:
+    """``secret`` as JSON string content, the characters marked in ``escaped`` as ``\\uXXXX``."""
+    out = []
+    for i, ch in enumerate(secret):
+        if escaped[i % len(escaped)]:
+            out.append(("\\u%04X" if upper[i % len(upper)] else "\\u%04x") % ord(ch))
+        elif ch == "/":
+            out.append("\\/")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def arguments(spelled: str, as_key: bool) -> str:
+    if as_key:
+        return '{"a": 1, "' + spelled + '": [true, null]}'
+    return '{"note": "here", "list": [1, 2.5], "token": "' + spelled + '"}'
+
+
+def cut(text: str, points: list[int]) -> list[str]:
+    at = sorted({p % (len(text) + 1) for p in points})
+    return [text[a:b] for a, b in zip([0, *at], [*at, len(text)], strict=True)]
+
+
+async def stream(screen: DenylistScreen, pieces: list[str]) -> str:
+    s = screen.open_stream([], {}, kind="tool_arguments")
+    out = ""
+    for p in pieces:
+        step = await s.feed(p)
+        assert step.stop is None
+        out += step.release
+    step = await s.finish()
+    assert step.stop is None
+    return out + step.release
+
+
+escapes = st.lists(st.booleans(), min_size=1, max_size=8)
+spellings = st.tuples(st.sampled_from(sorted(SECRETS)), escapes, escapes, st.booleans())
+
+
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spelling=spellings, points=st.lists(st.integers(min_value=0, max_value=200), max_size=12))
+def test_an_escaped_secret_never_reaches_the_client_in_any_chunking(
+    screen: DenylistScreen, spelling: tuple[str, list[bool], list[bool], bool], points: list[int]
+) -> None:
+    secret, escaped, upper, as_key = spelling
+    text = arguments(spell(secret, escaped, upper), as_key)
+    got = asyncio.run(stream(screen, cut(text, points)))
+    flat = json.dumps(json.loads(got), ensure_ascii=False)  # still valid JSON; its decoded strings:
+    assert secret not in flat, (text, got)
+    assert f"[REDACTED:{SECRETS[secret]}]" in flat, (text, got)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spelling=spellings)
+def test_an_escaped_secret_is_caught_whole(
+    screen: DenylistScreen, spelling: tuple[str, list[bool], list[bool], bool]
+) -> None:
+    secret, escaped, upper, as_key = spelling
+    text = arguments(spell(secret, escaped, upper), as_key)
+    for kind in json_text.JSON_KINDS:
+        prompt = [Segment(text, "assistant", kind, ("messages", 0, "x"))]
+        v = asyncio.run(screen.screen_prompt(prompt, {}))
+        assert v.blocked and v.code == "secret_blocked" and v.fields == [kind], (text, v)
+        answer = [Segment(text, "assistant", kind, ("choices", 0, "x"))]
+        v = asyncio.run(screen.screen_response(answer, [], {}))
+        assert not v.blocked and v.action == "redact", v
+        flat = json.dumps(json.loads(answer[0].text), ensure_ascii=False)
+        assert secret not in flat and f"[REDACTED:{SECRETS[secret]}]" in flat, answer[0].text
+
+
+def test_a_pattern_across_a_key_and_its_value_is_still_found(screen: DenylistScreen) -> None:
+    """Read as written first: ``"aws_secret_access_key": "..."`` spans two JSON strings."""
+    text = '{"aws_secret_access_key": "wJalrXUtnFEMI\\/K7MDENG\\/bPxRfiCYEXAMPLEKEY"}'
+    v = asyncio.run(screen.screen_prompt([Segment(text, "assistant", "tool_arguments", ("x",))], {}))
+    assert v.blocked, v
+    got = asyncio.run(stream(screen, cut(text, [5, 30, 41])))
+    assert "EXAMPLEKEY" not in got, got
+
+
+def test_json_text_round_trip_keeps_numbers_and_escapes() -> None:
+    text = '{"n": 1.50e3, "s": "caf\\u00e9 \\"q\\" \\ud83d\\ude00", "big": 12345678901234567890, "l": [true, null]}'
+    obj = json_text.parse(text)
+    assert json.loads(json_text.dump(obj)) == json.loads(text)
+    assert "1.50e3" in json_text.dump(obj) and "12345678901234567890" in json_text.dump(obj)
+    assert json_text.parse("NaN") is None and json_text.parse('{"a": NaN}') is None and json_text.parse("plain") is None
