@@ -49,6 +49,12 @@ def decoded_view(text: str) -> str:
     return _ESCAPE.sub(_decode_one, text)
 
 
+def readable(kind: str, text: str) -> str:
+    """A segment's text as a model reads it: JSON-text kinds through ``decoded_view``, others as they are
+    (for screens that judge meaning, such as Llama Guard and the injection classifier)."""
+    return decoded_view(text) if kind in JSON_KINDS else text
+
+
 def _decode_one(m: re.Match[str]) -> str:
     esc = m.group()
     if esc == "\\/":

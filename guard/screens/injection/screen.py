@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guard.screens.base import Segment, Verdict
 from guard.screens.failmode import FailSettings
+from guard.screens.json_text import readable
 
 POSITIVE = ["INJECTION", "JAILBREAK", "MALICIOUS", "LABEL_1"]
 
@@ -59,7 +60,7 @@ class InjectionScreen:
         self.lock = threading.Lock()
 
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        texts = [s.text for s in segments if s.role in self.cfg.roles and s.text.strip()]
+        texts = [readable(s.kind, s.text) for s in segments if s.role in self.cfg.roles and s.text.strip()]
         if not self.cfg.enabled or not texts:
             return Verdict(screen=self.name, direction="prompt", status="skipped")
         t0 = time.perf_counter()

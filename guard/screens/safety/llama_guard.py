@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from guard.screens.base import Segment
+from guard.screens.json_text import readable
 from guard.screens.safety.text import neutralise_framing
 
 # The Llama Guard 3 taxonomy (MLCommons hazards). The 1B model was trained without S14.
@@ -98,6 +99,11 @@ class Judgement:
 # --- conversation -----------------------------------------------------------------------------------------
 
 _USER_ROLES = {"user", "system", "tool", "function", "developer"}
+# Text that sets the request up rather than taking a turn (tool definitions, schemas, templates, parameters
+# such as ``stop`` or a tool call's id): it joins the last User turn. Left in body order it would form a User
+# turn of its own after the messages, and Llama Guard, judging only the last turn, would judge ``stop`` words
+# instead of the request (with an assistant prefill before them, the harmful turn was not judged at all).
+_SETUP_KINDS = frozenset({"parameter", "tool_definition", "response_schema", "template"})
 
 
 def conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None = None) -> list[Turn]:
@@ -121,16 +127,25 @@ def raw_conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None
     """:func:`conversation` without the neutralisation (for callers that cut the text first and neutralise
     what they send). Linear in the text: a turn's pieces are joined once."""
     parts: list[tuple[str, list[str]]] = []
+    setup: list[str] = []
     for seg in prompt:
-        _append(parts, "User" if seg.role in _USER_ROLES else "Agent", seg.text)
+        if seg.kind in _SETUP_KINDS:
+            setup.append(readable(seg.kind, seg.text))
+        else:
+            _append(parts, "User" if seg.role in _USER_ROLES else "Agent", readable(seg.kind, seg.text))
     if answer is None:
         while len(parts) > 1 and parts[-1][0] == "Agent":
             parts[-2][1].extend(parts.pop()[1])
         if parts and parts[-1][0] == "Agent":
             parts[-1] = ("User", parts[-1][1])
-    else:
+    if setup:
+        last_user = next((p for p in reversed(parts) if p[0] == "User"), None)
+        if last_user is None:
+            parts.insert(0, last_user := ("User", []))
+        last_user[1].extend(setup)
+    if answer is not None:
         for seg in answer or [Segment("", "assistant", "content", ())]:
-            _append(parts, "Agent", seg.text)  # a prefill and its continuation are one turn
+            _append(parts, "Agent", readable(seg.kind, seg.text))  # a prefill and its continuation: one turn
     turns = [Turn(role, "\n\n".join(p for p in pieces if p)) for role, pieces in parts]
     if turns and turns[0].role != "User":
         turns.insert(0, Turn("User", ""))
