@@ -15,8 +15,9 @@ the screen tries again with the next chunk, and its cap bounds how long).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import regex
 
@@ -30,31 +31,64 @@ class Pending:
     start: int  # earliest offset from which a match could still be completing (len(text): none)
     complete_before: bool  # a complete match starts before ``start`` (the screen must rewrite it)
     timed_out: bool = False
+    # a complete match before ``start`` is released on the strength of the look-ahead (every way the
+    # earlier screen may let its text go settles it): the screen scans it with each of those ways
+    settled: bool = False
 
 
 @dataclass(frozen=True)
 class Ahead:
     """What an earlier screen of a chain holds and has not released: ``text`` (raw), and the strings it may
     put in place of any part of it (``replacements``). What reaches the next screen after the text it was
-    given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything."""
+    given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything.
+    ``starts`` (when given) says where in ``text`` a replacement may begin (where a match of the earlier
+    screen could still start); without it, anywhere."""
 
     text: str
     replacements: tuple[str, ...]
+    starts: Callable[[], Sequence[int]] | None = None
 
     def continuations(self) -> list[str]:
         out = {self.text}
-        for j in range(len(self.text) + 1):
+        for j in self._starts:
             out.update(self.text[:j] + r for r in self.replacements)
+        return sorted(out)
+
+    @cached_property
+    def _starts(self) -> tuple[int, ...]:
+        every = range(len(self.text) + 1)
+        return tuple(sorted({j for j in (every if self.starts is None else self.starts()) if j <= len(self.text)}))
+
+    @cached_property
+    def shortest(self) -> int:
+        """The fewest characters known to reach the next screen after the text it was given, whichever
+        way the earlier screen lets ``text`` go (what follows them is unknown)."""
+        if not self.replacements or not self._starts:
+            return len(self.text)
+        return min(len(self.text), self._starts[0] + min(map(len, self.replacements)))
+
+    def outcomes(self, length: int) -> list[str]:
+        """Every way ``text`` may reach the next screen, cut to its first ``length`` characters."""
+        out = {self.text[:length]}
+        for j in self._starts:
+            if j < length:
+                out.update((self.text[:j] + r)[:length] for r in self.replacements)
         return sorted(out)
 
 
 class PartialSet:
     """Patterns compiled for partial matching. ``after``: a complete match is treated as still open while
-    fewer than ``after`` characters follow it (its score may depend on the word after it)."""
+    fewer than ``after`` characters follow it (its score may depend on the word after it). ``reach``: per
+    pattern, how many characters after a complete match its finding may read (at most ``after``; by
+    default ``after``); used only to settle a match from what an earlier screen may release
+    (``pending_ahead``)."""
 
-    def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0) -> None:
+    def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0, reach: Sequence[int] | None = None) -> None:
         self.patterns = [regex.compile(src, flags) for src, flags in sources]
         self.after = after
+        self.reach = [min(r, after) for r in reach] if reach is not None else [after] * len(self.patterns)
+        if len(self.reach) != len(self.patterns):
+            raise ValueError("one reach per pattern")
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -89,38 +123,61 @@ class PartialSet:
     def pending_ahead(self, text: str, pos: int, ahead: Ahead | None) -> Pending:
         """``pending`` for a screen after another in a chain, which holds ``ahead``: a start whose match
         could still be completing in ``text`` alone is closed when no continuation the earlier screen may
-        release lets the match reach past ``text``. Only decides where to hold; nothing of ``ahead`` is
-        released. So two screens holding neighbouring candidates hold what the larger hold alone holds."""
+        release lets the match reach past ``text``. A complete match with fewer than ``after`` characters
+        after it is settled when every way the earlier screen may let its text go brings at least the
+        pattern's ``reach`` characters after it (``settled``: the screen then scans it with each of those
+        ways, and holds it if they disagree). Only decides where to hold; nothing of ``ahead`` is released.
+        So two screens holding neighbouring candidates hold what the larger hold alone holds."""
         base = self.pending(text, pos)
         n = len(text)
         if ahead is None or not ahead.text or len(ahead.text) > AHEAD_MAX or base.start >= n or base.timed_out:
             return base
         deadline = time.monotonic() + BUDGET_S
         tails = ahead.continuations()
+        settled = False
         try:
             for p in range(base.start, n):
-                if self._open_before(text, p, tails, deadline):
-                    return Pending(p, True) if p > base.start else base
+                is_open, by_ahead = self._open_before(text, p, tails, ahead, deadline)
+                if is_open:
+                    return Pending(p, True, settled=settled) if p > base.start else base
+                settled = settled or by_ahead
         except TimeoutError:
             return base
-        return Pending(n, True)
+        return Pending(n, True, settled=settled)
 
-    def _open_before(self, text: str, p: int, tails: list[str], deadline: float) -> bool:
+    def _open_before(self, text: str, p: int, tails: list[str], ahead: Ahead, deadline: float) -> tuple[bool, bool]:
         """Whether a match from ``p`` could still be completing, given what may follow ``text``: a complete
-        match near the end (``after``), or one that any of ``tails`` (then anything) extends past ``text``."""
+        match near the end (``after``) that what follows cannot settle, or one that any of ``tails`` (then
+        anything) extends past ``text``; and whether a complete match from ``p`` was settled by ``ahead``."""
         n = len(text)
-        for rx in self.patterns:
+        settled = False
+        for i, rx in enumerate(self.patterns):
             m = rx.match(text, p, timeout=_left(deadline))
             if m is not None and m.end() > p and m.end() >= n - self.after:
-                return True
+                if m.end() + self.reach[i] > n + ahead.shortest:
+                    return True, False
+                settled = True
             for t in tails:
                 whole = text + t
                 if rx.fullmatch(whole, p, partial=True, timeout=_left(deadline)) is not None:
-                    return True
+                    return True, False
                 m = rx.match(whole, p, timeout=_left(deadline))
                 if m is not None and m.end() > n:
-                    return True
-        return False
+                    return True, False
+        return False, settled
+
+    def starts(self, text: str, pos: int = 0) -> list[int]:
+        """Offsets in ``text[pos:]`` (relative to ``pos``) from which a match could start: complete, or
+        partial up to the end. Past the time budget: every offset."""
+        deadline = time.monotonic() + BUDGET_S
+        out = []
+        try:
+            for p in range(pos, len(text)):
+                if any(rx.match(text, p, partial=True, timeout=_left(deadline)) is not None for rx in self.patterns):
+                    out.append(p - pos)
+        except TimeoutError:
+            return list(range(len(text) - pos + 1))
+        return out
 
     def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int, deadline: float) -> int:
         n = len(text)

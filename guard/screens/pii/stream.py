@@ -47,6 +47,7 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
         return profile.__dict__[key]
     rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
     sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
+    reach: list[int] = [0] * len(sources)  # a placeholder is restored whatever follows it
     result: PartialSet | None = None
     for rec in profile.analyzer.engine.registry.recognizers:
         if not rewritten.intersection(rec.supported_entities):
@@ -54,14 +55,16 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
         own: tuple[str, int] | None = getattr(rec, "stream_source", None)  # Guard's recognizers
         if own is not None:
             sources.append(own)
+            reach.append(int(getattr(rec, "stream_after", _AFTER)))
         elif isinstance(rec, PatternRecognizer) and getattr(rec, "patterns", None):
             pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
             flags = int(getattr(rec, "global_regex_flags", 0) or 0)
             sources += [(p.regex, flags) for p in pats]
+            reach += [_AFTER] * len(pats)  # Presidio's context pass reads the match's whole first token
         else:
             break
     else:
-        result = PartialSet(sources, after=_AFTER)
+        result = PartialSet(sources, after=_AFTER, reach=reach)
     profile.__dict__[key] = result
     return result
 
@@ -129,36 +132,40 @@ class PIIStream:
 
     # --- internals ---------------------------------------------------------------------------------------
 
-    def _open_from(self, window: str, off: int) -> tuple[int, bool]:
-        """Where held text starts (an open match) and whether the text before it needs a scan."""
+    def _open_from(self, window: str, off: int) -> tuple[int, bool, bool]:
+        """Where held text starts (an open match), whether the text before it needs a scan, and whether
+        that scan must read what the screen before this one may still release (``Pending.settled``)."""
         n = len(window)
         if self.partials is None:
-            return n - _NER_HOLD, True
+            return n - _NER_HOLD, True, False
         pend = self.partials.pending_ahead(window, off, self.ahead)
         if n - pend.start > self.cap:  # open past the cap: screened as it stands
-            return n, True
-        return pend.start, pend.complete_before or pend.timed_out
+            return n, True, False
+        return pend.start, pend.complete_before or pend.timed_out, pend.settled
 
     def _release(self, final: bool) -> StreamStep:
         window, off = self.left + self.held, len(self.left)
+        settled = False
         if final:  # all of it goes; scanned unless nothing in it is or could be a match
-            cut, need = len(window), self._open_from(window, off) != (len(window), False)
+            cut, need = len(window), self._open_from(window, off)[:2] != (len(window), False)
         else:
-            cut, need = self._open_from(window, off)
+            cut, need, settled = self._open_from(window, off)
         if cut <= off:
             return StreamStep()
         if not need:  # nothing there could be a finding or a placeholder: out as it is
             raw, self.held = window[off:cut], window[cut:]
             self.left = _trim_left(self.left + raw)
             return StreamStep(release=raw)
-        restoring = self.scan.direction == "response"
         try:
-            known = self.scan.pseudonyms.known_spans(window) if restoring else []
-            found = self.profile.findings(window, known)
+            if settled and self.ahead is not None:
+                known, found, every, cut = self._scan_outcomes(window, cut, self.ahead)
+            else:
+                known, found = self._scan_one(window)
+                every = found
         except Exception as e:
             return self._error(e, self.held)
         if not final:
-            cut = _safe_cut(cut, window, found)
+            cut = _safe_cut(cut, window, every)
         if cut <= off:
             return StreamStep()
         mine = [_shift(f, off) for f in found if f.start >= off and f.end <= cut]
@@ -176,6 +183,33 @@ class PIIStream:
         self.left = _trim_left(self.left + window[off:cut])
         self.held = window[cut:]
         return self._stop_if_blocked(StreamStep(release=out))
+
+    def _scan_one(self, text: str) -> tuple[list[tuple[int, int]], list[Finding]]:
+        known = self.scan.pseudonyms.known_spans(text) if self.scan.direction == "response" else []
+        return known, self.profile.findings(text, known)
+
+    def _scan_outcomes(
+        self, window: str, cut: int, ahead: Ahead
+    ) -> tuple[list[tuple[int, int]], list[Finding], list[Finding], int]:
+        """Scan ``window`` followed by each way the screen before this one may let its held text go
+        (``Ahead.outcomes``, as far as a finding may read after its end). Findings before ``cut`` that
+        differ between them move ``cut`` back to the first such: what is released was decided the same
+        way whichever text comes. Returns the first scan's spans and findings, plus every other scan's
+        findings (so that no cut falls inside any of them), and the cut."""
+        assert self.partials is not None
+        scans = [self._scan_one(window + tail) for tail in ahead.outcomes(self.partials.after)]
+        known, found = scans[0]
+
+        def before(k: list[tuple[int, int]], f: list[Finding]) -> set[tuple[str, int, int]]:
+            return {(x.entity_type, x.start, x.end) for x in f if x.start < cut} | {("", a, b) for a, b in k if a < cut}
+
+        first = before(known, found)
+        moved = cut
+        for k, f in scans[1:]:
+            differ = first ^ before(k, f)
+            if differ:
+                moved = min(moved, *(a for _, a, _ in differ))
+        return known, found, [x for _, f in scans for x in f], moved
 
     def _stop_if_blocked(self, step: StreamStep) -> StreamStep:
         v = self.scan.verdict(self.started)
