@@ -21,6 +21,7 @@ from functools import cached_property
 
 import regex
 
+WORD = -1  # a ``reach``: the finding reads on to the end of the word its match starts in, and 1 character past
 AHEAD_MAX = 64  # longest held text of an earlier screen that a later one looks ahead at
 TIMEOUT_S = 0.05  # per regex call; past it the text is held as if a match were open
 BUDGET_S = 0.1  # per ``pending`` call, all patterns and starts together
@@ -80,13 +81,15 @@ class PartialSet:
     """Patterns compiled for partial matching. ``after``: a complete match is treated as still open while
     fewer than ``after`` characters follow it (its score may depend on the word after it). ``reach``: per
     pattern, how many characters after a complete match its finding may read (at most ``after``; by
-    default ``after``); used only to settle a match from what an earlier screen may release
+    default ``after``), or ``WORD``; used only to settle a match from what an earlier screen may release
     (``pending_ahead``)."""
 
     def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0, reach: Sequence[int] | None = None) -> None:
         self.patterns = [regex.compile(src, flags) for src, flags in sources]
         self.after = after
-        self.reach = [min(r, after) for r in reach] if reach is not None else [after] * len(self.patterns)
+        self.reach = (
+            [r if r == WORD else min(r, after) for r in reach] if reach is not None else [after] * len(self.patterns)
+        )
         if len(self.reach) != len(self.patterns):
             raise ValueError("one reach per pattern")
 
@@ -154,7 +157,7 @@ class PartialSet:
         for i, rx in enumerate(self.patterns):
             m = rx.match(text, p, timeout=_left(deadline))
             if m is not None and m.end() > p and m.end() >= n - self.after:
-                if m.end() + self.reach[i] > n + ahead.shortest:
+                if not _settles(text, m.start(), m.end(), self.reach[i], ahead.shortest):
                     return True, False
                 settled = True
             for t in tails:
@@ -189,6 +192,14 @@ class PartialSet:
                 if m is not None and m.end() > p and m.end() >= n - self.after:
                     return p
         return best
+
+
+def _settles(text: str, start: int, end: int, reach: int, more: int) -> bool:
+    """Whether ``text`` plus ``more`` characters, whatever they are, fix what a finding at ``start:end``
+    reads after it: ``reach`` characters, or (``WORD``) the rest of its first word and one character."""
+    if reach == WORD:
+        return any(c.isspace() for c in text[start:]) and len(text) + more > end
+    return end + reach <= len(text) + more
 
 
 def _left(deadline: float) -> float:

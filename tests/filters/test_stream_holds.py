@@ -193,6 +193,7 @@ SETTLED = [
     ("Card 4111 1111 1111 1112 ok, then sk-proj-abcdefgh", "a card-shaped number failing Luhn"),
     ("IBAN DE89 3704 0044 0532 0130 01 and xoxb-123456789", "an IBAN-shaped code failing its check"),
     ("SSN 536-90-4399 is not it, xoxb-12345", "a number redacted later in the text"),
+    ("staff EMP-123407 eyJhbGciOiJIUzI1NiJ9abcdefgh", "a pii.yaml recognizer's value failing its check"),
 ]
 
 
@@ -313,6 +314,7 @@ def _ex(profile: str, before: str, sep: str, token: str, size: int) -> Callable[
 @_ex("strict", "Card 4111 1111 1111 1112 ok,", " ", "sk-proj-abcdefgh", 2)
 @_ex("strict", "IBAN DE89 3704 0044 0532 0130 01 and", " ", "xoxb-1234", 3)
 @_ex("strict", "(212) 555-7788 x", " ", "glpat-xY3k9Lm2", 5)
+@_ex("strict", "staff EMP-123407", " ", "eyJhbGciOiJIUzI1NiJ9abcdefgh", 2)
 # the one exception: a number right against a key's start reads differently as written and redacted
 @_ex("strict", "call (212) 555-77", "", "https://hooks.slack.com/services/T000/B0", 3)
 def test_the_chain_never_holds_more_than_the_screen_holding_most(

@@ -30,9 +30,10 @@ from presidio_analyzer import PatternRecognizer
 from guard.screens.base import StreamStep, Verdict
 from guard.screens.pii.engine import Finding
 from guard.screens.pii.profile import PIIProfile
+from guard.screens.pii.recognizers import ConfiguredRecognizer
 from guard.screens.pii.scan import ScanPass, error_verdict
 from guard.screens.pii.transform import PLACEHOLDER, Pseudonyms
-from guard.screens.stream_partial import Ahead, PartialSet
+from guard.screens.stream_partial import WORD, Ahead, PartialSet
 
 _LEFT = 256  # released characters kept as left context for the next scan
 _AFTER = 24  # a complete match is held while fewer characters follow it (a label after it may raise its score)
@@ -60,7 +61,9 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
             pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
             flags = int(getattr(rec, "global_regex_flags", 0) or 0)
             sources += [(p.regex, flags) for p in pats]
-            reach += [_AFTER] * len(pats)  # Presidio's context pass reads the match's whole first token
+            # A pii.yaml recognizer (RE2: no look-around) reads 1 character past its match, and Presidio's
+            # context pass the match's first word; another pattern recognizer's look-ahead is unknown.
+            reach += [WORD if isinstance(rec, ConfiguredRecognizer) else _AFTER] * len(pats)
         else:
             break
     else:
