@@ -7,8 +7,11 @@ goes out with at most its last, unfinished word held (the email pattern could st
 Released text is rewritten with the findings of a scan over the held text together with up to
 ``_LEFT`` characters already released, so context words before a value count as in the whole answer; a
 complete match is still held while fewer than ``_AFTER`` characters follow it, because a label right
-after a number (``555 0100 office``) raises its score. Presidio runs only when a complete match lies in
-the text to release; a placeholder split across chunks is restored whole, never shown half-restored.
+after a number (``555 0100 office``) raises its score. In a chain, that wait ends sooner when the screen
+before this one holds the characters after the match: every way it may release them is scanned, and the
+match goes out when they agree (``_scan_outcomes``; stream_partial.PartialSet.pending_ahead decides when
+they bring enough). Presidio runs only when a complete match lies in the text to release; a placeholder
+split across chunks is restored whole, never shown half-restored.
 
 The streamed output equals the whole-answer rewrite as long as no single value is longer than
 ``stream_holdback_chars`` (the cap: a run still open past it is screened as it stands and released) and no
