@@ -210,7 +210,21 @@ def _left(deadline: float) -> float:
     return left
 
 
+# What the denylist's RE2 phrases match (guard/screens/denylist/screen.py, _phrase): any white space
+# Python's str.isspace() knows between words, and a word boundary that is ASCII (RE2's ``\b``).
+_PHRASE_WS = r"[\s\x0b\x1c-\x1f\x85\p{Z}]+"
+_ASCII_WORD = r"[0-9A-Za-z_]"
+
+
 def phrase_sources(phrases: Iterable[str]) -> str:
-    """One alternation for a phrase list (case-insensitive, any white space between words)."""
-    alts = [r"\s+".join(regex.escape(w) for w in p.split()) for p in phrases if p.split()]
-    return r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
+    """One alternation for a phrase list (case-insensitive, any white space between words), matching
+    where the denylist's RE2 phrases match: never stricter, or a phrase could go out unheld."""
+    alts = []
+    for p in phrases:
+        words = p.split()
+        if not words:
+            continue
+        left = f"(?<!{_ASCII_WORD})" if regex.match(r"\w", words[0], regex.ASCII) else ""
+        right = f"(?!{_ASCII_WORD})" if regex.search(r"\w$", words[-1], regex.ASCII) else ""
+        alts.append(left + _PHRASE_WS.join(regex.escape(w) for w in words) + right)
+    return "(?:" + "|".join(alts) + ")" if alts else r"(?!)"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from guard.relay import Relay
 from guard.screens.base import Segment
 from guard.screens.denylist.screen import DenylistScreen
-from guard.screens.denylist.settings import load_denylist
+from guard.screens.denylist.settings import DenylistProfile, DenylistRule, load_denylist
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
@@ -222,6 +222,31 @@ def test_streamed_text_equals_the_whole_answer_rewrite(
     expected = whole(pair, text)
     got, _ = streamed(pair, split(text, cuts, ones))
     assert got == expected
+
+
+@pytest.mark.parametrize("before", ["café", "naïve", "Ωmega", "日本"])
+def test_a_key_right_after_a_letter_of_another_script_is_redacted_as_in_the_whole_answer(
+    screens: dict, before: str
+) -> None:
+    """The denylist's rules are RE2, whose word boundary is ASCII: ``caféghp_...`` holds a GitHub token
+    (``é`` is no ASCII word character). Its partial matching must agree, or the token is not held and
+    streams out while the whole answer redacts it."""
+    pair = screens["default"]
+    for secret in SECRETS:
+        text = f"{before}{secret} ok"
+        for chunks in (list(text), split(text, [len(before) + 3, len(before) + 9], False)):
+            assert streamed(pair, chunks)[0] == whole(pair, text), (before, secret)
+
+
+def test_a_phrase_after_a_letter_of_another_script_or_across_any_white_space_is_held() -> None:
+    """A phrase rule that redacts answers: RE2 matches it after ``é`` and across any white space Python
+    knows (an em space, a file separator); the stream holds it there too."""
+    rule = DenylistRule(name="p", kind="phrase", phrases=["ignore all previous instructions"], response="redact")
+    pii = PIIScreen(load_pii_profiles(ROOT / "filters" / "pii.yaml")["default"])
+    pair = (DenylistScreen(DenylistProfile(rules=[rule])), pii)
+    for text in ("éignore all previous instructions now", "so ignore\u2003all\x1cprevious\u3000instructions now"):
+        assert "[REDACTED:p]" in whole(pair, text)
+        assert streamed(pair, list(text))[0] == whole(pair, text), text
 
 
 def test_prose_is_held_at_most_its_unfinished_word(screens: dict) -> None:

@@ -77,11 +77,15 @@ def _compile(rule: DenylistRule) -> _Compiled:
 
 
 def _partial_source(rule: DenylistRule) -> tuple[str, int]:
-    """The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag."""
+    r"""The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag. ``\b``,
+    ``\w``, ``\d`` and ``\s`` are ASCII there, as in RE2: with the ``regex`` package's Unicode meaning a
+    key right after a letter such as ``é`` would not be held, and would stream out unredacted."""
     import regex
 
     flags = regex.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
-    return (phrase_sources(rule.phrases) if rule.phrases is not None else rule.pattern or r"(?!)"), flags
+    if rule.phrases is not None:
+        return phrase_sources(rule.phrases), flags
+    return rule.pattern or r"(?!)", flags | regex.ASCII
 
 
 def _hit_opens(rule: DenylistRule) -> bool:
