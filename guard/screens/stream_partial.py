@@ -60,14 +60,6 @@ class Ahead:
         every = range(len(self.text) + 1)
         return tuple(sorted({j for j in (every if self.starts is None else self.starts()) if j <= len(self.text)}))
 
-    @cached_property
-    def shortest(self) -> int:
-        """The fewest characters known to reach the next screen after the text it was given, whichever
-        way the earlier screen lets ``text`` go (what follows them is unknown)."""
-        if not self.replacements or not self._starts:
-            return len(self.text)
-        return min(len(self.text), self._starts[0] + min(map(len, self.replacements)))
-
     def outcomes(self, length: int) -> list[str]:
         """Every way ``text`` may reach the next screen, cut to its first ``length`` characters."""
         out = {self.text[:length]}
@@ -140,7 +132,7 @@ class PartialSet:
         settled = False
         try:
             for p in range(base.start, n):
-                is_open, by_ahead = self._open_before(text, p, tails, ahead, deadline)
+                is_open, by_ahead = self._open_before(text, p, tails, deadline)
                 if is_open:
                     return Pending(p, True, settled=settled) if p > base.start else base
                 settled = settled or by_ahead
@@ -148,18 +140,16 @@ class PartialSet:
             return base
         return Pending(n, True, settled=settled)
 
-    def _open_before(self, text: str, p: int, tails: list[str], ahead: Ahead, deadline: float) -> tuple[bool, bool]:
-        """Whether a match from ``p`` could still be completing, given what may follow ``text``: a complete
-        match near the end (``after``) that what follows cannot settle, or one that any of ``tails`` (then
-        anything) extends past ``text``; and whether a complete match from ``p`` was settled by ``ahead``."""
+    def _open_before(self, text: str, p: int, tails: list[str], deadline: float) -> tuple[bool, bool]:
+        """Whether a match from ``p`` could still be completing, given what may follow ``text``: one that
+        any of ``tails`` (then anything) extends past ``text``, or a complete match near the end (``after``)
+        that some tail leaves unsettled (fewer known characters after it than its finding reads); and
+        whether a complete match from ``p`` was settled by the tails."""
         n = len(text)
         settled = False
         for i, rx in enumerate(self.patterns):
             m = rx.match(text, p, timeout=_left(deadline))
-            if m is not None and m.end() > p and m.end() >= n - self.after:
-                if not _settles(text, m.start(), m.end(), self.reach[i], ahead.shortest):
-                    return True, False
-                settled = True
+            near = m is not None and m.end() > p and m.end() >= n - self.after
             for t in tails:
                 whole = text + t
                 if rx.fullmatch(whole, p, partial=True, timeout=_left(deadline)) is not None:
@@ -167,6 +157,9 @@ class PartialSet:
                 m = rx.match(whole, p, timeout=_left(deadline))
                 if m is not None and m.end() > n:
                     return True, False
+                if near and m is not None and m.end() > p and not _settles(whole, m.start(), m.end(), self.reach[i]):
+                    return True, False
+            settled = settled or near
         return False, settled
 
     def starts(self, text: str, pos: int = 0) -> list[int]:
@@ -194,12 +187,12 @@ class PartialSet:
         return best
 
 
-def _settles(text: str, start: int, end: int, reach: int, more: int) -> bool:
-    """Whether ``text`` plus ``more`` characters, whatever they are, fix what a finding at ``start:end``
-    reads after it: ``reach`` characters, or (``WORD``) the rest of its first word and one character."""
+def _settles(text: str, start: int, end: int, reach: int) -> bool:
+    """Whether ``text``, whatever follows it, fixes what a finding at ``start:end`` reads after it:
+    ``reach`` characters, or (``WORD``) the rest of its first word and one character."""
     if reach == WORD:
-        return any(c.isspace() for c in text[start:]) and len(text) + more > end
-    return end + reach <= len(text) + more
+        return any(c.isspace() for c in text[start:]) and len(text) > end
+    return end + reach <= len(text)
 
 
 def _left(deadline: float) -> float:

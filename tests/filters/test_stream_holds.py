@@ -315,6 +315,7 @@ def _ex(profile: str, before: str, sep: str, token: str, size: int) -> Callable[
 @_ex("strict", "IBAN DE89 3704 0044 0532 0130 01 and", " ", "xoxb-1234", 3)
 @_ex("strict", "(212) 555-7788 x", " ", "glpat-xY3k9Lm2", 5)
 @_ex("strict", "staff EMP-123407", " ", "eyJhbGciOiJIUzI1NiJ9abcdefgh", 2)
+@_ex("strict", "eyJ\n401 SSN, key: card 40128888", "", "https:/", 4)  # as written, no number; redacted, too few digits
 # the one exception: a number right against a key's start reads differently as written and redacted
 @_ex("strict", "call (212) 555-77", "", "https://hooks.slack.com/services/T000/B0", 3)
 def test_the_chain_never_holds_more_than_the_screen_holding_most(
