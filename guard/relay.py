@@ -46,7 +46,9 @@ class _Chain:
     the same unfinished word. A screen that can (``feed_ahead``) also looks at what the screen before it
     still holds, to decide how much to hold (never to release it: that text may still be replaced), and is
     asked again when that changes while it holds something; so the chain holds what the screen holding most
-    holds alone, also where they hold neighbouring candidates."""
+    holds alone, also where they hold neighbouring candidates, and where a complete value waits for the
+    text after it (it is read with every way the screen before may release that text). The one exception,
+    a value read differently before a redaction than before the text as written, is in docs/streaming.md."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens

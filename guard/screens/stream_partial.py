@@ -15,11 +15,13 @@ the screen tries again with the next chunk, and its cap bounds how long).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import regex
 
+WORD = -1  # a ``reach``: the finding reads on to the end of the word its match starts in, and 1 character past
 AHEAD_MAX = 64  # longest held text of an earlier screen that a later one looks ahead at
 TIMEOUT_S = 0.05  # per regex call; past it the text is held as if a match were open
 BUDGET_S = 0.1  # per ``pending`` call, all patterns and starts together
@@ -30,31 +32,58 @@ class Pending:
     start: int  # earliest offset from which a match could still be completing (len(text): none)
     complete_before: bool  # a complete match starts before ``start`` (the screen must rewrite it)
     timed_out: bool = False
+    # a complete match before ``start`` is released on the strength of the look-ahead (every way the
+    # earlier screen may let its text go settles it): the screen scans it with each of those ways
+    settled: bool = False
 
 
 @dataclass(frozen=True)
 class Ahead:
     """What an earlier screen of a chain holds and has not released: ``text`` (raw), and the strings it may
     put in place of any part of it (``replacements``). What reaches the next screen after the text it was
-    given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything."""
+    given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything.
+    ``starts`` (when given) says where in ``text`` a replacement may begin (where a match of the earlier
+    screen could still start); without it, anywhere."""
 
     text: str
     replacements: tuple[str, ...]
+    starts: Callable[[], Sequence[int]] | None = None
 
     def continuations(self) -> list[str]:
         out = {self.text}
-        for j in range(len(self.text) + 1):
+        for j in self._starts:
             out.update(self.text[:j] + r for r in self.replacements)
+        return sorted(out)
+
+    @cached_property
+    def _starts(self) -> tuple[int, ...]:
+        every = range(len(self.text) + 1)
+        return tuple(sorted({j for j in (every if self.starts is None else self.starts()) if j <= len(self.text)}))
+
+    def outcomes(self, length: int) -> list[str]:
+        """Every way ``text`` may reach the next screen, cut to its first ``length`` characters."""
+        out = {self.text[:length]}
+        for j in self._starts:
+            if j < length:
+                out.update((self.text[:j] + r)[:length] for r in self.replacements)
         return sorted(out)
 
 
 class PartialSet:
     """Patterns compiled for partial matching. ``after``: a complete match is treated as still open while
-    fewer than ``after`` characters follow it (its score may depend on the word after it)."""
+    fewer than ``after`` characters follow it (its score may depend on the word after it). ``reach``: per
+    pattern, how many characters after a complete match its finding may read (at most ``after``; by
+    default ``after``), or ``WORD``; used only to settle a match from what an earlier screen may release
+    (``pending_ahead``)."""
 
-    def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0) -> None:
+    def __init__(self, sources: Iterable[tuple[str, int]], after: int = 0, reach: Sequence[int] | None = None) -> None:
         self.patterns = [regex.compile(src, flags) for src, flags in sources]
         self.after = after
+        self.reach = (
+            [r if r == WORD else min(r, after) for r in reach] if reach is not None else [after] * len(self.patterns)
+        )
+        if len(self.reach) != len(self.patterns):
+            raise ValueError("one reach per pattern")
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -89,38 +118,62 @@ class PartialSet:
     def pending_ahead(self, text: str, pos: int, ahead: Ahead | None) -> Pending:
         """``pending`` for a screen after another in a chain, which holds ``ahead``: a start whose match
         could still be completing in ``text`` alone is closed when no continuation the earlier screen may
-        release lets the match reach past ``text``. Only decides where to hold; nothing of ``ahead`` is
-        released. So two screens holding neighbouring candidates hold what the larger hold alone holds."""
+        release lets the match reach past ``text``. A complete match with fewer than ``after`` characters
+        after it is settled when every way the earlier screen may let its text go brings at least the
+        pattern's ``reach`` characters after it (``settled``: the screen then scans it with each of those
+        ways, and holds it if they disagree). Only decides where to hold; nothing of ``ahead`` is released.
+        So two screens holding neighbouring candidates hold what the larger hold alone holds."""
         base = self.pending(text, pos)
         n = len(text)
         if ahead is None or not ahead.text or len(ahead.text) > AHEAD_MAX or base.start >= n or base.timed_out:
             return base
         deadline = time.monotonic() + BUDGET_S
         tails = ahead.continuations()
+        settled = False
         try:
             for p in range(base.start, n):
-                if self._open_before(text, p, tails, deadline):
-                    return Pending(p, True) if p > base.start else base
+                is_open, by_ahead = self._open_before(text, p, tails, deadline)
+                if is_open:
+                    return Pending(p, True, settled=settled) if p > base.start else base
+                settled = settled or by_ahead
         except TimeoutError:
             return base
-        return Pending(n, True)
+        return Pending(n, True, settled=settled)
 
-    def _open_before(self, text: str, p: int, tails: list[str], deadline: float) -> bool:
-        """Whether a match from ``p`` could still be completing, given what may follow ``text``: a complete
-        match near the end (``after``), or one that any of ``tails`` (then anything) extends past ``text``."""
+    def _open_before(self, text: str, p: int, tails: list[str], deadline: float) -> tuple[bool, bool]:
+        """Whether a match from ``p`` could still be completing, given what may follow ``text``: one that
+        any of ``tails`` (then anything) extends past ``text``, or a complete match near the end (``after``)
+        that some tail leaves unsettled (fewer known characters after it than its finding reads); and
+        whether a complete match from ``p`` was settled by the tails."""
         n = len(text)
-        for rx in self.patterns:
+        settled = False
+        for i, rx in enumerate(self.patterns):
             m = rx.match(text, p, timeout=_left(deadline))
-            if m is not None and m.end() > p and m.end() >= n - self.after:
-                return True
+            near = m is not None and m.end() > p and m.end() >= n - self.after
             for t in tails:
                 whole = text + t
                 if rx.fullmatch(whole, p, partial=True, timeout=_left(deadline)) is not None:
-                    return True
+                    return True, False
                 m = rx.match(whole, p, timeout=_left(deadline))
                 if m is not None and m.end() > n:
-                    return True
-        return False
+                    return True, False
+                if near and m is not None and m.end() > p and not _settles(whole, m.start(), m.end(), self.reach[i]):
+                    return True, False
+            settled = settled or near
+        return False, settled
+
+    def starts(self, text: str, pos: int = 0) -> list[int]:
+        """Offsets in ``text[pos:]`` (relative to ``pos``) from which a match could start: complete, or
+        partial up to the end. Past the time budget: every offset."""
+        deadline = time.monotonic() + BUDGET_S
+        out = []
+        try:
+            for p in range(pos, len(text)):
+                if any(rx.match(text, p, partial=True, timeout=_left(deadline)) is not None for rx in self.patterns):
+                    out.append(p - pos)
+        except TimeoutError:
+            return list(range(len(text) - pos + 1))
+        return out
 
     def _first_open(self, rx: regex.Pattern[str], text: str, pos: int, best: int, deadline: float) -> int:
         n = len(text)
@@ -134,6 +187,14 @@ class PartialSet:
         return best
 
 
+def _settles(text: str, start: int, end: int, reach: int) -> bool:
+    """Whether ``text``, whatever follows it, fixes what a finding at ``start:end`` reads after it:
+    ``reach`` characters, or (``WORD``) the rest of its first word and one character."""
+    if reach == WORD:
+        return any(c.isspace() for c in text[start:]) and len(text) > end
+    return end + reach <= len(text)
+
+
 def _left(deadline: float) -> float:
     """One regex call's timeout: TIMEOUT_S, or less when the budget of the whole ``pending`` runs out."""
     left = min(TIMEOUT_S, deadline - time.monotonic())
@@ -142,7 +203,21 @@ def _left(deadline: float) -> float:
     return left
 
 
+# What the denylist's RE2 phrases match (guard/screens/denylist/screen.py, _phrase): any white space
+# Python's str.isspace() knows between words, and a word boundary that is ASCII (RE2's ``\b``).
+_PHRASE_WS = r"[\s\x0b\x1c-\x1f\x85\p{Z}]+"
+_ASCII_WORD = r"[0-9A-Za-z_]"
+
+
 def phrase_sources(phrases: Iterable[str]) -> str:
-    """One alternation for a phrase list (case-insensitive, any white space between words)."""
-    alts = [r"\s+".join(regex.escape(w) for w in p.split()) for p in phrases if p.split()]
-    return r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)" if alts else r"(?!)"
+    """One alternation for a phrase list (case-insensitive, any white space between words), matching
+    where the denylist's RE2 phrases match: never stricter, or a phrase could go out unheld."""
+    alts = []
+    for p in phrases:
+        words = p.split()
+        if not words:
+            continue
+        left = f"(?<!{_ASCII_WORD})" if regex.match(r"\w", words[0], regex.ASCII) else ""
+        right = f"(?!{_ASCII_WORD})" if regex.search(r"\w$", words[-1], regex.ASCII) else ""
+        alts.append(left + _PHRASE_WS.join(regex.escape(w) for w in words) + right)
+    return "(?:" + "|".join(alts) + ")" if alts else r"(?!)"

@@ -89,3 +89,35 @@ def test_values_spelled_one_character_per_line_never_show_over_ollama(g: Any) ->
     pieces = [x["message"]["content"] for x in lines if x.get("message", {}).get("content")]
     assert all(p for p in pieces)
     check(pieces)
+
+
+# Keys written straight after a letter of another script: the denylist's RE2 rules see a word boundary
+# there (theirs is ASCII), so the whole answer redacts them; the stream must hold them from their start.
+SCRIPTS = {
+    "caféghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8": "café[REDACTED:github_token]",
+    "日本sk-proj-abcdefghij0123456789ABCDEFGHIJ": "日本[REDACTED:openai_api_key]",
+    "Ωmega東AKIAIOSFODNN7EXAMPLE": "Ωmega東[REDACTED:aws_access_key_id]",
+}
+REPLY_SCRIPTS = "Voilà: " + " et ".join(SCRIPTS) + ". Fin."
+
+
+@pytest.mark.parametrize("chunks", [len(REPLY_SCRIPTS), len(REPLY_SCRIPTS) // 3, 17])
+def test_a_key_right_after_a_letter_of_another_script_never_shows_over_sse(g: Any, chunks: int) -> None:
+    pieces: list[str] = []
+    with g.openai() as c:
+        for ch in c.chat.completions.create(
+            model="m",
+            stream=True,
+            messages=[{"role": "user", "content": f"[[reply: {REPLY_SCRIPTS}]] [[chunks={chunks}]]"}],
+        ):
+            if ch.choices and ch.choices[0].delta.content:
+                pieces.append(ch.choices[0].delta.content)
+    want = REPLY_SCRIPTS
+    for v, r in SCRIPTS.items():
+        want = want.replace(v, r)
+    assert "".join(pieces) == want
+    seen = ""
+    for p in pieces:
+        seen += p
+        for key in ("ghp_a1B2", "sk-proj-abc", "AKIAIOSF"):
+            assert key not in seen, (key, pieces)

@@ -78,11 +78,21 @@ def _compile(rule: DenylistRule) -> _Compiled:
 
 
 def _partial_source(rule: DenylistRule) -> tuple[str, int]:
-    """The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag."""
+    r"""The rule's pattern for partial matching (the ``regex`` package), with the rule's case flag. ``\b``,
+    ``\w``, ``\d`` and ``\s`` are ASCII there, as in RE2: with the ``regex`` package's Unicode meaning a
+    key right after a letter such as ``é`` would not be held, and would stream out unredacted."""
     import regex
 
     flags = regex.IGNORECASE if rule.ignore_case or rule.phrases is not None else 0
-    return (phrase_sources(rule.phrases) if rule.phrases is not None else rule.pattern or r"(?!)"), flags
+    if rule.phrases is not None:
+        return phrase_sources(rule.phrases), flags
+    return rule.pattern or r"(?!)", flags | regex.ASCII
+
+
+def _hit_opens(rule: DenylistRule) -> bool:
+    """Whether the rule's match and its reported part (the ``hit`` group, if any) start together."""
+    src = rule.pattern or ""
+    return "<hit>" not in src or re.match(r"(?:\(\?[a-zA-Z]+\))?\(\?P?<hit>", src) is not None
 
 
 @dataclass
@@ -106,6 +116,9 @@ class DenylistScreen:
         self.in_process = in_process  # guard.screens.denylist.worker.in_process in a serving process
         self.rules = [_compile(r) for r in profile.rules]
         self.partials = PartialSet(_partial_source(c.rule) for c in self.active("response"))
+        self.replacements = tuple(sorted({c.replacement for c in self.active("response")}))
+        # every rule's reported part starts where its match starts (a replacement begins with the match)
+        self.hits_open_matches = all(_hit_opens(c.rule) for c in self.active("response"))
 
     @classmethod
     def from_settings(
@@ -271,7 +284,17 @@ class DenylistStream:
         text that will be dropped, so what comes next is unknown)."""
         if self.suppress or self.drop_run or not self.buf:
             return None
-        return Ahead(self.buf, tuple(sorted({c.replacement for c in self.screen.active("response")})))
+        return Ahead(self.buf, self.screen.replacements, self._replacement_starts)
+
+    def _replacement_starts(self) -> list[int]:
+        """Where in the held text a replacement may begin: where a match could still start (a rule whose
+        ``hit`` group does not open its pattern may begin it anywhere after that), and its first character
+        (a cap or a final scan reads the held text without the released text before it)."""
+        ctx = self.left
+        found = self.screen.partials.starts(ctx + self.buf, len(ctx))
+        if found and not self.screen.hits_open_matches:
+            return list(range(found[0], len(self.buf) + 1))
+        return sorted({0, *found})
 
     async def feed(self, text: str) -> StreamStep:
         return self.feed_now(text)

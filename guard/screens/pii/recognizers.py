@@ -34,7 +34,10 @@ def words_before(text: str, start: int, n: int, chars: int = 60) -> list[str]:
     return [w.lower() for w in _WORD.findall(text, max(0, start - chars), start)][-n:]
 
 
-def word_after(text: str, end: int, chars: int = 14) -> str:
+WORD_AFTER_CHARS = 14  # a label word after a value is looked for this far (and read no farther)
+
+
+def word_after(text: str, end: int, chars: int = WORD_AFTER_CHARS) -> str:
     m = _WORD.search(text, end, min(len(text), end + chars))
     if m is None or text[end : m.start()].strip(" -,.(/\\") != "":
         return ""
@@ -225,6 +228,7 @@ class GuardCardRecognizer(LocalRecognizer):
     they fit a network, else 0.4, plus 0.4 near card words."""
 
     stream_source = (_CARD.pattern, 0)
+    stream_after = 2  # characters after a match its finding reads: the pattern's look-ahead
 
     def __init__(self) -> None:
         super().__init__(
@@ -370,6 +374,7 @@ class GuardPhoneRecognizer(LocalRecognizer):
     """Phone-shaped digit groups, 7-15 digits; shape score plus 0.35 near phone words."""
 
     stream_source = (_PHONE.pattern, _PHONE.flags)
+    stream_after = WORD_AFTER_CHARS  # a label right after the number (its pattern's look-ahead reads 2)
 
     def __init__(self) -> None:
         super().__init__(

@@ -7,8 +7,11 @@ goes out with at most its last, unfinished word held (the email pattern could st
 Released text is rewritten with the findings of a scan over the held text together with up to
 ``_LEFT`` characters already released, so context words before a value count as in the whole answer; a
 complete match is still held while fewer than ``_AFTER`` characters follow it, because a label right
-after a number (``555 0100 office``) raises its score. Presidio runs only when a complete match lies in
-the text to release; a placeholder split across chunks is restored whole, never shown half-restored.
+after a number (``555 0100 office``) raises its score. In a chain, that wait ends sooner when the screen
+before this one holds the characters after the match: every way it may release them is scanned, and the
+match goes out when they agree (``_scan_outcomes``; stream_partial.PartialSet.pending_ahead decides when
+they bring enough). Presidio runs only when a complete match lies in the text to release; a placeholder
+split across chunks is restored whole, never shown half-restored.
 
 The streamed output equals the whole-answer rewrite as long as no single value is longer than
 ``stream_holdback_chars`` (the cap: a run still open past it is screened as it stands and released) and no
@@ -30,9 +33,10 @@ from presidio_analyzer import PatternRecognizer
 from guard.screens.base import StreamStep, Verdict
 from guard.screens.pii.engine import Finding
 from guard.screens.pii.profile import PIIProfile
+from guard.screens.pii.recognizers import ConfiguredRecognizer
 from guard.screens.pii.scan import ScanPass, error_verdict
 from guard.screens.pii.transform import PLACEHOLDER, Pseudonyms
-from guard.screens.stream_partial import Ahead, PartialSet
+from guard.screens.stream_partial import WORD, Ahead, PartialSet
 
 _LEFT = 256  # released characters kept as left context for the next scan
 _AFTER = 24  # a complete match is held while fewer characters follow it (a label after it may raise its score)
@@ -47,6 +51,7 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
         return profile.__dict__[key]
     rewritten = {e for e in profile.entities if profile.action(e, direction) != "allow"}
     sources: list[tuple[str, int]] = [(PLACEHOLDER.pattern, 0)] if direction == "response" else []
+    reach: list[int] = [0] * len(sources)  # a placeholder is restored whatever follows it
     result: PartialSet | None = None
     for rec in profile.analyzer.engine.registry.recognizers:
         if not rewritten.intersection(rec.supported_entities):
@@ -54,14 +59,18 @@ def stream_partials(profile: PIIProfile, direction: str) -> PartialSet | None:
         own: tuple[str, int] | None = getattr(rec, "stream_source", None)  # Guard's recognizers
         if own is not None:
             sources.append(own)
+            reach.append(int(getattr(rec, "stream_after", _AFTER)))
         elif isinstance(rec, PatternRecognizer) and getattr(rec, "patterns", None):
             pats: list[Any] = getattr(rec, "patterns")  # noqa: B009 - Presidio leaves it untyped
             flags = int(getattr(rec, "global_regex_flags", 0) or 0)
             sources += [(p.regex, flags) for p in pats]
+            # A pii.yaml recognizer (RE2: no look-around) reads 1 character past its match, and Presidio's
+            # context pass the match's first word; another pattern recognizer's look-ahead is unknown.
+            reach += [WORD if isinstance(rec, ConfiguredRecognizer) else _AFTER] * len(pats)
         else:
             break
     else:
-        result = PartialSet(sources, after=_AFTER)
+        result = PartialSet(sources, after=_AFTER, reach=reach)
     profile.__dict__[key] = result
     return result
 
@@ -129,36 +138,40 @@ class PIIStream:
 
     # --- internals ---------------------------------------------------------------------------------------
 
-    def _open_from(self, window: str, off: int) -> tuple[int, bool]:
-        """Where held text starts (an open match) and whether the text before it needs a scan."""
+    def _open_from(self, window: str, off: int) -> tuple[int, bool, bool]:
+        """Where held text starts (an open match), whether the text before it needs a scan, and whether
+        that scan must read what the screen before this one may still release (``Pending.settled``)."""
         n = len(window)
         if self.partials is None:
-            return n - _NER_HOLD, True
+            return n - _NER_HOLD, True, False
         pend = self.partials.pending_ahead(window, off, self.ahead)
         if n - pend.start > self.cap:  # open past the cap: screened as it stands
-            return n, True
-        return pend.start, pend.complete_before or pend.timed_out
+            return n, True, False
+        return pend.start, pend.complete_before or pend.timed_out, pend.settled
 
     def _release(self, final: bool) -> StreamStep:
         window, off = self.left + self.held, len(self.left)
+        settled = False
         if final:  # all of it goes; scanned unless nothing in it is or could be a match
-            cut, need = len(window), self._open_from(window, off) != (len(window), False)
+            cut, need = len(window), self._open_from(window, off)[:2] != (len(window), False)
         else:
-            cut, need = self._open_from(window, off)
+            cut, need, settled = self._open_from(window, off)
         if cut <= off:
             return StreamStep()
         if not need:  # nothing there could be a finding or a placeholder: out as it is
             raw, self.held = window[off:cut], window[cut:]
             self.left = _trim_left(self.left + raw)
             return StreamStep(release=raw)
-        restoring = self.scan.direction == "response"
         try:
-            known = self.scan.pseudonyms.known_spans(window) if restoring else []
-            found = self.profile.findings(window, known)
+            if settled and self.ahead is not None:
+                known, found, every, cut = self._scan_outcomes(window, cut, self.ahead)
+            else:
+                known, found = self._scan_one(window)
+                every = found
         except Exception as e:
             return self._error(e, self.held)
         if not final:
-            cut = _safe_cut(cut, window, found)
+            cut = _safe_cut(cut, window, every)
         if cut <= off:
             return StreamStep()
         mine = [_shift(f, off) for f in found if f.start >= off and f.end <= cut]
@@ -176,6 +189,33 @@ class PIIStream:
         self.left = _trim_left(self.left + window[off:cut])
         self.held = window[cut:]
         return self._stop_if_blocked(StreamStep(release=out))
+
+    def _scan_one(self, text: str) -> tuple[list[tuple[int, int]], list[Finding]]:
+        known = self.scan.pseudonyms.known_spans(text) if self.scan.direction == "response" else []
+        return known, self.profile.findings(text, known)
+
+    def _scan_outcomes(
+        self, window: str, cut: int, ahead: Ahead
+    ) -> tuple[list[tuple[int, int]], list[Finding], list[Finding], int]:
+        """Scan ``window`` followed by each way the screen before this one may let its held text go
+        (``Ahead.outcomes``, as far as a finding may read after its end). Findings before ``cut`` that
+        differ between them move ``cut`` back to the first such: what is released was decided the same
+        way whichever text comes. Returns the first scan's spans and findings, plus every other scan's
+        findings (so that no cut falls inside any of them), and the cut."""
+        assert self.partials is not None
+        scans = [self._scan_one(window + tail) for tail in ahead.outcomes(self.partials.after)]
+        known, found = scans[0]
+
+        def before(k: list[tuple[int, int]], f: list[Finding]) -> set[tuple[str, int, int]]:
+            return {(x.entity_type, x.start, x.end) for x in f if x.start < cut} | {("", a, b) for a, b in k if a < cut}
+
+        first = before(known, found)
+        moved = cut
+        for k, f in scans[1:]:
+            differ = first ^ before(k, f)
+            if differ:
+                moved = min(moved, *(a for _, a, _ in differ))
+        return known, found, [x for _, f in scans for x in f], moved
 
     def _stop_if_blocked(self, step: StreamStep) -> StreamStep:
         v = self.scan.verdict(self.started)
