@@ -245,13 +245,37 @@ def test_when_the_outcomes_disagree_the_value_is_held_and_screened_whole(shipped
     assert "555 0100" not in _whole((deny, pii), "Try 555 0100 office-key-1 is gone")
 
 
+def test_a_value_right_before_an_open_key_block_is_settled_at_once(shipped: tuple) -> None:
+    """A number written right against a private key's BEGIN line: as written it is no SSN (``-`` follows),
+    after the key's redaction it is one (``[`` follows). An open block is redacted whatever comes next (its
+    END line, the cap or the answer's end all close it), so the denylist tells PII the as-written way is
+    gone: the number is redacted and released at once, and the chain holds only what the denylist holds."""
+    deny, pii = shipped
+    text, key = "My SSN 536-90-4399-----BEGIN RSA PRIVATE KEY-----\nMIIEow", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow"
+
+    def open_(s: object) -> StreamScreen:
+        return s.open_stream([], {CTX_KEY: Pseudonyms()})  # type: ignore[attr-defined]
+
+    whole = _whole((deny, pii), text)
+    assert "536-90-4399" not in whole and whole.endswith("[REDACTED:private_key_block]")
+    for size in (1, 4, len(text)):
+        chunks = pieces(text, size)
+        assert held([open_(deny)], chunks) == len(key)
+        chain = _Chain([open_(deny), open_(pii)])
+
+        async def go() -> str:
+            out = ""
+            for c in chunks:
+                got, _ = await chain.feed(c)
+                out += got
+            return out
+
+        released = asyncio.run(go())
+        assert released == whole[: -len("[REDACTED:private_key_block]")], (size, released)
+
+
 RESIDUAL = [
     # (text, the value, what the denylist holds after it)
-    (
-        "My SSN 536-90-4399-----BEGIN RSA PRIVATE KEY-----\nMIIEow",
-        "536-90-4399",
-        "-----BEGIN RSA PRIVATE KEY-----\nMIIEow",
-    ),
     (
         "call (212) 555-7788https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
         "(212) 555-7788",
@@ -264,12 +288,14 @@ RESIDUAL = [
 def test_a_value_read_differently_before_and_after_a_redaction_waits(
     shipped: tuple, text: str, value: str, key: str
 ) -> None:
-    """The one case where the chain holds more than either screen alone: a number written right against a
-    key's start (``536-90-4399-----BEGIN ...``). As written, the ``-`` (or letter) after it makes it no
-    SSN or phone number, so PII alone lets it go; the denylist holds the key's start, and if it redacts
-    it, the number is followed by ``[`` and is one, so the answer screened whole redacts it. PII cannot
-    release it either way before the denylist decides: the chain holds the value plus what the denylist
-    holds, and what the client gets in the end is the answer screened whole."""
+    """The one case where the chain holds more than either screen alone: a number written right against the
+    start of a key that may or may not complete (``(212) 555-7788https://hooks.slack.com/...``). As written,
+    the letter after it makes it no phone number, so PII alone lets it go; the denylist holds the key's
+    start, and if the key completes and is redacted, the number is followed by ``[`` and is one, so the
+    answer screened whole redacts it. Which of the two it is depends on text the model has not written yet:
+    no screen can release the number before the denylist decides without the client seeing something other
+    than the answer screened whole. The chain holds the value plus what the denylist holds, and what the
+    client gets in the end is the answer screened whole."""
     deny, pii = shipped
 
     def open_(s: object) -> StreamScreen:

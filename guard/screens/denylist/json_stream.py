@@ -10,7 +10,7 @@ escape cut anywhere between two chunks (``...AKIA\\u00`` | ``49OSF...``). The te
 streams: the first reads it as written; then every escape JSON does not need is decoded, escape sequences
 joined across chunks (guard.screens.json_text_stream: ``\\u0049`` becomes ``I``, ``\\/`` becomes ``/``),
 and the second reads that text, with the same partial matching and hold-back as any answer text
-(guard.screens.denylist.screen.DenylistStream), so a pattern that spans a key and its value
+(guard.screens.denylist.stream.DenylistStream), so a pattern that spans a key and its value
 (``"aws_secret_access_key": "..."``) is found decoded too. What goes to the client is that decoded JSON
 text, redacted: the same value as the model's, still valid JSON unless a redaction spans a quote.
 """

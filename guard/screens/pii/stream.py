@@ -145,8 +145,10 @@ class PIIStream:
         if self.partials is None:
             return n - _NER_HOLD, True, False
         pend = self.partials.pending_ahead(window, off, self.ahead)
-        if n - pend.start > self.cap:  # open past the cap: screened as it stands
-            return n, True, False
+        if n - pend.start > self.cap:  # open past the cap: what is older than the cap is screened as it
+            # stands and released; a match opened within the last ``cap`` characters is still held
+            late = self.partials.pending(window, max(off, n - self.cap))
+            return max(late.start, pend.start + 1), True, False
         return pend.start, pend.complete_before or pend.timed_out, pend.settled
 
     def _release(self, final: bool) -> StreamStep:
