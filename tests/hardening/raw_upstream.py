@@ -98,3 +98,49 @@ class RawUpstream:
         for c in self.conns:
             with contextlib.suppress(OSError):
                 c.close()
+
+
+def chat_tool_answer(arguments: str, name: str = "f") -> bytes:
+    """A whole Chat Completions answer calling tool ``name`` with ``arguments`` (JSON text)."""
+    call = {"id": "t1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    msg = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
+
+
+def sse_delta(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    """One Chat Completions stream event."""
+    c = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(c).encode() + b"\n\n"
+
+
+def chat_tool_stream(pieces: list[str], name: str = "f") -> bytes:
+    """A Chat Completions stream calling tool ``name``, its arguments sent in ``pieces``."""
+    first = {"index": 0, "id": "t1", "type": "function", "function": {"name": name, "arguments": ""}}
+    out = sse_delta({"role": "assistant", "content": None, "tool_calls": [first]})
+    for p in pieces:
+        out += sse_delta({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+    return out + sse_delta({}, "tool_calls") + b"data: [DONE]\n\n"
+
+
+def fixed(body: bytes, ctype: bytes = b"application/json") -> Any:
+    """A RawUpstream handler answering every request with ``body``."""
+
+    def h(c: socket.socket, req: dict[str, Any]) -> None:
+        c.sendall(response(body, ctype=ctype))
+
+    return h

@@ -11,7 +11,6 @@ JSON, whole and streamed in any chunking (a ``\\u00`` escape cut between two str
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.hardening.conftest import error_field, events
-from tests.hardening.raw_upstream import RawUpstream, response
+from tests.hardening.raw_upstream import RawUpstream, chat_tool_answer, chat_tool_stream, fixed
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 GHP = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
@@ -198,50 +197,6 @@ def test_plain_json_text_still_passes(guard: Any) -> None:
 # --- answers ------------------------------------------------------------------------------------------------
 
 
-def _chat_answer(arguments: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "c1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "t1", "type": "function", "function": {"name": "f", "arguments": arguments}}
-                        ],
-                    },
-                    "finish_reason": "tool_calls",
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-    ).encode()
-
-
-def _delta(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    c = {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(c).encode() + b"\n\n"
-
-
-def _chat_stream(pieces: list[str]) -> bytes:
-    first = {"index": 0, "id": "t1", "type": "function", "function": {"name": "f", "arguments": ""}}
-    out = _delta({"role": "assistant", "content": None, "tool_calls": [first]})
-    for p in pieces:
-        out += _delta({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-    return out + _delta({}, "tool_calls") + b"data: [DONE]\n\n"
-
-
 def _resp_answer(arguments: str) -> bytes:
     item = {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "c1", "name": "f"}
     return json.dumps(
@@ -262,13 +217,6 @@ def _resp_answer(arguments: str) -> bytes:
 ANSWER_TEXT = args_text(SPELLINGS["middle-char"])
 KEY_TEXT = args_text(SPELLINGS["every-char"], "key")
 CUTS = [ANSWER_TEXT[:i] for i in range(ANSWER_TEXT.index("\\u"), ANSWER_TEXT.index("\\u") + 7)]
-
-
-def _handler(body: bytes, ctype: bytes = b"application/json") -> Any:
-    def h(c: socket.socket, req: dict[str, Any]) -> None:
-        c.sendall(response(body, ctype=ctype))
-
-    return h
 
 
 def _anthropic_stream(pieces: list[str]) -> bytes:
@@ -342,21 +290,22 @@ def _responses_stream(pieces: list[str]) -> bytes:
 
 HANDLERS: dict[str, Any] = {
     **{
-        f"r-cut{len(cut)}": _handler(_responses_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
+        f"r-cut{len(cut)}": fixed(_responses_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
         for cut in CUTS
     },
     **{
-        f"a-cut{len(cut)}": _handler(_anthropic_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
+        f"a-cut{len(cut)}": fixed(_anthropic_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
         for cut in CUTS
     },
-    "w-value": _handler(_chat_answer(ANSWER_TEXT)),
-    "w-key": _handler(_chat_answer(KEY_TEXT)),
-    "r-value": _handler(_resp_answer(ANSWER_TEXT)),
+    "w-value": fixed(chat_tool_answer(ANSWER_TEXT)),
+    "w-key": fixed(chat_tool_answer(KEY_TEXT)),
+    "r-value": fixed(_resp_answer(ANSWER_TEXT)),
     **{
-        f"s-cut{len(cut)}": _handler(_chat_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream") for cut in CUTS
+        f"s-cut{len(cut)}": fixed(chat_tool_stream([cut, ANSWER_TEXT[len(cut) :]]), b"text/event-stream")
+        for cut in CUTS
     },
-    "s-chars": _handler(_chat_stream(list(ANSWER_TEXT)), b"text/event-stream"),
-    "s-key": _handler(_chat_stream([KEY_TEXT[:9], KEY_TEXT[9:40], KEY_TEXT[40:]]), b"text/event-stream"),
+    "s-chars": fixed(chat_tool_stream(list(ANSWER_TEXT)), b"text/event-stream"),
+    "s-key": fixed(chat_tool_stream([KEY_TEXT[:9], KEY_TEXT[9:40], KEY_TEXT[40:]]), b"text/event-stream"),
 }
 
 

@@ -10,66 +10,24 @@ stays valid, in requests, in whole answers and in streamed answers cut anywhere.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.hardening.raw_upstream import RawUpstream, chat_body, response
+from tests.hardening.raw_upstream import RawUpstream, chat_body, chat_tool_answer, chat_tool_stream, fixed
 
 CARD = "5500000000000004"  # a Mastercard test number (not on the shipped allowlist)
 EMAIL = "jane.doe@example.com"
 ARGS = '{"card": ' + CARD + ', "amount": 12.5, "items": [1, ' + CARD + "]}"
 
 
-def _chat_answer(arguments: str) -> bytes:
-    call = {"id": "t1", "type": "function", "function": {"name": "pay", "arguments": arguments}}
-    msg = {"role": "assistant", "content": None, "tool_calls": [call]}
-    return json.dumps(
-        {
-            "id": "c1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "message": msg, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
-    ).encode()
-
-
-def _delta(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    c = {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(c).encode() + b"\n\n"
-
-
-def _chat_stream(pieces: list[str]) -> bytes:
-    first = {"index": 0, "id": "t1", "type": "function", "function": {"name": "pay", "arguments": ""}}
-    out = _delta({"role": "assistant", "content": None, "tool_calls": [first]})
-    for p in pieces:
-        out += _delta({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
-    return out + _delta({}, "tool_calls") + b"data: [DONE]\n\n"
-
-
-def _send(body: bytes, ctype: bytes = b"application/json") -> Any:
-    def h(c: socket.socket, req: dict[str, Any]) -> None:
-        c.sendall(response(body, ctype=ctype))
-
-    return h
-
-
 CUTS = [1, 9, 10, 14, 20, 25, 40]
 HANDLERS = {
-    "w-number": _send(_chat_answer(ARGS)),
-    **{f"s-cut{k}": _send(_chat_stream([ARGS[:k], ARGS[k:]]), b"text/event-stream") for k in CUTS},
-    "s-chars": _send(_chat_stream(list(ARGS)), b"text/event-stream"),
-    "echo": _send(chat_body("ok")),
+    "w-number": fixed(chat_tool_answer(ARGS, "pay")),
+    **{f"s-cut{k}": fixed(chat_tool_stream([ARGS[:k], ARGS[k:]], "pay"), b"text/event-stream") for k in CUTS},
+    "s-chars": fixed(chat_tool_stream(list(ARGS), "pay"), b"text/event-stream"),
+    "echo": fixed(chat_body("ok")),
 }
 
 
