@@ -171,6 +171,11 @@ class Limits(Strict):
     # neither this process's GIL nor its CPU priority; each can take a whole core (threads share one, under
     # the GIL), so more than 1 suits only hosts with cores to spare. 0: large texts are scanned in threads.
     screen_processes: int = Field(1, ge=0, le=16)
+    # CPU priority of those screening processes and of the large-body reader: this many nice steps below the
+    # serving process, so its event loop (every other client's requests) gets a core before hostile work does.
+    # The screening budget stays wall time: on a box whose cores are saturated by other work at normal
+    # priority, large legitimate prompts reach screen_budget_ms sooner (503, fail closed); 0 turns it off.
+    screen_nice: int = Field(10, ge=0, le=19)
 
 
 class Filters(Strict):
