@@ -40,10 +40,22 @@ def exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="guard-parent-watch", daemon=True).start()
 
 
-def helper_init(parent: int, nice: int) -> None:
-    """Initializer of a screening or body-reader process: exit with the serving process ``parent`` and run
-    ``nice`` steps below its CPU priority, so that its event loop gets a core first (``limits.screen_nice``)."""
+def helper_init(parent: int, priority: int | str) -> None:
+    """Initializer of a screening or body-reader process: exit with the serving process ``parent``, and run at
+    a lower CPU priority than it (``limits.screen_priority``) so that its event loop gets a core first.
+
+    ``"idle"``: the SCHED_IDLE policy (Linux), where a task of normal priority that wakes up takes the core at
+    once and a core running only such tasks counts as free. Nice steps alone do little against the model
+    servers, clients and other services a request also waits on: with autogroups (or one cgroup per service)
+    nice only ranks the tasks inside their own group, and a waking task can wait out the niced one's slice.
+    Where SCHED_IDLE is missing, the lowest nice priority instead. An integer: that many nice steps."""
     exit_with_parent(parent)
-    if nice > 0:
+    if priority == "idle":
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):
+            priority = 19
+    if isinstance(priority, int) and priority > 0:
         with contextlib.suppress(OSError):
-            os.nice(nice)
+            os.nice(priority)

@@ -8,7 +8,7 @@ runs in a helper process; only a body it accepted is then read in this process b
 faster. For such a body both readers give the same object: the strict reader refuses everything on which
 parsers could differ. Until the helper process is ready (it starts on the first large body), or when it
 fails, or with ``limits.screen_processes: 0``, the strict reader runs in a thread as before. The helper runs
-``limits.screen_nice`` steps below the serving process's CPU priority and ends when that process is gone.
+at a lower CPU priority than the serving process (``limits.screen_priority``) and ends when that process is gone.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Helper:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.enabled = True  # limits.screen_processes > 0
-        self.nice = 10  # limits.screen_nice
+        self.priority: int | str = "idle"  # limits.screen_priority
         self.pid = 0
         self.executor: cf.ProcessPoolExecutor | None = None
         self.ready = False
@@ -62,7 +62,10 @@ class _Helper:
                 return self.executor
             if self.executor is None:
                 self.executor = cf.ProcessPoolExecutor(
-                    1, multiprocessing.get_context("spawn"), initializer=helper_init, initargs=(os.getpid(), self.nice)
+                    1,
+                    multiprocessing.get_context("spawn"),
+                    initializer=helper_init,
+                    initargs=(os.getpid(), self.priority),
                 )
                 self.executor.submit(_ready).add_done_callback(self._started)
             return None

@@ -1,9 +1,9 @@
 """The helper processes of a serving process (large PII/denylist scans, the strict reader of large bodies)
 against the RUNNING proxy (`guard serve` as a real process, real mTLS):
 
-* they run ``limits.screen_nice`` steps below the serving process's CPU priority, and the serving process
-  itself is not lowered, so a hostile client's megabyte scans take a core only after every other client's
-  requests on the event loop (tests/bench/bench_hostile.py measures the effect);
+* they run at a lower CPU priority than the serving process (``limits.screen_priority``: SCHED_IDLE by
+  default, or nice steps), and the serving process itself is not lowered, so a hostile client's megabyte scans
+  take a core only after every other client's requests (tests/bench/bench_hostile.py measures the effect);
 * they end when their serving process is killed with -9 (each holds hundreds of MB; left behind they would
   pile up with every crash or OOM kill), whether that process is Guard's only one or a forked worker.
 """
@@ -30,14 +30,17 @@ LARGE = json.dumps(  # over the 64 KB of a large body and the 16 K characters sc
 ).encode()
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, nice) of ``pid`` from /proc, or None once it is gone."""
+SCHED_OTHER, SCHED_IDLE = 0, 5
+
+
+def _stat(pid: int) -> tuple[str, int, int, int] | None:
+    """(state, parent pid, nice, scheduling policy) of ``pid`` from /proc, or None once it is gone."""
     try:
         text = (Path("/proc") / str(pid) / "stat").read_text()
     except OSError:
         return None
     f = text.rsplit(")", 1)[1].split()
-    return f[0], int(f[1]), int(f[16])
+    return f[0], int(f[1]), int(f[16]), int(f[38])
 
 
 def _cmdline(pid: int) -> str:
@@ -96,32 +99,33 @@ def _gone(pid: int) -> bool:
     return st is None or st[0] in ("Z", "X")
 
 
-@pytest.mark.parametrize("nice", [7, 0])
+@pytest.mark.parametrize("priority", ["idle", 7, 0])
 def test_helper_processes_run_at_lower_cpu_priority_than_the_serving_process(
     guard_process: Any,  # noqa: F811
-    nice: int,
+    priority: int | str,
 ) -> None:
-    g = guard_process(limits={"screen_nice": nice})
+    g = guard_process(limits={} if priority == "idle" else {"screen_priority": priority})  # idle: the default
     _large_requests(g)
     own = os.nice(0)  # the serving process inherits this test's priority
     serving = _stat(g.proc.pid)
-    assert serving is not None and serving[2] == own, serving
+    assert serving is not None and serving[2:] == (own, SCHED_OTHER), serving
     helpers = _helpers(g.proc.pid)
     for pid in helpers:
         st = _stat(pid)
-        assert st is not None and st[2] == own + nice, (pid, _cmdline(pid), st)
+        want = (own, SCHED_IDLE) if priority == "idle" else (own + int(priority), SCHED_OTHER)
+        assert st is not None and st[2:] == want, (pid, _cmdline(pid), st)
 
 
-def test_a_bad_screen_nice_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+def test_a_bad_screen_priority_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
     from guard.config import ConfigError, load_config
     from guard.demo.stack import guard_config, write_config
 
-    cfg = guard_config(tmp_path, "http://127.0.0.1:9", 1, 2, limits={"screen_nice": 25})
+    cfg = guard_config(tmp_path, "http://127.0.0.1:9", 1, 2, limits={"screen_priority": 25})
     path = write_config(tmp_path / "guard.yaml", cfg)
-    with pytest.raises(ConfigError, match=r"guard.yaml:\d+: limits.screen_nice: .*19") as e:
+    with pytest.raises(ConfigError, match=r"guard.yaml:\d+: limits.screen_priority: .*19") as e:
         load_config(path)
     line = int(str(e.value).split("guard.yaml:", 1)[1].split(":", 1)[0])
-    assert path.read_text().splitlines()[line - 1].strip() == "screen_nice: 25"
+    assert path.read_text().splitlines()[line - 1].strip() == "screen_priority: 25"
 
 
 @pytest.mark.parametrize("workers", [1, 2])

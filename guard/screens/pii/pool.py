@@ -3,9 +3,9 @@
 Presidio's recognizers are Python: on a large hostile prompt (a megabyte of dotted quads, say) they spend
 seconds in Python code. In a thread of the serving process that code holds the GIL, and every other
 request's event loop waits its turn for it; in a worker process it only takes a core, at a lower CPU priority
-(``limits.screen_nice`` steps below the serving process), so the serving process's event loop gets a core
-first whenever it has work. A worker ends when its serving process is gone (killed with -9, say).
-tests/bench/bench_hostile.py measures the difference.
+(``limits.screen_priority``: SCHED_IDLE by default), so the serving process's event loop, and whatever else an
+ordinary request waits on, gets a core first whenever it has work. A worker ends when its serving process is
+gone (killed with -9, say). tests/bench/bench_hostile.py measures the difference.
 
 The pool is started on first need, one per serving process (a forked Guard worker starts its own). Until
 its processes have loaded the PII settings, large scans run in a thread as before. A worker loads the
@@ -79,7 +79,7 @@ class _Pool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.size = 1  # limits.screen_processes; 0: large scans stay in threads
-        self.nice = 10  # limits.screen_nice: the workers' CPU priority, this many steps below the serving process
+        self.priority: int | str = "idle"  # limits.screen_priority: the workers' CPU priority (guard.procs)
         self.pid = 0
         self.executor: cf.ProcessPoolExecutor | None = None
         self.ready: set[Source] = set()
@@ -103,7 +103,7 @@ class _Pool:
                         self.size,
                         multiprocessing.get_context("spawn"),
                         initializer=helper_init,
-                        initargs=(os.getpid(), self.nice),
+                        initargs=(os.getpid(), self.priority),
                     )
                 futs = [self.executor.submit(warm, src) for _ in range(self.size)]
                 threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()
