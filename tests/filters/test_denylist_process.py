@@ -49,6 +49,16 @@ def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> 
         assert in_process.blocked and in_process.code == "secret_blocked", in_process
         for k in ("blocked", "code", "entities", "categories", "fields", "message"):
             assert getattr(in_process, k) == getattr(threaded, k), k
+        # an answer's secrets are redacted: the rewritten texts come back, the unchanged ones stay as they were
+        key = "AKIA" + "ABCDEFGHIJKLMNOP"
+        texts = ["Plain words about the weather. " * 800, f"the key is {key} " + "and more words. " * 1200]
+        segs = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(texts)]
+        twin = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(texts)]
+        v = await screen.screen_response(segs, [], {})
+        w = await asyncio.to_thread(screen._screen, twin, "response")
+        assert v.modified and not v.blocked and v.entities == w.entities == {"aws_access_key_id": 1}, v
+        assert [x.text for x in segs] == [x.text for x in twin] and segs[0].text == texts[0], segs[1].text[:60]
+        assert key not in segs[1].text and "[REDACTED" in segs[1].text
 
     try:
         asyncio.run(go())
