@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,20 @@ def _serving_pid(g: GuardProcess, workers: int, timeout: float = 30.0) -> int:
     raise AssertionError("no forked worker found")
 
 
+def _wait_public(g: GuardProcess, timeout: float = 30.0) -> None:
+    """The public port accepts (the fixture waits for the admin port, which may open first)."""
+    port = int(g.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {g.url}")
+
+
 def _large_requests(g: GuardProcess, n: int = 3) -> None:
+    _wait_public(g)
     with g.client(timeout=60) as c:
         for _ in range(n):
             r = c.post("/v1/chat/completions", content=LARGE, headers={"content-type": "application/json"})
