@@ -61,13 +61,14 @@ def _warm(src: Source) -> bool:
 
 def scan_job(
     src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any, deadline: float | None
-) -> tuple[list[str], dict[str, int], Any]:
-    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts, counts by type, pseudonyms."""
+) -> tuple[list[str | None], dict[str, int], Any]:
+    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts (None: unchanged, so a megabyte is
+    not sent back), counts by type, pseudonyms."""
     token = budget.set_deadline(deadline)
     try:
         scan = ScanPass(_load(src), direction, pseudonyms)
         texts = [scan.segment(Segment(t, role, kind, ())) for t, role, kind in segs]
-        return texts, dict(scan.counts), pseudonyms
+        return [None if a == b[0] else a for a, b in zip(texts, segs, strict=True)], dict(scan.counts), pseudonyms
     finally:
         budget.reset_deadline(token)
 

@@ -87,7 +87,7 @@ class PIIScreen:
             budget.deadline(),
         )
         try:
-            texts, counts, back = await asyncio.wrap_future(job)
+            sent, counts, back = await asyncio.wrap_future(job)
         except budget.BudgetExceeded:
             raise
         except Exception as e:
@@ -95,6 +95,7 @@ class PIIScreen:
             if isinstance(e, BrokenExecutor):
                 POOL.broken()
             return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        texts = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
         p.by_value.update(back.by_value)
