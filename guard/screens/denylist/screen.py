@@ -24,10 +24,10 @@ from guard.screens.denylist.settings import DenylistProfile, DenylistRule, Denyl
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import Ahead, PartialSet, phrase_sources
 
-# Large scans in a screening process: (settings file, direction, segments) -> per text (text, hits by rule,
-# blocking rule names, redacted), or None when no process is ready (then a thread scans).
+# Large scans in a screening process: (settings file, direction, segments) -> per text (text, None when
+# unchanged; hits by rule, blocking rule names, redacted), or None when no process is ready (a thread scans).
 Offload = Callable[
-    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str, dict[str, int], list[str], bool]] | None]
+    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str | None, dict[str, int], list[str], bool]] | None]
 ]
 
 
