@@ -171,6 +171,18 @@ class Limits(Strict):
     # neither this process's GIL nor its CPU priority; each can take a whole core (threads share one, under
     # the GIL), so more than 1 suits only hosts with cores to spare. 0: large texts are scanned in threads.
     screen_processes: int = Field(1, ge=0, le=16)
+    # CPU priority of those screening processes and of the large-body reader, below the serving process's so
+    # that its event loop (every other client's requests) gets a core before hostile work does: "idle" (Linux
+    # SCHED_IDLE: they run on CPU time nothing else wants) or 0-19 nice steps. The screening budget stays wall
+    # time: where other work saturates the cores, large prompts reach screen_budget_ms sooner (503, fail closed).
+    screen_priority: int | str = "idle"
+
+    @field_validator("screen_priority", mode="before")
+    @classmethod
+    def _priority(cls, v: Any) -> int | str:
+        if v == "idle" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 19):
+            return v
+        raise ValueError("must be idle or a number of nice steps from 0 to 19")
 
 
 class Filters(Strict):

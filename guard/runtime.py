@@ -140,6 +140,7 @@ class Runtime:
 
         POOL.size = self.config.limits.screen_processes
         bodies.HELPER.enabled = self.config.limits.screen_processes > 0  # large bodies read off the GIL
+        POOL.priority = bodies.HELPER.priority = self.config.limits.screen_priority  # processes started from now on
         self.profiles = load_profiles(self.config.filters.dir)
         self._versions["filters"] = reloads.version_of(self._filter_files())
         return self.profiles.screens

@@ -7,14 +7,14 @@ reading (every refusal: duplicate or case-folded keys, NaN, overflowing numbers,
 runs in a helper process; only a body it accepted is then read in this process by orjson, about five times
 faster. For such a body both readers give the same object: the strict reader refuses everything on which
 parsers could differ. Until the helper process is ready (it starts on the first large body), or when it
-fails, or with ``limits.screen_processes: 0``, the strict reader runs in a thread as before.
+fails, or with ``limits.screen_processes: 0``, the strict reader runs in a thread as before. The helper runs
+at a lower CPU priority than the serving process (``limits.screen_priority``) and ends when that process is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -24,14 +24,9 @@ from typing import Any
 import orjson
 
 from guard.apis import strictjson
+from guard.procs import helper_init
 
 log = logging.getLogger("guard.apis.bodies")
-NICE = 5  # yields CPU to the serving processes' event loops
-
-
-def _init() -> None:
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
 
 
 def _ready() -> bool:
@@ -51,6 +46,7 @@ class _Helper:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.enabled = True  # limits.screen_processes > 0
+        self.priority: int | str = "idle"  # limits.screen_priority
         self.pid = 0
         self.executor: cf.ProcessPoolExecutor | None = None
         self.ready = False
@@ -65,7 +61,12 @@ class _Helper:
             if self.ready:
                 return self.executor
             if self.executor is None:
-                self.executor = cf.ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=_init)
+                self.executor = cf.ProcessPoolExecutor(
+                    1,
+                    multiprocessing.get_context("spawn"),
+                    initializer=helper_init,
+                    initargs=(os.getpid(), self.priority),
+                )
                 self.executor.submit(_ready).add_done_callback(self._started)
             return None
 

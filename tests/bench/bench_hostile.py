@@ -6,9 +6,11 @@ that model on long judge requests, and the figure would measure the stand-in ins
 
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
-of p99 under hostile load over the median p99 without it (goal: at most 2x). Two Guards in turn: large PII
+of p99 under hostile load over the median p99 without it (goal: at most 2x). Three Guards in turn: large PII
 and denylist scans in a screening process (``limits.screen_processes: 1``, the default) and in threads
-(``0``; there the scans hold the GIL in stretches, so that figure shows what the processes are for). Hostile
+(``0``; there the scans hold the GIL in stretches, so that figure shows what the processes are for); the
+screening process at ``limits.screen_priority: idle`` (SCHED_IDLE, the default) and at 5 nice steps (where
+nice only ranks it inside its own autogroup, so the model servers and clients still wait out its slices). Hostile
 bodies cycle through the families that made backtracking patterns super-linear: unterminated PEM headers,
 dotted token runs, AKIA runs, digit runs with separators, x@x@ runs, dotted-quad runs, nested-quantifier bait;
 and by shape: a megabyte of small messages, of tools with
@@ -160,14 +162,14 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     return out
 
 
-def _guard(d: Path, upstream: str, judge: str, port: int, admin: int, processes: int) -> Path:
+def _guard(d: Path, upstream: str, judge: str, port: int, admin: int, processes: int, priority: int | str) -> Path:
     from guard.demo.stack import screening_filters
     from tests.bench.run import guard_config
 
     path = guard_config(d, upstream, False, port, admin, filters="shipped")
     cfg = yaml.safe_load(path.read_text())
     cfg["filters"]["dir"] = str(screening_filters(d / "filters", judge))
-    cfg["limits"] = {"max_body_bytes": 4 * MB, "screen_processes": processes}
+    cfg["limits"] = {"max_body_bytes": 4 * MB, "screen_processes": processes, "screen_priority": priority}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -237,16 +239,17 @@ def _variant(
     upstream: str,
     judge: str,
     processes: int,
+    priority: int | str,
     phase: float,
     rounds: int,
     bodies: dict[str, bytes],
     hostile_clients: int,
 ) -> dict[str, Any]:
-    """One Guard (``limits.screen_processes``): quiet and hostile phases in turn."""
+    """One Guard (``limits.screen_processes``, ``limits.screen_priority``): quiet and hostile phases in turn."""
     port, admin = free_port(), free_port()
-    sub = d / f"p{processes}"
+    sub = d / f"p{processes}-{priority}"
     sub.mkdir()
-    cfg = _guard(sub, upstream, judge, port, admin, processes)
+    cfg = _guard(sub, upstream, judge, port, admin, processes, priority)
     with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
         url = f"http://127.0.0.1:{port}"
         _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
@@ -276,6 +279,7 @@ def _variant(
     p99_loud = statistics.median(q["p99_ms"] for q in loud)
     return {
         "screen_processes": processes,
+        "screen_priority": priority if processes else "",
         "quiet": quiet,
         "hostile": loud,
         "hostile_statuses": dict(statuses),
@@ -303,7 +307,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                 )
             )
         upstream, judge = (f"http://127.0.0.1:{ports[k]}" for k in ("model", "judge"))
-        variants = [_variant(d, upstream, judge, n, phase, rounds, bodies, hostile_clients) for n in (1, 0)]
+        variants = [
+            _variant(d, upstream, judge, n, prio, phase, rounds, bodies, hostile_clients)
+            for n, prio in ((1, "idle"), (1, 5), (0, "idle"))
+        ]
     r = {
         "scaling_n_chars": 32 * 1024,
         "scaling": scaling(),
@@ -323,7 +330,9 @@ def rows(r: dict[str, Any]) -> list[str]:
     """Markdown table rows for docs/benchmarks.md, one per variant."""
     out = []
     for v in r["variants"]:
-        how = f"{v['screen_processes']} screening process(es)" if v["screen_processes"] else "threads only"
+        how = "threads only"
+        if v["screen_processes"]:
+            how = f"{v['screen_processes']} screening process(es), priority {v['screen_priority']}"
         out.append(
             f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 16 families) | "
             f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "

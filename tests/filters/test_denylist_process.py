@@ -1,5 +1,6 @@
 """Large denylist scans run in the screening processes (guard/screens/denylist/worker.py), off the serving
-process's GIL, with the same results as in a thread. Real worker processes (spawned), the shipped denylist."""
+process's GIL, with the same results as in a thread; so do large PII scans (guard/screens/pii/pool.py). Real
+worker processes (spawned), the shipped denylist and PII settings."""
 
 from __future__ import annotations
 
@@ -54,8 +55,60 @@ def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> 
         assert "tool_result" in in_process.fields, in_process
         for k in ("blocked", "code", "entities", "categories", "fields", "message"):
             assert getattr(in_process, k) == getattr(threaded, k), k
+        # an answer's secrets are redacted: the rewritten texts come back, the unchanged ones stay as they were
+        key = "AKIA" + "ABCDEFGHIJKLMNOP"
+        texts = ["Plain words about the weather. " * 800, f"the key is {key} " + "and more words. " * 1200]
+        segs = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(texts)]
+        twin = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(texts)]
+        v = await screen.screen_response(segs, [], {})
+        w = await asyncio.to_thread(screen._screen, twin, "response")
+        assert v.modified and not v.blocked and v.entities == w.entities == {"aws_access_key_id": 1}, v
+        assert [x.text for x in segs] == [x.text for x in twin] and segs[0].text == texts[0], segs[1].text[:60]
+        assert key not in segs[1].text and "[REDACTED" in segs[1].text
 
     try:
         asyncio.run(go())
     finally:
         POOL.broken()  # shut the processes down
+
+
+def test_large_pii_scans_in_a_screening_process_rewrite_like_the_thread(tmp_path: Path) -> None:
+    """The PII side of the same processes: texts the worker left unchanged are not sent back (None), the
+    rewritten ones are, and the serving process ends up with the same texts as a scan in a thread."""
+    from guard.screens.pii.profile import load_pii_profiles
+    from guard.screens.pii.scan import ScanPass
+    from guard.screens.pii.screen import PIIScreen
+    from guard.screens.pii.transform import pseudonyms_of
+
+    shutil.copy(ROOT / "filters" / "pii.yaml", tmp_path / "pii.yaml")
+    profile = load_pii_profiles(tmp_path / "pii.yaml")["default"]
+    texts = ["Plain words about the weather. " * 800, "Write to jane.doe@example.com soon. " + "More words. " * 1500]
+
+    def segs() -> list[Segment]:
+        return [Segment(t, "user", "content", ("messages", i, "content")) for i, t in enumerate(texts)]
+
+    async def go() -> None:
+        deadline = time.monotonic() + 120
+        while POOL.get(profile.source) is None:
+            assert time.monotonic() < deadline, "the screening processes never became ready"
+            await asyncio.sleep(0.2)
+        from guard.screens.pii.pool import scan_job
+
+        sent, counts, _ = await asyncio.wrap_future(
+            POOL.get(profile.source).submit(  # type: ignore[union-attr]
+                scan_job, profile.source, "prompt", [(s.text, s.role, s.kind) for s in segs()], pseudonyms_of({}), None
+            )
+        )
+        assert counts.get("EMAIL_ADDRESS") == 1, counts
+        assert sent[0] is None and sent[1] is not None and "jane.doe" not in sent[1], sent[1] and sent[1][:80]
+        in_process = segs()
+        v = await PIIScreen(profile).screen_prompt(in_process, {})
+        threaded = segs()
+        scan = ScanPass(profile, "prompt", pseudonyms_of({}))
+        want = [scan.segment(s) for s in threaded]
+        assert v.modified and [s.text for s in in_process] == want and in_process[0].text == texts[0]
+
+    try:
+        asyncio.run(go())
+    finally:
+        POOL.broken()

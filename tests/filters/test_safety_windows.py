@@ -179,6 +179,21 @@ def test_window_spans_are_bounded_whatever_the_length() -> None:
     assert cuts == [(0, 5)] and not over
 
 
+def test_the_early_too_long_bound_agrees_with_cutting_the_windows() -> None:
+    """plan() refuses a prompt longer than the bound without cutting (a hostile megabyte cost milliseconds of
+    GIL-holding regex work per request); whatever is over the bound must also be too long when cut."""
+    window, overlap, limit = 200, 40, 4
+    for unit in ("word ", "x", "Stop. ", "a\n\n", "4111 1111 "):
+        for n in range(limit * window - 50, (limit + 1) * window + 400, 7):
+            text = (unit * (n // len(unit) + 1))[:n]
+            _, over = windows.spans(text, window, overlap, limit)
+            if windows.certainly_too_long(n, window, limit):
+                assert over, (unit, n)
+    side = PromptSide(window_chars=1000, overlap_chars=100, max_windows=4)
+    p = windows.plan([seg("word " * 1001)], side)  # 5005 characters: over the bound
+    assert p.too_long and p.calls == [] and p.windows == 0
+
+
 def test_settings_refuse_an_overlap_too_large_for_the_window() -> None:
     with pytest.raises(ValueError, match="overlap_chars"):
         PromptSide.model_validate({"window_chars": 1000, "overlap_chars": 400})

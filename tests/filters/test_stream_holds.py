@@ -261,16 +261,15 @@ def test_a_value_right_before_an_open_key_block_is_settled_at_once(shipped: tupl
     for size in (1, 4, len(text)):
         chunks = pieces(text, size)
         assert held([open_(deny)], chunks) == len(key)
-        chain = _Chain([open_(deny), open_(pii)])
 
-        async def go() -> str:
+        async def go(chain: _Chain, chunks: list[str]) -> str:
             out = ""
             for c in chunks:
                 got, _ = await chain.feed(c)
                 out += got
             return out
 
-        released = asyncio.run(go())
+        released = asyncio.run(go(_Chain([open_(deny), open_(pii)]), chunks))
         assert released == whole[: -len("[REDACTED:private_key_block]")], (size, released)
 
 

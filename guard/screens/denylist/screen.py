@@ -24,10 +24,10 @@ from guard.screens.denylist.stream import DenylistStream
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import PartialSet
 
-# Large scans in a screening process: (settings file, direction, segments) -> per text (text, hits by rule,
-# blocking rule names, redacted), or None when no process is ready (then a thread scans).
+# Large scans in a screening process: (settings file, direction, segments) -> per text (text, None when
+# unchanged; hits by rule, blocking rule names, redacted), or None when no process is ready (a thread scans).
 Offload = Callable[
-    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str, dict[str, int], list[str], bool]] | None]
+    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str | None, dict[str, int], list[str], bool]] | None]
 ]
 
 
@@ -143,11 +143,18 @@ class DenylistScreen:
         done = None
         if self.source is not None and self.in_process is not None:
             done = await self.in_process(self.source, direction, segments)
-        if done is not None:
-            by_name = {c.rule.name: c for c in self.rules}
-            scans = [Scan(t, hits, [by_name[n] for n in block], red) for t, hits, block, red in done]
-            return self._finish(segments, direction, scans, t0)
+        if done is not None:  # many small segments (a megabyte of messages): their results are read in a thread too
+            return await asyncio.to_thread(self._from_worker, segments, direction, done, t0)
         return await asyncio.to_thread(self._screen, segments, direction)
+
+    def _from_worker(self, segments: list[Segment], direction: str, done: list[Any], t0: float) -> Verdict:
+        """The verdict from a screening process's results (text None: unchanged, not sent back)."""
+        by_name = {c.rule.name: c for c in self.rules}
+        scans = [
+            Scan(seg.text if t is None else t, hits, [by_name[n] for n in block], red)
+            for seg, (t, hits, block, red) in zip(segments, done, strict=True)
+        ]
+        return self._finish(segments, direction, scans, t0)
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
         t0 = time.perf_counter()

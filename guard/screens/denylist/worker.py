@@ -23,7 +23,8 @@ from guard.screens.pii.pool import POOL
 from guard.screens.pii.source import Source
 from guard.screens.pii.source import digest as _digest
 
-Result = tuple[str, dict[str, int], list[str], bool]  # text, hits by rule, blocking rule names, redacted
+# text (None: unchanged, so a megabyte is not sent back), hits by rule, blocking rule names, redacted
+Result = tuple[str | None, dict[str, int], list[str], bool]
 
 log = logging.getLogger("guard.screens.denylist")
 _screens: dict[tuple[str, str, str], Any] = {}
@@ -60,7 +61,7 @@ def scan_job(
         out: list[Result] = []
         for i, t in enumerate(texts):
             s = screen.scan_segment(t, kinds[i] if kinds else "content", direction)
-            out.append((s.text, s.hits, [c.rule.name for c in s.block], s.redacted))
+            out.append((None if s.text == t else s.text, s.hits, [c.rule.name for c in s.block], s.redacted))
         return out
     finally:
         budget.reset_deadline(token)

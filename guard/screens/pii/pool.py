@@ -2,8 +2,10 @@
 
 Presidio's recognizers are Python: on a large hostile prompt (a megabyte of dotted quads, say) they spend
 seconds in Python code. In a thread of the serving process that code holds the GIL, and every other
-request's event loop waits its turn for it; in a worker process (lower CPU priority, ``nice``) it only takes
-a core. tests/bench/bench_hostile.py measures the difference.
+request's event loop waits its turn for it; in a worker process it only takes a core, at a lower CPU priority
+(``limits.screen_priority``: SCHED_IDLE by default), so the serving process's event loop, and whatever else an
+ordinary request waits on, gets a core first whenever it has work. A worker ends when its serving process is
+gone (killed with -9, say). tests/bench/bench_hostile.py measures the difference.
 
 The pool is started on first need, one per serving process (a forked Guard worker starts its own). Until
 its processes have loaded the PII settings, large scans run in a thread as before. A worker loads the
@@ -15,7 +17,6 @@ travels with the job: the worker stops between pieces of text once it has passed
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from guard.procs import helper_init
 from guard.screens import budget
 from guard.screens.base import Segment
 from guard.screens.pii.profile import load_pii_profiles
@@ -31,20 +33,14 @@ from guard.screens.pii.scan import ScanPass
 from guard.screens.pii.source import Source, source_of
 from guard.screens.pii.source import digest as _digest
 
-__all__ = ["NICE", "POOL", "Source", "scan_job", "source_of"]
+__all__ = ["POOL", "Source", "scan_job", "source_of"]
 
 log = logging.getLogger("guard.screens.pii.screen")
-NICE = 5  # screening jobs yield CPU to the event loops of the serving processes
 
 
 # --- in the worker process ------------------------------------------------------------------------------
 
 _profiles: dict[tuple[str, str], Any] = {}
-
-
-def _init() -> None:
-    with contextlib.suppress(OSError):
-        os.nice(NICE)
 
 
 def _load(src: Source) -> Any:
@@ -65,13 +61,14 @@ def _warm(src: Source) -> bool:
 
 def scan_job(
     src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any, deadline: float | None
-) -> tuple[list[str], dict[str, int], Any]:
-    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts, counts by type, pseudonyms."""
+) -> tuple[list[str | None], dict[str, int], Any]:
+    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts (None: unchanged, so a megabyte is
+    not sent back), counts by type, pseudonyms."""
     token = budget.set_deadline(deadline)
     try:
         scan = ScanPass(_load(src), direction, pseudonyms)
         texts = [scan.segment(Segment(t, role, kind, ())) for t, role, kind in segs]
-        return texts, dict(scan.counts), pseudonyms
+        return [None if a == b[0] else a for a, b in zip(texts, segs, strict=True)], dict(scan.counts), pseudonyms
     finally:
         budget.reset_deadline(token)
 
@@ -83,6 +80,7 @@ class _Pool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.size = 1  # limits.screen_processes; 0: large scans stay in threads
+        self.priority: int | str = "idle"  # limits.screen_priority: the workers' CPU priority (guard.procs)
         self.pid = 0
         self.executor: cf.ProcessPoolExecutor | None = None
         self.ready: set[Source] = set()
@@ -103,7 +101,10 @@ class _Pool:
                 self.warming.add(src)
                 if self.executor is None:
                     self.executor = cf.ProcessPoolExecutor(
-                        self.size, multiprocessing.get_context("spawn"), initializer=_init
+                        self.size,
+                        multiprocessing.get_context("spawn"),
+                        initializer=helper_init,
+                        initargs=(os.getpid(), self.priority),
                     )
                 futs = [self.executor.submit(warm, src) for _ in range(self.size)]
                 threading.Thread(target=self._wait_warm, args=(src, futs), daemon=True).start()

@@ -78,16 +78,19 @@ class PIIScreen:
         pool = POOL.get(self.profile.source) if self.profile.source is not None else None
         if pool is None:
             return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
-        job = pool.submit(
-            scan_job,
-            self.profile.source,
-            scan.direction,
-            [(s.text, s.role, s.kind) for s in segments],
-            scan.pseudonyms,
-            budget.deadline(),
+        source = self.profile.source
+        job = await asyncio.to_thread(  # the job's arguments for many segments are built off the event loop
+            lambda: pool.submit(
+                scan_job,
+                source,
+                scan.direction,
+                [(s.text, s.role, s.kind) for s in segments],
+                scan.pseudonyms,
+                budget.deadline(),  # to_thread copies the context: the request's deadline
+            )
         )
         try:
-            texts, counts, back = await asyncio.wrap_future(job)
+            sent, counts, back = await asyncio.wrap_future(job)
         except budget.BudgetExceeded:
             raise
         except Exception as e:
@@ -95,6 +98,7 @@ class PIIScreen:
             if isinstance(e, BrokenExecutor):
                 POOL.broken()
             return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+        texts = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
         p.by_value.update(back.by_value)

@@ -100,6 +100,13 @@ def spans(text: str, window: int, overlap: int, limit: int) -> tuple[list[tuple[
         start = end
 
 
+def certainly_too_long(n: int, window: int, limit: int) -> bool:
+    """Whether a text of ``n`` characters needs more than ``limit`` windows, without cutting them: a window
+    ends at most ``window`` characters after the previous one's end, so ``limit`` windows end within
+    ``limit * window`` characters and the rest, over ``window`` long, needs another."""
+    return n > (limit + 1) * window
+
+
 def plan(segments: Sequence[Segment], side: PromptSide) -> Plan:
     """The judge calls for a prompt (see the module doc). With ``too_long: refuse`` an over-long prompt's
     plan has no calls: nothing is neutralised or sent."""
@@ -107,6 +114,8 @@ def plan(segments: Sequence[Segment], side: PromptSide) -> Plan:
     if sum(len(t.content) for t in turns) <= side.window_chars:
         return Plan([neutralised(turns)])
     last = turns[-1]
+    if side.too_long == "refuse" and certainly_too_long(len(last.content), side.window_chars, side.max_windows):
+        return Plan([], True, 0)  # a hostile megabyte is refused without cutting windows that nobody would judge
     cuts, too_long = spans(last.content, side.window_chars, side.overlap_chars, side.max_windows)
     if too_long and side.too_long == "refuse":
         return Plan([], True, 0)
