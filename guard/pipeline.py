@@ -9,11 +9,12 @@ one place, and answers any refusal in the client API's own error shape, recorded
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -28,6 +29,7 @@ from guard.quota import hook as quota
 from guard.screens.base import ScreenSet
 from guard.stages import LISTING, STAGES
 from guard.stages.base import (
+    LARGE_BODY,
     SKIPPED,
     Flow,
     Receive,
@@ -61,12 +63,25 @@ Step = tuple[Callable[[Flow], Any], str | None, bool]
 
 def _steps(stages: Sequence[Stage]) -> tuple[Step, ...]:
     """Each stage's step; a stage that is not ``active`` in this configuration (``Quota`` without
-    ``quotas:``) is left out."""
+    ``quotas:``) is left out. A plain stage marked ``heavy`` (its work grows with the body: route walks
+    every message) runs in a worker thread for bodies over ``LARGE_BODY``, so a megabyte of small messages
+    does not hold the event loop (tests/bench/bench_hostile.py)."""
     return tuple(
-        (s.run, s.name if s.timed else None, inspect.iscoroutinefunction(s.run))
+        (_off_loop(s.run), s.name if s.timed else None, True)
+        if getattr(s, "heavy", False) and not inspect.iscoroutinefunction(s.run)
+        else (s.run, s.name if s.timed else None, inspect.iscoroutinefunction(s.run))
         for s in stages
         if getattr(s, "active", True)
     )
+
+
+def _off_loop(run: Callable[[Flow], Any]) -> Callable[[Flow], Awaitable[Any]]:
+    async def step(flow: Flow) -> Any:
+        if flow.ex.body_bytes > LARGE_BODY:
+            return await asyncio.to_thread(run, flow)
+        return run(flow)
+
+    return step
 
 
 class Pipeline:

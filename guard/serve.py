@@ -153,7 +153,7 @@ async def serve(
     return 0 if all(s.started for s in servers) else 1
 
 
-SWITCH_INTERVAL_S = 0.001  # see _install_uvloop
+SWITCH_INTERVAL_S = 0.0002  # see _install_uvloop
 
 
 def _install_uvloop() -> None:

@@ -12,6 +12,7 @@ wants the answer captured — it is hashed, redacted or kept per ``audit.capture
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from guard.audit import event as ev
 from guard.audit.content_keys import ContentKeys
 from guard.audit.journal import Journal
 from guard.audit.logtree import origin_for
+
+LARGE_PROMPT = 65_536  # request bodies above this (bytes) have their record's content built in a thread
 
 
 def prompt_text(body: dict[str, Any], api: str = "", operation: str = "") -> str | None:
@@ -105,6 +108,9 @@ class JournalRecorder:
             text = ex.context[_PROMPT] = prompt_text(ex.body, getattr(ex, "api", ""), getattr(ex, "operation", ""))
         return text
 
+    def _denied_content(self, ex: Any, stage: str) -> dict[str, Any] | None:
+        return self._sealed(ex, self.capture.record(prompt=self._prompt(ex, stage)))  # only record: no memo
+
     def _answer(self, ex: Any, text: Any) -> str | None:
         """The answer as the screens left it (``full`` included: values a screen replaced by placeholders and
         restored for the client are stored as the placeholders, never as the values)."""
@@ -118,15 +124,24 @@ class JournalRecorder:
             ex.context[LEAF] = f"{origin_for(self.journal.chain)}/{seq - 1}"
 
     async def started(self, ex: Any) -> None:
-        content = self._sealed(ex, self.capture.record(prompt=self._prompt(ex), memo=ex.context))
+        if getattr(ex, "body_bytes", 0) > LARGE_PROMPT:  # joining, hashing and sealing a megabyte: off the loop
+            content = await asyncio.to_thread(self._started_content, ex)
+        else:
+            content = self._started_content(ex)
         self._leaf(ex, await self.journal.append_facts(ev.started_facts(ex, content)))
+
+    def _started_content(self, ex: Any) -> dict[str, Any] | None:
+        return self._sealed(ex, self.capture.record(prompt=self._prompt(ex), memo=ex.context))
 
     async def finished(self, ex: Any, kind: str, outcome: dict[str, Any], wait: bool = True) -> None:
         status = int(outcome.get("status", 0) or 0) or 500
         reason = str(outcome.get("reason") or outcome.get("error_type") or "")
         if kind == "exchange.denied":
             stage = _denial_stage(ex)
-            content = self._sealed(ex, self.capture.record(prompt=self._prompt(ex, stage)))  # only record: no memo
+            if getattr(ex, "body_bytes", 0) > LARGE_PROMPT:
+                content = await asyncio.to_thread(self._denied_content, ex, stage)
+            else:
+                content = self._denied_content(ex, stage)
             facts = ev.denied_facts(ex, status, reason or "denied", stage, content)
         else:
             finish = outcome.get("finish_reasons") or outcome.get("finish_reason")

@@ -128,10 +128,11 @@ class PromptScreens:
                 self._budget_ms,
             )
         )
+        large = ex.body_bytes > LARGE_BODY
         for i, (scr, copy) in enumerate(zip(screens.prompt, copies, strict=False)):
             if copy is segs or any(v.blocked for v in verdicts):  # one screen: it rewrote ``segs`` itself
                 break
-            edits = [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
+            edits = await asyncio.to_thread(_edits, copy, before) if large else _edits(copy, before)
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
                 verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context), self._budget_ms)
             else:
@@ -146,9 +147,14 @@ class PromptScreens:
                 raise policy_violation(
                     v.message or f"prompt blocked by the {v.screen} screen", v.code or f"{v.screen}_blocked"
                 )
-        if write_back(ex.body, segs, before):
+        if await asyncio.to_thread(write_back, ex.body, segs, before) if large else write_back(ex.body, segs, before):
             ex.body_changed = True
         return None
+
+
+def _edits(copy: list[Segment], before: list[str]) -> list[tuple[int, str]]:
+    """What one screen rewrote in its copy of the segments: (index, new text)."""
+    return [(k, c.text) for k, c in enumerate(copy) if c.text != before[k]]
 
 
 class Content:

@@ -169,6 +169,7 @@ class Route:
 
     name: ClassVar[str] = "route"
     timed: ClassVar[bool] = True
+    heavy: ClassVar[bool] = True  # walks every message (canonical.admit): in a thread for large bodies
 
     def __init__(self, svc: Services) -> None:
         self._config = svc.config

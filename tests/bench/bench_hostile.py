@@ -2,7 +2,10 @@
 clients send ~1 MB hostile prompts in a loop, in ONE run (Guard with the shipped filters, plain HTTP with
 identity from a trusted XFCC header, the built-in model server upstream). Llama Guard is a second model-server
 process of its own, as in a real deployment: a stand-in that shares one process with the chat model stalls
-that model on long judge requests, and the figure would measure the stand-in instead of Guard.
+that model on long judge requests, and the figure would measure the stand-in instead of Guard. For the same
+reason the hostile clients ask for a model of their own (``bulk-model``), routed to a third stand-in process:
+the stand-in parses each forwarded megabyte on its own event loop, and ordinary requests queued behind it
+in the same process would time the stand-in's JSON parsing, not Guard.
 
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the median over rounds
@@ -43,6 +46,7 @@ import yaml
 from tests.bench.common import CHAT_BODY, PY, XFCC, free_port, model_server_cmd, process
 
 MB = 1 << 20
+HOSTILE_MODEL = "bulk-model"  # routed to a model-server process of its own (see the module doc)
 
 
 def hostile_bodies(size: int = MB) -> dict[str, bytes]:
@@ -66,7 +70,7 @@ def hostile_bodies(size: int = MB) -> dict[str, bytes]:
     for name, u in unit.items():
         text = u * (size // len(u))
         out[name] = json.dumps(
-            {"model": "bench-model", "messages": [{"role": "user", "content": text}], "max_tokens": 8}
+            {"model": HOSTILE_MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 8}
         ).encode()
     out.update(structured_bodies(size))
     return out
@@ -95,14 +99,14 @@ def structured_bodies(size: int = MB) -> dict[str, bytes]:
     sentence = "The committee met on Tuesday to review the quarterly figures and plan the next steps. "
     prose = sentence * (size // len(sentence))
     bodies = {
-        "many_messages": {"model": "bench-model", "messages": msgs, "max_tokens": 8},
+        "many_messages": {"model": HOSTILE_MODEL, "messages": msgs, "max_tokens": 8},
         "deep_tool_schemas": {
-            "model": "bench-model",
+            "model": HOSTILE_MODEL,
             "messages": [{"role": "user", "content": "Use a tool."}],
             "tools": tools,
             "max_tokens": 8,
         },
-        "long_prose": {"model": "bench-model", "messages": [{"role": "user", "content": prose}], "max_tokens": 8},
+        "long_prose": {"model": HOSTILE_MODEL, "messages": [{"role": "user", "content": prose}], "max_tokens": 8},
     }
     return {k: json.dumps(v).encode() for k, v in bodies.items()}
 
@@ -162,12 +166,17 @@ def scaling(n: int = 32 * 1024) -> list[dict[str, Any]]:
     return out
 
 
-def _guard(d: Path, upstream: str, judge: str, port: int, admin: int, processes: int, priority: int | str) -> Path:
+def _guard(
+    d: Path, upstream: str, judge: str, port: int, admin: int, processes: int, priority: int | str, bulk: str = ""
+) -> Path:
     from guard.demo.stack import screening_filters
     from tests.bench.run import guard_config
 
     path = guard_config(d, upstream, False, port, admin, filters="shipped")
     cfg = yaml.safe_load(path.read_text())
+    if bulk:  # the hostile clients' model: a stand-in process of its own
+        cfg["upstreams"]["bulk"] = {**cfg["upstreams"]["local"], "url": bulk}
+        cfg["routes"] = [{"model": HOSTILE_MODEL, "upstream": "bulk"}, *cfg["routes"]]
     cfg["filters"]["dir"] = str(screening_filters(d / "filters", judge))
     cfg["limits"] = {"max_body_bytes": 4 * MB, "screen_processes": processes, "screen_priority": priority}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -238,6 +247,7 @@ def _variant(
     d: Path,
     upstream: str,
     judge: str,
+    bulk: str,
     processes: int,
     priority: int | str,
     phase: float,
@@ -249,7 +259,7 @@ def _variant(
     port, admin = free_port(), free_port()
     sub = d / f"p{processes}-{priority}"
     sub.mkdir()
-    cfg = _guard(sub, upstream, judge, port, admin, processes, priority)
+    cfg = _guard(sub, upstream, judge, port, admin, processes, priority, bulk)
     with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
         url = f"http://127.0.0.1:{port}"
         _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
@@ -298,17 +308,17 @@ def run(quick: bool = False) -> dict[str, Any]:
     bodies = hostile_bodies()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
         d = Path(tmp)
-        ports = {"model": free_port(), "judge": free_port()}
-        for port in ports.values():  # the chat model and Llama Guard: one process each
+        ports = {"model": free_port(), "judge": free_port(), "bulk": free_port()}
+        for port in ports.values():  # the chat model, Llama Guard and the hostile clients' model: a process each
             es.enter_context(
                 process(
                     model_server_cmd(port),
                     port,
                 )
             )
-        upstream, judge = (f"http://127.0.0.1:{ports[k]}" for k in ("model", "judge"))
+        upstream, judge, bulk = (f"http://127.0.0.1:{ports[k]}" for k in ("model", "judge", "bulk"))
         variants = [
-            _variant(d, upstream, judge, n, prio, phase, rounds, bodies, hostile_clients)
+            _variant(d, upstream, judge, bulk, n, prio, phase, rounds, bodies, hostile_clients)
             for n, prio in ((1, "idle"), (1, 5), (0, "idle"))
         ]
     r = {

@@ -113,3 +113,37 @@ def test_stages_that_never_await_are_plain_functions_and_the_rest_coroutines() -
     for cls in (*STAGES, *LISTING):
         src = inspect.getsource(cls.run)
         assert ("await " in src) == inspect.iscoroutinefunction(cls.run), cls.__name__
+
+
+def test_heavy_plain_stages_run_in_a_worker_thread_for_large_bodies_only() -> None:
+    """Route walks every message of the body (canonical.admit): for a body over LARGE_BODY it runs in a worker
+    thread, so a megabyte of small messages does not hold the event loop; small bodies stay on the loop (no
+    thread hop per ordinary request)."""
+    import asyncio
+    import threading
+    from typing import ClassVar
+
+    from guard.exchange import Exchange
+    from guard.pipeline import _steps
+    from guard.stages.base import LARGE_BODY, Flow
+    from guard.stages.request import Route
+
+    assert getattr(Route, "heavy", False)
+    seen: list[str] = []
+
+    class Heavy:
+        name: ClassVar[str] = "heavy"
+        timed: ClassVar[bool] = False
+        heavy: ClassVar[bool] = True
+
+        def run(self, flow: Flow) -> None:
+            seen.append(threading.current_thread().name)
+
+    [(run, _, coro)] = _steps([Heavy()])  # type: ignore[list-item]
+    assert coro
+    for size in (LARGE_BODY, LARGE_BODY + 1):
+        ex = Exchange(request_id="r", api="openai", operation="chat", model="m", path="/", body={})
+        ex.body_bytes = size
+        asyncio.run(run(Flow(ex, {}, None, None)))  # type: ignore[arg-type]
+    main = threading.main_thread().name
+    assert seen[0] == main and seen[1] != main, seen
