@@ -28,10 +28,11 @@ def parse(raw: bytes) -> dict[str, Any]:
     return as_object(body)
 
 
-async def parse_large(raw: bytes) -> dict[str, Any]:
-    """``parse`` for a large body: read strictly off the serving process's GIL (guard.apis.bodies)."""
+async def parse_large(raw: bytes, depth: int = 0) -> dict[str, Any]:
+    """``parse`` for a large body: read strictly off the serving process's GIL (guard.apis.bodies); with
+    ``depth``, nesting deeper than that is refused there too."""
     try:
-        body = await bodies.loads(raw)
+        body = await bodies.loads(raw, depth)
     except strictjson.StrictJSONError as e:
         raise refused(e) from None
     return as_object(body)

@@ -33,13 +33,22 @@ def _ready() -> bool:
     return True
 
 
-def check(raw: bytes) -> tuple[str, str, str] | None:
-    """In the helper process: why the strict reader refuses ``raw`` (code, message, JSON path), or None."""
+def check(raw: bytes, depth: int = 0) -> tuple[str, str, str] | None:
+    """In the helper process: why the strict reader refuses ``raw`` (code, message, JSON path), or None;
+    with ``depth``, a body nested deeper is refused too (a walk over every value: here, not in the serving
+    process)."""
     try:
-        strictjson.loads(raw)
+        _local(raw, depth)
     except strictjson.StrictJSONError as e:
         return e.code, e.message, e.path
     return None
+
+
+def _local(raw: bytes, depth: int) -> Any:
+    body = strictjson.loads(raw)
+    if depth and not strictjson.depth_ok(body, depth, raw):
+        raise strictjson.too_deep(depth)
+    return body
 
 
 class _Helper:
@@ -84,20 +93,21 @@ class _Helper:
 HELPER = _Helper()
 
 
-async def loads(raw: bytes) -> Any:
-    """``strictjson.loads(raw)`` for a large body, off this process's GIL where a helper process is ready."""
+async def loads(raw: bytes, depth: int = 0) -> Any:
+    """``strictjson.loads(raw)`` for a large body, off this process's GIL where a helper process is ready;
+    with ``depth``, refused (StrictJSONError ``invalid_json``) when nested deeper than that."""
     ex = HELPER.get()
     if ex is None:
-        return await asyncio.to_thread(strictjson.loads, raw)
+        return await asyncio.to_thread(_local, raw, depth)
     try:
-        refused = await asyncio.wrap_future(ex.submit(check, raw))
+        refused = await asyncio.wrap_future(ex.submit(check, raw, depth))
     except Exception as e:  # the helper died: read in a thread, start a new helper on the next large body
         log.warning("body reader process failed (%s); reading in a thread", type(e).__name__)
         HELPER.broken()
-        return await asyncio.to_thread(strictjson.loads, raw)
+        return await asyncio.to_thread(_local, raw, depth)
     if refused is not None:
         raise strictjson.StrictJSONError(*refused)
     try:
         return await asyncio.to_thread(orjson.loads, raw)
     except orjson.JSONDecodeError:  # accepted by the strict reader: not expected; the strict reader decides
-        return await asyncio.to_thread(strictjson.loads, raw)
+        return await asyncio.to_thread(_local, raw, depth)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from guard import canonical
-from guard.apis import ROUTES, api_of_path, fields, listing_api, translate
+from guard.apis import ROUTES, api_of_path, fields, listing_api, strictjson, translate
 from guard.apis.wire import WIRE
 from guard.client_watch import ClientGone
 from guard.config import Route as RouteConfig
@@ -81,21 +81,6 @@ async def read_body(receive: Receive, limit: int, declared: bytes | None) -> byt
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _depth_ok(obj: Any, limit: int, raw: bytes = b"") -> bool:
-    if raw and raw.count(b"[") + raw.count(b"{") < limit:
-        return True  # fewer brackets than the limit: it cannot nest that deep
-    stack = [(obj, 1)]
-    while stack:
-        o, d = stack.pop()
-        if d > limit:
-            return False
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values())
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o)
-    return True
-
-
 class Parse:
     """The body read strictly (guard.canonical: duplicate or case-folded keys, NaN refused), its fields
     checked and validated by the client API's module: the Exchange's model, stream flag and body."""
@@ -119,9 +104,9 @@ class Parse:
         if len(raw) <= LARGE_BODY:
             body, flow.unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, limits.max_json_depth)
         else:  # linear, but a megabyte of small objects is too much for the event loop (and for its GIL)
-            parsed = await canonical.parse_large(raw)
+            parsed = await canonical.parse_large(raw, limits.max_json_depth)  # depth checked there
             body, flow.unknown, ex.model, ex.stream = await asyncio.to_thread(
-                _check, parsed, raw, api, ex.api, ex.operation, limits.max_json_depth
+                _check, parsed, raw, api, ex.api, ex.operation, 0
             )
         ex.body = body
 
@@ -132,8 +117,9 @@ def _parse(raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple
 
 
 def _check(body: Any, raw: bytes, api: Any, wire: str, operation: str, depth: int) -> tuple[Any, Any, str, bool]:
-    """Depth and field checks and validation of a strictly read body: (body, unknown fields, model, stream)."""
-    if not _depth_ok(body, depth, raw):
+    """Depth (unless ``depth`` is 0: checked already) and field checks and validation of a strictly read body:
+    (body, unknown fields, model, stream)."""
+    if depth and not strictjson.depth_ok(body, depth, raw):
         raise bad_request(f"JSON nested deeper than {depth}", "invalid_json")
     unknown = fields.check(wire, operation, body)  # refuses case-variant spellings of known fields
     model, stream = api.validate(operation, body)
