@@ -590,6 +590,11 @@ def test_large_bodies_read_off_the_gil_are_refused_and_forwarded_alike(guard: An
             b'"temperature":1.0E-1,"seed":9007199254740993,"model":"demo-model","stop":["\\u0000"]}'
         )
         r = c.post(CHAT, content=raw, headers={"content-type": "application/json"})
+        for big in (pad, b""):  # nested past limits.max_json_depth: refused by the helper as in this process
+            deep = b'{"model":"demo-model","messages":[{"role":"user","content":"x"}],"tools":' + b"[" * 300
+            deep = big + deep + b"]" * 300 + b"}" + (b" " * 70_000 if big else b"")
+            d = c.post(CHAT, content=deep, headers={"content-type": "application/json"})
+            assert d.status_code == 400 and error_field(d) == "invalid_json" and "deeper" in d.text, d.text
     assert r.status_code == 200, r.text
     got = _sent(model_server, r.headers["x-guard-request-id"])
     assert got["raw"].encode() == strictjson.dumps(json.loads(raw)) and got["body"]["seed"] == 9007199254740993
