@@ -112,6 +112,7 @@ class GuardedScreen:
     ) -> None:
         self.screen = screen
         self.name: str = screen.name
+        self.reads_only: bool = bool(getattr(screen, "reads_only", False))  # never rewrites segments
         self.settings = settings or FailSettings()
         self.breaker = CircuitBreaker(self.settings.breaker, clock) if self.settings.breaker else None
         self.metrics = metrics

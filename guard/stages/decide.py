@@ -112,11 +112,11 @@ class PromptScreens:
     async def run(self, flow: Flow) -> bool | None:
         ex = flow.ex
         flow.screens = screens = self._screens(ex.profile)
-        n = len(screens.prompt)
+        writers = [not getattr(s, "reads_only", False) for s in screens.prompt]
         if ex.body_bytes <= LARGE_BODY:
-            segs, before, copies = _segments(flow.wire, ex.operation, ex.body, n)
+            segs, before, copies = _segments(flow.wire, ex.operation, ex.body, writers)
         else:
-            segs, before, copies = await asyncio.to_thread(_segments, flow.wire, ex.operation, ex.body, n)
+            segs, before, copies = await asyncio.to_thread(_segments, flow.wire, ex.operation, ex.body, writers)
         flow.prompt = segs
         if not screens.prompt:
             return SKIPPED  # no screen to time
@@ -130,8 +130,10 @@ class PromptScreens:
         )
         large = ex.body_bytes > LARGE_BODY
         for i, (scr, copy) in enumerate(zip(screens.prompt, copies, strict=False)):
-            if copy is segs or any(v.blocked for v in verdicts):  # one screen: it rewrote ``segs`` itself
+            if any(v.blocked for v in verdicts):
                 break
+            if copy is segs:  # a screen that only reads, or the one screen that rewrote ``segs`` itself
+                continue
             edits = await asyncio.to_thread(_edits, copy, before) if large else _edits(copy, before)
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
                 verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context), self._budget_ms)
@@ -196,17 +198,20 @@ class Quota:
             await quota.admit(self._quotas, flow.ex, flow.prompt or [])
 
 
-def _segments(api: Any, operation: str, body: Any, copies: int) -> tuple[list[Segment], list[str], list[Any]]:
-    """The prompt's segments, their texts as read, and one copy of them per prompt screen (screens run
-    concurrently, each on its own copy; their rewrites are merged in profile order). A single screen has
-    nothing to merge with: it screens ``segs`` itself, no copy made."""
+def _segments(api: Any, operation: str, body: Any, writers: list[bool]) -> tuple[list[Segment], list[str], list[Any]]:
+    """The prompt's segments, their texts as read, and per prompt screen (``writers``: whether it may rewrite)
+    the segments it screens. Screens run concurrently: each that may rewrite works on its own copy, and
+    their rewrites are merged in profile order; a screen that only reads (Llama Guard, the injection
+    classifier) reads ``segs`` itself, which no screen changes while they run. A single screen has nothing
+    to merge with: it screens ``segs`` itself. No copy is made for fewer than two screens, or for one
+    rewriting screen among readers (it still gets a copy: the readers must see the text as sent)."""
     segs = api.prompt_segments(operation, body)
-    if not copies:
+    if not writers:
         return segs, [], []
-    if copies == 1:
+    if len(writers) == 1:
         return segs, [s.text for s in segs], [segs]
     return (
         segs,
         [s.text for s in segs],
-        [[Segment(s.text, s.role, s.kind, s.path) for s in segs] for _ in range(copies)],
+        [[Segment(s.text, s.role, s.kind, s.path) for s in segs] if w else segs for w in writers],
     )

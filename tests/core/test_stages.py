@@ -147,3 +147,22 @@ def test_heavy_plain_stages_run_in_a_worker_thread_for_large_bodies_only() -> No
         asyncio.run(run(Flow(ex, {}, None, None)))  # type: ignore[arg-type]
     main = threading.main_thread().name
     assert seen[0] == main and seen[1] != main, seen
+
+
+def test_prompt_screens_that_only_read_share_the_segments_and_writers_get_copies() -> None:
+    """Llama Guard and the injection classifier never rewrite a segment: they read the prompt's segments
+    themselves (no copy of a megabyte of messages per screen); PII and the denylist, which may rewrite, each
+    get a copy when another screen runs beside them."""
+    from guard.apis import openai
+    from guard.screens.failmode import GuardedScreen
+    from guard.screens.safety.screen import SafetyScreen
+    from guard.stages.decide import _segments
+
+    assert SafetyScreen.reads_only and GuardedScreen(type("S", (), {"name": "x", "reads_only": True})()).reads_only
+    body = {"model": "m", "messages": [{"role": "user", "content": f"m{i}"} for i in range(5)]}
+    segs, before, copies = _segments(openai, "chat", body, [True, True, False])
+    assert before == [s.text for s in segs] and len(copies) == 3
+    assert copies[2] is segs and copies[0] is not segs and copies[1] is not segs and copies[0] is not copies[1]
+    assert [s.text for s in copies[0]] == before
+    _, _, one = _segments(openai, "chat", body, [True])
+    assert one[0] is not None and len(one) == 1

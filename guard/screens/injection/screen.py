@@ -39,6 +39,7 @@ class InjectionSettings(BaseModel):
 
 class InjectionScreen:
     name = "prompt_injection"
+    reads_only = True  # scores the prompt, never rewrites a segment (guard.stages.decide: no copy for it)
 
     def __init__(self, cfg: InjectionSettings, tokenizer: Any = None, model: Any = None) -> None:
         import torch

@@ -63,6 +63,7 @@ class SafetyScreen:
     """PromptScreen and ResponseScreen for one safety profile. Wrap it in failmode.GuardedScreen."""
 
     name = "safety"
+    reads_only = True  # judges the prompt, never rewrites a segment (guard.stages.decide: no copy for it)
 
     def __init__(
         self, profile: SafetyProfile, judge: Judge | None = None, session: aiohttp.ClientSession | None = None
