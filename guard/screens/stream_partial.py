@@ -43,17 +43,21 @@ class Ahead:
     put in place of any part of it (``replacements``). What reaches the next screen after the text it was
     given is ``text`` (then anything), or a prefix of ``text``, one of ``replacements``, then anything.
     ``starts`` (when given) says where in ``text`` a replacement may begin (where a match of the earlier
-    screen could still start); without it, anywhere. ``certain`` (when given): a replacement begins at this
-    offset or before it whatever comes next (an open multi-line block such as a private key, redacted to
+    screen could still start); without it, anywhere. ``certain`` (when given, it returns where): a replacement
+    begins at that offset or before it whatever comes next (an open multi-line block such as a private key, redacted to
     its end marker, the cap or the answer's end): ``text`` past it never reaches the next screen as written."""
 
     text: str
     replacements: tuple[str, ...]
     starts: Callable[[], Sequence[int]] | None = None
-    certain: int | None = None
+    certain: Callable[[], int | None] | None = None
+
+    @cached_property
+    def _certain(self) -> int | None:
+        return None if self.certain is None else self.certain()
 
     def continuations(self) -> list[str]:
-        out = {self.text} if self.certain is None else set()
+        out = {self.text} if self._certain is None else set()
         for j in self._starts:
             out.update(self.text[:j] + r for r in self.replacements)
         return sorted(out)
@@ -62,13 +66,13 @@ class Ahead:
     def _starts(self) -> tuple[int, ...]:
         every = range(len(self.text) + 1)
         found = {j for j in (every if self.starts is None else self.starts()) if j <= len(self.text)}
-        if self.certain is not None:
-            found = {j for j in found if j <= self.certain} | {self.certain}
+        if self._certain is not None:
+            found = {j for j in found if j <= self._certain} | {self._certain}
         return tuple(sorted(found))
 
     def outcomes(self, length: int) -> list[str]:
         """Every way ``text`` may reach the next screen, cut to its first ``length`` characters."""
-        out = {self.text[:length]} if self.certain is None or length <= self.certain else set()
+        out = {self.text[:length]} if self._certain is None or length <= self._certain else set()
         for j in self._starts:
             if j < length:
                 out.update((self.text[:j] + r)[:length] for r in self.replacements)

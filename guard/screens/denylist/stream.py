@@ -36,7 +36,7 @@ class DenylistStream:
         text that will be dropped, so what comes next is unknown)."""
         if self.suppress or self.drop_run or not self.buf:
             return None
-        return Ahead(self.buf, self.screen.replacements, self._replacement_starts, self._open_block())
+        return Ahead(self.buf, self.screen.replacements, self._replacement_starts, self._open_block)
 
     def _open_block(self) -> int | None:
         """Where the earliest multi-line block (``stream_start``) opens in the held text: redacted from there
