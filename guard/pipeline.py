@@ -9,7 +9,6 @@ one place, and answers any refusal in the client API's own error shape, recorded
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
@@ -18,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
-from guard import telemetry
+from guard import heavy, telemetry
 from guard.accesslog import AccessLog, open_log
 from guard.audit import overlap
 from guard.client_watch import ClientGone
@@ -78,7 +77,7 @@ def _steps(stages: Sequence[Stage]) -> tuple[Step, ...]:
 def _off_loop(run: Callable[[Flow], Any]) -> Callable[[Flow], Awaitable[Any]]:
     async def step(flow: Flow) -> Any:
         if flow.ex.body_bytes > LARGE_BODY:
-            return await asyncio.to_thread(run, flow)
+            return await heavy.run(run, flow)
         return run(flow)
 
     return step

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from guard import heavy
 from guard.apis import strictjson
 from guard.procs import helper_init
 
@@ -98,16 +99,16 @@ async def loads(raw: bytes, depth: int = 0) -> Any:
     with ``depth``, refused (StrictJSONError ``invalid_json``) when nested deeper than that."""
     ex = HELPER.get()
     if ex is None:
-        return await asyncio.to_thread(_local, raw, depth)
+        return await heavy.run(_local, raw, depth)
     try:
         refused = await asyncio.wrap_future(ex.submit(check, raw, depth))
     except Exception as e:  # the helper died: read in a thread, start a new helper on the next large body
         log.warning("body reader process failed (%s); reading in a thread", type(e).__name__)
         HELPER.broken()
-        return await asyncio.to_thread(_local, raw, depth)
+        return await heavy.run(_local, raw, depth)
     if refused is not None:
         raise strictjson.StrictJSONError(*refused)
     try:
-        return await asyncio.to_thread(orjson.loads, raw)
+        return await heavy.run(orjson.loads, raw)
     except orjson.JSONDecodeError:  # accepted by the strict reader: not expected; the strict reader decides
-        return await asyncio.to_thread(_local, raw, depth)
+        return await heavy.run(_local, raw, depth)

@@ -12,10 +12,10 @@ wants the answer captured — it is hashed, redacted or kept per ``audit.capture
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
+from guard import heavy
 from guard.audit import event as ev
 from guard.audit.content_keys import ContentKeys
 from guard.audit.journal import Journal
@@ -125,7 +125,7 @@ class JournalRecorder:
 
     async def started(self, ex: Any) -> None:
         if getattr(ex, "body_bytes", 0) > LARGE_PROMPT:  # joining, hashing and sealing a megabyte: off the loop
-            content = await asyncio.to_thread(self._started_content, ex)
+            content = await heavy.run(self._started_content, ex)
         else:
             content = self._started_content(ex)
         self._leaf(ex, await self.journal.append_facts(ev.started_facts(ex, content)))
@@ -139,7 +139,7 @@ class JournalRecorder:
         if kind == "exchange.denied":
             stage = _denial_stage(ex)
             if getattr(ex, "body_bytes", 0) > LARGE_PROMPT:
-                content = await asyncio.to_thread(self._denied_content, ex, stage)
+                content = await heavy.run(self._denied_content, ex, stage)
             else:
                 content = self._denied_content(ex, stage)
             facts = ev.denied_facts(ex, status, reason or "denied", stage, content)

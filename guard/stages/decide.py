@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Any, ClassVar
 
-from guard import telemetry
+from guard import heavy, telemetry
 from guard.apis import set_path
 from guard.errors import GuardError, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
@@ -116,7 +116,7 @@ class PromptScreens:
         if ex.body_bytes <= LARGE_BODY:
             segs, before, copies = _segments(flow.wire, ex.operation, ex.body, writers)
         else:
-            segs, before, copies = await asyncio.to_thread(_segments, flow.wire, ex.operation, ex.body, writers)
+            segs, before, copies = await heavy.run(_segments, flow.wire, ex.operation, ex.body, writers)
         flow.prompt = segs
         if not screens.prompt:
             return SKIPPED  # no screen to time
@@ -134,7 +134,7 @@ class PromptScreens:
                 break
             if copy is segs:  # a screen that only reads, or the one screen that rewrote ``segs`` itself
                 continue
-            edits = await asyncio.to_thread(_edits, copy, before) if large else _edits(copy, before)
+            edits = await heavy.run(_edits, copy, before) if large else _edits(copy, before)
             if any(segs[k].text != before[k] for k, _ in edits):  # two screens rewrote one text: redo in order
                 verdicts[i] = await budget.run(functools.partial(scr.screen_prompt, segs, ex.context), self._budget_ms)
             else:
@@ -149,7 +149,7 @@ class PromptScreens:
                 raise policy_violation(
                     v.message or f"prompt blocked by the {v.screen} screen", v.code or f"{v.screen}_blocked"
                 )
-        if await asyncio.to_thread(write_back, ex.body, segs, before) if large else write_back(ex.body, segs, before):
+        if await heavy.run(write_back, ex.body, segs, before) if large else write_back(ex.body, segs, before):
             ex.body_changed = True
         return None
 

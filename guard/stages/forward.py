@@ -3,12 +3,11 @@ upstream or its fallbacks until a response head arrives (upstream_first_byte).""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any, ClassVar
 
-from guard import telemetry
+from guard import heavy, telemetry
 from guard.apis import strictjson, translate
 from guard.audit import overlap
 from guard.client_watch import ClientGone
@@ -69,7 +68,7 @@ class Forward:
                 if ex.body_bytes <= LARGE_BODY:
                     bodies[kind] = _serialise(kind, ex.body)
                 else:
-                    bodies[kind] = await asyncio.to_thread(_serialise, kind, ex.body)
+                    bodies[kind] = await heavy.run(_serialise, kind, ex.body)
             path = translate.upstream_path(kind, ex.path) if kind else ex.path
             target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
             try:

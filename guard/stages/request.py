@@ -3,11 +3,10 @@ route and upstreams (route)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from guard import canonical
+from guard import canonical, heavy
 from guard.apis import ROUTES, api_of_path, fields, listing_api, strictjson, translate
 from guard.apis.wire import WIRE
 from guard.client_watch import ClientGone
@@ -105,9 +104,7 @@ class Parse:
             body, flow.unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, limits.max_json_depth)
         else:  # linear, but a megabyte of small objects is too much for the event loop (and for its GIL)
             parsed = await canonical.parse_large(raw, limits.max_json_depth)  # depth checked there
-            body, flow.unknown, ex.model, ex.stream = await asyncio.to_thread(
-                _check, parsed, raw, api, ex.api, ex.operation, 0
-            )
+            body, flow.unknown, ex.model, ex.stream = await heavy.run(_check, parsed, raw, api, ex.api, ex.operation, 0)
         ex.body = body
 
 

@@ -10,11 +10,11 @@ ends, up to ``max_hold_chars``; past that the rest of the block is suppressed un
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from guard import heavy
 from guard.screens import budget, json_text, linear_re
 from guard.screens.base import Segment, Verdict
 from guard.screens.denylist.compiled import Compiled, Scan, compile_rule, hit_opens, inside, partial_source, redact
@@ -144,8 +144,8 @@ class DenylistScreen:
         if self.source is not None and self.in_process is not None:
             done = await self.in_process(self.source, direction, segments)
         if done is not None:  # many small segments (a megabyte of messages): their results are read in a thread too
-            return await asyncio.to_thread(self._from_worker, segments, direction, done, t0)
-        return await asyncio.to_thread(self._screen, segments, direction)
+            return await heavy.run(self._from_worker, segments, direction, done, t0)
+        return await heavy.run(self._screen, segments, direction)
 
     def _from_worker(self, segments: list[Segment], direction: str, done: list[Any], t0: float) -> Verdict:
         """The verdict from a screening process's results (text None: unchanged, not sent back)."""

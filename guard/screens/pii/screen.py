@@ -14,6 +14,7 @@ import time
 from concurrent.futures import BrokenExecutor
 from typing import Any
 
+from guard import heavy
 from guard.screens import budget
 from guard.screens.base import Segment, Verdict
 from guard.screens.pii.json_stream import JsonArgsStream
@@ -77,9 +78,9 @@ class PIIScreen:
     async def _offload(self, scan: ScanPass, segments: list[Segment]) -> list[str]:
         pool = POOL.get(self.profile.source) if self.profile.source is not None else None
         if pool is None:
-            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+            return await heavy.run(lambda: [scan.segment(s) for s in segments])
         source = self.profile.source
-        job = await asyncio.to_thread(  # the job's arguments for many segments are built off the event loop
+        job = await heavy.run(  # the job's arguments for many segments are built off the event loop
             lambda: pool.submit(
                 scan_job,
                 source,
@@ -97,7 +98,7 @@ class PIIScreen:
             log.warning("PII worker process failed (%s); scanning in a thread", type(e).__name__)
             if isinstance(e, BrokenExecutor):
                 POOL.broken()
-            return await asyncio.to_thread(lambda: [scan.segment(s) for s in segments])
+            return await heavy.run(lambda: [scan.segment(s) for s in segments])
         texts = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions

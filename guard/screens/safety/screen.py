@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from guard import heavy
 from guard.screens import budget
 from guard.screens.base import Segment, StreamStep, Verdict
 from guard.screens.safety import windows
@@ -89,7 +90,7 @@ class SafetyScreen:
         if budget.inline(segments):
             p = windows.plan(segments, side)
         else:  # cutting and neutralising a large prompt is linear, but not for the event loop
-            p = await asyncio.to_thread(windows.plan, segments, side)
+            p = await heavy.run(windows.plan, segments, side)
         if not p.calls:
             return self.too_long(side, t0)
         j = combine(await asyncio.gather(*(self.judge.classify(c) for c in p.calls)))
