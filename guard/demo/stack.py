@@ -4,6 +4,7 @@ the tests and the benchmarks. Servers run in threads with their own event loops.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -19,10 +20,27 @@ from guard import pki
 ROOT = Path(__file__).resolve().parents[2]  # the repository (policies/, filters/ ship beside the package)
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
+    """A loopback port to listen on, chosen below Linux's ephemeral range (32768-60999), where outgoing
+    connections take their ports: a client connection cannot take it between this check and the server's
+    bind. Never the same port twice in one process."""
+    for _ in range(500):
+        port = random.randint(20000, 32767)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ServerThread:

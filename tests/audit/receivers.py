@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from typing import Any
 
@@ -14,9 +13,9 @@ from guard.audit.sinks import webhook_signature_ok
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from guard.demo.stack import free_port as pick
+
+    return pick()
 
 
 class Receiver:

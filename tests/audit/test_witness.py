@@ -341,20 +341,24 @@ def test_mutated_requests_never_move_the_witness_off_the_log(witness, log: TestL
     size = int(held.text) if held.status_code == 409 else 10
     body = bytearray(log.body(size, 40) if size < 40 else log.body(40, 40))
     kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "old", "swap"]))
+    # positions are drawn without bounds that depend on the body: its length follows the size the witness
+    # holds, which earlier examples changed (hypothesis needs the same draws for the same choices)
+    pos = st.integers(0, 1 << 20)
     if kind == "flip":
-        i = data.draw(st.integers(0, len(body) - 1))
+        i = data.draw(pos) % len(body)
         body[i] ^= 1 << data.draw(st.integers(0, 7))
     elif kind == "truncate":
-        body = body[: data.draw(st.integers(0, len(body) - 1))]
+        body = body[: data.draw(pos) % len(body)]
     elif kind == "insert":
-        i = data.draw(st.integers(0, len(body)))
+        i = data.draw(pos) % (len(body) + 1)
         body[i:i] = data.draw(st.binary(min_size=1, max_size=40))
     elif kind == "old":
         first = body.index(b"\n")
-        body[:first] = f"old {data.draw(st.integers(0, 60).filter(lambda n: n != size))}".encode()
+        old = data.draw(st.integers(0, 59))
+        body[:first] = f"old {old if old < size else old + 1}".encode()  # any size but the one held
     else:
         lines = bytes(body).split(b"\n")
-        i, j = data.draw(st.integers(0, len(lines) - 1)), data.draw(st.integers(0, len(lines) - 1))
+        i, j = data.draw(pos) % len(lines), data.draw(pos) % len(lines)
         if lines[i] == lines[j]:
             return
         lines[i], lines[j] = lines[j], lines[i]

@@ -30,9 +30,9 @@ XFCC = 'Hash=00;Subject="CN=bench-app,OU=apps,O=Example";URI=spiffe://example.or
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from guard.demo.stack import free_port as pick
+
+    return pick()
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
