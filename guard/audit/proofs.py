@@ -199,8 +199,14 @@ def _receipt(root: Path, chain: str, log: str, index: int, leaves: Leaves) -> di
     if found is None:
         raise ProofError(f"no signed checkpoint covers leaf {index} of {log} yet")
     size, text = found
+    return receipt_doc(log, index, size, text, leaves, "its checkpoint")
+
+
+def receipt_doc(log: str, index: int, size: int, checkpoint: str, leaves: Leaves, what: str) -> dict[str, Any]:
+    """A receipt: leaf ``index`` of ``log`` proven included in the tree of ``size`` that ``checkpoint`` signs
+    (``what`` names that checkpoint in the error when the journal holds fewer events)."""
     if len(leaves) < size:
-        raise ProofError(f"the journal of {log} holds {len(leaves)} events; its checkpoint covers {size}")
+        raise ProofError(f"the journal of {log} holds {len(leaves)} events; {what} covers {size}")
     proof = inclusion_proof(leaves, index, size, leaves.subroot)  # type: ignore[arg-type]
     return {
         "log": log,
@@ -208,7 +214,7 @@ def _receipt(root: Path, chain: str, log: str, index: int, leaves: Leaves) -> di
         "leaf_hash": base64.b64encode(leaves[index]).decode(),
         "tree_size": size,
         "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
-        "checkpoint": text,
+        "checkpoint": checkpoint,
     }
 
 

@@ -9,7 +9,6 @@ the log key still works), plus ``timestamp_token`` (base64 DER) when the checkpo
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,8 @@ from guard.audit import layout
 from guard.audit import note as notes
 from guard.audit.cosign import WitnessKey, cosigners
 from guard.audit.logtree import chain_of
-from guard.audit.merkle import inclusion_proof
 from guard.audit.notary import read_records
-from guard.audit.proofs import Leaves, ProofError, checked
+from guard.audit.proofs import Leaves, ProofError, checked, receipt_doc
 
 
 def witnessed_receipt(root: Path, log: str, index: int, quorum: int = 1) -> dict[str, Any]:
@@ -41,17 +39,8 @@ def witnessed_receipt(root: Path, log: str, index: int, quorum: int = 1) -> dict
     size = best["size"]
 
     def build(leaves: Leaves) -> dict[str, Any]:
-        if len(leaves) < size:
-            raise ProofError(f"the journal of {log} holds {len(leaves)} events; the witnessed checkpoint covers {size}")
-        proof = inclusion_proof(leaves, index, size, leaves.subroot)  # type: ignore[arg-type]
-        return {
-            "log": log,
-            "index": index,
-            "leaf_hash": base64.b64encode(leaves[index]).decode(),
-            "tree_size": size,
-            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
-            "checkpoint": str(best["checkpoint"]) + str(best.get("cosignatures") or ""),
-        }
+        text = str(best["checkpoint"]) + str(best.get("cosignatures") or "")
+        return receipt_doc(log, index, size, text, leaves, "the witnessed checkpoint")
 
     rec = checked(root, chain, build)
     if best.get("tsr"):
