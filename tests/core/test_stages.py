@@ -164,5 +164,5 @@ def test_prompt_screens_that_only_read_share_the_segments_and_writers_get_copies
     assert before == [s.text for s in segs] and len(copies) == 3
     assert copies[2] is segs and copies[0] is not segs and copies[1] is not segs and copies[0] is not copies[1]
     assert [s.text for s in copies[0]] == before
-    _, _, one = _segments(openai, "chat", body, [True])
-    assert one[0] is not None and len(one) == 1
+    alone, _, one = _segments(openai, "chat", body, [True])
+    assert one == [alone] and one[0] is alone  # a single screen rewrites the segments themselves: no copy
