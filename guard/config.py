@@ -176,6 +176,10 @@ class Limits(Strict):
     # SCHED_IDLE: they run on CPU time nothing else wants) or 0-19 nice steps. The screening budget stays wall
     # time: where other work saturates the cores, large prompts reach screen_budget_ms sooner (503, fail closed).
     screen_priority: int | str = "idle"
+    # While a request with a large body (over 64 KiB) is in flight, the cyclic garbage collector's automatic
+    # passes wait (they would walk that body's objects holding the GIL, pausing every client): at most this
+    # many seconds, then one full collection. 0: never wait (guard/gc_tuning.py).
+    gc_defer_s: float = Field(30.0, ge=0, le=3600)
 
     @field_validator("screen_priority", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
-from guard import heavy, telemetry
+from guard import gc_tuning, heavy, telemetry
 from guard.accesslog import AccessLog, open_log
 from guard.audit import overlap
 from guard.client_watch import ClientGone
@@ -148,6 +148,8 @@ class Pipeline:
             log.exception("internal error handling request %s", ex.request_id)
             await self._refuse(ex, GuardError(500, "internal error", "server_error", "internal_error"), send, started)
         finally:
+            if ex.body_bytes > LARGE_BODY:  # deferred by guard.stages.request when it read the body
+                gc_tuning.resume()
             if quota.TICKET in ex.context:  # after the answer: settle tokens, free slots (errors included)
                 await quota.finish(self.svc.quotas, ex)
             telemetry.child(telemetry.REQUEST_SECONDS, ex.api or "none", ex.operation or "none").observe(

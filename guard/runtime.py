@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from guard import __version__, reloads, telemetry, tracing
+from guard import __version__, gc_tuning, reloads, telemetry, tracing
 from guard.config import Config, ConfigError
 from guard.pipeline import ScreenSet, Services
 from guard.revocation import Revocations, TLSFileError
@@ -141,6 +141,7 @@ class Runtime:
         POOL.size = self.config.limits.screen_processes
         bodies.HELPER.enabled = self.config.limits.screen_processes > 0  # large bodies read off the GIL
         POOL.priority = bodies.HELPER.priority = self.config.limits.screen_priority  # processes started from now on
+        gc_tuning.deferral.max_s = self.config.limits.gc_defer_s
         self.profiles = load_profiles(self.config.filters.dir)
         self._versions["filters"] = reloads.version_of(self._filter_files())
         return self.profiles.screens

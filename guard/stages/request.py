@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from guard import canonical, heavy
+from guard import canonical, gc_tuning, heavy
 from guard.apis import ROUTES, api_of_path, fields, listing_api, strictjson, translate
 from guard.apis.wire import WIRE
 from guard.client_watch import ClientGone
@@ -99,6 +99,8 @@ class Parse:
             )
         raw = await read_body(flow.receive, limits.max_body_bytes, header(headers, b"content-length"))
         ex.body_bytes = len(raw)
+        if len(raw) > LARGE_BODY:  # resumed when the request ends (guard.pipeline)
+            gc_tuning.defer()
         flow.wire = api = WIRE[ex.api]
         if len(raw) <= LARGE_BODY:
             body, flow.unknown, ex.model, ex.stream = _parse(raw, api, ex.api, ex.operation, limits.max_json_depth)

@@ -99,6 +99,7 @@ def main(
         "p50_ms": round(lat[len(lat) // 2] * 1000, 3),
         "p99_ms": round(lat[int(len(lat) * 0.99)] * 1000, 3),
         "non_2xx": bad[0],
+        "lat_ms": [round(x * 1000, 3) for x in lat],  # every latency, sorted (callers pool phases)
     }
 
 
