@@ -222,6 +222,13 @@ def _texts_at(
         return
     step = pattern[i]
     if step == "*":
+        nxt = pattern[i + 1] if i + 1 < len(pattern) else "*"
+        if nxt != "*":  # only the elements holding the next key lead anywhere (a megabyte of messages)
+            items = obj.items() if type(obj) is dict else enumerate(obj) if type(obj) is list else ()
+            for k, v in items:
+                if type(v) is dict and nxt in v:
+                    _texts_at(v, pattern, i + 1, (*path, k), out)
+            return
         if type(obj) is dict:
             for k, v in obj.items():
                 _texts_at(v, pattern, i + 1, (*path, k), out)

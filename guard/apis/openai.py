@@ -83,11 +83,17 @@ def _definition(segs: list[Segment], fn: dict[str, Any], kind: str, path: tuple,
         segs.append(json_segment(fn[schema], "system", kind, (*path, schema)))
 
 
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
+
+
 def _message(segs: list[Segment], i: int, m: dict[str, Any]) -> None:
     role = m.get("role", "user")
     kind = _ROLE_KIND.get(role, "content")
-    base = ("messages", i)
     c = m.get("content")
+    if isinstance(c, str) and m.keys() <= _PLAIN_MESSAGE_KEYS:  # the common message: one text, nothing else
+        segs.append(Segment(c, role, kind, ("messages", i, "content")))
+        return
+    base = ("messages", i)
     if isinstance(c, str):
         segs.append(Segment(c, role, kind, (*base, "content")))
     elif isinstance(c, list):
