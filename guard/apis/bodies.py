@@ -5,10 +5,11 @@ small objects that is tens of milliseconds in C code that never releases the GIL
 every other request's event loop waits it out. For bodies above ``guard.stages.base.LARGE_BODY`` the strict
 reading (every refusal: duplicate or case-folded keys, NaN, overflowing numbers, lone surrogates, non-UTF-8)
 runs in a helper process; only a body it accepted is then read in this process by orjson, about five times
-faster. For such a body both readers give the same object: the strict reader refuses everything on which
-parsers could differ. Until the helper process is ready (it starts on the first large body), or when it
-fails, or with ``limits.screen_processes: 0``, the strict reader runs in a thread as before. The helper runs
-at a lower CPU priority than the serving process (``limits.screen_priority``) and ends when that process is gone.
+faster, and in pieces where it has long arrays (guard.apis.body_pieces). For such a body both readers give the
+same object: the strict reader refuses everything on which parsers could differ. Until the helper process is
+ready (it starts on the first large body), or when it fails, or with ``limits.screen_processes: 0``, the
+strict reader runs in a thread as before. The helper runs at a lower CPU priority than the serving process
+(``limits.screen_priority``) and ends when that process is gone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import orjson
 
 from guard import heavy
-from guard.apis import strictjson
+from guard.apis import body_pieces, strictjson
 from guard.procs import helper_init
 
 log = logging.getLogger("guard.apis.bodies")
@@ -34,15 +35,15 @@ def _ready() -> bool:
     return True
 
 
-def check(raw: bytes, depth: int = 0) -> tuple[str, str, str] | None:
+def check(raw: bytes, depth: int = 0) -> tuple[tuple[str, str, str] | None, body_pieces.Spans]:
     """In the helper process: why the strict reader refuses ``raw`` (code, message, JSON path), or None;
     with ``depth``, a body nested deeper is refused too (a walk over every value: here, not in the serving
-    process)."""
+    process). For an accepted body, where its long arrays' elements lie (guard.apis.body_pieces)."""
     try:
         _local(raw, depth)
     except strictjson.StrictJSONError as e:
-        return e.code, e.message, e.path
-    return None
+        return (e.code, e.message, e.path), []
+    return None, body_pieces.spans(raw)
 
 
 def _local(raw: bytes, depth: int) -> Any:
@@ -101,14 +102,14 @@ async def loads(raw: bytes, depth: int = 0) -> Any:
     if ex is None:
         return await heavy.run(_local, raw, depth)
     try:
-        refused = await asyncio.wrap_future(ex.submit(check, raw, depth))
+        refused, pieces = await asyncio.wrap_future(ex.submit(check, raw, depth))
     except Exception as e:  # the helper died: read in a thread, start a new helper on the next large body
         log.warning("body reader process failed (%s); reading in a thread", type(e).__name__)
         HELPER.broken()
         return await heavy.run(_local, raw, depth)
     if refused is not None:
         raise strictjson.StrictJSONError(*refused)
-    try:
-        return await heavy.run(orjson.loads, raw)
+    try:  # in pieces where it has long arrays: one parse of it all would hold the GIL for milliseconds
+        return await (heavy.run(body_pieces.assemble, raw, pieces) if pieces else heavy.run(orjson.loads, raw))
     except orjson.JSONDecodeError:  # accepted by the strict reader: not expected; the strict reader decides
         return await heavy.run(_local, raw, depth)
