@@ -28,6 +28,7 @@ request is in flight.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 
@@ -54,11 +55,11 @@ class _Deferral:
         self.collections = 0  # full collections run because a deferral lasted DEFER_MAX_S
 
     def defer(self) -> None:
-        if self.in_flight == 0:
+        if self.in_flight == 0 and not self.owned:
             self.owned = self.max_s > 0 and gc.isenabled()  # a process run with the collector off keeps it off
             if self.owned:
                 gc.disable()
-            self.since = time.monotonic()
+                self.since = time.monotonic()
         self.in_flight += 1
         self._overdue()
 
@@ -68,8 +69,14 @@ class _Deferral:
         self.in_flight -= 1
         if self.in_flight > 0:
             self._overdue()
-            return
-        if self.owned:
+        elif self.owned:  # back on once the request that ends has let its body go (the next loop turn):
+            try:  # a collection now would still walk it
+                asyncio.get_running_loop().call_soon(self._enable)
+            except RuntimeError:  # no event loop here
+                self._enable()
+
+    def _enable(self) -> None:
+        if self.in_flight == 0 and self.owned:  # unless another large request came in meanwhile
             gc.enable()
             self.owned = False
 

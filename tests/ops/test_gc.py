@@ -123,3 +123,31 @@ def test_large_bodies_do_not_set_off_collections(guard_process, tmp_path):
         counts[defer_s] = sum(total(m, "python_gc_collections_total", generation=str(k)) for k in range(3)) - before
     assert counts[30] <= 1, counts
     assert counts[0] >= 3, counts  # the same traffic with the deferral off: the test can tell them apart
+
+
+def test_the_collector_comes_back_on_the_next_loop_turn_unless_another_large_request_came():
+    """At the end of a large request its body is still referenced (the request's own frame): the collector
+    comes back one loop turn later, when it no longer has that body to walk."""
+    d = gc_tuning._Deferral()
+
+    async def go() -> list[bool]:
+        seen = []
+        d.defer()
+        d.resume()
+        seen.append(gc.isenabled())  # still off in the same turn
+        await asyncio.sleep(0)
+        seen.append(gc.isenabled())
+        d.defer()
+        d.resume()
+        d.defer()  # another large request before the turn ends: stays off
+        await asyncio.sleep(0)
+        seen.append(gc.isenabled())
+        d.resume()
+        await asyncio.sleep(0)
+        seen.append(gc.isenabled())
+        return seen
+
+    try:
+        assert asyncio.run(go()) == [False, True, False, True]
+    finally:
+        gc.enable()
