@@ -17,6 +17,7 @@ from guard.relay import Relay
 from guard.screens.base import Segment
 from guard.screens.denylist.screen import DenylistScreen
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, load_denylist
+from guard.screens.edits import screen_answer
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
@@ -124,12 +125,11 @@ def new_ctx() -> dict[str, Any]:
     return {CTX_KEY: p}
 
 
-def whole(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
-    segs = [Segment(text, "assistant", "content", ())]
-    ctx = new_ctx()
-    for s in pair:
-        v = asyncio.run(s.screen_response(segs, [], ctx))
-        assert not v.blocked
+def whole(pair: tuple[DenylistScreen, PIIScreen], text: str, kind: str = "content") -> str:
+    """The answer screened whole, as Guard screens a non-streamed answer (guard.screens.edits.screen_answer)."""
+    segs = [Segment(text, "assistant", kind, ())]
+    verdicts = asyncio.run(screen_answer(list(pair), segs, [], new_ctx()))
+    assert not any(v.blocked for v in verdicts)
     return segs[0].text
 
 
@@ -360,12 +360,7 @@ ARG_VALUES = [v for v in SECRETS if v != PEM] + ENTITIES  # a PEM block is denyl
 
 
 def whole_args(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
-    segs = [Segment(text, "assistant", "tool_arguments", ())]
-    ctx = new_ctx()
-    for s in pair:
-        v = asyncio.run(s.screen_response(segs, [], ctx))
-        assert not v.blocked
-    return segs[0].text
+    return whole(pair, text, "tool_arguments")
 
 
 def streamed_args(pair: tuple[DenylistScreen, PIIScreen], chunks: list[str]) -> tuple[str, int]:
