@@ -163,6 +163,11 @@ class DenylistScreen:
             return await heavy.run(self._from_worker, segments, done), t0
         return await heavy.run(self._scan_all, segments, direction), t0
 
+    def _screen(self, segments: list[Segment], direction: str) -> Verdict:
+        """The whole screen in this thread (what a large scan does when no screening process is ready)."""
+        t0 = time.perf_counter()
+        return self._finish(segments, direction, self._scan_all(segments, direction), t0)
+
     def _scan_all(self, segments: list[Segment], direction: str) -> list[Scan]:
         return [self.scan_segment(s.text, s.kind, direction) for s in segments]
 
