@@ -278,6 +278,8 @@ AGAINST = [
     ("host fe80::ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 is up", None),
     ("host fe80::AKIAIOSFODNN7EXAMPLE is up", None),
     ("staff EMP-123406office-key-12345678 now", (r"office-key-[0-9]{8}", None)),
+    ("id EMP-123406 badge-key-12345678 now", (r"badge-key-[0-9]{8}", None)),
+    ("id EMP-123406badge-key-12345678 now", (r"badge-key-[0-9]{8}", "")),
     ("Try 555 0100 tok-12345678 office", (r"tok-[0-9]{8}", "#")),
     ("Try 555 0100tok-12345678 office", (r"tok-[0-9]{8}", "")),
 ]
