@@ -17,7 +17,6 @@ from typing import Any
 import regex as re
 
 from guard.screens.edits import Edit
-from guard.screens.edits import apply as apply_edits
 from guard.screens.pii.engine import Finding
 
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)_(\d{1,6})>")
@@ -120,16 +119,6 @@ class Rewriter:
             else:
                 out.append((a, b, self.replacement(f, text[a:b], json_safe)))
         return out
-
-    def apply(
-        self,
-        text: str,
-        findings: list[Finding],
-        restore: list[tuple[int, int]] = (),  # type: ignore[assignment]
-        json_safe: bool = False,
-    ) -> str:
-        """``text`` with ``edits`` made."""
-        return apply_edits(text, self.edits(text, findings, restore, json_safe))
 
 
 def redact_all(text: str, findings: list[Finding]) -> str:
