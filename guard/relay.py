@@ -19,6 +19,7 @@ from typing import Any
 from guard.apis import set_path
 from guard.apis.wire import module
 from guard.screens.base import StreamScreen, Verdict
+from guard.screens.edits import StreamGroup
 
 
 class UpstreamStreamError(Exception):
@@ -38,29 +39,33 @@ EVENT_CAP = 1024 * 1024  # one event of a screened stream: a token chunk is a fe
 
 
 class _Chain:
-    """One channel's stream screens in order. A stop may still carry text judged safe before it (``release``):
-    that text goes through the remaining screens and out before the stream ends.
-
-    Each screen holds back only from where a match could still be starting in what it has been given (no
-    fixed tails, no minimum release), so the holds overlap rather than add up: on prose every screen holds
-    the same unfinished word. A screen that can (``feed_ahead``) also looks at what the screen before it
-    still holds, to decide how much to hold (never to release it: that text may still be replaced), and is
-    asked again when that changes while it holds something; so the chain holds what the screen holding most
-    holds alone, also where they hold neighbouring candidates, and where a complete value waits for the
-    text after it (it is read with every way the screen before may release that text). The one exception,
-    a value read differently before a redaction than before the text as written, is in docs/streaming.md."""
+    """One channel's stream screens. The leading screens that judge the text as written and report edits
+    (the denylist, PII: ``judge``) run as one group (guard.screens.edits.StreamGroup): each reads the text
+    as the model wrote it, their edits are merged, and the group releases the text every one of them has
+    decided, so what it holds is what the screen holding most holds alone. The other screens (Llama Guard;
+    the JSON text of tool-call arguments, whose screens rewrite it in turn) read the group's output in
+    turn. A stop may still carry text judged safe before it (``release``): that text goes through the
+    remaining screens and out before the stream ends."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens
+        k = 0
+        while k < len(screens) and _judges(screens[k]):
+            k += 1
+        self.group = StreamGroup(screens[:k]) if k else None
+        self.rest = screens[k:]
         self.done = False
 
     async def feed(self, text: str) -> tuple[str, Verdict | None]:
-        for i, s in enumerate(self.screens):
-            ahead = _ahead(self.screens[i - 1]) if i else None
-            look = getattr(s, "feed_ahead", None) if ahead is not None else None
-            if not text and (look is None or not _holds(s)):
+        if self.group is not None:
+            step = await self.group.feed(text)
+            if step.stop is not None:
+                return await self._drain(0, step.release), step.stop
+            text = step.release
+        for i, s in enumerate(self.rest):
+            if not text:
                 return "", None
-            step = await (look(text, ahead) if look is not None else s.feed(text))
+            step = await s.feed(text)
             if step.stop is not None:
                 return await self._drain(i + 1, step.release), step.stop
             text = step.release
@@ -69,7 +74,12 @@ class _Chain:
     async def finish(self) -> tuple[str, Verdict | None]:
         self.done = True
         out = ""
-        for i, s in enumerate(self.screens):
+        if self.group is not None:
+            step = await self.group.finish()
+            if step.stop is not None:
+                return await self._drain(0, step.release), step.stop
+            out = step.release
+        for i, s in enumerate(self.rest):
             if out:
                 step = await s.feed(out)
                 if step.stop is not None:
@@ -84,7 +94,7 @@ class _Chain:
     async def _drain(self, start: int, text: str) -> str:
         """Text released by a stopping screen, through the screens after it; whatever they stop at is lost."""
         self.done = True
-        for s in self.screens[start:]:
+        for s in self.rest[start:]:
             if not text:
                 return ""
             step = await s.feed(text)
@@ -97,14 +107,10 @@ class _Chain:
         return text
 
 
-def _ahead(screen: StreamScreen) -> Any:
-    fn = getattr(screen, "ahead", None)
-    return fn() if fn is not None else None
-
-
-def _holds(screen: StreamScreen) -> bool:
-    fn = getattr(screen, "holds", None)
-    return fn is not None and bool(fn())
+def _judges(screen: StreamScreen) -> bool:
+    """Whether a stream screen (or its fail-mode wrapper) judges the text as written (``judge``)."""
+    fn = getattr(screen, "judges", None)
+    return bool(fn()) if callable(fn) else hasattr(screen, "judge")
 
 
 class Relay:

@@ -9,6 +9,7 @@ from typing import Any
 
 from guard.apis.wire import module
 from guard.screens.base import ResponseScreen, Segment, Verdict
+from guard.screens.edits import screen_answer
 
 ERROR_BODY_CAP = 65536  # bytes of an upstream error body relayed to the client; a longer one is replaced
 
@@ -67,12 +68,7 @@ async def screen_error_body(
     if not segs:
         return data, [], ""
     before = [s.text for s in segs]
-    verdicts: list[Verdict] = []
-    for s in screens:
-        v = await s.screen_response(segs, prompt, ctx)
-        verdicts.append(v)
-        if v.blocked:
-            break
+    verdicts = await screen_answer(screens, segs, prompt, ctx)
     if any(v.blocked for v in verdicts):
         return (
             _replacement(

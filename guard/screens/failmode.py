@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from guard.screens.base import Segment, StreamStep, Verdict
 from guard.screens.budget import BudgetExceeded
+from guard.screens.edits import Judged
 from guard.telemetry import SCREEN_RESULTS
 
 log = logging.getLogger("guard.filters")
@@ -127,6 +128,19 @@ class GuardedScreen:
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
         return await self.call("response", lambda: self.screen.screen_response(segments, prompt, ctx))
 
+    def rewrites(self) -> bool:
+        """Whether the screen reports its rewrites as edits (guard.screens.edits)."""
+        return hasattr(self.screen, "screen_edits")
+
+    async def screen_edits(
+        self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
+    ) -> tuple[Verdict, Any]:
+        """``screen_response`` as edits; a failed call gives its verdict and no edits."""
+        got = await self.attempt("response", lambda: self.screen.screen_edits(segments, prompt, ctx))
+        v, edits = (got, None) if isinstance(got, Verdict) else got
+        self.count(v)
+        return v, edits
+
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> GuardedStream:
         return GuardedStream(self, self.screen.open_stream(prompt, ctx, kind=kind))
 
@@ -186,6 +200,7 @@ class GuardedStream:
         self.inner = inner
         self.failed: Verdict | None = None
         self.counted = False
+        self.fed = 0  # characters given to ``judge``
 
     @property
     def verdict(self) -> Verdict | None:
@@ -199,20 +214,38 @@ class GuardedStream:
             return StreamStep(release=text)
         return await self._step(lambda: self.inner.feed(text), text)
 
-    def ahead(self) -> Any:
-        """The inner stream's held text for the next screen to look ahead at (guard.relay._Chain)."""
-        fn = getattr(self.inner, "ahead", None)
-        return None if self.failed or fn is None else fn()
+    def judges(self) -> bool:
+        """Whether the inner stream judges the text as written and reports edits (guard.screens.edits)."""
+        return hasattr(self.inner, "judge")
 
-    def holds(self) -> bool:
-        fn = getattr(self.inner, "holds", None)
-        return not self.failed and fn is not None and bool(fn())
+    async def judge(self, text: str) -> Judged:
+        self.fed += len(text)
+        if self.failed:
+            return Judged(self.fed)
+        return await self._judged(lambda: self.inner.judge(text))
 
-    async def feed_ahead(self, text: str, ahead: Any) -> StreamStep:
-        fn = getattr(self.inner, "feed_ahead", None)
-        if self.failed or fn is None:
-            return await self.feed(text)
-        return await self._step(lambda: fn(text, ahead), text)
+    async def judge_end(self) -> Judged:
+        got = Judged(self.fed) if self.failed else await self._judged(self.inner.judge_end)
+        if not self.counted and self.verdict is not None:
+            self.guard.count(self.verdict)
+            self.counted = True
+        return got
+
+    async def _judged(self, fn: Callable[[], Awaitable[Judged]]) -> Judged:
+        """A judging step under the fail mode: on failure the screen stops the stream (``block``: nothing
+        more goes out) or judges nothing from then on (``allow``: all it was given counts as decided)."""
+        result = await self.guard.attempt("response", fn)
+        if isinstance(result, Judged):
+            if result.stop is not None and not self.counted:
+                self.guard.count(result.stop)
+                self.counted = True
+            return result
+        self.failed = result
+        if result.blocked:
+            self.guard.count(result)
+            self.counted = True
+            return Judged(0, stop=result)
+        return Judged(self.fed)
 
     async def finish(self) -> StreamStep:
         if self.failed:

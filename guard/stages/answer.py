@@ -15,6 +15,7 @@ from guard.exchange import Exchange
 from guard.quota import hook as quota
 from guard.screens import budget
 from guard.screens.base import ScreenSet, Segment, Verdict
+from guard.screens.edits import screen_answer
 from guard.stages.base import Flow, Services, decision, log, model_label, record, send_raw, throttled
 from guard.stages.decide import write_back
 from guard.stages.forward import since_forward
@@ -117,11 +118,7 @@ class Answer:
         verdicts: list[Verdict] = []
 
         async def run_screens() -> None:
-            for s in screens.response:
-                v = await s.screen_response(segs, prompt, ex.context)
-                verdicts.append(v)
-                if v.blocked:
-                    break
+            verdicts.extend(await screen_answer(screens.response, segs, prompt, ex.context))
 
         await budget.run(run_screens, self._config.limits.screen_budget_ms)
         record(ex, "screens_response", t)

@@ -65,6 +65,11 @@ def test_large_scans_in_a_screening_process_match_the_thread(tmp_path: Path) -> 
         assert v.modified and not v.blocked and v.entities == w.entities == {"aws_access_key_id": 1}, v
         assert [x.text for x in segs] == [x.text for x in twin] and segs[0].text == texts[0], segs[1].text[:60]
         assert key not in segs[1].text and "[REDACTED" in segs[1].text
+        # as edits (guard.screens.edits): the redactions found in the process, in offsets of the text as written
+        fresh = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(texts)]
+        ev, edits = await screen.screen_edits(fresh, [], {})
+        assert not ev.blocked and [x.text for x in fresh] == texts  # the texts are left to the caller
+        assert edits == [[], screen.scan(texts[1], "response").edits] and edits[1][0][:2] == (11, 11 + len(key))
 
     try:
         asyncio.run(go())
@@ -107,6 +112,13 @@ def test_large_pii_scans_in_a_screening_process_rewrite_like_the_thread(tmp_path
         scan = ScanPass(profile, "prompt", pseudonyms_of({}))
         want = [scan.segment(s) for s in threaded]
         assert v.modified and [s.text for s in in_process] == want and in_process[0].text == texts[0]
+        # an answer screened as edits (guard.screens.edits): the same edits as a scan in a thread
+        card = ["Card 5500 0000 0000 0004 on file. " + "More words. " * 1500, texts[0]]
+        answer = [Segment(t, "assistant", "content", ("choices", i)) for i, t in enumerate(card)]
+        ev, edits = await PIIScreen(profile).screen_edits(answer, [], {})
+        here = ScanPass(profile, "response", pseudonyms_of({}))
+        assert not ev.blocked and [s.text for s in answer] == card
+        assert edits == [here.segment_edits(s) for s in answer] and edits[0] and edits[0][0][:2] == (5, 24), edits
 
     try:
         asyncio.run(go())

@@ -167,13 +167,13 @@ def test_large_texts_are_screened_off_the_event_loop(monkeypatch: pytest.MonkeyP
 
     s = DenylistScreen.from_settings(load_denylist(ROOT / "filters"))
     seen: list[str] = []
-    real = denylist.DenylistScreen._screen
+    real = denylist.DenylistScreen._scan_all
 
     def spy(self: DenylistScreen, segments: list[Segment], direction: str) -> object:
         seen.append(threading.current_thread().name)
         return real(self, segments, direction)
 
-    monkeypatch.setattr(denylist.DenylistScreen, "_screen", spy)
+    monkeypatch.setattr(denylist.DenylistScreen, "_scan_all", spy)
 
     async def both() -> str:
         await s.screen_prompt([Segment("small", "user", "content", ())], {})

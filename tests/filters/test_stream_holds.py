@@ -1,9 +1,10 @@
-"""Holds overlap rather than add up: the relay runs a channel's screens in turn (guard.relay._Chain), each
-holding back only from where a match could still be starting in what it was given, and a later screen
-looks ahead at what an earlier one still holds to decide how much to hold. For the shipped screens on
-the same text, the chain holds what the screen holding most holds alone (the maximum over the screens),
-never the sum of what each holds: where both hold the same candidate, and where they hold neighbouring
-ones (a digit group right before a token's start)."""
+"""Holds overlap rather than add up: the relay runs a channel's rewriting screens as one group
+(guard.relay._Chain, guard.screens.edits.StreamGroup), each reading the text as the model wrote it and
+holding back only from where a match could still be starting; the group releases what every screen has
+decided, with their edits merged. For the shipped screens on the same text, the chain holds what the
+screen holding most holds alone (the maximum over the screens), never the sum of what each holds: where
+both hold the same candidate, where they hold neighbouring ones (a digit group right before a token's
+start), and where a value is written right against a key's start."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from guard.screens import stream_partial
 from guard.screens.base import Segment, StreamScreen
 from guard.screens.denylist.screen import DenylistScreen
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, load_denylist
+from guard.screens.edits import screen_answer
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
@@ -42,18 +44,9 @@ def profiles(shipped: tuple) -> dict[str, tuple[DenylistScreen, PIIScreen]]:
 
 
 def held(screens: list[StreamScreen], chunks: list[str]) -> int:
-    """Characters received and not yet released after the last chunk."""
-    chain = _Chain(screens)
-
-    async def go() -> int:
-        out = ""
-        for c in chunks:
-            released, stop = await chain.feed(c)
-            assert stop is None
-            out += released
-        return sum(map(len, chunks)) - len(out)
-
-    return asyncio.run(go())
+    """Characters received and not yet released after the last chunk (counted in the text as written: a
+    redaction's length is not the secret's)."""
+    return _through(screens, chunks)[0][-1]
 
 
 def pieces(text: str, n: int = 3) -> list[str]:
@@ -89,11 +82,10 @@ def test_two_screens_holding_the_same_text_hold_it_once(shipped: tuple, text: st
 
 
 def test_where_holds_are_in_different_places_the_chain_holds_the_larger_one(shipped: tuple) -> None:
-    """The denylist holds ``ghp_ab`` (it may become a GitHub token). PII, given only the text before it,
-    would hold ``DE89 `` too (it may become an IBAN); but PII looks ahead at what the denylist holds, and
-    no way the denylist may let that text go (as it is, or with a replacement from any point) continues an
-    IBAN. So PII releases ``DE89 `` while the denylist still holds its candidate: the chain holds what the
-    denylist alone holds, for every chunking, and the rest goes out once the denylist lets go."""
+    """The denylist holds ``ghp_ab`` (it may become a GitHub token). PII reads the same text as written:
+    ``DE89 ghp_ab`` can no longer become an IBAN, so it holds only ``ghp_ab`` (an unfinished word). The
+    chain holds what the denylist alone holds, for every chunking, and the rest goes out once the
+    denylist lets go."""
     deny, pii = shipped
     text = "The IBAN DE89 ghp_ab"
     for size in (1, 2, 3, 5, len(text)):
@@ -116,9 +108,9 @@ def test_where_holds_are_in_different_places_the_chain_holds_the_larger_one(ship
         assert out.startswith("The IBAN DE89 ghp_ab is not a token,")
 
 
-def test_the_look_ahead_never_releases_what_the_earlier_screen_still_holds(shipped: tuple) -> None:
-    """PII looks at the denylist's held text only to decide how much to hold: a real token after the IBAN
-    start is still redacted whole, and the IBAN start right before it goes out as it is."""
+def test_the_group_never_releases_what_one_screen_still_holds(shipped: tuple) -> None:
+    """PII has decided ``ghp_`` long before the denylist has: a real token after the IBAN start is still
+    held and redacted whole, and the IBAN start right before it goes out as it is."""
     deny, pii = shipped
     token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
     text = f"The IBAN DE89 {token} is it."
@@ -159,17 +151,18 @@ def unhurried() -> Iterator[None]:
 
 
 def _whole(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
+    """The answer screened whole, as Guard screens a non-streamed answer (guard.screens.edits.screen_answer)."""
     segs = [Segment(text, "assistant", "content", ())]
-    ctx = {CTX_KEY: Pseudonyms()}
-    for s in pair:
-        v = asyncio.run(s.screen_response(segs, [], ctx))
-        assert not v.blocked
+    verdicts = asyncio.run(screen_answer(list(pair), segs, [], {CTX_KEY: Pseudonyms()}))
+    assert not any(v.blocked for v in verdicts)
     return segs[0].text
 
 
 def _through(screens: list[StreamScreen], chunks: list[str]) -> tuple[list[int], str]:
-    """What the chain holds after each chunk, and all it lets out once the stream ends."""
+    """What the chain holds after each chunk (characters of the text as written that it has not released),
+    and all it lets out once the stream ends."""
     chain = _Chain(screens)
+    assert chain.group is not None and not chain.rest  # every screen here rewrites: one group
 
     async def go() -> tuple[list[int], str]:
         out, holds, seen = "", [], 0
@@ -177,7 +170,7 @@ def _through(screens: list[StreamScreen], chunks: list[str]) -> tuple[list[int],
             got, stop = await chain.feed(c)
             assert stop is None
             out, seen = out + got, seen + len(c)
-            holds.append(seen - len(out))
+            holds.append(seen - chain.group.base)
         got, stop = await chain.finish()
         assert stop is None
         return holds, out + got
@@ -185,8 +178,7 @@ def _through(screens: list[StreamScreen], chunks: list[str]) -> tuple[list[int],
     return asyncio.run(go())
 
 
-# A complete value with fewer than 24 characters after it in what PII has been given, and more held by
-# the denylist: PII settles it from every way the denylist may let its text go.
+# A complete value with fewer than 24 characters after it, then a key's start the denylist holds.
 SETTLED = [
     ("Try 555 0100 then use the key ghp_a1B2c3D4e5F6", "a phone-shaped number below the threshold"),
     ("Try 555 0100 eyJhbGciOiJIUzI1NiJ9abcdef", "the same, right before a token with the shortest replacement"),
@@ -199,12 +191,10 @@ SETTLED = [
 
 @pytest.mark.parametrize(("text", "what"), SETTLED)
 def test_a_complete_value_is_settled_without_waiting_for_the_denylist(shipped: tuple, text: str, what: str) -> None:
-    """The case where the holds used to add up: PII waits for 24 characters after a complete value (a label
-    word there may raise its score), and the denylist holds some of them. Here PII scans the value with
-    every way the denylist may let its held text go (as it is, or a redaction from where a secret could
-    start), each bringing more than the characters the value's recognizers read after it, and releases
-    it at once since they agree: after every chunk the chain holds at most what the screen holding most
-    holds alone. What the client gets in the end is the answer screened whole."""
+    """PII waits for 24 characters after a complete value (a label word there may raise its score), and the
+    denylist holds a key's start among them. Each reads the text as written, so neither waits for the
+    other: after every chunk the chain holds at most what the screen holding most holds alone. What the
+    client gets in the end is the answer screened whole."""
     deny, pii = shipped
 
     def open_(s: object) -> StreamScreen:
@@ -220,11 +210,11 @@ def test_a_complete_value_is_settled_without_waiting_for_the_denylist(shipped: t
         assert out == _whole((deny, pii), text), (what, size)
 
 
-def test_when_the_outcomes_disagree_the_value_is_held_and_screened_whole(shipped: tuple) -> None:
-    """A denylist rule whose match starts with a label word (``office-key-...``): left as it is, ``office``
-    after the number makes it a phone number; redacted, it does not. PII cannot settle the number, so it
-    holds it until the denylist decides, and the client gets the answer screened whole either way. PII
-    alone holds it too (fewer than 24 characters follow it), so the chain still holds no more than it."""
+def test_a_rule_whose_match_starts_with_a_label_word_changes_nothing_for_pii(shipped: tuple) -> None:
+    """A denylist rule whose match starts with a label word (``office-key-...``) right after a phone number:
+    PII reads the text as written, where ``office`` follows the number, whether or not the key completes;
+    the denylist redacts the key. Neither screen waits for the other, and the client gets the answer
+    screened whole."""
     pii = shipped[1]
     rule = DenylistRule(name="office_key", pattern=r"office-key-[0-9]{8}", hints=["office-key-"])
     deny = DenylistScreen(DenylistProfile(rules=[rule]))
@@ -241,15 +231,14 @@ def test_when_the_outcomes_disagree_the_value_is_held_and_screened_whole(shipped
             alone_b, _ = _through([open_(pii)], chunks)
             assert all(x <= max(a, b) for x, a, b in zip(both, alone_a, alone_b, strict=True)), (text, size)
             assert out == _whole((deny, pii), text), (text, size)
-    assert "555 0100" in _whole((deny, pii), "Try 555 0100 office-key-12345678 now")
+    assert _whole((deny, pii), "Try 555 0100 office-key-12345678 now") == "Try <PHONE_NUMBER> [REDACTED:office_key] now"
     assert "555 0100" not in _whole((deny, pii), "Try 555 0100 office-key-1 is gone")
 
 
-def test_a_value_right_before_an_open_key_block_is_settled_at_once(shipped: tuple) -> None:
-    """A number written right against a private key's BEGIN line: as written it is no SSN (``-`` follows),
-    after the key's redaction it is one (``[`` follows). An open block is redacted whatever comes next (its
-    END line, the cap or the answer's end all close it), so the denylist tells PII the as-written way is
-    gone: the number is redacted and released at once, and the chain holds only what the denylist holds."""
+def test_a_value_right_before_an_open_key_block_is_read_as_written(shipped: tuple) -> None:
+    """A number written right against a private key's BEGIN line: as written it is no SSN (``-`` follows
+    the digits). PII reads it so and lets it go at once, and the chain holds only what the denylist holds
+    (the open block, redacted whole in the end)."""
     deny, pii = shipped
     text, key = "My SSN 536-90-4399-----BEGIN RSA PRIVATE KEY-----\nMIIEow", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow"
 
@@ -257,7 +246,7 @@ def test_a_value_right_before_an_open_key_block_is_settled_at_once(shipped: tupl
         return s.open_stream([], {CTX_KEY: Pseudonyms()})  # type: ignore[attr-defined]
 
     whole = _whole((deny, pii), text)
-    assert "536-90-4399" not in whole and whole.endswith("[REDACTED:private_key_block]")
+    assert whole == "My SSN 536-90-4399[REDACTED:private_key_block]"
     for size in (1, 4, len(text)):
         chunks = pieces(text, size)
         assert held([open_(deny)], chunks) == len(key)
@@ -273,41 +262,55 @@ def test_a_value_right_before_an_open_key_block_is_settled_at_once(shipped: tupl
         assert released == whole[: -len("[REDACTED:private_key_block]")], (size, released)
 
 
-RESIDUAL = [
-    # (text, the value, what the denylist holds after it)
-    (
-        "call (212) 555-7788https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
-        "(212) 555-7788",
-        "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX",
-    ),
+def _own_rule(pattern: str, replacement: str | None = None) -> DenylistScreen:
+    """The shipped denylist with one rule of one's own added."""
+    shipped = load_denylist(ROOT / "filters" / "denylist.yaml").profile(None)
+    rule = DenylistRule(name="own", pattern=pattern, replacement=replacement)
+    return DenylistScreen(DenylistProfile(**{**shipped.model_dump(), "rules": [*shipped.rules, rule]}))
+
+
+# A value written right against something the denylist holds, whose reading as written differs from its
+# reading once the denylist's replacement follows it: once the chain held the value plus the key.
+AGAINST = [
+    # (text, the denylist: None for the shipped one, or (pattern, replacement) of a rule of one's own)
+    ("call (212) 555-7788https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX", None),
+    ("call (212) 555-7788https://hooks.slack.com/services/T000/B00 is not a hook", None),
+    ("host fe80::ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 is up", None),
+    ("host fe80::AKIAIOSFODNN7EXAMPLE is up", None),
+    ("staff EMP-123406office-key-12345678 now", (r"office-key-[0-9]{8}", None)),
+    ("id EMP-123406 badge-key-12345678 now", (r"badge-key-[0-9]{8}", None)),
+    ("id EMP-123406badge-key-12345678 now", (r"badge-key-[0-9]{8}", "")),
+    ("Try 555 0100 tok-12345678 office", (r"tok-[0-9]{8}", "#")),
+    ("Try 555 0100tok-12345678 office", (r"tok-[0-9]{8}", "")),
 ]
 
 
-@pytest.mark.parametrize(("text", "value", "key"), RESIDUAL)
-def test_a_value_read_differently_before_and_after_a_redaction_waits(
-    shipped: tuple, text: str, value: str, key: str
+@pytest.mark.parametrize(("text", "own"), AGAINST)
+def test_a_value_against_a_key_start_is_released_at_once(
+    shipped: tuple, text: str, own: tuple[str, str | None] | None
 ) -> None:
-    """The one case where the chain holds more than either screen alone: a number written right against the
-    start of a key that may or may not complete (``(212) 555-7788https://hooks.slack.com/...``). As written,
-    the letter after it makes it no phone number, so PII alone lets it go; the denylist holds the key's
-    start, and if the key completes and is redacted, the number is followed by ``[`` and is one, so the
-    answer screened whole redacts it. Which of the two it is depends on text the model has not written yet:
-    no screen can release the number before the denylist decides without the client seeing something other
-    than the answer screened whole. The chain holds the value plus what the denylist holds, and what the
-    client gets in the end is the answer screened whole."""
-    deny, pii = shipped
+    """Each screen reads the text as the model wrote it, so PII decides a value written right against the
+    start of a key (``(212) 555-7788https://hooks.slack.com/...``: as written, the letter after the digits
+    makes them no phone number) without waiting for the denylist: after every chunk the chain holds at
+    most what the screen holding most holds alone, and what the client gets is the answer screened whole
+    (which keeps ``555-7788`` as written)."""
+    pii = shipped[1]
+    deny = shipped[0] if own is None else _own_rule(*own)
 
     def open_(s: object) -> StreamScreen:
         return s.open_stream([], {CTX_KEY: Pseudonyms()})  # type: ignore[attr-defined]
 
-    assert _unchanged(pii, text)  # as written, PII finds nothing
-    for size in (1, 4, len(text)):
+    whole = _whole((deny, pii), text)
+    for size in (1, 2, 4, len(text)):
         chunks = pieces(text, size)
-        a, b = held([open_(deny)], chunks), held([open_(pii)], chunks)
         both, out = _through([open_(deny), open_(pii)], chunks)
-        assert a == len(key) and b < len(key)
-        assert both[-1] == len(value) + a
-        assert out == _whole((deny, pii), text) and value not in out
+        alone_a, _ = _through([open_(deny)], chunks)
+        alone_b, _ = _through([open_(pii)], chunks)
+        for k, (x, a, b) in enumerate(zip(both, alone_a, alone_b, strict=True)):
+            assert x <= max(a, b), (text, size, chunks[: k + 1], a, b, x)
+        assert out == whole, (text, size)
+    if text.startswith("call"):
+        assert "(212) 555-7788" in whole and "hooks.slack.com/services/T000/B000/X" not in whole
 
 
 def _ex(profile: str, before: str, sep: str, token: str, size: int) -> Callable[[Any], Any]:
@@ -340,24 +343,17 @@ def _ex(profile: str, before: str, sep: str, token: str, size: int) -> Callable[
 @_ex("strict", "IBAN DE89 3704 0044 0532 0130 01 and", " ", "xoxb-1234", 3)
 @_ex("strict", "(212) 555-7788 x", " ", "glpat-xY3k9Lm2", 5)
 @_ex("strict", "staff EMP-123407", " ", "eyJhbGciOiJIUzI1NiJ9abcdefgh", 2)
-@_ex("strict", "eyJ\n401 SSN, key: card 40128888", "", "https:/", 4)  # as written, no number; redacted, too few digits
-# the one exception: a number right against a key's start reads differently as written and redacted
+@_ex("strict", "eyJ\n401 SSN, key: card 40128888", "", "https:/", 4)
 @_ex("strict", "call (212) 555-77", "", "https://hooks.slack.com/services/T000/B0", 3)
+@_ex("strict", "call (212) 555-7788", "", "https://hooks.slack.com/services/T000/B0", 1)
+@_ex("strict", "host fe80::", "", "ghp_a1B2c3D4", 2)
 def test_the_chain_never_holds_more_than_the_screen_holding_most(
     profiles: dict, profile: str, parts: list[str], seps: list[str], tail: tuple[str, str, str], size: int
 ) -> None:
     """Prose, values and keys cut short, ending in two undecided candidates side by side (a value's start,
     then a key's start), in any chunking: what the chain holds is at most what the screen holding most
-    holds alone. Texts that a screen rewrites are left out (the held count is a count of characters, and
-    a rewrite changes it).
-
-    One case is bounded by the value plus the denylist's hold instead, and only this one: PII holds a
-    complete value whose reading depends on what the denylist does with the text right after it (as
-    written, ``-`` or a letter there makes the number no value; replaced by ``[REDACTED:...]`` it is one).
-    Until the denylist decides, neither releasing the value as it is nor redacted equals the answer
-    screened whole; PII alone, which never sees a redaction, reads the value as written and lets it go.
-    The check below is exact about it: the value PII holds from is read differently in the ways the
-    denylist may let its text go (test_a_value_read_differently_before_and_after_a_redaction_waits)."""
+    holds alone, with no exception (a value written right against a key's start included). Texts that a
+    screen rewrites are left out (the held count is a count of characters, and a rewrite changes it)."""
     deny, pii = profiles[profile]
     text = "".join(p + s for p, s in zip(parts, seps, strict=False)) + "".join(tail)
     assume(_unchanged(deny, text) and _unchanged(pii, text))
@@ -366,16 +362,6 @@ def test_the_chain_never_holds_more_than_the_screen_holding_most(
     def open_(s: object) -> StreamScreen:
         return s.open_stream([], {CTX_KEY: Pseudonyms()})  # type: ignore[attr-defined]
 
-    alone = open_(deny)
-    a, b = held([alone], chunks), held([open_(pii)], chunks)
+    a, b = held([open_(deny)], chunks), held([open_(pii)], chunks)
     both = held([open_(deny), open_(pii)], chunks)
-    if both <= max(a, b):
-        return
-    window, ahead = text[: len(text) - a], alone.ahead()
-    assert ahead is not None and ahead.text == text[len(text) - a :]
-    start = len(text) - both  # where PII's hold begins
-    read = {
-        frozenset((f.entity_type, f.end) for f in pii.profile.findings(window + way, []) if f.start == start)
-        for way in ahead.outcomes(24)
-    }
-    assert len(read) > 1, (text, size, a, b, both)
+    assert both <= max(a, b), (text, size, a, b, both)

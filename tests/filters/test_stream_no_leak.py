@@ -1,6 +1,7 @@
 """No leak in streams: for prose mixed with every entity and secret the shipped profiles redact, cut into
 arbitrary chunks (1-character chunks included), the text a client receives through the relay and the
-shipped response screens (denylist, then PII, as in every profile) equals the whole-answer rewrite."""
+shipped response screens (denylist and PII, each reading the answer as written, their edits merged) equals
+the whole-answer rewrite (guard.screens.edits.screen_answer, the function Guard screens whole answers with)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from guard.relay import Relay
 from guard.screens.base import Segment
 from guard.screens.denylist.screen import DenylistScreen
 from guard.screens.denylist.settings import DenylistProfile, DenylistRule, load_denylist
+from guard.screens.edits import screen_answer
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
@@ -124,12 +126,11 @@ def new_ctx() -> dict[str, Any]:
     return {CTX_KEY: p}
 
 
-def whole(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
-    segs = [Segment(text, "assistant", "content", ())]
-    ctx = new_ctx()
-    for s in pair:
-        v = asyncio.run(s.screen_response(segs, [], ctx))
-        assert not v.blocked
+def whole(pair: tuple[DenylistScreen, PIIScreen], text: str, kind: str = "content") -> str:
+    """The answer screened whole, as Guard screens a non-streamed answer (guard.screens.edits.screen_answer)."""
+    segs = [Segment(text, "assistant", kind, ())]
+    verdicts = asyncio.run(screen_answer(list(pair), segs, [], new_ctx()))
+    assert not any(v.blocked for v in verdicts)
     return segs[0].text
 
 
@@ -202,18 +203,21 @@ def _settled(profile: str, parts: list[str], seps: list[str], ones: bool = False
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
     ones=st.booleans(),
 )
-# A complete value with fewer than 24 characters after it, then a key the denylist holds: PII settles the
-# value from every way the denylist may let the key go (guard/screens/stream_partial.py, pending_ahead).
+# A complete value with fewer than 24 characters after it, then a key the denylist holds.
 @_settled("strict", ["Try 555 0100 then use the key", SECRETS[2], "office"], [" "], ones=True)
 @_settled("strict", ["call (212) 555-7788", SECRETS[-3], "fax"], [" "])
 @_settled("strict", ["Card 4111 1111 1111 1112 ok,", "sk-proj-abcdefghij0123456789ABCDEFGHIJ", "now"], [" "])
 @_settled("strict", ["IBAN DE89 3704 0044 0532 0130 01 and", "xoxb-123456789012-abcdefghijKLMN", "ok."], [" "])
 @_settled("strict", ["staff EMP-123407", SECRETS[-3], "EMP-123406", "Bearer abcdefghijklmnop1234567890"], [" "], True)
 @_settled("default", ["Card 5500 0000 0000 0004 ok,", "glpat-xY3k9Lm2Qw8Rt5Zp1Vb7", "card"], [" "])
-# ... and written right against the key's start: read differently as written and redacted, so it waits
+# ... and written right against the key's start (as written, no value: each screen reads the text as written)
 @_settled("strict", ["My SSN 536-90-4399", PEM, "done"], ["", " "], ones=True)
 @_settled("strict", ["call (212) 555-7788", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"], [""])
 @_settled("strict", ["call (212) 555-7788", "https://hooks.slack.com/services/T000/B00 is not a hook"], [""])
+@_settled("strict", ["host fe80::", "AKIAIOSFODNN7EXAMPLE", "up"], ["", " "], ones=True)
+@_settled(
+    "strict", ["mail ann.lee@mailbox.org", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"], [""], True
+)
 def test_streamed_text_equals_the_whole_answer_rewrite(
     screens: dict, profile: str, parts: list[str], seps: list[str], cuts: list[int], ones: bool
 ) -> None:
@@ -360,12 +364,7 @@ ARG_VALUES = [v for v in SECRETS if v != PEM] + ENTITIES  # a PEM block is denyl
 
 
 def whole_args(pair: tuple[DenylistScreen, PIIScreen], text: str) -> str:
-    segs = [Segment(text, "assistant", "tool_arguments", ())]
-    ctx = new_ctx()
-    for s in pair:
-        v = asyncio.run(s.screen_response(segs, [], ctx))
-        assert not v.blocked
-    return segs[0].text
+    return whole(pair, text, "tool_arguments")
 
 
 def streamed_args(pair: tuple[DenylistScreen, PIIScreen], chunks: list[str]) -> tuple[str, int]:

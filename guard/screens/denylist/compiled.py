@@ -12,6 +12,7 @@ import regex
 
 from guard.screens import linear_re
 from guard.screens.denylist.settings import DenylistRule
+from guard.screens.edits import Edit
 from guard.screens.stream_partial import phrase_sources
 
 
@@ -83,6 +84,7 @@ class Scan:
     hits: dict[str, int] = field(default_factory=dict)
     block: list[Compiled] = field(default_factory=list)
     redacted: bool = False
+    edits: list[Edit] = field(default_factory=list)  # the redactions, in offsets of the text scanned
 
 
 def inside(found: list[tuple[int, int]], pos: int) -> bool:
@@ -91,15 +93,7 @@ def inside(found: list[tuple[int, int]], pos: int) -> bool:
     return i >= 0 and found[i][0] <= pos < found[i][1]
 
 
-def redact(text: str, spans: list[tuple[int, int, Compiled]]) -> str:
-    spans.sort(key=lambda s: (s[0], -s[1]))
-    out, pos = [], 0
-    for a, b, c in spans:
-        if b <= pos:
-            continue  # inside an earlier replacement
-        out.append(text[pos : max(a, pos)])
-        if a >= pos:
-            out.append(c.replacement)
-        pos = b
-    out.append(text[pos:])
-    return "".join(out)
+def edits_of(spans: list[tuple[int, int, Compiled]]) -> list[Edit]:
+    """The redactions of ``spans`` as edits (guard.screens.edits), in text order, longest first at one start:
+    merged (``edits.merge``), a span inside or overlapping an earlier one joins its replacement."""
+    return [(a, b, c.replacement) for a, b, c in sorted(spans, key=lambda s: (s[0], -s[1]))]

@@ -15,19 +15,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from guard import heavy
-from guard.screens import budget, json_text, linear_re
+from guard.screens import budget, edits, json_text, linear_re
 from guard.screens.base import Segment, Verdict
-from guard.screens.denylist.compiled import Compiled, Scan, compile_rule, hit_opens, inside, partial_source, redact
+from guard.screens.denylist.compiled import Compiled, Scan, compile_rule, edits_of, hit_opens, inside, partial_source
 from guard.screens.denylist.json_stream import JsonTextDenylist, scan_json_text
 from guard.screens.denylist.settings import DenylistProfile, DenylistSettings
 from guard.screens.denylist.stream import DenylistStream
+from guard.screens.edits import Edit
 from guard.screens.pii.source import Source
 from guard.screens.stream_partial import PartialSet
 
 # Large scans in a screening process: (settings file, direction, segments) -> per text (text, None when
-# unchanged; hits by rule, blocking rule names, redacted), or None when no process is ready (a thread scans).
+# unchanged; hits by rule, blocking rule names, redacted, redactions as edits), or None when no process is
+# ready (a thread scans).
 Offload = Callable[
-    [Source, str, Sequence[Segment]], Awaitable[list[tuple[str | None, dict[str, int], list[str], bool]] | None]
+    [Source, str, Sequence[Segment]],
+    Awaitable[list[tuple[str | None, dict[str, int], list[str], bool, list[Edit]]] | None],
 ]
 
 
@@ -100,7 +103,8 @@ class DenylistScreen:
             if getattr(c.rule, direction) == "block" and c not in res.block:
                 res.block.append(c)
         if not res.block and spans:
-            res.text, res.redacted = redact(text, list(spans)), True
+            res.edits = edits_of(spans)
+            res.text, res.redacted = edits.apply(text, edits.merge([res.edits])), True
         return res
 
     def verdict(self, direction: str, scans: list[Scan], t0: float) -> Verdict:
@@ -129,44 +133,63 @@ class DenylistScreen:
         return v
 
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        return await self._offload(segments, "prompt")
+        scans, t0 = await self._scans(segments, "prompt")
+        return self._finish(segments, "prompt", scans, t0)
 
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        return await self._offload(segments, "response")
+        scans, t0 = await self._scans(segments, "response")
+        return self._finish(segments, "response", scans, t0)
 
-    async def _offload(self, segments: list[Segment], direction: str) -> Verdict:
+    async def screen_edits(
+        self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
+    ) -> tuple[Verdict, list[list[Edit]]]:
+        """``screen_response`` as edits (guard.screens.edits): the redactions of each segment as written;
+        JSON-text segments (tool-call arguments, tool results) are rewritten in place instead, as written
+        and decoded (``scan_segment``), and get no edits."""
+        scans, t0 = await self._scans(segments, "response")
+        v = self._finish(segments, "response", scans, t0, plain=False)
+        return v, [[] if seg.kind in json_text.JSON_KINDS else s.edits for seg, s in zip(segments, scans, strict=True)]
+
+    async def _scans(self, segments: list[Segment], direction: str) -> tuple[list[Scan], float]:
         """Small texts inline (cheaper than a thread hop); large ones in a screening process
         (guard/screens/denylist/worker.py), else a worker thread: off the event loop either way."""
-        if budget.inline(segments):
-            return self._screen(segments, direction)
         t0 = time.perf_counter()
+        if budget.inline(segments):
+            return self._scan_all(segments, direction), t0
         done = None
         if self.source is not None and self.in_process is not None:
             done = await self.in_process(self.source, direction, segments)
         if done is not None:  # many small segments (a megabyte of messages): their results are read in a thread too
-            return await heavy.run(self._from_worker, segments, direction, done, t0)
-        return await heavy.run(self._screen, segments, direction)
-
-    def _from_worker(self, segments: list[Segment], direction: str, done: list[Any], t0: float) -> Verdict:
-        """The verdict from a screening process's results (text None: unchanged, not sent back)."""
-        by_name = {c.rule.name: c for c in self.rules}
-        scans = [
-            Scan(seg.text if t is None else t, hits, [by_name[n] for n in block], red)
-            for seg, (t, hits, block, red) in zip(segments, done, strict=True)
-        ]
-        return self._finish(segments, direction, scans, t0)
+            return await heavy.run(self._from_worker, segments, done), t0
+        return await heavy.run(self._scan_all, segments, direction), t0
 
     def _screen(self, segments: list[Segment], direction: str) -> Verdict:
+        """The whole screen in this thread (what a large scan does when no screening process is ready)."""
         t0 = time.perf_counter()
-        scans = [self.scan_segment(s.text, s.kind, direction) for s in segments]
-        return self._finish(segments, direction, scans, t0)
+        return self._finish(segments, direction, self._scan_all(segments, direction), t0)
 
-    def _finish(self, segments: list[Segment], direction: str, scans: list[Scan], t0: float) -> Verdict:
+    def _scan_all(self, segments: list[Segment], direction: str) -> list[Scan]:
+        return [self.scan_segment(s.text, s.kind, direction) for s in segments]
+
+    def _from_worker(self, segments: list[Segment], done: list[Any]) -> list[Scan]:
+        """The scans from a screening process's results (text None: unchanged, not sent back)."""
+        by_name = {c.rule.name: c for c in self.rules}
+        return [
+            Scan(seg.text if t is None else t, hits, [by_name[n] for n in block], red, [tuple(e) for e in ed])
+            for seg, (t, hits, block, red, ed) in zip(segments, done, strict=True)
+        ]
+
+    def _finish(
+        self, segments: list[Segment], direction: str, scans: list[Scan], t0: float, plain: bool = True
+    ) -> Verdict:
+        """The verdict; unless it blocks, the rewritten texts written back (``plain``: all of them, else only
+        JSON-text segments: the others' redactions are edits, merged by the caller)."""
         v = self.verdict(direction, scans, t0)
         v.fields = sorted({seg.kind for seg, s in zip(segments, scans, strict=False) if s.hits})
         if not v.blocked:
             for seg, s in zip(segments, scans, strict=False):
-                seg.text = s.text
+                if plain or seg.kind in json_text.JSON_KINDS:
+                    seg.text = s.text
         return v
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:

@@ -23,8 +23,9 @@ from guard.screens.pii.pool import POOL
 from guard.screens.pii.source import Source
 from guard.screens.pii.source import digest as _digest
 
-# text (None: unchanged, so a megabyte is not sent back), hits by rule, blocking rule names, redacted
-Result = tuple[str | None, dict[str, int], list[str], bool]
+# text (None: unchanged, so a megabyte is not sent back), hits by rule, blocking rule names, redacted, the
+# redactions as edits (guard.screens.edits)
+Result = tuple[str | None, dict[str, int], list[str], bool, list[tuple[int, int, str]]]
 
 log = logging.getLogger("guard.screens.denylist")
 _screens: dict[tuple[str, str, str], Any] = {}
@@ -61,7 +62,7 @@ def scan_job(
         out: list[Result] = []
         for i, t in enumerate(texts):
             s = screen.scan_segment(t, kinds[i] if kinds else "content", direction)
-            out.append((None if s.text == t else s.text, s.hits, [c.rule.name for c in s.block], s.redacted))
+            out.append((None if s.text == t else s.text, s.hits, [c.rule.name for c in s.block], s.redacted, s.edits))
         return out
     finally:
         budget.reset_deadline(token)

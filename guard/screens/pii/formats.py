@@ -154,7 +154,6 @@ class GuardIbanRecognizer(LocalRecognizer):
     """IBANs in any case, compact or grouped (spaces, dots or dashes), valid by length and mod-97: 1.0."""
 
     stream_source = (IBAN_STREAM, 0)
-    stream_after = 2  # characters after a match its finding reads: a longer code, or a separator and more
 
     def __init__(self) -> None:
         super().__init__(
@@ -253,7 +252,6 @@ class GuardEmailRecognizer(LocalRecognizer):
     at most 64 characters back and 254 forward."""
 
     stream_source = (EMAIL_STREAM, 0)
-    stream_after = 2  # characters after a match its finding reads: the character that ends the domain
 
     def __init__(self) -> None:
         super().__init__(
@@ -293,7 +291,6 @@ class GuardSsnRecognizer(LocalRecognizer):
     words (0.7)."""
 
     stream_source = (SSN_STREAM, 0)
-    stream_after = 2  # characters after a match its finding reads: the pattern's look-ahead
 
     def __init__(self) -> None:
         super().__init__(supported_entities=["US_SSN"], supported_language="en", name="GuardSsnRecognizer", context=[])
@@ -340,7 +337,6 @@ class GuardIpRecognizer(LocalRecognizer):
     after a version word is dropped."""
 
     stream_source = (IP_STREAM, 0)
-    stream_after = 2  # characters after a match its finding reads: the pattern's look-ahead
 
     def __init__(self) -> None:
         super().__init__(

@@ -60,15 +60,25 @@ def _warm(src: Source) -> bool:
 
 
 def scan_job(
-    src: Source, direction: str, segs: list[tuple[str, str, str]], pseudonyms: Any, deadline: float | None
-) -> tuple[list[str | None], dict[str, int], Any]:
+    src: Source,
+    direction: str,
+    segs: list[tuple[str, str, str]],
+    pseudonyms: Any,
+    deadline: float | None,
+    edits: bool = False,
+) -> tuple[list[Any], dict[str, int], Any]:
     """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts (None: unchanged, so a megabyte is
-    not sent back), counts by type, pseudonyms."""
+    not sent back; with ``edits``, a segment that is not JSON text gets its edits instead:
+    ScanPass.segment_edits), counts by type, pseudonyms."""
     token = budget.set_deadline(deadline)
     try:
         scan = ScanPass(_load(src), direction, pseudonyms)
-        texts = [scan.segment(Segment(t, role, kind, ())) for t, role, kind in segs]
-        return [None if a == b[0] else a for a, b in zip(texts, segs, strict=True)], dict(scan.counts), pseudonyms
+        out: list[Any] = []
+        for t, role, kind in segs:
+            seg = Segment(t, role, kind, ())
+            got = scan.segment_edits(seg) if edits else scan.segment(seg)
+            out.append(None if got == t else got)
+        return out, dict(scan.counts), pseudonyms
     finally:
         budget.reset_deadline(token)
 

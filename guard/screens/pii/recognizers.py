@@ -228,7 +228,6 @@ class GuardCardRecognizer(LocalRecognizer):
     they fit a network, else 0.4, plus 0.4 near card words."""
 
     stream_source = (_CARD.pattern, 0)
-    stream_after = 2  # characters after a match its finding reads: the pattern's look-ahead
 
     def __init__(self) -> None:
         super().__init__(
@@ -374,7 +373,6 @@ class GuardPhoneRecognizer(LocalRecognizer):
     """Phone-shaped digit groups, 7-15 digits; shape score plus 0.35 near phone words."""
 
     stream_source = (_PHONE.pattern, _PHONE.flags)
-    stream_after = WORD_AFTER_CHARS  # a label right after the number (its pattern's look-ahead reads 2)
 
     def __init__(self) -> None:
         super().__init__(

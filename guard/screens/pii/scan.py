@@ -12,6 +12,8 @@ from collections import Counter
 
 from guard.screens import budget, json_text
 from guard.screens.base import Segment, Verdict
+from guard.screens.edits import Edit
+from guard.screens.edits import apply as apply_edits
 from guard.screens.pii.profile import PIIProfile
 from guard.screens.pii.transform import Pseudonyms
 
@@ -32,10 +34,26 @@ class ScanPass:
         self.fields: set[str] = set()  # Segment kinds where something was found
 
     def text(self, text: str, json_safe: bool = False) -> str:
+        return apply_edits(text, self.edits(text, json_safe))
+
+    def edits(self, text: str, json_safe: bool = False) -> list[Edit]:
+        """What ``text`` rewrites, as edits (guard.screens.edits)."""
         restore = self.pseudonyms.known_spans(text) if self.direction == "response" else []
         found = self.profile.findings(text, restore)
         self.counts.update(f.entity_type for f in found)
-        return self.rewriter.apply(text, found, restore, json_safe)
+        return self.rewriter.edits(text, found, restore, json_safe)
+
+    def segment_edits(self, seg: Segment) -> list[Edit] | str:
+        """``segment`` as edits of its text as written; JSON text (and a JSON schema) is rewritten instead
+        (the new text is returned): its strings are read decoded."""
+        if seg.kind in JSON_KINDS or (seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS):
+            return self.segment(seg)
+        budget.check()
+        n = sum(self.counts.values())
+        out = self.edits(seg.text)
+        if sum(self.counts.values()) != n:
+            self.fields.add(seg.kind)
+        return out
 
     def segment(self, seg: Segment) -> str:
         budget.check()

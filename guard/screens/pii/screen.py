@@ -17,6 +17,7 @@ from typing import Any
 from guard import heavy
 from guard.screens import budget
 from guard.screens.base import Segment, Verdict
+from guard.screens.edits import Edit
 from guard.screens.pii.json_stream import JsonArgsStream
 from guard.screens.pii.pool import POOL, scan_job
 from guard.screens.pii.profile import PIIProfile
@@ -38,7 +39,7 @@ class PIIScreen:
         self.profile = profile
 
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
-        return await self._screen(segments, "prompt", ctx)
+        return (await self._screen(segments, "prompt", ctx))[0]
 
     async def screen_response(
         self,
@@ -46,7 +47,7 @@ class PIIScreen:
         prompt: list[Segment],
         ctx: dict[str, Any],
     ) -> Verdict:
-        return await self._screen(segments, "response", ctx)
+        return (await self._screen(segments, "response", ctx))[0]
 
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
         """A stream screen for one channel; ``kind="tool_arguments"``: JSON text, screened string by string
@@ -55,30 +56,46 @@ class PIIScreen:
             return JsonArgsStream(self.profile, pseudonyms_of(ctx))
         return PIIStream(self.profile, pseudonyms_of(ctx), kind=kind)
 
-    async def _screen(self, segments: list[Segment], direction: str, ctx: dict[str, Any]) -> Verdict:
+    async def screen_edits(
+        self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
+    ) -> tuple[Verdict, list[list[Edit]] | None]:
+        """``screen_response`` as edits of each segment as written (guard.screens.edits); JSON-text
+        segments are rewritten in place instead (their strings are read decoded) and get no edits."""
+        return await self._screen(segments, "response", ctx, edits=True)
+
+    async def _screen(
+        self, segments: list[Segment], direction: str, ctx: dict[str, Any], edits: bool = False
+    ) -> tuple[Verdict, list[list[Edit]] | None]:
         started = time.perf_counter()
         scan = ScanPass(self.profile, direction, pseudonyms_of(ctx))
+        one = scan.segment_edits if edits else scan.segment
         try:
             if budget.inline(segments):
-                texts = [scan.segment(s) for s in segments]
+                got: list[Any] = [one(s) for s in segments]
             else:  # off the event loop (a worker process, else a thread); the screening budget goes along
-                texts = await self._offload(scan, segments)
+                got = await self._offload(scan, segments, one, edits)
         except budget.BudgetExceeded:
             raise
         except Exception as e:
-            return error_verdict(self.profile, direction, started, e)
+            return error_verdict(self.profile, direction, started, e), None
         verdict = scan.verdict(started)
+        found: list[list[Edit]] = []
         if not verdict.blocked:
-            for seg, text in zip(segments, texts, strict=False):
-                if text != seg.text:
-                    seg.text = text
+            for seg, out in zip(segments, got, strict=True):
+                if isinstance(out, list):
+                    found.append(out)
+                    verdict.modified = verdict.modified or bool(out)
+                    continue
+                found.append([])
+                if out != seg.text:
+                    seg.text = out
                     verdict.modified = True
-        return verdict
+        return verdict, found
 
-    async def _offload(self, scan: ScanPass, segments: list[Segment]) -> list[str]:
+    async def _offload(self, scan: ScanPass, segments: list[Segment], one: Any, edits: bool) -> list[Any]:
         pool = POOL.get(self.profile.source) if self.profile.source is not None else None
         if pool is None:
-            return await heavy.run(lambda: [scan.segment(s) for s in segments])
+            return await heavy.run(lambda: [one(s) for s in segments])
         source = self.profile.source
         job = await heavy.run(  # the job's arguments for many segments are built off the event loop
             lambda: pool.submit(
@@ -88,6 +105,7 @@ class PIIScreen:
                 [(s.text, s.role, s.kind) for s in segments],
                 scan.pseudonyms,
                 budget.deadline(),  # to_thread copies the context: the request's deadline
+                edits,
             )
         )
         try:
@@ -98,14 +116,14 @@ class PIIScreen:
             log.warning("PII worker process failed (%s); scanning in a thread", type(e).__name__)
             if isinstance(e, BrokenExecutor):
                 POOL.broken()
-            return await heavy.run(lambda: [scan.segment(s) for s in segments])
-        texts = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
+            return await heavy.run(lambda: [one(s) for s in segments])
+        got = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
         p.by_value.update(back.by_value)
         p.by_placeholder.update(back.by_placeholder)
         p.counters.update(back.counters)
-        return texts
+        return [[tuple(e) for e in g] if isinstance(g, list) else g for g in got]
 
     def scan_text(self, text: str, direction: str, ctx: dict[str, Any] | None = None) -> tuple[str, Verdict]:
         """Synchronous helper for tools (``guard scan``): the transformed text and the verdict."""

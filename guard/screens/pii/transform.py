@@ -16,6 +16,7 @@ from typing import Any
 
 import regex as re
 
+from guard.screens.edits import Edit
 from guard.screens.pii.engine import Finding
 
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*)_(\d{1,6})>")
@@ -99,27 +100,25 @@ class Rewriter:
             return value
         return f"<{f.entity_type}>"
 
-    def apply(
+    def edits(
         self,
         text: str,
         findings: list[Finding],
         restore: list[tuple[int, int]] = (),  # type: ignore[assignment]
         json_safe: bool = False,
-    ) -> str:
-        """Rewrite ``findings`` and put original values back at ``restore`` spans (known placeholders);
-        none of these overlap. ``json_safe``: ``text`` is raw JSON, keep its escapes and quoting whole."""
-        edits = [(f.start, f.end, f) for f in findings] + [(a, b, None) for a, b in restore]
-        out, pos = [], 0
-        for a, b, f in sorted(edits, key=lambda e: e[0]):
-            out.append(text[pos:a])
+    ) -> list[Edit]:
+        """The rewrite of ``findings`` and the original values put back at ``restore`` spans (known
+        placeholders), as edits in text order (none of them overlap; guard.screens.edits).
+        ``json_safe``: ``text`` is raw JSON, keep its escapes and quoting whole."""
+        spans = [(f.start, f.end, f) for f in findings] + [(a, b, None) for a, b in restore]
+        out: list[Edit] = []
+        for a, b, f in sorted(spans, key=lambda e: e[0]):
             if f is None:
                 value = self.pseudonyms.by_placeholder[text[a:b]]
-                out.append(json_escape(value) if json_safe else value)
+                out.append((a, b, json_escape(value) if json_safe else value))
             else:
-                out.append(self.replacement(f, text[a:b], json_safe))
-            pos = b
-        out.append(text[pos:])
-        return "".join(out)
+                out.append((a, b, self.replacement(f, text[a:b], json_safe)))
+        return out
 
 
 def redact_all(text: str, findings: list[Finding]) -> str:
