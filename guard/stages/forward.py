@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from guard import heavy, telemetry
-from guard.apis import body_pieces, strictjson, translate
+from guard.apis import strictjson, translate
 from guard.audit import overlap
 from guard.client_watch import ClientGone
 from guard.errors import GuardError, unavailable
@@ -68,8 +67,8 @@ class Forward:
             if kind not in bodies:
                 if ex.body_bytes <= LARGE_BODY:
                     bodies[kind] = _serialise(kind, ex.body)
-                else:  # in pieces: one call over a megabyte would hold the GIL for milliseconds
-                    bodies[kind] = await heavy.run(_serialise, kind, ex.body, body_pieces.dumps)
+                else:
+                    bodies[kind] = await heavy.run(_serialise, kind, ex.body)
             path = translate.upstream_path(kind, ex.path) if kind else ex.path
             target = self._upstreams.target(name, ex.api, ex.operation, path, model, flow.scope["headers"], extra)
             try:
@@ -90,6 +89,7 @@ def since_forward(flow: Flow) -> float:
     return span[0] if span is not None else time.perf_counter()
 
 
-def _serialise(kind: str, body: Any, dumps: Callable[[Any], bytes] = strictjson.dumps) -> bytes:
-    """The upstream's body, serialised from what was judged (translated to another wire API if ``kind``)."""
-    return dumps(translate.request(kind, body) if kind else body)
+def _serialise(kind: str, body: Any) -> bytes:
+    """The upstream's body, serialised from what was judged (translated to another wire API if ``kind``):
+    one orjson call, under a millisecond for a megabyte of messages."""
+    return strictjson.dumps(translate.request(kind, body) if kind else body)

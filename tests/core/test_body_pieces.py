@@ -53,14 +53,3 @@ def test_a_megabyte_of_messages_is_read_message_by_message() -> None:
     assert key == "messages" and len(elems) == 5000
     assert body_pieces.assemble(raw, body_pieces.spans(raw)) == body
     assert body_pieces.spans(orjson.dumps({"messages": [1] * (body_pieces.LEAST_ITEMS - 1)})) == []
-
-
-@settings(max_examples=300, deadline=None)
-@given(_BODY, st.integers(0, 3))
-def test_a_body_written_in_pieces_is_the_bytes_orjson_writes(body: dict[str, Any], least: int) -> None:
-    old = body_pieces.LEAST_ITEMS
-    body_pieces.LEAST_ITEMS = least  # the module's threshold, lowered so that short generated arrays count
-    try:
-        assert body_pieces.dumps(body) == orjson.dumps(body)
-    finally:
-        body_pieces.LEAST_ITEMS = old
