@@ -30,7 +30,7 @@ from guard.screens.stream_partial import PartialSet
 # ready (a thread scans).
 Offload = Callable[
     [Source, str, Sequence[Segment]],
-    Awaitable[list[tuple[str | None, dict[str, int], list[str], bool, list[Edit]]] | None],
+    Awaitable[list[tuple[str | None, dict[str, int], list[str], bool, list[Edit]] | None] | None],
 ]
 
 
@@ -172,12 +172,17 @@ class DenylistScreen:
         return [self.scan_segment(s.text, s.kind, direction) for s in segments]
 
     def _from_worker(self, segments: list[Segment], done: list[Any]) -> list[Scan]:
-        """The scans from a screening process's results (text None: unchanged, not sent back)."""
+        """The scans from a screening process's results (None: nothing found; text None: unchanged, not sent
+        back)."""
         by_name = {c.rule.name: c for c in self.rules}
-        return [
-            Scan(seg.text if t is None else t, hits, [by_name[n] for n in block], red, [tuple(e) for e in ed])
-            for seg, (t, hits, block, red, ed) in zip(segments, done, strict=True)
-        ]
+
+        def scan(seg: Segment, r: Any) -> Scan:
+            if r is None:  # nothing found in it
+                return Scan(seg.text)
+            t, hits, block, red, ed = r
+            return Scan(seg.text if t is None else t, hits, [by_name[n] for n in block], red, [tuple(e) for e in ed])
+
+        return [scan(seg, r) for seg, r in zip(segments, done, strict=True)]
 
     def _finish(
         self, segments: list[Segment], direction: str, scans: list[Scan], t0: float, plain: bool = True

@@ -54,21 +54,24 @@ def warm(src: Source) -> bool:
 
 def scan_job(
     src: Source, direction: str, texts: list[str], deadline: float | None, kinds: list[str] | None = None
-) -> list[Result]:
+) -> list[Result | None]:
     """Scan ``texts`` (of Segment ``kinds``) in this worker under the request's screening deadline."""
     token = budget.set_deadline(deadline)
     try:
         screen = load(src)
-        out: list[Result] = []
+        out: list[Result | None] = []
         for i, t in enumerate(texts):
             s = screen.scan_segment(t, kinds[i] if kinds else "content", direction)
+            if s.text == t and not (s.hits or s.block or s.redacted or s.edits):
+                out.append(None)  # nothing found: one byte back (a tuple per clean message took 10 ms to read)
+                continue
             out.append((None if s.text == t else s.text, s.hits, [c.rule.name for c in s.block], s.redacted, s.edits))
         return out
     finally:
         budget.reset_deadline(token)
 
 
-async def in_process(src: Source, direction: str, segments: Sequence[Segment]) -> list[Result] | None:
+async def in_process(src: Source, direction: str, segments: Sequence[Segment]) -> list[Result | None] | None:
     """The scans of ``segments`` done in a screening process; None when there is none ready (or it failed):
     then the caller scans in a thread. The request's screening deadline goes along."""
     pool = POOL.get(src, warm=warm)
