@@ -180,6 +180,8 @@ class JsonTextDenylist:
         ready = [e for e in r.decodes[self.sent :] if e[1] <= decided]
         self.sent += len(ready)
         edits += ready
+        if self.sent < len(r.decodes) and r.decodes[self.sent][0] < decided:
+            decided = r.decodes[self.sent][0]  # never inside an escape whose decoding is not reported yet
         if self.sent > 256:
             del r.decodes[: self.sent]
             self.sent = 0
