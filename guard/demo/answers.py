@@ -139,7 +139,12 @@ def _tool_chunk(model: str, name: str | None, args: str) -> bytes:
                 "index": 0,
                 "delta": {
                     "tool_calls": [
-                        {"index": 0, "id": "call_demo", "type": "function", "function": {"name": name, "arguments": args}}
+                        {
+                            "index": 0,
+                            "id": "call_demo",
+                            "type": "function",
+                            "function": {"name": name, "arguments": args},
+                        }
                         if name is not None
                         else {"index": 0, "function": {"arguments": args}}
                     ]

@@ -224,7 +224,7 @@ class OffsetMap:
         k = bisect.bisect_right(self.starts, x) - 1
         if k < 0:
             return self.anchor[1] + x - self.anchor[0]
-        xs, xe, rs, re_ = self.units[k]
+        _, xe, rs, re_ = self.units[k]
         return rs if x < xe else re_ + x - xe
 
     def end(self, x: int) -> int:
@@ -232,7 +232,7 @@ class OffsetMap:
         k = bisect.bisect_left(self.starts, x) - 1
         if k < 0:
             return self.anchor[1] + x - self.anchor[0]
-        xs, xe, rs, re_ = self.units[k]
+        _, xe, _, re_ = self.units[k]
         return re_ if x <= xe else re_ + x - xe
 
     def prune(self, x: int) -> None:

@@ -386,12 +386,30 @@ def _args_through(pair: tuple[DenylistScreen, PIIScreen], which: str, chunks: li
     escaped=st.sets(st.integers(min_value=0, max_value=120), max_size=8),
     size=st.integers(1, 9),
 )
-@example(profile="strict", parts=["Try", "555", "0100", "then", "use", "the", "key"], seps=[" "] * 8,
-         tail=("", "", "ghp_a1B2"), escaped=set(), size=1)
-@example(profile="strict", parts=["Try", "555", "0100", "then", "use", "the", "key"], seps=[" "] * 8,
-         tail=("", "", "ghp_a1B2"), escaped={30, 31, 33}, size=2)
-@example(profile="strict", parts=["call", "(212)"], seps=[" "] * 8,
-         tail=("555-7788", "", "https://hooks.slack.com/services/T000/B0"), escaped={9, 20}, size=3)
+@example(
+    profile="strict",
+    parts=["Try", "555", "0100", "then", "use", "the", "key"],
+    seps=[" "] * 8,
+    tail=("", "", "ghp_a1B2"),
+    escaped=set(),
+    size=1,
+)
+@example(
+    profile="strict",
+    parts=["Try", "555", "0100", "then", "use", "the", "key"],
+    seps=[" "] * 8,
+    tail=("", "", "ghp_a1B2"),
+    escaped={30, 31, 33},
+    size=2,
+)
+@example(
+    profile="strict",
+    parts=["call", "(212)"],
+    seps=[" "] * 8,
+    tail=("555-7788", "", "https://hooks.slack.com/services/T000/B0"),
+    escaped={9, 20},
+    size=3,
+)
 @example(profile="strict", parts=["The", "IBAN"], seps=[" "] * 8, tail=("DE89", " ", "ghp_ab"), escaped={14}, size=3)
 def test_tool_arguments_hold_no_more_than_the_screen_holding_most(
     profiles: dict,

@@ -97,7 +97,7 @@ def counted_once(raw: list[Scan], view: list[Scan]) -> list[Scan]:
                 mine[k] = mine.get(k, 0) + n
         for k, n in mine.items():
             hits[k] = max(hits.get(k, 0), n)
-    block = []
+    block: list[Any] = []
     for s in (*raw, *view):
         block.extend(c for c in s.block if c not in block)
     return [Scan("", hits, block, any(s.redacted for s in (*raw, *view)))]
@@ -136,13 +136,12 @@ class JsonTextDenylist:
         self.decided = 0
         self.stopped: Verdict | None = None
         self.t0 = time.perf_counter()
-        self.buf, self.rel, self.pending = "", 0, []  # on its own: the text not released, from ``rel``
+        self.buf, self.rel = "", 0  # on its own: the text not released, from ``rel``
+        self.pending: list[Edit] = []
 
     @property
     def verdict(self) -> Verdict:
-        return self.stopped or self.screen.verdict(
-            "response", counted_once(self.raw.scans, self.view.scans), self.t0
-        )
+        return self.stopped or self.screen.verdict("response", counted_once(self.raw.scans, self.view.scans), self.t0)
 
     async def judge(self, text: str) -> Judged:
         return self.judge_now(text)
