@@ -208,9 +208,10 @@ class OffsetMap:
         self.starts: list[int] = []
         self.units: list[tuple[int, int, int, int]] = []  # x start, x end, raw start, raw end
 
-    def add(self, x: int, x_len: int, raw: int, raw_len: int) -> None:
-        """A piece read at ``x`` (``x_len`` long) from ``raw`` (``raw_len`` long)."""
-        if x_len == raw_len and raw - x == self._delta():
+    def add(self, x: int, x_len: int, raw: int, raw_len: int, keep: bool = False) -> None:
+        """A piece read at ``x`` (``x_len`` long) from ``raw`` (``raw_len`` long); ``keep``: one unit even
+        where it reads as long as it is written (a span that cuts into it covers it whole)."""
+        if x_len == raw_len and raw - x == self._delta() and not (keep and x_len > 1):
             return
         self.starts.append(x)
         self.units.append((x, x + x_len, raw, raw + raw_len))

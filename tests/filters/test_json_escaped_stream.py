@@ -139,3 +139,19 @@ def test_a_replacement_inside_a_string_is_written_as_json_string_content() -> No
         assert json.loads(segs[0].text)["a"] == 'x [he said "no" \\ ok] y', segs[0].text
         got = asyncio.run(stream(own, list(text)))
         assert json.loads(got) == json.loads(segs[0].text) and "\\u00" not in got and "\\/" not in got, got
+
+
+def test_a_redaction_that_cuts_into_an_escape_covers_it_whole() -> None:
+    """``\\t`` followed by ``ok-123456`` reads, as written, as ``tok-123456``: a redaction starting at the
+    ``t`` covers the whole escape, so the arguments stay valid JSON, whole and streamed."""
+    from guard.screens.denylist.settings import DenylistProfile, DenylistRule
+    from guard.screens.edits import screen_answer
+
+    own = DenylistScreen(DenylistProfile(rules=[DenylistRule(name="own", pattern=r"tok-[0-9]{6}", replacement="#")]))
+    for text in ('{"a": "x\\tok-123456 y"}', '{"a": "x\\tok-123456 \\u0079"}', '{"a": "x\\\\tok-123456"}'):
+        segs = [Segment(text, "assistant", "tool_arguments", ("x",))]
+        asyncio.run(screen_answer([own], segs, [], {}))
+        assert json.loads(segs[0].text)["a"] in ("x# y", "x\\#"), segs[0].text
+        for size in (1, 3, 7):
+            got = asyncio.run(stream(own, [text[i : i + size] for i in range(0, len(text), size)]))
+            assert json.loads(got) == json.loads(segs[0].text), (size, got)

@@ -17,6 +17,7 @@ agree as any answer text does (the stream holds only what could still become a s
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ class _View:
         self.length = 0  # characters of the view so far
         self.decodes: list[Edit] = []  # escapes written otherwise than JSON needs, decoded
         self.strings: list[list[int]] = []  # [start, end] of each string's content as written (end -1: open)
+        self.escapes: list[tuple[int, int]] = []  # each escape sequence as written (start, end)
 
     def read(self, events: list[Event]) -> str:
         out: list[str] = []
@@ -43,9 +45,12 @@ class _View:
             kind = e[0]
             if kind == "chars":
                 _, a, b, _, view, written = e
+                escaped = written[:1] == "\\"
+                if escaped:
+                    self.escapes.append((a, b))  # a redaction that cuts into it covers it whole
                 if view != written:
                     self.decodes.append((a, b, view))
-                self._piece(out, view, a, b - a)
+                self._piece(out, view, a, b - a, keep=escaped)
             elif kind in ("raw", "num"):
                 self._piece(out, e[2], e[1], len(e[2]))
             elif kind == "open":
@@ -58,8 +63,8 @@ class _View:
                 self._close(e[1])
         return "".join(out)
 
-    def _piece(self, out: list[str], text: str, raw: int, raw_len: int) -> None:
-        self.map.add(self.length, len(text), raw, raw_len)
+    def _piece(self, out: list[str], text: str, raw: int, raw_len: int, keep: bool = False) -> None:
+        self.map.add(self.length, len(text), raw, raw_len, keep)
         self.length += len(text)
         out.append(text)
 
@@ -68,7 +73,14 @@ class _View:
             self.strings[-1][1] = at
 
     def edit(self, a: int, b: int, replacement: str) -> Edit:
-        """A redaction of ``[a, b)`` as written: inside one string, its replacement as JSON string content."""
+        """A redaction of ``[a, b)`` as written, widened to cover every escape sequence it cuts into (``\\t``
+        read as ``t`` followed by a key's rest); inside one string, its replacement as JSON string content."""
+        k = bisect.bisect_left(self.escapes, (a, a)) - 1
+        if k >= 0 and self.escapes[k][1] > a:
+            a = self.escapes[k][0]
+        k = bisect.bisect_left(self.escapes, (b, b)) - 1
+        if k >= 0 and self.escapes[k][1] > b:
+            b = self.escapes[k][1]
         for s, e in reversed(self.strings):
             if s <= a and (b <= e or e < 0):
                 return (a, b, escape(replacement))
@@ -84,6 +96,9 @@ class _View:
         """Nothing before ``before`` (as written; ``view_before`` in the view) is asked about again."""
         self.map.prune(view_before)
         self.strings = [s for s in self.strings if s[1] < 0 or s[1] > before]
+        k = bisect.bisect_left(self.escapes, (before, before))
+        if k > 64:
+            del self.escapes[: k - 1]
 
 
 def counted_once(raw: list[Scan], view: list[Scan]) -> list[Scan]:
