@@ -190,12 +190,13 @@ class JsonTextDenylist:
             return self._stop(second.stop)
         r = self.reader
         decided = max(self.decided, min(first.decided, r.map.start(second.decided), lexed))
+        k = bisect.bisect_left(r.escapes, (decided, decided)) - 1
+        if k >= 0 and r.escapes[k][1] > decided:
+            decided = r.escapes[k][0]  # never inside an escape: a redaction cutting into it covers it whole
         edits = [r.edit(*e) for e in first.edits] + r.mapped(second.edits)
         ready = [e for e in r.decodes[self.sent :] if e[1] <= decided]
         self.sent += len(ready)
         edits += ready
-        if self.sent < len(r.decodes) and r.decodes[self.sent][0] < decided:
-            decided = r.decodes[self.sent][0]  # never inside an escape whose decoding is not reported yet
         if self.sent > 256:
             del r.decodes[: self.sent]
             self.sent = 0
