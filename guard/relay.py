@@ -42,10 +42,10 @@ class _Chain:
     """One channel's stream screens. The leading screens that judge the text as written and report edits
     (the denylist, PII: ``judge``) run as one group (guard.screens.edits.StreamGroup): each reads the text
     as the model wrote it, their edits are merged, and the group releases the text every one of them has
-    decided, so what it holds is what the screen holding most holds alone. The other screens (Llama Guard;
-    the JSON text of tool-call arguments, whose screens rewrite it in turn) read the group's output in
-    turn. A stop may still carry text judged safe before it (``release``): that text goes through the
-    remaining screens and out before the stream ends."""
+    decided, so what it holds is what the screen holding most holds alone; tool-call arguments (JSON text)
+    too, their screens reporting edits in offsets of the text as written. The other screens (Llama Guard)
+    read the group's output in turn. A stop may still carry text judged safe before it (``release``):
+    that text goes through the remaining screens and out before the stream ends."""
 
     def __init__(self, screens: list[StreamScreen]) -> None:
         self.screens = screens

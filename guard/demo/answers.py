@@ -127,7 +127,8 @@ def _chunk(ollama: bool, op: str, model: str, piece: str) -> bytes:
     return b"data: " + json.dumps(c).encode() + b"\n\n"
 
 
-def _tool_chunk(model: str, name: str, args: str) -> bytes:
+def _tool_chunk(model: str, name: str | None, args: str) -> bytes:
+    """A tool call's delta: the first (``name``) names the call, the next (None) carry more arguments."""
     c = {
         "id": "chatcmpl-demo",
         "object": "chat.completion.chunk",
@@ -144,6 +145,8 @@ def _tool_chunk(model: str, name: str, args: str) -> bytes:
                             "type": "function",
                             "function": {"name": name, "arguments": args},
                         }
+                        if name is not None
+                        else {"index": 0, "function": {"arguments": args}}
                     ]
                 },
                 "finish_reason": None,

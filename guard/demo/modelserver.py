@@ -11,6 +11,7 @@ directives that change the reply, so demos can show redaction and blocking:
   [[chunks=N]]           split the streamed answer into N chunks (default: one per word)
   [[status=N]]           answer with HTTP status N and an OpenAI error body
   [[tool: NAME ARGS]]    answer with a tool call NAME whose arguments are the JSON text ARGS
+  [[tool_chunks=N]]      stream the tool call's arguments in N deltas (OpenAI chat; default: one)
   [[garbage]]            stream a chunk that is not JSON
   [[reset]]              drop the connection in the middle of the stream
   [[forever]]            stream until the client goes away
@@ -339,7 +340,10 @@ class ModelServer:
                 return
             if "tool" in d:
                 name, _, args = d["tool"].partition(" ")
-                await send({"type": "http.response.body", "more_body": True, "body": _tool_chunk(model, name, args)})
+                parts = _pieces(args, int(d["tool_chunks"])) if d.get("tool_chunks") else [args]
+                for k, part in enumerate(parts):  # the first delta names the call, the others add arguments
+                    body = _tool_chunk(model, name if k == 0 else None, part)
+                    await send({"type": "http.response.body", "more_body": True, "body": body})
             await send(
                 {"type": "http.response.body", "body": _final(ollama, op, model, "tool" in d), "more_body": False}
             )

@@ -12,8 +12,8 @@ No screen's reading depends on another's rewrite, so in a stream each screen dec
 has judged the text (``decided``), and the group releases the text before the earliest of those points:
 what the group holds back is what the screen holding most holds alone. Screens that do not rewrite (Llama
 Guard) run after the group, on its merged output, so they never read what a rewriting screen removed.
-Screens without the edits interface (tool-call arguments' JSON text, whose denylist rewrites every escape)
-run in turn, as before: each reads what the one before it let through.
+JSON text (tool-call arguments, tool results) goes the same way: its screens read it as written (decoded
+where they read strings) and report edits in offsets of the text as written (guard.screens.json_text_stream).
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ async def screen_answer(
     screens: Sequence[Any], segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
 ) -> list[Verdict]:
     """A whole answer through the response screens, as its stream goes through them (``StreamGroup``): the
-    leading screens that report edits read every segment as written (``screen_edits``, which rewrites
-    JSON-text segments in turn, as their streams do), their edits are merged and made; the other screens
-    then read the result in turn. Stops at the first blocking verdict (the segments are then left as they
-    are). The verdicts, in order."""
+    leading screens that report edits read every segment as written (``screen_edits``; JSON-text segments
+    too), their edits are merged and made; the other screens then read the result in turn. Stops at the
+    first blocking verdict (the segments are then left as they are). The verdicts, in order."""
     k = 0
     while k < len(screens) and rewrites(screens[k]):
         k += 1

@@ -1,8 +1,8 @@
 """Cost of screening JSON-text fields (tool-call arguments, tool results) decoded, in-process, shipped filters.
 
   denylist  raw:      DenylistScreen.scan of the text as written (what a screen blind to escapes does)
-            decoded:  DenylistScreen.scan_segment (as written, then each key and string decoded, then the
-                      whole value with its escapes decoded), on text with JSON escapes
+            decoded:  DenylistScreen.scan_segment (as written, and its decoded view: every escape JSON does
+                      not need decoded; edits in offsets of the text as written), on text with JSON escapes
   pii       strings:  parse, rewrite each string value, serialise (string values only, keys and numbers not read)
             all:      ScanPass.json_text (guard.screens.json_text: keys, strings and numbers)
 

@@ -121,3 +121,37 @@ def test_json_text_round_trip_keeps_numbers_and_escapes() -> None:
     assert json.loads(json_text.dump(obj)) == json.loads(text)
     assert "1.50e3" in json_text.dump(obj) and "12345678901234567890" in json_text.dump(obj)
     assert json_text.parse("NaN") is None and json_text.parse('{"a": NaN}') is None and json_text.parse("plain") is None
+
+
+def test_a_replacement_inside_a_string_is_written_as_json_string_content() -> None:
+    """A rule of one's own whose replacement holds a quote and a backslash, matching as written and only
+    once decoded: whole and streamed (one character per chunk), the arguments stay valid JSON and read
+    the replacement; the escapes JSON does not need come out decoded."""
+    from guard.screens.denylist.settings import DenylistProfile, DenylistRule
+    from guard.screens.edits import screen_answer
+
+    rule = DenylistRule(name="own", pattern=r"tok-[0-9]{6}", replacement='[he said "no" \\ ok]')
+    own = DenylistScreen(DenylistProfile(rules=[rule]))
+    for text in ('{"a": "x tok-123456 y", "b": "caf\\u00e9"}', '{"a": "x t\\u006fk-123456 y", "b": "\\/"}'):
+        segs = [Segment(text, "assistant", "tool_arguments", ("x",))]
+        v = asyncio.run(screen_answer([own], segs, [], {}))
+        assert not v[0].blocked and v[0].entities == {"own": 1}, v
+        assert json.loads(segs[0].text)["a"] == 'x [he said "no" \\ ok] y', segs[0].text
+        got = asyncio.run(stream(own, list(text)))
+        assert json.loads(got) == json.loads(segs[0].text) and "\\u00" not in got and "\\/" not in got, got
+
+
+def test_a_redaction_that_cuts_into_an_escape_covers_it_whole() -> None:
+    """``\\t`` followed by ``ok-123456`` reads, as written, as ``tok-123456``: a redaction starting at the
+    ``t`` covers the whole escape, so the arguments stay valid JSON, whole and streamed."""
+    from guard.screens.denylist.settings import DenylistProfile, DenylistRule
+    from guard.screens.edits import screen_answer
+
+    own = DenylistScreen(DenylistProfile(rules=[DenylistRule(name="own", pattern=r"tok-[0-9]{6}", replacement="#")]))
+    for text in ('{"a": "x\\tok-123456 y"}', '{"a": "x\\tok-123456 \\u0079"}', '{"a": "x\\\\tok-123456"}'):
+        segs = [Segment(text, "assistant", "tool_arguments", ("x",))]
+        asyncio.run(screen_answer([own], segs, [], {}))
+        assert json.loads(segs[0].text)["a"] in ("x# y", "x\\#"), segs[0].text
+        for size in (1, 3, 7):
+            got = asyncio.run(stream(own, [text[i : i + size] for i in range(0, len(text), size)]))
+            assert json.loads(got) == json.loads(segs[0].text), (size, got)

@@ -26,7 +26,7 @@ from guard.screens.edits import screen_answer
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.screen import PIIScreen
 from guard.screens.pii.transform import CTX_KEY, Pseudonyms
-from tests.filters.test_stream_no_leak import ENTITIES, SECRETS, WORDS
+from tests.filters.test_stream_no_leak import ENTITIES, SECRETS, WORDS, json_string
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -365,3 +365,71 @@ def test_the_chain_never_holds_more_than_the_screen_holding_most(
     a, b = held([open_(deny)], chunks), held([open_(pii)], chunks)
     both = held([open_(deny), open_(pii)], chunks)
     assert both <= max(a, b), (text, size, a, b, both)
+
+
+# --- tool-call arguments: JSON text, the same holds -------------------------------------------------------
+
+
+def _args_through(pair: tuple[DenylistScreen, PIIScreen], which: str, chunks: list[str]) -> list[int]:
+    """What a tool call's argument channel holds after each chunk (in the text as written), with both
+    screens (``which`` = "both") or one of them alone."""
+    chosen = {"both": pair, "deny": pair[:1], "pii": pair[1:]}[which]
+    return _through([s.open_stream([], {CTX_KEY: Pseudonyms()}, kind="tool_arguments") for s in chosen], chunks)[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(
+    profile=st.sampled_from(["default", "strict"]),
+    parts=st.lists(st.one_of(st.sampled_from(WORDS), _cut_short(SECRETS + ENTITIES)), max_size=6),
+    seps=st.lists(st.sampled_from([" ", "", "\n", ", "]), min_size=8, max_size=8),
+    tail=st.tuples(_cut_short(ENTITIES + WORDS), st.sampled_from([" ", "", "\n"]), _cut_short(SECRETS + WORDS, 40)),
+    escaped=st.sets(st.integers(min_value=0, max_value=120), max_size=8),
+    size=st.integers(1, 9),
+)
+@example(
+    profile="strict",
+    parts=["Try", "555", "0100", "then", "use", "the", "key"],
+    seps=[" "] * 8,
+    tail=("", "", "ghp_a1B2"),
+    escaped=set(),
+    size=1,
+)
+@example(
+    profile="strict",
+    parts=["Try", "555", "0100", "then", "use", "the", "key"],
+    seps=[" "] * 8,
+    tail=("", "", "ghp_a1B2"),
+    escaped={30, 31, 33},
+    size=2,
+)
+@example(
+    profile="strict",
+    parts=["call", "(212)"],
+    seps=[" "] * 8,
+    tail=("555-7788", "", "https://hooks.slack.com/services/T000/B0"),
+    escaped={9, 20},
+    size=3,
+)
+@example(profile="strict", parts=["The", "IBAN"], seps=[" "] * 8, tail=("DE89", " ", "ghp_ab"), escaped={14}, size=3)
+def test_tool_arguments_hold_no_more_than_the_screen_holding_most(
+    profiles: dict,
+    profile: str,
+    parts: list[str],
+    seps: list[str],
+    tail: tuple[str, str, str],
+    escaped: set[int],
+    size: int,
+) -> None:
+    """The same generated texts as a string of tool-call arguments (JSON text, some characters spelt as
+    ``\\u`` escapes), the stream cut before the string closes: both screens read the JSON text as written
+    (PII each string decoded, the denylist as written and decoded) and report edits in its offsets, so the
+    argument channel's group holds, after every chunk, at most what the screen holding most holds alone."""
+    deny, pii = profiles[profile]
+    text = "".join(p + s for p, s in zip(parts, seps, strict=False)) + "".join(tail)
+    assume(text and _unchanged(deny, text) and _unchanged(pii, text))
+    args = '{"n": 1, "note": ' + json_string(text, escaped)[:-1]  # the string still open at the end
+    chunks = pieces(args, size)
+    pair = (deny, pii)
+    both, alone_a, alone_b = (_args_through(pair, w, chunks) for w in ("both", "deny", "pii"))
+    for k, (x, a, b) in enumerate(zip(both, alone_a, alone_b, strict=True)):
+        assert x <= max(a, b), (args, size, chunks[: k + 1], a, b, x)

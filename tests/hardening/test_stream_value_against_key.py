@@ -9,6 +9,7 @@ goes out before the key is decided."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from guard.screens import json_text
 from tests.filters.test_stream_proxy import shipped_filters_answers_only
 
 HOOK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"
@@ -88,3 +90,65 @@ def test_a_value_against_a_key_streams_as_the_whole_answer_and_the_key_never_sho
             cut = expected.index("[REDACTED")
             ends = [len("".join(pieces[: k + 1])) for k in range(len(pieces))]
             assert any(len(expected[:cut].rstrip()) <= e <= cut for e in ends), (expected, pieces[-4:])
+
+
+# --- the same texts as tool-call arguments (JSON text), streamed as argument deltas ---------------------
+
+
+def spelled(text: str, key: str) -> str:
+    """``{"note": text}`` as JSON text, every third character of the key (or of the text's last word)
+    written as a ``\\u`` escape: a reader of the string sees the same text."""
+    word = key or text.split()[-2]
+    at = text.index(word)
+    out = []
+    for k, ch in enumerate(text):
+        inside = at <= k < at + len(word) and (k - at) % 3 == 1
+        out.append(f"\\u{ord(ch):04x}" if inside else json.dumps(ch)[1:-1])
+    return '{"note": "' + "".join(out) + '", "n": 1}'
+
+
+def tool_whole(g: Any, args: str) -> str:
+    with g.openai() as c:
+        r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": f"[[tool: send {args}]]"}])
+    calls = r.choices[0].message.tool_calls or []
+    assert len(calls) == 1
+    return calls[0].function.arguments
+
+
+def tool_streamed(g: Any, args: str, chunks: int) -> list[str]:
+    pieces: list[str] = []
+    with g.openai() as c:
+        for ch in c.chat.completions.create(
+            model="m",
+            stream=True,
+            messages=[{"role": "user", "content": f"[[reply: ]] [[tool: send {args}]] [[tool_chunks={chunks}]]"}],
+        ):
+            for tc in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+                if tc.function and tc.function.arguments:
+                    pieces.append(tc.function.arguments)
+    return pieces
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+@pytest.mark.parametrize(("text", "key"), CASES)
+def test_a_value_against_a_key_in_tool_arguments_streams_as_the_whole_answer(
+    g: Any, text: str, key: str, escaped: bool
+) -> None:
+    """The same texts in tool-call arguments (JSON text, the key partly spelt with ``\\u`` escapes), streamed
+    as argument deltas of one character and of seeded random sizes: parsed, the arguments the client
+    reassembles equal the non-streamed answer's, and no prefix of the key shows in them, as written or
+    decoded."""
+    args = spelled(text, key) if escaped else json.dumps({"note": text, "n": 1})
+    assert json.loads(args)["note"] == text
+    expected = tool_whole(g, args)
+    assert not key or (key not in json.loads(expected)["note"] and "[REDACTED" in expected)
+    rng = random.Random(args)
+    for chunks in [len(args), *(rng.randint(2, len(args) - 1) for _ in range(3))]:
+        pieces = tool_streamed(g, args, chunks)
+        assert json.loads("".join(pieces)) == json.loads(expected), (chunks, pieces)
+        assert len(pieces) > 1 or chunks < 8, (chunks, pieces)  # the arguments stream, not held whole
+        seen = ""
+        for p in pieces:
+            seen += p
+            assert not key or key[:12] not in json_text.decoded_view(seen), (chunks, p)
+            assert not key or key[:12] not in seen, (chunks, p)

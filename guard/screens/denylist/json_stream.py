@@ -1,114 +1,233 @@
-"""JSON text (tool-call arguments, tool results) through the denylist: as written, then decoded.
+"""JSON text (tool-call arguments, tool results) through the denylist: as written, and decoded.
 
-Whole (``scan_json_text``): the text is scanned as written, then, when it has escapes JSON does not need,
-its decoded view (guard.screens.json_text.decoded_view: the same JSON value, ``\\u0067`` written ``g``);
-a finding there blocks, or is redacted in each key and string on its own so the JSON stays valid, then
-the whole value once more (a pattern that spans a key and its value).
+A model may write ``{"token": "AKIA\\u0049OSFODNN7EXAMPLE"}``, and stream it with the escape cut anywhere
+between two chunks (``...AKIA\\u00`` | ``49OSF...``). The denylist reads the text twice, both times as the
+model wrote it: once as it is, once as its view (guard.screens.json_text_stream: every escape JSON does
+not need decoded, ``\\u0049`` is ``I``, ``\\/`` is ``/``, escapes cut across chunks joined), so a pattern
+that spans a key and its value (``"aws_secret_access_key": "..."``) is found decoded too. It reports
+edits in offsets of the text as written (guard.screens.edits): its redactions (one found in the view
+covers whole escape sequences as written; inside a string its replacement is JSON-escaped), and the
+decoding of each escape JSON does not need (``\\u0067`` -> ``g``). What comes out is the decoded JSON
+text, redacted: the same value as the model's, still valid JSON unless a redaction spans a quote. A
+finding seen both as written and decoded counts once (per rule, the larger of the two counts).
 
-Streamed (``JsonTextDenylist``): a model may stream ``{"token": "AKIA\\u0049OSFODNN7EXAMPLE"}`` with the
-escape cut anywhere between two chunks (``...AKIA\\u00`` | ``49OSF...``). The text goes through two denylist
-streams: the first reads it as written; then every escape JSON does not need is decoded, escape sequences
-joined across chunks (guard.screens.json_text_stream: ``\\u0049`` becomes ``I``, ``\\/`` becomes ``/``),
-and the second reads that text, with the same partial matching and hold-back as any answer text
-(guard.screens.denylist.stream.DenylistStream), so a pattern that spans a key and its value
-(``"aws_secret_access_key": "..."``) is found decoded too. What goes to the client is that decoded JSON
-text, redacted: the same value as the model's, still valid JSON unless a redaction spans a quote.
+Whole (``scan_json``) and streamed (``JsonTextDenylist``) read the same events of the same text, so they
+agree as any answer text does (the stream holds only what could still become a secret).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable
 from typing import Any
 
-from guard.screens import json_text
 from guard.screens.base import StreamStep, Verdict
-from guard.screens.json_text_stream import JsonTextStream
-
-Verdicts = Callable[[str, list[Any], float], Verdict]  # DenylistScreen.verdict: (direction, scans, start)
-
-
-class _Pass:
-    """A part that releases what it is fed: the canonical stream only decodes."""
-
-    def feed_now(self, text: str) -> StreamStep:
-        return StreamStep(release=text)
-
-    def finish_now(self) -> StreamStep:
-        return StreamStep()
+from guard.screens.denylist.compiled import Scan
+from guard.screens.denylist.stream import DenylistStream
+from guard.screens.edits import Edit, Judged, apply, merge
+from guard.screens.json_text_stream import Event, JsonLexer, OffsetMap, escape, lex
 
 
-class _Canonical(JsonTextStream):
-    """The JSON text with every escape JSON does not need decoded (``\\u0067`` is ``g``, ``\\/`` is ``/``)."""
+class _View:
+    """The view of JSON text read from its events, mapped back to the text as written: the decoding edits,
+    and the spans of string contents (a replacement inside one is JSON-escaped)."""
 
-    def _part(self, raw: bool) -> _Pass:
-        return _Pass()
+    def __init__(self) -> None:
+        self.map = OffsetMap()
+        self.length = 0  # characters of the view so far
+        self.decodes: list[Edit] = []  # escapes written otherwise than JSON needs, decoded
+        self.strings: list[list[int]] = []  # [start, end] of each string's content as written (end -1: open)
+        self.escapes: list[tuple[int, int]] = []  # each escape sequence as written (start, end)
+
+    def read(self, events: list[Event]) -> str:
+        out: list[str] = []
+        for e in events:
+            kind = e[0]
+            if kind == "chars":
+                _, a, b, _, view, written = e
+                escaped = written[:1] == "\\"
+                if escaped:
+                    self.escapes.append((a, b))  # a redaction that cuts into it covers it whole
+                if view != written:
+                    self.decodes.append((a, b, view))
+                self._piece(out, view, a, b - a, keep=escaped)
+            elif kind in ("raw", "num"):
+                self._piece(out, e[2], e[1], len(e[2]))
+            elif kind == "open":
+                self._piece(out, '"', e[1], 1)
+                self.strings.append([e[1] + 1, -1])
+            elif kind == "close":
+                self._piece(out, '"', e[1], 1)
+                self._close(e[1])
+            else:  # abort
+                self._close(e[1])
+        return "".join(out)
+
+    def _piece(self, out: list[str], text: str, raw: int, raw_len: int, keep: bool = False) -> None:
+        self.map.add(self.length, len(text), raw, raw_len, keep)
+        self.length += len(text)
+        out.append(text)
+
+    def _close(self, at: int) -> None:
+        if self.strings and self.strings[-1][1] < 0:
+            self.strings[-1][1] = at
+
+    def edit(self, a: int, b: int, replacement: str) -> Edit:
+        """A redaction of ``[a, b)`` as written, widened to cover every escape sequence it cuts into (``\\t``
+        read as ``t`` followed by a key's rest); inside one string, its replacement as JSON string content."""
+        k = bisect.bisect_left(self.escapes, (a, a)) - 1
+        if k >= 0 and self.escapes[k][1] > a:
+            a = self.escapes[k][0]
+        k = bisect.bisect_left(self.escapes, (b, b)) - 1
+        if k >= 0 and self.escapes[k][1] > b:
+            b = self.escapes[k][1]
+        for s, e in reversed(self.strings):
+            if s <= a and (b <= e or e < 0):
+                return (a, b, escape(replacement))
+            if e >= 0 and e <= a:
+                break
+        return (a, b, replacement)
+
+    def mapped(self, edits: list[Edit]) -> list[Edit]:
+        """Edits of the view as edits of the text as written."""
+        return [self.edit(self.map.start(a), self.map.end(b), r) for a, b, r in edits]
+
+    def forget(self, before: int, view_before: int) -> None:
+        """Nothing before ``before`` (as written; ``view_before`` in the view) is asked about again."""
+        self.map.prune(view_before)
+        self.strings = [s for s in self.strings if s[1] < 0 or s[1] > before]
+        k = bisect.bisect_left(self.escapes, (before, before))
+        if k > 64:
+            del self.escapes[: k - 1]
 
 
-class JsonTextDenylist:
-    """The stream screen of one tool call's arguments: ``raw`` reads the text as written, ``decoded`` (both
-    DenylistStreams) reads it with its escapes decoded."""
-
-    def __init__(self, raw: Any, decoded: Any, verdicts: Verdicts) -> None:
-        self.raw, self.canonical, self.decoded = raw, _Canonical(), decoded
-        self.verdicts = verdicts
-        self.t0 = time.perf_counter()
-
-    @property
-    def verdict(self) -> Verdict:
-        return self.verdicts("response", [*self.raw.scans, *self.decoded.scans], self.t0)
-
-    async def feed(self, text: str) -> StreamStep:
-        first = self.raw.feed_now(text)
-        if first.stop is not None:
-            return StreamStep(stop=first.stop)
-        plain = await self.canonical.feed(first.release)
-        return self.decoded.feed_now(plain.release)
-
-    async def finish(self) -> StreamStep:
-        first = self.raw.finish_now()
-        if first.stop is not None:
-            return StreamStep(stop=first.stop)
-        plain = await self.canonical.feed(first.release)
-        rest = await self.canonical.finish()
-        step = self.decoded.feed_now(plain.release + rest.release)
-        if step.stop is not None:
-            return step
-        last = self.decoded.finish_now()
-        return StreamStep(release=step.release + last.release, stop=last.stop)
+def counted_once(raw: list[Scan], view: list[Scan]) -> list[Scan]:
+    """The findings of both readings as one scan: per rule the larger count (a secret found as written is
+    found in the view too), blocking rules and redaction of either."""
+    hits: dict[str, int] = {}
+    for scans in (raw, view):
+        mine: dict[str, int] = {}
+        for s in scans:
+            for k, n in s.hits.items():
+                mine[k] = mine.get(k, 0) + n
+        for k, n in mine.items():
+            hits[k] = max(hits.get(k, 0), n)
+    block: list[Any] = []
+    for s in (*raw, *view):
+        block.extend(c for c in s.block if c not in block)
+    return [Scan("", hits, block, any(s.redacted for s in (*raw, *view)))]
 
 
-def scan_json_text(scan: Callable[[str], Any], res: Any) -> Any:
-    """The denylist scan ``res`` of JSON text as written (a ``_Scan``), completed by its decoded view;
-    ``scan``: the screen's scan of a text in the same direction."""
-    view = json_text.decoded_view(res.text)
-    if view == res.text:
+def scan_json(screen: Any, text: str, direction: str) -> Scan:
+    """The whole-text scan of JSON text: the findings as written and in the view, as edits of the text as
+    written (decoding edits included when anything is redacted), and the text with them made."""
+    raw = screen.scan(text, direction)
+    if raw.block:
+        return raw
+    view = _View()
+    seen = view.read(lex(text))
+    dec = screen.scan(seen, direction) if seen != text else Scan(seen)
+    res = counted_once([raw], [dec])[0]
+    res.text = text
+    if res.block:
         return res
-    whole = scan(view)
-    if not whole.hits or whole.block:
-        _merge(res, whole)
-        return res
-    obj = json_text.parse(res.text)
-    if obj is None:  # not JSON after all: the decoded text, redacted
-        _merge(res, whole)
-        res.text = whole.text
-        return res
-
-    def one(s: str) -> str:
-        got = scan(s)
-        _merge(res, got)
-        return str(got.text)
-
-    new = json_text.map_json(obj, one)
-    rest = scan(json_text.dump(new))  # what spans a key and its value
-    _merge(res, rest)
-    if not res.block:
-        res.text = rest.text  # valid JSON unless a redaction spans a key and its value
+    res.edits = [view.edit(*e) for e in raw.edits] + view.mapped(dec.edits)
+    if res.edits:
+        res.edits += view.decodes
+        res.text, res.redacted = apply(text, merge([res.edits])), True
     return res
 
 
-def _merge(into: Any, got: Any) -> None:
-    for k, n in got.hits.items():
-        into.hits[k] = into.hits.get(k, 0) + n
-    into.block.extend(c for c in got.block if c not in into.block)
-    into.redacted = into.redacted or got.redacted
+class JsonTextDenylist:
+    """The stream screen of one tool call's arguments: ``raw`` reads the text as written, ``view`` (both
+    DenylistStreams) its view; edits and the decided offset are in offsets of the text as written."""
+
+    def __init__(self, screen: Any) -> None:
+        self.screen = screen
+        self.raw, self.view = DenylistStream(screen), DenylistStream(screen)
+        self.lexer = JsonLexer()
+        self.reader = _View()
+        self.sent = 0  # decoding edits reported so far
+        self.decided = 0
+        self.stopped: Verdict | None = None
+        self.t0 = time.perf_counter()
+        self.buf, self.rel = "", 0  # on its own: the text not released, from ``rel``
+        self.pending: list[Edit] = []
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.stopped or self.screen.verdict("response", counted_once(self.raw.scans, self.view.scans), self.t0)
+
+    async def judge(self, text: str) -> Judged:
+        return self.judge_now(text)
+
+    async def judge_end(self) -> Judged:
+        return self.judge_end_now()
+
+    def judge_now(self, text: str) -> Judged:
+        if self.stopped is not None:
+            return Judged(self.decided, stop=self.stopped)
+        first = self.raw.judge_now(text)
+        if first.stop is not None:
+            return self._stop(first.stop)
+        second = self.view.judge_now(self.reader.read(self.lexer.feed(text)))
+        return self._judged(first, second, self.lexer.undecided())
+
+    def judge_end_now(self) -> Judged:
+        if self.stopped is not None:
+            return Judged(self.decided, stop=self.stopped)
+        first = self.raw.judge_end_now()
+        if first.stop is not None:
+            return self._stop(first.stop)
+        second = self.view.judge_now(self.reader.read(self.lexer.finish()))
+        if second.stop is None:
+            last = self.view.judge_end_now()
+            second = Judged(last.decided, second.edits + last.edits, last.stop)
+        return self._judged(first, second, self.lexer.undecided())
+
+    def _judged(self, first: Judged, second: Judged, lexed: int) -> Judged:
+        if second.stop is not None:
+            return self._stop(second.stop)
+        r = self.reader
+        decided = max(self.decided, min(first.decided, r.map.start(second.decided), lexed))
+        k = bisect.bisect_left(r.escapes, (decided, decided)) - 1
+        if k >= 0 and r.escapes[k][1] > decided:
+            decided = r.escapes[k][0]  # never inside an escape: a redaction cutting into it covers it whole
+        edits = [r.edit(*e) for e in first.edits] + r.mapped(second.edits)
+        ready = [e for e in r.decodes[self.sent :] if e[1] <= decided]
+        self.sent += len(ready)
+        edits += ready
+        if self.sent > 256:
+            del r.decodes[: self.sent]
+            self.sent = 0
+        self.decided = decided
+        r.forget(decided, self.view.base)
+        return Judged(decided, edits)
+
+    def _stop(self, v: Verdict) -> Judged:
+        self.stopped = v
+        return Judged(self.decided, stop=v)
+
+    # --- on its own (not in a group of screens): the text with its edits made --------------------------
+
+    async def feed(self, text: str) -> StreamStep:
+        self.buf += text
+        return self._out(self.judge_now(text))
+
+    async def finish(self) -> StreamStep:
+        return self._out(self.judge_end_now())
+
+    def _out(self, got: Judged) -> StreamStep:
+        self.pending.extend(got.edits)
+        upto = got.decided if got.stop is None else self.rel  # a stop: nothing more goes out
+        merged = merge([self.pending])
+        for a, b, _ in merged:
+            if a < upto < b:
+                upto = a  # never cut through an edit
+                break
+        if upto <= self.rel:
+            return StreamStep(stop=got.stop)
+        out = apply(self.buf[: upto - self.rel], [e for e in merged if e[1] <= upto], self.rel)
+        self.pending = [e for e in self.pending if e[0] >= upto]
+        self.buf, self.rel = self.buf[upto - self.rel :], upto
+        return StreamStep(release=out, stop=got.stop)

@@ -18,7 +18,7 @@ from guard import heavy
 from guard.screens import budget, edits, json_text, linear_re
 from guard.screens.base import Segment, Verdict
 from guard.screens.denylist.compiled import Compiled, Scan, compile_rule, edits_of, hit_opens, inside, partial_source
-from guard.screens.denylist.json_stream import JsonTextDenylist, scan_json_text
+from guard.screens.denylist.json_stream import JsonTextDenylist, scan_json
 from guard.screens.denylist.settings import DenylistProfile, DenylistSettings
 from guard.screens.denylist.stream import DenylistStream
 from guard.screens.edits import Edit
@@ -70,13 +70,12 @@ class DenylistScreen:
         return self.apply(text, self.matches(text, direction, final), direction)
 
     def scan_segment(self, text: str, kind: str, direction: str) -> Scan:
-        """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and then
-        decoded (guard.screens.denylist.json_stream.scan_json_text), so a secret spelt with escapes
-        (``\\u0067hp_...``) is found too."""
-        res = self.scan(text, direction)
-        if kind not in json_text.JSON_KINDS or res.block:
-            return res
-        return scan_json_text(lambda t: self.scan(t, direction), res)
+        """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and in its
+        decoded view (guard.screens.denylist.json_stream.scan_json), so a secret spelt with escapes
+        (``\\u0067hp_...``) is found too; its edits are in offsets of the text as written."""
+        if kind in json_text.JSON_KINDS:
+            return scan_json(self, text, direction)
+        return self.scan(text, direction)
 
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, Compiled]]:
         spans: list[tuple[int, int, Compiled]] = []
@@ -143,12 +142,11 @@ class DenylistScreen:
     async def screen_edits(
         self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
     ) -> tuple[Verdict, list[list[Edit]]]:
-        """``screen_response`` as edits (guard.screens.edits): the redactions of each segment as written;
-        JSON-text segments (tool-call arguments, tool results) are rewritten in place instead, as written
-        and decoded (``scan_segment``), and get no edits."""
+        """``screen_response`` as edits (guard.screens.edits): the redactions of each segment as written
+        (JSON-text segments, read as written and decoded: their decoding too, ``scan_segment``)."""
         scans, t0 = await self._scans(segments, "response")
         v = self._finish(segments, "response", scans, t0, plain=False)
-        return v, [[] if seg.kind in json_text.JSON_KINDS else s.edits for seg, s in zip(segments, scans, strict=True)]
+        return v, [s.edits for s in scans]
 
     async def _scans(self, segments: list[Segment], direction: str) -> tuple[list[Scan], float]:
         """Small texts inline (cheaper than a thread hop); large ones in a screening process
@@ -187,13 +185,13 @@ class DenylistScreen:
     def _finish(
         self, segments: list[Segment], direction: str, scans: list[Scan], t0: float, plain: bool = True
     ) -> Verdict:
-        """The verdict; unless it blocks, the rewritten texts written back (``plain``: all of them, else only
-        JSON-text segments: the others' redactions are edits, merged by the caller)."""
+        """The verdict; unless it blocks, the rewritten texts written back (``plain``; else the redactions
+        are edits, merged by the caller)."""
         v = self.verdict(direction, scans, t0)
         v.fields = sorted({seg.kind for seg, s in zip(segments, scans, strict=False) if s.hits})
         if not v.blocked:
             for seg, s in zip(segments, scans, strict=False):
-                if plain or seg.kind in json_text.JSON_KINDS:
+                if plain:
                     seg.text = s.text
         return v
 
@@ -201,5 +199,5 @@ class DenylistScreen:
         """``kind="tool_arguments"``: JSON text, screened as written and decoded
         (guard.screens.denylist.json_stream)."""
         if kind in json_text.JSON_KINDS:
-            return JsonTextDenylist(DenylistStream(self), DenylistStream(self), self.verdict)
+            return JsonTextDenylist(self)
         return DenylistStream(self)

@@ -14,6 +14,7 @@ from guard.screens import budget, json_text
 from guard.screens.base import Segment, Verdict
 from guard.screens.edits import Edit
 from guard.screens.edits import apply as apply_edits
+from guard.screens.pii.json_edits import json_edits
 from guard.screens.pii.profile import PIIProfile
 from guard.screens.pii.transform import Pseudonyms
 
@@ -44,13 +45,14 @@ class ScanPass:
         return self.rewriter.edits(text, found, restore, json_safe)
 
     def segment_edits(self, seg: Segment) -> list[Edit] | str:
-        """``segment`` as edits of its text as written; JSON text (and a JSON schema) is rewritten instead
-        (the new text is returned): its strings are read decoded."""
-        if seg.kind in JSON_KINDS or (seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS):
+        """``segment`` as edits of its text as written (JSON text: its strings read decoded, the edits
+        mapped back, guard.screens.pii.json_edits); a JSON schema is rewritten instead (the new text is
+        returned)."""
+        if seg.path[-1:] == ("__json__",) and seg.kind in SCHEMA_KINDS:
             return self.segment(seg)
         budget.check()
         n = sum(self.counts.values())
-        out = self.edits(seg.text)
+        out = json_edits(self, seg.text) if seg.kind in JSON_KINDS else self.edits(seg.text)
         if sum(self.counts.values()) != n:
             self.fields.add(seg.kind)
         return out

@@ -18,6 +18,7 @@ from guard import heavy
 from guard.screens import budget
 from guard.screens.base import Segment, Verdict
 from guard.screens.edits import Edit
+from guard.screens.json_text import JSON_KINDS
 from guard.screens.pii.json_stream import JsonArgsStream
 from guard.screens.pii.pool import POOL, scan_job
 from guard.screens.pii.profile import PIIProfile
@@ -52,7 +53,7 @@ class PIIScreen:
     def open_stream(self, prompt: list[Segment], ctx: dict[str, Any], kind: str = "content") -> Any:
         """A stream screen for one channel; ``kind="tool_arguments"``: JSON text, screened string by string
         as it streams (guard.screens.pii.json_stream)."""
-        if kind == "tool_arguments":
+        if kind in JSON_KINDS:
             return JsonArgsStream(self.profile, pseudonyms_of(ctx))
         return PIIStream(self.profile, pseudonyms_of(ctx), kind=kind)
 
@@ -60,7 +61,7 @@ class PIIScreen:
         self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]
     ) -> tuple[Verdict, list[list[Edit]] | None]:
         """``screen_response`` as edits of each segment as written (guard.screens.edits); JSON-text
-        segments are rewritten in place instead (their strings are read decoded) and get no edits."""
+        segments' strings are read decoded, their edits mapped back (guard.screens.pii.json_edits)."""
         return await self._screen(segments, "response", ctx, edits=True)
 
     async def _screen(

@@ -11,8 +11,8 @@ number (``555 0100 office``) raises its score. Presidio runs only when a complet
 decided; a placeholder split across chunks is restored whole, never shown half-restored.
 
 The screen reads the text as the model wrote it. In a channel's group of rewriting screens
-(guard.screens.edits.StreamGroup) it reports what it decided as edits (``judge``); on its own (the strings
-of tool-call arguments) it releases the rewritten text (``feed``). Either way the result equals the
+(guard.screens.edits.StreamGroup) it reports what it decided as edits (``judge``); on its own it releases
+the rewritten text (``feed``). Either way the result equals the
 whole-answer rewrite as long as no single value is longer than ``stream_holdback_chars`` (the cap: a run
 still open past it is screened as it stands and decided) and no context word sits farther back than
 ``_LEFT`` characters. Entity types whose answer action is ``allow`` are not held (they are never
@@ -20,7 +20,8 @@ rewritten). A profile with a NER model (which has no patterns to match partially
 ``_NER_HOLD`` characters instead.
 
 Tool-call arguments are JSON text: guard/screens/pii/json_stream.py reads their strings decoded and
-screens each with a PIIStream of its own (the same partial-match hold-back).
+screens each with a PIIStream of its own (the same partial-match hold-back), its edits mapped back to
+the text as written.
 """
 
 from __future__ import annotations
@@ -119,12 +120,19 @@ class PIIStream:
     async def judge(self, text: str) -> Judged:
         """``feed`` for a group of screens reading the same text (guard.screens.edits.StreamGroup): how far
         the text is decided, and the edits for it, in offsets of the text as written."""
+        return self.judge_now(text)
+
+    async def judge_end(self) -> Judged:
+        return self.judge_end_now()
+
+    def judge_now(self, text: str) -> Judged:
+        """``judge`` without the coroutine (guard.screens.pii.json_stream judges many pieces per chunk)."""
         if self.stopped is not None:
             return Judged(self.base, stop=self.stopped)
         self.held += text
         return self._judge(final=False)
 
-    async def judge_end(self) -> Judged:
+    def judge_end_now(self) -> Judged:
         if self.stopped is not None:
             return Judged(self.base, stop=self.stopped)
         return self._judge(final=True)
