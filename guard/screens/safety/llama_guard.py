@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from guard.screens.base import Segment
-from guard.screens.json_text import readable
+from guard.screens.json_text import JSON_KINDS, decoded_view, readable
 from guard.screens.safety.text import neutralise_framing
 
 # The Llama Guard 3 taxonomy (MLCommons hazards). The 1B model was trained without S14.
@@ -128,11 +128,19 @@ def raw_conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None
     what they send). Linear in the text: a turn's pieces are joined once."""
     parts: list[tuple[str, list[str]]] = []
     setup: list[str] = []
+    pieces: list[str] = []  # the current part's (inlined: a megabyte of messages is one loop turn each)
     for seg in prompt:
-        if seg.kind in _SETUP_KINDS:
-            setup.append(readable(seg.kind, seg.text))
+        kind = seg.kind
+        text = decoded_view(seg.text) if kind in JSON_KINDS else seg.text  # json_text.readable
+        if kind in _SETUP_KINDS:
+            setup.append(text)
+            continue
+        role = "User" if seg.role in _USER_ROLES else "Agent"
+        if parts and parts[-1][0] == role:
+            pieces.append(text)
         else:
-            _append(parts, "User" if seg.role in _USER_ROLES else "Agent", readable(seg.kind, seg.text))
+            pieces = [text]
+            parts.append((role, pieces))
     if answer is None:
         while len(parts) > 1 and parts[-1][0] == "Agent":
             parts[-2][1].extend(parts.pop()[1])
@@ -146,7 +154,7 @@ def raw_conversation(prompt: Sequence[Segment], answer: Sequence[Segment] | None
     if answer is not None:
         for seg in answer or [Segment("", "assistant", "content", ())]:
             _append(parts, "Agent", readable(seg.kind, seg.text))  # a prefill and its continuation: one turn
-    turns = [Turn(role, "\n\n".join(p for p in pieces if p)) for role, pieces in parts]
+    turns = [Turn(role, "\n\n".join(filter(None, texts))) for role, texts in parts]
     if turns and turns[0].role != "User":
         turns.insert(0, Turn("User", ""))
     if not turns:
