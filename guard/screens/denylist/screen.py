@@ -133,11 +133,15 @@ class DenylistScreen:
 
     async def screen_prompt(self, segments: list[Segment], ctx: dict[str, Any]) -> Verdict:
         scans, t0 = await self._scans(segments, "prompt")
-        return self._finish(segments, "prompt", scans, t0)
+        if budget.inline(segments):
+            return self._finish(segments, "prompt", scans, t0)
+        return await heavy.run(self._finish, segments, "prompt", scans, t0)  # a loop turn per segment
 
     async def screen_response(self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]) -> Verdict:
         scans, t0 = await self._scans(segments, "response")
-        return self._finish(segments, "response", scans, t0)
+        if budget.inline(segments):
+            return self._finish(segments, "response", scans, t0)
+        return await heavy.run(self._finish, segments, "response", scans, t0)
 
     async def screen_edits(
         self, segments: list[Segment], prompt: list[Segment], ctx: dict[str, Any]

@@ -70,8 +70,9 @@ class PIIScreen:
         started = time.perf_counter()
         scan = ScanPass(self.profile, direction, pseudonyms_of(ctx))
         one = scan.segment_edits if edits else scan.segment
+        inline = budget.inline(segments)
         try:
-            if budget.inline(segments):
+            if inline:
                 got: list[Any] = [one(s) for s in segments]
             else:  # off the event loop (a worker process, else a thread); the screening budget goes along
                 got = await self._offload(scan, segments, one, edits)
@@ -80,18 +81,11 @@ class PIIScreen:
         except Exception as e:
             return error_verdict(self.profile, direction, started, e), None
         verdict = scan.verdict(started)
-        found: list[list[Edit]] = []
-        if not verdict.blocked:
-            for seg, out in zip(segments, got, strict=True):
-                if isinstance(out, list):
-                    found.append(out)
-                    verdict.modified = verdict.modified or bool(out)
-                    continue
-                found.append([])
-                if out != seg.text:
-                    seg.text = out
-                    verdict.modified = True
-        return verdict, found
+        if verdict.blocked:
+            return verdict, []
+        if inline:
+            return verdict, _write(segments, got, verdict)
+        return verdict, await heavy.run(_write, segments, got, verdict)  # a megabyte of messages: a loop turn each
 
     async def _offload(self, scan: ScanPass, segments: list[Segment], one: Any, edits: bool) -> list[Any]:
         pool = POOL.get(self.profile.source) if self.profile.source is not None else None
@@ -132,3 +126,19 @@ class PIIScreen:
         scan = ScanPass(self.profile, direction, pseudonyms_of(ctx if ctx is not None else {}))
         out = scan.text(text)
         return out, scan.verdict(started)
+
+
+def _write(segments: list[Segment], got: list[Any], verdict: Verdict) -> list[list[Edit]]:
+    """The scans' results written back: edits returned per segment (``screen_edits``), or texts rewritten in
+    place; ``verdict.modified`` set when anything changed."""
+    found: list[list[Edit]] = []
+    for seg, out in zip(segments, got, strict=True):
+        if isinstance(out, list):
+            found.append(out)
+            verdict.modified = verdict.modified or bool(out)
+            continue
+        found.append([])
+        if out != seg.text:
+            seg.text = out
+            verdict.modified = True
+    return found

@@ -127,7 +127,12 @@ def plan(segments: Sequence[Segment], side: PromptSide) -> Plan:
 def answer_context(prompt: Sequence[Segment], chars: int) -> Sequence[Segment]:
     """The prompt an answer is judged with: its segments' last ``chars`` characters (roles kept, so a
     trailing assistant prefill still joins the answer's turn); the prompt itself when it is that short."""
-    if sum(len(s.text) for s in prompt) <= chars:
+    total = 0
+    for s in prompt:  # stops at the first ``chars`` characters (a megabyte of messages: on the event loop)
+        total += len(s.text)
+        if total > chars:
+            break
+    else:
         return prompt
     out: list[Segment] = []
     left = chars
