@@ -139,7 +139,8 @@ class Pipeline:
             ex.trace_id = _trace_id(tp)
         started = False
         try:
-            started = await self._run(Flow(ex, scope, receive, send))
+            flow = Flow(ex, scope, receive, send)
+            started = await self._run(flow)
         except GuardError as e:  # after exchange.started, the record is exchange.completed (not .denied)
             await self._refuse(ex, e, send, started or ex.audit_started)
         except ClientGone:
@@ -159,6 +160,10 @@ class Pipeline:
                 tracing.finish(ex, ex.outcome or {})
             if self._access_log is not None:
                 self._access_log.record(ex, ex.outcome or {}, decision(ex))
+            if ex.body_bytes > LARGE_BODY:  # a megabyte of messages is freed in pieces, off the event loop
+                handed = [ex.body, flow.prompt]
+                ex.body, flow.prompt = {}, None
+                heavy.release(handed)
 
     async def refused_by_protocol(
         self, rid: str, status: int, msg: str, code: str, tls: dict[str, Any] | None, client_ip: str

@@ -140,6 +140,10 @@ class PromptScreens:
             else:
                 for k, text in edits:
                     segs[k].text = text
+        if large:  # the screens' copies: freed in pieces in the heavy thread, not in one go on the event loop
+            handed, copies, copy = copies, [], []
+            heavy.release([handed])
+            del handed
         ex.verdicts.extend(verdicts)
         for v in verdicts:
             if v.blocked and v.code == "screen_error":  # the screen could not do its job: fail closed

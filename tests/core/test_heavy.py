@@ -38,3 +38,35 @@ def test_large_body_work_runs_in_one_thread_one_call_at_a_time_with_the_callers_
     assert most[0] == 1, "two large requests' work ran at once"
     assert len(names) == 1 and next(iter(names)).startswith("guard-heavy")
     assert threading.current_thread().name not in names
+
+
+class _Leaf:
+    """A weakly referenceable element, to see when the heavy thread has freed it."""
+
+
+def _drain() -> None:
+    asyncio.run(heavy.run(lambda: None))  # one thread, in order: once this ran, the release before it ran
+
+
+def test_released_containers_are_freed_in_the_heavy_thread_and_shared_ones_left_whole() -> None:
+    import weakref
+
+    leaves = [_Leaf() for _ in range(1000)]
+    refs = [weakref.ref(x) for x in leaves]
+    body = {"model": "m", "messages": [{"n": i, "leaf": leaves[i]} for i in range(1000)]}
+    segs = list(leaves)
+    del leaves
+    freed_in: list[str] = []
+    weakref.finalize(refs[0](), lambda: freed_in.append(threading.current_thread().name))
+    heavy.release([body, segs])
+    del body, segs
+    _drain()
+    assert all(r() is None for r in refs)
+    assert freed_in and freed_in[0].startswith("guard-heavy")
+
+    kept = [_Leaf() for _ in range(500)]
+    shared = {"messages": kept}
+    heavy.release([shared])  # the caller still holds ``kept``: the list is let go, never emptied
+    del shared
+    _drain()
+    assert len(kept) == 500 and all(isinstance(x, _Leaf) for x in kept)
