@@ -23,7 +23,9 @@ dotted token runs, AKIA runs, digit runs with separators, x@x@ runs, dotted-quad
 and by shape: a megabyte of small messages, of tools with
 deeply nested schemas, of plain prose (longer than the safety screen's ``prompt.max_windows`` allow, so refused
 400 ``prompt_too_long`` before any judge call). Each is answered (blocked, passed, refused, or 503 over the
-screening budget): the counts by status are reported.
+screening budget): the counts by status are reported. Then the default Guard once more with each family
+alone (an attacker sends the family that hurts most, not a mix): quiet and hostile phases of 4 s, two
+rounds, per family; ``worst_family_p99_ratio`` is the highest.
 
 Run: python -m tests.bench.bench_hostile  |  BENCH_ONLY=hostile python -m tests.bench.run
 Environment: BENCH_QUICK=1 for shorter phases.
@@ -267,6 +269,66 @@ def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
         time.sleep(0.5)  # ready for the PII and for the denylist settings
 
 
+def _phases(
+    url: str, bodies: dict[str, bytes], phase: float, rounds: int, hostile_clients: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter[str], list[float]]:
+    """``rounds`` times: a quiet phase, then a phase with ``hostile_clients`` sending ``bodies`` in a loop."""
+    quiet: list[dict[str, Any]] = []
+    loud: list[dict[str, Any]] = []
+    statuses: Counter[str] = Counter()
+    worst = [0.0]
+    for k in range(rounds):
+        quiet.append(_paced(url, phase))
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=_hostile_loop, args=(url, bodies, stop, statuses, worst, j * 5 + k), daemon=True)
+            for j in range(hostile_clients)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the hostile load is running before the measured phase starts
+        loud.append(_paced(url, phase))
+        stop.set()
+        for t in threads:
+            t.join(90)
+    return quiet, loud, statuses, worst
+
+
+def _families(
+    d: Path,
+    upstream: str,
+    judge: str,
+    bulk: str,
+    phase: float,
+    rounds: int,
+    bodies: dict[str, bytes],
+    hostile_clients: int,
+) -> list[dict[str, Any]]:
+    """The default Guard with each family alone: an attacker sends the family that hurts most, not a mix."""
+    port, admin = free_port(), free_port()
+    sub = d / "families"
+    sub.mkdir()
+    cfg = _guard(sub, upstream, judge, port, admin, 1, "idle", bulk, 30.0)
+    out = []
+    with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
+        url = f"http://127.0.0.1:{port}"
+        _paced(url, 2.0)
+        _warm_pool(url, sub / "guard.log")
+        for name in sorted(bodies):
+            quiet, loud, statuses, _ = _phases(url, {name: bodies[name]}, phase, rounds, hostile_clients)
+            p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
+            out.append(
+                {
+                    "family": name,
+                    "answered": ", ".join(f"{k} x{v}" for k, v in statuses.most_common()),
+                    "p99_quiet_ms": p99_quiet,
+                    "p99_hostile_ms": p99_loud,
+                    "p99_ratio": round(p99_loud / p99_quiet, 2),
+                }
+            )
+    return out
+
+
 def _variant(
     d: Path,
     upstream: str,
@@ -291,26 +353,7 @@ def _variant(
         _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
         if processes:
             _warm_pool(url, sub / "guard.log")
-        quiet: list[dict[str, Any]] = []
-        loud: list[dict[str, Any]] = []
-        statuses: Counter[str] = Counter()
-        worst = [0.0]
-        for k in range(rounds):
-            quiet.append(_paced(url, phase))
-            stop = threading.Event()
-            threads = [
-                threading.Thread(
-                    target=_hostile_loop, args=(url, bodies, stop, statuses, worst, j * 5 + k), daemon=True
-                )
-                for j in range(hostile_clients)
-            ]
-            for t in threads:
-                t.start()
-            time.sleep(0.5)  # the hostile load is running before the measured phase starts
-            loud.append(_paced(url, phase))
-            stop.set()
-            for t in threads:
-                t.join(90)
+        quiet, loud, statuses, worst = _phases(url, bodies, phase, rounds, hostile_clients)
     p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
     return {
         "screen_processes": processes,
@@ -331,6 +374,7 @@ def _variant(
 
 def run(quick: bool = False) -> dict[str, Any]:
     phase, rounds = (3.0, 1) if quick else (6.0, 3)
+    fam_phase, fam_rounds = (3.0, 1) if quick else (4.0, 2)
     hostile_clients = 2
     bodies = hostile_bodies()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
@@ -348,6 +392,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             _variant(d, upstream, judge, bulk, n, prio, phase, rounds, bodies, hostile_clients, gc_s)
             for n, prio, gc_s in ((1, "idle", 30.0), (1, "idle", 0.0), (1, 5, 30.0), (0, "idle", 30.0))
         ]
+        fam_bodies = {k: v for k, v in bodies.items() if not quick or k in _STRUCTURED}
+        families = _families(d, upstream, judge, bulk, fam_phase, fam_rounds, fam_bodies, hostile_clients)
     r = {
         "scaling_n_chars": 32 * 1024,
         "scaling": scaling(),
@@ -358,6 +404,11 @@ def run(quick: bool = False) -> dict[str, Any]:
         "ordinary": "4 connections x 10 requests/s",
         "variants": variants,
         "p99_ratio": variants[0]["p99_ratio"],
+        "family_phase_s": fam_phase,
+        "family_rounds": fam_rounds,
+        "families": families,
+        "worst_family": max(families, key=lambda f: f["p99_ratio"])["family"],
+        "worst_family_p99_ratio": max(f["p99_ratio"] for f in families),
     }
     print_tables(r)  # the rows for docs/benchmarks.md, also when run by tests.bench.run
     return r
@@ -376,6 +427,11 @@ def rows(r: dict[str, Any]) -> list[str]:
             f"{v.get('requests_per_side', '?')} ordinary requests each side) | "
             f"p50 {v['p50_quiet_ms']:.1f} -> {v['p50_hostile_ms']:.1f} ms | "
             f"p99 {v['p99_quiet_ms']:.1f} -> {v['p99_hostile_ms']:.1f} ms | **{v['p99_ratio']}x** (goal <= 2x) |"
+        )
+    for f in r.get("families", []):
+        out.append(
+            f"| hostile inputs, default Guard, family {f['family']} alone ({f['answered']}) | | "
+            f"p99 {f['p99_quiet_ms']:.1f} -> {f['p99_hostile_ms']:.1f} ms | **{f['p99_ratio']}x** (goal <= 2x) |"
         )
     return out
 

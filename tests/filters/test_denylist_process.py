@@ -97,11 +97,19 @@ def test_large_pii_scans_in_a_screening_process_rewrite_like_the_thread(tmp_path
         while POOL.get(profile.source) is None:
             assert time.monotonic() < deadline, "the screening processes never became ready"
             await asyncio.sleep(0.2)
+        from guard.screens.packed import pack
         from guard.screens.pii.pool import scan_job
 
         sent, counts, _ = await asyncio.wrap_future(
             POOL.get(profile.source).submit(  # type: ignore[union-attr]
-                scan_job, profile.source, "prompt", [(s.text, s.role, s.kind) for s in segs()], pseudonyms_of({}), None
+                scan_job,
+                profile.source,
+                "prompt",
+                pack([s.text for s in segs()]),
+                [s.role for s in segs()],
+                [s.kind for s in segs()],
+                pseudonyms_of({}),
+                None,
             )
         )
         assert counts.get("EMAIL_ADDRESS") == 1, counts

@@ -28,6 +28,7 @@ from typing import Any
 from guard.procs import helper_init
 from guard.screens import budget
 from guard.screens.base import Segment
+from guard.screens.packed import Packed, unpack
 from guard.screens.pii.profile import load_pii_profiles
 from guard.screens.pii.scan import ScanPass
 from guard.screens.pii.source import Source, source_of
@@ -62,19 +63,22 @@ def _warm(src: Source) -> bool:
 def scan_job(
     src: Source,
     direction: str,
-    segs: list[tuple[str, str, str]],
+    texts: Packed | list[str],
+    roles: list[str],
+    kinds: list[str],
     pseudonyms: Any,
     deadline: float | None,
     edits: bool = False,
 ) -> tuple[list[Any], dict[str, int], Any]:
-    """Scan ``segs`` (text, role, kind) in this worker: the rewritten texts (None: unchanged, so a megabyte is
-    not sent back; with ``edits``, a segment that is not JSON text gets its edits instead:
-    ScanPass.segment_edits), counts by type, pseudonyms."""
+    """Scan the segments (``texts`` as guard.screens.packed sends them, with their ``roles`` and ``kinds``)
+    in this worker: the rewritten texts (None: unchanged, so a megabyte is not sent back; with ``edits``, a
+    segment that is not JSON text gets its edits instead: ScanPass.segment_edits), counts by type,
+    pseudonyms."""
     token = budget.set_deadline(deadline)
     try:
         scan = ScanPass(_load(src), direction, pseudonyms)
         out: list[Any] = []
-        for t, role, kind in segs:
+        for t, role, kind in zip(unpack(texts), roles, kinds, strict=True):
             seg = Segment(t, role, kind, ())
             got = scan.segment_edits(seg) if edits else scan.segment(seg)
             out.append(None if got == t else got)

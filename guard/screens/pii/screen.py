@@ -19,6 +19,7 @@ from guard.screens import budget
 from guard.screens.base import Segment, Verdict
 from guard.screens.edits import Edit
 from guard.screens.json_text import JSON_KINDS
+from guard.screens.packed import pack
 from guard.screens.pii.json_stream import JsonArgsStream
 from guard.screens.pii.pool import POOL, scan_job
 from guard.screens.pii.profile import PIIProfile
@@ -97,7 +98,9 @@ class PIIScreen:
                 scan_job,
                 source,
                 scan.direction,
-                [(s.text, s.role, s.kind) for s in segments],
+                pack([s.text for s in segments]),
+                [s.role for s in segments],
+                [s.kind for s in segments],
                 scan.pseudonyms,
                 budget.deadline(),  # to_thread copies the context: the request's deadline
                 edits,
@@ -112,13 +115,12 @@ class PIIScreen:
             if isinstance(e, BrokenExecutor):
                 POOL.broken()
             return await heavy.run(lambda: [one(s) for s in segments])
-        got = [s.text if t is None else t for s, t in zip(segments, sent, strict=True)]
         scan.counts.update(counts)
         p = scan.pseudonyms  # the worker's map holds ours and what it added: take the additions
         p.by_value.update(back.by_value)
         p.by_placeholder.update(back.by_placeholder)
         p.counters.update(back.counters)
-        return [[tuple(e) for e in g] if isinstance(g, list) else g for g in got]
+        return await heavy.run(_results, segments, sent)  # a loop turn per segment: off the event loop
 
     def scan_text(self, text: str, direction: str, ctx: dict[str, Any] | None = None) -> tuple[str, Verdict]:
         """Synchronous helper for tools (``guard scan``): the transformed text and the verdict."""
@@ -142,3 +144,16 @@ def _write(segments: list[Segment], got: list[Any], verdict: Verdict) -> list[li
             seg.text = out
             verdict.modified = True
     return found
+
+
+def _results(segments: list[Segment], sent: list[Any]) -> list[Any]:
+    """A worker's answers per segment: None (unchanged) is the segment's own text; edits as tuples."""
+    out: list[Any] = []
+    for s, t in zip(segments, sent, strict=True):
+        if t is None:
+            out.append(s.text)
+        elif isinstance(t, list):
+            out.append([tuple(e) for e in t])
+        else:
+            out.append(t)
+    return out
