@@ -56,6 +56,21 @@ def apply(text: str, edits: Sequence[Edit], base: int = 0) -> str:
     return "".join(out)
 
 
+def release_upto(pending: list[Edit], buf: str, rel: int, upto: int) -> tuple[str, list[Edit], str, int]:
+    """A stream screen's held text ``buf`` (starting at offset ``rel``) let go up to ``upto`` with the
+    ``pending`` edits made, never cut through an edit: (the text that may go, the edits still pending, the
+    text still held, its offset). Nothing goes ("") when ``upto`` is not past ``rel``."""
+    merged = merge([pending])
+    for a, b, _ in merged:
+        if a < upto < b:
+            upto = a  # never cut through an edit
+            break
+    if upto <= rel:
+        return "", pending, buf, rel
+    out = apply(buf[: upto - rel], [e for e in merged if e[1] <= upto], rel)
+    return out, [e for e in pending if e[0] >= upto], buf[upto - rel :], upto
+
+
 def rewrites(screen: Any) -> bool:
     """Whether a response screen (or its fail-mode wrapper) reports edits (``screen_edits``)."""
     fn = getattr(screen, "rewrites", None)

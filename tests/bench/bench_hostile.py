@@ -5,12 +5,16 @@ process of its own, as in a real deployment: a stand-in that shares one process 
 that model on long judge requests, and the figure would measure the stand-in instead of Guard. For the same
 reason the hostile clients ask for a model of their own (``bulk-model``), routed to a third stand-in process:
 the stand-in parses each forwarded megabyte on its own event loop, and ordinary requests queued behind it
-in the same process would time the stand-in's JSON parsing, not Guard.
+in the same process would time the stand-in's JSON parsing, not Guard. The hostile clients and their model
+server stand for other machines: they run at SCHED_IDLE, so the CPU they spend sending megabytes and
+parsing the forwarded ones (a stand-in parses each in Python) is not counted as Guard's on a 2-core box;
+one more run of the default Guard keeps them at normal priority, where that CPU competes with Guard, the
+ordinary clients and their model server as an equal.
 
 Phases alternate quiet, hostile, quiet, hostile, ...; each phase runs the same paced client (tests/bench/
 paced_client.py in its own process: 4 connections, 10 requests/s each). The figure is the p99 of every
 ordinary request of the hostile phases together over the p99 of every request of the quiet phases together
-(goal: at most 2x): a phase's own p99 is its 2nd-slowest request, so one stall would decide it. Four Guards
+(goal: at most 2x): a phase's own p99 is its 2nd-slowest request, so one stall would decide it. Guards
 in turn: the default (large PII and denylist scans in a screening process, ``limits.screen_processes: 1``,
 at ``limits.screen_priority: idle``, SCHED_IDLE; the collector deferred while large bodies are in flight,
 ``limits.gc_defer_s: 30``); the same with the collector not deferred (``gc_defer_s: 0``: its passes over a
@@ -231,10 +235,18 @@ def _pooled_p99(phases: list[dict[str, Any]]) -> float:
 
 
 def _hostile_loop(
-    url: str, bodies: dict[str, bytes], stop: threading.Event, statuses: Counter[str], worst: list[float], offset: int
+    url: str,
+    bodies: dict[str, bytes],
+    stop: threading.Event,
+    statuses: Counter[str],
+    worst: list[float],
+    offset: int,
+    idle: bool = True,
 ) -> None:
     names = sorted(bodies)
     i = offset
+    if idle:  # this thread only (Linux: the calling thread's policy)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     with httpx.Client(timeout=60, headers={"x-forwarded-client-cert": XFCC, "content-type": "application/json"}) as c:
         while not stop.is_set():
             name = names[i % len(names)]
@@ -269,10 +281,24 @@ def _warm_pool(url: str, log: Path, timeout: float = 40.0) -> None:
         time.sleep(0.5)  # ready for the PII and for the denylist settings
 
 
+def _harness(bulk_pid: int, idle: bool) -> None:
+    """The hostile clients' model server at SCHED_IDLE (it stands for a machine of its own) or at normal
+    priority (sharing this box's cores with Guard and the ordinary clients as an equal)."""
+    if bulk_pid:
+        os.sched_setscheduler(bulk_pid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
+
+
 def _phases(
-    url: str, bodies: dict[str, bytes], phase: float, rounds: int, hostile_clients: int
+    url: str,
+    bodies: dict[str, bytes],
+    phase: float,
+    rounds: int,
+    hostile_clients: int,
+    bulk_pid: int = 0,
+    harness_idle: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Counter[str], list[float]]:
     """``rounds`` times: a quiet phase, then a phase with ``hostile_clients`` sending ``bodies`` in a loop."""
+    _harness(bulk_pid, harness_idle)
     quiet: list[dict[str, Any]] = []
     loud: list[dict[str, Any]] = []
     statuses: Counter[str] = Counter()
@@ -281,7 +307,11 @@ def _phases(
         quiet.append(_paced(url, phase))
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_hostile_loop, args=(url, bodies, stop, statuses, worst, j * 5 + k), daemon=True)
+            threading.Thread(
+                target=_hostile_loop,
+                args=(url, bodies, stop, statuses, worst, j * 5 + k, harness_idle),
+                daemon=True,
+            )
             for j in range(hostile_clients)
         ]
         for t in threads:
@@ -303,6 +333,7 @@ def _families(
     rounds: int,
     bodies: dict[str, bytes],
     hostile_clients: int,
+    bulk_pid: int = 0,
 ) -> list[dict[str, Any]]:
     """The default Guard with each family alone: an attacker sends the family that hurts most, not a mix."""
     port, admin = free_port(), free_port()
@@ -315,7 +346,7 @@ def _families(
         _paced(url, 2.0)
         _warm_pool(url, sub / "guard.log")
         for name in sorted(bodies):
-            quiet, loud, statuses, _ = _phases(url, {name: bodies[name]}, phase, rounds, hostile_clients)
+            quiet, loud, statuses, _ = _phases(url, {name: bodies[name]}, phase, rounds, hostile_clients, bulk_pid)
             p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
             out.append(
                 {
@@ -341,11 +372,13 @@ def _variant(
     bodies: dict[str, bytes],
     hostile_clients: int,
     gc_defer_s: float = 30.0,
+    bulk_pid: int = 0,
+    harness_idle: bool = True,
 ) -> dict[str, Any]:
     """One Guard (``limits.screen_processes``, ``limits.screen_priority``, ``limits.gc_defer_s``): quiet and
     hostile phases in turn."""
     port, admin = free_port(), free_port()
-    sub = d / f"p{processes}-{priority}-gc{gc_defer_s:g}"
+    sub = d / f"p{processes}-{priority}-gc{gc_defer_s:g}-{'idle' if harness_idle else 'normal'}"
     sub.mkdir()
     cfg = _guard(sub, upstream, judge, port, admin, processes, priority, bulk, gc_defer_s)
     with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
@@ -353,12 +386,13 @@ def _variant(
         _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
         if processes:
             _warm_pool(url, sub / "guard.log")
-        quiet, loud, statuses, worst = _phases(url, bodies, phase, rounds, hostile_clients)
+        quiet, loud, statuses, worst = _phases(url, bodies, phase, rounds, hostile_clients, bulk_pid, harness_idle)
     p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
     return {
         "screen_processes": processes,
         "screen_priority": priority if processes else "",
         "gc_defer_s": gc_defer_s,
+        "hostile_harness": "idle" if harness_idle else "normal",
         "quiet": quiet,
         "hostile": loud,
         "hostile_statuses": dict(statuses),
@@ -380,20 +414,23 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as es:
         d = Path(tmp)
         ports = {"model": free_port(), "judge": free_port(), "bulk": free_port()}
-        for port in ports.values():  # the chat model, Llama Guard and the hostile clients' model: a process each
-            es.enter_context(
-                process(
-                    model_server_cmd(port),
-                    port,
-                )
-            )
+        procs = {  # the chat model, Llama Guard and the hostile clients' model: a process each
+            k: es.enter_context(process(model_server_cmd(port), port)) for k, port in ports.items()
+        }
         upstream, judge, bulk = (f"http://127.0.0.1:{ports[k]}" for k in ("model", "judge", "bulk"))
+        pid = procs["bulk"].pid
         variants = [
-            _variant(d, upstream, judge, bulk, n, prio, phase, rounds, bodies, hostile_clients, gc_s)
-            for n, prio, gc_s in ((1, "idle", 30.0), (1, "idle", 0.0), (1, 5, 30.0), (0, "idle", 30.0))
+            _variant(d, upstream, judge, bulk, n, prio, phase, rounds, bodies, hostile_clients, gc_s, pid, idle)
+            for n, prio, gc_s, idle in (
+                (1, "idle", 30.0, True),
+                (1, "idle", 30.0, False),
+                (1, "idle", 0.0, True),
+                (1, 5, 30.0, True),
+                (0, "idle", 30.0, True),
+            )
         ]
         fam_bodies = {k: v for k, v in bodies.items() if not quick or k in _STRUCTURED}
-        families = _families(d, upstream, judge, bulk, fam_phase, fam_rounds, fam_bodies, hostile_clients)
+        families = _families(d, upstream, judge, bulk, fam_phase, fam_rounds, fam_bodies, hostile_clients, pid)
     r = {
         "scaling_n_chars": 32 * 1024,
         "scaling": scaling(),
@@ -422,6 +459,8 @@ def rows(r: dict[str, Any]) -> list[str]:
         if v["screen_processes"]:
             how = f"{v['screen_processes']} screening process(es), priority {v['screen_priority']}"
         how += ", collector deferred" if v.get("gc_defer_s", 30.0) else ", collector not deferred (gc_defer_s 0)"
+        if v.get("hostile_harness") == "normal":
+            how += ", hostile clients and their model server at normal priority"
         out.append(
             f"| hostile inputs, {how} ({r['hostile_clients']} clients x 1 MB, 16 families, "
             f"{v.get('requests_per_side', '?')} ordinary requests each side) | "

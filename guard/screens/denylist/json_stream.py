@@ -24,7 +24,7 @@ from typing import Any
 from guard.screens.base import StreamStep, Verdict
 from guard.screens.denylist.compiled import Scan
 from guard.screens.denylist.stream import DenylistStream
-from guard.screens.edits import Edit, Judged, apply, merge
+from guard.screens.edits import Edit, Judged, apply, merge, release_upto
 from guard.screens.json_text_stream import Event, JsonLexer, OffsetMap, escape, lex
 
 
@@ -220,14 +220,5 @@ class JsonTextDenylist:
     def _out(self, got: Judged) -> StreamStep:
         self.pending.extend(got.edits)
         upto = got.decided if got.stop is None else self.rel  # a stop: nothing more goes out
-        merged = merge([self.pending])
-        for a, b, _ in merged:
-            if a < upto < b:
-                upto = a  # never cut through an edit
-                break
-        if upto <= self.rel:
-            return StreamStep(stop=got.stop)
-        out = apply(self.buf[: upto - self.rel], [e for e in merged if e[1] <= upto], self.rel)
-        self.pending = [e for e in self.pending if e[0] >= upto]
-        self.buf, self.rel = self.buf[upto - self.rel :], upto
+        out, self.pending, self.buf, self.rel = release_upto(self.pending, self.buf, self.rel, upto)
         return StreamStep(release=out, stop=got.stop)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from guard.screens.base import StreamStep, Verdict
-from guard.screens.edits import Edit, Judged, apply, merge
+from guard.screens.edits import Edit, Judged, merge, release_upto
 from guard.screens.json_text_stream import Event, JsonLexer, OffsetMap
 from guard.screens.pii.json_edits import mapped, number_edit
 from guard.screens.pii.profile import PIIProfile
@@ -124,14 +124,5 @@ class JsonArgsStream:
     def _out(self, got: Judged) -> StreamStep:
         self.pending.extend(got.edits)
         upto = got.decided if got.stop is None else (self.rel if got.stop_at is None else got.stop_at)
-        merged = merge([self.pending])
-        for a, b, _ in merged:
-            if a < upto < b:
-                upto = a  # never cut through an edit
-                break
-        if upto <= self.rel:
-            return StreamStep(stop=got.stop)
-        out = apply(self.buf[: upto - self.rel], [e for e in merged if e[1] <= upto], self.rel)
-        self.pending = [e for e in self.pending if e[0] >= upto]
-        self.buf, self.rel = self.buf[upto - self.rel :], upto
+        out, self.pending, self.buf, self.rel = release_upto(self.pending, self.buf, self.rel, upto)
         return StreamStep(release=out, stop=got.stop)
