@@ -98,7 +98,7 @@ def _many_messages(n: int) -> dict:
 
 
 def test_large_bodies_do_not_set_off_collections(guard_process, tmp_path):
-    """A body of 5,000 small messages is tens of thousands of tracked objects alive for the request; with the
+    """A body of 10,000 small messages is tens of thousands of tracked objects alive for the request; with the
     collector running, each such request triggers collections that walk them all (pausing every other
     client). Guard defers automatic collection while such a request is in flight (limits.gc_defer_s);
     the same traffic through a Guard with gc_defer_s: 0 shows the collections it avoided."""
@@ -113,7 +113,7 @@ def test_large_bodies_do_not_set_off_collections(guard_process, tmp_path):
             async with httpx.AsyncClient(base_url=g.url, verify=g.ssl(), timeout=60) as c:
 
                 async def one() -> list[int]:
-                    body = _many_messages(5000)
+                    body = _many_messages(10_000)
                     return [(await c.post("/v1/chat/completions", json=body)).status_code for _ in range(4)]
 
                 return functools.reduce(operator.iadd, await asyncio.gather(*(one() for _ in range(3))), [])
@@ -121,8 +121,9 @@ def test_large_bodies_do_not_set_off_collections(guard_process, tmp_path):
         assert asyncio.run(drive()) == [200] * 12
         m = scrape(g.admin_url)
         counts[defer_s] = sum(total(m, "python_gc_collections_total", generation=str(k)) for k in range(3)) - before
-    assert counts[30] <= 1, counts
-    assert counts[0] >= 3, counts  # the same traffic with the deferral off: the test can tell them apart
+    # between one client's requests no large body may be in flight, and the collector runs then: a few at most
+    assert counts[0] >= 6, counts  # the same traffic with the deferral off: the test can tell them apart
+    assert counts[30] <= counts[0] / 4, counts
 
 
 def test_the_collector_comes_back_on_the_next_loop_turn_unless_another_large_request_came():
