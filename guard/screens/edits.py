@@ -56,19 +56,20 @@ def apply(text: str, edits: Sequence[Edit], base: int = 0) -> str:
     return "".join(out)
 
 
-def release_upto(pending: list[Edit], buf: str, rel: int, upto: int) -> tuple[str, list[Edit], str, int]:
-    """A stream screen's held text ``buf`` (starting at offset ``rel``) let go up to ``upto`` with the
-    ``pending`` edits made, never cut through an edit: (the text that may go, the edits still pending, the
-    text still held, its offset). Nothing goes ("") when ``upto`` is not past ``rel``."""
-    merged = merge([pending])
+def release_upto(edits: list[list[Edit]], text: str, base: int, upto: int) -> tuple[str, list[list[Edit]], str, int]:
+    """Held stream text (``text``, starting at offset ``base``) let go up to ``upto`` with the screens'
+    ``edits`` (a list per screen) merged and made, never cut through a merged edit: (the text that may go,
+    each screen's edits still pending, the text still held, its offset). Nothing goes ("") when ``upto``,
+    moved back to the start of an edit crossing it, is not past ``base``."""
+    merged = merge(edits)
     for a, b, _ in merged:
         if a < upto < b:
-            upto = a  # never cut through an edit
+            upto = a  # never cut through a merged edit
             break
-    if upto <= rel:
-        return "", pending, buf, rel
-    out = apply(buf[: upto - rel], [e for e in merged if e[1] <= upto], rel)
-    return out, [e for e in pending if e[0] >= upto], buf[upto - rel :], upto
+    if upto <= base:
+        return "", edits, text, base
+    out = apply(text[: upto - base], [e for e in merged if e[1] <= upto], base)
+    return out, [[e for e in lst if e[0] >= upto] for lst in edits], text[upto - base :], upto
 
 
 def rewrites(screen: Any) -> bool:
@@ -163,16 +164,5 @@ class StreamGroup:
         return StreamStep(release=self._release(min(at, *self.decided)), stop=got.stop)
 
     def _release(self, upto: int) -> str:
-        merged = merge(self.edits)
-        for a, b, _ in merged:
-            if a < upto < b:
-                upto = a  # never cut through a merged edit
-                break
-        if upto <= self.base:
-            return ""
-        done = [e for e in merged if e[1] <= upto]
-        out = apply(self.text[: upto - self.base], done, self.base)
-        self.edits = [[e for e in lst if e[0] >= upto] for lst in self.edits]
-        self.text = self.text[upto - self.base :]
-        self.base = upto
+        out, self.edits, self.text, self.base = release_upto(self.edits, self.text, self.base, upto)
         return out

@@ -220,5 +220,5 @@ class JsonTextDenylist:
     def _out(self, got: Judged) -> StreamStep:
         self.pending.extend(got.edits)
         upto = got.decided if got.stop is None else self.rel  # a stop: nothing more goes out
-        out, self.pending, self.buf, self.rel = release_upto(self.pending, self.buf, self.rel, upto)
+        out, (self.pending,), self.buf, self.rel = release_upto([self.pending], self.buf, self.rel, upto)
         return StreamStep(release=out, stop=got.stop)

@@ -124,5 +124,5 @@ class JsonArgsStream:
     def _out(self, got: Judged) -> StreamStep:
         self.pending.extend(got.edits)
         upto = got.decided if got.stop is None else (self.rel if got.stop_at is None else got.stop_at)
-        out, self.pending, self.buf, self.rel = release_upto(self.pending, self.buf, self.rel, upto)
+        out, (self.pending,), self.buf, self.rel = release_upto([self.pending], self.buf, self.rel, upto)
         return StreamStep(release=out, stop=got.stop)
