@@ -120,7 +120,7 @@ class PIIScreen:
         p.by_value.update(back.by_value)
         p.by_placeholder.update(back.by_placeholder)
         p.counters.update(back.counters)
-        return await heavy.run(_results, segments, sent)  # a loop turn per segment: off the event loop
+        return sent  # None for a segment the worker left unchanged (guard.screens.pii.pool.scan_job)
 
     def scan_text(self, text: str, direction: str, ctx: dict[str, Any] | None = None) -> tuple[str, Verdict]:
         """Synchronous helper for tools (``guard scan``): the transformed text and the verdict."""
@@ -132,7 +132,8 @@ class PIIScreen:
 
 def _write(segments: list[Segment], got: list[Any], verdict: Verdict) -> list[list[Edit]]:
     """The scans' results written back: edits returned per segment (``screen_edits``), or texts rewritten in
-    place; ``verdict.modified`` set when anything changed."""
+    place (None: a screening process left the segment unchanged); ``verdict.modified`` set when anything
+    changed."""
     found: list[list[Edit]] = []
     for seg, out in zip(segments, got, strict=True):
         if isinstance(out, list):
@@ -140,20 +141,7 @@ def _write(segments: list[Segment], got: list[Any], verdict: Verdict) -> list[li
             verdict.modified = verdict.modified or bool(out)
             continue
         found.append([])
-        if out != seg.text:
+        if out is not None and out != seg.text:
             seg.text = out
             verdict.modified = True
     return found
-
-
-def _results(segments: list[Segment], sent: list[Any]) -> list[Any]:
-    """A worker's answers per segment: None (unchanged) is the segment's own text; edits as tuples."""
-    out: list[Any] = []
-    for s, t in zip(segments, sent, strict=True):
-        if t is None:
-            out.append(s.text)
-        elif isinstance(t, list):
-            out.append([tuple(e) for e in t])
-        else:
-            out.append(t)
-    return out
