@@ -25,10 +25,8 @@ def pack(texts: Sequence[str]) -> Packed:
     return Packed("".join(texts), array("Q", [len(t) for t in texts]))
 
 
-def unpack(p: Packed | Sequence[str]) -> list[str]:
-    """The texts ``pack`` was given (a plain list of texts is returned as a list)."""
-    if not isinstance(p, Packed):
-        return list(p)
+def unpack(p: Packed) -> list[str]:
+    """The texts ``pack`` was given."""
     out, at, text = [], 0, p.text
     for n in p.lengths:
         out.append(text[at : at + n])

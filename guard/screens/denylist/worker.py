@@ -57,7 +57,7 @@ def warm(src: Source) -> bool:
 def scan_job(
     src: Source,
     direction: str,
-    texts: Packed | list[str],
+    texts: Packed,
     deadline: float | None,
     kinds: list[str] | None = None,
 ) -> list[Result | None]:

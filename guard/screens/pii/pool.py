@@ -63,7 +63,7 @@ def _warm(src: Source) -> bool:
 def scan_job(
     src: Source,
     direction: str,
-    texts: Packed | list[str],
+    texts: Packed,
     roles: list[str],
     kinds: list[str],
     pseudonyms: Any,
