@@ -46,7 +46,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,23 @@ def _phases(
     return quiet, loud, statuses, worst
 
 
+@contextmanager
+def _serving(
+    sub: Path, upstream: str, judge: str, bulk: str, processes: int, priority: int | str, gc_defer_s: float
+) -> Iterator[str]:
+    """A Guard (``limits.screen_processes``, ``limits.screen_priority``, ``limits.gc_defer_s``) serving from
+    ``sub``, warmed up (screens loaded, connections pooled, screening processes ready): its URL."""
+    sub.mkdir()
+    port, admin = free_port(), free_port()
+    cfg = _guard(sub, upstream, judge, port, admin, processes, priority, bulk, gc_defer_s)
+    with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
+        url = f"http://127.0.0.1:{port}"
+        _paced(url, 2.0)
+        if processes:
+            _warm_pool(url, sub / "guard.log")
+        yield url
+
+
 def _families(
     d: Path,
     upstream: str,
@@ -336,15 +354,8 @@ def _families(
     bulk_pid: int = 0,
 ) -> list[dict[str, Any]]:
     """The default Guard with each family alone: an attacker sends the family that hurts most, not a mix."""
-    port, admin = free_port(), free_port()
-    sub = d / "families"
-    sub.mkdir()
-    cfg = _guard(sub, upstream, judge, port, admin, 1, "idle", bulk, 30.0)
     out = []
-    with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
-        url = f"http://127.0.0.1:{port}"
-        _paced(url, 2.0)
-        _warm_pool(url, sub / "guard.log")
+    with _serving(d / "families", upstream, judge, bulk, 1, "idle", 30.0) as url:
         for name in sorted(bodies):
             quiet, loud, statuses, _ = _phases(url, {name: bodies[name]}, phase, rounds, hostile_clients, bulk_pid)
             p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
@@ -377,15 +388,8 @@ def _variant(
 ) -> dict[str, Any]:
     """One Guard (``limits.screen_processes``, ``limits.screen_priority``, ``limits.gc_defer_s``): quiet and
     hostile phases in turn."""
-    port, admin = free_port(), free_port()
     sub = d / f"p{processes}-{priority}-gc{gc_defer_s:g}-{'idle' if harness_idle else 'normal'}"
-    sub.mkdir()
-    cfg = _guard(sub, upstream, judge, port, admin, processes, priority, bulk, gc_defer_s)
-    with process([PY, "-m", "guard.cli", "serve", "--config", str(cfg)], port, log=sub / "guard.log", wait=60):
-        url = f"http://127.0.0.1:{port}"
-        _paced(url, 2.0)  # warm-up: screens loaded, connections pooled
-        if processes:
-            _warm_pool(url, sub / "guard.log")
+    with _serving(sub, upstream, judge, bulk, processes, priority, gc_defer_s) as url:
         quiet, loud, statuses, worst = _phases(url, bodies, phase, rounds, hostile_clients, bulk_pid, harness_idle)
     p99_quiet, p99_loud = _pooled_p99(quiet), _pooled_p99(loud)
     return {
