@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -172,30 +173,43 @@ def test_two_workers_serve_requests_and_each_chain_verifies(guard_process):
     while sum(e["type"] == "guard.started" for e in g.events()) < 2:  # both workers are serving
         assert time.monotonic() < deadline, "a worker did not start"
         time.sleep(0.1)
-    with g.client() as c:
-        for _ in range(40):
-            assert (
-                c.post(
-                    "/v1/chat/completions",
-                    json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                    headers={"connection": "close"},
-                ).status_code
-                == 200
-            )
+    # The workers share one listening socket and the kernel hands each connection to whichever worker
+    # accepts first, so a run of one-at-a-time connections can all land on one worker. Send from four
+    # threads at once, a round at a time, until both workers' chains hold a completed exchange.
+    sent = 0
+
+    def post(_: int) -> int:
+        with g.client() as c:
+            return c.post(
+                "/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"connection": "close"},
+            ).status_code
+
+    def chains() -> dict[str, int]:
+        seen: dict[str, int] = {}
+        for e in g.events():
+            if e["type"] == "exchange.completed":
+                seen[e["chain"]] = seen.get(e["chain"], 0) + 1
+        return seen
+
+    with ThreadPoolExecutor(4) as pool:
+        while sent < 400:
+            assert list(pool.map(post, range(20))) == [200] * 20
+            sent += 20
+            if sent >= 40 and len(chains()) == 2:
+                break
     # Either worker answers the scrape with both workers' values summed, each histogram whole
     m = scrape(g.admin_url)
-    assert total(m, "guard_requests_total", operation="chat", status="200") == 40
-    assert total(m, "guard_request_duration_seconds_count", operation="chat") == 40
-    assert total(m, "guard_request_duration_seconds_bucket", operation="chat", le="+Inf") == 40
-    assert 0 < total(m, "guard_request_duration_seconds_sum", operation="chat") < 40 * 10
-    assert total(m, "guard_stage_duration_seconds_count", stage="policy") == 40
+    assert total(m, "guard_requests_total", operation="chat", status="200") == sent
+    assert total(m, "guard_request_duration_seconds_count", operation="chat") == sent
+    assert total(m, "guard_request_duration_seconds_bucket", operation="chat", le="+Inf") == sent
+    assert 0 < total(m, "guard_request_duration_seconds_sum", operation="chat") < sent * 10
+    assert total(m, "guard_stage_duration_seconds_count", stage="policy") == sent
     assert g.stop() == 0
-    chains = {}
-    for e in g.events():
-        if e["type"] == "exchange.completed":
-            chains[e["chain"]] = chains.get(e["chain"], 0) + 1
-    assert len(chains) == 2, chains  # both workers served requests
-    assert sum(chains.values()) == 40
+    done = chains()
+    assert len(done) == 2, done  # both workers served requests
+    assert sum(done.values()) == sent
     r = _verify(g.dir / "audit")
     assert r.returncode == 0, r.stdout + r.stderr
 
