@@ -155,3 +155,65 @@ def test_a_redaction_that_cuts_into_an_escape_covers_it_whole() -> None:
         for size in (1, 3, 7):
             got = asyncio.run(stream(own, [text[i : i + size] for i in range(0, len(text), size)]))
             assert json.loads(got) == json.loads(segs[0].text), (size, got)
+
+
+PAIR_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+spaces = st.sampled_from(["", " ", "\n  ", "\t"])
+
+
+@settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    gaps=st.tuples(spaces, spaces, spaces),
+    escaped=escapes,
+    before=st.sampled_from(["", '"a": [1, true], ', '"n": -2.5e3, ']),
+    points=st.lists(st.integers(min_value=0, max_value=200), max_size=10),
+)
+def test_a_redaction_across_a_key_and_its_value_keeps_the_arguments_json(
+    screen: DenylistScreen, gaps: tuple[str, str, str], escaped: list[bool], before: str, points: list[int]
+) -> None:
+    """The shipped aws_secret_access_key rule matches from the key's name to the end of its value (across
+    two quotes and a colon): the key and the value are each redacted, the JSON between them kept, whole and
+    streamed in any chunking alike."""
+    from guard.screens.edits import screen_answer
+
+    value = spell(PAIR_SECRET, escaped, [False])
+    text = "{" + gaps[0] + before + '"aws_secret_access_key"' + gaps[1] + ":" + gaps[2] + '"' + value + '"}'
+    segs = [Segment(text, "assistant", "tool_arguments", ("x",))]
+    v = asyncio.run(screen_answer([screen], segs, [], {}))
+    assert v[0].entities == {"aws_secret_access_key": 1}, (text, v)
+    mark = "[REDACTED:aws_secret_access_key]"
+    got = json.loads(segs[0].text)
+    assert got[mark] == mark and PAIR_SECRET not in json.dumps(got), segs[0].text
+    assert asyncio.run(stream(screen, cut(text, points))) == segs[0].text, text
+
+
+def test_a_redaction_from_a_key_into_a_number_makes_the_number_a_string() -> None:
+    """A rule of one's own matching a key and the number after it: the number (whole, though the match ends
+    inside it) becomes the replacement as a JSON string, in any chunking (the number cut at a chunk's end
+    waits for its end)."""
+    from guard.screens.denylist.settings import DenylistProfile, DenylistRule
+
+    rule = DenylistRule(name="pin", pattern=r'pin"?\s*:\s*"?[0-9]{4}', replacement="<pin>")
+    own = DenylistScreen(DenylistProfile(rules=[rule]))
+    text = '{"pin": 123456, "pin_note": "pin:9876 here", "x": [1, 2]}'
+    whole = own.scan_segment(text, "tool_arguments", "response").text
+    assert json.loads(whole) == {"<pin>": "<pin>", "pin_note": "<pin> here", "x": [1, 2]}, whole
+    for size in (1, 2, 3, 5, 8):
+        assert asyncio.run(stream(own, [text[i : i + size] for i in range(0, len(text), size)])) == whole, size
+
+
+def test_text_that_is_not_json_is_redacted_as_plain_text() -> None:
+    """Where there is no JSON to keep (text that does not start as JSON, or something between values that
+    JSON has no room for) a redaction is one plain replacement, whole and streamed alike."""
+    from guard.screens.denylist.settings import DenylistProfile, DenylistRule
+
+    own = DenylistScreen(DenylistProfile(rules=[DenylistRule(name="own", pattern=r'tok"?[ :x"]*-[0-9]{6}')]))
+    for text, want in (
+        ('tok": "-123456" and more', '[REDACTED:own]" and more'),
+        ('{"tok" x "-123456"}', '{"[REDACTED:own]"}'),
+        ('{"a": "b\\q", "tok": "-123456"}', '{"a": "b\\q", "[REDACTED:own]"}'),  # an invalid escape ends JSON
+    ):
+        whole = own.scan_segment(text, "tool_arguments", "response").text
+        assert whole == want, whole
+        for size in (1, 4):
+            assert asyncio.run(stream(own, [text[i : i + size] for i in range(0, len(text), size)])) == whole

@@ -217,6 +217,9 @@ def _resp_answer(arguments: str) -> bytes:
 ANSWER_TEXT = args_text(SPELLINGS["middle-char"])
 KEY_TEXT = args_text(SPELLINGS["every-char"], "key")
 CUTS = [ANSWER_TEXT[:i] for i in range(ANSWER_TEXT.index("\\u"), ANSWER_TEXT.index("\\u") + 7)]
+# The shipped aws_secret_access_key rule matches from the key's name to the end of its value: across a quote.
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+PAIR_TEXT = '{"region": "eu-west-1", "aws_secret_access_key": "' + AWS_SECRET.replace("/", "\\/") + '", "n": 7}'
 
 
 def _anthropic_stream(pieces: list[str]) -> bytes:
@@ -306,6 +309,14 @@ HANDLERS: dict[str, Any] = {
     },
     "s-chars": fixed(chat_tool_stream(list(ANSWER_TEXT)), b"text/event-stream"),
     "s-key": fixed(chat_tool_stream([KEY_TEXT[:9], KEY_TEXT[9:40], KEY_TEXT[40:]]), b"text/event-stream"),
+    "w-pair": fixed(chat_tool_answer(PAIR_TEXT)),
+    "s-pair": fixed(chat_tool_stream(list(PAIR_TEXT)), b"text/event-stream"),
+    "a-pair": fixed(
+        _anthropic_stream([PAIR_TEXT[i : i + 3] for i in range(0, len(PAIR_TEXT), 3)]), b"text/event-stream"
+    ),
+    "r-pair": fixed(
+        _responses_stream([PAIR_TEXT[i : i + 5] for i in range(0, len(PAIR_TEXT), 5)]), b"text/event-stream"
+    ),
 }
 
 
@@ -413,3 +424,49 @@ def test_an_escaped_secret_in_streamed_responses_arguments_is_redacted(upstream:
     whole.append(final.output[0].arguments)
     for text in (deltas, *whole):
         _decoded_clean(text)
+
+
+def _pair_clean(arguments: str) -> None:
+    """Redacted in the key and in the value, the JSON between them kept: the arguments still parse."""
+    value = json.loads(arguments)
+    mark = "[REDACTED:aws_secret_access_key]"
+    assert value == {"region": "eu-west-1", mark: mark, "n": 7}, arguments
+
+
+def test_a_secret_across_a_key_and_its_value_is_redacted_and_the_arguments_stay_json(upstream: Any) -> None:
+    """A redaction spanning ``"aws_secret_access_key": "..."`` is made in the key and in the value: whole and
+    streamed a character at a time (Chat Completions), three characters at a time as Anthropic
+    ``input_json_delta`` (the official SDK parses the joined input: broken JSON would raise there) and five
+    at a time as Responses argument deltas."""
+    client = upstream.openai("staff")
+    r = client.chat.completions.create(model="w-pair", messages=[{"role": "user", "content": "hi"}])
+    _pair_clean(r.choices[0].message.tool_calls[0].function.arguments)
+    args = ""
+    for chunk in client.chat.completions.create(
+        model="s-pair", stream=True, messages=[{"role": "user", "content": "hi"}]
+    ):
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                args += (tc.function and tc.function.arguments) or ""
+    _pair_clean(args)
+
+    import anthropic
+    import httpx2
+
+    claude = anthropic.Anthropic(
+        base_url=upstream.url,
+        api_key="client-secret-key",
+        max_retries=0,
+        http_client=httpx2.Client(verify=upstream.ssl_context("staff")),
+    )
+    with claude.messages.stream(model="a-pair", max_tokens=20, messages=[{"role": "user", "content": "hi"}]) as s:
+        final = s.get_final_message()
+    block = final.content[0]
+    assert block.type == "tool_use", final
+    _pair_clean(json.dumps(block.input))
+
+    with client.responses.stream(model="r-pair", input="hi") as rs:
+        done = [e.arguments for e in rs if e.type == "response.function_call_arguments.done"]
+        final_r = rs.get_final_response()
+    for text in (*done, final_r.output[0].arguments):
+        _pair_clean(text)

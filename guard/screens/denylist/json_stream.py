@@ -7,9 +7,13 @@ not need decoded, ``\\u0049`` is ``I``, ``\\/`` is ``/``, escapes cut across chu
 that spans a key and its value (``"aws_secret_access_key": "..."``) is found decoded too. It reports
 edits in offsets of the text as written (guard.screens.edits): its redactions (one found in the view
 covers whole escape sequences as written; inside a string its replacement is JSON-escaped), and the
-decoding of each escape JSON does not need (``\\u0067`` -> ``g``). What comes out is the decoded JSON
-text, redacted: the same value as the model's, still valid JSON unless a redaction spans a quote. A
-finding seen both as written and decoded counts once (per rule, the larger of the two counts).
+decoding of each escape JSON does not need (``\\u0067`` -> ``g``). A redaction that spans several values
+(a key and its value) is made in each: the part of every string it covers is replaced, every number it
+touches becomes the replacement as a string, and the JSON between them stays as written, so
+``{"aws_secret_access_key": "..."}`` comes out as ``{"[REDACTED:...]": "[REDACTED:...]"}``. What comes
+out is the decoded JSON text, redacted: valid JSON when the model's was. (Text that is not JSON, or JSON
+with anything but white space, punctuation and literals between its values, is redacted as plain text.)
+A finding seen both as written and decoded counts once (per rule, the larger of the two counts).
 
 Whole (``scan_json``) and streamed (``JsonTextDenylist``) read the same events of the same text, so they
 agree as any answer text does (the stream holds only what could still become a secret).
@@ -18,6 +22,7 @@ agree as any answer text does (the stream holds only what could still become a s
 from __future__ import annotations
 
 import bisect
+import re
 import time
 from typing import Any
 
@@ -27,16 +32,38 @@ from guard.screens.denylist.stream import DenylistStream
 from guard.screens.edits import Edit, Judged, apply, merge, release_upto
 from guard.screens.json_text_stream import Event, JsonLexer, OffsetMap, escape, lex
 
+_STRUCTURE = " \t\r\n{}[],:"
+_FREE = re.compile(r"[^\s{}\[\],:truefalsn]+")  # what JSON has no room for between its values
+
+
+def _covered(spans: list[tuple[int, int]], a: int, b: int) -> list[tuple[int, int]]:
+    """The spans (disjoint, in order; end -1: still open) that overlap ``[a, b)``."""
+    out = []
+    k = bisect.bisect_left(spans, (b, b))
+    while k > 0:
+        k -= 1
+        s, e = spans[k]
+        if 0 <= e <= a:
+            break
+        if s < b:
+            out.append((s, e))
+    return out[::-1]
+
 
 class _View:
     """The view of JSON text read from its events, mapped back to the text as written: the decoding edits,
-    and the spans of string contents (a replacement inside one is JSON-escaped)."""
+    and where its string contents, numbers and anything else between values are (a redaction is made in
+    the values it covers, see ``edit``)."""
 
     def __init__(self) -> None:
         self.map = OffsetMap()
         self.length = 0  # characters of the view so far
         self.decodes: list[Edit] = []  # escapes written otherwise than JSON needs, decoded
-        self.strings: list[list[int]] = []  # [start, end] of each string's content as written (end -1: open)
+        self.strings: list[tuple[int, int]] = []  # each string's content as written (start, end; end -1: open)
+        self.numbers: list[tuple[int, int]] = []  # each number as written
+        self.free: list[tuple[int, int]] = []  # text between values that is not white space, punctuation, literals
+        self.json: bool | None = None  # whether the text starts as JSON (None: only white space so far)
+        self.plain_from: int | None = None  # where the text stops being JSON (it never was: its first character)
         self.escapes: list[tuple[int, int]] = []  # each escape sequence as written (start, end)
 
     def read(self, events: list[Event]) -> str:
@@ -51,17 +78,39 @@ class _View:
                 if view != written:
                     self.decodes.append((a, b, view))
                 self._piece(out, view, a, b - a, keep=escaped)
-            elif kind in ("raw", "num"):
+            elif kind == "raw":
+                self._between(e[1], e[2])
+                self._piece(out, e[2], e[1], len(e[2]))
+            elif kind == "num":
+                self.numbers.append((e[1], e[1] + len(e[2])))
                 self._piece(out, e[2], e[1], len(e[2]))
             elif kind == "open":
                 self._piece(out, '"', e[1], 1)
-                self.strings.append([e[1] + 1, -1])
+                self.strings.append((e[1] + 1, -1))
             elif kind == "close":
                 self._piece(out, '"', e[1], 1)
                 self._close(e[1])
-            else:  # abort
+            else:  # abort: the rest is not JSON
                 self._close(e[1])
+                if self.plain_from is None:
+                    self.plain_from = e[1]
         return "".join(out)
+
+    def _between(self, at: int, text: str) -> None:
+        """Text outside strings and numbers: where the text is JSON, note what cannot be its structure."""
+        if self.plain_from is not None:
+            return
+        if self.json is None:
+            lead = text.lstrip()
+            if not lead:
+                return
+            self.json = lead[0] in "{["
+            if not self.json:
+                self.plain_from = at + len(text) - len(lead)
+                return
+        core = text.strip(_STRUCTURE)
+        if core and _FREE.search(core):
+            self.free.extend((at + m.start(), at + m.end()) for m in _FREE.finditer(text))
 
     def _piece(self, out: list[str], text: str, raw: int, raw_len: int, keep: bool = False) -> None:
         self.map.add(self.length, len(text), raw, raw_len, keep)
@@ -70,32 +119,41 @@ class _View:
 
     def _close(self, at: int) -> None:
         if self.strings and self.strings[-1][1] < 0:
-            self.strings[-1][1] = at
+            self.strings[-1] = (self.strings[-1][0], at)
 
-    def edit(self, a: int, b: int, replacement: str) -> Edit:
+    def edit(self, a: int, b: int, replacement: str) -> list[Edit]:
         """A redaction of ``[a, b)`` as written, widened to cover every escape sequence it cuts into (``\\t``
-        read as ``t`` followed by a key's rest); inside one string, its replacement as JSON string content."""
+        read as ``t`` followed by a key's rest). Inside one string: its replacement as JSON string content.
+        Across values: made in each value it covers (the part of each string, every number whole, as a
+        string), the JSON between them kept, so the text stays JSON. Where the text is not JSON (or has
+        something between values that JSON has no room for): one plain replacement."""
         k = bisect.bisect_left(self.escapes, (a, a)) - 1
         if k >= 0 and self.escapes[k][1] > a:
             a = self.escapes[k][0]
         k = bisect.bisect_left(self.escapes, (b, b)) - 1
         if k >= 0 and self.escapes[k][1] > b:
             b = self.escapes[k][1]
-        for s, e in reversed(self.strings):
-            if s <= a and (b <= e or e < 0):
-                return (a, b, escape(replacement))
-            if e >= 0 and e <= a:
-                break
-        return (a, b, replacement)
+        if (self.plain_from is not None and b > self.plain_from) or _covered(self.free, a, b):
+            return [(a, b, replacement)]
+        inner = escape(replacement)
+        pieces = [(max(a, s), b if e < 0 else min(b, e), inner) for s, e in _covered(self.strings, a, b)]
+        pieces += [(s, e, f'"{inner}"') for s, e in _covered(self.numbers, a, b)]
+        pieces = sorted(p for p in pieces if p[0] < p[1])
+        return pieces or [(a, b, replacement)]
 
     def mapped(self, edits: list[Edit]) -> list[Edit]:
         """Edits of the view as edits of the text as written."""
-        return [self.edit(self.map.start(a), self.map.end(b), r) for a, b, r in edits]
+        return [x for a, b, r in edits for x in self.edit(self.map.start(a), self.map.end(b), r)]
 
     def forget(self, before: int, view_before: int) -> None:
         """Nothing before ``before`` (as written; ``view_before`` in the view) is asked about again."""
         self.map.prune(view_before)
-        self.strings = [s for s in self.strings if s[1] < 0 or s[1] > before]
+        for spans in (self.strings, self.numbers, self.free):
+            k = 0
+            while k < len(spans) and 0 <= spans[k][1] <= before:
+                k += 1
+            if k:
+                del spans[:k]
         k = bisect.bisect_left(self.escapes, (before, before))
         if k > 64:
             del self.escapes[: k - 1]
@@ -131,7 +189,7 @@ def scan_json(screen: Any, text: str, direction: str) -> Scan:
     res.text = text
     if res.block:
         return res
-    res.edits = [view.edit(*e) for e in raw.edits] + view.mapped(dec.edits)
+    res.edits = [x for e in raw.edits for x in view.edit(*e)] + view.mapped(dec.edits)
     if res.edits:
         res.edits += view.decodes
         res.text, res.redacted = apply(text, merge([res.edits])), True
@@ -153,6 +211,7 @@ class JsonTextDenylist:
         self.t0 = time.perf_counter()
         self.buf, self.rel = "", 0  # on its own: the text not released, from ``rel``
         self.pending: list[Edit] = []
+        self.later: list[Edit] = []  # findings as written, to be made once the lexer has placed their text
 
     @property
     def verdict(self) -> Verdict:
@@ -189,14 +248,21 @@ class JsonTextDenylist:
         if second.stop is not None:
             return self._stop(second.stop)
         r = self.reader
-        decided = max(self.decided, min(first.decided, r.map.start(second.decided), lexed))
+        # A finding as written may end in text the lexer has not placed yet (a number or an escape cut at
+        # the chunk's end): it is made once that text is placed, and nothing from its start goes out before.
+        self.later += first.edits
+        ready = [e for e in self.later if e[1] <= lexed]
+        self.later = [e for e in self.later if e[1] > lexed]
+        decided = max(
+            self.decided, min(first.decided, r.map.start(second.decided), lexed, *(a for a, _, _ in self.later))
+        )
         k = bisect.bisect_left(r.escapes, (decided, decided)) - 1
         if k >= 0 and r.escapes[k][1] > decided:
             decided = r.escapes[k][0]  # never inside an escape: a redaction cutting into it covers it whole
-        edits = [r.edit(*e) for e in first.edits] + r.mapped(second.edits)
-        ready = [e for e in r.decodes[self.sent :] if e[1] <= decided]
-        self.sent += len(ready)
-        edits += ready
+        edits = [x for e in ready for x in r.edit(*e)] + r.mapped(second.edits)
+        decoded = [e for e in r.decodes[self.sent :] if e[1] <= decided]
+        self.sent += len(decoded)
+        edits += decoded
         if self.sent > 256:
             del r.decodes[: self.sent]
             self.sent = 0
