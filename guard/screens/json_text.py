@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 JSON_KINDS = ("tool_arguments", "tool_result")  # Segment kinds whose text is (usually) JSON text
+SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
 _MAX_DEPTH = 200
 
 

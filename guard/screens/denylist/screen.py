@@ -72,10 +72,14 @@ class DenylistScreen:
     def scan_segment(self, text: str, kind: str, direction: str) -> Scan:
         """``scan``; text of a JSON kind (tool-call arguments, tool results) is read as written and in its
         decoded view (guard.screens.denylist.json_stream.scan_json), so a secret spelt with escapes
-        (``\\u0067hp_...``) is found too; its edits are in offsets of the text as written."""
+        (``\\u0067hp_...``) is found too; its edits are in offsets of the text as written. A JSON schema's
+        text with a redaction is redacted the same way, value by value, so it stays JSON."""
         if kind in json_text.JSON_KINDS:
             return scan_json(self, text, direction)
-        return self.scan(text, direction)
+        found = self.scan(text, direction)
+        if found.edits and not found.block and kind in json_text.SCHEMA_KINDS and text[:1] in "{[":
+            return scan_json(self, text, direction)  # a schema's JSON text, redacted value by value: still JSON
+        return found
 
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, Compiled]]:
         spans: list[tuple[int, int, Compiled]] = []

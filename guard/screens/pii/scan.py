@@ -21,7 +21,7 @@ from guard.screens.pii.transform import Pseudonyms
 log = logging.getLogger("guard.screens.pii.screen")
 
 JSON_KINDS = json_text.JSON_KINDS
-SCHEMA_KINDS = ("tool_definition", "response_schema")  # JSON schemas (guard.apis.fields), when JSON text
+SCHEMA_KINDS = json_text.SCHEMA_KINDS
 _PRECEDENCE = ("block", "redact", "hash", "mask", "pseudonymize", "allow")
 
 
