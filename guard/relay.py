@@ -38,6 +38,18 @@ class UpstreamReportedError(UpstreamStreamError):
 EVENT_CAP = 1024 * 1024  # one event of a screened stream: a token chunk is a few hundred bytes
 
 
+def _not_json() -> Verdict:
+    return Verdict(
+        "rewrite",
+        "response",
+        status="error",
+        action="block",
+        blocked=True,
+        code="rewrite_failed",
+        message="a screen's rewrite of tool-call arguments is no longer JSON; the answer was stopped",
+    )
+
+
 class _Chain:
     """One channel's stream screens. The leading screens that judge the text as written and report edits
     (the denylist, PII: ``judge``) run as one group (guard.screens.edits.StreamGroup): each reads the text
@@ -206,7 +218,8 @@ class Relay:
         # every other text of the chunk (guard.apis.answer): a channel of its own, or screened whole
         extra, whole = wire.stream_strings(self.operation, chunk, frozenset(p for _, p, _ in channels))
         for path, text in whole:
-            chain = _Chain(self._open_chain("content"))
+            parsed = path[-1:] == ("__json__",)  # a JSON value (Ollama's tool-call arguments), as its JSON text
+            chain = _Chain(self._open_chain("tool_arguments" if parsed else "content"))
             self._whole.append(chain)
             released, stop = await chain.feed(text)
             if stop is None:
@@ -214,7 +227,13 @@ class Relay:
                 released += rest
             if stop:
                 return b"", stop
-            set_path(chunk, path, released)
+            if not parsed:
+                set_path(chunk, path, released)
+                continue
+            try:
+                set_path(chunk, path[:-1], json.loads(released))
+            except ValueError:  # the screens keep JSON text JSON; should one not, nothing unjudged goes out
+                return b"", _not_json()
         for key, path, text in channels + extra:
             released, stop = await self._chain(key).feed(text)
             if stop:

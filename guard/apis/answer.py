@@ -16,8 +16,11 @@ screens judge (docs/threat-model.md).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 from guard.screens.base import Segment
 
@@ -100,8 +103,9 @@ def stream_strings(
 ) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
     """The strings of one stream chunk that no named channel covered: (channel key, path, text) for text
     that streams piece by piece (``reasoning_content``, ``refusal``, ``thinking``...: screened as a channel
-    of its own), and (path, text) for what a chunk carries whole (tool-call names and Ollama's tool-call
-    arguments: screened on their own)."""
+    of its own), and (path, text) for what a chunk carries whole (tool-call names: screened on their own;
+    tool-call arguments given as a JSON value, Ollama's object: its JSON text, at a path ending
+    ``__json__``, screened as tool-call arguments are and written back parsed)."""
     channels: list[tuple[tuple, tuple, str]] = []
     whole: list[tuple[tuple, str]] = []
     roots: list[tuple[tuple[Any, ...], dict[str, Any], Any]]
@@ -117,6 +121,9 @@ def stream_strings(
     else:
         roots = [((), chunk, 0)]
     for base, obj, idx in roots:
+        for path, value in _json_arguments(obj, base):  # as one JSON text, as a whole answer's are
+            whole.append(((*path, "__json__"), json_text(value)))
+            known = known | {path}
         for path, text in other_strings(obj, base, known):
             if "tool_calls" in path or (api == "openai" and not base):
                 whole.append((path, text))
@@ -131,3 +138,23 @@ def nest(path: tuple, text: str) -> Any:
     for p in reversed(path):
         value = [value] if isinstance(p, int) else {p: value}
     return value
+
+
+def json_text(value: Any) -> str:
+    """A JSON value (a schema, Ollama tool-call arguments) as the JSON text screens read."""
+    try:  # orjson: a megabyte of tool schemas in a few milliseconds (the json module takes ten times that)
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer past 64 bits, which orjson does not write
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_arguments(obj: dict[str, Any], base: tuple) -> Iterator[tuple[tuple, Any]]:
+    """(path, value) of each tool call's arguments given as a JSON object or array (not as JSON text)."""
+    for key in ("message", "delta"):
+        holder = obj.get(key)
+        calls = holder.get("tool_calls") if isinstance(holder, dict) else None
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            fn = call.get("function") if isinstance(call, dict) else None
+            args = fn.get("arguments") if isinstance(fn, dict) else None
+            if isinstance(args, (dict, list)):
+                yield (*base, key, "tool_calls", j, "function", "arguments"), args

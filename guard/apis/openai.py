@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
-from guard.apis.answer import answer_segments
+from guard.apis.answer import answer_segments, json_text
 from guard.apis.fields import parameter_texts
 from guard.apis.openai_stream import DONE as DONE
 from guard.apis.openai_stream import chunk_channels as chunk_channels
@@ -63,11 +60,7 @@ _ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", 
 def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
     """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
     string in it. The ``__json__`` path end marks it for write-back parsed (guard.stages.decide.write_back)."""
-    try:  # orjson: a megabyte of tool schemas in a few milliseconds (the json module takes ten times that)
-        text = orjson.dumps(value).decode()
-    except TypeError:  # an integer past 64 bits, which orjson does not write
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return Segment(text, role, kind, (*path, "__json__"))
+    return Segment(json_text(value), role, kind, (*path, "__json__"))
 
 
 def _str(segs: list[Segment], obj: dict[str, Any], key: str, role: str, kind: str, path: tuple) -> None:

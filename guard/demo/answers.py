@@ -73,6 +73,8 @@ def _whole(ollama: bool, op: str, model: str, answer: str, d: dict[str, str], pr
         }
         if op == "completion":
             return {**base, "response": answer}
+        if "tool" in d:  # Ollama gives a tool call's arguments as an object
+            return {**base, "message": _ollama_tool_message(d["tool"])}
         return {**base, "message": {"role": "assistant", "content": answer}}
     if op == "completion":
         return {
@@ -101,6 +103,19 @@ def _whole(ollama: bool, op: str, model: str, answer: str, d: dict[str, str], pr
         "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
         "usage": usage,
     }
+
+
+def _ollama_tool_message(tool: str) -> dict[str, Any]:
+    """An Ollama assistant message calling ``NAME`` with ``ARGS`` (JSON text, given as the object it reads)."""
+    name, _, args = tool.partition(" ")
+    call = {"function": {"name": name, "arguments": json.loads(args or "{}")}}
+    return {"role": "assistant", "content": "", "tool_calls": [call]}
+
+
+def ollama_tool_line(model: str, tool: str) -> bytes:
+    """The stream line of an Ollama tool call: the whole call in one line, as Ollama streams it."""
+    c = {"model": model, "created_at": "2026-01-01T00:00:00Z", "done": False, "message": _ollama_tool_message(tool)}
+    return json.dumps(c).encode() + b"\n"
 
 
 def _chunk(ollama: bool, op: str, model: str, piece: str) -> bytes:

@@ -10,7 +10,8 @@ directives that change the reply, so demos can show redaction and blocking:
   [[first_byte_ms=N]]    wait N ms before answering at all
   [[chunks=N]]           split the streamed answer into N chunks (default: one per word)
   [[status=N]]           answer with HTTP status N and an OpenAI error body
-  [[tool: NAME ARGS]]    answer with a tool call NAME whose arguments are the JSON text ARGS
+  [[tool: NAME ARGS]]    answer with a tool call NAME whose arguments are the JSON text ARGS (Ollama chat:
+                         the object it reads, streamed whole in one line)
   [[tool_chunks=N]]      stream the tool call's arguments in N deltas (OpenAI chat; default: one)
   [[garbage]]            stream a chunk that is not JSON
   [[reset]]              drop the connection in the middle of the stream
@@ -33,7 +34,16 @@ from typing import Any
 
 from guard.demo import messages as anthropic
 from guard.demo import responses
-from guard.demo.answers import _chunk, _final, _tool_chunk, _whole, ollama_catalog, ollama_show, openai_models
+from guard.demo.answers import (
+    _chunk,
+    _final,
+    _tool_chunk,
+    _whole,
+    ollama_catalog,
+    ollama_show,
+    ollama_tool_line,
+    openai_models,
+)
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?:[=:]\s*(.*?))?\]\]", re.S)
 
@@ -338,7 +348,11 @@ class ModelServer:
                 await send({"type": "http.response.body", "body": end, "more_body": False})
                 self.finished += 1
                 return
-            if "tool" in d:
+            if "tool" in d and ollama and op == "chat":
+                await send(
+                    {"type": "http.response.body", "more_body": True, "body": ollama_tool_line(model, d["tool"])}
+                )
+            elif "tool" in d:
                 name, _, args = d["tool"].partition(" ")
                 parts = _pieces(args, int(d["tool_chunks"])) if d.get("tool_chunks") else [args]
                 for k, part in enumerate(parts):  # the first delta names the call, the others add arguments

@@ -125,3 +125,17 @@ def test_ollama_stream_restores_pseudonyms(g: Any, model_server: Any) -> None:
     assert text.endswith(f"reach {EMAIL}; the desk is +44 20 7946 0958") and lines[-1]["done"] is True
     sent = seen_by_model(model_server)
     assert EMAIL not in sent and "the desk is <PHONE_NUMBER_1>" in sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_ollama_tool_call_arguments_restored_as_an_object(g: Any, stream: bool) -> None:
+    """Ollama gives tool-call arguments as an object, streamed lines too: screened as one JSON text (as in a
+    whole answer) and written back as the object, pseudonyms restored."""
+    directive = '[[tool: send_mail {"to": "<EMAIL_ADDRESS_1>", "n": 2, "note": "hi \\"there\\""}]]'
+    body = {"model": "llama3", "stream": stream, "messages": [{"role": "user", "content": f"mail {EMAIL} {directive}"}]}
+    with g.client() as c:
+        r = c.post("/api/chat", json=body)
+    assert r.status_code == 200, r.text
+    lines = [json.loads(x) for x in r.text.splitlines() if x.strip()]
+    calls = [tc for ln in lines for tc in (ln.get("message") or {}).get("tool_calls") or []]
+    assert [tc["function"]["arguments"] for tc in calls] == [{"to": EMAIL, "n": 2, "note": 'hi "there"'}], r.text

@@ -22,6 +22,7 @@ from tests.hardening.raw_upstream import RawUpstream, response
 
 KEY = "AKIAIOSFODNN7EXAMPLE"  # the shipped denylist redacts it in answers
 HALF1, HALF2 = KEY[:9], KEY[9:]  # a key split across two tokens / stream chunks
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 CHAT = "/v1/chat/completions"
 
 
@@ -204,6 +205,24 @@ OLLAMA = {  # (path, stream, answer bytes)
             _o({}, True, done_reason="stop"),
         ),
     ),
+    # tool-call arguments given as an object are screened as one JSON text, streamed as whole: a secret as
+    # a key, and the shipped aws_secret_access_key rule, whose match spans a key (its name) and its value
+    **{
+        f"{how}-tool-call-{name}": (
+            "/api/chat",
+            how == "stream",
+            _ndjson(
+                _o({"tool_calls": [{"function": {"name": "f", "arguments": args}}]}),
+                _o({}, True, done_reason="stop"),
+            )
+            if how == "stream"
+            else json.dumps(
+                _o({"tool_calls": [{"function": {"name": "f", "arguments": args}}]}, True, done_reason="stop")
+            ).encode(),
+        )
+        for how in ("stream", "whole")
+        for name, args in (("pair", {"n": 1, "aws_secret_access_key": AWS_SECRET}), ("key", {KEY: [1, 2]}))
+    },
 }
 
 
@@ -356,7 +375,7 @@ def raw_requests(attacked: Any) -> list[Any]:
 
 
 def _no_key(text: str) -> None:
-    assert KEY not in text and HALF2 not in text, text
+    assert KEY not in text and HALF2 not in text and AWS_SECRET not in text.replace("\\/", "/"), text
 
 
 @pytest.mark.parametrize("case", sorted(WHOLE))
@@ -422,6 +441,12 @@ def test_every_text_of_an_ollama_answer_is_screened(attacked: Any, case: str) ->
         assert "context" not in lines[-1], lines[-1]  # token ids of the unredacted answer
     thinking = "".join((ln.get("message") or {}).get("thinking") or ln.get("thinking") or "" for ln in lines)
     _no_key(thinking)
+    if case.endswith(("-pair", "-key")):  # written back as the object it was, each value redacted in place
+        [args] = [
+            tc["function"]["arguments"] for ln in lines for tc in (ln.get("message") or {}).get("tool_calls") or []
+        ]
+        mark = "[REDACTED:aws_secret_access_key]" if case.endswith("-pair") else "[REDACTED:aws_access_key_id]"
+        assert args == ({"n": 1, mark: mark} if case.endswith("-pair") else {mark: [1, 2]}), args
 
 
 @pytest.mark.parametrize("case", sorted(RESPONSES))
