@@ -39,9 +39,15 @@ STRUCTURAL = frozenset(
         "done_reason",
         "tool_call_id",
         "index",
+        "obfuscation",  # random padding some servers add to each stream event (its length hides the text's)
     }
 )
 UNSCREENABLE_KEYS = ("logprobs", "context")  # token-level detail and token ids
+# Opaque values a client sends back and the upstream checks (reasoning state, thinking signatures, base64
+# images): no model text, and a rewrite would break them
+OPAQUE = frozenset(
+    {"encrypted_content", "encrypted_index", "signature", "data", "partial_image_b64", "b64_json", "result"}
+)
 
 
 def drop_choice_logprobs(obj: dict[str, Any]) -> bool:

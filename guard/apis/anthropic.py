@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from guard.apis import openai
+from guard.apis.anthropic_stream import block_segments
+from guard.apis.anthropic_stream import chunk_channels as chunk_channels
+from guard.apis.anthropic_stream import chunk_finished as chunk_finished
+from guard.apis.anthropic_stream import drop_unscreenable as drop_unscreenable
+from guard.apis.anthropic_stream import flush_chunk as flush_chunk
+from guard.apis.anthropic_stream import held_only as held_only
+from guard.apis.anthropic_stream import stream_strings as stream_strings
 from guard.apis.openai import _dict, _int, _list, _str, event_data, json_segment, split_events
+from guard.apis.openai_stream import encode_typed_event as encode
 from guard.errors import GuardError, bad_request
 from guard.screens.base import Segment
 
@@ -157,16 +164,8 @@ def unscreened(operation: str, body: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
-    segs: list[Segment] = []
-    for j, b in enumerate(_list(body.get("content"))):
-        b = _dict(b)
-        if b.get("type") == "text" and isinstance(b.get("text"), str):
-            segs.append(Segment(b["text"], "assistant", "content", ("content", j, "text")))
-        elif b.get("type") == "thinking" and isinstance(b.get("thinking"), str):
-            segs.append(Segment(b["thinking"], "assistant", "content", ("content", j, "thinking")))
-        elif b.get("type") == "tool_use" and b.get("input") is not None:
-            segs.append(json_segment(b["input"], "assistant", "tool_arguments", ("content", j, "input")))
-    return segs
+    """Every text of the answer's content blocks (guard.apis.anthropic_stream.block_segments)."""
+    return block_segments(body.get("content"), ("content",))
 
 
 def usage(body: dict[str, Any]) -> dict[str, int] | None:
@@ -259,58 +258,6 @@ def usage_only(chunk: dict[str, Any]) -> bool:
     return False
 
 
-def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
-    """(channel key, path, text): text_delta, thinking_delta and input_json_delta, one channel per content
-    block (signature and citation deltas carry no model text and pass)."""
-    t = chunk.get("type")
-    idx = chunk.get("index")
-    idx = idx if isinstance(idx, int) and not isinstance(idx, bool) else 0
-    if t == "content_block_start":  # a start block normally carries no text; if it does, it is screened too
-        b = _dict(chunk.get("content_block"))
-        if b.get("type") == "text" and isinstance(b.get("text"), str) and b["text"]:
-            yield (idx, "content"), ("content_block", "text"), b["text"]
-        return
-    if t != "content_block_delta":
-        return
-    d = _dict(chunk.get("delta"))
-    if d.get("type") == "text_delta" and isinstance(d.get("text"), str):
-        yield (idx, "content"), ("delta", "text"), d["text"]
-    elif d.get("type") == "thinking_delta" and isinstance(d.get("thinking"), str):
-        yield (idx, "thinking"), ("delta", "thinking"), d["thinking"]
-    elif d.get("type") == "input_json_delta" and isinstance(d.get("partial_json"), str):
-        yield (idx, "tool"), ("delta", "partial_json"), d["partial_json"]
-
-
-def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
-    """Block indexes this event closes (held-back text is flushed before it)."""
-    if chunk.get("type") == "content_block_stop":
-        return [chunk.get("index", 0)]
-    return []
-
-
-def encode(chunk: dict[str, Any]) -> bytes:
-    t = chunk.get("type")
-    name = t if isinstance(t, str) else "message"
-    return (
-        b"event: "
-        + name.encode("ascii", "replace")
-        + b"\ndata: "
-        + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
-        + b"\n\n"
-    )
-
-
-def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
-    delta = (
-        {"type": "input_json_delta", "partial_json": text}
-        if key[1] == "tool"
-        else {"type": "thinking_delta", "thinking": text}
-        if key[1] == "thinking"
-        else {"type": "text_delta", "text": text}
-    )
-    return {"type": "content_block_delta", "index": key[0], "delta": delta}
-
-
 def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
     """The open block closed, then message_delta with stop_reason refusal and message_stop."""
     out = b""
@@ -325,9 +272,6 @@ def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes
         }
     )
     return out + encode({"type": "message_stop"})
-
-
-flush = flush_chunk
 
 
 # --- what guard.upstream, guard.upstream_errors and the audit recorder ask (through guard.apis.wire) ------
@@ -362,30 +306,4 @@ def upstream_target(base: str, path: str, model: str, version: str | None, key: 
     return base + path, lines
 
 
-# --- what guard.relay asks of each event, beside its channels ---------------------------------------------
-
-_DELTA_TEXT = ("text", "thinking", "partial_json")
-
-
-def drop_unscreenable(obj: dict[str, Any]) -> bool:
-    """Messages events carry no token-level detail: nothing to remove."""
-    return False
-
-
-def stream_strings(
-    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
-) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
-    """No text beside the channels: events are typed, and a delta of an unknown type carries none Guard reads."""
-    return [], []
-
-
-def held_only(operation: str, chunk: dict[str, Any]) -> bool:
-    """A ``content_block_delta`` whose text (text, thinking or tool input JSON) the screens hold back entirely
-    and that carries nothing else is not sent; every other event (block starts and stops, message deltas,
-    signatures) always is, so the SDK's event sequence stays whole."""
-    if chunk.get("type") != "content_block_delta" or set(chunk) - {"type", "index", "delta"}:
-        return False
-    d = chunk.get("delta")
-    if not isinstance(d, dict) or set(d) - {"type", *_DELTA_TEXT}:
-        return False
-    return all(d.get(k) in ("", None) for k in _DELTA_TEXT)
+flush = flush_chunk

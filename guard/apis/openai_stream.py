@@ -73,6 +73,19 @@ def encode_event(chunk: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
+def encode_typed_event(chunk: dict[str, Any]) -> bytes:
+    """An SSE event named by its ``type`` (Responses and Anthropic Messages streams)."""
+    t = chunk.get("type")
+    name = t if isinstance(t, str) else "message"
+    return (
+        b"event: "
+        + name.encode("ascii", "replace")
+        + b"\ndata: "
+        + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
+
+
 def flush_chunk(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
     """A synthetic chunk carrying held-back text for one channel."""
     base = {

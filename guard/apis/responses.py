@@ -7,20 +7,28 @@ screened), ``function_call`` and ``function_call_output``; any other item type a
 server-side state (``previous_response_id``, ``conversation``, ``background``, ``store: true``) unless every
 upstream of the route sets ``stateful: true`` (docs/wire-apis.md: the audit record then lacks that context).
 
-Streams: ``response.output_text.delta`` and ``response.function_call_arguments.delta`` go through the stream
-screens; the ``*.done`` events and ``response.completed`` repeat the whole text, so ``finalize`` puts there
-what was released on that channel (nothing, for text no delta carried). A stop ends the stream with
-``response.incomplete``, ``incomplete_details.reason: "content_filter"`` (the API's own value).
+Answers: every string of the output is screened (refusals, reasoning summaries and text, annotations, items
+of types no reference lists yet), not only output text and function-call arguments; streams: see
+guard.apis.responses_stream. A stop ends the stream with ``response.incomplete``,
+``incomplete_details.reason: "content_filter"`` (the API's own value).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-from guard.apis import openai
+from guard.apis import openai, responses_stream
+from guard.apis.answer import other_strings
 from guard.apis.openai import _dict, _int, _list, _str, event_data, json_segment, split_events
+from guard.apis.openai_stream import encode_typed_event as encode
+from guard.apis.responses_stream import chunk_channels as chunk_channels
+from guard.apis.responses_stream import chunk_finished as chunk_finished
+from guard.apis.responses_stream import drop_unscreenable as drop_unscreenable
+from guard.apis.responses_stream import finalize as finalize
+from guard.apis.responses_stream import flush as flush
+from guard.apis.responses_stream import held_only as held_only
+from guard.apis.responses_stream import stream_strings as stream_strings
 from guard.errors import GuardError, bad_request
 from guard.screens.base import Segment
 
@@ -153,7 +161,13 @@ def response_segments(operation: str, body: dict[str, Any]) -> list[Segment]:
                     segs.append(Segment(p["text"], "assistant", "content", ("output", i, "content", j, "text")))
         elif item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
             segs.append(Segment(item["arguments"], "assistant", "tool_arguments", ("output", i, "arguments")))
-    return segs
+    # every other string of the output (refusals, reasoning summaries and text, annotations, items of types
+    # no reference lists yet), screened as answer text; the rest of the body echoes the request
+    known = frozenset(s.path for s in segs)
+    return segs + [
+        Segment(t, "assistant", "content", p)
+        for p, t in other_strings(body.get("output"), ("output",), known, responses_stream.SKIP)
+    ]
 
 
 def _response(body: dict[str, Any]) -> dict[str, Any]:
@@ -218,93 +232,6 @@ def usage_only(chunk: dict[str, Any]) -> bool:
     return False
 
 
-def _index(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-def chunk_channels(operation: str, chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple, str]]:
-    t = chunk.get("type")
-    if t == "response.output_text.delta" and isinstance(chunk.get("delta"), str):
-        yield (
-            (_index(chunk.get("output_index")), "content", _index(chunk.get("content_index"))),
-            ("delta",),
-            chunk["delta"],
-        )
-    elif t == "response.function_call_arguments.delta" and isinstance(chunk.get("delta"), str):
-        yield (_index(chunk.get("output_index")), "tool"), ("delta",), chunk["delta"]
-
-
-_DONE = (
-    "response.output_text.done",
-    "response.content_part.done",
-    "response.function_call_arguments.done",
-    "response.output_item.done",
-)
-
-
-def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
-    """Output items whose text is complete: held-back text is flushed before this event."""
-    t = chunk.get("type")
-    if t in _DONE:
-        return [_index(chunk.get("output_index"))]
-    if t in ("response.completed", "response.incomplete", "response.failed"):
-        return list(range(len(_list(_response(chunk).get("output")))))
-    return []
-
-
-def _item(item: dict[str, Any], oi: int, released: dict[tuple, str]) -> None:
-    if item.get("type") == "message":
-        for ci, p in enumerate(_list(item.get("content"))):
-            if isinstance(p, dict) and "text" in p:
-                p["text"] = released.get((oi, "content", ci), "")
-    elif item.get("type") == "function_call" and "arguments" in item:
-        item["arguments"] = released.get((oi, "tool"), "")
-
-
-def finalize(chunk: dict[str, Any], released: dict[tuple, str]) -> None:
-    """Events that repeat a whole text carry what the stream screens released on that channel (the client
-    never gets text that no screen saw)."""
-    t = chunk.get("type")
-    oi = _index(chunk.get("output_index"))
-    if t == "response.output_text.done":
-        chunk["text"] = released.get((oi, "content", _index(chunk.get("content_index"))), "")
-    elif t == "response.content_part.done" and isinstance(chunk.get("part"), dict) and "text" in chunk["part"]:
-        chunk["part"]["text"] = released.get((oi, "content", _index(chunk.get("content_index"))), "")
-    elif t == "response.function_call_arguments.done":
-        chunk["arguments"] = released.get((oi, "tool"), "")
-    elif t in ("response.output_item.done", "response.output_item.added") and isinstance(chunk.get("item"), dict):
-        _item(chunk["item"], oi, released)
-    elif str(t).startswith("response.") and isinstance(chunk.get("response"), dict):
-        for i, item in enumerate(_list(chunk["response"].get("output"))):
-            if isinstance(item, dict):
-                _item(item, i, released)
-
-
-def encode(chunk: dict[str, Any]) -> bytes:
-    t = chunk.get("type")
-    name = t if isinstance(t, str) else "message"
-    return (
-        b"event: "
-        + name.encode("ascii", "replace")
-        + b"\ndata: "
-        + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode()
-        + b"\n\n"
-    )
-
-
-def flush(operation: str, like: dict[str, Any] | None, model: str, key: tuple, text: str) -> dict[str, Any]:
-    like = like or {}
-    base = {
-        "item_id": like.get("item_id", ""),
-        "output_index": key[0],
-        "sequence_number": like.get("sequence_number", 0),
-        "delta": text,
-    }
-    if key[1] == "tool":
-        return {"type": "response.function_call_arguments.delta", **base}
-    return {"type": "response.output_text.delta", "content_index": key[2], **base}
-
-
 def stop_bytes(operation: str, like: dict[str, Any] | None, model: str) -> bytes:
     resp = {
         "id": "resp_guard",
@@ -334,57 +261,3 @@ def prompt_text(operation: str, body: dict[str, Any]) -> str | None:
 
 
 # --- what guard.relay asks of each event, beside its channels ---------------------------------------------
-
-_TEXT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.delta")
-_DELTA_KEYS = frozenset(
-    {"type", "delta", "item_id", "output_index", "content_index", "sequence_number", "logprobs", "obfuscation"}
-)
-
-
-def drop_unscreenable(obj: dict[str, Any]) -> bool:
-    """Token log probabilities (``include: ["message.output_text.logprobs"]``) spell the answer token by token,
-    past the screens: emptied in delta and done events, content parts, output items and whole responses.
-    True if any held something."""
-    dropped = False
-
-    def clear(o: dict[str, Any]) -> None:
-        nonlocal dropped
-        if o.get("logprobs"):
-            dropped = True
-        if "logprobs" in o:
-            o["logprobs"] = []
-
-    def item(it: Any) -> None:
-        for part in _list(_dict(it).get("content")):
-            if isinstance(part, dict):
-                clear(part)
-
-    clear(obj)
-    if isinstance(obj.get("part"), dict):
-        clear(obj["part"])
-    if isinstance(obj.get("item"), dict):
-        item(obj["item"])
-    for it in _list(obj.get("output")):
-        item(it)
-    if isinstance(obj.get("response"), dict):
-        for it in _list(obj["response"].get("output")):
-            item(it)
-    return dropped
-
-
-def stream_strings(
-    operation: str, chunk: dict[str, Any], known: frozenset[tuple]
-) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
-    """No text beside the channels and the events that repeat them (``finalize``)."""
-    return [], []
-
-
-def held_only(operation: str, chunk: dict[str, Any]) -> bool:
-    """A text or function-arguments delta event whose text the screens hold back entirely is not sent (its
-    sequence number is skipped; the SDK orders by arrival); every other event always is."""
-    return (
-        chunk.get("type") in _TEXT_DELTAS
-        and chunk.get("delta") == ""
-        and not set(chunk) - _DELTA_KEYS
-        and not chunk.get("logprobs")
-    )

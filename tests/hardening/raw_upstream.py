@@ -144,3 +144,26 @@ def fixed(body: bytes, ctype: bytes = b"application/json") -> Any:
         c.sendall(response(body, ctype=ctype))
 
     return h
+
+
+def responses_answer(status: str, output: list[Any], model: str = "r-m") -> dict[str, Any]:
+    """A Responses API response object (``status``, ``output`` items), as a native upstream writes it."""
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 0,
+        "model": model,
+        "status": status,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+    }
+
+
+def responses_events(*events: dict[str, Any]) -> bytes:
+    """Responses SSE events, each named by its type and numbered in order."""
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
+        for i, e in enumerate(events)
+    )

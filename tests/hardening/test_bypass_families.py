@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.hardening.conftest import error_field
-from tests.hardening.raw_upstream import RawUpstream, response
+from tests.hardening.raw_upstream import RawUpstream, response, responses_answer, responses_events
 
 KEY = "AKIAIOSFODNN7EXAMPLE"  # the shipped denylist redacts it in answers
 HALF1, HALF2 = KEY[:9], KEY[9:]  # a key split across two tokens / stream chunks
@@ -244,32 +244,11 @@ def _ritem(text: str, *tokens: str) -> dict[str, Any]:
     }
 
 
-def _rresponse(status: str, output: list[Any]) -> dict[str, Any]:
-    return {
-        "id": "resp_1",
-        "object": "response",
-        "created_at": 0,
-        "model": "r-m",
-        "status": status,
-        "output": output,
-        "parallel_tool_calls": True,
-        "tool_choice": "auto",
-        "tools": [],
-    }
-
-
-def _revents(*events: dict[str, Any]) -> bytes:
-    return b"".join(
-        b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
-        for i, e in enumerate(events)
-    )
-
-
 _RTEXT = f"key {KEY}"
 RESPONSES = {  # OpenAI Responses from a native upstream: logprobs spell the answer token by token
-    "whole": json.dumps(_rresponse("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)])).encode(),
-    "stream": _revents(
-        {"type": "response.created", "response": _rresponse("in_progress", [])},
+    "whole": json.dumps(responses_answer("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)])).encode(),
+    "stream": responses_events(
+        {"type": "response.created", "response": responses_answer("in_progress", [])},
         {"type": "response.output_item.added", "output_index": 0, "item": {**_ritem(""), "content": []}},
         {
             "type": "response.content_part.added",
@@ -305,7 +284,10 @@ RESPONSES = {  # OpenAI Responses from a native upstream: logprobs spell the ans
             "part": _rpart(_RTEXT, "key ", HALF1, HALF2),
         },
         {"type": "response.output_item.done", "output_index": 0, "item": _ritem(_RTEXT, "key ", HALF1, HALF2)},
-        {"type": "response.completed", "response": _rresponse("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)])},
+        {
+            "type": "response.completed",
+            "response": responses_answer("completed", [_ritem(_RTEXT, "key ", HALF1, HALF2)]),
+        },
     ),
 }
 
