@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from guard.apis import set_path
+from guard.apis import JSON_MARK, set_path, set_text
 from guard.apis.wire import module
 from guard.screens.base import StreamScreen, Verdict
 from guard.screens.edits import StreamGroup
@@ -218,7 +218,7 @@ class Relay:
         # every other text of the chunk (guard.apis.answer): a channel of its own, or screened whole
         extra, whole = wire.stream_strings(self.operation, chunk, frozenset(p for _, p, _ in channels))
         for path, text in whole:
-            parsed = path[-1:] == ("__json__",)  # a JSON value (Ollama's tool-call arguments), as its JSON text
+            parsed = path[-1:] == (JSON_MARK,)  # a JSON value (Ollama's tool-call arguments), as its JSON text
             chain = _Chain(self._open_chain("tool_arguments" if parsed else "content"))
             self._whole.append(chain)
             released, stop = await chain.feed(text)
@@ -227,11 +227,8 @@ class Relay:
                 released += rest
             if stop:
                 return b"", stop
-            if not parsed:
-                set_path(chunk, path, released)
-                continue
             try:
-                set_path(chunk, path[:-1], json.loads(released))
+                set_text(chunk, path, released)
             except ValueError:  # the screens keep JSON text JSON; should one not, nothing unjudged goes out
                 return b"", _not_json()
         for key, path, text in channels + extra:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 # (method, path) -> (api, operation)
 ROUTES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/v1/chat/completions"): ("openai", "chat"),
@@ -36,7 +39,19 @@ def api_of_path(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> 
     return "anthropic" if headers and any(k == b"anthropic-version" for k, _ in headers) else ""
 
 
-def set_path(body: object, path: tuple, value: str) -> None:
+JSON_MARK = "__json__"  # a path's last element: its text stands for a JSON value (a schema, tool input)
+
+
+def set_text(body: object, path: tuple, text: str) -> None:
+    """Write a screened ``text`` back at ``path``; at a path ending ``JSON_MARK`` the value it stands for,
+    parsed (ValueError: a rewrite left it no JSON, and it must not go out unjudged)."""
+    if path[-1:] == (JSON_MARK,):
+        set_path(body, path[:-1], json.loads(text))
+    else:
+        set_path(body, path, text)
+
+
+def set_path(body: object, path: tuple, value: Any) -> None:
     """Write ``value`` at ``path`` (keys and indexes) inside a parsed JSON body."""
     target = body
     for p in path[:-1]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from guard.apis import JSON_MARK
 from guard.screens.base import Segment
 
 # Keys whose string values are structure, not model text (at any depth of an answer).
@@ -100,7 +101,7 @@ def other_strings(
 
 def answer_segments(body: dict[str, Any], known: list[Segment]) -> list[Segment]:
     """Segments for the strings of a whole answer that no named field covered (``known``: the named ones)."""
-    paths = frozenset(s.path[:-1] if s.path and s.path[-1] == "__json__" else s.path for s in known)
+    paths = frozenset(s.path[:-1] if s.path and s.path[-1] == JSON_MARK else s.path for s in known)
     return [Segment(t, "assistant", "content", p) for p, t in other_strings(body, (), paths)]
 
 
@@ -128,7 +129,7 @@ def stream_strings(
         roots = [((), chunk, 0)]
     for base, obj, idx in roots:
         for path, value in _json_arguments(obj, base):  # as one JSON text, as a whole answer's are
-            whole.append(((*path, "__json__"), json_text(value)))
+            whole.append(((*path, JSON_MARK), json_text(value)))
             known = known | {path}
         for path, text in other_strings(obj, base, known):
             if "tool_calls" in path or (api == "openai" and not base):

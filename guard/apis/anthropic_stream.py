@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from guard.apis import JSON_MARK
 from guard.apis.answer import OPAQUE, STRUCTURAL, json_text, other_strings
+from guard.apis.openai import json_segment
 from guard.apis.values import _dict, _list
 from guard.screens.base import Segment
 
@@ -55,7 +57,7 @@ def block_segments(blocks: Any, base: tuple) -> list[Segment]:
         if field is not None and isinstance(b.get(field), str):
             segs.append(Segment(b[field], "assistant", "content", (*base, j, field)))
         inputs, others = _block_texts(b, (*base, j), True)
-        segs += [Segment(json_text(v), "assistant", "tool_arguments", (*p, "__json__")) for p, v in inputs]
+        segs += [json_segment(v, "assistant", "tool_arguments", p) for p, v in inputs]
         segs += [Segment(t, "assistant", "content", p) for p, t in others]
     return segs
 
@@ -100,7 +102,7 @@ def stream_strings(
         whole += other_strings(chunk["delta"], ("delta",), known | {("delta", k) for k in _DELTA_TEXT}, SKIP)
     for base, b, named in blocks:
         inputs, others = _block_texts(b, base, named)
-        whole += [((*p, "__json__"), json_text(v)) for p, v in inputs if v]
+        whole += [((*p, JSON_MARK), json_text(v)) for p, v in inputs if v]
         whole += others
     return [], whole
 

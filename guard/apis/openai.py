@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from guard.apis import JSON_MARK
 from guard.apis.answer import answer_segments, json_text
 from guard.apis.fields import parameter_texts
 from guard.apis.openai_stream import DONE as DONE
@@ -60,7 +61,7 @@ _ROLE_KIND = {"system": "system", "developer": "system", "tool": "tool_result", 
 def json_segment(value: Any, role: str, kind: str, path: tuple) -> Segment:
     """A JSON value (a schema, Ollama tool-call arguments) as screens see it: its JSON text, every key and
     string in it. The ``__json__`` path end marks it for write-back parsed (guard.stages.decide.write_back)."""
-    return Segment(json_text(value), role, kind, (*path, "__json__"))
+    return Segment(json_text(value), role, kind, (*path, JSON_MARK))
 
 
 def _str(segs: list[Segment], obj: dict[str, Any], key: str, role: str, kind: str, path: tuple) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from datetime import datetime
 from typing import Any, ClassVar
 
 from guard import heavy, telemetry
-from guard.apis import set_path
+from guard.apis import set_text
 from guard.errors import GuardError, forbidden, policy_violation, unavailable
 from guard.exchange import Exchange
 from guard.policy.attributes import WEEKDAYS, Attrs
@@ -57,23 +56,19 @@ def _obj(ex: Exchange) -> Attrs:
 
 
 def write_back(body: dict[str, Any], segs: list[Segment], before: list[str]) -> bool:
-    """Put the segments screens rewrote back into the JSON body; True if any changed. A ``__json__`` path
+    """Put the segments screens rewrote back into the JSON body; True if any changed. A ``JSON_MARK`` path
     marks text that stands for a JSON value (a schema, Ollama tool-call arguments) and is written back
     parsed; a rewrite that left it invalid JSON refuses the request (it cannot be forwarded as judged)."""
     changed = False
     for seg, old in zip(segs, before, strict=False):
         if seg.text != old:
             changed = True
-            if seg.path and seg.path[-1] == "__json__":
-                try:
-                    value = json.loads(seg.text)
-                except ValueError:
-                    raise policy_violation(
-                        "a screen's rewrite of a JSON field is no longer JSON; request refused", "rewrite_failed"
-                    ) from None
-                set_path(body, seg.path[:-1], value)
-            else:
-                set_path(body, seg.path, seg.text)
+            try:
+                set_text(body, seg.path, seg.text)
+            except ValueError:
+                raise policy_violation(
+                    "a screen's rewrite of a JSON field is no longer JSON; request refused", "rewrite_failed"
+                ) from None
     return changed
 
 
