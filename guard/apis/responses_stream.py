@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from guard.apis import set_path
 from guard.apis.answer import OPAQUE, STRUCTURAL, other_strings
 from guard.apis.values import _dict, _list
 
-# delta event -> (channel kind, the event's part index field, the .done event that repeats it, its field)
+# delta event -> (channel kind, the event's part index field)
 _CHANNELS = {
     "response.output_text.delta": ("content", "content_index"),
     "response.refusal.delta": ("refusal", "content_index"),
@@ -28,11 +29,12 @@ _CHANNELS = {
     "response.reasoning_text.delta": ("reasoning", "content_index"),
 }
 _KIND_DELTA = {kind: t for t, (kind, _) in _CHANNELS.items()}
-_REPEATS = {  # .done event -> (channel kind, index field, the field that repeats the whole text)
+_REPEATS = {  # .done event -> (channel kind, index field (none: one per item), the field repeating the text)
     "response.output_text.done": ("content", "content_index", "text"),
     "response.refusal.done": ("refusal", "content_index", "refusal"),
     "response.reasoning_summary_text.done": ("summary", "summary_index", "text"),
     "response.reasoning_text.done": ("reasoning", "content_index", "text"),
+    "response.function_call_arguments.done": ("tool", None, "arguments"),
 }
 _PARTS = {  # events whose ``part`` repeats a channel's text: the part's text field by part type
     "response.content_part.added": "content_index",
@@ -98,93 +100,62 @@ def chunk_finished(chunk: dict[str, Any]) -> list[Any]:
     return []
 
 
-def _item(item: dict[str, Any], oi: int, released: dict[tuple, str]) -> None:
+def _item_texts(item: dict[str, Any], oi: int, base: tuple) -> Iterator[tuple[tuple, tuple]]:
+    """(path, channel key) of each text an output item repeats."""
     t = item.get("type")
     if t == "message":
         for ci, p in enumerate(_list(item.get("content"))):
             got = _part_key(oi, p, ci, False) if isinstance(p, dict) else None
             if got is not None:
-                p[got[1]] = released.get(got[0], "")
+                yield (*base, "content", ci, got[1]), got[0]
     elif t == "function_call" and "arguments" in item:
-        item["arguments"] = released.get((oi, "tool"), "")
+        yield (*base, "arguments"), (oi, "tool")
     elif t == "reasoning":
-        for si, p in enumerate(_list(item.get("summary"))):
-            if isinstance(p, dict) and "text" in p:
-                p["text"] = released.get((oi, "summary", si), "")
-        for ci, p in enumerate(_list(item.get("content"))):
-            if isinstance(p, dict) and "text" in p:
-                p["text"] = released.get((oi, "reasoning", ci), "")
+        for field, kind in (("summary", "summary"), ("content", "reasoning")):
+            for i, p in enumerate(_list(item.get(field))):
+                if isinstance(p, dict) and "text" in p:
+                    yield (*base, field, i, "text"), (oi, kind, i)
+
+
+def _repeated(chunk: dict[str, Any]) -> Iterator[tuple[tuple, tuple]]:
+    """(path, channel key) of each text an event repeats whole: ``finalize`` fills them from the channels."""
+    t = chunk.get("type")
+    oi = _index(chunk.get("output_index"))
+    if t in _REPEATS:
+        kind, field, text = _REPEATS[t]
+        yield (text,), ((oi, kind) if field is None else (oi, kind, _index(chunk.get(field))))
+    elif t in _PARTS and isinstance(chunk.get("part"), dict):
+        got = _part_key(oi, chunk["part"], _index(chunk.get(_PARTS[t])), t.startswith("response.reasoning_summary"))
+        if got is not None:
+            yield ("part", got[1]), got[0]
+    elif t in ("response.output_item.done", "response.output_item.added") and isinstance(chunk.get("item"), dict):
+        yield from _item_texts(chunk["item"], oi, ("item",))
+    elif str(t).startswith("response.") and isinstance(chunk.get("response"), dict):
+        for i, item in enumerate(_list(chunk["response"].get("output"))):
+            if isinstance(item, dict):
+                yield from _item_texts(item, i, ("response", "output", i))
 
 
 def finalize(chunk: dict[str, Any], released: dict[tuple, str]) -> None:
     """Events that repeat a whole text carry what the stream screens released on that channel (the client
     never gets text that no screen saw)."""
-    t = chunk.get("type")
-    oi = _index(chunk.get("output_index"))
-    if t in _REPEATS:
-        kind, field, text = _REPEATS[t]
-        chunk[text] = released.get((oi, kind, _index(chunk.get(field))), "")
-    elif t in _PARTS and isinstance(chunk.get("part"), dict):
-        idx = _index(chunk.get(_PARTS[t]))
-        got = _part_key(oi, chunk["part"], idx, t.startswith("response.reasoning_summary"))
-        if got is not None:
-            chunk["part"][got[1]] = released.get(got[0], "")
-    elif t == "response.function_call_arguments.done":
-        chunk["arguments"] = released.get((oi, "tool"), "")
-    elif t in ("response.output_item.done", "response.output_item.added") and isinstance(chunk.get("item"), dict):
-        _item(chunk["item"], oi, released)
-    elif str(t).startswith("response.") and isinstance(chunk.get("response"), dict):
-        for i, item in enumerate(_list(chunk["response"].get("output"))):
-            if isinstance(item, dict):
-                _item(item, i, released)
-
-
-def _finalized(item: dict[str, Any], base: tuple) -> set[tuple]:
-    """The paths in an output item that ``finalize`` fills from the channels."""
-    t = item.get("type")
-    out: set[tuple] = set()
-    if t == "message":
-        for ci, p in enumerate(_list(item.get("content"))):
-            got = _part_key(0, p, ci, False) if isinstance(p, dict) else None
-            if got is not None:
-                out.add((*base, "content", ci, got[1]))
-    elif t == "function_call":
-        out.add((*base, "arguments"))
-    elif t == "reasoning":
-        out |= {(*base, "summary", si, "text") for si in range(len(_list(item.get("summary"))))}
-        out |= {(*base, "content", ci, "text") for ci in range(len(_list(item.get("content"))))}
-    return out
+    for path, key in list(_repeated(chunk)):
+        set_path(chunk, path, released.get(key, ""))
 
 
 def stream_strings(
     operation: str, chunk: dict[str, Any], known: frozenset[tuple]
 ) -> tuple[list[tuple[tuple, tuple, str]], list[tuple[tuple, str]]]:
     """Every string of an event that neither a channel carries nor ``finalize`` fills: screened whole."""
-    t = chunk.get("type")
-    filled: set[tuple] = set(known)
-    if isinstance(chunk.get("item"), dict):
-        filled |= _finalized(chunk["item"], ("item",))
-    resp = chunk.get("response")
-    if isinstance(resp, dict):
-        for i, item in enumerate(_list(resp.get("output"))):
-            if isinstance(item, dict):
-                filled |= _finalized(item, ("response", "output", i))
-    if t in _REPEATS:
-        filled.add((_REPEATS[t][2],))
-    elif t in _PARTS and isinstance(chunk.get("part"), dict):
-        got = _part_key(0, chunk["part"], 0, str(t).startswith("response.reasoning_summary"))
-        if got is not None:
-            filled.add(("part", got[1]))
-    elif t == "response.function_call_arguments.done":
-        filled.add(("arguments",))
+    filled = frozenset(known | {path for path, _ in _repeated(chunk)})
     whole: list[tuple[tuple, str]] = []
     for key, value in chunk.items():
         if key in ("delta", "sequence_number") or key in SKIP:
             continue
         if key == "response" and isinstance(value, dict):  # only the output: the rest echoes the request
-            whole += other_strings(value.get("output"), ("response", "output"), frozenset(filled), SKIP)
+            whole += other_strings(value.get("output"), ("response", "output"), filled, SKIP)
         else:
-            whole += other_strings(value, (key,), frozenset(filled), SKIP)
+            whole += other_strings(value, (key,), filled, SKIP)
     return [], whole
 
 
