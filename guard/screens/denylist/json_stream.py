@@ -62,7 +62,7 @@ class _View:
         self.strings: list[tuple[int, int]] = []  # each string's content as written (start, end; end -1: open)
         self.numbers: list[tuple[int, int]] = []  # each number as written
         self.free: list[tuple[int, int]] = []  # text between values that is not white space, punctuation, literals
-        self.json: bool | None = None  # whether the text starts as JSON (None: only white space so far)
+        self.begun = False  # whether the text's first character (not white space) was read
         self.plain_from: int | None = None  # where the text stops being JSON (it never was: its first character)
         self.escapes: list[tuple[int, int]] = []  # each escape sequence as written (start, end)
 
@@ -100,12 +100,12 @@ class _View:
         """Text outside strings and numbers: where the text is JSON, note what cannot be its structure."""
         if self.plain_from is not None:
             return
-        if self.json is None:
+        if not self.begun:
             lead = text.lstrip()
             if not lead:
                 return
-            self.json = lead[0] in "{["
-            if not self.json:
+            self.begun = True
+            if lead[0] not in "{[":
                 self.plain_from = at + len(text) - len(lead)
                 return
         core = text.strip(_STRUCTURE)
@@ -121,18 +121,19 @@ class _View:
         if self.strings and self.strings[-1][1] < 0:
             self.strings[-1] = (self.strings[-1][0], at)
 
+    def escape_at(self, x: int) -> tuple[int, int]:
+        """The escape sequence offset ``x`` cuts into, as written; ``(x, x)`` when it cuts into none."""
+        k = bisect.bisect_left(self.escapes, (x, x)) - 1
+        return self.escapes[k] if k >= 0 and self.escapes[k][1] > x else (x, x)
+
     def edit(self, a: int, b: int, replacement: str) -> list[Edit]:
         """A redaction of ``[a, b)`` as written, widened to cover every escape sequence it cuts into (``\\t``
         read as ``t`` followed by a key's rest). Inside one string: its replacement as JSON string content.
         Across values: made in each value it covers (the part of each string, every number whole, as a
         string), the JSON between them kept, so the text stays JSON. Where the text is not JSON (or has
         something between values that JSON has no room for): one plain replacement."""
-        k = bisect.bisect_left(self.escapes, (a, a)) - 1
-        if k >= 0 and self.escapes[k][1] > a:
-            a = self.escapes[k][0]
-        k = bisect.bisect_left(self.escapes, (b, b)) - 1
-        if k >= 0 and self.escapes[k][1] > b:
-            b = self.escapes[k][1]
+        a = self.escape_at(a)[0]
+        b = self.escape_at(b)[1]
         if (self.plain_from is not None and b > self.plain_from) or _covered(self.free, a, b):
             return [(a, b, replacement)]
         inner = escape(replacement)
@@ -176,10 +177,11 @@ def counted_once(raw: list[Scan], view: list[Scan]) -> list[Scan]:
     return [Scan("", hits, block, any(s.redacted for s in (*raw, *view)))]
 
 
-def scan_json(screen: Any, text: str, direction: str) -> Scan:
-    """The whole-text scan of JSON text: the findings as written and in the view, as edits of the text as
-    written (decoding edits included when anything is redacted), and the text with them made."""
-    raw = screen.scan(text, direction)
+def scan_json(screen: Any, text: str, direction: str, raw: Scan | None = None) -> Scan:
+    """The whole-text scan of JSON text: the findings as written (``raw``, when already made) and in the
+    view, as edits of the text as written (decoding edits included when anything is redacted), and the text
+    with them made."""
+    raw = raw or screen.scan(text, direction)
     if raw.block:
         return raw
     view = _View()
@@ -256,9 +258,7 @@ class JsonTextDenylist:
         decided = max(
             self.decided, min(first.decided, r.map.start(second.decided), lexed, *(a for a, _, _ in self.later))
         )
-        k = bisect.bisect_left(r.escapes, (decided, decided)) - 1
-        if k >= 0 and r.escapes[k][1] > decided:
-            decided = r.escapes[k][0]  # never inside an escape: a redaction cutting into it covers it whole
+        decided = r.escape_at(decided)[0]  # never inside an escape: a redaction cutting into it covers it whole
         edits = [x for e in ready for x in r.edit(*e)] + r.mapped(second.edits)
         decoded = [e for e in r.decodes[self.sent :] if e[1] <= decided]
         self.sent += len(decoded)

@@ -78,7 +78,7 @@ class DenylistScreen:
             return scan_json(self, text, direction)
         found = self.scan(text, direction)
         if found.edits and not found.block and kind in json_text.SCHEMA_KINDS and text[:1] in "{[":
-            return scan_json(self, text, direction)  # a schema's JSON text, redacted value by value: still JSON
+            return scan_json(self, text, direction, found)  # a schema's JSON text, redacted value by value
         return found
 
     def matches(self, text: str, direction: str, final: bool = True) -> list[tuple[int, int, Compiled]]:
