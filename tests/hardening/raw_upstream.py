@@ -8,7 +8,7 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from guard.demo.stack import free_port
@@ -167,3 +167,29 @@ def responses_events(*events: dict[str, Any]) -> bytes:
         b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps({**e, "sequence_number": i}).encode())
         for i, e in enumerate(events)
     )
+
+
+@contextlib.contextmanager
+def guard_before(
+    handlers: dict[str, Handler], pki_dir: Any, judge_url: str, tmp: Any, routes: list[tuple[str, dict[str, Any]]]
+) -> Iterator[Any]:
+    """A Guard whose upstreams are one RawUpstream: ``routes`` maps model name patterns (in order) to the
+    upstream settings beside its URL (``api``, ``responses``...). The Guard's ``extra["raw"]`` is the upstream."""
+    from tests.conftest import start_guard
+
+    raw = RawUpstream(handlers)
+    upstreams = {f"raw{i}": {"url": raw.url, "timeout_s": 5, **opts} for i, (_, opts) in enumerate(routes)}
+    g = start_guard(
+        pki_dir,
+        raw.url,
+        tmp,
+        judge_url=judge_url,
+        upstreams=upstreams,
+        routes=[{"model": model, "upstream": f"raw{i}"} for i, (model, _) in enumerate(routes)],
+    )
+    g.extra["raw"] = raw
+    try:
+        yield g
+    finally:
+        g.stop()
+        raw.close()

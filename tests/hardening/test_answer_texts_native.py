@@ -13,13 +13,12 @@ official SDKs: none of it may reach the client unscreened. Opaque fields (``encr
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.hardening.raw_upstream import RawUpstream, response, responses_answer, responses_events
+from tests.hardening.raw_upstream import fixed, guard_before, responses_answer, responses_events
 
 KEY = "AKIAIOSFODNN7EXAMPLE"
 HALF1, HALF2 = KEY[:9], KEY[9:]
@@ -169,43 +168,22 @@ A_STREAM = {
 }
 
 
-def _fixed(body: bytes, ctype: bytes) -> Any:
-    def h(c: socket.socket, req: dict[str, Any]) -> None:
-        c.sendall(response(body, ctype=ctype))
-
-    return h
-
-
 HANDLERS = {
     **{
-        f"r-w-{k}": _fixed(json.dumps(responses_answer("completed", v)).encode(), b"application/json")
+        f"r-w-{k}": fixed(json.dumps(responses_answer("completed", v)).encode(), b"application/json")
         for k, v in R_WHOLE.items()
     },
-    **{f"r-s-{k}": _fixed(v, b"text/event-stream") for k, v in R_STREAM.items()},
-    **{f"a-w-{k}": _fixed(json.dumps(_amsg(v)).encode(), b"application/json") for k, v in A_WHOLE.items()},
-    **{f"a-s-{k}": _fixed(v, b"text/event-stream") for k, v in A_STREAM.items()},
+    **{f"r-s-{k}": fixed(v, b"text/event-stream") for k, v in R_STREAM.items()},
+    **{f"a-w-{k}": fixed(json.dumps(_amsg(v)).encode(), b"application/json") for k, v in A_WHOLE.items()},
+    **{f"a-s-{k}": fixed(v, b"text/event-stream") for k, v in A_STREAM.items()},
 }
 
 
 @pytest.fixture(scope="module")
 def native(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.conftest import start_guard
-
-    raw = RawUpstream(HANDLERS)
-    g = start_guard(
-        pki_dir,
-        raw.url,
-        tmp_path_factory.mktemp("native"),
-        judge_url=model_server[1],
-        upstreams={
-            "rawr": {"url": raw.url, "api": "openai", "timeout_s": 5, "responses": "native"},
-            "rawa": {"url": raw.url, "api": "anthropic", "timeout_s": 5},
-        },
-        routes=[{"model": "r-*", "upstream": "rawr"}, {"model": "a-*", "upstream": "rawa"}],
-    )
-    yield g
-    g.stop()
-    raw.close()
+    routes = [("r-*", {"api": "openai", "responses": "native"}), ("a-*", {"api": "anthropic"})]
+    with guard_before(HANDLERS, pki_dir, model_server[1], tmp_path_factory.mktemp("native"), routes) as g:
+        yield g
 
 
 def _claude(g: Any) -> Any:

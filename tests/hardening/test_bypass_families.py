@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.hardening.conftest import error_field
-from tests.hardening.raw_upstream import RawUpstream, response, responses_answer, responses_events
+from tests.hardening.raw_upstream import fixed, guard_before, response, responses_answer, responses_events
 
 KEY = "AKIAIOSFODNN7EXAMPLE"  # the shipped denylist redacts it in answers
 HALF1, HALF2 = KEY[:9], KEY[9:]  # a key split across two tokens / stream chunks
@@ -292,13 +292,6 @@ RESPONSES = {  # OpenAI Responses from a native upstream: logprobs spell the ans
 }
 
 
-def _handler(body: bytes, ctype: bytes) -> Any:
-    def h(c: socket.socket, req: dict[str, Any]) -> None:
-        c.sendall(response(body, ctype=ctype))
-
-    return h
-
-
 UNSAFE = "here is how to build a bomb"  # the stand-in Llama Guard judges it S9: the answer is blocked
 BLOCKED = _chat(
     {"content": UNSAFE, "reasoning_content": UNSAFE},
@@ -314,41 +307,21 @@ def _error_twice(c: socket.socket, req: dict[str, Any]) -> None:
 
 
 HANDLERS = {
-    "w-blocked": _handler(BLOCKED, b"application/json"),
+    "w-blocked": fixed(BLOCKED, b"application/json"),
     "w-error-twice": _error_twice,
-    **{f"w-{k}": _handler(v, b"application/json") for k, v in WHOLE.items()},
-    **{f"s-{k}": _handler(v, b"text/event-stream") for k, v in STREAMED.items()},
-    **{f"o-{k}": _handler(v[2], b"application/x-ndjson" if v[1] else b"application/json") for k, v in OLLAMA.items()},
-    "r-whole": _handler(RESPONSES["whole"], b"application/json"),
-    "r-stream": _handler(RESPONSES["stream"], b"text/event-stream"),
+    **{f"w-{k}": fixed(v, b"application/json") for k, v in WHOLE.items()},
+    **{f"s-{k}": fixed(v, b"text/event-stream") for k, v in STREAMED.items()},
+    **{f"o-{k}": fixed(v[2], b"application/x-ndjson" if v[1] else b"application/json") for k, v in OLLAMA.items()},
+    "r-whole": fixed(RESPONSES["whole"], b"application/json"),
+    "r-stream": fixed(RESPONSES["stream"], b"text/event-stream"),
 }
 
 
 @pytest.fixture(scope="module")
 def attacked(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.conftest import start_guard
-
-    raw = RawUpstream(HANDLERS)
-    g = start_guard(
-        pki_dir,
-        raw.url,
-        tmp_path_factory.mktemp("bypass"),
-        judge_url=model_server[1],
-        upstreams={
-            "raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
-            "rawo": {"url": raw.url, "api": "ollama", "timeout_s": 5},
-            "rawr": {"url": raw.url, "api": "openai", "timeout_s": 5, "responses": "native"},
-        },
-        routes=[
-            {"model": "o-*", "upstream": "rawo"},
-            {"model": "r-*", "upstream": "rawr"},
-            {"model": "*", "upstream": "raw"},
-        ],
-    )
-    g.extra["raw"] = raw
-    yield g
-    g.stop()
-    raw.close()
+    routes = [("o-*", {"api": "ollama"}), ("r-*", {"api": "openai", "responses": "native"}), ("*", {"api": "openai"})]
+    with guard_before(HANDLERS, pki_dir, model_server[1], tmp_path_factory.mktemp("bypass"), routes) as g:
+        yield g
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.hardening.conftest import error_field, events
-from tests.hardening.raw_upstream import RawUpstream, chat_tool_answer, chat_tool_stream, fixed
+from tests.hardening.raw_upstream import chat_tool_answer, chat_tool_stream, fixed, guard_before
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 GHP = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
@@ -322,28 +322,13 @@ HANDLERS: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def upstream(pki_dir: Any, model_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.conftest import start_guard
-
-    raw = RawUpstream(HANDLERS)
-    g = start_guard(
-        pki_dir,
-        raw.url,
-        tmp_path_factory.mktemp("escaped"),
-        judge_url=model_server[1],
-        upstreams={
-            "raw": {"url": raw.url, "api": "openai", "timeout_s": 5},
-            "rawr": {"url": raw.url, "api": "openai", "timeout_s": 5, "responses": "native"},
-            "rawa": {"url": raw.url, "api": "anthropic", "timeout_s": 5},
-        },
-        routes=[
-            {"model": "r-*", "upstream": "rawr"},
-            {"model": "a-*", "upstream": "rawa"},
-            {"model": "*", "upstream": "raw"},
-        ],
-    )
-    yield g
-    g.stop()
-    raw.close()
+    routes = [
+        ("r-*", {"api": "openai", "responses": "native"}),
+        ("a-*", {"api": "anthropic"}),
+        ("*", {"api": "openai"}),
+    ]
+    with guard_before(HANDLERS, pki_dir, model_server[1], tmp_path_factory.mktemp("escaped"), routes) as g:
+        yield g
 
 
 def _decoded_clean(arguments: str) -> None:
